@@ -1,0 +1,57 @@
+//! AArch64 support: everything the kernel needs from the CPU and the `virt`
+//! machine that is specific to this architecture.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`console`] | the PL011 UART, write side |
+//! | [`trap`] | the exception vector table, the saved register frame, ESR decoding |
+//! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
+//! | [`mmu`] | the little of the MMU that issue 2 touches (TTBR0 walks off) |
+//! | [`semihosting`] | leaving QEMU with an exit status |
+//!
+//! ## Assumed configuration
+//!
+//! EL1, 4 KiB granule, 48-bit virtual addresses, the kernel in the upper half
+//! through TTBR1 with all RAM mapped at [`DIRECT_MAP_OFFSET`]. The boot path
+//! (`boot/aarch64`) sets all of this up before any Rust code runs.
+#![no_std]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod console;
+pub mod mmu;
+pub mod probe;
+pub mod semihosting;
+pub mod trap;
+
+/// The architecture's name as the kernel prints it.
+pub const NAME: &str = "aarch64";
+
+/// Virtual address of physical address 0: all RAM and the low device space
+/// are mapped at `DIRECT_MAP_OFFSET + pa` through TTBR1.
+pub const DIRECT_MAP_OFFSET: u64 = 0xffff_0000_0000_0000;
+
+/// How the guest tells QEMU it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success,
+    Failure,
+}
+
+/// Leaves QEMU with `status` (semihosting). If semihosting is not enabled the
+/// call returns, and the CPU parks itself instead.
+pub fn exit(status: ExitStatus) -> ! {
+    semihosting::exit(match status {
+        ExitStatus::Success => 0,
+        ExitStatus::Failure => 1,
+    });
+    halt_forever()
+}
+
+/// Masks interrupts and waits forever.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: masking interrupts and waiting for an event have no effect
+        // on memory; this CPU simply stops doing work.
+        unsafe { core::arch::asm!("msr daifset, #0xf", "wfe", options(nomem, nostack)) };
+    }
+}

@@ -1,0 +1,248 @@
+//! Exceptions: the vector table, the register frame each exception saves, and
+//! the decoding of the Exception Syndrome Register (ESR_EL1).
+//!
+//! ## Protocol
+//!
+//! `VBAR_EL1` points at [`VECTORS`] (2 KiB aligned, 16 entries of 0x80
+//! bytes: {current EL with SP0, current EL with SPx, lower EL AArch64, lower
+//! EL AArch32} x {synchronous, IRQ, FIQ, SError}). Every entry pushes a
+//! [`TrapFrame`] on the current stack and calls [`aarch64_trap`] with the
+//! entry's index; on return the frame, possibly changed (`elr` moved past a
+//! fixed-up access, `x0`/`x1` set to report a fault), is restored and `eret`
+//! resumes.
+//!
+//! A synchronous exception in the kernel is either expected (a [`crate::probe`]
+//! access or breakpoint, recognised by its exact instruction address) or a
+//! kernel bug, reported with ESR, FAR and ELR before a panic.
+
+use crate::probe;
+use core::fmt;
+use mm::fault::{Access, FaultCause, MemFault};
+use mm::VirtAddr;
+
+/// The registers saved on exception entry. Layout shared with the assembly
+/// below: `x[i]` at `8*i`, then ELR, SPSR, ESR, FAR.
+#[repr(C)]
+#[derive(Debug)]
+pub struct TrapFrame {
+    pub x: [u64; 31],
+    pub elr: u64,
+    pub spsr: u64,
+    pub esr: u64,
+    pub far: u64,
+    _pad: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 288);
+
+core::arch::global_asm!(
+    r#"
+.macro VECTOR_ENTRY kind
+    .balign 0x80
+    sub sp, sp, #288
+    stp x0, x1, [sp, #0]
+    mov x1, #\kind
+    b arch_aarch64_trap_common
+.endm
+
+.section .text.vectors, "ax"
+.balign 2048
+.global arch_aarch64_vectors
+arch_aarch64_vectors:
+    VECTOR_ENTRY 0
+    VECTOR_ENTRY 1
+    VECTOR_ENTRY 2
+    VECTOR_ENTRY 3
+    VECTOR_ENTRY 4
+    VECTOR_ENTRY 5
+    VECTOR_ENTRY 6
+    VECTOR_ENTRY 7
+    VECTOR_ENTRY 8
+    VECTOR_ENTRY 9
+    VECTOR_ENTRY 10
+    VECTOR_ENTRY 11
+    VECTOR_ENTRY 12
+    VECTOR_ENTRY 13
+    VECTOR_ENTRY 14
+    VECTOR_ENTRY 15
+
+.section .text
+arch_aarch64_trap_common:
+    stp x2, x3, [sp, #16]
+    stp x4, x5, [sp, #32]
+    stp x6, x7, [sp, #48]
+    stp x8, x9, [sp, #64]
+    stp x10, x11, [sp, #80]
+    stp x12, x13, [sp, #96]
+    stp x14, x15, [sp, #112]
+    stp x16, x17, [sp, #128]
+    stp x18, x19, [sp, #144]
+    stp x20, x21, [sp, #160]
+    stp x22, x23, [sp, #176]
+    stp x24, x25, [sp, #192]
+    stp x26, x27, [sp, #208]
+    stp x28, x29, [sp, #224]
+    mrs x2, elr_el1
+    mrs x3, spsr_el1
+    stp x30, x2, [sp, #240]
+    mrs x4, esr_el1
+    stp x3, x4, [sp, #256]
+    mrs x5, far_el1
+    str x5, [sp, #272]
+    mov x0, sp
+    bl {handler}
+    ldp x30, x2, [sp, #240]
+    ldr x3, [sp, #256]
+    msr elr_el1, x2
+    msr spsr_el1, x3
+    ldp x0, x1, [sp, #0]
+    ldp x2, x3, [sp, #16]
+    ldp x4, x5, [sp, #32]
+    ldp x6, x7, [sp, #48]
+    ldp x8, x9, [sp, #64]
+    ldp x10, x11, [sp, #80]
+    ldp x12, x13, [sp, #96]
+    ldp x14, x15, [sp, #112]
+    ldp x16, x17, [sp, #128]
+    ldp x18, x19, [sp, #144]
+    ldp x20, x21, [sp, #160]
+    ldp x22, x23, [sp, #176]
+    ldp x24, x25, [sp, #192]
+    ldp x26, x27, [sp, #208]
+    ldp x28, x29, [sp, #224]
+    add sp, sp, #288
+    eret
+"#,
+    handler = sym aarch64_trap,
+);
+
+extern "C" {
+    /// The vector table defined in the assembly above.
+    static arch_aarch64_vectors: u8;
+}
+
+/// The address of the vector table, for `VBAR_EL1`.
+pub fn vectors_address() -> u64 {
+    core::ptr::addr_of!(arch_aarch64_vectors) as u64
+}
+
+/// Points `VBAR_EL1` at the vector table. The boot path does this in assembly
+/// before any Rust code; this is for secondary CPUs and for tests.
+pub fn install() {
+    // SAFETY: the vector table is linked into the kernel image and mapped for
+    // as long as the kernel runs; ISB makes the new base take effect.
+    unsafe {
+        core::arch::asm!("msr vbar_el1, {0}", "isb", in(reg) vectors_address(), options(nostack));
+    }
+}
+
+/// Which of the 16 vectors was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorKind(pub u64);
+
+impl fmt::Display for VectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let from = ["current EL, SP0", "current EL, SPx", "lower EL, AArch64", "lower EL, AArch32"];
+        let what = ["synchronous", "IRQ", "FIQ", "SError"];
+        let i = self.0 as usize & 15;
+        write!(f, "{} from {}", what[i % 4], from[i / 4])
+    }
+}
+
+/// Exception classes (ESR_EL1.EC, bits 31:26) the kernel tells apart.
+pub mod ec {
+    pub const UNKNOWN: u64 = 0x00;
+    pub const SVC64: u64 = 0x15;
+    pub const INSN_ABORT_LOWER: u64 = 0x20;
+    pub const INSN_ABORT_SAME: u64 = 0x21;
+    pub const PC_ALIGNMENT: u64 = 0x22;
+    pub const DATA_ABORT_LOWER: u64 = 0x24;
+    pub const DATA_ABORT_SAME: u64 = 0x25;
+    pub const SP_ALIGNMENT: u64 = 0x26;
+    pub const SERROR: u64 = 0x2f;
+    pub const BRK64: u64 = 0x3c;
+}
+
+/// The exception class of an ESR value.
+pub const fn esr_class(esr: u64) -> u64 {
+    (esr >> 26) & 0x3f
+}
+
+/// A short name for an exception class, for reports.
+pub fn class_name(class: u64) -> &'static str {
+    match class {
+        ec::UNKNOWN => "unknown reason (undefined instruction?)",
+        ec::SVC64 => "SVC",
+        ec::INSN_ABORT_LOWER | ec::INSN_ABORT_SAME => "instruction abort",
+        ec::PC_ALIGNMENT => "PC alignment fault",
+        ec::DATA_ABORT_LOWER | ec::DATA_ABORT_SAME => "data abort",
+        ec::SP_ALIGNMENT => "SP alignment fault",
+        ec::SERROR => "SError",
+        ec::BRK64 => "BRK",
+        _ => "other",
+    }
+}
+
+/// Decodes a data or instruction abort (`esr`, `far`) into the arch-neutral
+/// [`MemFault`]. Returns `None` for any other exception class.
+///
+/// Fault status code (DFSC/IFSC, ISS bits 5:0): `0b0001LL` translation fault
+/// at level LL, `0b0010LL` access flag fault, `0b0011LL` permission fault;
+/// ISS bit 6 (WnR) says a data abort was a write.
+pub fn decode_abort(esr: u64, far: u64) -> Option<MemFault> {
+    let class = esr_class(esr);
+    let access = match class {
+        ec::INSN_ABORT_LOWER | ec::INSN_ABORT_SAME => Access::Execute,
+        ec::DATA_ABORT_LOWER | ec::DATA_ABORT_SAME if esr & (1 << 6) != 0 => Access::Write,
+        ec::DATA_ABORT_LOWER | ec::DATA_ABORT_SAME => Access::Read,
+        _ => return None,
+    };
+    let status = esr & 0x3f;
+    let level = (status & 3) as u8;
+    let (cause, level) = match status >> 2 {
+        0b0001 => (FaultCause::NotMapped, Some(level)),
+        0b0010 => (FaultCause::AccessFlag, Some(level)),
+        0b0011 => (FaultCause::Protection, Some(level)),
+        _ => (FaultCause::Other, None),
+    };
+    Some(MemFault { addr: VirtAddr::new(far), access, cause, level, syndrome: esr })
+}
+
+/// Called by the assembly for every exception, with the saved frame.
+///
+/// # Panics
+/// On any exception the kernel did not expect: that is a kernel bug, and the
+/// panic message carries ESR, FAR and ELR.
+#[no_mangle]
+extern "C" fn aarch64_trap(frame: &mut TrapFrame, kind: u64) {
+    let kind = VectorKind(kind);
+    let class = esr_class(frame.esr);
+    if kind.0 == 4 {
+        // Synchronous, from the kernel itself.
+        if let Some(fault) = decode_abort(frame.esr, frame.far) {
+            if probe::fix_up_fault(frame, &fault) {
+                return;
+            }
+            panic!(
+                "unexpected kernel {} at {:#x} ({:?} {:?}, level {:?}, ESR {:#x}) at PC {:#x}",
+                class_name(class),
+                frame.far,
+                fault.access,
+                fault.cause,
+                fault.level,
+                frame.esr,
+                frame.elr
+            );
+        }
+        if class == ec::BRK64 && probe::fix_up_breakpoint(frame) {
+            return;
+        }
+    }
+    panic!(
+        "unexpected exception: {kind}: {} (ESR {:#x}, FAR {:#x}) at PC {:#x}",
+        class_name(class),
+        frame.esr,
+        frame.far,
+        frame.elr
+    );
+}

@@ -1,0 +1,27 @@
+//! `mm`: the memory subsystem of the kernel, written without any knowledge of
+//! the hardware so that it builds and is tested on the host.
+//!
+//! This crate grows one mechanism per module (see `../shared/ARCHITECTURE.md`
+//! and the book's chapters). What is here so far:
+//!
+//! | module | mechanism |
+//! | --- | --- |
+//! | [`addr`] | physical and virtual address newtypes, page sizes |
+//! | [`memmap`] | the boot memory map: usable RAM as sorted, disjoint, page-aligned ranges, with reserved ranges carved out |
+//! | [`fault`] | the arch-neutral description of a memory fault (address, access, cause) |
+//! | [`early`] | the early frame allocator: a bump allocator over the boot memory map, used until the buddy allocator takes over |
+//!
+//! ## Lock order
+//!
+//! Nothing in `mm` takes a lock yet: the boot memory map and the early
+//! allocator are used by the boot CPU alone, before any other CPU runs. The
+//! lock-order table of the whole subsystem will live here as locks appear.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod addr;
+pub mod early;
+pub mod fault;
+pub mod memmap;
+
+pub use addr::{PhysAddr, VirtAddr, PAGE_SIZE};

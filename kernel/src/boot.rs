@@ -1,0 +1,95 @@
+//! What every boot path hands the kernel, and the kernel's first steps.
+//!
+//! [`kernel_main`] prints the banner, the memory map and the arguments, sets
+//! up the early frame allocator and the heap, then either runs the in-guest
+//! tests (`test=`), or shuts the machine down with a success status. (Later
+//! issues add CPUs, tasks and the memory subsystem between those steps.)
+
+use crate::arch;
+use crate::{cmdline, memory, println, testing};
+use kargs::Args;
+use mm::memmap::{MemoryMap, PhysRange};
+use mm::PhysAddr;
+
+/// Where the firmware's description of the machine is.
+#[derive(Debug, Clone, Copy)]
+pub enum FirmwareTables {
+    /// x86_64: ACPI, from the RSDP if the bootloader found one.
+    Acpi { rsdp: Option<PhysAddr> },
+    /// AArch64: a flattened device tree.
+    DeviceTree { addr: PhysAddr, size: u64 },
+}
+
+/// The one description of the machine both boot paths produce.
+pub struct BootInfo {
+    /// How the kernel was loaded: `bios`, `uefi` or `linux-image`.
+    pub boot_method: &'static str,
+    /// Usable RAM, with the kernel image, boot data and firmware
+    /// reservations already removed.
+    pub memory: MemoryMap,
+    /// All RAM is mapped at `direct_map_offset + pa`.
+    pub direct_map_offset: u64,
+    /// The kernel arguments, as given (`key=value` words).
+    pub cmdline: &'static str,
+    pub firmware: FirmwareTables,
+    /// Where the kernel image lies in physical memory.
+    pub kernel_image: PhysRange,
+}
+
+/// The banner's first words.
+pub const KERNEL_NAME: &str = concat!("mmkernel ", env!("CARGO_PKG_VERSION"));
+
+const MIB: u64 = 1024 * 1024;
+
+fn print_memory(info: &BootInfo) {
+    let map = &info.memory;
+    println!(
+        "memory: {} MiB usable in {} ranges; direct map at {:#x}; kernel image at {:?}",
+        map.total_bytes() / MIB,
+        map.ranges().len(),
+        info.direct_map_offset,
+        info.kernel_image
+    );
+    for r in map.ranges() {
+        println!("memory:   {:#014x}-{:#014x} {:>8} KiB", r.start.as_u64(), r.end.as_u64(), r.size() / 1024);
+    }
+    match info.firmware {
+        FirmwareTables::Acpi { rsdp: Some(rsdp) } => println!("firmware: ACPI, RSDP at {rsdp}"),
+        FirmwareTables::Acpi { rsdp: None } => println!("firmware: ACPI, no RSDP found"),
+        FirmwareTables::DeviceTree { addr, size } => {
+            println!("firmware: device tree at {addr}, {size} bytes")
+        }
+    }
+}
+
+/// The kernel proper, entered once by the boot CPU.
+pub fn kernel_main(info: BootInfo) -> ! {
+    println!();
+    println!("{KERNEL_NAME} on {} (booted as {})", arch::NAME, info.boot_method);
+    print_memory(&info);
+
+    let args = match Args::parse(info.cmdline) {
+        Ok(args) => args,
+        Err(e) => {
+            println!("kernel: bad arguments: {e}");
+            println!("kernel: arguments are key=value words, e.g. `test=all seed=7`");
+            arch::exit(arch::ExitStatus::Failure);
+        }
+    };
+    if let Err(e) = memory::init(&info) {
+        println!("kernel: {e}");
+        arch::exit(arch::ExitStatus::Failure);
+    }
+    memory::print_summary();
+    cmdline::echo(&args);
+
+    if let Some(filter) = args.get("test") {
+        let ok = testing::run(filter, &args);
+        arch::exit(if ok { arch::ExitStatus::Success } else { arch::ExitStatus::Failure });
+    }
+    if args.has("bench") {
+        println!("kernel: this build has no benchmarks yet (they come with the memory subsystem)");
+    }
+    println!("kernel: boot complete; shutting down");
+    arch::exit(arch::ExitStatus::Success)
+}

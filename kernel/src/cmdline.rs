@@ -1,0 +1,79 @@
+//! The kernel arguments this kernel understands, and their echo at boot.
+//!
+//! Parsing is the `kargs` crate's (shared with xtask, tested on the host).
+//! Here: the list of known keys, so that a typo is reported instead of being
+//! silently ignored, and in-guest tests that the arguments arrived intact.
+
+use crate::println;
+use crate::testing::{Test, TestEnv};
+use alloc::format;
+use alloc::string::String;
+use kargs::Args;
+
+/// Every key the kernel reads, with what it does.
+pub const KNOWN_ARGS: &[(&str, &str)] = &[
+    ("test", "run the in-guest tests whose names start with this (`all` for every test; several separated by `,`)"),
+    ("seed", "seed for randomised tests and stress runs"),
+    ("bug", "put a historical mistake back (bug-replay switch)"),
+    ("stress_secs", "how long stress tests run"),
+    ("bench", "run the benchmarks"),
+    ("smoke", "marker used by boot checks; no effect"),
+    ("harness_selfcheck", "`fail` makes the test harness::selfcheck_fail fail on purpose"),
+];
+
+/// Prints `kernel: args: ...` (the runner looks for this line) and a warning
+/// for every key the kernel does not know.
+pub fn echo(args: &Args<'_>) {
+    if args.is_empty() {
+        println!("kernel: args: (none)");
+    } else {
+        let mut line = String::new();
+        for a in args.iter() {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            if a.value.is_empty() {
+                line.push_str(a.key);
+            } else {
+                line.push_str(&format!("{}={}", a.key, a.value));
+            }
+        }
+        println!("kernel: args: {line}");
+    }
+    for a in args.iter() {
+        if !KNOWN_ARGS.iter().any(|(k, _)| *k == a.key) {
+            println!("kernel: warning: unknown argument `{}` is ignored", a.key);
+        }
+    }
+}
+
+fn args_reached_kernel(env: &TestEnv<'_>) -> Result<(), String> {
+    // The harness runs only when `test=` arrived; check it survived intact
+    // next to whatever else was passed.
+    let filter = env.args.get("test").ok_or("no `test` argument, yet the harness runs")?;
+    if filter.is_empty() {
+        return Err("`test` argument arrived empty".into());
+    }
+    for a in env.args.iter() {
+        if !a.value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("argument `{}` arrived with unprintable bytes", a.key));
+        }
+    }
+    Ok(())
+}
+
+fn parser_works_in_the_guest(_: &TestEnv<'_>) -> Result<(), String> {
+    let args = Args::parse("a=1 flag seed=0x10").map_err(|e| format!("{e}"))?;
+    if args.get("a") != Some("1") || !args.has("flag") || args.get_u64("seed") != Ok(Some(16)) {
+        return Err(format!("wrong parse: {args:?}"));
+    }
+    match Args::parse("a=1 a=2") {
+        Err(kargs::ArgError::Repeated { key: "a" }) => Ok(()),
+        other => Err(format!("a repeated key was not refused: {other:?}")),
+    }
+}
+
+pub(crate) const TESTS: &[Test] = &[
+    Test { name: "args::reached_kernel", run: args_reached_kernel },
+    Test { name: "args::parser_works_in_the_guest", run: parser_works_in_the_guest },
+];

@@ -1,0 +1,34 @@
+//! `kernel`: the arch-neutral kernel. Both boot paths (`boot/x86_64`,
+//! `boot/aarch64`) build one [`boot::BootInfo`] and call
+//! [`boot::kernel_main`]; from there on the code is the same on both arches.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`boot`] | `BootInfo` and `kernel_main`: banner, memory summary, arguments, then tests or shutdown |
+//! | [`console`] | `print!`/`println!` over the arch's serial port, one lock for whole lines |
+//! | [`memory`] | the early frame allocator and the kernel heap |
+//! | [`cmdline`] | the kernel arguments this kernel knows, and their echo |
+//! | [`exceptions`] | in-guest tests of the arch's exception handling |
+//! | [`testing`] | the in-guest test harness and its serial protocol |
+//! | [`panic`] | the panic handler: message, location, failing exit |
+//!
+//! Hardware is reached only through the `arch` crate of the target
+//! (re-exported as [`arch`]); memory management lives in the `mm` crate.
+#![no_std]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+#[cfg(target_arch = "aarch64")]
+pub use arch_aarch64 as arch;
+#[cfg(target_arch = "x86_64")]
+pub use arch_x86_64 as arch;
+
+pub mod boot;
+pub use boot::kernel_main;
+pub mod cmdline;
+pub mod console;
+pub mod exceptions;
+pub mod memory;
+pub mod panic;
+pub mod testing;

@@ -1,0 +1,353 @@
+//! The choices a user makes about a guest machine: which architecture, which
+//! accelerator, which firmware (x86_64 only) and how much memory.
+//!
+//! Each type parses from the word a user types on the `cargo xtask` command
+//! line, so a typo is refused here, with a message naming the bad word,
+//! before anything is built or started.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a machine choice was refused. Every variant is the user's input to
+/// blame (a bad word, or a combination this machine cannot run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--arch` is not `x86_64` or `aarch64`.
+    UnknownArch(String),
+    /// `--accel` is not `tcg` or `kvm`.
+    UnknownAccel(String),
+    /// `--boot` is not `bios` or `uefi`.
+    UnknownFirmware(String),
+    /// `--mem` could not be read as a size.
+    BadMemSize { input: String, why: &'static str },
+    /// `--smp` is not a CPU count QEMU accepts.
+    BadCpuCount(String),
+    /// The architecture has no such firmware (UEFI is wired up for x86_64 only).
+    FirmwareUnsupported { arch: Arch, firmware: Firmware },
+    /// The accelerator cannot run this architecture on this host.
+    AccelUnsupported { arch: Arch, accel: Accel, why: &'static str },
+    /// `--cpu` was given an empty name.
+    EmptyCpuModel,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::UnknownArch(s) => {
+                write!(f, "unknown architecture `{s}` (expected x86_64 or aarch64)")
+            }
+            ConfigError::UnknownAccel(s) => {
+                write!(f, "unknown accelerator `{s}` (expected tcg or kvm)")
+            }
+            ConfigError::UnknownFirmware(s) => {
+                write!(f, "unknown boot firmware `{s}` (expected bios or uefi)")
+            }
+            ConfigError::BadMemSize { input, why } => write!(
+                f,
+                "bad memory size `{input}`: {why} (examples: 512M, 2G, 2048 meaning MiB)"
+            ),
+            ConfigError::BadCpuCount(s) => {
+                write!(f, "bad CPU count `{s}` (expected a whole number from 1 to {MAX_SMP})")
+            }
+            ConfigError::FirmwareUnsupported { arch, firmware } => write!(
+                f,
+                "--boot {firmware} is not supported on {arch}: QEMU's virt machine loads the \
+                 kernel image directly (use --boot bios or leave --boot out)"
+            ),
+            ConfigError::AccelUnsupported { arch, accel, why } => {
+                write!(f, "--accel {accel} is not supported on {arch}: {why}")
+            }
+            ConfigError::EmptyCpuModel => write!(f, "--cpu needs a CPU model name"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The guest's instruction set; also picks the QEMU binary and the kernel target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    /// Both architectures, in the order CI runs them.
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// The name users type and that appears in file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The QEMU system emulator for this architecture.
+    pub fn qemu_program(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The bare-metal Rust target the kernel is built for.
+    pub fn rust_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-none",
+            Arch::Aarch64 => "aarch64-unknown-none",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "x86_64" => Ok(Arch::X86_64),
+            "aarch64" => Ok(Arch::Aarch64),
+            _ => Err(ConfigError::UnknownArch(s.to_string())),
+        }
+    }
+}
+
+/// How QEMU executes guest code.
+///
+/// TCG (QEMU's own translator) is the default because `/dev/kvm` on the
+/// project's machines is a software hypervisor that aborts with `-cpu host`
+/// or `-cpu max`; KVM is opt-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Accel {
+    #[default]
+    Tcg,
+    Kvm,
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        })
+    }
+}
+
+impl FromStr for Accel {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tcg" => Ok(Accel::Tcg),
+            "kvm" => Ok(Accel::Kvm),
+            _ => Err(ConfigError::UnknownAccel(s.to_string())),
+        }
+    }
+}
+
+/// The firmware that loads the kernel on x86_64: legacy BIOS (SeaBIOS,
+/// QEMU's default) or UEFI (OVMF). AArch64 always boots the raw image
+/// directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Firmware {
+    #[default]
+    Bios,
+    Uefi,
+}
+
+/// Another name for [`Firmware`], matching the `--boot` option.
+pub type Boot = Firmware;
+
+impl fmt::Display for Firmware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        })
+    }
+}
+
+impl FromStr for Firmware {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bios" => Ok(Firmware::Bios),
+            "uefi" => Ok(Firmware::Uefi),
+            _ => Err(ConfigError::UnknownFirmware(s.to_string())),
+        }
+    }
+}
+
+/// The most guest RAM accepted: 1 TiB. Far above what these hosts have;
+/// the limit only catches slips such as `2048G` for `2048M`.
+pub const MAX_MEM_MIB: u64 = 1024 * 1024;
+
+/// The smallest guest RAM accepted. Below this, neither firmware nor kernel
+/// has room to start, and the resulting crash would be misleading.
+pub const MIN_MEM_MIB: u64 = 16;
+
+/// The most CPUs accepted by `--smp` (QEMU's `pc` machine limit).
+pub const MAX_SMP: u32 = 255;
+
+/// Guest RAM size, in whole MiB (QEMU's `-m` unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemSize {
+    mib: u64,
+}
+
+impl MemSize {
+    /// A size of `mib` MiB, if it lies within [`MIN_MEM_MIB`]..=[`MAX_MEM_MIB`].
+    pub fn from_mib(mib: u64) -> Option<Self> {
+        (MIN_MEM_MIB..=MAX_MEM_MIB).contains(&mib).then_some(MemSize { mib })
+    }
+
+    /// The size in MiB.
+    pub fn mib(self) -> u64 {
+        self.mib
+    }
+}
+
+impl Default for MemSize {
+    /// 512 MiB, the default of `cargo xtask qemu boot`.
+    fn default() -> Self {
+        MemSize { mib: 512 }
+    }
+}
+
+impl fmt::Display for MemSize {
+    /// The form QEMU's `-m` takes, e.g. `512M`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}M", self.mib)
+    }
+}
+
+impl FromStr for MemSize {
+    type Err = ConfigError;
+
+    /// Reads `512M`, `512MiB`, `2G`, `2GiB`, `1T` (suffixes in any case, an
+    /// optional trailing `B`), or a bare number meaning MiB.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let bad = |why| ConfigError::BadMemSize { input: input.to_string(), why };
+        let s = input.trim();
+        let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, suffix) = s.split_at(digits_end);
+        if digits.is_empty() {
+            return Err(bad("it does not start with a number"));
+        }
+        let factor_mib: u64 = match suffix.to_ascii_lowercase().as_str() {
+            "" | "m" | "mb" | "mib" => 1,
+            "g" | "gb" | "gib" => 1024,
+            "t" | "tb" | "tib" => 1024 * 1024,
+            "k" | "kb" | "kib" | "b" => return Err(bad("give it in M or G (QEMU counts whole MiB)")),
+            _ if suffix.starts_with('.') => return Err(bad("use a whole number, e.g. 1536M for 1.5G")),
+            _ => return Err(bad("unknown unit (use M or G)")),
+        };
+        let number: u64 = digits.parse().map_err(|_| bad("the number is too large"))?;
+        let mib = number.checked_mul(factor_mib).ok_or_else(|| bad("the number is too large"))?;
+        if mib < MIN_MEM_MIB {
+            return Err(bad("it is below the 16 MiB a guest needs to start"));
+        }
+        if mib > MAX_MEM_MIB {
+            return Err(bad("it is above the 1 TiB limit"));
+        }
+        Ok(MemSize { mib })
+    }
+}
+
+/// Parses a `--smp` CPU count: a whole number from 1 to [`MAX_SMP`].
+pub fn parse_smp(input: &str) -> Result<u32, ConfigError> {
+    match input.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_SMP).contains(&n) => Ok(n),
+        _ => Err(ConfigError::BadCpuCount(input.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_accel_firmware_parse_and_print() {
+        assert_eq!("x86_64".parse(), Ok(Arch::X86_64));
+        assert_eq!("aarch64".parse(), Ok(Arch::Aarch64));
+        assert_eq!("arm64".parse::<Arch>(), Err(ConfigError::UnknownArch("arm64".into())));
+        assert_eq!("tcg".parse(), Ok(Accel::Tcg));
+        assert_eq!("kvm".parse(), Ok(Accel::Kvm));
+        assert!("hvf".parse::<Accel>().is_err());
+        assert_eq!("bios".parse(), Ok(Firmware::Bios));
+        assert_eq!("uefi".parse(), Ok(Firmware::Uefi));
+        assert!("UEFI".parse::<Firmware>().is_err());
+        for a in Arch::ALL {
+            assert_eq!(a.name().parse(), Ok(a));
+            assert_eq!(a.to_string(), a.name());
+        }
+        assert_eq!(Arch::X86_64.qemu_program(), "qemu-system-x86_64");
+        assert_eq!(Arch::Aarch64.rust_target(), "aarch64-unknown-none");
+    }
+
+    #[test]
+    fn mem_sizes_in_the_forms_users_type() {
+        let mib = |s: &str| s.parse::<MemSize>().map(MemSize::mib);
+        assert_eq!(mib("512M"), Ok(512));
+        assert_eq!(mib("512m"), Ok(512));
+        assert_eq!(mib("512MiB"), Ok(512));
+        assert_eq!(mib("512MB"), Ok(512));
+        assert_eq!(mib("2G"), Ok(2048));
+        assert_eq!(mib("2g"), Ok(2048));
+        assert_eq!(mib("2GiB"), Ok(2048));
+        assert_eq!(mib("2048"), Ok(2048));
+        assert_eq!(mib(" 256 "), Ok(256));
+        assert_eq!(mib("1T"), Ok(1024 * 1024));
+        assert_eq!(MemSize::default().to_string(), "512M");
+        assert_eq!("2G".parse::<MemSize>().unwrap().to_string(), "2048M");
+    }
+
+    #[test]
+    fn mem_sizes_that_make_no_sense_are_refused_with_a_reason() {
+        let why = |s: &str| match s.parse::<MemSize>() {
+            Err(ConfigError::BadMemSize { input, why }) => {
+                assert_eq!(input, s);
+                why
+            }
+            other => panic!("{s:?} gave {other:?}"),
+        };
+        assert_eq!(why(""), "it does not start with a number");
+        assert_eq!(why("G"), "it does not start with a number");
+        assert_eq!(why("-1G"), "it does not start with a number");
+        assert_eq!(why("lots"), "it does not start with a number");
+        assert_eq!(why("1.5G"), "use a whole number, e.g. 1536M for 1.5G");
+        assert_eq!(why("512X"), "unknown unit (use M or G)");
+        assert_eq!(why("512 M"), "unknown unit (use M or G)");
+        assert_eq!(why("4096K"), "give it in M or G (QEMU counts whole MiB)");
+        assert_eq!(why("0"), "it is below the 16 MiB a guest needs to start");
+        assert_eq!(why("8M"), "it is below the 16 MiB a guest needs to start");
+        assert_eq!(why("2048G"), "it is above the 1 TiB limit");
+        assert_eq!(why("99999999999999999999999"), "the number is too large");
+        assert_eq!(why("99999999999999999T"), "the number is too large");
+        let msg = "2X".parse::<MemSize>().unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "bad memory size `2X`: unknown unit (use M or G) (examples: 512M, 2G, 2048 meaning MiB)"
+        );
+    }
+
+    #[test]
+    fn smp_counts() {
+        assert_eq!(parse_smp("1"), Ok(1));
+        assert_eq!(parse_smp("4"), Ok(4));
+        assert_eq!(parse_smp("255"), Ok(255));
+        for bad in ["0", "256", "-1", "two", "", "1.5"] {
+            assert_eq!(parse_smp(bad), Err(ConfigError::BadCpuCount(bad.into())), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn combination_errors_explain_themselves() {
+        let e = ConfigError::FirmwareUnsupported { arch: Arch::Aarch64, firmware: Firmware::Uefi };
+        assert!(e.to_string().starts_with("--boot uefi is not supported on aarch64"));
+    }
+}

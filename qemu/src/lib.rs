@@ -1,0 +1,30 @@
+//! Host-side QEMU support for the kernel: machine profiles, the runner, the
+//! serial protocol and the verdicts. Used by `xtask`; it knows nothing about
+//! how the kernel is built.
+//!
+//! The flow of one run:
+//!
+//! 1. [`MachineConfig`] (architecture, accelerator, firmware, memory, CPUs,
+//!    kernel arguments, image) → [`MachineConfig::command`] gives the exact
+//!    QEMU argv as a [`QemuCommand`].
+//! 2. [`run`] starts QEMU, echoes the serial console, feeds each line to the
+//!    protocol [`Parser`], kills the guest at its time limit, and returns a
+//!    [`RunOutcome`]: how the guest ended ([`GuestExit`], decoded from QEMU's
+//!    exit status) and what it printed ([`Report`]).
+//! 3. [`test_verdict`] or [`boot_verdict`] turns that into a [`Verdict`].
+//!
+//! Steps 1 and 3 are pure functions, unit tested without QEMU.
+
+pub mod config;
+pub mod exit;
+pub mod machine;
+pub mod protocol;
+pub mod runner;
+pub mod verdict;
+
+pub use config::{parse_smp, Accel, Arch, Boot, ConfigError, Firmware, MemSize};
+pub use exit::GuestExit;
+pub use machine::{gdb_hint, MachineConfig, QemuCommand, OVMF_CODE};
+pub use protocol::{parse_transcript, Bench, Parser, Report, Summary, TestOutcome, TestResult};
+pub use runner::{run, RunError, RunOptions, RunOutcome};
+pub use verdict::{boot_verdict, test_verdict, Verdict};

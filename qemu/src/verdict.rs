@@ -1,0 +1,297 @@
+//! Verdicts: did a run pass? Pure functions of how the guest ended and what
+//! it printed, so every rule is unit tested.
+//!
+//! A test run passes only when *everything* agrees: the guest reported
+//! success, printed its summary, the summary matches the result lines, at
+//! least one test ran, nothing failed and nothing panicked. A guest that
+//! says "success" but whose output disagrees is a harness bug, and a harness
+//! bug that hides a failing test is the worst kind, so it fails the run.
+
+use std::fmt;
+
+use crate::config::Arch;
+use crate::exit::GuestExit;
+use crate::protocol::{Report, TestOutcome};
+
+/// The result of a run, with every reason it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    /// One sentence per problem, most specific first (failed tests, the
+    /// test that was running, panics, how the guest ended, protocol problems).
+    Fail(Vec<String>),
+}
+
+impl Verdict {
+    fn from_reasons(reasons: Vec<String>) -> Verdict {
+        if reasons.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail(reasons)
+        }
+    }
+
+    pub fn is_pass(&self) -> bool {
+        *self == Verdict::Pass
+    }
+
+    /// The reasons for failing (empty for a pass).
+    pub fn reasons(&self) -> &[String] {
+        match self {
+            Verdict::Pass => &[],
+            Verdict::Fail(reasons) => reasons,
+        }
+    }
+
+    /// `PASS`, or `FAIL` followed by one indented reason per line.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Pass => f.write_str("PASS"),
+            Verdict::Fail(reasons) => {
+                f.write_str("FAIL")?;
+                for r in reasons {
+                    write!(f, "\n  - {r}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reasons shared by every kind of run: failed tests, a test that never
+/// finished, panics, and how the guest ended when it was not a success.
+fn common_reasons(arch: Arch, exit: GuestExit, report: &Report) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for test in &report.tests {
+        if let TestOutcome::Failed(why) = &test.outcome {
+            if why.is_empty() {
+                reasons.push(format!("test {} FAILED", test.name));
+            } else {
+                reasons.push(format!("test {} FAILED: {why}", test.name));
+            }
+        }
+    }
+    if let Some(name) = &report.running {
+        reasons.push(format!(
+            "test {name} was running when the output ended (it never printed a result)"
+        ));
+    }
+    for name in &report.unfinished {
+        reasons.push(format!("test {name} started but never printed a result"));
+    }
+    for message in &report.panics {
+        reasons.push(format!("kernel panic: {message}"));
+    }
+    if !exit.is_success() {
+        reasons.push(format!("exit: {}", exit.describe(arch)));
+    }
+    reasons
+}
+
+/// The verdict of an in-guest test run (`cargo xtask qemu test`).
+pub fn test_verdict(arch: Arch, exit: GuestExit, report: &Report) -> Verdict {
+    let mut reasons = common_reasons(arch, exit, report);
+    let ok_lines = report.passed().count() as u64;
+    let failed_lines = report.failed().count() as u64;
+    match report.summary {
+        None => reasons.push(
+            "the summary line `N passed, M failed` is missing (the test run did not finish)"
+                .to_string(),
+        ),
+        Some(summary) => {
+            if summary.passed != ok_lines {
+                reasons.push(format!(
+                    "the summary says {} passed but {ok_lines} test lines say ok",
+                    summary.passed
+                ));
+            }
+            if summary.failed != failed_lines {
+                reasons.push(format!(
+                    "the summary says {} failed but {failed_lines} test lines say FAILED",
+                    summary.failed
+                ));
+            }
+            if summary.passed == 0 && summary.failed == 0 {
+                reasons.push("no test ran (does the test filter match any test?)".to_string());
+            } else if summary.passed == 0 {
+                reasons.push("no test passed".to_string());
+            }
+        }
+    }
+    Verdict::from_reasons(reasons)
+}
+
+/// The verdict of a plain boot (`cargo xtask qemu boot`, `bench`): the guest
+/// reported success and nothing panicked. A test it ran that failed or
+/// never finished is reported too.
+pub fn boot_verdict(arch: Arch, exit: GuestExit, report: &Report) -> Verdict {
+    Verdict::from_reasons(common_reasons(arch, exit, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::parse_transcript;
+
+    const X86: Arch = Arch::X86_64;
+    const ARM: Arch = Arch::Aarch64;
+
+    fn verdict(exit: GuestExit, transcript: &str) -> Verdict {
+        test_verdict(X86, exit, &parse_transcript(transcript))
+    }
+
+    #[test]
+    fn all_ok_passes() {
+        let v = verdict(
+            GuestExit::Success,
+            "kernel: args: test=all\ntest a ... ok\ntest b ... ok\n2 passed, 0 failed\n",
+        );
+        assert_eq!(v, Verdict::Pass);
+        assert_eq!(v.message(), "PASS");
+        assert!(v.reasons().is_empty());
+        let v = test_verdict(ARM, GuestExit::Success, &parse_transcript("test a ... ok\r\n1 passed, 0 failed\r\n"));
+        assert!(v.is_pass());
+    }
+
+    #[test]
+    fn one_failed_test_is_named_with_its_reason() {
+        let v = verdict(
+            GuestExit::Failure,
+            "test a ... ok\ntest mm::swap::slots ... FAILED: slot 7 freed twice\ntest c ... ok\n2 passed, 1 failed\n",
+        );
+        assert_eq!(
+            v.reasons(),
+            [
+                "test mm::swap::slots FAILED: slot 7 freed twice",
+                "exit: the guest reported failure (QEMU status 35)",
+            ]
+        );
+        assert!(v.message().starts_with("FAIL\n  - test mm::swap::slots FAILED: slot 7 freed twice\n"));
+    }
+
+    #[test]
+    fn every_failed_test_is_named() {
+        let v = verdict(
+            GuestExit::Failure,
+            "test a ... FAILED: one\ntest b ... ok\ntest c ... FAILED\n1 passed, 2 failed\n",
+        );
+        assert_eq!(v.reasons()[..2], ["test a FAILED: one", "test c FAILED"]);
+    }
+
+    #[test]
+    fn a_failure_is_a_failure_even_if_the_guest_claims_success() {
+        let v = verdict(GuestExit::Success, "test a ... ok\ntest b ... FAILED: x\n1 passed, 1 failed\n");
+        assert_eq!(v.reasons(), ["test b FAILED: x"]);
+    }
+
+    #[test]
+    fn panic_mid_test_names_the_test_the_panic_and_the_exit() {
+        let v = verdict(
+            GuestExit::Failure,
+            "test a ... ok\ntest mm::huge::split ... kernel panic: index out of bounds at huge.rs:10:5\n",
+        );
+        assert_eq!(
+            v.reasons(),
+            [
+                "test mm::huge::split was running when the output ended (it never printed a result)",
+                "kernel panic: index out of bounds at huge.rs:10:5",
+                "exit: the guest reported failure (QEMU status 35)",
+                "the summary line `N passed, M failed` is missing (the test run did not finish)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_panic_fails_even_with_success_and_a_good_summary() {
+        let v = verdict(GuestExit::Success, "test a ... ok\nkernel panic: late at x.rs:1:1\n1 passed, 0 failed\n");
+        assert_eq!(v.reasons(), ["kernel panic: late at x.rs:1:1"]);
+    }
+
+    #[test]
+    fn missing_summary_fails() {
+        let v = verdict(GuestExit::Success, "test a ... ok\ntest b ... ok\n");
+        assert_eq!(
+            v.reasons(),
+            ["the summary line `N passed, M failed` is missing (the test run did not finish)"]
+        );
+    }
+
+    #[test]
+    fn summary_disagreeing_with_the_lines_fails() {
+        let v = verdict(GuestExit::Success, "test a ... ok\ntest b ... ok\n3 passed, 0 failed\n");
+        assert_eq!(v.reasons(), ["the summary says 3 passed but 2 test lines say ok"]);
+        let v = verdict(GuestExit::Success, "test a ... ok\n1 passed, 1 failed\n");
+        assert_eq!(v.reasons(), ["the summary says 1 failed but 0 test lines say FAILED"]);
+    }
+
+    #[test]
+    fn zero_tests_is_not_a_pass() {
+        let v = verdict(GuestExit::Success, "0 passed, 0 failed\n");
+        assert_eq!(v.reasons(), ["no test ran (does the test filter match any test?)"]);
+    }
+
+    #[test]
+    fn x86_status_zero_is_a_crash_not_a_success() {
+        let exit = GuestExit::from_status(X86, Some(0));
+        assert_eq!(exit, GuestExit::Crashed(Some(0)));
+        let v = verdict(exit, "test a ... ok\ntest b ... ");
+        assert_eq!(v.reasons()[0], "test b was running when the output ended (it never printed a result)");
+        assert!(v.reasons()[1].starts_with("exit: the guest crashed: QEMU exited with status 0"));
+        // Even a complete, clean transcript does not pass without the success report.
+        let v = verdict(exit, "test a ... ok\n1 passed, 0 failed\n");
+        assert_eq!(v.reasons().len(), 1);
+        assert!(v.reasons()[0].contains("triple fault"));
+    }
+
+    #[test]
+    fn timeout_and_signals_fail() {
+        let v = verdict(GuestExit::TimedOut, "test a ... ok\ntest slow ... ");
+        assert_eq!(v.reasons()[0], "test slow was running when the output ended (it never printed a result)");
+        assert_eq!(v.reasons()[1], "exit: the guest exceeded its time limit and was killed");
+        let v = verdict(GuestExit::Crashed(None), "test a ... ok\n1 passed, 0 failed\n");
+        assert_eq!(v.reasons(), ["exit: QEMU was killed by a signal"]);
+    }
+
+    #[test]
+    fn unfinished_tests_fail() {
+        let v = verdict(GuestExit::Success, "test a ... \ntest b ... ok\n1 passed, 0 failed\n");
+        assert_eq!(v.reasons(), ["test a started but never printed a result"]);
+    }
+
+    #[test]
+    fn the_harness_selfcheck_failure_is_named() {
+        let v = verdict(
+            GuestExit::Failure,
+            "kernel: args: test=harness::selfcheck_fail harness_selfcheck=fail\n\
+             test harness::selfcheck_fail ... FAILED: failing on purpose (harness_selfcheck=fail)\n\
+             0 passed, 1 failed\n",
+        );
+        assert!(!v.is_pass());
+        assert!(v.message().contains("test harness::selfcheck_fail FAILED: failing on purpose"));
+    }
+
+    #[test]
+    fn boot_verdicts() {
+        let boot = |exit, text| boot_verdict(X86, exit, &parse_transcript(text));
+        assert!(boot(GuestExit::Success, "kernel: args: smoke=1\nkernel: done\n").is_pass());
+        // A boot has no summary to require.
+        assert!(boot(GuestExit::Success, "").is_pass());
+        assert_eq!(
+            boot(GuestExit::Success, "kernel panic: x at y.rs:1:1\n").reasons(),
+            ["kernel panic: x at y.rs:1:1"]
+        );
+        assert_eq!(
+            boot(GuestExit::Crashed(Some(0)), "kernel: args:\n").reasons().len(),
+            1
+        );
+        let v = boot_verdict(ARM, GuestExit::Failure, &parse_transcript(""));
+        assert_eq!(v.reasons(), ["exit: the guest reported failure, or QEMU itself failed (status 1)"]);
+        assert!(!boot(GuestExit::TimedOut, "").is_pass());
+    }
+}

@@ -1,0 +1,270 @@
+//! End-to-end checks of the runner against the real QEMU, with tiny guests
+//! written for these tests (a few dozen instructions each, hand-assembled
+//! below) instead of the kernel: they print protocol lines on the serial
+//! port and then exit the way the kernel does (x86_64 debug-exit port,
+//! AArch64 semihosting), crash, or hang.
+//!
+//! This proves the command lines from `MachineConfig` are accepted by the
+//! installed QEMU and that exit statuses, streaming and the time limit work,
+//! independently of the kernel. Each test is skipped (with a note) when its
+//! QEMU binary is not installed.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use qemu::{run, test_verdict, Arch, Firmware, GuestExit, MachineConfig, RunOptions, RunOutcome};
+
+fn have(program: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("skipped: {program} is not installed");
+    }
+    found
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("qemu-crate-test-{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes).expect("write a temporary guest image");
+    path
+}
+
+/// What an x86_64 guest does after printing its message.
+enum X86End {
+    /// Write this byte to the debug-exit port.
+    DebugExit(u8),
+    /// Load an empty IDT and raise an interrupt: a triple fault.
+    TripleFault,
+    /// Spin forever.
+    Hang,
+}
+
+/// A BIOS boot sector that prints `message` on COM1 and then ends as told.
+fn x86_boot_sector(message: &str, end: X86End) -> Vec<u8> {
+    let mut code: Vec<u8> = vec![
+        0xfa, //             cli
+        0x31, 0xc0, //       xor ax, ax
+        0x8e, 0xd8, //       mov ds, ax
+        0xfc, //             cld
+        0xbe, 0x40, 0x7c, // mov si, 0x7c40      ; the message
+        0xac, //             1: lodsb
+        0x84, 0xc0, //       test al, al
+        0x74, 0x06, //       jz 2f
+        0xba, 0xf8, 0x03, // mov dx, 0x3f8       ; COM1 data register
+        0xee, //             out dx, al
+        0xeb, 0xf5, //       jmp 1b
+    ]; //                    2:
+    match end {
+        X86End::DebugExit(v) => code.extend([
+            0xb0, v, //      mov al, v
+            0xe6, 0xf4, //   out 0xf4, al        ; isa-debug-exit
+            0xf4, //         3: hlt
+            0xeb, 0xfd, //   jmp 3b
+        ]),
+        X86End::TripleFault => code.extend([
+            0x0f, 0x01, 0x1e, 0xf0, 0x7d, // lidt [0x7df0]  ; limit 0 (zero padding)
+            0xcc, //                         int3
+        ]),
+        X86End::Hang => code.extend([0xeb, 0xfe]), // jmp $
+    }
+    let mut sector = vec![0u8; 512];
+    sector[..code.len()].copy_from_slice(&code);
+    let text = message.as_bytes();
+    assert!(0x40 + text.len() < 0x1f0, "message too long for the boot sector");
+    sector[0x40..0x40 + text.len()].copy_from_slice(text);
+    sector[510] = 0x55;
+    sector[511] = 0xaa;
+    sector
+}
+
+/// What an AArch64 guest does after printing its message.
+enum ArmEnd {
+    /// Semihosting SYS_EXIT_EXTENDED with this exit code.
+    Exit(u64),
+    /// Spin forever.
+    Hang,
+}
+
+/// A raw AArch64 image with the Linux arm64 header that prints `message`
+/// on the PL011 UART of QEMU's `virt` machine and then ends as told.
+fn aarch64_image(message: &str, end: ArmEnd) -> Vec<u8> {
+    let words: [u32; 32] = [
+        0x14000010, // 0x00: b 0x40                       ; code0: skip the header
+        0,          // 0x04: code1
+        0, 0, //       0x08: text_offset
+        0x10000, 0, // 0x10: image_size
+        0, 0, //       0x18: flags
+        0, 0, 0, 0, 0, 0, // 0x20: res2..res4
+        0x644d5241, // 0x38: magic "ARM\x64"
+        0,          // 0x3c: res5
+        0x100001e1, // 0x40: adr x1, 0x7c                  ; the message
+        0xd2a12002, // 0x44: mov x2, #0x09000000           ; PL011 data register
+        0x38401423, // 0x48: 1: ldrb w3, [x1], #1
+        0x34000063, // 0x4c: cbz w3, 2f
+        0x39000043, // 0x50: strb w3, [x2]
+        0x17fffffd, // 0x54: b 1b
+        0x100000a1, // 0x58: 2: adr x1, 0x6c               ; parameter block
+        0xd2800400, // 0x5c: mov x0, #0x20                 ; SYS_EXIT_EXTENDED
+        0xd45e0000, // 0x60: hlt #0xf000                   ; semihosting call
+        0xd503207f, // 0x64: 3: wfi
+        0x17ffffff, // 0x68: b 3b
+        0x00020026, // 0x6c: ADP_Stopped_ApplicationExit
+        0,          // 0x70
+        0, 0, //       0x74: exit code, patched below
+        0,          // 0x7c: the message starts here (in place of this word)
+    ];
+    let mut image: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    image.truncate(0x7c);
+    match end {
+        ArmEnd::Exit(code) => image[0x74..0x7c].copy_from_slice(&code.to_le_bytes()),
+        // b . in place of the semihosting call
+        ArmEnd::Hang => image[0x60..0x64].copy_from_slice(&0x14000000u32.to_le_bytes()),
+    }
+    image.extend_from_slice(message.as_bytes());
+    image.push(0);
+    image
+}
+
+fn run_guest(cfg: &MachineConfig, timeout_secs: u64) -> RunOutcome {
+    let cmd = cfg.command().expect("valid machine config");
+    let opts = RunOptions { timeout: Some(Duration::from_secs(timeout_secs)), echo: false, keep_lines: 40 };
+    let outcome = run(&cmd, cfg.arch, &opts).expect("QEMU starts");
+    let _ = std::fs::remove_file(&cfg.image);
+    outcome
+}
+
+const PASSING: &str = "kernel: args: smoke=1\r\ntest guest::hello ... ok\r\n1 passed, 0 failed\r\n";
+const FAILING: &str = "test guest::bad ... FAILED: on purpose\r\n0 passed, 1 failed\r\n";
+
+#[test]
+fn x86_64_bios_success() {
+    if !have("qemu-system-x86_64") {
+        return;
+    }
+    let image = temp_file("ok.img", &x86_boot_sector(PASSING, X86End::DebugExit(0x10)));
+    let mut cfg = MachineConfig::new(Arch::X86_64, image);
+    // Not read by this guest, but QEMU must accept the option (commas doubled).
+    cfg.kernel_args = "smoke=1 test=a,b".into();
+    let out = run_guest(&cfg, 60);
+    assert_eq!(out.exit, GuestExit::Success, "{out:?}");
+    assert!(out.report.args_echo_contains("smoke=1"));
+    assert!(test_verdict(out.arch, out.exit, &out.report).is_pass(), "{out:?}");
+    assert_eq!(out.last_lines.last().map(String::as_str), Some("1 passed, 0 failed"));
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+}
+
+#[test]
+fn x86_64_bios_failure() {
+    if !have("qemu-system-x86_64") {
+        return;
+    }
+    let image = temp_file("fail.img", &x86_boot_sector(FAILING, X86End::DebugExit(0x11)));
+    let out = run_guest(&MachineConfig::new(Arch::X86_64, image), 60);
+    assert_eq!(out.exit, GuestExit::Failure, "{out:?}");
+    let verdict = test_verdict(out.arch, out.exit, &out.report);
+    assert!(verdict.message().contains("test guest::bad FAILED: on purpose"), "{verdict}");
+}
+
+#[test]
+fn x86_64_triple_fault_is_a_crash_naming_the_running_test() {
+    if !have("qemu-system-x86_64") {
+        return;
+    }
+    let image = temp_file("triple.img", &x86_boot_sector("test guest::crashy ... ", X86End::TripleFault));
+    let out = run_guest(&MachineConfig::new(Arch::X86_64, image), 60);
+    assert_eq!(out.exit, GuestExit::Crashed(Some(0)), "{out:?}");
+    assert_eq!(out.report.running.as_deref(), Some("guest::crashy"));
+    let verdict = test_verdict(out.arch, out.exit, &out.report);
+    assert!(verdict.message().contains("test guest::crashy was running"), "{verdict}");
+}
+
+#[test]
+fn x86_64_hang_hits_the_time_limit() {
+    if !have("qemu-system-x86_64") {
+        return;
+    }
+    let image = temp_file("hang.img", &x86_boot_sector("test guest::slow ... ", X86End::Hang));
+    let out = run_guest(&MachineConfig::new(Arch::X86_64, image), 3);
+    assert_eq!(out.exit, GuestExit::TimedOut, "{out:?}");
+    assert_eq!(out.report.running.as_deref(), Some("guest::slow"));
+    assert!(out.elapsed < Duration::from_secs(20));
+}
+
+#[test]
+fn x86_64_uefi_command_line_is_accepted() {
+    if !have("qemu-system-x86_64") || !std::path::Path::new(qemu::OVMF_CODE).exists() {
+        return;
+    }
+    // OVMF finds nothing to boot on this disk; what matters is that QEMU
+    // starts with the pflash firmware and complains about nothing.
+    let image = temp_file("uefi.img", &vec![0u8; 1 << 20]);
+    let mut cfg = MachineConfig::new(Arch::X86_64, image);
+    cfg.firmware = Firmware::Uefi;
+    cfg.kernel_args = "smoke=1".into();
+    let out = run_guest(&cfg, 3);
+    assert!(out.stderr.is_empty(), "QEMU complained: {}", out.stderr);
+    assert_ne!(out.exit, GuestExit::Crashed(Some(1)), "{out:?}");
+}
+
+#[test]
+fn aarch64_success() {
+    if !have("qemu-system-aarch64") {
+        return;
+    }
+    let image = temp_file("ok.bin", &aarch64_image(PASSING, ArmEnd::Exit(0)));
+    let mut cfg = MachineConfig::new(Arch::Aarch64, image);
+    cfg.kernel_args = "smoke=1 test=a,b".into();
+    cfg.smp = 2;
+    let out = run_guest(&cfg, 60);
+    assert_eq!(out.exit, GuestExit::Success, "{out:?}");
+    assert!(test_verdict(out.arch, out.exit, &out.report).is_pass(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+}
+
+#[test]
+fn aarch64_failure_and_other_codes() {
+    if !have("qemu-system-aarch64") {
+        return;
+    }
+    let image = temp_file("fail.bin", &aarch64_image(FAILING, ArmEnd::Exit(1)));
+    let out = run_guest(&MachineConfig::new(Arch::Aarch64, image), 60);
+    assert_eq!(out.exit, GuestExit::Failure, "{out:?}");
+    assert!(out.report.has_failed("guest::bad"));
+
+    let image = temp_file("three.bin", &aarch64_image("test guest::odd ... ", ArmEnd::Exit(3)));
+    let mut cfg = MachineConfig::new(Arch::Aarch64, image);
+    cfg.cpu = Some("max,pauth-impdef=on".into());
+    let out = run_guest(&cfg, 60);
+    assert_eq!(out.exit, GuestExit::Crashed(Some(3)), "{out:?}");
+    assert_eq!(out.report.running.as_deref(), Some("guest::odd"));
+}
+
+#[test]
+fn aarch64_hang_hits_the_time_limit() {
+    if !have("qemu-system-aarch64") {
+        return;
+    }
+    let image = temp_file("hang.bin", &aarch64_image("test guest::slow ... ", ArmEnd::Hang));
+    let out = run_guest(&MachineConfig::new(Arch::Aarch64, image), 3);
+    assert_eq!(out.exit, GuestExit::TimedOut, "{out:?}");
+    assert_eq!(out.report.running.as_deref(), Some("guest::slow"));
+}
+
+#[test]
+fn qemu_errors_are_collected_from_stderr() {
+    if !have("qemu-system-x86_64") {
+        return;
+    }
+    let cfg = MachineConfig::new(Arch::X86_64, "/nonexistent/kernel.img");
+    let cmd = cfg.command().unwrap();
+    let opts = RunOptions { timeout: Some(Duration::from_secs(30)), echo: false, keep_lines: 40 };
+    let out = run(&cmd, cfg.arch, &opts).unwrap();
+    assert_eq!(out.exit, GuestExit::Crashed(Some(1)), "{out:?}");
+    assert!(out.stderr.contains("/nonexistent/kernel.img"), "{}", out.stderr);
+    assert!(out.problem_text().unwrap().contains("QEMU's own messages"));
+}
