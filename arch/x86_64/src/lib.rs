@@ -1,0 +1,89 @@
+//! x86_64 support: everything the kernel needs from the CPU and QEMU's `pc`
+//! machine that is specific to this architecture.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`console`] | COM1, a 16550 UART (`uart_16550`) |
+//! | [`gdt`] | the GDT and the TSS with its interrupt stacks (IST) |
+//! | [`trap`] | the IDT, the entry stubs, the saved register frame, page-fault decoding |
+//! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
+//! | [`fw_cfg`] | QEMU's firmware configuration device, which carries the kernel arguments |
+//!
+//! ## Assumed configuration
+//!
+//! Long mode with 4-level paging, entered from the `bootloader` crate (BIOS
+//! or UEFI), which maps the kernel and all physical memory at a dynamic
+//! offset. [`init`] takes over the GDT, TSS and IDT and turns on NX
+//! (`EFER.NXE`) and supervisor write protection (`CR0.WP`).
+#![no_std]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod console;
+pub mod fw_cfg;
+pub mod gdt;
+pub mod probe;
+pub mod trap;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::registers::control::{Cr0, Cr0Flags};
+use x86_64::registers::model_specific::{Efer, EferFlags};
+
+/// The architecture's name as the kernel prints it.
+pub const NAME: &str = "x86_64";
+
+/// Where the bootloader mapped physical address 0.
+static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
+
+/// The direct-map offset given to [`init`].
+pub fn phys_offset() -> u64 {
+    PHYS_OFFSET.load(Ordering::Relaxed)
+}
+
+/// Sets up the CPU for the kernel: GDT/TSS, IDT, NX and write protection.
+/// Boot CPU, once, before anything can fault.
+pub fn init(phys_offset: u64) {
+    PHYS_OFFSET.store(phys_offset, Ordering::Relaxed);
+    gdt::init();
+    trap::init();
+    // SAFETY: NXE only makes the NX bit of page-table entries meaningful
+    // (the bootloader's tables use it consistently); WP makes the kernel
+    // honour read-only mappings as user code would. Neither changes any
+    // mapping the kernel relies on being writable.
+    unsafe {
+        Efer::update(|f| f.insert(EferFlags::NO_EXECUTE_ENABLE));
+        Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT));
+    }
+}
+
+/// How the guest tells QEMU it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success,
+    Failure,
+}
+
+/// I/O port of QEMU's `isa-debug-exit` device (`-device
+/// isa-debug-exit,iobase=0xf4,iosize=0x04`). Writing `v` makes QEMU exit with
+/// status `(v << 1) | 1`: 0x10 gives 33 (success), 0x11 gives 35 (failure).
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// Leaves QEMU with `status`. Without the debug-exit device the write does
+/// nothing, and the CPU parks itself.
+pub fn exit(status: ExitStatus) -> ! {
+    let value: u32 = match status {
+        ExitStatus::Success => 0x10,
+        ExitStatus::Failure => 0x11,
+    };
+    // SAFETY: port 0xf4 is the debug-exit device in our QEMU profile; on a
+    // machine without it an unclaimed port write is ignored.
+    unsafe { x86_64::instructions::port::Port::new(DEBUG_EXIT_PORT).write(value) };
+    halt_forever()
+}
+
+/// Disables interrupts and halts forever.
+pub fn halt_forever() -> ! {
+    x86_64::instructions::interrupts::disable();
+    loop {
+        x86_64::instructions::hlt();
+    }
+}

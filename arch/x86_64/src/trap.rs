@@ -1,0 +1,230 @@
+//! Exceptions: the IDT, the entry stubs, the register frame they save, and
+//! the decoding of page-fault error codes.
+//!
+//! ## Protocol
+//!
+//! Each exception vector 0..=31 has a 16-byte stub (`arch_x86_trap_stubs +
+//! 16 * vector`) that pushes a zero error code if the CPU pushed none, then
+//! the vector number, and jumps to a common path that pushes every
+//! general-purpose register (a [`TrapFrame`]) and calls [`x86_trap`]. On
+//! return the frame, possibly changed (`rip` moved to a fix-up, `rax`/`rdx`
+//! set to report a fault), is restored and `iretq` resumes.
+//!
+//! Double fault, NMI and machine check run on their own IST stacks (see
+//! [`crate::gdt`]). A kernel exception is either expected (a
+//! [`crate::probe`] instruction) or a kernel bug, reported with CR2, the
+//! error code and RIP before a panic.
+
+use crate::gdt;
+use crate::probe;
+use mm::fault::{Access, FaultCause, MemFault};
+use spin::Once;
+use x86_64::registers::control::Cr2;
+use x86_64::structures::idt::InterruptDescriptorTable;
+use x86_64::VirtAddr;
+
+/// The registers saved on exception entry, lowest address first (the order
+/// is the reverse of the pushes in the assembly below).
+#[repr(C)]
+#[derive(Debug)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    // Pushed by the CPU:
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+// The CPU aligns RSP to 16 before pushing its 5 words; with the error code,
+// the vector and 15 registers the frame is 22 words, and 22 * 8 keeps the
+// 16-byte alignment the call into Rust needs.
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+
+/// Vectors for which the CPU pushes an error code.
+const fn has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30)
+}
+
+macro_rules! trap_stubs {
+    ($($n:literal)*) => {
+        core::arch::global_asm!(
+            ".section .text",
+            ".balign 16",
+            ".global arch_x86_trap_stubs",
+            "arch_x86_trap_stubs:",
+            $(
+                ".balign 16",
+                concat!(".if ", stringify!($n), " == 8 || ", stringify!($n), " == 10 || ", stringify!($n),
+                        " == 11 || ", stringify!($n), " == 12 || ", stringify!($n), " == 13 || ",
+                        stringify!($n), " == 14 || ", stringify!($n), " == 17 || ", stringify!($n),
+                        " == 21 || ", stringify!($n), " == 29 || ", stringify!($n), " == 30"),
+                ".else",
+                "push 0",
+                ".endif",
+                concat!("push ", stringify!($n)),
+                "jmp arch_x86_trap_common",
+            )*
+            "arch_x86_trap_common:",
+            "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+            "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+            "mov rdi, rsp",
+            "cld",
+            "call {handler}",
+            "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
+            "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
+            "add rsp, 16",
+            "iretq",
+            handler = sym x86_trap,
+        );
+    };
+}
+
+trap_stubs!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+
+extern "C" {
+    static arch_x86_trap_stubs: u8;
+}
+
+fn stub(vector: u8) -> VirtAddr {
+    let base = core::ptr::addr_of!(arch_x86_trap_stubs) as u64;
+    VirtAddr::new(base + 16 * vector as u64)
+}
+
+static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+/// Builds and loads the IDT. Boot CPU, once, after [`gdt::init`] (the
+/// entries take the current code segment).
+pub fn init() {
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        // SAFETY (all entries): each stub saves a full frame, calls
+        // `x86_trap` and returns with `iretq`, popping the error code the
+        // CPU pushed for exactly the vectors in `has_error_code`.
+        unsafe {
+            idt.divide_error.set_handler_addr(stub(0));
+            idt.debug.set_handler_addr(stub(1));
+            idt.non_maskable_interrupt.set_handler_addr(stub(2)).set_stack_index(gdt::IST_NMI);
+            idt.breakpoint.set_handler_addr(stub(3));
+            idt.overflow.set_handler_addr(stub(4));
+            idt.bound_range_exceeded.set_handler_addr(stub(5));
+            idt.invalid_opcode.set_handler_addr(stub(6));
+            idt.device_not_available.set_handler_addr(stub(7));
+            idt.double_fault.set_handler_addr(stub(8)).set_stack_index(gdt::IST_DOUBLE_FAULT);
+            idt.invalid_tss.set_handler_addr(stub(10));
+            idt.segment_not_present.set_handler_addr(stub(11));
+            idt.stack_segment_fault.set_handler_addr(stub(12));
+            idt.general_protection_fault.set_handler_addr(stub(13));
+            idt.page_fault.set_handler_addr(stub(14));
+            idt.x87_floating_point.set_handler_addr(stub(16));
+            idt.alignment_check.set_handler_addr(stub(17));
+            idt.machine_check.set_handler_addr(stub(18)).set_stack_index(gdt::IST_MACHINE_CHECK);
+            idt.simd_floating_point.set_handler_addr(stub(19));
+            idt.virtualization.set_handler_addr(stub(20));
+            idt.cp_protection_exception.set_handler_addr(stub(21));
+            idt.hv_injection_exception.set_handler_addr(stub(28));
+            idt.vmm_communication_exception.set_handler_addr(stub(29));
+            idt.security_exception.set_handler_addr(stub(30));
+        }
+        idt
+    });
+    idt.load();
+}
+
+/// Exception names, by vector.
+pub fn vector_name(vector: u64) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "divide error", "debug", "NMI", "breakpoint", "overflow", "bound range exceeded",
+        "invalid opcode", "device not available", "double fault", "coprocessor segment overrun",
+        "invalid TSS", "segment not present", "stack-segment fault", "general protection fault",
+        "page fault", "reserved", "x87 floating-point", "alignment check", "machine check",
+        "SIMD floating-point", "virtualization", "control protection", "reserved", "reserved",
+        "reserved", "reserved", "reserved", "reserved", "hypervisor injection",
+        "VMM communication", "security", "reserved",
+    ];
+    NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+}
+
+/// Page-fault error code bits (Intel SDM vol. 3, 4.7).
+pub mod pf {
+    /// 0: the page was not present; 1: a protection violation.
+    pub const PRESENT: u64 = 1 << 0;
+    /// The access was a write.
+    pub const WRITE: u64 = 1 << 1;
+    /// The access came from user mode.
+    pub const USER: u64 = 1 << 2;
+    /// A reserved bit was set in a paging entry.
+    pub const RESERVED: u64 = 1 << 3;
+    /// The access was an instruction fetch.
+    pub const FETCH: u64 = 1 << 4;
+}
+
+/// Decodes a page fault (error code, CR2) into the arch-neutral [`MemFault`].
+pub fn decode_page_fault(error_code: u64, cr2: u64) -> MemFault {
+    let access = if error_code & pf::FETCH != 0 {
+        Access::Execute
+    } else if error_code & pf::WRITE != 0 {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    let cause = if error_code & pf::RESERVED != 0 {
+        FaultCause::Other
+    } else if error_code & pf::PRESENT != 0 {
+        FaultCause::Protection
+    } else {
+        FaultCause::NotMapped
+    };
+    MemFault { addr: mm::VirtAddr::new(cr2), access, cause, level: None, syndrome: error_code }
+}
+
+/// Called by the assembly for every exception, with the saved frame.
+///
+/// # Panics
+/// On any exception the kernel did not expect: that is a kernel bug, and the
+/// panic message carries the vector, error code, CR2 and RIP.
+#[no_mangle]
+extern "C" fn x86_trap(frame: &mut TrapFrame) {
+    debug_assert!(has_error_code(frame.vector as u8) || frame.error_code == 0);
+    let vector = frame.vector;
+    if vector == 3 && probe::fix_up_breakpoint(frame) {
+        return;
+    }
+    match vector {
+        14 => {
+            let cr2 = Cr2::read_raw();
+            let fault = decode_page_fault(frame.error_code, cr2);
+            if probe::fix_up_fault(frame, &fault) {
+                return;
+            }
+            panic!(
+                "unexpected kernel page fault at {cr2:#x} ({:?} {:?}, error code {:#x}) at RIP {:#x}",
+                fault.access, fault.cause, frame.error_code, frame.rip
+            );
+        }
+        v => panic!(
+            "unexpected exception {v} ({}), error code {:#x}, at RIP {:#x}, RSP {:#x}",
+            vector_name(v),
+            frame.error_code,
+            frame.rip,
+            frame.rsp
+        ),
+    }
+}
