@@ -18,7 +18,7 @@ pub const KNOWN_ARGS: &[(&str, &str)] = &[
     ("stress_secs", "how long stress tests run"),
     ("bench", "run the benchmarks"),
     ("smoke", "marker used by boot checks; no effect"),
-    ("harness_selfcheck", "`fail` makes the test harness::selfcheck_fail fail on purpose"),
+    ("harness_selfcheck", "`fail` makes harness::selfcheck_fail fail, `crash` makes harness::selfcheck_crash take an unhandled page fault"),
 ];
 
 /// Prints `kernel: args: ...` (the runner looks for this line) and a warning

@@ -13,7 +13,12 @@ use alloc::string::String;
 use mm::fault::{Access, FaultCause, MemFault};
 use mm::VirtAddr;
 
-fn expect_fault(what: &str, result: Result<(), MemFault>, addr: VirtAddr, access: Access) -> Result<(), String> {
+fn expect_fault(
+    what: &str,
+    result: Result<(), MemFault>,
+    addr: VirtAddr,
+    access: Access,
+) -> Result<(), String> {
     let fault = match result {
         Ok(()) => return Err(format!("{what} at {addr} did not fault")),
         Err(f) => f,
@@ -86,7 +91,10 @@ fn breakpoint_is_reported(_: &TestEnv<'_>) -> Result<(), String> {
         ));
     }
     if hit.syndrome != hit.expected_syndrome {
-        return Err(format!("breakpoint syndrome {:#x}, expected {:#x}", hit.syndrome, hit.expected_syndrome));
+        return Err(format!(
+            "breakpoint syndrome {:#x}, expected {:#x}",
+            hit.syndrome, hit.expected_syndrome
+        ));
     }
     Ok(())
 }

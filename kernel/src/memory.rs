@@ -133,8 +133,7 @@ fn heap_box_vec_and_reuse(_: &TestEnv<'_>) -> Result<(), String> {
         return Err("heap data changed under us".into());
     }
     // A large block, written and read in full.
-    let mut big = Vec::<u8>::with_capacity(1 << 20);
-    big.resize(1 << 20, 0);
+    let mut big = alloc::vec![0u8; 1 << 20];
     for (i, byte) in big.iter_mut().enumerate() {
         *byte = (i % 251) as u8;
     }

@@ -94,6 +94,23 @@ fn selfcheck_fail(env: &TestEnv<'_>) -> Result<(), String> {
     }
 }
 
+fn selfcheck_crash(env: &TestEnv<'_>) -> Result<(), String> {
+    // Crashes only when asked: `cargo xtask test` passes
+    // `harness_selfcheck=crash` to prove that an unexpected kernel page
+    // fault is reported (address, cause, instruction) and fails the run
+    // with this test named as the one running.
+    if env.args.get("harness_selfcheck") != Some("crash") {
+        return Ok(());
+    }
+    let addr = crate::arch::probe::unmapped_address().as_u64() + 0x42;
+    // SAFETY: deliberately not sound: nothing is mapped at `addr`. The
+    // volatile load is emitted as written, the MMU faults, and the trap
+    // handler, finding no fix-up for this instruction, panics, so this
+    // function never returns a value read from `addr`.
+    let value = unsafe { core::ptr::read_volatile(addr as *const u8) };
+    Err(format!("read of unmapped {addr:#x} returned {value:#x} instead of faulting"))
+}
+
 fn filter_selects_by_prefix(_: &TestEnv<'_>) -> Result<(), String> {
     let cases = [
         ("all", "heap::x", true),
@@ -115,4 +132,5 @@ fn filter_selects_by_prefix(_: &TestEnv<'_>) -> Result<(), String> {
 pub(crate) const TESTS: &[Test] = &[
     Test { name: "harness::filter_selects_by_prefix", run: filter_selects_by_prefix },
     Test { name: "harness::selfcheck_fail", run: selfcheck_fail },
+    Test { name: "harness::selfcheck_crash", run: selfcheck_crash },
 ];

@@ -42,10 +42,9 @@ impl fmt::Display for ArgError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ArgError::EmptyKey { word } => write!(f, "argument `{word}` has no key before `=`"),
-            ArgError::BadKey { key } => write!(
-                f,
-                "argument key `{key}` is not 1..={MAX_KEY_LEN} characters of [a-z0-9_-]"
-            ),
+            ArgError::BadKey { key } => {
+                write!(f, "argument key `{key}` is not 1..={MAX_KEY_LEN} characters of [a-z0-9_-]")
+            }
             ArgError::BadValue { key } => {
                 write!(f, "the value of `{key}` has a character that is not printable ASCII")
             }
@@ -88,9 +87,7 @@ impl fmt::Display for NumberError<'_> {
 fn key_is_valid(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= MAX_KEY_LEN
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl<'a> Args<'a> {
@@ -173,10 +170,7 @@ mod tests {
     fn parses_pairs_and_flags_in_order() {
         let args = Args::parse("  test=all seed=0x2a  verbose stress_secs=10\n").unwrap();
         let got: std::vec::Vec<_> = args.iter().map(|a| (a.key, a.value)).collect();
-        assert_eq!(
-            got,
-            [("test", "all"), ("seed", "0x2a"), ("verbose", ""), ("stress_secs", "10")]
-        );
+        assert_eq!(got, [("test", "all"), ("seed", "0x2a"), ("verbose", ""), ("stress_secs", "10")]);
         assert_eq!(args.get("test"), Some("all"));
         assert!(args.has("verbose"));
         assert_eq!(args.get("missing"), None);
@@ -208,8 +202,7 @@ mod tests {
         assert!(matches!(Args::parse(&long).unwrap_err(), ArgError::BadKey { .. }));
         assert_eq!(Args::parse("a=1 a=2").unwrap_err(), ArgError::Repeated { key: "a" });
         assert_eq!(Args::parse("a=\u{e9}").unwrap_err(), ArgError::BadValue { key: "a" });
-        let many: std::string::String =
-            (0..=MAX_ARGS).map(|i| std::format!("k{i}=1 ")).collect();
+        let many: std::string::String = (0..=MAX_ARGS).map(|i| std::format!("k{i}=1 ")).collect();
         assert_eq!(Args::parse(&many).unwrap_err(), ArgError::TooMany);
     }
 
@@ -218,10 +211,7 @@ mod tests {
         let args = Args::parse("seed=12x").unwrap();
         let err = args.get_u64("seed").unwrap_err();
         assert_eq!(err, NumberError::NotANumber { key: "seed", value: "12x" });
-        assert_eq!(
-            std::format!("{err}"),
-            "argument `seed=12x`: not a number (decimal or 0x hex)"
-        );
+        assert_eq!(std::format!("{err}"), "argument `seed=12x`: not a number (decimal or 0x hex)");
     }
 
     #[test]

@@ -143,10 +143,7 @@ mod tests {
         assert_eq!(rest, [PhysRange::new(0x40_8000, 0x60_3000 - 0x40_8000)]);
         assert_eq!(early.alloc_contiguous(0, PAGE_SIZE), Err(OutOfFrames { nr_frames: 0 }));
         assert_eq!(early.alloc_contiguous(1, 3), Err(OutOfFrames { nr_frames: 1 }));
-        assert_eq!(
-            early.alloc_contiguous(u64::MAX, PAGE_SIZE),
-            Err(OutOfFrames { nr_frames: u64::MAX })
-        );
+        assert_eq!(early.alloc_contiguous(u64::MAX, PAGE_SIZE), Err(OutOfFrames { nr_frames: u64::MAX }));
     }
 
     #[test]

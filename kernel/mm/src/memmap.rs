@@ -113,7 +113,9 @@ impl MemoryMap {
     /// a firmware reservation). Partial pages at its edges are removed whole.
     pub fn remove(&mut self, range: PhysRange) -> Result<(), MapFull> {
         let start = range.start.align_down(PAGE_SIZE);
-        let end = range.end.checked_align_up(PAGE_SIZE).unwrap_or(PhysAddr::new(u64::MAX & !(PAGE_SIZE - 1)));
+        // A range reaching into the last page of the address space: no map range
+        // can extend past that page's start (its end would not fit in a u64).
+        let end = range.end.checked_align_up(PAGE_SIZE).unwrap_or(PhysAddr::new(!(PAGE_SIZE - 1)));
         if start >= end {
             return Ok(());
         }
@@ -208,19 +210,13 @@ mod tests {
         // A device tree at the very start.
         map.remove(PhysRange::new(0x4000_0000, 0x100)).unwrap();
         check_invariants(&map);
-        assert_eq!(
-            spans(&map),
-            [(0x4000_1000, 0x4008_0000), (0x4009_3000, 0x4000_0000 + 128 * M)]
-        );
+        assert_eq!(spans(&map), [(0x4000_1000, 0x4008_0000), (0x4009_3000, 0x4000_0000 + 128 * M)]);
         // Removing what is not there changes nothing.
         map.remove(PhysRange::new(0x1000, 0x1000)).unwrap();
         assert_eq!(map.ranges().len(), 2);
         // Removing across both ranges and the hole between.
         map.remove(PhysRange::new(0x4004_0000, 0x10_0000)).unwrap();
-        assert_eq!(
-            spans(&map),
-            [(0x4000_1000, 0x4004_0000), (0x4014_0000, 0x4000_0000 + 128 * M)]
-        );
+        assert_eq!(spans(&map), [(0x4000_1000, 0x4004_0000), (0x4014_0000, 0x4000_0000 + 128 * M)]);
     }
 
     #[test]
@@ -259,16 +255,14 @@ mod tests {
                 if map.remove(range).is_err() {
                     continue;
                 }
-                for p in first_touched..end_touched.min(PAGES) {
-                    model[p] = false;
-                }
+                model[first_touched.min(PAGES)..end_touched.min(PAGES)].fill(false);
             } else {
                 if map.clone().add(range).is_err() {
                     continue;
                 }
                 map.add(range).unwrap();
-                for p in first_full..end_full.min(PAGES) {
-                    model[p] = true;
+                if first_full < end_full {
+                    model[first_full.min(PAGES)..end_full.min(PAGES)].fill(true);
                 }
             }
             check_invariants(&map);
