@@ -112,7 +112,13 @@ pub fn breakpoint() -> BreakpointHit {
     // resumes after it.
     let r = unsafe { arch_probe_breakpoint() };
     let insn_at = label(core::ptr::addr_of!(arch_probe_breakpoint_insn));
-    BreakpointHit { reported_at: r.status, insn_at, expected: insn_at + 1, syndrome: r.value, expected_syndrome: 3 }
+    BreakpointHit {
+        reported_at: r.status,
+        insn_at,
+        expected: insn_at + 1,
+        syndrome: r.value,
+        expected_syndrome: 3,
+    }
 }
 
 /// A canonical lower-half address that no page table maps: the first

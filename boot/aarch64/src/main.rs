@@ -78,9 +78,9 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
         }
     }
     let dt_range = PhysRange::new(dtb_pa, fdt.total_size() as u64);
-    let mut in_use = [kernel_image(), dt_range].into_iter().chain(
-        fdt.memory_reservations().map(|r| PhysRange::new(r.address() as u64, r.size() as u64)),
-    );
+    let mut in_use = [kernel_image(), dt_range]
+        .into_iter()
+        .chain(fdt.memory_reservations().map(|r| PhysRange::new(r.address() as u64, r.size() as u64)));
     let reserved_nodes = fdt
         .find_node("/reserved-memory")
         .into_iter()
