@@ -1,12 +1,13 @@
 //! The early frame allocator: hands out physical frames from the boot memory
 //! map before the buddy allocator exists.
 //!
-//! It is a bump allocator: a cursor walks the usable ranges from the lowest
-//! address up and never goes back, so nothing it hands out can be freed. That
-//! is exactly what boot needs (the heap, early page tables, the page
-//! descriptor array) and it cannot hand out a frame twice. When the buddy
-//! allocator takes over, it receives [`EarlyFrameAllocator::remaining`]: the
-//! frames the cursor has not reached.
+//! It keeps its own copy of the usable memory as a [`MemoryMap`] of *free*
+//! ranges and serves each request first-fit, from the lowest address up,
+//! carving the frames it hands out from that map. Nothing it hands out can be
+//! freed, which is exactly what boot needs (the heap, early page tables, the
+//! page descriptor array), and nothing is lost either: frames skipped to
+//! reach an alignment stay in the free map. When the buddy allocator takes
+//! over, it receives [`EarlyFrameAllocator::remaining`].
 //!
 //! Allocation failure is a result ([`OutOfFrames`]), never a panic: the caller
 //! says what it was trying to do.
@@ -16,28 +17,24 @@
 use crate::addr::{PhysAddr, PAGE_SIZE};
 use crate::memmap::{MemoryMap, PhysRange};
 
-/// Not enough contiguous usable memory for the request.
+/// Not enough contiguous usable memory for the request (or the free map has
+/// no room to record the hole an aligned request would leave).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfFrames {
     /// The number of frames asked for.
     pub nr_frames: u64,
 }
 
-/// A bump allocator over a [`MemoryMap`].
+/// A first-fit allocator that carves frames out of a [`MemoryMap`].
 pub struct EarlyFrameAllocator {
-    map: MemoryMap,
-    /// Index of the range the cursor is in.
-    range: usize,
-    /// The next free address in that range.
-    cursor: PhysAddr,
+    free: MemoryMap,
     nr_allocated: u64,
 }
 
 impl EarlyFrameAllocator {
     /// Takes over the usable memory of `map`.
     pub fn new(map: MemoryMap) -> Self {
-        let cursor = map.ranges().first().map_or(PhysAddr::new(0), |r| r.start);
-        EarlyFrameAllocator { map, range: 0, cursor, nr_allocated: 0 }
+        EarlyFrameAllocator { free: map, nr_allocated: 0 }
     }
 
     /// One frame.
@@ -46,9 +43,8 @@ impl EarlyFrameAllocator {
     }
 
     /// `nr_frames` physically contiguous frames starting at a multiple of
-    /// `align` (a power of two, at least [`PAGE_SIZE`]). Frames skipped to
-    /// reach the alignment, or at the end of a range too short, are lost to
-    /// the bump allocator but stay in [`Self::remaining`].
+    /// `align` (a power of two; at least [`PAGE_SIZE`] is used). The lowest
+    /// fitting run is taken; the frames before it stay free.
     pub fn alloc_contiguous(&mut self, nr_frames: u64, align: u64) -> Result<PhysAddr, OutOfFrames> {
         let fail = OutOfFrames { nr_frames };
         if nr_frames == 0 || !align.is_power_of_two() {
@@ -56,20 +52,19 @@ impl EarlyFrameAllocator {
         }
         let align = align.max(PAGE_SIZE);
         let bytes = nr_frames.checked_mul(PAGE_SIZE).ok_or(fail)?;
-        while let Some(&r) = self.map.ranges().get(self.range) {
-            let from = self.cursor.max(r.start);
-            if let Some(start) = from.checked_align_up(align) {
-                if let Some(end) = start.checked_add(bytes) {
-                    if end <= r.end {
-                        self.cursor = end;
-                        self.nr_allocated += nr_frames;
-                        return Ok(start);
-                    }
-                }
-            }
-            self.range += 1;
-        }
-        Err(fail)
+        let start = self
+            .free
+            .ranges()
+            .iter()
+            .find_map(|r| {
+                let start = r.start.checked_align_up(align)?;
+                let end = start.checked_add(bytes)?;
+                (end <= r.end).then_some(start)
+            })
+            .ok_or(fail)?;
+        self.free.remove(PhysRange::new(start.as_u64(), bytes)).map_err(|_| fail)?;
+        self.nr_allocated += nr_frames;
+        Ok(start)
     }
 
     /// Frames handed out so far.
@@ -77,26 +72,14 @@ impl EarlyFrameAllocator {
         self.nr_allocated
     }
 
-    /// Frames not yet handed out (including any skipped for alignment).
+    /// Frames not handed out.
     pub fn nr_free(&self) -> u64 {
-        self.remaining().map(|r| r.size() / PAGE_SIZE).sum()
+        self.free.total_bytes() / PAGE_SIZE
     }
 
-    /// The usable ranges the cursor has not passed: what the next allocator
-    /// may take over.
+    /// The usable ranges not handed out: what the next allocator takes over.
     pub fn remaining(&self) -> impl Iterator<Item = PhysRange> + '_ {
-        let ranges = self.map.ranges();
-        let mut skipped_behind = None;
-        if let Some(&r) = ranges.get(self.range) {
-            if self.cursor > r.start {
-                skipped_behind = Some(PhysRange { start: self.cursor.min(r.end), end: r.end });
-            }
-        }
-        let from = if skipped_behind.is_some() { self.range + 1 } else { self.range };
-        skipped_behind
-            .into_iter()
-            .chain(ranges.get(from..).unwrap_or(&[]).iter().copied())
-            .filter(|r| r.start < r.end)
+        self.free.ranges().iter().copied()
     }
 }
 
@@ -130,34 +113,64 @@ mod tests {
     }
 
     #[test]
-    fn contiguous_runs_respect_alignment_and_skip_short_ranges() {
+    fn aligned_runs_leave_the_skipped_frames_free() {
         let map = map_of(&[(0x1000, 0x3000), (0x20_3000, 0x40_0000)]);
         let mut early = EarlyFrameAllocator::new(map);
+        let total = early.nr_free();
         // 8 frames do not fit in the first range: the second one serves,
         // aligned to 2 MiB.
         let run = early.alloc_contiguous(8, 0x20_0000).unwrap();
         assert_eq!(run.as_u64(), 0x40_0000);
-        // The skipped frames are not handed out by the bump allocator, but
-        // the ones after the run remain for the next allocator.
+        // Everything not in the run is still there, the alignment gap too.
         let rest: Vec<_> = early.remaining().collect();
-        assert_eq!(rest, [PhysRange::new(0x40_8000, 0x60_3000 - 0x40_8000)]);
-        assert_eq!(early.alloc_contiguous(0, PAGE_SIZE), Err(OutOfFrames { nr_frames: 0 }));
-        assert_eq!(early.alloc_contiguous(1, 3), Err(OutOfFrames { nr_frames: 1 }));
-        assert_eq!(early.alloc_contiguous(u64::MAX, PAGE_SIZE), Err(OutOfFrames { nr_frames: u64::MAX }));
+        assert_eq!(
+            rest,
+            [
+                PhysRange::new(0x1000, 0x3000),
+                PhysRange::new(0x20_3000, 0x40_0000 - 0x20_3000),
+                PhysRange::new(0x40_8000, 0x60_3000 - 0x40_8000),
+            ]
+        );
+        assert_eq!(early.nr_free(), total - 8);
+        // Later single frames come from the lowest free memory again.
+        assert_eq!(early.alloc_frame().unwrap().as_u64(), 0x1000);
     }
 
     #[test]
-    fn remaining_covers_exactly_what_was_not_handed_out() {
-        let map = map_of(&[(0x1000, 0x4000), (0x10_0000, 0x4000)]);
-        let mut early = EarlyFrameAllocator::new(map);
-        assert_eq!(early.remaining().count(), 2);
-        early.alloc_contiguous(2, PAGE_SIZE).unwrap();
-        let rest: Vec<_> = early.remaining().collect();
-        assert_eq!(rest, [PhysRange::new(0x3000, 0x2000), PhysRange::new(0x10_0000, 0x4000)]);
-        early.alloc_contiguous(2, PAGE_SIZE).unwrap();
-        let rest: Vec<_> = early.remaining().collect();
-        assert_eq!(rest, [PhysRange::new(0x10_0000, 0x4000)]);
-        assert_eq!(early.nr_free(), 4);
+    fn bad_requests_fail_cleanly() {
+        let mut early = EarlyFrameAllocator::new(map_of(&[(0x1000, 0x10_0000)]));
+        assert_eq!(early.alloc_contiguous(0, PAGE_SIZE), Err(OutOfFrames { nr_frames: 0 }));
+        assert_eq!(early.alloc_contiguous(1, 3), Err(OutOfFrames { nr_frames: 1 }));
+        assert_eq!(early.alloc_contiguous(u64::MAX, PAGE_SIZE), Err(OutOfFrames { nr_frames: u64::MAX }));
+        assert_eq!(early.alloc_contiguous(0x101, PAGE_SIZE), Err(OutOfFrames { nr_frames: 0x101 }));
+        assert_eq!(early.nr_allocated(), 0);
+        assert_eq!(early.nr_free(), 0x100);
+    }
+
+    #[test]
+    fn allocated_plus_remaining_is_always_everything() {
+        let map = map_of(&[(0x1000, 0x8_0000), (0x20_0000, 0x30_0000), (0x80_0000, 0x7000)]);
+        let total = EarlyFrameAllocator::new(map.clone()).nr_free();
+        let mut early = EarlyFrameAllocator::new(map.clone());
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..300 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let nr = 1 + seed % 24;
+            let align = PAGE_SIZE << ((seed >> 40) % 6);
+            if let Ok(start) = early.alloc_contiguous(nr, align) {
+                assert!(start.is_aligned(align));
+                let (s, e) = (start.as_u64(), start.as_u64() + nr * PAGE_SIZE);
+                assert!(map.ranges().iter().any(|r| r.start.as_u64() <= s && e <= r.end.as_u64()));
+                assert!(runs.iter().all(|&(a, b)| e <= a || b <= s), "overlap at {start}");
+                assert!(early.remaining().all(|r| e <= r.start.as_u64() || r.end.as_u64() <= s));
+                runs.push((s, e));
+            }
+            assert_eq!(early.nr_allocated() + early.nr_free(), total);
+        }
+        assert!(!runs.is_empty());
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl MemoryMap {
 
     /// Removes `range` from the map (it is in use: kernel image, device tree,
     /// a firmware reservation). Partial pages at its edges are removed whole.
+    /// Fails, changing nothing, when it would split a range of a full map.
     pub fn remove(&mut self, range: PhysRange) -> Result<(), MapFull> {
         let start = range.start.align_down(PAGE_SIZE);
         // A range reaching into the last page of the address space: no map range
@@ -118,6 +119,13 @@ impl MemoryMap {
         let end = range.end.checked_align_up(PAGE_SIZE).unwrap_or(PhysAddr::new(!(PAGE_SIZE - 1)));
         if start >= end {
             return Ok(());
+        }
+        // Only a range that strictly contains `[start, end)` splits in two
+        // and needs one more slot: refuse before changing anything, so a
+        // full map loses nothing.
+        let splits = self.ranges().iter().any(|r| r.start < start && end < r.end);
+        if splits && self.nr_ranges == MAX_RANGES {
+            return Err(MapFull);
         }
         let mut i = 0;
         while i < self.nr_ranges {
@@ -228,6 +236,17 @@ mod tests {
         assert_eq!(map.add(PhysRange::new(0x7000_0000, 0x1000)), Err(MapFull));
         assert_eq!(map.ranges().len(), MAX_RANGES);
         check_invariants(&map);
+        // Splitting a range would need one more slot: refused, map unchanged.
+        let mut wide = MemoryMap::new();
+        for i in 0..MAX_RANGES as u64 {
+            wide.add(PhysRange::new(i * 0x10_0000, 0x4000)).unwrap();
+        }
+        let before = wide.clone();
+        assert_eq!(wide.remove(PhysRange::new(0x1000, 0x1000)), Err(MapFull));
+        assert_eq!(spans(&wide), spans(&before));
+        // Trimming an edge needs no slot and still works when full.
+        wide.remove(PhysRange::new(0, 0x1000)).unwrap();
+        assert_eq!(wide.ranges()[0], PhysRange::new(0x1000, 0x3000));
     }
 
     /// Many random adds and removes, checked against a page-by-page model.
