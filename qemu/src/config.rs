@@ -42,10 +42,9 @@ impl fmt::Display for ConfigError {
             ConfigError::UnknownFirmware(s) => {
                 write!(f, "unknown boot firmware `{s}` (expected bios or uefi)")
             }
-            ConfigError::BadMemSize { input, why } => write!(
-                f,
-                "bad memory size `{input}`: {why} (examples: 512M, 2G, 2048 meaning MiB)"
-            ),
+            ConfigError::BadMemSize { input, why } => {
+                write!(f, "bad memory size `{input}`: {why} (examples: 512M, 2G, 2048 meaning MiB)")
+            }
             ConfigError::BadCpuCount(s) => {
                 write!(f, "bad CPU count `{s}` (expected a whole number from 1 to {MAX_SMP})")
             }

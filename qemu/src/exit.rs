@@ -65,11 +65,15 @@ impl GuestExit {
         match (self, arch) {
             (GuestExit::Success, _) => "the guest reported success".to_string(),
             (GuestExit::Failure, Arch::X86_64) => "the guest reported failure (QEMU status 35)".to_string(),
-            (GuestExit::Failure, Arch::Aarch64) => "the guest reported failure, or QEMU itself failed (status 1)".to_string(),
+            (GuestExit::Failure, Arch::Aarch64) => {
+                "the guest reported failure, or QEMU itself failed (status 1)".to_string()
+            }
             (GuestExit::Crashed(None), _) => "QEMU was killed by a signal".to_string(),
-            (GuestExit::Crashed(Some(0)), Arch::X86_64) => "the guest crashed: QEMU exited with status 0 without the guest reporting \
+            (GuestExit::Crashed(Some(0)), Arch::X86_64) => {
+                "the guest crashed: QEMU exited with status 0 without the guest reporting \
                  (a triple fault, reset or shutdown under -no-reboot)"
-                .to_string(),
+                    .to_string()
+            }
             (GuestExit::Crashed(Some(s)), _) => format!(
                 "the guest crashed or QEMU failed: QEMU exited with status {s} without the guest reporting"
             ),

@@ -5,7 +5,9 @@
 //! function ([`MachineConfig::command`]), so the command line can be unit
 //! tested to the last argument and read in one place. The values match the
 //! "QEMU configuration" table in BENCHMARKS.md and the "Boot" section of
-//! ARCHITECTURE.md.
+//! ARCHITECTURE.md, plus one addition: x86_64 BIOS boots get `-vga std`,
+//! because the bootloader's BIOS stages need VESA (VBE) and `-nodefaults`
+//! leaves the machine without a display card.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -132,6 +134,14 @@ impl MachineConfig {
             Arch::X86_64 => {
                 let exit_dev = format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04");
                 push(&["-device", &exit_dev]);
+                match self.firmware {
+                    // The bootloader crate's BIOS stage 2 sets a VESA mode and
+                    // stops (silently: it panics before any serial output) when
+                    // there is no VBE, and `-nodefaults` removes the VGA card.
+                    Firmware::Bios => push(&["-vga", "std"]),
+                    // OVMF boots the UEFI image without any display device.
+                    Firmware::Uefi => {}
+                }
                 if self.firmware == Firmware::Uefi {
                     let pflash = format!(
                         "if=pflash,format=raw,readonly=on,file={}",
@@ -145,10 +155,8 @@ impl MachineConfig {
                 );
                 push(&["-drive", &disk]);
                 if !self.kernel_args.is_empty() {
-                    let cmdline = format!(
-                        "name={FW_CFG_CMDLINE},string={}",
-                        escape_option_value(&self.kernel_args)
-                    );
+                    let cmdline =
+                        format!("name={FW_CFG_CMDLINE},string={}", escape_option_value(&self.kernel_args));
                     push(&["-fw_cfg", &cmdline]);
                 }
             }
@@ -247,8 +255,8 @@ impl fmt::Display for QemuCommand {
 
 /// Quotes a word for a POSIX shell, only when it needs it.
 fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=,:+@%".contains(&b));
+    let plain =
+        !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=,:+@%".contains(&b));
     if plain {
         word.to_string()
     } else {
@@ -290,6 +298,8 @@ mod tests {
             "1",
             "-device",
             "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-vga",
+            "std",
             "-drive",
             "format=raw,file=target/images/kernel-x86_64-bios.img,if=ide,index=0",
             "-fw_cfg",

@@ -425,10 +425,7 @@ mod tests {
         );
         assert_eq!(report.tests, [ok("mm::swap::roundtrip")]);
         assert_eq!(report.running.as_deref(), Some("mm::huge::split"));
-        assert_eq!(
-            report.panics,
-            ["assertion failed: folio.is_locked() at kernel/mm/src/huge.rs:88:9"]
-        );
+        assert_eq!(report.panics, ["assertion failed: folio.is_locked() at kernel/mm/src/huge.rs:88:9"]);
         assert_eq!(report.summary, None);
     }
 

@@ -39,11 +39,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions {
-            timeout: Some(Duration::from_secs(120)),
-            echo: true,
-            keep_lines: DEFAULT_KEEP_LINES,
-        }
+        RunOptions { timeout: Some(Duration::from_secs(120)), echo: true, keep_lines: DEFAULT_KEEP_LINES }
     }
 }
 
@@ -59,12 +55,16 @@ pub enum RunError {
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RunError::Spawn { program, source } if source.kind() == io::ErrorKind::NotFound => write!(
-                f,
-                "could not start `{program}`: it is not on PATH (on Debian: apt-get install \
+            RunError::Spawn { program, source } if source.kind() == io::ErrorKind::NotFound => {
+                write!(
+                    f,
+                    "could not start `{program}`: it is not on PATH (on Debian: apt-get install \
                  qemu-system-x86 qemu-system-arm ovmf)"
-            ),
-            RunError::Spawn { program, source } => write!(f, "could not start `{program}`: {source}"),
+                )
+            }
+            RunError::Spawn { program, source } => {
+                write!(f, "could not start `{program}`: {source}")
+            }
             RunError::Wait(e) => write!(f, "lost track of the QEMU process: {e}"),
         }
     }
@@ -237,8 +237,13 @@ impl Lines {
 /// and hands each line (without `\n` or `\r`) to `sink`. A last line without
 /// a newline is handed over too: it is the partial `test <name> ... ` of a
 /// guest that died mid-test. Stops early when `sink` returns false.
+///
+/// Terminal escape sequences are dropped on the way (OVMF clears the screen
+/// with them, which would wipe the user's terminal); the protocol is plain text.
 fn split_lines(mut input: impl Read, echo: bool, mut sink: impl FnMut(String) -> bool) {
     let mut buf = [0u8; 4096];
+    let mut plain: Vec<u8> = Vec::with_capacity(buf.len());
+    let mut filter = EscapeFilter::default();
     let mut pending: Vec<u8> = Vec::new();
     let to_line = |bytes: &[u8]| {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
@@ -251,13 +256,14 @@ fn split_lines(mut input: impl Read, echo: bool, mut sink: impl FnMut(String) ->
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        let chunk = &buf[..n];
-        if echo {
+        plain.clear();
+        filter.filter(&buf[..n], &mut plain);
+        if echo && !plain.is_empty() {
             let mut out = io::stdout().lock();
-            let _ = out.write_all(chunk);
+            let _ = out.write_all(&plain);
             let _ = out.flush();
         }
-        for piece in chunk.split_inclusive(|&b| b == b'\n') {
+        for piece in plain.split_inclusive(|&b| b == b'\n') {
             pending.extend_from_slice(piece);
             if pending.last() == Some(&b'\n') {
                 pending.pop();
@@ -270,6 +276,43 @@ fn split_lines(mut input: impl Read, echo: bool, mut sink: impl FnMut(String) ->
     }
     if !pending.is_empty() {
         sink(to_line(&pending));
+    }
+}
+
+/// Drops ANSI escape sequences (`ESC [ ... final` and two-byte `ESC x`)
+/// from a byte stream, keeping its state across chunks.
+#[derive(Debug, Default)]
+struct EscapeFilter {
+    state: EscapeState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum EscapeState {
+    #[default]
+    Text,
+    /// After ESC.
+    Escape,
+    /// Inside `ESC [`, until a final byte in `0x40..=0x7e`.
+    Csi,
+}
+
+impl EscapeFilter {
+    const ESC: u8 = 0x1b;
+
+    fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &b in input {
+            self.state = match (self.state, b) {
+                (EscapeState::Text, Self::ESC) => EscapeState::Escape,
+                (EscapeState::Text, _) => {
+                    out.push(b);
+                    EscapeState::Text
+                }
+                (EscapeState::Escape, b'[') => EscapeState::Csi,
+                (EscapeState::Escape, _) => EscapeState::Text,
+                (EscapeState::Csi, 0x40..=0x7e) => EscapeState::Text,
+                (EscapeState::Csi, _) => EscapeState::Csi,
+            };
+        }
     }
 }
 
@@ -316,6 +359,21 @@ mod tests {
         assert!(lines_of(b"").is_empty());
         // Bytes that are not UTF-8 do not stop the run.
         assert_eq!(lines_of(b"\xffok\n"), ["\u{fffd}ok"]);
+    }
+
+    #[test]
+    fn drops_terminal_escapes_even_across_chunks() {
+        // What OVMF prints before its boot messages.
+        assert_eq!(
+            lines_of(b"\x1b[2J\x1b[01;01H\x1b[=3h\x1b[2J\x1b[01;01HBdsDxe: loading Boot0001\r\nok\n"),
+            ["BdsDxe: loading Boot0001", "ok"]
+        );
+        let mut filter = EscapeFilter::default();
+        let mut out = Vec::new();
+        for chunk in [&b"a\x1b"[..], b"[0", b"1;0", b"1Hb\x1bc", b"d"] {
+            filter.filter(chunk, &mut out);
+        }
+        assert_eq!(out, b"abd");
     }
 
     #[test]
@@ -370,7 +428,9 @@ mod tests {
     fn a_missing_qemu_is_a_clear_error() {
         let cmd = QemuCommand { program: "qemu-system-does-not-exist".into(), args: vec![] };
         let err = run(&cmd, Arch::X86_64, &RunOptions { echo: false, ..RunOptions::default() }).unwrap_err();
-        assert!(err.to_string().starts_with("could not start `qemu-system-does-not-exist`: it is not on PATH"));
+        assert!(err
+            .to_string()
+            .starts_with("could not start `qemu-system-does-not-exist`: it is not on PATH"));
     }
 
     #[test]
@@ -378,7 +438,10 @@ mod tests {
         // A stand-in for QEMU: any program that prints and exits with 33.
         let cmd = QemuCommand {
             program: "sh".into(),
-            args: vec!["-c".into(), "printf 'test a ... ok\\r\\n1 passed, 0 failed\\r\\n'; echo warn >&2; exit 33".into()],
+            args: vec![
+                "-c".into(),
+                "printf 'test a ... ok\\r\\n1 passed, 0 failed\\r\\n'; echo warn >&2; exit 33".into(),
+            ],
         };
         let out = run(&cmd, Arch::X86_64, &RunOptions { echo: false, ..RunOptions::default() }).unwrap();
         assert_eq!(out.exit, GuestExit::Success);

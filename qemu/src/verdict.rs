@@ -78,9 +78,7 @@ fn common_reasons(arch: Arch, exit: GuestExit, report: &Report) -> Vec<String> {
         }
     }
     if let Some(name) = &report.running {
-        reasons.push(format!(
-            "test {name} was running when the output ended (it never printed a result)"
-        ));
+        reasons.push(format!("test {name} was running when the output ended (it never printed a result)"));
     }
     for name in &report.unfinished {
         reasons.push(format!("test {name} started but never printed a result"));
@@ -101,8 +99,7 @@ pub fn test_verdict(arch: Arch, exit: GuestExit, report: &Report) -> Verdict {
     let failed_lines = report.failed().count() as u64;
     match report.summary {
         None => reasons.push(
-            "the summary line `N passed, M failed` is missing (the test run did not finish)"
-                .to_string(),
+            "the summary line `N passed, M failed` is missing (the test run did not finish)".to_string(),
         ),
         Some(summary) => {
             if summary.passed != ok_lines {
@@ -155,7 +152,11 @@ mod tests {
         assert_eq!(v, Verdict::Pass);
         assert_eq!(v.message(), "PASS");
         assert!(v.reasons().is_empty());
-        let v = test_verdict(ARM, GuestExit::Success, &parse_transcript("test a ... ok\r\n1 passed, 0 failed\r\n"));
+        let v = test_verdict(
+            ARM,
+            GuestExit::Success,
+            &parse_transcript("test a ... ok\r\n1 passed, 0 failed\r\n"),
+        );
         assert!(v.is_pass());
     }
 
@@ -209,7 +210,10 @@ mod tests {
 
     #[test]
     fn a_panic_fails_even_with_success_and_a_good_summary() {
-        let v = verdict(GuestExit::Success, "test a ... ok\nkernel panic: late at x.rs:1:1\n1 passed, 0 failed\n");
+        let v = verdict(
+            GuestExit::Success,
+            "test a ... ok\nkernel panic: late at x.rs:1:1\n1 passed, 0 failed\n",
+        );
         assert_eq!(v.reasons(), ["kernel panic: late at x.rs:1:1"]);
     }
 
@@ -286,10 +290,7 @@ mod tests {
             boot(GuestExit::Success, "kernel panic: x at y.rs:1:1\n").reasons(),
             ["kernel panic: x at y.rs:1:1"]
         );
-        assert_eq!(
-            boot(GuestExit::Crashed(Some(0)), "kernel: args:\n").reasons().len(),
-            1
-        );
+        assert_eq!(boot(GuestExit::Crashed(Some(0)), "kernel: args:\n").reasons().len(), 1);
         let v = boot_verdict(ARM, GuestExit::Failure, &parse_transcript(""));
         assert_eq!(v.reasons(), ["exit: the guest reported failure, or QEMU itself failed (status 1)"]);
         assert!(!boot(GuestExit::TimedOut, "").is_pass());

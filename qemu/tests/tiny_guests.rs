@@ -99,7 +99,7 @@ fn aarch64_image(message: &str, end: ArmEnd) -> Vec<u8> {
         0, 0, //       0x08: text_offset
         0x10000, 0, // 0x10: image_size
         0, 0, //       0x18: flags
-        0, 0, 0, 0, 0, 0, // 0x20: res2..res4
+        0, 0, 0, 0, 0, 0,          // 0x20: res2..res4
         0x644d5241, // 0x38: magic "ARM\x64"
         0,          // 0x3c: res5
         0x100001e1, // 0x40: adr x1, 0x7c                  ; the message
@@ -116,7 +116,7 @@ fn aarch64_image(message: &str, end: ArmEnd) -> Vec<u8> {
         0x00020026, // 0x6c: ADP_Stopped_ApplicationExit
         0,          // 0x70
         0, 0, //       0x74: exit code, patched below
-        0,          // 0x7c: the message starts here (in place of this word)
+        0, // 0x7c: the message starts here (in place of this word)
     ];
     let mut image: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     image.truncate(0x7c);

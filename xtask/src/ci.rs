@@ -1,0 +1,315 @@
+//! `cargo xtask test`: everything CI runs. Every step runs even when an
+//! earlier one failed (one red step should not hide the state of the
+//! others); a table at the end gives each step's result and time.
+//!
+//! Steps, in order:
+//! - host setup: QEMU (and OVMF) are installed when missing, before the
+//!   host tests, whose QEMU runner tests need them (skipped by `--host-only`);
+//! - host tests: `cargo test` at the workspace root (its default members
+//!   are the host crates);
+//! - lints: `cargo fmt --check` over the workspace, and clippy with warnings
+//!   denied over the host crates and over each kernel for its bare-metal target;
+//! - in-guest tests (`qemu test`) on x86_64 and AArch64;
+//! - boot smoke checks on x86_64 BIOS, x86_64 UEFI and AArch64: the boot
+//!   passes and the kernel echoes the marker argument `smoke=1`;
+//! - the harness self-check on each architecture: a test that fails on
+//!   purpose must make the run fail, named;
+//! - the crash self-check on each architecture: a test that takes an
+//!   unexpected page fault must fail the run with a panic, named as the
+//!   test that was running.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use qemu::{Accel, Arch, Firmware, MemSize};
+
+use crate::cli::{CiArgs, RunArgs, TestArgs, BOOT_TIMEOUT_SECS, TEST_TIMEOUT_SECS};
+use crate::error::Error;
+use crate::guest::{self, CRASHCHECK_ARGS, SELFCHECK_ARGS, SMOKE_ARG};
+use crate::kbuild::{self, Builder};
+use crate::setup;
+
+/// One finished step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    pub name: String,
+    /// `Err` holds why the step failed, in one line.
+    pub result: Result<(), String>,
+    pub elapsed: Duration,
+}
+
+/// The steps to run, by name, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    HostSetup,
+    HostTests,
+    Lints,
+    QemuTest(Arch),
+    Smoke(Arch, Firmware),
+    SelfCheck(Arch),
+    CrashCheck(Arch),
+}
+
+impl Step {
+    pub fn name(&self) -> String {
+        match self {
+            Step::HostSetup => "host setup (QEMU, OVMF)".to_string(),
+            Step::HostTests => "host tests (cargo test)".to_string(),
+            Step::Lints => "lints (rustfmt, clippy)".to_string(),
+            Step::QemuTest(arch) => format!("in-guest tests {arch}"),
+            Step::Smoke(arch, fw) => format!("boot smoke {}", guest::machine_name(*arch, *fw)),
+            Step::SelfCheck(arch) => format!("harness self-check {arch}"),
+            Step::CrashCheck(arch) => format!("harness crash check {arch}"),
+        }
+    }
+}
+
+/// The plan for `args`.
+pub fn plan(args: &CiArgs) -> Vec<Step> {
+    if args.host_only {
+        return vec![Step::HostTests, Step::Lints];
+    }
+    let mut steps = vec![Step::HostSetup, Step::HostTests, Step::Lints];
+    steps.extend(args.arches.iter().map(|&a| Step::QemuTest(a)));
+    for &arch in &args.arches {
+        steps.push(Step::Smoke(arch, Firmware::Bios));
+        if arch == Arch::X86_64 {
+            steps.push(Step::Smoke(arch, Firmware::Uefi));
+        }
+    }
+    steps.extend(args.arches.iter().map(|&a| Step::SelfCheck(a)));
+    steps.extend(args.arches.iter().map(|&a| Step::CrashCheck(a)));
+    steps
+}
+
+fn run_args(arch: Arch, firmware: Firmware, timeout_secs: u64) -> RunArgs {
+    RunArgs {
+        arch,
+        smp: 1,
+        mem: MemSize::default(),
+        accel: Accel::Tcg,
+        firmware,
+        cpu: None,
+        gdb: false,
+        timeout_secs: Some(timeout_secs),
+        extra_args: Vec::new(),
+    }
+}
+
+fn one_line(e: &Error) -> String {
+    e.to_string().lines().next().unwrap_or("").to_string()
+}
+
+/// The lint commands (arguments to cargo), all of which must pass.
+pub fn lint_commands() -> Vec<Vec<String>> {
+    let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+    let mut commands = vec![words("fmt --all -- --check"), words("clippy --all-targets -- -D warnings")];
+    for arch in Arch::ALL {
+        let mut clippy = kbuild::kernel_build_args(arch);
+        clippy[0] = "clippy".to_string();
+        clippy.extend(words("-- -D warnings"));
+        commands.push(clippy);
+    }
+    commands
+}
+
+/// Runs `cargo <args>` in the workspace root, output going to the user.
+fn cargo(builder: &Builder, args: &[String]) -> Result<(), String> {
+    let shown = format!("cargo {}", args.join(" "));
+    println!("xtask: running: {shown}");
+    let status = Command::new(kbuild::cargo_program())
+        .args(args)
+        .current_dir(&builder.ws.root)
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed ({status})"))
+    }
+}
+
+fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
+    match step {
+        Step::HostSetup => {
+            // Everything the guest steps will use; UEFI covers OVMF.
+            for arch in [Arch::X86_64, Arch::Aarch64] {
+                let firmware = if arch == Arch::X86_64 { Firmware::Uefi } else { Firmware::Bios };
+                setup::ensure_host_tools(arch, firmware, Accel::Tcg).map_err(|e| {
+                    // The full message holds the commands to run.
+                    eprintln!("xtask: {e}");
+                    one_line(&e)
+                })?;
+            }
+            Ok(())
+        }
+        Step::HostTests => cargo(builder, &["test".to_string()]),
+        Step::Lints => {
+            // Run them all, then report every one that failed.
+            let failures: Vec<String> =
+                lint_commands().iter().filter_map(|args| cargo(builder, args).err()).collect();
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(failures.join("; "))
+            }
+        }
+        Step::QemuTest(arch) => {
+            let args = TestArgs {
+                run: run_args(*arch, Firmware::Bios, TEST_TIMEOUT_SECS),
+                filter: None,
+                seed: None,
+                bug: None,
+            };
+            guest::qemu_test(builder, &args).map(|_| ()).map_err(|e| match e {
+                // The verdict was printed in full just above.
+                Error::Failed(m) => m.replace('\n', " "),
+                other => one_line(&other),
+            })
+        }
+        Step::Smoke(arch, firmware) => {
+            let args = run_args(*arch, *firmware, BOOT_TIMEOUT_SECS);
+            let outcome = guest::run_guest(builder, &args, SMOKE_ARG, &[]).map_err(|e| one_line(&e))?;
+            guest::smoke_check(outcome.arch, outcome.exit, &outcome.report)
+        }
+        Step::SelfCheck(arch) => {
+            let args = run_args(*arch, Firmware::Bios, BOOT_TIMEOUT_SECS);
+            let outcome = guest::run_guest(builder, &args, SELFCHECK_ARGS, &[]).map_err(|e| one_line(&e))?;
+            guest::selfcheck_check(outcome.arch, outcome.exit, &outcome.report)
+        }
+        Step::CrashCheck(arch) => {
+            let args = run_args(*arch, Firmware::Bios, BOOT_TIMEOUT_SECS);
+            let outcome = guest::run_guest(builder, &args, CRASHCHECK_ARGS, &[]).map_err(|e| one_line(&e))?;
+            guest::crashcheck_check(outcome.arch, outcome.exit, &outcome.report)
+        }
+    }
+}
+
+/// The final table.
+pub fn table(results: &[StepResult]) -> String {
+    let width = results.iter().map(|r| r.name.len()).max().unwrap_or(0).max("step".len());
+    let mut out = format!("{:<width$}  result  seconds\n", "step");
+    for r in results {
+        let (mark, why) = match &r.result {
+            Ok(()) => ("PASS", String::new()),
+            Err(why) => ("FAIL", format!("  {why}")),
+        };
+        out.push_str(&format!("{:<width$}  {mark}    {:>7.1}{why}\n", r.name, r.elapsed.as_secs_f64()));
+    }
+    let failed = results.iter().filter(|r| r.result.is_err()).count();
+    if failed == 0 {
+        out.push_str(&format!("all {} steps passed\n", results.len()));
+    } else {
+        out.push_str(&format!("{failed} of {} steps FAILED\n", results.len()));
+    }
+    out
+}
+
+/// `cargo xtask test`.
+pub fn run(builder: &mut Builder, args: &CiArgs) -> Result<(), Error> {
+    let steps = plan(args);
+    let mut results = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        println!("\nxtask: ===== step {}/{}: {} =====", i + 1, steps.len(), step.name());
+        let start = Instant::now();
+        let result = run_step(builder, step);
+        match &result {
+            Ok(()) => println!("xtask: step `{}`: PASS", step.name()),
+            Err(why) => eprintln!("xtask: step `{}`: FAIL: {why}", step.name()),
+        }
+        results.push(StepResult { name: step.name(), result, elapsed: start.elapsed() });
+    }
+    println!("\n{}", table(&results));
+    let failed = results.iter().filter(|r| r.result.is_err()).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(Error::Failed(format!("{failed} of {} CI steps failed", results.len())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_full_plan_in_order() {
+        let names: Vec<String> =
+            plan(&CiArgs { host_only: false, arches: Arch::ALL.to_vec() }).iter().map(Step::name).collect();
+        assert_eq!(
+            names,
+            [
+                "host setup (QEMU, OVMF)",
+                "host tests (cargo test)",
+                "lints (rustfmt, clippy)",
+                "in-guest tests x86_64",
+                "in-guest tests aarch64",
+                "boot smoke x86_64 (bios)",
+                "boot smoke x86_64 (uefi)",
+                "boot smoke aarch64",
+                "harness self-check x86_64",
+                "harness self-check aarch64",
+                "harness crash check x86_64",
+                "harness crash check aarch64",
+            ]
+        );
+    }
+
+    #[test]
+    fn restricted_plans() {
+        assert_eq!(
+            plan(&CiArgs { host_only: true, arches: Arch::ALL.to_vec() }),
+            [Step::HostTests, Step::Lints]
+        );
+        assert_eq!(
+            plan(&CiArgs { host_only: false, arches: vec![Arch::Aarch64] }),
+            [
+                Step::HostSetup,
+                Step::HostTests,
+                Step::Lints,
+                Step::QemuTest(Arch::Aarch64),
+                Step::Smoke(Arch::Aarch64, Firmware::Bios),
+                Step::SelfCheck(Arch::Aarch64),
+                Step::CrashCheck(Arch::Aarch64),
+            ]
+        );
+    }
+
+    #[test]
+    fn lint_commands_cover_host_and_kernel_crates() {
+        let shown: Vec<String> = lint_commands().iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            shown,
+            [
+                "fmt --all -- --check",
+                "clippy --all-targets -- -D warnings",
+                "clippy -p boot-x86_64 --target x86_64-unknown-none --profile kernel -- -D warnings",
+                "clippy -p boot-aarch64 --target aarch64-unknown-none --profile kernel -- -D warnings",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_table() {
+        let results = vec![
+            StepResult {
+                name: "host tests (cargo test)".into(),
+                result: Ok(()),
+                elapsed: Duration::from_millis(41_230),
+            },
+            StepResult {
+                name: "boot smoke aarch64".into(),
+                result: Err("no args line".into()),
+                elapsed: Duration::from_millis(2_000),
+            },
+        ];
+        assert_eq!(
+            table(&results),
+            "step                     result  seconds\n\
+             host tests (cargo test)  PASS       41.2\n\
+             boot smoke aarch64       FAIL        2.0  no args line\n\
+             1 of 2 steps FAILED\n"
+        );
+        assert!(table(&results[..1]).ends_with("all 1 steps passed\n"));
+    }
+}

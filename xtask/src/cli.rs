@@ -1,0 +1,608 @@
+//! The `cargo xtask` command line: a small option parser (no external
+//! crate) and the typed commands it produces.
+//!
+//! Options are `--name VALUE`, `--name=VALUE` or a bare `--flag`; each may
+//! be given once. Words after `--` are kernel arguments. Anything unknown is
+//! refused with a message naming it, so a typo never silently changes what
+//! runs.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use qemu::{Accel, Arch, Firmware, MemSize};
+
+/// One line per command.
+// (Not a `\` continuation: that would eat the first line's indent.)
+const SYNOPSIS: &str = "    cargo xtask build [--arch x86_64|aarch64|all]
+    cargo xtask qemu boot [RUN OPTIONS] [-- KERNEL ARGS...]
+    cargo xtask qemu test [RUN OPTIONS] [--filter NAME] [--seed N] [--bug NAME] [-- EXTRA ARGS...]
+    cargo xtask bench [RUN OPTIONS] [-- EXTRA ARGS...]
+    cargo xtask test [--host-only] [--arch x86_64|aarch64]
+    cargo xtask book
+    cargo xtask --help
+";
+
+/// The options, after the synopsis in `--help`.
+const DETAILS: &str = "\
+COMMANDS:
+    build        build the kernel images (default: both architectures)
+    qemu boot    build and boot the kernel; passes when the guest reports success
+                 without panicking
+    qemu test    boot with test=<NAME|all> [seed=N] [bug=NAME]; passes only when every
+                 in-guest test passes
+    bench        boot with bench=all and list the BENCH lines at the end
+    test         everything CI runs: host tests, lints (rustfmt, clippy), in-guest
+                 tests on both architectures, boot smoke checks (BIOS, UEFI,
+                 AArch64) and the harness self-checks (a failing and a crashing
+                 test must be caught); runs every step, prints a table, and
+                 fails if any step failed
+    book         build the mdBook in docs/ (installs mdbook 0.4 if missing)
+
+RUN OPTIONS:
+    --arch x86_64|aarch64   guest architecture (default x86_64)
+    --smp N                 number of CPUs (default 1; bench: 4)
+    --mem SIZE              guest RAM: 512M, 2G, or a number of MiB (default 512M; bench: 2G)
+    --accel tcg|kvm         accelerator (default tcg; kvm is x86_64 only)
+    --boot bios|uefi        x86_64 firmware (default bios)
+    --cpu NAME              QEMU CPU model, e.g. max,pauth-impdef=on
+                            (default: max on x86_64, cortex-a72 on aarch64)
+    --gdb                   start paused with a gdb stub on localhost:1234
+                            (no time limit unless --timeout is given)
+    --timeout SECS          kill the guest after SECS seconds, 0 for no limit
+                            (default: boot 120, test 600, bench 600)
+
+QEMU TEST OPTIONS:
+    --filter NAME           run the tests whose names start with NAME (several:
+                            comma-separated; default all)
+    --seed N                seed for randomised tests (decimal or 0x hex)
+    --bug NAME              put a historical mistake back (bug-replay switch)
+
+TEST (CI) OPTIONS:
+    --host-only             host tests and lints only
+    --arch x86_64|aarch64   run the guest steps for this architecture only
+
+Kernel arguments are key=value words (key: [a-z0-9_-]); they are checked
+before anything is built.
+";
+
+/// The full help text printed by `--help`.
+pub fn help_text() -> String {
+    format!("cargo xtask: build, boot and test the kernel under QEMU\n\nUSAGE:\n{SYNOPSIS}\n{DETAILS}")
+}
+
+/// The short usage printed after a bad command line.
+pub fn usage_text() -> String {
+    format!("usage:\n{SYNOPSIS}run `cargo xtask --help` for the options\n")
+}
+
+/// A command line that cannot be obeyed. Always the user's input to blame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which architectures `build` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchChoice {
+    One(Arch),
+    All,
+}
+
+impl ArchChoice {
+    pub fn arches(self) -> Vec<Arch> {
+        match self {
+            ArchChoice::One(arch) => vec![arch],
+            ArchChoice::All => Arch::ALL.to_vec(),
+        }
+    }
+}
+
+/// Options shared by every command that boots a guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    pub arch: Arch,
+    pub smp: u32,
+    pub mem: MemSize,
+    pub accel: Accel,
+    pub firmware: Firmware,
+    pub cpu: Option<String>,
+    pub gdb: bool,
+    /// The time limit; `None` for no limit.
+    pub timeout_secs: Option<u64>,
+    /// The words after `--`.
+    pub extra_args: Vec<String>,
+}
+
+/// `cargo xtask qemu test` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestArgs {
+    pub run: RunArgs,
+    pub filter: Option<String>,
+    pub seed: Option<String>,
+    pub bug: Option<String>,
+}
+
+impl TestArgs {
+    /// The kernel command line: `test=<filter|all> [seed=N] [bug=NAME] EXTRA...`.
+    pub fn kernel_args(&self) -> String {
+        let mut words = vec![format!("test={}", self.filter.as_deref().unwrap_or("all"))];
+        if let Some(seed) = &self.seed {
+            words.push(format!("seed={seed}"));
+        }
+        if let Some(bug) = &self.bug {
+            words.push(format!("bug={bug}"));
+        }
+        words.extend(self.run.extra_args.iter().cloned());
+        words.join(" ")
+    }
+}
+
+/// `cargo xtask test` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CiArgs {
+    pub host_only: bool,
+    /// Run the guest steps for these architectures only.
+    pub arches: Vec<Arch>,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Build(ArchChoice),
+    Boot(RunArgs),
+    QemuTest(TestArgs),
+    Bench(RunArgs),
+    Ci(CiArgs),
+    Book,
+}
+
+/// One option a command accepts; `value` names its argument, `None` for a flag.
+struct OptSpec {
+    name: &'static str,
+    value: Option<&'static str>,
+}
+
+const fn opt(name: &'static str, value: &'static str) -> OptSpec {
+    OptSpec { name, value: Some(value) }
+}
+
+const fn flag(name: &'static str) -> OptSpec {
+    OptSpec { name, value: None }
+}
+
+const RUN_OPTS: &[OptSpec] = &[
+    opt("--arch", "ARCH"),
+    opt("--smp", "N"),
+    opt("--mem", "SIZE"),
+    opt("--accel", "ACCEL"),
+    opt("--boot", "FIRMWARE"),
+    opt("--cpu", "NAME"),
+    flag("--gdb"),
+    opt("--timeout", "SECS"),
+];
+const TEST_OPTS: &[OptSpec] = &[opt("--filter", "NAME"), opt("--seed", "N"), opt("--bug", "NAME")];
+const BUILD_OPTS: &[OptSpec] = &[opt("--arch", "ARCH")];
+const CI_OPTS: &[OptSpec] = &[flag("--host-only"), opt("--arch", "ARCH")];
+
+/// The options found on a command line, and the words after `--`.
+#[derive(Debug, Default)]
+struct Parsed {
+    values: HashMap<&'static str, String>,
+    flags: Vec<&'static str>,
+    rest: Vec<String>,
+    help: bool,
+}
+
+impl Parsed {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.flags.contains(&name)
+    }
+
+    /// Parses option `name` with `parse` when given, else `default`.
+    fn parse_or<T, E: fmt::Display>(
+        &self,
+        name: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<T, CliError> {
+        match self.value(name) {
+            None => Ok(default),
+            Some(v) => parse(v).map_err(|e| CliError(format!("{name}: {e}"))),
+        }
+    }
+}
+
+/// Splits `words` into options known to `specs` and the words after `--`.
+fn parse_options(
+    command: &str,
+    words: &[String],
+    specs: &[&[OptSpec]],
+    allow_rest: bool,
+) -> Result<Parsed, CliError> {
+    let mut parsed = Parsed::default();
+    let mut i = 0;
+    while i < words.len() {
+        let word = &words[i];
+        i += 1;
+        if word == "--" {
+            if !allow_rest {
+                return Err(CliError(format!("`cargo xtask {command}` takes no arguments after `--`")));
+            }
+            parsed.rest = words[i..].to_vec();
+            break;
+        }
+        if word == "-h" || word == "--help" {
+            parsed.help = true;
+            continue;
+        }
+        if !word.starts_with('-') {
+            let hint = if allow_rest { " (kernel arguments go after `--`)" } else { "" };
+            return Err(CliError(format!("unexpected argument `{word}` for `cargo xtask {command}`{hint}")));
+        }
+        let (name, inline) = match word.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (word.as_str(), None),
+        };
+        let spec = specs
+            .iter()
+            .flat_map(|s| s.iter())
+            .find(|s| s.name == name)
+            .ok_or_else(|| CliError(format!("unknown option `{name}` for `cargo xtask {command}`")))?;
+        if parsed.values.contains_key(spec.name) || parsed.flags.contains(&spec.name) {
+            return Err(CliError(format!("option `{name}` is given more than once")));
+        }
+        match (spec.value, inline) {
+            (None, Some(_)) => return Err(CliError(format!("option `{name}` takes no value"))),
+            (None, None) => parsed.flags.push(spec.name),
+            (Some(_), Some(v)) => {
+                parsed.values.insert(spec.name, v);
+            }
+            (Some(what), None) => {
+                let v = words
+                    .get(i)
+                    .filter(|v| *v != "--")
+                    .ok_or_else(|| CliError(format!("option `{name}` needs a value ({what})")))?;
+                i += 1;
+                parsed.values.insert(spec.name, v.clone());
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// Default time limits, in seconds.
+pub const BOOT_TIMEOUT_SECS: u64 = 120;
+pub const TEST_TIMEOUT_SECS: u64 = 600;
+pub const BENCH_TIMEOUT_SECS: u64 = 600;
+
+/// Defaults that differ between `qemu boot`/`qemu test` and `bench`.
+struct RunDefaults {
+    smp: u32,
+    mem_mib: u64,
+    timeout_secs: u64,
+}
+
+fn run_args(p: &Parsed, defaults: RunDefaults) -> Result<RunArgs, CliError> {
+    let arch = p.parse_or("--arch", Arch::X86_64, str::parse)?;
+    let mem_default = MemSize::from_mib(defaults.mem_mib).unwrap_or_default();
+    let cpu = match p.value("--cpu") {
+        Some(c) if c.trim().is_empty() => return Err(CliError("--cpu needs a CPU model name".into())),
+        other => other.map(str::to_string),
+    };
+    let gdb = p.flag("--gdb");
+    let timeout_secs = match p.value("--timeout") {
+        Some(v) => match v.parse::<u64>() {
+            Ok(0) => None,
+            Ok(secs) => Some(secs),
+            Err(_) => return Err(CliError(format!("--timeout: `{v}` is not a whole number of seconds"))),
+        },
+        // A debugging session lasts as long as the user wants.
+        None if gdb => None,
+        None => Some(defaults.timeout_secs),
+    };
+    let args = RunArgs {
+        arch,
+        smp: p.parse_or("--smp", defaults.smp, qemu::parse_smp)?,
+        mem: p.parse_or("--mem", mem_default, str::parse)?,
+        accel: p.parse_or("--accel", Accel::Tcg, str::parse)?,
+        firmware: p.parse_or("--boot", Firmware::Bios, str::parse)?,
+        cpu,
+        gdb,
+        timeout_secs,
+        extra_args: p.rest.clone(),
+    };
+    qemu::machine::check_combination(args.arch, args.accel, args.firmware)
+        .map_err(|e| CliError(e.to_string()))?;
+    Ok(args)
+}
+
+/// Checks a `--seed`: decimal or `0x` hex, as the kernel reads it.
+fn check_seed(seed: &str) -> Result<String, CliError> {
+    let ok = match seed.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).is_ok(),
+        None => seed.parse::<u64>().is_ok(),
+    };
+    if ok {
+        Ok(seed.to_string())
+    } else {
+        Err(CliError(format!("--seed: `{seed}` is not a number (decimal or 0x hex)")))
+    }
+}
+
+/// Parses the arguments after `cargo xtask`.
+pub fn parse(args: &[String]) -> Result<Command, CliError> {
+    let Some(first) = args.first() else {
+        return Err(CliError("no command given".into()));
+    };
+    let rest = &args[1..];
+    match first.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Help),
+        "build" => {
+            let p = parse_options("build", rest, &[BUILD_OPTS], false)?;
+            if p.help {
+                return Ok(Command::Help);
+            }
+            let arch = match p.value("--arch") {
+                None | Some("all") => ArchChoice::All,
+                Some(a) => ArchChoice::One(a.parse().map_err(|_| {
+                    CliError(format!("--arch: unknown architecture `{a}` (expected x86_64, aarch64 or all)"))
+                })?),
+            };
+            Ok(Command::Build(arch))
+        }
+        "qemu" => match rest.first().map(String::as_str) {
+            Some("boot") => {
+                let p = parse_options("qemu boot", &rest[1..], &[RUN_OPTS], true)?;
+                if p.help {
+                    return Ok(Command::Help);
+                }
+                let defaults = RunDefaults { smp: 1, mem_mib: 512, timeout_secs: BOOT_TIMEOUT_SECS };
+                Ok(Command::Boot(run_args(&p, defaults)?))
+            }
+            Some("test") => {
+                let p = parse_options("qemu test", &rest[1..], &[RUN_OPTS, TEST_OPTS], true)?;
+                if p.help {
+                    return Ok(Command::Help);
+                }
+                let defaults = RunDefaults { smp: 1, mem_mib: 512, timeout_secs: TEST_TIMEOUT_SECS };
+                let nonempty = |name: &str| match p.value(name) {
+                    Some("") => Err(CliError(format!("{name} needs a value"))),
+                    v => Ok(v.map(str::to_string)),
+                };
+                Ok(Command::QemuTest(TestArgs {
+                    run: run_args(&p, defaults)?,
+                    filter: nonempty("--filter")?,
+                    seed: p.value("--seed").map(check_seed).transpose()?,
+                    bug: nonempty("--bug")?,
+                }))
+            }
+            Some("-h" | "--help") => Ok(Command::Help),
+            Some(other) => {
+                Err(CliError(format!("unknown command `qemu {other}` (expected `qemu boot` or `qemu test`)")))
+            }
+            None => Err(CliError("`cargo xtask qemu` needs a subcommand: boot or test".into())),
+        },
+        "bench" => {
+            let p = parse_options("bench", rest, &[RUN_OPTS], true)?;
+            if p.help {
+                return Ok(Command::Help);
+            }
+            // The `main` profile of BENCHMARKS.md.
+            let defaults = RunDefaults { smp: 4, mem_mib: 2048, timeout_secs: BENCH_TIMEOUT_SECS };
+            Ok(Command::Bench(run_args(&p, defaults)?))
+        }
+        "test" => {
+            let p = parse_options("test", rest, &[CI_OPTS], false)?;
+            if p.help {
+                return Ok(Command::Help);
+            }
+            let arches = match p.value("--arch") {
+                None => Arch::ALL.to_vec(),
+                Some(a) => vec![a.parse().map_err(|e| CliError(format!("--arch: {e}")))?],
+            };
+            Ok(Command::Ci(CiArgs { host_only: p.flag("--host-only"), arches }))
+        }
+        "book" => {
+            let p = parse_options("book", rest, &[], false)?;
+            if p.help {
+                return Ok(Command::Help);
+            }
+            Ok(Command::Book)
+        }
+        other => Err(CliError(format!("unknown command `{other}`"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(line: &str) -> Result<Command, CliError> {
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        parse(&words)
+    }
+
+    fn err(line: &str) -> String {
+        parse_str(line).unwrap_err().0
+    }
+
+    fn boot(line: &str) -> RunArgs {
+        match parse_str(line) {
+            Ok(Command::Boot(args)) => args,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    fn qtest(line: &str) -> TestArgs {
+        match parse_str(line) {
+            Ok(Command::QemuTest(args)) => args,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn boot_defaults() {
+        assert_eq!(
+            boot("qemu boot"),
+            RunArgs {
+                arch: Arch::X86_64,
+                smp: 1,
+                mem: MemSize::from_mib(512).unwrap(),
+                accel: Accel::Tcg,
+                firmware: Firmware::Bios,
+                cpu: None,
+                gdb: false,
+                timeout_secs: Some(120),
+                extra_args: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn boot_with_every_option_in_both_spellings() {
+        let a = boot(
+            "qemu boot --arch=aarch64 --smp 4 --mem=2G --accel tcg --cpu max,pauth-impdef=on \
+             --timeout 30 -- smoke=1 verbose",
+        );
+        assert_eq!(a.arch, Arch::Aarch64);
+        assert_eq!(a.smp, 4);
+        assert_eq!(a.mem.mib(), 2048);
+        assert_eq!(a.cpu.as_deref(), Some("max,pauth-impdef=on"));
+        assert_eq!(a.timeout_secs, Some(30));
+        assert_eq!(a.extra_args, ["smoke=1", "verbose"]);
+        let a = boot("qemu boot --boot uefi --accel kvm --gdb");
+        assert_eq!((a.firmware, a.accel, a.gdb), (Firmware::Uefi, Accel::Kvm, true));
+        assert_eq!(a.timeout_secs, None, "no time limit under gdb by default");
+        assert_eq!(boot("qemu boot --gdb --timeout 5").timeout_secs, Some(5));
+        assert_eq!(boot("qemu boot --timeout 0").timeout_secs, None);
+    }
+
+    #[test]
+    fn words_after_the_separator_are_not_options() {
+        let a = boot("qemu boot -- --arch=x -- a=1");
+        assert_eq!(a.extra_args, ["--arch=x", "--", "a=1"]);
+        assert_eq!(a.arch, Arch::X86_64);
+    }
+
+    #[test]
+    fn bad_boot_command_lines() {
+        assert_eq!(
+            err("qemu boot --arch riscv64"),
+            "--arch: unknown architecture `riscv64` (expected x86_64 or aarch64)"
+        );
+        assert_eq!(
+            err("qemu boot --frobnicate"),
+            "unknown option `--frobnicate` for `cargo xtask qemu boot`"
+        );
+        assert_eq!(err("qemu boot --filter x"), "unknown option `--filter` for `cargo xtask qemu boot`");
+        assert_eq!(err("qemu boot --smp"), "option `--smp` needs a value (N)");
+        assert_eq!(err("qemu boot --smp --"), "option `--smp` needs a value (N)");
+        assert_eq!(
+            err("qemu boot --smp 0"),
+            "--smp: bad CPU count `0` (expected a whole number from 1 to 255)"
+        );
+        assert_eq!(err("qemu boot --smp 2 --smp 3"), "option `--smp` is given more than once");
+        assert_eq!(err("qemu boot --gdb=yes"), "option `--gdb` takes no value");
+        assert!(err("qemu boot --mem 1.5G").starts_with("--mem: bad memory size `1.5G`"));
+        assert_eq!(err("qemu boot --timeout soon"), "--timeout: `soon` is not a whole number of seconds");
+        assert_eq!(
+            err("qemu boot smoke=1"),
+            "unexpected argument `smoke=1` for `cargo xtask qemu boot` (kernel arguments go after `--`)"
+        );
+        assert!(err("qemu boot --arch aarch64 --boot uefi")
+            .starts_with("--boot uefi is not supported on aarch64"));
+        assert!(err("qemu boot --arch aarch64 --accel kvm")
+            .starts_with("--accel kvm is not supported on aarch64"));
+        assert_eq!(err("qemu boot --cpu="), "--cpu needs a CPU model name");
+        assert_eq!(err("qemu"), "`cargo xtask qemu` needs a subcommand: boot or test");
+        assert_eq!(err("qemu run"), "unknown command `qemu run` (expected `qemu boot` or `qemu test`)");
+        assert_eq!(err("frob"), "unknown command `frob`");
+        assert_eq!(err(""), "no command given");
+    }
+
+    #[test]
+    fn qemu_test_options_and_kernel_args() {
+        let t = qtest("qemu test");
+        assert_eq!(t.run.timeout_secs, Some(600));
+        assert_eq!(t.kernel_args(), "test=all");
+        let t = qtest("qemu test --arch aarch64 --filter mm::swap --seed 0x2a --bug forget-anon-exclusive -- stress_secs=5");
+        assert_eq!(t.run.arch, Arch::Aarch64);
+        assert_eq!(t.kernel_args(), "test=mm::swap seed=0x2a bug=forget-anon-exclusive stress_secs=5");
+        assert_eq!(err("qemu test --seed twelve"), "--seed: `twelve` is not a number (decimal or 0x hex)");
+        assert_eq!(err("qemu test --filter="), "--filter needs a value");
+    }
+
+    #[test]
+    fn build_bench_ci_book_help() {
+        assert_eq!(parse_str("build"), Ok(Command::Build(ArchChoice::All)));
+        assert_eq!(parse_str("build --arch all"), Ok(Command::Build(ArchChoice::All)));
+        assert_eq!(parse_str("build --arch aarch64"), Ok(Command::Build(ArchChoice::One(Arch::Aarch64))));
+        assert_eq!(
+            err("build --arch arm"),
+            "--arch: unknown architecture `arm` (expected x86_64, aarch64 or all)"
+        );
+        assert_eq!(err("build -- x"), "`cargo xtask build` takes no arguments after `--`");
+        match parse_str("bench --arch aarch64") {
+            Ok(Command::Bench(a)) => {
+                assert_eq!((a.arch, a.smp, a.mem.mib(), a.timeout_secs), (Arch::Aarch64, 4, 2048, Some(600)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_str("test"),
+            Ok(Command::Ci(CiArgs { host_only: false, arches: Arch::ALL.to_vec() }))
+        );
+        assert_eq!(
+            parse_str("test --host-only --arch x86_64"),
+            Ok(Command::Ci(CiArgs { host_only: true, arches: vec![Arch::X86_64] }))
+        );
+        assert_eq!(err("test --quick"), "unknown option `--quick` for `cargo xtask test`");
+        assert_eq!(parse_str("book"), Ok(Command::Book));
+        assert_eq!(err("book now"), "unexpected argument `now` for `cargo xtask book`");
+        for help in [
+            "--help",
+            "-h",
+            "help",
+            "build --help",
+            "qemu boot -h",
+            "qemu test --help",
+            "qemu --help",
+            "bench -h",
+            "test --help",
+            "book --help",
+        ] {
+            assert_eq!(parse_str(help), Ok(Command::Help), "{help}");
+        }
+    }
+
+    #[test]
+    fn help_and_usage_texts() {
+        let help = help_text();
+        for cmd in ["build", "qemu boot", "qemu test", "bench", "test", "book"] {
+            assert!(
+                help.contains(&format!("\n    cargo xtask {cmd} "))
+                    || help.contains(&format!("\n    cargo xtask {cmd}\n")),
+                "{cmd}"
+            );
+        }
+        for option in RUN_OPTS.iter().chain(TEST_OPTS).chain(CI_OPTS) {
+            assert!(help.contains(option.name), "{} is not documented", option.name);
+        }
+        assert!(usage_text().starts_with("usage:\n    cargo xtask build"));
+    }
+
+    #[test]
+    fn arch_choice_lists_arches() {
+        assert_eq!(ArchChoice::All.arches(), [Arch::X86_64, Arch::Aarch64]);
+        assert_eq!(ArchChoice::One(Arch::Aarch64).arches(), [Arch::Aarch64]);
+    }
+}

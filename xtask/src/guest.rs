@@ -1,0 +1,370 @@
+//! Booting a guest for `qemu boot`, `qemu test` and `bench`: check the
+//! kernel arguments, check the host, build, run QEMU, judge the result.
+
+use std::time::Duration;
+
+use qemu::{
+    boot_verdict, test_verdict, Arch, Firmware, GuestExit, MachineConfig, Report, RunOptions, RunOutcome,
+    Verdict,
+};
+
+use crate::cli::{RunArgs, TestArgs};
+use crate::error::Error;
+use crate::kbuild::Builder;
+use crate::setup;
+
+/// Refuses a kernel command line the kernel would refuse, before anything is built.
+pub fn check_kernel_args(line: &str) -> Result<(), Error> {
+    kargs::Args::parse(line)
+        .map(|_| ())
+        .map_err(|e| Error::Usage(format!("bad kernel arguments `{line}`: {e}")))
+}
+
+/// The machine for `args`, booting `image` with `kernel_args`.
+pub fn machine_config(args: &RunArgs, image: std::path::PathBuf, kernel_args: &str) -> MachineConfig {
+    let mut cfg = MachineConfig::new(args.arch, image);
+    cfg.accel = args.accel;
+    cfg.firmware = args.firmware;
+    cfg.mem = args.mem;
+    cfg.smp = args.smp;
+    cfg.cpu = args.cpu.clone();
+    cfg.gdb = args.gdb;
+    cfg.kernel_args = kernel_args.to_string();
+    cfg
+}
+
+/// A short name for the machine, e.g. `x86_64 (uefi)`.
+pub fn machine_name(arch: Arch, firmware: Firmware) -> String {
+    match arch {
+        Arch::X86_64 => format!("{arch} ({firmware})"),
+        Arch::Aarch64 => arch.to_string(),
+    }
+}
+
+/// Checks, builds and boots; returns how the run went. `extra_qemu` is
+/// appended to QEMU's arguments.
+pub fn run_guest(
+    builder: &mut Builder,
+    args: &RunArgs,
+    kernel_args: &str,
+    extra_qemu: &[String],
+) -> Result<RunOutcome, Error> {
+    check_kernel_args(kernel_args)?;
+    // Refuse a bad machine before spending minutes on a build.
+    let probe = machine_config(args, Default::default(), kernel_args);
+    probe.validate().map_err(|e| Error::Usage(e.to_string()))?;
+    setup::ensure_host_tools(args.arch, args.firmware, args.accel)?;
+
+    let (elf, image) = builder.image(args.arch, args.firmware)?;
+    let mut cfg = machine_config(args, image, kernel_args);
+    cfg.extra_args = extra_qemu.to_vec();
+    for warning in cfg.warnings() {
+        println!("xtask: warning: {warning}");
+    }
+    let cmd = cfg.command().map_err(|e| Error::Usage(e.to_string()))?;
+    println!("xtask: running: {cmd}");
+    if args.gdb {
+        println!("{}", qemu::gdb_hint(&elf));
+    }
+    let opts = RunOptions {
+        timeout: args.timeout_secs.map(Duration::from_secs),
+        echo: true,
+        keep_lines: qemu::runner::DEFAULT_KEEP_LINES,
+    };
+    qemu::run(&cmd, args.arch, &opts).map_err(|e| Error::Qemu(e.to_string()))
+}
+
+/// Prints a verdict line and turns a failing verdict into an error (whose
+/// message has then been printed already).
+fn conclude(what: &str, outcome: &RunOutcome, verdict: Verdict) -> Result<(), Error> {
+    let secs = outcome.elapsed.as_secs_f64();
+    if verdict.is_pass() {
+        let passed = outcome.report.passed().count();
+        let count = if passed > 0 { format!(", {passed} tests passed") } else { String::new() };
+        println!("xtask: {what}: PASS{count} in {secs:.1} s");
+        Ok(())
+    } else {
+        let text = format!("{what}: {verdict}");
+        eprintln!("xtask: {text}\n  (after {secs:.1} s)");
+        Err(Error::Failed(text))
+    }
+}
+
+/// `cargo xtask qemu boot`.
+pub fn boot(builder: &mut Builder, args: &RunArgs) -> Result<(), Error> {
+    let kernel_args = args.extra_args.join(" ");
+    let outcome = run_guest(builder, args, &kernel_args, &[])?;
+    let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
+    conclude(&format!("boot on {}", machine_name(args.arch, args.firmware)), &outcome, verdict)
+}
+
+/// `cargo xtask qemu test`.
+pub fn qemu_test(builder: &mut Builder, args: &TestArgs) -> Result<RunOutcome, Error> {
+    let outcome = run_guest(builder, &args.run, &args.kernel_args(), &[])?;
+    let verdict = test_verdict(outcome.arch, outcome.exit, &outcome.report);
+    let what = format!("in-guest tests on {}", machine_name(args.run.arch, args.run.firmware));
+    conclude(&what, &outcome, verdict).map(|()| outcome)
+}
+
+/// `cargo xtask bench`: the QEMU arguments the benchmark configuration adds
+/// (BENCHMARKS.md: memory allocated up front, and on AArch64 the `max` CPU
+/// with cheap pointer authentication unless `--cpu` says otherwise).
+pub fn bench_args(args: &RunArgs) -> (RunArgs, Vec<String>) {
+    let mut args = args.clone();
+    if args.arch == Arch::Aarch64 && args.cpu.is_none() {
+        args.cpu = Some("max,pauth-impdef=on".to_string());
+    }
+    (args, vec!["-mem-prealloc".to_string()])
+}
+
+/// The kernel command line for `bench`.
+pub fn bench_kernel_args(args: &RunArgs) -> String {
+    std::iter::once("bench=all".to_string())
+        .chain(args.extra_args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `cargo xtask bench`.
+pub fn bench(builder: &mut Builder, args: &RunArgs) -> Result<(), Error> {
+    let (args, extra_qemu) = bench_args(args);
+    let outcome = run_guest(builder, &args, &bench_kernel_args(&args), &extra_qemu)?;
+    println!();
+    print!("{}", bench_listing(&outcome.report));
+    let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
+    conclude(&format!("bench on {}", machine_name(args.arch, args.firmware)), &outcome, verdict)
+}
+
+/// The `BENCH` lines again, after the noise of the run.
+pub fn bench_listing(report: &Report) -> String {
+    let mut out = String::new();
+    if report.benches.is_empty() {
+        out.push_str("xtask: the kernel printed no BENCH lines (no benchmarks are implemented yet?)\n");
+    } else {
+        out.push_str(&format!("xtask: {} BENCH lines:\n", report.benches.len()));
+        for b in &report.benches {
+            out.push_str(&format!("{b}\n"));
+        }
+    }
+    for bad in &report.bad_bench_lines {
+        out.push_str(&format!(
+            "xtask: warning: malformed (expected `BENCH name=N value=NUMBER unit=U`): {bad}\n"
+        ));
+    }
+    out
+}
+
+/// The marker argument the boot smoke checks pass and expect to see echoed.
+pub const SMOKE_ARG: &str = "smoke=1";
+
+/// The smoke check: the boot passed and the kernel echoed the marker argument.
+pub fn smoke_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<(), String> {
+    let verdict = boot_verdict(arch, exit, report);
+    if !verdict.is_pass() {
+        return Err(verdict.reasons().join("; "));
+    }
+    match &report.args_echo {
+        None => Err("the kernel printed no `kernel: args: ` line".to_string()),
+        Some(_) if report.args_echo_contains(SMOKE_ARG) => Ok(()),
+        Some(echo) => Err(format!("the kernel echoed `kernel: args: {echo}`, without {SMOKE_ARG}")),
+    }
+}
+
+/// The test that fails on purpose, and the arguments that make it fail.
+pub const SELFCHECK_TEST: &str = "harness::selfcheck_fail";
+pub const SELFCHECK_ARGS: &str = "test=harness::selfcheck_fail harness_selfcheck=fail";
+
+/// The harness self-check: a run with a test that fails on purpose must
+/// fail, name that test, and end through the guest's failure exit. A harness
+/// that cannot see this failure would pass a broken kernel.
+pub fn selfcheck_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<(), String> {
+    let verdict = test_verdict(arch, exit, report);
+    if verdict.is_pass() {
+        return Err(format!(
+            "the run passed, but {SELFCHECK_TEST} must fail when harness_selfcheck=fail is given"
+        ));
+    }
+    if !verdict.message().contains(SELFCHECK_TEST) {
+        return Err(format!(
+            "the run failed without naming {SELFCHECK_TEST}: {}",
+            verdict.reasons().join("; ")
+        ));
+    }
+    if !report.has_failed(SELFCHECK_TEST) {
+        return Err(format!(
+            "{SELFCHECK_TEST} never printed its FAILED line: {}",
+            verdict.reasons().join("; ")
+        ));
+    }
+    if exit != GuestExit::Failure {
+        return Err(format!("the guest did not end through its failure exit: {}", exit.describe(arch)));
+    }
+    Ok(())
+}
+
+/// The test that crashes the kernel on purpose, and the arguments that make it crash.
+pub const CRASHCHECK_TEST: &str = "harness::selfcheck_crash";
+pub const CRASHCHECK_ARGS: &str = "test=harness::selfcheck_crash harness_selfcheck=crash";
+
+/// The crash self-check: a test that takes an unexpected page fault must
+/// fail the run with a panic line, and be named as the test that was running.
+pub fn crashcheck_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<(), String> {
+    let verdict = test_verdict(arch, exit, report);
+    if verdict.is_pass() {
+        return Err(format!(
+            "the run passed, but {CRASHCHECK_TEST} must crash when harness_selfcheck=crash is given"
+        ));
+    }
+    if report.running.as_deref() != Some(CRASHCHECK_TEST) {
+        return Err(format!(
+            "the report does not name {CRASHCHECK_TEST} as the test that was running: {}",
+            verdict.reasons().join("; ")
+        ));
+    }
+    if report.panics.is_empty() {
+        return Err(format!("the kernel printed no `kernel panic: ` line: {}", verdict.reasons().join("; ")));
+    }
+    if exit.is_success() {
+        return Err("the guest reported success after a panic".to_string());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{self, Command};
+    use qemu::parse_transcript;
+
+    fn run_args(line: &str) -> RunArgs {
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        match cli::parse(&words).unwrap() {
+            Command::Boot(a) | Command::Bench(a) => a,
+            Command::QemuTest(t) => t.run,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn kernel_args_are_checked_with_the_kernels_parser() {
+        assert_eq!(check_kernel_args("test=all seed=1 verbose"), Ok(()));
+        assert_eq!(check_kernel_args(""), Ok(()));
+        assert_eq!(
+            check_kernel_args("test=a test=b"),
+            Err(Error::Usage(
+                "bad kernel arguments `test=a test=b`: argument `test` is given more than once".into()
+            ))
+        );
+        assert!(check_kernel_args("Seed=1").is_err());
+    }
+
+    #[test]
+    fn machine_config_carries_every_option() {
+        let args = run_args("qemu boot --arch x86_64 --smp 2 --mem 1G --boot uefi --cpu qemu64 --gdb");
+        let cfg = machine_config(&args, "k.img".into(), "a=1");
+        assert_eq!((cfg.smp, cfg.mem.mib(), cfg.firmware, cfg.gdb), (2, 1024, Firmware::Uefi, true));
+        assert_eq!(cfg.cpu.as_deref(), Some("qemu64"));
+        assert_eq!(cfg.kernel_args, "a=1");
+        let argv = cfg.command().unwrap().args;
+        assert!(argv.ends_with(&[
+            "-fw_cfg".to_string(),
+            "name=opt/kernel/cmdline,string=a=1".into(),
+            "-s".into(),
+            "-S".into()
+        ]));
+    }
+
+    #[test]
+    fn bench_configuration() {
+        let args = run_args("bench --arch aarch64 -- extra=1");
+        let (b, extra) = bench_args(&args);
+        assert_eq!(b.cpu.as_deref(), Some("max,pauth-impdef=on"));
+        assert_eq!(extra, ["-mem-prealloc"]);
+        assert_eq!(bench_kernel_args(&b), "bench=all extra=1");
+        let (b, _) = bench_args(&run_args("bench --arch aarch64 --cpu cortex-a72"));
+        assert_eq!(b.cpu.as_deref(), Some("cortex-a72"));
+        let (b, _) = bench_args(&run_args("bench"));
+        assert_eq!(b.cpu, None);
+        assert_eq!((b.smp, b.mem.mib()), (4, 2048));
+    }
+
+    #[test]
+    fn bench_listing_repeats_the_lines_or_says_there_were_none() {
+        let none = bench_listing(&parse_transcript("kernel: args: bench=all\n"));
+        assert_eq!(none, "xtask: the kernel printed no BENCH lines (no benchmarks are implemented yet?)\n");
+        let some = bench_listing(&parse_transcript(
+            "BENCH name=a value=1.5 unit=GiB/s\nlog\nBENCH name=b value=2 unit=faults/s\nBENCH name=c\n",
+        ));
+        assert_eq!(
+            some,
+            "xtask: 2 BENCH lines:\nBENCH name=a value=1.5 unit=GiB/s\nBENCH name=b value=2 unit=faults/s\n\
+             xtask: warning: malformed (expected `BENCH name=N value=NUMBER unit=U`): BENCH name=c\n"
+        );
+    }
+
+    #[test]
+    fn smoke_checks() {
+        let check = |exit, text| smoke_check(Arch::X86_64, exit, &parse_transcript(text));
+        assert_eq!(check(GuestExit::Success, "kernel: args: smoke=1\n"), Ok(()));
+        assert_eq!(
+            check(GuestExit::Success, "kernel: booted\n"),
+            Err("the kernel printed no `kernel: args: ` line".into())
+        );
+        assert_eq!(
+            check(GuestExit::Success, "kernel: args: smoke=10\n"),
+            Err("the kernel echoed `kernel: args: smoke=10`, without smoke=1".into())
+        );
+        assert!(check(GuestExit::Crashed(Some(0)), "kernel: args: smoke=1\n")
+            .unwrap_err()
+            .contains("triple fault"));
+        assert!(check(GuestExit::Success, "kernel: args: smoke=1\nkernel panic: x\n").is_err());
+    }
+
+    #[test]
+    fn selfcheck_checks() {
+        let check = |exit, text| selfcheck_check(Arch::Aarch64, exit, &parse_transcript(text));
+        let good = "kernel: args: test=harness::selfcheck_fail harness_selfcheck=fail\n\
+                    test harness::selfcheck_fail ... FAILED: failing on purpose\n0 passed, 1 failed\n";
+        assert_eq!(check(GuestExit::Failure, good), Ok(()));
+        // The harness would have let a failing test through.
+        let passed = "test harness::selfcheck_fail ... ok\n1 passed, 0 failed\n";
+        assert!(check(GuestExit::Success, passed).unwrap_err().starts_with("the run passed"));
+        // Failing for some other reason does not prove anything.
+        assert!(check(GuestExit::Crashed(Some(3)), "kernel: args:\n")
+            .unwrap_err()
+            .starts_with("the run failed without naming"));
+        // A crash while the test ran names it, but is not the failure path.
+        let crash = "test harness::selfcheck_fail ... kernel panic: oops\n";
+        assert!(check(GuestExit::Failure, crash).unwrap_err().contains("never printed its FAILED line"));
+        // The FAILED line is there, but the guest claimed success.
+        let lying = "test harness::selfcheck_fail ... FAILED: x\n0 passed, 1 failed\n";
+        assert!(check(GuestExit::Success, lying)
+            .unwrap_err()
+            .starts_with("the guest did not end through its failure exit"));
+    }
+
+    #[test]
+    fn crashcheck_checks() {
+        let check = |exit, text| crashcheck_check(Arch::X86_64, exit, &parse_transcript(text));
+        let good = "test harness::selfcheck_crash ... \n\
+                    kernel panic: unexpected kernel page fault at 0x42 at trap.rs:1:1\n";
+        assert_eq!(check(GuestExit::Failure, good), Ok(()));
+        assert!(check(GuestExit::Success, "test harness::selfcheck_crash ... ok\n1 passed, 0 failed\n")
+            .unwrap_err()
+            .starts_with("the run passed"));
+        // Dying silently (a triple fault) names the test but prints no panic.
+        assert!(check(GuestExit::Crashed(Some(0)), "test harness::selfcheck_crash ... ")
+            .unwrap_err()
+            .starts_with("the kernel printed no `kernel panic: ` line"));
+        assert!(check(GuestExit::Failure, "kernel panic: early\n")
+            .unwrap_err()
+            .starts_with("the report does not name"));
+        assert_eq!(check(GuestExit::Success, good), Err("the guest reported success after a panic".into()));
+    }
+
+    #[test]
+    fn machine_names() {
+        assert_eq!(machine_name(Arch::X86_64, Firmware::Uefi), "x86_64 (uefi)");
+        assert_eq!(machine_name(Arch::Aarch64, Firmware::Bios), "aarch64");
+    }
+}
