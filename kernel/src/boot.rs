@@ -82,6 +82,10 @@ pub fn kernel_main(info: BootInfo) -> ! {
     }
     memory::print_summary();
     cmdline::echo(&args);
+    if let Err(e) = cmdline::validate(&args) {
+        println!("kernel: bad arguments: {e}");
+        arch::exit(arch::ExitStatus::Failure);
+    }
 
     if let Some(filter) = args.get("test") {
         let ok = testing::run(filter, &args);

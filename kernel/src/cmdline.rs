@@ -21,6 +21,37 @@ pub const KNOWN_ARGS: &[(&str, &str)] = &[
     ("harness_selfcheck", "`fail` makes harness::selfcheck_fail fail, `crash` makes harness::selfcheck_crash take an unhandled page fault"),
 ];
 
+/// The bug-replay switches this kernel has (`bug=<name>`), with the mistake
+/// each puts back. Each mechanism's issue adds its switch here; none exists
+/// yet, so any `bug=` is refused rather than silently doing nothing.
+pub const BUG_SWITCHES: &[(&str, &str)] = &[];
+
+/// Checks the values of the arguments the kernel interprets. The message
+/// names the argument and says what is accepted.
+pub fn validate(args: &Args<'_>) -> Result<(), String> {
+    args.get_u64("seed").map_err(|e| format!("{e}"))?;
+    args.get_u64("stress_secs").map_err(|e| format!("{e}"))?;
+    if let Some(name) = args.get("bug") {
+        if !BUG_SWITCHES.iter().any(|(k, _)| *k == name) {
+            let mut known = String::new();
+            for (k, _) in BUG_SWITCHES {
+                known.push_str(if known.is_empty() { "" } else { ", " });
+                known.push_str(k);
+            }
+            if known.is_empty() {
+                known.push_str("none in this build");
+            }
+            return Err(format!("unknown bug-replay switch `bug={name}` (known: {known})"));
+        }
+    }
+    if let Some(v) = args.get("harness_selfcheck") {
+        if v != "fail" && v != "crash" {
+            return Err(format!("`harness_selfcheck={v}`: expected `fail` or `crash`"));
+        }
+    }
+    Ok(())
+}
+
 /// Prints `kernel: args: ...` (the runner looks for this line) and a warning
 /// for every key the kernel does not know.
 pub fn echo(args: &Args<'_>) {
@@ -73,7 +104,25 @@ fn parser_works_in_the_guest(_: &TestEnv<'_>) -> Result<(), String> {
     }
 }
 
+fn validation_names_the_bad_argument(_: &TestEnv<'_>) -> Result<(), String> {
+    let cases = [
+        ("seed=12x", "seed=12x"),
+        ("bug=no-such-switch", "bug=no-such-switch"),
+        ("harness_selfcheck=maybe", "harness_selfcheck=maybe"),
+    ];
+    for (line, culprit) in cases {
+        let args = Args::parse(line).map_err(|e| format!("{e}"))?;
+        match validate(&args) {
+            Err(msg) if msg.contains(culprit) => {}
+            other => return Err(format!("validate({line:?}) gave {other:?}")),
+        }
+    }
+    let good = Args::parse("seed=0x10 stress_secs=5 test=all").map_err(|e| format!("{e}"))?;
+    validate(&good).map_err(|e| format!("good arguments refused: {e}"))
+}
+
 pub(crate) const TESTS: &[Test] = &[
     Test { name: "args::reached_kernel", run: args_reached_kernel },
+    Test { name: "args::validation_names_the_bad_argument", run: validation_names_the_bad_argument },
     Test { name: "args::parser_works_in_the_guest", run: parser_works_in_the_guest },
 ];
