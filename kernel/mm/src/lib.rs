@@ -9,6 +9,10 @@
 //! | [`addr`] | physical and virtual address newtypes, page sizes |
 //! | [`memmap`] | the boot memory map: usable RAM as sorted, disjoint, page-aligned ranges, with reserved ranges carved out |
 //! | [`fault`] | the arch-neutral description of a memory fault (address, access, cause) |
+//! | [`frame`] | the buddy allocator over all usable RAM (orders 0..=10), watermarks |
+//! | [`page`] | the page descriptor: one per 4 KiB frame, in the memmap array |
+//! | [`folio`] | folios: a head page and its tails, flags, counts, swap entry |
+//! | [`pgtable`] | page tables over any arch format: entries, walk, map, unmap, protect |
 //! | [`early`] | the early frame allocator: a bump allocator over the boot memory map, used until the buddy allocator takes over |
 //!
 //! ## Lock order
@@ -19,9 +23,16 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(any(test, feature = "sim"))]
+extern crate std;
+
 pub mod addr;
 pub mod early;
 pub mod fault;
+pub mod folio;
+pub mod frame;
 pub mod memmap;
+pub mod page;
+pub mod pgtable;
 
 pub use addr::{PhysAddr, VirtAddr, PAGE_SIZE};

@@ -1,0 +1,416 @@
+//! The page-table *format*: what an entry is, as each architecture encodes it.
+//!
+//! `mm` is generic over [`PageTableFormat`]; `arch/x86_64` and `arch/aarch64`
+//! implement it with the real bit layouts (their `pgtable` modules carry the
+//! diagrams). Generic code never looks at raw bits: it asks the format to
+//! [`decode`](PageTableFormat::decode) an entry into a [`Decoded`] and to
+//! encode the entries it wants to write.
+//!
+//! ## Entry kinds
+//!
+//! | kind | where | meaning |
+//! | --- | --- | --- |
+//! | none | any level | nothing mapped, nothing remembered |
+//! | table | PGD, PUD, PMD | points at the next-level table |
+//! | leaf | PTE (4 KiB), PMD (2 MiB), PUD (1 GiB) | maps a frame with [`Prot`] and dirty/young state |
+//! | swap | PTE, PMD | not present; the data is in a swap slot ([`SwapEntry`]), with the anon-exclusive bit |
+//! | migration | PTE, PMD | not present; the frame is being migrated ([`MigrationEntry`]) |
+//!
+//! ## Rules every format keeps (checked by the conformance tests)
+//!
+//! - A swap or migration entry is never present, never none, never a table,
+//!   and decodes back to exactly what was encoded (type, offset, exclusive;
+//!   kind, pfn, young, dirty), at PTE and at PMD level.
+//! - Present-ness is decided first: nothing reads a frame number from an
+//!   entry that is not a present leaf (seed 001: a migration PMD decoded as a
+//!   frame yields garbage, or worse, a false match with the huge zero page).
+//! - Raw value 0 is the none entry on both formats.
+//! - The dirty/write algebra: `mkdirty` then `mkclean` is clean; `wrprotect`
+//!   keeps dirty; `mkdirty` never makes an entry writable.
+
+use crate::addr::PhysAddr;
+use core::fmt;
+
+/// A level of the 4-level tree, named as Linux names them. The number is
+/// the level's distance from the bottom: an entry at level `l` covers
+/// `1 << (12 + 9 * l)` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Level 0 of the walk from the bottom: x86 PT, AArch64 level 3. Entries map 4 KiB.
+    Pte = 0,
+    /// x86 PD, AArch64 level 2. Entries map 2 MiB or point at a PTE table.
+    Pmd = 1,
+    /// x86 PDPT, AArch64 level 1. Entries map 1 GiB or point at a PMD table.
+    Pud = 2,
+    /// x86 PML4, AArch64 level 0. Entries point at a PUD table.
+    Pgd = 3,
+}
+
+impl Level {
+    /// From the root down.
+    pub const TOP_DOWN: [Level; 4] = [Level::Pgd, Level::Pud, Level::Pmd, Level::Pte];
+
+    /// The shift of the virtual-address bits that index a table at this level.
+    pub const fn shift(self) -> u32 {
+        12 + 9 * self as u32
+    }
+    /// Bytes covered by one entry at this level.
+    pub const fn entry_size(self) -> u64 {
+        1 << self.shift()
+    }
+    /// The index into a table at this level for virtual address `va`.
+    pub const fn index(self, va: u64) -> usize {
+        ((va >> self.shift()) & 511) as usize
+    }
+    /// The level below, or `None` at the PTE level.
+    pub const fn below(self) -> Option<Level> {
+        match self {
+            Level::Pgd => Some(Level::Pud),
+            Level::Pud => Some(Level::Pmd),
+            Level::Pmd => Some(Level::Pte),
+            Level::Pte => None,
+        }
+    }
+}
+
+/// Entries per table on both formats (4 KiB tables of 8-byte entries).
+pub const ENTRIES_PER_TABLE: usize = 512;
+
+/// The size of a leaf mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PageSize {
+    Size4K,
+    Size2M,
+    Size1G,
+}
+
+impl PageSize {
+    /// Bytes.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            PageSize::Size4K => 1 << 12,
+            PageSize::Size2M => 1 << 21,
+            PageSize::Size1G => 1 << 30,
+        }
+    }
+    /// The level whose entries map this size.
+    pub const fn level(self) -> Level {
+        match self {
+            PageSize::Size4K => Level::Pte,
+            PageSize::Size2M => Level::Pmd,
+            PageSize::Size1G => Level::Pud,
+        }
+    }
+    /// The size mapped by a leaf at `level`, if a leaf may live there.
+    pub const fn at_level(level: Level) -> Option<PageSize> {
+        match level {
+            Level::Pte => Some(PageSize::Size4K),
+            Level::Pmd => Some(PageSize::Size2M),
+            Level::Pud => Some(PageSize::Size1G),
+            Level::Pgd => None,
+        }
+    }
+}
+
+/// What a mapping allows. Arch-neutral: each format turns it into its own
+/// bits (x86: RW, US, NX, G; AArch64: AP, UXN/PXN, DBM, nG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prot {
+    /// Writes are allowed (once the entry is dirty, on formats that track
+    /// dirtiness through write permission).
+    pub writable: bool,
+    /// User mode (ring 3 / EL0) may access it.
+    pub user: bool,
+    /// Instructions may be fetched from it (at the privilege that may
+    /// access it).
+    pub executable: bool,
+    /// The translation is the same in every address space (kernel
+    /// mappings): x86 G bit; AArch64 nG clear.
+    pub global: bool,
+}
+
+impl Prot {
+    /// Read-only, kernel, not executable, not global.
+    pub const READ: Prot = Prot { writable: false, user: false, executable: false, global: false };
+    /// Read-write, kernel, not executable, not global.
+    pub const READ_WRITE: Prot = Prot { writable: true, ..Prot::READ };
+}
+
+/// A present leaf: a frame mapped at some size, with its permissions and
+/// the state the hardware (or the fault handler) keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Leaf {
+    /// The first byte of the mapped frame(s); aligned to `size`.
+    pub frame: PhysAddr,
+    pub size: PageSize,
+    pub prot: Prot,
+    /// Written since last cleaned.
+    pub dirty: bool,
+    /// Accessed since last made old (x86 A; AArch64 AF, whose absence
+    /// faults when the CPU does not manage it).
+    pub young: bool,
+}
+
+/// The largest swap offset an entry can hold (50 bits on both formats).
+pub const SWAP_OFFSET_BITS: u32 = 50;
+/// Swap types usable for swap areas: `0..MAX_SWAP_TYPES`.
+pub const MAX_SWAP_TYPES: u8 = 23;
+/// Type numbers of migration entries (after the swap types and hwpoison).
+pub const MIGRATION_READ_TYPE: u8 = 24;
+pub const MIGRATION_READ_EXCLUSIVE_TYPE: u8 = 25;
+pub const MIGRATION_WRITE_TYPE: u8 = 26;
+/// Bits of a migration entry's offset that hold the PFN (52-bit physical
+/// addresses); young and dirty sit just above.
+pub const MIGRATION_PFN_BITS: u32 = 40;
+
+/// Why a swap entry could not be built. The caller's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapEntryError {
+    /// Type is not below [`MAX_SWAP_TYPES`].
+    BadType(u8),
+    /// Offset 0 is the swap header (never a slot), and offsets need at most
+    /// [`SWAP_OFFSET_BITS`] bits.
+    BadOffset(u64),
+}
+
+/// An arch-neutral swap entry: which swap area (`ty`) and which page slot in
+/// it (`offset`). Built with [`SwapEntry::new`], which checks both.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SwapEntry {
+    ty: u8,
+    offset: u64,
+}
+
+impl SwapEntry {
+    /// A swap entry; refuses a type outside the swap types and an offset of
+    /// 0 (the header page) or of more than [`SWAP_OFFSET_BITS`] bits.
+    pub const fn new(ty: u8, offset: u64) -> Result<SwapEntry, SwapEntryError> {
+        if ty >= MAX_SWAP_TYPES {
+            return Err(SwapEntryError::BadType(ty));
+        }
+        if offset == 0 || offset >> SWAP_OFFSET_BITS != 0 {
+            return Err(SwapEntryError::BadOffset(offset));
+        }
+        Ok(SwapEntry { ty, offset })
+    }
+    /// The swap area.
+    pub const fn ty(self) -> u8 {
+        self.ty
+    }
+    /// The page slot in the area.
+    pub const fn offset(self) -> u64 {
+        self.offset
+    }
+}
+
+impl fmt::Debug for SwapEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "swap({}:{:#x})", self.ty, self.offset)
+    }
+}
+
+/// What a migration entry lets a faulting access do once migration ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MigrationKind {
+    /// Was mapped read-only and possibly shared.
+    Read,
+    /// Was mapped read-only, anon-exclusive.
+    ReadExclusive,
+    /// Was mapped writable (which implies exclusive).
+    Write,
+}
+
+impl MigrationKind {
+    /// The entry type number.
+    pub const fn swap_type(self) -> u8 {
+        match self {
+            MigrationKind::Read => MIGRATION_READ_TYPE,
+            MigrationKind::ReadExclusive => MIGRATION_READ_EXCLUSIVE_TYPE,
+            MigrationKind::Write => MIGRATION_WRITE_TYPE,
+        }
+    }
+    /// The kind of a migration type number.
+    pub const fn from_swap_type(ty: u8) -> Option<MigrationKind> {
+        match ty {
+            MIGRATION_READ_TYPE => Some(MigrationKind::Read),
+            MIGRATION_READ_EXCLUSIVE_TYPE => Some(MigrationKind::ReadExclusive),
+            MIGRATION_WRITE_TYPE => Some(MigrationKind::Write),
+            _ => None,
+        }
+    }
+}
+
+/// A migration entry: the frame being migrated and how it was mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MigrationEntry {
+    pub kind: MigrationKind,
+    /// The PFN of the (head) page being migrated; at most
+    /// [`MIGRATION_PFN_BITS`] bits.
+    pub pfn: u64,
+    /// The mapping was young.
+    pub young: bool,
+    /// The mapping was dirty.
+    pub dirty: bool,
+}
+
+impl MigrationEntry {
+    /// The offset field that encodes this entry: PFN, then young, then dirty.
+    pub const fn to_offset(self) -> u64 {
+        self.pfn | (self.young as u64) << MIGRATION_PFN_BITS | (self.dirty as u64) << (MIGRATION_PFN_BITS + 1)
+    }
+    /// Decodes a migration entry from its type number and offset field.
+    pub const fn from_type_offset(ty: u8, offset: u64) -> Option<MigrationEntry> {
+        let Some(kind) = MigrationKind::from_swap_type(ty) else { return None };
+        if offset >> (MIGRATION_PFN_BITS + 2) != 0 {
+            return None;
+        }
+        Some(MigrationEntry {
+            kind,
+            pfn: offset & ((1 << MIGRATION_PFN_BITS) - 1),
+            young: offset >> MIGRATION_PFN_BITS & 1 != 0,
+            dirty: offset >> (MIGRATION_PFN_BITS + 1) & 1 != 0,
+        })
+    }
+}
+
+/// A non-present entry that still means something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NonPresent {
+    /// The page is in swap. `exclusive`: it was anon-exclusive when it was
+    /// unmapped (seed 004), so swap-in may map it writable without a copy.
+    Swap { entry: SwapEntry, exclusive: bool },
+    /// The page is being migrated; a fault waits for the migration to end.
+    Migration(MigrationEntry),
+}
+
+/// An entry as generic code sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decoded {
+    None,
+    /// Points at the next-level table.
+    Table(PhysAddr),
+    Leaf(Leaf),
+    NonPresent(NonPresent),
+    /// Bits that no rule of the format explains (a kernel bug or memory
+    /// corruption): reported, never interpreted.
+    Bad(u64),
+}
+
+/// The encoding of one architecture's page-table entries.
+///
+/// Implementations must keep the rules in the module doc; the conformance
+/// tests in each arch crate check them.
+pub trait PageTableFormat: 'static {
+    /// For reports: `x86_64` or `aarch64`.
+    const NAME: &'static str;
+
+    /// True when a leaf may be placed at `level` (PTE, PMD and PUD on both).
+    fn leaf_allowed(level: Level) -> bool {
+        PageSize::at_level(level).is_some()
+    }
+
+    /// Decodes the raw entry `raw` found at `level`.
+    fn decode(raw: u64, level: Level) -> Decoded;
+
+    /// An entry at `level` pointing at the next-level table at `next`.
+    fn make_table(next: PhysAddr, level: Level) -> u64;
+
+    /// A leaf entry. The leaf's size decides its level.
+    ///
+    /// # Panics
+    /// If `leaf.frame` is not aligned to `leaf.size` (a kernel bug: callers
+    /// check alignment first).
+    fn make_leaf(leaf: &Leaf) -> u64;
+
+    /// A swap or migration entry; the same encoding at PTE and PMD level.
+    fn make_nonpresent(entry: &NonPresent) -> u64;
+
+    /// True when the entry at `level` is present to the hardware walker
+    /// (a table or a leaf). Cheap; must agree with [`Self::decode`].
+    fn is_present(raw: u64, level: Level) -> bool {
+        matches!(Self::decode(raw, level), Decoded::Table(_) | Decoded::Leaf(_))
+    }
+
+    /// True when the entry is none. Cheap; must agree with [`Self::decode`].
+    fn is_none(raw: u64, level: Level) -> bool {
+        matches!(Self::decode(raw, level), Decoded::None)
+    }
+
+    /// The dirty/young/write algebra on present leaves, as decode, change,
+    /// encode: the encoding of [`Leaf`] is canonical, so each format keeps
+    /// the rules in one place (`make_leaf`). Entries that are not present
+    /// leaves are returned unchanged.
+    fn update_leaf(raw: u64, level: Level, change: impl FnOnce(&mut Leaf)) -> u64 {
+        match Self::decode(raw, level) {
+            Decoded::Leaf(mut leaf) => {
+                change(&mut leaf);
+                Self::make_leaf(&leaf)
+            }
+            _ => raw,
+        }
+    }
+    /// Marks a present leaf dirty (never makes it writable).
+    fn mkdirty(raw: u64, level: Level) -> u64 {
+        Self::update_leaf(raw, level, |l| l.dirty = true)
+    }
+    /// Marks a present leaf clean.
+    fn mkclean(raw: u64, level: Level) -> u64 {
+        Self::update_leaf(raw, level, |l| l.dirty = false)
+    }
+    /// Marks a present leaf young (accessed).
+    fn mkyoung(raw: u64, level: Level) -> u64 {
+        Self::update_leaf(raw, level, |l| l.young = true)
+    }
+    /// Marks a present leaf old: the next access sets it young again (x86
+    /// hardware) or faults so the kernel does (AArch64 without FEAT_HAFDBS).
+    fn mkold(raw: u64, level: Level) -> u64 {
+        Self::update_leaf(raw, level, |l| l.young = false)
+    }
+    /// Removes write permission, keeping dirty.
+    fn wrprotect(raw: u64, level: Level) -> u64 {
+        Self::update_leaf(raw, level, |l| l.prot.writable = false)
+    }
+    /// Grants write permission.
+    fn mkwrite(raw: u64, level: Level) -> u64 {
+        Self::update_leaf(raw, level, |l| l.prot.writable = true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_cover_the_48_bit_address_space() {
+        assert_eq!(Level::Pte.entry_size(), 4096);
+        assert_eq!(Level::Pmd.entry_size(), 2 << 20);
+        assert_eq!(Level::Pud.entry_size(), 1 << 30);
+        assert_eq!(Level::Pgd.entry_size(), 512 << 30);
+        let va = 0x0000_7fff_ffff_f000u64;
+        assert_eq!(Level::TOP_DOWN.map(|l| l.index(va)), [255, 511, 511, 511]);
+        assert_eq!(PageSize::at_level(Level::Pmd), Some(PageSize::Size2M));
+        assert_eq!(PageSize::Size2M.level(), Level::Pmd);
+    }
+
+    #[test]
+    fn swap_entries_are_checked() {
+        assert!(SwapEntry::new(0, 1).is_ok());
+        assert_eq!(SwapEntry::new(0, 0), Err(SwapEntryError::BadOffset(0)));
+        assert_eq!(SwapEntry::new(23, 1), Err(SwapEntryError::BadType(23)));
+        assert_eq!(SwapEntry::new(1, 1 << 50), Err(SwapEntryError::BadOffset(1 << 50)));
+        let e = SwapEntry::new(22, (1 << 50) - 1).unwrap();
+        assert_eq!((e.ty(), e.offset()), (22, (1 << 50) - 1));
+    }
+
+    #[test]
+    fn migration_offsets_round_trip() {
+        for kind in [MigrationKind::Read, MigrationKind::ReadExclusive, MigrationKind::Write] {
+            for (young, dirty) in [(false, false), (true, false), (false, true), (true, true)] {
+                let m = MigrationEntry { kind, pfn: 0xff_ffff_ffff, young, dirty };
+                assert_eq!(MigrationEntry::from_type_offset(kind.swap_type(), m.to_offset()), Some(m));
+            }
+        }
+        assert_eq!(MigrationEntry::from_type_offset(3, 1), None);
+        assert_eq!(MigrationEntry::from_type_offset(24, 1 << 45), None);
+    }
+}
