@@ -81,6 +81,7 @@ pub fn kernel_main(info: BootInfo) -> ! {
         arch::exit(arch::ExitStatus::Failure);
     }
     memory::print_summary();
+    arch::time::init();
     cmdline::echo(&args);
     if let Err(e) = cmdline::validate(&args) {
         println!("kernel: bad arguments: {e}");
@@ -91,8 +92,9 @@ pub fn kernel_main(info: BootInfo) -> ! {
         let ok = testing::run(filter, &args);
         arch::exit(if ok { arch::ExitStatus::Success } else { arch::ExitStatus::Failure });
     }
-    if args.has("bench") {
-        println!("kernel: this build has no benchmarks yet (they come with the memory subsystem)");
+    if let Some(filter) = args.get("bench") {
+        let ok = crate::bench::run(if filter.is_empty() { "all" } else { filter });
+        arch::exit(if ok { arch::ExitStatus::Success } else { arch::ExitStatus::Failure });
     }
     println!("kernel: boot complete; shutting down");
     arch::exit(arch::ExitStatus::Success)

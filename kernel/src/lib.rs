@@ -6,7 +6,9 @@
 //! | --- | --- |
 //! | [`boot`] | `BootInfo` and `kernel_main`: banner, memory summary, arguments, then tests or shutdown |
 //! | [`console`] | `print!`/`println!` over the arch's serial port, one lock for whole lines |
-//! | [`memory`] | the early frame allocator and the kernel heap |
+//! | [`memory`] | the heap, the memmap and the buddy frame allocator in the running kernel |
+//! | [`paging`] | `mm::pgtable` over this arch's real format: table memory, test address spaces, MMU tests |
+//! | [`bench`] | in-guest benchmarks (`bench=`), printing `BENCH` lines |
 //! | [`cmdline`] | the kernel arguments this kernel knows, and their echo |
 //! | [`exceptions`] | in-guest tests of the arch's exception handling |
 //! | [`testing`] | the in-guest test harness and its serial protocol |
@@ -24,11 +26,13 @@ pub use arch_aarch64 as arch;
 #[cfg(target_arch = "x86_64")]
 pub use arch_x86_64 as arch;
 
+pub mod bench;
 pub mod boot;
 pub use boot::kernel_main;
 pub mod cmdline;
 pub mod console;
 pub mod exceptions;
 pub mod memory;
+pub mod paging;
 pub mod panic;
 pub mod testing;

@@ -1,17 +1,20 @@
-//! Boot-time memory: the early frame allocator over the boot memory map, the
-//! direct map, and the kernel heap carved out of it.
+//! Physical memory in the running kernel: the direct map, the kernel heap,
+//! the page descriptor array (memmap) and the buddy frame allocator.
 //!
 //! ## Protocol
 //!
-//! [`init`] runs once, on the boot CPU, before anything allocates: it makes an
-//! [`EarlyFrameAllocator`] over the usable memory, takes [`HEAP_SIZE`] bytes
-//! of contiguous frames from it, and gives them to the heap. After that,
-//! `alloc` works (`Box`, `Vec`, ...) and frames come from
-//! [`alloc_early_frame`] until the buddy allocator (issue 3) takes over what
-//! the early allocator has not handed out.
+//! [`init`] runs once, on the boot CPU, before anything allocates:
+//! 1. an [`EarlyFrameAllocator`] takes the usable memory;
+//! 2. it gives [`HEAP_SIZE`] contiguous bytes to the heap (`Box`, `Vec`, ...);
+//! 3. it gives the frames for the memmap: one 64-byte [`Page`] per 4 KiB
+//!    frame from the lowest to the highest usable frame;
+//! 4. the buddy [`FrameAllocator`] takes over every frame the early
+//!    allocator has not handed out, and the early allocator retires.
 //!
-//! Locks: [`EARLY`] (a spin lock) guards the early allocator; the heap has its
-//! own lock inside `LockedHeap`. Neither is taken while holding the other.
+//! From then on frames come from [`alloc_frames`] / [`free_frames`].
+//!
+//! Locks: the allocator's own spin lock (a leaf); the heap's lock inside
+//! `LockedHeap` (a leaf). Neither is taken while holding the other.
 
 use crate::boot::BootInfo;
 use crate::println;
@@ -23,8 +26,10 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 use linked_list_allocator::LockedHeap;
-use mm::early::{EarlyFrameAllocator, OutOfFrames};
+use mm::early::EarlyFrameAllocator;
+use mm::frame::{AllocError, AllocKind, FrameAllocator, MAX_ORDER};
 use mm::memmap::MemoryMap;
+use mm::page::{Memmap, Page};
 use mm::{PhysAddr, VirtAddr, PAGE_SIZE};
 
 /// Size of the kernel heap.
@@ -33,8 +38,14 @@ pub const HEAP_SIZE: u64 = 16 * 1024 * 1024;
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
 
-/// The early frame allocator; `None` before [`init`].
-static EARLY: spin::Mutex<Option<EarlyFrameAllocator>> = spin::Mutex::new(None);
+/// The page descriptors of every frame from the lowest to the highest
+/// usable one.
+static MEMMAP: spin::Once<Memmap> = spin::Once::new();
+/// The buddy allocator over [`MEMMAP`].
+static FRAMES: spin::Once<FrameAllocator> = spin::Once::new();
+/// The root page table the kernel booted with (x86_64: the template of the
+/// kernel half every address space shares).
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
 /// The usable memory as the boot path described it (for tests and, later,
 /// the buddy allocator).
 static BOOT_MEMORY: spin::Once<MemoryMap> = spin::Once::new();
@@ -48,6 +59,7 @@ static HEAP_START: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub enum InitError {
     NoRoomForHeap { needed: u64, usable: u64 },
+    NoRoomForMemmap { needed: u64 },
 }
 
 impl fmt::Display for InitError {
@@ -59,6 +71,11 @@ impl fmt::Display for InitError {
                 needed / (1024 * 1024),
                 usable / (1024 * 1024)
             ),
+            InitError::NoRoomForMemmap { needed } => write!(
+                f,
+                "not enough contiguous RAM for the {} KiB page descriptor array; give QEMU more memory (--mem)",
+                needed / 1024
+            ),
         }
     }
 }
@@ -68,9 +85,11 @@ pub fn phys_to_virt(pa: PhysAddr) -> VirtAddr {
     VirtAddr::new(pa.as_u64() + DIRECT_MAP_OFFSET.load(Ordering::Relaxed))
 }
 
-/// Sets up the early allocator and the heap. Boot CPU, once.
+/// Sets up the heap, the memmap and the frame allocator. Boot CPU, once.
 pub fn init(info: &BootInfo) -> Result<(), InitError> {
     DIRECT_MAP_OFFSET.store(info.direct_map_offset, Ordering::Relaxed);
+    #[cfg(target_arch = "x86_64")]
+    KERNEL_ROOT.store(crate::arch::mmu::current_root().as_u64(), Ordering::Relaxed);
     let map = BOOT_MEMORY.call_once(|| info.memory.clone());
     let mut early = EarlyFrameAllocator::new(map.clone());
     let heap = early
@@ -82,32 +101,96 @@ pub fn init(info: &BootInfo) -> Result<(), InitError> {
     // never hands them out again; they are RAM, mapped read-write in the
     // direct map at `heap_va`, and `init` runs once, before any allocation.
     unsafe { HEAP.lock().init(heap_va.as_u64() as *mut u8, HEAP_SIZE as usize) };
-    *EARLY.lock() = Some(early);
+
+    // The memmap covers [first usable pfn, last usable pfn]; holes in it
+    // stay Reserved.
+    let first_pfn = map.ranges().first().map_or(0, |r| r.start.pfn());
+    let end_pfn = map.ranges().last().map_or(0, |r| r.end.pfn());
+    let nr_pages = (end_pfn - first_pfn) as usize;
+    let bytes = (nr_pages * core::mem::size_of::<Page>()) as u64;
+    let memmap_pa = early
+        .alloc_contiguous(bytes.div_ceil(PAGE_SIZE), PAGE_SIZE)
+        .map_err(|_| InitError::NoRoomForMemmap { needed: bytes })?;
+    let pages = phys_to_virt(memmap_pa).as_u64() as *mut Page;
+    for i in 0..nr_pages {
+        // SAFETY: the early allocator gave us `bytes` bytes at `memmap_pa`,
+        // mapped in the direct map and never handed out again; Page is
+        // 64-byte aligned and the frames are page-aligned.
+        unsafe { pages.add(i).write(Page::new()) };
+    }
+    // SAFETY: `nr_pages` descriptors were just initialised at `pages`; the
+    // memory is never freed or reused, so the slice may be 'static.
+    let pages: &'static [Page] = unsafe { core::slice::from_raw_parts(pages, nr_pages) };
+    let memmap = MEMMAP.call_once(|| Memmap::new(first_pfn, pages));
+    let frames = FRAMES.call_once(|| FrameAllocator::new(memmap));
+    for r in early.remaining() {
+        frames
+            .add_free_range(r.start.pfn(), r.end.pfn())
+            .expect("memory::init: a usable range outside the memmap");
+    }
     Ok(())
 }
 
-/// Prints the heap and early-allocator state.
+/// Prints the heap, memmap and allocator state.
 pub fn print_summary() {
-    let free = EARLY.lock().as_ref().map_or(0, |e| e.nr_free());
+    let Some(frames) = FRAMES.get() else { return };
+    let memmap = frames.memmap();
+    let w = frames.watermarks();
     println!(
-        "memory: heap {} MiB at {:#x}; early frame allocator: {} frames free",
+        "memory: heap {} MiB at {:#x}; memmap {} descriptors x {} bytes = {} KiB ({:.2}% of RAM)",
         HEAP_SIZE / (1024 * 1024),
         HEAP_START.load(Ordering::Relaxed),
-        free
+        memmap.len(),
+        core::mem::size_of::<Page>(),
+        memmap.len() * core::mem::size_of::<Page>() / 1024,
+        100.0 * core::mem::size_of::<Page>() as f64 / PAGE_SIZE as f64
+    );
+    println!(
+        "memory: buddy allocator: {} of {} pages free; watermarks min {} low {} high {}",
+        frames.nr_free_pages(),
+        frames.managed_pages(),
+        w.min,
+        w.low,
+        w.high
     );
 }
 
-/// One frame from the early allocator.
-pub fn alloc_early_frame() -> Result<PhysAddr, OutOfFrames> {
-    match EARLY.lock().as_mut() {
-        Some(early) => early.alloc_frame(),
-        None => Err(OutOfFrames { nr_frames: 1 }),
-    }
+/// The frame allocator.
+///
+/// # Panics
+/// Before [`init`] (a kernel bug: nothing allocates frames that early).
+pub fn frame_allocator() -> &'static FrameAllocator {
+    FRAMES.get().expect("frame_allocator: memory::init has not run")
 }
 
-/// Frames the early allocator has not handed out.
-pub fn nr_early_frames_free() -> u64 {
-    EARLY.lock().as_ref().map_or(0, |e| e.nr_free())
+/// `2^order` contiguous frames (normal priority: fails at the min
+/// watermark).
+pub fn alloc_frames(order: u8) -> Result<PhysAddr, AllocError> {
+    let pfn = frame_allocator().alloc(order, AllocKind::Normal)?;
+    Ok(PhysAddr::new(pfn << 12))
+}
+
+/// Gives back frames from [`alloc_frames`].
+pub fn free_frames(pa: PhysAddr, order: u8) {
+    frame_allocator().free(pa.pfn(), order);
+}
+
+/// Fills `2^order` frames at `pa` with zeros.
+pub fn zero_frames(pa: PhysAddr, order: u8) {
+    let va = phys_to_virt(pa).as_u64() as *mut u8;
+    // SAFETY: the caller owns the frames (just allocated); they are RAM,
+    // mapped read-write in the direct map.
+    unsafe { core::ptr::write_bytes(va, 0, (PAGE_SIZE << order) as usize) };
+}
+
+/// Free frames in the buddy allocator (0 before [`init`]).
+pub fn nr_free_frames() -> u64 {
+    FRAMES.get().map_or(0, |f| f.nr_free_pages())
+}
+
+/// The root table the kernel booted with.
+pub fn kernel_root() -> PhysAddr {
+    PhysAddr::new(KERNEL_ROOT.load(Ordering::Relaxed))
 }
 
 /// Bytes of heap in use.
@@ -163,12 +246,12 @@ fn heap_exhaustion_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn early_frames_are_usable_ram(_: &TestEnv<'_>) -> Result<(), String> {
+fn frames_are_usable_ram(_: &TestEnv<'_>) -> Result<(), String> {
     let map = boot_memory().ok_or("no boot memory map")?;
-    let free_before = nr_early_frames_free();
+    let free_before = nr_free_frames();
     let mut frames = Vec::new();
     for _ in 0..64 {
-        let f = alloc_early_frame().map_err(|e| format!("early allocator failed: {e:?}"))?;
+        let f = alloc_frames(0).map_err(|e| format!("frame allocator failed: {e:?}"))?;
         if !f.is_aligned(PAGE_SIZE) {
             return Err(format!("frame {f} is not page-aligned"));
         }
@@ -185,9 +268,8 @@ fn early_frames_are_usable_ram(_: &TestEnv<'_>) -> Result<(), String> {
     for (i, f) in frames.iter().enumerate() {
         let p = phys_to_virt(*f).as_u64() as *mut u64;
         for w in 0..(PAGE_SIZE / 8) as usize {
-            // SAFETY: the frame is ours (just allocated, never freed by the
-            // bump allocator), mapped read-write in the direct map, and `w`
-            // stays within its 512 words.
+            // SAFETY: the frame is ours (just allocated), mapped read-write
+            // in the direct map, and `w` stays within its 512 words.
             unsafe { p.add(w).write_volatile(((i as u64) << 32) | w as u64) };
         }
     }
@@ -201,9 +283,73 @@ fn early_frames_are_usable_ram(_: &TestEnv<'_>) -> Result<(), String> {
             }
         }
     }
-    let used = free_before - nr_early_frames_free();
+    let used = free_before - nr_free_frames();
+    for f in frames {
+        free_frames(f, 0);
+    }
     if used != 64 {
         return Err(format!("64 frames allocated but the free count fell by {used}"));
+    }
+    Ok(())
+}
+
+fn every_order_drains_and_refills(_: &TestEnv<'_>) -> Result<(), String> {
+    // Take *all* memory at each order (reserve included), give it back, and
+    // find the allocator exactly as it was.
+    let frames = frame_allocator();
+    let start: Vec<u64> = (0..=MAX_ORDER).map(|o| frames.nr_free_blocks(o)).collect();
+    let free_before = frames.nr_free_pages();
+    for order in 0..=MAX_ORDER {
+        let mut blocks = Vec::new();
+        while let Ok(pfn) = frames.alloc(order, AllocKind::Reserve) {
+            blocks.push(pfn);
+        }
+        let left = frames.nr_free_pages();
+        if left >= 1 << order {
+            // Fragmentation may leave free pages, but never a free block of
+            // this order or larger.
+            if (order..=MAX_ORDER).any(|o| frames.nr_free_blocks(o) > 0) {
+                return Err(format!("order {order}: allocation failed with blocks of that order free"));
+            }
+        }
+        if order == 0 && left != 0 {
+            return Err(format!("order 0: {left} pages left free after draining"));
+        }
+        for pfn in blocks.drain(..) {
+            frames.free(pfn, order);
+        }
+        if frames.nr_free_pages() != free_before {
+            return Err(format!(
+                "order {order}: {} pages free after refilling, {free_before} before",
+                frames.nr_free_pages()
+            ));
+        }
+        frames.check_consistency().map_err(|e| format!("order {order}: {e}"))?;
+    }
+    let end: Vec<u64> = (0..=MAX_ORDER).map(|o| frames.nr_free_blocks(o)).collect();
+    if start != end {
+        return Err(format!("free blocks per order {start:?} before, {end:?} after"));
+    }
+    Ok(())
+}
+
+fn huge_frames_are_aligned_and_distinct(_: &TestEnv<'_>) -> Result<(), String> {
+    let mut blocks = Vec::new();
+    for _ in 0..8 {
+        let pa = alloc_frames(9).map_err(|e| format!("order 9: {e:?}"))?;
+        if !pa.is_aligned(2 * 1024 * 1024) {
+            return Err(format!("order-9 block at {pa} is not 2 MiB aligned"));
+        }
+        blocks.push(pa);
+    }
+    let mut sorted = blocks.clone();
+    sorted.sort();
+    let overlap = sorted.windows(2).any(|w| w[1].as_u64() - w[0].as_u64() < 2 * 1024 * 1024);
+    for pa in blocks {
+        free_frames(pa, 9);
+    }
+    if overlap {
+        return Err(format!("order-9 blocks overlap: {sorted:?}"));
     }
     Ok(())
 }
@@ -211,5 +357,7 @@ fn early_frames_are_usable_ram(_: &TestEnv<'_>) -> Result<(), String> {
 pub(crate) const TESTS: &[Test] = &[
     Test { name: "heap::box_vec_and_reuse", run: heap_box_vec_and_reuse },
     Test { name: "heap::exhaustion_is_an_error", run: heap_exhaustion_is_an_error },
-    Test { name: "early_alloc::frames_are_usable_ram", run: early_frames_are_usable_ram },
+    Test { name: "frame::frames_are_usable_ram", run: frames_are_usable_ram },
+    Test { name: "frame::huge_frames_are_aligned_and_distinct", run: huge_frames_are_aligned_and_distinct },
+    Test { name: "frame::every_order_drains_and_refills", run: every_order_drains_and_refills },
 ];

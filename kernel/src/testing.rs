@@ -15,12 +15,13 @@
 //!
 //! `test <name> ... ` is printed *before* the test runs, so if the test
 //! crashes the kernel, the last line names it. A test fails by returning
-//! `Err(why)`; a test that returns `Ok` but leaks heap memory fails too.
+//! `Err(why)`; a test that returns `Ok` but leaks heap memory or frames
+//! (the buddy allocator's free count differs from before) fails too.
 //! The kernel exits with the failure status unless every selected test
 //! passed and at least one ran.
 
 use crate::println;
-use crate::{cmdline, exceptions, memory, print};
+use crate::{cmdline, exceptions, memory, paging, print};
 use alloc::format;
 use alloc::string::String;
 use kargs::Args;
@@ -40,7 +41,7 @@ pub struct Test {
 
 /// Every test in the kernel, in the order they run.
 pub fn all_tests() -> impl Iterator<Item = &'static Test> {
-    [TESTS, cmdline::TESTS, memory::TESTS, exceptions::TESTS].into_iter().flatten()
+    [TESTS, cmdline::TESTS, memory::TESTS, exceptions::TESTS, paging::TESTS].into_iter().flatten()
 }
 
 /// True when `name` is selected by `filter` (see the module doc).
@@ -56,10 +57,14 @@ pub fn run(filter: &str, args: &Args<'_>) -> bool {
     for test in all_tests().filter(|t| selected(filter, t.name)) {
         print!("test {} ... ", test.name);
         let heap_before = memory::heap_used();
+        let frames_before = memory::nr_free_frames();
         let result = (test.run)(&env).and_then(|()| {
             let heap_after = memory::heap_used();
+            let frames_after = memory::nr_free_frames();
             if heap_after > heap_before {
                 Err(format!("leaked {} bytes of heap", heap_after - heap_before))
+            } else if frames_after != frames_before {
+                Err(format!("free frames went from {frames_before} to {frames_after} (leak or double free)"))
             } else {
                 Ok(())
             }

@@ -6,8 +6,15 @@
 //! | [`console`] | the PL011 UART, write side |
 //! | [`trap`] | the exception vector table, the saved register frame, ESR decoding |
 //! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
-//! | [`mmu`] | the little of the MMU that issue 2 touches (TTBR0 walks off) |
+//! | [`mmu`] | TTBR0 switching, TLBI broadcast flushes (`mm`'s `TlbHooks`), table-write and code barriers |
+//! | [`time`] | the generic timer's virtual counter |
 //! | [`semihosting`] | leaving QEMU with an exit status |
+//! | [`pgtable`] | the page-table entry format (`Aarch64Format`) and, for host tests, a software walker |
+//!
+//! Everything except [`pgtable`], [`NAME`], [`DIRECT_MAP_OFFSET`] and
+//! [`ExitStatus`] touches the hardware and is built only for the bare-metal
+//! target (`target_os = "none"`); `pgtable` is plain bit arithmetic, built
+//! and tested on the host.
 //!
 //! ## Assumed configuration
 //!
@@ -17,10 +24,18 @@
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+#[cfg(target_os = "none")]
 pub mod console;
+#[cfg(target_os = "none")]
 pub mod mmu;
+pub mod pgtable;
+#[cfg(target_os = "none")]
 pub mod probe;
+#[cfg(target_os = "none")]
 pub mod semihosting;
+#[cfg(target_os = "none")]
+pub mod time;
+#[cfg(target_os = "none")]
 pub mod trap;
 
 /// The architecture's name as the kernel prints it.
@@ -39,6 +54,7 @@ pub enum ExitStatus {
 
 /// Leaves QEMU with `status` (semihosting). If semihosting is not enabled the
 /// call returns, and the CPU parks itself instead.
+#[cfg(target_os = "none")]
 pub fn exit(status: ExitStatus) -> ! {
     semihosting::exit(match status {
         ExitStatus::Success => 0,
@@ -48,6 +64,7 @@ pub fn exit(status: ExitStatus) -> ! {
 }
 
 /// Masks interrupts and waits forever.
+#[cfg(target_os = "none")]
 pub fn halt_forever() -> ! {
     loop {
         // SAFETY: masking interrupts and waiting for an event have no effect

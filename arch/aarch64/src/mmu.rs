@@ -20,3 +20,92 @@ pub fn disable_lower_half() {
     // instructions see the result.
     unsafe { core::arch::asm!("tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
 }
+
+/// Makes `root` the table for the lower half (TTBR0, ASID 0) and turns
+/// TTBR0 walks on; returns the previous TTBR0 value. ASIDs are not used
+/// yet, so every switch drops all cached lower-half translations.
+///
+/// # Safety
+/// `root` must be a valid level-0 table that stays allocated while loaded.
+pub unsafe fn switch_lower_half(root: mm::PhysAddr) -> u64 {
+    let previous: u64;
+    // SAFETY: the kernel runs from TTBR1, which is untouched; the new
+    // TTBR0 is valid by the caller's promise. ISB makes the register write
+    // take effect before the TLB invalidation and before walks resume.
+    unsafe {
+        core::arch::asm!("mrs {0}, ttbr0_el1", out(reg) previous, options(nomem, nostack));
+        core::arch::asm!(
+            "msr ttbr0_el1, {0}",
+            "isb",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            in(reg) root.as_u64(),
+            options(nostack)
+        );
+    }
+    TCR_EL1.modify(TCR_EL1::EPD0::EnableTTBR0Walks);
+    barrier::isb(barrier::SY);
+    previous
+}
+
+/// Orders page-table writes before walks and TLB maintenance that follow
+/// (a walker is an observer of its own: `DSB ISHST` makes the stores
+/// visible to it, `ISB` keeps later instructions from using an old view).
+pub fn table_write_barrier() {
+    // SAFETY: barriers have no effect on memory contents.
+    unsafe { core::arch::asm!("dsb ishst", "isb", options(nostack)) };
+}
+
+/// The TLB hooks `mm::pgtable` asks for: broadcast invalidation to every
+/// CPU in the inner-shareable domain, then wait for it (`DSB ISH`).
+pub struct Tlb;
+
+/// Ranges longer than this many pages are flushed whole.
+const MAX_TLBI_PAGES: u64 = 64;
+
+impl mm::pgtable::TlbHooks for Tlb {
+    fn flush_range(&self, _root: mm::PhysAddr, start: mm::VirtAddr, end: mm::VirtAddr) {
+        let first = start.as_u64() & !0xfff;
+        let nr_pages = end.as_u64().saturating_sub(first).div_ceil(4096);
+        if nr_pages > MAX_TLBI_PAGES {
+            // SAFETY: TLB invalidation only drops cached translations.
+            unsafe { core::arch::asm!("dsb ishst", "tlbi vmalle1is", "dsb ish", "isb", options(nostack)) };
+            return;
+        }
+        // SAFETY: as above. The operand of TLBI VAAE1IS is VA[55:12] in
+        // bits 43:0 (all ASIDs).
+        unsafe { core::arch::asm!("dsb ishst", options(nostack)) };
+        for i in 0..nr_pages {
+            let operand = ((first + i * 4096) >> 12) & ((1 << 44) - 1);
+            // SAFETY: as above.
+            unsafe { core::arch::asm!("tlbi vaae1is, {0}", in(reg) operand, options(nostack)) };
+        }
+        // SAFETY: barriers have no effect on memory contents.
+        unsafe { core::arch::asm!("dsb ish", "isb", options(nostack)) };
+    }
+
+    fn flush_all(&self, _root: mm::PhysAddr) {
+        // SAFETY: TLB invalidation only drops cached translations.
+        unsafe { core::arch::asm!("dsb ishst", "tlbi vmalle1is", "dsb ish", "isb", options(nostack)) };
+    }
+}
+
+/// Makes code just written at `va` (the address it was written through)
+/// visible to instruction fetch through any mapping: clean the data cache
+/// to the point of unification, then invalidate the instruction cache.
+pub fn code_written(va: mm::VirtAddr, len: u64) {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no effect.
+    unsafe { core::arch::asm!("mrs {0}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    let line = 4u64 << ((ctr >> 16) & 0xf);
+    let mut addr = va.as_u64() & !(line - 1);
+    while addr < va.as_u64() + len {
+        // SAFETY: cleaning a cache line writes back data that is already
+        // ours; `addr` lies in the mapped range the caller just wrote.
+        unsafe { core::arch::asm!("dc cvau, {0}", in(reg) addr, options(nostack)) };
+        addr += line;
+    }
+    // SAFETY: barriers and instruction-cache invalidation do not change memory.
+    unsafe { core::arch::asm!("dsb ish", "ic iallu", "dsb ish", "isb", options(nostack)) };
+}

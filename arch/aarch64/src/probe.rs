@@ -42,6 +42,14 @@ arch_probe_write_u8_insn:
 arch_probe_fixup:
     ret
 
+.global arch_probe_exec
+arch_probe_exec:
+    stp x29, x30, [sp, #-16]!
+    blr x0
+arch_probe_exec_ret:
+    ldp x29, x30, [sp], #16
+    ret
+
 .global arch_probe_breakpoint
 arch_probe_breakpoint:
     mov x0, #0
@@ -56,6 +64,8 @@ extern "C" {
     fn arch_probe_read_u8(addr: u64) -> ProbeResult;
     fn arch_probe_write_u8(addr: u64, value: u8) -> ProbeResult;
     fn arch_probe_breakpoint() -> ProbeResult;
+    fn arch_probe_exec(target: u64) -> ProbeResult;
+    static arch_probe_exec_ret: u8;
     static arch_probe_read_u8_insn: u8;
     static arch_probe_write_u8_insn: u8;
     static arch_probe_fixup: u8;
@@ -65,8 +75,8 @@ extern "C" {
 /// The immediate of the probe's `BRK`, reported in ESR.ISS.
 pub const BREAKPOINT_IMM: u64 = 0x4d4d;
 
-fn label(sym: &u8) -> u64 {
-    sym as *const u8 as u64
+fn label(sym: *const u8) -> u64 {
+    sym as u64
 }
 
 fn decode(result: ProbeResult) -> Result<u64, MemFault> {
@@ -96,6 +106,20 @@ pub unsafe fn write_u8(addr: VirtAddr, value: u8) -> Result<(), MemFault> {
     decode(unsafe { arch_probe_write_u8(addr.as_u64(), value) }).map(|_| ())
 }
 
+/// Calls the code at `target`, or reports the fault the MMU raised when
+/// fetching its first instruction. The code must return with `x0 = 0` and
+/// its result in `x1` (AAPCS64's registers for a 16-byte result).
+///
+/// # Safety
+/// If `target` is mapped executable, the code there runs: it must be a
+/// function of that contract that touches nothing else.
+pub unsafe fn exec(target: VirtAddr) -> Result<u64, MemFault> {
+    // SAFETY: a fetch fault at `target` is fixed up by the trap handler (it
+    // recognises the probe's return address in the link register);
+    // otherwise the caller vouches for the code.
+    decode(unsafe { arch_probe_exec(target.as_u64()) })
+}
+
 /// What the breakpoint exception reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakpointHit {
@@ -117,8 +141,7 @@ pub fn breakpoint() -> BreakpointHit {
     // SAFETY: the BRK is the probe breakpoint: the handler records it and
     // resumes after it.
     let r = unsafe { arch_probe_breakpoint() };
-    // SAFETY: only the label's address is taken.
-    let insn_at = label(unsafe { &arch_probe_breakpoint_insn });
+    let insn_at = label(core::ptr::addr_of!(arch_probe_breakpoint_insn));
     BreakpointHit {
         reported_at: r.status,
         insn_at,
@@ -136,10 +159,21 @@ pub fn unmapped_address() -> VirtAddr {
 /// Called by the trap handler for a data abort in the kernel: true (and the
 /// frame set up to return the fault) when it hit a probe instruction.
 pub(crate) fn fix_up_fault(frame: &mut TrapFrame, fault: &MemFault) -> bool {
-    // SAFETY: only label addresses are taken.
-    let (read, write, fixup) = unsafe {
-        (label(&arch_probe_read_u8_insn), label(&arch_probe_write_u8_insn), label(&arch_probe_fixup))
-    };
+    let read = label(core::ptr::addr_of!(arch_probe_read_u8_insn));
+    let write = label(core::ptr::addr_of!(arch_probe_write_u8_insn));
+    let fixup = label(core::ptr::addr_of!(arch_probe_fixup));
+    let exec_ret = label(core::ptr::addr_of!(arch_probe_exec_ret));
+    if fault.access == mm::fault::Access::Execute && frame.elr == fault.addr.as_u64() {
+        // An instruction abort on the first fetch of an `exec` probe: the
+        // link register holds the probe's return address.
+        if frame.x[30] != exec_ret {
+            return false;
+        }
+        frame.x[0] = (fault.syndrome << 1) | 1;
+        frame.x[1] = fault.addr.as_u64();
+        frame.elr = exec_ret;
+        return true;
+    }
     if frame.elr != read && frame.elr != write {
         return false;
     }
@@ -152,8 +186,7 @@ pub(crate) fn fix_up_fault(frame: &mut TrapFrame, fault: &MemFault) -> bool {
 /// Called by the trap handler for a `BRK` in the kernel: true (and the
 /// frame set up to resume after it) when it is the probe's.
 pub(crate) fn fix_up_breakpoint(frame: &mut TrapFrame) -> bool {
-    // SAFETY: only the label's address is taken.
-    let insn = label(unsafe { &arch_probe_breakpoint_insn });
+    let insn = label(core::ptr::addr_of!(arch_probe_breakpoint_insn));
     if frame.elr != insn {
         return false;
     }

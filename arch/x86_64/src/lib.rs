@@ -8,6 +8,13 @@
 //! | [`trap`] | the IDT, the entry stubs, the saved register frame, page-fault decoding |
 //! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
 //! | [`fw_cfg`] | QEMU's firmware configuration device, which carries the kernel arguments |
+//! | [`mmu`] | CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`) |
+//! | [`time`] | the TSC, calibrated against the PIT |
+//! | [`pgtable`] | the page-table entry format (`X86Format`) and, for host tests, a software walker |
+//!
+//! Everything except [`pgtable`], [`NAME`] and [`ExitStatus`] touches the
+//! hardware and is built only for the bare-metal target (`target_os =
+//! "none"`); `pgtable` is plain bit arithmetic, built and tested on the host.
 //!
 //! ## Assumed configuration
 //!
@@ -18,29 +25,45 @@
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+#[cfg(target_os = "none")]
 pub mod console;
+#[cfg(target_os = "none")]
 pub mod fw_cfg;
+#[cfg(target_os = "none")]
 pub mod gdt;
+#[cfg(target_os = "none")]
+pub mod mmu;
+pub mod pgtable;
+#[cfg(target_os = "none")]
 pub mod probe;
+#[cfg(target_os = "none")]
+pub mod time;
+#[cfg(target_os = "none")]
 pub mod trap;
 
+#[cfg(target_os = "none")]
 use core::sync::atomic::{AtomicU64, Ordering};
+#[cfg(target_os = "none")]
 use x86_64::registers::control::{Cr0, Cr0Flags};
+#[cfg(target_os = "none")]
 use x86_64::registers::model_specific::{Efer, EferFlags};
 
 /// The architecture's name as the kernel prints it.
 pub const NAME: &str = "x86_64";
 
 /// Where the bootloader mapped physical address 0.
+#[cfg(target_os = "none")]
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
 
 /// The direct-map offset given to [`init`].
+#[cfg(target_os = "none")]
 pub fn phys_offset() -> u64 {
     PHYS_OFFSET.load(Ordering::Relaxed)
 }
 
 /// Sets up the CPU for the kernel: GDT/TSS, IDT, NX and write protection.
 /// Boot CPU, once, before anything can fault.
+#[cfg(target_os = "none")]
 pub fn init(phys_offset: u64) {
     PHYS_OFFSET.store(phys_offset, Ordering::Relaxed);
     gdt::init();
@@ -65,10 +88,12 @@ pub enum ExitStatus {
 /// I/O port of QEMU's `isa-debug-exit` device (`-device
 /// isa-debug-exit,iobase=0xf4,iosize=0x04`). Writing `v` makes QEMU exit with
 /// status `(v << 1) | 1`: 0x10 gives 33 (success), 0x11 gives 35 (failure).
+#[cfg(target_os = "none")]
 const DEBUG_EXIT_PORT: u16 = 0xf4;
 
 /// Leaves QEMU with `status`. Without the debug-exit device the write does
 /// nothing, and the CPU parks itself.
+#[cfg(target_os = "none")]
 pub fn exit(status: ExitStatus) -> ! {
     let value: u32 = match status {
         ExitStatus::Success => 0x10,
@@ -81,6 +106,7 @@ pub fn exit(status: ExitStatus) -> ! {
 }
 
 /// Disables interrupts and halts forever.
+#[cfg(target_os = "none")]
 pub fn halt_forever() -> ! {
     x86_64::instructions::interrupts::disable();
     loop {

@@ -40,6 +40,11 @@ core::arch::global_asm!(
     "    ret",
     "arch_probe_fixup:",
     "    ret",
+    ".global arch_probe_exec",
+    "arch_probe_exec:",
+    "    call rdi",
+    "arch_probe_exec_ret:",
+    "    ret",
     ".global arch_probe_breakpoint",
     "arch_probe_breakpoint:",
     "    xor eax, eax",
@@ -53,6 +58,8 @@ extern "C" {
     fn arch_probe_read_u8(addr: u64) -> ProbeResult;
     fn arch_probe_write_u8(addr: u64, value: u8) -> ProbeResult;
     fn arch_probe_breakpoint() -> ProbeResult;
+    fn arch_probe_exec(target: u64) -> ProbeResult;
+    static arch_probe_exec_ret: u8;
     static arch_probe_read_u8_insn: u8;
     static arch_probe_write_u8_insn: u8;
     static arch_probe_fixup: u8;
@@ -88,6 +95,20 @@ pub unsafe fn write_u8(addr: VirtAddr, value: u8) -> Result<(), MemFault> {
     // SAFETY: a fault on the store is fixed up by the trap handler; the
     // caller owns the byte if the store succeeds.
     decode(unsafe { arch_probe_write_u8(addr.as_u64(), value) }).map(|_| ())
+}
+
+/// Calls the code at `target`, or reports the fault the MMU raised when
+/// fetching its first instruction. The code must return with `rax = 0` and
+/// its result in `rdx` (System V's registers for a 16-byte result).
+///
+/// # Safety
+/// If `target` is mapped executable, the code there runs: it must be a
+/// function of that contract that touches nothing else.
+pub unsafe fn exec(target: VirtAddr) -> Result<u64, MemFault> {
+    // SAFETY: a fetch fault at `target` is fixed up by the trap handler (it
+    // recognises the return address of the probe's call); otherwise the
+    // caller vouches for the code.
+    decode(unsafe { arch_probe_exec(target.as_u64()) })
 }
 
 /// What the breakpoint exception reported.
@@ -141,10 +162,27 @@ pub fn unmapped_address() -> VirtAddr {
 }
 
 /// Called by the trap handler for a page fault in the kernel: true (and the
-/// frame set up to return the fault) when it hit a probe instruction.
+/// frame set up to return the fault) when it hit a probe instruction, or the
+/// first fetch of an [`exec`] probe (the faulting RIP is the target and the
+/// return address on the stack is the probe's).
 pub(crate) fn fix_up_fault(frame: &mut TrapFrame, fault: &MemFault) -> bool {
     let read = label(core::ptr::addr_of!(arch_probe_read_u8_insn));
     let write = label(core::ptr::addr_of!(arch_probe_write_u8_insn));
+    let exec_ret = label(core::ptr::addr_of!(arch_probe_exec_ret));
+    if fault.access == mm::fault::Access::Execute && frame.rip == fault.addr.as_u64() {
+        // SAFETY: the fault was taken in kernel mode, so RSP is the kernel
+        // stack of the interrupted code, which is mapped; we only read the
+        // word at its top (the return address the probe's call pushed).
+        let ret = unsafe { (frame.rsp as *const u64).read() };
+        if ret == exec_ret {
+            frame.rsp += 8;
+            frame.rax = (fault.syndrome << 1) | 1;
+            frame.rdx = fault.addr.as_u64();
+            frame.rip = exec_ret;
+            return true;
+        }
+        return false;
+    }
     if frame.rip != read && frame.rip != write {
         return false;
     }

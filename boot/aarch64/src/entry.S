@@ -21,7 +21,7 @@
 .equ MAIR_VALUE, 0x44ff04          // attr0 Device-nGnRE, attr1 Normal WB, attr2 Normal NC
 // T0SZ=16 IRGN0=WBWA ORGN0=WBWA SH0=inner TG0=4K, T1SZ=16 IRGN1 ORGN1 SH1 TG1=4K
 .equ TCR_VALUE, 0xb5103510
-.equ SCTLR_SET, (1 << 0) | (1 << 2) | (1 << 12)    // M, C, I
+.equ SCTLR_SET, (1 << 0) | (1 << 2) | (1 << 12) | (1 << 23)   // M, C, I, SPAN (PAN left alone on exceptions)
 .equ SCTLR_CLEAR, (1 << 1) | (1 << 19) | (1 << 25) // A, WXN, EE
 
 .section .text.head, "ax"

@@ -20,11 +20,19 @@ use kernel::println;
 use mm::memmap::{MemoryMap, PhysRange};
 use mm::PhysAddr;
 
+/// Where the kernel's half of every address space starts: PML4 entry 256.
+/// Everything the bootloader maps for us (the kernel, its stack, the boot
+/// information, the direct map of physical memory) goes above it, so the
+/// lower half (entries 0..256) belongs to address spaces alone.
+const KERNEL_HALF_START: u64 = 0xffff_8000_0000_0000;
+
 /// What we ask of the bootloader: all physical memory mapped (at an offset
-/// it chooses) and a 256 KiB boot stack.
+/// it chooses in the upper half), everything else in the upper half too,
+/// and a 256 KiB boot stack.
 pub static BOOTLOADER_CONFIG: BootloaderConfig = {
     let mut config = BootloaderConfig::new_default();
     config.mappings.physical_memory = Some(Mapping::Dynamic);
+    config.mappings.dynamic_range_start = Some(KERNEL_HALF_START);
     config.kernel_stack_size = 256 * 1024;
     config
 };

@@ -1,1 +1,1037 @@
-//! (being written)
+//! The buddy allocator: hands out physically contiguous, naturally aligned
+//! blocks of `2^order` frames, orders `0..=MAX_ORDER` (4 KiB to 4 MiB), over
+//! all usable RAM.
+//!
+//! ## The buddy rule
+//!
+//! A block of order `o` starts at a PFN that is a multiple of `2^o`
+//! (absolute PFNs, not relative to the memmap: a 2 MiB folio must sit at a
+//! 2 MiB-aligned physical address to be mapped by a PMD). Its *buddy* is the
+//! other half of the order `o + 1` block containing it: `pfn ^ (1 << o)`.
+//! When a block is freed and its buddy is free with the same order, the two
+//! merge into one block of order `o + 1`, and so on up to `MAX_ORDER`. An
+//! allocation takes the smallest free block that is large enough and splits
+//! it, putting the upper halves back on the lower orders' lists.
+//!
+//! The memmap need not start at an aligned PFN, and RAM has holes: a buddy
+//! is merged only when its descriptor exists, carries [`PageFlag::Buddy`] and
+//! has the same order. Frames outside every range given to
+//! [`FrameAllocator::add_free_range`] keep [`PageFlag::Reserved`] and are
+//! never a buddy.
+//!
+//! ## State of a frame
+//!
+//! | state | first page of the block | other pages |
+//! | --- | --- | --- |
+//! | reserved (hole, firmware, kernel) | `Reserved` | `Reserved` |
+//! | free | `Buddy`, order bits = block order, on free list `order` | all 0 |
+//! | allocated, raw | all 0 (the owner may use the counts, and must zero them before `free`) | all 0 |
+//! | allocated, folio | see [`crate::folio`] | see [`crate::folio`] |
+//!
+//! Free lists are doubly linked through the descriptors' `list_next` /
+//! `list_prev` (PFNs, [`NO_PFN`] at the ends), newest first, so that
+//! removing a buddy from the middle of its list is O(1).
+//!
+//! ## Watermarks
+//!
+//! With `managed` pages handed to the allocator (`managed_kib = 4 * managed`):
+//!
+//! ```text
+//! min  = min( clamp( isqrt(16 * managed_kib) KiB / 4 KiB,  32 pages (128 KiB),  16384 pages (64 MiB) ),
+//!             managed / 4 )
+//! low  = min * 5 / 4
+//! high = min * 3 / 2
+//! ```
+//!
+//! (Linux's `min_free_kbytes` rule, `sqrt(16 * lowmem_kbytes)`, with the
+//! extra cap at a quarter of memory so a tiny test machine keeps most of it
+//! usable.) Examples: 16 MiB → min 128, low 160, high 192 pages; 128 MiB →
+//! 362 / 452 / 543; 1 GiB → 1024 / 1280 / 1536 (4 MiB, 5 MiB, 6 MiB).
+//! [`AllocKind::Normal`] fails with [`AllocError::BelowMin`] when the block
+//! would leave fewer than `min` free pages; [`AllocKind::Reserve`] may use
+//! the last `min` pages. Reclaim (later) wakes below `low` and stops at `high`.
+//!
+//! ## Lock
+//!
+//! One `spin::Mutex` (`FrameAllocator::zone`) guards every free list, the
+//! counts and the watermarks, and the descriptors of free blocks (their
+//! `Buddy` flag, order and list links). It is a **leaf** lock: nothing else
+//! is taken while holding it, and it is held for O(`MAX_ORDER`) steps plus a
+//! check of the freed block's descriptors. It does not disable interrupts
+//! yet: the interrupt-safe variant, and per-CPU caches of order-0 frames in
+//! front of it, come with SMP (issue 4). Until then, no interrupt handler
+//! may allocate.
+//!
+//! ## Errors and panics
+//!
+//! Allocation failure is a result ([`AllocError`]), never a panic: the
+//! caller decides whether to reclaim, retry or give up. Freeing something
+//! that is not an allocated block (a double free, a misaligned or
+//! out-of-range PFN, a frame still in use) is a kernel bug and panics with
+//! `free: reason`.
+
+use crate::folio::{Folio, UnpublishedFolio};
+use crate::page::{Memmap, Page, PageFlag, NO_PFN, ORDER_SHIFT};
+use core::fmt;
+use core::sync::atomic::Ordering;
+use spin::Mutex;
+
+/// The largest order: blocks of `2^10` frames (4 MiB).
+pub const MAX_ORDER: u8 = 10;
+/// The number of orders, `MAX_ORDER + 1`.
+pub const NR_ORDERS: usize = MAX_ORDER as usize + 1;
+
+/// Who is allocating, which decides whether the last `min` free pages may
+/// be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocKind {
+    /// Ordinary allocations (faults, page tables of new mappings): fail
+    /// rather than go below the `min` watermark.
+    Normal,
+    /// Allocations that free memory or must not fail (reclaim writing a
+    /// folio out, boot): may use the reserve below `min`.
+    Reserve,
+}
+
+/// Why an allocation failed. None of these is a bug: the caller reclaims,
+/// retries or reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocError {
+    /// No free block of this order or larger (memory is full, or too
+    /// fragmented for this order).
+    OutOfMemory { order: u8 },
+    /// A [`AllocKind::Normal`] allocation would leave fewer than `min` free
+    /// pages.
+    BelowMin { order: u8 },
+    /// The caller asked for an order above [`MAX_ORDER`] (the caller's fault).
+    BadOrder(u8),
+}
+
+/// Why [`FrameAllocator::add_free_range`] refused a range (the boot code's
+/// fault: nothing was changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeError {
+    /// Part of `[start_pfn, end_pfn)` has no descriptor in the memmap.
+    OutsideMemmap { start_pfn: u64, end_pfn: u64 },
+    /// Frame `pfn` was already handed to the allocator.
+    AlreadyManaged { pfn: u64 },
+}
+
+/// What [`FrameAllocator::check_consistency`] found wrong (a kernel bug in
+/// the allocator or in a caller that wrote to free descriptors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsistencyError {
+    /// The list of `order` reaches `pfn`, which has no descriptor, or whose
+    /// back link is wrong, or whose block runs past the memmap.
+    BadLink { order: u8, pfn: u64 },
+    /// `pfn` is on the free list of `order` without the `Buddy` flag.
+    NotBuddy { order: u8, pfn: u64 },
+    /// `pfn` is on the free list of `order` but its order bits say `found`.
+    WrongOrder { order: u8, pfn: u64, found: u8 },
+    /// `pfn` is on the free list of `order` but not aligned to it.
+    Misaligned { order: u8, pfn: u64 },
+    /// The first page of free block `pfn` has more than `Buddy` and its
+    /// order, or non-zero counts.
+    DirtyHead { pfn: u64 },
+    /// Page `pfn`, inside free block `block`, is the head of another free
+    /// block: two free blocks overlap.
+    Overlap { pfn: u64, block: u64 },
+    /// Page `pfn`, inside free block `block`, is not all zero (reserved,
+    /// flagged or counted).
+    DirtyInterior { pfn: u64, block: u64 },
+    /// The list of `order` has `listed` blocks (or loops) but the count says `recorded`.
+    CountMismatch { order: u8, listed: u64, recorded: u64 },
+    /// The lists hold `listed` pages but the free-page count says `recorded`.
+    FreePagesMismatch { listed: u64, recorded: u64 },
+    /// `found` descriptors carry `Buddy` but only `listed` blocks are on lists.
+    StrayBuddy { found: u64, listed: u64 },
+}
+
+impl fmt::Display for ConsistencyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::BadLink { order, pfn } => write!(f, "free list {order}: bad link at pfn {pfn:#x}"),
+            Self::NotBuddy { order, pfn } => write!(f, "free list {order}: pfn {pfn:#x} is not Buddy"),
+            Self::WrongOrder { order, pfn, found } => {
+                write!(f, "free list {order}: pfn {pfn:#x} has order {found}")
+            }
+            Self::Misaligned { order, pfn } => write!(f, "free list {order}: pfn {pfn:#x} misaligned"),
+            Self::DirtyHead { pfn } => write!(f, "free block {pfn:#x}: head descriptor not clean"),
+            Self::Overlap { pfn, block } => write!(f, "free block {pfn:#x} overlaps free block {block:#x}"),
+            Self::DirtyInterior { pfn, block } => {
+                write!(f, "page {pfn:#x} inside free block {block:#x} not clean")
+            }
+            Self::CountMismatch { order, listed, recorded } => {
+                write!(f, "free list {order}: {listed} blocks listed, {recorded} counted")
+            }
+            Self::FreePagesMismatch { listed, recorded } => {
+                write!(f, "{listed} free pages listed, {recorded} counted")
+            }
+            Self::StrayBuddy { found, listed } => {
+                write!(f, "{found} Buddy descriptors, {listed} blocks on lists")
+            }
+        }
+    }
+}
+
+/// The `min`, `low` and `high` free-page watermarks (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Watermarks {
+    pub min: u64,
+    pub low: u64,
+    pub high: u64,
+}
+
+impl Watermarks {
+    /// The lowest `min` (128 KiB), unless memory is tiny.
+    pub const MIN_FLOOR_PAGES: u64 = 32;
+    /// The highest `min` (64 MiB).
+    pub const MIN_CEILING_PAGES: u64 = 16384;
+
+    /// The watermarks for `managed` pages.
+    pub fn for_managed_pages(managed: u64) -> Watermarks {
+        let managed_kib = managed.saturating_mul(4);
+        let min_kib = managed_kib.saturating_mul(16).isqrt();
+        let min = (min_kib / 4).clamp(Self::MIN_FLOOR_PAGES, Self::MIN_CEILING_PAGES).min(managed / 4);
+        Watermarks { min, low: min * 5 / 4, high: min * 3 / 2 }
+    }
+}
+
+/// One free list.
+#[derive(Clone, Copy)]
+struct FreeArea {
+    /// PFN of the newest free block, or [`NO_PFN`].
+    first: u64,
+    /// Blocks on the list.
+    nr_free: u64,
+}
+
+/// Everything the allocator's lock guards.
+struct Zone {
+    areas: [FreeArea; NR_ORDERS],
+    /// Sum over the lists of `nr_free << order`.
+    nr_free_pages: u64,
+    managed_pages: u64,
+    watermarks: Watermarks,
+}
+
+/// The buddy allocator over the frames of one [`Memmap`].
+pub struct FrameAllocator {
+    memmap: &'static Memmap,
+    /// Leaf lock: free lists, counts, watermarks, free descriptors.
+    zone: Mutex<Zone>,
+}
+
+fn page(memmap: &Memmap, pfn: u64) -> &'static Page {
+    memmap.get(pfn).expect("frame: pfn outside the memmap")
+}
+
+impl Zone {
+    /// Puts the block `pfn` of `order` at the front of its list and marks
+    /// its first page `Buddy`. No merging.
+    fn push(&mut self, memmap: &Memmap, pfn: u64, order: u8) {
+        let head = page(memmap, pfn);
+        let area = &mut self.areas[order as usize];
+        head.list_prev.store(NO_PFN, Ordering::Relaxed);
+        head.list_next.store(area.first, Ordering::Relaxed);
+        if area.first != NO_PFN {
+            page(memmap, area.first).list_prev.store(pfn, Ordering::Relaxed);
+        }
+        area.first = pfn;
+        area.nr_free += 1;
+        self.nr_free_pages += 1 << order;
+        // Order first: whoever sees `Buddy` sees the order too.
+        head.set_order(order);
+        head.set_flag(PageFlag::Buddy);
+    }
+
+    /// Takes the block `pfn` of `order` off its list and clears its first
+    /// page back to all zero.
+    fn unlink(&mut self, memmap: &Memmap, pfn: u64, order: u8) {
+        let head = page(memmap, pfn);
+        let next = head.list_next.load(Ordering::Relaxed);
+        let prev = head.list_prev.load(Ordering::Relaxed);
+        let area = &mut self.areas[order as usize];
+        if prev == NO_PFN {
+            area.first = next;
+        } else {
+            page(memmap, prev).list_next.store(next, Ordering::Relaxed);
+        }
+        if next != NO_PFN {
+            page(memmap, next).list_prev.store(prev, Ordering::Relaxed);
+        }
+        area.nr_free -= 1;
+        self.nr_free_pages -= 1 << order;
+        head.clear_flag(PageFlag::Buddy);
+        head.set_order(0);
+        head.list_next.store(0, Ordering::Relaxed);
+        head.list_prev.store(0, Ordering::Relaxed);
+    }
+
+    /// Frees the block `pfn` of `order` (descriptors already clean),
+    /// merging it with free buddies as far as possible.
+    fn free_block(&mut self, memmap: &Memmap, mut pfn: u64, mut order: u8) {
+        while order < MAX_ORDER {
+            let buddy = pfn ^ (1 << order);
+            match memmap.get(buddy) {
+                Some(b) if b.test_flag(PageFlag::Buddy) && b.order() == order => {}
+                _ => break,
+            }
+            self.unlink(memmap, buddy, order);
+            pfn = pfn.min(buddy);
+            order += 1;
+        }
+        self.push(memmap, pfn, order);
+    }
+
+    fn set_managed(&mut self, managed: u64) {
+        self.managed_pages = managed;
+        self.watermarks = Watermarks::for_managed_pages(managed);
+    }
+}
+
+impl FrameAllocator {
+    /// An allocator with no frame yet: give it memory with
+    /// [`FrameAllocator::add_free_range`].
+    pub const fn new(memmap: &'static Memmap) -> FrameAllocator {
+        FrameAllocator {
+            memmap,
+            zone: Mutex::new(Zone {
+                areas: [FreeArea { first: NO_PFN, nr_free: 0 }; NR_ORDERS],
+                nr_free_pages: 0,
+                managed_pages: 0,
+                watermarks: Watermarks { min: 0, low: 0, high: 0 },
+            }),
+        }
+    }
+
+    /// The memmap whose frames this allocator manages.
+    pub fn memmap(&self) -> &'static Memmap {
+        self.memmap
+    }
+
+    /// Hands the usable frames `[start_pfn, end_pfn)` to the allocator, as
+    /// the largest naturally aligned blocks that fit (merged with adjacent
+    /// free blocks from earlier ranges). Every frame must still be
+    /// `Reserved` (never given before). An empty range does nothing.
+    ///
+    /// All or nothing: on an error nothing changed.
+    pub fn add_free_range(&self, start_pfn: u64, end_pfn: u64) -> Result<(), RangeError> {
+        if start_pfn >= end_pfn {
+            return Ok(());
+        }
+        let memmap = self.memmap;
+        if !memmap.contains(start_pfn) || end_pfn > memmap.end_pfn() {
+            return Err(RangeError::OutsideMemmap { start_pfn, end_pfn });
+        }
+        let mut zone = self.zone.lock();
+        if let Some(pfn) = (start_pfn..end_pfn).find(|&pfn| !page(memmap, pfn).test_flag(PageFlag::Reserved))
+        {
+            return Err(RangeError::AlreadyManaged { pfn });
+        }
+        for pfn in start_pfn..end_pfn {
+            page(memmap, pfn).clear_flag(PageFlag::Reserved);
+        }
+        let managed = zone.managed_pages + (end_pfn - start_pfn);
+        zone.set_managed(managed);
+        let mut pfn = start_pfn;
+        while pfn < end_pfn {
+            let mut order = pfn.trailing_zeros().min(MAX_ORDER as u32) as u8;
+            while pfn + (1 << order) > end_pfn {
+                order -= 1;
+            }
+            zone.free_block(memmap, pfn, order);
+            pfn += 1 << order;
+        }
+        Ok(())
+    }
+
+    /// A block of `2^order` frames; returns its first PFN. The descriptors
+    /// are all zero (a raw frame); see [`FrameAllocator::alloc_folio`] for a
+    /// folio.
+    pub fn alloc(&self, order: u8, kind: AllocKind) -> Result<u64, AllocError> {
+        if order > MAX_ORDER {
+            return Err(AllocError::BadOrder(order));
+        }
+        let memmap = self.memmap;
+        let mut zone = self.zone.lock();
+        let Some(found) = (order..=MAX_ORDER).find(|&o| zone.areas[o as usize].first != NO_PFN) else {
+            return Err(AllocError::OutOfMemory { order });
+        };
+        if kind == AllocKind::Normal && zone.nr_free_pages < zone.watermarks.min + (1 << order) {
+            return Err(AllocError::BelowMin { order });
+        }
+        let pfn = zone.areas[found as usize].first;
+        zone.unlink(memmap, pfn, found);
+        // Split: keep the lower half, free the upper half, down to `order`.
+        let mut o = found;
+        while o > order {
+            o -= 1;
+            zone.push(memmap, pfn + (1 << o), o);
+        }
+        Ok(pfn)
+    }
+
+    /// A new folio of `2^order` pages, prepared (head, tails, refcount 1)
+    /// and not yet visible to anyone.
+    pub fn alloc_folio(&self, order: u8, kind: AllocKind) -> Result<UnpublishedFolio<'static>, AllocError> {
+        let pfn = self.alloc(order, kind)?;
+        Ok(UnpublishedFolio::prep(self.memmap, pfn, order))
+    }
+
+    /// Gives back the block `pfn` of `order` from [`FrameAllocator::alloc`],
+    /// merging it with free buddies. Its descriptors are reset to all zero.
+    ///
+    /// # Panics
+    ///
+    /// On a kernel bug, with a `free: reason` message:
+    /// - `order` above [`MAX_ORDER`], `pfn` not aligned to `order`, or the
+    ///   block not inside the memmap;
+    /// - a double free: the block, part of it, or a block containing it is
+    ///   already free;
+    /// - a frame of the block is reserved (never given to the allocator);
+    /// - a frame still in use: locked, on an LRU list, in the swap cache,
+    ///   under writeback, part of a folio (use [`FrameAllocator::free_folio`]),
+    ///   or with a reference, mapping, pin or swap entry.
+    pub fn free(&self, pfn: u64, order: u8) {
+        assert!(order <= MAX_ORDER, "free: order {order} above MAX_ORDER");
+        let nr = 1u64 << order;
+        assert!(pfn.is_multiple_of(nr), "free: pfn {pfn:#x} not aligned to order {order}");
+        let memmap = self.memmap;
+        assert!(
+            memmap.contains(pfn) && memmap.contains(pfn + nr - 1),
+            "free: pfn {pfn:#x} order {order} out of range of {memmap:?}"
+        );
+        let mut zone = self.zone.lock();
+        // A free block containing the whole block starts at `pfn` rounded
+        // down to its own order.
+        for k in order..=MAX_ORDER {
+            let start = pfn & !((1u64 << k) - 1);
+            if let Some(p) = memmap.get(start) {
+                let free = p.test_flag(PageFlag::Buddy) && start + (1u64 << p.order()) > pfn;
+                assert!(!free, "free: double free of pfn {pfn:#x} (inside free block {start:#x})");
+            }
+        }
+        const BUSY: u64 = PageFlag::Locked.mask()
+            | PageFlag::Lru.mask()
+            | PageFlag::SwapCache.mask()
+            | PageFlag::Writeback.mask()
+            | PageFlag::Head.mask()
+            | PageFlag::Tail.mask();
+        for p in pfn..pfn + nr {
+            let desc = page(memmap, p);
+            let flags = desc.flags();
+            assert!(
+                flags & PageFlag::Buddy.mask() == 0,
+                "free: double free of pfn {pfn:#x} (free block {p:#x} inside it)"
+            );
+            assert!(flags & PageFlag::Reserved.mask() == 0, "free: pfn {p:#x} is reserved, not managed");
+            let idle = flags & BUSY == 0
+                && desc.refcount() == 0
+                && desc.mapcount() == 0
+                && desc.entire_mapcount.load(Ordering::Relaxed) == 0
+                && desc.pincount.load(Ordering::Relaxed) == 0
+                && desc.swap.load(Ordering::Relaxed) == 0;
+            assert!(idle, "free: pfn {p:#x} still in use: {desc:?}");
+        }
+        for p in pfn..pfn + nr {
+            page(memmap, p).nonatomic_reset(0);
+        }
+        zone.free_block(memmap, pfn, order);
+    }
+
+    /// Gives back a folio whose last reference is gone ([`Folio::put`]
+    /// returned `true`): its descriptors are reset and its frames freed.
+    ///
+    /// # Panics
+    ///
+    /// On a kernel bug (`free_folio: reason`): the folio belongs to another
+    /// memmap, still has references, mappings or pins, is locked, on an LRU
+    /// list, in the swap cache or under writeback, or keeps a swap entry;
+    /// and as [`FrameAllocator::free`].
+    pub fn free_folio(&self, folio: Folio<'_>) {
+        assert!(core::ptr::eq(folio.memmap(), self.memmap), "free_folio: folio of another memmap");
+        let pfn = folio.pfn();
+        assert!(folio.refcount() == 0, "free_folio: pfn {pfn:#x} has {} references", folio.refcount());
+        for flag in [PageFlag::Locked, PageFlag::Lru, PageFlag::SwapCache, PageFlag::Writeback] {
+            assert!(!folio.test_flag(flag), "free_folio: pfn {pfn:#x} is {flag:?}");
+        }
+        assert!(folio.total_mapcount() == 0, "free_folio: pfn {pfn:#x} is still mapped");
+        assert!(folio.pincount() == 0, "free_folio: pfn {pfn:#x} is pinned");
+        assert!(folio.swap_entry().is_none(), "free_folio: pfn {pfn:#x} keeps a swap entry");
+        let order = folio.order();
+        // Refcount 0 and unmapped: nobody else can reach the descriptors.
+        // Tails first, then the head, whose order says how many there are.
+        for p in (pfn..pfn + (1u64 << order)).rev() {
+            page(self.memmap, p).nonatomic_reset(0);
+        }
+        self.free(pfn, order);
+    }
+
+    /// Free pages in all lists.
+    pub fn nr_free_pages(&self) -> u64 {
+        self.zone.lock().nr_free_pages
+    }
+
+    /// Free blocks of `order` (0 for an order above [`MAX_ORDER`]).
+    pub fn nr_free_blocks(&self, order: u8) -> u64 {
+        self.zone.lock().areas.get(order as usize).map_or(0, |a| a.nr_free)
+    }
+
+    /// Pages ever handed to the allocator by [`FrameAllocator::add_free_range`].
+    pub fn managed_pages(&self) -> u64 {
+        self.zone.lock().managed_pages
+    }
+
+    /// The current watermarks.
+    pub fn watermarks(&self) -> Watermarks {
+        self.zone.lock().watermarks
+    }
+
+    /// True when fewer than `low` pages are free (reclaim should start).
+    pub fn below_low(&self) -> bool {
+        let zone = self.zone.lock();
+        zone.nr_free_pages < zone.watermarks.low
+    }
+
+    /// True when fewer than `high` pages are free (reclaim should go on).
+    pub fn below_high(&self) -> bool {
+        let zone = self.zone.lock();
+        zone.nr_free_pages < zone.watermarks.high
+    }
+
+    /// Walks every free list and every descriptor and checks: each listed
+    /// block is `Buddy` with its list's order, aligned, inside the memmap,
+    /// correctly back-linked, with a clean head and all-zero other pages (so
+    /// no two free blocks overlap); the counts match the lists; no `Buddy`
+    /// descriptor is off the lists. O(memmap size), under the lock.
+    pub fn check_consistency(&self) -> Result<(), ConsistencyError> {
+        use ConsistencyError::*;
+        let memmap = self.memmap;
+        let zone = self.zone.lock();
+        let (mut listed_pages, mut listed_blocks) = (0u64, 0u64);
+        for order in 0..=MAX_ORDER {
+            let area = zone.areas[order as usize];
+            let nr = 1u64 << order;
+            let (mut prev, mut pfn, mut count) = (NO_PFN, area.first, 0u64);
+            while pfn != NO_PFN {
+                count += 1;
+                if count > area.nr_free {
+                    return Err(CountMismatch { order, listed: count, recorded: area.nr_free });
+                }
+                let head = memmap.get(pfn).ok_or(BadLink { order, pfn })?;
+                if head.list_prev.load(Ordering::Relaxed) != prev || !memmap.contains(pfn + nr - 1) {
+                    return Err(BadLink { order, pfn });
+                }
+                if !head.test_flag(PageFlag::Buddy) {
+                    return Err(NotBuddy { order, pfn });
+                }
+                if head.order() != order {
+                    return Err(WrongOrder { order, pfn, found: head.order() });
+                }
+                if !pfn.is_multiple_of(nr) {
+                    return Err(Misaligned { order, pfn });
+                }
+                if head.flags() != PageFlag::Buddy.mask() | (order as u64) << ORDER_SHIFT
+                    || !counts_zero(head)
+                {
+                    return Err(DirtyHead { pfn });
+                }
+                for p in pfn + 1..pfn + nr {
+                    let desc = page(memmap, p);
+                    if desc.test_flag(PageFlag::Buddy) {
+                        return Err(Overlap { pfn: p, block: pfn });
+                    }
+                    if desc.flags() != 0 || !counts_zero(desc) {
+                        return Err(DirtyInterior { pfn: p, block: pfn });
+                    }
+                }
+                prev = pfn;
+                pfn = head.list_next.load(Ordering::Relaxed);
+            }
+            if count != area.nr_free {
+                return Err(CountMismatch { order, listed: count, recorded: area.nr_free });
+            }
+            listed_blocks += count;
+            listed_pages += count << order;
+        }
+        if listed_pages != zone.nr_free_pages {
+            return Err(FreePagesMismatch { listed: listed_pages, recorded: zone.nr_free_pages });
+        }
+        let found = memmap.pages().iter().filter(|p| p.test_flag(PageFlag::Buddy)).count() as u64;
+        if found != listed_blocks {
+            return Err(StrayBuddy { found, listed: listed_blocks });
+        }
+        Ok(())
+    }
+}
+
+/// True when every count and the swap entry of `p` are 0.
+fn counts_zero(p: &Page) -> bool {
+    p.refcount() == 0
+        && p.mapcount() == 0
+        && p.entire_mapcount.load(Ordering::Relaxed) == 0
+        && p.pincount.load(Ordering::Relaxed) == 0
+        && p.swap.load(Ordering::Relaxed) == 0
+        && p.mapping.load(Ordering::Relaxed) == 0
+}
+
+impl fmt::Debug for FrameAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let zone = self.zone.lock();
+        let mut nr_free = [0u64; NR_ORDERS];
+        for (n, area) in nr_free.iter_mut().zip(zone.areas.iter()) {
+            *n = area.nr_free;
+        }
+        f.debug_struct("FrameAllocator")
+            .field("memmap", self.memmap)
+            .field("managed_pages", &zone.managed_pages)
+            .field("nr_free_pages", &zone.nr_free_pages)
+            .field("nr_free", &nr_free)
+            .field("watermarks", &zone.watermarks)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use proptest::prelude::*;
+    use std::thread;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn allocator(base: u64, len: usize, ranges: &[(u64, u64)]) -> &'static FrameAllocator {
+        let memmap = Memmap::new_leaked(base, len);
+        let fa = std::boxed::Box::leak(std::boxed::Box::new(FrameAllocator::new(memmap)));
+        for &(s, e) in ranges {
+            fa.add_free_range(s, e).unwrap();
+        }
+        fa.check_consistency().unwrap();
+        fa
+    }
+
+    fn free_counts(fa: &FrameAllocator) -> [u64; NR_ORDERS] {
+        core::array::from_fn(|o| fa.nr_free_blocks(o as u8))
+    }
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn watermark_formula() {
+        let wm = Watermarks::for_managed_pages;
+        assert_eq!(wm(0), Watermarks { min: 0, low: 0, high: 0 });
+        assert_eq!(wm(64).min, 16, "a quarter of tiny memory");
+        assert_eq!(wm(4096), Watermarks { min: 128, low: 160, high: 192 }); // 16 MiB
+        assert_eq!(wm(32768), Watermarks { min: 362, low: 452, high: 543 }); // 128 MiB
+        assert_eq!(wm(262144), Watermarks { min: 1024, low: 1280, high: 1536 }); // 1 GiB
+        assert_eq!(wm(1 << 40).min, Watermarks::MIN_CEILING_PAGES);
+        assert_eq!(wm(1024).min, 64);
+        assert_eq!(wm(200).min, Watermarks::MIN_FLOOR_PAGES);
+    }
+
+    #[test]
+    fn ranges_become_the_largest_aligned_blocks() {
+        // [3, 2050): 3 (order 0), 4..8 (order 2), 8..16, ..., 512..1024 (order 9),
+        // 1024..2048 (order 10), 2048..2050 (order 1).
+        let fa = allocator(0, 4096, &[(3, 2050)]);
+        assert_eq!(fa.managed_pages(), 2047);
+        assert_eq!(fa.nr_free_pages(), 2047);
+        assert_eq!(free_counts(fa), [1; NR_ORDERS]);
+        // Pages outside stay reserved; inside, only block heads carry a flag.
+        assert!(fa.memmap().get(2).unwrap().test_flag(PageFlag::Reserved));
+        assert!(fa.memmap().get(2050).unwrap().test_flag(PageFlag::Reserved));
+        assert_eq!(fa.memmap().get(1025).unwrap().flags(), 0);
+        // A second, adjacent range merges with the first.
+        fa.add_free_range(2050, 4096).unwrap();
+        fa.add_free_range(0, 3).unwrap();
+        assert_eq!(free_counts(fa), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]);
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn bad_ranges_are_refused_whole() {
+        let fa = allocator(0x100, 256, &[(0x100, 0x180)]);
+        let before = free_counts(fa);
+        assert_eq!(
+            fa.add_free_range(0xff, 0x110),
+            Err(RangeError::OutsideMemmap { start_pfn: 0xff, end_pfn: 0x110 })
+        );
+        assert_eq!(
+            fa.add_free_range(0x1f0, 0x201),
+            Err(RangeError::OutsideMemmap { start_pfn: 0x1f0, end_pfn: 0x201 })
+        );
+        assert_eq!(fa.add_free_range(0x170, 0x190), Err(RangeError::AlreadyManaged { pfn: 0x170 }));
+        assert!(fa.memmap().get(0x185).unwrap().test_flag(PageFlag::Reserved), "nothing changed");
+        assert_eq!(free_counts(fa), before);
+        assert_eq!(fa.add_free_range(0x190, 0x190), Ok(()));
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn alloc_and_free_at_every_order_restores_the_count() {
+        let fa = allocator(0, 8192, &[(0, 8192)]);
+        let start = free_counts(fa);
+        for order in 0..=MAX_ORDER {
+            let pfn = fa.alloc(order, AllocKind::Normal).unwrap();
+            assert_eq!(pfn % (1 << order), 0);
+            assert_eq!(fa.nr_free_pages(), 8192 - (1 << order));
+            fa.check_consistency().unwrap();
+            fa.free(pfn, order);
+            assert_eq!(fa.nr_free_pages(), 8192);
+            assert_eq!(free_counts(fa), start, "order {order}");
+        }
+        assert_eq!(fa.alloc(MAX_ORDER + 1, AllocKind::Reserve), Err(AllocError::BadOrder(11)));
+    }
+
+    #[test]
+    fn everything_at_order_0_then_back_coalesces() {
+        // A base that is not aligned to MAX_ORDER and a hole in the middle.
+        let base = 0x1_0003;
+        let fa = allocator(base, 5000, &[(base, base + 2000), (base + 2100, base + 5000)]);
+        let start = free_counts(fa);
+        let total = fa.nr_free_pages();
+        let mut pfns = Vec::new();
+        while let Ok(pfn) = fa.alloc(0, AllocKind::Reserve) {
+            pfns.push(pfn);
+        }
+        assert_eq!(pfns.len() as u64, total);
+        assert_eq!(fa.nr_free_pages(), 0);
+        assert_eq!(fa.alloc(0, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 0 }));
+        pfns.sort_unstable();
+        pfns.dedup();
+        assert_eq!(pfns.len() as u64, total, "a frame was handed out twice");
+        // Free in a scrambled order.
+        let mut rng = XorShift(0x1234_5678_9abc_def1);
+        for i in (1..pfns.len()).rev() {
+            pfns.swap(i, rng.next() as usize % (i + 1));
+        }
+        for pfn in pfns {
+            fa.free(pfn, 0);
+        }
+        assert_eq!(free_counts(fa), start);
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn normal_stops_at_min_reserve_goes_on() {
+        let fa = allocator(0, 4096, &[(0, 4096)]);
+        let wm = fa.watermarks();
+        assert_eq!(wm.min, 128);
+        assert!(!fa.below_high());
+        let mut held = Vec::new();
+        loop {
+            match fa.alloc(0, AllocKind::Normal) {
+                Ok(pfn) => held.push(pfn),
+                Err(e) => {
+                    assert_eq!(e, AllocError::BelowMin { order: 0 });
+                    break;
+                }
+            }
+        }
+        assert_eq!(fa.nr_free_pages(), wm.min);
+        assert!(fa.below_low() && fa.below_high());
+        // A larger block needs room above min too.
+        assert_eq!(fa.alloc(3, AllocKind::Normal), Err(AllocError::BelowMin { order: 3 }));
+        // The reserve is there for those allowed to use it.
+        for _ in 0..wm.min {
+            held.push(fa.alloc(0, AllocKind::Reserve).unwrap());
+        }
+        assert_eq!(fa.alloc(0, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 0 }));
+        assert_eq!(fa.alloc(0, AllocKind::Normal), Err(AllocError::OutOfMemory { order: 0 }));
+        for pfn in held.drain(..wm.high as usize) {
+            fa.free(pfn, 0);
+        }
+        assert!(!fa.below_high() && !fa.below_low());
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn fragmentation_is_out_of_memory_for_that_order() {
+        let fa = allocator(0, 1024, &[(0, 1024)]);
+        let pfns: Vec<_> = (0..1024).map(|_| fa.alloc(0, AllocKind::Reserve).unwrap()).collect();
+        // Free every other frame: 512 free pages, no two of them buddies.
+        for &pfn in pfns.iter().step_by(2) {
+            fa.free(pfn, 0);
+        }
+        assert_eq!(fa.nr_free_pages(), 512);
+        assert_eq!(fa.alloc(1, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 1 }));
+        assert!(fa.alloc(0, AllocKind::Reserve).is_ok());
+    }
+
+    #[test]
+    fn folio_round_trip() {
+        let fa = allocator(0x200, 2048, &[(0x200, 0xa00)]);
+        let start = free_counts(fa);
+        let mut u = fa.alloc_folio(9, AllocKind::Normal).unwrap();
+        assert_eq!(u.pfn() % 512, 0);
+        u.nonatomic_set_flag(PageFlag::SwapBacked);
+        let f = u.publish();
+        assert_eq!(crate::folio::folio_of(fa.memmap(), f.pfn() + 77), Some(f));
+        f.set_flag(PageFlag::Dirty);
+        assert!(f.put());
+        fa.free_folio(f);
+        assert_eq!(free_counts(fa), start);
+        fa.check_consistency().unwrap();
+        assert_eq!(crate::folio::folio_of(fa.memmap(), f.pfn() + 77), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "free_folio: pfn 0x0 has 1 references")]
+    fn freeing_a_referenced_folio_panics() {
+        let fa = allocator(0, 64, &[(0, 64)]);
+        let f = fa.alloc_folio(0, AllocKind::Reserve).unwrap().publish();
+        fa.free_folio(f);
+    }
+
+    #[test]
+    #[should_panic(expected = "free: pfn 0x0 still in use")]
+    fn freeing_a_folio_as_raw_frames_panics() {
+        let fa = allocator(0, 64, &[(0, 64)]);
+        let f = fa.alloc_folio(2, AllocKind::Reserve).unwrap().publish();
+        f.put();
+        fa.free(f.pfn(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "free: double free of pfn 0x10")]
+    fn double_free_panics() {
+        let fa = allocator(0, 64, &[(0, 64)]);
+        let pfns: Vec<_> = (0..64).map(|_| fa.alloc(0, AllocKind::Reserve).unwrap()).collect();
+        assert!(pfns.contains(&0x10));
+        fa.free(0x10, 0);
+        fa.free(0x10, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "free: double free of pfn 0x11 (inside free block 0x10)")]
+    fn double_free_of_a_merged_frame_panics() {
+        let fa = allocator(0, 64, &[(0, 64)]);
+        let _: Vec<_> = (0..64).map(|_| fa.alloc(0, AllocKind::Reserve).unwrap()).collect();
+        fa.free(0x10, 0);
+        fa.free(0x11, 0); // merges into the order-1 block at 0x10
+        fa.free(0x11, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "free: double free of pfn 0x10 (free block 0x12 inside it)")]
+    fn freeing_a_block_with_a_free_part_panics() {
+        let fa = allocator(0, 64, &[(0, 64)]);
+        let _: Vec<_> = (0..64).map(|_| fa.alloc(0, AllocKind::Reserve).unwrap()).collect();
+        fa.free(0x12, 0);
+        fa.free(0x10, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "free: pfn 0x3 not aligned to order 1")]
+    fn misaligned_free_panics() {
+        let fa = allocator(0, 64, &[(0, 64)]);
+        fa.free(3, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "free: pfn 0x40 order 0 out of range")]
+    fn out_of_range_free_panics() {
+        let fa = allocator(0, 64, &[(0, 64)]);
+        fa.free(0x40, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "free: pfn 0x20 is reserved")]
+    fn freeing_a_reserved_frame_panics() {
+        let fa = allocator(0, 64, &[(0, 32)]);
+        fa.free(0x20, 0);
+    }
+
+    #[test]
+    fn consistency_check_catches_corruption() {
+        let fa = allocator(0, 64, &[(0, 64)]);
+        let pfn = fa.alloc(0, AllocKind::Reserve).unwrap();
+        // A stray Buddy flag on an allocated frame.
+        fa.memmap().get(pfn).unwrap().set_flag(PageFlag::Buddy);
+        assert!(matches!(fa.check_consistency(), Err(ConsistencyError::StrayBuddy { .. })));
+        fa.memmap().get(pfn).unwrap().clear_flag(PageFlag::Buddy);
+        fa.check_consistency().unwrap();
+        // Someone writes into a free block.
+        let inside = fa.memmap().get(40).unwrap();
+        inside.set_flag(PageFlag::Dirty);
+        assert_eq!(fa.check_consistency(), Err(ConsistencyError::DirtyInterior { pfn: 40, block: 32 }));
+        inside.clear_flag(PageFlag::Dirty);
+        fa.check_consistency().unwrap();
+    }
+
+    /// Tracks who owns each frame and checks the allocator against it.
+    struct Model {
+        fa: &'static FrameAllocator,
+        usable: Vec<bool>,
+        owned: Vec<bool>,
+        live: Vec<(u64, u8)>,
+        allocated: u64,
+        start: [u64; NR_ORDERS],
+    }
+
+    impl Model {
+        /// A memmap with holes and a base not aligned to any order above 0.
+        fn new() -> Model {
+            let base = 0x4_0001;
+            let len = 6000;
+            let ranges = [(base, base + 700), (base + 1023, base + 3100), (base + 3333, base + len as u64)];
+            let fa = allocator(base, len, &ranges);
+            let mut usable = vec![false; len];
+            for (s, e) in ranges {
+                usable[(s - base) as usize..(e - base) as usize].fill(true);
+            }
+            Model {
+                fa,
+                usable,
+                owned: vec![false; len],
+                live: Vec::new(),
+                allocated: 0,
+                start: free_counts(fa),
+            }
+        }
+
+        fn alloc(&mut self, order: u8, kind: AllocKind) {
+            let fa = self.fa;
+            let free_before = fa.nr_free_pages();
+            match fa.alloc(order, kind) {
+                Ok(pfn) => {
+                    let nr = 1u64 << order;
+                    assert_eq!(pfn % nr, 0, "misaligned block");
+                    let i = (pfn - fa.memmap().base_pfn()) as usize;
+                    for j in i..i + nr as usize {
+                        assert!(self.usable[j], "pfn {pfn:#x} order {order} covers a hole");
+                        assert!(!self.owned[j], "pfn {pfn:#x} order {order} overlaps a live block");
+                        self.owned[j] = true;
+                    }
+                    self.live.push((pfn, order));
+                    self.allocated += nr;
+                }
+                Err(AllocError::OutOfMemory { order: o }) => {
+                    assert_eq!(o, order);
+                    assert!((order..=MAX_ORDER).all(|k| fa.nr_free_blocks(k) == 0));
+                }
+                Err(AllocError::BelowMin { order: o }) => {
+                    assert_eq!((o, kind), (order, AllocKind::Normal));
+                    assert!(free_before < fa.watermarks().min + (1 << order));
+                }
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+
+        fn free(&mut self, pick: usize) {
+            if self.live.is_empty() {
+                return;
+            }
+            let (pfn, order) = self.live.swap_remove(pick % self.live.len());
+            let i = (pfn - self.fa.memmap().base_pfn()) as usize;
+            self.owned[i..i + (1 << order)].fill(false);
+            self.allocated -= 1 << order;
+            self.fa.free(pfn, order);
+        }
+
+        fn check(&self) {
+            self.fa.check_consistency().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(self.fa.nr_free_pages(), self.fa.managed_pages() - self.allocated);
+        }
+
+        fn free_all_and_check(&mut self) {
+            while !self.live.is_empty() {
+                self.free(0);
+            }
+            self.check();
+            assert_eq!(free_counts(self.fa), self.start, "not coalesced back");
+        }
+    }
+
+    const ORDERS: [u8; 16] = [0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 4, 5, 6, 8, 9, 10];
+
+    #[test]
+    fn random_operations_agree_with_an_ownership_model() {
+        for seed in [1u64, 0x9e37_79b9_7f4a_7c15, 0xdead_beef_cafe_f00d] {
+            let mut rng = XorShift(seed);
+            let mut model = Model::new();
+            for _ in 0..3000 {
+                let r = rng.next();
+                if r % 5 < 3 {
+                    let kind = if r & 0x100 == 0 { AllocKind::Normal } else { AllocKind::Reserve };
+                    model.alloc(ORDERS[(r >> 12) as usize % ORDERS.len()], kind);
+                } else {
+                    model.free((r >> 20) as usize);
+                }
+                model.check();
+            }
+            model.free_all_and_check();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn proptest_alloc_free_sequences(ops in prop::collection::vec((0u8..16, any::<bool>(), any::<u16>()), 1..150)) {
+            let mut model = Model::new();
+            for (o, reserve, pick) in ops {
+                if pick % 3 == 0 {
+                    model.free(pick as usize);
+                } else {
+                    let kind = if reserve { AllocKind::Reserve } else { AllocKind::Normal };
+                    model.alloc(ORDERS[o as usize], kind);
+                }
+                model.check();
+            }
+            model.free_all_and_check();
+        }
+    }
+
+    #[test]
+    fn concurrent_alloc_free_returns_to_the_start() {
+        let fa = allocator(0x3, 16384, &[(0x3, 0x4003)]);
+        let start = free_counts(fa);
+        let total = fa.nr_free_pages();
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                thread::spawn(move || {
+                    let mut rng = XorShift(0x5eed + t * 0x1_0001);
+                    let mut held: Vec<(u64, u8)> = Vec::new();
+                    for _ in 0..20_000 {
+                        let r = rng.next();
+                        if r.is_multiple_of(2) || held.is_empty() {
+                            let order = ORDERS[(r >> 8) as usize % 10];
+                            if let Ok(pfn) = fa.alloc(order, AllocKind::Normal) {
+                                held.push((pfn, order));
+                            }
+                        } else {
+                            let (pfn, order) = held.swap_remove((r >> 16) as usize % held.len());
+                            fa.free(pfn, order);
+                        }
+                    }
+                    held
+                })
+            })
+            .collect();
+        let mut all: Vec<(u64, u8)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        // Nothing held by two threads at once.
+        all.sort_unstable();
+        for w in all.windows(2) {
+            assert!(w[0].0 + (1 << w[0].1) <= w[1].0, "blocks {w:?} overlap");
+        }
+        fa.check_consistency().unwrap();
+        let held: u64 = all.iter().map(|&(_, o)| 1u64 << o).sum();
+        assert_eq!(fa.nr_free_pages(), total - held);
+        for (pfn, order) in all {
+            fa.free(pfn, order);
+        }
+        assert_eq!(fa.nr_free_pages(), total);
+        assert_eq!(free_counts(fa), start);
+        fa.check_consistency().unwrap();
+    }
+}

@@ -13,6 +13,7 @@
 //! | [`page`] | the page descriptor: one per 4 KiB frame, in the memmap array |
 //! | [`folio`] | folios: a head page and its tails, flags, counts, swap entry |
 //! | [`pgtable`] | page tables over any arch format: entries, walk, map, unmap, protect |
+//! | [`ptdump`] | a page-table dump for people: levels, flags, sizes, swap/migration entries |
 //! | [`early`] | the early frame allocator: a bump allocator over the boot memory map, used until the buddy allocator takes over |
 //!
 //! ## Lock order
@@ -34,5 +35,6 @@ pub mod frame;
 pub mod memmap;
 pub mod page;
 pub mod pgtable;
+pub mod ptdump;
 
 pub use addr::{PhysAddr, VirtAddr, PAGE_SIZE};

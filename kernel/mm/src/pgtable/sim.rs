@@ -188,7 +188,11 @@ pub struct SoftTlb<F: HardwareWalker> {
 
 impl<F: HardwareWalker> Default for SoftTlb<F> {
     fn default() -> Self {
-        SoftTlb { entries: RefCell::new(BTreeMap::new()), nr_flushes: RefCell::new(0), _format: Default::default() }
+        SoftTlb {
+            entries: RefCell::new(BTreeMap::new()),
+            nr_flushes: RefCell::new(0),
+            _format: Default::default(),
+        }
     }
 }
 

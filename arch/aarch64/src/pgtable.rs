@@ -1,0 +1,1138 @@
+//! The AArch64 page-table entry format: [`Aarch64Format`].
+//!
+//! VMSAv8-64 stage 1 at EL1&0 with a 4 KiB granule and 48-bit virtual
+//! addresses: four levels (0..3; `mm` calls them PGD, PUD, PMD, PTE) of 512
+//! eight-byte descriptors, 4 KiB pages, 2 MiB (level 2) and 1 GiB (level 1)
+//! blocks. Generic code never sees these bits: it asks [`Aarch64Format`] to
+//! decode an entry into a [`Decoded`] and to encode the entries it wants.
+//! With the `sim` feature (and in this crate's tests) the format also walks
+//! tables as the MMU would (`HardwareWalker`).
+//!
+//! ## Present descriptors
+//!
+//! Under each field: `*` this format uses it; `0` kept zero (a descriptor
+//! with it set decodes as [`Decoded::Bad`]); `=` a fixed value (other values
+//! are Bad).
+//!
+//! A table descriptor (levels 0..2, bits\[1:0\] = 0b11):
+//!
+//! ```text
+//!   63   62 61  60   59  58   52 51  48 47                    12 11                2  1   0
+//! +-----+-----+-----+-----+-------+------+------------------------+-------------------+---+---+
+//! | NS  | AP  | UXN | PXN | ign.  | res0 |   next table address   |      ignored      | 1 | 1 |
+//! | Tbl | Tbl | Tbl | Tbl |       |      |                        |                   |   |   |
+//! +-----+-----+-----+-----+-------+------+------------------------+-------------------+---+---+
+//!    0     0     0     0     0       0               *                      0            *   *
+//! ```
+//!
+//! No hierarchical limits (APTable, UXNTable, PXNTable): the leaf decides.
+//!
+//! A page (level 3, bits\[1:0\] = 0b11) or block (levels 1 and 2, bits\[1:0\]
+//! = 0b01) descriptor:
+//!
+//! ```text
+//! bits 63..32:
+//!   63     59 58  56   55      54    53    52      51     50   49 48  47            32
+//! +---------+------+-------+-----+-----+------+-------+----+------+----------------+
+//! | PBHA /  |  SW  | DIRTY | UXN | PXN | Cont | WRITE | GP | res0 | frame address  |
+//! | ignored |      |  (SW) |     |     |      | (DBM) |    |      |   (high part)  |
+//! +---------+------+-------+-----+-----+------+-------+----+------+----------------+
+//!      0       0       *      *     *     0       *     0     0           *
+//!
+//! bits 31..0:
+//!   31             12|21|30  11   10   9  8     7        6     5    4    2    1     0
+//! +----------------------+----+----+------+--------+-------+----+--------+----+-------+
+//! | frame address (low)  | nG | AF |  SH  | AP[2]  | AP[1] | NS |  Attr  | T  | VALID |
+//! |                      |    |    |      | RDONLY | USER  |    |  Indx  |    |       |
+//! +----------------------+----+----+------+--------+-------+----+--------+----+-------+
+//!            *             *    *    =11      *        *     0     =1      *     1
+//! ```
+//!
+//! The frame address is bits 47..12 (page), 47..21 (2 MiB block) or 47..30
+//! (1 GiB block); in a block the bits below it are RES0 and kept 0 (an
+//! unaligned frame is Bad). `T` is 1 for a page and 0 for a block.
+//!
+//! | bit(s) | kind | meaning here |
+//! | --- | --- | --- |
+//! | AttrIndx 2..4 | hardware | always 1: MAIR attr1, Normal write-back |
+//! | AP\[1\] 6 | hardware | USER: [`Prot::user`], EL0 may access |
+//! | AP\[2\] 7 | hardware | RDONLY: set unless the page is writable *and* dirty |
+//! | SH 8..9 | hardware | always 0b11, inner shareable |
+//! | AF 10 | hardware | [`Leaf::young`]; an access with AF = 0 faults |
+//! | nG 11 | hardware | not [`Prot::global`] |
+//! | DBM 51 | hardware, used as software | WRITE: [`Prot::writable`] (see below) |
+//! | PXN 53, UXN 54 | hardware | execute-never for EL1, for EL0 (see below) |
+//! | 55 | software | DIRTY: [`Leaf::dirty`] |
+//!
+//! Execute-never: a user mapping has PXN = 1 (the kernel never executes
+//! user memory) and UXN = not [`Prot::executable`]; a kernel mapping has
+//! UXN = 1 and PXN = not executable.
+//!
+//! DBM would let a CPU with FEAT_HAFDBS clear AP\[2\] itself on the first
+//! write, but only with TCR_EL1.HD = 1, which the boot path leaves 0; so
+//! the bit is free to mean WRITE, as in Linux.
+//!
+//! Dirty and write are kept in software, as Linux does: a writable page
+//! that is clean is read-only to the hardware (AP\[2\] set), so its first
+//! write takes a permission fault, and the fault handler marks it dirty
+//! (`mkdirty` sets DIRTY and, the page being writable, clears AP\[2\]).
+//! Decoding follows Linux: dirty = DIRTY, or WRITE with AP\[2\] clear (what a
+//! CPU managing DBM would leave); writable = WRITE. Write-protecting keeps
+//! dirtiness in DIRTY, clears WRITE and sets AP\[2\].
+//!
+//! ## Invalid descriptors (swap and migration)
+//!
+//! With bit 0 clear the MMU ignores every other bit, so they are all
+//! software bits, laid out as Linux 6.12 lays them out (`mm-reference.md`
+//! §2):
+//!
+//! ```text
+//!   63 62 61                                     12   11   10    6  5  4    3      2    1   0
+//! +------+-----------------------------------------+-----+--------+-----+------+------+---+---+
+//! |  0   |             offset (50 bits)            | PI  |  type  |  0  |  uw  | excl | 0 | 0 |
+//! +------+-----------------------------------------+-----+--------+-----+------+------+---+---+
+//!                          *                          0       *             0      *
+//! ```
+//!
+//! - `type`: the swap area (`0..MAX_SWAP_TYPES`), or a migration type (24
+//!   read, 25 read-exclusive, 26 write); any other type is Bad.
+//! - `offset`: the swap slot, or for migration the PFN with young and dirty
+//!   above it ([`MigrationEntry::to_offset`]), stored as is.
+//! - `excl`: the swap entry was anon-exclusive; 0 in migration entries
+//!   (their type carries exclusivity).
+//! - `PI` (bit 11): Linux's "present but invalid" marker (PROT_NONE, a PMD
+//!   being split); unused here, so an entry with it is Bad. `uw` (uffd-wp)
+//!   and the other zero bits: unused, Bad when set.
+//!
+//! Raw 0 is the none entry. The same layout is used at the PTE and PMD
+//! levels; an invalid non-zero entry at level 0 or 1 is Bad.
+//!
+//! ## Assumed configuration
+//!
+//! - EL1, stage 1 only, TTBR0/TTBR1 with T0SZ = T1SZ = 16 (48-bit VAs) and
+//!   TG0 = TG1 = 4 KiB, as `boot/aarch64/src/entry.S` sets TCR_EL1.
+//! - MAIR_EL1 = 0x44ff04: attr0 Device-nGnRE, attr1 Normal write-back, attr2
+//!   Normal non-cacheable. Every leaf made here uses attr1; the format has
+//!   no way to express device memory (the boot tables' device blocks decode
+//!   as Bad).
+//! - 48-bit output addresses, no FEAT_LPA/LPA2 (bits 48..49 are RES0). The
+//!   `virt` machine's cortex-a72 reports 44 physical address bits, so
+//!   TCR_EL1.IPS is 44 there; a frame above 2^44 would take an address-size
+//!   fault (not modelled: RAM is far below).
+//! - No FEAT_HAFDBS (cortex-a72), TCR_EL1.HA = HD = 0: the MMU never writes a
+//!   descriptor. AF = 0 takes an access-flag fault and a write to AP\[2\] = 1
+//!   a permission fault; the kernel sets AF and dirty itself.
+//! - SCTLR_EL1.WXN = 0 (the boot path clears it). PAN is not enabled, so the
+//!   kernel may read and write user pages; the walker does not model it.
+//! - Break-before-make is the caller's business: changing the address or
+//!   size of a valid descriptor needs invalid, TLBI, DSB in between.
+#![forbid(unsafe_code)]
+
+use mm::pgtable::format::{MAX_SWAP_TYPES, MIGRATION_PFN_BITS, SWAP_OFFSET_BITS};
+use mm::pgtable::{
+    Decoded, Leaf, Level, MigrationEntry, NonPresent, PageSize, PageTableFormat, Prot, SwapEntry,
+};
+use mm::PhysAddr;
+
+/// Bits `lo..=hi` set.
+const fn bits(lo: u32, hi: u32) -> u64 {
+    (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
+}
+
+/// True when no two of `fields` share a bit.
+const fn disjoint(fields: &[u64]) -> bool {
+    let mut i = 0;
+    while i < fields.len() {
+        let mut j = i + 1;
+        while j < fields.len() {
+            if fields[i] & fields[j] != 0 {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The union of `fields`.
+const fn union(fields: &[u64]) -> u64 {
+    let mut all = 0;
+    let mut i = 0;
+    while i < fields.len() {
+        all |= fields[i];
+        i += 1;
+    }
+    all
+}
+
+// ---- Valid descriptors: hardware bits ----
+
+/// Valid.
+pub const VALID: u64 = 1 << 0;
+/// With VALID: table (levels 0..2) or page (level 3) when set, block when
+/// clear.
+pub const TABLE_OR_PAGE: u64 = 1 << 1;
+/// AttrIndx: which MAIR_EL1 attribute the mapping uses.
+pub const ATTR_INDX: u64 = bits(2, 4);
+/// AttrIndx 1: Normal memory, write-back (our MAIR).
+pub const ATTR_NORMAL_WB: u64 = 1 << 2;
+/// Non-secure (ignored at non-secure EL1; kept 0).
+pub const NS: u64 = 1 << 5;
+/// AP\[1\]: EL0 may access.
+pub const AP_USER: u64 = 1 << 6;
+/// AP\[2\]: read-only (at every exception level that may access).
+pub const AP_RDONLY: u64 = 1 << 7;
+/// Shareability.
+pub const SH: u64 = bits(8, 9);
+/// Shareability 0b11: inner shareable.
+pub const SH_INNER: u64 = 0b11 << 8;
+/// Access flag.
+pub const AF: u64 = 1 << 10;
+/// Not global: the translation belongs to one ASID.
+pub const NG: u64 = 1 << 11;
+/// The output address of a page or the next table.
+pub const ADDR: u64 = bits(12, PHYS_ADDR_BITS - 1);
+/// The output address of a 2 MiB block.
+pub const ADDR_2M: u64 = bits(21, PHYS_ADDR_BITS - 1);
+/// RES0 bits of a 2 MiB block below its address.
+pub const RES0_2M: u64 = bits(12, 20);
+/// The output address of a 1 GiB block.
+pub const ADDR_1G: u64 = bits(30, PHYS_ADDR_BITS - 1);
+/// RES0 bits of a 1 GiB block below its address.
+pub const RES0_1G: u64 = bits(12, 29);
+/// Bits 48..49: RES0 without FEAT_LPA.
+pub const RES0_HIGH: u64 = bits(48, 49);
+/// Guarded page (FEAT_BTI; kept 0).
+pub const GP: u64 = 1 << 50;
+/// Dirty bit modifier, used by this format as the software WRITE bit.
+pub const DBM: u64 = 1 << 51;
+/// This format's name for [`DBM`]: the mapping is writable.
+pub const WRITE: u64 = DBM;
+/// Contiguous hint (kept 0).
+pub const CONT: u64 = 1 << 52;
+/// Privileged (EL1) execute-never.
+pub const PXN: u64 = 1 << 53;
+/// Unprivileged (EL0) execute-never.
+pub const UXN: u64 = 1 << 54;
+/// Software: the page is dirty.
+pub const SW_DIRTY: u64 = 1 << 55;
+/// Software bits 56..58 (unused).
+pub const SW_OTHER: u64 = bits(56, 58);
+/// Bits 59..62 (PBHA or ignored) and 63 (ignored) of a page or block.
+pub const LEAF_HIGH: u64 = bits(59, 63);
+/// Bits 2..11 of a table descriptor (ignored by the MMU).
+pub const TABLE_IGNORED_LOW: u64 = bits(2, 11);
+/// Bits 52..58 of a table descriptor (ignored by the MMU).
+pub const TABLE_IGNORED_HIGH: u64 = bits(52, 58);
+/// Bits 48..51 of a table descriptor: RES0 without FEAT_LPA2.
+pub const TABLE_RES0: u64 = bits(48, 51);
+/// PXNTable, UXNTable, APTable\[1:0\], NSTable: limits on everything below.
+pub const TABLE_LIMITS: u64 = bits(59, 63);
+
+/// Output address bits a descriptor can hold (no FEAT_LPA).
+pub const PHYS_ADDR_BITS: u32 = 48;
+
+/// The bits a page or block may carry besides its address and type.
+const LEAF_FLAGS: u64 = ATTR_INDX | AP_USER | AP_RDONLY | SH | AF | NG | WRITE | PXN | UXN | SW_DIRTY;
+
+// ---- Invalid descriptors: all software bits ----
+
+/// The swap entry was anon-exclusive.
+pub const SWP_EXCLUSIVE: u64 = 1 << 2;
+/// uffd-wp (unused: 0).
+pub const SWP_UFFD_WP: u64 = 1 << 3;
+/// Bits 4..5: unused, 0.
+pub const SWP_UNUSED_LOW: u64 = bits(4, 5);
+/// Where the type starts.
+pub const SWP_TYPE_SHIFT: u32 = 6;
+/// The type: bits 6..10.
+pub const SWP_TYPE: u64 = bits(SWP_TYPE_SHIFT, 10);
+/// Linux's present-invalid marker (unused here: an entry with it is Bad).
+pub const SWP_PRESENT_INVALID: u64 = 1 << 11;
+/// Where the offset starts.
+pub const SWP_OFFSET_SHIFT: u32 = 12;
+/// The offset: bits 12..61.
+pub const SWP_OFFSET: u64 = bits(SWP_OFFSET_SHIFT, SWP_OFFSET_SHIFT + SWAP_OFFSET_BITS - 1);
+/// Bits 62..63: unused, 0.
+pub const SWP_UNUSED_HIGH: u64 = bits(62, 63);
+
+// Every bit of every kind of descriptor has exactly one role.
+const TABLE_FIELDS: [u64; 7] =
+    [VALID, TABLE_OR_PAGE, TABLE_IGNORED_LOW, ADDR, TABLE_RES0, TABLE_IGNORED_HIGH, TABLE_LIMITS];
+const _: () = assert!(disjoint(&TABLE_FIELDS) && union(&TABLE_FIELDS) == u64::MAX);
+const _: () = assert!(
+    union(&[
+        VALID,
+        TABLE_OR_PAGE,
+        TABLE_IGNORED_LOW,
+        ADDR,
+        RES0_HIGH,
+        GP,
+        DBM,
+        TABLE_IGNORED_HIGH,
+        TABLE_LIMITS
+    ]) == u64::MAX
+);
+const LEAF_FIELDS_4K: [u64; 20] = [
+    VALID,
+    TABLE_OR_PAGE,
+    ATTR_INDX,
+    NS,
+    AP_USER,
+    AP_RDONLY,
+    SH,
+    AF,
+    NG,
+    ADDR,
+    RES0_HIGH,
+    GP,
+    DBM,
+    CONT,
+    PXN,
+    UXN,
+    SW_DIRTY,
+    SW_OTHER,
+    LEAF_HIGH,
+    0,
+];
+const _: () = assert!(disjoint(&LEAF_FIELDS_4K) && union(&LEAF_FIELDS_4K) == u64::MAX);
+const LEAF_FIELDS_2M: [u64; 20] = {
+    let mut f = LEAF_FIELDS_4K;
+    f[9] = ADDR_2M;
+    f[19] = RES0_2M;
+    f
+};
+const _: () = assert!(disjoint(&LEAF_FIELDS_2M) && union(&LEAF_FIELDS_2M) == u64::MAX);
+const LEAF_FIELDS_1G: [u64; 20] = {
+    let mut f = LEAF_FIELDS_4K;
+    f[9] = ADDR_1G;
+    f[19] = RES0_1G;
+    f
+};
+const _: () = assert!(disjoint(&LEAF_FIELDS_1G) && union(&LEAF_FIELDS_1G) == u64::MAX);
+const SWAP_FIELDS: [u64; 9] = [
+    VALID,
+    TABLE_OR_PAGE,
+    SWP_EXCLUSIVE,
+    SWP_UFFD_WP,
+    SWP_UNUSED_LOW,
+    SWP_TYPE,
+    SWP_PRESENT_INVALID,
+    SWP_OFFSET,
+    SWP_UNUSED_HIGH,
+];
+const _: () = assert!(disjoint(&SWAP_FIELDS) && union(&SWAP_FIELDS) == u64::MAX);
+// Fixed values lie inside their fields.
+const _: () = assert!(ATTR_NORMAL_WB & !ATTR_INDX == 0 && SH_INNER & !SH == 0);
+// The type field holds every type number (0..=31), the offset field every
+// swap offset and every migration offset (PFN, young, dirty).
+const _: () = assert!(SWP_TYPE >> SWP_TYPE_SHIFT == 31);
+const _: () = assert!(SWP_OFFSET >> SWP_OFFSET_SHIFT == (1 << SWAP_OFFSET_BITS) - 1);
+const _: () = assert!(MIGRATION_PFN_BITS + 2 <= SWAP_OFFSET_BITS);
+// The software dirty and write bits are not hardware permission bits.
+const _: () = assert!((SW_DIRTY | WRITE) & (AP_USER | AP_RDONLY | PXN | UXN) == 0);
+
+/// The AArch64 4 KiB-granule, 4-level page-table format (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aarch64Format;
+
+/// The address bits of a leaf of `size`.
+const fn leaf_addr_mask(size: PageSize) -> u64 {
+    match size {
+        PageSize::Size4K => ADDR,
+        PageSize::Size2M => ADDR_2M,
+        PageSize::Size1G => ADDR_1G,
+    }
+}
+
+/// Decodes a table descriptor: exactly what
+/// [`Aarch64Format::make_table`] writes.
+fn decode_table(raw: u64) -> Decoded {
+    if raw & !(ADDR | VALID | TABLE_OR_PAGE) != 0 {
+        return Decoded::Bad(raw);
+    }
+    Decoded::Table(PhysAddr::new(raw & ADDR))
+}
+
+/// Decodes a page (`size` 4 KiB) or block descriptor.
+///
+/// Accepts what [`Aarch64Format::make_leaf`] writes, and one more state:
+/// WRITE with AP\[2\] clear but DIRTY clear ("hardware dirty", what a CPU
+/// managing DBM leaves), which decodes as dirty. Rejects the states no rule
+/// explains: AP\[2\] clear without WRITE (the hardware could write a page
+/// the kernel thinks read-only), and WRITE with DIRTY and AP\[2\] set.
+fn decode_leaf(raw: u64, size: PageSize) -> Decoded {
+    let addr = leaf_addr_mask(size);
+    if raw & !(addr | LEAF_FLAGS | VALID | TABLE_OR_PAGE) != 0
+        || raw & ATTR_INDX != ATTR_NORMAL_WB
+        || raw & SH != SH_INNER
+    {
+        return Decoded::Bad(raw);
+    }
+    let user = raw & AP_USER != 0;
+    let write = raw & WRITE != 0;
+    let rdonly = raw & AP_RDONLY != 0;
+    let sw_dirty = raw & SW_DIRTY != 0;
+    if !write && !rdonly || write && rdonly && sw_dirty {
+        return Decoded::Bad(raw);
+    }
+    // The execute-never bit of the other privilege must be set.
+    let (never, own_xn) = if user { (PXN, UXN) } else { (UXN, PXN) };
+    if raw & never == 0 {
+        return Decoded::Bad(raw);
+    }
+    Decoded::Leaf(Leaf {
+        frame: PhysAddr::new(raw & addr),
+        size,
+        prot: Prot { writable: write, user, executable: raw & own_xn == 0, global: raw & NG == 0 },
+        dirty: sw_dirty || write && !rdonly,
+        young: raw & AF != 0,
+    })
+}
+
+/// Decodes an invalid descriptor.
+fn decode_invalid(raw: u64, level: Level) -> Decoded {
+    if raw == 0 {
+        return Decoded::None;
+    }
+    if !matches!(level, Level::Pte | Level::Pmd) || raw & !(SWP_TYPE | SWP_OFFSET | SWP_EXCLUSIVE) != 0 {
+        return Decoded::Bad(raw);
+    }
+    let ty = ((raw & SWP_TYPE) >> SWP_TYPE_SHIFT) as u8;
+    let offset = (raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT;
+    let exclusive = raw & SWP_EXCLUSIVE != 0;
+    if ty < MAX_SWAP_TYPES {
+        return match SwapEntry::new(ty, offset) {
+            Ok(entry) => Decoded::NonPresent(NonPresent::Swap { entry, exclusive }),
+            Err(_) => Decoded::Bad(raw),
+        };
+    }
+    match MigrationEntry::from_type_offset(ty, offset) {
+        Some(m) if !exclusive => Decoded::NonPresent(NonPresent::Migration(m)),
+        _ => Decoded::Bad(raw),
+    }
+}
+
+impl PageTableFormat for Aarch64Format {
+    const NAME: &'static str = crate::NAME;
+
+    fn decode(raw: u64, level: Level) -> Decoded {
+        if raw & VALID == 0 {
+            return decode_invalid(raw, level);
+        }
+        match (level, raw & TABLE_OR_PAGE != 0) {
+            (Level::Pte, true) => decode_leaf(raw, PageSize::Size4K),
+            (Level::Pmd | Level::Pud | Level::Pgd, true) => decode_table(raw),
+            (Level::Pmd, false) => decode_leaf(raw, PageSize::Size2M),
+            (Level::Pud, false) => decode_leaf(raw, PageSize::Size1G),
+            // A block at level 0 or 3 is a reserved encoding.
+            (Level::Pte | Level::Pgd, false) => Decoded::Bad(raw),
+        }
+    }
+
+    /// # Panics
+    /// If `level` is the PTE level (a 0b11 descriptor there is a page), or
+    /// `next` is not a 4 KiB-aligned address below 2^48.
+    fn make_table(next: PhysAddr, level: Level) -> u64 {
+        assert!(level != Level::Pte, "make_table: a level-3 descriptor cannot point at a table");
+        assert!(next.as_u64() & !ADDR == 0, "make_table: {next} is not a 4 KiB frame below 2^48");
+        next.as_u64() | TABLE_OR_PAGE | VALID
+    }
+
+    /// # Panics
+    /// If `leaf.frame` is not aligned to `leaf.size` or lies above 2^48.
+    fn make_leaf(leaf: &Leaf) -> u64 {
+        let frame = leaf.frame.as_u64();
+        assert!(
+            leaf.frame.is_aligned(leaf.size.bytes()),
+            "make_leaf: {} not aligned to {:?}",
+            leaf.frame,
+            leaf.size
+        );
+        assert!(frame & !ADDR == 0, "make_leaf: {} beyond 48-bit physical addresses", leaf.frame);
+        let flag = |on: bool, bit: u64| if on { bit } else { 0 };
+        let prot = leaf.prot;
+        let execute_never =
+            if prot.user { PXN | flag(!prot.executable, UXN) } else { UXN | flag(!prot.executable, PXN) };
+        frame
+            | VALID
+            | flag(leaf.size == PageSize::Size4K, TABLE_OR_PAGE)
+            | ATTR_NORMAL_WB
+            | SH_INNER
+            | flag(leaf.young, AF)
+            | flag(!prot.global, NG)
+            | flag(prot.user, AP_USER)
+            | flag(prot.writable, WRITE)
+            | flag(!(prot.writable && leaf.dirty), AP_RDONLY)
+            | flag(leaf.dirty, SW_DIRTY)
+            | execute_never
+    }
+
+    /// # Panics
+    /// If a migration entry's PFN is wider than [`MIGRATION_PFN_BITS`] (it
+    /// would spill into the young and dirty bits).
+    fn make_nonpresent(entry: &NonPresent) -> u64 {
+        let (ty, offset, exclusive) = match *entry {
+            NonPresent::Swap { entry, exclusive } => (entry.ty(), entry.offset(), exclusive),
+            NonPresent::Migration(m) => {
+                assert!(
+                    m.pfn >> MIGRATION_PFN_BITS == 0,
+                    "make_nonpresent: migration pfn {:#x} too wide",
+                    m.pfn
+                );
+                (m.kind.swap_type(), m.to_offset(), false)
+            }
+        };
+        (ty as u64) << SWP_TYPE_SHIFT | offset << SWP_OFFSET_SHIFT | if exclusive { SWP_EXCLUSIVE } else { 0 }
+    }
+}
+
+/// The MMU in software, for host tests (`sim` feature).
+#[cfg(any(test, feature = "sim"))]
+mod walker {
+    use super::*;
+    use mm::fault::Access;
+    use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, Translation};
+    use mm::pgtable::TableMemory;
+    use mm::VirtAddr;
+
+    /// The AArch64 MMU in software (stage 1, EL1&0, no FEAT_HAFDBS).
+    ///
+    /// `root` is the table base of whichever TTBR the address selects: TTBR0
+    /// when bits 63..48 are all 0, TTBR1 when all 1; any other address takes
+    /// a level-0 translation fault, as the hardware does.
+    ///
+    /// Faults in the order the architecture gives them: translation (an
+    /// invalid descriptor: `NotMapped`; a block at level 0 or 3, a reserved
+    /// encoding: `Reserved`), then access flag (AF = 0 at the leaf), then
+    /// permission:
+    /// - EL0 needs AP\[1\]; a write needs AP\[2\] clear (at either level);
+    /// - EL0 execution needs UXN clear; EL1 execution needs PXN clear and
+    ///   the page not EL0-writable (AP\[2:1\] = 0b01 implies PXN);
+    /// - EL1 may read and write EL0 pages: PAN is off and not modelled.
+    ///
+    /// Table descriptors' hierarchical limits are not modelled (this format
+    /// never sets them), nor is TCR_EL1.IPS (no address-size faults). The
+    /// walker never writes a descriptor: without FEAT_HAFDBS the hardware
+    /// faults where x86 would set A or D.
+    ///
+    /// The translation's `can_exec` holds only when both EL0 (if it may
+    /// access the page) and EL1 may execute, since a cached translation is
+    /// shared by both: a user-executable page is re-walked for each fetch
+    /// rather than let the kernel execute it from the cache.
+    impl HardwareWalker for Aarch64Format {
+        fn hw_translate(
+            mem: &impl TableMemory,
+            root: PhysAddr,
+            va: VirtAddr,
+            access: HwAccess,
+        ) -> Result<Translation, HwFault> {
+            let va = va.as_u64();
+            if !matches!(va >> 48, 0 | 0xffff) {
+                return Err(HwFault::NotMapped { level: Level::Pgd });
+            }
+            assert!(
+                root.as_u64() & !ADDR == 0,
+                "Aarch64Format::hw_translate: root {root} is not a table frame"
+            );
+            let mut table = root.as_u64();
+            for level in Level::TOP_DOWN {
+                let raw = mem.read_entry(PhysAddr::new(table + 8 * level.index(va) as u64));
+                if raw & VALID == 0 {
+                    return Err(HwFault::NotMapped { level });
+                }
+                let size = match (level, raw & TABLE_OR_PAGE != 0) {
+                    (Level::Pte, true) => PageSize::Size4K,
+                    (Level::Pmd, false) => PageSize::Size2M,
+                    (Level::Pud, false) => PageSize::Size1G,
+                    (Level::Pte | Level::Pgd, false) => return Err(HwFault::Reserved { level }),
+                    (Level::Pmd | Level::Pud | Level::Pgd, true) => {
+                        table = raw & ADDR;
+                        continue;
+                    }
+                };
+                if raw & AF == 0 {
+                    return Err(HwFault::AccessFlag { level });
+                }
+                let user = raw & AP_USER != 0;
+                let rdonly = raw & AP_RDONLY != 0;
+                let el0_exec = user && raw & UXN == 0;
+                let el1_exec = raw & PXN == 0 && !(user && !rdonly);
+                let denied = (access.user && !user)
+                    || match access.access {
+                        Access::Read => false,
+                        Access::Write => rdonly,
+                        Access::Execute if access.user => !el0_exec,
+                        Access::Execute => !el1_exec,
+                    };
+                if denied {
+                    return Err(HwFault::Permission { level });
+                }
+                let frame = raw & leaf_addr_mask(size);
+                return Ok(Translation {
+                    pa: PhysAddr::new(frame | (va & (size.bytes() - 1))),
+                    size,
+                    can_read: true,
+                    can_write: !rdonly,
+                    can_exec: el1_exec && (!user || el0_exec),
+                    user,
+                });
+            }
+            unreachable!("Aarch64Format::hw_translate: level 3 always ends the walk")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use mm::pgtable::format::MigrationKind;
+    use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, Translation};
+    use mm::pgtable::TableMemory;
+    use mm::VirtAddr;
+    use proptest::prelude::*;
+
+    type F = Aarch64Format;
+
+    // ---- strategies ----
+
+    fn page_size() -> impl Strategy<Value = PageSize> {
+        prop_oneof![Just(PageSize::Size4K), Just(PageSize::Size2M), Just(PageSize::Size1G)]
+    }
+
+    fn prot() -> impl Strategy<Value = Prot> {
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(writable, user, executable, global)| Prot { writable, user, executable, global })
+    }
+
+    fn leaf() -> impl Strategy<Value = Leaf> {
+        (page_size(), any::<u64>(), prot(), any::<bool>(), any::<bool>()).prop_map(
+            |(size, r, prot, dirty, young)| {
+                let frame = r & ADDR & !(size.bytes() - 1);
+                Leaf { frame: PhysAddr::new(frame), size, prot, dirty, young }
+            },
+        )
+    }
+
+    fn migration_kind() -> impl Strategy<Value = MigrationKind> {
+        prop_oneof![Just(MigrationKind::Read), Just(MigrationKind::ReadExclusive), Just(MigrationKind::Write)]
+    }
+
+    fn migration() -> impl Strategy<Value = MigrationEntry> {
+        (migration_kind(), 0..1u64 << MIGRATION_PFN_BITS, any::<bool>(), any::<bool>())
+            .prop_map(|(kind, pfn, young, dirty)| MigrationEntry { kind, pfn, young, dirty })
+    }
+
+    fn nonpresent() -> impl Strategy<Value = NonPresent> {
+        prop_oneof![
+            (0..MAX_SWAP_TYPES, 1..1u64 << SWAP_OFFSET_BITS, any::<bool>()).prop_map(
+                |(ty, offset, exclusive)| {
+                    NonPresent::Swap { entry: SwapEntry::new(ty, offset).unwrap(), exclusive }
+                }
+            ),
+            migration().prop_map(NonPresent::Migration),
+        ]
+    }
+
+    fn table_level() -> impl Strategy<Value = Level> {
+        prop_oneof![Just(Level::Pmd), Just(Level::Pud), Just(Level::Pgd)]
+    }
+
+    fn decoded_leaf(raw: u64, level: Level) -> Leaf {
+        match F::decode(raw, level) {
+            Decoded::Leaf(leaf) => leaf,
+            other => panic!("{raw:#x} at {level:?} decodes as {other:?}, not a leaf"),
+        }
+    }
+
+    // ---- invalid descriptors ----
+
+    proptest! {
+        #[test]
+        fn nonpresent_round_trips_at_pte_and_pmd(entry in nonpresent()) {
+            let raw = F::make_nonpresent(&entry);
+            for level in [Level::Pte, Level::Pmd] {
+                prop_assert_eq!(F::decode(raw, level), Decoded::NonPresent(entry));
+                prop_assert!(!F::is_present(raw, level));
+                prop_assert!(!F::is_none(raw, level));
+            }
+            prop_assert_eq!(raw & (VALID | TABLE_OR_PAGE), 0);
+            prop_assert_eq!(raw & (SWP_UFFD_WP | SWP_PRESENT_INVALID | SWP_UNUSED_LOW | SWP_UNUSED_HIGH), 0);
+            let (ty, offset) = match entry {
+                NonPresent::Swap { entry, .. } => (entry.ty(), entry.offset()),
+                NonPresent::Migration(m) => (m.kind.swap_type(), m.to_offset()),
+            };
+            prop_assert_eq!((raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT, offset);
+            prop_assert_eq!((raw & SWP_TYPE) >> SWP_TYPE_SHIFT, ty as u64);
+        }
+
+        #[test]
+        fn nonpresent_exclusive_bit_is_bit_2(ty in 0..MAX_SWAP_TYPES, offset in 1..1u64 << SWAP_OFFSET_BITS) {
+            let entry = SwapEntry::new(ty, offset).unwrap();
+            let shared = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: false });
+            let exclusive = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: true });
+            prop_assert_eq!(shared ^ exclusive, SWP_EXCLUSIVE);
+        }
+
+        /// Seed 001: a migration PMD holds the PFN in the very bits a block
+        /// keeps its address in; only the valid bit tells them apart, and
+        /// decode looks at it first.
+        #[test]
+        fn migration_pmd_is_never_a_leaf(m in migration(), frame_2m in 0..1u64 << 27) {
+            let frame = frame_2m << 21;
+            let m = MigrationEntry { pfn: frame >> 12, ..m };
+            let raw = F::make_nonpresent(&NonPresent::Migration(m));
+            prop_assert!(!matches!(F::decode(raw, Level::Pmd), Decoded::Leaf(_) | Decoded::Table(_)));
+            prop_assert_eq!(raw & ADDR_2M, frame, "the address bits do hold the frame");
+        }
+    }
+
+    #[test]
+    fn none_is_zero() {
+        for level in Level::TOP_DOWN {
+            assert_eq!(F::decode(0, level), Decoded::None);
+            assert!(F::is_none(0, level));
+        }
+    }
+
+    #[test]
+    fn unknown_invalid_descriptors_are_bad() {
+        let swap =
+            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(3, 7).unwrap(), exclusive: false });
+        for bit in [SWP_UFFD_WP, 1 << 4, 1 << 5, SWP_PRESENT_INVALID, 1 << 62, 1 << 63] {
+            assert_eq!(F::decode(swap | bit, Level::Pte), Decoded::Bad(swap | bit), "bit {bit:#x}");
+        }
+        assert_eq!(F::decode(swap, Level::Pud), Decoded::Bad(swap));
+        assert_eq!(F::decode(swap, Level::Pgd), Decoded::Bad(swap));
+        for ty in [23u64, 27, 28, 29, 30, 31] {
+            let raw = ty << SWP_TYPE_SHIFT | 1 << SWP_OFFSET_SHIFT;
+            assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "type {ty}");
+        }
+        // Swap offset 0 (the header) is no slot; nor is the bare marker bit.
+        let raw = 5 << SWP_TYPE_SHIFT;
+        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
+        assert_eq!(F::decode(SWP_PRESENT_INVALID, Level::Pmd), Decoded::Bad(SWP_PRESENT_INVALID));
+        let m = MigrationEntry { kind: MigrationKind::Read, pfn: 9, young: false, dirty: false };
+        let raw = F::make_nonpresent(&NonPresent::Migration(m)) | SWP_EXCLUSIVE;
+        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
+    }
+
+    #[test]
+    fn the_extreme_swap_entries_encode() {
+        for (ty, offset) in
+            [(0, 1), (0, (1 << SWAP_OFFSET_BITS) - 1), (MAX_SWAP_TYPES - 1, (1 << SWAP_OFFSET_BITS) - 1)]
+        {
+            for exclusive in [false, true] {
+                let entry = NonPresent::Swap { entry: SwapEntry::new(ty, offset).unwrap(), exclusive };
+                assert_eq!(F::decode(F::make_nonpresent(&entry), Level::Pte), Decoded::NonPresent(entry));
+            }
+        }
+    }
+
+    // ---- valid descriptors ----
+
+    proptest! {
+        #[test]
+        fn leaf_round_trips(leaf in leaf()) {
+            let level = leaf.size.level();
+            let raw = F::make_leaf(&leaf);
+            prop_assert_eq!(F::decode(raw, level), Decoded::Leaf(leaf));
+            prop_assert!(F::is_present(raw, level));
+            prop_assert_eq!(raw & TABLE_OR_PAGE != 0, leaf.size == PageSize::Size4K);
+            prop_assert_eq!(raw & ATTR_INDX, ATTR_NORMAL_WB);
+            prop_assert_eq!(raw & SH, SH_INNER);
+            prop_assert_eq!(raw & AP_RDONLY == 0, leaf.prot.writable && leaf.dirty);
+            prop_assert_eq!(raw & SW_DIRTY != 0, leaf.dirty);
+            prop_assert_eq!(raw & WRITE != 0, leaf.prot.writable);
+            prop_assert_eq!(raw & NG == 0, leaf.prot.global);
+            prop_assert_eq!(raw & AP_USER != 0, leaf.prot.user);
+            if leaf.prot.user {
+                prop_assert!(raw & PXN != 0, "the kernel never executes user memory");
+                prop_assert_eq!(raw & UXN == 0, leaf.prot.executable);
+            } else {
+                prop_assert!(raw & UXN != 0);
+                prop_assert_eq!(raw & PXN == 0, leaf.prot.executable);
+            }
+        }
+
+        /// Decode is exact: flipping any bit of a valid leaf gives an entry
+        /// that encodes back to itself, or one decode refuses. The one
+        /// exception is "hardware dirty" (WRITE, AP[2] clear, DIRTY clear),
+        /// which encodes with DIRTY set.
+        #[test]
+        fn decode_is_canonical(leaf in leaf(), bit in 0..64u32) {
+            let level = leaf.size.level();
+            let raw = F::make_leaf(&leaf) ^ (1 << bit);
+            match F::decode(raw, level) {
+                Decoded::Leaf(l) => {
+                    let hw_dirty = raw & (WRITE | AP_RDONLY | SW_DIRTY) == WRITE;
+                    prop_assert_eq!(F::make_leaf(&l), if hw_dirty { raw | SW_DIRTY } else { raw });
+                }
+                Decoded::Table(t) => prop_assert_eq!(F::make_table(t, level), raw),
+                Decoded::NonPresent(e) => prop_assert_eq!(F::make_nonpresent(&e), raw),
+                Decoded::None | Decoded::Bad(_) => {}
+            }
+        }
+
+        #[test]
+        fn table_round_trips(frame in 0..1u64 << 36, level in table_level()) {
+            let next = PhysAddr::new(frame << 12);
+            let raw = F::make_table(next, level);
+            prop_assert_eq!(raw, next.as_u64() | 0b11);
+            prop_assert_eq!(F::decode(raw, level), Decoded::Table(next));
+            // The same bits at level 3 are a page (this one Bad: no attributes).
+            prop_assert!(!matches!(F::decode(raw, Level::Pte), Decoded::Table(_)));
+        }
+
+        // ---- the dirty/young/write algebra ----
+
+        #[test]
+        fn mkdirty_then_mkclean_is_clean(leaf in leaf()) {
+            let level = leaf.size.level();
+            let dirty = F::mkdirty(F::make_leaf(&leaf), level);
+            prop_assert_eq!(decoded_leaf(dirty, level), Leaf { dirty: true, ..leaf });
+            prop_assert_eq!(dirty & WRITE != 0, leaf.prot.writable, "mkdirty never makes writable");
+            prop_assert_eq!(dirty & AP_RDONLY == 0, leaf.prot.writable, "writable and dirty: no RDONLY");
+            let clean = F::mkclean(dirty, level);
+            prop_assert_eq!(decoded_leaf(clean, level), Leaf { dirty: false, ..leaf });
+            prop_assert!(clean & AP_RDONLY != 0, "clean: read-only to the hardware");
+        }
+
+        #[test]
+        fn wrprotect_keeps_dirty_in_the_software_bit(leaf in leaf()) {
+            let level = leaf.size.level();
+            let raw = F::wrprotect(F::make_leaf(&leaf), level);
+            let read_only = Prot { writable: false, ..leaf.prot };
+            prop_assert_eq!(decoded_leaf(raw, level), Leaf { prot: read_only, ..leaf });
+            prop_assert_eq!(raw & SW_DIRTY != 0, leaf.dirty);
+            prop_assert_eq!(raw & (WRITE | AP_RDONLY), AP_RDONLY);
+        }
+
+        /// A hardware-dirty entry (as a DBM-managing CPU would leave it)
+        /// keeps its dirtiness through write-protection: it moves into bit 55.
+        #[test]
+        fn wrprotect_moves_hardware_dirty_into_bit_55(leaf in leaf()) {
+            let level = leaf.size.level();
+            let writable_dirty = Leaf { prot: Prot { writable: true, ..leaf.prot }, dirty: true, ..leaf };
+            let hw_dirty = F::make_leaf(&writable_dirty) & !SW_DIRTY;
+            prop_assert!(decoded_leaf(hw_dirty, level).dirty);
+            let raw = F::wrprotect(hw_dirty, level);
+            prop_assert!(raw & SW_DIRTY != 0);
+            prop_assert_eq!(raw & (WRITE | AP_RDONLY), AP_RDONLY);
+            prop_assert!(decoded_leaf(raw, level).dirty);
+        }
+
+        #[test]
+        fn mkwrite_on_a_clean_page_leaves_it_clean(leaf in leaf()) {
+            let level = leaf.size.level();
+            let raw = F::mkwrite(F::make_leaf(&Leaf { dirty: false, ..leaf }), level);
+            let w = decoded_leaf(raw, level);
+            prop_assert!(w.prot.writable && !w.dirty);
+            prop_assert!(raw & AP_RDONLY != 0, "the first write must still fault");
+        }
+
+        #[test]
+        fn mkwrite_on_a_dirty_page_makes_it_hardware_writable(leaf in leaf()) {
+            let level = leaf.size.level();
+            let raw = F::mkwrite(F::make_leaf(&Leaf { dirty: true, ..leaf }), level);
+            prop_assert_eq!(raw & (WRITE | AP_RDONLY | SW_DIRTY), WRITE | SW_DIRTY);
+        }
+
+        #[test]
+        fn mkold_then_mkyoung(leaf in leaf()) {
+            let level = leaf.size.level();
+            let old = F::mkold(F::make_leaf(&leaf), level);
+            prop_assert_eq!(decoded_leaf(old, level), Leaf { young: false, ..leaf });
+            prop_assert_eq!(old & AF, 0);
+            let young = F::mkyoung(old, level);
+            prop_assert_eq!(decoded_leaf(young, level), Leaf { young: true, ..leaf });
+        }
+
+        #[test]
+        fn the_algebra_leaves_other_entries_alone(entry in nonpresent()) {
+            let raw = F::make_nonpresent(&entry);
+            for op in [F::mkdirty, F::mkclean, F::mkyoung, F::mkold, F::wrprotect, F::mkwrite] {
+                prop_assert_eq!(op(raw, Level::Pte), raw);
+                prop_assert_eq!(op(raw, Level::Pmd), raw);
+            }
+        }
+    }
+
+    #[test]
+    fn descriptor_types_depend_on_the_level() {
+        let leaf = Leaf {
+            frame: PhysAddr::new(0x4000_0000),
+            size: PageSize::Size1G,
+            prot: Prot::READ_WRITE,
+            dirty: false,
+            young: true,
+        };
+        let block = F::make_leaf(&leaf);
+        assert_eq!(block & 0b11, 0b01);
+        assert_eq!(F::decode(block, Level::Pud), Decoded::Leaf(leaf));
+        assert_eq!(F::decode(block, Level::Pmd), Decoded::Leaf(Leaf { size: PageSize::Size2M, ..leaf }));
+        assert_eq!(F::decode(block, Level::Pte), Decoded::Bad(block), "0b01 at level 3 is reserved");
+        assert_eq!(
+            F::decode(block, Level::Pgd),
+            Decoded::Bad(block),
+            "no level-0 blocks with 4 KiB granules"
+        );
+        let page = F::make_leaf(&Leaf { size: PageSize::Size4K, ..leaf });
+        assert_eq!(page & 0b11, 0b11);
+        // A misaligned block, other memory types and shareability, the bits we never set.
+        let misaligned =
+            F::make_leaf(&Leaf { size: PageSize::Size2M, frame: PhysAddr::new(0x20_0000), ..leaf }) | 1 << 12;
+        assert_eq!(F::decode(misaligned, Level::Pmd), Decoded::Bad(misaligned));
+        for bad in [
+            page & !ATTR_INDX,
+            page & !ATTR_INDX | 2 << 2,
+            page & !SH,
+            page | NS,
+            page | CONT,
+            page | GP,
+            page | 1 << 48,
+            page | 1 << 56,
+            page | 1 << 59,
+        ] {
+            assert_eq!(F::decode(bad, Level::Pte), Decoded::Bad(bad), "{bad:#x}");
+        }
+        // Hardware-writable but not WRITE; WRITE and DIRTY but read-only; kernel page without UXN.
+        for bad in [page & !AP_RDONLY & !WRITE, page | WRITE | SW_DIRTY | AP_RDONLY, page & !UXN] {
+            assert_eq!(F::decode(bad, Level::Pte), Decoded::Bad(bad), "{bad:#x}");
+        }
+        let user =
+            F::make_leaf(&Leaf { size: PageSize::Size4K, prot: Prot { user: true, ..Prot::READ }, ..leaf });
+        assert_eq!(
+            F::decode(user & !PXN, Level::Pte),
+            Decoded::Bad(user & !PXN),
+            "user page the kernel could execute"
+        );
+    }
+
+    #[test]
+    fn the_boot_blocks_are_not_this_formats_mappings() {
+        // entry.S BLOCK_NORMAL: kernel RW with AP[2] clear and no WRITE bit.
+        let normal = (1 << 54) | (1 << 10) | (3 << 8) | (1 << 2) | 1 | 0x4000_0000;
+        assert_eq!(F::decode(normal, Level::Pud), Decoded::Bad(normal));
+        // BLOCK_DEVICE: attr0.
+        let device = (1 << 54) | (1 << 53) | (1 << 10) | 1;
+        assert_eq!(F::decode(device, Level::Pud), Decoded::Bad(device));
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond 48-bit")]
+    fn make_leaf_refuses_a_frame_above_48_bits() {
+        let _ = F::make_leaf(&Leaf {
+            frame: PhysAddr::new(1 << 48),
+            size: PageSize::Size4K,
+            prot: Prot::READ,
+            dirty: false,
+            young: false,
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "too wide")]
+    fn a_migration_pfn_wider_than_its_field_is_refused() {
+        let m = MigrationEntry {
+            kind: MigrationKind::Write,
+            pfn: 1 << MIGRATION_PFN_BITS,
+            young: false,
+            dirty: false,
+        };
+        let _ = F::make_nonpresent(&NonPresent::Migration(m));
+    }
+
+    // ---- the walker ----
+
+    fn memory() -> (SimMemory, PhysAddr) {
+        let mem = SimMemory::new(0x4000_0000, 64);
+        let root = mem.alloc_table().unwrap();
+        (mem, root)
+    }
+
+    /// The address of the entry at `level` for `va`, making tables (with
+    /// `make_table`) on the way.
+    fn slot_of(mem: &SimMemory, root: PhysAddr, va: u64, level: Level) -> PhysAddr {
+        let mut table = root;
+        for l in Level::TOP_DOWN {
+            let slot = PhysAddr::new(table.as_u64() + 8 * l.index(va) as u64);
+            if l == level {
+                return slot;
+            }
+            table = match F::decode(mem.read_entry(slot), l) {
+                Decoded::Table(next) => next,
+                Decoded::None => {
+                    let next = mem.alloc_table().unwrap();
+                    mem.write_entry(slot, F::make_table(next, l));
+                    next
+                }
+                other => panic!("slot_of: {other:?} in the way at {l:?}"),
+            };
+        }
+        unreachable!()
+    }
+
+    fn install(mem: &SimMemory, root: PhysAddr, va: u64, level: Level, raw: u64) -> PhysAddr {
+        let slot = slot_of(mem, root, va, level);
+        mem.write_entry(slot, raw);
+        slot
+    }
+
+    fn page(prot: Prot, dirty: bool, young: bool) -> Leaf {
+        Leaf { frame: PhysAddr::new(0x7654_3000), size: PageSize::Size4K, prot, dirty, young }
+    }
+
+    const USER_RW: Prot = Prot { writable: true, user: true, executable: false, global: false };
+    const VA: u64 = 0x0000_1234_5678_9abc;
+
+    fn walk(mem: &SimMemory, root: PhysAddr, va: u64, access: HwAccess) -> Result<Translation, HwFault> {
+        F::hw_translate(mem, root, VirtAddr::new(va), access)
+    }
+
+    const PTE_PERMISSION: Result<Translation, HwFault> = Err(HwFault::Permission { level: Level::Pte });
+
+    #[test]
+    fn a_missing_entry_faults_at_its_level() {
+        let (mem, root) = memory();
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pgd }));
+        slot_of(&mem, root, VA, Level::Pud);
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pud }));
+        slot_of(&mem, root, VA, Level::Pte);
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pte }));
+        let m = MigrationEntry { kind: MigrationKind::Write, pfn: 0x76543, young: true, dirty: true };
+        install(&mem, root, VA, Level::Pmd, F::make_nonpresent(&NonPresent::Migration(m)));
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pmd }));
+        // Outside both halves: a level-0 translation fault.
+        assert_eq!(
+            walk(&mem, root, 0x0001_0000_0000_0000, HwAccess::KERNEL_READ),
+            Err(HwFault::NotMapped { level: Level::Pgd })
+        );
+    }
+
+    #[test]
+    fn present_leaves_translate_with_their_offset() {
+        let (mem, root) = memory();
+        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, true, true)));
+        let t = walk(&mem, root, VA, HwAccess::USER_WRITE).unwrap();
+        assert_eq!(t.pa, PhysAddr::new(0x7654_3abc));
+        assert_eq!(
+            (t.size, t.can_read, t.can_write, t.can_exec, t.user),
+            (PageSize::Size4K, true, true, false, true)
+        );
+        let block = Leaf {
+            frame: PhysAddr::new(0x8000_0000),
+            size: PageSize::Size1G,
+            ..page(Prot::READ, false, true)
+        };
+        let va = 0xffff_0000_4000_0000 + 0x1234;
+        install(&mem, root, va, Level::Pud, F::make_leaf(&block));
+        let t = walk(&mem, root, va, HwAccess::KERNEL_READ).unwrap();
+        assert_eq!((t.pa, t.size), (PhysAddr::new(0x8000_1234), PageSize::Size1G));
+    }
+
+    #[test]
+    fn an_old_page_takes_an_access_flag_fault_until_made_young() {
+        let (mem, root) = memory();
+        let slot = install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, true, false)));
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::AccessFlag { level: Level::Pte }));
+        // Access flag before permission: even a forbidden access reports it.
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_EXEC), Err(HwFault::AccessFlag { level: Level::Pte }));
+        mem.write_entry(slot, F::mkyoung(mem.read_entry(slot), Level::Pte));
+        assert!(walk(&mem, root, VA, HwAccess::USER_READ).is_ok());
+    }
+
+    #[test]
+    fn a_clean_writable_page_faults_on_write_until_made_dirty() {
+        let (mem, root) = memory();
+        let slot = install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, false, true)));
+        let before = mem.read_entry(slot);
+        let t = walk(&mem, root, VA, HwAccess::USER_READ).unwrap();
+        assert!(!t.can_write);
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_WRITE), PTE_PERMISSION);
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_WRITE), PTE_PERMISSION);
+        assert_eq!(mem.read_entry(slot), before, "the MMU writes no descriptor");
+        mem.write_entry(slot, F::mkdirty(before, Level::Pte));
+        assert!(walk(&mem, root, VA, HwAccess::USER_WRITE).unwrap().can_write);
+    }
+
+    #[test]
+    fn writes_to_read_only_pages_fault() {
+        let (mem, root) = memory();
+        let slot = install(
+            &mem,
+            root,
+            VA,
+            Level::Pte,
+            F::make_leaf(&page(Prot { writable: false, ..USER_RW }, true, true)),
+        );
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_WRITE), PTE_PERMISSION);
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_WRITE), PTE_PERMISSION);
+        // mkdirty never makes it writable.
+        mem.write_entry(slot, F::mkdirty(mem.read_entry(slot), Level::Pte));
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_WRITE), PTE_PERMISSION);
+    }
+
+    #[test]
+    fn user_access_to_a_kernel_page_faults() {
+        let (mem, root) = memory();
+        install(
+            &mem,
+            root,
+            VA,
+            Level::Pte,
+            F::make_leaf(&page(Prot { executable: true, ..Prot::READ_WRITE }, true, true)),
+        );
+        for access in [HwAccess::USER_READ, HwAccess::USER_WRITE, HwAccess::USER_EXEC] {
+            assert_eq!(walk(&mem, root, VA, access), PTE_PERMISSION, "{access:?}");
+        }
+        let t = walk(&mem, root, VA, HwAccess::KERNEL_EXEC).unwrap();
+        assert!(!t.user && t.can_write && t.can_exec);
+    }
+
+    #[test]
+    fn execute_never_bits() {
+        let (mem, root) = memory();
+        let slot = install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, true, true)));
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_EXEC), PTE_PERMISSION, "UXN");
+        mem.write_entry(slot, F::make_leaf(&page(Prot { executable: true, ..USER_RW }, true, true)));
+        let t = walk(&mem, root, VA, HwAccess::USER_EXEC).unwrap();
+        assert!(!t.can_exec, "not cached as executable: EL1 may not execute it");
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_EXEC), PTE_PERMISSION, "PXN on user pages");
+        // Even with PXN clear, EL1 never executes an EL0-writable page.
+        mem.write_entry(slot, mem.read_entry(slot) & !PXN);
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_EXEC), PTE_PERMISSION);
+        // ...but may execute an EL0 read-only one.
+        mem.write_entry(slot, (mem.read_entry(slot) | AP_RDONLY) & !PXN);
+        assert!(walk(&mem, root, VA, HwAccess::KERNEL_EXEC).is_ok());
+        mem.write_entry(slot, F::make_leaf(&page(Prot::READ_WRITE, true, true)));
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_EXEC), PTE_PERMISSION, "PXN");
+    }
+
+    #[test]
+    fn kernel_may_read_and_write_user_pages_without_pan() {
+        let (mem, root) = memory();
+        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, true, true)));
+        assert!(walk(&mem, root, VA, HwAccess::KERNEL_READ).is_ok());
+        assert!(walk(&mem, root, VA, HwAccess::KERNEL_WRITE).is_ok());
+    }
+
+    #[test]
+    fn blocks_where_none_may_be_are_reserved() {
+        let (mem, root) = memory();
+        let block = F::make_leaf(&Leaf {
+            frame: PhysAddr::new(0x4000_0000),
+            size: PageSize::Size1G,
+            ..page(Prot::READ, false, true)
+        });
+        let slot = install(&mem, root, VA, Level::Pte, block);
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_READ), Err(HwFault::Reserved { level: Level::Pte }));
+        mem.write_entry(slot, 0);
+        let pgd = slot_of(&mem, root, VA, Level::Pgd);
+        mem.write_entry(pgd, block);
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_READ), Err(HwFault::Reserved { level: Level::Pgd }));
+    }
+}

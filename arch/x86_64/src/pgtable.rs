@@ -1,0 +1,1151 @@
+//! The x86_64 page-table entry format: [`X86Format`].
+//!
+//! Four levels of 512 eight-byte entries (the CPU's PML4, PDPT, PD and PT;
+//! `mm` calls them PGD, PUD, PMD and PTE), 4 KiB pages, and 2 MiB (PD) and
+//! 1 GiB (PDPT) leaves. Generic code never sees these bits: it asks
+//! [`X86Format`] to decode an entry into a [`Decoded`] and to encode the
+//! entries it wants. With the `sim` feature (and in this crate's tests) the
+//! format also walks tables as the MMU would (`HardwareWalker`).
+//!
+//! ## Present entries
+//!
+//! Under each field: `*` this format writes and reads it; `0` never written
+//! (an entry with it set decodes as [`Decoded::Bad`]); `a` never written but
+//! accepted by decode, because the CPU or the boot loader's tables set it.
+//!
+//! A table entry (PML4E; PDPTE or PDE with PS = 0):
+//!
+//! ```text
+//!   63  62     52 51                   12 11   9   8    7    6   5    4     3    2    1   0
+//! +----+---------+-----------------------+-------+----+----+---+---+-----+-----+----+----+---+
+//! | NX | ignored |  next table address   |  ign  | ign| PS |ign| A | PCD | PWT | US | RW | P |
+//! +----+---------+-----------------------+-------+----+----+---+---+-----+-----+----+----+---+
+//!   a      0                *                0      0    0   0   a    a     a    *    *    *
+//! ```
+//!
+//! [`make_table`](PageTableFormat::make_table) writes `P | RW | US`: a table
+//! entry never restricts, the leaf decides. Decode also accepts NX, PWT,
+//! PCD, A and a clear RW or US, because the CPU (A) and the boot loader's
+//! tables (NX, no US) may have them; anything else makes the entry Bad.
+//!
+//! A 4 KiB leaf (PTE):
+//!
+//! ```text
+//!   63  62  59 58  52 51                   12 11   9   8    7    6   5    4     3    2    1   0
+//! +----+------+------+-----------------------+-------+----+-----+---+---+-----+-----+----+----+---+
+//! | NX | PKEY | ign. |     frame address     | soft  | G  | PAT | D | A | PCD | PWT | US | RW | P |
+//! +----+------+------+-----------------------+-------+----+-----+---+---+-----+-----+----+----+---+
+//!   *     0      0               *               0     *     0    *   *    0     0    *    *    *
+//! ```
+//!
+//! A 2 MiB leaf (PDE with PS) or 1 GiB leaf (PDPTE with PS): the frame
+//! address is bits 51..21 (2 MiB) or 51..30 (1 GiB); the bits between it
+//! and bit 13 are reserved by the CPU; bit 12 is PAT.
+//!
+//! ```text
+//!   63  62  59 58  52 51    21|30 20|29   13  12   11  9   8    7    6   5    4     3    2    1   0
+//! +----+------+------+---------+----------+-----+------+----+----+---+---+-----+-----+----+----+---+
+//! | NX | PKEY | ign. |  frame  | reserved | PAT | soft | G  | PS | D | A | PCD | PWT | US | RW | P |
+//! +----+------+------+---------+----------+-----+------+----+----+---+---+-----+-----+----+----+---+
+//!   *     0      0        *         0        0     0     *    1    *   *    0     0    *    *    *
+//! ```
+//!
+//! Meaning of the used leaf bits: P present; RW = [`Prot::writable`]; US =
+//! [`Prot::user`]; A = [`Leaf::young`] and D = [`Leaf::dirty`], both set by
+//! the CPU on access and write; G = [`Prot::global`]; NX = not
+//! [`Prot::executable`]. All of them are hardware bits; the format uses no
+//! software bit (9..11, 52..58) in a present entry.
+//!
+//! ## Non-present entries (swap and migration)
+//!
+//! With P = 0 the CPU ignores every other bit, so they are all software
+//! bits, laid out as Linux lays them out (`mm-reference.md` §1):
+//!
+//! ```text
+//!   63    59 58                                          9    8     7    6   5    4     3      2    1   0
+//! +--------+----------------------------------------------+------+----+---+---+-----+------+----+----+---+
+//! |  type  |      NOT offset (50 bits, stored inverted)   | PROT | PS | D | A | (4) | excl | uw | sd | P |
+//! |        |                                              | NONE |    |   |   |     |      |    |    |   |
+//! +--------+----------------------------------------------+------+----+---+---+-----+------+----+----+---+
+//!      *                        *                            0     0   i   i    0      *     0    0    0
+//! ```
+//!
+//! - `type`: the swap area (`0..MAX_SWAP_TYPES`), or a migration type (24
+//!   read, 25 read-exclusive, 26 write); any other type is Bad.
+//! - `offset`: the swap slot, or for migration the PFN with young and dirty
+//!   above it ([`MigrationEntry::to_offset`]). It is stored bitwise
+//!   inverted (L1TF): the CPU may speculatively use the address bits of a
+//!   non-present entry, and inverted small numbers point far above RAM.
+//! - `excl`: the swap entry was anon-exclusive. Migration entries carry
+//!   exclusivity in their type and keep this bit 0.
+//! - `A`, `D`: ignored. Some CPUs (Knights Landing erratum) can set them in a
+//!   non-present entry, so an entry of only A and/or D is none, and A/D never
+//!   hold information.
+//! - `PS`, `PROTNONE`, `uw` (uffd-wp), `sd` (soft-dirty), bit 4: 0; Linux
+//!   uses them, this kernel does not (yet), so a set bit is Bad.
+//!
+//! The same layout is used at the PTE and PMD levels; a non-present entry
+//! at the PUD or PGD level is Bad (the kernel never writes one).
+//!
+//! ## Assumed configuration
+//!
+//! - Long mode, 4-level paging (CR4.LA57 = 0): 48-bit canonical virtual
+//!   addresses.
+//! - EFER.NXE = 1 (set by `init` at boot), so bit 63 is NX, not a
+//!   reserved bit.
+//! - CR0.WP = 1 (set at boot): supervisor writes honour RW.
+//! - CR4.PKE = 0: bits 59..62 are ignored by the CPU; kept 0.
+//! - CR4.SMEP = CR4.SMAP = 0: the kernel may read, write and execute user
+//!   pages. (Neither is turned on at boot, and the walker does not model
+//!   them.)
+//! - The PAT MSR at its power-on value: PWT = PCD = PAT = 0 selects entry 0,
+//!   write-back. Every mapping made through this format is write-back RAM;
+//!   the format has no way to express device memory.
+//! - Physical addresses up to 52 bits are encoded (the architectural
+//!   maximum). QEMU's `qemu64` CPU reports 40 physical address bits, so a
+//!   frame above 2^40 would take a reserved-bit fault there; RAM is far
+//!   below, and the frame allocator only hands out RAM.
+//! - 1 GiB leaves need CPUID `Page1GB`, which QEMU's `qemu64` model lacks
+//!   unless `+pdpe1gb` is given: the format encodes them, and the walker
+//!   models a CPU that has them, but the kernel must check the CPUID bit
+//!   before making one.
+#![forbid(unsafe_code)]
+
+use mm::pgtable::format::{MAX_SWAP_TYPES, MIGRATION_PFN_BITS, SWAP_OFFSET_BITS};
+use mm::pgtable::{
+    Decoded, Leaf, Level, MigrationEntry, NonPresent, PageSize, PageTableFormat, Prot, SwapEntry,
+};
+use mm::PhysAddr;
+
+/// Bits `lo..=hi` set.
+const fn bits(lo: u32, hi: u32) -> u64 {
+    (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
+}
+
+/// True when no two of `fields` share a bit.
+const fn disjoint(fields: &[u64]) -> bool {
+    let mut i = 0;
+    while i < fields.len() {
+        let mut j = i + 1;
+        while j < fields.len() {
+            if fields[i] & fields[j] != 0 {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The union of `fields`.
+const fn union(fields: &[u64]) -> u64 {
+    let mut all = 0;
+    let mut i = 0;
+    while i < fields.len() {
+        all |= fields[i];
+        i += 1;
+    }
+    all
+}
+
+// ---- Present entries: hardware bits ----
+
+/// Present.
+pub const P: u64 = 1 << 0;
+/// Writable (at every level of the walk).
+pub const RW: u64 = 1 << 1;
+/// User (ring 3) may access (at every level of the walk).
+pub const US: u64 = 1 << 2;
+/// Page-level write-through (a cache-type selector; kept 0: write-back).
+pub const PWT: u64 = 1 << 3;
+/// Page-level cache disable (a cache-type selector; kept 0: write-back).
+pub const PCD: u64 = 1 << 4;
+/// Accessed: set by the CPU when it uses the entry.
+pub const A: u64 = 1 << 5;
+/// Dirty: set by the CPU on the first write through a leaf.
+pub const D: u64 = 1 << 6;
+/// Page size: a PDE or PDPTE with PS is a 2 MiB or 1 GiB leaf.
+pub const PS: u64 = 1 << 7;
+/// In a 4 KiB leaf bit 7 is the PAT selector instead of PS (kept 0).
+pub const PTE_PAT: u64 = 1 << 7;
+/// Global: the translation survives a CR3 switch.
+pub const G: u64 = 1 << 8;
+/// Bits 9..11, available to software (unused in present entries).
+pub const SOFTWARE_LOW: u64 = bits(9, 11);
+/// The physical address of a 4 KiB frame or of the next table.
+pub const ADDR: u64 = bits(12, PHYS_ADDR_BITS - 1);
+/// In a 2 MiB or 1 GiB leaf bit 12 is the PAT selector (kept 0).
+pub const HUGE_PAT: u64 = 1 << 12;
+/// The frame address of a 2 MiB leaf.
+pub const ADDR_2M: u64 = bits(21, PHYS_ADDR_BITS - 1);
+/// Reserved (must be 0) bits of a 2 MiB leaf, between PAT and the address.
+pub const RESERVED_2M: u64 = bits(13, 20);
+/// The frame address of a 1 GiB leaf.
+pub const ADDR_1G: u64 = bits(30, PHYS_ADDR_BITS - 1);
+/// Reserved (must be 0) bits of a 1 GiB leaf, between PAT and the address.
+pub const RESERVED_1G: u64 = bits(13, 29);
+/// Bits 52..58, ignored by the CPU (unused).
+pub const IGNORED_HIGH: u64 = bits(52, 58);
+/// Protection key (ignored with CR4.PKE = 0; kept 0).
+pub const PKEY: u64 = bits(59, 62);
+/// No-execute (with EFER.NXE = 1).
+pub const NX: u64 = 1 << 63;
+
+/// Physical address bits an entry can hold (the architectural maximum).
+pub const PHYS_ADDR_BITS: u32 = 52;
+
+/// The bits a table entry may carry besides [`ADDR`] and decode as a table.
+const TABLE_FLAGS: u64 = P | RW | US | PWT | PCD | A | NX;
+/// The bits a leaf may carry besides its address (and PS on huge leaves).
+const LEAF_FLAGS: u64 = P | RW | US | A | D | G | NX;
+
+// ---- Non-present entries: all software bits ----
+
+/// Soft-dirty in a swap entry (unused: 0).
+pub const SWP_SOFT_DIRTY: u64 = 1 << 1;
+/// uffd-wp in a swap entry (unused: 0).
+pub const SWP_UFFD_WP: u64 = 1 << 2;
+/// The swap entry was anon-exclusive (the PWT position).
+pub const SWP_EXCLUSIVE: u64 = 1 << 3;
+/// Bit 4 (PCD position): unused, 0.
+pub const SWP_UNUSED: u64 = 1 << 4;
+/// PROT_NONE marker in Linux (the G position); unused here, 0.
+pub const SWP_PROTNONE: u64 = 1 << 8;
+/// Where the inverted offset starts.
+pub const SWP_OFFSET_SHIFT: u32 = 9;
+/// The inverted offset: bits 9..58.
+pub const SWP_OFFSET: u64 = bits(SWP_OFFSET_SHIFT, SWP_OFFSET_SHIFT + SWAP_OFFSET_BITS - 1);
+/// Where the type starts.
+pub const SWP_TYPE_SHIFT: u32 = 59;
+/// The type: bits 59..63.
+pub const SWP_TYPE: u64 = bits(SWP_TYPE_SHIFT, 63);
+
+// Every bit of every kind of entry has exactly one role.
+const _: () =
+    assert!(disjoint(&[P, RW, US, PWT, PCD, A, D, PTE_PAT, G, SOFTWARE_LOW, ADDR, IGNORED_HIGH, PKEY, NX]));
+const _: () = assert!(
+    union(&[P, RW, US, PWT, PCD, A, D, PTE_PAT, G, SOFTWARE_LOW, ADDR, IGNORED_HIGH, PKEY, NX]) == u64::MAX
+);
+const _: () = assert!(disjoint(&[
+    P,
+    RW,
+    US,
+    PWT,
+    PCD,
+    A,
+    D,
+    PS,
+    G,
+    SOFTWARE_LOW,
+    HUGE_PAT,
+    RESERVED_2M,
+    ADDR_2M,
+    IGNORED_HIGH,
+    PKEY,
+    NX
+]));
+const _: () = assert!(
+    union(&[
+        P,
+        RW,
+        US,
+        PWT,
+        PCD,
+        A,
+        D,
+        PS,
+        G,
+        SOFTWARE_LOW,
+        HUGE_PAT,
+        RESERVED_2M,
+        ADDR_2M,
+        IGNORED_HIGH,
+        PKEY,
+        NX
+    ]) == u64::MAX
+);
+const _: () = assert!(disjoint(&[
+    P,
+    RW,
+    US,
+    PWT,
+    PCD,
+    A,
+    D,
+    PS,
+    G,
+    SOFTWARE_LOW,
+    HUGE_PAT,
+    RESERVED_1G,
+    ADDR_1G,
+    IGNORED_HIGH,
+    PKEY,
+    NX
+]));
+const _: () = assert!(
+    union(&[
+        P,
+        RW,
+        US,
+        PWT,
+        PCD,
+        A,
+        D,
+        PS,
+        G,
+        SOFTWARE_LOW,
+        HUGE_PAT,
+        RESERVED_1G,
+        ADDR_1G,
+        IGNORED_HIGH,
+        PKEY,
+        NX
+    ]) == u64::MAX
+);
+const _: () = assert!(disjoint(&[
+    P,
+    SWP_SOFT_DIRTY,
+    SWP_UFFD_WP,
+    SWP_EXCLUSIVE,
+    SWP_UNUSED,
+    A,
+    D,
+    PS,
+    SWP_PROTNONE,
+    SWP_OFFSET,
+    SWP_TYPE
+]));
+const _: () = assert!(
+    union(&[
+        P,
+        SWP_SOFT_DIRTY,
+        SWP_UFFD_WP,
+        SWP_EXCLUSIVE,
+        SWP_UNUSED,
+        A,
+        D,
+        PS,
+        SWP_PROTNONE,
+        SWP_OFFSET,
+        SWP_TYPE
+    ]) == u64::MAX
+);
+// The flags the format writes never overlap an address.
+const _: () = assert!((TABLE_FLAGS | LEAF_FLAGS | PS) & ADDR == 0);
+// The type field holds every type number (0..=31), the offset field every
+// swap offset and every migration offset (PFN, young, dirty).
+const _: () = assert!(SWP_TYPE >> SWP_TYPE_SHIFT == 31);
+const _: () = assert!(SWP_OFFSET >> SWP_OFFSET_SHIFT == (1 << SWAP_OFFSET_BITS) - 1);
+const _: () = assert!(MIGRATION_PFN_BITS + 2 <= SWAP_OFFSET_BITS);
+// A 4 KiB leaf's PAT bit is where a huge leaf's PS is: decode tells them
+// apart by level.
+const _: () = assert!(PTE_PAT == PS);
+
+/// The x86_64 4-level page-table format (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct X86Format;
+
+/// The address bits of a leaf of `size`.
+const fn leaf_addr_mask(size: PageSize) -> u64 {
+    match size {
+        PageSize::Size4K => ADDR,
+        PageSize::Size2M => ADDR_2M,
+        PageSize::Size1G => ADDR_1G,
+    }
+}
+
+/// Decodes a present table entry: any of [`TABLE_FLAGS`], nothing else.
+fn decode_table(raw: u64) -> Decoded {
+    if raw & !(ADDR | TABLE_FLAGS) != 0 {
+        return Decoded::Bad(raw);
+    }
+    Decoded::Table(PhysAddr::new(raw & ADDR))
+}
+
+/// Decodes a present leaf of `size`. Exactly the bits
+/// [`X86Format::make_leaf`] writes are accepted, so decoding and encoding
+/// again gives back `raw`.
+fn decode_leaf(raw: u64, size: PageSize) -> Decoded {
+    let ps = if size == PageSize::Size4K { 0 } else { PS };
+    let addr = leaf_addr_mask(size);
+    // Catches PAT, PWT, PCD, software and key bits, and on huge leaves the
+    // reserved bits (an address not aligned to the leaf size).
+    if raw & !(addr | LEAF_FLAGS | ps) != 0 {
+        return Decoded::Bad(raw);
+    }
+    Decoded::Leaf(Leaf {
+        frame: PhysAddr::new(raw & addr),
+        size,
+        prot: Prot {
+            writable: raw & RW != 0,
+            user: raw & US != 0,
+            executable: raw & NX == 0,
+            global: raw & G != 0,
+        },
+        dirty: raw & D != 0,
+        young: raw & A != 0,
+    })
+}
+
+/// Decodes an entry with P = 0.
+fn decode_nonpresent(raw: u64, level: Level) -> Decoded {
+    // A and D may have been set by the CPU (erratum); they mean nothing.
+    let bits = raw & !(A | D);
+    if bits == 0 {
+        return Decoded::None;
+    }
+    if !matches!(level, Level::Pte | Level::Pmd) {
+        return Decoded::Bad(raw);
+    }
+    if bits & !(SWP_TYPE | SWP_OFFSET | SWP_EXCLUSIVE) != 0 {
+        return Decoded::Bad(raw);
+    }
+    let ty = (bits >> SWP_TYPE_SHIFT) as u8;
+    let offset = !(bits >> SWP_OFFSET_SHIFT) & ((1 << SWAP_OFFSET_BITS) - 1);
+    decode_swap_fields(raw, ty, offset, bits & SWP_EXCLUSIVE != 0)
+}
+
+/// Turns the type, offset and exclusive bit of a non-present entry into an
+/// entry, or Bad when they name none.
+fn decode_swap_fields(raw: u64, ty: u8, offset: u64, exclusive: bool) -> Decoded {
+    if ty < MAX_SWAP_TYPES {
+        return match SwapEntry::new(ty, offset) {
+            Ok(entry) => Decoded::NonPresent(NonPresent::Swap { entry, exclusive }),
+            Err(_) => Decoded::Bad(raw),
+        };
+    }
+    match MigrationEntry::from_type_offset(ty, offset) {
+        Some(m) if !exclusive => Decoded::NonPresent(NonPresent::Migration(m)),
+        _ => Decoded::Bad(raw),
+    }
+}
+
+/// The type, offset and exclusive bit that encode `entry`.
+///
+/// # Panics
+/// If a migration entry's PFN needs more than [`MIGRATION_PFN_BITS`] bits
+/// (it would spill into the young and dirty bits: a kernel bug).
+fn swap_fields(entry: &NonPresent) -> (u8, u64, bool) {
+    match *entry {
+        NonPresent::Swap { entry, exclusive } => (entry.ty(), entry.offset(), exclusive),
+        NonPresent::Migration(m) => {
+            assert!(m.pfn >> MIGRATION_PFN_BITS == 0, "make_nonpresent: migration pfn {:#x} too wide", m.pfn);
+            (m.kind.swap_type(), m.to_offset(), false)
+        }
+    }
+}
+
+impl PageTableFormat for X86Format {
+    const NAME: &'static str = crate::NAME;
+
+    fn decode(raw: u64, level: Level) -> Decoded {
+        if raw & P == 0 {
+            return decode_nonpresent(raw, level);
+        }
+        match level {
+            // Bit 7 here is PAT, which this format never sets: decode_leaf
+            // reports it as Bad.
+            Level::Pte => decode_leaf(raw, PageSize::Size4K),
+            Level::Pmd if raw & PS != 0 => decode_leaf(raw, PageSize::Size2M),
+            Level::Pud if raw & PS != 0 => decode_leaf(raw, PageSize::Size1G),
+            // PS in a PML4E is reserved.
+            Level::Pgd if raw & PS != 0 => Decoded::Bad(raw),
+            Level::Pmd | Level::Pud | Level::Pgd => decode_table(raw),
+        }
+    }
+
+    /// # Panics
+    /// If `level` is the PTE level (nothing lies below it), or `next` is not
+    /// a 4 KiB-aligned address below 2^52.
+    fn make_table(next: PhysAddr, level: Level) -> u64 {
+        assert!(level != Level::Pte, "make_table: a PTE cannot point at a table");
+        assert!(next.as_u64() & !ADDR == 0, "make_table: {next} is not a 4 KiB frame below 2^52");
+        next.as_u64() | P | RW | US
+    }
+
+    /// # Panics
+    /// If `leaf.frame` is not aligned to `leaf.size` or lies above 2^52.
+    fn make_leaf(leaf: &Leaf) -> u64 {
+        let frame = leaf.frame.as_u64();
+        assert!(
+            leaf.frame.is_aligned(leaf.size.bytes()),
+            "make_leaf: {} not aligned to {:?}",
+            leaf.frame,
+            leaf.size
+        );
+        assert!(frame & !ADDR == 0, "make_leaf: {} beyond 52-bit physical addresses", leaf.frame);
+        let flag = |on: bool, bit: u64| if on { bit } else { 0 };
+        frame
+            | P
+            | flag(leaf.size != PageSize::Size4K, PS)
+            | flag(leaf.prot.writable, RW)
+            | flag(leaf.prot.user, US)
+            | flag(leaf.prot.global, G)
+            | flag(!leaf.prot.executable, NX)
+            | flag(leaf.young, A)
+            | flag(leaf.dirty, D)
+    }
+
+    /// # Panics
+    /// - If a migration entry's PFN is wider than [`MIGRATION_PFN_BITS`].
+    /// - For the one swap entry whose inverted offset is all zeros and whose
+    ///   encoding would therefore be the none entry: type 0, offset
+    ///   2^50 - 1, not exclusive. No swap area is that large.
+    fn make_nonpresent(entry: &NonPresent) -> u64 {
+        let (ty, offset, exclusive) = swap_fields(entry);
+        let raw = (ty as u64) << SWP_TYPE_SHIFT
+            | (!offset << SWP_OFFSET_SHIFT) & SWP_OFFSET
+            | if exclusive { SWP_EXCLUSIVE } else { 0 };
+        assert!(raw != 0, "make_nonpresent: {entry:?} would encode as the none entry");
+        raw
+    }
+}
+
+/// The MMU in software, for host tests (`sim` feature).
+#[cfg(any(test, feature = "sim"))]
+mod walker {
+    use super::*;
+    use mm::fault::Access;
+    use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, Translation};
+    use mm::pgtable::TableMemory;
+    use mm::VirtAddr;
+
+    /// True when `va` is canonical for 48-bit virtual addresses (bits 63..47
+    /// all equal).
+    const fn is_canonical(va: u64) -> bool {
+        ((va << 16) as i64 >> 16) as u64 == va
+    }
+
+    /// Bits that make a present entry at `level` fault as reserved.
+    ///
+    /// The CPU reserves PS in a PML4E and the bits between PAT and the address
+    /// in a huge leaf. It treats the PAT bits (bit 7 of a PTE, bit 12 of a huge
+    /// leaf) as memory-type selectors; this walker reports them as reserved
+    /// because the kernel programs no PAT memory type and never sets them, so a
+    /// stray one is a bug to surface. Bits 52..62 are ignored by the CPU (CR4.PKE
+    /// = 0, MAXPHYADDR modelled as 52), so they are not reserved here.
+    fn reserved_bits(raw: u64, level: Level) -> u64 {
+        match level {
+            Level::Pgd => PS,
+            Level::Pte => PTE_PAT,
+            Level::Pmd if raw & PS != 0 => HUGE_PAT | RESERVED_2M,
+            Level::Pud if raw & PS != 0 => HUGE_PAT | RESERVED_1G,
+            Level::Pmd | Level::Pud => 0,
+        }
+    }
+
+    /// The x86_64 MMU in software.
+    ///
+    /// Rights are the intersection over the whole walk: writable only if RW is
+    /// set at every level, user only if US is, executable only if NX is clear
+    /// at every level. CR0.WP = 1, so supervisor writes need RW too. SMAP and
+    /// SMEP are off (as at boot) and not modelled: the supervisor may read,
+    /// write and execute user pages.
+    ///
+    /// On success the walker sets A in the leaf, and D on a write, in one
+    /// write of the entry, as the CPU's locked update does. (The CPU also sets A
+    /// in the table entries it used; the walker leaves them alone, and decode
+    /// accepts A in a table entry either way.) A translation without D does not
+    /// allow writes: the CPU must walk again to set D.
+    ///
+    /// # Panics
+    /// If `va` is not canonical (the CPU raises #GP, not a page fault, and the
+    /// fault type has no variant for it), or `root` is not a table frame.
+    impl HardwareWalker for X86Format {
+        fn hw_translate(
+            mem: &impl TableMemory,
+            root: PhysAddr,
+            va: VirtAddr,
+            access: HwAccess,
+        ) -> Result<Translation, HwFault> {
+            let va = va.as_u64();
+            assert!(is_canonical(va), "X86Format::hw_translate: {va:#x} is not canonical");
+            assert!(root.as_u64() & !ADDR == 0, "X86Format::hw_translate: root {root} is not a table frame");
+            let mut table = root.as_u64();
+            let (mut writable, mut user, mut executable) = (true, true, true);
+            for level in Level::TOP_DOWN {
+                let slot = PhysAddr::new(table + 8 * level.index(va) as u64);
+                let raw = mem.read_entry(slot);
+                if raw & P == 0 {
+                    return Err(HwFault::NotMapped { level });
+                }
+                if raw & reserved_bits(raw, level) != 0 {
+                    return Err(HwFault::Reserved { level });
+                }
+                writable &= raw & RW != 0;
+                user &= raw & US != 0;
+                executable &= raw & NX == 0;
+                let size = match level {
+                    Level::Pte => PageSize::Size4K,
+                    Level::Pmd if raw & PS != 0 => PageSize::Size2M,
+                    Level::Pud if raw & PS != 0 => PageSize::Size1G,
+                    _ => {
+                        table = raw & ADDR;
+                        continue;
+                    }
+                };
+                let write = access.access == Access::Write;
+                let denied = (access.user && !user)
+                    || match access.access {
+                        Access::Read => false,
+                        Access::Write => !writable,
+                        Access::Execute => !executable,
+                    };
+                if denied {
+                    return Err(HwFault::Permission { level });
+                }
+                let updated = raw | A | if write { D } else { 0 };
+                if updated != raw {
+                    mem.write_entry(slot, updated);
+                }
+                let frame = raw & leaf_addr_mask(size);
+                return Ok(Translation {
+                    pa: PhysAddr::new(frame | (va & (size.bytes() - 1))),
+                    size,
+                    can_read: true,
+                    can_write: writable && updated & D != 0,
+                    can_exec: executable,
+                    user,
+                });
+            }
+            unreachable!("X86Format::hw_translate: the PTE level always ends the walk")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use mm::pgtable::format::{MigrationKind, MIGRATION_PFN_BITS};
+    use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, Translation};
+    use mm::pgtable::TableMemory;
+    use mm::VirtAddr;
+    use proptest::prelude::*;
+
+    type F = X86Format;
+
+    // ---- strategies ----
+
+    fn page_size() -> impl Strategy<Value = PageSize> {
+        prop_oneof![Just(PageSize::Size4K), Just(PageSize::Size2M), Just(PageSize::Size1G)]
+    }
+
+    fn prot() -> impl Strategy<Value = Prot> {
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(writable, user, executable, global)| Prot { writable, user, executable, global })
+    }
+
+    fn leaf() -> impl Strategy<Value = Leaf> {
+        (page_size(), any::<u64>(), prot(), any::<bool>(), any::<bool>()).prop_map(
+            |(size, r, prot, dirty, young)| {
+                let frame = r & ADDR & !(size.bytes() - 1);
+                Leaf { frame: PhysAddr::new(frame), size, prot, dirty, young }
+            },
+        )
+    }
+
+    fn migration_kind() -> impl Strategy<Value = MigrationKind> {
+        prop_oneof![Just(MigrationKind::Read), Just(MigrationKind::ReadExclusive), Just(MigrationKind::Write)]
+    }
+
+    fn migration() -> impl Strategy<Value = MigrationEntry> {
+        (migration_kind(), 0..1u64 << MIGRATION_PFN_BITS, any::<bool>(), any::<bool>())
+            .prop_map(|(kind, pfn, young, dirty)| MigrationEntry { kind, pfn, young, dirty })
+    }
+
+    /// Every encodable non-present entry. The top offset of type 0 is left
+    /// out: not exclusive, it is the none entry (see `make_nonpresent`).
+    fn nonpresent() -> impl Strategy<Value = NonPresent> {
+        prop_oneof![
+            (0..MAX_SWAP_TYPES, 1..(1u64 << SWAP_OFFSET_BITS) - 1, any::<bool>()).prop_map(
+                |(ty, offset, exclusive)| NonPresent::Swap {
+                    entry: SwapEntry::new(ty, offset).unwrap(),
+                    exclusive
+                }
+            ),
+            migration().prop_map(NonPresent::Migration),
+        ]
+    }
+
+    fn table_level() -> impl Strategy<Value = Level> {
+        prop_oneof![Just(Level::Pmd), Just(Level::Pud), Just(Level::Pgd)]
+    }
+
+    fn decoded_leaf(raw: u64, level: Level) -> Leaf {
+        match F::decode(raw, level) {
+            Decoded::Leaf(leaf) => leaf,
+            other => panic!("{raw:#x} at {level:?} decodes as {other:?}, not a leaf"),
+        }
+    }
+
+    // ---- non-present entries ----
+
+    proptest! {
+        #[test]
+        fn nonpresent_round_trips_at_pte_and_pmd(entry in nonpresent()) {
+            let raw = F::make_nonpresent(&entry);
+            for level in [Level::Pte, Level::Pmd] {
+                prop_assert_eq!(F::decode(raw, level), Decoded::NonPresent(entry));
+                prop_assert!(!F::is_present(raw, level));
+                prop_assert!(!F::is_none(raw, level));
+            }
+            prop_assert_eq!(raw & P, 0);
+            // The offset field holds the offset inverted (L1TF).
+            let offset = match entry {
+                NonPresent::Swap { entry, .. } => entry.offset(),
+                NonPresent::Migration(m) => m.to_offset(),
+            };
+            prop_assert_eq!((raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT, !offset & ((1 << SWAP_OFFSET_BITS) - 1));
+            // The bits Linux keeps zero are zero.
+            prop_assert_eq!(raw & (SWP_SOFT_DIRTY | SWP_UFFD_WP | SWP_UNUSED | A | D | PS | SWP_PROTNONE), 0);
+        }
+
+        #[test]
+        fn nonpresent_ignores_accessed_and_dirty(entry in nonpresent(), ad in 0..4u64) {
+            let raw = F::make_nonpresent(&entry) | ad << 5;
+            prop_assert_eq!(F::decode(raw, Level::Pte), Decoded::NonPresent(entry));
+        }
+
+        #[test]
+        fn nonpresent_exclusive_bit_is_bit_3(ty in 0..MAX_SWAP_TYPES, offset in 1..1u64 << 40) {
+            let entry = SwapEntry::new(ty, offset).unwrap();
+            let shared = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: false });
+            let exclusive = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: true });
+            prop_assert_eq!(shared ^ exclusive, SWP_EXCLUSIVE);
+        }
+
+        /// Seed 001: a migration PMD is never mistaken for a huge leaf, not
+        /// even for one of the frame it is migrating.
+        #[test]
+        fn migration_pmd_is_never_a_leaf(m in migration(), frame_2m in 0..1u64 << 19) {
+            let frame = frame_2m << 21;
+            let m = MigrationEntry { pfn: frame >> 12, ..m };
+            let raw = F::make_nonpresent(&NonPresent::Migration(m));
+            prop_assert!(!matches!(F::decode(raw, Level::Pmd), Decoded::Leaf(_) | Decoded::Table(_)));
+            // Inverted, the PFN does not even look like the frame.
+            prop_assert_ne!(raw & ADDR_2M, frame);
+        }
+    }
+
+    #[test]
+    fn none_is_zero_and_ignores_accessed_and_dirty() {
+        for level in Level::TOP_DOWN {
+            for raw in [0, A, D, A | D] {
+                assert_eq!(F::decode(raw, level), Decoded::None, "{raw:#x} at {level:?}");
+                assert!(F::is_none(raw, level));
+            }
+        }
+    }
+
+    #[test]
+    fn nonpresent_above_the_pmd_is_bad() {
+        let raw =
+            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(1, 2).unwrap(), exclusive: false });
+        assert_eq!(F::decode(raw, Level::Pud), Decoded::Bad(raw));
+        assert_eq!(F::decode(raw, Level::Pgd), Decoded::Bad(raw));
+    }
+
+    #[test]
+    fn unknown_nonpresent_entries_are_bad() {
+        let swap =
+            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(3, 7).unwrap(), exclusive: false });
+        for bit in [SWP_SOFT_DIRTY, SWP_UFFD_WP, SWP_UNUSED, PS, SWP_PROTNONE] {
+            assert_eq!(F::decode(swap | bit, Level::Pte), Decoded::Bad(swap | bit), "bit {bit:#x}");
+        }
+        // Types 23 (hwpoison), 27..=31 (device, marker): not used here.
+        for ty in [23u64, 27, 28, 29, 30, 31] {
+            let raw = ty << SWP_TYPE_SHIFT | (!1u64 << SWP_OFFSET_SHIFT) & SWP_OFFSET;
+            assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "type {ty}");
+        }
+        // Swap offset 0 (the header) is no slot: its inverted field is all ones.
+        let raw = 5 << SWP_TYPE_SHIFT | SWP_OFFSET;
+        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
+        // A migration entry has no exclusive bit.
+        let m = MigrationEntry { kind: MigrationKind::Read, pfn: 9, young: false, dirty: false };
+        let raw = F::make_nonpresent(&NonPresent::Migration(m)) | SWP_EXCLUSIVE;
+        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
+    }
+
+    #[test]
+    #[should_panic(expected = "would encode as the none entry")]
+    fn the_swap_entry_that_inverts_to_zero_is_refused() {
+        let entry = SwapEntry::new(0, (1 << SWAP_OFFSET_BITS) - 1).unwrap();
+        let _ = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: false });
+    }
+
+    #[test]
+    #[should_panic(expected = "too wide")]
+    fn a_migration_pfn_wider_than_its_field_is_refused() {
+        let m = MigrationEntry {
+            kind: MigrationKind::Write,
+            pfn: 1 << MIGRATION_PFN_BITS,
+            young: false,
+            dirty: false,
+        };
+        let _ = F::make_nonpresent(&NonPresent::Migration(m));
+    }
+
+    // ---- present entries ----
+
+    proptest! {
+        #[test]
+        fn leaf_round_trips(leaf in leaf()) {
+            let level = leaf.size.level();
+            let raw = F::make_leaf(&leaf);
+            prop_assert_eq!(F::decode(raw, level), Decoded::Leaf(leaf));
+            prop_assert!(F::is_present(raw, level));
+            prop_assert_eq!(raw & PS != 0, leaf.size != PageSize::Size4K);
+            prop_assert_eq!(raw & (PWT | PCD | SOFTWARE_LOW | IGNORED_HIGH | PKEY), 0);
+            if leaf.size != PageSize::Size4K {
+                prop_assert_eq!(raw & HUGE_PAT, 0);
+            }
+        }
+
+        /// Decode is exact: flipping any bit of a valid leaf gives an entry
+        /// that encodes back to exactly itself, or one that is not a leaf.
+        #[test]
+        fn decode_is_canonical(leaf in leaf(), bit in 0..64u32) {
+            let level = leaf.size.level();
+            let raw = F::make_leaf(&leaf) ^ (1 << bit);
+            match F::decode(raw, level) {
+                Decoded::Leaf(l) => prop_assert_eq!(F::make_leaf(&l), raw),
+                Decoded::Table(t) => prop_assert_eq!(t.as_u64(), raw & ADDR),
+                Decoded::NonPresent(e) => prop_assert_eq!(F::make_nonpresent(&e), raw & !(A | D)),
+                Decoded::None | Decoded::Bad(_) => {}
+            }
+        }
+
+        #[test]
+        fn table_round_trips(frame in 0..1u64 << 40, level in table_level()) {
+            let next = PhysAddr::new(frame << 12);
+            let raw = F::make_table(next, level);
+            prop_assert_eq!(F::decode(raw, level), Decoded::Table(next));
+            prop_assert_eq!(raw & !ADDR, P | RW | US);
+            // The CPU sets A in table entries it walks: still a table.
+            prop_assert_eq!(F::decode(raw | A, level), Decoded::Table(next));
+        }
+
+        // ---- the dirty/young/write algebra ----
+
+        #[test]
+        fn mkdirty_then_mkclean_is_clean(leaf in leaf()) {
+            let level = leaf.size.level();
+            let dirty = F::mkdirty(F::make_leaf(&leaf), level);
+            prop_assert_eq!(decoded_leaf(dirty, level), Leaf { dirty: true, ..leaf });
+            prop_assert_eq!(dirty & RW != 0, leaf.prot.writable, "mkdirty never makes writable");
+            let clean = F::mkclean(dirty, level);
+            prop_assert_eq!(decoded_leaf(clean, level), Leaf { dirty: false, ..leaf });
+        }
+
+        #[test]
+        fn wrprotect_keeps_dirty(leaf in leaf()) {
+            let level = leaf.size.level();
+            let raw = F::wrprotect(F::make_leaf(&leaf), level);
+            let w = decoded_leaf(raw, level);
+            prop_assert_eq!(w, Leaf { prot: Prot { writable: false, ..leaf.prot }, ..leaf });
+            prop_assert_eq!(raw & D != 0, leaf.dirty);
+            prop_assert_eq!(raw & RW, 0);
+        }
+
+        #[test]
+        fn mkwrite_on_a_clean_page_leaves_it_clean(leaf in leaf()) {
+            let level = leaf.size.level();
+            let raw = F::mkwrite(F::make_leaf(&Leaf { dirty: false, ..leaf }), level);
+            let w = decoded_leaf(raw, level);
+            prop_assert!(w.prot.writable && !w.dirty);
+            prop_assert_eq!(raw & D, 0);
+        }
+
+        #[test]
+        fn mkold_then_mkyoung(leaf in leaf()) {
+            let level = leaf.size.level();
+            let old = F::mkold(F::make_leaf(&leaf), level);
+            prop_assert_eq!(decoded_leaf(old, level), Leaf { young: false, ..leaf });
+            prop_assert_eq!(old & A, 0);
+            let young = F::mkyoung(old, level);
+            prop_assert_eq!(decoded_leaf(young, level), Leaf { young: true, ..leaf });
+        }
+
+        #[test]
+        fn the_algebra_leaves_other_entries_alone(entry in nonpresent()) {
+            let raw = F::make_nonpresent(&entry);
+            for op in [F::mkdirty, F::mkclean, F::mkyoung, F::mkold, F::wrprotect, F::mkwrite] {
+                prop_assert_eq!(op(raw, Level::Pte), raw);
+                prop_assert_eq!(op(raw, Level::Pmd), raw);
+            }
+        }
+    }
+
+    #[test]
+    fn leaf_decoding_depends_on_the_level() {
+        let leaf = Leaf {
+            frame: PhysAddr::new(0x4000_0000),
+            size: PageSize::Size1G,
+            prot: Prot::READ_WRITE,
+            dirty: false,
+            young: true,
+        };
+        let raw = F::make_leaf(&leaf);
+        assert_eq!(F::decode(raw, Level::Pud), Decoded::Leaf(leaf));
+        assert_eq!(
+            F::decode(raw, Level::Pmd),
+            Decoded::Leaf(Leaf { size: PageSize::Size2M, ..leaf }),
+            "PS means 2 MiB one level down"
+        );
+        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "bit 7 is PAT in a PTE");
+        assert_eq!(F::decode(raw, Level::Pgd), Decoded::Bad(raw), "PS is reserved in a PML4E");
+        // A misaligned huge frame: reserved bits.
+        let raw =
+            F::make_leaf(&Leaf { size: PageSize::Size2M, frame: PhysAddr::new(0x20_0000), ..leaf }) | 1 << 13;
+        assert_eq!(F::decode(raw, Level::Pmd), Decoded::Bad(raw));
+        // Cache-type bits we never write.
+        let raw = F::make_leaf(&Leaf { size: PageSize::Size4K, ..leaf }) | PCD;
+        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
+    }
+
+    #[test]
+    #[should_panic(expected = "not aligned")]
+    fn make_leaf_refuses_a_misaligned_frame() {
+        let _ = F::make_leaf(&Leaf {
+            frame: PhysAddr::new(0x1000),
+            size: PageSize::Size2M,
+            prot: Prot::READ,
+            dirty: false,
+            young: false,
+        });
+    }
+
+    // ---- the walker ----
+
+    const ROOT_BASE: u64 = 0x10_0000;
+
+    /// Memory with an empty root table.
+    fn memory() -> (SimMemory, PhysAddr) {
+        let mem = SimMemory::new(ROOT_BASE, 64);
+        let root = mem.alloc_table().unwrap();
+        (mem, root)
+    }
+
+    /// Installs `raw` at `level` for `va`, making tables (with
+    /// `make_table`) on the way; returns the entry's address.
+    fn install(mem: &SimMemory, root: PhysAddr, va: u64, level: Level, raw: u64) -> PhysAddr {
+        let mut table = root;
+        for l in Level::TOP_DOWN {
+            let slot = PhysAddr::new(table.as_u64() + 8 * l.index(va) as u64);
+            if l == level {
+                mem.write_entry(slot, raw);
+                return slot;
+            }
+            table = match F::decode(mem.read_entry(slot), l) {
+                Decoded::Table(next) => next,
+                Decoded::None => {
+                    let next = mem.alloc_table().unwrap();
+                    mem.write_entry(slot, F::make_table(next, l));
+                    next
+                }
+                other => panic!("install: {other:?} in the way at {l:?}"),
+            };
+        }
+        unreachable!()
+    }
+
+    fn page(prot: Prot, dirty: bool, young: bool) -> Leaf {
+        Leaf { frame: PhysAddr::new(0x7654_3000), size: PageSize::Size4K, prot, dirty, young }
+    }
+
+    const USER_RW: Prot = Prot { writable: true, user: true, executable: false, global: false };
+    const VA: u64 = 0x0000_1234_5678_9abc;
+
+    fn walk(mem: &SimMemory, root: PhysAddr, va: u64, access: HwAccess) -> Result<Translation, HwFault> {
+        F::hw_translate(mem, root, VirtAddr::new(va), access)
+    }
+
+    /// The address of the entry at `level` for `va`, following tables.
+    fn slot_of(mem: &SimMemory, root: PhysAddr, va: u64, level: Level) -> PhysAddr {
+        let mut table = root;
+        for l in Level::TOP_DOWN {
+            let slot = PhysAddr::new(table.as_u64() + 8 * l.index(va) as u64);
+            if l == level {
+                return slot;
+            }
+            let Decoded::Table(next) = F::decode(mem.read_entry(slot), l) else {
+                panic!("no table at {l:?}")
+            };
+            table = next;
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn a_missing_entry_faults_at_its_level() {
+        let (mem, root) = memory();
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pgd }));
+        install(&mem, root, VA, Level::Pud, 0);
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pud }));
+        install(&mem, root, VA, Level::Pmd, 0);
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pmd }));
+        let swap =
+            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(0, 1).unwrap(), exclusive: true });
+        install(&mem, root, VA, Level::Pte, swap);
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pte }));
+    }
+
+    #[test]
+    fn a_present_page_translates_with_its_offset() {
+        let (mem, root) = memory();
+        let leaf = page(USER_RW, true, true);
+        install(&mem, root, VA, Level::Pte, F::make_leaf(&leaf));
+        let t = walk(&mem, root, VA, HwAccess::USER_READ).unwrap();
+        assert_eq!(t.pa, PhysAddr::new(0x7654_3abc));
+        assert_eq!(
+            (t.size, t.can_read, t.can_write, t.can_exec, t.user),
+            (PageSize::Size4K, true, true, false, true)
+        );
+    }
+
+    #[test]
+    fn a_huge_leaf_translates_with_its_offset() {
+        let (mem, root) = memory();
+        let leaf = Leaf {
+            frame: PhysAddr::new(0x4000_0000),
+            size: PageSize::Size1G,
+            ..page(Prot::READ, false, true)
+        };
+        install(&mem, root, VA, Level::Pud, F::make_leaf(&leaf));
+        let t = walk(&mem, root, VA, HwAccess::KERNEL_READ).unwrap();
+        assert_eq!(t.pa, PhysAddr::new(0x4000_0000 + (VA & 0x3fff_ffff)));
+        assert_eq!(t.size, PageSize::Size1G);
+        let leaf = Leaf { frame: PhysAddr::new(0x20_0000), size: PageSize::Size2M, ..leaf };
+        let va2 = VA + (1 << 30);
+        install(&mem, root, va2, Level::Pmd, F::make_leaf(&leaf));
+        let t = walk(&mem, root, va2, HwAccess::KERNEL_READ).unwrap();
+        assert_eq!(t.pa, PhysAddr::new(0x20_0000 + (va2 & 0x1f_ffff)));
+        assert_eq!(t.size, PageSize::Size2M);
+    }
+
+    #[test]
+    fn writes_to_read_only_pages_fault_also_for_the_kernel() {
+        let (mem, root) = memory();
+        install(
+            &mem,
+            root,
+            VA,
+            Level::Pte,
+            F::make_leaf(&page(Prot { writable: false, ..USER_RW }, false, true)),
+        );
+        let fault = Err(HwFault::Permission { level: Level::Pte });
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_WRITE), fault);
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_WRITE), fault, "CR0.WP = 1");
+        assert!(walk(&mem, root, VA, HwAccess::USER_READ).is_ok());
+    }
+
+    #[test]
+    fn user_access_to_a_kernel_page_faults() {
+        let (mem, root) = memory();
+        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(Prot::READ_WRITE, true, true)));
+        for access in [HwAccess::USER_READ, HwAccess::USER_WRITE, HwAccess::USER_EXEC] {
+            assert_eq!(walk(&mem, root, VA, access), Err(HwFault::Permission { level: Level::Pte }));
+        }
+        let t = walk(&mem, root, VA, HwAccess::KERNEL_WRITE).unwrap();
+        assert!(!t.user && t.can_write);
+    }
+
+    #[test]
+    fn kernel_may_use_user_pages_without_smap_or_smep() {
+        let (mem, root) = memory();
+        let exec = Prot { executable: true, ..USER_RW };
+        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(exec, true, true)));
+        for access in [HwAccess::KERNEL_READ, HwAccess::KERNEL_WRITE, HwAccess::KERNEL_EXEC] {
+            assert!(walk(&mem, root, VA, access).is_ok(), "{access:?}");
+        }
+    }
+
+    #[test]
+    fn nx_forbids_execution() {
+        let (mem, root) = memory();
+        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, true, true)));
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_EXEC), Err(HwFault::Permission { level: Level::Pte }));
+        assert_eq!(
+            walk(&mem, root, VA, HwAccess::KERNEL_EXEC),
+            Err(HwFault::Permission { level: Level::Pte })
+        );
+        install(
+            &mem,
+            root,
+            VA,
+            Level::Pte,
+            F::make_leaf(&page(Prot { executable: true, ..USER_RW }, true, true)),
+        );
+        assert!(walk(&mem, root, VA, HwAccess::USER_EXEC).unwrap().can_exec);
+    }
+
+    #[test]
+    fn rights_are_the_intersection_over_the_walk() {
+        let (mem, root) = memory();
+        let rwx = Prot { executable: true, ..USER_RW };
+        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(rwx, true, true)));
+        let pmd_slot = slot_of(&mem, root, VA, Level::Pmd);
+        let Decoded::Table(pt) = F::decode(mem.read_entry(pmd_slot), Level::Pmd) else { panic!("no PT") };
+        for (clear, access) in [(RW, HwAccess::USER_WRITE), (US, HwAccess::USER_READ)] {
+            mem.write_entry(pmd_slot, F::make_table(pt, Level::Pmd) & !clear);
+            assert_eq!(walk(&mem, root, VA, access), Err(HwFault::Permission { level: Level::Pte }));
+        }
+        mem.write_entry(pmd_slot, F::make_table(pt, Level::Pmd) | NX);
+        assert_eq!(walk(&mem, root, VA, HwAccess::USER_EXEC), Err(HwFault::Permission { level: Level::Pte }));
+        mem.write_entry(pmd_slot, F::make_table(pt, Level::Pmd));
+        assert!(walk(&mem, root, VA, HwAccess::USER_EXEC).is_ok());
+    }
+
+    #[test]
+    fn the_cpu_sets_accessed_and_dirty() {
+        let (mem, root) = memory();
+        let slot = install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, false, false)));
+        let t = walk(&mem, root, VA, HwAccess::USER_READ).unwrap();
+        assert!(!t.can_write, "without D a write must walk again");
+        let after_read = decoded_leaf(mem.read_entry(slot), Level::Pte);
+        assert!(after_read.young && !after_read.dirty);
+        let t = walk(&mem, root, VA, HwAccess::USER_WRITE).unwrap();
+        assert!(t.can_write);
+        assert_eq!(decoded_leaf(mem.read_entry(slot), Level::Pte), page(USER_RW, true, true));
+        // A faulting access changes nothing.
+        let ro = F::make_leaf(&page(Prot::READ, false, false));
+        mem.write_entry(slot, ro);
+        assert!(walk(&mem, root, VA, HwAccess::KERNEL_WRITE).is_err());
+        assert_eq!(mem.read_entry(slot), ro);
+    }
+
+    #[test]
+    fn reserved_bits_fault() {
+        let (mem, root) = memory();
+        let leaf = page(Prot::READ, true, true);
+        let slot = install(&mem, root, VA, Level::Pte, F::make_leaf(&leaf) | PTE_PAT);
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_READ), Err(HwFault::Reserved { level: Level::Pte }));
+        // Ignored bits are not reserved to the CPU (though decode calls them Bad).
+        mem.write_entry(slot, F::make_leaf(&leaf) | IGNORED_HIGH | SOFTWARE_LOW);
+        assert!(walk(&mem, root, VA, HwAccess::KERNEL_READ).is_ok());
+        let huge = Leaf { frame: PhysAddr::new(0x20_0000), size: PageSize::Size2M, ..leaf };
+        install(&mem, root, VA, Level::Pmd, F::make_leaf(&huge) | 1 << 14);
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_READ), Err(HwFault::Reserved { level: Level::Pmd }));
+        let pgd_slot = slot_of(&mem, root, VA, Level::Pgd);
+        mem.write_entry(pgd_slot, mem.read_entry(pgd_slot) | PS);
+        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_READ), Err(HwFault::Reserved { level: Level::Pgd }));
+    }
+
+    #[test]
+    #[should_panic(expected = "not canonical")]
+    fn a_non_canonical_address_is_not_a_page_fault() {
+        let (mem, root) = memory();
+        let _ = walk(&mem, root, 0x0000_8000_0000_0000, HwAccess::KERNEL_READ);
+    }
+
+    #[test]
+    fn upper_half_addresses_walk_from_the_same_root() {
+        let (mem, root) = memory();
+        let va = 0xffff_8000_0000_1000;
+        install(&mem, root, va, Level::Pte, F::make_leaf(&page(Prot::READ, false, true)));
+        assert_eq!(walk(&mem, root, va, HwAccess::KERNEL_READ).unwrap().pa, PhysAddr::new(0x7654_3000));
+    }
+}

@@ -1,0 +1,485 @@
+//! [`PageTable`]: the generic tree operations over any [`PageTableFormat`].
+//!
+//! ## Protocol
+//!
+//! - Callers serialise changes to one page table (the address space's lock
+//!   in issue 5; per-table PT locks come with concurrent faults). Hardware
+//!   walkers may read the tables at any time, so every entry is written
+//!   whole, and a new table is filled before the entry pointing at it is
+//!   written ([`TableMemory::write_entry`] orders the writes).
+//! - Every operation that can leave a stale translation returns a
+//!   [`Flush`] the caller must pay. Operations that must flush *between*
+//!   two writes (break-before-make: [`PageTable::remap`],
+//!   [`PageTable::split_pmd`]) take the [`TlbHooks`] and flush themselves.
+//! - Presence first: every decision starts from [`PageTableFormat::decode`];
+//!   a frame number is read only from a present leaf (seed 001).
+//!
+//! Errors say who is to blame: the caller's request ([`PgError::Misaligned`],
+//! [`PgError::AlreadyMapped`], [`PgError::NotMapped`],
+//! [`PgError::HugeInTheWay`], ...), memory exhaustion
+//! ([`PgError::OutOfMemory`]), or corrupt tables ([`PgError::Corrupt`]).
+
+use super::format::{Decoded, Leaf, Level, NonPresent, PageSize, PageTableFormat, Prot, ENTRIES_PER_TABLE};
+use super::format::{MigrationEntry, SwapEntry};
+use super::memory::{Flush, TableMemory, TlbHooks};
+use crate::addr::{PhysAddr, VirtAddr};
+use core::fmt;
+use core::marker::PhantomData;
+
+/// Why a page-table operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgError {
+    /// No frame for a new table: memory is exhausted. Nothing was changed.
+    OutOfMemory,
+    /// The address or frame is not aligned to the page size asked for.
+    Misaligned { va: VirtAddr, size: PageSize },
+    /// Something is already mapped (or remembered: swap/migration) there.
+    AlreadyMapped { va: VirtAddr, level: Level },
+    /// Nothing is mapped there.
+    NotMapped { va: VirtAddr },
+    /// A huge leaf (or a huge swap/migration entry) covers the address at
+    /// `level`: split it first.
+    HugeInTheWay { va: VirtAddr, level: Level },
+    /// A table exists where a huge leaf was asked for.
+    TableInTheWay { va: VirtAddr, level: Level },
+    /// The entry at `level` is not what the operation works on (e.g. a
+    /// split of an entry that is not a huge leaf).
+    WrongKind { va: VirtAddr, level: Level },
+    /// An entry no rule of the format explains: a kernel bug or memory
+    /// corruption.
+    Corrupt { va: VirtAddr, level: Level, raw: u64 },
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PgError::OutOfMemory => write!(f, "out of memory for a page table"),
+            PgError::Misaligned { va, size } => write!(f, "{va} (or its frame) is not aligned to {size:?}"),
+            PgError::AlreadyMapped { va, level } => write!(f, "{va} is already mapped at {level:?} level"),
+            PgError::NotMapped { va } => write!(f, "{va} is not mapped"),
+            PgError::HugeInTheWay { va, level } => write!(f, "a huge {level:?} entry covers {va}"),
+            PgError::TableInTheWay { va, level } => write!(f, "a table is at {level:?} level for {va}"),
+            PgError::WrongKind { va, level } => {
+                write!(f, "the {level:?} entry for {va} is of the wrong kind")
+            }
+            PgError::Corrupt { va, level, raw } => {
+                write!(f, "corrupt {level:?} entry {raw:#x} for {va}")
+            }
+        }
+    }
+}
+
+/// The address of one entry and what it held when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntrySlot {
+    pub level: Level,
+    /// Physical address of the 8-byte entry.
+    pub pa: PhysAddr,
+    pub raw: u64,
+}
+
+/// A page table of format `F`: a root table and what hangs below it.
+///
+/// The value owns the tree's *table* frames (given back by
+/// [`PageTable::destroy`]); it does not own the frames that leaves map.
+#[derive(Debug)]
+pub struct PageTable<F: PageTableFormat> {
+    root: PhysAddr,
+    _format: PhantomData<fn() -> F>,
+}
+
+fn entry_pa(table: PhysAddr, level: Level, va: VirtAddr) -> PhysAddr {
+    PhysAddr::new(table.as_u64() + 8 * level.index(va.as_u64()) as u64)
+}
+
+fn align_down(va: VirtAddr, level: Level) -> VirtAddr {
+    va.align_down(level.entry_size())
+}
+
+impl<F: PageTableFormat> PageTable<F> {
+    /// An empty page table (a zeroed root).
+    pub fn new(mem: &impl TableMemory) -> Result<Self, PgError> {
+        let root = mem.alloc_table().ok_or(PgError::OutOfMemory)?;
+        Ok(PageTable { root, _format: PhantomData })
+    }
+
+    /// An empty page table whose top-level entries `shared` (indices) are
+    /// copied from `template`: how x86_64 address spaces share the kernel's
+    /// upper half (entries 256..512). The shared subtrees stay owned by the
+    /// template; [`PageTable::destroy`] leaves them alone.
+    pub fn new_sharing(
+        mem: &impl TableMemory,
+        template: PhysAddr,
+        shared: core::ops::Range<usize>,
+    ) -> Result<Self, PgError> {
+        let table = Self::new(mem)?;
+        for i in shared {
+            let raw = mem.read_entry(PhysAddr::new(template.as_u64() + 8 * i as u64));
+            mem.write_entry(PhysAddr::new(table.root.as_u64() + 8 * i as u64), raw);
+        }
+        Ok(table)
+    }
+
+    /// The root table's physical address (for CR3 / TTBR0).
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Reads down the tree for `va` and returns the first entry that is not
+    /// a table (or the PTE), with its slot.
+    pub fn walk(&self, mem: &impl TableMemory, va: VirtAddr) -> EntrySlot {
+        let mut table = self.root;
+        let mut level = Level::Pgd;
+        loop {
+            let pa = entry_pa(table, level, va);
+            let raw = mem.read_entry(pa);
+            match (F::decode(raw, level), level.below()) {
+                (Decoded::Table(next), Some(below)) => {
+                    table = next;
+                    level = below;
+                }
+                _ => return EntrySlot { level, pa, raw },
+            }
+        }
+    }
+
+    /// The decoded entry that decides `va`, and its level.
+    pub fn lookup(&self, mem: &impl TableMemory, va: VirtAddr) -> (Level, Decoded) {
+        let slot = self.walk(mem, va);
+        (slot.level, F::decode(slot.raw, slot.level))
+    }
+
+    /// The physical address `va` maps to, by the tables alone (no
+    /// permission check, no TLB): for reports and tests.
+    pub fn translate(&self, mem: &impl TableMemory, va: VirtAddr) -> Option<PhysAddr> {
+        match self.lookup(mem, va) {
+            (_, Decoded::Leaf(leaf)) => {
+                Some(PhysAddr::new(leaf.frame.as_u64() + (va.as_u64() & (leaf.size.bytes() - 1))))
+            }
+            _ => None,
+        }
+    }
+
+    /// The slot at `level` for `va`, creating missing tables above it when
+    /// `create` is set.
+    fn slot_at(
+        &self,
+        mem: &impl TableMemory,
+        va: VirtAddr,
+        level: Level,
+        create: bool,
+    ) -> Result<EntrySlot, PgError> {
+        let mut table = self.root;
+        let mut at = Level::Pgd;
+        loop {
+            let pa = entry_pa(table, at, va);
+            let raw = mem.read_entry(pa);
+            if at == level {
+                return Ok(EntrySlot { level, pa, raw });
+            }
+            let below = at.below().expect("slot_at: walked below the PTE level");
+            table = match F::decode(raw, at) {
+                Decoded::Table(next) => next,
+                Decoded::None if create => {
+                    let next = mem.alloc_table().ok_or(PgError::OutOfMemory)?;
+                    mem.write_entry(pa, F::make_table(next, at));
+                    next
+                }
+                Decoded::None => return Err(PgError::NotMapped { va }),
+                Decoded::Leaf(_) | Decoded::NonPresent(_) => {
+                    return Err(PgError::HugeInTheWay { va, level: at })
+                }
+                Decoded::Bad(raw) => return Err(PgError::Corrupt { va, level: at, raw }),
+            };
+            at = below;
+        }
+    }
+
+    /// Maps `leaf` at `va` (both aligned to `leaf.size`), creating tables
+    /// as needed. The slot must be empty.
+    pub fn map(&self, mem: &impl TableMemory, va: VirtAddr, leaf: Leaf) -> Result<Flush, PgError> {
+        let size = leaf.size;
+        if !va.is_aligned(size.bytes()) || !leaf.frame.is_aligned(size.bytes()) {
+            return Err(PgError::Misaligned { va, size });
+        }
+        let slot = self.slot_at(mem, va, size.level(), true)?;
+        match F::decode(slot.raw, slot.level) {
+            Decoded::None => {}
+            Decoded::Table(_) => return Err(PgError::TableInTheWay { va, level: slot.level }),
+            Decoded::Bad(raw) => return Err(PgError::Corrupt { va, level: slot.level, raw }),
+            Decoded::Leaf(_) | Decoded::NonPresent(_) => {
+                return Err(PgError::AlreadyMapped { va, level: slot.level })
+            }
+        }
+        mem.write_entry(slot.pa, F::make_leaf(&leaf));
+        // Nothing valid was there, and neither format caches invalid entries.
+        Ok(Flush::none(self.root))
+    }
+
+    /// Clears the entry at `level` for `va` (a leaf of that level's size, or
+    /// a swap/migration entry) and returns what it was.
+    pub fn clear(
+        &self,
+        mem: &impl TableMemory,
+        va: VirtAddr,
+        level: Level,
+    ) -> Result<(Decoded, Flush), PgError> {
+        let slot = self.slot_at(mem, va, level, false)?;
+        let old = F::decode(slot.raw, level);
+        match old {
+            Decoded::None => return Err(PgError::NotMapped { va }),
+            Decoded::Table(_) => return Err(PgError::TableInTheWay { va, level }),
+            Decoded::Bad(raw) => return Err(PgError::Corrupt { va, level, raw }),
+            Decoded::Leaf(_) | Decoded::NonPresent(_) => {}
+        }
+        mem.write_entry(slot.pa, 0);
+        let flush = match old {
+            Decoded::Leaf(_) => {
+                let start = align_down(va, level);
+                Flush::range(self.root, start, VirtAddr::new(start.as_u64() + level.entry_size()))
+            }
+            _ => Flush::none(self.root),
+        };
+        Ok((old, flush))
+    }
+
+    /// Unmaps the leaf of `size` at `va` and returns it.
+    pub fn unmap(
+        &self,
+        mem: &impl TableMemory,
+        va: VirtAddr,
+        size: PageSize,
+    ) -> Result<(Leaf, Flush), PgError> {
+        if !va.is_aligned(size.bytes()) {
+            return Err(PgError::Misaligned { va, size });
+        }
+        let slot = self.slot_at(mem, va, size.level(), false)?;
+        if !matches!(F::decode(slot.raw, slot.level), Decoded::Leaf(_)) {
+            return match F::decode(slot.raw, slot.level) {
+                Decoded::None => Err(PgError::NotMapped { va }),
+                _ => Err(PgError::WrongKind { va, level: slot.level }),
+            };
+        }
+        match self.clear(mem, va, size.level())? {
+            (Decoded::Leaf(leaf), flush) => Ok((leaf, flush)),
+            _ => unreachable!("unmap: the slot held a leaf a moment ago and the caller holds the table"),
+        }
+    }
+
+    /// Puts a swap or migration entry at `level` for `va`, replacing a leaf
+    /// of that level, another non-present entry, or nothing. Returns what
+    /// was there.
+    pub fn set_nonpresent(
+        &self,
+        mem: &impl TableMemory,
+        va: VirtAddr,
+        level: Level,
+        entry: NonPresent,
+    ) -> Result<(Decoded, Flush), PgError> {
+        if level > Level::Pmd {
+            return Err(PgError::WrongKind { va, level });
+        }
+        let slot = self.slot_at(mem, va, level, true)?;
+        let old = F::decode(slot.raw, level);
+        let flush = match old {
+            Decoded::Table(_) => return Err(PgError::TableInTheWay { va, level }),
+            Decoded::Bad(raw) => return Err(PgError::Corrupt { va, level, raw }),
+            Decoded::Leaf(_) => {
+                let start = align_down(va, level);
+                Flush::range(self.root, start, VirtAddr::new(start.as_u64() + level.entry_size()))
+            }
+            Decoded::None | Decoded::NonPresent(_) => Flush::none(self.root),
+        };
+        mem.write_entry(slot.pa, F::make_nonpresent(&entry));
+        Ok((old, flush))
+    }
+
+    /// Changes the protection of every present leaf in `[start, end)`,
+    /// keeping frames, dirty and young. A huge leaf only partly in the range
+    /// is refused (split it first); nothing is changed then.
+    pub fn protect(
+        &self,
+        mem: &impl TableMemory,
+        start: VirtAddr,
+        end: VirtAddr,
+        prot: Prot,
+    ) -> Result<Flush, PgError> {
+        // First pass: refuse before changing anything.
+        let mut problem = None;
+        self.visit(mem, start, end, &mut |va, level, entry, _| {
+            if let Decoded::Leaf(leaf) = entry {
+                let leaf_end = va.as_u64() + leaf.size.bytes();
+                if va < start || leaf_end > end.as_u64() {
+                    problem.get_or_insert(PgError::HugeInTheWay { va: start.max(va), level });
+                }
+            }
+        });
+        if let Some(e) = problem {
+            return Err(e);
+        }
+        let mut flush = Flush::none(self.root);
+        self.visit(mem, start, end, &mut |va, level, entry, slot| {
+            if let Decoded::Leaf(mut leaf) = entry {
+                if leaf.prot != prot {
+                    leaf.prot = prot;
+                    mem.write_entry(slot, F::make_leaf(&leaf));
+                    let f = Flush::range(self.root, va, VirtAddr::new(va.as_u64() + level.entry_size()));
+                    flush = core::mem::replace(&mut flush, Flush::none(self.root)).merge(f);
+                }
+            }
+        });
+        Ok(flush)
+    }
+
+    /// Replaces the leaf at `va` with `new` (same size) by
+    /// break-before-make: clear, flush every CPU's translation, then write
+    /// the new entry. Required on AArch64 when the output address changes,
+    /// and harmless elsewhere. Returns the old leaf.
+    pub fn remap(
+        &self,
+        mem: &impl TableMemory,
+        hooks: &impl TlbHooks,
+        va: VirtAddr,
+        new: Leaf,
+    ) -> Result<Leaf, PgError> {
+        if !va.is_aligned(new.size.bytes()) || !new.frame.is_aligned(new.size.bytes()) {
+            return Err(PgError::Misaligned { va, size: new.size });
+        }
+        let (old, flush) = self.unmap(mem, va, new.size)?;
+        flush.flush(hooks);
+        let slot = self.slot_at(mem, va, new.size.level(), false)?;
+        mem.write_entry(slot.pa, F::make_leaf(&new));
+        Ok(old)
+    }
+
+    /// Splits the PMD entry covering `va` into a table of 512 PTE entries
+    /// with the same meaning:
+    /// - a 2 MiB leaf becomes 512 4 KiB leaves of the same frames, with the
+    ///   same protection, dirty and young (break-before-make: the PMD is
+    ///   cleared and flushed before the table is installed);
+    /// - a PMD migration entry becomes 512 PTE migration entries for the
+    ///   subpages, keeping kind, young and dirty (seed 001: the split must
+    ///   not treat it as a present or huge-zero mapping);
+    /// - a PMD swap entry becomes 512 PTE swap entries for consecutive slots.
+    ///
+    /// Returns the PMD entry that was split.
+    pub fn split_pmd(
+        &self,
+        mem: &impl TableMemory,
+        hooks: &impl TlbHooks,
+        va: VirtAddr,
+    ) -> Result<Decoded, PgError> {
+        let slot = self.slot_at(mem, va, Level::Pmd, false)?;
+        let base = align_down(va, Level::Pmd);
+        let old = F::decode(slot.raw, Level::Pmd);
+        let pte_at = |i: u64| -> u64 {
+            match old {
+                Decoded::Leaf(leaf) => F::make_leaf(&Leaf {
+                    frame: PhysAddr::new(leaf.frame.as_u64() + i * 4096),
+                    size: PageSize::Size4K,
+                    ..leaf
+                }),
+                Decoded::NonPresent(NonPresent::Migration(m)) => {
+                    F::make_nonpresent(&NonPresent::Migration(MigrationEntry { pfn: m.pfn + i, ..m }))
+                }
+                Decoded::NonPresent(NonPresent::Swap { entry, exclusive }) => {
+                    let entry = SwapEntry::new(entry.ty(), entry.offset() + i)
+                        .expect("split_pmd: a PMD swap entry's run of 512 slots fits the offset field");
+                    F::make_nonpresent(&NonPresent::Swap { entry, exclusive })
+                }
+                _ => unreachable!("split_pmd: only huge entries are split"),
+            }
+        };
+        match old {
+            Decoded::Leaf(Leaf { size: PageSize::Size2M, .. }) | Decoded::NonPresent(_) => {}
+            Decoded::None => return Err(PgError::NotMapped { va }),
+            Decoded::Bad(raw) => return Err(PgError::Corrupt { va, level: Level::Pmd, raw }),
+            _ => return Err(PgError::WrongKind { va, level: Level::Pmd }),
+        }
+        let table = mem.alloc_table().ok_or(PgError::OutOfMemory)?;
+        for i in 0..ENTRIES_PER_TABLE as u64 {
+            mem.write_entry(PhysAddr::new(table.as_u64() + 8 * i), pte_at(i));
+        }
+        if matches!(old, Decoded::Leaf(_)) {
+            // Break: no CPU may hold the 2 MiB translation and a 4 KiB one
+            // for the same address at once.
+            mem.write_entry(slot.pa, 0);
+            Flush::range(self.root, base, VirtAddr::new(base.as_u64() + Level::Pmd.entry_size()))
+                .flush(hooks);
+        }
+        mem.write_entry(slot.pa, F::make_table(table, Level::Pmd));
+        Ok(old)
+    }
+
+    /// Calls `f(va, level, entry, slot)` for every leaf and swap/migration
+    /// entry that overlaps `[start, end)`, in address order. `va` is the
+    /// start of the range the entry covers.
+    pub fn visit(
+        &self,
+        mem: &impl TableMemory,
+        start: VirtAddr,
+        end: VirtAddr,
+        f: &mut dyn FnMut(VirtAddr, Level, Decoded, PhysAddr),
+    ) {
+        self.visit_table(mem, self.root, Level::Pgd, 0, start.as_u64(), end.as_u64(), f);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn visit_table(
+        &self,
+        mem: &impl TableMemory,
+        table: PhysAddr,
+        level: Level,
+        table_va: u64,
+        start: u64,
+        end: u64,
+        f: &mut dyn FnMut(VirtAddr, Level, Decoded, PhysAddr),
+    ) {
+        let size = level.entry_size();
+        for i in 0..ENTRIES_PER_TABLE as u64 {
+            let va = table_va + i * size;
+            // Sign-extend at the top level so upper-half addresses are real.
+            let va = if level == Level::Pgd && i >= 256 { va | 0xffff_0000_0000_0000 } else { va };
+            let va_end = va.wrapping_add(size);
+            if va_end <= start && va_end != 0 || va >= end {
+                continue;
+            }
+            let pa = PhysAddr::new(table.as_u64() + 8 * i);
+            let raw = mem.read_entry(pa);
+            match (F::decode(raw, level), level.below()) {
+                (Decoded::None, _) => {}
+                (Decoded::Table(next), Some(below)) => self.visit_table(mem, next, below, va, start, end, f),
+                (entry, _) => f(VirtAddr::new(va), level, entry, pa),
+            }
+        }
+    }
+
+    /// Gives back every table frame of the tree except the top-level
+    /// entries listed in `shared` (see [`PageTable::new_sharing`]). The
+    /// caller must have stopped every CPU from using the table and flushed
+    /// its translations; the frames leaves map are not touched.
+    pub fn destroy(self, mem: &impl TableMemory, shared: core::ops::Range<usize>) {
+        for i in 0..ENTRIES_PER_TABLE {
+            if shared.contains(&i) {
+                continue;
+            }
+            let raw = mem.read_entry(PhysAddr::new(self.root.as_u64() + 8 * i as u64));
+            if let Decoded::Table(next) = F::decode(raw, Level::Pgd) {
+                Self::free_subtree(mem, next, Level::Pud);
+            }
+        }
+        mem.free_table(self.root);
+    }
+
+    fn free_subtree(mem: &impl TableMemory, table: PhysAddr, level: Level) {
+        if let Some(below) = level.below() {
+            for i in 0..ENTRIES_PER_TABLE as u64 {
+                let raw = mem.read_entry(PhysAddr::new(table.as_u64() + 8 * i));
+                if let Decoded::Table(next) = F::decode(raw, level) {
+                    Self::free_subtree(mem, next, below);
+                }
+            }
+        }
+        mem.free_table(table);
+    }
+}

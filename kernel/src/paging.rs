@@ -1,0 +1,569 @@
+//! Page tables in the running kernel: `mm::pgtable` over the real format of
+//! this arch, with table frames from the buddy allocator reached through the
+//! direct map, and address spaces the CPU really walks.
+//!
+//! ## Protocol
+//!
+//! - [`KernelTables`] implements `TableMemory`: entries are read and written
+//!   as `AtomicU64` through the direct map; every write is followed by the
+//!   arch's table-write barrier (AArch64 `DSB ISHST; ISB`), so a walk that
+//!   follows sees it.
+//! - [`TestSpace`] is a fresh lower-half address space: on x86_64 its root
+//!   shares the kernel's upper half (PML4 entries 256..512, copied from the
+//!   boot root); on AArch64 the kernel lives in TTBR1 and the root goes in
+//!   TTBR0 alone. [`TestSpace::activate`] loads it until the returned guard
+//!   drops. One CPU, one user at a time (issue 4 adds shootdowns).
+//! - Changes flush through the arch's [`arch::mmu::Tlb`]: every test here
+//!   reads through the MMU after the change, so a missing flush fails it.
+
+use crate::arch;
+use crate::memory;
+use crate::testing::{Test, TestEnv};
+use alloc::format;
+use alloc::string::String;
+use core::sync::atomic::{AtomicU64, Ordering};
+use mm::fault::{Access, FaultCause};
+use mm::pgtable::{
+    Decoded, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageSize, PageTable, Prot, SwapEntry,
+    TableMemory,
+};
+use mm::{PhysAddr, VirtAddr};
+
+/// This arch's page-table format.
+#[cfg(target_arch = "x86_64")]
+pub type Format = arch::pgtable::X86Format;
+/// This arch's page-table format.
+#[cfg(target_arch = "aarch64")]
+pub type Format = arch::pgtable::Aarch64Format;
+
+/// Top-level entries an address space shares with the kernel.
+#[cfg(target_arch = "x86_64")]
+pub const KERNEL_SHARED: core::ops::Range<usize> = 256..512;
+/// Top-level entries an address space shares with the kernel (none: the
+/// kernel half has its own root in TTBR1).
+#[cfg(target_arch = "aarch64")]
+pub const KERNEL_SHARED: core::ops::Range<usize> = 0..0;
+
+/// Table memory of the running kernel.
+pub struct KernelTables;
+
+fn entry_at(pa: PhysAddr) -> &'static AtomicU64 {
+    assert!(pa.is_aligned(8), "entry_at: unaligned entry address {pa}");
+    let va = memory::phys_to_virt(pa).as_u64();
+    // SAFETY: `pa` is an 8-aligned address inside a page-table frame (the
+    // only addresses `mm::pgtable` passes), which is RAM mapped read-write
+    // in the direct map for the kernel's whole life; page-table entries are
+    // only ever accessed atomically (by us and by the hardware walker), so
+    // viewing them as AtomicU64 is sound.
+    unsafe { &*(va as *const AtomicU64) }
+}
+
+impl TableMemory for KernelTables {
+    fn read_entry(&self, pa: PhysAddr) -> u64 {
+        entry_at(pa).load(Ordering::Acquire)
+    }
+    fn write_entry(&self, pa: PhysAddr, value: u64) {
+        entry_at(pa).store(value, Ordering::Release);
+        arch::mmu::table_write_barrier();
+    }
+    fn alloc_table(&self) -> Option<PhysAddr> {
+        let pa = memory::alloc_frames(0).ok()?;
+        memory::zero_frames(pa, 0);
+        Some(pa)
+    }
+    fn free_table(&self, pa: PhysAddr) {
+        memory::free_frames(pa, 0);
+    }
+}
+
+/// The kernel's own root on x86_64: the template of the shared upper half.
+#[cfg(target_arch = "x86_64")]
+fn kernel_template() -> PhysAddr {
+    memory::kernel_root()
+}
+
+/// A fresh address space for tests: an empty lower half.
+pub struct TestSpace {
+    pub table: PageTable<Format>,
+}
+
+/// Loads a [`TestSpace`] until dropped.
+pub struct Active<'a> {
+    _space: &'a TestSpace,
+    #[cfg(target_arch = "x86_64")]
+    previous: PhysAddr,
+}
+
+impl TestSpace {
+    /// A new, empty address space.
+    pub fn new() -> Result<TestSpace, String> {
+        #[cfg(target_arch = "x86_64")]
+        let table = PageTable::new_sharing(&KernelTables, kernel_template(), KERNEL_SHARED);
+        #[cfg(target_arch = "aarch64")]
+        let table = PageTable::new(&KernelTables);
+        Ok(TestSpace { table: table.map_err(|e| format!("new page table: {e}"))? })
+    }
+
+    /// Makes this the running lower half until the guard drops.
+    pub fn activate(&self) -> Active<'_> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: the root shares PML4 entries 256..512 with the boot
+            // root, where all of the kernel lives.
+            let previous = unsafe { arch::mmu::switch_root(self.table.root()) };
+            Active { _space: self, previous }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            // SAFETY: the root is a valid level-0 table owned by `self`,
+            // which the guard borrows, so it outlives its use.
+            unsafe { arch::mmu::switch_lower_half(self.table.root()) };
+            Active { _space: self }
+        }
+    }
+
+    /// Gives back every table frame (not the frames leaves map).
+    pub fn destroy(self) {
+        self.table.destroy(&KernelTables, KERNEL_SHARED);
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `previous` was the running root a moment ago.
+        unsafe {
+            arch::mmu::switch_root(self.previous);
+        }
+        #[cfg(target_arch = "aarch64")]
+        arch::mmu::disable_lower_half();
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+/// Where tests map things: lower half, 256 GiB, away from anything else.
+const TEST_VA: u64 = 0x0000_0040_0000_0000;
+const RW_USER: Prot = Prot { writable: true, user: true, executable: false, global: false };
+
+fn leaf(frame: PhysAddr, size: PageSize, prot: Prot) -> Leaf {
+    // Mapped dirty and young: the first access needs no fault on a CPU that
+    // does not manage A/D itself (AArch64 without FEAT_HAFDBS).
+    Leaf { frame, size, prot, dirty: true, young: true }
+}
+
+/// Frames for a test, freed on drop.
+struct Frames {
+    pa: PhysAddr,
+    order: u8,
+}
+
+impl Frames {
+    fn new(order: u8) -> Result<Frames, String> {
+        let pa = memory::alloc_frames(order).map_err(|e| format!("allocating order {order}: {e:?}"))?;
+        Ok(Frames { pa, order })
+    }
+    fn bytes(&self) -> u64 {
+        4096 << self.order
+    }
+    /// The frames' bytes through the direct map.
+    fn direct(&self, offset: u64) -> *mut u8 {
+        assert!(offset < self.bytes());
+        (memory::phys_to_virt(self.pa).as_u64() + offset) as *mut u8
+    }
+    fn write(&self, offset: u64, value: u8) {
+        // SAFETY: in bounds (checked by `direct`) of frames this test owns.
+        unsafe { self.direct(offset).write_volatile(value) }
+    }
+    fn read(&self, offset: u64) -> u8 {
+        // SAFETY: as for `write`.
+        unsafe { self.direct(offset).read_volatile() }
+    }
+}
+
+impl Drop for Frames {
+    fn drop(&mut self) {
+        memory::free_frames(self.pa, self.order);
+    }
+}
+
+fn probe_read(va: u64) -> Result<u8, String> {
+    arch::probe::read_u8(VirtAddr::new(va)).map_err(|f| format!("read at {va:#x} faulted: {f:?}"))
+}
+
+fn probe_write(va: u64, value: u8) -> Result<(), String> {
+    // SAFETY: every test writes only to addresses it mapped to its own frames.
+    unsafe { arch::probe::write_u8(VirtAddr::new(va), value) }
+        .map_err(|f| format!("write at {va:#x} faulted: {f:?}"))
+}
+
+fn expect_fault(
+    what: &str,
+    result: Result<u64, mm::fault::MemFault>,
+    va: u64,
+    access: Access,
+    cause: FaultCause,
+) -> Result<(), String> {
+    match result {
+        Ok(v) => Err(format!("{what} at {va:#x} did not fault (got {v:#x})")),
+        Err(f) if f.addr.as_u64() == va && f.access == access && f.cause == cause => Ok(()),
+        Err(f) => Err(format!("{what} at {va:#x}: expected {access:?} {cause:?}, got {f:?}")),
+    }
+}
+
+fn map_4k_and_2m_through_the_mmu(_: &TestEnv<'_>) -> Result<(), String> {
+    let small = Frames::new(0)?;
+    let huge = Frames::new(9)?;
+    let space = TestSpace::new()?;
+    let (va4k, va2m) = (TEST_VA, TEST_VA + 0x20_0000);
+    let t = &space.table;
+    t.map(&KernelTables, VirtAddr::new(va4k), leaf(small.pa, PageSize::Size4K, RW_USER))
+        .map_err(|e| format!("map 4K: {e}"))?
+        .ignore(); // nothing was mapped before
+    t.map(&KernelTables, VirtAddr::new(va2m), leaf(huge.pa, PageSize::Size2M, RW_USER))
+        .map_err(|e| format!("map 2M: {e}"))?
+        .ignore();
+    // The 2 MiB mapping is one PMD leaf, wherever inside it we look.
+    for off in [0, 0x1000, 0x1f_f000] {
+        match t.lookup(&KernelTables, VirtAddr::new(va2m + off)) {
+            (Level::Pmd, Decoded::Leaf(l)) if l.size == PageSize::Size2M && l.frame == huge.pa => {}
+            other => return Err(format!("2M mapping at +{off:#x} is {other:?}")),
+        }
+    }
+    let result = (|| {
+        let _active = space.activate();
+        // Stores through the MMU land in the expected frames...
+        probe_write(va4k + 0x123, 0xa1)?;
+        for (i, off) in [0u64, 0x1000, 0x12_3457, 0x1f_ffff].into_iter().enumerate() {
+            probe_write(va2m + off, 0xb0 + i as u8)?;
+        }
+        // ...and what the kernel writes into the frames is what loads see.
+        small.write(0x800, 0x5c);
+        huge.write(0x10_0000, 0x6d);
+        let seen = (probe_read(va4k + 0x800)?, probe_read(va2m + 0x10_0000)?);
+        if seen != (0x5c, 0x6d) {
+            return Err(format!("loads through the MMU saw {seen:x?}, expected (5c, 6d)"));
+        }
+        Ok(())
+    })();
+    if small.read(0x123) != 0xa1 {
+        return Err(format!("4K store landed elsewhere: frame byte is {:#x}", small.read(0x123)));
+    }
+    for (i, off) in [0u64, 0x1000, 0x12_3457, 0x1f_ffff].into_iter().enumerate() {
+        if huge.read(off) != 0xb0 + i as u8 {
+            return Err(format!("2M store at +{off:#x} landed elsewhere"));
+        }
+    }
+    space.destroy();
+    result
+}
+
+fn unmap_then_fault_at_the_address(_: &TestEnv<'_>) -> Result<(), String> {
+    let frame = Frames::new(0)?;
+    let space = TestSpace::new()?;
+    let va = TEST_VA + 0x5000;
+    space
+        .table
+        .map(&KernelTables, VirtAddr::new(va), leaf(frame.pa, PageSize::Size4K, RW_USER))
+        .map_err(|e| format!("{e}"))?
+        .ignore();
+    let result = (|| {
+        let _active = space.activate();
+        probe_write(va + 0x10, 1)?; // now cached in the TLB
+        let (_, flush) = space
+            .table
+            .unmap(&KernelTables, VirtAddr::new(va), PageSize::Size4K)
+            .map_err(|e| format!("{e}"))?;
+        flush.flush(&arch::mmu::Tlb);
+        expect_fault(
+            "read after unmap",
+            arch::probe::read_u8(VirtAddr::new(va + 0x10)).map(u64::from),
+            va + 0x10,
+            Access::Read,
+            FaultCause::NotMapped,
+        )?;
+        // SAFETY: nothing is mapped there any more: the store can only fault.
+        let w = unsafe { arch::probe::write_u8(VirtAddr::new(va + 0xff8), 2) };
+        expect_fault("write after unmap", w.map(|_| 0), va + 0xff8, Access::Write, FaultCause::NotMapped)
+    })();
+    space.destroy();
+    result
+}
+
+fn read_only_write_faults(_: &TestEnv<'_>) -> Result<(), String> {
+    let frame = Frames::new(0)?;
+    frame.write(0x40, 0x77);
+    let space = TestSpace::new()?;
+    let va = TEST_VA + 0x7000;
+    let ro = Prot { writable: false, ..RW_USER };
+    space
+        .table
+        .map(&KernelTables, VirtAddr::new(va), leaf(frame.pa, PageSize::Size4K, ro))
+        .map_err(|e| format!("{e}"))?
+        .ignore();
+    let result = (|| {
+        let _active = space.activate();
+        if probe_read(va + 0x40)? != 0x77 {
+            return Err("read-only page reads wrong data".into());
+        }
+        // SAFETY: the page is read-only, so the store can only fault.
+        let w = unsafe { arch::probe::write_u8(VirtAddr::new(va + 0x40), 0) };
+        expect_fault("write to read-only", w.map(|_| 0), va + 0x40, Access::Write, FaultCause::Protection)?;
+        // Granting write turns the same store into a success.
+        let flush = space
+            .table
+            .protect(&KernelTables, VirtAddr::new(va), VirtAddr::new(va + 0x1000), RW_USER)
+            .map_err(|e| format!("{e}"))?;
+        flush.flush(&arch::mmu::Tlb);
+        probe_write(va + 0x40, 0x78)
+    })();
+    space.destroy();
+    if frame.read(0x40) != 0x78 {
+        return Err(format!("write after mprotect did not land ({:#x})", frame.read(0x40)));
+    }
+    result
+}
+
+/// Machine code of a function that returns (status 0, value 0x12345678) in
+/// the probe's registers.
+#[cfg(target_arch = "x86_64")]
+const RETURN_MAGIC: &[u8] = &[0x31, 0xc0, 0xba, 0x78, 0x56, 0x34, 0x12, 0xc3];
+#[cfg(target_arch = "aarch64")]
+const RETURN_MAGIC: &[u8] = &[
+    0x01, 0xcf, 0x8a, 0xd2, // movz x1, #0x5678
+    0x81, 0x46, 0xa2, 0xf2, // movk x1, #0x1234, lsl #16
+    0x00, 0x00, 0x80, 0xd2, // movz x0, #0
+    0xc0, 0x03, 0x5f, 0xd6, // ret
+];
+
+fn no_execute_faults(_: &TestEnv<'_>) -> Result<(), String> {
+    let frame = Frames::new(0)?;
+    for (i, b) in RETURN_MAGIC.iter().enumerate() {
+        frame.write(i as u64, *b);
+    }
+    arch::mmu::code_written(memory::phys_to_virt(frame.pa), RETURN_MAGIC.len() as u64);
+    let space = TestSpace::new()?;
+    let (x_va, nx_va) = (TEST_VA + 0x10_0000, TEST_VA + 0x20_0000);
+    // Kernel mappings: the kernel executes nothing that user mode may write.
+    let rx = Prot { writable: false, user: false, executable: true, global: false };
+    let r = Prot { executable: false, ..rx };
+    for (va, prot) in [(x_va, rx), (nx_va, r)] {
+        space
+            .table
+            .map(&KernelTables, VirtAddr::new(va), leaf(frame.pa, PageSize::Size4K, prot))
+            .map_err(|e| format!("{e}"))?
+            .ignore();
+    }
+    let result = (|| {
+        let _active = space.activate();
+        // SAFETY: the page holds RETURN_MAGIC, a function of the probe's contract.
+        let ran = unsafe { arch::probe::exec(VirtAddr::new(x_va)) };
+        if ran != Ok(0x1234_5678) {
+            return Err(format!("executable page: {ran:?}"));
+        }
+        // SAFETY: the page is mapped no-execute: the fetch can only fault.
+        let nx = unsafe { arch::probe::exec(VirtAddr::new(nx_va)) };
+        expect_fault("fetch from no-execute page", nx, nx_va, Access::Execute, FaultCause::Protection)?;
+        // SAFETY: nothing is mapped there: the fetch can only fault.
+        let unmapped = unsafe { arch::probe::exec(VirtAddr::new(nx_va + 0x1000)) };
+        expect_fault(
+            "fetch from unmapped page",
+            unmapped,
+            nx_va + 0x1000,
+            Access::Execute,
+            FaultCause::NotMapped,
+        )
+    })();
+    space.destroy();
+    result
+}
+
+fn remap_sees_the_new_frame(_: &TestEnv<'_>) -> Result<(), String> {
+    let frames = [Frames::new(0)?, Frames::new(0)?, Frames::new(0)?];
+    for (i, f) in frames.iter().enumerate() {
+        for off in (0..4096).step_by(512) {
+            f.write(off, 0x10 * (i as u8 + 1));
+        }
+    }
+    let space = TestSpace::new()?;
+    let va = TEST_VA + 0x3000;
+    space
+        .table
+        .map(&KernelTables, VirtAddr::new(va), leaf(frames[0].pa, PageSize::Size4K, RW_USER))
+        .map_err(|e| format!("{e}"))?
+        .ignore();
+    let result = (|| {
+        let _active = space.activate();
+        for round in 0..30 {
+            let i = round % 3;
+            if round > 0 {
+                space
+                    .table
+                    .remap(
+                        &KernelTables,
+                        &arch::mmu::Tlb,
+                        VirtAddr::new(va),
+                        leaf(frames[i].pa, PageSize::Size4K, RW_USER),
+                    )
+                    .map_err(|e| format!("{e}"))?;
+            }
+            for off in (0..4096).step_by(512) {
+                let got = probe_read(va + off)?;
+                if got != 0x10 * (i as u8 + 1) {
+                    return Err(format!(
+                        "round {round}: read {got:#x} at +{off:#x}: a stale translation survived the remap"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    })();
+    space.destroy();
+    result
+}
+
+fn swap_and_migration_entries_fault(_: &TestEnv<'_>) -> Result<(), String> {
+    // Real non-present encodings in a live table: the MMU must treat every
+    // one as not present, at PTE and at PMD level, whatever frame number
+    // a migration entry carries (seed 001: never taken for a mapping).
+    let target = Frames::new(9)?;
+    let space = TestSpace::new()?;
+    let swap = SwapEntry::new(1, 0x2a).map_err(|e| format!("{e:?}"))?;
+    let migration =
+        MigrationEntry { kind: MigrationKind::Write, pfn: target.pa.pfn(), young: true, dirty: true };
+    let entries = [
+        (TEST_VA + 0x1000, Level::Pte, NonPresent::Swap { entry: swap, exclusive: true }),
+        (TEST_VA + 0x2000, Level::Pte, NonPresent::Migration(migration)),
+        (TEST_VA + 0x40_0000, Level::Pmd, NonPresent::Migration(migration)),
+        (TEST_VA + 0x60_0000, Level::Pmd, NonPresent::Swap { entry: swap, exclusive: false }),
+    ];
+    for (va, level, entry) in entries {
+        let (old, flush) = space
+            .table
+            .set_nonpresent(&KernelTables, VirtAddr::new(va), level, entry)
+            .map_err(|e| format!("{e}"))?;
+        flush.ignore(); // the space is not loaded yet
+        if old != Decoded::None {
+            return Err(format!("{va:#x} held {old:?}"));
+        }
+        match space.table.lookup(&KernelTables, VirtAddr::new(va)) {
+            (l, Decoded::NonPresent(np)) if l == level && np == entry => {}
+            other => return Err(format!("{va:#x} reads back as {other:?}")),
+        }
+    }
+    let result = (|| {
+        let _active = space.activate();
+        for (va, _, _) in entries {
+            let probe = va + 0x18;
+            expect_fault(
+                "read of a non-present entry",
+                arch::probe::read_u8(VirtAddr::new(probe)).map(u64::from),
+                probe,
+                Access::Read,
+                FaultCause::NotMapped,
+            )?;
+        }
+        Ok(())
+    })();
+    space.destroy();
+    result
+}
+
+fn split_pmd_keeps_data(_: &TestEnv<'_>) -> Result<(), String> {
+    let huge = Frames::new(9)?;
+    for page in 0..512u64 {
+        huge.write(page * 4096 + 7, page as u8 ^ 0x5a);
+    }
+    let space = TestSpace::new()?;
+    let va = TEST_VA + 0x80_0000;
+    space
+        .table
+        .map(&KernelTables, VirtAddr::new(va), leaf(huge.pa, PageSize::Size2M, RW_USER))
+        .map_err(|e| format!("{e}"))?
+        .ignore();
+    let result = (|| {
+        let _active = space.activate();
+        probe_read(va + 7)?; // cache the 2 MiB translation
+        space
+            .table
+            .split_pmd(&KernelTables, &arch::mmu::Tlb, VirtAddr::new(va))
+            .map_err(|e| format!("split: {e}"))?;
+        for page in 0..512u64 {
+            let at = va + page * 4096;
+            match space.table.lookup(&KernelTables, VirtAddr::new(at)) {
+                (Level::Pte, Decoded::Leaf(l)) if l.frame.as_u64() == huge.pa.as_u64() + page * 4096 => {}
+                other => return Err(format!("page {page} after split: {other:?}")),
+            }
+            let got = probe_read(at + 7)?;
+            if got != page as u8 ^ 0x5a {
+                return Err(format!("page {page} reads {got:#x} after the split"));
+            }
+        }
+        Ok(())
+    })();
+    space.destroy();
+    result
+}
+
+fn ptdump_shows_the_tree(_: &TestEnv<'_>) -> Result<(), String> {
+    let small = Frames::new(0)?;
+    let huge = Frames::new(9)?;
+    let space = TestSpace::new()?;
+    let t = &space.table;
+    let ro_x = Prot { writable: false, user: true, executable: true, global: false };
+    for i in 0..3 {
+        let l = leaf(PhysAddr::new(small.pa.as_u64()), PageSize::Size4K, RW_USER);
+        let l = if i == 2 { Leaf { prot: ro_x, ..l } } else { l };
+        t.map(&KernelTables, VirtAddr::new(TEST_VA + i * 0x1000), l).map_err(|e| format!("{e}"))?.ignore();
+    }
+    t.map(&KernelTables, VirtAddr::new(TEST_VA + 0x20_0000), leaf(huge.pa, PageSize::Size2M, RW_USER))
+        .map_err(|e| format!("{e}"))?
+        .ignore();
+    let swap = SwapEntry::new(3, 0x77).map_err(|e| format!("{e:?}"))?;
+    t.set_nonpresent(
+        &KernelTables,
+        VirtAddr::new(TEST_VA + 0x5000),
+        Level::Pte,
+        NonPresent::Swap { entry: swap, exclusive: true },
+    )
+    .map_err(|e| format!("{e}"))?
+    .1
+    .ignore();
+    let mut out = String::new();
+    let lines = mm::ptdump::dump(
+        t,
+        &KernelTables,
+        VirtAddr::new(TEST_VA),
+        VirtAddr::new(TEST_VA + 0x40_0000),
+        &mut out,
+    )
+    .map_err(|_| String::from("ptdump failed to format"))?;
+    space.destroy();
+    let expect = [
+        format!("{:#018x}-{:#018x} PTE 4K   x1    rw- u D A -> ", TEST_VA, TEST_VA + 0x1000),
+        format!("{:#018x}-{:#018x} PTE 4K   x1    rw- u D A -> ", TEST_VA + 0x1000, TEST_VA + 0x2000),
+        format!("{:#018x}-{:#018x} PTE 4K   x1    r-x u D A -> ", TEST_VA + 0x2000, TEST_VA + 0x3000),
+        format!("{:#018x}-{:#018x} PTE 4K   x1    swap 3:0x77 exclusive", TEST_VA + 0x5000, TEST_VA + 0x6000),
+        format!("{:#018x}-{:#018x} PMD 2M   x1    rw- u D A -> ", TEST_VA + 0x20_0000, TEST_VA + 0x40_0000),
+    ];
+    if lines != expect.len() {
+        return Err(format!("ptdump printed {lines} lines, expected {}:\n{out}", expect.len()));
+    }
+    for (line, want) in out.lines().zip(expect.iter()) {
+        if !line.starts_with(want.as_str()) {
+            return Err(format!("ptdump line `{line}` does not start with `{want}`"));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) const TESTS: &[Test] = &[
+    Test { name: "pgtable::map_4k_and_2m_through_the_mmu", run: map_4k_and_2m_through_the_mmu },
+    Test { name: "pgtable::unmap_then_fault_at_the_address", run: unmap_then_fault_at_the_address },
+    Test { name: "pgtable::read_only_write_faults", run: read_only_write_faults },
+    Test { name: "pgtable::no_execute_faults", run: no_execute_faults },
+    Test { name: "pgtable::remap_sees_the_new_frame", run: remap_sees_the_new_frame },
+    Test { name: "pgtable::swap_and_migration_entries_fault", run: swap_and_migration_entries_fault },
+    Test { name: "pgtable::split_pmd_keeps_data", run: split_pmd_keeps_data },
+    Test { name: "pgtable::ptdump_shows_the_tree", run: ptdump_shows_the_tree },
+];
