@@ -589,7 +589,7 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use mm::pgtable::format::MigrationKind;
+    use mm::pgtable::format::{MigrationKind, MAX_SWAP_OFFSET};
     use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, Translation};
     use mm::pgtable::TableMemory;
     use mm::VirtAddr;
@@ -722,9 +722,7 @@ mod tests {
 
     #[test]
     fn the_extreme_swap_entries_encode() {
-        for (ty, offset) in
-            [(0, 1), (0, (1 << SWAP_OFFSET_BITS) - 1), (MAX_SWAP_TYPES - 1, (1 << SWAP_OFFSET_BITS) - 1)]
-        {
+        for (ty, offset) in [(0, 1), (0, MAX_SWAP_OFFSET), (MAX_SWAP_TYPES - 1, MAX_SWAP_OFFSET)] {
             for exclusive in [false, true] {
                 let entry = NonPresent::Swap { entry: SwapEntry::new(ty, offset).unwrap(), exclusive };
                 assert_eq!(F::decode(F::make_nonpresent(&entry), Level::Pte), Decoded::NonPresent(entry));

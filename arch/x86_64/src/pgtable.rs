@@ -619,7 +619,7 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use mm::pgtable::format::{MigrationKind, MIGRATION_PFN_BITS};
+    use mm::pgtable::format::{MigrationKind, MAX_SWAP_OFFSET, MIGRATION_PFN_BITS};
     use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, Translation};
     use mm::pgtable::TableMemory;
     use mm::VirtAddr;
@@ -660,12 +660,9 @@ mod tests {
     /// out: not exclusive, it is the none entry (see `make_nonpresent`).
     fn nonpresent() -> impl Strategy<Value = NonPresent> {
         prop_oneof![
-            (0..MAX_SWAP_TYPES, 1..(1u64 << SWAP_OFFSET_BITS) - 1, any::<bool>()).prop_map(
-                |(ty, offset, exclusive)| NonPresent::Swap {
-                    entry: SwapEntry::new(ty, offset).unwrap(),
-                    exclusive
-                }
-            ),
+            (0..MAX_SWAP_TYPES, 1..=MAX_SWAP_OFFSET, any::<bool>()).prop_map(|(ty, offset, exclusive)| {
+                NonPresent::Swap { entry: SwapEntry::new(ty, offset).unwrap(), exclusive }
+            }),
             migration().prop_map(NonPresent::Migration),
         ]
     }
@@ -770,10 +767,17 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "would encode as the none entry")]
-    fn the_swap_entry_that_inverts_to_zero_is_refused() {
-        let entry = SwapEntry::new(0, (1 << SWAP_OFFSET_BITS) - 1).unwrap();
-        let _ = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: false });
+    fn the_swap_offset_that_would_invert_to_zero_cannot_be_built() {
+        // Type 0, all-ones offset, not exclusive would be stored as 0, the
+        // none entry: `SwapEntry::new` refuses that offset for every type.
+        assert!(SwapEntry::new(0, (1 << SWAP_OFFSET_BITS) - 1).is_err());
+        let entry = SwapEntry::new(0, MAX_SWAP_OFFSET).unwrap();
+        let raw = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: false });
+        assert_ne!(raw, 0);
+        assert_eq!(
+            F::decode(raw, Level::Pte),
+            Decoded::NonPresent(NonPresent::Swap { entry, exclusive: false })
+        );
     }
 
     #[test]

@@ -18,9 +18,22 @@
 //!
 //! ## Lock order
 //!
-//! Nothing in `mm` takes a lock yet: the boot memory map and the early
-//! allocator are used by the boot CPU alone, before any other CPU runs. The
-//! lock-order table of the whole subsystem will live here as locks appear.
+//! Outer locks first; a lock may be taken while holding the ones above it.
+//!
+//! ```text
+//! folio lock (PageFlag::Locked; spins today, sleeps once tasks exist)
+//!   page-table changes: serialised by the caller (the address-space lock
+//!   of issue 5; per-table PT locks come with concurrent faults)
+//!     FrameAllocator's spin lock (free lists, counts)        leaf
+//! ```
+//!
+//! The boot memory map and the early allocator are used by the boot CPU
+//! alone, before any other CPU runs, and take no lock. The frame
+//! allocator's lock does not disable interrupts yet: no interrupt handler
+//! allocates before SMP and timers arrive (issue 4), which must change it.
+//! Page descriptors are all atomics: flags are changed only by atomic
+//! read-modify-writes once a folio is published (seed 003); the one
+//! non-atomic API is on `folio::UnpublishedFolio`.
 #![no_std]
 #![forbid(unsafe_code)]
 

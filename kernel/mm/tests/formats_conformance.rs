@@ -13,7 +13,7 @@
 
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
-use mm::pgtable::format::{MigrationKind, MAX_SWAP_TYPES, MIGRATION_PFN_BITS, SWAP_OFFSET_BITS};
+use mm::pgtable::format::{MigrationKind, MAX_SWAP_OFFSET, MAX_SWAP_TYPES, MIGRATION_PFN_BITS};
 use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
 use mm::pgtable::{
     Decoded, Flush, Leaf, Level, MigrationEntry, NonPresent, PageSize, PageTableFormat, Prot, SwapEntry,
@@ -70,16 +70,12 @@ const NR_RANDOM: usize = 2000;
 
 /// Swap and migration entries: the edges of every field, then random ones.
 fn nonpresent_samples() -> Vec<NonPresent> {
-    let max_offset = (1u64 << SWAP_OFFSET_BITS) - 1;
+    let max_offset = MAX_SWAP_OFFSET;
     let mut out = Vec::new();
     for ty in [0, 1, MAX_SWAP_TYPES - 1] {
-        // Type 0 with the largest offset, not exclusive, is the one entry
-        // x86's inverted encoding cannot hold (it would be the none entry).
         for offset in [1, 2, 0x1234_5678, max_offset - 1, max_offset] {
             for exclusive in [false, true] {
-                if (ty, offset, exclusive) != (0, max_offset, false) {
-                    out.push(NonPresent::Swap { entry: SwapEntry::new(ty, offset).unwrap(), exclusive });
-                }
+                out.push(NonPresent::Swap { entry: SwapEntry::new(ty, offset).unwrap(), exclusive });
             }
         }
     }

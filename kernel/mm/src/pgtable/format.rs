@@ -151,8 +151,12 @@ pub struct Leaf {
     pub young: bool,
 }
 
-/// The largest swap offset an entry can hold (50 bits on both formats).
+/// Width of the offset field of a swap entry (50 bits on both formats).
 pub const SWAP_OFFSET_BITS: u32 = 50;
+/// The largest usable swap offset: one below the field's maximum, because
+/// on x86_64 the all-ones offset of a type-0 entry is stored inverted as
+/// all zeros, which is the none entry.
+pub const MAX_SWAP_OFFSET: u64 = (1 << SWAP_OFFSET_BITS) - 2;
 /// Swap types usable for swap areas: `0..MAX_SWAP_TYPES`.
 pub const MAX_SWAP_TYPES: u8 = 23;
 /// Type numbers of migration entries (after the swap types and hwpoison).
@@ -168,8 +172,8 @@ pub const MIGRATION_PFN_BITS: u32 = 40;
 pub enum SwapEntryError {
     /// Type is not below [`MAX_SWAP_TYPES`].
     BadType(u8),
-    /// Offset 0 is the swap header (never a slot), and offsets need at most
-    /// [`SWAP_OFFSET_BITS`] bits.
+    /// Offset 0 is the swap header (never a slot), and offsets are at most
+    /// [`MAX_SWAP_OFFSET`].
     BadOffset(u64),
 }
 
@@ -183,12 +187,12 @@ pub struct SwapEntry {
 
 impl SwapEntry {
     /// A swap entry; refuses a type outside the swap types and an offset of
-    /// 0 (the header page) or of more than [`SWAP_OFFSET_BITS`] bits.
+    /// 0 (the header page) or above [`MAX_SWAP_OFFSET`].
     pub const fn new(ty: u8, offset: u64) -> Result<SwapEntry, SwapEntryError> {
         if ty >= MAX_SWAP_TYPES {
             return Err(SwapEntryError::BadType(ty));
         }
-        if offset == 0 || offset >> SWAP_OFFSET_BITS != 0 {
+        if offset == 0 || offset > MAX_SWAP_OFFSET {
             return Err(SwapEntryError::BadOffset(offset));
         }
         Ok(SwapEntry { ty, offset })
@@ -200,6 +204,20 @@ impl SwapEntry {
     /// The page slot in the area.
     pub const fn offset(self) -> u64 {
         self.offset
+    }
+    /// One arch-neutral number for the entry, as a folio stores it: type
+    /// above [`SWAP_OFFSET_BITS`], offset below. Never 0 (offsets start at
+    /// 1), and `raw + i` is the entry of slot `offset + i` of the same area.
+    pub const fn to_raw(self) -> u64 {
+        (self.ty as u64) << SWAP_OFFSET_BITS | self.offset
+    }
+    /// The entry a raw number from [`SwapEntry::to_raw`] stands for.
+    pub const fn from_raw(raw: u64) -> Result<SwapEntry, SwapEntryError> {
+        let ty = raw >> SWAP_OFFSET_BITS;
+        if ty >= MAX_SWAP_TYPES as u64 {
+            return Err(SwapEntryError::BadType(if ty > 255 { 255 } else { ty as u8 }));
+        }
+        SwapEntry::new(ty as u8, raw & ((1 << SWAP_OFFSET_BITS) - 1))
     }
 }
 
@@ -245,7 +263,8 @@ impl MigrationKind {
 pub struct MigrationEntry {
     pub kind: MigrationKind,
     /// The PFN of the (head) page being migrated; at most
-    /// [`MIGRATION_PFN_BITS`] bits.
+    /// [`MIGRATION_PFN_BITS`] bits (use [`MigrationEntry::new`] to check;
+    /// the formats assert it when encoding).
     pub pfn: u64,
     /// The mapping was young.
     pub young: bool,
@@ -254,6 +273,14 @@ pub struct MigrationEntry {
 }
 
 impl MigrationEntry {
+    /// A migration entry; `None` when `pfn` needs more than
+    /// [`MIGRATION_PFN_BITS`] bits (it would spill into young/dirty).
+    pub const fn new(kind: MigrationKind, pfn: u64, young: bool, dirty: bool) -> Option<MigrationEntry> {
+        if pfn >> MIGRATION_PFN_BITS != 0 {
+            return None;
+        }
+        Some(MigrationEntry { kind, pfn, young, dirty })
+    }
     /// The offset field that encodes this entry: PFN, then young, then dirty.
     pub const fn to_offset(self) -> u64 {
         self.pfn | (self.young as u64) << MIGRATION_PFN_BITS | (self.dirty as u64) << (MIGRATION_PFN_BITS + 1)
@@ -398,8 +425,21 @@ mod tests {
         assert_eq!(SwapEntry::new(0, 0), Err(SwapEntryError::BadOffset(0)));
         assert_eq!(SwapEntry::new(23, 1), Err(SwapEntryError::BadType(23)));
         assert_eq!(SwapEntry::new(1, 1 << 50), Err(SwapEntryError::BadOffset(1 << 50)));
-        let e = SwapEntry::new(22, (1 << 50) - 1).unwrap();
-        assert_eq!((e.ty(), e.offset()), (22, (1 << 50) - 1));
+        assert_eq!(SwapEntry::new(0, (1 << 50) - 1), Err(SwapEntryError::BadOffset((1 << 50) - 1)));
+        let e = SwapEntry::new(22, MAX_SWAP_OFFSET).unwrap();
+        assert_eq!((e.ty(), e.offset()), (22, MAX_SWAP_OFFSET));
+        assert!(MigrationEntry::new(MigrationKind::Read, 1 << 40, false, false).is_none());
+        assert!(MigrationEntry::new(MigrationKind::Read, (1 << 40) - 1, true, true).is_some());
+    }
+
+    #[test]
+    fn raw_swap_entries_round_trip_and_count_slots() {
+        let e = SwapEntry::new(5, 0x1000).unwrap();
+        assert_ne!(e.to_raw(), 0);
+        assert_eq!(SwapEntry::from_raw(e.to_raw()), Ok(e));
+        assert_eq!(SwapEntry::from_raw(e.to_raw() + 7), SwapEntry::new(5, 0x1007));
+        assert_eq!(SwapEntry::from_raw(0), Err(SwapEntryError::BadOffset(0)));
+        assert!(SwapEntry::from_raw(23 << SWAP_OFFSET_BITS | 1).is_err());
     }
 
     #[test]

@@ -129,8 +129,8 @@ impl SimMemory {
         self.frames.borrow_mut().insert(pa, std::boxed::Box::new([0; 512]));
         Some(PhysAddr::new(pa))
     }
-    /// `2^order` contiguous, aligned frames (for huge leaves), taken from
-    /// the bump region.
+    /// `bytes` of contiguous frames aligned to `bytes` (a power of two; for
+    /// huge leaves), taken from the bump region.
     pub fn alloc_aligned(&self, bytes: u64) -> Option<PhysAddr> {
         let mut next = self.next_free.borrow_mut();
         let start = next.div_ceil(bytes) * bytes;
