@@ -17,7 +17,11 @@
 // tables with exact ones built by mm::pgtable.
 
 .equ BLOCK_DEVICE, (1 << 54) | (1 << 53) | (1 << 10) | (0 << 2) | 1   // UXN PXN AF attr0 block
-.equ BLOCK_NORMAL, (1 << 54) | (1 << 10) | (3 << 8) | (1 << 2) | 1     // UXN AF inner-shareable attr1 block
+// Normal blocks follow mm's AArch64 format (arch/aarch64/src/pgtable.rs):
+// writable (DBM used as the software WRITE bit), dirty (bit 55, RDONLY
+// clear), young (AF), kernel-only, executable by the kernel, global. So the
+// boot tables decode as ordinary leaves.
+.equ BLOCK_NORMAL, (1 << 55) | (1 << 54) | (1 << 51) | (1 << 10) | (3 << 8) | (1 << 2) | 1
 .equ MAIR_VALUE, 0x44ff04          // attr0 Device-nGnRE, attr1 Normal WB, attr2 Normal NC
 // T0SZ=16 IRGN0=WBWA ORGN0=WBWA SH0=inner TG0=4K, T1SZ=16 IRGN1 ORGN1 SH1 TG1=4K
 .equ TCR_VALUE, 0xb5103510
