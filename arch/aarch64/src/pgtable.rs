@@ -911,11 +911,34 @@ mod tests {
     }
 
     #[test]
-    fn the_boot_blocks_are_not_this_formats_mappings() {
-        // entry.S BLOCK_NORMAL: kernel RW with AP[2] clear and no WRITE bit.
-        let normal = (1 << 54) | (1 << 10) | (3 << 8) | (1 << 2) | 1 | 0x4000_0000;
-        assert_eq!(F::decode(normal, Level::Pud), Decoded::Bad(normal));
-        // BLOCK_DEVICE: attr0.
+    fn the_boot_blocks_decode_as_this_formats_mappings() {
+        // entry.S BLOCK_NORMAL (kept in step with it by hand): a 1 GiB
+        // kernel block, writable (DBM as WRITE), dirty (bit 55, RDONLY
+        // clear), young, executable by the kernel only, global.
+        let normal = (1 << 55) | (1 << 54) | (1 << 51) | (1 << 10) | (3 << 8) | (1 << 2) | 1 | 0x4000_0000;
+        let kernel_rwx = Prot { writable: true, user: false, executable: true, global: true };
+        assert_eq!(
+            F::decode(normal, Level::Pud),
+            Decoded::Leaf(Leaf {
+                frame: PhysAddr::new(0x4000_0000),
+                size: PageSize::Size1G,
+                prot: kernel_rwx,
+                dirty: true,
+                young: true
+            })
+        );
+        assert_eq!(
+            F::make_leaf(&Leaf {
+                frame: PhysAddr::new(0x4000_0000),
+                size: PageSize::Size1G,
+                prot: kernel_rwx,
+                dirty: true,
+                young: true
+            }),
+            normal
+        );
+        // BLOCK_DEVICE uses attr0 (Device-nGnRE): `Prot` has no memory
+        // type yet, so the format does not claim it.
         let device = (1 << 54) | (1 << 53) | (1 << 10) | 1;
         assert_eq!(F::decode(device, Level::Pud), Decoded::Bad(device));
     }

@@ -11,7 +11,7 @@
 use mm::pgtable::TlbHooks;
 use mm::{PhysAddr, VirtAddr};
 use x86_64::instructions::tlb;
-use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::registers::control::{Cr3, Cr3Flags, Cr4, Cr4Flags};
 use x86_64::structures::paging::PhysFrame;
 
 /// Ranges longer than this many pages are flushed by reloading CR3.
@@ -45,6 +45,22 @@ pub fn table_write_barrier() {
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
+/// Drops every translation of this CPU, global ones included: toggling
+/// CR4.PGE flushes the whole TLB (a CR3 reload keeps global entries).
+fn flush_everything() {
+    let cr4 = Cr4::read();
+    if cr4.contains(Cr4Flags::PAGE_GLOBAL) {
+        // SAFETY: clearing and restoring PGE changes no mapping; its only
+        // effect is the full TLB flush we want.
+        unsafe {
+            Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL);
+            Cr4::write(cr4);
+        }
+    } else {
+        tlb::flush_all();
+    }
+}
+
 /// The TLB hooks `mm::pgtable` asks for.
 pub struct Tlb;
 
@@ -56,7 +72,7 @@ impl TlbHooks for Tlb {
         let first = start.as_u64() & !0xfff;
         let nr_pages = end.as_u64().saturating_sub(first).div_ceil(4096);
         if nr_pages > MAX_INVLPG_PAGES {
-            tlb::flush_all();
+            flush_everything();
             return;
         }
         for i in 0..nr_pages {
@@ -66,7 +82,7 @@ impl TlbHooks for Tlb {
 
     fn flush_all(&self, root: PhysAddr) {
         if root == current_root() {
-            tlb::flush_all();
+            flush_everything();
         }
     }
 }

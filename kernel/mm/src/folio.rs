@@ -390,8 +390,12 @@ pub struct UnpublishedFolio<'a> {
 impl<'a> UnpublishedFolio<'a> {
     /// Turns the frames `[pfn, pfn + 2^order)`, which the caller got from
     /// the allocator and nobody else can see, into a folio: the head gets
-    /// `Head`, the order and refcount 1; each tail gets `Tail` and the
-    /// head's PFN; every count, the mapping, index and swap entry are 0.
+    /// `Head` and the order; each tail gets `Tail` and the head's PFN; every
+    /// count, the mapping, index and swap entry are 0. The refcount stays
+    /// *frozen at 0* until [`UnpublishedFolio::publish`]: a CPU that finds
+    /// the frame through the memmap (a scanner, a speculative lookup) fails
+    /// [`Folio::try_get`] and so can neither lock it nor change its flags
+    /// while the owner still uses the non-atomic setters.
     ///
     /// # Panics
     ///
@@ -413,7 +417,7 @@ impl<'a> UnpublishedFolio<'a> {
         head.nonatomic_reset(PageFlag::Head.mask() | (order as u64) << crate::page::ORDER_SHIFT);
         head.list_next.store(NO_PFN, Ordering::Relaxed);
         head.list_prev.store(NO_PFN, Ordering::Relaxed);
-        head.refcount.store(1, Ordering::Relaxed);
+        head.refcount.store(0, Ordering::Relaxed);
         UnpublishedFolio { memmap, head, pfn }
     }
 
@@ -464,17 +468,19 @@ impl<'a> UnpublishedFolio<'a> {
         self.head.mapping.store(mapping, Ordering::Relaxed);
     }
 
-    /// The reference count (1 after allocation).
+    /// The reference count: 0 (frozen) until published.
     pub fn refcount(&self) -> i32 {
         self.head.refcount()
     }
 
-    /// Makes the folio shareable. The release fence orders every plain
-    /// store made while it was unpublished before the store that lets
-    /// another CPU find it (a PTE, a list link, a swap-cache slot), which
-    /// that CPU reads with acquire (or under the lock that published it).
+    /// Makes the folio shareable, holding the caller's one reference. The
+    /// release store of the refcount orders every plain store made while it
+    /// was unpublished before any successful `try_get` (which acquires), and
+    /// before the store that lets another CPU find it (a PTE, a list link, a
+    /// swap-cache slot), which that CPU reads with acquire (or under the
+    /// lock that published it).
     pub fn publish(self) -> Folio<'a> {
-        fence(Ordering::Release);
+        self.head.refcount.store(1, Ordering::Release);
         Folio { memmap: self.memmap, head: self.head, pfn: self.pfn }
     }
 }
@@ -508,7 +514,7 @@ mod tests {
     fn prep_order_0() {
         let mm = memmap(0x100, 4);
         let f = UnpublishedFolio::prep(mm, 0x101, 0);
-        assert_eq!((f.pfn(), f.order(), f.nr_pages(), f.refcount()), (0x101, 0, 1, 1));
+        assert_eq!((f.pfn(), f.order(), f.nr_pages(), f.refcount()), (0x101, 0, 1, 0));
         assert!(f.test_flag(PageFlag::Head));
         let f = f.publish();
         assert!(!f.is_large() && !f.test_flag(PageFlag::Tail));
@@ -621,6 +627,23 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(counter.load(Ordering::Relaxed), 80_000);
+    }
+
+    #[test]
+    fn a_folio_being_prepared_refuses_speculative_references() {
+        // Seed 003's shape: another CPU finds the frames while the owner
+        // still uses the non-atomic setters. Frozen at 0, it cannot get a
+        // reference, so it cannot lock the folio or touch its flags.
+        let mm = memmap(0, 4);
+        let mut f = UnpublishedFolio::prep(mm, 0, 2);
+        let seen = folio_of(mm, 3).expect("the tail leads to the head");
+        assert!(!seen.try_get(), "speculative reference on an unpublished folio");
+        f.nonatomic_set_flag(PageFlag::SwapBacked);
+        let published = f.publish();
+        assert!(seen.try_get(), "published folios take references");
+        assert_eq!(published.refcount(), 2);
+        assert!(published.test_flag(PageFlag::SwapBacked));
+        assert!(!published.put());
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! | [`folio`] | folios: a head page and its tails, flags, counts, swap entry |
 //! | [`pgtable`] | page tables over any arch format: entries, walk, map, unmap, protect |
 //! | [`ptdump`] | a page-table dump for people: levels, flags, sizes, swap/migration entries |
-//! | [`early`] | the early frame allocator: a bump allocator over the boot memory map, used until the buddy allocator takes over |
+//! | [`early`] | the early frame allocator: first-fit, carving frames from the boot memory map until the buddy allocator takes over |
 //!
 //! ## Lock order
 //!
