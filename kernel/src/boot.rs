@@ -1,7 +1,7 @@
 //! What every boot path hands the kernel, and the kernel's first steps.
 //!
 //! [`kernel_main`] prints the banner, the memory map and the arguments, sets
-//! up the early frame allocator and the heap, then either runs the in-guest
+//! up physical memory (heap, memmap, buddy allocator), then either runs the in-guest
 //! tests (`test=`), or shuts the machine down with a success status. (Later
 //! issues add CPUs, tasks and the memory subsystem between those steps.)
 

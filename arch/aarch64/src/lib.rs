@@ -6,6 +6,8 @@
 //! | [`console`] | the PL011 UART, write side |
 //! | [`trap`] | the exception vector table, the saved register frame, ESR decoding |
 //! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
+//! | [`context`] | task context switch (callee-saved registers, stack pointer) |
+//! | [`irq`] | interrupt controller, periodic timer, IPIs, interrupt enable/disable |
 //! | [`mmu`] | TTBR0 switching, TLBI broadcast flushes (`mm`'s `TlbHooks`), table-write and code barriers |
 //! | [`time`] | the generic timer's virtual counter |
 //! | [`semihosting`] | leaving QEMU with an exit status |
@@ -26,6 +28,10 @@
 
 #[cfg(target_os = "none")]
 pub mod console;
+#[cfg(target_os = "none")]
+pub mod context;
+#[cfg(target_os = "none")]
+pub mod irq;
 #[cfg(target_os = "none")]
 pub mod mmu;
 pub mod pgtable;

@@ -21,8 +21,14 @@ use mm::fault::{Access, FaultCause, MemFault};
 use mm::VirtAddr;
 
 /// The registers saved on exception entry. Layout shared with the assembly
-/// below: `x[i]` at `8*i`, then ELR, SPSR, ESR, FAR.
-#[repr(C)]
+/// below: `x[i]` at `8*i`, then ELR, SPSR, ESR, FAR, then the FP/SIMD
+/// registers `q0..q31`, FPCR and FPSR.
+///
+/// The FP/SIMD state is saved because Rust code for `aarch64-unknown-none`
+/// uses the NEON registers anywhere (copies, formatting): a handler would
+/// otherwise clobber the interrupted code's registers, and a task switch
+/// taken from an interrupt would hand them to another task.
+#[repr(C, align(16))]
 #[derive(Debug)]
 pub struct TrapFrame {
     pub x: [u64; 31],
@@ -31,15 +37,19 @@ pub struct TrapFrame {
     pub esr: u64,
     pub far: u64,
     _pad: u64,
+    pub q: [u128; 32],
+    pub fpcr: u64,
+    pub fpsr: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<TrapFrame>() == 288);
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 816);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, q) == 288);
 
 core::arch::global_asm!(
     r#"
 .macro VECTOR_ENTRY kind
     .balign 0x80
-    sub sp, sp, #288
+    sub sp, sp, #816
     stp x0, x1, [sp, #0]
     mov x1, #\kind
     b arch_aarch64_trap_common
@@ -89,8 +99,50 @@ arch_aarch64_trap_common:
     stp x3, x4, [sp, #256]
     mrs x5, far_el1
     str x5, [sp, #272]
+    add x6, sp, #288
+    stp q0, q1, [x6, #0]
+    stp q2, q3, [x6, #32]
+    stp q4, q5, [x6, #64]
+    stp q6, q7, [x6, #96]
+    stp q8, q9, [x6, #128]
+    stp q10, q11, [x6, #160]
+    stp q12, q13, [x6, #192]
+    stp q14, q15, [x6, #224]
+    stp q16, q17, [x6, #256]
+    stp q18, q19, [x6, #288]
+    stp q20, q21, [x6, #320]
+    stp q22, q23, [x6, #352]
+    stp q24, q25, [x6, #384]
+    stp q26, q27, [x6, #416]
+    stp q28, q29, [x6, #448]
+    stp q30, q31, [x6, #480]
+    mrs x7, fpcr
+    mrs x8, fpsr
+    str x7, [sp, #800]
+    str x8, [sp, #808]
     mov x0, sp
     bl {handler}
+    add x6, sp, #288
+    ldr x7, [sp, #800]
+    ldr x8, [sp, #808]
+    msr fpcr, x7
+    msr fpsr, x8
+    ldp q0, q1, [x6, #0]
+    ldp q2, q3, [x6, #32]
+    ldp q4, q5, [x6, #64]
+    ldp q6, q7, [x6, #96]
+    ldp q8, q9, [x6, #128]
+    ldp q10, q11, [x6, #160]
+    ldp q12, q13, [x6, #192]
+    ldp q14, q15, [x6, #224]
+    ldp q16, q17, [x6, #256]
+    ldp q18, q19, [x6, #288]
+    ldp q20, q21, [x6, #320]
+    ldp q22, q23, [x6, #352]
+    ldp q24, q25, [x6, #384]
+    ldp q26, q27, [x6, #416]
+    ldp q28, q29, [x6, #448]
+    ldp q30, q31, [x6, #480]
     ldp x30, x2, [sp, #240]
     ldr x3, [sp, #256]
     msr elr_el1, x2
@@ -110,7 +162,7 @@ arch_aarch64_trap_common:
     ldp x24, x25, [sp, #192]
     ldp x26, x27, [sp, #208]
     ldp x28, x29, [sp, #224]
-    add sp, sp, #288
+    add sp, sp, #816
     eret
 "#,
     handler = sym aarch64_trap,
@@ -216,6 +268,11 @@ pub fn decode_abort(esr: u64, far: u64) -> Option<MemFault> {
 #[no_mangle]
 extern "C" fn aarch64_trap(frame: &mut TrapFrame, kind: u64) {
     let kind = VectorKind(kind);
+    if kind.0 == 5 {
+        // IRQ from the kernel itself.
+        crate::irq::dispatch();
+        return;
+    }
     let class = esr_class(frame.esr);
     if kind.0 == 4 {
         // Synchronous, from the kernel itself.

@@ -8,6 +8,8 @@
 //! | [`trap`] | the IDT, the entry stubs, the saved register frame, page-fault decoding |
 //! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
 //! | [`fw_cfg`] | QEMU's firmware configuration device, which carries the kernel arguments |
+//! | [`context`] | task context switch (callee-saved registers, stack pointer) |
+//! | [`irq`] | interrupt controller, periodic timer, IPIs, interrupt enable/disable |
 //! | [`mmu`] | CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`) |
 //! | [`time`] | the TSC, calibrated against the PIT |
 //! | [`pgtable`] | the page-table entry format (`X86Format`) and, for host tests, a software walker |
@@ -28,9 +30,13 @@
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod context;
+#[cfg(target_os = "none")]
 pub mod fw_cfg;
 #[cfg(target_os = "none")]
 pub mod gdt;
+#[cfg(target_os = "none")]
+pub mod irq;
 #[cfg(target_os = "none")]
 pub mod mmu;
 pub mod pgtable;

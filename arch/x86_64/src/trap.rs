@@ -3,10 +3,11 @@
 //!
 //! ## Protocol
 //!
-//! Each exception vector 0..=31 has a 16-byte stub (`arch_x86_trap_stubs +
+//! Each vector 0..=255 has a 16-byte stub (`arch_x86_trap_stubs +
 //! 16 * vector`) that pushes a zero error code if the CPU pushed none, then
 //! the vector number, and jumps to a common path that pushes every
-//! general-purpose register (a [`TrapFrame`]) and calls [`x86_trap`]. On
+//! general-purpose register (a [`TrapFrame`]) and calls [`x86_trap`];
+//! vectors 32 and up are interrupts, handed to `irq::dispatch`. On
 //! return the frame, possibly changed (`rip` moved to a fix-up, `rax`/`rdx`
 //! set to report a fault), is restored and `iretq` resumes.
 //!
@@ -97,7 +98,7 @@ macro_rules! trap_stubs {
     };
 }
 
-trap_stubs!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+trap_stubs!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95 96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 111 112 113 114 115 116 117 118 119 120 121 122 123 124 125 126 127 128 129 130 131 132 133 134 135 136 137 138 139 140 141 142 143 144 145 146 147 148 149 150 151 152 153 154 155 156 157 158 159 160 161 162 163 164 165 166 167 168 169 170 171 172 173 174 175 176 177 178 179 180 181 182 183 184 185 186 187 188 189 190 191 192 193 194 195 196 197 198 199 200 201 202 203 204 205 206 207 208 209 210 211 212 213 214 215 216 217 218 219 220 221 222 223 224 225 226 227 228 229 230 231 232 233 234 235 236 237 238 239 240 241 242 243 244 245 246 247 248 249 250 251 252 253 254 255);
 
 extern "C" {
     static arch_x86_trap_stubs: u8;
@@ -142,6 +143,9 @@ pub fn init() {
             idt.hv_injection_exception.set_handler_addr(stub(28));
             idt.vmm_communication_exception.set_handler_addr(stub(29));
             idt.security_exception.set_handler_addr(stub(30));
+            for vector in 32..=255u8 {
+                idt[vector].set_handler_addr(stub(vector));
+            }
         }
         idt
     });
@@ -229,6 +233,10 @@ pub fn decode_page_fault(error_code: u64, cr2: u64) -> MemFault {
 extern "C" fn x86_trap(frame: &mut TrapFrame) {
     debug_assert!(has_error_code(frame.vector as u8) || frame.error_code == 0);
     let vector = frame.vector;
+    if vector >= 32 {
+        crate::irq::dispatch(vector as u8);
+        return;
+    }
     if vector == 3 && probe::fix_up_breakpoint(frame) {
         return;
     }

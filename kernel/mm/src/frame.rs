@@ -372,7 +372,7 @@ impl FrameAllocator {
         Ok(pfn)
     }
 
-    /// A new folio of `2^order` pages, prepared (head, tails, refcount 1)
+    /// A new folio of `2^order` pages, prepared (head, tails; refcount frozen at 0 until `publish`)
     /// and not yet visible to anyone.
     pub fn alloc_folio(&self, order: u8, kind: AllocKind) -> Result<UnpublishedFolio<'static>, AllocError> {
         let pfn = self.alloc(order, kind)?;

@@ -1,0 +1,219 @@
+//! Interrupts on AArch64 `virt`: the GICv2 distributor and CPU interface,
+//! the EL1 virtual timer as the periodic tick, SGIs as IPIs, and the DAIF
+//! I bit.
+//!
+//! ## Protocol
+//!
+//! - Interrupt ids: [`IPI_SGI`] (the one kernel IPI; the kernel keeps
+//!   per-CPU work flags to say why) and [`TIMER_PPI`] (the virtual timer,
+//!   PPI 11 = id 27). The IRQ vector calls [`dispatch`], which acknowledges
+//!   each pending interrupt (IAR), ends it (EOIR), then calls the kernel's
+//!   [`Hooks`] with interrupts still masked; `after_irq` runs last and may
+//!   switch tasks (the interrupted context, FP/SIMD registers included,
+//!   stays saved on its own stack).
+//! - The GIC's registers are in the low 1 GiB Device block of the boot
+//!   tables, reached at `DIRECT_MAP_OFFSET + pa`. GICv3 (`gic-version=3`)
+//!   is not supported yet: [`init_boot_cpu`] refuses it by name.
+//! - The virtual timer is one-shot in hardware; the handler rearms it, so it
+//!   ticks at the rate [`start_timer`] set.
+
+use aarch64_cpu::registers::{Readable, Writeable, CNTFRQ_EL0, CNTV_CTL_EL0, CNTV_TVAL_EL0};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// The SGI used as the kernel IPI.
+pub const IPI_SGI: u32 = 0;
+/// The EL1 virtual timer's interrupt id (PPI 11).
+pub const TIMER_PPI: u32 = 27;
+const SPURIOUS: u32 = 1023;
+
+const GICD_CTLR: u64 = 0x000;
+const GICD_ISENABLER: u64 = 0x100;
+const GICD_IPRIORITYR: u64 = 0x400;
+const GICD_ITARGETSR: u64 = 0x800;
+const GICD_SGIR: u64 = 0xf00;
+const GICC_CTLR: u64 = 0x000;
+const GICC_PMR: u64 = 0x004;
+const GICC_IAR: u64 = 0x00c;
+const GICC_EOIR: u64 = 0x010;
+
+static GICD: AtomicU64 = AtomicU64::new(0);
+static GICC: AtomicU64 = AtomicU64::new(0);
+/// Timer counts per tick (0: timer off on this CPU... shared rate).
+static TICK_COUNTS: AtomicU64 = AtomicU64::new(0);
+
+/// What the kernel wants done on each interrupt. Called with interrupts
+/// masked, after the end of interrupt.
+#[derive(Clone, Copy)]
+pub struct Hooks {
+    pub timer: fn(),
+    pub ipi: fn(),
+    /// The preemption point, after every device interrupt.
+    pub after_irq: fn(),
+}
+
+fn nothing() {}
+
+static HOOK_TIMER: AtomicUsize = AtomicUsize::new(0);
+static HOOK_IPI: AtomicUsize = AtomicUsize::new(0);
+static HOOK_AFTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the kernel's interrupt hooks.
+pub fn set_hooks(hooks: Hooks) {
+    HOOK_TIMER.store(hooks.timer as usize, Ordering::Release);
+    HOOK_IPI.store(hooks.ipi as usize, Ordering::Release);
+    HOOK_AFTER.store(hooks.after_irq as usize, Ordering::Release);
+}
+
+fn hook(slot: &AtomicUsize) -> fn() {
+    let f = slot.load(Ordering::Acquire);
+    if f == 0 {
+        nothing
+    } else {
+        // SAFETY: the slot only ever holds 0 or a `fn()` stored by `set_hooks`.
+        unsafe { core::mem::transmute::<usize, fn()>(f) }
+    }
+}
+
+fn read(base: &AtomicU64, reg: u64) -> u32 {
+    let b = base.load(Ordering::Relaxed);
+    debug_assert!(b != 0, "GIC access before init");
+    // SAFETY: `b` maps the GIC block (Device memory, see the module doc);
+    // its registers are 32-bit, accessed with volatile loads.
+    unsafe { core::ptr::read_volatile((b + reg) as *const u32) }
+}
+
+fn write(base: &AtomicU64, reg: u64, value: u32) {
+    let b = base.load(Ordering::Relaxed);
+    debug_assert!(b != 0, "GIC access before init");
+    // SAFETY: as for `read`.
+    unsafe { core::ptr::write_volatile((b + reg) as *mut u32, value) }
+}
+
+/// Why the interrupt controller could not be set up. The machine's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IrqError {
+    /// The device tree names no GIC.
+    NoGic,
+    /// Only GICv2 is supported (run QEMU without `gic-version=3`).
+    UnsupportedGic(&'static str),
+}
+
+/// Boot CPU, once: enable the distributor, then this CPU's interface.
+/// `gicd` and `gicc` are the physical addresses of the distributor and the
+/// CPU interface from the device tree.
+pub fn init_boot_cpu(gicd: u64, gicc: u64) {
+    GICD.store(gicd + crate::DIRECT_MAP_OFFSET, Ordering::Relaxed);
+    GICC.store(gicc + crate::DIRECT_MAP_OFFSET, Ordering::Relaxed);
+    write(&GICD, GICD_CTLR, 1);
+    init_this_cpu();
+}
+
+/// Every CPU (the boot CPU through [`init_boot_cpu`]): enable the banked
+/// SGI and timer interrupts and this CPU's interface.
+pub fn init_this_cpu() {
+    for id in [IPI_SGI, TIMER_PPI] {
+        let reg = GICD_IPRIORITYR + (id as u64 & !3);
+        let shift = (id % 4) * 8;
+        let old = read(&GICD, reg);
+        write(&GICD, reg, (old & !(0xff << shift)) | (0xa0 << shift));
+        write(&GICD, GICD_ISENABLER, 1 << id);
+    }
+    write(&GICC, GICC_PMR, 0xff);
+    write(&GICC, GICC_CTLR, 1);
+}
+
+/// This CPU's GIC CPU-interface mask (the SGI target bit), read from the
+/// banked GICD_ITARGETSR0.
+pub fn interface_mask() -> u8 {
+    read(&GICD, GICD_ITARGETSR) as u8
+}
+
+/// Starts this CPU's periodic tick at `hz` interrupts per second.
+pub fn start_timer(hz: u32) {
+    let counts = (CNTFRQ_EL0.get() / hz.max(1) as u64).max(1);
+    TICK_COUNTS.store(counts, Ordering::Relaxed);
+    CNTV_TVAL_EL0.set(counts);
+    CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
+}
+
+/// Stops this CPU's tick.
+pub fn stop_timer() {
+    CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::CLEAR);
+}
+
+/// Sends the kernel IPI to the CPUs whose interface bits are in `targets`.
+pub fn send_ipi(targets: u8) {
+    // SAFETY: barrier only: make earlier stores (the work flags the IPI
+    // announces) visible before the interrupt can be taken.
+    unsafe { core::arch::asm!("dsb ishst", options(nostack)) };
+    write(&GICD, GICD_SGIR, (targets as u32) << 16 | IPI_SGI);
+}
+
+/// Called by the IRQ vector.
+pub(crate) fn dispatch() {
+    loop {
+        let iar = read(&GICC, GICC_IAR);
+        let id = iar & 0x3ff;
+        if id == SPURIOUS {
+            break;
+        }
+        match id {
+            TIMER_PPI => {
+                CNTV_TVAL_EL0.set(TICK_COUNTS.load(Ordering::Relaxed));
+                write(&GICC, GICC_EOIR, iar);
+                hook(&HOOK_TIMER)();
+            }
+            IPI_SGI => {
+                write(&GICC, GICC_EOIR, iar);
+                hook(&HOOK_IPI)();
+            }
+            other => {
+                write(&GICC, GICC_EOIR, iar);
+                panic!("unexpected interrupt id {other}");
+            }
+        }
+    }
+    hook(&HOOK_AFTER)();
+}
+
+/// Enables interrupts on this CPU.
+pub fn enable() {
+    // SAFETY: unmasking IRQs only lets pending interrupts be taken.
+    unsafe { core::arch::asm!("msr daifclr, #2", options(nomem, nostack)) };
+}
+
+/// Disables interrupts on this CPU.
+pub fn disable() {
+    // SAFETY: masking IRQs has no effect on memory.
+    unsafe { core::arch::asm!("msr daifset, #2", options(nomem, nostack)) };
+}
+
+/// True when interrupts are enabled on this CPU.
+pub fn enabled() -> bool {
+    let daif: u64;
+    // SAFETY: reading DAIF has no effect.
+    unsafe { core::arch::asm!("mrs {0}, daif", out(reg) daif, options(nomem, nostack)) };
+    daif & (1 << 7) == 0
+}
+
+/// Disables interrupts; returns whether they were enabled, for [`restore`].
+pub fn save_and_disable() -> bool {
+    let was = enabled();
+    disable();
+    was
+}
+
+/// Re-enables interrupts if `was_enabled`.
+pub fn restore(was_enabled: bool) {
+    if was_enabled {
+        enable();
+    }
+}
+
+/// Waits for an interrupt, then takes it: `WFI` wakes on a pending
+/// interrupt even while masked, so none is missed between the check and the
+/// wait; interrupts are enabled on return.
+pub fn wait_for_interrupt() {
+    // SAFETY: WFI only waits; unmasking lets the pending interrupt be taken.
+    unsafe { core::arch::asm!("wfi", "msr daifclr, #2", options(nomem, nostack)) };
+}

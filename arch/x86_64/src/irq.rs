@@ -1,0 +1,240 @@
+//! Interrupts on x86_64: the legacy PIC silenced, the local APIC (xAPIC,
+//! memory-mapped) programmed for a periodic timer and inter-processor
+//! interrupts, and interrupt enable/disable.
+//!
+//! ## Protocol
+//!
+//! - Vectors: [`TIMER_VECTOR`] (the local APIC timer), [`IPI_VECTOR`] (the
+//!   one kernel IPI; the kernel keeps per-CPU work flags to say why), and
+//!   [`SPURIOUS_VECTOR`]. The trap stubs deliver them to [`dispatch`], which
+//!   acknowledges (EOI) and then calls the kernel's [`Hooks`] with
+//!   interrupts still disabled; `after_irq` runs last and may switch tasks
+//!   (the interrupted context stays saved on its own stack).
+//! - The APIC's registers are reached through the direct map (the
+//!   bootloader maps all physical addresses up to the top of the firmware's
+//!   memory map, which covers 0xFEE0_0000). The firmware's MTRRs make that
+//!   range uncacheable, which wins over the write-back attributes of the
+//!   direct map.
+//! - x2APIC is not used: QEMU 7.2's TCG does not offer it.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use x86_64::instructions::port::Port;
+use x86_64::registers::model_specific::Msr;
+
+/// The local APIC timer's vector.
+pub const TIMER_VECTOR: u8 = 0x30;
+/// The kernel's IPI vector.
+pub const IPI_VECTOR: u8 = 0x31;
+/// Where the APIC sends spurious interrupts (no EOI for these).
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_ID: u64 = 0x20;
+const APIC_EOI: u64 = 0xb0;
+const APIC_SVR: u64 = 0xf0;
+const APIC_ICR_LOW: u64 = 0x300;
+const APIC_ICR_HIGH: u64 = 0x310;
+const APIC_LVT_TIMER: u64 = 0x320;
+const APIC_TIMER_INITIAL: u64 = 0x380;
+const APIC_TIMER_CURRENT: u64 = 0x390;
+const APIC_TIMER_DIVIDE: u64 = 0x3e0;
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_PERIODIC: u32 = 1 << 17;
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+
+/// Virtual address of the local APIC's registers (0 before [`init_boot_cpu`]).
+static APIC_BASE: AtomicU64 = AtomicU64::new(0);
+/// APIC timer ticks per second (divide-by-16), measured once.
+static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+
+/// What the kernel wants done on each interrupt. Called with interrupts
+/// disabled, after the EOI.
+#[derive(Clone, Copy)]
+pub struct Hooks {
+    pub timer: fn(),
+    pub ipi: fn(),
+    /// The preemption point, after every device interrupt.
+    pub after_irq: fn(),
+}
+
+fn nothing() {}
+
+static HOOK_TIMER: AtomicUsize = AtomicUsize::new(0);
+static HOOK_IPI: AtomicUsize = AtomicUsize::new(0);
+static HOOK_AFTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the kernel's interrupt hooks.
+pub fn set_hooks(hooks: Hooks) {
+    HOOK_TIMER.store(hooks.timer as usize, Ordering::Release);
+    HOOK_IPI.store(hooks.ipi as usize, Ordering::Release);
+    HOOK_AFTER.store(hooks.after_irq as usize, Ordering::Release);
+}
+
+fn hook(slot: &AtomicUsize) -> fn() {
+    let f = slot.load(Ordering::Acquire);
+    if f == 0 {
+        nothing
+    } else {
+        // SAFETY: the slot only ever holds 0 or a `fn()` stored by `set_hooks`.
+        unsafe { core::mem::transmute::<usize, fn()>(f) }
+    }
+}
+
+fn apic_read(reg: u64) -> u32 {
+    let base = APIC_BASE.load(Ordering::Relaxed);
+    debug_assert!(base != 0, "apic_read before init");
+    // SAFETY: `base` maps the local APIC's 4 KiB register page (see the
+    // module doc); registers are 32-bit, accessed with volatile loads.
+    unsafe { core::ptr::read_volatile((base + reg) as *const u32) }
+}
+
+fn apic_write(reg: u64, value: u32) {
+    let base = APIC_BASE.load(Ordering::Relaxed);
+    debug_assert!(base != 0, "apic_write before init");
+    // SAFETY: as for `apic_read`.
+    unsafe { core::ptr::write_volatile((base + reg) as *mut u32, value) }
+}
+
+/// Masks both legacy 8259 PICs after moving their vectors to 0x20..0x30,
+/// out of the exception range, so a stray legacy interrupt cannot look like
+/// an exception.
+fn silence_pic() {
+    let mut cmd1 = Port::<u8>::new(0x20);
+    let mut data1 = Port::<u8>::new(0x21);
+    let mut cmd2 = Port::<u8>::new(0xa0);
+    let mut data2 = Port::<u8>::new(0xa1);
+    // SAFETY: the standard ICW1..ICW4 sequence on the PC's 8259 ports,
+    // then a full mask; no other device uses these ports.
+    unsafe {
+        cmd1.write(0x11);
+        cmd2.write(0x11);
+        data1.write(0x20);
+        data2.write(0x28);
+        data1.write(4);
+        data2.write(2);
+        data1.write(1);
+        data2.write(1);
+        data1.write(0xff);
+        data2.write(0xff);
+    }
+}
+
+/// This CPU's local APIC id.
+pub fn apic_id() -> u32 {
+    apic_read(APIC_ID) >> 24
+}
+
+/// Enables this CPU's local APIC (spurious vector, software enable).
+fn enable_local_apic() {
+    apic_write(APIC_SVR, 0x100 | SPURIOUS_VECTOR as u32);
+    apic_write(APIC_LVT_TIMER, LVT_MASKED);
+}
+
+/// Boot CPU, once: silence the PIC, find and enable the local APIC, and
+/// measure its timer against the (already calibrated) TSC.
+pub fn init_boot_cpu(phys_offset: u64) {
+    silence_pic();
+    // SAFETY: reading IA32_APIC_BASE has no side effect.
+    let base = unsafe { Msr::new(IA32_APIC_BASE).read() } & 0xf_ffff_f000;
+    APIC_BASE.store(base + phys_offset, Ordering::Relaxed);
+    enable_local_apic();
+    // Count APIC timer ticks (divide by 16) over 10 ms of TSC time.
+    apic_write(APIC_TIMER_DIVIDE, 0x3);
+    apic_write(APIC_TIMER_INITIAL, u32::MAX);
+    let start = crate::time::now_ns();
+    while crate::time::now_ns() - start < 10_000_000 {
+        core::hint::spin_loop();
+    }
+    let counted = u32::MAX - apic_read(APIC_TIMER_CURRENT);
+    apic_write(APIC_TIMER_INITIAL, 0);
+    APIC_TIMER_HZ.store(counted as u64 * 100, Ordering::Relaxed);
+}
+
+/// Every other CPU, once, in its start-up path.
+pub fn init_this_cpu() {
+    enable_local_apic();
+}
+
+/// Starts this CPU's periodic timer at `hz` interrupts per second.
+pub fn start_timer(hz: u32) {
+    let count = (APIC_TIMER_HZ.load(Ordering::Relaxed) / hz.max(1) as u64).clamp(1, u32::MAX as u64);
+    apic_write(APIC_TIMER_DIVIDE, 0x3);
+    apic_write(APIC_LVT_TIMER, TIMER_VECTOR as u32 | LVT_PERIODIC);
+    apic_write(APIC_TIMER_INITIAL, count as u32);
+}
+
+/// Stops this CPU's timer.
+pub fn stop_timer() {
+    apic_write(APIC_LVT_TIMER, LVT_MASKED);
+    apic_write(APIC_TIMER_INITIAL, 0);
+}
+
+/// Sends the kernel IPI to the CPU whose APIC id is `apic_id`.
+pub fn send_ipi(apic_id: u32) {
+    send_icr(apic_id, IPI_VECTOR as u32);
+}
+
+/// Writes the interrupt command register and waits until the APIC has
+/// accepted the message.
+pub(crate) fn send_icr(apic_id: u32, low: u32) {
+    apic_write(APIC_ICR_HIGH, apic_id << 24);
+    apic_write(APIC_ICR_LOW, low);
+    while apic_read(APIC_ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// Called by the trap handler for vectors 32..=255.
+pub(crate) fn dispatch(vector: u8) {
+    match vector {
+        SPURIOUS_VECTOR => return, // no EOI for spurious interrupts
+        TIMER_VECTOR => {
+            apic_write(APIC_EOI, 0);
+            hook(&HOOK_TIMER)();
+        }
+        IPI_VECTOR => {
+            apic_write(APIC_EOI, 0);
+            hook(&HOOK_IPI)();
+        }
+        other => {
+            apic_write(APIC_EOI, 0);
+            panic!("unexpected interrupt vector {other:#x}");
+        }
+    }
+    hook(&HOOK_AFTER)();
+}
+
+/// Enables interrupts on this CPU.
+pub fn enable() {
+    x86_64::instructions::interrupts::enable();
+}
+
+/// Disables interrupts on this CPU.
+pub fn disable() {
+    x86_64::instructions::interrupts::disable();
+}
+
+/// True when interrupts are enabled on this CPU.
+pub fn enabled() -> bool {
+    x86_64::instructions::interrupts::are_enabled()
+}
+
+/// Disables interrupts; returns whether they were enabled, for [`restore`].
+pub fn save_and_disable() -> bool {
+    let was = enabled();
+    disable();
+    was
+}
+
+/// Re-enables interrupts if `was_enabled`.
+pub fn restore(was_enabled: bool) {
+    if was_enabled {
+        enable();
+    }
+}
+
+/// Enables interrupts and halts until one arrives, with no window in which
+/// an interrupt could be missed (`STI` takes effect after `HLT` starts).
+pub fn wait_for_interrupt() {
+    x86_64::instructions::interrupts::enable_and_hlt();
+}
