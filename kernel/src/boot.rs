@@ -81,12 +81,22 @@ pub fn kernel_main(info: BootInfo) -> ! {
         arch::exit(arch::ExitStatus::Failure);
     }
     memory::print_summary();
-    arch::time::init();
     cmdline::echo(&args);
     if let Err(e) = cmdline::validate(&args) {
         println!("kernel: bad arguments: {e}");
         arch::exit(arch::ExitStatus::Failure);
     }
+
+    if let Err(e) = crate::sched::init() {
+        println!("kernel: cannot start the scheduler: {e:?}");
+        arch::exit(arch::ExitStatus::Failure);
+    }
+    let (clock, hz) = arch::time::describe();
+    println!(
+        "kernel: scheduler running: {} Hz tick; clock {clock} at {} kHz",
+        crate::sched::TICK_HZ,
+        hz / 1000
+    );
 
     if let Some(filter) = args.get("test") {
         let ok = testing::run(filter, &args);

@@ -6,14 +6,14 @@
 //! panic may happen while the lock is held, and the message matters more than
 //! tidy output.
 //!
-//! Lock: `CONSOLE_LOCK` is a leaf lock (nothing is taken while holding it).
-//! Interrupts are off everywhere in issue 2; when interrupt handlers start to
-//! print (issue 4) it must become an interrupt-disabling lock.
+//! Lock: `CONSOLE_LOCK` is a leaf lock (nothing is taken while holding it),
+//! taken with interrupts disabled.
 
 use core::fmt::{self, Write};
 
-/// Serialises writers of whole formatted messages.
-static CONSOLE_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+/// Serialises writers of whole formatted messages; taken with interrupts
+/// off, so an interrupt handler that prints cannot deadlock against it.
+static CONSOLE_LOCK: crate::sync::IrqSpinLock<()> = crate::sync::IrqSpinLock::new(());
 
 struct Serial;
 

@@ -8,6 +8,8 @@
 //! | [`console`] | `print!`/`println!` over the arch's serial port, one lock for whole lines |
 //! | [`memory`] | the heap, the memmap and the buddy frame allocator in the running kernel |
 //! | [`paging`] | `mm::pgtable` over this arch's real format: table memory, test address spaces, MMU tests |
+//! | [`sched`] | kernel tasks: spawn, join, sleep, yield, preemption, address spaces per task |
+//! | [`sync`] | interrupt-disabling spin locks, the scheduler's raw lock |
 //! | [`bench`] | in-guest benchmarks (`bench=`), printing `BENCH` lines |
 //! | [`cmdline`] | the kernel arguments this kernel knows, and their echo |
 //! | [`exceptions`] | in-guest tests of the arch's exception handling |
@@ -35,4 +37,6 @@ pub mod exceptions;
 pub mod memory;
 pub mod paging;
 pub mod panic;
+pub mod sched;
+pub mod sync;
 pub mod testing;

@@ -35,8 +35,27 @@ use mm::{PhysAddr, VirtAddr, PAGE_SIZE};
 /// Size of the kernel heap.
 pub const HEAP_SIZE: u64 = 16 * 1024 * 1024;
 
+/// The kernel heap: a linked-list allocator whose lock is taken with
+/// interrupts disabled, so a task holding it is never preempted (another
+/// task on the same CPU would spin on it) and interrupt handlers may
+/// allocate.
+struct KernelHeap(LockedHeap);
+
+// SAFETY: every method forwards to `LockedHeap`, which is a correct
+// GlobalAlloc; disabling interrupts around the calls changes no result.
+unsafe impl core::alloc::GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        crate::sync::without_interrupts(|| unsafe { self.0.alloc(layout) })
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        crate::sync::without_interrupts(|| unsafe { self.0.dealloc(ptr, layout) })
+    }
+}
+
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+static HEAP: KernelHeap = KernelHeap(LockedHeap::empty());
 
 /// The page descriptors of every frame from the lowest to the highest
 /// usable one.
@@ -100,7 +119,7 @@ pub fn init(info: &BootInfo) -> Result<(), InitError> {
     // SAFETY: the frames were just taken from the early allocator, which
     // never hands them out again; they are RAM, mapped read-write in the
     // direct map at `heap_va`, and `init` runs once, before any allocation.
-    unsafe { HEAP.lock().init(heap_va.as_u64() as *mut u8, HEAP_SIZE as usize) };
+    unsafe { HEAP.0.lock().init(heap_va.as_u64() as *mut u8, HEAP_SIZE as usize) };
 
     // The memmap covers [first usable pfn, last usable pfn]; holes in it
     // stay Reserved.
@@ -166,13 +185,15 @@ pub fn frame_allocator() -> &'static FrameAllocator {
 /// `2^order` contiguous frames (normal priority: fails at the min
 /// watermark).
 pub fn alloc_frames(order: u8) -> Result<PhysAddr, AllocError> {
-    let pfn = frame_allocator().alloc(order, AllocKind::Normal)?;
+    // Interrupts off around the allocator's lock: its holder must not be
+    // preempted (see `crate::sync`).
+    let pfn = crate::sync::without_interrupts(|| frame_allocator().alloc(order, AllocKind::Normal))?;
     Ok(PhysAddr::new(pfn << 12))
 }
 
 /// Gives back frames from [`alloc_frames`].
 pub fn free_frames(pa: PhysAddr, order: u8) {
-    frame_allocator().free(pa.pfn(), order);
+    crate::sync::without_interrupts(|| frame_allocator().free(pa.pfn(), order));
 }
 
 /// Fills `2^order` frames at `pa` with zeros.
@@ -195,7 +216,7 @@ pub fn kernel_root() -> PhysAddr {
 
 /// Bytes of heap in use.
 pub fn heap_used() -> usize {
-    HEAP.lock().used()
+    crate::sync::without_interrupts(|| HEAP.0.lock().used())
 }
 
 /// The usable memory the boot path reported.

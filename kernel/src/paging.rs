@@ -11,8 +11,9 @@
 //! - [`TestSpace`] is a fresh lower-half address space: on x86_64 its root
 //!   shares the kernel's upper half (PML4 entries 256..512, copied from the
 //!   boot root); on AArch64 the kernel lives in TTBR1 and the root goes in
-//!   TTBR0 alone. [`TestSpace::activate`] loads it until the returned guard
-//!   drops. One CPU, one user at a time (issue 4 adds shootdowns).
+//!   TTBR0 alone. [`TestSpace::activate`] makes it the running task's
+//!   address space (through the scheduler, so preemption keeps it) until
+//!   the returned guard drops.
 //! - Changes flush through the arch's [`arch::mmu::Tlb`]: every test here
 //!   reads through the MMU after the change, so a missing flush fails it.
 
@@ -87,11 +88,10 @@ pub struct TestSpace {
     pub table: PageTable<Format>,
 }
 
-/// Loads a [`TestSpace`] until dropped.
+/// Keeps a [`TestSpace`] loaded for the running task until dropped.
 pub struct Active<'a> {
     _space: &'a TestSpace,
-    #[cfg(target_arch = "x86_64")]
-    previous: PhysAddr,
+    _guard: crate::sched::AddressSpaceGuard,
 }
 
 impl TestSpace {
@@ -104,39 +104,15 @@ impl TestSpace {
         Ok(TestSpace { table: table.map_err(|e| format!("new page table: {e}"))? })
     }
 
-    /// Makes this the running lower half until the guard drops.
+    /// Makes this the running task's address space until the guard drops:
+    /// the scheduler loads it now and whenever the task runs again.
     pub fn activate(&self) -> Active<'_> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY: the root shares PML4 entries 256..512 with the boot
-            // root, where all of the kernel lives.
-            let previous = unsafe { arch::mmu::switch_root(self.table.root()) };
-            Active { _space: self, previous }
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            // SAFETY: the root is a valid level-0 table owned by `self`,
-            // which the guard borrows, so it outlives its use.
-            unsafe { arch::mmu::switch_lower_half(self.table.root()) };
-            Active { _space: self }
-        }
+        Active { _space: self, _guard: crate::sched::enter_address_space(self.table.root()) }
     }
 
     /// Gives back every table frame (not the frames leaves map).
     pub fn destroy(self) {
         self.table.destroy(&KernelTables, KERNEL_SHARED);
-    }
-}
-
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `previous` was the running root a moment ago.
-        unsafe {
-            arch::mmu::switch_root(self.previous);
-        }
-        #[cfg(target_arch = "aarch64")]
-        arch::mmu::disable_lower_half();
     }
 }
 
@@ -557,6 +533,50 @@ fn ptdump_shows_the_tree(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
+fn address_space_follows_its_task(_: &TestEnv<'_>) -> Result<(), String> {
+    // Two tasks, two address spaces mapping the same address to different
+    // frames; while the tasks yield and get preempted, each must always see
+    // its own frame: the scheduler reloads CR3 / TTBR0 on every switch.
+    let va = TEST_VA + 0x9000;
+    let mut handles = alloc::vec::Vec::new();
+    for marker in [0xa1u8, 0xb2] {
+        let frame = Frames::new(0)?;
+        for off in (0..4096).step_by(256) {
+            frame.write(off, marker);
+        }
+        let space = TestSpace::new()?;
+        space
+            .table
+            .map(&KernelTables, VirtAddr::new(va), leaf(frame.pa, PageSize::Size4K, RW_USER))
+            .map_err(|e| format!("{e}"))?
+            .ignore();
+        let task = crate::sched::spawn("in-space", move || {
+            let result = (|| {
+                let _active = space.activate();
+                for round in 0..300u64 {
+                    let got = probe_read(va + (round * 256) % 4096)?;
+                    if got != marker {
+                        return Err(format!("task {marker:#x} read {got:#x} in round {round}"));
+                    }
+                    if round % 7 == 0 {
+                        crate::sched::yield_now();
+                    }
+                }
+                Ok(())
+            })();
+            space.destroy();
+            drop(frame);
+            result
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+        handles.push(task);
+    }
+    for h in handles {
+        h.join()?;
+    }
+    Ok(())
+}
+
 pub(crate) const TESTS: &[Test] = &[
     Test { name: "pgtable::map_4k_and_2m_through_the_mmu", run: map_4k_and_2m_through_the_mmu },
     Test { name: "pgtable::unmap_then_fault_at_the_address", run: unmap_then_fault_at_the_address },
@@ -566,4 +586,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "pgtable::swap_and_migration_entries_fault", run: swap_and_migration_entries_fault },
     Test { name: "pgtable::split_pmd_keeps_data", run: split_pmd_keeps_data },
     Test { name: "pgtable::ptdump_shows_the_tree", run: ptdump_shows_the_tree },
+    Test { name: "pgtable::address_space_follows_its_task", run: address_space_follows_its_task },
 ];

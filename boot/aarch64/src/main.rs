@@ -42,6 +42,24 @@ fn find_uart(fdt: &fdt::Fdt<'_>) -> Option<u64> {
     Some(region.starting_address as u64)
 }
 
+/// Finds the GICv2 distributor and CPU interface in the device tree and
+/// starts the interrupt controller; a missing or GICv3 controller stops the
+/// boot with a message (QEMU's `virt` gives GICv2 unless asked otherwise).
+fn init_gic(fdt: &fdt::Fdt<'_>) {
+    if let Some(gic) = fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400"]) {
+        let mut regs = gic.reg().into_iter().flatten();
+        if let (Some(d), Some(c)) = (regs.next(), regs.next()) {
+            arch::irq::init_boot_cpu(d.starting_address as u64, c.starting_address as u64);
+            return;
+        }
+        fail(format_args!("the GICv2 node has no distributor/CPU-interface registers"));
+    }
+    if fdt.find_compatible(&["arm,gic-v3"]).is_some() {
+        fail(format_args!("GICv3 is not supported yet; run QEMU's virt machine with its default GICv2"));
+    }
+    fail(format_args!("the device tree names no interrupt controller"));
+}
+
 fn fail(msg: core::fmt::Arguments<'_>) -> ! {
     println!("boot: {msg}");
     arch::exit(arch::ExitStatus::Failure)
@@ -69,6 +87,7 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     // is mapped as Device memory by the boot tables.
     unsafe { arch::console::init(uart + arch::DIRECT_MAP_OFFSET) };
     arch::mmu::disable_lower_half();
+    init_gic(&fdt);
 
     let mut memory = MemoryMap::new();
     for region in fdt.memory().regions() {

@@ -82,6 +82,8 @@ fn boot_x86_64_main(info: &'static mut bootloader_api::BootInfo) -> ! {
         arch::exit(arch::ExitStatus::Failure);
     };
     arch::init(phys_offset);
+    arch::time::init();
+    arch::irq::init_boot_cpu(phys_offset);
 
     let mut memory = MemoryMap::new();
     let mut uefi = false;
