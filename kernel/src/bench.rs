@@ -16,7 +16,17 @@ struct Bench {
     run: fn() -> Result<(), alloc::string::String>,
 }
 
-const BENCHES: &[Bench] = &[Bench { name: "frame_alloc_free", run: frame_alloc_free }];
+const BENCHES: &[Bench] = &[
+    Bench { name: "frame_alloc_free", run: frame_alloc_free },
+    Bench { name: "tlb_shootdown", run: tlb_shootdown },
+];
+
+fn tlb_shootdown() -> Result<(), alloc::string::String> {
+    let per_second = crate::tlb::bench_shootdown()?;
+    report("tlb_shootdown", per_second, "shootdowns/s");
+    report("tlb_shootdown_cpus", crate::sched::nr_cpus_online() as f64, "cpus");
+    Ok(())
+}
 
 fn report(name: &str, value: f64, unit: &str) {
     println!("BENCH name={name} value={value:.1} unit={unit}");

@@ -20,6 +20,45 @@ pub enum FirmwareTables {
     DeviceTree { addr: PhysAddr, size: u64 },
 }
 
+/// The most CPUs a boot path reports (the scheduler's limit).
+pub const MAX_CPUS: usize = 16;
+
+/// The CPUs the firmware describes, by their hardware ids (x86_64: local
+/// APIC ids from the ACPI MADT; AArch64: MPIDR affinity from the device
+/// tree). Index 0 is always the boot CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuList {
+    ids: [u64; MAX_CPUS],
+    len: usize,
+    /// CPUs the firmware listed beyond [`MAX_CPUS`] (not used).
+    pub nr_ignored: usize,
+}
+
+impl CpuList {
+    /// A list holding only the boot CPU.
+    pub const fn boot_only(boot_id: u64) -> CpuList {
+        let mut ids = [0; MAX_CPUS];
+        ids[0] = boot_id;
+        CpuList { ids, len: 1, nr_ignored: 0 }
+    }
+    /// Adds a CPU (not the boot CPU); counts it as ignored when full.
+    pub fn push(&mut self, id: u64) {
+        if self.ids[..self.len].contains(&id) {
+            return;
+        }
+        if self.len == MAX_CPUS {
+            self.nr_ignored += 1;
+        } else {
+            self.ids[self.len] = id;
+            self.len += 1;
+        }
+    }
+    /// Hardware ids, boot CPU first.
+    pub fn ids(&self) -> &[u64] {
+        &self.ids[..self.len]
+    }
+}
+
 /// The one description of the machine both boot paths produce.
 pub struct BootInfo {
     /// How the kernel was loaded: `bios`, `uefi` or `linux-image`.
@@ -34,6 +73,8 @@ pub struct BootInfo {
     pub firmware: FirmwareTables,
     /// Where the kernel image lies in physical memory.
     pub kernel_image: PhysRange,
+    /// The CPUs to bring up.
+    pub cpus: CpuList,
 }
 
 /// The banner's first words.
@@ -97,6 +138,8 @@ pub fn kernel_main(info: BootInfo) -> ! {
         crate::sched::TICK_HZ,
         hz / 1000
     );
+    let online = crate::smp::bring_up(&info.cpus);
+    println!("smp: {online} of {} CPUs online", info.cpus.ids().len());
 
     if let Some(filter) = args.get("test") {
         let ok = testing::run(filter, &args);

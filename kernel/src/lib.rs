@@ -9,10 +9,12 @@
 //! | [`memory`] | the heap, the memmap and the buddy frame allocator in the running kernel |
 //! | [`paging`] | `mm::pgtable` over this arch's real format: table memory, test address spaces, MMU tests |
 //! | [`sched`] | kernel tasks: spawn, join, sleep, yield, preemption, address spaces per task |
+//! | [`smp`] | starting every CPU the firmware lists |
 //! | [`sync`] | interrupt-disabling spin locks, the scheduler's raw lock |
 //! | [`bench`] | in-guest benchmarks (`bench=`), printing `BENCH` lines |
 //! | [`cmdline`] | the kernel arguments this kernel knows, and their echo |
 //! | [`exceptions`] | in-guest tests of the arch's exception handling |
+//! | [`tlb`] | TLB shootdown: no CPU keeps a stale translation after a change returns |
 //! | [`testing`] | the in-guest test harness and its serial protocol |
 //! | [`panic`] | the panic handler: message, location, failing exit |
 //!
@@ -38,5 +40,7 @@ pub mod memory;
 pub mod paging;
 pub mod panic;
 pub mod sched;
+pub mod smp;
 pub mod sync;
 pub mod testing;
+pub mod tlb;

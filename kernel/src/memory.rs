@@ -375,7 +375,59 @@ fn huge_frames_are_aligned_and_distinct(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
+fn concurrent_alloc_from_every_cpu(_: &TestEnv<'_>) -> Result<(), String> {
+    // A task pinned to every CPU allocates and frees blocks of random
+    // orders, stamping each block it owns and checking the stamp before it
+    // frees it: a block handed to two CPUs at once shows up as a wrong stamp.
+    let before = nr_free_frames();
+    let handles: Result<Vec<_>, _> = crate::sched::online_cpus()
+        .map(|cpu| {
+            crate::sched::spawn_on(cpu, "allocator", move || -> Result<(), String> {
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (cpu as u64 + 1);
+                let mut held: Vec<(PhysAddr, u8, u64)> = Vec::new();
+                for round in 0..3000u64 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    if held.len() < 48 && !seed.is_multiple_of(3) {
+                        let order = (seed >> 8) as u8 % 5;
+                        let Ok(pa) = alloc_frames(order) else { continue };
+                        let stamp = (cpu as u64) << 48 | round;
+                        // SAFETY: the block is ours until we free it; RAM in the direct map.
+                        unsafe { (phys_to_virt(pa).as_u64() as *mut u64).write_volatile(stamp) };
+                        held.push((pa, order, stamp));
+                    } else if !held.is_empty() {
+                        let (pa, order, stamp) = held.swap_remove((seed >> 16) as usize % held.len());
+                        // SAFETY: as above.
+                        let seen = unsafe { (phys_to_virt(pa).as_u64() as *const u64).read_volatile() };
+                        if seen != stamp {
+                            return Err(format!(
+                                "CPU {cpu}: block {pa} holds {seen:#x}, not its stamp {stamp:#x}"
+                            ));
+                        }
+                        free_frames(pa, order);
+                    }
+                }
+                for (pa, order, _) in held {
+                    free_frames(pa, order);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles.map_err(|e| format!("spawn_on: {e:?}"))? {
+        h.join()?;
+    }
+    crate::sync::without_interrupts(|| frame_allocator().check_consistency()).map_err(|e| format!("{e}"))?;
+    let after = nr_free_frames();
+    if after != before {
+        return Err(format!("{before} frames free before, {after} after"));
+    }
+    Ok(())
+}
+
 pub(crate) const TESTS: &[Test] = &[
+    Test { name: "frame::concurrent_alloc_from_every_cpu", run: concurrent_alloc_from_every_cpu },
     Test { name: "heap::box_vec_and_reuse", run: heap_box_vec_and_reuse },
     Test { name: "heap::exhaustion_is_an_error", run: heap_exhaustion_is_an_error },
     Test { name: "frame::frames_are_usable_ram", run: frames_are_usable_ram },

@@ -119,23 +119,23 @@ impl TestSpace {
 // ---------------------------------------------------------------- tests
 
 /// Where tests map things: lower half, 256 GiB, away from anything else.
-const TEST_VA: u64 = 0x0000_0040_0000_0000;
-const RW_USER: Prot = Prot { writable: true, user: true, executable: false, global: false };
+pub(crate) const TEST_VA: u64 = 0x0000_0040_0000_0000;
+pub(crate) const RW_USER: Prot = Prot { writable: true, user: true, executable: false, global: false };
 
-fn leaf(frame: PhysAddr, size: PageSize, prot: Prot) -> Leaf {
+pub(crate) fn leaf(frame: PhysAddr, size: PageSize, prot: Prot) -> Leaf {
     // Mapped dirty and young: the first access needs no fault on a CPU that
     // does not manage A/D itself (AArch64 without FEAT_HAFDBS).
     Leaf { frame, size, prot, dirty: true, young: true }
 }
 
 /// Frames for a test, freed on drop.
-struct Frames {
-    pa: PhysAddr,
+pub(crate) struct Frames {
+    pub(crate) pa: PhysAddr,
     order: u8,
 }
 
 impl Frames {
-    fn new(order: u8) -> Result<Frames, String> {
+    pub(crate) fn new(order: u8) -> Result<Frames, String> {
         let pa = memory::alloc_frames(order).map_err(|e| format!("allocating order {order}: {e:?}"))?;
         Ok(Frames { pa, order })
     }
@@ -147,7 +147,7 @@ impl Frames {
         assert!(offset < self.bytes());
         (memory::phys_to_virt(self.pa).as_u64() + offset) as *mut u8
     }
-    fn write(&self, offset: u64, value: u8) {
+    pub(crate) fn write(&self, offset: u64, value: u8) {
         // SAFETY: in bounds (checked by `direct`) of frames this test owns.
         unsafe { self.direct(offset).write_volatile(value) }
     }
@@ -163,7 +163,7 @@ impl Drop for Frames {
     }
 }
 
-fn probe_read(va: u64) -> Result<u8, String> {
+pub(crate) fn probe_read(va: u64) -> Result<u8, String> {
     arch::probe::read_u8(VirtAddr::new(va)).map_err(|f| format!("read at {va:#x} faulted: {f:?}"))
 }
 

@@ -29,8 +29,9 @@
 //!   it: the previous task is dropped in [`finish_switch`], on the new
 //!   task's stack.
 //!
-//! One CPU runs tasks today; the per-CPU slots are sized for
-//! [`MAX_CPUS`] so SMP (issue 4's next step) adds CPUs, not structure.
+//! All CPUs share the one run queue, so a task runs wherever a CPU is free
+//! (migration is the default); `spawn_on` pins it. A CPU's index comes from
+//! its per-CPU register ([`arch::cpu`]); the boot CPU keeps time.
 
 use crate::arch;
 use crate::arch::context::Context;
@@ -45,7 +46,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::PhysAddr;
 
 /// The most CPUs the kernel manages.
-pub const MAX_CPUS: usize = 16;
+pub const MAX_CPUS: usize = crate::boot::MAX_CPUS;
 /// Timer interrupts per second (the time slice is one tick).
 pub const TICK_HZ: u32 = 100;
 /// Ready and sleeping tasks the run queue holds without allocating.
@@ -154,11 +155,46 @@ unsafe fn rq() -> &'static mut RunQueue {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// CPUs running their idle task (they look at the run queue only when
+/// interrupted, so a task made ready must wake one: [`kick_idle_cpu`]).
+static IDLE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// CPUs that run tasks.
+static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
-/// This CPU's index (0 = boot CPU). One CPU until SMP bring-up.
+/// This CPU's index (0 = boot CPU).
 pub fn cpu_index() -> usize {
-    0
+    arch::cpu::index()
+}
+
+/// True when CPU `cpu` runs tasks.
+pub fn cpu_online(cpu: usize) -> bool {
+    cpu < MAX_CPUS && ONLINE[cpu].load(Ordering::Acquire)
+}
+
+/// How many CPUs run tasks.
+pub fn nr_cpus_online() -> usize {
+    ONLINE.iter().filter(|o| o.load(Ordering::Acquire)).count()
+}
+
+/// The indexes of the CPUs that run tasks (there may be gaps, if a CPU
+/// failed to start).
+pub fn online_cpus() -> impl Iterator<Item = usize> {
+    (0..MAX_CPUS).filter(|&c| cpu_online(c))
+}
+
+/// A task was made ready: if it may run on an idle CPU other than this
+/// one, send that CPU the kernel IPI so it schedules now rather than at
+/// its next tick.
+fn kick_idle_cpu(affinity: Option<usize>) {
+    let me = cpu_index();
+    let target = match affinity {
+        Some(cpu) => (cpu != me && IDLE[cpu].load(Ordering::Relaxed)).then_some(cpu),
+        None => online_cpus().find(|&c| c != me && IDLE[c].load(Ordering::Relaxed)),
+    };
+    if let Some(cpu) = target {
+        arch::irq::send_ipi_to(cpu);
+    }
 }
 
 /// Timer ticks since the scheduler started.
@@ -201,8 +237,9 @@ fn alloc_stack() -> Result<(PhysAddr, u64), SpawnError> {
     Ok((pa, top))
 }
 
-fn idle_loop(_: usize) -> ! {
-    finish_switch();
+/// What an idle task does: wait for an interrupt; reschedule when the
+/// tick or an IPI asks for it.
+fn idle_forever() -> ! {
     loop {
         arch::irq::disable();
         if NEED_RESCHED[cpu_index()].swap(false, Ordering::Relaxed) {
@@ -214,8 +251,9 @@ fn idle_loop(_: usize) -> ! {
     }
 }
 
-extern "C" fn idle_entry(arg: usize) -> ! {
-    idle_loop(arg)
+extern "C" fn idle_entry(_: usize) -> ! {
+    finish_switch();
+    idle_forever()
 }
 
 /// Starts scheduling on the boot CPU: the running flow becomes the task
@@ -242,14 +280,45 @@ pub fn init() -> Result<(), SpawnError> {
     }
     RQ_LOCK.unlock();
     arch::irq::set_hooks(arch::irq::Hooks { timer: on_tick, ipi: on_ipi, after_irq: preempt });
+    ONLINE[0].store(true, Ordering::Release);
     STARTED.store(true, Ordering::Release);
     arch::irq::start_timer(TICK_HZ);
     arch::irq::enable();
     Ok(())
 }
 
-/// The timer interrupt: count, wake sleepers, ask for a reschedule.
+/// Runs a secondary CPU from its start-up stack on: the running flow
+/// becomes this CPU's idle task, its tick starts, and it schedules forever.
+/// The arch code has set up the CPU (tables, vectors, interrupt controller,
+/// index) with interrupts off.
+pub fn run_secondary(cpu: usize) -> ! {
+    assert!(cpu > 0 && cpu < MAX_CPUS, "run_secondary: bad CPU index {cpu}");
+    debug_assert_eq!(cpu_index(), cpu);
+    let idle = new_task("idle", Some(cpu), None, Context::default());
+    arch::irq::disable();
+    RQ_LOCK.lock();
+    // SAFETY: RQ_LOCK is held.
+    unsafe {
+        idle.inner().state = TaskState::Running;
+        let rq = rq();
+        rq.current[cpu] = Some(idle.clone());
+        rq.idle[cpu] = Some(idle);
+    }
+    RQ_LOCK.unlock();
+    IDLE[cpu].store(true, Ordering::Relaxed);
+    ONLINE[cpu].store(true, Ordering::Release);
+    arch::irq::start_timer(TICK_HZ);
+    idle_forever()
+}
+
+/// The timer interrupt: the boot CPU keeps time and wakes sleepers; every
+/// CPU asks for a reschedule (its time slice is over).
 fn on_tick() {
+    NR_CPU_TICKS[cpu_index()].fetch_add(1, Ordering::Relaxed);
+    if cpu_index() != 0 {
+        NEED_RESCHED[cpu_index()].store(true, Ordering::Relaxed);
+        return;
+    }
     let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
@@ -261,6 +330,7 @@ fn on_tick() {
             if due {
                 let task = rq.sleeping.swap_remove(i);
                 task.inner().state = TaskState::Ready;
+                kick_idle_cpu(task.affinity);
                 rq.ready.push_back(task);
             } else {
                 i += 1;
@@ -271,9 +341,54 @@ fn on_tick() {
     NEED_RESCHED[cpu_index()].store(true, Ordering::Relaxed);
 }
 
-/// The kernel IPI: today only a reschedule request.
+/// The kernel IPI: serve a TLB shootdown request, and reschedule (a task
+/// may have been made ready for this CPU).
 fn on_ipi() {
+    NR_CPU_IPIS[cpu_index()].fetch_add(1, Ordering::Relaxed);
+    crate::tlb::handle_ipi();
     NEED_RESCHED[cpu_index()].store(true, Ordering::Relaxed);
+}
+
+static NR_SHOOTDOWNS: AtomicU64 = AtomicU64::new(0);
+/// Per-CPU counts: ticks taken, IPIs taken, task switches made.
+static NR_CPU_TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static NR_CPU_IPIS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static NR_CPU_SWITCHES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// (ticks, IPIs, switches) taken by CPU `cpu` so far.
+pub fn cpu_stats(cpu: usize) -> (u64, u64, u64) {
+    (
+        NR_CPU_TICKS[cpu].load(Ordering::Relaxed),
+        NR_CPU_IPIS[cpu].load(Ordering::Relaxed),
+        NR_CPU_SWITCHES[cpu].load(Ordering::Relaxed),
+    )
+}
+
+/// Counts a completed TLB shootdown (for the benchmark).
+pub fn note_shootdown() {
+    NR_SHOOTDOWNS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// TLB shootdowns completed so far.
+pub fn nr_shootdowns() -> u64 {
+    NR_SHOOTDOWNS.load(Ordering::Relaxed)
+}
+
+/// A bit mask of the CPUs whose loaded root is `root`.
+pub fn cpus_with_root(root: PhysAddr) -> u32 {
+    let was = arch::irq::save_and_disable();
+    RQ_LOCK.lock();
+    // SAFETY: RQ_LOCK is held.
+    let mask = unsafe {
+        rq().loaded_root
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r == Some(root))
+            .fold(0u32, |m, (i, _)| m | 1 << i)
+    };
+    RQ_LOCK.unlock();
+    arch::irq::restore(was);
+    mask
 }
 
 /// The preemption point after every interrupt (interrupts disabled).
@@ -315,6 +430,8 @@ fn schedule_locked() {
             None => rq.idle[cpu].clone().expect("schedule: no idle task"),
         };
         next.inner().state = TaskState::Running;
+        let next_is_idle = rq.idle[cpu].as_ref().is_some_and(|t| Arc::ptr_eq(t, &next));
+        IDLE[cpu].store(next_is_idle, Ordering::Relaxed);
         if Arc::ptr_eq(&next, &prev) {
             RQ_LOCK.unlock();
             return;
@@ -328,6 +445,7 @@ fn schedule_locked() {
         let to: *const Context = &next.inner().context;
         rq.current[cpu] = Some(next);
         rq.last[cpu] = Some(prev);
+        NR_CPU_SWITCHES[cpu].fetch_add(1, Ordering::Relaxed);
         arch::context::switch(from, to);
     }
     finish_switch();
@@ -448,6 +566,7 @@ fn exit() -> ! {
         cur.inner().state = TaskState::Dead;
         if let Some(joiner) = cur.inner().joiner.take() {
             joiner.inner().state = TaskState::Ready;
+            kick_idle_cpu(joiner.affinity);
             rq.ready.push_back(joiner);
         }
     }
@@ -502,7 +621,7 @@ fn spawn_inner<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, SpawnError> {
     if let Some(cpu) = affinity {
-        if cpu != 0 {
+        if !cpu_online(cpu) {
             return Err(SpawnError::NoSuchCpu(cpu));
         }
     }
@@ -529,6 +648,7 @@ fn spawn_inner<T: Send + 'static>(
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     unsafe { rq().ready.push_back(task.clone()) };
+    kick_idle_cpu(affinity);
     RQ_LOCK.unlock();
     arch::irq::restore(was);
     Ok(JoinHandle { task, result })

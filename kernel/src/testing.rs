@@ -21,7 +21,7 @@
 //! passed and at least one ran.
 
 use crate::println;
-use crate::{cmdline, exceptions, memory, paging, print, sched};
+use crate::{cmdline, exceptions, memory, paging, print, sched, smp, tlb};
 use alloc::format;
 use alloc::string::String;
 use kargs::Args;
@@ -41,9 +41,18 @@ pub struct Test {
 
 /// Every test in the kernel, in the order they run.
 pub fn all_tests() -> impl Iterator<Item = &'static Test> {
-    [TESTS, cmdline::TESTS, memory::TESTS, exceptions::TESTS, paging::TESTS, sched::TESTS]
-        .into_iter()
-        .flatten()
+    [
+        TESTS,
+        cmdline::TESTS,
+        memory::TESTS,
+        exceptions::TESTS,
+        paging::TESTS,
+        sched::TESTS,
+        smp::TESTS,
+        tlb::TESTS,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// True when `name` is selected by `filter` (see the module doc).

@@ -9,7 +9,9 @@
 //!   are the host crates);
 //! - lints: `cargo fmt --check` over the workspace, and clippy with warnings
 //!   denied over the host crates and over each kernel for its bare-metal target;
-//! - in-guest tests (`qemu test`) on x86_64 and AArch64;
+//! - in-guest tests (`qemu test`) on x86_64 and AArch64, each with 1 CPU
+//!   and with [`SMP_CPUS`] CPUs (the races the kernel guards against need
+//!   several CPUs; one CPU checks that nothing depends on there being more);
 //! - boot smoke checks on x86_64 BIOS, x86_64 UEFI and AArch64: the boot
 //!   passes and the kernel echoes the marker argument `smoke=1`;
 //! - the harness self-check on each architecture: a test that fails on
@@ -29,6 +31,9 @@ use crate::guest::{self, CRASHCHECK_ARGS, SELFCHECK_ARGS, SMOKE_ARG};
 use crate::kbuild::{self, Builder};
 use crate::setup;
 
+/// CPUs of the multi-CPU in-guest run.
+pub const SMP_CPUS: u32 = 4;
+
 /// One finished step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepResult {
@@ -44,7 +49,8 @@ pub enum Step {
     HostSetup,
     HostTests,
     Lints,
-    QemuTest(Arch),
+    /// In-guest tests with this many CPUs.
+    QemuTest(Arch, u32),
     Smoke(Arch, Firmware),
     SelfCheck(Arch),
     CrashCheck(Arch),
@@ -56,7 +62,7 @@ impl Step {
             Step::HostSetup => "host setup (QEMU, OVMF)".to_string(),
             Step::HostTests => "host tests (cargo test)".to_string(),
             Step::Lints => "lints (rustfmt, clippy)".to_string(),
-            Step::QemuTest(arch) => format!("in-guest tests {arch}"),
+            Step::QemuTest(arch, smp) => format!("in-guest tests {arch} smp {smp}"),
             Step::Smoke(arch, fw) => format!("boot smoke {}", guest::machine_name(*arch, *fw)),
             Step::SelfCheck(arch) => format!("harness self-check {arch}"),
             Step::CrashCheck(arch) => format!("harness crash check {arch}"),
@@ -70,7 +76,10 @@ pub fn plan(args: &CiArgs) -> Vec<Step> {
         return vec![Step::HostTests, Step::Lints];
     }
     let mut steps = vec![Step::HostSetup, Step::HostTests, Step::Lints];
-    steps.extend(args.arches.iter().map(|&a| Step::QemuTest(a)));
+    for &arch in &args.arches {
+        steps.push(Step::QemuTest(arch, 1));
+        steps.push(Step::QemuTest(arch, SMP_CPUS));
+    }
     for &arch in &args.arches {
         steps.push(Step::Smoke(arch, Firmware::Bios));
         if arch == Arch::X86_64 {
@@ -154,9 +163,9 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
                 Err(failures.join("; "))
             }
         }
-        Step::QemuTest(arch) => {
+        Step::QemuTest(arch, smp) => {
             let args = TestArgs {
-                run: run_args(*arch, Firmware::Bios, TEST_TIMEOUT_SECS),
+                run: RunArgs { smp: *smp, ..run_args(*arch, Firmware::Bios, TEST_TIMEOUT_SECS) },
                 filter: None,
                 seed: None,
                 bug: None,
@@ -242,8 +251,10 @@ mod tests {
                 "host setup (QEMU, OVMF)",
                 "host tests (cargo test)",
                 "lints (rustfmt, clippy)",
-                "in-guest tests x86_64",
-                "in-guest tests aarch64",
+                "in-guest tests x86_64 smp 1",
+                "in-guest tests x86_64 smp 4",
+                "in-guest tests aarch64 smp 1",
+                "in-guest tests aarch64 smp 4",
                 "boot smoke x86_64 (bios)",
                 "boot smoke x86_64 (uefi)",
                 "boot smoke aarch64",
@@ -267,7 +278,8 @@ mod tests {
                 Step::HostSetup,
                 Step::HostTests,
                 Step::Lints,
-                Step::QemuTest(Arch::Aarch64),
+                Step::QemuTest(Arch::Aarch64, 1),
+                Step::QemuTest(Arch::Aarch64, SMP_CPUS),
                 Step::Smoke(Arch::Aarch64, Firmware::Bios),
                 Step::SelfCheck(Arch::Aarch64),
                 Step::CrashCheck(Arch::Aarch64),

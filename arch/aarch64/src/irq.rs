@@ -16,9 +16,14 @@
 //!   is not supported yet: [`init_boot_cpu`] refuses it by name.
 //! - The virtual timer is one-shot in hardware; the handler rearms it, so it
 //!   ticks at the rate [`start_timer`] set.
+//! - IPIs by kernel CPU index: each CPU, in [`init_this_cpu`], records its
+//!   own CPU-interface bit (the banked GICD_ITARGETSR0) in a table indexed
+//!   by its kernel index; [`send_ipi_to`] looks the target up there. A CPU
+//!   whose slot is still 0 has not set up its GIC interface yet and gets no
+//!   IPI (it is not online for the kernel either).
 
 use aarch64_cpu::registers::{Readable, Writeable, CNTFRQ_EL0, CNTV_CTL_EL0, CNTV_TVAL_EL0};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// The SGI used as the kernel IPI.
 pub const IPI_SGI: u32 = 0;
@@ -40,6 +45,16 @@ static GICD: AtomicU64 = AtomicU64::new(0);
 static GICC: AtomicU64 = AtomicU64::new(0);
 /// Timer counts per tick (0: timer off on this CPU... shared rate).
 static TICK_COUNTS: AtomicU64 = AtomicU64::new(0);
+
+/// Kernel CPU indexes the IPI table covers: at least the kernel's limit
+/// (`kernel::boot::MAX_CPUS`). GICv2 itself has at most 8 CPU interfaces.
+const NR_IPI_SLOTS: usize = 16;
+/// Each CPU's GIC CPU-interface mask (its SGI target bit), by kernel index;
+/// 0 = not set up yet. Written once per CPU by [`init_this_cpu`] (Release),
+/// read by [`send_ipi_to`] (Acquire).
+static INTERFACE_MASKS: [AtomicU8; NR_IPI_SLOTS] = [const { AtomicU8::new(0) }; NR_IPI_SLOTS];
+/// GICD_SGIR TargetListFilter = 0b10: to the requesting CPU only.
+const SGIR_TO_SELF: u32 = 0b10 << 24;
 
 /// What the kernel wants done on each interrupt. Called with interrupts
 /// masked, after the end of interrupt.
@@ -108,8 +123,10 @@ pub fn init_boot_cpu(gicd: u64, gicc: u64) {
     init_this_cpu();
 }
 
-/// Every CPU (the boot CPU through [`init_boot_cpu`]): enable the banked
-/// SGI and timer interrupts and this CPU's interface.
+/// Every CPU (the boot CPU through [`init_boot_cpu`]), after its kernel
+/// index is set ([`crate::cpu::set_index`]): enable the banked SGI and timer
+/// interrupts and this CPU's interface, and record its interface mask for
+/// [`send_ipi_to`].
 pub fn init_this_cpu() {
     for id in [IPI_SGI, TIMER_PPI] {
         let reg = GICD_IPRIORITYR + (id as u64 & !3);
@@ -120,10 +137,15 @@ pub fn init_this_cpu() {
     }
     write(&GICC, GICC_PMR, 0xff);
     write(&GICC, GICC_CTLR, 1);
+    let cpu = crate::cpu::index();
+    match INTERFACE_MASKS.get(cpu) {
+        Some(slot) => slot.store(interface_mask(), Ordering::Release),
+        None => debug_assert!(false, "init_this_cpu: CPU index {cpu} beyond the IPI table"),
+    }
 }
 
 /// This CPU's GIC CPU-interface mask (the SGI target bit), read from the
-/// banked GICD_ITARGETSR0.
+/// banked GICD_ITARGETSR0. A uniprocessor GIC reads 0 here.
 pub fn interface_mask() -> u8 {
     read(&GICD, GICD_ITARGETSR) as u8
 }
@@ -147,6 +169,25 @@ pub fn send_ipi(targets: u8) {
     // announces) visible before the interrupt can be taken.
     unsafe { core::arch::asm!("dsb ishst", options(nostack)) };
     write(&GICD, GICD_SGIR, (targets as u32) << 16 | IPI_SGI);
+}
+
+/// Sends the kernel IPI to the CPU with kernel index `cpu`. Nothing is sent
+/// to a CPU that has not set up its interface yet. A CPU may send to itself
+/// (with the SGI's "this CPU only" filter when its mask is unknown, as on a
+/// uniprocessor GIC).
+pub fn send_ipi_to(cpu: usize) {
+    let Some(slot) = INTERFACE_MASKS.get(cpu) else {
+        debug_assert!(false, "send_ipi_to: CPU index {cpu} beyond the IPI table");
+        return;
+    };
+    let mask = slot.load(Ordering::Acquire);
+    if mask != 0 {
+        send_ipi(mask);
+    } else if cpu == crate::cpu::index() {
+        // SAFETY: barrier only, as in `send_ipi`.
+        unsafe { core::arch::asm!("dsb ishst", options(nostack)) };
+        write(&GICD, GICD_SGIR, SGIR_TO_SELF | IPI_SGI);
+    }
 }
 
 /// Called by the IRQ vector.

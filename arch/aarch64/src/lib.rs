@@ -6,8 +6,10 @@
 //! | [`console`] | the PL011 UART, write side |
 //! | [`trap`] | the exception vector table, the saved register frame, ESR decoding |
 //! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
+//! | [`cpu`] | this CPU's kernel index, in a per-CPU register |
 //! | [`context`] | task context switch (callee-saved registers, stack pointer) |
 //! | [`irq`] | interrupt controller, periodic timer, IPIs, interrupt enable/disable |
+//! | [`smp`] | starting secondary CPUs with PSCI `CPU_ON`, their first Rust code |
 //! | [`mmu`] | TTBR0 switching, TLBI broadcast flushes (`mm`'s `TlbHooks`), table-write and code barriers |
 //! | [`time`] | the generic timer's virtual counter |
 //! | [`semihosting`] | leaving QEMU with an exit status |
@@ -31,6 +33,8 @@ pub mod console;
 #[cfg(target_os = "none")]
 pub mod context;
 #[cfg(target_os = "none")]
+pub mod cpu;
+#[cfg(target_os = "none")]
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod mmu;
@@ -39,6 +43,8 @@ pub mod pgtable;
 pub mod probe;
 #[cfg(target_os = "none")]
 pub mod semihosting;
+#[cfg(target_os = "none")]
+pub mod smp;
 #[cfg(target_os = "none")]
 pub mod time;
 #[cfg(target_os = "none")]

@@ -1,11 +1,23 @@
-//! The GDT and the TSS.
+//! The GDT and the TSS, one of each per CPU.
 //!
 //! Long mode ignores segment bases and limits, but still needs a code
 //! segment for CS, and a TSS for the interrupt stack table: a double fault
 //! (often a kernel stack overflow) must run on a known-good stack, or the CPU
 //! triple-faults and QEMU resets without a word. NMI and machine check get
 //! their own stacks too.
+//!
+//! Every CPU has its own TSS (its IST stacks must be its own: two CPUs
+//! taking a double fault at once would otherwise share one stack) and so its
+//! own GDT (loading a TSS marks its descriptor busy, and a busy descriptor
+//! cannot be loaded by a second CPU). All GDTs have the same layout, so the
+//! selectors, and the IDT built with them, are the same on every CPU.
+//!
+//! The tables and stacks are statics, one slot per kernel CPU index
+//! ([`MAX_CPUS`]), so that a CPU can set itself up before the kernel's heap
+//! is reachable from here. Slot `i` is written once, by CPU `i`, in
+//! [`init_this_cpu`]; after that it is only read (by the CPU).
 
+use crate::cpu::MAX_CPUS;
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
@@ -21,12 +33,14 @@ pub const IST_NMI: u16 = 1;
 pub const IST_MACHINE_CHECK: u16 = 2;
 
 const IST_STACK_SIZE: usize = 16 * 1024;
+const NR_IST_STACKS: usize = 3;
 
 #[repr(C, align(16))]
 struct IstStack([u8; IST_STACK_SIZE]);
 
-/// The IST stacks. Written only by the CPU, when it switches to them.
-static mut IST_STACKS: [IstStack; 3] = [const { IstStack([0; IST_STACK_SIZE]) }; 3];
+/// The IST stacks, per CPU. Written only by the CPU, when it switches to them.
+static mut IST_STACKS: [[IstStack; NR_IST_STACKS]; MAX_CPUS] =
+    [const { [const { IstStack([0; IST_STACK_SIZE]) }; NR_IST_STACKS] }; MAX_CPUS];
 
 struct Tables {
     gdt: GlobalDescriptorTable,
@@ -35,22 +49,30 @@ struct Tables {
     tss: SegmentSelector,
 }
 
-static TSS: Once<TaskStateSegment> = Once::new();
-static TABLES: Once<Tables> = Once::new();
+static TSS: [Once<TaskStateSegment>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+static TABLES: [Once<Tables>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
 
-/// Loads the GDT, the segment registers and the TSS. Boot CPU, once.
-pub fn init() {
-    let tss = TSS.call_once(|| {
+/// Builds CPU `cpu`'s TSS and GDT and loads them: the GDT, the segment
+/// registers and the task register. Once per CPU, by that CPU (the boot CPU
+/// from [`crate::init`], the others from their start-up path).
+///
+/// # Panics
+/// When `cpu` is not below [`MAX_CPUS`], or its tables were loaded before
+/// (their TSS descriptor is busy): kernel bugs.
+pub fn init_this_cpu(cpu: usize) {
+    assert!(cpu < MAX_CPUS, "gdt::init_this_cpu: CPU index {cpu} is not below {MAX_CPUS}");
+    assert!(!TABLES[cpu].is_completed(), "gdt::init_this_cpu: CPU {cpu}'s tables are already loaded");
+    let tss = TSS[cpu].call_once(|| {
         let mut tss = TaskStateSegment::new();
         for (slot, i) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().zip(0..) {
             // SAFETY: only the address of the stack is taken here; the
-            // stacks are used by the CPU alone.
-            let base = unsafe { core::ptr::addr_of!(IST_STACKS[i]) } as u64;
+            // stacks are used by this CPU alone.
+            let base = unsafe { core::ptr::addr_of!(IST_STACKS[cpu][i]) } as u64;
             tss.interrupt_stack_table[slot as usize] = VirtAddr::new(base + IST_STACK_SIZE as u64);
         }
         tss
     });
-    let tables = TABLES.call_once(|| {
+    let tables = TABLES[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
@@ -59,7 +81,8 @@ pub fn init() {
     });
     tables.gdt.load();
     // SAFETY: the selectors index descriptors of the GDT just loaded, which
-    // lives in a static for the rest of the kernel's life.
+    // lives in a static for the rest of the kernel's life; the TSS
+    // descriptor is this CPU's own and not yet busy (checked above).
     unsafe {
         CS::set_reg(tables.code);
         SS::set_reg(tables.data);

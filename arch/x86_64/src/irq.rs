@@ -16,8 +16,16 @@
 //!   range uncacheable, which wins over the write-back attributes of the
 //!   direct map.
 //! - x2APIC is not used: QEMU 7.2's TCG does not offer it.
+//! - The kernel names CPUs by index (0 = boot CPU), the APIC by APIC id.
+//!   [`send_ipi_to`] translates through a table: slot 0 is filled by
+//!   [`init_boot_cpu`], slot `i` by [`crate::smp::start_cpu`] before CPU
+//!   `i` runs (and cleared again if it does not start).
+//! - The interrupt command register is two writes (destination, then
+//!   command); `send_icr` makes them with interrupts off, so an interrupt
+//!   handler on the same CPU cannot slip its own IPI between them.
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::cpu::MAX_CPUS;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use x86_64::instructions::port::Port;
 use x86_64::registers::model_specific::Msr;
 
@@ -41,6 +49,20 @@ const APIC_TIMER_DIVIDE: u64 = 0x3e0;
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_PERIODIC: u32 = 1 << 17;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+/// ICR delivery mode INIT (resets the target into wait-for-SIPI).
+const ICR_INIT: u32 = 0b101 << 8;
+/// ICR delivery mode start-up (SIPI); the vector is the start page number.
+const ICR_STARTUP: u32 = 0b110 << 8;
+/// ICR level: assert (the only level modern APICs use).
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+
+/// "No CPU" in [`CPU_APIC_IDS`] (0xff is the broadcast id, never a CPU's).
+const NO_APIC_ID: u32 = u32::MAX;
+/// The APIC id of each kernel CPU index, or [`NO_APIC_ID`]. Written by the
+/// boot CPU only (at init and in `smp::start_cpu`), read by any CPU
+/// sending an IPI; a slot is filled before its CPU runs tasks, so a reader
+/// that knows the CPU is online sees its id (Release/Acquire).
+static CPU_APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(NO_APIC_ID) }; MAX_CPUS];
 
 /// Virtual address of the local APIC's registers (0 before [`init_boot_cpu`]).
 static APIC_BASE: AtomicU64 = AtomicU64::new(0);
@@ -148,6 +170,12 @@ pub fn init_boot_cpu(phys_offset: u64) {
     let counted = u32::MAX - apic_read(APIC_TIMER_CURRENT);
     apic_write(APIC_TIMER_INITIAL, 0);
     APIC_TIMER_HZ.store(counted as u64 * 100, Ordering::Relaxed);
+    CPU_APIC_IDS[0].store(apic_id(), Ordering::Release);
+}
+
+/// True once [`init_boot_cpu`] has found the local APIC.
+pub(crate) fn initialised() -> bool {
+    APIC_BASE.load(Ordering::Relaxed) != 0
 }
 
 /// Every other CPU, once, in its start-up path.
@@ -174,14 +202,51 @@ pub fn send_ipi(apic_id: u32) {
     send_icr(apic_id, IPI_VECTOR as u32);
 }
 
+/// Sends the kernel IPI ([`IPI_VECTOR`]) to the CPU with kernel index
+/// `cpu`. Does nothing for an index no CPU was started with (a kernel bug,
+/// asserted in debug builds).
+pub fn send_ipi_to(cpu: usize) {
+    let id = CPU_APIC_IDS.get(cpu).map_or(NO_APIC_ID, |id| id.load(Ordering::Acquire));
+    debug_assert!(id != NO_APIC_ID, "send_ipi_to: no CPU with index {cpu}");
+    if id != NO_APIC_ID {
+        send_ipi(id);
+    }
+}
+
+/// Records (`Some`) or forgets (`None`) the APIC id of kernel CPU `cpu`.
+/// Boot CPU only (`smp::start_cpu`).
+pub(crate) fn set_cpu_apic_id(cpu: usize, apic_id: Option<u32>) {
+    CPU_APIC_IDS[cpu].store(apic_id.unwrap_or(NO_APIC_ID), Ordering::Release);
+}
+
+/// The kernel index of the CPU whose APIC id is `apic_id`, if it was
+/// recorded.
+pub(crate) fn cpu_of_apic_id(apic_id: u32) -> Option<usize> {
+    CPU_APIC_IDS.iter().position(|id| id.load(Ordering::Acquire) == apic_id)
+}
+
+/// Sends INIT to the CPU whose APIC id is `apic_id`: it resets and waits
+/// for a start-up IPI.
+pub(crate) fn send_init(apic_id: u32) {
+    send_icr(apic_id, ICR_INIT | ICR_LEVEL_ASSERT);
+}
+
+/// Sends a start-up IPI: the target, waiting after INIT, starts in real
+/// mode at `page << 12` (CS = `page << 8`, IP = 0).
+pub(crate) fn send_startup(apic_id: u32, page: u8) {
+    send_icr(apic_id, ICR_STARTUP | ICR_LEVEL_ASSERT | page as u32);
+}
+
 /// Writes the interrupt command register and waits until the APIC has
-/// accepted the message.
+/// accepted the message. The two writes are made with interrupts off.
 pub(crate) fn send_icr(apic_id: u32, low: u32) {
+    let was_enabled = save_and_disable();
     apic_write(APIC_ICR_HIGH, apic_id << 24);
     apic_write(APIC_ICR_LOW, low);
     while apic_read(APIC_ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
         core::hint::spin_loop();
     }
+    restore(was_enabled);
 }
 
 /// Called by the trap handler for vectors 32..=255.

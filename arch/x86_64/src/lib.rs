@@ -4,12 +4,14 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`console`] | COM1, a 16550 UART (`uart_16550`) |
-//! | [`gdt`] | the GDT and the TSS with its interrupt stacks (IST) |
+//! | [`gdt`] | the GDT and the TSS with its interrupt stacks (IST), per CPU |
 //! | [`trap`] | the IDT, the entry stubs, the saved register frame, page-fault decoding |
 //! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
 //! | [`fw_cfg`] | QEMU's firmware configuration device, which carries the kernel arguments |
+//! | [`cpu`] | this CPU's kernel index, in a per-CPU register |
 //! | [`context`] | task context switch (callee-saved registers, stack pointer) |
 //! | [`irq`] | interrupt controller, periodic timer, IPIs, interrupt enable/disable |
+//! | [`smp`] | starting the other CPUs: INIT-SIPI-SIPI and a real-mode trampoline |
 //! | [`mmu`] | CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`) |
 //! | [`time`] | the TSC, calibrated against the PIT |
 //! | [`pgtable`] | the page-table entry format (`X86Format`) and, for host tests, a software walker |
@@ -23,7 +25,10 @@
 //! Long mode with 4-level paging, entered from the `bootloader` crate (BIOS
 //! or UEFI), which maps the kernel and all physical memory at a dynamic
 //! offset. [`init`] takes over the GDT, TSS and IDT and turns on NX
-//! (`EFER.NXE`) and supervisor write protection (`CR0.WP`).
+//! (`EFER.NXE`) and supervisor write protection (`CR0.WP`) on the boot CPU;
+//! [`smp::start_cpu`] brings every other CPU to the same state (its own
+//! GDT, TSS and IST stacks, the shared IDT, the boot CPU's control
+//! registers).
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -31,6 +36,8 @@
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod context;
+#[cfg(target_os = "none")]
+pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod fw_cfg;
 #[cfg(target_os = "none")]
@@ -42,6 +49,8 @@ pub mod mmu;
 pub mod pgtable;
 #[cfg(target_os = "none")]
 pub mod probe;
+#[cfg(target_os = "none")]
+pub mod smp;
 #[cfg(target_os = "none")]
 pub mod time;
 #[cfg(target_os = "none")]
@@ -67,12 +76,13 @@ pub fn phys_offset() -> u64 {
     PHYS_OFFSET.load(Ordering::Relaxed)
 }
 
-/// Sets up the CPU for the kernel: GDT/TSS, IDT, NX and write protection.
-/// Boot CPU, once, before anything can fault.
+/// Sets up the boot CPU for the kernel: GDT/TSS, IDT, NX and write
+/// protection. Boot CPU, once, before anything can fault. (The other CPUs
+/// get the same from their start-up path, [`smp`].)
 #[cfg(target_os = "none")]
 pub fn init(phys_offset: u64) {
     PHYS_OFFSET.store(phys_offset, Ordering::Relaxed);
-    gdt::init();
+    gdt::init_this_cpu(0);
     trap::init();
     // SAFETY: NXE only makes the NX bit of page-table entries meaningful
     // (the bootloader's tables use it consistently); WP makes the kernel

@@ -6,7 +6,8 @@
 //! drops one page's translation (any size) and the paging-structure caches
 //! that lead to it.
 //!
-//! One CPU for now: shootdowns to other CPUs come with SMP (issue 4).
+//! Everything here acts on the running CPU only; making other CPUs drop a
+//! translation (a shootdown, by IPI) is the kernel's job.
 
 use mm::pgtable::TlbHooks;
 use mm::{PhysAddr, VirtAddr};

@@ -111,8 +111,8 @@ fn stub(vector: u8) -> VirtAddr {
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
-/// Builds and loads the IDT. Boot CPU, once, after [`gdt::init`] (the
-/// entries take the current code segment).
+/// Builds and loads the IDT. Boot CPU, once, after [`gdt::init_this_cpu`]
+/// (the entries take the current code segment, the same on every CPU).
 pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
@@ -150,6 +150,20 @@ pub fn init() {
         idt
     });
     idt.load();
+}
+
+/// Loads the IDT [`init`] built: every other CPU, once, in its start-up
+/// path, after its own GDT.
+///
+/// # Panics
+/// When [`init`] has not run: a kernel bug (CPUs are started after it).
+pub fn load_this_cpu() {
+    IDT.get().expect("trap::load_this_cpu: the boot CPU has not built the IDT").load();
+}
+
+/// True once [`init`] has built the IDT.
+pub fn initialised() -> bool {
+    IDT.is_completed()
 }
 
 /// Exception names, by vector.

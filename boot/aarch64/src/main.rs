@@ -3,14 +3,16 @@
 //! `entry.S` runs first (see its header); it calls [`boot_aarch64_main`] in
 //! the upper half with the device tree's physical address. This file reads
 //! the device tree with the `fdt` crate: the console UART, the RAM ranges,
-//! the command line (`/chosen/bootargs`, filled by QEMU's `-append`) and the
-//! reservations, and hands the kernel one [`BootInfo`].
+//! the command line (`/chosen/bootargs`, filled by QEMU's `-append`), the
+//! reservations, the CPUs (`/cpus`) and how to start them (`/psci`), and
+//! hands the kernel one [`BootInfo`]. Secondary CPUs enter at
+//! `secondary_entry` in `entry.S` and continue in `arch::smp`.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 use arch_aarch64 as arch;
-use kernel::boot::{BootInfo, FirmwareTables};
+use kernel::boot::{BootInfo, CpuList, FirmwareTables};
 use kernel::println;
 use mm::memmap::{MemoryMap, PhysRange};
 use mm::PhysAddr;
@@ -60,6 +62,114 @@ fn init_gic(fdt: &fdt::Fdt<'_>) {
     fail(format_args!("the device tree names no interrupt controller"));
 }
 
+/// MPIDR_EL1's affinity fields: Aff3 (bits 39..32) and Aff2..Aff0 (23..0).
+const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
+
+/// The boot CPU's affinity fields (MPIDR_EL1 Aff3..Aff0), as the device
+/// tree's `cpu` nodes name CPUs.
+fn boot_mpidr() -> u64 {
+    let mpidr: u64;
+    // SAFETY: reading MPIDR_EL1 has no side effect.
+    unsafe { core::arch::asm!("mrs {0}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
+    mpidr & MPIDR_AFFINITY
+}
+
+/// Reads the device tree's `/psci` node and tells `arch::smp` how to call
+/// `CPU_ON`. Without a usable node, secondary CPUs cannot be started: the
+/// kernel runs on the boot CPU (each start reports `NoPsci`).
+fn find_psci(fdt: &fdt::Fdt<'_>) {
+    let Some(node) = fdt.find_node("/psci").or_else(|| fdt.find_compatible(&["arm,psci"])) else {
+        println!("boot: the device tree has no /psci node; secondary CPUs cannot be started");
+        return;
+    };
+    let method = match node.property("method").and_then(|p| p.as_str()) {
+        Some("hvc") => arch::smp::PsciMethod::Hvc,
+        Some("smc") => arch::smp::PsciMethod::Smc,
+        other => {
+            println!(
+                "boot: /psci has method {other:?}, not \"hvc\" or \"smc\"; secondary CPUs cannot be started"
+            );
+            return;
+        }
+    };
+    // PSCI 0.2 and later fix the function ids; PSCI 0.1 names them.
+    let v02 = node.compatible().is_some_and(|c| c.all().any(|c| c == "arm,psci-0.2" || c == "arm,psci-1.0"));
+    let cpu_on = if v02 {
+        arch::smp::PSCI_CPU_ON_64
+    } else {
+        match node.property("cpu_on").and_then(|p| p.as_usize()) {
+            Some(id) => id as u32,
+            None => {
+                println!(
+                    "boot: /psci (PSCI 0.1) has no cpu_on function id; secondary CPUs cannot be started"
+                );
+                return;
+            }
+        }
+    };
+    arch::smp::set_psci_method(method, cpu_on);
+}
+
+/// The big-endian number in the first `cells` 32-bit cells of `bytes`.
+fn read_cells(bytes: &[u8], cells: usize) -> Option<u64> {
+    let bytes = bytes.get(..cells * 4)?;
+    Some(bytes.iter().fold(0, |acc, &b| acc << 8 | b as u64))
+}
+
+/// The CPUs the device tree lists under `/cpus`, boot CPU first: each
+/// `cpu@*` node with `device_type = "cpu"`, named by its `reg` (MPIDR
+/// affinity, in `#address-cells` = 1 or 2 cells). CPUs started another way
+/// than PSCI and malformed nodes are reported and left out. (`fdt`'s own
+/// `Fdt::cpus` is not used: it panics on a missing `/cpus` or `reg`.)
+fn find_cpus(fdt: &fdt::Fdt<'_>) -> CpuList {
+    let boot = boot_mpidr();
+    let mut cpus = CpuList::boot_only(boot);
+    let Some(node) = fdt.find_node("/cpus") else {
+        println!("boot: the device tree has no /cpus node; running on the boot CPU only");
+        return cpus;
+    };
+    let cells = match node.property("#address-cells").and_then(|p| p.as_usize()) {
+        Some(n @ (1 | 2)) => n,
+        other => {
+            println!("boot: /cpus has #address-cells {other:?}, not 1 or 2; running on the boot CPU only");
+            return cpus;
+        }
+    };
+    let mut boot_listed = false;
+    for cpu in node.children().filter(|n| n.name.split('@').next() == Some("cpu")) {
+        if cpu.property("device_type").and_then(|p| p.as_str()) != Some("cpu") {
+            continue;
+        }
+        let Some(mpidr) = cpu.property("reg").and_then(|p| read_cells(p.value, cells)) else {
+            println!("boot: /cpus/{} has no usable reg; left out", cpu.name);
+            continue;
+        };
+        if mpidr & !MPIDR_AFFINITY != 0 {
+            println!("boot: /cpus/{} has reg {mpidr:#x}, not an MPIDR affinity; left out", cpu.name);
+            continue;
+        }
+        if mpidr == boot {
+            boot_listed = true;
+            continue;
+        }
+        // `enable-method` is a string list: started when it lists PSCI.
+        match cpu.property("enable-method").and_then(|p| p.as_str()) {
+            Some(m) if m.split('\0').any(|m| m == "psci") => cpus.push(mpidr),
+            Some(m) => {
+                println!(
+                    "boot: /cpus/{} (MPIDR {mpidr:#x}) is started by {m:?}, not PSCI; left out",
+                    cpu.name
+                )
+            }
+            None => println!("boot: /cpus/{} (MPIDR {mpidr:#x}) has no enable-method; left out", cpu.name),
+        }
+    }
+    if !boot_listed {
+        println!("boot: the device tree does not list the boot CPU (MPIDR {boot:#x})");
+    }
+    cpus
+}
+
 fn fail(msg: core::fmt::Arguments<'_>) -> ! {
     println!("boot: {msg}");
     arch::exit(arch::ExitStatus::Failure)
@@ -87,6 +197,7 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     // is mapped as Device memory by the boot tables.
     unsafe { arch::console::init(uart + arch::DIRECT_MAP_OFFSET) };
     arch::mmu::disable_lower_half();
+    arch::cpu::set_index(0);
     init_gic(&fdt);
 
     let mut memory = MemoryMap::new();
@@ -112,6 +223,8 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
         }
     }
 
+    find_psci(&fdt);
+    let cpus = find_cpus(&fdt);
     let cmdline = fdt.chosen().bootargs().unwrap_or("");
     kernel::kernel_main(BootInfo {
         boot_method: "linux-image",
@@ -120,5 +233,6 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
         cmdline,
         firmware: FirmwareTables::DeviceTree { addr: PhysAddr::new(dtb_pa), size: dt_range.size() },
         kernel_image: kernel_image(),
+        cpus,
     })
 }

@@ -3,22 +3,33 @@
 //! The bootloader (BIOS or UEFI, images made by `cargo xtask`) loads this ELF,
 //! maps it, maps all physical memory at a dynamic offset, and calls
 //! [`boot_x86_64_main`] with its own boot information. This file turns that
-//! into the kernel's [`BootInfo`]: usable RAM (minus the first MiB, kept for
-//! the application-processor trampoline of issue 4), the direct-map offset,
-//! the ACPI RSDP, and the kernel arguments, which arrive through QEMU's
-//! `fw_cfg` (the bootloader has no command line).
+//! into the kernel's [`BootInfo`]: usable RAM (minus the first MiB), the
+//! direct-map offset, the ACPI RSDP, the CPUs (from the ACPI MADT), and the
+//! kernel arguments, which arrive through QEMU's `fw_cfg` (the bootloader
+//! has no command line).
+//!
+//! The first MiB stays out of the kernel's memory map: a few usable pages
+//! there become the trampoline that starts the other CPUs
+//! ([`arch::smp`]; a start-up IPI can only point below 1 MiB), the rest is
+//! left alone (real-mode firmware structures).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+use acpi::madt::{Madt, MadtEntry};
+use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
 use arch_x86_64 as arch;
 use arch_x86_64::fw_cfg::{self, FwCfgError};
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::info::MemoryRegionKind;
-use kernel::boot::{BootInfo, FirmwareTables};
+use core::ptr::NonNull;
+use kernel::boot::{BootInfo, CpuList, FirmwareTables};
 use kernel::println;
 use mm::memmap::{MemoryMap, PhysRange};
 use mm::PhysAddr;
+
+// The arch code keeps per-CPU state for every CPU the kernel may list.
+const _: () = assert!(arch::cpu::MAX_CPUS >= kernel::boot::MAX_CPUS);
 
 /// Where the kernel's half of every address space starts: PML4 entry 256.
 /// Everything the bootloader maps for us (the kernel, its stack, the boot
@@ -46,8 +57,125 @@ const CMDLINE_MAX: usize = 4096;
 
 static CMDLINE: spin::Once<([u8; CMDLINE_MAX], usize)> = spin::Once::new();
 
-/// Below 1 MiB: real-mode structures and, later, the AP start-up trampoline.
+/// Below 1 MiB: real-mode structures and the AP start-up trampoline.
 const LOW_MEMORY_END: u64 = 0x10_0000;
+/// The trampoline never goes in page 0 (the real-mode interrupt table).
+const TRAMPOLINE_MIN: u64 = 0x1000;
+
+/// The first [`arch::smp::TRAMPOLINE_AREA_SIZE`] bytes of usable RAM in
+/// `[0x1000, 1 MiB)`, if the firmware left that much.
+fn find_trampoline_area(usable: &MemoryMap) -> Option<PhysAddr> {
+    usable.ranges().iter().find_map(|r| {
+        let start = r.start.as_u64().max(TRAMPOLINE_MIN);
+        let end = r.end.as_u64().min(LOW_MEMORY_END);
+        (start + arch::smp::TRAMPOLINE_AREA_SIZE <= end).then_some(PhysAddr::new(start))
+    })
+}
+
+/// Reaches ACPI tables through the direct map: all physical memory is
+/// mapped for good, so there is nothing to map or unmap.
+#[derive(Clone, Copy)]
+struct DirectMap {
+    offset: u64,
+}
+
+impl AcpiHandler for DirectMap {
+    unsafe fn map_physical_region<T>(&self, pa: usize, size: usize) -> PhysicalMapping<Self, T> {
+        let va = (self.offset + pa as u64) as *mut T;
+        // SAFETY: (1) `va` is not null: the direct map lies in the upper
+        // half. (2) The direct map covers every physical address of the
+        // firmware's memory map, where its tables are, so `size` bytes at
+        // `va` are mapped, and stay mapped.
+        unsafe { PhysicalMapping::new(pa, NonNull::new_unchecked(va), size, size, *self) }
+    }
+
+    fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
+}
+
+/// MADT entry types read here, and their sizes (ACPI 6.5, 5.2.12).
+const MADT_LOCAL_APIC: u8 = 0;
+const MADT_LOCAL_APIC_LEN: u8 = 8;
+const MADT_LOCAL_X2APIC: u8 = 9;
+const MADT_LOCAL_X2APIC_LEN: u8 = 16;
+/// Local APIC flags: the CPU is usable now.
+const MADT_CPU_ENABLED: u32 = 1 << 0;
+/// The MADT's fixed part (the table header, the APIC address, the flags),
+/// after which the entries start.
+const MADT_HEADER_LEN: usize = core::mem::size_of::<Madt>();
+
+/// Checks that the MADT's entries tile the table (each at least a header
+/// long, none past the end, the CPU entries long enough), which the `acpi`
+/// crate's entry iterator assumes. Returns what is wrong.
+fn check_madt(madt: &PhysicalMapping<DirectMap, Madt>) -> Result<(), &'static str> {
+    let len = madt.get().header.length as usize;
+    if len < MADT_HEADER_LEN || len > madt.region_length() {
+        return Err("its length is wrong");
+    }
+    // SAFETY: the mapping covers the whole table (`region_length`, checked
+    // above), which the `acpi` crate mapped to verify its checksum.
+    let bytes = unsafe { core::slice::from_raw_parts(madt.virtual_start().as_ptr() as *const u8, len) };
+    let mut rest = &bytes[MADT_HEADER_LEN..];
+    while !rest.is_empty() {
+        let [kind, entry_len, ..] = *rest else { return Err("an entry is cut short") };
+        let min = match kind {
+            MADT_LOCAL_APIC => MADT_LOCAL_APIC_LEN,
+            MADT_LOCAL_X2APIC => MADT_LOCAL_X2APIC_LEN,
+            _ => 2,
+        };
+        if entry_len < min || entry_len as usize > rest.len() {
+            return Err("an entry has a bad length");
+        }
+        rest = &rest[entry_len as usize..];
+    }
+    Ok(())
+}
+
+/// The CPUs to start: the boot CPU, then every CPU the ACPI MADT lists as
+/// enabled. When the tables cannot be read, says why and returns the boot
+/// CPU alone.
+fn discover_cpus(rsdp: Option<u64>, phys_offset: u64) -> CpuList {
+    let mut cpus = CpuList::boot_only(arch::irq::apic_id() as u64);
+    let Some(rsdp) = rsdp else {
+        println!("boot: no ACPI RSDP; running on the boot CPU only");
+        return cpus;
+    };
+    // SAFETY: the bootloader found an RSDP there (the crate checks its
+    // signature and checksum before trusting it); the direct map covers it.
+    let tables = match unsafe { AcpiTables::from_rsdp(DirectMap { offset: phys_offset }, rsdp as usize) } {
+        Ok(tables) => tables,
+        Err(e) => {
+            println!("boot: cannot read the ACPI tables ({e:?}); running on the boot CPU only");
+            return cpus;
+        }
+    };
+    let madt = match tables.find_table::<Madt>() {
+        Ok(madt) => madt,
+        Err(e) => {
+            println!("boot: no usable ACPI MADT ({e:?}); running on the boot CPU only");
+            return cpus;
+        }
+    };
+    if let Err(why) = check_madt(&madt) {
+        println!("boot: the ACPI MADT is malformed ({why}); running on the boot CPU only");
+        return cpus;
+    }
+    for entry in madt.get().entries() {
+        let (id, flags) = match entry {
+            MadtEntry::LocalApic(e) => (e.apic_id as u32, e.flags),
+            MadtEntry::LocalX2Apic(e) => (e.x2apic_id, e.flags),
+            _ => continue,
+        };
+        if flags & MADT_CPU_ENABLED == 0 {
+            continue;
+        }
+        if id >= 0xff {
+            println!("boot: MADT CPU with APIC id {id:#x} is beyond xAPIC's reach; skipping it");
+            continue;
+        }
+        cpus.push(id as u64);
+    }
+    cpus
+}
 
 fn read_cmdline() -> &'static str {
     let (buf, len) = CMDLINE.call_once(|| {
@@ -82,6 +210,7 @@ fn boot_x86_64_main(info: &'static mut bootloader_api::BootInfo) -> ! {
         arch::exit(arch::ExitStatus::Failure);
     };
     arch::init(phys_offset);
+    arch::cpu::set_index(0);
     arch::time::init();
     arch::irq::init_boot_cpu(phys_offset);
 
@@ -99,16 +228,38 @@ fn boot_x86_64_main(info: &'static mut bootloader_api::BootInfo) -> ! {
             _ => {}
         }
     }
+    let trampoline = find_trampoline_area(&memory);
     if memory.remove(PhysRange::new(0, LOW_MEMORY_END)).is_err() {
         println!("boot: too many memory ranges while reserving low memory");
     }
+    let rsdp = info.rsdp_addr.into_option();
+    let cpus = match trampoline {
+        Some(pa) => {
+            // SAFETY: the bootloader reported the area usable RAM, it
+            // allocates nothing below 1 MiB itself, and the kernel's map
+            // has just lost the whole first MiB: nothing else will use it.
+            // The direct map covers all RAM.
+            match unsafe { arch::smp::set_trampoline_area(pa) } {
+                Ok(()) => discover_cpus(rsdp, phys_offset),
+                Err(e) => {
+                    println!("boot: cannot use {pa} for the CPU start-up trampoline ({e:?}); one CPU only");
+                    CpuList::boot_only(arch::irq::apic_id() as u64)
+                }
+            }
+        }
+        None => {
+            println!("boot: no free RAM below 1 MiB for the CPU start-up trampoline; one CPU only");
+            CpuList::boot_only(arch::irq::apic_id() as u64)
+        }
+    };
 
     kernel::kernel_main(BootInfo {
         boot_method: if uefi { "uefi" } else { "bios" },
         memory,
         direct_map_offset: phys_offset,
         cmdline: read_cmdline(),
-        firmware: FirmwareTables::Acpi { rsdp: info.rsdp_addr.into_option().map(PhysAddr::new) },
+        firmware: FirmwareTables::Acpi { rsdp: rsdp.map(PhysAddr::new) },
         kernel_image: PhysRange::new(info.kernel_addr, info.kernel_len),
+        cpus,
     })
 }
