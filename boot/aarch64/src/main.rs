@@ -38,8 +38,19 @@ fn kernel_image() -> PhysRange {
     PhysRange::new(start, end - start)
 }
 
+/// A string property of `/chosen`, if the node and the property exist.
+fn chosen_str<'a>(fdt: &fdt::Fdt<'a>, name: &str) -> Option<&'a str> {
+    fdt.find_node("/chosen")?.property(name)?.as_str()
+}
+
 fn find_uart(fdt: &fdt::Fdt<'_>) -> Option<u64> {
-    let node = fdt.chosen().stdout().or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
+    // `/chosen/stdout-path` names the console ("/pl011@9000000", maybe with
+    // ":options"); read it by hand, because `Fdt::chosen` panics when the
+    // tree has no `/chosen`.
+    let stdout = chosen_str(fdt, "stdout-path")
+        .map(|path| path.split(':').next().unwrap_or(path))
+        .and_then(|path| fdt.find_node(path));
+    let node = stdout.or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
     let region = node.reg()?.next()?;
     Some(region.starting_address as u64)
 }
@@ -225,7 +236,7 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
 
     find_psci(&fdt);
     let cpus = find_cpus(&fdt);
-    let cmdline = fdt.chosen().bootargs().unwrap_or("");
+    let cmdline = chosen_str(&fdt, "bootargs").unwrap_or("");
     kernel::kernel_main(BootInfo {
         boot_method: "linux-image",
         memory,
