@@ -322,7 +322,10 @@ fn every_order_drains_and_refills(_: &TestEnv<'_>) -> Result<(), String> {
     let free_before = frames.nr_free_pages();
     for order in 0..=MAX_ORDER {
         let mut blocks = Vec::new();
-        while let Ok(pfn) = frames.alloc(order, AllocKind::Reserve) {
+        // Interrupts off around each call, as for every allocator call
+        // (see `crate::sync`).
+        let alloc = || crate::sync::without_interrupts(|| frames.alloc(order, AllocKind::Reserve));
+        while let Ok(pfn) = alloc() {
             blocks.push(pfn);
         }
         let left = frames.nr_free_pages();
@@ -337,7 +340,7 @@ fn every_order_drains_and_refills(_: &TestEnv<'_>) -> Result<(), String> {
             return Err(format!("order 0: {left} pages left free after draining"));
         }
         for pfn in blocks.drain(..) {
-            frames.free(pfn, order);
+            crate::sync::without_interrupts(|| frames.free(pfn, order));
         }
         if frames.nr_free_pages() != free_before {
             return Err(format!(
@@ -345,7 +348,8 @@ fn every_order_drains_and_refills(_: &TestEnv<'_>) -> Result<(), String> {
                 frames.nr_free_pages()
             ));
         }
-        frames.check_consistency().map_err(|e| format!("order {order}: {e}"))?;
+        crate::sync::without_interrupts(|| frames.check_consistency())
+            .map_err(|e| format!("order {order}: {e}"))?;
     }
     let end: Vec<u64> = (0..=MAX_ORDER).map(|o| frames.nr_free_blocks(o)).collect();
     if start != end {

@@ -52,7 +52,7 @@ impl Context {
     /// ending at `stack_top`. `entry` must never return.
     ///
     /// # Safety
-    /// `[stack_top - 64, stack_top)` must be writable memory owned by the new
+    /// `[stack_top - 88, stack_top)` must be writable memory owned by the new
     /// task, and stay allocated while the task can run.
     pub unsafe fn new(stack_top: u64, entry: extern "C" fn(usize) -> !, arg: usize) -> Context {
         // After `ret` into arch_task_start, RSP must be 16-byte aligned so

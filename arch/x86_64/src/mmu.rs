@@ -15,7 +15,7 @@ use x86_64::instructions::tlb;
 use x86_64::registers::control::{Cr3, Cr3Flags, Cr4, Cr4Flags};
 use x86_64::structures::paging::PhysFrame;
 
-/// Ranges longer than this many pages are flushed by reloading CR3.
+/// Ranges longer than this many pages are flushed whole (CR4.PGE toggle).
 const MAX_INVLPG_PAGES: u64 = 64;
 
 /// The root of the running address space.

@@ -57,10 +57,10 @@
 //! counts and the watermarks, and the descriptors of free blocks (their
 //! `Buddy` flag, order and list links). It is a **leaf** lock: nothing else
 //! is taken while holding it, and it is held for O(`MAX_ORDER`) steps plus a
-//! check of the freed block's descriptors. It does not disable interrupts
-//! yet: the interrupt-safe variant, and per-CPU caches of order-0 frames in
-//! front of it, come with SMP (issue 4). Until then, no interrupt handler
-//! may allocate.
+//! check of the freed block's descriptors. `mm` knows no interrupts: the
+//! kernel calls the allocator only with interrupts disabled on its CPU
+//! (`kernel/src/memory.rs`), so the lock's holder is never preempted.
+//! Per-CPU caches of order-0 frames in front of it are not built yet.
 //!
 //! ## Errors and panics
 //!

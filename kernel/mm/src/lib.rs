@@ -28,9 +28,11 @@
 //! ```
 //!
 //! The boot memory map and the early allocator are used by the boot CPU
-//! alone, before any other CPU runs, and take no lock. The frame
-//! allocator's lock does not disable interrupts yet: no interrupt handler
-//! allocates before SMP and timers arrive (issue 4), which must change it.
+//! alone, before any other CPU runs, and take no lock. `mm` knows no
+//! interrupts: the kernel takes the frame allocator's lock only with
+//! interrupts disabled on its CPU (its wrappers in `kernel/src/memory.rs`),
+//! so a holder is never preempted or interrupted by a handler that
+//! allocates (the rule in `kernel/src/sync.rs`).
 //! Page descriptors are all atomics: flags are changed only by atomic
 //! read-modify-writes once a folio is published (seed 003); the one
 //! non-atomic API is on `folio::UnpublishedFolio`.
