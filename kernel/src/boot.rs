@@ -128,6 +128,7 @@ pub fn kernel_main(info: BootInfo) -> ! {
         arch::exit(arch::ExitStatus::Failure);
     }
 
+    crate::vm::init();
     if let Err(e) = crate::sched::init() {
         println!("kernel: cannot start the scheduler: {e:?}");
         arch::exit(arch::ExitStatus::Failure);

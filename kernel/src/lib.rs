@@ -15,6 +15,7 @@
 //! | [`cmdline`] | the kernel arguments this kernel knows, and their echo |
 //! | [`exceptions`] | in-guest tests of the arch's exception handling |
 //! | [`tlb`] | TLB shootdown: no CPU keeps a stale translation after a change returns |
+//! | [`vm`] | address spaces: areas, page tables, the fault handler for tasks |
 //! | [`testing`] | the in-guest test harness and its serial protocol |
 //! | [`panic`] | the panic handler: message, location, failing exit |
 //!
@@ -44,3 +45,4 @@ pub mod smp;
 pub mod sync;
 pub mod testing;
 pub mod tlb;
+pub mod vm;

@@ -83,6 +83,14 @@ pub struct Task {
     pub affinity: Option<usize>,
     /// The kernel stack's frames (None for `main` and the boot stacks).
     stack: Option<PhysAddr>,
+    /// Why the task was ended by the kernel, if it was ([`kill_current`]).
+    killed: spin::Mutex<Option<alloc::string::String>>,
+    /// What the task runs. It stays here, on the heap, while it runs (it is
+    /// called by reference), so a task ended by the kernel mid-way leaks
+    /// nothing it captured: the box is dropped with the task.
+    body: spin::Mutex<Option<Box<dyn FnMut() + Send>>>,
+    /// Kept alive as long as the task (the address space it runs in).
+    _keep: Option<Arc<dyn core::any::Any + Send + Sync>>,
     inner: UnsafeCell<TaskInner>,
 }
 
@@ -213,12 +221,27 @@ fn new_task(
     stack: Option<PhysAddr>,
     context: Context,
 ) -> Arc<Task> {
+    new_task_with(name, affinity, stack, context, None, None, None)
+}
+
+fn new_task_with(
+    name: &'static str,
+    affinity: Option<usize>,
+    stack: Option<PhysAddr>,
+    context: Context,
+    body: Option<Box<dyn FnMut() + Send>>,
+    keep: Option<Arc<dyn core::any::Any + Send + Sync>>,
+    root: Option<PhysAddr>,
+) -> Arc<Task> {
     Arc::new(Task {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         name,
         affinity,
         stack,
-        inner: UnsafeCell::new(TaskInner { state: TaskState::Ready, context, joiner: None, root: None }),
+        killed: spin::Mutex::new(None),
+        body: spin::Mutex::new(body),
+        _keep: keep,
+        inner: UnsafeCell::new(TaskInner { state: TaskState::Ready, context, joiner: None, root }),
     })
 }
 
@@ -548,9 +571,44 @@ pub fn sleep_ms(ms: u64) {
 extern "C" fn task_entry(arg: usize) -> ! {
     finish_switch();
     arch::irq::enable();
-    // SAFETY: `arg` is the Box leaked by `spawn_inner` for this task alone.
-    let body = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) };
-    body();
+    // SAFETY: `arg` is the address of this task's `Task`, which the run
+    // queue's `current` slot keeps alive while the task runs.
+    let task = unsafe { &*(arg as *const Task) };
+    {
+        // Called in place (by reference): if the kernel ends the task
+        // inside, the body is dropped later with the task, not leaked.
+        let mut body = task.body.lock();
+        if let Some(f) = body.as_mut() {
+            f();
+        }
+    }
+    exit()
+}
+
+/// The root of the running task's address space, if it runs in one.
+pub fn current_root() -> Option<PhysAddr> {
+    let was = arch::irq::save_and_disable();
+    RQ_LOCK.lock();
+    // SAFETY: RQ_LOCK is held.
+    let root = unsafe { rq().current[cpu_index()].as_ref().and_then(|t| t.inner().root) };
+    RQ_LOCK.unlock();
+    arch::irq::restore(was);
+    root
+}
+
+/// Ends the running task because of what it did (a refused memory access,
+/// no memory for its fault): says so on the console, records `why` for its
+/// joiner, and never returns. Called from the fault handler, on the task's
+/// own stack, holding no lock.
+pub fn kill_current(why: alloc::string::String) -> ! {
+    arch::irq::disable();
+    RQ_LOCK.lock();
+    // SAFETY: RQ_LOCK is held.
+    let task = unsafe { rq().current[cpu_index()].clone().expect("kill_current: no current task") };
+    RQ_LOCK.unlock();
+    crate::println!("task {} ({}) killed: {why}", task.id, task.name);
+    *task.killed.lock() = Some(why);
+    drop(task);
     exit()
 }
 
@@ -587,7 +645,22 @@ impl<T> JoinHandle<T> {
     }
 
     /// Blocks until the task has finished; returns what it returned.
+    ///
+    /// # Panics
+    /// If the kernel ended the task ([`kill_current`]): a kernel task that
+    /// makes a refused access is a kernel bug. Tests that expect it use
+    /// [`JoinHandle::join_or_killed`].
     pub fn join(self) -> T {
+        let name = self.task.name;
+        match self.join_or_killed() {
+            Ok(v) => v,
+            Err(why) => panic!("join: task `{name}` was killed: {why}"),
+        }
+    }
+
+    /// Blocks until the task has finished; its result, or why the kernel
+    /// ended it.
+    pub fn join_or_killed(self) -> Result<T, alloc::string::String> {
         loop {
             let was = arch::irq::save_and_disable();
             RQ_LOCK.lock();
@@ -611,14 +684,18 @@ impl<T> JoinHandle<T> {
             schedule_locked();
             arch::irq::restore(was);
         }
-        self.result.lock().take().expect("join: a dead task left no result")
+        if let Some(why) = self.task.killed.lock().take() {
+            return Err(why);
+        }
+        Ok(self.result.lock().take().expect("join: a dead task left no result"))
     }
 }
 
 fn spawn_inner<T: Send + 'static>(
     name: &'static str,
     affinity: Option<usize>,
-    f: impl FnOnce() -> T + Send + 'static,
+    space: Option<(PhysAddr, Arc<dyn core::any::Any + Send + Sync>)>,
+    make_body: impl FnOnce(Arc<spin::Mutex<Option<T>>>) -> Box<dyn FnMut() + Send>,
 ) -> Result<JoinHandle<T>, SpawnError> {
     if let Some(cpu) = affinity {
         if !cpu_online(cpu) {
@@ -626,32 +703,78 @@ fn spawn_inner<T: Send + 'static>(
         }
     }
     let result = Arc::new(spin::Mutex::new(None));
-    let slot = result.clone();
-    let body: Box<dyn FnOnce() + Send> = Box::new(move || {
-        let value = f();
-        *slot.lock() = Some(value);
-    });
-    let arg = Box::into_raw(Box::new(body)) as usize;
-    let (stack, top) = match alloc_stack() {
-        Ok(s) => s,
-        Err(e) => {
-            // SAFETY: `arg` was leaked just above and not handed out.
-            drop(unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) });
-            return Err(e);
-        }
+    let body = make_body(result.clone());
+    let (stack, top) = alloc_stack()?;
+    let (root, keep) = match space {
+        Some((root, keep)) => (Some(root), Some(keep)),
+        None => (None, None),
     };
+    let task = new_task_with(name, affinity, Some(stack), Context::default(), Some(body), keep, root);
     // SAFETY: the stack was just allocated for this task and is freed when
-    // the task is dropped, after it has died and been switched away from.
-    let context = unsafe { Context::new(top, task_entry, arg) };
-    let task = new_task(name, affinity, Some(stack), context);
+    // the task is dropped, after it has died and been switched away from;
+    // the argument is the task's own address, alive while it runs.
+    let context = unsafe { Context::new(top, task_entry, Arc::as_ptr(&task) as usize) };
     let was = arch::irq::save_and_disable();
     RQ_LOCK.lock();
-    // SAFETY: RQ_LOCK is held.
-    unsafe { rq().ready.push_back(task.clone()) };
+    // SAFETY: RQ_LOCK is held; the task is not running anywhere yet.
+    unsafe {
+        task.inner().context = context;
+        rq().ready.push_back(task.clone());
+    }
     kick_idle_cpu(affinity);
     RQ_LOCK.unlock();
     arch::irq::restore(was);
     Ok(JoinHandle { task, result })
+}
+
+/// The body of an ordinary task: run `f` once, keep its result.
+fn once_body<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl FnOnce(Arc<spin::Mutex<Option<T>>>) -> Box<dyn FnMut() + Send> {
+    move |slot| {
+        let mut f = Some(f);
+        Box::new(move || {
+            if let Some(f) = f.take() {
+                let value = f();
+                *slot.lock() = Some(value);
+            }
+        })
+    }
+}
+
+/// Starts a task that runs `f` inside an address space (its root is loaded
+/// before the task first runs; `keep` is held as long as the task, to keep
+/// the space alive). `f` is called by reference and stays on the heap, so
+/// if the kernel ends the task for what it did ([`kill_current`]), what
+/// `f` captured is dropped with the task instead of leaking.
+pub fn spawn_in<T: Send + 'static>(
+    root: PhysAddr,
+    keep: Arc<dyn core::any::Any + Send + Sync>,
+    name: &'static str,
+    f: impl Fn() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, SpawnError> {
+    spawn_inner(name, None, Some((root, keep)), move |slot| {
+        Box::new(move || {
+            let value = f();
+            *slot.lock() = Some(value);
+        })
+    })
+}
+
+/// Like [`spawn_in`], pinned to CPU `cpu`.
+pub fn spawn_in_on<T: Send + 'static>(
+    cpu: usize,
+    root: PhysAddr,
+    keep: Arc<dyn core::any::Any + Send + Sync>,
+    name: &'static str,
+    f: impl Fn() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, SpawnError> {
+    spawn_inner(name, Some(cpu), Some((root, keep)), move |slot| {
+        Box::new(move || {
+            let value = f();
+            *slot.lock() = Some(value);
+        })
+    })
 }
 
 /// Starts a task on any CPU.
@@ -659,7 +782,7 @@ pub fn spawn<T: Send + 'static>(
     name: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, SpawnError> {
-    spawn_inner(name, None, f)
+    spawn_inner(name, None, None, once_body(f))
 }
 
 /// Starts a task that runs only on CPU `cpu`.
@@ -668,7 +791,7 @@ pub fn spawn_on<T: Send + 'static>(
     name: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, SpawnError> {
-    spawn_inner(name, Some(cpu), f)
+    spawn_inner(name, Some(cpu), None, once_body(f))
 }
 
 // ---------------------------------------------------------------- tests

@@ -21,7 +21,7 @@
 //! passed and at least one ran.
 
 use crate::println;
-use crate::{cmdline, exceptions, memory, paging, print, sched, smp, tlb};
+use crate::{cmdline, exceptions, memory, paging, print, sched, smp, tlb, vm};
 use alloc::format;
 use alloc::string::String;
 use kargs::Args;
@@ -50,6 +50,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         sched::TESTS,
         smp::TESTS,
         tlb::TESTS,
+        vm::TESTS,
     ]
     .into_iter()
     .flatten()

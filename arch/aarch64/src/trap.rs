@@ -260,6 +260,31 @@ pub fn decode_abort(esr: u64, far: u64) -> Option<MemFault> {
     Some(MemFault { addr: VirtAddr::new(far), access, cause, level, syndrome: esr })
 }
 
+/// The kernel's memory-fault handler: called for a fault no probe claimed,
+/// with interrupts disabled; returns true when the fault was resolved and
+/// the access should be retried. (It may also end the running task and
+/// never return.)
+pub type FaultHook = fn(&MemFault) -> bool;
+
+static FAULT_HOOK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Installs the kernel's memory-fault handler.
+pub fn set_fault_hook(hook: FaultHook) {
+    FAULT_HOOK.store(hook as usize, core::sync::atomic::Ordering::Release);
+}
+
+/// Offers `fault` to the kernel's handler; true when resolved.
+fn offer_to_kernel(fault: &MemFault) -> bool {
+    let f = FAULT_HOOK.load(core::sync::atomic::Ordering::Acquire);
+    if f == 0 {
+        return false;
+    }
+    // SAFETY: the slot only ever holds 0 or a `FaultHook` stored by
+    // `set_fault_hook`.
+    let hook = unsafe { core::mem::transmute::<usize, FaultHook>(f) };
+    hook(fault)
+}
+
 /// Called by the assembly for every exception, with the saved frame.
 ///
 /// # Panics
@@ -277,7 +302,7 @@ extern "C" fn aarch64_trap(frame: &mut TrapFrame, kind: u64) {
     if kind.0 == 4 {
         // Synchronous, from the kernel itself.
         if let Some(fault) = decode_abort(frame.esr, frame.far) {
-            if probe::fix_up_fault(frame, &fault) {
+            if probe::fix_up_fault(frame, &fault) || offer_to_kernel(&fault) {
                 return;
             }
             panic!(

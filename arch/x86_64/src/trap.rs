@@ -238,6 +238,31 @@ pub fn decode_page_fault(error_code: u64, cr2: u64) -> MemFault {
     MemFault { addr: mm::VirtAddr::new(cr2), access, cause, level: None, syndrome: error_code }
 }
 
+/// The kernel's memory-fault handler: called for a fault no probe claimed,
+/// with interrupts disabled; returns true when the fault was resolved and
+/// the access should be retried. (It may also end the running task and
+/// never return.)
+pub type FaultHook = fn(&MemFault) -> bool;
+
+static FAULT_HOOK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Installs the kernel's memory-fault handler.
+pub fn set_fault_hook(hook: FaultHook) {
+    FAULT_HOOK.store(hook as usize, core::sync::atomic::Ordering::Release);
+}
+
+/// Offers `fault` to the kernel's handler; true when resolved.
+fn offer_to_kernel(fault: &MemFault) -> bool {
+    let f = FAULT_HOOK.load(core::sync::atomic::Ordering::Acquire);
+    if f == 0 {
+        return false;
+    }
+    // SAFETY: the slot only ever holds 0 or a `FaultHook` stored by
+    // `set_fault_hook`.
+    let hook = unsafe { core::mem::transmute::<usize, FaultHook>(f) };
+    hook(fault)
+}
+
 /// Called by the assembly for every exception, with the saved frame.
 ///
 /// # Panics
@@ -258,7 +283,7 @@ extern "C" fn x86_trap(frame: &mut TrapFrame) {
         14 => {
             let cr2 = Cr2::read_raw();
             let fault = decode_page_fault(frame.error_code, cr2);
-            if probe::fix_up_fault(frame, &fault) {
+            if probe::fix_up_fault(frame, &fault) || offer_to_kernel(&fault) {
                 return;
             }
             panic!(

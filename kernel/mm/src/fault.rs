@@ -43,3 +43,134 @@ pub struct MemFault {
     /// The raw report: the x86_64 error code, or the AArch64 ESR.
     pub syndrome: u64,
 }
+
+// ---------------------------------------------------------------- handling
+
+use crate::addr::PhysAddr;
+use crate::pgtable::{Decoded, Leaf, PageSize, PageTable, PageTableFormat, TableMemory, TlbHooks};
+use crate::vma::VmaSet;
+
+/// Where the fault handler gets zeroed frames for new anonymous pages.
+pub trait FrameSource {
+    /// A zeroed 4 KiB frame, or `None` when memory is exhausted.
+    fn alloc_zeroed_page(&self) -> Option<PhysAddr>;
+    /// Gives back a frame from [`FrameSource::alloc_zeroed_page`].
+    fn free_page(&self, pa: PhysAddr);
+}
+
+/// Why an access is refused: the faulting task's fault (a segmentation
+/// fault for a user program).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No area is mapped at the address.
+    NoMapping,
+    /// The area does not allow this access (write to read-only, execute
+    /// of non-executable).
+    NotAllowed,
+    /// The page-table entry is of a kind this kernel does not handle yet
+    /// (swap and migration entries come with issues 5 and 6).
+    Unsupported,
+}
+
+/// What the fault handler did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// A mapping was made or fixed: retry the access.
+    Resolved,
+    /// The entry already allowed the access (a stale TLB entry, or another
+    /// CPU fixed it first): flushed locally, retry.
+    Spurious,
+    /// The access is not allowed: end the task.
+    Refused(Refused),
+    /// No memory for the page or a table: end the task (out of memory).
+    OutOfMemory,
+}
+
+/// Handles a fault at `fault.addr` in the address space whose tables are
+/// `table` and areas `vmas`, for an access from kernel or user mode.
+///
+/// Today: demand-zero 4 KiB pages for anonymous areas; on AArch64 the
+/// access flag and the software dirty state (the CPU does not manage them
+/// without FEAT_HAFDBS); spurious faults. COW, THP, swap and migration
+/// come with issues 5 and 6.
+///
+/// The caller holds the address space's lock (areas and tables do not
+/// change under us).
+pub fn handle_fault<F: PageTableFormat>(
+    table: &PageTable<F>,
+    vmas: &VmaSet,
+    mem: &impl TableMemory,
+    frames: &impl FrameSource,
+    hooks: &impl TlbHooks,
+    fault: &MemFault,
+    user: bool,
+) -> FaultOutcome {
+    let Some(vma) = vmas.find(fault.addr) else { return FaultOutcome::Refused(Refused::NoMapping) };
+    let allowed = match fault.access {
+        Access::Read => vma.prot.read,
+        Access::Write => vma.prot.write,
+        Access::Execute => vma.prot.exec,
+    };
+    if !allowed {
+        return FaultOutcome::Refused(Refused::NotAllowed);
+    }
+    let page = fault.addr.align_down(4096);
+    let write = fault.access == Access::Write;
+    let (level, entry) = table.lookup(mem, page);
+    match entry {
+        // Nothing there (at any level): demand-zero. A fresh zeroed frame,
+        // mapped young, and dirty when the first access writes.
+        Decoded::None => {
+            let Some(frame) = frames.alloc_zeroed_page() else { return FaultOutcome::OutOfMemory };
+            let leaf = Leaf {
+                frame,
+                size: PageSize::Size4K,
+                prot: vma.prot.to_prot(user),
+                dirty: write,
+                young: true,
+            };
+            match table.map(mem, page, leaf) {
+                Ok(flush) => {
+                    flush.ignore(); // nothing valid was mapped there
+                    FaultOutcome::Resolved
+                }
+                Err(e) => {
+                    frames.free_page(frame);
+                    match e {
+                        crate::pgtable::PgError::OutOfMemory => FaultOutcome::OutOfMemory,
+                        _ => FaultOutcome::Refused(Refused::Unsupported),
+                    }
+                }
+            }
+        }
+        Decoded::Leaf(leaf) => {
+            let mut fixed = Leaf { young: true, ..leaf };
+            if write {
+                if !leaf.prot.writable {
+                    // Write-protected in an area that allows writes: copy
+                    // on write or reuse, which comes with issue 5.
+                    return FaultOutcome::Refused(Refused::Unsupported);
+                }
+                fixed.dirty = true;
+            }
+            if fixed == leaf {
+                // Already allowed: a stale translation on this CPU.
+                let start = page.align_down(level.entry_size());
+                hooks.flush_range(table.root(), start, VirtAddr::new(start.as_u64() + level.entry_size()));
+                return FaultOutcome::Spurious;
+            }
+            // Setting young or dirty only grants access: no flush is owed
+            // (a CPU holding the old entry faults again, spuriously).
+            match table.update_leaf(mem, page, level, fixed) {
+                Ok(flush) => {
+                    flush.ignore();
+                    FaultOutcome::Resolved
+                }
+                Err(_) => FaultOutcome::Refused(Refused::Unsupported),
+            }
+        }
+        Decoded::NonPresent(_) | Decoded::Table(_) | Decoded::Bad(_) => {
+            FaultOutcome::Refused(Refused::Unsupported)
+        }
+    }
+}

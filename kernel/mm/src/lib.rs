@@ -15,6 +15,7 @@
 //! | [`pgtable`] | page tables over any arch format: entries, walk, map, unmap, protect |
 //! | [`ptdump`] | a page-table dump for people: levels, flags, sizes, swap/migration entries |
 //! | [`early`] | the early frame allocator: first-fit, carving frames from the boot memory map until the buddy allocator takes over |
+//! | [`vma`] | the VMAs of one address space: map, unmap, protect, THP advice; split and merge |
 //!
 //! ## Lock order
 //!
@@ -39,6 +40,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 #[cfg(any(test, feature = "sim"))]
 extern crate std;
 
@@ -51,5 +54,6 @@ pub mod memmap;
 pub mod page;
 pub mod pgtable;
 pub mod ptdump;
+pub mod vma;
 
 pub use addr::{PhysAddr, VirtAddr, PAGE_SIZE};

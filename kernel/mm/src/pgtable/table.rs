@@ -331,6 +331,33 @@ impl<F: PageTableFormat> PageTable<F> {
         Ok(flush)
     }
 
+    /// Rewrites the present leaf at `level` for `va` as `new`, which must
+    /// map the same frame at the same size: only permissions and
+    /// dirty/young may differ, which every format allows on a live entry
+    /// (no break-before-make). The flush is owed only when access was taken
+    /// away; granting access needs none (a CPU holding the old entry faults
+    /// once more, spuriously).
+    pub fn update_leaf(
+        &self,
+        mem: &impl TableMemory,
+        va: VirtAddr,
+        level: Level,
+        new: Leaf,
+    ) -> Result<Flush, PgError> {
+        let slot = self.slot_at(mem, va, level, false)?;
+        match F::decode(slot.raw, level) {
+            Decoded::Leaf(old) if old.frame == new.frame && old.size == new.size => {
+                mem.write_entry(slot.pa, F::make_leaf(&new));
+                let start = align_down(va, level);
+                Ok(Flush::range(self.root, start, VirtAddr::new(start.as_u64() + level.entry_size())))
+            }
+            Decoded::Leaf(_) => Err(PgError::WrongKind { va, level }),
+            Decoded::None => Err(PgError::NotMapped { va }),
+            Decoded::Bad(raw) => Err(PgError::Corrupt { va, level, raw }),
+            _ => Err(PgError::WrongKind { va, level }),
+        }
+    }
+
     /// Replaces the leaf at `va` with `new` (same size) by
     /// break-before-make: clear, flush every CPU's translation, then write
     /// the new entry. Required on AArch64 when the output address changes,
