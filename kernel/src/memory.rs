@@ -27,6 +27,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 use linked_list_allocator::LockedHeap;
 use mm::early::EarlyFrameAllocator;
+use mm::folio::Folio;
 use mm::frame::{AllocError, AllocKind, FrameAllocator, MAX_ORDER};
 use mm::memmap::MemoryMap;
 use mm::page::{Memmap, Page};
@@ -194,6 +195,28 @@ pub fn alloc_frames(order: u8) -> Result<PhysAddr, AllocError> {
 /// Gives back frames from [`alloc_frames`].
 pub fn free_frames(pa: PhysAddr, order: u8) {
     crate::sync::without_interrupts(|| frame_allocator().free(pa.pfn(), order));
+}
+
+/// A new zeroed anonymous page for page `index` of the address space
+/// `handle`: an order-0 folio, mapcount 1 and refcount 1 for the PTE the
+/// caller writes next (see `mm::anon`). `None` when memory is short.
+pub fn alloc_anon_page(handle: u64, index: u64) -> Option<PhysAddr> {
+    // Interrupts off around the allocator's lock (see `crate::sync`); the
+    // zeroing inside is of a frame nobody else can see yet.
+    let folio = crate::sync::without_interrupts(|| {
+        mm::anon::alloc_anon_folio(frame_allocator(), AllocKind::Normal, handle, index, |pa| {
+            zero_frames(pa, 0)
+        })
+    })
+    .ok()?;
+    Some(PhysAddr::new(folio.pfn() << 12))
+}
+
+/// Drops the reference a removed mapping held on `folio` (the second step
+/// of unmapping an anonymous page, after the TLB shootdown), freeing the
+/// folio when it was the last.
+pub fn put_anon_folio(folio: Folio<'_>) {
+    crate::sync::without_interrupts(|| mm::anon::put_anon_folio(frame_allocator(), folio));
 }
 
 /// Fills `2^order` frames at `pa` with zeros.

@@ -13,9 +13,13 @@
 //!   lock; when the access is refused (no area, not allowed) or memory is
 //!   out, the task is ended with a message ([`crate::sched::kill_current`])
 //!   and the kernel goes on.
-//! - Unmapping gathers the frames under the lock, releases it, shoots the
-//!   range down on every CPU (`crate::tlb::Shootdown`, which needs
-//!   interrupts on), and only then frees the frames: until every stale
+//! - Every anonymous page is an order-0 folio (`mm::anon`): mapcount 1 and
+//!   the mapping's reference while a PTE maps it.
+//! - Unmapping clears the PTEs and drops each page's mapcount under the
+//!   lock (so the counts agree with the tables for [`AddressSpace::check`]),
+//!   releases it, shoots the range down on every CPU
+//!   (`crate::tlb::Shootdown`, which needs interrupts on), and only then
+//!   drops the mappings' references, freeing the folios: until every stale
 //!   translation is gone, another CPU may still use them.
 //! - Spaces are found from a task by their root ([`SPACES`]).
 
@@ -29,7 +33,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
+use mm::debug::Stats;
 use mm::fault::{FaultOutcome, FrameSource, MemFault};
+use mm::folio::Folio;
 use mm::pgtable::{Decoded, Flush, Level, PageSize, PageTable};
 use mm::vma::{VmaError, VmaKind, VmaProt, VmaSet};
 use mm::{PhysAddr, VirtAddr};
@@ -40,17 +46,16 @@ pub const USER_START: u64 = 0x1000;
 /// One past the highest user address (the lower half).
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
 
-/// Frames for anonymous pages: from the buddy allocator, zeroed.
+/// Anonymous pages: order-0 folios from the buddy allocator, zeroed.
 struct KernelFrames;
 
 impl FrameSource for KernelFrames {
-    fn alloc_zeroed_page(&self) -> Option<PhysAddr> {
-        let pa = memory::alloc_frames(0).ok()?;
-        memory::zero_frames(pa, 0);
-        Some(pa)
+    fn alloc_anon_page(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+        memory::alloc_anon_page(handle, index)
     }
-    fn free_page(&self, pa: PhysAddr) {
-        memory::free_frames(pa, 0);
+    fn release_anon_page(&self, pa: PhysAddr) {
+        let folio = mm::anon::remove_pte_mapping(memory::frame_allocator().memmap(), pa);
+        memory::put_anon_folio(folio);
     }
 }
 
@@ -115,9 +120,10 @@ impl AddressSpace {
     }
 
     /// Unmaps `[start, start + len)`: areas, page-table entries and the
-    /// frames they mapped (after the shootdown).
+    /// folios they mapped (freed after the shootdown).
     pub fn munmap(&self, start: VirtAddr, len: u64) -> Result<(), VmaError> {
-        let mut frames = Vec::new();
+        let memmap = memory::frame_allocator().memmap();
+        let mut folios: Vec<Folio<'static>> = Vec::new();
         let mut flush = Flush::none(self.root);
         {
             let mut guard = self.inner.lock();
@@ -135,16 +141,26 @@ impl AddressSpace {
                     debug_assert_eq!(level, Level::Pte);
                     if let Ok((_, f)) = inner.table.unmap(&KernelTables, va, PageSize::Size4K) {
                         flush = flush.merge(f);
-                        frames.push(leaf.frame);
+                        folios.push(mm::anon::remove_pte_mapping(memmap, leaf.frame));
                     }
                 }
             }
         }
         flush.flush(&Shootdown);
-        for pa in frames {
-            memory::free_frames(pa, 0);
+        for folio in folios {
+            memory::put_anon_folio(folio);
         }
         Ok(())
+    }
+
+    /// Runs the consistency checker (`mm::debug`) over this space's table,
+    /// areas and folio counts, under the space's lock.
+    pub fn check(&self) -> Result<Stats, String> {
+        let guard = self.inner.lock();
+        let inner = guard.as_ref().ok_or("check: address space torn down")?;
+        let memmap = memory::frame_allocator().memmap();
+        mm::debug::check_address_space(&inner.table, &inner.vmas, &KernelTables, memmap)
+            .map_err(|e| format!("address space {}: {e}", self.root))
     }
 
     /// Starts a task that runs `f` in this space (see `sched::spawn_in`:
@@ -170,15 +186,17 @@ impl Drop for AddressSpace {
         let Some(inner) = self.inner.lock().take() else { return };
         // No task runs in the space any more (each held an `Arc`), and
         // every CPU that ran one switched away (loading another root), so
-        // nothing caches its translations: free the frames, then the tables.
-        let mut frames = Vec::new();
+        // nothing caches its translations: drop the folios' mappings (the
+        // entries go with the tables), then the tables.
+        let memmap = memory::frame_allocator().memmap();
+        let mut folios: Vec<Folio<'static>> = Vec::new();
         inner.table.visit(&KernelTables, VirtAddr::new(0), VirtAddr::new(USER_END), &mut |_, _, entry, _| {
             if let Decoded::Leaf(leaf) = entry {
-                frames.push(leaf.frame);
+                folios.push(mm::anon::remove_pte_mapping(memmap, leaf.frame));
             }
         });
-        for pa in frames {
-            memory::free_frames(pa, 0);
+        for folio in folios {
+            memory::put_anon_folio(folio);
         }
         inner.table.destroy(&KernelTables, KERNEL_SHARED);
     }
@@ -248,6 +266,22 @@ fn store(addr: u64, value: u8) {
     unsafe { core::ptr::write_volatile(addr as *mut u8, value) }
 }
 
+/// Runs the consistency checker; `Err` names the moment and the problem.
+fn check_space(space: &AddressSpace, when: &str) -> Result<Stats, String> {
+    space.check().map_err(|e| format!("{when}: {e}"))
+}
+
+/// Runs the checker and wants exactly `pages` 4 KiB pages mapped, each its
+/// own folio.
+fn check_pages(space: &AddressSpace, when: &str, pages: u64) -> Result<Stats, String> {
+    let stats = check_space(space, when)?;
+    let want = Stats { nr_pages_mapped: pages, nr_folios: pages, nr_pte_leaves: pages, ..Stats::default() };
+    if stats != want {
+        return Err(format!("{when}: checker saw {stats:?}, expected {want:?}"));
+    }
+    Ok(stats)
+}
+
 fn demand_zero_pages_fill_on_touch(_: &TestEnv<'_>) -> Result<(), String> {
     const PAGES: u64 = 64;
     let space = AddressSpace::new()?;
@@ -276,7 +310,9 @@ fn demand_zero_pages_fill_on_touch(_: &TestEnv<'_>) -> Result<(), String> {
     if !(PAGES..=2 * PAGES).contains(&faults) {
         return Err(format!("{faults} faults for {PAGES} pages"));
     }
+    check_pages(&space, "after the faults", PAGES)?;
     space.munmap(VirtAddr::new(base), PAGES * 4096).map_err(|e| format!("munmap: {e:?}"))?;
+    check_pages(&space, "after munmap", 0)?;
     Ok(())
 }
 
@@ -308,6 +344,8 @@ fn bad_accesses_end_only_the_task(_: &TestEnv<'_>) -> Result<(), String> {
             Ok(()) => return Err(format!("{what} did not end the task")),
         }
     }
+    // The allowed read before the refused write mapped one page.
+    check_pages(&space, "after the killed tasks", 1)?;
     Ok(())
 }
 
@@ -340,6 +378,98 @@ fn faults_from_every_cpu(_: &TestEnv<'_>) -> Result<(), String> {
     for h in handles {
         h.join()?;
     }
+    check_pages(&space, "after the faults", cpus.len() as u64 * PAGES_EACH)?;
+    Ok(())
+}
+
+/// The folio behind the page mapped at `va`, read under the space's lock:
+/// `(mapcount, refcount, anon-exclusive, mapping, index)`.
+fn folio_state(space: &AddressSpace, va: u64) -> Result<(i32, i32, bool, u64, u64), String> {
+    let guard = space.inner.lock();
+    let inner = guard.as_ref().ok_or("torn down")?;
+    let pa = inner.table.translate(&KernelTables, VirtAddr::new(va)).ok_or(format!("{va:#x} not mapped"))?;
+    let folio = mm::folio::folio_of(memory::frame_allocator().memmap(), pa.pfn())
+        .ok_or(format!("{va:#x} maps {pa}, not a folio"))?;
+    Ok((
+        folio.page_mapcount(0),
+        folio.refcount(),
+        folio.test_flag(mm::page::PageFlag::AnonExclusive),
+        folio.mapping(),
+        folio.index(),
+    ))
+}
+
+fn folio_counts_after_faults_from_every_cpu_and_partial_munmap(_: &TestEnv<'_>) -> Result<(), String> {
+    // Every CPU faults in its own slice, half by writes and half by reads;
+    // then a munmap that cuts the area in two, across the slices of two
+    // CPUs and a page nobody touched. The checker must agree at each step,
+    // and the folios unmapped must go back to the allocator at once.
+    const PAGES_EACH: u64 = 16;
+    let cpus: Vec<usize> = sched::online_cpus().collect();
+    let nr = cpus.len() as u64 * PAGES_EACH + 1; // one page never touched
+    let space = AddressSpace::new()?;
+    let base = space.mmap(nr * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    let mut handles = Vec::new();
+    for (slot, &cpu) in cpus.iter().enumerate() {
+        handles.push(space.spawn(Some(cpu), "faulter", move || -> Result<(), String> {
+            let mine = base + slot as u64 * PAGES_EACH * 4096;
+            for p in 0..PAGES_EACH {
+                let at = mine + p * 4096 + 0x80;
+                if p % 2 == 0 {
+                    store(at, 0xa0 | slot as u8);
+                } else if load(at) != 0 {
+                    return Err(format!("CPU {cpu}: page {p} not zero"));
+                }
+            }
+            Ok(())
+        })?);
+    }
+    for h in handles {
+        h.join()?;
+    }
+    let touched = cpus.len() as u64 * PAGES_EACH;
+    check_pages(&space, "after the faults", touched)?;
+    let handle = mm::anon::anon_handle(space.root());
+    for p in 0..touched {
+        let va = base + p * 4096;
+        let state = folio_state(&space, va)?;
+        if state != (1, 1, true, handle, va >> 12) {
+            return Err(format!(
+                "page {p}: (mapcount, refcount, exclusive, mapping, index) = {state:x?}, \
+                 expected (1, 1, true, {handle:#x}, {:#x})",
+                va >> 12
+            ));
+        }
+    }
+    // Cut out the last half of one slice and the first half of the next
+    // (on one CPU: the second half of its slice, the untouched page and
+    // beyond the area's end, which munmap allows).
+    let cut_start = base + (PAGES_EACH / 2) * 4096;
+    let cut_pages = PAGES_EACH;
+    let before = memory::nr_free_frames();
+    space.munmap(VirtAddr::new(cut_start), cut_pages * 4096).map_err(|e| format!("munmap: {e:?}"))?;
+    let freed = memory::nr_free_frames() - before;
+    let cut_touched = cut_pages.min(touched - PAGES_EACH / 2);
+    if freed != cut_touched {
+        return Err(format!("munmap of {cut_touched} mapped pages freed {freed} frames"));
+    }
+    check_pages(&space, "after the partial munmap", touched - cut_touched)?;
+    // The pages on both sides of the hole keep their folios and counts.
+    for va in [cut_start - 4096, cut_start + cut_pages * 4096] {
+        if va < base + touched * 4096 {
+            let state = folio_state(&space, va)?;
+            if (state.0, state.1, state.2) != (1, 1, true) {
+                return Err(format!("{va:#x} next to the hole: {state:x?}"));
+            }
+        }
+    }
+    // A load in the hole ends the task and maps nothing.
+    let h = space.spawn(None, "hole", move || load(cut_start))?;
+    match h.join_or_killed() {
+        Err(why) if why.contains("NoMapping") => {}
+        other => return Err(format!("a load in the hole: {other:?}")),
+    }
+    check_pages(&space, "after the load in the hole", touched - cut_touched)?;
     Ok(())
 }
 
@@ -347,4 +477,8 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "vm::demand_zero_pages_fill_on_touch", run: demand_zero_pages_fill_on_touch },
     Test { name: "vm::bad_accesses_end_only_the_task", run: bad_accesses_end_only_the_task },
     Test { name: "vm::faults_from_every_cpu", run: faults_from_every_cpu },
+    Test {
+        name: "vm::folio_counts_after_faults_from_every_cpu_and_partial_munmap",
+        run: folio_counts_after_faults_from_every_cpu_and_partial_munmap,
+    },
 ];

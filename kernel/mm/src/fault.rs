@@ -50,12 +50,22 @@ use crate::addr::PhysAddr;
 use crate::pgtable::{Decoded, Leaf, PageSize, PageTable, PageTableFormat, TableMemory, TlbHooks};
 use crate::vma::VmaSet;
 
-/// Where the fault handler gets zeroed frames for new anonymous pages.
+/// Where the fault handler gets new anonymous pages, and gives back one it
+/// could not map. Each page is an order-0 folio (see [`crate::anon`] for its
+/// state and [`crate::anon::alloc_anon_folio`] for an implementation).
 pub trait FrameSource {
-    /// A zeroed 4 KiB frame, or `None` when memory is exhausted.
-    fn alloc_zeroed_page(&self) -> Option<PhysAddr>;
-    /// Gives back a frame from [`FrameSource::alloc_zeroed_page`].
-    fn free_page(&self, pa: PhysAddr);
+    /// A new zeroed anonymous page for page `index` (`va >> 12`) of the
+    /// address space `handle` ([`crate::anon::anon_handle`]): an order-0
+    /// folio with mapcount 1 and refcount 1 for the PTE the caller is about
+    /// to write, `AnonExclusive` and `SwapBacked`. `None` when memory is
+    /// exhausted.
+    fn alloc_anon_page(&self, handle: u64, index: u64) -> Option<PhysAddr>;
+    /// Drops the mapping of an anonymous page whose PTE is gone (or was
+    /// never written) and that mapping's reference, freeing the folio when
+    /// the reference was the last. Only for a page no other CPU can still
+    /// reach through a stale translation; unmapping a live PTE goes through
+    /// the two steps of [`crate::anon`] instead.
+    fn release_anon_page(&self, pa: PhysAddr);
 }
 
 /// Why an access is refused: the faulting task's fault (a segmentation
@@ -89,7 +99,8 @@ pub enum FaultOutcome {
 /// Handles a fault at `fault.addr` in the address space whose tables are
 /// `table` and areas `vmas`, for an access from kernel or user mode.
 ///
-/// Today: demand-zero 4 KiB pages for anonymous areas; on AArch64 the
+/// Today: demand-zero 4 KiB pages for anonymous areas (each an order-0
+/// anon folio from `frames`, see [`crate::anon`]); on AArch64 the
 /// access flag and the software dirty state (the CPU does not manage them
 /// without FEAT_HAFDBS); spurious faults. COW, THP, swap and migration
 /// come with issues 5 and 6.
@@ -118,10 +129,13 @@ pub fn handle_fault<F: PageTableFormat>(
     let write = fault.access == Access::Write;
     let (level, entry) = table.lookup(mem, page);
     match entry {
-        // Nothing there (at any level): demand-zero. A fresh zeroed frame,
-        // mapped young, and dirty when the first access writes.
+        // Nothing there (at any level): demand-zero. A fresh zeroed anon
+        // folio, mapped young, and dirty when the first access writes.
         Decoded::None => {
-            let Some(frame) = frames.alloc_zeroed_page() else { return FaultOutcome::OutOfMemory };
+            let handle = crate::anon::anon_handle(table.root());
+            let Some(frame) = frames.alloc_anon_page(handle, page.as_u64() >> 12) else {
+                return FaultOutcome::OutOfMemory;
+            };
             let leaf = Leaf {
                 frame,
                 size: PageSize::Size4K,
@@ -135,7 +149,8 @@ pub fn handle_fault<F: PageTableFormat>(
                     FaultOutcome::Resolved
                 }
                 Err(e) => {
-                    frames.free_page(frame);
+                    // Never mapped, never seen by anyone: give it back whole.
+                    frames.release_anon_page(frame);
                     match e {
                         crate::pgtable::PgError::OutOfMemory => FaultOutcome::OutOfMemory,
                         _ => FaultOutcome::Refused(Refused::Unsupported),

@@ -468,6 +468,15 @@ impl<'a> UnpublishedFolio<'a> {
         self.head.mapping.store(mapping, Ordering::Relaxed);
     }
 
+    /// Sets page `i`'s PTE mapcount (for a folio that is mapped as soon as
+    /// it is published, such as a new anonymous page: the PTE is written
+    /// after [`UnpublishedFolio::publish`], whose release store orders this
+    /// store before it).
+    pub fn set_page_mapcount(&mut self, i: usize, count: i32) {
+        debug_assert!(count >= 0, "UnpublishedFolio::set_page_mapcount: negative count {count}");
+        self.page(i).mapcount.store(count, Ordering::Relaxed);
+    }
+
     /// The reference count: 0 (frozen) until published.
     pub fn refcount(&self) -> i32 {
         self.head.refcount()

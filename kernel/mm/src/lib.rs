@@ -16,6 +16,8 @@
 //! | [`ptdump`] | a page-table dump for people: levels, flags, sizes, swap/migration entries |
 //! | [`early`] | the early frame allocator: first-fit, carving frames from the boot memory map until the buddy allocator takes over |
 //! | [`vma`] | the VMAs of one address space: map, unmap, protect, THP advice; split and merge |
+//! | [`anon`] | anonymous pages as order-0 folios: made for a fault, unmapped and freed in two steps |
+//! | [`debug`] | the consistency checker: walks an address space's tables against its areas and the folio counts |
 //!
 //! ## Lock order
 //!
@@ -46,6 +48,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod anon;
+pub mod debug;
 pub mod early;
 pub mod fault;
 pub mod folio;

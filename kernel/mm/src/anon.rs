@@ -1,0 +1,162 @@
+//! Anonymous pages as folios: the folio a demand-zero fault maps, and the
+//! two steps that give it back when its page-table entry goes.
+//!
+//! ## Protocol
+//!
+//! Every anonymous page is an order-0 folio from
+//! [`FrameAllocator::alloc_folio`]. [`alloc_anon_folio`] prepares it while
+//! it is unpublished (nobody else can see it, so plain stores are fine):
+//!
+//! | field | value | why |
+//! | --- | --- | --- |
+//! | page 0's mapcount | 1 | the one PTE the fault is about to write |
+//! | refcount | 1 | the reference that PTE mapping holds |
+//! | [`PageFlag::AnonExclusive`] (page 0, on the head) | set | a fresh anonymous page is mapped by one address space only (mm-reference §8) |
+//! | [`PageFlag::SwapBacked`] | set | anonymous memory is backed by swap, not a file |
+//! | mapping, index | [`anon_handle`] of the space, `va >> 12` | who maps it, and where |
+//!
+//! and zeroes the frame before publishing it. The caller then writes the
+//! PTE; if that fails it gives the page back with [`remove_pte_mapping`]
+//! and [`put_anon_folio`] (nobody else ever saw it).
+//!
+//! Unmapping is two steps, because another CPU may still use a stale
+//! translation until the TLB shootdown is over:
+//! 1. under the address-space lock, with the PTE just cleared:
+//!    [`remove_pte_mapping`] drops the page's mapcount, so the counts agree
+//!    with the tables for anyone who checks them under that lock
+//!    (`crate::debug`); the folio keeps the mapping's reference;
+//! 2. after the flush: [`put_anon_folio`] drops that reference and frees
+//!    the folio when it was the last.
+//!
+//! Locks: mapcounts and the refcount are atomics; the only lock taken is
+//! the frame allocator's (a leaf), inside [`alloc_anon_folio`] and
+//! [`put_anon_folio`]. The kernel calls both with interrupts off.
+
+use crate::addr::PhysAddr;
+use crate::folio::{folio_of, Folio};
+use crate::frame::{AllocError, AllocKind, FrameAllocator};
+use crate::page::{Memmap, PageFlag};
+
+/// The anon mapping handle of the address space whose root table is at
+/// `root`: the root's PFN. Never 0 (0 means "no mapping"): frame 0 is never
+/// a page-table root (firmware owns it on both arches; the simulated memory
+/// of the host tests starts far above it).
+pub fn anon_handle(root: PhysAddr) -> u64 {
+    debug_assert!(root.pfn() != 0, "anon_handle: a root at frame 0 would read as no mapping");
+    root.pfn()
+}
+
+/// A new anonymous page for page `index` of the address space `handle`: an
+/// order-0 folio whose frame `zero` has filled with zeros, published with
+/// mapcount 1, refcount 1, `AnonExclusive`, `SwapBacked`, and mapping
+/// `(handle, index)` (see the module doc). The caller maps it with one PTE.
+pub fn alloc_anon_folio(
+    frames: &FrameAllocator,
+    kind: AllocKind,
+    handle: u64,
+    index: u64,
+    zero: impl FnOnce(PhysAddr),
+) -> Result<Folio<'static>, AllocError> {
+    let mut folio = frames.alloc_folio(0, kind)?;
+    zero(PhysAddr::new(folio.pfn() << 12));
+    folio.nonatomic_set_flag(PageFlag::SwapBacked);
+    // Page 0's per-page flag lives on the head.
+    folio.nonatomic_set_flag(PageFlag::AnonExclusive);
+    folio.set_mapping(handle, index);
+    folio.set_page_mapcount(0, 1);
+    Ok(folio.publish())
+}
+
+/// Drops the PTE mapping of the anonymous page at `pa`, whose entry the
+/// caller has just cleared (holding the lock that serialises the table).
+/// Returns its folio, which still holds the mapping's reference: drop it
+/// with [`put_anon_folio`] once no CPU can use the old translation.
+///
+/// # Panics
+///
+/// When `pa` is not a page of a folio, or the page was not mapped (a kernel
+/// bug: the tables and the counts disagreed).
+pub fn remove_pte_mapping(memmap: &Memmap, pa: PhysAddr) -> Folio<'_> {
+    let pfn = pa.pfn();
+    let folio = folio_of(memmap, pfn)
+        .unwrap_or_else(|| panic!("remove_pte_mapping: pfn {pfn:#x} is not a folio page"));
+    let i = (pfn - folio.pfn()) as usize;
+    let old = folio.page(i).mapcount.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
+    assert!(old > 0, "remove_pte_mapping: pfn {pfn:#x} was not mapped (mapcount {old})");
+    folio
+}
+
+/// Drops the reference a removed mapping held on `folio`, freeing the folio
+/// when it was the last. Returns whether it was freed.
+pub fn put_anon_folio(frames: &FrameAllocator, folio: Folio<'_>) -> bool {
+    if folio.put() {
+        frames.free_folio(folio);
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::boxed::Box;
+    use std::cell::Cell;
+
+    fn allocator() -> &'static FrameAllocator {
+        let memmap = Memmap::new_leaked(0x800, 256);
+        let fa = Box::leak(Box::new(FrameAllocator::new(memmap)));
+        fa.add_free_range(0x800, 0x900).unwrap();
+        fa
+    }
+
+    #[test]
+    fn a_new_anon_folio_is_mapped_once_exclusive_and_zeroed() {
+        let fa = allocator();
+        let free = fa.nr_free_pages();
+        let zeroed = Cell::new(None);
+        let f = alloc_anon_folio(fa, AllocKind::Normal, 0x42, 0x1234, |pa| zeroed.set(Some(pa))).unwrap();
+        assert_eq!(zeroed.get(), Some(PhysAddr::new(f.pfn() << 12)));
+        assert_eq!((f.order(), f.refcount(), f.page_mapcount(0), f.entire_mapcount()), (0, 1, 1, 0));
+        assert!(f.test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
+        assert!(f.test_flag(PageFlag::Head) && !f.is_locked());
+        assert_eq!((f.mapping(), f.index()), (0x42, 0x1234));
+        assert_eq!(fa.nr_free_pages(), free - 1);
+        // Unmap, then put: freed, and the allocator is whole again.
+        let g = remove_pte_mapping(fa.memmap(), PhysAddr::new(f.pfn() << 12));
+        assert_eq!(g, f);
+        assert_eq!((f.page_mapcount(0), f.refcount()), (0, 1));
+        assert!(put_anon_folio(fa, g));
+        assert_eq!(fa.nr_free_pages(), free);
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn an_extra_reference_keeps_the_folio() {
+        let fa = allocator();
+        let f = alloc_anon_folio(fa, AllocKind::Normal, 1, 0, |_| {}).unwrap();
+        f.get();
+        let g = remove_pte_mapping(fa.memmap(), PhysAddr::new(f.pfn() << 12));
+        assert!(!put_anon_folio(fa, g));
+        assert_eq!(f.refcount(), 1);
+        assert!(put_anon_folio(fa, f));
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    #[should_panic(expected = "remove_pte_mapping: pfn 0x850 is not a folio page")]
+    fn removing_a_mapping_of_a_raw_frame_panics() {
+        let fa = allocator();
+        let _ = remove_pte_mapping(fa.memmap(), PhysAddr::new(0x850 << 12));
+    }
+
+    #[test]
+    #[should_panic(expected = "was not mapped")]
+    fn removing_a_mapping_twice_panics() {
+        let fa = allocator();
+        let f = alloc_anon_folio(fa, AllocKind::Normal, 1, 0, |_| {}).unwrap();
+        let pa = PhysAddr::new(f.pfn() << 12);
+        let _ = remove_pte_mapping(fa.memmap(), pa);
+        let _ = remove_pte_mapping(fa.memmap(), pa);
+    }
+}
