@@ -219,6 +219,16 @@ pub fn put_anon_folio(folio: Folio<'_>) {
     crate::sync::without_interrupts(|| mm::anon::put_anon_folio(frame_allocator(), folio));
 }
 
+/// Copies the 4 KiB frame at `src` to the frame at `dst` (copy on write).
+pub fn copy_page(dst: PhysAddr, src: PhysAddr) {
+    let (d, s) = (phys_to_virt(dst).as_u64() as *mut u8, phys_to_virt(src).as_u64() as *const u8);
+    // SAFETY: both are RAM frames mapped read-write in the direct map; the
+    // caller owns `dst` (just allocated, unpublished) and holds a reference
+    // on `src`, which nobody writes meanwhile (it is mapped read-only and
+    // its write-protection was flushed everywhere). Distinct frames.
+    unsafe { core::ptr::copy_nonoverlapping(s, d, PAGE_SIZE as usize) };
+}
+
 /// Fills `2^order` frames at `pa` with zeros.
 pub fn zero_frames(pa: PhysAddr, order: u8) {
     let va = phys_to_virt(pa).as_u64() as *mut u8;

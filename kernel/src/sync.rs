@@ -38,6 +38,21 @@ impl<T> IrqSpinLock<T> {
         let irq_was_enabled = arch::irq::save_and_disable();
         IrqGuard { guard: core::mem::ManuallyDrop::new(self.inner.lock()), irq_was_enabled }
     }
+
+    /// As [`IrqSpinLock::lock`], calling `poll` on every turn of the spin:
+    /// for locks whose holder may wait for this CPU (the address-space lock,
+    /// whose holder may run a TLB shootdown: `poll` serves this CPU's
+    /// flush requests, see `crate::tlb`).
+    pub fn lock_polling(&self, poll: impl Fn()) -> IrqGuard<'_, T> {
+        let irq_was_enabled = arch::irq::save_and_disable();
+        loop {
+            if let Some(guard) = self.inner.try_lock() {
+                return IrqGuard { guard: core::mem::ManuallyDrop::new(guard), irq_was_enabled };
+            }
+            poll();
+            core::hint::spin_loop();
+        }
+    }
 }
 
 impl<T> core::ops::Deref for IrqGuard<'_, T> {

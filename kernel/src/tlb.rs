@@ -16,11 +16,22 @@
 //!
 //! ## Protocol (x86_64)
 //!
-//! [`SHOOTDOWN_LOCK`] lets one initiator at a time use the mailboxes. It is
-//! taken, and the acknowledgements awaited, with interrupts *enabled*: a
-//! CPU spinning with interrupts off could never answer another initiator's
-//! IPI, and two such CPUs would wait for each other forever. So callers of
-//! [`Shootdown`] must run with interrupts enabled (checked).
+//! [`SHOOTDOWN_LOCK`] lets one initiator at a time use the mailboxes. A
+//! CPU spinning with interrupts off cannot take the IPI, so every spin
+//! loop that may wait (directly or through a chain) for a shootdown
+//! initiator *serves its own mailbox* while it spins ([`handle_ipi`]):
+//! the initiator's wait for [`SHOOTDOWN_LOCK`] and for the acknowledgements,
+//! and the address-space lock (`crate::vm`, taken with
+//! `IrqSpinLock::lock_polling`). A target's acknowledgement then never
+//! depends on its interrupts being on, and [`Shootdown`] may run with
+//! interrupts disabled: the fault handler uses it for the break-before-make
+//! of copy on write, inside the trap, holding the address-space lock. The
+//! shootdown lock itself is always held with interrupts off, so its holder
+//! is never preempted by a task that would then spin for it.
+//! Every other lock that a CPU spins on with interrupts off (run queue,
+//! heap, frame allocator, console, the space registry) is held only for
+//! short sections that never start a shootdown, so its holder always gets
+//! on without anyone's acknowledgement.
 
 use crate::arch;
 use mm::pgtable::TlbHooks;
@@ -70,8 +81,24 @@ mod x86 {
     pub(super) static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
     fn shoot(root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
-        debug_assert!(arch::irq::enabled(), "TLB shootdown with interrupts disabled");
-        let _one_at_a_time = SHOOTDOWN_LOCK.lock();
+        // The lock is held with interrupts off: a holder preempted by the
+        // tick would leave another task on this CPU spinning for it with
+        // interrupts off (a COW fault in the trap) forever.
+        let irq_was_enabled = arch::irq::save_and_disable();
+        shoot_with_interrupts_off(root, start, end, all);
+        arch::irq::restore(irq_was_enabled);
+    }
+
+    fn shoot_with_interrupts_off(root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
+        // Serve our own mailbox while waiting (see the module doc), so
+        // another initiator never waits for us forever.
+        let _one_at_a_time = loop {
+            if let Some(g) = SHOOTDOWN_LOCK.try_lock() {
+                break g;
+            }
+            handle_ipi();
+            core::hint::spin_loop();
+        };
         let me = sched::cpu_index();
         let targets = sched::cpus_with_root(root) & !(1 << me);
         for cpu in (0..MAX_CPUS).filter(|c| targets & (1 << c) != 0) {
@@ -85,6 +112,7 @@ mod x86 {
         }
         for cpu in (0..MAX_CPUS).filter(|c| targets & (1 << c) != 0) {
             while MAILBOXES[cpu].pending.load(Ordering::Acquire) {
+                handle_ipi();
                 core::hint::spin_loop();
             }
         }

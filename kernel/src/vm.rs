@@ -22,12 +22,45 @@
 //!   drops the mappings' references, freeing the folios: until every stale
 //!   translation is gone, another CPU may still use them.
 //! - Spaces are found from a task by their root ([`SPACES`]).
+//!
+//! ## Copy on write and fork
+//!
+//! [`AddressSpace::fork`] makes a child that maps the parent's anonymous
+//! pages read-only on both sides: under the parent's lock each present
+//! leaf is write-protected in the parent (dirty and young kept), its page
+//! loses `AnonExclusive` (it is shared now), and the child maps the same
+//! frame read-only, with one more mapcount and reference. A page that may
+//! be pinned (`Folio::maybe_pinned`) is not shared: the child gets a copy
+//! at once and the parent keeps its page exclusive and writable
+//! (mm-reference §8). The parent's range is shot down before the lock is
+//! dropped, so when `fork` returns no CPU writes a shared page.
+//!
+//! A later write fault on such a page (`mm::fault::handle_fault`) reuses
+//! it when it is exclusive, or has mapcount 1 and refcount 1 (the other
+//! side unmapped it), and copies it otherwise. The copy replaces the
+//! entry by break-before-make, and the flush between the clear and the new
+//! entry must reach every CPU that may run the space: a CPU keeping the old
+//! read-only translation would read the old page after this CPU wrote the
+//! new one. So the fault handler is given [`Shootdown`], and runs it inside
+//! the trap, with interrupts off and the space's lock held. That is safe
+//! because every spin that may wait for a shootdown initiator serves its
+//! own CPU's flush requests while spinning (`crate::tlb`'s module doc): the
+//! shootdown's own waits and the address-space lock
+//! ([`IrqSpinLock::lock_polling`]). On AArch64 the broadcast TLBI needs no
+//! help from the other CPUs at all.
+//!
+//! Spaces made by fork form a family ([`Family`]): they may map the same
+//! folios, so [`AddressSpace::check`] checks the whole family at once
+//! (every member's lock, taken in root order), with `mm::debug::check_spaces`.
+//! Lock order between spaces: a parent's lock before its child's
+//! (fork, the child not yet published), several members in increasing root
+//! order (check); nothing else holds two.
 
 use crate::arch;
 use crate::memory;
 use crate::paging::{Format, KernelTables, KERNEL_SHARED};
 use crate::sched;
-use crate::sync::IrqSpinLock;
+use crate::sync::{IrqGuard, IrqSpinLock};
 use crate::tlb::Shootdown;
 use alloc::format;
 use alloc::string::String;
@@ -36,7 +69,7 @@ use alloc::vec::Vec;
 use mm::debug::Stats;
 use mm::fault::{FaultOutcome, FrameSource, MemFault};
 use mm::folio::Folio;
-use mm::pgtable::{Decoded, Flush, Level, PageSize, PageTable};
+use mm::pgtable::{Decoded, Flush, Leaf, Level, PageSize, PageTable};
 use mm::vma::{VmaError, VmaKind, VmaProt, VmaSet};
 use mm::{PhysAddr, VirtAddr};
 
@@ -57,6 +90,22 @@ impl FrameSource for KernelFrames {
         let folio = mm::anon::remove_pte_mapping(memory::frame_allocator().memmap(), pa);
         memory::put_anon_folio(folio);
     }
+    fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
+        memory::copy_page(dst, src);
+    }
+    fn memmap(&self) -> &mm::page::Memmap {
+        memory::frame_allocator().memmap()
+    }
+}
+
+/// The spaces that may map the same folios: a space and everything forked
+/// from it, transitively.
+pub struct Family {
+    /// The live members.
+    members: IrqSpinLock<Vec<Weak<AddressSpace>>>,
+    /// The anon handle of every member there ever was (a child keeps
+    /// mapping folios its gone parent made).
+    handles: IrqSpinLock<Vec<u64>>,
 }
 
 struct Inner {
@@ -68,8 +117,14 @@ struct Inner {
 pub struct AddressSpace {
     root: PhysAddr,
     inner: IrqSpinLock<Option<Inner>>,
-    /// Faults resolved in this space (demand-zero, young/dirty, spurious).
+    /// Faults resolved in this space (demand-zero, young/dirty, spurious,
+    /// copy on write).
     nr_faults: core::sync::atomic::AtomicU64,
+    /// Write faults that copied a shared page.
+    nr_cow_copies: core::sync::atomic::AtomicU64,
+    /// Write faults that reused a write-protected page.
+    nr_cow_reuses: core::sync::atomic::AtomicU64,
+    family: Arc<Family>,
 }
 
 /// Every live address space, by root, for the fault handler. A list (few
@@ -86,20 +141,134 @@ fn find_space(root: PhysAddr) -> Option<Arc<AddressSpace>> {
 impl AddressSpace {
     /// A new, empty address space.
     pub fn new() -> Result<Arc<AddressSpace>, String> {
+        let table = Self::new_table()?;
+        let vmas = VmaSet::new(VirtAddr::new(USER_START), VirtAddr::new(USER_END));
+        let family =
+            Arc::new(Family { members: IrqSpinLock::new(Vec::new()), handles: IrqSpinLock::new(Vec::new()) });
+        Ok(Self::publish(Inner { table, vmas }, family))
+    }
+
+    /// A new empty page table for a space.
+    fn new_table() -> Result<PageTable<Format>, String> {
         #[cfg(target_arch = "x86_64")]
         let table = PageTable::new_sharing(&KernelTables, memory::kernel_root(), KERNEL_SHARED);
         #[cfg(target_arch = "aarch64")]
         let table = PageTable::new(&KernelTables);
-        let table = table.map_err(|e| format!("new page table: {e}"))?;
-        let root = table.root();
-        let vmas = VmaSet::new(VirtAddr::new(USER_START), VirtAddr::new(USER_END));
+        table.map_err(|e| format!("new page table: {e}"))
+    }
+
+    /// Makes `inner` a space of `family`, findable by the fault handler.
+    fn publish(inner: Inner, family: Arc<Family>) -> Arc<AddressSpace> {
+        let root = inner.table.root();
         let space = Arc::new(AddressSpace {
             root,
-            inner: IrqSpinLock::new(Some(Inner { table, vmas })),
+            inner: IrqSpinLock::new(Some(inner)),
             nr_faults: core::sync::atomic::AtomicU64::new(0),
+            nr_cow_copies: core::sync::atomic::AtomicU64::new(0),
+            nr_cow_reuses: core::sync::atomic::AtomicU64::new(0),
+            family: family.clone(),
         });
+        family.handles.lock().push(mm::anon::anon_handle(root));
+        family.members.lock().push(Arc::downgrade(&space));
         SPACES.lock().push((root.as_u64(), Arc::downgrade(&space)));
-        Ok(space)
+        space
+    }
+
+    /// Takes this space's lock, serving TLB flush requests while spinning
+    /// (its holder may be running a shootdown: see the module doc).
+    fn lock(&self) -> IrqGuard<'_, Option<Inner>> {
+        self.inner.lock_polling(crate::tlb::handle_ipi)
+    }
+
+    /// Write faults that copied a shared page (copy on write).
+    pub fn nr_cow_copies(&self) -> u64 {
+        self.nr_cow_copies.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Write faults that reused a write-protected page in place.
+    pub fn nr_cow_reuses(&self) -> u64 {
+        self.nr_cow_reuses.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A copy of this space for a child (see the module doc): the same
+    /// areas; every anonymous page shared read-only by both sides (copy
+    /// on write), except pages that may be pinned, which the child gets a
+    /// copy of at once. Fails (leaving the parent as it was, give or take
+    /// write protection) when memory runs out.
+    pub fn fork(&self) -> Result<Arc<AddressSpace>, String> {
+        let memmap = memory::frame_allocator().memmap();
+        let table = Self::new_table()?;
+        let mut guard = self.lock();
+        let parent = guard.as_mut().ok_or("fork: address space torn down")?;
+        let child_handle = mm::anon::anon_handle(table.root());
+        let child = Inner { table, vmas: parent.vmas.clone() };
+        let mut leaves = Vec::new();
+        parent.table.visit(
+            &KernelTables,
+            VirtAddr::new(0),
+            VirtAddr::new(USER_END),
+            &mut |va, level, entry, _| {
+                if let Decoded::Leaf(leaf) = entry {
+                    leaves.push((va, level, leaf));
+                }
+            },
+        );
+        let mut flush = Flush::none(self.root);
+        let mut error = None;
+        for (va, level, leaf) in leaves {
+            // Only 4 KiB anonymous leaves exist until THP (issue 5).
+            debug_assert_eq!(level, Level::Pte);
+            let Some(folio) = mm::folio::folio_of(memmap, leaf.frame.pfn()) else {
+                error = Some(format!("fork: {va} maps {}, not a folio", leaf.frame));
+                break;
+            };
+            if folio.maybe_pinned() {
+                // §8: a maybe-pinned page stays the parent's, exclusive;
+                // the child gets its own copy now.
+                let Some(copy) = memory::alloc_anon_page(child_handle, va.as_u64() >> 12) else {
+                    error = Some(String::from("fork: out of memory for a pinned page's copy"));
+                    break;
+                };
+                memory::copy_page(copy, leaf.frame);
+                if let Err(e) = child.table.map(&KernelTables, va, Leaf { frame: copy, dirty: true, ..leaf })
+                {
+                    KernelFrames.release_anon_page(copy);
+                    error = Some(format!("fork: map {va} in the child: {e}"));
+                    break;
+                }
+                continue;
+            }
+            let shared = Leaf { prot: mm::pgtable::Prot { writable: false, ..leaf.prot }, ..leaf };
+            if let Err(e) = child.table.map(&KernelTables, va, shared) {
+                error = Some(format!("fork: map {va} in the child: {e}"));
+                break;
+            }
+            folio.get();
+            folio.add_page_mapcount(0, 1);
+            folio.clear_flag(mm::page::PageFlag::AnonExclusive);
+            if leaf.prot.writable {
+                // Known gap: on x86 a CPU may set the dirty bit between
+                // our read and this write; nothing reads dirty for
+                // anonymous pages yet (no swap).
+                match parent.table.update_leaf(&KernelTables, va, level, shared) {
+                    Ok(f) => flush = flush.merge(f),
+                    Err(e) => {
+                        error = Some(format!("fork: write-protect {va}: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+        // Every CPU drops its writable translations of the shared pages
+        // before anyone (either side) runs on: interrupts may be off here
+        // (see the module doc).
+        flush.flush(&Shootdown);
+        let child = Self::publish(child, self.family.clone());
+        drop(guard);
+        match error {
+            None => Ok(child),
+            Some(e) => Err(e), // dropping `child` gives back what it mapped
+        }
     }
 
     /// The page table's root.
@@ -114,7 +283,7 @@ impl AddressSpace {
 
     /// Maps `len` bytes of anonymous memory anywhere, aligned to `align`.
     pub fn mmap(&self, len: u64, align: u64, prot: VmaProt) -> Result<VirtAddr, VmaError> {
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let inner = guard.as_mut().expect("AddressSpace used after teardown");
         inner.vmas.map_anywhere(len, align, prot, VmaKind::Anonymous)
     }
@@ -126,7 +295,7 @@ impl AddressSpace {
         let mut folios: Vec<Folio<'static>> = Vec::new();
         let mut flush = Flush::none(self.root);
         {
-            let mut guard = self.inner.lock();
+            let mut guard = self.lock();
             let inner = guard.as_mut().expect("AddressSpace used after teardown");
             let ranges = inner.vmas.unmap(start, len)?;
             for (s, e) in ranges {
@@ -153,14 +322,56 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Runs the consistency checker (`mm::debug`) over this space's table,
-    /// areas and folio counts, under the space's lock.
+    /// Runs the consistency checker (`mm::debug::check_spaces`) over this
+    /// space and every live space of its fork family, under all their locks
+    /// (taken in root order), and returns this space's statistics. Exact
+    /// while no member of the family is being dropped at the same time.
     pub fn check(&self) -> Result<Stats, String> {
-        let guard = self.inner.lock();
-        let inner = guard.as_ref().ok_or("check: address space torn down")?;
         let memmap = memory::frame_allocator().memmap();
-        mm::debug::check_address_space(&inner.table, &inner.vmas, &KernelTables, memmap)
-            .map_err(|e| format!("address space {}: {e}", self.root))
+        let live = |family: &Family| -> Vec<Arc<AddressSpace>> {
+            let mut v: Vec<_> = family.members.lock().iter().filter_map(Weak::upgrade).collect();
+            v.sort_by_key(|s| s.root.as_u64());
+            v
+        };
+        loop {
+            let members = live(&self.family);
+            let mut guards: Vec<IrqGuard<'_, Option<Inner>>> = members.iter().map(|m| m.lock()).collect();
+            // A fork that registered a member after the snapshot did it
+            // under a lock we now hold: look again, and retry if so.
+            let again = live(&self.family);
+            let same =
+                again.len() == members.len() && again.iter().zip(&members).all(|(a, b)| a.root == b.root);
+            let result = if same {
+                let mut spaces = Vec::new();
+                let mut mine = None;
+                for (m, g) in members.iter().zip(&guards) {
+                    if let Some(inner) = g.as_ref() {
+                        if m.root == self.root {
+                            mine = Some(spaces.len());
+                        }
+                        spaces.push((&inner.table, &inner.vmas));
+                    }
+                }
+                let handles = self.family.handles.lock().clone();
+                Some(match (mine, mm::debug::check_spaces(&spaces, &KernelTables, &handles, memmap)) {
+                    (Some(i), Ok(stats)) => Ok(stats[i]),
+                    (None, _) => Err(String::from("check: address space torn down")),
+                    (_, Err(e)) => {
+                        Err(format!("address space {} (family of {}): {e}", self.root, spaces.len()))
+                    }
+                })
+            } else {
+                None
+            };
+            // Release in reverse order: each guard restores the interrupt
+            // state from before its lock.
+            while let Some(g) = guards.pop() {
+                drop(g);
+            }
+            if let Some(r) = result {
+                return r;
+            }
+        }
     }
 
     /// Starts a task that runs `f` in this space (see `sched::spawn_in`:
@@ -183,18 +394,29 @@ impl AddressSpace {
 impl Drop for AddressSpace {
     fn drop(&mut self) {
         SPACES.lock().retain(|(r, _)| *r != self.root.as_u64());
-        let Some(inner) = self.inner.lock().take() else { return };
+        self.family.members.lock().retain(|w| w.strong_count() > 0);
         // No task runs in the space any more (each held an `Arc`), and
         // every CPU that ran one switched away (loading another root), so
         // nothing caches its translations: drop the folios' mappings (the
-        // entries go with the tables), then the tables.
+        // entries go with the tables; the mapcounts under the lock), then
+        // the tables.
         let memmap = memory::frame_allocator().memmap();
         let mut folios: Vec<Folio<'static>> = Vec::new();
-        inner.table.visit(&KernelTables, VirtAddr::new(0), VirtAddr::new(USER_END), &mut |_, _, entry, _| {
-            if let Decoded::Leaf(leaf) = entry {
-                folios.push(mm::anon::remove_pte_mapping(memmap, leaf.frame));
-            }
-        });
+        let inner = {
+            let mut guard = self.lock();
+            let Some(inner) = guard.take() else { return };
+            inner.table.visit(
+                &KernelTables,
+                VirtAddr::new(0),
+                VirtAddr::new(USER_END),
+                &mut |_, _, entry, _| {
+                    if let Decoded::Leaf(leaf) = entry {
+                        folios.push(mm::anon::remove_pte_mapping(memmap, leaf.frame));
+                    }
+                },
+            );
+            inner
+        };
         for folio in folios {
             memory::put_anon_folio(folio);
         }
@@ -210,21 +432,29 @@ fn on_fault(fault: &MemFault) -> bool {
     let Some(root) = sched::current_root() else { return false };
     let Some(space) = find_space(root) else { return false };
     let outcome = {
-        let guard = space.inner.lock();
+        let guard = space.lock();
         let Some(inner) = guard.as_ref() else { return false };
+        // `Shootdown` even with interrupts off: the break-before-make of a
+        // copy on write must reach every CPU (see the module doc).
         mm::fault::handle_fault(
             &inner.table,
             &inner.vmas,
             &KernelTables,
             &KernelFrames,
-            &arch::mmu::Tlb,
+            &Shootdown,
             fault,
             true,
         )
     };
+    let count = |c: &core::sync::atomic::AtomicU64| c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     match outcome {
-        FaultOutcome::Resolved | FaultOutcome::Spurious => {
-            space.nr_faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        FaultOutcome::Resolved | FaultOutcome::Spurious | FaultOutcome::Reused | FaultOutcome::Copied => {
+            count(&space.nr_faults);
+            match outcome {
+                FaultOutcome::Reused => count(&space.nr_cow_reuses),
+                FaultOutcome::Copied => count(&space.nr_cow_copies),
+                _ => 0,
+            };
             true
         }
         FaultOutcome::Refused(why) => {
@@ -385,7 +615,7 @@ fn faults_from_every_cpu(_: &TestEnv<'_>) -> Result<(), String> {
 /// The folio behind the page mapped at `va`, read under the space's lock:
 /// `(mapcount, refcount, anon-exclusive, mapping, index)`.
 fn folio_state(space: &AddressSpace, va: u64) -> Result<(i32, i32, bool, u64, u64), String> {
-    let guard = space.inner.lock();
+    let guard = space.lock();
     let inner = guard.as_ref().ok_or("torn down")?;
     let pa = inner.table.translate(&KernelTables, VirtAddr::new(va)).ok_or(format!("{va:#x} not mapped"))?;
     let folio = mm::folio::folio_of(memory::frame_allocator().memmap(), pa.pfn())
@@ -473,6 +703,169 @@ fn folio_counts_after_faults_from_every_cpu_and_partial_munmap(_: &TestEnv<'_>) 
     Ok(())
 }
 
+/// Runs `f` in a task of `space` and returns its result.
+fn run_in<T: Send + 'static>(
+    space: &Arc<AddressSpace>,
+    f: impl Fn() -> T + Send + 'static,
+) -> Result<T, String> {
+    Ok(space.spawn(None, "cow", f)?.join())
+}
+
+/// Runs the family checker on both spaces.
+fn check_family(a: &AddressSpace, b: &AddressSpace, when: &str) -> Result<(), String> {
+    check_space(a, when)?;
+    check_space(b, when)?;
+    Ok(())
+}
+
+fn fork_shares_pages_and_copies_on_write(_: &TestEnv<'_>) -> Result<(), String> {
+    // Pages 0..4: both sides write; 4..6: only the parent; 6..8: only the
+    // child; 8: nobody. Parent and child run at once (other CPUs if any).
+    const N: u64 = 9;
+    let parent = AddressSpace::new()?;
+    let base = parent.mmap(N * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    run_in(&parent, move || (0..N).for_each(|p| store(base + p * 4096 + 5, 0xa0 | p as u8)))?;
+    check_pages(&parent, "before fork", N)?;
+    let child = parent.fork()?;
+    check_family(&parent, &child, "after fork")?;
+    for p in 0..N {
+        let (mapcount, refcount, exclusive, _, _) = folio_state(&parent, base + p * 4096)?;
+        if (mapcount, refcount, exclusive) != (2, 2, false) {
+            return Err(format!(
+                "after fork, page {p}: mapcount {mapcount} refcount {refcount} exclusive {exclusive}"
+            ));
+        }
+    }
+    let writer = |space: &Arc<AddressSpace>, pages: &'static [u64], tag: u8| {
+        space.spawn(None, "cow writer", move || {
+            pages.iter().for_each(|&p| store(base + p * 4096 + 5, tag | p as u8))
+        })
+    };
+    let hp = writer(&parent, &[0, 1, 2, 3, 4, 5], 0xb0)?;
+    let hc = writer(&child, &[3, 2, 1, 0, 6, 7], 0xc0)?;
+    hp.join();
+    hc.join();
+    check_family(&parent, &child, "after the writes")?;
+    let expect = |tag: u8, own: &'static [u64]| {
+        move || -> Result<(), String> {
+            for p in 0..N {
+                let want = if own.contains(&p) { tag | p as u8 } else { 0xa0 | p as u8 };
+                let got = load(base + p * 4096 + 5);
+                if got != want {
+                    return Err(format!("page {p}: {got:#x}, expected {want:#x}"));
+                }
+            }
+            Ok(())
+        }
+    };
+    run_in(&parent, expect(0xb0, &[0, 1, 2, 3, 4, 5]))?.map_err(|e| format!("parent: {e}"))?;
+    run_in(&child, expect(0xc0, &[0, 1, 2, 3, 6, 7]))?.map_err(|e| format!("child: {e}"))?;
+    // Pages 0..4: one side copies, the other (then the only user) reuses,
+    // unless both copied at once; 4..8: one copy each.
+    let (copies, reuses) =
+        (parent.nr_cow_copies() + child.nr_cow_copies(), parent.nr_cow_reuses() + child.nr_cow_reuses());
+    if copies + reuses != 12 || !(8..=12).contains(&copies) {
+        return Err(format!("{copies} copies and {reuses} reuses for 12 written shared pages"));
+    }
+    // Page 8 is still shared; every other page is exclusive to each side.
+    for p in 0..N {
+        let (pm, _, pe, _, _) = folio_state(&parent, base + p * 4096)?;
+        let (cm, _, ce, _, _) = folio_state(&child, base + p * 4096)?;
+        let shared = p == 8;
+        if shared && (pm, pe, cm, ce) != (2, false, 2, false) || !shared && (pm, cm) != (1, 1) {
+            return Err(format!("page {p}: parent ({pm}, {pe}), child ({cm}, {ce})"));
+        }
+    }
+    drop(parent);
+    check_pages(&child, "after the parent is gone", N)?;
+    Ok(())
+}
+
+fn cow_reuses_a_page_the_other_side_unmapped(_: &TestEnv<'_>) -> Result<(), String> {
+    let parent = AddressSpace::new()?;
+    let base = parent.mmap(2 * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    run_in(&parent, move || {
+        store(base, 1);
+        store(base + 4096, 2);
+    })?;
+    let child = parent.fork()?;
+    check_family(&parent, &child, "after fork")?;
+    // The child drops page 0, the parent page 1: each page is left with
+    // one mapping and one reference, so the write reuses it.
+    child.munmap(VirtAddr::new(base), 4096).map_err(|e| format!("munmap: {e:?}"))?;
+    parent.munmap(VirtAddr::new(base + 4096), 4096).map_err(|e| format!("munmap: {e:?}"))?;
+    check_family(&parent, &child, "after the munmaps")?;
+    let free = memory::nr_free_frames();
+    run_in(&parent, move || store(base, 0x11))?;
+    run_in(&child, move || store(base + 4096, 0x22))?;
+    check_family(&parent, &child, "after the writes")?;
+    let counts =
+        (parent.nr_cow_copies(), parent.nr_cow_reuses(), child.nr_cow_copies(), child.nr_cow_reuses());
+    if counts != (0, 1, 0, 1) || memory::nr_free_frames() != free {
+        return Err(format!(
+            "(copies, reuses) parent/child = {counts:?}, frames used {}",
+            free as i64 - memory::nr_free_frames() as i64
+        ));
+    }
+    for (space, va) in [(&parent, base), (&child, base + 4096)] {
+        let (m, r, e, _, _) = folio_state(space, va)?;
+        if (m, r, e) != (1, 1, true) {
+            return Err(format!("{va:#x} after reuse: mapcount {m} refcount {r} exclusive {e}"));
+        }
+    }
+    let (a, b) = (run_in(&parent, move || load(base))?, run_in(&child, move || load(base + 4096))?);
+    if (a, b) != (0x11, 0x22) {
+        return Err(format!("read back {a:#x} {b:#x}"));
+    }
+    Ok(())
+}
+
+fn cow_copy_reaches_readers_on_every_cpu(_: &TestEnv<'_>) -> Result<(), String> {
+    // Readers of the parent on every CPU hold read-only translations of a
+    // shared page while one of them writes it (a copy): once the write is
+    // done, no reader may still see the old page.
+    use core::sync::atomic::{AtomicBool, Ordering};
+    let cpus: Vec<usize> = sched::online_cpus().collect();
+    let parent = AddressSpace::new()?;
+    let base = parent.mmap(4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    run_in(&parent, move || store(base, 0x5a))?;
+    let child = parent.fork()?;
+    let done = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for &cpu in cpus.iter().skip(1) {
+        let done = done.clone();
+        readers.push(parent.spawn(Some(cpu), "cow reader", move || -> Result<(), String> {
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let v = load(base);
+                if finished {
+                    return if v == 0xa5 { Ok(()) } else { Err(format!("CPU {cpu} still reads {v:#x}")) };
+                }
+                if v != 0x5a && v != 0xa5 {
+                    return Err(format!("CPU {cpu} reads {v:#x}"));
+                }
+            }
+        })?);
+    }
+    let d = done.clone();
+    parent
+        .spawn(Some(cpus[0]), "cow writer", move || {
+            // Let the readers cache the read-only translation first.
+            sched::sleep_ms(20);
+            store(base, 0xa5);
+            d.store(true, Ordering::Release);
+        })?
+        .join();
+    for r in readers {
+        r.join()?;
+    }
+    check_family(&parent, &child, "after the copy")?;
+    if parent.nr_cow_copies() != 1 || run_in(&child, move || load(base))? != 0x5a {
+        return Err(format!("{} copies; the child must keep 0x5a", parent.nr_cow_copies()));
+    }
+    Ok(())
+}
+
 pub(crate) const TESTS: &[Test] = &[
     Test { name: "vm::demand_zero_pages_fill_on_touch", run: demand_zero_pages_fill_on_touch },
     Test { name: "vm::bad_accesses_end_only_the_task", run: bad_accesses_end_only_the_task },
@@ -481,4 +874,10 @@ pub(crate) const TESTS: &[Test] = &[
         name: "vm::folio_counts_after_faults_from_every_cpu_and_partial_munmap",
         run: folio_counts_after_faults_from_every_cpu_and_partial_munmap,
     },
+    Test { name: "vm::fork_shares_pages_and_copies_on_write", run: fork_shares_pages_and_copies_on_write },
+    Test {
+        name: "vm::cow_reuses_a_page_the_other_side_unmapped",
+        run: cow_reuses_a_page_the_other_side_unmapped,
+    },
+    Test { name: "vm::cow_copy_reaches_readers_on_every_cpu", run: cow_copy_reaches_readers_on_every_cpu },
 ];

@@ -42,7 +42,7 @@ use crate::frame::MAX_ORDER;
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{Decoded, Level, NonPresent, PageTable, PageTableFormat, Prot, TableMemory};
 use crate::vma::{VmaProt, VmaSet};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
@@ -107,6 +107,9 @@ pub enum ConsistencyError {
     /// The folio at `folio` is mapped by `nr_pmds` PMDs but its entire
     /// mapcount says `entire_mapcount`.
     EntireMapcount { folio: u64, nr_pmds: u64, entire_mapcount: i32 },
+    /// Page `pfn` of the folio at `folio` is marked `AnonExclusive` but has
+    /// `mappings` mappings (over every space checked).
+    SharedExclusive { folio: u64, pfn: u64, mappings: u64 },
     /// The folio at `folio` holds fewer references than mappings.
     RefcountBelowMapcount { folio: u64, refcount: i32, total_mapcount: i32 },
     /// Swap or migration entries, which nothing makes yet; `first` is the
@@ -138,6 +141,9 @@ impl fmt::Display for ConsistencyError {
             }
             Self::EntireMapcount { folio, nr_pmds, entire_mapcount } => {
                 write!(f, "folio {folio:#x}: mapped by {nr_pmds} PMDs, entire mapcount {entire_mapcount}")
+            }
+            Self::SharedExclusive { folio, pfn, mappings } => {
+                write!(f, "folio {folio:#x}: page {pfn:#x} is anon-exclusive but has {mappings} mappings")
             }
             Self::RefcountBelowMapcount { folio, refcount, total_mapcount } => {
                 write!(f, "folio {folio:#x}: refcount {refcount} below its total mapcount {total_mapcount}")
@@ -179,55 +185,83 @@ fn frame_problem(memmap: &Memmap, pfn: u64) -> FrameProblem {
 
 /// Checks the address space whose tables are `table` (read through `mem`)
 /// and areas `vmas` against each other and against the folio counts in
-/// `memmap` (see the module doc). The caller holds the space's lock.
+/// `memmap` (see the module doc). The caller holds the space's lock. Right
+/// only while no other space maps this space's folios (no fork): otherwise
+/// use [`check_spaces`] over the whole family.
 pub fn check_address_space<F: PageTableFormat>(
     table: &PageTable<F>,
     vmas: &VmaSet,
     mem: &impl TableMemory,
     memmap: &'static Memmap,
 ) -> Result<Stats, ConsistencyError> {
-    let handle = anon_handle(table.root());
-    let mut stats = Stats::default();
+    let stats = check_spaces(&[(table, vmas)], mem, &[anon_handle(table.root())], memmap)?;
+    Ok(stats[0])
+}
+
+/// Checks several address spaces that may map the same folios (a fork
+/// family) at once: each leaf as [`check_address_space`] does, except that
+/// an anonymous folio's mapping may be any of `handles` (every space of the
+/// family that ever made anonymous pages, gone ones included: a child keeps
+/// mapping folios its dead parent made); then each page's mapcount must
+/// equal the PTEs of *all* the spaces that map it, and a page marked
+/// `AnonExclusive` must be mapped by one PTE only. Returns each space's
+/// statistics, in order. The caller holds the lock of every space listed,
+/// and the list holds every space that may map one of their folios.
+pub fn check_spaces<F: PageTableFormat>(
+    spaces: &[(&PageTable<F>, &VmaSet)],
+    mem: &impl TableMemory,
+    handles: &[u64],
+    memmap: &'static Memmap,
+) -> Result<Vec<Stats>, ConsistencyError> {
     let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
-    let (mut nr_swap, mut nr_migration, mut first_nonpresent) = (0u64, 0u64, None);
-    let mut error = None;
-    let end = vmas.user_range().1;
-    table.visit(mem, VirtAddr::new(0), end, &mut |va, level, entry, slot| {
-        if error.is_some() {
-            return;
-        }
-        let leaf = match entry {
-            Decoded::Leaf(leaf) => leaf,
-            Decoded::NonPresent(np) => {
-                match np {
-                    NonPresent::Swap { .. } => nr_swap += 1,
-                    NonPresent::Migration(_) => nr_migration += 1,
-                }
-                first_nonpresent.get_or_insert(va);
+    let mut all_stats = Vec::new();
+    for &(table, vmas) in spaces {
+        let mut stats = Stats::default();
+        let mut folios_here: BTreeSet<u64> = BTreeSet::new();
+        let (mut nr_swap, mut nr_migration, mut first_nonpresent) = (0u64, 0u64, None);
+        let mut error = None;
+        let end = vmas.user_range().1;
+        table.visit(mem, VirtAddr::new(0), end, &mut |va, level, entry, slot| {
+            if error.is_some() {
                 return;
             }
-            Decoded::None | Decoded::Table(_) | Decoded::Bad(_) => {
-                error = Some(ConsistencyError::Corrupt { va, level, raw: mem.read_entry(slot) });
-                return;
-            }
-        };
-        match check_leaf(vmas, memmap, handle, va, level, leaf, &mut seen) {
-            Ok(()) => {
-                stats.nr_pages_mapped += leaf.size.bytes() / 4096;
-                match level {
-                    Level::Pte => stats.nr_pte_leaves += 1,
-                    Level::Pmd => stats.nr_pmd_leaves += 1,
-                    _ => stats.nr_pud_leaves += 1,
+            let leaf = match entry {
+                Decoded::Leaf(leaf) => leaf,
+                Decoded::NonPresent(np) => {
+                    match np {
+                        NonPresent::Swap { .. } => nr_swap += 1,
+                        NonPresent::Migration(_) => nr_migration += 1,
+                    }
+                    first_nonpresent.get_or_insert(va);
+                    return;
                 }
+                Decoded::None | Decoded::Table(_) | Decoded::Bad(_) => {
+                    error = Some(ConsistencyError::Corrupt { va, level, raw: mem.read_entry(slot) });
+                    return;
+                }
+            };
+            let own = anon_handle(table.root());
+            match check_leaf(vmas, memmap, own, handles, va, level, leaf, &mut seen) {
+                Ok(folio) => {
+                    folios_here.insert(folio);
+                    stats.nr_pages_mapped += leaf.size.bytes() / 4096;
+                    match level {
+                        Level::Pte => stats.nr_pte_leaves += 1,
+                        Level::Pmd => stats.nr_pmd_leaves += 1,
+                        _ => stats.nr_pud_leaves += 1,
+                    }
+                }
+                Err(e) => error = Some(e),
             }
-            Err(e) => error = Some(e),
+        });
+        if let Some(e) = error {
+            return Err(e);
         }
-    });
-    if let Some(e) = error {
-        return Err(e);
-    }
-    if let Some(first) = first_nonpresent {
-        return Err(ConsistencyError::NonPresentEntries { nr_swap, nr_migration, first });
+        if let Some(first) = first_nonpresent {
+            return Err(ConsistencyError::NonPresentEntries { nr_swap, nr_migration, first });
+        }
+        stats.nr_folios = folios_here.len() as u64;
+        all_stats.push(stats);
     }
     for s in seen.values() {
         let folio = s.folio;
@@ -239,6 +273,15 @@ pub fn check_address_space<F: PageTableFormat>(
                     pfn: folio.pfn() + i as u64,
                     nr_ptes,
                     mapcount,
+                });
+            }
+            let mappings = nr_ptes + s.nr_pmds;
+            let anon = folio.test_flag(PageFlag::SwapBacked);
+            if anon && folio.page(i).test_flag(PageFlag::AnonExclusive) && mappings > 1 {
+                return Err(ConsistencyError::SharedExclusive {
+                    folio: folio.pfn(),
+                    pfn: folio.pfn() + i as u64,
+                    mappings,
                 });
             }
         }
@@ -259,20 +302,23 @@ pub fn check_address_space<F: PageTableFormat>(
             });
         }
     }
-    stats.nr_folios = seen.len() as u64;
-    Ok(stats)
+    Ok(all_stats)
 }
 
-/// The checks of one present leaf; records its mapping in `seen`.
+/// The checks of one present leaf; records its mapping in `seen` and
+/// returns its folio's PFN. `own` is the space's handle (for reports),
+/// `handles` the ones its anonymous folios may carry.
+#[allow(clippy::too_many_arguments)]
 fn check_leaf(
     vmas: &VmaSet,
     memmap: &'static Memmap,
-    handle: u64,
+    own: u64,
+    handles: &[u64],
     va: VirtAddr,
     level: Level,
     leaf: crate::pgtable::Leaf,
     seen: &mut BTreeMap<u64, Seen>,
-) -> Result<(), ConsistencyError> {
+) -> Result<u64, ConsistencyError> {
     let bytes = leaf.size.bytes();
     let area = vmas
         .find(va)
@@ -300,13 +346,13 @@ fn check_leaf(
     }
     if folio.test_flag(PageFlag::SwapBacked) {
         let expected_index = (va.as_u64() >> 12) - i as u64;
-        if folio.mapping() != handle || folio.index() != expected_index {
+        if !handles.contains(&folio.mapping()) || folio.index() != expected_index {
             return Err(ConsistencyError::WrongMapping {
                 va,
                 folio: folio.pfn(),
                 mapping: folio.mapping(),
                 index: folio.index(),
-                expected_mapping: handle,
+                expected_mapping: own,
                 expected_index,
             });
         }
@@ -321,5 +367,5 @@ fn check_leaf(
     } else {
         s.nr_pmds += 1;
     }
-    Ok(())
+    Ok(folio.pfn())
 }

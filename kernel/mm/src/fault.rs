@@ -47,6 +47,8 @@ pub struct MemFault {
 // ---------------------------------------------------------------- handling
 
 use crate::addr::PhysAddr;
+use crate::folio::folio_of;
+use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{Decoded, Leaf, PageSize, PageTable, PageTableFormat, TableMemory, TlbHooks};
 use crate::vma::VmaSet;
 
@@ -66,6 +68,12 @@ pub trait FrameSource {
     /// reach through a stale translation; unmapping a live PTE goes through
     /// the two steps of [`crate::anon`] instead.
     fn release_anon_page(&self, pa: PhysAddr);
+    /// Copies the 4 KiB frame at `src` to the frame at `dst` (copy on
+    /// write; the kernel does it through its direct map).
+    fn copy_page(&self, dst: PhysAddr, src: PhysAddr);
+    /// The memmap describing the frames this source hands out (the fault
+    /// handler reads the folio state of a write-protected page from it).
+    fn memmap(&self) -> &Memmap;
 }
 
 /// Why an access is refused: the faulting task's fault (a segmentation
@@ -87,6 +95,13 @@ pub enum Refused {
 pub enum FaultOutcome {
     /// A mapping was made or fixed: retry the access.
     Resolved,
+    /// A write to a write-protected anonymous page that was exclusive to
+    /// this space (or found to be its only user): the same page was made
+    /// writable in place.
+    Reused,
+    /// A write to a write-protected anonymous page shared with others: a
+    /// copy replaced it (copy on write).
+    Copied,
     /// The entry already allowed the access (a stale TLB entry, or another
     /// CPU fixed it first): flushed locally, retry.
     Spurious,
@@ -102,11 +117,15 @@ pub enum FaultOutcome {
 /// Today: demand-zero 4 KiB pages for anonymous areas (each an order-0
 /// anon folio from `frames`, see [`crate::anon`]); on AArch64 the
 /// access flag and the software dirty state (the CPU does not manage them
-/// without FEAT_HAFDBS); spurious faults. COW, THP, swap and migration
-/// come with issues 5 and 6.
+/// without FEAT_HAFDBS); spurious faults; write faults on write-protected
+/// anonymous 4 KiB pages in writable areas (after a fork), by
+/// [`wp_fault`]: reuse or copy. THP, swap and migration come with issues 5
+/// and 6.
 ///
 /// The caller holds the address space's lock (areas and tables do not
-/// change under us).
+/// change under us). `hooks` must reach every CPU that may hold a
+/// translation of this space: a copy replaces the page by break-before-make
+/// and flushes between the two writes.
 pub fn handle_fault<F: PageTableFormat>(
     table: &PageTable<F>,
     vmas: &VmaSet,
@@ -163,8 +182,13 @@ pub fn handle_fault<F: PageTableFormat>(
             if write {
                 if !leaf.prot.writable {
                     // Write-protected in an area that allows writes: copy
-                    // on write or reuse, which comes with issue 5.
-                    return FaultOutcome::Refused(Refused::Unsupported);
+                    // on write or reuse.
+                    if level != crate::pgtable::Level::Pte {
+                        return FaultOutcome::Refused(Refused::Unsupported); // THP: issue 5
+                    }
+                    let handle = crate::anon::anon_handle(table.root());
+                    let prot = vma.prot.to_prot(user);
+                    return wp_fault(table, mem, frames, hooks, page, leaf, prot, handle);
                 }
                 fixed.dirty = true;
             }
@@ -185,6 +209,74 @@ pub fn handle_fault<F: PageTableFormat>(
             }
         }
         Decoded::NonPresent(_) | Decoded::Table(_) | Decoded::Bad(_) => {
+            FaultOutcome::Refused(Refused::Unsupported)
+        }
+    }
+}
+
+/// A write fault on the write-protected anonymous 4 KiB leaf `leaf` at
+/// `page`, in an area whose leaves may have `prot` (writable). The caller
+/// holds the space's lock. mm-reference §8:
+///
+/// - **reuse** when the page is `AnonExclusive` (only this space maps it:
+///   a write-protected exclusive page is merely clean-and-protected), or
+///   when its folio has mapcount 1 and refcount 1: this PTE is the only
+///   user, and nobody can take a new reference or mapping without this
+///   space's lock (fork) or a mapping (which would show in the counts);
+///   the page is then marked exclusive. The leaf becomes writable, dirty
+///   and young in place: access is only granted, no flush is owed.
+/// - **copy** otherwise: a new anonymous page of this space (`handle`)
+///   gets the old page's bytes and replaces the leaf writable, dirty and
+///   exclusive by break-before-make (`hooks` flush every CPU between the
+///   clear and the new entry, so no CPU can read the old page after any
+///   CPU wrote the new one); then the old page loses this mapping and,
+///   the flush being over, its reference.
+#[allow(clippy::too_many_arguments)]
+fn wp_fault<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    frames: &impl FrameSource,
+    hooks: &impl TlbHooks,
+    page: VirtAddr,
+    leaf: Leaf,
+    prot: crate::pgtable::Prot,
+    handle: u64,
+) -> FaultOutcome {
+    let Some(folio) = folio_of(frames.memmap(), leaf.frame.pfn()) else {
+        return FaultOutcome::Refused(Refused::Unsupported);
+    };
+    if !folio.test_flag(PageFlag::SwapBacked) || folio.is_large() {
+        return FaultOutcome::Refused(Refused::Unsupported);
+    }
+    let exclusive = folio.test_flag(PageFlag::AnonExclusive)
+        || (folio.page_mapcount(0) == 1 && folio.refcount() == 1 && {
+            folio.set_flag(PageFlag::AnonExclusive);
+            true
+        });
+    if exclusive {
+        let fixed = Leaf { prot, dirty: true, young: true, ..leaf };
+        return match table.update_leaf(mem, page, crate::pgtable::Level::Pte, fixed) {
+            Ok(flush) => {
+                flush.ignore(); // access granted only
+                FaultOutcome::Reused
+            }
+            Err(_) => FaultOutcome::Refused(Refused::Unsupported),
+        };
+    }
+    let Some(new) = frames.alloc_anon_page(handle, page.as_u64() >> 12) else {
+        return FaultOutcome::OutOfMemory;
+    };
+    frames.copy_page(new, leaf.frame);
+    let new_leaf = Leaf { frame: new, size: PageSize::Size4K, prot, dirty: true, young: true };
+    match table.remap(mem, hooks, page, new_leaf) {
+        Ok(old) => {
+            // The flush inside `remap` is over: no CPU reaches the old page
+            // through this space any more.
+            frames.release_anon_page(old.frame);
+            FaultOutcome::Copied
+        }
+        Err(_) => {
+            frames.release_anon_page(new);
             FaultOutcome::Refused(Refused::Unsupported)
         }
     }

@@ -41,6 +41,12 @@ impl FrameSource for Frames {
     fn release_anon_page(&self, pa: PhysAddr) {
         put_anon_folio(self.0, remove_pte_mapping(self.0.memmap(), pa));
     }
+    fn copy_page(&self, _dst: PhysAddr, _src: PhysAddr) {
+        // Data frames are not simulated here: only the counts matter.
+    }
+    fn memmap(&self) -> &Memmap {
+        self.0.memmap()
+    }
 }
 
 struct Space<F: HardwareWalker> {
