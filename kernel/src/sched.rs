@@ -742,34 +742,20 @@ fn once_body<T: Send + 'static>(
     }
 }
 
-/// Starts a task that runs `f` inside an address space (its root is loaded
-/// before the task first runs; `keep` is held as long as the task, to keep
-/// the space alive). `f` is called by reference and stays on the heap, so
-/// if the kernel ends the task for what it did ([`kill_current`]), what
-/// `f` captured is dropped with the task instead of leaking.
+/// Starts a task that runs `f` inside an address space, on any CPU or
+/// pinned to `cpu` (its root is loaded before the task first runs; `keep`
+/// is held as long as the task, to keep the space alive). `f` is called by
+/// reference and stays on the heap, so if the kernel ends the task for what
+/// it did ([`kill_current`]), what `f` captured is dropped with the task
+/// instead of leaking.
 pub fn spawn_in<T: Send + 'static>(
+    cpu: Option<usize>,
     root: PhysAddr,
     keep: Arc<dyn core::any::Any + Send + Sync>,
     name: &'static str,
     f: impl Fn() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, SpawnError> {
-    spawn_inner(name, None, Some((root, keep)), move |slot| {
-        Box::new(move || {
-            let value = f();
-            *slot.lock() = Some(value);
-        })
-    })
-}
-
-/// Like [`spawn_in`], pinned to CPU `cpu`.
-pub fn spawn_in_on<T: Send + 'static>(
-    cpu: usize,
-    root: PhysAddr,
-    keep: Arc<dyn core::any::Any + Send + Sync>,
-    name: &'static str,
-    f: impl Fn() -> T + Send + 'static,
-) -> Result<JoinHandle<T>, SpawnError> {
-    spawn_inner(name, Some(cpu), Some((root, keep)), move |slot| {
+    spawn_inner(name, cpu, Some((root, keep)), move |slot| {
         Box::new(move || {
             let value = f();
             *slot.lock() = Some(value);

@@ -383,11 +383,7 @@ impl AddressSpace {
         f: impl Fn() -> T + Send + 'static,
     ) -> Result<sched::JoinHandle<T>, String> {
         let keep: Arc<dyn core::any::Any + Send + Sync> = self.clone();
-        match cpu {
-            Some(c) => sched::spawn_in_on(c, self.root, keep, name, f),
-            None => sched::spawn_in(self.root, keep, name, f),
-        }
-        .map_err(|e| format!("spawn: {e:?}"))
+        sched::spawn_in(cpu, self.root, keep, name, f).map_err(|e| format!("spawn: {e:?}"))
     }
 }
 

@@ -23,7 +23,7 @@
 //!   IPI (it is not online for the kernel either).
 
 use aarch64_cpu::registers::{Readable, Writeable, CNTFRQ_EL0, CNTV_CTL_EL0, CNTV_TVAL_EL0};
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// The SGI used as the kernel IPI.
 pub const IPI_SGI: u32 = 0;
@@ -66,27 +66,13 @@ pub struct Hooks {
     pub after_irq: fn(),
 }
 
-fn nothing() {}
+/// The kernel's hooks, installed once by [`set_hooks`] (the scheduler's
+/// start); interrupts before that only acknowledge.
+static HOOKS: spin::Once<Hooks> = spin::Once::new();
 
-static HOOK_TIMER: AtomicUsize = AtomicUsize::new(0);
-static HOOK_IPI: AtomicUsize = AtomicUsize::new(0);
-static HOOK_AFTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Installs the kernel's interrupt hooks.
+/// Installs the kernel's interrupt hooks (once; later calls are ignored).
 pub fn set_hooks(hooks: Hooks) {
-    HOOK_TIMER.store(hooks.timer as usize, Ordering::Release);
-    HOOK_IPI.store(hooks.ipi as usize, Ordering::Release);
-    HOOK_AFTER.store(hooks.after_irq as usize, Ordering::Release);
-}
-
-fn hook(slot: &AtomicUsize) -> fn() {
-    let f = slot.load(Ordering::Acquire);
-    if f == 0 {
-        nothing
-    } else {
-        // SAFETY: the slot only ever holds 0 or a `fn()` stored by `set_hooks`.
-        unsafe { core::mem::transmute::<usize, fn()>(f) }
-    }
+    HOOKS.call_once(|| hooks);
 }
 
 fn read(base: &AtomicU64, reg: u64) -> u32 {
@@ -202,11 +188,15 @@ pub(crate) fn dispatch() {
             TIMER_PPI => {
                 CNTV_TVAL_EL0.set(TICK_COUNTS.load(Ordering::Relaxed));
                 write(&GICC, GICC_EOIR, iar);
-                hook(&HOOK_TIMER)();
+                if let Some(h) = HOOKS.get() {
+                    (h.timer)();
+                }
             }
             IPI_SGI => {
                 write(&GICC, GICC_EOIR, iar);
-                hook(&HOOK_IPI)();
+                if let Some(h) = HOOKS.get() {
+                    (h.ipi)();
+                }
             }
             other => {
                 write(&GICC, GICC_EOIR, iar);
@@ -214,7 +204,9 @@ pub(crate) fn dispatch() {
             }
         }
     }
-    hook(&HOOK_AFTER)();
+    if let Some(h) = HOOKS.get() {
+        (h.after_irq)();
+    }
 }
 
 /// Enables interrupts on this CPU.

@@ -266,23 +266,18 @@ pub fn decode_abort(esr: u64, far: u64) -> Option<MemFault> {
 /// never return.)
 pub type FaultHook = fn(&MemFault) -> bool;
 
-static FAULT_HOOK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// The kernel's fault handler, installed once by [`set_fault_hook`].
+static FAULT_HOOK: spin::Once<FaultHook> = spin::Once::new();
 
-/// Installs the kernel's memory-fault handler.
+/// Installs the kernel's memory-fault handler (once; later calls are
+/// ignored).
 pub fn set_fault_hook(hook: FaultHook) {
-    FAULT_HOOK.store(hook as usize, core::sync::atomic::Ordering::Release);
+    FAULT_HOOK.call_once(|| hook);
 }
 
 /// Offers `fault` to the kernel's handler; true when resolved.
 fn offer_to_kernel(fault: &MemFault) -> bool {
-    let f = FAULT_HOOK.load(core::sync::atomic::Ordering::Acquire);
-    if f == 0 {
-        return false;
-    }
-    // SAFETY: the slot only ever holds 0 or a `FaultHook` stored by
-    // `set_fault_hook`.
-    let hook = unsafe { core::mem::transmute::<usize, FaultHook>(f) };
-    hook(fault)
+    FAULT_HOOK.get().is_some_and(|hook| hook(fault))
 }
 
 /// Called by the assembly for every exception, with the saved frame.

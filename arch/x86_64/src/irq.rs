@@ -25,7 +25,7 @@
 //!   handler on the same CPU cannot slip its own IPI between them.
 
 use crate::cpu::MAX_CPUS;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
 use x86_64::registers::model_specific::Msr;
 
@@ -79,27 +79,13 @@ pub struct Hooks {
     pub after_irq: fn(),
 }
 
-fn nothing() {}
+/// The kernel's hooks, installed once by [`set_hooks`] (the scheduler's
+/// start); interrupts before that only acknowledge.
+static HOOKS: spin::Once<Hooks> = spin::Once::new();
 
-static HOOK_TIMER: AtomicUsize = AtomicUsize::new(0);
-static HOOK_IPI: AtomicUsize = AtomicUsize::new(0);
-static HOOK_AFTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Installs the kernel's interrupt hooks.
+/// Installs the kernel's interrupt hooks (once; later calls are ignored).
 pub fn set_hooks(hooks: Hooks) {
-    HOOK_TIMER.store(hooks.timer as usize, Ordering::Release);
-    HOOK_IPI.store(hooks.ipi as usize, Ordering::Release);
-    HOOK_AFTER.store(hooks.after_irq as usize, Ordering::Release);
-}
-
-fn hook(slot: &AtomicUsize) -> fn() {
-    let f = slot.load(Ordering::Acquire);
-    if f == 0 {
-        nothing
-    } else {
-        // SAFETY: the slot only ever holds 0 or a `fn()` stored by `set_hooks`.
-        unsafe { core::mem::transmute::<usize, fn()>(f) }
-    }
+    HOOKS.call_once(|| hooks);
 }
 
 fn apic_read(reg: u64) -> u32 {
@@ -255,18 +241,24 @@ pub(crate) fn dispatch(vector: u8) {
         SPURIOUS_VECTOR => return, // no EOI for spurious interrupts
         TIMER_VECTOR => {
             apic_write(APIC_EOI, 0);
-            hook(&HOOK_TIMER)();
+            if let Some(h) = HOOKS.get() {
+                (h.timer)();
+            }
         }
         IPI_VECTOR => {
             apic_write(APIC_EOI, 0);
-            hook(&HOOK_IPI)();
+            if let Some(h) = HOOKS.get() {
+                (h.ipi)();
+            }
         }
         other => {
             apic_write(APIC_EOI, 0);
             panic!("unexpected interrupt vector {other:#x}");
         }
     }
-    hook(&HOOK_AFTER)();
+    if let Some(h) = HOOKS.get() {
+        (h.after_irq)();
+    }
 }
 
 /// Enables interrupts on this CPU.
