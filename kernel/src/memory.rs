@@ -212,6 +212,49 @@ pub fn alloc_anon_page(handle: u64, index: u64) -> Option<PhysAddr> {
     Some(PhysAddr::new(folio.pfn() << 12))
 }
 
+/// A new zeroed huge anonymous folio (order 9) for the 2 MiB block whose
+/// first page is `index` of the space `handle`: entire mapcount 1 and
+/// refcount 1 for the PMD the caller writes next (see `mm::thp`). `None`
+/// when no free 2 MiB block is left above the watermark.
+pub fn alloc_anon_huge(handle: u64, index: u64) -> Option<PhysAddr> {
+    // The allocator's lock with interrupts off; the 2 MiB of zeroing after
+    // it (interrupts still off: this runs inside a fault) is of frames
+    // nobody else can see yet.
+    let folio = crate::sync::without_interrupts(|| {
+        mm::thp::alloc_anon_huge_folio(frame_allocator(), AllocKind::Normal, handle, index, |pa| {
+            zero_frames(pa, mm::thp::HPAGE_ORDER)
+        })
+    })
+    .ok()?;
+    Some(PhysAddr::new(folio.pfn() << 12))
+}
+
+/// The huge zero folio, made once at boot ([`init_huge_zero`]).
+static HUGE_ZERO: spin::Once<Option<u64>> = spin::Once::new();
+
+/// Makes the huge zero folio (2 MiB of zeros, kept for good). Boot CPU,
+/// once, after [`init`]. Without a free 2 MiB block, read faults in huge
+/// ranges map 4 KiB pages instead.
+pub fn init_huge_zero() {
+    HUGE_ZERO.call_once(|| {
+        crate::sync::without_interrupts(|| {
+            mm::thp::alloc_huge_zero_folio(frame_allocator(), |pa| zero_frames(pa, mm::thp::HPAGE_ORDER))
+        })
+        .ok()
+        .map(|f| f.pfn())
+    });
+}
+
+/// The huge zero folio's first frame, if it was made.
+pub fn huge_zero() -> Option<PhysAddr> {
+    HUGE_ZERO.get().copied().flatten().map(|pfn| PhysAddr::new(pfn << 12))
+}
+
+/// Gives back a folio whose last reference is gone.
+pub fn free_folio(folio: Folio<'_>) {
+    crate::sync::without_interrupts(|| frame_allocator().free_folio(folio));
+}
+
 /// Drops the reference a removed mapping held on `folio` (the second step
 /// of unmapping an anonymous page, after the TLB shootdown), freeing the
 /// folio when it was the last.

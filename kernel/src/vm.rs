@@ -68,9 +68,9 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use mm::debug::Stats;
 use mm::fault::{FaultOutcome, FrameSource, MemFault};
-use mm::folio::Folio;
-use mm::pgtable::{Decoded, Flush, Leaf, Level, PageSize, PageTable};
-use mm::vma::{VmaError, VmaKind, VmaProt, VmaSet};
+use mm::pgtable::{Flush, PageTable};
+use mm::space::Gather;
+use mm::vma::{ThpMode, VmaError, VmaKind, VmaProt, VmaSet};
 use mm::{PhysAddr, VirtAddr};
 
 /// The lowest address an area may use (page 0 stays unmapped: null
@@ -89,6 +89,16 @@ impl FrameSource for KernelFrames {
     fn release_anon_page(&self, pa: PhysAddr) {
         let folio = mm::anon::remove_pte_mapping(memory::frame_allocator().memmap(), pa);
         memory::put_anon_folio(folio);
+    }
+    fn alloc_anon_huge(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+        memory::alloc_anon_huge(handle, index)
+    }
+    fn release_anon_huge(&self, pa: PhysAddr) {
+        let folio = mm::thp::remove_pmd_mapping(memory::frame_allocator().memmap(), pa);
+        memory::put_anon_folio(folio);
+    }
+    fn huge_zero(&self) -> Option<PhysAddr> {
+        memory::huge_zero()
     }
     fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
         memory::copy_page(dst, src);
@@ -124,6 +134,12 @@ pub struct AddressSpace {
     nr_cow_copies: core::sync::atomic::AtomicU64,
     /// Write faults that reused a write-protected page.
     nr_cow_reuses: core::sync::atomic::AtomicU64,
+    /// Faults that mapped a fresh 2 MiB folio.
+    nr_thp_faults: core::sync::atomic::AtomicU64,
+    /// Read faults that mapped the huge zero folio.
+    nr_thp_zero: core::sync::atomic::AtomicU64,
+    /// Faults in huge-page ranges that had to map 4 KiB pages.
+    nr_thp_fallbacks: core::sync::atomic::AtomicU64,
     family: Arc<Family>,
 }
 
@@ -166,6 +182,9 @@ impl AddressSpace {
             nr_faults: core::sync::atomic::AtomicU64::new(0),
             nr_cow_copies: core::sync::atomic::AtomicU64::new(0),
             nr_cow_reuses: core::sync::atomic::AtomicU64::new(0),
+            nr_thp_faults: core::sync::atomic::AtomicU64::new(0),
+            nr_thp_zero: core::sync::atomic::AtomicU64::new(0),
+            nr_thp_fallbacks: core::sync::atomic::AtomicU64::new(0),
             family: family.clone(),
         });
         family.handles.lock().push(mm::anon::anon_handle(root));
@@ -190,84 +209,54 @@ impl AddressSpace {
         self.nr_cow_reuses.load(core::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Faults that mapped a fresh 2 MiB folio with a PMD leaf.
+    pub fn nr_thp_faults(&self) -> u64 {
+        self.nr_thp_faults.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Read faults that mapped the huge zero folio.
+    pub fn nr_thp_zero(&self) -> u64 {
+        self.nr_thp_zero.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Faults in huge-page eligible ranges that fell back to 4 KiB (no free
+    /// 2 MiB block).
+    pub fn nr_thp_fallbacks(&self) -> u64 {
+        self.nr_thp_fallbacks.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A copy of this space for a child (see the module doc): the same
     /// areas; every anonymous page shared read-only by both sides (copy
     /// on write), except pages that may be pinned, which the child gets a
     /// copy of at once. Fails (leaving the parent as it was, give or take
     /// write protection) when memory runs out.
     pub fn fork(&self) -> Result<Arc<AddressSpace>, String> {
-        let memmap = memory::frame_allocator().memmap();
         let table = Self::new_table()?;
         let mut guard = self.lock();
         let parent = guard.as_mut().ok_or("fork: address space torn down")?;
         let child_handle = mm::anon::anon_handle(table.root());
         let child = Inner { table, vmas: parent.vmas.clone() };
-        let mut leaves = Vec::new();
-        parent.table.visit(
+        let mut flush = Flush::none(self.root);
+        let result = mm::space::fork_range(
+            &parent.table,
+            &child.table,
             &KernelTables,
+            &KernelFrames,
+            child_handle,
             VirtAddr::new(0),
             VirtAddr::new(USER_END),
-            &mut |va, level, entry, _| {
-                if let Decoded::Leaf(leaf) = entry {
-                    leaves.push((va, level, leaf));
-                }
-            },
+            &mut flush,
         );
-        let mut flush = Flush::none(self.root);
-        let mut error = None;
-        for (va, level, leaf) in leaves {
-            // Only 4 KiB anonymous leaves exist until THP (issue 5).
-            debug_assert_eq!(level, Level::Pte);
-            let Some(folio) = mm::folio::folio_of(memmap, leaf.frame.pfn()) else {
-                error = Some(format!("fork: {va} maps {}, not a folio", leaf.frame));
-                break;
-            };
-            if folio.maybe_pinned() {
-                // §8: a maybe-pinned page stays the parent's, exclusive;
-                // the child gets its own copy now.
-                let Some(copy) = memory::alloc_anon_page(child_handle, va.as_u64() >> 12) else {
-                    error = Some(String::from("fork: out of memory for a pinned page's copy"));
-                    break;
-                };
-                memory::copy_page(copy, leaf.frame);
-                if let Err(e) = child.table.map(&KernelTables, va, Leaf { frame: copy, dirty: true, ..leaf })
-                {
-                    KernelFrames.release_anon_page(copy);
-                    error = Some(format!("fork: map {va} in the child: {e}"));
-                    break;
-                }
-                continue;
-            }
-            let shared = Leaf { prot: mm::pgtable::Prot { writable: false, ..leaf.prot }, ..leaf };
-            if let Err(e) = child.table.map(&KernelTables, va, shared) {
-                error = Some(format!("fork: map {va} in the child: {e}"));
-                break;
-            }
-            folio.get();
-            folio.add_page_mapcount(0, 1);
-            folio.clear_flag(mm::page::PageFlag::AnonExclusive);
-            if leaf.prot.writable {
-                // Known gap: on x86 a CPU may set the dirty bit between
-                // our read and this write; nothing reads dirty for
-                // anonymous pages yet (no swap).
-                match parent.table.update_leaf(&KernelTables, va, level, shared) {
-                    Ok(f) => flush = flush.merge(f),
-                    Err(e) => {
-                        error = Some(format!("fork: write-protect {va}: {e}"));
-                        break;
-                    }
-                }
-            }
-        }
         // Every CPU drops its writable translations of the shared pages
         // before anyone (either side) runs on: interrupts may be off here
         // (see the module doc).
         flush.flush(&Shootdown);
         let child = Self::publish(child, self.family.clone());
         drop(guard);
-        match error {
-            None => Ok(child),
-            Some(e) => Err(e), // dropping `child` gives back what it mapped
+        match result {
+            Ok(()) => Ok(child),
+            // Dropping `child` gives back what it mapped.
+            Err(e) => Err(format!("fork: {e:?}")),
         }
     }
 
@@ -289,36 +278,94 @@ impl AddressSpace {
     }
 
     /// Unmaps `[start, start + len)`: areas, page-table entries and the
-    /// folios they mapped (freed after the shootdown).
+    /// folios they mapped (freed after the shootdown). A 2 MiB page cut by
+    /// the range is split first; its unmapped part is freed when this space
+    /// was its only user (`mm::space`).
     pub fn munmap(&self, start: VirtAddr, len: u64) -> Result<(), VmaError> {
-        let memmap = memory::frame_allocator().memmap();
-        let mut folios: Vec<Folio<'static>> = Vec::new();
-        let mut flush = Flush::none(self.root);
+        let mut gather = Gather::new(self.root);
         {
             let mut guard = self.lock();
             let inner = guard.as_mut().expect("AddressSpace used after teardown");
             let ranges = inner.vmas.unmap(start, len)?;
             for (s, e) in ranges {
-                let mut leaves = Vec::new();
-                inner.table.visit(&KernelTables, s, e, &mut |va, level, entry, _| {
-                    if let Decoded::Leaf(leaf) = entry {
-                        leaves.push((va, level, leaf));
-                    }
-                });
-                for (va, level, leaf) in leaves {
-                    // Only 4 KiB leaves exist until THP (issue 5).
-                    debug_assert_eq!(level, Level::Pte);
-                    if let Ok((_, f)) = inner.table.unmap(&KernelTables, va, PageSize::Size4K) {
-                        flush = flush.merge(f);
-                        folios.push(mm::anon::remove_pte_mapping(memmap, leaf.frame));
+                zap(inner, s, e, &mut gather);
+            }
+        }
+        finish_gather(gather);
+        Ok(())
+    }
+
+    /// Changes the rights of `[start, start + len)` (mprotect): areas, then
+    /// every leaf there. Rights taken away are shot down before it returns;
+    /// write is never granted to an existing leaf (the next write faults and
+    /// reuses or copies: `mm::space`).
+    pub fn mprotect(&self, start: VirtAddr, len: u64, prot: VmaProt) -> Result<(), VmaError> {
+        let mut flush = Flush::none(self.root);
+        {
+            let mut guard = self.lock();
+            let inner = guard.as_mut().expect("AddressSpace used after teardown");
+            let ranges = inner.vmas.protect(start, len, prot)?;
+            for (s, e) in ranges {
+                match mm::space::protect_range(
+                    &inner.table,
+                    &KernelTables,
+                    &Shootdown,
+                    memory::frame_allocator().memmap(),
+                    s,
+                    e,
+                    prot.to_prot(true),
+                ) {
+                    Ok(f) => flush = flush.merge(f),
+                    // Only a table for a split can fail (out of memory):
+                    // the leaves keep their old rights, which the area
+                    // still allows where they are less.
+                    Err(e) => crate::println!("mprotect: {e}"),
+                }
+            }
+            // Rights taken away must be gone everywhere before we return.
+            flush.flush(&Shootdown);
+        }
+        Ok(())
+    }
+
+    /// `madvise` over `[start, start + len)`, which must be mapped:
+    /// `DontNeed` drops the pages (the next touch reads zeros), `HugePage`
+    /// and `NoHugePage` set the areas' huge-page mode (pages already mapped
+    /// stay as they are; a 2 MiB page cut by the range is split, so that it
+    /// lies in one area).
+    pub fn madvise(&self, start: VirtAddr, len: u64, advice: Advice) -> Result<(), VmaError> {
+        let mut gather = Gather::new(self.root);
+        {
+            let mut guard = self.lock();
+            let inner = guard.as_mut().expect("AddressSpace used after teardown");
+            match advice {
+                Advice::DontNeed => {
+                    let end = inner.vmas.check_mapped(start, len)?;
+                    zap(inner, start, end, &mut gather);
+                }
+                Advice::HugePage | Advice::NoHugePage => {
+                    let mode = if advice == Advice::HugePage { ThpMode::Always } else { ThpMode::Never };
+                    inner.vmas.advise_thp(start, len, mode)?;
+                    let end = VirtAddr::new(start.as_u64() + len);
+                    for at in [start, end] {
+                        // A new area boundary inside a 2 MiB leaf.
+                        if inner.vmas.is_boundary(at) {
+                            let memmap = memory::frame_allocator().memmap();
+                            if let Err(e) = mm::thp::split_huge_pmd_if_cut(
+                                &inner.table,
+                                &KernelTables,
+                                &Shootdown,
+                                memmap,
+                                at,
+                            ) {
+                                crate::println!("madvise: split at {at}: {e}");
+                            }
+                        }
                     }
                 }
             }
         }
-        flush.flush(&Shootdown);
-        for folio in folios {
-            memory::put_anon_folio(folio);
-        }
+        finish_gather(gather);
         Ok(())
     }
 
@@ -396,28 +443,51 @@ impl Drop for AddressSpace {
         // nothing caches its translations: drop the folios' mappings (the
         // entries go with the tables; the mapcounts under the lock), then
         // the tables.
-        let memmap = memory::frame_allocator().memmap();
-        let mut folios: Vec<Folio<'static>> = Vec::new();
+        let mut gather = Gather::new(self.root);
         let inner = {
             let mut guard = self.lock();
-            let Some(inner) = guard.take() else { return };
-            inner.table.visit(
-                &KernelTables,
-                VirtAddr::new(0),
-                VirtAddr::new(USER_END),
-                &mut |_, _, entry, _| {
-                    if let Decoded::Leaf(leaf) = entry {
-                        folios.push(mm::anon::remove_pte_mapping(memmap, leaf.frame));
-                    }
-                },
-            );
+            let Some(mut inner) = guard.take() else { return };
+            zap(&mut inner, VirtAddr::new(0), VirtAddr::new(USER_END), &mut gather);
             inner
         };
-        for folio in folios {
-            memory::put_anon_folio(folio);
-        }
+        // Nothing to flush (see above); the references go now.
+        gather.take_flush().ignore();
+        let memmap = memory::frame_allocator().memmap();
+        gather.release(memmap, &mut |f| memory::free_folio(f));
         inner.table.destroy(&KernelTables, KERNEL_SHARED);
     }
+}
+
+/// `madvise` advice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advice {
+    /// `MADV_DONTNEED`: drop the pages; the range reads zeros afterwards.
+    DontNeed,
+    /// `MADV_HUGEPAGE`: back the range with 2 MiB pages where they fit.
+    HugePage,
+    /// `MADV_NOHUGEPAGE`: only 4 KiB pages in the range.
+    NoHugePage,
+}
+
+/// Unmaps every entry of `inner` in `[start, end)` into `gather` (the
+/// caller holds the lock). A split that needs a table and finds no memory
+/// is reported; the entries it could not reach stay mapped.
+fn zap(inner: &mut Inner, start: VirtAddr, end: VirtAddr, gather: &mut Gather) {
+    let memmap = memory::frame_allocator().memmap();
+    if let Err(e) =
+        mm::space::zap_range(&inner.table, &KernelTables, &Shootdown, memmap, start, end, gather, &mut |f| {
+            memory::free_folio(f)
+        })
+    {
+        crate::println!("vm: unmap [{start}, {end}): {e}");
+    }
+}
+
+/// Shoots the gathered range down on every CPU, then drops the references
+/// (freeing the folios whose last they were).
+fn finish_gather(mut gather: Gather) {
+    gather.take_flush().flush(&Shootdown);
+    gather.release(memory::frame_allocator().memmap(), &mut |f| memory::free_folio(f));
 }
 
 /// The fault hook the arch trap handlers call.
@@ -444,11 +514,20 @@ fn on_fault(fault: &MemFault) -> bool {
     };
     let count = |c: &core::sync::atomic::AtomicU64| c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     match outcome {
-        FaultOutcome::Resolved | FaultOutcome::Spurious | FaultOutcome::Reused | FaultOutcome::Copied => {
+        FaultOutcome::Resolved
+        | FaultOutcome::Spurious
+        | FaultOutcome::Reused
+        | FaultOutcome::Copied
+        | FaultOutcome::MappedHuge
+        | FaultOutcome::MappedHugeZero
+        | FaultOutcome::HugeFallback => {
             count(&space.nr_faults);
             match outcome {
                 FaultOutcome::Reused => count(&space.nr_cow_reuses),
                 FaultOutcome::Copied => count(&space.nr_cow_copies),
+                FaultOutcome::MappedHuge => count(&space.nr_thp_faults),
+                FaultOutcome::MappedHugeZero => count(&space.nr_thp_zero),
+                FaultOutcome::HugeFallback => count(&space.nr_thp_fallbacks),
                 _ => 0,
             };
             true
@@ -467,6 +546,7 @@ fn on_fault(fault: &MemFault) -> bool {
 /// Installs the fault hook. Boot CPU, once, before tasks touch address spaces.
 pub fn init() {
     SPACES.lock().reserve(RESERVED_SPACES);
+    memory::init_huge_zero();
     arch::trap::set_fault_hook(on_fault);
 }
 

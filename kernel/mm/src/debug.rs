@@ -15,7 +15,9 @@
 //!    A PMD leaf maps a whole order-9 folio from its head; no PUD leaf maps
 //!    user memory;
 //! 3. an anonymous (`SwapBacked`) folio's mapping is this space's
-//!    [`anon_handle`] and its index matches the address it is mapped at.
+//!    [`anon_handle`] and its index matches the address it is mapped at;
+//! 4. the huge zero folio ([`crate::thp`]) is mapped only by read-only PMD
+//!    leaves, and its mappings are not counted.
 //!
 //! Then, for every folio seen: each page's mapcount equals the PTEs that
 //! map it, the entire mapcount equals the PMDs that map the folio, and the
@@ -112,6 +114,8 @@ pub enum ConsistencyError {
     SharedExclusive { folio: u64, pfn: u64, mappings: u64 },
     /// The folio at `folio` holds fewer references than mappings.
     RefcountBelowMapcount { folio: u64, refcount: i32, total_mapcount: i32 },
+    /// The huge zero folio mapped other than read-only by a PMD leaf.
+    HugeZeroMisused { va: VirtAddr, level: Level, writable: bool },
     /// Swap or migration entries, which nothing makes yet; `first` is the
     /// lowest address holding one.
     NonPresentEntries { nr_swap: u64, nr_migration: u64, first: VirtAddr },
@@ -148,6 +152,11 @@ impl fmt::Display for ConsistencyError {
             Self::RefcountBelowMapcount { folio, refcount, total_mapcount } => {
                 write!(f, "folio {folio:#x}: refcount {refcount} below its total mapcount {total_mapcount}")
             }
+            Self::HugeZeroMisused { va, level, writable } => write!(
+                f,
+                "{va}: the huge zero folio is mapped by a {level:?} leaf (writable: {writable}); \
+                 only read-only PMD leaves may map it"
+            ),
             Self::NonPresentEntries { nr_swap, nr_migration, first } => write!(
                 f,
                 "{nr_swap} swap and {nr_migration} migration entries (first at {first}), none expected yet"
@@ -337,6 +346,13 @@ fn check_leaf(
         return Err(ConsistencyError::NotFolioPage { va, pfn, why: frame_problem(memmap, pfn) });
     };
     let i = (pfn - folio.pfn()) as usize;
+    if crate::thp::is_huge_zero_folio(&folio) {
+        // Shared by everyone, never counted, never written.
+        if level != Level::Pmd || i != 0 || leaf.prot.writable {
+            return Err(ConsistencyError::HugeZeroMisused { va, level, writable: leaf.prot.writable });
+        }
+        return Ok(folio.pfn());
+    }
     match level {
         Level::Pte => {}
         Level::Pmd if i == 0 && folio.order() == 9 => {}

@@ -49,7 +49,9 @@ pub struct MemFault {
 use crate::addr::PhysAddr;
 use crate::folio::folio_of;
 use crate::page::{Memmap, PageFlag};
-use crate::pgtable::{Decoded, Leaf, PageSize, PageTable, PageTableFormat, TableMemory, TlbHooks};
+use crate::pgtable::{Decoded, Leaf, Level, PageSize, PageTable, PageTableFormat, PgError, Prot};
+use crate::pgtable::{TableMemory, TlbHooks};
+use crate::thp::{is_huge_zero, split_huge_pmd, HPAGE_SIZE};
 use crate::vma::VmaSet;
 
 /// Where the fault handler gets new anonymous pages, and gives back one it
@@ -68,6 +70,20 @@ pub trait FrameSource {
     /// reach through a stale translation; unmapping a live PTE goes through
     /// the two steps of [`crate::anon`] instead.
     fn release_anon_page(&self, pa: PhysAddr);
+    /// A new zeroed huge anonymous folio for the 2 MiB block whose first
+    /// page is `index` (`va >> 12`) of the space `handle`: order 9, entire
+    /// mapcount 1 and refcount 1 for the PMD the caller is about to write,
+    /// `AnonExclusive`, `SwapBacked` ([`crate::thp::alloc_anon_huge_folio`]).
+    /// `None` when no 2 MiB block is free: the fault falls back to 4 KiB.
+    fn alloc_anon_huge(&self, handle: u64, index: u64) -> Option<PhysAddr>;
+    /// Gives back a huge folio from [`FrameSource::alloc_anon_huge`] whose
+    /// PMD was never written (or is gone with no stale translation left):
+    /// drops its PMD mapping and that reference.
+    fn release_anon_huge(&self, pa: PhysAddr);
+    /// The huge zero folio ([`crate::thp::alloc_huge_zero_folio`]), made on
+    /// first use; `None` when it could not be made (read faults then map
+    /// 4 KiB zero pages).
+    fn huge_zero(&self) -> Option<PhysAddr>;
     /// Copies the 4 KiB frame at `src` to the frame at `dst` (copy on
     /// write; the kernel does it through its direct map).
     fn copy_page(&self, dst: PhysAddr, src: PhysAddr);
@@ -102,6 +118,15 @@ pub enum FaultOutcome {
     /// A write to a write-protected anonymous page shared with others: a
     /// copy replaced it (copy on write).
     Copied,
+    /// A write fault in a huge-page eligible range mapped a fresh 2 MiB
+    /// folio with one PMD leaf (or replaced the huge zero folio with one).
+    MappedHuge,
+    /// A read fault in a huge-page eligible range mapped the huge zero
+    /// folio read-only with one PMD leaf.
+    MappedHugeZero,
+    /// The range was huge-page eligible but no 2 MiB block was free: a 4 KiB
+    /// page was mapped instead.
+    HugeFallback,
     /// The entry already allowed the access (a stale TLB entry, or another
     /// CPU fixed it first): flushed locally, retry.
     Spurious,
@@ -114,18 +139,23 @@ pub enum FaultOutcome {
 /// Handles a fault at `fault.addr` in the address space whose tables are
 /// `table` and areas `vmas`, for an access from kernel or user mode.
 ///
-/// Today: demand-zero 4 KiB pages for anonymous areas (each an order-0
-/// anon folio from `frames`, see [`crate::anon`]); on AArch64 the
-/// access flag and the software dirty state (the CPU does not manage them
-/// without FEAT_HAFDBS); spurious faults; write faults on write-protected
-/// anonymous 4 KiB pages in writable areas (after a fork), by
-/// [`wp_fault`]: reuse or copy. THP, swap and migration come with issues 5
-/// and 6.
+/// - Nothing mapped: in a 2 MiB block that lies in one huge-page eligible
+///   area ([`VmaSet::thp_eligible`]) and has no PTE table yet, a write maps a
+///   fresh huge folio with one PMD leaf and a read maps the huge zero
+///   folio read-only ([`crate::thp`]); elsewhere, or when no 2 MiB block is
+///   free, a demand-zero 4 KiB page (an order-0 anon folio from `frames`,
+///   see [`crate::anon`]).
+/// - A present leaf: on AArch64 the access flag and the software dirty
+///   state (the CPU does not manage them without FEAT_HAFDBS); spurious
+///   faults; a write to a write-protected anonymous leaf in a writable area
+///   (after fork, or the huge zero folio): reuse or copy, by [`wp_fault`]
+///   and [`huge_wp_fault`].
+/// - Swap and migration entries: issue 6.
 ///
 /// The caller holds the address space's lock (areas and tables do not
 /// change under us). `hooks` must reach every CPU that may hold a
 /// translation of this space: a copy replaces the page by break-before-make
-/// and flushes between the two writes.
+/// and flushes between the two writes, and so does a PMD split.
 pub fn handle_fault<F: PageTableFormat>(
     table: &PageTable<F>,
     vmas: &VmaSet,
@@ -146,49 +176,62 @@ pub fn handle_fault<F: PageTableFormat>(
     }
     let page = fault.addr.align_down(4096);
     let write = fault.access == Access::Write;
+    let prot = vma.prot.to_prot(user);
+    let handle = crate::anon::anon_handle(table.root());
     let (level, entry) = table.lookup(mem, page);
     match entry {
-        // Nothing there (at any level): demand-zero. A fresh zeroed anon
-        // folio, mapped young, and dirty when the first access writes.
-        Decoded::None => {
-            let handle = crate::anon::anon_handle(table.root());
-            let Some(frame) = frames.alloc_anon_page(handle, page.as_u64() >> 12) else {
-                return FaultOutcome::OutOfMemory;
-            };
-            let leaf = Leaf {
+        // Nothing there. No PTE table either (the walk stopped above the
+        // PTE level) and the block is eligible: a huge page.
+        Decoded::None if level != Level::Pte && vmas.thp_eligible(fault.addr) => {
+            let block = fault.addr.align_down(HPAGE_SIZE);
+            let huge = |frame: PhysAddr, writable: bool| Leaf {
                 frame,
-                size: PageSize::Size4K,
-                prot: vma.prot.to_prot(user),
-                dirty: write,
+                size: PageSize::Size2M,
+                prot: Prot { writable, ..prot },
+                dirty: writable,
                 young: true,
             };
-            match table.map(mem, page, leaf) {
-                Ok(flush) => {
-                    flush.ignore(); // nothing valid was mapped there
-                    FaultOutcome::Resolved
+            if !write {
+                if let Some(zero) = frames.huge_zero() {
+                    return match table.map(mem, block, huge(zero, false)) {
+                        Ok(flush) => {
+                            flush.ignore(); // nothing valid was there
+                            FaultOutcome::MappedHugeZero
+                        }
+                        Err(e) => refused_by(e),
+                    };
                 }
-                Err(e) => {
-                    // Never mapped, never seen by anyone: give it back whole.
-                    frames.release_anon_page(frame);
-                    match e {
-                        crate::pgtable::PgError::OutOfMemory => FaultOutcome::OutOfMemory,
-                        _ => FaultOutcome::Refused(Refused::Unsupported),
+            } else if let Some(frame) = frames.alloc_anon_huge(handle, block.as_u64() >> 12) {
+                return match table.map(mem, block, huge(frame, true)) {
+                    Ok(flush) => {
+                        flush.ignore();
+                        FaultOutcome::MappedHuge
                     }
-                }
+                    Err(e) => {
+                        frames.release_anon_huge(frame); // never seen by anyone
+                        refused_by(e)
+                    }
+                };
+            }
+            match demand_zero(table, mem, frames, page, prot, write, handle) {
+                FaultOutcome::Resolved => FaultOutcome::HugeFallback,
+                other => other,
             }
         }
+        // Nothing there: demand-zero. A fresh zeroed anon folio, mapped
+        // young, and dirty when the first access writes.
+        Decoded::None => demand_zero(table, mem, frames, page, prot, write, handle),
         Decoded::Leaf(leaf) => {
             let mut fixed = Leaf { young: true, ..leaf };
             if write {
                 if !leaf.prot.writable {
                     // Write-protected in an area that allows writes: copy
                     // on write or reuse.
-                    if level != crate::pgtable::Level::Pte {
-                        return FaultOutcome::Refused(Refused::Unsupported); // THP: issue 5
-                    }
-                    let handle = crate::anon::anon_handle(table.root());
-                    let prot = vma.prot.to_prot(user);
-                    return wp_fault(table, mem, frames, hooks, page, leaf, prot, handle);
+                    return match level {
+                        Level::Pte => wp_fault(table, mem, frames, hooks, page, leaf, prot, handle),
+                        Level::Pmd => huge_wp_fault(table, mem, frames, hooks, page, leaf, prot, handle),
+                        _ => FaultOutcome::Refused(Refused::Unsupported),
+                    };
                 }
                 fixed.dirty = true;
             }
@@ -214,17 +257,54 @@ pub fn handle_fault<F: PageTableFormat>(
     }
 }
 
+/// What a failed table change means for the faulting task.
+fn refused_by(e: PgError) -> FaultOutcome {
+    match e {
+        PgError::OutOfMemory => FaultOutcome::OutOfMemory,
+        _ => FaultOutcome::Refused(Refused::Unsupported),
+    }
+}
+
+/// Maps a fresh zeroed 4 KiB anonymous page at `page`, which nothing maps.
+fn demand_zero<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    frames: &impl FrameSource,
+    page: VirtAddr,
+    prot: Prot,
+    write: bool,
+    handle: u64,
+) -> FaultOutcome {
+    let Some(frame) = frames.alloc_anon_page(handle, page.as_u64() >> 12) else {
+        return FaultOutcome::OutOfMemory;
+    };
+    let leaf = Leaf { frame, size: PageSize::Size4K, prot, dirty: write, young: true };
+    match table.map(mem, page, leaf) {
+        Ok(flush) => {
+            flush.ignore(); // nothing valid was mapped there
+            FaultOutcome::Resolved
+        }
+        Err(e) => {
+            // Never mapped, never seen by anyone: give it back whole.
+            frames.release_anon_page(frame);
+            refused_by(e)
+        }
+    }
+}
+
 /// A write fault on the write-protected anonymous 4 KiB leaf `leaf` at
 /// `page`, in an area whose leaves may have `prot` (writable). The caller
 /// holds the space's lock. mm-reference §8:
 ///
 /// - **reuse** when the page is `AnonExclusive` (only this space maps it:
 ///   a write-protected exclusive page is merely clean-and-protected), or
-///   when its folio has mapcount 1 and refcount 1: this PTE is the only
-///   user, and nobody can take a new reference or mapping without this
-///   space's lock (fork) or a mapping (which would show in the counts);
-///   the page is then marked exclusive. The leaf becomes writable, dirty
-///   and young in place: access is only granted, no flush is owed.
+///   when it is an order-0 folio with mapcount 1 and refcount 1: this PTE
+///   is the only user, and nobody can take a new reference or mapping
+///   without this space's lock (fork) or a mapping (which would show in
+///   the counts); the page is then marked exclusive. The leaf becomes
+///   writable, dirty and young in place: access is only granted, no flush
+///   is owed. (A page of a large folio is reused only when exclusive: its
+///   refcount speaks for all its pages.)
 /// - **copy** otherwise: a new anonymous page of this space (`handle`)
 ///   gets the old page's bytes and replaces the leaf writable, dirty and
 ///   exclusive by break-before-make (`hooks` flush every CPU between the
@@ -239,23 +319,24 @@ fn wp_fault<F: PageTableFormat>(
     hooks: &impl TlbHooks,
     page: VirtAddr,
     leaf: Leaf,
-    prot: crate::pgtable::Prot,
+    prot: Prot,
     handle: u64,
 ) -> FaultOutcome {
     let Some(folio) = folio_of(frames.memmap(), leaf.frame.pfn()) else {
         return FaultOutcome::Refused(Refused::Unsupported);
     };
-    if !folio.test_flag(PageFlag::SwapBacked) || folio.is_large() {
+    if !folio.test_flag(PageFlag::SwapBacked) {
         return FaultOutcome::Refused(Refused::Unsupported);
     }
-    let exclusive = folio.test_flag(PageFlag::AnonExclusive)
-        || (folio.page_mapcount(0) == 1 && folio.refcount() == 1 && {
+    let i = (leaf.frame.pfn() - folio.pfn()) as usize;
+    let exclusive = folio.page(i).test_flag(PageFlag::AnonExclusive)
+        || (!folio.is_large() && folio.page_mapcount(0) == 1 && folio.refcount() == 1 && {
             folio.set_flag(PageFlag::AnonExclusive);
             true
         });
     if exclusive {
         let fixed = Leaf { prot, dirty: true, young: true, ..leaf };
-        return match table.update_leaf(mem, page, crate::pgtable::Level::Pte, fixed) {
+        return match table.update_leaf(mem, page, Level::Pte, fixed) {
             Ok(flush) => {
                 flush.ignore(); // access granted only
                 FaultOutcome::Reused
@@ -279,5 +360,78 @@ fn wp_fault<F: PageTableFormat>(
             frames.release_anon_page(new);
             FaultOutcome::Refused(Refused::Unsupported)
         }
+    }
+}
+
+/// A write fault on the write-protected 2 MiB leaf `leaf` covering `page`
+/// (copy on write of a PMD-mapped huge page, mm-reference §4 and §8):
+///
+/// - **the huge zero folio**: a fresh huge folio replaces it by
+///   break-before-make; with no 2 MiB block free, the zero PMD is split
+///   (cleared) and the faulting page gets a 4 KiB zero page;
+/// - **reuse** when the folio is exclusive (`AnonExclusive` on the head),
+///   or this PMD is its only mapping and reference: the PMD becomes
+///   writable, dirty and young in place;
+/// - **otherwise** the PMD is split into 512 read-only PTEs of the same
+///   folio (the other side keeps its PMD), and the faulting 4 KiB page is
+///   copied as any shared page ([`wp_fault`]); the other 511 stay shared
+///   until written.
+#[allow(clippy::too_many_arguments)]
+fn huge_wp_fault<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    frames: &impl FrameSource,
+    hooks: &impl TlbHooks,
+    page: VirtAddr,
+    leaf: Leaf,
+    prot: Prot,
+    handle: u64,
+) -> FaultOutcome {
+    let memmap = frames.memmap();
+    let block = page.align_down(HPAGE_SIZE);
+    if is_huge_zero(memmap, &leaf) {
+        if let Some(frame) = frames.alloc_anon_huge(handle, block.as_u64() >> 12) {
+            let new = Leaf { frame, size: PageSize::Size2M, prot, dirty: true, young: true };
+            return match table.remap(mem, hooks, block, new) {
+                // The zero folio's mappings are not counted: nothing to drop.
+                Ok(_) => FaultOutcome::MappedHuge,
+                Err(e) => {
+                    frames.release_anon_huge(frame);
+                    refused_by(e)
+                }
+            };
+        }
+        if let Err(e) = split_huge_pmd(table, mem, hooks, memmap, block) {
+            return refused_by(e);
+        }
+        return match demand_zero(table, mem, frames, page, prot, true, handle) {
+            FaultOutcome::Resolved => FaultOutcome::HugeFallback,
+            other => other,
+        };
+    }
+    let Some(folio) = folio_of(memmap, leaf.frame.pfn()) else {
+        return FaultOutcome::Refused(Refused::Unsupported);
+    };
+    if !folio.test_flag(PageFlag::SwapBacked) {
+        return FaultOutcome::Refused(Refused::Unsupported);
+    }
+    let sole = || folio.entire_mapcount() == 1 && folio.total_mapcount() == 1 && folio.refcount() == 1;
+    if folio.page(0).test_flag(PageFlag::AnonExclusive) || sole() {
+        folio.set_flag(PageFlag::AnonExclusive);
+        let fixed = Leaf { prot, dirty: true, young: true, ..leaf };
+        return match table.update_leaf(mem, block, Level::Pmd, fixed) {
+            Ok(flush) => {
+                flush.ignore(); // access granted only
+                FaultOutcome::Reused
+            }
+            Err(e) => refused_by(e),
+        };
+    }
+    if let Err(e) = split_huge_pmd(table, mem, hooks, memmap, block) {
+        return refused_by(e);
+    }
+    match table.lookup(mem, page) {
+        (Level::Pte, Decoded::Leaf(small)) => wp_fault(table, mem, frames, hooks, page, small, prot, handle),
+        _ => FaultOutcome::Refused(Refused::Unsupported),
     }
 }

@@ -84,7 +84,8 @@ pub fn folio_of(memmap: &Memmap, pfn: u64) -> Option<Folio<'_>> {
     let head = memmap.get(head_pfn)?;
     // A stale tail (its folio split or freed meanwhile) may name a head
     // that no longer covers it.
-    let covers = head.test_flag(PageFlag::Head) && pfn - head_pfn < 1u64 << head.order();
+    let covers =
+        head.test_flag(PageFlag::Head) && pfn.checked_sub(head_pfn).is_some_and(|d| d < 1u64 << head.order());
     covers.then_some(Folio { memmap, head, pfn: head_pfn })
 }
 
@@ -356,6 +357,71 @@ impl<'a> Folio<'a> {
         self.test_flag(PageFlag::Locked)
     }
 
+    /// Freezes the refcount: replaces exactly `expected` references with 0,
+    /// atomically, so that no [`Folio::try_get`] can succeed until the
+    /// owner stores a count again. Fails (and changes nothing) when the
+    /// count is not `expected`: somebody holds a reference the caller did
+    /// not account for (a `FOLL_GET` or a pin), and the folio must not be
+    /// split or freed under them. mm-reference §4, "the reference-count
+    /// freeze rule".
+    pub fn try_freeze(&self, expected: i32) -> bool {
+        debug_assert!(expected > 0, "Folio::try_freeze: expected {expected} references");
+        self.head.refcount.compare_exchange(expected, 0, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// Splits this large folio, whose refcount the caller froze
+    /// ([`Folio::try_freeze`]) and whose lock it holds, into `nr_pages`
+    /// order-0 folios. Page `i` becomes a folio head with the folio-wide
+    /// flags of the old head (`SwapBacked`, `Dirty`, `Uptodate`,
+    /// `Referenced`, `Active`), its own `AnonExclusive`, the mapping, the
+    /// index `index + i`, the swap entry `swap + i` (when the folio had
+    /// one), its own PTE mapcount, and `refs(i)` references. The old head
+    /// keeps the lock; the new folios are unlocked.
+    ///
+    /// Order of the stores, for a CPU that looks at a page meanwhile
+    /// without a reference ([`folio_of`] then [`Folio::try_get`]): each
+    /// page's flags first (it stops being a `Tail`), then its mapping,
+    /// index and swap entry, and last its refcount with a release store;
+    /// until then its refcount is 0 and any `try_get` fails.
+    ///
+    /// # Panics
+    ///
+    /// When the folio is small, mapped by a PMD, pinned, unfrozen or
+    /// unlocked (kernel bugs: the caller checks first).
+    pub(crate) fn split_frozen(&self, refs: impl Fn(usize) -> i32) {
+        let pfn = self.pfn;
+        assert!(self.is_large(), "split_frozen: pfn {pfn:#x} is already order 0");
+        assert_eq!(self.refcount(), 0, "split_frozen: pfn {pfn:#x} is not frozen");
+        assert_eq!(self.entire_mapcount(), 0, "split_frozen: pfn {pfn:#x} is mapped by a PMD");
+        assert_eq!(self.pincount(), 0, "split_frozen: pfn {pfn:#x} is pinned");
+        assert!(self.is_locked(), "split_frozen: pfn {pfn:#x} is not locked");
+        let nr = self.nr_pages();
+        const FOLIO_WIDE: [PageFlag; 5] = [
+            PageFlag::SwapBacked,
+            PageFlag::Dirty,
+            PageFlag::Uptodate,
+            PageFlag::Referenced,
+            PageFlag::Active,
+        ];
+        let folio_wide = FOLIO_WIDE.iter().filter(|f| self.test_flag(**f)).fold(0u64, |m, f| m | f.mask());
+        let (mapping, index, swap) = (self.mapping(), self.index(), self.swap_entry());
+        for i in 1..nr {
+            let page = self.page(i);
+            page.update_flags(|old| {
+                (old & PageFlag::AnonExclusive.mask()) | folio_wide | PageFlag::Head.mask()
+            });
+            page.index.store(index + i as u64, Ordering::Relaxed);
+            page.swap.store(swap.map_or(0, |s| s + i as u64), Ordering::Relaxed);
+            page.mapping.store(mapping, Ordering::Relaxed);
+        }
+        self.head.set_order(0);
+        for i in (0..nr).rev() {
+            let r = refs(i);
+            debug_assert!(r >= 0, "split_frozen: page {i} gets {r} references");
+            self.page(i).refcount.store(r, Ordering::Release);
+        }
+    }
+
     pub(crate) fn memmap(&self) -> &'a Memmap {
         self.memmap
     }
@@ -475,6 +541,21 @@ impl<'a> UnpublishedFolio<'a> {
     pub fn set_page_mapcount(&mut self, i: usize, count: i32) {
         debug_assert!(count >= 0, "UnpublishedFolio::set_page_mapcount: negative count {count}");
         self.page(i).mapcount.store(count, Ordering::Relaxed);
+    }
+
+    /// Sets the entire (PMD) mapcount (for a huge folio mapped by one PMD
+    /// as soon as it is published; see [`UnpublishedFolio::set_page_mapcount`]).
+    pub fn set_entire_mapcount(&mut self, count: i32) {
+        debug_assert!(count >= 0, "UnpublishedFolio::set_entire_mapcount: negative count {count}");
+        self.head.entire_mapcount.store(count, Ordering::Relaxed);
+    }
+
+    /// Sets `flag` on page `i` with a plain store (per-page flags such as
+    /// [`PageFlag::AnonExclusive`]; nobody else can see the folio yet).
+    pub fn nonatomic_set_page_flag(&mut self, i: usize, flag: PageFlag) {
+        debug_assert!(!flag.is_structural(), "nonatomic_set_page_flag: {flag:?} is structural");
+        let page = self.page(i);
+        page.nonatomic_store_flags(page.flags() | flag.mask());
     }
 
     /// The reference count: 0 (frozen) until published.

@@ -58,6 +58,8 @@ pub mod memmap;
 pub mod page;
 pub mod pgtable;
 pub mod ptdump;
+pub mod space;
+pub mod thp;
 pub mod vma;
 
 pub use addr::{PhysAddr, VirtAddr, PAGE_SIZE};

@@ -270,6 +270,19 @@ impl Page {
         }
     }
 
+    /// Rewrites the flags word (flags and order) as `f` says, atomically (a
+    /// compare-and-swap loop): bits other CPUs change meanwhile are kept,
+    /// because `f` is applied again to what they left.
+    pub(crate) fn update_flags(&self, f: impl Fn(u64) -> u64) {
+        let mut old = self.flags.load(Ordering::Relaxed);
+        loop {
+            match self.flags.compare_exchange_weak(old, f(old), Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => old = now,
+            }
+        }
+    }
+
     /// The reference count (meaningful on a folio head).
     pub fn refcount(&self) -> i32 {
         self.refcount.load(Ordering::Acquire)

@@ -358,6 +358,24 @@ impl VmaSet {
         self.rewrite(s, e, inside)
     }
 
+    /// Checks that `[start, start + len)` is valid and wholly mapped
+    /// (madvise's rule); returns its end.
+    pub fn check_mapped(&self, start: VirtAddr, len: u64) -> Result<VirtAddr, VmaError> {
+        let (s, e) = self.check_range(start, len)?;
+        self.covering(s, e)?;
+        Ok(VirtAddr::new(e))
+    }
+
+    /// True when an area starts or ends exactly at `addr` while another
+    /// area, or none, lies on its other side: a place where the attributes
+    /// may change, so no huge leaf may straddle it.
+    pub fn is_boundary(&self, addr: VirtAddr) -> bool {
+        let a = addr.as_u64();
+        let after = self.find(addr).map(|v| (v.start, v.end));
+        let before = a.checked_sub(1).and_then(|b| self.find(VirtAddr::new(b))).map(|v| (v.start, v.end));
+        before != after && (before.is_some() || after.is_some())
+    }
+
     /// Checks every invariant of the module doc.
     ///
     /// # Panics

@@ -41,6 +41,15 @@ impl FrameSource for Frames {
     fn release_anon_page(&self, pa: PhysAddr) {
         put_anon_folio(self.0, remove_pte_mapping(self.0.memmap(), pa));
     }
+    fn alloc_anon_huge(&self, _handle: u64, _index: u64) -> Option<PhysAddr> {
+        None // these tests map 4 KiB pages only (tests/thp.rs covers huge ones)
+    }
+    fn release_anon_huge(&self, _pa: PhysAddr) {
+        unreachable!("no huge folio is handed out")
+    }
+    fn huge_zero(&self) -> Option<PhysAddr> {
+        None
+    }
     fn copy_page(&self, _dst: PhysAddr, _src: PhysAddr) {
         // Data frames are not simulated here: only the counts matter.
     }

@@ -1,0 +1,291 @@
+//! Operations over a range of one address space's page table that keep the
+//! folio counts right: unmapping (munmap, `MADV_DONTNEED`, teardown),
+//! changing protection (mprotect), and copying for fork. The kernel's
+//! address spaces call them under their lock; the host tests call them over
+//! both real formats.
+//!
+//! ## Rules every operation keeps
+//!
+//! - **A 2 MiB leaf is never cut**: when the range starts or ends inside
+//!   one, it is split into 512 PTEs first ([`crate::thp::split_huge_pmd`]),
+//!   so that every leaf lies inside one area with one set of rights (the
+//!   checker's first rule).
+//! - **Counts follow the entries, references follow the flush**: a cleared
+//!   entry's mapcount (page or entire) drops at once, under the lock; the
+//!   reference that mapping held is only *gathered* ([`Gather`]) and dropped
+//!   after the caller's TLB shootdown ([`Gather::release`]): until then
+//!   another CPU may still reach the page through a stale translation.
+//! - **Partly unmapped huge folios are split** ([`crate::thp::try_split_folio`])
+//!   when this space is their only user, so the unmapped part is freed with
+//!   the gathered references; otherwise they stay whole until their last
+//!   reference goes.
+//! - **mprotect never grants write**: it only takes rights away or changes
+//!   the others; a write after `PROT_READ → PROT_READ|PROT_WRITE` faults
+//!   once and the fault handler reuses an exclusive page or copies a shared
+//!   one. (Making a shared page writable here would let one side of a fork
+//!   write the other's page.)
+//! - **fork shares, except what may be pinned** (mm-reference §8): each
+//!   present anonymous leaf is write-protected on both sides and its
+//!   `AnonExclusive` bit is cleared; a page (or huge folio) that may be
+//!   pinned is copied for the child at once instead, and stays exclusive
+//!   and writable in the parent, so writes through the pin stay visible to
+//!   the parent. The huge zero folio is shared as it is.
+//!
+//! ## Locks
+//!
+//! The caller holds the lock of the space whose table changes (and for
+//! fork the parent's, with the child not yet reachable by anyone).
+
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::anon::remove_pte_mapping;
+use crate::fault::FrameSource;
+use crate::folio::{folio_of, Folio};
+use crate::page::{Memmap, PageFlag};
+use crate::pgtable::{Decoded, Flush, Leaf, Level, PageTable, PageTableFormat, PgError, Prot};
+use crate::pgtable::{TableMemory, TlbHooks};
+use crate::thp::{is_huge_zero, remove_pmd_mapping, split_huge_pmd_if_cut, try_split_folio, HPAGE_NR};
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+/// References of removed mappings, to drop once no CPU can use them (after
+/// the flush), and the flush that makes it so.
+#[derive(Debug)]
+pub struct Gather {
+    /// One entry per removed mapping: a PFN of the page (PTE) or of the
+    /// head (PMD) whose folio holds the mapping's reference.
+    pending: Vec<u64>,
+    /// What the caller must flush before [`Gather::release`].
+    flush: Flush,
+    root: PhysAddr,
+}
+
+impl Gather {
+    /// An empty gather for the space whose root table is `root`.
+    pub fn new(root: PhysAddr) -> Gather {
+        Gather { pending: Vec::new(), flush: Flush::none(root), root }
+    }
+
+    /// The flush owed for the entries removed so far (the caller runs it,
+    /// or ignores it when no CPU can hold the space's translations, before
+    /// [`Gather::release`]).
+    pub fn take_flush(&mut self) -> Flush {
+        core::mem::replace(&mut self.flush, Flush::none(self.root))
+    }
+
+    /// Mappings whose references are waiting.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Drops every gathered reference; `free` gets each folio whose last
+    /// reference that was. Call only after the flush is over. Returns the
+    /// number of folios freed.
+    pub fn release(self, memmap: &'static Memmap, free: &mut dyn FnMut(Folio<'static>)) -> usize {
+        let mut freed = 0;
+        for pfn in self.pending {
+            let folio = folio_of(memmap, pfn)
+                .unwrap_or_else(|| panic!("Gather::release: pfn {pfn:#x} is no longer a folio page"));
+            if folio.put() {
+                free(folio);
+                freed += 1;
+            }
+        }
+        freed
+    }
+}
+
+/// Removes every mapping in `[start, end)` (leaves and, for now, any
+/// swap or migration entry) as the module doc says, gathering the
+/// references into `gather`. `free` receives folios that a split left
+/// without any reference. `hooks` are used only to split a 2 MiB leaf cut
+/// by the range (break-before-make); the removed entries are flushed by the
+/// caller through `gather.flush`.
+#[allow(clippy::too_many_arguments)]
+pub fn zap_range<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &'static Memmap,
+    start: VirtAddr,
+    end: VirtAddr,
+    gather: &mut Gather,
+    free: &mut dyn FnMut(Folio<'static>),
+) -> Result<(), PgError> {
+    split_huge_pmd_if_cut(table, mem, hooks, memmap, start)?;
+    split_huge_pmd_if_cut(table, mem, hooks, memmap, end)?;
+    let mut entries = Vec::new();
+    table.visit(mem, start, end, &mut |va, level, entry, _| entries.push((va, level, entry)));
+    // Huge folios some of whose PTEs went: head PFN -> pages unmapped.
+    let mut cut: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (va, level, entry) in entries {
+        let (_, flush) = table.clear(mem, va, level)?;
+        gather.flush = gather.take_flush().merge(flush);
+        let Decoded::Leaf(leaf) = entry else { continue };
+        match level {
+            Level::Pmd if is_huge_zero(memmap, &leaf) => {}
+            Level::Pmd => {
+                gather.pending.push(remove_pmd_mapping(memmap, leaf.frame).pfn());
+            }
+            _ => {
+                let folio = remove_pte_mapping(memmap, leaf.frame);
+                gather.pending.push(leaf.frame.pfn());
+                if folio.is_large() {
+                    cut.entry(folio.pfn()).or_default().push((leaf.frame.pfn() - folio.pfn()) as usize);
+                }
+            }
+        }
+    }
+    for (head, pages) in cut {
+        let folio = folio_of(memmap, head).expect("a gathered reference keeps the folio");
+        if folio.total_mapcount() == 0 {
+            continue; // wholly unmapped: the gathered references free it whole
+        }
+        let mut held = [0u16; HPAGE_NR];
+        for &i in &pages {
+            held[i] += 1;
+        }
+        // Refused splits leave the folio whole (module doc).
+        let _ = try_split_folio(table, mem, folio, |i| held.get(i).copied().unwrap_or(0) as i32, free);
+    }
+    Ok(())
+}
+
+/// Changes the rights of every present leaf in `[start, end)` to `prot`,
+/// except that a read-only leaf stays read-only (module doc). Returns the
+/// flush owed (rights taken away).
+pub fn protect_range<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &'static Memmap,
+    start: VirtAddr,
+    end: VirtAddr,
+    prot: Prot,
+) -> Result<Flush, PgError> {
+    split_huge_pmd_if_cut(table, mem, hooks, memmap, start)?;
+    split_huge_pmd_if_cut(table, mem, hooks, memmap, end)?;
+    let mut leaves = Vec::new();
+    table.visit(mem, start, end, &mut |va, level, entry, _| {
+        if let Decoded::Leaf(leaf) = entry {
+            leaves.push((va, level, leaf));
+        }
+    });
+    let mut flush = Flush::none(table.root());
+    for (va, level, leaf) in leaves {
+        let new = Leaf { prot: Prot { writable: prot.writable && leaf.prot.writable, ..prot }, ..leaf };
+        if new != leaf {
+            flush = flush.merge(table.update_leaf(mem, va, level, new)?);
+        }
+    }
+    Ok(flush)
+}
+
+/// Why fork could not copy the space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkError {
+    /// No memory for a copy of a pinned page or for the child's tables.
+    OutOfMemory { va: VirtAddr },
+    /// A leaf that is not an anonymous folio page (a kernel bug).
+    NotAnon { va: VirtAddr, pfn: u64 },
+    /// The child's table refused an entry.
+    Table { va: VirtAddr, error: PgError },
+}
+
+/// Copies every present leaf of `parent` in `[start, end)` into `child`
+/// for fork (module doc). On success returns the flush the parent owes
+/// (leaves made read-only), which must reach every CPU before the parent's
+/// lock is dropped. On error the parent is left as it was give or take
+/// write protection (flush `partial` all the same), and the child holds
+/// what was copied so far (tear it down).
+#[allow(clippy::too_many_arguments)]
+pub fn fork_range<F: PageTableFormat>(
+    parent: &PageTable<F>,
+    child: &PageTable<F>,
+    mem: &impl TableMemory,
+    frames: &impl FrameSource,
+    child_handle: u64,
+    start: VirtAddr,
+    end: VirtAddr,
+    partial: &mut Flush,
+) -> Result<(), ForkError> {
+    let memmap = frames.memmap();
+    let mut leaves = Vec::new();
+    parent.visit(mem, start, end, &mut |va, level, entry, _| {
+        if let Decoded::Leaf(leaf) = entry {
+            leaves.push((va, level, leaf));
+        }
+    });
+    let map_child = |va: VirtAddr, leaf: Leaf| {
+        child.map(mem, va, leaf).map(Flush::ignore).map_err(|error| match error {
+            PgError::OutOfMemory => ForkError::OutOfMemory { va },
+            error => ForkError::Table { va, error },
+        })
+    };
+    for (va, level, leaf) in leaves {
+        let huge = level == Level::Pmd;
+        if huge && is_huge_zero(memmap, &leaf) {
+            map_child(va, leaf)?;
+            continue;
+        }
+        let pfn = leaf.frame.pfn();
+        let folio = folio_of(memmap, pfn)
+            .filter(|f| f.test_flag(PageFlag::SwapBacked))
+            .ok_or(ForkError::NotAnon { va, pfn })?;
+        if folio.maybe_pinned() {
+            // §8: the parent keeps its page exclusive and writable; the
+            // child gets a copy now.
+            let copy = if huge {
+                let copy = frames
+                    .alloc_anon_huge(child_handle, va.as_u64() >> 12)
+                    .ok_or(ForkError::OutOfMemory { va })?;
+                for i in 0..HPAGE_NR as u64 {
+                    frames.copy_page(
+                        PhysAddr::new(copy.as_u64() + i * 4096),
+                        PhysAddr::new(leaf.frame.as_u64() + i * 4096),
+                    );
+                }
+                copy
+            } else {
+                let copy = frames
+                    .alloc_anon_page(child_handle, va.as_u64() >> 12)
+                    .ok_or(ForkError::OutOfMemory { va })?;
+                frames.copy_page(copy, leaf.frame);
+                copy
+            };
+            if let Err(e) = map_child(va, Leaf { frame: copy, dirty: true, ..leaf }) {
+                if huge {
+                    frames.release_anon_huge(copy);
+                } else {
+                    frames.release_anon_page(copy);
+                }
+                return Err(e);
+            }
+            continue;
+        }
+        let shared = Leaf { prot: Prot { writable: false, ..leaf.prot }, ..leaf };
+        map_child(va, shared)?;
+        folio.get();
+        if huge {
+            folio.add_entire_mapcount(1);
+            folio.page(0).clear_flag(PageFlag::AnonExclusive);
+        } else {
+            let i = (pfn - folio.pfn()) as usize;
+            folio.add_page_mapcount(i, 1);
+            folio.page(i).clear_flag(PageFlag::AnonExclusive);
+        }
+        if leaf.prot.writable {
+            // Known gap: on x86 a CPU may set the dirty bit between our
+            // read and this write; nothing reads dirty for anonymous pages
+            // yet (no swap).
+            let f =
+                parent.update_leaf(mem, va, level, shared).map_err(|error| ForkError::Table { va, error })?;
+            *partial = core::mem::replace(partial, Flush::none(parent.root())).merge(f);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! Transparent huge pages for anonymous memory: order-9 folios mapped by
+//! one 2 MiB PMD leaf, the huge zero folio, and the two kinds of split.
+//!
+//! ## The folios
+//!
+//! - **A huge anon folio** ([`alloc_anon_huge_folio`]) is prepared while
+//!   unpublished, like an order-0 one ([`crate::anon`]): `SwapBacked`,
+//!   `AnonExclusive` on the head (for a PMD mapping the head's bit speaks
+//!   for the whole folio), mapping and index of its first page, **entire
+//!   mapcount 1** (the one PMD about to be written), every page's mapcount
+//!   0, refcount 1. A PMD mapping holds one reference.
+//! - **The huge zero folio** ([`alloc_huge_zero_folio`]): one zeroed
+//!   order-9 folio for the whole kernel, mapping [`HUGE_ZERO_MAPPING`], not
+//!   `SwapBacked`, one reference held forever. A read fault in a huge-page
+//!   eligible range maps it read-only with a PMD; its mappings are not
+//!   counted (it is never freed, and nobody needs to find them). A write to
+//!   it replaces the PMD with a fresh huge folio. Recognising it
+//!   ([`is_huge_zero`]) looks at a *decoded present leaf* only: the PFN of
+//!   a migration or swap entry must never be taken for it (seed 001).
+//!
+//! ## Splitting a PMD ([`split_huge_pmd`])
+//!
+//! Any change that covers part of a 2 MiB leaf (munmap, mprotect, madvise,
+//! a copy on write) first replaces it with a table of 512 PTEs:
+//! - the huge zero PMD is cleared and flushed: the range refaults 4 KiB
+//!   zero pages on demand;
+//! - an anon PMD becomes 512 PTEs of the same frames, same protection,
+//!   dirty and young (break-before-make, `PageTable::split_pmd`); the
+//!   counts move from the folio to its pages: every page's mapcount +1,
+//!   the entire mapcount −1, and the references +511 (each PTE holds one);
+//!   when the head was `AnonExclusive` every page becomes so;
+//! - a PMD migration or swap entry becomes 512 PTE entries of the same
+//!   kind (seed 001); no count changes: nothing is mapped.
+//!
+//! ## Splitting a folio ([`try_split_folio`])
+//!
+//! A PTE-mapped huge folio whose pages are partly unmapped is split into
+//! 512 order-0 folios, so the pages nobody maps go back to the allocator.
+//! The rule (mm-reference §4): hold the folio lock, see that it is not
+//! pinned, then **freeze** the refcount at exactly the references the
+//! caller can account for (one per mapping, plus the caller's own), so no
+//! other CPU can take a reference while the descriptors change. Here every
+//! mapping must be a PTE of the one table the caller has locked (a folio
+//! shared with a fork child is left whole: its other mappings could go
+//! away under us, and reaching them would need the other spaces' locks).
+//! A count that does not match (a `FOLL_GET` reference, a pin) makes the
+//! split fail and leaves everything as it was.
+//!
+//! ## Locks
+//!
+//! Every function here runs under the lock of the address space whose
+//! table it changes (the kernel's address-space lock), which also
+//! serialises the mapcounts of the folios that table maps. Flushes go
+//! through the caller's [`TlbHooks`], which must reach every CPU that may
+//! hold a translation of the space.
+
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::folio::{folio_of, Folio};
+use crate::frame::{AllocError, AllocKind, FrameAllocator};
+use crate::page::{Memmap, PageFlag};
+use crate::pgtable::{Decoded, Leaf, Level, PageSize, PageTable, PageTableFormat, PgError};
+use crate::pgtable::{TableMemory, TlbHooks};
+
+/// The order of a huge folio (2 MiB of 4 KiB pages).
+pub const HPAGE_ORDER: u8 = 9;
+/// Pages in a huge folio.
+pub const HPAGE_NR: usize = 1 << HPAGE_ORDER;
+/// Bytes a PMD leaf maps.
+pub const HPAGE_SIZE: u64 = 2 << 20;
+/// The mapping value that marks the huge zero folio (no anon space has it:
+/// handles are root-table PFNs).
+pub const HUGE_ZERO_MAPPING: u64 = u64::MAX;
+
+/// A new anonymous huge folio for the 2 MiB block whose first page is
+/// `index` in the space `handle`, zeroed by `zero` (given the first frame;
+/// it must clear all 2 MiB), prepared as the module doc says and
+/// published. The caller maps it with one PMD.
+pub fn alloc_anon_huge_folio(
+    frames: &FrameAllocator,
+    kind: AllocKind,
+    handle: u64,
+    index: u64,
+    zero: impl FnOnce(PhysAddr),
+) -> Result<Folio<'static>, AllocError> {
+    debug_assert!(index.is_multiple_of(HPAGE_NR as u64), "alloc_anon_huge_folio: index {index:#x} unaligned");
+    let mut folio = frames.alloc_folio(HPAGE_ORDER, kind)?;
+    zero(PhysAddr::new(folio.pfn() << 12));
+    folio.nonatomic_set_flag(PageFlag::SwapBacked);
+    folio.nonatomic_set_flag(PageFlag::AnonExclusive);
+    folio.set_mapping(handle, index);
+    folio.set_entire_mapcount(1);
+    Ok(folio.publish())
+}
+
+/// The huge zero folio: an order-9 folio zeroed by `zero`, marked with
+/// [`HUGE_ZERO_MAPPING`], holding one reference that is never dropped.
+pub fn alloc_huge_zero_folio(
+    frames: &FrameAllocator,
+    zero: impl FnOnce(PhysAddr),
+) -> Result<Folio<'static>, AllocError> {
+    let mut folio = frames.alloc_folio(HPAGE_ORDER, AllocKind::Normal)?;
+    zero(PhysAddr::new(folio.pfn() << 12));
+    folio.nonatomic_set_flag(PageFlag::Uptodate);
+    folio.set_mapping(HUGE_ZERO_MAPPING, 0);
+    Ok(folio.publish())
+}
+
+/// True when the present PMD leaf `leaf` maps the huge zero folio. Takes a
+/// decoded [`Leaf`] on purpose: only a present entry has a frame to look
+/// at (seed 001).
+pub fn is_huge_zero(memmap: &Memmap, leaf: &Leaf) -> bool {
+    leaf.size == PageSize::Size2M
+        && folio_of(memmap, leaf.frame.pfn()).is_some_and(|f| is_huge_zero_folio(&f))
+}
+
+/// True when `folio` is the huge zero folio.
+pub fn is_huge_zero_folio(folio: &Folio<'_>) -> bool {
+    folio.mapping() == HUGE_ZERO_MAPPING && !folio.test_flag(PageFlag::SwapBacked)
+}
+
+/// Drops the PMD mapping of the huge folio at `pa`, whose entry the caller
+/// has just cleared: the entire mapcount goes down by one; the folio keeps
+/// the mapping's reference until the flush is over (drop it then, as for a
+/// PTE: [`crate::anon::put_anon_folio`]).
+///
+/// # Panics
+///
+/// When `pa` is not the head of a huge folio mapped by a PMD (a kernel bug).
+pub fn remove_pmd_mapping(memmap: &Memmap, pa: PhysAddr) -> Folio<'_> {
+    let pfn = pa.pfn();
+    let folio = folio_of(memmap, pfn)
+        .filter(|f| f.pfn() == pfn && f.order() == HPAGE_ORDER)
+        .unwrap_or_else(|| panic!("remove_pmd_mapping: pfn {pfn:#x} is not a huge folio's head"));
+    let old = folio.entire_mapcount();
+    assert!(old > 0, "remove_pmd_mapping: pfn {pfn:#x} was not PMD-mapped");
+    folio.add_entire_mapcount(-1);
+    folio
+}
+
+/// What [`split_huge_pmd`] found at the PMD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PmdSplit {
+    /// A table (already split) or nothing: there was nothing to split.
+    NotHuge,
+    /// The huge zero PMD: cleared; the range refaults.
+    ZeroCleared,
+    /// An anon PMD became 512 PTEs; the counts moved to the pages.
+    Anon,
+    /// A swap or migration PMD became 512 PTE entries.
+    NonPresent,
+}
+
+/// Splits the 2 MiB entry covering `va`, if there is one, as the module
+/// doc says. The caller holds the space's lock; `hooks` flush every CPU
+/// (the break-before-make of a present leaf happens inside).
+pub fn split_huge_pmd<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &Memmap,
+    va: VirtAddr,
+) -> Result<PmdSplit, PgError> {
+    let block = va.align_down(HPAGE_SIZE);
+    match table.lookup(mem, block) {
+        (Level::Pmd, Decoded::Leaf(leaf)) => {
+            if is_huge_zero(memmap, &leaf) {
+                let (_, flush) = table.clear(mem, block, Level::Pmd)?;
+                flush.flush(hooks);
+                return Ok(PmdSplit::ZeroCleared);
+            }
+            let folio = folio_of(memmap, leaf.frame.pfn())
+                .filter(|f| f.pfn() == leaf.frame.pfn() && f.order() == HPAGE_ORDER)
+                .ok_or(PgError::WrongKind { va: block, level: Level::Pmd })?;
+            table.split_pmd(mem, hooks, block)?;
+            let exclusive = folio.page(0).test_flag(PageFlag::AnonExclusive);
+            for i in 0..HPAGE_NR {
+                folio.add_page_mapcount(i, 1);
+                if exclusive {
+                    folio.page(i).set_flag(PageFlag::AnonExclusive);
+                }
+            }
+            for _ in 1..HPAGE_NR {
+                folio.get();
+            }
+            folio.add_entire_mapcount(-1);
+            Ok(PmdSplit::Anon)
+        }
+        (Level::Pmd, Decoded::NonPresent(_)) => {
+            table.split_pmd(mem, hooks, block)?;
+            Ok(PmdSplit::NonPresent)
+        }
+        _ => Ok(PmdSplit::NotHuge),
+    }
+}
+
+/// Splits the 2 MiB entry covering `va` when `va` is not on a 2 MiB
+/// boundary (an operation's range starts or ends inside it).
+pub fn split_huge_pmd_if_cut<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &Memmap,
+    va: VirtAddr,
+) -> Result<PmdSplit, PgError> {
+    if va.is_aligned(HPAGE_SIZE) {
+        return Ok(PmdSplit::NotHuge);
+    }
+    split_huge_pmd(table, mem, hooks, memmap, va)
+}
+
+/// Why [`try_split_folio`] left a folio whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitRefused {
+    /// Already order 0.
+    Small,
+    /// Still mapped by a PMD (split the PMD first).
+    PmdMapped,
+    /// Pinned (`FOLL_PIN`): its pages must not change under DMA.
+    Pinned,
+    /// Somebody else holds the folio lock.
+    Locked,
+    /// Mapped by another space too (fork): its other mappings are out of reach.
+    MappedElsewhere,
+    /// More references than mappings and the caller's: a `FOLL_GET` user.
+    Referenced,
+}
+
+/// Splits the PTE-mapped huge anonymous folio `folio` into order-0 folios
+/// (module doc, "Splitting a folio"). Every mapping of it must be a PTE of
+/// `table` (which the caller has locked), at the addresses its index says.
+/// `held(i)` is the number of references the caller holds on page `i`
+/// beyond the mappings: typically 1 for each page whose PTE it has just
+/// cleared and whose reference it will drop after the flush. After the
+/// split each page's folio holds its own mappings' references and
+/// `held(i)`; a page left with none is given to `free` at once.
+pub fn try_split_folio<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    folio: Folio<'static>,
+    held: impl Fn(usize) -> i32,
+    free: &mut dyn FnMut(Folio<'static>),
+) -> Result<(), SplitRefused> {
+    if !folio.is_large() {
+        return Err(SplitRefused::Small);
+    }
+    if folio.entire_mapcount() != 0 {
+        return Err(SplitRefused::PmdMapped);
+    }
+    if folio.maybe_pinned() {
+        return Err(SplitRefused::Pinned);
+    }
+    // Every mapping must be one of this table's PTEs.
+    let start = VirtAddr::new(folio.index() << 12);
+    let end = VirtAddr::new(start.as_u64() + (folio.nr_pages() as u64) * 4096);
+    let mut ours = 0i32;
+    table.visit(mem, start, end, &mut |_, level, entry, _| {
+        if let (Level::Pte, Decoded::Leaf(leaf)) = (level, entry) {
+            let pfn = leaf.frame.pfn();
+            if pfn >= folio.pfn() && pfn < folio.pfn() + folio.nr_pages() as u64 {
+                ours += 1;
+            }
+        }
+    });
+    if ours != folio.total_mapcount() {
+        return Err(SplitRefused::MappedElsewhere);
+    }
+    if !folio.try_lock() {
+        return Err(SplitRefused::Locked);
+    }
+    let expected: i32 = ours + (0..folio.nr_pages()).map(&held).sum::<i32>();
+    if !folio.try_freeze(expected) {
+        folio.unlock();
+        return Err(SplitRefused::Referenced);
+    }
+    let nr = folio.nr_pages();
+    let memmap = folio.memmap();
+    folio.split_frozen(|i| folio.page_mapcount(i) + held(i));
+    folio.unlock();
+    for i in 0..nr {
+        let page = folio_of(memmap, folio.pfn() + i as u64).expect("split_frozen made every page a folio");
+        if page.refcount() == 0 {
+            free(page);
+        }
+    }
+    Ok(())
+}
