@@ -270,6 +270,17 @@ impl AddressSpace {
         self.nr_faults.load(core::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The page-table dump (`mm::ptdump`) of `[start, end)`: one line per
+    /// run of like entries, e.g. `PMD 2M x1 rw- u D A -> ...` for a huge page.
+    pub fn dump(&self, start: VirtAddr, end: VirtAddr) -> String {
+        let guard = self.lock();
+        let mut out = String::new();
+        if let Some(inner) = guard.as_ref() {
+            let _ = mm::ptdump::dump(&inner.table, &KernelTables, start, end, &mut out);
+        }
+        out
+    }
+
     /// Maps `len` bytes of anonymous memory anywhere, aligned to `align`.
     pub fn mmap(&self, len: u64, align: u64, prot: VmaProt) -> Result<VirtAddr, VmaError> {
         let mut guard = self.lock();
@@ -942,6 +953,301 @@ fn cow_copy_reaches_readers_on_every_cpu(_: &TestEnv<'_>) -> Result<(), String> 
     Ok(())
 }
 
+// ---------------------------------------------------------------- THP tests
+
+const HUGE: u64 = mm::thp::HPAGE_SIZE;
+
+/// The level and leaf that map `va`, read under the space's lock.
+fn leaf_at(space: &AddressSpace, va: u64) -> Result<Option<(mm::pgtable::Level, mm::pgtable::Leaf)>, String> {
+    let guard = space.lock();
+    let inner = guard.as_ref().ok_or("torn down")?;
+    Ok(match inner.table.lookup(&KernelTables, VirtAddr::new(va)) {
+        (level, mm::pgtable::Decoded::Leaf(leaf)) => Some((level, leaf)),
+        _ => None,
+    })
+}
+
+/// Wants a 2 MiB leaf of a huge folio (not the zero one) at `block`, with
+/// the folio counts `(entire mapcount, refcount)`.
+fn want_thp(space: &AddressSpace, block: u64, counts: (i32, i32), when: &str) -> Result<(), String> {
+    match leaf_at(space, block)? {
+        Some((mm::pgtable::Level::Pmd, leaf)) => {
+            let folio = mm::folio::folio_of(memory::frame_allocator().memmap(), leaf.frame.pfn())
+                .ok_or(format!("{when}: the PMD maps {}, not a folio", leaf.frame))?;
+            if mm::thp::is_huge_zero_folio(&folio) {
+                return Err(format!("{when}: {block:#x} maps the huge zero folio"));
+            }
+            let got = (folio.entire_mapcount(), folio.refcount());
+            if folio.order() != 9 || got != counts {
+                return Err(format!(
+                    "{when}: order {} (entire mapcount, refcount) = {got:?}, expected order 9 {counts:?}",
+                    folio.order()
+                ));
+            }
+            Ok(())
+        }
+        other => Err(format!("{when}: {block:#x} is mapped by {other:?}, not a PMD leaf")),
+    }
+}
+
+/// A 2 MiB-aligned area of `blocks` huge blocks, THP on.
+fn huge_area(space: &AddressSpace, blocks: u64) -> Result<u64, String> {
+    let base = space.mmap(blocks * HUGE, HUGE, RW).map_err(|e| format!("mmap: {e:?}"))?;
+    space.madvise(base, blocks * HUGE, Advice::HugePage).map_err(|e| format!("madvise: {e:?}"))?;
+    Ok(base.as_u64())
+}
+
+fn thp_write_fault_maps_one_2mib_leaf(_: &TestEnv<'_>) -> Result<(), String> {
+    let space = AddressSpace::new()?;
+    let base = huge_area(&space, 2)?;
+    let free = memory::nr_free_frames();
+    run_in(&space, move || {
+        store(base + 0x1234, 0x5a);
+        store(base + HUGE - 1, 0xa5);
+    })?;
+    want_thp(&space, base, (1, 1), "after the write")?;
+    if space.nr_thp_faults() != 1 || free - memory::nr_free_frames() < 512 {
+        return Err(format!(
+            "{} huge faults, {} frames used",
+            space.nr_thp_faults(),
+            free - memory::nr_free_frames()
+        ));
+    }
+    let dump = space.dump(VirtAddr::new(base), VirtAddr::new(base + 2 * HUGE));
+    if !dump.lines().any(|l| l.contains("PMD 2M") && l.contains("rw-")) || dump.lines().count() != 1 {
+        return Err(format!("the dump does not show one writable 2 MiB leaf:\n{dump}"));
+    }
+    // Every other byte of the 2 MiB reads zero; ours read back.
+    let bad = run_in(&space, move || {
+        (0..512u64)
+            .map(|p| base + p * 4096 + 8)
+            .find(|&a| load(a) != 0)
+            .or_else(|| (load(base + 0x1234) != 0x5a || load(base + HUGE - 1) != 0xa5).then_some(base))
+    })?;
+    if let Some(at) = bad {
+        return Err(format!("wrong byte at {at:#x}"));
+    }
+    let stats = check_space(&space, "after the faults")?;
+    if (stats.nr_pmd_leaves, stats.nr_pages_mapped, stats.nr_folios) != (1, 512, 1) {
+        return Err(format!("checker saw {stats:?}"));
+    }
+    let before = memory::nr_free_frames();
+    space.munmap(VirtAddr::new(base), 2 * HUGE).map_err(|e| format!("munmap: {e:?}"))?;
+    if memory::nr_free_frames() - before != 512 {
+        return Err(format!("munmap freed {} frames, expected 512", memory::nr_free_frames() - before));
+    }
+    Ok(())
+}
+
+fn thp_read_maps_the_huge_zero_folio_and_a_write_replaces_it(_: &TestEnv<'_>) -> Result<(), String> {
+    let space = AddressSpace::new()?;
+    let base = huge_area(&space, 1)?;
+    let free = memory::nr_free_frames();
+    let sum = run_in(&space, move || (0..512u64).map(|p| load(base + p * 4096) as u64).sum::<u64>())?;
+    if sum != 0 || space.nr_thp_zero() != 1 {
+        return Err(format!("read sum {sum}, {} huge zero faults", space.nr_thp_zero()));
+    }
+    match leaf_at(&space, base)? {
+        Some((mm::pgtable::Level::Pmd, leaf)) if !leaf.prot.writable => {
+            if memory::huge_zero() != Some(leaf.frame) {
+                return Err(format!("the read-only PMD maps {}, not the huge zero folio", leaf.frame));
+            }
+        }
+        other => return Err(format!("after the read: {other:?}")),
+    }
+    // Page-table frames at most, not 2 MiB.
+    let used = free - memory::nr_free_frames();
+    if used > 3 {
+        return Err(format!("mapping the huge zero folio used {used} frames"));
+    }
+    check_space(&space, "after the read")?;
+    run_in(&space, move || store(base + 0x10_0000, 7))?;
+    want_thp(&space, base, (1, 1), "after the write")?;
+    let ok = run_in(&space, move || load(base + 0x10_0000) == 7 && load(base) == 0)?;
+    if !ok || space.nr_thp_faults() != 1 {
+        return Err(format!("data wrong or {} huge faults", space.nr_thp_faults()));
+    }
+    check_space(&space, "after the write")?;
+    Ok(())
+}
+
+/// Fills every page of `[base, base + pages * 4096)` with its number.
+fn fill(space: &Arc<AddressSpace>, base: u64, pages: u64, tag: u8) -> Result<(), String> {
+    run_in(space, move || {
+        for p in 0..pages {
+            store(base + p * 4096 + (p % 4000), p as u8 ^ tag);
+        }
+    })
+}
+
+/// The first page of `[base, base + pages * 4096)` that does not hold what
+/// [`fill`] wrote (pages in `skip` are not checked).
+fn first_wrong(
+    space: &Arc<AddressSpace>,
+    base: u64,
+    pages: u64,
+    tag: u8,
+    skip: core::ops::Range<u64>,
+) -> Result<Option<u64>, String> {
+    run_in(space, move || {
+        (0..pages)
+            .filter(|p| !skip.contains(p))
+            .find(|&p| load(base + p * 4096 + (p % 4000)) != p as u8 ^ tag)
+    })
+}
+
+fn thp_partial_munmap_keeps_the_rest_with_its_data(_: &TestEnv<'_>) -> Result<(), String> {
+    let space = AddressSpace::new()?;
+    let base = huge_area(&space, 1)?;
+    fill(&space, base, 512, 0x3c)?;
+    want_thp(&space, base, (1, 1), "after the fill")?;
+    let before = memory::nr_free_frames();
+    // Cut pages 100..356 out of the middle.
+    space.munmap(VirtAddr::new(base + 100 * 4096), 256 * 4096).map_err(|e| format!("munmap: {e:?}"))?;
+    let freed = memory::nr_free_frames() as i64 - before as i64;
+    // 256 pages come back; the split may have taken one page-table frame.
+    if !(255..=256).contains(&freed) {
+        return Err(format!("the partial munmap freed {freed} frames, expected 256 (less a PTE table)"));
+    }
+    if let Some(p) = first_wrong(&space, base, 512, 0x3c, 100..356)? {
+        return Err(format!("page {p} lost its data"));
+    }
+    let stats = check_space(&space, "after the partial munmap")?;
+    if (stats.nr_pmd_leaves, stats.nr_pte_leaves, stats.nr_folios) != (0, 256, 256) {
+        return Err(format!("checker saw {stats:?}: expected 256 PTEs of 256 order-0 folios"));
+    }
+    let h = space.spawn(None, "hole", move || load(base + 200 * 4096))?;
+    match h.join_or_killed() {
+        Err(why) if why.contains("NoMapping") => Ok(()),
+        other => Err(format!("a load in the hole: {other:?}")),
+    }
+}
+
+fn thp_mprotect_and_madvise_on_part_split_the_pmd(_: &TestEnv<'_>) -> Result<(), String> {
+    let space = AddressSpace::new()?;
+    let base = huge_area(&space, 1)?;
+    fill(&space, base, 512, 0x11)?;
+    space.mprotect(VirtAddr::new(base + 64 * 4096), 64 * 4096, RO).map_err(|e| format!("mprotect: {e:?}"))?;
+    check_space(&space, "after the mprotect")?;
+    match leaf_at(&space, base + 64 * 4096)? {
+        Some((mm::pgtable::Level::Pte, leaf)) if !leaf.prot.writable => {}
+        other => return Err(format!("the protected part is mapped by {other:?}")),
+    }
+    let h = space.spawn(None, "ro writer", move || store(base + 100 * 4096, 1))?;
+    match h.join_or_killed() {
+        Err(why) if why.contains("NotAllowed") => {}
+        other => return Err(format!("a write to the read-only part: {other:?}")),
+    }
+    // The writable rest still takes writes, and every page keeps its data.
+    run_in(&space, move || store(base + 300 * 4096 + 300, 300u64 as u8 ^ 0x11))?;
+    if let Some(p) = first_wrong(&space, base, 512, 0x11, 0..0)? {
+        return Err(format!("page {p} lost its data after mprotect"));
+    }
+    // Back to read-write: the next write faults once and reuses the page.
+    space
+        .mprotect(VirtAddr::new(base + 64 * 4096), 64 * 4096, RW)
+        .map_err(|e| format!("mprotect back: {e:?}"))?;
+    let reuses = space.nr_cow_reuses();
+    run_in(&space, move || store(base + 70 * 4096 + 70, 70 ^ 0x11))?;
+    if space.nr_cow_reuses() != reuses + 1 {
+        return Err(String::from("the write after mprotect(RW) did not reuse the exclusive page"));
+    }
+    // DONTNEED on another part: those pages read zero afterwards.
+    space
+        .madvise(VirtAddr::new(base + 400 * 4096), 16 * 4096, Advice::DontNeed)
+        .map_err(|e| format!("madvise: {e:?}"))?;
+    check_space(&space, "after MADV_DONTNEED")?;
+    if let Some(p) = first_wrong(&space, base, 512, 0x11, 400..416)? {
+        return Err(format!("page {p} lost its data after MADV_DONTNEED"));
+    }
+    let nonzero = run_in(&space, move || (400..416u64).find(|p| load(base + p * 4096 + p % 4000) != 0))?;
+    if let Some(p) = nonzero {
+        return Err(format!("page {p} is not zero after MADV_DONTNEED"));
+    }
+    // NOHUGEPAGE on half the block: it can no longer be one leaf.
+    space
+        .madvise(VirtAddr::new(base + HUGE / 2), HUGE / 2, Advice::NoHugePage)
+        .map_err(|e| format!("madvise: {e:?}"))?;
+    check_space(&space, "after MADV_NOHUGEPAGE")?;
+    Ok(())
+}
+
+fn thp_fork_with_both_sides_writing(_: &TestEnv<'_>) -> Result<(), String> {
+    let parent = AddressSpace::new()?;
+    let base = huge_area(&parent, 1)?;
+    fill(&parent, base, 512, 0x22)?;
+    let child = parent.fork()?;
+    check_family(&parent, &child, "after fork")?;
+    want_thp(&parent, base, (2, 2), "after fork")?;
+    // Both sides write pages of their own at once; each copy splits that
+    // side's PMD.
+    let hp = parent.spawn(None, "parent writer", move || {
+        (0..512u64).step_by(7).for_each(|p| store(base + p * 4096 + (p % 4000), 0xee))
+    })?;
+    let hc = child.spawn(None, "child writer", move || {
+        (3..512u64).step_by(11).for_each(|p| store(base + p * 4096 + (p % 4000), 0xdd))
+    })?;
+    hp.join();
+    hc.join();
+    check_family(&parent, &child, "after the writes")?;
+    let check = |mine: fn(u64) -> bool, tag: u8| {
+        move || -> Option<u64> {
+            (0..512u64).find(|&p| {
+                let want = if mine(p) { tag } else { p as u8 ^ 0x22 };
+                load(base + p * 4096 + (p % 4000)) != want
+            })
+        }
+    };
+    if let Some(p) = run_in(&parent, check(|p| p % 7 == 0, 0xee))? {
+        return Err(format!("parent page {p} wrong"));
+    }
+    if let Some(p) = run_in(&child, check(|p| p >= 3 && (p - 3) % 11 == 0, 0xdd))? {
+        return Err(format!("child page {p} wrong"));
+    }
+    drop(parent);
+    check_space(&child, "after the parent is gone")?;
+    Ok(())
+}
+
+fn thp_concurrent_faults_on_one_block_make_one_thp(_: &TestEnv<'_>) -> Result<(), String> {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    let cpus: Vec<usize> = sched::online_cpus().collect();
+    let space = AddressSpace::new()?;
+    let base = huge_area(&space, 1)?;
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for (slot, &cpu) in cpus.iter().enumerate() {
+        let ready = ready.clone();
+        let n = cpus.len();
+        handles.push(space.spawn(Some(cpu), "thp racer", move || {
+            ready.fetch_add(1, Ordering::AcqRel);
+            while ready.load(Ordering::Acquire) < n {
+                core::hint::spin_loop();
+            }
+            // Every CPU writes its own page of the same block at once.
+            store(base + (slot as u64 * 97 + 1) * 4096, slot as u8 + 1);
+        })?);
+    }
+    for h in handles {
+        h.join();
+    }
+    want_thp(&space, base, (1, 1), "after the racing faults")?;
+    if space.nr_thp_faults() != 1 {
+        return Err(format!("{} huge faults for one block", space.nr_thp_faults()));
+    }
+    let n = cpus.len();
+    let bad =
+        run_in(&space, move || (0..n).find(|&s| load(base + (s as u64 * 97 + 1) * 4096) != s as u8 + 1))?;
+    if let Some(s) = bad {
+        return Err(format!("the write of CPU slot {s} is lost"));
+    }
+    let stats = check_space(&space, "after the racing faults")?;
+    if (stats.nr_pmd_leaves, stats.nr_folios) != (1, 1) {
+        return Err(format!("checker saw {stats:?}"));
+    }
+    Ok(())
+}
+
 pub(crate) const TESTS: &[Test] = &[
     Test { name: "vm::demand_zero_pages_fill_on_touch", run: demand_zero_pages_fill_on_touch },
     Test { name: "vm::bad_accesses_end_only_the_task", run: bad_accesses_end_only_the_task },
@@ -956,4 +1262,22 @@ pub(crate) const TESTS: &[Test] = &[
         run: cow_reuses_a_page_the_other_side_unmapped,
     },
     Test { name: "vm::cow_copy_reaches_readers_on_every_cpu", run: cow_copy_reaches_readers_on_every_cpu },
+    Test { name: "vm::thp_write_fault_maps_one_2mib_leaf", run: thp_write_fault_maps_one_2mib_leaf },
+    Test {
+        name: "vm::thp_read_maps_the_huge_zero_folio_and_a_write_replaces_it",
+        run: thp_read_maps_the_huge_zero_folio_and_a_write_replaces_it,
+    },
+    Test {
+        name: "vm::thp_partial_munmap_keeps_the_rest_with_its_data",
+        run: thp_partial_munmap_keeps_the_rest_with_its_data,
+    },
+    Test {
+        name: "vm::thp_mprotect_and_madvise_on_part_split_the_pmd",
+        run: thp_mprotect_and_madvise_on_part_split_the_pmd,
+    },
+    Test { name: "vm::thp_fork_with_both_sides_writing", run: thp_fork_with_both_sides_writing },
+    Test {
+        name: "vm::thp_concurrent_faults_on_one_block_make_one_thp",
+        run: thp_concurrent_faults_on_one_block_make_one_thp,
+    },
 ];

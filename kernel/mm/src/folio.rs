@@ -396,6 +396,9 @@ impl<'a> Folio<'a> {
         assert_eq!(self.pincount(), 0, "split_frozen: pfn {pfn:#x} is pinned");
         assert!(self.is_locked(), "split_frozen: pfn {pfn:#x} is not locked");
         let nr = self.nr_pages();
+        // Every page's new count, asked before anything changes (`refs`
+        // may look at the folio as it was).
+        let refs: alloc::vec::Vec<i32> = (0..nr).map(refs).collect();
         const FOLIO_WIDE: [PageFlag; 5] = [
             PageFlag::SwapBacked,
             PageFlag::Dirty,
@@ -414,11 +417,11 @@ impl<'a> Folio<'a> {
             page.swap.store(swap.map_or(0, |s| s + i as u64), Ordering::Relaxed);
             page.mapping.store(mapping, Ordering::Relaxed);
         }
+        let pages: alloc::vec::Vec<&Page> = (0..nr).map(|i| self.page(i)).collect();
         self.head.set_order(0);
-        for i in (0..nr).rev() {
-            let r = refs(i);
-            debug_assert!(r >= 0, "split_frozen: page {i} gets {r} references");
-            self.page(i).refcount.store(r, Ordering::Release);
+        for (i, page) in pages.iter().enumerate().rev() {
+            debug_assert!(refs[i] >= 0, "split_frozen: page {i} gets {} references", refs[i]);
+            page.refcount.store(refs[i], Ordering::Release);
         }
     }
 
