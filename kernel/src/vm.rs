@@ -68,7 +68,8 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use mm::debug::Stats;
 use mm::fault::{FaultOutcome, FrameSource, MemFault};
-use mm::pgtable::{Flush, PageTable};
+use mm::gup::Hold;
+use mm::pgtable::{Flush, Level, PageTable};
 use mm::space::Gather;
 use mm::vma::{ThpMode, VmaError, VmaKind, VmaProt, VmaSet};
 use mm::{PhysAddr, VirtAddr};
@@ -270,6 +271,87 @@ impl AddressSpace {
         self.nr_faults.load(core::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Takes a hold (`mm::gup`: a plain reference or a pin) on each of the
+    /// `pages` pages from `start`, mapping them first as a fault would (and
+    /// for `write`, making them writable and dirty; for a pin, exclusive).
+    /// Returns their physical addresses; release them with
+    /// [`release_user_pages`]. All or nothing: on an error the holds
+    /// already taken are released and the message names the page.
+    pub fn get_user_pages(
+        &self,
+        start: VirtAddr,
+        pages: usize,
+        write: bool,
+        hold: Hold,
+    ) -> Result<Vec<PhysAddr>, String> {
+        let mut held = Vec::with_capacity(pages);
+        let error = {
+            let guard = self.lock();
+            let inner = guard.as_ref().ok_or("get_user_pages: address space torn down")?;
+            (0..pages as u64).find_map(|i| {
+                let va = VirtAddr::new(start.as_u64() + i * 4096);
+                match mm::gup::get_user_page(
+                    &inner.table,
+                    &inner.vmas,
+                    &KernelTables,
+                    &KernelFrames,
+                    &Shootdown,
+                    va,
+                    write,
+                    hold,
+                ) {
+                    Ok(pa) => {
+                        held.push(pa);
+                        None
+                    }
+                    Err(e) => Some(format!("get_user_pages: {va}: {e:?}")),
+                }
+            })
+        };
+        match error {
+            None => Ok(held),
+            Some(e) => {
+                release_user_pages(&held, hold);
+                Err(e)
+            }
+        }
+    }
+
+    /// The mappings of the anonymous folio mapped at `va`, over this
+    /// space's whole fork family (`mm::rmap`): `(space root, address,
+    /// level)` each, found under every member's lock.
+    pub fn rmap_of(&self, va: VirtAddr) -> Result<Vec<(PhysAddr, VirtAddr, Level)>, String> {
+        let memmap = memory::frame_allocator().memmap();
+        let mut members: Vec<Arc<AddressSpace>> =
+            self.family.members.lock().iter().filter_map(Weak::upgrade).collect();
+        members.sort_by_key(|s| s.root.as_u64());
+        let mut guards: Vec<IrqGuard<'_, Option<Inner>>> = members.iter().map(|m| m.lock()).collect();
+        let result = (|| {
+            let mine =
+                members.iter().position(|m| m.root == self.root).ok_or("rmap_of: not in its family")?;
+            let inner = guards[mine].as_ref().ok_or("rmap_of: torn down")?;
+            let pa =
+                inner.table.translate(&KernelTables, va).ok_or(format!("rmap_of: {va} is not mapped"))?;
+            let folio =
+                mm::folio::folio_of(memmap, pa.pfn()).ok_or(format!("rmap_of: {pa} is not a folio"))?;
+            let live: Vec<(PhysAddr, &PageTable<Format>)> = members
+                .iter()
+                .zip(&guards)
+                .filter_map(|(m, g)| g.as_ref().map(|i| (m.root, &i.table)))
+                .collect();
+            let tables: Vec<&PageTable<Format>> = live.iter().map(|(_, t)| *t).collect();
+            let mut found = Vec::new();
+            mm::rmap::rmap_walk(&folio, &tables, &KernelTables, &mut |m| {
+                found.push((live[m.space].0, m.va, m.level))
+            });
+            Ok(found)
+        })();
+        while let Some(g) = guards.pop() {
+            drop(g);
+        }
+        result
+    }
+
     /// The page-table dump (`mm::ptdump`) of `[start, end)`: one line per
     /// run of like entries, e.g. `PMD 2M x1 rw- u D A -> ...` for a huge page.
     pub fn dump(&self, start: VirtAddr, end: VirtAddr) -> String {
@@ -466,6 +548,17 @@ impl Drop for AddressSpace {
         let memmap = memory::frame_allocator().memmap();
         gather.release(memmap, &mut |f| memory::free_folio(f));
         inner.table.destroy(&KernelTables, KERNEL_SHARED);
+    }
+}
+
+/// Releases holds taken by [`AddressSpace::get_user_pages`] (no lock
+/// needed; a folio whose last reference that was is freed).
+pub fn release_user_pages(pages: &[PhysAddr], hold: Hold) {
+    let memmap = memory::frame_allocator().memmap();
+    for &pa in pages {
+        if let Some(folio) = mm::gup::release(memmap, pa, hold) {
+            memory::free_folio(folio);
+        }
     }
 }
 
@@ -1248,6 +1341,193 @@ fn thp_concurrent_faults_on_one_block_make_one_thp(_: &TestEnv<'_>) -> Result<()
     Ok(())
 }
 
+// ---------------------------------------------------------------- GUP and rmap tests
+
+/// Reads the byte at `pa` through the direct map: the kernel's view of a
+/// page it holds.
+fn kread(pa: PhysAddr) -> u8 {
+    // SAFETY: `pa` is in a RAM frame the caller holds (a reference or a
+    // pin from get_user_pages), mapped in the direct map; a byte read.
+    unsafe { core::ptr::read_volatile(memory::phys_to_virt(pa).as_u64() as *const u8) }
+}
+
+/// Writes the byte at `pa` through the direct map (as a device would
+/// through a pinned buffer).
+fn kwrite(pa: PhysAddr, v: u8) {
+    // SAFETY: as `kread`; the caller holds a write hold on the page.
+    unsafe { core::ptr::write_volatile(memory::phys_to_virt(pa).as_u64() as *mut u8, v) }
+}
+
+fn gup_write_pin_breaks_cow_and_makes_the_page_exclusive(_: &TestEnv<'_>) -> Result<(), String> {
+    let parent = AddressSpace::new()?;
+    let base = parent.mmap(4 * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    run_in(&parent, move || (0..4).for_each(|p| store(base + p * 4096, 0x40 | p as u8)))?;
+    let child = parent.fork()?;
+    // Page 1 is shared; a write pin in the parent must copy it first.
+    let pinned = parent.get_user_pages(VirtAddr::new(base + 4096), 1, true, Hold::Pin)?;
+    let state = folio_state(&parent, base + 4096)?;
+    let (pa, ca) = (translate(&parent, base + 4096)?, translate(&child, base + 4096)?);
+    if (state.0, state.2) != (1, true) || pa == ca || pa != pinned[0] {
+        release_user_pages(&pinned, Hold::Pin);
+        return Err(format!(
+            "after the write pin: {state:x?}, parent at {pa}, child at {ca}: COW not broken"
+        ));
+    }
+    check_family(&parent, &child, "with the pin")?;
+    // What the kernel writes through the pin, the parent reads; the child
+    // keeps the old byte.
+    kwrite(pinned[0], 0x99);
+    let (p, c) = (run_in(&parent, move || load(base + 4096))?, run_in(&child, move || load(base + 4096))?);
+    release_user_pages(&pinned, Hold::Pin);
+    if (p, c) != (0x99, 0x41) {
+        return Err(format!("parent reads {p:#x}, child {c:#x}; expected 0x99 and 0x41"));
+    }
+    check_family(&parent, &child, "after the unpin")?;
+    Ok(())
+}
+
+fn gup_pinned_page_across_fork_is_copied_for_the_child(_: &TestEnv<'_>) -> Result<(), String> {
+    let parent = AddressSpace::new()?;
+    let base = parent.mmap(2 * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    run_in(&parent, move || {
+        store(base, 1);
+        store(base + 4096, 2);
+    })?;
+    let pinned = parent.get_user_pages(VirtAddr::new(base), 1, true, Hold::Pin)?;
+    let child = parent.fork()?;
+    let result = (|| {
+        check_family(&parent, &child, "after fork with a pin")?;
+        // The pinned page stays the parent's, exclusive and writable; the
+        // child has its own copy. The unpinned page is shared.
+        let (pm, _, pe, _, _) = folio_state(&parent, base)?;
+        let (cm, _, ce, _, _) = folio_state(&child, base)?;
+        let (parent_pa, child_pa) = (translate(&parent, base)?, translate(&child, base)?);
+        if (pm, pe, cm, ce) != (1, true, 1, true) || parent_pa == child_pa || parent_pa != pinned[0] {
+            return Err(format!(
+                "pinned page: parent ({pm}, {pe}) at {parent_pa}, child ({cm}, {ce}) at {child_pa}, pin at {}",
+                pinned[0]
+            ));
+        }
+        if folio_state(&parent, base + 4096)?.0 != 2 {
+            return Err(String::from("the unpinned page is not shared"));
+        }
+        // Writes through the pin and by the parent both land in the pinned
+        // frame: no copy on write ever moves the parent away from it.
+        kwrite(pinned[0], 0x77);
+        run_in(&parent, move || store(base + 8, 0x78))?;
+        let copies = parent.nr_cow_copies();
+        let (a, b) = (kread(pinned[0]), kread(PhysAddr::new(pinned[0].as_u64() + 8)));
+        let (p0, c0) = (run_in(&parent, move || load(base))?, run_in(&child, move || load(base))?);
+        if (a, b, p0, c0, copies) != (0x77, 0x78, 0x77, 1, 0) {
+            return Err(format!(
+                "pin reads ({a:#x}, {b:#x}), parent {p0:#x}, child {c0:#x}, parent copies {copies}"
+            ));
+        }
+        Ok(())
+    })();
+    release_user_pages(&pinned, Hold::Pin);
+    result?;
+    check_family(&parent, &child, "after the unpin")?;
+    Ok(())
+}
+
+/// The physical address `va` maps to in `space`.
+fn translate(space: &AddressSpace, va: u64) -> Result<PhysAddr, String> {
+    let guard = space.lock();
+    let inner = guard.as_ref().ok_or("torn down")?;
+    inner.table.translate(&KernelTables, VirtAddr::new(va)).ok_or(format!("{va:#x} not mapped"))
+}
+
+fn gup_get_and_pin_on_a_thp(_: &TestEnv<'_>) -> Result<(), String> {
+    let space = AddressSpace::new()?;
+    let base = huge_area(&space, 1)?;
+    // A read hold on an untouched huge range: the zero folio cannot be
+    // held, so the range gets a folio of its own.
+    let got = space.get_user_pages(VirtAddr::new(base + 5 * 4096), 2, false, Hold::Get)?;
+    want_thp(&space, base, (1, 3), "with two FOLL_GET references")?;
+    release_user_pages(&got, Hold::Get);
+    let pins = space.get_user_pages(VirtAddr::new(base + 10 * 4096), 3, true, Hold::Pin)?;
+    let folio = mm::folio::folio_of(memory::frame_allocator().memmap(), pins[0].pfn()).ok_or("no folio")?;
+    if (folio.pincount(), folio.refcount(), folio.maybe_pinned()) != (3, 4, true) {
+        release_user_pages(&pins, Hold::Pin);
+        return Err(format!("pincount {} refcount {}", folio.pincount(), folio.refcount()));
+    }
+    // A partial munmap splits the PMD but not the pinned folio: its pages
+    // stay where the pins point, and the counts stay right.
+    let result = space.munmap(VirtAddr::new(base + 256 * 4096), 256 * 4096).map_err(|e| format!("{e:?}"));
+    let same = mm::folio::folio_of(memory::frame_allocator().memmap(), pins[0].pfn())
+        .is_some_and(|f| f.order() == 9 && f.pincount() == 3);
+    kwrite(pins[1], 0x31);
+    let seen = run_in(&space, move || load(base + 11 * 4096))?;
+    release_user_pages(&pins, Hold::Pin);
+    result?;
+    if !same || seen != 0x31 {
+        return Err(format!("pinned folio split ({}) or the pin's write lost ({seen:#x})", !same));
+    }
+    let stats = check_space(&space, "after the partial munmap of a pinned THP")?;
+    if (stats.nr_pte_leaves, stats.nr_folios) != (256, 1) {
+        return Err(format!("checker saw {stats:?}"));
+    }
+    let before = memory::nr_free_frames();
+    space.munmap(VirtAddr::new(base), 256 * 4096).map_err(|e| format!("{e:?}"))?;
+    if memory::nr_free_frames() - before < 512 {
+        return Err(String::from("the huge folio was not freed with its last mapping"));
+    }
+    Ok(())
+}
+
+fn gup_refuses_bad_addresses_without_side_effects(_: &TestEnv<'_>) -> Result<(), String> {
+    let space = AddressSpace::new()?;
+    let ro = space.mmap(2 * 4096, 4096, RO).map_err(|e| format!("mmap: {e:?}"))?;
+    for (what, va, write) in [("no area", 0x7000_0000u64, false), ("write to read-only", ro.as_u64(), true)] {
+        match space.get_user_pages(VirtAddr::new(va), 1, write, Hold::Pin) {
+            Err(e) if e.contains("Refused") => {}
+            other => return Err(format!("{what}: {other:?}")),
+        }
+    }
+    // Two pages of which the second is beyond the area: nothing stays held.
+    let before = check_space(&space, "before")?;
+    match space.get_user_pages(VirtAddr::new(ro.as_u64() + 4096), 2, false, Hold::Get) {
+        Err(e) if e.contains("Refused") => {}
+        other => return Err(format!("a range running out of the area: {other:?}")),
+    }
+    let after = check_space(&space, "after")?;
+    let state = folio_state(&space, ro.as_u64() + 4096)?;
+    if state.1 != 1 || after.nr_pages_mapped != before.nr_pages_mapped + 1 {
+        return Err(format!("a failed get left {state:?} (the page mapped on the way stays, unheld)"));
+    }
+    Ok(())
+}
+
+fn rmap_finds_every_mapping_across_a_fork_family(_: &TestEnv<'_>) -> Result<(), String> {
+    let parent = AddressSpace::new()?;
+    let base = huge_area(&parent, 1)?;
+    let small = parent.mmap(4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    run_in(&parent, move || {
+        store(base, 1);
+        store(small, 2);
+    })?;
+    let child = parent.fork()?;
+    let grandchild = child.fork()?;
+    for (what, va, level) in [("THP", base, Level::Pmd), ("page", small, Level::Pte)] {
+        let found = parent.rmap_of(VirtAddr::new(va))?;
+        let mut roots: Vec<u64> = found.iter().map(|m| m.0.as_u64()).collect();
+        roots.sort();
+        let mut want: Vec<u64> = [&parent, &child, &grandchild].iter().map(|s| s.root().as_u64()).collect();
+        want.sort();
+        if roots != want || found.iter().any(|m| m.1.as_u64() != va || m.2 != level) {
+            return Err(format!("{what}: rmap found {found:x?}"));
+        }
+    }
+    // The child's copy of the small page is its own: one mapping each.
+    run_in(&child, move || store(small, 3))?;
+    if child.rmap_of(VirtAddr::new(small))?.len() != 1 || parent.rmap_of(VirtAddr::new(small))?.len() != 2 {
+        return Err(String::from("after the child's copy the rmap still counts it"));
+    }
+    check_space(&grandchild, "at the end")?;
+    Ok(())
+}
+
 pub(crate) const TESTS: &[Test] = &[
     Test { name: "vm::demand_zero_pages_fill_on_touch", run: demand_zero_pages_fill_on_touch },
     Test { name: "vm::bad_accesses_end_only_the_task", run: bad_accesses_end_only_the_task },
@@ -1279,5 +1559,22 @@ pub(crate) const TESTS: &[Test] = &[
     Test {
         name: "vm::thp_concurrent_faults_on_one_block_make_one_thp",
         run: thp_concurrent_faults_on_one_block_make_one_thp,
+    },
+    Test {
+        name: "vm::gup_write_pin_breaks_cow_and_makes_the_page_exclusive",
+        run: gup_write_pin_breaks_cow_and_makes_the_page_exclusive,
+    },
+    Test {
+        name: "vm::gup_pinned_page_across_fork_is_copied_for_the_child",
+        run: gup_pinned_page_across_fork_is_copied_for_the_child,
+    },
+    Test { name: "vm::gup_get_and_pin_on_a_thp", run: gup_get_and_pin_on_a_thp },
+    Test {
+        name: "vm::gup_refuses_bad_addresses_without_side_effects",
+        run: gup_refuses_bad_addresses_without_side_effects,
+    },
+    Test {
+        name: "vm::rmap_finds_every_mapping_across_a_fork_family",
+        run: rmap_finds_every_mapping_across_a_fork_family,
     },
 ];

@@ -19,6 +19,9 @@
 //! 4. the huge zero folio ([`crate::thp`]) is mapped only by read-only PMD
 //!    leaves, and its mappings are not counted.
 //!
+//! The reverse map ([`crate::rmap::rmap_walk`]) of every anonymous folio
+//! seen must find exactly the mappings the walk counted.
+//!
 //! Then, for every folio seen: each page's mapcount equals the PTEs that
 //! map it, the entire mapcount equals the PMDs that map the folio, and the
 //! refcount is at least the total mapcount (every mapping holds a
@@ -114,6 +117,9 @@ pub enum ConsistencyError {
     SharedExclusive { folio: u64, pfn: u64, mappings: u64 },
     /// The folio at `folio` holds fewer references than mappings.
     RefcountBelowMapcount { folio: u64, refcount: i32, total_mapcount: i32 },
+    /// The reverse map ([`crate::rmap::rmap_walk`]) finds `found` mappings
+    /// of the anonymous folio at `folio`, the tables have `mapped`.
+    Rmap { folio: u64, found: u64, mapped: u64 },
     /// The huge zero folio mapped other than read-only by a PMD leaf.
     HugeZeroMisused { va: VirtAddr, level: Level, writable: bool },
     /// Swap or migration entries, which nothing makes yet; `first` is the
@@ -152,6 +158,10 @@ impl fmt::Display for ConsistencyError {
             Self::RefcountBelowMapcount { folio, refcount, total_mapcount } => {
                 write!(f, "folio {folio:#x}: refcount {refcount} below its total mapcount {total_mapcount}")
             }
+            Self::Rmap { folio, found, mapped } => write!(
+                f,
+                "folio {folio:#x}: the reverse map finds {found} mappings, the tables have {mapped}"
+            ),
             Self::HugeZeroMisused { va, level, writable } => write!(
                 f,
                 "{va}: the huge zero folio is mapped by a {level:?} leaf (writable: {writable}); \
@@ -272,8 +282,16 @@ pub fn check_spaces<F: PageTableFormat>(
         stats.nr_folios = folios_here.len() as u64;
         all_stats.push(stats);
     }
+    let tables: Vec<&PageTable<F>> = spaces.iter().map(|s| s.0).collect();
     for s in seen.values() {
         let folio = s.folio;
+        if folio.test_flag(PageFlag::SwapBacked) {
+            let mapped = s.nr_ptes.iter().sum::<u64>() + s.nr_pmds;
+            let found = crate::rmap::rmap_walk(&folio, &tables, mem, &mut |_| {}) as u64;
+            if found != mapped {
+                return Err(ConsistencyError::Rmap { folio: folio.pfn(), found, mapped });
+            }
+        }
         for (i, &nr_ptes) in s.nr_ptes.iter().enumerate() {
             let mapcount = folio.page_mapcount(i);
             if mapcount < 0 || mapcount as u64 != nr_ptes {
