@@ -229,7 +229,10 @@ pub fn handle_fault<F: PageTableFormat>(
                     // on write or reuse.
                     return match level {
                         Level::Pte => wp_fault(table, mem, frames, hooks, page, leaf, prot, handle),
-                        Level::Pmd => huge_wp_fault(table, mem, frames, hooks, page, leaf, prot, handle),
+                        Level::Pmd => {
+                            let eligible = vmas.thp_eligible(fault.addr);
+                            huge_wp_fault(table, mem, frames, hooks, page, leaf, prot, handle, eligible)
+                        }
                         _ => FaultOutcome::Refused(Refused::Unsupported),
                     };
                 }
@@ -367,8 +370,10 @@ fn wp_fault<F: PageTableFormat>(
 /// (copy on write of a PMD-mapped huge page, mm-reference §4 and §8):
 ///
 /// - **the huge zero folio**: a fresh huge folio replaces it by
-///   break-before-make; with no 2 MiB block free, the zero PMD is split
-///   (cleared) and the faulting page gets a 4 KiB zero page;
+///   break-before-make when the block is still huge-page `eligible`
+///   (`MADV_NOHUGEPAGE` may have come since the read); otherwise, or with
+///   no 2 MiB block free, the zero PMD is split (cleared) and the faulting
+///   page gets a 4 KiB zero page;
 /// - **reuse** when the folio is exclusive (`AnonExclusive` on the head),
 ///   or this PMD is its only mapping and reference: the PMD becomes
 ///   writable, dirty and young in place;
@@ -386,11 +391,13 @@ fn huge_wp_fault<F: PageTableFormat>(
     leaf: Leaf,
     prot: Prot,
     handle: u64,
+    eligible: bool,
 ) -> FaultOutcome {
     let memmap = frames.memmap();
     let block = page.align_down(HPAGE_SIZE);
     if is_huge_zero(memmap, &leaf) {
-        if let Some(frame) = frames.alloc_anon_huge(handle, block.as_u64() >> 12) {
+        let fresh = if eligible { frames.alloc_anon_huge(handle, block.as_u64() >> 12) } else { None };
+        if let Some(frame) = fresh {
             let new = Leaf { frame, size: PageSize::Size2M, prot, dirty: true, young: true };
             return match table.remap(mem, hooks, block, new) {
                 // The zero folio's mappings are not counted: nothing to drop.

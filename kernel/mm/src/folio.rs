@@ -375,8 +375,9 @@ impl<'a> Folio<'a> {
     /// flags of the old head (`SwapBacked`, `Dirty`, `Uptodate`,
     /// `Referenced`, `Active`), its own `AnonExclusive`, the mapping, the
     /// index `index + i`, the swap entry `swap + i` (when the folio had
-    /// one), its own PTE mapcount, and `refs(i)` references. The old head
-    /// keeps the lock; the new folios are unlocked.
+    /// one), its own PTE mapcount, and `refs(i)` references (`refs` is
+    /// called while the folio is still whole, so it may read its pages'
+    /// counts). The old head keeps the lock; the new folios are unlocked.
     ///
     /// Order of the stores, for a CPU that looks at a page meanwhile
     /// without a reference ([`folio_of`] then [`Folio::try_get`]): each
@@ -396,9 +397,6 @@ impl<'a> Folio<'a> {
         assert_eq!(self.pincount(), 0, "split_frozen: pfn {pfn:#x} is pinned");
         assert!(self.is_locked(), "split_frozen: pfn {pfn:#x} is not locked");
         let nr = self.nr_pages();
-        // Every page's new count, asked before anything changes (`refs`
-        // may look at the folio as it was).
-        let refs: alloc::vec::Vec<i32> = (0..nr).map(refs).collect();
         const FOLIO_WIDE: [PageFlag; 5] = [
             PageFlag::SwapBacked,
             PageFlag::Dirty,
@@ -417,12 +415,20 @@ impl<'a> Folio<'a> {
             page.swap.store(swap.map_or(0, |s| s + i as u64), Ordering::Relaxed);
             page.mapping.store(mapping, Ordering::Relaxed);
         }
-        let pages: alloc::vec::Vec<&Page> = (0..nr).map(|i| self.page(i)).collect();
-        self.head.set_order(0);
-        for (i, page) in pages.iter().enumerate().rev() {
-            debug_assert!(refs[i] >= 0, "split_frozen: page {i} gets {} references", refs[i]);
-            page.refcount.store(refs[i], Ordering::Release);
+        // `refs` and `self.page(i)` are used while the head still has its
+        // order (both may look at page `i` of this folio); each tail is
+        // already a folio of its own, so its count may be published now.
+        let head_refs = refs(0);
+        debug_assert!(head_refs >= 0, "split_frozen: page 0 gets {head_refs} references");
+        for i in (1..nr).rev() {
+            let r = refs(i);
+            debug_assert!(r >= 0, "split_frozen: page {i} gets {r} references");
+            self.page(i).refcount.store(r, Ordering::Release);
         }
+        // The head last: until its order is 0 and its count stored, a
+        // speculative `try_get` on it fails.
+        self.head.set_order(0);
+        self.head.refcount.store(head_refs, Ordering::Release);
     }
 
     pub(crate) fn memmap(&self) -> &'a Memmap {

@@ -29,7 +29,8 @@
 //!   `AnonExclusive` bit is cleared; a page (or huge folio) that may be
 //!   pinned is copied for the child at once instead, and stays exclusive
 //!   and writable in the parent, so writes through the pin stay visible to
-//!   the parent. The huge zero folio is shared as it is.
+//!   the parent (a pinned huge folio is copied as 512 pages of 4 KiB when
+//!   no 2 MiB block is free). The huge zero folio is shared as it is.
 //!
 //! ## Locks
 //!
@@ -41,7 +42,7 @@ use crate::anon::remove_pte_mapping;
 use crate::fault::FrameSource;
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
-use crate::pgtable::{Decoded, Flush, Leaf, Level, PageTable, PageTableFormat, PgError, Prot};
+use crate::pgtable::{Decoded, Flush, Leaf, Level, PageSize, PageTable, PageTableFormat, PgError, Prot};
 use crate::pgtable::{TableMemory, TlbHooks};
 use crate::thp::{is_huge_zero, remove_pmd_mapping, split_huge_pmd_if_cut, try_split_folio, HPAGE_NR};
 use alloc::collections::BTreeMap;
@@ -239,30 +240,34 @@ pub fn fork_range<F: PageTableFormat>(
         if folio.maybe_pinned() {
             // §8: the parent keeps its page exclusive and writable; the
             // child gets a copy now.
-            let copy = if huge {
+            let copy_small = |at: VirtAddr, src: PhysAddr| {
                 let copy = frames
-                    .alloc_anon_huge(child_handle, va.as_u64() >> 12)
-                    .ok_or(ForkError::OutOfMemory { va })?;
-                for i in 0..HPAGE_NR as u64 {
-                    frames.copy_page(
-                        PhysAddr::new(copy.as_u64() + i * 4096),
-                        PhysAddr::new(leaf.frame.as_u64() + i * 4096),
-                    );
-                }
-                copy
-            } else {
-                let copy = frames
-                    .alloc_anon_page(child_handle, va.as_u64() >> 12)
-                    .ok_or(ForkError::OutOfMemory { va })?;
-                frames.copy_page(copy, leaf.frame);
-                copy
+                    .alloc_anon_page(child_handle, at.as_u64() >> 12)
+                    .ok_or(ForkError::OutOfMemory { va: at })?;
+                frames.copy_page(copy, src);
+                let small = Leaf { frame: copy, size: PageSize::Size4K, dirty: true, ..leaf };
+                map_child(at, small).inspect_err(|_| frames.release_anon_page(copy))
             };
-            if let Err(e) = map_child(va, Leaf { frame: copy, dirty: true, ..leaf }) {
-                if huge {
-                    frames.release_anon_huge(copy);
-                } else {
-                    frames.release_anon_page(copy);
+            let huge_copy = if huge { frames.alloc_anon_huge(child_handle, va.as_u64() >> 12) } else { None };
+            let Some(copy) = huge_copy else {
+                // A 4 KiB page; or a huge one and no 2 MiB block is free:
+                // the child gets 512 copies of 4 KiB (the parent keeps its
+                // PMD), so fork does not fail while small pages are left.
+                let nr = if huge { HPAGE_NR as u64 } else { 1 };
+                for i in 0..nr {
+                    let (at, src) = (va.as_u64() + i * 4096, leaf.frame.as_u64() + i * 4096);
+                    copy_small(VirtAddr::new(at), PhysAddr::new(src))?;
                 }
+                continue;
+            };
+            for i in 0..HPAGE_NR as u64 {
+                frames.copy_page(
+                    PhysAddr::new(copy.as_u64() + i * 4096),
+                    PhysAddr::new(leaf.frame.as_u64() + i * 4096),
+                );
+            }
+            if let Err(e) = map_child(va, Leaf { frame: copy, dirty: true, ..leaf }) {
+                frames.release_anon_huge(copy);
                 return Err(e);
             }
             continue;

@@ -1,0 +1,1511 @@
+//! Transparent huge pages over both real formats: the huge folios of
+//! `mm::thp`, the THP paths of `mm::fault::handle_fault`, and the range
+//! operations of `mm::space` (munmap, `MADV_DONTNEED`, mprotect, fork),
+//! with the consistency checker (`mm::debug::check_spaces`) after every
+//! step and every frame back in the allocator at the end.
+//!
+//! The world of these tests:
+//! - data frames come from a real `FrameAllocator` over a leaked memmap of
+//!   8192 pages at PFN 0x80000 (16 MiB: several order-9 blocks); page
+//!   tables live in `SimMemory` at 0x4000_0000, so the two never overlap;
+//! - the contents of data frames are simulated too ([`Frames::data`]):
+//!   zeroed when a folio is made, copied by `copy_page`, removed when the
+//!   folio is freed, so a read through a stale translation of a freed frame
+//!   panics, and copy on write and splits can be checked byte by byte;
+//! - user accesses go through a simulated CPU ([`World::access`]): the
+//!   format's hardware walker behind a software TLB, and on a fault the real
+//!   fault handler, as the trap handler would call it. Every translation
+//!   the CPU uses is compared with the tables, so a missing flush that
+//!   leaves a stale translation of another frame fails the test;
+//! - address spaces are a fork family sharing one simulated memory and one
+//!   TLB (keyed by root), checked together as the kernel's
+//!   `AddressSpace::check` does.
+
+use arch_aarch64::pgtable::Aarch64Format;
+use arch_x86_64::pgtable::X86Format;
+use mm::anon::{alloc_anon_folio, anon_handle, remove_pte_mapping};
+use mm::debug::{check_spaces, ConsistencyError, Stats};
+use mm::fault::{handle_fault, Access, FaultCause, FaultOutcome, FrameSource, MemFault, Refused};
+use mm::folio::{folio_of, Folio};
+use mm::frame::{AllocKind, FrameAllocator};
+use mm::page::{Memmap, PageFlag};
+use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
+use mm::pgtable::{
+    Decoded, Flush, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageSize, PageTable, Prot,
+    SwapEntry, TlbHooks,
+};
+use mm::space::{fork_range, protect_range, zap_range, Gather};
+use mm::thp::{
+    alloc_anon_huge_folio, alloc_huge_zero_folio, is_huge_zero, remove_pmd_mapping, split_huge_pmd,
+    split_huge_pmd_if_cut, try_split_folio, PmdSplit, SplitRefused, HPAGE_NR, HPAGE_SIZE,
+};
+use mm::vma::{ThpMode, VmaKind, VmaProt, VmaSet};
+use mm::{PhysAddr, VirtAddr};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+const MEMMAP_BASE: u64 = 0x80000;
+const MEMMAP_LEN: usize = 8192;
+const PAGE: u64 = 4096;
+const HP: u64 = HPAGE_SIZE;
+/// The start of the areas the tests map: 2 MiB-aligned.
+const AREA: u64 = 0x10_0000_0000;
+const USER_END: u64 = 0x8000_0000_0000;
+const RW: VmaProt = VmaProt::READ_WRITE;
+
+// ------------------------------------------------------------------ frames
+
+/// Anonymous folios from a real allocator, small and huge, with simulated
+/// contents.
+struct Frames {
+    fa: &'static FrameAllocator,
+    /// The bytes of every data frame handed out, by PFN. A frame not here
+    /// is free: touching it is a use after free.
+    data: RefCell<HashMap<u64, Box<[u8; 4096]>>>,
+    /// The huge zero folio's PFN, made once (as at boot).
+    zero: Cell<Option<u64>>,
+    /// 4 KiB copies made (copy on write, fork of pinned pages).
+    nr_copies: Cell<u64>,
+}
+
+impl Frames {
+    fn fill_zero(&self, pa: PhysAddr, nr: u64) {
+        let mut data = self.data.borrow_mut();
+        for pfn in pa.pfn()..pa.pfn() + nr {
+            data.insert(pfn, Box::new([0; 4096]));
+        }
+    }
+
+    /// Gives back a folio whose last reference is gone.
+    fn free(&self, folio: Folio<'static>) {
+        {
+            let mut data = self.data.borrow_mut();
+            for pfn in folio.pfn()..folio.pfn() + folio.nr_pages() as u64 {
+                assert!(data.remove(&pfn).is_some(), "free: frame {pfn:#x} was never handed out");
+            }
+        }
+        self.fa.free_folio(folio);
+    }
+
+    /// Drops one reference, freeing the folio when it was the last.
+    fn put(&self, folio: Folio<'static>) {
+        if folio.put() {
+            self.free(folio);
+        }
+    }
+
+    fn byte(&self, pa: PhysAddr) -> u8 {
+        let data = self.data.borrow();
+        let frame = data.get(&pa.pfn()).unwrap_or_else(|| panic!("read of free frame {:#x}", pa.pfn()));
+        frame[(pa.as_u64() & 4095) as usize]
+    }
+
+    fn set_byte(&self, pa: PhysAddr, value: u8) {
+        if let Some(z) = self.zero.get() {
+            assert!(!(z..z + HPAGE_NR as u64).contains(&pa.pfn()), "a write reached the huge zero folio");
+        }
+        let mut data = self.data.borrow_mut();
+        let frame = data.get_mut(&pa.pfn()).unwrap_or_else(|| panic!("write to free frame {:#x}", pa.pfn()));
+        frame[(pa.as_u64() & 4095) as usize] = value;
+    }
+}
+
+impl FrameSource for Frames {
+    fn alloc_anon_page(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+        let f =
+            alloc_anon_folio(self.fa, AllocKind::Normal, handle, index, |pa| self.fill_zero(pa, 1)).ok()?;
+        Some(PhysAddr::new(f.pfn() << 12))
+    }
+    fn release_anon_page(&self, pa: PhysAddr) {
+        self.put(remove_pte_mapping(self.fa.memmap(), pa));
+    }
+    fn alloc_anon_huge(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+        let f = alloc_anon_huge_folio(self.fa, AllocKind::Normal, handle, index, |pa| {
+            self.fill_zero(pa, HPAGE_NR as u64)
+        })
+        .ok()?;
+        Some(PhysAddr::new(f.pfn() << 12))
+    }
+    fn release_anon_huge(&self, pa: PhysAddr) {
+        self.put(remove_pmd_mapping(self.fa.memmap(), pa));
+    }
+    fn huge_zero(&self) -> Option<PhysAddr> {
+        self.zero.get().map(|pfn| PhysAddr::new(pfn << 12))
+    }
+    fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
+        let mut data = self.data.borrow_mut();
+        let bytes =
+            data.get(&src.pfn()).unwrap_or_else(|| panic!("copy from free frame {:#x}", src.pfn())).clone();
+        let to = data.get_mut(&dst.pfn()).unwrap_or_else(|| panic!("copy to free frame {:#x}", dst.pfn()));
+        *to = bytes;
+        self.nr_copies.set(self.nr_copies.get() + 1);
+    }
+    fn memmap(&self) -> &Memmap {
+        self.fa.memmap()
+    }
+}
+
+// ------------------------------------------------------------------ spaces
+
+struct Space<F: HardwareWalker> {
+    table: PageTable<F>,
+    vmas: VmaSet,
+}
+
+/// A fork family of address spaces over one allocator, one simulated
+/// memory and one TLB.
+struct World<F: HardwareWalker> {
+    mem: SimMemory,
+    tlb: SoftTlb<F>,
+    frames: Frames,
+    /// Index = space id; `None` once it exited.
+    spaces: Vec<Option<Space<F>>>,
+    /// The anon handle of every space there ever was.
+    handles: Vec<u64>,
+    /// Free pages once the huge zero folio exists: what teardown returns to.
+    free_at_start: u64,
+    /// Halves of 2 MiB blocks held by [`World::fragment`].
+    fragments: RefCell<Vec<u64>>,
+}
+
+/// What a folio's descriptors say, to compare before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Snapshot {
+    pfn: u64,
+    order: u8,
+    refcount: i32,
+    entire: i32,
+    pincount: i32,
+    mapping: u64,
+    index: u64,
+    pages: Vec<(u64, i32)>,
+}
+
+fn snapshot(f: &Folio<'_>) -> Snapshot {
+    Snapshot {
+        pfn: f.pfn(),
+        order: f.order(),
+        refcount: f.refcount(),
+        entire: f.entire_mapcount(),
+        pincount: f.pincount(),
+        mapping: f.mapping(),
+        index: f.index(),
+        pages: (0..f.nr_pages()).map(|i| (f.page(i).flags(), f.page_mapcount(i))).collect(),
+    }
+}
+
+/// The byte offset in page `va` that tests write: it moves from page to
+/// page so that copies of whole pages are checked, not only of byte 0.
+fn offset_in(va: u64) -> u64 {
+    ((va >> 12) * 67) % 4096
+}
+
+fn va(raw: u64) -> VirtAddr {
+    VirtAddr::new(raw)
+}
+
+fn pmd_stats(nr_pmds: u64, nr_folios: u64) -> Stats {
+    Stats { nr_pages_mapped: 512 * nr_pmds, nr_folios, nr_pmd_leaves: nr_pmds, ..Stats::default() }
+}
+
+impl<F: HardwareWalker> World<F> {
+    fn new() -> Self {
+        let memmap = Memmap::new_leaked(MEMMAP_BASE, MEMMAP_LEN);
+        let fa: &'static FrameAllocator = Box::leak(Box::new(FrameAllocator::new(memmap)));
+        fa.add_free_range(MEMMAP_BASE, MEMMAP_BASE + MEMMAP_LEN as u64).unwrap();
+        let frames =
+            Frames { fa, data: RefCell::new(HashMap::new()), zero: Cell::new(None), nr_copies: Cell::new(0) };
+        // The huge zero folio, made once as the kernel does at boot.
+        let zero = alloc_huge_zero_folio(fa, |pa| frames.fill_zero(pa, HPAGE_NR as u64)).unwrap();
+        frames.zero.set(Some(zero.pfn()));
+        let mem = SimMemory::new(0x4000_0000, 1 << 14);
+        let mut w = World {
+            mem,
+            tlb: SoftTlb::default(),
+            frames,
+            spaces: Vec::new(),
+            handles: Vec::new(),
+            free_at_start: fa.nr_free_pages(),
+            fragments: RefCell::new(Vec::new()),
+        };
+        w.add_space(PageTable::new(&w.mem).unwrap(), VmaSet::new(va(0x1000), va(USER_END)));
+        w
+    }
+
+    fn add_space(&mut self, table: PageTable<F>, vmas: VmaSet) -> usize {
+        self.handles.push(anon_handle(table.root()));
+        self.spaces.push(Some(Space { table, vmas }));
+        self.spaces.len() - 1
+    }
+
+    fn sp(&self, s: usize) -> &Space<F> {
+        self.spaces[s].as_ref().expect("space exited")
+    }
+
+    fn memmap(&self) -> &'static Memmap {
+        self.frames.fa.memmap()
+    }
+
+    fn nr_free(&self) -> u64 {
+        self.frames.fa.nr_free_pages()
+    }
+
+    fn zero_folio(&self) -> Folio<'static> {
+        folio_of(self.memmap(), self.frames.zero.get().unwrap()).unwrap()
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.spaces.len()).filter(|&s| self.spaces[s].is_some()).collect()
+    }
+
+    // ---- the consistency checker
+
+    /// Checks the whole family; returns each space's statistics (default
+    /// for spaces that exited).
+    fn try_check(&self) -> Result<Vec<Stats>, ConsistencyError> {
+        let live = self.live();
+        let spaces: Vec<_> = live.iter().map(|&s| (&self.sp(s).table, &self.sp(s).vmas)).collect();
+        let stats = check_spaces(&spaces, &self.mem, &self.handles, self.memmap())?;
+        let mut all = vec![Stats::default(); self.spaces.len()];
+        for (s, st) in live.into_iter().zip(stats) {
+            all[s] = st;
+        }
+        Ok(all)
+    }
+
+    fn check(&self) -> Vec<Stats> {
+        self.frames.fa.check_consistency().unwrap();
+        let stats = self.try_check().unwrap_or_else(|e| panic!("checker: {e}"));
+        // Beyond the checker: a writable anonymous leaf maps a page only
+        // this space may write (else copy on write is broken).
+        for s in self.live() {
+            self.sp(s).table.visit(&self.mem, va(0), va(USER_END), &mut |at, level, entry, _| {
+                let Decoded::Leaf(leaf) = entry else { return };
+                if !leaf.prot.writable {
+                    return;
+                }
+                let f = folio_of(self.memmap(), leaf.frame.pfn()).unwrap();
+                let i = (leaf.frame.pfn() - f.pfn()) as usize;
+                let mappings = if level == Level::Pmd { f.total_mapcount() } else { f.page_mapcount(i) };
+                assert!(
+                    f.page(i).test_flag(PageFlag::AnonExclusive) && mappings == 1,
+                    "space {s}, {at}: writable {level:?} leaf of a page that is not exclusive ({mappings} mappings)"
+                );
+            });
+        }
+        stats
+    }
+
+    fn stats(&self, s: usize) -> Stats {
+        self.check()[s]
+    }
+
+    // ---- looking at the tables
+
+    fn lookup(&self, s: usize, at: u64) -> (Level, Decoded) {
+        self.sp(s).table.lookup(&self.mem, va(at))
+    }
+
+    fn leaf(&self, s: usize, at: u64) -> (Level, Leaf) {
+        match self.lookup(s, at) {
+            (level, Decoded::Leaf(leaf)) => (level, leaf),
+            other => panic!("{at:#x}: no leaf but {other:?}"),
+        }
+    }
+
+    /// PMD leaves in the region the random test uses (cheaper than the checker).
+    fn nr_pmd_leaves(&self, s: usize) -> u64 {
+        let mut n = 0;
+        self.sp(s).table.visit(&self.mem, va(AREA), va(AREA + REGION_PAGES * PAGE), &mut |_, level, e, _| {
+            n += (level == Level::Pmd && matches!(e, Decoded::Leaf(_))) as u64;
+        });
+        n
+    }
+
+    fn folio_at(&self, s: usize, at: u64) -> Folio<'static> {
+        let pa = self.sp(s).table.translate(&self.mem, va(at)).expect("mapped");
+        folio_of(self.memmap(), pa.pfn()).expect("a folio")
+    }
+
+    // ---- the CPU
+
+    /// The fault handler, called directly.
+    fn fault(&self, s: usize, at: u64, access: Access) -> FaultOutcome {
+        let sp = self.sp(s);
+        let fault = MemFault { addr: va(at), access, cause: FaultCause::NotMapped, level: None, syndrome: 0 };
+        handle_fault(&sp.table, &sp.vmas, &self.mem, &self.frames, &self.tlb, &fault, true)
+    }
+
+    /// An access by user code of space `s`, as a CPU makes it: through the
+    /// TLB and the hardware walker; each fault goes to the fault handler
+    /// and the access is retried. Returns the physical address used and the
+    /// outcomes of the faults taken, or the outcome that refused it.
+    fn access(
+        &self,
+        s: usize,
+        at: u64,
+        how: HwAccess,
+    ) -> Result<(PhysAddr, Vec<FaultOutcome>), FaultOutcome> {
+        let sp = self.sp(s);
+        let mut outcomes = Vec::new();
+        for _ in 0..4 {
+            match self.tlb.translate(&self.mem, sp.table.root(), va(at), how) {
+                Ok(t) => {
+                    // A translation the TLB kept must still be the tables'.
+                    let now = sp.table.translate(&self.mem, va(at));
+                    assert_eq!(Some(t.pa), now, "{at:#x}: the CPU used a stale translation");
+                    return Ok((t.pa, outcomes));
+                }
+                Err(fault) => {
+                    let cause = match fault {
+                        HwFault::NotMapped { .. } => FaultCause::NotMapped,
+                        HwFault::Permission { .. } => FaultCause::Protection,
+                        HwFault::AccessFlag { .. } => FaultCause::AccessFlag,
+                        HwFault::Reserved { level } => panic!("{at:#x}: reserved-bit fault at {level:?}"),
+                    };
+                    let fault =
+                        MemFault { addr: va(at), access: how.access, cause, level: None, syndrome: 0 };
+                    let out =
+                        handle_fault(&sp.table, &sp.vmas, &self.mem, &self.frames, &self.tlb, &fault, true);
+                    outcomes.push(out);
+                    if matches!(out, FaultOutcome::Refused(_) | FaultOutcome::OutOfMemory) {
+                        return Err(out);
+                    }
+                }
+            }
+        }
+        panic!("{at:#x}: still faulting after {outcomes:?}");
+    }
+
+    /// User code of space `s` writes `value` at `at`; returns the faults'
+    /// outcomes.
+    fn write(&self, s: usize, at: u64, value: u8) -> Vec<FaultOutcome> {
+        let (pa, outcomes) =
+            self.access(s, at, HwAccess::USER_WRITE).unwrap_or_else(|e| panic!("write at {at:#x}: {e:?}"));
+        self.frames.set_byte(pa, value);
+        outcomes
+    }
+
+    /// User code of space `s` reads the byte at `at`.
+    fn read(&self, s: usize, at: u64) -> u8 {
+        let (pa, _) =
+            self.access(s, at, HwAccess::USER_READ).unwrap_or_else(|e| panic!("read at {at:#x}: {e:?}"));
+        self.frames.byte(pa)
+    }
+
+    /// Writes a byte derived from `seed` and the page into every page of
+    /// `[start, start + len)` (at [`offset_in`]).
+    fn fill(&self, s: usize, start: u64, len: u64, seed: u8) {
+        for p in (start..start + len).step_by(PAGE as usize) {
+            self.write(s, p + offset_in(p), pattern(p, seed));
+        }
+    }
+
+    /// Checks what [`World::fill`] wrote.
+    fn expect_filled(&self, s: usize, start: u64, len: u64, seed: u8) {
+        for p in (start..start + len).step_by(PAGE as usize) {
+            assert_eq!(self.read(s, p + offset_in(p)), pattern(p, seed), "space {s}, page {p:#x}");
+        }
+    }
+
+    // ---- system calls
+
+    fn mmap(&mut self, s: usize, start: u64, len: u64, prot: VmaProt) {
+        self.spaces[s].as_mut().unwrap().vmas.map_fixed(va(start), len, prot, VmaKind::Anonymous).unwrap();
+    }
+
+    /// Unmaps `[start, end)` of the table into a gather, flushes, releases.
+    fn zap(&self, s: usize, ranges: &[(VirtAddr, VirtAddr)]) {
+        let sp = self.sp(s);
+        let memmap = self.memmap();
+        let mut gather = Gather::new(sp.table.root());
+        for &(a, b) in ranges {
+            zap_range(&sp.table, &self.mem, &self.tlb, memmap, a, b, &mut gather, &mut |f| {
+                self.frames.free(f)
+            })
+            .unwrap();
+        }
+        gather.take_flush().flush(&self.tlb);
+        gather.release(memmap, &mut |f| self.frames.free(f));
+    }
+
+    /// munmap: areas, then entries; the references after the flush.
+    fn munmap(&mut self, s: usize, start: u64, len: u64) {
+        let ranges = self.spaces[s].as_mut().unwrap().vmas.unmap(va(start), len).unwrap();
+        self.zap(s, &ranges);
+    }
+
+    /// `MADV_DONTNEED` over a wholly mapped range.
+    fn dontneed(&self, s: usize, start: u64, len: u64) {
+        let end = self.sp(s).vmas.check_mapped(va(start), len).unwrap();
+        self.zap(s, &[(va(start), end)]);
+    }
+
+    /// `MADV_HUGEPAGE` / `MADV_NOHUGEPAGE` as the kernel does them: the
+    /// areas' mode, then a PMD cut by a new area boundary is split.
+    fn advise_thp(&mut self, s: usize, start: u64, len: u64, mode: ThpMode) {
+        self.spaces[s].as_mut().unwrap().vmas.advise_thp(va(start), len, mode).unwrap();
+        let sp = self.sp(s);
+        for at in [va(start), va(start + len)] {
+            if sp.vmas.is_boundary(at) {
+                split_huge_pmd_if_cut(&sp.table, &self.mem, &self.tlb, self.memmap(), at).unwrap();
+            }
+        }
+    }
+
+    /// mprotect: areas, then leaves; the flush before returning.
+    fn mprotect(&mut self, s: usize, start: u64, len: u64, prot: VmaProt) {
+        let ranges = self.spaces[s].as_mut().unwrap().vmas.protect(va(start), len, prot).unwrap();
+        let sp = self.sp(s);
+        let mut flush = Flush::none(sp.table.root());
+        for (a, b) in ranges {
+            let f = protect_range(&sp.table, &self.mem, &self.tlb, self.memmap(), a, b, prot.to_prot(true))
+                .unwrap();
+            flush = flush.merge(f);
+        }
+        flush.flush(&self.tlb);
+    }
+
+    /// fork: a child with the same areas and the anonymous pages shared
+    /// (or copied when maybe pinned). Returns the child's id.
+    fn fork(&mut self, s: usize) -> usize {
+        let table = PageTable::<F>::new(&self.mem).unwrap();
+        let parent = self.sp(s);
+        let mut flush = Flush::none(parent.table.root());
+        fork_range(
+            &parent.table,
+            &table,
+            &self.mem,
+            &self.frames,
+            anon_handle(table.root()),
+            va(0),
+            va(USER_END),
+            &mut flush,
+        )
+        .unwrap();
+        flush.flush(&self.tlb);
+        let vmas = parent.vmas.clone();
+        self.add_space(table, vmas)
+    }
+
+    /// The space goes away: every mapping, then the tables.
+    fn exit(&mut self, s: usize) {
+        self.zap(s, &[(va(0), va(USER_END))]);
+        let sp = self.spaces[s].take().unwrap();
+        let root = sp.table.root();
+        sp.table.destroy(&self.mem, 0..0);
+        // The root frame may come back as another space's root: a kernel
+        // flushes an address space identifier before reusing it.
+        self.tlb.flush_all(root);
+    }
+
+    // ---- the allocator
+
+    /// Takes every free 2 MiB block (or larger) and gives back half of
+    /// each: memory is left, but no order-9 block.
+    fn fragment(&self) {
+        let fa = self.frames.fa;
+        let mut kept = Vec::new();
+        while let Ok(pfn) = fa.alloc(9, AllocKind::Reserve) {
+            kept.push(pfn);
+        }
+        for &pfn in &kept {
+            fa.free(pfn + 256, 8);
+        }
+        assert_eq!(fa.nr_free_blocks(9) + fa.nr_free_blocks(10), 0);
+        self.fragments.borrow_mut().extend(kept);
+    }
+
+    fn unfragment(&self) {
+        for pfn in self.fragments.borrow_mut().drain(..) {
+            self.frames.fa.free(pfn, 8);
+        }
+    }
+
+    /// Every space exits; every frame must be back, then the huge zero
+    /// folio goes too and the allocator is whole.
+    fn finish(mut self) {
+        self.unfragment();
+        for s in self.live() {
+            self.exit(s);
+        }
+        assert_eq!(self.try_check(), Ok(vec![Stats::default(); self.spaces.len()]));
+        assert_eq!(self.nr_free(), self.free_at_start, "folios leaked");
+        assert_eq!(*self.mem.live_tables.borrow(), 0, "tables leaked");
+        let zero = self.zero_folio();
+        assert_eq!((zero.refcount(), zero.total_mapcount()), (1, 0), "the huge zero folio");
+        self.frames.put(zero);
+        assert_eq!(self.nr_free(), MEMMAP_LEN as u64);
+        assert!(self.frames.data.borrow().is_empty());
+        self.frames.fa.check_consistency().unwrap();
+    }
+}
+
+fn pattern(page: u64, seed: u8) -> u8 {
+    ((page >> 12) as u8).wrapping_mul(31).wrapping_add(seed) | 1
+}
+
+/// The PMD-mapped THP a write fault made at `block`, with its checks.
+fn assert_fresh_thp<F: HardwareWalker>(w: &World<F>, s: usize, block: u64) -> Folio<'static> {
+    let (level, leaf) = w.leaf(s, block);
+    assert_eq!((level, leaf.size), (Level::Pmd, PageSize::Size2M));
+    assert!(leaf.prot.writable && leaf.dirty && leaf.young && leaf.prot.user);
+    let f = w.folio_at(s, block);
+    assert_eq!(PhysAddr::new(f.pfn() << 12), leaf.frame);
+    assert_eq!((f.order(), f.entire_mapcount(), f.refcount(), f.total_mapcount()), (9, 1, 1, 1));
+    assert!((0..HPAGE_NR).all(|i| f.page_mapcount(i) == 0));
+    assert!(f.test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
+    assert_eq!((f.mapping(), f.index()), (anon_handle(w.sp(s).table.root()), block >> 12));
+    f
+}
+
+// ------------------------------------------------------------------ 1
+
+fn a_write_fault_maps_one_pmd_leaf<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, 2 * HP, RW);
+    let free = w.nr_free();
+    let at = AREA + HP + 0x1234;
+    assert_eq!(w.write(0, at, 0x5a), [FaultOutcome::MappedHuge]);
+    let f = assert_fresh_thp(&w, 0, AREA + HP);
+    assert_eq!(w.nr_free(), free - 512, "one order-9 block");
+    assert_eq!(w.stats(0), pmd_stats(1, 1));
+    // The rest of the block is there already, zeroed, without a fault.
+    assert_eq!(w.write(0, AREA + HP + 511 * PAGE, 1), []);
+    assert_eq!((w.read(0, at), w.read(0, AREA + HP), w.read(0, AREA + HP + 511 * PAGE)), (0x5a, 0, 1));
+    assert_eq!(w.frames.byte(PhysAddr::new((f.pfn() << 12) + 0x1234)), 0x5a);
+    // A read fault in the other block maps the zero folio, not a new one.
+    assert_eq!(w.read(0, AREA + 5), 0);
+    assert_eq!(
+        w.stats(0),
+        Stats { nr_pages_mapped: 1024, nr_folios: 2, nr_pmd_leaves: 2, ..Stats::default() }
+    );
+    assert_eq!(w.nr_free(), free - 512);
+    w.finish();
+}
+
+// ------------------------------------------------------------------ 2
+
+fn read_faults_map_the_huge_zero_folio_and_writes_replace_it<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, 4 * HP, RW);
+    let zero = w.zero_folio();
+    let zero_before = snapshot(&zero);
+    let free = w.nr_free();
+    // A read: the zero folio, read-only, by one PMD; nothing allocated.
+    let (_, outcomes) = w.access(0, AREA + 0x10, HwAccess::USER_READ).unwrap();
+    assert_eq!(outcomes, [FaultOutcome::MappedHugeZero]);
+    let (level, leaf) = w.leaf(0, AREA);
+    assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, PhysAddr::new(zero.pfn() << 12), false));
+    assert!(is_huge_zero(w.memmap(), &leaf));
+    assert_eq!(w.stats(0), pmd_stats(1, 1));
+    assert_eq!((w.nr_free(), snapshot(&zero)), (free, zero_before.clone()), "zero mappings are not counted");
+    assert_eq!(w.read(0, AREA + 7 * PAGE), 0);
+    // A write: a fresh huge folio replaces it, zeroed.
+    assert_eq!(w.write(0, AREA + 0x20, 7), [FaultOutcome::MappedHuge]);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    assert_ne!(f.pfn(), zero.pfn());
+    assert_eq!((w.read(0, AREA + 0x10), w.read(0, AREA + 0x20), w.read(0, AREA + 300 * PAGE)), (0, 7, 0));
+    assert_eq!((w.nr_free(), snapshot(&zero)), (free - 512, zero_before.clone()));
+    assert_eq!(w.stats(0), pmd_stats(1, 1));
+    // Another zero PMD, then no 2 MiB block is left.
+    assert_eq!(w.access(0, AREA + HP, HwAccess::USER_READ).unwrap().1, [FaultOutcome::MappedHugeZero]);
+    w.fragment();
+    let free = w.nr_free();
+    // A write in an empty block falls back to one 4 KiB page.
+    assert_eq!(w.write(0, AREA + 2 * HP + 5, 9), [FaultOutcome::HugeFallback]);
+    let (level, small) = w.leaf(0, AREA + 2 * HP);
+    assert_eq!((level, small.size, small.prot.writable), (Level::Pte, PageSize::Size4K, true));
+    assert_eq!(w.folio_at(0, AREA + 2 * HP).order(), 0);
+    assert_eq!(w.nr_free(), free - 1);
+    // A write to the zero PMD splits it and maps one 4 KiB page.
+    assert_eq!(w.write(0, AREA + HP + 3 * PAGE + 1, 4), [FaultOutcome::HugeFallback]);
+    assert_eq!(w.leaf(0, AREA + HP + 3 * PAGE).0, Level::Pte);
+    assert_eq!(w.lookup(0, AREA + HP + 4 * PAGE), (Level::Pte, Decoded::None), "the rest refaults");
+    assert_eq!(w.nr_free(), free - 2);
+    assert_eq!(snapshot(&zero), zero_before);
+    let st = w.stats(0);
+    assert_eq!((st.nr_pmd_leaves, st.nr_pte_leaves, st.nr_pages_mapped), (1, 2, 514));
+    // The rest of that block reads zeros (4 KiB pages now), keeps the byte.
+    assert_eq!((w.read(0, AREA + HP + 3 * PAGE + 1), w.read(0, AREA + HP + 9 * PAGE)), (4, 0));
+    assert_eq!(w.leaf(0, AREA + HP + 9 * PAGE).0, Level::Pte);
+    // Reads still get the zero folio while no block is free.
+    assert_eq!(w.access(0, AREA + 3 * HP, HwAccess::USER_READ).unwrap().1, [FaultOutcome::MappedHugeZero]);
+    w.check();
+    w.unfragment();
+    // With blocks back, a write to the zero PMD gets a huge folio again.
+    assert_eq!(w.write(0, AREA + 3 * HP + 8, 8), [FaultOutcome::MappedHuge]);
+    assert_fresh_thp(&w, 0, AREA + 3 * HP);
+    w.check();
+    w.finish();
+}
+
+fn nohugepage_areas_get_no_new_huge_folios<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, 3 * HP, RW);
+    // A zero PMD, then MADV_NOHUGEPAGE over its whole block (no boundary
+    // inside it: the PMD stays, as pages already mapped do).
+    assert_eq!(w.access(0, AREA + 8, HwAccess::USER_READ).unwrap().1, [FaultOutcome::MappedHugeZero]);
+    w.advise_thp(0, AREA, HP, ThpMode::Never);
+    assert_eq!(w.leaf(0, AREA).0, Level::Pmd);
+    // A write to it must not make a huge folio: the zero PMD is split and
+    // one 4 KiB page mapped.
+    let free = w.nr_free();
+    assert_eq!(w.write(0, AREA + PAGE + 1, 1), [FaultOutcome::HugeFallback]);
+    assert_eq!((w.leaf(0, AREA + PAGE).0, w.nr_free()), (Level::Pte, free - 1));
+    assert_eq!((w.read(0, AREA + PAGE + 1), w.read(0, AREA + 2 * PAGE)), (1, 0));
+    // Fresh faults there map 4 KiB pages; the next block still gets THPs.
+    assert_eq!(w.access(0, AREA + HP - 1, HwAccess::USER_READ).unwrap().1, [FaultOutcome::Resolved]);
+    assert_eq!(w.write(0, AREA + HP, 2), [FaultOutcome::MappedHuge]);
+    // A boundary inside a PMD: MADV_NOHUGEPAGE on half a THP splits it.
+    w.advise_thp(0, AREA + HP, HP / 2, ThpMode::Never);
+    assert_eq!(w.leaf(0, AREA + HP).0, Level::Pte);
+    assert_eq!(w.read(0, AREA + HP), 2);
+    w.check();
+    w.finish();
+}
+
+// ------------------------------------------------------------------ 3
+
+fn partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, 2 * HP, RW);
+    w.fill(0, AREA, 2 * HP, 1);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    assert_fresh_thp(&w, 0, AREA + HP);
+    let free = w.nr_free();
+    // 16 pages out of the middle of block 0.
+    let (cut, nr_cut) = (AREA + 0x10_0000, 16);
+    w.munmap(0, cut, nr_cut * PAGE);
+    assert_eq!(w.nr_free(), free + nr_cut, "the unmapped pages are freed at once");
+    let handle = anon_handle(w.sp(0).table.root());
+    for i in 0..HPAGE_NR as u64 {
+        let p = AREA + i * PAGE;
+        if (cut..cut + nr_cut * PAGE).contains(&p) {
+            assert_eq!(w.lookup(0, p), (Level::Pte, Decoded::None));
+            continue;
+        }
+        let (level, leaf) = w.leaf(0, p);
+        assert_eq!((level, leaf.prot.writable, leaf.dirty), (Level::Pte, true, true));
+        // Split into order-0 folios, each mapped once, exclusive.
+        let g = w.folio_at(0, p);
+        assert_eq!(g.pfn(), f.pfn() + i);
+        assert_eq!((g.order(), g.refcount(), g.page_mapcount(0), g.entire_mapcount()), (0, 1, 1, 0));
+        assert!(g.test_flag(PageFlag::AnonExclusive) && g.test_flag(PageFlag::SwapBacked));
+        assert_eq!((g.mapping(), g.index()), (handle, p >> 12));
+    }
+    w.expect_filled(0, AREA, cut - AREA, 1);
+    w.expect_filled(0, cut + nr_cut * PAGE, 2 * HP - (cut + nr_cut * PAGE - AREA), 1);
+    assert_eq!(
+        w.stats(0),
+        Stats {
+            nr_pages_mapped: 1024 - nr_cut,
+            nr_folios: 512 - nr_cut + 1,
+            nr_pte_leaves: 512 - nr_cut,
+            nr_pmd_leaves: 1,
+            nr_pud_leaves: 0,
+        }
+    );
+    // A range across the boundary of the two blocks cuts both.
+    let free = w.nr_free();
+    w.munmap(0, AREA + HP - 8 * PAGE, 16 * PAGE);
+    assert_eq!(w.nr_free(), free + 16);
+    let st = w.stats(0);
+    assert_eq!((st.nr_pmd_leaves, st.nr_pte_leaves, st.nr_folios), (0, 1024 - 32, 1024 - 32));
+    w.expect_filled(0, AREA + HP + 8 * PAGE, HP - 8 * PAGE, 1);
+    // MADV_DONTNEED of part of a THP frees it too and the range reads zeros.
+    w.mmap(0, AREA + 2 * HP, HP, RW);
+    w.fill(0, AREA + 2 * HP, HP, 3);
+    let free = w.nr_free();
+    w.dontneed(0, AREA + 2 * HP + 100 * PAGE, 10 * PAGE);
+    assert_eq!(w.nr_free(), free + 10);
+    assert_eq!(w.read(0, AREA + 2 * HP + 105 * PAGE + offset_in(AREA + 2 * HP + 105 * PAGE)), 0);
+    w.expect_filled(0, AREA + 2 * HP, 100 * PAGE, 3);
+    w.finish();
+}
+
+fn partial_munmap_of_a_thp_shared_with_a_child_keeps_the_folio<F: HardwareWalker>() {
+    for child_first in [false, true] {
+        let mut w = World::<F>::new();
+        w.mmap(0, AREA, HP, RW);
+        w.fill(0, AREA, HP, 2);
+        let f = assert_fresh_thp(&w, 0, AREA);
+        let c = w.fork(0);
+        w.check();
+        let free = w.nr_free();
+        let (cut, nr_cut) = (AREA + 0x8_0000, 16u64);
+        w.munmap(0, cut, nr_cut * PAGE);
+        // The parent's PMD is split; the folio is not (the child maps it).
+        assert_eq!(w.nr_free(), free, "nothing freed while the child maps the folio");
+        assert_eq!((f.order(), f.entire_mapcount()), (9, 1));
+        let in_cut = |i: u64| (cut..cut + nr_cut * PAGE).contains(&(AREA + i * PAGE));
+        for i in 0..HPAGE_NR as u64 {
+            assert_eq!(f.page_mapcount(i as usize), if in_cut(i) { 0 } else { 1 });
+        }
+        assert_eq!(f.refcount(), 1 + 512 - nr_cut as i32);
+        let st = w.check();
+        assert_eq!((st[0].nr_pte_leaves, st[0].nr_pmd_leaves, st[0].nr_folios), (512 - nr_cut, 0, 1));
+        assert_eq!(st[c], pmd_stats(1, 1));
+        w.expect_filled(c, AREA, HP, 2);
+        w.expect_filled(0, AREA, cut - AREA, 2);
+        if child_first {
+            // The child goes: the folio stays for the parent's PTEs; a
+            // further cut in the parent now splits it, freeing both cuts.
+            w.exit(c);
+            assert_eq!((f.order(), f.entire_mapcount(), f.refcount()), (9, 0, 512 - nr_cut as i32));
+            assert_eq!(w.nr_free(), free);
+            w.check();
+            w.munmap(0, AREA, nr_cut * PAGE);
+            assert_eq!(w.nr_free(), free + 2 * nr_cut);
+            assert_eq!(w.folio_at(0, AREA + HP - PAGE).order(), 0);
+            w.expect_filled(0, AREA + nr_cut * PAGE, cut - AREA - nr_cut * PAGE, 2);
+            w.check();
+            w.munmap(0, AREA, HP);
+        } else {
+            // The parent drops the rest: the child's PMD keeps it whole.
+            w.munmap(0, AREA, HP);
+            assert_eq!((f.order(), f.entire_mapcount(), f.refcount(), f.total_mapcount()), (9, 1, 1, 1));
+            assert_eq!(w.nr_free(), free);
+            w.check();
+            w.expect_filled(c, AREA, HP, 2);
+            w.munmap(c, AREA, HP);
+        }
+        assert_eq!(w.nr_free(), free + 512, "freed when both sides dropped it");
+        w.finish();
+    }
+}
+
+// ------------------------------------------------------------------ 4
+
+fn mprotect_of_part_of_a_thp_splits_it_and_never_grants_write<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, 2 * HP, RW);
+    w.fill(0, AREA, 2 * HP, 4);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    let free = w.nr_free();
+    let (part, nr_part) = (AREA + 64 * PAGE, 32u64);
+    let in_part = |p: u64| (part..part + nr_part * PAGE).contains(&p);
+    w.mprotect(0, part, nr_part * PAGE, VmaProt::READ);
+    // The PMD is split; the folio stays whole, mapped by 512 PTEs.
+    assert_eq!((f.order(), f.entire_mapcount(), f.refcount(), f.total_mapcount()), (9, 0, 512, 512));
+    for i in 0..HPAGE_NR {
+        let p = AREA + i as u64 * PAGE;
+        assert_eq!(f.page_mapcount(i), 1);
+        assert!(f.page(i).test_flag(PageFlag::AnonExclusive), "page {i} stays exclusive");
+        let (level, leaf) = w.leaf(0, p);
+        assert_eq!((level, leaf.frame), (Level::Pte, PhysAddr::new((f.pfn() + i as u64) << 12)));
+        assert_eq!(leaf.prot.writable, !in_part(p), "page {i}");
+        assert!(leaf.dirty && leaf.young);
+    }
+    assert_eq!(w.nr_free(), free);
+    let st = w.stats(0);
+    assert_eq!((st.nr_pte_leaves, st.nr_pmd_leaves, st.nr_folios), (512, 1, 2));
+    // Writes are refused there, allowed around it; the data is intact.
+    assert_eq!(w.access(0, part + 5, HwAccess::USER_WRITE), Err(FaultOutcome::Refused(Refused::NotAllowed)));
+    assert_eq!(w.write(0, part - PAGE, 0x77), []);
+    w.fill(0, part + nr_part * PAGE, 16 * PAGE, 4);
+    w.expect_filled(0, part, nr_part * PAGE, 4);
+    // Back to read-write: the area allows writes, the leaves stay read-only.
+    w.mprotect(0, part, nr_part * PAGE, RW);
+    for p in (part..part + nr_part * PAGE).step_by(PAGE as usize) {
+        assert!(!w.leaf(0, p).1.prot.writable, "{p:#x}: mprotect granted write");
+    }
+    w.check();
+    // A write faults once and reuses the exclusive page in place.
+    let before = w.leaf(0, part).1.frame;
+    assert_eq!(w.write(0, part + offset_in(part), 0x99), [FaultOutcome::Reused]);
+    assert_eq!(w.leaf(0, part).1.frame, before);
+    assert!(w.leaf(0, part).1.prot.writable);
+    assert_eq!((w.nr_free(), w.frames.nr_copies.get()), (free, 0));
+    assert_eq!(w.read(0, part + offset_in(part)), 0x99);
+    w.expect_filled(0, part + PAGE, (nr_part - 1) * PAGE, 4);
+    w.check();
+    // A whole PMD made read-only and back: no split; the write reuses it.
+    w.mprotect(0, AREA + HP, HP, VmaProt::READ);
+    w.mprotect(0, AREA + HP, HP, RW);
+    let (level, leaf) = w.leaf(0, AREA + HP);
+    assert_eq!((level, leaf.prot.writable), (Level::Pmd, false));
+    assert_eq!(w.write(0, AREA + HP + 3, 3), [FaultOutcome::Reused]);
+    assert_eq!(
+        w.leaf(0, AREA + HP),
+        (Level::Pmd, Leaf { prot: Prot { writable: true, ..leaf.prot }, ..leaf })
+    );
+    w.expect_filled(0, AREA + HP + PAGE, HP - PAGE, 4);
+    // After fork, mprotect of the parent never makes a shared leaf writable.
+    let c = w.fork(0);
+    w.mprotect(0, AREA + HP, 8 * PAGE, VmaProt::READ_EXEC);
+    w.mprotect(0, AREA + HP, 8 * PAGE, RW);
+    for p in (AREA + HP..AREA + HP + 8 * PAGE).step_by(PAGE as usize) {
+        assert!(!w.leaf(0, p).1.prot.writable);
+    }
+    w.check();
+    assert_eq!(w.write(0, AREA + HP + 2 * PAGE, 0xee), [FaultOutcome::Copied]);
+    assert_eq!(w.read(c, AREA + HP + 2 * PAGE), 0, "the child keeps its page");
+    w.expect_filled(c, AREA + HP + PAGE, HP - PAGE, 4);
+    w.check();
+    w.finish();
+}
+
+// ------------------------------------------------------------------ 5
+
+fn fork_shares_a_pmd_thp_and_a_write_splits_and_copies<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, HP, RW);
+    w.fill(0, AREA, HP, 5);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    let c = w.fork(0);
+    for s in [0, c] {
+        let (level, leaf) = w.leaf(s, AREA);
+        assert_eq!(
+            (level, leaf.frame, leaf.prot.writable),
+            (Level::Pmd, PhysAddr::new(f.pfn() << 12), false)
+        );
+    }
+    assert_eq!((f.entire_mapcount(), f.refcount(), f.total_mapcount()), (2, 2, 2));
+    assert!(!f.test_flag(PageFlag::AnonExclusive));
+    let st = w.check();
+    assert_eq!((st[0], st[c]), (pmd_stats(1, 1), pmd_stats(1, 1)));
+    // The parent writes page 5: its PMD is split, page 5 copied.
+    let free = w.nr_free();
+    let p5 = AREA + 5 * PAGE;
+    assert_eq!(w.write(0, p5 + offset_in(p5), 0xa5), [FaultOutcome::Copied]);
+    assert_eq!(w.frames.nr_copies.get(), 1);
+    assert_eq!(w.nr_free(), free - 1);
+    assert_eq!(w.leaf(c, AREA).0, Level::Pmd, "the child keeps its PMD");
+    let (level, leaf) = w.leaf(0, p5);
+    assert_eq!((level, leaf.prot.writable), (Level::Pte, true));
+    assert_ne!(leaf.frame.pfn(), f.pfn() + 5);
+    let copy = w.folio_at(0, p5);
+    assert!(copy.test_flag(PageFlag::AnonExclusive));
+    assert_eq!((copy.order(), copy.refcount(), copy.page_mapcount(0)), (0, 1, 1));
+    assert_eq!(f.entire_mapcount(), 1);
+    for i in 0..HPAGE_NR {
+        assert_eq!(f.page_mapcount(i), if i == 5 { 0 } else { 1 }, "page {i}");
+        assert!(!f.page(i).test_flag(PageFlag::AnonExclusive));
+        if i != 5 {
+            assert!(!w.leaf(0, AREA + i as u64 * PAGE).1.prot.writable);
+        }
+    }
+    assert_eq!(f.refcount(), 1 + 511);
+    assert_eq!(w.read(0, p5 + offset_in(p5)), 0xa5);
+    assert_eq!(w.read(c, p5 + offset_in(p5)), pattern(p5, 5));
+    w.expect_filled(0, AREA, 5 * PAGE, 5);
+    w.expect_filled(0, AREA + 6 * PAGE, HP - 6 * PAGE, 5);
+    w.expect_filled(c, AREA, HP, 5);
+    let st = w.check();
+    assert_eq!((st[0].nr_pte_leaves, st[0].nr_folios), (512, 2));
+    // The child writes page 7: its own split and copy.
+    let p7 = AREA + 7 * PAGE;
+    assert_eq!(w.write(c, p7 + offset_in(p7), 0xc7), [FaultOutcome::Copied]);
+    assert_eq!(
+        (f.entire_mapcount(), f.page_mapcount(5), f.page_mapcount(7), f.page_mapcount(8)),
+        (0, 1, 1, 2)
+    );
+    assert_eq!(w.read(0, p7 + offset_in(p7)), pattern(p7, 5));
+    assert_eq!(w.read(c, p7 + offset_in(p7)), 0xc7);
+    assert_eq!(w.read(c, p5 + offset_in(p5)), pattern(p5, 5));
+    w.check();
+    w.finish();
+}
+
+fn a_write_after_the_other_side_unmapped_reuses_the_pmd<F: HardwareWalker>() {
+    for (writer, dropper) in [(0, 1), (1, 0)] {
+        let mut w = World::<F>::new();
+        w.mmap(0, AREA, 2 * HP, RW);
+        w.fill(0, AREA, 2 * HP, 6);
+        let f = assert_fresh_thp(&w, 0, AREA);
+        let c = w.fork(0);
+        assert_eq!(c, 1);
+        // The other side unmaps the block (munmap of exactly the block).
+        w.munmap(dropper, AREA, HP);
+        assert_eq!((f.entire_mapcount(), f.refcount()), (1, 1));
+        w.check();
+        let free = w.nr_free();
+        assert_eq!(w.write(writer, AREA + 9, 0x11), [FaultOutcome::Reused]);
+        assert_eq!(w.nr_free(), free);
+        let (level, leaf) = w.leaf(writer, AREA);
+        assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, PhysAddr::new(f.pfn() << 12), true));
+        assert!(f.test_flag(PageFlag::AnonExclusive));
+        assert_eq!(w.read(writer, AREA + 9), 0x11);
+        w.expect_filled(writer, AREA + PAGE, HP - PAGE, 6);
+        w.check();
+        // The other block: the other side exits altogether.
+        let g = w.folio_at(0, AREA + HP);
+        w.exit(dropper);
+        assert_eq!(w.write(writer, AREA + HP + 9, 0x12), [FaultOutcome::Reused]);
+        assert_eq!((g.entire_mapcount(), g.refcount()), (1, 1));
+        assert!(g.test_flag(PageFlag::AnonExclusive));
+        w.expect_filled(writer, AREA + HP + PAGE, HP - PAGE, 6);
+        w.check();
+        w.finish();
+    }
+}
+
+// ------------------------------------------------------------------ 6
+
+fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, HP, RW);
+    w.fill(0, AREA, HP, 7);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    f.pin();
+    assert_eq!((f.refcount(), f.pincount()), (2, 1));
+    w.check();
+    let free = w.nr_free();
+    let c = w.fork(0);
+    assert_eq!(w.frames.nr_copies.get(), 512);
+    assert_eq!(w.nr_free(), free - 512);
+    // The parent keeps it exclusive and writable.
+    let (level, leaf) = w.leaf(0, AREA);
+    assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, PhysAddr::new(f.pfn() << 12), true));
+    assert_eq!((f.entire_mapcount(), f.refcount(), f.pincount()), (1, 2, 1));
+    assert!(f.test_flag(PageFlag::AnonExclusive));
+    // The child has its own huge folio.
+    let g = w.folio_at(c, AREA);
+    assert_ne!(g, f);
+    assert_eq!((g.order(), g.entire_mapcount(), g.refcount(), g.pincount()), (9, 1, 1, 0));
+    assert!(g.test_flag(PageFlag::AnonExclusive));
+    assert_eq!((g.mapping(), g.index()), (anon_handle(w.sp(c).table.root()), AREA >> 12));
+    assert_eq!(w.leaf(c, AREA).0, Level::Pmd);
+    let st = w.check();
+    assert_eq!((st[0], st[c]), (pmd_stats(1, 1), pmd_stats(1, 1)));
+    w.expect_filled(c, AREA, HP, 7);
+    // A write through the pin (DMA) is seen by the parent only.
+    let p = AREA + 40 * PAGE;
+    w.frames.set_byte(PhysAddr::new(((f.pfn() + 40) << 12) + 8), 0xd0);
+    assert_eq!((w.read(0, p + 8), w.read(c, p + 8)), (0xd0, 0));
+    // Both write without a fault on either side.
+    assert_eq!(w.write(0, AREA + 1, 1), []);
+    assert_eq!(w.write(c, AREA + 1, 2), []);
+    assert_eq!((w.read(0, AREA + 1), w.read(c, AREA + 1)), (1, 2));
+    assert!(!f.unpin());
+    assert_eq!((f.refcount(), f.pincount()), (1, 0));
+    w.check();
+    w.finish();
+}
+
+fn a_pinned_thp_is_copied_in_small_pages_when_no_2mib_block_is_free<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, HP, RW);
+    w.fill(0, AREA, HP, 10);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    f.pin();
+    w.fragment();
+    let free = w.nr_free();
+    let c = w.fork(0);
+    assert_eq!((w.frames.nr_copies.get(), w.nr_free()), (512, free - 512));
+    // The parent keeps its PMD, exclusive and writable.
+    let (level, leaf) = w.leaf(0, AREA);
+    assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, PhysAddr::new(f.pfn() << 12), true));
+    assert_eq!((f.entire_mapcount(), f.refcount()), (1, 2));
+    assert!(f.test_flag(PageFlag::AnonExclusive));
+    // The child maps 512 fresh exclusive pages of its own.
+    let handle = anon_handle(w.sp(c).table.root());
+    for i in 0..HPAGE_NR as u64 {
+        let (level, leaf) = w.leaf(c, AREA + i * PAGE);
+        assert_eq!((level, leaf.prot.writable), (Level::Pte, true));
+        let g = w.folio_at(c, AREA + i * PAGE);
+        assert_eq!((g.order(), g.refcount(), g.page_mapcount(0)), (0, 1, 1));
+        assert!(g.test_flag(PageFlag::AnonExclusive));
+        assert_eq!((g.mapping(), g.index()), (handle, (AREA >> 12) + i));
+    }
+    let st = w.check();
+    assert_eq!((st[0], st[c].nr_pte_leaves, st[c].nr_folios), (pmd_stats(1, 1), 512, 512));
+    w.expect_filled(c, AREA, HP, 10);
+    assert_eq!(w.write(c, AREA + 1, 2), []);
+    assert_eq!((w.read(0, AREA + 1), w.read(c, AREA + 1)), (0, 2));
+    assert!(!f.unpin());
+    w.finish();
+}
+
+fn a_pinned_pte_mapped_thp_is_copied_page_by_page<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, HP, RW);
+    w.fill(0, AREA, HP, 8);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    w.mprotect(0, AREA, PAGE, VmaProt::READ); // splits the PMD
+    assert_eq!(f.entire_mapcount(), 0);
+    f.pin();
+    let c = w.fork(0);
+    assert_eq!(w.frames.nr_copies.get(), 512);
+    assert_eq!((f.refcount(), f.total_mapcount()), (513, 512));
+    assert!((0..HPAGE_NR).all(|i| f.page(i).test_flag(PageFlag::AnonExclusive)));
+    assert!(w.leaf(0, AREA + PAGE).1.prot.writable);
+    let st = w.check();
+    assert_eq!((st[c].nr_pte_leaves, st[c].nr_folios), (512, 512));
+    w.expect_filled(c, AREA, HP, 8);
+    // Pinned: a partial munmap cannot split it; the pages stay until unpin.
+    let free = w.nr_free();
+    w.munmap(0, AREA, 8 * PAGE);
+    assert_eq!((w.nr_free(), f.order()), (free, 9));
+    w.munmap(0, AREA, HP);
+    assert_eq!((w.nr_free(), f.refcount(), f.total_mapcount()), (free, 1, 0));
+    assert!(f.unpin());
+    w.frames.free(f);
+    assert_eq!(w.nr_free(), free + 512);
+    w.check();
+    w.finish();
+}
+
+// ------------------------------------------------------------------ 7
+
+fn try_split_folio_refuses_and_changes_nothing<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, 2 * HP, RW);
+    w.fill(0, AREA, 2 * HP, 9);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    let pmd_mapped = assert_fresh_thp(&w, 0, AREA + HP);
+    let split = |w: &World<F>, folio: Folio<'static>| {
+        let sp = w.sp(0);
+        try_split_folio(&sp.table, &w.mem, folio, |_| 0, &mut |g| w.frames.free(g))
+    };
+    // Mapped by a PMD.
+    let before = snapshot(&pmd_mapped);
+    assert_eq!(split(&w, pmd_mapped), Err(SplitRefused::PmdMapped));
+    assert_eq!(snapshot(&pmd_mapped), before);
+    // Split the PMD of block 0 by hand: 512 PTEs, counts on the pages.
+    let sp = w.sp(0);
+    assert_eq!(
+        split_huge_pmd(&sp.table, &w.mem, &w.tlb, w.memmap(), va(AREA + 77 * PAGE)),
+        Ok(PmdSplit::Anon)
+    );
+    assert_eq!(split_huge_pmd(&sp.table, &w.mem, &w.tlb, w.memmap(), va(AREA)), Ok(PmdSplit::NotHuge));
+    assert_eq!((f.order(), f.entire_mapcount(), f.refcount(), f.total_mapcount()), (9, 0, 512, 512));
+    assert!((0..HPAGE_NR).all(|i| f.page_mapcount(i) == 1 && f.page(i).test_flag(PageFlag::AnonExclusive)));
+    assert_eq!(w.stats(0).nr_pte_leaves, 512);
+    let before = snapshot(&f);
+    let free = w.nr_free();
+    let refused = |w: &World<F>, why: SplitRefused| {
+        assert_eq!(split(w, f), Err(why));
+        w.check();
+        assert_eq!(w.nr_free(), free);
+        w.expect_filled(0, AREA, HP, 9);
+    };
+    // Pinned.
+    f.pin();
+    let pinned = snapshot(&f);
+    refused(&w, SplitRefused::Pinned);
+    assert_eq!(snapshot(&f), pinned);
+    assert!(!f.unpin());
+    assert_eq!(snapshot(&f), before);
+    // An extra reference (FOLL_GET): the freeze fails.
+    f.get();
+    let got = snapshot(&f);
+    refused(&w, SplitRefused::Referenced);
+    assert_eq!(snapshot(&f), got);
+    assert!(!f.put());
+    // Locked by somebody else.
+    f.lock();
+    refused(&w, SplitRefused::Locked);
+    f.unlock();
+    assert_eq!(snapshot(&f), before);
+    // Mapped by another space too (a fork child's PTEs).
+    let c = w.fork(0);
+    let shared = snapshot(&f);
+    assert_eq!(f.refcount(), 1024);
+    refused(&w, SplitRefused::MappedElsewhere);
+    assert_eq!(snapshot(&f), shared);
+    w.exit(c);
+    assert_eq!(snapshot(&f).refcount, 512);
+    // The parent lost AnonExclusive at fork; otherwise as before.
+    assert!((0..HPAGE_NR).all(|i| !f.page(i).test_flag(PageFlag::AnonExclusive)));
+    w.check();
+    // Now it splits: page 4's PTE was cleared by the caller (who holds its
+    // reference), page 6's PTE gone and its reference dropped already.
+    let sp = w.sp(0);
+    let (_, flush) = sp.table.clear(&w.mem, va(AREA + 4 * PAGE), Level::Pte).unwrap();
+    flush.flush(&w.tlb);
+    remove_pte_mapping(w.memmap(), PhysAddr::new((f.pfn() + 4) << 12));
+    let (_, flush) = sp.table.clear(&w.mem, va(AREA + 6 * PAGE), Level::Pte).unwrap();
+    flush.flush(&w.tlb);
+    assert!(!remove_pte_mapping(w.memmap(), PhysAddr::new((f.pfn() + 6) << 12)).put());
+    let mut freed = Vec::new();
+    let held = |i: usize| (i == 4) as i32;
+    assert_eq!(
+        try_split_folio(&sp.table, &w.mem, f, held, &mut |g| {
+            freed.push(g.pfn());
+            w.frames.free(g)
+        }),
+        Ok(())
+    );
+    assert_eq!(freed, [f.pfn() + 6], "the page nobody holds is freed at once");
+    assert_eq!(w.nr_free(), free + 1);
+    let page4 = folio_of(w.memmap(), f.pfn() + 4).unwrap();
+    assert_eq!((page4.order(), page4.refcount(), page4.page_mapcount(0)), (0, 1, 0));
+    w.frames.put(page4);
+    let handle = anon_handle(w.sp(0).table.root());
+    for i in (0..HPAGE_NR).filter(|&i| i != 4 && i != 6) {
+        let g = w.folio_at(0, AREA + i as u64 * PAGE);
+        assert_eq!(g.pfn(), f.pfn() + i as u64);
+        assert_eq!((g.order(), g.refcount(), g.page_mapcount(0), g.is_locked()), (0, 1, 1, false));
+        assert_eq!((g.mapping(), g.index()), (handle, (AREA >> 12) + i as u64));
+        assert!(g.test_flag(PageFlag::SwapBacked));
+    }
+    assert_eq!(w.nr_free(), free + 2);
+    let st = w.stats(0);
+    assert_eq!((st.nr_pte_leaves, st.nr_folios, st.nr_pmd_leaves), (510, 511, 1));
+    w.expect_filled(0, AREA, 4 * PAGE, 9);
+    w.expect_filled(0, AREA + 7 * PAGE, HP - 7 * PAGE, 9);
+    assert_eq!(split(&w, w.folio_at(0, AREA)), Err(SplitRefused::Small));
+    w.finish();
+}
+
+// ------------------------------------------------------------------ 8
+
+fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, 3 * HP, RW);
+    let zero = w.zero_folio();
+    let zero_before = snapshot(&zero);
+    let sp = w.sp(0);
+    // A migration PMD whose PFN is the huge zero folio's (seed 001): it
+    // must be split as a migration entry, not taken for the zero PMD.
+    let m = MigrationEntry::new(MigrationKind::ReadExclusive, zero.pfn(), true, false).unwrap();
+    sp.table.set_nonpresent(&w.mem, va(AREA), Level::Pmd, NonPresent::Migration(m)).unwrap().1.flush(&w.tlb);
+    // The fault handler does not look at its frame either.
+    assert_eq!(w.fault(0, AREA + 5, Access::Read), FaultOutcome::Refused(Refused::Unsupported));
+    assert_eq!(w.fault(0, AREA + 5, Access::Write), FaultOutcome::Refused(Refused::Unsupported));
+    assert_eq!(
+        split_huge_pmd(&sp.table, &w.mem, &w.tlb, w.memmap(), va(AREA + 0x1234)),
+        Ok(PmdSplit::NonPresent)
+    );
+    for i in 0..HPAGE_NR as u64 {
+        let expected = NonPresent::Migration(MigrationEntry { pfn: zero.pfn() + i, ..m });
+        assert_eq!(w.lookup(0, AREA + i * PAGE), (Level::Pte, Decoded::NonPresent(expected)));
+    }
+    assert_eq!(snapshot(&zero), zero_before);
+    // A THP unmapped for migration (by hand: the PMD becomes a migration
+    // entry, the PMD mapping goes, the migration holds the reference).
+    let sp = w.sp(0);
+    assert_eq!(w.write(0, AREA + HP, 1), [FaultOutcome::MappedHuge]);
+    let f = assert_fresh_thp(&w, 0, AREA + HP);
+    let m2 = MigrationEntry::new(MigrationKind::Write, f.pfn(), true, true).unwrap();
+    let (old, flush) =
+        sp.table.set_nonpresent(&w.mem, va(AREA + HP), Level::Pmd, NonPresent::Migration(m2)).unwrap();
+    flush.flush(&w.tlb);
+    let Decoded::Leaf(old) = old else { panic!("{old:?}") };
+    assert_eq!(remove_pmd_mapping(w.memmap(), old.frame), f);
+    let f_before = snapshot(&f);
+    assert_eq!((f_before.refcount, f_before.entire), (1, 0));
+    // Cut by a range: split_huge_pmd_if_cut.
+    assert_eq!(
+        split_huge_pmd_if_cut(&sp.table, &w.mem, &w.tlb, w.memmap(), va(AREA + HP)),
+        Ok(PmdSplit::NotHuge)
+    );
+    assert_eq!(
+        split_huge_pmd_if_cut(&sp.table, &w.mem, &w.tlb, w.memmap(), va(AREA + HP + 3 * PAGE)),
+        Ok(PmdSplit::NonPresent)
+    );
+    for i in 0..HPAGE_NR as u64 {
+        let expected = NonPresent::Migration(MigrationEntry { pfn: f.pfn() + i, ..m2 });
+        assert_eq!(w.lookup(0, AREA + HP + i * PAGE), (Level::Pte, Decoded::NonPresent(expected)));
+    }
+    assert_eq!(snapshot(&f), f_before, "no count changes");
+    // A swap PMD.
+    let entry = SwapEntry::new(3, 0x1000).unwrap();
+    let swap = NonPresent::Swap { entry, exclusive: true };
+    sp.table.set_nonpresent(&w.mem, va(AREA + 2 * HP), Level::Pmd, swap).unwrap().1.flush(&w.tlb);
+    assert_eq!(
+        split_huge_pmd(&sp.table, &w.mem, &w.tlb, w.memmap(), va(AREA + 2 * HP + HP - 1)),
+        Ok(PmdSplit::NonPresent)
+    );
+    for i in 0..HPAGE_NR as u64 {
+        let expected = NonPresent::Swap { entry: SwapEntry::new(3, 0x1000 + i).unwrap(), exclusive: true };
+        assert_eq!(w.lookup(0, AREA + 2 * HP + i * PAGE), (Level::Pte, Decoded::NonPresent(expected)));
+    }
+    // The checker sees them all (nothing makes them yet).
+    assert_eq!(
+        w.try_check(),
+        Err(ConsistencyError::NonPresentEntries { nr_swap: 512, nr_migration: 1024, first: va(AREA) })
+    );
+    // mprotect and a partial MADV_DONTNEED leave them as they are / clear
+    // the part; no count changes.
+    let sp = w.sp(0);
+    protect_range(
+        &sp.table,
+        &w.mem,
+        &w.tlb,
+        w.memmap(),
+        va(AREA),
+        va(AREA + 3 * HP),
+        VmaProt::READ.to_prot(true),
+    )
+    .unwrap()
+    .flush(&w.tlb);
+    w.dontneed(0, AREA + HP, 256 * PAGE);
+    assert_eq!(w.lookup(0, AREA + HP), (Level::Pte, Decoded::None));
+    assert!(matches!(w.lookup(0, AREA + HP + 256 * PAGE), (Level::Pte, Decoded::NonPresent(_))));
+    assert_eq!(snapshot(&f), f_before);
+    assert_eq!(snapshot(&zero), zero_before);
+    // Migration over: drop the entries, then the reference.
+    w.dontneed(0, AREA, 3 * HP);
+    assert_eq!(w.stats(0), Stats::default());
+    assert_eq!(snapshot(&f), f_before);
+    w.frames.put(f);
+    w.finish();
+}
+
+// ------------------------------------------------------------------ 9
+
+/// xorshift64*: a small seeded generator, so a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Prints the operations of a failing run.
+struct OpLog(Vec<String>);
+
+impl Drop for OpLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let from = self.0.len().saturating_sub(40);
+            eprintln!("last operations:\n  {}", self.0[from..].join("\n  "));
+        }
+    }
+}
+
+/// The region the random operations work in: 4 blocks.
+const REGION_PAGES: u64 = 4 * 512;
+
+/// A range in the region: 2 MiB blocks mostly cut at both ends, sometimes whole.
+fn random_range(rng: &mut Rng) -> (u64, u64) {
+    if rng.chance(20) {
+        let b = rng.below(4);
+        let n = 1 + rng.below(4 - b);
+        return (AREA + b * HP, n * HP);
+    }
+    let start = rng.below(REGION_PAGES);
+    let max = if rng.chance(50) { 16 } else { 700 };
+    let len = 1 + rng.below((REGION_PAGES - start).min(max));
+    (AREA + start * PAGE, len * PAGE)
+}
+
+fn random_operations_agree_with_a_byte_model<F: HardwareWalker>() {
+    // For a longer soak: THP_RANDOM_SEEDS (default 4) seeds of
+    // THP_RANDOM_OPS (default 250) operations.
+    let env =
+        |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (nr_seeds, nr_ops) = (env("THP_RANDOM_SEEDS", 4), env("THP_RANDOM_OPS", 250));
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for seed in 1..=nr_seeds {
+        random_run::<F>(seed, nr_ops as usize, &mut seen);
+    }
+    // The run reached every path it is meant to mix.
+    for what in
+        ["MappedHuge", "MappedHugeZero", "HugeFallback", "Copied", "Reused", "Resolved", "fork", "split"]
+    {
+        assert!(seen.get(what).copied().unwrap_or(0) > 0, "never saw {what}: {seen:?}");
+    }
+}
+
+fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<String, u64>) {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut w = World::<F>::new();
+    let mut log = OpLog(vec![format!("seed {seed:#x}")]);
+    // Expected byte at `offset_in(page)` of each page, per space (absent: 0).
+    let mut model: Vec<HashMap<u64, u8>> = vec![HashMap::new()];
+    // Pinned folios (head PFNs), as a FOLL_PIN user holds them.
+    let mut pins: Vec<u64> = Vec::new();
+    w.mmap(0, AREA, 4 * HP, RW);
+    for op in 0..nr_ops {
+        let live = w.live();
+        let s = live[rng.below(live.len() as u64) as usize];
+        let roll = rng.below(100);
+        let mut note = |what: &str| *seen.entry(what.to_string()).or_default() += 1;
+        match roll {
+            0..=34 => {
+                let page = AREA + rng.below(REGION_PAGES) * PAGE;
+                let at = page + offset_in(page);
+                let value = 1 + rng.below(255) as u8;
+                let area = w.sp(s).vmas.find(va(at)).map(|v| v.prot);
+                log.0.push(format!("{op}: write {s} {page:#x} = {value:#x} (area {area:?})"));
+                match area {
+                    Some(p) if p.write => {
+                        for o in w.write(s, at, value) {
+                            note(&format!("{o:?}"));
+                        }
+                        model[s].insert(page, value);
+                    }
+                    Some(_) => assert_eq!(
+                        w.access(s, at, HwAccess::USER_WRITE),
+                        Err(FaultOutcome::Refused(Refused::NotAllowed))
+                    ),
+                    None => assert_eq!(
+                        w.access(s, at, HwAccess::USER_WRITE),
+                        Err(FaultOutcome::Refused(Refused::NoMapping))
+                    ),
+                }
+            }
+            35..=49 => {
+                let page = AREA + rng.below(REGION_PAGES) * PAGE;
+                let at = page + offset_in(page);
+                let area = w.sp(s).vmas.find(va(at)).is_some();
+                log.0.push(format!("{op}: read {s} {page:#x}"));
+                if area {
+                    let (pa, outcomes) = w.access(s, at, HwAccess::USER_READ).unwrap();
+                    for o in outcomes {
+                        note(&format!("{o:?}"));
+                    }
+                    assert_eq!(w.frames.byte(pa), model[s].get(&page).copied().unwrap_or(0), "{page:#x}");
+                } else {
+                    assert_eq!(
+                        w.access(s, at, HwAccess::USER_READ),
+                        Err(FaultOutcome::Refused(Refused::NoMapping))
+                    );
+                }
+            }
+            50..=57 => {
+                let (start, len) = random_range(&mut rng);
+                log.0.push(format!("{op}: munmap {s} {start:#x}+{len:#x}"));
+                let pmds = w.nr_pmd_leaves(s);
+                w.munmap(s, start, len);
+                if w.nr_pmd_leaves(s) + len / HP < pmds {
+                    note("split");
+                }
+                model[s].retain(|&p, _| !(start..start + len).contains(&p));
+            }
+            58..=63 => {
+                let (start, len) = random_range(&mut rng);
+                let mapped = w.sp(s).vmas.check_mapped(va(start), len).is_ok();
+                log.0.push(format!("{op}: dontneed {s} {start:#x}+{len:#x} (mapped {mapped})"));
+                if mapped {
+                    w.dontneed(s, start, len);
+                    model[s].retain(|&p, _| !(start..start + len).contains(&p));
+                }
+            }
+            64..=66 => {
+                let (start, len) = random_range(&mut rng);
+                let mode = [ThpMode::Never, ThpMode::Always, ThpMode::Default][rng.below(3) as usize];
+                let mapped = w.sp(s).vmas.check_mapped(va(start), len).is_ok();
+                log.0.push(format!("{op}: madvise {s} {start:#x}+{len:#x} {mode:?} (mapped {mapped})"));
+                if mapped {
+                    w.advise_thp(s, start, len, mode);
+                }
+            }
+            67..=74 => {
+                let (start, len) = random_range(&mut rng);
+                let prot = [VmaProt::READ, RW, RW, VmaProt::READ_EXEC][rng.below(4) as usize];
+                let mapped = w.sp(s).vmas.check_mapped(va(start), len).is_ok();
+                log.0.push(format!("{op}: mprotect {s} {start:#x}+{len:#x} {prot:?} (mapped {mapped})"));
+                if mapped {
+                    w.mprotect(s, start, len, prot);
+                }
+            }
+            75..=81 => {
+                let (start, len) = random_range(&mut rng);
+                let free =
+                    w.sp(s).vmas.iter().all(|v| v.end.as_u64() <= start || v.start.as_u64() >= start + len);
+                log.0.push(format!("{op}: mmap {s} {start:#x}+{len:#x} (free {free})"));
+                if free {
+                    w.mmap(s, start, len, RW);
+                }
+            }
+            82..=86 if live.len() < 4 => {
+                log.0.push(format!("{op}: fork {s}"));
+                let c = w.fork(s);
+                note("fork");
+                model.push(model[s].clone());
+                assert_eq!(model.len(), c + 1);
+            }
+            87..=88 if live.len() > 1 => {
+                log.0.push(format!("{op}: exit {s}"));
+                w.exit(s);
+                model[s].clear();
+            }
+            89..=93 => {
+                // Pin (a FOLL_PIN user) or unpin a folio.
+                if !pins.is_empty() && rng.chance(50) {
+                    let pfn = pins.swap_remove(rng.below(pins.len() as u64) as usize);
+                    let f = folio_of(w.memmap(), pfn).unwrap();
+                    log.0.push(format!("{op}: unpin {pfn:#x}"));
+                    if f.unpin() {
+                        w.frames.free(f);
+                    }
+                } else {
+                    let page = AREA + rng.below(REGION_PAGES) * PAGE;
+                    if let Some(pa) = w.sp(s).table.translate(&w.mem, va(page)) {
+                        let f = folio_of(w.memmap(), pa.pfn()).unwrap();
+                        if f.pfn() != w.frames.zero.get().unwrap() {
+                            log.0.push(format!("{op}: pin {s} {page:#x} (folio {:#x})", f.pfn()));
+                            f.pin();
+                            pins.push(f.pfn());
+                        }
+                    }
+                }
+            }
+            _ => {
+                if w.fragments.borrow().is_empty() {
+                    log.0.push(format!("{op}: fragment"));
+                    w.fragment();
+                } else {
+                    log.0.push(format!("{op}: unfragment"));
+                    w.unfragment();
+                }
+            }
+        }
+        // After every operation: the checker, and every written byte.
+        w.check();
+        for s in w.live() {
+            for (&page, &value) in &model[s] {
+                let at = page + offset_in(page);
+                let (pa, _) =
+                    w.access(s, at, HwAccess::USER_READ).unwrap_or_else(|e| panic!("{page:#x}: {e:?}"));
+                assert_eq!(w.frames.byte(pa), value, "space {s}, page {page:#x}");
+            }
+        }
+    }
+    log.0.push("teardown".into());
+    for s in w.live() {
+        w.exit(s);
+    }
+    for pfn in pins {
+        let f = folio_of(w.memmap(), pfn).unwrap();
+        if f.unpin() {
+            w.frames.free(f);
+        }
+    }
+    w.finish();
+}
+
+// ------------------------------------------------------------------ both formats
+
+macro_rules! for_both_formats {
+    ($($name:ident),* $(,)?) => {
+        mod x86_64 {
+            $( #[test] fn $name() { super::$name::<super::X86Format>() } )*
+        }
+        mod aarch64 {
+            $( #[test] fn $name() { super::$name::<super::Aarch64Format>() } )*
+        }
+    };
+}
+
+for_both_formats!(
+    a_write_fault_maps_one_pmd_leaf,
+    read_faults_map_the_huge_zero_folio_and_writes_replace_it,
+    nohugepage_areas_get_no_new_huge_folios,
+    partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part,
+    partial_munmap_of_a_thp_shared_with_a_child_keeps_the_folio,
+    mprotect_of_part_of_a_thp_splits_it_and_never_grants_write,
+    fork_shares_a_pmd_thp_and_a_write_splits_and_copies,
+    a_write_after_the_other_side_unmapped_reuses_the_pmd,
+    a_pinned_thp_is_copied_whole_for_the_child,
+    a_pinned_thp_is_copied_in_small_pages_when_no_2mib_block_is_free,
+    a_pinned_pte_mapped_thp_is_copied_page_by_page,
+    try_split_folio_refuses_and_changes_nothing,
+    split_huge_pmd_of_migration_and_swap_entries,
+    random_operations_agree_with_a_byte_model,
+);
