@@ -397,6 +397,14 @@ impl AddressSpace {
         {
             let mut guard = self.lock();
             let inner = guard.as_mut().expect("AddressSpace used after teardown");
+            if !(prot.read || prot.write || prot.exec) {
+                let end = VirtAddr::new(start.as_u64().saturating_add(len));
+                let mut mapped = false;
+                inner.table.visit(&KernelTables, start, end, &mut |_, _, _, _| mapped = true);
+                if mapped {
+                    return Err(VmaError::ProtNoneOverMappedPages);
+                }
+            }
             let ranges = inner.vmas.protect(start, len, prot)?;
             for (s, e) in ranges {
                 match mm::space::protect_range(
@@ -1256,6 +1264,12 @@ fn thp_mprotect_and_madvise_on_part_split_the_pmd(_: &TestEnv<'_>) -> Result<(),
     let nonzero = run_in(&space, move || (400..416u64).find(|p| load(base + p * 4096 + p % 4000) != 0))?;
     if let Some(p) = nonzero {
         return Err(format!("page {p} is not zero after MADV_DONTNEED"));
+    }
+    // PROT_NONE over mapped pages is refused for now (VmaError's doc), and
+    // changes nothing.
+    match space.mprotect(VirtAddr::new(base), 4096, VmaProt::NONE) {
+        Err(VmaError::ProtNoneOverMappedPages) => {}
+        other => return Err(format!("mprotect(PROT_NONE) over a mapped page: {other:?}")),
     }
     // NOHUGEPAGE on half the block: it can no longer be one leaf.
     space

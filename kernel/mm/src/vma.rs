@@ -194,6 +194,11 @@ pub enum VmaError {
     /// The process's limit: the result would hold more VMAs than allowed
     /// (splitting a VMA adds one, so even an unmap can hit it).
     TooManyVmas,
+    /// Not supported yet: `mprotect(PROT_NONE)` over pages already mapped.
+    /// Tasks run at kernel privilege, so an inaccessible mapped page needs
+    /// a non-present "prot none" entry that the formats do not have yet;
+    /// dropping the pages instead would lose data. Nothing is changed.
+    ProtNoneOverMappedPages,
 }
 
 /// The VMAs of one address space, sorted by start. See the module doc for the
