@@ -1,7 +1,8 @@
 //! What every boot path hands the kernel, and the kernel's first steps.
 //!
 //! [`kernel_main`] prints the banner, the memory map and the arguments, sets
-//! up physical memory (heap, memmap, buddy allocator), then either runs the in-guest
+//! up physical memory (heap, memmap, buddy allocator), turns on the
+//! bug-replay switch `bug=` names (if any), then either runs the in-guest
 //! tests (`test=`), or shuts the machine down with a success status. (Later
 //! issues add CPUs, tasks and the memory subsystem between those steps.)
 
@@ -127,6 +128,8 @@ pub fn kernel_main(info: BootInfo) -> ! {
         println!("kernel: bad arguments: {e}");
         arch::exit(arch::ExitStatus::Failure);
     }
+    // Before any other CPU runs (`mm::bugs`).
+    cmdline::enable_bug_switch(&args);
 
     crate::vm::init();
     if let Err(e) = crate::sched::init() {

@@ -9,6 +9,7 @@ use crate::testing::{Test, TestEnv};
 use alloc::format;
 use alloc::string::String;
 use kargs::Args;
+use mm::bugs::Bug;
 
 /// Every key the kernel reads, with what it does.
 pub const KNOWN_ARGS: &[(&str, &str)] = &[
@@ -22,9 +23,14 @@ pub const KNOWN_ARGS: &[(&str, &str)] = &[
 ];
 
 /// The bug-replay switches this kernel has (`bug=<name>`), with the mistake
-/// each puts back. Each mechanism's issue adds its switch here; none exists
-/// yet, so any `bug=` is refused rather than silently doing nothing.
-pub const BUG_SWITCHES: &[(&str, &str)] = &[];
+/// each puts back. Each mechanism's issue adds its switch here, named by
+/// its `mm::bugs::Bug`; any other `bug=` is refused rather than silently
+/// doing nothing.
+pub const BUG_SWITCHES: &[(&str, &str)] = &[(
+    Bug::NonatomicFolioFlags.name(),
+    "seed 003: a new anonymous folio is published first and its flags are written after with a plain \
+     load/modify/store, undoing a PFN walker's concurrent atomic change",
+)];
 
 /// Checks the values of the arguments the kernel interprets. The message
 /// names the argument and says what is accepted.
@@ -32,7 +38,7 @@ pub fn validate(args: &Args<'_>) -> Result<(), String> {
     args.get_u64("seed").map_err(|e| format!("{e}"))?;
     args.get_u64("stress_secs").map_err(|e| format!("{e}"))?;
     if let Some(name) = args.get("bug") {
-        if !BUG_SWITCHES.iter().any(|(k, _)| *k == name) {
+        if !BUG_SWITCHES.iter().any(|(k, _)| *k == name) || Bug::from_name(name).is_none() {
             let mut known = String::new();
             for (k, _) in BUG_SWITCHES {
                 known.push_str(if known.is_empty() { "" } else { ", " });
@@ -50,6 +56,16 @@ pub fn validate(args: &Args<'_>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Turns on the bug-replay switch that `bug=` names, if any, and says so on
+/// one line. Boot CPU, after [`validate`], before the other CPUs start
+/// (`mm::bugs`: the switch word is then read with relaxed loads).
+pub fn enable_bug_switch(args: &Args<'_>) {
+    let Some(name) = args.get("bug") else { return };
+    let bug = Bug::from_name(name).expect("enable_bug_switch: `bug=` not validated");
+    mm::bugs::enable(bug);
+    println!("kernel: bug replay ON: `bug={}` puts back {}", bug.name(), bug.mistake());
 }
 
 /// Prints `kernel: args: ...` (the runner looks for this line) and a warning
@@ -118,11 +134,31 @@ fn validation_names_the_bad_argument(_: &TestEnv<'_>) -> Result<(), String> {
         }
     }
     let good = Args::parse("seed=0x10 stress_secs=5 test=all").map_err(|e| format!("{e}"))?;
-    validate(&good).map_err(|e| format!("good arguments refused: {e}"))
+    validate(&good).map_err(|e| format!("good arguments refused: {e}"))?;
+    let replay = Args::parse("test=all bug=nonatomic-folio-flags").map_err(|e| format!("{e}"))?;
+    validate(&replay).map_err(|e| format!("a known bug-replay switch refused: {e}"))
+}
+
+fn bug_switches_match_mm(_: &TestEnv<'_>) -> Result<(), String> {
+    // The table the kernel validates `bug=` with and `mm`'s switches name
+    // the same set, each once.
+    for bug in Bug::ALL {
+        let listed = BUG_SWITCHES.iter().filter(|(name, _)| *name == bug.name()).count();
+        if listed != 1 {
+            return Err(format!("`{}` is listed {listed} times in BUG_SWITCHES", bug.name()));
+        }
+    }
+    for (name, what) in BUG_SWITCHES {
+        if Bug::from_name(name).is_none() || what.is_empty() {
+            return Err(format!("BUG_SWITCHES lists `{name}`, which mm::bugs does not know"));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) const TESTS: &[Test] = &[
     Test { name: "args::reached_kernel", run: args_reached_kernel },
     Test { name: "args::validation_names_the_bad_argument", run: validation_names_the_bad_argument },
     Test { name: "args::parser_works_in_the_guest", run: parser_works_in_the_guest },
+    Test { name: "args::bug_switches_match_mm", run: bug_switches_match_mm },
 ];

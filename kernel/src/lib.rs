@@ -16,6 +16,7 @@
 //! | [`exceptions`] | in-guest tests of the arch's exception handling |
 //! | [`tlb`] | TLB shootdown: no CPU keeps a stale translation after a change returns |
 //! | [`vm`] | address spaces: areas, page tables, the fault handler for tasks |
+//! | [`flags_stress`] | the stress test of the folio flags word (seed 003, `bug=nonatomic-folio-flags`) |
 //! | [`testing`] | the in-guest test harness and its serial protocol |
 //! | [`panic`] | the panic handler: message, location, failing exit |
 //!
@@ -37,6 +38,7 @@ pub use boot::kernel_main;
 pub mod cmdline;
 pub mod console;
 pub mod exceptions;
+pub mod flags_stress;
 pub mod memory;
 pub mod paging;
 pub mod panic;

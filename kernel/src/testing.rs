@@ -21,7 +21,7 @@
 //! passed and at least one ran.
 
 use crate::println;
-use crate::{cmdline, exceptions, memory, paging, print, sched, smp, tlb, vm};
+use crate::{cmdline, exceptions, flags_stress, memory, paging, print, sched, smp, tlb, vm};
 use alloc::format;
 use alloc::string::String;
 use kargs::Args;
@@ -51,6 +51,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         smp::TESTS,
         tlb::TESTS,
         vm::TESTS,
+        flags_stress::TESTS,
     ]
     .into_iter()
     .flatten()

@@ -671,7 +671,7 @@ const RO: VmaProt = VmaProt { read: true, write: false, exec: false };
 
 /// A plain load, as any code does: a fault on it goes to the kernel's
 /// fault handler, which maps the page or ends the task.
-fn load(addr: u64) -> u8 {
+pub(crate) fn load(addr: u64) -> u8 {
     // SAFETY: `addr` lies in an area of the running task's address space:
     // the load either succeeds or faults into `on_fault`, which maps the page
     // (then the load is retried) or ends this task without returning here.
@@ -679,7 +679,7 @@ fn load(addr: u64) -> u8 {
 }
 
 /// A plain store (see [`load`]).
-fn store(addr: u64, value: u8) {
+pub(crate) fn store(addr: u64, value: u8) {
     // SAFETY: as for `load`; the area is the test's own anonymous memory.
     unsafe { core::ptr::write_volatile(addr as *mut u8, value) }
 }

@@ -18,7 +18,16 @@
 //!   purpose must make the run fail, named;
 //! - the crash self-check on each architecture: a test that takes an
 //!   unexpected page fault must fail the run with a panic, named as the
-//!   test that was running.
+//!   test that was running;
+//! - the bug replays, each switch of [`guest::BUG_REPLAYS`] on each
+//!   architecture with [`SMP_CPUS`] CPUs: booted with `bug=<switch>`, the
+//!   stress test that guards that mechanism must fail with the expected
+//!   reason (and the kernel must not panic). A stress test that cannot
+//!   see the historical mistake would pass a kernel that made it.
+//!
+//! Host tests are `cargo test` at the workspace root and the race tests
+//! under the concurrency checker ([`host_test_commands`]); the lints cover
+//! the race tests too ([`lint_commands`]).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,7 +36,7 @@ use qemu::{Accel, Arch, Firmware, MemSize};
 
 use crate::cli::{CiArgs, RunArgs, TestArgs, BOOT_TIMEOUT_SECS, TEST_TIMEOUT_SECS};
 use crate::error::Error;
-use crate::guest::{self, CRASHCHECK_ARGS, SELFCHECK_ARGS, SMOKE_ARG};
+use crate::guest::{self, BugReplay, BUG_REPLAYS, CRASHCHECK_ARGS, SELFCHECK_ARGS, SMOKE_ARG};
 use crate::kbuild::{self, Builder};
 use crate::setup;
 
@@ -54,6 +63,8 @@ pub enum Step {
     Smoke(Arch, Firmware),
     SelfCheck(Arch),
     CrashCheck(Arch),
+    /// A bug-replay switch must be caught (at [`SMP_CPUS`] CPUs).
+    BugReplay(Arch, &'static BugReplay),
 }
 
 impl Step {
@@ -66,6 +77,7 @@ impl Step {
             Step::Smoke(arch, fw) => format!("boot smoke {}", guest::machine_name(*arch, *fw)),
             Step::SelfCheck(arch) => format!("harness self-check {arch}"),
             Step::CrashCheck(arch) => format!("harness crash check {arch}"),
+            Step::BugReplay(arch, replay) => format!("bug replay {} {arch} smp {SMP_CPUS}", replay.bug),
         }
     }
 }
@@ -88,6 +100,9 @@ pub fn plan(args: &CiArgs) -> Vec<Step> {
     }
     steps.extend(args.arches.iter().map(|&a| Step::SelfCheck(a)));
     steps.extend(args.arches.iter().map(|&a| Step::CrashCheck(a)));
+    for replay in BUG_REPLAYS {
+        steps.extend(args.arches.iter().map(|&a| Step::BugReplay(a, replay)));
+    }
     steps
 }
 
@@ -109,10 +124,24 @@ fn one_line(e: &Error) -> String {
     e.to_string().lines().next().unwrap_or("").to_string()
 }
 
+fn words(s: &str) -> Vec<String> {
+    s.split(' ').map(String::from).collect()
+}
+
+/// The host test commands (arguments to cargo), all of which must pass:
+/// the workspace's default members, then `mm`'s race tests under the
+/// concurrency checker (a feature no other build sees).
+pub fn host_test_commands() -> Vec<Vec<String>> {
+    vec![words("test"), words("test -p mm --features shuttle --test races_folio_flags")]
+}
+
 /// The lint commands (arguments to cargo), all of which must pass.
 pub fn lint_commands() -> Vec<Vec<String>> {
-    let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
-    let mut commands = vec![words("fmt --all -- --check"), words("clippy --all-targets -- -D warnings")];
+    let mut commands = vec![
+        words("fmt --all -- --check"),
+        words("clippy --all-targets -- -D warnings"),
+        words("clippy -p mm --features shuttle --tests -- -D warnings"),
+    ];
     for arch in Arch::ALL {
         let mut clippy = kbuild::kernel_build_args(arch);
         clippy[0] = "clippy".to_string();
@@ -152,7 +181,16 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
             }
             Ok(())
         }
-        Step::HostTests => cargo(builder, &["test".to_string()]),
+        Step::HostTests => {
+            // Run them all, then report every one that failed.
+            let failures: Vec<String> =
+                host_test_commands().iter().filter_map(|args| cargo(builder, args).err()).collect();
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(failures.join("; "))
+            }
+        }
         Step::Lints => {
             // Run them all, then report every one that failed.
             let failures: Vec<String> =
@@ -190,6 +228,12 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
             let args = run_args(*arch, Firmware::Bios, BOOT_TIMEOUT_SECS);
             let outcome = guest::run_guest(builder, &args, CRASHCHECK_ARGS, &[]).map_err(|e| one_line(&e))?;
             guest::crashcheck_check(outcome.arch, outcome.exit, &outcome.report)
+        }
+        Step::BugReplay(arch, replay) => {
+            let args = RunArgs { smp: SMP_CPUS, ..run_args(*arch, Firmware::Bios, BOOT_TIMEOUT_SECS) };
+            let outcome =
+                guest::run_guest(builder, &args, &replay.kernel_args(), &[]).map_err(|e| one_line(&e))?;
+            guest::bug_replay_check(replay, outcome.arch, outcome.exit, &outcome.report)
         }
     }
 }
@@ -262,6 +306,8 @@ mod tests {
                 "harness self-check aarch64",
                 "harness crash check x86_64",
                 "harness crash check aarch64",
+                "bug replay nonatomic-folio-flags x86_64 smp 4",
+                "bug replay nonatomic-folio-flags aarch64 smp 4",
             ]
         );
     }
@@ -283,8 +329,15 @@ mod tests {
                 Step::Smoke(Arch::Aarch64, Firmware::Bios),
                 Step::SelfCheck(Arch::Aarch64),
                 Step::CrashCheck(Arch::Aarch64),
+                Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[0]),
             ]
         );
+    }
+
+    #[test]
+    fn host_tests_include_the_race_tests() {
+        let shown: Vec<String> = host_test_commands().iter().map(|c| c.join(" ")).collect();
+        assert_eq!(shown, ["test", "test -p mm --features shuttle --test races_folio_flags"]);
     }
 
     #[test]
@@ -295,6 +348,7 @@ mod tests {
             [
                 "fmt --all -- --check",
                 "clippy --all-targets -- -D warnings",
+                "clippy -p mm --features shuttle --tests -- -D warnings",
                 "clippy -p boot-x86_64 --target x86_64-unknown-none --profile kernel -- -D warnings",
                 "clippy -p boot-aarch64 --target aarch64-unknown-none --profile kernel -- -D warnings",
             ]

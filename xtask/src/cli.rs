@@ -33,9 +33,10 @@ COMMANDS:
     bench        boot with bench=all and list the BENCH lines at the end
     test         everything CI runs: host tests, lints (rustfmt, clippy), in-guest
                  tests on both architectures, boot smoke checks (BIOS, UEFI,
-                 AArch64) and the harness self-checks (a failing and a crashing
-                 test must be caught); runs every step, prints a table, and
-                 fails if any step failed
+                 AArch64), the harness self-checks (a failing and a crashing
+                 test must be caught) and the bug replays (each bug=<switch>
+                 must be caught by its stress test); runs every step, prints
+                 a table, and fails if any step failed
     book         build the mdBook in docs/ (installs mdbook 0.4 if missing)
 
 RUN OPTIONS:

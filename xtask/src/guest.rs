@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use qemu::{
     boot_verdict, test_verdict, Arch, Firmware, GuestExit, MachineConfig, Report, RunOptions, RunOutcome,
-    Verdict,
+    TestOutcome, Verdict,
 };
 
 use crate::cli::{RunArgs, TestArgs};
@@ -230,6 +230,74 @@ pub fn crashcheck_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<
     Ok(())
 }
 
+/// A bug-replay check: a switch, the in-guest test that must catch it, and
+/// what that test's failure must say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BugReplay {
+    /// The switch, as in `bug=<name>`.
+    pub bug: &'static str,
+    /// The test that must fail with the switch on.
+    pub test: &'static str,
+    /// Words its `FAILED` reason must contain.
+    pub expect: &'static str,
+    /// The `stress_secs` bound given to the test: it stops at the first
+    /// failure, so this is only how long a miss takes.
+    pub stress_secs: u32,
+}
+
+/// Every bug-replay switch the kernel has, each with the test that must
+/// catch it (ARCHITECTURE.md, "Bug replay").
+pub const BUG_REPLAYS: &[BugReplay] = &[BugReplay {
+    bug: "nonatomic-folio-flags",
+    test: "folio_flags::no_lost_updates_while_mapping",
+    expect: "lost update",
+    stress_secs: 10,
+}];
+
+impl BugReplay {
+    /// The kernel command line of the check.
+    pub fn kernel_args(&self) -> String {
+        format!("test={} bug={} stress_secs={}", self.test, self.bug, self.stress_secs)
+    }
+}
+
+/// The bug-replay check: with the switch on, the run must fail because
+/// `replay.test` printed `FAILED` with a reason containing `replay.expect`,
+/// the kernel must have echoed the switch and must not have panicked (a
+/// replayed mistake is to be *detected*, not to bring the kernel down),
+/// and the guest must end through its failure exit. A stress test that
+/// cannot see its switch's mistake would pass a broken kernel.
+pub fn bug_replay_check(
+    replay: &BugReplay,
+    arch: Arch,
+    exit: GuestExit,
+    report: &Report,
+) -> Result<(), String> {
+    let BugReplay { bug, test, expect, .. } = replay;
+    if !report.args_echo_contains(&format!("bug={bug}")) {
+        return Err(format!("the kernel did not echo `bug={bug}`"));
+    }
+    if let Some(panic) = report.panics.first() {
+        return Err(format!("the kernel panicked with bug={bug}: {panic}"));
+    }
+    let verdict = test_verdict(arch, exit, report);
+    if verdict.is_pass() {
+        return Err(format!("the run passed: {test} did not catch bug={bug}"));
+    }
+    match report.tests.iter().find(|t| t.name == *test).map(|t| &t.outcome) {
+        Some(TestOutcome::Failed(why)) if why.contains(expect) => {}
+        Some(TestOutcome::Failed(why)) => {
+            return Err(format!("{test} failed, but not with a {expect}: {why}"));
+        }
+        Some(TestOutcome::Ok) => return Err(format!("{test} passed: it did not catch bug={bug}")),
+        None => return Err(format!("{test} never reported: {}", verdict.reasons().join("; "))),
+    }
+    if exit != GuestExit::Failure {
+        return Err(format!("the guest did not end through its failure exit: {}", exit.describe(arch)));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +428,45 @@ mod tests {
             .unwrap_err()
             .starts_with("the report does not name"));
         assert_eq!(check(GuestExit::Success, good), Err("the guest reported success after a panic".into()));
+    }
+
+    #[test]
+    fn bug_replay_checks() {
+        let replay = &BUG_REPLAYS[0];
+        assert_eq!(
+            replay.kernel_args(),
+            "test=folio_flags::no_lost_updates_while_mapping bug=nonatomic-folio-flags stress_secs=10"
+        );
+        let check = |exit, text: &str| bug_replay_check(replay, Arch::X86_64, exit, &parse_transcript(text));
+        let echo =
+            "kernel: args: test=folio_flags::no_lost_updates_while_mapping bug=nonatomic-folio-flags\n";
+        let caught = format!(
+            "{echo}test folio_flags::no_lost_updates_while_mapping ... FAILED: lost update: bit gone\n\
+             0 passed, 1 failed\n"
+        );
+        assert_eq!(check(GuestExit::Failure, &caught), Ok(()));
+        // The stress test missed the mistake.
+        let missed =
+            format!("{echo}test folio_flags::no_lost_updates_while_mapping ... ok\n1 passed, 0 failed\n");
+        assert!(check(GuestExit::Success, &missed).unwrap_err().starts_with("the run passed"));
+        // It failed, but for another reason (a leak, say): not the catch.
+        let other = format!(
+            "{echo}test folio_flags::no_lost_updates_while_mapping ... FAILED: leaked 8 bytes of heap\n\
+             0 passed, 1 failed\n"
+        );
+        assert!(check(GuestExit::Failure, &other).unwrap_err().contains("not with a lost update"));
+        // The kernel went down instead of the test catching it.
+        let panic =
+            format!("{echo}test folio_flags::no_lost_updates_while_mapping ... \nkernel panic: free: x\n");
+        assert!(check(GuestExit::Failure, &panic).unwrap_err().starts_with("the kernel panicked"));
+        // The switch never reached the kernel.
+        let no_echo = "kernel: args: test=folio_flags::no_lost_updates_while_mapping\n";
+        assert!(check(GuestExit::Failure, no_echo).unwrap_err().contains("did not echo"));
+        // Another test failing does not count.
+        let elsewhere = format!("{echo}test vm::x ... FAILED: lost update\n0 passed, 1 failed\n");
+        assert!(check(GuestExit::Failure, &elsewhere).unwrap_err().contains("never reported"));
+        // The FAILED line is there, but the guest claimed success.
+        assert!(check(GuestExit::Success, &caught).unwrap_err().starts_with("the guest did not end"));
     }
 
     #[test]

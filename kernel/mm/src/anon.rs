@@ -15,9 +15,15 @@
 //! | [`PageFlag::SwapBacked`] | set | anonymous memory is backed by swap, not a file |
 //! | mapping, index | [`anon_handle`] of the space, `va >> 12` | who maps it, and where |
 //!
-//! and zeroes the frame before publishing it. The caller then writes the
-//! PTE; if that fails it gives the page back with [`remove_pte_mapping`]
-//! and [`put_anon_folio`] (nobody else ever saw it).
+//! and zeroes the frame before publishing it ([`prepare_anon_folio`] is
+//! the part after the allocation). The caller then writes the PTE; if that
+//! fails it gives the page back with [`remove_pte_mapping`] and
+//! [`put_anon_folio`] (nobody else ever saw it).
+//!
+//! The order matters (seed 003): the flags are written with plain stores
+//! *before* [`UnpublishedFolio::publish`], while a PFN walker's `try_get`
+//! still fails. The bug-replay switch [`Bug::NonatomicFolioFlags`] swaps
+//! it: publish first, then a plain load/modify/store of the flags word.
 //!
 //! Unmapping is two steps, because another CPU may still use a stale
 //! translation until the TLB shootdown is over:
@@ -33,7 +39,8 @@
 //! [`put_anon_folio`]. The kernel calls both with interrupts off.
 
 use crate::addr::PhysAddr;
-use crate::folio::{folio_of, Folio};
+use crate::bugs::{self, Bug};
+use crate::folio::{folio_of, Folio, UnpublishedFolio};
 use crate::frame::{AllocError, AllocKind, FrameAllocator};
 use crate::page::{Memmap, PageFlag};
 
@@ -57,14 +64,44 @@ pub fn alloc_anon_folio(
     index: u64,
     zero: impl FnOnce(PhysAddr),
 ) -> Result<Folio<'static>, AllocError> {
-    let mut folio = frames.alloc_folio(0, kind)?;
+    let folio = frames.alloc_folio(0, kind)?;
     zero(PhysAddr::new(folio.pfn() << 12));
+    Ok(prepare_anon_folio(folio, handle, index))
+}
+
+/// The part of [`alloc_anon_folio`] after the allocation: gives the order-0
+/// `folio` (allocated and zeroed by the caller) the fields of a new
+/// anonymous page (the module doc's table) while it is unpublished, then
+/// publishes it. Apart so that a host test can run it under a concurrency
+/// checker without the frame allocator (`tests/races_folio_flags.rs`).
+///
+/// With the switch [`Bug::NonatomicFolioFlags`] on, it puts seed 003's
+/// mistake back instead ([`replay_nonatomic_folio_flags`]).
+pub fn prepare_anon_folio(mut folio: UnpublishedFolio<'_>, handle: u64, index: u64) -> Folio<'_> {
+    debug_assert!(folio.order() == 0, "prepare_anon_folio: order {} (anon pages are order 0)", folio.order());
+    if bugs::enabled(Bug::NonatomicFolioFlags) {
+        return replay_nonatomic_folio_flags(folio, handle, index);
+    }
     folio.nonatomic_set_flag(PageFlag::SwapBacked);
     // Page 0's per-page flag lives on the head.
     folio.nonatomic_set_flag(PageFlag::AnonExclusive);
     folio.set_mapping(handle, index);
     folio.set_page_mapcount(0, 1);
-    Ok(folio.publish())
+    folio.publish()
+}
+
+/// **Bug replay** ([`Bug::NonatomicFolioFlags`], seed 003): the same
+/// fields, in the wrong order. The folio is published first, so a PFN
+/// walker's `try_get` may already succeed and change flags atomically;
+/// then `SwapBacked` and `AnonExclusive` are written with a plain
+/// load/modify/store of the flags word, which undoes whatever the walker
+/// set or cleared in between.
+fn replay_nonatomic_folio_flags(mut folio: UnpublishedFolio<'_>, handle: u64, index: u64) -> Folio<'_> {
+    folio.set_mapping(handle, index);
+    folio.set_page_mapcount(0, 1);
+    let folio = folio.publish();
+    folio.bug_replay_nonatomic_set_flags(PageFlag::SwapBacked.mask() | PageFlag::AnonExclusive.mask());
+    folio
 }
 
 /// Drops the PTE mapping of the anonymous page at `pa`, whose entry the
@@ -140,6 +177,24 @@ mod tests {
         assert!(!put_anon_folio(fa, g));
         assert_eq!(f.refcount(), 1);
         assert!(put_anon_folio(fa, f));
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn the_replayed_mistake_leaves_the_same_folio_when_alone() {
+        // The replay is wrong only against another CPU; alone it must make
+        // the same page, so the kernel keeps working with the switch on.
+        let _serial = crate::bugs::TEST_SWITCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let fa = allocator();
+        bugs::enable(Bug::NonatomicFolioFlags);
+        let f = alloc_anon_folio(fa, AllocKind::Normal, 0x42, 7, |_| {});
+        bugs::disable(Bug::NonatomicFolioFlags);
+        let f = f.unwrap();
+        assert_eq!((f.refcount(), f.page_mapcount(0), f.mapping(), f.index()), (1, 1, 0x42, 7));
+        assert!(f.test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
+        assert!(f.test_flag(PageFlag::Head) && f.order() == 0);
+        let g = remove_pte_mapping(fa.memmap(), PhysAddr::new(f.pfn() << 12));
+        assert!(put_anon_folio(fa, g));
         fa.check_consistency().unwrap();
     }
 

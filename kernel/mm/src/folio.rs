@@ -11,10 +11,13 @@
 //!    ([`UnpublishedFolio::nonatomic_set_flag`]), which is cheaper.
 //! 2. **Published** ([`Folio`], after [`UnpublishedFolio::publish`]): other
 //!    CPUs may find it at any moment (a PFN walker, reclaim, the fault
-//!    handler). Every flag change is an atomic read-modify-write; there is
-//!    no non-atomic method on [`Folio`] at all (seed 003: a plain write of
+//!    handler). Every flag change is an atomic read-modify-write; [`Folio`]
+//!    has no public non-atomic method (seed 003: a plain write of
 //!    "swap-backed" on a folio already in the swap cache and on the LRU
-//!    wiped out a concurrent atomic clear of its LRU bit).
+//!    wiped out a concurrent atomic clear of its LRU bit). The one
+//!    crate-private exception, `Folio::bug_replay_nonatomic_set_flags`,
+//!    exists only to put that mistake back when the bug-replay switch
+//!    [`crate::bugs::Bug::NonatomicFolioFlags`] is on.
 //! 3. **Freed**: the last [`Folio::put`] returned `true`; the owner hands it
 //!    back with [`crate::frame::FrameAllocator::free_folio`].
 //!
@@ -48,8 +51,8 @@
 //! `folio_of` again.
 
 use crate::page::{Memmap, Page, PageFlag, NO_PFN};
+use crate::sync::{fence, Ordering};
 use core::fmt;
-use core::sync::atomic::{fence, Ordering};
 
 /// References one `FOLL_PIN` pin adds to a small folio's refcount (Linux's
 /// `GUP_PIN_COUNTING_BIAS`). A refcount at or above it means "may be
@@ -434,7 +437,31 @@ impl<'a> Folio<'a> {
     pub(crate) fn memmap(&self) -> &'a Memmap {
         self.memmap
     }
+
+    /// **Bug replay only** ([`crate::bugs::Bug::NonatomicFolioFlags`], seed
+    /// 003): sets the flags of `mask` on the head the wrong way, with a
+    /// plain load of the flags word, a computation of
+    /// [`BUG_REPLAY_WINDOW_STEPS`] steps, and a plain store of the result.
+    /// On a published folio that is the historical mistake: whatever
+    /// another CPU sets or clears atomically between the load and the
+    /// store is undone. The computation widens that window a little (a few
+    /// microseconds under TCG), as a slower CPU or a cache miss would; it is
+    /// `core::hint::black_box` steps rather than spin-loop hints, whose
+    /// cost differs a thousandfold between the arches under TCG. Nothing
+    /// but the replay path of `crate::anon` may call it.
+    pub(crate) fn bug_replay_nonatomic_set_flags(&self, mask: u64) {
+        let mut word = self.head.flags();
+        for _ in 0..BUG_REPLAY_WINDOW_STEPS {
+            word = core::hint::black_box(word);
+        }
+        self.head.nonatomic_store_flags(word | mask);
+    }
 }
+
+/// Steps between the load and the store of
+/// [`Folio::bug_replay_nonatomic_set_flags`] (the replay's window; the
+/// correct code has no such loop).
+const BUG_REPLAY_WINDOW_STEPS: u32 = 512;
 
 impl PartialEq for Folio<'_> {
     fn eq(&self, other: &Self) -> bool {

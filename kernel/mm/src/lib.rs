@@ -18,6 +18,8 @@
 //! | [`vma`] | the VMAs of one address space: map, unmap, protect, THP advice; split and merge |
 //! | [`anon`] | anonymous pages as order-0 folios: made for a fault, unmapped and freed in two steps |
 //! | [`debug`] | the consistency checker: walks an address space's tables against its areas and the folio counts |
+//! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
+//! | `sync` | the page descriptor's atomics from one place: `core`'s, or shuttle's under the `shuttle` feature (host race tests) |
 //!
 //! ## Lock order
 //!
@@ -38,7 +40,8 @@
 //! allocates (the rule in `kernel/src/sync.rs`).
 //! Page descriptors are all atomics: flags are changed only by atomic
 //! read-modify-writes once a folio is published (seed 003); the one
-//! non-atomic API is on `folio::UnpublishedFolio`.
+//! non-atomic API is on `folio::UnpublishedFolio` (and a crate-private
+//! method for the bug replay of seed 003, see [`bugs`]).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -49,6 +52,7 @@ extern crate std;
 
 pub mod addr;
 pub mod anon;
+pub mod bugs;
 pub mod debug;
 pub mod early;
 pub mod fault;
@@ -62,6 +66,7 @@ pub mod ptdump;
 pub mod rmap;
 pub mod space;
 pub mod thp;
+mod sync;
 pub mod vma;
 
 pub use addr::{PhysAddr, VirtAddr, PAGE_SIZE};

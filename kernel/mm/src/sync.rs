@@ -1,0 +1,31 @@
+//! The atomics of the page descriptor, from one place, so that a host test
+//! can put them under a concurrency checker.
+//!
+//! Normally these are `core::sync::atomic`'s types, and nothing else
+//! changes. With the feature `shuttle` (host tests only, see
+//! `kernel/mm/Cargo.toml`) they are `shuttle::sync::atomic`'s: every load,
+//! store and read-modify-write of a [`crate::page::Page`] field (and the
+//! fence of `Folio::put`) becomes a point where shuttle may switch threads,
+//! and shuttle explores many such interleavings of the real `mm` code
+//! (`kernel/mm/tests/races_folio_flags.rs`).
+//!
+//! Under `shuttle` the descriptor is no longer 64 bytes (shuttle's atomics
+//! carry bookkeeping), so the layout checks of `page.rs` are off, and its
+//! atomics may be used only inside a shuttle execution. That is why the
+//! feature is for the `races_*` tests alone: run them with
+//! `cargo test -p mm --features shuttle --test races_folio_flags`.
+//! Shuttle models every ordering as sequentially consistent: it finds
+//! lost updates and bad interleavings, not missing `Acquire`/`Release`.
+//!
+//! What is *not* routed: the frame allocator's spin lock (a `spin::Mutex`
+//! spins on its own atomics, which would never yield to shuttle's
+//! scheduler: tests keep it uncontended) and the bug-replay switch word
+//! (`crate::bugs`).
+
+#[cfg(not(feature = "shuttle"))]
+pub(crate) use core::sync::atomic::{fence, AtomicI32, AtomicU64};
+
+#[cfg(feature = "shuttle")]
+pub(crate) use shuttle::sync::atomic::{fence, AtomicI32, AtomicU64};
+
+pub(crate) use core::sync::atomic::Ordering;
