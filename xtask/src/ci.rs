@@ -132,7 +132,7 @@ fn words(s: &str) -> Vec<String> {
 /// the workspace's default members, then `mm`'s race tests under the
 /// concurrency checker (a feature no other build sees).
 pub fn host_test_commands() -> Vec<Vec<String>> {
-    vec![words("test"), words("test -p mm --features shuttle --test races_folio_flags")]
+    vec![words("test"), words("test -p mm --features shuttle --test races_folio_flags --test races_thp")]
 }
 
 /// The lint commands (arguments to cargo), all of which must pass.
@@ -337,7 +337,10 @@ mod tests {
     #[test]
     fn host_tests_include_the_race_tests() {
         let shown: Vec<String> = host_test_commands().iter().map(|c| c.join(" ")).collect();
-        assert_eq!(shown, ["test", "test -p mm --features shuttle --test races_folio_flags"]);
+        assert_eq!(
+            shown,
+            ["test", "test -p mm --features shuttle --test races_folio_flags --test races_thp"]
+        );
     }
 
     #[test]

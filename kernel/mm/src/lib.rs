@@ -65,8 +65,8 @@ pub mod pgtable;
 pub mod ptdump;
 pub mod rmap;
 pub mod space;
-pub mod thp;
 mod sync;
+pub mod thp;
 pub mod vma;
 
 pub use addr::{PhysAddr, VirtAddr, PAGE_SIZE};
