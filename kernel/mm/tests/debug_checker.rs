@@ -8,6 +8,9 @@
 //! (physical 0x8000_0000); table frames from `SimMemory` at 0x4000_0000, so
 //! the two never overlap.
 
+#[macro_use]
+mod common;
+
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::anon::{alloc_anon_folio, anon_handle, put_anon_folio, remove_pte_mapping};
@@ -475,17 +478,6 @@ fn a_huge_leaf_that_is_not_one_folio_is_reported<F: HardwareWalker>() {
     assert!(f.put());
     s.frames.0.free_folio(f);
     s.finish();
-}
-
-macro_rules! for_both_formats {
-    ($($name:ident),* $(,)?) => {
-        mod x86_64 {
-            $( #[test] fn $name() { super::$name::<super::X86Format>() } )*
-        }
-        mod aarch64 {
-            $( #[test] fn $name() { super::$name::<super::Aarch64Format>() } )*
-        }
-    };
 }
 
 for_both_formats!(

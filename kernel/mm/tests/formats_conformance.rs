@@ -11,6 +11,10 @@
 //! Needs `mm`'s `sim` feature: the arch crates, dev-dependencies here, turn
 //! it on.
 
+#[macro_use]
+mod common;
+use common::Rng;
+
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::pgtable::format::{MigrationKind, MAX_SWAP_OFFSET, MAX_SWAP_TYPES, MIGRATION_PFN_BITS};
@@ -44,25 +48,6 @@ fn conformance<F: PageTableFormat + HardwareWalker>() {
 }
 
 // ---- sample values ----
-
-/// A small deterministic generator (xorshift64*), so that a failure
-/// reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bool(&mut self) -> bool {
-        self.next() & 1 != 0
-    }
-}
 
 const KINDS: [MigrationKind; 3] = [MigrationKind::Read, MigrationKind::ReadExclusive, MigrationKind::Write];
 const SIZES: [PageSize; 3] = [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G];

@@ -7,6 +7,9 @@
 //! behind a `SoftTlb`, which keeps stale translations until flushed. So a
 //! wrong encoding, a wrong walk or a missing flush fails here.
 
+#[macro_use]
+mod common;
+
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::pgtable::format::{MigrationKind, ENTRIES_PER_TABLE};
@@ -359,17 +362,6 @@ fn out_of_memory_is_an_error<F: HardwareWalker>() {
     let l = leaf(PhysAddr::new(0x8000_0000), PageSize::Size4K, RW);
     assert_eq!(table.map(&mem, va(0), l), Err(PgError::OutOfMemory));
     table.destroy(&mem, 0..0);
-}
-
-macro_rules! for_both_formats {
-    ($($name:ident),* $(,)?) => {
-        mod x86_64 {
-            $( #[test] fn $name() { super::$name::<super::X86Format>() } )*
-        }
-        mod aarch64 {
-            $( #[test] fn $name() { super::$name::<super::Aarch64Format>() } )*
-        }
-    };
 }
 
 for_both_formats!(

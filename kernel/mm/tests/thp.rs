@@ -21,6 +21,10 @@
 //!   TLB (keyed by root), checked together as the kernel's
 //!   `AddressSpace::check` does.
 
+#[macro_use]
+mod common;
+use common::Rng;
+
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::anon::{alloc_anon_folio, anon_handle, remove_pte_mapping};
@@ -1247,24 +1251,6 @@ fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
 
 // ------------------------------------------------------------------ 9
 
-/// xorshift64*: a small seeded generator, so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 /// Prints the operations of a failing run.
 struct OpLog(Vec<String>);
 
@@ -1481,17 +1467,6 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
 }
 
 // ------------------------------------------------------------------ both formats
-
-macro_rules! for_both_formats {
-    ($($name:ident),* $(,)?) => {
-        mod x86_64 {
-            $( #[test] fn $name() { super::$name::<super::X86Format>() } )*
-        }
-        mod aarch64 {
-            $( #[test] fn $name() { super::$name::<super::Aarch64Format>() } )*
-        }
-    };
-}
 
 for_both_formats!(
     a_write_fault_maps_one_pmd_leaf,
