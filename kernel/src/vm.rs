@@ -322,34 +322,23 @@ impl AddressSpace {
     /// level)` each, found under every member's lock.
     pub fn rmap_of(&self, va: VirtAddr) -> Result<Vec<(PhysAddr, VirtAddr, Level)>, String> {
         let memmap = memory::frame_allocator().memmap();
-        let mut members: Vec<Arc<AddressSpace>> =
-            self.family.members.lock().iter().filter_map(Weak::upgrade).collect();
-        members.sort_by_key(|s| s.root.as_u64());
-        let mut guards: Vec<IrqGuard<'_, Option<Inner>>> = members.iter().map(|m| m.lock()).collect();
-        let result = (|| {
-            let mine =
-                members.iter().position(|m| m.root == self.root).ok_or("rmap_of: not in its family")?;
-            let inner = guards[mine].as_ref().ok_or("rmap_of: torn down")?;
+        self.with_family_locked(|members| {
+            let inner = members
+                .iter()
+                .find(|(root, _)| *root == self.root)
+                .map(|(_, inner)| inner)
+                .ok_or("rmap_of: address space torn down")?;
             let pa =
                 inner.table.translate(&KernelTables, va).ok_or(format!("rmap_of: {va} is not mapped"))?;
             let folio =
                 mm::folio::folio_of(memmap, pa.pfn()).ok_or(format!("rmap_of: {pa} is not a folio"))?;
-            let live: Vec<(PhysAddr, &PageTable<Format>)> = members
-                .iter()
-                .zip(&guards)
-                .filter_map(|(m, g)| g.as_ref().map(|i| (m.root, &i.table)))
-                .collect();
-            let tables: Vec<&PageTable<Format>> = live.iter().map(|(_, t)| *t).collect();
+            let tables: Vec<&PageTable<Format>> = members.iter().map(|(_, inner)| &inner.table).collect();
             let mut found = Vec::new();
             mm::rmap::rmap_walk(&folio, &tables, &KernelTables, &mut |m| {
-                found.push((live[m.space].0, m.va, m.level))
+                found.push((members[m.space].0, m.va, m.level))
             });
             Ok(found)
-        })();
-        while let Some(g) = guards.pop() {
-            drop(g);
-        }
-        result
+        })
     }
 
     /// The page-table dump (`mm::ptdump`) of `[start, end)`: one line per
@@ -476,41 +465,46 @@ impl AddressSpace {
     /// while no member of the family is being dropped at the same time.
     pub fn check(&self) -> Result<Stats, String> {
         let memmap = memory::frame_allocator().memmap();
-        let live = |family: &Family| -> Vec<Arc<AddressSpace>> {
-            let mut v: Vec<_> = family.members.lock().iter().filter_map(Weak::upgrade).collect();
+        self.with_family_locked(|members| {
+            let mine = members.iter().position(|(root, _)| *root == self.root);
+            let spaces: Vec<_> = members.iter().map(|(_, inner)| (&inner.table, &inner.vmas)).collect();
+            let handles = self.family.handles.lock().clone();
+            match (mine, mm::debug::check_spaces(&spaces, &KernelTables, &handles, memmap)) {
+                (Some(i), Ok(stats)) => Ok(stats[i]),
+                (None, _) => Err(String::from("check: address space torn down")),
+                (_, Err(e)) => Err(format!("address space {} (family of {}): {e}", self.root, spaces.len())),
+            }
+        })
+    }
+
+    /// Runs `f` over every live member of this space's fork family, each
+    /// `(root, areas and table)`, in root order, with all their locks held
+    /// (taken in root order: the module doc's lock order). A fork that
+    /// registers a member while we lock did it under a lock we then hold,
+    /// so after locking the member list is read again, and everything is
+    /// retried if it changed. Members already torn down are left out.
+    fn with_family_locked<R>(&self, f: impl FnOnce(&[(PhysAddr, &Inner)]) -> R) -> R {
+        let mut f = Some(f);
+        let live = || -> Vec<Arc<AddressSpace>> {
+            let mut v: Vec<_> = self.family.members.lock().iter().filter_map(Weak::upgrade).collect();
             v.sort_by_key(|s| s.root.as_u64());
             v
         };
         loop {
-            let members = live(&self.family);
+            let members = live();
             let mut guards: Vec<IrqGuard<'_, Option<Inner>>> = members.iter().map(|m| m.lock()).collect();
-            // A fork that registered a member after the snapshot did it
-            // under a lock we now hold: look again, and retry if so.
-            let again = live(&self.family);
+            let again = live();
             let same =
                 again.len() == members.len() && again.iter().zip(&members).all(|(a, b)| a.root == b.root);
-            let result = if same {
-                let mut spaces = Vec::new();
-                let mut mine = None;
-                for (m, g) in members.iter().zip(&guards) {
-                    if let Some(inner) = g.as_ref() {
-                        if m.root == self.root {
-                            mine = Some(spaces.len());
-                        }
-                        spaces.push((&inner.table, &inner.vmas));
-                    }
-                }
-                let handles = self.family.handles.lock().clone();
-                Some(match (mine, mm::debug::check_spaces(&spaces, &KernelTables, &handles, memmap)) {
-                    (Some(i), Ok(stats)) => Ok(stats[i]),
-                    (None, _) => Err(String::from("check: address space torn down")),
-                    (_, Err(e)) => {
-                        Err(format!("address space {} (family of {}): {e}", self.root, spaces.len()))
-                    }
-                })
-            } else {
-                None
-            };
+            let result = same.then(|| {
+                let locked: Vec<(PhysAddr, &Inner)> = members
+                    .iter()
+                    .zip(&guards)
+                    .filter_map(|(m, g)| g.as_ref().map(|inner| (m.root, inner)))
+                    .collect();
+                let f = f.take().expect("the family is locked and `f` run only once");
+                f(&locked)
+            });
             // Release in reverse order: each guard restores the interrupt
             // state from before its lock.
             while let Some(g) = guards.pop() {

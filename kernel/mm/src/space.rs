@@ -105,7 +105,7 @@ impl Gather {
 /// references into `gather`. `free` receives folios that a split left
 /// without any reference. `hooks` are used only to split a 2 MiB leaf cut
 /// by the range (break-before-make); the removed entries are flushed by the
-/// caller through `gather.flush`.
+/// caller through [`Gather::take_flush`].
 #[allow(clippy::too_many_arguments)]
 pub fn zap_range<F: PageTableFormat>(
     table: &PageTable<F>,
@@ -119,28 +119,24 @@ pub fn zap_range<F: PageTableFormat>(
 ) -> Result<(), PgError> {
     split_huge_pmd_if_cut(table, mem, hooks, memmap, start)?;
     split_huge_pmd_if_cut(table, mem, hooks, memmap, end)?;
-    let mut entries = Vec::new();
-    table.visit(mem, start, end, &mut |va, level, entry, _| entries.push((va, level, entry)));
     // Huge folios some of whose PTEs went: head PFN -> pages unmapped.
     let mut cut: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-    for (va, level, entry) in entries {
-        let (_, flush) = table.clear(mem, va, level)?;
-        gather.flush = gather.take_flush().merge(flush);
-        let Decoded::Leaf(leaf) = entry else { continue };
+    let pending = &mut gather.pending;
+    let flush = table.clear_range(mem, start, end, &mut |_, level, entry| {
+        let Decoded::Leaf(leaf) = entry else { return };
         match level {
             Level::Pmd if is_huge_zero(memmap, &leaf) => {}
-            Level::Pmd => {
-                gather.pending.push(remove_pmd_mapping(memmap, leaf.frame).pfn());
-            }
+            Level::Pmd => pending.push(remove_pmd_mapping(memmap, leaf.frame).pfn()),
             _ => {
                 let folio = remove_pte_mapping(memmap, leaf.frame);
-                gather.pending.push(leaf.frame.pfn());
+                pending.push(leaf.frame.pfn());
                 if folio.is_large() {
                     cut.entry(folio.pfn()).or_default().push((leaf.frame.pfn() - folio.pfn()) as usize);
                 }
             }
         }
-    }
+    });
+    gather.flush = gather.take_flush().merge(flush);
     for (head, pages) in cut {
         let folio = folio_of(memmap, head).expect("a gathered reference keeps the folio");
         if folio.total_mapcount() == 0 {

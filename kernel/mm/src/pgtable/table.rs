@@ -438,6 +438,35 @@ impl<F: PageTableFormat> PageTable<F> {
         Ok(old)
     }
 
+    /// Clears every leaf and swap/migration entry inside `[start, end)` in
+    /// one walk, calling `f(va, level, old)` for each, and returns the flush
+    /// owed (for the present leaves cleared). The range must not cut a huge
+    /// leaf: split it first (`crate::thp::split_huge_pmd_if_cut`); one that
+    /// does is a caller bug, left in place (and asserted in debug builds).
+    pub fn clear_range(
+        &self,
+        mem: &impl TableMemory,
+        start: VirtAddr,
+        end: VirtAddr,
+        f: &mut dyn FnMut(VirtAddr, Level, Decoded),
+    ) -> Flush {
+        let mut flush = Flush::none(self.root);
+        self.visit(mem, start, end, &mut |va, level, entry, slot| {
+            let entry_end = va.as_u64().wrapping_add(level.entry_size());
+            if va < start || entry_end > end.as_u64() {
+                debug_assert!(false, "clear_range: the {level:?} entry at {va} is cut by [{start}, {end})");
+                return;
+            }
+            mem.write_entry(slot, 0);
+            if matches!(entry, Decoded::Leaf(_)) {
+                let more = Flush::range(self.root, va, VirtAddr::new(entry_end));
+                flush = core::mem::replace(&mut flush, Flush::none(self.root)).merge(more);
+            }
+            f(va, level, entry);
+        });
+        flush
+    }
+
     /// Calls `f(va, level, entry, slot)` for every leaf and swap/migration
     /// entry that overlaps `[start, end)`, in address order. `va` is the
     /// start of the range the entry covers.
