@@ -18,6 +18,7 @@
 //! | [`vma`] | the VMAs of one address space: map, unmap, protect, THP advice; split and merge |
 //! | [`anon`] | anonymous pages as order-0 folios: made for a fault, unmapped and freed in two steps |
 //! | [`debug`] | the consistency checker: walks an address space's tables against its areas and the folio counts |
+//! | [`swap`] | swap areas: the mkswap header, slots and their counts, clusters, the swap cache |
 //! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
 //! | `sync` | the page descriptor's atomics from one place: `core`'s, or shuttle's under the `shuttle` feature (host race tests) |
 //!
@@ -65,6 +66,7 @@ pub mod pgtable;
 pub mod ptdump;
 pub mod rmap;
 pub mod space;
+pub mod swap;
 mod sync;
 pub mod thp;
 pub mod vma;
