@@ -19,8 +19,9 @@
 //! | [`anon`] | anonymous pages as order-0 folios: made for a fault, unmapped and freed in two steps |
 //! | [`debug`] | the consistency checker: walks an address space's tables against its areas and the folio counts |
 //! | [`swap`] | swap areas: the mkswap header, slots and their counts, clusters, the swap cache |
+//! | [`lru`] | the anonymous LRU lists (active, inactive) that reclaim scans for folios to swap out |
 //! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
-//! | `sync` | the page descriptor's atomics from one place: `core`'s, or shuttle's under the `shuttle` feature (host race tests) |
+//! | `sync` | the page descriptor's atomics from one place: `core`'s, or shuttle's under the `shuttle` feature (host race tests), and `Lock`, the mutex that is shuttle's there too |
 //!
 //! ## Lock order
 //!
@@ -30,8 +31,13 @@
 //! folio lock (PageFlag::Locked; spins today, sleeps once tasks exist)
 //!   page-table changes: serialised by the caller (the address-space lock
 //!   of issue 5; per-table PT locks come with concurrent faults)
-//!     FrameAllocator's spin lock (free lists, counts)        leaf
+//!     LruLists' lock (both lists, members' links, Lru/Active)   leaf
+//!     FrameAllocator's spin lock (free lists, counts)           leaf
 //! ```
+//!
+//! The two leaves are never held together: the LRU lock's holder neither
+//! allocates nor drops a reference, and the free path removes a folio from
+//! its list before it takes the allocator's lock.
 //!
 //! The boot memory map and the early allocator are used by the boot CPU
 //! alone, before any other CPU runs, and take no lock. `mm` knows no
@@ -60,6 +66,7 @@ pub mod fault;
 pub mod folio;
 pub mod frame;
 pub mod gup;
+pub mod lru;
 pub mod memmap;
 pub mod page;
 pub mod pgtable;

@@ -27,8 +27,8 @@
 //! | 0..8 | `flags: AtomicU64` | `Buddy`, bits 56..63 = block order | `Head`, folio flags, bits 56..63 = folio order, `AnonExclusive` of page 0 | `Tail`, `AnonExclusive` of this page |
 //! | 8..12 | `refcount: AtomicI32` | 0 | references to the folio (+[`crate::folio::PIN_BIAS`] per pin when small) | 0 always |
 //! | 12..16 | `mapcount: AtomicI32` | 0 | PTE mappings of page 0 (0 = unmapped) | PTE mappings of this page |
-//! | 16..24 | `list_next: AtomicU64` | PFN of the next free block of this order, or [`NO_PFN`] | next folio on its LRU list (later) | unused (0) |
-//! | 24..32 | `list_prev: AtomicU64` | PFN of the previous free block, or [`NO_PFN`] | previous folio on its LRU list (later) | unused (0) |
+//! | 16..24 | `list_next: AtomicU64` | PFN of the next free block of this order, or [`NO_PFN`] | next folio on its LRU list ([`crate::lru`]) | unused (0) |
+//! | 24..32 | `list_prev: AtomicU64` | PFN of the previous free block, or [`NO_PFN`] | previous folio on its LRU list | unused (0) |
 //! | 32..40 | `mapping: AtomicU64` | 0 | anon mapping handle (0 = none) | PFN of the head |
 //! | 40..48 | `index: AtomicU64` | 0 | page index of page 0 in its mapping | 0 |
 //! | 48..56 | `swap: AtomicU64` | 0 | raw swap entry of page 0 (0 = none); page i's is this + i | 0 always (seed 000) |
@@ -90,9 +90,9 @@ pub enum PageFlag {
     Uptodate = 2,
     /// The contents differ from the backing store (swap slot).
     Dirty = 3,
-    /// On an LRU list.
+    /// On an LRU list. Changed only under the lists' lock ([`crate::lru`]).
     Lru = 4,
-    /// On the active LRU list (rather than the inactive one).
+    /// On the active LRU list (rather than the inactive one). Same lock.
     Active = 5,
     /// Backed by swap (anonymous memory) rather than a file.
     SwapBacked = 6,
@@ -170,8 +170,11 @@ pub struct Page {
     pub(crate) mapcount: AtomicI32,
     /// Free block: next block on its free list (PFN) or [`NO_PFN`].
     /// Guarded by the frame allocator's lock while `Buddy` is set.
+    /// Folio head: next folio on its LRU list, guarded by the lists' lock
+    /// while `Lru` is set ([`crate::lru`]).
     pub(crate) list_next: AtomicU64,
     /// Free block: previous block on its free list (PFN) or [`NO_PFN`].
+    /// Folio head: previous folio on its LRU list (same locks).
     pub(crate) list_prev: AtomicU64,
     /// Head: anon mapping handle (0 = none). Tail: the head's PFN.
     pub(crate) mapping: AtomicU64,

@@ -21,6 +21,12 @@
 //! spins on its own atomics, which would never yield to shuttle's
 //! scheduler: tests keep it uncontended) and the bug-replay switch word
 //! (`crate::bugs`).
+//!
+//! Locks of newer modules are routed: [`Mutex`] is `spin::Mutex` normally
+//! and `shuttle::sync::Mutex` under `shuttle`, whose waiters yield to the
+//! scheduler. The two `lock()`s differ (spin's returns the guard, shuttle's
+//! a `LockResult`, as std's), so code takes them through [`Lock`], which
+//! hides the difference.
 
 #[cfg(not(feature = "shuttle"))]
 pub(crate) use core::sync::atomic::{fence, AtomicI32, AtomicU64};
@@ -29,3 +35,36 @@ pub(crate) use core::sync::atomic::{fence, AtomicI32, AtomicU64};
 pub(crate) use shuttle::sync::atomic::{fence, AtomicI32, AtomicU64};
 
 pub(crate) use core::sync::atomic::Ordering;
+
+#[cfg(not(feature = "shuttle"))]
+pub(crate) use spin::Mutex;
+
+#[cfg(feature = "shuttle")]
+pub(crate) use shuttle::sync::Mutex;
+
+use core::ops::DerefMut;
+
+/// A [`Mutex`] with one `lock()` for both builds: a spin lock in the
+/// kernel, shuttle's mutex in the race tests. Not reentrant.
+pub(crate) struct Lock<T>(Mutex<T>);
+
+impl<T> Lock<T> {
+    /// An unlocked lock around `value`.
+    pub(crate) const fn new(value: T) -> Lock<T> {
+        Lock(Mutex::new(value))
+    }
+
+    /// Takes the lock, spinning (or, under shuttle, yielding) while another
+    /// holder has it; released when the guard is dropped.
+    #[cfg(not(feature = "shuttle"))]
+    pub(crate) fn lock(&self) -> impl DerefMut<Target = T> + '_ {
+        self.0.lock()
+    }
+
+    /// Takes the lock. Shuttle's mutex is poisoned when a holder panicked;
+    /// the test is failing then anyway, so the guard is taken regardless.
+    #[cfg(feature = "shuttle")]
+    pub(crate) fn lock(&self) -> impl DerefMut<Target = T> + '_ {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
