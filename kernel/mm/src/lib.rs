@@ -18,8 +18,9 @@
 //! | [`vma`] | the VMAs of one address space: map, unmap, protect, THP advice; split and merge |
 //! | [`anon`] | anonymous pages as order-0 folios: made for a fault, unmapped and freed in two steps |
 //! | [`debug`] | the consistency checker: walks an address space's tables against its areas and the folio counts |
+//! | [`swap`] | swap areas: the mkswap header, slots and their counts, clusters, the swap cache |
 //! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
-//! | `sync` | the page descriptor's atomics from one place: `core`'s, or shuttle's under the `shuttle` feature (host race tests) |
+//! | `sync` | the page descriptor's atomics and the swap area's lock from one place: `core`'s and `spin`'s, or shuttle's under the `shuttle` feature (host race tests) |
 //!
 //! ## Lock order
 //!
@@ -30,6 +31,8 @@
 //!   page-table changes: serialised by the caller (the address-space lock
 //!   of issue 5; per-table PT locks come with concurrent faults)
 //!     FrameAllocator's spin lock (free lists, counts)        leaf
+//!     a SwapArea's lock (slots, clusters, swap cache)        leaf (its
+//!       `cache_lookup_with` closure may touch a folio's atomics)
 //! ```
 //!
 //! The boot memory map and the early allocator are used by the boot CPU
@@ -65,6 +68,7 @@ pub mod pgtable;
 pub mod ptdump;
 pub mod rmap;
 pub mod space;
+pub mod swap;
 mod sync;
 pub mod thp;
 pub mod vma;
