@@ -33,6 +33,8 @@
 //!   of issue 5; per-table PT locks come with concurrent faults)
 //!     LruLists' lock (both lists, members' links, Lru/Active)   leaf
 //!     FrameAllocator's spin lock (free lists, counts)           leaf
+//!     a SwapArea's lock (slots, clusters, swap cache)           leaf (its
+//!       `cache_lookup_with` closure may touch a folio's atomics)
 //! ```
 //!
 //! The two leaves are never held together: the LRU lock's holder neither

@@ -1,5 +1,5 @@
-//! The atomics of the page descriptor, from one place, so that a host test
-//! can put them under a concurrency checker.
+//! The atomics of the page descriptor, and the swap area's lock, from one
+//! place, so that a host test can put them under a concurrency checker.
 //!
 //! Normally these are `core::sync::atomic`'s types, and nothing else
 //! changes. With the feature `shuttle` (host tests only, see
@@ -26,7 +26,9 @@
 //! and `shuttle::sync::Mutex` under `shuttle`, whose waiters yield to the
 //! scheduler. The two `lock()`s differ (spin's returns the guard, shuttle's
 //! a `LockResult`, as std's), so code takes them through [`Lock`], which
-//! hides the difference.
+//! hides the difference. The LRU lists (`crate::lru`) and each swap area
+//! (`crate::swap::area`, `kernel/mm/tests/races_swap_claim.rs`) use it;
+//! under the feature they too may be used only inside a shuttle execution.
 
 #[cfg(not(feature = "shuttle"))]
 pub(crate) use core::sync::atomic::{fence, AtomicI32, AtomicU64};

@@ -90,7 +90,7 @@ impl SwapHeader {
     /// Pages that can hold data: usable pages minus the header and the
     /// bad ones.
     pub fn nr_good_pages(&self) -> u64 {
-        self.nr_pages - 1 - self.bad_pages.len() as u64
+        self.nr_pages.saturating_sub(1 + self.bad_pages.len() as u64)
     }
 }
 

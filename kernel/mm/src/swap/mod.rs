@@ -45,4 +45,5 @@
 //! - swapoff: stop allocation, bring every used slot back in, drop the
 //!   cache.
 
+pub mod area;
 pub mod header;
