@@ -45,16 +45,21 @@ pub enum Bug {
     /// of a folio that other CPUs can already reach. See
     /// [`crate::anon::prepare_anon_folio`].
     NonatomicFolioFlags = 0,
+    /// Seed 004: unmapping to swap drops the anon-exclusive state instead
+    /// of keeping it in the swap entry's exclusive bit. See
+    /// [`crate::swap::unmap`].
+    ForgetAnonExclusive = 1,
 }
 
 impl Bug {
     /// Every switch, in bit order.
-    pub const ALL: [Bug; 1] = [Bug::NonatomicFolioFlags];
+    pub const ALL: [Bug; 2] = [Bug::NonatomicFolioFlags, Bug::ForgetAnonExclusive];
 
     /// The name used in `bug=<name>`.
     pub const fn name(self) -> &'static str {
         match self {
             Bug::NonatomicFolioFlags => "nonatomic-folio-flags",
+            Bug::ForgetAnonExclusive => "forget-anon-exclusive",
         }
     }
 
@@ -63,6 +68,9 @@ impl Bug {
         match self {
             Bug::NonatomicFolioFlags => {
                 "a non-atomic flag write on a folio already visible to other CPUs (seed 003)"
+            }
+            Bug::ForgetAnonExclusive => {
+                "unmapping to swap drops the exclusive marker; a writable GUP reference loses writes (seed 004)"
             }
         }
     }

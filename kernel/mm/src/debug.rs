@@ -25,8 +25,10 @@
 //! Then, for every folio seen: each page's mapcount equals the PTEs that
 //! map it, the entire mapcount equals the PMDs that map the folio, and the
 //! refcount is at least the total mapcount (every mapping holds a
-//! reference). Swap and migration entries do not exist yet: they are
-//! counted and reported as an error.
+//! reference). Swap entries ([`check_spaces_with_swap`]) must be PTEs
+//! inside an area, and each slot's swap count must equal the entries
+//! that hold it. Migration entries do not exist yet: they are reported as
+//! an error.
 //!
 //! The counts are compared with what *this* table maps, which is right
 //! while every folio is mapped by one address space only (no fork, no
@@ -45,7 +47,7 @@ use crate::anon::anon_handle;
 use crate::folio::{folio_of, Folio};
 use crate::frame::MAX_ORDER;
 use crate::page::{Memmap, PageFlag};
-use crate::pgtable::{Decoded, Level, NonPresent, PageTable, PageTableFormat, Prot, TableMemory};
+use crate::pgtable::{Decoded, Level, NonPresent, PageTable, PageTableFormat, Prot, SwapEntry, TableMemory};
 use crate::vma::{VmaProt, VmaSet};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec;
@@ -65,6 +67,8 @@ pub struct Stats {
     pub nr_pmd_leaves: u64,
     /// 1 GiB leaves (always 0 in a consistent space).
     pub nr_pud_leaves: u64,
+    /// Swap entries (pages in swap).
+    pub nr_swap_entries: u64,
 }
 
 /// Why a mapped frame is not the page of a live folio.
@@ -122,9 +126,15 @@ pub enum ConsistencyError {
     Rmap { folio: u64, found: u64, mapped: u64 },
     /// The huge zero folio mapped other than read-only by a PMD leaf.
     HugeZeroMisused { va: VirtAddr, level: Level, writable: bool },
-    /// Swap or migration entries, which nothing makes yet; `first` is the
-    /// lowest address holding one.
+    /// Swap entries where no swap is known, or migration entries, which
+    /// nothing makes yet; `first` is the lowest address holding one.
     NonPresentEntries { nr_swap: u64, nr_migration: u64, first: VirtAddr },
+    /// A swap entry outside every area, or in a PMD (swap entries are made
+    /// for PTEs only).
+    MisplacedSwapEntry { va: VirtAddr, level: Level },
+    /// `entries` page-table entries of the checked spaces hold the swap
+    /// slot `offset` of area `ty`, but the area counts `count`.
+    SwapCount { ty: u8, offset: u64, entries: u64, count: u8 },
 }
 
 impl fmt::Display for ConsistencyError {
@@ -170,6 +180,13 @@ impl fmt::Display for ConsistencyError {
             Self::NonPresentEntries { nr_swap, nr_migration, first } => write!(
                 f,
                 "{nr_swap} swap and {nr_migration} migration entries (first at {first}), none expected yet"
+            ),
+            Self::MisplacedSwapEntry { va, level } => {
+                write!(f, "{va}: swap entry in a {level:?} entry or outside every area")
+            }
+            Self::SwapCount { ty, offset, entries, count } => write!(
+                f,
+                "swap slot {ty}:{offset:#x}: held by {entries} page-table entries, but its swap count is {count}"
             ),
         }
     }
@@ -232,7 +249,24 @@ pub fn check_spaces<F: PageTableFormat>(
     handles: &[u64],
     memmap: &'static Memmap,
 ) -> Result<Vec<Stats>, ConsistencyError> {
+    check_spaces_with_swap(spaces, mem, handles, memmap, None)
+}
+
+/// [`check_spaces`] for a kernel with swap: `swap_count` gives a swap
+/// slot's count in its area (`None` when no area has that type). Each swap
+/// entry must be a PTE inside an area, and every slot held by the spaces
+/// must count exactly the entries that hold it (the spaces are the whole
+/// family, and a slot belongs to one family's folio). Without
+/// `swap_count`, any swap entry is an error.
+pub fn check_spaces_with_swap<F: PageTableFormat>(
+    spaces: &[(&PageTable<F>, &VmaSet)],
+    mem: &impl TableMemory,
+    handles: &[u64],
+    memmap: &'static Memmap,
+    swap_count: Option<&dyn Fn(SwapEntry) -> Option<u8>>,
+) -> Result<Vec<Stats>, ConsistencyError> {
     let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+    let mut slots: BTreeMap<SwapEntry, u64> = BTreeMap::new();
     let mut all_stats = Vec::new();
     for &(table, vmas) in spaces {
         let mut stats = Stats::default();
@@ -246,6 +280,14 @@ pub fn check_spaces<F: PageTableFormat>(
             }
             let leaf = match entry {
                 Decoded::Leaf(leaf) => leaf,
+                Decoded::NonPresent(NonPresent::Swap { entry, .. }) if swap_count.is_some() => {
+                    if level != Level::Pte || vmas.find(va).is_none() {
+                        error = Some(ConsistencyError::MisplacedSwapEntry { va, level });
+                    }
+                    *slots.entry(entry).or_default() += 1;
+                    stats.nr_swap_entries += 1;
+                    return;
+                }
                 Decoded::NonPresent(np) => {
                     match np {
                         NonPresent::Swap { .. } => nr_swap += 1,
@@ -281,6 +323,19 @@ pub fn check_spaces<F: PageTableFormat>(
         }
         stats.nr_folios = folios_here.len() as u64;
         all_stats.push(stats);
+    }
+    if let Some(count_of) = swap_count {
+        for (&entry, &entries) in &slots {
+            let count = count_of(entry).unwrap_or(0);
+            if count as u64 != entries {
+                return Err(ConsistencyError::SwapCount {
+                    ty: entry.ty(),
+                    offset: entry.offset(),
+                    entries,
+                    count,
+                });
+            }
+        }
     }
     let tables: Vec<&PageTable<F>> = spaces.iter().map(|s| s.0).collect();
     for s in seen.values() {

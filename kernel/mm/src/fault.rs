@@ -49,10 +49,12 @@ pub struct MemFault {
 use crate::addr::PhysAddr;
 use crate::folio::folio_of;
 use crate::page::{Memmap, PageFlag};
-use crate::pgtable::{Decoded, Leaf, Level, PageSize, PageTable, PageTableFormat, PgError, Prot};
+use crate::pgtable::SwapEntry;
+use crate::pgtable::{Decoded, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, PgError, Prot};
 use crate::pgtable::{TableMemory, TlbHooks};
 use crate::thp::{is_huge_zero, split_huge_pmd, HPAGE_SIZE};
 use crate::vma::VmaSet;
+use alloc::string::String;
 
 /// Where the fault handler gets new anonymous pages, and gives back one it
 /// could not map. Each page is an order-0 folio (see [`crate::anon`] for its
@@ -90,6 +92,12 @@ pub trait FrameSource {
     /// The memmap describing the frames this source hands out (the fault
     /// handler reads the folio state of a write-protected page from it).
     fn memmap(&self) -> &Memmap;
+    /// One more page-table entry holds the swap entry `entry` (fork copies
+    /// a swap PTE into the child). Refused when the entry's area is gone
+    /// or the slot's count is at its limit; without swap, always refused.
+    fn swap_dup(&self, entry: SwapEntry) -> Result<(), String> {
+        Err(alloc::format!("no swap area for {entry:?}"))
+    }
 }
 
 /// Why an access is refused: the faulting task's fault (a segmentation
@@ -101,8 +109,8 @@ pub enum Refused {
     /// The area does not allow this access (write to read-only, execute
     /// of non-executable).
     NotAllowed,
-    /// The page-table entry is of a kind this kernel does not handle yet
-    /// (swap and migration entries come with issues 5 and 6).
+    /// The page-table entry is of a kind this kernel does not handle
+    /// (a migration entry, a swap entry in a PMD).
     Unsupported,
 }
 
@@ -134,6 +142,9 @@ pub enum FaultOutcome {
     Refused(Refused),
     /// No memory for the page or a table: end the task (out of memory).
     OutOfMemory,
+    /// The page is in swap: the caller drops the lock, brings it back
+    /// ([`crate::swap::swapin`]) and maps it under the lock again.
+    NeedsSwapIn { page: VirtAddr, entry: SwapEntry },
 }
 
 /// Handles a fault at `fault.addr` in the address space whose tables are
@@ -150,7 +161,9 @@ pub enum FaultOutcome {
 ///   faults; a write to a write-protected anonymous leaf in a writable area
 ///   (after fork, or the huge zero folio): reuse or copy, by [`wp_fault`]
 ///   and [`huge_wp_fault`].
-/// - Swap and migration entries: issue 6.
+/// - A swap entry in a PTE: [`FaultOutcome::NeedsSwapIn`] (the caller
+///   sleeps for the disk without the lock: [`crate::swap::swapin`]).
+///   Migration entries are not made yet (refused).
 ///
 /// The caller holds the address space's lock (areas and tables do not
 /// change under us). `hooks` must reach every CPU that may hold a
@@ -253,6 +266,9 @@ pub fn handle_fault<F: PageTableFormat>(
                 }
                 Err(_) => FaultOutcome::Refused(Refused::Unsupported),
             }
+        }
+        Decoded::NonPresent(NonPresent::Swap { entry, .. }) if level == Level::Pte => {
+            FaultOutcome::NeedsSwapIn { page, entry }
         }
         Decoded::NonPresent(_) | Decoded::Table(_) | Decoded::Bad(_) => {
             FaultOutcome::Refused(Refused::Unsupported)

@@ -572,6 +572,24 @@ impl LruLists {
     }
 }
 
+/// The lists of the running kernel, once it registered them
+/// ([`register`]). Code deep in `mm` that changes what a list element is
+/// (a folio split, [`crate::thp::try_split_folio`]) takes the folio off
+/// them first and puts the pieces back. Host tests that make no lists
+/// leave it unset.
+static REGISTERED: spin::Once<&'static LruLists> = spin::Once::new();
+
+/// Makes `lists` the lists [`registered`] returns (the kernel, once, at
+/// boot).
+pub fn register(lists: &'static LruLists) {
+    REGISTERED.call_once(|| lists);
+}
+
+/// The lists the kernel registered, if any.
+pub fn registered() -> Option<&'static LruLists> {
+    REGISTERED.get().copied()
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;

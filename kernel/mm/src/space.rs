@@ -42,7 +42,10 @@ use crate::anon::remove_pte_mapping;
 use crate::fault::FrameSource;
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
-use crate::pgtable::{Decoded, Flush, Leaf, Level, PageSize, PageTable, PageTableFormat, PgError, Prot};
+use crate::pgtable::SwapEntry;
+use crate::pgtable::{
+    Decoded, Flush, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, PgError, Prot,
+};
 use crate::pgtable::{TableMemory, TlbHooks};
 use crate::thp::{is_huge_zero, remove_pmd_mapping, split_huge_pmd_if_cut, try_split_folio, HPAGE_NR};
 use alloc::collections::BTreeMap;
@@ -58,12 +61,15 @@ pub struct Gather {
     /// What the caller must flush before [`Gather::release`].
     flush: Flush,
     root: PhysAddr,
+    /// Swap entries whose page-table entries were removed: each gives one
+    /// count back to its slot ([`Gather::take_swap_entries`]).
+    swap: Vec<SwapEntry>,
 }
 
 impl Gather {
     /// An empty gather for the space whose root table is `root`.
     pub fn new(root: PhysAddr) -> Gather {
-        Gather { pending: Vec::new(), flush: Flush::none(root), root }
+        Gather { pending: Vec::new(), flush: Flush::none(root), root, swap: Vec::new() }
     }
 
     /// The flush owed for the entries removed so far (the caller runs it,
@@ -71,6 +77,13 @@ impl Gather {
     /// [`Gather::release`]).
     pub fn take_flush(&mut self) -> Flush {
         core::mem::replace(&mut self.flush, Flush::none(self.root))
+    }
+
+    /// The swap entries the removed page-table entries held; the caller
+    /// gives each its slot count back (no flush needed: a swap entry is
+    /// never in a TLB).
+    pub fn take_swap_entries(&mut self) -> Vec<SwapEntry> {
+        core::mem::take(&mut self.swap)
     }
 
     /// Mappings whose references are waiting.
@@ -100,9 +113,9 @@ impl Gather {
     }
 }
 
-/// Removes every mapping in `[start, end)` (leaves and, for now, any
-/// swap or migration entry) as the module doc says, gathering the
-/// references into `gather`. `free` receives folios that a split left
+/// Removes every mapping in `[start, end)` (leaves, swap and migration
+/// entries) as the module doc says, gathering the references and the swap
+/// entries into `gather`. `free` receives folios that a split left
 /// without any reference. `hooks` are used only to split a 2 MiB leaf cut
 /// by the range (break-before-make); the removed entries are flushed by the
 /// caller through [`Gather::take_flush`].
@@ -122,7 +135,12 @@ pub fn zap_range<F: PageTableFormat>(
     // Huge folios some of whose PTEs went: head PFN -> pages unmapped.
     let mut cut: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     let pending = &mut gather.pending;
+    let swap = &mut gather.swap;
     let flush = table.clear_range(mem, start, end, &mut |_, level, entry| {
+        if let Decoded::NonPresent(NonPresent::Swap { entry, .. }) = entry {
+            swap.push(entry);
+            return;
+        }
         let Decoded::Leaf(leaf) = entry else { return };
         match level {
             Level::Pmd if is_huge_zero(memmap, &leaf) => {}
@@ -191,10 +209,15 @@ pub enum ForkError {
     NotAnon { va: VirtAddr, pfn: u64 },
     /// The child's table refused an entry.
     Table { va: VirtAddr, error: PgError },
+    /// A swap slot could not take one more holder (its area is gone, or
+    /// its count is at the limit).
+    SwapCount { va: VirtAddr },
 }
 
-/// Copies every present leaf of `parent` in `[start, end)` into `child`
-/// for fork (module doc). On success returns the flush the parent owes
+/// Copies every present leaf and swap entry of `parent` in `[start, end)`
+/// into `child` for fork (module doc; a swap entry gains a slot count
+/// through [`FrameSource::swap_dup`] and loses its exclusive bit on both
+/// sides). On success returns the flush the parent owes
 /// (leaves made read-only), which must reach every CPU before the parent's
 /// lock is dropped. On error the parent is left as it was give or take
 /// write protection (flush `partial` all the same), and the child holds
@@ -212,11 +235,30 @@ pub fn fork_range<F: PageTableFormat>(
 ) -> Result<(), ForkError> {
     let memmap = frames.memmap();
     let mut leaves = Vec::new();
-    parent.visit(mem, start, end, &mut |va, level, entry, _| {
-        if let Decoded::Leaf(leaf) = entry {
-            leaves.push((va, level, leaf));
+    let mut swapped = Vec::new();
+    parent.visit(mem, start, end, &mut |va, level, entry, _| match entry {
+        Decoded::Leaf(leaf) => leaves.push((va, level, leaf)),
+        Decoded::NonPresent(NonPresent::Swap { entry, exclusive }) => {
+            swapped.push((va, level, entry, exclusive))
         }
+        _ => {}
     });
+    // Swap entries: both sides hold the slot now, so neither is exclusive
+    // (seed 004: the bit is cleared in the parent, never copied).
+    for (va, level, entry, exclusive) in swapped {
+        frames.swap_dup(entry).map_err(|_| ForkError::SwapCount { va })?;
+        // Replacing nothing or a non-present entry: no flush is owed.
+        let (_, f) = child
+            .set_nonpresent(mem, va, level, NonPresent::Swap { entry, exclusive: false })
+            .map_err(|error| ForkError::Table { va, error })?;
+        f.ignore();
+        if exclusive {
+            let (_, f) = parent
+                .set_nonpresent(mem, va, level, NonPresent::Swap { entry, exclusive: false })
+                .map_err(|error| ForkError::Table { va, error })?;
+            f.ignore();
+        }
+    }
     let map_child = |va: VirtAddr, leaf: Leaf| {
         child.map(mem, va, leaf).map(Flush::ignore).map_err(|error| match error {
             PgError::OutOfMemory => ForkError::OutOfMemory { va },

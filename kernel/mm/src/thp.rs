@@ -223,6 +223,8 @@ pub enum SplitRefused {
     MappedElsewhere,
     /// More references than mappings and the caller's: a `FOLL_GET` user.
     Referenced,
+    /// The folio is in the swap cache (its slots name it as a whole).
+    InSwapCache,
 }
 
 /// Splits the PTE-mapped huge anonymous folio `folio` into order-0 folios
@@ -267,14 +269,32 @@ pub fn try_split_folio<F: PageTableFormat>(
     if !folio.try_lock() {
         return Err(SplitRefused::Locked);
     }
+    if folio.test_flag(PageFlag::SwapCache) {
+        // Its slots point at the head as one folio (`crate::swap`).
+        folio.unlock();
+        return Err(SplitRefused::InSwapCache);
+    }
+    // Off the LRU lists while it changes shape; the pieces go back after.
+    let lru = crate::lru::registered();
+    let was_listed = lru.is_some_and(|l| l.remove(folio));
     let expected: i32 = ours + (0..folio.nr_pages()).map(&held).sum::<i32>();
     if !folio.try_freeze(expected) {
+        if was_listed {
+            lru.expect("listed").putback(folio, crate::lru::LruList::Inactive);
+        }
         folio.unlock();
         return Err(SplitRefused::Referenced);
     }
     let nr = folio.nr_pages();
     let memmap = folio.memmap();
     folio.split_frozen(|i| folio.page_mapcount(i) + held(i));
+    for i in 0..nr {
+        let page = folio_of(memmap, folio.pfn() + i as u64).expect("split_frozen made every page a folio");
+        page.clear_flag(PageFlag::Active);
+        if was_listed && page.total_mapcount() > 0 {
+            lru.expect("listed").add(page);
+        }
+    }
     folio.unlock();
     for i in 0..nr {
         let page = folio_of(memmap, folio.pfn() + i as u64).expect("split_frozen made every page a folio");

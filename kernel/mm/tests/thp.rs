@@ -708,6 +708,7 @@ fn partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part<F: HardwareWa
             nr_pte_leaves: 512 - nr_cut,
             nr_pmd_leaves: 1,
             nr_pud_leaves: 0,
+            nr_swap_entries: 0,
         }
     );
     // A range across the boundary of the two blocks cuts both.

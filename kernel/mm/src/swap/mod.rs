@@ -46,4 +46,7 @@
 //!   cache.
 
 pub mod area;
+pub mod cache;
 pub mod header;
+pub mod swapin;
+pub mod unmap;

@@ -1,0 +1,243 @@
+//! Swap-in: bringing the page of a swap entry back and mapping it, in two
+//! halves around the sleep for the disk.
+//!
+//! ## The halves
+//!
+//! The fault handler ([`crate::fault::handle_fault`]) finds a swap entry
+//! under the address space's lock and answers
+//! [`crate::fault::FaultOutcome::NeedsSwapIn`]. The caller drops the lock
+//! (reading may sleep) and:
+//!
+//! 1. [`get_swapped_folio`]: looks up the swap cache; on a hit, takes a
+//!    reference, locks the folio and checks it is still the cache folio of
+//!    that entry. On a miss it **claims** the slot's `HAS_CACHE` first
+//!    ([`SwapArea::claim_cache`]) and only then allocates a folio, puts it
+//!    into the cache and reads. The claim is what makes the read safe: a
+//!    slot whose count is 0 (the entry was freed because somebody else
+//!    swapped it in and the slot may already hold another page) cannot be
+//!    claimed, and a claimed slot cannot be freed or reused while we read
+//!    (seed 002's stale read of a freed slot). Two tasks faulting on the
+//!    same entry meet here: one claims and reads, the other finds the
+//!    folio in the cache (or `Busy` and retries) and waits for the folio
+//!    lock, which the reader holds until the data is in.
+//! 2. [`map_swapped_in`], under the space's lock again: **rechecks** that
+//!    the entry is still exactly the one that faulted (another task may
+//!    have swapped it in and mapped it, or the range may be gone). Only
+//!    then it maps the page, and for a large cache folio every other page
+//!    of it whose entry still holds its own slot: the folio comes back
+//!    whole. Each mapped entry gives its slot count back
+//!    ([`SwapArea::free_ref`]).
+//!
+//! ## Exclusive
+//!
+//! A page is mapped exclusive (and so writable in a writable area, and
+//! never copied on its next write) when its swap entry's exclusive bit says
+//! it was exclusive when it was unmapped (seed 004), or when this task is
+//! provably its only user: no other reference than ours and the cache's,
+//! no other entry holding any of its slots. Without the bit, a page that
+//! somebody else holds a plain reference to (a `FOLL_GET` of `get_user_pages`)
+//! fails the second test, and writes through that reference would be lost
+//! at the next copy on write — the reason the bit exists.
+//!
+//! A page is mapped writable only when the folio can also leave the swap
+//! cache (no entry holds any of its slots any more), which frees its slots:
+//! [`super::cache`]'s rule that a cache folio is never writable.
+
+use super::area::{ClaimError, SwapArea};
+use super::cache::{delete_from_swap_cache, folio_entry, lookup_get, nth_entry, still_cached};
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::folio::{Folio, UnpublishedFolio};
+use crate::page::{Memmap, PageFlag};
+use crate::pgtable::{Decoded, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, Prot};
+use crate::pgtable::{SwapEntry, TableMemory};
+use crate::vma::VmaSet;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// What swap-in needs from the kernel: the disk, memory, and a way to wait.
+pub trait SwapBackend {
+    /// Reads `nr` slots from `first` on into the contiguous frames at
+    /// `frame`. May sleep. Errors carry a message for the user.
+    fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String>;
+    /// Writes the `nr` frames at `frame` to the slots from `first` on.
+    fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String>;
+    /// Waits a little: another task holds a folio lock or a slot claim.
+    fn relax(&self);
+    /// A fresh order-0 folio for swap-in (unpublished), `None` when memory
+    /// is out even after reclaim.
+    fn alloc_folio(&self) -> Option<UnpublishedFolio<'static>>;
+    /// Gives back a folio whose last reference is gone.
+    fn free_folio(&self, folio: Folio<'static>);
+}
+
+/// Why [`get_swapped_folio`] brought nothing back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapInError {
+    /// The slot is no longer held by any entry: the faulting entry changed
+    /// meanwhile (somebody else swapped it in). Retry the access.
+    Stale,
+    /// No memory for the folio.
+    NoMemory,
+    /// The disk failed the read; the message says how.
+    Io(String),
+}
+
+/// The cache folio holding `entry`, locked, with a reference for the
+/// caller, and the index of `entry`'s page in it (module doc, half 1).
+/// `handle`/`index` name the faulting page (`index` = its `va >> 12`), for
+/// a folio this call reads in.
+pub fn get_swapped_folio(
+    area: &SwapArea,
+    memmap: &'static Memmap,
+    backend: &impl SwapBackend,
+    entry: SwapEntry,
+    handle: u64,
+    index: u64,
+) -> Result<(Folio<'static>, usize), SwapInError> {
+    loop {
+        if let Some((folio, i)) = lookup_get(area, memmap, entry) {
+            while !folio.try_lock() {
+                backend.relax();
+            }
+            if !still_cached(&folio, entry, i) || !folio.test_flag(PageFlag::Uptodate) {
+                // Deleted (and maybe reused) before we locked it, or its
+                // read failed and it is on its way out: look again.
+                folio.unlock();
+                if folio.put() {
+                    backend.free_folio(folio);
+                }
+                continue;
+            }
+            return Ok((folio, i));
+        }
+        match area.claim_cache(entry, 1) {
+            Ok(()) => {}
+            Err(ClaimError::Busy { .. }) => {
+                backend.relax();
+                continue;
+            }
+            Err(ClaimError::Unused { .. }) => return Err(SwapInError::Stale),
+            Err(ClaimError::Slot(e)) => return Err(SwapInError::Io(alloc::format!("{e}"))),
+        }
+        let Some(mut new) = backend.alloc_folio() else {
+            let _ = area.release_cache(entry, 1);
+            return Err(SwapInError::NoMemory);
+        };
+        new.nonatomic_set_flag(PageFlag::SwapBacked);
+        new.nonatomic_set_flag(PageFlag::Locked);
+        new.set_mapping(handle, index);
+        let folio = new.publish(); // our reference
+        folio.get(); // the cache's
+        folio.set_swap_entry(entry.to_raw());
+        folio.set_flag(PageFlag::SwapCache);
+        if let Err(e) = area.cache_add(entry, 1, folio.pfn()) {
+            panic!("get_swapped_folio: claimed slot {entry:?} refused by the cache: {e}");
+        }
+        match backend.read(entry, PhysAddr::new(folio.pfn() << 12), 1) {
+            Ok(()) => {
+                folio.set_flag(PageFlag::Uptodate);
+                return Ok((folio, 0));
+            }
+            Err(e) => {
+                // Out of the cache again; the slot keeps its data and its
+                // count, so a later fault may try the read again.
+                let refs = delete_from_swap_cache(area, &folio);
+                folio.unlock();
+                for _ in 0..refs {
+                    folio.put();
+                }
+                if folio.put() {
+                    backend.free_folio(folio);
+                }
+                return Err(SwapInError::Io(e));
+            }
+        }
+    }
+}
+
+/// What [`map_swapped_in`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapInOutcome {
+    /// `pages` entries now map the folio (1 for a small one).
+    Mapped { pages: usize, exclusive: bool, writable: bool },
+    /// The faulting entry is no longer the swap entry that faulted: nothing
+    /// was done; retry the access.
+    Changed,
+}
+
+/// Half 2 of the module doc: maps the locked cache folio `folio` (page `i`
+/// holds `entry`) at `page` if the entry there is still `entry` (with
+/// exclusive bit `was_exclusive`). The caller holds the space's lock, the
+/// folio lock and a reference (which it keeps: the mappings take their
+/// own).
+#[allow(clippy::too_many_arguments)]
+pub fn map_swapped_in<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    vmas: &VmaSet,
+    area: &SwapArea,
+    folio: &Folio<'_>,
+    i: usize,
+    page: VirtAddr,
+    entry: SwapEntry,
+    write: bool,
+    user: bool,
+) -> SwapInOutcome {
+    let Some(vma) = vmas.find(page) else { return SwapInOutcome::Changed };
+    let swap_at = |va: VirtAddr| match table.lookup(mem, va) {
+        (Level::Pte, Decoded::NonPresent(NonPresent::Swap { entry, exclusive })) => Some((entry, exclusive)),
+        _ => None,
+    };
+    if swap_at(page).map(|(e, _)| e) != Some(entry) || !still_cached(folio, entry, i) {
+        return SwapInOutcome::Changed;
+    }
+    let first = folio_entry(folio).expect("still_cached checked the entry");
+    let nr = folio.nr_pages();
+    let base = page.as_u64() - (i as u64) * 4096;
+    // The pages to map: the faulting one, and every other page of the
+    // folio whose entry (in the same area) still holds its own slot.
+    let mut pages = Vec::new();
+    for j in 0..nr {
+        let va = VirtAddr::new(base + j as u64 * 4096);
+        if !vma.contains(va) {
+            continue;
+        }
+        if let Some((e, excl)) = swap_at(va).filter(|(e, _)| *e == nth_entry(first, j)) {
+            pages.push((j, va, e, excl));
+        }
+    }
+    // After this, will any entry still hold a slot of the folio?
+    let held_elsewhere =
+        (0..nr).any(|j| area.count(nth_entry(first, j)) > pages.iter().filter(|p| p.0 == j).count() as u8);
+    let sole_user = folio.total_mapcount() == 0 && folio.refcount() == 1 + nr as i32 && !held_elsewhere;
+    let exclusive = pages.iter().all(|p| p.3) || sole_user;
+    let leave_cache = !held_elsewhere && !folio.test_flag(PageFlag::Writeback);
+    let writable = vma.prot.write && exclusive && leave_cache;
+    // Not exclusive enough to leave the cache: mapped shared (a later
+    // write copies), so a cache folio is never writable.
+    let exclusive = exclusive && leave_cache;
+    let prot = Prot { writable, ..vma.prot.to_prot(user) };
+    for &(j, va, e, _) in &pages {
+        if let Err(err) = area.free_ref(e) {
+            panic!("map_swapped_in: an entry held slot {e:?} but the area says {err}");
+        }
+        let (_, flush) = table.clear(mem, va, Level::Pte).expect("a swap PTE was just read here");
+        flush.ignore(); // a swap entry is never cached by a TLB
+        let frame = PhysAddr::new((folio.pfn() + j as u64) << 12);
+        let leaf = Leaf { frame, size: PageSize::Size4K, prot, dirty: writable && write, young: true };
+        table.map(mem, va, leaf).expect("the slot was just cleared").ignore();
+        folio.add_page_mapcount(j, 1);
+        folio.get();
+        if exclusive {
+            folio.page(j).set_flag(PageFlag::AnonExclusive);
+        }
+    }
+    if leave_cache {
+        let refs = delete_from_swap_cache(area, folio);
+        for _ in 0..refs {
+            folio.put(); // the caller's reference and the mappings' remain
+        }
+        folio.set_flag(PageFlag::Dirty);
+    }
+    SwapInOutcome::Mapped { pages: pages.len(), exclusive, writable }
+}
