@@ -2,9 +2,10 @@
 //!
 //! [`kernel_main`] prints the banner, the memory map and the arguments, sets
 //! up physical memory (heap, memmap, buddy allocator), turns on the
-//! bug-replay switch `bug=` names (if any), then either runs the in-guest
-//! tests (`test=`), or shuts the machine down with a success status. (Later
-//! issues add CPUs, tasks and the memory subsystem between those steps.)
+//! bug-replay switch `bug=` names (if any), starts the scheduler and the
+//! other CPUs, finds the disks ([`crate::blk`]), then either runs the
+//! in-guest tests (`test=`) or the benchmarks (`bench=`), or shuts the
+//! machine down with a success status.
 
 use crate::arch;
 use crate::{cmdline, memory, println, testing};
@@ -144,6 +145,7 @@ pub fn kernel_main(info: BootInfo) -> ! {
     );
     let online = crate::smp::bring_up(&info.cpus);
     println!("smp: {online} of {} CPUs online", info.cpus.ids().len());
+    crate::blk::init();
 
     if let Some(filter) = args.get("test") {
         let ok = testing::run(filter, &args);

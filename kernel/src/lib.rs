@@ -16,6 +16,10 @@
 //! | [`exceptions`] | in-guest tests of the arch's exception handling |
 //! | [`tlb`] | TLB shootdown: no CPU keeps a stale translation after a change returns |
 //! | [`vm`] | address spaces: areas, page tables, the fault handler for tasks |
+//! | [`wait`] | wait queues of parked tasks (with `sched::park`/`unpark`) |
+//! | [`pci`] | PCI functions on the host bridge: enumeration, BAR placement, INTx lines |
+//! | [`dma`] | DMA memory and addresses for virtio devices (`virtio-drivers`' `Hal`) |
+//! | [`blk`] | virtio-blk disks: page reads and writes for the swap code, by interrupt |
 //! | [`flags_stress`] | the stress test of the folio flags word (seed 003, `bug=nonatomic-folio-flags`) |
 //! | [`testing`] | the in-guest test harness and its serial protocol |
 //! | [`panic`] | the panic handler: message, location, failing exit |
@@ -33,18 +37,22 @@ pub use arch_aarch64 as arch;
 pub use arch_x86_64 as arch;
 
 pub mod bench;
+pub mod blk;
 pub mod boot;
 pub use boot::kernel_main;
 pub mod cmdline;
 pub mod console;
+pub mod dma;
 pub mod exceptions;
 pub mod flags_stress;
 pub mod memory;
 pub mod paging;
 pub mod panic;
+pub mod pci;
 pub mod sched;
 pub mod smp;
 pub mod sync;
 pub mod testing;
 pub mod tlb;
 pub mod vm;
+pub mod wait;

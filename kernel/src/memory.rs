@@ -105,6 +105,17 @@ pub fn phys_to_virt(pa: PhysAddr) -> VirtAddr {
     VirtAddr::new(pa.as_u64() + DIRECT_MAP_OFFSET.load(Ordering::Relaxed))
 }
 
+/// The physical address of a kernel virtual address in the direct map of
+/// RAM (the heap, the memmap, frames from the allocator, task stacks);
+/// None for any other address (the kernel image on x86_64, the boot stack,
+/// MMIO, user addresses) or before [`init`].
+pub fn virt_to_phys(va: VirtAddr) -> Option<PhysAddr> {
+    let offset = DIRECT_MAP_OFFSET.load(Ordering::Relaxed);
+    let ram_end = BOOT_MEMORY.get()?.ranges().last()?.end.as_u64();
+    let pa = va.as_u64().checked_sub(offset)?;
+    (offset != 0 && pa < ram_end).then(|| PhysAddr::new(pa))
+}
+
 /// Sets up the heap, the memmap and the frame allocator. Boot CPU, once.
 pub fn init(info: &BootInfo) -> Result<(), InitError> {
     DIRECT_MAP_OFFSET.store(info.direct_map_offset, Ordering::Relaxed);

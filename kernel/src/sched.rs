@@ -6,7 +6,8 @@
 //! A [`Task`] has its own kernel stack (frames from the buddy allocator)
 //! and a saved [`Context`]. Tasks are `Ready` (in the run queue), `Running`
 //! (on a CPU), `Sleeping` (until a tick), `Blocked` (until another task wakes
-//! it: join) or `Dead`. Each CPU has an idle task, which runs when nothing is
+//! it: join), `Parked` (until [`unpark`]: the wait primitive of
+//! [`crate::wait`] and device drivers) or `Dead`. Each CPU has an idle task, which runs when nothing is
 //! ready and never enters the run queue. The boot flow of the boot CPU
 //! becomes the task `main`.
 //!
@@ -28,6 +29,13 @@
 //! - A dead task's stack is freed only after the CPU has switched away from
 //!   it: the previous task is dropped in [`finish_switch`], on the new
 //!   task's stack.
+//! - Park and unpark: [`park`] blocks the running task until some code calls
+//!   [`unpark`] on it, from a task or an interrupt handler. A task's
+//!   `unpark_token` (under RQ_LOCK) remembers an unpark that came while the
+//!   task was not parked, and the next `park` consumes it and returns at
+//!   once: so a waiter that publishes itself, checks its condition, then
+//!   parks, cannot miss a wake-up that comes between the check and the
+//!   park. Wake-ups may be spurious; waiters re-check in a loop.
 //!
 //! All CPUs share the one run queue, so a task runs wherever a CPU is free
 //! (migration is the default); `spawn_on` pins it. A CPU's index comes from
@@ -62,6 +70,8 @@ pub enum TaskState {
     /// Until the tick count reaches this.
     Sleeping(u64),
     Blocked,
+    /// In [`park`], until [`unpark`].
+    Parked,
     Dead,
 }
 
@@ -73,6 +83,9 @@ struct TaskInner {
     joiner: Option<Arc<Task>>,
     /// The address space the task runs in (None: kernel only).
     root: Option<PhysAddr>,
+    /// An [`unpark`] came while the task was not parked: its next [`park`]
+    /// returns at once (see the module doc).
+    unpark_token: bool,
 }
 
 /// A kernel task.
@@ -241,7 +254,13 @@ fn new_task_with(
         killed: spin::Mutex::new(None),
         body: spin::Mutex::new(body),
         _keep: keep,
-        inner: UnsafeCell::new(TaskInner { state: TaskState::Ready, context, joiner: None, root }),
+        inner: UnsafeCell::new(TaskInner {
+            state: TaskState::Ready,
+            context,
+            joiner: None,
+            root,
+            unpark_token: false,
+        }),
     })
 }
 
@@ -445,7 +464,7 @@ fn schedule_locked() {
             }
             TaskState::Running => prev.inner().state = TaskState::Ready,
             TaskState::Sleeping(_) => rq.sleeping.push(prev.clone()),
-            TaskState::Ready | TaskState::Blocked | TaskState::Dead => {}
+            TaskState::Ready | TaskState::Blocked | TaskState::Parked | TaskState::Dead => {}
         }
         let pos = rq.ready.iter().position(|t| t.affinity.is_none_or(|c| c == cpu));
         let next = match pos {
@@ -563,6 +582,75 @@ pub fn sleep_ms(ms: u64) {
         cur.inner().state = TaskState::Sleeping(ticks() + nr_ticks + 1);
     }
     schedule_locked();
+    arch::irq::restore(was);
+}
+
+/// The running task.
+///
+/// # Panics
+/// Before [`init`] (no task runs yet: a kernel bug).
+pub fn current_task() -> Arc<Task> {
+    let was = arch::irq::save_and_disable();
+    RQ_LOCK.lock();
+    // SAFETY: RQ_LOCK is held.
+    let cur = unsafe { rq().current[cpu_index()].clone() };
+    RQ_LOCK.unlock();
+    arch::irq::restore(was);
+    cur.expect("current_task: the scheduler has not started")
+}
+
+/// Blocks the running task until [`unpark`] is called on it, or returns at
+/// once if that happened since its last `park` (see the module doc). The
+/// caller holds no spin lock. May return spuriously: callers loop on their
+/// condition.
+pub fn park() {
+    let was = arch::irq::save_and_disable();
+    RQ_LOCK.lock();
+    let cpu = cpu_index();
+    // SAFETY: RQ_LOCK is held.
+    let parked = unsafe {
+        let cur = rq().current[cpu].as_ref().expect("park: no current task");
+        let inner = cur.inner();
+        if inner.unpark_token {
+            inner.unpark_token = false;
+            false
+        } else {
+            inner.state = TaskState::Parked;
+            true
+        }
+    };
+    if parked {
+        schedule_locked();
+    } else {
+        RQ_LOCK.unlock();
+    }
+    arch::irq::restore(was);
+}
+
+/// Makes a task parked in [`park`] ready again; if it is not parked, its
+/// next `park` returns at once. Callable from interrupt handlers (it takes
+/// RQ_LOCK with interrupts disabled).
+pub fn unpark(task: &Arc<Task>) {
+    let was = arch::irq::save_and_disable();
+    RQ_LOCK.lock();
+    // SAFETY: RQ_LOCK is held.
+    unsafe {
+        let inner = task.inner();
+        if inner.state == TaskState::Parked {
+            inner.state = TaskState::Ready;
+            rq().ready.push_back(task.clone());
+            kick_idle_cpu(task.affinity);
+            // Called from an interrupt that woke this CPU out of its idle
+            // task: schedule on the way out rather than at the next tick.
+            let me = cpu_index();
+            if IDLE[me].load(Ordering::Relaxed) && task.affinity.is_none_or(|c| c == me) {
+                NEED_RESCHED[me].store(true, Ordering::Relaxed);
+            }
+        } else {
+            inner.unpark_token = true;
+        }
+    }
+    RQ_LOCK.unlock();
     arch::irq::restore(was);
 }
 

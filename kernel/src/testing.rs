@@ -21,7 +21,7 @@
 //! passed and at least one ran.
 
 use crate::println;
-use crate::{cmdline, exceptions, flags_stress, memory, paging, print, sched, smp, tlb, vm};
+use crate::{blk, cmdline, exceptions, flags_stress, memory, paging, print, sched, smp, tlb, vm};
 use alloc::format;
 use alloc::string::String;
 use kargs::Args;
@@ -52,6 +52,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         tlb::TESTS,
         vm::TESTS,
         flags_stress::TESTS,
+        blk::TESTS,
     ]
     .into_iter()
     .flatten()

@@ -1,5 +1,6 @@
 //! The choices a user makes about a guest machine: which architecture, which
-//! accelerator, which firmware (x86_64 only) and how much memory.
+//! accelerator, which firmware (x86_64 only) and how much memory (disk
+//! sizes are in [`crate::disk`]).
 //!
 //! Each type parses from the word a user types on the `cargo xtask` command
 //! line, so a typo is refused here, with a message naming the bad word,
@@ -20,6 +21,8 @@ pub enum ConfigError {
     UnknownFirmware(String),
     /// `--mem` could not be read as a size.
     BadMemSize { input: String, why: &'static str },
+    /// `--swap` could not be read as a disk size.
+    BadDiskSize { input: String, why: &'static str },
     /// `--smp` is not a CPU count QEMU accepts.
     BadCpuCount(String),
     /// The architecture has no such firmware (UEFI is wired up for x86_64 only).
@@ -44,6 +47,9 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::BadMemSize { input, why } => {
                 write!(f, "bad memory size `{input}`: {why} (examples: 512M, 2G, 2048 meaning MiB)")
+            }
+            ConfigError::BadDiskSize { input, why } => {
+                write!(f, "bad disk size `{input}`: {why} (examples: 256M, 1G, 0 for none)")
             }
             ConfigError::BadCpuCount(s) => {
                 write!(f, "bad CPU count `{s}` (expected a whole number from 1 to {MAX_SMP})")

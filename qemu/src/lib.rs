@@ -5,8 +5,9 @@
 //! The flow of one run:
 //!
 //! 1. [`MachineConfig`] (architecture, accelerator, firmware, memory, CPUs,
-//!    kernel arguments, image) → [`MachineConfig::command`] gives the exact
-//!    QEMU argv as a [`QemuCommand`].
+//!    kernel arguments, image, virtio-blk disks from [`disk`]) →
+//!    [`MachineConfig::command`] gives the exact QEMU argv as a
+//!    [`QemuCommand`].
 //! 2. [`run`] starts QEMU, echoes the serial console, feeds each line to the
 //!    protocol [`Parser`], kills the guest at its time limit, and returns a
 //!    [`RunOutcome`]: how the guest ended ([`GuestExit`], decoded from QEMU's
@@ -16,6 +17,7 @@
 //! Steps 1 and 3 are pure functions, unit tested without QEMU.
 
 pub mod config;
+pub mod disk;
 pub mod exit;
 pub mod machine;
 pub mod protocol;
@@ -23,6 +25,7 @@ pub mod runner;
 pub mod verdict;
 
 pub use config::{parse_smp, Accel, Arch, Boot, ConfigError, Firmware, MemSize};
+pub use disk::{Backing, DiskSize, FaultPlan, VirtioDisk};
 pub use exit::GuestExit;
 pub use machine::{gdb_hint, MachineConfig, QemuCommand, OVMF_CODE};
 pub use protocol::{parse_transcript, Bench, Parser, Report, Summary, TestOutcome, TestResult};

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::config::{Accel, Arch, ConfigError, Firmware, MemSize};
+use crate::disk::VirtioDisk;
 
 /// Where Debian's `ovmf` package installs the UEFI firmware for x86_64.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
@@ -49,7 +50,10 @@ pub struct MachineConfig {
     pub image: PathBuf,
     /// The UEFI firmware code, read only (x86_64 UEFI only).
     pub ovmf_code: PathBuf,
-    /// Arguments appended as they are, after everything else (e.g. a swap disk).
+    /// virtio-blk disks, attached in this order (so the guest finds them in
+    /// this PCI order), after the machine's own devices.
+    pub disks: Vec<VirtioDisk>,
+    /// Arguments appended as they are, after everything else.
     pub extra_args: Vec<String>,
 }
 
@@ -68,6 +72,7 @@ impl MachineConfig {
             kernel_args: String::new(),
             image: image.into(),
             ovmf_code: PathBuf::from(OVMF_CODE),
+            disks: Vec::new(),
             extra_args: Vec::new(),
         }
     }
@@ -172,6 +177,9 @@ impl MachineConfig {
         }
         if self.gdb {
             push(&["-s", "-S"]);
+        }
+        for disk in &self.disks {
+            args.extend(disk.qemu_args());
         }
         args.extend(self.extra_args.iter().cloned());
         Ok(QemuCommand { program: self.arch.qemu_program().to_string(), args })
@@ -432,6 +440,33 @@ mod tests {
         assert!(!args.contains(&"-append".to_string()));
         let tail: Vec<&str> = args[args.len() - 4..].iter().map(String::as_str).collect();
         assert_eq!(tail, ["-s", "-S", "-drive", "file=swap.img,if=none,format=raw,id=sw"]);
+    }
+
+    #[test]
+    fn disks_come_after_the_machine_and_before_extra_args() {
+        use crate::disk::{Backing, SWAP_SERIAL};
+        for arch in Arch::ALL {
+            let mut cfg = MachineConfig::new(arch, "k");
+            cfg.disks = vec![VirtioDisk {
+                id: "swap0".into(),
+                serial: SWAP_SERIAL.into(),
+                backing: Backing::Raw("/dev/shm/s.img".into()),
+            }];
+            cfg.extra_args = vec!["-mem-prealloc".into()];
+            let args = cfg.command().unwrap().args;
+            let tail: Vec<&str> = args[args.len() - 5..].iter().map(String::as_str).collect();
+            assert_eq!(
+                tail,
+                [
+                    "-drive",
+                    "file=/dev/shm/s.img,if=none,format=raw,id=swap0",
+                    "-device",
+                    "virtio-blk-pci,drive=swap0,serial=swap0",
+                    "-mem-prealloc"
+                ],
+                "{arch}"
+            );
+        }
     }
 
     #[test]

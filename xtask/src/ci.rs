@@ -11,9 +11,11 @@
 //!   denied over the host crates and over each kernel for its bare-metal target;
 //! - in-guest tests (`qemu test`) on x86_64 and AArch64, each with 1 CPU
 //!   and with [`SMP_CPUS`] CPUs (the races the kernel guards against need
-//!   several CPUs; one CPU checks that nothing depends on there being more);
-//! - boot smoke checks on x86_64 BIOS, x86_64 UEFI and AArch64: the boot
-//!   passes and the kernel echoes the marker argument `smoke=1`;
+//!   several CPUs; one CPU checks that nothing depends on there being more),
+//!   with a swap disk and the faulty disk attached, as `qemu test` does;
+//! - boot smoke checks on x86_64 BIOS, x86_64 UEFI and AArch64 (with a swap
+//!   disk, as `qemu boot`): the boot passes and the kernel echoes the marker
+//!   argument `smoke=1`;
 //! - the harness self-check on each architecture: a test that fails on
 //!   purpose must make the run fail, named;
 //! - the crash self-check on each architecture: a test that takes an
@@ -34,7 +36,8 @@ use std::time::{Duration, Instant};
 
 use qemu::{Accel, Arch, Firmware, MemSize};
 
-use crate::cli::{CiArgs, RunArgs, TestArgs, BOOT_TIMEOUT_SECS, TEST_TIMEOUT_SECS};
+use crate::cli::{CiArgs, RunArgs, TestArgs, BOOT_SWAP, BOOT_TIMEOUT_SECS, TEST_SWAP, TEST_TIMEOUT_SECS};
+use crate::disks::SwapChoice;
 use crate::error::Error;
 use crate::guest::{self, BugReplay, BUG_REPLAYS, CRASHCHECK_ARGS, SELFCHECK_ARGS, SMOKE_ARG};
 use crate::kbuild::{self, Builder};
@@ -116,6 +119,8 @@ fn run_args(arch: Arch, firmware: Firmware, timeout_secs: u64) -> RunArgs {
         cpu: None,
         gdb: false,
         timeout_secs: Some(timeout_secs),
+        swap: SwapChoice::Fresh(BOOT_SWAP),
+        faulty_disk: false,
         extra_args: Vec::new(),
     }
 }
@@ -202,8 +207,15 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
             }
         }
         Step::QemuTest(arch, smp) => {
+            // As `qemu test`: a swap disk and the faulty disk, whose
+            // injected errors the blk tests check.
             let args = TestArgs {
-                run: RunArgs { smp: *smp, ..run_args(*arch, Firmware::Bios, TEST_TIMEOUT_SECS) },
+                run: RunArgs {
+                    smp: *smp,
+                    swap: SwapChoice::Fresh(TEST_SWAP),
+                    faulty_disk: true,
+                    ..run_args(*arch, Firmware::Bios, TEST_TIMEOUT_SECS)
+                },
                 filter: None,
                 seed: None,
                 bug: None,

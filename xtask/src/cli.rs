@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use qemu::{Accel, Arch, Firmware, MemSize};
+use qemu::{Accel, Arch, DiskSize, Firmware, MemSize};
+
+use crate::disks::SwapChoice;
 
 /// One line per command.
 // (Not a `\` continuation: that would eat the first line's indent.)
@@ -51,6 +53,17 @@ RUN OPTIONS:
                             (no time limit unless --timeout is given)
     --timeout SECS          kill the guest after SECS seconds, 0 for no limit
                             (default: boot 120, test 600, bench 600)
+    --swap SIZE             attach a fresh swap disk of SIZE (e.g. 256M, 1G) as
+                            virtio-blk: a sparse image in /dev/shm with a mkswap v1
+                            header, removed after the run (default: boot 256M,
+                            test 128M, bench 1G; 0 for none)
+    --no-swap               attach no swap disk (same as --swap 0)
+    --swap-image PATH       attach your own swap image instead (e.g. made by mkswap);
+                            it is used as it is and kept
+    --faulty-disk           attach the faulty disk too: an 8 MiB scratch disk on which
+                            writes of pages 16..24 and reads of pages 32..40 fail
+                            with EIO (QEMU blkdebug); default for qemu test
+    --no-faulty-disk        do not attach it (qemu test)
 
 QEMU TEST OPTIONS:
     --filter NAME           run the tests whose names start with NAME (several:
@@ -114,6 +127,10 @@ pub struct RunArgs {
     pub gdb: bool,
     /// The time limit; `None` for no limit.
     pub timeout_secs: Option<u64>,
+    /// The swap disk.
+    pub swap: SwapChoice,
+    /// Attach the faulty disk (`qemu::disk::FaultPlan`).
+    pub faulty_disk: bool,
     /// The words after `--`.
     pub extra_args: Vec<String>,
 }
@@ -185,6 +202,11 @@ const RUN_OPTS: &[OptSpec] = &[
     opt("--cpu", "NAME"),
     flag("--gdb"),
     opt("--timeout", "SECS"),
+    opt("--swap", "SIZE"),
+    flag("--no-swap"),
+    opt("--swap-image", "PATH"),
+    flag("--faulty-disk"),
+    flag("--no-faulty-disk"),
 ];
 const TEST_OPTS: &[OptSpec] = &[opt("--filter", "NAME"), opt("--seed", "N"), opt("--bug", "NAME")];
 const BUILD_OPTS: &[OptSpec] = &[opt("--arch", "ARCH")];
@@ -285,11 +307,38 @@ pub const BOOT_TIMEOUT_SECS: u64 = 120;
 pub const TEST_TIMEOUT_SECS: u64 = 600;
 pub const BENCH_TIMEOUT_SECS: u64 = 600;
 
-/// Defaults that differ between `qemu boot`/`qemu test` and `bench`.
+/// Defaults that differ between `qemu boot`, `qemu test` and `bench`.
 struct RunDefaults {
     smp: u32,
     mem_mib: u64,
     timeout_secs: u64,
+    swap: DiskSize,
+    faulty_disk: bool,
+}
+
+/// Default swap disk sizes: `qemu boot`, `qemu test`, and `bench` (the
+/// "swap disk" row of BENCHMARKS.md).
+pub const BOOT_SWAP: DiskSize = DiskSize::from_mib(256);
+pub const TEST_SWAP: DiskSize = DiskSize::from_mib(128);
+pub const BENCH_SWAP: DiskSize = DiskSize::from_mib(1024);
+
+/// `--swap`, `--no-swap` or `--swap-image` (at most one), else `default`.
+fn swap_choice(p: &Parsed, default: DiskSize) -> Result<SwapChoice, CliError> {
+    let given = [p.value("--swap").is_some(), p.flag("--no-swap"), p.value("--swap-image").is_some()];
+    if given.iter().filter(|&&g| g).count() > 1 {
+        return Err(CliError("--swap, --no-swap and --swap-image exclude each other; give one".into()));
+    }
+    if p.flag("--no-swap") {
+        return Ok(SwapChoice::Off);
+    }
+    if let Some(path) = p.value("--swap-image") {
+        if path.is_empty() {
+            return Err(CliError("--swap-image needs a path".into()));
+        }
+        return Ok(SwapChoice::Image(path.into()));
+    }
+    let size = p.parse_or("--swap", default, str::parse)?;
+    Ok(if size.is_zero() { SwapChoice::Off } else { SwapChoice::Fresh(size) })
 }
 
 fn run_args(p: &Parsed, defaults: RunDefaults) -> Result<RunArgs, CliError> {
@@ -310,6 +359,10 @@ fn run_args(p: &Parsed, defaults: RunDefaults) -> Result<RunArgs, CliError> {
         None if gdb => None,
         None => Some(defaults.timeout_secs),
     };
+    if p.flag("--faulty-disk") && p.flag("--no-faulty-disk") {
+        return Err(CliError("--faulty-disk and --no-faulty-disk exclude each other".into()));
+    }
+    let faulty_disk = p.flag("--faulty-disk") || (defaults.faulty_disk && !p.flag("--no-faulty-disk"));
     let args = RunArgs {
         arch,
         smp: p.parse_or("--smp", defaults.smp, qemu::parse_smp)?,
@@ -319,6 +372,8 @@ fn run_args(p: &Parsed, defaults: RunDefaults) -> Result<RunArgs, CliError> {
         cpu,
         gdb,
         timeout_secs,
+        swap: swap_choice(p, defaults.swap)?,
+        faulty_disk,
         extra_args: p.rest.clone(),
     };
     qemu::machine::check_combination(args.arch, args.accel, args.firmware)
@@ -366,7 +421,13 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 if p.help {
                     return Ok(Command::Help);
                 }
-                let defaults = RunDefaults { smp: 1, mem_mib: 512, timeout_secs: BOOT_TIMEOUT_SECS };
+                let defaults = RunDefaults {
+                    smp: 1,
+                    mem_mib: 512,
+                    timeout_secs: BOOT_TIMEOUT_SECS,
+                    swap: BOOT_SWAP,
+                    faulty_disk: false,
+                };
                 Ok(Command::Boot(run_args(&p, defaults)?))
             }
             Some("test") => {
@@ -374,7 +435,13 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 if p.help {
                     return Ok(Command::Help);
                 }
-                let defaults = RunDefaults { smp: 1, mem_mib: 512, timeout_secs: TEST_TIMEOUT_SECS };
+                let defaults = RunDefaults {
+                    smp: 1,
+                    mem_mib: 512,
+                    timeout_secs: TEST_TIMEOUT_SECS,
+                    swap: TEST_SWAP,
+                    faulty_disk: true,
+                };
                 let nonempty = |name: &str| match p.value(name) {
                     Some("") => Err(CliError(format!("{name} needs a value"))),
                     v => Ok(v.map(str::to_string)),
@@ -398,7 +465,13 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 return Ok(Command::Help);
             }
             // The `main` profile of BENCHMARKS.md.
-            let defaults = RunDefaults { smp: 4, mem_mib: 2048, timeout_secs: BENCH_TIMEOUT_SECS };
+            let defaults = RunDefaults {
+                smp: 4,
+                mem_mib: 2048,
+                timeout_secs: BENCH_TIMEOUT_SECS,
+                swap: BENCH_SWAP,
+                faulty_disk: false,
+            };
             Ok(Command::Bench(run_args(&p, defaults)?))
         }
         "test" => {
@@ -463,9 +536,43 @@ mod tests {
                 cpu: None,
                 gdb: false,
                 timeout_secs: Some(120),
+                swap: SwapChoice::Fresh(BOOT_SWAP),
+                faulty_disk: false,
                 extra_args: vec![],
             }
         );
+    }
+
+    #[test]
+    fn disk_options() {
+        assert_eq!(qtest("qemu test").run.swap, SwapChoice::Fresh(TEST_SWAP));
+        assert!(qtest("qemu test").run.faulty_disk, "qemu test attaches the faulty disk");
+        assert!(!qtest("qemu test --no-faulty-disk").run.faulty_disk);
+        assert!(boot("qemu boot --faulty-disk").faulty_disk);
+        assert_eq!(boot("qemu boot --swap 1G").swap, SwapChoice::Fresh("1G".parse().unwrap()));
+        assert_eq!(boot("qemu boot --swap=0").swap, SwapChoice::Off);
+        assert_eq!(boot("qemu boot --no-swap").swap, SwapChoice::Off);
+        assert_eq!(boot("qemu boot --swap-image my.img").swap, SwapChoice::Image("my.img".into()));
+        match parse_str("bench") {
+            Ok(Command::Bench(a)) => {
+                assert_eq!((a.swap, a.faulty_disk), (SwapChoice::Fresh(BENCH_SWAP), false))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            err("qemu boot --swap 1G --swap-image x.img"),
+            "--swap, --no-swap and --swap-image exclude each other; give one"
+        );
+        assert_eq!(
+            err("qemu boot --no-swap --swap 0"),
+            "--swap, --no-swap and --swap-image exclude each other; give one"
+        );
+        assert_eq!(
+            err("qemu test --faulty-disk --no-faulty-disk"),
+            "--faulty-disk and --no-faulty-disk exclude each other"
+        );
+        assert_eq!(err("qemu boot --swap-image="), "--swap-image needs a path");
+        assert!(err("qemu boot --swap 3K").starts_with("--swap: bad disk size `3K`"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use qemu::{
 };
 
 use crate::cli::{RunArgs, TestArgs};
+use crate::disks;
 use crate::error::Error;
 use crate::kbuild::Builder;
 use crate::setup;
@@ -41,8 +42,9 @@ pub fn machine_name(arch: Arch, firmware: Firmware) -> String {
     }
 }
 
-/// Checks, builds and boots; returns how the run went. `extra_qemu` is
-/// appended to QEMU's arguments.
+/// Checks, makes the disks, builds and boots; returns how the run went.
+/// `extra_qemu` is appended to QEMU's arguments. Fresh disk images are
+/// removed when the run is over (whatever its outcome).
 pub fn run_guest(
     builder: &mut Builder,
     args: &RunArgs,
@@ -54,9 +56,12 @@ pub fn run_guest(
     let probe = machine_config(args, Default::default(), kernel_args);
     probe.validate().map_err(|e| Error::Usage(e.to_string()))?;
     setup::ensure_host_tools(args.arch, args.firmware, args.accel)?;
+    let scratch = disks::scratch_dir(&builder.ws.target_dir.join("tmp"));
+    let disk_set = disks::prepare(&scratch, &args.swap, args.faulty_disk)?;
 
     let (elf, image) = builder.image(args.arch, args.firmware)?;
     let mut cfg = machine_config(args, image, kernel_args);
+    cfg.disks = disk_set.disks.clone();
     cfg.extra_args = extra_qemu.to_vec();
     for warning in cfg.warnings() {
         println!("xtask: warning: {warning}");
@@ -71,7 +76,9 @@ pub fn run_guest(
         echo: true,
         keep_lines: qemu::runner::DEFAULT_KEEP_LINES,
     };
-    qemu::run(&cmd, args.arch, &opts).map_err(|e| Error::Qemu(e.to_string()))
+    let outcome = qemu::run(&cmd, args.arch, &opts).map_err(|e| Error::Qemu(e.to_string()));
+    drop(disk_set);
+    outcome
 }
 
 /// Prints a verdict line and turns a failing verdict into an error (whose

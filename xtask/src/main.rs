@@ -10,6 +10,7 @@
 mod book;
 mod ci;
 mod cli;
+mod disks;
 mod error;
 mod guest;
 mod kbuild;

@@ -16,6 +16,15 @@
 //!   is not supported yet: [`init_boot_cpu`] refuses it by name.
 //! - The virtual timer is one-shot in hardware; the handler rearms it, so it
 //!   ticks at the rate [`start_timer`] set.
+//! - Device lines ([`attach_device_irq`]): a shared peripheral interrupt
+//!   (SPI, ids 32..1020) configured level or edge, routed to the boot CPU
+//!   and enabled, with up to [`NR_SHARED_HANDLERS`] handlers (devices
+//!   sharing it; each checks its own device). [`dispatch`] runs a device
+//!   line's handlers *before* its EOIR: they quiet their devices, so a
+//!   level-triggered SPI is low when the GIC next looks at it. The line
+//!   table is written under [`ATTACH_LOCK`] (boot, task context) and read
+//!   without a lock by [`dispatch`]: each field is a `spin::Once`, set
+//!   before the SPI is enabled.
 //! - IPIs by kernel CPU index: each CPU, in [`init_this_cpu`], records its
 //!   own CPU-interface bit (the banked GICD_ITARGETSR0) in a table indexed
 //!   by its kernel index; [`send_ipi_to`] looks the target up there. A CPU
@@ -35,6 +44,7 @@ const GICD_CTLR: u64 = 0x000;
 const GICD_ISENABLER: u64 = 0x100;
 const GICD_IPRIORITYR: u64 = 0x400;
 const GICD_ITARGETSR: u64 = 0x800;
+const GICD_ICFGR: u64 = 0xc00;
 const GICD_SGIR: u64 = 0xf00;
 const GICC_CTLR: u64 = 0x000;
 const GICC_PMR: u64 = 0x004;
@@ -176,6 +186,129 @@ pub fn send_ipi_to(cpu: usize) {
     }
 }
 
+/// The first shared peripheral interrupt id, and the end of the range.
+const FIRST_SPI: u32 = 32;
+const SPI_END: u32 = 1020;
+/// Device lines that can be attached.
+pub const NR_DEVICE_LINES: usize = 8;
+/// Handlers one device line can carry.
+pub const NR_SHARED_HANDLERS: usize = 4;
+
+/// How a device line signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Edge,
+    Level,
+}
+
+/// A device's interrupt line, as the GIC sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceIrq {
+    /// The GIC interrupt id (an SPI: 32 + the device tree's SPI number).
+    pub intid: u32,
+    pub trigger: Trigger,
+}
+
+impl core::fmt::Display for DeviceIrq {
+    /// `irq 36 (SPI 4)`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.intid.checked_sub(FIRST_SPI) {
+            Some(spi) => write!(f, "irq {} (SPI {spi})", self.intid),
+            None => write!(f, "irq {}", self.intid),
+        }
+    }
+}
+
+/// Why a device interrupt could not be attached. The machine's fault (a
+/// line that is not an SPI) or a kernel limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachError {
+    /// The GIC was not set up.
+    NoController,
+    /// The id is not a shared peripheral interrupt.
+    NoSuchLine,
+    /// All [`NR_DEVICE_LINES`] lines are in use.
+    NoFreeLine,
+    /// The line already carries [`NR_SHARED_HANDLERS`] handlers.
+    LineFull,
+}
+
+impl core::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            AttachError::NoController => "the GIC is not set up",
+            AttachError::NoSuchLine => "the interrupt is not a GIC shared peripheral interrupt",
+            AttachError::NoFreeLine => "every device interrupt line is in use",
+            AttachError::LineFull => "too many devices share that interrupt line",
+        })
+    }
+}
+
+/// A handler and the argument it is called with.
+type Handler = (fn(usize), usize);
+
+/// One attachable device line (see the module doc).
+struct DeviceLine {
+    irq: spin::Once<DeviceIrq>,
+    handlers: [spin::Once<Handler>; NR_SHARED_HANDLERS],
+}
+
+static DEVICE_LINES: [DeviceLine; NR_DEVICE_LINES] = [const {
+    DeviceLine { irq: spin::Once::new(), handlers: [const { spin::Once::new() }; NR_SHARED_HANDLERS] }
+}; NR_DEVICE_LINES];
+/// Serialises [`attach_device_irq`]; taken with interrupts off.
+static ATTACH_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Makes `handler(arg)` run on every interrupt of `irq` (on the boot CPU,
+/// interrupts masked, before the EOIR: it must quiet its device), and
+/// enables the SPI. Lines may be shared: every handler of a line runs on
+/// each of its interrupts.
+pub fn attach_device_irq(irq: DeviceIrq, handler: fn(usize), arg: usize) -> Result<(), AttachError> {
+    if GICD.load(Ordering::Relaxed) == 0 {
+        return Err(AttachError::NoController);
+    }
+    if !(FIRST_SPI..SPI_END).contains(&irq.intid) {
+        return Err(AttachError::NoSuchLine);
+    }
+    let was = save_and_disable();
+    let guard = ATTACH_LOCK.lock();
+    let result = attach_locked(irq, (handler, arg));
+    drop(guard);
+    restore(was);
+    result
+}
+
+fn attach_locked(irq: DeviceIrq, handler: Handler) -> Result<(), AttachError> {
+    let line = DEVICE_LINES
+        .iter()
+        .find(|l| l.irq.get().is_some_and(|i| i.intid == irq.intid))
+        .or_else(|| DEVICE_LINES.iter().find(|l| l.irq.get().is_none()))
+        .ok_or(AttachError::NoFreeLine)?;
+    let new_line = line.irq.get().is_none();
+    let slot = line.handlers.iter().find(|h| h.get().is_none()).ok_or(AttachError::LineFull)?;
+    line.irq.call_once(|| irq);
+    slot.call_once(|| handler);
+    if new_line {
+        let id = irq.intid as u64;
+        // Trigger mode: two bits per id, the upper one set for edge.
+        let cfg = GICD_ICFGR + (id / 16) * 4;
+        let shift = (id % 16) * 2;
+        let edge = if irq.trigger == Trigger::Edge { 0b10 } else { 0b00 };
+        let old = read(&GICD, cfg);
+        write(&GICD, cfg, (old & !(0b11 << shift)) | (edge << shift));
+        // Priority and target CPU: one byte per id, in words of four.
+        let byte = (id & 3) * 8;
+        let prio = GICD_IPRIORITYR + (id & !3);
+        write(&GICD, prio, (read(&GICD, prio) & !(0xff << byte)) | (0xa0 << byte));
+        // The boot CPU's interface; a uniprocessor GIC ignores the field.
+        let target = INTERFACE_MASKS[0].load(Ordering::Acquire).max(1) as u32;
+        let targets = GICD_ITARGETSR + (id & !3);
+        write(&GICD, targets, (read(&GICD, targets) & !(0xff << byte)) | (target << byte));
+        write(&GICD, GICD_ISENABLER + (id / 32) * 4, 1 << (id % 32));
+    }
+    Ok(())
+}
+
 /// Called by the IRQ vector.
 pub(crate) fn dispatch() {
     loop {
@@ -197,6 +330,14 @@ pub(crate) fn dispatch() {
                 if let Some(h) = HOOKS.get() {
                     (h.ipi)();
                 }
+            }
+            spi if (FIRST_SPI..SPI_END).contains(&spi) => {
+                let line = DEVICE_LINES.iter().find(|l| l.irq.get().is_some_and(|i| i.intid == spi));
+                for (handler, arg) in line.into_iter().flat_map(|l| l.handlers.iter().filter_map(|h| h.get()))
+                {
+                    handler(*arg);
+                }
+                write(&GICC, GICC_EOIR, iar);
             }
             other => {
                 write(&GICC, GICC_EOIR, iar);

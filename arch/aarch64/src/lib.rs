@@ -8,7 +8,8 @@
 //! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
 //! | [`cpu`] | this CPU's kernel index, in a per-CPU register |
 //! | [`context`] | task context switch (callee-saved registers, stack pointer) |
-//! | [`irq`] | interrupt controller, periodic timer, IPIs, interrupt enable/disable |
+//! | [`irq`] | interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
+//! | [`pci`] | the ECAM PCI host bridge from the device tree, INTx routing |
 //! | [`smp`] | starting secondary CPUs with PSCI `CPU_ON`, their first Rust code |
 //! | [`mmu`] | TTBR0 switching, TLBI broadcast flushes (`mm`'s `TlbHooks`), table-write and code barriers |
 //! | [`time`] | the generic timer's virtual counter |
@@ -38,6 +39,8 @@ pub mod cpu;
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod mmu;
+#[cfg(target_os = "none")]
+pub mod pci;
 pub mod pgtable;
 #[cfg(target_os = "none")]
 pub mod probe;

@@ -109,3 +109,42 @@ pub fn code_written(va: mm::VirtAddr, len: u64) {
     // SAFETY: barriers and instruction-cache invalidation do not change memory.
     unsafe { core::arch::asm!("dsb ish", "ic iallu", "dsb ish", "isb", options(nostack)) };
 }
+
+/// Why device registers could not be mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapDeviceError {
+    /// Outside the boot tables' Device blocks (and nothing else maps
+    /// devices on AArch64 yet).
+    Unmapped,
+}
+
+impl core::fmt::Display for MapDeviceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MapDeviceError::Unmapped => {
+                f.write_str("outside the Device blocks of the boot tables (0..1 GiB, 256..512 GiB)")
+            }
+        }
+    }
+}
+
+/// Checks that `size` bytes of device registers at physical `pa` are
+/// mapped at `DIRECT_MAP_OFFSET + pa`: the boot tables map 0..1 GiB (virt's
+/// devices and 32-bit PCI window) and 256..512 GiB (its high ECAM) as
+/// Device memory; nothing else is mapped for devices, so a range outside
+/// them is refused. (`root` and `alloc_table` are for the x86_64 twin of
+/// this function, which maps what its bootloader left out.)
+pub fn map_device(
+    _root: mm::PhysAddr,
+    pa: u64,
+    size: u64,
+    _alloc_table: &mut dyn FnMut() -> Option<mm::PhysAddr>,
+) -> Result<(), MapDeviceError> {
+    const GIB: u64 = 1 << 30;
+    let end = pa.checked_add(size).ok_or(MapDeviceError::Unmapped)?;
+    if end <= GIB || (256 * GIB <= pa && end <= 512 * GIB) {
+        Ok(())
+    } else {
+        Err(MapDeviceError::Unmapped)
+    }
+}

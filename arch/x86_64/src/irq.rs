@@ -5,11 +5,21 @@
 //! ## Protocol
 //!
 //! - Vectors: [`TIMER_VECTOR`] (the local APIC timer), [`IPI_VECTOR`] (the
-//!   one kernel IPI; the kernel keeps per-CPU work flags to say why), and
-//!   [`SPURIOUS_VECTOR`]. The trap stubs deliver them to [`dispatch`], which
-//!   acknowledges (EOI) and then calls the kernel's [`Hooks`] with
+//!   one kernel IPI; the kernel keeps per-CPU work flags to say why),
+//!   [`SPURIOUS_VECTOR`], and one vector per attached device line from
+//!   [`DEVICE_VECTOR_BASE`]. The trap stubs deliver them to [`dispatch`],
+//!   which acknowledges (EOI) and then calls the kernel's [`Hooks`] with
 //!   interrupts still disabled; `after_irq` runs last and may switch tasks
 //!   (the interrupted context stays saved on its own stack).
+//! - Device lines ([`attach_device_irq`]): an IO-APIC input routed to a
+//!   vector of its own on the boot CPU, with up to [`NR_SHARED_HANDLERS`]
+//!   handlers (devices sharing the line; each checks its own device). A
+//!   device vector runs its handlers *before* the EOI: the handlers quiet
+//!   their devices, so a level-triggered line is low again when the EOI
+//!   lets the IO-APIC look at it. The line table is written under
+//!   [`ATTACH_LOCK`] (boot, task context) and read without a lock by
+//!   [`dispatch`]: each field is a `spin::Once`, set before the line is
+//!   unmasked.
 //! - The APIC's registers are reached through the direct map (the
 //!   bootloader maps all physical addresses up to the top of the firmware's
 //!   memory map, which covers 0xFEE0_0000). The firmware's MTRRs make that
@@ -35,6 +45,12 @@ pub const TIMER_VECTOR: u8 = 0x30;
 pub const IPI_VECTOR: u8 = 0x31;
 /// Where the APIC sends spurious interrupts (no EOI for these).
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// The vector of device line 0; line `i` has `DEVICE_VECTOR_BASE + i`.
+pub const DEVICE_VECTOR_BASE: u8 = 0x40;
+/// Device lines that can be attached.
+pub const NR_DEVICE_LINES: usize = 8;
+/// Handlers one device line can carry.
+pub const NR_SHARED_HANDLERS: usize = 4;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_ID: u64 = 0x20;
@@ -235,10 +251,130 @@ pub(crate) fn send_icr(apic_id: u32, low: u32) {
     restore(was_enabled);
 }
 
+/// How a device line signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Edge,
+    Level,
+}
+
+/// Which level of a line is "asserted".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Polarity {
+    High,
+    Low,
+}
+
+/// A device's interrupt line, as the IO-APIC sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceIrq {
+    /// The global system interrupt (IO-APIC input).
+    pub gsi: u32,
+    /// The legacy (PIC) IRQ number the firmware gave the device, if it came
+    /// from a PCI interrupt-line register.
+    pub legacy: Option<u8>,
+    pub trigger: Trigger,
+    pub polarity: Polarity,
+}
+
+impl core::fmt::Display for DeviceIrq {
+    /// `irq 11` (the legacy number, as PC users know it), or `GSI n` when it
+    /// is routed elsewhere.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.legacy {
+            Some(irq) if irq as u32 == self.gsi => write!(f, "irq {irq}"),
+            Some(irq) => write!(f, "irq {irq} (GSI {})", self.gsi),
+            None => write!(f, "GSI {}", self.gsi),
+        }
+    }
+}
+
+/// Why a device interrupt could not be attached. The machine's fault (no
+/// IO-APIC, a line it does not have) or a kernel limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachError {
+    /// The firmware described no IO-APIC.
+    NoController,
+    /// No IO-APIC serves this GSI.
+    NoSuchLine,
+    /// All [`NR_DEVICE_LINES`] lines are in use.
+    NoFreeLine,
+    /// The line already carries [`NR_SHARED_HANDLERS`] handlers.
+    LineFull,
+}
+
+impl core::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            AttachError::NoController => "the firmware describes no IO-APIC",
+            AttachError::NoSuchLine => "no IO-APIC serves that interrupt line",
+            AttachError::NoFreeLine => "every device interrupt vector is in use",
+            AttachError::LineFull => "too many devices share that interrupt line",
+        })
+    }
+}
+
+/// A handler and the argument it is called with.
+type Handler = (fn(usize), usize);
+
+/// One attachable device line (see the module doc).
+struct DeviceLine {
+    irq: spin::Once<DeviceIrq>,
+    handlers: [spin::Once<Handler>; NR_SHARED_HANDLERS],
+}
+
+static DEVICE_LINES: [DeviceLine; NR_DEVICE_LINES] = [const {
+    DeviceLine { irq: spin::Once::new(), handlers: [const { spin::Once::new() }; NR_SHARED_HANDLERS] }
+}; NR_DEVICE_LINES];
+/// Serialises [`attach_device_irq`]; taken with interrupts off.
+static ATTACH_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Makes `handler(arg)` run on every interrupt of `irq` (on the boot CPU,
+/// interrupts disabled, before the EOI: it must quiet its device), and
+/// unmasks the line. Lines may be shared: every handler of a line runs on
+/// each of its interrupts.
+pub fn attach_device_irq(irq: DeviceIrq, handler: fn(usize), arg: usize) -> Result<(), AttachError> {
+    let was = save_and_disable();
+    let guard = ATTACH_LOCK.lock();
+    let result = attach_locked(irq, (handler, arg));
+    drop(guard);
+    restore(was);
+    result
+}
+
+fn attach_locked(irq: DeviceIrq, handler: Handler) -> Result<(), AttachError> {
+    let index = DEVICE_LINES
+        .iter()
+        .position(|l| l.irq.get().is_some_and(|i| i.gsi == irq.gsi))
+        .or_else(|| DEVICE_LINES.iter().position(|l| l.irq.get().is_none()))
+        .ok_or(AttachError::NoFreeLine)?;
+    let line = &DEVICE_LINES[index];
+    let new_line = line.irq.get().is_none();
+    let slot = line.handlers.iter().find(|h| h.get().is_none()).ok_or(AttachError::LineFull)?;
+    if new_line {
+        // Check the IO-APIC has the line before taking the slot.
+        crate::ioapic::route_check(&irq)?;
+        line.irq.call_once(|| irq);
+    }
+    slot.call_once(|| handler);
+    if new_line {
+        let apic_id = CPU_APIC_IDS[0].load(Ordering::Acquire);
+        crate::ioapic::route(&irq, DEVICE_VECTOR_BASE + index as u8, apic_id)?;
+    }
+    Ok(())
+}
+
 /// Called by the trap handler for vectors 32..=255.
 pub(crate) fn dispatch(vector: u8) {
     match vector {
         SPURIOUS_VECTOR => return, // no EOI for spurious interrupts
+        v if (DEVICE_VECTOR_BASE..DEVICE_VECTOR_BASE + NR_DEVICE_LINES as u8).contains(&v) => {
+            let line = &DEVICE_LINES[(v - DEVICE_VECTOR_BASE) as usize];
+            for (handler, arg) in line.handlers.iter().filter_map(|h| h.get()) {
+                handler(*arg);
+            }
+            apic_write(APIC_EOI, 0);
+        }
         TIMER_VECTOR => {
             apic_write(APIC_EOI, 0);
             if let Some(h) = HOOKS.get() {

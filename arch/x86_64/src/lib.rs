@@ -10,7 +10,9 @@
 //! | [`fw_cfg`] | QEMU's firmware configuration device, which carries the kernel arguments |
 //! | [`cpu`] | this CPU's kernel index, in a per-CPU register |
 //! | [`context`] | task context switch (callee-saved registers, stack pointer) |
-//! | [`irq`] | interrupt controller, periodic timer, IPIs, interrupt enable/disable |
+//! | [`irq`] | interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
+//! | [`ioapic`] | the IO-APIC: device interrupt lines (GSIs) to local APIC vectors |
+//! | [`pci`] | PCI configuration space through ports 0xCF8/0xCFC, INTx routing |
 //! | [`smp`] | starting the other CPUs: INIT-SIPI-SIPI and a real-mode trampoline |
 //! | [`mmu`] | CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`) |
 //! | [`time`] | the TSC, calibrated against the PIT |
@@ -43,9 +45,13 @@ pub mod fw_cfg;
 #[cfg(target_os = "none")]
 pub mod gdt;
 #[cfg(target_os = "none")]
+pub mod ioapic;
+#[cfg(target_os = "none")]
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod mmu;
+#[cfg(target_os = "none")]
+pub mod pci;
 pub mod pgtable;
 #[cfg(target_os = "none")]
 pub mod probe;

@@ -8,6 +8,12 @@
 //!
 //! Everything here acts on the running CPU only; making other CPUs drop a
 //! translation (a shootdown, by IPI) is the kernel's job.
+//!
+//! [`map_device`] maps device registers the bootloader's map of physical
+//! memory does not reach (OVMF places 64-bit PCI BARs far above RAM), at
+//! the address that map would give them, by writing the kernel root's
+//! entries directly: `mm`'s format has no way to say "uncached device
+//! memory", and these mappings are made once at boot and never changed.
 
 use mm::pgtable::TlbHooks;
 use mm::{PhysAddr, VirtAddr};
@@ -93,4 +99,120 @@ impl TlbHooks for Tlb {
 /// the jump to the code serialises enough on one CPU.
 pub fn code_written(_va: VirtAddr, _len: u64) {
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+}
+
+/// Why device registers could not be mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapDeviceError {
+    /// Something else is mapped where the registers would go.
+    Occupied { va: u64 },
+    /// No frame for a page table.
+    NoMemory,
+    /// The range wraps around or is not in canonical kernel space.
+    BadRange,
+}
+
+impl core::fmt::Display for MapDeviceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MapDeviceError::Occupied { va } => write!(f, "{va:#x} already maps something else"),
+            MapDeviceError::NoMemory => f.write_str("no memory for a page table"),
+            MapDeviceError::BadRange => f.write_str("the range is not mappable"),
+        }
+    }
+}
+
+const ENTRY_PRESENT: u64 = 1 << 0;
+const ENTRY_WRITABLE: u64 = 1 << 1;
+const ENTRY_USER: u64 = 1 << 2;
+const ENTRY_PWT: u64 = 1 << 3;
+const ENTRY_PCD: u64 = 1 << 4;
+const ENTRY_HUGE: u64 = 1 << 7;
+const ENTRY_GLOBAL: u64 = 1 << 8;
+const ENTRY_NX: u64 = 1 << 63;
+const ENTRY_ADDR: u64 = 0x000f_ffff_ffff_f000;
+/// Serialises [`map_device`] (two callers must not both add a table).
+static MAP_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// The entry at `index` of the table at physical `table`.
+fn table_entry(table: u64, index: u64) -> &'static core::sync::atomic::AtomicU64 {
+    let va = crate::phys_offset() + table + index * 8;
+    // SAFETY: `table` is a page-table frame of the kernel root's tree (the
+    // root, or a table an entry of it names), which the bootloader's map of
+    // physical memory covers; entries are u64-aligned and only accessed
+    // atomically here and by the hardware walker.
+    unsafe { &*(va as *const core::sync::atomic::AtomicU64) }
+}
+
+/// Maps `size` bytes of device registers at physical `pa` where the
+/// bootloader's map of physical memory would have them, `phys_offset +
+/// pa`, in the kernel root `root`: 4 KiB pages, writable, no-execute,
+/// global, uncached (PCD and PWT: PAT entry 3, UC, at the power-on PAT).
+/// Pages already mapped there to the same physical address (by the
+/// bootloader's map, which covers the firmware's memory map, or by an
+/// earlier call) are left alone; tables missing on the way are made with
+/// `alloc_table` (a zeroed frame).
+///
+/// Boot only, before any address space copies the kernel half (PML4
+/// entries 256..512 are copied when a space is made; an entry added later
+/// would be missing from it). Making entries present needs no TLB flush.
+pub fn map_device(
+    root: PhysAddr,
+    pa: u64,
+    size: u64,
+    alloc_table: &mut dyn FnMut() -> Option<PhysAddr>,
+) -> Result<(), MapDeviceError> {
+    let start = pa & !0xfff;
+    let end =
+        pa.checked_add(size).and_then(|e| e.checked_add(0xfff)).ok_or(MapDeviceError::BadRange)? & !0xfff;
+    let offset = crate::phys_offset();
+    if end > 1 << 46 || offset.checked_add(end).is_none() {
+        return Err(MapDeviceError::BadRange);
+    }
+    let was = crate::irq::save_and_disable();
+    let guard = MAP_LOCK.lock();
+    let result =
+        (start..end).step_by(4096).try_for_each(|page| map_device_page(root.as_u64(), page, alloc_table));
+    drop(guard);
+    crate::irq::restore(was);
+    result
+}
+
+fn map_device_page(
+    root: u64,
+    pa: u64,
+    alloc_table: &mut dyn FnMut() -> Option<PhysAddr>,
+) -> Result<(), MapDeviceError> {
+    let va = crate::phys_offset() + pa;
+    let mut table = root;
+    // PML4, PDPT, PD: follow or make the next table; a huge leaf on the
+    // way must already map `pa`.
+    for shift in [39u32, 30, 21] {
+        let entry = table_entry(table, (va >> shift) & 0x1ff);
+        let value = entry.load(core::sync::atomic::Ordering::Acquire);
+        if value & ENTRY_PRESENT == 0 {
+            let frame = alloc_table().ok_or(MapDeviceError::NoMemory)?.as_u64();
+            entry.store(frame | ENTRY_PRESENT | ENTRY_WRITABLE, core::sync::atomic::Ordering::Release);
+            table = frame;
+            continue;
+        }
+        if shift != 39 && value & ENTRY_HUGE != 0 {
+            let mask = (1u64 << shift) - 1;
+            let mapped = (value & ENTRY_ADDR & !mask) | (va & mask);
+            return if mapped == pa { Ok(()) } else { Err(MapDeviceError::Occupied { va }) };
+        }
+        if value & ENTRY_USER != 0 {
+            return Err(MapDeviceError::Occupied { va });
+        }
+        table = value & ENTRY_ADDR;
+    }
+    let entry = table_entry(table, (va >> 12) & 0x1ff);
+    let value = entry.load(core::sync::atomic::Ordering::Acquire);
+    if value & ENTRY_PRESENT != 0 {
+        return if value & ENTRY_ADDR == pa { Ok(()) } else { Err(MapDeviceError::Occupied { va }) };
+    }
+    let leaf = pa | ENTRY_PRESENT | ENTRY_WRITABLE | ENTRY_PWT | ENTRY_PCD | ENTRY_GLOBAL | ENTRY_NX;
+    entry.store(leaf, core::sync::atomic::Ordering::Release);
+    table_write_barrier();
+    Ok(())
 }

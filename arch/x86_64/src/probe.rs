@@ -23,8 +23,15 @@ struct ProbeResult {
     value: u64,
 }
 
+// The labels Rust refers to (`extern` statics below) are `.global`: the
+// referring code may land in another codegen unit than this block.
 core::arch::global_asm!(
     ".section .text",
+    ".global arch_probe_read_u8_insn",
+    ".global arch_probe_write_u8_insn",
+    ".global arch_probe_fixup",
+    ".global arch_probe_exec_ret",
+    ".global arch_probe_breakpoint_insn",
     ".global arch_probe_read_u8",
     "arch_probe_read_u8:",
     "arch_probe_read_u8_insn:",

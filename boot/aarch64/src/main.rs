@@ -4,8 +4,8 @@
 //! the upper half with the device tree's physical address. This file reads
 //! the device tree with the `fdt` crate: the console UART, the RAM ranges,
 //! the command line (`/chosen/bootargs`, filled by QEMU's `-append`), the
-//! reservations, the CPUs (`/cpus`) and how to start them (`/psci`), and
-//! hands the kernel one [`BootInfo`]. Secondary CPUs enter at
+//! reservations, the CPUs (`/cpus`) and how to start them (`/psci`), the
+//! PCI host bridge ([`pci`]), and hands the kernel one [`BootInfo`]. Secondary CPUs enter at
 //! `secondary_entry` in `entry.S` and continue in `arch::smp`.
 #![no_std]
 #![no_main]
@@ -16,6 +16,8 @@ use kernel::boot::{BootInfo, CpuList, FirmwareTables};
 use kernel::println;
 use mm::memmap::{MemoryMap, PhysRange};
 use mm::PhysAddr;
+
+mod pci;
 
 core::arch::global_asm!(include_str!("entry.S"));
 
@@ -235,6 +237,7 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     }
 
     find_psci(&fdt);
+    pci::find_host(&fdt);
     let cpus = find_cpus(&fdt);
     let cmdline = chosen_str(&fdt, "bootargs").unwrap_or("");
     kernel::kernel_main(BootInfo {

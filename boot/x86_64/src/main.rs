@@ -6,7 +6,8 @@
 //! into the kernel's [`BootInfo`]: usable RAM (minus the first MiB), the
 //! direct-map offset, the ACPI RSDP, the CPUs (from the ACPI MADT), and the
 //! kernel arguments, which arrive through QEMU's `fw_cfg` (the bootloader
-//! has no command line).
+//! has no command line). The MADT's IO-APICs and interrupt source overrides
+//! go to [`arch::ioapic`], for device interrupts.
 //!
 //! The first MiB stays out of the kernel's memory map: a few usable pages
 //! there become the trampoline that starts the other CPUs
@@ -97,6 +98,10 @@ const MADT_LOCAL_APIC: u8 = 0;
 const MADT_LOCAL_APIC_LEN: u8 = 8;
 const MADT_LOCAL_X2APIC: u8 = 9;
 const MADT_LOCAL_X2APIC_LEN: u8 = 16;
+const MADT_IO_APIC: u8 = 1;
+const MADT_IO_APIC_LEN: u8 = 12;
+const MADT_SOURCE_OVERRIDE: u8 = 2;
+const MADT_SOURCE_OVERRIDE_LEN: u8 = 10;
 /// Local APIC flags: the CPU is usable now.
 const MADT_CPU_ENABLED: u32 = 1 << 0;
 /// The MADT's fixed part (the table header, the APIC address, the flags),
@@ -120,6 +125,8 @@ fn check_madt(madt: &PhysicalMapping<DirectMap, Madt>) -> Result<(), &'static st
         let min = match kind {
             MADT_LOCAL_APIC => MADT_LOCAL_APIC_LEN,
             MADT_LOCAL_X2APIC => MADT_LOCAL_X2APIC_LEN,
+            MADT_IO_APIC => MADT_IO_APIC_LEN,
+            MADT_SOURCE_OVERRIDE => MADT_SOURCE_OVERRIDE_LEN,
             _ => 2,
         };
         if entry_len < min || entry_len as usize > rest.len() {
@@ -130,9 +137,48 @@ fn check_madt(madt: &PhysicalMapping<DirectMap, Madt>) -> Result<(), &'static st
     Ok(())
 }
 
+/// Hands the MADT's IO-APICs and ISA interrupt source overrides to
+/// [`arch::ioapic`] (device interrupts need them; without any, devices are
+/// polled).
+fn record_ioapics(madt: core::pin::Pin<&Madt>) {
+    let mut ioapics =
+        [arch::ioapic::IoApicInfo { id: 0, address: 0, gsi_base: 0 }; arch::ioapic::MAX_IOAPICS];
+    let mut overrides =
+        [arch::ioapic::Override { isa_irq: 0, gsi: 0, flags: 0 }; arch::ioapic::MAX_OVERRIDES];
+    let (mut nr_ioapics, mut nr_overrides, mut nr_dropped) = (0, 0, 0);
+    for entry in madt.entries() {
+        match entry {
+            MadtEntry::IoApic(e) if nr_ioapics < ioapics.len() => {
+                ioapics[nr_ioapics] = arch::ioapic::IoApicInfo {
+                    id: e.io_apic_id,
+                    address: e.io_apic_address,
+                    gsi_base: e.global_system_interrupt_base,
+                };
+                nr_ioapics += 1;
+            }
+            MadtEntry::InterruptSourceOverride(e) if e.bus == 0 && nr_overrides < overrides.len() => {
+                overrides[nr_overrides] =
+                    arch::ioapic::Override { isa_irq: e.irq, gsi: e.global_system_interrupt, flags: e.flags };
+                nr_overrides += 1;
+            }
+            MadtEntry::IoApic(_) | MadtEntry::InterruptSourceOverride(_) => nr_dropped += 1,
+            _ => {}
+        }
+    }
+    if nr_ioapics == 0 {
+        println!("boot: the ACPI MADT lists no IO-APIC; devices will be polled");
+    }
+    if nr_dropped > 0 {
+        println!(
+            "boot: {nr_dropped} IO-APIC or interrupt-override entries beyond the kernel's limits ignored"
+        );
+    }
+    arch::ioapic::init(&ioapics[..nr_ioapics], &overrides[..nr_overrides]);
+}
+
 /// The CPUs to start: the boot CPU, then every CPU the ACPI MADT lists as
-/// enabled. When the tables cannot be read, says why and returns the boot
-/// CPU alone.
+/// enabled, and the MADT's IO-APICs ([`record_ioapics`]). When the tables
+/// cannot be read, says why and returns the boot CPU alone.
 fn discover_cpus(rsdp: Option<u64>, phys_offset: u64) -> CpuList {
     let mut cpus = CpuList::boot_only(arch::irq::apic_id() as u64);
     let Some(rsdp) = rsdp else {
@@ -159,6 +205,7 @@ fn discover_cpus(rsdp: Option<u64>, phys_offset: u64) -> CpuList {
         println!("boot: the ACPI MADT is malformed ({why}); running on the boot CPU only");
         return cpus;
     }
+    record_ioapics(madt.get());
     for entry in madt.get().entries() {
         let (id, flags) = match entry {
             MadtEntry::LocalApic(e) => (e.apic_id as u32, e.flags),
