@@ -7,6 +7,7 @@
 //! | what | value |
 //! | --- | --- |
 //! | [`PageFlag::SwapCache`] | set |
+//! | [`PageFlag::Uptodate`] | set: its contents are valid (a read in progress or failed leaves it clear) |
 //! | `swap` (head only) | the raw entry of page 0; page `i`'s is `swap + i` (seed 000) |
 //! | refcount | one reference **per page** held by the cache (Linux does the same), on top of the mappings' and everyone else's |
 //! | the area | each of the folio's `nr` slots has `HAS_CACHE` and points at the head |
@@ -84,6 +85,12 @@ pub fn add_to_swap(area: &SwapArea, folio: &Folio<'_>) -> Result<SwapEntry, AddE
     for _ in 0..nr {
         folio.get();
     }
+    // Its contents are the valid ones (anonymous folios are made without
+    // `Uptodate`): swap-in takes a cache folio lacking it for one whose
+    // read failed and looks again, so without this a fault that finds the
+    // folio still in the cache (write failed, freeze failed, or during
+    // writeback) would retry for ever.
+    folio.set_flag(PageFlag::Uptodate);
     folio.set_swap_entry(entry.to_raw());
     folio.set_flag(PageFlag::SwapCache);
     if area.cache_add(entry, nr as u64, folio.pfn()).is_err() {
