@@ -8,7 +8,8 @@
 //! ## The address-space workloads
 //!
 //! `anon4k_fault`, `thp_fault`, `cow_fork`, `anon4k_mt_t*` and
-//! `memset_gibps` run in address spaces of their own ([`AddressSpace`]):
+//! `memset_gibps` (profile `main`) and `swap_out`/`swap_in`/`pressure`
+//! (profile `swap`, `bench=swap-profile`) run in address spaces of their own ([`AddressSpace`]):
 //! a task in the space makes plain loads and stores, and every first touch
 //! is a real MMU fault handled by `mm::fault::handle_fault`. Each one:
 //!
@@ -40,6 +41,12 @@ struct Bench {
     name: &'static str,
     run: fn() -> Result<(), String>,
 }
+
+/// The benchmarks of profile `swap` (BENCHMARKS.md: `-m 256` and a swap
+/// disk), run with `bench=swap-profile` (or by name); `bench=all` runs
+/// those of profile `main`.
+const SWAP_BENCHES: &[Bench] =
+    &[Bench { name: "swap_out", run: swap_out_in }, Bench { name: "pressure", run: pressure }];
 
 const BENCHES: &[Bench] = &[
     Bench { name: "frame_alloc_free", run: frame_alloc_free },
@@ -463,7 +470,16 @@ pub fn run(filter: &str) -> bool {
     let (clock, hz) = arch::time::describe();
     println!("bench: clock {clock} at {} kHz", hz / 1000);
     let mut ran = 0;
-    for bench in BENCHES.iter().filter(|b| selected(filter, b.name)) {
+    let chosen: Vec<&Bench> = if filter == "swap-profile" {
+        SWAP_BENCHES.iter().collect()
+    } else {
+        BENCHES
+            .iter()
+            .filter(|b| selected(filter, b.name))
+            .chain(SWAP_BENCHES.iter().filter(|b| filter != "all" && selected(filter, b.name)))
+            .collect()
+    };
+    for bench in chosen {
         ran += 1;
         let (result, span) = timed(bench.run);
         if let Err(why) = result {
@@ -476,4 +492,137 @@ pub fn run(filter: &str) -> bool {
         println!("bench: no benchmark name starts with `{filter}`");
     }
     ran > 0
+}
+
+// ------------------------------------------------------- profile `swap`
+
+/// Word `w` of page `p` in version `v` of the swap benchmarks' pattern:
+/// every word of every page and version differs, so a page read from the
+/// wrong slot, a stale copy or zeros is counted as a mismatch.
+fn swap_word(p: u64, w: u64, v: u64) -> u64 {
+    (p << 20 | w << 8 | v).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
+}
+
+/// Writes version `v` of the pattern over page `p` at `base` (in a task).
+fn write_page(base: u64, p: u64, v: u64) {
+    let at = base + p * PAGE;
+    check_user_range(at, PAGE);
+    for w in 0..PAGE / 8 {
+        // SAFETY: as `store`: a user address of the task's own area (checked).
+        unsafe { core::ptr::write_volatile((at + w * 8) as *mut u64, swap_word(p, w, v)) }
+    }
+}
+
+/// True when page `p` at `base` holds version `v` of the pattern (in a task).
+fn page_is(base: u64, p: u64, v: u64) -> bool {
+    let at = base + p * PAGE;
+    check_user_range(at, PAGE);
+    // SAFETY: as `load`.
+    (0..PAGE / 8)
+        .all(|w| unsafe { core::ptr::read_volatile((at + w * 8) as *const u64) } == swap_word(p, w, v))
+}
+
+fn need_swap(what: &str, pages: u64) -> Result<(), String> {
+    let (free, _) = crate::swap::totals();
+    if free < pages {
+        return Err(format!(
+            "{what}: needs {pages} free swap slots, has {free} (run with a swap disk: `cargo xtask bench` attaches one)"
+        ));
+    }
+    Ok(())
+}
+
+/// `swap_out`, `swap_in` and `swap_mismatch`: 128 MiB filled with the
+/// pattern, `MADV_PAGEOUT` over all of it (synchronous here: it returns
+/// when every write has completed and the folios are freed), then one word
+/// per page read in address order (each a swap-in: the checker confirms
+/// every page was a swap entry, none left in memory), then every page
+/// compared whole.
+fn swap_out_in() -> Result<(), String> {
+    const LEN: u64 = 128 * MIB;
+    const PAGES: u64 = LEN / PAGE;
+    need_swap("swap_out", PAGES)?;
+    let ledger = Ledger::open();
+    let space = AddressSpace::new()?;
+    let base = map(&space, LEN, PAGE, Thp::Off)?;
+    run_in(&space, None, "swap fill", move || (0..PAGES).for_each(|p| write_page(base, p, 1)))?;
+    let out0 = crate::swap::PSWPOUT.load(Ordering::Relaxed);
+    let (r, span) = timed(|| space.madvise(VirtAddr::new(base), LEN, Advice::PageOut));
+    r.map_err(|e| format!("swap_out: madvise(PAGEOUT): {e:?}"))?;
+    let written = crate::swap::PSWPOUT.load(Ordering::Relaxed) - out0;
+    let out_entries = space.check().map_err(|e| format!("swap_out: {e}"))?.nr_swap_entries;
+    if out_entries != PAGES {
+        return Err(format!("swap_out: {out_entries} of {PAGES} pages are in swap after MADV_PAGEOUT"));
+    }
+    report("swap_out", (written * PAGE) as f64 / MIB as f64 * 1e9 / span.ns() as f64, "MiB/s");
+    report("swap_out_pages", written as f64, "pages");
+    let in0 = crate::swap::PSWPIN.load(Ordering::Relaxed);
+    let ((), span) = run_in(&space, None, "swap_in", move || {
+        timed(|| {
+            (0..PAGES).for_each(|p| {
+                load(base + p * PAGE);
+            })
+        })
+    })?;
+    let read = crate::swap::PSWPIN.load(Ordering::Relaxed) - in0;
+    report("swap_in", (read * PAGE) as f64 / MIB as f64 * 1e9 / span.ns() as f64, "MiB/s");
+    report("swap_in_pages", read as f64, "pages");
+    let mismatch =
+        run_in(&space, None, "swap verify", move || (0..PAGES).filter(|&p| !page_is(base, p, 1)).count())?;
+    report("swap_mismatch", mismatch as f64, "pages");
+    if mismatch != 0 {
+        return Err(format!("swap_mismatch: {mismatch} pages came back wrong"));
+    }
+    ledger.settle("swap_out", alloc::vec![space])
+}
+
+/// `pressure`: a working set twice the free memory, every page filled,
+/// then 20,000 random page touches (xorshift, fixed seed); each verifies
+/// the whole page and every second one rewrites it with a new version.
+fn pressure() -> Result<(), String> {
+    const TOUCHES: u64 = 20_000;
+    let pages = 2 * memory::nr_free_frames();
+    need_swap("pressure", pages)?;
+    let ledger = Ledger::open();
+    let space = AddressSpace::new()?;
+    let base = map(&space, pages * PAGE, PAGE, Thp::Off)?;
+    let (in0, out0) =
+        (crate::swap::PSWPIN.load(Ordering::Relaxed), crate::swap::PSWPOUT.load(Ordering::Relaxed));
+    let ((), fill) = run_in(&space, None, "pressure fill", move || {
+        timed(|| (0..pages).for_each(|p| write_page(base, p, 0)))
+    })?;
+    let (mismatch, span) = run_in(&space, None, "pressure touch", move || {
+        timed(|| {
+            let mut versions = alloc::vec![0u8; pages as usize];
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let mut mismatch = 0u64;
+            for t in 0..TOUCHES {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let p = x % pages;
+                if !page_is(base, p, versions[p as usize] as u64) {
+                    mismatch += 1;
+                }
+                if t % 2 == 1 {
+                    versions[p as usize] = versions[p as usize].wrapping_add(1);
+                    write_page(base, p, versions[p as usize] as u64);
+                }
+            }
+            mismatch
+        })
+    })?;
+    let (pswpin, pswpout) = (
+        crate::swap::PSWPIN.load(Ordering::Relaxed) - in0,
+        crate::swap::PSWPOUT.load(Ordering::Relaxed) - out0,
+    );
+    report("pressure", per_second(TOUCHES, span.ns()), "touches/s");
+    report("pressure_pswpin", pswpin as f64, "pages");
+    report("pressure_pswpout", pswpout as f64, "pages");
+    report("pressure_fill", (pages * PAGE) as f64 / MIB as f64 * 1e9 / fill.ns() as f64, "MiB/s");
+    report("pressure_mismatch", mismatch as f64, "pages");
+    if mismatch != 0 {
+        return Err(format!("pressure: {mismatch} touches found a wrong page"));
+    }
+    ledger.settle("pressure", alloc::vec![space])
 }

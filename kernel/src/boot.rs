@@ -123,6 +123,7 @@ pub fn kernel_main(info: BootInfo) -> ! {
         println!("kernel: {e}");
         arch::exit(arch::ExitStatus::Failure);
     }
+    crate::reclaim::init();
     memory::print_summary();
     cmdline::echo(&args);
     if let Err(e) = cmdline::validate(&args) {
@@ -146,6 +147,8 @@ pub fn kernel_main(info: BootInfo) -> ! {
     let online = crate::smp::bring_up(&info.cpus);
     println!("smp: {online} of {} CPUs online", info.cpus.ids().len());
     crate::blk::init();
+    crate::swap::init();
+    crate::reclaim::start_kswapd();
 
     if let Some(filter) = args.get("test") {
         let ok = testing::run(filter, &args);
@@ -154,6 +157,9 @@ pub fn kernel_main(info: BootInfo) -> ! {
     if let Some(filter) = args.get("bench") {
         let ok = crate::bench::run(if filter.is_empty() { "all" } else { filter });
         arch::exit(if ok { arch::ExitStatus::Success } else { arch::ExitStatus::Failure });
+    }
+    if args.get("swap_demo") != Some("0") && !crate::swap::demo() {
+        arch::exit(arch::ExitStatus::Failure);
     }
     println!("kernel: boot complete; shutting down");
     arch::exit(arch::ExitStatus::Success)

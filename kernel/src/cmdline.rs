@@ -19,6 +19,7 @@ pub const KNOWN_ARGS: &[(&str, &str)] = &[
     ("stress_secs", "how long stress tests run"),
     ("bench", "run the benchmarks"),
     ("smoke", "marker used by boot checks; no effect"),
+    ("swap_demo", "`0` skips the boot workload that fills more than free memory and reads it back through swap"),
     ("harness_selfcheck", "`fail` makes harness::selfcheck_fail fail, `crash` makes harness::selfcheck_crash take an unhandled page fault"),
 ];
 
@@ -26,11 +27,18 @@ pub const KNOWN_ARGS: &[(&str, &str)] = &[
 /// each puts back. Each mechanism's issue adds its switch here, named by
 /// its `mm::bugs::Bug`; any other `bug=` is refused rather than silently
 /// doing nothing.
-pub const BUG_SWITCHES: &[(&str, &str)] = &[(
-    Bug::NonatomicFolioFlags.name(),
-    "seed 003: a new anonymous folio is published first and its flags are written after with a plain \
-     load/modify/store, undoing a PFN walker's concurrent atomic change",
-)];
+pub const BUG_SWITCHES: &[(&str, &str)] = &[
+    (
+        Bug::NonatomicFolioFlags.name(),
+        "seed 003: a new anonymous folio is published first and its flags are written after with a plain \
+         load/modify/store, undoing a PFN walker's concurrent atomic change",
+    ),
+    (
+        Bug::ForgetAnonExclusive.name(),
+        "seed 004: unmapping to swap writes swap entries without the exclusive bit, so a page somebody \
+         holds a plain reference to comes back shared and is copied on the next write",
+    ),
+];
 
 /// Checks the values of the arguments the kernel interprets. The message
 /// names the argument and says what is accepted.

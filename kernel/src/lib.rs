@@ -20,6 +20,8 @@
 //! | [`pci`] | PCI functions on the host bridge: enumeration, BAR placement, INTx lines |
 //! | [`dma`] | DMA memory and addresses for virtio devices (`virtio-drivers`' `Hal`) |
 //! | [`blk`] | virtio-blk disks: page reads and writes for the swap code, by interrupt |
+//! | [`swap`] | swap areas on virtio-blk disks (swapon at boot), swap I/O, the swap-in half of a fault |
+//! | [`reclaim`] | the LRU lists, shrinking to swap, kswapd, direct reclaim, `MADV_PAGEOUT` |
 //! | [`flags_stress`] | the stress test of the folio flags word (seed 003, `bug=nonatomic-folio-flags`) |
 //! | [`testing`] | the in-guest test harness and its serial protocol |
 //! | [`panic`] | the panic handler: message, location, failing exit |
@@ -49,8 +51,10 @@ pub mod memory;
 pub mod paging;
 pub mod panic;
 pub mod pci;
+pub mod reclaim;
 pub mod sched;
 pub mod smp;
+pub mod swap;
 pub mod sync;
 pub mod testing;
 pub mod tlb;

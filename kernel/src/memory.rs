@@ -220,6 +220,7 @@ pub fn alloc_anon_page(handle: u64, index: u64) -> Option<PhysAddr> {
         })
     })
     .ok()?;
+    crate::reclaim::lru_add(folio);
     Some(PhysAddr::new(folio.pfn() << 12))
 }
 
@@ -237,6 +238,7 @@ pub fn alloc_anon_huge(handle: u64, index: u64) -> Option<PhysAddr> {
         })
     })
     .ok()?;
+    crate::reclaim::lru_add(folio);
     Some(PhysAddr::new(folio.pfn() << 12))
 }
 
@@ -261,16 +263,24 @@ pub fn huge_zero() -> Option<PhysAddr> {
     HUGE_ZERO.get().copied().flatten().map(|pfn| PhysAddr::new(pfn << 12))
 }
 
-/// Gives back a folio whose last reference is gone.
+/// Gives back a folio whose last reference is gone, taking it off the LRU
+/// lists first (`crate::reclaim`).
 pub fn free_folio(folio: Folio<'_>) {
-    crate::sync::without_interrupts(|| frame_allocator().free_folio(folio));
+    crate::sync::without_interrupts(|| {
+        if folio.test_flag(mm::page::PageFlag::Lru) {
+            crate::reclaim::lru_remove(folio);
+        }
+        frame_allocator().free_folio(folio)
+    });
 }
 
 /// Drops the reference a removed mapping held on `folio` (the second step
 /// of unmapping an anonymous page, after the TLB shootdown), freeing the
 /// folio when it was the last.
 pub fn put_anon_folio(folio: Folio<'_>) {
-    crate::sync::without_interrupts(|| mm::anon::put_anon_folio(frame_allocator(), folio));
+    if folio.put() {
+        free_folio(folio);
+    }
 }
 
 /// Copies the 4 KiB frame at `src` to the frame at `dst` (copy on write).

@@ -68,6 +68,7 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use mm::debug::Stats;
 use mm::fault::{FaultOutcome, FrameSource, MemFault};
+use mm::folio::Folio;
 use mm::gup::Hold;
 use mm::pgtable::{Flush, Level, PageTable};
 use mm::space::Gather;
@@ -107,6 +108,9 @@ impl FrameSource for KernelFrames {
     fn memmap(&self) -> &mm::page::Memmap {
         memory::frame_allocator().memmap()
     }
+    fn swap_dup(&self, entry: mm::pgtable::SwapEntry) -> Result<(), String> {
+        crate::swap::dup_entry(entry)
+    }
 }
 
 /// The spaces that may map the same folios: a space and everything forked
@@ -141,7 +145,84 @@ pub struct AddressSpace {
     nr_thp_zero: core::sync::atomic::AtomicU64,
     /// Faults in huge-page ranges that had to map 4 KiB pages.
     nr_thp_fallbacks: core::sync::atomic::AtomicU64,
+    /// Faults that brought a page back from swap.
+    nr_swapins: core::sync::atomic::AtomicU64,
     family: Arc<Family>,
+}
+
+/// Every fork family there is, to find the spaces that may map a folio
+/// from its anon handle (reclaim's reverse map). Dead families are pruned
+/// when a new one registers.
+static FAMILIES: IrqSpinLock<Vec<Weak<Family>>> = IrqSpinLock::new(Vec::new());
+
+/// Every family one of whose members (live or gone) had the anon handle
+/// `handle`. Usually one; more when the root frame behind the handle was
+/// freed by a dead space and reused by a new one, while a fork child of the
+/// dead space still maps folios it made.
+fn families_of_handle(handle: u64) -> Vec<Arc<Family>> {
+    let families: Vec<Arc<Family>> = FAMILIES.lock().iter().filter_map(Weak::upgrade).collect();
+    families.into_iter().filter(|f| f.handles.lock().contains(&handle)).collect()
+}
+
+impl Drop for Family {
+    fn drop(&mut self) {
+        // Our strong count is 0 now: prune our `Weak` (and any other dead
+        // one), so the allocation goes with us.
+        FAMILIES.lock().retain(|f| f.strong_count() > 0);
+    }
+}
+
+impl Family {
+    /// Runs `f` over every live member, each `(root, areas and table)`, in
+    /// root order, with all their locks held (taken in root order: the
+    /// module doc's lock order). A fork that registers a member while we
+    /// lock did it under a lock we then hold, so after locking the member
+    /// list is read again, and everything is retried if it changed.
+    /// Members already torn down are left out.
+    fn with_locked<R>(&self, f: impl FnOnce(&[(PhysAddr, &Inner)]) -> R) -> R {
+        with_families_locked(&[self], f)
+    }
+}
+
+/// [`Family::with_locked`] over the live members of several families at
+/// once (all their locks, in root order).
+fn with_families_locked<R>(families: &[&Family], f: impl FnOnce(&[(PhysAddr, &Inner)]) -> R) -> R {
+    {
+        let mut f = Some(f);
+        let live = || -> Vec<Arc<AddressSpace>> {
+            let mut v: Vec<_> = families
+                .iter()
+                .flat_map(|fam| fam.members.lock().iter().filter_map(Weak::upgrade).collect::<Vec<_>>())
+                .collect();
+            v.sort_by_key(|s| s.root.as_u64());
+            v.dedup_by_key(|s| s.root.as_u64());
+            v
+        };
+        loop {
+            let members = live();
+            let mut guards: Vec<IrqGuard<'_, Option<Inner>>> = members.iter().map(|m| m.lock()).collect();
+            let again = live();
+            let same =
+                again.len() == members.len() && again.iter().zip(&members).all(|(a, b)| a.root == b.root);
+            let result = same.then(|| {
+                let locked: Vec<(PhysAddr, &Inner)> = members
+                    .iter()
+                    .zip(&guards)
+                    .filter_map(|(m, g)| g.as_ref().map(|inner| (m.root, inner)))
+                    .collect();
+                let f = f.take().expect("the family is locked and `f` run only once");
+                f(&locked)
+            });
+            // Release in reverse order: each guard restores the interrupt
+            // state from before its lock.
+            while let Some(g) = guards.pop() {
+                drop(g);
+            }
+            if let Some(r) = result {
+                return r;
+            }
+        }
+    }
 }
 
 /// Every live address space, by root, for the fault handler. A list (few
@@ -162,6 +243,11 @@ impl AddressSpace {
         let vmas = VmaSet::new(VirtAddr::new(USER_START), VirtAddr::new(USER_END));
         let family =
             Arc::new(Family { members: IrqSpinLock::new(Vec::new()), handles: IrqSpinLock::new(Vec::new()) });
+        {
+            let mut families = FAMILIES.lock();
+            families.retain(|f| f.strong_count() > 0);
+            families.push(Arc::downgrade(&family));
+        }
         Ok(Self::publish(Inner { table, vmas }, family))
     }
 
@@ -186,6 +272,7 @@ impl AddressSpace {
             nr_thp_faults: core::sync::atomic::AtomicU64::new(0),
             nr_thp_zero: core::sync::atomic::AtomicU64::new(0),
             nr_thp_fallbacks: core::sync::atomic::AtomicU64::new(0),
+            nr_swapins: core::sync::atomic::AtomicU64::new(0),
             family: family.clone(),
         });
         family.handles.lock().push(mm::anon::anon_handle(root));
@@ -218,6 +305,11 @@ impl AddressSpace {
     /// Read faults that mapped the huge zero folio.
     pub fn nr_thp_zero(&self) -> u64 {
         self.nr_thp_zero.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Faults that brought a page back from swap.
+    pub fn nr_swapins(&self) -> u64 {
+        self.nr_swapins.load(core::sync::atomic::Ordering::Relaxed)
     }
 
     /// Faults in huge-page eligible ranges that fell back to 4 KiB (no free
@@ -278,19 +370,24 @@ impl AddressSpace {
     /// [`release_user_pages`]. All or nothing: on an error the holds
     /// already taken are released and the message names the page.
     pub fn get_user_pages(
-        &self,
+        self: &Arc<Self>,
         start: VirtAddr,
         pages: usize,
         write: bool,
         hold: Hold,
     ) -> Result<Vec<PhysAddr>, String> {
         let mut held = Vec::with_capacity(pages);
-        let error = {
-            let guard = self.lock();
-            let inner = guard.as_ref().ok_or("get_user_pages: address space torn down")?;
-            (0..pages as u64).find_map(|i| {
-                let va = VirtAddr::new(start.as_u64() + i * 4096);
-                match mm::gup::get_user_page(
+        let mut error = None;
+        let mut i = 0u64;
+        while i < pages as u64 && error.is_none() {
+            let va = VirtAddr::new(start.as_u64() + i * 4096);
+            let got = {
+                let guard = self.lock();
+                let Some(inner) = guard.as_ref() else {
+                    error = Some(String::from("get_user_pages: address space torn down"));
+                    break;
+                };
+                mm::gup::get_user_page(
                     &inner.table,
                     &inner.vmas,
                     &KernelTables,
@@ -299,15 +396,23 @@ impl AddressSpace {
                     va,
                     write,
                     hold,
-                ) {
-                    Ok(pa) => {
-                        held.push(pa);
-                        None
-                    }
-                    Err(e) => Some(format!("get_user_pages: {va}: {e:?}")),
+                )
+            };
+            match got {
+                Ok(pa) => {
+                    held.push(pa);
+                    i += 1;
                 }
-            })
-        };
+                // In swap: bring it back without the lock, then try again.
+                Err(mm::gup::GupError::Fault(FaultOutcome::NeedsSwapIn { page, entry })) => {
+                    let access = if write { mm::fault::Access::Write } else { mm::fault::Access::Read };
+                    if let Err(e) = swap_in(self, access, page, entry) {
+                        error = Some(format!("get_user_pages: {va}: {e}"));
+                    }
+                }
+                Err(e) => error = Some(format!("get_user_pages: {va}: {e:?}")),
+            }
+        }
         match error {
             None => Ok(held),
             Some(e) => {
@@ -425,6 +530,7 @@ impl AddressSpace {
     /// lies in one area).
     pub fn madvise(&self, start: VirtAddr, len: u64, advice: Advice) -> Result<(), VmaError> {
         let mut gather = Gather::new(self.root);
+        let mut pageout = Vec::new();
         {
             let mut guard = self.lock();
             let inner = guard.as_mut().expect("AddressSpace used after teardown");
@@ -432,6 +538,10 @@ impl AddressSpace {
                 Advice::DontNeed => {
                     let end = inner.vmas.check_mapped(start, len)?;
                     zap(inner, start, end, &mut gather);
+                }
+                Advice::PageOut => {
+                    let end = inner.vmas.check_mapped(start, len)?;
+                    pageout = pageout_candidates(inner, start, end);
                 }
                 Advice::HugePage | Advice::NoHugePage => {
                     let mode = if advice == Advice::HugePage { ThpMode::Always } else { ThpMode::Never };
@@ -456,6 +566,9 @@ impl AddressSpace {
             }
         }
         finish_gather(gather);
+        // Outside the lock: writing sleeps, and unmapping takes the
+        // family's locks.
+        crate::reclaim::pageout(pageout);
         Ok(())
     }
 
@@ -469,7 +582,10 @@ impl AddressSpace {
             let mine = members.iter().position(|(root, _)| *root == self.root);
             let spaces: Vec<_> = members.iter().map(|(_, inner)| (&inner.table, &inner.vmas)).collect();
             let handles = self.family.handles.lock().clone();
-            match (mine, mm::debug::check_spaces(&spaces, &KernelTables, &handles, memmap)) {
+            let count_of = |e: mm::pgtable::SwapEntry| crate::swap::count_of(e);
+            let checked =
+                mm::debug::check_spaces_with_swap(&spaces, &KernelTables, &handles, memmap, Some(&count_of));
+            match (mine, checked) {
                 (Some(i), Ok(stats)) => Ok(stats[i]),
                 (None, _) => Err(String::from("check: address space torn down")),
                 (_, Err(e)) => Err(format!("address space {} (family of {}): {e}", self.root, spaces.len())),
@@ -477,43 +593,10 @@ impl AddressSpace {
         })
     }
 
-    /// Runs `f` over every live member of this space's fork family, each
-    /// `(root, areas and table)`, in root order, with all their locks held
-    /// (taken in root order: the module doc's lock order). A fork that
-    /// registers a member while we lock did it under a lock we then hold,
-    /// so after locking the member list is read again, and everything is
-    /// retried if it changed. Members already torn down are left out.
+    /// Runs `f` over every live member of this space's fork family with
+    /// all their locks held ([`Family::with_locked`]).
     fn with_family_locked<R>(&self, f: impl FnOnce(&[(PhysAddr, &Inner)]) -> R) -> R {
-        let mut f = Some(f);
-        let live = || -> Vec<Arc<AddressSpace>> {
-            let mut v: Vec<_> = self.family.members.lock().iter().filter_map(Weak::upgrade).collect();
-            v.sort_by_key(|s| s.root.as_u64());
-            v
-        };
-        loop {
-            let members = live();
-            let mut guards: Vec<IrqGuard<'_, Option<Inner>>> = members.iter().map(|m| m.lock()).collect();
-            let again = live();
-            let same =
-                again.len() == members.len() && again.iter().zip(&members).all(|(a, b)| a.root == b.root);
-            let result = same.then(|| {
-                let locked: Vec<(PhysAddr, &Inner)> = members
-                    .iter()
-                    .zip(&guards)
-                    .filter_map(|(m, g)| g.as_ref().map(|inner| (m.root, inner)))
-                    .collect();
-                let f = f.take().expect("the family is locked and `f` run only once");
-                f(&locked)
-            });
-            // Release in reverse order: each guard restores the interrupt
-            // state from before its lock.
-            while let Some(g) = guards.pop() {
-                drop(g);
-            }
-            if let Some(r) = result {
-                return r;
-            }
-        }
+        self.family.with_locked(f)
     }
 
     /// Starts a task that runs `f` in this space (see `sched::spawn_in`:
@@ -547,10 +630,43 @@ impl Drop for AddressSpace {
         };
         // Nothing to flush (see above); the references go now.
         gather.take_flush().ignore();
+        for entry in gather.take_swap_entries() {
+            crate::swap::free_entry(entry);
+        }
         let memmap = memory::frame_allocator().memmap();
-        gather.release(memmap, &mut |f| memory::free_folio(f));
+        gather.release_unmapped(memmap, &mut crate::swap::drop_unmapped_cache_folio, &mut |f| {
+            memory::free_folio(f)
+        });
         inner.table.destroy(&KernelTables, KERNEL_SHARED);
     }
+}
+
+/// Reclaim's unmap (`crate::reclaim`): replaces every mapping of the
+/// locked `folio`, which is in `area`'s swap cache, by swap entries, over
+/// the whole fork family that may map it, with every member's lock held
+/// (`mm::swap::unmap`); shoots the old translations down, then drops the
+/// mappings' references (the caller's and the cache's keep the folio).
+pub fn unmap_folio_to_swap(folio: &Folio<'static>, area: &mm::swap::area::SwapArea) -> Result<(), String> {
+    let families = families_of_handle(folio.mapping());
+    if families.is_empty() {
+        return if folio.total_mapcount() == 0 { Ok(()) } else { Err(String::from("no family maps it")) };
+    }
+    let families: Vec<&Family> = families.iter().map(|f| &**f).collect();
+    let memmap = memory::frame_allocator().memmap();
+    let refs = with_families_locked(&families, |members| {
+        let tables: Vec<&PageTable<Format>> = members.iter().map(|(_, inner)| &inner.table).collect();
+        let done = mm::swap::unmap::unmap_to_swap(&tables, &KernelTables, &Shootdown, memmap, folio, area)
+            .map_err(|e| format!("{e}"))?;
+        for flush in done.flushes {
+            flush.flush(&Shootdown);
+        }
+        Ok::<usize, String>(done.refs)
+    })?;
+    for _ in 0..refs {
+        let last = folio.put();
+        debug_assert!(!last, "unmap_folio_to_swap: the caller's reference keeps the folio");
+    }
+    Ok(())
 }
 
 /// Releases holds taken by [`AddressSpace::get_user_pages`] (no lock
@@ -573,6 +689,38 @@ pub enum Advice {
     HugePage,
     /// `MADV_NOHUGEPAGE`: only 4 KiB pages in the range.
     NoHugePage,
+    /// `MADV_PAGEOUT`: write the range's anonymous pages to swap and free
+    /// them now (pages shared with a fork relative, pinned pages and huge
+    /// folios only partly in the range stay).
+    PageOut,
+}
+
+/// The folios `MADV_PAGEOUT` over `[start, end)` pages out (with a
+/// reference each): anonymous folios mapped by this space only (every
+/// page mapped at most once, no other space: shared ones stay, as in
+/// Linux), not the huge zero folio, and large folios only when the range
+/// covers them whole (a partly covered one stays whole and mapped: it is
+/// not split here). The caller holds the lock.
+fn pageout_candidates(inner: &Inner, start: VirtAddr, end: VirtAddr) -> Vec<Folio<'static>> {
+    let memmap = memory::frame_allocator().memmap();
+    let mut found: Vec<Folio<'static>> = Vec::new();
+    inner.table.visit(&KernelTables, start, end, &mut |_, _, entry, _| {
+        let mm::pgtable::Decoded::Leaf(leaf) = entry else { return };
+        let Some(folio) = mm::folio::folio_of(memmap, leaf.frame.pfn()) else { return };
+        if found.last().is_some_and(|f| f.pfn() == folio.pfn()) || mm::thp::is_huge_zero_folio(&folio) {
+            return;
+        }
+        let first = VirtAddr::new(folio.index() << 12);
+        let last = VirtAddr::new((folio.index() + folio.nr_pages() as u64) << 12);
+        let whole = first >= start && last <= end;
+        let exclusive = folio.mapping() == mm::anon::anon_handle(inner.table.root())
+            && folio.entire_mapcount() <= 1
+            && (0..folio.nr_pages()).all(|i| folio.page_mapcount(i) <= 1);
+        if whole && exclusive && folio.test_flag(mm::page::PageFlag::SwapBacked) && folio.try_get() {
+            found.push(folio);
+        }
+    });
+    found
 }
 
 /// Unmaps every entry of `inner` in `[start, end)` into `gather` (the
@@ -593,7 +741,14 @@ fn zap(inner: &mut Inner, start: VirtAddr, end: VirtAddr, gather: &mut Gather) {
 /// (freeing the folios whose last they were).
 fn finish_gather(mut gather: Gather) {
     gather.take_flush().flush(&Shootdown);
-    gather.release(memory::frame_allocator().memmap(), &mut |f| memory::free_folio(f));
+    for entry in gather.take_swap_entries() {
+        crate::swap::free_entry(entry);
+    }
+    gather.release_unmapped(
+        memory::frame_allocator().memmap(),
+        &mut crate::swap::drop_unmapped_cache_folio,
+        &mut |f| memory::free_folio(f),
+    );
 }
 
 /// The fault hook the arch trap handlers call.
@@ -642,16 +797,94 @@ fn on_fault(fault: &MemFault) -> bool {
             drop(space);
             sched::kill_current(format!("{why:?}: {:?} at {}", fault.access, fault.addr))
         }
+        FaultOutcome::NeedsSwapIn { page, entry } => {
+            // The disk sleeps: interrupts on (the trap entered with them
+            // off) and no lock held until the mapping half.
+            arch::irq::enable();
+            let result = swap_in(&space, fault.access, page, entry);
+            arch::irq::disable();
+            match result {
+                Ok(()) => true,
+                Err(why) => {
+                    drop(space);
+                    sched::kill_current(why)
+                }
+            }
+        }
         FaultOutcome::OutOfMemory => {
+            // Reclaim in this task, then retry the access; only when
+            // reclaim frees nothing is the task ended.
+            arch::irq::enable();
+            let freed = crate::reclaim::direct_reclaim(64);
+            arch::irq::disable();
+            if freed > 0 {
+                return true;
+            }
             drop(space);
-            sched::kill_current(format!("out of memory on a {:?} fault at {}", fault.access, fault.addr))
+            crate::reclaim::NR_OOM_KILLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            sched::kill_current(format!(
+                "out of memory on a {:?} fault at {} (reclaim freed nothing)",
+                fault.access, fault.addr
+            ))
         }
     }
+}
+
+/// Brings the page of the swap entry `entry` back for an `access` at
+/// `page` and maps it (`mm::swap::swapin`: the cache or the disk
+/// without the space's lock, then the recheck and the mapping under it).
+/// `Ok` means "retry the access" (mapped, or the entry changed meanwhile);
+/// `Err` says why the task must end (a read error, no memory).
+fn swap_in(
+    space: &Arc<AddressSpace>,
+    access: mm::fault::Access,
+    page: VirtAddr,
+    entry: mm::pgtable::SwapEntry,
+) -> Result<(), String> {
+    use mm::swap::swapin::{SwapInError, SwapInOutcome};
+    let dev = crate::swap::area(entry.ty()).ok_or_else(|| format!("{page}: {entry:?} is in no swap area"))?;
+    let handle = mm::anon::anon_handle(space.root);
+    let (folio, i) = match crate::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12) {
+        Ok(got) => got,
+        Err(SwapInError::Stale) => return Ok(()),
+        Err(SwapInError::NoMemory) => {
+            crate::reclaim::NR_OOM_KILLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            return Err(format!("out of memory swapping in {page} (reclaim freed nothing)"));
+        }
+        Err(SwapInError::Io(e)) => return Err(format!("swap read error at {page} ({entry:?}): {e}")),
+    };
+    let outcome = {
+        let guard = space.lock();
+        guard.as_ref().map(|inner| {
+            mm::swap::swapin::map_swapped_in(
+                &inner.table,
+                &KernelTables,
+                &inner.vmas,
+                &dev.area,
+                &folio,
+                i,
+                page,
+                entry,
+                access == mm::fault::Access::Write,
+                true,
+            )
+        })
+    };
+    // The entry changed meanwhile: the folio may be needed by nobody now.
+    crate::swap::free_if_unused_locked(&dev, folio);
+    folio.unlock();
+    crate::swap::put(folio);
+    if let Some(SwapInOutcome::Mapped { .. }) = outcome {
+        space.nr_faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        space.nr_swapins.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Installs the fault hook. Boot CPU, once, before tasks touch address spaces.
 pub fn init() {
     SPACES.lock().reserve(RESERVED_SPACES);
+    FAMILIES.lock().reserve(RESERVED_SPACES);
     memory::init_huge_zero();
     arch::trap::set_fault_hook(on_fault);
 }
@@ -1353,7 +1586,7 @@ fn thp_concurrent_faults_on_one_block_make_one_thp(_: &TestEnv<'_>) -> Result<()
 
 /// Reads the byte at `pa` through the direct map: the kernel's view of a
 /// page it holds.
-fn kread(pa: PhysAddr) -> u8 {
+pub(crate) fn kread(pa: PhysAddr) -> u8 {
     // SAFETY: `pa` is in a RAM frame the caller holds (a reference or a
     // pin from get_user_pages), mapped in the direct map; a byte read.
     unsafe { core::ptr::read_volatile(memory::phys_to_virt(pa).as_u64() as *const u8) }
@@ -1361,7 +1594,7 @@ fn kread(pa: PhysAddr) -> u8 {
 
 /// Writes the byte at `pa` through the direct map (as a device would
 /// through a pinned buffer).
-fn kwrite(pa: PhysAddr, v: u8) {
+pub(crate) fn kwrite(pa: PhysAddr, v: u8) {
     // SAFETY: as `kread`; the caller holds a write hold on the page.
     unsafe { core::ptr::write_volatile(memory::phys_to_virt(pa).as_u64() as *mut u8, v) }
 }

@@ -137,7 +137,13 @@ fn words(s: &str) -> Vec<String> {
 /// the workspace's default members, then `mm`'s race tests under the
 /// concurrency checker (a feature no other build sees).
 pub fn host_test_commands() -> Vec<Vec<String>> {
-    vec![words("test"), words("test -p mm --features shuttle --test races_folio_flags --test races_thp")]
+    vec![
+        words("test"),
+        words(
+            "test -p mm --features shuttle --test races_folio_flags --test races_thp --test races_lru \
+         --test races_swap_claim --test races_swapin",
+        ),
+    ]
 }
 
 /// The lint commands (arguments to cargo), all of which must pass.
@@ -320,6 +326,8 @@ mod tests {
                 "harness crash check aarch64",
                 "bug replay nonatomic-folio-flags x86_64 smp 4",
                 "bug replay nonatomic-folio-flags aarch64 smp 4",
+                "bug replay forget-anon-exclusive x86_64 smp 4",
+                "bug replay forget-anon-exclusive aarch64 smp 4",
             ]
         );
     }
@@ -342,6 +350,7 @@ mod tests {
                 Step::SelfCheck(Arch::Aarch64),
                 Step::CrashCheck(Arch::Aarch64),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[0]),
+                Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[1]),
             ]
         );
     }
@@ -351,7 +360,7 @@ mod tests {
         let shown: Vec<String> = host_test_commands().iter().map(|c| c.join(" ")).collect();
         assert_eq!(
             shown,
-            ["test", "test -p mm --features shuttle --test races_folio_flags --test races_thp"]
+            ["test", "test -p mm --features shuttle --test races_folio_flags --test races_thp --test races_lru --test races_swap_claim --test races_swapin"]
         );
     }
 

@@ -254,12 +254,20 @@ pub struct BugReplay {
 
 /// Every bug-replay switch the kernel has, each with the test that must
 /// catch it (ARCHITECTURE.md, "Bug replay").
-pub const BUG_REPLAYS: &[BugReplay] = &[BugReplay {
-    bug: "nonatomic-folio-flags",
-    test: "folio_flags::no_lost_updates_while_mapping",
-    expect: "lost update",
-    stress_secs: 10,
-}];
+pub const BUG_REPLAYS: &[BugReplay] = &[
+    BugReplay {
+        bug: "nonatomic-folio-flags",
+        test: "folio_flags::no_lost_updates_while_mapping",
+        expect: "lost update",
+        stress_secs: 10,
+    },
+    BugReplay {
+        bug: "forget-anon-exclusive",
+        test: "swap::gup_write_reference_survives_swap",
+        expect: "writes are lost",
+        stress_secs: 10,
+    },
+];
 
 impl BugReplay {
     /// The kernel command line of the check.

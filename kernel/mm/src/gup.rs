@@ -114,7 +114,10 @@ pub fn get_user_page<F: PageTableFormat>(
         if let Some(access) = fault_for {
             let fault = MemFault { addr: va, access, cause: FaultCause::NotMapped, level: None, syndrome: 0 };
             let outcome = handle_fault(table, vmas, mem, frames, hooks, &fault, true);
-            if matches!(outcome, FaultOutcome::Refused(_) | FaultOutcome::OutOfMemory) {
+            if matches!(
+                outcome,
+                FaultOutcome::Refused(_) | FaultOutcome::OutOfMemory | FaultOutcome::NeedsSwapIn { .. }
+            ) {
                 return Err(GupError::Fault(outcome));
             }
         }

@@ -76,7 +76,7 @@ pub mod ptdump;
 pub mod rmap;
 pub mod space;
 pub mod swap;
-mod sync;
+pub mod sync;
 pub mod thp;
 pub mod vma;
 

@@ -100,10 +100,28 @@ impl Gather {
     /// reference that was. Call only after the flush is over. Returns the
     /// number of folios freed.
     pub fn release(self, memmap: &'static Memmap, free: &mut dyn FnMut(Folio<'static>)) -> usize {
+        self.release_unmapped(memmap, &mut |_| {}, free)
+    }
+
+    /// [`Gather::release`], and before dropping each reference, hands a
+    /// folio that is no longer mapped anywhere but is still in the swap
+    /// cache to `unmapped` (which may take it out of the cache: the
+    /// gathered reference keeps it alive meanwhile). Without this, a folio
+    /// in the cache whose last mapping went would stay there, holding its
+    /// slots, until reclaim came across it.
+    pub fn release_unmapped(
+        self,
+        memmap: &'static Memmap,
+        unmapped: &mut dyn FnMut(Folio<'static>),
+        free: &mut dyn FnMut(Folio<'static>),
+    ) -> usize {
         let mut freed = 0;
         for pfn in self.pending {
             let folio = folio_of(memmap, pfn)
                 .unwrap_or_else(|| panic!("Gather::release: pfn {pfn:#x} is no longer a folio page"));
+            if folio.test_flag(PageFlag::SwapCache) && folio.total_mapcount() == 0 {
+                unmapped(folio);
+            }
             if folio.put() {
                 free(folio);
                 freed += 1;

@@ -57,10 +57,12 @@ impl<T> Lock<T> {
     }
 
     /// Takes the lock, spinning (or, under shuttle, yielding) while another
-    /// holder has it; released when the guard is dropped.
+    /// holder has it; released when the guard is dropped. In the kernel,
+    /// interrupts are off on this CPU while it is held ([`set_irq_hooks`]).
     #[cfg(not(feature = "shuttle"))]
     pub(crate) fn lock(&self) -> impl DerefMut<Target = T> + '_ {
-        self.0.lock()
+        let irq = IRQ_HOOKS.get().map(|(save_and_disable, _)| save_and_disable());
+        IrqLockGuard { guard: Some(self.0.lock()), irq }
     }
 
     /// Takes the lock. Shuttle's mutex is poisoned when a holder panicked;
@@ -68,5 +70,59 @@ impl<T> Lock<T> {
     #[cfg(feature = "shuttle")]
     pub(crate) fn lock(&self) -> impl DerefMut<Target = T> + '_ {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// How the kernel turns interrupts off around these locks: a function that
+/// disables them and says whether they were on, and one that restores that.
+/// `mm` knows no hardware, so the kernel registers them at boot
+/// ([`set_irq_hooks`]); host tests have none.
+#[cfg(not(feature = "shuttle"))]
+type IrqHooks = (fn() -> bool, fn(bool));
+
+#[cfg(not(feature = "shuttle"))]
+static IRQ_HOOKS: spin::Once<IrqHooks> = spin::Once::new();
+
+/// Registers the kernel's interrupt save/restore for [`Lock`]: every such
+/// lock (the LRU lists, each swap area) is then held with interrupts off
+/// on its CPU, so a holder is never preempted or interrupted while another
+/// task on the same CPU spins on it. The kernel calls it once, at boot,
+/// before any of these locks is taken.
+#[cfg(not(feature = "shuttle"))]
+pub fn set_irq_hooks(save_and_disable: fn() -> bool, restore: fn(bool)) {
+    IRQ_HOOKS.call_once(|| (save_and_disable, restore));
+}
+
+/// The guard of [`Lock`]: releases the lock, then restores interrupts.
+#[cfg(not(feature = "shuttle"))]
+struct IrqLockGuard<'a, T> {
+    /// `Some` until dropped (taken first, so the lock goes before the
+    /// interrupts come back).
+    guard: Option<spin::MutexGuard<'a, T>>,
+    irq: Option<bool>,
+}
+
+#[cfg(not(feature = "shuttle"))]
+impl<T> core::ops::Deref for IrqLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.guard.as_ref().expect("a live guard")
+    }
+}
+
+#[cfg(not(feature = "shuttle"))]
+impl<T> DerefMut for IrqLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.guard.as_mut().expect("a live guard")
+    }
+}
+
+#[cfg(not(feature = "shuttle"))]
+impl<T> Drop for IrqLockGuard<'_, T> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if let (Some(was_on), Some((_, restore))) = (self.irq, IRQ_HOOKS.get()) {
+            restore(was_on);
+        }
     }
 }

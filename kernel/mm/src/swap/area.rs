@@ -646,6 +646,10 @@ impl SwapArea {
             return Err(CacheError::OtherFolio { offset: start, first, nr: cached.nr, pfn: cached.pfn });
         }
         inner.cache.remove(&first);
+        if inner.cache.is_empty() {
+            // Give back the empty root node: an idle area holds no heap.
+            inner.cache = BTreeMap::new();
+        }
         inner.nr_in_cache -= nr;
         Ok(())
     }

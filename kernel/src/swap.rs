@@ -1,0 +1,610 @@
+//! Swap in the running kernel: the table of swap areas (swapon, swapoff),
+//! the disk I/O under `mm::swap`, and the swap-in half of a fault.
+//!
+//! ## Areas
+//!
+//! At boot, [`init`] looks at every virtio-blk disk (`crate::blk`) and
+//! turns swap on for each whose page 0 is a valid mkswap header
+//! (`mm::swap::header::parse`); a disk with a bad header is refused with
+//! the parser's message and the kernel goes on without it. An area's type
+//! is its index in [`AREAS`]. New slots come from the first area that still
+//! allocates.
+//!
+//! ## Protocol
+//!
+//! - [`AREAS`] (an [`IrqSpinLock`], a leaf) guards the table; each area is
+//!   an `Arc`, so a fault or reclaim holding one keeps it alive while
+//!   swapoff takes it out of the table. `mm::swap::area::SwapArea` has its
+//!   own lock for its slots and cache, which the kernel takes (inside its
+//!   methods) with interrupts off.
+//! - The disk is read and written only from task context with interrupts
+//!   on and no spin lock held: I/O sleeps ([`Io`]).
+//! - Lock order: folio lock, then address-space locks, then the leaves
+//!   (area, LRU, frame allocator). Reclaim holds a folio lock while it
+//!   writes; swap-in holds one while it reads.
+
+use crate::blk::BlockDevice;
+use crate::memory;
+use crate::sched;
+use crate::sync::IrqSpinLock;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use mm::folio::{Folio, UnpublishedFolio};
+use mm::frame::AllocKind;
+use mm::pgtable::SwapEntry;
+use mm::swap::area::SwapArea;
+use mm::swap::swapin::{SwapBackend, SwapInError};
+use mm::PhysAddr;
+
+/// One swap area on a disk.
+pub struct SwapDevice {
+    pub area: SwapArea,
+    disk: &'static BlockDevice,
+    label: String,
+}
+
+impl SwapDevice {
+    /// The disk's name.
+    pub fn disk_name(&self) -> &str {
+        self.disk.name()
+    }
+}
+
+/// The swap areas, by type. `None` where swapoff took one out.
+static AREAS: IrqSpinLock<Vec<Option<Arc<SwapDevice>>>> = IrqSpinLock::new(Vec::new());
+
+/// Pages read from swap.
+pub static PSWPIN: AtomicU64 = AtomicU64::new(0);
+/// Pages written to swap.
+pub static PSWPOUT: AtomicU64 = AtomicU64::new(0);
+/// Writes that failed (the folio stayed in memory).
+pub static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Reads that failed (the faulting task was ended).
+pub static READ_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Turns swap on for `disk`: reads and checks its header, makes the area.
+/// Returns the area's type, or a message saying why the disk was refused.
+pub fn swapon(disk: &'static BlockDevice) -> Result<u8, String> {
+    let pages = disk.capacity_pages();
+    let frame = memory::alloc_frames(0).map_err(|e| format!("swapon {}: no memory: {e:?}", disk.name()))?;
+    let header = disk
+        .read_pages(0, frame, 1)
+        .map_err(|e| format!("swapon {}: reading the header: {e}", disk.name()))
+        .and_then(|()| {
+            // SAFETY: `frame` is a RAM frame we own, mapped in the direct
+            // map; the read has completed, nobody else writes it.
+            let page = unsafe {
+                core::slice::from_raw_parts(memory::phys_to_virt(frame).as_u64() as *const u8, 4096)
+            };
+            mm::swap::header::parse(page, pages).map_err(|e| format!("swapon {}: {e}", disk.name()))
+        });
+    memory::free_frames(frame, 0);
+    let header = header?;
+    let mut areas = AREAS.lock();
+    let ty = areas.iter().position(Option::is_none).unwrap_or(areas.len());
+    if ty >= mm::pgtable::format::MAX_SWAP_TYPES as usize {
+        return Err(format!("swapon {}: {ty} swap areas are on already", disk.name()));
+    }
+    let label = String::from_utf8_lossy(header.label_bytes()).into_owned();
+    let dev = Arc::new(SwapDevice { area: SwapArea::new(ty as u8, &header), disk, label });
+    if ty == areas.len() {
+        areas.push(Some(dev.clone()));
+    } else {
+        areas[ty] = Some(dev.clone());
+    }
+    drop(areas);
+    crate::println!(
+        "swap: on {} (type {ty}): {} slots ({} MiB){}",
+        disk.name(),
+        dev.area.nr_slots(),
+        dev.area.nr_slots() / 256,
+        if dev.label.is_empty() { String::new() } else { format!(", label \"{}\"", dev.label) }
+    );
+    Ok(ty as u8)
+}
+
+/// Turns swap on for every disk whose header is valid (module doc).
+pub fn init() {
+    for disk in crate::blk::disks() {
+        if let Err(e) = swapon(disk) {
+            crate::println!("swap: {e}");
+        }
+    }
+}
+
+/// The area of type `ty`.
+pub fn area(ty: u8) -> Option<Arc<SwapDevice>> {
+    AREAS.lock().get(ty as usize).cloned().flatten()
+}
+
+/// The area new slots come from: the first one still allocating.
+pub fn alloc_area() -> Option<Arc<SwapDevice>> {
+    AREAS.lock().iter().flatten().find(|d| !d.area.alloc_stopped()).cloned()
+}
+
+/// True when some swap area is on (allocates nothing: kswapd asks often).
+pub fn any_area() -> bool {
+    AREAS.lock().iter().any(Option::is_some)
+}
+
+/// Free and total slots over every area.
+pub fn totals() -> (u64, u64) {
+    AREAS.lock().iter().flatten().fold((0, 0), |(f, t), d| (f + d.area.nr_free(), t + d.area.nr_slots()))
+}
+
+/// A page-table entry holding `entry` is gone (munmap, teardown): its slot
+/// loses a count. When that was the last and a folio is still in the
+/// cache for it, the folio is freed now if nobody is using it (otherwise
+/// reclaim frees it when it finds it).
+pub fn free_entry(entry: SwapEntry) {
+    let Some(dev) = area(entry.ty()) else {
+        crate::println!("swap: free of {entry:?}: no such area");
+        return;
+    };
+    match dev.area.free_ref(entry) {
+        Ok(0) if dev.area.has_cache(entry) => drop_unused_cache_folio(&dev, entry),
+        Ok(_) => {}
+        Err(e) => crate::println!("swap: free of {entry:?}: {e}"),
+    }
+}
+
+/// Frees the cache folio of `entry` if it is unmapped, unlocked and no
+/// entry holds any of its slots.
+fn drop_unused_cache_folio(dev: &SwapDevice, entry: SwapEntry) {
+    let memmap = memory::frame_allocator().memmap();
+    let Some((folio, _)) = mm::swap::cache::lookup_get(&dev.area, memmap, entry) else { return };
+    if folio.try_lock() {
+        free_if_unused_locked(dev, folio);
+        folio.unlock();
+    } else {
+        crate::reclaim::defer(folio);
+    }
+    put(folio);
+}
+
+/// Takes the locked folio `folio` (the caller holds a reference too) out
+/// of the swap cache when nothing needs it there: unmapped, not under
+/// writeback, and no page-table entry holds any of its slots. A folio is
+/// left in that state by a fault whose entry changed meanwhile, or by an
+/// munmap that raced reclaim; without this it would wait for the next
+/// reclaim pass.
+pub fn free_if_unused_locked(dev: &SwapDevice, folio: Folio<'static>) {
+    let unused = folio.test_flag(mm::page::PageFlag::SwapCache)
+        && folio.total_mapcount() == 0
+        && !folio.test_flag(mm::page::PageFlag::Writeback)
+        && mm::swap::cache::folio_entry(&folio).is_some_and(|e| e.ty() == dev.area.ty())
+        && mm::swap::cache::slots_unused(&dev.area, &folio);
+    if unused {
+        for _ in 0..mm::swap::cache::delete_from_swap_cache(&dev.area, &folio) {
+            let last = folio.put();
+            debug_assert!(!last, "the caller's reference keeps the folio");
+        }
+    }
+}
+
+/// A folio whose last mapping just went (the caller holds a reference)
+/// and that is still in the swap cache: takes it out if no page-table
+/// entry holds any of its slots, so the slots are freed now.
+pub fn drop_unmapped_cache_folio(folio: Folio<'static>) {
+    let Some(entry) = mm::swap::cache::folio_entry(&folio) else { return };
+    let Some(dev) = area(entry.ty()) else { return };
+    if folio.try_lock() {
+        free_if_unused_locked(&dev, folio);
+        folio.unlock();
+    } else {
+        crate::reclaim::defer(folio);
+    }
+}
+
+/// Drops one reference, freeing the folio (off the LRU first) when it was
+/// the last.
+pub fn put(folio: Folio<'static>) {
+    if folio.put() {
+        memory::free_folio(folio);
+    }
+}
+
+/// One more page-table entry holds `entry` (fork).
+pub fn dup_entry(entry: SwapEntry) -> Result<(), String> {
+    let dev = area(entry.ty()).ok_or_else(|| format!("no swap area {}", entry.ty()))?;
+    dev.area.dup(entry).map(drop).map_err(|e| format!("{e}"))
+}
+
+/// The count of `entry`'s slot, for the consistency checker.
+pub fn count_of(entry: SwapEntry) -> Option<u8> {
+    area(entry.ty()).map(|d| d.area.count(entry))
+}
+
+/// The disk and memory under `mm::swap` for one area.
+pub struct Io<'a>(pub &'a SwapDevice);
+
+impl SwapBackend for Io<'_> {
+    fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
+        let r = self.0.disk.read_pages(first.offset(), frame, nr).map_err(|e| format!("{e}"));
+        match r {
+            Ok(()) => PSWPIN.fetch_add(nr as u64, Ordering::Relaxed),
+            Err(_) => READ_ERRORS.fetch_add(1, Ordering::Relaxed),
+        };
+        r
+    }
+    fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
+        let r = self.0.disk.write_pages(first.offset(), frame, nr).map_err(|e| format!("{e}"));
+        match r {
+            Ok(()) => PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed),
+            Err(_) => WRITE_ERRORS.fetch_add(1, Ordering::Relaxed),
+        };
+        r
+    }
+    fn relax(&self) {
+        sched::yield_now();
+    }
+    fn alloc_folio(&self) -> Option<UnpublishedFolio<'static>> {
+        for _ in 0..3 {
+            let f = crate::sync::without_interrupts(|| {
+                memory::frame_allocator().alloc_folio(0, AllocKind::Normal)
+            });
+            if let Ok(f) = f {
+                return Some(f);
+            }
+            if crate::reclaim::direct_reclaim(32) == 0 {
+                break;
+            }
+        }
+        None
+    }
+    fn free_folio(&self, folio: Folio<'static>) {
+        memory::free_folio(folio);
+    }
+}
+
+/// Swap-in, half 1 (`mm::swap::swapin`): the cache folio of `entry`,
+/// locked, with a reference, and the page's index in it. Task context,
+/// interrupts on, no lock held.
+pub fn get_folio(
+    dev: &SwapDevice,
+    entry: SwapEntry,
+    handle: u64,
+    index: u64,
+) -> Result<(Folio<'static>, usize), SwapInError> {
+    let memmap = memory::frame_allocator().memmap();
+    let r = mm::swap::swapin::get_swapped_folio(&dev.area, memmap, &Io(dev), entry, handle, index);
+    if let Ok((folio, _)) = &r {
+        crate::reclaim::lru_add_if_off(*folio);
+    }
+    r
+}
+
+/// The boot workload (`cargo xtask qemu boot`, kernel argument
+/// `swap_demo=0` turns it off): fills a quarter more memory than is free
+/// with a pattern, reads every word back, and prints how much went to
+/// swap and came back. Returns false when a word came back wrong or the
+/// task was ended.
+pub fn demo() -> bool {
+    if alloc_area().is_none() {
+        crate::println!("swap demo: skipped (no swap area)");
+        return true;
+    }
+    let free = memory::nr_free_frames();
+    let pages = (free + free / 4).min(totals().0.saturating_sub(1024));
+    let (out0, in0) = (PSWPOUT.load(Ordering::Relaxed), PSWPIN.load(Ordering::Relaxed));
+    let start = sched::ticks();
+    let result = (|| -> Result<(), String> {
+        let space = AddressSpace::new()?;
+        let base = space.mmap(pages * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+        write_pattern(&space, base, 0..pages, 0xd3)?;
+        check_pattern(&space, base, 0..pages, 0xd3)??;
+        space.check().map(drop)
+    })();
+    let (out, inn) = (PSWPOUT.load(Ordering::Relaxed) - out0, PSWPIN.load(Ordering::Relaxed) - in0);
+    let secs = (sched::ticks() - start) as f64 / sched::TICK_HZ as f64;
+    crate::println!(
+        "swap demo: {} MiB written and read back with {} MiB free in {secs:.1} s: {} MiB went to swap, \
+         {} MiB came back",
+        pages / 256,
+        free / 256,
+        out / 256,
+        inn / 256
+    );
+    match result {
+        Ok(()) => {
+            crate::println!("swap demo: every word came back right");
+            true
+        }
+        Err(e) => {
+            crate::println!("swap demo: FAILED: {e}");
+            false
+        }
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+use crate::testing::{Test, TestEnv};
+use crate::vm::{load, release_user_pages, store, AddressSpace, Advice};
+use mm::gup::Hold;
+use mm::vma::VmaProt;
+use mm::VirtAddr;
+
+pub const TESTS: &[Test] = &[
+    Test { name: "swap::pageout_4k_pages_and_back", run: pageout_4k_pages_and_back },
+    Test { name: "swap::pageout_thp_and_back", run: pageout_thp_and_back },
+    Test { name: "swap::fork_after_swapout_both_sides_write", run: fork_after_swapout_both_sides_write },
+    Test { name: "swap::gup_write_reference_survives_swap", run: gup_write_reference_survives_swap },
+    Test { name: "swap::concurrent_swapin_of_one_entry", run: concurrent_swapin_of_one_entry },
+    Test { name: "swap::fill_more_than_ram", run: fill_more_than_ram },
+];
+
+const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
+const WORDS: u64 = 512;
+
+/// The word `w` of page `p` in a pattern of version `tag`: every word of
+/// every page differs, so a page read from the wrong slot, a stale copy or
+/// a zero page is caught.
+fn word(p: u64, w: u64, tag: u64) -> u64 {
+    (p << 16 | w).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ tag
+}
+
+fn store64(addr: u64, v: u64) {
+    // SAFETY: as `vm::store`: `addr` is 8-aligned in the task's own area;
+    // the access maps the page (or ends the task) through the fault handler.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
+}
+
+fn load64(addr: u64) -> u64 {
+    // SAFETY: as `store64`.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+fn run_in<T: Send + 'static>(
+    space: &Arc<AddressSpace>,
+    f: impl Fn() -> T + Send + 'static,
+) -> Result<T, String> {
+    space.spawn(None, "swap-test", f)?.join_or_killed()
+}
+
+/// Writes the pattern `tag` over pages `pages` of the area at `base`.
+fn write_pattern(
+    space: &Arc<AddressSpace>,
+    base: u64,
+    pages: core::ops::Range<u64>,
+    tag: u64,
+) -> Result<(), String> {
+    run_in(space, move || {
+        for p in pages.clone() {
+            for w in 0..WORDS {
+                store64(base + p * 4096 + w * 8, word(p, w, tag));
+            }
+        }
+    })
+}
+
+/// The first page in `pages` whose contents are not the pattern `tag`.
+fn check_pattern(
+    space: &Arc<AddressSpace>,
+    base: u64,
+    pages: core::ops::Range<u64>,
+    tag: u64,
+) -> Result<Result<(), String>, String> {
+    run_in(space, move || {
+        for p in pages.clone() {
+            for w in 0..WORDS {
+                let got = load64(base + p * 4096 + w * 8);
+                if got != word(p, w, tag) {
+                    return Err(format!("page {p} word {w}: {got:#x}, expected {:#x}", word(p, w, tag)));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn need_swap() -> Result<(), String> {
+    if alloc_area().is_none() {
+        return Err(String::from("no swap area: attach a swap disk (xtask does unless --swap 0)"));
+    }
+    Ok(())
+}
+
+fn swap_entries(space: &AddressSpace, when: &str) -> Result<u64, String> {
+    space.check().map(|s| s.nr_swap_entries).map_err(|e| format!("{when}: {e}"))
+}
+
+fn pageout(space: &AddressSpace, base: u64, len: u64) -> Result<(), String> {
+    space.madvise(VirtAddr::new(base), len, Advice::PageOut).map_err(|e| format!("madvise(PAGEOUT): {e:?}"))
+}
+
+fn pageout_4k_pages_and_back(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const PAGES: u64 = 1024;
+    let space = AddressSpace::new()?;
+    let base = space.mmap(PAGES * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..PAGES, 1)?;
+    let (free_slots, _) = totals();
+    let out_before = PSWPOUT.load(Ordering::Relaxed);
+    pageout(&space, base, PAGES * 4096)?;
+    let swapped = swap_entries(&space, "after MADV_PAGEOUT")?;
+    let written = PSWPOUT.load(Ordering::Relaxed) - out_before;
+    if swapped != PAGES || written < PAGES {
+        return Err(format!(
+            "MADV_PAGEOUT of {PAGES} pages: {swapped} swap entries, {written} pages written"
+        ));
+    }
+    check_pattern(&space, base, 0..PAGES, 1)??;
+    let left = swap_entries(&space, "after reading it back")?;
+    if left != 0 || space.nr_swapins() < PAGES {
+        return Err(format!("after reading back: {left} swap entries left, {} swap-ins", space.nr_swapins()));
+    }
+    // Written again after the swap-in (the pages are writable and
+    // exclusive again), then a second round trip.
+    write_pattern(&space, base, 0..PAGES, 2)?;
+    pageout(&space, base, PAGES * 4096)?;
+    check_pattern(&space, base, 0..PAGES, 2)??;
+    drop(space);
+    if totals().0 != free_slots {
+        return Err(format!("swap slots leaked: {} free before, {} after", free_slots, totals().0));
+    }
+    Ok(())
+}
+
+fn pageout_thp_and_back(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const PAGES: u64 = 1024; // two 2 MiB folios
+    let space = AddressSpace::new()?;
+    let base = space.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..PAGES, 3)?;
+    let pmds = space.check().map_err(|e| format!("after the fill: {e}"))?.nr_pmd_leaves;
+    pageout(&space, base, PAGES * 4096)?;
+    let swapped = swap_entries(&space, "after MADV_PAGEOUT")?;
+    if swapped != PAGES {
+        return Err(format!("MADV_PAGEOUT of {pmds} huge pages: {swapped} of {PAGES} pages swapped"));
+    }
+    check_pattern(&space, base, 0..PAGES, 3)??;
+    swap_entries(&space, "after reading it back")?;
+    write_pattern(&space, base, 0..PAGES, 4)?;
+    check_pattern(&space, base, 0..PAGES, 4)??;
+    Ok(())
+}
+
+fn fork_after_swapout_both_sides_write(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const PAGES: u64 = 256;
+    let parent = AddressSpace::new()?;
+    let base = parent.mmap(PAGES * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    write_pattern(&parent, base, 0..PAGES, 5)?;
+    pageout(&parent, base, PAGES * 4096)?;
+    let child = parent.fork()?;
+    child.check().map_err(|e| format!("after fork: {e}"))?;
+    // Each side rewrites its own half, then both read everything.
+    write_pattern(&child, base, 0..PAGES / 2, 6)?;
+    write_pattern(&parent, base, PAGES / 2..PAGES, 7)?;
+    check_pattern(&child, base, 0..PAGES / 2, 6)?.map_err(|e| format!("child, its half: {e}"))?;
+    check_pattern(&child, base, PAGES / 2..PAGES, 5)?.map_err(|e| format!("child, the other half: {e}"))?;
+    check_pattern(&parent, base, 0..PAGES / 2, 5)?.map_err(|e| format!("parent, the other half: {e}"))?;
+    check_pattern(&parent, base, PAGES / 2..PAGES, 7)?.map_err(|e| format!("parent, its half: {e}"))?;
+    // Out again, with both sides sharing some pages, and back.
+    pageout(&parent, base, PAGES * 4096)?;
+    pageout(&child, base, PAGES * 4096)?;
+    parent.check().map_err(|e| format!("after the second pageout: {e}"))?;
+    check_pattern(&child, base, PAGES / 2..PAGES, 5)?.map_err(|e| format!("child after the second: {e}"))?;
+    check_pattern(&parent, base, 0..PAGES / 2, 5)?.map_err(|e| format!("parent after the second: {e}"))?;
+    parent.check().map_err(|e| format!("at the end: {e}"))?;
+    Ok(())
+}
+
+/// Seed 004's scenario: a plain writable reference (`FOLL_GET`, as
+/// O_DIRECT took) held across swap-out and swap-in must keep seeing the
+/// page the task sees. `bug=forget-anon-exclusive` makes it fail.
+fn gup_write_reference_survives_swap(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    let space = AddressSpace::new()?;
+    let base = space.mmap(4 * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    run_in(&space, move || (0..4).for_each(|p| store(base + p * 4096, 0x10 + p as u8)))?;
+    let held = space.get_user_pages(VirtAddr::new(base + 4096), 1, true, Hold::Get)?;
+    let result = (|| {
+        pageout(&space, base, 4 * 4096)?;
+        // The device writes through the reference while the page is out.
+        crate::vm::kwrite(held[0], 0x77);
+        // The task reads it (swap-in), then writes another byte of it.
+        let seen = run_in(&space, move || {
+            let v = load(base + 4096);
+            store(base + 4096 + 8, 0x88);
+            v
+        })?;
+        let through_ref = crate::vm::kread(PhysAddr::new(held[0].as_u64() + 8));
+        if seen != 0x77 || through_ref != 0x88 {
+            return Err(format!(
+                "the task read {seen:#x} (device wrote 0x77) and the reference sees {through_ref:#x} \
+                 (task wrote 0x88): the page was copied after swap-in, writes are lost"
+            ));
+        }
+        space.check().map(drop)
+    })();
+    release_user_pages(&held, Hold::Get);
+    result
+}
+
+fn concurrent_swapin_of_one_entry(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const PAGES: u64 = 8;
+    let parent = AddressSpace::new()?;
+    let base = parent.mmap(PAGES * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    for round in 0..4u64 {
+        write_pattern(&parent, base, 0..PAGES, 8 + round)?;
+        pageout(&parent, base, PAGES * 4096)?;
+        let child = parent.fork()?;
+        // Several tasks of both spaces fault the same entries at once.
+        let mut tasks = Vec::new();
+        for t in 0..4usize {
+            let space = if t % 2 == 0 { &parent } else { &child };
+            let cpu = t % sched::nr_cpus_online();
+            tasks.push(space.spawn(Some(cpu), "swapin", move || {
+                for p in (0..PAGES).rev() {
+                    for w in 0..WORDS {
+                        if load64(base + p * 4096 + w * 8) != word(p, w, 8 + round) {
+                            return Err(format!("task {t}: page {p} word {w} wrong"));
+                        }
+                    }
+                }
+                Ok(())
+            })?);
+        }
+        for t in tasks {
+            t.join_or_killed()??;
+        }
+        parent.check().map_err(|e| format!("round {round}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Fills more memory than is free with a pattern, so reclaim must swap,
+/// then checks every byte. To stay short at any `--mem`, it first takes
+/// raw frames ("ballast", which reclaim cannot touch) until about 64 MiB
+/// are free, as on a small machine, and gives them back at the end.
+fn fill_more_than_ram(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const KEEP_FREE: u64 = 16384; // pages
+    let mut ballast = Vec::new();
+    while memory::nr_free_frames() > KEEP_FREE + 512 {
+        match memory::alloc_frames(9) {
+            Ok(pa) => ballast.push(pa),
+            Err(_) => break,
+        }
+    }
+    let result = fill_with_ballast();
+    for pa in ballast {
+        memory::free_frames(pa, 9);
+    }
+    result
+}
+
+fn fill_with_ballast() -> Result<(), String> {
+    let free = memory::nr_free_frames();
+    let pages = free + free / 2;
+    let (free_slots, _) = totals();
+    if free_slots < pages + 1024 {
+        return Err(format!("swap too small: {free_slots} free slots for {pages} pages"));
+    }
+    let space = AddressSpace::new()?;
+    let base = space.mmap(pages * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    let (out0, in0) = (PSWPOUT.load(Ordering::Relaxed), PSWPIN.load(Ordering::Relaxed));
+    write_pattern(&space, base, 0..pages, 0x55)?;
+    check_pattern(&space, base, 0..pages, 0x55)??;
+    let (out, inn) = (PSWPOUT.load(Ordering::Relaxed) - out0, PSWPIN.load(Ordering::Relaxed) - in0);
+    space.check().map_err(|e| format!("after the fill: {e}"))?;
+    crate::println!(
+        "swap: filled {} MiB with {} MiB free: {} MiB out, {} MiB in",
+        pages / 256,
+        free / 256,
+        out / 256,
+        inn / 256
+    );
+    if out == 0 || inn == 0 {
+        return Err(format!("nothing went through swap ({out} pages out, {inn} in)"));
+    }
+    Ok(())
+}
