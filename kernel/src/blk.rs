@@ -712,7 +712,7 @@ pub const SWAP_SERIAL: &str = "swap0";
 pub const FAULTY_SERIAL_PREFIX: &str = "faulty:";
 
 /// The scratch disk: the faulty disk, whose healthy pages nobody else uses.
-fn scratch_disk() -> Result<&'static BlockDevice, String> {
+pub(crate) fn scratch_disk() -> Result<&'static BlockDevice, String> {
     disks().iter().find(|d| d.serial.starts_with(FAULTY_SERIAL_PREFIX)).ok_or_else(|| {
         format!(
             "no faulty/scratch disk (serial `{FAULTY_SERIAL_PREFIX}...`) among {} disks: \
@@ -724,7 +724,7 @@ fn scratch_disk() -> Result<&'static BlockDevice, String> {
 
 /// The page ranges of the faulty disk that fail writes and reads, from its
 /// serial (see [`FAULTY_SERIAL_PREFIX`]).
-fn faulty_ranges(serial: &str) -> Option<(core::ops::Range<u64>, core::ops::Range<u64>)> {
+pub(crate) fn faulty_ranges(serial: &str) -> Option<(core::ops::Range<u64>, core::ops::Range<u64>)> {
     let mut write = None;
     let mut read = None;
     for part in serial.strip_prefix(FAULTY_SERIAL_PREFIX)?.split(':') {

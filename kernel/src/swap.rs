@@ -106,8 +106,55 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<u8, String> {
     Ok(ty as u8)
 }
 
+/// Turns swap off for the area of type `ty`: stops allocation from it,
+/// brings every page of every address space back from it
+/// (`vm::swap_in_all`), takes the cache folios left (unmapped, or mapped
+/// read-only) out of the cache, and frees the area once no slot is used.
+/// On an error (a read that fails, no memory) the area stays on, with
+/// allocation stopped, and the message says why; nothing is lost.
+pub fn swapoff(ty: u8) -> Result<(), String> {
+    let dev = area(ty).ok_or_else(|| format!("swapoff: no swap area of type {ty}"))?;
+    dev.area.stop_alloc();
+    let back = crate::vm::swap_in_all(ty)?;
+    let memmap = memory::frame_allocator().memmap();
+    // What is left is only the cache's: folios whose entries all went.
+    let mut from = 0;
+    while let Some(entry) = dev.area.next_used(from) {
+        from = entry.offset() + 1;
+        let Some((folio, _)) = mm::swap::cache::lookup_get(&dev.area, memmap, entry) else { continue };
+        while !folio.try_lock() {
+            sched::yield_now();
+        }
+        if folio.test_flag(mm::page::PageFlag::SwapCache)
+            && !folio.test_flag(mm::page::PageFlag::Writeback)
+            && mm::swap::cache::slots_unused(&dev.area, &folio)
+        {
+            for _ in 0..mm::swap::cache::delete_from_swap_cache(&dev.area, &folio) {
+                let last = folio.put();
+                debug_assert!(!last, "our reference keeps the folio");
+            }
+            folio.set_flag(mm::page::PageFlag::Dirty);
+        }
+        folio.unlock();
+        put(folio);
+    }
+    let used = dev.area.nr_used();
+    if used != 0 {
+        return Err(format!("swapoff {}: {used} slots still in use; allocation stays off", dev.disk.name()));
+    }
+    let mut areas = AREAS.lock();
+    areas[ty as usize] = None;
+    while areas.last().is_some_and(Option::is_none) {
+        areas.pop();
+    }
+    drop(areas);
+    crate::println!("swap: off {} (type {ty}): {back} pages brought back", dev.disk.name());
+    Ok(())
+}
+
 /// Turns swap on for every disk whose header is valid (module doc).
 pub fn init() {
+    AREAS.lock().reserve(mm::pgtable::format::MAX_SWAP_TYPES as usize);
     for disk in crate::blk::disks() {
         if let Err(e) = swapon(disk) {
             crate::println!("swap: {e}");
@@ -120,9 +167,27 @@ pub fn area(ty: u8) -> Option<Arc<SwapDevice>> {
     AREAS.lock().get(ty as usize).cloned().flatten()
 }
 
-/// The area new slots come from: the first one still allocating.
+/// The area new slots come from: the preferred one ([`prefer`]) if set
+/// and still allocating, else the first one still allocating.
 pub fn alloc_area() -> Option<Arc<SwapDevice>> {
-    AREAS.lock().iter().flatten().find(|d| !d.area.alloc_stopped()).cloned()
+    let areas = AREAS.lock();
+    let preferred = PREFERRED.load(Ordering::Relaxed);
+    let first = |d: &&Arc<SwapDevice>| !d.area.alloc_stopped();
+    areas
+        .get(preferred as usize)
+        .and_then(Option::as_ref)
+        .filter(first)
+        .or_else(|| areas.iter().flatten().find(first))
+        .cloned()
+}
+
+/// The type [`alloc_area`] prefers (`u64::MAX`: none).
+static PREFERRED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Makes new slots come from the area of type `ty` while it allocates
+/// (`None`: the first area again). For tests of one area.
+pub fn prefer(ty: Option<u8>) {
+    PREFERRED.store(ty.map_or(u64::MAX, u64::from), Ordering::Relaxed);
 }
 
 /// True when some swap area is on (allocates nothing: kswapd asks often).
@@ -329,6 +394,11 @@ use mm::vma::VmaProt;
 use mm::VirtAddr;
 
 pub const TESTS: &[Test] = &[
+    Test {
+        name: "swap::io_errors_keep_data_and_end_only_the_reader",
+        run: io_errors_keep_data_and_end_only_the_reader,
+    },
+    Test { name: "swap::bad_headers_are_refused", run: bad_headers_are_refused },
     Test { name: "swap::pageout_4k_pages_and_back", run: pageout_4k_pages_and_back },
     Test { name: "swap::pageout_thp_and_back", run: pageout_thp_and_back },
     Test { name: "swap::fork_after_swapout_both_sides_write", run: fork_after_swapout_both_sides_write },
@@ -607,4 +677,111 @@ fn fill_with_ballast() -> Result<(), String> {
         return Err(format!("nothing went through swap ({out} pages out, {inn} in)"));
     }
     Ok(())
+}
+
+/// Writes `page` (4096 bytes) to page 0 of `disk`.
+fn write_header(disk: &'static BlockDevice, page: &[u8]) -> Result<(), String> {
+    let frame = memory::alloc_frames(0).map_err(|e| format!("no frame: {e:?}"))?;
+    // SAFETY: a frame we own, in the direct map; nobody else sees it.
+    let buf =
+        unsafe { core::slice::from_raw_parts_mut(memory::phys_to_virt(frame).as_u64() as *mut u8, 4096) };
+    buf.copy_from_slice(page);
+    let r = disk.write_pages(0, frame, 1).map_err(|e| format!("writing the header: {e}"));
+    memory::free_frames(frame, 0);
+    r
+}
+
+/// Broken headers on the scratch disk are refused by swapon with a clear
+/// message, and the kernel goes on; a good one is accepted and swapoff
+/// frees it again.
+fn bad_headers_are_refused(_: &TestEnv<'_>) -> Result<(), String> {
+    let disk = crate::blk::scratch_disk()?;
+    let good =
+        mm::swap::header::format(disk.capacity_pages(), &[], b"scratch").map_err(|e| format!("{e}"))?;
+    let mut no_magic = good;
+    no_magic[4090] = b'X';
+    let mut bad_version = good;
+    bad_version[1024..1028].copy_from_slice(&7u32.to_le_bytes());
+    let mut too_long = good;
+    too_long[1028..1032].copy_from_slice(&(disk.capacity_pages() as u32 + 100).to_le_bytes());
+    for (page, want) in [(&no_magic, "signature"), (&bad_version, "version"), (&too_long, "device")] {
+        write_header(disk, page)?;
+        match swapon(disk) {
+            Ok(ty) => {
+                swapoff(ty)?;
+                return Err(format!("a header with a bad {want} was accepted"));
+            }
+            Err(e) if e.contains(want) => {}
+            Err(e) => return Err(format!("refused, but the message does not say `{want}`: {e}")),
+        }
+    }
+    write_header(disk, &good)?;
+    let ty = swapon(disk)?;
+    swapoff(ty)
+}
+
+/// The faulty disk as a swap area: a page whose write fails stays in memory
+/// (and is written again on the next try), its data intact; a page whose
+/// read fails ends only the task that touched it.
+fn io_errors_keep_data_and_end_only_the_reader(_: &TestEnv<'_>) -> Result<(), String> {
+    let disk = crate::blk::scratch_disk()?;
+    let (bad_write, bad_read) =
+        crate::blk::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
+    let header =
+        mm::swap::header::format(disk.capacity_pages(), &[], b"faulty").map_err(|e| format!("{e}"))?;
+    write_header(disk, &header)?;
+    let ty = swapon(disk)?;
+    prefer(Some(ty));
+    let result = io_errors_on(bad_write, bad_read);
+    prefer(None);
+    let off = swapoff(ty);
+    result.and(off)
+}
+
+fn io_errors_on(bad_write: core::ops::Range<u64>, bad_read: core::ops::Range<u64>) -> Result<(), String> {
+    // Slots are handed out from 1 upwards: enough pages to reach past both
+    // faulty ranges.
+    let pages = bad_read.end + 8;
+    let space = AddressSpace::new()?;
+    let base = space.mmap(pages * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), pages * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..pages, 0x31)?;
+    let w0 = WRITE_ERRORS.load(Ordering::Relaxed);
+    pageout(&space, base, pages * 4096)?;
+    let failed = WRITE_ERRORS.load(Ordering::Relaxed) - w0;
+    let out = swap_entries(&space, "after the pageout")?;
+    // All unmapped; the ones whose write failed stay in the swap cache.
+    if failed != bad_write.end - bad_write.start || out != pages {
+        return Err(format!(
+            "{failed} writes failed (expected {}), {out} of {pages} pages in swap",
+            bad_write.end - bad_write.start
+        ));
+    }
+    // Reclaim's next pass writes them again (and fails again): still in
+    // memory.
+    crate::reclaim::shrink(4 * pages as usize);
+    if WRITE_ERRORS.load(Ordering::Relaxed) - w0 <= failed {
+        return Err(String::from("a folio whose write failed was not written again"));
+    }
+    // Every page but those in the unreadable slots reads back right; the
+    // kept ones come from the swap cache.
+    let unreadable = |p: u64| bad_read.contains(&(p + 1));
+    for p in (0..pages).filter(|&p| !unreadable(p)) {
+        check_pattern(&space, base, p..p + 1, 0x31)?.map_err(|e| format!("after write errors: {e}"))?;
+    }
+    // A read error ends the reader, not the kernel; the space stays sound.
+    let r0 = READ_ERRORS.load(Ordering::Relaxed);
+    let first_bad = bad_read.start - 1;
+    let killed = space.spawn(None, "reader", move || load(base + first_bad * 4096))?.join_or_killed();
+    match killed {
+        Err(why) if why.contains("swap read error") => {}
+        other => return Err(format!("reading an unreadable slot: {other:?}")),
+    }
+    if READ_ERRORS.load(Ordering::Relaxed) == r0 {
+        return Err(String::from("no read error was counted"));
+    }
+    space.check().map_err(|e| format!("after the read error: {e}"))?;
+    // Give the slots back before swapoff (the unreadable one could not be
+    // brought back).
+    space.munmap(VirtAddr::new(base), pages * 4096).map_err(|e| format!("munmap: {e:?}"))
 }

@@ -669,6 +669,49 @@ pub fn unmap_folio_to_swap(folio: &Folio<'static>, area: &mm::swap::area::SwapAr
     Ok(())
 }
 
+/// swapoff's walk (`crate::swap::swapoff`): brings back every page of
+/// every live space that sits in the swap area of type `ty`, as faults
+/// would (one page at a time, sleeping for the disk without any lock).
+/// Returns how many were brought back, or why one could not be.
+pub fn swap_in_all(ty: u8) -> Result<u64, String> {
+    let spaces: Vec<Arc<AddressSpace>> = SPACES.lock().iter().filter_map(|(_, w)| w.upgrade()).collect();
+    let mut done = 0;
+    for space in spaces {
+        loop {
+            // A few entries at a time: the table may change between walks.
+            let mut found = Vec::new();
+            {
+                let guard = space.lock();
+                let Some(inner) = guard.as_ref() else { break };
+                inner.table.visit(
+                    &KernelTables,
+                    VirtAddr::new(0),
+                    VirtAddr::new(USER_END),
+                    &mut |va, _, e, _| {
+                        if let mm::pgtable::Decoded::NonPresent(mm::pgtable::NonPresent::Swap {
+                            entry, ..
+                        }) = e
+                        {
+                            if entry.ty() == ty && found.len() < 64 {
+                                found.push((va, entry));
+                            }
+                        }
+                    },
+                );
+            }
+            if found.is_empty() {
+                break;
+            }
+            for (va, entry) in found {
+                swap_in(&space, mm::fault::Access::Read, va, entry)
+                    .map_err(|e| format!("swapoff: {} {va}: {e}", space.root))?;
+                done += 1;
+            }
+        }
+    }
+    Ok(done)
+}
+
 /// Releases holds taken by [`AddressSpace::get_user_pages`] (no lock
 /// needed; a folio whose last reference that was is freed).
 pub fn release_user_pages(pages: &[PhysAddr], hold: Hold) {

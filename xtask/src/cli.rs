@@ -32,7 +32,8 @@ COMMANDS:
                  without panicking
     qemu test    boot with test=<NAME|all> [seed=N] [bug=NAME]; passes only when every
                  in-guest test passes
-    bench        boot with bench=all and list the BENCH lines at the end
+    bench        boot with bench=all (profile main), then with bench=swap-profile and
+                 256 MiB of RAM (profile swap), listing the BENCH lines of each
     test         everything CI runs: host tests, lints (rustfmt, clippy), in-guest
                  tests on both architectures, boot smoke checks (BIOS, UEFI,
                  AArch64), the harness self-checks (a failing and a crashing

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use qemu::{
-    boot_verdict, test_verdict, Arch, Firmware, GuestExit, MachineConfig, Report, RunOptions, RunOutcome,
-    TestOutcome, Verdict,
+    boot_verdict, test_verdict, Arch, Firmware, GuestExit, MachineConfig, MemSize, Report, RunOptions,
+    RunOutcome, TestOutcome, Verdict,
 };
 
 use crate::cli::{RunArgs, TestArgs};
@@ -132,14 +132,31 @@ pub fn bench_kernel_args(args: &RunArgs) -> String {
         .join(" ")
 }
 
-/// `cargo xtask bench`.
+/// Profile `swap` of BENCHMARKS.md: the same machine with 256 MiB of RAM
+/// (and the bench's swap disk), running `bench=swap-profile`.
+pub fn swap_profile_args(args: &RunArgs) -> RunArgs {
+    RunArgs { mem: MemSize::from_mib(256).expect("256 MiB is a valid size"), ..args.clone() }
+}
+
+/// `cargo xtask bench`: profile `main`, then profile `swap`.
 pub fn bench(builder: &mut Builder, args: &RunArgs) -> Result<(), Error> {
     let (args, extra_qemu) = bench_args(args);
     let outcome = run_guest(builder, &args, &bench_kernel_args(&args), &extra_qemu)?;
     println!();
     print!("{}", bench_listing(&outcome.report));
     let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
-    conclude(&format!("bench on {}", machine_name(args.arch, args.firmware)), &outcome, verdict)
+    conclude(&format!("bench on {}", machine_name(args.arch, args.firmware)), &outcome, verdict)?;
+    let swap = swap_profile_args(&args);
+    let kernel_args = bench_kernel_args(&swap).replacen("bench=all", "bench=swap-profile", 1);
+    let outcome = run_guest(builder, &swap, &kernel_args, &extra_qemu)?;
+    println!();
+    print!("{}", bench_listing(&outcome.report));
+    let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
+    conclude(
+        &format!("bench (profile swap) on {}", machine_name(swap.arch, swap.firmware)),
+        &outcome,
+        verdict,
+    )
 }
 
 /// The `BENCH` lines again, after the noise of the run.
