@@ -93,18 +93,6 @@ pub fn lru_add(folio: Folio<'_>) {
     }
 }
 
-/// Puts `folio` on the lists unless it is on them (a folio swap-in read
-/// in, or found in the cache after reclaim let it go).
-pub fn lru_add_if_off(folio: Folio<'_>) {
-    if let Some(lru) = lru() {
-        crate::sync::without_interrupts(|| {
-            if !folio.test_flag(PageFlag::Lru) && folio.refcount() > 0 {
-                lru.add(folio)
-            }
-        });
-    }
-}
-
 /// Takes a folio whose last reference went off the lists (before it is
 /// freed).
 pub fn lru_remove(folio: Folio<'_>) {

@@ -125,16 +125,7 @@ pub fn swapoff(ty: u8) -> Result<(), String> {
         while !folio.try_lock() {
             sched::yield_now();
         }
-        if folio.test_flag(mm::page::PageFlag::SwapCache)
-            && !folio.test_flag(mm::page::PageFlag::Writeback)
-            && mm::swap::cache::slots_unused(&dev.area, &folio)
-        {
-            for _ in 0..mm::swap::cache::delete_from_swap_cache(&dev.area, &folio) {
-                let last = folio.put();
-                debug_assert!(!last, "our reference keeps the folio");
-            }
-            folio.set_flag(mm::page::PageFlag::Dirty);
-        }
+        take_out_of_cache_locked(&dev, folio, true);
         folio.unlock();
         put(folio);
     }
@@ -216,29 +207,24 @@ pub fn free_entry(entry: SwapEntry) {
     }
 }
 
-/// Frees the cache folio of `entry` if it is unmapped, unlocked and no
-/// entry holds any of its slots.
+/// Frees the cache folio of `entry` if nobody needs it any more
+/// ([`drop_unmapped_cache_folio`]).
 fn drop_unused_cache_folio(dev: &SwapDevice, entry: SwapEntry) {
     let memmap = memory::frame_allocator().memmap();
     let Some((folio, _)) = mm::swap::cache::lookup_get(&dev.area, memmap, entry) else { return };
-    if folio.try_lock() {
-        free_if_unused_locked(dev, folio);
-        folio.unlock();
-    } else {
-        crate::reclaim::defer(folio);
-    }
+    drop_unmapped_cache_folio(folio);
     put(folio);
 }
 
 /// Takes the locked folio `folio` (the caller holds a reference too) out
-/// of the swap cache when nothing needs it there: unmapped, not under
-/// writeback, and no page-table entry holds any of its slots. A folio is
-/// left in that state by a fault whose entry changed meanwhile, or by an
-/// munmap that raced reclaim; without this it would wait for the next
-/// reclaim pass.
-pub fn free_if_unused_locked(dev: &SwapDevice, folio: Folio<'static>) {
+/// of the swap cache when no page-table entry holds any of its slots, it
+/// is not under writeback, and (unless `even_if_mapped`: swapoff) nothing
+/// maps it. A folio is left in that state by a fault whose entry changed
+/// meanwhile, or by an munmap that raced reclaim; without this it would
+/// wait for the next reclaim pass.
+fn take_out_of_cache_locked(dev: &SwapDevice, folio: Folio<'static>, even_if_mapped: bool) {
     let unused = folio.test_flag(mm::page::PageFlag::SwapCache)
-        && folio.total_mapcount() == 0
+        && (even_if_mapped || folio.total_mapcount() == 0)
         && !folio.test_flag(mm::page::PageFlag::Writeback)
         && mm::swap::cache::folio_entry(&folio).is_some_and(|e| e.ty() == dev.area.ty())
         && mm::swap::cache::slots_unused(&dev.area, &folio);
@@ -247,12 +233,19 @@ pub fn free_if_unused_locked(dev: &SwapDevice, folio: Folio<'static>) {
             let last = folio.put();
             debug_assert!(!last, "the caller's reference keeps the folio");
         }
+        folio.set_flag(mm::page::PageFlag::Dirty); // the copy on disk is gone
     }
 }
 
-/// A folio whose last mapping just went (the caller holds a reference)
-/// and that is still in the swap cache: takes it out if no page-table
-/// entry holds any of its slots, so the slots are freed now.
+/// [`take_out_of_cache_locked`] for an unmapped folio.
+pub fn free_if_unused_locked(dev: &SwapDevice, folio: Folio<'static>) {
+    take_out_of_cache_locked(dev, folio, false);
+}
+
+/// A cache folio that may be needed by nobody (its last mapping or entry
+/// just went; the caller holds a reference): takes it out of the cache
+/// now if its lock is free, else hands it to kswapd
+/// ([`crate::reclaim::defer`]), which waits for the lock.
 pub fn drop_unmapped_cache_folio(folio: Folio<'static>) {
     let Some(entry) = mm::swap::cache::folio_entry(&folio) else { return };
     let Some(dev) = area(entry.ty()) else { return };
@@ -335,11 +328,7 @@ pub fn get_folio(
     index: u64,
 ) -> Result<(Folio<'static>, usize), SwapInError> {
     let memmap = memory::frame_allocator().memmap();
-    let r = mm::swap::swapin::get_swapped_folio(&dev.area, memmap, &Io(dev), entry, handle, index);
-    if let Ok((folio, _)) = &r {
-        crate::reclaim::lru_add_if_off(*folio);
-    }
-    r
+    mm::swap::swapin::get_swapped_folio(&dev.area, memmap, &Io(dev), entry, handle, index)
 }
 
 /// The boot workload (`cargo xtask qemu boot`, kernel argument

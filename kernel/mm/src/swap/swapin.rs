@@ -136,6 +136,12 @@ pub fn get_swapped_folio(
         match backend.read(entry, PhysAddr::new(folio.pfn() << 12), 1) {
             Ok(()) => {
                 folio.set_flag(PageFlag::Uptodate);
+                // A new folio goes on the LRU lists here, and only here: a
+                // cache hit is on them already, or isolated by reclaim,
+                // which puts it back itself.
+                if let Some(lru) = crate::lru::registered() {
+                    lru.add(folio);
+                }
                 return Ok((folio, 0));
             }
             Err(e) => {
