@@ -503,6 +503,21 @@ impl BlockDevice {
         }
     }
 
+    /// Reaps completions without an interrupt (see
+    /// [`reap_missed_completions`]); the lock is only tried, since a tick
+    /// may land while this CPU holds it.
+    fn reap_without_interrupt(&self) {
+        let mut wake = WakeList::new();
+        let reaped = {
+            let Some(mut q) = self.queue.try_lock() else { return };
+            q.reap(&mut wake)
+        };
+        wake.unpark_all();
+        if reaped {
+            self.room.wake_all();
+        }
+    }
+
     /// The disk's interrupt: quiet the device, reap, wake the waiters.
     fn handle_interrupt(&self) {
         let mut wake = WakeList::new();
@@ -547,6 +562,15 @@ pub fn disks() -> &'static [BlockDevice] {
 /// The disk whose device id (QEMU `serial=`) is `serial`.
 pub fn disk_by_serial(serial: &str) -> Option<&'static BlockDevice> {
     disks().iter().find(|d| d.serial == serial)
+}
+
+/// Called from the timer tick (boot CPU): reaps what the disks completed
+/// in case an interrupt was missed, so no waiter stays parked for ever.
+/// Cheap when nothing completed: one look at each used ring.
+pub fn reap_missed_completions() {
+    for d in disks().iter().filter(|d| d.uses_interrupts()) {
+        d.reap_without_interrupt();
+    }
 }
 
 /// The interrupt handler of disk `index` (see [`BlockDevice::handle_interrupt`]).

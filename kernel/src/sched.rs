@@ -362,6 +362,9 @@ fn on_tick() {
         return;
     }
     let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
+    // A completion whose interrupt was missed would leave its waiter
+    // parked for ever: look at the disks' used rings once a tick too.
+    crate::blk::reap_missed_completions();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     unsafe {

@@ -33,6 +33,19 @@ impl<T> IrqSpinLock<T> {
         IrqSpinLock { inner: spin::Mutex::new(value) }
     }
 
+    /// Takes the lock if it is free (interrupts disabled while held);
+    /// `None` at once otherwise.
+    pub fn try_lock(&self) -> Option<IrqGuard<'_, T>> {
+        let irq_was_enabled = arch::irq::save_and_disable();
+        match self.inner.try_lock() {
+            Some(g) => Some(IrqGuard { guard: core::mem::ManuallyDrop::new(g), irq_was_enabled }),
+            None => {
+                arch::irq::restore(irq_was_enabled);
+                None
+            }
+        }
+    }
+
     /// Disables interrupts, then spins until the lock is free.
     pub fn lock(&self) -> IrqGuard<'_, T> {
         let irq_was_enabled = arch::irq::save_and_disable();
