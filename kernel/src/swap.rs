@@ -390,6 +390,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "swap::bad_headers_are_refused", run: bad_headers_are_refused },
     Test { name: "swap::pageout_4k_pages_and_back", run: pageout_4k_pages_and_back },
     Test { name: "swap::pageout_thp_and_back", run: pageout_thp_and_back },
+    Test { name: "swap::pageout_of_part_of_a_thp_splits_it", run: pageout_of_part_of_a_thp_splits_it },
     Test { name: "swap::fork_after_swapout_both_sides_write", run: fork_after_swapout_both_sides_write },
     Test { name: "swap::gup_write_reference_survives_swap", run: gup_write_reference_survives_swap },
     Test { name: "swap::concurrent_swapin_of_one_entry", run: concurrent_swapin_of_one_entry },
@@ -526,6 +527,50 @@ fn pageout_thp_and_back(_: &TestEnv<'_>) -> Result<(), String> {
     swap_entries(&space, "after reading it back")?;
     write_pattern(&space, base, 0..PAGES, 4)?;
     check_pattern(&space, base, 0..PAGES, 4)??;
+    Ok(())
+}
+
+/// `MADV_PAGEOUT` over a range that cuts two THPs (the second half of one,
+/// the first half of the next): both are split, exactly the pages inside go
+/// to swap, the ones outside stay mapped, and everything reads back right.
+fn pageout_of_part_of_a_thp_splits_it(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const PAGES: u64 = 1024; // two 2 MiB folios
+    let space = AddressSpace::new()?;
+    let base = space.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..PAGES, 8)?;
+    let before = space.check().map_err(|e| format!("after the fill: {e}"))?;
+    if before.nr_pmd_leaves != 2 {
+        return Err(format!(
+            "the fill made {} 2 MiB leaves, not 2 (no huge frames free?)",
+            before.nr_pmd_leaves
+        ));
+    }
+    let splits = crate::vm::PAGEOUT_SPLITS.load(Ordering::Relaxed);
+    let (from, to) = (PAGES / 4, 3 * PAGES / 4);
+    pageout(&space, base + from * 4096, (to - from) * 4096)?;
+    let after = space.check().map_err(|e| format!("after MADV_PAGEOUT: {e}"))?;
+    let split = crate::vm::PAGEOUT_SPLITS.load(Ordering::Relaxed) - splits;
+    if split < 2
+        || after.nr_pmd_leaves != 0
+        || after.nr_swap_entries != to - from
+        || after.nr_pages_mapped != PAGES - (to - from)
+    {
+        return Err(format!(
+            "MADV_PAGEOUT of pages {from}..{to} of two THPs: {split} folios split, {} 2 MiB leaves, \
+             {} swap entries (want {}), {} pages still mapped (want {})",
+            after.nr_pmd_leaves,
+            after.nr_swap_entries,
+            to - from,
+            after.nr_pages_mapped,
+            PAGES - (to - from)
+        ));
+    }
+    check_pattern(&space, base, 0..PAGES, 8)??;
+    swap_entries(&space, "after reading it back")?;
+    write_pattern(&space, base, 0..PAGES, 9)?;
+    check_pattern(&space, base, 0..PAGES, 9)??;
     Ok(())
 }
 

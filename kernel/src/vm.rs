@@ -733,38 +733,39 @@ pub enum Advice {
     /// `MADV_NOHUGEPAGE`: only 4 KiB pages in the range.
     NoHugePage,
     /// `MADV_PAGEOUT`: write the range's anonymous pages to swap and free
-    /// them now (pages shared with a fork relative, pinned pages and huge
-    /// folios only partly in the range stay).
+    /// them now. A huge folio the range cuts is split first and only its
+    /// pages inside go; pages shared with a fork relative, pinned pages,
+    /// and a huge folio that cannot be split (reclaim holds it, it is
+    /// shared or referenced) stay.
     PageOut,
 }
 
-/// The folios `MADV_PAGEOUT` over `[start, end)` pages out (with a
-/// reference each): anonymous folios mapped by this space only (every
-/// page mapped at most once, no other space: shared ones stay, as in
-/// Linux), not the huge zero folio, and large folios only when the range
-/// covers them whole (a partly covered one stays whole and mapped: it is
-/// not split here). The caller holds the lock.
+/// The folios `MADV_PAGEOUT` over `[start, end)` pages out, with a
+/// reference each (`mm::pageout`): large folios the range cuts are split
+/// first when they can be (never one that reclaim has isolated, seed 002),
+/// then every anonymous folio wholly inside the range and mapped by this
+/// space alone is taken. The caller holds the lock.
 fn pageout_candidates(inner: &Inner, start: VirtAddr, end: VirtAddr) -> Vec<Folio<'static>> {
     let memmap = memory::frame_allocator().memmap();
-    let mut found: Vec<Folio<'static>> = Vec::new();
-    inner.table.visit(&KernelTables, start, end, &mut |_, _, entry, _| {
-        let mm::pgtable::Decoded::Leaf(leaf) = entry else { return };
-        let Some(folio) = mm::folio::folio_of(memmap, leaf.frame.pfn()) else { return };
-        if found.last().is_some_and(|f| f.pfn() == folio.pfn()) || mm::thp::is_huge_zero_folio(&folio) {
-            return;
-        }
-        let first = VirtAddr::new(folio.index() << 12);
-        let last = VirtAddr::new((folio.index() + folio.nr_pages() as u64) << 12);
-        let whole = first >= start && last <= end;
-        let exclusive = folio.mapping() == mm::anon::anon_handle(inner.table.root())
-            && folio.entire_mapcount() <= 1
-            && (0..folio.nr_pages()).all(|i| folio.page_mapcount(i) <= 1);
-        if whole && exclusive && folio.test_flag(mm::page::PageFlag::SwapBacked) && folio.try_get() {
-            found.push(folio);
-        }
-    });
-    found
+    let found = mm::pageout::pageout_candidates(
+        &inner.table,
+        &KernelTables,
+        &Shootdown,
+        memmap,
+        start,
+        end,
+        &mut |f| memory::free_folio(f),
+    );
+    PAGEOUT_SPLITS.fetch_add(found.nr_split as u64, core::sync::atomic::Ordering::Relaxed);
+    PAGEOUT_KEPT_WHOLE.fetch_add(found.kept_whole.len() as u64, core::sync::atomic::Ordering::Relaxed);
+    found.folios
 }
+
+/// Large folios `MADV_PAGEOUT` split because the range cut them.
+pub static PAGEOUT_SPLITS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Cut large folios `MADV_PAGEOUT` left whole (isolated by reclaim, shared,
+/// referenced, in the swap cache).
+pub static PAGEOUT_KEPT_WHOLE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Unmaps every entry of `inner` in `[start, end)` into `gather` (the
 /// caller holds the lock). A split that needs a table and finds no memory

@@ -19,6 +19,7 @@
 //! | [`anon`] | anonymous pages as order-0 folios: made for a fault, unmapped and freed in two steps |
 //! | [`debug`] | the consistency checker: walks an address space's tables against its areas and the folio counts |
 //! | [`swap`] | swap areas: the mkswap header, slots and their counts, clusters, the swap cache |
+//! | [`pageout`] | `MADV_PAGEOUT`'s choice of folios; splitting the large folios a range cuts, never one reclaim holds (seed 002) |
 //! | [`lru`] | the anonymous LRU lists (active, inactive) that reclaim scans for folios to swap out |
 //! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
 //! | `sync` | the page descriptor's atomics from one place: `core`'s, or shuttle's under the `shuttle` feature (host race tests), and `Lock`, the mutex that is shuttle's there too |
@@ -71,6 +72,7 @@ pub mod gup;
 pub mod lru;
 pub mod memmap;
 pub mod page;
+pub mod pageout;
 pub mod pgtable;
 pub mod ptdump;
 pub mod rmap;

@@ -33,6 +33,7 @@ use mm::fault::{handle_fault, Access, FaultCause, FaultOutcome, FrameSource, Mem
 use mm::folio::{folio_of, Folio};
 use mm::frame::{AllocKind, FrameAllocator};
 use mm::page::{Memmap, PageFlag};
+use mm::pageout::{pageout_candidates, KeptWhole};
 use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
 use mm::pgtable::{
     Decoded, Flush, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageSize, PageTable, Prot,
@@ -1467,6 +1468,74 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
     w.finish();
 }
 
+// ------------------------------------------------------------------ MADV_PAGEOUT
+
+/// `mm::pageout`: a range that cuts two THPs splits both and offers
+/// exactly the pages inside; a THP shared with a child, or with an extra
+/// reference (a `FOLL_GET` holder, or reclaim's isolation), stays whole and
+/// offers nothing.
+fn pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, 3 * HP, RW);
+    w.fill(0, AREA, 3 * HP, 6);
+    let (f0, f1) = (assert_fresh_thp(&w, 0, AREA), assert_fresh_thp(&w, 0, AREA + HP));
+    let candidates = |w: &World<F>, start: u64, end: u64| {
+        let sp = w.sp(0);
+        pageout_candidates(&sp.table, &w.mem, &w.tlb, w.memmap(), va(start), va(end), &mut |g| {
+            w.frames.free(g)
+        })
+    };
+    // The second half of block 0 and the first of block 1.
+    let (start, end) = (AREA + HP / 2, AREA + HP + HP / 2);
+    let got = candidates(&w, start, end);
+    assert_eq!((got.nr_split, got.kept_whole.len(), got.folios.len()), (2, 0, 512));
+    for g in &got.folios {
+        assert_eq!(
+            (g.order(), g.refcount(), g.page_mapcount(0)),
+            (0, 2, 1),
+            "a piece, mapped, with our reference"
+        );
+        assert!((start..end).contains(&(g.index() << 12)));
+        assert!(g.test_flag(PageFlag::AnonExclusive) && g.test_flag(PageFlag::SwapBacked));
+    }
+    for g in got.folios {
+        w.frames.put(g);
+    }
+    assert_eq!((f0.order(), f1.order()), (0, 0));
+    let st = w.stats(0);
+    assert_eq!((st.nr_pmd_leaves, st.nr_pte_leaves, st.nr_folios), (1, 1024, 1025));
+    w.expect_filled(0, AREA, 3 * HP, 6);
+    // A range inside one small folio's worth cuts nothing more.
+    let got = candidates(&w, AREA + 3 * PAGE, AREA + 5 * PAGE);
+    assert_eq!((got.nr_split, got.folios.len()), (0, 2));
+    got.folios.into_iter().for_each(|g| w.frames.put(g));
+
+    // Block 2 shared with a child: its PMD is mapped twice; kept whole.
+    let c = w.fork(0);
+    let f2 = w.folio_at(0, AREA + 2 * HP);
+    let got = candidates(&w, AREA + 2 * HP, AREA + 2 * HP + HP / 2);
+    assert_eq!((got.nr_split, got.folios.len()), (0, 0));
+    assert_eq!(got.kept_whole, vec![(f2.pfn(), KeptWhole::Shared)]);
+    assert_eq!((f2.order(), f2.entire_mapcount()), (9, 2));
+    w.check();
+    w.exit(c);
+    // An extra reference (as reclaim's isolation takes): the PMD is split,
+    // the folio is not, and nothing of it is offered.
+    f2.get();
+    let got = candidates(&w, AREA + 2 * HP, AREA + 2 * HP + HP / 2);
+    assert_eq!((got.nr_split, got.folios.len()), (0, 0));
+    assert_eq!(got.kept_whole, vec![(f2.pfn(), KeptWhole::Refused(SplitRefused::Referenced))]);
+    assert_eq!((f2.order(), f2.entire_mapcount(), f2.total_mapcount()), (9, 0, 512));
+    w.frames.put(f2);
+    // Without it the same call splits.
+    let got = candidates(&w, AREA + 2 * HP, AREA + 2 * HP + HP / 2);
+    assert_eq!((got.nr_split, got.folios.len()), (1, 256));
+    got.folios.into_iter().for_each(|g| w.frames.put(g));
+    w.expect_filled(0, AREA, 3 * HP, 6);
+    w.check();
+    w.finish();
+}
+
 // ------------------------------------------------------------------ both formats
 
 for_both_formats!(
@@ -1484,4 +1553,5 @@ for_both_formats!(
     try_split_folio_refuses_and_changes_nothing,
     split_huge_pmd_of_migration_and_swap_entries,
     random_operations_agree_with_a_byte_model,
+    pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside,
 );

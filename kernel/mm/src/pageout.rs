@@ -1,0 +1,166 @@
+//! `MADV_PAGEOUT`'s choice of folios: which folios of a range one address
+//! space pages out, and splitting the large folios the range only partly
+//! covers so that their covered pages can go and the rest stays.
+//!
+//! ## What is chosen ([`pageout_candidates`])
+//!
+//! Under the space's lock, over `[start, end)`:
+//! 1. every **large** anonymous folio of this space that the range cuts
+//!    (some of its pages inside, some outside) is split, if it can be
+//!    ([`split_cut_folio`]): a PMD mapping first becomes 512 PTEs
+//!    ([`split_huge_pmd`]), then the folio becomes 512 order-0 folios
+//!    ([`try_split_folio`], with its refcount-freeze rule);
+//! 2. then every folio whose pages all lie inside the range is a candidate,
+//!    when it is anonymous, swap-backed, not the huge zero folio, and mapped
+//!    by this space alone (each page at most once, no fork relative maps
+//!    it: a shared folio stays, as in Linux). Each candidate comes with a
+//!    reference, taken with `try_get` while the mapping keeps it alive.
+//!
+//! The caller (the kernel's `madvise`) drops the lock, then takes each
+//! candidate off the LRU lists and shrinks it as reclaim does; a candidate
+//! that is off the lists already belongs to somebody else's reclaim and is
+//! left to it.
+//!
+//! ## Seed 002: never split what reclaim is swapping out whole
+//!
+//! A large folio that reclaim has taken off the LRU lists (isolated) is in
+//! the middle of being swapped out **whole**: reclaim holds a reference,
+//! and soon its lock, gives it one run of slots, unmaps every page and
+//! writes it in one request. Splitting it under reclaim's feet is the race
+//! of seed 002 (Linux's `MADV_PAGEOUT` split a large folio that reclaim
+//! was writing whole, and pages went out twice). So a cut folio is split
+//! only while it is **on** an LRU list (`PageFlag::Lru`, when the lists
+//! exist): off the lists it is skipped and stays whole. Three rules below
+//! back this up, so that even a check that raced would refuse: the split
+//! needs the folio lock (reclaim holds it from isolation's end to the
+//! write's end), an exact reference count (reclaim's reference breaks it),
+//! and a folio in the swap cache is not split at all (its slots name it as
+//! a whole).
+//!
+//! ## Locks
+//!
+//! The caller holds the space's lock for the whole call (the walks, the
+//! splits, the `try_get`s). The split takes the folio lock with `try_lock`
+//! (never waits under the space lock) and the LRU lock inside.
+
+use crate::addr::VirtAddr;
+use crate::folio::{folio_of, Folio};
+use crate::page::{Memmap, PageFlag};
+use crate::pgtable::{Decoded, PageTable, PageTableFormat, TableMemory, TlbHooks};
+use crate::thp::{is_huge_zero_folio, split_huge_pmd, try_split_folio, SplitRefused};
+use alloc::vec::Vec;
+
+/// Why [`split_cut_folio`] left a cut folio whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptWhole {
+    /// Off the LRU lists: reclaim has it (seed 002).
+    Isolated,
+    /// Mapped by a PMD that another space shares (fork), or by another space.
+    Shared,
+    /// The PMD could not be split (no memory for a page table).
+    NoTable,
+    /// The folio split refused ([`SplitRefused`]).
+    Refused(SplitRefused),
+}
+
+/// Splits the large folio `folio` of the space `handle`, which the range
+/// being paged out cuts, so that its covered pages can be paged out alone
+/// (module doc, step 1). The caller holds the space's lock; `block` is an
+/// address inside the folio's mapping in `table`. Pages that end with no
+/// reference are given to `free`. `Ok` means split (every page is an
+/// order-0 folio now).
+pub fn split_cut_folio<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &Memmap,
+    folio: Folio<'static>,
+    block: VirtAddr,
+    free: &mut dyn FnMut(Folio<'static>),
+) -> Result<(), KeptWhole> {
+    if crate::lru::registered().is_some() && !folio.test_flag(PageFlag::Lru) {
+        return Err(KeptWhole::Isolated);
+    }
+    if folio.entire_mapcount() > 1 {
+        return Err(KeptWhole::Shared);
+    }
+    if folio.entire_mapcount() == 1 {
+        split_huge_pmd(table, mem, hooks, memmap, block).map_err(|_| KeptWhole::NoTable)?;
+    }
+    try_split_folio(table, mem, folio, |_| 0, free).map_err(|e| match e {
+        SplitRefused::MappedElsewhere => KeptWhole::Shared,
+        e => KeptWhole::Refused(e),
+    })
+}
+
+/// What [`pageout_candidates`] found.
+#[derive(Debug, Default)]
+pub struct Candidates {
+    /// The folios to page out, each with a reference for the caller.
+    pub folios: Vec<Folio<'static>>,
+    /// Cut large folios that were split.
+    pub nr_split: usize,
+    /// Cut large folios left whole, and why.
+    pub kept_whole: Vec<(u64, KeptWhole)>,
+}
+
+/// The folios `MADV_PAGEOUT` over `[start, end)` of the space of `table`
+/// pages out, after splitting the large
+/// folios the range cuts (module doc). The caller holds the space's lock.
+pub fn pageout_candidates<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &'static Memmap,
+    start: VirtAddr,
+    end: VirtAddr,
+    free: &mut dyn FnMut(Folio<'static>),
+) -> Candidates {
+    let handle = crate::anon::anon_handle(table.root());
+    let mut out = Candidates::default();
+    let span = |f: &Folio<'_>| {
+        let first = f.index() << 12;
+        (first, first + ((f.nr_pages() as u64) << 12))
+    };
+    // Step 1: the large folios of ours that the range cuts. Only the two
+    // ends of the range can cut one, but a walk is simplest and the range
+    // is mapped anyway.
+    let mut cut: Vec<(Folio<'static>, VirtAddr)> = Vec::new();
+    table.visit(mem, start, end, &mut |va, _, entry, _| {
+        let Decoded::Leaf(leaf) = entry else { return };
+        let Some(folio) = folio_of(memmap, leaf.frame.pfn()) else { return };
+        if !folio.is_large() || is_huge_zero_folio(&folio) || folio.mapping() != handle {
+            return;
+        }
+        if cut.last().is_some_and(|(f, _)| f.pfn() == folio.pfn()) {
+            return;
+        }
+        let (first, last) = span(&folio);
+        if first < start.as_u64() || last > end.as_u64() {
+            cut.push((folio, va));
+        }
+    });
+    for (folio, at) in cut {
+        match split_cut_folio(table, mem, hooks, memmap, folio, at, free) {
+            Ok(()) => out.nr_split += 1,
+            Err(why) => out.kept_whole.push((folio.pfn(), why)),
+        }
+    }
+    // Step 2: what lies wholly inside.
+    table.visit(mem, start, end, &mut |_, _, entry, _| {
+        let Decoded::Leaf(leaf) = entry else { return };
+        let Some(folio) = folio_of(memmap, leaf.frame.pfn()) else { return };
+        if out.folios.last().is_some_and(|f| f.pfn() == folio.pfn()) || is_huge_zero_folio(&folio) {
+            return;
+        }
+        let (first, last) = span(&folio);
+        let whole = first >= start.as_u64() && last <= end.as_u64();
+        let exclusive = folio.mapping() == handle
+            && folio.entire_mapcount() <= 1
+            && (0..folio.nr_pages()).all(|i| folio.page_mapcount(i) <= 1);
+        if whole && exclusive && folio.test_flag(PageFlag::SwapBacked) && folio.try_get() {
+            out.folios.push(folio);
+        }
+    });
+    out
+}
