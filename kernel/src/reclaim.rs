@@ -10,8 +10,11 @@
 //! 2. keep it, on the active list, when it may be pinned;
 //! 3. give it swap slots and put it into the swap cache when it has none
 //!    (`mm::swap::cache::add_to_swap`); a large folio needs a run of 512
-//!    slots, and is kept for now when the area has none (splitting it for
-//!    order-0 slots is left for later);
+//!    slots. When the area has none, the folio is split into order-0 folios
+//!    (`crate::vm::split_isolated_folio`: it must be mapped by one space of
+//!    its family, and not pinned or referenced by anyone else), page 0 goes
+//!    on here as an order-0 folio, and the other pieces, isolated with a
+//!    reference each, are shrunk next by the same caller ([`shrink_list`]);
 //! 4. unmap it from every space of its fork family, with all their locks
 //!    held (`crate::vm::unmap_folio_to_swap`, `mm::swap::unmap`): wholly
 //!    or not at all;
@@ -117,14 +120,36 @@ fn putback(folio: Folio<'static>, list: LruList) {
 }
 
 /// Shrinks the isolated folio `folio` (module doc) and consumes the
-/// reference the caller took with it.
-pub fn shrink_folio(folio: Folio<'static>) -> Shrunk {
-    let result = shrink_locked(folio);
+/// reference the caller took with it. A huge folio that had to be split
+/// (no free run of 512 slots) leaves its other pieces in `split`, each
+/// isolated with a reference, for the caller to shrink in turn.
+pub fn shrink_folio(folio: Folio<'static>, split: &mut Vec<Folio<'static>>) -> Shrunk {
+    let result = shrink_locked(folio, split);
     if let Shrunk::Kept(_) = result {
         swap::put(folio);
     }
     result
 }
+
+/// Shrinks every folio of `folios` (isolated, each with a reference) and
+/// the pieces of those that had to be split. Returns the pages freed.
+fn shrink_list(folios: Vec<Folio<'static>>) -> usize {
+    let mut freed = 0;
+    let mut todo = folios;
+    while !todo.is_empty() {
+        let mut split = Vec::new();
+        for folio in todo {
+            if let Shrunk::Freed(n) = shrink_folio(folio, &mut split) {
+                freed += n;
+            }
+        }
+        todo = split;
+    }
+    freed
+}
+
+/// Huge folios reclaim split because no run of 512 slots was free.
+pub static NR_SPLIT_FOR_SWAP: AtomicU64 = AtomicU64::new(0);
 
 fn keep(folio: Folio<'static>, list: LruList, why: &'static str) -> Shrunk {
     folio.unlock();
@@ -132,7 +157,7 @@ fn keep(folio: Folio<'static>, list: LruList, why: &'static str) -> Shrunk {
     Shrunk::Kept(why)
 }
 
-fn shrink_locked(folio: Folio<'static>) -> Shrunk {
+fn shrink_locked(folio: Folio<'static>, split: &mut Vec<Folio<'static>>) -> Shrunk {
     if !folio.try_lock() {
         putback(folio, LruList::Inactive);
         return Shrunk::Kept("locked");
@@ -147,7 +172,20 @@ fn shrink_locked(folio: Folio<'static>) -> Shrunk {
         },
         None => {
             let Some(d) = swap::alloc_area() else { return keep(folio, LruList::Active, "no swap") };
-            match add_to_swap(&d.area, &folio) {
+            let mut added = add_to_swap(&d.area, &folio);
+            if let (Err(AddError::NoSpace { .. }), true) = (&added, folio.is_large()) {
+                // No run for it whole: split it and swap its pages out one
+                // by one (this one now, the others by the caller).
+                match crate::vm::split_isolated_folio(&folio) {
+                    Ok(pieces) => {
+                        NR_SPLIT_FOR_SWAP.fetch_add(1, Ordering::Relaxed);
+                        split.extend(pieces);
+                        added = add_to_swap(&d.area, &folio);
+                    }
+                    Err(_) => return keep(folio, LruList::Active, "no run of slots, and could not split"),
+                }
+            }
+            match added {
                 Ok(_) => d,
                 Err(AddError::NoSpace { .. }) => return keep(folio, LruList::Active, "swap full"),
                 Err(AddError::Cache) => return keep(folio, LruList::Active, "swap cache refused"),
@@ -219,11 +257,7 @@ pub fn shrink(nr_pages: usize) -> usize {
             break;
         }
         scanned += scan.nr_scanned;
-        for folio in scan.isolated {
-            if let Shrunk::Freed(n) = shrink_folio(folio) {
-                freed += n;
-            }
-        }
+        freed += shrink_list(scan.isolated);
     }
     freed
 }
@@ -305,18 +339,16 @@ pub fn start_kswapd() {
 /// split or unmapped a second time (the fix of seed 002). Returns the
 /// pages freed.
 pub fn pageout(folios: alloc::vec::Vec<Folio<'static>>) -> usize {
-    let mut freed = 0;
+    let mut mine = Vec::with_capacity(folios.len());
     for folio in folios {
         let isolated = lru().is_some_and(|l| crate::sync::without_interrupts(|| l.remove(folio)));
-        if !isolated {
+        if isolated {
+            mine.push(folio);
+        } else {
             swap::put(folio);
-            continue;
-        }
-        if let Shrunk::Freed(n) = shrink_folio(folio) {
-            freed += n;
         }
     }
-    freed
+    shrink_list(mine)
 }
 
 /// Waits (up to a second) until kswapd is between passes, then finishes

@@ -391,6 +391,10 @@ pub const TESTS: &[Test] = &[
     Test { name: "swap::pageout_4k_pages_and_back", run: pageout_4k_pages_and_back },
     Test { name: "swap::pageout_thp_and_back", run: pageout_thp_and_back },
     Test { name: "swap::pageout_of_part_of_a_thp_splits_it", run: pageout_of_part_of_a_thp_splits_it },
+    Test {
+        name: "swap::a_thp_is_split_when_no_run_of_slots_is_free",
+        run: a_thp_is_split_when_no_run_of_slots_is_free,
+    },
     Test { name: "swap::fork_after_swapout_both_sides_write", run: fork_after_swapout_both_sides_write },
     Test { name: "swap::gup_write_reference_survives_swap", run: gup_write_reference_survives_swap },
     Test { name: "swap::concurrent_swapin_of_one_entry", run: concurrent_swapin_of_one_entry },
@@ -572,6 +576,55 @@ fn pageout_of_part_of_a_thp_splits_it(_: &TestEnv<'_>) -> Result<(), String> {
     write_pattern(&space, base, 0..PAGES, 9)?;
     check_pattern(&space, base, 0..PAGES, 9)??;
     Ok(())
+}
+
+/// A swap area with a bad page in every cluster of 512 slots has no run
+/// for a 2 MiB folio, only single slots: reclaim splits the THP and swaps
+/// its pages out one by one, and every byte comes back. (The scratch disk,
+/// whose faulty pages are listed as bad too, so no I/O fails here.)
+fn a_thp_is_split_when_no_run_of_slots_is_free(_: &TestEnv<'_>) -> Result<(), String> {
+    let disk = crate::blk::scratch_disk()?;
+    let pages = disk.capacity_pages();
+    let (bad_write, bad_read) =
+        crate::blk::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
+    let mut bad: Vec<u32> =
+        (0..pages).step_by(512).map(|c| (c + 300) as u32).filter(|&p| u64::from(p) < pages).collect();
+    bad.extend(bad_write.chain(bad_read).map(|p| p as u32));
+    bad.sort_unstable();
+    let header = mm::swap::header::format(pages, &bad, b"fragmented").map_err(|e| format!("{e}"))?;
+    write_header(disk, &header)?;
+    let ty = swapon(disk)?;
+    prefer(Some(ty));
+    let result = (|| {
+        let dev = area(ty).ok_or("the area just swapped on is gone")?;
+        if let Some(run) = dev.area.alloc(9) {
+            let _ = dev.area.release_cache(run, 512);
+            return Err(String::from("the fragmented area still handed out a run of 512 slots"));
+        }
+        const PAGES: u64 = 512;
+        let space = AddressSpace::new()?;
+        let base = space.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+        space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
+        write_pattern(&space, base, 0..PAGES, 0x41)?;
+        if space.check().map_err(|e| format!("after the fill: {e}"))?.nr_pmd_leaves != 1 {
+            return Err(String::from("the fill made no 2 MiB leaf (no huge frame free?)"));
+        }
+        let splits = crate::reclaim::NR_SPLIT_FOR_SWAP.load(Ordering::Relaxed);
+        pageout(&space, base, PAGES * 4096)?;
+        let split = crate::reclaim::NR_SPLIT_FOR_SWAP.load(Ordering::Relaxed) - splits;
+        let out = swap_entries(&space, "after MADV_PAGEOUT")?;
+        if split != 1 || out != PAGES {
+            return Err(format!(
+                "MADV_PAGEOUT of a THP with no run free: {split} splits, {out} of {PAGES} pages out"
+            ));
+        }
+        check_pattern(&space, base, 0..PAGES, 0x41)??;
+        swap_entries(&space, "after reading it back")?;
+        Ok(())
+    })();
+    prefer(None);
+    let off = swapoff(ty);
+    result.and(off)
 }
 
 fn fork_after_swapout_both_sides_write(_: &TestEnv<'_>) -> Result<(), String> {

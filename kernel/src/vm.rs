@@ -669,6 +669,34 @@ pub fn unmap_folio_to_swap(folio: &Folio<'static>, area: &mm::swap::area::SwapAr
     Ok(())
 }
 
+/// Reclaim's split (`crate::reclaim`): splits the locked, isolated huge
+/// folio `folio` (the caller's one reference) into order-0 folios because
+/// no run of 512 swap slots is free for it (`mm::thp::split_isolated_folio`,
+/// with the lock of every space of its fork family held; it must be mapped
+/// by one of them only). Returns the other pieces still mapped, each
+/// isolated with a reference for the caller; the caller keeps page 0.
+pub fn split_isolated_folio(folio: &Folio<'static>) -> Result<Vec<Folio<'static>>, String> {
+    let families = families_of_handle(folio.mapping());
+    let families: Vec<&Family> = families.iter().map(|f| &**f).collect();
+    let memmap = memory::frame_allocator().memmap();
+    with_families_locked(&families, |members| {
+        // The member whose table maps the folio (the reverse map's walk).
+        let maps = |inner: &Inner| {
+            let mut found = false;
+            mm::rmap::rmap_walk(folio, &[&inner.table], &KernelTables, &mut |_| found = true);
+            found
+        };
+        let mut mapping = members.iter().filter(|(_, inner)| maps(inner));
+        let (Some((_, inner)), None) = (mapping.next(), mapping.next()) else {
+            return Err(String::from("mapped by no space or by several"));
+        };
+        mm::thp::split_isolated_folio(&inner.table, &KernelTables, &Shootdown, memmap, *folio, &mut |f| {
+            memory::free_folio(f)
+        })
+        .map_err(|e| format!("{e:?}"))
+    })
+}
+
 /// swapoff's walk (`crate::swap::swapoff`): brings back every page of
 /// every live space that sits in the swap area of type `ty`, as faults
 /// would (one page at a time, sleeping for the disk without any lock).

@@ -242,6 +242,73 @@ pub fn try_split_folio<F: PageTableFormat>(
     held: impl Fn(usize) -> i32,
     free: &mut dyn FnMut(Folio<'static>),
 ) -> Result<(), SplitRefused> {
+    check_splittable(table, mem, &folio)?;
+    if !folio.try_lock() {
+        return Err(SplitRefused::Locked);
+    }
+    // Off the LRU lists while it changes shape; the pieces go back after.
+    let lru = crate::lru::registered();
+    let was_listed = lru.is_some_and(|l| l.remove(folio));
+    let result = split_locked(table, mem, folio, &held, free, was_listed, false);
+    if result.is_err() && was_listed {
+        lru.expect("listed").putback(folio, crate::lru::LruList::Inactive);
+    }
+    folio.unlock();
+    // Page 0 is a folio of its own now; freed only once unlocked.
+    if result.is_ok() && folio.refcount() == 0 {
+        free(folio);
+    }
+    result.map(|_| ())
+}
+
+/// Splits the huge folio `folio` that reclaim has isolated (one reference,
+/// the caller's) and locked, because it cannot be swapped out whole (no
+/// free run of 512 slots): a PMD mapping of it in `table` is split first,
+/// then the folio, as [`try_split_folio`] does. The caller holds the
+/// table's lock and keeps the folio lock (on the head, which is page 0 of
+/// the old folio and keeps the caller's reference). Returns the other
+/// pieces that are still mapped, each with a new reference for the caller,
+/// off the LRU lists, unlocked: isolated, as reclaim's own folios are, to
+/// be swapped out or put back by it. Pieces nobody maps go to `free`.
+pub fn split_isolated_folio<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &Memmap,
+    folio: Folio<'static>,
+    free: &mut dyn FnMut(Folio<'static>),
+) -> Result<alloc::vec::Vec<Folio<'static>>, SplitRefused> {
+    debug_assert!(folio.is_locked(), "split_isolated_folio: pfn {:#x} not locked", folio.pfn());
+    if !folio.is_large() {
+        return Err(SplitRefused::Small);
+    }
+    if folio.test_flag(PageFlag::SwapCache) {
+        return Err(SplitRefused::InSwapCache);
+    }
+    if folio.entire_mapcount() > 1 {
+        return Err(SplitRefused::MappedElsewhere);
+    }
+    if folio.entire_mapcount() == 1 {
+        let at = VirtAddr::new(folio.index() << 12);
+        match table.lookup(mem, at) {
+            (Level::Pmd, Decoded::Leaf(leaf)) if leaf.frame.pfn() == folio.pfn() => {
+                split_huge_pmd(table, mem, hooks, memmap, at).map_err(|_| SplitRefused::PmdMapped)?;
+            }
+            _ => return Err(SplitRefused::MappedElsewhere),
+        }
+    }
+    check_splittable(table, mem, &folio)?;
+    let pieces = split_locked(table, mem, folio, &|i| (i == 0) as i32, free, false, true)?;
+    Ok(pieces)
+}
+
+/// The checks of a split that need no lock of the folio: large, not mapped
+/// by a PMD, not pinned, every mapping a PTE of `table`.
+fn check_splittable<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    folio: &Folio<'static>,
+) -> Result<(), SplitRefused> {
     if !folio.is_large() {
         return Err(SplitRefused::Small);
     }
@@ -266,41 +333,56 @@ pub fn try_split_folio<F: PageTableFormat>(
     if ours != folio.total_mapcount() {
         return Err(SplitRefused::MappedElsewhere);
     }
-    if !folio.try_lock() {
-        return Err(SplitRefused::Locked);
-    }
+    Ok(())
+}
+
+/// The split itself, for a folio the caller has locked and checked
+/// ([`check_splittable`], under the table's lock): refuses a swap-cache
+/// folio, freezes at mappings + `held`, splits, and puts the mapped pieces
+/// on the LRU lists when `relist`. When `take`, returns the pieces other
+/// than page 0 that are still mapped, each with a new reference (else
+/// nothing). The folio lock stays with the caller, and so does page 0 if
+/// it ends with no reference (it must be unlocked before it is freed).
+fn split_locked<F: PageTableFormat>(
+    _table: &PageTable<F>,
+    _mem: &impl TableMemory,
+    folio: Folio<'static>,
+    held: &dyn Fn(usize) -> i32,
+    free: &mut dyn FnMut(Folio<'static>),
+    relist: bool,
+    take: bool,
+) -> Result<alloc::vec::Vec<Folio<'static>>, SplitRefused> {
     if folio.test_flag(PageFlag::SwapCache) {
         // Its slots point at the head as one folio (`crate::swap`).
-        folio.unlock();
         return Err(SplitRefused::InSwapCache);
     }
-    // Off the LRU lists while it changes shape; the pieces go back after.
-    let lru = crate::lru::registered();
-    let was_listed = lru.is_some_and(|l| l.remove(folio));
-    let expected: i32 = ours + (0..folio.nr_pages()).map(&held).sum::<i32>();
+    let expected: i32 = folio.total_mapcount() + (0..folio.nr_pages()).map(held).sum::<i32>();
     if !folio.try_freeze(expected) {
-        if was_listed {
-            lru.expect("listed").putback(folio, crate::lru::LruList::Inactive);
-        }
-        folio.unlock();
         return Err(SplitRefused::Referenced);
     }
     let nr = folio.nr_pages();
     let memmap = folio.memmap();
     folio.split_frozen(|i| folio.page_mapcount(i) + held(i));
+    let lru = crate::lru::registered();
+    let mut pieces = alloc::vec::Vec::new();
     for i in 0..nr {
         let page = folio_of(memmap, folio.pfn() + i as u64).expect("split_frozen made every page a folio");
         page.clear_flag(PageFlag::Active);
-        if was_listed && page.total_mapcount() > 0 {
-            lru.expect("listed").add(page);
+        if page.total_mapcount() > 0 {
+            if relist {
+                lru.expect("relist only when the folio was listed").add(page);
+            } else if take && i > 0 {
+                page.get();
+                pieces.push(page);
+            }
         }
     }
-    folio.unlock();
-    for i in 0..nr {
+    // Page 0 keeps the caller's lock: the caller frees it if it must.
+    for i in 1..nr {
         let page = folio_of(memmap, folio.pfn() + i as u64).expect("split_frozen made every page a folio");
         if page.refcount() == 0 {
             free(page);
         }
     }
-    Ok(())
+    Ok(pieces)
 }

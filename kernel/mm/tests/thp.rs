@@ -42,7 +42,8 @@ use mm::pgtable::{
 use mm::space::{fork_range, protect_range, zap_range, Gather};
 use mm::thp::{
     alloc_anon_huge_folio, alloc_huge_zero_folio, is_huge_zero, remove_pmd_mapping, split_huge_pmd,
-    split_huge_pmd_if_cut, try_split_folio, PmdSplit, SplitRefused, HPAGE_NR, HPAGE_SIZE,
+    split_huge_pmd_if_cut, split_isolated_folio, try_split_folio, PmdSplit, SplitRefused, HPAGE_NR,
+    HPAGE_SIZE,
 };
 use mm::vma::{ThpMode, VmaKind, VmaProt, VmaSet};
 use mm::{PhysAddr, VirtAddr};
@@ -1536,6 +1537,54 @@ fn pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside<F: HardwareWal
     w.finish();
 }
 
+/// `split_isolated_folio`, reclaim's split when no run of slots is free:
+/// the caller's lock and isolation reference stay on page 0, the other
+/// mapped pieces come back with a reference each; a folio shared with a
+/// child or referenced by someone else is refused and stays whole.
+fn split_isolated_folio_hands_the_pieces_to_reclaim<F: HardwareWalker>() {
+    let mut w = World::<F>::new();
+    w.mmap(0, AREA, 2 * HP, RW);
+    w.fill(0, AREA, 2 * HP, 7);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    let split = |w: &World<F>, f: Folio<'static>| {
+        let sp = w.sp(0);
+        split_isolated_folio(&sp.table, &w.mem, &w.tlb, w.memmap(), f, &mut |g| w.frames.free(g))
+    };
+    // Shared with a child: its PMD is mapped twice.
+    let c = w.fork(0);
+    assert!(f.try_lock());
+    f.get();
+    assert_eq!(split(&w, f).unwrap_err(), SplitRefused::MappedElsewhere);
+    assert_eq!((f.order(), f.entire_mapcount()), (9, 2));
+    f.unlock();
+    w.frames.put(f);
+    w.exit(c);
+    // Someone else's reference: the PMD is split, the folio is not.
+    assert!(f.try_lock());
+    f.get();
+    f.get();
+    assert_eq!(split(&w, f).unwrap_err(), SplitRefused::Referenced);
+    assert_eq!((f.order(), f.entire_mapcount(), f.total_mapcount()), (9, 0, 512));
+    w.frames.put(f);
+    // Only the caller's: split; page 0 keeps the lock and the reference.
+    let pieces = split(&w, f).unwrap();
+    assert_eq!(pieces.len(), 511);
+    assert_eq!((f.order(), f.refcount(), f.page_mapcount(0)), (0, 2, 1));
+    assert!(f.is_locked());
+    for (i, g) in pieces.iter().enumerate() {
+        assert_eq!(g.pfn(), f.pfn() + 1 + i as u64);
+        assert_eq!((g.order(), g.refcount(), g.page_mapcount(0)), (0, 2, 1));
+        assert!(!g.is_locked());
+    }
+    f.unlock();
+    w.frames.put(f);
+    pieces.into_iter().for_each(|g| w.frames.put(g));
+    let st = w.stats(0);
+    assert_eq!((st.nr_pmd_leaves, st.nr_pte_leaves, st.nr_folios), (1, 512, 513));
+    w.expect_filled(0, AREA, 2 * HP, 7);
+    w.finish();
+}
+
 // ------------------------------------------------------------------ both formats
 
 for_both_formats!(
@@ -1554,4 +1603,5 @@ for_both_formats!(
     split_huge_pmd_of_migration_and_swap_entries,
     random_operations_agree_with_a_byte_model,
     pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside,
+    split_isolated_folio_hands_the_pieces_to_reclaim,
 );
