@@ -38,6 +38,12 @@ pub const BUG_SWITCHES: &[(&str, &str)] = &[
         "seed 004: unmapping to swap writes swap entries without the exclusive bit, so a page somebody \
          holds a plain reference to comes back shared and is copied on the next write",
     ),
+    (
+        Bug::PageoutSplitRace.name(),
+        "seed 002: MADV_PAGEOUT splits a large folio without checking that reclaim isolated it, and \
+         swap-in of a slot one entry holds reads it without the HAS_CACHE claim, trusting the entry \
+         recheck, which a reused slot fools (ABA)",
+    ),
 ];
 
 /// Checks the values of the arguments the kernel interprets. The message

@@ -735,6 +735,12 @@ impl<T> JoinHandle<T> {
         self.task.id
     }
 
+    /// True once the task has returned or been ended (its result, or why
+    /// it was ended, is there for a join). Does not block.
+    pub fn is_finished(&self) -> bool {
+        self.result.lock().is_some() || self.task.killed.lock().is_some()
+    }
+
     /// Blocks until the task has finished; returns what it returned.
     ///
     /// # Panics

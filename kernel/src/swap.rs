@@ -398,6 +398,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "swap::fork_after_swapout_both_sides_write", run: fork_after_swapout_both_sides_write },
     Test { name: "swap::gup_write_reference_survives_swap", run: gup_write_reference_survives_swap },
     Test { name: "swap::concurrent_swapin_of_one_entry", run: concurrent_swapin_of_one_entry },
+    Test { name: "swap::swapin_racing_pageout_loses_no_write", run: swapin_racing_pageout_loses_no_write },
     Test { name: "swap::fill_more_than_ram", run: fill_more_than_ram },
 ];
 
@@ -583,18 +584,7 @@ fn pageout_of_part_of_a_thp_splits_it(_: &TestEnv<'_>) -> Result<(), String> {
 /// its pages out one by one, and every byte comes back. (The scratch disk,
 /// whose faulty pages are listed as bad too, so no I/O fails here.)
 fn a_thp_is_split_when_no_run_of_slots_is_free(_: &TestEnv<'_>) -> Result<(), String> {
-    let disk = crate::blk::scratch_disk()?;
-    let pages = disk.capacity_pages();
-    let (bad_write, bad_read) =
-        crate::blk::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
-    let mut bad: Vec<u32> =
-        (0..pages).step_by(512).map(|c| (c + 300) as u32).filter(|&p| u64::from(p) < pages).collect();
-    bad.extend(bad_write.chain(bad_read).map(|p| p as u32));
-    bad.sort_unstable();
-    let header = mm::swap::header::format(pages, &bad, b"fragmented").map_err(|e| format!("{e}"))?;
-    write_header(disk, &header)?;
-    let ty = swapon(disk)?;
-    prefer(Some(ty));
+    let ty = scratch_swapon(b"fragmented", None, true)?;
     let result = (|| {
         let dev = area(ty).ok_or("the area just swapped on is gone")?;
         if let Some(run) = dev.area.alloc(9) {
@@ -622,8 +612,7 @@ fn a_thp_is_split_when_no_run_of_slots_is_free(_: &TestEnv<'_>) -> Result<(), St
         swap_entries(&space, "after reading it back")?;
         Ok(())
     })();
-    prefer(None);
-    let off = swapoff(ty);
+    let off = scratch_swapoff(ty);
     result.and(off)
 }
 
@@ -716,6 +705,193 @@ fn concurrent_swapin_of_one_entry(_: &TestEnv<'_>) -> Result<(), String> {
         parent.check().map_err(|e| format!("round {round}: {e}"))?;
     }
     Ok(())
+}
+
+/// The scratch disk as a swap area of `pages` pages (its faulty pages
+/// listed as bad, so no I/O fails; with `bad_every_cluster`, one bad page
+/// in every cluster of 512 too, so no run for a huge folio is free), on and
+/// preferred for new slots. Give it back with [`scratch_swapoff`].
+fn scratch_swapon(label: &[u8], pages: Option<u64>, bad_every_cluster: bool) -> Result<u8, String> {
+    let disk = crate::blk::scratch_disk()?;
+    let pages = pages.unwrap_or(disk.capacity_pages()).min(disk.capacity_pages());
+    let (bad_write, bad_read) =
+        crate::blk::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
+    let mut bad: Vec<u32> = bad_write.chain(bad_read).filter(|&p| p < pages).map(|p| p as u32).collect();
+    if bad_every_cluster {
+        bad.extend((0..pages).step_by(512).map(|c| c + 300).filter(|&p| p < pages).map(|p| p as u32));
+    }
+    bad.sort_unstable();
+    let header = mm::swap::header::format(pages, &bad, label).map_err(|e| format!("{e}"))?;
+    write_header(disk, &header)?;
+    let ty = swapon(disk)?;
+    prefer(Some(ty));
+    Ok(ty)
+}
+
+fn scratch_swapoff(ty: u8) -> Result<(), String> {
+    prefer(None);
+    swapoff(ty)
+}
+
+/// What the tasks of [`swapin_racing_pageout_loses_no_write`] share.
+#[derive(Default)]
+struct Race {
+    /// Bumped by the coordinator to start a round; the tasks wait for it.
+    round: AtomicU64,
+    /// The page of the round, and the version of the pattern it holds.
+    page: AtomicU64,
+    version: AtomicU64,
+    /// Bits of the tasks done with the round (1: writer, 2: reader, 4: pager).
+    done: AtomicU64,
+    /// Set at the end; the tasks return.
+    stop: core::sync::atomic::AtomicBool,
+}
+
+impl Race {
+    /// Waits (yielding, so one CPU is enough) for a round after `seen`;
+    /// returns it with its page and version, or `None` at the end.
+    fn next_round(&self, seen: u64) -> Option<(u64, u64, u64)> {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            let r = self.round.load(Ordering::Acquire);
+            if r > seen {
+                return Some((r, self.page.load(Ordering::Relaxed), self.version.load(Ordering::Relaxed)));
+            }
+            sched::yield_now();
+        }
+    }
+}
+
+/// Seed 002's race, as the replay `bug=pageout-split-race` needs it: two
+/// tasks fault on the same swapped-out page at once (one reads and checks
+/// it, then writes a new version; the other only reads), while a third
+/// pages it out again and again with `MADV_PAGEOUT`. The area is full, so
+/// the slot a swap-in frees is the one the next swap-out gets, and the
+/// page-table entry holds the same swap entry value again (ABA). The
+/// claim of the slot before reading keeps every read safe; without it
+/// the reader that lost the race maps the stale copy it read over the new
+/// version, and the next check of the page finds a lost write. Runs
+/// `stress_secs` seconds (2 by default).
+fn swapin_racing_pageout_loses_no_write(env: &TestEnv<'_>) -> Result<(), String> {
+    let secs = env.args.get_u64("stress_secs").map_err(|e| format!("{e}"))?.unwrap_or(2);
+    let ty = scratch_swapon(b"race", Some(600), false)?;
+    let result = race_on(ty, secs);
+    let off = scratch_swapoff(ty);
+    result.and(off)
+}
+
+fn race_on(ty: u8, secs: u64) -> Result<(), String> {
+    const HOT: u64 = 16;
+    let dev = area(ty).ok_or("the area just swapped on is gone")?;
+    // As many pages as the area has slots: once all are out it is full.
+    let pages = dev.area.nr_free();
+    let space = AddressSpace::new()?;
+    let base = space.mmap(pages * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), pages * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..pages, 0)?;
+    pageout(&space, base, pages * 4096)?;
+    let out = swap_entries(&space, "after the first pageout")?;
+    if out != pages || dev.area.nr_free() != 0 {
+        return Err(format!("{out} of {pages} pages went out, {} slots left free", dev.area.nr_free()));
+    }
+    let race = Arc::new(Race::default());
+    let cpus = sched::nr_cpus_online();
+    let mut tasks = Vec::new();
+    let r = race.clone();
+    tasks.push(space.spawn(Some(0), "race-writer", move || {
+        let mut seen = 0;
+        while let Some((round, p, v)) = r.next_round(seen) {
+            seen = round;
+            let at = base + p * 4096;
+            for w in 0..WORDS {
+                let got = load64(at + w * 8);
+                if got != word(p, w, v) {
+                    let found = (0..=v + 1).find(|&old| got == word(p, w, old));
+                    return Err(format!(
+                        "lost write: page {p} word {w} holds {}, the last version written was {v}",
+                        found.map_or(format!("{got:#x}"), |old| format!("version {old}"))
+                    ));
+                }
+            }
+            for w in 0..WORDS {
+                store64(at + w * 8, word(p, w, v + 1));
+            }
+            r.done.fetch_or(1, Ordering::AcqRel);
+        }
+        Ok(())
+    })?);
+    let r = race.clone();
+    tasks.push(space.spawn(Some(1 % cpus), "race-reader", move || {
+        let mut seen = 0;
+        while let Some((round, p, _)) = r.next_round(seen) {
+            seen = round;
+            load64(base + p * 4096 + 8 * (round % WORDS));
+            r.done.fetch_or(2, Ordering::AcqRel);
+        }
+        Ok(())
+    })?);
+    let (r, pager_space) = (race.clone(), space.clone());
+    tasks.push(space.spawn(Some(2 % cpus), "race-pager", move || {
+        let mut seen = 0;
+        while let Some((round, p, _)) = r.next_round(seen) {
+            seen = round;
+            while r.done.load(Ordering::Acquire) & 3 != 3 {
+                pageout(&pager_space, base + p * 4096, 4096)?;
+            }
+            r.done.fetch_or(4, Ordering::AcqRel);
+        }
+        Ok(())
+    })?);
+    let mut versions = [0u64; HOT as usize];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let start = sched::ticks();
+    let mut rounds = 0u64;
+    let mut failure = None;
+    while sched::ticks() - start < secs * u64::from(sched::TICK_HZ) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let p = rng % HOT;
+        race.page.store(p, Ordering::Relaxed);
+        race.version.store(versions[p as usize], Ordering::Relaxed);
+        race.done.store(0, Ordering::Relaxed);
+        rounds += 1;
+        race.round.store(rounds, Ordering::Release);
+        let waited = sched::ticks();
+        while race.done.load(Ordering::Acquire) != 7 {
+            if sched::ticks() - waited > 10 * u64::from(sched::TICK_HZ) {
+                failure = Some(format!("round {rounds} on page {p} did not end in 10 s"));
+                break;
+            }
+            if tasks.iter().any(|t| t.is_finished()) {
+                break; // a task failed or was ended: its result says why
+            }
+            sched::yield_now();
+        }
+        if failure.is_some() || tasks.iter().any(|t| t.is_finished()) {
+            break;
+        }
+        versions[p as usize] += 1;
+        // Out again for the next round on it (the pager may have lost
+        // the last word to the writer).
+        pageout(&space, base + p * 4096, 4096)?;
+    }
+    race.stop.store(true, Ordering::Release);
+    for t in tasks {
+        t.join_or_killed()??;
+    }
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    for p in 0..HOT {
+        check_pattern(&space, base, p..p + 1, versions[p as usize])?
+            .map_err(|e| format!("lost write after {rounds} rounds: {e}"))?;
+    }
+    crate::println!("swap race: {rounds} rounds over {HOT} pages in {secs} s, a full area of {pages} slots");
+    check_pattern(&space, base, HOT..pages, 0)??;
+    space.check().map(drop)
 }
 
 /// Fills more memory than is free with a pattern, so reclaim must swap,

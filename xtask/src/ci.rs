@@ -328,6 +328,8 @@ mod tests {
                 "bug replay nonatomic-folio-flags aarch64 smp 4",
                 "bug replay forget-anon-exclusive x86_64 smp 4",
                 "bug replay forget-anon-exclusive aarch64 smp 4",
+                "bug replay pageout-split-race x86_64 smp 4",
+                "bug replay pageout-split-race aarch64 smp 4",
             ]
         );
     }
@@ -351,6 +353,7 @@ mod tests {
                 Step::CrashCheck(Arch::Aarch64),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[0]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[1]),
+                Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[2]),
             ]
         );
     }

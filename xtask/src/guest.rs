@@ -284,6 +284,12 @@ pub const BUG_REPLAYS: &[BugReplay] = &[
         expect: "writes are lost",
         stress_secs: 10,
     },
+    BugReplay {
+        bug: "pageout-split-race",
+        test: "swap::swapin_racing_pageout_loses_no_write",
+        expect: "lost write",
+        stress_secs: 20,
+    },
 ];
 
 impl BugReplay {

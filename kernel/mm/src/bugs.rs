@@ -49,17 +49,28 @@ pub enum Bug {
     /// of keeping it in the swap entry's exclusive bit. See
     /// [`crate::swap::unmap`].
     ForgetAnonExclusive = 1,
+    /// Seed 002: `MADV_PAGEOUT` splits a large folio without looking
+    /// whether reclaim has isolated it to swap it out whole, and swap-in of
+    /// a slot held by one entry reads it **without claiming it**, trusting
+    /// only the recheck of the page-table entry (Linux's fast path for
+    /// synchronous swap devices at the time). Paging the page out again
+    /// hands the freed slot back and puts the same entry value back in the
+    /// entry (ABA), so the recheck passes and a stale copy is mapped. See
+    /// [`crate::pageout::split_cut_folio`] and
+    /// [`crate::swap::swapin::get_swapped_folio`].
+    PageoutSplitRace = 2,
 }
 
 impl Bug {
     /// Every switch, in bit order.
-    pub const ALL: [Bug; 2] = [Bug::NonatomicFolioFlags, Bug::ForgetAnonExclusive];
+    pub const ALL: [Bug; 3] = [Bug::NonatomicFolioFlags, Bug::ForgetAnonExclusive, Bug::PageoutSplitRace];
 
     /// The name used in `bug=<name>`.
     pub const fn name(self) -> &'static str {
         match self {
             Bug::NonatomicFolioFlags => "nonatomic-folio-flags",
             Bug::ForgetAnonExclusive => "forget-anon-exclusive",
+            Bug::PageoutSplitRace => "pageout-split-race",
         }
     }
 
@@ -71,6 +82,10 @@ impl Bug {
             }
             Bug::ForgetAnonExclusive => {
                 "unmapping to swap drops the exclusive marker; a writable GUP reference loses writes (seed 004)"
+            }
+            Bug::PageoutSplitRace => {
+                "MADV_PAGEOUT splits a large folio reclaim is swapping out whole, and swap-in reads a slot \
+                 without claiming it, so a stale copy is mapped after the slot is reused (seed 002)"
             }
         }
     }

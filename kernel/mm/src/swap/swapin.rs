@@ -110,6 +110,9 @@ pub fn get_swapped_folio(
             }
             return Ok((folio, i));
         }
+        if crate::bugs::enabled(crate::bugs::Bug::PageoutSplitRace) && area.count(entry) == 1 {
+            return read_unclaimed(backend, entry, handle, index);
+        }
         match area.claim_cache(entry, 1) {
             Ok(()) => {}
             Err(ClaimError::Busy { .. }) => {
@@ -161,6 +164,43 @@ pub fn get_swapped_folio(
     }
 }
 
+/// The mistake of `bug=pageout-split-race` (seed 002), never taken
+/// otherwise: the slot of `entry`, which one page-table entry holds, is
+/// read into a private folio (not in the swap cache) **without claiming
+/// it**, as Linux's fast path for synchronous devices did. Nothing keeps
+/// the slot used meanwhile: another task may swap the page in and free the
+/// slot, and a later swap-out may be handed the same slot and put the same
+/// entry value back in the page-table entry, so [`map_swapped_in`]'s
+/// recheck passes and maps what this read returned, a stale copy.
+fn read_unclaimed(
+    backend: &impl SwapBackend,
+    entry: SwapEntry,
+    handle: u64,
+    index: u64,
+) -> Result<(Folio<'static>, usize), SwapInError> {
+    let Some(mut new) = backend.alloc_folio() else { return Err(SwapInError::NoMemory) };
+    new.nonatomic_set_flag(PageFlag::SwapBacked);
+    new.nonatomic_set_flag(PageFlag::Locked);
+    new.set_mapping(handle, index);
+    let folio = new.publish(); // our reference
+    match backend.read(entry, PhysAddr::new(folio.pfn() << 12), 1) {
+        Ok(()) => {
+            folio.set_flag(PageFlag::Uptodate);
+            if let Some(lru) = crate::lru::registered() {
+                lru.add(folio);
+            }
+            Ok((folio, 0))
+        }
+        Err(e) => {
+            folio.unlock();
+            if folio.put() {
+                backend.free_folio(folio);
+            }
+            Err(SwapInError::Io(e))
+        }
+    }
+}
+
 /// What [`map_swapped_in`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwapInOutcome {
@@ -194,6 +234,28 @@ pub fn map_swapped_in<F: PageTableFormat>(
         (Level::Pte, Decoded::NonPresent(NonPresent::Swap { entry, exclusive })) => Some((entry, exclusive)),
         _ => None,
     };
+    if !folio.test_flag(PageFlag::SwapCache) {
+        // Only `read_unclaimed` (bug=pageout-split-race) makes such a
+        // folio: the recheck of the entry is all that is left.
+        if swap_at(page).map(|(e, _)| e) != Some(entry) {
+            return SwapInOutcome::Changed;
+        }
+        if let Err(err) = area.free_ref(entry) {
+            panic!("map_swapped_in: an entry held slot {entry:?} but the area says {err}");
+        }
+        let (_, flush) = table.clear(mem, page, Level::Pte).expect("a swap PTE was just read here");
+        flush.ignore(); // a swap entry is never cached by a TLB
+        let writable = vma.prot.write;
+        let prot = Prot { writable, ..vma.prot.to_prot(user) };
+        let frame = PhysAddr::new(folio.pfn() << 12);
+        let leaf = Leaf { frame, size: PageSize::Size4K, prot, dirty: writable && write, young: true };
+        table.map(mem, page, leaf).expect("the slot was just cleared").ignore();
+        folio.add_page_mapcount(0, 1);
+        folio.get();
+        folio.page(0).set_flag(PageFlag::AnonExclusive);
+        folio.set_flag(PageFlag::Dirty);
+        return SwapInOutcome::Mapped { pages: 1, exclusive: true, writable };
+    }
     if swap_at(page).map(|(e, _)| e) != Some(entry) || !still_cached(folio, entry, i) {
         return SwapInOutcome::Changed;
     }
