@@ -313,6 +313,13 @@ impl SwapBackend for Io<'_> {
         }
         None
     }
+    fn alloc_huge_folio(&self) -> Option<UnpublishedFolio<'static>> {
+        // Only if a 2 MiB block is free now: no reclaim for it, the
+        // order-0 read is the fallback.
+        crate::sync::without_interrupts(|| {
+            memory::frame_allocator().alloc_folio(mm::thp::HPAGE_ORDER, AllocKind::Normal).ok()
+        })
+    }
     fn free_folio(&self, folio: Folio<'static>) {
         memory::free_folio(folio);
     }
@@ -320,15 +327,18 @@ impl SwapBackend for Io<'_> {
 
 /// Swap-in, half 1 (`mm::swap::swapin`): the cache folio of `entry`,
 /// locked, with a reference, and the page's index in it. Task context,
-/// interrupts on, no lock held.
+/// interrupts on, no lock held. `run` looks at the page table under the
+/// space's lock for an intact run to read whole
+/// (`mm::swap::swapin::get_swapped_folio_with_run`).
 pub fn get_folio(
     dev: &SwapDevice,
     entry: SwapEntry,
     handle: u64,
     index: u64,
+    run: impl Fn() -> Option<SwapEntry>,
 ) -> Result<(Folio<'static>, usize), SwapInError> {
     let memmap = memory::frame_allocator().memmap();
-    mm::swap::swapin::get_swapped_folio(&dev.area, memmap, &Io(dev), entry, handle, index)
+    mm::swap::swapin::get_swapped_folio_with_run(&dev.area, memmap, &Io(dev), entry, handle, index, run)
 }
 
 /// The boot workload (`cargo xtask qemu boot`, kernel argument

@@ -887,7 +887,16 @@ fn swap_in(
     use mm::swap::swapin::{SwapInError, SwapInOutcome};
     let dev = crate::swap::area(entry.ty()).ok_or_else(|| format!("{page}: {entry:?} is in no swap area"))?;
     let handle = mm::anon::anon_handle(space.root);
-    let (folio, i) = match crate::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12) {
+    // An intact run of a swapped-out huge page comes back whole in one
+    // read; the look at the table is under the lock, the claim and the
+    // recheck in half 1 make it safe to act on later.
+    let run = || {
+        let guard = space.lock();
+        guard.as_ref().and_then(|inner| {
+            mm::swap::swapin::intact_run(&inner.table, &KernelTables, &inner.vmas, page, entry)
+        })
+    };
+    let (folio, i) = match crate::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12, run) {
         Ok(got) => got,
         Err(SwapInError::Stale) => return Ok(()),
         Err(SwapInError::NoMemory) => {
