@@ -400,6 +400,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "swap::bad_headers_are_refused", run: bad_headers_are_refused },
     Test { name: "swap::pageout_4k_pages_and_back", run: pageout_4k_pages_and_back },
     Test { name: "swap::pageout_thp_and_back", run: pageout_thp_and_back },
+    Test { name: "swap::freed_thp_comes_back_whole", run: freed_thp_comes_back_whole },
     Test { name: "swap::fork_after_swapout_both_sides_write", run: fork_after_swapout_both_sides_write },
     Test { name: "swap::gup_write_reference_survives_swap", run: gup_write_reference_survives_swap },
     Test { name: "swap::concurrent_swapin_of_one_entry", run: concurrent_swapin_of_one_entry },
@@ -537,6 +538,82 @@ fn pageout_thp_and_back(_: &TestEnv<'_>) -> Result<(), String> {
     write_pattern(&space, base, 0..PAGES, 4)?;
     check_pattern(&space, base, 0..PAGES, 4)??;
     Ok(())
+}
+
+/// A THP paged out and freed (out of the swap cache) comes back on the
+/// touch of one byte as one order-9 folio, read in one request of 512
+/// pages (`mm::swap::swapin`'s large read), every byte right.
+fn freed_thp_comes_back_whole(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const PAGES: u64 = 512;
+    let space = AddressSpace::new()?;
+    let base = space.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..PAGES, 0x21)?;
+    let (head, order, _) = space.folio_at(VirtAddr::new(base))?;
+    if order != 9 {
+        return Err(format!("the fill made an order-{order} folio at {head:#x}, not a THP"));
+    }
+    pageout(&space, base, PAGES * 4096)?;
+    // Out of the swap cache: freed. A write that failed leaves it there;
+    // reclaim's next pass writes it again.
+    let entries: Vec<SwapEntry> = (0..PAGES)
+        .map(|p| space.swap_entry_at(VirtAddr::new(base + p * 4096)).ok_or(format!("page {p} not in swap")))
+        .collect::<Result<_, _>>()?;
+    let dev = area(entries[0].ty()).ok_or("no area")?;
+    for _ in 0..4 {
+        if !entries.iter().any(|&e| dev.area.has_cache(e)) {
+            break;
+        }
+        crate::reclaim::shrink(2 * PAGES as usize);
+    }
+    if let Some(e) = entries.iter().find(|&&e| dev.area.has_cache(e)) {
+        return Err(format!("{e:?} is still in the swap cache after the pageout"));
+    }
+    if !entries[0].offset().is_multiple_of(PAGES)
+        || entries.iter().enumerate().any(|(i, e)| e.offset() != entries[0].offset() + i as u64)
+    {
+        return Err(format!("the THP went out to a broken run from {:?}", entries[0]));
+    }
+    // One byte touched: the whole 2 MiB comes back, in one fault.
+    let in0 = PSWPIN.load(Ordering::Relaxed);
+    let at = base + 123 * 4096 + 8;
+    let got = run_in(&space, move || load64(at))?;
+    if got != word(123, 1, 0x21) {
+        return Err(format!("page 123 word 1: {got:#x}"));
+    }
+    let read = PSWPIN.load(Ordering::Relaxed) - in0;
+    let (head, order, cached) = space.folio_at(VirtAddr::new(at))?;
+    if order != 9 || cached || space.nr_swapins() != 1 || read != PAGES {
+        return Err(format!(
+            "after one touch: order-{order} folio at {head:#x} (in the swap cache: {cached}), {} swap-ins, \
+             {read} pages read",
+            space.nr_swapins()
+        ));
+    }
+    for p in 0..PAGES {
+        let (h, _, _) = space.folio_at(VirtAddr::new(base + p * 4096))?;
+        if h != head {
+            return Err(format!("page {p} maps folio {h:#x}, not the THP {head:#x}"));
+        }
+    }
+    let rmap = space.rmap_of(VirtAddr::new(base + 77 * 4096))?;
+    if rmap.len() != PAGES as usize {
+        return Err(format!("rmap_of finds {} mappings of the folio, not {PAGES}", rmap.len()));
+    }
+    let stats = space.check().map_err(|e| format!("after the swap-in: {e}"))?;
+    if (stats.nr_folios, stats.nr_pages_mapped, stats.nr_swap_entries) != (1, PAGES, 0) {
+        return Err(format!("after the swap-in the checker saw {stats:?}"));
+    }
+    check_pattern(&space, base, 0..PAGES, 0x21)??;
+    if space.nr_swapins() != 1 || PSWPIN.load(Ordering::Relaxed) - in0 != PAGES {
+        return Err(String::from("reading the rest faulted more pages in"));
+    }
+    // Written in place, and out and back again whole.
+    write_pattern(&space, base, 0..PAGES, 0x22)?;
+    pageout(&space, base, PAGES * 4096)?;
+    check_pattern(&space, base, 0..PAGES, 0x22)??;
+    space.check().map(drop)
 }
 
 fn fork_after_swapout_both_sides_write(_: &TestEnv<'_>) -> Result<(), String> {
