@@ -8,9 +8,9 @@
 //! [`crate::fault::FaultOutcome::NeedsSwapIn`]. The caller drops the lock
 //! (reading may sleep) and:
 //!
-//! 1. [`get_swapped_folio`]: looks up the swap cache; on a hit, takes a
-//!    reference, locks the folio and checks it is still the cache folio of
-//!    that entry. On a miss it **claims** the slot's `HAS_CACHE` first
+//! 1. [`get_swapped_folio`] (or [`get_swapped_folio_with_run`], below):
+//!    looks up the swap cache; on a hit, takes a reference, locks the
+//!    folio and checks it is still the cache folio of that entry. On a miss it **claims** the slot's `HAS_CACHE` first
 //!    ([`SwapArea::claim_cache`]) and only then allocates a folio, puts it
 //!    into the cache and reads. The claim is what makes the read safe: a
 //!    slot whose count is 0 (the entry was freed because somebody else
@@ -27,6 +27,25 @@
 //!    of it whose entry still holds its own slot: the folio comes back
 //!    whole. Each mapped entry gives its slot count back
 //!    ([`SwapArea::free_ref`]).
+//!
+//! ## The large read
+//!
+//! A 2 MiB folio that reclaim freed would come back 4 KiB at a time. So on a
+//! miss, [`get_swapped_folio_with_run`] first asks (under the space's lock,
+//! [`intact_run`]) whether the 512 PTEs of the aligned block around the
+//! fault, in one huge-page eligible area, hold one 512-aligned run of
+//! entries in order. If so it claims the 512 slots at once (all or none),
+//! looks again now that no slot of the run can be freed or reused (a slot
+//! reused in between would put another page's data under this mapping),
+//! allocates an order-9 folio ([`SwapBackend::alloc_huge_folio`]), puts it
+//! into the cache and reads the run in one request. Half 2 then maps it
+//! whole, with PTEs. Any refusal (no run, a refused claim, a second look
+//! that disagrees, no huge frame) falls back to the order-0 read with
+//! nothing claimed; a failed read leaves every slot as it was. Host tests:
+//! `a_freed_thp_comes_back_whole_in_one_read`,
+//! `a_changed_run_falls_back_to_small_reads`,
+//! `a_failed_large_read_leaves_everything_as_it_was` in
+//! `tests/swap.rs`; in-guest `swap::freed_thp_comes_back_whole`.
 //!
 //! ## Exclusive
 //!
