@@ -401,6 +401,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "swap::pageout_4k_pages_and_back", run: pageout_4k_pages_and_back },
     Test { name: "swap::pageout_thp_and_back", run: pageout_thp_and_back },
     Test { name: "swap::freed_thp_comes_back_whole", run: freed_thp_comes_back_whole },
+    Test { name: "swap::concurrent_faults_on_one_freed_thp", run: concurrent_faults_on_one_freed_thp },
     Test { name: "swap::fork_after_swapout_both_sides_write", run: fork_after_swapout_both_sides_write },
     Test { name: "swap::gup_write_reference_survives_swap", run: gup_write_reference_survives_swap },
     Test { name: "swap::concurrent_swapin_of_one_entry", run: concurrent_swapin_of_one_entry },
@@ -614,6 +615,63 @@ fn freed_thp_comes_back_whole(_: &TestEnv<'_>) -> Result<(), String> {
     pageout(&space, base, PAGES * 4096)?;
     check_pattern(&space, base, 0..PAGES, 0x22)??;
     space.check().map(drop)
+}
+
+/// Tasks of a parent and its child, on several CPUs, fault the pages of
+/// one freed THP whose run both share, each starting somewhere else: one
+/// large read claims the run, the others find its folio in the cache (or
+/// their entry gone) and map it; every byte is right and both spaces end
+/// up mapping the one order-9 folio.
+fn concurrent_faults_on_one_freed_thp(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const PAGES: u64 = 512;
+    // A fresh parent each round: after the first, the parent's writes
+    // would copy the shared folio page by page.
+    for round in 0..3u64 {
+        let tag = 0x40 + round;
+        let parent = AddressSpace::new()?;
+        let base = parent.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+        parent.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
+        write_pattern(&parent, base, 0..PAGES, tag)?;
+        pageout(&parent, base, PAGES * 4096)?;
+        let child = parent.fork()?;
+        let mut tasks = Vec::new();
+        for t in 0..4u64 {
+            let space = if t % 2 == 0 { &parent } else { &child };
+            let cpu = t as usize % sched::nr_cpus_online();
+            tasks.push(space.spawn(Some(cpu), "thp-swapin", move || {
+                for k in 0..PAGES {
+                    let p = (k + t * 131) % PAGES;
+                    for w in [0, 255, 511] {
+                        if load64(base + p * 4096 + w * 8) != word(p, w, tag) {
+                            return Err(format!("task {t}: page {p} word {w} wrong"));
+                        }
+                    }
+                }
+                Ok(())
+            })?);
+        }
+        for t in tasks {
+            t.join_or_killed()??;
+        }
+        parent.check().map_err(|e| format!("round {round}: {e}"))?;
+        let (head, order, _) = parent.folio_at(VirtAddr::new(base))?;
+        for (who, space) in [("parent", &parent), ("child", &child)] {
+            for p in [0, 1, 300, PAGES - 1] {
+                let (h, o, _) = space.folio_at(VirtAddr::new(base + p * 4096))?;
+                if (h, o) != (head, 9) || order != 9 {
+                    return Err(format!(
+                        "round {round}: {who} page {p} maps an order-{o} folio at {h:#x}, not the THP"
+                    ));
+                }
+            }
+        }
+        check_pattern(&child, base, 0..PAGES, tag)??;
+        drop(child);
+        check_pattern(&parent, base, 0..PAGES, tag)??;
+        parent.check().map_err(|e| format!("round {round}, at the end: {e}"))?;
+    }
+    Ok(())
 }
 
 fn fork_after_swapout_both_sides_write(_: &TestEnv<'_>) -> Result<(), String> {

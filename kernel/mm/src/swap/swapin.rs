@@ -45,7 +45,8 @@
 //! `a_freed_thp_comes_back_whole_in_one_read`,
 //! `a_changed_run_falls_back_to_small_reads`,
 //! `a_failed_large_read_leaves_everything_as_it_was` in
-//! `tests/swap.rs`; in-guest `swap::freed_thp_comes_back_whole`.
+//! `tests/swap.rs`; in-guest `swap::freed_thp_comes_back_whole`,
+//! `swap::concurrent_faults_on_one_freed_thp`.
 //!
 //! ## Exclusive
 //!
