@@ -313,6 +313,13 @@ impl SwapBackend for Io<'_> {
         }
         None
     }
+    fn alloc_huge_folio(&self) -> Option<UnpublishedFolio<'static>> {
+        // Only if a 2 MiB block is free now: no reclaim for it, the
+        // order-0 read is the fallback.
+        crate::sync::without_interrupts(|| {
+            memory::frame_allocator().alloc_folio(mm::thp::HPAGE_ORDER, AllocKind::Normal).ok()
+        })
+    }
     fn free_folio(&self, folio: Folio<'static>) {
         memory::free_folio(folio);
     }
@@ -320,15 +327,18 @@ impl SwapBackend for Io<'_> {
 
 /// Swap-in, half 1 (`mm::swap::swapin`): the cache folio of `entry`,
 /// locked, with a reference, and the page's index in it. Task context,
-/// interrupts on, no lock held.
+/// interrupts on, no lock held. `run` looks at the page table under the
+/// space's lock for an intact run to read whole
+/// (`mm::swap::swapin::get_swapped_folio_with_run`).
 pub fn get_folio(
     dev: &SwapDevice,
     entry: SwapEntry,
     handle: u64,
     index: u64,
+    run: impl Fn() -> Option<SwapEntry>,
 ) -> Result<(Folio<'static>, usize), SwapInError> {
     let memmap = memory::frame_allocator().memmap();
-    mm::swap::swapin::get_swapped_folio(&dev.area, memmap, &Io(dev), entry, handle, index)
+    mm::swap::swapin::get_swapped_folio_with_run(&dev.area, memmap, &Io(dev), entry, handle, index, run)
 }
 
 /// The boot workload (`cargo xtask qemu boot`, kernel argument
@@ -395,6 +405,8 @@ pub const TESTS: &[Test] = &[
         name: "swap::a_thp_is_split_when_no_run_of_slots_is_free",
         run: a_thp_is_split_when_no_run_of_slots_is_free,
     },
+    Test { name: "swap::freed_thp_comes_back_whole", run: freed_thp_comes_back_whole },
+    Test { name: "swap::concurrent_faults_on_one_freed_thp", run: concurrent_faults_on_one_freed_thp },
     Test { name: "swap::fork_after_swapout_both_sides_write", run: fork_after_swapout_both_sides_write },
     Test { name: "swap::gup_write_reference_survives_swap", run: gup_write_reference_survives_swap },
     Test { name: "swap::concurrent_swapin_of_one_entry", run: concurrent_swapin_of_one_entry },
@@ -614,6 +626,139 @@ fn a_thp_is_split_when_no_run_of_slots_is_free(_: &TestEnv<'_>) -> Result<(), St
     })();
     let off = scratch_swapoff(ty);
     result.and(off)
+}
+
+/// A THP paged out and freed (out of the swap cache) comes back on the
+/// touch of one byte as one order-9 folio, read in one request of 512
+/// pages (`mm::swap::swapin`'s large read), every byte right.
+fn freed_thp_comes_back_whole(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const PAGES: u64 = 512;
+    let space = AddressSpace::new()?;
+    let base = space.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..PAGES, 0x21)?;
+    let (head, order, _) = space.folio_at(VirtAddr::new(base))?;
+    if order != 9 {
+        return Err(format!("the fill made an order-{order} folio at {head:#x}, not a THP"));
+    }
+    pageout(&space, base, PAGES * 4096)?;
+    // Out of the swap cache: freed. A write that failed leaves it there;
+    // reclaim's next pass writes it again.
+    let entries: Vec<SwapEntry> = (0..PAGES)
+        .map(|p| space.swap_entry_at(VirtAddr::new(base + p * 4096)).ok_or(format!("page {p} not in swap")))
+        .collect::<Result<_, _>>()?;
+    let dev = area(entries[0].ty()).ok_or("no area")?;
+    for _ in 0..4 {
+        if !entries.iter().any(|&e| dev.area.has_cache(e)) {
+            break;
+        }
+        crate::reclaim::shrink(2 * PAGES as usize);
+    }
+    if let Some(e) = entries.iter().find(|&&e| dev.area.has_cache(e)) {
+        return Err(format!("{e:?} is still in the swap cache after the pageout"));
+    }
+    if !entries[0].offset().is_multiple_of(PAGES)
+        || entries.iter().enumerate().any(|(i, e)| e.offset() != entries[0].offset() + i as u64)
+    {
+        return Err(format!("the THP went out to a broken run from {:?}", entries[0]));
+    }
+    // One byte touched: the whole 2 MiB comes back, in one fault.
+    let in0 = PSWPIN.load(Ordering::Relaxed);
+    let at = base + 123 * 4096 + 8;
+    let got = run_in(&space, move || load64(at))?;
+    if got != word(123, 1, 0x21) {
+        return Err(format!("page 123 word 1: {got:#x}"));
+    }
+    let read = PSWPIN.load(Ordering::Relaxed) - in0;
+    let (head, order, cached) = space.folio_at(VirtAddr::new(at))?;
+    if order != 9 || cached || space.nr_swapins() != 1 || read != PAGES {
+        return Err(format!(
+            "after one touch: order-{order} folio at {head:#x} (in the swap cache: {cached}), {} swap-ins, \
+             {read} pages read",
+            space.nr_swapins()
+        ));
+    }
+    for p in 0..PAGES {
+        let (h, _, _) = space.folio_at(VirtAddr::new(base + p * 4096))?;
+        if h != head {
+            return Err(format!("page {p} maps folio {h:#x}, not the THP {head:#x}"));
+        }
+    }
+    let rmap = space.rmap_of(VirtAddr::new(base + 77 * 4096))?;
+    if rmap.len() != PAGES as usize {
+        return Err(format!("rmap_of finds {} mappings of the folio, not {PAGES}", rmap.len()));
+    }
+    let stats = space.check().map_err(|e| format!("after the swap-in: {e}"))?;
+    if (stats.nr_folios, stats.nr_pages_mapped, stats.nr_swap_entries) != (1, PAGES, 0) {
+        return Err(format!("after the swap-in the checker saw {stats:?}"));
+    }
+    check_pattern(&space, base, 0..PAGES, 0x21)??;
+    if space.nr_swapins() != 1 || PSWPIN.load(Ordering::Relaxed) - in0 != PAGES {
+        return Err(String::from("reading the rest faulted more pages in"));
+    }
+    // Written in place, and out and back again whole.
+    write_pattern(&space, base, 0..PAGES, 0x22)?;
+    pageout(&space, base, PAGES * 4096)?;
+    check_pattern(&space, base, 0..PAGES, 0x22)??;
+    space.check().map(drop)
+}
+
+/// Tasks of a parent and its child, on several CPUs, fault the pages of
+/// one freed THP whose run both share, each starting somewhere else: one
+/// large read claims the run, the others find its folio in the cache (or
+/// their entry gone) and map it; every byte is right and both spaces end
+/// up mapping the one order-9 folio.
+fn concurrent_faults_on_one_freed_thp(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const PAGES: u64 = 512;
+    // A fresh parent each round: after the first, the parent's writes
+    // would copy the shared folio page by page.
+    for round in 0..3u64 {
+        let tag = 0x40 + round;
+        let parent = AddressSpace::new()?;
+        let base = parent.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+        parent.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
+        write_pattern(&parent, base, 0..PAGES, tag)?;
+        pageout(&parent, base, PAGES * 4096)?;
+        let child = parent.fork()?;
+        let mut tasks = Vec::new();
+        for t in 0..4u64 {
+            let space = if t % 2 == 0 { &parent } else { &child };
+            let cpu = t as usize % sched::nr_cpus_online();
+            tasks.push(space.spawn(Some(cpu), "thp-swapin", move || {
+                for k in 0..PAGES {
+                    let p = (k + t * 131) % PAGES;
+                    for w in [0, 255, 511] {
+                        if load64(base + p * 4096 + w * 8) != word(p, w, tag) {
+                            return Err(format!("task {t}: page {p} word {w} wrong"));
+                        }
+                    }
+                }
+                Ok(())
+            })?);
+        }
+        for t in tasks {
+            t.join_or_killed()??;
+        }
+        parent.check().map_err(|e| format!("round {round}: {e}"))?;
+        let (head, order, _) = parent.folio_at(VirtAddr::new(base))?;
+        for (who, space) in [("parent", &parent), ("child", &child)] {
+            for p in [0, 1, 300, PAGES - 1] {
+                let (h, o, _) = space.folio_at(VirtAddr::new(base + p * 4096))?;
+                if (h, o) != (head, 9) || order != 9 {
+                    return Err(format!(
+                        "round {round}: {who} page {p} maps an order-{o} folio at {h:#x}, not the THP"
+                    ));
+                }
+            }
+        }
+        check_pattern(&child, base, 0..PAGES, tag)??;
+        drop(child);
+        check_pattern(&parent, base, 0..PAGES, tag)??;
+        parent.check().map_err(|e| format!("round {round}, at the end: {e}"))?;
+    }
+    Ok(())
 }
 
 fn fork_after_swapout_both_sides_write(_: &TestEnv<'_>) -> Result<(), String> {

@@ -446,6 +446,28 @@ impl AddressSpace {
         })
     }
 
+    /// The swap entry a PTE at `va` holds, if any (for tests).
+    pub fn swap_entry_at(&self, va: VirtAddr) -> Option<mm::pgtable::SwapEntry> {
+        let guard = self.lock();
+        match guard.as_ref()?.table.lookup(&KernelTables, va) {
+            (Level::Pte, mm::pgtable::Decoded::NonPresent(mm::pgtable::NonPresent::Swap { entry, .. })) => {
+                Some(entry)
+            }
+            _ => None,
+        }
+    }
+
+    /// The folio mapped at `va`: its head PFN, its order and whether it is
+    /// in the swap cache (for tests).
+    pub fn folio_at(&self, va: VirtAddr) -> Result<(u64, u8, bool), String> {
+        let guard = self.lock();
+        let inner = guard.as_ref().ok_or("folio_at: torn down")?;
+        let pa = inner.table.translate(&KernelTables, va).ok_or(format!("folio_at: {va} is not mapped"))?;
+        let folio = mm::folio::folio_of(memory::frame_allocator().memmap(), pa.pfn())
+            .ok_or(format!("folio_at: {pa} is not a folio"))?;
+        Ok((folio.pfn(), folio.order(), folio.test_flag(mm::page::PageFlag::SwapCache)))
+    }
+
     /// The page-table dump (`mm::ptdump`) of `[start, end)`: one line per
     /// run of like entries, e.g. `PMD 2M x1 rw- u D A -> ...` for a huge page.
     pub fn dump(&self, start: VirtAddr, end: VirtAddr) -> String {
@@ -916,7 +938,16 @@ fn swap_in(
     use mm::swap::swapin::{SwapInError, SwapInOutcome};
     let dev = crate::swap::area(entry.ty()).ok_or_else(|| format!("{page}: {entry:?} is in no swap area"))?;
     let handle = mm::anon::anon_handle(space.root);
-    let (folio, i) = match crate::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12) {
+    // An intact run of a swapped-out huge page comes back whole in one
+    // read; the look at the table is under the lock, the claim and the
+    // recheck in half 1 make it safe to act on later.
+    let run = || {
+        let guard = space.lock();
+        guard.as_ref().and_then(|inner| {
+            mm::swap::swapin::intact_run(&inner.table, &KernelTables, &inner.vmas, page, entry)
+        })
+    };
+    let (folio, i) = match crate::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12, run) {
         Ok(got) => got,
         Err(SwapInError::Stale) => return Ok(()),
         Err(SwapInError::NoMemory) => {

@@ -45,10 +45,13 @@ use mm::swap::cache::{
     add_to_swap, delete_from_swap_cache, folio_entry, lookup_get, nth_entry, slots_unused,
 };
 use mm::swap::header::{format, parse};
-use mm::swap::swapin::{get_swapped_folio, map_swapped_in, SwapBackend, SwapInError, SwapInOutcome};
+use mm::swap::swapin::{
+    get_swapped_folio, get_swapped_folio_with_run, intact_run, map_swapped_in, SwapBackend, SwapInError,
+    SwapInOutcome,
+};
 use mm::swap::unmap::unmap_to_swap;
-use mm::thp::{alloc_anon_huge_folio, remove_pmd_mapping, HPAGE_NR, HPAGE_SIZE};
-use mm::vma::{VmaKind, VmaProt, VmaSet};
+use mm::thp::{alloc_anon_huge_folio, remove_pmd_mapping, HPAGE_NR, HPAGE_ORDER, HPAGE_SIZE};
+use mm::vma::{ThpMode, VmaKind, VmaProt, VmaSet};
 use mm::{PhysAddr, VirtAddr};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -136,8 +139,12 @@ struct Sys {
     fail_reads: Cell<u32>,
     fail_writes: Cell<u32>,
     fail_allocs: Cell<u32>,
+    /// The next this many huge swap-in allocations fail.
+    fail_huge_allocs: Cell<u32>,
     /// Pages read from and written to the disk.
     nr_reads: Cell<u64>,
+    /// Read requests (one per `read` call that succeeded).
+    nr_read_calls: Cell<u64>,
     nr_writes: Cell<u64>,
     /// 4 KiB copies made (copy on write).
     nr_copies: Cell<u64>,
@@ -238,6 +245,7 @@ impl SwapBackend for Sys {
             self.set_frame(frame.pfn() + i as u64, bytes);
         }
         self.nr_reads.set(self.nr_reads.get() + nr as u64);
+        self.nr_read_calls.set(self.nr_read_calls.get() + 1);
         Ok(())
     }
 
@@ -267,6 +275,16 @@ impl SwapBackend for Sys {
         }
         let f = self.fa.alloc_folio(0, AllocKind::Normal).ok()?;
         self.fill_zero(PhysAddr::new(f.pfn() << 12), 1);
+        Some(f)
+    }
+
+    fn alloc_huge_folio(&self) -> Option<UnpublishedFolio<'static>> {
+        if self.fail_huge_allocs.get() > 0 {
+            self.fail_huge_allocs.set(self.fail_huge_allocs.get() - 1);
+            return None;
+        }
+        let f = self.fa.alloc_folio(HPAGE_ORDER, AllocKind::Normal).ok()?;
+        self.fill_zero(PhysAddr::new(f.pfn() << 12), HPAGE_NR as u64);
         Some(f)
     }
 
@@ -360,7 +378,9 @@ impl<F: HardwareWalker> World<F> {
             fail_reads: Cell::new(0),
             fail_writes: Cell::new(0),
             fail_allocs: Cell::new(0),
+            fail_huge_allocs: Cell::new(0),
             nr_reads: Cell::new(0),
+            nr_read_calls: Cell::new(0),
             nr_writes: Cell::new(0),
             nr_copies: Cell::new(0),
         };
@@ -563,8 +583,30 @@ impl<F: HardwareWalker> World<F> {
 
     // ---- swap-in (kernel/src/vm.rs `swap_in`)
 
-    /// Half 1, without the space's lock: the folio of `entry`, locked.
+    /// Half 1, without the space's lock: the folio of `entry`, locked;
+    /// an intact run is read whole (the kernel looks at the table under
+    /// the space's lock).
     fn swap_in_half1(
+        &self,
+        s: usize,
+        page: u64,
+        entry: SwapEntry,
+    ) -> Result<(Folio<'static>, usize), SwapInError> {
+        let sp = self.sp(s);
+        let run = || intact_run(&sp.table, &self.mem, &sp.vmas, va(page), entry);
+        get_swapped_folio_with_run(
+            self.area(),
+            self.memmap(),
+            &self.sys,
+            entry,
+            self.handle(s),
+            page >> 12,
+            run,
+        )
+    }
+
+    /// Half 1 as a path that reads the one page whatever the table holds.
+    fn swap_in_half1_small(
         &self,
         s: usize,
         page: u64,
@@ -702,6 +744,10 @@ impl<F: HardwareWalker> World<F> {
 
     fn mmap(&mut self, s: usize, start: u64, len: u64, prot: VmaProt) {
         self.spaces[s].as_mut().unwrap().vmas.map_fixed(va(start), len, prot, VmaKind::Anonymous).unwrap();
+    }
+
+    fn advise_thp(&mut self, s: usize, start: u64, len: u64, mode: ThpMode) {
+        self.spaces[s].as_mut().unwrap().vmas.advise_thp(va(start), len, mode).unwrap();
     }
 
     /// Unmaps `[start, end)` of the table into a gather, flushes, gives the
@@ -929,7 +975,10 @@ fn a_thp_goes_out_whole_and_comes_back<F: HardwareWalker>() {
     for p in pages(AREA, HPAGE_NR as u64) {
         w.expect_page(0, p, 1);
     }
-    // A full swap-out frees it; faults read the pages back one by one.
+    // A full swap-out frees it; in an area that takes no huge pages any
+    // more, faults read the pages back one by one (the large read of a
+    // freed THP: `a_freed_thp_comes_back_whole_in_one_read`).
+    w.advise_thp(0, AREA, HP, ThpMode::Never);
     let free = w.nr_free();
     assert_eq!(w.swap_out(0, AREA), SwapOut::Freed(512));
     assert_eq!(w.nr_free(), free + 512);
@@ -949,6 +998,228 @@ fn a_thp_goes_out_whole_and_comes_back<F: HardwareWalker>() {
     }
     assert_eq!(w.area().nr_used(), 0);
     assert_eq!(w.stats(0), small_stats(512));
+    w.finish();
+}
+
+// ------------------------------------------------------------------ 2c
+
+/// A THP at `base` written out whole in one aligned run of slots and freed.
+fn thp_out_and_freed<F: HardwareWalker>(w: &mut World<F>, base: u64, tag: u8) -> SwapEntry {
+    w.mmap(0, base, HP, RW);
+    assert_eq!(w.write_page(0, base, tag), [Ev::Fault(FaultOutcome::MappedHuge)]);
+    for p in pages(base, HPAGE_NR as u64) {
+        w.write_page(0, p, tag);
+    }
+    assert_eq!(w.swap_out(0, base), SwapOut::Freed(512));
+    let (first, _) = w.swap_pte(0, base).unwrap();
+    assert_eq!(first.offset() % HPAGE_NR as u64, 0);
+    assert_eq!(w.area().nr_in_cache(), 0, "freed, out of the swap cache");
+    first
+}
+
+/// The folio mapped at `base` is one order-9 folio whose page `i` every
+/// PTE `i` of the block maps, with the rights `writable`.
+fn whole_folio_at<F: HardwareWalker>(w: &World<F>, s: usize, base: u64, writable: bool) -> Folio<'static> {
+    let f = w.folio_at(s, base);
+    assert_eq!(f.order(), 9);
+    for (i, p) in pages(base, HPAGE_NR as u64).enumerate() {
+        let (level, leaf) = w.leaf(s, p);
+        assert_eq!((level, leaf.frame.pfn(), leaf.prot.writable), (Level::Pte, f.pfn() + i as u64, writable));
+    }
+    f
+}
+
+/// A freed THP whose run is intact comes back as one order-9 folio in one
+/// read on the first fault, exclusive and writable; and again after a
+/// second round trip (the PTE-mapped folio goes out whole); after a fork
+/// the shared run comes back whole for the child, read-only, and the
+/// parent finds it in the cache.
+fn a_freed_thp_comes_back_whole_in_one_read<F: HardwareWalker>() {
+    let _shared = shared();
+    let mut w = World::<F>::new();
+    let first = thp_out_and_freed(&mut w, AREA, 1);
+    let free = w.nr_free();
+    let p = AREA + 77 * PAGE;
+    assert_eq!(w.expect_page(0, p, 1), [needs(p, nth_entry(first, 77)), swapped_in(512, true, true)]);
+    assert_eq!((w.sys.nr_read_calls.get(), w.sys.nr_reads.get()), (1, 512), "one request for the run");
+    assert_eq!(w.nr_free(), free - 512);
+    assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (0, 0), "out of the cache, slots free");
+    let f = whole_folio_at(&w, 0, AREA, true);
+    assert!(!f.test_flag(PageFlag::SwapCache) && f.swap_entry().is_none());
+    assert!((0..HPAGE_NR).all(|i| f.page(i).test_flag(PageFlag::AnonExclusive) && f.page_mapcount(i) == 1));
+    assert_eq!((f.refcount(), f.mapping(), f.index()), (512, w.handle(0), AREA >> 12));
+    assert_eq!(
+        w.stats(0),
+        Stats { nr_pages_mapped: 512, nr_folios: 1, nr_pte_leaves: 512, ..Stats::default() }
+    );
+    for q in pages(AREA, HPAGE_NR as u64) {
+        w.expect_page(0, q, 1);
+    }
+    assert_eq!(w.sys.nr_reads.get(), 512, "no more reads");
+
+    // Written in place, out again whole (the folio is PTE-mapped now), and
+    // a write fault brings it back whole.
+    for q in pages(AREA, HPAGE_NR as u64) {
+        assert!(!copied(&w.write_page(0, q, 2)));
+    }
+    assert_eq!(w.swap_out(0, AREA), SwapOut::Freed(512));
+    let (first, _) = w.swap_pte(0, AREA).unwrap();
+    let p = AREA + 300 * PAGE;
+    let events = w.write_page(0, p, 3);
+    assert_eq!(events, [needs(p, nth_entry(first, 300)), swapped_in(512, true, true)]);
+    assert_eq!(w.sys.nr_read_calls.get(), 2);
+    whole_folio_at(&w, 0, AREA, true);
+    for q in pages(AREA, HPAGE_NR as u64) {
+        w.expect_page(0, q, if q == p { 3 } else { 2 });
+    }
+
+    // Shared with a child: each slot's count is 2. The child's fault reads
+    // the run whole and maps it read-only (the parent holds the slots);
+    // the parent's fault finds it in the cache, no read, and takes it out.
+    w.write_page(0, p, 2);
+    assert_eq!(w.swap_out(0, AREA), SwapOut::Freed(512));
+    let (first, _) = w.swap_pte(0, AREA).unwrap();
+    let c = w.fork(0);
+    assert_eq!(w.area().count(nth_entry(first, 9)), 2);
+    let p = AREA + 9 * PAGE;
+    assert_eq!(w.expect_page(c, p, 2), [needs(p, nth_entry(first, 9)), swapped_in(512, false, false)]);
+    assert_eq!(w.sys.nr_read_calls.get(), 3);
+    let f = whole_folio_at(&w, c, AREA, false);
+    assert!(f.test_flag(PageFlag::SwapCache));
+    w.check();
+    assert_eq!(w.expect_page(0, p, 2), [needs(p, nth_entry(first, 9)), swapped_in(512, false, false)]);
+    assert_eq!(w.sys.nr_read_calls.get(), 3, "a cache hit");
+    assert!(!f.test_flag(PageFlag::SwapCache));
+    assert_eq!(whole_folio_at(&w, 0, AREA, false).pfn(), f.pfn());
+    assert!(copied(&w.write_page(c, p, 4)));
+    w.expect_page(0, p, 2);
+    w.check();
+    w.exit(c);
+    w.finish();
+}
+
+/// A run that is not intact any more, or whose large read is refused,
+/// falls back to reading the faulting page alone, and leaves no claim
+/// behind. Each case on a THP of its own block.
+fn a_changed_run_falls_back_to_small_reads<F: HardwareWalker>() {
+    let _shared = shared();
+    let mut w = World::<F>::new();
+    let small = |w: &World<F>, p: u64, e: SwapEntry, tag: u8| {
+        let calls = w.sys.nr_read_calls.get();
+        assert_eq!(w.expect_page(0, p, tag), [needs(p, e), swapped_in(1, true, true)], "{p:#x}");
+        assert_eq!(w.sys.nr_read_calls.get(), calls + 1);
+        assert_eq!(w.folio_at(0, p).order(), 0);
+    };
+    // Every slot of the run at `base` but the ones given: count 1, no
+    // HAS_CACHE, its PTE still holding it.
+    let untouched = |w: &World<F>, base: u64, first: SwapEntry, except: &[usize]| {
+        for i in (0..HPAGE_NR).filter(|i| !except.contains(i)) {
+            let e = nth_entry(first, i);
+            assert_eq!((w.area().count(e), w.area().has_cache(e)), (1, false), "slot {i}");
+            assert_eq!(w.swap_pte(0, base + i as u64 * PAGE).map(|x| x.0), Some(e));
+        }
+    };
+    let mapped = SwapInOutcome::Mapped { pages: 1, exclusive: true, writable: true };
+
+    // 1. One page swapped in alone first (by a path that reads one page):
+    // its PTE is present, the run is broken.
+    let b = AREA;
+    let first = thp_out_and_freed(&mut w, b, 1);
+    let got = w.swap_in_half1_small(0, b + 5 * PAGE, nth_entry(first, 5)).unwrap();
+    assert_eq!(w.swap_in_half2(0, got, b + 5 * PAGE, nth_entry(first, 5), false), mapped);
+    small(&w, b + 6 * PAGE, nth_entry(first, 6), 1);
+    untouched(&w, b, first, &[5, 6]);
+    w.check();
+    // 2. One page unmapped (MADV_DONTNEED): the run is broken too.
+    w.dontneed(0, b + 10 * PAGE, PAGE);
+    small(&w, b + 11 * PAGE, nth_entry(first, 11), 1);
+    untouched(&w, b, first, &[5, 6, 10, 11]);
+    w.munmap(0, b, HP);
+    assert_eq!(w.area().nr_used(), 0);
+    w.check();
+
+    // 3. No huge frame: the claim of the run is given back.
+    let b = AREA + HP;
+    let first = thp_out_and_freed(&mut w, b, 2);
+    w.sys.fail_huge_allocs.set(1);
+    small(&w, b + 20 * PAGE, nth_entry(first, 20), 2);
+    untouched(&w, b, first, &[20]);
+    w.munmap(0, b, HP);
+    w.check();
+
+    // 4. A slot of the run busy (its page is in the swap cache, not mapped
+    // back): the claim of the run fails as a whole, nothing is claimed.
+    let b = AREA + 2 * HP;
+    let first = thp_out_and_freed(&mut w, b, 3);
+    let (cached, _) = w.swap_in_half1_small(0, b + 30 * PAGE, nth_entry(first, 30)).unwrap();
+    cached.unlock();
+    w.sys.put(cached);
+    assert!(w.area().has_cache(nth_entry(first, 30)) && cached.test_flag(PageFlag::SwapCache));
+    small(&w, b + 31 * PAGE, nth_entry(first, 31), 3);
+    untouched(&w, b, first, &[30, 31]);
+    // The cached page is mapped from the cache by its own fault.
+    let p = b + 30 * PAGE;
+    let calls = w.sys.nr_read_calls.get();
+    assert_eq!(w.expect_page(0, p, 3), [needs(p, nth_entry(first, 30)), swapped_in(1, true, true)]);
+    assert_eq!((w.sys.nr_read_calls.get(), w.folio_at(0, p).pfn()), (calls, cached.pfn()));
+    w.munmap(0, b, HP);
+    w.check();
+
+    // 5. The run changed between the look and the claim (the recheck
+    // after the claim says so): the claim is given back, one page read.
+    let b = AREA + 3 * HP;
+    let first = thp_out_and_freed(&mut w, b, 4);
+    let looks = Cell::new(0);
+    let run = || {
+        looks.set(looks.get() + 1);
+        (looks.get() == 1).then_some(first)
+    };
+    let p = b + 40 * PAGE;
+    let e = nth_entry(first, 40);
+    let got = get_swapped_folio_with_run(w.area(), w.memmap(), &w.sys, e, w.handle(0), p >> 12, run).unwrap();
+    assert_eq!((looks.get(), got.0.order(), got.1), (2, 0, 0));
+    untouched(&w, b, first, &[40]);
+    assert_eq!(w.swap_in_half2(0, got, p, e, false), mapped);
+    w.expect_page(0, p, 4);
+    // 6. The area takes no huge pages: one page read.
+    w.advise_thp(0, b, HP, ThpMode::Never);
+    small(&w, b + 41 * PAGE, nth_entry(first, 41), 4);
+    untouched(&w, b, first, &[40, 41]);
+    w.advise_thp(0, b, HP, ThpMode::Default);
+    // 7. The 2 MiB block around the fault is not in one area any more.
+    w.munmap(0, b + HP / 2, HP / 2);
+    small(&w, b + 42 * PAGE, nth_entry(first, 42), 4);
+    for q in pages(b, HPAGE_NR as u64 / 2) {
+        w.expect_page(0, q, 4);
+    }
+    w.check();
+    w.finish();
+}
+
+/// A failed read of a whole run ends only the access, and leaves every
+/// entry, slot count and frame as it was; the next access reads it whole.
+fn a_failed_large_read_leaves_everything_as_it_was<F: HardwareWalker>() {
+    let _shared = shared();
+    let mut w = World::<F>::new();
+    let first = thp_out_and_freed(&mut w, AREA, 1);
+    let (free, stats) = (w.nr_free(), w.stats(0));
+    w.sys.fail_reads.set(1);
+    let p = AREA + 100 * PAGE;
+    let err = w.access(0, p, HwAccess::USER_WRITE).unwrap_err();
+    assert!(matches!(err, Ev::SwapIn(Err(SwapInError::Io(ref m))) if m.contains("injected")), "{err:?}");
+    for (i, q) in pages(AREA, HPAGE_NR as u64).enumerate() {
+        let e = nth_entry(first, i);
+        assert_eq!(w.swap_pte(0, q), Some((e, true)), "the entry is still there");
+        assert_eq!((w.area().count(e), w.area().has_cache(e)), (1, false));
+        assert!(w.sys.disk.borrow().contains_key(&e.offset()));
+    }
+    assert_eq!((w.area().nr_in_cache(), w.nr_free(), w.stats(0)), (0, free, stats));
+    assert_eq!(w.sys.nr_read_calls.get(), 0);
+    assert_eq!(w.expect_page(0, p, 1), [needs(p, nth_entry(first, 100)), swapped_in(512, true, true)]);
+    whole_folio_at(&w, 0, AREA, true);
+    for q in pages(AREA, HPAGE_NR as u64) {
+        w.expect_page(0, q, 1);
+    }
     w.finish();
 }
 
@@ -1476,6 +1747,9 @@ for_both_formats!(
     small_pages_go_out_and_come_back,
     a_thp_goes_out_whole_and_comes_back,
     a_large_cache_folio_partly_zapped_or_shared,
+    a_freed_thp_comes_back_whole_in_one_read,
+    a_changed_run_falls_back_to_small_reads,
+    a_failed_large_read_leaves_everything_as_it_was,
     swap_in_respects_the_area_rights,
     fork_after_swap_out_shares_the_entries,
     seed_004_exclusive_bit_survives_swap,

@@ -8,9 +8,9 @@
 //! [`crate::fault::FaultOutcome::NeedsSwapIn`]. The caller drops the lock
 //! (reading may sleep) and:
 //!
-//! 1. [`get_swapped_folio`]: looks up the swap cache; on a hit, takes a
-//!    reference, locks the folio and checks it is still the cache folio of
-//!    that entry. On a miss it **claims** the slot's `HAS_CACHE` first
+//! 1. [`get_swapped_folio`] (or [`get_swapped_folio_with_run`], below):
+//!    looks up the swap cache; on a hit, takes a reference, locks the
+//!    folio and checks it is still the cache folio of that entry. On a miss it **claims** the slot's `HAS_CACHE` first
 //!    ([`SwapArea::claim_cache`]) and only then allocates a folio, puts it
 //!    into the cache and reads. The claim is what makes the read safe: a
 //!    slot whose count is 0 (the entry was freed because somebody else
@@ -27,6 +27,26 @@
 //!    of it whose entry still holds its own slot: the folio comes back
 //!    whole. Each mapped entry gives its slot count back
 //!    ([`SwapArea::free_ref`]).
+//!
+//! ## The large read
+//!
+//! A 2 MiB folio that reclaim freed would come back 4 KiB at a time. So on a
+//! miss, [`get_swapped_folio_with_run`] first asks (under the space's lock,
+//! [`intact_run`]) whether the 512 PTEs of the aligned block around the
+//! fault, in one huge-page eligible area, hold one 512-aligned run of
+//! entries in order. If so it claims the 512 slots at once (all or none),
+//! looks again now that no slot of the run can be freed or reused (a slot
+//! reused in between would put another page's data under this mapping),
+//! allocates an order-9 folio ([`SwapBackend::alloc_huge_folio`]), puts it
+//! into the cache and reads the run in one request. Half 2 then maps it
+//! whole, with PTEs. Any refusal (no run, a refused claim, a second look
+//! that disagrees, no huge frame) falls back to the order-0 read with
+//! nothing claimed; a failed read leaves every slot as it was. Host tests:
+//! `a_freed_thp_comes_back_whole_in_one_read`,
+//! `a_changed_run_falls_back_to_small_reads`,
+//! `a_failed_large_read_leaves_everything_as_it_was` in
+//! `tests/swap.rs`; in-guest `swap::freed_thp_comes_back_whole`,
+//! `swap::concurrent_faults_on_one_freed_thp`.
 //!
 //! ## Exclusive
 //!
@@ -50,6 +70,7 @@ use crate::folio::{Folio, UnpublishedFolio};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{Decoded, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, Prot};
 use crate::pgtable::{SwapEntry, TableMemory};
+use crate::thp::{HPAGE_NR, HPAGE_ORDER, HPAGE_SIZE};
 use crate::vma::VmaSet;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -66,6 +87,13 @@ pub trait SwapBackend {
     /// A fresh order-0 folio for swap-in (unpublished), `None` when memory
     /// is out even after reclaim.
     fn alloc_folio(&self) -> Option<UnpublishedFolio<'static>>;
+    /// A fresh order-9 folio for the large read of an intact run
+    /// (unpublished, contents undefined: the read fills them all), `None`
+    /// when no 2 MiB block is free; swap-in then reads the one page. It
+    /// should not reclaim hard for it. The default never has one.
+    fn alloc_huge_folio(&self) -> Option<UnpublishedFolio<'static>> {
+        None
+    }
     /// Gives back a folio whose last reference is gone.
     fn free_folio(&self, folio: Folio<'static>);
 }
@@ -85,7 +113,8 @@ pub enum SwapInError {
 /// The cache folio holding `entry`, locked, with a reference for the
 /// caller, and the index of `entry`'s page in it (module doc, half 1).
 /// `handle`/`index` name the faulting page (`index` = its `va >> 12`), for
-/// a folio this call reads in.
+/// a folio this call reads in. Every miss reads the one page:
+/// [`get_swapped_folio_with_run`] with no run.
 pub fn get_swapped_folio(
     area: &SwapArea,
     memmap: &'static Memmap,
@@ -94,6 +123,25 @@ pub fn get_swapped_folio(
     handle: u64,
     index: u64,
 ) -> Result<(Folio<'static>, usize), SwapInError> {
+    get_swapped_folio_with_run(area, memmap, backend, entry, handle, index, || None)
+}
+
+/// [`get_swapped_folio`], and on a miss first the large read of the
+/// module doc: `run` answers, under the space's lock, the first entry of
+/// the intact run around the faulting page ([`intact_run`]), or `None`.
+/// It is asked before the claim (which slots to claim) and once more
+/// after it (the run is still intact now that no slot of it can be freed
+/// or reused). Any refusal falls back to the order-0 read.
+pub fn get_swapped_folio_with_run(
+    area: &SwapArea,
+    memmap: &'static Memmap,
+    backend: &impl SwapBackend,
+    entry: SwapEntry,
+    handle: u64,
+    index: u64,
+    run: impl Fn() -> Option<SwapEntry>,
+) -> Result<(Folio<'static>, usize), SwapInError> {
+    let mut try_run = true;
     loop {
         if let Some((folio, i)) = lookup_get(area, memmap, entry) {
             while !folio.try_lock() {
@@ -110,6 +158,13 @@ pub fn get_swapped_folio(
             }
             return Ok((folio, i));
         }
+        // Once per fault: a run that was not intact (or no huge frame)
+        // will not become so by waiting.
+        if core::mem::take(&mut try_run) {
+            if let Some(got) = read_run(area, backend, entry, handle, index, &run) {
+                return got;
+            }
+        }
         if crate::bugs::enabled(crate::bugs::Bug::PageoutSplitRace) && area.count(entry) == 1 {
             return read_unclaimed(backend, entry, handle, index);
         }
@@ -122,44 +177,135 @@ pub fn get_swapped_folio(
             Err(ClaimError::Unused { .. }) => return Err(SwapInError::Stale),
             Err(ClaimError::Slot(e)) => return Err(SwapInError::Io(alloc::format!("{e}"))),
         }
-        let Some(mut new) = backend.alloc_folio() else {
+        let Some(new) = backend.alloc_folio() else {
             let _ = area.release_cache(entry, 1);
             return Err(SwapInError::NoMemory);
         };
-        new.nonatomic_set_flag(PageFlag::SwapBacked);
-        new.nonatomic_set_flag(PageFlag::Locked);
-        new.set_mapping(handle, index);
-        let folio = new.publish(); // our reference
-        folio.get(); // the cache's
-        folio.set_swap_entry(entry.to_raw());
-        folio.set_flag(PageFlag::SwapCache);
-        if let Err(e) = area.cache_add(entry, 1, folio.pfn()) {
-            panic!("get_swapped_folio: claimed slot {entry:?} refused by the cache: {e}");
+        return read_new(area, backend, new, entry, 0, handle, index);
+    }
+}
+
+/// The first entry of the intact run around the swap entry `entry` at
+/// `page`, or `None`: the 2 MiB block around `page` lies in one
+/// huge-page eligible area ([`VmaSet::thp_eligible`]) and its 512 PTEs
+/// hold the swap entries `first + 0 ..= first + 511` of `entry`'s area, in
+/// order, with `first`'s offset 512-aligned. The exclusive bits do not
+/// matter (half 2 reads each page's own). The caller holds the space's
+/// lock; the answer is a snapshot, made safe by the claim and the recheck.
+pub fn intact_run<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    vmas: &VmaSet,
+    page: VirtAddr,
+    entry: SwapEntry,
+) -> Option<SwapEntry> {
+    if !vmas.thp_eligible(page) {
+        return None;
+    }
+    let block = page.align_down(HPAGE_SIZE).as_u64();
+    let i = (page.as_u64() - block) / 4096;
+    let first = SwapEntry::new(entry.ty(), entry.offset().checked_sub(i)?).ok()?;
+    if !first.offset().is_multiple_of(HPAGE_NR as u64) {
+        return None; // cheap: most runs of small pages fail here
+    }
+    (0..HPAGE_NR as u64)
+        .all(|j| {
+            let want = SwapEntry::new(first.ty(), first.offset() + j).ok();
+            match table.lookup(mem, VirtAddr::new(block + j * 4096)) {
+                (Level::Pte, Decoded::NonPresent(NonPresent::Swap { entry, .. })) => Some(entry) == want,
+                _ => false,
+            }
+        })
+        .then_some(first)
+}
+
+/// The large read of a miss on `entry` (module doc): `None` when it does
+/// not apply or anything refuses (nothing is left claimed); else what the
+/// read gave.
+fn read_run(
+    area: &SwapArea,
+    backend: &impl SwapBackend,
+    entry: SwapEntry,
+    handle: u64,
+    index: u64,
+    run: &impl Fn() -> Option<SwapEntry>,
+) -> Option<Result<(Folio<'static>, usize), SwapInError>> {
+    let first = run()?;
+    let i = entry.offset().checked_sub(first.offset())? as usize;
+    if first.ty() != entry.ty() || i >= HPAGE_NR || !first.offset().is_multiple_of(HPAGE_NR as u64) {
+        return None;
+    }
+    // All 512 or none: a refused claim leaves nothing claimed.
+    area.claim_cache(first, HPAGE_NR as u64).ok()?;
+    let release = || {
+        if let Err(e) = area.release_cache(first, HPAGE_NR as u64) {
+            panic!("get_swapped_folio: releasing the claimed run {first:?}: {e}");
         }
-        match backend.read(entry, PhysAddr::new(folio.pfn() << 12), 1) {
-            Ok(()) => {
-                folio.set_flag(PageFlag::Uptodate);
-                // A new folio goes on the LRU lists here, and only here: a
-                // cache hit is on them already, or isolated by reclaim,
-                // which puts it back itself.
-                if let Some(lru) = crate::lru::registered() {
-                    lru.add(folio);
-                }
-                return Ok((folio, 0));
+    };
+    // No slot of the run can be freed (or reused) now; is every one still
+    // held by its PTE? If not, a slot may already hold another page.
+    if run() != Some(first) {
+        release();
+        return None;
+    }
+    let Some(new) = backend.alloc_huge_folio() else {
+        release();
+        return None;
+    };
+    assert_eq!(new.order(), HPAGE_ORDER, "alloc_huge_folio gave a folio of another order");
+    Some(read_new(area, backend, new, first, i, handle, index))
+}
+
+/// Puts the fresh folio `new` into the swap cache at its claimed slots
+/// from `first` on and reads them into it; page `i` is the faulting one,
+/// at `index` of `handle`. On success the folio is locked, with the
+/// caller's reference and the cache's; on a read error it is out of the
+/// cache again and freed, and the slots keep their data and counts.
+fn read_new(
+    area: &SwapArea,
+    backend: &impl SwapBackend,
+    mut new: UnpublishedFolio<'static>,
+    first: SwapEntry,
+    i: usize,
+    handle: u64,
+    index: u64,
+) -> Result<(Folio<'static>, usize), SwapInError> {
+    let nr = 1usize << new.order();
+    new.nonatomic_set_flag(PageFlag::SwapBacked);
+    new.nonatomic_set_flag(PageFlag::Locked);
+    new.set_mapping(handle, index - i as u64);
+    let folio = new.publish(); // our reference
+    for _ in 0..nr {
+        folio.get(); // the cache's, one per page
+    }
+    folio.set_swap_entry(first.to_raw());
+    folio.set_flag(PageFlag::SwapCache);
+    if let Err(e) = area.cache_add(first, nr as u64, folio.pfn()) {
+        panic!("get_swapped_folio: claimed slots {first:?} (+{nr}) refused by the cache: {e}");
+    }
+    match backend.read(first, PhysAddr::new(folio.pfn() << 12), nr) {
+        Ok(()) => {
+            folio.set_flag(PageFlag::Uptodate);
+            // A new folio goes on the LRU lists here, and only here: a
+            // cache hit is on them already, or isolated by reclaim,
+            // which puts it back itself.
+            if let Some(lru) = crate::lru::registered() {
+                lru.add(folio);
             }
-            Err(e) => {
-                // Out of the cache again; the slot keeps its data and its
-                // count, so a later fault may try the read again.
-                let refs = delete_from_swap_cache(area, &folio);
-                folio.unlock();
-                for _ in 0..refs {
-                    folio.put();
-                }
-                if folio.put() {
-                    backend.free_folio(folio);
-                }
-                return Err(SwapInError::Io(e));
+            Ok((folio, i))
+        }
+        Err(e) => {
+            // Out of the cache again; the slots keep their data and their
+            // counts, so a later fault may try the read again.
+            let refs = delete_from_swap_cache(area, &folio);
+            folio.unlock();
+            for _ in 0..refs {
+                folio.put();
             }
+            if folio.put() {
+                backend.free_folio(folio);
+            }
+            Err(SwapInError::Io(e))
         }
     }
 }
