@@ -1,7 +1,10 @@
 //! Swap-in under a concurrency checker: two faults on one swapped-out
-//! entry racing the end of its swap-out, and a swap-out racing a task that
+//! entry racing the end of its swap-out; a swap-out racing a task that
 //! faults the page back while a plain (`FOLL_GET`) reference is held on it
-//! (the exclusive hand-off of seed 004), in every interleaving shuttle
+//! (the exclusive hand-off of seed 004); and a writer and a reader faulting
+//! a page in while a pager swaps it out again into the slot the swap-in
+//! freed (seed 002's ABA, which the claim defeats and the replay
+//! `pageout-split-race` lets through), in every interleaving shuttle
 //! explores of the real `mm::swap` and `mm::fault` code.
 //!
 //! Built only with the `shuttle` feature (see `Cargo.toml` and
@@ -380,8 +383,15 @@ struct Backend<'a> {
 impl SwapBackend for Backend<'_> {
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
         assert_eq!(nr, 1);
-        // Seed 002: a slot is read only while claimed and held.
-        assert!(self.w.area.has_cache(first) && self.w.area.count(first) > 0, "read of an unclaimed slot");
+        // Seed 002: a slot is read only while claimed and held (the
+        // replayed mistake reads without the claim: that read is what the
+        // test of the switch is about).
+        if !bugs::enabled(Bug::PageoutSplitRace) {
+            assert!(
+                self.w.area.has_cache(first) && self.w.area.count(first) > 0,
+                "read of an unclaimed slot"
+            );
+        }
         let words = *self.w.disk.lock().unwrap().get(&first.offset()).expect("read of a slot never written");
         *self.w.data.lock().unwrap().get_mut(&frame.pfn()).unwrap() = words;
         self.reads.set(self.reads.get() + 1);
@@ -562,6 +572,72 @@ fn exclusive_hand_off() {
     w.finish();
 }
 
+// ------------------------------------------------------------------ 3
+
+/// Executions in which the pager swapped the page out again after the
+/// writer's write (into the slot the swap-in had freed: the ABA).
+static REPAGED_AFTER_WRITE: AtomicUsize = AtomicUsize::new(0);
+/// Set when the writer's write was lost.
+static LOST_WRITE: AtomicBool = AtomicBool::new(false);
+
+/// Seed 002's race: the page is swapped out and freed (one entry holds its
+/// slot, nothing is in the cache). A writer faults it in and writes a new
+/// version; a reader faults on it at the same time; a pager swaps it out
+/// again. Every other slot of the area is taken, so the slot a swap-in
+/// frees is the one the pager gets, and the entry holds the same value
+/// again. The write must survive.
+fn swap_in_against_a_reswap_of_the_same_slot() {
+    let w = World::new();
+    let pfn = w.populate([1, 1]);
+    let folio = folio_of(w.memmap(), pfn).unwrap();
+    folio.get();
+    assert!(w.reclaim_start(folio));
+    w.reclaim_unmap_and_write(folio);
+    assert!(w.reclaim_finish(folio), "nothing else holds it");
+    // Every other slot in use, as in a full area.
+    let fillers: Vec<SwapEntry> = std::iter::from_fn(|| w.area.alloc(0)).collect();
+    assert_eq!(w.area.nr_free(), 0);
+    let writer = thread::spawn(move || w.cpu(HwAccess::USER_WRITE, |pa| w.set_word(pa, 1, 2)));
+    let reader = thread::spawn(move || w.fault_once(Access::Read));
+    let pager = thread::spawn(move || {
+        for _ in 0..2 {
+            // The folio mapped now, if any, with a reference: MADV_PAGEOUT.
+            let found = {
+                let g = w.space.lock().unwrap();
+                g.table
+                    .translate(&g.mem, VirtAddr::new(PAGE_VA))
+                    .and_then(|pa| folio_of(w.memmap(), pa.pfn()))
+                    .filter(|f| f.try_get())
+            };
+            if let Some(folio) = found {
+                let new_version = w.words(folio.pfn())[1] == 2;
+                if w.reclaim_start(folio) {
+                    w.reclaim_unmap_and_write(folio);
+                    w.reclaim_finish(folio);
+                    if new_version {
+                        REPAGED_AFTER_WRITE.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            thread::yield_now();
+        }
+    });
+    writer.join().unwrap();
+    reader.join().unwrap();
+    pager.join().unwrap();
+    let mut seen = [0; 2];
+    w.cpu(HwAccess::USER_READ, |pa| seen = w.words(pa.pfn()));
+    if seen[1] != 2 {
+        LOST_WRITE.store(true, Ordering::Relaxed);
+        panic!("lost write: the page holds {seen:?} after the writer wrote 2 into word 1");
+    }
+    w.check();
+    for e in fillers {
+        w.area.release_cache(e, 1).unwrap();
+    }
+    w.finish();
+}
+
 // ------------------------------------------------------------------ runs
 
 fn config() -> Config {
@@ -634,4 +710,33 @@ fn shuttle_catches_forget_anon_exclusive() {
     };
     assert!(!bugs::enabled(Bug::ForgetAnonExclusive));
     assert!(failed && LOST.load(Ordering::Relaxed), "shuttle did not find the lost write of seed 004");
+}
+
+#[test]
+fn swap_in_survives_a_reswap_of_the_same_slot() {
+    let _serial = serial();
+    assert!(!bugs::enabled(Bug::PageoutSplitRace));
+    run("re-swap of the same slot", swap_in_against_a_reswap_of_the_same_slot);
+    let n = REPAGED_AFTER_WRITE.load(Ordering::Relaxed);
+    eprintln!("shuttle: the pager swapped the new version out again in {n} executions");
+    assert!(n > 0, "shuttle never let the pager swap the written page out again");
+}
+
+#[test]
+fn shuttle_catches_pageout_split_race() {
+    let _serial = serial();
+    LOST_WRITE.store(false, Ordering::Relaxed);
+    let failed = {
+        let _on = BugOn(Bug::PageoutSplitRace);
+        bugs::enable(Bug::PageoutSplitRace);
+        let start = Instant::now();
+        let r = std::panic::catch_unwind(|| {
+            Runner::new(PctScheduler::new_from_seed(SEED, 3, ITERATIONS), config())
+                .run(swap_in_against_a_reswap_of_the_same_slot)
+        });
+        eprintln!("shuttle: re-swap with the bug: {:.2} s", start.elapsed().as_secs_f64());
+        r.is_err()
+    };
+    assert!(!bugs::enabled(Bug::PageoutSplitRace));
+    assert!(failed && LOST_WRITE.load(Ordering::Relaxed), "shuttle did not find the lost write of seed 002");
 }
