@@ -35,7 +35,7 @@
 //! ([`direct_reclaim`]) and the fault is retried; when reclaim frees
 //! nothing the faulting task is ended (out of memory), never the kernel.
 //!
-//! ### Waking kswapd ([`wakeup_kswapd`])
+//! ### Waking kswapd (`wakeup_kswapd`)
 //!
 //! - Who wakes it: the frame allocator's low-memory hook
 //!   (`mm::frame::FrameAllocator::set_low_memory_hook`, registered in
@@ -43,7 +43,7 @@
 //!   pages free or fails, whoever calls the allocator (the `memory`
 //!   wrappers, the swap-in backend, tests); and [`defer`], for its
 //!   deferred work.
-//! - How: the waker ORs its reason into [`KSWAPD_WANTED`] (an atomic), and
+//! - How: the waker ORs its reason into `KSWAPD_WANTED` (an atomic), and
 //!   only the waker that found it zero calls `sched::unpark` on kswapd's
 //!   task. A non-zero flag means an unpark was or is being sent and kswapd
 //!   has not consumed the flag yet, so it will see the new reason too.
@@ -56,12 +56,14 @@
 //!   (a disk request's park) loses nothing, since the flag stays set until
 //!   kswapd's own loop consumes it. Spurious unparks just loop.
 //! - Where it may be called: anywhere an allocation may happen: with
-//!   interrupts off, with any spin lock held (page-table and space locks,
-//!   the deferred list's lock is dropped first), from interrupt handlers
+//!   interrupts off, with any spin lock held (page-table and space locks;
+//!   not the heap's or the run queue's, under which nothing allocates
+//!   frames; [`defer`] drops its list's lock first), from interrupt handlers
 //!   and from any CPU. It never allocates and takes only the run-queue
 //!   lock (inside `unpark`, with interrupts off), which is innermost: its
-//!   holders take no other lock, never allocate frames and never wait for
-//!   another CPU. It is called after the allocator's lock is released.
+//!   holders take no other lock but the heap's (a leaf), never allocate
+//!   frames and never wait for another CPU. It is called after the
+//!   allocator's lock is released.
 //! - No timer safety net: every frame leaves the allocator through
 //!   `FrameAllocator::alloc`, which is where the hook sits, so there is no
 //!   path that lowers free memory without a wake; a periodic wake would
@@ -83,7 +85,7 @@
 //! The LRU lists' lock is a leaf taken with interrupts off (inside
 //! `mm::lru`). Shrinking takes, in order: the folio lock, then the address
 //! spaces' locks (to unmap), and sleeps for the disk with only the folio
-//! lock held. [`wakeup_kswapd`] takes only the run-queue lock (above).
+//! lock held. `wakeup_kswapd` takes only the run-queue lock (above).
 
 use crate::memory;
 use crate::sched;
