@@ -93,7 +93,7 @@ use crate::swap::{self, SwapDevice};
 use crate::sync::IrqSpinLock;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use mm::folio::Folio;
 use mm::lru::{LruList, LruLists};
 use mm::page::PageFlag;
@@ -310,12 +310,19 @@ fn low_memory() {
 /// spin locks held, interrupt handlers, any CPU; never allocates; takes
 /// only the run-queue lock (module doc, "Waking kswapd").
 fn wakeup_kswapd(why: u8) {
-    if KSWAPD_WANTED.fetch_or(why, Ordering::SeqCst) != 0 {
-        return; // an unpark is on its way, or kswapd has yet to look
-    }
-    if let Some(task) = KSWAPD_TASK.get() {
-        sched::unpark(task);
-    }
+    // Interrupts off from the flag to the unpark: the waker that owes the
+    // unpark is not preempted in between (others count on it).
+    crate::sync::without_interrupts(|| {
+        if KSWAPD_WANTED.fetch_or(why, Ordering::SeqCst) != 0 {
+            return; // an unpark is on its way, or kswapd has yet to look
+        }
+        // Pairs with the fence in `kswapd`: either this finds the task, or
+        // kswapd's first look finds the flag.
+        fence(Ordering::SeqCst);
+        if let Some(task) = KSWAPD_TASK.get() {
+            sched::unpark(task);
+        }
+    });
 }
 
 /// Parks kswapd until [`KSWAPD_WANTED`] is set; returns (and clears) it.
@@ -339,6 +346,9 @@ fn kswapd_wait() -> u8 {
 /// kswapd's loop (module doc).
 fn kswapd() {
     KSWAPD_TASK.call_once(sched::current_task);
+    // Pairs with the fence in `wakeup_kswapd` (a wake before the task was
+    // recorded sent no unpark, and its flag must be seen below).
+    fence(Ordering::SeqCst);
     let frames = memory::frame_allocator();
     loop {
         let why = kswapd_wait();
