@@ -588,6 +588,7 @@ fn pressure() -> Result<(), String> {
     let base = map(&space, pages * PAGE, PAGE, Thp::Off)?;
     let (in0, out0) =
         (crate::swap::PSWPIN.load(Ordering::Relaxed), crate::swap::PSWPOUT.load(Ordering::Relaxed));
+    let wake0 = crate::reclaim::NR_KSWAPD_WAKEUPS.load(Ordering::Relaxed);
     let ((), fill) = run_in(&space, None, "pressure fill", move || {
         timed(|| (0..pages).for_each(|p| write_page(base, p, 0)))
     })?;
@@ -619,6 +620,8 @@ fn pressure() -> Result<(), String> {
     report("pressure", per_second(TOUCHES, span.ns()), "touches/s");
     report("pressure_pswpin", pswpin as f64, "pages");
     report("pressure_pswpout", pswpout as f64, "pages");
+    let wakeups = crate::reclaim::NR_KSWAPD_WAKEUPS.load(Ordering::Relaxed) - wake0;
+    report("pressure_kswapd_wakeups", wakeups as f64, "wakeups");
     report("pressure_fill", (pages * PAGE) as f64 / MIB as f64 * 1e9 / fill.ns() as f64, "MiB/s");
     report("pressure_mismatch", mismatch as f64, "pages");
     if mismatch != 0 {

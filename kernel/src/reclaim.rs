@@ -29,18 +29,66 @@
 //!
 //! ## kswapd and direct reclaim
 //!
-//! kswapd is a kernel task that sleeps a tick at a time and, whenever free
-//! memory is below the `low` watermark, shrinks until it is above `high`.
-//! An allocation for a fault that fails reclaims directly
+//! kswapd is a kernel task that sleeps (parked) until it is woken, and
+//! then, if it was woken for memory and free memory is below the `high`
+//! watermark, shrinks until it is above `high`; then it finishes deferred
+//! swap-cache work ([`drain_deferred`]) and parks again. It does not poll:
+//! while memory is above `low` and nothing is deferred it stays parked.
+//! An allocation for a fault that fails anyway reclaims directly
 //! ([`direct_reclaim`]) and the fault is retried; when reclaim frees
 //! nothing the faulting task is ended (out of memory), never the kernel.
 //!
+//! ### Waking kswapd (`wakeup_kswapd`)
+//!
+//! - Who wakes it: the frame allocator's low-memory hook
+//!   (`mm::frame::FrameAllocator::set_low_memory_hook`, registered in
+//!   [`init`]) after **every** allocation that leaves fewer than `low`
+//!   pages free or fails, whoever calls the allocator (the `memory`
+//!   wrappers, the swap-in backend, tests); and [`defer`], for its
+//!   deferred work.
+//! - How: the waker ORs its reason into `KSWAPD_WANTED` (an atomic), and
+//!   only the waker that found it zero calls `sched::unpark` on kswapd's
+//!   task. A non-zero flag means an unpark was or is being sent and kswapd
+//!   has not consumed the flag yet, so it will see the new reason too.
+//! - No lost wake-up (the protocol of `crate::wait`): kswapd consumes the
+//!   flag (`swap(0)`) *before* it looks at memory, and parks only after
+//!   finding it zero. A waker that sets it after that look is seen by the
+//!   next swap; an unpark that lands between the swap and the park leaves
+//!   the task's unpark token, so the park returns at once. The flag is a
+//!   level, not an edge: an unpark eaten by one of kswapd's other waits
+//!   (a disk request's park) loses nothing, since the flag stays set until
+//!   kswapd's own loop consumes it. Spurious unparks just loop.
+//! - Where it may be called: anywhere an allocation may happen: with
+//!   interrupts off, with any spin lock held (page-table and space locks;
+//!   not the heap's or the run queue's, under which nothing allocates
+//!   frames; [`defer`] drops its list's lock first), from interrupt handlers
+//!   and from any CPU. It never allocates and takes only the run-queue
+//!   lock (inside `unpark`, with interrupts off), which is innermost: its
+//!   holders take no other lock but the heap's (a leaf), never allocate
+//!   frames and never wait for another CPU. It is called after the
+//!   allocator's lock is released.
+//! - No timer safety net: every frame leaves the allocator through
+//!   `FrameAllocator::alloc`, which is where the hook sits, so there is no
+//!   path that lowers free memory without a wake; a periodic wake would
+//!   only cost CPU time (and hide bugs of this protocol from the test).
+//! - Back-off: a pass that was asked to reclaim and freed nothing (swap
+//!   full, every folio in use, no swap) while memory is still below `low`
+//!   sleeps [`KSWAPD_BACKOFF_MS`] before it looks at the flag again: each
+//!   failed allocation wakes kswapd, and a futile pass scans the whole LRU.
+//!   Wakes that come meanwhile are kept in the flag.
+//!
+//! Counters: [`NR_KSWAPD_WAKEUPS`] (passes kswapd made because it was
+//! woken). The in-guest test `reclaim::kswapd_wakes_at_low_and_sleeps_above`
+//! checks that kswapd stays parked while memory is above `low`, and that
+//! allocations crossing `low` wake it and it alone brings free memory back
+//! above `high`.
+
 //! ## Locks
 //!
 //! The LRU lists' lock is a leaf taken with interrupts off (inside
 //! `mm::lru`). Shrinking takes, in order: the folio lock, then the address
 //! spaces' locks (to unmap), and sleeps for the disk with only the folio
-//! lock held.
+//! lock held. `wakeup_kswapd` takes only the run-queue lock (above).
 
 use crate::memory;
 use crate::sched;
@@ -48,7 +96,7 @@ use crate::swap::{self, SwapDevice};
 use crate::sync::IrqSpinLock;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use mm::folio::Folio;
 use mm::lru::{LruList, LruLists};
 use mm::page::PageFlag;
@@ -69,10 +117,26 @@ const DEFERRED_ROOM: usize = 4096;
 pub static NR_RECLAIMED: AtomicU64 = AtomicU64::new(0);
 /// Faults that ended their task after reclaim freed nothing.
 pub static NR_OOM_KILLS: AtomicU64 = AtomicU64::new(0);
-/// kswapd is between two naps (shrinking or draining).
+/// Passes kswapd made because it was woken ([`wakeup_kswapd`]).
+pub static NR_KSWAPD_WAKEUPS: AtomicU64 = AtomicU64::new(0);
+/// Calls of [`direct_reclaim`].
+pub static NR_DIRECT_RECLAIMS: AtomicU64 = AtomicU64::new(0);
+/// kswapd is awake: between consuming [`KSWAPD_WANTED`] and parking
+/// (shrinking or draining).
 static KSWAPD_BUSY: AtomicBool = AtomicBool::new(false);
 /// kswapd has started.
 static KSWAPD_UP: AtomicBool = AtomicBool::new(false);
+/// Why kswapd should run (`WAKE_*` bits), consumed by kswapd's loop (module
+/// doc, "Waking kswapd").
+static KSWAPD_WANTED: AtomicU8 = AtomicU8::new(0);
+/// An allocation left free memory below `low`, or failed.
+const WAKE_RECLAIM: u8 = 1;
+/// [`defer`] queued work.
+const WAKE_DRAIN: u8 = 2;
+/// kswapd's task, for [`wakeup_kswapd`] (set by kswapd itself).
+static KSWAPD_TASK: spin::Once<Arc<sched::Task>> = spin::Once::new();
+/// How long kswapd rests after a pass that could free nothing.
+pub const KSWAPD_BACKOFF_MS: u64 = 10;
 
 /// The lists. Before [`init`] nothing is added.
 pub fn lru() -> Option<&'static LruLists> {
@@ -85,6 +149,7 @@ pub fn init() {
     // interrupts off, as every spin lock a task and a fault may share.
     mm::sync::set_irq_hooks(crate::arch::irq::save_and_disable, crate::arch::irq::restore);
     DEFERRED.lock().reserve(DEFERRED_ROOM);
+    memory::frame_allocator().set_low_memory_hook(low_memory);
     let lists = LRU.call_once(|| LruLists::new(memory::frame_allocator().memmap()));
     mm::lru::register(lists);
 }
@@ -265,25 +330,80 @@ pub fn shrink(nr_pages: usize) -> usize {
 /// Reclaim for an allocation that failed: frees up to `nr_pages` pages
 /// now, in the caller's task.
 pub fn direct_reclaim(nr_pages: usize) -> usize {
+    NR_DIRECT_RECLAIMS.fetch_add(1, Ordering::Relaxed);
     shrink(nr_pages)
+}
+
+/// The frame allocator's low-memory hook (module doc): an allocation left
+/// free memory below `low`, or failed.
+fn low_memory() {
+    wakeup_kswapd(WAKE_RECLAIM);
+}
+
+/// Asks kswapd to run for `why` (`WAKE_*`). Any context: interrupts off,
+/// spin locks held, interrupt handlers, any CPU; never allocates; takes
+/// only the run-queue lock (module doc, "Waking kswapd").
+fn wakeup_kswapd(why: u8) {
+    // Interrupts off from the flag to the unpark: the waker that owes the
+    // unpark is not preempted in between (others count on it).
+    crate::sync::without_interrupts(|| {
+        if KSWAPD_WANTED.fetch_or(why, Ordering::SeqCst) != 0 {
+            return; // an unpark is on its way, or kswapd has yet to look
+        }
+        // Pairs with the fence in `kswapd`: either this finds the task, or
+        // kswapd's first look finds the flag.
+        fence(Ordering::SeqCst);
+        if let Some(task) = KSWAPD_TASK.get() {
+            sched::unpark(task);
+        }
+    });
+}
+
+/// Parks kswapd until [`KSWAPD_WANTED`] is set; returns (and clears) it.
+/// On return `KSWAPD_BUSY` is set.
+fn kswapd_wait() -> u8 {
+    loop {
+        // Busy before the flag is consumed, so `quiesce` never sees both
+        // clear while a pass is due.
+        KSWAPD_BUSY.store(true, Ordering::SeqCst);
+        let why = KSWAPD_WANTED.swap(0, Ordering::SeqCst);
+        if why != 0 {
+            return why;
+        }
+        KSWAPD_BUSY.store(false, Ordering::SeqCst);
+        // A wake between the swap and here left the unpark token: the
+        // park returns at once.
+        sched::park();
+    }
 }
 
 /// kswapd's loop (module doc).
 fn kswapd() {
+    KSWAPD_TASK.call_once(sched::current_task);
+    // Pairs with the fence in `wakeup_kswapd` (a wake before the task was
+    // recorded sent no unpark, and its flag must be seen below).
+    fence(Ordering::SeqCst);
+    let frames = memory::frame_allocator();
     loop {
-        let frames = memory::frame_allocator();
-        KSWAPD_BUSY.store(true, Ordering::SeqCst);
-        if frames.below_low() && swap::any_area() {
+        let why = kswapd_wait();
+        NR_KSWAPD_WAKEUPS.fetch_add(1, Ordering::Relaxed);
+        let mut futile = false;
+        if why & WAKE_RECLAIM != 0 && frames.below_high() && swap::any_area() {
             let high = frames.watermarks().high;
+            let mut freed = 0;
             while frames.nr_free_pages() < high {
-                if shrink(64) == 0 {
-                    break;
+                match shrink(64) {
+                    0 => break,
+                    n => freed += n,
                 }
             }
+            futile = freed == 0 && frames.below_low();
         }
         drain_deferred();
         KSWAPD_BUSY.store(false, Ordering::SeqCst);
-        sched::sleep_ms(2);
+        if futile {
+            sched::sleep_ms(KSWAPD_BACKOFF_MS);
+        }
     }
 }
 
@@ -300,7 +420,9 @@ pub fn defer(folio: Folio<'static>) {
         }
         room
     };
-    if !queued {
+    if queued {
+        wakeup_kswapd(WAKE_DRAIN); // after the list's lock is dropped
+    } else {
         swap::put(folio); // reclaim frees it when it finds it
     }
 }
@@ -351,15 +473,151 @@ pub fn pageout(folios: alloc::vec::Vec<Folio<'static>>) -> usize {
     shrink_list(mine)
 }
 
-/// Waits (up to a second) until kswapd is between passes, then finishes
-/// deferred work: for the test harness, whose heap and frame counts must
-/// not catch reclaim half-way through.
+/// Waits (up to a second) until kswapd is parked with no wake pending,
+/// then finishes deferred work: for the test harness, whose heap and frame
+/// counts must not catch reclaim half-way through.
 pub fn quiesce() {
     for _ in 0..500 {
-        if !KSWAPD_BUSY.load(Ordering::SeqCst) {
+        let pending = KSWAPD_TASK.get().is_some() && KSWAPD_WANTED.load(Ordering::SeqCst) != 0;
+        if !pending && !KSWAPD_BUSY.load(Ordering::SeqCst) {
             break;
         }
         sched::sleep_ms(2);
     }
     drain_deferred();
+}
+
+// ---------------------------------------------------------------- tests
+
+use crate::testing::{Test, TestEnv};
+use alloc::format;
+use alloc::string::String;
+
+pub(crate) const TESTS: &[Test] = &[Test {
+    name: "reclaim::kswapd_wakes_at_low_and_sleeps_above",
+    run: kswapd_wakes_at_low_and_sleeps_above,
+}];
+
+fn wakeups() -> u64 {
+    NR_KSWAPD_WAKEUPS.load(Ordering::SeqCst)
+}
+
+/// Allocates and frees `nr` frames one at a time, then naps 50 ms: kswapd
+/// must not have been woken (free memory stays above `low` throughout).
+fn stays_asleep(nr: usize, when: &str) -> Result<(), String> {
+    let before = wakeups();
+    let mut held = Vec::new();
+    for _ in 0..nr {
+        held.push(memory::alloc_frames(0).map_err(|e| format!("{when}: alloc: {e:?}"))?);
+    }
+    for pa in held {
+        memory::free_frames(pa, 0);
+    }
+    sched::sleep_ms(50);
+    let after = wakeups();
+    if after != before || KSWAPD_WANTED.load(Ordering::SeqCst) != 0 {
+        return Err(format!(
+            "{when}: kswapd was woken ({before} -> {after} wake-ups) while free memory stayed above low \
+             ({} free, low {})",
+            memory::nr_free_frames(),
+            memory::frame_allocator().watermarks().low
+        ));
+    }
+    Ok(())
+}
+
+/// kswapd stays parked while free memory is above `low`; raw allocations
+/// ("ballast", which reclaim cannot free) that take free memory just below
+/// `low` wake it, and it alone (no direct reclaim) swaps out anonymous
+/// pages until free memory is at `high` again; then it parks again.
+fn kswapd_wakes_at_low_and_sleeps_above(_: &TestEnv<'_>) -> Result<(), String> {
+    use crate::vm::{AddressSpace, Advice};
+    use mm::vma::VmaProt;
+    if swap::alloc_area().is_none() {
+        return Err("no swap area: attach a swap disk (xtask does unless --swap 0)".into());
+    }
+    // kswapd records its task when it first runs.
+    for _ in 0..100 {
+        if KSWAPD_TASK.get().is_some() {
+            break;
+        }
+        sched::sleep_ms(10);
+    }
+    if KSWAPD_TASK.get().is_none() {
+        return Err("kswapd is not running".into());
+    }
+    let frames = memory::frame_allocator();
+    let wm = frames.watermarks();
+    quiesce();
+    if frames.nr_free_pages() < wm.high + 4096 {
+        return Err(format!("too little free memory to start: {} pages", frames.nr_free_pages()));
+    }
+    stays_asleep(256, "before the fill")?;
+
+    // Something for kswapd to reclaim: anonymous 4 KiB pages, a few times
+    // what it takes to go from `low` to `high`.
+    let pages = 4 * (wm.high - wm.low) + 256;
+    let space = AddressSpace::new()?;
+    let rw = VmaProt { read: true, write: true, exec: false };
+    let base = space.mmap(pages * 4096, 4096, rw).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(mm::VirtAddr::new(base), pages * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+    space
+        .spawn(None, "kswapd-test", move || (0..pages).for_each(|p| crate::vm::store(base + p * 4096, 1)))?
+        .join_or_killed()?;
+
+    // Ballast down to just below `low`: big blocks well above it, then
+    // single frames, stopping at the first allocation that crosses it.
+    let (wake0, direct0, reclaimed0) =
+        (wakeups(), NR_DIRECT_RECLAIMS.load(Ordering::SeqCst), NR_RECLAIMED.load(Ordering::SeqCst));
+    let mut ballast: Vec<(PhysAddr, u8)> = Vec::new();
+    let result = (|| -> Result<(), String> {
+        while frames.nr_free_pages() > wm.low + 2048 {
+            ballast.push((memory::alloc_frames(9).map_err(|e| format!("ballast: {e:?}"))?, 9));
+        }
+        while frames.nr_free_pages() >= wm.low {
+            ballast.push((memory::alloc_frames(0).map_err(|e| format!("ballast: {e:?}"))?, 0));
+        }
+        // kswapd's pass: up to 5 s for free memory back at `high` and
+        // kswapd parked again.
+        let start = crate::arch::time::now_ns();
+        loop {
+            let done = frames.nr_free_pages() >= wm.high
+                && !KSWAPD_BUSY.load(Ordering::SeqCst)
+                && KSWAPD_WANTED.load(Ordering::SeqCst) == 0;
+            if done {
+                break;
+            }
+            if crate::arch::time::now_ns() - start > 5_000_000_000 {
+                return Err(format!(
+                    "5 s after free memory fell below low ({}): {} pages free (high {}), {} kswapd \
+                     wake-ups, {} pages reclaimed",
+                    wm.low,
+                    frames.nr_free_pages(),
+                    wm.high,
+                    wakeups() - wake0,
+                    NR_RECLAIMED.load(Ordering::SeqCst) - reclaimed0
+                ));
+            }
+            sched::sleep_ms(10);
+        }
+        let (woken, direct, reclaimed) = (
+            wakeups() - wake0,
+            NR_DIRECT_RECLAIMS.load(Ordering::SeqCst) - direct0,
+            NR_RECLAIMED.load(Ordering::SeqCst) - reclaimed0,
+        );
+        if woken == 0 || direct != 0 || reclaimed == 0 {
+            return Err(format!(
+                "free memory is back at high, but with {woken} kswapd wake-ups, {direct} direct \
+                 reclaims and {reclaimed} pages reclaimed (want >0, 0, >0)"
+            ));
+        }
+        // Above `high` again: kswapd sleeps through allocations that stay
+        // above `low`.
+        stays_asleep(16, "after kswapd's pass")
+    })();
+    for (pa, order) in ballast {
+        memory::free_frames(pa, order);
+    }
+    drop(space);
+    result
 }

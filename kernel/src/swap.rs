@@ -341,6 +341,14 @@ pub fn get_folio(
     mm::swap::swapin::get_swapped_folio_with_run(&dev.area, memmap, &Io(dev), entry, handle, index, run)
 }
 
+/// (kswapd wake-ups, direct reclaims) so far.
+fn reclaim_counts() -> (u64, u64) {
+    (
+        crate::reclaim::NR_KSWAPD_WAKEUPS.load(Ordering::Relaxed),
+        crate::reclaim::NR_DIRECT_RECLAIMS.load(Ordering::Relaxed),
+    )
+}
+
 /// The boot workload (`cargo xtask qemu boot`, kernel argument
 /// `swap_demo=0` turns it off): fills a quarter more memory than is free
 /// with a pattern, reads every word back, and prints how much went to
@@ -354,6 +362,7 @@ pub fn demo() -> bool {
     let free = memory::nr_free_frames();
     let pages = (free + free / 4).min(totals().0.saturating_sub(1024));
     let (out0, in0) = (PSWPOUT.load(Ordering::Relaxed), PSWPIN.load(Ordering::Relaxed));
+    let (wake0, direct0) = reclaim_counts();
     let start = sched::ticks();
     let result = (|| -> Result<(), String> {
         let space = AddressSpace::new()?;
@@ -363,6 +372,7 @@ pub fn demo() -> bool {
         space.check().map(drop)
     })();
     let (out, inn) = (PSWPOUT.load(Ordering::Relaxed) - out0, PSWPIN.load(Ordering::Relaxed) - in0);
+    let (wake, direct) = reclaim_counts();
     let secs = (sched::ticks() - start) as f64 / sched::TICK_HZ as f64;
     crate::println!(
         "swap demo: {} MiB written and read back with {} MiB free in {secs:.1} s: {} MiB went to swap, \
@@ -371,6 +381,11 @@ pub fn demo() -> bool {
         free / 256,
         out / 256,
         inn / 256
+    );
+    crate::println!(
+        "swap demo: reclaim: kswapd woken {} times, direct reclaim {} times",
+        wake - wake0,
+        direct - direct0
     );
     match result {
         Ok(()) => {

@@ -11,7 +11,11 @@
 //!
 //! Lock order (outer first): the run-queue lock ([`crate::sched`]) is the
 //! innermost lock of the scheduler; the console lock, the heap lock and the
-//! frame allocator's lock are leaves taken with interrupts disabled.
+//! frame allocator's lock are leaves taken with interrupts disabled. Since
+//! the run-queue lock's holders take no other lock but the heap's (a leaf,
+//! when a run-queue list grows), `sched::unpark` may be called holding any
+//! lock but those two: kswapd's wake-up does so from every allocation (see
+//! `crate::reclaim`).
 
 use crate::arch;
 use core::sync::atomic::{AtomicBool, Ordering};

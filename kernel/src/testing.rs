@@ -21,7 +21,9 @@
 //! passed and at least one ran.
 
 use crate::println;
-use crate::{blk, cmdline, exceptions, flags_stress, memory, paging, print, sched, smp, swap, tlb, vm};
+use crate::{
+    blk, cmdline, exceptions, flags_stress, memory, paging, print, reclaim, sched, smp, swap, tlb, vm,
+};
 use alloc::format;
 use alloc::string::String;
 use kargs::Args;
@@ -52,6 +54,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         tlb::TESTS,
         vm::TESTS,
         swap::TESTS,
+        reclaim::TESTS,
         flags_stress::TESTS,
         blk::TESTS,
     ]

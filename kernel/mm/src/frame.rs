@@ -49,7 +49,20 @@
 //! 362 / 452 / 543; 1 GiB → 1024 / 1280 / 1536 (4 MiB, 5 MiB, 6 MiB).
 //! [`AllocKind::Normal`] fails with [`AllocError::BelowMin`] when the block
 //! would leave fewer than `min` free pages; [`AllocKind::Reserve`] may use
-//! the last `min` pages. Reclaim (later) wakes below `low` and stops at `high`.
+//! the last `min` pages. Reclaim wakes below `low` and stops at `high`.
+//!
+//! ## The low-memory hook
+//!
+//! `mm` knows no tasks, so it cannot wake a reclaimer itself. The kernel
+//! registers a plain function with [`FrameAllocator::set_low_memory_hook`];
+//! [`FrameAllocator::alloc`] calls it when an allocation leaves fewer than
+//! `low` pages free, or fails for want of memory (not for a bad order).
+//! The decision is taken under the lock, with the allocation's own count;
+//! the call is made **after the lock is released**, in the allocating
+//! context (whatever locks the caller holds, interrupts as the caller has
+//! them: off, in the kernel). So the hook must not allocate, sleep, or
+//! take a lock an allocating caller may hold: in the kernel it sets an
+//! atomic flag and unparks kswapd (`kernel/src/reclaim.rs`).
 //!
 //! ## Lock
 //!
@@ -220,6 +233,9 @@ pub struct FrameAllocator {
     memmap: &'static Memmap,
     /// Leaf lock: free lists, counts, watermarks, free descriptors.
     zone: Mutex<Zone>,
+    /// Called after an allocation that left free memory below `low` or
+    /// failed (module doc).
+    low_memory_hook: spin::Once<fn()>,
 }
 
 fn page(memmap: &Memmap, pfn: u64) -> &'static Page {
@@ -302,7 +318,15 @@ impl FrameAllocator {
                 managed_pages: 0,
                 watermarks: Watermarks { min: 0, low: 0, high: 0 },
             }),
+            low_memory_hook: spin::Once::new(),
         }
+    }
+
+    /// Registers `hook`, called (with no allocator lock held) after every
+    /// allocation that leaves fewer than `low` pages free or fails for want
+    /// of memory (module doc). Once: a second call is ignored.
+    pub fn set_low_memory_hook(&self, hook: fn()) {
+        self.low_memory_hook.call_once(|| hook);
     }
 
     /// The memmap whose frames this allocator manages.
@@ -353,8 +377,21 @@ impl FrameAllocator {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder(order));
         }
-        let memmap = self.memmap;
         let mut zone = self.zone.lock();
+        let result = self.alloc_locked(&mut zone, order, kind);
+        // Decided under the lock, called without it (module doc).
+        let low = result.is_err() || zone.nr_free_pages < zone.watermarks.low;
+        drop(zone);
+        if low {
+            if let Some(hook) = self.low_memory_hook.get() {
+                hook();
+            }
+        }
+        result
+    }
+
+    fn alloc_locked(&self, zone: &mut Zone, order: u8, kind: AllocKind) -> Result<u64, AllocError> {
+        let memmap = self.memmap;
         let Some(found) = (order..=MAX_ORDER).find(|&o| zone.areas[o as usize].first != NO_PFN) else {
             return Err(AllocError::OutOfMemory { order });
         };
@@ -752,6 +789,54 @@ mod tests {
             fa.free(pfn, 0);
         }
         assert!(!fa.below_high() && !fa.below_low());
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn low_memory_hook_fires_below_low_and_on_failure_only() {
+        use std::sync::atomic::AtomicU64;
+        // This test's own counter: no other test registers this hook.
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        fn hook() {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+        }
+        let calls = || CALLS.load(Ordering::SeqCst);
+        let fa = allocator(0, 4096, &[(0, 4096)]);
+        fa.set_low_memory_hook(hook);
+        let wm = fa.watermarks();
+        let mut held = Vec::new();
+        // Down to exactly `low` free: never called.
+        while fa.nr_free_pages() > wm.low {
+            held.push(fa.alloc(0, AllocKind::Normal).unwrap());
+        }
+        assert_eq!(calls(), 0, "called with {} pages free, low {}", fa.nr_free_pages(), wm.low);
+        // The allocation that crosses `low` calls it, and every one below.
+        held.push(fa.alloc(0, AllocKind::Normal).unwrap());
+        assert_eq!(calls(), 1);
+        held.push(fa.alloc(0, AllocKind::Normal).unwrap());
+        assert_eq!(calls(), 2);
+        // Back above `low`: quiet again.
+        for pfn in held.drain(..) {
+            fa.free(pfn, 0);
+        }
+        held.push(fa.alloc(0, AllocKind::Normal).unwrap());
+        assert_eq!(calls(), 2);
+        // A failure calls it even above `low` (the page held split one of
+        // the four largest blocks: the fourth of that order fails), a bad
+        // order does not (the caller's fault, not memory's).
+        let big: Vec<u64> = (0..3).map(|_| fa.alloc(MAX_ORDER, AllocKind::Normal).unwrap()).collect();
+        assert_eq!(calls(), 2);
+        assert_eq!(fa.alloc(MAX_ORDER, AllocKind::Normal), Err(AllocError::OutOfMemory { order: MAX_ORDER }));
+        assert!(!fa.below_low());
+        assert_eq!(calls(), 3);
+        assert_eq!(fa.alloc(MAX_ORDER + 1, AllocKind::Normal), Err(AllocError::BadOrder(MAX_ORDER + 1)));
+        assert_eq!(calls(), 3);
+        for pfn in held {
+            fa.free(pfn, 0);
+        }
+        for pfn in big {
+            fa.free(pfn, MAX_ORDER);
+        }
         fa.check_consistency().unwrap();
     }
 

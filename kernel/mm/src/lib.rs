@@ -40,7 +40,9 @@
 //!
 //! The two leaves are never held together: the LRU lock's holder neither
 //! allocates nor drops a reference, and the free path removes a folio from
-//! its list before it takes the allocator's lock.
+//! its list before it takes the allocator's lock. The allocator's
+//! low-memory hook (`frame::FrameAllocator::set_low_memory_hook`) runs after
+//! its lock is released, under whatever the allocating caller holds.
 //!
 //! The boot memory map and the early allocator are used by the boot CPU
 //! alone, before any other CPU runs, and take no lock. `mm` knows no
