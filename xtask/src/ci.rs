@@ -248,7 +248,14 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
             guest::crashcheck_check(outcome.arch, outcome.exit, &outcome.report)
         }
         Step::BugReplay(arch, replay) => {
-            let args = RunArgs { smp: SMP_CPUS, ..run_args(*arch, Firmware::Bios, BOOT_TIMEOUT_SECS) };
+            // The disks of `qemu test`: some stress tests swap to the
+            // scratch disk.
+            let args = RunArgs {
+                smp: SMP_CPUS,
+                swap: SwapChoice::Fresh(TEST_SWAP),
+                faulty_disk: true,
+                ..run_args(*arch, Firmware::Bios, TEST_TIMEOUT_SECS)
+            };
             let outcome =
                 guest::run_guest(builder, &args, &replay.kernel_args(), &[]).map_err(|e| one_line(&e))?;
             guest::bug_replay_check(replay, outcome.arch, outcome.exit, &outcome.report)
