@@ -280,6 +280,9 @@ pub fn table(results: &[StepResult]) -> String {
     } else {
         out.push_str(&format!("{failed} of {} steps FAILED\n", results.len()));
     }
+    // The closing line a CI reader looks for: the steps, counted as tests
+    // (a bug replay's guest prints "0 passed, 1 failed" on purpose before).
+    out.push_str(&format!("steps: {} passed, {failed} failed\n", results.len() - failed));
     out
 }
 
@@ -408,8 +411,9 @@ mod tests {
             "step                     result  seconds\n\
              host tests (cargo test)  PASS       41.2\n\
              boot smoke aarch64       FAIL        2.0  no args line\n\
-             1 of 2 steps FAILED\n"
+             1 of 2 steps FAILED\n\
+             steps: 1 passed, 1 failed\n"
         );
-        assert!(table(&results[..1]).ends_with("all 1 steps passed\n"));
+        assert!(table(&results[..1]).ends_with("all 1 steps passed\nsteps: 1 passed, 0 failed\n"));
     }
 }
