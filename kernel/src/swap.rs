@@ -542,14 +542,26 @@ fn pageout_4k_pages_and_back(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// A new space with `pages` pages (a multiple of 512) mapped 2 MiB-aligned
+/// with THP on and filled with the pattern `tag`: one 2 MiB folio per 512
+/// pages, or an error saying how many huge leaves the fill made.
+fn filled_thps(pages: u64, tag: u64) -> Result<(Arc<AddressSpace>, u64), String> {
+    let space = AddressSpace::new()?;
+    let base = space.mmap(pages * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), pages * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..pages, tag)?;
+    let pmds = space.check().map_err(|e| format!("after the fill: {e}"))?.nr_pmd_leaves;
+    if pmds != pages / 512 {
+        return Err(format!("the fill made {pmds} 2 MiB leaves, not {} (no huge frames free?)", pages / 512));
+    }
+    Ok((space, base))
+}
+
 fn pageout_thp_and_back(_: &TestEnv<'_>) -> Result<(), String> {
     need_swap()?;
     const PAGES: u64 = 1024; // two 2 MiB folios
-    let space = AddressSpace::new()?;
-    let base = space.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
-    space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
-    write_pattern(&space, base, 0..PAGES, 3)?;
-    let pmds = space.check().map_err(|e| format!("after the fill: {e}"))?.nr_pmd_leaves;
+    let (space, base) = filled_thps(PAGES, 3)?;
+    let pmds = PAGES / 512;
     pageout(&space, base, PAGES * 4096)?;
     let swapped = swap_entries(&space, "after MADV_PAGEOUT")?;
     if swapped != PAGES {
@@ -568,17 +580,7 @@ fn pageout_thp_and_back(_: &TestEnv<'_>) -> Result<(), String> {
 fn pageout_of_part_of_a_thp_splits_it(_: &TestEnv<'_>) -> Result<(), String> {
     need_swap()?;
     const PAGES: u64 = 1024; // two 2 MiB folios
-    let space = AddressSpace::new()?;
-    let base = space.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
-    space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
-    write_pattern(&space, base, 0..PAGES, 8)?;
-    let before = space.check().map_err(|e| format!("after the fill: {e}"))?;
-    if before.nr_pmd_leaves != 2 {
-        return Err(format!(
-            "the fill made {} 2 MiB leaves, not 2 (no huge frames free?)",
-            before.nr_pmd_leaves
-        ));
-    }
+    let (space, base) = filled_thps(PAGES, 8)?;
     let splits = crate::vm::PAGEOUT_SPLITS.load(Ordering::Relaxed);
     let (from, to) = (PAGES / 4, 3 * PAGES / 4);
     pageout(&space, base + from * 4096, (to - from) * 4096)?;
@@ -619,13 +621,7 @@ fn a_thp_is_split_when_no_run_of_slots_is_free(_: &TestEnv<'_>) -> Result<(), St
             return Err(String::from("the fragmented area still handed out a run of 512 slots"));
         }
         const PAGES: u64 = 512;
-        let space = AddressSpace::new()?;
-        let base = space.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
-        space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
-        write_pattern(&space, base, 0..PAGES, 0x41)?;
-        if space.check().map_err(|e| format!("after the fill: {e}"))?.nr_pmd_leaves != 1 {
-            return Err(String::from("the fill made no 2 MiB leaf (no huge frame free?)"));
-        }
+        let (space, base) = filled_thps(PAGES, 0x41)?;
         let splits = crate::reclaim::NR_SPLIT_FOR_SWAP.load(Ordering::Relaxed);
         pageout(&space, base, PAGES * 4096)?;
         let split = crate::reclaim::NR_SPLIT_FOR_SWAP.load(Ordering::Relaxed) - splits;
@@ -649,10 +645,7 @@ fn a_thp_is_split_when_no_run_of_slots_is_free(_: &TestEnv<'_>) -> Result<(), St
 fn freed_thp_comes_back_whole(_: &TestEnv<'_>) -> Result<(), String> {
     need_swap()?;
     const PAGES: u64 = 512;
-    let space = AddressSpace::new()?;
-    let base = space.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
-    space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
-    write_pattern(&space, base, 0..PAGES, 0x21)?;
+    let (space, base) = filled_thps(PAGES, 0x21)?;
     let (head, order, _) = space.folio_at(VirtAddr::new(base))?;
     if order != 9 {
         return Err(format!("the fill made an order-{order} folio at {head:#x}, not a THP"));
@@ -731,10 +724,7 @@ fn concurrent_faults_on_one_freed_thp(_: &TestEnv<'_>) -> Result<(), String> {
     // would copy the shared folio page by page.
     for round in 0..3u64 {
         let tag = 0x40 + round;
-        let parent = AddressSpace::new()?;
-        let base = parent.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
-        parent.madvise(VirtAddr::new(base), PAGES * 4096, Advice::HugePage).map_err(|e| format!("{e:?}"))?;
-        write_pattern(&parent, base, 0..PAGES, tag)?;
+        let (parent, base) = filled_thps(PAGES, tag)?;
         pageout(&parent, base, PAGES * 4096)?;
         let child = parent.fork()?;
         let mut tasks = Vec::new();
