@@ -80,8 +80,20 @@ pub fn run(filter: &str, args: &Args<'_>) -> bool {
             // Reclaim caught mid-pass and swap-cache folios whose removal
             // waited for a lock are not leaks: let that work finish first.
             crate::reclaim::quiesce();
-            let heap_after = memory::heap_used();
-            let frames_after = memory::nr_free_frames();
+            // A task that just ended is dropped by the CPU it ran on right
+            // after that CPU switches away, which may come a moment after
+            // its joiner returned: give that a few ticks before calling
+            // what is still held a leak.
+            let mut heap_after = memory::heap_used();
+            let mut frames_after = memory::nr_free_frames();
+            for _ in 0..25 {
+                if heap_after <= heap_before && frames_after == frames_before {
+                    break;
+                }
+                crate::sched::sleep_ms(2);
+                heap_after = memory::heap_used();
+                frames_after = memory::nr_free_frames();
+            }
             if heap_after > heap_before {
                 Err(format!("leaked {} bytes of heap", heap_after - heap_before))
             } else if frames_after != frames_before {
