@@ -37,6 +37,10 @@
 //! and a folio in the swap cache is not split at all (its slots name it as
 //! a whole).
 //!
+//! The bug-replay switch `pageout-split-race` ([`crate::bugs`]) leaves the
+//! LRU check out; the rest of that replay, the swap-in that reads without
+//! claiming its slot, is in [`crate::swap::swapin`].
+//!
 //! ## Locks
 //!
 //! The caller holds the space's lock for the whole call (the walks, the
@@ -110,8 +114,8 @@ pub struct Candidates {
 }
 
 /// The folios `MADV_PAGEOUT` over `[start, end)` of the space of `table`
-/// pages out, after splitting the large
-/// folios the range cuts (module doc). The caller holds the space's lock.
+/// pages out, after splitting the large folios the range cuts (module
+/// doc). The caller holds the space's lock.
 pub fn pageout_candidates<F: PageTableFormat>(
     table: &PageTable<F>,
     mem: &impl TableMemory,
