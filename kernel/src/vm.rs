@@ -807,15 +807,11 @@ fn pageout_candidates(inner: &Inner, start: VirtAddr, end: VirtAddr) -> Vec<Foli
         &mut |f| memory::free_folio(f),
     );
     PAGEOUT_SPLITS.fetch_add(found.nr_split as u64, core::sync::atomic::Ordering::Relaxed);
-    PAGEOUT_KEPT_WHOLE.fetch_add(found.kept_whole.len() as u64, core::sync::atomic::Ordering::Relaxed);
     found.folios
 }
 
 /// Large folios `MADV_PAGEOUT` split because the range cut them.
 pub static PAGEOUT_SPLITS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-/// Cut large folios `MADV_PAGEOUT` left whole (isolated by reclaim, shared,
-/// referenced, in the swap cache).
-pub static PAGEOUT_KEPT_WHOLE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Unmaps every entry of `inner` in `[start, end)` into `gather` (the
 /// caller holds the lock). A split that needs a table and finds no memory

@@ -51,7 +51,7 @@ use crate::addr::VirtAddr;
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{Decoded, PageTable, PageTableFormat, TableMemory, TlbHooks};
-use crate::thp::{is_huge_zero_folio, split_huge_pmd, try_split_folio, SplitRefused};
+use crate::thp::{is_huge_zero_folio, split_pmd_mapping, try_split_folio, SplitRefused};
 use alloc::vec::Vec;
 
 /// Why [`split_cut_folio`] left a cut folio whole.
@@ -61,17 +61,14 @@ pub enum KeptWhole {
     Isolated,
     /// Mapped by a PMD that another space shares (fork), or by another space.
     Shared,
-    /// The PMD could not be split (no memory for a page table).
-    NoTable,
     /// The folio split refused ([`SplitRefused`]).
     Refused(SplitRefused),
 }
 
-/// Splits the large folio `folio` of the space `handle`, which the range
+/// Splits the large folio `folio` of the space of `table`, which the range
 /// being paged out cuts, so that its covered pages can be paged out alone
-/// (module doc, step 1). The caller holds the space's lock; `block` is an
-/// address inside the folio's mapping in `table`. Pages that end with no
-/// reference are given to `free`. `Ok` means split (every page is an
+/// (module doc, step 1). The caller holds the space's lock. Pages that end
+/// with no reference are given to `free`. `Ok` means split (every page is an
 /// order-0 folio now).
 pub fn split_cut_folio<F: PageTableFormat>(
     table: &PageTable<F>,
@@ -79,7 +76,6 @@ pub fn split_cut_folio<F: PageTableFormat>(
     hooks: &impl TlbHooks,
     memmap: &Memmap,
     folio: Folio<'static>,
-    block: VirtAddr,
     free: &mut dyn FnMut(Folio<'static>),
 ) -> Result<(), KeptWhole> {
     // `bug=pageout-split-race` leaves this check out (seed 002's first
@@ -90,16 +86,12 @@ pub fn split_cut_folio<F: PageTableFormat>(
     {
         return Err(KeptWhole::Isolated);
     }
-    if folio.entire_mapcount() > 1 {
-        return Err(KeptWhole::Shared);
-    }
-    if folio.entire_mapcount() == 1 {
-        split_huge_pmd(table, mem, hooks, memmap, block).map_err(|_| KeptWhole::NoTable)?;
-    }
-    try_split_folio(table, mem, folio, |_| 0, free).map_err(|e| match e {
+    let kept = |e| match e {
         SplitRefused::MappedElsewhere => KeptWhole::Shared,
         e => KeptWhole::Refused(e),
-    })
+    };
+    split_pmd_mapping(table, mem, hooks, memmap, &folio).map_err(kept)?;
+    try_split_folio(table, mem, folio, |_| 0, free).map_err(kept)
 }
 
 /// What [`pageout_candidates`] found.
@@ -134,23 +126,23 @@ pub fn pageout_candidates<F: PageTableFormat>(
     // Step 1: the large folios of ours that the range cuts. Only the two
     // ends of the range can cut one, but a walk is simplest and the range
     // is mapped anyway.
-    let mut cut: Vec<(Folio<'static>, VirtAddr)> = Vec::new();
-    table.visit(mem, start, end, &mut |va, _, entry, _| {
+    let mut cut: Vec<Folio<'static>> = Vec::new();
+    table.visit(mem, start, end, &mut |_, _, entry, _| {
         let Decoded::Leaf(leaf) = entry else { return };
         let Some(folio) = folio_of(memmap, leaf.frame.pfn()) else { return };
         if !folio.is_large() || is_huge_zero_folio(&folio) || folio.mapping() != handle {
             return;
         }
-        if cut.last().is_some_and(|(f, _)| f.pfn() == folio.pfn()) {
+        if cut.last().is_some_and(|f| f.pfn() == folio.pfn()) {
             return;
         }
         let (first, last) = span(&folio);
         if first < start.as_u64() || last > end.as_u64() {
-            cut.push((folio, va));
+            cut.push(folio);
         }
     });
-    for (folio, at) in cut {
-        match split_cut_folio(table, mem, hooks, memmap, folio, at, free) {
+    for folio in cut {
+        match split_cut_folio(table, mem, hooks, memmap, folio, free) {
             Ok(()) => out.nr_split += 1,
             Err(why) => out.kept_whole.push((folio.pfn(), why)),
         }

@@ -249,7 +249,7 @@ pub fn try_split_folio<F: PageTableFormat>(
     // Off the LRU lists while it changes shape; the pieces go back after.
     let lru = crate::lru::registered();
     let was_listed = lru.is_some_and(|l| l.remove(folio));
-    let result = split_locked(table, mem, folio, &held, free, was_listed, false);
+    let result = split_locked(folio, &held, free, was_listed, false);
     if result.is_err() && was_listed {
         lru.expect("listed").putback(folio, crate::lru::LruList::Inactive);
     }
@@ -285,21 +285,39 @@ pub fn split_isolated_folio<F: PageTableFormat>(
     if folio.test_flag(PageFlag::SwapCache) {
         return Err(SplitRefused::InSwapCache);
     }
-    if folio.entire_mapcount() > 1 {
-        return Err(SplitRefused::MappedElsewhere);
-    }
-    if folio.entire_mapcount() == 1 {
-        let at = VirtAddr::new(folio.index() << 12);
-        match table.lookup(mem, at) {
-            (Level::Pmd, Decoded::Leaf(leaf)) if leaf.frame.pfn() == folio.pfn() => {
-                split_huge_pmd(table, mem, hooks, memmap, at).map_err(|_| SplitRefused::PmdMapped)?;
-            }
-            _ => return Err(SplitRefused::MappedElsewhere),
-        }
-    }
+    split_pmd_mapping(table, mem, hooks, memmap, &folio)?;
     check_splittable(table, mem, &folio)?;
-    let pieces = split_locked(table, mem, folio, &|i| (i == 0) as i32, free, false, true)?;
+    let pieces = split_locked(folio, &|i| (i == 0) as i32, free, false, true)?;
     Ok(pieces)
+}
+
+/// Before a folio split: replaces the PMD mapping of the huge folio
+/// `folio` in `table`, if it has one, by 512 PTEs ([`split_huge_pmd`]).
+/// Refused when another space maps it by a PMD too (fork), or the PMD at
+/// its address is not this folio's; `PmdMapped` when no page table could
+/// be had for the split. The caller holds the table's lock.
+pub fn split_pmd_mapping<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &Memmap,
+    folio: &Folio<'static>,
+) -> Result<(), SplitRefused> {
+    match folio.entire_mapcount() {
+        0 => Ok(()),
+        1 => {
+            let at = VirtAddr::new(folio.index() << 12);
+            match table.lookup(mem, at) {
+                (Level::Pmd, Decoded::Leaf(leaf)) if leaf.frame.pfn() == folio.pfn() => {
+                    split_huge_pmd(table, mem, hooks, memmap, at)
+                        .map(drop)
+                        .map_err(|_| SplitRefused::PmdMapped)
+                }
+                _ => Err(SplitRefused::MappedElsewhere),
+            }
+        }
+        _ => Err(SplitRefused::MappedElsewhere),
+    }
 }
 
 /// The checks of a split that need no lock of the folio: large, not mapped
@@ -343,9 +361,7 @@ fn check_splittable<F: PageTableFormat>(
 /// than page 0 that are still mapped, each with a new reference (else
 /// nothing). The folio lock stays with the caller, and so does page 0 if
 /// it ends with no reference (it must be unlocked before it is freed).
-fn split_locked<F: PageTableFormat>(
-    _table: &PageTable<F>,
-    _mem: &impl TableMemory,
+fn split_locked(
     folio: Folio<'static>,
     held: &dyn Fn(usize) -> i32,
     free: &mut dyn FnMut(Folio<'static>),

@@ -166,7 +166,8 @@ pub fn get_swapped_folio_with_run(
             }
         }
         if crate::bugs::enabled(crate::bugs::Bug::PageoutSplitRace) && area.count(entry) == 1 {
-            return read_unclaimed(backend, entry, handle, index);
+            let Some(new) = backend.alloc_folio() else { return Err(SwapInError::NoMemory) };
+            return read_new(area, backend, new, entry, 0, handle, index, ReadInto::Private);
         }
         match area.claim_cache(entry, 1) {
             Ok(()) => {}
@@ -181,7 +182,7 @@ pub fn get_swapped_folio_with_run(
             let _ = area.release_cache(entry, 1);
             return Err(SwapInError::NoMemory);
         };
-        return read_new(area, backend, new, entry, 0, handle, index);
+        return read_new(area, backend, new, entry, 0, handle, index, ReadInto::Cache);
     }
 }
 
@@ -208,15 +209,17 @@ pub fn intact_run<F: PageTableFormat>(
     if !first.offset().is_multiple_of(HPAGE_NR as u64) {
         return None; // cheap: most runs of small pages fail here
     }
-    (0..HPAGE_NR as u64)
-        .all(|j| {
-            let want = SwapEntry::new(first.ty(), first.offset() + j).ok();
-            match table.lookup(mem, VirtAddr::new(block + j * 4096)) {
-                (Level::Pte, Decoded::NonPresent(NonPresent::Swap { entry, .. })) => Some(entry) == want,
-                _ => false,
+    // One walk over the block: 512 PTEs, each the next entry of the run.
+    let mut in_order = 0u64;
+    table.visit(mem, VirtAddr::new(block), VirtAddr::new(block + HPAGE_SIZE), &mut |va, level, e, _| {
+        let j = (va.as_u64() - block) / 4096;
+        if let (Level::Pte, Decoded::NonPresent(NonPresent::Swap { entry, .. })) = (level, e) {
+            if j == in_order && entry.ty() == first.ty() && entry.offset() == first.offset() + j {
+                in_order += 1;
             }
-        })
-        .then_some(first)
+        }
+    });
+    (in_order == HPAGE_NR as u64).then_some(first)
 }
 
 /// The large read of a miss on `entry` (module doc): `None` when it does
@@ -253,14 +256,31 @@ fn read_run(
         return None;
     };
     assert_eq!(new.order(), HPAGE_ORDER, "alloc_huge_folio gave a folio of another order");
-    Some(read_new(area, backend, new, first, i, handle, index))
+    Some(read_new(area, backend, new, first, i, handle, index, ReadInto::Cache))
 }
 
-/// Puts the fresh folio `new` into the swap cache at its claimed slots
-/// from `first` on and reads them into it; page `i` is the faulting one,
-/// at `index` of `handle`. On success the folio is locked, with the
-/// caller's reference and the cache's; on a read error it is out of the
-/// cache again and freed, and the slots keep their data and counts.
+/// Where [`read_new`] puts the folio it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadInto {
+    /// The swap cache, at the slots the caller claimed.
+    Cache,
+    /// Nowhere: a private folio, its slot unclaimed. Only the mistake of
+    /// `bug=pageout-split-race` (seed 002) reads so, as Linux's fast path
+    /// for synchronous devices did: nothing keeps the slot used meanwhile,
+    /// so another task may swap the page in and free it, a later swap-out
+    /// may be handed the same slot and put the same entry value back in the
+    /// page-table entry, and [`map_swapped_in`]'s recheck passes and maps
+    /// what this read returned, a stale copy.
+    Private,
+}
+
+/// Reads the slots from `first` on into the fresh folio `new` (into the
+/// swap cache at those claimed slots, or privately: [`ReadInto`]); page
+/// `i` is the faulting one, at `index` of `handle`. On success the folio
+/// is locked, with the caller's reference (and the cache's); on a read
+/// error it is out of the cache again and freed, and the slots keep their
+/// data and counts.
+#[allow(clippy::too_many_arguments)]
 fn read_new(
     area: &SwapArea,
     backend: &impl SwapBackend,
@@ -269,19 +289,22 @@ fn read_new(
     i: usize,
     handle: u64,
     index: u64,
+    into: ReadInto,
 ) -> Result<(Folio<'static>, usize), SwapInError> {
     let nr = 1usize << new.order();
     new.nonatomic_set_flag(PageFlag::SwapBacked);
     new.nonatomic_set_flag(PageFlag::Locked);
     new.set_mapping(handle, index - i as u64);
     let folio = new.publish(); // our reference
-    for _ in 0..nr {
-        folio.get(); // the cache's, one per page
-    }
-    folio.set_swap_entry(first.to_raw());
-    folio.set_flag(PageFlag::SwapCache);
-    if let Err(e) = area.cache_add(first, nr as u64, folio.pfn()) {
-        panic!("get_swapped_folio: claimed slots {first:?} (+{nr}) refused by the cache: {e}");
+    if into == ReadInto::Cache {
+        for _ in 0..nr {
+            folio.get(); // the cache's, one per page
+        }
+        folio.set_swap_entry(first.to_raw());
+        folio.set_flag(PageFlag::SwapCache);
+        if let Err(e) = area.cache_add(first, nr as u64, folio.pfn()) {
+            panic!("get_swapped_folio: claimed slots {first:?} (+{nr}) refused by the cache: {e}");
+        }
     }
     match backend.read(first, PhysAddr::new(folio.pfn() << 12), nr) {
         Ok(()) => {
@@ -297,48 +320,11 @@ fn read_new(
         Err(e) => {
             // Out of the cache again; the slots keep their data and their
             // counts, so a later fault may try the read again.
-            let refs = delete_from_swap_cache(area, &folio);
+            let refs = if into == ReadInto::Cache { delete_from_swap_cache(area, &folio) } else { 0 };
             folio.unlock();
             for _ in 0..refs {
                 folio.put();
             }
-            if folio.put() {
-                backend.free_folio(folio);
-            }
-            Err(SwapInError::Io(e))
-        }
-    }
-}
-
-/// The mistake of `bug=pageout-split-race` (seed 002), never taken
-/// otherwise: the slot of `entry`, which one page-table entry holds, is
-/// read into a private folio (not in the swap cache) **without claiming
-/// it**, as Linux's fast path for synchronous devices did. Nothing keeps
-/// the slot used meanwhile: another task may swap the page in and free the
-/// slot, and a later swap-out may be handed the same slot and put the same
-/// entry value back in the page-table entry, so [`map_swapped_in`]'s
-/// recheck passes and maps what this read returned, a stale copy.
-fn read_unclaimed(
-    backend: &impl SwapBackend,
-    entry: SwapEntry,
-    handle: u64,
-    index: u64,
-) -> Result<(Folio<'static>, usize), SwapInError> {
-    let Some(mut new) = backend.alloc_folio() else { return Err(SwapInError::NoMemory) };
-    new.nonatomic_set_flag(PageFlag::SwapBacked);
-    new.nonatomic_set_flag(PageFlag::Locked);
-    new.set_mapping(handle, index);
-    let folio = new.publish(); // our reference
-    match backend.read(entry, PhysAddr::new(folio.pfn() << 12), 1) {
-        Ok(()) => {
-            folio.set_flag(PageFlag::Uptodate);
-            if let Some(lru) = crate::lru::registered() {
-                lru.add(folio);
-            }
-            Ok((folio, 0))
-        }
-        Err(e) => {
-            folio.unlock();
             if folio.put() {
                 backend.free_folio(folio);
             }
@@ -380,56 +366,43 @@ pub fn map_swapped_in<F: PageTableFormat>(
         (Level::Pte, Decoded::NonPresent(NonPresent::Swap { entry, exclusive })) => Some((entry, exclusive)),
         _ => None,
     };
-    if !folio.test_flag(PageFlag::SwapCache) {
-        // Only `read_unclaimed` (bug=pageout-split-race) makes such a
-        // folio: the recheck of the entry is all that is left.
-        if swap_at(page).map(|(e, _)| e) != Some(entry) {
-            return SwapInOutcome::Changed;
-        }
-        if let Err(err) = area.free_ref(entry) {
-            panic!("map_swapped_in: an entry held slot {entry:?} but the area says {err}");
-        }
-        let (_, flush) = table.clear(mem, page, Level::Pte).expect("a swap PTE was just read here");
-        flush.ignore(); // a swap entry is never cached by a TLB
-        let writable = vma.prot.write;
-        let prot = Prot { writable, ..vma.prot.to_prot(user) };
-        let frame = PhysAddr::new(folio.pfn() << 12);
-        let leaf = Leaf { frame, size: PageSize::Size4K, prot, dirty: writable && write, young: true };
-        table.map(mem, page, leaf).expect("the slot was just cleared").ignore();
-        folio.add_page_mapcount(0, 1);
-        folio.get();
-        folio.page(0).set_flag(PageFlag::AnonExclusive);
-        folio.set_flag(PageFlag::Dirty);
-        return SwapInOutcome::Mapped { pages: 1, exclusive: true, writable };
-    }
-    if swap_at(page).map(|(e, _)| e) != Some(entry) || !still_cached(folio, entry, i) {
+    // A folio outside the swap cache comes only from `read_new` into a
+    // private folio (bug=pageout-split-race): the recheck of the entry is
+    // all that is left of the protocol, and the page is taken as the
+    // task's own.
+    let cached = folio.test_flag(PageFlag::SwapCache);
+    if swap_at(page).map(|(e, _)| e) != Some(entry) || (cached && !still_cached(folio, entry, i)) {
         return SwapInOutcome::Changed;
     }
-    let first = folio_entry(folio).expect("still_cached checked the entry");
-    let nr = folio.nr_pages();
-    let base = page.as_u64() - (i as u64) * 4096;
-    // The pages to map: the faulting one, and every other page of the
-    // folio whose entry (in the same area) still holds its own slot.
-    let mut pages = Vec::new();
-    for j in 0..nr {
-        let va = VirtAddr::new(base + j as u64 * 4096);
-        if !vma.contains(va) {
-            continue;
+    let (pages, exclusive, writable, leave_cache) = if cached {
+        let first = folio_entry(folio).expect("still_cached checked the entry");
+        let nr = folio.nr_pages();
+        let base = page.as_u64() - (i as u64) * 4096;
+        // The pages to map: the faulting one, and every other page of the
+        // folio whose entry (in the same area) still holds its own slot.
+        let mut pages = Vec::new();
+        for j in 0..nr {
+            let va = VirtAddr::new(base + j as u64 * 4096);
+            if !vma.contains(va) {
+                continue;
+            }
+            if let Some((e, excl)) = swap_at(va).filter(|(e, _)| *e == nth_entry(first, j)) {
+                pages.push((j, va, e, excl));
+            }
         }
-        if let Some((e, excl)) = swap_at(va).filter(|(e, _)| *e == nth_entry(first, j)) {
-            pages.push((j, va, e, excl));
-        }
-    }
-    // After this, will any entry still hold a slot of the folio?
-    let held_elsewhere =
-        (0..nr).any(|j| area.count(nth_entry(first, j)) > pages.iter().filter(|p| p.0 == j).count() as u8);
-    let sole_user = folio.total_mapcount() == 0 && folio.refcount() == 1 + nr as i32 && !held_elsewhere;
-    let exclusive = pages.iter().all(|p| p.3) || sole_user;
-    let leave_cache = !held_elsewhere && !folio.test_flag(PageFlag::Writeback);
-    let writable = vma.prot.write && exclusive && leave_cache;
-    // Not exclusive enough to leave the cache: mapped shared (a later
-    // write copies), so a cache folio is never writable.
-    let exclusive = exclusive && leave_cache;
+        // After this, will any entry still hold a slot of the folio?
+        let held_elsewhere = (0..nr)
+            .any(|j| area.count(nth_entry(first, j)) > pages.iter().filter(|p| p.0 == j).count() as u8);
+        let sole_user = folio.total_mapcount() == 0 && folio.refcount() == 1 + nr as i32 && !held_elsewhere;
+        let exclusive = pages.iter().all(|p| p.3) || sole_user;
+        let leave_cache = !held_elsewhere && !folio.test_flag(PageFlag::Writeback);
+        let writable = vma.prot.write && exclusive && leave_cache;
+        // Not exclusive enough to leave the cache: mapped shared (a later
+        // write copies), so a cache folio is never writable.
+        (pages, exclusive && leave_cache, writable, leave_cache)
+    } else {
+        (alloc::vec![(0, page, entry, true)], true, vma.prot.write, false)
+    };
     let prot = Prot { writable, ..vma.prot.to_prot(user) };
     for &(j, va, e, _) in &pages {
         if let Err(err) = area.free_ref(e) {
@@ -451,7 +424,9 @@ pub fn map_swapped_in<F: PageTableFormat>(
         for _ in 0..refs {
             folio.put(); // the caller's reference and the mappings' remain
         }
-        folio.set_flag(PageFlag::Dirty);
+    }
+    if leave_cache || !cached {
+        folio.set_flag(PageFlag::Dirty); // no copy on disk backs it now
     }
     SwapInOutcome::Mapped { pages: pages.len(), exclusive, writable }
 }
