@@ -36,14 +36,16 @@ pub struct Violation(pub String);
 /// Reads every `.rs` file under `root`.
 pub fn read_tree(root: &Path) -> std::io::Result<Vec<SourceFile>> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<SourceFile>) -> std::io::Result<()> {
-        let mut entries: Vec<PathBuf> = fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+        let mut entries: Vec<PathBuf> =
+            fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
         entries.sort();
         for path in entries {
             if path.is_dir() {
                 walk(root, &path, out)?;
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let rel = path.strip_prefix(root).expect("walk stays under root");
-                let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                let rel =
+                    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
                 out.push(SourceFile { path: rel, text: fs::read_to_string(&path)? });
             }
         }
@@ -105,7 +107,10 @@ pub fn code_only(text: &str) -> String {
                 }
             }
             out.push(' ');
-        } else if c == b'r' && (b.get(i + 1) == Some(&b'"') || b.get(i + 1) == Some(&b'#')) && !prev_is_ident(b, i) {
+        } else if c == b'r'
+            && (b.get(i + 1) == Some(&b'"') || b.get(i + 1) == Some(&b'#'))
+            && !prev_is_ident(b, i)
+        {
             // Raw string: r"..." or r#"..."#.
             let mut j = i + 1;
             let mut hashes = 0;
@@ -297,7 +302,11 @@ pub fn import_graph(files: &[SourceFile]) -> Graph {
         }
         for to in targets {
             if to != from && units.contains(&to) {
-                graph.get_mut(&from).expect("every unit has a node").entry(to).or_insert_with(|| path.clone());
+                graph
+                    .get_mut(&from)
+                    .expect("every unit has a node")
+                    .entry(to)
+                    .or_insert_with(|| path.clone());
             }
         }
     }
@@ -458,7 +467,10 @@ mod tests {
     #[test]
     fn super_from_a_top_level_file_and_exported_macros_count() {
         let files = tree(&[
-            ("console.rs", "#[macro_export]\nmacro_rules! println { () => {} }\nfn f() { super::sync::x(); }"),
+            (
+                "console.rs",
+                "#[macro_export]\nmacro_rules! println { () => {} }\nfn f() { super::sync::x(); }",
+            ),
             ("sync.rs", "fn g() { println!(); }"),
             ("vm/mod.rs", "pub mod space;"),
             ("vm/space.rs", "use super::mod_item;"),

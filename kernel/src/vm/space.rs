@@ -67,7 +67,7 @@ use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use mm::debug::Stats;
-use mm::fault::{FaultOutcome, FrameSource, MemFault};
+use mm::fault::{FaultOutcome, FrameSource};
 use mm::folio::Folio;
 use mm::gup::Hold;
 use mm::pgtable::{Flush, Level, PageTable};
@@ -82,7 +82,7 @@ pub const USER_START: u64 = 0x1000;
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
 
 /// Anonymous pages: order-0 folios from the buddy allocator, zeroed.
-struct KernelFrames;
+pub(crate) struct KernelFrames;
 
 impl FrameSource for KernelFrames {
     fn alloc_anon_page(&self, handle: u64, index: u64) -> Option<PhysAddr> {
@@ -134,19 +134,19 @@ pub struct AddressSpace {
     inner: IrqSpinLock<Option<Inner>>,
     /// Faults resolved in this space (demand-zero, young/dirty, spurious,
     /// copy on write).
-    nr_faults: core::sync::atomic::AtomicU64,
+    pub(crate) nr_faults: core::sync::atomic::AtomicU64,
     /// Write faults that copied a shared page.
-    nr_cow_copies: core::sync::atomic::AtomicU64,
+    pub(crate) nr_cow_copies: core::sync::atomic::AtomicU64,
     /// Write faults that reused a write-protected page.
-    nr_cow_reuses: core::sync::atomic::AtomicU64,
+    pub(crate) nr_cow_reuses: core::sync::atomic::AtomicU64,
     /// Faults that mapped a fresh 2 MiB folio.
-    nr_thp_faults: core::sync::atomic::AtomicU64,
+    pub(crate) nr_thp_faults: core::sync::atomic::AtomicU64,
     /// Read faults that mapped the huge zero folio.
-    nr_thp_zero: core::sync::atomic::AtomicU64,
+    pub(crate) nr_thp_zero: core::sync::atomic::AtomicU64,
     /// Faults in huge-page ranges that had to map 4 KiB pages.
-    nr_thp_fallbacks: core::sync::atomic::AtomicU64,
+    pub(crate) nr_thp_fallbacks: core::sync::atomic::AtomicU64,
     /// Faults that brought a page back from swap.
-    nr_swapins: core::sync::atomic::AtomicU64,
+    pub(crate) nr_swapins: core::sync::atomic::AtomicU64,
     family: Arc<Family>,
 }
 
@@ -232,7 +232,7 @@ static SPACES: IrqSpinLock<Vec<(u64, Weak<AddressSpace>)>> = IrqSpinLock::new(Ve
 /// Spaces the registry holds without growing.
 const RESERVED_SPACES: usize = 64;
 
-fn find_space(root: PhysAddr) -> Option<Arc<AddressSpace>> {
+pub(crate) fn find_space(root: PhysAddr) -> Option<Arc<AddressSpace>> {
     SPACES.lock().iter().find(|(r, _)| *r == root.as_u64()).and_then(|(_, w)| w.upgrade())
 }
 
@@ -406,7 +406,7 @@ impl AddressSpace {
                 // In swap: bring it back without the lock, then try again.
                 Err(mm::gup::GupError::Fault(FaultOutcome::NeedsSwapIn { page, entry })) => {
                     let access = if write { mm::fault::Access::Write } else { mm::fault::Access::Read };
-                    if let Err(e) = swap_in(self, access, page, entry) {
+                    if let Err(e) = crate::vm::fault::swap_in(self, access, page, entry) {
                         error = Some(format!("get_user_pages: {va}: {e}"));
                     }
                 }
@@ -753,7 +753,7 @@ pub fn swap_in_all(ty: u8) -> Result<u64, String> {
                 break;
             }
             for (va, entry) in found {
-                swap_in(&space, mm::fault::Access::Read, va, entry)
+                crate::vm::fault::swap_in(&space, mm::fault::Access::Read, va, entry)
                     .map_err(|e| format!("swapoff: {} {va}: {e}", space.root))?;
                 done += 1;
             }
@@ -841,152 +841,12 @@ fn finish_gather(mut gather: Gather) {
     );
 }
 
-/// The fault hook the arch trap handlers call.
-fn on_fault(fault: &MemFault) -> bool {
-    if fault.addr.as_u64() >= USER_END {
-        return false; // a kernel address: a kernel bug, reported by the arch
-    }
-    let Some(root) = sched::current_root() else { return false };
-    let Some(space) = find_space(root) else { return false };
-    let outcome = {
-        let guard = space.lock();
-        let Some(inner) = guard.as_ref() else { return false };
-        // `Shootdown` even with interrupts off: the break-before-make of a
-        // copy on write must reach every CPU (see the module doc).
-        mm::fault::handle_fault(
-            &inner.table,
-            &inner.vmas,
-            &KernelTables,
-            &KernelFrames,
-            &Shootdown,
-            fault,
-            true,
-        )
-    };
-    let count = |c: &core::sync::atomic::AtomicU64| c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    match outcome {
-        FaultOutcome::Resolved
-        | FaultOutcome::Spurious
-        | FaultOutcome::Reused
-        | FaultOutcome::Copied
-        | FaultOutcome::MappedHuge
-        | FaultOutcome::MappedHugeZero
-        | FaultOutcome::HugeFallback => {
-            count(&space.nr_faults);
-            match outcome {
-                FaultOutcome::Reused => count(&space.nr_cow_reuses),
-                FaultOutcome::Copied => count(&space.nr_cow_copies),
-                FaultOutcome::MappedHuge => count(&space.nr_thp_faults),
-                FaultOutcome::MappedHugeZero => count(&space.nr_thp_zero),
-                FaultOutcome::HugeFallback => count(&space.nr_thp_fallbacks),
-                _ => 0,
-            };
-            true
-        }
-        FaultOutcome::Refused(why) => {
-            drop(space);
-            sched::kill_current(format!("{why:?}: {:?} at {}", fault.access, fault.addr))
-        }
-        FaultOutcome::NeedsSwapIn { page, entry } => {
-            // The disk sleeps: interrupts on (the trap entered with them
-            // off) and no lock held until the mapping half.
-            arch::irq::enable();
-            let result = swap_in(&space, fault.access, page, entry);
-            arch::irq::disable();
-            match result {
-                Ok(()) => true,
-                Err(why) => {
-                    drop(space);
-                    sched::kill_current(why)
-                }
-            }
-        }
-        FaultOutcome::OutOfMemory => {
-            // Reclaim in this task, then retry the access; only when
-            // reclaim frees nothing is the task ended.
-            arch::irq::enable();
-            let freed = crate::vm::reclaim::direct_reclaim(64);
-            arch::irq::disable();
-            if freed > 0 {
-                return true;
-            }
-            drop(space);
-            crate::vm::reclaim::NR_OOM_KILLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            sched::kill_current(format!(
-                "out of memory on a {:?} fault at {} (reclaim freed nothing)",
-                fault.access, fault.addr
-            ))
-        }
-    }
-}
-
-/// Brings the page of the swap entry `entry` back for an `access` at
-/// `page` and maps it (`mm::swap::swapin`: the cache or the disk
-/// without the space's lock, then the recheck and the mapping under it).
-/// `Ok` means "retry the access" (mapped, or the entry changed meanwhile);
-/// `Err` says why the task must end (a read error, no memory).
-fn swap_in(
-    space: &Arc<AddressSpace>,
-    access: mm::fault::Access,
-    page: VirtAddr,
-    entry: mm::pgtable::SwapEntry,
-) -> Result<(), String> {
-    use mm::swap::swapin::{SwapInError, SwapInOutcome};
-    let dev =
-        crate::vm::swap::area(entry.ty()).ok_or_else(|| format!("{page}: {entry:?} is in no swap area"))?;
-    let handle = mm::anon::anon_handle(space.root);
-    // An intact run of a swapped-out huge page comes back whole in one
-    // read; the look at the table is under the lock, the claim and the
-    // recheck in half 1 make it safe to act on later.
-    let run = || {
-        let guard = space.lock();
-        guard.as_ref().and_then(|inner| {
-            mm::swap::swapin::intact_run(&inner.table, &KernelTables, &inner.vmas, page, entry)
-        })
-    };
-    let (folio, i) = match crate::vm::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12, run) {
-        Ok(got) => got,
-        Err(SwapInError::Stale) => return Ok(()),
-        Err(SwapInError::NoMemory) => {
-            crate::vm::reclaim::NR_OOM_KILLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            return Err(format!("out of memory swapping in {page} (reclaim freed nothing)"));
-        }
-        Err(SwapInError::Io(e)) => return Err(format!("swap read error at {page} ({entry:?}): {e}")),
-    };
-    let outcome = {
-        let guard = space.lock();
-        guard.as_ref().map(|inner| {
-            mm::swap::swapin::map_swapped_in(
-                &inner.table,
-                &KernelTables,
-                &inner.vmas,
-                &dev.area,
-                &folio,
-                i,
-                page,
-                entry,
-                access == mm::fault::Access::Write,
-                true,
-            )
-        })
-    };
-    // The entry changed meanwhile: the folio may be needed by nobody now.
-    crate::vm::swap::free_if_unused_locked(&dev, folio);
-    folio.unlock();
-    crate::vm::swap::put(folio);
-    if let Some(SwapInOutcome::Mapped { .. }) = outcome {
-        space.nr_faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        space.nr_swapins.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    }
-    Ok(())
-}
-
 /// Installs the fault hook. Boot CPU, once, before tasks touch address spaces.
 pub fn init() {
     SPACES.lock().reserve(RESERVED_SPACES);
     FAMILIES.lock().reserve(RESERVED_SPACES);
     crate::vm::folios::init_huge_zero();
-    arch::trap::set_fault_hook(on_fault);
+    arch::trap::set_fault_hook(crate::vm::fault::on_fault);
     // The kernel IPI serves this CPU's TLB flush requests.
     sched::set_ipi_hook(crate::vm::tlb::handle_ipi);
 }
