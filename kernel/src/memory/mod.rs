@@ -193,9 +193,17 @@ pub fn frame_allocator() -> &'static FrameAllocator {
 /// `2^order` contiguous frames (normal priority: fails at the min
 /// watermark).
 pub fn alloc_frames(order: u8) -> Result<PhysAddr, AllocError> {
+    alloc_frames_of(order, AllocKind::Normal)
+}
+
+/// `2^order` contiguous frames of the priority `kind`: `Reserve` may go
+/// below the min watermark, and is for the work that frees memory
+/// (reclaim's page-table splits), never for work that grows with a
+/// workload.
+pub fn alloc_frames_of(order: u8, kind: AllocKind) -> Result<PhysAddr, AllocError> {
     // Interrupts off around the allocator's lock: its holder must not be
     // preempted (see `crate::sync`).
-    let pfn = crate::sync::without_interrupts(|| frame_allocator().alloc(order, AllocKind::Normal))?;
+    let pfn = crate::sync::without_interrupts(|| frame_allocator().alloc(order, kind))?;
     Ok(PhysAddr::new(pfn << 12))
 }
 

@@ -21,6 +21,7 @@ use crate::arch;
 use crate::memory;
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::pgtable::TableMemory;
+use mm::frame::AllocKind;
 use mm::PhysAddr;
 
 /// This arch's page-table format.
@@ -61,11 +62,36 @@ impl TableMemory for KernelTables {
         arch::mmu::table_write_barrier();
     }
     fn alloc_table(&self) -> Option<PhysAddr> {
-        let pa = memory::alloc_frames(0).ok()?;
-        memory::zero_frames(pa, 0);
-        Some(pa)
+        new_table(AllocKind::Normal)
     }
     fn free_table(&self, pa: PhysAddr) {
         memory::free_frames(pa, 0);
     }
+}
+
+/// [`KernelTables`] whose new tables may come from the reserve below the
+/// min watermark: for reclaim, which must split a huge page's PMD into a
+/// table of swap entries exactly when memory is lowest. Reclaim frees 512
+/// pages for the one it takes.
+pub struct ReserveTables;
+
+impl TableMemory for ReserveTables {
+    fn read_entry(&self, pa: PhysAddr) -> u64 {
+        KernelTables.read_entry(pa)
+    }
+    fn write_entry(&self, pa: PhysAddr, value: u64) {
+        KernelTables.write_entry(pa, value)
+    }
+    fn alloc_table(&self) -> Option<PhysAddr> {
+        new_table(AllocKind::Reserve)
+    }
+    fn free_table(&self, pa: PhysAddr) {
+        KernelTables.free_table(pa)
+    }
+}
+
+fn new_table(kind: AllocKind) -> Option<PhysAddr> {
+    let pa = memory::alloc_frames_of(0, kind).ok()?;
+    memory::zero_frames(pa, 0);
+    Some(pa)
 }

@@ -58,7 +58,7 @@
 
 use crate::arch;
 use crate::memory;
-use crate::memory::paging::{Format, KernelTables, KERNEL_SHARED};
+use crate::memory::paging::{Format, KernelTables, ReserveTables, KERNEL_SHARED};
 use crate::sync::{IrqGuard, IrqSpinLock};
 use crate::task::sched;
 use crate::vm::tlb::Shootdown;
@@ -677,7 +677,7 @@ pub fn unmap_folio_to_swap(folio: &Folio<'static>, area: &mm::swap::area::SwapAr
     let memmap = memory::frame_allocator().memmap();
     let refs = with_families_locked(&families, |members| {
         let tables: Vec<&PageTable<Format>> = members.iter().map(|(_, inner)| &inner.table).collect();
-        let done = mm::swap::unmap::unmap_to_swap(&tables, &KernelTables, &Shootdown, memmap, folio, area)
+        let done = mm::swap::unmap::unmap_to_swap(&tables, &ReserveTables, &Shootdown, memmap, folio, area)
             .map_err(|e| format!("{e}"))?;
         for flush in done.flushes {
             flush.flush(&Shootdown);
@@ -712,7 +712,7 @@ pub fn split_isolated_folio(folio: &Folio<'static>) -> Result<Vec<Folio<'static>
         let (Some((_, inner)), None) = (mapping.next(), mapping.next()) else {
             return Err(String::from("mapped by no space or by several"));
         };
-        mm::thp::split_isolated_folio(&inner.table, &KernelTables, &Shootdown, memmap, *folio, &mut |f| {
+        mm::thp::split_isolated_folio(&inner.table, &ReserveTables, &Shootdown, memmap, *folio, &mut |f| {
             crate::vm::folios::free_folio(f)
         })
         .map_err(|e| format!("{e:?}"))
