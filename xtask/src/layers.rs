@@ -137,24 +137,10 @@ pub fn code_only(text: &str) -> String {
             out.push_str("\"\"");
             i = j;
         } else if c == b'"' {
-            i += 1;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\\' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            i += 1;
+            i = past_quoted(b, i);
             out.push_str("\"\"");
         } else if c == b'\'' && is_char_literal(b, i) {
-            i += 1;
-            while i < b.len() && b[i] != b'\'' {
-                if b[i] == b'\\' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            i += 1;
+            i = past_quoted(b, i);
             out.push_str("' '");
         } else {
             // Copy one whole UTF-8 character.
@@ -164,6 +150,20 @@ pub fn code_only(text: &str) -> String {
         }
     }
     out
+}
+
+/// The index just past the literal that opens at `b[start]` with the
+/// quote `b[start]` (a string or a character), backslash escapes skipped.
+fn past_quoted(b: &[u8], start: usize) -> usize {
+    let quote = b[start];
+    let mut i = start + 1;
+    while i < b.len() && b[i] != quote {
+        if b[i] == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    i + 1
 }
 
 fn prev_is_ident(b: &[u8], i: usize) -> bool {

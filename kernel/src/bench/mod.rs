@@ -29,8 +29,9 @@ use crate::memory::paging::KernelTables;
 use crate::println;
 use crate::task::sched;
 use crate::tests::kit::{leaf, probe_read, Frames, TestSpace, RW_USER, TEST_VA};
-use crate::vm::space::{AddressSpace, Advice, USER_END, USER_START};
+use crate::vm::space::{AddressSpace, Advice};
 use crate::vm::tlb::Shootdown;
+use crate::vm::uaccess::{self, read_u8 as load, write_u8 as store};
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -104,39 +105,6 @@ const GIB: f64 = (1u64 << 30) as f64;
 const PAGE: u64 = 4096;
 const HUGE: u64 = 2 * MIB;
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
-
-/// Checks that `[addr, addr + len)` lies in the user half, where a task's
-/// access either hits its space's memory or faults into `vm::on_fault`
-/// (which maps the page or ends the task), and never reaches the kernel's.
-///
-/// # Panics
-/// When it does not: a bug in the workload.
-fn check_user_range(addr: u64, len: u64) {
-    let end = addr.checked_add(len);
-    assert!(
-        addr >= USER_START && end.is_some_and(|e| e <= USER_END),
-        "bench: [{addr:#x}, +{len:#x}) is not a user range"
-    );
-}
-
-/// A plain store from a task into its address space: a first touch faults
-/// into the kernel's fault handler, as any program's store would.
-pub(crate) fn store(addr: u64, value: u8) {
-    check_user_range(addr, 1);
-    // SAFETY: a user address (checked above), so the store reaches the
-    // running task's own space: it either succeeds or faults into
-    // `vm::on_fault`, which maps the page (the store is then retried) or
-    // ends the task without returning here. Nothing in the kernel lives
-    // there, so no Rust object is written behind its owner's back.
-    unsafe { core::ptr::write_volatile(addr as *mut u8, value) }
-}
-
-/// A plain load (see [`store`]).
-fn load(addr: u64) -> u8 {
-    check_user_range(addr, 1);
-    // SAFETY: as for `store`; a load of a user byte is valid for any value.
-    unsafe { core::ptr::read_volatile(addr as *const u8) }
-}
 
 /// The byte a workload writes into page `p` (never 0, so an untouched page
 /// cannot pass for a written one), varied by `salt`.
@@ -425,26 +393,6 @@ fn anon4k_mt(nr_tasks: usize) -> Result<(), String> {
     ledger.settle(&name, alloc::vec![space])
 }
 
-/// Writes `len` zero bytes from `addr`, as a program's memset would.
-fn zero(addr: u64, len: u64) {
-    check_user_range(addr, len);
-    // SAFETY: as for `store`, for every byte of the range (checked above).
-    unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len as usize) }
-}
-
-/// The offset of the first non-zero 8-byte word of `[addr, addr + len)`.
-fn first_non_zero(addr: u64, len: u64) -> Option<u64> {
-    check_user_range(addr, len);
-    assert!(addr.is_multiple_of(8), "first_non_zero: {addr:#x} is not 8-byte aligned");
-    // SAFETY: 1. an aligned user range (checked above): every word of it is
-    // either the running task's memory or faults in as for `load`; any bit
-    // pattern is a valid `u64`. 2. The callers' tasks are the only ones in
-    // their space while the slice lives, and only read, so nothing writes
-    // the memory behind the shared reference.
-    let words = unsafe { core::slice::from_raw_parts(addr as *const u64, (len / 8) as usize) };
-    words.iter().position(|&w| w != 0).map(|i| i as u64 * 8)
-}
-
 fn memset_gibps() -> Result<(), String> {
     // 512 MiB mapped first (THP on: 2 MiB pages, as for `thp_fault`), a
     // non-zero byte left in every 4 KiB page; then zeros written over all
@@ -457,12 +405,12 @@ fn memset_gibps() -> Result<(), String> {
         (0..LEN / PAGE).for_each(|p| store(base + p * PAGE + p % PAGE, pattern(p, 5)))
     })?;
     let faults = space.nr_faults();
-    let ((), span) = run_in(&space, None, "memset", move || timed(|| zero(base, LEN)))?;
+    let ((), span) = run_in(&space, None, "memset", move || timed(|| uaccess::zero(base, LEN)))?;
     let faults = space.nr_faults() - faults;
     if faults != 0 {
         return Err(format!("memset_gibps: {faults} faults while writing over mapped memory"));
     }
-    let bad = run_in(&space, None, "memset verify", move || first_non_zero(base, LEN))?;
+    let bad = run_in(&space, None, "memset verify", move || uaccess::first_non_zero(base, LEN))?;
     if let Some(offset) = bad {
         return Err(format!("memset_gibps: a non-zero word at offset {offset:#x} after the memset"));
     }
@@ -511,20 +459,13 @@ fn swap_word(p: u64, w: u64, v: u64) -> u64 {
 /// Writes version `v` of the pattern over page `p` at `base` (in a task).
 fn write_page(base: u64, p: u64, v: u64) {
     let at = base + p * PAGE;
-    check_user_range(at, PAGE);
-    for w in 0..PAGE / 8 {
-        // SAFETY: as `store`: a user address of the task's own area (checked).
-        unsafe { core::ptr::write_volatile((at + w * 8) as *mut u64, swap_word(p, w, v)) }
-    }
+    (0..PAGE / 8).for_each(|w| uaccess::write_u64(at + w * 8, swap_word(p, w, v)));
 }
 
 /// True when page `p` at `base` holds version `v` of the pattern (in a task).
 fn page_is(base: u64, p: u64, v: u64) -> bool {
     let at = base + p * PAGE;
-    check_user_range(at, PAGE);
-    // SAFETY: as `load`.
-    (0..PAGE / 8)
-        .all(|w| unsafe { core::ptr::read_volatile((at + w * 8) as *const u64) } == swap_word(p, w, v))
+    (0..PAGE / 8).all(|w| uaccess::read_u64(at + w * 8) == swap_word(p, w, v))
 }
 
 fn need_swap(what: &str, pages: u64) -> Result<(), String> {
@@ -643,11 +584,7 @@ pub fn bench_shootdown() -> Result<f64, String> {
     let va = TEST_VA + 0x6000;
     let (a, b) = (Frames::new(0)?, Frames::new(0)?);
     let space = Arc::new(TestSpace::new()?);
-    space
-        .table
-        .map(&KernelTables, VirtAddr::new(va), leaf(a.pa, PageSize::Size4K, RW_USER))
-        .map_err(|e| format!("{e}"))?
-        .ignore();
+    space.map_leaf(va, a.pa, PageSize::Size4K, RW_USER)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for cpu in sched::online_cpus().filter(|&c| c != sched::cpu_index()) {

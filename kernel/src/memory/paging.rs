@@ -20,8 +20,8 @@
 use crate::arch;
 use crate::memory;
 use core::sync::atomic::{AtomicU64, Ordering};
-use mm::pgtable::TableMemory;
 use mm::frame::AllocKind;
+use mm::pgtable::TableMemory;
 use mm::PhysAddr;
 
 /// This arch's page-table format.

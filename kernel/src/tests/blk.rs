@@ -50,6 +50,22 @@ impl Frames {
     }
 
     /// The first word that differs from [`Frames::fill`]'s pattern.
+    /// Writes the pattern `seed` to `nr_pages` pages of `disk` from
+    /// `first_disk_page`, clears the buffer, reads them back and checks.
+    fn round_trip(
+        &mut self,
+        disk: &BlockDevice,
+        first_disk_page: u64,
+        nr_pages: usize,
+        seed: u64,
+    ) -> Result<(), String> {
+        self.fill(seed, first_disk_page);
+        disk.write_pages(first_disk_page, self.pa, nr_pages).map_err(|e| e.to_string())?;
+        self.words().fill(0);
+        disk.read_pages(first_disk_page, self.pa, nr_pages).map_err(|e| e.to_string())?;
+        self.check(seed, first_disk_page, nr_pages)
+    }
+
     fn check(&self, seed: u64, first_disk_page: u64, nr_pages: usize) -> Result<(), String> {
         for (w, &word) in self.words_ref()[..nr_pages * PAGE_BYTES / 8].iter().enumerate() {
             let page = first_disk_page + (w * 8 / PAGE_BYTES) as u64;
@@ -148,11 +164,7 @@ fn a_2mib_request_round_trips(_: &TestEnv<'_>) -> Result<(), String> {
         ));
     }
     let mut f = Frames::new(9)?;
-    f.fill(0x77, first);
-    disk.write_pages(first, f.pa, 512).map_err(|e| e.to_string())?;
-    f.words().fill(0);
-    disk.read_pages(first, f.pa, 512).map_err(|e| e.to_string())?;
-    f.check(0x77, first, 512)
+    f.round_trip(disk, first, 512, 0x77)
 }
 
 fn past_the_end_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
@@ -170,11 +182,7 @@ fn past_the_end_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
         other => return Err(format!("write of page {cap} gave {other:?}")),
     }
     // And the disk goes on working: the last page is reachable.
-    f.fill(9, cap - 1);
-    disk.write_pages(cap - 1, f.pa, 1).map_err(|e| e.to_string())?;
-    f.words().fill(0);
-    disk.read_pages(cap - 1, f.pa, 1).map_err(|e| e.to_string())?;
-    f.check(9, cap - 1, 1)
+    f.round_trip(disk, cap - 1, 1, 9)
 }
 
 fn bad_buffers_are_refused(_: &TestEnv<'_>) -> Result<(), String> {
@@ -231,11 +239,7 @@ fn injected_errors_come_back_as_io_errors(_: &TestEnv<'_>) -> Result<(), String>
     }
     // And the disk goes on working.
     let page = bad_read.end + 8;
-    f.fill(3, page);
-    disk.write_pages(page, f.pa, 1).map_err(|e| e.to_string())?;
-    f.words().fill(0);
-    disk.read_pages(page, f.pa, 1).map_err(|e| e.to_string())?;
-    f.check(3, page, 1)
+    f.round_trip(disk, page, 1, 3)
 }
 
 fn completions_come_by_interrupt(_: &TestEnv<'_>) -> Result<(), String> {

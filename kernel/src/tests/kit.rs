@@ -42,6 +42,16 @@ impl TestSpace {
         Active { _space: self, _guard: crate::task::sched::enter_address_space(self.table.root()) }
     }
 
+    /// Maps `frame` at `va` with a leaf of `size` (dirty and young, see
+    /// [`leaf`]) where nothing was mapped, so no flush is owed.
+    pub fn map_leaf(&self, va: u64, frame: PhysAddr, size: PageSize, prot: Prot) -> Result<(), String> {
+        self.table
+            .map(&KernelTables, VirtAddr::new(va), leaf(frame, size, prot))
+            .map_err(|e| format!("map at {va:#x}: {e}"))?
+            .ignore();
+        Ok(())
+    }
+
     /// Gives back every table frame (not the frames leaves map).
     pub fn destroy(self) {
         self.table.destroy(&KernelTables, KERNEL_SHARED);

@@ -78,11 +78,7 @@ fn unmap_then_fault_at_the_address(_: &TestEnv<'_>) -> Result<(), String> {
     let frame = Frames::new(0)?;
     let space = TestSpace::new()?;
     let va = TEST_VA + 0x5000;
-    space
-        .table
-        .map(&KernelTables, VirtAddr::new(va), leaf(frame.pa, PageSize::Size4K, RW_USER))
-        .map_err(|e| format!("{e}"))?
-        .ignore();
+    space.map_leaf(va, frame.pa, PageSize::Size4K, RW_USER)?;
     let result = (|| {
         let _active = space.activate();
         probe_write(va + 0x10, 1)?; // now cached in the TLB
@@ -112,11 +108,7 @@ fn read_only_write_faults(_: &TestEnv<'_>) -> Result<(), String> {
     let space = TestSpace::new()?;
     let va = TEST_VA + 0x7000;
     let ro = Prot { writable: false, ..RW_USER };
-    space
-        .table
-        .map(&KernelTables, VirtAddr::new(va), leaf(frame.pa, PageSize::Size4K, ro))
-        .map_err(|e| format!("{e}"))?
-        .ignore();
+    space.map_leaf(va, frame.pa, PageSize::Size4K, ro)?;
     let result = (|| {
         let _active = space.activate();
         if probe_read(va + 0x40)? != 0x77 {
@@ -164,11 +156,7 @@ fn no_execute_faults(_: &TestEnv<'_>) -> Result<(), String> {
     let rx = Prot { writable: false, user: false, executable: true, global: false };
     let r = Prot { executable: false, ..rx };
     for (va, prot) in [(x_va, rx), (nx_va, r)] {
-        space
-            .table
-            .map(&KernelTables, VirtAddr::new(va), leaf(frame.pa, PageSize::Size4K, prot))
-            .map_err(|e| format!("{e}"))?
-            .ignore();
+        space.map_leaf(va, frame.pa, PageSize::Size4K, prot)?;
     }
     let result = (|| {
         let _active = space.activate();
@@ -203,11 +191,7 @@ fn remap_sees_the_new_frame(_: &TestEnv<'_>) -> Result<(), String> {
     }
     let space = TestSpace::new()?;
     let va = TEST_VA + 0x3000;
-    space
-        .table
-        .map(&KernelTables, VirtAddr::new(va), leaf(frames[0].pa, PageSize::Size4K, RW_USER))
-        .map_err(|e| format!("{e}"))?
-        .ignore();
+    space.map_leaf(va, frames[0].pa, PageSize::Size4K, RW_USER)?;
     let result = (|| {
         let _active = space.activate();
         for round in 0..30 {
@@ -292,11 +276,7 @@ fn split_pmd_keeps_data(_: &TestEnv<'_>) -> Result<(), String> {
     }
     let space = TestSpace::new()?;
     let va = TEST_VA + 0x80_0000;
-    space
-        .table
-        .map(&KernelTables, VirtAddr::new(va), leaf(huge.pa, PageSize::Size2M, RW_USER))
-        .map_err(|e| format!("{e}"))?
-        .ignore();
+    space.map_leaf(va, huge.pa, PageSize::Size2M, RW_USER)?;
     let result = (|| {
         let _active = space.activate();
         probe_read(va + 7)?; // cache the 2 MiB translation
@@ -385,11 +365,7 @@ fn address_space_follows_its_task(_: &TestEnv<'_>) -> Result<(), String> {
             frame.write(off, marker);
         }
         let space = TestSpace::new()?;
-        space
-            .table
-            .map(&KernelTables, VirtAddr::new(va), leaf(frame.pa, PageSize::Size4K, RW_USER))
-            .map_err(|e| format!("{e}"))?
-            .ignore();
+        space.map_leaf(va, frame.pa, PageSize::Size4K, RW_USER)?;
         let task = crate::task::sched::spawn("in-space", move || {
             let result = (|| {
                 let _active = space.activate();

@@ -24,6 +24,22 @@ pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_
 
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
 
+/// Pages `0..pages` at `base` read back as the pattern `tag` (through
+/// swap-ins), the checker passes, and a new pattern `new_tag` written over
+/// them reads back too.
+fn reads_back_and_takes_new_writes(
+    space: &Arc<AddressSpace>,
+    base: u64,
+    pages: u64,
+    tag: u64,
+    new_tag: u64,
+) -> Result<(), String> {
+    check_pattern(space, base, 0..pages, tag)??;
+    swap_entries(space, "after reading it back")?;
+    write_pattern(space, base, 0..pages, new_tag)?;
+    check_pattern(space, base, 0..pages, new_tag)?
+}
+
 fn need_swap() -> Result<(), String> {
     if alloc_area().is_none() {
         return Err(String::from("no swap area: attach a swap disk (xtask does unless --swap 0)"));
@@ -98,11 +114,7 @@ fn pageout_thp_and_back(_: &TestEnv<'_>) -> Result<(), String> {
     if swapped != PAGES {
         return Err(format!("MADV_PAGEOUT of {pmds} huge pages: {swapped} of {PAGES} pages swapped"));
     }
-    check_pattern(&space, base, 0..PAGES, 3)??;
-    swap_entries(&space, "after reading it back")?;
-    write_pattern(&space, base, 0..PAGES, 4)?;
-    check_pattern(&space, base, 0..PAGES, 4)??;
-    Ok(())
+    reads_back_and_takes_new_writes(&space, base, PAGES, 3, 4)
 }
 
 /// `MADV_PAGEOUT` over a range that cuts two THPs (the second half of one,
@@ -132,11 +144,7 @@ fn pageout_of_part_of_a_thp_splits_it(_: &TestEnv<'_>) -> Result<(), String> {
             PAGES - (to - from)
         ));
     }
-    check_pattern(&space, base, 0..PAGES, 8)??;
-    swap_entries(&space, "after reading it back")?;
-    write_pattern(&space, base, 0..PAGES, 9)?;
-    check_pattern(&space, base, 0..PAGES, 9)??;
-    Ok(())
+    reads_back_and_takes_new_writes(&space, base, PAGES, 8, 9)
 }
 
 /// A swap area with a bad page in every cluster of 512 slots has no run

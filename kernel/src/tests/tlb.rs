@@ -31,11 +31,7 @@ fn shootdown_leaves_no_stale_reads(_: &TestEnv<'_>) -> Result<(), String> {
         }
     }
     let space = Arc::new(TestSpace::new()?);
-    space
-        .table
-        .map(&KernelTables, VirtAddr::new(va), leaf(frames[0].pa, PageSize::Size4K, RW_USER))
-        .map_err(|e| format!("{e}"))?
-        .ignore();
+    space.map_leaf(va, frames[0].pa, PageSize::Size4K, RW_USER)?;
     let generation = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let others: Vec<usize> = sched::online_cpus().filter(|&c| c != sched::cpu_index()).collect();

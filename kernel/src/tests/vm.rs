@@ -306,13 +306,19 @@ fn fork_shares_pages_and_copies_on_write(_: &TestEnv<'_>) -> Result<(), String> 
     Ok(())
 }
 
-fn cow_reuses_a_page_the_other_side_unmapped(_: &TestEnv<'_>) -> Result<(), String> {
-    let parent = AddressSpace::new()?;
-    let base = parent.mmap(2 * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
-    run_in(&parent, move || {
+/// A new space with two pages, holding 1 and 2 in their first bytes.
+fn two_written_pages() -> Result<(Arc<AddressSpace>, u64), String> {
+    let space = AddressSpace::new()?;
+    let base = space.mmap(2 * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    run_in(&space, move || {
         uaccess::write_u8(base, 1);
         uaccess::write_u8(base + 4096, 2);
     })?;
+    Ok((space, base))
+}
+
+fn cow_reuses_a_page_the_other_side_unmapped(_: &TestEnv<'_>) -> Result<(), String> {
+    let (parent, base) = two_written_pages()?;
     let child = parent.fork()?;
     check_family(&parent, &child, "after fork")?;
     // The child drops page 0, the parent page 1: each page is left with
@@ -732,12 +738,7 @@ fn gup_write_pin_breaks_cow_and_makes_the_page_exclusive(_: &TestEnv<'_>) -> Res
 }
 
 fn gup_pinned_page_across_fork_is_copied_for_the_child(_: &TestEnv<'_>) -> Result<(), String> {
-    let parent = AddressSpace::new()?;
-    let base = parent.mmap(2 * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
-    run_in(&parent, move || {
-        uaccess::write_u8(base, 1);
-        uaccess::write_u8(base + 4096, 2);
-    })?;
+    let (parent, base) = two_written_pages()?;
     let pinned = parent.get_user_pages(VirtAddr::new(base), 1, true, Hold::Pin)?;
     let child = parent.fork()?;
     let result = (|| {

@@ -60,13 +60,13 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
         | FaultOutcome::MappedHuge
         | FaultOutcome::MappedHugeZero
         | FaultOutcome::HugeFallback => {
-            count(&space.nr_faults);
+            count(&space.counts.nr_faults);
             match outcome {
-                FaultOutcome::Reused => count(&space.nr_cow_reuses),
-                FaultOutcome::Copied => count(&space.nr_cow_copies),
-                FaultOutcome::MappedHuge => count(&space.nr_thp_faults),
-                FaultOutcome::MappedHugeZero => count(&space.nr_thp_zero),
-                FaultOutcome::HugeFallback => count(&space.nr_thp_fallbacks),
+                FaultOutcome::Reused => count(&space.counts.nr_cow_reuses),
+                FaultOutcome::Copied => count(&space.counts.nr_cow_copies),
+                FaultOutcome::MappedHuge => count(&space.counts.nr_thp_faults),
+                FaultOutcome::MappedHugeZero => count(&space.counts.nr_thp_zero),
+                FaultOutcome::HugeFallback => count(&space.counts.nr_thp_fallbacks),
                 _ => 0,
             };
             true
@@ -163,8 +163,8 @@ pub(crate) fn swap_in(
     folio.unlock();
     crate::vm::swap::put(folio);
     if let Some(SwapInOutcome::Mapped { .. }) = outcome {
-        space.nr_faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        space.nr_swapins.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        space.counts.nr_faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        space.counts.nr_swapins.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     }
     Ok(())
 }

@@ -66,6 +66,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
+use core::sync::atomic::AtomicU64;
 use mm::debug::Stats;
 use mm::fault::{FaultOutcome, FrameSource};
 use mm::folio::Folio;
@@ -128,25 +129,41 @@ pub(crate) struct Inner {
     pub(crate) vmas: VmaSet,
 }
 
+/// Counts of what the faults of one space did; each only grows.
+#[derive(Default)]
+pub(crate) struct FaultCounts {
+    /// Faults resolved in this space (demand-zero, young/dirty, spurious,
+    /// copy on write).
+    pub(crate) nr_faults: AtomicU64,
+    /// Write faults that copied a shared page.
+    pub(crate) nr_cow_copies: AtomicU64,
+    /// Write faults that reused a write-protected page.
+    pub(crate) nr_cow_reuses: AtomicU64,
+    /// Faults that mapped a fresh 2 MiB folio.
+    pub(crate) nr_thp_faults: AtomicU64,
+    /// Read faults that mapped the huge zero folio.
+    pub(crate) nr_thp_zero: AtomicU64,
+    /// Faults in huge-page ranges that had to map 4 KiB pages.
+    pub(crate) nr_thp_fallbacks: AtomicU64,
+    /// Faults that brought a page back from swap.
+    pub(crate) nr_swapins: AtomicU64,
+}
+
+/// Getters of [`FaultCounts`] on [`AddressSpace`], one per counter.
+macro_rules! fault_count_getters {
+    ($($(#[$doc:meta])* $name:ident),+ $(,)?) => {
+        $($(#[$doc])* pub fn $name(&self) -> u64 {
+            self.counts.$name.load(core::sync::atomic::Ordering::Relaxed)
+        })+
+    };
+}
+
 /// An address space: areas and the page table that maps them.
 pub struct AddressSpace {
     root: PhysAddr,
     inner: IrqSpinLock<Option<Inner>>,
-    /// Faults resolved in this space (demand-zero, young/dirty, spurious,
-    /// copy on write).
-    pub(crate) nr_faults: core::sync::atomic::AtomicU64,
-    /// Write faults that copied a shared page.
-    pub(crate) nr_cow_copies: core::sync::atomic::AtomicU64,
-    /// Write faults that reused a write-protected page.
-    pub(crate) nr_cow_reuses: core::sync::atomic::AtomicU64,
-    /// Faults that mapped a fresh 2 MiB folio.
-    pub(crate) nr_thp_faults: core::sync::atomic::AtomicU64,
-    /// Read faults that mapped the huge zero folio.
-    pub(crate) nr_thp_zero: core::sync::atomic::AtomicU64,
-    /// Faults in huge-page ranges that had to map 4 KiB pages.
-    pub(crate) nr_thp_fallbacks: core::sync::atomic::AtomicU64,
-    /// Faults that brought a page back from swap.
-    pub(crate) nr_swapins: core::sync::atomic::AtomicU64,
+    /// What the faults in this space did (read with the `nr_*` methods).
+    pub(crate) counts: FaultCounts,
     family: Arc<Family>,
 }
 
@@ -237,6 +254,24 @@ pub(crate) fn find_space(root: PhysAddr) -> Option<Arc<AddressSpace>> {
 }
 
 impl AddressSpace {
+    fault_count_getters! {
+        /// Faults resolved so far.
+        nr_faults,
+        /// Write faults that copied a shared page (copy on write).
+        nr_cow_copies,
+        /// Write faults that reused a write-protected page in place.
+        nr_cow_reuses,
+        /// Faults that mapped a fresh 2 MiB folio with a PMD leaf.
+        nr_thp_faults,
+        /// Read faults that mapped the huge zero folio.
+        nr_thp_zero,
+        /// Faults in huge-page eligible ranges that fell back to 4 KiB (no free
+        /// 2 MiB block).
+        nr_thp_fallbacks,
+        /// Faults that brought a page back from swap.
+        nr_swapins,
+    }
+
     /// A new, empty address space.
     pub fn new() -> Result<Arc<AddressSpace>, String> {
         let table = Self::new_table()?;
@@ -266,13 +301,7 @@ impl AddressSpace {
         let space = Arc::new(AddressSpace {
             root,
             inner: IrqSpinLock::new(Some(inner)),
-            nr_faults: core::sync::atomic::AtomicU64::new(0),
-            nr_cow_copies: core::sync::atomic::AtomicU64::new(0),
-            nr_cow_reuses: core::sync::atomic::AtomicU64::new(0),
-            nr_thp_faults: core::sync::atomic::AtomicU64::new(0),
-            nr_thp_zero: core::sync::atomic::AtomicU64::new(0),
-            nr_thp_fallbacks: core::sync::atomic::AtomicU64::new(0),
-            nr_swapins: core::sync::atomic::AtomicU64::new(0),
+            counts: FaultCounts::default(),
             family: family.clone(),
         });
         family.handles.lock().push(mm::anon::anon_handle(root));
@@ -285,37 +314,6 @@ impl AddressSpace {
     /// (its holder may be running a shootdown: see the module doc).
     pub(crate) fn lock(&self) -> IrqGuard<'_, Option<Inner>> {
         self.inner.lock_polling(crate::vm::tlb::handle_ipi)
-    }
-
-    /// Write faults that copied a shared page (copy on write).
-    pub fn nr_cow_copies(&self) -> u64 {
-        self.nr_cow_copies.load(core::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Write faults that reused a write-protected page in place.
-    pub fn nr_cow_reuses(&self) -> u64 {
-        self.nr_cow_reuses.load(core::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Faults that mapped a fresh 2 MiB folio with a PMD leaf.
-    pub fn nr_thp_faults(&self) -> u64 {
-        self.nr_thp_faults.load(core::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Read faults that mapped the huge zero folio.
-    pub fn nr_thp_zero(&self) -> u64 {
-        self.nr_thp_zero.load(core::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Faults that brought a page back from swap.
-    pub fn nr_swapins(&self) -> u64 {
-        self.nr_swapins.load(core::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Faults in huge-page eligible ranges that fell back to 4 KiB (no free
-    /// 2 MiB block).
-    pub fn nr_thp_fallbacks(&self) -> u64 {
-        self.nr_thp_fallbacks.load(core::sync::atomic::Ordering::Relaxed)
     }
 
     /// A copy of this space for a child (see the module doc): the same
@@ -356,11 +354,6 @@ impl AddressSpace {
     /// The page table's root.
     pub fn root(&self) -> PhysAddr {
         self.root
-    }
-
-    /// Faults resolved so far.
-    pub fn nr_faults(&self) -> u64 {
-        self.nr_faults.load(core::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes a hold (`mm::gup`: a plain reference or a pin) on each of the

@@ -20,41 +20,79 @@
 use crate::vm::space::USER_END;
 
 fn check(addr: u64, size: u64) {
+    check_range(addr, size);
+    assert!(addr.is_multiple_of(size), "uaccess: {addr:#x} is not aligned to {size}");
+}
+
+fn check_range(addr: u64, len: u64) {
     assert!(
-        addr.checked_add(size).is_some_and(|end| end <= USER_END) && addr.is_multiple_of(size),
-        "uaccess: {addr:#x} (+{size}) is not an aligned user address"
+        addr.checked_add(len).is_some_and(|end| end <= USER_END),
+        "uaccess: [{addr:#x}, +{len:#x}) is not in the user half"
     );
+}
+
+/// What may be loaded from and stored to user memory: plain integers,
+/// valid for every bit pattern, whose alignment is their size.
+pub trait UserWord: Copy {}
+impl UserWord for u8 {}
+impl UserWord for u64 {}
+
+/// Loads the `T` at user address `addr` (aligned to its size).
+pub fn read<T: UserWord>(addr: u64) -> T {
+    check(addr, core::mem::size_of::<T>() as u64);
+    // SAFETY: a user address (checked above, with its alignment) of the
+    // running task's own space: the load either succeeds or faults into
+    // the fault entry, which maps the page (the load is retried) or ends
+    // the task without returning here. No Rust object lives in the lower
+    // half, so nothing is read behind its owner's back; a `UserWord` is
+    // valid for any bits.
+    unsafe { core::ptr::read_volatile(addr as *const T) }
+}
+
+/// Stores `value` at user address `addr` (aligned to its size).
+pub fn write<T: UserWord>(addr: u64, value: T) {
+    check(addr, core::mem::size_of::<T>() as u64);
+    // SAFETY: as in `read`; no Rust object lives in the lower half, so the
+    // store changes nothing the kernel owns.
+    unsafe { core::ptr::write_volatile(addr as *mut T, value) }
 }
 
 /// Loads the byte at user address `addr`.
 pub fn read_u8(addr: u64) -> u8 {
-    check(addr, 1);
-    // SAFETY: a user address (checked above) of the running task's own
-    // space: the load either succeeds or faults into the fault entry,
-    // which maps the page (the load is retried) or ends the task without
-    // returning here. No Rust object lives in the lower half, so nothing
-    // is read behind its owner's back; any byte value is valid.
-    unsafe { core::ptr::read_volatile(addr as *const u8) }
+    read(addr)
 }
 
-/// Stores `value` at user address `addr`.
+/// Stores the byte `value` at user address `addr`.
 pub fn write_u8(addr: u64, value: u8) {
-    check(addr, 1);
-    // SAFETY: as in `read_u8`; no Rust object lives in the lower half, so
-    // the store changes nothing the kernel owns.
-    unsafe { core::ptr::write_volatile(addr as *mut u8, value) }
+    write(addr, value)
 }
 
 /// Loads the 8-aligned word at user address `addr`.
 pub fn read_u64(addr: u64) -> u64 {
-    check(addr, 8);
-    // SAFETY: as in `read_u8`, and `addr` is 8-aligned (checked above).
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
+    read(addr)
 }
 
-/// Stores `value` at the 8-aligned user address `addr`.
+/// Stores the word `value` at the 8-aligned user address `addr`.
 pub fn write_u64(addr: u64, value: u64) {
-    check(addr, 8);
-    // SAFETY: as in `write_u8`, and `addr` is 8-aligned (checked above).
-    unsafe { core::ptr::write_volatile(addr as *mut u64, value) }
+    write(addr, value)
+}
+
+/// Writes `len` zero bytes from `addr`, as a program's memset would.
+pub fn zero(addr: u64, len: u64) {
+    check_range(addr, len);
+    // SAFETY: as in `write`, for every byte of the range (checked above).
+    unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len as usize) }
+}
+
+/// The offset of the first non-zero 8-byte word of `[addr, addr + len)`.
+pub fn first_non_zero(addr: u64, len: u64) -> Option<u64> {
+    check_range(addr, len);
+    assert!(addr.is_multiple_of(8), "first_non_zero: {addr:#x} is not 8-byte aligned");
+    // SAFETY: 1. an aligned user range (checked above): every word of it is
+    // either the running task's memory or faults in as in `read`; any bit
+    // pattern is a valid `u64`. 2. The caller's task reads only, and the
+    // callers run no other task in the space while the slice lives, so
+    // nothing writes the memory behind the shared reference.
+    let words = unsafe { core::slice::from_raw_parts(addr as *const u64, (len / 8) as usize) };
+    words.iter().position(|&w| w != 0).map(|i| i as u64 * 8)
 }
