@@ -8,6 +8,8 @@
 //! 2 when the command line was wrong.
 
 mod book;
+#[cfg(test)]
+mod bookcheck;
 mod ci;
 mod cli;
 mod disks;
