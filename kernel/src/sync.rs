@@ -9,13 +9,11 @@
 //! and released by the next one after the context switch, which no guard
 //! can express.
 //!
-//! Lock order (outer first): the run-queue lock ([`crate::task::sched`]) is the
-//! innermost lock of the scheduler; the console lock, the heap lock and the
-//! frame allocator's lock are leaves taken with interrupts disabled. Since
-//! the run-queue lock's holders take no other lock but the heap's (a leaf,
-//! when a run-queue list grows), `sched::unpark` may be called holding any
-//! lock but those two: kswapd's wake-up does so from every allocation (see
-//! `crate::vm::reclaim`).
+//! The order in which every lock of the kernel nests, and which are taken
+//! with interrupts off, is written once: the book's chapter "Locks"
+//! (`docs/src/locking.md`). What matters here: `sched::unpark` may be
+//! called holding any lock but the run-queue lock and the heap's, which
+//! is how kswapd is woken from every allocation (`crate::vm::reclaim`).
 
 use crate::arch;
 use core::sync::atomic::{AtomicBool, Ordering};

@@ -15,6 +15,16 @@
 //! 3. [`test_verdict`] or [`boot_verdict`] turns that into a [`Verdict`].
 //!
 //! Steps 1 and 3 are pure functions, unit tested without QEMU.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`config`] | architectures, accelerators, firmware, memory sizes: what a run is asked for |
+//! | [`disk`] | virtio-blk disks: swap images, the faulty blkdebug disk, their QEMU arguments |
+//! | [`machine`] | one machine profile per arch and firmware, and the QEMU command line it makes |
+//! | [`runner`] | starting QEMU, echoing the console, the time limit |
+//! | [`protocol`] | the serial protocol: test lines, summaries, `BENCH` lines, panics |
+//! | [`exit`] | how the guest ended, from QEMU's exit status |
+//! | [`verdict`] | pass or fail of a test run or a boot, with the reason |
 
 pub mod config;
 pub mod disk;

@@ -17,6 +17,10 @@
 //! | [`early`] | the early frame allocator: first-fit, carving frames from the boot memory map until the buddy allocator takes over |
 //! | [`vma`] | the VMAs of one address space: map, unmap, protect, THP advice; split and merge |
 //! | [`anon`] | anonymous pages as order-0 folios: made for a fault, unmapped and freed in two steps |
+//! | [`thp`] | transparent huge pages: order-9 folios on PMD leaves, the huge zero folio, PMD and folio splits |
+//! | [`space`] | whole-space operations over the tables: zap (munmap, MADV_DONTNEED, teardown), protect, fork |
+//! | [`gup`] | `get_user_pages`: references and pins on user pages, the anon-exclusive rules |
+//! | [`rmap`] | the reverse map: from a folio to every PTE and PMD of its fork family that maps it |
 //! | [`debug`] | the consistency checker: walks an address space's tables against its areas and the folio counts |
 //! | [`swap`] | swap areas: the mkswap header, slots and their counts, clusters, the swap cache |
 //! | [`pageout`] | `MADV_PAGEOUT`'s choice of folios; splitting the large folios a range cuts, never one reclaim holds (seed 002) |
@@ -24,32 +28,14 @@
 //! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
 //! | `sync` | the page descriptor's atomics from one place: `core`'s, or shuttle's under the `shuttle` feature (host race tests), and `Lock`, the mutex that is shuttle's there too |
 //!
-//! ## Lock order
+//! ## Locks
 //!
-//! Outer locks first; a lock may be taken while holding the ones above it.
+//! The order of every lock in the kernel, `mm`'s among them, is written
+//! once, in the book's chapter "Locks and their order"
+//! (`docs/src/locking.md`); each module's doc says which of them protect
+//! its data. `mm` knows no interrupts: the kernel takes `mm`'s spin locks
+//! with interrupts disabled on its CPU (`mm::sync::set_irq_hooks`).
 //!
-//! ```text
-//! folio lock (PageFlag::Locked; spins today, sleeps once tasks exist)
-//!   page-table changes: serialised by the caller (the address-space lock
-//!   of issue 5; per-table PT locks come with concurrent faults)
-//!     LruLists' lock (both lists, members' links, Lru/Active)   leaf
-//!     FrameAllocator's spin lock (free lists, counts)           leaf
-//!     a SwapArea's lock (slots, clusters, swap cache)           leaf (its
-//!       `cache_lookup_with` closure may touch a folio's atomics)
-//! ```
-//!
-//! The two leaves are never held together: the LRU lock's holder neither
-//! allocates nor drops a reference, and the free path removes a folio from
-//! its list before it takes the allocator's lock. The allocator's
-//! low-memory hook (`frame::FrameAllocator::set_low_memory_hook`) runs after
-//! its lock is released, under whatever the allocating caller holds.
-//!
-//! The boot memory map and the early allocator are used by the boot CPU
-//! alone, before any other CPU runs, and take no lock. `mm` knows no
-//! interrupts: the kernel takes the frame allocator's lock only with
-//! interrupts disabled on its CPU (its wrappers in `kernel/src/memory/mod.rs`),
-//! so a holder is never preempted or interrupted by a handler that
-//! allocates (the rule in `kernel/src/sync.rs`).
 //! Page descriptors are all atomics: flags are changed only by atomic
 //! read-modify-writes once a folio is published (seed 003); the one
 //! non-atomic API is on `folio::UnpublishedFolio` (and a crate-private

@@ -42,9 +42,10 @@
 //! and the `Lru` and `Active` flags of every folio (members and folios
 //! being put on or taken off).
 //!
-//! Lock order: the lists' lock is taken **after** the folio lock and the
-//! address-space locks, never the reverse. It is a leaf apart from the
-//! folio atomics: while holding it, nothing here takes another lock,
+//! Locks: the lists' lock guards both lists, their links and the `Lru` and
+//! `Active` flags; it comes after the folio lock and the address-space
+//! locks in the kernel's one order (`docs/src/locking.md`). It is a leaf
+//! apart from the folio atomics: while holding it, nothing here takes another lock,
 //! allocates, or drops a reference (dropping the last one would have to
 //! come back here to remove the folio). [`LruLists::isolate`] reserves its
 //! vector before taking it. The kernel takes it with interrupts disabled,

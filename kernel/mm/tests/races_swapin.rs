@@ -18,7 +18,7 @@
 //! The address-space lock is a `shuttle::sync::Mutex` around the table,
 //! the areas, the simulated memory and the TLB. Half 1 of swap-in
 //! (`get_swapped_folio`) runs without it, half 2 (`map_swapped_in`) under
-//! it, as in `kernel/src/vm.rs`; reclaim's unmap runs under it, its write
+//! it, as in `kernel/src/vm/space.rs`; reclaim's unmap runs under it, its write
 //! and freeze without. The frame allocator's spin lock is not shuttle's:
 //! every allocation and free goes through a shuttle mutex of the test
 //! (`World::fa_lock`), so the spin lock is never contended. Frame and disk
@@ -158,7 +158,7 @@ impl World {
 
     // ---- the task's CPU
 
-    /// One access by the task, as `kernel/src/vm.rs` handles it: the fault
+    /// One access by the task, as `kernel/src/vm/space.rs` handles it: the fault
     /// handler under the lock; for a swap entry, half 1 without the lock
     /// and half 2 under it. Returns what happened.
     fn fault_once(&self, access: Access) -> Attempt {
@@ -236,7 +236,7 @@ impl World {
         panic!("the task's access never went through: {attempts:?}");
     }
 
-    // ---- reclaim (kernel/src/reclaim.rs `shrink_locked`)
+    // ---- reclaim (kernel/src/vm/reclaim.rs `shrink_locked`)
 
     /// The start: the folio lock and swap slots. The caller took the
     /// reference reclaim isolates the folio with. Returns false when the
@@ -304,7 +304,7 @@ impl World {
     }
 
     /// munmap of everything: entries, flush, swap counts (dropping an
-    /// unused cache folio as `kernel/src/swap.rs` does), references. Then
+    /// unused cache folio as `kernel/src/vm/swap.rs` does), references. Then
     /// every frame and slot must be back.
     fn finish(&self) {
         let mut gather;

@@ -14,8 +14,8 @@
 //!   next reads, writes or allocations fail. It checks the protocol too: a
 //!   read is only of slots that somebody claimed (HAS_CACHE) and that a
 //!   page-table entry still holds, a write only of slots in the cache;
-//! - the kernel's sequences (`kernel/src/reclaim.rs` `shrink_locked`,
-//!   `kernel/src/vm.rs` `swap_in`, `kernel/src/swap.rs` `free_entry`)
+//! - the kernel's sequences (`kernel/src/vm/reclaim.rs` `shrink_locked`,
+//!   `kernel/src/vm/space.rs` `swap_in`, `kernel/src/vm/swap.rs` `free_entry`)
 //!   re-enacted here over the sim: [`World::shrink`], [`World::swap_in`],
 //!   [`Sys::free_swap_entry`].
 //!
@@ -198,7 +198,7 @@ impl Sys {
     /// A page-table entry holding `entry` is gone (munmap, exit): the
     /// slot loses a count, and when that was the last and a folio is still
     /// in the cache for it, the folio is dropped if nobody uses it (as
-    /// `free_entry` in `kernel/src/swap.rs`).
+    /// `free_entry` in `kernel/src/vm/swap.rs`).
     fn free_swap_entry(&self, entry: SwapEntry) {
         match self.area.free_ref(entry) {
             Ok(0) if self.area.has_cache(entry) => self.drop_unused_cache_folio(entry),
@@ -581,7 +581,7 @@ impl<F: HardwareWalker> World<F> {
         events
     }
 
-    // ---- swap-in (kernel/src/vm.rs `swap_in`)
+    // ---- swap-in (kernel/src/vm/space.rs `swap_in`)
 
     /// Half 1, without the space's lock: the folio of `entry`, locked;
     /// an intact run is read whole (the kernel looks at the table under
@@ -654,7 +654,7 @@ impl<F: HardwareWalker> World<F> {
         Ok(self.swap_in_half2(s, got, page, entry, write))
     }
 
-    // ---- swap-out (kernel/src/reclaim.rs `shrink_locked`)
+    // ---- swap-out (kernel/src/vm/reclaim.rs `shrink_locked`)
 
     /// Reclaim of the folio mapped at `at` in space `s`.
     fn swap_out(&self, s: usize, at: u64) -> SwapOut {

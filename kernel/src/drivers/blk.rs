@@ -49,10 +49,11 @@
 //! lowers INTx), reaps and unparks. Without a line the waiter polls the used
 //! ring, yielding the CPU between polls.
 //!
-//! Lock order: a disk's queue lock, then the heap and frame-allocator locks
-//! (leaves: the virtqueue allocates indirect descriptor lists). The
-//! run-queue lock (unpark) and the `room` queue's lock are taken only after
-//! the queue lock is released.
+//! Locks: a disk's queue lock guards its virtqueue and the table of
+//! waiters; the heap's lock may be taken under it (the virtqueue allocates
+//! indirect descriptor lists). The run-queue lock (unpark) and the `room`
+//! queue's lock are taken only after it is released. Where it sits in the
+//! kernel's one order: `docs/src/locking.md`.
 
 use crate::arch;
 use crate::drivers::dma::KernelHal;

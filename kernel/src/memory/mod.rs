@@ -13,8 +13,13 @@
 //!
 //! From then on frames come from [`alloc_frames`] / [`free_frames`].
 //!
-//! Locks: the allocator's own spin lock (a leaf); the heap's lock inside
-//! `LockedHeap` (a leaf). Neither is taken while holding the other.
+//! | module | what |
+//! | --- | --- |
+//! | [`paging`] | `mm::pgtable` over this arch's real format: table memory through the direct map, the kernel's shared half |
+//!
+//! Locks: the allocator's own spin lock and the heap's lock inside
+//! `LockedHeap`, both leaves taken with interrupts off (the order of all
+//! locks: the book's `docs/src/locking.md`).
 
 pub mod paging;
 

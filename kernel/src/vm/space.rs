@@ -5,8 +5,8 @@
 //!
 //! - An [`AddressSpace`] is shared (`Arc`) by the tasks that run in it.
 //!   Its lock (an [`IrqSpinLock`]: the fault handler takes it with
-//!   interrupts off) guards the areas and the page table. Lock order:
-//!   address-space lock, then the frame allocator's lock (a leaf).
+//!   interrupts off) guards the areas and the page table (its place in
+//!   the kernel's one lock order: `docs/src/locking.md`).
 //! - Faults: the arch trap handler offers every fault no probe claimed to
 //!   [`on_fault`]. A fault in the lower half, taken by a task that runs in
 //!   an address space, is handled by `mm::fault::handle_fault` under the
@@ -52,9 +52,9 @@
 //! Spaces made by fork form a family ([`Family`]): they may map the same
 //! folios, so [`AddressSpace::check`] checks the whole family at once
 //! (every member's lock, taken in root order), with `mm::debug::check_spaces`.
-//! Lock order between spaces: a parent's lock before its child's
-//! (fork, the child not yet published), several members in increasing root
-//! order (check); nothing else holds two.
+//! Several members' locks are taken in increasing root order (check,
+//! reclaim's unmap); fork holds only the parent's (the child is not yet
+//! published). The whole order: `docs/src/locking.md`.
 
 use crate::arch;
 use crate::memory;

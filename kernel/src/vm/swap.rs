@@ -19,9 +19,9 @@
 //!   methods) with interrupts off.
 //! - The disk is read and written only from task context with interrupts
 //!   on and no spin lock held: I/O sleeps ([`Io`]).
-//! - Lock order: folio lock, then address-space locks, then the leaves
-//!   (area, LRU, frame allocator). Reclaim holds a folio lock while it
-//!   writes; swap-in holds one while it reads.
+//! - Reclaim holds a folio lock while it writes; swap-in holds one while
+//!   it reads (where the folio lock sits among the others:
+//!   `docs/src/locking.md`).
 
 use crate::drivers::blk::BlockDevice;
 use crate::memory;

@@ -34,16 +34,19 @@
 //!
 //! Everything of one area is behind that area's one lock (see [`area`]).
 //!
-//! ## Later, in other modules
+//! ## The modules
 //!
-//! - the table of swap areas (swapon/swapoff by type, pinning an area
-//!   against swapoff during a fault) and the device I/O;
-//! - swap-out: add a folio to the swap cache, replace its page-table
-//!   entries by swap entries (with the exclusive bit), write it, free it;
-//! - swap-in: the fault path of mm-reference §5 (look up the cache, claim,
-//!   read, recheck the entry, map, free the entry, release the claim);
-//! - swapoff: stop allocation, bring every used slot back in, drop the
-//!   cache.
+//! | module | what |
+//! | --- | --- |
+//! | [`header`] | the mkswap version-1 header: parse (with a message for every refusal) and format |
+//! | [`area`] | one swap area: slots, their counts and HAS_CACHE, clusters and runs, the swap cache map |
+//! | [`cache`] | the folio side of the swap cache: adding a folio, deleting it, the folio's swap entry |
+//! | [`unmap`] | replacing a folio's mappings by swap entries, over its whole fork family, with the exclusive bit |
+//! | [`swapin`] | the swap-in of a fault: cache lookup, claim, read, recheck, map (mm-reference section 5) |
+//!
+//! The table of areas (swapon, swapoff), the device I/O, reclaim and the
+//! fault entry are the kernel's (`kernel/src/vm/swap.rs`,
+//! `kernel/src/vm/reclaim.rs`, `kernel/src/vm/fault.rs`).
 
 pub mod area;
 pub mod cache;
