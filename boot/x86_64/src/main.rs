@@ -31,9 +31,6 @@ use kernel::println;
 use mm::memmap::{MemoryMap, PhysRange};
 use mm::PhysAddr;
 
-// The arch code keeps per-CPU state for every CPU the kernel may list.
-const _: () = assert!(arch::cpu::MAX_CPUS >= kernel::bootinfo::MAX_CPUS);
-
 /// Where the kernel's half of every address space starts: PML4 entry 256.
 /// Everything the bootloader maps for us (the kernel, its stack, the boot
 /// information, the direct map of physical memory) goes above it, so the
