@@ -55,5 +55,3 @@ impl Console for Aarch64 {
         }
     }
 }
-
-arch_common::compat_console!(Aarch64);

@@ -13,7 +13,7 @@
 #![cfg(target_os = "none")]
 
 use crate::Aarch64;
-use arch_common::context::{self as common, ContextSwitch, TaskEntry};
+use arch_common::context::{Context, ContextSwitch, TaskEntry};
 
 core::arch::global_asm!(
     r#"
@@ -65,7 +65,7 @@ extern "C" {
 unsafe impl ContextSwitch for Aarch64 {
     /// Builds the 160-byte frame `arch_context_switch` restores: x19 =
     /// `entry`, x20 = `arg`, x30 = `arch_task_start`, the rest zero.
-    unsafe fn new_context(stack_top: u64, entry: TaskEntry, arg: usize) -> common::Context {
+    unsafe fn new_context(stack_top: u64, entry: TaskEntry, arg: usize) -> Context {
         let frame = (stack_top & !15) - 160;
         let mut words = [0u64; 20];
         words[0] = entry as usize as u64; // x19
@@ -74,8 +74,6 @@ unsafe impl ContextSwitch for Aarch64 {
                                                          // SAFETY: the 160 bytes from `frame` are the top of the stack the
                                                          // caller gives the task (16-byte aligned); the words are the frame
                                                          // `arch_context_switch` restores.
-        unsafe { common::Context::with_frame(frame, &words) }
+        unsafe { Context::with_frame(frame, &words) }
     }
 }
-
-arch_common::compat_context!(Aarch64);

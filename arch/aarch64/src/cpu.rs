@@ -26,5 +26,3 @@ impl Cpu for Aarch64 {
         v as usize
     }
 }
-
-arch_common::compat_cpu!(Aarch64);

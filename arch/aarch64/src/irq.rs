@@ -301,5 +301,3 @@ impl Irq for Aarch64 {
         )
     }
 }
-
-arch_common::compat_irq!(Aarch64);

@@ -3,23 +3,22 @@
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`console`] | the PL011 UART, write side |
+//! | [`console`] | `Console`: the PL011 UART, write side |
 //! | [`trap`] | the exception vector table, the saved register frame, ESR decoding |
-//! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
-//! | [`cpu`] | this CPU's kernel index, in a per-CPU register |
-//! | [`context`] | task context switch (callee-saved registers, stack pointer) |
-//! | [`irq`] | interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
-//! | [`pci`] | the ECAM PCI host bridge from the device tree, INTx routing |
-//! | [`smp`] | starting secondary CPUs with PSCI `CPU_ON`, their first Rust code |
-//! | [`mmu`] | TTBR0 switching, TLBI broadcast flushes (`mm`'s `TlbHooks`), table-write and code barriers, device mappings |
-//! | [`time`] | the generic timer's virtual counter |
+//! | [`probe`] | `Probe`: the probe routines (loads, stores and calls that may fault) and their fix-ups |
+//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register |
+//! | [`context`] | `ContextSwitch`: the task switch routine (callee-saved registers, stack pointer), a new task's frame |
+//! | [`irq`] | `Irq`: interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
+//! | [`pci`] | `Pci`: the ECAM PCI host bridge from the device tree, INTx routing |
+//! | [`smp`] | `Smp`: starting secondary CPUs with PSCI `CPU_ON`, their first Rust code |
+//! | [`mmu`] | `Mmu`: TTBR0 switching, TLBI broadcast flushes (`mm`'s `TlbHooks`), table-write and code barriers, device mappings |
+//! | [`time`] | `Time`: the generic timer's virtual counter |
 //! | [`semihosting`] | leaving QEMU with an exit status |
 //! | [`pgtable`] | the page-table entry format (`Aarch64Format`) and, for host tests, a software walker |
 //!
 //! [`Aarch64`] is this arch for the kernel: it implements every trait of
 //! `arch_common` (the one declaration of what the kernel needs from an
-//! arch), each in the module of its mechanism (`Time` in [`time`], `Irq`
-//! in [`irq`], ...).
+//! arch), each in the module the table names with it.
 //!
 //! Everything except [`pgtable`], [`NAME`], [`DIRECT_MAP_OFFSET`] and the
 //! [`Aarch64`] type touches the hardware and is built only for the
@@ -62,7 +61,7 @@ pub const DIRECT_MAP_OFFSET: u64 = 0xffff_0000_0000_0000;
 pub struct Aarch64;
 
 #[cfg(target_os = "none")]
-arch_common::compat_root!(Aarch64);
+use arch_common::ExitStatus;
 
 #[cfg(target_os = "none")]
 impl arch_common::Arch for Aarch64 {

@@ -188,5 +188,3 @@ impl Mmu for Aarch64 {
         }
     }
 }
-
-arch_common::compat_mmu!(Aarch64);

@@ -106,5 +106,3 @@ impl Pci for Aarch64 {
         map.entries.iter().flatten().find(|e| e.child == masked).map(|e| e.irq)
     }
 }
-
-arch_common::compat_pci!(Aarch64);

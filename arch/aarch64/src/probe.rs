@@ -92,8 +92,6 @@ unsafe impl Probe for Aarch64 {
     }
 }
 
-arch_common::compat_probe!(Aarch64);
-
 /// Called by the trap handler for a data or instruction abort in the
 /// kernel: true (and the frame set up to return the fault) when it hit a
 /// probe instruction, or the first fetch of an exec probe (the link

@@ -218,8 +218,6 @@ impl Smp for Aarch64 {
     }
 }
 
-arch_common::compat_smp!(Aarch64);
-
 /// A secondary CPU's first Rust code, called by `secondary_entry` with the
 /// MMU on, running in the upper half, all exceptions masked, SP = `record`
 /// (the stack grows down below it).

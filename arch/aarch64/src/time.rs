@@ -24,5 +24,3 @@ impl Time for Aarch64 {
         ("CNTVCT_EL0 (generic timer)", hz())
     }
 }
-
-arch_common::compat_time!(Aarch64);

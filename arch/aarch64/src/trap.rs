@@ -262,9 +262,6 @@ pub fn decode_abort(esr: u64, far: u64) -> Option<MemFault> {
     Some(MemFault { addr: VirtAddr::new(far), access, cause, level, syndrome: esr })
 }
 
-// The kernel's old path to the fault hook, until it calls `arch_common`.
-pub use arch_common::trap::set_fault_hook;
-
 /// Called by the assembly for every exception, with the saved frame.
 ///
 /// # Panics

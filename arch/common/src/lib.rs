@@ -25,6 +25,7 @@
 //! | [`probe`] | `Probe`: loads, stores and calls that may fault, and an expected breakpoint |
 //! | [`pci`] | `Pci`: the host bridge and INTx routing |
 //! | [`smp`] | `Smp`: starting another CPU |
+//! | [`prelude`] | every trait, imported anonymously, for `A::method()` calls |
 //!
 //! Everything here builds and is tested on the host. A few provided trait
 //! methods call assembly routines the arch crate defines ([`probe`],
@@ -33,8 +34,6 @@
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
-#[doc(hidden)]
-pub mod compat;
 pub mod console;
 pub mod context;
 pub mod cpu;

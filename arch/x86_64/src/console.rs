@@ -37,5 +37,3 @@ impl Console for X86_64 {
         }
     }
 }
-
-arch_common::compat_console!(X86_64);

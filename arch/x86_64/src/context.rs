@@ -12,7 +12,7 @@
 #![cfg(target_os = "none")]
 
 use crate::X86_64;
-use arch_common::context::{self as common, ContextSwitch, TaskEntry};
+use arch_common::context::{Context, ContextSwitch, TaskEntry};
 
 core::arch::global_asm!(
     ".section .text",
@@ -51,7 +51,7 @@ unsafe impl ContextSwitch for X86_64 {
     /// Builds the frame `arch_context_switch` pops: six registers, R12 =
     /// `entry` and R13 = `arg` among them, then `arch_task_start` as the
     /// return address. It uses 88 bytes below `stack_top`.
-    unsafe fn new_context(stack_top: u64, entry: TaskEntry, arg: usize) -> common::Context {
+    unsafe fn new_context(stack_top: u64, entry: TaskEntry, arg: usize) -> Context {
         // After `ret` into arch_task_start, RSP must be 16-byte aligned so
         // that its `call` leaves the callee with RSP = 8 mod 16, as the ABI
         // requires.
@@ -62,8 +62,6 @@ unsafe impl ContextSwitch for X86_64 {
         // SAFETY: the 56 bytes from `frame` lie in the top 88 bytes of the
         // stack, which the caller gives the task; the words are the frame
         // `arch_context_switch` pops.
-        unsafe { common::Context::with_frame(frame, &words) }
+        unsafe { Context::with_frame(frame, &words) }
     }
 }
-
-arch_common::compat_context!(X86_64);

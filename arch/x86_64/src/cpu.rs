@@ -27,5 +27,3 @@ impl Cpu for X86_64 {
         unsafe { Msr::new(IA32_GS_BASE).read() as usize }
     }
 }
-
-arch_common::compat_cpu!(X86_64);

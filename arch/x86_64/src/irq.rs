@@ -316,5 +316,3 @@ impl Irq for X86_64 {
         DEVICE_LINES.attach::<X86_64>(irq.gsi, (handler, arg), check, route)
     }
 }
-
-arch_common::compat_irq!(X86_64);

@@ -3,25 +3,24 @@
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`console`] | COM1, a 16550 UART (`uart_16550`) |
+//! | [`console`] | `Console`: COM1, a 16550 UART (`uart_16550`) |
 //! | [`gdt`] | the GDT and the TSS with its interrupt stacks (IST), per CPU |
 //! | [`trap`] | the IDT, the entry stubs, the saved register frame, page-fault decoding |
-//! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
+//! | [`probe`] | `Probe`: the probe routines (loads, stores and calls that may fault) and their fix-ups |
 //! | [`fw_cfg`] | QEMU's firmware configuration device, which carries the kernel arguments |
-//! | [`cpu`] | this CPU's kernel index, in a per-CPU register |
-//! | [`context`] | task context switch (callee-saved registers, stack pointer) |
-//! | [`irq`] | interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
+//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register |
+//! | [`context`] | `ContextSwitch`: the task switch routine (callee-saved registers, stack pointer), a new task's frame |
+//! | [`irq`] | `Irq`: interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
 //! | [`ioapic`] | the IO-APIC: device interrupt lines (GSIs) to local APIC vectors |
-//! | [`pci`] | PCI configuration space through ports 0xCF8/0xCFC, INTx routing |
-//! | [`smp`] | starting the other CPUs: INIT-SIPI-SIPI and a real-mode trampoline |
-//! | [`mmu`] | CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`), device mappings |
-//! | [`time`] | the TSC, calibrated against the PIT |
+//! | [`pci`] | `Pci`: PCI configuration space through ports 0xCF8/0xCFC, INTx routing |
+//! | [`smp`] | `Smp`: starting the other CPUs with INIT-SIPI-SIPI and a real-mode trampoline |
+//! | [`mmu`] | `Mmu`: CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`), device mappings |
+//! | [`time`] | `Time`: the TSC, calibrated against the PIT |
 //! | [`pgtable`] | the page-table entry format (`X86Format`) and, for host tests, a software walker |
 //!
 //! [`X86_64`] is this arch for the kernel: it implements every trait of
 //! `arch_common` (the one declaration of what the kernel needs from an
-//! arch), each in the module of its mechanism (`Time` in [`time`], `Irq`
-//! in [`irq`], ...).
+//! arch), each in the module the table names with it.
 //!
 //! Everything except [`pgtable`], [`NAME`] and the [`X86_64`] type touches
 //! the hardware and is built only for the bare-metal target (`target_os =
@@ -71,9 +70,6 @@ pub const NAME: &str = "x86_64";
 #[derive(Debug, Clone, Copy)]
 pub struct X86_64;
 
-#[cfg(target_os = "none")]
-arch_common::compat_root!(X86_64);
-
 /// Where the bootloader mapped physical address 0.
 #[cfg(target_os = "none")]
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
@@ -109,6 +105,9 @@ pub fn init(phys_offset: u64) {
 /// status `(v << 1) | 1`: 0x10 gives 33 (success), 0x11 gives 35 (failure).
 #[cfg(target_os = "none")]
 const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+#[cfg(target_os = "none")]
+use arch_common::ExitStatus;
 
 #[cfg(target_os = "none")]
 impl arch_common::Arch for X86_64 {

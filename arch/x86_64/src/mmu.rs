@@ -211,8 +211,6 @@ impl Mmu for X86_64 {
     }
 }
 
-arch_common::compat_mmu!(X86_64);
-
 /// Maps the one page at `pa` (see `Mmu::map_device`).
 fn map_device_page(root: u64, pa: u64, alloc_table: TableAlloc) -> Result<(), MapDeviceError> {
     let va = crate::phys_offset() + pa;

@@ -125,5 +125,3 @@ impl Pci for X86_64 {
         crate::ioapic::pci_legacy_irq(line)
     }
 }
-
-arch_common::compat_pci!(X86_64);

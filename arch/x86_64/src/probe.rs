@@ -92,8 +92,6 @@ unsafe impl Probe for X86_64 {
     }
 }
 
-arch_common::compat_probe!(X86_64);
-
 /// Called by the trap handler for a page fault in the kernel: true (and the
 /// frame set up to return the fault) when it hit a probe instruction, or the
 /// first fetch of an exec probe (the faulting RIP is the target and the

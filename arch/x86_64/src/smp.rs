@@ -472,8 +472,6 @@ impl Smp for X86_64 {
     }
 }
 
-arch_common::compat_smp!(X86_64);
-
 /// A started CPU's first Rust code, called by `arch_x86_ap_long_mode` on
 /// the kernel root and the CPU's own stack, interrupts disabled.
 extern "C" fn ap_main(cpu: usize, entry: TaskEntry, cr4: u64) -> ! {

@@ -56,5 +56,3 @@ impl Time for X86_64 {
         ("TSC (calibrated against the PIT)", TSC_HZ.load(Ordering::Relaxed))
     }
 }
-
-arch_common::compat_time!(X86_64);

@@ -240,9 +240,6 @@ pub fn decode_page_fault(error_code: u64, cr2: u64) -> MemFault {
     MemFault { addr: mm::VirtAddr::new(cr2), access, cause, level: None, syndrome: error_code }
 }
 
-// The kernel's old path to the fault hook, until it calls `arch_common`.
-pub use arch_common::trap::set_fault_hook;
-
 /// Called by the assembly for every exception, with the saved frame.
 ///
 /// # Panics
