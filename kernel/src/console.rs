@@ -9,6 +9,7 @@
 //! Lock: `CONSOLE_LOCK` is a leaf lock (nothing is taken while holding it),
 //! taken with interrupts disabled.
 
+use crate::arch::prelude::*;
 use core::fmt::{self, Write};
 
 /// Serialises writers of whole formatted messages; taken with interrupts
@@ -19,7 +20,7 @@ struct Serial;
 
 impl Write for Serial {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        crate::arch::console::write_bytes(s.as_bytes());
+        Arch::console_write(s.as_bytes());
         Ok(())
     }
 }

@@ -9,7 +9,8 @@
 //! status. The tests and benchmarks are handed in as [`Modes`] by the
 //! crate root, so that nothing here names them.
 
-use crate::arch;
+use crate::arch::prelude::*;
+use crate::arch::ExitStatus;
 use crate::bootinfo::{BootInfo, FirmwareTables};
 use crate::{cmdline, memory, println};
 use kargs::Args;
@@ -51,7 +52,7 @@ fn print_memory(info: &BootInfo) {
 /// The kernel proper, entered once by the boot CPU.
 pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     println!();
-    println!("{KERNEL_NAME} on {} (booted as {})", arch::NAME, info.boot_method);
+    println!("{KERNEL_NAME} on {} (booted as {})", Arch::NAME, info.boot_method);
     print_memory(&info);
 
     let args = match Args::parse(info.cmdline) {
@@ -59,19 +60,19 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
         Err(e) => {
             println!("kernel: bad arguments: {e}");
             println!("kernel: arguments are key=value words, e.g. `test=all seed=7`");
-            arch::exit(arch::ExitStatus::Failure);
+            Arch::exit(ExitStatus::Failure);
         }
     };
     if let Err(e) = memory::init(&info) {
         println!("kernel: {e}");
-        arch::exit(arch::ExitStatus::Failure);
+        Arch::exit(ExitStatus::Failure);
     }
     crate::vm::reclaim::init();
     memory::print_summary();
     cmdline::echo(&args);
     if let Err(e) = cmdline::validate(&args) {
         println!("kernel: bad arguments: {e}");
-        arch::exit(arch::ExitStatus::Failure);
+        Arch::exit(ExitStatus::Failure);
     }
     // Before any other CPU runs (`mm::bugs`).
     cmdline::enable_bug_switch(&args);
@@ -79,9 +80,9 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     crate::vm::space::init();
     if let Err(e) = crate::task::sched::init() {
         println!("kernel: cannot start the scheduler: {e:?}");
-        arch::exit(arch::ExitStatus::Failure);
+        Arch::exit(ExitStatus::Failure);
     }
-    let (clock, hz) = arch::time::describe();
+    let (clock, hz) = Arch::describe_clock();
     println!(
         "kernel: scheduler running: {} Hz tick; clock {clock} at {} kHz",
         crate::task::sched::TICK_HZ,
@@ -95,15 +96,15 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
 
     if let Some(filter) = args.get("test") {
         let ok = (modes.tests)(filter, &args);
-        arch::exit(if ok { arch::ExitStatus::Success } else { arch::ExitStatus::Failure });
+        Arch::exit(if ok { ExitStatus::Success } else { ExitStatus::Failure });
     }
     if let Some(filter) = args.get("bench") {
         let ok = (modes.bench)(if filter.is_empty() { "all" } else { filter });
-        arch::exit(if ok { arch::ExitStatus::Success } else { arch::ExitStatus::Failure });
+        Arch::exit(if ok { ExitStatus::Success } else { ExitStatus::Failure });
     }
     if args.get("swap_demo") != Some("0") && !crate::demo::run() {
-        arch::exit(arch::ExitStatus::Failure);
+        Arch::exit(ExitStatus::Failure);
     }
     println!("kernel: boot complete; shutting down");
-    arch::exit(arch::ExitStatus::Success)
+    Arch::exit(ExitStatus::Success)
 }

@@ -8,6 +8,7 @@
 //!
 //! | module | what |
 //! | --- | --- |
+//! | [`arch`] | the architecture of this build, named once: `Arch`, which implements `arch_common`'s traits |
 //! | [`sync`] | interrupt-disabling spin locks, the scheduler's raw lock |
 //! | [`console`] | `print!`/`println!` over the arch's serial port, one lock for whole lines |
 //! | [`panic`] | the panic handler: message, location, failing exit |
@@ -22,25 +23,21 @@
 //! | [`tests`] | the in-guest test harness, its kit, and the tests of every area |
 //! | [`bench`] | in-guest benchmarks (`bench=`), printing `BENCH` lines |
 //!
-//! Production code ([`sync`] to [`init`]) never names [`tests`] or
+//! Production code ([`arch`] to [`init`]) never names [`tests`] or
 //! [`bench`]: this crate root hands their entry points to [`init`], and
 //! lower units reach higher ones only through hooks the higher ones
 //! register (the scheduler's tick and IPI hooks, the frame allocator's
 //! low-memory hook).
 //!
-//! Hardware is reached only through the `arch` crate of the target
-//! (re-exported as [`arch`]); memory-management policy lives in the `mm`
-//! crate.
+//! Hardware is reached only through `arch_common`'s traits, implemented by
+//! the arch crate of the target ([`arch::Arch`]); memory-management policy
+//! lives in the `mm` crate.
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
 
-#[cfg(target_arch = "aarch64")]
-pub use arch_aarch64 as arch;
-#[cfg(target_arch = "x86_64")]
-pub use arch_x86_64 as arch;
-
+pub mod arch;
 pub mod bench;
 pub mod bootinfo;
 pub mod cmdline;

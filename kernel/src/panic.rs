@@ -3,7 +3,8 @@
 //! with the failure status so the runner reports it. Nothing a user or a
 //! device does may lead here.
 
-use crate::arch;
+use crate::arch::prelude::*;
+use crate::arch::ExitStatus;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 static PANICKING: AtomicBool = AtomicBool::new(false);
@@ -12,7 +13,7 @@ static PANICKING: AtomicBool = AtomicBool::new(false);
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     if PANICKING.swap(true, Ordering::SeqCst) {
         // A panic while reporting a panic: stop here rather than loop.
-        arch::exit(arch::ExitStatus::Failure);
+        Arch::exit(ExitStatus::Failure);
     }
     match info.location() {
         Some(loc) => crate::console::write_unlocked(format_args!(
@@ -24,5 +25,5 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         )),
         None => crate::console::write_unlocked(format_args!("\nkernel panic: {}\n", info.message())),
     }
-    arch::exit(arch::ExitStatus::Failure)
+    Arch::exit(ExitStatus::Failure)
 }

@@ -15,7 +15,7 @@
 //! called holding any lock but the run-queue lock and the heap's, which
 //! is how kswapd is woken from every allocation (`crate::vm::reclaim`).
 
-use crate::arch;
+use crate::arch::prelude::*;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// A spin lock whose holder runs with interrupts disabled on its CPU.
@@ -38,11 +38,11 @@ impl<T> IrqSpinLock<T> {
     /// Takes the lock if it is free (interrupts disabled while held);
     /// `None` at once otherwise.
     pub fn try_lock(&self) -> Option<IrqGuard<'_, T>> {
-        let irq_was_enabled = arch::irq::save_and_disable();
+        let irq_was_enabled = Arch::irq_save_and_disable();
         match self.inner.try_lock() {
             Some(g) => Some(IrqGuard { guard: core::mem::ManuallyDrop::new(g), irq_was_enabled }),
             None => {
-                arch::irq::restore(irq_was_enabled);
+                Arch::irq_restore(irq_was_enabled);
                 None
             }
         }
@@ -50,7 +50,7 @@ impl<T> IrqSpinLock<T> {
 
     /// Disables interrupts, then spins until the lock is free.
     pub fn lock(&self) -> IrqGuard<'_, T> {
-        let irq_was_enabled = arch::irq::save_and_disable();
+        let irq_was_enabled = Arch::irq_save_and_disable();
         IrqGuard { guard: core::mem::ManuallyDrop::new(self.inner.lock()), irq_was_enabled }
     }
 
@@ -59,7 +59,7 @@ impl<T> IrqSpinLock<T> {
     /// whose holder may run a TLB shootdown: `poll` serves this CPU's
     /// flush requests, see `crate::vm::tlb`).
     pub fn lock_polling(&self, poll: impl Fn()) -> IrqGuard<'_, T> {
-        let irq_was_enabled = arch::irq::save_and_disable();
+        let irq_was_enabled = Arch::irq_save_and_disable();
         loop {
             if let Some(guard) = self.inner.try_lock() {
                 return IrqGuard { guard: core::mem::ManuallyDrop::new(guard), irq_was_enabled };
@@ -88,15 +88,15 @@ impl<T> Drop for IrqGuard<'_, T> {
         // SAFETY: dropped exactly once, here; the lock is released before
         // interrupts come back, so no handler on this CPU can find it held.
         unsafe { core::mem::ManuallyDrop::drop(&mut self.guard) };
-        arch::irq::restore(self.irq_was_enabled);
+        Arch::irq_restore(self.irq_was_enabled);
     }
 }
 
 /// Runs `f` with interrupts disabled on this CPU.
 pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
-    let was = arch::irq::save_and_disable();
+    let was = Arch::irq_save_and_disable();
     let r = f();
-    arch::irq::restore(was);
+    Arch::irq_restore(was);
     r
 }
 
@@ -111,7 +111,7 @@ impl RawSpinLock {
     }
     /// Spins until the lock is ours. Interrupts must be disabled.
     pub fn lock(&self) {
-        debug_assert!(!arch::irq::enabled(), "RawSpinLock::lock with interrupts on");
+        debug_assert!(!Arch::irq_enabled(), "RawSpinLock::lock with interrupts on");
         while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             while self.locked.load(Ordering::Relaxed) {
                 core::hint::spin_loop();

@@ -1,10 +1,14 @@
 //! The PL011 UART (Arm PrimeCell UART), write side only.
 //!
 //! The boot path finds the UART in the device tree and calls [`init`] with its
-//! address in the direct map. Until then [`write_bytes`] drops output.
+//! address in the direct map. Until then `Console::console_write` drops
+//! output.
 //! Callers serialise whole lines with the kernel's console lock; this module
 //! only guarantees that each byte reaches the transmit FIFO.
+#![cfg(target_os = "none")]
 
+use crate::Aarch64;
+use arch_common::console::Console;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Data register.
@@ -37,16 +41,17 @@ fn put(base: u64, byte: u8) {
     }
 }
 
-/// Writes `bytes`, turning `\n` into `\r\n`.
-pub fn write_bytes(bytes: &[u8]) {
-    let base = BASE.load(Ordering::Acquire);
-    if base == 0 {
-        return;
-    }
-    for &b in bytes {
-        if b == b'\n' {
-            put(base, b'\r');
+impl Console for Aarch64 {
+    fn console_write(bytes: &[u8]) {
+        let base = BASE.load(Ordering::Acquire);
+        if base == 0 {
+            return;
         }
-        put(base, b);
+        for &b in bytes {
+            if b == b'\n' {
+                put(base, b'\r');
+            }
+            put(base, b);
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Switching between kernel tasks: the callee-saved registers and the stack
 //! pointer, as a function call sees them.
 //!
-//! [`switch`] is called like a function by the scheduler: it stores x19..x30
+//! The switch (`arch_context_switch`, the routine `arch_common::context`
+//! declares) is called like a function by the scheduler: it stores x19..x30
 //! and d8..d15 (the callee-saved general and FP/SIMD registers of AAPCS64)
 //! on the current stack, saves SP in `from`, loads the next task's SP,
 //! restores the same registers and returns through x30 into whatever that
@@ -9,6 +10,10 @@
 //! trampoline). Caller-saved registers, FP/SIMD ones included, are already
 //! kept by the compiler around the call; a switch taken from an interrupt
 //! has them in the trap frame.
+#![cfg(target_os = "none")]
+
+use crate::Aarch64;
+use arch_common::context::{Context, ContextSwitch, TaskEntry};
 
 core::arch::global_asm!(
     r#"
@@ -51,47 +56,24 @@ arch_task_start:
 );
 
 extern "C" {
-    fn arch_context_switch(save_sp: *mut u64, next_sp: u64);
     fn arch_task_start();
 }
 
-/// A task's saved stack pointer; its registers are on its stack.
-#[derive(Debug, Default)]
-#[repr(C)]
-pub struct Context {
-    sp: u64,
-}
-
-impl Context {
-    /// A context that, when switched to, calls `entry(arg)` on the stack
-    /// ending at `stack_top`. `entry` must never return.
-    ///
-    /// # Safety
-    /// `[stack_top - 176, stack_top)` must be writable memory owned by the
-    /// new task, and stay allocated while the task can run.
-    pub unsafe fn new(stack_top: u64, entry: extern "C" fn(usize) -> !, arg: usize) -> Context {
+// SAFETY: `arch_context_switch` above is the routine `arch_common::context`
+// describes (it keeps x19..x30 and d8..d15, the AAPCS64 callee-saved
+// registers), and `new_context` builds the frame it restores.
+unsafe impl ContextSwitch for Aarch64 {
+    /// Builds the 160-byte frame `arch_context_switch` restores: x19 =
+    /// `entry`, x20 = `arg`, x30 = `arch_task_start`, the rest zero.
+    unsafe fn new_context(stack_top: u64, entry: TaskEntry, arg: usize) -> Context {
         let frame = (stack_top & !15) - 160;
         let mut words = [0u64; 20];
         words[0] = entry as usize as u64; // x19
         words[1] = arg as u64; // x20
         words[11] = arch_task_start as *const () as u64; // x30
-        for (i, w) in words.iter().enumerate() {
-            // SAFETY: inside the caller's stack range (checked by the
-            // contract); 8-byte aligned.
-            unsafe { ((frame + 8 * i as u64) as *mut u64).write(*w) };
-        }
-        Context { sp: frame }
+                                                         // SAFETY: the 160 bytes from `frame` are the top of the stack the
+                                                         // caller gives the task (16-byte aligned); the words are the frame
+                                                         // `arch_context_switch` restores.
+        unsafe { Context::with_frame(frame, &words) }
     }
-}
-
-/// Saves the running task's registers into `from` and continues the task
-/// saved in `to`. Returns when some CPU switches back to `from`.
-///
-/// # Safety
-/// Interrupts must be disabled; `to` must be a context made by
-/// [`Context::new`] or saved by `switch`, whose stack is still allocated and
-/// not running on any CPU; `from` must stay valid until switched back to.
-pub unsafe fn switch(from: *mut Context, to: *const Context) {
-    // SAFETY: the caller's contract; `Context` is `repr(C)` with `sp` first.
-    unsafe { arch_context_switch(from as *mut u64, (*to).sp) }
 }

@@ -4,11 +4,19 @@
 //! identity map, needed only for the instructions that turn the MMU on) and
 //! TTBR1 (the kernel and the direct map). Once running in the upper half the
 //! identity map must go: [`disable_lower_half`] stops all TTBR0 walks, so any
-//! lower-half access takes a level-0 translation fault until address spaces
-//! (issue 3) install their own tables.
+//! lower-half access takes a level-0 translation fault until an address
+//! space's root is loaded into TTBR0 (`Mmu::load_user_root`). The kernel
+//! half keeps its own root in TTBR1, so address spaces share none of their
+//! top-level entries with it (`Mmu::KERNEL_SHARED` is empty).
+#![cfg(target_os = "none")]
 
+use crate::pgtable::Aarch64Format;
+use crate::Aarch64;
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{ReadWriteable, TCR_EL1};
+use arch_common::mmu::{Mmu, TableAlloc};
+use core::ops::Range;
+use mm::{PhysAddr, VirtAddr};
 
 /// Turns off translation through TTBR0 and drops every cached lower-half
 /// translation.
@@ -27,7 +35,7 @@ pub fn disable_lower_half() {
 ///
 /// # Safety
 /// `root` must be a valid level-0 table that stays allocated while loaded.
-pub unsafe fn switch_lower_half(root: mm::PhysAddr) -> u64 {
+pub unsafe fn switch_lower_half(root: PhysAddr) -> u64 {
     let previous: u64;
     // SAFETY: the kernel runs from TTBR1, which is untouched; the new
     // TTBR0 is valid by the caller's promise. ISB makes the register write
@@ -49,14 +57,6 @@ pub unsafe fn switch_lower_half(root: mm::PhysAddr) -> u64 {
     previous
 }
 
-/// Orders page-table writes before walks and TLB maintenance that follow
-/// (a walker is an observer of its own: `DSB ISHST` makes the stores
-/// visible to it, `ISB` keeps later instructions from using an old view).
-pub fn table_write_barrier() {
-    // SAFETY: barriers have no effect on memory contents.
-    unsafe { core::arch::asm!("dsb ishst", "isb", options(nostack)) };
-}
-
 /// The TLB hooks `mm::pgtable` asks for: broadcast invalidation to every
 /// CPU in the inner-shareable domain, then wait for it (`DSB ISH`).
 pub struct Tlb;
@@ -65,7 +65,7 @@ pub struct Tlb;
 const MAX_TLBI_PAGES: u64 = 64;
 
 impl mm::pgtable::TlbHooks for Tlb {
-    fn flush_range(&self, _root: mm::PhysAddr, start: mm::VirtAddr, end: mm::VirtAddr) {
+    fn flush_range(&self, _root: PhysAddr, start: VirtAddr, end: VirtAddr) {
         let first = start.as_u64() & !0xfff;
         let nr_pages = end.as_u64().saturating_sub(first).div_ceil(4096);
         if nr_pages > MAX_TLBI_PAGES {
@@ -85,29 +85,10 @@ impl mm::pgtable::TlbHooks for Tlb {
         unsafe { core::arch::asm!("dsb ish", "isb", options(nostack)) };
     }
 
-    fn flush_all(&self, _root: mm::PhysAddr) {
+    fn flush_all(&self, _root: PhysAddr) {
         // SAFETY: TLB invalidation only drops cached translations.
         unsafe { core::arch::asm!("dsb ishst", "tlbi vmalle1is", "dsb ish", "isb", options(nostack)) };
     }
-}
-
-/// Makes code just written at `va` (the address it was written through)
-/// visible to instruction fetch through any mapping: clean the data cache
-/// to the point of unification, then invalidate the instruction cache.
-pub fn code_written(va: mm::VirtAddr, len: u64) {
-    let ctr: u64;
-    // SAFETY: reading CTR_EL0 has no effect.
-    unsafe { core::arch::asm!("mrs {0}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
-    let line = 4u64 << ((ctr >> 16) & 0xf);
-    let mut addr = va.as_u64() & !(line - 1);
-    while addr < va.as_u64() + len {
-        // SAFETY: cleaning a cache line writes back data that is already
-        // ours; `addr` lies in the mapped range the caller just wrote.
-        unsafe { core::arch::asm!("dc cvau, {0}", in(reg) addr, options(nostack)) };
-        addr += line;
-    }
-    // SAFETY: barriers and instruction-cache invalidation do not change memory.
-    unsafe { core::arch::asm!("dsb ish", "ic iallu", "dsb ish", "isb", options(nostack)) };
 }
 
 /// Why device registers could not be mapped.
@@ -128,23 +109,82 @@ impl core::fmt::Display for MapDeviceError {
     }
 }
 
-/// Checks that `size` bytes of device registers at physical `pa` are
-/// mapped at `DIRECT_MAP_OFFSET + pa`: the boot tables map 0..1 GiB (virt's
-/// devices and 32-bit PCI window) and 256..512 GiB (its high ECAM) as
-/// Device memory; nothing else is mapped for devices, so a range outside
-/// them is refused. (`root` and `alloc_table` are for the x86_64 twin of
-/// this function, which maps what its bootloader left out.)
-pub fn map_device(
-    _root: mm::PhysAddr,
-    pa: u64,
-    size: u64,
-    _alloc_table: &mut dyn FnMut() -> Option<mm::PhysAddr>,
-) -> Result<(), MapDeviceError> {
-    const GIB: u64 = 1 << 30;
-    let end = pa.checked_add(size).ok_or(MapDeviceError::Unmapped)?;
-    if end <= GIB || (256 * GIB <= pa && end <= 512 * GIB) {
-        Ok(())
-    } else {
-        Err(MapDeviceError::Unmapped)
+/// The TTBR1_EL1 base-address field (bits 47..1; bit 0 is CnP).
+const TTBR_BADDR: u64 = 0x0000_ffff_ffff_fffe;
+
+impl Mmu for Aarch64 {
+    type Format = Aarch64Format;
+    /// None: the kernel half has a root of its own, in TTBR1.
+    const KERNEL_SHARED: Range<usize> = 0..0;
+    type Tlb = Tlb;
+    const TLB: Tlb = Tlb;
+    /// `TLBI ... IS` reaches every CPU in the inner-shareable domain.
+    const TLB_BROADCAST: bool = true;
+    type MapDeviceError = MapDeviceError;
+
+    /// The kernel half's root, in TTBR1.
+    fn kernel_root() -> PhysAddr {
+        let ttbr1: u64;
+        // SAFETY: reading TTBR1_EL1 has no effect.
+        unsafe { core::arch::asm!("mrs {0}, ttbr1_el1", out(reg) ttbr1, options(nomem, nostack)) };
+        PhysAddr::new(ttbr1 & TTBR_BADDR)
+    }
+
+    /// `root` into TTBR0 with its walks on, or TTBR0 walks off.
+    unsafe fn load_user_root(root: Option<PhysAddr>) {
+        match root {
+            // SAFETY: the caller's contract: a live level-0 table that
+            // outlives its stay in TTBR0.
+            Some(r) => unsafe {
+                switch_lower_half(r);
+            },
+            None => disable_lower_half(),
+        }
+    }
+
+    /// A walker is an observer of its own: `DSB ISHST` makes the stores
+    /// visible to it, `ISB` keeps later instructions from using an old view.
+    fn table_write_barrier() {
+        // SAFETY: barriers have no effect on memory contents.
+        unsafe { core::arch::asm!("dsb ishst", "isb", options(nostack)) };
+    }
+
+    /// Cleans the data cache to the point of unification, then invalidates
+    /// the instruction cache.
+    fn code_written(va: VirtAddr, len: u64) {
+        let ctr: u64;
+        // SAFETY: reading CTR_EL0 has no effect.
+        unsafe { core::arch::asm!("mrs {0}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+        let line = 4u64 << ((ctr >> 16) & 0xf);
+        let mut addr = va.as_u64() & !(line - 1);
+        while addr < va.as_u64() + len {
+            // SAFETY: cleaning a cache line writes back data that is already
+            // ours; `addr` lies in the mapped range the caller just wrote.
+            unsafe { core::arch::asm!("dc cvau, {0}", in(reg) addr, options(nostack)) };
+            addr += line;
+        }
+        // SAFETY: barriers and instruction-cache invalidation do not change
+        // memory.
+        unsafe { core::arch::asm!("dsb ish", "ic iallu", "dsb ish", "isb", options(nostack)) };
+    }
+
+    /// Checks that the registers are mapped at `DIRECT_MAP_OFFSET + pa`:
+    /// the boot tables map 0..1 GiB (virt's devices and 32-bit PCI window)
+    /// and 256..512 GiB (its high ECAM) as Device memory; nothing else is
+    /// mapped for devices, so a range outside them is refused. (`root` and
+    /// `alloc_table` serve x86_64, which maps what its bootloader left out.)
+    fn map_device(
+        _root: PhysAddr,
+        pa: u64,
+        size: u64,
+        _alloc_table: TableAlloc,
+    ) -> Result<(), MapDeviceError> {
+        const GIB: u64 = 1 << 30;
+        let end = pa.checked_add(size).ok_or(MapDeviceError::Unmapped)?;
+        if end <= GIB || (256 * GIB <= pa && end <= 512 * GIB) {
+            Ok(())
+        } else {
+            Err(MapDeviceError::Unmapped)
+        }
     }
 }

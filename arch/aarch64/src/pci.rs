@@ -9,7 +9,7 @@
 //!   the INTx routing from `interrupt-map` ([`IntxMap`]). Written once,
 //!   read-only afterwards.
 //! - There is no firmware: nobody has assigned BARs or enabled devices.
-//!   [`Host::mem32`] gives the kernel's generic PCI code the window to
+//!   `Host::mem32` gives the kernel's generic PCI code the window to
 //!   place BARs in (the kernel assigns them, `kernel::pci`).
 //! - Configuration accesses go through `virtio-drivers`' `MmioCam` on the
 //!   ECAM region, which the boot tables map as Device memory (virt puts it
@@ -21,23 +21,17 @@
 //!   function << 8` and the pin, both masked by `interrupt-map-mask`); the
 //!   entry gives the GIC SPI. Functions behind bridges (which swizzle pins)
 //!   are not supported: the kernel scans the root bus only.
+#![cfg(target_os = "none")]
 
 use crate::irq::DeviceIrq;
-use core::ops::RangeInclusive;
+use crate::Aarch64;
+use arch_common::pci::{Host, MemWindow, Pci};
 use virtio_drivers::transport::pci::bus::{Cam as CamKind, ConfigurationAccess, DeviceFunction, MmioCam};
 
 /// Entries an interrupt map may have (virt uses 16: 4 slots x 4 pins).
 pub const MAX_INTX_ENTRIES: usize = 64;
 /// The interrupt-pin register (byte 1 of the word at 0x3c).
 const INTERRUPT_REGISTER: u8 = 0x3c;
-
-/// An MMIO window in which BARs may be placed, at the same address for the
-/// CPU and on the PCI bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemWindow {
-    pub base: u64,
-    pub size: u64,
-}
 
 /// One `interrupt-map` entry: a child unit address and pin (4 cells, as in
 /// the map), and the GIC line they lead to.
@@ -77,42 +71,38 @@ pub fn set_host(host: EcamHost) {
 /// This machine's configuration access.
 pub type Cam = MmioCam<'static>;
 
-/// The PCI host bridge: how to reach configuration space, which buses to
-/// scan, and where to place BARs.
-pub struct Host {
-    pub cam: Cam,
-    pub buses: RangeInclusive<u8>,
-    pub mem32: Option<MemWindow>,
-}
+impl Pci for Aarch64 {
+    type Cam = Cam;
 
-/// The host bridge, if the device tree described a usable one: its ECAM
-/// region must start at bus 0 and cover the bus range (1 MiB per bus).
-pub fn host() -> Option<Host> {
-    let h = HOST.get()?;
-    let nr_buses = h.last_bus as u64 + 1;
-    if h.first_bus != 0 || h.ecam_size < nr_buses << 20 {
-        return None;
+    /// There if the device tree described a usable one: its ECAM region
+    /// must start at bus 0 and cover the bus range (1 MiB per bus).
+    fn pci_host() -> Option<Host<Cam>> {
+        let h = HOST.get()?;
+        let nr_buses = h.last_bus as u64 + 1;
+        if h.first_bus != 0 || h.ecam_size < nr_buses << 20 {
+            return None;
+        }
+        // SAFETY: the ECAM region is Device memory in the boot tables'
+        // direct map (see the module doc) for as long as the kernel runs; it
+        // is MMIO, never a Rust object, so nothing else holds references
+        // into it; and the kernel enumerates only buses `0..=last_bus`,
+        // whose configuration space lies within the region even when it is
+        // smaller than the 256 MiB `MmioCam` covers.
+        let cam = unsafe { MmioCam::new((h.ecam_base + crate::DIRECT_MAP_OFFSET) as *mut u8, CamKind::Ecam) };
+        Some(Host { cam, buses: 0..=h.last_bus, mem32: h.mem32 })
     }
-    // SAFETY: the ECAM region is Device memory in the boot tables' direct
-    // map (see the module doc) for as long as the kernel runs; it is MMIO,
-    // never a Rust object, so nothing else holds references into it; and
-    // the kernel enumerates only buses `0..=last_bus`, whose configuration
-    // space lies within the region even when it is smaller than the 256
-    // MiB `MmioCam` covers.
-    let cam = unsafe { MmioCam::new((h.ecam_base + crate::DIRECT_MAP_OFFSET) as *mut u8, CamKind::Ecam) };
-    Some(Host { cam, buses: 0..=h.last_bus, mem32: h.mem32 })
-}
 
-/// The GIC line of function `df`'s INTx pin, from the interrupt map (see
-/// the module doc). None when it uses no pin or the map has no entry.
-pub fn intx_irq(cam: &impl ConfigurationAccess, df: DeviceFunction) -> Option<DeviceIrq> {
-    let pin = (cam.read_word(df, INTERRUPT_REGISTER) >> 8) & 0xff;
-    if pin == 0 || pin > 4 {
-        return None;
+    /// From the interrupt map (see the module doc). None when the function
+    /// uses no pin or the map has no entry.
+    fn intx_irq(cam: &Cam, df: DeviceFunction) -> Option<DeviceIrq> {
+        let pin = (cam.read_word(df, INTERRUPT_REGISTER) >> 8) & 0xff;
+        if pin == 0 || pin > 4 {
+            return None;
+        }
+        let map = &HOST.get()?.intx;
+        let unit = (df.bus as u32) << 16 | (df.device as u32) << 11 | (df.function as u32) << 8;
+        let key = [unit, 0, 0, pin];
+        let masked: [u32; 4] = core::array::from_fn(|i| key[i] & map.mask[i]);
+        map.entries.iter().flatten().find(|e| e.child == masked).map(|e| e.irq)
     }
-    let map = &HOST.get()?.intx;
-    let unit = (df.bus as u32) << 16 | (df.device as u32) << 11 | (df.function as u32) << 8;
-    let key = [unit, 0, 0, pin];
-    let masked: [u32; 4] = core::array::from_fn(|i| key[i] & map.mask[i]);
-    map.entries.iter().flatten().find(|e| e.child == masked).map(|e| e.irq)
 }

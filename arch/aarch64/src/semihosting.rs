@@ -4,6 +4,7 @@
 //! call is `HLT #0xF000` with the operation in `w0` and a parameter block in
 //! `x1`. `SYS_EXIT_EXTENDED` takes `{reason, subcode}`; with reason
 //! `ADP_Stopped_ApplicationExit` QEMU exits with `subcode` as its status.
+#![cfg(target_os = "none")]
 
 const SYS_EXIT_EXTENDED: u64 = 0x20;
 const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x20026;

@@ -5,9 +5,9 @@
 //! 1. The boot CPU, once, before any start: the boot path reads the device
 //!    tree's `/psci` node and records how to call the firmware with
 //!    [`set_psci_method`]: the conduit (`method = "hvc"` or `"smc"`) and the
-//!    `CPU_ON` function id. Without that call, [`start_cpu`] returns
+//!    `CPU_ON` function id. Without that call, `Smp::start_cpu` returns
 //!    [`SmpError::NoPsci`].
-//! 2. [`start_cpu`] writes a start record (the kernel's entry function and
+//! 2. `Smp::start_cpu` writes a start record (the kernel's entry function and
 //!    the CPU's kernel index) at the top of the new CPU's stack, waits for
 //!    the store to complete (`DSB ISH`), and calls `CPU_ON` with x1 = the
 //!    target's MPIDR affinity, x2 = the physical address of
@@ -35,7 +35,11 @@
 //! the boot CPU's cache. With the MMU off it reads nothing but the kernel
 //! image and the boot tables, which were in RAM before the boot CPU turned
 //! its own caches on and have not been written since; it writes nothing.
+#![cfg(target_os = "none")]
 
+use crate::Aarch64;
+use arch_common::context::TaskEntry;
+use arch_common::smp::{CpuStart, Smp};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// `CPU_ON`'s function id, SMC64 calling convention (PSCI 0.2 and later).
@@ -95,13 +99,13 @@ impl SmpError {
 /// The PSCI conduit and `CPU_ON` function id, set once by the boot CPU
 /// before any CPU is started: 0 = no PSCI; otherwise bits 31..0 = function
 /// id and bits 33..32 = 1 (HVC) or 2 (SMC). Written with Release by
-/// [`set_psci_method`], read with Acquire by [`start_cpu`].
+/// [`set_psci_method`], read with Acquire by `Smp::start_cpu`.
 static PSCI: AtomicU64 = AtomicU64::new(0);
 
 /// Records how to call PSCI: the device tree's `/psci` `method` and the
 /// `CPU_ON` function id ([`PSCI_CPU_ON_64`] for PSCI 0.2 and later; PSCI
 /// 0.1 names its own in the node's `cpu_on` property). Boot CPU, once,
-/// before [`start_cpu`]; not calling it leaves CPUs unstartable.
+/// before `Smp::start_cpu`; not calling it leaves CPUs unstartable.
 pub fn set_psci_method(method: PsciMethod, cpu_on: u32) {
     let tag = match method {
         PsciMethod::Hvc => 1u64,
@@ -164,7 +168,7 @@ unsafe fn psci_call(method: PsciMethod, fid: u32, a1: u64, a2: u64, a3: u64) -> 
 /// aligned so that its address is also a valid initial SP.
 #[repr(C, align(16))]
 struct StartRecord {
-    entry: extern "C" fn(usize) -> !,
+    entry: TaskEntry,
     cpu: usize,
 }
 
@@ -177,45 +181,40 @@ fn phys_of(va: u64) -> u64 {
     va - crate::DIRECT_MAP_OFFSET
 }
 
-/// Starts the CPU whose MPIDR affinity (Aff3..Aff0, as the device tree's
-/// `cpu` nodes give it) is `arch_id`: it runs `entry(cpu)` on the stack
-/// ending at `stack_top`, with kernel index `cpu`, interrupts masked, its
-/// vectors and GIC interface set up. Returns once the firmware accepted the
-/// request; the CPU comes up some time later.
-///
-/// # Safety
-/// - `stack_top` is the end of a direct-map range of RAM, at least a few KiB
-///   long, owned by the new CPU from now on (never freed or reused once this
-///   returns `Ok`); its top 16 bytes hold the start record.
-/// - `cpu` is a kernel index no other CPU has.
-pub unsafe fn start_cpu(
-    arch_id: u64,
-    cpu: usize,
-    stack_top: u64,
-    entry: extern "C" fn(usize) -> !,
-) -> Result<(), SmpError> {
-    let (method, cpu_on) = psci().ok_or(SmpError::NoPsci)?;
-    debug_assert!(
-        stack_top > crate::DIRECT_MAP_OFFSET,
-        "start_cpu: stack {stack_top:#x} not in the direct map"
-    );
-    let record = ((stack_top & !15) - core::mem::size_of::<StartRecord>() as u64) as *mut StartRecord;
-    // SAFETY: the record lies inside the new CPU's stack (the caller's
-    // contract), 16-byte aligned, and nothing else uses that memory.
-    unsafe { record.write(StartRecord { entry, cpu }) };
-    // SAFETY: a barrier only: the record's store completes before the
-    // firmware call that lets the new CPU read it.
-    unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
-    let entry_pa = phys_of(core::ptr::addr_of!(secondary_entry) as u64);
-    // SAFETY: `secondary_entry` is the MMU-off entry, position-independent
-    // until it turns the MMU on; the image lies at its link address minus
-    // DIRECT_MAP_OFFSET (checked by `_start`), so `entry_pa` is where it
-    // is. The context id is the record's physical address, which it expects
-    // in x0.
-    let status = unsafe { psci_call(method, cpu_on, arch_id, entry_pa, phys_of(record as u64)) };
-    match status {
-        0 => Ok(()),
-        code => Err(SmpError::from_psci(code)),
+impl Smp for Aarch64 {
+    type SmpError = SmpError;
+
+    /// Starts the CPU whose MPIDR affinity (Aff3..Aff0, as the device
+    /// tree's `cpu` nodes give it) is `arch_id` with PSCI `CPU_ON`: it runs
+    /// `entry(cpu)` on the stack ending at `stack_top`, with kernel index
+    /// `cpu`, interrupts masked, its vectors and GIC interface set up.
+    /// Returns once the firmware accepted the request; the CPU comes up some
+    /// time later. The top 16 bytes of the stack hold the start record.
+    unsafe fn start_cpu(start: CpuStart) -> Result<(), SmpError> {
+        let CpuStart { arch_id, cpu, stack_top, entry } = start;
+        let (method, cpu_on) = psci().ok_or(SmpError::NoPsci)?;
+        debug_assert!(
+            stack_top > crate::DIRECT_MAP_OFFSET,
+            "start_cpu: stack {stack_top:#x} not in the direct map"
+        );
+        let record = ((stack_top & !15) - core::mem::size_of::<StartRecord>() as u64) as *mut StartRecord;
+        // SAFETY: the record lies inside the new CPU's stack (the caller's
+        // contract), 16-byte aligned, and nothing else uses that memory.
+        unsafe { record.write(StartRecord { entry, cpu }) };
+        // SAFETY: a barrier only: the record's store completes before the
+        // firmware call that lets the new CPU read it.
+        unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+        let entry_pa = phys_of(core::ptr::addr_of!(secondary_entry) as u64);
+        // SAFETY: `secondary_entry` is the MMU-off entry, position-independent
+        // until it turns the MMU on; the image lies at its link address minus
+        // DIRECT_MAP_OFFSET (checked by `_start`), so `entry_pa` is where it
+        // is. The context id is the record's physical address, which it
+        // expects in x0.
+        let status = unsafe { psci_call(method, cpu_on, arch_id, entry_pa, phys_of(record as u64)) };
+        match status {
+            0 => Ok(()),
+            code => Err(SmpError::from_psci(code)),
+        }
     }
 }
 

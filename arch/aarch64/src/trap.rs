@@ -11,9 +11,11 @@
 //! fixed-up access, `x0`/`x1` set to report a fault), is restored and `eret`
 //! resumes.
 //!
-//! A synchronous exception in the kernel is either expected (a [`crate::probe`]
-//! access or breakpoint, recognised by its exact instruction address) or a
-//! kernel bug, reported with ESR, FAR and ELR before a panic.
+//! A synchronous exception in the kernel is expected (a [`crate::probe`]
+//! access or breakpoint, recognised by its exact instruction address), a
+//! fault the kernel's handler resolves (`arch_common::trap`), or a kernel
+//! bug, reported with ESR, FAR and ELR before a panic.
+#![cfg(target_os = "none")]
 
 use crate::probe;
 use core::fmt;
@@ -260,26 +262,6 @@ pub fn decode_abort(esr: u64, far: u64) -> Option<MemFault> {
     Some(MemFault { addr: VirtAddr::new(far), access, cause, level, syndrome: esr })
 }
 
-/// The kernel's memory-fault handler: called for a fault no probe claimed,
-/// with interrupts disabled; returns true when the fault was resolved and
-/// the access should be retried. (It may also end the running task and
-/// never return.)
-pub type FaultHook = fn(&MemFault) -> bool;
-
-/// The kernel's fault handler, installed once by [`set_fault_hook`].
-static FAULT_HOOK: spin::Once<FaultHook> = spin::Once::new();
-
-/// Installs the kernel's memory-fault handler (once; later calls are
-/// ignored).
-pub fn set_fault_hook(hook: FaultHook) {
-    FAULT_HOOK.call_once(|| hook);
-}
-
-/// Offers `fault` to the kernel's handler; true when resolved.
-fn offer_to_kernel(fault: &MemFault) -> bool {
-    FAULT_HOOK.get().is_some_and(|hook| hook(fault))
-}
-
 /// Called by the assembly for every exception, with the saved frame.
 ///
 /// # Panics
@@ -297,7 +279,7 @@ extern "C" fn aarch64_trap(frame: &mut TrapFrame, kind: u64) {
     if kind.0 == 4 {
         // Synchronous, from the kernel itself.
         if let Some(fault) = decode_abort(frame.esr, frame.far) {
-            if probe::fix_up_fault(frame, &fault) || offer_to_kernel(&fault) {
+            if probe::fix_up_fault(frame, &fault) || arch_common::trap::offer_to_kernel(&fault) {
                 return;
             }
             panic!(

@@ -1,9 +1,12 @@
 //! COM1 (I/O port 0x3f8), a 16550 UART, write side.
 //!
-//! [`init`] programs the UART once; [`write_bytes`] sends bytes, turning
-//! `\n` into `\r\n` (the `uart_16550` crate does that for `\n`). Callers
-//! serialise whole lines with the kernel's console lock.
+//! [`init`] programs the UART once; `Console::console_write` sends bytes,
+//! turning `\n` into `\r\n` (the `uart_16550` crate does that for `\n`).
+//! Callers serialise whole lines with the kernel's console lock.
+#![cfg(target_os = "none")]
 
+use crate::X86_64;
+use arch_common::console::Console;
 use core::sync::atomic::{AtomicBool, Ordering};
 use uart_16550::SerialPort;
 
@@ -22,13 +25,15 @@ pub fn init() {
     READY.store(true, Ordering::Release);
 }
 
-/// Writes `bytes` to COM1; dropped before [`init`].
-pub fn write_bytes(bytes: &[u8]) {
-    if !READY.load(Ordering::Acquire) {
-        return;
-    }
-    let mut port = port();
-    for &b in bytes {
-        port.send(b);
+impl Console for X86_64 {
+    /// Writes `bytes` to COM1; dropped before [`init`].
+    fn console_write(bytes: &[u8]) {
+        if !READY.load(Ordering::Acquire) {
+            return;
+        }
+        let mut port = port();
+        for &b in bytes {
+            port.send(b);
+        }
     }
 }

@@ -1,13 +1,18 @@
 //! Switching between kernel tasks: the callee-saved registers and the stack
 //! pointer, as a function call sees them.
 //!
-//! [`switch`] is called like a function by the scheduler: it pushes RBP,
+//! The switch (`arch_context_switch`, the routine `arch_common::context`
+//! declares) is called like a function by the scheduler: it pushes RBP,
 //! RBX and R12..R15 on the current stack, stores RSP in `from`, loads the
 //! next task's RSP and pops the same registers, then `ret`s into whatever
 //! that task was doing (a call to `switch`, or, for a new task, the start
 //! trampoline). Everything else is caller-saved, so the compiler already
 //! keeps it across the call. `x86_64-unknown-none` code uses no SSE
 //! registers, so there is no vector state to keep.
+#![cfg(target_os = "none")]
+
+use crate::X86_64;
+use arch_common::context::{Context, ContextSwitch, TaskEntry};
 
 core::arch::global_asm!(
     ".section .text",
@@ -36,25 +41,17 @@ core::arch::global_asm!(
 );
 
 extern "C" {
-    fn arch_context_switch(save_sp: *mut u64, next_sp: u64);
     fn arch_task_start();
 }
 
-/// A task's saved stack pointer; its registers are on its stack.
-#[derive(Debug, Default)]
-#[repr(C)]
-pub struct Context {
-    sp: u64,
-}
-
-impl Context {
-    /// A context that, when switched to, calls `entry(arg)` on the stack
-    /// ending at `stack_top`. `entry` must never return.
-    ///
-    /// # Safety
-    /// `[stack_top - 88, stack_top)` must be writable memory owned by the new
-    /// task, and stay allocated while the task can run.
-    pub unsafe fn new(stack_top: u64, entry: extern "C" fn(usize) -> !, arg: usize) -> Context {
+// SAFETY: `arch_context_switch` above is the routine `arch_common::context`
+// describes (it keeps RBP, RBX and R12..R15, the System V callee-saved
+// registers), and `new_context` builds the frame it pops.
+unsafe impl ContextSwitch for X86_64 {
+    /// Builds the frame `arch_context_switch` pops: six registers, R12 =
+    /// `entry` and R13 = `arg` among them, then `arch_task_start` as the
+    /// return address. It uses 88 bytes below `stack_top`.
+    unsafe fn new_context(stack_top: u64, entry: TaskEntry, arg: usize) -> Context {
         // After `ret` into arch_task_start, RSP must be 16-byte aligned so
         // that its `call` leaves the callee with RSP = 8 mod 16, as the ABI
         // requires.
@@ -62,23 +59,9 @@ impl Context {
         let frame = ret_slot - 6 * 8;
         let words: [u64; 7] =
             [0, 0, arg as u64, entry as usize as u64, 0, 0, arch_task_start as *const () as u64];
-        for (i, w) in words.iter().enumerate() {
-            // SAFETY: inside the caller's stack range (checked by the
-            // contract); 8-byte aligned.
-            unsafe { ((frame + 8 * i as u64) as *mut u64).write(*w) };
-        }
-        Context { sp: frame }
+        // SAFETY: the 56 bytes from `frame` lie in the top 88 bytes of the
+        // stack, which the caller gives the task; the words are the frame
+        // `arch_context_switch` pops.
+        unsafe { Context::with_frame(frame, &words) }
     }
-}
-
-/// Saves the running task's registers into `from` and continues the task
-/// saved in `to`. Returns when some CPU switches back to `from`.
-///
-/// # Safety
-/// Interrupts must be disabled; `to` must be a context made by
-/// [`Context::new`] or saved by `switch`, whose stack is still allocated and
-/// not running on any CPU; `from` must stay valid until switched back to.
-pub unsafe fn switch(from: *mut Context, to: *const Context) {
-    // SAFETY: the caller's contract; `Context` is `repr(C)` with `sp` first.
-    unsafe { arch_context_switch(from as *mut u64, (*to).sp) }
 }

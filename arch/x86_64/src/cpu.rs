@@ -1,7 +1,10 @@
 //! Which CPU am I? Each CPU keeps its kernel index (0 = boot CPU) in its
 //! own `IA32_GS_BASE` MSR, written once when the CPU comes up. (The kernel
 //! uses no GS-relative data, so the register is free for this.)
+#![cfg(target_os = "none")]
 
+use crate::X86_64;
+use arch_common::cpu::Cpu;
 use x86_64::registers::model_specific::Msr;
 
 const IA32_GS_BASE: u32 = 0xc000_0101;
@@ -16,8 +19,11 @@ pub fn set_index(index: usize) {
     unsafe { Msr::new(IA32_GS_BASE).write(index as u64) };
 }
 
-/// This CPU's index.
-pub fn index() -> usize {
-    // SAFETY: reading GS_BASE has no side effect.
-    unsafe { Msr::new(IA32_GS_BASE).read() as usize }
+impl Cpu for X86_64 {
+    const MAX_CPUS: usize = MAX_CPUS;
+
+    fn cpu_index() -> usize {
+        // SAFETY: reading GS_BASE has no side effect.
+        unsafe { Msr::new(IA32_GS_BASE).read() as usize }
+    }
 }

@@ -7,6 +7,7 @@
 //! from port 0x511. Item 0 is the signature `QEMU`; item 0x19 is the file
 //! directory: a big-endian u32 count, then 64-byte entries {size: u32 BE,
 //! select: u16 BE, reserved: u16, name: [u8; 56]}.
+#![cfg(target_os = "none")]
 
 use x86_64::instructions::port::Port;
 

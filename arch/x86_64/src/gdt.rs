@@ -16,6 +16,7 @@
 //! ([`MAX_CPUS`]), so that a CPU can set itself up before the kernel's heap
 //! is reachable from here. Slot `i` is written once, by CPU `i`, in
 //! [`init_this_cpu`]; after that it is only read (by the CPU).
+#![cfg(target_os = "none")]
 
 use crate::cpu::MAX_CPUS;
 use spin::Once;

@@ -22,8 +22,11 @@
 //! - [`route`] programs one redirection entry: fixed delivery to one local
 //!   APIC (physical destination mode), unmasked. Entries nobody routes stay
 //!   as the firmware left them (masked after reset).
+#![cfg(target_os = "none")]
 
-use crate::irq::{AttachError, DeviceIrq, Polarity, Trigger};
+use crate::irq::{DeviceIrq, Polarity};
+use crate::X86_64;
+use arch_common::irq::{AttachError, Irq, Trigger};
 
 /// The most IO-APICs and interrupt source overrides kept.
 pub const MAX_IOAPICS: usize = 4;
@@ -116,30 +119,27 @@ fn find(gsi: u32) -> Result<(u64, u32), AttachError> {
 }
 
 fn read(base: u64, reg: u32) -> u32 {
-    let was = crate::irq::save_and_disable();
-    let guard = REG_LOCK.lock();
-    // SAFETY: `base` maps an IO-APIC's register window (MADT address in
-    // the direct map, see the module doc); IOREGSEL then IOWIN is one
-    // register read, made atomic by REG_LOCK.
-    let v = unsafe {
-        core::ptr::write_volatile((base + IOREGSEL) as *mut u32, reg);
-        core::ptr::read_volatile((base + IOWIN) as *const u32)
-    };
-    drop(guard);
-    crate::irq::restore(was);
-    v
+    X86_64::with_irqs_disabled(|| {
+        let _guard = REG_LOCK.lock();
+        // SAFETY: `base` maps an IO-APIC's register window (MADT address in
+        // the direct map, see the module doc); IOREGSEL then IOWIN is one
+        // register read, made atomic by REG_LOCK.
+        unsafe {
+            core::ptr::write_volatile((base + IOREGSEL) as *mut u32, reg);
+            core::ptr::read_volatile((base + IOWIN) as *const u32)
+        }
+    })
 }
 
 fn write(base: u64, reg: u32, value: u32) {
-    let was = crate::irq::save_and_disable();
-    let guard = REG_LOCK.lock();
-    // SAFETY: as in `read`, writing instead.
-    unsafe {
-        core::ptr::write_volatile((base + IOREGSEL) as *mut u32, reg);
-        core::ptr::write_volatile((base + IOWIN) as *mut u32, value);
-    }
-    drop(guard);
-    crate::irq::restore(was);
+    X86_64::with_irqs_disabled(|| {
+        let _guard = REG_LOCK.lock();
+        // SAFETY: as in `read`, writing instead.
+        unsafe {
+            core::ptr::write_volatile((base + IOREGSEL) as *mut u32, reg);
+            core::ptr::write_volatile((base + IOWIN) as *mut u32, value);
+        }
+    })
 }
 
 /// Checks that an IO-APIC serves `irq`, without touching it.

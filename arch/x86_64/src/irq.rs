@@ -7,19 +7,14 @@
 //! - Vectors: [`TIMER_VECTOR`] (the local APIC timer), [`IPI_VECTOR`] (the
 //!   one kernel IPI; the kernel keeps per-CPU work flags to say why),
 //!   [`SPURIOUS_VECTOR`], and one vector per attached device line from
-//!   [`DEVICE_VECTOR_BASE`]. The trap stubs deliver them to [`dispatch`],
-//!   which acknowledges (EOI) and then calls the kernel's [`Hooks`] with
-//!   interrupts still disabled; `after_irq` runs last and may switch tasks
-//!   (the interrupted context stays saved on its own stack).
-//! - Device lines ([`attach_device_irq`]): an IO-APIC input routed to a
-//!   vector of its own on the boot CPU, with up to [`NR_SHARED_HANDLERS`]
-//!   handlers (devices sharing the line; each checks its own device). A
-//!   device vector runs its handlers *before* the EOI: the handlers quiet
-//!   their devices, so a level-triggered line is low again when the EOI
-//!   lets the IO-APIC look at it. The line table is written under
-//!   [`ATTACH_LOCK`] (boot, task context) and read without a lock by
-//!   [`dispatch`]: each field is a `spin::Once`, set before the line is
-//!   unmasked.
+//!   [`DEVICE_VECTOR_BASE`] (the line's index in [`DEVICE_LINES`]). The
+//!   trap stubs deliver them to [`dispatch`], which acknowledges (EOI) and
+//!   runs the kernel's hooks in the order `arch_common::irq` describes.
+//! - Device lines (`Irq::attach_device_irq`): an IO-APIC input (GSI) routed
+//!   to a vector of its own on the boot CPU; the table of lines and its
+//!   locking are `arch_common::irq::DeviceLines`. A device vector runs its
+//!   handlers *before* the EOI, so a level-triggered line is low again when
+//!   the EOI lets the IO-APIC look at it.
 //! - The APIC's registers are reached through the direct map (the
 //!   bootloader maps all physical addresses up to the top of the firmware's
 //!   memory map, which covers 0xFEE0_0000). The firmware's MTRRs make that
@@ -27,14 +22,18 @@
 //!   direct map.
 //! - x2APIC is not used: QEMU 7.2's TCG does not offer it.
 //! - The kernel names CPUs by index (0 = boot CPU), the APIC by APIC id.
-//!   [`send_ipi_to`] translates through a table: slot 0 is filled by
-//!   [`init_boot_cpu`], slot `i` by [`crate::smp::start_cpu`] before CPU
+//!   `Irq::send_ipi_to` translates through a table: slot 0 is filled by
+//!   [`init_boot_cpu`], slot `i` by `Smp::start_cpu` ([`crate::smp`]) before CPU
 //!   `i` runs (and cleared again if it does not start).
 //! - The interrupt command register is two writes (destination, then
 //!   command); `send_icr` makes them with interrupts off, so an interrupt
 //!   handler on the same CPU cannot slip its own IPI between them.
+#![cfg(target_os = "none")]
 
 use crate::cpu::MAX_CPUS;
+use crate::X86_64;
+use arch_common::irq::{self as common, AttachError, DeviceLines, Irq, Trigger, NR_DEVICE_LINES};
+use arch_common::time::Time;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
 use x86_64::registers::model_specific::Msr;
@@ -47,10 +46,6 @@ pub const IPI_VECTOR: u8 = 0x31;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// The vector of device line 0; line `i` has `DEVICE_VECTOR_BASE + i`.
 pub const DEVICE_VECTOR_BASE: u8 = 0x40;
-/// Device lines that can be attached.
-pub const NR_DEVICE_LINES: usize = 8;
-/// Handlers one device line can carry.
-pub const NR_SHARED_HANDLERS: usize = 4;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_ID: u64 = 0x20;
@@ -84,25 +79,6 @@ static CPU_APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(NO_APIC_ID)
 static APIC_BASE: AtomicU64 = AtomicU64::new(0);
 /// APIC timer ticks per second (divide-by-16), measured once.
 static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
-
-/// What the kernel wants done on each interrupt. Called with interrupts
-/// disabled, after the EOI.
-#[derive(Clone, Copy)]
-pub struct Hooks {
-    pub timer: fn(),
-    pub ipi: fn(),
-    /// The preemption point, after every device interrupt.
-    pub after_irq: fn(),
-}
-
-/// The kernel's hooks, installed once by [`set_hooks`] (the scheduler's
-/// start); interrupts before that only acknowledge.
-static HOOKS: spin::Once<Hooks> = spin::Once::new();
-
-/// Installs the kernel's interrupt hooks (once; later calls are ignored).
-pub fn set_hooks(hooks: Hooks) {
-    HOOKS.call_once(|| hooks);
-}
 
 fn apic_read(reg: u64) -> u32 {
     let base = APIC_BASE.load(Ordering::Relaxed);
@@ -165,8 +141,8 @@ pub fn init_boot_cpu(phys_offset: u64) {
     // Count APIC timer ticks (divide by 16) over 10 ms of TSC time.
     apic_write(APIC_TIMER_DIVIDE, 0x3);
     apic_write(APIC_TIMER_INITIAL, u32::MAX);
-    let start = crate::time::now_ns();
-    while crate::time::now_ns() - start < 10_000_000 {
+    let start = X86_64::now_ns();
+    while X86_64::now_ns() - start < 10_000_000 {
         core::hint::spin_loop();
     }
     let counted = u32::MAX - apic_read(APIC_TIMER_CURRENT);
@@ -185,14 +161,6 @@ pub fn init_this_cpu() {
     enable_local_apic();
 }
 
-/// Starts this CPU's periodic timer at `hz` interrupts per second.
-pub fn start_timer(hz: u32) {
-    let count = (APIC_TIMER_HZ.load(Ordering::Relaxed) / hz.max(1) as u64).clamp(1, u32::MAX as u64);
-    apic_write(APIC_TIMER_DIVIDE, 0x3);
-    apic_write(APIC_LVT_TIMER, TIMER_VECTOR as u32 | LVT_PERIODIC);
-    apic_write(APIC_TIMER_INITIAL, count as u32);
-}
-
 /// Stops this CPU's timer.
 pub fn stop_timer() {
     apic_write(APIC_LVT_TIMER, LVT_MASKED);
@@ -202,17 +170,6 @@ pub fn stop_timer() {
 /// Sends the kernel IPI to the CPU whose APIC id is `apic_id`.
 pub fn send_ipi(apic_id: u32) {
     send_icr(apic_id, IPI_VECTOR as u32);
-}
-
-/// Sends the kernel IPI ([`IPI_VECTOR`]) to the CPU with kernel index
-/// `cpu`. Does nothing for an index no CPU was started with (a kernel bug,
-/// asserted in debug builds).
-pub fn send_ipi_to(cpu: usize) {
-    let id = CPU_APIC_IDS.get(cpu).map_or(NO_APIC_ID, |id| id.load(Ordering::Acquire));
-    debug_assert!(id != NO_APIC_ID, "send_ipi_to: no CPU with index {cpu}");
-    if id != NO_APIC_ID {
-        send_ipi(id);
-    }
 }
 
 /// Records (`Some`) or forgets (`None`) the APIC id of kernel CPU `cpu`.
@@ -242,20 +199,13 @@ pub(crate) fn send_startup(apic_id: u32, page: u8) {
 /// Writes the interrupt command register and waits until the APIC has
 /// accepted the message. The two writes are made with interrupts off.
 pub(crate) fn send_icr(apic_id: u32, low: u32) {
-    let was_enabled = save_and_disable();
-    apic_write(APIC_ICR_HIGH, apic_id << 24);
-    apic_write(APIC_ICR_LOW, low);
-    while apic_read(APIC_ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
-        core::hint::spin_loop();
-    }
-    restore(was_enabled);
-}
-
-/// How a device line signals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Edge,
-    Level,
+    X86_64::with_irqs_disabled(|| {
+        apic_write(APIC_ICR_HIGH, apic_id << 24);
+        apic_write(APIC_ICR_LOW, low);
+        while apic_read(APIC_ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
+            core::hint::spin_loop();
+        }
+    })
 }
 
 /// Which level of a line is "asserted".
@@ -289,145 +239,80 @@ impl core::fmt::Display for DeviceIrq {
     }
 }
 
-/// Why a device interrupt could not be attached. The machine's fault (no
-/// IO-APIC, a line it does not have) or a kernel limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachError {
-    /// The firmware described no IO-APIC.
-    NoController,
-    /// No IO-APIC serves this GSI.
-    NoSuchLine,
-    /// All [`NR_DEVICE_LINES`] lines are in use.
-    NoFreeLine,
-    /// The line already carries [`NR_SHARED_HANDLERS`] handlers.
-    LineFull,
-}
-
-impl core::fmt::Display for AttachError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            AttachError::NoController => "the firmware describes no IO-APIC",
-            AttachError::NoSuchLine => "no IO-APIC serves that interrupt line",
-            AttachError::NoFreeLine => "every device interrupt vector is in use",
-            AttachError::LineFull => "too many devices share that interrupt line",
-        })
-    }
-}
-
-/// A handler and the argument it is called with.
-type Handler = (fn(usize), usize);
-
-/// One attachable device line (see the module doc).
-struct DeviceLine {
-    irq: spin::Once<DeviceIrq>,
-    handlers: [spin::Once<Handler>; NR_SHARED_HANDLERS],
-}
-
-static DEVICE_LINES: [DeviceLine; NR_DEVICE_LINES] = [const {
-    DeviceLine { irq: spin::Once::new(), handlers: [const { spin::Once::new() }; NR_SHARED_HANDLERS] }
-}; NR_DEVICE_LINES];
-/// Serialises [`attach_device_irq`]; taken with interrupts off.
-static ATTACH_LOCK: spin::Mutex<()> = spin::Mutex::new(());
-
-/// Makes `handler(arg)` run on every interrupt of `irq` (on the boot CPU,
-/// interrupts disabled, before the EOI: it must quiet its device), and
-/// unmasks the line. Lines may be shared: every handler of a line runs on
-/// each of its interrupts.
-pub fn attach_device_irq(irq: DeviceIrq, handler: fn(usize), arg: usize) -> Result<(), AttachError> {
-    let was = save_and_disable();
-    let guard = ATTACH_LOCK.lock();
-    let result = attach_locked(irq, (handler, arg));
-    drop(guard);
-    restore(was);
-    result
-}
-
-fn attach_locked(irq: DeviceIrq, handler: Handler) -> Result<(), AttachError> {
-    let index = DEVICE_LINES
-        .iter()
-        .position(|l| l.irq.get().is_some_and(|i| i.gsi == irq.gsi))
-        .or_else(|| DEVICE_LINES.iter().position(|l| l.irq.get().is_none()))
-        .ok_or(AttachError::NoFreeLine)?;
-    let line = &DEVICE_LINES[index];
-    let new_line = line.irq.get().is_none();
-    let slot = line.handlers.iter().find(|h| h.get().is_none()).ok_or(AttachError::LineFull)?;
-    if new_line {
-        // Check the IO-APIC has the line before taking the slot.
-        crate::ioapic::route_check(&irq)?;
-        line.irq.call_once(|| irq);
-    }
-    slot.call_once(|| handler);
-    if new_line {
-        let apic_id = CPU_APIC_IDS[0].load(Ordering::Acquire);
-        crate::ioapic::route(&irq, DEVICE_VECTOR_BASE + index as u8, apic_id)?;
-    }
-    Ok(())
-}
+/// The attached device lines, by GSI; line `i` has vector
+/// `DEVICE_VECTOR_BASE + i`.
+static DEVICE_LINES: DeviceLines = DeviceLines::new();
 
 /// Called by the trap handler for vectors 32..=255.
 pub(crate) fn dispatch(vector: u8) {
     match vector {
         SPURIOUS_VECTOR => return, // no EOI for spurious interrupts
         v if (DEVICE_VECTOR_BASE..DEVICE_VECTOR_BASE + NR_DEVICE_LINES as u8).contains(&v) => {
-            let line = &DEVICE_LINES[(v - DEVICE_VECTOR_BASE) as usize];
-            for (handler, arg) in line.handlers.iter().filter_map(|h| h.get()) {
-                handler(*arg);
-            }
+            DEVICE_LINES.run((v - DEVICE_VECTOR_BASE) as usize);
             apic_write(APIC_EOI, 0);
         }
         TIMER_VECTOR => {
             apic_write(APIC_EOI, 0);
-            if let Some(h) = HOOKS.get() {
-                (h.timer)();
-            }
+            common::run_timer_hook();
         }
         IPI_VECTOR => {
             apic_write(APIC_EOI, 0);
-            if let Some(h) = HOOKS.get() {
-                (h.ipi)();
-            }
+            common::run_ipi_hook();
         }
         other => {
             apic_write(APIC_EOI, 0);
             panic!("unexpected interrupt vector {other:#x}");
         }
     }
-    if let Some(h) = HOOKS.get() {
-        (h.after_irq)();
+    common::run_after_irq_hook();
+}
+
+impl Irq for X86_64 {
+    type DeviceIrq = DeviceIrq;
+
+    fn irq_enable() {
+        x86_64::instructions::interrupts::enable();
     }
-}
 
-/// Enables interrupts on this CPU.
-pub fn enable() {
-    x86_64::instructions::interrupts::enable();
-}
-
-/// Disables interrupts on this CPU.
-pub fn disable() {
-    x86_64::instructions::interrupts::disable();
-}
-
-/// True when interrupts are enabled on this CPU.
-pub fn enabled() -> bool {
-    x86_64::instructions::interrupts::are_enabled()
-}
-
-/// Disables interrupts; returns whether they were enabled, for [`restore`].
-pub fn save_and_disable() -> bool {
-    let was = enabled();
-    disable();
-    was
-}
-
-/// Re-enables interrupts if `was_enabled`.
-pub fn restore(was_enabled: bool) {
-    if was_enabled {
-        enable();
+    fn irq_disable() {
+        x86_64::instructions::interrupts::disable();
     }
-}
 
-/// Enables interrupts and halts until one arrives, with no window in which
-/// an interrupt could be missed (`STI` takes effect after `HLT` starts).
-pub fn wait_for_interrupt() {
-    x86_64::instructions::interrupts::enable_and_hlt();
+    fn irq_enabled() -> bool {
+        x86_64::instructions::interrupts::are_enabled()
+    }
+
+    /// `STI; HLT`: `STI` takes effect after `HLT` starts, so no interrupt
+    /// slips in between.
+    fn wait_for_interrupt() {
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+
+    fn start_timer(hz: u32) {
+        let count = (APIC_TIMER_HZ.load(Ordering::Relaxed) / hz.max(1) as u64).clamp(1, u32::MAX as u64);
+        apic_write(APIC_TIMER_DIVIDE, 0x3);
+        apic_write(APIC_LVT_TIMER, TIMER_VECTOR as u32 | LVT_PERIODIC);
+        apic_write(APIC_TIMER_INITIAL, count as u32);
+    }
+
+    /// Sends [`IPI_VECTOR`] to the CPU's APIC id. An index no CPU was
+    /// started with is a kernel bug, asserted in debug builds.
+    fn send_ipi_to(cpu: usize) {
+        let id = CPU_APIC_IDS.get(cpu).map_or(NO_APIC_ID, |id| id.load(Ordering::Acquire));
+        debug_assert!(id != NO_APIC_ID, "send_ipi_to: no CPU with index {cpu}");
+        if id != NO_APIC_ID {
+            send_ipi(id);
+        }
+    }
+
+    /// A new line is checked against the IO-APICs before it is taken, and
+    /// routed to its vector on the boot CPU once its handler is in place.
+    fn attach_device_irq(irq: DeviceIrq, handler: fn(usize), arg: usize) -> Result<(), AttachError> {
+        let check = || crate::ioapic::route_check(&irq);
+        let route = |index: usize| {
+            let boot_cpu = CPU_APIC_IDS[0].load(Ordering::Acquire);
+            crate::ioapic::route(&irq, DEVICE_VECTOR_BASE + index as u8, boot_cpu)
+        };
+        DEVICE_LINES.attach::<X86_64>(irq.gsi, (handler, arg), check, route)
+    }
 }

@@ -3,23 +3,27 @@
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`console`] | COM1, a 16550 UART (`uart_16550`) |
+//! | [`console`] | `Console`: COM1, a 16550 UART (`uart_16550`) |
 //! | [`gdt`] | the GDT and the TSS with its interrupt stacks (IST), per CPU |
 //! | [`trap`] | the IDT, the entry stubs, the saved register frame, page-fault decoding |
-//! | [`probe`] | loads and stores that may fault, with a fix-up instead of a crash |
+//! | [`probe`] | `Probe`: the probe routines (loads, stores and calls that may fault) and their fix-ups |
 //! | [`fw_cfg`] | QEMU's firmware configuration device, which carries the kernel arguments |
-//! | [`cpu`] | this CPU's kernel index, in a per-CPU register |
-//! | [`context`] | task context switch (callee-saved registers, stack pointer) |
-//! | [`irq`] | interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
+//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register |
+//! | [`context`] | `ContextSwitch`: the task switch routine (callee-saved registers, stack pointer), a new task's frame |
+//! | [`irq`] | `Irq`: interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
 //! | [`ioapic`] | the IO-APIC: device interrupt lines (GSIs) to local APIC vectors |
-//! | [`pci`] | PCI configuration space through ports 0xCF8/0xCFC, INTx routing |
-//! | [`smp`] | starting the other CPUs: INIT-SIPI-SIPI and a real-mode trampoline |
-//! | [`mmu`] | CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`) |
-//! | [`time`] | the TSC, calibrated against the PIT |
+//! | [`pci`] | `Pci`: PCI configuration space through ports 0xCF8/0xCFC, INTx routing |
+//! | [`smp`] | `Smp`: starting the other CPUs with INIT-SIPI-SIPI and a real-mode trampoline |
+//! | [`mmu`] | `Mmu`: CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`), device mappings |
+//! | [`time`] | `Time`: the TSC, calibrated against the PIT |
 //! | [`pgtable`] | the page-table entry format (`X86Format`) and, for host tests, a software walker |
 //!
-//! Everything except [`pgtable`], [`NAME`] and [`ExitStatus`] touches the
-//! hardware and is built only for the bare-metal target (`target_os =
+//! [`X86_64`] is this arch for the kernel: it implements every trait of
+//! `arch_common` (the one declaration of what the kernel needs from an
+//! arch), each in the module the table names with it.
+//!
+//! Everything except [`pgtable`], [`NAME`] and the [`X86_64`] type touches
+//! the hardware and is built only for the bare-metal target (`target_os =
 //! "none"`); `pgtable` is plain bit arithmetic, built and tested on the host.
 //!
 //! ## Assumed configuration
@@ -28,38 +32,27 @@
 //! or UEFI), which maps the kernel and all physical memory at a dynamic
 //! offset. [`init`] takes over the GDT, TSS and IDT and turns on NX
 //! (`EFER.NXE`) and supervisor write protection (`CR0.WP`) on the boot CPU;
-//! [`smp::start_cpu`] brings every other CPU to the same state (its own
+//! `Smp::start_cpu` ([`smp`]) brings every other CPU to the same state (its own
 //! GDT, TSS and IST stacks, the shared IDT, the boot CPU's control
 //! registers).
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
-#[cfg(target_os = "none")]
+// Every module but `pgtable` touches the hardware and starts with
+// `#![cfg(target_os = "none")]`: it is built for the bare-metal target only.
 pub mod console;
-#[cfg(target_os = "none")]
 pub mod context;
-#[cfg(target_os = "none")]
 pub mod cpu;
-#[cfg(target_os = "none")]
 pub mod fw_cfg;
-#[cfg(target_os = "none")]
 pub mod gdt;
-#[cfg(target_os = "none")]
 pub mod ioapic;
-#[cfg(target_os = "none")]
 pub mod irq;
-#[cfg(target_os = "none")]
 pub mod mmu;
-#[cfg(target_os = "none")]
 pub mod pci;
 pub mod pgtable;
-#[cfg(target_os = "none")]
 pub mod probe;
-#[cfg(target_os = "none")]
 pub mod smp;
-#[cfg(target_os = "none")]
 pub mod time;
-#[cfg(target_os = "none")]
 pub mod trap;
 
 #[cfg(target_os = "none")]
@@ -72,6 +65,11 @@ use x86_64::registers::model_specific::{Efer, EferFlags};
 /// The architecture's name as the kernel prints it.
 pub const NAME: &str = "x86_64";
 
+/// The arch type of this crate: `arch_common`'s traits, implemented for
+/// x86_64 on QEMU's `pc` machine.
+#[derive(Debug, Clone, Copy)]
+pub struct X86_64;
+
 /// Where the bootloader mapped physical address 0.
 #[cfg(target_os = "none")]
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
@@ -83,11 +81,13 @@ pub fn phys_offset() -> u64 {
 }
 
 /// Sets up the boot CPU for the kernel: GDT/TSS, IDT, NX and write
-/// protection. Boot CPU, once, before anything can fault. (The other CPUs
-/// get the same from their start-up path, [`smp`].)
+/// protection, and records the root table it runs on as the kernel root.
+/// Boot CPU, once, before anything can fault. (The other CPUs get the same
+/// from their start-up path, [`smp`].)
 #[cfg(target_os = "none")]
 pub fn init(phys_offset: u64) {
     PHYS_OFFSET.store(phys_offset, Ordering::Relaxed);
+    mmu::record_kernel_root();
     gdt::init_this_cpu(0);
     trap::init();
     // SAFETY: NXE only makes the NX bit of page-table entries meaningful
@@ -100,38 +100,36 @@ pub fn init(phys_offset: u64) {
     }
 }
 
-/// How the guest tells QEMU it is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    Success,
-    Failure,
-}
-
 /// I/O port of QEMU's `isa-debug-exit` device (`-device
 /// isa-debug-exit,iobase=0xf4,iosize=0x04`). Writing `v` makes QEMU exit with
 /// status `(v << 1) | 1`: 0x10 gives 33 (success), 0x11 gives 35 (failure).
 #[cfg(target_os = "none")]
 const DEBUG_EXIT_PORT: u16 = 0xf4;
 
-/// Leaves QEMU with `status`. Without the debug-exit device the write does
-/// nothing, and the CPU parks itself.
 #[cfg(target_os = "none")]
-pub fn exit(status: ExitStatus) -> ! {
-    let value: u32 = match status {
-        ExitStatus::Success => 0x10,
-        ExitStatus::Failure => 0x11,
-    };
-    // SAFETY: port 0xf4 is the debug-exit device in our QEMU profile; on a
-    // machine without it an unclaimed port write is ignored.
-    unsafe { x86_64::instructions::port::Port::new(DEBUG_EXIT_PORT).write(value) };
-    halt_forever()
-}
+use arch_common::ExitStatus;
 
-/// Disables interrupts and halts forever.
 #[cfg(target_os = "none")]
-pub fn halt_forever() -> ! {
-    x86_64::instructions::interrupts::disable();
-    loop {
-        x86_64::instructions::hlt();
+impl arch_common::Arch for X86_64 {
+    const NAME: &'static str = NAME;
+
+    /// Writes the status to the debug-exit device. Without it the write
+    /// does nothing, and the CPU parks itself.
+    fn exit(status: ExitStatus) -> ! {
+        let value: u32 = match status {
+            ExitStatus::Success => 0x10,
+            ExitStatus::Failure => 0x11,
+        };
+        // SAFETY: port 0xf4 is the debug-exit device in our QEMU profile; on
+        // a machine without it an unclaimed port write is ignored.
+        unsafe { x86_64::instructions::port::Port::new(DEBUG_EXIT_PORT).write(value) };
+        Self::halt_forever()
+    }
+
+    fn halt_forever() -> ! {
+        x86_64::instructions::interrupts::disable();
+        loop {
+            x86_64::instructions::hlt();
+        }
     }
 }

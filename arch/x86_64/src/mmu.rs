@@ -9,12 +9,24 @@
 //! Everything here acts on the running CPU only; making other CPUs drop a
 //! translation (a shootdown, by IPI) is the kernel's job.
 //!
-//! [`map_device`] maps device registers the bootloader's map of physical
+//! The kernel root is the PML4 the bootloader left in CR3, recorded by
+//! [`crate::init`]; every address space copies its upper half (PML4
+//! entries 256..512, `Mmu::KERNEL_SHARED`), and loading no address space
+//! means loading it again.
+//!
+//! `Mmu::map_device` maps device registers the bootloader's map of physical
 //! memory does not reach (OVMF places 64-bit PCI BARs far above RAM), at
 //! the address that map would give them, by writing the kernel root's
 //! entries directly: `mm`'s format has no way to say "uncached device
 //! memory", and these mappings are made once at boot and never changed.
+#![cfg(target_os = "none")]
 
+use crate::pgtable::X86Format;
+use crate::X86_64;
+use arch_common::irq::Irq;
+use arch_common::mmu::{Mmu, TableAlloc};
+use core::ops::Range;
+use core::sync::atomic::{AtomicU64, Ordering};
 use mm::pgtable::TlbHooks;
 use mm::{PhysAddr, VirtAddr};
 use x86_64::instructions::tlb;
@@ -24,9 +36,18 @@ use x86_64::structures::paging::PhysFrame;
 /// Ranges longer than this many pages are flushed whole (CR4.PGE toggle).
 const MAX_INVLPG_PAGES: u64 = 64;
 
+/// The PML4 the kernel booted on (0 before [`record_kernel_root`]).
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
+
 /// The root of the running address space.
 pub fn current_root() -> PhysAddr {
     PhysAddr::new(Cr3::read().0.start_address().as_u64())
+}
+
+/// Records the running root as the kernel root. Boot CPU, once, from
+/// [`crate::init`], before any address space is loaded.
+pub(crate) fn record_kernel_root() {
+    KERNEL_ROOT.store(current_root().as_u64(), Ordering::Relaxed);
 }
 
 /// Makes `root` the running address space and returns the previous root.
@@ -43,13 +64,6 @@ pub unsafe fn switch_root(root: PhysAddr) -> PhysAddr {
     // translations of the old space.
     unsafe { Cr3::write(frame, Cr3Flags::empty()) };
     previous
-}
-
-/// Orders page-table writes before later accesses that may walk them.
-/// x86 walks see stores in program order: only the compiler must not move
-/// them.
-pub fn table_write_barrier() {
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
 /// Drops every translation of this CPU, global ones included: toggling
@@ -94,13 +108,6 @@ impl TlbHooks for Tlb {
     }
 }
 
-/// Makes code just written at `va` (any mapping of it) visible to
-/// instruction fetch. x86 keeps instruction caches coherent with stores;
-/// the jump to the code serialises enough on one CPU.
-pub fn code_written(_va: VirtAddr, _len: u64) {
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-}
-
 /// Why device registers could not be mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapDeviceError {
@@ -131,68 +138,91 @@ const ENTRY_HUGE: u64 = 1 << 7;
 const ENTRY_GLOBAL: u64 = 1 << 8;
 const ENTRY_NX: u64 = 1 << 63;
 const ENTRY_ADDR: u64 = 0x000f_ffff_ffff_f000;
-/// Serialises [`map_device`] (two callers must not both add a table).
+/// Serialises `Mmu::map_device` (two callers must not both add a table).
 static MAP_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
 /// The entry at `index` of the table at physical `table`.
-fn table_entry(table: u64, index: u64) -> &'static core::sync::atomic::AtomicU64 {
+fn table_entry(table: u64, index: u64) -> &'static AtomicU64 {
     let va = crate::phys_offset() + table + index * 8;
     // SAFETY: `table` is a page-table frame of the kernel root's tree (the
     // root, or a table an entry of it names), which the bootloader's map of
     // physical memory covers; entries are u64-aligned and only accessed
     // atomically here and by the hardware walker.
-    unsafe { &*(va as *const core::sync::atomic::AtomicU64) }
+    unsafe { &*(va as *const AtomicU64) }
 }
 
-/// Maps `size` bytes of device registers at physical `pa` where the
-/// bootloader's map of physical memory would have them, `phys_offset +
-/// pa`, in the kernel root `root`: 4 KiB pages, writable, no-execute,
-/// global, uncached (PCD and PWT: PAT entry 3, UC, at the power-on PAT).
-/// Pages already mapped there to the same physical address (by the
-/// bootloader's map, which covers the firmware's memory map, or by an
-/// earlier call) are left alone; tables missing on the way are made with
-/// `alloc_table` (a zeroed frame).
-///
-/// Boot only, before any address space copies the kernel half (PML4
-/// entries 256..512 are copied when a space is made; an entry added later
-/// would be missing from it). Making entries present needs no TLB flush.
-pub fn map_device(
-    root: PhysAddr,
-    pa: u64,
-    size: u64,
-    alloc_table: &mut dyn FnMut() -> Option<PhysAddr>,
-) -> Result<(), MapDeviceError> {
-    let start = pa & !0xfff;
-    let end =
-        pa.checked_add(size).and_then(|e| e.checked_add(0xfff)).ok_or(MapDeviceError::BadRange)? & !0xfff;
-    let offset = crate::phys_offset();
-    if end > 1 << 46 || offset.checked_add(end).is_none() {
-        return Err(MapDeviceError::BadRange);
+impl Mmu for X86_64 {
+    type Format = X86Format;
+    type Tlb = Tlb;
+    type MapDeviceError = MapDeviceError;
+    /// PML4 entries 256..512: the upper half, the kernel's, the same in
+    /// every address space.
+    const KERNEL_SHARED: Range<usize> = 256..512;
+    const TLB: Tlb = Tlb;
+    /// `INVLPG` and CR3 loads act on this CPU alone.
+    const TLB_BROADCAST: bool = false;
+
+    fn kernel_root() -> PhysAddr {
+        PhysAddr::new(KERNEL_ROOT.load(Ordering::Relaxed))
     }
-    let was = crate::irq::save_and_disable();
-    let guard = MAP_LOCK.lock();
-    let result =
-        (start..end).step_by(4096).try_for_each(|page| map_device_page(root.as_u64(), page, alloc_table));
-    drop(guard);
-    crate::irq::restore(was);
-    result
+
+    /// Loads `root`, or the kernel root, into CR3.
+    unsafe fn load_user_root(root: Option<PhysAddr>) {
+        // SAFETY: the caller's contract: `root` maps the kernel half as the
+        // kernel root does, and the kernel root is the table in use.
+        unsafe { switch_root(root.unwrap_or_else(Self::kernel_root)) };
+    }
+
+    /// x86 walks see stores in program order: only the compiler must not
+    /// move them.
+    fn table_write_barrier() {
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+
+    /// x86 keeps instruction caches coherent with stores; the jump to the
+    /// code serialises enough on one CPU.
+    fn code_written(_va: VirtAddr, _len: u64) {
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Maps the registers where the bootloader's map of physical memory
+    /// would have them, `phys_offset + pa`: 4 KiB pages, writable,
+    /// no-execute, global, uncached (PCD and PWT: PAT entry 3, UC, at the
+    /// power-on PAT). Pages already mapped there to the same physical
+    /// address (by the bootloader's map, which covers the firmware's memory
+    /// map, or by an earlier call) are left alone.
+    ///
+    /// Boot only, before any address space copies the kernel half (PML4
+    /// entries 256..512 are copied when a space is made; an entry added
+    /// later would be missing from it). Making entries present needs no TLB
+    /// flush.
+    fn map_device(root: PhysAddr, pa: u64, size: u64, alloc_table: TableAlloc) -> Result<(), MapDeviceError> {
+        let start = pa & !0xfff;
+        let end =
+            pa.checked_add(size).and_then(|e| e.checked_add(0xfff)).ok_or(MapDeviceError::BadRange)? & !0xfff;
+        let offset = crate::phys_offset();
+        if end > 1 << 46 || offset.checked_add(end).is_none() {
+            return Err(MapDeviceError::BadRange);
+        }
+        Self::with_irqs_disabled(|| {
+            let _guard = MAP_LOCK.lock();
+            (start..end).step_by(4096).try_for_each(|page| map_device_page(root.as_u64(), page, alloc_table))
+        })
+    }
 }
 
-fn map_device_page(
-    root: u64,
-    pa: u64,
-    alloc_table: &mut dyn FnMut() -> Option<PhysAddr>,
-) -> Result<(), MapDeviceError> {
+/// Maps the one page at `pa` (see `Mmu::map_device`).
+fn map_device_page(root: u64, pa: u64, alloc_table: TableAlloc) -> Result<(), MapDeviceError> {
     let va = crate::phys_offset() + pa;
     let mut table = root;
     // PML4, PDPT, PD: follow or make the next table; a huge leaf on the
     // way must already map `pa`.
     for shift in [39u32, 30, 21] {
         let entry = table_entry(table, (va >> shift) & 0x1ff);
-        let value = entry.load(core::sync::atomic::Ordering::Acquire);
+        let value = entry.load(Ordering::Acquire);
         if value & ENTRY_PRESENT == 0 {
             let frame = alloc_table().ok_or(MapDeviceError::NoMemory)?.as_u64();
-            entry.store(frame | ENTRY_PRESENT | ENTRY_WRITABLE, core::sync::atomic::Ordering::Release);
+            entry.store(frame | ENTRY_PRESENT | ENTRY_WRITABLE, Ordering::Release);
             table = frame;
             continue;
         }
@@ -207,12 +237,12 @@ fn map_device_page(
         table = value & ENTRY_ADDR;
     }
     let entry = table_entry(table, (va >> 12) & 0x1ff);
-    let value = entry.load(core::sync::atomic::Ordering::Acquire);
+    let value = entry.load(Ordering::Acquire);
     if value & ENTRY_PRESENT != 0 {
         return if value & ENTRY_ADDR == pa { Ok(()) } else { Err(MapDeviceError::Occupied { va }) };
     }
     let leaf = pa | ENTRY_PRESENT | ENTRY_WRITABLE | ENTRY_PWT | ENTRY_PCD | ENTRY_GLOBAL | ENTRY_NX;
-    entry.store(leaf, core::sync::atomic::Ordering::Release);
-    table_write_barrier();
+    entry.store(leaf, Ordering::Release);
+    X86_64::table_write_barrier();
     Ok(())
 }

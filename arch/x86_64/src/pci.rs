@@ -7,21 +7,24 @@
 //!
 //! - [`PortCam`] implements `virtio-drivers`' `ConfigurationAccess`, so the
 //!   kernel's generic PCI code (`kernel::pci`) and the virtio PCI transport
-//!   read and write configuration space through it.
+//!   read and write configuration space through it (`Pci::Cam`).
 //! - An access is two port operations (select, then transfer); [`PORT_LOCK`]
 //!   makes the pair atomic against other CPUs, and interrupts are off while
 //!   it is held, so an interrupt handler on the same CPU cannot slip its own
 //!   select in between (and a holder is never preempted).
 //! - The firmware (SeaBIOS or OVMF) has already assigned every BAR and
 //!   routed every INTx pin to a legacy IRQ, which it wrote in the
-//!   interrupt-line register: [`Host::mem32`] is `None` (nothing to assign)
-//!   and [`intx_irq`] reads that register and turns the legacy IRQ into an
-//!   IO-APIC input ([`crate::ioapic`]).
+//!   interrupt-line register: `Host::mem32` is `None` (nothing to assign)
+//!   and `Pci::intx_irq` reads that register and turns the legacy IRQ into
+//!   an IO-APIC input ([`crate::ioapic`]).
 //! - Only bus 0 is scanned: QEMU's `pc` puts every device there unless the
 //!   user adds PCI bridges.
+#![cfg(target_os = "none")]
 
 use crate::irq::DeviceIrq;
-use core::ops::RangeInclusive;
+use crate::X86_64;
+use arch_common::irq::Irq;
+use arch_common::pci::{Host, Pci};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 use x86_64::instructions::port::Port;
 
@@ -60,12 +63,10 @@ impl PortCam {
 
     /// Runs `f` on the two ports with [`PORT_LOCK`] held and interrupts off.
     fn with_ports<R>(f: impl FnOnce(&mut Port<u32>, &mut Port<u32>) -> R) -> R {
-        let was = crate::irq::save_and_disable();
-        let guard = PORT_LOCK.lock();
-        let r = f(&mut Port::new(CONFIG_ADDRESS), &mut Port::new(CONFIG_DATA));
-        drop(guard);
-        crate::irq::restore(was);
-        r
+        X86_64::with_irqs_disabled(|| {
+            let _guard = PORT_LOCK.lock();
+            f(&mut Port::new(CONFIG_ADDRESS), &mut Port::new(CONFIG_DATA))
+        })
     }
 }
 
@@ -98,42 +99,29 @@ impl ConfigurationAccess for PortCam {
     }
 }
 
-/// An MMIO window in which BARs may be placed, at the same address for the
-/// CPU and on the PCI bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemWindow {
-    pub base: u64,
-    pub size: u64,
-}
+impl Pci for X86_64 {
+    type Cam = Cam;
 
-/// The PCI host bridge: how to reach configuration space, which buses to
-/// scan, and where to place BARs (None: the firmware placed them).
-pub struct Host {
-    pub cam: Cam,
-    pub buses: RangeInclusive<u8>,
-    pub mem32: Option<MemWindow>,
-}
-
-/// The host bridge, if configuration mechanism #1 answers (function 00:00.0,
-/// the i440FX itself, has a vendor id).
-pub fn host() -> Option<Host> {
-    let cam = PortCam { _private: () };
-    let host_bridge = DeviceFunction { bus: 0, device: 0, function: 0 };
-    if cam.read_word(host_bridge, 0) as u16 == 0xffff {
-        return None;
+    /// There if configuration mechanism #1 answers (function 00:00.0, the
+    /// i440FX itself, has a vendor id).
+    fn pci_host() -> Option<Host<Cam>> {
+        let cam = PortCam { _private: () };
+        let host_bridge = DeviceFunction { bus: 0, device: 0, function: 0 };
+        if cam.read_word(host_bridge, 0) as u16 == 0xffff {
+            return None;
+        }
+        Some(Host { cam, buses: 0..=0, mem32: None })
     }
-    Some(Host { cam, buses: 0..=0, mem32: None })
-}
 
-/// The interrupt controller input of function `df`'s INTx pin: the legacy
-/// IRQ the firmware wrote in its interrupt-line register, through the
-/// IO-APIC. None when the function uses no pin, the firmware left the line
-/// unrouted, or no IO-APIC is known.
-pub fn intx_irq(cam: &impl ConfigurationAccess, df: DeviceFunction) -> Option<DeviceIrq> {
-    let reg = cam.read_word(df, INTERRUPT_REGISTER);
-    let (line, pin) = (reg as u8, (reg >> 8) as u8);
-    if pin == 0 || line == LINE_UNKNOWN || line >= 16 {
-        return None;
+    /// The legacy IRQ the firmware wrote in the function's interrupt-line
+    /// register, through the IO-APIC. None when the function uses no pin,
+    /// the firmware left the line unrouted, or no IO-APIC is known.
+    fn intx_irq(cam: &Cam, df: DeviceFunction) -> Option<DeviceIrq> {
+        let reg = cam.read_word(df, INTERRUPT_REGISTER);
+        let (line, pin) = (reg as u8, (reg >> 8) as u8);
+        if pin == 0 || line == LINE_UNKNOWN || line >= 16 {
+            return None;
+        }
+        crate::ioapic::pci_legacy_irq(line)
     }
-    crate::ioapic::pci_legacy_irq(line)
 }

@@ -24,7 +24,7 @@
 //! kernel's memory map leaves out the whole first MiB (boot/x86_64): nothing
 //! else in the kernel ever owns them.
 //!
-//! ## Protocol (one CPU at a time, [`start_cpu`])
+//! ## Protocol (one CPU at a time, `Smp::start_cpu`)
 //!
 //! 1. The boot CPU records the new CPU's APIC id, sets `HANDSHAKE` to
 //!    `WAITING` and sends INIT (the CPU now waits for a SIPI, running
@@ -59,13 +59,18 @@
 //!    kernel's entry, and never again reads the trampoline area.
 //!
 //! The new CPU's kernel index is recorded with its APIC id (for
-//! [`irq::send_ipi_to`]) before the INIT, and forgotten on failure. A
+//! `Irq::send_ipi_to`) before the INIT, and forgotten on failure. A
 //! kernel index is used for one start attempt only: its per-CPU GDT and TSS
 //! may have been loaded (and the TSS marked busy) by a CPU that was then
 //! parked.
+#![cfg(target_os = "none")]
 
 use crate::cpu::MAX_CPUS;
-use crate::{gdt, irq, trap};
+use crate::{gdt, irq, trap, X86_64};
+use arch_common::context::TaskEntry;
+use arch_common::smp::{CpuStart, Smp};
+use arch_common::time::Time;
+use arch_common::Arch;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use mm::PhysAddr;
 use x86_64::registers::control::{Cr0, Cr4};
@@ -101,13 +106,13 @@ const PTE_WRITABLE: u64 = 1 << 1;
 
 /// Physical address of the trampoline area; 0 until [`set_trampoline_area`].
 static TRAMPOLINE_AREA: AtomicU64 = AtomicU64::new(0);
-/// Serialises [`start_cpu`]: the trampoline area and [`HANDSHAKE`] serve
+/// Serialises `Smp::start_cpu`: the trampoline area and [`HANDSHAKE`] serve
 /// one starting CPU at a time.
 static START_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 /// Kernel indexes a start was attempted with (each is used once).
 static INDEX_USED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
-/// The handshake between [`start_cpu`] and the CPU it starts: `WAITING`
+/// The handshake between `Smp::start_cpu` and the CPU it starts: `WAITING`
 /// (set by the boot CPU before INIT), then either the new CPU's index (the
 /// new CPU, in [`ap_main`], done with the trampoline area) or `CANCELLED`
 /// (the boot CPU, on time-out). Both sides move it only from `WAITING`,
@@ -141,7 +146,7 @@ pub enum SmpError {
     NoResponse { apic_id: u32 },
 }
 
-/// The trampoline's data block, filled by [`start_cpu`] in the copy; the
+/// The trampoline's data block, filled by `Smp::start_cpu` in the copy; the
 /// assembly reads it at `page base + data offset + field offset`.
 #[repr(C)]
 struct TrampolineData {
@@ -311,8 +316,8 @@ pub unsafe fn set_trampoline_area(pa: PhysAddr) -> Result<(), SmpError> {
 
 /// Busy-waits `ns` nanoseconds.
 fn delay_ns(ns: u64) {
-    let start = crate::time::now_ns();
-    while crate::time::now_ns() - start < ns {
+    let start = X86_64::now_ns();
+    while X86_64::now_ns() - start < ns {
         core::hint::spin_loop();
     }
 }
@@ -360,116 +365,116 @@ unsafe fn prepare_trampoline(area: u64, data: TrampolineData) {
     core::sync::atomic::fence(Ordering::SeqCst);
 }
 
-/// Starts the CPU whose local APIC id is `arch_id` as kernel CPU `cpu`: it
-/// comes up in 64-bit mode on the kernel's page tables (the current CR3),
-/// on the stack ending at `stack_top`, with interrupts disabled, its own
-/// GDT, TSS and IST stacks, the shared IDT, NX and write protection on, its
-/// local APIC enabled and its index set (`cpu::index() == cpu`), and calls
-/// `entry(cpu)`. Returns once the CPU has done all that but the call: the
-/// next CPU may be started. Whether it then comes online is for the
-/// kernel to see.
-///
-/// Boot CPU, after [`crate::init`], `irq::init_boot_cpu` and
-/// [`set_trampoline_area`]; calls are serialised.
-///
-/// # Safety
-/// 1. `arch_id` must not name a CPU that runs anything (INIT resets it);
-///    the boot CPU and CPUs started here are refused.
-/// 2. `stack_top` must end a writable stack big enough for `entry` (the
-///    kernel gives 32 KiB), mapped in the kernel half of every address
-///    space, owned by the new CPU from now on (if `Ok` is returned).
-/// 3. `entry` must be fit to run on the new CPU with interrupts disabled.
-///
-/// # Panics
-/// When called before the boot CPU's own set-up (IDT, local APIC): a
-/// kernel bug.
-pub unsafe fn start_cpu(
-    arch_id: u64,
-    cpu: usize,
-    stack_top: u64,
-    entry: extern "C" fn(usize) -> !,
-) -> Result<(), SmpError> {
-    assert!(trap::initialised() && irq::initialised(), "smp::start_cpu: the boot CPU is not set up");
-    let _guard = START_LOCK.lock();
-    let area = TRAMPOLINE_AREA.load(Ordering::Acquire);
-    if area == 0 {
-        return Err(SmpError::NoTrampoline);
-    }
-    let Ok(apic_id) = u32::try_from(arch_id) else { return Err(SmpError::BadApicId(arch_id)) };
-    if apic_id >= 0xff || irq::cpu_of_apic_id(apic_id).is_some() {
-        return Err(SmpError::BadApicId(arch_id));
-    }
-    if !stack_top.is_multiple_of(16) || stack_top < KERNEL_HALF_START {
-        return Err(SmpError::BadStack(stack_top));
-    }
-    if cpu == 0 || cpu >= MAX_CPUS || INDEX_USED[cpu].swap(true, Ordering::Relaxed) {
-        return Err(SmpError::BadCpuIndex(cpu));
-    }
+impl Smp for X86_64 {
+    type SmpError = SmpError;
 
-    let gdt = area + trampoline_offset(core::ptr::addr_of!(arch_x86_ap_trampoline_gdt));
-    let code32 = area + trampoline_offset(core::ptr::addr_of!(arch_x86_ap_trampoline_code32));
-    let code64 = area + trampoline_offset(core::ptr::addr_of!(arch_x86_ap_trampoline_code64));
-    // SAFETY: reading IA32_EFER has no side effect.
-    let boot_efer = unsafe { Msr::new(IA32_EFER).read() };
-    let data = TrampolineData {
-        gdtr: (TRAMPOLINE_GDT_SIZE - 1) | gdt << 16,
-        far32: code32 | TRAMPOLINE_CODE32 << 32,
-        far64: code64 | TRAMPOLINE_CODE64 << 32,
-        pml4: area + PAGE_SIZE,
-        // The boot CPU's control registers, so that both run the same way
-        // (write protection, caches on: after INIT, CR0 has CD and NW set).
-        cr0: (Cr0::read_raw() | CR0_PE | CR0_PG) & !(CR0_CD | CR0_NW),
-        efer: (boot_efer | EFER_LME | EFER_NXE) & !EFER_LMA,
-        kernel_root: crate::mmu::current_root().as_u64(),
-        stack_top,
-        cpu: cpu as u64,
-        entry: entry as usize as u64,
-        cr4: Cr4::read_raw(),
-        long_mode: arch_x86_ap_long_mode as *const () as u64,
-    };
-    // Recorded before the CPU can run, so that once it is online any CPU
-    // can send it IPIs.
-    irq::set_cpu_apic_id(cpu, Some(apic_id));
-    HANDSHAKE.store(WAITING, Ordering::Release);
-    // INIT first: whatever the firmware left the CPU doing, it now waits for
-    // a SIPI and runs nothing, in the area or elsewhere.
-    let init_sent = crate::time::now_ns();
-    irq::send_init(apic_id);
-    // SAFETY: the area is the trampoline area (set by the boot path under
-    // its contract), and no CPU runs in it: every earlier start either
-    // claimed the handshake (done with the area) or was parked by INIT,
-    // and this one is waiting for its SIPI.
-    unsafe { prepare_trampoline(area, data) };
-    let page = (area / PAGE_SIZE) as u8; // below 1 MiB: fits
-    delay_ns(INIT_DELAY_NS.saturating_sub(crate::time::now_ns() - init_sent));
-    irq::send_startup(apic_id, page);
-    delay_ns(SIPI_DELAY_NS);
-    irq::send_startup(apic_id, page);
+    /// Starts the CPU whose local APIC id is `arch_id` as kernel CPU `cpu`: it
+    /// comes up in 64-bit mode on the kernel's page tables (the current CR3),
+    /// on the stack ending at `stack_top`, with interrupts disabled, its own
+    /// GDT, TSS and IST stacks, the shared IDT, NX and write protection on, its
+    /// local APIC enabled and its index set (`cpu_index() == cpu`), and calls
+    /// `entry(cpu)`. `start_cpu` returns once the CPU has done all that but the
+    /// call: the next CPU may be started. Whether it then comes online is for
+    /// the kernel to see.
+    ///
+    /// Boot CPU, after [`crate::init`], `irq::init_boot_cpu` and
+    /// [`set_trampoline_area`]; calls are serialised.
+    ///
+    /// # Safety
+    /// 1. `arch_id` must not name a CPU that runs anything (INIT resets it);
+    ///    the boot CPU and CPUs started here are refused.
+    /// 2. `stack_top` must end a writable stack big enough for `entry` (the
+    ///    kernel gives 32 KiB), mapped in the kernel half of every address
+    ///    space, owned by the new CPU from now on (if `Ok` is returned).
+    /// 3. `entry` must be fit to run on the new CPU with interrupts disabled.
+    ///
+    /// # Panics
+    /// When called before the boot CPU's own set-up (IDT, local APIC): a
+    /// kernel bug.
+    unsafe fn start_cpu(start: CpuStart) -> Result<(), SmpError> {
+        let CpuStart { arch_id, cpu, stack_top, entry } = start;
+        assert!(trap::initialised() && irq::initialised(), "smp::start_cpu: the boot CPU is not set up");
+        let _guard = START_LOCK.lock();
+        let area = TRAMPOLINE_AREA.load(Ordering::Acquire);
+        if area == 0 {
+            return Err(SmpError::NoTrampoline);
+        }
+        let Ok(apic_id) = u32::try_from(arch_id) else { return Err(SmpError::BadApicId(arch_id)) };
+        if apic_id >= 0xff || irq::cpu_of_apic_id(apic_id).is_some() {
+            return Err(SmpError::BadApicId(arch_id));
+        }
+        if !stack_top.is_multiple_of(16) || stack_top < KERNEL_HALF_START {
+            return Err(SmpError::BadStack(stack_top));
+        }
+        if cpu == 0 || cpu >= MAX_CPUS || INDEX_USED[cpu].swap(true, Ordering::Relaxed) {
+            return Err(SmpError::BadCpuIndex(cpu));
+        }
 
-    let start = crate::time::now_ns();
-    while crate::time::now_ns() - start < START_TIMEOUT_NS {
-        if HANDSHAKE.load(Ordering::Acquire) == cpu {
-            return Ok(());
+        let gdt = area + trampoline_offset(core::ptr::addr_of!(arch_x86_ap_trampoline_gdt));
+        let code32 = area + trampoline_offset(core::ptr::addr_of!(arch_x86_ap_trampoline_code32));
+        let code64 = area + trampoline_offset(core::ptr::addr_of!(arch_x86_ap_trampoline_code64));
+        // SAFETY: reading IA32_EFER has no side effect.
+        let boot_efer = unsafe { Msr::new(IA32_EFER).read() };
+        let data = TrampolineData {
+            gdtr: (TRAMPOLINE_GDT_SIZE - 1) | gdt << 16,
+            far32: code32 | TRAMPOLINE_CODE32 << 32,
+            far64: code64 | TRAMPOLINE_CODE64 << 32,
+            pml4: area + PAGE_SIZE,
+            // The boot CPU's control registers, so that both run the same way
+            // (write protection, caches on: after INIT, CR0 has CD and NW set).
+            cr0: (Cr0::read_raw() | CR0_PE | CR0_PG) & !(CR0_CD | CR0_NW),
+            efer: (boot_efer | EFER_LME | EFER_NXE) & !EFER_LMA,
+            kernel_root: crate::mmu::current_root().as_u64(),
+            stack_top,
+            cpu: cpu as u64,
+            entry: entry as usize as u64,
+            cr4: Cr4::read_raw(),
+            long_mode: arch_x86_ap_long_mode as *const () as u64,
+        };
+        // Recorded before the CPU can run, so that once it is online any CPU
+        // can send it IPIs.
+        irq::set_cpu_apic_id(cpu, Some(apic_id));
+        HANDSHAKE.store(WAITING, Ordering::Release);
+        // INIT first: whatever the firmware left the CPU doing, it now waits for
+        // a SIPI and runs nothing, in the area or elsewhere.
+        let init_sent = X86_64::now_ns();
+        irq::send_init(apic_id);
+        // SAFETY: the area is the trampoline area (set by the boot path under
+        // its contract), and no CPU runs in it: every earlier start either
+        // claimed the handshake (done with the area) or was parked by INIT,
+        // and this one is waiting for its SIPI.
+        unsafe { prepare_trampoline(area, data) };
+        let page = (area / PAGE_SIZE) as u8; // below 1 MiB: fits
+        delay_ns(INIT_DELAY_NS.saturating_sub(X86_64::now_ns() - init_sent));
+        irq::send_startup(apic_id, page);
+        delay_ns(SIPI_DELAY_NS);
+        irq::send_startup(apic_id, page);
+
+        let start = X86_64::now_ns();
+        while X86_64::now_ns() - start < START_TIMEOUT_NS {
+            if HANDSHAKE.load(Ordering::Acquire) == cpu {
+                return Ok(());
+            }
+            core::hint::spin_loop();
         }
-        core::hint::spin_loop();
-    }
-    match HANDSHAKE.compare_exchange(WAITING, CANCELLED, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
-            // Park the CPU wherever it got to, and give the INIT time to
-            // land before anyone rewrites the area.
-            irq::send_init(apic_id);
-            delay_ns(INIT_DELAY_NS);
-            irq::set_cpu_apic_id(cpu, None);
-            Err(SmpError::NoResponse { apic_id })
+        match HANDSHAKE.compare_exchange(WAITING, CANCELLED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                // Park the CPU wherever it got to, and give the INIT time to
+                // land before anyone rewrites the area.
+                irq::send_init(apic_id);
+                delay_ns(INIT_DELAY_NS);
+                irq::set_cpu_apic_id(cpu, None);
+                Err(SmpError::NoResponse { apic_id })
+            }
+            // The CPU claimed the handshake just in time.
+            Err(_) => Ok(()),
         }
-        // The CPU claimed the handshake just in time.
-        Err(_) => Ok(()),
     }
 }
 
 /// A started CPU's first Rust code, called by `arch_x86_ap_long_mode` on
 /// the kernel root and the CPU's own stack, interrupts disabled.
-extern "C" fn ap_main(cpu: usize, entry: extern "C" fn(usize) -> !, cr4: u64) -> ! {
+extern "C" fn ap_main(cpu: usize, entry: TaskEntry, cr4: u64) -> ! {
     // SAFETY: the boot CPU's CR4 (the same kind of CPU, in the same mode:
     // long mode, CR3 with no PCID bits), so every bit set there is valid
     // here; it changes no mapping.
@@ -480,7 +485,7 @@ extern "C" fn ap_main(cpu: usize, entry: extern "C" fn(usize) -> !, cr4: u64) ->
     irq::init_this_cpu();
     if HANDSHAKE.compare_exchange(WAITING, cpu, Ordering::AcqRel, Ordering::Acquire).is_err() {
         // The boot CPU gave up on us (and is sending INIT).
-        crate::halt_forever();
+        X86_64::halt_forever();
     }
     entry(cpu)
 }

@@ -4,7 +4,10 @@
 //! QEMU's TCG reliably fills in (CPUID leaves 0x15/0x16), so [`init`]
 //! measures it: PIT channel 2 counts down 11932 ticks of its 1.193182 MHz
 //! clock (10 ms) while we read the TSC before and after.
+#![cfg(target_os = "none")]
 
+use crate::X86_64;
+use arch_common::time::Time;
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
 
@@ -43,13 +46,13 @@ pub fn init() {
     TSC_HZ.store((cycles * PIT_HZ / CALIBRATION_TICKS).max(1), Ordering::Relaxed);
 }
 
-/// Nanoseconds since an arbitrary point (boot).
-pub fn now_ns() -> u64 {
-    let hz = TSC_HZ.load(Ordering::Relaxed).max(1);
-    (rdtsc() as u128 * 1_000_000_000 / hz as u128) as u64
-}
+impl Time for X86_64 {
+    fn now_ns() -> u64 {
+        let hz = TSC_HZ.load(Ordering::Relaxed).max(1);
+        (rdtsc() as u128 * 1_000_000_000 / hz as u128) as u64
+    }
 
-/// The clock's name and rate, printed once at boot.
-pub fn describe() -> (&'static str, u64) {
-    ("TSC (calibrated against the PIT)", TSC_HZ.load(Ordering::Relaxed))
+    fn describe_clock() -> (&'static str, u64) {
+        ("TSC (calibrated against the PIT)", TSC_HZ.load(Ordering::Relaxed))
+    }
 }

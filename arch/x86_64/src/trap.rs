@@ -12,9 +12,11 @@
 //! set to report a fault), is restored and `iretq` resumes.
 //!
 //! Double fault, NMI and machine check run on their own IST stacks (see
-//! [`crate::gdt`]). A kernel exception is either expected (a
-//! [`crate::probe`] instruction) or a kernel bug, reported with CR2, the
-//! error code and RIP before a panic.
+//! [`crate::gdt`]). A kernel exception is expected (a
+//! [`crate::probe`] instruction), a fault the kernel's handler resolves
+//! (`arch_common::trap`), or a kernel bug, reported with CR2, the error
+//! code and RIP before a panic.
+#![cfg(target_os = "none")]
 
 use crate::gdt;
 use crate::probe;
@@ -238,26 +240,6 @@ pub fn decode_page_fault(error_code: u64, cr2: u64) -> MemFault {
     MemFault { addr: mm::VirtAddr::new(cr2), access, cause, level: None, syndrome: error_code }
 }
 
-/// The kernel's memory-fault handler: called for a fault no probe claimed,
-/// with interrupts disabled; returns true when the fault was resolved and
-/// the access should be retried. (It may also end the running task and
-/// never return.)
-pub type FaultHook = fn(&MemFault) -> bool;
-
-/// The kernel's fault handler, installed once by [`set_fault_hook`].
-static FAULT_HOOK: spin::Once<FaultHook> = spin::Once::new();
-
-/// Installs the kernel's memory-fault handler (once; later calls are
-/// ignored).
-pub fn set_fault_hook(hook: FaultHook) {
-    FAULT_HOOK.call_once(|| hook);
-}
-
-/// Offers `fault` to the kernel's handler; true when resolved.
-fn offer_to_kernel(fault: &MemFault) -> bool {
-    FAULT_HOOK.get().is_some_and(|hook| hook(fault))
-}
-
 /// Called by the assembly for every exception, with the saved frame.
 ///
 /// # Panics
@@ -278,7 +260,7 @@ extern "C" fn x86_trap(frame: &mut TrapFrame) {
         14 => {
             let cr2 = Cr2::read_raw();
             let fault = decode_page_fault(frame.error_code, cr2);
-            if probe::fix_up_fault(frame, &fault) || offer_to_kernel(&fault) {
+            if probe::fix_up_fault(frame, &fault) || arch_common::trap::offer_to_kernel(&fault) {
                 return;
             }
             panic!(

@@ -12,6 +12,8 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 use arch_aarch64 as arch;
+use arch_aarch64::Aarch64;
+use arch_common::{Arch, ExitStatus};
 use kernel::bootinfo::{BootInfo, CpuList, FirmwareTables};
 use kernel::println;
 use mm::memmap::{MemoryMap, PhysRange};
@@ -185,7 +187,7 @@ fn find_cpus(fdt: &fdt::Fdt<'_>) -> CpuList {
 
 fn fail(msg: core::fmt::Arguments<'_>) -> ! {
     println!("boot: {msg}");
-    arch::exit(arch::ExitStatus::Failure)
+    Aarch64::exit(ExitStatus::Failure)
 }
 
 #[no_mangle]

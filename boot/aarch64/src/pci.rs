@@ -20,8 +20,10 @@
 //! (the kernel then finds no disks); nothing here stops the boot.
 
 use crate::arch;
-use arch::irq::{DeviceIrq, Trigger};
-use arch::pci::{EcamHost, IntxEntry, IntxMap, MemWindow, MAX_INTX_ENTRIES};
+use arch::irq::DeviceIrq;
+use arch::pci::{EcamHost, IntxEntry, IntxMap, MAX_INTX_ENTRIES};
+use arch_common::irq::Trigger;
+use arch_common::pci::MemWindow;
 use kernel::println;
 
 /// The big-endian 32-bit cells of a property.

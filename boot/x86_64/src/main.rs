@@ -19,8 +19,10 @@
 
 use acpi::madt::{Madt, MadtEntry};
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
+use arch_common::{Arch, ExitStatus};
 use arch_x86_64 as arch;
 use arch_x86_64::fw_cfg::{self, FwCfgError};
+use arch_x86_64::X86_64;
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::info::MemoryRegionKind;
 use core::ptr::NonNull;
@@ -28,9 +30,6 @@ use kernel::bootinfo::{BootInfo, CpuList, FirmwareTables};
 use kernel::println;
 use mm::memmap::{MemoryMap, PhysRange};
 use mm::PhysAddr;
-
-// The arch code keeps per-CPU state for every CPU the kernel may list.
-const _: () = assert!(arch::cpu::MAX_CPUS >= kernel::bootinfo::MAX_CPUS);
 
 /// Where the kernel's half of every address space starts: PML4 entry 256.
 /// Everything the bootloader maps for us (the kernel, its stack, the boot
@@ -254,7 +253,7 @@ fn boot_x86_64_main(info: &'static mut bootloader_api::BootInfo) -> ! {
     arch::console::init();
     let Some(phys_offset) = info.physical_memory_offset.into_option() else {
         println!("boot: the bootloader did not map physical memory");
-        arch::exit(arch::ExitStatus::Failure);
+        X86_64::exit(ExitStatus::Failure);
     };
     arch::init(phys_offset);
     arch::cpu::set_index(0);

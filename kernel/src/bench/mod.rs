@@ -2,7 +2,7 @@
 //!
 //! Each prints `BENCH name=<name> value=<number> unit=<unit>` lines (the
 //! runner collects them); the workloads are those of `BENCHMARKS.md` that
-//! exist so far. Timing uses the arch clock ([`crate::arch::time`]), named
+//! exist so far. Timing uses the arch clock (`Arch::now_ns`), named
 //! once at the start. A benchmark that finds wrong data fails the run.
 //!
 //! ## The address-space workloads
@@ -22,7 +22,7 @@
 //! - drops its spaces and fails unless the allocator's free frame count is
 //!   back where it was before ([`Ledger`]).
 
-use crate::arch;
+use crate::arch::prelude::*;
 use crate::cmdline::selected;
 use crate::memory;
 use crate::memory::paging::KernelTables;
@@ -80,12 +80,12 @@ fn report(name: &str, value: f64, unit: &str) {
 /// Allocate-and-free pairs per second at `order`, over `pairs` rounds.
 fn pairs_per_second(order: u8, pairs: u64) -> Result<f64, String> {
     let before = memory::nr_free_frames();
-    let start = arch::time::now_ns();
+    let start = Arch::now_ns();
     for _ in 0..pairs {
         let pa = memory::alloc_frames(order).map_err(|e| format!("order {order}: {e:?}"))?;
         memory::free_frames(pa, order);
     }
-    let elapsed = arch::time::now_ns().saturating_sub(start).max(1);
+    let elapsed = Arch::now_ns().saturating_sub(start).max(1);
     if memory::nr_free_frames() != before {
         return Err(format!("order {order}: free frames went from {before} to {}", memory::nr_free_frames()));
     }
@@ -128,9 +128,9 @@ impl Span {
 
 /// Runs `f` and says when it started and ended.
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Span) {
-    let start = arch::time::now_ns();
+    let start = Arch::now_ns();
     let value = f();
-    (value, Span { start, end: arch::time::now_ns() })
+    (value, Span { start, end: Arch::now_ns() })
 }
 
 /// Events per second over `ns`.
@@ -420,7 +420,7 @@ fn memset_gibps() -> Result<(), String> {
 
 /// Runs the selected benchmarks; false when one failed or none matched.
 pub fn run(filter: &str) -> bool {
-    let (clock, hz) = arch::time::describe();
+    let (clock, hz) = Arch::describe_clock();
     println!("bench: clock {clock} at {} kHz", hz / 1000);
     let mut ran = 0;
     let chosen: Vec<&Bench> = if filter == "swap-profile" {
@@ -602,7 +602,7 @@ pub fn bench_shootdown() -> Result<f64, String> {
     let result = (|| {
         let _in = sched::enter_address_space(space.table.root());
         sched::sleep_ms(20);
-        let start = crate::arch::time::now_ns();
+        let start = Arch::now_ns();
         for i in 0..ROUNDS {
             let f = if i % 2 == 0 { &b } else { &a };
             space
@@ -610,7 +610,7 @@ pub fn bench_shootdown() -> Result<f64, String> {
                 .remap(&KernelTables, &Shootdown, VirtAddr::new(va), leaf(f.pa, PageSize::Size4K, RW_USER))
                 .map_err(|e| format!("{e}"))?;
         }
-        let elapsed = crate::arch::time::now_ns() - start;
+        let elapsed = Arch::now_ns() - start;
         Ok(ROUNDS as f64 * 1e9 / elapsed.max(1) as f64)
     })();
     stop.store(true, Ordering::Release);

@@ -43,7 +43,7 @@
 //!
 //! ## Completion: interrupt, or polling
 //!
-//! When the disk's INTx line could be attached ([`arch::irq`]: the IO-APIC
+//! When the disk's INTx line could be attached (`Arch::attach_device_irq`: the IO-APIC
 //! on x86_64, a GIC SPI on AArch64), a waiter parks ([`sched::park`]) and
 //! the interrupt handler acknowledges the device (reading the ISR status
 //! lowers INTx), reaps and unparks. Without a line the waiter polls the used
@@ -56,6 +56,7 @@
 //! kernel's one order: `docs/src/locking.md`.
 
 use crate::arch;
+use crate::arch::prelude::*;
 use crate::drivers::dma::KernelHal;
 use crate::drivers::pci::{self, Pci};
 use crate::memory;
@@ -345,7 +346,7 @@ pub struct BlockDevice {
     capacity_pages: u64,
     read_only: bool,
     max_request_pages: usize,
-    irq: Option<arch::irq::DeviceIrq>,
+    irq: Option<arch::DeviceIrq>,
     /// Completions are announced by interrupt (else waiters poll).
     interrupts: AtomicBool,
     queue: IrqSpinLock<Queue>,
@@ -397,7 +398,7 @@ impl BlockDevice {
 
     fn transfer(&self, op: Op, first_page: u64, frame: PhysAddr, nr_pages: usize) -> Result<(), IoError> {
         debug_assert!(
-            arch::irq::enabled(),
+            Arch::irq_enabled(),
             "blk: I/O with interrupts off (a spin lock held?) would never sleep"
         );
         let disk = self.name;
@@ -705,7 +706,7 @@ pub fn init() {
     }
     for (i, d) in disks.iter().enumerate() {
         let completion = match d.irq {
-            Some(irq) => match arch::irq::attach_device_irq(irq, on_interrupt, i) {
+            Some(irq) => match Arch::attach_device_irq(irq, on_interrupt, i) {
                 Ok(()) => {
                     d.interrupts.store(true, Ordering::Release);
                     alloc::format!("{irq}")

@@ -29,6 +29,7 @@
 //! No lock here: the frame allocator has its own.
 
 use crate::arch;
+use crate::arch::prelude::*;
 use crate::memory;
 use core::ptr::NonNull;
 use mm::{PhysAddr, VirtAddr, PAGE_SIZE};
@@ -46,13 +47,13 @@ fn order_of(pages: usize) -> u8 {
 /// `phys_to_virt(pa)`, uncached (see the module doc). Boot only: on
 /// x86_64 new kernel mappings must exist before any address space copies
 /// the kernel half.
-pub fn map_mmio(pa: u64, size: u64) -> Result<(), arch::mmu::MapDeviceError> {
+pub fn map_mmio(pa: u64, size: u64) -> Result<(), arch::MapDeviceError> {
     let mut alloc_table = || {
         let frame = memory::alloc_frames(0).ok()?;
         memory::zero_frames(frame, 0);
         Some(frame)
     };
-    arch::mmu::map_device(memory::kernel_root(), pa, size, &mut alloc_table)
+    Arch::map_device(memory::kernel_root(), pa, size, &mut alloc_table)
 }
 
 // SAFETY: `dma_alloc` returns zeroed, page-aligned, exclusively owned frames

@@ -3,7 +3,7 @@
 //!
 //! ## Protocol
 //!
-//! - The arch gives the host bridge ([`arch::pci::host`]): how to reach
+//! - The arch gives the host bridge (`Arch::pci_host`): how to reach
 //!   configuration space (a `virtio-drivers` `ConfigurationAccess`: ports
 //!   0xCF8/0xCFC on x86_64, ECAM on AArch64), the buses to scan, and a
 //!   32-bit MMIO window when nobody has placed BARs (AArch64 `virt` has no
@@ -16,11 +16,12 @@
 //!   turns on memory decoding and bus mastering (the device's DMA).
 //! - Only used at boot, from one task: a [`Pci`] is owned by its user, so
 //!   no lock; configuration accesses of the arch are atomic on their own.
-//! - INTx routing is the arch's ([`arch::pci::intx_irq`]): the firmware's
+//! - INTx routing is the arch's (`Arch::intx_irq`): the firmware's
 //!   interrupt-line register through the IO-APIC on x86_64, the device
 //!   tree's `interrupt-map` on AArch64.
 
 use crate::arch;
+use crate::arch::prelude::*;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -41,7 +42,7 @@ pub enum SetupError {
     /// The firmware left a memory BAR unassigned.
     Unassigned { bar: u8 },
     /// A memory BAR lies where the kernel cannot map device memory.
-    Unmappable { bar: u8, address: u64, size: u64, why: arch::mmu::MapDeviceError },
+    Unmappable { bar: u8, address: u64, size: u64, why: arch::MapDeviceError },
 }
 
 impl fmt::Display for SetupError {
@@ -66,10 +67,10 @@ pub fn location(df: DeviceFunction) -> String {
 
 /// The host bridge, opened for enumeration and set-up.
 pub struct Pci {
-    root: PciRoot<arch::pci::Cam>,
+    root: PciRoot<arch::Cam>,
     /// A second handle on configuration space, used only to read
     /// read-only registers (the interrupt pin, the firmware's line).
-    reader: arch::pci::Cam,
+    reader: arch::Cam,
     buses: core::ops::RangeInclusive<u8>,
     /// Where the next BAR may go, and the window's end (AArch64).
     window: Option<(u64, u64)>,
@@ -78,7 +79,7 @@ pub struct Pci {
 impl Pci {
     /// Opens the arch's host bridge, if there is one.
     pub fn open() -> Option<Pci> {
-        let host = arch::pci::host()?;
+        let host = Arch::pci_host()?;
         // SAFETY: `reader` only reads the interrupt-pin and interrupt-line
         // registers, which no write of ours changes (the contract of
         // `unsafe_clone`: the clone reads read-only fields only).
@@ -93,14 +94,14 @@ impl Pci {
     }
 
     /// The configuration-space handle, for a driver's transport.
-    pub fn root_mut(&mut self) -> &mut PciRoot<arch::pci::Cam> {
+    pub fn root_mut(&mut self) -> &mut PciRoot<arch::Cam> {
         &mut self.root
     }
 
     /// The interrupt line of `df`'s INTx pin, if it has one and the arch
     /// can route it.
-    pub fn intx_irq(&self, df: DeviceFunction) -> Option<arch::irq::DeviceIrq> {
-        arch::pci::intx_irq(&self.reader, df)
+    pub fn intx_irq(&self, df: DeviceFunction) -> Option<arch::DeviceIrq> {
+        Arch::intx_irq(&self.reader, df)
     }
 
     /// Places `df`'s memory BARs if the host bridge leaves that to us,

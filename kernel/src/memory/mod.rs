@@ -23,6 +23,7 @@
 
 pub mod paging;
 
+use crate::arch::prelude::*;
 use crate::bootinfo::BootInfo;
 use crate::println;
 use core::fmt;
@@ -64,9 +65,6 @@ static HEAP: KernelHeap = KernelHeap(LockedHeap::empty());
 static MEMMAP: spin::Once<Memmap> = spin::Once::new();
 /// The buddy allocator over [`MEMMAP`].
 static FRAMES: spin::Once<FrameAllocator> = spin::Once::new();
-/// The root page table the kernel booted with (x86_64: the template of the
-/// kernel half every address space shares).
-static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
 /// The usable memory as the boot path described it (for tests and, later,
 /// the buddy allocator).
 static BOOT_MEMORY: spin::Once<MemoryMap> = spin::Once::new();
@@ -120,8 +118,6 @@ pub fn virt_to_phys(va: VirtAddr) -> Option<PhysAddr> {
 /// Sets up the heap, the memmap and the frame allocator. Boot CPU, once.
 pub fn init(info: &BootInfo) -> Result<(), InitError> {
     DIRECT_MAP_OFFSET.store(info.direct_map_offset, Ordering::Relaxed);
-    #[cfg(target_arch = "x86_64")]
-    KERNEL_ROOT.store(crate::arch::mmu::current_root().as_u64(), Ordering::Relaxed);
     let map = BOOT_MEMORY.call_once(|| info.memory.clone());
     let mut early = EarlyFrameAllocator::new(map.clone());
     let heap = early
@@ -230,9 +226,11 @@ pub fn nr_free_frames() -> u64 {
     FRAMES.get().map_or(0, |f| f.nr_free_pages())
 }
 
-/// The root table the kernel booted with.
+/// The root table the kernel runs on (`Arch::kernel_root`; x86_64: the one
+/// it booted with, the template of the kernel half every address space
+/// shares; AArch64: TTBR1's).
 pub fn kernel_root() -> PhysAddr {
-    PhysAddr::new(KERNEL_ROOT.load(Ordering::Relaxed))
+    Arch::kernel_root()
 }
 
 /// Bytes of heap in use.

@@ -8,16 +8,16 @@
 //!   as `AtomicU64` through the direct map; every write is followed by the
 //!   arch's table-write barrier (AArch64 `DSB ISHST; ISB`), so a walk that
 //!   follows sees it.
-//! - [`TestSpace`] is a fresh lower-half address space: on x86_64 its root
-//!   shares the kernel's upper half (PML4 entries 256..512, copied from the
-//!   boot root); on AArch64 the kernel lives in TTBR1 and the root goes in
-//!   TTBR0 alone. [`TestSpace::activate`] makes it the running task's
-//!   address space (through the scheduler, so preemption keeps it) until
-//!   the returned guard drops.
-//! - Changes flush through the arch's [`arch::mmu::Tlb`]: every test here
+//! - [`TestSpace`] is a fresh lower-half address space: its root shares
+//!   the kernel root's `Arch::KERNEL_SHARED` entries (x86_64: PML4 entries
+//!   256..512, the upper half; AArch64: none, the kernel lives in TTBR1 and
+//!   the root goes in TTBR0 alone). [`TestSpace::activate`] makes it the
+//!   running task's address space (through the scheduler, so preemption
+//!   keeps it) until the returned guard drops.
+//! - Changes flush through the arch's `Arch::TLB`: every test here
 //!   reads through the MMU after the change, so a missing flush fails it.
 
-use crate::arch;
+use crate::arch::prelude::*;
 use crate::memory;
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::frame::AllocKind;
@@ -25,19 +25,7 @@ use mm::pgtable::TableMemory;
 use mm::PhysAddr;
 
 /// This arch's page-table format.
-#[cfg(target_arch = "x86_64")]
-pub type Format = arch::pgtable::X86Format;
-/// This arch's page-table format.
-#[cfg(target_arch = "aarch64")]
-pub type Format = arch::pgtable::Aarch64Format;
-
-/// Top-level entries an address space shares with the kernel.
-#[cfg(target_arch = "x86_64")]
-pub const KERNEL_SHARED: core::ops::Range<usize> = 256..512;
-/// Top-level entries an address space shares with the kernel (none: the
-/// kernel half has its own root in TTBR1).
-#[cfg(target_arch = "aarch64")]
-pub const KERNEL_SHARED: core::ops::Range<usize> = 0..0;
+pub use crate::arch::Format;
 
 /// Table memory of the running kernel.
 pub struct KernelTables;
@@ -59,7 +47,7 @@ impl TableMemory for KernelTables {
     }
     fn write_entry(&self, pa: PhysAddr, value: u64) {
         entry_at(pa).store(value, Ordering::Release);
-        arch::mmu::table_write_barrier();
+        Arch::table_write_barrier();
     }
     fn alloc_table(&self) -> Option<PhysAddr> {
         new_table(AllocKind::Normal)

@@ -39,10 +39,11 @@
 //!
 //! All CPUs share the one run queue, so a task runs wherever a CPU is free
 //! (migration is the default); `spawn_on` pins it. A CPU's index comes from
-//! its per-CPU register ([`arch::cpu`]); the boot CPU keeps time.
+//! its per-CPU register (`Arch::cpu_index`); the boot CPU keeps time.
 
 use crate::arch;
 use crate::arch::context::Context;
+use crate::arch::prelude::*;
 use crate::memory;
 use crate::sync::RawSpinLock;
 use alloc::boxed::Box;
@@ -55,6 +56,8 @@ use mm::PhysAddr;
 
 /// The most CPUs the kernel manages.
 pub const MAX_CPUS: usize = crate::bootinfo::MAX_CPUS;
+// The arch keeps per-CPU state for every CPU the kernel may run.
+const _: () = assert!(Arch::MAX_CPUS >= MAX_CPUS, "the arch keeps state for fewer CPUs than the kernel runs");
 /// Timer interrupts per second (the time slice is one tick).
 pub const TICK_HZ: u32 = 100;
 /// Ready and sleeping tasks the run queue holds without allocating.
@@ -185,7 +188,7 @@ static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_C
 
 /// This CPU's index (0 = boot CPU).
 pub fn cpu_index() -> usize {
-    arch::cpu::index()
+    Arch::cpu_index()
 }
 
 /// True when CPU `cpu` runs tasks.
@@ -214,7 +217,7 @@ fn kick_idle_cpu(affinity: Option<usize>) {
         None => online_cpus().find(|&c| c != me && IDLE[c].load(Ordering::Relaxed)),
     };
     if let Some(cpu) = target {
-        arch::irq::send_ipi_to(cpu);
+        Arch::send_ipi_to(cpu);
     }
 }
 
@@ -283,13 +286,13 @@ fn alloc_stack() -> Result<(PhysAddr, u64), SpawnError> {
 /// tick or an IPI asks for it.
 fn idle_forever() -> ! {
     loop {
-        arch::irq::disable();
+        Arch::irq_disable();
         if NEED_RESCHED[cpu_index()].swap(false, Ordering::Relaxed) {
             schedule();
         }
         // Sleeps until an interrupt, then takes it with interrupts on; the
         // tick marks a reschedule, handled at the top of the loop.
-        arch::irq::wait_for_interrupt();
+        Arch::wait_for_interrupt();
     }
 }
 
@@ -305,8 +308,8 @@ pub fn init() -> Result<(), SpawnError> {
     let (stack, top) = alloc_stack()?;
     // SAFETY: the 32 KiB stack was just allocated for the idle task and is
     // freed only when the task is dropped, which never happens.
-    let idle = new_task("idle", Some(0), Some(stack), unsafe { Context::new(top, idle_entry, 0) });
-    arch::irq::disable();
+    let idle = new_task("idle", Some(0), Some(stack), unsafe { Arch::new_context(top, idle_entry, 0) });
+    Arch::irq_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     unsafe {
@@ -324,8 +327,8 @@ pub fn init() -> Result<(), SpawnError> {
     arch::irq::set_hooks(arch::irq::Hooks { timer: on_tick, ipi: on_ipi, after_irq: preempt });
     ONLINE[0].store(true, Ordering::Release);
     STARTED.store(true, Ordering::Release);
-    arch::irq::start_timer(TICK_HZ);
-    arch::irq::enable();
+    Arch::start_timer(TICK_HZ);
+    Arch::irq_enable();
     Ok(())
 }
 
@@ -337,7 +340,7 @@ pub fn run_secondary(cpu: usize) -> ! {
     assert!(cpu > 0 && cpu < MAX_CPUS, "run_secondary: bad CPU index {cpu}");
     debug_assert_eq!(cpu_index(), cpu);
     let idle = new_task("idle", Some(cpu), None, Context::default());
-    arch::irq::disable();
+    Arch::irq_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     unsafe {
@@ -349,7 +352,7 @@ pub fn run_secondary(cpu: usize) -> ! {
     RQ_LOCK.unlock();
     IDLE[cpu].store(true, Ordering::Relaxed);
     ONLINE[cpu].store(true, Ordering::Release);
-    arch::irq::start_timer(TICK_HZ);
+    Arch::start_timer(TICK_HZ);
     idle_forever()
 }
 
@@ -458,7 +461,7 @@ pub fn nr_shootdowns() -> u64 {
 
 /// A bit mask of the CPUs whose loaded root is `root`.
 pub fn cpus_with_root(root: PhysAddr) -> u32 {
-    let was = arch::irq::save_and_disable();
+    let was = Arch::irq_save_and_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     let mask = unsafe {
@@ -469,7 +472,7 @@ pub fn cpus_with_root(root: PhysAddr) -> u32 {
             .fold(0u32, |m, (i, _)| m | 1 << i)
     };
     RQ_LOCK.unlock();
-    arch::irq::restore(was);
+    Arch::irq_restore(was);
     mask
 }
 
@@ -483,7 +486,7 @@ fn preempt() {
 /// Gives the CPU to the next ready task (or idle); returns when this task
 /// runs again. Interrupts must be disabled.
 fn schedule() {
-    debug_assert!(!arch::irq::enabled(), "schedule with interrupts on");
+    debug_assert!(!Arch::irq_enabled(), "schedule with interrupts on");
     RQ_LOCK.lock();
     schedule_locked();
 }
@@ -528,7 +531,7 @@ fn schedule_locked() {
         rq.current[cpu] = Some(next);
         rq.last[cpu] = Some(prev);
         NR_CPU_SWITCHES[cpu].fetch_add(1, Ordering::Relaxed);
-        arch::context::switch(from, to);
+        Arch::switch_context(from, to);
     }
     finish_switch();
 }
@@ -545,22 +548,11 @@ fn finish_switch() {
 
 /// Loads an address space on this CPU (None: the kernel alone).
 fn load_root(root: Option<PhysAddr>) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: every root the scheduler loads was made by `PageTable::new_sharing`
-    // from the kernel root (or is the kernel root), so the kernel half is
-    // mapped identically.
-    unsafe {
-        arch::mmu::switch_root(root.unwrap_or_else(memory::kernel_root));
-    }
-    #[cfg(target_arch = "aarch64")]
-    match root {
-        // SAFETY: the root is a live level-0 table owned by the address
-        // space the task entered; it outlives the task's stay in it.
-        Some(r) => unsafe {
-            arch::mmu::switch_lower_half(r);
-        },
-        None => arch::mmu::disable_lower_half(),
-    }
+    // SAFETY: every root the scheduler loads was made by
+    // `PageTable::new_sharing` from the kernel root (so it shares the
+    // kernel's `Arch::KERNEL_SHARED` entries), and is owned by the address
+    // space the task entered, which outlives the task's stay in it.
+    unsafe { Arch::load_user_root(root) };
 }
 
 /// Makes the running task run in the address space rooted at `root` from
@@ -583,7 +575,7 @@ impl Drop for AddressSpaceGuard {
 }
 
 fn set_current_root(root: Option<PhysAddr>) {
-    let was = arch::irq::save_and_disable();
+    let was = Arch::irq_save_and_disable();
     RQ_LOCK.lock();
     let cpu = cpu_index();
     // SAFETY: RQ_LOCK is held.
@@ -598,20 +590,20 @@ fn set_current_root(root: Option<PhysAddr>) {
         }
     }
     RQ_LOCK.unlock();
-    arch::irq::restore(was);
+    Arch::irq_restore(was);
 }
 
 /// Gives up the CPU to other ready tasks.
 pub fn yield_now() {
-    let was = arch::irq::save_and_disable();
+    let was = Arch::irq_save_and_disable();
     schedule();
-    arch::irq::restore(was);
+    Arch::irq_restore(was);
 }
 
 /// Sleeps for at least `ms` milliseconds.
 pub fn sleep_ms(ms: u64) {
     let nr_ticks = (ms * TICK_HZ as u64).div_ceil(1000).max(1);
-    let was = arch::irq::save_and_disable();
+    let was = Arch::irq_save_and_disable();
     RQ_LOCK.lock();
     let cpu = cpu_index();
     // SAFETY: RQ_LOCK is held.
@@ -622,7 +614,7 @@ pub fn sleep_ms(ms: u64) {
         cur.inner().state = TaskState::Sleeping(ticks() + nr_ticks + 1);
     }
     schedule_locked();
-    arch::irq::restore(was);
+    Arch::irq_restore(was);
 }
 
 /// The running task.
@@ -630,12 +622,12 @@ pub fn sleep_ms(ms: u64) {
 /// # Panics
 /// Before [`init`] (no task runs yet: a kernel bug).
 pub fn current_task() -> Arc<Task> {
-    let was = arch::irq::save_and_disable();
+    let was = Arch::irq_save_and_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     let cur = unsafe { rq().current[cpu_index()].clone() };
     RQ_LOCK.unlock();
-    arch::irq::restore(was);
+    Arch::irq_restore(was);
     cur.expect("current_task: the scheduler has not started")
 }
 
@@ -644,7 +636,7 @@ pub fn current_task() -> Arc<Task> {
 /// caller holds no spin lock. May return spuriously: callers loop on their
 /// condition.
 pub fn park() {
-    let was = arch::irq::save_and_disable();
+    let was = Arch::irq_save_and_disable();
     RQ_LOCK.lock();
     let cpu = cpu_index();
     // SAFETY: RQ_LOCK is held.
@@ -664,14 +656,14 @@ pub fn park() {
     } else {
         RQ_LOCK.unlock();
     }
-    arch::irq::restore(was);
+    Arch::irq_restore(was);
 }
 
 /// Makes a task parked in [`park`] ready again; if it is not parked, its
 /// next `park` returns at once. Callable from interrupt handlers (it takes
 /// RQ_LOCK with interrupts disabled).
 pub fn unpark(task: &Arc<Task>) {
-    let was = arch::irq::save_and_disable();
+    let was = Arch::irq_save_and_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     unsafe {
@@ -691,14 +683,14 @@ pub fn unpark(task: &Arc<Task>) {
         }
     }
     RQ_LOCK.unlock();
-    arch::irq::restore(was);
+    Arch::irq_restore(was);
 }
 
 /// The entry of every spawned task: finish the switch that started it,
 /// run its closure with interrupts on, then die.
 extern "C" fn task_entry(arg: usize) -> ! {
     finish_switch();
-    arch::irq::enable();
+    Arch::irq_enable();
     // SAFETY: `arg` is the address of this task's `Task`, which the run
     // queue's `current` slot keeps alive while the task runs.
     let task = unsafe { &*(arg as *const Task) };
@@ -715,12 +707,12 @@ extern "C" fn task_entry(arg: usize) -> ! {
 
 /// The root of the running task's address space, if it runs in one.
 pub fn current_root() -> Option<PhysAddr> {
-    let was = arch::irq::save_and_disable();
+    let was = Arch::irq_save_and_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     let root = unsafe { rq().current[cpu_index()].as_ref().and_then(|t| t.inner().root) };
     RQ_LOCK.unlock();
-    arch::irq::restore(was);
+    Arch::irq_restore(was);
     root
 }
 
@@ -729,7 +721,7 @@ pub fn current_root() -> Option<PhysAddr> {
 /// joiner, and never returns. Called from the fault handler, on the task's
 /// own stack, holding no lock.
 pub fn kill_current(why: alloc::string::String) -> ! {
-    arch::irq::disable();
+    Arch::irq_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     let task = unsafe { rq().current[cpu_index()].clone().expect("kill_current: no current task") };
@@ -742,7 +734,7 @@ pub fn kill_current(why: alloc::string::String) -> ! {
 
 /// Ends the running task: wake its joiner, never run again.
 fn exit() -> ! {
-    arch::irq::disable();
+    Arch::irq_disable();
     RQ_LOCK.lock();
     let cpu = cpu_index();
     // SAFETY: RQ_LOCK is held.
@@ -796,7 +788,7 @@ impl<T> JoinHandle<T> {
     /// ended it.
     pub fn join_or_killed(self) -> Result<T, alloc::string::String> {
         loop {
-            let was = arch::irq::save_and_disable();
+            let was = Arch::irq_save_and_disable();
             RQ_LOCK.lock();
             let cpu = cpu_index();
             // SAFETY: RQ_LOCK is held.
@@ -812,11 +804,11 @@ impl<T> JoinHandle<T> {
             };
             if dead {
                 RQ_LOCK.unlock();
-                arch::irq::restore(was);
+                Arch::irq_restore(was);
                 break;
             }
             schedule_locked();
-            arch::irq::restore(was);
+            Arch::irq_restore(was);
         }
         if let Some(why) = self.task.killed.lock().take() {
             return Err(why);
@@ -847,8 +839,8 @@ fn spawn_inner<T: Send + 'static>(
     // SAFETY: the stack was just allocated for this task and is freed when
     // the task is dropped, after it has died and been switched away from;
     // the argument is the task's own address, alive while it runs.
-    let context = unsafe { Context::new(top, task_entry, Arc::as_ptr(&task) as usize) };
-    let was = arch::irq::save_and_disable();
+    let context = unsafe { Arch::new_context(top, task_entry, Arc::as_ptr(&task) as usize) };
+    let was = Arch::irq_save_and_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held; the task is not running anywhere yet.
     unsafe {
@@ -857,7 +849,7 @@ fn spawn_inner<T: Send + 'static>(
     }
     kick_idle_cpu(affinity);
     RQ_LOCK.unlock();
-    arch::irq::restore(was);
+    Arch::irq_restore(was);
     Ok(JoinHandle { task, result })
 }
 

@@ -7,7 +7,8 @@
 //! [`crate::task::sched::run_secondary`]. A CPU that does not come up within a
 //! second is reported and left out: the kernel runs on the others.
 
-use crate::arch;
+use crate::arch::prelude::*;
+use crate::arch::smp::CpuStart;
 use crate::bootinfo::CpuList;
 use crate::memory;
 use crate::println;
@@ -37,13 +38,14 @@ pub fn bring_up(cpus: &CpuList) -> usize {
         let top = memory::phys_to_virt(stack).as_u64() + (4096 << STACK_ORDER);
         // SAFETY: the stack was just allocated for this CPU and is never
         // freed (it becomes the CPU's idle stack).
-        if let Err(e) = unsafe { arch::smp::start_cpu(id, cpu, top, secondary_entry) } {
+        let start = CpuStart { arch_id: id, cpu, stack_top: top, entry: secondary_entry };
+        if let Err(e) = unsafe { Arch::start_cpu(start) } {
             println!("smp: CPU {cpu} (hardware id {id:#x}) did not start: {e:?}");
             memory::free_frames(stack, STACK_ORDER);
             continue;
         }
-        let start = arch::time::now_ns();
-        while !sched::cpu_online(cpu) && arch::time::now_ns() - start < START_TIMEOUT_NS {
+        let start = Arch::now_ns();
+        while !sched::cpu_online(cpu) && Arch::now_ns() - start < START_TIMEOUT_NS {
             core::hint::spin_loop();
         }
         if !sched::cpu_online(cpu) {

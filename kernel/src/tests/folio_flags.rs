@@ -71,6 +71,7 @@
 //! tasks: a stop flag (relaxed: it only ends the loops early) and the
 //! tasks' results.
 
+use crate::arch::prelude::*;
 use crate::memory;
 use crate::task::sched;
 use crate::tests::{Test, TestEnv};
@@ -202,7 +203,7 @@ fn walk(slot: u64, nr_walkers: u64, deadline_ns: u64, stop: &AtomicBool) -> Resu
     let mut nr_toggles = 0;
     let mut next_full_ns = 0;
     loop {
-        let now = crate::arch::time::now_ns();
+        let now = Arch::now_ns();
         if stop.load(Ordering::Relaxed) || now >= deadline_ns {
             break;
         }
@@ -241,7 +242,7 @@ fn walk(slot: u64, nr_walkers: u64, deadline_ns: u64, stop: &AtomicBool) -> Resu
 /// unmap, until `deadline_ns` or `stop`. Returns the rounds done.
 fn fault_and_unmap(space: &AddressSpace, deadline_ns: u64, stop: &AtomicBool) -> Result<u64, String> {
     let mut rounds = 0;
-    while !stop.load(Ordering::Relaxed) && crate::arch::time::now_ns() < deadline_ns {
+    while !stop.load(Ordering::Relaxed) && Arch::now_ns() < deadline_ns {
         let base = space.mmap(PAGES * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
         for p in 0..PAGES {
             uaccess::write_u8(base + p * 4096 + (p * 8) % 4096, p as u8 | 1);
@@ -264,7 +265,7 @@ fn no_lost_updates_while_mapping(env: &TestEnv<'_>) -> Result<(), String> {
     // Walkers on the other CPUs; on one CPU, one walker beside the faulter.
     let walker_cpus: Vec<usize> = if cpus.len() > 1 { cpus[1..].to_vec() } else { cpus.clone() };
     let nr_walkers = walker_cpus.len() as u64;
-    let start_ns = crate::arch::time::now_ns();
+    let start_ns = Arch::now_ns();
     let deadline_ns = start_ns + secs * 1_000_000_000;
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -299,7 +300,7 @@ fn no_lost_updates_while_mapping(env: &TestEnv<'_>) -> Result<(), String> {
     }
     let fault_result = faulter.join();
     let walk_results: Vec<Result<u64, String>> = walkers.into_iter().map(|w| w.join()).collect();
-    let elapsed_ms = (crate::arch::time::now_ns() - start_ns) / 1_000_000;
+    let elapsed_ms = (Arch::now_ns() - start_ns) / 1_000_000;
     // A lost update first: it is what the test is about.
     let mut nr_toggles = 0;
     for r in walk_results {

@@ -1,5 +1,6 @@
 //! In-guest tests moved from testing.rs.
 
+use crate::arch::prelude::*;
 use crate::cmdline::selected;
 use crate::tests::{Test, TestEnv};
 use alloc::format;
@@ -25,7 +26,7 @@ fn selfcheck_crash(env: &TestEnv<'_>) -> Result<(), String> {
     if env.args.get("harness_selfcheck") != Some("crash") {
         return Ok(());
     }
-    let addr = crate::arch::probe::unmapped_address().as_u64() + 0x42;
+    let addr = Arch::unmapped_address().as_u64() + 0x42;
     // SAFETY: deliberately not sound: nothing is mapped at `addr`. The
     // volatile load is emitted as written, the MMU faults, and the trap
     // handler, finding no fix-up for this instruction, panics, so this

@@ -1,6 +1,6 @@
 //! The shared kit of the in-guest tests.
 
-use crate::arch;
+use crate::arch::prelude::*;
 use crate::drivers::blk::{disks, BlockDevice};
 use crate::memory;
 use crate::memory::paging::*;
@@ -8,12 +8,6 @@ use alloc::format;
 use alloc::string::String;
 use mm::pgtable::{Leaf, PageSize, PageTable, Prot};
 use mm::{PhysAddr, VirtAddr};
-
-/// The kernel's own root on x86_64: the template of the shared upper half.
-#[cfg(target_arch = "x86_64")]
-fn kernel_template() -> PhysAddr {
-    memory::kernel_root()
-}
 
 /// A fresh address space for tests: an empty lower half.
 pub struct TestSpace {
@@ -29,11 +23,9 @@ pub struct Active<'a> {
 impl TestSpace {
     /// A new, empty address space.
     pub fn new() -> Result<TestSpace, String> {
-        #[cfg(target_arch = "x86_64")]
-        let table = PageTable::new_sharing(&KernelTables, kernel_template(), KERNEL_SHARED);
-        #[cfg(target_arch = "aarch64")]
-        let table = PageTable::new(&KernelTables);
-        Ok(TestSpace { table: table.map_err(|e| format!("new page table: {e}"))? })
+        let table = PageTable::new_sharing(&KernelTables, memory::kernel_root(), Arch::KERNEL_SHARED)
+            .map_err(|e| format!("new page table: {e}"))?;
+        Ok(TestSpace { table })
     }
 
     /// Makes this the running task's address space until the guard drops:
@@ -54,7 +46,7 @@ impl TestSpace {
 
     /// Gives back every table frame (not the frames leaves map).
     pub fn destroy(self) {
-        self.table.destroy(&KernelTables, KERNEL_SHARED);
+        self.table.destroy(&KernelTables, Arch::KERNEL_SHARED);
     }
 }
 
@@ -105,12 +97,12 @@ impl Drop for Frames {
 }
 
 pub(crate) fn probe_read(va: u64) -> Result<u8, String> {
-    arch::probe::read_u8(VirtAddr::new(va)).map_err(|f| format!("read at {va:#x} faulted: {f:?}"))
+    Arch::probe_read_u8(VirtAddr::new(va)).map_err(|f| format!("read at {va:#x} faulted: {f:?}"))
 }
 
 pub(crate) fn probe_write(va: u64, value: u8) -> Result<(), String> {
     // SAFETY: every test writes only to addresses it mapped to its own frames.
-    unsafe { arch::probe::write_u8(VirtAddr::new(va), value) }
+    unsafe { Arch::probe_write_u8(VirtAddr::new(va), value) }
         .map_err(|f| format!("write at {va:#x} faulted: {f:?}"))
 }
 

@@ -1,6 +1,7 @@
 //! In-guest tests moved from memory/paging.rs.
 
-use crate::arch;
+use crate::arch::prelude::*;
+use crate::arch::probe::RETURN_MAGIC;
 use crate::memory;
 use crate::memory::paging::*;
 use crate::tests::kit::*;
@@ -86,16 +87,16 @@ fn unmap_then_fault_at_the_address(_: &TestEnv<'_>) -> Result<(), String> {
             .table
             .unmap(&KernelTables, VirtAddr::new(va), PageSize::Size4K)
             .map_err(|e| format!("{e}"))?;
-        flush.flush(&arch::mmu::Tlb);
+        flush.flush(&Arch::TLB);
         expect_fault(
             "read after unmap",
-            arch::probe::read_u8(VirtAddr::new(va + 0x10)).map(u64::from),
+            Arch::probe_read_u8(VirtAddr::new(va + 0x10)).map(u64::from),
             va + 0x10,
             Access::Read,
             FaultCause::NotMapped,
         )?;
         // SAFETY: nothing is mapped there any more: the store can only fault.
-        let w = unsafe { arch::probe::write_u8(VirtAddr::new(va + 0xff8), 2) };
+        let w = unsafe { Arch::probe_write_u8(VirtAddr::new(va + 0xff8), 2) };
         expect_fault("write after unmap", w.map(|_| 0), va + 0xff8, Access::Write, FaultCause::NotMapped)
     })();
     space.destroy();
@@ -115,14 +116,14 @@ fn read_only_write_faults(_: &TestEnv<'_>) -> Result<(), String> {
             return Err("read-only page reads wrong data".into());
         }
         // SAFETY: the page is read-only, so the store can only fault.
-        let w = unsafe { arch::probe::write_u8(VirtAddr::new(va + 0x40), 0) };
+        let w = unsafe { Arch::probe_write_u8(VirtAddr::new(va + 0x40), 0) };
         expect_fault("write to read-only", w.map(|_| 0), va + 0x40, Access::Write, FaultCause::Protection)?;
         // Granting write turns the same store into a success.
         let flush = space
             .table
             .protect(&KernelTables, VirtAddr::new(va), VirtAddr::new(va + 0x1000), RW_USER)
             .map_err(|e| format!("{e}"))?;
-        flush.flush(&arch::mmu::Tlb);
+        flush.flush(&Arch::TLB);
         probe_write(va + 0x40, 0x78)
     })();
     space.destroy();
@@ -132,24 +133,14 @@ fn read_only_write_faults(_: &TestEnv<'_>) -> Result<(), String> {
     result
 }
 
-/// Machine code of a function that returns (status 0, value 0x12345678) in
-/// the probe's registers.
-#[cfg(target_arch = "x86_64")]
-const RETURN_MAGIC: &[u8] = &[0x31, 0xc0, 0xba, 0x78, 0x56, 0x34, 0x12, 0xc3];
-#[cfg(target_arch = "aarch64")]
-const RETURN_MAGIC: &[u8] = &[
-    0x01, 0xcf, 0x8a, 0xd2, // movz x1, #0x5678
-    0x81, 0x46, 0xa2, 0xf2, // movk x1, #0x1234, lsl #16
-    0x00, 0x00, 0x80, 0xd2, // movz x0, #0
-    0xc0, 0x03, 0x5f, 0xd6, // ret
-];
-
 fn no_execute_faults(_: &TestEnv<'_>) -> Result<(), String> {
+    // A function that returns RETURN_MAGIC in the probe's registers.
+    let code = Arch::RETURN_MAGIC_CODE;
     let frame = Frames::new(0)?;
-    for (i, b) in RETURN_MAGIC.iter().enumerate() {
+    for (i, b) in code.iter().enumerate() {
         frame.write(i as u64, *b);
     }
-    arch::mmu::code_written(memory::phys_to_virt(frame.pa), RETURN_MAGIC.len() as u64);
+    Arch::code_written(memory::phys_to_virt(frame.pa), code.len() as u64);
     let space = TestSpace::new()?;
     let (x_va, nx_va) = (TEST_VA + 0x10_0000, TEST_VA + 0x20_0000);
     // Kernel mappings: the kernel executes nothing that user mode may write.
@@ -160,16 +151,17 @@ fn no_execute_faults(_: &TestEnv<'_>) -> Result<(), String> {
     }
     let result = (|| {
         let _active = space.activate();
-        // SAFETY: the page holds RETURN_MAGIC, a function of the probe's contract.
-        let ran = unsafe { arch::probe::exec(VirtAddr::new(x_va)) };
-        if ran != Ok(0x1234_5678) {
+        // SAFETY: the page holds `Arch::RETURN_MAGIC_CODE`, a function of the
+        // probe's contract.
+        let ran = unsafe { Arch::probe_exec(VirtAddr::new(x_va)) };
+        if ran != Ok(RETURN_MAGIC) {
             return Err(format!("executable page: {ran:?}"));
         }
         // SAFETY: the page is mapped no-execute: the fetch can only fault.
-        let nx = unsafe { arch::probe::exec(VirtAddr::new(nx_va)) };
+        let nx = unsafe { Arch::probe_exec(VirtAddr::new(nx_va)) };
         expect_fault("fetch from no-execute page", nx, nx_va, Access::Execute, FaultCause::Protection)?;
         // SAFETY: nothing is mapped there: the fetch can only fault.
-        let unmapped = unsafe { arch::probe::exec(VirtAddr::new(nx_va + 0x1000)) };
+        let unmapped = unsafe { Arch::probe_exec(VirtAddr::new(nx_va + 0x1000)) };
         expect_fault(
             "fetch from unmapped page",
             unmapped,
@@ -201,7 +193,7 @@ fn remap_sees_the_new_frame(_: &TestEnv<'_>) -> Result<(), String> {
                     .table
                     .remap(
                         &KernelTables,
-                        &arch::mmu::Tlb,
+                        &Arch::TLB,
                         VirtAddr::new(va),
                         leaf(frames[i].pa, PageSize::Size4K, RW_USER),
                     )
@@ -257,7 +249,7 @@ fn swap_and_migration_entries_fault(_: &TestEnv<'_>) -> Result<(), String> {
             let probe = va + 0x18;
             expect_fault(
                 "read of a non-present entry",
-                arch::probe::read_u8(VirtAddr::new(probe)).map(u64::from),
+                Arch::probe_read_u8(VirtAddr::new(probe)).map(u64::from),
                 probe,
                 Access::Read,
                 FaultCause::NotMapped,
@@ -282,7 +274,7 @@ fn split_pmd_keeps_data(_: &TestEnv<'_>) -> Result<(), String> {
         probe_read(va + 7)?; // cache the 2 MiB translation
         space
             .table
-            .split_pmd(&KernelTables, &arch::mmu::Tlb, VirtAddr::new(va))
+            .split_pmd(&KernelTables, &Arch::TLB, VirtAddr::new(va))
             .map_err(|e| format!("split: {e}"))?;
         for page in 0..512u64 {
             let at = va + page * 4096;

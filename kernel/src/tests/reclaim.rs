@@ -1,5 +1,6 @@
 //! In-guest tests moved from vm/reclaim.rs.
 
+use crate::arch::prelude::*;
 use crate::memory;
 use crate::task::sched;
 use crate::vm::reclaim::*;
@@ -97,7 +98,7 @@ fn kswapd_wakes_at_low_and_sleeps_above(_: &TestEnv<'_>) -> Result<(), String> {
         }
         // kswapd's pass: up to 5 s for free memory back at `high` and
         // kswapd parked again.
-        let start = crate::arch::time::now_ns();
+        let start = Arch::now_ns();
         loop {
             let done = frames.nr_free_pages() >= wm.high
                 && !KSWAPD_BUSY.load(Ordering::SeqCst)
@@ -105,7 +106,7 @@ fn kswapd_wakes_at_low_and_sleeps_above(_: &TestEnv<'_>) -> Result<(), String> {
             if done {
                 break;
             }
-            if crate::arch::time::now_ns() - start > 5_000_000_000 {
+            if Arch::now_ns() - start > 5_000_000_000 {
                 return Err(format!(
                     "5 s after free memory fell below low ({}): {} pages free (high {}), {} kswapd \
                      wake-ups, {} pages reclaimed",

@@ -1,6 +1,6 @@
 //! In-guest tests moved from task/sched.rs.
 
-use crate::arch;
+use crate::arch::prelude::*;
 use crate::task::sched::*;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -11,8 +11,8 @@ use alloc::format;
 use alloc::string::String;
 
 fn timer_ticks_advance(_: &TestEnv<'_>) -> Result<(), String> {
-    let (t0, c0) = (ticks(), arch::time::now_ns());
-    while arch::time::now_ns() - c0 < 100_000_000 {
+    let (t0, c0) = (ticks(), Arch::now_ns());
+    while Arch::now_ns() - c0 < 100_000_000 {
         core::hint::spin_loop();
     }
     let n = ticks() - t0;
@@ -63,9 +63,9 @@ fn preemption_stops_a_busy_task(_: &TestEnv<'_>) -> Result<(), String> {
     let flag = Arc::new(AtomicBool::new(false));
     let seen = flag.clone();
     let spinner = spawn("spinner", move || {
-        let start = arch::time::now_ns();
+        let start = Arch::now_ns();
         while !seen.load(Ordering::Acquire) {
-            if arch::time::now_ns() - start > 5_000_000_000 {
+            if Arch::now_ns() - start > 5_000_000_000 {
                 return false;
             }
             core::hint::spin_loop();
@@ -83,9 +83,9 @@ fn preemption_stops_a_busy_task(_: &TestEnv<'_>) -> Result<(), String> {
 }
 
 fn sleep_lasts_at_least(_: &TestEnv<'_>) -> Result<(), String> {
-    let start = arch::time::now_ns();
+    let start = Arch::now_ns();
     sleep_ms(50);
-    let slept = arch::time::now_ns() - start;
+    let slept = Arch::now_ns() - start;
     if slept < 50_000_000 {
         return Err(format!("sleep_ms(50) returned after {} us", slept / 1000));
     }

@@ -1,6 +1,6 @@
 //! In-guest tests moved from task/smp.rs.
 
-use crate::arch;
+use crate::arch::prelude::*;
 use crate::task::sched;
 use crate::task::smp::*;
 
@@ -41,10 +41,10 @@ fn tasks_migrate(_: &TestEnv<'_>) -> Result<(), String> {
                 // Keep giving up the CPU until this task has run on two
                 // CPUs, or 5 s have passed (a host short of cores may run
                 // the other virtual CPUs rarely).
-                let start = arch::time::now_ns();
+                let start = Arch::now_ns();
                 let mut seen = 0u32;
                 let mut i = 0u64;
-                while seen.count_ones() < 2 && arch::time::now_ns() - start < 5_000_000_000 {
+                while seen.count_ones() < 2 && Arch::now_ns() - start < 5_000_000_000 {
                     seen |= 1 << sched::cpu_index();
                     if i.is_multiple_of(3) {
                         sched::sleep_ms(1);

@@ -1,5 +1,6 @@
 //! In-guest tests moved from vm/tlb.rs.
 
+use crate::arch::prelude::*;
 use crate::tests::kit::*;
 use crate::vm::tlb::*;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,7 +50,7 @@ fn shootdown_leaves_no_stale_reads(_: &TestEnv<'_>) -> Result<(), String> {
             while !stop.load(Ordering::Acquire) {
                 let g = generation.load(Ordering::Acquire);
                 let at = VirtAddr::new(va + (reads * 64) % 4096);
-                let v = match crate::arch::probe::read_u8(at) {
+                let v = match Arch::probe_read_u8(at) {
                     Ok(v) => v as u64,
                     // The remap's break-before-make leaves the page unmapped
                     // for a moment; a real access would fault and retry.
@@ -68,9 +69,9 @@ fn shootdown_leaves_no_stale_reads(_: &TestEnv<'_>) -> Result<(), String> {
         readers.push(h);
     }
     let wait_for_readers = |gen: u64| -> Result<(), String> {
-        let start = crate::arch::time::now_ns();
+        let start = Arch::now_ns();
         while progress.iter().any(|p| p.load(Ordering::Acquire) < gen) {
-            if crate::arch::time::now_ns() - start > 5_000_000_000 {
+            if Arch::now_ns() - start > 5_000_000_000 {
                 return Err(format!("a reader did not read generation {gen} within 5 s"));
             }
             sched::yield_now();

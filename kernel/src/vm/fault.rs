@@ -18,7 +18,7 @@
 //! Locks: the space's lock ([`AddressSpace::lock`]) around the decision
 //! and around the mapping half of a swap-in, never across a disk read.
 
-use crate::arch;
+use crate::arch::prelude::*;
 use crate::memory::paging::KernelTables;
 use crate::task::sched;
 use crate::vm::space::{find_space, AddressSpace, KernelFrames, USER_END};
@@ -78,9 +78,9 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
         FaultOutcome::NeedsSwapIn { page, entry } => {
             // The disk sleeps: interrupts on (the trap entered with them
             // off) and no lock held until the mapping half.
-            arch::irq::enable();
+            Arch::irq_enable();
             let result = swap_in(&space, fault.access, page, entry);
-            arch::irq::disable();
+            Arch::irq_disable();
             match result {
                 Ok(()) => true,
                 Err(why) => {
@@ -92,9 +92,9 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
         FaultOutcome::OutOfMemory => {
             // Reclaim in this task, then retry the access; only when
             // reclaim frees nothing is the task ended.
-            arch::irq::enable();
+            Arch::irq_enable();
             let freed = crate::vm::reclaim::direct_reclaim(64);
-            arch::irq::disable();
+            Arch::irq_disable();
             if freed > 0 {
                 return true;
             }

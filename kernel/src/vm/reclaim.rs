@@ -90,6 +90,7 @@
 //! spaces' locks (to unmap), and sleeps for the disk with only the folio
 //! lock held. `wakeup_kswapd` takes only the run-queue lock (above).
 
+use crate::arch::prelude::*;
 use crate::memory;
 use crate::sync::IrqSpinLock;
 use crate::task::sched;
@@ -147,7 +148,7 @@ pub fn lru() -> Option<&'static LruLists> {
 pub fn init() {
     // `mm`'s own locks (these lists, each swap area) are held with
     // interrupts off, as every spin lock a task and a fault may share.
-    mm::sync::set_irq_hooks(crate::arch::irq::save_and_disable, crate::arch::irq::restore);
+    mm::sync::set_irq_hooks(Arch::irq_save_and_disable, Arch::irq_restore);
     DEFERRED.lock().reserve(DEFERRED_ROOM);
     memory::frame_allocator().set_low_memory_hook(low_memory);
     let lists = LRU.call_once(|| LruLists::new(memory::frame_allocator().memmap()));

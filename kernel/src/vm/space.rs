@@ -57,8 +57,9 @@
 //! published). The whole order: `docs/src/locking.md`.
 
 use crate::arch;
+use crate::arch::prelude::*;
 use crate::memory;
-use crate::memory::paging::{Format, KernelTables, ReserveTables, KERNEL_SHARED};
+use crate::memory::paging::{Format, KernelTables, ReserveTables};
 use crate::sync::{IrqGuard, IrqSpinLock};
 use crate::task::sched;
 use crate::vm::tlb::Shootdown;
@@ -288,11 +289,8 @@ impl AddressSpace {
 
     /// A new empty page table for a space.
     fn new_table() -> Result<PageTable<Format>, String> {
-        #[cfg(target_arch = "x86_64")]
-        let table = PageTable::new_sharing(&KernelTables, memory::kernel_root(), KERNEL_SHARED);
-        #[cfg(target_arch = "aarch64")]
-        let table = PageTable::new(&KernelTables);
-        table.map_err(|e| format!("new page table: {e}"))
+        PageTable::new_sharing(&KernelTables, memory::kernel_root(), Arch::KERNEL_SHARED)
+            .map_err(|e| format!("new page table: {e}"))
     }
 
     /// Makes `inner` a space of `family`, findable by the fault handler.
@@ -652,7 +650,7 @@ impl Drop for AddressSpace {
         gather.release_unmapped(memmap, &mut crate::vm::swap::drop_unmapped_cache_folio, &mut |f| {
             crate::vm::folios::free_folio(f)
         });
-        inner.table.destroy(&KernelTables, KERNEL_SHARED);
+        inner.table.destroy(&KernelTables, Arch::KERNEL_SHARED);
     }
 }
 

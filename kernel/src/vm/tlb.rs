@@ -3,6 +3,9 @@
 //!
 //! [`Shootdown`] is the `TlbHooks` the kernel gives `mm::pgtable`.
 //!
+//! Whether the arch's own flush (`Arch::TLB`) reaches the other CPUs is
+//! `Arch::TLB_BROADCAST`:
+//!
 //! - AArch64: `TLBI VAAE1IS` / `VMALLE1IS` are broadcast to every CPU in the
 //!   inner-shareable domain and `DSB ISH` waits for all of them, so the
 //!   arch flush already is the shootdown.
@@ -14,7 +17,7 @@
 //!   the address space after the check loads CR3, which drops its old
 //!   non-global translations anyway (no PCIDs).
 //!
-//! ## Protocol (x86_64)
+//! ## Protocol (where flushes are local: x86_64)
 //!
 //! [`SHOOTDOWN_LOCK`] lets one initiator at a time use the mailboxes. A
 //! CPU spinning with interrupts off cannot take the IPI, so every spin
@@ -33,27 +36,35 @@
 //! short sections that never start a shootdown, so its holder always gets
 //! on without anyone's acknowledgement.
 
-use crate::arch;
+use crate::arch::prelude::*;
 use mm::pgtable::TlbHooks;
 use mm::{PhysAddr, VirtAddr};
 
 /// The TLB hooks for page tables that other CPUs may be using.
 pub struct Shootdown;
 
-#[cfg(target_arch = "aarch64")]
 impl TlbHooks for Shootdown {
     fn flush_range(&self, root: PhysAddr, start: VirtAddr, end: VirtAddr) {
-        arch::mmu::Tlb.flush_range(root, start, end);
-        crate::task::sched::note_shootdown();
+        Arch::TLB.flush_range(root, start, end);
+        if Arch::TLB_BROADCAST {
+            crate::task::sched::note_shootdown();
+        } else {
+            by_ipi::shoot(root, start, end, false);
+        }
     }
     fn flush_all(&self, root: PhysAddr) {
-        arch::mmu::Tlb.flush_all(root);
-        crate::task::sched::note_shootdown();
+        Arch::TLB.flush_all(root);
+        if Arch::TLB_BROADCAST {
+            crate::task::sched::note_shootdown();
+        } else {
+            by_ipi::shoot(root, VirtAddr::new(0), VirtAddr::new(0), true);
+        }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
+/// The shootdown by IPI and mailboxes (see the module doc), for an arch
+/// whose flushes are local.
+mod by_ipi {
     use super::*;
     use crate::task::sched::{self, MAX_CPUS};
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -80,13 +91,13 @@ mod x86 {
     /// One initiator at a time (see the module doc).
     pub(super) static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
-    fn shoot(root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
+    pub(super) fn shoot(root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
         // The lock is held with interrupts off: a holder preempted by the
         // tick would leave another task on this CPU spinning for it with
         // interrupts off (a COW fault in the trap) forever.
-        let irq_was_enabled = arch::irq::save_and_disable();
+        let irq_was_enabled = Arch::irq_save_and_disable();
         shoot_with_interrupts_off(root, start, end, all);
-        arch::irq::restore(irq_was_enabled);
+        Arch::irq_restore(irq_was_enabled);
     }
 
     fn shoot_with_interrupts_off(root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
@@ -108,7 +119,7 @@ mod x86 {
             m.end.store(end.as_u64(), Ordering::Relaxed);
             m.all.store(all, Ordering::Relaxed);
             m.pending.store(true, Ordering::Release);
-            arch::irq::send_ipi_to(cpu);
+            Arch::send_ipi_to(cpu);
         }
         for cpu in (0..MAX_CPUS).filter(|c| targets & (1 << c) != 0) {
             while MAILBOXES[cpu].pending.load(Ordering::Acquire) {
@@ -128,28 +139,18 @@ mod x86 {
         }
         let root = PhysAddr::new(m.root.load(Ordering::Relaxed));
         if m.all.load(Ordering::Relaxed) {
-            arch::mmu::Tlb.flush_all(root);
+            Arch::TLB.flush_all(root);
         } else {
             let (start, end) = (m.start.load(Ordering::Relaxed), m.end.load(Ordering::Relaxed));
-            arch::mmu::Tlb.flush_range(root, VirtAddr::new(start), VirtAddr::new(end));
+            Arch::TLB.flush_range(root, VirtAddr::new(start), VirtAddr::new(end));
         }
         m.pending.store(false, Ordering::Release);
-    }
-
-    impl TlbHooks for Shootdown {
-        fn flush_range(&self, root: PhysAddr, start: VirtAddr, end: VirtAddr) {
-            arch::mmu::Tlb.flush_range(root, start, end);
-            shoot(root, start, end, false);
-        }
-        fn flush_all(&self, root: PhysAddr) {
-            arch::mmu::Tlb.flush_all(root);
-            shoot(root, VirtAddr::new(0), VirtAddr::new(0), true);
-        }
     }
 }
 
 /// Called from the kernel IPI handler: serve a pending flush request.
 pub fn handle_ipi() {
-    #[cfg(target_arch = "x86_64")]
-    x86::handle_ipi();
+    if !Arch::TLB_BROADCAST {
+        by_ipi::handle_ipi();
+    }
 }
