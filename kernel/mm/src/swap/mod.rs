@@ -34,16 +34,18 @@
 //!
 //! Everything of one area is behind that area's one lock (see [`area`]).
 //!
-//! ## Later, in other modules
+//! ## Built on top, in other modules
 //!
 //! - the table of swap areas (swapon/swapoff by type, pinning an area
-//!   against swapoff during a fault) and the device I/O;
-//! - swap-out: add a folio to the swap cache, replace its page-table
-//!   entries by swap entries (with the exclusive bit), write it, free it;
-//! - swap-in: the fault path of mm-reference §5 (look up the cache, claim,
-//!   read, recheck the entry, map, free the entry, release the claim);
+//!   against swapoff during a fault) and the device I/O: the kernel;
+//! - swap-out: add a folio to the swap cache ([`cache::add_to_swap`]),
+//!   replace its page-table entries by swap entries with the exclusive bit
+//!   ([`crate::unmap`]), write it, free it ([`crate::reclaim`]);
+//! - swap-in: the fault path of mm-reference §5 ([`swapin`]: look up the
+//!   cache, claim, read, recheck the entry, map, free the entry, release
+//!   the claim);
 //! - swapoff: stop allocation, bring every used slot back in, drop the
-//!   cache.
+//!   cache ([`crate::swapoff`]).
 
 pub mod area;
 pub mod cache;
