@@ -567,12 +567,14 @@ impl<F: HardwareWalker> World<F> {
     /// Brings the page of `entry` at `page` of space `s` back and maps it:
     /// half 1 without the lock (the cache, or the disk; an intact run is
     /// read whole), half 2 under it, then the folio leaves the cache if
-    /// nobody needs it there, is unlocked and our reference dropped.
+    /// nobody needs it there, is unlocked and our reference dropped. A
+    /// stale entry (somebody else brought it back) is `Ok`: the access is
+    /// retried.
     pub fn swap_in(&self, s: usize, page: u64, entry: SwapEntry, write: bool) -> Result<(), SwapInError> {
         let sp = self.sp(s);
         let calls = self.sys.nr_read_calls.get();
         let run = || intact_run(&sp.table, &self.mem, &sp.vmas, va(page), entry);
-        let (folio, i) = get_swapped_folio_with_run(
+        let got = get_swapped_folio_with_run(
             self.area(),
             self.memmap(),
             &self.sys,
@@ -580,7 +582,12 @@ impl<F: HardwareWalker> World<F> {
             self.handle(s),
             page >> 12,
             run,
-        )?;
+        );
+        let (folio, i) = match got {
+            Ok(got) => got,
+            Err(SwapInError::Stale) => return Ok(()), // the entry changed: retry the access
+            Err(e) => return Err(e),
+        };
         if self.sys.nr_read_calls.get() != calls {
             self.lru().add(folio); // new from the disk (the kernel's lists are registered)
         }
