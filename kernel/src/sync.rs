@@ -9,13 +9,13 @@
 //! and released by the next one after the context switch, which no guard
 //! can express.
 //!
-//! Lock order (outer first): the run-queue lock ([`crate::sched`]) is the
+//! Lock order (outer first): the run-queue lock ([`crate::task::sched`]) is the
 //! innermost lock of the scheduler; the console lock, the heap lock and the
 //! frame allocator's lock are leaves taken with interrupts disabled. Since
 //! the run-queue lock's holders take no other lock but the heap's (a leaf,
 //! when a run-queue list grows), `sched::unpark` may be called holding any
 //! lock but those two: kswapd's wake-up does so from every allocation (see
-//! `crate::reclaim`).
+//! `crate::vm::reclaim`).
 
 use crate::arch;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -59,7 +59,7 @@ impl<T> IrqSpinLock<T> {
     /// As [`IrqSpinLock::lock`], calling `poll` on every turn of the spin:
     /// for locks whose holder may wait for this CPU (the address-space lock,
     /// whose holder may run a TLB shootdown: `poll` serves this CPU's
-    /// flush requests, see `crate::tlb`).
+    /// flush requests, see `crate::vm::tlb`).
     pub fn lock_polling(&self, poll: impl Fn()) -> IrqGuard<'_, T> {
         let irq_was_enabled = arch::irq::save_and_disable();
         loop {

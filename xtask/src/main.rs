@@ -14,6 +14,9 @@ mod disks;
 mod error;
 mod guest;
 mod kbuild;
+// The layering check of kernel/src runs as a host test (`cargo test -p xtask`).
+#[cfg(test)]
+mod layers;
 mod setup;
 
 use cli::Command;

@@ -12,7 +12,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 use arch_aarch64 as arch;
-use kernel::boot::{BootInfo, CpuList, FirmwareTables};
+use kernel::bootinfo::{BootInfo, CpuList, FirmwareTables};
 use kernel::println;
 use mm::memmap::{MemoryMap, PhysRange};
 use mm::PhysAddr;

@@ -24,13 +24,13 @@ use arch_x86_64::fw_cfg::{self, FwCfgError};
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::info::MemoryRegionKind;
 use core::ptr::NonNull;
-use kernel::boot::{BootInfo, CpuList, FirmwareTables};
+use kernel::bootinfo::{BootInfo, CpuList, FirmwareTables};
 use kernel::println;
 use mm::memmap::{MemoryMap, PhysRange};
 use mm::PhysAddr;
 
 // The arch code keeps per-CPU state for every CPU the kernel may list.
-const _: () = assert!(arch::cpu::MAX_CPUS >= kernel::boot::MAX_CPUS);
+const _: () = assert!(arch::cpu::MAX_CPUS >= kernel::bootinfo::MAX_CPUS);
 
 /// Where the kernel's half of every address space starts: PML4 entry 256.
 /// Everything the bootloader maps for us (the kernel, its stack, the boot

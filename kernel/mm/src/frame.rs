@@ -62,7 +62,7 @@
 //! context (whatever locks the caller holds, interrupts as the caller has
 //! them: off, in the kernel). So the hook must not allocate, sleep, or
 //! take a lock an allocating caller may hold: in the kernel it sets an
-//! atomic flag and unparks kswapd (`kernel/src/reclaim.rs`).
+//! atomic flag and unparks kswapd (`kernel/src/vm/reclaim.rs`).
 //!
 //! ## Lock
 //!
@@ -72,7 +72,7 @@
 //! is taken while holding it, and it is held for O(`MAX_ORDER`) steps plus a
 //! check of the freed block's descriptors. `mm` knows no interrupts: the
 //! kernel calls the allocator only with interrupts disabled on its CPU
-//! (`kernel/src/memory.rs`), so the lock's holder is never preempted.
+//! (`kernel/src/memory/mod.rs`), so the lock's holder is never preempted.
 //! Per-CPU caches of order-0 frames in front of it are not built yet.
 //!
 //! ## Errors and panics

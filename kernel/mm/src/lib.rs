@@ -51,7 +51,7 @@
 //! The boot memory map and the early allocator are used by the boot CPU
 //! alone, before any other CPU runs, and take no lock. `mm` knows no
 //! interrupts: the kernel takes the frame allocator's lock only with
-//! interrupts disabled on its CPU (its wrappers in `kernel/src/memory.rs`),
+//! interrupts disabled on its CPU (its wrappers in `kernel/src/memory/mod.rs`),
 //! so a holder is never preempted or interrupted by a handler that
 //! allocates (the rule in `kernel/src/sync.rs`).
 //! Page descriptors are all atomics: flags are changed only by atomic

@@ -21,7 +21,7 @@
 //!   the folio" ([`WALKER_HOLD_STEPS`] steps of a computation the
 //!   optimiser must keep, as a walker holding the folio lock would), checks
 //!   it is still set, test-and-clear (it must have been set), checks it is
-//!   clear. Then it drops its reference with `memory::put_anon_folio`,
+//!   clear. Then it drops its reference with `crate::vm::folios::put_anon_folio`,
 //!   which frees the folio if the faulter unmapped it meanwhile (every
 //!   folio in this kernel is an anonymous page).
 //!
@@ -72,9 +72,10 @@
 //! tasks' results.
 
 use crate::memory;
-use crate::sched;
-use crate::testing::{Test, TestEnv};
-use crate::vm::{load, store, AddressSpace};
+use crate::task::sched;
+use crate::tests::{Test, TestEnv};
+use crate::vm::space::AddressSpace;
+use crate::vm::uaccess;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -168,7 +169,7 @@ fn visit(memmap: &'static Memmap, pfn: u64, cpu: usize) -> Result<Visit, String>
     } else {
         Ok(Visit::Busy)
     };
-    memory::put_anon_folio(folio);
+    crate::vm::folios::put_anon_folio(folio);
     verdict
 }
 
@@ -243,11 +244,11 @@ fn fault_and_unmap(space: &AddressSpace, deadline_ns: u64, stop: &AtomicBool) ->
     while !stop.load(Ordering::Relaxed) && crate::arch::time::now_ns() < deadline_ns {
         let base = space.mmap(PAGES * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
         for p in 0..PAGES {
-            store(base + p * 4096 + (p * 8) % 4096, p as u8 | 1);
+            uaccess::write_u8(base + p * 4096 + (p * 8) % 4096, p as u8 | 1);
         }
         // The last page again: still mapped, still its byte.
         let last = base + (PAGES - 1) * 4096 + ((PAGES - 1) * 8) % 4096;
-        if load(last) != (PAGES - 1) as u8 | 1 {
+        if uaccess::read_u8(last) != (PAGES - 1) as u8 | 1 {
             return Err(format!("round {rounds}: the last page lost its byte"));
         }
         space.munmap(VirtAddr::new(base), PAGES * 4096).map_err(|e| format!("munmap: {e:?}"))?;
@@ -323,5 +324,4 @@ fn no_lost_updates_while_mapping(env: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) const TESTS: &[Test] =
-    &[Test { name: "folio_flags::no_lost_updates_while_mapping", run: no_lost_updates_while_mapping }];
+pub(crate) const TESTS: &[Test] = register!["folio_flags": no_lost_updates_while_mapping];

@@ -7,7 +7,7 @@
 //! and a saved [`Context`]. Tasks are `Ready` (in the run queue), `Running`
 //! (on a CPU), `Sleeping` (until a tick), `Blocked` (until another task wakes
 //! it: join), `Parked` (until [`unpark`]: the wait primitive of
-//! [`crate::wait`] and device drivers) or `Dead`. Each CPU has an idle task, which runs when nothing is
+//! [`crate::task::wait`] and device drivers) or `Dead`. Each CPU has an idle task, which runs when nothing is
 //! ready and never enters the run queue. The boot flow of the boot CPU
 //! becomes the task `main`.
 //!
@@ -54,7 +54,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::PhysAddr;
 
 /// The most CPUs the kernel manages.
-pub const MAX_CPUS: usize = crate::boot::MAX_CPUS;
+pub const MAX_CPUS: usize = crate::bootinfo::MAX_CPUS;
 /// Timer interrupts per second (the time slice is one tick).
 pub const TICK_HZ: u32 = 100;
 /// Ready and sleeping tasks the run queue holds without allocating.
@@ -362,9 +362,13 @@ fn on_tick() {
         return;
     }
     let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
-    // A completion whose interrupt was missed would leave its waiter
-    // parked for ever: look at the disks' used rings once a tick too.
-    crate::blk::reap_missed_completions();
+    // Work of other subsystems that must run once a tick (the disks look
+    // for completions whose interrupt was missed).
+    for hook in TICK_HOOKS.iter() {
+        if let Some(hook) = hook.get() {
+            hook();
+        }
+    }
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     unsafe {
@@ -390,8 +394,41 @@ fn on_tick() {
 /// may have been made ready for this CPU).
 fn on_ipi() {
     NR_CPU_IPIS[cpu_index()].fetch_add(1, Ordering::Relaxed);
-    crate::tlb::handle_ipi();
+    if let Some(hook) = IPI_HOOK.get() {
+        hook();
+    }
     NEED_RESCHED[cpu_index()].store(true, Ordering::Relaxed);
+}
+
+/// Room for this many tick hooks.
+const MAX_TICK_HOOKS: usize = 4;
+static TICK_HOOKS: [spin::Once<fn()>; MAX_TICK_HOOKS] = [const { spin::Once::new() }; MAX_TICK_HOOKS];
+static IPI_HOOK: spin::Once<fn()> = spin::Once::new();
+
+/// Has `hook` called on the boot CPU at every timer tick, in interrupt
+/// context (interrupts off, no lock of the scheduler held): for work a
+/// subsystem above the scheduler must not miss, such as a disk completion
+/// whose interrupt was lost. Called once per subsystem at boot.
+///
+/// # Panics
+/// When more than [`MAX_TICK_HOOKS`] are registered (a kernel bug).
+pub fn add_tick_hook(hook: fn()) {
+    let slot = TICK_HOOKS.iter().find(|slot| {
+        let mut mine = false;
+        slot.call_once(|| {
+            mine = true;
+            hook
+        });
+        mine
+    });
+    assert!(slot.is_some(), "sched::add_tick_hook: more than {MAX_TICK_HOOKS} hooks");
+}
+
+/// Has `hook` called on every CPU that takes the kernel IPI, in interrupt
+/// context, before the CPU reschedules: the TLB shootdown serves its
+/// flush requests there. Set once, at boot, before any IPI is sent.
+pub fn set_ipi_hook(hook: fn()) {
+    IPI_HOOK.call_once(|| hook);
 }
 
 static NR_SHOOTDOWNS: AtomicU64 = AtomicU64::new(0);
@@ -876,127 +913,3 @@ pub fn spawn_on<T: Send + 'static>(
 ) -> Result<JoinHandle<T>, SpawnError> {
     spawn_inner(name, Some(cpu), None, once_body(f))
 }
-
-// ---------------------------------------------------------------- tests
-
-use crate::testing::{Test, TestEnv};
-use alloc::format;
-use alloc::string::String;
-
-fn timer_ticks_advance(_: &TestEnv<'_>) -> Result<(), String> {
-    let (t0, c0) = (ticks(), arch::time::now_ns());
-    while arch::time::now_ns() - c0 < 100_000_000 {
-        core::hint::spin_loop();
-    }
-    let n = ticks() - t0;
-    // 10 ticks expected at 100 Hz; TCG time is coarse, so only demand a few.
-    if n < 3 {
-        return Err(format!("{n} ticks in 100 ms of busy waiting (the timer interrupt is not arriving)"));
-    }
-    Ok(())
-}
-
-fn yield_interleaves_tasks(_: &TestEnv<'_>) -> Result<(), String> {
-    let log = Arc::new(crate::sync::IrqSpinLock::new(Vec::new()));
-    let mut handles = Vec::new();
-    for who in [1u8, 2] {
-        let log = log.clone();
-        handles.push(
-            spawn("yielder", move || {
-                for i in 0..8u8 {
-                    log.lock().push((who, i));
-                    yield_now();
-                }
-            })
-            .map_err(|e| format!("spawn: {e:?}"))?,
-        );
-    }
-    for h in handles {
-        h.join();
-    }
-    let log = log.lock();
-    for who in [1u8, 2] {
-        let mine: Vec<u8> = log.iter().filter(|(w, _)| *w == who).map(|(_, i)| *i).collect();
-        if mine != (0..8).collect::<Vec<u8>>() {
-            return Err(format!("task {who} ran its steps as {mine:?}"));
-        }
-    }
-    let first_two = log.iter().position(|(w, _)| *w == 2).unwrap_or(usize::MAX);
-    let last_one = log.iter().rposition(|(w, _)| *w == 1).unwrap_or(0);
-    if first_two > last_one {
-        return Err(format!("no interleaving: {:?}", *log));
-    }
-    Ok(())
-}
-
-fn preemption_stops_a_busy_task(_: &TestEnv<'_>) -> Result<(), String> {
-    // One task spins without ever yielding, waiting for a flag only the
-    // other task sets. On one CPU that finishes only if the timer preempts
-    // the spinner.
-    let flag = Arc::new(AtomicBool::new(false));
-    let seen = flag.clone();
-    let spinner = spawn("spinner", move || {
-        let start = arch::time::now_ns();
-        while !seen.load(Ordering::Acquire) {
-            if arch::time::now_ns() - start > 5_000_000_000 {
-                return false;
-            }
-            core::hint::spin_loop();
-        }
-        true
-    })
-    .map_err(|e| format!("spawn: {e:?}"))?;
-    let setter =
-        spawn("setter", move || flag.store(true, Ordering::Release)).map_err(|e| format!("spawn: {e:?}"))?;
-    setter.join();
-    if !spinner.join() {
-        return Err("the spinning task was never preempted (5 s without the setter running)".into());
-    }
-    Ok(())
-}
-
-fn sleep_lasts_at_least(_: &TestEnv<'_>) -> Result<(), String> {
-    let start = arch::time::now_ns();
-    sleep_ms(50);
-    let slept = arch::time::now_ns() - start;
-    if slept < 50_000_000 {
-        return Err(format!("sleep_ms(50) returned after {} us", slept / 1000));
-    }
-    if slept > 2_000_000_000 {
-        return Err(format!("sleep_ms(50) took {} ms", slept / 1_000_000));
-    }
-    Ok(())
-}
-
-fn join_returns_values_and_frees_stacks(_: &TestEnv<'_>) -> Result<(), String> {
-    // The harness's frame check fails this test if any stack is kept.
-    let handles: Result<Vec<_>, _> = (0..32u64).map(|i| spawn("square", move || i * i)).collect();
-    let handles = handles.map_err(|e| format!("spawn: {e:?}"))?;
-    for (i, h) in handles.into_iter().enumerate() {
-        let v = h.join();
-        if v != (i * i) as u64 {
-            return Err(format!("task {i} returned {v}"));
-        }
-    }
-    Ok(())
-}
-
-fn spawn_on_a_missing_cpu_is_refused(_: &TestEnv<'_>) -> Result<(), String> {
-    match spawn_on(MAX_CPUS + 1, "nowhere", || ()) {
-        Err(SpawnError::NoSuchCpu(c)) if c == MAX_CPUS + 1 => Ok(()),
-        Err(e) => Err(format!("wrong error {e:?}")),
-        Ok(h) => {
-            h.join();
-            Err("a task was started on a CPU that does not exist".into())
-        }
-    }
-}
-
-pub(crate) const TESTS: &[Test] = &[
-    Test { name: "sched::timer_ticks_advance", run: timer_ticks_advance },
-    Test { name: "sched::yield_interleaves_tasks", run: yield_interleaves_tasks },
-    Test { name: "sched::preemption_stops_a_busy_task", run: preemption_stops_a_busy_task },
-    Test { name: "sched::sleep_lasts_at_least", run: sleep_lasts_at_least },
-    Test { name: "sched::join_returns_values_and_frees_stacks", run: join_returns_values_and_frees_stacks },
-    Test { name: "sched::spawn_on_a_missing_cpu_is_refused", run: spawn_on_a_missing_cpu_is_refused },
-];

@@ -19,7 +19,7 @@
 //!   node; x86 snoops), so sharing and unsharing need no cache maintenance.
 //! - BAR MMIO ([`Hal::mmio_phys_to_virt`]) is reached at `phys_to_virt(pa)`.
 //!   [`map_mmio`] makes sure it is mapped there before a driver uses it
-//!   (`crate::pci` calls it for every memory BAR): on x86_64 the
+//!   (`crate::drivers::pci` calls it for every memory BAR): on x86_64 the
 //!   bootloader's map of physical memory covers the firmware's memory map
 //!   (SeaBIOS's 32-bit PCI window below 4 GiB), and the arch maps anything
 //!   beyond it (OVMF's 64-bit BARs); AArch64's boot tables map the low 1 GiB

@@ -23,16 +23,21 @@
 //!   back where it was before ([`Ledger`]).
 
 use crate::arch;
+use crate::cmdline::selected;
 use crate::memory;
+use crate::memory::paging::KernelTables;
 use crate::println;
-use crate::sched;
-use crate::testing::selected;
-use crate::vm::{AddressSpace, Advice, USER_END, USER_START};
+use crate::task::sched;
+use crate::tests::kit::{leaf, probe_read, Frames, TestSpace, RW_USER, TEST_VA};
+use crate::vm::space::{AddressSpace, Advice, USER_END, USER_START};
+use crate::vm::tlb::Shootdown;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::AtomicBool;
 use core::sync::atomic::{AtomicUsize, Ordering};
+use mm::pgtable::PageSize;
 use mm::vma::VmaProt;
 use mm::VirtAddr;
 
@@ -61,7 +66,7 @@ const BENCHES: &[Bench] = &[
 ];
 
 fn tlb_shootdown() -> Result<(), String> {
-    let per_second = crate::tlb::bench_shootdown()?;
+    let per_second = bench_shootdown()?;
     report("tlb_shootdown", per_second, "shootdowns/s");
     report("tlb_shootdown_cpus", sched::nr_cpus_online() as f64, "cpus");
     Ok(())
@@ -116,7 +121,7 @@ fn check_user_range(addr: u64, len: u64) {
 
 /// A plain store from a task into its address space: a first touch faults
 /// into the kernel's fault handler, as any program's store would.
-fn store(addr: u64, value: u8) {
+pub(crate) fn store(addr: u64, value: u8) {
     check_user_range(addr, 1);
     // SAFETY: a user address (checked above), so the store reaches the
     // running task's own space: it either succeeds or faults into
@@ -523,7 +528,7 @@ fn page_is(base: u64, p: u64, v: u64) -> bool {
 }
 
 fn need_swap(what: &str, pages: u64) -> Result<(), String> {
-    let (free, _) = crate::swap::totals();
+    let (free, _) = crate::vm::swap::totals();
     if free < pages {
         return Err(format!(
             "{what}: needs {pages} free swap slots, has {free} (run with a swap disk: `cargo xtask bench` attaches one)"
@@ -546,17 +551,17 @@ fn swap_out_in() -> Result<(), String> {
     let space = AddressSpace::new()?;
     let base = map(&space, LEN, PAGE, Thp::Off)?;
     run_in(&space, None, "swap fill", move || (0..PAGES).for_each(|p| write_page(base, p, 1)))?;
-    let out0 = crate::swap::PSWPOUT.load(Ordering::Relaxed);
+    let out0 = crate::vm::swap::PSWPOUT.load(Ordering::Relaxed);
     let (r, span) = timed(|| space.madvise(VirtAddr::new(base), LEN, Advice::PageOut));
     r.map_err(|e| format!("swap_out: madvise(PAGEOUT): {e:?}"))?;
-    let written = crate::swap::PSWPOUT.load(Ordering::Relaxed) - out0;
+    let written = crate::vm::swap::PSWPOUT.load(Ordering::Relaxed) - out0;
     let out_entries = space.check().map_err(|e| format!("swap_out: {e}"))?.nr_swap_entries;
     if out_entries != PAGES {
         return Err(format!("swap_out: {out_entries} of {PAGES} pages are in swap after MADV_PAGEOUT"));
     }
     report("swap_out", (written * PAGE) as f64 / MIB as f64 * 1e9 / span.ns() as f64, "MiB/s");
     report("swap_out_pages", written as f64, "pages");
-    let in0 = crate::swap::PSWPIN.load(Ordering::Relaxed);
+    let in0 = crate::vm::swap::PSWPIN.load(Ordering::Relaxed);
     let ((), span) = run_in(&space, None, "swap_in", move || {
         timed(|| {
             (0..PAGES).for_each(|p| {
@@ -564,7 +569,7 @@ fn swap_out_in() -> Result<(), String> {
             })
         })
     })?;
-    let read = crate::swap::PSWPIN.load(Ordering::Relaxed) - in0;
+    let read = crate::vm::swap::PSWPIN.load(Ordering::Relaxed) - in0;
     report("swap_in", (read * PAGE) as f64 / MIB as f64 * 1e9 / span.ns() as f64, "MiB/s");
     report("swap_in_pages", read as f64, "pages");
     let mismatch =
@@ -587,8 +592,8 @@ fn pressure() -> Result<(), String> {
     let space = AddressSpace::new()?;
     let base = map(&space, pages * PAGE, PAGE, Thp::Off)?;
     let (in0, out0) =
-        (crate::swap::PSWPIN.load(Ordering::Relaxed), crate::swap::PSWPOUT.load(Ordering::Relaxed));
-    let wake0 = crate::reclaim::NR_KSWAPD_WAKEUPS.load(Ordering::Relaxed);
+        (crate::vm::swap::PSWPIN.load(Ordering::Relaxed), crate::vm::swap::PSWPOUT.load(Ordering::Relaxed));
+    let wake0 = crate::vm::reclaim::NR_KSWAPD_WAKEUPS.load(Ordering::Relaxed);
     let ((), fill) = run_in(&space, None, "pressure fill", move || {
         timed(|| (0..pages).for_each(|p| write_page(base, p, 0)))
     })?;
@@ -614,13 +619,13 @@ fn pressure() -> Result<(), String> {
         })
     })?;
     let (pswpin, pswpout) = (
-        crate::swap::PSWPIN.load(Ordering::Relaxed) - in0,
-        crate::swap::PSWPOUT.load(Ordering::Relaxed) - out0,
+        crate::vm::swap::PSWPIN.load(Ordering::Relaxed) - in0,
+        crate::vm::swap::PSWPOUT.load(Ordering::Relaxed) - out0,
     );
     report("pressure", per_second(TOUCHES, span.ns()), "touches/s");
     report("pressure_pswpin", pswpin as f64, "pages");
     report("pressure_pswpout", pswpout as f64, "pages");
-    let wakeups = crate::reclaim::NR_KSWAPD_WAKEUPS.load(Ordering::Relaxed) - wake0;
+    let wakeups = crate::vm::reclaim::NR_KSWAPD_WAKEUPS.load(Ordering::Relaxed) - wake0;
     report("pressure_kswapd_wakeups", wakeups as f64, "wakeups");
     report("pressure_fill", (pages * PAGE) as f64 / MIB as f64 * 1e9 / fill.ns() as f64, "MiB/s");
     report("pressure_mismatch", mismatch as f64, "pages");
@@ -628,4 +633,55 @@ fn pressure() -> Result<(), String> {
         return Err(format!("pressure: {mismatch} touches found a wrong page"));
     }
     ledger.settle("pressure", alloc::vec![space])
+}
+
+/// `BENCH name=tlb_shootdown`: remaps per second of a page that readers on
+/// every other CPU keep using (each remap is a break-before-make with a
+/// shootdown of all of them).
+pub fn bench_shootdown() -> Result<f64, String> {
+    const ROUNDS: u64 = 2000;
+    let va = TEST_VA + 0x6000;
+    let (a, b) = (Frames::new(0)?, Frames::new(0)?);
+    let space = Arc::new(TestSpace::new()?);
+    space
+        .table
+        .map(&KernelTables, VirtAddr::new(va), leaf(a.pa, PageSize::Size4K, RW_USER))
+        .map_err(|e| format!("{e}"))?
+        .ignore();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for cpu in sched::online_cpus().filter(|&c| c != sched::cpu_index()) {
+        let (space, stop) = (space.clone(), stop.clone());
+        readers.push(
+            sched::spawn_on(cpu, "bench-reader", move || {
+                let _in = sched::enter_address_space(space.table.root());
+                while !stop.load(Ordering::Acquire) {
+                    let _ = probe_read(va);
+                }
+            })
+            .map_err(|e| format!("spawn_on({cpu}): {e:?}"))?,
+        );
+    }
+    let result = (|| {
+        let _in = sched::enter_address_space(space.table.root());
+        sched::sleep_ms(20);
+        let start = crate::arch::time::now_ns();
+        for i in 0..ROUNDS {
+            let f = if i % 2 == 0 { &b } else { &a };
+            space
+                .table
+                .remap(&KernelTables, &Shootdown, VirtAddr::new(va), leaf(f.pa, PageSize::Size4K, RW_USER))
+                .map_err(|e| format!("{e}"))?;
+        }
+        let elapsed = crate::arch::time::now_ns() - start;
+        Ok(ROUNDS as f64 * 1e9 / elapsed.max(1) as f64)
+    })();
+    stop.store(true, Ordering::Release);
+    for h in readers {
+        h.join();
+    }
+    if let Ok(space) = Arc::try_unwrap(space) {
+        space.destroy();
+    }
+    result
 }

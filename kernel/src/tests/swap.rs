@@ -1,497 +1,28 @@
-//! Swap in the running kernel: the table of swap areas (swapon, swapoff),
-//! the disk I/O under `mm::swap`, and the swap-in half of a fault.
-//!
-//! ## Areas
-//!
-//! At boot, [`init`] looks at every virtio-blk disk (`crate::blk`) and
-//! turns swap on for each whose page 0 is a valid mkswap header
-//! (`mm::swap::header::parse`); a disk with a bad header is refused with
-//! the parser's message and the kernel goes on without it. An area's type
-//! is its index in [`AREAS`]. New slots come from the first area that still
-//! allocates.
-//!
-//! ## Protocol
-//!
-//! - [`AREAS`] (an [`IrqSpinLock`], a leaf) guards the table; each area is
-//!   an `Arc`, so a fault or reclaim holding one keeps it alive while
-//!   swapoff takes it out of the table. `mm::swap::area::SwapArea` has its
-//!   own lock for its slots and cache, which the kernel takes (inside its
-//!   methods) with interrupts off.
-//! - The disk is read and written only from task context with interrupts
-//!   on and no spin lock held: I/O sleeps ([`Io`]).
-//! - Lock order: folio lock, then address-space locks, then the leaves
-//!   (area, LRU, frame allocator). Reclaim holds a folio lock while it
-//!   writes; swap-in holds one while it reads.
+//! In-guest tests moved from vm/swap.rs.
 
-use crate::blk::BlockDevice;
+use crate::demo::{check_pattern, run_in, word, write_pattern, WORDS};
+use crate::drivers::blk::BlockDevice;
 use crate::memory;
-use crate::sched;
-use crate::sync::IrqSpinLock;
+use crate::task::sched;
+use crate::vm::swap::*;
+use crate::vm::uaccess;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
-use mm::folio::{Folio, UnpublishedFolio};
-use mm::frame::AllocKind;
 use mm::pgtable::SwapEntry;
-use mm::swap::area::SwapArea;
-use mm::swap::swapin::{SwapBackend, SwapInError};
 use mm::PhysAddr;
 
-/// One swap area on a disk.
-pub struct SwapDevice {
-    pub area: SwapArea,
-    disk: &'static BlockDevice,
-    label: String,
-}
-
-impl SwapDevice {
-    /// The disk's name.
-    pub fn disk_name(&self) -> &str {
-        self.disk.name()
-    }
-}
-
-/// The swap areas, by type. `None` where swapoff took one out.
-static AREAS: IrqSpinLock<Vec<Option<Arc<SwapDevice>>>> = IrqSpinLock::new(Vec::new());
-
-/// Pages read from swap.
-pub static PSWPIN: AtomicU64 = AtomicU64::new(0);
-/// Pages written to swap.
-pub static PSWPOUT: AtomicU64 = AtomicU64::new(0);
-/// Writes that failed (the folio stayed in memory).
-pub static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
-/// Reads that failed (the faulting task was ended).
-pub static READ_ERRORS: AtomicU64 = AtomicU64::new(0);
-
-/// Turns swap on for `disk`: reads and checks its header, makes the area.
-/// Returns the area's type, or a message saying why the disk was refused.
-pub fn swapon(disk: &'static BlockDevice) -> Result<u8, String> {
-    let pages = disk.capacity_pages();
-    let frame = memory::alloc_frames(0).map_err(|e| format!("swapon {}: no memory: {e:?}", disk.name()))?;
-    let header = disk
-        .read_pages(0, frame, 1)
-        .map_err(|e| format!("swapon {}: reading the header: {e}", disk.name()))
-        .and_then(|()| {
-            // SAFETY: `frame` is a RAM frame we own, mapped in the direct
-            // map; the read has completed, nobody else writes it.
-            let page = unsafe {
-                core::slice::from_raw_parts(memory::phys_to_virt(frame).as_u64() as *const u8, 4096)
-            };
-            mm::swap::header::parse(page, pages).map_err(|e| format!("swapon {}: {e}", disk.name()))
-        });
-    memory::free_frames(frame, 0);
-    let header = header?;
-    let mut areas = AREAS.lock();
-    let ty = areas.iter().position(Option::is_none).unwrap_or(areas.len());
-    if ty >= mm::pgtable::format::MAX_SWAP_TYPES as usize {
-        return Err(format!("swapon {}: {ty} swap areas are on already", disk.name()));
-    }
-    let label = String::from_utf8_lossy(header.label_bytes()).into_owned();
-    let dev = Arc::new(SwapDevice { area: SwapArea::new(ty as u8, &header), disk, label });
-    if ty == areas.len() {
-        areas.push(Some(dev.clone()));
-    } else {
-        areas[ty] = Some(dev.clone());
-    }
-    drop(areas);
-    crate::println!(
-        "swap: on {} (type {ty}): {} slots ({} MiB){}",
-        disk.name(),
-        dev.area.nr_slots(),
-        dev.area.nr_slots() / 256,
-        if dev.label.is_empty() { String::new() } else { format!(", label \"{}\"", dev.label) }
-    );
-    Ok(ty as u8)
-}
-
-/// Turns swap off for the area of type `ty`: stops allocation from it,
-/// brings every page of every address space back from it
-/// (`vm::swap_in_all`), takes the cache folios left (unmapped, or mapped
-/// read-only) out of the cache, and frees the area once no slot is used.
-/// On an error (a read that fails, no memory) the area stays on, with
-/// allocation stopped, and the message says why; nothing is lost.
-pub fn swapoff(ty: u8) -> Result<(), String> {
-    let dev = area(ty).ok_or_else(|| format!("swapoff: no swap area of type {ty}"))?;
-    dev.area.stop_alloc();
-    let back = crate::vm::swap_in_all(ty)?;
-    let memmap = memory::frame_allocator().memmap();
-    // What is left is only the cache's: folios whose entries all went.
-    let mut from = 0;
-    while let Some(entry) = dev.area.next_used(from) {
-        from = entry.offset() + 1;
-        let Some((folio, _)) = mm::swap::cache::lookup_get(&dev.area, memmap, entry) else { continue };
-        while !folio.try_lock() {
-            sched::yield_now();
-        }
-        take_out_of_cache_locked(&dev, folio, true);
-        folio.unlock();
-        put(folio);
-    }
-    let used = dev.area.nr_used();
-    if used != 0 {
-        return Err(format!("swapoff {}: {used} slots still in use; allocation stays off", dev.disk.name()));
-    }
-    let mut areas = AREAS.lock();
-    areas[ty as usize] = None;
-    while areas.last().is_some_and(Option::is_none) {
-        areas.pop();
-    }
-    drop(areas);
-    crate::println!("swap: off {} (type {ty}): {back} pages brought back", dev.disk.name());
-    Ok(())
-}
-
-/// Turns swap on for every disk whose header is valid (module doc).
-pub fn init() {
-    AREAS.lock().reserve(mm::pgtable::format::MAX_SWAP_TYPES as usize);
-    for disk in crate::blk::disks() {
-        if let Err(e) = swapon(disk) {
-            crate::println!("swap: {e}");
-        }
-    }
-}
-
-/// The area of type `ty`.
-pub fn area(ty: u8) -> Option<Arc<SwapDevice>> {
-    AREAS.lock().get(ty as usize).cloned().flatten()
-}
-
-/// The area new slots come from: the preferred one ([`prefer`]) if set
-/// and still allocating, else the first one still allocating.
-pub fn alloc_area() -> Option<Arc<SwapDevice>> {
-    let areas = AREAS.lock();
-    let preferred = PREFERRED.load(Ordering::Relaxed);
-    let first = |d: &&Arc<SwapDevice>| !d.area.alloc_stopped();
-    areas
-        .get(preferred as usize)
-        .and_then(Option::as_ref)
-        .filter(first)
-        .or_else(|| areas.iter().flatten().find(first))
-        .cloned()
-}
-
-/// The type [`alloc_area`] prefers (`u64::MAX`: none).
-static PREFERRED: AtomicU64 = AtomicU64::new(u64::MAX);
-
-/// Makes new slots come from the area of type `ty` while it allocates
-/// (`None`: the first area again). For tests of one area.
-pub fn prefer(ty: Option<u8>) {
-    PREFERRED.store(ty.map_or(u64::MAX, u64::from), Ordering::Relaxed);
-}
-
-/// True when some swap area is on (allocates nothing: kswapd asks often).
-pub fn any_area() -> bool {
-    AREAS.lock().iter().any(Option::is_some)
-}
-
-/// Free and total slots over every area.
-pub fn totals() -> (u64, u64) {
-    AREAS.lock().iter().flatten().fold((0, 0), |(f, t), d| (f + d.area.nr_free(), t + d.area.nr_slots()))
-}
-
-/// A page-table entry holding `entry` is gone (munmap, teardown): its slot
-/// loses a count. When that was the last and a folio is still in the
-/// cache for it, the folio is freed now if nobody is using it (otherwise
-/// reclaim frees it when it finds it).
-pub fn free_entry(entry: SwapEntry) {
-    let Some(dev) = area(entry.ty()) else {
-        crate::println!("swap: free of {entry:?}: no such area");
-        return;
-    };
-    match dev.area.free_ref(entry) {
-        Ok(0) if dev.area.has_cache(entry) => drop_unused_cache_folio(&dev, entry),
-        Ok(_) => {}
-        Err(e) => crate::println!("swap: free of {entry:?}: {e}"),
-    }
-}
-
-/// Frees the cache folio of `entry` if nobody needs it any more
-/// ([`drop_unmapped_cache_folio`]).
-fn drop_unused_cache_folio(dev: &SwapDevice, entry: SwapEntry) {
-    let memmap = memory::frame_allocator().memmap();
-    let Some((folio, _)) = mm::swap::cache::lookup_get(&dev.area, memmap, entry) else { return };
-    drop_unmapped_cache_folio(folio);
-    put(folio);
-}
-
-/// Takes the locked folio `folio` (the caller holds a reference too) out
-/// of the swap cache when no page-table entry holds any of its slots, it
-/// is not under writeback, and (unless `even_if_mapped`: swapoff) nothing
-/// maps it. A folio is left in that state by a fault whose entry changed
-/// meanwhile, or by an munmap that raced reclaim; without this it would
-/// wait for the next reclaim pass.
-fn take_out_of_cache_locked(dev: &SwapDevice, folio: Folio<'static>, even_if_mapped: bool) {
-    let unused = folio.test_flag(mm::page::PageFlag::SwapCache)
-        && (even_if_mapped || folio.total_mapcount() == 0)
-        && !folio.test_flag(mm::page::PageFlag::Writeback)
-        && mm::swap::cache::folio_entry(&folio).is_some_and(|e| e.ty() == dev.area.ty())
-        && mm::swap::cache::slots_unused(&dev.area, &folio);
-    if unused {
-        for _ in 0..mm::swap::cache::delete_from_swap_cache(&dev.area, &folio) {
-            let last = folio.put();
-            debug_assert!(!last, "the caller's reference keeps the folio");
-        }
-        folio.set_flag(mm::page::PageFlag::Dirty); // the copy on disk is gone
-    }
-}
-
-/// [`take_out_of_cache_locked`] for an unmapped folio.
-pub fn free_if_unused_locked(dev: &SwapDevice, folio: Folio<'static>) {
-    take_out_of_cache_locked(dev, folio, false);
-}
-
-/// A cache folio that may be needed by nobody (its last mapping or entry
-/// just went; the caller holds a reference): takes it out of the cache
-/// now if its lock is free, else hands it to kswapd
-/// ([`crate::reclaim::defer`]), which waits for the lock.
-pub fn drop_unmapped_cache_folio(folio: Folio<'static>) {
-    let Some(entry) = mm::swap::cache::folio_entry(&folio) else { return };
-    let Some(dev) = area(entry.ty()) else { return };
-    if folio.try_lock() {
-        free_if_unused_locked(&dev, folio);
-        folio.unlock();
-    } else {
-        crate::reclaim::defer(folio);
-    }
-}
-
-/// Drops one reference, freeing the folio (off the LRU first) when it was
-/// the last.
-pub fn put(folio: Folio<'static>) {
-    if folio.put() {
-        memory::free_folio(folio);
-    }
-}
-
-/// One more page-table entry holds `entry` (fork).
-pub fn dup_entry(entry: SwapEntry) -> Result<(), String> {
-    let dev = area(entry.ty()).ok_or_else(|| format!("no swap area {}", entry.ty()))?;
-    dev.area.dup(entry).map(drop).map_err(|e| format!("{e}"))
-}
-
-/// The count of `entry`'s slot, for the consistency checker.
-pub fn count_of(entry: SwapEntry) -> Option<u8> {
-    area(entry.ty()).map(|d| d.area.count(entry))
-}
-
-/// The disk and memory under `mm::swap` for one area.
-pub struct Io<'a>(pub &'a SwapDevice);
-
-impl SwapBackend for Io<'_> {
-    fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
-        let r = self.0.disk.read_pages(first.offset(), frame, nr).map_err(|e| format!("{e}"));
-        match r {
-            Ok(()) => PSWPIN.fetch_add(nr as u64, Ordering::Relaxed),
-            Err(_) => READ_ERRORS.fetch_add(1, Ordering::Relaxed),
-        };
-        r
-    }
-    fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
-        let r = self.0.disk.write_pages(first.offset(), frame, nr).map_err(|e| format!("{e}"));
-        match r {
-            Ok(()) => PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed),
-            Err(_) => WRITE_ERRORS.fetch_add(1, Ordering::Relaxed),
-        };
-        r
-    }
-    fn relax(&self) {
-        sched::yield_now();
-    }
-    fn alloc_folio(&self) -> Option<UnpublishedFolio<'static>> {
-        for _ in 0..3 {
-            let f = crate::sync::without_interrupts(|| {
-                memory::frame_allocator().alloc_folio(0, AllocKind::Normal)
-            });
-            if let Ok(f) = f {
-                return Some(f);
-            }
-            if crate::reclaim::direct_reclaim(32) == 0 {
-                break;
-            }
-        }
-        None
-    }
-    fn alloc_huge_folio(&self) -> Option<UnpublishedFolio<'static>> {
-        // Only if a 2 MiB block is free now: no reclaim for it, the
-        // order-0 read is the fallback.
-        crate::sync::without_interrupts(|| {
-            memory::frame_allocator().alloc_folio(mm::thp::HPAGE_ORDER, AllocKind::Normal).ok()
-        })
-    }
-    fn free_folio(&self, folio: Folio<'static>) {
-        memory::free_folio(folio);
-    }
-}
-
-/// Swap-in, half 1 (`mm::swap::swapin`): the cache folio of `entry`,
-/// locked, with a reference, and the page's index in it. Task context,
-/// interrupts on, no lock held. `run` looks at the page table under the
-/// space's lock for an intact run to read whole
-/// (`mm::swap::swapin::get_swapped_folio_with_run`).
-pub fn get_folio(
-    dev: &SwapDevice,
-    entry: SwapEntry,
-    handle: u64,
-    index: u64,
-    run: impl Fn() -> Option<SwapEntry>,
-) -> Result<(Folio<'static>, usize), SwapInError> {
-    let memmap = memory::frame_allocator().memmap();
-    mm::swap::swapin::get_swapped_folio_with_run(&dev.area, memmap, &Io(dev), entry, handle, index, run)
-}
-
-/// (kswapd wake-ups, direct reclaims) so far.
-fn reclaim_counts() -> (u64, u64) {
-    (
-        crate::reclaim::NR_KSWAPD_WAKEUPS.load(Ordering::Relaxed),
-        crate::reclaim::NR_DIRECT_RECLAIMS.load(Ordering::Relaxed),
-    )
-}
-
-/// The boot workload (`cargo xtask qemu boot`, kernel argument
-/// `swap_demo=0` turns it off): fills a quarter more memory than is free
-/// with a pattern, reads every word back, and prints how much went to
-/// swap and came back. Returns false when a word came back wrong or the
-/// task was ended.
-pub fn demo() -> bool {
-    if alloc_area().is_none() {
-        crate::println!("swap demo: skipped (no swap area)");
-        return true;
-    }
-    let free = memory::nr_free_frames();
-    let pages = (free + free / 4).min(totals().0.saturating_sub(1024));
-    let (out0, in0) = (PSWPOUT.load(Ordering::Relaxed), PSWPIN.load(Ordering::Relaxed));
-    let (wake0, direct0) = reclaim_counts();
-    let start = sched::ticks();
-    let result = (|| -> Result<(), String> {
-        let space = AddressSpace::new()?;
-        let base = space.mmap(pages * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
-        write_pattern(&space, base, 0..pages, 0xd3)?;
-        check_pattern(&space, base, 0..pages, 0xd3)??;
-        space.check().map(drop)
-    })();
-    let (out, inn) = (PSWPOUT.load(Ordering::Relaxed) - out0, PSWPIN.load(Ordering::Relaxed) - in0);
-    let (wake, direct) = reclaim_counts();
-    let secs = (sched::ticks() - start) as f64 / sched::TICK_HZ as f64;
-    crate::println!(
-        "swap demo: {} MiB written and read back with {} MiB free in {secs:.1} s: {} MiB went to swap, \
-         {} MiB came back",
-        pages / 256,
-        free / 256,
-        out / 256,
-        inn / 256
-    );
-    crate::println!(
-        "swap demo: reclaim: kswapd woken {} times, direct reclaim {} times",
-        wake - wake0,
-        direct - direct0
-    );
-    match result {
-        Ok(()) => {
-            crate::println!("swap demo: every word came back right");
-            true
-        }
-        Err(e) => {
-            crate::println!("swap demo: FAILED: {e}");
-            false
-        }
-    }
-}
-
-// ---------------------------------------------------------------- tests
-
-use crate::testing::{Test, TestEnv};
-use crate::vm::{load, release_user_pages, store, AddressSpace, Advice};
+use crate::tests::{Test, TestEnv};
+use crate::vm::space::{release_user_pages, AddressSpace, Advice};
 use mm::gup::Hold;
 use mm::vma::VmaProt;
 use mm::VirtAddr;
 
-pub const TESTS: &[Test] = &[
-    Test {
-        name: "swap::io_errors_keep_data_and_end_only_the_reader",
-        run: io_errors_keep_data_and_end_only_the_reader,
-    },
-    Test { name: "swap::bad_headers_are_refused", run: bad_headers_are_refused },
-    Test { name: "swap::pageout_4k_pages_and_back", run: pageout_4k_pages_and_back },
-    Test { name: "swap::pageout_thp_and_back", run: pageout_thp_and_back },
-    Test { name: "swap::pageout_of_part_of_a_thp_splits_it", run: pageout_of_part_of_a_thp_splits_it },
-    Test {
-        name: "swap::a_thp_is_split_when_no_run_of_slots_is_free",
-        run: a_thp_is_split_when_no_run_of_slots_is_free,
-    },
-    Test { name: "swap::freed_thp_comes_back_whole", run: freed_thp_comes_back_whole },
-    Test { name: "swap::concurrent_faults_on_one_freed_thp", run: concurrent_faults_on_one_freed_thp },
-    Test { name: "swap::fork_after_swapout_both_sides_write", run: fork_after_swapout_both_sides_write },
-    Test { name: "swap::gup_write_reference_survives_swap", run: gup_write_reference_survives_swap },
-    Test { name: "swap::concurrent_swapin_of_one_entry", run: concurrent_swapin_of_one_entry },
-    Test { name: "swap::swapin_racing_pageout_loses_no_write", run: swapin_racing_pageout_loses_no_write },
-    Test { name: "swap::fill_more_than_ram", run: fill_more_than_ram },
-];
+pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, bad_headers_are_refused, pageout_4k_pages_and_back, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, fill_more_than_ram];
 
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
-const WORDS: u64 = 512;
-
-/// The word `w` of page `p` in a pattern of version `tag`: every word of
-/// every page differs, so a page read from the wrong slot, a stale copy or
-/// a zero page is caught.
-fn word(p: u64, w: u64, tag: u64) -> u64 {
-    (p << 16 | w).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ tag
-}
-
-fn store64(addr: u64, v: u64) {
-    // SAFETY: as `vm::store`: `addr` is 8-aligned in the task's own area;
-    // the access maps the page (or ends the task) through the fault handler.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
-fn load64(addr: u64) -> u64 {
-    // SAFETY: as `store64`.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-fn run_in<T: Send + 'static>(
-    space: &Arc<AddressSpace>,
-    f: impl Fn() -> T + Send + 'static,
-) -> Result<T, String> {
-    space.spawn(None, "swap-test", f)?.join_or_killed()
-}
-
-/// Writes the pattern `tag` over pages `pages` of the area at `base`.
-fn write_pattern(
-    space: &Arc<AddressSpace>,
-    base: u64,
-    pages: core::ops::Range<u64>,
-    tag: u64,
-) -> Result<(), String> {
-    run_in(space, move || {
-        for p in pages.clone() {
-            for w in 0..WORDS {
-                store64(base + p * 4096 + w * 8, word(p, w, tag));
-            }
-        }
-    })
-}
-
-/// The first page in `pages` whose contents are not the pattern `tag`.
-fn check_pattern(
-    space: &Arc<AddressSpace>,
-    base: u64,
-    pages: core::ops::Range<u64>,
-    tag: u64,
-) -> Result<Result<(), String>, String> {
-    run_in(space, move || {
-        for p in pages.clone() {
-            for w in 0..WORDS {
-                let got = load64(base + p * 4096 + w * 8);
-                if got != word(p, w, tag) {
-                    return Err(format!("page {p} word {w}: {got:#x}, expected {:#x}", word(p, w, tag)));
-                }
-            }
-        }
-        Ok(())
-    })
-}
 
 fn need_swap() -> Result<(), String> {
     if alloc_area().is_none() {
@@ -581,11 +112,11 @@ fn pageout_of_part_of_a_thp_splits_it(_: &TestEnv<'_>) -> Result<(), String> {
     need_swap()?;
     const PAGES: u64 = 1024; // two 2 MiB folios
     let (space, base) = filled_thps(PAGES, 8)?;
-    let splits = crate::vm::PAGEOUT_SPLITS.load(Ordering::Relaxed);
+    let splits = crate::vm::space::PAGEOUT_SPLITS.load(Ordering::Relaxed);
     let (from, to) = (PAGES / 4, 3 * PAGES / 4);
     pageout(&space, base + from * 4096, (to - from) * 4096)?;
     let after = space.check().map_err(|e| format!("after MADV_PAGEOUT: {e}"))?;
-    let split = crate::vm::PAGEOUT_SPLITS.load(Ordering::Relaxed) - splits;
+    let split = crate::vm::space::PAGEOUT_SPLITS.load(Ordering::Relaxed) - splits;
     if split < 2
         || after.nr_pmd_leaves != 0
         || after.nr_swap_entries != to - from
@@ -622,9 +153,9 @@ fn a_thp_is_split_when_no_run_of_slots_is_free(_: &TestEnv<'_>) -> Result<(), St
         }
         const PAGES: u64 = 512;
         let (space, base) = filled_thps(PAGES, 0x41)?;
-        let splits = crate::reclaim::NR_SPLIT_FOR_SWAP.load(Ordering::Relaxed);
+        let splits = crate::vm::reclaim::NR_SPLIT_FOR_SWAP.load(Ordering::Relaxed);
         pageout(&space, base, PAGES * 4096)?;
-        let split = crate::reclaim::NR_SPLIT_FOR_SWAP.load(Ordering::Relaxed) - splits;
+        let split = crate::vm::reclaim::NR_SPLIT_FOR_SWAP.load(Ordering::Relaxed) - splits;
         let out = swap_entries(&space, "after MADV_PAGEOUT")?;
         if split != 1 || out != PAGES {
             return Err(format!(
@@ -661,7 +192,7 @@ fn freed_thp_comes_back_whole(_: &TestEnv<'_>) -> Result<(), String> {
         if !entries.iter().any(|&e| dev.area.has_cache(e)) {
             break;
         }
-        crate::reclaim::shrink(2 * PAGES as usize);
+        crate::vm::reclaim::shrink(2 * PAGES as usize);
     }
     if let Some(e) = entries.iter().find(|&&e| dev.area.has_cache(e)) {
         return Err(format!("{e:?} is still in the swap cache after the pageout"));
@@ -674,7 +205,7 @@ fn freed_thp_comes_back_whole(_: &TestEnv<'_>) -> Result<(), String> {
     // One byte touched: the whole 2 MiB comes back, in one fault.
     let in0 = PSWPIN.load(Ordering::Relaxed);
     let at = base + 123 * 4096 + 8;
-    let got = run_in(&space, move || load64(at))?;
+    let got = run_in(&space, move || uaccess::read_u64(at))?;
     if got != word(123, 1, 0x21) {
         return Err(format!("page 123 word 1: {got:#x}"));
     }
@@ -735,7 +266,7 @@ fn concurrent_faults_on_one_freed_thp(_: &TestEnv<'_>) -> Result<(), String> {
                 for k in 0..PAGES {
                     let p = (k + t * 131) % PAGES;
                     for w in [0, 255, 511] {
-                        if load64(base + p * 4096 + w * 8) != word(p, w, tag) {
+                        if uaccess::read_u64(base + p * 4096 + w * 8) != word(p, w, tag) {
                             return Err(format!("task {t}: page {p} word {w} wrong"));
                         }
                     }
@@ -799,19 +330,19 @@ fn gup_write_reference_survives_swap(_: &TestEnv<'_>) -> Result<(), String> {
     need_swap()?;
     let space = AddressSpace::new()?;
     let base = space.mmap(4 * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
-    run_in(&space, move || (0..4).for_each(|p| store(base + p * 4096, 0x10 + p as u8)))?;
+    run_in(&space, move || (0..4).for_each(|p| uaccess::write_u8(base + p * 4096, 0x10 + p as u8)))?;
     let held = space.get_user_pages(VirtAddr::new(base + 4096), 1, true, Hold::Get)?;
     let result = (|| {
         pageout(&space, base, 4 * 4096)?;
         // The device writes through the reference while the page is out.
-        crate::vm::kwrite(held[0], 0x77);
+        crate::tests::kit::kwrite(held[0], 0x77);
         // The task reads it (swap-in), then writes another byte of it.
         let seen = run_in(&space, move || {
-            let v = load(base + 4096);
-            store(base + 4096 + 8, 0x88);
+            let v = uaccess::read_u8(base + 4096);
+            uaccess::write_u8(base + 4096 + 8, 0x88);
             v
         })?;
-        let through_ref = crate::vm::kread(PhysAddr::new(held[0].as_u64() + 8));
+        let through_ref = crate::tests::kit::kread(PhysAddr::new(held[0].as_u64() + 8));
         if seen != 0x77 || through_ref != 0x88 {
             return Err(format!(
                 "the task read {seen:#x} (device wrote 0x77) and the reference sees {through_ref:#x} \
@@ -841,7 +372,7 @@ fn concurrent_swapin_of_one_entry(_: &TestEnv<'_>) -> Result<(), String> {
             tasks.push(space.spawn(Some(cpu), "swapin", move || {
                 for p in (0..PAGES).rev() {
                     for w in 0..WORDS {
-                        if load64(base + p * 4096 + w * 8) != word(p, w, 8 + round) {
+                        if uaccess::read_u64(base + p * 4096 + w * 8) != word(p, w, 8 + round) {
                             return Err(format!("task {t}: page {p} word {w} wrong"));
                         }
                     }
@@ -862,10 +393,10 @@ fn concurrent_swapin_of_one_entry(_: &TestEnv<'_>) -> Result<(), String> {
 /// in every cluster of 512 too, so no run for a huge folio is free), on and
 /// preferred for new slots. Give it back with [`scratch_swapoff`].
 fn scratch_swapon(label: &[u8], pages: Option<u64>, bad_every_cluster: bool) -> Result<u8, String> {
-    let disk = crate::blk::scratch_disk()?;
+    let disk = crate::tests::kit::scratch_disk()?;
     let pages = pages.unwrap_or(disk.capacity_pages()).min(disk.capacity_pages());
     let (bad_write, bad_read) =
-        crate::blk::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
+        crate::tests::kit::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
     let mut bad: Vec<u32> = bad_write.chain(bad_read).filter(|&p| p < pages).map(|p| p as u32).collect();
     if bad_every_cluster {
         bad.extend((0..pages).step_by(512).map(|c| c + 300).filter(|&p| p < pages).map(|p| p as u32));
@@ -956,7 +487,7 @@ fn race_on(ty: u8, secs: u64) -> Result<(), String> {
             seen = round;
             let at = base + p * 4096;
             for w in 0..WORDS {
-                let got = load64(at + w * 8);
+                let got = uaccess::read_u64(at + w * 8);
                 if got != word(p, w, v) {
                     let found = (0..=v + 1).find(|&old| got == word(p, w, old));
                     return Err(format!(
@@ -966,7 +497,7 @@ fn race_on(ty: u8, secs: u64) -> Result<(), String> {
                 }
             }
             for w in 0..WORDS {
-                store64(at + w * 8, word(p, w, v + 1));
+                uaccess::write_u64(at + w * 8, word(p, w, v + 1));
             }
             r.done.fetch_or(1, Ordering::AcqRel);
         }
@@ -977,7 +508,7 @@ fn race_on(ty: u8, secs: u64) -> Result<(), String> {
         let mut seen = 0;
         while let Some((round, p, _)) = r.next_round(seen) {
             seen = round;
-            load64(base + p * 4096 + 8 * (round % WORDS));
+            uaccess::read_u64(base + p * 4096 + 8 * (round % WORDS));
             r.done.fetch_or(2, Ordering::AcqRel);
         }
         Ok(())
@@ -1108,7 +639,7 @@ fn write_header(disk: &'static BlockDevice, page: &[u8]) -> Result<(), String> {
 /// message, and the kernel goes on; a good one is accepted and swapoff
 /// frees it again.
 fn bad_headers_are_refused(_: &TestEnv<'_>) -> Result<(), String> {
-    let disk = crate::blk::scratch_disk()?;
+    let disk = crate::tests::kit::scratch_disk()?;
     let good =
         mm::swap::header::format(disk.capacity_pages(), &[], b"scratch").map_err(|e| format!("{e}"))?;
     let mut no_magic = good;
@@ -1137,9 +668,9 @@ fn bad_headers_are_refused(_: &TestEnv<'_>) -> Result<(), String> {
 /// (and is written again on the next try), its data intact; a page whose
 /// read fails ends only the task that touched it.
 fn io_errors_keep_data_and_end_only_the_reader(_: &TestEnv<'_>) -> Result<(), String> {
-    let disk = crate::blk::scratch_disk()?;
+    let disk = crate::tests::kit::scratch_disk()?;
     let (bad_write, bad_read) =
-        crate::blk::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
+        crate::tests::kit::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
     let header =
         mm::swap::header::format(disk.capacity_pages(), &[], b"faulty").map_err(|e| format!("{e}"))?;
     write_header(disk, &header)?;
@@ -1172,7 +703,7 @@ fn io_errors_on(bad_write: core::ops::Range<u64>, bad_read: core::ops::Range<u64
     }
     // Reclaim's next pass writes them again (and fails again): still in
     // memory.
-    crate::reclaim::shrink(4 * pages as usize);
+    crate::vm::reclaim::shrink(4 * pages as usize);
     if WRITE_ERRORS.load(Ordering::Relaxed) - w0 <= failed {
         return Err(String::from("a folio whose write failed was not written again"));
     }
@@ -1185,7 +716,8 @@ fn io_errors_on(bad_write: core::ops::Range<u64>, bad_read: core::ops::Range<u64
     // A read error ends the reader, not the kernel; the space stays sound.
     let r0 = READ_ERRORS.load(Ordering::Relaxed);
     let first_bad = bad_read.start - 1;
-    let killed = space.spawn(None, "reader", move || load(base + first_bad * 4096))?.join_or_killed();
+    let killed =
+        space.spawn(None, "reader", move || uaccess::read_u8(base + first_bad * 4096))?.join_or_killed();
     match killed {
         Err(why) if why.contains("swap read error") => {}
         other => return Err(format!("reading an unreadable slot: {other:?}")),

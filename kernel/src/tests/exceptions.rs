@@ -7,7 +7,7 @@
 //! instruction; and the kernel carries on afterwards, many times over.
 
 use crate::arch;
-use crate::testing::{Test, TestEnv};
+use crate::tests::{Test, TestEnv};
 use alloc::format;
 use alloc::string::String;
 use mm::fault::{Access, FaultCause, MemFault};
@@ -99,10 +99,4 @@ fn breakpoint_is_reported(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) const TESTS: &[Test] = &[
-    Test { name: "exceptions::page_fault_on_read", run: page_fault_on_read },
-    Test { name: "exceptions::page_fault_on_write", run: page_fault_on_write },
-    Test { name: "exceptions::probes_of_mapped_memory_succeed", run: probes_of_mapped_memory_succeed },
-    Test { name: "exceptions::faults_repeat_cleanly", run: faults_repeat_cleanly },
-    Test { name: "exceptions::breakpoint_is_reported", run: breakpoint_is_reported },
-];
+pub(crate) const TESTS: &[Test] = register!["exceptions": page_fault_on_read, page_fault_on_write, probes_of_mapped_memory_succeed, faults_repeat_cleanly, breakpoint_is_reported];

@@ -1,177 +1,17 @@
-//! Page tables in the running kernel: `mm::pgtable` over the real format of
-//! this arch, with table frames from the buddy allocator reached through the
-//! direct map, and address spaces the CPU really walks.
-//!
-//! ## Protocol
-//!
-//! - [`KernelTables`] implements `TableMemory`: entries are read and written
-//!   as `AtomicU64` through the direct map; every write is followed by the
-//!   arch's table-write barrier (AArch64 `DSB ISHST; ISB`), so a walk that
-//!   follows sees it.
-//! - [`TestSpace`] is a fresh lower-half address space: on x86_64 its root
-//!   shares the kernel's upper half (PML4 entries 256..512, copied from the
-//!   boot root); on AArch64 the kernel lives in TTBR1 and the root goes in
-//!   TTBR0 alone. [`TestSpace::activate`] makes it the running task's
-//!   address space (through the scheduler, so preemption keeps it) until
-//!   the returned guard drops.
-//! - Changes flush through the arch's [`arch::mmu::Tlb`]: every test here
-//!   reads through the MMU after the change, so a missing flush fails it.
+//! In-guest tests moved from memory/paging.rs.
 
 use crate::arch;
 use crate::memory;
-use crate::testing::{Test, TestEnv};
+use crate::memory::paging::*;
+use crate::tests::kit::*;
+use crate::tests::{Test, TestEnv};
 use alloc::format;
 use alloc::string::String;
-use core::sync::atomic::{AtomicU64, Ordering};
 use mm::fault::{Access, FaultCause};
 use mm::pgtable::{
-    Decoded, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageSize, PageTable, Prot, SwapEntry,
-    TableMemory,
+    Decoded, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageSize, Prot, SwapEntry,
 };
 use mm::{PhysAddr, VirtAddr};
-
-/// This arch's page-table format.
-#[cfg(target_arch = "x86_64")]
-pub type Format = arch::pgtable::X86Format;
-/// This arch's page-table format.
-#[cfg(target_arch = "aarch64")]
-pub type Format = arch::pgtable::Aarch64Format;
-
-/// Top-level entries an address space shares with the kernel.
-#[cfg(target_arch = "x86_64")]
-pub const KERNEL_SHARED: core::ops::Range<usize> = 256..512;
-/// Top-level entries an address space shares with the kernel (none: the
-/// kernel half has its own root in TTBR1).
-#[cfg(target_arch = "aarch64")]
-pub const KERNEL_SHARED: core::ops::Range<usize> = 0..0;
-
-/// Table memory of the running kernel.
-pub struct KernelTables;
-
-fn entry_at(pa: PhysAddr) -> &'static AtomicU64 {
-    assert!(pa.is_aligned(8), "entry_at: unaligned entry address {pa}");
-    let va = memory::phys_to_virt(pa).as_u64();
-    // SAFETY: `pa` is an 8-aligned address inside a page-table frame (the
-    // only addresses `mm::pgtable` passes), which is RAM mapped read-write
-    // in the direct map for the kernel's whole life; page-table entries are
-    // only ever accessed atomically (by us and by the hardware walker), so
-    // viewing them as AtomicU64 is sound.
-    unsafe { &*(va as *const AtomicU64) }
-}
-
-impl TableMemory for KernelTables {
-    fn read_entry(&self, pa: PhysAddr) -> u64 {
-        entry_at(pa).load(Ordering::Acquire)
-    }
-    fn write_entry(&self, pa: PhysAddr, value: u64) {
-        entry_at(pa).store(value, Ordering::Release);
-        arch::mmu::table_write_barrier();
-    }
-    fn alloc_table(&self) -> Option<PhysAddr> {
-        let pa = memory::alloc_frames(0).ok()?;
-        memory::zero_frames(pa, 0);
-        Some(pa)
-    }
-    fn free_table(&self, pa: PhysAddr) {
-        memory::free_frames(pa, 0);
-    }
-}
-
-/// The kernel's own root on x86_64: the template of the shared upper half.
-#[cfg(target_arch = "x86_64")]
-fn kernel_template() -> PhysAddr {
-    memory::kernel_root()
-}
-
-/// A fresh address space for tests: an empty lower half.
-pub struct TestSpace {
-    pub table: PageTable<Format>,
-}
-
-/// Keeps a [`TestSpace`] loaded for the running task until dropped.
-pub struct Active<'a> {
-    _space: &'a TestSpace,
-    _guard: crate::sched::AddressSpaceGuard,
-}
-
-impl TestSpace {
-    /// A new, empty address space.
-    pub fn new() -> Result<TestSpace, String> {
-        #[cfg(target_arch = "x86_64")]
-        let table = PageTable::new_sharing(&KernelTables, kernel_template(), KERNEL_SHARED);
-        #[cfg(target_arch = "aarch64")]
-        let table = PageTable::new(&KernelTables);
-        Ok(TestSpace { table: table.map_err(|e| format!("new page table: {e}"))? })
-    }
-
-    /// Makes this the running task's address space until the guard drops:
-    /// the scheduler loads it now and whenever the task runs again.
-    pub fn activate(&self) -> Active<'_> {
-        Active { _space: self, _guard: crate::sched::enter_address_space(self.table.root()) }
-    }
-
-    /// Gives back every table frame (not the frames leaves map).
-    pub fn destroy(self) {
-        self.table.destroy(&KernelTables, KERNEL_SHARED);
-    }
-}
-
-// ---------------------------------------------------------------- tests
-
-/// Where tests map things: lower half, 256 GiB, away from anything else.
-pub(crate) const TEST_VA: u64 = 0x0000_0040_0000_0000;
-pub(crate) const RW_USER: Prot = Prot { writable: true, user: true, executable: false, global: false };
-
-pub(crate) fn leaf(frame: PhysAddr, size: PageSize, prot: Prot) -> Leaf {
-    // Mapped dirty and young: the first access needs no fault on a CPU that
-    // does not manage A/D itself (AArch64 without FEAT_HAFDBS).
-    Leaf { frame, size, prot, dirty: true, young: true }
-}
-
-/// Frames for a test, freed on drop.
-pub(crate) struct Frames {
-    pub(crate) pa: PhysAddr,
-    order: u8,
-}
-
-impl Frames {
-    pub(crate) fn new(order: u8) -> Result<Frames, String> {
-        let pa = memory::alloc_frames(order).map_err(|e| format!("allocating order {order}: {e:?}"))?;
-        Ok(Frames { pa, order })
-    }
-    fn bytes(&self) -> u64 {
-        4096 << self.order
-    }
-    /// The frames' bytes through the direct map.
-    fn direct(&self, offset: u64) -> *mut u8 {
-        assert!(offset < self.bytes());
-        (memory::phys_to_virt(self.pa).as_u64() + offset) as *mut u8
-    }
-    pub(crate) fn write(&self, offset: u64, value: u8) {
-        // SAFETY: in bounds (checked by `direct`) of frames this test owns.
-        unsafe { self.direct(offset).write_volatile(value) }
-    }
-    fn read(&self, offset: u64) -> u8 {
-        // SAFETY: as for `write`.
-        unsafe { self.direct(offset).read_volatile() }
-    }
-}
-
-impl Drop for Frames {
-    fn drop(&mut self) {
-        memory::free_frames(self.pa, self.order);
-    }
-}
-
-pub(crate) fn probe_read(va: u64) -> Result<u8, String> {
-    arch::probe::read_u8(VirtAddr::new(va)).map_err(|f| format!("read at {va:#x} faulted: {f:?}"))
-}
-
-fn probe_write(va: u64, value: u8) -> Result<(), String> {
-    // SAFETY: every test writes only to addresses it mapped to its own frames.
-    unsafe { arch::probe::write_u8(VirtAddr::new(va), value) }
-        .map_err(|f| format!("write at {va:#x} faulted: {f:?}"))
-}
 
 fn expect_fault(
     what: &str,
@@ -550,7 +390,7 @@ fn address_space_follows_its_task(_: &TestEnv<'_>) -> Result<(), String> {
             .map(&KernelTables, VirtAddr::new(va), leaf(frame.pa, PageSize::Size4K, RW_USER))
             .map_err(|e| format!("{e}"))?
             .ignore();
-        let task = crate::sched::spawn("in-space", move || {
+        let task = crate::task::sched::spawn("in-space", move || {
             let result = (|| {
                 let _active = space.activate();
                 for round in 0..300u64 {
@@ -559,7 +399,7 @@ fn address_space_follows_its_task(_: &TestEnv<'_>) -> Result<(), String> {
                         return Err(format!("task {marker:#x} read {got:#x} in round {round}"));
                     }
                     if round % 7 == 0 {
-                        crate::sched::yield_now();
+                        crate::task::sched::yield_now();
                     }
                 }
                 Ok(())
@@ -577,14 +417,4 @@ fn address_space_follows_its_task(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) const TESTS: &[Test] = &[
-    Test { name: "pgtable::map_4k_and_2m_through_the_mmu", run: map_4k_and_2m_through_the_mmu },
-    Test { name: "pgtable::unmap_then_fault_at_the_address", run: unmap_then_fault_at_the_address },
-    Test { name: "pgtable::read_only_write_faults", run: read_only_write_faults },
-    Test { name: "pgtable::no_execute_faults", run: no_execute_faults },
-    Test { name: "pgtable::remap_sees_the_new_frame", run: remap_sees_the_new_frame },
-    Test { name: "pgtable::swap_and_migration_entries_fault", run: swap_and_migration_entries_fault },
-    Test { name: "pgtable::split_pmd_keeps_data", run: split_pmd_keeps_data },
-    Test { name: "pgtable::ptdump_shows_the_tree", run: ptdump_shows_the_tree },
-    Test { name: "pgtable::address_space_follows_its_task", run: address_space_follows_its_task },
-];
+pub(crate) const TESTS: &[Test] = register!["pgtable": map_4k_and_2m_through_the_mmu, unmap_then_fault_at_the_address, read_only_write_faults, no_execute_faults, remap_sees_the_new_frame, swap_and_migration_entries_fault, split_pmd_keeps_data, ptdump_shows_the_tree, address_space_follows_its_task];

@@ -11,12 +11,12 @@
 //! 3. give it swap slots and put it into the swap cache when it has none
 //!    (`mm::swap::cache::add_to_swap`); a large folio needs a run of 512
 //!    slots. When the area has none, the folio is split into order-0 folios
-//!    (`crate::vm::split_isolated_folio`: it must be mapped by one space of
+//!    (`crate::vm::space::split_isolated_folio`: it must be mapped by one space of
 //!    its family, and not pinned or referenced by anyone else), page 0 goes
 //!    on here as an order-0 folio, and the other pieces, isolated with a
 //!    reference each, are shrunk next by the same caller ([`shrink_list`]);
 //! 4. unmap it from every space of its fork family, with all their locks
-//!    held (`crate::vm::unmap_folio_to_swap`, `mm::swap::unmap`): wholly
+//!    held (`crate::vm::space::unmap_folio_to_swap`, `mm::swap::unmap`): wholly
 //!    or not at all;
 //! 5. write it, unless no page-table entry holds any of its slots any
 //!    more; the folio stays locked and in the swap cache meanwhile, so a
@@ -50,7 +50,7 @@
 //!   only the waker that found it zero calls `sched::unpark` on kswapd's
 //!   task. A non-zero flag means an unpark was or is being sent and kswapd
 //!   has not consumed the flag yet, so it will see the new reason too.
-//! - No lost wake-up (the protocol of `crate::wait`): kswapd consumes the
+//! - No lost wake-up (the protocol of `crate::task::wait`): kswapd consumes the
 //!   flag (`swap(0)`) *before* it looks at memory, and parks only after
 //!   finding it zero. A waker that sets it after that look is seen by the
 //!   next swap; an unpark that lands between the swap and the park leaves
@@ -91,9 +91,9 @@
 //! lock held. `wakeup_kswapd` takes only the run-queue lock (above).
 
 use crate::memory;
-use crate::sched;
-use crate::swap::{self, SwapDevice};
 use crate::sync::IrqSpinLock;
+use crate::task::sched;
+use crate::vm::swap::{self, SwapDevice};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -123,18 +123,18 @@ pub static NR_KSWAPD_WAKEUPS: AtomicU64 = AtomicU64::new(0);
 pub static NR_DIRECT_RECLAIMS: AtomicU64 = AtomicU64::new(0);
 /// kswapd is awake: between consuming [`KSWAPD_WANTED`] and parking
 /// (shrinking or draining).
-static KSWAPD_BUSY: AtomicBool = AtomicBool::new(false);
+pub(crate) static KSWAPD_BUSY: AtomicBool = AtomicBool::new(false);
 /// kswapd has started.
 static KSWAPD_UP: AtomicBool = AtomicBool::new(false);
 /// Why kswapd should run (`WAKE_*` bits), consumed by kswapd's loop (module
 /// doc, "Waking kswapd").
-static KSWAPD_WANTED: AtomicU8 = AtomicU8::new(0);
+pub(crate) static KSWAPD_WANTED: AtomicU8 = AtomicU8::new(0);
 /// An allocation left free memory below `low`, or failed.
 const WAKE_RECLAIM: u8 = 1;
 /// [`defer`] queued work.
 const WAKE_DRAIN: u8 = 2;
 /// kswapd's task, for [`wakeup_kswapd`] (set by kswapd itself).
-static KSWAPD_TASK: spin::Once<Arc<sched::Task>> = spin::Once::new();
+pub(crate) static KSWAPD_TASK: spin::Once<Arc<sched::Task>> = spin::Once::new();
 /// How long kswapd rests after a pass that could free nothing.
 pub const KSWAPD_BACKOFF_MS: u64 = 10;
 
@@ -241,7 +241,7 @@ fn shrink_locked(folio: Folio<'static>, split: &mut Vec<Folio<'static>>) -> Shru
             if let (Err(AddError::NoSpace { .. }), true) = (&added, folio.is_large()) {
                 // No run for it whole: split it and swap its pages out one
                 // by one (this one now, the others by the caller).
-                match crate::vm::split_isolated_folio(&folio) {
+                match crate::vm::space::split_isolated_folio(&folio) {
                     Ok(pieces) => {
                         NR_SPLIT_FOR_SWAP.fetch_add(1, Ordering::Relaxed);
                         split.extend(pieces);
@@ -259,7 +259,7 @@ fn shrink_locked(folio: Folio<'static>, split: &mut Vec<Folio<'static>>) -> Shru
     };
     if folio.total_mapcount() > 0 {
         // Refused (a pin, a full count, no memory for a PMD split): kept.
-        if crate::vm::unmap_folio_to_swap(&folio, &dev.area).is_err() {
+        if crate::vm::space::unmap_folio_to_swap(&folio, &dev.area).is_err() {
             return keep(folio, LruList::Active, "could not unmap");
         }
         if folio.total_mapcount() > 0 {
@@ -270,7 +270,7 @@ fn shrink_locked(folio: Folio<'static>, split: &mut Vec<Folio<'static>>) -> Shru
     if !slots_unused(&dev.area, &folio) {
         let first = folio_entry(&folio).expect("in the swap cache");
         folio.set_flag(PageFlag::Writeback);
-        let written = crate::swap::Io(&dev).write(first, PhysAddr::new(folio.pfn() << 12), nr);
+        let written = crate::vm::swap::Io(&dev).write(first, PhysAddr::new(folio.pfn() << 12), nr);
         folio.clear_flag(PageFlag::Writeback);
         if written.is_err() {
             return keep(folio, LruList::Inactive, "write failed");
@@ -295,7 +295,7 @@ fn shrink_locked(folio: Folio<'static>, split: &mut Vec<Folio<'static>>) -> Shru
     let _ = delete_from_swap_cache(&dev.area, &folio);
     folio.clear_flag(PageFlag::Dirty);
     folio.unlock();
-    memory::free_folio(folio);
+    crate::vm::folios::free_folio(folio);
     NR_RECLAIMED.fetch_add(nr as u64, Ordering::Relaxed);
     Shrunk::Freed(nr)
 }
@@ -485,139 +485,4 @@ pub fn quiesce() {
         sched::sleep_ms(2);
     }
     drain_deferred();
-}
-
-// ---------------------------------------------------------------- tests
-
-use crate::testing::{Test, TestEnv};
-use alloc::format;
-use alloc::string::String;
-
-pub(crate) const TESTS: &[Test] = &[Test {
-    name: "reclaim::kswapd_wakes_at_low_and_sleeps_above",
-    run: kswapd_wakes_at_low_and_sleeps_above,
-}];
-
-fn wakeups() -> u64 {
-    NR_KSWAPD_WAKEUPS.load(Ordering::SeqCst)
-}
-
-/// Allocates and frees `nr` frames one at a time, then naps 50 ms: kswapd
-/// must not have been woken (free memory stays above `low` throughout).
-fn stays_asleep(nr: usize, when: &str) -> Result<(), String> {
-    let before = wakeups();
-    let mut held = Vec::new();
-    for _ in 0..nr {
-        held.push(memory::alloc_frames(0).map_err(|e| format!("{when}: alloc: {e:?}"))?);
-    }
-    for pa in held {
-        memory::free_frames(pa, 0);
-    }
-    sched::sleep_ms(50);
-    let after = wakeups();
-    if after != before || KSWAPD_WANTED.load(Ordering::SeqCst) != 0 {
-        return Err(format!(
-            "{when}: kswapd was woken ({before} -> {after} wake-ups) while free memory stayed above low \
-             ({} free, low {})",
-            memory::nr_free_frames(),
-            memory::frame_allocator().watermarks().low
-        ));
-    }
-    Ok(())
-}
-
-/// kswapd stays parked while free memory is above `low`; raw allocations
-/// ("ballast", which reclaim cannot free) that take free memory just below
-/// `low` wake it, and it alone (no direct reclaim) swaps out anonymous
-/// pages until free memory is at `high` again; then it parks again.
-fn kswapd_wakes_at_low_and_sleeps_above(_: &TestEnv<'_>) -> Result<(), String> {
-    use crate::vm::{AddressSpace, Advice};
-    use mm::vma::VmaProt;
-    if swap::alloc_area().is_none() {
-        return Err("no swap area: attach a swap disk (xtask does unless --swap 0)".into());
-    }
-    // kswapd records its task when it first runs.
-    for _ in 0..100 {
-        if KSWAPD_TASK.get().is_some() {
-            break;
-        }
-        sched::sleep_ms(10);
-    }
-    if KSWAPD_TASK.get().is_none() {
-        return Err("kswapd is not running".into());
-    }
-    let frames = memory::frame_allocator();
-    let wm = frames.watermarks();
-    quiesce();
-    if frames.nr_free_pages() < wm.high + 4096 {
-        return Err(format!("too little free memory to start: {} pages", frames.nr_free_pages()));
-    }
-    stays_asleep(256, "before the fill")?;
-
-    // Something for kswapd to reclaim: anonymous 4 KiB pages, a few times
-    // what it takes to go from `low` to `high`.
-    let pages = 4 * (wm.high - wm.low) + 256;
-    let space = AddressSpace::new()?;
-    let rw = VmaProt { read: true, write: true, exec: false };
-    let base = space.mmap(pages * 4096, 4096, rw).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
-    space.madvise(mm::VirtAddr::new(base), pages * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
-    space
-        .spawn(None, "kswapd-test", move || (0..pages).for_each(|p| crate::vm::store(base + p * 4096, 1)))?
-        .join_or_killed()?;
-
-    // Ballast down to just below `low`: big blocks well above it, then
-    // single frames, stopping at the first allocation that crosses it.
-    let (wake0, direct0, reclaimed0) =
-        (wakeups(), NR_DIRECT_RECLAIMS.load(Ordering::SeqCst), NR_RECLAIMED.load(Ordering::SeqCst));
-    let mut ballast: Vec<(PhysAddr, u8)> = Vec::new();
-    let result = (|| -> Result<(), String> {
-        while frames.nr_free_pages() > wm.low + 2048 {
-            ballast.push((memory::alloc_frames(9).map_err(|e| format!("ballast: {e:?}"))?, 9));
-        }
-        while frames.nr_free_pages() >= wm.low {
-            ballast.push((memory::alloc_frames(0).map_err(|e| format!("ballast: {e:?}"))?, 0));
-        }
-        // kswapd's pass: up to 5 s for free memory back at `high` and
-        // kswapd parked again.
-        let start = crate::arch::time::now_ns();
-        loop {
-            let done = frames.nr_free_pages() >= wm.high
-                && !KSWAPD_BUSY.load(Ordering::SeqCst)
-                && KSWAPD_WANTED.load(Ordering::SeqCst) == 0;
-            if done {
-                break;
-            }
-            if crate::arch::time::now_ns() - start > 5_000_000_000 {
-                return Err(format!(
-                    "5 s after free memory fell below low ({}): {} pages free (high {}), {} kswapd \
-                     wake-ups, {} pages reclaimed",
-                    wm.low,
-                    frames.nr_free_pages(),
-                    wm.high,
-                    wakeups() - wake0,
-                    NR_RECLAIMED.load(Ordering::SeqCst) - reclaimed0
-                ));
-            }
-            sched::sleep_ms(10);
-        }
-        let (woken, direct, reclaimed) = (
-            wakeups() - wake0,
-            NR_DIRECT_RECLAIMS.load(Ordering::SeqCst) - direct0,
-            NR_RECLAIMED.load(Ordering::SeqCst) - reclaimed0,
-        );
-        if woken == 0 || direct != 0 || reclaimed == 0 {
-            return Err(format!(
-                "free memory is back at high, but with {woken} kswapd wake-ups, {direct} direct \
-                 reclaims and {reclaimed} pages reclaimed (want >0, 0, >0)"
-            ));
-        }
-        // Above `high` again: kswapd sleeps through allocations that stay
-        // above `low`.
-        stays_asleep(16, "after kswapd's pass")
-    })();
-    for (pa, order) in ballast {
-        memory::free_frames(pa, order);
-    }
-    drop(space);
-    result
 }

@@ -12,7 +12,7 @@
 //!   (each aligned to its size, one after another; 64-bit BARs get 32-bit
 //!   addresses, which they accept; I/O BARs are left unassigned and I/O
 //!   decoding off), makes sure the kernel maps every memory BAR
-//!   ([`crate::dma::map_mmio`]: OVMF puts 64-bit BARs far above RAM), then
+//!   ([`crate::drivers::dma::map_mmio`]: OVMF puts 64-bit BARs far above RAM), then
 //!   turns on memory decoding and bus mastering (the device's DMA).
 //! - Only used at boot, from one task: a [`Pci`] is owned by its user, so
 //!   no lock; configuration accesses of the arch are atomic on their own.
@@ -136,7 +136,7 @@ impl Pci {
             if address == 0 {
                 return Err(SetupError::Unassigned { bar: index });
             }
-            crate::dma::map_mmio(address, size).map_err(|why| SetupError::Unmappable {
+            crate::drivers::dma::map_mmio(address, size).map_err(|why| SetupError::Unmappable {
                 bar: index,
                 address,
                 size,

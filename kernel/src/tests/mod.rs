@@ -1,7 +1,25 @@
-//! The in-guest test harness.
+//! The in-guest tests: the harness, its kit, and one file of tests per
+//! area.
 //!
-//! Tests are plain functions registered in each module's `TESTS` list and
-//! gathered in [`all_tests`]. With `test=<filter>` on the command line the
+//! | module | what |
+//! | --- | --- |
+//! | [`kit`] | what tests of several areas share: a bare address space on the real MMU ([`kit::TestSpace`]), the scratch disk, physical reads |
+//! | [`harness`] | the harness's own checks (filter, a failing test, a crashing test) |
+//! | [`args`] | the kernel arguments arrived intact and bad ones are named |
+//! | [`memory`] | the heap and the buddy allocator in the running kernel |
+//! | [`exceptions`] | the arch's exception handling: faults, probes, breakpoints |
+//! | [`pgtable`] | both page-table formats through the real MMU |
+//! | [`sched`] | ticks, yield, preemption, sleep, join |
+//! | [`smp`] | every CPU online, tasks moving between CPUs |
+//! | [`tlb`] | TLB shootdown leaves no stale translation |
+//! | [`vm`] | address spaces: demand faults, COW and fork, THP, GUP, the rmap |
+//! | [`swap`] | swap-out, swap-in, the exclusive bit, bad headers, disk errors (seeds 002, 004) |
+//! | [`reclaim`] | kswapd's wake-up |
+//! | [`folio_flags`] | the stress test of the folio flags word (seed 003) |
+//! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
+//!
+//! Tests are plain functions registered in each file's `TESTS` list
+//! ([`register!`]) and gathered in [`all_tests`]. With `test=<filter>` on the command line the
 //! kernel runs, one after another in this boot, every test whose name starts
 //! with one of the filter's comma-separated prefixes (`all` runs every test).
 //!
@@ -20,10 +38,8 @@
 //! The kernel exits with the failure status unless every selected test
 //! passed and at least one ran.
 
-use crate::println;
-use crate::{
-    blk, cmdline, exceptions, flags_stress, memory, paging, print, reclaim, sched, smp, swap, tlb, vm,
-};
+use crate::cmdline::selected;
+use crate::{print, println};
 use alloc::format;
 use alloc::string::String;
 use kargs::Args;
@@ -41,30 +57,48 @@ pub struct Test {
     pub run: fn(&TestEnv<'_>) -> Result<(), String>,
 }
 
+/// The table of an area's tests: `register!["area": f, g; "other": h]`
+/// names each function `area::f`, so a test's name is its function's.
+macro_rules! register {
+    ($($area:literal: $($f:ident),+);+ $(;)?) => {
+        &[$($($crate::tests::Test { name: concat!($area, "::", stringify!($f)), run: $f }),+),+]
+    };
+}
+
+pub mod args;
+pub mod blk;
+pub mod exceptions;
+pub mod folio_flags;
+pub mod harness;
+pub mod kit;
+pub mod memory;
+pub mod pgtable;
+pub mod reclaim;
+pub mod sched;
+pub mod smp;
+pub mod swap;
+pub mod tlb;
+pub mod vm;
+
 /// Every test in the kernel, in the order they run.
 pub fn all_tests() -> impl Iterator<Item = &'static Test> {
     [
-        TESTS,
-        cmdline::TESTS,
+        harness::TESTS,
+        args::TESTS,
         memory::TESTS,
         exceptions::TESTS,
-        paging::TESTS,
+        pgtable::TESTS,
         sched::TESTS,
         smp::TESTS,
         tlb::TESTS,
         vm::TESTS,
         swap::TESTS,
         reclaim::TESTS,
-        flags_stress::TESTS,
+        folio_flags::TESTS,
         blk::TESTS,
     ]
     .into_iter()
     .flatten()
-}
-
-/// True when `name` is selected by `filter` (see the module doc).
-pub fn selected(filter: &str, name: &str) -> bool {
-    filter.split(',').any(|p| p == "all" || (!p.is_empty() && name.starts_with(p)))
 }
 
 /// Runs the selected tests; true when all passed and at least one ran.
@@ -74,25 +108,25 @@ pub fn run(filter: &str, args: &Args<'_>) -> bool {
     println!("harness: running tests matching `{filter}`");
     for test in all_tests().filter(|t| selected(filter, t.name)) {
         print!("test {} ... ", test.name);
-        let heap_before = memory::heap_used();
-        let frames_before = memory::nr_free_frames();
+        let heap_before = crate::memory::heap_used();
+        let frames_before = crate::memory::nr_free_frames();
         let result = (test.run)(&env).and_then(|()| {
             // Reclaim caught mid-pass and swap-cache folios whose removal
             // waited for a lock are not leaks: let that work finish first.
-            crate::reclaim::quiesce();
+            crate::vm::reclaim::quiesce();
             // A task that just ended is dropped by the CPU it ran on right
             // after that CPU switches away, which may come a moment after
             // its joiner returned: give that a few ticks before calling
             // what is still held a leak.
-            let mut heap_after = memory::heap_used();
-            let mut frames_after = memory::nr_free_frames();
+            let mut heap_after = crate::memory::heap_used();
+            let mut frames_after = crate::memory::nr_free_frames();
             for _ in 0..25 {
                 if heap_after <= heap_before && frames_after == frames_before {
                     break;
                 }
-                crate::sched::sleep_ms(2);
-                heap_after = memory::heap_used();
-                frames_after = memory::nr_free_frames();
+                crate::task::sched::sleep_ms(2);
+                heap_after = crate::memory::heap_used();
+                frames_after = crate::memory::nr_free_frames();
             }
             if heap_after > heap_before {
                 Err(format!("leaked {} bytes of heap", heap_after - heap_before))
@@ -119,56 +153,3 @@ pub fn run(filter: &str, args: &Args<'_>) -> bool {
     println!("{passed} passed, {failed} failed");
     failed == 0 && passed > 0
 }
-
-// ---------------------------------------------------------------- tests
-
-fn selfcheck_fail(env: &TestEnv<'_>) -> Result<(), String> {
-    // Fails only when asked: `cargo xtask test` passes
-    // `harness_selfcheck=fail` to prove that a failing test makes the whole
-    // run fail and is named in the report.
-    match env.args.get("harness_selfcheck") {
-        Some("fail") => Err("failing on purpose (harness_selfcheck=fail)".into()),
-        _ => Ok(()),
-    }
-}
-
-fn selfcheck_crash(env: &TestEnv<'_>) -> Result<(), String> {
-    // Crashes only when asked: `cargo xtask test` passes
-    // `harness_selfcheck=crash` to prove that an unexpected kernel page
-    // fault is reported (address, cause, instruction) and fails the run
-    // with this test named as the one running.
-    if env.args.get("harness_selfcheck") != Some("crash") {
-        return Ok(());
-    }
-    let addr = crate::arch::probe::unmapped_address().as_u64() + 0x42;
-    // SAFETY: deliberately not sound: nothing is mapped at `addr`. The
-    // volatile load is emitted as written, the MMU faults, and the trap
-    // handler, finding no fix-up for this instruction, panics, so this
-    // function never returns a value read from `addr`.
-    let value = unsafe { core::ptr::read_volatile(addr as *const u8) };
-    Err(format!("read of unmapped {addr:#x} returned {value:#x} instead of faulting"))
-}
-
-fn filter_selects_by_prefix(_: &TestEnv<'_>) -> Result<(), String> {
-    let cases = [
-        ("all", "heap::x", true),
-        ("heap", "heap::x", true),
-        ("heap::x", "heap::x", true),
-        ("exceptions,heap", "heap::x", true),
-        ("exceptions", "heap::x", false),
-        ("", "heap::x", false),
-        (",", "heap::x", false),
-    ];
-    for (filter, name, want) in cases {
-        if selected(filter, name) != want {
-            return Err(format!("selected({filter:?}, {name:?}) should be {want}"));
-        }
-    }
-    Ok(())
-}
-
-pub(crate) const TESTS: &[Test] = &[
-    Test { name: "harness::filter_selects_by_prefix", run: filter_selects_by_prefix },
-    Test { name: "harness::selfcheck_fail", run: selfcheck_fail },
-    Test { name: "harness::selfcheck_crash", run: selfcheck_crash },
-];

@@ -9,20 +9,20 @@
 //! itself on the queue *before* it evaluates the condition, so a waker that
 //! changes the condition after that evaluation finds it on the queue and
 //! unparks it; and an unpark that lands between the evaluation and the
-//! park is remembered by the scheduler ([`crate::sched::park`]), so the
+//! park is remembered by the scheduler ([`crate::task::sched::park`]), so the
 //! park returns at once. Wake-ups may be spurious; `wait_for` re-evaluates.
 //!
 //! For one task waiting for one event (an I/O request of its own), drivers
 //! keep the waiting task next to the request and call
-//! [`crate::sched::unpark`] on it directly (see [`crate::blk`]).
+//! [`crate::task::sched::unpark`] on it directly (see [`crate::drivers::blk`]).
 //!
 //! Locks: the queue's list is an [`IrqSpinLock`] (a leaf: nothing else is
 //! taken while it is held; [`wake_all`](WaitQueue::wake_all) unparks after
 //! releasing it). `wake_all` may be called from interrupt handlers; the
 //! condition closure runs with no wait-queue lock held.
 
-use crate::sched::{self, Task};
 use crate::sync::IrqSpinLock;
+use crate::task::sched::{self, Task};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 

@@ -1,0 +1,72 @@
+//! What every boot path hands the kernel: [`BootInfo`], built by
+//! `boot/x86_64` from the `bootloader` crate's boot information and by
+//! `boot/aarch64` from its own boot tables and the device tree.
+
+use mm::memmap::{MemoryMap, PhysRange};
+use mm::PhysAddr;
+
+/// Where the firmware's description of the machine is.
+#[derive(Debug, Clone, Copy)]
+pub enum FirmwareTables {
+    /// x86_64: ACPI, from the RSDP if the bootloader found one.
+    Acpi { rsdp: Option<PhysAddr> },
+    /// AArch64: a flattened device tree.
+    DeviceTree { addr: PhysAddr, size: u64 },
+}
+
+/// The most CPUs a boot path reports (the scheduler's limit).
+pub const MAX_CPUS: usize = 16;
+
+/// The CPUs the firmware describes, by their hardware ids (x86_64: local
+/// APIC ids from the ACPI MADT; AArch64: MPIDR affinity from the device
+/// tree). Index 0 is always the boot CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuList {
+    ids: [u64; MAX_CPUS],
+    len: usize,
+    /// CPUs the firmware listed beyond [`MAX_CPUS`] (not used).
+    pub nr_ignored: usize,
+}
+
+impl CpuList {
+    /// A list holding only the boot CPU.
+    pub const fn boot_only(boot_id: u64) -> CpuList {
+        let mut ids = [0; MAX_CPUS];
+        ids[0] = boot_id;
+        CpuList { ids, len: 1, nr_ignored: 0 }
+    }
+    /// Adds a CPU (not the boot CPU); counts it as ignored when full.
+    pub fn push(&mut self, id: u64) {
+        if self.ids[..self.len].contains(&id) {
+            return;
+        }
+        if self.len == MAX_CPUS {
+            self.nr_ignored += 1;
+        } else {
+            self.ids[self.len] = id;
+            self.len += 1;
+        }
+    }
+    /// Hardware ids, boot CPU first.
+    pub fn ids(&self) -> &[u64] {
+        &self.ids[..self.len]
+    }
+}
+
+/// The one description of the machine both boot paths produce.
+pub struct BootInfo {
+    /// How the kernel was loaded: `bios`, `uefi` or `linux-image`.
+    pub boot_method: &'static str,
+    /// Usable RAM, with the kernel image, boot data and firmware
+    /// reservations already removed.
+    pub memory: MemoryMap,
+    /// All RAM is mapped at `direct_map_offset + pa`.
+    pub direct_map_offset: u64,
+    /// The kernel arguments, as given (`key=value` words).
+    pub cmdline: &'static str,
+    pub firmware: FirmwareTables,
+    /// Where the kernel image lies in physical memory.
+    pub kernel_image: PhysRange,
+    /// The CPUs to bring up.
+    pub cpus: CpuList,
+}

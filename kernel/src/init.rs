@@ -1,0 +1,109 @@
+//! The kernel's first steps, in order.
+//!
+//! [`kernel_main`] prints the banner, the memory map and the arguments, sets
+//! up physical memory (heap, memmap, buddy allocator), turns on the
+//! bug-replay switch `bug=` names (if any), starts the scheduler and the
+//! other CPUs, finds the disks ([`crate::drivers::blk`]), then either runs the
+//! in-guest tests (`test=`) or the benchmarks (`bench=`), or runs the boot
+//! workload ([`crate::demo`]) and shuts the machine down with a success
+//! status. The tests and benchmarks are handed in as [`Modes`] by the
+//! crate root, so that nothing here names them.
+
+use crate::arch;
+use crate::bootinfo::{BootInfo, FirmwareTables};
+use crate::{cmdline, memory, println};
+use kargs::Args;
+
+/// What the kernel can run after booting besides the boot workload: each
+/// is given the filter of its argument (`test=`, `bench=`) and the
+/// arguments, and says whether everything it ran passed.
+pub struct Modes {
+    pub tests: fn(&str, &Args<'_>) -> bool,
+    pub bench: fn(&str) -> bool,
+}
+
+/// The banner's first words.
+pub const KERNEL_NAME: &str = concat!("mmkernel ", env!("CARGO_PKG_VERSION"));
+
+const MIB: u64 = 1024 * 1024;
+
+fn print_memory(info: &BootInfo) {
+    let map = &info.memory;
+    println!(
+        "memory: {} MiB usable in {} ranges; direct map at {:#x}; kernel image at {:?}",
+        map.total_bytes() / MIB,
+        map.ranges().len(),
+        info.direct_map_offset,
+        info.kernel_image
+    );
+    for r in map.ranges() {
+        println!("memory:   {:#014x}-{:#014x} {:>8} KiB", r.start.as_u64(), r.end.as_u64(), r.size() / 1024);
+    }
+    match info.firmware {
+        FirmwareTables::Acpi { rsdp: Some(rsdp) } => println!("firmware: ACPI, RSDP at {rsdp}"),
+        FirmwareTables::Acpi { rsdp: None } => println!("firmware: ACPI, no RSDP found"),
+        FirmwareTables::DeviceTree { addr, size } => {
+            println!("firmware: device tree at {addr}, {size} bytes")
+        }
+    }
+}
+
+/// The kernel proper, entered once by the boot CPU.
+pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
+    println!();
+    println!("{KERNEL_NAME} on {} (booted as {})", arch::NAME, info.boot_method);
+    print_memory(&info);
+
+    let args = match Args::parse(info.cmdline) {
+        Ok(args) => args,
+        Err(e) => {
+            println!("kernel: bad arguments: {e}");
+            println!("kernel: arguments are key=value words, e.g. `test=all seed=7`");
+            arch::exit(arch::ExitStatus::Failure);
+        }
+    };
+    if let Err(e) = memory::init(&info) {
+        println!("kernel: {e}");
+        arch::exit(arch::ExitStatus::Failure);
+    }
+    crate::vm::reclaim::init();
+    memory::print_summary();
+    cmdline::echo(&args);
+    if let Err(e) = cmdline::validate(&args) {
+        println!("kernel: bad arguments: {e}");
+        arch::exit(arch::ExitStatus::Failure);
+    }
+    // Before any other CPU runs (`mm::bugs`).
+    cmdline::enable_bug_switch(&args);
+
+    crate::vm::space::init();
+    if let Err(e) = crate::task::sched::init() {
+        println!("kernel: cannot start the scheduler: {e:?}");
+        arch::exit(arch::ExitStatus::Failure);
+    }
+    let (clock, hz) = arch::time::describe();
+    println!(
+        "kernel: scheduler running: {} Hz tick; clock {clock} at {} kHz",
+        crate::task::sched::TICK_HZ,
+        hz / 1000
+    );
+    let online = crate::task::smp::bring_up(&info.cpus);
+    println!("smp: {online} of {} CPUs online", info.cpus.ids().len());
+    crate::drivers::blk::init();
+    crate::vm::swap::init();
+    crate::vm::reclaim::start_kswapd();
+
+    if let Some(filter) = args.get("test") {
+        let ok = (modes.tests)(filter, &args);
+        arch::exit(if ok { arch::ExitStatus::Success } else { arch::ExitStatus::Failure });
+    }
+    if let Some(filter) = args.get("bench") {
+        let ok = (modes.bench)(if filter.is_empty() { "all" } else { filter });
+        arch::exit(if ok { arch::ExitStatus::Success } else { arch::ExitStatus::Failure });
+    }
+    if args.get("swap_demo") != Some("0") && !crate::demo::run() {
+        arch::exit(arch::ExitStatus::Failure);
+    }
+    println!("kernel: boot complete; shutting down");
+    arch::exit(arch::ExitStatus::Success)
+}

@@ -1,0 +1,233 @@
+//! Physical memory in the running kernel: the direct map, the kernel heap,
+//! the page descriptor array (memmap) and the buddy frame allocator.
+//!
+//! ## Protocol
+//!
+//! [`init`] runs once, on the boot CPU, before anything allocates:
+//! 1. an [`EarlyFrameAllocator`] takes the usable memory;
+//! 2. it gives [`HEAP_SIZE`] contiguous bytes to the heap (`Box`, `Vec`, ...);
+//! 3. it gives the frames for the memmap: one 64-byte [`Page`] per 4 KiB
+//!    frame from the lowest to the highest usable frame;
+//! 4. the buddy [`FrameAllocator`] takes over every frame the early
+//!    allocator has not handed out, and the early allocator retires.
+//!
+//! From then on frames come from [`alloc_frames`] / [`free_frames`].
+//!
+//! Locks: the allocator's own spin lock (a leaf); the heap's lock inside
+//! `LockedHeap` (a leaf). Neither is taken while holding the other.
+
+pub mod paging;
+
+use crate::bootinfo::BootInfo;
+use crate::println;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+use linked_list_allocator::LockedHeap;
+use mm::early::EarlyFrameAllocator;
+use mm::frame::{AllocError, AllocKind, FrameAllocator};
+use mm::memmap::MemoryMap;
+use mm::page::{Memmap, Page};
+use mm::{PhysAddr, VirtAddr, PAGE_SIZE};
+
+/// Size of the kernel heap.
+pub const HEAP_SIZE: u64 = 16 * 1024 * 1024;
+
+/// The kernel heap: a linked-list allocator whose lock is taken with
+/// interrupts disabled, so a task holding it is never preempted (another
+/// task on the same CPU would spin on it) and interrupt handlers may
+/// allocate.
+struct KernelHeap(LockedHeap);
+
+// SAFETY: every method forwards to `LockedHeap`, which is a correct
+// GlobalAlloc; disabling interrupts around the calls changes no result.
+unsafe impl core::alloc::GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        crate::sync::without_interrupts(|| unsafe { self.0.alloc(layout) })
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        crate::sync::without_interrupts(|| unsafe { self.0.dealloc(ptr, layout) })
+    }
+}
+
+#[global_allocator]
+static HEAP: KernelHeap = KernelHeap(LockedHeap::empty());
+
+/// The page descriptors of every frame from the lowest to the highest
+/// usable one.
+static MEMMAP: spin::Once<Memmap> = spin::Once::new();
+/// The buddy allocator over [`MEMMAP`].
+static FRAMES: spin::Once<FrameAllocator> = spin::Once::new();
+/// The root page table the kernel booted with (x86_64: the template of the
+/// kernel half every address space shares).
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
+/// The usable memory as the boot path described it (for tests and, later,
+/// the buddy allocator).
+static BOOT_MEMORY: spin::Once<MemoryMap> = spin::Once::new();
+/// `direct_map_offset` from the boot info.
+static DIRECT_MAP_OFFSET: AtomicU64 = AtomicU64::new(0);
+/// Where the heap starts, for reports.
+static HEAP_START: AtomicU64 = AtomicU64::new(0);
+
+/// Why boot-time memory could not be set up. The machine's fault (too little
+/// RAM); the message says how much was needed.
+#[derive(Debug)]
+pub enum InitError {
+    NoRoomForHeap { needed: u64, usable: u64 },
+    NoRoomForMemmap { needed: u64 },
+}
+
+impl fmt::Display for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitError::NoRoomForHeap { needed, usable } => write!(
+                f,
+                "not enough contiguous RAM for the {} MiB kernel heap ({} MiB usable in all); give QEMU more memory (--mem)",
+                needed / (1024 * 1024),
+                usable / (1024 * 1024)
+            ),
+            InitError::NoRoomForMemmap { needed } => write!(
+                f,
+                "not enough contiguous RAM for the {} KiB page descriptor array; give QEMU more memory (--mem)",
+                needed / 1024
+            ),
+        }
+    }
+}
+
+/// The virtual address at which physical address `pa` is mapped.
+pub fn phys_to_virt(pa: PhysAddr) -> VirtAddr {
+    VirtAddr::new(pa.as_u64() + DIRECT_MAP_OFFSET.load(Ordering::Relaxed))
+}
+
+/// The physical address of a kernel virtual address in the direct map of
+/// RAM (the heap, the memmap, frames from the allocator, task stacks);
+/// None for any other address (the kernel image on x86_64, the boot stack,
+/// MMIO, user addresses) or before [`init`].
+pub fn virt_to_phys(va: VirtAddr) -> Option<PhysAddr> {
+    let offset = DIRECT_MAP_OFFSET.load(Ordering::Relaxed);
+    let ram_end = BOOT_MEMORY.get()?.ranges().last()?.end.as_u64();
+    let pa = va.as_u64().checked_sub(offset)?;
+    (offset != 0 && pa < ram_end).then(|| PhysAddr::new(pa))
+}
+
+/// Sets up the heap, the memmap and the frame allocator. Boot CPU, once.
+pub fn init(info: &BootInfo) -> Result<(), InitError> {
+    DIRECT_MAP_OFFSET.store(info.direct_map_offset, Ordering::Relaxed);
+    #[cfg(target_arch = "x86_64")]
+    KERNEL_ROOT.store(crate::arch::mmu::current_root().as_u64(), Ordering::Relaxed);
+    let map = BOOT_MEMORY.call_once(|| info.memory.clone());
+    let mut early = EarlyFrameAllocator::new(map.clone());
+    let heap = early
+        .alloc_contiguous(HEAP_SIZE / PAGE_SIZE, PAGE_SIZE)
+        .map_err(|_| InitError::NoRoomForHeap { needed: HEAP_SIZE, usable: map.total_bytes() })?;
+    let heap_va = phys_to_virt(heap);
+    HEAP_START.store(heap_va.as_u64(), Ordering::Relaxed);
+    // SAFETY: the frames were just taken from the early allocator, which
+    // never hands them out again; they are RAM, mapped read-write in the
+    // direct map at `heap_va`, and `init` runs once, before any allocation.
+    unsafe { HEAP.0.lock().init(heap_va.as_u64() as *mut u8, HEAP_SIZE as usize) };
+
+    // The memmap covers [first usable pfn, last usable pfn]; holes in it
+    // stay Reserved.
+    let first_pfn = map.ranges().first().map_or(0, |r| r.start.pfn());
+    let end_pfn = map.ranges().last().map_or(0, |r| r.end.pfn());
+    let nr_pages = (end_pfn - first_pfn) as usize;
+    let bytes = (nr_pages * core::mem::size_of::<Page>()) as u64;
+    let memmap_pa = early
+        .alloc_contiguous(bytes.div_ceil(PAGE_SIZE), PAGE_SIZE)
+        .map_err(|_| InitError::NoRoomForMemmap { needed: bytes })?;
+    let pages = phys_to_virt(memmap_pa).as_u64() as *mut Page;
+    for i in 0..nr_pages {
+        // SAFETY: the early allocator gave us `bytes` bytes at `memmap_pa`,
+        // mapped in the direct map and never handed out again; Page is
+        // 64-byte aligned and the frames are page-aligned.
+        unsafe { pages.add(i).write(Page::new()) };
+    }
+    // SAFETY: `nr_pages` descriptors were just initialised at `pages`; the
+    // memory is never freed or reused, so the slice may be 'static.
+    let pages: &'static [Page] = unsafe { core::slice::from_raw_parts(pages, nr_pages) };
+    let memmap = MEMMAP.call_once(|| Memmap::new(first_pfn, pages));
+    let frames = FRAMES.call_once(|| FrameAllocator::new(memmap));
+    for r in early.remaining() {
+        frames
+            .add_free_range(r.start.pfn(), r.end.pfn())
+            .expect("memory::init: a usable range outside the memmap");
+    }
+    Ok(())
+}
+
+/// Prints the heap, memmap and allocator state.
+pub fn print_summary() {
+    let Some(frames) = FRAMES.get() else { return };
+    let memmap = frames.memmap();
+    let w = frames.watermarks();
+    println!(
+        "memory: heap {} MiB at {:#x}; memmap {} descriptors x {} bytes = {} KiB ({:.2}% of RAM)",
+        HEAP_SIZE / (1024 * 1024),
+        HEAP_START.load(Ordering::Relaxed),
+        memmap.len(),
+        core::mem::size_of::<Page>(),
+        memmap.len() * core::mem::size_of::<Page>() / 1024,
+        100.0 * core::mem::size_of::<Page>() as f64 / PAGE_SIZE as f64
+    );
+    println!(
+        "memory: buddy allocator: {} of {} pages free; watermarks min {} low {} high {}",
+        frames.nr_free_pages(),
+        frames.managed_pages(),
+        w.min,
+        w.low,
+        w.high
+    );
+}
+
+/// The frame allocator.
+///
+/// # Panics
+/// Before [`init`] (a kernel bug: nothing allocates frames that early).
+pub fn frame_allocator() -> &'static FrameAllocator {
+    FRAMES.get().expect("frame_allocator: memory::init has not run")
+}
+
+/// `2^order` contiguous frames (normal priority: fails at the min
+/// watermark).
+pub fn alloc_frames(order: u8) -> Result<PhysAddr, AllocError> {
+    // Interrupts off around the allocator's lock: its holder must not be
+    // preempted (see `crate::sync`).
+    let pfn = crate::sync::without_interrupts(|| frame_allocator().alloc(order, AllocKind::Normal))?;
+    Ok(PhysAddr::new(pfn << 12))
+}
+
+/// Gives back frames from [`alloc_frames`].
+pub fn free_frames(pa: PhysAddr, order: u8) {
+    crate::sync::without_interrupts(|| frame_allocator().free(pa.pfn(), order));
+}
+
+/// Fills `2^order` frames at `pa` with zeros.
+pub fn zero_frames(pa: PhysAddr, order: u8) {
+    let va = phys_to_virt(pa).as_u64() as *mut u8;
+    // SAFETY: the caller owns the frames (just allocated); they are RAM,
+    // mapped read-write in the direct map.
+    unsafe { core::ptr::write_bytes(va, 0, (PAGE_SIZE << order) as usize) };
+}
+
+/// Free frames in the buddy allocator (0 before [`init`]).
+pub fn nr_free_frames() -> u64 {
+    FRAMES.get().map_or(0, |f| f.nr_free_pages())
+}
+
+/// The root table the kernel booted with.
+pub fn kernel_root() -> PhysAddr {
+    PhysAddr::new(KERNEL_ROOT.load(Ordering::Relaxed))
+}
+
+/// Bytes of heap in use.
+pub fn heap_used() -> usize {
+    crate::sync::without_interrupts(|| HEAP.0.lock().used())
+}
+
+/// The usable memory the boot path reported.
+pub fn boot_memory() -> Option<&'static MemoryMap> {
+    BOOT_MEMORY.get()
+}

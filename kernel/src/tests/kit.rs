@@ -1,0 +1,154 @@
+//! The shared kit of the in-guest tests.
+
+use crate::arch;
+use crate::drivers::blk::{disks, BlockDevice};
+use crate::memory;
+use crate::memory::paging::*;
+use alloc::format;
+use alloc::string::String;
+use mm::pgtable::{Leaf, PageSize, PageTable, Prot};
+use mm::{PhysAddr, VirtAddr};
+
+/// The kernel's own root on x86_64: the template of the shared upper half.
+#[cfg(target_arch = "x86_64")]
+fn kernel_template() -> PhysAddr {
+    memory::kernel_root()
+}
+
+/// A fresh address space for tests: an empty lower half.
+pub struct TestSpace {
+    pub table: PageTable<Format>,
+}
+
+/// Keeps a [`TestSpace`] loaded for the running task until dropped.
+pub struct Active<'a> {
+    _space: &'a TestSpace,
+    _guard: crate::task::sched::AddressSpaceGuard,
+}
+
+impl TestSpace {
+    /// A new, empty address space.
+    pub fn new() -> Result<TestSpace, String> {
+        #[cfg(target_arch = "x86_64")]
+        let table = PageTable::new_sharing(&KernelTables, kernel_template(), KERNEL_SHARED);
+        #[cfg(target_arch = "aarch64")]
+        let table = PageTable::new(&KernelTables);
+        Ok(TestSpace { table: table.map_err(|e| format!("new page table: {e}"))? })
+    }
+
+    /// Makes this the running task's address space until the guard drops:
+    /// the scheduler loads it now and whenever the task runs again.
+    pub fn activate(&self) -> Active<'_> {
+        Active { _space: self, _guard: crate::task::sched::enter_address_space(self.table.root()) }
+    }
+
+    /// Gives back every table frame (not the frames leaves map).
+    pub fn destroy(self) {
+        self.table.destroy(&KernelTables, KERNEL_SHARED);
+    }
+}
+
+/// Where tests map things: lower half, 256 GiB, away from anything else.
+pub(crate) const TEST_VA: u64 = 0x0000_0040_0000_0000;
+
+pub(crate) const RW_USER: Prot = Prot { writable: true, user: true, executable: false, global: false };
+
+pub(crate) fn leaf(frame: PhysAddr, size: PageSize, prot: Prot) -> Leaf {
+    // Mapped dirty and young: the first access needs no fault on a CPU that
+    // does not manage A/D itself (AArch64 without FEAT_HAFDBS).
+    Leaf { frame, size, prot, dirty: true, young: true }
+}
+
+/// Frames for a test, freed on drop.
+pub(crate) struct Frames {
+    pub(crate) pa: PhysAddr,
+    order: u8,
+}
+
+impl Frames {
+    pub(crate) fn new(order: u8) -> Result<Frames, String> {
+        let pa = memory::alloc_frames(order).map_err(|e| format!("allocating order {order}: {e:?}"))?;
+        Ok(Frames { pa, order })
+    }
+    fn bytes(&self) -> u64 {
+        4096 << self.order
+    }
+    /// The frames' bytes through the direct map.
+    fn direct(&self, offset: u64) -> *mut u8 {
+        assert!(offset < self.bytes());
+        (memory::phys_to_virt(self.pa).as_u64() + offset) as *mut u8
+    }
+    pub(crate) fn write(&self, offset: u64, value: u8) {
+        // SAFETY: in bounds (checked by `direct`) of frames this test owns.
+        unsafe { self.direct(offset).write_volatile(value) }
+    }
+    pub(crate) fn read(&self, offset: u64) -> u8 {
+        // SAFETY: as for `write`.
+        unsafe { self.direct(offset).read_volatile() }
+    }
+}
+
+impl Drop for Frames {
+    fn drop(&mut self) {
+        memory::free_frames(self.pa, self.order);
+    }
+}
+
+pub(crate) fn probe_read(va: u64) -> Result<u8, String> {
+    arch::probe::read_u8(VirtAddr::new(va)).map_err(|f| format!("read at {va:#x} faulted: {f:?}"))
+}
+
+pub(crate) fn probe_write(va: u64, value: u8) -> Result<(), String> {
+    // SAFETY: every test writes only to addresses it mapped to its own frames.
+    unsafe { arch::probe::write_u8(VirtAddr::new(va), value) }
+        .map_err(|f| format!("write at {va:#x} faulted: {f:?}"))
+}
+
+/// Reads the byte at `pa` through the direct map: the kernel's view of a
+/// page it holds.
+pub(crate) fn kread(pa: PhysAddr) -> u8 {
+    // SAFETY: `pa` is in a RAM frame the caller holds (a reference or a
+    // pin from get_user_pages), mapped in the direct map; a byte read.
+    unsafe { core::ptr::read_volatile(memory::phys_to_virt(pa).as_u64() as *const u8) }
+}
+
+/// Writes the byte at `pa` through the direct map (as a device would
+/// through a pinned buffer).
+pub(crate) fn kwrite(pa: PhysAddr, v: u8) {
+    // SAFETY: as `kread`; the caller holds a write hold on the page.
+    unsafe { core::ptr::write_volatile(memory::phys_to_virt(pa).as_u64() as *mut u8, v) }
+}
+
+/// The prefix of the id xtask gives the faulty disk: `faulty:wA-B:rC-D`
+/// says writes of pages `A..B` and reads of pages `C..D` fail (QEMU
+/// blkdebug). Its other pages are healthy scratch space for the tests.
+pub const FAULTY_SERIAL_PREFIX: &str = "faulty:";
+
+/// The scratch disk: the faulty disk, whose healthy pages nobody else uses.
+pub(crate) fn scratch_disk() -> Result<&'static BlockDevice, String> {
+    disks().iter().find(|d| d.serial().starts_with(FAULTY_SERIAL_PREFIX)).ok_or_else(|| {
+        format!(
+            "no faulty/scratch disk (serial `{FAULTY_SERIAL_PREFIX}...`) among {} disks: \
+             `cargo xtask qemu test` attaches one unless --no-faulty-disk is given",
+            disks().len()
+        )
+    })
+}
+
+/// The page ranges of the faulty disk that fail writes and reads, from its
+/// serial (see [`FAULTY_SERIAL_PREFIX`]).
+pub(crate) fn faulty_ranges(serial: &str) -> Option<(core::ops::Range<u64>, core::ops::Range<u64>)> {
+    let mut write = None;
+    let mut read = None;
+    for part in serial.strip_prefix(FAULTY_SERIAL_PREFIX)?.split(':') {
+        let (kind, range) = part.split_at_checked(1)?;
+        let (a, b) = range.split_once('-')?;
+        let r = a.parse().ok()?..b.parse().ok()?;
+        match kind {
+            "w" => write = Some(r),
+            "r" => read = Some(r),
+            _ => return None,
+        }
+    }
+    Some((write?, read?))
+}

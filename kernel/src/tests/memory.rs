@@ -1,0 +1,216 @@
+//! In-guest tests moved from memory/mod.rs.
+
+use crate::memory::*;
+use crate::tests::{Test, TestEnv};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use mm::frame::{AllocKind, MAX_ORDER};
+use mm::{PhysAddr, PAGE_SIZE};
+
+fn box_vec_and_reuse(_: &TestEnv<'_>) -> Result<(), String> {
+    let before = heap_used();
+    let b = Box::new(0x1234_5678_u64);
+    let mut v: Vec<u32> = Vec::new();
+    for i in 0..10_000 {
+        v.push(i * 3);
+    }
+    if *b != 0x1234_5678 || v.iter().enumerate().any(|(i, &x)| x != i as u32 * 3) {
+        return Err("heap data changed under us".into());
+    }
+    // A large block, written and read in full.
+    let mut big = alloc::vec![0u8; 1 << 20];
+    for (i, byte) in big.iter_mut().enumerate() {
+        *byte = (i % 251) as u8;
+    }
+    if big.iter().enumerate().any(|(i, &x)| x != (i % 251) as u8) {
+        return Err("1 MiB heap block did not keep its contents".into());
+    }
+    drop((b, v, big));
+    let after = heap_used();
+    if after != before {
+        return Err(format!("heap use went from {before} to {after} bytes after freeing everything"));
+    }
+    Ok(())
+}
+
+fn exhaustion_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
+    // More than the whole heap: must fail as a result, not a crash.
+    let mut v: Vec<u8> = Vec::new();
+    match v.try_reserve_exact(HEAP_SIZE as usize * 2) {
+        Err(_) => {}
+        Ok(()) => return Err("reserving twice the heap succeeded".into()),
+    }
+    // And the heap still works afterwards.
+    let ok: Vec<u64> = (0..100).collect();
+    if ok.iter().sum::<u64>() != 4950 {
+        return Err("heap broken after a failed allocation".into());
+    }
+    Ok(())
+}
+
+fn frames_are_usable_ram(_: &TestEnv<'_>) -> Result<(), String> {
+    let map = boot_memory().ok_or("no boot memory map")?;
+    let free_before = nr_free_frames();
+    let mut frames = Vec::new();
+    for _ in 0..64 {
+        let f = alloc_frames(0).map_err(|e| format!("frame allocator failed: {e:?}"))?;
+        if !f.is_aligned(PAGE_SIZE) {
+            return Err(format!("frame {f} is not page-aligned"));
+        }
+        if !map.ranges().iter().any(|r| r.contains(f)) {
+            return Err(format!("frame {f} is not in usable memory {map:?}"));
+        }
+        if frames.contains(&f) {
+            return Err(format!("frame {f} handed out twice"));
+        }
+        frames.push(f);
+    }
+    // Fill each frame through the direct map with its own pattern, then
+    // check them all: distinct frames, really RAM, really mapped.
+    for (i, f) in frames.iter().enumerate() {
+        let p = phys_to_virt(*f).as_u64() as *mut u64;
+        for w in 0..(PAGE_SIZE / 8) as usize {
+            // SAFETY: the frame is ours (just allocated), mapped read-write
+            // in the direct map, and `w` stays within its 512 words.
+            unsafe { p.add(w).write_volatile(((i as u64) << 32) | w as u64) };
+        }
+    }
+    for (i, f) in frames.iter().enumerate() {
+        let p = phys_to_virt(*f).as_u64() as *const u64;
+        for w in 0..(PAGE_SIZE / 8) as usize {
+            // SAFETY: as above, reading back what we wrote.
+            let got = unsafe { p.add(w).read_volatile() };
+            if got != ((i as u64) << 32) | w as u64 {
+                return Err(format!("frame {f} word {w}: read {got:#x}"));
+            }
+        }
+    }
+    let used = free_before - nr_free_frames();
+    for f in frames {
+        free_frames(f, 0);
+    }
+    if used != 64 {
+        return Err(format!("64 frames allocated but the free count fell by {used}"));
+    }
+    Ok(())
+}
+
+fn every_order_drains_and_refills(_: &TestEnv<'_>) -> Result<(), String> {
+    // Take *all* memory at each order (reserve included), give it back, and
+    // find the allocator exactly as it was.
+    let frames = frame_allocator();
+    let start: Vec<u64> = (0..=MAX_ORDER).map(|o| frames.nr_free_blocks(o)).collect();
+    let free_before = frames.nr_free_pages();
+    for order in 0..=MAX_ORDER {
+        let mut blocks = Vec::new();
+        // Interrupts off around each call, as for every allocator call
+        // (see `crate::sync`).
+        let alloc = || crate::sync::without_interrupts(|| frames.alloc(order, AllocKind::Reserve));
+        while let Ok(pfn) = alloc() {
+            blocks.push(pfn);
+        }
+        let left = frames.nr_free_pages();
+        if left >= 1 << order {
+            // Fragmentation may leave free pages, but never a free block of
+            // this order or larger.
+            if (order..=MAX_ORDER).any(|o| frames.nr_free_blocks(o) > 0) {
+                return Err(format!("order {order}: allocation failed with blocks of that order free"));
+            }
+        }
+        if order == 0 && left != 0 {
+            return Err(format!("order 0: {left} pages left free after draining"));
+        }
+        for pfn in blocks.drain(..) {
+            crate::sync::without_interrupts(|| frames.free(pfn, order));
+        }
+        if frames.nr_free_pages() != free_before {
+            return Err(format!(
+                "order {order}: {} pages free after refilling, {free_before} before",
+                frames.nr_free_pages()
+            ));
+        }
+        crate::sync::without_interrupts(|| frames.check_consistency())
+            .map_err(|e| format!("order {order}: {e}"))?;
+    }
+    let end: Vec<u64> = (0..=MAX_ORDER).map(|o| frames.nr_free_blocks(o)).collect();
+    if start != end {
+        return Err(format!("free blocks per order {start:?} before, {end:?} after"));
+    }
+    Ok(())
+}
+
+fn huge_frames_are_aligned_and_distinct(_: &TestEnv<'_>) -> Result<(), String> {
+    let mut blocks = Vec::new();
+    for _ in 0..8 {
+        let pa = alloc_frames(9).map_err(|e| format!("order 9: {e:?}"))?;
+        if !pa.is_aligned(2 * 1024 * 1024) {
+            return Err(format!("order-9 block at {pa} is not 2 MiB aligned"));
+        }
+        blocks.push(pa);
+    }
+    let mut sorted = blocks.clone();
+    sorted.sort();
+    let overlap = sorted.windows(2).any(|w| w[1].as_u64() - w[0].as_u64() < 2 * 1024 * 1024);
+    for pa in blocks {
+        free_frames(pa, 9);
+    }
+    if overlap {
+        return Err(format!("order-9 blocks overlap: {sorted:?}"));
+    }
+    Ok(())
+}
+
+fn concurrent_alloc_from_every_cpu(_: &TestEnv<'_>) -> Result<(), String> {
+    // A task pinned to every CPU allocates and frees blocks of random
+    // orders, stamping each block it owns and checking the stamp before it
+    // frees it: a block handed to two CPUs at once shows up as a wrong stamp.
+    let before = nr_free_frames();
+    let handles: Result<Vec<_>, _> = crate::task::sched::online_cpus()
+        .map(|cpu| {
+            crate::task::sched::spawn_on(cpu, "allocator", move || -> Result<(), String> {
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (cpu as u64 + 1);
+                let mut held: Vec<(PhysAddr, u8, u64)> = Vec::new();
+                for round in 0..3000u64 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    if held.len() < 48 && !seed.is_multiple_of(3) {
+                        let order = (seed >> 8) as u8 % 5;
+                        let Ok(pa) = alloc_frames(order) else { continue };
+                        let stamp = (cpu as u64) << 48 | round;
+                        // SAFETY: the block is ours until we free it; RAM in the direct map.
+                        unsafe { (phys_to_virt(pa).as_u64() as *mut u64).write_volatile(stamp) };
+                        held.push((pa, order, stamp));
+                    } else if !held.is_empty() {
+                        let (pa, order, stamp) = held.swap_remove((seed >> 16) as usize % held.len());
+                        // SAFETY: as above.
+                        let seen = unsafe { (phys_to_virt(pa).as_u64() as *const u64).read_volatile() };
+                        if seen != stamp {
+                            return Err(format!(
+                                "CPU {cpu}: block {pa} holds {seen:#x}, not its stamp {stamp:#x}"
+                            ));
+                        }
+                        free_frames(pa, order);
+                    }
+                }
+                for (pa, order, _) in held {
+                    free_frames(pa, order);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles.map_err(|e| format!("spawn_on: {e:?}"))? {
+        h.join()?;
+    }
+    crate::sync::without_interrupts(|| frame_allocator().check_consistency()).map_err(|e| format!("{e}"))?;
+    let after = nr_free_frames();
+    if after != before {
+        return Err(format!("{before} frames free before, {after} after"));
+    }
+    Ok(())
+}
+
+pub(crate) const TESTS: &[Test] = register!["frame": concurrent_alloc_from_every_cpu; "heap": box_vec_and_reuse, exhaustion_is_an_error; "frame": frames_are_usable_ram, huge_frames_are_aligned_and_distinct, every_order_drains_and_refills];

@@ -1,0 +1,122 @@
+//! In-guest tests moved from task/sched.rs.
+
+use crate::arch;
+use crate::task::sched::*;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::tests::{Test, TestEnv};
+use alloc::format;
+use alloc::string::String;
+
+fn timer_ticks_advance(_: &TestEnv<'_>) -> Result<(), String> {
+    let (t0, c0) = (ticks(), arch::time::now_ns());
+    while arch::time::now_ns() - c0 < 100_000_000 {
+        core::hint::spin_loop();
+    }
+    let n = ticks() - t0;
+    // 10 ticks expected at 100 Hz; TCG time is coarse, so only demand a few.
+    if n < 3 {
+        return Err(format!("{n} ticks in 100 ms of busy waiting (the timer interrupt is not arriving)"));
+    }
+    Ok(())
+}
+
+fn yield_interleaves_tasks(_: &TestEnv<'_>) -> Result<(), String> {
+    let log = Arc::new(crate::sync::IrqSpinLock::new(Vec::new()));
+    let mut handles = Vec::new();
+    for who in [1u8, 2] {
+        let log = log.clone();
+        handles.push(
+            spawn("yielder", move || {
+                for i in 0..8u8 {
+                    log.lock().push((who, i));
+                    yield_now();
+                }
+            })
+            .map_err(|e| format!("spawn: {e:?}"))?,
+        );
+    }
+    for h in handles {
+        h.join();
+    }
+    let log = log.lock();
+    for who in [1u8, 2] {
+        let mine: Vec<u8> = log.iter().filter(|(w, _)| *w == who).map(|(_, i)| *i).collect();
+        if mine != (0..8).collect::<Vec<u8>>() {
+            return Err(format!("task {who} ran its steps as {mine:?}"));
+        }
+    }
+    let first_two = log.iter().position(|(w, _)| *w == 2).unwrap_or(usize::MAX);
+    let last_one = log.iter().rposition(|(w, _)| *w == 1).unwrap_or(0);
+    if first_two > last_one {
+        return Err(format!("no interleaving: {:?}", *log));
+    }
+    Ok(())
+}
+
+fn preemption_stops_a_busy_task(_: &TestEnv<'_>) -> Result<(), String> {
+    // One task spins without ever yielding, waiting for a flag only the
+    // other task sets. On one CPU that finishes only if the timer preempts
+    // the spinner.
+    let flag = Arc::new(AtomicBool::new(false));
+    let seen = flag.clone();
+    let spinner = spawn("spinner", move || {
+        let start = arch::time::now_ns();
+        while !seen.load(Ordering::Acquire) {
+            if arch::time::now_ns() - start > 5_000_000_000 {
+                return false;
+            }
+            core::hint::spin_loop();
+        }
+        true
+    })
+    .map_err(|e| format!("spawn: {e:?}"))?;
+    let setter =
+        spawn("setter", move || flag.store(true, Ordering::Release)).map_err(|e| format!("spawn: {e:?}"))?;
+    setter.join();
+    if !spinner.join() {
+        return Err("the spinning task was never preempted (5 s without the setter running)".into());
+    }
+    Ok(())
+}
+
+fn sleep_lasts_at_least(_: &TestEnv<'_>) -> Result<(), String> {
+    let start = arch::time::now_ns();
+    sleep_ms(50);
+    let slept = arch::time::now_ns() - start;
+    if slept < 50_000_000 {
+        return Err(format!("sleep_ms(50) returned after {} us", slept / 1000));
+    }
+    if slept > 2_000_000_000 {
+        return Err(format!("sleep_ms(50) took {} ms", slept / 1_000_000));
+    }
+    Ok(())
+}
+
+fn join_returns_values_and_frees_stacks(_: &TestEnv<'_>) -> Result<(), String> {
+    // The harness's frame check fails this test if any stack is kept.
+    let handles: Result<Vec<_>, _> = (0..32u64).map(|i| spawn("square", move || i * i)).collect();
+    let handles = handles.map_err(|e| format!("spawn: {e:?}"))?;
+    for (i, h) in handles.into_iter().enumerate() {
+        let v = h.join();
+        if v != (i * i) as u64 {
+            return Err(format!("task {i} returned {v}"));
+        }
+    }
+    Ok(())
+}
+
+fn spawn_on_a_missing_cpu_is_refused(_: &TestEnv<'_>) -> Result<(), String> {
+    match spawn_on(MAX_CPUS + 1, "nowhere", || ()) {
+        Err(SpawnError::NoSuchCpu(c)) if c == MAX_CPUS + 1 => Ok(()),
+        Err(e) => Err(format!("wrong error {e:?}")),
+        Ok(h) => {
+            h.join();
+            Err("a task was started on a CPU that does not exist".into())
+        }
+    }
+}
+
+pub(crate) const TESTS: &[Test] = register!["sched": timer_ticks_advance, yield_interleaves_tasks, preemption_stops_a_busy_task, sleep_lasts_at_least, join_returns_values_and_frees_stacks, spawn_on_a_missing_cpu_is_refused];

@@ -1,0 +1,170 @@
+//! The fault entry of tasks: what the arch trap handlers call for a fault
+//! that no probe claimed, and what happens after `mm::fault::handle_fault`
+//! decided.
+//!
+//! - A fault in the lower half, taken by a task that runs in an address
+//!   space ([`crate::vm::space`]), is handled under the space's lock, with
+//!   interrupts off (the trap entered with them off) and [`Shootdown`] as
+//!   the flush: a copy on write's break-before-make must reach every CPU.
+//! - `NeedsSwapIn`: the disk sleeps, so interrupts go back on and no lock
+//!   is held while the page is read ([`crate::vm::swap::get_folio`]); the
+//!   recheck and the mapping are under the lock again
+//!   (`mm::swap::swapin::map_swapped_in`). Then the access is retried.
+//! - `OutOfMemory`: direct reclaim in this task, then a retry; only when
+//!   reclaim frees nothing is the task ended.
+//! - A refused access (no area, not allowed) ends the task with a message
+//!   ([`sched::kill_current`]); the kernel goes on.
+//!
+//! Locks: the space's lock ([`AddressSpace::lock`]) around the decision
+//! and around the mapping half of a swap-in, never across a disk read.
+
+use crate::arch;
+use crate::memory::paging::KernelTables;
+use crate::task::sched;
+use crate::vm::space::{find_space, AddressSpace, KernelFrames, USER_END};
+use crate::vm::tlb::Shootdown;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use mm::fault::{FaultOutcome, MemFault};
+use mm::VirtAddr;
+
+/// The fault hook the arch trap handlers call.
+pub(crate) fn on_fault(fault: &MemFault) -> bool {
+    if fault.addr.as_u64() >= USER_END {
+        return false; // a kernel address: a kernel bug, reported by the arch
+    }
+    let Some(root) = sched::current_root() else { return false };
+    let Some(space) = find_space(root) else { return false };
+    let outcome = {
+        let guard = space.lock();
+        let Some(inner) = guard.as_ref() else { return false };
+        // `Shootdown` even with interrupts off: the break-before-make of a
+        // copy on write must reach every CPU (see the module doc).
+        mm::fault::handle_fault(
+            &inner.table,
+            &inner.vmas,
+            &KernelTables,
+            &KernelFrames,
+            &Shootdown,
+            fault,
+            true,
+        )
+    };
+    let count = |c: &core::sync::atomic::AtomicU64| c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    match outcome {
+        FaultOutcome::Resolved
+        | FaultOutcome::Spurious
+        | FaultOutcome::Reused
+        | FaultOutcome::Copied
+        | FaultOutcome::MappedHuge
+        | FaultOutcome::MappedHugeZero
+        | FaultOutcome::HugeFallback => {
+            count(&space.nr_faults);
+            match outcome {
+                FaultOutcome::Reused => count(&space.nr_cow_reuses),
+                FaultOutcome::Copied => count(&space.nr_cow_copies),
+                FaultOutcome::MappedHuge => count(&space.nr_thp_faults),
+                FaultOutcome::MappedHugeZero => count(&space.nr_thp_zero),
+                FaultOutcome::HugeFallback => count(&space.nr_thp_fallbacks),
+                _ => 0,
+            };
+            true
+        }
+        FaultOutcome::Refused(why) => {
+            drop(space);
+            sched::kill_current(format!("{why:?}: {:?} at {}", fault.access, fault.addr))
+        }
+        FaultOutcome::NeedsSwapIn { page, entry } => {
+            // The disk sleeps: interrupts on (the trap entered with them
+            // off) and no lock held until the mapping half.
+            arch::irq::enable();
+            let result = swap_in(&space, fault.access, page, entry);
+            arch::irq::disable();
+            match result {
+                Ok(()) => true,
+                Err(why) => {
+                    drop(space);
+                    sched::kill_current(why)
+                }
+            }
+        }
+        FaultOutcome::OutOfMemory => {
+            // Reclaim in this task, then retry the access; only when
+            // reclaim frees nothing is the task ended.
+            arch::irq::enable();
+            let freed = crate::vm::reclaim::direct_reclaim(64);
+            arch::irq::disable();
+            if freed > 0 {
+                return true;
+            }
+            drop(space);
+            crate::vm::reclaim::NR_OOM_KILLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            sched::kill_current(format!(
+                "out of memory on a {:?} fault at {} (reclaim freed nothing)",
+                fault.access, fault.addr
+            ))
+        }
+    }
+}
+
+/// Brings the page of the swap entry `entry` back for an `access` at
+/// `page` and maps it (`mm::swap::swapin`: the cache or the disk
+/// without the space's lock, then the recheck and the mapping under it).
+/// `Ok` means "retry the access" (mapped, or the entry changed meanwhile);
+/// `Err` says why the task must end (a read error, no memory).
+pub(crate) fn swap_in(
+    space: &Arc<AddressSpace>,
+    access: mm::fault::Access,
+    page: VirtAddr,
+    entry: mm::pgtable::SwapEntry,
+) -> Result<(), String> {
+    use mm::swap::swapin::{SwapInError, SwapInOutcome};
+    let dev =
+        crate::vm::swap::area(entry.ty()).ok_or_else(|| format!("{page}: {entry:?} is in no swap area"))?;
+    let handle = mm::anon::anon_handle(space.root());
+    // An intact run of a swapped-out huge page comes back whole in one
+    // read; the look at the table is under the lock, the claim and the
+    // recheck in half 1 make it safe to act on later.
+    let run = || {
+        let guard = space.lock();
+        guard.as_ref().and_then(|inner| {
+            mm::swap::swapin::intact_run(&inner.table, &KernelTables, &inner.vmas, page, entry)
+        })
+    };
+    let (folio, i) = match crate::vm::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12, run) {
+        Ok(got) => got,
+        Err(SwapInError::Stale) => return Ok(()),
+        Err(SwapInError::NoMemory) => {
+            crate::vm::reclaim::NR_OOM_KILLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            return Err(format!("out of memory swapping in {page} (reclaim freed nothing)"));
+        }
+        Err(SwapInError::Io(e)) => return Err(format!("swap read error at {page} ({entry:?}): {e}")),
+    };
+    let outcome = {
+        let guard = space.lock();
+        guard.as_ref().map(|inner| {
+            mm::swap::swapin::map_swapped_in(
+                &inner.table,
+                &KernelTables,
+                &inner.vmas,
+                &dev.area,
+                &folio,
+                i,
+                page,
+                entry,
+                access == mm::fault::Access::Write,
+                true,
+            )
+        })
+    };
+    // The entry changed meanwhile: the folio may be needed by nobody now.
+    crate::vm::swap::free_if_unused_locked(&dev, folio);
+    folio.unlock();
+    crate::vm::swap::put(folio);
+    if let Some(SwapInOutcome::Mapped { .. }) = outcome {
+        space.nr_faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        space.nr_swapins.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Anonymous folios in the running kernel: allocated zeroed from the
+//! buddy allocator ([`crate::memory`]) and put on the LRU lists at once
+//! ([`crate::vm::reclaim`]), taken off them when the last reference goes;
+//! the huge zero folio, made once at boot; the copy of copy-on-write.
+//!
+//! The folio rules are `mm::anon`'s and `mm::thp`'s; here is only the
+//! running kernel's frame source and lists. Locks: the frame allocator's
+//! lock (a leaf, interrupts off) around each allocation and free; the LRU
+//! lock inside `reclaim::lru_add`/`lru_remove`.
+
+use crate::memory::{frame_allocator, phys_to_virt, zero_frames};
+use mm::folio::Folio;
+use mm::frame::AllocKind;
+use mm::{PhysAddr, PAGE_SIZE};
+
+/// A new zeroed anonymous page for page `index` of the address space
+/// `handle`: an order-0 folio, mapcount 1 and refcount 1 for the PTE the
+/// caller writes next (see `mm::anon`). `None` when memory is short.
+pub fn alloc_anon_page(handle: u64, index: u64) -> Option<PhysAddr> {
+    // Interrupts off around the allocator's lock (see `crate::sync`); the
+    // zeroing inside is of a frame nobody else can see yet.
+    let folio = crate::sync::without_interrupts(|| {
+        mm::anon::alloc_anon_folio(frame_allocator(), AllocKind::Normal, handle, index, |pa| {
+            zero_frames(pa, 0)
+        })
+    })
+    .ok()?;
+    crate::vm::reclaim::lru_add(folio);
+    Some(PhysAddr::new(folio.pfn() << 12))
+}
+
+/// A new zeroed huge anonymous folio (order 9) for the 2 MiB block whose
+/// first page is `index` of the space `handle`: entire mapcount 1 and
+/// refcount 1 for the PMD the caller writes next (see `mm::thp`). `None`
+/// when no free 2 MiB block is left above the watermark.
+pub fn alloc_anon_huge(handle: u64, index: u64) -> Option<PhysAddr> {
+    // The allocator's lock with interrupts off; the 2 MiB of zeroing after
+    // it (interrupts still off: this runs inside a fault) is of frames
+    // nobody else can see yet.
+    let folio = crate::sync::without_interrupts(|| {
+        mm::thp::alloc_anon_huge_folio(frame_allocator(), AllocKind::Normal, handle, index, |pa| {
+            zero_frames(pa, mm::thp::HPAGE_ORDER)
+        })
+    })
+    .ok()?;
+    crate::vm::reclaim::lru_add(folio);
+    Some(PhysAddr::new(folio.pfn() << 12))
+}
+
+/// The huge zero folio, made once at boot ([`init_huge_zero`]).
+static HUGE_ZERO: spin::Once<Option<u64>> = spin::Once::new();
+
+/// Makes the huge zero folio (2 MiB of zeros, kept for good). Boot CPU,
+/// once, after [`init`]. Without a free 2 MiB block, read faults in huge
+/// ranges map 4 KiB pages instead.
+pub fn init_huge_zero() {
+    HUGE_ZERO.call_once(|| {
+        crate::sync::without_interrupts(|| {
+            mm::thp::alloc_huge_zero_folio(frame_allocator(), |pa| zero_frames(pa, mm::thp::HPAGE_ORDER))
+        })
+        .ok()
+        .map(|f| f.pfn())
+    });
+}
+
+/// The huge zero folio's first frame, if it was made.
+pub fn huge_zero() -> Option<PhysAddr> {
+    HUGE_ZERO.get().copied().flatten().map(|pfn| PhysAddr::new(pfn << 12))
+}
+
+/// Gives back a folio whose last reference is gone, taking it off the LRU
+/// lists first (`crate::vm::reclaim`).
+pub fn free_folio(folio: Folio<'_>) {
+    crate::sync::without_interrupts(|| {
+        if folio.test_flag(mm::page::PageFlag::Lru) {
+            crate::vm::reclaim::lru_remove(folio);
+        }
+        frame_allocator().free_folio(folio)
+    });
+}
+
+/// Drops the reference a removed mapping held on `folio` (the second step
+/// of unmapping an anonymous page, after the TLB shootdown), freeing the
+/// folio when it was the last.
+pub fn put_anon_folio(folio: Folio<'_>) {
+    if folio.put() {
+        free_folio(folio);
+    }
+}
+
+/// Copies the 4 KiB frame at `src` to the frame at `dst` (copy on write).
+pub fn copy_page(dst: PhysAddr, src: PhysAddr) {
+    let (d, s) = (phys_to_virt(dst).as_u64() as *mut u8, phys_to_virt(src).as_u64() as *const u8);
+    // SAFETY: both are RAM frames mapped read-write in the direct map; the
+    // caller owns `dst` (just allocated, unpublished) and holds a reference
+    // on `src`, which nobody writes meanwhile (it is mapped read-only and
+    // its write-protection was flushed everywhere). Distinct frames.
+    unsafe { core::ptr::copy_nonoverlapping(s, d, PAGE_SIZE as usize) };
+}

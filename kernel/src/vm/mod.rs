@@ -1,0 +1,22 @@
+//! Virtual memory of tasks: the kernel side of the `mm` crate's policy.
+//! Here is what needs hardware, tasks and locks; the decisions are `mm`'s.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`folios`] | anonymous folios of the running kernel: allocated onto the LRU, freed off it, the huge zero folio |
+//! | [`space`] | address spaces: areas, page tables, fork families |
+//! | [`fault`] | the fault entry of tasks: after `mm::fault` decided (swap-in, direct reclaim, ending the task) |
+//! | [`tlb`] | TLB shootdown: no CPU keeps a stale translation after a change returns |
+//! | [`uaccess`] | the one way kernel code touches user memory |
+//! | [`swap`] | swap areas on virtio-blk disks (swapon at boot), swap I/O, the swap-in half of a fault |
+//! | [`reclaim`] | the LRU lists, shrinking to swap, kswapd, direct reclaim, `MADV_PAGEOUT` |
+//!
+//! Below: [`crate::drivers`] (swap I/O), [`crate::task`], [`crate::memory`].
+
+pub mod fault;
+pub mod folios;
+pub mod reclaim;
+pub mod space;
+pub mod swap;
+pub mod tlb;
+pub mod uaccess;

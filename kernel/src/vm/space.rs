@@ -1,0 +1,852 @@
+//! Address spaces in the running kernel: areas (`mm::vma`), the page table
+//! of this arch's format, and the handler of the faults tasks take in them.
+//!
+//! ## Protocol
+//!
+//! - An [`AddressSpace`] is shared (`Arc`) by the tasks that run in it.
+//!   Its lock (an [`IrqSpinLock`]: the fault handler takes it with
+//!   interrupts off) guards the areas and the page table. Lock order:
+//!   address-space lock, then the frame allocator's lock (a leaf).
+//! - Faults: the arch trap handler offers every fault no probe claimed to
+//!   [`on_fault`]. A fault in the lower half, taken by a task that runs in
+//!   an address space, is handled by `mm::fault::handle_fault` under the
+//!   lock; when the access is refused (no area, not allowed) or memory is
+//!   out, the task is ended with a message ([`crate::task::sched::kill_current`])
+//!   and the kernel goes on.
+//! - Every anonymous page is an order-0 folio (`mm::anon`): mapcount 1 and
+//!   the mapping's reference while a PTE maps it.
+//! - Unmapping clears the PTEs and drops each page's mapcount under the
+//!   lock (so the counts agree with the tables for [`AddressSpace::check`]),
+//!   releases it, shoots the range down on every CPU
+//!   (`crate::vm::tlb::Shootdown`, which needs interrupts on), and only then
+//!   drops the mappings' references, freeing the folios: until every stale
+//!   translation is gone, another CPU may still use them.
+//! - Spaces are found from a task by their root ([`SPACES`]).
+//!
+//! ## Copy on write and fork
+//!
+//! [`AddressSpace::fork`] makes a child that maps the parent's anonymous
+//! pages read-only on both sides: under the parent's lock each present
+//! leaf is write-protected in the parent (dirty and young kept), its page
+//! loses `AnonExclusive` (it is shared now), and the child maps the same
+//! frame read-only, with one more mapcount and reference. A page that may
+//! be pinned (`Folio::maybe_pinned`) is not shared: the child gets a copy
+//! at once and the parent keeps its page exclusive and writable
+//! (mm-reference §8). The parent's range is shot down before the lock is
+//! dropped, so when `fork` returns no CPU writes a shared page.
+//!
+//! A later write fault on such a page (`mm::fault::handle_fault`) reuses
+//! it when it is exclusive, or has mapcount 1 and refcount 1 (the other
+//! side unmapped it), and copies it otherwise. The copy replaces the
+//! entry by break-before-make, and the flush between the clear and the new
+//! entry must reach every CPU that may run the space: a CPU keeping the old
+//! read-only translation would read the old page after this CPU wrote the
+//! new one. So the fault handler is given [`Shootdown`], and runs it inside
+//! the trap, with interrupts off and the space's lock held. That is safe
+//! because every spin that may wait for a shootdown initiator serves its
+//! own CPU's flush requests while spinning (`crate::vm::tlb`'s module doc): the
+//! shootdown's own waits and the address-space lock
+//! ([`IrqSpinLock::lock_polling`]). On AArch64 the broadcast TLBI needs no
+//! help from the other CPUs at all.
+//!
+//! Spaces made by fork form a family ([`Family`]): they may map the same
+//! folios, so [`AddressSpace::check`] checks the whole family at once
+//! (every member's lock, taken in root order), with `mm::debug::check_spaces`.
+//! Lock order between spaces: a parent's lock before its child's
+//! (fork, the child not yet published), several members in increasing root
+//! order (check); nothing else holds two.
+
+use crate::arch;
+use crate::memory;
+use crate::memory::paging::{Format, KernelTables, KERNEL_SHARED};
+use crate::sync::{IrqGuard, IrqSpinLock};
+use crate::task::sched;
+use crate::vm::tlb::Shootdown;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use mm::debug::Stats;
+use mm::fault::{FaultOutcome, FrameSource};
+use mm::folio::Folio;
+use mm::gup::Hold;
+use mm::pgtable::{Flush, Level, PageTable};
+use mm::space::Gather;
+use mm::vma::{ThpMode, VmaError, VmaKind, VmaProt, VmaSet};
+use mm::{PhysAddr, VirtAddr};
+
+/// The lowest address an area may use (page 0 stays unmapped: null
+/// pointers fault).
+pub const USER_START: u64 = 0x1000;
+/// One past the highest user address (the lower half).
+pub const USER_END: u64 = 0x0000_8000_0000_0000;
+
+/// Anonymous pages: order-0 folios from the buddy allocator, zeroed.
+pub(crate) struct KernelFrames;
+
+impl FrameSource for KernelFrames {
+    fn alloc_anon_page(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+        crate::vm::folios::alloc_anon_page(handle, index)
+    }
+    fn release_anon_page(&self, pa: PhysAddr) {
+        let folio = mm::anon::remove_pte_mapping(memory::frame_allocator().memmap(), pa);
+        crate::vm::folios::put_anon_folio(folio);
+    }
+    fn alloc_anon_huge(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+        crate::vm::folios::alloc_anon_huge(handle, index)
+    }
+    fn release_anon_huge(&self, pa: PhysAddr) {
+        let folio = mm::thp::remove_pmd_mapping(memory::frame_allocator().memmap(), pa);
+        crate::vm::folios::put_anon_folio(folio);
+    }
+    fn huge_zero(&self) -> Option<PhysAddr> {
+        crate::vm::folios::huge_zero()
+    }
+    fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
+        crate::vm::folios::copy_page(dst, src);
+    }
+    fn memmap(&self) -> &mm::page::Memmap {
+        memory::frame_allocator().memmap()
+    }
+    fn swap_dup(&self, entry: mm::pgtable::SwapEntry) -> Result<(), String> {
+        crate::vm::swap::dup_entry(entry)
+    }
+}
+
+/// The spaces that may map the same folios: a space and everything forked
+/// from it, transitively.
+pub struct Family {
+    /// The live members.
+    members: IrqSpinLock<Vec<Weak<AddressSpace>>>,
+    /// The anon handle of every member there ever was (a child keeps
+    /// mapping folios its gone parent made).
+    handles: IrqSpinLock<Vec<u64>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) table: PageTable<Format>,
+    pub(crate) vmas: VmaSet,
+}
+
+/// An address space: areas and the page table that maps them.
+pub struct AddressSpace {
+    root: PhysAddr,
+    inner: IrqSpinLock<Option<Inner>>,
+    /// Faults resolved in this space (demand-zero, young/dirty, spurious,
+    /// copy on write).
+    pub(crate) nr_faults: core::sync::atomic::AtomicU64,
+    /// Write faults that copied a shared page.
+    pub(crate) nr_cow_copies: core::sync::atomic::AtomicU64,
+    /// Write faults that reused a write-protected page.
+    pub(crate) nr_cow_reuses: core::sync::atomic::AtomicU64,
+    /// Faults that mapped a fresh 2 MiB folio.
+    pub(crate) nr_thp_faults: core::sync::atomic::AtomicU64,
+    /// Read faults that mapped the huge zero folio.
+    pub(crate) nr_thp_zero: core::sync::atomic::AtomicU64,
+    /// Faults in huge-page ranges that had to map 4 KiB pages.
+    pub(crate) nr_thp_fallbacks: core::sync::atomic::AtomicU64,
+    /// Faults that brought a page back from swap.
+    pub(crate) nr_swapins: core::sync::atomic::AtomicU64,
+    family: Arc<Family>,
+}
+
+/// Every fork family there is, to find the spaces that may map a folio
+/// from its anon handle (reclaim's reverse map). Dead families are pruned
+/// when a new one registers.
+static FAMILIES: IrqSpinLock<Vec<Weak<Family>>> = IrqSpinLock::new(Vec::new());
+
+/// Every family one of whose members (live or gone) had the anon handle
+/// `handle`. Usually one; more when the root frame behind the handle was
+/// freed by a dead space and reused by a new one, while a fork child of the
+/// dead space still maps folios it made.
+fn families_of_handle(handle: u64) -> Vec<Arc<Family>> {
+    let families: Vec<Arc<Family>> = FAMILIES.lock().iter().filter_map(Weak::upgrade).collect();
+    families.into_iter().filter(|f| f.handles.lock().contains(&handle)).collect()
+}
+
+impl Drop for Family {
+    fn drop(&mut self) {
+        // Our strong count is 0 now: prune our `Weak` (and any other dead
+        // one), so the allocation goes with us.
+        FAMILIES.lock().retain(|f| f.strong_count() > 0);
+    }
+}
+
+impl Family {
+    /// Runs `f` over every live member, each `(root, areas and table)`, in
+    /// root order, with all their locks held (taken in root order: the
+    /// module doc's lock order). A fork that registers a member while we
+    /// lock did it under a lock we then hold, so after locking the member
+    /// list is read again, and everything is retried if it changed.
+    /// Members already torn down are left out.
+    fn with_locked<R>(&self, f: impl FnOnce(&[(PhysAddr, &Inner)]) -> R) -> R {
+        with_families_locked(&[self], f)
+    }
+}
+
+/// [`Family::with_locked`] over the live members of several families at
+/// once (all their locks, in root order).
+fn with_families_locked<R>(families: &[&Family], f: impl FnOnce(&[(PhysAddr, &Inner)]) -> R) -> R {
+    {
+        let mut f = Some(f);
+        let live = || -> Vec<Arc<AddressSpace>> {
+            let mut v: Vec<_> = families
+                .iter()
+                .flat_map(|fam| fam.members.lock().iter().filter_map(Weak::upgrade).collect::<Vec<_>>())
+                .collect();
+            v.sort_by_key(|s| s.root.as_u64());
+            v.dedup_by_key(|s| s.root.as_u64());
+            v
+        };
+        loop {
+            let members = live();
+            let mut guards: Vec<IrqGuard<'_, Option<Inner>>> = members.iter().map(|m| m.lock()).collect();
+            let again = live();
+            let same =
+                again.len() == members.len() && again.iter().zip(&members).all(|(a, b)| a.root == b.root);
+            let result = same.then(|| {
+                let locked: Vec<(PhysAddr, &Inner)> = members
+                    .iter()
+                    .zip(&guards)
+                    .filter_map(|(m, g)| g.as_ref().map(|inner| (m.root, inner)))
+                    .collect();
+                let f = f.take().expect("the family is locked and `f` run only once");
+                f(&locked)
+            });
+            // Release in reverse order: each guard restores the interrupt
+            // state from before its lock.
+            while let Some(g) = guards.pop() {
+                drop(g);
+            }
+            if let Some(r) = result {
+                return r;
+            }
+        }
+    }
+}
+
+/// Every live address space, by root, for the fault handler. A list (few
+/// spaces exist at once) whose room is reserved at [`init`], so making a
+/// space does not allocate here in the common case.
+static SPACES: IrqSpinLock<Vec<(u64, Weak<AddressSpace>)>> = IrqSpinLock::new(Vec::new());
+/// Spaces the registry holds without growing.
+const RESERVED_SPACES: usize = 64;
+
+pub(crate) fn find_space(root: PhysAddr) -> Option<Arc<AddressSpace>> {
+    SPACES.lock().iter().find(|(r, _)| *r == root.as_u64()).and_then(|(_, w)| w.upgrade())
+}
+
+impl AddressSpace {
+    /// A new, empty address space.
+    pub fn new() -> Result<Arc<AddressSpace>, String> {
+        let table = Self::new_table()?;
+        let vmas = VmaSet::new(VirtAddr::new(USER_START), VirtAddr::new(USER_END));
+        let family =
+            Arc::new(Family { members: IrqSpinLock::new(Vec::new()), handles: IrqSpinLock::new(Vec::new()) });
+        {
+            let mut families = FAMILIES.lock();
+            families.retain(|f| f.strong_count() > 0);
+            families.push(Arc::downgrade(&family));
+        }
+        Ok(Self::publish(Inner { table, vmas }, family))
+    }
+
+    /// A new empty page table for a space.
+    fn new_table() -> Result<PageTable<Format>, String> {
+        #[cfg(target_arch = "x86_64")]
+        let table = PageTable::new_sharing(&KernelTables, memory::kernel_root(), KERNEL_SHARED);
+        #[cfg(target_arch = "aarch64")]
+        let table = PageTable::new(&KernelTables);
+        table.map_err(|e| format!("new page table: {e}"))
+    }
+
+    /// Makes `inner` a space of `family`, findable by the fault handler.
+    fn publish(inner: Inner, family: Arc<Family>) -> Arc<AddressSpace> {
+        let root = inner.table.root();
+        let space = Arc::new(AddressSpace {
+            root,
+            inner: IrqSpinLock::new(Some(inner)),
+            nr_faults: core::sync::atomic::AtomicU64::new(0),
+            nr_cow_copies: core::sync::atomic::AtomicU64::new(0),
+            nr_cow_reuses: core::sync::atomic::AtomicU64::new(0),
+            nr_thp_faults: core::sync::atomic::AtomicU64::new(0),
+            nr_thp_zero: core::sync::atomic::AtomicU64::new(0),
+            nr_thp_fallbacks: core::sync::atomic::AtomicU64::new(0),
+            nr_swapins: core::sync::atomic::AtomicU64::new(0),
+            family: family.clone(),
+        });
+        family.handles.lock().push(mm::anon::anon_handle(root));
+        family.members.lock().push(Arc::downgrade(&space));
+        SPACES.lock().push((root.as_u64(), Arc::downgrade(&space)));
+        space
+    }
+
+    /// Takes this space's lock, serving TLB flush requests while spinning
+    /// (its holder may be running a shootdown: see the module doc).
+    pub(crate) fn lock(&self) -> IrqGuard<'_, Option<Inner>> {
+        self.inner.lock_polling(crate::vm::tlb::handle_ipi)
+    }
+
+    /// Write faults that copied a shared page (copy on write).
+    pub fn nr_cow_copies(&self) -> u64 {
+        self.nr_cow_copies.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Write faults that reused a write-protected page in place.
+    pub fn nr_cow_reuses(&self) -> u64 {
+        self.nr_cow_reuses.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Faults that mapped a fresh 2 MiB folio with a PMD leaf.
+    pub fn nr_thp_faults(&self) -> u64 {
+        self.nr_thp_faults.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Read faults that mapped the huge zero folio.
+    pub fn nr_thp_zero(&self) -> u64 {
+        self.nr_thp_zero.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Faults that brought a page back from swap.
+    pub fn nr_swapins(&self) -> u64 {
+        self.nr_swapins.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Faults in huge-page eligible ranges that fell back to 4 KiB (no free
+    /// 2 MiB block).
+    pub fn nr_thp_fallbacks(&self) -> u64 {
+        self.nr_thp_fallbacks.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A copy of this space for a child (see the module doc): the same
+    /// areas; every anonymous page shared read-only by both sides (copy
+    /// on write), except pages that may be pinned, which the child gets a
+    /// copy of at once. Fails (leaving the parent as it was, give or take
+    /// write protection) when memory runs out.
+    pub fn fork(&self) -> Result<Arc<AddressSpace>, String> {
+        let table = Self::new_table()?;
+        let mut guard = self.lock();
+        let parent = guard.as_mut().ok_or("fork: address space torn down")?;
+        let child_handle = mm::anon::anon_handle(table.root());
+        let child = Inner { table, vmas: parent.vmas.clone() };
+        let mut flush = Flush::none(self.root);
+        let result = mm::space::fork_range(
+            &parent.table,
+            &child.table,
+            &KernelTables,
+            &KernelFrames,
+            child_handle,
+            VirtAddr::new(0),
+            VirtAddr::new(USER_END),
+            &mut flush,
+        );
+        // Every CPU drops its writable translations of the shared pages
+        // before anyone (either side) runs on: interrupts may be off here
+        // (see the module doc).
+        flush.flush(&Shootdown);
+        let child = Self::publish(child, self.family.clone());
+        drop(guard);
+        match result {
+            Ok(()) => Ok(child),
+            // Dropping `child` gives back what it mapped.
+            Err(e) => Err(format!("fork: {e:?}")),
+        }
+    }
+
+    /// The page table's root.
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Faults resolved so far.
+    pub fn nr_faults(&self) -> u64 {
+        self.nr_faults.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes a hold (`mm::gup`: a plain reference or a pin) on each of the
+    /// `pages` pages from `start`, mapping them first as a fault would (and
+    /// for `write`, making them writable and dirty; for a pin, exclusive).
+    /// Returns their physical addresses; release them with
+    /// [`release_user_pages`]. All or nothing: on an error the holds
+    /// already taken are released and the message names the page.
+    pub fn get_user_pages(
+        self: &Arc<Self>,
+        start: VirtAddr,
+        pages: usize,
+        write: bool,
+        hold: Hold,
+    ) -> Result<Vec<PhysAddr>, String> {
+        let mut held = Vec::with_capacity(pages);
+        let mut error = None;
+        let mut i = 0u64;
+        while i < pages as u64 && error.is_none() {
+            let va = VirtAddr::new(start.as_u64() + i * 4096);
+            let got = {
+                let guard = self.lock();
+                let Some(inner) = guard.as_ref() else {
+                    error = Some(String::from("get_user_pages: address space torn down"));
+                    break;
+                };
+                mm::gup::get_user_page(
+                    &inner.table,
+                    &inner.vmas,
+                    &KernelTables,
+                    &KernelFrames,
+                    &Shootdown,
+                    va,
+                    write,
+                    hold,
+                )
+            };
+            match got {
+                Ok(pa) => {
+                    held.push(pa);
+                    i += 1;
+                }
+                // In swap: bring it back without the lock, then try again.
+                Err(mm::gup::GupError::Fault(FaultOutcome::NeedsSwapIn { page, entry })) => {
+                    let access = if write { mm::fault::Access::Write } else { mm::fault::Access::Read };
+                    if let Err(e) = crate::vm::fault::swap_in(self, access, page, entry) {
+                        error = Some(format!("get_user_pages: {va}: {e}"));
+                    }
+                }
+                Err(e) => error = Some(format!("get_user_pages: {va}: {e:?}")),
+            }
+        }
+        match error {
+            None => Ok(held),
+            Some(e) => {
+                release_user_pages(&held, hold);
+                Err(e)
+            }
+        }
+    }
+
+    /// The mappings of the anonymous folio mapped at `va`, over this
+    /// space's whole fork family (`mm::rmap`): `(space root, address,
+    /// level)` each, found under every member's lock.
+    pub fn rmap_of(&self, va: VirtAddr) -> Result<Vec<(PhysAddr, VirtAddr, Level)>, String> {
+        let memmap = memory::frame_allocator().memmap();
+        self.with_family_locked(|members| {
+            let inner = members
+                .iter()
+                .find(|(root, _)| *root == self.root)
+                .map(|(_, inner)| inner)
+                .ok_or("rmap_of: address space torn down")?;
+            let pa =
+                inner.table.translate(&KernelTables, va).ok_or(format!("rmap_of: {va} is not mapped"))?;
+            let folio =
+                mm::folio::folio_of(memmap, pa.pfn()).ok_or(format!("rmap_of: {pa} is not a folio"))?;
+            let tables: Vec<&PageTable<Format>> = members.iter().map(|(_, inner)| &inner.table).collect();
+            let mut found = Vec::new();
+            mm::rmap::rmap_walk(&folio, &tables, &KernelTables, &mut |m| {
+                found.push((members[m.space].0, m.va, m.level))
+            });
+            Ok(found)
+        })
+    }
+
+    /// The swap entry a PTE at `va` holds, if any (for tests).
+    pub fn swap_entry_at(&self, va: VirtAddr) -> Option<mm::pgtable::SwapEntry> {
+        let guard = self.lock();
+        match guard.as_ref()?.table.lookup(&KernelTables, va) {
+            (Level::Pte, mm::pgtable::Decoded::NonPresent(mm::pgtable::NonPresent::Swap { entry, .. })) => {
+                Some(entry)
+            }
+            _ => None,
+        }
+    }
+
+    /// The folio mapped at `va`: its head PFN, its order and whether it is
+    /// in the swap cache (for tests).
+    pub fn folio_at(&self, va: VirtAddr) -> Result<(u64, u8, bool), String> {
+        let guard = self.lock();
+        let inner = guard.as_ref().ok_or("folio_at: torn down")?;
+        let pa = inner.table.translate(&KernelTables, va).ok_or(format!("folio_at: {va} is not mapped"))?;
+        let folio = mm::folio::folio_of(memory::frame_allocator().memmap(), pa.pfn())
+            .ok_or(format!("folio_at: {pa} is not a folio"))?;
+        Ok((folio.pfn(), folio.order(), folio.test_flag(mm::page::PageFlag::SwapCache)))
+    }
+
+    /// The page-table dump (`mm::ptdump`) of `[start, end)`: one line per
+    /// run of like entries, e.g. `PMD 2M x1 rw- u D A -> ...` for a huge page.
+    pub fn dump(&self, start: VirtAddr, end: VirtAddr) -> String {
+        let guard = self.lock();
+        let mut out = String::new();
+        if let Some(inner) = guard.as_ref() {
+            let _ = mm::ptdump::dump(&inner.table, &KernelTables, start, end, &mut out);
+        }
+        out
+    }
+
+    /// Maps `len` bytes of anonymous memory anywhere, aligned to `align`.
+    pub fn mmap(&self, len: u64, align: u64, prot: VmaProt) -> Result<VirtAddr, VmaError> {
+        let mut guard = self.lock();
+        let inner = guard.as_mut().expect("AddressSpace used after teardown");
+        inner.vmas.map_anywhere(len, align, prot, VmaKind::Anonymous)
+    }
+
+    /// Unmaps `[start, start + len)`: areas, page-table entries and the
+    /// folios they mapped (freed after the shootdown). A 2 MiB page cut by
+    /// the range is split first; its unmapped part is freed when this space
+    /// was its only user (`mm::space`).
+    pub fn munmap(&self, start: VirtAddr, len: u64) -> Result<(), VmaError> {
+        let mut gather = Gather::new(self.root);
+        {
+            let mut guard = self.lock();
+            let inner = guard.as_mut().expect("AddressSpace used after teardown");
+            let ranges = inner.vmas.unmap(start, len)?;
+            for (s, e) in ranges {
+                zap(inner, s, e, &mut gather);
+            }
+        }
+        finish_gather(gather);
+        Ok(())
+    }
+
+    /// Changes the rights of `[start, start + len)` (mprotect): areas, then
+    /// every leaf there. Rights taken away are shot down before it returns;
+    /// write is never granted to an existing leaf (the next write faults and
+    /// reuses or copies: `mm::space`).
+    pub fn mprotect(&self, start: VirtAddr, len: u64, prot: VmaProt) -> Result<(), VmaError> {
+        let mut flush = Flush::none(self.root);
+        {
+            let mut guard = self.lock();
+            let inner = guard.as_mut().expect("AddressSpace used after teardown");
+            if !(prot.read || prot.write || prot.exec) {
+                let end = VirtAddr::new(start.as_u64().saturating_add(len));
+                let mut mapped = false;
+                inner.table.visit(&KernelTables, start, end, &mut |_, _, _, _| mapped = true);
+                if mapped {
+                    return Err(VmaError::ProtNoneOverMappedPages);
+                }
+            }
+            let ranges = inner.vmas.protect(start, len, prot)?;
+            for (s, e) in ranges {
+                match mm::space::protect_range(
+                    &inner.table,
+                    &KernelTables,
+                    &Shootdown,
+                    memory::frame_allocator().memmap(),
+                    s,
+                    e,
+                    prot.to_prot(true),
+                ) {
+                    Ok(f) => flush = flush.merge(f),
+                    // Only a table for a split can fail (out of memory):
+                    // the leaves keep their old rights, which the area
+                    // still allows where they are less.
+                    Err(e) => crate::println!("mprotect: {e}"),
+                }
+            }
+            // Rights taken away must be gone everywhere before we return.
+            flush.flush(&Shootdown);
+        }
+        Ok(())
+    }
+
+    /// `madvise` over `[start, start + len)`, which must be mapped:
+    /// `DontNeed` drops the pages (the next touch reads zeros), `HugePage`
+    /// and `NoHugePage` set the areas' huge-page mode (pages already mapped
+    /// stay as they are; a 2 MiB page cut by the range is split, so that it
+    /// lies in one area).
+    pub fn madvise(&self, start: VirtAddr, len: u64, advice: Advice) -> Result<(), VmaError> {
+        let mut gather = Gather::new(self.root);
+        let mut pageout = Vec::new();
+        {
+            let mut guard = self.lock();
+            let inner = guard.as_mut().expect("AddressSpace used after teardown");
+            match advice {
+                Advice::DontNeed => {
+                    let end = inner.vmas.check_mapped(start, len)?;
+                    zap(inner, start, end, &mut gather);
+                }
+                Advice::PageOut => {
+                    let end = inner.vmas.check_mapped(start, len)?;
+                    pageout = pageout_candidates(inner, start, end);
+                }
+                Advice::HugePage | Advice::NoHugePage => {
+                    let mode = if advice == Advice::HugePage { ThpMode::Always } else { ThpMode::Never };
+                    inner.vmas.advise_thp(start, len, mode)?;
+                    let end = VirtAddr::new(start.as_u64() + len);
+                    for at in [start, end] {
+                        // A new area boundary inside a 2 MiB leaf.
+                        if inner.vmas.is_boundary(at) {
+                            let memmap = memory::frame_allocator().memmap();
+                            if let Err(e) = mm::thp::split_huge_pmd_if_cut(
+                                &inner.table,
+                                &KernelTables,
+                                &Shootdown,
+                                memmap,
+                                at,
+                            ) {
+                                crate::println!("madvise: split at {at}: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        finish_gather(gather);
+        // Outside the lock: writing sleeps, and unmapping takes the
+        // family's locks.
+        crate::vm::reclaim::pageout(pageout);
+        Ok(())
+    }
+
+    /// Runs the consistency checker (`mm::debug::check_spaces`) over this
+    /// space and every live space of its fork family, under all their locks
+    /// (taken in root order), and returns this space's statistics. Exact
+    /// while no member of the family is being dropped at the same time.
+    pub fn check(&self) -> Result<Stats, String> {
+        let memmap = memory::frame_allocator().memmap();
+        self.with_family_locked(|members| {
+            let mine = members.iter().position(|(root, _)| *root == self.root);
+            let spaces: Vec<_> = members.iter().map(|(_, inner)| (&inner.table, &inner.vmas)).collect();
+            let handles = self.family.handles.lock().clone();
+            let count_of = |e: mm::pgtable::SwapEntry| crate::vm::swap::count_of(e);
+            let checked =
+                mm::debug::check_spaces_with_swap(&spaces, &KernelTables, &handles, memmap, Some(&count_of));
+            match (mine, checked) {
+                (Some(i), Ok(stats)) => Ok(stats[i]),
+                (None, _) => Err(String::from("check: address space torn down")),
+                (_, Err(e)) => Err(format!("address space {} (family of {}): {e}", self.root, spaces.len())),
+            }
+        })
+    }
+
+    /// Runs `f` over every live member of this space's fork family with
+    /// all their locks held ([`Family::with_locked`]).
+    fn with_family_locked<R>(&self, f: impl FnOnce(&[(PhysAddr, &Inner)]) -> R) -> R {
+        self.family.with_locked(f)
+    }
+
+    /// Starts a task that runs `f` in this space (see `sched::spawn_in`:
+    /// if the kernel ends the task for a bad access, nothing leaks).
+    pub fn spawn<T: Send + 'static>(
+        self: &Arc<Self>,
+        cpu: Option<usize>,
+        name: &'static str,
+        f: impl Fn() -> T + Send + 'static,
+    ) -> Result<sched::JoinHandle<T>, String> {
+        let keep: Arc<dyn core::any::Any + Send + Sync> = self.clone();
+        sched::spawn_in(cpu, self.root, keep, name, f).map_err(|e| format!("spawn: {e:?}"))
+    }
+}
+
+impl Drop for AddressSpace {
+    fn drop(&mut self) {
+        SPACES.lock().retain(|(r, _)| *r != self.root.as_u64());
+        self.family.members.lock().retain(|w| w.strong_count() > 0);
+        // No task runs in the space any more (each held an `Arc`), and
+        // every CPU that ran one switched away (loading another root), so
+        // nothing caches its translations: drop the folios' mappings (the
+        // entries go with the tables; the mapcounts under the lock), then
+        // the tables.
+        let mut gather = Gather::new(self.root);
+        let inner = {
+            let mut guard = self.lock();
+            let Some(mut inner) = guard.take() else { return };
+            zap(&mut inner, VirtAddr::new(0), VirtAddr::new(USER_END), &mut gather);
+            inner
+        };
+        // Nothing to flush (see above); the references go now.
+        gather.take_flush().ignore();
+        for entry in gather.take_swap_entries() {
+            crate::vm::swap::free_entry(entry);
+        }
+        let memmap = memory::frame_allocator().memmap();
+        gather.release_unmapped(memmap, &mut crate::vm::swap::drop_unmapped_cache_folio, &mut |f| {
+            crate::vm::folios::free_folio(f)
+        });
+        inner.table.destroy(&KernelTables, KERNEL_SHARED);
+    }
+}
+
+/// Reclaim's unmap (`crate::vm::reclaim`): replaces every mapping of the
+/// locked `folio`, which is in `area`'s swap cache, by swap entries, over
+/// the whole fork family that may map it, with every member's lock held
+/// (`mm::swap::unmap`); shoots the old translations down, then drops the
+/// mappings' references (the caller's and the cache's keep the folio).
+pub fn unmap_folio_to_swap(folio: &Folio<'static>, area: &mm::swap::area::SwapArea) -> Result<(), String> {
+    let families = families_of_handle(folio.mapping());
+    if families.is_empty() {
+        return if folio.total_mapcount() == 0 { Ok(()) } else { Err(String::from("no family maps it")) };
+    }
+    let families: Vec<&Family> = families.iter().map(|f| &**f).collect();
+    let memmap = memory::frame_allocator().memmap();
+    let refs = with_families_locked(&families, |members| {
+        let tables: Vec<&PageTable<Format>> = members.iter().map(|(_, inner)| &inner.table).collect();
+        let done = mm::swap::unmap::unmap_to_swap(&tables, &KernelTables, &Shootdown, memmap, folio, area)
+            .map_err(|e| format!("{e}"))?;
+        for flush in done.flushes {
+            flush.flush(&Shootdown);
+        }
+        Ok::<usize, String>(done.refs)
+    })?;
+    for _ in 0..refs {
+        let last = folio.put();
+        debug_assert!(!last, "unmap_folio_to_swap: the caller's reference keeps the folio");
+    }
+    Ok(())
+}
+
+/// Reclaim's split (`crate::vm::reclaim`): splits the locked, isolated huge
+/// folio `folio` (the caller's one reference) into order-0 folios because
+/// no run of 512 swap slots is free for it (`mm::thp::split_isolated_folio`,
+/// with the lock of every space of its fork family held; it must be mapped
+/// by one of them only). Returns the other pieces still mapped, each
+/// isolated with a reference for the caller; the caller keeps page 0.
+pub fn split_isolated_folio(folio: &Folio<'static>) -> Result<Vec<Folio<'static>>, String> {
+    let families = families_of_handle(folio.mapping());
+    let families: Vec<&Family> = families.iter().map(|f| &**f).collect();
+    let memmap = memory::frame_allocator().memmap();
+    with_families_locked(&families, |members| {
+        // The member whose table maps the folio (the reverse map's walk).
+        let maps = |inner: &Inner| {
+            let mut found = false;
+            mm::rmap::rmap_walk(folio, &[&inner.table], &KernelTables, &mut |_| found = true);
+            found
+        };
+        let mut mapping = members.iter().filter(|(_, inner)| maps(inner));
+        let (Some((_, inner)), None) = (mapping.next(), mapping.next()) else {
+            return Err(String::from("mapped by no space or by several"));
+        };
+        mm::thp::split_isolated_folio(&inner.table, &KernelTables, &Shootdown, memmap, *folio, &mut |f| {
+            crate::vm::folios::free_folio(f)
+        })
+        .map_err(|e| format!("{e:?}"))
+    })
+}
+
+/// swapoff's walk (`crate::vm::swap::swapoff`): brings back every page of
+/// every live space that sits in the swap area of type `ty`, as faults
+/// would (one page at a time, sleeping for the disk without any lock).
+/// Returns how many were brought back, or why one could not be.
+pub fn swap_in_all(ty: u8) -> Result<u64, String> {
+    let spaces: Vec<Arc<AddressSpace>> = SPACES.lock().iter().filter_map(|(_, w)| w.upgrade()).collect();
+    let mut done = 0;
+    for space in spaces {
+        loop {
+            // A few entries at a time: the table may change between walks.
+            let mut found = Vec::new();
+            {
+                let guard = space.lock();
+                let Some(inner) = guard.as_ref() else { break };
+                inner.table.visit(
+                    &KernelTables,
+                    VirtAddr::new(0),
+                    VirtAddr::new(USER_END),
+                    &mut |va, _, e, _| {
+                        if let mm::pgtable::Decoded::NonPresent(mm::pgtable::NonPresent::Swap {
+                            entry, ..
+                        }) = e
+                        {
+                            if entry.ty() == ty && found.len() < 64 {
+                                found.push((va, entry));
+                            }
+                        }
+                    },
+                );
+            }
+            if found.is_empty() {
+                break;
+            }
+            for (va, entry) in found {
+                crate::vm::fault::swap_in(&space, mm::fault::Access::Read, va, entry)
+                    .map_err(|e| format!("swapoff: {} {va}: {e}", space.root))?;
+                done += 1;
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Releases holds taken by [`AddressSpace::get_user_pages`] (no lock
+/// needed; a folio whose last reference that was is freed).
+pub fn release_user_pages(pages: &[PhysAddr], hold: Hold) {
+    let memmap = memory::frame_allocator().memmap();
+    for &pa in pages {
+        if let Some(folio) = mm::gup::release(memmap, pa, hold) {
+            crate::vm::folios::free_folio(folio);
+        }
+    }
+}
+
+/// `madvise` advice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advice {
+    /// `MADV_DONTNEED`: drop the pages; the range reads zeros afterwards.
+    DontNeed,
+    /// `MADV_HUGEPAGE`: back the range with 2 MiB pages where they fit.
+    HugePage,
+    /// `MADV_NOHUGEPAGE`: only 4 KiB pages in the range.
+    NoHugePage,
+    /// `MADV_PAGEOUT`: write the range's anonymous pages to swap and free
+    /// them now. A huge folio the range cuts is split first and only its
+    /// pages inside go; pages shared with a fork relative, pinned pages,
+    /// and a huge folio that cannot be split (reclaim holds it, it is
+    /// shared or referenced) stay.
+    PageOut,
+}
+
+/// The folios `MADV_PAGEOUT` over `[start, end)` pages out, with a
+/// reference each (`mm::pageout`): large folios the range cuts are split
+/// first when they can be (never one that reclaim has isolated, seed 002),
+/// then every anonymous folio wholly inside the range and mapped by this
+/// space alone is taken. The caller holds the lock.
+fn pageout_candidates(inner: &Inner, start: VirtAddr, end: VirtAddr) -> Vec<Folio<'static>> {
+    let memmap = memory::frame_allocator().memmap();
+    let found = mm::pageout::pageout_candidates(
+        &inner.table,
+        &KernelTables,
+        &Shootdown,
+        memmap,
+        start,
+        end,
+        &mut |f| crate::vm::folios::free_folio(f),
+    );
+    PAGEOUT_SPLITS.fetch_add(found.nr_split as u64, core::sync::atomic::Ordering::Relaxed);
+    found.folios
+}
+
+/// Large folios `MADV_PAGEOUT` split because the range cut them.
+pub static PAGEOUT_SPLITS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Unmaps every entry of `inner` in `[start, end)` into `gather` (the
+/// caller holds the lock). A split that needs a table and finds no memory
+/// is reported; the entries it could not reach stay mapped.
+fn zap(inner: &mut Inner, start: VirtAddr, end: VirtAddr, gather: &mut Gather) {
+    let memmap = memory::frame_allocator().memmap();
+    if let Err(e) =
+        mm::space::zap_range(&inner.table, &KernelTables, &Shootdown, memmap, start, end, gather, &mut |f| {
+            crate::vm::folios::free_folio(f)
+        })
+    {
+        crate::println!("vm: unmap [{start}, {end}): {e}");
+    }
+}
+
+/// Shoots the gathered range down on every CPU, then drops the references
+/// (freeing the folios whose last they were).
+fn finish_gather(mut gather: Gather) {
+    gather.take_flush().flush(&Shootdown);
+    for entry in gather.take_swap_entries() {
+        crate::vm::swap::free_entry(entry);
+    }
+    gather.release_unmapped(
+        memory::frame_allocator().memmap(),
+        &mut crate::vm::swap::drop_unmapped_cache_folio,
+        &mut |f| crate::vm::folios::free_folio(f),
+    );
+}
+
+/// Installs the fault hook. Boot CPU, once, before tasks touch address spaces.
+pub fn init() {
+    SPACES.lock().reserve(RESERVED_SPACES);
+    FAMILIES.lock().reserve(RESERVED_SPACES);
+    crate::vm::folios::init_huge_zero();
+    arch::trap::set_fault_hook(crate::vm::fault::on_fault);
+    // The kernel IPI serves this CPU's TLB flush requests.
+    sched::set_ipi_hook(crate::vm::tlb::handle_ipi);
+}

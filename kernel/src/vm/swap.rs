@@ -1,0 +1,342 @@
+//! Swap in the running kernel: the table of swap areas (swapon, swapoff),
+//! the disk I/O under `mm::swap`, and the swap-in half of a fault.
+//!
+//! ## Areas
+//!
+//! At boot, [`init`] looks at every virtio-blk disk (`crate::drivers::blk`) and
+//! turns swap on for each whose page 0 is a valid mkswap header
+//! (`mm::swap::header::parse`); a disk with a bad header is refused with
+//! the parser's message and the kernel goes on without it. An area's type
+//! is its index in [`AREAS`]. New slots come from the first area that still
+//! allocates.
+//!
+//! ## Protocol
+//!
+//! - [`AREAS`] (an [`IrqSpinLock`], a leaf) guards the table; each area is
+//!   an `Arc`, so a fault or reclaim holding one keeps it alive while
+//!   swapoff takes it out of the table. `mm::swap::area::SwapArea` has its
+//!   own lock for its slots and cache, which the kernel takes (inside its
+//!   methods) with interrupts off.
+//! - The disk is read and written only from task context with interrupts
+//!   on and no spin lock held: I/O sleeps ([`Io`]).
+//! - Lock order: folio lock, then address-space locks, then the leaves
+//!   (area, LRU, frame allocator). Reclaim holds a folio lock while it
+//!   writes; swap-in holds one while it reads.
+
+use crate::drivers::blk::BlockDevice;
+use crate::memory;
+use crate::sync::IrqSpinLock;
+use crate::task::sched;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use mm::folio::{Folio, UnpublishedFolio};
+use mm::frame::AllocKind;
+use mm::pgtable::SwapEntry;
+use mm::swap::area::SwapArea;
+use mm::swap::swapin::{SwapBackend, SwapInError};
+use mm::PhysAddr;
+
+/// One swap area on a disk.
+pub struct SwapDevice {
+    pub area: SwapArea,
+    disk: &'static BlockDevice,
+    label: String,
+}
+
+impl SwapDevice {
+    /// The disk's name.
+    pub fn disk_name(&self) -> &str {
+        self.disk.name()
+    }
+}
+
+/// The swap areas, by type. `None` where swapoff took one out.
+static AREAS: IrqSpinLock<Vec<Option<Arc<SwapDevice>>>> = IrqSpinLock::new(Vec::new());
+
+/// Pages read from swap.
+pub static PSWPIN: AtomicU64 = AtomicU64::new(0);
+/// Pages written to swap.
+pub static PSWPOUT: AtomicU64 = AtomicU64::new(0);
+/// Writes that failed (the folio stayed in memory).
+pub static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Reads that failed (the faulting task was ended).
+pub static READ_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Turns swap on for `disk`: reads and checks its header, makes the area.
+/// Returns the area's type, or a message saying why the disk was refused.
+pub fn swapon(disk: &'static BlockDevice) -> Result<u8, String> {
+    let pages = disk.capacity_pages();
+    let frame = memory::alloc_frames(0).map_err(|e| format!("swapon {}: no memory: {e:?}", disk.name()))?;
+    let header = disk
+        .read_pages(0, frame, 1)
+        .map_err(|e| format!("swapon {}: reading the header: {e}", disk.name()))
+        .and_then(|()| {
+            // SAFETY: `frame` is a RAM frame we own, mapped in the direct
+            // map; the read has completed, nobody else writes it.
+            let page = unsafe {
+                core::slice::from_raw_parts(memory::phys_to_virt(frame).as_u64() as *const u8, 4096)
+            };
+            mm::swap::header::parse(page, pages).map_err(|e| format!("swapon {}: {e}", disk.name()))
+        });
+    memory::free_frames(frame, 0);
+    let header = header?;
+    let mut areas = AREAS.lock();
+    let ty = areas.iter().position(Option::is_none).unwrap_or(areas.len());
+    if ty >= mm::pgtable::format::MAX_SWAP_TYPES as usize {
+        return Err(format!("swapon {}: {ty} swap areas are on already", disk.name()));
+    }
+    let label = String::from_utf8_lossy(header.label_bytes()).into_owned();
+    let dev = Arc::new(SwapDevice { area: SwapArea::new(ty as u8, &header), disk, label });
+    if ty == areas.len() {
+        areas.push(Some(dev.clone()));
+    } else {
+        areas[ty] = Some(dev.clone());
+    }
+    drop(areas);
+    crate::println!(
+        "swap: on {} (type {ty}): {} slots ({} MiB){}",
+        disk.name(),
+        dev.area.nr_slots(),
+        dev.area.nr_slots() / 256,
+        if dev.label.is_empty() { String::new() } else { format!(", label \"{}\"", dev.label) }
+    );
+    Ok(ty as u8)
+}
+
+/// Turns swap off for the area of type `ty`: stops allocation from it,
+/// brings every page of every address space back from it
+/// (`vm::swap_in_all`), takes the cache folios left (unmapped, or mapped
+/// read-only) out of the cache, and frees the area once no slot is used.
+/// On an error (a read that fails, no memory) the area stays on, with
+/// allocation stopped, and the message says why; nothing is lost.
+pub fn swapoff(ty: u8) -> Result<(), String> {
+    let dev = area(ty).ok_or_else(|| format!("swapoff: no swap area of type {ty}"))?;
+    dev.area.stop_alloc();
+    let back = crate::vm::space::swap_in_all(ty)?;
+    let memmap = memory::frame_allocator().memmap();
+    // What is left is only the cache's: folios whose entries all went.
+    let mut from = 0;
+    while let Some(entry) = dev.area.next_used(from) {
+        from = entry.offset() + 1;
+        let Some((folio, _)) = mm::swap::cache::lookup_get(&dev.area, memmap, entry) else { continue };
+        while !folio.try_lock() {
+            sched::yield_now();
+        }
+        take_out_of_cache_locked(&dev, folio, true);
+        folio.unlock();
+        put(folio);
+    }
+    let used = dev.area.nr_used();
+    if used != 0 {
+        return Err(format!("swapoff {}: {used} slots still in use; allocation stays off", dev.disk.name()));
+    }
+    let mut areas = AREAS.lock();
+    areas[ty as usize] = None;
+    while areas.last().is_some_and(Option::is_none) {
+        areas.pop();
+    }
+    drop(areas);
+    crate::println!("swap: off {} (type {ty}): {back} pages brought back", dev.disk.name());
+    Ok(())
+}
+
+/// Turns swap on for every disk whose header is valid (module doc).
+pub fn init() {
+    AREAS.lock().reserve(mm::pgtable::format::MAX_SWAP_TYPES as usize);
+    for disk in crate::drivers::blk::disks() {
+        if let Err(e) = swapon(disk) {
+            crate::println!("swap: {e}");
+        }
+    }
+}
+
+/// The area of type `ty`.
+pub fn area(ty: u8) -> Option<Arc<SwapDevice>> {
+    AREAS.lock().get(ty as usize).cloned().flatten()
+}
+
+/// The area new slots come from: the preferred one ([`prefer`]) if set
+/// and still allocating, else the first one still allocating.
+pub fn alloc_area() -> Option<Arc<SwapDevice>> {
+    let areas = AREAS.lock();
+    let preferred = PREFERRED.load(Ordering::Relaxed);
+    let first = |d: &&Arc<SwapDevice>| !d.area.alloc_stopped();
+    areas
+        .get(preferred as usize)
+        .and_then(Option::as_ref)
+        .filter(first)
+        .or_else(|| areas.iter().flatten().find(first))
+        .cloned()
+}
+
+/// The type [`alloc_area`] prefers (`u64::MAX`: none).
+static PREFERRED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Makes new slots come from the area of type `ty` while it allocates
+/// (`None`: the first area again). For tests of one area.
+pub fn prefer(ty: Option<u8>) {
+    PREFERRED.store(ty.map_or(u64::MAX, u64::from), Ordering::Relaxed);
+}
+
+/// True when some swap area is on (allocates nothing: kswapd asks often).
+pub fn any_area() -> bool {
+    AREAS.lock().iter().any(Option::is_some)
+}
+
+/// Free and total slots over every area.
+pub fn totals() -> (u64, u64) {
+    AREAS.lock().iter().flatten().fold((0, 0), |(f, t), d| (f + d.area.nr_free(), t + d.area.nr_slots()))
+}
+
+/// A page-table entry holding `entry` is gone (munmap, teardown): its slot
+/// loses a count. When that was the last and a folio is still in the
+/// cache for it, the folio is freed now if nobody is using it (otherwise
+/// reclaim frees it when it finds it).
+pub fn free_entry(entry: SwapEntry) {
+    let Some(dev) = area(entry.ty()) else {
+        crate::println!("swap: free of {entry:?}: no such area");
+        return;
+    };
+    match dev.area.free_ref(entry) {
+        Ok(0) if dev.area.has_cache(entry) => drop_unused_cache_folio(&dev, entry),
+        Ok(_) => {}
+        Err(e) => crate::println!("swap: free of {entry:?}: {e}"),
+    }
+}
+
+/// Frees the cache folio of `entry` if nobody needs it any more
+/// ([`drop_unmapped_cache_folio`]).
+fn drop_unused_cache_folio(dev: &SwapDevice, entry: SwapEntry) {
+    let memmap = memory::frame_allocator().memmap();
+    let Some((folio, _)) = mm::swap::cache::lookup_get(&dev.area, memmap, entry) else { return };
+    drop_unmapped_cache_folio(folio);
+    put(folio);
+}
+
+/// Takes the locked folio `folio` (the caller holds a reference too) out
+/// of the swap cache when no page-table entry holds any of its slots, it
+/// is not under writeback, and (unless `even_if_mapped`: swapoff) nothing
+/// maps it. A folio is left in that state by a fault whose entry changed
+/// meanwhile, or by an munmap that raced reclaim; without this it would
+/// wait for the next reclaim pass.
+fn take_out_of_cache_locked(dev: &SwapDevice, folio: Folio<'static>, even_if_mapped: bool) {
+    let unused = folio.test_flag(mm::page::PageFlag::SwapCache)
+        && (even_if_mapped || folio.total_mapcount() == 0)
+        && !folio.test_flag(mm::page::PageFlag::Writeback)
+        && mm::swap::cache::folio_entry(&folio).is_some_and(|e| e.ty() == dev.area.ty())
+        && mm::swap::cache::slots_unused(&dev.area, &folio);
+    if unused {
+        for _ in 0..mm::swap::cache::delete_from_swap_cache(&dev.area, &folio) {
+            let last = folio.put();
+            debug_assert!(!last, "the caller's reference keeps the folio");
+        }
+        folio.set_flag(mm::page::PageFlag::Dirty); // the copy on disk is gone
+    }
+}
+
+/// [`take_out_of_cache_locked`] for an unmapped folio.
+pub fn free_if_unused_locked(dev: &SwapDevice, folio: Folio<'static>) {
+    take_out_of_cache_locked(dev, folio, false);
+}
+
+/// A cache folio that may be needed by nobody (its last mapping or entry
+/// just went; the caller holds a reference): takes it out of the cache
+/// now if its lock is free, else hands it to kswapd
+/// ([`crate::vm::reclaim::defer`]), which waits for the lock.
+pub fn drop_unmapped_cache_folio(folio: Folio<'static>) {
+    let Some(entry) = mm::swap::cache::folio_entry(&folio) else { return };
+    let Some(dev) = area(entry.ty()) else { return };
+    if folio.try_lock() {
+        free_if_unused_locked(&dev, folio);
+        folio.unlock();
+    } else {
+        crate::vm::reclaim::defer(folio);
+    }
+}
+
+/// Drops one reference, freeing the folio (off the LRU first) when it was
+/// the last.
+pub fn put(folio: Folio<'static>) {
+    if folio.put() {
+        crate::vm::folios::free_folio(folio);
+    }
+}
+
+/// One more page-table entry holds `entry` (fork).
+pub fn dup_entry(entry: SwapEntry) -> Result<(), String> {
+    let dev = area(entry.ty()).ok_or_else(|| format!("no swap area {}", entry.ty()))?;
+    dev.area.dup(entry).map(drop).map_err(|e| format!("{e}"))
+}
+
+/// The count of `entry`'s slot, for the consistency checker.
+pub fn count_of(entry: SwapEntry) -> Option<u8> {
+    area(entry.ty()).map(|d| d.area.count(entry))
+}
+
+/// The disk and memory under `mm::swap` for one area.
+pub struct Io<'a>(pub &'a SwapDevice);
+
+impl SwapBackend for Io<'_> {
+    fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
+        let r = self.0.disk.read_pages(first.offset(), frame, nr).map_err(|e| format!("{e}"));
+        match r {
+            Ok(()) => PSWPIN.fetch_add(nr as u64, Ordering::Relaxed),
+            Err(_) => READ_ERRORS.fetch_add(1, Ordering::Relaxed),
+        };
+        r
+    }
+    fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
+        let r = self.0.disk.write_pages(first.offset(), frame, nr).map_err(|e| format!("{e}"));
+        match r {
+            Ok(()) => PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed),
+            Err(_) => WRITE_ERRORS.fetch_add(1, Ordering::Relaxed),
+        };
+        r
+    }
+    fn relax(&self) {
+        sched::yield_now();
+    }
+    fn alloc_folio(&self) -> Option<UnpublishedFolio<'static>> {
+        for _ in 0..3 {
+            let f = crate::sync::without_interrupts(|| {
+                memory::frame_allocator().alloc_folio(0, AllocKind::Normal)
+            });
+            if let Ok(f) = f {
+                return Some(f);
+            }
+            if crate::vm::reclaim::direct_reclaim(32) == 0 {
+                break;
+            }
+        }
+        None
+    }
+    fn alloc_huge_folio(&self) -> Option<UnpublishedFolio<'static>> {
+        // Only if a 2 MiB block is free now: no reclaim for it, the
+        // order-0 read is the fallback.
+        crate::sync::without_interrupts(|| {
+            memory::frame_allocator().alloc_folio(mm::thp::HPAGE_ORDER, AllocKind::Normal).ok()
+        })
+    }
+    fn free_folio(&self, folio: Folio<'static>) {
+        crate::vm::folios::free_folio(folio);
+    }
+}
+
+/// Swap-in, half 1 (`mm::swap::swapin`): the cache folio of `entry`,
+/// locked, with a reference, and the page's index in it. Task context,
+/// interrupts on, no lock held. `run` looks at the page table under the
+/// space's lock for an intact run to read whole
+/// (`mm::swap::swapin::get_swapped_folio_with_run`).
+pub fn get_folio(
+    dev: &SwapDevice,
+    entry: SwapEntry,
+    handle: u64,
+    index: u64,
+    run: impl Fn() -> Option<SwapEntry>,
+) -> Result<(Folio<'static>, usize), SwapInError> {
+    let memmap = memory::frame_allocator().memmap();
+    mm::swap::swapin::get_swapped_folio_with_run(&dev.area, memmap, &Io(dev), entry, handle, index, run)
+}

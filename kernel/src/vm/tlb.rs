@@ -1,0 +1,155 @@
+//! TLB shootdown: after a page-table change returns, no CPU may still use
+//! the old translation.
+//!
+//! [`Shootdown`] is the `TlbHooks` the kernel gives `mm::pgtable`.
+//!
+//! - AArch64: `TLBI VAAE1IS` / `VMALLE1IS` are broadcast to every CPU in the
+//!   inner-shareable domain and `DSB ISH` waits for all of them, so the
+//!   arch flush already is the shootdown.
+//! - x86_64: `INVLPG` and CR3 reloads act on the local CPU only. The
+//!   initiator flushes locally, then posts the range in the mailbox of every
+//!   other online CPU that has the address space loaded
+//!   ([`crate::task::sched::cpus_with_root`]), sends each the kernel IPI, and waits
+//!   until each has flushed and cleared its mailbox. A CPU that switches to
+//!   the address space after the check loads CR3, which drops its old
+//!   non-global translations anyway (no PCIDs).
+//!
+//! ## Protocol (x86_64)
+//!
+//! [`SHOOTDOWN_LOCK`] lets one initiator at a time use the mailboxes. A
+//! CPU spinning with interrupts off cannot take the IPI, so every spin
+//! loop that may wait (directly or through a chain) for a shootdown
+//! initiator *serves its own mailbox* while it spins ([`handle_ipi`]):
+//! the initiator's wait for [`SHOOTDOWN_LOCK`] and for the acknowledgements,
+//! and the address-space lock (`crate::vm::space`, taken with
+//! `IrqSpinLock::lock_polling`). A target's acknowledgement then never
+//! depends on its interrupts being on, and [`Shootdown`] may run with
+//! interrupts disabled: the fault handler uses it for the break-before-make
+//! of copy on write, inside the trap, holding the address-space lock. The
+//! shootdown lock itself is always held with interrupts off, so its holder
+//! is never preempted by a task that would then spin for it.
+//! Every other lock that a CPU spins on with interrupts off (run queue,
+//! heap, frame allocator, console, the space registry) is held only for
+//! short sections that never start a shootdown, so its holder always gets
+//! on without anyone's acknowledgement.
+
+use crate::arch;
+use mm::pgtable::TlbHooks;
+use mm::{PhysAddr, VirtAddr};
+
+/// The TLB hooks for page tables that other CPUs may be using.
+pub struct Shootdown;
+
+#[cfg(target_arch = "aarch64")]
+impl TlbHooks for Shootdown {
+    fn flush_range(&self, root: PhysAddr, start: VirtAddr, end: VirtAddr) {
+        arch::mmu::Tlb.flush_range(root, start, end);
+        crate::task::sched::note_shootdown();
+    }
+    fn flush_all(&self, root: PhysAddr) {
+        arch::mmu::Tlb.flush_all(root);
+        crate::task::sched::note_shootdown();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use crate::task::sched::{self, MAX_CPUS};
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    /// One CPU's pending flush: `[start, end)` of `root`, or everything.
+    struct Mailbox {
+        pending: AtomicBool,
+        root: AtomicU64,
+        start: AtomicU64,
+        end: AtomicU64,
+        all: AtomicBool,
+    }
+
+    static MAILBOXES: [Mailbox; MAX_CPUS] = [const {
+        Mailbox {
+            pending: AtomicBool::new(false),
+            root: AtomicU64::new(0),
+            start: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+            all: AtomicBool::new(false),
+        }
+    }; MAX_CPUS];
+
+    /// One initiator at a time (see the module doc).
+    pub(super) static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+    fn shoot(root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
+        // The lock is held with interrupts off: a holder preempted by the
+        // tick would leave another task on this CPU spinning for it with
+        // interrupts off (a COW fault in the trap) forever.
+        let irq_was_enabled = arch::irq::save_and_disable();
+        shoot_with_interrupts_off(root, start, end, all);
+        arch::irq::restore(irq_was_enabled);
+    }
+
+    fn shoot_with_interrupts_off(root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
+        // Serve our own mailbox while waiting (see the module doc), so
+        // another initiator never waits for us forever.
+        let _one_at_a_time = loop {
+            if let Some(g) = SHOOTDOWN_LOCK.try_lock() {
+                break g;
+            }
+            handle_ipi();
+            core::hint::spin_loop();
+        };
+        let me = sched::cpu_index();
+        let targets = sched::cpus_with_root(root) & !(1 << me);
+        for cpu in (0..MAX_CPUS).filter(|c| targets & (1 << c) != 0) {
+            let m = &MAILBOXES[cpu];
+            m.root.store(root.as_u64(), Ordering::Relaxed);
+            m.start.store(start.as_u64(), Ordering::Relaxed);
+            m.end.store(end.as_u64(), Ordering::Relaxed);
+            m.all.store(all, Ordering::Relaxed);
+            m.pending.store(true, Ordering::Release);
+            arch::irq::send_ipi_to(cpu);
+        }
+        for cpu in (0..MAX_CPUS).filter(|c| targets & (1 << c) != 0) {
+            while MAILBOXES[cpu].pending.load(Ordering::Acquire) {
+                handle_ipi();
+                core::hint::spin_loop();
+            }
+        }
+        sched::note_shootdown();
+    }
+
+    /// Called from the kernel IPI: perform this CPU's pending flush and
+    /// acknowledge it.
+    pub fn handle_ipi() {
+        let m = &MAILBOXES[sched::cpu_index()];
+        if !m.pending.load(Ordering::Acquire) {
+            return;
+        }
+        let root = PhysAddr::new(m.root.load(Ordering::Relaxed));
+        if m.all.load(Ordering::Relaxed) {
+            arch::mmu::Tlb.flush_all(root);
+        } else {
+            let (start, end) = (m.start.load(Ordering::Relaxed), m.end.load(Ordering::Relaxed));
+            arch::mmu::Tlb.flush_range(root, VirtAddr::new(start), VirtAddr::new(end));
+        }
+        m.pending.store(false, Ordering::Release);
+    }
+
+    impl TlbHooks for Shootdown {
+        fn flush_range(&self, root: PhysAddr, start: VirtAddr, end: VirtAddr) {
+            arch::mmu::Tlb.flush_range(root, start, end);
+            shoot(root, start, end, false);
+        }
+        fn flush_all(&self, root: PhysAddr) {
+            arch::mmu::Tlb.flush_all(root);
+            shoot(root, VirtAddr::new(0), VirtAddr::new(0), true);
+        }
+    }
+}
+
+/// Called from the kernel IPI handler: serve a pending flush request.
+pub fn handle_ipi() {
+    #[cfg(target_arch = "x86_64")]
+    x86::handle_ipi();
+}
