@@ -47,7 +47,7 @@ pub enum Bug {
     NonatomicFolioFlags = 0,
     /// Seed 004: unmapping to swap drops the anon-exclusive state instead
     /// of keeping it in the swap entry's exclusive bit. See
-    /// [`crate::swap::unmap`].
+    /// [`crate::unmap`].
     ForgetAnonExclusive = 1,
     /// Seed 002: `MADV_PAGEOUT` splits a large folio without looking
     /// whether reclaim has isolated it to swap it out whole, and swap-in of

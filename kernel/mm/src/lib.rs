@@ -25,6 +25,10 @@
 //! | [`swap`] | swap areas: the mkswap header, slots and their counts, clusters, the swap cache |
 //! | [`pageout`] | `MADV_PAGEOUT`'s choice of folios; splitting the large folios a range cuts, never one reclaim holds (seed 002) |
 //! | [`lru`] | the anonymous LRU lists (active, inactive) that reclaim scans for folios to swap out |
+//! | [`rmap`] | the reverse map: every PTE and PMD of a fork family that maps a folio |
+//! | [`unmap`] | `try_to_unmap`: every mapping of a folio becomes a target's entry (swap now, migration next), wholly or not at all |
+//! | [`reclaim`] | the shrink step: which isolated folio is skipped, kept, activated, split, written, freed; the LRU scan; `MADV_PAGEOUT`'s hand-over |
+//! | [`swapoff`] | swapoff's walk: every entry of an area brought back, the cache emptied, the area checked empty |
 //! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
 //! | `sync` | the page descriptor's atomics from one place: `core`'s, or shuttle's under the `shuttle` feature (host race tests), and `Lock`, the mutex that is shuttle's there too |
 //!
@@ -63,11 +67,14 @@ pub mod page;
 pub mod pageout;
 pub mod pgtable;
 pub mod ptdump;
+pub mod reclaim;
 pub mod rmap;
 pub mod space;
 pub mod swap;
+pub mod swapoff;
 pub mod sync;
 pub mod thp;
+pub mod unmap;
 pub mod vma;
 
 pub use addr::{PhysAddr, VirtAddr, PAGE_SIZE};

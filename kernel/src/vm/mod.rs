@@ -8,8 +8,8 @@
 //! | [`fault`] | the fault entry of tasks: after `mm::fault` decided (swap-in, direct reclaim, ending the task) |
 //! | [`tlb`] | TLB shootdown: no CPU keeps a stale translation after a change returns |
 //! | [`uaccess`] | the one way kernel code touches user memory |
-//! | [`swap`] | swap areas on virtio-blk disks (swapon at boot), swap I/O, the swap-in half of a fault |
-//! | [`reclaim`] | the LRU lists, shrinking to swap, kswapd, direct reclaim, `MADV_PAGEOUT` |
+//! | [`swap`] | swap areas on virtio-blk disks (swapon at boot, swapoff over `mm::swapoff`), swap I/O, the swap-in half of a fault |
+//! | [`reclaim`] | the LRU lists, kswapd, direct reclaim, `MADV_PAGEOUT`; the host of `mm::reclaim`'s shrink step |
 //!
 //! Below: [`crate::drivers`] (swap I/O), [`crate::task`], [`crate::memory`].
 

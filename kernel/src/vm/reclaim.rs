@@ -1,31 +1,10 @@
-//! Reclaim: the anonymous LRU lists (`mm::lru`) of the running kernel,
-//! shrinking them to swap, the kswapd task, direct reclaim, and
-//! `MADV_PAGEOUT`.
-//!
-//! ## Shrinking one folio ([`shrink_folio`], mm-reference §6)
-//!
-//! For a folio isolated with a reference (from the inactive tail, or by
-//! `MADV_PAGEOUT`):
-//! 1. lock it (a locked folio is somebody else's business: keep it);
-//! 2. keep it, on the active list, when it may be pinned;
-//! 3. give it swap slots and put it into the swap cache when it has none
-//!    (`mm::swap::cache::add_to_swap`); a large folio needs a run of 512
-//!    slots. When the area has none, the folio is split into order-0 folios
-//!    (`crate::vm::space::split_isolated_folio`: it must be mapped by one space of
-//!    its family, and not pinned or referenced by anyone else), page 0 goes
-//!    on here as an order-0 folio, and the other pieces, isolated with a
-//!    reference each, are shrunk next by the same caller ([`shrink_list`]);
-//! 4. unmap it from every space of its fork family, with all their locks
-//!    held (`crate::vm::space::unmap_folio_to_swap`, `mm::swap::unmap`): wholly
-//!    or not at all;
-//! 5. write it, unless no page-table entry holds any of its slots any
-//!    more; the folio stays locked and in the swap cache meanwhile, so a
-//!    fault on it finds it and waits. A failed write keeps it in memory (in
-//!    the cache, unmapped) on the inactive list: it is written again on a
-//!    later pass;
-//! 6. free it if the reference count is exactly ours and the cache's
-//!    (`Folio::try_freeze`): anyone else's reference (a fault that found
-//!    it in the cache, a `get_user_pages` hold) keeps it.
+//! Reclaim in the running kernel: the anonymous LRU lists (`mm::lru`),
+//! the kswapd task, direct reclaim, and `MADV_PAGEOUT`'s hand-over. What
+//! becomes of each folio (skipped, kept, activated, split, written, freed)
+//! is decided by `mm::reclaim`; here is its host ([`Reclaimer`]): the swap
+//! devices and their disk writes, the fork families' locks
+//! (`crate::vm::space::with_folio_family_locked`), the TLB shootdown,
+//! freeing onto the frame allocator, and yielding the CPU.
 //!
 //! ## kswapd and direct reclaim
 //!
@@ -92,16 +71,21 @@
 
 use crate::arch::prelude::*;
 use crate::memory;
+use crate::memory::paging::{Format, ReserveTables};
 use crate::sync::IrqSpinLock;
 use crate::task::sched;
 use crate::vm::swap::{self, SwapDevice};
+use crate::vm::tlb::Shootdown;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use mm::folio::Folio;
-use mm::lru::{LruList, LruLists};
-use mm::page::PageFlag;
-use mm::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, slots_unused, AddError};
+use mm::lru::LruLists;
+use mm::page::Memmap;
+use mm::pgtable::{PageTable, SwapEntry};
+use mm::reclaim::{ReclaimHost, Reclaimed};
+use mm::swap::area::SwapArea;
 use mm::swap::swapin::SwapBackend;
 use mm::PhysAddr;
 
@@ -170,162 +154,77 @@ pub fn lru_remove(folio: Folio<'_>) {
     }
 }
 
-/// What [`shrink_folio`] did with a folio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shrunk {
-    /// Written (if needed) and freed: this many pages.
-    Freed(usize),
-    /// Kept: back on a list.
-    Kept(&'static str),
-}
-
-fn putback(folio: Folio<'static>, list: LruList) {
-    if let Some(lru) = lru() {
-        crate::sync::without_interrupts(|| lru.putback(folio, list));
-    }
-}
-
-/// Shrinks the isolated folio `folio` (module doc) and consumes the
-/// reference the caller took with it. A huge folio that had to be split
-/// (no free run of 512 slots) leaves its other pieces in `split`, each
-/// isolated with a reference, for the caller to shrink in turn.
-pub fn shrink_folio(folio: Folio<'static>, split: &mut Vec<Folio<'static>>) -> Shrunk {
-    let result = shrink_locked(folio, split);
-    if let Shrunk::Kept(_) = result {
-        swap::put(folio);
-    }
-    result
-}
-
-/// Shrinks every folio of `folios` (isolated, each with a reference) and
-/// the pieces of those that had to be split. Returns the pages freed.
-fn shrink_list(folios: Vec<Folio<'static>>) -> usize {
-    let mut freed = 0;
-    let mut todo = folios;
-    while !todo.is_empty() {
-        let mut split = Vec::new();
-        for folio in todo {
-            if let Shrunk::Freed(n) = shrink_folio(folio, &mut split) {
-                freed += n;
-            }
-        }
-        todo = split;
-    }
-    freed
-}
-
 /// Huge folios reclaim split because no run of 512 slots was free.
 pub static NR_SPLIT_FOR_SWAP: AtomicU64 = AtomicU64::new(0);
 
-fn keep(folio: Folio<'static>, list: LruList, why: &'static str) -> Shrunk {
-    folio.unlock();
-    putback(folio, list);
-    Shrunk::Kept(why)
-}
+/// The running kernel as `mm::reclaim` needs it (module doc).
+struct Reclaimer;
 
-fn shrink_locked(folio: Folio<'static>, split: &mut Vec<Folio<'static>>) -> Shrunk {
-    if !folio.try_lock() {
-        putback(folio, LruList::Inactive);
-        return Shrunk::Kept("locked");
+impl ReclaimHost for Reclaimer {
+    type Format = Format;
+    // Reclaim's splits and unmaps take their new tables from the reserve:
+    // a PMD-mapped THP needs a table for its swap entries exactly when
+    // memory is at the min watermark (`ReserveTables`).
+    type Mem = ReserveTables;
+    type Tlb = Shootdown;
+    type Device = Arc<SwapDevice>;
+
+    fn mem(&self) -> &ReserveTables {
+        &ReserveTables
     }
-    if folio.maybe_pinned() {
-        return keep(folio, LruList::Active, "may be pinned");
+    fn tlb(&self) -> &Shootdown {
+        &Shootdown
     }
-    let dev: Arc<SwapDevice> = match folio_entry(&folio) {
-        Some(entry) => match swap::area(entry.ty()) {
-            Some(d) => d,
-            None => return keep(folio, LruList::Active, "its swap area is gone"),
-        },
-        None => {
-            let Some(d) = swap::alloc_area() else { return keep(folio, LruList::Active, "no swap") };
-            let mut added = add_to_swap(&d.area, &folio);
-            if let (Err(AddError::NoSpace { .. }), true) = (&added, folio.is_large()) {
-                // No run for it whole: split it and swap its pages out one
-                // by one (this one now, the others by the caller).
-                match crate::vm::space::split_isolated_folio(&folio) {
-                    Ok(pieces) => {
-                        NR_SPLIT_FOR_SWAP.fetch_add(1, Ordering::Relaxed);
-                        split.extend(pieces);
-                        added = add_to_swap(&d.area, &folio);
-                    }
-                    Err(_) => return keep(folio, LruList::Active, "no run of slots, and could not split"),
-                }
-            }
-            match added {
-                Ok(_) => d,
-                Err(AddError::NoSpace { .. }) => return keep(folio, LruList::Active, "swap full"),
-                Err(AddError::Cache) => return keep(folio, LruList::Active, "swap cache refused"),
-            }
-        }
-    };
-    if folio.total_mapcount() > 0 {
-        // Refused (a pin, a full count, no memory for a PMD split): kept.
-        if crate::vm::space::unmap_folio_to_swap(&folio, &dev.area).is_err() {
-            return keep(folio, LruList::Active, "could not unmap");
-        }
-        if folio.total_mapcount() > 0 {
-            return keep(folio, LruList::Active, "still mapped");
-        }
+    fn memmap(&self) -> &'static Memmap {
+        memory::frame_allocator().memmap()
     }
-    let nr = folio.nr_pages();
-    if !slots_unused(&dev.area, &folio) {
-        let first = folio_entry(&folio).expect("in the swap cache");
-        folio.set_flag(PageFlag::Writeback);
-        let written = crate::vm::swap::Io(&dev).write(first, PhysAddr::new(folio.pfn() << 12), nr);
-        folio.clear_flag(PageFlag::Writeback);
-        if written.is_err() {
-            return keep(folio, LruList::Inactive, "write failed");
-        }
+    fn lru(&self) -> Option<&LruLists> {
+        lru()
     }
-    // Anyone else's reference keeps the folio. A lookup that raced us
-    // (an munmap freeing the entry, a fault whose entry then changed)
-    // drops its reference at once: for a folio nobody can map again
-    // (unmapped, no entry holds its slots), wait for that a little rather
-    // than leave it in the cache for the next pass.
-    let mut tries = 0;
-    while !folio.try_freeze(1 + nr as i32) {
-        let orphan = folio.total_mapcount() == 0 && slots_unused(&dev.area, &folio);
-        if !orphan || tries == 100 {
-            return keep(folio, LruList::Inactive, "in use");
-        }
-        tries += 1;
+    fn any_device(&self) -> bool {
+        swap::any_area()
+    }
+    fn device(&self, ty: u8) -> Option<Arc<SwapDevice>> {
+        swap::area(ty)
+    }
+    fn alloc_device(&self) -> Option<Arc<SwapDevice>> {
+        swap::alloc_area()
+    }
+    fn area<'a>(&'a self, dev: &'a Arc<SwapDevice>) -> &'a SwapArea {
+        &dev.area
+    }
+    fn write(
+        &self,
+        dev: &Arc<SwapDevice>,
+        first: SwapEntry,
+        frame: PhysAddr,
+        nr: usize,
+    ) -> Result<(), String> {
+        swap::Io(dev).write(first, frame, nr)
+    }
+    fn with_family_locked<R>(&self, folio: &Folio<'static>, f: impl FnOnce(&[&PageTable<Format>]) -> R) -> R {
+        crate::vm::space::with_folio_family_locked(folio, f)
+    }
+    fn free(&self, folio: Folio<'static>) {
+        crate::vm::folios::free_folio(folio);
+    }
+    fn relax(&self) {
         sched::yield_now();
     }
-    // Frozen: nobody can take a reference; the cache's are gone with the
-    // freeze (they were counted in it).
-    let _ = delete_from_swap_cache(&dev.area, &folio);
-    folio.clear_flag(PageFlag::Dirty);
-    folio.unlock();
-    crate::vm::folios::free_folio(folio);
-    NR_RECLAIMED.fetch_add(nr as u64, Ordering::Relaxed);
-    Shrunk::Freed(nr)
 }
 
-/// Frees up to about `nr_pages` pages from the inactive tail (balancing
-/// the lists first). Task context, interrupts on, no lock held. Returns
-/// the pages freed.
+/// Adds what a pass did to the counters; returns the pages freed.
+fn counted(done: Reclaimed) -> usize {
+    NR_RECLAIMED.fetch_add(done.nr_pages as u64, Ordering::Relaxed);
+    NR_SPLIT_FOR_SWAP.fetch_add(done.nr_split as u64, Ordering::Relaxed);
+    done.nr_pages
+}
+
+/// Frees up to about `nr_pages` pages from the inactive tail
+/// (`mm::reclaim::shrink_lru`). Task context, interrupts on, no lock held.
+/// Returns the pages freed.
 pub fn shrink(nr_pages: usize) -> usize {
-    let Some(lru) = lru() else { return 0 };
-    if !swap::any_area() {
-        return 0;
-    }
-    let mut freed = 0;
-    let mut scanned = 0;
-    let limit = (lru.nr_inactive() + lru.nr_active()) as usize + 64;
-    while freed < nr_pages && scanned < limit {
-        crate::sync::without_interrupts(|| {
-            if lru.inactive_is_low() {
-                lru.balance(64);
-            }
-        });
-        let scan = crate::sync::without_interrupts(|| lru.isolate(32));
-        if scan.nr_scanned == 0 {
-            break;
-        }
-        scanned += scan.nr_scanned;
-        freed += shrink_list(scan.isolated);
-    }
-    freed
+    counted(mm::reclaim::shrink_lru(&Reclaimer, nr_pages))
 }
 
 /// Reclaim for an allocation that failed: frees up to `nr_pages` pages
@@ -457,21 +356,11 @@ pub fn start_kswapd() {
 
 /// `MADV_PAGEOUT` for the folios `folios` (each with a reference the
 /// caller took, found mapped by one space only): takes each off the LRU
-/// lists and shrinks it now. A folio that is off the lists already is
-/// being reclaimed (or paged out) by somebody else: it is left to them, not
-/// split or unmapped a second time (the fix of seed 002). Returns the
-/// pages freed.
-pub fn pageout(folios: alloc::vec::Vec<Folio<'static>>) -> usize {
-    let mut mine = Vec::with_capacity(folios.len());
-    for folio in folios {
-        let isolated = lru().is_some_and(|l| crate::sync::without_interrupts(|| l.remove(folio)));
-        if isolated {
-            mine.push(folio);
-        } else {
-            swap::put(folio);
-        }
-    }
-    shrink_list(mine)
+/// lists and shrinks it now, leaving any that is off the lists already to
+/// whoever holds it (`mm::reclaim::pageout`, the fix of seed 002). Returns
+/// the pages freed.
+pub fn pageout(folios: Vec<Folio<'static>>) -> usize {
+    counted(mm::reclaim::pageout(&Reclaimer, folios))
 }
 
 /// Waits (up to a second) until kswapd is parked with no wake pending,

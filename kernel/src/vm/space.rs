@@ -59,7 +59,7 @@
 use crate::arch;
 use crate::arch::prelude::*;
 use crate::memory;
-use crate::memory::paging::{Format, KernelTables, ReserveTables};
+use crate::memory::paging::{Format, KernelTables};
 use crate::sync::{IrqGuard, IrqSpinLock};
 use crate::task::sched;
 use crate::vm::tlb::Shootdown;
@@ -654,103 +654,68 @@ impl Drop for AddressSpace {
     }
 }
 
-/// Reclaim's unmap (`crate::vm::reclaim`): replaces every mapping of the
-/// locked `folio`, which is in `area`'s swap cache, by swap entries, over
-/// the whole fork family that may map it, with every member's lock held
-/// (`mm::swap::unmap`); shoots the old translations down, then drops the
-/// mappings' references (the caller's and the cache's keep the folio).
-pub fn unmap_folio_to_swap(folio: &Folio<'static>, area: &mm::swap::area::SwapArea) -> Result<(), String> {
-    let families = families_of_handle(folio.mapping());
-    if families.is_empty() {
-        return if folio.total_mapcount() == 0 { Ok(()) } else { Err(String::from("no family maps it")) };
-    }
-    let families: Vec<&Family> = families.iter().map(|f| &**f).collect();
-    let memmap = memory::frame_allocator().memmap();
-    let refs = with_families_locked(&families, |members| {
-        let tables: Vec<&PageTable<Format>> = members.iter().map(|(_, inner)| &inner.table).collect();
-        let done = mm::swap::unmap::unmap_to_swap(&tables, &ReserveTables, &Shootdown, memmap, folio, area)
-            .map_err(|e| format!("{e}"))?;
-        for flush in done.flushes {
-            flush.flush(&Shootdown);
-        }
-        Ok::<usize, String>(done.refs)
-    })?;
-    for _ in 0..refs {
-        let last = folio.put();
-        debug_assert!(!last, "unmap_folio_to_swap: the caller's reference keeps the folio");
-    }
-    Ok(())
-}
-
-/// Reclaim's split (`crate::vm::reclaim`): splits the locked, isolated huge
-/// folio `folio` (the caller's one reference) into order-0 folios because
-/// no run of 512 swap slots is free for it (`mm::thp::split_isolated_folio`,
-/// with the lock of every space of its fork family held; it must be mapped
-/// by one of them only). Returns the other pieces still mapped, each
-/// isolated with a reference for the caller; the caller keeps page 0.
-pub fn split_isolated_folio(folio: &Folio<'static>) -> Result<Vec<Folio<'static>>, String> {
+/// Runs `f` over the page tables of every live space that may map the
+/// anonymous `folio` (every fork family one of whose members had its anon
+/// handle), with all their locks held, taken in root order
+/// ([`with_families_locked`]). Reclaim's split and unmap run under it
+/// (`mm::reclaim`, through [`crate::vm::reclaim`]'s host).
+pub(crate) fn with_folio_family_locked<R>(
+    folio: &Folio<'static>,
+    f: impl FnOnce(&[&PageTable<Format>]) -> R,
+) -> R {
     let families = families_of_handle(folio.mapping());
     let families: Vec<&Family> = families.iter().map(|f| &**f).collect();
-    let memmap = memory::frame_allocator().memmap();
     with_families_locked(&families, |members| {
-        // The member whose table maps the folio (the reverse map's walk).
-        let maps = |inner: &Inner| {
-            let mut found = false;
-            mm::rmap::rmap_walk(folio, &[&inner.table], &KernelTables, &mut |_| found = true);
-            found
-        };
-        let mut mapping = members.iter().filter(|(_, inner)| maps(inner));
-        let (Some((_, inner)), None) = (mapping.next(), mapping.next()) else {
-            return Err(String::from("mapped by no space or by several"));
-        };
-        mm::thp::split_isolated_folio(&inner.table, &ReserveTables, &Shootdown, memmap, *folio, &mut |f| {
-            crate::vm::folios::free_folio(f)
-        })
-        .map_err(|e| format!("{e:?}"))
+        let tables: Vec<&PageTable<Format>> = members.iter().map(|(_, inner)| &inner.table).collect();
+        f(&tables)
     })
 }
 
-/// swapoff's walk (`crate::vm::swap::swapoff`): brings back every page of
-/// every live space that sits in the swap area of type `ty`, as faults
-/// would (one page at a time, sleeping for the disk without any lock).
-/// Returns how many were brought back, or why one could not be.
-pub fn swap_in_all(ty: u8) -> Result<u64, String> {
-    let spaces: Vec<Arc<AddressSpace>> = SPACES.lock().iter().filter_map(|(_, w)| w.upgrade()).collect();
-    let mut done = 0;
-    for space in spaces {
-        loop {
-            // A few entries at a time: the table may change between walks.
-            let mut found = Vec::new();
-            {
-                let guard = space.lock();
-                let Some(inner) = guard.as_ref() else { break };
-                inner.table.visit(
-                    &KernelTables,
-                    VirtAddr::new(0),
-                    VirtAddr::new(USER_END),
-                    &mut |va, _, e, _| {
-                        if let mm::pgtable::Decoded::NonPresent(mm::pgtable::NonPresent::Swap {
-                            entry, ..
-                        }) = e
-                        {
-                            if entry.ty() == ty && found.len() < 64 {
-                                found.push((va, entry));
-                            }
-                        }
-                    },
-                );
-            }
-            if found.is_empty() {
-                break;
-            }
-            for (va, entry) in found {
-                crate::vm::fault::swap_in(&space, mm::fault::Access::Read, va, entry)
-                    .map_err(|e| format!("swapoff: {} {va}: {e}", space.root))?;
-                done += 1;
-            }
-        }
+/// The address spaces as swapoff walks them (`mm::swapoff`): every live
+/// space, its lock, and the fault path's swap-in of one entry
+/// ([`crate::vm::fault::swap_in`], as a read fault).
+pub(crate) struct Spaces;
+
+impl mm::swapoff::SwapoffHost for Spaces {
+    type Space = Arc<AddressSpace>;
+    type Format = Format;
+    type Mem = KernelTables;
+
+    fn mem(&self) -> &KernelTables {
+        &KernelTables
     }
-    Ok(done)
+    fn memmap(&self) -> &'static mm::page::Memmap {
+        memory::frame_allocator().memmap()
+    }
+    fn spaces(&self) -> Vec<Arc<AddressSpace>> {
+        SPACES.lock().iter().filter_map(|(_, w)| w.upgrade()).collect()
+    }
+    fn user_end(&self) -> VirtAddr {
+        VirtAddr::new(USER_END)
+    }
+    fn with_space_locked<R>(
+        &self,
+        space: &Arc<AddressSpace>,
+        f: impl FnOnce(&PageTable<Format>) -> R,
+    ) -> Option<R> {
+        let guard = space.lock();
+        guard.as_ref().map(|inner| f(&inner.table))
+    }
+    fn swap_in(
+        &self,
+        space: &Arc<AddressSpace>,
+        va: VirtAddr,
+        entry: mm::pgtable::SwapEntry,
+    ) -> Result<(), String> {
+        crate::vm::fault::swap_in(space, mm::fault::Access::Read, va, entry)
+            .map_err(|e| format!("swapoff: {} {va}: {e}", space.root))
+    }
+    fn put(&self, folio: Folio<'static>) {
+        crate::vm::swap::put(folio);
+    }
+    fn relax(&self) {
+        sched::yield_now();
+    }
 }
 
 /// Releases holds taken by [`AddressSpace::get_user_pages`] (no lock

@@ -106,33 +106,20 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<u8, String> {
     Ok(ty as u8)
 }
 
-/// Turns swap off for the area of type `ty`: stops allocation from it,
-/// brings every page of every address space back from it
-/// (`vm::swap_in_all`), takes the cache folios left (unmapped, or mapped
-/// read-only) out of the cache, and frees the area once no slot is used.
-/// On an error (a read that fails, no memory) the area stays on, with
-/// allocation stopped, and the message says why; nothing is lost.
+/// Turns swap off for the area of type `ty` (`mm::swapoff`): stops
+/// allocation from it, brings every page of every address space back from
+/// it (as read faults would: [`crate::vm::space::Spaces`]), takes the cache
+/// folios left (unmapped, or mapped read-only) out of the cache, and frees
+/// the area once no slot is used. On an error (a read that fails, no
+/// memory) the area stays on, with allocation stopped, and the message says
+/// why; nothing is lost.
 pub fn swapoff(ty: u8) -> Result<(), String> {
+    use mm::swapoff::SwapoffError;
     let dev = area(ty).ok_or_else(|| format!("swapoff: no swap area of type {ty}"))?;
-    dev.area.stop_alloc();
-    let back = crate::vm::space::swap_in_all(ty)?;
-    let memmap = memory::frame_allocator().memmap();
-    // What is left is only the cache's: folios whose entries all went.
-    let mut from = 0;
-    while let Some(entry) = dev.area.next_used(from) {
-        from = entry.offset() + 1;
-        let Some((folio, _)) = mm::swap::cache::lookup_get(&dev.area, memmap, entry) else { continue };
-        while !folio.try_lock() {
-            sched::yield_now();
-        }
-        take_out_of_cache_locked(&dev, folio, true);
-        folio.unlock();
-        put(folio);
-    }
-    let used = dev.area.nr_used();
-    if used != 0 {
-        return Err(format!("swapoff {}: {used} slots still in use; allocation stays off", dev.disk.name()));
-    }
+    let back = mm::swapoff::swapoff(&crate::vm::space::Spaces, &dev.area).map_err(|e| match e {
+        SwapoffError::SwapIn { .. } => format!("{e}"),
+        SwapoffError::StillUsed { .. } => format!("swapoff {}: {e}", dev.disk.name()),
+    })?;
     let mut areas = AREAS.lock();
     areas[ty as usize] = None;
     while areas.last().is_some_and(Option::is_none) {
@@ -216,30 +203,14 @@ fn drop_unused_cache_folio(dev: &SwapDevice, entry: SwapEntry) {
     put(folio);
 }
 
-/// Takes the locked folio `folio` (the caller holds a reference too) out
-/// of the swap cache when no page-table entry holds any of its slots, it
-/// is not under writeback, and (unless `even_if_mapped`: swapoff) nothing
-/// maps it. A folio is left in that state by a fault whose entry changed
-/// meanwhile, or by an munmap that raced reclaim; without this it would
-/// wait for the next reclaim pass.
-fn take_out_of_cache_locked(dev: &SwapDevice, folio: Folio<'static>, even_if_mapped: bool) {
-    let unused = folio.test_flag(mm::page::PageFlag::SwapCache)
-        && (even_if_mapped || folio.total_mapcount() == 0)
-        && !folio.test_flag(mm::page::PageFlag::Writeback)
-        && mm::swap::cache::folio_entry(&folio).is_some_and(|e| e.ty() == dev.area.ty())
-        && mm::swap::cache::slots_unused(&dev.area, &folio);
-    if unused {
-        for _ in 0..mm::swap::cache::delete_from_swap_cache(&dev.area, &folio) {
-            let last = folio.put();
-            debug_assert!(!last, "the caller's reference keeps the folio");
-        }
-        folio.set_flag(mm::page::PageFlag::Dirty); // the copy on disk is gone
-    }
-}
-
-/// [`take_out_of_cache_locked`] for an unmapped folio.
+/// Takes the locked, unmapped folio `folio` (the caller holds a reference
+/// too) out of `dev`'s swap cache when no page-table entry holds any of its
+/// slots and it is not under writeback (`mm::swap::cache::delete_if_unused`).
+/// A folio is left in that state by a fault whose entry changed meanwhile,
+/// or by an munmap that raced reclaim; without this it would wait for the
+/// next reclaim pass.
 pub fn free_if_unused_locked(dev: &SwapDevice, folio: Folio<'static>) {
-    take_out_of_cache_locked(dev, folio, false);
+    mm::swap::cache::delete_if_unused(&dev.area, &folio, mm::swap::cache::IfMapped::Keep);
 }
 
 /// A cache folio that may be needed by nobody (its last mapping or entry

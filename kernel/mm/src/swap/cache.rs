@@ -158,3 +158,40 @@ pub fn slots_unused(area: &SwapArea, folio: &Folio<'_>) -> bool {
     let Some(first) = folio_entry(folio) else { return true };
     (0..folio.nr_pages()).all(|i| area.count(nth_entry(first, i)) == 0)
 }
+
+/// What [`delete_if_unused`] does with a folio that is still mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMapped {
+    /// Leave it in the cache (the usual case: a mapped cache folio is
+    /// reclaim's to unmap, write and free).
+    Keep,
+    /// Take it out all the same: swapoff, whose walk left no entry holding
+    /// its slots, so its mappings (read-only) are its only users.
+    Delete,
+}
+
+/// Takes the locked cache folio `folio` (the caller holds a reference too)
+/// out of `area`'s swap cache when nothing needs its slots any more: no
+/// page-table entry holds any of them ([`slots_unused`]), it is not under
+/// writeback, and (unless `mapped` says [`IfMapped::Delete`]) nothing maps
+/// it. Its copy on disk is gone then, so it becomes `Dirty`. A folio is
+/// left so by a fault whose entry changed meanwhile, an munmap that raced
+/// reclaim, or swapoff's walk; without this it would wait for the next
+/// reclaim pass. Returns whether it left the cache. A folio of another
+/// area, or out of the cache already, is left alone.
+pub fn delete_if_unused(area: &SwapArea, folio: &Folio<'_>, mapped: IfMapped) -> bool {
+    debug_assert!(folio.is_locked(), "delete_if_unused: folio {:#x} not locked", folio.pfn());
+    let unused = folio.test_flag(PageFlag::SwapCache)
+        && (mapped == IfMapped::Delete || folio.total_mapcount() == 0)
+        && !folio.test_flag(PageFlag::Writeback)
+        && folio_entry(folio).is_some_and(|e| e.ty() == area.ty())
+        && slots_unused(area, folio);
+    if unused {
+        for _ in 0..delete_from_swap_cache(area, folio) {
+            let last = folio.put();
+            debug_assert!(!last, "delete_if_unused: the caller's reference keeps the folio");
+        }
+        folio.set_flag(PageFlag::Dirty); // the copy on disk is gone
+    }
+    unused
+}

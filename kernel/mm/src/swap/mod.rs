@@ -41,12 +41,14 @@
 //! | [`header`] | the mkswap version-1 header: parse (with a message for every refusal) and format |
 //! | [`area`] | one swap area: slots, their counts and HAS_CACHE, clusters and runs, the swap cache map |
 //! | [`cache`] | the folio side of the swap cache: adding a folio, deleting it, the folio's swap entry |
-//! | [`unmap`] | replacing a folio's mappings by swap entries, over its whole fork family, with the exclusive bit |
+//! | [`unmap`] | `unmap_to_swap`: `crate::unmap::try_to_unmap` with the swap target (kept for its tests) |
 //! | [`swapin`] | the swap-in of a fault: cache lookup, claim, read, recheck, map (mm-reference section 5) |
 //!
-//! The table of areas (swapon, swapoff), the device I/O, reclaim and the
-//! fault entry are the kernel's (`kernel/src/vm/swap.rs`,
-//! `kernel/src/vm/reclaim.rs`, `kernel/src/vm/fault.rs`).
+//! Built on top, in other modules: swap-out ([`cache::add_to_swap`],
+//! [`crate::unmap`], [`crate::reclaim`]), swapoff ([`crate::swapoff`]), and
+//! in the kernel the table of areas, the device I/O and the fault entry
+//! (`kernel/src/vm/swap.rs`, `kernel/src/vm/reclaim.rs`,
+//! `kernel/src/vm/fault.rs`).
 
 pub mod area;
 pub mod cache;

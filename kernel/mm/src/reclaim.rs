@@ -1,0 +1,426 @@
+//! Reclaim's shrink step: what becomes of each folio taken off the LRU
+//! lists (or handed over by `MADV_PAGEOUT`): skipped, kept, activated,
+//! split, written to swap, freed. The kernel supplies the disk, the fork
+//! families' locks, the TLB shootdown and freeing through [`ReclaimHost`];
+//! kswapd, its wake-ups and direct reclaim (tasks and timing) stay in the
+//! kernel.
+//!
+//! ## Shrinking one folio ([`shrink_folio`], mm-reference §6)
+//!
+//! For a folio isolated with a reference (from the inactive tail by
+//! [`shrink_lru`], or by [`pageout`]), in this order; each refusal says
+//! which list the folio goes back to ([`Kept::list`]):
+//! 1. **skip** it when it is locked: somebody else's business
+//!    ([`Kept::Locked`], back on the inactive list untouched);
+//! 2. **activate** it when it may be pinned ([`Kept::MaybePinned`]): the
+//!    pin's owner must keep seeing the page the task sees;
+//! 3. give it swap slots and put it into the swap cache when it has none
+//!    ([`add_to_swap`]; [`Kept::NoSwap`], [`Kept::SwapFull`]); a folio
+//!    already in the cache keeps its slots ([`Kept::AreaGone`] when their
+//!    area went). A large folio needs a run of 512 slots; when the area has
+//!    none it is **split** into order-0 folios
+//!    ([`thp::split_isolated_folio`], under the family's locks: it must be
+//!    mapped by one space of its family only, not pinned and not referenced
+//!    by anyone else, else [`Kept::CannotSplit`]). Page 0 goes on here as
+//!    an order-0 folio; the other pieces still mapped, isolated with a
+//!    reference each, are left in [`Pieces`] for the caller, which shrinks
+//!    them next ([`shrink_list`] does);
+//! 4. **unmap** it from every space of its fork family, with all their
+//!    locks held ([`try_to_unmap`] with [`Target::Swap`]): wholly or not at
+//!    all ([`Kept::CouldNotUnmap`]; [`Kept::StillMapped`] when a mapping
+//!    outside the family's tables remains). The TLB flush runs under the
+//!    locks; the mappings' references are dropped after it;
+//! 5. **write** it ([`ReclaimHost::write`], `Writeback` set meanwhile),
+//!    unless no page-table entry holds any of its slots any more. The folio
+//!    stays locked and in the swap cache while it is written, so a fault on
+//!    it finds it and waits. A failed write keeps it in memory, in the
+//!    cache and unmapped, on the inactive list ([`Kept::WriteFailed`]): it
+//!    is written again on a later pass;
+//! 6. **free** it if the reference count is exactly ours and the cache's
+//!    ([`Folio::try_freeze`]); anyone else's reference (a fault that found
+//!    it in the cache, a `get_user_pages` hold) keeps it
+//!    ([`Kept::InUse`], inactive). A lookup that raced us on a folio nobody
+//!    can map again (unmapped, no entry holds its slots: an munmap freed
+//!    the entry, a fault whose entry changed) drops its reference at once,
+//!    so for such an orphan the freeze is retried [`ORPHAN_TRIES`] times,
+//!    with [`ReclaimHost::relax`] between, rather than leaving it in the
+//!    cache for the next pass.
+//!
+//! ## Invariants
+//!
+//! - An isolated folio is owned by its shrinker through the reference
+//!   isolation took: [`shrink_folio`] consumes it, putting the folio back
+//!   on a list first unless it freed it. Nothing here ever adds a folio to
+//!   a list it was not isolated from (pieces of a split stay isolated).
+//! - A folio is never freed while mapped, in use by someone else, or with
+//!   its only copy unwritten: step 6 runs only after steps 4 and 5, and the
+//!   freeze makes the count the proof.
+//! - `MADV_PAGEOUT` never takes a folio that is off the lists: somebody
+//!   else's reclaim holds it and will finish it ([`pageout`], the fix of
+//!   seed 002; its replay switch is in [`crate::pageout`] and
+//!   [`crate::swap::swapin`]).
+//!
+//! ## Locks
+//!
+//! Shrinking takes, in order: the folio lock (`try_lock`, never waiting),
+//! then the address-space locks of the folio's family
+//! ([`ReclaimHost::with_family_locked`], for the split and the unmap), and
+//! inside those the swap area's and the LRU lists' leaf locks. It writes
+//! (and may sleep) with only the folio lock held. The caller holds no lock:
+//! task context, interrupts on.
+
+use crate::folio::Folio;
+use crate::lru::{LruList, LruLists};
+use crate::page::{Memmap, PageFlag};
+use crate::pgtable::{PageTable, PageTableFormat, SwapEntry, TableMemory, TlbHooks};
+use crate::rmap::rmap_walk;
+use crate::swap::area::SwapArea;
+use crate::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, slots_unused, AddError};
+use crate::thp::{self, SplitRefused};
+use crate::unmap::{try_to_unmap, Target, UnmapError};
+use crate::PhysAddr;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Freeze attempts on an orphan folio before it is kept (step 6).
+pub const ORPHAN_TRIES: usize = 100;
+/// Folios [`shrink_lru`] isolates at a time.
+pub const SCAN_BATCH: usize = 32;
+/// Folios [`shrink_lru`] deactivates at most per balancing.
+pub const BALANCE_BATCH: usize = 64;
+
+/// What reclaim needs from the kernel: page tables and their locks, the
+/// TLB, swap areas and their disk, freeing, and a way to wait.
+pub trait ReclaimHost {
+    /// The page-table format of the spaces.
+    type Format: PageTableFormat;
+    /// Where page tables live.
+    type Mem: TableMemory;
+    /// The TLB shootdown that reaches every CPU.
+    type Tlb: TlbHooks;
+    /// A swap area and its disk, kept alive while held (the kernel's
+    /// `Arc` of a swap device).
+    type Device;
+
+    /// Where page tables live.
+    fn mem(&self) -> &Self::Mem;
+    /// The shootdown.
+    fn tlb(&self) -> &Self::Tlb;
+    /// The page descriptors.
+    fn memmap(&self) -> &'static Memmap;
+    /// The LRU lists kept folios go back to (`None`: none yet, nothing is
+    /// put back and [`shrink_lru`] finds nothing).
+    fn lru(&self) -> Option<&LruLists>;
+    /// True when some swap area is on.
+    fn any_device(&self) -> bool;
+    /// The area of type `ty`, if it is on.
+    fn device(&self, ty: u8) -> Option<Self::Device>;
+    /// The area new slots come from, if any still allocates.
+    fn alloc_device(&self) -> Option<Self::Device>;
+    /// The slots and cache of `dev`.
+    fn area<'a>(&'a self, dev: &'a Self::Device) -> &'a SwapArea;
+    /// Writes the `nr` frames from `frame` on to the slots from `first` on
+    /// of `dev`. May sleep. Errors carry a message for the user.
+    fn write(&self, dev: &Self::Device, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String>;
+    /// Runs `f` over the tables of every live space that may map `folio`
+    /// (its fork family, found from its anon handle), with all their locks
+    /// held, in the kernel's lock order.
+    fn with_family_locked<R>(
+        &self,
+        folio: &Folio<'static>,
+        f: impl FnOnce(&[&PageTable<Self::Format>]) -> R,
+    ) -> R;
+    /// Gives back a folio whose last reference is gone (off the LRU lists
+    /// first if it is on them).
+    fn free(&self, folio: Folio<'static>);
+    /// Waits a little (step 6's orphan retry): yields the CPU.
+    fn relax(&self);
+}
+
+/// Why [`shrink_folio`] kept a folio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// Somebody else holds the folio lock: skipped.
+    Locked,
+    /// It may be pinned.
+    MaybePinned,
+    /// Its swap slots' area is gone (swapoff).
+    AreaGone,
+    /// No swap area allocates.
+    NoSwap,
+    /// A large folio found no run of slots and could not be split.
+    CannotSplit(SplitRefused),
+    /// No free slot (or run) in the area.
+    SwapFull,
+    /// The area refused the cache entry (a kernel bug; reported as a
+    /// refusal so that reclaim only skips the folio).
+    CacheRefused,
+    /// [`try_to_unmap`] refused: nothing was unmapped.
+    CouldNotUnmap(UnmapError),
+    /// Unmapped from the family's tables, and still mapped.
+    StillMapped,
+    /// The write failed: in the cache, unmapped, written again later.
+    WriteFailed,
+    /// Someone else holds a reference.
+    InUse,
+}
+
+impl Kept {
+    /// The list a folio kept for this reason goes back to: the inactive
+    /// list when the reason may pass by the next scan (a lock, a failed
+    /// write, a passing reference), the active list when it will not soon.
+    pub fn list(self) -> LruList {
+        match self {
+            Kept::Locked | Kept::WriteFailed | Kept::InUse => LruList::Inactive,
+            Kept::MaybePinned
+            | Kept::AreaGone
+            | Kept::NoSwap
+            | Kept::CannotSplit(_)
+            | Kept::SwapFull
+            | Kept::CacheRefused
+            | Kept::CouldNotUnmap(_)
+            | Kept::StillMapped => LruList::Active,
+        }
+    }
+}
+
+/// What [`shrink_folio`] did with a folio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shrunk {
+    /// Written (if needed) and freed: this many pages.
+    Freed(usize),
+    /// Kept, back on [`Kept::list`].
+    Kept(Kept),
+}
+
+/// The pieces of large folios [`shrink_folio`] split (step 3), for the
+/// caller to shrink next: each isolated, with a reference.
+#[derive(Debug, Default)]
+pub struct Pieces {
+    /// The pieces still mapped, other than each split folio's page 0.
+    pub folios: Vec<Folio<'static>>,
+    /// Large folios split because no run of slots was free.
+    pub nr_split: usize,
+}
+
+/// What a pass ([`shrink_list`], [`shrink_lru`], [`pageout`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reclaimed {
+    /// Pages freed.
+    pub nr_pages: usize,
+    /// Large folios split because no run of slots was free.
+    pub nr_split: usize,
+}
+
+impl Reclaimed {
+    fn add(&mut self, other: Reclaimed) {
+        self.nr_pages += other.nr_pages;
+        self.nr_split += other.nr_split;
+    }
+}
+
+/// Drops one reference to `folio`, freeing it when it was the last.
+fn put<H: ReclaimHost>(host: &H, folio: Folio<'static>) {
+    if folio.put() {
+        host.free(folio);
+    }
+}
+
+/// Puts the isolated `folio` back on `list` (when there are lists).
+fn putback<H: ReclaimHost>(host: &H, folio: Folio<'static>, list: LruList) {
+    if let Some(lru) = host.lru() {
+        lru.putback(folio, list);
+    }
+}
+
+/// Shrinks the isolated folio `folio` (module doc) and consumes the
+/// reference the caller took with it. A large folio that had to be split
+/// leaves its other pieces in `pieces`, for the caller to shrink in turn.
+/// Task context, no lock held.
+pub fn shrink_folio<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces) -> Shrunk {
+    let result = shrink_locked(host, folio, pieces);
+    if let Shrunk::Kept(_) = result {
+        put(host, folio);
+    }
+    result
+}
+
+/// Shrinks every folio of `folios` (isolated, each with a reference) and
+/// the pieces of those that had to be split.
+pub fn shrink_list<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>) -> Reclaimed {
+    let mut done = Reclaimed::default();
+    let mut todo = folios;
+    while !todo.is_empty() {
+        let mut pieces = Pieces::default();
+        for folio in todo {
+            if let Shrunk::Freed(n) = shrink_folio(host, folio, &mut pieces) {
+                done.nr_pages += n;
+            }
+        }
+        done.nr_split += pieces.nr_split;
+        todo = pieces.folios;
+    }
+    done
+}
+
+/// Frees up to about `nr_pages` pages from the inactive tail, balancing
+/// the lists first when the inactive one is the shorter; scans at most
+/// every listed folio once (plus a little), so a pass over a list of
+/// folios nobody can free ends. Task context, no lock held.
+pub fn shrink_lru<H: ReclaimHost>(host: &H, nr_pages: usize) -> Reclaimed {
+    let mut done = Reclaimed::default();
+    let Some(lru) = host.lru() else { return done };
+    if !host.any_device() {
+        return done;
+    }
+    let mut scanned = 0;
+    let limit = (lru.nr_inactive() + lru.nr_active()) as usize + BALANCE_BATCH;
+    while done.nr_pages < nr_pages && scanned < limit {
+        if lru.inactive_is_low() {
+            lru.balance(BALANCE_BATCH);
+        }
+        let scan = lru.isolate(SCAN_BATCH);
+        if scan.nr_scanned == 0 {
+            break;
+        }
+        scanned += scan.nr_scanned;
+        done.add(shrink_list(host, scan.isolated));
+    }
+    done
+}
+
+/// `MADV_PAGEOUT` for `folios` (each with a reference the caller took,
+/// found mapped by one space only: [`crate::pageout::pageout_candidates`]):
+/// takes each off the LRU lists and shrinks it now. A folio that is off
+/// the lists already is being reclaimed (or paged out) by somebody else: it
+/// is left to them, not split or unmapped a second time (the fix of seed
+/// 002), and only the caller's reference is dropped.
+pub fn pageout<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>) -> Reclaimed {
+    let mut mine = Vec::with_capacity(folios.len());
+    for folio in folios {
+        if host.lru().is_some_and(|l| l.remove(folio)) {
+            mine.push(folio);
+        } else {
+            put(host, folio);
+        }
+    }
+    shrink_list(host, mine)
+}
+
+/// Unlocks `folio` and puts it back on the list `why` says.
+fn keep<H: ReclaimHost>(host: &H, folio: Folio<'static>, why: Kept) -> Shrunk {
+    folio.unlock();
+    putback(host, folio, why.list());
+    Shrunk::Kept(why)
+}
+
+/// Steps 1 to 6 of the module doc; the caller's reference stays (the
+/// caller drops it when the folio is kept).
+fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces) -> Shrunk {
+    if !folio.try_lock() {
+        putback(host, folio, Kept::Locked.list());
+        return Shrunk::Kept(Kept::Locked);
+    }
+    if folio.maybe_pinned() {
+        return keep(host, folio, Kept::MaybePinned);
+    }
+    let dev = match folio_entry(&folio) {
+        Some(entry) => match host.device(entry.ty()) {
+            Some(d) => d,
+            None => return keep(host, folio, Kept::AreaGone),
+        },
+        None => {
+            let Some(d) = host.alloc_device() else { return keep(host, folio, Kept::NoSwap) };
+            let mut added = add_to_swap(host.area(&d), &folio);
+            if let (Err(AddError::NoSpace { .. }), true) = (&added, folio.is_large()) {
+                // No run for it whole: split it and swap its pages out one
+                // by one (this one now, the others by the caller).
+                match split_isolated(host, &folio) {
+                    Ok(more) => {
+                        pieces.nr_split += 1;
+                        pieces.folios.extend(more);
+                        added = add_to_swap(host.area(&d), &folio);
+                    }
+                    Err(why) => return keep(host, folio, Kept::CannotSplit(why)),
+                }
+            }
+            match added {
+                Ok(_) => d,
+                Err(AddError::NoSpace { .. }) => return keep(host, folio, Kept::SwapFull),
+                Err(AddError::Cache) => return keep(host, folio, Kept::CacheRefused),
+            }
+        }
+    };
+    let area = host.area(&dev);
+    if folio.total_mapcount() > 0 {
+        if let Err(e) = unmap(host, &folio, area) {
+            return keep(host, folio, Kept::CouldNotUnmap(e));
+        }
+        if folio.total_mapcount() > 0 {
+            return keep(host, folio, Kept::StillMapped);
+        }
+    }
+    let nr = folio.nr_pages();
+    if !slots_unused(area, &folio) {
+        let first = folio_entry(&folio).expect("in the swap cache");
+        folio.set_flag(PageFlag::Writeback);
+        let written = host.write(&dev, first, PhysAddr::new(folio.pfn() << 12), nr);
+        folio.clear_flag(PageFlag::Writeback);
+        if written.is_err() {
+            return keep(host, folio, Kept::WriteFailed);
+        }
+    }
+    let mut tries = 0;
+    while !folio.try_freeze(1 + nr as i32) {
+        let orphan = folio.total_mapcount() == 0 && slots_unused(area, &folio);
+        if !orphan || tries == ORPHAN_TRIES {
+            return keep(host, folio, Kept::InUse);
+        }
+        tries += 1;
+        host.relax();
+    }
+    // Frozen: nobody can take a reference; the cache's are gone with the
+    // freeze (they were counted in it).
+    let _ = delete_from_swap_cache(area, &folio);
+    folio.clear_flag(PageFlag::Dirty);
+    folio.unlock();
+    host.free(folio);
+    Shrunk::Freed(nr)
+}
+
+/// Step 3's split of the locked, isolated large `folio` (the caller's one
+/// reference): under its family's locks, the one space that maps it splits
+/// it ([`thp::split_isolated_folio`]). Returns the other pieces still
+/// mapped, each isolated with a reference; the caller keeps page 0.
+fn split_isolated<H: ReclaimHost>(
+    host: &H,
+    folio: &Folio<'static>,
+) -> Result<Vec<Folio<'static>>, SplitRefused> {
+    let (mem, tlb, memmap) = (host.mem(), host.tlb(), host.memmap());
+    host.with_family_locked(folio, |tables| {
+        let mut mapping = tables.iter().filter(|t| rmap_walk(folio, &[**t], mem, &mut |_| {}) > 0);
+        let (Some(table), None) = (mapping.next(), mapping.next()) else {
+            return Err(SplitRefused::MappedElsewhere); // by no space, or by several
+        };
+        thp::split_isolated_folio(table, mem, tlb, memmap, *folio, &mut |f| host.free(f))
+    })
+}
+
+/// Step 4: [`try_to_unmap`] to swap under the family's locks, the flushes
+/// run there too; then the mappings' references go (the caller's and the
+/// cache's keep the folio).
+fn unmap<H: ReclaimHost>(host: &H, folio: &Folio<'static>, area: &SwapArea) -> Result<(), UnmapError> {
+    let (mem, tlb, memmap) = (host.mem(), host.tlb(), host.memmap());
+    let refs = host.with_family_locked(folio, |tables| {
+        let done = try_to_unmap(tables, mem, tlb, memmap, folio, Target::Swap { area })?;
+        for flush in done.flushes {
+            flush.flush(tlb);
+        }
+        Ok::<usize, UnmapError>(done.refs)
+    })?;
+    for _ in 0..refs {
+        let last = folio.put();
+        debug_assert!(!last, "reclaim: the caller's reference keeps the folio");
+    }
+    Ok(())
+}
