@@ -69,6 +69,41 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Gives a choice enum its words from one table: `ALL` (every value, in
+/// the table's order), `name` (the word users type), `Display` (that word)
+/// and `FromStr` (the word back, else `ConfigError::$unknown` naming what
+/// was typed). One table per enum, so printing and parsing cannot disagree.
+macro_rules! choice_words {
+    ($ty:ident, $unknown:ident, [$($variant:ident => $word:literal),+ $(,)?]) => {
+        impl $ty {
+            /// Every value, in the order of its words table.
+            pub const ALL: [$ty; [$($word),+].len()] = [$($ty::$variant),+];
+
+            /// The word users type for this value, also used in file names
+            /// and messages.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $word,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = ConfigError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let known = Self::ALL.into_iter().find(|v| v.name() == s);
+                known.ok_or_else(|| ConfigError::$unknown(s.to_string()))
+            }
+        }
+    };
+}
+
 /// The guest's instruction set; also picks the QEMU binary and the kernel target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Arch {
@@ -76,18 +111,10 @@ pub enum Arch {
     Aarch64,
 }
 
+// In the order CI runs them (`Arch::ALL`).
+choice_words!(Arch, UnknownArch, [X86_64 => "x86_64", Aarch64 => "aarch64"]);
+
 impl Arch {
-    /// Both architectures, in the order CI runs them.
-    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
-
-    /// The name users type and that appears in file names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
     /// The QEMU system emulator for this architecture.
     pub fn qemu_program(self) -> &'static str {
         match self {
@@ -105,23 +132,6 @@ impl Arch {
     }
 }
 
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Arch {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "x86_64" => Ok(Arch::X86_64),
-            "aarch64" => Ok(Arch::Aarch64),
-            _ => Err(ConfigError::UnknownArch(s.to_string())),
-        }
-    }
-}
-
 /// How QEMU executes guest code.
 ///
 /// TCG (QEMU's own translator) is the default because `/dev/kvm` on the
@@ -134,25 +144,7 @@ pub enum Accel {
     Kvm,
 }
 
-impl fmt::Display for Accel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Accel::Tcg => "tcg",
-            Accel::Kvm => "kvm",
-        })
-    }
-}
-
-impl FromStr for Accel {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tcg" => Ok(Accel::Tcg),
-            "kvm" => Ok(Accel::Kvm),
-            _ => Err(ConfigError::UnknownAccel(s.to_string())),
-        }
-    }
-}
+choice_words!(Accel, UnknownAccel, [Tcg => "tcg", Kvm => "kvm"]);
 
 /// The firmware that loads the kernel on x86_64: legacy BIOS (SeaBIOS,
 /// QEMU's default) or UEFI (OVMF). AArch64 always boots the raw image
@@ -164,28 +156,10 @@ pub enum Firmware {
     Uefi,
 }
 
+choice_words!(Firmware, UnknownFirmware, [Bios => "bios", Uefi => "uefi"]);
+
 /// Another name for [`Firmware`], matching the `--boot` option.
 pub type Boot = Firmware;
-
-impl fmt::Display for Firmware {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Firmware::Bios => "bios",
-            Firmware::Uefi => "uefi",
-        })
-    }
-}
-
-impl FromStr for Firmware {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "bios" => Ok(Firmware::Bios),
-            "uefi" => Ok(Firmware::Uefi),
-            _ => Err(ConfigError::UnknownFirmware(s.to_string())),
-        }
-    }
-}
 
 /// The most guest RAM accepted: 1 TiB. Far above what these hosts have;
 /// the limit only catches slips such as `2048G` for `2048M`.
