@@ -69,6 +69,41 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Gives a choice enum its words from one table: `ALL` (every value, in
+/// the table's order), `name` (the word users type), `Display` (that word)
+/// and `FromStr` (the word back, else `ConfigError::$unknown` naming what
+/// was typed). One table per enum, so printing and parsing cannot disagree.
+macro_rules! choice_words {
+    ($ty:ident, $unknown:ident, [$($variant:ident => $word:literal),+ $(,)?]) => {
+        impl $ty {
+            /// Every value, in the order of its words table.
+            pub const ALL: [$ty; [$($word),+].len()] = [$($ty::$variant),+];
+
+            /// The word users type for this value, also used in file names
+            /// and messages.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $word,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = ConfigError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let known = Self::ALL.into_iter().find(|v| v.name() == s);
+                known.ok_or_else(|| ConfigError::$unknown(s.to_string()))
+            }
+        }
+    };
+}
+
 /// The guest's instruction set; also picks the QEMU binary and the kernel target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Arch {
@@ -76,18 +111,10 @@ pub enum Arch {
     Aarch64,
 }
 
+// In the order CI runs them (`Arch::ALL`).
+choice_words!(Arch, UnknownArch, [X86_64 => "x86_64", Aarch64 => "aarch64"]);
+
 impl Arch {
-    /// Both architectures, in the order CI runs them.
-    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
-
-    /// The name users type and that appears in file names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
     /// The QEMU system emulator for this architecture.
     pub fn qemu_program(self) -> &'static str {
         match self {
@@ -105,23 +132,6 @@ impl Arch {
     }
 }
 
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Arch {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "x86_64" => Ok(Arch::X86_64),
-            "aarch64" => Ok(Arch::Aarch64),
-            _ => Err(ConfigError::UnknownArch(s.to_string())),
-        }
-    }
-}
-
 /// How QEMU executes guest code.
 ///
 /// TCG (QEMU's own translator) is the default because `/dev/kvm` on the
@@ -134,25 +144,7 @@ pub enum Accel {
     Kvm,
 }
 
-impl fmt::Display for Accel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Accel::Tcg => "tcg",
-            Accel::Kvm => "kvm",
-        })
-    }
-}
-
-impl FromStr for Accel {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tcg" => Ok(Accel::Tcg),
-            "kvm" => Ok(Accel::Kvm),
-            _ => Err(ConfigError::UnknownAccel(s.to_string())),
-        }
-    }
-}
+choice_words!(Accel, UnknownAccel, [Tcg => "tcg", Kvm => "kvm"]);
 
 /// The firmware that loads the kernel on x86_64: legacy BIOS (SeaBIOS,
 /// QEMU's default) or UEFI (OVMF). AArch64 always boots the raw image
@@ -164,28 +156,10 @@ pub enum Firmware {
     Uefi,
 }
 
+choice_words!(Firmware, UnknownFirmware, [Bios => "bios", Uefi => "uefi"]);
+
 /// Another name for [`Firmware`], matching the `--boot` option.
 pub type Boot = Firmware;
-
-impl fmt::Display for Firmware {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Firmware::Bios => "bios",
-            Firmware::Uefi => "uefi",
-        })
-    }
-}
-
-impl FromStr for Firmware {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "bios" => Ok(Firmware::Bios),
-            "uefi" => Ok(Firmware::Uefi),
-            _ => Err(ConfigError::UnknownFirmware(s.to_string())),
-        }
-    }
-}
 
 /// The most guest RAM accepted: 1 TiB. Far above what these hosts have;
 /// the limit only catches slips such as `2048G` for `2048M`.
@@ -237,22 +211,7 @@ impl FromStr for MemSize {
     /// optional trailing `B`), or a bare number meaning MiB.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let bad = |why| ConfigError::BadMemSize { input: input.to_string(), why };
-        let s = input.trim();
-        let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (digits, suffix) = s.split_at(digits_end);
-        if digits.is_empty() {
-            return Err(bad("it does not start with a number"));
-        }
-        let factor_mib: u64 = match suffix.to_ascii_lowercase().as_str() {
-            "" | "m" | "mb" | "mib" => 1,
-            "g" | "gb" | "gib" => 1024,
-            "t" | "tb" | "tib" => 1024 * 1024,
-            "k" | "kb" | "kib" | "b" => return Err(bad("give it in M or G (QEMU counts whole MiB)")),
-            _ if suffix.starts_with('.') => return Err(bad("use a whole number, e.g. 1536M for 1.5G")),
-            _ => return Err(bad("unknown unit (use M or G)")),
-        };
-        let number: u64 = digits.parse().map_err(|_| bad("the number is too large"))?;
-        let mib = number.checked_mul(factor_mib).ok_or_else(|| bad("the number is too large"))?;
+        let mib = parse_size(input, MEM_UNITS, "unknown unit (use M or G)").map_err(bad)?;
         if mib < MIN_MEM_MIB {
             return Err(bad("it is below the 16 MiB a guest needs to start"));
         }
@@ -261,6 +220,45 @@ impl FromStr for MemSize {
         }
         Ok(MemSize { mib })
     }
+}
+
+/// The units of a [`MemSize`], worth so many MiB.
+const MEM_UNITS: &[SizeUnit] = &[
+    (&["", "m", "mb", "mib"], Ok(1)),
+    (&["g", "gb", "gib"], Ok(1024)),
+    (&["t", "tb", "tib"], Ok(1024 * 1024)),
+    (&["k", "kb", "kib", "b"], Err("give it in M or G (QEMU counts whole MiB)")),
+];
+
+/// A unit a size may be written in: its spellings (lower case; `""` for a
+/// bare number), and what one of it is worth in the caller's unit, or why
+/// the caller refuses it.
+pub(crate) type SizeUnit = (&'static [&'static str], Result<u64, &'static str>);
+
+/// Reads a size a user typed: a whole number, then one of `units` in any
+/// case. Returns the number times the unit's worth, or why the text is
+/// refused (`unknown_unit` when the suffix is none of `units`). Shared by
+/// [`MemSize`] and [`DiskSize`](crate::disk::DiskSize), which check the
+/// range themselves.
+pub(crate) fn parse_size(
+    input: &str,
+    units: &[SizeUnit],
+    unknown_unit: &'static str,
+) -> Result<u64, &'static str> {
+    let s = input.trim();
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(digits_end);
+    if digits.is_empty() {
+        return Err("it does not start with a number");
+    }
+    let lower = suffix.to_ascii_lowercase();
+    let worth = match units.iter().find(|(names, _)| names.contains(&lower.as_str())) {
+        Some((_, worth)) => (*worth)?,
+        None if suffix.starts_with('.') => return Err("use a whole number, e.g. 1536M for 1.5G"),
+        None => return Err(unknown_unit),
+    };
+    let number: u64 = digits.parse().map_err(|_| "the number is too large")?;
+    number.checked_mul(worth).ok_or("the number is too large")
 }
 
 /// Parses a `--smp` CPU count: a whole number from 1 to [`MAX_SMP`].
@@ -296,48 +294,74 @@ mod tests {
 
     #[test]
     fn mem_sizes_in_the_forms_users_type() {
-        let mib = |s: &str| s.parse::<MemSize>().map(MemSize::mib);
-        assert_eq!(mib("512M"), Ok(512));
-        assert_eq!(mib("512m"), Ok(512));
-        assert_eq!(mib("512MiB"), Ok(512));
-        assert_eq!(mib("512MB"), Ok(512));
-        assert_eq!(mib("2G"), Ok(2048));
-        assert_eq!(mib("2g"), Ok(2048));
-        assert_eq!(mib("2GiB"), Ok(2048));
-        assert_eq!(mib("2048"), Ok(2048));
-        assert_eq!(mib(" 256 "), Ok(256));
-        assert_eq!(mib("1T"), Ok(1024 * 1024));
+        for (mib, spellings) in [
+            (512, &["512M", "512m", "512MiB", "512MB"][..]),
+            (2048, &["2G", "2g", "2GiB", "2048"]),
+            (256, &[" 256 "]),
+            (1024 * 1024, &["1T"]),
+        ] {
+            for s in spellings {
+                assert_eq!(s.parse::<MemSize>().map(MemSize::mib), Ok(mib), "{s:?}");
+            }
+        }
         assert_eq!(MemSize::default().to_string(), "512M");
         assert_eq!("2G".parse::<MemSize>().unwrap().to_string(), "2048M");
     }
 
-    #[test]
-    fn mem_sizes_that_make_no_sense_are_refused_with_a_reason() {
-        let why = |s: &str| match s.parse::<MemSize>() {
+    /// Why `s` is refused as a memory size; the error must name `s`.
+    fn mem_refusal(s: &str) -> &'static str {
+        match s.parse::<MemSize>() {
             Err(ConfigError::BadMemSize { input, why }) => {
                 assert_eq!(input, s);
                 why
             }
             other => panic!("{s:?} gave {other:?}"),
-        };
-        assert_eq!(why(""), "it does not start with a number");
-        assert_eq!(why("G"), "it does not start with a number");
-        assert_eq!(why("-1G"), "it does not start with a number");
-        assert_eq!(why("lots"), "it does not start with a number");
-        assert_eq!(why("1.5G"), "use a whole number, e.g. 1536M for 1.5G");
-        assert_eq!(why("512X"), "unknown unit (use M or G)");
-        assert_eq!(why("512 M"), "unknown unit (use M or G)");
-        assert_eq!(why("4096K"), "give it in M or G (QEMU counts whole MiB)");
-        assert_eq!(why("0"), "it is below the 16 MiB a guest needs to start");
-        assert_eq!(why("8M"), "it is below the 16 MiB a guest needs to start");
-        assert_eq!(why("2048G"), "it is above the 1 TiB limit");
-        assert_eq!(why("99999999999999999999999"), "the number is too large");
-        assert_eq!(why("99999999999999999T"), "the number is too large");
+        }
+    }
+
+    #[test]
+    fn mem_sizes_that_make_no_sense_are_refused_with_a_reason() {
+        for (why, inputs) in [
+            ("unknown unit (use M or G)", &["512X", "512 M"][..]),
+            ("give it in M or G (QEMU counts whole MiB)", &["4096K"]),
+            ("it is below the 16 MiB a guest needs to start", &["0", "8M"]),
+            ("it is above the 1 TiB limit", &["2048G"]),
+        ] {
+            for s in inputs {
+                assert_eq!(mem_refusal(s), why, "{s:?}");
+            }
+        }
         let msg = "2X".parse::<MemSize>().unwrap_err().to_string();
         assert_eq!(
             msg,
             "bad memory size `2X`: unknown unit (use M or G) (examples: 512M, 2G, 2048 meaning MiB)"
         );
+    }
+
+    /// Text that is no size at all is refused for the same reason as a
+    /// memory size and as a disk size: both read it with [`parse_size`].
+    #[test]
+    fn malformed_sizes_are_refused_alike_for_memory_and_disks() {
+        let disk_refusal = |s: &str| match s.parse::<crate::disk::DiskSize>() {
+            Err(ConfigError::BadDiskSize { input, why }) => {
+                assert_eq!(input, s);
+                why
+            }
+            other => panic!("{s:?} gave {other:?}"),
+        };
+        for (why, inputs) in [
+            ("it does not start with a number", &["", "G", "-1G", "lots", "big"][..]),
+            ("use a whole number, e.g. 1536M for 1.5G", &["1.5G"]),
+            (
+                "the number is too large",
+                &["99999999999999999999999", "99999999999999999T", "99999999999999999999G"],
+            ),
+        ] {
+            for s in inputs {
+                assert_eq!(mem_refusal(s), why, "memory size {s:?}");
+                assert_eq!(disk_refusal(s), why, "disk size {s:?}");
+            }
+        }
     }
 
     #[test]

@@ -281,114 +281,80 @@ mod tests {
         std::iter::once(cmd.program).chain(cmd.args).collect()
     }
 
-    #[test]
-    fn x86_64_bios_exact_argv() {
-        let mut cfg = MachineConfig::new(Arch::X86_64, "target/images/kernel-x86_64-bios.img");
-        cfg.kernel_args = "test=all seed=7".into();
-        let expected: Vec<String> = [
-            "qemu-system-x86_64",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-M",
-            "pc",
-            "-accel",
-            "tcg,thread=multi",
-            "-cpu",
-            "max",
-            "-m",
-            "512M",
-            "-smp",
-            "1",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            "-vga",
-            "std",
-            "-drive",
-            "format=raw,file=target/images/kernel-x86_64-bios.img,if=ide,index=0",
-            "-fw_cfg",
-            "name=opt/kernel/cmdline,string=test=all seed=7",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert_eq!(argv(&cfg), expected);
+    /// A profile's own options, as (flag, value) pairs.
+    type Options<'a> = &'a [(&'a str, &'a str)];
+
+    /// The exact argv of a TCG profile: `program`, the options every
+    /// profile starts with (`[machine, cpu, mem, smp]` filling in the values
+    /// that differ), then the profile's `own` options as (flag, value) pairs.
+    fn expected_argv(program: &str, [machine, cpu, mem, smp]: [&str; 4], own: Options) -> Vec<String> {
+        let mut argv: Vec<String> =
+            [program, "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"]
+                .map(String::from)
+                .to_vec();
+        let common =
+            [("-M", machine), ("-accel", "tcg,thread=multi"), ("-cpu", cpu), ("-m", mem), ("-smp", smp)];
+        for (flag, value) in common.iter().chain(own) {
+            argv.extend([flag.to_string(), value.to_string()]);
+        }
+        argv
     }
 
+    /// The exact argv of each profile: x86_64 with BIOS and with UEFI, and AArch64.
     #[test]
-    fn x86_64_uefi_exact_argv() {
-        let mut cfg = MachineConfig::new(Arch::X86_64, "/t/kernel-x86_64-uefi.img");
-        cfg.firmware = Firmware::Uefi;
-        cfg.smp = 4;
-        cfg.mem = "2G".parse().unwrap();
-        let expected: Vec<String> = [
-            "qemu-system-x86_64",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-M",
-            "pc",
-            "-accel",
-            "tcg,thread=multi",
-            "-cpu",
-            "max",
-            "-m",
-            "2048M",
-            "-smp",
-            "4",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            "-drive",
-            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd",
-            "-drive",
-            "format=raw,file=/t/kernel-x86_64-uefi.img,if=ide,index=0",
-        ]
-        .map(String::from)
-        .to_vec();
+    fn exact_argv_of_each_profile() {
+        let bios = MachineConfig {
+            kernel_args: "test=all seed=7".into(),
+            ..MachineConfig::new(Arch::X86_64, "target/images/kernel-x86_64-bios.img")
+        };
         // No kernel arguments: no -fw_cfg at all.
-        assert_eq!(argv(&cfg), expected);
-    }
-
-    #[test]
-    fn aarch64_exact_argv() {
-        let mut cfg = MachineConfig::new(Arch::Aarch64, "target/images/kernel-aarch64.bin");
-        cfg.kernel_args = "smoke=1 test=a,b".into();
-        let expected: Vec<String> = [
-            "qemu-system-aarch64",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-M",
-            "virt",
-            "-accel",
-            "tcg,thread=multi",
-            "-cpu",
-            "cortex-a72",
-            "-m",
-            "512M",
-            "-smp",
-            "1",
-            "-semihosting-config",
-            "enable=on,target=native",
-            "-kernel",
-            "target/images/kernel-aarch64.bin",
-            "-append",
-            "smoke=1 test=a,b",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert_eq!(argv(&cfg), expected);
+        let uefi = MachineConfig {
+            firmware: Firmware::Uefi,
+            smp: 4,
+            mem: "2G".parse().unwrap(),
+            ..MachineConfig::new(Arch::X86_64, "/t/kernel-x86_64-uefi.img")
+        };
+        let aarch64 = MachineConfig {
+            kernel_args: "smoke=1 test=a,b".into(),
+            ..MachineConfig::new(Arch::Aarch64, "target/images/kernel-aarch64.bin")
+        };
+        let debug_exit = ("-device", "isa-debug-exit,iobase=0xf4,iosize=0x04");
+        let cases: [(MachineConfig, &str, [&str; 4], Options<'_>); 3] = [
+            (
+                bios,
+                "qemu-system-x86_64",
+                ["pc", "max", "512M", "1"],
+                &[
+                    debug_exit,
+                    ("-vga", "std"),
+                    ("-drive", "format=raw,file=target/images/kernel-x86_64-bios.img,if=ide,index=0"),
+                    ("-fw_cfg", "name=opt/kernel/cmdline,string=test=all seed=7"),
+                ],
+            ),
+            (
+                uefi,
+                "qemu-system-x86_64",
+                ["pc", "max", "2048M", "4"],
+                &[
+                    debug_exit,
+                    ("-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd"),
+                    ("-drive", "format=raw,file=/t/kernel-x86_64-uefi.img,if=ide,index=0"),
+                ],
+            ),
+            (
+                aarch64,
+                "qemu-system-aarch64",
+                ["virt", "cortex-a72", "512M", "1"],
+                &[
+                    ("-semihosting-config", "enable=on,target=native"),
+                    ("-kernel", "target/images/kernel-aarch64.bin"),
+                    ("-append", "smoke=1 test=a,b"),
+                ],
+            ),
+        ];
+        for (cfg, program, head, own) in cases {
+            assert_eq!(argv(&cfg), expected_argv(program, head, own), "{} ({})", cfg.arch, cfg.firmware);
+        }
     }
 
     #[test]

@@ -160,84 +160,105 @@ mod tests {
         assert!(v.is_pass());
     }
 
-    #[test]
-    fn one_failed_test_is_named_with_its_reason() {
-        let v = verdict(
+    /// Test runs that fail, each with every reason its verdict must give,
+    /// in order: (what the case shows, how the guest ended, its transcript,
+    /// the reasons).
+    const FAILING_RUNS: &[(&str, GuestExit, &str, &[&str])] = &[
+        (
+            "one failed test is named with its reason",
             GuestExit::Failure,
-            "test a ... ok\ntest mm::swap::slots ... FAILED: slot 7 freed twice\ntest c ... ok\n2 passed, 1 failed\n",
-        );
-        assert_eq!(
-            v.reasons(),
-            [
-                "test mm::swap::slots FAILED: slot 7 freed twice",
-                "exit: the guest reported failure (QEMU status 35)",
-            ]
-        );
-        assert!(v.message().starts_with("FAIL\n  - test mm::swap::slots FAILED: slot 7 freed twice\n"));
-    }
-
-    #[test]
-    fn every_failed_test_is_named() {
-        let v = verdict(
+            "test a ... ok\ntest mm::swap::slots ... FAILED: slot 7 freed twice\n\
+             test c ... ok\n2 passed, 1 failed\n",
+            &["test mm::swap::slots FAILED: slot 7 freed twice", FAILURE_EXIT],
+        ),
+        (
+            "every failed test is named",
             GuestExit::Failure,
             "test a ... FAILED: one\ntest b ... ok\ntest c ... FAILED\n1 passed, 2 failed\n",
-        );
-        assert_eq!(v.reasons()[..2], ["test a FAILED: one", "test c FAILED"]);
-    }
-
-    #[test]
-    fn a_failure_is_a_failure_even_if_the_guest_claims_success() {
-        let v = verdict(GuestExit::Success, "test a ... ok\ntest b ... FAILED: x\n1 passed, 1 failed\n");
-        assert_eq!(v.reasons(), ["test b FAILED: x"]);
-    }
-
-    #[test]
-    fn panic_mid_test_names_the_test_the_panic_and_the_exit() {
-        let v = verdict(
+            &["test a FAILED: one", "test c FAILED", FAILURE_EXIT],
+        ),
+        (
+            "a failure is a failure even if the guest claims success",
+            GuestExit::Success,
+            "test a ... ok\ntest b ... FAILED: x\n1 passed, 1 failed\n",
+            &["test b FAILED: x"],
+        ),
+        (
+            "a panic mid-test names the test, the panic and the exit",
             GuestExit::Failure,
             "test a ... ok\ntest mm::huge::split ... kernel panic: index out of bounds at huge.rs:10:5\n",
-        );
-        assert_eq!(
-            v.reasons(),
-            [
+            &[
                 "test mm::huge::split was running when the output ended (it never printed a result)",
                 "kernel panic: index out of bounds at huge.rs:10:5",
-                "exit: the guest reported failure (QEMU status 35)",
-                "the summary line `N passed, M failed` is missing (the test run did not finish)",
-            ]
-        );
-    }
-
-    #[test]
-    fn a_panic_fails_even_with_success_and_a_good_summary() {
-        let v = verdict(
+                FAILURE_EXIT,
+                NO_SUMMARY,
+            ],
+        ),
+        (
+            "a panic fails even with success and a good summary",
             GuestExit::Success,
             "test a ... ok\nkernel panic: late at x.rs:1:1\n1 passed, 0 failed\n",
+            &["kernel panic: late at x.rs:1:1"],
+        ),
+        ("a missing summary fails", GuestExit::Success, "test a ... ok\ntest b ... ok\n", &[NO_SUMMARY]),
+        (
+            "a summary with more passes than ok lines fails",
+            GuestExit::Success,
+            "test a ... ok\ntest b ... ok\n3 passed, 0 failed\n",
+            &["the summary says 3 passed but 2 test lines say ok"],
+        ),
+        (
+            "a summary with more failures than FAILED lines fails",
+            GuestExit::Success,
+            "test a ... ok\n1 passed, 1 failed\n",
+            &["the summary says 1 failed but 0 test lines say FAILED"],
+        ),
+        (
+            "zero tests is not a pass",
+            GuestExit::Success,
+            "0 passed, 0 failed\n",
+            &["no test ran (does the test filter match any test?)"],
+        ),
+        (
+            "a timeout fails and names the test that was running",
+            GuestExit::TimedOut,
+            "test a ... ok\ntest slow ... ",
+            &[
+                "test slow was running when the output ended (it never printed a result)",
+                "exit: the guest exceeded its time limit and was killed",
+                NO_SUMMARY,
+            ],
+        ),
+        (
+            "a signal fails a clean transcript",
+            GuestExit::Crashed(None),
+            "test a ... ok\n1 passed, 0 failed\n",
+            &["exit: QEMU was killed by a signal"],
+        ),
+        (
+            "an unfinished test fails",
+            GuestExit::Success,
+            "test a ... \ntest b ... ok\n1 passed, 0 failed\n",
+            &["test a started but never printed a result"],
+        ),
+    ];
+    const FAILURE_EXIT: &str = "exit: the guest reported failure (QEMU status 35)";
+    const NO_SUMMARY: &str = "the summary line `N passed, M failed` is missing (the test run did not finish)";
+
+    #[test]
+    fn failing_runs_give_every_reason_in_order() {
+        for (what, exit, transcript, reasons) in FAILING_RUNS {
+            assert_eq!(verdict(*exit, transcript).reasons(), *reasons, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_failing_message_lists_one_reason_per_line() {
+        let v = verdict(
+            GuestExit::Failure,
+            "test a ... ok\ntest b ... FAILED: slot 7 freed twice\n1 passed, 1 failed\n",
         );
-        assert_eq!(v.reasons(), ["kernel panic: late at x.rs:1:1"]);
-    }
-
-    #[test]
-    fn missing_summary_fails() {
-        let v = verdict(GuestExit::Success, "test a ... ok\ntest b ... ok\n");
-        assert_eq!(
-            v.reasons(),
-            ["the summary line `N passed, M failed` is missing (the test run did not finish)"]
-        );
-    }
-
-    #[test]
-    fn summary_disagreeing_with_the_lines_fails() {
-        let v = verdict(GuestExit::Success, "test a ... ok\ntest b ... ok\n3 passed, 0 failed\n");
-        assert_eq!(v.reasons(), ["the summary says 3 passed but 2 test lines say ok"]);
-        let v = verdict(GuestExit::Success, "test a ... ok\n1 passed, 1 failed\n");
-        assert_eq!(v.reasons(), ["the summary says 1 failed but 0 test lines say FAILED"]);
-    }
-
-    #[test]
-    fn zero_tests_is_not_a_pass() {
-        let v = verdict(GuestExit::Success, "0 passed, 0 failed\n");
-        assert_eq!(v.reasons(), ["no test ran (does the test filter match any test?)"]);
+        assert_eq!(v.message(), format!("FAIL\n  - test b FAILED: slot 7 freed twice\n  - {FAILURE_EXIT}"));
     }
 
     #[test]
@@ -251,21 +272,6 @@ mod tests {
         let v = verdict(exit, "test a ... ok\n1 passed, 0 failed\n");
         assert_eq!(v.reasons().len(), 1);
         assert!(v.reasons()[0].contains("triple fault"));
-    }
-
-    #[test]
-    fn timeout_and_signals_fail() {
-        let v = verdict(GuestExit::TimedOut, "test a ... ok\ntest slow ... ");
-        assert_eq!(v.reasons()[0], "test slow was running when the output ended (it never printed a result)");
-        assert_eq!(v.reasons()[1], "exit: the guest exceeded its time limit and was killed");
-        let v = verdict(GuestExit::Crashed(None), "test a ... ok\n1 passed, 0 failed\n");
-        assert_eq!(v.reasons(), ["exit: QEMU was killed by a signal"]);
-    }
-
-    #[test]
-    fn unfinished_tests_fail() {
-        let v = verdict(GuestExit::Success, "test a ... \ntest b ... ok\n1 passed, 0 failed\n");
-        assert_eq!(v.reasons(), ["test a started but never printed a result"]);
     }
 
     #[test]

@@ -141,58 +141,124 @@ fn run_guest(cfg: &MachineConfig, timeout_secs: u64) -> RunOutcome {
 const PASSING: &str = "kernel: args: smoke=1\r\ntest guest::hello ... ok\r\n1 passed, 0 failed\r\n";
 const FAILING: &str = "test guest::bad ... FAILED: on purpose\r\n0 passed, 1 failed\r\n";
 
-#[test]
-fn x86_64_bios_success() {
-    if !have("qemu-system-x86_64") {
+/// How the runner must judge a tiny guest.
+#[derive(Debug)]
+enum Expect {
+    /// It printed [`PASSING`] and reported success: a pass, with the
+    /// arguments echoed, and QEMU complained about nothing.
+    Pass,
+    /// It printed [`FAILING`] and reported failure: the verdict names the
+    /// failed test and its reason.
+    Fail,
+    /// It stopped with this QEMU status, without reporting, while this
+    /// test ran: a crash, and the verdict names the test.
+    Crash(i32, &'static str),
+    /// It spun in `guest::slow`: killed, promptly, at its 3 s time limit.
+    Hang,
+}
+
+/// The kernel arguments the passing guests are given. They do not read
+/// them, but QEMU must accept the option (commas doubled on x86_64).
+const ARGS: &str = "smoke=1 test=a,b";
+
+/// A change to the default machine.
+type Setup = fn(&mut MachineConfig);
+
+/// Every tiny guest of `arch`: (its image file's name, the image, the
+/// change to the default machine, how it must be judged).
+fn guests(arch: Arch) -> Vec<(&'static str, Vec<u8>, Setup, Expect)> {
+    let as_is: Setup = |_| {};
+    match arch {
+        Arch::X86_64 => vec![
+            (
+                "ok.img",
+                x86_boot_sector(PASSING, X86End::DebugExit(0x10)),
+                |c| c.kernel_args = ARGS.into(),
+                Expect::Pass,
+            ),
+            ("fail.img", x86_boot_sector(FAILING, X86End::DebugExit(0x11)), as_is, Expect::Fail),
+            (
+                "triple.img",
+                x86_boot_sector("test guest::crashy ... ", X86End::TripleFault),
+                as_is,
+                Expect::Crash(0, "guest::crashy"),
+            ),
+            ("hang.img", x86_boot_sector("test guest::slow ... ", X86End::Hang), as_is, Expect::Hang),
+        ],
+        Arch::Aarch64 => vec![
+            (
+                "ok.bin",
+                aarch64_image(PASSING, ArmEnd::Exit(0)),
+                |c| {
+                    c.kernel_args = ARGS.into();
+                    c.smp = 2;
+                },
+                Expect::Pass,
+            ),
+            ("fail.bin", aarch64_image(FAILING, ArmEnd::Exit(1)), as_is, Expect::Fail),
+            (
+                "three.bin",
+                aarch64_image("test guest::odd ... ", ArmEnd::Exit(3)),
+                |c| c.cpu = Some("max,pauth-impdef=on".into()),
+                Expect::Crash(3, "guest::odd"),
+            ),
+            ("hang.bin", aarch64_image("test guest::slow ... ", ArmEnd::Hang), as_is, Expect::Hang),
+        ],
+    }
+}
+
+/// Boots every tiny guest of `arch` and checks that the runner judged it
+/// as expected; skipped when that architecture's QEMU is not installed.
+fn judge_guests(arch: Arch) {
+    if !have(arch.qemu_program()) {
         return;
     }
-    let image = temp_file("ok.img", &x86_boot_sector(PASSING, X86End::DebugExit(0x10)));
-    let mut cfg = MachineConfig::new(Arch::X86_64, image);
-    // Not read by this guest, but QEMU must accept the option (commas doubled).
-    cfg.kernel_args = "smoke=1 test=a,b".into();
-    let out = run_guest(&cfg, 60);
-    assert_eq!(out.exit, GuestExit::Success, "{out:?}");
-    assert!(out.report.args_echo_contains("smoke=1"));
-    assert!(test_verdict(out.arch, out.exit, &out.report).is_pass(), "{out:?}");
-    assert_eq!(out.last_lines.last().map(String::as_str), Some("1 passed, 0 failed"));
-    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    for (name, image, setup, expect) in guests(arch) {
+        let mut cfg = MachineConfig::new(arch, temp_file(name, &image));
+        setup(&mut cfg);
+        let timeout_secs = if matches!(expect, Expect::Hang) { 3 } else { 60 };
+        let out = run_guest(&cfg, timeout_secs);
+        let verdict = test_verdict(out.arch, out.exit, &out.report);
+        let context = format!("{name}, expected {expect:?}: {out:?}");
+        match expect {
+            Expect::Pass => {
+                assert_eq!(out.exit, GuestExit::Success, "{context}");
+                assert!(verdict.is_pass(), "{context}");
+                assert!(out.report.args_echo_contains("smoke=1"), "{context}");
+                assert_eq!(
+                    out.last_lines.last().map(String::as_str),
+                    Some("1 passed, 0 failed"),
+                    "{context}"
+                );
+                assert!(out.stderr.is_empty(), "{context}");
+            }
+            Expect::Fail => {
+                assert_eq!(out.exit, GuestExit::Failure, "{context}");
+                assert!(out.report.has_failed("guest::bad"), "{context}");
+                assert!(verdict.message().contains("test guest::bad FAILED: on purpose"), "{context}");
+            }
+            Expect::Crash(status, test) => {
+                assert_eq!(out.exit, GuestExit::Crashed(Some(status)), "{context}");
+                assert_eq!(out.report.running.as_deref(), Some(test), "{context}");
+                assert!(verdict.message().contains(&format!("test {test} was running")), "{context}");
+            }
+            Expect::Hang => {
+                assert_eq!(out.exit, GuestExit::TimedOut, "{context}");
+                assert_eq!(out.report.running.as_deref(), Some("guest::slow"), "{context}");
+                assert!(out.elapsed < Duration::from_secs(20), "{context}");
+            }
+        }
+    }
 }
 
 #[test]
-fn x86_64_bios_failure() {
-    if !have("qemu-system-x86_64") {
-        return;
-    }
-    let image = temp_file("fail.img", &x86_boot_sector(FAILING, X86End::DebugExit(0x11)));
-    let out = run_guest(&MachineConfig::new(Arch::X86_64, image), 60);
-    assert_eq!(out.exit, GuestExit::Failure, "{out:?}");
-    let verdict = test_verdict(out.arch, out.exit, &out.report);
-    assert!(verdict.message().contains("test guest::bad FAILED: on purpose"), "{verdict}");
+fn x86_64_bios_guests_are_judged_right() {
+    judge_guests(Arch::X86_64);
 }
 
 #[test]
-fn x86_64_triple_fault_is_a_crash_naming_the_running_test() {
-    if !have("qemu-system-x86_64") {
-        return;
-    }
-    let image = temp_file("triple.img", &x86_boot_sector("test guest::crashy ... ", X86End::TripleFault));
-    let out = run_guest(&MachineConfig::new(Arch::X86_64, image), 60);
-    assert_eq!(out.exit, GuestExit::Crashed(Some(0)), "{out:?}");
-    assert_eq!(out.report.running.as_deref(), Some("guest::crashy"));
-    let verdict = test_verdict(out.arch, out.exit, &out.report);
-    assert!(verdict.message().contains("test guest::crashy was running"), "{verdict}");
-}
-
-#[test]
-fn x86_64_hang_hits_the_time_limit() {
-    if !have("qemu-system-x86_64") {
-        return;
-    }
-    let image = temp_file("hang.img", &x86_boot_sector("test guest::slow ... ", X86End::Hang));
-    let out = run_guest(&MachineConfig::new(Arch::X86_64, image), 3);
-    assert_eq!(out.exit, GuestExit::TimedOut, "{out:?}");
-    assert_eq!(out.report.running.as_deref(), Some("guest::slow"));
-    assert!(out.elapsed < Duration::from_secs(20));
+fn aarch64_guests_are_judged_right() {
+    judge_guests(Arch::Aarch64);
 }
 
 #[test]
@@ -209,50 +275,6 @@ fn x86_64_uefi_command_line_is_accepted() {
     let out = run_guest(&cfg, 3);
     assert!(out.stderr.is_empty(), "QEMU complained: {}", out.stderr);
     assert_ne!(out.exit, GuestExit::Crashed(Some(1)), "{out:?}");
-}
-
-#[test]
-fn aarch64_success() {
-    if !have("qemu-system-aarch64") {
-        return;
-    }
-    let image = temp_file("ok.bin", &aarch64_image(PASSING, ArmEnd::Exit(0)));
-    let mut cfg = MachineConfig::new(Arch::Aarch64, image);
-    cfg.kernel_args = "smoke=1 test=a,b".into();
-    cfg.smp = 2;
-    let out = run_guest(&cfg, 60);
-    assert_eq!(out.exit, GuestExit::Success, "{out:?}");
-    assert!(test_verdict(out.arch, out.exit, &out.report).is_pass(), "{out:?}");
-    assert!(out.stderr.is_empty(), "{}", out.stderr);
-}
-
-#[test]
-fn aarch64_failure_and_other_codes() {
-    if !have("qemu-system-aarch64") {
-        return;
-    }
-    let image = temp_file("fail.bin", &aarch64_image(FAILING, ArmEnd::Exit(1)));
-    let out = run_guest(&MachineConfig::new(Arch::Aarch64, image), 60);
-    assert_eq!(out.exit, GuestExit::Failure, "{out:?}");
-    assert!(out.report.has_failed("guest::bad"));
-
-    let image = temp_file("three.bin", &aarch64_image("test guest::odd ... ", ArmEnd::Exit(3)));
-    let mut cfg = MachineConfig::new(Arch::Aarch64, image);
-    cfg.cpu = Some("max,pauth-impdef=on".into());
-    let out = run_guest(&cfg, 60);
-    assert_eq!(out.exit, GuestExit::Crashed(Some(3)), "{out:?}");
-    assert_eq!(out.report.running.as_deref(), Some("guest::odd"));
-}
-
-#[test]
-fn aarch64_hang_hits_the_time_limit() {
-    if !have("qemu-system-aarch64") {
-        return;
-    }
-    let image = temp_file("hang.bin", &aarch64_image("test guest::slow ... ", ArmEnd::Hang));
-    let out = run_guest(&MachineConfig::new(Arch::Aarch64, image), 3);
-    assert_eq!(out.exit, GuestExit::TimedOut, "{out:?}");
-    assert_eq!(out.report.running.as_deref(), Some("guest::slow"));
 }
 
 #[test]

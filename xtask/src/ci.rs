@@ -178,6 +178,17 @@ fn cargo(builder: &Builder, args: &[String]) -> Result<(), String> {
     }
 }
 
+/// Runs every one of `commands` (arguments to cargo), then reports every
+/// one that failed.
+fn cargo_all(builder: &Builder, commands: &[Vec<String>]) -> Result<(), String> {
+    let failures: Vec<String> = commands.iter().filter_map(|args| cargo(builder, args).err()).collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
 fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
     match step {
         Step::HostSetup => {
@@ -192,26 +203,8 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
             }
             Ok(())
         }
-        Step::HostTests => {
-            // Run them all, then report every one that failed.
-            let failures: Vec<String> =
-                host_test_commands().iter().filter_map(|args| cargo(builder, args).err()).collect();
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(failures.join("; "))
-            }
-        }
-        Step::Lints => {
-            // Run them all, then report every one that failed.
-            let failures: Vec<String> =
-                lint_commands().iter().filter_map(|args| cargo(builder, args).err()).collect();
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(failures.join("; "))
-            }
-        }
+        Step::HostTests => cargo_all(builder, &host_test_commands()),
+        Step::Lints => cargo_all(builder, &lint_commands()),
         Step::QemuTest(arch, smp) => {
             // As `qemu test`: a swap disk and the faulty disk, whose
             // injected errors the blk tests check.

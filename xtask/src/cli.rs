@@ -395,6 +395,23 @@ fn check_seed(seed: &str) -> Result<String, CliError> {
     }
 }
 
+/// Parses `words` as the options of `command` (see [`parse_options`]):
+/// `--help` among them asks for the help, else `make` builds the command
+/// from them.
+fn with_options(
+    command: &str,
+    words: &[String],
+    specs: &[&[OptSpec]],
+    allow_rest: bool,
+    make: impl FnOnce(&Parsed) -> Result<Command, CliError>,
+) -> Result<Command, CliError> {
+    let p = parse_options(command, words, specs, allow_rest)?;
+    if p.help {
+        return Ok(Command::Help);
+    }
+    make(&p)
+}
+
 /// Parses the arguments after `cargo xtask`.
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
     let Some(first) = args.first() else {
@@ -403,11 +420,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
     let rest = &args[1..];
     match first.as_str() {
         "-h" | "--help" | "help" => Ok(Command::Help),
-        "build" => {
-            let p = parse_options("build", rest, &[BUILD_OPTS], false)?;
-            if p.help {
-                return Ok(Command::Help);
-            }
+        "build" => with_options("build", rest, &[BUILD_OPTS], false, |p| {
             let arch = match p.value("--arch") {
                 None | Some("all") => ArchChoice::All,
                 Some(a) => ArchChoice::One(a.parse().map_err(|_| {
@@ -415,13 +428,9 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 })?),
             };
             Ok(Command::Build(arch))
-        }
+        }),
         "qemu" => match rest.first().map(String::as_str) {
-            Some("boot") => {
-                let p = parse_options("qemu boot", &rest[1..], &[RUN_OPTS], true)?;
-                if p.help {
-                    return Ok(Command::Help);
-                }
+            Some("boot") => with_options("qemu boot", &rest[1..], &[RUN_OPTS], true, |p| {
                 let defaults = RunDefaults {
                     smp: 1,
                     mem_mib: 512,
@@ -429,13 +438,9 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                     swap: BOOT_SWAP,
                     faulty_disk: false,
                 };
-                Ok(Command::Boot(run_args(&p, defaults)?))
-            }
-            Some("test") => {
-                let p = parse_options("qemu test", &rest[1..], &[RUN_OPTS, TEST_OPTS], true)?;
-                if p.help {
-                    return Ok(Command::Help);
-                }
+                Ok(Command::Boot(run_args(p, defaults)?))
+            }),
+            Some("test") => with_options("qemu test", &rest[1..], &[RUN_OPTS, TEST_OPTS], true, |p| {
                 let defaults = RunDefaults {
                     smp: 1,
                     mem_mib: 512,
@@ -448,23 +453,19 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                     v => Ok(v.map(str::to_string)),
                 };
                 Ok(Command::QemuTest(TestArgs {
-                    run: run_args(&p, defaults)?,
+                    run: run_args(p, defaults)?,
                     filter: nonempty("--filter")?,
                     seed: p.value("--seed").map(check_seed).transpose()?,
                     bug: nonempty("--bug")?,
                 }))
-            }
+            }),
             Some("-h" | "--help") => Ok(Command::Help),
             Some(other) => {
                 Err(CliError(format!("unknown command `qemu {other}` (expected `qemu boot` or `qemu test`)")))
             }
             None => Err(CliError("`cargo xtask qemu` needs a subcommand: boot or test".into())),
         },
-        "bench" => {
-            let p = parse_options("bench", rest, &[RUN_OPTS], true)?;
-            if p.help {
-                return Ok(Command::Help);
-            }
+        "bench" => with_options("bench", rest, &[RUN_OPTS], true, |p| {
             // The `main` profile of BENCHMARKS.md.
             let defaults = RunDefaults {
                 smp: 4,
@@ -473,26 +474,16 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 swap: BENCH_SWAP,
                 faulty_disk: false,
             };
-            Ok(Command::Bench(run_args(&p, defaults)?))
-        }
-        "test" => {
-            let p = parse_options("test", rest, &[CI_OPTS], false)?;
-            if p.help {
-                return Ok(Command::Help);
-            }
+            Ok(Command::Bench(run_args(p, defaults)?))
+        }),
+        "test" => with_options("test", rest, &[CI_OPTS], false, |p| {
             let arches = match p.value("--arch") {
                 None => Arch::ALL.to_vec(),
                 Some(a) => vec![a.parse().map_err(|e| CliError(format!("--arch: {e}")))?],
             };
             Ok(Command::Ci(CiArgs { host_only: p.flag("--host-only"), arches }))
-        }
-        "book" => {
-            let p = parse_options("book", rest, &[], false)?;
-            if p.help {
-                return Ok(Command::Help);
-            }
-            Ok(Command::Book)
-        }
+        }),
+        "book" => with_options("book", rest, &[], false, |_| Ok(Command::Book)),
         other => Err(CliError(format!("unknown command `{other}`"))),
     }
 }

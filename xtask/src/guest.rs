@@ -202,28 +202,15 @@ pub const SELFCHECK_ARGS: &str = "test=harness::selfcheck_fail harness_selfcheck
 /// fail, name that test, and end through the guest's failure exit. A harness
 /// that cannot see this failure would pass a broken kernel.
 pub fn selfcheck_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<(), String> {
-    let verdict = test_verdict(arch, exit, report);
-    if verdict.is_pass() {
-        return Err(format!(
-            "the run passed, but {SELFCHECK_TEST} must fail when harness_selfcheck=fail is given"
-        ));
-    }
+    let verdict = failing_verdict(arch, exit, report, SELFCHECK_TEST, "fail")?;
+    let reasons = verdict.reasons().join("; ");
     if !verdict.message().contains(SELFCHECK_TEST) {
-        return Err(format!(
-            "the run failed without naming {SELFCHECK_TEST}: {}",
-            verdict.reasons().join("; ")
-        ));
+        return Err(format!("the run failed without naming {SELFCHECK_TEST}: {reasons}"));
     }
     if !report.has_failed(SELFCHECK_TEST) {
-        return Err(format!(
-            "{SELFCHECK_TEST} never printed its FAILED line: {}",
-            verdict.reasons().join("; ")
-        ));
+        return Err(format!("{SELFCHECK_TEST} never printed its FAILED line: {reasons}"));
     }
-    if exit != GuestExit::Failure {
-        return Err(format!("the guest did not end through its failure exit: {}", exit.describe(arch)));
-    }
-    Ok(())
+    failure_exit(arch, exit)
 }
 
 /// The test that crashes the kernel on purpose, and the arguments that make it crash.
@@ -233,23 +220,44 @@ pub const CRASHCHECK_ARGS: &str = "test=harness::selfcheck_crash harness_selfche
 /// The crash self-check: a test that takes an unexpected page fault must
 /// fail the run with a panic line, and be named as the test that was running.
 pub fn crashcheck_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<(), String> {
-    let verdict = test_verdict(arch, exit, report);
-    if verdict.is_pass() {
-        return Err(format!(
-            "the run passed, but {CRASHCHECK_TEST} must crash when harness_selfcheck=crash is given"
-        ));
-    }
+    let verdict = failing_verdict(arch, exit, report, CRASHCHECK_TEST, "crash")?;
+    let reasons = verdict.reasons().join("; ");
     if report.running.as_deref() != Some(CRASHCHECK_TEST) {
         return Err(format!(
-            "the report does not name {CRASHCHECK_TEST} as the test that was running: {}",
-            verdict.reasons().join("; ")
+            "the report does not name {CRASHCHECK_TEST} as the test that was running: {reasons}"
         ));
     }
     if report.panics.is_empty() {
-        return Err(format!("the kernel printed no `kernel panic: ` line: {}", verdict.reasons().join("; ")));
+        return Err(format!("the kernel printed no `kernel panic: ` line: {reasons}"));
     }
     if exit.is_success() {
         return Err("the guest reported success after a panic".to_string());
+    }
+    Ok(())
+}
+
+/// The verdict of a harness self-check run, which must fail: a pass means
+/// the harness let `test` through although `harness_selfcheck=mode` makes
+/// it `mode` (fail or crash).
+fn failing_verdict(
+    arch: Arch,
+    exit: GuestExit,
+    report: &Report,
+    test: &str,
+    mode: &str,
+) -> Result<Verdict, String> {
+    let verdict = test_verdict(arch, exit, report);
+    if verdict.is_pass() {
+        return Err(format!("the run passed, but {test} must {mode} when harness_selfcheck={mode} is given"));
+    }
+    Ok(verdict)
+}
+
+/// A run that must fail ended through the guest's failure exit, not a
+/// crash or a claimed success.
+fn failure_exit(arch: Arch, exit: GuestExit) -> Result<(), String> {
+    if exit != GuestExit::Failure {
+        return Err(format!("the guest did not end through its failure exit: {}", exit.describe(arch)));
     }
     Ok(())
 }
@@ -330,10 +338,7 @@ pub fn bug_replay_check(
         Some(TestOutcome::Ok) => return Err(format!("{test} passed: it did not catch bug={bug}")),
         None => return Err(format!("{test} never reported: {}", verdict.reasons().join("; "))),
     }
-    if exit != GuestExit::Failure {
-        return Err(format!("the guest did not end through its failure exit: {}", exit.describe(arch)));
-    }
-    Ok(())
+    failure_exit(arch, exit)
 }
 
 #[cfg(test)]
