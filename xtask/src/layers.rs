@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::rustsrc::{tokens, Token};
+
 /// Units that only tests and benchmarks may import.
 pub const TEST_ONLY_UNITS: &[&str] = &["tests", "bench"];
 
@@ -78,208 +80,99 @@ fn module_path(path: &str) -> Vec<String> {
     parts
 }
 
-/// `text` with comments, string and character literals blanked out (so
-/// that a doc link or a message naming a module is not an import).
-pub fn code_only(text: &str) -> String {
-    let b = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c == b'/' && b.get(i + 1) == Some(&b'/') {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+/// True when `toks[i..]` starts with `::`.
+fn path_sep_at(toks: &[Token], i: usize) -> bool {
+    toks.get(i) == Some(&Token::Punct(':')) && toks.get(i + 1) == Some(&Token::Punct(':'))
+}
+
+/// The names a path reaches from `toks[i]` on: one identifier, or the
+/// first identifier of each item of a `{a, b::c, d::{e}}` group.
+fn heads_at(toks: &[Token], i: usize) -> Vec<String> {
+    match toks.get(i) {
+        Some(Token::Ident(id)) => vec![id.clone()],
+        Some(Token::Punct('{')) => {
+            let mut heads = Vec::new();
             let mut depth = 0;
-            while i < b.len() {
-                if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                    depth += 1;
-                    i += 2;
-                } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
+            let mut start = true;
+            for t in &toks[i + 1..] {
+                match t {
+                    Token::Punct('{') => depth += 1,
+                    Token::Punct('}') if depth == 0 => break,
+                    Token::Punct('}') => depth -= 1,
+                    Token::Punct(',') if depth == 0 => start = true,
+                    Token::Ident(id) if start => {
+                        heads.push(id.clone());
+                        start = false;
                     }
-                } else {
-                    i += 1;
+                    _ => start = false,
                 }
             }
-            out.push(' ');
-        } else if c == b'r'
-            && (b.get(i + 1) == Some(&b'"') || b.get(i + 1) == Some(&b'#'))
-            && !prev_is_ident(b, i)
-        {
-            // Raw string: r"..." or r#"..."#.
-            let mut j = i + 1;
-            let mut hashes = 0;
-            while b.get(j) == Some(&b'#') {
-                hashes += 1;
-                j += 1;
-            }
-            if b.get(j) != Some(&b'"') {
-                out.push(c as char);
-                i += 1;
-                continue;
-            }
-            j += 1;
-            loop {
-                if j >= b.len() {
-                    break;
-                }
-                if b[j] == b'"' && (0..hashes).all(|k| b.get(j + 1 + k) == Some(&b'#')) {
-                    j += 1 + hashes;
-                    break;
-                }
-                j += 1;
-            }
-            out.push_str("\"\"");
-            i = j;
-        } else if c == b'"' {
-            i = past_quoted(b, i);
-            out.push_str("\"\"");
-        } else if c == b'\'' && is_char_literal(b, i) {
-            i = past_quoted(b, i);
-            out.push_str("' '");
-        } else {
-            // Copy one whole UTF-8 character.
-            let ch = text[i..].chars().next().expect("in bounds");
-            out.push(ch);
-            i += ch.len_utf8();
+            heads
         }
-    }
-    out
-}
-
-/// The index just past the literal that opens at `b[start]` with the
-/// quote `b[start]` (a string or a character), backslash escapes skipped.
-fn past_quoted(b: &[u8], start: usize) -> usize {
-    let quote = b[start];
-    let mut i = start + 1;
-    while i < b.len() && b[i] != quote {
-        if b[i] == b'\\' {
-            i += 1;
-        }
-        i += 1;
-    }
-    i + 1
-}
-
-fn prev_is_ident(b: &[u8], i: usize) -> bool {
-    i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')
-}
-
-/// A `'` that opens a character literal rather than a lifetime or label:
-/// `'x'` or an escape `'\..'`.
-fn is_char_literal(b: &[u8], i: usize) -> bool {
-    match b.get(i + 1) {
-        Some(b'\\') => true,
-        Some(_) => {
-            // 'x' (one ASCII character) or a multi-byte character.
-            let mut j = i + 1;
-            let mut n = 0;
-            while j < b.len() && b[j] != b'\'' && n < 5 {
-                j += 1;
-                n += 1;
-            }
-            b.get(j) == Some(&b'\'') && (n == 1 || (n > 1 && b[i + 1] >= 0x80))
-        }
-        None => false,
+        _ => Vec::new(),
     }
 }
 
-fn ident_at(s: &str) -> &str {
-    let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
-    &s[..end]
-}
-
-/// The top-level names a file's code reaches from the crate root.
-fn root_names(path: &str, code: &str) -> BTreeSet<String> {
+/// The top-level names a file's code reaches from the crate root:
+/// `crate::x` (also `$crate::x` and groups), and `super::` chains that
+/// climb to the root.
+fn root_names(path: &str, toks: &[Token]) -> BTreeSet<String> {
+    let depth = module_path(path).len();
     let mut names = BTreeSet::new();
-    // crate::x and $crate::x
-    for (at, _) in code.match_indices("crate::") {
-        let before = &code[..at];
-        if before.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+    for i in 0..toks.len() {
+        let Token::Ident(id) = &toks[i] else { continue };
+        if !path_sep_at(toks, i + 1) {
             continue;
         }
-        let rest = code[at + "crate::".len()..].trim_start();
-        if let Some(group) = rest.strip_prefix('{') {
-            names.extend(group_heads(group));
-        } else {
-            let id = ident_at(rest);
-            if !id.is_empty() {
-                names.insert(id.to_string());
+        if id == "crate" {
+            names.extend(heads_at(toks, i + 3));
+        } else if id == "super" && !(i >= 2 && path_sep_at(toks, i - 2)) {
+            // The first `super` of a chain: count how far it climbs.
+            let mut j = i;
+            let mut climbs = 0;
+            while toks.get(j) == Some(&Token::Ident("super".into())) && path_sep_at(toks, j + 1) {
+                climbs += 1;
+                j += 3;
             }
-        }
-    }
-    // super:: chains that climb to the root.
-    let depth = module_path(path).len();
-    let mut search = 0;
-    while let Some(off) = code[search..].find("super::") {
-        let at = search + off;
-        search = at + 1;
-        if code[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-            continue; // counted with the first `super::` of the chain
-        }
-        let mut rest = &code[at..];
-        let mut climbs = 0;
-        while let Some(r) = rest.strip_prefix("super::") {
-            climbs += 1;
-            rest = r;
-        }
-        if climbs >= depth {
-            if let Some(group) = rest.strip_prefix('{') {
-                names.extend(group_heads(group));
-            } else {
-                let id = ident_at(rest);
-                if !id.is_empty() {
-                    names.insert(id.to_string());
-                }
+            if climbs >= depth {
+                names.extend(heads_at(toks, j));
             }
         }
     }
     names
 }
 
-/// The first identifier of each item of a `{a, b::c, d::{e}}` group.
-fn group_heads(group: &str) -> Vec<String> {
-    let mut heads = Vec::new();
-    let mut depth = 0;
-    let mut start = true;
-    for (i, c) in group.char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' if depth == 0 => break,
-            '}' => depth -= 1,
-            ',' if depth == 0 => start = true,
-            c if start && (c.is_ascii_alphanumeric() || c == '_') => {
-                heads.push(ident_at(&group[i..]).to_string());
-                start = false;
-            }
-            _ => {}
-        }
-    }
-    heads
-}
-
-/// Macros exported at the crate root, by the unit that defines them.
-fn exported_macros(files: &[(String, String)]) -> BTreeMap<String, String> {
+/// Macros exported at the crate root (`#[macro_export] macro_rules! m`),
+/// by the unit that defines them.
+fn exported_macros(files: &[(String, Vec<Token>)]) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
-    for (path, code) in files {
+    for (path, toks) in files {
         let Some(unit) = unit_of(path) else { continue };
-        let mut rest = code.as_str();
-        while let Some(at) = rest.find("#[macro_export]") {
-            rest = &rest[at + 1..];
-            if let Some(m) = rest.find("macro_rules!") {
-                let name = ident_at(rest[m + "macro_rules!".len()..].trim_start());
-                if !name.is_empty() {
-                    map.insert(name.to_string(), unit.clone());
+        let mut exported = false;
+        for (i, t) in toks.iter().enumerate() {
+            match t {
+                Token::Ident(id) if id == "macro_export" => exported = true,
+                Token::Ident(id) if id == "macro_rules" && exported => {
+                    if let Some(Token::Ident(name)) = toks.get(i + 2) {
+                        map.insert(name.clone(), unit.clone());
+                    }
+                    exported = false;
                 }
+                _ => {}
             }
         }
     }
     map
+}
+
+/// The macros `toks` invokes (`name!`).
+fn macro_uses(toks: &[Token]) -> BTreeSet<String> {
+    toks.windows(2)
+        .filter_map(|w| match w {
+            [Token::Ident(name), Token::Punct('!')] => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Unit -> units it imports, each with one file that shows it.
@@ -287,19 +180,15 @@ pub type Graph = BTreeMap<String, BTreeMap<String, String>>;
 
 /// The import graph between the units of `files`.
 pub fn import_graph(files: &[SourceFile]) -> Graph {
-    let code: Vec<(String, String)> = files.iter().map(|f| (f.path.clone(), code_only(&f.text))).collect();
+    let code: Vec<(String, Vec<Token>)> = files.iter().map(|f| (f.path.clone(), tokens(&f.text))).collect();
     let units: BTreeSet<String> = files.iter().filter_map(|f| unit_of(&f.path)).collect();
     let macros = exported_macros(&code);
     let mut graph: Graph = units.iter().map(|u| (u.clone(), BTreeMap::new())).collect();
-    for (path, text) in &code {
+    for (path, toks) in &code {
         let Some(from) = unit_of(path) else { continue };
         let mut targets: BTreeSet<String> =
-            root_names(path, text).into_iter().filter_map(|n| macros.get(&n).cloned().or(Some(n))).collect();
-        for (name, unit) in &macros {
-            if text.contains(&format!("{name}!")) {
-                targets.insert(unit.clone());
-            }
-        }
+            root_names(path, toks).into_iter().map(|n| macros.get(&n).cloned().unwrap_or(n)).collect();
+        targets.extend(macro_uses(toks).iter().filter_map(|m| macros.get(m).cloned()));
         for to in targets {
             if to != from && units.contains(&to) {
                 graph
@@ -481,9 +370,14 @@ mod tests {
     }
 
     #[test]
-    fn lifetimes_are_not_char_literals() {
-        let code = code_only("fn f<'a>(x: &'a str) -> char { crate::x::y(); 'z' }");
-        assert!(code.contains("crate::x::y"), "{code}");
-        assert!(!code.contains("'z'"), "{code}");
+    fn lifetimes_chars_and_nested_groups_are_read_right() {
+        let files = tree(&[
+            ("a.rs", "fn f<'a>(x: &'a str) -> char { crate::b::y(); '{' }"),
+            ("b.rs", "use crate::{c::{d, e}, a as _};"),
+            ("c.rs", ""),
+        ]);
+        let graph = import_graph(&files);
+        assert_eq!(graph["a"].keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(graph["b"].keys().collect::<Vec<_>>(), ["a", "c"]);
     }
 }

@@ -19,6 +19,8 @@ mod kbuild;
 // The layering check of kernel/src runs as a host test (`cargo test -p xtask`).
 #[cfg(test)]
 mod layers;
+#[cfg(test)]
+mod rustsrc;
 mod setup;
 
 use cli::Command;

@@ -40,6 +40,26 @@ fn reads_back_and_takes_new_writes(
     check_pattern(space, base, 0..pages, new_tag)?
 }
 
+/// Runs `read(t)` in four tasks `t`, alternately in `parent` and `child`
+/// and spread over the CPUs, all at once; the first error wins.
+fn four_readers(
+    parent: &Arc<AddressSpace>,
+    child: &Arc<AddressSpace>,
+    name: &'static str,
+    read: impl Fn(u64) -> Result<(), String> + Clone + Send + 'static,
+) -> Result<(), String> {
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let space = if t % 2 == 0 { parent } else { child };
+        let read = read.clone();
+        tasks.push(space.spawn(Some(t as usize % sched::nr_cpus_online()), name, move || read(t))?);
+    }
+    for task in tasks {
+        task.join_or_killed()??;
+    }
+    Ok(())
+}
+
 fn need_swap() -> Result<(), String> {
     if alloc_area().is_none() {
         return Err(String::from("no swap area: attach a swap disk (xtask does unless --swap 0)"));
@@ -266,25 +286,17 @@ fn concurrent_faults_on_one_freed_thp(_: &TestEnv<'_>) -> Result<(), String> {
         let (parent, base) = filled_thps(PAGES, tag)?;
         pageout(&parent, base, PAGES * 4096)?;
         let child = parent.fork()?;
-        let mut tasks = Vec::new();
-        for t in 0..4u64 {
-            let space = if t % 2 == 0 { &parent } else { &child };
-            let cpu = t as usize % sched::nr_cpus_online();
-            tasks.push(space.spawn(Some(cpu), "thp-swapin", move || {
-                for k in 0..PAGES {
-                    let p = (k + t * 131) % PAGES;
-                    for w in [0, 255, 511] {
-                        if uaccess::read_u64(base + p * 4096 + w * 8) != word(p, w, tag) {
-                            return Err(format!("task {t}: page {p} word {w} wrong"));
-                        }
+        four_readers(&parent, &child, "thp-swapin", move |t| {
+            for k in 0..PAGES {
+                let p = (k + t * 131) % PAGES;
+                for w in [0, 255, 511] {
+                    if uaccess::read_u64(base + p * 4096 + w * 8) != word(p, w, tag) {
+                        return Err(format!("task {t}: page {p} word {w} wrong"));
                     }
                 }
-                Ok(())
-            })?);
-        }
-        for t in tasks {
-            t.join_or_killed()??;
-        }
+            }
+            Ok(())
+        })?;
         parent.check().map_err(|e| format!("round {round}: {e}"))?;
         let (head, order, _) = parent.folio_at(VirtAddr::new(base))?;
         for (who, space) in [("parent", &parent), ("child", &child)] {
@@ -373,24 +385,16 @@ fn concurrent_swapin_of_one_entry(_: &TestEnv<'_>) -> Result<(), String> {
         pageout(&parent, base, PAGES * 4096)?;
         let child = parent.fork()?;
         // Several tasks of both spaces fault the same entries at once.
-        let mut tasks = Vec::new();
-        for t in 0..4usize {
-            let space = if t % 2 == 0 { &parent } else { &child };
-            let cpu = t % sched::nr_cpus_online();
-            tasks.push(space.spawn(Some(cpu), "swapin", move || {
-                for p in (0..PAGES).rev() {
-                    for w in 0..WORDS {
-                        if uaccess::read_u64(base + p * 4096 + w * 8) != word(p, w, 8 + round) {
-                            return Err(format!("task {t}: page {p} word {w} wrong"));
-                        }
+        four_readers(&parent, &child, "swapin", move |t| {
+            for p in (0..PAGES).rev() {
+                for w in 0..WORDS {
+                    if uaccess::read_u64(base + p * 4096 + w * 8) != word(p, w, 8 + round) {
+                        return Err(format!("task {t}: page {p} word {w} wrong"));
                     }
                 }
-                Ok(())
-            })?);
-        }
-        for t in tasks {
-            t.join_or_killed()??;
-        }
+            }
+            Ok(())
+        })?;
         parent.check().map_err(|e| format!("round {round}: {e}"))?;
     }
     Ok(())
