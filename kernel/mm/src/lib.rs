@@ -22,6 +22,7 @@
 //! | [`pageout`] | `MADV_PAGEOUT`'s choice of folios; splitting the large folios a range cuts, never one reclaim holds (seed 002) |
 //! | [`lru`] | the anonymous LRU lists (active, inactive) that reclaim scans for folios to swap out |
 //! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
+//! | `testkit` | the host tests' kit (feature `sim`): simulated frames and swap, worlds of address spaces, proptest strategies, the shuttle set-up |
 //! | `sync` | the page descriptor's atomics from one place: `core`'s, or shuttle's under the `shuttle` feature (host race tests), and `Lock`, the mutex that is shuttle's there too |
 //!
 //! ## Lock order
@@ -81,6 +82,8 @@ pub mod rmap;
 pub mod space;
 pub mod swap;
 pub mod sync;
+#[cfg(feature = "sim")]
+pub mod testkit;
 pub mod thp;
 pub mod vma;
 

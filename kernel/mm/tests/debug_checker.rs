@@ -8,9 +8,6 @@
 //! (physical 0x8000_0000); table frames from `SimMemory` at 0x4000_0000, so
 //! the two never overlap.
 
-#[macro_use]
-mod common;
-
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::anon::{alloc_anon_folio, anon_handle, put_anon_folio, remove_pte_mapping};
@@ -480,7 +477,7 @@ fn a_huge_leaf_that_is_not_one_folio_is_reported<F: HardwareWalker>() {
     s.finish();
 }
 
-for_both_formats!(
+mm::for_both_formats!(
     demand_faults_make_consistent_anon_folios,
     a_corrupted_page_mapcount_is_reported,
     a_corrupted_entire_mapcount_is_reported,

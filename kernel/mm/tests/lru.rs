@@ -11,8 +11,7 @@
 //! whoever drops the last reference removes the folio from its list, then
 //! frees it. Every test ends with every frame back in the allocator.
 
-mod common;
-use common::Rng;
+use mm::testkit::rng::Rng;
 
 use mm::anon::{alloc_anon_folio, remove_pte_mapping};
 use mm::folio::Folio;

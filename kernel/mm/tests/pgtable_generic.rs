@@ -7,9 +7,6 @@
 //! behind a `SoftTlb`, which keeps stale translations until flushed. So a
 //! wrong encoding, a wrong walk or a missing flush fails here.
 
-#[macro_use]
-mod common;
-
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::pgtable::format::{MigrationKind, ENTRIES_PER_TABLE};
@@ -364,7 +361,7 @@ fn out_of_memory_is_an_error<F: HardwareWalker>() {
     table.destroy(&mem, 0..0);
 }
 
-for_both_formats!(
+mm::for_both_formats!(
     map_translate_and_unmap,
     a_missing_flush_is_visible,
     errors_leave_the_table_unchanged,

@@ -23,9 +23,7 @@
 //! [`SWITCH`] shared, the one that turns `ForgetAnonExclusive` on takes it
 //! alone.
 
-#[macro_use]
-mod common;
-use common::Rng;
+use mm::testkit::rng::Rng;
 
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
@@ -1743,7 +1741,7 @@ fn random_run<F: HardwareWalker>(seed: u64, steps: usize) {
     w.finish();
 }
 
-for_both_formats!(
+mm::for_both_formats!(
     small_pages_go_out_and_come_back,
     a_thp_goes_out_whole_and_comes_back,
     a_large_cache_folio_partly_zapped_or_shared,

@@ -3,16 +3,14 @@
 //! HAS_CACHE claims, the swap cache, and a long random run against a
 //! simple model.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::Rng;
 use mm::pgtable::format::SwapEntry;
 use mm::swap::area::{
     CacheError, ClaimError, SlotError, SwapArea, CLUSTER_SLOTS, MAX_ALLOC_ORDER, MAX_SWAP_COUNT,
 };
 use mm::swap::header::{format, parse, SwapHeader};
+use mm::testkit::rng::Rng;
 
 const TY: u8 = 3;
 

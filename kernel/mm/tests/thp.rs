@@ -21,9 +21,7 @@
 //!   TLB (keyed by root), checked together as the kernel's
 //!   `AddressSpace::check` does.
 
-#[macro_use]
-mod common;
-use common::Rng;
+use mm::testkit::rng::Rng;
 
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
@@ -1587,7 +1585,7 @@ fn split_isolated_folio_hands_the_pieces_to_reclaim<F: HardwareWalker>() {
 
 // ------------------------------------------------------------------ both formats
 
-for_both_formats!(
+mm::for_both_formats!(
     a_write_fault_maps_one_pmd_leaf,
     read_faults_map_the_huge_zero_folio_and_writes_replace_it,
     nohugepage_areas_get_no_new_huge_folios,
