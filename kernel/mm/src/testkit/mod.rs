@@ -7,6 +7,9 @@
 //! | --- | --- |
 //! | [`rng`] | [`Rng`](rng::Rng), a small seeded generator for long random runs |
 //! | [`strategies`] | proptest strategies for entries: sizes, protections, leaves, swap and migration entries |
+//! | [`bug_switch`] | tests taking turns at the global bug-replay switches: [`shared`](bug_switch::shared), [`BugOn`](bug_switch::BugOn) |
+//! | [`frames`] | [`SimFrames`](frames::SimFrames): the frame source of the tests, which is also their swap backend: a real allocator, simulated contents, on request the huge zero folio, the LRU lists and a swap area with a RAM disk |
+//! | [`world`] | [`World`](world::World): a fork family of address spaces over `SimFrames` with a simulated CPU and the system calls; [`SharedSpace`](world::SharedSpace): one space behind a lock, for race tests |
 //! | [`mmu`] | tables written by hand and walked by a format's simulated MMU; [`Machine`](mmu::Machine), one page table behind a software TLB |
 //!
 //! and the macro [`for_both_formats!`](crate::for_both_formats), which runs
@@ -14,9 +17,12 @@
 //!
 //! The kit keeps no state between tests: each test builds what it uses.
 
+pub mod bug_switch;
+pub mod frames;
 pub mod mmu;
 pub mod rng;
 pub mod strategies;
+pub mod world;
 
 /// Instantiates each generic test `fn name<F>()` for both real page-table
 /// formats, as `x86_64::name` and `aarch64::name`; attributes written
