@@ -4,21 +4,23 @@
 //! large folios as one element, the consistency check, a few threads at
 //! once, and a long run of random operations against a `VecDeque` model.
 //!
-//! The world: a real `FrameAllocator` over a leaked memmap of 8192 pages
-//! (room for a few 2 MiB folios), anonymous folios made as the fault path
-//! makes them (`alloc_anon_folio`, `alloc_anon_huge_folio`: one mapping,
-//! one reference), and the free path as the module doc describes it:
+//! The world: `mm::testkit`'s `SimFrames` with the LRU lists (a real
+//! `FrameAllocator` over a leaked memmap of 8192 pages, room for a few
+//! 2 MiB folios), anonymous folios made as the fault path makes them
+//! (`SimFrames::alloc_anon`: one mapping, one reference), and the free path
+//! as the module doc of `mm::lru` describes it:
 //! whoever drops the last reference removes the folio from its list, then
 //! frees it. Every test ends with every frame back in the allocator.
 
 use mm::testkit::rng::Rng;
 
-use mm::anon::{alloc_anon_folio, remove_pte_mapping};
+use mm::anon::remove_pte_mapping;
 use mm::folio::Folio;
-use mm::frame::{AllocKind, FrameAllocator};
+use mm::frame::AllocKind;
 use mm::lru::{LruCounts, LruList, LruLists};
-use mm::page::{Memmap, PageFlag};
-use mm::thp::{alloc_anon_huge_folio, remove_pmd_mapping, HPAGE_NR};
+use mm::page::PageFlag;
+use mm::testkit::frames::SimFrames;
+use mm::thp::{remove_pmd_mapping, HPAGE_NR};
 use mm::PhysAddr;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -27,9 +29,10 @@ const BASE_PFN: u64 = 0x80000;
 const NR_FRAMES: usize = 8192;
 const HANDLE: u64 = 0x4242;
 
-/// The allocator, the lists, and the free path.
+/// The lists over [`SimFrames`] (whose free path takes a folio off its
+/// list first), and the views and checks of these tests.
 struct World {
-    fa: &'static FrameAllocator,
+    frames: SimFrames,
     lru: &'static LruLists,
     nr_free: u64,
     next_index: Cell<u64>,
@@ -37,11 +40,8 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let memmap = Memmap::new_leaked(BASE_PFN, NR_FRAMES);
-        let fa: &'static FrameAllocator = Box::leak(Box::new(FrameAllocator::new(memmap)));
-        fa.add_free_range(BASE_PFN, BASE_PFN + NR_FRAMES as u64).unwrap();
-        let lru: &'static LruLists = Box::leak(Box::new(LruLists::new(memmap)));
-        World { fa, lru, nr_free: fa.nr_free_pages(), next_index: Cell::new(0) }
+        let frames = SimFrames::new(BASE_PFN, NR_FRAMES).with_lru();
+        World { lru: frames.lru(), nr_free: frames.nr_free(), frames, next_index: Cell::new(0) }
     }
 
     /// A new mapped anonymous folio, small or huge, not on a list; `None`
@@ -49,11 +49,7 @@ impl World {
     fn try_folio(&self, huge: bool) -> Option<Folio<'static>> {
         let index = self.next_index.get();
         self.next_index.set(index + HPAGE_NR as u64);
-        if huge {
-            alloc_anon_huge_folio(self.fa, AllocKind::Reserve, HANDLE, index, |_| {}).ok()
-        } else {
-            alloc_anon_folio(self.fa, AllocKind::Reserve, HANDLE, index, |_| {}).ok()
-        }
+        self.frames.alloc_anon(AllocKind::Reserve, huge, HANDLE, index)
     }
 
     /// A new small folio on the inactive list, as the fault path leaves it.
@@ -72,28 +68,17 @@ impl World {
     fn unmap(&self, f: Folio<'static>) {
         let pa = PhysAddr::new(f.pfn() << 12);
         if f.is_large() {
-            remove_pmd_mapping(self.fa.memmap(), pa);
+            remove_pmd_mapping(self.frames.memmap(), pa);
         } else {
-            remove_pte_mapping(self.fa.memmap(), pa);
+            remove_pte_mapping(self.frames.memmap(), pa);
         }
-    }
-
-    /// The free path: drops one reference; when it was the last, takes the
-    /// folio off its list and frees it. Returns whether it freed.
-    fn put(&self, f: Folio<'static>) -> bool {
-        if !f.put() {
-            return false;
-        }
-        self.lru.remove(f);
-        self.fa.free_folio(f);
-        true
     }
 
     /// Unmaps a folio and drops the mapping's reference, which must be the
     /// last.
     fn release(&self, f: Folio<'static>) {
         self.unmap(f);
-        assert!(self.put(f), "pfn {:#x} had other references", f.pfn());
+        assert!(self.frames.put(f), "pfn {:#x} had other references", f.pfn());
     }
 
     fn list(&self, which: LruList) -> Vec<u64> {
@@ -122,8 +107,9 @@ impl World {
     fn finish(&self) {
         self.check();
         assert_eq!(self.lru.counts(), LruCounts::default());
-        assert_eq!(self.fa.nr_free_pages(), self.nr_free, "frames leaked");
-        self.fa.check_consistency().unwrap();
+        assert_eq!(self.frames.nr_free(), self.nr_free, "frames leaked");
+        assert_eq!(self.frames.nr_data_frames(), 0);
+        self.frames.fa().check_consistency().unwrap();
     }
 }
 
@@ -181,7 +167,7 @@ fn remove_takes_a_folio_off_either_list() {
     assert_eq!(w.lru.counts(), counts(0, 1, 0, 1));
     w.check();
     // The isolation reference, then everything.
-    assert!(!w.put(f[0]));
+    assert!(!w.frames.put(f[0]));
     for x in f {
         w.release(x);
     }
@@ -208,7 +194,7 @@ fn isolate_takes_the_oldest_first_with_a_reference() {
     assert!(w.lru.isolate(100).isolated.is_empty());
     w.check();
     for x in scan.isolated.into_iter().chain(rest.isolated) {
-        assert!(!w.put(x));
+        assert!(!w.frames.put(x));
     }
     for x in f {
         w.release(x);
@@ -244,7 +230,7 @@ fn referenced_folios_get_a_second_chance_on_the_active_list() {
     assert_eq!(w.active(), vec![f[0].pfn(), f[2].pfn()]);
     w.check();
     for x in scan.isolated {
-        assert!(!w.put(x));
+        assert!(!w.frames.put(x));
     }
     for x in f {
         w.release(x);
@@ -264,7 +250,7 @@ fn nr_to_scan_counts_every_folio_looked_at() {
     assert!(w.lru.isolate(0).isolated.is_empty());
     w.check();
     for x in scan.isolated {
-        assert!(!w.put(x));
+        assert!(!w.frames.put(x));
     }
     for x in f {
         w.release(x);
@@ -291,10 +277,10 @@ fn isolate_skips_folios_being_freed() {
     w.check();
     // The free path goes on.
     assert!(w.lru.remove(f[1]));
-    w.fa.free_folio(f[1]);
+    w.frames.free(f[1]);
     w.check();
     for x in scan.isolated {
-        assert!(!w.put(x));
+        assert!(!w.frames.put(x));
         w.release(x);
     }
     w.finish();
@@ -314,7 +300,7 @@ fn putback_to_either_list_at_its_head() {
     assert!(!b.test_flag(PageFlag::Active) && b.test_flag(PageFlag::Lru));
     assert_eq!(w.lru.counts(), counts(1, 3, 1, 3));
     // Reclaim drops its references: not the last ones.
-    assert!(!w.put(a) && !w.put(b));
+    assert!(!w.frames.put(a) && !w.frames.put(b));
     w.check();
     for x in f {
         w.release(x);
@@ -332,7 +318,7 @@ fn an_isolated_folio_is_freed_without_the_lists() {
     let x = scan.isolated[0];
     w.unmap(x);
     assert!(!x.put());
-    assert!(w.put(x), "the isolation's reference was the last");
+    assert!(w.frames.put(x), "the isolation's reference was the last");
     assert_eq!(w.inactive(), vec![f[1].pfn()]);
     w.check();
     w.release(f[1]);
@@ -347,7 +333,7 @@ fn all_active(w: &World, n: usize) -> Vec<Folio<'static>> {
     let f = w.added_n(n);
     for x in w.lru.isolate(n).isolated {
         w.lru.putback(x, LruList::Active);
-        assert!(!w.put(x));
+        assert!(!w.frames.put(x));
     }
     assert_eq!(w.lru.counts(), counts(n as u64, 0, n as u64, 0));
     f
@@ -410,7 +396,7 @@ fn a_huge_folio_is_one_element_of_512_pages() {
     assert_eq!(pfns(&scan.isolated), vec![huge.pfn()]);
     assert_eq!(w.lru.counts(), counts(0, 2, 0, 2));
     w.lru.putback(huge, LruList::Active);
-    assert!(!w.put(huge));
+    assert!(!w.frames.put(huge));
     assert_eq!(w.lru.counts(), counts(1, 2, HPAGE_NR as u64, 2));
     // 2 inactive pages against 512 active: the huge folio must go.
     assert!(w.lru.inactive_is_low());
@@ -464,7 +450,7 @@ fn check_catches_flags_out_of_place() {
     huge.page(3).clear_flag(PageFlag::Lru);
     w.check();
 
-    assert!(!w.put(x));
+    assert!(!w.frames.put(x));
     w.release(huge);
     for x in f {
         w.release(x);
@@ -664,12 +650,12 @@ impl Model {
                             LruList::Inactive => self.inactive.push_front(f.pfn()),
                         }
                         self.folios.get_mut(&f.pfn()).unwrap().1 = Where::Listed;
-                        assert!(!self.w.put(f));
+                        assert!(!self.w.frames.put(f));
                     } else {
                         // Reclaimed: unmapped, both references dropped.
                         self.w.unmap(f);
                         assert!(!f.put());
-                        assert!(self.w.put(f));
+                        assert!(self.w.frames.put(f));
                         self.folios.remove(&f.pfn());
                         self.referenced.remove(&f.pfn());
                     }
@@ -715,7 +701,7 @@ impl Model {
                     assert!(lru.remove(f));
                     self.unlist(pfn);
                     self.referenced.remove(&pfn);
-                    self.w.fa.free_folio(f);
+                    self.w.frames.free(f);
                 }
             }
             87..=93 => {
@@ -764,13 +750,13 @@ impl Model {
     fn finish(mut self) {
         for (_, (f, state)) in std::mem::take(&mut self.folios) {
             if state == Where::Isolated {
-                assert!(!self.w.put(f));
+                assert!(!self.w.frames.put(f));
             }
             self.w.release(f);
         }
         for (_, f) in std::mem::take(&mut self.dying) {
             assert!(self.w.lru.remove(f));
-            self.w.fa.free_folio(f);
+            self.w.frames.free(f);
         }
         self.w.finish();
     }
