@@ -1,6 +1,8 @@
 //! The consistency checker (`mm::debug`) over both real formats: address
 //! spaces built by the real fault handler (`mm::fault::handle_fault`) with
-//! anonymous folios from a real `FrameAllocator`, tables in `SimMemory`.
+//! anonymous folios from a real `FrameAllocator`, tables in `SimMemory`
+//! (`mm::testkit`'s `World` with one space, over `SimFrames` whose memmap
+//! ends in reserved frames).
 //! A consistent space passes with the right statistics; each kind of
 //! corruption (a count, an area, a frame, an entry) is reported by name.
 //!

@@ -5,23 +5,22 @@
 //! checker (`mm::debug::check_spaces_with_swap`) after the steps, and at
 //! teardown every frame back in the allocator and every slot free.
 //!
-//! The world is the one of `tests/thp.rs` (a real `FrameAllocator` over a
-//! leaked memmap, page tables in `SimMemory`, simulated frame contents, a
-//! simulated CPU with a software TLB) plus:
-//! - one `SwapArea` of [`SWAP_PAGES`] pages made from a formatted and
-//!   parsed mkswap header;
-//! - a RAM disk behind `SwapBackend` ([`Sys`]), with switches that make the
-//!   next reads, writes or allocations fail. It checks the protocol too: a
-//!   read is only of slots that somebody claimed (HAS_CACHE) and that a
-//!   page-table entry still holds, a write only of slots in the cache;
-//! - the kernel's sequences (`kernel/src/reclaim.rs` `shrink_locked`,
-//!   `kernel/src/vm.rs` `swap_in`, `kernel/src/swap.rs` `free_entry`)
-//!   re-enacted here over the sim: [`World::shrink`], [`World::swap_in`],
-//!   [`Sys::free_swap_entry`].
+//! The world is `mm::testkit`'s `World` (a fork family over `SimFrames`:
+//! a real `FrameAllocator` over a leaked memmap, page tables in
+//! `SimMemory`, simulated frame contents, a simulated CPU with a software
+//! TLB) with a swap area of [`SWAP_PAGES`] pages made from a formatted and
+//! parsed mkswap header and `SimFrames`' RAM disk behind `SwapBackend`,
+//! whose switches make the next reads, writes or allocations fail and
+//! which checks the protocol too: a read is only of slots that somebody
+//! claimed (HAS_CACHE) and that a page-table entry still holds, a write
+//! only of slots in the cache. The kernel's sequences (`kernel/src/reclaim.rs`
+//! `shrink_locked`, `kernel/src/vm.rs` `swap_in`, `kernel/src/swap.rs`
+//! `free_entry`) are re-enacted there over the sim: `World::shrink`,
+//! `World::swap_in`, `SimFrames::free_swap_entry`.
 //!
-//! The bug-replay switch word is global to the process: every test takes
-//! [`SWITCH`] shared, the one that turns `ForgetAnonExclusive` on takes it
-//! alone.
+//! The bug-replay switch word is global to the process: every test holds
+//! `mm::testkit::bug_switch::shared`, the one that turns
+//! `ForgetAnonExclusive` on holds a `BugOn`, alone.
 
 use mm::testkit::rng::Rng;
 

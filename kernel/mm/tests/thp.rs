@@ -4,15 +4,16 @@
 //! with the consistency checker (`mm::debug::check_spaces`) after every
 //! step and every frame back in the allocator at the end.
 //!
-//! The world of these tests:
+//! The world of these tests is `mm::testkit`'s `World` over `SimFrames`
+//! with the huge zero folio ([`world`]):
 //! - data frames come from a real `FrameAllocator` over a leaked memmap of
-//!   8192 pages at PFN 0x80000 (16 MiB: several order-9 blocks); page
+//!   8192 pages at PFN 0x80000 (32 MiB: several order-9 blocks); page
 //!   tables live in `SimMemory` at 0x4000_0000, so the two never overlap;
-//! - the contents of data frames are simulated too ([`Frames::data`]):
-//!   zeroed when a folio is made, copied by `copy_page`, removed when the
-//!   folio is freed, so a read through a stale translation of a freed frame
-//!   panics, and copy on write and splits can be checked byte by byte;
-//! - user accesses go through a simulated CPU ([`World::access`]): the
+//! - the contents of data frames are simulated too: zeroed when a folio is
+//!   made, copied by `copy_page`, removed when the folio is freed, so a
+//!   read through a stale translation of a freed frame panics, and copy on
+//!   write and splits can be checked byte by byte;
+//! - user accesses go through a simulated CPU (`World::access`): the
 //!   format's hardware walker behind a software TLB, and on a fault the real
 //!   fault handler, as the trap handler would call it. Every translation
 //!   the CPU uses is compared with the tables, so a missing flush that

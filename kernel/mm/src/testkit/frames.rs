@@ -234,9 +234,12 @@ impl SimFrames {
     /// # Panics
     /// When a frame of it was never handed out (or was freed already).
     pub fn free(&self, folio: Folio<'static>) {
+        // The folio's size is read before the lock: a descriptor load is a
+        // scheduling point under shuttle.
+        let pfns = folio.pfn()..folio.pfn() + folio.nr_pages() as u64;
         {
             let mut data = locked(&self.data);
-            for pfn in folio.pfn()..folio.pfn() + folio.nr_pages() as u64 {
+            for pfn in pfns {
                 assert!(data.remove(&pfn).is_some(), "free: frame {pfn:#x} was never handed out");
             }
         }

@@ -530,7 +530,10 @@ impl<F: HardwareWalker> World<F> {
                 return reclaim_keep(&self.frames, folio, "still mapped");
             }
         }
-        reclaim_finish(&self.frames, folio)
+        match reclaim_write(&self.frames, folio) {
+            Ok(()) => reclaim_free(&self.frames, folio),
+            Err(kept) => kept,
+        }
     }
 
     /// A reclaim pass over the swap cache (what the LRU would find in the
@@ -756,25 +759,29 @@ pub fn reclaim_start(frames: &SimFrames, folio: Folio<'static>) -> Result<(), Sw
     Ok(())
 }
 
-/// The end of reclaim, once `folio` is unmapped: write it (unless no
-/// entry holds its slots any more), freeze, out of the cache, free; or kept
-/// when the write fails or somebody holds a reference.
-pub fn reclaim_finish(frames: &SimFrames, folio: Folio<'static>) -> SwapOut {
-    let nr = folio.nr_pages();
-    let area = frames.area();
-    if !slots_unused(area, &folio) {
+/// Reclaim's write of `folio` once it is unmapped (unless no entry holds
+/// its slots any more); on `Err` (the write failed) the folio was kept.
+pub fn reclaim_write(frames: &SimFrames, folio: Folio<'static>) -> Result<(), SwapOut> {
+    if !slots_unused(frames.area(), &folio) {
         let first = folio_entry(&folio).expect("in the swap cache");
         folio.set_flag(PageFlag::Writeback);
-        let written = frames.write(first, PhysAddr::new(folio.pfn() << 12), nr);
+        let written = frames.write(first, PhysAddr::new(folio.pfn() << 12), folio.nr_pages());
         folio.clear_flag(PageFlag::Writeback);
         if written.is_err() {
-            return reclaim_keep(frames, folio, "write failed");
+            return Err(reclaim_keep(frames, folio, "write failed"));
         }
     }
+    Ok(())
+}
+
+/// The end of reclaim, once `folio` is written: freeze, out of the cache,
+/// free; or kept when somebody holds a reference.
+pub fn reclaim_free(frames: &SimFrames, folio: Folio<'static>) -> SwapOut {
+    let nr = folio.nr_pages();
     if !folio.try_freeze(1 + nr as i32) {
         return reclaim_keep(frames, folio, "in use");
     }
-    let _ = delete_from_swap_cache(area, &folio);
+    let _ = delete_from_swap_cache(frames.area(), &folio);
     folio.clear_flag(PageFlag::Dirty);
     folio.unlock();
     frames.free(folio);
@@ -873,10 +880,11 @@ impl<F: HardwareWalker> SharedSpace<F> {
             area.check().unwrap();
         }
         assert_eq!(self.frames.nr_free(), self.free_at_start, "frames leaked");
+        assert_eq!(self.frames.nr_data_frames(), 0, "data frames still handed out");
         self.frames.fa().check_consistency().unwrap();
     }
 
-    /// Free pages now, against the start.
+    /// Pages allocated since the space was made and not freed.
     pub fn nr_taken(&self) -> u64 {
         self.free_at_start - self.frames.nr_free()
     }
