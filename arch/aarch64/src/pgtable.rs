@@ -592,69 +592,14 @@ mod tests {
     //! dirty, UXN/PXN, the two halves). The rules every format keeps are
     //! tested once for both formats, in
     //! `kernel/mm/tests/formats_conformance.rs`.
-    extern crate std;
-
     use super::*;
-    use mm::pgtable::format::MigrationKind;
     use mm::pgtable::sim::{HwAccess, HwFault, Translation};
     use mm::pgtable::TableMemory;
-    use mm::testkit::mmu::{install, memory, page, slot_of, walk, USER_RW, VA};
-    use mm::testkit::strategies::{decoded_leaf, leaf, migration, nonpresent, table_level};
+    use mm::testkit::mmu::{install, memory, page, slot_of, walk, FRAME, USER_RW, VA};
+    use mm::testkit::strategies::{decoded_leaf, leaf, migration, nonpresent, swap_fields, table_level};
     use proptest::prelude::*;
 
     type F = Aarch64Format;
-
-    const FRAME: u64 = 0x7654_3000;
-
-    // ---- invalid descriptors ----
-
-    proptest! {
-        /// The diagram of the module doc: valid and table/page clear, the
-        /// type and the offset as they are, the exclusive bit at bit 2, the
-        /// unused bits and the present-invalid marker zero.
-        #[test]
-        fn nonpresent_bits_follow_the_diagram(entry in nonpresent()) {
-            let raw = F::make_nonpresent(&entry);
-            prop_assert_eq!(raw & (VALID | TABLE_OR_PAGE), 0);
-            prop_assert_eq!(raw & (SWP_UFFD_WP | SWP_PRESENT_INVALID | SWP_UNUSED_LOW | SWP_UNUSED_HIGH), 0);
-            let (ty, offset, exclusive) = match entry {
-                NonPresent::Swap { entry, exclusive } => (entry.ty(), entry.offset(), exclusive),
-                NonPresent::Migration(m) => (m.kind.swap_type(), m.to_offset(), false),
-            };
-            prop_assert_eq!((raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT, offset);
-            prop_assert_eq!((raw & SWP_TYPE) >> SWP_TYPE_SHIFT, ty as u64);
-            prop_assert_eq!(raw & SWP_EXCLUSIVE != 0, exclusive);
-        }
-
-        /// Seed 001: a migration PMD holds the PFN in the very bits a block
-        /// keeps its address in; only the valid bit tells them apart.
-        #[test]
-        fn a_migration_pmd_holds_its_frame_in_the_block_address_bits(m in migration(), frame_2m in 0..1u64 << 27) {
-            let frame = frame_2m << 21;
-            let raw = F::make_nonpresent(&NonPresent::Migration(MigrationEntry { pfn: frame >> 12, ..m }));
-            prop_assert_eq!(raw & ADDR_2M, frame);
-        }
-    }
-
-    #[test]
-    fn unknown_invalid_descriptors_are_bad() {
-        let swap =
-            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(3, 7).unwrap(), exclusive: false });
-        for bit in [SWP_UFFD_WP, 1 << 4, 1 << 5, SWP_PRESENT_INVALID, 1 << 62, 1 << 63] {
-            assert_eq!(F::decode(swap | bit, Level::Pte), Decoded::Bad(swap | bit), "bit {bit:#x}");
-        }
-        for ty in [23u64, 27, 28, 29, 30, 31] {
-            let raw = ty << SWP_TYPE_SHIFT | 1 << SWP_OFFSET_SHIFT;
-            assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "type {ty}");
-        }
-        // Swap offset 0 (the header) is no slot; nor is the bare marker bit.
-        let raw = 5 << SWP_TYPE_SHIFT;
-        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
-        assert_eq!(F::decode(SWP_PRESENT_INVALID, Level::Pmd), Decoded::Bad(SWP_PRESENT_INVALID));
-        let m = MigrationEntry { kind: MigrationKind::Read, pfn: 9, young: false, dirty: false };
-        let raw = F::make_nonpresent(&NonPresent::Migration(m)) | SWP_EXCLUSIVE;
-        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
-    }
 
     // ---- valid descriptors ----
 
@@ -759,25 +704,56 @@ mod tests {
         }
     }
 
+    // ---- invalid descriptors ----
+
+    proptest! {
+        /// The diagram of the module doc: valid and table/page clear, the
+        /// type and the offset as they are, the exclusive bit at bit 2, the
+        /// unused bits and the present-invalid marker zero.
+        #[test]
+        fn nonpresent_bits_follow_the_diagram(entry in nonpresent()) {
+            let raw = F::make_nonpresent(&entry);
+            prop_assert_eq!(raw & (VALID | TABLE_OR_PAGE), 0);
+            prop_assert_eq!(raw & (SWP_UFFD_WP | SWP_PRESENT_INVALID | SWP_UNUSED_LOW | SWP_UNUSED_HIGH), 0);
+            let (ty, offset, exclusive) = swap_fields(entry);
+            prop_assert_eq!((raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT, offset);
+            prop_assert_eq!((raw & SWP_TYPE) >> SWP_TYPE_SHIFT, ty as u64);
+            prop_assert_eq!(raw & SWP_EXCLUSIVE != 0, exclusive);
+        }
+
+        /// Seed 001: a migration PMD holds the PFN in the very bits a block
+        /// keeps its address in; only the valid bit tells them apart.
+        #[test]
+        fn a_migration_pmd_holds_its_frame_in_the_block_address_bits(m in migration(), frame_2m in 0..1u64 << 27) {
+            let m = MigrationEntry { pfn: frame_2m << 9, ..m };
+            prop_assert_eq!(F::make_nonpresent(&NonPresent::Migration(m)) & ADDR_2M, frame_2m << 21);
+        }
+    }
+
+    #[test]
+    fn unknown_invalid_descriptors_are_bad() {
+        let swap =
+            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(3, 7).unwrap(), exclusive: false });
+        for bit in [SWP_UFFD_WP, 1 << 4, 1 << 5, SWP_PRESENT_INVALID, 1 << 62, 1 << 63] {
+            assert_eq!(F::decode(swap | bit, Level::Pte), Decoded::Bad(swap | bit), "bit {bit:#x}");
+        }
+        for ty in [23u64, 27, 28, 29, 30, 31] {
+            let raw = ty << SWP_TYPE_SHIFT | 1 << SWP_OFFSET_SHIFT;
+            assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "type {ty}");
+        }
+        // Swap offset 0 (the header) is no slot; nor is the bare marker bit.
+        let raw = 5 << SWP_TYPE_SHIFT;
+        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
+        assert_eq!(F::decode(SWP_PRESENT_INVALID, Level::Pmd), Decoded::Bad(SWP_PRESENT_INVALID));
+    }
+
     #[test]
     fn descriptor_types_depend_on_the_level() {
-        let leaf = Leaf {
-            frame: PhysAddr::new(0x4000_0000),
-            size: PageSize::Size1G,
-            prot: Prot::READ_WRITE,
-            dirty: false,
-            young: true,
-        };
-        let block = F::make_leaf(&leaf);
-        assert_eq!(block & 0b11, 0b01);
-        assert_eq!(F::decode(block, Level::Pud), Decoded::Leaf(leaf));
-        assert_eq!(F::decode(block, Level::Pmd), Decoded::Leaf(Leaf { size: PageSize::Size2M, ..leaf }));
-        assert_eq!(F::decode(block, Level::Pte), Decoded::Bad(block), "0b01 at level 3 is reserved");
-        assert_eq!(
-            F::decode(block, Level::Pgd),
-            Decoded::Bad(block),
-            "no level-0 blocks with 4 KiB granules"
-        );
+        // 0b01: a block at levels 1 and 2, reserved at level 3 and (with
+        // 4 KiB granules) at level 0 (`formats_conformance`'s
+        // `a_huge_leaf_decodes_by_its_level`); 0b11: a page at level 3.
+        let leaf = Leaf { size: PageSize::Size1G, ..page(0x4000_0000, Prot::READ_WRITE, false, true) };
+        assert_eq!(F::make_leaf(&leaf) & 0b11, 0b01);
         let page = F::make_leaf(&Leaf { size: PageSize::Size4K, ..leaf });
         assert_eq!(page & 0b11, 0b11);
         // A misaligned block, other memory types and shareability, the bits we never set.

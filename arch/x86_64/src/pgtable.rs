@@ -621,19 +621,15 @@ mod tests {
     //! reserved bits, rights over the whole walk, canonical addresses).
     //! The rules every format keeps are tested once for both formats, in
     //! `kernel/mm/tests/formats_conformance.rs`.
-    extern crate std;
-
     use super::*;
-    use mm::pgtable::format::{MigrationKind, MAX_SWAP_OFFSET};
+    use mm::pgtable::format::MAX_SWAP_OFFSET;
     use mm::pgtable::sim::{HwAccess, HwFault};
     use mm::pgtable::TableMemory;
-    use mm::testkit::mmu::{install, memory, page, slot_of, walk, USER_RW, VA};
-    use mm::testkit::strategies::{decoded_leaf, leaf, migration, nonpresent, table_level};
+    use mm::testkit::mmu::{install, memory, page, slot_of, walk, FRAME, USER_RW, VA};
+    use mm::testkit::strategies::{decoded_leaf, leaf, migration, nonpresent, swap_fields, table_level};
     use proptest::prelude::*;
 
     type F = X86Format;
-
-    const FRAME: u64 = 0x7654_3000;
 
     // ---- non-present entries ----
 
@@ -645,10 +641,7 @@ mod tests {
         fn nonpresent_bits_follow_the_diagram(entry in nonpresent()) {
             let raw = F::make_nonpresent(&entry);
             prop_assert_eq!(raw & P, 0);
-            let (ty, offset, exclusive) = match entry {
-                NonPresent::Swap { entry, exclusive } => (entry.ty(), entry.offset(), exclusive),
-                NonPresent::Migration(m) => (m.kind.swap_type(), m.to_offset(), false),
-            };
+            let (ty, offset, exclusive) = swap_fields(entry);
             prop_assert_eq!(raw >> SWP_TYPE_SHIFT, ty as u64);
             prop_assert_eq!((raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT, !offset & ((1 << SWAP_OFFSET_BITS) - 1));
             prop_assert_eq!(raw & SWP_EXCLUSIVE != 0, exclusive);
@@ -673,9 +666,9 @@ mod tests {
     }
 
     #[test]
-    fn none_ignores_accessed_and_dirty() {
+    fn none_is_zero_and_ignores_accessed_and_dirty() {
         for level in Level::TOP_DOWN {
-            for raw in [A, D, A | D] {
+            for raw in [0, A, D, A | D] {
                 assert_eq!(F::decode(raw, level), Decoded::None, "{raw:#x} at {level:?}");
                 assert!(F::is_none(raw, level));
             }
@@ -696,10 +689,6 @@ mod tests {
         }
         // Swap offset 0 (the header) is no slot: its inverted field is all ones.
         let raw = 5 << SWP_TYPE_SHIFT | SWP_OFFSET;
-        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
-        // A migration entry has no exclusive bit.
-        let m = MigrationEntry { kind: MigrationKind::Read, pfn: 9, young: false, dirty: false };
-        let raw = F::make_nonpresent(&NonPresent::Migration(m)) | SWP_EXCLUSIVE;
         assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
     }
 
@@ -764,31 +753,19 @@ mod tests {
         }
     }
 
+    /// Bit 7 is PS one level up and PAT in a PTE (the level rules are
+    /// `formats_conformance`'s `a_huge_leaf_decodes_by_its_level`): the
+    /// bits between PAT and a huge frame are reserved, and the cache-type
+    /// bits are never written.
     #[test]
-    fn leaf_decoding_depends_on_the_level() {
-        let leaf = Leaf {
-            frame: PhysAddr::new(0x4000_0000),
-            size: PageSize::Size1G,
-            prot: Prot::READ_WRITE,
-            dirty: false,
-            young: true,
-        };
-        let raw = F::make_leaf(&leaf);
-        assert_eq!(F::decode(raw, Level::Pud), Decoded::Leaf(leaf));
-        assert_eq!(
-            F::decode(raw, Level::Pmd),
-            Decoded::Leaf(Leaf { size: PageSize::Size2M, ..leaf }),
-            "PS means 2 MiB one level down"
-        );
-        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "bit 7 is PAT in a PTE");
-        assert_eq!(F::decode(raw, Level::Pgd), Decoded::Bad(raw), "PS is reserved in a PML4E");
-        // A misaligned huge frame: reserved bits.
-        let raw =
-            F::make_leaf(&Leaf { size: PageSize::Size2M, frame: PhysAddr::new(0x20_0000), ..leaf }) | 1 << 13;
-        assert_eq!(F::decode(raw, Level::Pmd), Decoded::Bad(raw));
-        // Cache-type bits we never write.
-        let raw = F::make_leaf(&Leaf { size: PageSize::Size4K, ..leaf }) | PCD;
-        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
+    fn reserved_and_cache_type_bits_are_bad() {
+        let leaf = page(0x20_0000, Prot::READ_WRITE, false, true);
+        let raw = F::make_leaf(&Leaf { size: PageSize::Size2M, ..leaf }) | 1 << 13;
+        assert_eq!(F::decode(raw, Level::Pmd), Decoded::Bad(raw), "a misaligned huge frame");
+        for bit in [PTE_PAT, PWT, PCD] {
+            let raw = F::make_leaf(&leaf) | bit;
+            assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "{bit:#x}");
+        }
     }
 
     // ---- the walker ----

@@ -25,7 +25,7 @@ use mm::pgtable::{
     Decoded, Flush, Leaf, Level, MigrationEntry, NonPresent, PageSize, PageTableFormat, Prot, SwapEntry,
     TableMemory, TlbHooks,
 };
-use mm::testkit::mmu::{install, memory, page, slot_of, walk, USER_RW, VA};
+use mm::testkit::mmu::{install, memory, page, slot_of, walk, FRAME, USER_RW, VA};
 use mm::testkit::strategies::{decoded_leaf, leaf, migration, nonpresent, swap_entry, table_level};
 use mm::{PhysAddr, VirtAddr};
 use proptest::prelude::*;
@@ -228,6 +228,19 @@ fn make_leaf_refuses_a_misaligned_frame<F: Format>() {
     });
 }
 
+/// A 1 GiB leaf's bits mean a 2 MiB leaf one level down, and nothing a
+/// PTE or a PGD entry may hold.
+fn a_huge_leaf_decodes_by_its_level<F: Format>() {
+    proptest!(|(leaf in leaf(F::PHYS_ADDR_BITS))| {
+        let giant = Leaf { size: PageSize::Size1G, frame: PhysAddr::new(leaf.frame.as_u64() & !0x3fff_ffff), ..leaf };
+        let raw = F::make_leaf(&giant);
+        prop_assert_eq!(F::decode(raw, Level::Pud), Decoded::Leaf(giant));
+        prop_assert_eq!(F::decode(raw, Level::Pmd), Decoded::Leaf(Leaf { size: PageSize::Size2M, ..giant }));
+        prop_assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
+        prop_assert_eq!(F::decode(raw, Level::Pgd), Decoded::Bad(raw));
+    });
+}
+
 fn table_round_trips<F: Format>() {
     proptest!(|(frame in 0..1u64 << (F::PHYS_ADDR_BITS - 12), level in table_level())| {
         let next = PhysAddr::new(frame << 12);
@@ -292,7 +305,6 @@ fn mkold_then_mkyoung<F: Format>() {
 
 const PTE_PERMISSION: Result<mm::pgtable::sim::Translation, HwFault> =
     Err(HwFault::Permission { level: Level::Pte });
-const FRAME: u64 = 0x7654_3000;
 
 fn a_missing_entry_faults_at_its_level<F: Format>() {
     let (mem, root) = memory();
@@ -458,6 +470,7 @@ mm::for_both_formats!(
     decoding_a_flipped_leaf_is_stable,
     #[should_panic(expected = "not aligned")]
     make_leaf_refuses_a_misaligned_frame,
+    a_huge_leaf_decodes_by_its_level,
     table_round_trips,
     mkdirty_then_mkclean_is_clean,
     wrprotect_keeps_dirty,

@@ -103,6 +103,19 @@ impl World {
         self.lru.check().unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Drops reclaim's reference on each of `isolated`, releases each of
+    /// `folios` (whose mapping holds the last reference), then
+    /// [`World::finish`].
+    fn release_all(&self, isolated: &[Folio<'static>], folios: &[Folio<'static>]) {
+        for &x in isolated {
+            assert!(!self.frames.put(x), "pfn {:#x}: reclaim's reference was the last", x.pfn());
+        }
+        for &x in folios {
+            self.release(x);
+        }
+        self.finish();
+    }
+
     /// Every folio gone: empty lists, every frame back.
     fn finish(&self) {
         self.check();
@@ -139,10 +152,7 @@ fn new_folios_go_on_the_inactive_head() {
     }
     assert_eq!(w.lru.list_of(BASE_PFN + NR_FRAMES as u64), None);
     w.check();
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]
@@ -168,10 +178,7 @@ fn remove_takes_a_folio_off_either_list() {
     w.check();
     // The isolation reference, then everything.
     assert!(!w.frames.put(f[0]));
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]
@@ -196,10 +203,7 @@ fn isolate_takes_the_oldest_first_with_a_reference() {
     for x in scan.isolated.into_iter().chain(rest.isolated) {
         assert!(!w.frames.put(x));
     }
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]
@@ -229,13 +233,7 @@ fn referenced_folios_get_a_second_chance_on_the_active_list() {
     assert!(again.isolated.is_empty() && again.nr_rotated == 1);
     assert_eq!(w.active(), vec![f[0].pfn(), f[2].pfn()]);
     w.check();
-    for x in scan.isolated {
-        assert!(!w.frames.put(x));
-    }
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&scan.isolated, &f);
 }
 
 #[test]
@@ -249,13 +247,7 @@ fn nr_to_scan_counts_every_folio_looked_at() {
     assert_eq!(w.inactive(), vec![f[4].pfn(), f[3].pfn()]);
     assert!(w.lru.isolate(0).isolated.is_empty());
     w.check();
-    for x in scan.isolated {
-        assert!(!w.frames.put(x));
-    }
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&scan.isolated, &f);
 }
 
 /// The window between a folio's last put and its removal: the scan must
@@ -302,10 +294,7 @@ fn putback_to_either_list_at_its_head() {
     // Reclaim drops its references: not the last ones.
     assert!(!w.frames.put(a) && !w.frames.put(b));
     w.check();
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 /// Reclaim decided to swap the folio out: it unmaps it and drops both
@@ -355,10 +344,7 @@ fn shrink_active_moves_the_active_tail_to_the_inactive_head() {
     assert_eq!(w.lru.shrink_active(100), 0);
     assert_eq!(w.lru.counts(), counts(0, 4, 0, 4));
     w.check();
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]
@@ -373,10 +359,7 @@ fn balance_keeps_the_inactive_list_as_large_as_the_active_one() {
     assert_eq!(w.lru.balance(100), 0, "already balanced");
     assert_eq!(w.inactive(), vec![f[2].pfn(), f[1].pfn(), f[0].pfn()], "oldest active first");
     w.check();
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]
@@ -405,10 +388,7 @@ fn a_huge_folio_is_one_element_of_512_pages() {
     w.check();
     w.release(huge);
     assert_eq!(w.lru.counts(), counts(0, 2, 0, 2));
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 // ------------------------------------------------------------- the check
@@ -452,10 +432,7 @@ fn check_catches_flags_out_of_place() {
 
     assert!(!w.frames.put(x));
     w.release(huge);
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub const ROOT_BASE: u64 = 0x10_0000;
 /// The address the walker tests map: in the lower half, with a byte offset
 /// (`0xabc`) in its page and a different index at every level.
 pub const VA: u64 = 0x0000_1234_5678_9abc;
+/// The frame the walker tests map (any number will do: nothing reads it).
+pub const FRAME: u64 = 0x7654_3000;
 /// A user page that may be read and written, not executed.
 pub const USER_RW: Prot = Prot { writable: true, user: true, executable: false, global: false };
 

@@ -61,6 +61,16 @@ pub fn nonpresent() -> impl Strategy<Value = NonPresent> {
     ]
 }
 
+/// The type number, the offset field and the exclusive bit that encode a
+/// swap or migration entry on every format (a migration entry's kind is
+/// its type, its PFN, young and dirty its offset; it has no exclusive bit).
+pub fn swap_fields(entry: NonPresent) -> (u8, u64, bool) {
+    match entry {
+        NonPresent::Swap { entry, exclusive } => (entry.ty(), entry.offset(), exclusive),
+        NonPresent::Migration(m) => (m.kind.swap_type(), m.to_offset(), false),
+    }
+}
+
 /// A level that may hold a table entry.
 pub fn table_level() -> impl Strategy<Value = Level> {
     prop_oneof![Just(Level::Pmd), Just(Level::Pud), Just(Level::Pgd)]
