@@ -59,6 +59,29 @@ fn small_stats(n: u64) -> Stats {
     Stats { nr_pages_mapped: n, nr_folios: n, nr_pte_leaves: n, ..Stats::default() }
 }
 
+/// A world whose space 0 maps `n` pages at [`AREA`], each written whole
+/// (version 1).
+fn written<F: HardwareWalker>(n: u64) -> World<F> {
+    let mut w = world::<F>();
+    w.mmap(0, AREA, n * PAGE, RW);
+    for p in pages(AREA, n) {
+        w.write_page(0, p, 1);
+    }
+    w
+}
+
+/// A world whose space 0 maps `n` pages at [`AREA`], each written whole
+/// (version 1), swapped out and freed in turn.
+fn swapped_out<F: HardwareWalker>(n: u64) -> World<F> {
+    let mut w = world::<F>();
+    w.mmap(0, AREA, n * PAGE, RW);
+    for p in pages(AREA, n) {
+        w.write_page(0, p, 1);
+        assert_eq!(w.swap_out(0, p), SwapOut::Freed(1));
+    }
+    w
+}
+
 fn swapped_in(pages: usize, exclusive: bool, writable: bool) -> Ev {
     Ev::SwapIn(Ok(SwapInOutcome::Mapped { pages, exclusive, writable }))
 }
@@ -76,11 +99,7 @@ fn copied(events: &[Ev]) -> bool {
 fn small_pages_go_out_and_come_back<F: HardwareWalker>() {
     let _shared = shared();
     const N: u64 = 16;
-    let mut w = world::<F>();
-    w.mmap(0, AREA, N * PAGE, RW);
-    for p in pages(AREA, N) {
-        w.write_page(0, p, 1);
-    }
+    let mut w = written::<F>(N);
     assert_eq!(w.stats(0), small_stats(N));
     let free = w.nr_free();
     for p in pages(AREA, N) {
@@ -441,12 +460,7 @@ fn even(p: u64) -> bool {
 fn fork_after_swap_out_shares_the_entries<F: HardwareWalker>() {
     let _shared = shared();
     const N: u64 = 8;
-    let mut w = world::<F>();
-    w.mmap(0, AREA, N * PAGE, RW);
-    for p in pages(AREA, N) {
-        w.write_page(0, p, 1);
-        assert_eq!(w.swap_out(0, p), SwapOut::Freed(1));
-    }
+    let mut w = swapped_out::<F>(N);
     let c = w.fork(0);
     let st = w.check();
     assert_eq!((st[0].nr_swap_entries, st[c].nr_swap_entries), (N, N));
@@ -576,12 +590,7 @@ fn seed_004_exclusive_bit_survives_swap<F: HardwareWalker>() {
 
 fn swap_in_rechecks_the_entry_before_mapping<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = world::<F>();
-    w.mmap(0, AREA, 4 * PAGE, RW);
-    for p in pages(AREA, 4) {
-        w.write_page(0, p, 1);
-        assert_eq!(w.swap_out(0, p), SwapOut::Freed(1));
-    }
+    let w = swapped_out::<F>(4);
     let free = w.nr_free();
 
     // (a) The range is zapped between the halves.
@@ -642,12 +651,7 @@ fn swap_in_rechecks_the_entry_before_mapping<F: HardwareWalker>() {
 
 fn a_stale_entry_is_refused_without_a_read<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = world::<F>();
-    w.mmap(0, AREA, 2 * PAGE, RW);
-    for p in pages(AREA, 2) {
-        w.write_page(0, p, 1);
-        assert_eq!(w.swap_out(0, p), SwapOut::Freed(1));
-    }
+    let w = swapped_out::<F>(2);
     // Swapped in: the slot's count is 0, the entry that faulted is stale.
     let (e, _) = w.swap_pte(0, AREA).unwrap();
     w.expect_page(0, AREA, 1);
@@ -668,11 +672,7 @@ fn a_stale_entry_is_refused_without_a_read<F: HardwareWalker>() {
 
 fn io_errors_lose_no_data<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = world::<F>();
-    w.mmap(0, AREA, 4 * PAGE, RW);
-    for p in pages(AREA, 4) {
-        w.write_page(0, p, 1);
-    }
+    let w = written::<F>(4);
     // A failed write: the folio stays, unmapped, in the cache.
     let free = w.nr_free();
     let f = w.folio_at(0, AREA);
@@ -735,11 +735,7 @@ fn io_errors_lose_no_data<F: HardwareWalker>() {
 /// held, and the slots are freed when nobody holds them.
 fn a_large_cache_folio_partly_zapped_or_shared<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = world::<F>();
-    w.mmap(0, AREA, HP, RW);
-    for p in pages(AREA, HPAGE_NR as u64) {
-        w.write_page(0, p, 1);
-    }
+    let mut w = written::<F>(HPAGE_NR as u64);
     let f = w.folio_at(0, AREA);
     f.get();
     assert_eq!(w.swap_out(0, AREA), SwapOut::Kept("in use"));

@@ -94,6 +94,16 @@ fn nr_pmd_leaves<F: HardwareWalker>(w: &World<F>, s: usize) -> u64 {
     n
 }
 
+/// A world whose space 0 maps `nr_blocks` 2 MiB blocks at [`AREA`],
+/// filled with `seed` (write faults: one THP each); and the first THP.
+fn filled<F: HardwareWalker>(nr_blocks: u64, seed: u8) -> (World<F>, Folio<'static>) {
+    let mut w = world::<F>();
+    w.mmap(0, AREA, nr_blocks * HP, RW);
+    w.fill(0, AREA, nr_blocks * HP, seed);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    (w, f)
+}
+
 /// The PMD-mapped THP a write fault made at `block`, with its checks.
 fn assert_fresh_thp<F: HardwareWalker>(w: &World<F>, s: usize, block: u64) -> Folio<'static> {
     let (level, leaf) = w.leaf(s, block);
@@ -217,10 +227,7 @@ fn nohugepage_areas_get_no_new_huge_folios<F: HardwareWalker>() {
 // ------------------------------------------------------------------ 3
 
 fn partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part<F: HardwareWalker>() {
-    let mut w = world::<F>();
-    w.mmap(0, AREA, 2 * HP, RW);
-    w.fill(0, AREA, 2 * HP, 1);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(2, 1);
     assert_fresh_thp(&w, 0, AREA + HP);
     let free = w.nr_free();
     // 16 pages out of the middle of block 0.
@@ -276,10 +283,7 @@ fn partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part<F: HardwareWa
 
 fn partial_munmap_of_a_thp_shared_with_a_child_keeps_the_folio<F: HardwareWalker>() {
     for child_first in [false, true] {
-        let mut w = world::<F>();
-        w.mmap(0, AREA, HP, RW);
-        w.fill(0, AREA, HP, 2);
-        let f = assert_fresh_thp(&w, 0, AREA);
+        let (mut w, f) = filled::<F>(1, 2);
         let c = w.fork(0);
         w.check();
         let free = w.nr_free();
@@ -328,10 +332,7 @@ fn partial_munmap_of_a_thp_shared_with_a_child_keeps_the_folio<F: HardwareWalker
 // ------------------------------------------------------------------ 4
 
 fn mprotect_of_part_of_a_thp_splits_it_and_never_grants_write<F: HardwareWalker>() {
-    let mut w = world::<F>();
-    w.mmap(0, AREA, 2 * HP, RW);
-    w.fill(0, AREA, 2 * HP, 4);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(2, 4);
     let free = w.nr_free();
     let (part, nr_part) = (AREA + 64 * PAGE, 32u64);
     let in_part = |p: u64| (part..part + nr_part * PAGE).contains(&p);
@@ -402,10 +403,7 @@ fn mprotect_of_part_of_a_thp_splits_it_and_never_grants_write<F: HardwareWalker>
 // ------------------------------------------------------------------ 5
 
 fn fork_shares_a_pmd_thp_and_a_write_splits_and_copies<F: HardwareWalker>() {
-    let mut w = world::<F>();
-    w.mmap(0, AREA, HP, RW);
-    w.fill(0, AREA, HP, 5);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(1, 5);
     let c = w.fork(0);
     for s in [0, c] {
         let (level, leaf) = w.leaf(s, AREA);
@@ -463,10 +461,7 @@ fn fork_shares_a_pmd_thp_and_a_write_splits_and_copies<F: HardwareWalker>() {
 
 fn a_write_after_the_other_side_unmapped_reuses_the_pmd<F: HardwareWalker>() {
     for (writer, dropper) in [(0, 1), (1, 0)] {
-        let mut w = world::<F>();
-        w.mmap(0, AREA, 2 * HP, RW);
-        w.fill(0, AREA, 2 * HP, 6);
-        let f = assert_fresh_thp(&w, 0, AREA);
+        let (mut w, f) = filled::<F>(2, 6);
         let c = w.fork(0);
         assert_eq!(c, 1);
         // The other side unmaps the block (munmap of exactly the block).
@@ -497,10 +492,7 @@ fn a_write_after_the_other_side_unmapped_reuses_the_pmd<F: HardwareWalker>() {
 // ------------------------------------------------------------------ 6
 
 fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
-    let mut w = world::<F>();
-    w.mmap(0, AREA, HP, RW);
-    w.fill(0, AREA, HP, 7);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(1, 7);
     f.pin();
     assert_eq!((f.refcount(), f.pincount()), (2, 1));
     w.check();
@@ -538,10 +530,7 @@ fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
 }
 
 fn a_pinned_thp_is_copied_in_small_pages_when_no_2mib_block_is_free<F: HardwareWalker>() {
-    let mut w = world::<F>();
-    w.mmap(0, AREA, HP, RW);
-    w.fill(0, AREA, HP, 10);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(1, 10);
     f.pin();
     w.fragment();
     let free = w.nr_free();
@@ -572,10 +561,7 @@ fn a_pinned_thp_is_copied_in_small_pages_when_no_2mib_block_is_free<F: HardwareW
 }
 
 fn a_pinned_pte_mapped_thp_is_copied_page_by_page<F: HardwareWalker>() {
-    let mut w = world::<F>();
-    w.mmap(0, AREA, HP, RW);
-    w.fill(0, AREA, HP, 8);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(1, 8);
     w.mprotect(0, AREA, PAGE, VmaProt::READ); // splits the PMD
     assert_eq!(f.entire_mapcount(), 0);
     f.pin();
@@ -603,10 +589,7 @@ fn a_pinned_pte_mapped_thp_is_copied_page_by_page<F: HardwareWalker>() {
 // ------------------------------------------------------------------ 7
 
 fn try_split_folio_refuses_and_changes_nothing<F: HardwareWalker>() {
-    let mut w = world::<F>();
-    w.mmap(0, AREA, 2 * HP, RW);
-    w.fill(0, AREA, 2 * HP, 9);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(2, 9);
     let pmd_mapped = assert_fresh_thp(&w, 0, AREA + HP);
     let split = |w: &World<F>, folio: Folio<'static>| {
         let sp = w.sp(0);
@@ -1092,10 +1075,7 @@ fn pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside<F: HardwareWal
 /// mapped pieces come back with a reference each; a folio shared with a
 /// child or referenced by someone else is refused and stays whole.
 fn split_isolated_folio_hands_the_pieces_to_reclaim<F: HardwareWalker>() {
-    let mut w = world::<F>();
-    w.mmap(0, AREA, 2 * HP, RW);
-    w.fill(0, AREA, 2 * HP, 7);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(2, 7);
     let split = |w: &World<F>, f: Folio<'static>| {
         let sp = w.sp(0);
         split_isolated_folio(&sp.table, &w.mem, &w.tlb, w.memmap(), f, &mut |g| w.frames.free(g))
