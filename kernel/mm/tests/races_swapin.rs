@@ -213,6 +213,15 @@ impl World {
         }
     }
 
+    /// The folio at `pfn`, taken for reclaim: the reference reclaim
+    /// isolates it with, then the folio lock and swap slots.
+    fn isolate_for_reclaim(&self, pfn: u64) -> Folio<'static> {
+        let folio = folio_of(self.memmap(), pfn).unwrap();
+        folio.get();
+        assert!(self.reclaim_start(folio));
+        folio
+    }
+
     /// Then: unmap under the space's lock, flush, drop the mappings'
     /// references, write.
     fn reclaim_unmap_and_write(&self, folio: Folio<'static>) {
@@ -286,9 +295,7 @@ fn two_faults_on_one_entry() {
     let w = World::new();
     const MAGIC: Words = [0x1111, 0x2222];
     let pfn = w.populate(MAGIC);
-    let folio = folio_of(w.memmap(), pfn).unwrap();
-    folio.get(); // reclaim's isolation reference
-    assert!(w.reclaim_start(folio));
+    let folio = w.isolate_for_reclaim(pfn);
     w.reclaim_unmap_and_write(folio);
     let Decoded::NonPresent(NonPresent::Swap { entry, exclusive: true }) = w.entry() else {
         panic!("not swapped out: {:?}", w.entry())
@@ -345,9 +352,7 @@ fn exclusive_hand_off() {
             .unwrap()
     });
     assert_eq!(held.pfn(), pfn);
-    let folio = folio_of(w.memmap(), pfn).unwrap();
-    folio.get(); // reclaim's isolation reference
-    assert!(w.reclaim_start(folio));
+    let folio = w.isolate_for_reclaim(pfn);
     let reclaim = thread::spawn(move || {
         w.reclaim_unmap_and_write(folio);
         w.reclaim_finish(folio)
@@ -413,9 +418,7 @@ static LOST_WRITE: AtomicBool = AtomicBool::new(false);
 fn swap_in_against_a_reswap_of_the_same_slot() {
     let w = World::new();
     let pfn = w.populate([1, 1]);
-    let folio = folio_of(w.memmap(), pfn).unwrap();
-    folio.get();
-    assert!(w.reclaim_start(folio));
+    let folio = w.isolate_for_reclaim(pfn);
     w.reclaim_unmap_and_write(folio);
     assert!(w.reclaim_finish(folio), "nothing else holds it");
     // Every other slot in use, as in a full area.
