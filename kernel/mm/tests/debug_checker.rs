@@ -21,15 +21,15 @@ use mm::pgtable::format::MigrationKind;
 use mm::pgtable::sim::HardwareWalker;
 use mm::pgtable::{Leaf, Level, MigrationEntry, NonPresent, PageSize, Prot, SwapEntry};
 use mm::testkit::frames::SimFrames;
+use mm::testkit::mmu::{page, USER_RW};
 use mm::testkit::world::{World, AREA, MEMMAP_BASE};
 use mm::vma::VmaProt;
-use mm::{PhysAddr, VirtAddr};
+use mm::VirtAddr;
 
 /// Descriptors in the memmap; the last `RESERVED` are never managed.
 const MEMMAP_LEN: usize = 4096;
 const RESERVED: u64 = 16;
 const RW: VmaProt = VmaProt::READ_WRITE;
-const USER_RW: Prot = Prot { writable: true, user: true, executable: false, global: false };
 
 /// One address space over a memmap with a reserved tail; data frames from
 /// PFN 0x80000 (physical 0x8000_0000), tables from 0x4000_0000.
@@ -117,13 +117,7 @@ fn a_refcount_below_the_mappings_is_reported<F: HardwareWalker>() {
     // not tie it to one address), counting the mapping but not its reference.
     let f = s.folio_at(0, AREA);
     f.clear_flag(PageFlag::SwapBacked);
-    let leaf = Leaf {
-        frame: PhysAddr::new(f.pfn() << 12),
-        size: PageSize::Size4K,
-        prot: USER_RW,
-        dirty: false,
-        young: true,
-    };
+    let leaf = page(f.pfn() << 12, USER_RW, false, true);
     s.sp(0).table.map(&s.mem, VirtAddr::new(AREA + 12 * 4096), leaf).unwrap().ignore();
     f.add_page_mapcount(0, 1);
     assert_eq!(
@@ -196,13 +190,7 @@ fn frames_that_are_not_folio_pages_are_reported<F: HardwareWalker>() {
         (reserved, FrameProblem::Reserved),
         (outside, FrameProblem::OutsideMemmap),
     ] {
-        let leaf = Leaf {
-            frame: PhysAddr::new(pfn << 12),
-            size: PageSize::Size4K,
-            prot: USER_RW,
-            dirty: false,
-            young: true,
-        };
+        let leaf = page(pfn << 12, USER_RW, false, true);
         s.sp(0).table.map(&s.mem, VirtAddr::new(va), leaf).unwrap().ignore();
         match (check(&s), why) {
             // The free frame merged with its buddies: the block starts at or below it.
@@ -297,13 +285,7 @@ fn pmd_leaves_count_in_the_entire_mapcount<F: HardwareWalker>() {
     u.nonatomic_set_flag(PageFlag::SwapBacked);
     u.set_mapping(handle, base >> 12);
     let f = u.publish();
-    let huge = |frame: u64| Leaf {
-        frame: PhysAddr::new(frame << 12),
-        size: PageSize::Size2M,
-        prot: USER_RW,
-        dirty: true,
-        young: true,
-    };
+    let huge = |frame: u64| Leaf { size: PageSize::Size2M, ..page(frame << 12, USER_RW, true, true) };
     s.sp(0).table.map(&s.mem, VirtAddr::new(base), huge(f.pfn())).unwrap().ignore();
     // Mapped by a PMD but not counted.
     assert_eq!(
@@ -319,13 +301,7 @@ fn pmd_leaves_count_in_the_entire_mapcount<F: HardwareWalker>() {
     // counted on that page's own mapcount, next to the PMD mapping.
     s.mmap(0, base + 0x20_0000, 0x20_0000, RW);
     f.clear_flag(PageFlag::SwapBacked); // its index ties it to `base` only
-    let tail = Leaf {
-        frame: PhysAddr::new((f.pfn() + 5) << 12),
-        size: PageSize::Size4K,
-        prot: USER_RW,
-        dirty: false,
-        young: true,
-    };
+    let tail = page((f.pfn() + 5) << 12, USER_RW, false, true);
     s.sp(0).table.map(&s.mem, VirtAddr::new(base + 0x20_0000 + 5 * 4096), tail).unwrap().ignore();
     assert!(
         matches!(check(&s), Err(ConsistencyError::PageMapcount { pfn, nr_ptes: 1, mapcount: 0, .. }) if pfn == f.pfn() + 5)
@@ -366,13 +342,7 @@ fn a_huge_leaf_that_is_not_one_folio_is_reported<F: HardwareWalker>() {
     // An order-10 folio (4 MiB): its head is 2 MiB-aligned but the folio is
     // larger than the leaf.
     let f = s.frames.fa().alloc_folio(10, AllocKind::Normal).unwrap().publish();
-    let leaf = Leaf {
-        frame: PhysAddr::new(f.pfn() << 12),
-        size: PageSize::Size2M,
-        prot: USER_RW,
-        dirty: true,
-        young: true,
-    };
+    let leaf = Leaf { size: PageSize::Size2M, ..page(f.pfn() << 12, USER_RW, true, true) };
     s.sp(0).table.map(&s.mem, VirtAddr::new(base), leaf).unwrap().ignore();
     assert_eq!(
         check(&s),

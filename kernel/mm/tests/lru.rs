@@ -103,10 +103,11 @@ impl World {
         self.lru.check().unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// Drops reclaim's reference on each of `isolated`, releases each of
-    /// `folios` (whose mapping holds the last reference), then
-    /// [`World::finish`].
+    /// Checks the lists, drops reclaim's reference on each of `isolated`,
+    /// releases each of `folios` (whose mapping holds the last reference),
+    /// then [`World::finish`].
     fn release_all(&self, isolated: &[Folio<'static>], folios: &[Folio<'static>]) {
+        self.check();
         for &x in isolated {
             assert!(!self.frames.put(x), "pfn {:#x}: reclaim's reference was the last", x.pfn());
         }
@@ -151,7 +152,6 @@ fn new_folios_go_on_the_inactive_head() {
         assert_eq!(w.lru.list_of(x.pfn()), Some(LruList::Inactive));
     }
     assert_eq!(w.lru.list_of(BASE_PFN + NR_FRAMES as u64), None);
-    w.check();
     w.release_all(&[], &f);
 }
 
@@ -232,7 +232,6 @@ fn referenced_folios_get_a_second_chance_on_the_active_list() {
     let again = w.lru.isolate(10);
     assert!(again.isolated.is_empty() && again.nr_rotated == 1);
     assert_eq!(w.active(), vec![f[0].pfn(), f[2].pfn()]);
-    w.check();
     w.release_all(&scan.isolated, &f);
 }
 
@@ -246,7 +245,6 @@ fn nr_to_scan_counts_every_folio_looked_at() {
     assert_eq!((scan.nr_scanned, scan.nr_rotated, pfns(&scan.isolated)), (3, 2, vec![f[2].pfn()]));
     assert_eq!(w.inactive(), vec![f[4].pfn(), f[3].pfn()]);
     assert!(w.lru.isolate(0).isolated.is_empty());
-    w.check();
     w.release_all(&scan.isolated, &f);
 }
 
@@ -293,7 +291,6 @@ fn putback_to_either_list_at_its_head() {
     assert_eq!(w.lru.counts(), counts(1, 3, 1, 3));
     // Reclaim drops its references: not the last ones.
     assert!(!w.frames.put(a) && !w.frames.put(b));
-    w.check();
     w.release_all(&[], &f);
 }
 
@@ -343,7 +340,6 @@ fn shrink_active_moves_the_active_tail_to_the_inactive_head() {
     assert_eq!(w.lru.shrink_active(100), 2);
     assert_eq!(w.lru.shrink_active(100), 0);
     assert_eq!(w.lru.counts(), counts(0, 4, 0, 4));
-    w.check();
     w.release_all(&[], &f);
 }
 
@@ -358,7 +354,6 @@ fn balance_keeps_the_inactive_list_as_large_as_the_active_one() {
     assert!(!w.lru.inactive_is_low());
     assert_eq!(w.lru.balance(100), 0, "already balanced");
     assert_eq!(w.inactive(), vec![f[2].pfn(), f[1].pfn(), f[0].pfn()], "oldest active first");
-    w.check();
     w.release_all(&[], &f);
 }
 
