@@ -44,6 +44,13 @@ impl World {
         World { lru: frames.lru(), nr_free: frames.nr_free(), frames, next_index: Cell::new(0) }
     }
 
+    /// A world and `n` new small folios, added in this order.
+    fn with_added(n: usize) -> (World, Vec<Folio<'static>>) {
+        let w = World::new();
+        let f = w.added_n(n);
+        (w, f)
+    }
+
     /// A new mapped anonymous folio, small or huge, not on a list; `None`
     /// when memory is short.
     fn try_folio(&self, huge: bool) -> Option<Folio<'static>> {
@@ -139,8 +146,7 @@ fn counts(nr_active: u64, nr_inactive: u64, nr_active_pages: u64, nr_inactive_pa
 
 #[test]
 fn new_folios_go_on_the_inactive_head() {
-    let w = World::new();
-    let f = w.added_n(3);
+    let (w, f) = World::with_added(3);
     assert_eq!(w.inactive(), vec![f[2].pfn(), f[1].pfn(), f[0].pfn()], "newest first");
     assert!(w.active().is_empty());
     assert_eq!(w.lru.counts(), counts(0, 3, 0, 3));
@@ -157,8 +163,7 @@ fn new_folios_go_on_the_inactive_head() {
 
 #[test]
 fn remove_takes_a_folio_off_either_list() {
-    let w = World::new();
-    let f = w.added_n(4);
+    let (w, f) = World::with_added(4);
     w.lru.mark_accessed(f[1]);
     let scan = w.lru.isolate(2);
     assert_eq!(pfns(&scan.isolated), vec![f[0].pfn()]);
@@ -183,8 +188,7 @@ fn remove_takes_a_folio_off_either_list() {
 
 #[test]
 fn isolate_takes_the_oldest_first_with_a_reference() {
-    let w = World::new();
-    let f = w.added_n(5);
+    let (w, f) = World::with_added(5);
     let scan = w.lru.isolate(2);
     assert_eq!(pfns(&scan.isolated), vec![f[0].pfn(), f[1].pfn()]);
     assert_eq!((scan.nr_scanned, scan.nr_rotated, scan.nr_skipped), (2, 0, 0));
@@ -208,8 +212,7 @@ fn isolate_takes_the_oldest_first_with_a_reference() {
 
 #[test]
 fn referenced_folios_get_a_second_chance_on_the_active_list() {
-    let w = World::new();
-    let f = w.added_n(4);
+    let (w, f) = World::with_added(4);
     w.lru.mark_accessed(f[0]);
     w.lru.mark_accessed(f[2]);
     assert!(f[0].test_flag(PageFlag::Referenced) && !f[1].test_flag(PageFlag::Referenced));
@@ -237,8 +240,7 @@ fn referenced_folios_get_a_second_chance_on_the_active_list() {
 
 #[test]
 fn nr_to_scan_counts_every_folio_looked_at() {
-    let w = World::new();
-    let f = w.added_n(5);
+    let (w, f) = World::with_added(5);
     w.lru.mark_accessed(f[0]);
     w.lru.mark_accessed(f[1]);
     let scan = w.lru.isolate(3);
@@ -253,8 +255,7 @@ fn nr_to_scan_counts_every_folio_looked_at() {
 /// it for the free path.
 #[test]
 fn isolate_skips_folios_being_freed() {
-    let w = World::new();
-    let f = w.added_n(3);
+    let (w, f) = World::with_added(3);
     w.lru.mark_accessed(f[1]);
     w.unmap(f[1]);
     assert!(f[1].put(), "the last reference");
@@ -278,8 +279,7 @@ fn isolate_skips_folios_being_freed() {
 
 #[test]
 fn putback_to_either_list_at_its_head() {
-    let w = World::new();
-    let f = w.added_n(4);
+    let (w, f) = World::with_added(4);
     let scan = w.lru.isolate(2);
     let [a, b] = [scan.isolated[0], scan.isolated[1]];
     w.lru.putback(a, LruList::Active);
@@ -298,8 +298,7 @@ fn putback_to_either_list_at_its_head() {
 /// references; the last put finds it on no list.
 #[test]
 fn an_isolated_folio_is_freed_without_the_lists() {
-    let w = World::new();
-    let f = w.added_n(2);
+    let (w, f) = World::with_added(2);
     let scan = w.lru.isolate(1);
     let x = scan.isolated[0];
     w.unmap(x);
@@ -393,8 +392,7 @@ fn a_huge_folio_is_one_element_of_512_pages() {
 /// those).
 #[test]
 fn check_catches_flags_out_of_place() {
-    let w = World::new();
-    let f = w.added_n(3);
+    let (w, f) = World::with_added(3);
     w.check();
     f[1].clear_flag(PageFlag::Lru);
     let e = w.lru.check().unwrap_err();
