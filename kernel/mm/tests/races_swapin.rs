@@ -60,8 +60,6 @@ const SWAP_PAGES: u64 = 8;
 const SEED: u64 = 0x5eed_0004;
 const ITERATIONS: usize = 800;
 
-/// The tests of this file, one at a time (the bug switch is global).
-
 /// Page contents: two words, 0 written by the "device" through a held
 /// reference, 1 by the task through its mapping.
 type Words = [u64; 2];
