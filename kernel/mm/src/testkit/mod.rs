@@ -10,13 +10,14 @@
 //! | [`bug_switch`] | tests taking turns at the global bug-replay switches: [`shared`](bug_switch::shared), [`BugOn`](bug_switch::BugOn) |
 //! | [`frames`] | [`SimFrames`](frames::SimFrames): the frame source of the tests, which is also their swap backend: a real allocator, simulated contents, on request the huge zero folio, the LRU lists and a swap area with a RAM disk |
 //! | [`world`] | [`World`](world::World): a fork family of address spaces over `SimFrames` with a simulated CPU and the system calls; [`SharedSpace`](world::SharedSpace): one space behind a lock, for race tests |
-//! | `races` | the shuttle set-up of the race tests (feature `shuttle`): one configuration, [`run`](races::run) and [`explore`](races::explore) |
+//! | `races` | the shuttle set-up of the race tests (feature `shuttle`): one configuration, `run` (both schedulers) and `explore` (one, the failure returned) |
 //! | [`mmu`] | tables written by hand and walked by a format's simulated MMU; [`Machine`](mmu::Machine), one page table behind a software TLB |
 //!
 //! and the macro [`for_both_formats!`](crate::for_both_formats), which runs
 //! a generic test once per real format.
 //!
-//! The kit keeps no state between tests: each test builds what it uses.
+//! The kit keeps no state between tests (each test builds what it uses)
+//! but the turn at the bug switches, which are global themselves.
 
 pub mod bug_switch;
 pub mod frames;
