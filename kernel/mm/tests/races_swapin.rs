@@ -245,6 +245,13 @@ impl World {
 
     // ---- setup
 
+    /// A new world whose page is populated with `words`; and its PFN.
+    fn populated(words: Words) -> (World, u64) {
+        let w = World::new();
+        let pfn = w.populate(words);
+        (w, pfn)
+    }
+
     /// A write fault maps the page; it gets `words`. Returns its PFN.
     fn populate(&self, words: Words) -> u64 {
         assert_eq!(self.fault_once(Access::Write), Attempt::AlreadyMapped);
@@ -343,8 +350,7 @@ static LOST: AtomicBool = AtomicBool::new(false);
 /// seen by the other; a swap-in maps the page exclusive exactly when the
 /// swap entry's bit says so.
 fn exclusive_hand_off() {
-    let w = World::new();
-    let pfn = w.populate([1, 1]);
+    let (w, pfn) = World::populated([1, 1]);
     let held = w.0.locked(|g| {
         get_user_page(&g.table, &g.vmas, &g.mem, w.frames(), &g.tlb, VirtAddr::new(PAGE_VA), true, Hold::Get)
             .unwrap()
@@ -414,8 +420,7 @@ static LOST_WRITE: AtomicBool = AtomicBool::new(false);
 /// frees is the one the pager gets, and the entry holds the same value
 /// again. The write must survive.
 fn swap_in_against_a_reswap_of_the_same_slot() {
-    let w = World::new();
-    let pfn = w.populate([1, 1]);
+    let (w, pfn) = World::populated([1, 1]);
     let folio = w.isolate_for_reclaim(pfn);
     w.reclaim_unmap_and_write(folio);
     assert!(w.reclaim_finish(folio), "nothing else holds it");

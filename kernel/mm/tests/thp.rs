@@ -94,6 +94,16 @@ fn nr_pmd_leaves<F: HardwareWalker>(w: &World<F>, s: usize) -> u64 {
     n
 }
 
+/// A world whose space 0 maps `nr_blocks` empty 2 MiB blocks at
+/// [`AREA`]; its huge zero folio and what its descriptors say now.
+fn with_zero_folio<F: HardwareWalker>(nr_blocks: u64) -> (World<F>, Folio<'static>, Snapshot) {
+    let mut w = world::<F>();
+    w.mmap(0, AREA, nr_blocks * HP, RW);
+    let zero = w.zero_folio();
+    let before = snapshot(&zero);
+    (w, zero, before)
+}
+
 /// A world whose space 0 maps `nr_blocks` 2 MiB blocks at [`AREA`],
 /// filled with `seed` (write faults: one THP each); and the first THP.
 fn filled<F: HardwareWalker>(nr_blocks: u64, seed: u8) -> (World<F>, Folio<'static>) {
@@ -146,10 +156,7 @@ fn a_write_fault_maps_one_pmd_leaf<F: HardwareWalker>() {
 // ------------------------------------------------------------------ 2
 
 fn read_faults_map_the_huge_zero_folio_and_writes_replace_it<F: HardwareWalker>() {
-    let mut w = world::<F>();
-    w.mmap(0, AREA, 4 * HP, RW);
-    let zero = w.zero_folio();
-    let zero_before = snapshot(&zero);
+    let (w, zero, zero_before) = with_zero_folio::<F>(4);
     let free = w.nr_free();
     // A read: the zero folio, read-only, by one PMD; nothing allocated.
     let (_, outcomes) = w.access(0, AREA + 0x10, HwAccess::USER_READ).unwrap();
@@ -689,10 +696,7 @@ fn try_split_folio_refuses_and_changes_nothing<F: HardwareWalker>() {
 // ------------------------------------------------------------------ 8
 
 fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
-    let mut w = world::<F>();
-    w.mmap(0, AREA, 3 * HP, RW);
-    let zero = w.zero_folio();
-    let zero_before = snapshot(&zero);
+    let (w, zero, zero_before) = with_zero_folio::<F>(3);
     let sp = w.sp(0);
     // A migration PMD whose PFN is the huge zero folio's (seed 001): it
     // must be split as a migration entry, not taken for the zero PMD.
