@@ -586,159 +586,31 @@ mod walker {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
-
+    //! What only this format has: where each field sits, the encodings
+    //! AArch64 alone has (DBM as the write bit, dirty in bit 55, the boot
+    //! blocks), and the rules of its MMU (access-flag faults, no hardware
+    //! dirty, UXN/PXN, the two halves). The rules every format keeps are
+    //! tested once for both formats, in
+    //! `kernel/mm/tests/formats_conformance.rs`.
     use super::*;
-    use mm::pgtable::format::{MigrationKind, MAX_SWAP_OFFSET};
-    use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, Translation};
+    use mm::pgtable::sim::{HwAccess, HwFault, Translation};
     use mm::pgtable::TableMemory;
-    use mm::VirtAddr;
+    use mm::testkit::mmu::{install, memory, page, slot_of, walk, FRAME, USER_RW, VA};
+    use mm::testkit::strategies::{decoded_leaf, leaf, migration, nonpresent, swap_fields, table_level};
     use proptest::prelude::*;
 
     type F = Aarch64Format;
 
-    // ---- strategies ----
-
-    fn page_size() -> impl Strategy<Value = PageSize> {
-        prop_oneof![Just(PageSize::Size4K), Just(PageSize::Size2M), Just(PageSize::Size1G)]
-    }
-
-    fn prot() -> impl Strategy<Value = Prot> {
-        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())
-            .prop_map(|(writable, user, executable, global)| Prot { writable, user, executable, global })
-    }
-
-    fn leaf() -> impl Strategy<Value = Leaf> {
-        (page_size(), any::<u64>(), prot(), any::<bool>(), any::<bool>()).prop_map(
-            |(size, r, prot, dirty, young)| {
-                let frame = r & ADDR & !(size.bytes() - 1);
-                Leaf { frame: PhysAddr::new(frame), size, prot, dirty, young }
-            },
-        )
-    }
-
-    fn migration_kind() -> impl Strategy<Value = MigrationKind> {
-        prop_oneof![Just(MigrationKind::Read), Just(MigrationKind::ReadExclusive), Just(MigrationKind::Write)]
-    }
-
-    fn migration() -> impl Strategy<Value = MigrationEntry> {
-        (migration_kind(), 0..1u64 << MIGRATION_PFN_BITS, any::<bool>(), any::<bool>())
-            .prop_map(|(kind, pfn, young, dirty)| MigrationEntry { kind, pfn, young, dirty })
-    }
-
-    fn nonpresent() -> impl Strategy<Value = NonPresent> {
-        prop_oneof![
-            (0..MAX_SWAP_TYPES, 1..1u64 << SWAP_OFFSET_BITS, any::<bool>()).prop_map(
-                |(ty, offset, exclusive)| {
-                    NonPresent::Swap { entry: SwapEntry::new(ty, offset).unwrap(), exclusive }
-                }
-            ),
-            migration().prop_map(NonPresent::Migration),
-        ]
-    }
-
-    fn table_level() -> impl Strategy<Value = Level> {
-        prop_oneof![Just(Level::Pmd), Just(Level::Pud), Just(Level::Pgd)]
-    }
-
-    fn decoded_leaf(raw: u64, level: Level) -> Leaf {
-        match F::decode(raw, level) {
-            Decoded::Leaf(leaf) => leaf,
-            other => panic!("{raw:#x} at {level:?} decodes as {other:?}, not a leaf"),
-        }
-    }
-
-    // ---- invalid descriptors ----
-
-    proptest! {
-        #[test]
-        fn nonpresent_round_trips_at_pte_and_pmd(entry in nonpresent()) {
-            let raw = F::make_nonpresent(&entry);
-            for level in [Level::Pte, Level::Pmd] {
-                prop_assert_eq!(F::decode(raw, level), Decoded::NonPresent(entry));
-                prop_assert!(!F::is_present(raw, level));
-                prop_assert!(!F::is_none(raw, level));
-            }
-            prop_assert_eq!(raw & (VALID | TABLE_OR_PAGE), 0);
-            prop_assert_eq!(raw & (SWP_UFFD_WP | SWP_PRESENT_INVALID | SWP_UNUSED_LOW | SWP_UNUSED_HIGH), 0);
-            let (ty, offset) = match entry {
-                NonPresent::Swap { entry, .. } => (entry.ty(), entry.offset()),
-                NonPresent::Migration(m) => (m.kind.swap_type(), m.to_offset()),
-            };
-            prop_assert_eq!((raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT, offset);
-            prop_assert_eq!((raw & SWP_TYPE) >> SWP_TYPE_SHIFT, ty as u64);
-        }
-
-        #[test]
-        fn nonpresent_exclusive_bit_is_bit_2(ty in 0..MAX_SWAP_TYPES, offset in 1..1u64 << SWAP_OFFSET_BITS) {
-            let entry = SwapEntry::new(ty, offset).unwrap();
-            let shared = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: false });
-            let exclusive = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: true });
-            prop_assert_eq!(shared ^ exclusive, SWP_EXCLUSIVE);
-        }
-
-        /// Seed 001: a migration PMD holds the PFN in the very bits a block
-        /// keeps its address in; only the valid bit tells them apart, and
-        /// decode looks at it first.
-        #[test]
-        fn migration_pmd_is_never_a_leaf(m in migration(), frame_2m in 0..1u64 << 27) {
-            let frame = frame_2m << 21;
-            let m = MigrationEntry { pfn: frame >> 12, ..m };
-            let raw = F::make_nonpresent(&NonPresent::Migration(m));
-            prop_assert!(!matches!(F::decode(raw, Level::Pmd), Decoded::Leaf(_) | Decoded::Table(_)));
-            prop_assert_eq!(raw & ADDR_2M, frame, "the address bits do hold the frame");
-        }
-    }
-
-    #[test]
-    fn none_is_zero() {
-        for level in Level::TOP_DOWN {
-            assert_eq!(F::decode(0, level), Decoded::None);
-            assert!(F::is_none(0, level));
-        }
-    }
-
-    #[test]
-    fn unknown_invalid_descriptors_are_bad() {
-        let swap =
-            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(3, 7).unwrap(), exclusive: false });
-        for bit in [SWP_UFFD_WP, 1 << 4, 1 << 5, SWP_PRESENT_INVALID, 1 << 62, 1 << 63] {
-            assert_eq!(F::decode(swap | bit, Level::Pte), Decoded::Bad(swap | bit), "bit {bit:#x}");
-        }
-        assert_eq!(F::decode(swap, Level::Pud), Decoded::Bad(swap));
-        assert_eq!(F::decode(swap, Level::Pgd), Decoded::Bad(swap));
-        for ty in [23u64, 27, 28, 29, 30, 31] {
-            let raw = ty << SWP_TYPE_SHIFT | 1 << SWP_OFFSET_SHIFT;
-            assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "type {ty}");
-        }
-        // Swap offset 0 (the header) is no slot; nor is the bare marker bit.
-        let raw = 5 << SWP_TYPE_SHIFT;
-        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
-        assert_eq!(F::decode(SWP_PRESENT_INVALID, Level::Pmd), Decoded::Bad(SWP_PRESENT_INVALID));
-        let m = MigrationEntry { kind: MigrationKind::Read, pfn: 9, young: false, dirty: false };
-        let raw = F::make_nonpresent(&NonPresent::Migration(m)) | SWP_EXCLUSIVE;
-        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
-    }
-
-    #[test]
-    fn the_extreme_swap_entries_encode() {
-        for (ty, offset) in [(0, 1), (0, MAX_SWAP_OFFSET), (MAX_SWAP_TYPES - 1, MAX_SWAP_OFFSET)] {
-            for exclusive in [false, true] {
-                let entry = NonPresent::Swap { entry: SwapEntry::new(ty, offset).unwrap(), exclusive };
-                assert_eq!(F::decode(F::make_nonpresent(&entry), Level::Pte), Decoded::NonPresent(entry));
-            }
-        }
-    }
-
     // ---- valid descriptors ----
 
     proptest! {
+        /// Normal write-back inner-shareable memory; writable and dirty is
+        /// AP[2] clear, dirty alone bit 55, writable alone DBM; nG, AP[1],
+        /// and which of UXN/PXN is clear by who may execute.
         #[test]
-        fn leaf_round_trips(leaf in leaf()) {
-            let level = leaf.size.level();
+        fn leaf_bits_follow_the_diagram(leaf in leaf(PHYS_ADDR_BITS)) {
             let raw = F::make_leaf(&leaf);
-            prop_assert_eq!(F::decode(raw, level), Decoded::Leaf(leaf));
-            prop_assert!(F::is_present(raw, level));
+            prop_assert_eq!(raw & ADDR & !(leaf.size.bytes() - 1), leaf.frame.as_u64());
             prop_assert_eq!(raw & TABLE_OR_PAGE != 0, leaf.size == PageSize::Size4K);
             prop_assert_eq!(raw & ATTR_INDX, ATTR_NORMAL_WB);
             prop_assert_eq!(raw & SH, SH_INNER);
@@ -747,6 +619,7 @@ mod tests {
             prop_assert_eq!(raw & WRITE != 0, leaf.prot.writable);
             prop_assert_eq!(raw & NG == 0, leaf.prot.global);
             prop_assert_eq!(raw & AP_USER != 0, leaf.prot.user);
+            prop_assert_eq!(raw & AF != 0, leaf.young);
             if leaf.prot.user {
                 prop_assert!(raw & PXN != 0, "the kernel never executes user memory");
                 prop_assert_eq!(raw & UXN == 0, leaf.prot.executable);
@@ -761,7 +634,7 @@ mod tests {
         /// exception is "hardware dirty" (WRITE, AP[2] clear, DIRTY clear),
         /// which encodes with DIRTY set.
         #[test]
-        fn decode_is_canonical(leaf in leaf(), bit in 0..64u32) {
+        fn decode_is_canonical(leaf in leaf(PHYS_ADDR_BITS), bit in 0..64u32) {
             let level = leaf.size.level();
             let raw = F::make_leaf(&leaf) ^ (1 << bit);
             match F::decode(raw, level) {
@@ -775,36 +648,36 @@ mod tests {
             }
         }
 
+        /// A table descriptor is its address and 0b11; the same bits at
+        /// level 3 are a page (this one Bad: no attributes).
         #[test]
-        fn table_round_trips(frame in 0..1u64 << 36, level in table_level()) {
+        fn table_bits_follow_the_diagram(frame in 0..1u64 << 36, level in table_level()) {
             let next = PhysAddr::new(frame << 12);
             let raw = F::make_table(next, level);
             prop_assert_eq!(raw, next.as_u64() | 0b11);
-            prop_assert_eq!(F::decode(raw, level), Decoded::Table(next));
-            // The same bits at level 3 are a page (this one Bad: no attributes).
             prop_assert!(!matches!(F::decode(raw, Level::Pte), Decoded::Table(_)));
         }
 
-        // ---- the dirty/young/write algebra ----
+        // ---- the dirty/young/write algebra in DBM, AP[2], bit 55 and AF ----
 
+        /// mkdirty: AP[2] clear exactly when writable; mkclean: read-only
+        /// to the hardware, so the first write faults; mkwrite of a clean
+        /// page too; mkold clears AF.
         #[test]
-        fn mkdirty_then_mkclean_is_clean(leaf in leaf()) {
+        fn clean_pages_stay_read_only_to_the_hardware(leaf in leaf(PHYS_ADDR_BITS)) {
             let level = leaf.size.level();
             let dirty = F::mkdirty(F::make_leaf(&leaf), level);
-            prop_assert_eq!(decoded_leaf(dirty, level), Leaf { dirty: true, ..leaf });
             prop_assert_eq!(dirty & WRITE != 0, leaf.prot.writable, "mkdirty never makes writable");
             prop_assert_eq!(dirty & AP_RDONLY == 0, leaf.prot.writable, "writable and dirty: no RDONLY");
-            let clean = F::mkclean(dirty, level);
-            prop_assert_eq!(decoded_leaf(clean, level), Leaf { dirty: false, ..leaf });
-            prop_assert!(clean & AP_RDONLY != 0, "clean: read-only to the hardware");
+            prop_assert!(F::mkclean(dirty, level) & AP_RDONLY != 0, "clean: read-only to the hardware");
+            let clean_writable = F::mkwrite(F::make_leaf(&Leaf { dirty: false, ..leaf }), level);
+            prop_assert!(clean_writable & AP_RDONLY != 0, "the first write must still fault");
+            prop_assert_eq!(F::mkold(dirty, level) & AF, 0);
         }
 
         #[test]
-        fn wrprotect_keeps_dirty_in_the_software_bit(leaf in leaf()) {
-            let level = leaf.size.level();
-            let raw = F::wrprotect(F::make_leaf(&leaf), level);
-            let read_only = Prot { writable: false, ..leaf.prot };
-            prop_assert_eq!(decoded_leaf(raw, level), Leaf { prot: read_only, ..leaf });
+        fn wrprotect_keeps_dirty_in_the_software_bit(leaf in leaf(PHYS_ADDR_BITS)) {
+            let raw = F::wrprotect(F::make_leaf(&leaf), leaf.size.level());
             prop_assert_eq!(raw & SW_DIRTY != 0, leaf.dirty);
             prop_assert_eq!(raw & (WRITE | AP_RDONLY), AP_RDONLY);
         }
@@ -812,72 +685,75 @@ mod tests {
         /// A hardware-dirty entry (as a DBM-managing CPU would leave it)
         /// keeps its dirtiness through write-protection: it moves into bit 55.
         #[test]
-        fn wrprotect_moves_hardware_dirty_into_bit_55(leaf in leaf()) {
+        fn wrprotect_moves_hardware_dirty_into_bit_55(leaf in leaf(PHYS_ADDR_BITS)) {
             let level = leaf.size.level();
             let writable_dirty = Leaf { prot: Prot { writable: true, ..leaf.prot }, dirty: true, ..leaf };
             let hw_dirty = F::make_leaf(&writable_dirty) & !SW_DIRTY;
-            prop_assert!(decoded_leaf(hw_dirty, level).dirty);
+            prop_assert!(decoded_leaf::<F>(hw_dirty, level).dirty);
             let raw = F::wrprotect(hw_dirty, level);
             prop_assert!(raw & SW_DIRTY != 0);
             prop_assert_eq!(raw & (WRITE | AP_RDONLY), AP_RDONLY);
-            prop_assert!(decoded_leaf(raw, level).dirty);
+            prop_assert!(decoded_leaf::<F>(raw, level).dirty);
         }
 
         #[test]
-        fn mkwrite_on_a_clean_page_leaves_it_clean(leaf in leaf()) {
-            let level = leaf.size.level();
-            let raw = F::mkwrite(F::make_leaf(&Leaf { dirty: false, ..leaf }), level);
-            let w = decoded_leaf(raw, level);
-            prop_assert!(w.prot.writable && !w.dirty);
-            prop_assert!(raw & AP_RDONLY != 0, "the first write must still fault");
-        }
-
-        #[test]
-        fn mkwrite_on_a_dirty_page_makes_it_hardware_writable(leaf in leaf()) {
+        fn mkwrite_on_a_dirty_page_makes_it_hardware_writable(leaf in leaf(PHYS_ADDR_BITS)) {
             let level = leaf.size.level();
             let raw = F::mkwrite(F::make_leaf(&Leaf { dirty: true, ..leaf }), level);
             prop_assert_eq!(raw & (WRITE | AP_RDONLY | SW_DIRTY), WRITE | SW_DIRTY);
         }
+    }
 
+    // ---- invalid descriptors ----
+
+    proptest! {
+        /// The diagram of the module doc: valid and table/page clear, the
+        /// type and the offset as they are, the exclusive bit at bit 2, the
+        /// unused bits and the present-invalid marker zero.
         #[test]
-        fn mkold_then_mkyoung(leaf in leaf()) {
-            let level = leaf.size.level();
-            let old = F::mkold(F::make_leaf(&leaf), level);
-            prop_assert_eq!(decoded_leaf(old, level), Leaf { young: false, ..leaf });
-            prop_assert_eq!(old & AF, 0);
-            let young = F::mkyoung(old, level);
-            prop_assert_eq!(decoded_leaf(young, level), Leaf { young: true, ..leaf });
+        fn nonpresent_bits_follow_the_diagram(entry in nonpresent()) {
+            let raw = F::make_nonpresent(&entry);
+            prop_assert_eq!(raw & (VALID | TABLE_OR_PAGE), 0);
+            prop_assert_eq!(raw & (SWP_UFFD_WP | SWP_PRESENT_INVALID | SWP_UNUSED_LOW | SWP_UNUSED_HIGH), 0);
+            let (ty, offset, exclusive) = swap_fields(entry);
+            prop_assert_eq!((raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT, offset);
+            prop_assert_eq!((raw & SWP_TYPE) >> SWP_TYPE_SHIFT, ty as u64);
+            prop_assert_eq!(raw & SWP_EXCLUSIVE != 0, exclusive);
         }
 
+        /// Seed 001: a migration PMD holds the PFN in the very bits a block
+        /// keeps its address in; only the valid bit tells them apart.
         #[test]
-        fn the_algebra_leaves_other_entries_alone(entry in nonpresent()) {
-            let raw = F::make_nonpresent(&entry);
-            for op in [F::mkdirty, F::mkclean, F::mkyoung, F::mkold, F::wrprotect, F::mkwrite] {
-                prop_assert_eq!(op(raw, Level::Pte), raw);
-                prop_assert_eq!(op(raw, Level::Pmd), raw);
-            }
+        fn a_migration_pmd_holds_its_frame_in_the_block_address_bits(m in migration(), frame_2m in 0..1u64 << 27) {
+            let m = MigrationEntry { pfn: frame_2m << 9, ..m };
+            prop_assert_eq!(F::make_nonpresent(&NonPresent::Migration(m)) & ADDR_2M, frame_2m << 21);
         }
     }
 
     #[test]
+    fn unknown_invalid_descriptors_are_bad() {
+        let swap =
+            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(3, 7).unwrap(), exclusive: false });
+        for bit in [SWP_UFFD_WP, 1 << 4, 1 << 5, SWP_PRESENT_INVALID, 1 << 62, 1 << 63] {
+            assert_eq!(F::decode(swap | bit, Level::Pte), Decoded::Bad(swap | bit), "bit {bit:#x}");
+        }
+        for ty in [23u64, 27, 28, 29, 30, 31] {
+            let raw = ty << SWP_TYPE_SHIFT | 1 << SWP_OFFSET_SHIFT;
+            assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "type {ty}");
+        }
+        // Swap offset 0 (the header) is no slot; nor is the bare marker bit.
+        let raw = 5 << SWP_TYPE_SHIFT;
+        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
+        assert_eq!(F::decode(SWP_PRESENT_INVALID, Level::Pmd), Decoded::Bad(SWP_PRESENT_INVALID));
+    }
+
+    #[test]
     fn descriptor_types_depend_on_the_level() {
-        let leaf = Leaf {
-            frame: PhysAddr::new(0x4000_0000),
-            size: PageSize::Size1G,
-            prot: Prot::READ_WRITE,
-            dirty: false,
-            young: true,
-        };
-        let block = F::make_leaf(&leaf);
-        assert_eq!(block & 0b11, 0b01);
-        assert_eq!(F::decode(block, Level::Pud), Decoded::Leaf(leaf));
-        assert_eq!(F::decode(block, Level::Pmd), Decoded::Leaf(Leaf { size: PageSize::Size2M, ..leaf }));
-        assert_eq!(F::decode(block, Level::Pte), Decoded::Bad(block), "0b01 at level 3 is reserved");
-        assert_eq!(
-            F::decode(block, Level::Pgd),
-            Decoded::Bad(block),
-            "no level-0 blocks with 4 KiB granules"
-        );
+        // 0b01: a block at levels 1 and 2, reserved at level 3 and (with
+        // 4 KiB granules) at level 0 (`formats_conformance`'s
+        // `a_huge_leaf_decodes_by_its_level`); 0b11: a page at level 3.
+        let leaf = Leaf { size: PageSize::Size1G, ..page(0x4000_0000, Prot::READ_WRITE, false, true) };
+        assert_eq!(F::make_leaf(&leaf) & 0b11, 0b01);
         let page = F::make_leaf(&Leaf { size: PageSize::Size4K, ..leaf });
         assert_eq!(page & 0b11, 0b11);
         // A misaligned block, other memory types and shareability, the bits we never set.
@@ -946,199 +822,79 @@ mod tests {
     #[test]
     #[should_panic(expected = "beyond 48-bit")]
     fn make_leaf_refuses_a_frame_above_48_bits() {
-        let _ = F::make_leaf(&Leaf {
-            frame: PhysAddr::new(1 << 48),
-            size: PageSize::Size4K,
-            prot: Prot::READ,
-            dirty: false,
-            young: false,
-        });
-    }
-
-    #[test]
-    #[should_panic(expected = "too wide")]
-    fn a_migration_pfn_wider_than_its_field_is_refused() {
-        let m = MigrationEntry {
-            kind: MigrationKind::Write,
-            pfn: 1 << MIGRATION_PFN_BITS,
-            young: false,
-            dirty: false,
-        };
-        let _ = F::make_nonpresent(&NonPresent::Migration(m));
+        let _ = F::make_leaf(&page(1 << 48, Prot::READ, false, false));
     }
 
     // ---- the walker ----
 
-    fn memory() -> (SimMemory, PhysAddr) {
-        let mem = SimMemory::new(0x4000_0000, 64);
-        let root = mem.alloc_table().unwrap();
-        (mem, root)
-    }
-
-    /// The address of the entry at `level` for `va`, making tables (with
-    /// `make_table`) on the way.
-    fn slot_of(mem: &SimMemory, root: PhysAddr, va: u64, level: Level) -> PhysAddr {
-        let mut table = root;
-        for l in Level::TOP_DOWN {
-            let slot = PhysAddr::new(table.as_u64() + 8 * l.index(va) as u64);
-            if l == level {
-                return slot;
-            }
-            table = match F::decode(mem.read_entry(slot), l) {
-                Decoded::Table(next) => next,
-                Decoded::None => {
-                    let next = mem.alloc_table().unwrap();
-                    mem.write_entry(slot, F::make_table(next, l));
-                    next
-                }
-                other => panic!("slot_of: {other:?} in the way at {l:?}"),
-            };
-        }
-        unreachable!()
-    }
-
-    fn install(mem: &SimMemory, root: PhysAddr, va: u64, level: Level, raw: u64) -> PhysAddr {
-        let slot = slot_of(mem, root, va, level);
-        mem.write_entry(slot, raw);
-        slot
-    }
-
-    fn page(prot: Prot, dirty: bool, young: bool) -> Leaf {
-        Leaf { frame: PhysAddr::new(0x7654_3000), size: PageSize::Size4K, prot, dirty, young }
-    }
-
-    const USER_RW: Prot = Prot { writable: true, user: true, executable: false, global: false };
-    const VA: u64 = 0x0000_1234_5678_9abc;
-
-    fn walk(mem: &SimMemory, root: PhysAddr, va: u64, access: HwAccess) -> Result<Translation, HwFault> {
-        F::hw_translate(mem, root, VirtAddr::new(va), access)
-    }
-
     const PTE_PERMISSION: Result<Translation, HwFault> = Err(HwFault::Permission { level: Level::Pte });
 
     #[test]
-    fn a_missing_entry_faults_at_its_level() {
+    fn addresses_outside_both_halves_take_a_level_0_translation_fault() {
         let (mem, root) = memory();
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pgd }));
-        slot_of(&mem, root, VA, Level::Pud);
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pud }));
-        slot_of(&mem, root, VA, Level::Pte);
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pte }));
-        let m = MigrationEntry { kind: MigrationKind::Write, pfn: 0x76543, young: true, dirty: true };
-        install(&mem, root, VA, Level::Pmd, F::make_nonpresent(&NonPresent::Migration(m)));
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pmd }));
-        // Outside both halves: a level-0 translation fault.
         assert_eq!(
-            walk(&mem, root, 0x0001_0000_0000_0000, HwAccess::KERNEL_READ),
+            walk::<F>(&mem, root, 0x0001_0000_0000_0000, HwAccess::KERNEL_READ),
             Err(HwFault::NotMapped { level: Level::Pgd })
         );
     }
 
     #[test]
-    fn present_leaves_translate_with_their_offset() {
+    fn a_block_in_the_upper_half_translates_with_its_offset() {
         let (mem, root) = memory();
-        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, true, true)));
-        let t = walk(&mem, root, VA, HwAccess::USER_WRITE).unwrap();
-        assert_eq!(t.pa, PhysAddr::new(0x7654_3abc));
-        assert_eq!(
-            (t.size, t.can_read, t.can_write, t.can_exec, t.user),
-            (PageSize::Size4K, true, true, false, true)
-        );
         let block = Leaf {
             frame: PhysAddr::new(0x8000_0000),
             size: PageSize::Size1G,
-            ..page(Prot::READ, false, true)
+            ..page(0, Prot::READ, false, true)
         };
         let va = 0xffff_0000_4000_0000 + 0x1234;
-        install(&mem, root, va, Level::Pud, F::make_leaf(&block));
-        let t = walk(&mem, root, va, HwAccess::KERNEL_READ).unwrap();
+        install::<F>(&mem, root, va, Level::Pud, F::make_leaf(&block));
+        let t = walk::<F>(&mem, root, va, HwAccess::KERNEL_READ).unwrap();
         assert_eq!((t.pa, t.size), (PhysAddr::new(0x8000_1234), PageSize::Size1G));
     }
 
     #[test]
     fn an_old_page_takes_an_access_flag_fault_until_made_young() {
         let (mem, root) = memory();
-        let slot = install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, true, false)));
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::AccessFlag { level: Level::Pte }));
+        let slot = install::<F>(&mem, root, VA, Level::Pte, F::make_leaf(&page(FRAME, USER_RW, true, false)));
+        let access_flag = Err(HwFault::AccessFlag { level: Level::Pte });
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::USER_READ), access_flag);
         // Access flag before permission: even a forbidden access reports it.
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_EXEC), Err(HwFault::AccessFlag { level: Level::Pte }));
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::USER_EXEC), access_flag);
         mem.write_entry(slot, F::mkyoung(mem.read_entry(slot), Level::Pte));
-        assert!(walk(&mem, root, VA, HwAccess::USER_READ).is_ok());
+        assert!(walk::<F>(&mem, root, VA, HwAccess::USER_READ).is_ok());
     }
 
     #[test]
     fn a_clean_writable_page_faults_on_write_until_made_dirty() {
         let (mem, root) = memory();
-        let slot = install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, false, true)));
+        let slot = install::<F>(&mem, root, VA, Level::Pte, F::make_leaf(&page(FRAME, USER_RW, false, true)));
         let before = mem.read_entry(slot);
-        let t = walk(&mem, root, VA, HwAccess::USER_READ).unwrap();
+        let t = walk::<F>(&mem, root, VA, HwAccess::USER_READ).unwrap();
         assert!(!t.can_write);
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_WRITE), PTE_PERMISSION);
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_WRITE), PTE_PERMISSION);
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::USER_WRITE), PTE_PERMISSION);
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_WRITE), PTE_PERMISSION);
         assert_eq!(mem.read_entry(slot), before, "the MMU writes no descriptor");
         mem.write_entry(slot, F::mkdirty(before, Level::Pte));
-        assert!(walk(&mem, root, VA, HwAccess::USER_WRITE).unwrap().can_write);
-    }
-
-    #[test]
-    fn writes_to_read_only_pages_fault() {
-        let (mem, root) = memory();
-        let slot = install(
-            &mem,
-            root,
-            VA,
-            Level::Pte,
-            F::make_leaf(&page(Prot { writable: false, ..USER_RW }, true, true)),
-        );
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_WRITE), PTE_PERMISSION);
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_WRITE), PTE_PERMISSION);
-        // mkdirty never makes it writable.
-        mem.write_entry(slot, F::mkdirty(mem.read_entry(slot), Level::Pte));
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_WRITE), PTE_PERMISSION);
-    }
-
-    #[test]
-    fn user_access_to_a_kernel_page_faults() {
-        let (mem, root) = memory();
-        install(
-            &mem,
-            root,
-            VA,
-            Level::Pte,
-            F::make_leaf(&page(Prot { executable: true, ..Prot::READ_WRITE }, true, true)),
-        );
-        for access in [HwAccess::USER_READ, HwAccess::USER_WRITE, HwAccess::USER_EXEC] {
-            assert_eq!(walk(&mem, root, VA, access), PTE_PERMISSION, "{access:?}");
-        }
-        let t = walk(&mem, root, VA, HwAccess::KERNEL_EXEC).unwrap();
-        assert!(!t.user && t.can_write && t.can_exec);
+        assert!(walk::<F>(&mem, root, VA, HwAccess::USER_WRITE).unwrap().can_write);
     }
 
     #[test]
     fn execute_never_bits() {
         let (mem, root) = memory();
-        let slot = install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, true, true)));
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_EXEC), PTE_PERMISSION, "UXN");
-        mem.write_entry(slot, F::make_leaf(&page(Prot { executable: true, ..USER_RW }, true, true)));
-        let t = walk(&mem, root, VA, HwAccess::USER_EXEC).unwrap();
+        let slot = install::<F>(&mem, root, VA, Level::Pte, F::make_leaf(&page(FRAME, USER_RW, true, true)));
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::USER_EXEC), PTE_PERMISSION, "UXN");
+        mem.write_entry(slot, F::make_leaf(&page(FRAME, Prot { executable: true, ..USER_RW }, true, true)));
+        let t = walk::<F>(&mem, root, VA, HwAccess::USER_EXEC).unwrap();
         assert!(!t.can_exec, "not cached as executable: EL1 may not execute it");
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_EXEC), PTE_PERMISSION, "PXN on user pages");
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_EXEC), PTE_PERMISSION, "PXN on user pages");
         // Even with PXN clear, EL1 never executes an EL0-writable page.
         mem.write_entry(slot, mem.read_entry(slot) & !PXN);
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_EXEC), PTE_PERMISSION);
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_EXEC), PTE_PERMISSION);
         // ...but may execute an EL0 read-only one.
         mem.write_entry(slot, (mem.read_entry(slot) | AP_RDONLY) & !PXN);
-        assert!(walk(&mem, root, VA, HwAccess::KERNEL_EXEC).is_ok());
-        mem.write_entry(slot, F::make_leaf(&page(Prot::READ_WRITE, true, true)));
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_EXEC), PTE_PERMISSION, "PXN");
-    }
-
-    #[test]
-    fn kernel_may_read_and_write_user_pages_without_pan() {
-        let (mem, root) = memory();
-        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, true, true)));
-        assert!(walk(&mem, root, VA, HwAccess::KERNEL_READ).is_ok());
-        assert!(walk(&mem, root, VA, HwAccess::KERNEL_WRITE).is_ok());
+        assert!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_EXEC).is_ok());
+        mem.write_entry(slot, F::make_leaf(&page(FRAME, Prot::READ_WRITE, true, true)));
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_EXEC), PTE_PERMISSION, "PXN");
     }
 
     #[test]
@@ -1147,13 +903,19 @@ mod tests {
         let block = F::make_leaf(&Leaf {
             frame: PhysAddr::new(0x4000_0000),
             size: PageSize::Size1G,
-            ..page(Prot::READ, false, true)
+            ..page(0, Prot::READ, false, true)
         });
-        let slot = install(&mem, root, VA, Level::Pte, block);
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_READ), Err(HwFault::Reserved { level: Level::Pte }));
+        let slot = install::<F>(&mem, root, VA, Level::Pte, block);
+        assert_eq!(
+            walk::<F>(&mem, root, VA, HwAccess::KERNEL_READ),
+            Err(HwFault::Reserved { level: Level::Pte })
+        );
         mem.write_entry(slot, 0);
-        let pgd = slot_of(&mem, root, VA, Level::Pgd);
+        let pgd = slot_of::<F>(&mem, root, VA, Level::Pgd);
         mem.write_entry(pgd, block);
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_READ), Err(HwFault::Reserved { level: Level::Pgd }));
+        assert_eq!(
+            walk::<F>(&mem, root, VA, HwAccess::KERNEL_READ),
+            Err(HwFault::Reserved { level: Level::Pgd })
+        );
     }
 }

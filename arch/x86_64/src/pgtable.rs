@@ -616,113 +616,51 @@ mod walker {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
-
+    //! What only this format has: where each field sits, the encodings
+    //! x86 alone has, and the rules of its MMU (A and D set by the CPU,
+    //! reserved bits, rights over the whole walk, canonical addresses).
+    //! The rules every format keeps are tested once for both formats, in
+    //! `kernel/mm/tests/formats_conformance.rs`.
     use super::*;
-    use mm::pgtable::format::{MigrationKind, MAX_SWAP_OFFSET, MIGRATION_PFN_BITS};
-    use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, Translation};
+    use mm::pgtable::format::MAX_SWAP_OFFSET;
+    use mm::pgtable::sim::{HwAccess, HwFault};
     use mm::pgtable::TableMemory;
-    use mm::VirtAddr;
+    use mm::testkit::mmu::{install, memory, page, slot_of, walk, FRAME, USER_RW, VA};
+    use mm::testkit::strategies::{decoded_leaf, leaf, migration, nonpresent, swap_fields, table_level};
     use proptest::prelude::*;
 
     type F = X86Format;
 
-    // ---- strategies ----
-
-    fn page_size() -> impl Strategy<Value = PageSize> {
-        prop_oneof![Just(PageSize::Size4K), Just(PageSize::Size2M), Just(PageSize::Size1G)]
-    }
-
-    fn prot() -> impl Strategy<Value = Prot> {
-        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())
-            .prop_map(|(writable, user, executable, global)| Prot { writable, user, executable, global })
-    }
-
-    fn leaf() -> impl Strategy<Value = Leaf> {
-        (page_size(), any::<u64>(), prot(), any::<bool>(), any::<bool>()).prop_map(
-            |(size, r, prot, dirty, young)| {
-                let frame = r & ADDR & !(size.bytes() - 1);
-                Leaf { frame: PhysAddr::new(frame), size, prot, dirty, young }
-            },
-        )
-    }
-
-    fn migration_kind() -> impl Strategy<Value = MigrationKind> {
-        prop_oneof![Just(MigrationKind::Read), Just(MigrationKind::ReadExclusive), Just(MigrationKind::Write)]
-    }
-
-    fn migration() -> impl Strategy<Value = MigrationEntry> {
-        (migration_kind(), 0..1u64 << MIGRATION_PFN_BITS, any::<bool>(), any::<bool>())
-            .prop_map(|(kind, pfn, young, dirty)| MigrationEntry { kind, pfn, young, dirty })
-    }
-
-    /// Every encodable non-present entry. The top offset of type 0 is left
-    /// out: not exclusive, it is the none entry (see `make_nonpresent`).
-    fn nonpresent() -> impl Strategy<Value = NonPresent> {
-        prop_oneof![
-            (0..MAX_SWAP_TYPES, 1..=MAX_SWAP_OFFSET, any::<bool>()).prop_map(|(ty, offset, exclusive)| {
-                NonPresent::Swap { entry: SwapEntry::new(ty, offset).unwrap(), exclusive }
-            }),
-            migration().prop_map(NonPresent::Migration),
-        ]
-    }
-
-    fn table_level() -> impl Strategy<Value = Level> {
-        prop_oneof![Just(Level::Pmd), Just(Level::Pud), Just(Level::Pgd)]
-    }
-
-    fn decoded_leaf(raw: u64, level: Level) -> Leaf {
-        match F::decode(raw, level) {
-            Decoded::Leaf(leaf) => leaf,
-            other => panic!("{raw:#x} at {level:?} decodes as {other:?}, not a leaf"),
-        }
-    }
-
     // ---- non-present entries ----
 
     proptest! {
+        /// The diagram of the module doc: P clear, the type, the offset
+        /// inverted (L1TF), the exclusive bit at the PWT position, and the
+        /// bits Linux uses for other things zero.
         #[test]
-        fn nonpresent_round_trips_at_pte_and_pmd(entry in nonpresent()) {
+        fn nonpresent_bits_follow_the_diagram(entry in nonpresent()) {
             let raw = F::make_nonpresent(&entry);
-            for level in [Level::Pte, Level::Pmd] {
-                prop_assert_eq!(F::decode(raw, level), Decoded::NonPresent(entry));
-                prop_assert!(!F::is_present(raw, level));
-                prop_assert!(!F::is_none(raw, level));
-            }
             prop_assert_eq!(raw & P, 0);
-            // The offset field holds the offset inverted (L1TF).
-            let offset = match entry {
-                NonPresent::Swap { entry, .. } => entry.offset(),
-                NonPresent::Migration(m) => m.to_offset(),
-            };
+            let (ty, offset, exclusive) = swap_fields(entry);
+            prop_assert_eq!(raw >> SWP_TYPE_SHIFT, ty as u64);
             prop_assert_eq!((raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT, !offset & ((1 << SWAP_OFFSET_BITS) - 1));
-            // The bits Linux keeps zero are zero.
+            prop_assert_eq!(raw & SWP_EXCLUSIVE != 0, exclusive);
             prop_assert_eq!(raw & (SWP_SOFT_DIRTY | SWP_UFFD_WP | SWP_UNUSED | A | D | PS | SWP_PROTNONE), 0);
         }
 
+        /// Some CPUs set A or D in a non-present entry (erratum): ignored.
         #[test]
         fn nonpresent_ignores_accessed_and_dirty(entry in nonpresent(), ad in 0..4u64) {
             let raw = F::make_nonpresent(&entry) | ad << 5;
             prop_assert_eq!(F::decode(raw, Level::Pte), Decoded::NonPresent(entry));
         }
 
+        /// Inverted, a migration PMD's PFN does not even look like the
+        /// frame it names.
         #[test]
-        fn nonpresent_exclusive_bit_is_bit_3(ty in 0..MAX_SWAP_TYPES, offset in 1..1u64 << 40) {
-            let entry = SwapEntry::new(ty, offset).unwrap();
-            let shared = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: false });
-            let exclusive = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: true });
-            prop_assert_eq!(shared ^ exclusive, SWP_EXCLUSIVE);
-        }
-
-        /// Seed 001: a migration PMD is never mistaken for a huge leaf, not
-        /// even for one of the frame it is migrating.
-        #[test]
-        fn migration_pmd_is_never_a_leaf(m in migration(), frame_2m in 0..1u64 << 19) {
+        fn a_migration_pmd_holds_its_frame_inverted(m in migration(), frame_2m in 0..1u64 << 19) {
             let frame = frame_2m << 21;
-            let m = MigrationEntry { pfn: frame >> 12, ..m };
-            let raw = F::make_nonpresent(&NonPresent::Migration(m));
-            prop_assert!(!matches!(F::decode(raw, Level::Pmd), Decoded::Leaf(_) | Decoded::Table(_)));
-            // Inverted, the PFN does not even look like the frame.
+            let raw = F::make_nonpresent(&NonPresent::Migration(MigrationEntry { pfn: frame >> 12, ..m }));
             prop_assert_ne!(raw & ADDR_2M, frame);
         }
     }
@@ -735,14 +673,6 @@ mod tests {
                 assert!(F::is_none(raw, level));
             }
         }
-    }
-
-    #[test]
-    fn nonpresent_above_the_pmd_is_bad() {
-        let raw =
-            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(1, 2).unwrap(), exclusive: false });
-        assert_eq!(F::decode(raw, Level::Pud), Decoded::Bad(raw));
-        assert_eq!(F::decode(raw, Level::Pgd), Decoded::Bad(raw));
     }
 
     #[test]
@@ -760,10 +690,6 @@ mod tests {
         // Swap offset 0 (the header) is no slot: its inverted field is all ones.
         let raw = 5 << SWP_TYPE_SHIFT | SWP_OFFSET;
         assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
-        // A migration entry has no exclusive bit.
-        let m = MigrationEntry { kind: MigrationKind::Read, pfn: 9, young: false, dirty: false };
-        let raw = F::make_nonpresent(&NonPresent::Migration(m)) | SWP_EXCLUSIVE;
-        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
     }
 
     #[test]
@@ -780,38 +706,32 @@ mod tests {
         );
     }
 
-    #[test]
-    #[should_panic(expected = "too wide")]
-    fn a_migration_pfn_wider_than_its_field_is_refused() {
-        let m = MigrationEntry {
-            kind: MigrationKind::Write,
-            pfn: 1 << MIGRATION_PFN_BITS,
-            young: false,
-            dirty: false,
-        };
-        let _ = F::make_nonpresent(&NonPresent::Migration(m));
-    }
-
     // ---- present entries ----
 
     proptest! {
+        /// Every 52-bit frame, PS exactly on huge leaves, and none of the
+        /// cache-type, software or key bits.
         #[test]
-        fn leaf_round_trips(leaf in leaf()) {
-            let level = leaf.size.level();
+        fn leaf_bits_follow_the_diagram(leaf in leaf(PHYS_ADDR_BITS)) {
             let raw = F::make_leaf(&leaf);
-            prop_assert_eq!(F::decode(raw, level), Decoded::Leaf(leaf));
-            prop_assert!(F::is_present(raw, level));
+            prop_assert_eq!(raw & ADDR & !(leaf.size.bytes() - 1), leaf.frame.as_u64());
             prop_assert_eq!(raw & PS != 0, leaf.size != PageSize::Size4K);
             prop_assert_eq!(raw & (PWT | PCD | SOFTWARE_LOW | IGNORED_HIGH | PKEY), 0);
             if leaf.size != PageSize::Size4K {
                 prop_assert_eq!(raw & HUGE_PAT, 0);
             }
+            let bits = [(RW, leaf.prot.writable), (US, leaf.prot.user), (G, leaf.prot.global)];
+            for (bit, on) in bits.into_iter().chain([(NX, !leaf.prot.executable), (A, leaf.young), (D, leaf.dirty)]) {
+                prop_assert_eq!(raw & bit != 0, on, "bit {:#x}", bit);
+            }
         }
 
         /// Decode is exact: flipping any bit of a valid leaf gives an entry
-        /// that encodes back to exactly itself, or one that is not a leaf.
+        /// that encodes back to exactly itself (a leaf), a table entry of
+        /// the same address, a non-present entry up to A and D, or one that
+        /// decode refuses.
         #[test]
-        fn decode_is_canonical(leaf in leaf(), bit in 0..64u32) {
+        fn decode_is_canonical(leaf in leaf(PHYS_ADDR_BITS), bit in 0..64u32) {
             let level = leaf.size.level();
             let raw = F::make_leaf(&leaf) ^ (1 << bit);
             match F::decode(raw, level) {
@@ -822,334 +742,126 @@ mod tests {
             }
         }
 
+        /// `P | RW | US`: a table entry never restricts. The CPU sets A in
+        /// the table entries it walks: still a table.
         #[test]
-        fn table_round_trips(frame in 0..1u64 << 40, level in table_level()) {
+        fn table_bits_follow_the_diagram(frame in 0..1u64 << 40, level in table_level()) {
             let next = PhysAddr::new(frame << 12);
             let raw = F::make_table(next, level);
-            prop_assert_eq!(F::decode(raw, level), Decoded::Table(next));
             prop_assert_eq!(raw & !ADDR, P | RW | US);
-            // The CPU sets A in table entries it walks: still a table.
             prop_assert_eq!(F::decode(raw | A, level), Decoded::Table(next));
         }
-
-        // ---- the dirty/young/write algebra ----
-
-        #[test]
-        fn mkdirty_then_mkclean_is_clean(leaf in leaf()) {
-            let level = leaf.size.level();
-            let dirty = F::mkdirty(F::make_leaf(&leaf), level);
-            prop_assert_eq!(decoded_leaf(dirty, level), Leaf { dirty: true, ..leaf });
-            prop_assert_eq!(dirty & RW != 0, leaf.prot.writable, "mkdirty never makes writable");
-            let clean = F::mkclean(dirty, level);
-            prop_assert_eq!(decoded_leaf(clean, level), Leaf { dirty: false, ..leaf });
-        }
-
-        #[test]
-        fn wrprotect_keeps_dirty(leaf in leaf()) {
-            let level = leaf.size.level();
-            let raw = F::wrprotect(F::make_leaf(&leaf), level);
-            let w = decoded_leaf(raw, level);
-            prop_assert_eq!(w, Leaf { prot: Prot { writable: false, ..leaf.prot }, ..leaf });
-            prop_assert_eq!(raw & D != 0, leaf.dirty);
-            prop_assert_eq!(raw & RW, 0);
-        }
-
-        #[test]
-        fn mkwrite_on_a_clean_page_leaves_it_clean(leaf in leaf()) {
-            let level = leaf.size.level();
-            let raw = F::mkwrite(F::make_leaf(&Leaf { dirty: false, ..leaf }), level);
-            let w = decoded_leaf(raw, level);
-            prop_assert!(w.prot.writable && !w.dirty);
-            prop_assert_eq!(raw & D, 0);
-        }
-
-        #[test]
-        fn mkold_then_mkyoung(leaf in leaf()) {
-            let level = leaf.size.level();
-            let old = F::mkold(F::make_leaf(&leaf), level);
-            prop_assert_eq!(decoded_leaf(old, level), Leaf { young: false, ..leaf });
-            prop_assert_eq!(old & A, 0);
-            let young = F::mkyoung(old, level);
-            prop_assert_eq!(decoded_leaf(young, level), Leaf { young: true, ..leaf });
-        }
-
-        #[test]
-        fn the_algebra_leaves_other_entries_alone(entry in nonpresent()) {
-            let raw = F::make_nonpresent(&entry);
-            for op in [F::mkdirty, F::mkclean, F::mkyoung, F::mkold, F::wrprotect, F::mkwrite] {
-                prop_assert_eq!(op(raw, Level::Pte), raw);
-                prop_assert_eq!(op(raw, Level::Pmd), raw);
-            }
-        }
     }
 
+    /// Bit 7 is PS one level up and PAT in a PTE (the level rules are
+    /// `formats_conformance`'s `a_huge_leaf_decodes_by_its_level`): the
+    /// bits between PAT and a huge frame are reserved, and the cache-type
+    /// bits are never written.
     #[test]
-    fn leaf_decoding_depends_on_the_level() {
-        let leaf = Leaf {
-            frame: PhysAddr::new(0x4000_0000),
-            size: PageSize::Size1G,
-            prot: Prot::READ_WRITE,
-            dirty: false,
-            young: true,
-        };
-        let raw = F::make_leaf(&leaf);
-        assert_eq!(F::decode(raw, Level::Pud), Decoded::Leaf(leaf));
-        assert_eq!(
-            F::decode(raw, Level::Pmd),
-            Decoded::Leaf(Leaf { size: PageSize::Size2M, ..leaf }),
-            "PS means 2 MiB one level down"
-        );
-        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "bit 7 is PAT in a PTE");
-        assert_eq!(F::decode(raw, Level::Pgd), Decoded::Bad(raw), "PS is reserved in a PML4E");
-        // A misaligned huge frame: reserved bits.
-        let raw =
-            F::make_leaf(&Leaf { size: PageSize::Size2M, frame: PhysAddr::new(0x20_0000), ..leaf }) | 1 << 13;
-        assert_eq!(F::decode(raw, Level::Pmd), Decoded::Bad(raw));
-        // Cache-type bits we never write.
-        let raw = F::make_leaf(&Leaf { size: PageSize::Size4K, ..leaf }) | PCD;
-        assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw));
-    }
-
-    #[test]
-    #[should_panic(expected = "not aligned")]
-    fn make_leaf_refuses_a_misaligned_frame() {
-        let _ = F::make_leaf(&Leaf {
-            frame: PhysAddr::new(0x1000),
-            size: PageSize::Size2M,
-            prot: Prot::READ,
-            dirty: false,
-            young: false,
-        });
+    fn reserved_and_cache_type_bits_are_bad() {
+        let leaf = page(0x20_0000, Prot::READ_WRITE, false, true);
+        let raw = F::make_leaf(&Leaf { size: PageSize::Size2M, ..leaf }) | 1 << 13;
+        assert_eq!(F::decode(raw, Level::Pmd), Decoded::Bad(raw), "a misaligned huge frame");
+        for bit in [PTE_PAT, PWT, PCD] {
+            let raw = F::make_leaf(&leaf) | bit;
+            assert_eq!(F::decode(raw, Level::Pte), Decoded::Bad(raw), "{bit:#x}");
+        }
     }
 
     // ---- the walker ----
 
-    const ROOT_BASE: u64 = 0x10_0000;
-
-    /// Memory with an empty root table.
-    fn memory() -> (SimMemory, PhysAddr) {
-        let mem = SimMemory::new(ROOT_BASE, 64);
-        let root = mem.alloc_table().unwrap();
-        (mem, root)
-    }
-
-    /// Installs `raw` at `level` for `va`, making tables (with
-    /// `make_table`) on the way; returns the entry's address.
-    fn install(mem: &SimMemory, root: PhysAddr, va: u64, level: Level, raw: u64) -> PhysAddr {
-        let mut table = root;
-        for l in Level::TOP_DOWN {
-            let slot = PhysAddr::new(table.as_u64() + 8 * l.index(va) as u64);
-            if l == level {
-                mem.write_entry(slot, raw);
-                return slot;
-            }
-            table = match F::decode(mem.read_entry(slot), l) {
-                Decoded::Table(next) => next,
-                Decoded::None => {
-                    let next = mem.alloc_table().unwrap();
-                    mem.write_entry(slot, F::make_table(next, l));
-                    next
-                }
-                other => panic!("install: {other:?} in the way at {l:?}"),
-            };
-        }
-        unreachable!()
-    }
-
-    fn page(prot: Prot, dirty: bool, young: bool) -> Leaf {
-        Leaf { frame: PhysAddr::new(0x7654_3000), size: PageSize::Size4K, prot, dirty, young }
-    }
-
-    const USER_RW: Prot = Prot { writable: true, user: true, executable: false, global: false };
-    const VA: u64 = 0x0000_1234_5678_9abc;
-
-    fn walk(mem: &SimMemory, root: PhysAddr, va: u64, access: HwAccess) -> Result<Translation, HwFault> {
-        F::hw_translate(mem, root, VirtAddr::new(va), access)
-    }
-
-    /// The address of the entry at `level` for `va`, following tables.
-    fn slot_of(mem: &SimMemory, root: PhysAddr, va: u64, level: Level) -> PhysAddr {
-        let mut table = root;
-        for l in Level::TOP_DOWN {
-            let slot = PhysAddr::new(table.as_u64() + 8 * l.index(va) as u64);
-            if l == level {
-                return slot;
-            }
-            let Decoded::Table(next) = F::decode(mem.read_entry(slot), l) else {
-                panic!("no table at {l:?}")
-            };
-            table = next;
-        }
-        unreachable!()
-    }
-
     #[test]
-    fn a_missing_entry_faults_at_its_level() {
-        let (mem, root) = memory();
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pgd }));
-        install(&mem, root, VA, Level::Pud, 0);
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pud }));
-        install(&mem, root, VA, Level::Pmd, 0);
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pmd }));
-        let swap =
-            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(0, 1).unwrap(), exclusive: true });
-        install(&mem, root, VA, Level::Pte, swap);
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_READ), Err(HwFault::NotMapped { level: Level::Pte }));
-    }
-
-    #[test]
-    fn a_present_page_translates_with_its_offset() {
-        let (mem, root) = memory();
-        let leaf = page(USER_RW, true, true);
-        install(&mem, root, VA, Level::Pte, F::make_leaf(&leaf));
-        let t = walk(&mem, root, VA, HwAccess::USER_READ).unwrap();
-        assert_eq!(t.pa, PhysAddr::new(0x7654_3abc));
-        assert_eq!(
-            (t.size, t.can_read, t.can_write, t.can_exec, t.user),
-            (PageSize::Size4K, true, true, false, true)
-        );
-    }
-
-    #[test]
-    fn a_huge_leaf_translates_with_its_offset() {
-        let (mem, root) = memory();
-        let leaf = Leaf {
-            frame: PhysAddr::new(0x4000_0000),
-            size: PageSize::Size1G,
-            ..page(Prot::READ, false, true)
-        };
-        install(&mem, root, VA, Level::Pud, F::make_leaf(&leaf));
-        let t = walk(&mem, root, VA, HwAccess::KERNEL_READ).unwrap();
-        assert_eq!(t.pa, PhysAddr::new(0x4000_0000 + (VA & 0x3fff_ffff)));
-        assert_eq!(t.size, PageSize::Size1G);
-        let leaf = Leaf { frame: PhysAddr::new(0x20_0000), size: PageSize::Size2M, ..leaf };
-        let va2 = VA + (1 << 30);
-        install(&mem, root, va2, Level::Pmd, F::make_leaf(&leaf));
-        let t = walk(&mem, root, va2, HwAccess::KERNEL_READ).unwrap();
-        assert_eq!(t.pa, PhysAddr::new(0x20_0000 + (va2 & 0x1f_ffff)));
-        assert_eq!(t.size, PageSize::Size2M);
-    }
-
-    #[test]
-    fn writes_to_read_only_pages_fault_also_for_the_kernel() {
-        let (mem, root) = memory();
-        install(
-            &mem,
-            root,
-            VA,
-            Level::Pte,
-            F::make_leaf(&page(Prot { writable: false, ..USER_RW }, false, true)),
-        );
-        let fault = Err(HwFault::Permission { level: Level::Pte });
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_WRITE), fault);
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_WRITE), fault, "CR0.WP = 1");
-        assert!(walk(&mem, root, VA, HwAccess::USER_READ).is_ok());
-    }
-
-    #[test]
-    fn user_access_to_a_kernel_page_faults() {
-        let (mem, root) = memory();
-        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(Prot::READ_WRITE, true, true)));
-        for access in [HwAccess::USER_READ, HwAccess::USER_WRITE, HwAccess::USER_EXEC] {
-            assert_eq!(walk(&mem, root, VA, access), Err(HwFault::Permission { level: Level::Pte }));
-        }
-        let t = walk(&mem, root, VA, HwAccess::KERNEL_WRITE).unwrap();
-        assert!(!t.user && t.can_write);
-    }
-
-    #[test]
-    fn kernel_may_use_user_pages_without_smap_or_smep() {
+    fn the_kernel_may_execute_user_pages_without_smep() {
         let (mem, root) = memory();
         let exec = Prot { executable: true, ..USER_RW };
-        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(exec, true, true)));
-        for access in [HwAccess::KERNEL_READ, HwAccess::KERNEL_WRITE, HwAccess::KERNEL_EXEC] {
-            assert!(walk(&mem, root, VA, access).is_ok(), "{access:?}");
-        }
+        install::<F>(&mem, root, VA, Level::Pte, F::make_leaf(&page(FRAME, exec, true, true)));
+        assert!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_EXEC).unwrap().can_exec);
     }
 
     #[test]
     fn nx_forbids_execution() {
         let (mem, root) = memory();
-        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, true, true)));
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_EXEC), Err(HwFault::Permission { level: Level::Pte }));
-        assert_eq!(
-            walk(&mem, root, VA, HwAccess::KERNEL_EXEC),
-            Err(HwFault::Permission { level: Level::Pte })
+        install::<F>(&mem, root, VA, Level::Pte, F::make_leaf(&page(FRAME, USER_RW, true, true)));
+        let fault = Err(HwFault::Permission { level: Level::Pte });
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::USER_EXEC), fault);
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_EXEC), fault);
+        let exec = F::make_leaf(&page(FRAME, Prot { executable: true, ..USER_RW }, true, true));
+        install::<F>(&mem, root, VA, Level::Pte, exec);
+        assert!(
+            walk::<F>(&mem, root, VA, HwAccess::USER_EXEC).unwrap().can_exec,
+            "one TLB entry for both modes"
         );
-        install(
-            &mem,
-            root,
-            VA,
-            Level::Pte,
-            F::make_leaf(&page(Prot { executable: true, ..USER_RW }, true, true)),
-        );
-        assert!(walk(&mem, root, VA, HwAccess::USER_EXEC).unwrap().can_exec);
     }
 
     #[test]
     fn rights_are_the_intersection_over_the_walk() {
         let (mem, root) = memory();
         let rwx = Prot { executable: true, ..USER_RW };
-        install(&mem, root, VA, Level::Pte, F::make_leaf(&page(rwx, true, true)));
-        let pmd_slot = slot_of(&mem, root, VA, Level::Pmd);
+        install::<F>(&mem, root, VA, Level::Pte, F::make_leaf(&page(FRAME, rwx, true, true)));
+        let pmd_slot = slot_of::<F>(&mem, root, VA, Level::Pmd);
         let Decoded::Table(pt) = F::decode(mem.read_entry(pmd_slot), Level::Pmd) else { panic!("no PT") };
         for (clear, access) in [(RW, HwAccess::USER_WRITE), (US, HwAccess::USER_READ)] {
             mem.write_entry(pmd_slot, F::make_table(pt, Level::Pmd) & !clear);
-            assert_eq!(walk(&mem, root, VA, access), Err(HwFault::Permission { level: Level::Pte }));
+            assert_eq!(walk::<F>(&mem, root, VA, access), Err(HwFault::Permission { level: Level::Pte }));
         }
         mem.write_entry(pmd_slot, F::make_table(pt, Level::Pmd) | NX);
-        assert_eq!(walk(&mem, root, VA, HwAccess::USER_EXEC), Err(HwFault::Permission { level: Level::Pte }));
+        assert_eq!(
+            walk::<F>(&mem, root, VA, HwAccess::USER_EXEC),
+            Err(HwFault::Permission { level: Level::Pte })
+        );
         mem.write_entry(pmd_slot, F::make_table(pt, Level::Pmd));
-        assert!(walk(&mem, root, VA, HwAccess::USER_EXEC).is_ok());
+        assert!(walk::<F>(&mem, root, VA, HwAccess::USER_EXEC).is_ok());
     }
 
     #[test]
     fn the_cpu_sets_accessed_and_dirty() {
         let (mem, root) = memory();
-        let slot = install(&mem, root, VA, Level::Pte, F::make_leaf(&page(USER_RW, false, false)));
-        let t = walk(&mem, root, VA, HwAccess::USER_READ).unwrap();
+        let slot =
+            install::<F>(&mem, root, VA, Level::Pte, F::make_leaf(&page(FRAME, USER_RW, false, false)));
+        let t = walk::<F>(&mem, root, VA, HwAccess::USER_READ).unwrap();
         assert!(!t.can_write, "without D a write must walk again");
-        let after_read = decoded_leaf(mem.read_entry(slot), Level::Pte);
+        let after_read = decoded_leaf::<F>(mem.read_entry(slot), Level::Pte);
         assert!(after_read.young && !after_read.dirty);
-        let t = walk(&mem, root, VA, HwAccess::USER_WRITE).unwrap();
+        let t = walk::<F>(&mem, root, VA, HwAccess::USER_WRITE).unwrap();
         assert!(t.can_write);
-        assert_eq!(decoded_leaf(mem.read_entry(slot), Level::Pte), page(USER_RW, true, true));
+        assert_eq!(decoded_leaf::<F>(mem.read_entry(slot), Level::Pte), page(FRAME, USER_RW, true, true));
         // A faulting access changes nothing.
-        let ro = F::make_leaf(&page(Prot::READ, false, false));
+        let ro = F::make_leaf(&page(FRAME, Prot::READ, false, false));
         mem.write_entry(slot, ro);
-        assert!(walk(&mem, root, VA, HwAccess::KERNEL_WRITE).is_err());
+        assert!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_WRITE).is_err());
         assert_eq!(mem.read_entry(slot), ro);
     }
 
     #[test]
     fn reserved_bits_fault() {
         let (mem, root) = memory();
-        let leaf = page(Prot::READ, true, true);
-        let slot = install(&mem, root, VA, Level::Pte, F::make_leaf(&leaf) | PTE_PAT);
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_READ), Err(HwFault::Reserved { level: Level::Pte }));
+        let leaf = page(FRAME, Prot::READ, true, true);
+        let slot = install::<F>(&mem, root, VA, Level::Pte, F::make_leaf(&leaf) | PTE_PAT);
+        let reserved = |level| Err(HwFault::Reserved { level });
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_READ), reserved(Level::Pte));
         // Ignored bits are not reserved to the CPU (though decode calls them Bad).
         mem.write_entry(slot, F::make_leaf(&leaf) | IGNORED_HIGH | SOFTWARE_LOW);
-        assert!(walk(&mem, root, VA, HwAccess::KERNEL_READ).is_ok());
+        assert!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_READ).is_ok());
         let huge = Leaf { frame: PhysAddr::new(0x20_0000), size: PageSize::Size2M, ..leaf };
-        install(&mem, root, VA, Level::Pmd, F::make_leaf(&huge) | 1 << 14);
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_READ), Err(HwFault::Reserved { level: Level::Pmd }));
-        let pgd_slot = slot_of(&mem, root, VA, Level::Pgd);
+        install::<F>(&mem, root, VA, Level::Pmd, F::make_leaf(&huge) | 1 << 14);
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_READ), reserved(Level::Pmd));
+        let pgd_slot = slot_of::<F>(&mem, root, VA, Level::Pgd);
         mem.write_entry(pgd_slot, mem.read_entry(pgd_slot) | PS);
-        assert_eq!(walk(&mem, root, VA, HwAccess::KERNEL_READ), Err(HwFault::Reserved { level: Level::Pgd }));
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_READ), reserved(Level::Pgd));
     }
 
     #[test]
     #[should_panic(expected = "not canonical")]
     fn a_non_canonical_address_is_not_a_page_fault() {
         let (mem, root) = memory();
-        let _ = walk(&mem, root, 0x0000_8000_0000_0000, HwAccess::KERNEL_READ);
+        let _ = walk::<F>(&mem, root, 0x0000_8000_0000_0000, HwAccess::KERNEL_READ);
     }
 
     #[test]
     fn upper_half_addresses_walk_from_the_same_root() {
         let (mem, root) = memory();
         let va = 0xffff_8000_0000_1000;
-        install(&mem, root, va, Level::Pte, F::make_leaf(&page(Prot::READ, false, true)));
-        assert_eq!(walk(&mem, root, va, HwAccess::KERNEL_READ).unwrap().pa, PhysAddr::new(0x7654_3000));
+        install::<F>(&mem, root, va, Level::Pte, F::make_leaf(&page(FRAME, Prot::READ, false, true)));
+        assert_eq!(walk::<F>(&mem, root, va, HwAccess::KERNEL_READ).unwrap().pa, PhysAddr::new(FRAME));
     }
 }

@@ -30,6 +30,7 @@
 //! | [`reclaim`] | the shrink step: which isolated folio is skipped, kept, activated, split, written, freed; the LRU scan; `MADV_PAGEOUT`'s hand-over |
 //! | [`swapoff`] | swapoff's walk: every entry of an area brought back, the cache emptied, the area checked empty |
 //! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
+//! | `testkit` | the host tests' kit (feature `sim`): simulated frames and swap, worlds of address spaces, proptest strategies, the shuttle set-up |
 //! | `sync` | the page descriptor's atomics from one place: `core`'s, or shuttle's under the `shuttle` feature (host race tests), and `Lock`, the mutex that is shuttle's there too |
 //!
 //! ## Locks
@@ -73,6 +74,8 @@ pub mod space;
 pub mod swap;
 pub mod swapoff;
 pub mod sync;
+#[cfg(feature = "sim")]
+pub mod testkit;
 pub mod thp;
 pub mod unmap;
 pub mod vma;

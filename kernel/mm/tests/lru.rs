@@ -4,22 +4,23 @@
 //! large folios as one element, the consistency check, a few threads at
 //! once, and a long run of random operations against a `VecDeque` model.
 //!
-//! The world: a real `FrameAllocator` over a leaked memmap of 8192 pages
-//! (room for a few 2 MiB folios), anonymous folios made as the fault path
-//! makes them (`alloc_anon_folio`, `alloc_anon_huge_folio`: one mapping,
-//! one reference), and the free path as the module doc describes it:
+//! The world: `mm::testkit`'s `SimFrames` with the LRU lists (a real
+//! `FrameAllocator` over a leaked memmap of 8192 pages, room for a few
+//! 2 MiB folios), anonymous folios made as the fault path makes them
+//! (`SimFrames::alloc_anon`: one mapping, one reference), and the free path
+//! as the module doc of `mm::lru` describes it:
 //! whoever drops the last reference removes the folio from its list, then
 //! frees it. Every test ends with every frame back in the allocator.
 
-mod common;
-use common::Rng;
+use mm::testkit::rng::Rng;
 
-use mm::anon::{alloc_anon_folio, remove_pte_mapping};
+use mm::anon::remove_pte_mapping;
 use mm::folio::Folio;
-use mm::frame::{AllocKind, FrameAllocator};
+use mm::frame::AllocKind;
 use mm::lru::{LruCounts, LruList, LruLists};
-use mm::page::{Memmap, PageFlag};
-use mm::thp::{alloc_anon_huge_folio, remove_pmd_mapping, HPAGE_NR};
+use mm::page::PageFlag;
+use mm::testkit::frames::SimFrames;
+use mm::thp::{remove_pmd_mapping, HPAGE_NR};
 use mm::PhysAddr;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -28,9 +29,10 @@ const BASE_PFN: u64 = 0x80000;
 const NR_FRAMES: usize = 8192;
 const HANDLE: u64 = 0x4242;
 
-/// The allocator, the lists, and the free path.
+/// The lists over [`SimFrames`] (whose free path takes a folio off its
+/// list first), and the views and checks of these tests.
 struct World {
-    fa: &'static FrameAllocator,
+    frames: SimFrames,
     lru: &'static LruLists,
     nr_free: u64,
     next_index: Cell<u64>,
@@ -38,11 +40,15 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let memmap = Memmap::new_leaked(BASE_PFN, NR_FRAMES);
-        let fa: &'static FrameAllocator = Box::leak(Box::new(FrameAllocator::new(memmap)));
-        fa.add_free_range(BASE_PFN, BASE_PFN + NR_FRAMES as u64).unwrap();
-        let lru: &'static LruLists = Box::leak(Box::new(LruLists::new(memmap)));
-        World { fa, lru, nr_free: fa.nr_free_pages(), next_index: Cell::new(0) }
+        let frames = SimFrames::new(BASE_PFN, NR_FRAMES).with_lru();
+        World { lru: frames.lru(), nr_free: frames.nr_free(), frames, next_index: Cell::new(0) }
+    }
+
+    /// A world and `n` new small folios, added in this order.
+    fn with_added(n: usize) -> (World, Vec<Folio<'static>>) {
+        let w = World::new();
+        let f = w.added_n(n);
+        (w, f)
     }
 
     /// A new mapped anonymous folio, small or huge, not on a list; `None`
@@ -50,11 +56,7 @@ impl World {
     fn try_folio(&self, huge: bool) -> Option<Folio<'static>> {
         let index = self.next_index.get();
         self.next_index.set(index + HPAGE_NR as u64);
-        if huge {
-            alloc_anon_huge_folio(self.fa, AllocKind::Reserve, HANDLE, index, |_| {}).ok()
-        } else {
-            alloc_anon_folio(self.fa, AllocKind::Reserve, HANDLE, index, |_| {}).ok()
-        }
+        self.frames.alloc_anon(AllocKind::Reserve, huge, HANDLE, index)
     }
 
     /// A new small folio on the inactive list, as the fault path leaves it.
@@ -73,28 +75,17 @@ impl World {
     fn unmap(&self, f: Folio<'static>) {
         let pa = PhysAddr::new(f.pfn() << 12);
         if f.is_large() {
-            remove_pmd_mapping(self.fa.memmap(), pa);
+            remove_pmd_mapping(self.frames.memmap(), pa);
         } else {
-            remove_pte_mapping(self.fa.memmap(), pa);
+            remove_pte_mapping(self.frames.memmap(), pa);
         }
-    }
-
-    /// The free path: drops one reference; when it was the last, takes the
-    /// folio off its list and frees it. Returns whether it freed.
-    fn put(&self, f: Folio<'static>) -> bool {
-        if !f.put() {
-            return false;
-        }
-        self.lru.remove(f);
-        self.fa.free_folio(f);
-        true
     }
 
     /// Unmaps a folio and drops the mapping's reference, which must be the
     /// last.
     fn release(&self, f: Folio<'static>) {
         self.unmap(f);
-        assert!(self.put(f), "pfn {:#x} had other references", f.pfn());
+        assert!(self.frames.put(f), "pfn {:#x} had other references", f.pfn());
     }
 
     fn list(&self, which: LruList) -> Vec<u64> {
@@ -119,12 +110,27 @@ impl World {
         self.lru.check().unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Checks the lists, drops reclaim's reference on each of `isolated`,
+    /// releases each of `folios` (whose mapping holds the last reference),
+    /// then [`World::finish`].
+    fn release_all(&self, isolated: &[Folio<'static>], folios: &[Folio<'static>]) {
+        self.check();
+        for &x in isolated {
+            assert!(!self.frames.put(x), "pfn {:#x}: reclaim's reference was the last", x.pfn());
+        }
+        for &x in folios {
+            self.release(x);
+        }
+        self.finish();
+    }
+
     /// Every folio gone: empty lists, every frame back.
     fn finish(&self) {
         self.check();
         assert_eq!(self.lru.counts(), LruCounts::default());
-        assert_eq!(self.fa.nr_free_pages(), self.nr_free, "frames leaked");
-        self.fa.check_consistency().unwrap();
+        assert_eq!(self.frames.nr_free(), self.nr_free, "frames leaked");
+        assert_eq!(self.frames.nr_data_frames(), 0);
+        self.frames.fa().check_consistency().unwrap();
     }
 }
 
@@ -140,8 +146,7 @@ fn counts(nr_active: u64, nr_inactive: u64, nr_active_pages: u64, nr_inactive_pa
 
 #[test]
 fn new_folios_go_on_the_inactive_head() {
-    let w = World::new();
-    let f = w.added_n(3);
+    let (w, f) = World::with_added(3);
     assert_eq!(w.inactive(), vec![f[2].pfn(), f[1].pfn(), f[0].pfn()], "newest first");
     assert!(w.active().is_empty());
     assert_eq!(w.lru.counts(), counts(0, 3, 0, 3));
@@ -153,17 +158,12 @@ fn new_folios_go_on_the_inactive_head() {
         assert_eq!(w.lru.list_of(x.pfn()), Some(LruList::Inactive));
     }
     assert_eq!(w.lru.list_of(BASE_PFN + NR_FRAMES as u64), None);
-    w.check();
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]
 fn remove_takes_a_folio_off_either_list() {
-    let w = World::new();
-    let f = w.added_n(4);
+    let (w, f) = World::with_added(4);
     w.lru.mark_accessed(f[1]);
     let scan = w.lru.isolate(2);
     assert_eq!(pfns(&scan.isolated), vec![f[0].pfn()]);
@@ -182,17 +182,13 @@ fn remove_takes_a_folio_off_either_list() {
     assert_eq!(w.lru.counts(), counts(0, 1, 0, 1));
     w.check();
     // The isolation reference, then everything.
-    assert!(!w.put(f[0]));
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    assert!(!w.frames.put(f[0]));
+    w.release_all(&[], &f);
 }
 
 #[test]
 fn isolate_takes_the_oldest_first_with_a_reference() {
-    let w = World::new();
-    let f = w.added_n(5);
+    let (w, f) = World::with_added(5);
     let scan = w.lru.isolate(2);
     assert_eq!(pfns(&scan.isolated), vec![f[0].pfn(), f[1].pfn()]);
     assert_eq!((scan.nr_scanned, scan.nr_rotated, scan.nr_skipped), (2, 0, 0));
@@ -209,18 +205,14 @@ fn isolate_takes_the_oldest_first_with_a_reference() {
     assert!(w.lru.isolate(100).isolated.is_empty());
     w.check();
     for x in scan.isolated.into_iter().chain(rest.isolated) {
-        assert!(!w.put(x));
+        assert!(!w.frames.put(x));
     }
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]
 fn referenced_folios_get_a_second_chance_on_the_active_list() {
-    let w = World::new();
-    let f = w.added_n(4);
+    let (w, f) = World::with_added(4);
     w.lru.mark_accessed(f[0]);
     w.lru.mark_accessed(f[2]);
     assert!(f[0].test_flag(PageFlag::Referenced) && !f[1].test_flag(PageFlag::Referenced));
@@ -243,34 +235,19 @@ fn referenced_folios_get_a_second_chance_on_the_active_list() {
     let again = w.lru.isolate(10);
     assert!(again.isolated.is_empty() && again.nr_rotated == 1);
     assert_eq!(w.active(), vec![f[0].pfn(), f[2].pfn()]);
-    w.check();
-    for x in scan.isolated {
-        assert!(!w.put(x));
-    }
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&scan.isolated, &f);
 }
 
 #[test]
 fn nr_to_scan_counts_every_folio_looked_at() {
-    let w = World::new();
-    let f = w.added_n(5);
+    let (w, f) = World::with_added(5);
     w.lru.mark_accessed(f[0]);
     w.lru.mark_accessed(f[1]);
     let scan = w.lru.isolate(3);
     assert_eq!((scan.nr_scanned, scan.nr_rotated, pfns(&scan.isolated)), (3, 2, vec![f[2].pfn()]));
     assert_eq!(w.inactive(), vec![f[4].pfn(), f[3].pfn()]);
     assert!(w.lru.isolate(0).isolated.is_empty());
-    w.check();
-    for x in scan.isolated {
-        assert!(!w.put(x));
-    }
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&scan.isolated, &f);
 }
 
 /// The window between a folio's last put and its removal: the scan must
@@ -278,8 +255,7 @@ fn nr_to_scan_counts_every_folio_looked_at() {
 /// it for the free path.
 #[test]
 fn isolate_skips_folios_being_freed() {
-    let w = World::new();
-    let f = w.added_n(3);
+    let (w, f) = World::with_added(3);
     w.lru.mark_accessed(f[1]);
     w.unmap(f[1]);
     assert!(f[1].put(), "the last reference");
@@ -292,10 +268,10 @@ fn isolate_skips_folios_being_freed() {
     w.check();
     // The free path goes on.
     assert!(w.lru.remove(f[1]));
-    w.fa.free_folio(f[1]);
+    w.frames.free(f[1]);
     w.check();
     for x in scan.isolated {
-        assert!(!w.put(x));
+        assert!(!w.frames.put(x));
         w.release(x);
     }
     w.finish();
@@ -303,8 +279,7 @@ fn isolate_skips_folios_being_freed() {
 
 #[test]
 fn putback_to_either_list_at_its_head() {
-    let w = World::new();
-    let f = w.added_n(4);
+    let (w, f) = World::with_added(4);
     let scan = w.lru.isolate(2);
     let [a, b] = [scan.isolated[0], scan.isolated[1]];
     w.lru.putback(a, LruList::Active);
@@ -315,25 +290,20 @@ fn putback_to_either_list_at_its_head() {
     assert!(!b.test_flag(PageFlag::Active) && b.test_flag(PageFlag::Lru));
     assert_eq!(w.lru.counts(), counts(1, 3, 1, 3));
     // Reclaim drops its references: not the last ones.
-    assert!(!w.put(a) && !w.put(b));
-    w.check();
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    assert!(!w.frames.put(a) && !w.frames.put(b));
+    w.release_all(&[], &f);
 }
 
 /// Reclaim decided to swap the folio out: it unmaps it and drops both
 /// references; the last put finds it on no list.
 #[test]
 fn an_isolated_folio_is_freed_without_the_lists() {
-    let w = World::new();
-    let f = w.added_n(2);
+    let (w, f) = World::with_added(2);
     let scan = w.lru.isolate(1);
     let x = scan.isolated[0];
     w.unmap(x);
     assert!(!x.put());
-    assert!(w.put(x), "the isolation's reference was the last");
+    assert!(w.frames.put(x), "the isolation's reference was the last");
     assert_eq!(w.inactive(), vec![f[1].pfn()]);
     w.check();
     w.release(f[1]);
@@ -348,7 +318,7 @@ fn all_active(w: &World, n: usize) -> Vec<Folio<'static>> {
     let f = w.added_n(n);
     for x in w.lru.isolate(n).isolated {
         w.lru.putback(x, LruList::Active);
-        assert!(!w.put(x));
+        assert!(!w.frames.put(x));
     }
     assert_eq!(w.lru.counts(), counts(n as u64, 0, n as u64, 0));
     f
@@ -369,11 +339,7 @@ fn shrink_active_moves_the_active_tail_to_the_inactive_head() {
     assert_eq!(w.lru.shrink_active(100), 2);
     assert_eq!(w.lru.shrink_active(100), 0);
     assert_eq!(w.lru.counts(), counts(0, 4, 0, 4));
-    w.check();
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]
@@ -387,11 +353,7 @@ fn balance_keeps_the_inactive_list_as_large_as_the_active_one() {
     assert!(!w.lru.inactive_is_low());
     assert_eq!(w.lru.balance(100), 0, "already balanced");
     assert_eq!(w.inactive(), vec![f[2].pfn(), f[1].pfn(), f[0].pfn()], "oldest active first");
-    w.check();
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]
@@ -411,7 +373,7 @@ fn a_huge_folio_is_one_element_of_512_pages() {
     assert_eq!(pfns(&scan.isolated), vec![huge.pfn()]);
     assert_eq!(w.lru.counts(), counts(0, 2, 0, 2));
     w.lru.putback(huge, LruList::Active);
-    assert!(!w.put(huge));
+    assert!(!w.frames.put(huge));
     assert_eq!(w.lru.counts(), counts(1, 2, HPAGE_NR as u64, 2));
     // 2 inactive pages against 512 active: the huge folio must go.
     assert!(w.lru.inactive_is_low());
@@ -420,10 +382,7 @@ fn a_huge_folio_is_one_element_of_512_pages() {
     w.check();
     w.release(huge);
     assert_eq!(w.lru.counts(), counts(0, 2, 0, 2));
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 // ------------------------------------------------------------- the check
@@ -433,8 +392,7 @@ fn a_huge_folio_is_one_element_of_512_pages() {
 /// those).
 #[test]
 fn check_catches_flags_out_of_place() {
-    let w = World::new();
-    let f = w.added_n(3);
+    let (w, f) = World::with_added(3);
     w.check();
     f[1].clear_flag(PageFlag::Lru);
     let e = w.lru.check().unwrap_err();
@@ -465,12 +423,9 @@ fn check_catches_flags_out_of_place() {
     huge.page(3).clear_flag(PageFlag::Lru);
     w.check();
 
-    assert!(!w.put(x));
+    assert!(!w.frames.put(x));
     w.release(huge);
-    for x in f {
-        w.release(x);
-    }
-    w.finish();
+    w.release_all(&[], &f);
 }
 
 #[test]
@@ -665,12 +620,12 @@ impl Model {
                             LruList::Inactive => self.inactive.push_front(f.pfn()),
                         }
                         self.folios.get_mut(&f.pfn()).unwrap().1 = Where::Listed;
-                        assert!(!self.w.put(f));
+                        assert!(!self.w.frames.put(f));
                     } else {
                         // Reclaimed: unmapped, both references dropped.
                         self.w.unmap(f);
                         assert!(!f.put());
-                        assert!(self.w.put(f));
+                        assert!(self.w.frames.put(f));
                         self.folios.remove(&f.pfn());
                         self.referenced.remove(&f.pfn());
                     }
@@ -716,7 +671,7 @@ impl Model {
                     assert!(lru.remove(f));
                     self.unlist(pfn);
                     self.referenced.remove(&pfn);
-                    self.w.fa.free_folio(f);
+                    self.w.frames.free(f);
                 }
             }
             87..=93 => {
@@ -765,13 +720,13 @@ impl Model {
     fn finish(mut self) {
         for (_, (f, state)) in std::mem::take(&mut self.folios) {
             if state == Where::Isolated {
-                assert!(!self.w.put(f));
+                assert!(!self.w.frames.put(f));
             }
             self.w.release(f);
         }
         for (_, f) in std::mem::take(&mut self.dying) {
             assert!(self.w.lru.remove(f));
-            self.w.fa.free_folio(f);
+            self.w.frames.free(f);
         }
         self.w.finish();
     }

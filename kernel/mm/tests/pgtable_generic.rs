@@ -7,16 +7,14 @@
 //! behind a `SoftTlb`, which keeps stale translations until flushed. So a
 //! wrong encoding, a wrong walk or a missing flush fails here.
 
-#[macro_use]
-mod common;
-
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::pgtable::format::{MigrationKind, ENTRIES_PER_TABLE};
-use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
+use mm::pgtable::sim::{HardwareWalker, HwFault, SimMemory};
 use mm::pgtable::{
     Decoded, Leaf, Level, MigrationEntry, NonPresent, PageSize, PageTable, PgError, Prot, SwapEntry,
 };
+use mm::testkit::mmu::Machine;
 use mm::{PhysAddr, VirtAddr};
 use std::collections::BTreeMap;
 
@@ -32,32 +30,8 @@ fn va(offset: u64) -> VirtAddr {
     VirtAddr::new(BASE + offset)
 }
 
-struct World<F: HardwareWalker> {
-    mem: SimMemory,
-    tlb: SoftTlb<F>,
-    table: PageTable<F>,
-}
-
-impl<F: HardwareWalker> World<F> {
-    fn new() -> Self {
-        let mem = SimMemory::new(0x4000_0000, 1 << 16);
-        let table = PageTable::new(&mem).unwrap();
-        World { mem, tlb: SoftTlb::default(), table }
-    }
-    fn read(&self, at: VirtAddr) -> Result<PhysAddr, HwFault> {
-        self.tlb.translate(&self.mem, self.table.root(), at, HwAccess::USER_READ).map(|t| t.pa)
-    }
-    fn write(&self, at: VirtAddr) -> Result<PhysAddr, HwFault> {
-        self.tlb.translate(&self.mem, self.table.root(), at, HwAccess::USER_WRITE).map(|t| t.pa)
-    }
-    fn finish(self) {
-        self.table.destroy(&self.mem, 0..0);
-        assert_eq!(*self.mem.live_tables.borrow(), 0, "table frames leaked by destroy");
-    }
-}
-
 fn map_translate_and_unmap<F: HardwareWalker>() {
-    let w = World::<F>::new();
+    let w = Machine::<F>::new();
     let small = w.mem.alloc_frame().unwrap();
     let huge = w.mem.alloc_aligned(2 << 20).unwrap();
     w.table.map(&w.mem, va(0x1000), leaf(small, PageSize::Size4K, RW)).unwrap().ignore();
@@ -87,7 +61,7 @@ fn map_translate_and_unmap<F: HardwareWalker>() {
 fn a_missing_flush_is_visible<F: HardwareWalker>() {
     // The negative control: the software TLB really keeps what it cached,
     // so the tests above would catch a forgotten flush.
-    let w = World::<F>::new();
+    let w = Machine::<F>::new();
     let frame = w.mem.alloc_frame().unwrap();
     w.table.map(&w.mem, va(0x5000), leaf(frame, PageSize::Size4K, RW)).unwrap().ignore();
     assert!(w.read(va(0x5000)).is_ok());
@@ -99,7 +73,7 @@ fn a_missing_flush_is_visible<F: HardwareWalker>() {
 }
 
 fn errors_leave_the_table_unchanged<F: HardwareWalker>() {
-    let w = World::<F>::new();
+    let w = Machine::<F>::new();
     let frame = w.mem.alloc_frame().unwrap();
     let huge = w.mem.alloc_aligned(2 << 20).unwrap();
     let l = leaf(frame, PageSize::Size4K, RW);
@@ -143,7 +117,7 @@ fn errors_leave_the_table_unchanged<F: HardwareWalker>() {
 }
 
 fn protect_then_flush_changes_what_the_mmu_allows<F: HardwareWalker>() {
-    let w = World::<F>::new();
+    let w = Machine::<F>::new();
     let frames: Vec<_> = (0..4).map(|_| w.mem.alloc_frame().unwrap()).collect();
     for (i, f) in frames.iter().enumerate() {
         w.table.map(&w.mem, va(i as u64 * 0x1000), leaf(*f, PageSize::Size4K, RW)).unwrap().ignore();
@@ -168,7 +142,7 @@ fn protect_then_flush_changes_what_the_mmu_allows<F: HardwareWalker>() {
 }
 
 fn remap_is_break_before_make<F: HardwareWalker>() {
-    let w = World::<F>::new();
+    let w = Machine::<F>::new();
     let (a, b) = (w.mem.alloc_frame().unwrap(), w.mem.alloc_frame().unwrap());
     w.table.map(&w.mem, va(0x7000), leaf(a, PageSize::Size4K, RW)).unwrap().ignore();
     assert_eq!(w.read(va(0x7008)), Ok(PhysAddr::new(a.as_u64() + 8)));
@@ -181,7 +155,7 @@ fn remap_is_break_before_make<F: HardwareWalker>() {
 }
 
 fn split_pmd_keeps_every_meaning<F: HardwareWalker>() {
-    let w = World::<F>::new();
+    let w = Machine::<F>::new();
     let huge = w.mem.alloc_aligned(2 << 20).unwrap();
     // A present 2 MiB leaf, read-only and clean-but-young.
     let ro = Leaf { frame: huge, size: PageSize::Size2M, prot: RO, dirty: false, young: true };
@@ -250,7 +224,7 @@ fn split_pmd_keeps_every_meaning<F: HardwareWalker>() {
 /// with the model on a sample of addresses, and at the end on all of them.
 fn random_operations_agree_with_the_mmu<F: HardwareWalker>() {
     const WINDOW: u64 = 16 << 21; // 16 PMDs
-    let w = World::<F>::new();
+    let w = Machine::<F>::new();
     // model: page offset -> (pa of the page, writable)
     let mut model: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
     let mut huge_at: BTreeMap<u64, bool> = BTreeMap::new(); // PMD offset -> mapped huge
@@ -333,7 +307,7 @@ fn random_operations_agree_with_the_mmu<F: HardwareWalker>() {
 }
 
 fn visit_sees_leaves_and_entries_in_order<F: HardwareWalker>() {
-    let w = World::<F>::new();
+    let w = Machine::<F>::new();
     let frame = w.mem.alloc_frame().unwrap();
     w.table.map(&w.mem, va(0x3000), leaf(frame, PageSize::Size4K, RW)).unwrap().ignore();
     let s = SwapEntry::new(1, 9).unwrap();
@@ -364,7 +338,7 @@ fn out_of_memory_is_an_error<F: HardwareWalker>() {
     table.destroy(&mem, 0..0);
 }
 
-for_both_formats!(
+mm::for_both_formats!(
     map_translate_and_unmap,
     a_missing_flush_is_visible,
     errors_leave_the_table_unchanged,

@@ -43,19 +43,18 @@
 //! race at all. Both use fixed seeds, so a run is repeatable; a failing
 //! run prints the schedule to replay (`shuttle::replay`).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
 
 use mm::anon::{prepare_anon_folio, remove_pte_mapping};
 use mm::bugs::{self, Bug};
 use mm::folio::{folio_of, Folio};
 use mm::frame::{AllocKind, FrameAllocator};
-use mm::page::{Memmap, PageFlag};
+use mm::page::PageFlag;
+use mm::testkit::bug_switch::{shared, BugOn};
+use mm::testkit::frames::SimFrames;
+use mm::testkit::races::{explore, Explorer};
 use mm::PhysAddr;
-use shuttle::scheduler::{PctScheduler, RandomScheduler, Scheduler};
-use shuttle::{Config, FailurePersistence, Runner};
+use shuttle::FailurePersistence;
 
 /// The bit only the walker touches (nothing else in `mm` uses it yet).
 const WALKER_BIT: PageFlag = PageFlag::Referenced;
@@ -64,19 +63,16 @@ const HANDLE: u64 = 0x4242;
 const INDEX: u64 = 0x77;
 /// The frames of the memmap, all given to the allocator.
 const BASE_PFN: u64 = 0x100;
-const NR_FRAMES: u64 = 4;
+const NR_FRAMES: usize = 4;
 /// How often the walker tries to get a reference.
 const WALKER_TRIES: usize = 3;
 /// Shuttle's fixed seeds and budgets: a few thousand executions each.
 const SEED: u64 = 0x5eed_0003;
 const ITERATIONS: usize = 3000;
-const PCT_DEPTH: usize = 3;
 
 /// Every message of a broken invariant about the flags starts so.
 const LOST: &str = "lost update";
 
-/// The switch is global: tests of this file take turns.
-static SERIAL: Mutex<()> = Mutex::new(());
 /// Executions in which the walker got its reference and toggled its bit
 /// (a plain std atomic: bookkeeping of the test, not a scheduling point).
 static NR_TOGGLES: AtomicUsize = AtomicUsize::new(0);
@@ -143,9 +139,8 @@ fn walk(frames: &'static FrameAllocator, pfn: u64) -> (bool, bool) {
 
 /// One execution (see the module doc).
 fn fault_against_walker() {
-    let memmap: &'static Memmap = Memmap::new_leaked(BASE_PFN, NR_FRAMES as usize);
-    let frames: &'static FrameAllocator = Box::leak(Box::new(FrameAllocator::new(memmap)));
-    frames.add_free_range(BASE_PFN, BASE_PFN + NR_FRAMES).unwrap();
+    let frames = SimFrames::new(BASE_PFN, NR_FRAMES).fa();
+    let memmap = frames.memmap();
     let free = frames.nr_free_pages();
     let unpublished = frames.alloc_folio(0, AllocKind::Reserve).unwrap();
     let pfn = unpublished.pfn();
@@ -167,38 +162,14 @@ fn fault_against_walker() {
     frames.check_consistency().unwrap();
 }
 
-fn config(persist: FailurePersistence) -> Config {
-    let mut config = Config::new();
-    config.failure_persistence = persist;
-    // Every ordering is modelled as SeqCst; `src/sync.rs` says so.
-    config.silence_warnings = true;
-    config
-}
-
-/// Runs [`fault_against_walker`] under `scheduler`; the panic message of
-/// the first failing execution, if any.
-fn explore<S: Scheduler + 'static>(scheduler: S, persist: FailurePersistence) -> Result<(), String> {
-    let start = Instant::now();
-    let result =
-        catch_unwind(AssertUnwindSafe(|| Runner::new(scheduler, config(persist)).run(fault_against_walker)));
-    eprintln!("shuttle: {:.2} s", start.elapsed().as_secs_f64());
-    result.map(|_| ()).map_err(|payload| {
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "(a panic without a message)".to_string())
-    })
-}
-
 #[test]
 fn correct_order_loses_no_update() {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _shared = shared();
     assert!(!bugs::enabled(Bug::NonatomicFolioFlags));
     NR_TOGGLES.store(0, Ordering::Relaxed);
-    explore(RandomScheduler::new_from_seed(SEED, ITERATIONS), FailurePersistence::Print).unwrap();
+    explore(Explorer::Random, SEED, ITERATIONS, FailurePersistence::Print, fault_against_walker).unwrap();
     let random = NR_TOGGLES.swap(0, Ordering::Relaxed);
-    explore(PctScheduler::new_from_seed(SEED, PCT_DEPTH, ITERATIONS), FailurePersistence::Print).unwrap();
+    explore(Explorer::Pct, SEED, ITERATIONS, FailurePersistence::Print, fault_against_walker).unwrap();
     let pct = NR_TOGGLES.load(Ordering::Relaxed);
     eprintln!("the walker toggled its bit in {random} random and {pct} PCT executions of {ITERATIONS} each");
     // Not vacuous: the walker did meet the published folio, often.
@@ -211,10 +182,10 @@ fn correct_order_loses_no_update() {
 /// a preemption: two change points inside a window of a few steps.)
 #[test]
 fn replayed_mistake_is_found() {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    bugs::enable(Bug::NonatomicFolioFlags);
-    let result = explore(RandomScheduler::new_from_seed(SEED, ITERATIONS), FailurePersistence::None);
-    bugs::disable(Bug::NonatomicFolioFlags);
+    let result = {
+        let _on = BugOn::new(Bug::NonatomicFolioFlags);
+        explore(Explorer::Random, SEED, ITERATIONS, FailurePersistence::None, fault_against_walker)
+    };
     match result {
         Err(why) if why.contains(LOST) => eprintln!("shuttle found it, as it must: {why}"),
         Err(why) => panic!("shuttle failed, but not with a lost update: {why}"),

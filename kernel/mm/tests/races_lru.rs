@@ -36,29 +36,29 @@
 //! only, once). Then everything is released and every frame must come
 //! back to the allocator.
 //!
-//! The allocator's spin lock is not shuttle's and would never yield: only
-//! C can be freed during an execution (A and B keep their mappings until
-//! the teardown), and only by the one thread whose put was the last, so it
-//! stays uncontended.
+//! The frames, the lists and the free path are `mm::testkit`'s `SimFrames`
+//! (`with_lru`): its calls into the frame allocator go through a shuttle
+//! mutex of its own, so the allocator's spin lock (not shuttle's, it would
+//! never yield) is never contended; besides, only C can be freed during an
+//! execution (A and B keep their mappings until the teardown), and only by
+//! the one thread whose put was the last.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
-use mm::anon::{alloc_anon_folio, remove_pte_mapping};
+use mm::anon::remove_pte_mapping;
 use mm::folio::{folio_of, Folio};
-use mm::frame::{AllocKind, FrameAllocator};
-use mm::lru::{LruList, LruLists};
-use mm::page::{Memmap, PageFlag};
+use mm::frame::AllocKind;
+use mm::lru::LruList;
+use mm::page::PageFlag;
+use mm::testkit::frames::SimFrames;
+use mm::testkit::races::run;
 use mm::PhysAddr;
-use shuttle::scheduler::{PctScheduler, RandomScheduler};
-use shuttle::{Config, Runner};
 
 const BASE_PFN: u64 = 0x100;
-const NR_FRAMES: u64 = 8;
+const NR_FRAMES: usize = 8;
 const HANDLE: u64 = 0x4242;
 const SEED: u64 = 0x5eed_0006;
 const ITERATIONS: usize = 1500;
-const PCT_DEPTH: usize = 3;
 
 /// Bookkeeping of the test (plain std atomics, not scheduling points):
 /// executions in which reclaim isolated C, rotated A, or skipped a folio
@@ -68,19 +68,9 @@ static NR_ROTATED: AtomicUsize = AtomicUsize::new(0);
 static NR_SKIPPED: AtomicUsize = AtomicUsize::new(0);
 static NR_FREED_C: AtomicUsize = AtomicUsize::new(0);
 
-/// The free path: drops one reference, and when it was the last takes the
-/// folio off its list and frees it. Returns whether it freed.
-fn put(frames: &FrameAllocator, lru: &LruLists, folio: Folio<'_>) -> bool {
-    if !folio.put() {
-        return false;
-    }
-    lru.remove(folio);
-    frames.free_folio(folio);
-    true
-}
-
 /// Reclaim: the pfns it keeps isolated, and whether it freed a folio.
-fn reclaim(frames: &FrameAllocator, lru: &LruLists, c: u64) -> (Vec<u64>, bool) {
+fn reclaim(frames: &SimFrames, c: u64) -> (Vec<u64>, bool) {
+    let lru = frames.lru();
     let scan = lru.isolate(3);
     if scan.nr_rotated > 0 {
         NR_ROTATED.fetch_add(1, Ordering::Relaxed);
@@ -97,7 +87,7 @@ fn reclaim(frames: &FrameAllocator, lru: &LruLists, c: u64) -> (Vec<u64>, bool) 
         }
         if i == 0 {
             lru.putback(folio, LruList::Inactive);
-            freed |= put(frames, lru, folio);
+            freed |= frames.put(folio);
         } else {
             kept.push(folio.pfn());
         }
@@ -106,8 +96,8 @@ fn reclaim(frames: &FrameAllocator, lru: &LruLists, c: u64) -> (Vec<u64>, bool) 
 }
 
 /// The accessor: returns whether it freed a folio.
-fn access(frames: &FrameAllocator, lru: &LruLists, pfns: [u64; 3]) -> bool {
-    let memmap = frames.memmap();
+fn access(frames: &SimFrames, pfns: [u64; 3]) -> bool {
+    let (memmap, lru) = (frames.memmap(), frames.lru());
     let mut freed = false;
     for (i, pfn) in pfns.into_iter().enumerate() {
         let Some(folio) = folio_of(memmap, pfn) else { continue };
@@ -122,32 +112,30 @@ fn access(frames: &FrameAllocator, lru: &LruLists, pfns: [u64; 3]) -> bool {
             assert!(folio.test_flag(PageFlag::Dirty), "lost update: our Dirty vanished");
             assert!(folio.test_and_clear_flag(PageFlag::Dirty), "lost update: our Dirty was cleared");
         }
-        freed |= put(frames, lru, folio);
+        freed |= frames.put(folio);
     }
     freed
 }
 
 /// One execution (see the module doc).
 fn isolate_against_flags_and_free() {
-    let memmap: &'static Memmap = Memmap::new_leaked(BASE_PFN, NR_FRAMES as usize);
-    let frames: &'static FrameAllocator = Box::leak(Box::new(FrameAllocator::new(memmap)));
-    frames.add_free_range(BASE_PFN, BASE_PFN + NR_FRAMES).unwrap();
-    let nr_free = frames.nr_free_pages();
-    let lru: &'static LruLists = Box::leak(Box::new(LruLists::new(memmap)));
+    let frames: &'static SimFrames = Box::leak(Box::new(SimFrames::new(BASE_PFN, NR_FRAMES).with_lru()));
+    let (memmap, lru) = (frames.memmap(), frames.lru());
+    let nr_free = frames.nr_free();
     let folios: Vec<Folio<'static>> =
-        (0..3).map(|i| alloc_anon_folio(frames, AllocKind::Reserve, HANDLE, i, |_| {}).unwrap()).collect();
+        (0..3).map(|i| frames.alloc_anon(AllocKind::Reserve, false, HANDLE, i).unwrap()).collect();
     for &f in &folios {
         lru.add(f);
     }
-    let nr_free_racing = frames.nr_free_pages();
+    let nr_free_racing = frames.nr_free();
     let pfns = [folios[0].pfn(), folios[1].pfn(), folios[2].pfn()];
     let c = pfns[2];
 
-    let reclaimer = shuttle::thread::spawn(move || reclaim(frames, lru, c));
-    let accessor = shuttle::thread::spawn(move || access(frames, lru, pfns));
+    let reclaimer = shuttle::thread::spawn(move || reclaim(frames, c));
+    let accessor = shuttle::thread::spawn(move || access(frames, pfns));
     let unmapper = shuttle::thread::spawn(move || {
         let folio = remove_pte_mapping(memmap, PhysAddr::new(c << 12));
-        put(frames, lru, folio)
+        frames.put(folio)
     });
     let (kept, reclaim_freed) = reclaimer.join().unwrap();
     let accessor_freed = accessor.join().unwrap();
@@ -160,11 +148,7 @@ fn isolate_against_flags_and_free() {
     if c_freed {
         NR_FREED_C.fetch_add(1, Ordering::Relaxed);
     }
-    assert_eq!(
-        frames.nr_free_pages(),
-        nr_free_racing + u64::from(c_freed),
-        "C's frame and who freed it disagree"
-    );
+    assert_eq!(frames.nr_free(), nr_free_racing + u64::from(c_freed), "C's frame and who freed it disagree");
     for (i, &f) in folios.iter().enumerate() {
         let freed = i == 2 && c_freed;
         let listed = !freed && lru.list_of(f.pfn()).is_some();
@@ -181,35 +165,23 @@ fn isolate_against_flags_and_free() {
     // gone), then A's and B's mappings.
     for &pfn in &kept {
         let f = folio_of(memmap, pfn).unwrap();
-        assert_eq!(put(frames, lru, f), pfn == c, "reclaim's reference on pfn {pfn:#x}");
+        assert_eq!(frames.put(f), pfn == c, "reclaim's reference on pfn {pfn:#x}");
     }
     for &f in &folios[..2] {
         remove_pte_mapping(memmap, PhysAddr::new(f.pfn() << 12));
-        assert!(put(frames, lru, f), "pfn {:#x} keeps references", f.pfn());
+        assert!(frames.put(f), "pfn {:#x} keeps references", f.pfn());
     }
     assert_eq!(lru.nr_active() + lru.nr_inactive(), 0);
-    assert_eq!(frames.nr_free_pages(), nr_free, "frames leaked");
-    frames.check_consistency().unwrap();
-}
-
-fn config() -> Config {
-    let mut config = Config::new();
-    // Every ordering is modelled as SeqCst; `src/sync.rs` says so.
-    config.silence_warnings = true;
-    config
+    assert_eq!(frames.nr_free(), nr_free, "frames leaked");
+    frames.fa().check_consistency().unwrap();
 }
 
 #[test]
 fn isolation_loses_no_flag_and_no_folio() {
-    let start = Instant::now();
-    Runner::new(RandomScheduler::new_from_seed(SEED, ITERATIONS), config())
-        .run(isolate_against_flags_and_free);
-    Runner::new(PctScheduler::new_from_seed(SEED, PCT_DEPTH, ITERATIONS), config())
-        .run(isolate_against_flags_and_free);
+    run("isolation against flags and free", SEED, ITERATIONS, isolate_against_flags_and_free);
     let seen = [&NR_ISOLATED_C, &NR_ROTATED, &NR_SKIPPED, &NR_FREED_C].map(|n| n.load(Ordering::Relaxed));
     eprintln!(
-        "shuttle: {:.2} s; of {} executions: C isolated {}, A rotated {}, a dying folio skipped {}, C freed in the race {}",
-        start.elapsed().as_secs_f64(),
+        "shuttle: of {} executions: C isolated {}, A rotated {}, a dying folio skipped {}, C freed in the race {}",
         2 * ITERATIONS,
         seen[0],
         seen[1],

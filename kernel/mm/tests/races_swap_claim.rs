@@ -16,13 +16,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use mm::pgtable::format::SwapEntry;
 use mm::swap::area::{ClaimError, SwapArea};
 use mm::swap::header::{format, parse};
-use shuttle::scheduler::{PctScheduler, RandomScheduler};
-use shuttle::{thread, Config, Runner};
+use mm::testkit::races::run;
+use shuttle::thread;
 
 const TY: u8 = 1;
 const SEED: u64 = 0x5eed_0002;
@@ -144,22 +143,9 @@ fn claim_against_last_free_ref() {
     area.check().unwrap();
 }
 
-fn config() -> Config {
-    let mut config = Config::new();
-    config.silence_warnings = true;
-    config
-}
-
-fn run(name: &str, f: fn()) {
-    let start = Instant::now();
-    Runner::new(RandomScheduler::new_from_seed(SEED, ITERATIONS), config()).run(f);
-    Runner::new(PctScheduler::new_from_seed(SEED, 3, ITERATIONS), config()).run(f);
-    eprintln!("shuttle: {name}: {:.2} s", start.elapsed().as_secs_f64());
-}
-
 #[test]
 fn two_swap_ins_of_one_entry_claim_it_once() {
-    run("two swap-ins", two_swap_ins);
+    run("two swap-ins", SEED, ITERATIONS, two_swap_ins);
     let won: Vec<usize> = BOTH_WON.iter().map(|n| n.load(Ordering::Relaxed)).collect();
     eprintln!("shuttle: thread a won {} times, b {} times", won[0], won[1]);
     assert!(won[0] > 0 && won[1] > 0, "shuttle never let both threads win: {won:?}");
@@ -167,7 +153,7 @@ fn two_swap_ins_of_one_entry_claim_it_once() {
 
 #[test]
 fn a_claim_racing_the_last_free_ref_never_claims_a_free_slot() {
-    run("claim against last free_ref", claim_against_last_free_ref);
+    run("claim against last free_ref", SEED, ITERATIONS, claim_against_last_free_ref);
     let outcomes: Vec<usize> = CLAIM_OUTCOMES.iter().map(|n| n.load(Ordering::Relaxed)).collect();
     let reused = REUSED.load(Ordering::Relaxed);
     eprintln!(

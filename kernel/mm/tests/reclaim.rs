@@ -6,7 +6,7 @@
 //! `ReclaimHost`.
 
 #[macro_use]
-mod common;
+
 mod policy;
 
 use arch_aarch64::pgtable::Aarch64Format;
@@ -414,7 +414,7 @@ fn pageout_never_takes_a_folio_another_reclaim_holds<F: HardwareWalker>() {
     w.finish();
 }
 
-for_both_formats!(
+mm::for_both_formats!(
     mapped_folios_are_unmapped_written_and_freed,
     a_folio_nobody_maps_any_more_is_freed_without_a_write,
     a_locked_folio_is_skipped,

@@ -3,16 +3,14 @@
 //! HAS_CACHE claims, the swap cache, and a long random run against a
 //! simple model.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::Rng;
 use mm::pgtable::format::SwapEntry;
 use mm::swap::area::{
     CacheError, ClaimError, SlotError, SwapArea, CLUSTER_SLOTS, MAX_ALLOC_ORDER, MAX_SWAP_COUNT,
 };
 use mm::swap::header::{format, parse, SwapHeader};
+use mm::testkit::rng::Rng;
 
 const TY: u8 = 3;
 
@@ -28,6 +26,13 @@ fn area(total_pages: u64, bad: &[u32]) -> SwapArea {
 
 fn entry(offset: u64) -> SwapEntry {
     SwapEntry::new(TY, offset).unwrap()
+}
+
+/// An area of two clusters and one slot allocated in it.
+fn one_slot() -> (SwapArea, SwapEntry) {
+    let a = area(CLUSTER_SLOTS * 2, &[]);
+    let e = a.alloc(0).unwrap();
+    (a, e)
 }
 
 /// Allocates until `alloc(order)` fails; returns the first offsets.
@@ -176,8 +181,7 @@ fn orders_beyond_a_cluster_are_refused() {
 
 #[test]
 fn dup_and_free_ref_count_page_table_references() {
-    let a = area(CLUSTER_SLOTS * 2, &[]);
-    let e = a.alloc(0).unwrap();
+    let (a, e) = one_slot();
     assert_eq!(a.dup(e), Ok(1));
     assert_eq!(a.dup(e), Ok(2));
     assert_eq!(a.count(e), 2);
@@ -203,8 +207,7 @@ fn dup_and_free_ref_count_page_table_references() {
 
 #[test]
 fn dup_stops_at_the_largest_count() {
-    let a = area(CLUSTER_SLOTS * 2, &[]);
-    let e = a.alloc(0).unwrap();
+    let (a, e) = one_slot();
     for n in 1..=MAX_SWAP_COUNT {
         assert_eq!(a.dup(e), Ok(n));
     }
@@ -315,8 +318,7 @@ fn cache_of_a_512_page_folio() {
 
 #[test]
 fn cache_add_needs_has_cache() {
-    let a = area(CLUSTER_SLOTS * 2, &[]);
-    let e = a.alloc(0).unwrap();
+    let (a, e) = one_slot();
     a.dup(e).unwrap();
     a.release_cache(e, 1).unwrap();
     let err = a.cache_add(e, 1, 9).unwrap_err();
@@ -334,8 +336,7 @@ fn cache_add_needs_has_cache() {
 
 #[test]
 fn stop_alloc_refuses_new_slots_only() {
-    let a = area(CLUSTER_SLOTS * 2, &[]);
-    let e = a.alloc(0).unwrap();
+    let (a, e) = one_slot();
     a.dup(e).unwrap();
     assert!(!a.alloc_stopped());
     a.stop_alloc();

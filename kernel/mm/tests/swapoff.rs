@@ -7,7 +7,7 @@
 //! the kernel's side of `SwapoffHost`.
 
 #[macro_use]
-mod common;
+
 mod policy;
 
 use arch_aarch64::pgtable::Aarch64Format;
@@ -226,7 +226,7 @@ fn an_entry_the_walk_cannot_see_keeps_the_area_on<F: HardwareWalker>() {
     w.finish();
 }
 
-for_both_formats!(
+mm::for_both_formats!(
     every_page_of_a_space_comes_back,
     a_thp_comes_back_whole,
     a_forked_family_comes_back_in_every_space,

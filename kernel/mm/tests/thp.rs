@@ -4,15 +4,16 @@
 //! with the consistency checker (`mm::debug::check_spaces`) after every
 //! step and every frame back in the allocator at the end.
 //!
-//! The world of these tests:
+//! The world of these tests is `mm::testkit`'s `World` over `SimFrames`
+//! with the huge zero folio ([`world`]):
 //! - data frames come from a real `FrameAllocator` over a leaked memmap of
-//!   8192 pages at PFN 0x80000 (16 MiB: several order-9 blocks); page
+//!   8192 pages at PFN 0x80000 (32 MiB: several order-9 blocks); page
 //!   tables live in `SimMemory` at 0x4000_0000, so the two never overlap;
-//! - the contents of data frames are simulated too ([`Frames::data`]):
-//!   zeroed when a folio is made, copied by `copy_page`, removed when the
-//!   folio is freed, so a read through a stale translation of a freed frame
-//!   panics, and copy on write and splits can be checked byte by byte;
-//! - user accesses go through a simulated CPU ([`World::access`]): the
+//! - the contents of data frames are simulated too: zeroed when a folio is
+//!   made, copied by `copy_page`, removed when the folio is freed, so a
+//!   read through a stale translation of a freed frame panics, and copy on
+//!   write and splits can be checked byte by byte;
+//! - user accesses go through a simulated CPU (`World::access`): the
 //!   format's hardware walker behind a software TLB, and on a fault the real
 //!   fault handler, as the trap handler would call it. Every translation
 //!   the CPU uses is compared with the tables, so a missing flush that
@@ -21,157 +22,37 @@
 //!   TLB (keyed by root), checked together as the kernel's
 //!   `AddressSpace::check` does.
 
-#[macro_use]
-mod common;
-use common::Rng;
+use mm::testkit::rng::Rng;
 
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
-use mm::anon::{alloc_anon_folio, anon_handle, remove_pte_mapping};
-use mm::debug::{check_spaces, ConsistencyError, Stats};
-use mm::fault::{handle_fault, Access, FaultCause, FaultOutcome, FrameSource, MemFault, Refused};
+use mm::anon::{anon_handle, remove_pte_mapping};
+use mm::debug::{ConsistencyError, Stats};
+use mm::fault::{Access, FaultOutcome, Refused};
 use mm::folio::{folio_of, Folio};
-use mm::frame::{AllocKind, FrameAllocator};
-use mm::page::{Memmap, PageFlag};
+use mm::page::PageFlag;
 use mm::pageout::{pageout_candidates, KeptWhole};
-use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
+use mm::pgtable::sim::{HardwareWalker, HwAccess};
 use mm::pgtable::{
-    Decoded, Flush, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageSize, PageTable, Prot,
-    SwapEntry, TlbHooks,
+    Decoded, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageSize, Prot, SwapEntry,
 };
-use mm::space::{fork_range, protect_range, zap_range, Gather};
+use mm::space::protect_range;
+use mm::testkit::frames::SimFrames;
+use mm::testkit::world::{offset_in, pattern, va, Ev, World, AREA, MEMMAP_BASE, MEMMAP_LEN, PAGE};
 use mm::thp::{
-    alloc_anon_huge_folio, alloc_huge_zero_folio, is_huge_zero, remove_pmd_mapping, split_huge_pmd,
-    split_huge_pmd_if_cut, split_isolated_folio, try_split_folio, PmdSplit, SplitRefused, HPAGE_NR,
-    HPAGE_SIZE,
+    is_huge_zero, remove_pmd_mapping, split_huge_pmd, split_huge_pmd_if_cut, split_isolated_folio,
+    try_split_folio, PmdSplit, SplitRefused, HPAGE_NR, HPAGE_SIZE,
 };
-use mm::vma::{ThpMode, VmaKind, VmaProt, VmaSet};
-use mm::{PhysAddr, VirtAddr};
-use std::cell::{Cell, RefCell};
+use mm::vma::{ThpMode, VmaProt};
+use mm::PhysAddr;
 use std::collections::HashMap;
 
-const MEMMAP_BASE: u64 = 0x80000;
-const MEMMAP_LEN: usize = 8192;
-const PAGE: u64 = 4096;
 const HP: u64 = HPAGE_SIZE;
-/// The start of the areas the tests map: 2 MiB-aligned.
-const AREA: u64 = 0x10_0000_0000;
-const USER_END: u64 = 0x8000_0000_0000;
 const RW: VmaProt = VmaProt::READ_WRITE;
 
-// ------------------------------------------------------------------ frames
-
-/// Anonymous folios from a real allocator, small and huge, with simulated
-/// contents.
-struct Frames {
-    fa: &'static FrameAllocator,
-    /// The bytes of every data frame handed out, by PFN. A frame not here
-    /// is free: touching it is a use after free.
-    data: RefCell<HashMap<u64, Box<[u8; 4096]>>>,
-    /// The huge zero folio's PFN, made once (as at boot).
-    zero: Cell<Option<u64>>,
-    /// 4 KiB copies made (copy on write, fork of pinned pages).
-    nr_copies: Cell<u64>,
-}
-
-impl Frames {
-    fn fill_zero(&self, pa: PhysAddr, nr: u64) {
-        let mut data = self.data.borrow_mut();
-        for pfn in pa.pfn()..pa.pfn() + nr {
-            data.insert(pfn, Box::new([0; 4096]));
-        }
-    }
-
-    /// Gives back a folio whose last reference is gone.
-    fn free(&self, folio: Folio<'static>) {
-        {
-            let mut data = self.data.borrow_mut();
-            for pfn in folio.pfn()..folio.pfn() + folio.nr_pages() as u64 {
-                assert!(data.remove(&pfn).is_some(), "free: frame {pfn:#x} was never handed out");
-            }
-        }
-        self.fa.free_folio(folio);
-    }
-
-    /// Drops one reference, freeing the folio when it was the last.
-    fn put(&self, folio: Folio<'static>) {
-        if folio.put() {
-            self.free(folio);
-        }
-    }
-
-    fn byte(&self, pa: PhysAddr) -> u8 {
-        let data = self.data.borrow();
-        let frame = data.get(&pa.pfn()).unwrap_or_else(|| panic!("read of free frame {:#x}", pa.pfn()));
-        frame[(pa.as_u64() & 4095) as usize]
-    }
-
-    fn set_byte(&self, pa: PhysAddr, value: u8) {
-        if let Some(z) = self.zero.get() {
-            assert!(!(z..z + HPAGE_NR as u64).contains(&pa.pfn()), "a write reached the huge zero folio");
-        }
-        let mut data = self.data.borrow_mut();
-        let frame = data.get_mut(&pa.pfn()).unwrap_or_else(|| panic!("write to free frame {:#x}", pa.pfn()));
-        frame[(pa.as_u64() & 4095) as usize] = value;
-    }
-}
-
-impl FrameSource for Frames {
-    fn alloc_anon_page(&self, handle: u64, index: u64) -> Option<PhysAddr> {
-        let f =
-            alloc_anon_folio(self.fa, AllocKind::Normal, handle, index, |pa| self.fill_zero(pa, 1)).ok()?;
-        Some(PhysAddr::new(f.pfn() << 12))
-    }
-    fn release_anon_page(&self, pa: PhysAddr) {
-        self.put(remove_pte_mapping(self.fa.memmap(), pa));
-    }
-    fn alloc_anon_huge(&self, handle: u64, index: u64) -> Option<PhysAddr> {
-        let f = alloc_anon_huge_folio(self.fa, AllocKind::Normal, handle, index, |pa| {
-            self.fill_zero(pa, HPAGE_NR as u64)
-        })
-        .ok()?;
-        Some(PhysAddr::new(f.pfn() << 12))
-    }
-    fn release_anon_huge(&self, pa: PhysAddr) {
-        self.put(remove_pmd_mapping(self.fa.memmap(), pa));
-    }
-    fn huge_zero(&self) -> Option<PhysAddr> {
-        self.zero.get().map(|pfn| PhysAddr::new(pfn << 12))
-    }
-    fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
-        let mut data = self.data.borrow_mut();
-        let bytes =
-            data.get(&src.pfn()).unwrap_or_else(|| panic!("copy from free frame {:#x}", src.pfn())).clone();
-        let to = data.get_mut(&dst.pfn()).unwrap_or_else(|| panic!("copy to free frame {:#x}", dst.pfn()));
-        *to = bytes;
-        self.nr_copies.set(self.nr_copies.get() + 1);
-    }
-    fn memmap(&self) -> &Memmap {
-        self.fa.memmap()
-    }
-}
-
-// ------------------------------------------------------------------ spaces
-
-struct Space<F: HardwareWalker> {
-    table: PageTable<F>,
-    vmas: VmaSet,
-}
-
-/// A fork family of address spaces over one allocator, one simulated
-/// memory and one TLB.
-struct World<F: HardwareWalker> {
-    mem: SimMemory,
-    tlb: SoftTlb<F>,
-    frames: Frames,
-    /// Index = space id; `None` once it exited.
-    spaces: Vec<Option<Space<F>>>,
-    /// The anon handle of every space there ever was.
-    handles: Vec<u64>,
-    /// Free pages once the huge zero folio exists: what teardown returns to.
-    free_at_start: u64,
-    /// Halves of 2 MiB blocks held by [`World::fragment`].
-    fragments: RefCell<Vec<u64>>,
+/// The world of these tests: [`World`]'s frames with the huge zero folio.
+fn world<F: HardwareWalker>() -> World<F> {
+    World::with_frames(SimFrames::new(MEMMAP_BASE, MEMMAP_LEN).with_huge_zero())
 }
 
 /// What a folio's descriptors say, to compare before and after.
@@ -200,355 +81,37 @@ fn snapshot(f: &Folio<'_>) -> Snapshot {
     }
 }
 
-/// The byte offset in page `va` that tests write: it moves from page to
-/// page so that copies of whole pages are checked, not only of byte 0.
-fn offset_in(va: u64) -> u64 {
-    ((va >> 12) * 67) % 4096
-}
-
-fn va(raw: u64) -> VirtAddr {
-    VirtAddr::new(raw)
-}
-
 fn pmd_stats(nr_pmds: u64, nr_folios: u64) -> Stats {
     Stats { nr_pages_mapped: 512 * nr_pmds, nr_folios, nr_pmd_leaves: nr_pmds, ..Stats::default() }
 }
 
-impl<F: HardwareWalker> World<F> {
-    fn new() -> Self {
-        let memmap = Memmap::new_leaked(MEMMAP_BASE, MEMMAP_LEN);
-        let fa: &'static FrameAllocator = Box::leak(Box::new(FrameAllocator::new(memmap)));
-        fa.add_free_range(MEMMAP_BASE, MEMMAP_BASE + MEMMAP_LEN as u64).unwrap();
-        let frames =
-            Frames { fa, data: RefCell::new(HashMap::new()), zero: Cell::new(None), nr_copies: Cell::new(0) };
-        // The huge zero folio, made once as the kernel does at boot.
-        let zero = alloc_huge_zero_folio(fa, |pa| frames.fill_zero(pa, HPAGE_NR as u64)).unwrap();
-        frames.zero.set(Some(zero.pfn()));
-        let mem = SimMemory::new(0x4000_0000, 1 << 14);
-        let mut w = World {
-            mem,
-            tlb: SoftTlb::default(),
-            frames,
-            spaces: Vec::new(),
-            handles: Vec::new(),
-            free_at_start: fa.nr_free_pages(),
-            fragments: RefCell::new(Vec::new()),
-        };
-        w.add_space(PageTable::new(&w.mem).unwrap(), VmaSet::new(va(0x1000), va(USER_END)));
-        w
-    }
-
-    fn add_space(&mut self, table: PageTable<F>, vmas: VmaSet) -> usize {
-        self.handles.push(anon_handle(table.root()));
-        self.spaces.push(Some(Space { table, vmas }));
-        self.spaces.len() - 1
-    }
-
-    fn sp(&self, s: usize) -> &Space<F> {
-        self.spaces[s].as_ref().expect("space exited")
-    }
-
-    fn memmap(&self) -> &'static Memmap {
-        self.frames.fa.memmap()
-    }
-
-    fn nr_free(&self) -> u64 {
-        self.frames.fa.nr_free_pages()
-    }
-
-    fn zero_folio(&self) -> Folio<'static> {
-        folio_of(self.memmap(), self.frames.zero.get().unwrap()).unwrap()
-    }
-
-    fn live(&self) -> Vec<usize> {
-        (0..self.spaces.len()).filter(|&s| self.spaces[s].is_some()).collect()
-    }
-
-    // ---- the consistency checker
-
-    /// Checks the whole family; returns each space's statistics (default
-    /// for spaces that exited).
-    fn try_check(&self) -> Result<Vec<Stats>, ConsistencyError> {
-        let live = self.live();
-        let spaces: Vec<_> = live.iter().map(|&s| (&self.sp(s).table, &self.sp(s).vmas)).collect();
-        let stats = check_spaces(&spaces, &self.mem, &self.handles, self.memmap())?;
-        let mut all = vec![Stats::default(); self.spaces.len()];
-        for (s, st) in live.into_iter().zip(stats) {
-            all[s] = st;
-        }
-        Ok(all)
-    }
-
-    fn check(&self) -> Vec<Stats> {
-        self.frames.fa.check_consistency().unwrap();
-        let stats = self.try_check().unwrap_or_else(|e| panic!("checker: {e}"));
-        // Beyond the checker: a writable anonymous leaf maps a page only
-        // this space may write (else copy on write is broken).
-        for s in self.live() {
-            self.sp(s).table.visit(&self.mem, va(0), va(USER_END), &mut |at, level, entry, _| {
-                let Decoded::Leaf(leaf) = entry else { return };
-                if !leaf.prot.writable {
-                    return;
-                }
-                let f = folio_of(self.memmap(), leaf.frame.pfn()).unwrap();
-                let i = (leaf.frame.pfn() - f.pfn()) as usize;
-                let mappings = if level == Level::Pmd { f.total_mapcount() } else { f.page_mapcount(i) };
-                assert!(
-                    f.page(i).test_flag(PageFlag::AnonExclusive) && mappings == 1,
-                    "space {s}, {at}: writable {level:?} leaf of a page that is not exclusive ({mappings} mappings)"
-                );
-            });
-        }
-        stats
-    }
-
-    fn stats(&self, s: usize) -> Stats {
-        self.check()[s]
-    }
-
-    // ---- looking at the tables
-
-    fn lookup(&self, s: usize, at: u64) -> (Level, Decoded) {
-        self.sp(s).table.lookup(&self.mem, va(at))
-    }
-
-    fn leaf(&self, s: usize, at: u64) -> (Level, Leaf) {
-        match self.lookup(s, at) {
-            (level, Decoded::Leaf(leaf)) => (level, leaf),
-            other => panic!("{at:#x}: no leaf but {other:?}"),
-        }
-    }
-
-    /// PMD leaves in the region the random test uses (cheaper than the checker).
-    fn nr_pmd_leaves(&self, s: usize) -> u64 {
-        let mut n = 0;
-        self.sp(s).table.visit(&self.mem, va(AREA), va(AREA + REGION_PAGES * PAGE), &mut |_, level, e, _| {
-            n += (level == Level::Pmd && matches!(e, Decoded::Leaf(_))) as u64;
-        });
-        n
-    }
-
-    fn folio_at(&self, s: usize, at: u64) -> Folio<'static> {
-        let pa = self.sp(s).table.translate(&self.mem, va(at)).expect("mapped");
-        folio_of(self.memmap(), pa.pfn()).expect("a folio")
-    }
-
-    // ---- the CPU
-
-    /// The fault handler, called directly.
-    fn fault(&self, s: usize, at: u64, access: Access) -> FaultOutcome {
-        let sp = self.sp(s);
-        let fault = MemFault { addr: va(at), access, cause: FaultCause::NotMapped, level: None, syndrome: 0 };
-        handle_fault(&sp.table, &sp.vmas, &self.mem, &self.frames, &self.tlb, &fault, true)
-    }
-
-    /// An access by user code of space `s`, as a CPU makes it: through the
-    /// TLB and the hardware walker; each fault goes to the fault handler
-    /// and the access is retried. Returns the physical address used and the
-    /// outcomes of the faults taken, or the outcome that refused it.
-    fn access(
-        &self,
-        s: usize,
-        at: u64,
-        how: HwAccess,
-    ) -> Result<(PhysAddr, Vec<FaultOutcome>), FaultOutcome> {
-        let sp = self.sp(s);
-        let mut outcomes = Vec::new();
-        for _ in 0..4 {
-            match self.tlb.translate(&self.mem, sp.table.root(), va(at), how) {
-                Ok(t) => {
-                    // A translation the TLB kept must still be the tables'.
-                    let now = sp.table.translate(&self.mem, va(at));
-                    assert_eq!(Some(t.pa), now, "{at:#x}: the CPU used a stale translation");
-                    return Ok((t.pa, outcomes));
-                }
-                Err(fault) => {
-                    let cause = match fault {
-                        HwFault::NotMapped { .. } => FaultCause::NotMapped,
-                        HwFault::Permission { .. } => FaultCause::Protection,
-                        HwFault::AccessFlag { .. } => FaultCause::AccessFlag,
-                        HwFault::Reserved { level } => panic!("{at:#x}: reserved-bit fault at {level:?}"),
-                    };
-                    let fault =
-                        MemFault { addr: va(at), access: how.access, cause, level: None, syndrome: 0 };
-                    let out =
-                        handle_fault(&sp.table, &sp.vmas, &self.mem, &self.frames, &self.tlb, &fault, true);
-                    outcomes.push(out);
-                    if matches!(out, FaultOutcome::Refused(_) | FaultOutcome::OutOfMemory) {
-                        return Err(out);
-                    }
-                }
-            }
-        }
-        panic!("{at:#x}: still faulting after {outcomes:?}");
-    }
-
-    /// User code of space `s` writes `value` at `at`; returns the faults'
-    /// outcomes.
-    fn write(&self, s: usize, at: u64, value: u8) -> Vec<FaultOutcome> {
-        let (pa, outcomes) =
-            self.access(s, at, HwAccess::USER_WRITE).unwrap_or_else(|e| panic!("write at {at:#x}: {e:?}"));
-        self.frames.set_byte(pa, value);
-        outcomes
-    }
-
-    /// User code of space `s` reads the byte at `at`.
-    fn read(&self, s: usize, at: u64) -> u8 {
-        let (pa, _) =
-            self.access(s, at, HwAccess::USER_READ).unwrap_or_else(|e| panic!("read at {at:#x}: {e:?}"));
-        self.frames.byte(pa)
-    }
-
-    /// Writes a byte derived from `seed` and the page into every page of
-    /// `[start, start + len)` (at [`offset_in`]).
-    fn fill(&self, s: usize, start: u64, len: u64, seed: u8) {
-        for p in (start..start + len).step_by(PAGE as usize) {
-            self.write(s, p + offset_in(p), pattern(p, seed));
-        }
-    }
-
-    /// Checks what [`World::fill`] wrote.
-    fn expect_filled(&self, s: usize, start: u64, len: u64, seed: u8) {
-        for p in (start..start + len).step_by(PAGE as usize) {
-            assert_eq!(self.read(s, p + offset_in(p)), pattern(p, seed), "space {s}, page {p:#x}");
-        }
-    }
-
-    // ---- system calls
-
-    fn mmap(&mut self, s: usize, start: u64, len: u64, prot: VmaProt) {
-        self.spaces[s].as_mut().unwrap().vmas.map_fixed(va(start), len, prot, VmaKind::Anonymous).unwrap();
-    }
-
-    /// Unmaps `[start, end)` of the table into a gather, flushes, releases.
-    fn zap(&self, s: usize, ranges: &[(VirtAddr, VirtAddr)]) {
-        let sp = self.sp(s);
-        let memmap = self.memmap();
-        let mut gather = Gather::new(sp.table.root());
-        for &(a, b) in ranges {
-            zap_range(&sp.table, &self.mem, &self.tlb, memmap, a, b, &mut gather, &mut |f| {
-                self.frames.free(f)
-            })
-            .unwrap();
-        }
-        gather.take_flush().flush(&self.tlb);
-        gather.release(memmap, &mut |f| self.frames.free(f));
-    }
-
-    /// munmap: areas, then entries; the references after the flush.
-    fn munmap(&mut self, s: usize, start: u64, len: u64) {
-        let ranges = self.spaces[s].as_mut().unwrap().vmas.unmap(va(start), len).unwrap();
-        self.zap(s, &ranges);
-    }
-
-    /// `MADV_DONTNEED` over a wholly mapped range.
-    fn dontneed(&self, s: usize, start: u64, len: u64) {
-        let end = self.sp(s).vmas.check_mapped(va(start), len).unwrap();
-        self.zap(s, &[(va(start), end)]);
-    }
-
-    /// `MADV_HUGEPAGE` / `MADV_NOHUGEPAGE` as the kernel does them: the
-    /// areas' mode, then a PMD cut by a new area boundary is split.
-    fn advise_thp(&mut self, s: usize, start: u64, len: u64, mode: ThpMode) {
-        self.spaces[s].as_mut().unwrap().vmas.advise_thp(va(start), len, mode).unwrap();
-        let sp = self.sp(s);
-        for at in [va(start), va(start + len)] {
-            if sp.vmas.is_boundary(at) {
-                split_huge_pmd_if_cut(&sp.table, &self.mem, &self.tlb, self.memmap(), at).unwrap();
-            }
-        }
-    }
-
-    /// mprotect: areas, then leaves; the flush before returning.
-    fn mprotect(&mut self, s: usize, start: u64, len: u64, prot: VmaProt) {
-        let ranges = self.spaces[s].as_mut().unwrap().vmas.protect(va(start), len, prot).unwrap();
-        let sp = self.sp(s);
-        let mut flush = Flush::none(sp.table.root());
-        for (a, b) in ranges {
-            let f = protect_range(&sp.table, &self.mem, &self.tlb, self.memmap(), a, b, prot.to_prot(true))
-                .unwrap();
-            flush = flush.merge(f);
-        }
-        flush.flush(&self.tlb);
-    }
-
-    /// fork: a child with the same areas and the anonymous pages shared
-    /// (or copied when maybe pinned). Returns the child's id.
-    fn fork(&mut self, s: usize) -> usize {
-        let table = PageTable::<F>::new(&self.mem).unwrap();
-        let parent = self.sp(s);
-        let mut flush = Flush::none(parent.table.root());
-        fork_range(
-            &parent.table,
-            &table,
-            &self.mem,
-            &self.frames,
-            anon_handle(table.root()),
-            va(0),
-            va(USER_END),
-            &mut flush,
-        )
-        .unwrap();
-        flush.flush(&self.tlb);
-        let vmas = parent.vmas.clone();
-        self.add_space(table, vmas)
-    }
-
-    /// The space goes away: every mapping, then the tables.
-    fn exit(&mut self, s: usize) {
-        self.zap(s, &[(va(0), va(USER_END))]);
-        let sp = self.spaces[s].take().unwrap();
-        let root = sp.table.root();
-        sp.table.destroy(&self.mem, 0..0);
-        // The root frame may come back as another space's root: a kernel
-        // flushes an address space identifier before reusing it.
-        self.tlb.flush_all(root);
-    }
-
-    // ---- the allocator
-
-    /// Takes every free 2 MiB block (or larger) and gives back half of
-    /// each: memory is left, but no order-9 block.
-    fn fragment(&self) {
-        let fa = self.frames.fa;
-        let mut kept = Vec::new();
-        while let Ok(pfn) = fa.alloc(9, AllocKind::Reserve) {
-            kept.push(pfn);
-        }
-        for &pfn in &kept {
-            fa.free(pfn + 256, 8);
-        }
-        assert_eq!(fa.nr_free_blocks(9) + fa.nr_free_blocks(10), 0);
-        self.fragments.borrow_mut().extend(kept);
-    }
-
-    fn unfragment(&self) {
-        for pfn in self.fragments.borrow_mut().drain(..) {
-            self.frames.fa.free(pfn, 8);
-        }
-    }
-
-    /// Every space exits; every frame must be back, then the huge zero
-    /// folio goes too and the allocator is whole.
-    fn finish(mut self) {
-        self.unfragment();
-        for s in self.live() {
-            self.exit(s);
-        }
-        assert_eq!(self.try_check(), Ok(vec![Stats::default(); self.spaces.len()]));
-        assert_eq!(self.nr_free(), self.free_at_start, "folios leaked");
-        assert_eq!(*self.mem.live_tables.borrow(), 0, "tables leaked");
-        let zero = self.zero_folio();
-        assert_eq!((zero.refcount(), zero.total_mapcount()), (1, 0), "the huge zero folio");
-        self.frames.put(zero);
-        assert_eq!(self.nr_free(), MEMMAP_LEN as u64);
-        assert!(self.frames.data.borrow().is_empty());
-        self.frames.fa.check_consistency().unwrap();
-    }
+/// PMD leaves in the region the random test uses (cheaper than the checker).
+fn nr_pmd_leaves<F: HardwareWalker>(w: &World<F>, s: usize) -> u64 {
+    let mut n = 0;
+    w.sp(s).table.visit(&w.mem, va(AREA), va(AREA + REGION_PAGES * PAGE), &mut |_, level, e, _| {
+        n += (level == Level::Pmd && matches!(e, Decoded::Leaf(_))) as u64;
+    });
+    n
 }
 
-fn pattern(page: u64, seed: u8) -> u8 {
-    ((page >> 12) as u8).wrapping_mul(31).wrapping_add(seed) | 1
+/// A world whose space 0 maps `nr_blocks` empty 2 MiB blocks at
+/// [`AREA`]; its huge zero folio and what its descriptors say now.
+fn with_zero_folio<F: HardwareWalker>(nr_blocks: u64) -> (World<F>, Folio<'static>, Snapshot) {
+    let mut w = world::<F>();
+    w.mmap(0, AREA, nr_blocks * HP, RW);
+    let zero = w.zero_folio();
+    let before = snapshot(&zero);
+    (w, zero, before)
+}
+
+/// A world whose space 0 maps `nr_blocks` 2 MiB blocks at [`AREA`],
+/// filled with `seed` (write faults: one THP each); and the first THP.
+fn filled<F: HardwareWalker>(nr_blocks: u64, seed: u8) -> (World<F>, Folio<'static>) {
+    let mut w = world::<F>();
+    w.mmap(0, AREA, nr_blocks * HP, RW);
+    w.fill(0, AREA, nr_blocks * HP, seed);
+    let f = assert_fresh_thp(&w, 0, AREA);
+    (w, f)
 }
 
 /// The PMD-mapped THP a write fault made at `block`, with its checks.
@@ -568,7 +131,7 @@ fn assert_fresh_thp<F: HardwareWalker>(w: &World<F>, s: usize, block: u64) -> Fo
 // ------------------------------------------------------------------ 1
 
 fn a_write_fault_maps_one_pmd_leaf<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     w.mmap(0, AREA, 2 * HP, RW);
     let free = w.nr_free();
     let at = AREA + HP + 0x1234;
@@ -577,7 +140,7 @@ fn a_write_fault_maps_one_pmd_leaf<F: HardwareWalker>() {
     assert_eq!(w.nr_free(), free - 512, "one order-9 block");
     assert_eq!(w.stats(0), pmd_stats(1, 1));
     // The rest of the block is there already, zeroed, without a fault.
-    assert_eq!(w.write(0, AREA + HP + 511 * PAGE, 1), []);
+    assert_eq!(w.write(0, AREA + HP + 511 * PAGE, 1), Vec::<Ev>::new());
     assert_eq!((w.read(0, at), w.read(0, AREA + HP), w.read(0, AREA + HP + 511 * PAGE)), (0x5a, 0, 1));
     assert_eq!(w.frames.byte(PhysAddr::new((f.pfn() << 12) + 0x1234)), 0x5a);
     // A read fault in the other block maps the zero folio, not a new one.
@@ -593,10 +156,7 @@ fn a_write_fault_maps_one_pmd_leaf<F: HardwareWalker>() {
 // ------------------------------------------------------------------ 2
 
 fn read_faults_map_the_huge_zero_folio_and_writes_replace_it<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
-    w.mmap(0, AREA, 4 * HP, RW);
-    let zero = w.zero_folio();
-    let zero_before = snapshot(&zero);
+    let (w, zero, zero_before) = with_zero_folio::<F>(4);
     let free = w.nr_free();
     // A read: the zero folio, read-only, by one PMD; nothing allocated.
     let (_, outcomes) = w.access(0, AREA + 0x10, HwAccess::USER_READ).unwrap();
@@ -647,7 +207,7 @@ fn read_faults_map_the_huge_zero_folio_and_writes_replace_it<F: HardwareWalker>(
 }
 
 fn nohugepage_areas_get_no_new_huge_folios<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     w.mmap(0, AREA, 3 * HP, RW);
     // A zero PMD, then MADV_NOHUGEPAGE over its whole block (no boundary
     // inside it: the PMD stays, as pages already mapped do).
@@ -674,10 +234,7 @@ fn nohugepage_areas_get_no_new_huge_folios<F: HardwareWalker>() {
 // ------------------------------------------------------------------ 3
 
 fn partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
-    w.mmap(0, AREA, 2 * HP, RW);
-    w.fill(0, AREA, 2 * HP, 1);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(2, 1);
     assert_fresh_thp(&w, 0, AREA + HP);
     let free = w.nr_free();
     // 16 pages out of the middle of block 0.
@@ -733,10 +290,7 @@ fn partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part<F: HardwareWa
 
 fn partial_munmap_of_a_thp_shared_with_a_child_keeps_the_folio<F: HardwareWalker>() {
     for child_first in [false, true] {
-        let mut w = World::<F>::new();
-        w.mmap(0, AREA, HP, RW);
-        w.fill(0, AREA, HP, 2);
-        let f = assert_fresh_thp(&w, 0, AREA);
+        let (mut w, f) = filled::<F>(1, 2);
         let c = w.fork(0);
         w.check();
         let free = w.nr_free();
@@ -785,10 +339,7 @@ fn partial_munmap_of_a_thp_shared_with_a_child_keeps_the_folio<F: HardwareWalker
 // ------------------------------------------------------------------ 4
 
 fn mprotect_of_part_of_a_thp_splits_it_and_never_grants_write<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
-    w.mmap(0, AREA, 2 * HP, RW);
-    w.fill(0, AREA, 2 * HP, 4);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(2, 4);
     let free = w.nr_free();
     let (part, nr_part) = (AREA + 64 * PAGE, 32u64);
     let in_part = |p: u64| (part..part + nr_part * PAGE).contains(&p);
@@ -808,8 +359,11 @@ fn mprotect_of_part_of_a_thp_splits_it_and_never_grants_write<F: HardwareWalker>
     let st = w.stats(0);
     assert_eq!((st.nr_pte_leaves, st.nr_pmd_leaves, st.nr_folios), (512, 1, 2));
     // Writes are refused there, allowed around it; the data is intact.
-    assert_eq!(w.access(0, part + 5, HwAccess::USER_WRITE), Err(FaultOutcome::Refused(Refused::NotAllowed)));
-    assert_eq!(w.write(0, part - PAGE, 0x77), []);
+    assert_eq!(
+        w.access(0, part + 5, HwAccess::USER_WRITE),
+        Err(Ev::Fault(FaultOutcome::Refused(Refused::NotAllowed)))
+    );
+    assert_eq!(w.write(0, part - PAGE, 0x77), Vec::<Ev>::new());
     w.fill(0, part + nr_part * PAGE, 16 * PAGE, 4);
     w.expect_filled(0, part, nr_part * PAGE, 4);
     // Back to read-write: the area allows writes, the leaves stay read-only.
@@ -823,7 +377,7 @@ fn mprotect_of_part_of_a_thp_splits_it_and_never_grants_write<F: HardwareWalker>
     assert_eq!(w.write(0, part + offset_in(part), 0x99), [FaultOutcome::Reused]);
     assert_eq!(w.leaf(0, part).1.frame, before);
     assert!(w.leaf(0, part).1.prot.writable);
-    assert_eq!((w.nr_free(), w.frames.nr_copies.get()), (free, 0));
+    assert_eq!((w.nr_free(), w.frames.nr_copies()), (free, 0));
     assert_eq!(w.read(0, part + offset_in(part)), 0x99);
     w.expect_filled(0, part + PAGE, (nr_part - 1) * PAGE, 4);
     w.check();
@@ -856,10 +410,7 @@ fn mprotect_of_part_of_a_thp_splits_it_and_never_grants_write<F: HardwareWalker>
 // ------------------------------------------------------------------ 5
 
 fn fork_shares_a_pmd_thp_and_a_write_splits_and_copies<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
-    w.mmap(0, AREA, HP, RW);
-    w.fill(0, AREA, HP, 5);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(1, 5);
     let c = w.fork(0);
     for s in [0, c] {
         let (level, leaf) = w.leaf(s, AREA);
@@ -876,7 +427,7 @@ fn fork_shares_a_pmd_thp_and_a_write_splits_and_copies<F: HardwareWalker>() {
     let free = w.nr_free();
     let p5 = AREA + 5 * PAGE;
     assert_eq!(w.write(0, p5 + offset_in(p5), 0xa5), [FaultOutcome::Copied]);
-    assert_eq!(w.frames.nr_copies.get(), 1);
+    assert_eq!(w.frames.nr_copies(), 1);
     assert_eq!(w.nr_free(), free - 1);
     assert_eq!(w.leaf(c, AREA).0, Level::Pmd, "the child keeps its PMD");
     let (level, leaf) = w.leaf(0, p5);
@@ -917,10 +468,7 @@ fn fork_shares_a_pmd_thp_and_a_write_splits_and_copies<F: HardwareWalker>() {
 
 fn a_write_after_the_other_side_unmapped_reuses_the_pmd<F: HardwareWalker>() {
     for (writer, dropper) in [(0, 1), (1, 0)] {
-        let mut w = World::<F>::new();
-        w.mmap(0, AREA, 2 * HP, RW);
-        w.fill(0, AREA, 2 * HP, 6);
-        let f = assert_fresh_thp(&w, 0, AREA);
+        let (mut w, f) = filled::<F>(2, 6);
         let c = w.fork(0);
         assert_eq!(c, 1);
         // The other side unmaps the block (munmap of exactly the block).
@@ -951,16 +499,13 @@ fn a_write_after_the_other_side_unmapped_reuses_the_pmd<F: HardwareWalker>() {
 // ------------------------------------------------------------------ 6
 
 fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
-    w.mmap(0, AREA, HP, RW);
-    w.fill(0, AREA, HP, 7);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(1, 7);
     f.pin();
     assert_eq!((f.refcount(), f.pincount()), (2, 1));
     w.check();
     let free = w.nr_free();
     let c = w.fork(0);
-    assert_eq!(w.frames.nr_copies.get(), 512);
+    assert_eq!(w.frames.nr_copies(), 512);
     assert_eq!(w.nr_free(), free - 512);
     // The parent keeps it exclusive and writable.
     let (level, leaf) = w.leaf(0, AREA);
@@ -982,8 +527,8 @@ fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
     w.frames.set_byte(PhysAddr::new(((f.pfn() + 40) << 12) + 8), 0xd0);
     assert_eq!((w.read(0, p + 8), w.read(c, p + 8)), (0xd0, 0));
     // Both write without a fault on either side.
-    assert_eq!(w.write(0, AREA + 1, 1), []);
-    assert_eq!(w.write(c, AREA + 1, 2), []);
+    assert_eq!(w.write(0, AREA + 1, 1), Vec::<Ev>::new());
+    assert_eq!(w.write(c, AREA + 1, 2), Vec::<Ev>::new());
     assert_eq!((w.read(0, AREA + 1), w.read(c, AREA + 1)), (1, 2));
     assert!(!f.unpin());
     assert_eq!((f.refcount(), f.pincount()), (1, 0));
@@ -992,15 +537,12 @@ fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
 }
 
 fn a_pinned_thp_is_copied_in_small_pages_when_no_2mib_block_is_free<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
-    w.mmap(0, AREA, HP, RW);
-    w.fill(0, AREA, HP, 10);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(1, 10);
     f.pin();
     w.fragment();
     let free = w.nr_free();
     let c = w.fork(0);
-    assert_eq!((w.frames.nr_copies.get(), w.nr_free()), (512, free - 512));
+    assert_eq!((w.frames.nr_copies(), w.nr_free()), (512, free - 512));
     // The parent keeps its PMD, exclusive and writable.
     let (level, leaf) = w.leaf(0, AREA);
     assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, PhysAddr::new(f.pfn() << 12), true));
@@ -1019,22 +561,19 @@ fn a_pinned_thp_is_copied_in_small_pages_when_no_2mib_block_is_free<F: HardwareW
     let st = w.check();
     assert_eq!((st[0], st[c].nr_pte_leaves, st[c].nr_folios), (pmd_stats(1, 1), 512, 512));
     w.expect_filled(c, AREA, HP, 10);
-    assert_eq!(w.write(c, AREA + 1, 2), []);
+    assert_eq!(w.write(c, AREA + 1, 2), Vec::<Ev>::new());
     assert_eq!((w.read(0, AREA + 1), w.read(c, AREA + 1)), (0, 2));
     assert!(!f.unpin());
     w.finish();
 }
 
 fn a_pinned_pte_mapped_thp_is_copied_page_by_page<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
-    w.mmap(0, AREA, HP, RW);
-    w.fill(0, AREA, HP, 8);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(1, 8);
     w.mprotect(0, AREA, PAGE, VmaProt::READ); // splits the PMD
     assert_eq!(f.entire_mapcount(), 0);
     f.pin();
     let c = w.fork(0);
-    assert_eq!(w.frames.nr_copies.get(), 512);
+    assert_eq!(w.frames.nr_copies(), 512);
     assert_eq!((f.refcount(), f.total_mapcount()), (513, 512));
     assert!((0..HPAGE_NR).all(|i| f.page(i).test_flag(PageFlag::AnonExclusive)));
     assert!(w.leaf(0, AREA + PAGE).1.prot.writable);
@@ -1057,10 +596,7 @@ fn a_pinned_pte_mapped_thp_is_copied_page_by_page<F: HardwareWalker>() {
 // ------------------------------------------------------------------ 7
 
 fn try_split_folio_refuses_and_changes_nothing<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
-    w.mmap(0, AREA, 2 * HP, RW);
-    w.fill(0, AREA, 2 * HP, 9);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(2, 9);
     let pmd_mapped = assert_fresh_thp(&w, 0, AREA + HP);
     let split = |w: &World<F>, folio: Folio<'static>| {
         let sp = w.sp(0);
@@ -1160,10 +696,7 @@ fn try_split_folio_refuses_and_changes_nothing<F: HardwareWalker>() {
 // ------------------------------------------------------------------ 8
 
 fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
-    w.mmap(0, AREA, 3 * HP, RW);
-    let zero = w.zero_folio();
-    let zero_before = snapshot(&zero);
+    let (w, zero, zero_before) = with_zero_folio::<F>(3);
     let sp = w.sp(0);
     // A migration PMD whose PFN is the huge zero folio's (seed 001): it
     // must be split as a migration entry, not taken for the zero PMD.
@@ -1302,7 +835,7 @@ fn random_operations_agree_with_a_byte_model<F: HardwareWalker>() {
 
 fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<String, u64>) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     let mut log = OpLog(vec![format!("seed {seed:#x}")]);
     // Expected byte at `offset_in(page)` of each page, per space (absent: 0).
     let mut model: Vec<HashMap<u64, u8>> = vec![HashMap::new()];
@@ -1323,18 +856,18 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
                 log.0.push(format!("{op}: write {s} {page:#x} = {value:#x} (area {area:?})"));
                 match area {
                     Some(p) if p.write => {
-                        for o in w.write(s, at, value) {
+                        for o in w.write(s, at, value).iter().filter_map(Ev::fault) {
                             note(&format!("{o:?}"));
                         }
                         model[s].insert(page, value);
                     }
                     Some(_) => assert_eq!(
                         w.access(s, at, HwAccess::USER_WRITE),
-                        Err(FaultOutcome::Refused(Refused::NotAllowed))
+                        Err(Ev::Fault(FaultOutcome::Refused(Refused::NotAllowed)))
                     ),
                     None => assert_eq!(
                         w.access(s, at, HwAccess::USER_WRITE),
-                        Err(FaultOutcome::Refused(Refused::NoMapping))
+                        Err(Ev::Fault(FaultOutcome::Refused(Refused::NoMapping)))
                     ),
                 }
             }
@@ -1345,23 +878,23 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
                 log.0.push(format!("{op}: read {s} {page:#x}"));
                 if area {
                     let (pa, outcomes) = w.access(s, at, HwAccess::USER_READ).unwrap();
-                    for o in outcomes {
+                    for o in outcomes.iter().filter_map(Ev::fault) {
                         note(&format!("{o:?}"));
                     }
                     assert_eq!(w.frames.byte(pa), model[s].get(&page).copied().unwrap_or(0), "{page:#x}");
                 } else {
                     assert_eq!(
                         w.access(s, at, HwAccess::USER_READ),
-                        Err(FaultOutcome::Refused(Refused::NoMapping))
+                        Err(Ev::Fault(FaultOutcome::Refused(Refused::NoMapping)))
                     );
                 }
             }
             50..=57 => {
                 let (start, len) = random_range(&mut rng);
                 log.0.push(format!("{op}: munmap {s} {start:#x}+{len:#x}"));
-                let pmds = w.nr_pmd_leaves(s);
+                let pmds = nr_pmd_leaves(&w, s);
                 w.munmap(s, start, len);
-                if w.nr_pmd_leaves(s) + len / HP < pmds {
+                if nr_pmd_leaves(&w, s) + len / HP < pmds {
                     note("split");
                 }
                 model[s].retain(|&p, _| !(start..start + len).contains(&p));
@@ -1427,7 +960,7 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
                     let page = AREA + rng.below(REGION_PAGES) * PAGE;
                     if let Some(pa) = w.sp(s).table.translate(&w.mem, va(page)) {
                         let f = folio_of(w.memmap(), pa.pfn()).unwrap();
-                        if f.pfn() != w.frames.zero.get().unwrap() {
+                        if f.pfn() != w.frames.zero_pfn().unwrap() {
                             log.0.push(format!("{op}: pin {s} {page:#x} (folio {:#x})", f.pfn()));
                             f.pin();
                             pins.push(f.pfn());
@@ -1436,7 +969,7 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
                 }
             }
             _ => {
-                if w.fragments.borrow().is_empty() {
+                if !w.is_fragmented() {
                     log.0.push(format!("{op}: fragment"));
                     w.fragment();
                 } else {
@@ -1476,7 +1009,7 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
 /// reference (a `FOLL_GET` holder, or reclaim's isolation), stays whole and
 /// offers nothing.
 fn pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     w.mmap(0, AREA, 3 * HP, RW);
     w.fill(0, AREA, 3 * HP, 6);
     let (f0, f1) = (assert_fresh_thp(&w, 0, AREA), assert_fresh_thp(&w, 0, AREA + HP));
@@ -1509,7 +1042,9 @@ fn pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside<F: HardwareWal
     // A range inside one small folio's worth cuts nothing more.
     let got = candidates(&w, AREA + 3 * PAGE, AREA + 5 * PAGE);
     assert_eq!((got.nr_split, got.folios.len()), (0, 2));
-    got.folios.into_iter().for_each(|g| w.frames.put(g));
+    got.folios.into_iter().for_each(|g| {
+        w.frames.put(g);
+    });
 
     // Block 2 shared with a child: its PMD is mapped twice; kept whole.
     let c = w.fork(0);
@@ -1531,7 +1066,9 @@ fn pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside<F: HardwareWal
     // Without it the same call splits.
     let got = candidates(&w, AREA + 2 * HP, AREA + 2 * HP + HP / 2);
     assert_eq!((got.nr_split, got.folios.len()), (1, 256));
-    got.folios.into_iter().for_each(|g| w.frames.put(g));
+    got.folios.into_iter().for_each(|g| {
+        w.frames.put(g);
+    });
     w.expect_filled(0, AREA, 3 * HP, 6);
     w.check();
     w.finish();
@@ -1542,10 +1079,7 @@ fn pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside<F: HardwareWal
 /// mapped pieces come back with a reference each; a folio shared with a
 /// child or referenced by someone else is refused and stays whole.
 fn split_isolated_folio_hands_the_pieces_to_reclaim<F: HardwareWalker>() {
-    let mut w = World::<F>::new();
-    w.mmap(0, AREA, 2 * HP, RW);
-    w.fill(0, AREA, 2 * HP, 7);
-    let f = assert_fresh_thp(&w, 0, AREA);
+    let (mut w, f) = filled::<F>(2, 7);
     let split = |w: &World<F>, f: Folio<'static>| {
         let sp = w.sp(0);
         split_isolated_folio(&sp.table, &w.mem, &w.tlb, w.memmap(), f, &mut |g| w.frames.free(g))
@@ -1578,7 +1112,9 @@ fn split_isolated_folio_hands_the_pieces_to_reclaim<F: HardwareWalker>() {
     }
     f.unlock();
     w.frames.put(f);
-    pieces.into_iter().for_each(|g| w.frames.put(g));
+    pieces.into_iter().for_each(|g| {
+        w.frames.put(g);
+    });
     let st = w.stats(0);
     assert_eq!((st.nr_pmd_leaves, st.nr_pte_leaves, st.nr_folios), (1, 512, 513));
     w.expect_filled(0, AREA, 2 * HP, 7);
@@ -1587,7 +1123,7 @@ fn split_isolated_folio_hands_the_pieces_to_reclaim<F: HardwareWalker>() {
 
 // ------------------------------------------------------------------ both formats
 
-for_both_formats!(
+mm::for_both_formats!(
     a_write_fault_maps_one_pmd_leaf,
     read_faults_map_the_huge_zero_folio_and_writes_replace_it,
     nohugepage_areas_get_no_new_huge_folios,

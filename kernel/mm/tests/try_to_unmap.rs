@@ -5,7 +5,7 @@
 //! swap cache) leaving nothing changed. The world is `tests/policy`.
 
 #[macro_use]
-mod common;
+
 mod policy;
 
 use arch_aarch64::pgtable::Aarch64Format;
@@ -304,7 +304,7 @@ fn the_replay_switch_drops_the_exclusive_bit<F: HardwareWalker>() {
     }
 }
 
-for_both_formats!(
+mm::for_both_formats!(
     pte_mapped_pages_become_swap_entries_with_the_exclusive_bit,
     a_pmd_mapped_thp_is_split_and_every_page_unmapped,
     a_thp_shared_by_fork_is_unmapped_in_every_space,
