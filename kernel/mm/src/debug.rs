@@ -45,8 +45,10 @@
 use crate::addr::VirtAddr;
 use crate::anon::anon_handle;
 use crate::folio::{folio_of, Folio};
+use crate::folio::{AnonHandle, FolioMapping};
 use crate::frame::MAX_ORDER;
 use crate::page::{Memmap, PageFlag};
+use crate::pgtable::SwapType;
 use crate::pgtable::{Decoded, Level, NonPresent, PageTable, PageTableFormat, Prot, SwapEntry, TableMemory};
 use crate::vma::{VmaProt, VmaSet};
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -105,9 +107,9 @@ pub enum ConsistencyError {
     WrongMapping {
         va: VirtAddr,
         folio: u64,
-        mapping: u64,
+        mapping: FolioMapping,
         index: u64,
-        expected_mapping: u64,
+        expected_mapping: AnonHandle,
         expected_index: u64,
     },
     /// Page `pfn` of the folio at `folio` is mapped by `nr_ptes` PTEs but
@@ -134,7 +136,7 @@ pub enum ConsistencyError {
     MisplacedSwapEntry { va: VirtAddr, level: Level },
     /// `entries` page-table entries of the checked spaces hold the swap
     /// slot `offset` of area `ty`, but the area counts `count`.
-    SwapCount { ty: u8, offset: u64, entries: u64, count: u8 },
+    SwapCount { ty: SwapType, offset: u64, entries: u64, count: u8 },
 }
 
 impl fmt::Display for ConsistencyError {
@@ -153,8 +155,8 @@ impl fmt::Display for ConsistencyError {
             }
             Self::WrongMapping { va, folio, mapping, index, expected_mapping, expected_index } => write!(
                 f,
-                "{va}: folio {folio:#x} has mapping {mapping:#x} index {index:#x}, \
-                 expected mapping {expected_mapping:#x} index {expected_index:#x}"
+                "{va}: folio {folio:#x} has mapping {mapping:?} index {index:#x}, \
+                 expected {expected_mapping:?} index {expected_index:#x}"
             ),
             Self::PageMapcount { folio, pfn, nr_ptes, mapcount } => {
                 write!(f, "folio {folio:#x}: page {pfn:#x} is mapped by {nr_ptes} PTEs, mapcount {mapcount}")
@@ -246,7 +248,7 @@ pub fn check_address_space<F: PageTableFormat>(
 pub fn check_spaces<F: PageTableFormat>(
     spaces: &[(&PageTable<F>, &VmaSet)],
     mem: &impl TableMemory,
-    handles: &[u64],
+    handles: &[AnonHandle],
     memmap: &'static Memmap,
 ) -> Result<Vec<Stats>, ConsistencyError> {
     check_spaces_with_swap(spaces, mem, handles, memmap, None)
@@ -261,7 +263,7 @@ pub fn check_spaces<F: PageTableFormat>(
 pub fn check_spaces_with_swap<F: PageTableFormat>(
     spaces: &[(&PageTable<F>, &VmaSet)],
     mem: &impl TableMemory,
-    handles: &[u64],
+    handles: &[AnonHandle],
     memmap: &'static Memmap,
     swap_count: Option<&dyn Fn(SwapEntry) -> Option<u8>>,
 ) -> Result<Vec<Stats>, ConsistencyError> {
@@ -394,8 +396,8 @@ pub fn check_spaces_with_swap<F: PageTableFormat>(
 fn check_leaf(
     vmas: &VmaSet,
     memmap: &'static Memmap,
-    own: u64,
-    handles: &[u64],
+    own: AnonHandle,
+    handles: &[AnonHandle],
     va: VirtAddr,
     level: Level,
     leaf: crate::pgtable::Leaf,
@@ -435,7 +437,7 @@ fn check_leaf(
     }
     if folio.test_flag(PageFlag::SwapBacked) {
         let expected_index = (va.as_u64() >> 12) - i as u64;
-        if !handles.contains(&folio.mapping()) || folio.index() != expected_index {
+        if !folio.anon_handle().is_some_and(|h| handles.contains(&h)) || folio.index() != expected_index {
             return Err(ConsistencyError::WrongMapping {
                 va,
                 folio: folio.pfn(),

@@ -50,9 +50,70 @@
 //! or split). A speculative caller does [`Folio::try_get`] and then checks
 //! `folio_of` again.
 
+use crate::addr::PhysAddr;
 use crate::page::{Memmap, Page, PageFlag, NO_PFN};
+use crate::pgtable::format::{SwapEntry, SwapType};
 use crate::sync::{fence, Ordering};
 use core::fmt;
+
+/// The anonymous memory of one address space and the fork children that
+/// share its pages: what an anonymous folio's mapping names. It is the PFN
+/// of the space's root table ([`AnonHandle::of_root`]), so never 0.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct AnonHandle(u64);
+
+impl AnonHandle {
+    /// The handle of the space whose root table is at `root`.
+    ///
+    /// # Panics
+    /// When `root` is in frame 0, which would read as no mapping (frame 0
+    /// is never a page-table root: firmware owns it on both arches, and the
+    /// simulated memory of the host tests starts far above it).
+    pub fn of_root(root: PhysAddr) -> AnonHandle {
+        assert!(root.pfn() != 0, "AnonHandle::of_root: a root in frame 0");
+        AnonHandle(root.pfn())
+    }
+    /// The number stored in a page descriptor.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+/// What a folio belongs to, as its head's `mapping` word says.
+///
+/// Stored as one word: 0 for [`FolioMapping::None`], all ones for
+/// [`FolioMapping::HugeZero`] (no root table is at the last frame), the
+/// handle for [`FolioMapping::Anon`]. Shared-memory objects, when they
+/// come, get a tag bit of their own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FolioMapping {
+    /// Nothing: a free or unpublished folio.
+    None,
+    /// The huge zero folio (`crate::thp`), which belongs to every space
+    /// and is counted by none.
+    HugeZero,
+    /// Anonymous memory of this space and its fork family.
+    Anon(AnonHandle),
+}
+
+impl FolioMapping {
+    /// The mapping a page descriptor's word stands for.
+    pub const fn from_raw(raw: u64) -> FolioMapping {
+        match raw {
+            0 => FolioMapping::None,
+            u64::MAX => FolioMapping::HugeZero,
+            handle => FolioMapping::Anon(AnonHandle(handle)),
+        }
+    }
+    /// The word a page descriptor stores.
+    pub const fn to_raw(self) -> u64 {
+        match self {
+            FolioMapping::None => 0,
+            FolioMapping::HugeZero => u64::MAX,
+            FolioMapping::Anon(handle) => handle.0,
+        }
+    }
+}
 
 /// References one `FOLL_PIN` pin adds to a small folio's refcount (Linux's
 /// `GUP_PIN_COUNTING_BIAS`). A refcount at or above it means "may be
@@ -282,9 +343,18 @@ impl<'a> Folio<'a> {
         new
     }
 
-    /// The anon mapping handle (0 = none).
-    pub fn mapping(&self) -> u64 {
-        self.head.mapping.load(Ordering::Acquire)
+    /// What the folio belongs to.
+    pub fn mapping(&self) -> FolioMapping {
+        FolioMapping::from_raw(self.head.mapping.load(Ordering::Acquire))
+    }
+
+    /// The address space (fork family) whose anonymous memory the folio
+    /// is, if it is anonymous.
+    pub fn anon_handle(&self) -> Option<AnonHandle> {
+        match self.mapping() {
+            FolioMapping::Anon(handle) => Some(handle),
+            FolioMapping::None | FolioMapping::HugeZero => None,
+        }
     }
 
     /// The page index of the folio's first page in its mapping.
@@ -292,34 +362,35 @@ impl<'a> Folio<'a> {
         self.head.index.load(Ordering::Acquire)
     }
 
-    /// Sets the anon mapping handle and index. Requires the folio lock.
-    pub fn set_mapping(&self, mapping: u64, index: u64) {
+    /// Sets what the folio belongs to and its first page's index there.
+    /// Requires the folio lock.
+    pub fn set_mapping(&self, mapping: FolioMapping, index: u64) {
         debug_assert!(self.test_flag(PageFlag::Locked), "Folio::set_mapping: folio not locked");
         self.head.index.store(index, Ordering::Relaxed);
-        self.head.mapping.store(mapping, Ordering::Release);
+        self.head.mapping.store(mapping.to_raw(), Ordering::Release);
     }
 
-    /// The folio's first swap entry (raw), if it has one.
-    pub fn swap_entry(&self) -> Option<u64> {
+    /// The folio's first swap entry, if it has one (stored as
+    /// [`SwapEntry::to_raw`] on the head; 0 is none).
+    pub fn swap_entry(&self) -> Option<SwapEntry> {
         match self.head.swap.load(Ordering::Acquire) {
             0 => None,
-            raw => Some(raw),
+            raw => Some(SwapEntry::from_raw(raw).expect("Folio::swap_entry: the head holds a bad entry")),
         }
     }
 
-    /// Page `i`'s swap entry: the folio's first entry plus `i`. Tail pages
-    /// keep no entry of their own (seed 000).
-    pub fn page_swap_entry(&self, i: usize) -> Option<u64> {
+    /// Page `i`'s swap entry: the slot `i` after the folio's first. Tail
+    /// pages keep no entry of their own (seed 000).
+    pub fn page_swap_entry(&self, i: usize) -> Option<SwapEntry> {
         assert!(i < self.nr_pages(), "Folio::page_swap_entry: page {i} of {}", self.nr_pages());
-        self.swap_entry().map(|first| first + i as u64)
+        self.swap_entry().map(|first| first.plus(i as u64))
     }
 
-    /// Records the folio's first swap entry (raw, not 0). Requires the
-    /// folio lock (the swap cache adds and deletes under it).
-    pub fn set_swap_entry(&self, raw: u64) {
+    /// Records the folio's first swap entry. Requires the folio lock (the
+    /// swap cache adds and deletes under it).
+    pub fn set_swap_entry(&self, entry: SwapEntry) {
         debug_assert!(self.test_flag(PageFlag::Locked), "Folio::set_swap_entry: folio not locked");
-        debug_assert!(raw != 0, "Folio::set_swap_entry: 0 is no entry (use clear_swap_entry)");
-        self.head.swap.store(raw, Ordering::Release);
+        self.head.swap.store(entry.to_raw(), Ordering::Release);
     }
 
     /// Forgets the folio's swap entry. Requires the folio lock.
@@ -408,7 +479,8 @@ impl<'a> Folio<'a> {
             PageFlag::Active,
         ];
         let folio_wide = FOLIO_WIDE.iter().filter(|f| self.test_flag(**f)).fold(0u64, |m, f| m | f.mask());
-        let (mapping, index, swap) = (self.mapping(), self.index(), self.swap_entry());
+        let (mapping, index, swap) =
+            (self.mapping().to_raw(), self.index(), self.swap_entry().map(SwapEntry::to_raw));
         for i in 1..nr {
             let page = self.page(i);
             page.update_flags(|old| {
@@ -564,10 +636,11 @@ impl<'a> UnpublishedFolio<'a> {
         self.head.nonatomic_store_flags(self.head.flags() & !flag.mask());
     }
 
-    /// Sets the anon mapping handle and index (no lock needed: unpublished).
-    pub fn set_mapping(&mut self, mapping: u64, index: u64) {
+    /// Sets what the folio belongs to and its first page's index there (no
+    /// lock needed: unpublished).
+    pub fn set_mapping(&mut self, mapping: FolioMapping, index: u64) {
         self.head.index.store(index, Ordering::Relaxed);
-        self.head.mapping.store(mapping, Ordering::Relaxed);
+        self.head.mapping.store(mapping.to_raw(), Ordering::Relaxed);
     }
 
     /// Sets page `i`'s PTE mapcount (for a folio that is mapped as soon as
@@ -685,11 +758,15 @@ mod tests {
         let f = UnpublishedFolio::prep(mm, 0, 9).publish();
         assert_eq!(f.page_swap_entry(3), None);
         f.lock();
-        f.set_swap_entry(0x4_0200);
+        let first = SwapEntry::new(SwapType::nth(2), 0x200).unwrap();
+        f.set_swap_entry(first);
         f.unlock();
-        assert_eq!(f.swap_entry(), Some(0x4_0200));
+        assert_eq!(f.swap_entry(), Some(first));
         for i in [0, 1, 100, 511] {
-            assert_eq!(f.page_swap_entry(i), Some(0x4_0200 + i as u64));
+            assert_eq!(
+                f.page_swap_entry(i),
+                Some(SwapEntry::new(SwapType::nth(2), 0x200 + i as u64).unwrap())
+            );
             // The entry lives once, on the head.
             if i > 0 {
                 assert_eq!(f.page(i).swap.load(Ordering::Relaxed), 0);
@@ -706,7 +783,9 @@ mod tests {
     #[should_panic(expected = "set_swap_entry: folio not locked")]
     fn swap_entry_needs_the_lock() {
         let mm = memmap(0, 1);
-        UnpublishedFolio::prep(mm, 0, 0).publish().set_swap_entry(7);
+        UnpublishedFolio::prep(mm, 0, 0)
+            .publish()
+            .set_swap_entry(SwapEntry::new(SwapType::nth(0), 7).unwrap());
     }
 
     #[test]
@@ -843,13 +922,14 @@ mod tests {
         u.nonatomic_set_flag(PageFlag::Dirty);
         u.nonatomic_clear_flag(PageFlag::Dirty);
         u.page(1).set_flag(PageFlag::AnonExclusive);
-        u.set_mapping(0xabc, 42);
+        let space = FolioMapping::Anon(AnonHandle::of_root(PhysAddr::new(0xabc << 12)));
+        u.set_mapping(space, 42);
         assert!(u.test_flag(PageFlag::SwapBacked) && !u.test_flag(PageFlag::Dirty));
         let f = u.publish();
         assert!(f.test_flag(PageFlag::SwapBacked) && f.test_flag(PageFlag::Uptodate));
         assert!(f.test_flag(PageFlag::Head) && f.order() == 1);
         assert!(f.page(1).test_flag(PageFlag::AnonExclusive) && f.page(1).test_flag(PageFlag::Tail));
-        assert_eq!((f.mapping(), f.index()), (0xabc, 42));
+        assert_eq!((f.mapping(), f.index()), (space, 42));
         // From now on, atomic only.
         f.set_flag(PageFlag::Lru);
         assert!(f.test_and_clear_flag(PageFlag::Lru));

@@ -130,7 +130,7 @@ pub fn pageout_candidates<F: PageTableFormat>(
     table.visit(mem, start, end, &mut |_, _, entry, _| {
         let Decoded::Leaf(leaf) = entry else { return };
         let Some(folio) = folio_of(memmap, leaf.frame.pfn()) else { return };
-        if !folio.is_large() || is_huge_zero_folio(&folio) || folio.mapping() != handle {
+        if !folio.is_large() || is_huge_zero_folio(&folio) || folio.anon_handle() != Some(handle) {
             return;
         }
         if cut.last().is_some_and(|f| f.pfn() == folio.pfn()) {
@@ -156,7 +156,7 @@ pub fn pageout_candidates<F: PageTableFormat>(
         }
         let (first, last) = span(&folio);
         let whole = first >= start.as_u64() && last <= end.as_u64();
-        let exclusive = folio.mapping() == handle
+        let exclusive = folio.anon_handle() == Some(handle)
             && folio.entire_mapcount() <= 1
             && (0..folio.nr_pages()).all(|i| folio.page_mapcount(i) <= 1);
         if whole && exclusive && folio.test_flag(PageFlag::SwapBacked) && folio.try_get() {

@@ -72,6 +72,7 @@
 use crate::folio::Folio;
 use crate::lru::{LruList, LruLists};
 use crate::page::{Memmap, PageFlag};
+use crate::pgtable::SwapType;
 use crate::pgtable::{PageTable, PageTableFormat, SwapEntry, TableMemory, TlbHooks};
 use crate::rmap::rmap_walk;
 use crate::swap::area::SwapArea;
@@ -114,7 +115,7 @@ pub trait ReclaimHost {
     /// True when some swap area is on.
     fn any_device(&self) -> bool;
     /// The area of type `ty`, if it is on.
-    fn device(&self, ty: u8) -> Option<Self::Device>;
+    fn device(&self, ty: SwapType) -> Option<Self::Device>;
     /// The area new slots come from, if any still allocates.
     fn alloc_device(&self) -> Option<Self::Device>;
     /// The slots and cache of `dev`.

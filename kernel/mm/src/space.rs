@@ -40,6 +40,7 @@
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::anon::remove_pte_mapping;
 use crate::fault::FrameSource;
+use crate::folio::AnonHandle;
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::SwapEntry;
@@ -246,7 +247,7 @@ pub fn fork_range<F: PageTableFormat>(
     child: &PageTable<F>,
     mem: &impl TableMemory,
     frames: &impl FrameSource,
-    child_handle: u64,
+    child_handle: AnonHandle,
     start: VirtAddr,
     end: VirtAddr,
     partial: &mut Flush,

@@ -56,6 +56,7 @@
 
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::folio::{folio_of, Folio};
+use crate::folio::{AnonHandle, FolioMapping};
 use crate::frame::{AllocError, AllocKind, FrameAllocator};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{Decoded, Leaf, Level, PageSize, PageTable, PageTableFormat, PgError};
@@ -67,9 +68,8 @@ pub const HPAGE_ORDER: u8 = 9;
 pub const HPAGE_NR: usize = 1 << HPAGE_ORDER;
 /// Bytes a PMD leaf maps.
 pub const HPAGE_SIZE: u64 = 2 << 20;
-/// The mapping value that marks the huge zero folio (no anon space has it:
-/// handles are root-table PFNs).
-pub const HUGE_ZERO_MAPPING: u64 = u64::MAX;
+/// The mapping that marks the huge zero folio.
+pub const HUGE_ZERO_MAPPING: FolioMapping = FolioMapping::HugeZero;
 
 /// A new anonymous huge folio for the 2 MiB block whose first page is
 /// `index` in the space `handle`, zeroed by `zero` (given the first frame;
@@ -78,7 +78,7 @@ pub const HUGE_ZERO_MAPPING: u64 = u64::MAX;
 pub fn alloc_anon_huge_folio(
     frames: &FrameAllocator,
     kind: AllocKind,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
     zero: impl FnOnce(PhysAddr),
 ) -> Result<Folio<'static>, AllocError> {
@@ -87,7 +87,7 @@ pub fn alloc_anon_huge_folio(
     zero(PhysAddr::new(folio.pfn() << 12));
     folio.nonatomic_set_flag(PageFlag::SwapBacked);
     folio.nonatomic_set_flag(PageFlag::AnonExclusive);
-    folio.set_mapping(handle, index);
+    folio.set_mapping(FolioMapping::Anon(handle), index);
     folio.set_entire_mapcount(1);
     Ok(folio.publish())
 }

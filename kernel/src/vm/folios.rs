@@ -9,6 +9,7 @@
 //! lock inside `reclaim::lru_add`/`lru_remove`.
 
 use crate::memory::{frame_allocator, phys_to_virt, zero_frames};
+use mm::folio::AnonHandle;
 use mm::folio::Folio;
 use mm::frame::AllocKind;
 use mm::{PhysAddr, PAGE_SIZE};
@@ -16,7 +17,7 @@ use mm::{PhysAddr, PAGE_SIZE};
 /// A new zeroed anonymous page for page `index` of the address space
 /// `handle`: an order-0 folio, mapcount 1 and refcount 1 for the PTE the
 /// caller writes next (see `mm::anon`). `None` when memory is short.
-pub fn alloc_anon_page(handle: u64, index: u64) -> Option<PhysAddr> {
+pub fn alloc_anon_page(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     // Interrupts off around the allocator's lock (see `crate::sync`); the
     // zeroing inside is of a frame nobody else can see yet.
     let folio = crate::sync::without_interrupts(|| {
@@ -33,7 +34,7 @@ pub fn alloc_anon_page(handle: u64, index: u64) -> Option<PhysAddr> {
 /// first page is `index` of the space `handle`: entire mapcount 1 and
 /// refcount 1 for the PMD the caller writes next (see `mm::thp`). `None`
 /// when no free 2 MiB block is left above the watermark.
-pub fn alloc_anon_huge(handle: u64, index: u64) -> Option<PhysAddr> {
+pub fn alloc_anon_huge(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     // The allocator's lock with interrupts off; the 2 MiB of zeroing after
     // it (interrupts still off: this runs inside a fault) is of frames
     // nobody else can see yet.

@@ -83,6 +83,7 @@ use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use mm::folio::Folio;
 use mm::lru::LruLists;
 use mm::page::Memmap;
+use mm::pgtable::SwapType;
 use mm::pgtable::{PageTable, SwapEntry};
 use mm::reclaim::{ReclaimHost, Reclaimed};
 use mm::swap::area::SwapArea;
@@ -184,7 +185,7 @@ impl ReclaimHost for Reclaimer {
     fn any_device(&self) -> bool {
         swap::any_area()
     }
-    fn device(&self, ty: u8) -> Option<Arc<SwapDevice>> {
+    fn device(&self, ty: SwapType) -> Option<Arc<SwapDevice>> {
         swap::area(ty)
     }
     fn alloc_device(&self) -> Option<Arc<SwapDevice>> {

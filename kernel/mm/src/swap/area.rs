@@ -116,7 +116,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::pgtable::format::{SwapEntry, MAX_SWAP_OFFSET, MAX_SWAP_TYPES};
+use crate::pgtable::format::{SwapEntry, SwapType, MAX_SWAP_OFFSET};
 use crate::swap::header::SwapHeader;
 use crate::sync::Lock;
 
@@ -150,7 +150,7 @@ const _: () = assert!(MAX_SWAP_COUNT < BAD && BAD & HAS_CACHE == 0 && BAD == COU
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotError {
     /// The entry belongs to another swap area.
-    WrongArea { ty: u8, area: u8 },
+    WrongArea { ty: SwapType, area: SwapType },
     /// `nr` slots from `offset` are not all inside the area (or `nr` is 0).
     OutOfRange { offset: u64, nr: u64, nr_pages: u64 },
     /// The slot is the header page or a bad page.
@@ -328,7 +328,7 @@ struct Inner {
 
 /// One swap area. See the module doc for the protocol.
 pub struct SwapArea {
-    ty: u8,
+    ty: SwapType,
     /// Pages of the area, header and bad pages included.
     nr_pages: u64,
     /// Good slots: pages minus the header and the bad pages.
@@ -347,13 +347,7 @@ impl SwapArea {
     /// The area of type `ty` described by a checked `header`: every slot
     /// free but page 0 and the bad pages, every whole cluster free. Bad
     /// pages outside `1..nr_pages` are ignored.
-    ///
-    /// # Panics
-    ///
-    /// If `ty` is not a swap type (`ty >= MAX_SWAP_TYPES`): the kernel's
-    /// table of areas chose it, so that is a kernel bug.
-    pub fn new(ty: u8, header: &SwapHeader) -> SwapArea {
-        assert!(ty < MAX_SWAP_TYPES, "SwapArea::new: type {ty} is not a swap type");
+    pub fn new(ty: SwapType, header: &SwapHeader) -> SwapArea {
         let nr_pages = header.nr_pages.min(MAX_SWAP_OFFSET + 1);
         let mut map = vec![0u8; nr_pages as usize];
         if let Some(header_slot) = map.first_mut() {
@@ -400,7 +394,7 @@ impl SwapArea {
     }
 
     /// The area's swap type.
-    pub fn ty(&self) -> u8 {
+    pub fn ty(&self) -> SwapType {
         self.ty
     }
 

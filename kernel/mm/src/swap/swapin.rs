@@ -66,6 +66,7 @@
 use super::area::{ClaimError, SwapArea};
 use super::cache::{delete_from_swap_cache, folio_entry, lookup_get, nth_entry, still_cached};
 use crate::addr::{PhysAddr, VirtAddr};
+use crate::folio::{AnonHandle, FolioMapping};
 use crate::folio::{Folio, UnpublishedFolio};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{Decoded, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, Prot};
@@ -120,7 +121,7 @@ pub fn get_swapped_folio(
     memmap: &'static Memmap,
     backend: &impl SwapBackend,
     entry: SwapEntry,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
 ) -> Result<(Folio<'static>, usize), SwapInError> {
     get_swapped_folio_with_run(area, memmap, backend, entry, handle, index, || None)
@@ -137,7 +138,7 @@ pub fn get_swapped_folio_with_run(
     memmap: &'static Memmap,
     backend: &impl SwapBackend,
     entry: SwapEntry,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
     run: impl Fn() -> Option<SwapEntry>,
 ) -> Result<(Folio<'static>, usize), SwapInError> {
@@ -229,7 +230,7 @@ fn read_run(
     area: &SwapArea,
     backend: &impl SwapBackend,
     entry: SwapEntry,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
     run: &impl Fn() -> Option<SwapEntry>,
 ) -> Option<Result<(Folio<'static>, usize), SwapInError>> {
@@ -287,20 +288,20 @@ fn read_new(
     mut new: UnpublishedFolio<'static>,
     first: SwapEntry,
     i: usize,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
     into: ReadInto,
 ) -> Result<(Folio<'static>, usize), SwapInError> {
     let nr = 1usize << new.order();
     new.nonatomic_set_flag(PageFlag::SwapBacked);
     new.nonatomic_set_flag(PageFlag::Locked);
-    new.set_mapping(handle, index - i as u64);
+    new.set_mapping(FolioMapping::Anon(handle), index - i as u64);
     let folio = new.publish(); // our reference
     if into == ReadInto::Cache {
         for _ in 0..nr {
             folio.get(); // the cache's, one per page
         }
-        folio.set_swap_entry(first.to_raw());
+        folio.set_swap_entry(first);
         folio.set_flag(PageFlag::SwapCache);
         if let Err(e) = area.cache_add(first, nr as u64, folio.pfn()) {
             panic!("get_swapped_folio: claimed slots {first:?} (+{nr}) refused by the cache: {e}");
