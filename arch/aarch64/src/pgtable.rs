@@ -477,7 +477,7 @@ impl PageTableFormat for Aarch64Format {
             NonPresent::Swap { entry, exclusive } => (entry.ty().raw(), entry.offset(), exclusive),
             NonPresent::Migration(m) => {
                 assert!(
-                    m.pfn >> MIGRATION_PFN_BITS == 0,
+                    m.pfn.as_u64() >> MIGRATION_PFN_BITS == 0,
                     "make_nonpresent: migration pfn {:#x} too wide",
                     m.pfn
                 );

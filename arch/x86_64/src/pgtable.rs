@@ -430,7 +430,11 @@ fn swap_fields(entry: &NonPresent) -> (u8, u64, bool) {
     match *entry {
         NonPresent::Swap { entry, exclusive } => (entry.ty().raw(), entry.offset(), exclusive),
         NonPresent::Migration(m) => {
-            assert!(m.pfn >> MIGRATION_PFN_BITS == 0, "make_nonpresent: migration pfn {:#x} too wide", m.pfn);
+            assert!(
+                m.pfn.as_u64() >> MIGRATION_PFN_BITS == 0,
+                "make_nonpresent: migration pfn {:#x} too wide",
+                m.pfn
+            );
             (m.kind.swap_type(), m.to_offset(), false)
         }
     }

@@ -62,7 +62,7 @@ pub fn alloc_anon_folio(
     zero: impl FnOnce(PhysAddr),
 ) -> Result<Folio<'static>, AllocError> {
     let folio = frames.alloc_folio(0, kind)?;
-    zero(PhysAddr::new(folio.pfn() << 12));
+    zero(folio.pfn().phys());
     Ok(prepare_anon_folio(folio, handle, index))
 }
 
@@ -118,7 +118,7 @@ pub fn remove_pte_mapping(memmap: &Memmap, pa: PhysAddr) -> Folio<'_> {
     let pfn = pa.pfn();
     let folio = folio_of(memmap, pfn)
         .unwrap_or_else(|| panic!("remove_pte_mapping: pfn {pfn:#x} is not a folio page"));
-    let i = (pfn - folio.pfn()) as usize;
+    let i = folio.page_index_of(pfn);
     let old = folio.page(i).mapcount.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
     assert!(old > 0, "remove_pte_mapping: pfn {pfn:#x} was not mapped (mapcount {old})");
     folio
@@ -138,6 +138,8 @@ pub fn put_anon_folio(frames: &FrameAllocator, folio: Folio<'_>) -> bool {
 mod tests {
     extern crate std;
     use super::*;
+    #[allow(unused_imports)]
+    use crate::addr::Pfn;
 
     /// The handle of the space whose root table is in frame `pfn`.
     fn space(pfn: u64) -> AnonHandle {
@@ -147,9 +149,9 @@ mod tests {
     use std::cell::Cell;
 
     fn allocator() -> &'static FrameAllocator {
-        let memmap = Memmap::new_leaked(0x800, 256);
+        let memmap = Memmap::new_leaked(Pfn::new(0x800), 256);
         let fa = Box::leak(Box::new(FrameAllocator::new(memmap)));
-        fa.add_free_range(0x800, 0x900).unwrap();
+        fa.add_free_range(Pfn::new(0x800), Pfn::new(0x900)).unwrap();
         fa
     }
 
@@ -160,14 +162,14 @@ mod tests {
         let zeroed = Cell::new(None);
         let f =
             alloc_anon_folio(fa, AllocKind::Normal, space(0x42), 0x1234, |pa| zeroed.set(Some(pa))).unwrap();
-        assert_eq!(zeroed.get(), Some(PhysAddr::new(f.pfn() << 12)));
+        assert_eq!(zeroed.get(), Some(f.pfn().phys()));
         assert_eq!((f.order(), f.refcount(), f.page_mapcount(0), f.entire_mapcount()), (0, 1, 1, 0));
         assert!(f.test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
         assert!(f.test_flag(PageFlag::Head) && !f.is_locked());
         assert_eq!((f.mapping(), f.index()), (FolioMapping::Anon(space(0x42)), 0x1234));
         assert_eq!(fa.nr_free_pages(), free - 1);
         // Unmap, then put: freed, and the allocator is whole again.
-        let g = remove_pte_mapping(fa.memmap(), PhysAddr::new(f.pfn() << 12));
+        let g = remove_pte_mapping(fa.memmap(), f.pfn().phys());
         assert_eq!(g, f);
         assert_eq!((f.page_mapcount(0), f.refcount()), (0, 1));
         assert!(put_anon_folio(fa, g));
@@ -180,7 +182,7 @@ mod tests {
         let fa = allocator();
         let f = alloc_anon_folio(fa, AllocKind::Normal, space(1), 0, |_| {}).unwrap();
         f.get();
-        let g = remove_pte_mapping(fa.memmap(), PhysAddr::new(f.pfn() << 12));
+        let g = remove_pte_mapping(fa.memmap(), f.pfn().phys());
         assert!(!put_anon_folio(fa, g));
         assert_eq!(f.refcount(), 1);
         assert!(put_anon_folio(fa, f));
@@ -203,7 +205,7 @@ mod tests {
         );
         assert!(f.test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
         assert!(f.test_flag(PageFlag::Head) && f.order() == 0);
-        let g = remove_pte_mapping(fa.memmap(), PhysAddr::new(f.pfn() << 12));
+        let g = remove_pte_mapping(fa.memmap(), f.pfn().phys());
         assert!(put_anon_folio(fa, g));
         fa.check_consistency().unwrap();
     }
@@ -220,7 +222,7 @@ mod tests {
     fn removing_a_mapping_twice_panics() {
         let fa = allocator();
         let f = alloc_anon_folio(fa, AllocKind::Normal, space(1), 0, |_| {}).unwrap();
-        let pa = PhysAddr::new(f.pfn() << 12);
+        let pa = f.pfn().phys();
         let _ = remove_pte_mapping(fa.memmap(), pa);
         let _ = remove_pte_mapping(fa.memmap(), pa);
     }

@@ -348,7 +348,7 @@ fn wp_fault<F: PageTableFormat>(
     if !folio.test_flag(PageFlag::SwapBacked) {
         return FaultOutcome::Refused(Refused::Unsupported);
     }
-    let i = (leaf.frame.pfn() - folio.pfn()) as usize;
+    let i = folio.page_index_of(leaf.frame.pfn());
     let exclusive = folio.page(i).test_flag(PageFlag::AnonExclusive)
         || (!folio.is_large() && folio.page_mapcount(0) == 1 && folio.refcount() == 1 && {
             folio.set_flag(PageFlag::AnonExclusive);

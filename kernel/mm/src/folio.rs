@@ -50,9 +50,9 @@
 //! or split). A speculative caller does [`Folio::try_get`] and then checks
 //! `folio_of` again.
 
-use crate::addr::PhysAddr;
+use crate::addr::{Pfn, PhysAddr};
 use crate::page::{Memmap, Page, PageFlag, NO_PFN};
-use crate::pgtable::format::{SwapEntry, SwapType};
+use crate::pgtable::format::SwapEntry;
 use crate::sync::{fence, Ordering};
 use core::fmt;
 
@@ -70,8 +70,8 @@ impl AnonHandle {
     /// is never a page-table root: firmware owns it on both arches, and the
     /// simulated memory of the host tests starts far above it).
     pub fn of_root(root: PhysAddr) -> AnonHandle {
-        assert!(root.pfn() != 0, "AnonHandle::of_root: a root in frame 0");
-        AnonHandle(root.pfn())
+        assert!(root.pfn() != Pfn::new(0), "AnonHandle::of_root: a root in frame 0");
+        AnonHandle(root.pfn().as_u64())
     }
     /// The number stored in a page descriptor.
     pub const fn raw(self) -> u64 {
@@ -133,8 +133,9 @@ pub struct Folio<'a> {
 /// The folio that contains frame `pfn`: itself when it is a folio head, its
 /// head when it is a tail page. `None` when `pfn` is outside the memmap or
 /// the frame is not part of a folio (free, reserved, a raw frame).
-pub fn folio_of(memmap: &Memmap, pfn: u64) -> Option<Folio<'_>> {
+pub fn folio_of(memmap: &Memmap, pfn: Pfn) -> Option<Folio<'_>> {
     let page = memmap.get(pfn)?;
+    let pfn = pfn.as_u64();
     let flags = page.flags();
     let head_pfn = if flags & PageFlag::Tail.mask() != 0 {
         // `prep` wrote the head's PFN before `Tail`, and `publish` ordered
@@ -145,7 +146,7 @@ pub fn folio_of(memmap: &Memmap, pfn: u64) -> Option<Folio<'_>> {
     } else {
         return None;
     };
-    let head = memmap.get(head_pfn)?;
+    let head = memmap.get_raw(head_pfn)?;
     // A stale tail (its folio split or freed meanwhile) may name a head
     // that no longer covers it.
     let covers =
@@ -170,8 +171,32 @@ impl<'a> Folio<'a> {
     }
 
     /// The head's PFN.
-    pub fn pfn(&self) -> u64 {
-        self.pfn
+    pub fn pfn(&self) -> Pfn {
+        Pfn::new(self.pfn)
+    }
+
+    /// The physical address of the head's frame (where the folio starts).
+    pub fn phys(&self) -> PhysAddr {
+        self.pfn().phys()
+    }
+
+    /// True when frame `pfn` is one of the folio's.
+    pub fn contains_pfn(&self, pfn: Pfn) -> bool {
+        pfn.as_u64().checked_sub(self.pfn).is_some_and(|i| i < self.nr_pages() as u64)
+    }
+
+    /// Which page of the folio frame `pfn` is.
+    ///
+    /// # Panics
+    /// When the frame is not one of the folio's.
+    pub fn page_index_of(&self, pfn: Pfn) -> usize {
+        let i = pfn.since(self.pfn());
+        assert!(
+            i < self.nr_pages() as u64,
+            "Folio::page_index_of: {pfn:?} is not in the folio at {:#x}",
+            self.pfn
+        );
+        i as usize
     }
 
     /// The descriptor of page `i` of the folio (0 is the head).
@@ -181,7 +206,7 @@ impl<'a> Folio<'a> {
     /// When `i` is not below [`Folio::nr_pages`] (a kernel bug).
     pub fn page(&self, i: usize) -> &'a Page {
         assert!(i < self.nr_pages(), "Folio::page: page {i} of a folio of {}", self.nr_pages());
-        self.memmap.get(self.pfn + i as u64).expect("Folio::page: folio runs past the memmap")
+        self.memmap.get_raw(self.pfn + i as u64).expect("Folio::page: folio runs past the memmap")
     }
 
     /// True when `flag` is set on the head.
@@ -574,20 +599,21 @@ impl<'a> UnpublishedFolio<'a> {
     /// # Panics
     ///
     /// When the block is misaligned or runs past the memmap (a kernel bug).
-    pub(crate) fn prep(memmap: &'a Memmap, pfn: u64, order: u8) -> UnpublishedFolio<'a> {
+    pub(crate) fn prep(memmap: &'a Memmap, pfn: Pfn, order: u8) -> UnpublishedFolio<'a> {
+        let pfn = pfn.as_u64();
         let nr = 1u64 << order;
         assert!(pfn.is_multiple_of(nr), "UnpublishedFolio::prep: pfn {pfn:#x} not aligned to order {order}");
         assert!(
-            memmap.contains(pfn) && memmap.contains(pfn + nr - 1),
+            memmap.contains_raw(pfn) && memmap.contains_raw(pfn + nr - 1),
             "UnpublishedFolio::prep: block past the memmap"
         );
         for tail_pfn in pfn + 1..pfn + nr {
-            let tail = memmap.get(tail_pfn).expect("checked above");
+            let tail = memmap.get_raw(tail_pfn).expect("checked above");
             tail.nonatomic_reset(0);
             tail.mapping.store(pfn, Ordering::Relaxed);
             tail.nonatomic_store_flags(PageFlag::Tail.mask());
         }
-        let head = memmap.get(pfn).expect("checked above");
+        let head = memmap.get_raw(pfn).expect("checked above");
         head.nonatomic_reset(PageFlag::Head.mask() | (order as u64) << crate::page::ORDER_SHIFT);
         head.list_next.store(NO_PFN, Ordering::Relaxed);
         head.list_prev.store(NO_PFN, Ordering::Relaxed);
@@ -596,8 +622,32 @@ impl<'a> UnpublishedFolio<'a> {
     }
 
     /// The head's PFN.
-    pub fn pfn(&self) -> u64 {
-        self.pfn
+    pub fn pfn(&self) -> Pfn {
+        Pfn::new(self.pfn)
+    }
+
+    /// The physical address of the head's frame (where the folio starts).
+    pub fn phys(&self) -> PhysAddr {
+        self.pfn().phys()
+    }
+
+    /// True when frame `pfn` is one of the folio's.
+    pub fn contains_pfn(&self, pfn: Pfn) -> bool {
+        pfn.as_u64().checked_sub(self.pfn).is_some_and(|i| i < self.nr_pages() as u64)
+    }
+
+    /// Which page of the folio frame `pfn` is.
+    ///
+    /// # Panics
+    /// When the frame is not one of the folio's.
+    pub fn page_index_of(&self, pfn: Pfn) -> usize {
+        let i = pfn.since(self.pfn());
+        assert!(
+            i < self.nr_pages() as u64,
+            "Folio::page_index_of: {pfn:?} is not in the folio at {:#x}",
+            self.pfn
+        );
+        i as usize
     }
 
     /// The folio order.
@@ -614,7 +664,7 @@ impl<'a> UnpublishedFolio<'a> {
     /// [`PageFlag::AnonExclusive`]).
     pub fn page(&self, i: usize) -> &'a Page {
         assert!(i < self.nr_pages(), "UnpublishedFolio::page: page {i} of {}", self.nr_pages());
-        self.memmap.get(self.pfn + i as u64).expect("prep checked the block")
+        self.memmap.get_raw(self.pfn + i as u64).expect("prep checked the block")
     }
 
     /// True when `flag` is set on the head.
@@ -694,6 +744,9 @@ impl fmt::Debug for UnpublishedFolio<'_> {
 mod tests {
     extern crate std;
     use super::*;
+    #[allow(unused_imports)]
+    use crate::addr::Pfn;
+    use crate::pgtable::format::SwapType;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
     use std::thread;
@@ -702,7 +755,7 @@ mod tests {
     /// A memmap whose frames look as the allocator leaves them: not
     /// reserved, all fields 0.
     fn memmap(base: u64, len: usize) -> &'static Memmap {
-        let mm = Memmap::new_leaked(base, len);
+        let mm = Memmap::new_leaked(Pfn::new(base), len);
         for p in mm.pages() {
             p.nonatomic_reset(0);
         }
@@ -712,25 +765,25 @@ mod tests {
     #[test]
     fn prep_order_0() {
         let mm = memmap(0x100, 4);
-        let f = UnpublishedFolio::prep(mm, 0x101, 0);
-        assert_eq!((f.pfn(), f.order(), f.nr_pages(), f.refcount()), (0x101, 0, 1, 0));
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0x101), 0);
+        assert_eq!((f.pfn(), f.order(), f.nr_pages(), f.refcount()), (Pfn::new(0x101), 0, 1, 0));
         assert!(f.test_flag(PageFlag::Head));
         let f = f.publish();
         assert!(!f.is_large() && !f.test_flag(PageFlag::Tail));
         assert_eq!((f.entire_mapcount(), f.total_mapcount(), f.pincount()), (0, 0, 0));
         assert_eq!(f.swap_entry(), None);
-        assert_eq!(folio_of(mm, 0x101), Some(f));
+        assert_eq!(folio_of(mm, Pfn::new(0x101)), Some(f));
         // Neighbours are raw frames, not folios.
-        assert_eq!(folio_of(mm, 0x100), None);
-        assert_eq!(folio_of(mm, 0x102), None);
-        assert_eq!(folio_of(mm, 0x99), None);
+        assert_eq!(folio_of(mm, Pfn::new(0x100)), None);
+        assert_eq!(folio_of(mm, Pfn::new(0x102)), None);
+        assert_eq!(folio_of(mm, Pfn::new(0x99)), None);
     }
 
     #[test]
     fn prep_order_9_and_folio_of_a_tail() {
         // A base that is not 512-aligned: the folio is aligned on absolute PFNs.
         let mm = memmap(0x7f00, 1024);
-        let f = UnpublishedFolio::prep(mm, 0x8000, 9).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0x8000), 9).publish();
         assert_eq!((f.order(), f.nr_pages(), f.refcount()), (9, 512, 1));
         assert!(f.test_flag(PageFlag::Head) && !f.test_flag(PageFlag::Tail));
         for i in 1..512 {
@@ -739,23 +792,23 @@ mod tests {
             assert_eq!(tail.refcount(), 0);
             assert_eq!(tail.mapping.load(Ordering::Relaxed), 0x8000);
             assert_eq!(tail.swap.load(Ordering::Relaxed), 0);
-            assert_eq!(folio_of(mm, 0x8000 + i as u64), Some(f));
+            assert_eq!(folio_of(mm, Pfn::new(0x8000 + i as u64)), Some(f));
         }
-        assert_eq!(folio_of(mm, 0x8000 + 511).unwrap().pfn(), 0x8000);
-        assert_eq!(folio_of(mm, 0x8200), None);
+        assert_eq!(folio_of(mm, Pfn::new(0x8000 + 511)).unwrap().pfn(), Pfn::new(0x8000));
+        assert_eq!(folio_of(mm, Pfn::new(0x8200)), None);
     }
 
     #[test]
     #[should_panic(expected = "not aligned to order 9")]
     fn prep_refuses_a_misaligned_block() {
         let mm = memmap(0, 1024);
-        let _ = UnpublishedFolio::prep(mm, 0x100, 9);
+        let _ = UnpublishedFolio::prep(mm, Pfn::new(0x100), 9);
     }
 
     #[test]
     fn swap_entry_of_page_i_is_head_plus_i() {
         let mm = memmap(0, 512);
-        let f = UnpublishedFolio::prep(mm, 0, 9).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 9).publish();
         assert_eq!(f.page_swap_entry(3), None);
         f.lock();
         let first = SwapEntry::new(SwapType::nth(2), 0x200).unwrap();
@@ -783,7 +836,7 @@ mod tests {
     #[should_panic(expected = "set_swap_entry: folio not locked")]
     fn swap_entry_needs_the_lock() {
         let mm = memmap(0, 1);
-        UnpublishedFolio::prep(mm, 0, 0)
+        UnpublishedFolio::prep(mm, Pfn::new(0), 0)
             .publish()
             .set_swap_entry(SwapEntry::new(SwapType::nth(0), 7).unwrap());
     }
@@ -791,7 +844,7 @@ mod tests {
     #[test]
     fn lock_try_lock_unlock() {
         let mm = memmap(0, 4);
-        let f = UnpublishedFolio::prep(mm, 0, 2).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 2).publish();
         assert!(f.try_lock());
         assert!(f.is_locked() && !f.try_lock());
         f.unlock();
@@ -805,7 +858,7 @@ mod tests {
     #[should_panic(expected = "Folio::unlock: pfn 0x0 not locked")]
     fn unlock_of_an_unlocked_folio_panics() {
         let mm = memmap(0, 1);
-        UnpublishedFolio::prep(mm, 0, 0).publish().unlock();
+        UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish().unlock();
     }
 
     /// The lock excludes: threads increment a plain (non-atomic in spirit:
@@ -813,7 +866,7 @@ mod tests {
     #[test]
     fn lock_excludes_across_threads() {
         let mm = memmap(0, 1);
-        let f = UnpublishedFolio::prep(mm, 0, 0).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish();
         let counter = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -840,8 +893,8 @@ mod tests {
         // still uses the non-atomic setters. Frozen at 0, it cannot get a
         // reference, so it cannot lock the folio or touch its flags.
         let mm = memmap(0, 4);
-        let mut f = UnpublishedFolio::prep(mm, 0, 2);
-        let seen = folio_of(mm, 3).expect("the tail leads to the head");
+        let mut f = UnpublishedFolio::prep(mm, Pfn::new(0), 2);
+        let seen = folio_of(mm, Pfn::new(3)).expect("the tail leads to the head");
         assert!(!seen.try_get(), "speculative reference on an unpublished folio");
         f.nonatomic_set_flag(PageFlag::SwapBacked);
         let published = f.publish();
@@ -854,7 +907,7 @@ mod tests {
     #[test]
     fn refcount_get_put_try_get() {
         let mm = memmap(0, 1);
-        let f = UnpublishedFolio::prep(mm, 0, 0).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish();
         assert_eq!(f.refcount(), 1);
         f.get();
         assert!(f.try_get());
@@ -871,7 +924,7 @@ mod tests {
     #[should_panic(expected = "Folio::put: refcount underflow")]
     fn put_below_zero_panics() {
         let mm = memmap(0, 1);
-        let f = UnpublishedFolio::prep(mm, 0, 0).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish();
         f.put();
         f.put();
     }
@@ -879,7 +932,7 @@ mod tests {
     #[test]
     fn pins_small_and_large() {
         let mm = memmap(0, 8);
-        let small = UnpublishedFolio::prep(mm, 0, 0).publish();
+        let small = UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish();
         assert!(!small.maybe_pinned());
         small.pin();
         assert_eq!(small.refcount(), 1 + PIN_BIAS);
@@ -887,7 +940,7 @@ mod tests {
         assert!(!small.unpin());
         assert!(!small.maybe_pinned());
 
-        let large = UnpublishedFolio::prep(mm, 4, 2).publish();
+        let large = UnpublishedFolio::prep(mm, Pfn::new(4), 2).publish();
         large.pin();
         large.pin();
         assert_eq!((large.refcount(), large.pincount()), (3, 2));
@@ -901,7 +954,7 @@ mod tests {
     #[test]
     fn mapcounts_count_a_pmd_once() {
         let mm = memmap(0, 512);
-        let f = UnpublishedFolio::prep(mm, 0, 9).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 9).publish();
         assert_eq!(f.add_entire_mapcount(1), 1);
         assert_eq!(f.total_mapcount(), 1);
         assert_eq!(f.add_page_mapcount(0, 1), 1);
@@ -916,7 +969,7 @@ mod tests {
     #[test]
     fn unpublished_flags_then_publish() {
         let mm = memmap(0, 2);
-        let mut u = UnpublishedFolio::prep(mm, 0, 1);
+        let mut u = UnpublishedFolio::prep(mm, Pfn::new(0), 1);
         u.nonatomic_set_flag(PageFlag::SwapBacked);
         u.nonatomic_set_flag(PageFlag::Uptodate);
         u.nonatomic_set_flag(PageFlag::Dirty);
@@ -940,6 +993,6 @@ mod tests {
     #[should_panic(expected = "is structural")]
     fn folio_refuses_structural_flags() {
         let mm = memmap(0, 1);
-        UnpublishedFolio::prep(mm, 0, 0).publish().clear_flag(PageFlag::Head);
+        UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish().clear_flag(PageFlag::Head);
     }
 }

@@ -77,4 +77,4 @@ pub mod thp;
 pub mod unmap;
 pub mod vma;
 
-pub use addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+pub use addr::{Pfn, PhysAddr, VirtAddr, PAGE_SIZE};

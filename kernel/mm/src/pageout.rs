@@ -47,6 +47,7 @@
 //! splits, the `try_get`s). The split takes the folio lock with `try_lock`
 //! (never waits under the space lock) and the LRU lock inside.
 
+use crate::addr::Pfn;
 use crate::addr::VirtAddr;
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
@@ -102,7 +103,7 @@ pub struct Candidates {
     /// Cut large folios that were split.
     pub nr_split: usize,
     /// Cut large folios left whole, and why.
-    pub kept_whole: Vec<(u64, KeptWhole)>,
+    pub kept_whole: Vec<(Pfn, KeptWhole)>,
 }
 
 /// The folios `MADV_PAGEOUT` over `[start, end)` of the space of `table`

@@ -365,7 +365,7 @@ fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut P
     if !slots_unused(area, &folio) {
         let first = folio_entry(&folio).expect("in the swap cache");
         folio.set_flag(PageFlag::Writeback);
-        let written = host.write(&dev, first, PhysAddr::new(folio.pfn() << 12), nr);
+        let written = host.write(&dev, first, folio.pfn().phys(), nr);
         folio.clear_flag(PageFlag::Writeback);
         if written.is_err() {
             return keep(host, folio, Kept::WriteFailed);

@@ -84,7 +84,7 @@ pub fn alloc_anon_huge_folio(
 ) -> Result<Folio<'static>, AllocError> {
     debug_assert!(index.is_multiple_of(HPAGE_NR as u64), "alloc_anon_huge_folio: index {index:#x} unaligned");
     let mut folio = frames.alloc_folio(HPAGE_ORDER, kind)?;
-    zero(PhysAddr::new(folio.pfn() << 12));
+    zero(folio.pfn().phys());
     folio.nonatomic_set_flag(PageFlag::SwapBacked);
     folio.nonatomic_set_flag(PageFlag::AnonExclusive);
     folio.set_mapping(FolioMapping::Anon(handle), index);
@@ -99,7 +99,7 @@ pub fn alloc_huge_zero_folio(
     zero: impl FnOnce(PhysAddr),
 ) -> Result<Folio<'static>, AllocError> {
     let mut folio = frames.alloc_folio(HPAGE_ORDER, AllocKind::Normal)?;
-    zero(PhysAddr::new(folio.pfn() << 12));
+    zero(folio.pfn().phys());
     folio.nonatomic_set_flag(PageFlag::Uptodate);
     folio.set_mapping(HUGE_ZERO_MAPPING, 0);
     Ok(folio.publish())
@@ -343,7 +343,7 @@ fn check_splittable<F: PageTableFormat>(
     table.visit(mem, start, end, &mut |_, level, entry, _| {
         if let (Level::Pte, Decoded::Leaf(leaf)) = (level, entry) {
             let pfn = leaf.frame.pfn();
-            if pfn >= folio.pfn() && pfn < folio.pfn() + folio.nr_pages() as u64 {
+            if folio.contains_pfn(pfn) {
                 ours += 1;
             }
         }
@@ -382,7 +382,8 @@ fn split_locked(
     let lru = crate::lru::registered();
     let mut pieces = alloc::vec::Vec::new();
     for i in 0..nr {
-        let page = folio_of(memmap, folio.pfn() + i as u64).expect("split_frozen made every page a folio");
+        let page =
+            folio_of(memmap, folio.pfn().plus(i as u64)).expect("split_frozen made every page a folio");
         page.clear_flag(PageFlag::Active);
         if page.total_mapcount() > 0 {
             if relist {
@@ -395,7 +396,8 @@ fn split_locked(
     }
     // Page 0 keeps the caller's lock: the caller frees it if it must.
     for i in 1..nr {
-        let page = folio_of(memmap, folio.pfn() + i as u64).expect("split_frozen made every page a folio");
+        let page =
+            folio_of(memmap, folio.pfn().plus(i as u64)).expect("split_frozen made every page a folio");
         if page.refcount() == 0 {
             free(page);
         }

@@ -12,6 +12,7 @@ use crate::memory::{frame_allocator, phys_to_virt, zero_frames};
 use mm::folio::AnonHandle;
 use mm::folio::Folio;
 use mm::frame::AllocKind;
+use mm::Pfn;
 use mm::{PhysAddr, PAGE_SIZE};
 
 /// A new zeroed anonymous page for page `index` of the address space
@@ -27,7 +28,7 @@ pub fn alloc_anon_page(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     })
     .ok()?;
     crate::vm::reclaim::lru_add(folio);
-    Some(PhysAddr::new(folio.pfn() << 12))
+    Some(folio.pfn().phys())
 }
 
 /// A new zeroed huge anonymous folio (order 9) for the 2 MiB block whose
@@ -45,11 +46,11 @@ pub fn alloc_anon_huge(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     })
     .ok()?;
     crate::vm::reclaim::lru_add(folio);
-    Some(PhysAddr::new(folio.pfn() << 12))
+    Some(folio.pfn().phys())
 }
 
 /// The huge zero folio, made once at boot ([`init_huge_zero`]).
-static HUGE_ZERO: spin::Once<Option<u64>> = spin::Once::new();
+static HUGE_ZERO: spin::Once<Option<Pfn>> = spin::Once::new();
 
 /// Makes the huge zero folio (2 MiB of zeros, kept for good). Boot CPU,
 /// once, after [`init`]. Without a free 2 MiB block, read faults in huge
@@ -66,7 +67,7 @@ pub fn init_huge_zero() {
 
 /// The huge zero folio's first frame, if it was made.
 pub fn huge_zero() -> Option<PhysAddr> {
-    HUGE_ZERO.get().copied().flatten().map(|pfn| PhysAddr::new(pfn << 12))
+    HUGE_ZERO.get().copied().flatten().map(Pfn::phys)
 }
 
 /// Gives back a folio whose last reference is gone, taking it off the LRU

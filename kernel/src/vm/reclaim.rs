@@ -88,6 +88,7 @@ use mm::pgtable::{PageTable, SwapEntry};
 use mm::reclaim::{ReclaimHost, Reclaimed};
 use mm::swap::area::SwapArea;
 use mm::swap::swapin::SwapBackend;
+use mm::Pfn;
 use mm::PhysAddr;
 
 static LRU: spin::Once<LruLists> = spin::Once::new();
@@ -96,7 +97,7 @@ static LRU: spin::Once<LruLists> = spin::Once::new();
 /// cache at once because somebody held their lock (PFNs, each with a
 /// reference): kswapd (or [`drain_deferred`]) finishes the job. Room is
 /// reserved at [`init`]; when it is full the folio waits for reclaim.
-static DEFERRED: IrqSpinLock<Vec<u64>> = IrqSpinLock::new(Vec::new());
+static DEFERRED: IrqSpinLock<Vec<Pfn>> = IrqSpinLock::new(Vec::new());
 const DEFERRED_ROOM: usize = 4096;
 
 /// Folios reclaim freed (pages).

@@ -451,7 +451,7 @@ impl AddressSpace {
 
     /// The folio mapped at `va`: its head PFN, its order and whether it is
     /// in the swap cache (for tests).
-    pub fn folio_at(&self, va: VirtAddr) -> Result<(u64, u8, bool), String> {
+    pub fn folio_at(&self, va: VirtAddr) -> Result<(mm::Pfn, u8, bool), String> {
         let guard = self.lock();
         let inner = guard.as_ref().ok_or("folio_at: torn down")?;
         let pa = inner.table.translate(&KernelTables, va).ok_or(format!("folio_at: {va} is not mapped"))?;

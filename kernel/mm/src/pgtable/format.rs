@@ -28,7 +28,7 @@
 //! - The dirty/write algebra: `mkdirty` then `mkclean` is clean; `wrprotect`
 //!   keeps dirty; `mkdirty` never makes an entry writable.
 
-use crate::addr::PhysAddr;
+use crate::addr::{Pfn, PhysAddr};
 use core::fmt;
 
 /// A level of the 4-level tree, named as Linux names them. The number is
@@ -318,7 +318,7 @@ pub struct MigrationEntry {
     /// The PFN of the (head) page being migrated; at most
     /// [`MIGRATION_PFN_BITS`] bits (use [`MigrationEntry::new`] to check;
     /// the formats assert it when encoding).
-    pub pfn: u64,
+    pub pfn: Pfn,
     /// The mapping was young.
     pub young: bool,
     /// The mapping was dirty.
@@ -328,15 +328,17 @@ pub struct MigrationEntry {
 impl MigrationEntry {
     /// A migration entry; `None` when `pfn` needs more than
     /// [`MIGRATION_PFN_BITS`] bits (it would spill into young/dirty).
-    pub const fn new(kind: MigrationKind, pfn: u64, young: bool, dirty: bool) -> Option<MigrationEntry> {
-        if pfn >> MIGRATION_PFN_BITS != 0 {
+    pub const fn new(kind: MigrationKind, pfn: Pfn, young: bool, dirty: bool) -> Option<MigrationEntry> {
+        if pfn.as_u64() >> MIGRATION_PFN_BITS != 0 {
             return None;
         }
         Some(MigrationEntry { kind, pfn, young, dirty })
     }
     /// The offset field that encodes this entry: PFN, then young, then dirty.
     pub const fn to_offset(self) -> u64 {
-        self.pfn | (self.young as u64) << MIGRATION_PFN_BITS | (self.dirty as u64) << (MIGRATION_PFN_BITS + 1)
+        self.pfn.as_u64()
+            | (self.young as u64) << MIGRATION_PFN_BITS
+            | (self.dirty as u64) << (MIGRATION_PFN_BITS + 1)
     }
     /// Decodes a migration entry from its type number and offset field.
     pub const fn from_type_offset(ty: u8, offset: u64) -> Option<MigrationEntry> {
@@ -346,7 +348,7 @@ impl MigrationEntry {
         }
         Some(MigrationEntry {
             kind,
-            pfn: offset & ((1 << MIGRATION_PFN_BITS) - 1),
+            pfn: Pfn::new(offset & ((1 << MIGRATION_PFN_BITS) - 1)),
             young: offset >> MIGRATION_PFN_BITS & 1 != 0,
             dirty: offset >> (MIGRATION_PFN_BITS + 1) & 1 != 0,
         })
@@ -484,8 +486,8 @@ mod tests {
         let e = SwapEntry::new(t(22), MAX_SWAP_OFFSET).unwrap();
         assert_eq!((e.ty(), e.offset()), (t(22), MAX_SWAP_OFFSET));
         assert_eq!(alloc::format!("{}", e.ty()), "22");
-        assert!(MigrationEntry::new(MigrationKind::Read, 1 << 40, false, false).is_none());
-        assert!(MigrationEntry::new(MigrationKind::Read, (1 << 40) - 1, true, true).is_some());
+        assert!(MigrationEntry::new(MigrationKind::Read, Pfn::new(1 << 40), false, false).is_none());
+        assert!(MigrationEntry::new(MigrationKind::Read, Pfn::new((1 << 40) - 1), true, true).is_some());
     }
 
     #[test]
@@ -503,7 +505,7 @@ mod tests {
     fn migration_offsets_round_trip() {
         for kind in [MigrationKind::Read, MigrationKind::ReadExclusive, MigrationKind::Write] {
             for (young, dirty) in [(false, false), (true, false), (false, true), (true, true)] {
-                let m = MigrationEntry { kind, pfn: 0xff_ffff_ffff, young, dirty };
+                let m = MigrationEntry { kind, pfn: Pfn::new(0xff_ffff_ffff), young, dirty };
                 assert_eq!(MigrationEntry::from_type_offset(kind.swap_type(), m.to_offset()), Some(m));
             }
         }

@@ -116,6 +116,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::addr::Pfn;
 use crate::pgtable::format::{SwapEntry, SwapType, MAX_SWAP_OFFSET};
 use crate::swap::header::SwapHeader;
 use crate::sync::Lock;
@@ -587,7 +588,8 @@ impl SwapArea {
     /// [`SwapArea::alloc`] or [`SwapArea::claim_cache`]); no slot may have
     /// a folio yet. The cache keeps its own reference on the folio, taken
     /// by the caller.
-    pub fn cache_add(&self, entry: SwapEntry, nr: u64, pfn: u64) -> Result<(), CacheError> {
+    pub fn cache_add(&self, entry: SwapEntry, nr: u64, pfn: Pfn) -> Result<(), CacheError> {
+        let pfn = pfn.as_u64();
         let mut inner = self.inner.lock();
         let range = self.slot_range(entry, nr).map_err(CacheError::Slot)?;
         for s in range.clone() {
@@ -612,14 +614,14 @@ impl SwapArea {
     /// area's lock**, and returns what `f` returns. `f` may take a folio
     /// reference (the cache's own keeps the folio alive meanwhile) and must
     /// do nothing else that waits or takes a lock.
-    pub fn cache_lookup_with<R>(&self, entry: SwapEntry, f: impl FnOnce(u64, usize) -> R) -> Option<R> {
+    pub fn cache_lookup_with<R>(&self, entry: SwapEntry, f: impl FnOnce(Pfn, usize) -> R) -> Option<R> {
         let inner = self.inner.lock();
         let s = self.slot_range(entry, 1).ok()?.start as u64;
         let (&first, cached) = inner.cache.range(..=s).next_back()?;
         if s >= first + cached.nr {
             return None;
         }
-        Some(f(cached.pfn, (s - first) as usize))
+        Some(f(Pfn::new(cached.pfn), (s - first) as usize))
     }
 
     /// Takes the folio of `nr` pages with head `pfn` out of the swap cache
@@ -627,7 +629,8 @@ impl SwapArea {
     /// there. The caller holds the folio locked and not under writeback,
     /// drops the cache's reference afterwards, and releases the slots with
     /// [`SwapArea::release_cache`]. HAS_CACHE stays set until then.
-    pub fn cache_delete(&self, entry: SwapEntry, nr: u64, pfn: u64) -> Result<(), CacheError> {
+    pub fn cache_delete(&self, entry: SwapEntry, nr: u64, pfn: Pfn) -> Result<(), CacheError> {
+        let pfn = pfn.as_u64();
         let mut inner = self.inner.lock();
         let start = self.slot_range(entry, nr).map_err(CacheError::Slot)?.start as u64;
         let Some((&first, &cached)) = inner.cache.range(..=start).next_back() else {

@@ -307,7 +307,7 @@ fn read_new(
             panic!("get_swapped_folio: claimed slots {first:?} (+{nr}) refused by the cache: {e}");
         }
     }
-    match backend.read(first, PhysAddr::new(folio.pfn() << 12), nr) {
+    match backend.read(first, folio.pfn().phys(), nr) {
         Ok(()) => {
             folio.set_flag(PageFlag::Uptodate);
             // A new folio goes on the LRU lists here, and only here: a
@@ -411,7 +411,7 @@ pub fn map_swapped_in<F: PageTableFormat>(
         }
         let (_, flush) = table.clear(mem, va, Level::Pte).expect("a swap PTE was just read here");
         flush.ignore(); // a swap entry is never cached by a TLB
-        let frame = PhysAddr::new((folio.pfn() + j as u64) << 12);
+        let frame = folio.pfn().plus(j as u64).phys();
         let leaf = Leaf { frame, size: PageSize::Size4K, prot, dirty: writable && write, young: true };
         table.map(mem, va, leaf).expect("the slot was just cleared").ignore();
         folio.add_page_mapcount(j, 1);
