@@ -80,7 +80,6 @@ use crate::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, slots
 use crate::thp::{self, SplitRefused};
 use crate::unmap::{try_to_unmap, Target, UnmapError};
 use crate::PhysAddr;
-use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Freeze attempts on an orphan folio before it is kept (step 6).
@@ -120,9 +119,18 @@ pub trait ReclaimHost {
     fn alloc_device(&self) -> Option<Self::Device>;
     /// The slots and cache of `dev`.
     fn area<'a>(&'a self, dev: &'a Self::Device) -> &'a SwapArea;
+    /// Why the disk failed a write (the kernel's own error, which says
+    /// whose fault it is).
+    type IoError: core::fmt::Debug;
     /// Writes the `nr` frames from `frame` on to the slots from `first` on
-    /// of `dev`. May sleep. Errors carry a message for the user.
-    fn write(&self, dev: &Self::Device, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String>;
+    /// of `dev`. May sleep.
+    fn write(
+        &self,
+        dev: &Self::Device,
+        first: SwapEntry,
+        frame: PhysAddr,
+        nr: usize,
+    ) -> Result<(), Self::IoError>;
     /// Runs `f` over the tables of every live space that may map `folio`
     /// (its fork family, found from its anon handle), with all their locks
     /// held, in the kernel's lock order.

@@ -76,7 +76,6 @@ use crate::sync::IrqSpinLock;
 use crate::task::sched;
 use crate::vm::swap::{self, SwapDevice};
 use crate::vm::tlb::Shootdown;
-use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -170,6 +169,7 @@ impl ReclaimHost for Reclaimer {
     type Mem = ReserveTables;
     type Tlb = Shootdown;
     type Device = Arc<SwapDevice>;
+    type IoError = crate::drivers::blk::IoError;
 
     fn mem(&self) -> &ReserveTables {
         &ReserveTables
@@ -201,7 +201,7 @@ impl ReclaimHost for Reclaimer {
         first: SwapEntry,
         frame: PhysAddr,
         nr: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::drivers::blk::IoError> {
         swap::Io(dev).write(first, frame, nr)
     }
     fn with_family_locked<R>(&self, folio: &Folio<'static>, f: impl FnOnce(&[&PageTable<Format>]) -> R) -> R {

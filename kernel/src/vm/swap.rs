@@ -311,16 +311,18 @@ pub fn count_of(entry: SwapEntry) -> Option<u8> {
 pub struct Io<'a>(pub &'a SwapDevice);
 
 impl SwapBackend for Io<'_> {
-    fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
-        let r = self.0.disk.read_pages(first.offset(), frame, nr).map_err(|e| format!("{e}"));
+    type IoError = IoError;
+
+    fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), IoError> {
+        let r = self.0.disk.read_pages(first.offset(), frame, nr);
         match r {
             Ok(()) => PSWPIN.fetch_add(nr as u64, Ordering::Relaxed),
             Err(_) => READ_ERRORS.fetch_add(1, Ordering::Relaxed),
         };
         r
     }
-    fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
-        let r = self.0.disk.write_pages(first.offset(), frame, nr).map_err(|e| format!("{e}"));
+    fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), IoError> {
+        let r = self.0.disk.write_pages(first.offset(), frame, nr);
         match r {
             Ok(()) => PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed),
             Err(_) => WRITE_ERRORS.fetch_add(1, Ordering::Relaxed),
@@ -367,7 +369,7 @@ pub fn get_folio(
     handle: AnonHandle,
     index: u64,
     run: impl Fn() -> Option<SwapEntry>,
-) -> Result<(Folio<'static>, usize), SwapInError> {
+) -> Result<(Folio<'static>, usize), SwapInError<IoError>> {
     let memmap = memory::frame_allocator().memmap();
     mm::swap::swapin::get_swapped_folio_with_run(&dev.area, memmap, &Io(dev), entry, handle, index, run)
 }
