@@ -119,6 +119,10 @@ pub enum SwapInError<E> {
     Slot(SlotError),
 }
 
+/// What swap-in brings back: the cache folio holding the entry (locked,
+/// with a reference for the caller) and the entry's page in it, or why not.
+pub type SwappedIn<B> = Result<(Folio<'static>, usize), SwapInError<<B as SwapBackend>::IoError>>;
+
 impl<E: fmt::Display> fmt::Display for SwapInError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -142,7 +146,7 @@ pub fn get_swapped_folio<B: SwapBackend>(
     entry: SwapEntry,
     handle: AnonHandle,
     index: u64,
-) -> Result<(Folio<'static>, usize), SwapInError<B::IoError>> {
+) -> SwappedIn<B> {
     get_swapped_folio_with_run(area, memmap, backend, entry, handle, index, || None)
 }
 
@@ -160,7 +164,7 @@ pub fn get_swapped_folio_with_run<B: SwapBackend>(
     handle: AnonHandle,
     index: u64,
     run: impl Fn() -> Option<SwapEntry>,
-) -> Result<(Folio<'static>, usize), SwapInError<B::IoError>> {
+) -> SwappedIn<B> {
     let mut try_run = true;
     loop {
         if let Some((folio, i)) = lookup_get(area, memmap, entry) {
@@ -252,7 +256,7 @@ fn read_run<B: SwapBackend>(
     handle: AnonHandle,
     index: u64,
     run: &impl Fn() -> Option<SwapEntry>,
-) -> Option<Result<(Folio<'static>, usize), SwapInError<B::IoError>>> {
+) -> Option<SwappedIn<B>> {
     let first = run()?;
     let i = entry.offset().checked_sub(first.offset())? as usize;
     if first.ty() != entry.ty() || i >= HPAGE_NR || !first.offset().is_multiple_of(HPAGE_NR as u64) {
@@ -310,7 +314,7 @@ fn read_new<B: SwapBackend>(
     handle: AnonHandle,
     index: u64,
     into: ReadInto,
-) -> Result<(Folio<'static>, usize), SwapInError<B::IoError>> {
+) -> SwappedIn<B> {
     let nr = 1usize << new.order();
     new.nonatomic_set_flag(PageFlag::SwapBacked);
     new.nonatomic_set_flag(PageFlag::Locked);
