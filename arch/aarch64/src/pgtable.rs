@@ -403,7 +403,7 @@ fn decode_invalid(raw: u64, level: Level) -> Decoded {
     let offset = (raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT;
     let exclusive = raw & SWP_EXCLUSIVE != 0;
     if ty < MAX_SWAP_TYPES {
-        return match SwapEntry::new(ty, offset) {
+        return match SwapEntry::from_type_offset(ty, offset) {
             Ok(entry) => Decoded::NonPresent(NonPresent::Swap { entry, exclusive }),
             Err(_) => Decoded::Bad(raw),
         };
@@ -474,10 +474,10 @@ impl PageTableFormat for Aarch64Format {
     /// would spill into the young and dirty bits).
     fn make_nonpresent(entry: &NonPresent) -> u64 {
         let (ty, offset, exclusive) = match *entry {
-            NonPresent::Swap { entry, exclusive } => (entry.ty(), entry.offset(), exclusive),
+            NonPresent::Swap { entry, exclusive } => (entry.ty().raw(), entry.offset(), exclusive),
             NonPresent::Migration(m) => {
                 assert!(
-                    m.pfn >> MIGRATION_PFN_BITS == 0,
+                    m.pfn.as_u64() >> MIGRATION_PFN_BITS == 0,
                     "make_nonpresent: migration pfn {:#x} too wide",
                     m.pfn
                 );

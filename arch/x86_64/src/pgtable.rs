@@ -410,7 +410,7 @@ fn decode_nonpresent(raw: u64, level: Level) -> Decoded {
 /// entry, or Bad when they name none.
 fn decode_swap_fields(raw: u64, ty: u8, offset: u64, exclusive: bool) -> Decoded {
     if ty < MAX_SWAP_TYPES {
-        return match SwapEntry::new(ty, offset) {
+        return match SwapEntry::from_type_offset(ty, offset) {
             Ok(entry) => Decoded::NonPresent(NonPresent::Swap { entry, exclusive }),
             Err(_) => Decoded::Bad(raw),
         };
@@ -428,9 +428,13 @@ fn decode_swap_fields(raw: u64, ty: u8, offset: u64, exclusive: bool) -> Decoded
 /// (it would spill into the young and dirty bits: a kernel bug).
 fn swap_fields(entry: &NonPresent) -> (u8, u64, bool) {
     match *entry {
-        NonPresent::Swap { entry, exclusive } => (entry.ty(), entry.offset(), exclusive),
+        NonPresent::Swap { entry, exclusive } => (entry.ty().raw(), entry.offset(), exclusive),
         NonPresent::Migration(m) => {
-            assert!(m.pfn >> MIGRATION_PFN_BITS == 0, "make_nonpresent: migration pfn {:#x} too wide", m.pfn);
+            assert!(
+                m.pfn.as_u64() >> MIGRATION_PFN_BITS == 0,
+                "make_nonpresent: migration pfn {:#x} too wide",
+                m.pfn
+            );
             (m.kind.swap_type(), m.to_offset(), false)
         }
     }

@@ -82,15 +82,74 @@ address_type!(
 );
 
 impl PhysAddr {
-    /// The page frame number: the address divided by [`PAGE_SIZE`].
-    pub const fn pfn(self) -> u64 {
-        self.0 >> PAGE_SHIFT
+    /// The page frame number of the frame holding this address: the
+    /// address divided by [`PAGE_SIZE`].
+    pub const fn pfn(self) -> Pfn {
+        Pfn(self.0 >> PAGE_SHIFT)
+    }
+}
+
+/// A page frame number: which 4 KiB frame of physical memory. Frame `n`
+/// starts at physical address `n * PAGE_SIZE` ([`Pfn::phys`]); the page
+/// descriptor array (`crate::page::Memmap`) is indexed by it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pfn(u64);
+
+impl Pfn {
+    /// Frame number `n`.
+    pub const fn new(n: u64) -> Pfn {
+        Pfn(n)
+    }
+    /// The number.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+    /// The physical address where the frame starts.
+    pub const fn phys(self) -> PhysAddr {
+        PhysAddr(self.0 << PAGE_SHIFT)
+    }
+    /// The frame `n` frames after this one.
+    pub const fn plus(self, n: u64) -> Pfn {
+        Pfn(self.0 + n)
+    }
+    /// How many frames this one lies after `base` (`self - base`).
+    ///
+    /// # Panics
+    /// When `self` lies before `base`.
+    pub const fn since(self, base: Pfn) -> u64 {
+        assert!(self.0 >= base.0, "Pfn::since: the frame lies before the base");
+        self.0 - base.0
+    }
+    /// True when the frame starts a naturally aligned block of `2^order`
+    /// frames.
+    pub const fn is_aligned(self, order: u8) -> bool {
+        self.0 & ((1 << order) - 1) == 0
+    }
+}
+
+impl fmt::Debug for Pfn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pfn({:#x})", self.0)
+    }
+}
+
+impl fmt::Display for Pfn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl fmt::LowerHex for Pfn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::LowerHex::fmt(&self.0, f)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::addr::Pfn;
 
     #[test]
     fn alignment_helpers() {
@@ -101,7 +160,10 @@ mod tests {
         assert_eq!(PhysAddr::new(u64::MAX).checked_align_up(PAGE_SIZE), None);
         assert!(PhysAddr::new(0x20_0000).is_aligned(HUGE_PAGE_SIZE));
         assert!(!PhysAddr::new(0x20_1000).is_aligned(HUGE_PAGE_SIZE));
-        assert_eq!(PhysAddr::new(0x5000).pfn(), 5);
+        assert_eq!(PhysAddr::new(0x5000).pfn(), Pfn::new(5));
+        assert_eq!(Pfn::new(5).phys(), PhysAddr::new(0x5000));
+        assert_eq!(Pfn::new(0x200).plus(3).since(Pfn::new(0x200)), 3);
+        assert!(Pfn::new(0x200).is_aligned(9) && !Pfn::new(0x201).is_aligned(9));
         assert_eq!(VirtAddr::new(1).checked_add(u64::MAX), None);
     }
 

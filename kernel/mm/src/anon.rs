@@ -40,17 +40,14 @@
 
 use crate::addr::PhysAddr;
 use crate::bugs::{self, Bug};
-use crate::folio::{folio_of, Folio, UnpublishedFolio};
+use crate::folio::{folio_of, AnonHandle, Folio, FolioMapping, UnpublishedFolio};
 use crate::frame::{AllocError, AllocKind, FrameAllocator};
 use crate::page::{Memmap, PageFlag};
 
-/// The anon mapping handle of the address space whose root table is at
-/// `root`: the root's PFN. Never 0 (0 means "no mapping"): frame 0 is never
-/// a page-table root (firmware owns it on both arches; the simulated memory
-/// of the host tests starts far above it).
-pub fn anon_handle(root: PhysAddr) -> u64 {
-    debug_assert!(root.pfn() != 0, "anon_handle: a root at frame 0 would read as no mapping");
-    root.pfn()
+/// The anon handle of the address space whose root table is at `root`
+/// ([`AnonHandle::of_root`]).
+pub fn anon_handle(root: PhysAddr) -> AnonHandle {
+    AnonHandle::of_root(root)
 }
 
 /// A new anonymous page for page `index` of the address space `handle`: an
@@ -60,12 +57,12 @@ pub fn anon_handle(root: PhysAddr) -> u64 {
 pub fn alloc_anon_folio(
     frames: &FrameAllocator,
     kind: AllocKind,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
     zero: impl FnOnce(PhysAddr),
 ) -> Result<Folio<'static>, AllocError> {
     let folio = frames.alloc_folio(0, kind)?;
-    zero(PhysAddr::new(folio.pfn() << 12));
+    zero(folio.pfn().phys());
     Ok(prepare_anon_folio(folio, handle, index))
 }
 
@@ -77,7 +74,7 @@ pub fn alloc_anon_folio(
 ///
 /// With the switch [`Bug::NonatomicFolioFlags`] on, it puts seed 003's
 /// mistake back instead ([`replay_nonatomic_folio_flags`]).
-pub fn prepare_anon_folio(mut folio: UnpublishedFolio<'_>, handle: u64, index: u64) -> Folio<'_> {
+pub fn prepare_anon_folio(mut folio: UnpublishedFolio<'_>, handle: AnonHandle, index: u64) -> Folio<'_> {
     debug_assert!(folio.order() == 0, "prepare_anon_folio: order {} (anon pages are order 0)", folio.order());
     if bugs::enabled(Bug::NonatomicFolioFlags) {
         return replay_nonatomic_folio_flags(folio, handle, index);
@@ -85,7 +82,7 @@ pub fn prepare_anon_folio(mut folio: UnpublishedFolio<'_>, handle: u64, index: u
     folio.nonatomic_set_flag(PageFlag::SwapBacked);
     // Page 0's per-page flag lives on the head.
     folio.nonatomic_set_flag(PageFlag::AnonExclusive);
-    folio.set_mapping(handle, index);
+    folio.set_mapping(FolioMapping::Anon(handle), index);
     folio.set_page_mapcount(0, 1);
     folio.publish()
 }
@@ -96,8 +93,12 @@ pub fn prepare_anon_folio(mut folio: UnpublishedFolio<'_>, handle: u64, index: u
 /// then `SwapBacked` and `AnonExclusive` are written with a plain
 /// load/modify/store of the flags word, which undoes whatever the walker
 /// set or cleared in between.
-fn replay_nonatomic_folio_flags(mut folio: UnpublishedFolio<'_>, handle: u64, index: u64) -> Folio<'_> {
-    folio.set_mapping(handle, index);
+fn replay_nonatomic_folio_flags(
+    mut folio: UnpublishedFolio<'_>,
+    handle: AnonHandle,
+    index: u64,
+) -> Folio<'_> {
+    folio.set_mapping(FolioMapping::Anon(handle), index);
     folio.set_page_mapcount(0, 1);
     let folio = folio.publish();
     folio.bug_replay_nonatomic_set_flags(PageFlag::SwapBacked.mask() | PageFlag::AnonExclusive.mask());
@@ -117,7 +118,7 @@ pub fn remove_pte_mapping(memmap: &Memmap, pa: PhysAddr) -> Folio<'_> {
     let pfn = pa.pfn();
     let folio = folio_of(memmap, pfn)
         .unwrap_or_else(|| panic!("remove_pte_mapping: pfn {pfn:#x} is not a folio page"));
-    let i = (pfn - folio.pfn()) as usize;
+    let i = folio.page_index_of(pfn);
     let old = folio.page(i).mapcount.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
     assert!(old > 0, "remove_pte_mapping: pfn {pfn:#x} was not mapped (mapcount {old})");
     folio
@@ -137,13 +138,20 @@ pub fn put_anon_folio(frames: &FrameAllocator, folio: Folio<'_>) -> bool {
 mod tests {
     extern crate std;
     use super::*;
+    #[allow(unused_imports)]
+    use crate::addr::Pfn;
+
+    /// The handle of the space whose root table is in frame `pfn`.
+    fn space(pfn: u64) -> AnonHandle {
+        AnonHandle::of_root(PhysAddr::new(pfn << 12))
+    }
     use std::boxed::Box;
     use std::cell::Cell;
 
     fn allocator() -> &'static FrameAllocator {
-        let memmap = Memmap::new_leaked(0x800, 256);
+        let memmap = Memmap::new_leaked(Pfn::new(0x800), 256);
         let fa = Box::leak(Box::new(FrameAllocator::new(memmap)));
-        fa.add_free_range(0x800, 0x900).unwrap();
+        fa.add_free_range(Pfn::new(0x800), Pfn::new(0x900)).unwrap();
         fa
     }
 
@@ -152,15 +160,16 @@ mod tests {
         let fa = allocator();
         let free = fa.nr_free_pages();
         let zeroed = Cell::new(None);
-        let f = alloc_anon_folio(fa, AllocKind::Normal, 0x42, 0x1234, |pa| zeroed.set(Some(pa))).unwrap();
-        assert_eq!(zeroed.get(), Some(PhysAddr::new(f.pfn() << 12)));
+        let f =
+            alloc_anon_folio(fa, AllocKind::Normal, space(0x42), 0x1234, |pa| zeroed.set(Some(pa))).unwrap();
+        assert_eq!(zeroed.get(), Some(f.pfn().phys()));
         assert_eq!((f.order(), f.refcount(), f.page_mapcount(0), f.entire_mapcount()), (0, 1, 1, 0));
         assert!(f.test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
         assert!(f.test_flag(PageFlag::Head) && !f.is_locked());
-        assert_eq!((f.mapping(), f.index()), (0x42, 0x1234));
+        assert_eq!((f.mapping(), f.index()), (FolioMapping::Anon(space(0x42)), 0x1234));
         assert_eq!(fa.nr_free_pages(), free - 1);
         // Unmap, then put: freed, and the allocator is whole again.
-        let g = remove_pte_mapping(fa.memmap(), PhysAddr::new(f.pfn() << 12));
+        let g = remove_pte_mapping(fa.memmap(), f.pfn().phys());
         assert_eq!(g, f);
         assert_eq!((f.page_mapcount(0), f.refcount()), (0, 1));
         assert!(put_anon_folio(fa, g));
@@ -171,9 +180,9 @@ mod tests {
     #[test]
     fn an_extra_reference_keeps_the_folio() {
         let fa = allocator();
-        let f = alloc_anon_folio(fa, AllocKind::Normal, 1, 0, |_| {}).unwrap();
+        let f = alloc_anon_folio(fa, AllocKind::Normal, space(1), 0, |_| {}).unwrap();
         f.get();
-        let g = remove_pte_mapping(fa.memmap(), PhysAddr::new(f.pfn() << 12));
+        let g = remove_pte_mapping(fa.memmap(), f.pfn().phys());
         assert!(!put_anon_folio(fa, g));
         assert_eq!(f.refcount(), 1);
         assert!(put_anon_folio(fa, f));
@@ -187,13 +196,16 @@ mod tests {
         let _serial = crate::bugs::TEST_SWITCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let fa = allocator();
         bugs::enable(Bug::NonatomicFolioFlags);
-        let f = alloc_anon_folio(fa, AllocKind::Normal, 0x42, 7, |_| {});
+        let f = alloc_anon_folio(fa, AllocKind::Normal, space(0x42), 7, |_| {});
         bugs::disable(Bug::NonatomicFolioFlags);
         let f = f.unwrap();
-        assert_eq!((f.refcount(), f.page_mapcount(0), f.mapping(), f.index()), (1, 1, 0x42, 7));
+        assert_eq!(
+            (f.refcount(), f.page_mapcount(0), f.mapping(), f.index()),
+            (1, 1, FolioMapping::Anon(space(0x42)), 7)
+        );
         assert!(f.test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
         assert!(f.test_flag(PageFlag::Head) && f.order() == 0);
-        let g = remove_pte_mapping(fa.memmap(), PhysAddr::new(f.pfn() << 12));
+        let g = remove_pte_mapping(fa.memmap(), f.pfn().phys());
         assert!(put_anon_folio(fa, g));
         fa.check_consistency().unwrap();
     }
@@ -209,8 +221,8 @@ mod tests {
     #[should_panic(expected = "was not mapped")]
     fn removing_a_mapping_twice_panics() {
         let fa = allocator();
-        let f = alloc_anon_folio(fa, AllocKind::Normal, 1, 0, |_| {}).unwrap();
-        let pa = PhysAddr::new(f.pfn() << 12);
+        let f = alloc_anon_folio(fa, AllocKind::Normal, space(1), 0, |_| {}).unwrap();
+        let pa = f.pfn().phys();
         let _ = remove_pte_mapping(fa.memmap(), pa);
         let _ = remove_pte_mapping(fa.memmap(), pa);
     }

@@ -42,11 +42,14 @@
 //! little (one entry per folio seen). Errors name the address, the page
 //! and the counts that disagree; the first problem found is reported.
 
+use crate::addr::Pfn;
 use crate::addr::VirtAddr;
 use crate::anon::anon_handle;
 use crate::folio::{folio_of, Folio};
+use crate::folio::{AnonHandle, FolioMapping};
 use crate::frame::MAX_ORDER;
 use crate::page::{Memmap, PageFlag};
+use crate::pgtable::SwapType;
 use crate::pgtable::{Decoded, Level, NonPresent, PageTable, PageTableFormat, Prot, SwapEntry, TableMemory};
 use crate::vma::{VmaProt, VmaSet};
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -96,34 +99,34 @@ pub enum ConsistencyError {
     /// A leaf allows more than its area.
     ProtExceedsArea { va: VirtAddr, level: Level, prot: Prot, area: VmaProt },
     /// A leaf maps frame `pfn`, which is not the page of a folio.
-    NotFolioPage { va: VirtAddr, pfn: u64, why: FrameProblem },
+    NotFolioPage { va: VirtAddr, pfn: Pfn, why: FrameProblem },
     /// A huge leaf that does not map one whole folio of its size from the
     /// head (`order` is the order of the folio its frame is in).
-    HugeLeafNotFolio { va: VirtAddr, level: Level, pfn: u64, order: u8 },
+    HugeLeafNotFolio { va: VirtAddr, level: Level, pfn: Pfn, order: u8 },
     /// An anonymous folio mapped at `va` whose mapping or index says it
     /// belongs elsewhere.
     WrongMapping {
         va: VirtAddr,
-        folio: u64,
-        mapping: u64,
+        folio: Pfn,
+        mapping: FolioMapping,
         index: u64,
-        expected_mapping: u64,
+        expected_mapping: AnonHandle,
         expected_index: u64,
     },
     /// Page `pfn` of the folio at `folio` is mapped by `nr_ptes` PTEs but
     /// its mapcount says `mapcount`.
-    PageMapcount { folio: u64, pfn: u64, nr_ptes: u64, mapcount: i32 },
+    PageMapcount { folio: Pfn, pfn: Pfn, nr_ptes: u64, mapcount: i32 },
     /// The folio at `folio` is mapped by `nr_pmds` PMDs but its entire
     /// mapcount says `entire_mapcount`.
-    EntireMapcount { folio: u64, nr_pmds: u64, entire_mapcount: i32 },
+    EntireMapcount { folio: Pfn, nr_pmds: u64, entire_mapcount: i32 },
     /// Page `pfn` of the folio at `folio` is marked `AnonExclusive` but has
     /// `mappings` mappings (over every space checked).
-    SharedExclusive { folio: u64, pfn: u64, mappings: u64 },
+    SharedExclusive { folio: Pfn, pfn: Pfn, mappings: u64 },
     /// The folio at `folio` holds fewer references than mappings.
-    RefcountBelowMapcount { folio: u64, refcount: i32, total_mapcount: i32 },
+    RefcountBelowMapcount { folio: Pfn, refcount: i32, total_mapcount: i32 },
     /// The reverse map ([`crate::rmap::rmap_walk`]) finds `found` mappings
     /// of the anonymous folio at `folio`, the tables have `mapped`.
-    Rmap { folio: u64, found: u64, mapped: u64 },
+    Rmap { folio: Pfn, found: u64, mapped: u64 },
     /// The huge zero folio mapped other than read-only by a PMD leaf.
     HugeZeroMisused { va: VirtAddr, level: Level, writable: bool },
     /// Swap entries where no swap is known, or migration entries, which
@@ -134,7 +137,7 @@ pub enum ConsistencyError {
     MisplacedSwapEntry { va: VirtAddr, level: Level },
     /// `entries` page-table entries of the checked spaces hold the swap
     /// slot `offset` of area `ty`, but the area counts `count`.
-    SwapCount { ty: u8, offset: u64, entries: u64, count: u8 },
+    SwapCount { ty: SwapType, offset: u64, entries: u64, count: u8 },
 }
 
 impl fmt::Display for ConsistencyError {
@@ -153,8 +156,8 @@ impl fmt::Display for ConsistencyError {
             }
             Self::WrongMapping { va, folio, mapping, index, expected_mapping, expected_index } => write!(
                 f,
-                "{va}: folio {folio:#x} has mapping {mapping:#x} index {index:#x}, \
-                 expected mapping {expected_mapping:#x} index {expected_index:#x}"
+                "{va}: folio {folio:#x} has mapping {mapping:?} index {index:#x}, \
+                 expected {expected_mapping:?} index {expected_index:#x}"
             ),
             Self::PageMapcount { folio, pfn, nr_ptes, mapcount } => {
                 write!(f, "folio {folio:#x}: page {pfn:#x} is mapped by {nr_ptes} PTEs, mapcount {mapcount}")
@@ -202,15 +205,16 @@ struct Seen {
 }
 
 /// Why the frame `pfn`, which is in no folio, is not one.
-fn frame_problem(memmap: &Memmap, pfn: u64) -> FrameProblem {
+fn frame_problem(memmap: &Memmap, pfn: Pfn) -> FrameProblem {
     let Some(page) = memmap.get(pfn) else { return FrameProblem::OutsideMemmap };
+    let pfn = pfn.as_u64();
     if page.test_flag(PageFlag::Reserved) {
         return FrameProblem::Reserved;
     }
     // A free block containing `pfn` starts at `pfn` rounded down to its order.
     for k in 0..=MAX_ORDER {
         let start = pfn & !((1u64 << k) - 1);
-        if let Some(p) = memmap.get(start) {
+        if let Some(p) = memmap.get(Pfn::new(start)) {
             if p.test_flag(PageFlag::Buddy) && start + (1u64 << p.order()) > pfn {
                 return FrameProblem::Free { block: start };
             }
@@ -246,7 +250,7 @@ pub fn check_address_space<F: PageTableFormat>(
 pub fn check_spaces<F: PageTableFormat>(
     spaces: &[(&PageTable<F>, &VmaSet)],
     mem: &impl TableMemory,
-    handles: &[u64],
+    handles: &[AnonHandle],
     memmap: &'static Memmap,
 ) -> Result<Vec<Stats>, ConsistencyError> {
     check_spaces_with_swap(spaces, mem, handles, memmap, None)
@@ -261,16 +265,16 @@ pub fn check_spaces<F: PageTableFormat>(
 pub fn check_spaces_with_swap<F: PageTableFormat>(
     spaces: &[(&PageTable<F>, &VmaSet)],
     mem: &impl TableMemory,
-    handles: &[u64],
+    handles: &[AnonHandle],
     memmap: &'static Memmap,
     swap_count: Option<&dyn Fn(SwapEntry) -> Option<u8>>,
 ) -> Result<Vec<Stats>, ConsistencyError> {
-    let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+    let mut seen: BTreeMap<Pfn, Seen> = BTreeMap::new();
     let mut slots: BTreeMap<SwapEntry, u64> = BTreeMap::new();
     let mut all_stats = Vec::new();
     for &(table, vmas) in spaces {
         let mut stats = Stats::default();
-        let mut folios_here: BTreeSet<u64> = BTreeSet::new();
+        let mut folios_here: BTreeSet<Pfn> = BTreeSet::new();
         let (mut nr_swap, mut nr_migration, mut first_nonpresent) = (0u64, 0u64, None);
         let mut error = None;
         let end = vmas.user_range().1;
@@ -352,7 +356,7 @@ pub fn check_spaces_with_swap<F: PageTableFormat>(
             if mapcount < 0 || mapcount as u64 != nr_ptes {
                 return Err(ConsistencyError::PageMapcount {
                     folio: folio.pfn(),
-                    pfn: folio.pfn() + i as u64,
+                    pfn: folio.pfn().plus(i as u64),
                     nr_ptes,
                     mapcount,
                 });
@@ -362,7 +366,7 @@ pub fn check_spaces_with_swap<F: PageTableFormat>(
             if anon && folio.page(i).test_flag(PageFlag::AnonExclusive) && mappings > 1 {
                 return Err(ConsistencyError::SharedExclusive {
                     folio: folio.pfn(),
-                    pfn: folio.pfn() + i as u64,
+                    pfn: folio.pfn().plus(i as u64),
                     mappings,
                 });
             }
@@ -394,13 +398,13 @@ pub fn check_spaces_with_swap<F: PageTableFormat>(
 fn check_leaf(
     vmas: &VmaSet,
     memmap: &'static Memmap,
-    own: u64,
-    handles: &[u64],
+    own: AnonHandle,
+    handles: &[AnonHandle],
     va: VirtAddr,
     level: Level,
     leaf: crate::pgtable::Leaf,
-    seen: &mut BTreeMap<u64, Seen>,
-) -> Result<u64, ConsistencyError> {
+    seen: &mut BTreeMap<Pfn, Seen>,
+) -> Result<Pfn, ConsistencyError> {
     let bytes = leaf.size.bytes();
     let area = vmas
         .find(va)
@@ -418,7 +422,7 @@ fn check_leaf(
     let Some(folio) = folio_of(memmap, pfn) else {
         return Err(ConsistencyError::NotFolioPage { va, pfn, why: frame_problem(memmap, pfn) });
     };
-    let i = (pfn - folio.pfn()) as usize;
+    let i = folio.page_index_of(pfn);
     if crate::thp::is_huge_zero_folio(&folio) {
         // Shared by everyone, never counted, never written.
         if level != Level::Pmd || i != 0 || leaf.prot.writable {
@@ -435,7 +439,7 @@ fn check_leaf(
     }
     if folio.test_flag(PageFlag::SwapBacked) {
         let expected_index = (va.as_u64() >> 12) - i as u64;
-        if !handles.contains(&folio.mapping()) || folio.index() != expected_index {
+        if !folio.anon_handle().is_some_and(|h| handles.contains(&h)) || folio.index() != expected_index {
             return Err(ConsistencyError::WrongMapping {
                 va,
                 folio: folio.pfn(),

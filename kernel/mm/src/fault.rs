@@ -6,6 +6,7 @@
 //! `mm` and the tests never look at an arch's raw bits.
 
 use crate::addr::VirtAddr;
+use crate::folio::AnonHandle;
 
 /// What the faulting access tried to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +66,7 @@ pub trait FrameSource {
     /// folio with mapcount 1 and refcount 1 for the PTE the caller is about
     /// to write, `AnonExclusive` and `SwapBacked`. `None` when memory is
     /// exhausted.
-    fn alloc_anon_page(&self, handle: u64, index: u64) -> Option<PhysAddr>;
+    fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr>;
     /// Drops the mapping of an anonymous page whose PTE is gone (or was
     /// never written) and that mapping's reference, freeing the folio when
     /// the reference was the last. Only for a page no other CPU can still
@@ -77,7 +78,7 @@ pub trait FrameSource {
     /// mapcount 1 and refcount 1 for the PMD the caller is about to write,
     /// `AnonExclusive`, `SwapBacked` ([`crate::thp::alloc_anon_huge_folio`]).
     /// `None` when no 2 MiB block is free: the fault falls back to 4 KiB.
-    fn alloc_anon_huge(&self, handle: u64, index: u64) -> Option<PhysAddr>;
+    fn alloc_anon_huge(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr>;
     /// Gives back a huge folio from [`FrameSource::alloc_anon_huge`] whose
     /// PMD was never written (or is gone with no stale translation left):
     /// drops its PMD mapping and that reference.
@@ -292,7 +293,7 @@ fn demand_zero<F: PageTableFormat>(
     page: VirtAddr,
     prot: Prot,
     write: bool,
-    handle: u64,
+    handle: AnonHandle,
 ) -> FaultOutcome {
     let Some(frame) = frames.alloc_anon_page(handle, page.as_u64() >> 12) else {
         return FaultOutcome::OutOfMemory;
@@ -339,7 +340,7 @@ fn wp_fault<F: PageTableFormat>(
     page: VirtAddr,
     leaf: Leaf,
     prot: Prot,
-    handle: u64,
+    handle: AnonHandle,
 ) -> FaultOutcome {
     let Some(folio) = folio_of(frames.memmap(), leaf.frame.pfn()) else {
         return FaultOutcome::Refused(Refused::Unsupported);
@@ -347,7 +348,7 @@ fn wp_fault<F: PageTableFormat>(
     if !folio.test_flag(PageFlag::SwapBacked) {
         return FaultOutcome::Refused(Refused::Unsupported);
     }
-    let i = (leaf.frame.pfn() - folio.pfn()) as usize;
+    let i = folio.page_index_of(leaf.frame.pfn());
     let exclusive = folio.page(i).test_flag(PageFlag::AnonExclusive)
         || (!folio.is_large() && folio.page_mapcount(0) == 1 && folio.refcount() == 1 && {
             folio.set_flag(PageFlag::AnonExclusive);
@@ -406,7 +407,7 @@ fn huge_wp_fault<F: PageTableFormat>(
     page: VirtAddr,
     leaf: Leaf,
     prot: Prot,
-    handle: u64,
+    handle: AnonHandle,
     eligible: bool,
 ) -> FaultOutcome {
     let memmap = frames.memmap();

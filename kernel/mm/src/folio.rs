@@ -50,9 +50,70 @@
 //! or split). A speculative caller does [`Folio::try_get`] and then checks
 //! `folio_of` again.
 
+use crate::addr::{Pfn, PhysAddr};
 use crate::page::{Memmap, Page, PageFlag, NO_PFN};
+use crate::pgtable::format::SwapEntry;
 use crate::sync::{fence, Ordering};
 use core::fmt;
+
+/// The anonymous memory of one address space and the fork children that
+/// share its pages: what an anonymous folio's mapping names. It is the PFN
+/// of the space's root table ([`AnonHandle::of_root`]), so never 0.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct AnonHandle(u64);
+
+impl AnonHandle {
+    /// The handle of the space whose root table is at `root`.
+    ///
+    /// # Panics
+    /// When `root` is in frame 0, which would read as no mapping (frame 0
+    /// is never a page-table root: firmware owns it on both arches, and the
+    /// simulated memory of the host tests starts far above it).
+    pub fn of_root(root: PhysAddr) -> AnonHandle {
+        assert!(root.pfn() != Pfn::new(0), "AnonHandle::of_root: a root in frame 0");
+        AnonHandle(root.pfn().as_u64())
+    }
+    /// The number stored in a page descriptor.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+/// What a folio belongs to, as its head's `mapping` word says.
+///
+/// Stored as one word: 0 for [`FolioMapping::None`], all ones for
+/// [`FolioMapping::HugeZero`] (no root table is at the last frame), the
+/// handle for [`FolioMapping::Anon`]. Shared-memory objects, when they
+/// come, get a tag bit of their own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FolioMapping {
+    /// Nothing: a free or unpublished folio.
+    None,
+    /// The huge zero folio (`crate::thp`), which belongs to every space
+    /// and is counted by none.
+    HugeZero,
+    /// Anonymous memory of this space and its fork family.
+    Anon(AnonHandle),
+}
+
+impl FolioMapping {
+    /// The mapping a page descriptor's word stands for.
+    pub const fn from_raw(raw: u64) -> FolioMapping {
+        match raw {
+            0 => FolioMapping::None,
+            u64::MAX => FolioMapping::HugeZero,
+            handle => FolioMapping::Anon(AnonHandle(handle)),
+        }
+    }
+    /// The word a page descriptor stores.
+    pub const fn to_raw(self) -> u64 {
+        match self {
+            FolioMapping::None => 0,
+            FolioMapping::HugeZero => u64::MAX,
+            FolioMapping::Anon(handle) => handle.0,
+        }
+    }
+}
 
 /// References one `FOLL_PIN` pin adds to a small folio's refcount (Linux's
 /// `GUP_PIN_COUNTING_BIAS`). A refcount at or above it means "may be
@@ -72,8 +133,9 @@ pub struct Folio<'a> {
 /// The folio that contains frame `pfn`: itself when it is a folio head, its
 /// head when it is a tail page. `None` when `pfn` is outside the memmap or
 /// the frame is not part of a folio (free, reserved, a raw frame).
-pub fn folio_of(memmap: &Memmap, pfn: u64) -> Option<Folio<'_>> {
+pub fn folio_of(memmap: &Memmap, pfn: Pfn) -> Option<Folio<'_>> {
     let page = memmap.get(pfn)?;
+    let pfn = pfn.as_u64();
     let flags = page.flags();
     let head_pfn = if flags & PageFlag::Tail.mask() != 0 {
         // `prep` wrote the head's PFN before `Tail`, and `publish` ordered
@@ -84,7 +146,7 @@ pub fn folio_of(memmap: &Memmap, pfn: u64) -> Option<Folio<'_>> {
     } else {
         return None;
     };
-    let head = memmap.get(head_pfn)?;
+    let head = memmap.get_raw(head_pfn)?;
     // A stale tail (its folio split or freed meanwhile) may name a head
     // that no longer covers it.
     let covers =
@@ -109,8 +171,32 @@ impl<'a> Folio<'a> {
     }
 
     /// The head's PFN.
-    pub fn pfn(&self) -> u64 {
-        self.pfn
+    pub fn pfn(&self) -> Pfn {
+        Pfn::new(self.pfn)
+    }
+
+    /// The physical address of the head's frame (where the folio starts).
+    pub fn phys(&self) -> PhysAddr {
+        self.pfn().phys()
+    }
+
+    /// True when frame `pfn` is one of the folio's.
+    pub fn contains_pfn(&self, pfn: Pfn) -> bool {
+        pfn.as_u64().checked_sub(self.pfn).is_some_and(|i| i < self.nr_pages() as u64)
+    }
+
+    /// Which page of the folio frame `pfn` is.
+    ///
+    /// # Panics
+    /// When the frame is not one of the folio's.
+    pub fn page_index_of(&self, pfn: Pfn) -> usize {
+        let i = pfn.since(self.pfn());
+        assert!(
+            i < self.nr_pages() as u64,
+            "Folio::page_index_of: {pfn:?} is not in the folio at {:#x}",
+            self.pfn
+        );
+        i as usize
     }
 
     /// The descriptor of page `i` of the folio (0 is the head).
@@ -120,7 +206,7 @@ impl<'a> Folio<'a> {
     /// When `i` is not below [`Folio::nr_pages`] (a kernel bug).
     pub fn page(&self, i: usize) -> &'a Page {
         assert!(i < self.nr_pages(), "Folio::page: page {i} of a folio of {}", self.nr_pages());
-        self.memmap.get(self.pfn + i as u64).expect("Folio::page: folio runs past the memmap")
+        self.memmap.get_raw(self.pfn + i as u64).expect("Folio::page: folio runs past the memmap")
     }
 
     /// True when `flag` is set on the head.
@@ -282,9 +368,18 @@ impl<'a> Folio<'a> {
         new
     }
 
-    /// The anon mapping handle (0 = none).
-    pub fn mapping(&self) -> u64 {
-        self.head.mapping.load(Ordering::Acquire)
+    /// What the folio belongs to.
+    pub fn mapping(&self) -> FolioMapping {
+        FolioMapping::from_raw(self.head.mapping.load(Ordering::Acquire))
+    }
+
+    /// The address space (fork family) whose anonymous memory the folio
+    /// is, if it is anonymous.
+    pub fn anon_handle(&self) -> Option<AnonHandle> {
+        match self.mapping() {
+            FolioMapping::Anon(handle) => Some(handle),
+            FolioMapping::None | FolioMapping::HugeZero => None,
+        }
     }
 
     /// The page index of the folio's first page in its mapping.
@@ -292,34 +387,35 @@ impl<'a> Folio<'a> {
         self.head.index.load(Ordering::Acquire)
     }
 
-    /// Sets the anon mapping handle and index. Requires the folio lock.
-    pub fn set_mapping(&self, mapping: u64, index: u64) {
+    /// Sets what the folio belongs to and its first page's index there.
+    /// Requires the folio lock.
+    pub fn set_mapping(&self, mapping: FolioMapping, index: u64) {
         debug_assert!(self.test_flag(PageFlag::Locked), "Folio::set_mapping: folio not locked");
         self.head.index.store(index, Ordering::Relaxed);
-        self.head.mapping.store(mapping, Ordering::Release);
+        self.head.mapping.store(mapping.to_raw(), Ordering::Release);
     }
 
-    /// The folio's first swap entry (raw), if it has one.
-    pub fn swap_entry(&self) -> Option<u64> {
+    /// The folio's first swap entry, if it has one (stored as
+    /// [`SwapEntry::to_raw`] on the head; 0 is none).
+    pub fn swap_entry(&self) -> Option<SwapEntry> {
         match self.head.swap.load(Ordering::Acquire) {
             0 => None,
-            raw => Some(raw),
+            raw => Some(SwapEntry::from_raw(raw).expect("Folio::swap_entry: the head holds a bad entry")),
         }
     }
 
-    /// Page `i`'s swap entry: the folio's first entry plus `i`. Tail pages
-    /// keep no entry of their own (seed 000).
-    pub fn page_swap_entry(&self, i: usize) -> Option<u64> {
+    /// Page `i`'s swap entry: the slot `i` after the folio's first. Tail
+    /// pages keep no entry of their own (seed 000).
+    pub fn page_swap_entry(&self, i: usize) -> Option<SwapEntry> {
         assert!(i < self.nr_pages(), "Folio::page_swap_entry: page {i} of {}", self.nr_pages());
-        self.swap_entry().map(|first| first + i as u64)
+        self.swap_entry().map(|first| first.plus(i as u64))
     }
 
-    /// Records the folio's first swap entry (raw, not 0). Requires the
-    /// folio lock (the swap cache adds and deletes under it).
-    pub fn set_swap_entry(&self, raw: u64) {
+    /// Records the folio's first swap entry. Requires the folio lock (the
+    /// swap cache adds and deletes under it).
+    pub fn set_swap_entry(&self, entry: SwapEntry) {
         debug_assert!(self.test_flag(PageFlag::Locked), "Folio::set_swap_entry: folio not locked");
-        debug_assert!(raw != 0, "Folio::set_swap_entry: 0 is no entry (use clear_swap_entry)");
-        self.head.swap.store(raw, Ordering::Release);
+        self.head.swap.store(entry.to_raw(), Ordering::Release);
     }
 
     /// Forgets the folio's swap entry. Requires the folio lock.
@@ -408,7 +504,8 @@ impl<'a> Folio<'a> {
             PageFlag::Active,
         ];
         let folio_wide = FOLIO_WIDE.iter().filter(|f| self.test_flag(**f)).fold(0u64, |m, f| m | f.mask());
-        let (mapping, index, swap) = (self.mapping(), self.index(), self.swap_entry());
+        let (mapping, index, swap) =
+            (self.mapping().to_raw(), self.index(), self.swap_entry().map(SwapEntry::to_raw));
         for i in 1..nr {
             let page = self.page(i);
             page.update_flags(|old| {
@@ -502,20 +599,21 @@ impl<'a> UnpublishedFolio<'a> {
     /// # Panics
     ///
     /// When the block is misaligned or runs past the memmap (a kernel bug).
-    pub(crate) fn prep(memmap: &'a Memmap, pfn: u64, order: u8) -> UnpublishedFolio<'a> {
+    pub(crate) fn prep(memmap: &'a Memmap, pfn: Pfn, order: u8) -> UnpublishedFolio<'a> {
+        let pfn = pfn.as_u64();
         let nr = 1u64 << order;
         assert!(pfn.is_multiple_of(nr), "UnpublishedFolio::prep: pfn {pfn:#x} not aligned to order {order}");
         assert!(
-            memmap.contains(pfn) && memmap.contains(pfn + nr - 1),
+            memmap.contains_raw(pfn) && memmap.contains_raw(pfn + nr - 1),
             "UnpublishedFolio::prep: block past the memmap"
         );
         for tail_pfn in pfn + 1..pfn + nr {
-            let tail = memmap.get(tail_pfn).expect("checked above");
+            let tail = memmap.get_raw(tail_pfn).expect("checked above");
             tail.nonatomic_reset(0);
             tail.mapping.store(pfn, Ordering::Relaxed);
             tail.nonatomic_store_flags(PageFlag::Tail.mask());
         }
-        let head = memmap.get(pfn).expect("checked above");
+        let head = memmap.get_raw(pfn).expect("checked above");
         head.nonatomic_reset(PageFlag::Head.mask() | (order as u64) << crate::page::ORDER_SHIFT);
         head.list_next.store(NO_PFN, Ordering::Relaxed);
         head.list_prev.store(NO_PFN, Ordering::Relaxed);
@@ -524,8 +622,32 @@ impl<'a> UnpublishedFolio<'a> {
     }
 
     /// The head's PFN.
-    pub fn pfn(&self) -> u64 {
-        self.pfn
+    pub fn pfn(&self) -> Pfn {
+        Pfn::new(self.pfn)
+    }
+
+    /// The physical address of the head's frame (where the folio starts).
+    pub fn phys(&self) -> PhysAddr {
+        self.pfn().phys()
+    }
+
+    /// True when frame `pfn` is one of the folio's.
+    pub fn contains_pfn(&self, pfn: Pfn) -> bool {
+        pfn.as_u64().checked_sub(self.pfn).is_some_and(|i| i < self.nr_pages() as u64)
+    }
+
+    /// Which page of the folio frame `pfn` is.
+    ///
+    /// # Panics
+    /// When the frame is not one of the folio's.
+    pub fn page_index_of(&self, pfn: Pfn) -> usize {
+        let i = pfn.since(self.pfn());
+        assert!(
+            i < self.nr_pages() as u64,
+            "Folio::page_index_of: {pfn:?} is not in the folio at {:#x}",
+            self.pfn
+        );
+        i as usize
     }
 
     /// The folio order.
@@ -542,7 +664,7 @@ impl<'a> UnpublishedFolio<'a> {
     /// [`PageFlag::AnonExclusive`]).
     pub fn page(&self, i: usize) -> &'a Page {
         assert!(i < self.nr_pages(), "UnpublishedFolio::page: page {i} of {}", self.nr_pages());
-        self.memmap.get(self.pfn + i as u64).expect("prep checked the block")
+        self.memmap.get_raw(self.pfn + i as u64).expect("prep checked the block")
     }
 
     /// True when `flag` is set on the head.
@@ -564,10 +686,11 @@ impl<'a> UnpublishedFolio<'a> {
         self.head.nonatomic_store_flags(self.head.flags() & !flag.mask());
     }
 
-    /// Sets the anon mapping handle and index (no lock needed: unpublished).
-    pub fn set_mapping(&mut self, mapping: u64, index: u64) {
+    /// Sets what the folio belongs to and its first page's index there (no
+    /// lock needed: unpublished).
+    pub fn set_mapping(&mut self, mapping: FolioMapping, index: u64) {
         self.head.index.store(index, Ordering::Relaxed);
-        self.head.mapping.store(mapping, Ordering::Relaxed);
+        self.head.mapping.store(mapping.to_raw(), Ordering::Relaxed);
     }
 
     /// Sets page `i`'s PTE mapcount (for a folio that is mapped as soon as
@@ -621,6 +744,9 @@ impl fmt::Debug for UnpublishedFolio<'_> {
 mod tests {
     extern crate std;
     use super::*;
+    #[allow(unused_imports)]
+    use crate::addr::Pfn;
+    use crate::pgtable::format::SwapType;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
     use std::thread;
@@ -629,7 +755,7 @@ mod tests {
     /// A memmap whose frames look as the allocator leaves them: not
     /// reserved, all fields 0.
     fn memmap(base: u64, len: usize) -> &'static Memmap {
-        let mm = Memmap::new_leaked(base, len);
+        let mm = Memmap::new_leaked(Pfn::new(base), len);
         for p in mm.pages() {
             p.nonatomic_reset(0);
         }
@@ -639,25 +765,25 @@ mod tests {
     #[test]
     fn prep_order_0() {
         let mm = memmap(0x100, 4);
-        let f = UnpublishedFolio::prep(mm, 0x101, 0);
-        assert_eq!((f.pfn(), f.order(), f.nr_pages(), f.refcount()), (0x101, 0, 1, 0));
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0x101), 0);
+        assert_eq!((f.pfn(), f.order(), f.nr_pages(), f.refcount()), (Pfn::new(0x101), 0, 1, 0));
         assert!(f.test_flag(PageFlag::Head));
         let f = f.publish();
         assert!(!f.is_large() && !f.test_flag(PageFlag::Tail));
         assert_eq!((f.entire_mapcount(), f.total_mapcount(), f.pincount()), (0, 0, 0));
         assert_eq!(f.swap_entry(), None);
-        assert_eq!(folio_of(mm, 0x101), Some(f));
+        assert_eq!(folio_of(mm, Pfn::new(0x101)), Some(f));
         // Neighbours are raw frames, not folios.
-        assert_eq!(folio_of(mm, 0x100), None);
-        assert_eq!(folio_of(mm, 0x102), None);
-        assert_eq!(folio_of(mm, 0x99), None);
+        assert_eq!(folio_of(mm, Pfn::new(0x100)), None);
+        assert_eq!(folio_of(mm, Pfn::new(0x102)), None);
+        assert_eq!(folio_of(mm, Pfn::new(0x99)), None);
     }
 
     #[test]
     fn prep_order_9_and_folio_of_a_tail() {
         // A base that is not 512-aligned: the folio is aligned on absolute PFNs.
         let mm = memmap(0x7f00, 1024);
-        let f = UnpublishedFolio::prep(mm, 0x8000, 9).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0x8000), 9).publish();
         assert_eq!((f.order(), f.nr_pages(), f.refcount()), (9, 512, 1));
         assert!(f.test_flag(PageFlag::Head) && !f.test_flag(PageFlag::Tail));
         for i in 1..512 {
@@ -666,30 +792,34 @@ mod tests {
             assert_eq!(tail.refcount(), 0);
             assert_eq!(tail.mapping.load(Ordering::Relaxed), 0x8000);
             assert_eq!(tail.swap.load(Ordering::Relaxed), 0);
-            assert_eq!(folio_of(mm, 0x8000 + i as u64), Some(f));
+            assert_eq!(folio_of(mm, Pfn::new(0x8000 + i as u64)), Some(f));
         }
-        assert_eq!(folio_of(mm, 0x8000 + 511).unwrap().pfn(), 0x8000);
-        assert_eq!(folio_of(mm, 0x8200), None);
+        assert_eq!(folio_of(mm, Pfn::new(0x8000 + 511)).unwrap().pfn(), Pfn::new(0x8000));
+        assert_eq!(folio_of(mm, Pfn::new(0x8200)), None);
     }
 
     #[test]
     #[should_panic(expected = "not aligned to order 9")]
     fn prep_refuses_a_misaligned_block() {
         let mm = memmap(0, 1024);
-        let _ = UnpublishedFolio::prep(mm, 0x100, 9);
+        let _ = UnpublishedFolio::prep(mm, Pfn::new(0x100), 9);
     }
 
     #[test]
     fn swap_entry_of_page_i_is_head_plus_i() {
         let mm = memmap(0, 512);
-        let f = UnpublishedFolio::prep(mm, 0, 9).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 9).publish();
         assert_eq!(f.page_swap_entry(3), None);
         f.lock();
-        f.set_swap_entry(0x4_0200);
+        let first = SwapEntry::new(SwapType::nth(2), 0x200).unwrap();
+        f.set_swap_entry(first);
         f.unlock();
-        assert_eq!(f.swap_entry(), Some(0x4_0200));
+        assert_eq!(f.swap_entry(), Some(first));
         for i in [0, 1, 100, 511] {
-            assert_eq!(f.page_swap_entry(i), Some(0x4_0200 + i as u64));
+            assert_eq!(
+                f.page_swap_entry(i),
+                Some(SwapEntry::new(SwapType::nth(2), 0x200 + i as u64).unwrap())
+            );
             // The entry lives once, on the head.
             if i > 0 {
                 assert_eq!(f.page(i).swap.load(Ordering::Relaxed), 0);
@@ -706,13 +836,15 @@ mod tests {
     #[should_panic(expected = "set_swap_entry: folio not locked")]
     fn swap_entry_needs_the_lock() {
         let mm = memmap(0, 1);
-        UnpublishedFolio::prep(mm, 0, 0).publish().set_swap_entry(7);
+        UnpublishedFolio::prep(mm, Pfn::new(0), 0)
+            .publish()
+            .set_swap_entry(SwapEntry::new(SwapType::nth(0), 7).unwrap());
     }
 
     #[test]
     fn lock_try_lock_unlock() {
         let mm = memmap(0, 4);
-        let f = UnpublishedFolio::prep(mm, 0, 2).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 2).publish();
         assert!(f.try_lock());
         assert!(f.is_locked() && !f.try_lock());
         f.unlock();
@@ -726,7 +858,7 @@ mod tests {
     #[should_panic(expected = "Folio::unlock: pfn 0x0 not locked")]
     fn unlock_of_an_unlocked_folio_panics() {
         let mm = memmap(0, 1);
-        UnpublishedFolio::prep(mm, 0, 0).publish().unlock();
+        UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish().unlock();
     }
 
     /// The lock excludes: threads increment a plain (non-atomic in spirit:
@@ -734,7 +866,7 @@ mod tests {
     #[test]
     fn lock_excludes_across_threads() {
         let mm = memmap(0, 1);
-        let f = UnpublishedFolio::prep(mm, 0, 0).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish();
         let counter = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -761,8 +893,8 @@ mod tests {
         // still uses the non-atomic setters. Frozen at 0, it cannot get a
         // reference, so it cannot lock the folio or touch its flags.
         let mm = memmap(0, 4);
-        let mut f = UnpublishedFolio::prep(mm, 0, 2);
-        let seen = folio_of(mm, 3).expect("the tail leads to the head");
+        let mut f = UnpublishedFolio::prep(mm, Pfn::new(0), 2);
+        let seen = folio_of(mm, Pfn::new(3)).expect("the tail leads to the head");
         assert!(!seen.try_get(), "speculative reference on an unpublished folio");
         f.nonatomic_set_flag(PageFlag::SwapBacked);
         let published = f.publish();
@@ -775,7 +907,7 @@ mod tests {
     #[test]
     fn refcount_get_put_try_get() {
         let mm = memmap(0, 1);
-        let f = UnpublishedFolio::prep(mm, 0, 0).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish();
         assert_eq!(f.refcount(), 1);
         f.get();
         assert!(f.try_get());
@@ -792,7 +924,7 @@ mod tests {
     #[should_panic(expected = "Folio::put: refcount underflow")]
     fn put_below_zero_panics() {
         let mm = memmap(0, 1);
-        let f = UnpublishedFolio::prep(mm, 0, 0).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish();
         f.put();
         f.put();
     }
@@ -800,7 +932,7 @@ mod tests {
     #[test]
     fn pins_small_and_large() {
         let mm = memmap(0, 8);
-        let small = UnpublishedFolio::prep(mm, 0, 0).publish();
+        let small = UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish();
         assert!(!small.maybe_pinned());
         small.pin();
         assert_eq!(small.refcount(), 1 + PIN_BIAS);
@@ -808,7 +940,7 @@ mod tests {
         assert!(!small.unpin());
         assert!(!small.maybe_pinned());
 
-        let large = UnpublishedFolio::prep(mm, 4, 2).publish();
+        let large = UnpublishedFolio::prep(mm, Pfn::new(4), 2).publish();
         large.pin();
         large.pin();
         assert_eq!((large.refcount(), large.pincount()), (3, 2));
@@ -822,7 +954,7 @@ mod tests {
     #[test]
     fn mapcounts_count_a_pmd_once() {
         let mm = memmap(0, 512);
-        let f = UnpublishedFolio::prep(mm, 0, 9).publish();
+        let f = UnpublishedFolio::prep(mm, Pfn::new(0), 9).publish();
         assert_eq!(f.add_entire_mapcount(1), 1);
         assert_eq!(f.total_mapcount(), 1);
         assert_eq!(f.add_page_mapcount(0, 1), 1);
@@ -837,19 +969,20 @@ mod tests {
     #[test]
     fn unpublished_flags_then_publish() {
         let mm = memmap(0, 2);
-        let mut u = UnpublishedFolio::prep(mm, 0, 1);
+        let mut u = UnpublishedFolio::prep(mm, Pfn::new(0), 1);
         u.nonatomic_set_flag(PageFlag::SwapBacked);
         u.nonatomic_set_flag(PageFlag::Uptodate);
         u.nonatomic_set_flag(PageFlag::Dirty);
         u.nonatomic_clear_flag(PageFlag::Dirty);
         u.page(1).set_flag(PageFlag::AnonExclusive);
-        u.set_mapping(0xabc, 42);
+        let space = FolioMapping::Anon(AnonHandle::of_root(PhysAddr::new(0xabc << 12)));
+        u.set_mapping(space, 42);
         assert!(u.test_flag(PageFlag::SwapBacked) && !u.test_flag(PageFlag::Dirty));
         let f = u.publish();
         assert!(f.test_flag(PageFlag::SwapBacked) && f.test_flag(PageFlag::Uptodate));
         assert!(f.test_flag(PageFlag::Head) && f.order() == 1);
         assert!(f.page(1).test_flag(PageFlag::AnonExclusive) && f.page(1).test_flag(PageFlag::Tail));
-        assert_eq!((f.mapping(), f.index()), (0xabc, 42));
+        assert_eq!((f.mapping(), f.index()), (space, 42));
         // From now on, atomic only.
         f.set_flag(PageFlag::Lru);
         assert!(f.test_and_clear_flag(PageFlag::Lru));
@@ -860,6 +993,6 @@ mod tests {
     #[should_panic(expected = "is structural")]
     fn folio_refuses_structural_flags() {
         let mm = memmap(0, 1);
-        UnpublishedFolio::prep(mm, 0, 0).publish().clear_flag(PageFlag::Head);
+        UnpublishedFolio::prep(mm, Pfn::new(0), 0).publish().clear_flag(PageFlag::Head);
     }
 }

@@ -83,6 +83,7 @@
 //! out-of-range PFN, a frame still in use) is a kernel bug and panics with
 //! `free: reason`.
 
+use crate::addr::Pfn;
 use crate::folio::{Folio, UnpublishedFolio};
 use crate::page::{Memmap, Page, PageFlag, NO_PFN, ORDER_SHIFT};
 use core::fmt;
@@ -239,7 +240,7 @@ pub struct FrameAllocator {
 }
 
 fn page(memmap: &Memmap, pfn: u64) -> &'static Page {
-    memmap.get(pfn).expect("frame: pfn outside the memmap")
+    memmap.get_raw(pfn).expect("frame: pfn outside the memmap")
 }
 
 impl Zone {
@@ -289,7 +290,7 @@ impl Zone {
     fn free_block(&mut self, memmap: &Memmap, mut pfn: u64, mut order: u8) {
         while order < MAX_ORDER {
             let buddy = pfn ^ (1 << order);
-            match memmap.get(buddy) {
+            match memmap.get_raw(buddy) {
                 Some(b) if b.test_flag(PageFlag::Buddy) && b.order() == order => {}
                 _ => break,
             }
@@ -340,12 +341,13 @@ impl FrameAllocator {
     /// `Reserved` (never given before). An empty range does nothing.
     ///
     /// All or nothing: on an error nothing changed.
-    pub fn add_free_range(&self, start_pfn: u64, end_pfn: u64) -> Result<(), RangeError> {
+    pub fn add_free_range(&self, start_pfn: Pfn, end_pfn: Pfn) -> Result<(), RangeError> {
+        let (start_pfn, end_pfn) = (start_pfn.as_u64(), end_pfn.as_u64());
         if start_pfn >= end_pfn {
             return Ok(());
         }
         let memmap = self.memmap;
-        if !memmap.contains(start_pfn) || end_pfn > memmap.end_pfn() {
+        if !memmap.contains_raw(start_pfn) || end_pfn > memmap.end_pfn().as_u64() {
             return Err(RangeError::OutsideMemmap { start_pfn, end_pfn });
         }
         let mut zone = self.zone.lock();
@@ -373,7 +375,7 @@ impl FrameAllocator {
     /// A block of `2^order` frames; returns its first PFN. The descriptors
     /// are all zero (a raw frame); see [`FrameAllocator::alloc_folio`] for a
     /// folio.
-    pub fn alloc(&self, order: u8, kind: AllocKind) -> Result<u64, AllocError> {
+    pub fn alloc(&self, order: u8, kind: AllocKind) -> Result<Pfn, AllocError> {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder(order));
         }
@@ -387,7 +389,7 @@ impl FrameAllocator {
                 hook();
             }
         }
-        result
+        result.map(Pfn::new)
     }
 
     fn alloc_locked(&self, zone: &mut Zone, order: u8, kind: AllocKind) -> Result<u64, AllocError> {
@@ -430,13 +432,14 @@ impl FrameAllocator {
     /// - a frame still in use: locked, on an LRU list, in the swap cache,
     ///   under writeback, part of a folio (use [`FrameAllocator::free_folio`]),
     ///   or with a reference, mapping, pin or swap entry.
-    pub fn free(&self, pfn: u64, order: u8) {
+    pub fn free(&self, pfn: Pfn, order: u8) {
+        let pfn = pfn.as_u64();
         assert!(order <= MAX_ORDER, "free: order {order} above MAX_ORDER");
         let nr = 1u64 << order;
         assert!(pfn.is_multiple_of(nr), "free: pfn {pfn:#x} not aligned to order {order}");
         let memmap = self.memmap;
         assert!(
-            memmap.contains(pfn) && memmap.contains(pfn + nr - 1),
+            memmap.contains_raw(pfn) && memmap.contains_raw(pfn + nr - 1),
             "free: pfn {pfn:#x} order {order} out of range of {memmap:?}"
         );
         let mut zone = self.zone.lock();
@@ -444,7 +447,7 @@ impl FrameAllocator {
         // down to its own order.
         for k in order..=MAX_ORDER {
             let start = pfn & !((1u64 << k) - 1);
-            if let Some(p) = memmap.get(start) {
+            if let Some(p) = memmap.get_raw(start) {
                 let free = p.test_flag(PageFlag::Buddy) && start + (1u64 << p.order()) > pfn;
                 assert!(!free, "free: double free of pfn {pfn:#x} (inside free block {start:#x})");
             }
@@ -499,7 +502,7 @@ impl FrameAllocator {
         let order = folio.order();
         // Refcount 0 and unmapped: nobody else can reach the descriptors.
         // Tails first, then the head, whose order says how many there are.
-        for p in (pfn..pfn + (1u64 << order)).rev() {
+        for p in (pfn.as_u64()..pfn.as_u64() + (1u64 << order)).rev() {
             page(self.memmap, p).nonatomic_reset(0);
         }
         self.free(pfn, order);
@@ -556,8 +559,8 @@ impl FrameAllocator {
                 if count > area.nr_free {
                     return Err(CountMismatch { order, listed: count, recorded: area.nr_free });
                 }
-                let head = memmap.get(pfn).ok_or(BadLink { order, pfn })?;
-                if head.list_prev.load(Ordering::Relaxed) != prev || !memmap.contains(pfn + nr - 1) {
+                let head = memmap.get_raw(pfn).ok_or(BadLink { order, pfn })?;
+                if head.list_prev.load(Ordering::Relaxed) != prev || !memmap.contains_raw(pfn + nr - 1) {
                     return Err(BadLink { order, pfn });
                 }
                 if !head.test_flag(PageFlag::Buddy) {
@@ -634,16 +637,29 @@ impl fmt::Debug for FrameAllocator {
 mod tests {
     extern crate std;
     use super::*;
+    #[allow(unused_imports)]
+    use crate::addr::Pfn;
+
+    /// [`FrameAllocator::alloc`] as a raw frame number, for the block
+    /// arithmetic of these tests.
+    fn alloc_raw(fa: &FrameAllocator, order: u8, kind: AllocKind) -> Result<u64, AllocError> {
+        fa.alloc(order, kind).map(Pfn::as_u64)
+    }
+
+    /// [`FrameAllocator::free`] by the raw frame number.
+    fn free_raw(fa: &FrameAllocator, pfn: u64, order: u8) {
+        fa.free(Pfn::new(pfn), order)
+    }
     use proptest::prelude::*;
     use std::thread;
     use std::vec;
     use std::vec::Vec;
 
     fn allocator(base: u64, len: usize, ranges: &[(u64, u64)]) -> &'static FrameAllocator {
-        let memmap = Memmap::new_leaked(base, len);
+        let memmap = Memmap::new_leaked(Pfn::new(base), len);
         let fa = std::boxed::Box::leak(std::boxed::Box::new(FrameAllocator::new(memmap)));
         for &(s, e) in ranges {
-            fa.add_free_range(s, e).unwrap();
+            fa.add_free_range(Pfn::new(s), Pfn::new(e)).unwrap();
         }
         fa.check_consistency().unwrap();
         fa
@@ -685,12 +701,12 @@ mod tests {
         assert_eq!(fa.nr_free_pages(), 2047);
         assert_eq!(free_counts(fa), [1; NR_ORDERS]);
         // Pages outside stay reserved; inside, only block heads carry a flag.
-        assert!(fa.memmap().get(2).unwrap().test_flag(PageFlag::Reserved));
-        assert!(fa.memmap().get(2050).unwrap().test_flag(PageFlag::Reserved));
-        assert_eq!(fa.memmap().get(1025).unwrap().flags(), 0);
+        assert!(fa.memmap().get(Pfn::new(2)).unwrap().test_flag(PageFlag::Reserved));
+        assert!(fa.memmap().get(Pfn::new(2050)).unwrap().test_flag(PageFlag::Reserved));
+        assert_eq!(fa.memmap().get(Pfn::new(1025)).unwrap().flags(), 0);
         // A second, adjacent range merges with the first.
-        fa.add_free_range(2050, 4096).unwrap();
-        fa.add_free_range(0, 3).unwrap();
+        fa.add_free_range(Pfn::new(2050), Pfn::new(4096)).unwrap();
+        fa.add_free_range(Pfn::new(0), Pfn::new(3)).unwrap();
         assert_eq!(free_counts(fa), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]);
         fa.check_consistency().unwrap();
     }
@@ -700,17 +716,20 @@ mod tests {
         let fa = allocator(0x100, 256, &[(0x100, 0x180)]);
         let before = free_counts(fa);
         assert_eq!(
-            fa.add_free_range(0xff, 0x110),
+            fa.add_free_range(Pfn::new(0xff), Pfn::new(0x110)),
             Err(RangeError::OutsideMemmap { start_pfn: 0xff, end_pfn: 0x110 })
         );
         assert_eq!(
-            fa.add_free_range(0x1f0, 0x201),
+            fa.add_free_range(Pfn::new(0x1f0), Pfn::new(0x201)),
             Err(RangeError::OutsideMemmap { start_pfn: 0x1f0, end_pfn: 0x201 })
         );
-        assert_eq!(fa.add_free_range(0x170, 0x190), Err(RangeError::AlreadyManaged { pfn: 0x170 }));
-        assert!(fa.memmap().get(0x185).unwrap().test_flag(PageFlag::Reserved), "nothing changed");
+        assert_eq!(
+            fa.add_free_range(Pfn::new(0x170), Pfn::new(0x190)),
+            Err(RangeError::AlreadyManaged { pfn: 0x170 })
+        );
+        assert!(fa.memmap().get(Pfn::new(0x185)).unwrap().test_flag(PageFlag::Reserved), "nothing changed");
         assert_eq!(free_counts(fa), before);
-        assert_eq!(fa.add_free_range(0x190, 0x190), Ok(()));
+        assert_eq!(fa.add_free_range(Pfn::new(0x190), Pfn::new(0x190)), Ok(()));
         fa.check_consistency().unwrap();
     }
 
@@ -719,15 +738,15 @@ mod tests {
         let fa = allocator(0, 8192, &[(0, 8192)]);
         let start = free_counts(fa);
         for order in 0..=MAX_ORDER {
-            let pfn = fa.alloc(order, AllocKind::Normal).unwrap();
+            let pfn = alloc_raw(fa, order, AllocKind::Normal).unwrap();
             assert_eq!(pfn % (1 << order), 0);
             assert_eq!(fa.nr_free_pages(), 8192 - (1 << order));
             fa.check_consistency().unwrap();
-            fa.free(pfn, order);
+            free_raw(fa, pfn, order);
             assert_eq!(fa.nr_free_pages(), 8192);
             assert_eq!(free_counts(fa), start, "order {order}");
         }
-        assert_eq!(fa.alloc(MAX_ORDER + 1, AllocKind::Reserve), Err(AllocError::BadOrder(11)));
+        assert_eq!(alloc_raw(fa, MAX_ORDER + 1, AllocKind::Reserve), Err(AllocError::BadOrder(11)));
     }
 
     #[test]
@@ -738,12 +757,12 @@ mod tests {
         let start = free_counts(fa);
         let total = fa.nr_free_pages();
         let mut pfns = Vec::new();
-        while let Ok(pfn) = fa.alloc(0, AllocKind::Reserve) {
+        while let Ok(pfn) = alloc_raw(fa, 0, AllocKind::Reserve) {
             pfns.push(pfn);
         }
         assert_eq!(pfns.len() as u64, total);
         assert_eq!(fa.nr_free_pages(), 0);
-        assert_eq!(fa.alloc(0, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 0 }));
+        assert_eq!(alloc_raw(fa, 0, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 0 }));
         pfns.sort_unstable();
         pfns.dedup();
         assert_eq!(pfns.len() as u64, total, "a frame was handed out twice");
@@ -753,7 +772,7 @@ mod tests {
             pfns.swap(i, rng.next() as usize % (i + 1));
         }
         for pfn in pfns {
-            fa.free(pfn, 0);
+            free_raw(fa, pfn, 0);
         }
         assert_eq!(free_counts(fa), start);
         fa.check_consistency().unwrap();
@@ -767,7 +786,7 @@ mod tests {
         assert!(!fa.below_high());
         let mut held = Vec::new();
         loop {
-            match fa.alloc(0, AllocKind::Normal) {
+            match alloc_raw(fa, 0, AllocKind::Normal) {
                 Ok(pfn) => held.push(pfn),
                 Err(e) => {
                     assert_eq!(e, AllocError::BelowMin { order: 0 });
@@ -778,15 +797,15 @@ mod tests {
         assert_eq!(fa.nr_free_pages(), wm.min);
         assert!(fa.below_low() && fa.below_high());
         // A larger block needs room above min too.
-        assert_eq!(fa.alloc(3, AllocKind::Normal), Err(AllocError::BelowMin { order: 3 }));
+        assert_eq!(alloc_raw(fa, 3, AllocKind::Normal), Err(AllocError::BelowMin { order: 3 }));
         // The reserve is there for those allowed to use it.
         for _ in 0..wm.min {
-            held.push(fa.alloc(0, AllocKind::Reserve).unwrap());
+            held.push(alloc_raw(fa, 0, AllocKind::Reserve).unwrap());
         }
-        assert_eq!(fa.alloc(0, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 0 }));
-        assert_eq!(fa.alloc(0, AllocKind::Normal), Err(AllocError::OutOfMemory { order: 0 }));
+        assert_eq!(alloc_raw(fa, 0, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 0 }));
+        assert_eq!(alloc_raw(fa, 0, AllocKind::Normal), Err(AllocError::OutOfMemory { order: 0 }));
         for pfn in held.drain(..wm.high as usize) {
-            fa.free(pfn, 0);
+            free_raw(fa, pfn, 0);
         }
         assert!(!fa.below_high() && !fa.below_low());
         fa.check_consistency().unwrap();
@@ -807,35 +826,38 @@ mod tests {
         let mut held = Vec::new();
         // Down to exactly `low` free: never called.
         while fa.nr_free_pages() > wm.low {
-            held.push(fa.alloc(0, AllocKind::Normal).unwrap());
+            held.push(alloc_raw(fa, 0, AllocKind::Normal).unwrap());
         }
         assert_eq!(calls(), 0, "called with {} pages free, low {}", fa.nr_free_pages(), wm.low);
         // The allocation that crosses `low` calls it, and every one below.
-        held.push(fa.alloc(0, AllocKind::Normal).unwrap());
+        held.push(alloc_raw(fa, 0, AllocKind::Normal).unwrap());
         assert_eq!(calls(), 1);
-        held.push(fa.alloc(0, AllocKind::Normal).unwrap());
+        held.push(alloc_raw(fa, 0, AllocKind::Normal).unwrap());
         assert_eq!(calls(), 2);
         // Back above `low`: quiet again.
         for pfn in held.drain(..) {
-            fa.free(pfn, 0);
+            free_raw(fa, pfn, 0);
         }
-        held.push(fa.alloc(0, AllocKind::Normal).unwrap());
+        held.push(alloc_raw(fa, 0, AllocKind::Normal).unwrap());
         assert_eq!(calls(), 2);
         // A failure calls it even above `low` (the page held split one of
         // the four largest blocks: the fourth of that order fails), a bad
         // order does not (the caller's fault, not memory's).
-        let big: Vec<u64> = (0..3).map(|_| fa.alloc(MAX_ORDER, AllocKind::Normal).unwrap()).collect();
+        let big: Vec<u64> = (0..3).map(|_| alloc_raw(fa, MAX_ORDER, AllocKind::Normal).unwrap()).collect();
         assert_eq!(calls(), 2);
-        assert_eq!(fa.alloc(MAX_ORDER, AllocKind::Normal), Err(AllocError::OutOfMemory { order: MAX_ORDER }));
+        assert_eq!(
+            alloc_raw(fa, MAX_ORDER, AllocKind::Normal),
+            Err(AllocError::OutOfMemory { order: MAX_ORDER })
+        );
         assert!(!fa.below_low());
         assert_eq!(calls(), 3);
-        assert_eq!(fa.alloc(MAX_ORDER + 1, AllocKind::Normal), Err(AllocError::BadOrder(MAX_ORDER + 1)));
+        assert_eq!(alloc_raw(fa, MAX_ORDER + 1, AllocKind::Normal), Err(AllocError::BadOrder(MAX_ORDER + 1)));
         assert_eq!(calls(), 3);
         for pfn in held {
-            fa.free(pfn, 0);
+            free_raw(fa, pfn, 0);
         }
         for pfn in big {
-            fa.free(pfn, MAX_ORDER);
+            free_raw(fa, pfn, MAX_ORDER);
         }
         fa.check_consistency().unwrap();
     }
@@ -843,14 +865,14 @@ mod tests {
     #[test]
     fn fragmentation_is_out_of_memory_for_that_order() {
         let fa = allocator(0, 1024, &[(0, 1024)]);
-        let pfns: Vec<_> = (0..1024).map(|_| fa.alloc(0, AllocKind::Reserve).unwrap()).collect();
+        let pfns: Vec<_> = (0..1024).map(|_| alloc_raw(fa, 0, AllocKind::Reserve).unwrap()).collect();
         // Free every other frame: 512 free pages, no two of them buddies.
         for &pfn in pfns.iter().step_by(2) {
-            fa.free(pfn, 0);
+            free_raw(fa, pfn, 0);
         }
         assert_eq!(fa.nr_free_pages(), 512);
-        assert_eq!(fa.alloc(1, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 1 }));
-        assert!(fa.alloc(0, AllocKind::Reserve).is_ok());
+        assert_eq!(alloc_raw(fa, 1, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 1 }));
+        assert!(alloc_raw(fa, 0, AllocKind::Reserve).is_ok());
     }
 
     #[test]
@@ -858,16 +880,16 @@ mod tests {
         let fa = allocator(0x200, 2048, &[(0x200, 0xa00)]);
         let start = free_counts(fa);
         let mut u = fa.alloc_folio(9, AllocKind::Normal).unwrap();
-        assert_eq!(u.pfn() % 512, 0);
+        assert_eq!(u.pfn().as_u64() % 512, 0);
         u.nonatomic_set_flag(PageFlag::SwapBacked);
         let f = u.publish();
-        assert_eq!(crate::folio::folio_of(fa.memmap(), f.pfn() + 77), Some(f));
+        assert_eq!(crate::folio::folio_of(fa.memmap(), f.pfn().plus(77)), Some(f));
         f.set_flag(PageFlag::Dirty);
         assert!(f.put());
         fa.free_folio(f);
         assert_eq!(free_counts(fa), start);
         fa.check_consistency().unwrap();
-        assert_eq!(crate::folio::folio_of(fa.memmap(), f.pfn() + 77), None);
+        assert_eq!(crate::folio::folio_of(fa.memmap(), f.pfn().plus(77)), None);
     }
 
     #[test]
@@ -891,63 +913,63 @@ mod tests {
     #[should_panic(expected = "free: double free of pfn 0x10")]
     fn double_free_panics() {
         let fa = allocator(0, 64, &[(0, 64)]);
-        let pfns: Vec<_> = (0..64).map(|_| fa.alloc(0, AllocKind::Reserve).unwrap()).collect();
+        let pfns: Vec<_> = (0..64).map(|_| alloc_raw(fa, 0, AllocKind::Reserve).unwrap()).collect();
         assert!(pfns.contains(&0x10));
-        fa.free(0x10, 0);
-        fa.free(0x10, 0);
+        free_raw(fa, 0x10, 0);
+        free_raw(fa, 0x10, 0);
     }
 
     #[test]
     #[should_panic(expected = "free: double free of pfn 0x11 (inside free block 0x10)")]
     fn double_free_of_a_merged_frame_panics() {
         let fa = allocator(0, 64, &[(0, 64)]);
-        let _: Vec<_> = (0..64).map(|_| fa.alloc(0, AllocKind::Reserve).unwrap()).collect();
-        fa.free(0x10, 0);
-        fa.free(0x11, 0); // merges into the order-1 block at 0x10
-        fa.free(0x11, 0);
+        let _: Vec<_> = (0..64).map(|_| alloc_raw(fa, 0, AllocKind::Reserve).unwrap()).collect();
+        free_raw(fa, 0x10, 0);
+        free_raw(fa, 0x11, 0); // merges into the order-1 block at 0x10
+        free_raw(fa, 0x11, 0);
     }
 
     #[test]
     #[should_panic(expected = "free: double free of pfn 0x10 (free block 0x12 inside it)")]
     fn freeing_a_block_with_a_free_part_panics() {
         let fa = allocator(0, 64, &[(0, 64)]);
-        let _: Vec<_> = (0..64).map(|_| fa.alloc(0, AllocKind::Reserve).unwrap()).collect();
-        fa.free(0x12, 0);
-        fa.free(0x10, 2);
+        let _: Vec<_> = (0..64).map(|_| alloc_raw(fa, 0, AllocKind::Reserve).unwrap()).collect();
+        free_raw(fa, 0x12, 0);
+        free_raw(fa, 0x10, 2);
     }
 
     #[test]
     #[should_panic(expected = "free: pfn 0x3 not aligned to order 1")]
     fn misaligned_free_panics() {
         let fa = allocator(0, 64, &[(0, 64)]);
-        fa.free(3, 1);
+        free_raw(fa, 3, 1);
     }
 
     #[test]
     #[should_panic(expected = "free: pfn 0x40 order 0 out of range")]
     fn out_of_range_free_panics() {
         let fa = allocator(0, 64, &[(0, 64)]);
-        fa.free(0x40, 0);
+        free_raw(fa, 0x40, 0);
     }
 
     #[test]
     #[should_panic(expected = "free: pfn 0x20 is reserved")]
     fn freeing_a_reserved_frame_panics() {
         let fa = allocator(0, 64, &[(0, 32)]);
-        fa.free(0x20, 0);
+        free_raw(fa, 0x20, 0);
     }
 
     #[test]
     fn consistency_check_catches_corruption() {
         let fa = allocator(0, 64, &[(0, 64)]);
-        let pfn = fa.alloc(0, AllocKind::Reserve).unwrap();
+        let pfn = alloc_raw(fa, 0, AllocKind::Reserve).unwrap();
         // A stray Buddy flag on an allocated frame.
-        fa.memmap().get(pfn).unwrap().set_flag(PageFlag::Buddy);
+        fa.memmap().get(Pfn::new(pfn)).unwrap().set_flag(PageFlag::Buddy);
         assert!(matches!(fa.check_consistency(), Err(ConsistencyError::StrayBuddy { .. })));
-        fa.memmap().get(pfn).unwrap().clear_flag(PageFlag::Buddy);
+        fa.memmap().get(Pfn::new(pfn)).unwrap().clear_flag(PageFlag::Buddy);
         fa.check_consistency().unwrap();
         // Someone writes into a free block.
-        let inside = fa.memmap().get(40).unwrap();
+        let inside = fa.memmap().get(Pfn::new(40)).unwrap();
         inside.set_flag(PageFlag::Dirty);
         assert_eq!(fa.check_consistency(), Err(ConsistencyError::DirtyInterior { pfn: 40, block: 32 }));
         inside.clear_flag(PageFlag::Dirty);
@@ -988,11 +1010,11 @@ mod tests {
         fn alloc(&mut self, order: u8, kind: AllocKind) {
             let fa = self.fa;
             let free_before = fa.nr_free_pages();
-            match fa.alloc(order, kind) {
+            match alloc_raw(fa, order, kind) {
                 Ok(pfn) => {
                     let nr = 1u64 << order;
                     assert_eq!(pfn % nr, 0, "misaligned block");
-                    let i = (pfn - fa.memmap().base_pfn()) as usize;
+                    let i = (pfn - fa.memmap().base_pfn().as_u64()) as usize;
                     for j in i..i + nr as usize {
                         assert!(self.usable[j], "pfn {pfn:#x} order {order} covers a hole");
                         assert!(!self.owned[j], "pfn {pfn:#x} order {order} overlaps a live block");
@@ -1018,10 +1040,10 @@ mod tests {
                 return;
             }
             let (pfn, order) = self.live.swap_remove(pick % self.live.len());
-            let i = (pfn - self.fa.memmap().base_pfn()) as usize;
+            let i = (pfn - self.fa.memmap().base_pfn().as_u64()) as usize;
             self.owned[i..i + (1 << order)].fill(false);
             self.allocated -= 1 << order;
-            self.fa.free(pfn, order);
+            free_raw(self.fa, pfn, order);
         }
 
         fn check(&self) {
@@ -1091,12 +1113,12 @@ mod tests {
                         let r = rng.next();
                         if r.is_multiple_of(2) || held.is_empty() {
                             let order = ORDERS[(r >> 8) as usize % 10];
-                            if let Ok(pfn) = fa.alloc(order, AllocKind::Normal) {
+                            if let Ok(pfn) = alloc_raw(fa, order, AllocKind::Normal) {
                                 held.push((pfn, order));
                             }
                         } else {
                             let (pfn, order) = held.swap_remove((r >> 16) as usize % held.len());
-                            fa.free(pfn, order);
+                            free_raw(fa, pfn, order);
                         }
                     }
                     held
@@ -1113,7 +1135,7 @@ mod tests {
         let held: u64 = all.iter().map(|&(_, o)| 1u64 << o).sum();
         assert_eq!(fa.nr_free_pages(), total - held);
         for (pfn, order) in all {
-            fa.free(pfn, order);
+            free_raw(fa, pfn, order);
         }
         assert_eq!(fa.nr_free_pages(), total);
         assert_eq!(free_counts(fa), start);

@@ -93,7 +93,7 @@ pub fn get_user_page<F: PageTableFormat>(
                 } else {
                     let folio = anon_folio(memmap, pa).ok_or(GupError::NotHoldable { va })?;
                     // A PMD mapping's exclusivity is the head's bit.
-                    let bit = if leaf.size.bytes() > 4096 { 0 } else { (pa.pfn() - folio.pfn()) as usize };
+                    let bit = if leaf.size.bytes() > 4096 { 0 } else { folio.page_index_of(pa.pfn()) };
                     let exclusive = folio.page(bit).test_flag(PageFlag::AnonExclusive);
                     if write && !(leaf.prot.writable && leaf.dirty) {
                         Some(Access::Write)

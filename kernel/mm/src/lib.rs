@@ -80,4 +80,4 @@ pub mod thp;
 pub mod unmap;
 pub mod vma;
 
-pub use addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+pub use addr::{Pfn, PhysAddr, VirtAddr, PAGE_SIZE};

@@ -96,6 +96,7 @@
 //!   one, in pages ([`LruLists::inactive_is_low`]): Linux's ratio for anon
 //!   on machines under 1 GiB, and simple to reason about.
 
+use crate::addr::Pfn;
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, Page, PageFlag, NO_PFN};
 use crate::sync::{Lock, Ordering};
@@ -181,7 +182,7 @@ pub struct LruLists {
 }
 
 fn page(memmap: &Memmap, pfn: u64) -> &'static Page {
-    memmap.get(pfn).expect("lru: pfn outside the memmap")
+    memmap.get_raw(pfn).expect("lru: pfn outside the memmap")
 }
 
 impl Lists {
@@ -246,7 +247,8 @@ impl LruLists {
     /// The member whose head is `pfn`, as a [`Folio`] (no reference taken).
     /// Called under the lock, where members stay folios.
     fn member(&self, pfn: u64) -> Folio<'static> {
-        folio_of(self.memmap, pfn).unwrap_or_else(|| panic!("lru: member pfn {pfn:#x} is not a folio"))
+        folio_of(self.memmap, Pfn::new(pfn))
+            .unwrap_or_else(|| panic!("lru: member pfn {pfn:#x} is not a folio"))
     }
 
     /// Puts a newly mapped anonymous folio on the **inactive** list's head
@@ -267,7 +269,7 @@ impl LruLists {
         let was_on = folio.test_and_set_flag(PageFlag::Lru);
         assert!(!was_on, "LruLists::add: pfn {:#x} is already on a list", folio.pfn());
         folio.clear_flag(PageFlag::Active);
-        lists.push_head(self.memmap, folio.pfn(), folio.nr_pages() as u64, LruList::Inactive);
+        lists.push_head(self.memmap, folio.pfn().as_u64(), folio.nr_pages() as u64, LruList::Inactive);
     }
 
     /// Takes `folio` off whichever list it is on, if `Lru` is set, clearing
@@ -288,7 +290,7 @@ impl LruLists {
             return false;
         }
         let which = LruList::of(folio.test_and_clear_flag(PageFlag::Active));
-        lists.unlink(self.memmap, folio.pfn(), folio.nr_pages() as u64, which);
+        lists.unlink(self.memmap, folio.pfn().as_u64(), folio.nr_pages() as u64, which);
         true
     }
 
@@ -368,7 +370,7 @@ impl LruLists {
             LruList::Active => folio.set_flag(PageFlag::Active),
             LruList::Inactive => folio.clear_flag(PageFlag::Active),
         }
-        lists.push_head(self.memmap, folio.pfn(), folio.nr_pages() as u64, list);
+        lists.push_head(self.memmap, folio.pfn().as_u64(), folio.nr_pages() as u64, list);
     }
 
     /// Moves up to `nr_to_scan` folios from the active list's tail to the
@@ -475,7 +477,7 @@ impl LruLists {
     /// [`LruLists::check`] verifies). `None` for a folio off the lists, a
     /// tail page, or a PFN outside the memmap.
     pub fn list_of(&self, pfn: u64) -> Option<LruList> {
-        let desc = self.memmap.get(pfn)?;
+        let desc = self.memmap.get_raw(pfn)?;
         let _lists = self.lists.lock();
         let flags = desc.flags();
         let on = flags & PageFlag::Head.mask() != 0 && flags & PageFlag::Lru.mask() != 0;
@@ -518,7 +520,7 @@ impl LruLists {
                 if nr_folios > memmap.len() as u64 {
                     return Err(format!("{which:?} list: loops (more than {} members)", memmap.len()));
                 }
-                let Some(desc) = memmap.get(pfn) else {
+                let Some(desc) = memmap.get_raw(pfn) else {
                     return Err(format!("{which:?} list: pfn {pfn:#x} (after {prev:#x}) outside the memmap"));
                 };
                 let flags = desc.flags();
@@ -556,7 +558,7 @@ impl LruLists {
         let mut nr_flagged = 0u64;
         for (i, desc) in memmap.pages().iter().enumerate() {
             let flags = desc.flags();
-            let pfn = memmap.base_pfn() + i as u64;
+            let pfn = memmap.base_pfn().as_u64() + i as u64;
             if flags & PageFlag::Lru.mask() != 0 {
                 if flags & PageFlag::Head.mask() == 0 {
                     return Err(format!("pfn {pfn:#x} has Lru but is no folio head: {desc:?}"));
@@ -595,13 +597,15 @@ pub fn registered() -> Option<&'static LruLists> {
 mod tests {
     extern crate std;
     use super::*;
+    #[allow(unused_imports)]
+    use crate::addr::Pfn;
     use crate::frame::{AllocKind, FrameAllocator};
     use std::boxed::Box;
 
     fn lists_with_folios(n: usize) -> (&'static LruLists, Vec<Folio<'static>>) {
-        let memmap = Memmap::new_leaked(0x100, 64);
+        let memmap = Memmap::new_leaked(Pfn::new(0x100), 64);
         let fa: &'static FrameAllocator = Box::leak(Box::new(FrameAllocator::new(memmap)));
-        fa.add_free_range(0x100, 0x140).unwrap();
+        fa.add_free_range(Pfn::new(0x100), Pfn::new(0x140)).unwrap();
         let lru: &'static LruLists = Box::leak(Box::new(LruLists::new(memmap)));
         let folios: Vec<_> =
             (0..n).map(|_| fa.alloc_folio(0, AllocKind::Reserve).unwrap().publish()).collect();
@@ -617,33 +621,33 @@ mod tests {
         let (lru, f) = lists_with_folios(3);
         lru.check().unwrap();
         // Inactive list, head to tail: f[2], f[1], f[0].
-        let mid = page(lru.memmap, f[1].pfn());
+        let mid = page(lru.memmap, f[1].pfn().as_u64());
         let saved = mid.list_prev.load(Ordering::Relaxed);
-        mid.list_prev.store(f[0].pfn(), Ordering::Relaxed);
+        mid.list_prev.store(f[0].pfn().as_u64(), Ordering::Relaxed);
         let e = lru.check().unwrap_err();
         assert!(e.contains("links back to"), "{e}");
         mid.list_prev.store(saved, Ordering::Relaxed);
         lru.check().unwrap();
 
         // A forward link skipping a member: the count no longer matches.
-        let first = page(lru.memmap, f[2].pfn());
-        first.list_next.store(f[0].pfn(), Ordering::Relaxed);
+        let first = page(lru.memmap, f[2].pfn().as_u64());
+        first.list_next.store(f[0].pfn().as_u64(), Ordering::Relaxed);
         let e = lru.check().unwrap_err();
         assert!(e.contains("links back to"), "{e}");
-        first.list_next.store(f[1].pfn(), Ordering::Relaxed);
+        first.list_next.store(f[1].pfn().as_u64(), Ordering::Relaxed);
 
         // A loop.
-        let last = page(lru.memmap, f[0].pfn());
-        last.list_next.store(f[2].pfn(), Ordering::Relaxed);
+        let last = page(lru.memmap, f[0].pfn().as_u64());
+        last.list_next.store(f[2].pfn().as_u64(), Ordering::Relaxed);
         assert!(lru.check().is_err());
         last.list_next.store(NO_PFN, Ordering::Relaxed);
         lru.check().unwrap();
 
         // A wrong tail.
-        lru.lists.lock().inactive.tail = f[1].pfn();
+        lru.lists.lock().inactive.tail = f[1].pfn().as_u64();
         let e = lru.check().unwrap_err();
         assert!(e.contains("tail says"), "{e}");
-        lru.lists.lock().inactive.tail = f[0].pfn();
+        lru.lists.lock().inactive.tail = f[0].pfn().as_u64();
 
         // A wrong page count.
         lru.lists.lock().inactive.nr_pages += 1;

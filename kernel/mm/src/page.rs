@@ -61,6 +61,7 @@
 //! order bits change with a compare-and-swap loop that leaves the flag bits
 //! alone.
 
+use crate::addr::Pfn;
 use crate::sync::{AtomicI32, AtomicU64, Ordering};
 use core::fmt;
 use core::mem::size_of;
@@ -389,7 +390,8 @@ impl Memmap {
     ///
     /// When `base_pfn + pages.len()` does not fit below [`NO_PFN`] (a
     /// kernel bug: no physical address is that large).
-    pub fn new(base_pfn: u64, pages: &'static [Page]) -> Memmap {
+    pub fn new(base_pfn: Pfn, pages: &'static [Page]) -> Memmap {
+        let base_pfn = base_pfn.as_u64();
         let end = base_pfn.checked_add(pages.len() as u64);
         assert!(end.is_some_and(|e| e < NO_PFN), "Memmap::new: PFN range overflows");
         for page in pages {
@@ -399,14 +401,26 @@ impl Memmap {
     }
 
     /// The descriptor of frame `pfn`, or `None` outside the memmap.
-    pub fn get(&self, pfn: u64) -> Option<&'static Page> {
-        let i = pfn.checked_sub(self.base_pfn)?;
+    pub fn get(&self, pfn: Pfn) -> Option<&'static Page> {
+        let i = pfn.as_u64().checked_sub(self.base_pfn)?;
         let pages: &'static [Page] = self.pages;
         pages.get(usize::try_from(i).ok()?)
     }
 
+    /// [`Memmap::get`] by the raw number, for the allocator's and the
+    /// lists' own arithmetic on frame numbers.
+    pub(crate) fn get_raw(&self, pfn: u64) -> Option<&'static Page> {
+        self.get(Pfn::new(pfn))
+    }
+
+    /// [`Memmap::contains`] by the raw number.
+    pub(crate) fn contains_raw(&self, pfn: u64) -> bool {
+        self.contains(Pfn::new(pfn))
+    }
+
     /// True when `pfn` has a descriptor here.
-    pub fn contains(&self, pfn: u64) -> bool {
+    pub fn contains(&self, pfn: Pfn) -> bool {
+        let pfn = pfn.as_u64();
         pfn >= self.base_pfn && pfn - self.base_pfn < self.pages.len() as u64
     }
 
@@ -415,24 +429,24 @@ impl Memmap {
     /// # Panics
     ///
     /// When `page` is not an element of this memmap (a kernel bug).
-    pub fn pfn_of(&self, page: &Page) -> u64 {
+    pub fn pfn_of(&self, page: &Page) -> Pfn {
         let offset = (page as *const Page as usize).wrapping_sub(self.pages.as_ptr() as usize);
         let i = offset / size_of::<Page>();
         assert!(
             offset.is_multiple_of(size_of::<Page>()) && i < self.pages.len(),
             "Memmap::pfn_of: page not in this memmap"
         );
-        self.base_pfn + i as u64
+        Pfn::new(self.base_pfn + i as u64)
     }
 
     /// The first frame covered.
-    pub fn base_pfn(&self) -> u64 {
-        self.base_pfn
+    pub fn base_pfn(&self) -> Pfn {
+        Pfn::new(self.base_pfn)
     }
 
     /// One past the last frame covered.
-    pub fn end_pfn(&self) -> u64 {
-        self.base_pfn + self.pages.len() as u64
+    pub fn end_pfn(&self) -> Pfn {
+        Pfn::new(self.base_pfn + self.pages.len() as u64)
     }
 
     /// The number of descriptors.
@@ -453,7 +467,7 @@ impl Memmap {
     /// Host tests: a memmap over `len` fresh descriptors from `base_pfn`
     /// on, leaked so that it lives as long as the test process.
     #[cfg(any(test, feature = "sim"))]
-    pub fn new_leaked(base_pfn: u64, len: usize) -> &'static Memmap {
+    pub fn new_leaked(base_pfn: Pfn, len: usize) -> &'static Memmap {
         use std::boxed::Box;
         use std::vec::Vec;
         let pages: Vec<Page> = (0..len).map(|_| Page::new()).collect();
@@ -471,6 +485,8 @@ impl fmt::Debug for Memmap {
 mod tests {
     extern crate std;
     use super::*;
+    #[allow(unused_imports)]
+    use crate::addr::Pfn;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use std::thread;
@@ -568,24 +584,26 @@ mod tests {
 
     #[test]
     fn memmap_maps_pfns_both_ways() {
-        let mm = Memmap::new_leaked(0x1003, 100);
-        assert_eq!((mm.base_pfn(), mm.end_pfn(), mm.len()), (0x1003, 0x1067, 100));
-        assert!(mm.get(0x1002).is_none() && mm.get(0x1067).is_none() && mm.get(u64::MAX).is_none());
+        let mm = Memmap::new_leaked(Pfn::new(0x1003), 100);
+        assert_eq!((mm.base_pfn(), mm.end_pfn(), mm.len()), (Pfn::new(0x1003), Pfn::new(0x1067), 100));
+        assert!(
+            mm.get_raw(0x1002).is_none() && mm.get_raw(0x1067).is_none() && mm.get_raw(u64::MAX).is_none()
+        );
         for pfn in [0x1003, 0x1004, 0x1050, 0x1066] {
-            let page = mm.get(pfn).unwrap();
-            assert!(mm.contains(pfn));
-            assert_eq!(mm.pfn_of(page), pfn);
+            let page = mm.get_raw(pfn).unwrap();
+            assert!(mm.contains_raw(pfn));
+            assert_eq!(mm.pfn_of(page), Pfn::new(pfn));
             // Every descriptor starts reserved: not managed until the
             // allocator is given the frame.
             assert_eq!(page.flags(), PageFlag::Reserved.mask());
         }
-        assert!(!mm.contains(0x1002) && !mm.contains(0x1067));
+        assert!(!mm.contains_raw(0x1002) && !mm.contains_raw(0x1067));
     }
 
     #[test]
     #[should_panic(expected = "Memmap::pfn_of: page not in this memmap")]
     fn pfn_of_a_foreign_page_panics() {
-        let mm = Memmap::new_leaked(0, 4);
+        let mm = Memmap::new_leaked(Pfn::new(0), 4);
         let other = Page::new();
         mm.pfn_of(&other);
     }
@@ -593,6 +611,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "Memmap::new: PFN range overflows")]
     fn memmap_past_the_last_pfn_panics() {
-        Memmap::new_leaked(u64::MAX - 2, 4);
+        Memmap::new_leaked(Pfn::new(u64::MAX - 2), 4);
     }
 }

@@ -47,6 +47,7 @@
 //! splits, the `try_get`s). The split takes the folio lock with `try_lock`
 //! (never waits under the space lock) and the LRU lock inside.
 
+use crate::addr::Pfn;
 use crate::addr::VirtAddr;
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
@@ -102,7 +103,7 @@ pub struct Candidates {
     /// Cut large folios that were split.
     pub nr_split: usize,
     /// Cut large folios left whole, and why.
-    pub kept_whole: Vec<(u64, KeptWhole)>,
+    pub kept_whole: Vec<(Pfn, KeptWhole)>,
 }
 
 /// The folios `MADV_PAGEOUT` over `[start, end)` of the space of `table`
@@ -130,7 +131,7 @@ pub fn pageout_candidates<F: PageTableFormat>(
     table.visit(mem, start, end, &mut |_, _, entry, _| {
         let Decoded::Leaf(leaf) = entry else { return };
         let Some(folio) = folio_of(memmap, leaf.frame.pfn()) else { return };
-        if !folio.is_large() || is_huge_zero_folio(&folio) || folio.mapping() != handle {
+        if !folio.is_large() || is_huge_zero_folio(&folio) || folio.anon_handle() != Some(handle) {
             return;
         }
         if cut.last().is_some_and(|f| f.pfn() == folio.pfn()) {
@@ -156,7 +157,7 @@ pub fn pageout_candidates<F: PageTableFormat>(
         }
         let (first, last) = span(&folio);
         let whole = first >= start.as_u64() && last <= end.as_u64();
-        let exclusive = folio.mapping() == handle
+        let exclusive = folio.anon_handle() == Some(handle)
             && folio.entire_mapcount() <= 1
             && (0..folio.nr_pages()).all(|i| folio.page_mapcount(i) <= 1);
         if whole && exclusive && folio.test_flag(PageFlag::SwapBacked) && folio.try_get() {

@@ -72,6 +72,7 @@
 use crate::folio::Folio;
 use crate::lru::{LruList, LruLists};
 use crate::page::{Memmap, PageFlag};
+use crate::pgtable::SwapType;
 use crate::pgtable::{PageTable, PageTableFormat, SwapEntry, TableMemory, TlbHooks};
 use crate::rmap::rmap_walk;
 use crate::swap::area::SwapArea;
@@ -79,7 +80,6 @@ use crate::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, slots
 use crate::thp::{self, SplitRefused};
 use crate::unmap::{try_to_unmap, Target, UnmapError};
 use crate::PhysAddr;
-use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Freeze attempts on an orphan folio before it is kept (step 6).
@@ -114,14 +114,23 @@ pub trait ReclaimHost {
     /// True when some swap area is on.
     fn any_device(&self) -> bool;
     /// The area of type `ty`, if it is on.
-    fn device(&self, ty: u8) -> Option<Self::Device>;
+    fn device(&self, ty: SwapType) -> Option<Self::Device>;
     /// The area new slots come from, if any still allocates.
     fn alloc_device(&self) -> Option<Self::Device>;
     /// The slots and cache of `dev`.
     fn area<'a>(&'a self, dev: &'a Self::Device) -> &'a SwapArea;
+    /// Why the disk failed a write (the kernel's own error, which says
+    /// whose fault it is).
+    type IoError: core::fmt::Debug;
     /// Writes the `nr` frames from `frame` on to the slots from `first` on
-    /// of `dev`. May sleep. Errors carry a message for the user.
-    fn write(&self, dev: &Self::Device, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String>;
+    /// of `dev`. May sleep.
+    fn write(
+        &self,
+        dev: &Self::Device,
+        first: SwapEntry,
+        frame: PhysAddr,
+        nr: usize,
+    ) -> Result<(), Self::IoError>;
     /// Runs `f` over the tables of every live space that may map `folio`
     /// (its fork family, found from its anon handle), with all their locks
     /// held, in the kernel's lock order.
@@ -364,7 +373,7 @@ fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut P
     if !slots_unused(area, &folio) {
         let first = folio_entry(&folio).expect("in the swap cache");
         folio.set_flag(PageFlag::Writeback);
-        let written = host.write(&dev, first, PhysAddr::new(folio.pfn() << 12), nr);
+        let written = host.write(&dev, first, folio.pfn().phys(), nr);
         folio.clear_flag(PageFlag::Writeback);
         if written.is_err() {
             return keep(host, folio, Kept::WriteFailed);

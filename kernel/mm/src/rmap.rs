@@ -52,7 +52,6 @@ pub fn rmap_walk<F: PageTableFormat>(
     mem: &impl TableMemory,
     f: &mut dyn FnMut(Mapping),
 ) -> usize {
-    let first = folio.pfn();
     let nr = folio.nr_pages() as u64;
     let start = VirtAddr::new(folio.index() << 12);
     let end = VirtAddr::new((folio.index() + nr) << 12);
@@ -61,10 +60,10 @@ pub fn rmap_walk<F: PageTableFormat>(
         table.visit(mem, start, end, &mut |va, level, entry, _| {
             let Decoded::Leaf(leaf) = entry else { return };
             let pfn = leaf.frame.pfn();
-            if pfn < first || pfn >= first + nr {
+            if !folio.contains_pfn(pfn) {
                 return;
             }
-            let page = (pfn - first) as usize;
+            let page = folio.page_index_of(pfn);
             // The page must sit where the index says; a folio page mapped
             // elsewhere would be a broken invariant, which the checker
             // reports (`crate::debug`), not a mapping of this folio's.

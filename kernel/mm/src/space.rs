@@ -37,9 +37,11 @@
 //! The caller holds the lock of the space whose table changes (and for
 //! fork the parent's, with the child not yet reachable by anyone).
 
+use crate::addr::Pfn;
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::anon::remove_pte_mapping;
 use crate::fault::FrameSource;
+use crate::folio::AnonHandle;
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::SwapEntry;
@@ -57,7 +59,7 @@ use alloc::vec::Vec;
 pub struct Gather {
     /// One entry per removed mapping: a PFN of the page (PTE) or of the
     /// head (PMD) whose folio holds the mapping's reference.
-    pending: Vec<u64>,
+    pending: Vec<Pfn>,
     /// What the caller must flush before [`Gather::release`].
     flush: Flush,
     root: PhysAddr,
@@ -151,7 +153,7 @@ pub fn zap_range<F: PageTableFormat>(
     split_huge_pmd_if_cut(table, mem, hooks, memmap, start)?;
     split_huge_pmd_if_cut(table, mem, hooks, memmap, end)?;
     // Huge folios some of whose PTEs went: head PFN -> pages unmapped.
-    let mut cut: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    let mut cut: BTreeMap<Pfn, Vec<usize>> = BTreeMap::new();
     let pending = &mut gather.pending;
     let swap = &mut gather.swap;
     let flush = table.clear_range(mem, start, end, &mut |_, level, entry| {
@@ -167,7 +169,7 @@ pub fn zap_range<F: PageTableFormat>(
                 let folio = remove_pte_mapping(memmap, leaf.frame);
                 pending.push(leaf.frame.pfn());
                 if folio.is_large() {
-                    cut.entry(folio.pfn()).or_default().push((leaf.frame.pfn() - folio.pfn()) as usize);
+                    cut.entry(folio.pfn()).or_default().push(folio.page_index_of(leaf.frame.pfn()));
                 }
             }
         }
@@ -224,7 +226,7 @@ pub enum ForkError {
     /// No memory for a copy of a pinned page or for the child's tables.
     OutOfMemory { va: VirtAddr },
     /// A leaf that is not an anonymous folio page (a kernel bug).
-    NotAnon { va: VirtAddr, pfn: u64 },
+    NotAnon { va: VirtAddr, pfn: Pfn },
     /// The child's table refused an entry.
     Table { va: VirtAddr, error: PgError },
     /// A swap slot could not take one more holder (its area is gone, or
@@ -246,7 +248,7 @@ pub fn fork_range<F: PageTableFormat>(
     child: &PageTable<F>,
     mem: &impl TableMemory,
     frames: &impl FrameSource,
-    child_handle: u64,
+    child_handle: AnonHandle,
     start: VirtAddr,
     end: VirtAddr,
     partial: &mut Flush,
@@ -335,7 +337,7 @@ pub fn fork_range<F: PageTableFormat>(
             folio.add_entire_mapcount(1);
             folio.page(0).clear_flag(PageFlag::AnonExclusive);
         } else {
-            let i = (pfn - folio.pfn()) as usize;
+            let i = folio.page_index_of(pfn);
             folio.add_page_mapcount(i, 1);
             folio.page(i).clear_flag(PageFlag::AnonExclusive);
         }

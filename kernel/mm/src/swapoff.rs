@@ -48,6 +48,7 @@
 use crate::addr::VirtAddr;
 use crate::folio::Folio;
 use crate::page::Memmap;
+use crate::pgtable::SwapType;
 use crate::pgtable::{Decoded, NonPresent, PageTable, PageTableFormat, SwapEntry, TableMemory};
 use crate::swap::area::SwapArea;
 use crate::swap::cache::{delete_if_unused, lookup_get, IfMapped};
@@ -130,7 +131,7 @@ pub fn swapoff<H: SwapoffHost>(host: &H, area: &SwapArea) -> Result<u64, Swapoff
 
 /// Step 2: brings back every page of every live space that sits in the
 /// swap area of type `ty`. Returns how many entries were brought back.
-pub fn swap_in_all<H: SwapoffHost>(host: &H, ty: u8) -> Result<u64, SwapoffError> {
+pub fn swap_in_all<H: SwapoffHost>(host: &H, ty: SwapType) -> Result<u64, SwapoffError> {
     let mut done = 0;
     for space in host.spaces() {
         loop {
@@ -152,7 +153,7 @@ fn entries_of<F: PageTableFormat>(
     table: &PageTable<F>,
     mem: &impl TableMemory,
     end: VirtAddr,
-    ty: u8,
+    ty: SwapType,
 ) -> Vec<(VirtAddr, SwapEntry)> {
     let mut found = Vec::new();
     table.visit(mem, VirtAddr::new(0), end, &mut |va, _, e, _| {

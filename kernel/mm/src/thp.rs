@@ -56,6 +56,7 @@
 
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::folio::{folio_of, Folio};
+use crate::folio::{AnonHandle, FolioMapping};
 use crate::frame::{AllocError, AllocKind, FrameAllocator};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{Decoded, Leaf, Level, PageSize, PageTable, PageTableFormat, PgError};
@@ -67,9 +68,8 @@ pub const HPAGE_ORDER: u8 = 9;
 pub const HPAGE_NR: usize = 1 << HPAGE_ORDER;
 /// Bytes a PMD leaf maps.
 pub const HPAGE_SIZE: u64 = 2 << 20;
-/// The mapping value that marks the huge zero folio (no anon space has it:
-/// handles are root-table PFNs).
-pub const HUGE_ZERO_MAPPING: u64 = u64::MAX;
+/// The mapping that marks the huge zero folio.
+pub const HUGE_ZERO_MAPPING: FolioMapping = FolioMapping::HugeZero;
 
 /// A new anonymous huge folio for the 2 MiB block whose first page is
 /// `index` in the space `handle`, zeroed by `zero` (given the first frame;
@@ -78,16 +78,16 @@ pub const HUGE_ZERO_MAPPING: u64 = u64::MAX;
 pub fn alloc_anon_huge_folio(
     frames: &FrameAllocator,
     kind: AllocKind,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
     zero: impl FnOnce(PhysAddr),
 ) -> Result<Folio<'static>, AllocError> {
     debug_assert!(index.is_multiple_of(HPAGE_NR as u64), "alloc_anon_huge_folio: index {index:#x} unaligned");
     let mut folio = frames.alloc_folio(HPAGE_ORDER, kind)?;
-    zero(PhysAddr::new(folio.pfn() << 12));
+    zero(folio.pfn().phys());
     folio.nonatomic_set_flag(PageFlag::SwapBacked);
     folio.nonatomic_set_flag(PageFlag::AnonExclusive);
-    folio.set_mapping(handle, index);
+    folio.set_mapping(FolioMapping::Anon(handle), index);
     folio.set_entire_mapcount(1);
     Ok(folio.publish())
 }
@@ -99,7 +99,7 @@ pub fn alloc_huge_zero_folio(
     zero: impl FnOnce(PhysAddr),
 ) -> Result<Folio<'static>, AllocError> {
     let mut folio = frames.alloc_folio(HPAGE_ORDER, AllocKind::Normal)?;
-    zero(PhysAddr::new(folio.pfn() << 12));
+    zero(folio.pfn().phys());
     folio.nonatomic_set_flag(PageFlag::Uptodate);
     folio.set_mapping(HUGE_ZERO_MAPPING, 0);
     Ok(folio.publish())
@@ -343,7 +343,7 @@ fn check_splittable<F: PageTableFormat>(
     table.visit(mem, start, end, &mut |_, level, entry, _| {
         if let (Level::Pte, Decoded::Leaf(leaf)) = (level, entry) {
             let pfn = leaf.frame.pfn();
-            if pfn >= folio.pfn() && pfn < folio.pfn() + folio.nr_pages() as u64 {
+            if folio.contains_pfn(pfn) {
                 ours += 1;
             }
         }
@@ -382,7 +382,8 @@ fn split_locked(
     let lru = crate::lru::registered();
     let mut pieces = alloc::vec::Vec::new();
     for i in 0..nr {
-        let page = folio_of(memmap, folio.pfn() + i as u64).expect("split_frozen made every page a folio");
+        let page =
+            folio_of(memmap, folio.pfn().plus(i as u64)).expect("split_frozen made every page a folio");
         page.clear_flag(PageFlag::Active);
         if page.total_mapcount() > 0 {
             if relist {
@@ -395,7 +396,8 @@ fn split_locked(
     }
     // Page 0 keeps the caller's lock: the caller frees it if it must.
     for i in 1..nr {
-        let page = folio_of(memmap, folio.pfn() + i as u64).expect("split_frozen made every page a folio");
+        let page =
+            folio_of(memmap, folio.pfn().plus(i as u64)).expect("split_frozen made every page a folio");
         if page.refcount() == 0 {
             free(page);
         }

@@ -370,6 +370,11 @@ impl BlockDevice {
         &self.serial
     }
 
+    /// True when the device refuses writes (QEMU `readonly=on`).
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// Whole 4 KiB pages on the disk.
     pub fn capacity_pages(&self) -> u64 {
         self.capacity_pages

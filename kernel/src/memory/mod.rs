@@ -33,6 +33,7 @@ use mm::early::EarlyFrameAllocator;
 use mm::frame::{AllocError, AllocKind, FrameAllocator};
 use mm::memmap::MemoryMap;
 use mm::page::{Memmap, Page};
+use mm::Pfn;
 use mm::{PhysAddr, VirtAddr, PAGE_SIZE};
 
 /// Size of the kernel heap.
@@ -132,9 +133,9 @@ pub fn init(info: &BootInfo) -> Result<(), InitError> {
 
     // The memmap covers [first usable pfn, last usable pfn]; holes in it
     // stay Reserved.
-    let first_pfn = map.ranges().first().map_or(0, |r| r.start.pfn());
-    let end_pfn = map.ranges().last().map_or(0, |r| r.end.pfn());
-    let nr_pages = (end_pfn - first_pfn) as usize;
+    let first_pfn = map.ranges().first().map_or(Pfn::default(), |r| r.start.pfn());
+    let end_pfn = map.ranges().last().map_or(Pfn::default(), |r| r.end.pfn());
+    let nr_pages = end_pfn.since(first_pfn) as usize;
     let bytes = (nr_pages * core::mem::size_of::<Page>()) as u64;
     let memmap_pa = early
         .alloc_contiguous(bytes.div_ceil(PAGE_SIZE), PAGE_SIZE)
@@ -205,7 +206,7 @@ pub fn alloc_frames_of(order: u8, kind: AllocKind) -> Result<PhysAddr, AllocErro
     // Interrupts off around the allocator's lock: its holder must not be
     // preempted (see `crate::sync`).
     let pfn = crate::sync::without_interrupts(|| frame_allocator().alloc(order, kind))?;
-    Ok(PhysAddr::new(pfn << 12))
+    Ok(pfn.phys())
 }
 
 /// Gives back frames from [`alloc_frames`].

@@ -85,6 +85,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use mm::folio::{folio_of, Folio};
 use mm::page::{Memmap, PageFlag};
 use mm::vma::VmaProt;
+use mm::Pfn;
 use mm::VirtAddr;
 
 /// Pages the faulter maps, touches and unmaps each round.
@@ -159,6 +160,7 @@ enum Visit {
 
 /// One PFN of a sweep.
 fn visit(memmap: &'static Memmap, pfn: u64, cpu: usize) -> Result<Visit, String> {
+    let pfn = Pfn::new(pfn);
     // Heads only: a folio belongs to the walker of its head's stripe.
     let Some(folio) = folio_of(memmap, pfn).filter(|f| f.pfn() == pfn) else { return Ok(Visit::Nothing) };
     if !folio.try_get() {
@@ -197,7 +199,7 @@ impl Blocks {
 fn walk(slot: u64, nr_walkers: u64, deadline_ns: u64, stop: &AtomicBool) -> Result<u64, String> {
     let memmap = memory::frame_allocator().memmap();
     let cpu = sched::cpu_index();
-    let (first, end) = (memmap.base_pfn(), memmap.end_pfn());
+    let (first, end) = (memmap.base_pfn().as_u64(), memmap.end_pfn().as_u64());
     let nr_blocks = (end - first).div_ceil(HOT_BLOCK);
     let (mut hot, mut seen) = (Blocks::new(nr_blocks), Blocks::new(nr_blocks));
     let mut nr_toggles = 0;

@@ -9,6 +9,7 @@ use crate::tests::{Test, TestEnv};
 use alloc::format;
 use alloc::string::String;
 use mm::fault::{Access, FaultCause};
+use mm::pgtable::SwapType;
 use mm::pgtable::{
     Decoded, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageSize, Prot, SwapEntry,
 };
@@ -220,7 +221,7 @@ fn swap_and_migration_entries_fault(_: &TestEnv<'_>) -> Result<(), String> {
     // a migration entry carries (seed 001: never taken for a mapping).
     let target = Frames::new(9)?;
     let space = TestSpace::new()?;
-    let swap = SwapEntry::new(1, 0x2a).map_err(|e| format!("{e:?}"))?;
+    let swap = SwapEntry::new(SwapType::nth(1), 0x2a).map_err(|e| format!("{e:?}"))?;
     let migration =
         MigrationEntry { kind: MigrationKind::Write, pfn: target.pa.pfn(), young: true, dirty: true };
     let entries = [
@@ -307,7 +308,7 @@ fn ptdump_shows_the_tree(_: &TestEnv<'_>) -> Result<(), String> {
     t.map(&KernelTables, VirtAddr::new(TEST_VA + 0x20_0000), leaf(huge.pa, PageSize::Size2M, RW_USER))
         .map_err(|e| format!("{e}"))?
         .ignore();
-    let swap = SwapEntry::new(3, 0x77).map_err(|e| format!("{e:?}"))?;
+    let swap = SwapEntry::new(SwapType::nth(3), 0x77).map_err(|e| format!("{e:?}"))?;
     t.set_nonpresent(
         &KernelTables,
         VirtAddr::new(TEST_VA + 0x5000),

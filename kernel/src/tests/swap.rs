@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
-use mm::pgtable::SwapEntry;
+use mm::pgtable::{SwapEntry, SwapType};
 use mm::PhysAddr;
 
 use crate::tests::{Test, TestEnv};
@@ -404,7 +404,7 @@ fn concurrent_swapin_of_one_entry(_: &TestEnv<'_>) -> Result<(), String> {
 /// listed as bad, so no I/O fails; with `bad_every_cluster`, one bad page
 /// in every cluster of 512 too, so no run for a huge folio is free), on and
 /// preferred for new slots. Give it back with [`scratch_swapoff`].
-fn scratch_swapon(label: &[u8], pages: Option<u64>, bad_every_cluster: bool) -> Result<u8, String> {
+fn scratch_swapon(label: &[u8], pages: Option<u64>, bad_every_cluster: bool) -> Result<SwapType, String> {
     let disk = crate::tests::kit::scratch_disk()?;
     let pages = pages.unwrap_or(disk.capacity_pages()).min(disk.capacity_pages());
     let (bad_write, bad_read) =
@@ -421,9 +421,9 @@ fn scratch_swapon(label: &[u8], pages: Option<u64>, bad_every_cluster: bool) -> 
     Ok(ty)
 }
 
-fn scratch_swapoff(ty: u8) -> Result<(), String> {
+fn scratch_swapoff(ty: SwapType) -> Result<(), String> {
     prefer(None);
-    swapoff(ty)
+    Ok(swapoff(ty)?)
 }
 
 /// What the tasks of [`swapin_racing_pageout_loses_no_write`] share.
@@ -475,7 +475,7 @@ fn swapin_racing_pageout_loses_no_write(env: &TestEnv<'_>) -> Result<(), String>
     result.and(off)
 }
 
-fn race_on(ty: u8, secs: u64) -> Result<(), String> {
+fn race_on(ty: SwapType, secs: u64) -> Result<(), String> {
     const HOT: u64 = 16;
     let dev = area(ty).ok_or("the area just swapped on is gone")?;
     // As many pages as the area has slots: once all are out it is full.
@@ -667,13 +667,13 @@ fn bad_headers_are_refused(_: &TestEnv<'_>) -> Result<(), String> {
                 swapoff(ty)?;
                 return Err(format!("a header with a bad {want} was accepted"));
             }
-            Err(e) if e.contains(want) => {}
+            Err(e) if alloc::format!("{e}").contains(want) => {}
             Err(e) => return Err(format!("refused, but the message does not say `{want}`: {e}")),
         }
     }
     write_header(disk, &good)?;
     let ty = swapon(disk)?;
-    swapoff(ty)
+    Ok(swapoff(ty)?)
 }
 
 /// The faulty disk as a swap area: a page whose write fails stays in memory
@@ -690,7 +690,7 @@ fn io_errors_keep_data_and_end_only_the_reader(_: &TestEnv<'_>) -> Result<(), St
     prefer(Some(ty));
     let result = io_errors_on(bad_write, bad_read);
     prefer(None);
-    let off = swapoff(ty);
+    let off = swapoff(ty).map_err(String::from);
     result.and(off)
 }
 

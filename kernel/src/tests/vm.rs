@@ -17,6 +17,7 @@ use mm::vma::{VmaError, VmaProt};
 use mm::{PhysAddr, VirtAddr};
 
 use crate::tests::{Test, TestEnv};
+use mm::folio::FolioMapping;
 
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
 const RO: VmaProt = VmaProt { read: true, write: false, exec: false };
@@ -139,7 +140,7 @@ fn faults_from_every_cpu(_: &TestEnv<'_>) -> Result<(), String> {
 
 /// The folio behind the page mapped at `va`, read under the space's lock:
 /// `(mapcount, refcount, anon-exclusive, mapping, index)`.
-fn folio_state(space: &AddressSpace, va: u64) -> Result<(i32, i32, bool, u64, u64), String> {
+fn folio_state(space: &AddressSpace, va: u64) -> Result<(i32, i32, bool, FolioMapping, u64), String> {
     let guard = space.lock();
     let inner = guard.as_ref().ok_or("torn down")?;
     let pa = inner.table.translate(&KernelTables, VirtAddr::new(va)).ok_or(format!("{va:#x} not mapped"))?;
@@ -188,10 +189,10 @@ fn folio_counts_after_faults_from_every_cpu_and_partial_munmap(_: &TestEnv<'_>) 
     for p in 0..touched {
         let va = base + p * 4096;
         let state = folio_state(&space, va)?;
-        if state != (1, 1, true, handle, va >> 12) {
+        if state != (1, 1, true, FolioMapping::Anon(handle), va >> 12) {
             return Err(format!(
                 "page {p}: (mapcount, refcount, exclusive, mapping, index) = {state:x?}, \
-                 expected (1, 1, true, {handle:#x}, {:#x})",
+                 expected (1, 1, true, {handle:x?}, {:#x})",
                 va >> 12
             ));
         }

@@ -140,6 +140,7 @@ pub(crate) fn swap_in(
             return Err(format!("out of memory swapping in {page} (reclaim freed nothing)"));
         }
         Err(SwapInError::Io(e)) => return Err(format!("swap read error at {page} ({entry:?}): {e}")),
+        Err(SwapInError::Slot(e)) => return Err(format!("{page}: {entry:?} is no slot of its area: {e}")),
     };
     let outcome = {
         let guard = space.lock();

@@ -9,14 +9,16 @@
 //! lock inside `reclaim::lru_add`/`lru_remove`.
 
 use crate::memory::{frame_allocator, phys_to_virt, zero_frames};
+use mm::folio::AnonHandle;
 use mm::folio::Folio;
 use mm::frame::AllocKind;
+use mm::Pfn;
 use mm::{PhysAddr, PAGE_SIZE};
 
 /// A new zeroed anonymous page for page `index` of the address space
 /// `handle`: an order-0 folio, mapcount 1 and refcount 1 for the PTE the
 /// caller writes next (see `mm::anon`). `None` when memory is short.
-pub fn alloc_anon_page(handle: u64, index: u64) -> Option<PhysAddr> {
+pub fn alloc_anon_page(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     // Interrupts off around the allocator's lock (see `crate::sync`); the
     // zeroing inside is of a frame nobody else can see yet.
     let folio = crate::sync::without_interrupts(|| {
@@ -26,14 +28,14 @@ pub fn alloc_anon_page(handle: u64, index: u64) -> Option<PhysAddr> {
     })
     .ok()?;
     crate::vm::reclaim::lru_add(folio);
-    Some(PhysAddr::new(folio.pfn() << 12))
+    Some(folio.pfn().phys())
 }
 
 /// A new zeroed huge anonymous folio (order 9) for the 2 MiB block whose
 /// first page is `index` of the space `handle`: entire mapcount 1 and
 /// refcount 1 for the PMD the caller writes next (see `mm::thp`). `None`
 /// when no free 2 MiB block is left above the watermark.
-pub fn alloc_anon_huge(handle: u64, index: u64) -> Option<PhysAddr> {
+pub fn alloc_anon_huge(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     // The allocator's lock with interrupts off; the 2 MiB of zeroing after
     // it (interrupts still off: this runs inside a fault) is of frames
     // nobody else can see yet.
@@ -44,11 +46,11 @@ pub fn alloc_anon_huge(handle: u64, index: u64) -> Option<PhysAddr> {
     })
     .ok()?;
     crate::vm::reclaim::lru_add(folio);
-    Some(PhysAddr::new(folio.pfn() << 12))
+    Some(folio.pfn().phys())
 }
 
 /// The huge zero folio, made once at boot ([`init_huge_zero`]).
-static HUGE_ZERO: spin::Once<Option<u64>> = spin::Once::new();
+static HUGE_ZERO: spin::Once<Option<Pfn>> = spin::Once::new();
 
 /// Makes the huge zero folio (2 MiB of zeros, kept for good). Boot CPU,
 /// once, after [`init`]. Without a free 2 MiB block, read faults in huge
@@ -65,7 +67,7 @@ pub fn init_huge_zero() {
 
 /// The huge zero folio's first frame, if it was made.
 pub fn huge_zero() -> Option<PhysAddr> {
-    HUGE_ZERO.get().copied().flatten().map(|pfn| PhysAddr::new(pfn << 12))
+    HUGE_ZERO.get().copied().flatten().map(Pfn::phys)
 }
 
 /// Gives back a folio whose last reference is gone, taking it off the LRU

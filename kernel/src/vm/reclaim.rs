@@ -76,17 +76,18 @@ use crate::sync::IrqSpinLock;
 use crate::task::sched;
 use crate::vm::swap::{self, SwapDevice};
 use crate::vm::tlb::Shootdown;
-use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use mm::folio::Folio;
 use mm::lru::LruLists;
 use mm::page::Memmap;
+use mm::pgtable::SwapType;
 use mm::pgtable::{PageTable, SwapEntry};
 use mm::reclaim::{ReclaimHost, Reclaimed};
 use mm::swap::area::SwapArea;
 use mm::swap::swapin::SwapBackend;
+use mm::Pfn;
 use mm::PhysAddr;
 
 static LRU: spin::Once<LruLists> = spin::Once::new();
@@ -95,7 +96,7 @@ static LRU: spin::Once<LruLists> = spin::Once::new();
 /// cache at once because somebody held their lock (PFNs, each with a
 /// reference): kswapd (or [`drain_deferred`]) finishes the job. Room is
 /// reserved at [`init`]; when it is full the folio waits for reclaim.
-static DEFERRED: IrqSpinLock<Vec<u64>> = IrqSpinLock::new(Vec::new());
+static DEFERRED: IrqSpinLock<Vec<Pfn>> = IrqSpinLock::new(Vec::new());
 const DEFERRED_ROOM: usize = 4096;
 
 /// Folios reclaim freed (pages).
@@ -168,6 +169,7 @@ impl ReclaimHost for Reclaimer {
     type Mem = ReserveTables;
     type Tlb = Shootdown;
     type Device = Arc<SwapDevice>;
+    type IoError = crate::drivers::blk::IoError;
 
     fn mem(&self) -> &ReserveTables {
         &ReserveTables
@@ -184,7 +186,7 @@ impl ReclaimHost for Reclaimer {
     fn any_device(&self) -> bool {
         swap::any_area()
     }
-    fn device(&self, ty: u8) -> Option<Arc<SwapDevice>> {
+    fn device(&self, ty: SwapType) -> Option<Arc<SwapDevice>> {
         swap::area(ty)
     }
     fn alloc_device(&self) -> Option<Arc<SwapDevice>> {
@@ -199,7 +201,7 @@ impl ReclaimHost for Reclaimer {
         first: SwapEntry,
         frame: PhysAddr,
         nr: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::drivers::blk::IoError> {
         swap::Io(dev).write(first, frame, nr)
     }
     fn with_family_locked<R>(&self, folio: &Folio<'static>, f: impl FnOnce(&[&PageTable<Format>]) -> R) -> R {

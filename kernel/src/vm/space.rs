@@ -70,6 +70,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::AtomicU64;
 use mm::debug::Stats;
 use mm::fault::{FaultOutcome, FrameSource};
+use mm::folio::AnonHandle;
 use mm::folio::Folio;
 use mm::gup::Hold;
 use mm::pgtable::{Flush, Level, PageTable};
@@ -87,14 +88,14 @@ pub const USER_END: u64 = 0x0000_8000_0000_0000;
 pub(crate) struct KernelFrames;
 
 impl FrameSource for KernelFrames {
-    fn alloc_anon_page(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+    fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
         crate::vm::folios::alloc_anon_page(handle, index)
     }
     fn release_anon_page(&self, pa: PhysAddr) {
         let folio = mm::anon::remove_pte_mapping(memory::frame_allocator().memmap(), pa);
         crate::vm::folios::put_anon_folio(folio);
     }
-    fn alloc_anon_huge(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+    fn alloc_anon_huge(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
         crate::vm::folios::alloc_anon_huge(handle, index)
     }
     fn release_anon_huge(&self, pa: PhysAddr) {
@@ -122,7 +123,7 @@ pub struct Family {
     members: IrqSpinLock<Vec<Weak<AddressSpace>>>,
     /// The anon handle of every member there ever was (a child keeps
     /// mapping folios its gone parent made).
-    handles: IrqSpinLock<Vec<u64>>,
+    handles: IrqSpinLock<Vec<AnonHandle>>,
 }
 
 pub(crate) struct Inner {
@@ -177,7 +178,7 @@ static FAMILIES: IrqSpinLock<Vec<Weak<Family>>> = IrqSpinLock::new(Vec::new());
 /// `handle`. Usually one; more when the root frame behind the handle was
 /// freed by a dead space and reused by a new one, while a fork child of the
 /// dead space still maps folios it made.
-fn families_of_handle(handle: u64) -> Vec<Arc<Family>> {
+fn families_of_handle(handle: AnonHandle) -> Vec<Arc<Family>> {
     let families: Vec<Arc<Family>> = FAMILIES.lock().iter().filter_map(Weak::upgrade).collect();
     families.into_iter().filter(|f| f.handles.lock().contains(&handle)).collect()
 }
@@ -450,7 +451,7 @@ impl AddressSpace {
 
     /// The folio mapped at `va`: its head PFN, its order and whether it is
     /// in the swap cache (for tests).
-    pub fn folio_at(&self, va: VirtAddr) -> Result<(u64, u8, bool), String> {
+    pub fn folio_at(&self, va: VirtAddr) -> Result<(mm::Pfn, u8, bool), String> {
         let guard = self.lock();
         let inner = guard.as_ref().ok_or("folio_at: torn down")?;
         let pa = inner.table.translate(&KernelTables, va).ok_or(format!("folio_at: {va} is not mapped"))?;
@@ -663,7 +664,7 @@ pub(crate) fn with_folio_family_locked<R>(
     folio: &Folio<'static>,
     f: impl FnOnce(&[&PageTable<Format>]) -> R,
 ) -> R {
-    let families = families_of_handle(folio.mapping());
+    let families = folio.anon_handle().map(families_of_handle).unwrap_or_default();
     let families: Vec<&Family> = families.iter().map(|f| &**f).collect();
     with_families_locked(&families, |members| {
         let tables: Vec<&PageTable<Format>> = members.iter().map(|(_, inner)| &inner.table).collect();

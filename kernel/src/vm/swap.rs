@@ -24,6 +24,7 @@
 //!   `docs/src/locking.md`).
 
 use crate::drivers::blk::BlockDevice;
+use crate::drivers::blk::IoError;
 use crate::memory;
 use crate::sync::IrqSpinLock;
 use crate::task::sched;
@@ -31,10 +32,13 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
+use mm::folio::AnonHandle;
 use mm::folio::{Folio, UnpublishedFolio};
 use mm::frame::AllocKind;
 use mm::pgtable::SwapEntry;
+use mm::pgtable::SwapType;
 use mm::swap::area::SwapArea;
 use mm::swap::swapin::{SwapBackend, SwapInError};
 use mm::PhysAddr;
@@ -65,35 +69,95 @@ pub static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// Reads that failed (the faulting task was ended).
 pub static READ_ERRORS: AtomicU64 = AtomicU64::new(0);
 
+/// Why swapon refused a disk. Each says whose it is to fix: the disk's
+/// contents (a header `mkswap` did not write), the disk itself, or the
+/// machine (memory, the number of areas).
+#[derive(Debug)]
+pub enum SwapOnError {
+    /// The first page is not a valid swap header: the user's to fix, with
+    /// `mkswap` (the header's own message says what is wrong).
+    BadHeader(mm::swap::header::HeaderError),
+    /// The disk refused writes: every swap-out would fail.
+    ReadOnly,
+    /// Reading the header failed: the disk's fault.
+    Read(IoError),
+    /// No frame to read the header into.
+    NoMemory,
+    /// Every swap type is in use already.
+    TooManyAreas { on: usize },
+}
+
+impl fmt::Display for SwapOnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwapOnError::BadHeader(e) => write!(f, "{e}"),
+            SwapOnError::ReadOnly => write!(f, "the disk is read-only, and swap must write"),
+            SwapOnError::Read(e) => write!(f, "reading the header: {e}"),
+            SwapOnError::NoMemory => write!(f, "no memory to read the header into"),
+            SwapOnError::TooManyAreas { on } => write!(f, "{on} swap areas are on already"),
+        }
+    }
+}
+
+/// Why swapoff did not finish. The area stays on, with allocation stopped,
+/// and nothing is lost.
+#[derive(Debug)]
+pub enum SwapOffError {
+    /// No area of that type is on (the caller's).
+    NoArea(SwapType),
+    /// Bringing the pages back failed (a read error, no memory), or slots
+    /// stayed in use (`mm::swapoff`).
+    Walk(mm::swapoff::SwapoffError),
+}
+
+impl fmt::Display for SwapOffError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwapOffError::NoArea(ty) => write!(f, "no swap area of type {ty}"),
+            SwapOffError::Walk(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The in-guest tests report errors as strings.
+impl From<SwapOnError> for String {
+    fn from(e: SwapOnError) -> String {
+        format!("swapon: {e}")
+    }
+}
+
+impl From<SwapOffError> for String {
+    fn from(e: SwapOffError) -> String {
+        format!("swapoff: {e}")
+    }
+}
+
 /// Turns swap on for `disk`: reads and checks its header, makes the area.
-/// Returns the area's type, or a message saying why the disk was refused.
-pub fn swapon(disk: &'static BlockDevice) -> Result<u8, String> {
+/// Returns the area's type, or why the disk was refused.
+pub fn swapon(disk: &'static BlockDevice) -> Result<SwapType, SwapOnError> {
+    if disk.read_only() {
+        return Err(SwapOnError::ReadOnly);
+    }
     let pages = disk.capacity_pages();
-    let frame = memory::alloc_frames(0).map_err(|e| format!("swapon {}: no memory: {e:?}", disk.name()))?;
-    let header = disk
-        .read_pages(0, frame, 1)
-        .map_err(|e| format!("swapon {}: reading the header: {e}", disk.name()))
-        .and_then(|()| {
-            // SAFETY: `frame` is a RAM frame we own, mapped in the direct
-            // map; the read has completed, nobody else writes it.
-            let page = unsafe {
-                core::slice::from_raw_parts(memory::phys_to_virt(frame).as_u64() as *const u8, 4096)
-            };
-            mm::swap::header::parse(page, pages).map_err(|e| format!("swapon {}: {e}", disk.name()))
-        });
+    let frame = memory::alloc_frames(0).map_err(|_| SwapOnError::NoMemory)?;
+    let header = disk.read_pages(0, frame, 1).map_err(SwapOnError::Read).and_then(|()| {
+        // SAFETY: `frame` is a RAM frame we own, mapped in the direct
+        // map; the read has completed, nobody else writes it.
+        let page =
+            unsafe { core::slice::from_raw_parts(memory::phys_to_virt(frame).as_u64() as *const u8, 4096) };
+        mm::swap::header::parse(page, pages).map_err(SwapOnError::BadHeader)
+    });
     memory::free_frames(frame, 0);
     let header = header?;
     let mut areas = AREAS.lock();
-    let ty = areas.iter().position(Option::is_none).unwrap_or(areas.len());
-    if ty >= mm::pgtable::format::MAX_SWAP_TYPES as usize {
-        return Err(format!("swapon {}: {ty} swap areas are on already", disk.name()));
-    }
+    let slot = areas.iter().position(Option::is_none).unwrap_or(areas.len());
+    let ty = SwapType::new(slot).ok_or(SwapOnError::TooManyAreas { on: slot })?;
     let label = String::from_utf8_lossy(header.label_bytes()).into_owned();
-    let dev = Arc::new(SwapDevice { area: SwapArea::new(ty as u8, &header), disk, label });
-    if ty == areas.len() {
+    let dev = Arc::new(SwapDevice { area: SwapArea::new(ty, &header), disk, label });
+    if slot == areas.len() {
         areas.push(Some(dev.clone()));
     } else {
-        areas[ty] = Some(dev.clone());
+        areas[slot] = Some(dev.clone());
     }
     drop(areas);
     crate::println!(
@@ -103,7 +167,7 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<u8, String> {
         dev.area.nr_slots() / 256,
         if dev.label.is_empty() { String::new() } else { format!(", label \"{}\"", dev.label) }
     );
-    Ok(ty as u8)
+    Ok(ty)
 }
 
 /// Turns swap off for the area of type `ty` (`mm::swapoff`): stops
@@ -113,15 +177,11 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<u8, String> {
 /// the area once no slot is used. On an error (a read that fails, no
 /// memory) the area stays on, with allocation stopped, and the message says
 /// why; nothing is lost.
-pub fn swapoff(ty: u8) -> Result<(), String> {
-    use mm::swapoff::SwapoffError;
-    let dev = area(ty).ok_or_else(|| format!("swapoff: no swap area of type {ty}"))?;
-    let back = mm::swapoff::swapoff(&crate::vm::space::Spaces, &dev.area).map_err(|e| match e {
-        SwapoffError::SwapIn { .. } => format!("{e}"),
-        SwapoffError::StillUsed { .. } => format!("swapoff {}: {e}", dev.disk.name()),
-    })?;
+pub fn swapoff(ty: SwapType) -> Result<(), SwapOffError> {
+    let dev = area(ty).ok_or(SwapOffError::NoArea(ty))?;
+    let back = mm::swapoff::swapoff(&crate::vm::space::Spaces, &dev.area).map_err(SwapOffError::Walk)?;
     let mut areas = AREAS.lock();
-    areas[ty as usize] = None;
+    areas[ty.index()] = None;
     while areas.last().is_some_and(Option::is_none) {
         areas.pop();
     }
@@ -135,14 +195,14 @@ pub fn init() {
     AREAS.lock().reserve(mm::pgtable::format::MAX_SWAP_TYPES as usize);
     for disk in crate::drivers::blk::disks() {
         if let Err(e) = swapon(disk) {
-            crate::println!("swap: {e}");
+            crate::println!("swap: swapon {}: {e}", disk.name());
         }
     }
 }
 
 /// The area of type `ty`.
-pub fn area(ty: u8) -> Option<Arc<SwapDevice>> {
-    AREAS.lock().get(ty as usize).cloned().flatten()
+pub fn area(ty: SwapType) -> Option<Arc<SwapDevice>> {
+    AREAS.lock().get(ty.index()).cloned().flatten()
 }
 
 /// The area new slots come from: the preferred one ([`prefer`]) if set
@@ -164,8 +224,8 @@ static PREFERRED: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Makes new slots come from the area of type `ty` while it allocates
 /// (`None`: the first area again). For tests of one area.
-pub fn prefer(ty: Option<u8>) {
-    PREFERRED.store(ty.map_or(u64::MAX, u64::from), Ordering::Relaxed);
+pub fn prefer(ty: Option<SwapType>) {
+    PREFERRED.store(ty.map_or(u64::MAX, |ty| ty.index() as u64), Ordering::Relaxed);
 }
 
 /// True when some swap area is on (allocates nothing: kswapd asks often).
@@ -251,16 +311,18 @@ pub fn count_of(entry: SwapEntry) -> Option<u8> {
 pub struct Io<'a>(pub &'a SwapDevice);
 
 impl SwapBackend for Io<'_> {
-    fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
-        let r = self.0.disk.read_pages(first.offset(), frame, nr).map_err(|e| format!("{e}"));
+    type IoError = IoError;
+
+    fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), IoError> {
+        let r = self.0.disk.read_pages(first.offset(), frame, nr);
         match r {
             Ok(()) => PSWPIN.fetch_add(nr as u64, Ordering::Relaxed),
             Err(_) => READ_ERRORS.fetch_add(1, Ordering::Relaxed),
         };
         r
     }
-    fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
-        let r = self.0.disk.write_pages(first.offset(), frame, nr).map_err(|e| format!("{e}"));
+    fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), IoError> {
+        let r = self.0.disk.write_pages(first.offset(), frame, nr);
         match r {
             Ok(()) => PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed),
             Err(_) => WRITE_ERRORS.fetch_add(1, Ordering::Relaxed),
@@ -304,10 +366,10 @@ impl SwapBackend for Io<'_> {
 pub fn get_folio(
     dev: &SwapDevice,
     entry: SwapEntry,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
     run: impl Fn() -> Option<SwapEntry>,
-) -> Result<(Folio<'static>, usize), SwapInError> {
+) -> Result<(Folio<'static>, usize), SwapInError<IoError>> {
     let memmap = memory::frame_allocator().memmap();
     mm::swap::swapin::get_swapped_folio_with_run(&dev.area, memmap, &Io(dev), entry, handle, index, run)
 }

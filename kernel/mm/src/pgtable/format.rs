@@ -28,7 +28,7 @@
 //! - The dirty/write algebra: `mkdirty` then `mkclean` is clean; `wrprotect`
 //!   keeps dirty; `mkdirty` never makes an entry writable.
 
-use crate::addr::PhysAddr;
+use crate::addr::{Pfn, PhysAddr};
 use core::fmt;
 
 /// A level of the 4-level tree, named as Linux names them. The number is
@@ -170,35 +170,79 @@ pub const MIGRATION_PFN_BITS: u32 = 40;
 /// Why a swap entry could not be built. The caller's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwapEntryError {
-    /// Type is not below [`MAX_SWAP_TYPES`].
+    /// A stored type number is not below [`MAX_SWAP_TYPES`].
     BadType(u8),
     /// Offset 0 is the swap header (never a slot), and offsets are at most
     /// [`MAX_SWAP_OFFSET`].
     BadOffset(u64),
 }
 
+/// Which swap area: a number below [`MAX_SWAP_TYPES`], checked when made,
+/// so the type of a [`SwapEntry`] is always one an area can have.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct SwapType(u8);
+
+impl SwapType {
+    /// Swap type `n`; `None` when `n` is not below [`MAX_SWAP_TYPES`].
+    pub const fn new(n: usize) -> Option<SwapType> {
+        if n < MAX_SWAP_TYPES as usize {
+            Some(SwapType(n as u8))
+        } else {
+            None
+        }
+    }
+    /// Swap type `n`, for constants and tests.
+    ///
+    /// # Panics
+    /// When `n` is not below [`MAX_SWAP_TYPES`] (at compile time in a
+    /// constant).
+    pub const fn nth(n: u8) -> SwapType {
+        assert!(n < MAX_SWAP_TYPES, "SwapType::nth: not a swap type");
+        SwapType(n)
+    }
+    /// The type as an index (of a table of areas).
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+    /// The type's number, as the entry formats store it.
+    pub const fn raw(self) -> u8 {
+        self.0
+    }
+}
+
+impl fmt::Display for SwapType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// An arch-neutral swap entry: which swap area (`ty`) and which page slot in
-/// it (`offset`). Built with [`SwapEntry::new`], which checks both.
+/// it (`offset`). Built with [`SwapEntry::new`], which checks the offset.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SwapEntry {
-    ty: u8,
+    ty: SwapType,
     offset: u64,
 }
 
 impl SwapEntry {
-    /// A swap entry; refuses a type outside the swap types and an offset of
-    /// 0 (the header page) or above [`MAX_SWAP_OFFSET`].
-    pub const fn new(ty: u8, offset: u64) -> Result<SwapEntry, SwapEntryError> {
-        if ty >= MAX_SWAP_TYPES {
-            return Err(SwapEntryError::BadType(ty));
-        }
+    /// A swap entry; refuses an offset of 0 (the header page) or above
+    /// [`MAX_SWAP_OFFSET`].
+    pub const fn new(ty: SwapType, offset: u64) -> Result<SwapEntry, SwapEntryError> {
         if offset == 0 || offset > MAX_SWAP_OFFSET {
             return Err(SwapEntryError::BadOffset(offset));
         }
         Ok(SwapEntry { ty, offset })
     }
+    /// The entry of a type number and offset as an entry format stores
+    /// them; refuses a number that is no swap type, and a bad offset.
+    pub const fn from_type_offset(ty: u8, offset: u64) -> Result<SwapEntry, SwapEntryError> {
+        match SwapType::new(ty as usize) {
+            Some(ty) => SwapEntry::new(ty, offset),
+            None => Err(SwapEntryError::BadType(ty)),
+        }
+    }
     /// The swap area.
-    pub const fn ty(self) -> u8 {
+    pub const fn ty(self) -> SwapType {
         self.ty
     }
     /// The page slot in the area.
@@ -209,7 +253,16 @@ impl SwapEntry {
     /// above [`SWAP_OFFSET_BITS`], offset below. Never 0 (offsets start at
     /// 1), and `raw + i` is the entry of slot `offset + i` of the same area.
     pub const fn to_raw(self) -> u64 {
-        (self.ty as u64) << SWAP_OFFSET_BITS | self.offset
+        (self.ty.0 as u64) << SWAP_OFFSET_BITS | self.offset
+    }
+    /// The entry `n` slots after this one in the same area.
+    ///
+    /// # Panics
+    /// When that passes [`MAX_SWAP_OFFSET`] (no area is that large).
+    pub const fn plus(self, n: u64) -> SwapEntry {
+        let offset = self.offset + n;
+        assert!(offset <= MAX_SWAP_OFFSET, "SwapEntry::plus: past the largest offset");
+        SwapEntry { ty: self.ty, offset }
     }
     /// The entry a raw number from [`SwapEntry::to_raw`] stands for.
     pub const fn from_raw(raw: u64) -> Result<SwapEntry, SwapEntryError> {
@@ -217,7 +270,7 @@ impl SwapEntry {
         if ty >= MAX_SWAP_TYPES as u64 {
             return Err(SwapEntryError::BadType(if ty > 255 { 255 } else { ty as u8 }));
         }
-        SwapEntry::new(ty as u8, raw & ((1 << SWAP_OFFSET_BITS) - 1))
+        SwapEntry::from_type_offset(ty as u8, raw & ((1 << SWAP_OFFSET_BITS) - 1))
     }
 }
 
@@ -265,7 +318,7 @@ pub struct MigrationEntry {
     /// The PFN of the (head) page being migrated; at most
     /// [`MIGRATION_PFN_BITS`] bits (use [`MigrationEntry::new`] to check;
     /// the formats assert it when encoding).
-    pub pfn: u64,
+    pub pfn: Pfn,
     /// The mapping was young.
     pub young: bool,
     /// The mapping was dirty.
@@ -275,15 +328,17 @@ pub struct MigrationEntry {
 impl MigrationEntry {
     /// A migration entry; `None` when `pfn` needs more than
     /// [`MIGRATION_PFN_BITS`] bits (it would spill into young/dirty).
-    pub const fn new(kind: MigrationKind, pfn: u64, young: bool, dirty: bool) -> Option<MigrationEntry> {
-        if pfn >> MIGRATION_PFN_BITS != 0 {
+    pub const fn new(kind: MigrationKind, pfn: Pfn, young: bool, dirty: bool) -> Option<MigrationEntry> {
+        if pfn.as_u64() >> MIGRATION_PFN_BITS != 0 {
             return None;
         }
         Some(MigrationEntry { kind, pfn, young, dirty })
     }
     /// The offset field that encodes this entry: PFN, then young, then dirty.
     pub const fn to_offset(self) -> u64 {
-        self.pfn | (self.young as u64) << MIGRATION_PFN_BITS | (self.dirty as u64) << (MIGRATION_PFN_BITS + 1)
+        self.pfn.as_u64()
+            | (self.young as u64) << MIGRATION_PFN_BITS
+            | (self.dirty as u64) << (MIGRATION_PFN_BITS + 1)
     }
     /// Decodes a migration entry from its type number and offset field.
     pub const fn from_type_offset(ty: u8, offset: u64) -> Option<MigrationEntry> {
@@ -293,7 +348,7 @@ impl MigrationEntry {
         }
         Some(MigrationEntry {
             kind,
-            pfn: offset & ((1 << MIGRATION_PFN_BITS) - 1),
+            pfn: Pfn::new(offset & ((1 << MIGRATION_PFN_BITS) - 1)),
             young: offset >> MIGRATION_PFN_BITS & 1 != 0,
             dirty: offset >> (MIGRATION_PFN_BITS + 1) & 1 != 0,
         })
@@ -421,23 +476,27 @@ mod tests {
 
     #[test]
     fn swap_entries_are_checked() {
-        assert!(SwapEntry::new(0, 1).is_ok());
-        assert_eq!(SwapEntry::new(0, 0), Err(SwapEntryError::BadOffset(0)));
-        assert_eq!(SwapEntry::new(23, 1), Err(SwapEntryError::BadType(23)));
-        assert_eq!(SwapEntry::new(1, 1 << 50), Err(SwapEntryError::BadOffset(1 << 50)));
-        assert_eq!(SwapEntry::new(0, (1 << 50) - 1), Err(SwapEntryError::BadOffset((1 << 50) - 1)));
-        let e = SwapEntry::new(22, MAX_SWAP_OFFSET).unwrap();
-        assert_eq!((e.ty(), e.offset()), (22, MAX_SWAP_OFFSET));
-        assert!(MigrationEntry::new(MigrationKind::Read, 1 << 40, false, false).is_none());
-        assert!(MigrationEntry::new(MigrationKind::Read, (1 << 40) - 1, true, true).is_some());
+        let t = SwapType::nth;
+        assert!(SwapEntry::new(t(0), 1).is_ok());
+        assert_eq!(SwapEntry::new(t(0), 0), Err(SwapEntryError::BadOffset(0)));
+        assert_eq!(SwapType::new(23), None);
+        assert_eq!(SwapEntry::from_type_offset(23, 1), Err(SwapEntryError::BadType(23)));
+        assert_eq!(SwapEntry::new(t(1), 1 << 50), Err(SwapEntryError::BadOffset(1 << 50)));
+        assert_eq!(SwapEntry::new(t(0), (1 << 50) - 1), Err(SwapEntryError::BadOffset((1 << 50) - 1)));
+        let e = SwapEntry::new(t(22), MAX_SWAP_OFFSET).unwrap();
+        assert_eq!((e.ty(), e.offset()), (t(22), MAX_SWAP_OFFSET));
+        assert_eq!(alloc::format!("{}", e.ty()), "22");
+        assert!(MigrationEntry::new(MigrationKind::Read, Pfn::new(1 << 40), false, false).is_none());
+        assert!(MigrationEntry::new(MigrationKind::Read, Pfn::new((1 << 40) - 1), true, true).is_some());
     }
 
     #[test]
     fn raw_swap_entries_round_trip_and_count_slots() {
-        let e = SwapEntry::new(5, 0x1000).unwrap();
+        let e = SwapEntry::new(SwapType::nth(5), 0x1000).unwrap();
         assert_ne!(e.to_raw(), 0);
         assert_eq!(SwapEntry::from_raw(e.to_raw()), Ok(e));
-        assert_eq!(SwapEntry::from_raw(e.to_raw() + 7), SwapEntry::new(5, 0x1007));
+        assert_eq!(SwapEntry::from_raw(e.to_raw() + 7), SwapEntry::new(SwapType::nth(5), 0x1007));
+        assert_eq!(e.plus(7), SwapEntry::new(SwapType::nth(5), 0x1007).unwrap());
         assert_eq!(SwapEntry::from_raw(0), Err(SwapEntryError::BadOffset(0)));
         assert!(SwapEntry::from_raw(23 << SWAP_OFFSET_BITS | 1).is_err());
     }
@@ -446,7 +505,7 @@ mod tests {
     fn migration_offsets_round_trip() {
         for kind in [MigrationKind::Read, MigrationKind::ReadExclusive, MigrationKind::Write] {
             for (young, dirty) in [(false, false), (true, false), (false, true), (true, true)] {
-                let m = MigrationEntry { kind, pfn: 0xff_ffff_ffff, young, dirty };
+                let m = MigrationEntry { kind, pfn: Pfn::new(0xff_ffff_ffff), young, dirty };
                 assert_eq!(MigrationEntry::from_type_offset(kind.swap_type(), m.to_offset()), Some(m));
             }
         }

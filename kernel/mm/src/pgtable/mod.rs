@@ -19,7 +19,7 @@ pub mod table;
 
 pub use format::{
     Decoded, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageSize, PageTableFormat, Prot,
-    SwapEntry,
+    SwapEntry, SwapType,
 };
 pub use memory::{Flush, TableMemory, TlbHooks};
 pub use table::{EntrySlot, PageTable, PgError};

@@ -407,7 +407,7 @@ impl<F: PageTableFormat> PageTable<F> {
                     ..leaf
                 }),
                 Decoded::NonPresent(NonPresent::Migration(m)) => {
-                    F::make_nonpresent(&NonPresent::Migration(MigrationEntry { pfn: m.pfn + i, ..m }))
+                    F::make_nonpresent(&NonPresent::Migration(MigrationEntry { pfn: m.pfn.plus(i), ..m }))
                 }
                 Decoded::NonPresent(NonPresent::Swap { entry, exclusive }) => {
                     let entry = SwapEntry::new(entry.ty(), entry.offset() + i)

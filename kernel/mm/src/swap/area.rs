@@ -116,7 +116,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::pgtable::format::{SwapEntry, MAX_SWAP_OFFSET, MAX_SWAP_TYPES};
+use crate::addr::Pfn;
+use crate::pgtable::format::{SwapEntry, SwapType, MAX_SWAP_OFFSET};
 use crate::swap::header::SwapHeader;
 use crate::sync::Lock;
 
@@ -150,7 +151,7 @@ const _: () = assert!(MAX_SWAP_COUNT < BAD && BAD & HAS_CACHE == 0 && BAD == COU
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotError {
     /// The entry belongs to another swap area.
-    WrongArea { ty: u8, area: u8 },
+    WrongArea { ty: SwapType, area: SwapType },
     /// `nr` slots from `offset` are not all inside the area (or `nr` is 0).
     OutOfRange { offset: u64, nr: u64, nr_pages: u64 },
     /// The slot is the header page or a bad page.
@@ -328,7 +329,7 @@ struct Inner {
 
 /// One swap area. See the module doc for the protocol.
 pub struct SwapArea {
-    ty: u8,
+    ty: SwapType,
     /// Pages of the area, header and bad pages included.
     nr_pages: u64,
     /// Good slots: pages minus the header and the bad pages.
@@ -347,13 +348,7 @@ impl SwapArea {
     /// The area of type `ty` described by a checked `header`: every slot
     /// free but page 0 and the bad pages, every whole cluster free. Bad
     /// pages outside `1..nr_pages` are ignored.
-    ///
-    /// # Panics
-    ///
-    /// If `ty` is not a swap type (`ty >= MAX_SWAP_TYPES`): the kernel's
-    /// table of areas chose it, so that is a kernel bug.
-    pub fn new(ty: u8, header: &SwapHeader) -> SwapArea {
-        assert!(ty < MAX_SWAP_TYPES, "SwapArea::new: type {ty} is not a swap type");
+    pub fn new(ty: SwapType, header: &SwapHeader) -> SwapArea {
         let nr_pages = header.nr_pages.min(MAX_SWAP_OFFSET + 1);
         let mut map = vec![0u8; nr_pages as usize];
         if let Some(header_slot) = map.first_mut() {
@@ -400,7 +395,7 @@ impl SwapArea {
     }
 
     /// The area's swap type.
-    pub fn ty(&self) -> u8 {
+    pub fn ty(&self) -> SwapType {
         self.ty
     }
 
@@ -593,7 +588,8 @@ impl SwapArea {
     /// [`SwapArea::alloc`] or [`SwapArea::claim_cache`]); no slot may have
     /// a folio yet. The cache keeps its own reference on the folio, taken
     /// by the caller.
-    pub fn cache_add(&self, entry: SwapEntry, nr: u64, pfn: u64) -> Result<(), CacheError> {
+    pub fn cache_add(&self, entry: SwapEntry, nr: u64, pfn: Pfn) -> Result<(), CacheError> {
+        let pfn = pfn.as_u64();
         let mut inner = self.inner.lock();
         let range = self.slot_range(entry, nr).map_err(CacheError::Slot)?;
         for s in range.clone() {
@@ -618,14 +614,14 @@ impl SwapArea {
     /// area's lock**, and returns what `f` returns. `f` may take a folio
     /// reference (the cache's own keeps the folio alive meanwhile) and must
     /// do nothing else that waits or takes a lock.
-    pub fn cache_lookup_with<R>(&self, entry: SwapEntry, f: impl FnOnce(u64, usize) -> R) -> Option<R> {
+    pub fn cache_lookup_with<R>(&self, entry: SwapEntry, f: impl FnOnce(Pfn, usize) -> R) -> Option<R> {
         let inner = self.inner.lock();
         let s = self.slot_range(entry, 1).ok()?.start as u64;
         let (&first, cached) = inner.cache.range(..=s).next_back()?;
         if s >= first + cached.nr {
             return None;
         }
-        Some(f(cached.pfn, (s - first) as usize))
+        Some(f(Pfn::new(cached.pfn), (s - first) as usize))
     }
 
     /// Takes the folio of `nr` pages with head `pfn` out of the swap cache
@@ -633,7 +629,8 @@ impl SwapArea {
     /// there. The caller holds the folio locked and not under writeback,
     /// drops the cache's reference afterwards, and releases the slots with
     /// [`SwapArea::release_cache`]. HAS_CACHE stays set until then.
-    pub fn cache_delete(&self, entry: SwapEntry, nr: u64, pfn: u64) -> Result<(), CacheError> {
+    pub fn cache_delete(&self, entry: SwapEntry, nr: u64, pfn: Pfn) -> Result<(), CacheError> {
+        let pfn = pfn.as_u64();
         let mut inner = self.inner.lock();
         let start = self.slot_range(entry, nr).map_err(CacheError::Slot)?.start as u64;
         let Some((&first, &cached)) = inner.cache.range(..=start).next_back() else {

@@ -59,14 +59,15 @@ impl fmt::Display for AddError {
     }
 }
 
-/// The swap entry of page 0 of the cache folio `folio`.
+/// The swap entry of page 0 of the cache folio `folio`
+/// ([`Folio::swap_entry`]).
 pub fn folio_entry(folio: &Folio<'_>) -> Option<SwapEntry> {
-    folio.swap_entry().and_then(|raw| SwapEntry::from_raw(raw).ok())
+    folio.swap_entry()
 }
 
 /// The swap entry `i` slots after `first` (page `i` of a cache folio).
 pub fn nth_entry(first: SwapEntry, i: usize) -> SwapEntry {
-    SwapEntry::new(first.ty(), first.offset() + i as u64).expect("a folio's run lies inside its area")
+    first.plus(i as u64)
 }
 
 /// Gives the locked anonymous folio `folio` swap slots in `area` and puts
@@ -91,7 +92,7 @@ pub fn add_to_swap(area: &SwapArea, folio: &Folio<'_>) -> Result<SwapEntry, AddE
     // folio still in the cache (write failed, freeze failed, or during
     // writeback) would retry for ever.
     folio.set_flag(PageFlag::Uptodate);
-    folio.set_swap_entry(entry.to_raw());
+    folio.set_swap_entry(entry);
     folio.set_flag(PageFlag::SwapCache);
     if area.cache_add(entry, nr as u64, folio.pfn()).is_err() {
         folio.clear_flag(PageFlag::SwapCache);

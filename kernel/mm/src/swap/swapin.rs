@@ -63,25 +63,30 @@
 //! cache (no entry holds any of its slots any more), which frees its slots:
 //! [`super::cache`]'s rule that a cache folio is never writable.
 
+use super::area::SlotError;
 use super::area::{ClaimError, SwapArea};
 use super::cache::{delete_from_swap_cache, folio_entry, lookup_get, nth_entry, still_cached};
 use crate::addr::{PhysAddr, VirtAddr};
+use crate::folio::{AnonHandle, FolioMapping};
 use crate::folio::{Folio, UnpublishedFolio};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{Decoded, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, Prot};
 use crate::pgtable::{SwapEntry, TableMemory};
 use crate::thp::{HPAGE_NR, HPAGE_ORDER, HPAGE_SIZE};
 use crate::vma::VmaSet;
-use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 
 /// What swap-in needs from the kernel: the disk, memory, and a way to wait.
 pub trait SwapBackend {
+    /// Why the disk failed a read or a write: the kernel's own error,
+    /// which says whose fault it is (the device's, the caller's, memory).
+    type IoError: fmt::Display + fmt::Debug;
     /// Reads `nr` slots from `first` on into the contiguous frames at
-    /// `frame`. May sleep. Errors carry a message for the user.
-    fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String>;
+    /// `frame`. May sleep.
+    fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), Self::IoError>;
     /// Writes the `nr` frames at `frame` to the slots from `first` on.
-    fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String>;
+    fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), Self::IoError>;
     /// Waits a little: another task holds a folio lock or a slot claim.
     fn relax(&self);
     /// A fresh order-0 folio for swap-in (unpublished), `None` when memory
@@ -98,16 +103,35 @@ pub trait SwapBackend {
     fn free_folio(&self, folio: Folio<'static>);
 }
 
-/// Why [`get_swapped_folio`] brought nothing back.
+/// Why [`get_swapped_folio`] brought nothing back; `E` is the backend's
+/// I/O error ([`SwapBackend::IoError`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SwapInError {
+pub enum SwapInError<E> {
     /// The slot is no longer held by any entry: the faulting entry changed
     /// meanwhile (somebody else swapped it in). Retry the access.
     Stale,
     /// No memory for the folio.
     NoMemory,
-    /// The disk failed the read; the message says how.
-    Io(String),
+    /// The disk failed the read (its error says whose fault it is).
+    Io(E),
+    /// The entry names no slot of the area: a page table holds an entry
+    /// the area never gave out (a kernel bug, or memory corruption).
+    Slot(SlotError),
+}
+
+/// What swap-in brings back: the cache folio holding the entry (locked,
+/// with a reference for the caller) and the entry's page in it, or why not.
+pub type SwappedIn<B> = Result<(Folio<'static>, usize), SwapInError<<B as SwapBackend>::IoError>>;
+
+impl<E: fmt::Display> fmt::Display for SwapInError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwapInError::Stale => write!(f, "the entry changed meanwhile"),
+            SwapInError::NoMemory => write!(f, "no memory for the page"),
+            SwapInError::Io(e) => write!(f, "{e}"),
+            SwapInError::Slot(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 /// The cache folio holding `entry`, locked, with a reference for the
@@ -115,14 +139,14 @@ pub enum SwapInError {
 /// `handle`/`index` name the faulting page (`index` = its `va >> 12`), for
 /// a folio this call reads in. Every miss reads the one page:
 /// [`get_swapped_folio_with_run`] with no run.
-pub fn get_swapped_folio(
+pub fn get_swapped_folio<B: SwapBackend>(
     area: &SwapArea,
     memmap: &'static Memmap,
-    backend: &impl SwapBackend,
+    backend: &B,
     entry: SwapEntry,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
-) -> Result<(Folio<'static>, usize), SwapInError> {
+) -> SwappedIn<B> {
     get_swapped_folio_with_run(area, memmap, backend, entry, handle, index, || None)
 }
 
@@ -132,15 +156,15 @@ pub fn get_swapped_folio(
 /// It is asked before the claim (which slots to claim) and once more
 /// after it (the run is still intact now that no slot of it can be freed
 /// or reused). Any refusal falls back to the order-0 read.
-pub fn get_swapped_folio_with_run(
+pub fn get_swapped_folio_with_run<B: SwapBackend>(
     area: &SwapArea,
     memmap: &'static Memmap,
-    backend: &impl SwapBackend,
+    backend: &B,
     entry: SwapEntry,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
     run: impl Fn() -> Option<SwapEntry>,
-) -> Result<(Folio<'static>, usize), SwapInError> {
+) -> SwappedIn<B> {
     let mut try_run = true;
     loop {
         if let Some((folio, i)) = lookup_get(area, memmap, entry) {
@@ -176,7 +200,7 @@ pub fn get_swapped_folio_with_run(
                 continue;
             }
             Err(ClaimError::Unused { .. }) => return Err(SwapInError::Stale),
-            Err(ClaimError::Slot(e)) => return Err(SwapInError::Io(alloc::format!("{e}"))),
+            Err(ClaimError::Slot(e)) => return Err(SwapInError::Slot(e)),
         }
         let Some(new) = backend.alloc_folio() else {
             let _ = area.release_cache(entry, 1);
@@ -225,14 +249,14 @@ pub fn intact_run<F: PageTableFormat>(
 /// The large read of a miss on `entry` (module doc): `None` when it does
 /// not apply or anything refuses (nothing is left claimed); else what the
 /// read gave.
-fn read_run(
+fn read_run<B: SwapBackend>(
     area: &SwapArea,
-    backend: &impl SwapBackend,
+    backend: &B,
     entry: SwapEntry,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
     run: &impl Fn() -> Option<SwapEntry>,
-) -> Option<Result<(Folio<'static>, usize), SwapInError>> {
+) -> Option<SwappedIn<B>> {
     let first = run()?;
     let i = entry.offset().checked_sub(first.offset())? as usize;
     if first.ty() != entry.ty() || i >= HPAGE_NR || !first.offset().is_multiple_of(HPAGE_NR as u64) {
@@ -281,32 +305,32 @@ enum ReadInto {
 /// error it is out of the cache again and freed, and the slots keep their
 /// data and counts.
 #[allow(clippy::too_many_arguments)]
-fn read_new(
+fn read_new<B: SwapBackend>(
     area: &SwapArea,
-    backend: &impl SwapBackend,
+    backend: &B,
     mut new: UnpublishedFolio<'static>,
     first: SwapEntry,
     i: usize,
-    handle: u64,
+    handle: AnonHandle,
     index: u64,
     into: ReadInto,
-) -> Result<(Folio<'static>, usize), SwapInError> {
+) -> SwappedIn<B> {
     let nr = 1usize << new.order();
     new.nonatomic_set_flag(PageFlag::SwapBacked);
     new.nonatomic_set_flag(PageFlag::Locked);
-    new.set_mapping(handle, index - i as u64);
+    new.set_mapping(FolioMapping::Anon(handle), index - i as u64);
     let folio = new.publish(); // our reference
     if into == ReadInto::Cache {
         for _ in 0..nr {
             folio.get(); // the cache's, one per page
         }
-        folio.set_swap_entry(first.to_raw());
+        folio.set_swap_entry(first);
         folio.set_flag(PageFlag::SwapCache);
         if let Err(e) = area.cache_add(first, nr as u64, folio.pfn()) {
             panic!("get_swapped_folio: claimed slots {first:?} (+{nr}) refused by the cache: {e}");
         }
     }
-    match backend.read(first, PhysAddr::new(folio.pfn() << 12), nr) {
+    match backend.read(first, folio.pfn().phys(), nr) {
         Ok(()) => {
             folio.set_flag(PageFlag::Uptodate);
             // A new folio goes on the LRU lists here, and only here: a
@@ -410,7 +434,7 @@ pub fn map_swapped_in<F: PageTableFormat>(
         }
         let (_, flush) = table.clear(mem, va, Level::Pte).expect("a swap PTE was just read here");
         flush.ignore(); // a swap entry is never cached by a TLB
-        let frame = PhysAddr::new((folio.pfn() + j as u64) << 12);
+        let frame = folio.pfn().plus(j as u64).phys();
         let leaf = Leaf { frame, size: PageSize::Size4K, prot, dirty: writable && write, young: true };
         table.map(mem, va, leaf).expect("the slot was just cleared").ignore();
         folio.add_page_mapcount(j, 1);
