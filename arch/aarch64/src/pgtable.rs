@@ -594,6 +594,7 @@ mod tests {
     //! `kernel/mm/tests/formats_conformance.rs`.
     use super::*;
     use mm::pgtable::sim::{HwAccess, HwFault, Translation};
+    use mm::pgtable::SwapType;
     use mm::pgtable::TableMemory;
     use mm::testkit::mmu::{install, memory, page, slot_of, walk, FRAME, USER_RW, VA};
     use mm::testkit::strategies::{decoded_leaf, leaf, migration, nonpresent, swap_fields, table_level};
@@ -725,15 +726,17 @@ mod tests {
         /// keeps its address in; only the valid bit tells them apart.
         #[test]
         fn a_migration_pmd_holds_its_frame_in_the_block_address_bits(m in migration(), frame_2m in 0..1u64 << 27) {
-            let m = MigrationEntry { pfn: frame_2m << 9, ..m };
+            let m = MigrationEntry { pfn: mm::Pfn::new(frame_2m << 9), ..m };
             prop_assert_eq!(F::make_nonpresent(&NonPresent::Migration(m)) & ADDR_2M, frame_2m << 21);
         }
     }
 
     #[test]
     fn unknown_invalid_descriptors_are_bad() {
-        let swap =
-            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(3, 7).unwrap(), exclusive: false });
+        let swap = F::make_nonpresent(&NonPresent::Swap {
+            entry: SwapEntry::new(SwapType::nth(3), 7).unwrap(),
+            exclusive: false,
+        });
         for bit in [SWP_UFFD_WP, 1 << 4, 1 << 5, SWP_PRESENT_INVALID, 1 << 62, 1 << 63] {
             assert_eq!(F::decode(swap | bit, Level::Pte), Decoded::Bad(swap | bit), "bit {bit:#x}");
         }

@@ -628,6 +628,7 @@ mod tests {
     use super::*;
     use mm::pgtable::format::MAX_SWAP_OFFSET;
     use mm::pgtable::sim::{HwAccess, HwFault};
+    use mm::pgtable::SwapType;
     use mm::pgtable::TableMemory;
     use mm::testkit::mmu::{install, memory, page, slot_of, walk, FRAME, USER_RW, VA};
     use mm::testkit::strategies::{decoded_leaf, leaf, migration, nonpresent, swap_fields, table_level};
@@ -664,7 +665,7 @@ mod tests {
         #[test]
         fn a_migration_pmd_holds_its_frame_inverted(m in migration(), frame_2m in 0..1u64 << 19) {
             let frame = frame_2m << 21;
-            let raw = F::make_nonpresent(&NonPresent::Migration(MigrationEntry { pfn: frame >> 12, ..m }));
+            let raw = F::make_nonpresent(&NonPresent::Migration(MigrationEntry { pfn: PhysAddr::new(frame).pfn(), ..m }));
             prop_assert_ne!(raw & ADDR_2M, frame);
         }
     }
@@ -681,8 +682,10 @@ mod tests {
 
     #[test]
     fn unknown_nonpresent_entries_are_bad() {
-        let swap =
-            F::make_nonpresent(&NonPresent::Swap { entry: SwapEntry::new(3, 7).unwrap(), exclusive: false });
+        let swap = F::make_nonpresent(&NonPresent::Swap {
+            entry: SwapEntry::new(SwapType::nth(3), 7).unwrap(),
+            exclusive: false,
+        });
         for bit in [SWP_SOFT_DIRTY, SWP_UFFD_WP, SWP_UNUSED, PS, SWP_PROTNONE] {
             assert_eq!(F::decode(swap | bit, Level::Pte), Decoded::Bad(swap | bit), "bit {bit:#x}");
         }
@@ -700,8 +703,8 @@ mod tests {
     fn the_swap_offset_that_would_invert_to_zero_cannot_be_built() {
         // Type 0, all-ones offset, not exclusive would be stored as 0, the
         // none entry: `SwapEntry::new` refuses that offset for every type.
-        assert!(SwapEntry::new(0, (1 << SWAP_OFFSET_BITS) - 1).is_err());
-        let entry = SwapEntry::new(0, MAX_SWAP_OFFSET).unwrap();
+        assert!(SwapEntry::new(SwapType::nth(0), (1 << SWAP_OFFSET_BITS) - 1).is_err());
+        let entry = SwapEntry::new(SwapType::nth(0), MAX_SWAP_OFFSET).unwrap();
         let raw = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: false });
         assert_ne!(raw, 0);
         assert_eq!(

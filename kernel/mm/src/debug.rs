@@ -82,7 +82,7 @@ pub enum FrameProblem {
     /// A hole, firmware or kernel frame, never managed by the allocator.
     Reserved,
     /// Inside the free block starting at `block`.
-    Free { block: u64 },
+    Free { block: Pfn },
     /// Allocated, but a raw frame (a page table, kernel data), not a folio.
     NotFolio,
 }
@@ -216,7 +216,7 @@ fn frame_problem(memmap: &Memmap, pfn: Pfn) -> FrameProblem {
         let start = pfn & !((1u64 << k) - 1);
         if let Some(p) = memmap.get(Pfn::new(start)) {
             if p.test_flag(PageFlag::Buddy) && start + (1u64 << p.order()) > pfn {
-                return FrameProblem::Free { block: start };
+                return FrameProblem::Free { block: Pfn::new(start) };
             }
         }
     }

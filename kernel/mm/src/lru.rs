@@ -476,7 +476,8 @@ impl LruLists {
     /// the lock (exact as long as the flag rule holds, which
     /// [`LruLists::check`] verifies). `None` for a folio off the lists, a
     /// tail page, or a PFN outside the memmap.
-    pub fn list_of(&self, pfn: u64) -> Option<LruList> {
+    pub fn list_of(&self, pfn: Pfn) -> Option<LruList> {
+        let pfn = pfn.as_u64();
         let desc = self.memmap.get_raw(pfn)?;
         let _lists = self.lists.lock();
         let flags = desc.flags();
@@ -487,7 +488,7 @@ impl LruLists {
     /// Calls `f(head_pfn, list)` for every member, the inactive list first,
     /// each from head (newest) to tail (oldest), under the lock: `f` must
     /// not call back into these lists or take a lock (see the lock order).
-    pub fn for_each(&self, mut f: impl FnMut(u64, LruList)) {
+    pub fn for_each(&self, mut f: impl FnMut(Pfn, LruList)) {
         let lists = self.lists.lock();
         for (list, which) in [(&lists.inactive, LruList::Inactive), (&lists.active, LruList::Active)] {
             let mut pfn = list.head;
@@ -495,7 +496,7 @@ impl LruLists {
                 if pfn == NO_PFN {
                     break;
                 }
-                f(pfn, which);
+                f(Pfn::new(pfn), which);
                 pfn = page(self.memmap, pfn).list_next.load(Ordering::Relaxed);
             }
         }

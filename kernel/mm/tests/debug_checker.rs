@@ -19,11 +19,13 @@ use mm::frame::AllocKind;
 use mm::page::PageFlag;
 use mm::pgtable::format::MigrationKind;
 use mm::pgtable::sim::HardwareWalker;
+use mm::pgtable::SwapType;
 use mm::pgtable::{Leaf, Level, MigrationEntry, NonPresent, PageSize, Prot, SwapEntry};
 use mm::testkit::frames::SimFrames;
 use mm::testkit::mmu::{page, USER_RW};
 use mm::testkit::world::{World, AREA, MEMMAP_BASE};
 use mm::vma::VmaProt;
+use mm::Pfn;
 use mm::VirtAddr;
 
 /// Descriptors in the memmap; the last `RESERVED` are never managed.
@@ -71,7 +73,7 @@ fn demand_faults_make_consistent_anon_folios<F: HardwareWalker>() {
         let f = s.folio_at(0, va);
         assert_eq!((f.order(), f.page_mapcount(0), f.refcount(), f.entire_mapcount()), (0, 1, 1, 0));
         assert!(f.test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
-        assert_eq!((f.mapping(), f.index()), (handle, va >> 12));
+        assert_eq!((f.anon_handle(), f.index()), (Some(handle), va >> 12));
     }
     assert_eq!(s.nr_free(), s.nr_free_at_start() - 8, "one frame per folio");
     // A partial munmap splits the area and frees the folios at once.
@@ -117,7 +119,7 @@ fn a_refcount_below_the_mappings_is_reported<F: HardwareWalker>() {
     // not tie it to one address), counting the mapping but not its reference.
     let f = s.folio_at(0, AREA);
     f.clear_flag(PageFlag::SwapBacked);
-    let leaf = page(f.pfn() << 12, USER_RW, false, true);
+    let leaf = page(f.pfn().phys().as_u64(), USER_RW, false, true);
     s.sp(0).table.map(&s.mem, VirtAddr::new(AREA + 12 * 4096), leaf).unwrap().ignore();
     f.add_page_mapcount(0, 1);
     assert_eq!(
@@ -181,8 +183,8 @@ fn frames_that_are_not_folio_pages_are_reported<F: HardwareWalker>() {
     // Some free frame: the allocator's next order-0 block, given back.
     let free = fa.alloc(0, AllocKind::Normal).unwrap();
     fa.free(free, 0);
-    let reserved = MEMMAP_BASE + MEMMAP_LEN as u64 - 1;
-    let outside = MEMMAP_BASE + MEMMAP_LEN as u64 + 0x100;
+    let reserved = Pfn::new(MEMMAP_BASE + MEMMAP_LEN as u64 - 1);
+    let outside = Pfn::new(MEMMAP_BASE + MEMMAP_LEN as u64 + 0x100);
     let va = AREA + 10 * 4096;
     for (pfn, why) in [
         (raw, FrameProblem::NotFolio),
@@ -190,7 +192,7 @@ fn frames_that_are_not_folio_pages_are_reported<F: HardwareWalker>() {
         (reserved, FrameProblem::Reserved),
         (outside, FrameProblem::OutsideMemmap),
     ] {
-        let leaf = page(pfn << 12, USER_RW, false, true);
+        let leaf = page(pfn.phys().as_u64(), USER_RW, false, true);
         s.sp(0).table.map(&s.mem, VirtAddr::new(va), leaf).unwrap().ignore();
         match (check(&s), why) {
             // The free frame merged with its buddies: the block starts at or below it.
@@ -218,21 +220,21 @@ fn a_wrong_anon_mapping_is_reported<F: HardwareWalker>() {
     let f = s.folio_at(0, AREA + 5 * 4096);
     let handle = anon_handle(s.sp(0).table.root());
     f.lock();
-    f.set_mapping(handle, f.index() + 1);
+    f.set_mapping(mm::folio::FolioMapping::Anon(handle), f.index() + 1);
     f.unlock();
     assert_eq!(
         check(&s),
         Err(ConsistencyError::WrongMapping {
             va: VirtAddr::new(AREA + 5 * 4096),
             folio: f.pfn(),
-            mapping: handle,
+            mapping: mm::folio::FolioMapping::Anon(handle),
             index: (AREA >> 12) + 6,
             expected_mapping: handle,
             expected_index: (AREA >> 12) + 5,
         })
     );
     f.lock();
-    f.set_mapping(handle, (AREA >> 12) + 5);
+    f.set_mapping(mm::folio::FolioMapping::Anon(handle), (AREA >> 12) + 5);
     f.unlock();
     assert_eq!(check(&s), Ok(pages(8)));
     s.finish();
@@ -240,14 +242,14 @@ fn a_wrong_anon_mapping_is_reported<F: HardwareWalker>() {
 
 fn swap_and_migration_entries_are_counted_and_reported<F: HardwareWalker>() {
     let s = faulted::<F>();
-    let swap = NonPresent::Swap { entry: SwapEntry::new(1, 7).unwrap(), exclusive: true };
+    let swap = NonPresent::Swap { entry: SwapEntry::new(SwapType::nth(1), 7).unwrap(), exclusive: true };
     s.sp(0)
         .table
         .set_nonpresent(&s.mem, VirtAddr::new(AREA + 12 * 4096), Level::Pte, swap)
         .unwrap()
         .1
         .flush(&s.tlb);
-    let m = MigrationEntry::new(MigrationKind::Read, 0x1234, false, false).unwrap();
+    let m = MigrationEntry::new(MigrationKind::Read, Pfn::new(0x1234), false, false).unwrap();
     let mig = NonPresent::Migration(m);
     s.sp(0)
         .table
@@ -283,9 +285,10 @@ fn pmd_leaves_count_in_the_entire_mapcount<F: HardwareWalker>() {
     let handle = anon_handle(s.sp(0).table.root());
     let mut u = s.frames.fa().alloc_folio(9, AllocKind::Normal).unwrap();
     u.nonatomic_set_flag(PageFlag::SwapBacked);
-    u.set_mapping(handle, base >> 12);
+    u.set_mapping(mm::folio::FolioMapping::Anon(handle), base >> 12);
     let f = u.publish();
-    let huge = |frame: u64| Leaf { size: PageSize::Size2M, ..page(frame << 12, USER_RW, true, true) };
+    let huge =
+        |frame: Pfn| Leaf { size: PageSize::Size2M, ..page(frame.phys().as_u64(), USER_RW, true, true) };
     s.sp(0).table.map(&s.mem, VirtAddr::new(base), huge(f.pfn())).unwrap().ignore();
     // Mapped by a PMD but not counted.
     assert_eq!(
@@ -301,10 +304,10 @@ fn pmd_leaves_count_in_the_entire_mapcount<F: HardwareWalker>() {
     // counted on that page's own mapcount, next to the PMD mapping.
     s.mmap(0, base + 0x20_0000, 0x20_0000, RW);
     f.clear_flag(PageFlag::SwapBacked); // its index ties it to `base` only
-    let tail = page((f.pfn() + 5) << 12, USER_RW, false, true);
+    let tail = page(f.pfn().plus(5).phys().as_u64(), USER_RW, false, true);
     s.sp(0).table.map(&s.mem, VirtAddr::new(base + 0x20_0000 + 5 * 4096), tail).unwrap().ignore();
     assert!(
-        matches!(check(&s), Err(ConsistencyError::PageMapcount { pfn, nr_ptes: 1, mapcount: 0, .. }) if pfn == f.pfn() + 5)
+        matches!(check(&s), Err(ConsistencyError::PageMapcount { pfn, nr_ptes: 1, mapcount: 0, .. }) if pfn == f.pfn().plus(5))
     );
     f.add_page_mapcount(5, 1);
     f.get();
@@ -342,7 +345,7 @@ fn a_huge_leaf_that_is_not_one_folio_is_reported<F: HardwareWalker>() {
     // An order-10 folio (4 MiB): its head is 2 MiB-aligned but the folio is
     // larger than the leaf.
     let f = s.frames.fa().alloc_folio(10, AllocKind::Normal).unwrap().publish();
-    let leaf = Leaf { size: PageSize::Size2M, ..page(f.pfn() << 12, USER_RW, true, true) };
+    let leaf = Leaf { size: PageSize::Size2M, ..page(f.pfn().phys().as_u64(), USER_RW, true, true) };
     s.sp(0).table.map(&s.mem, VirtAddr::new(base), leaf).unwrap().ignore();
     assert_eq!(
         check(&s),

@@ -21,12 +21,14 @@ use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::pgtable::format::{MigrationKind, MAX_SWAP_OFFSET, MAX_SWAP_TYPES, MIGRATION_PFN_BITS};
 use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SoftTlb};
+use mm::pgtable::SwapType;
 use mm::pgtable::{
     Decoded, Flush, Leaf, Level, MigrationEntry, NonPresent, PageSize, PageTableFormat, Prot, SwapEntry,
     TableMemory, TlbHooks,
 };
 use mm::testkit::mmu::{install, memory, page, slot_of, walk, FRAME, USER_RW, VA};
 use mm::testkit::strategies::{decoded_leaf, leaf, migration, nonpresent, swap_entry, table_level};
+use mm::Pfn;
 use mm::{PhysAddr, VirtAddr};
 use proptest::prelude::*;
 
@@ -72,7 +74,7 @@ fn check_nonpresent<F: Format>(entry: NonPresent) {
     }
     // Seed 001: a migration PMD is never a leaf of the frame it names.
     if let NonPresent::Migration(m) = entry {
-        let frame = PhysAddr::new(m.pfn << 12);
+        let frame = m.pfn.phys();
         assert!(
             !matches!(F::decode(raw, Level::Pmd), Decoded::Leaf(l) if l.frame == frame),
             "{}: migration PMD {m:?} decodes as a leaf of its frame",
@@ -90,7 +92,7 @@ fn the_edges_of_every_field_round_trip<F: Format>() {
     for ty in [0, 1, MAX_SWAP_TYPES - 1] {
         for offset in [1, 2, 0x1234_5678, MAX_SWAP_OFFSET - 1, MAX_SWAP_OFFSET] {
             for exclusive in [false, true] {
-                let entry = SwapEntry::new(ty, offset).unwrap();
+                let entry = SwapEntry::new(SwapType::nth(ty), offset).unwrap();
                 check_nonpresent::<F>(NonPresent::Swap { entry, exclusive });
             }
         }
@@ -98,7 +100,12 @@ fn the_edges_of_every_field_round_trip<F: Format>() {
     for kind in [MigrationKind::Read, MigrationKind::ReadExclusive, MigrationKind::Write] {
         for pfn in [0, 1, 0x12345, (1 << MIGRATION_PFN_BITS) - 1] {
             for (young, dirty) in [(false, false), (true, false), (false, true), (true, true)] {
-                check_nonpresent::<F>(NonPresent::Migration(MigrationEntry { kind, pfn, young, dirty }));
+                check_nonpresent::<F>(NonPresent::Migration(MigrationEntry {
+                    kind,
+                    pfn: Pfn::new(pfn),
+                    young,
+                    dirty,
+                }));
             }
         }
     }
@@ -158,7 +165,7 @@ fn the_exclusive_bit_is_one_bit_swap_entries_alone_have<F: Format>() {
         F::make_nonpresent(&NonPresent::Swap { entry, exclusive: true })
             ^ F::make_nonpresent(&NonPresent::Swap { entry, exclusive: false })
     };
-    let first = bit(SwapEntry::new(0, 1).unwrap());
+    let first = bit(SwapEntry::new(SwapType::nth(0), 1).unwrap());
     assert_eq!(first.count_ones(), 1, "{}: {first:#x}", F::NAME);
     proptest!(|(entry in swap_entry(), m in migration())| {
         prop_assert_eq!(bit(entry), first);
@@ -171,7 +178,7 @@ fn the_exclusive_bit_is_one_bit_swap_entries_alone_have<F: Format>() {
 /// must never decode as a block or a table, not even of that frame.
 fn migration_pmd_is_never_a_leaf<F: Format>() {
     proptest!(|(m in migration(), frame_2m in 0..1u64 << 27)| {
-        let m = MigrationEntry { pfn: frame_2m << 9, ..m };
+        let m = MigrationEntry { pfn: Pfn::new(frame_2m << 9), ..m };
         let raw = F::make_nonpresent(&NonPresent::Migration(m));
         prop_assert!(!matches!(F::decode(raw, Level::Pmd), Decoded::Leaf(_) | Decoded::Table(_)));
     });
@@ -180,7 +187,7 @@ fn migration_pmd_is_never_a_leaf<F: Format>() {
 fn a_migration_pfn_wider_than_its_field_is_refused<F: Format>() {
     let m = MigrationEntry {
         kind: MigrationKind::Write,
-        pfn: 1 << MIGRATION_PFN_BITS,
+        pfn: Pfn::new(1 << MIGRATION_PFN_BITS),
         young: false,
         dirty: false,
     };
@@ -317,10 +324,15 @@ fn a_missing_entry_faults_at_its_level<F: Format>() {
     slot_of::<F>(&mem, root, VA, Level::Pte);
     assert_eq!(walk::<F>(&mem, root, VA, HwAccess::USER_READ), not_mapped(Level::Pte));
     // Swap and migration entries are not mapped, at their level.
-    let swap = NonPresent::Swap { entry: SwapEntry::new(0, 1).unwrap(), exclusive: true };
+    let swap = NonPresent::Swap { entry: SwapEntry::new(SwapType::nth(0), 1).unwrap(), exclusive: true };
     install::<F>(&mem, root, VA, Level::Pte, F::make_nonpresent(&swap));
     assert_eq!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_READ), not_mapped(Level::Pte));
-    let m = MigrationEntry { kind: MigrationKind::Write, pfn: FRAME >> 12, young: true, dirty: true };
+    let m = MigrationEntry {
+        kind: MigrationKind::Write,
+        pfn: PhysAddr::new(FRAME).pfn(),
+        young: true,
+        dirty: true,
+    };
     install::<F>(&mem, root, VA, Level::Pmd, F::make_nonpresent(&NonPresent::Migration(m)));
     assert_eq!(walk::<F>(&mem, root, VA, HwAccess::USER_READ), not_mapped(Level::Pmd));
 }

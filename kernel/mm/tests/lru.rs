@@ -15,19 +15,22 @@
 use mm::testkit::rng::Rng;
 
 use mm::anon::remove_pte_mapping;
-use mm::folio::Folio;
+use mm::folio::{AnonHandle, Folio};
 use mm::frame::AllocKind;
 use mm::lru::{LruCounts, LruList, LruLists};
 use mm::page::PageFlag;
 use mm::testkit::frames::SimFrames;
 use mm::thp::{remove_pmd_mapping, HPAGE_NR};
-use mm::PhysAddr;
+use mm::{Pfn, PhysAddr};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 const BASE_PFN: u64 = 0x80000;
 const NR_FRAMES: usize = 8192;
-const HANDLE: u64 = 0x4242;
+/// The space all these folios belong to: a root table in frame 0x4242.
+fn handle() -> AnonHandle {
+    AnonHandle::of_root(PhysAddr::new(0x4242 << 12))
+}
 
 /// The lists over [`SimFrames`] (whose free path takes a folio off its
 /// list first), and the views and checks of these tests.
@@ -56,7 +59,7 @@ impl World {
     fn try_folio(&self, huge: bool) -> Option<Folio<'static>> {
         let index = self.next_index.get();
         self.next_index.set(index + HPAGE_NR as u64);
-        self.frames.alloc_anon(AllocKind::Reserve, huge, HANDLE, index)
+        self.frames.alloc_anon(AllocKind::Reserve, huge, handle(), index)
     }
 
     /// A new small folio on the inactive list, as the fault path leaves it.
@@ -73,7 +76,7 @@ impl World {
 
     /// Clears the folio's one mapping (it keeps the mapping's reference).
     fn unmap(&self, f: Folio<'static>) {
-        let pa = PhysAddr::new(f.pfn() << 12);
+        let pa = f.pfn().phys();
         if f.is_large() {
             remove_pmd_mapping(self.frames.memmap(), pa);
         } else {
@@ -88,7 +91,7 @@ impl World {
         assert!(self.frames.put(f), "pfn {:#x} had other references", f.pfn());
     }
 
-    fn list(&self, which: LruList) -> Vec<u64> {
+    fn list(&self, which: LruList) -> Vec<Pfn> {
         let mut pfns = Vec::new();
         self.lru.for_each(|pfn, list| {
             if list == which {
@@ -98,11 +101,11 @@ impl World {
         pfns
     }
 
-    fn inactive(&self) -> Vec<u64> {
+    fn inactive(&self) -> Vec<Pfn> {
         self.list(LruList::Inactive)
     }
 
-    fn active(&self) -> Vec<u64> {
+    fn active(&self) -> Vec<Pfn> {
         self.list(LruList::Active)
     }
 
@@ -134,7 +137,7 @@ impl World {
     }
 }
 
-fn pfns(folios: &[Folio<'_>]) -> Vec<u64> {
+fn pfns(folios: &[Folio<'_>]) -> Vec<Pfn> {
     folios.iter().map(|f| f.pfn()).collect()
 }
 
@@ -157,7 +160,7 @@ fn new_folios_go_on_the_inactive_head() {
         assert_eq!(x.refcount(), 1, "the lists hold no reference");
         assert_eq!(w.lru.list_of(x.pfn()), Some(LruList::Inactive));
     }
-    assert_eq!(w.lru.list_of(BASE_PFN + NR_FRAMES as u64), None);
+    assert_eq!(w.lru.list_of(Pfn::new(BASE_PFN + NR_FRAMES as u64)), None);
     w.release_all(&[], &f);
 }
 
@@ -366,7 +369,7 @@ fn a_huge_folio_is_one_element_of_512_pages() {
     assert_eq!(w.lru.counts(), counts(0, 3, 0, 514));
     assert_eq!(w.inactive(), vec![f[1].pfn(), f[0].pfn(), huge.pfn()]);
     // Its tails are not members.
-    assert_eq!(w.lru.list_of(huge.pfn() + 1), None);
+    assert_eq!(w.lru.list_of(huge.pfn().plus(1)), None);
     assert!(!huge.page(1).test_flag(PageFlag::Lru));
     w.check();
     let scan = w.lru.isolate(1);
@@ -512,12 +515,12 @@ enum Where {
 /// The lists as `VecDeque`s (front = head), and every folio's state.
 struct Model {
     w: World,
-    inactive: VecDeque<u64>,
-    active: VecDeque<u64>,
-    folios: HashMap<u64, (Folio<'static>, Where)>,
-    referenced: HashSet<u64>,
+    inactive: VecDeque<Pfn>,
+    active: VecDeque<Pfn>,
+    folios: HashMap<Pfn, (Folio<'static>, Where)>,
+    referenced: HashSet<Pfn>,
     /// Last reference dropped, still listed: waiting for the free path.
-    dying: HashMap<u64, Folio<'static>>,
+    dying: HashMap<Pfn, Folio<'static>>,
     rng: Rng,
     /// Not vacuous: folios isolated, rotated, skipped; huge folios added.
     seen: [usize; 4],
@@ -537,18 +540,18 @@ impl Model {
         }
     }
 
-    fn pages(&self, list: &VecDeque<u64>) -> u64 {
+    fn pages(&self, list: &VecDeque<Pfn>) -> u64 {
         list.iter().map(|pfn| self.folio(*pfn).nr_pages() as u64).sum()
     }
 
-    fn folio(&self, pfn: u64) -> Folio<'static> {
+    fn folio(&self, pfn: Pfn) -> Folio<'static> {
         self.folios.get(&pfn).map(|e| e.0).or_else(|| self.dying.get(&pfn).copied()).unwrap()
     }
 
     /// A random live folio in state `want`, if any (sorted, so that a seed
     /// replays).
     fn pick(&mut self, want: Where) -> Option<Folio<'static>> {
-        let mut c: Vec<u64> = self.folios.iter().filter(|(_, e)| e.1 == want).map(|(p, _)| *p).collect();
+        let mut c: Vec<Pfn> = self.folios.iter().filter(|(_, e)| e.1 == want).map(|(p, _)| *p).collect();
         if c.is_empty() {
             return None;
         }
@@ -557,7 +560,7 @@ impl Model {
         Some(self.folios[&pfn].0)
     }
 
-    fn unlist(&mut self, pfn: u64) {
+    fn unlist(&mut self, pfn: Pfn) {
         self.inactive.retain(|&p| p != pfn);
         self.active.retain(|&p| p != pfn);
     }
@@ -663,7 +666,7 @@ impl Model {
                 }
             }
             81..=86 => {
-                let mut dying: Vec<u64> = self.dying.keys().copied().collect();
+                let mut dying: Vec<Pfn> = self.dying.keys().copied().collect();
                 dying.sort_unstable();
                 if !dying.is_empty() {
                     let pfn = dying[self.rng.below(dying.len() as u64) as usize];

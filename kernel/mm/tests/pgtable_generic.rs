@@ -11,6 +11,7 @@ use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::pgtable::format::{MigrationKind, ENTRIES_PER_TABLE};
 use mm::pgtable::sim::{HardwareWalker, HwFault, SimMemory};
+use mm::pgtable::SwapType;
 use mm::pgtable::{
     Decoded, Leaf, Level, MigrationEntry, NonPresent, PageSize, PageTable, PgError, Prot, SwapEntry,
 };
@@ -186,7 +187,7 @@ fn split_pmd_keeps_every_meaning<F: HardwareWalker>() {
     assert_eq!(w.read(va(0x20_0000)), Err(HwFault::NotMapped { level: Level::Pmd }));
     w.table.split_pmd(&w.mem, &w.tlb, va(0x20_0000)).unwrap();
     for i in [0u64, 1, 511] {
-        let sub = MigrationEntry { pfn: huge.pfn() + i, ..m };
+        let sub = MigrationEntry { pfn: huge.pfn().plus(i), ..m };
         assert_eq!(
             w.table.lookup(&w.mem, va(0x20_0000 + i * 4096)),
             (Level::Pte, Decoded::NonPresent(NonPresent::Migration(sub)))
@@ -195,14 +196,14 @@ fn split_pmd_keeps_every_meaning<F: HardwareWalker>() {
     }
 
     // A PMD swap entry: 512 consecutive slots, exclusive kept.
-    let s = SwapEntry::new(2, 0x1000).unwrap();
+    let s = SwapEntry::new(SwapType::nth(2), 0x1000).unwrap();
     w.table
         .set_nonpresent(&w.mem, va(0x40_0000), Level::Pmd, NonPresent::Swap { entry: s, exclusive: true })
         .unwrap()
         .1
         .ignore();
     w.table.split_pmd(&w.mem, &w.tlb, va(0x40_0000)).unwrap();
-    let last = SwapEntry::new(2, 0x1000 + 511).unwrap();
+    let last = SwapEntry::new(SwapType::nth(2), 0x1000 + 511).unwrap();
     assert_eq!(
         w.table.lookup(&w.mem, va(0x40_0000 + 511 * 4096)),
         (Level::Pte, Decoded::NonPresent(NonPresent::Swap { entry: last, exclusive: true }))
@@ -310,7 +311,7 @@ fn visit_sees_leaves_and_entries_in_order<F: HardwareWalker>() {
     let w = Machine::<F>::new();
     let frame = w.mem.alloc_frame().unwrap();
     w.table.map(&w.mem, va(0x3000), leaf(frame, PageSize::Size4K, RW)).unwrap().ignore();
-    let s = SwapEntry::new(1, 9).unwrap();
+    let s = SwapEntry::new(SwapType::nth(1), 9).unwrap();
     w.table
         .set_nonpresent(&w.mem, va(0x1000), Level::Pte, NonPresent::Swap { entry: s, exclusive: false })
         .unwrap()

@@ -47,19 +47,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mm::anon::{prepare_anon_folio, remove_pte_mapping};
 use mm::bugs::{self, Bug};
+use mm::folio::AnonHandle;
 use mm::folio::{folio_of, Folio};
 use mm::frame::{AllocKind, FrameAllocator};
 use mm::page::PageFlag;
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
 use mm::testkit::races::{explore, Explorer};
+use mm::Pfn;
 use mm::PhysAddr;
 use shuttle::FailurePersistence;
 
 /// The bit only the walker touches (nothing else in `mm` uses it yet).
 const WALKER_BIT: PageFlag = PageFlag::Referenced;
 /// The anon mapping and index the fault gives the folio.
-const HANDLE: u64 = 0x4242;
+/// The space the folio belongs to: a root table in frame 0x4242.
+fn handle() -> AnonHandle {
+    AnonHandle::of_root(PhysAddr::new(0x4242 << 12))
+}
 const INDEX: u64 = 0x77;
 /// The frames of the memmap, all given to the allocator.
 const BASE_PFN: u64 = 0x100;
@@ -118,7 +123,7 @@ fn toggle_own_bit(folio: Folio<'_>) {
 
 /// The walker: returns whether it got a reference, and whether its put
 /// freed the folio.
-fn walk(frames: &'static FrameAllocator, pfn: u64) -> (bool, bool) {
+fn walk(frames: &'static FrameAllocator, pfn: Pfn) -> (bool, bool) {
     let memmap = frames.memmap();
     for _ in 0..WALKER_TRIES {
         if let Some(folio) = folio_of(memmap, pfn) {
@@ -146,10 +151,10 @@ fn fault_against_walker() {
     let pfn = unpublished.pfn();
 
     let fault = shuttle::thread::spawn(move || {
-        let folio = prepare_anon_folio(unpublished, HANDLE, INDEX);
-        assert_eq!((folio.mapping(), folio.index(), folio.page_mapcount(0)), (HANDLE, INDEX, 1));
+        let folio = prepare_anon_folio(unpublished, handle(), INDEX);
+        assert_eq!((folio.anon_handle(), folio.index(), folio.page_mapcount(0)), (Some(handle()), INDEX, 1));
         // ... a PTE maps it, and is cleared again: the unmap's two steps.
-        let folio = remove_pte_mapping(memmap, PhysAddr::new(pfn << 12));
+        let folio = remove_pte_mapping(memmap, pfn.phys());
         put_and_maybe_free(frames, folio, "the fault")
     });
     let walker = shuttle::thread::spawn(move || walk(frames, pfn));

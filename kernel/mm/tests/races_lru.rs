@@ -46,17 +46,22 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mm::anon::remove_pte_mapping;
+use mm::folio::AnonHandle;
 use mm::folio::{folio_of, Folio};
 use mm::frame::AllocKind;
 use mm::lru::LruList;
 use mm::page::PageFlag;
 use mm::testkit::frames::SimFrames;
 use mm::testkit::races::run;
+use mm::Pfn;
 use mm::PhysAddr;
 
 const BASE_PFN: u64 = 0x100;
 const NR_FRAMES: usize = 8;
-const HANDLE: u64 = 0x4242;
+/// The space all these folios belong to: a root table in frame 0x4242.
+fn handle() -> AnonHandle {
+    AnonHandle::of_root(PhysAddr::new(0x4242 << 12))
+}
 const SEED: u64 = 0x5eed_0006;
 const ITERATIONS: usize = 1500;
 
@@ -69,7 +74,7 @@ static NR_SKIPPED: AtomicUsize = AtomicUsize::new(0);
 static NR_FREED_C: AtomicUsize = AtomicUsize::new(0);
 
 /// Reclaim: the pfns it keeps isolated, and whether it freed a folio.
-fn reclaim(frames: &SimFrames, c: u64) -> (Vec<u64>, bool) {
+fn reclaim(frames: &SimFrames, c: Pfn) -> (Vec<Pfn>, bool) {
     let lru = frames.lru();
     let scan = lru.isolate(3);
     if scan.nr_rotated > 0 {
@@ -96,7 +101,7 @@ fn reclaim(frames: &SimFrames, c: u64) -> (Vec<u64>, bool) {
 }
 
 /// The accessor: returns whether it freed a folio.
-fn access(frames: &SimFrames, pfns: [u64; 3]) -> bool {
+fn access(frames: &SimFrames, pfns: [Pfn; 3]) -> bool {
     let (memmap, lru) = (frames.memmap(), frames.lru());
     let mut freed = false;
     for (i, pfn) in pfns.into_iter().enumerate() {
@@ -123,7 +128,7 @@ fn isolate_against_flags_and_free() {
     let (memmap, lru) = (frames.memmap(), frames.lru());
     let nr_free = frames.nr_free();
     let folios: Vec<Folio<'static>> =
-        (0..3).map(|i| frames.alloc_anon(AllocKind::Reserve, false, HANDLE, i).unwrap()).collect();
+        (0..3).map(|i| frames.alloc_anon(AllocKind::Reserve, false, handle(), i).unwrap()).collect();
     for &f in &folios {
         lru.add(f);
     }
@@ -134,7 +139,7 @@ fn isolate_against_flags_and_free() {
     let reclaimer = shuttle::thread::spawn(move || reclaim(frames, c));
     let accessor = shuttle::thread::spawn(move || access(frames, pfns));
     let unmapper = shuttle::thread::spawn(move || {
-        let folio = remove_pte_mapping(memmap, PhysAddr::new(c << 12));
+        let folio = remove_pte_mapping(memmap, c.phys());
         frames.put(folio)
     });
     let (kept, reclaim_freed) = reclaimer.join().unwrap();
@@ -168,7 +173,7 @@ fn isolate_against_flags_and_free() {
         assert_eq!(frames.put(f), pfn == c, "reclaim's reference on pfn {pfn:#x}");
     }
     for &f in &folios[..2] {
-        remove_pte_mapping(memmap, PhysAddr::new(f.pfn() << 12));
+        remove_pte_mapping(memmap, f.pfn().phys());
         assert!(frames.put(f), "pfn {:#x} keeps references", f.pfn());
     }
     assert_eq!(lru.nr_active() + lru.nr_inactive(), 0);

@@ -18,12 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mm::pgtable::format::SwapEntry;
+use mm::pgtable::SwapType;
 use mm::swap::area::{ClaimError, SwapArea};
 use mm::swap::header::{format, parse};
 use mm::testkit::races::run;
+use mm::Pfn;
 use shuttle::thread;
 
-const TY: u8 = 1;
+const TY: SwapType = SwapType::nth(1);
 const SEED: u64 = 0x5eed_0002;
 const ITERATIONS: usize = 1000;
 /// The head PFNs of the folios the threads read into.
@@ -48,12 +50,12 @@ fn swapped_out_slot() -> (Arc<SwapArea>, SwapEntry) {
 fn swap_in(area: &SwapArea, e: SwapEntry, pfn: u64, other_pfn: u64) -> bool {
     match area.claim_cache(e, 1) {
         Ok(()) => {
-            area.cache_add(e, 1, pfn).unwrap();
+            area.cache_add(e, 1, Pfn::new(pfn)).unwrap();
             true
         }
         Err(ClaimError::Busy { offset }) => {
             assert_eq!(offset, e.offset());
-            let found = area.cache_lookup_with(e, |p, i| (p, i));
+            let found = area.cache_lookup_with(e, |p, i| (p.as_u64(), i));
             assert!(
                 found.is_none() || found == Some((other_pfn, 0)),
                 "a stranger's folio in the cache: {found:?}"
@@ -78,9 +80,9 @@ fn two_swap_ins() {
     BOTH_WON[usize::from(won_b)].fetch_add(1, Ordering::Relaxed);
     // The winner maps its folio and finishes: entry freed, cache dropped.
     let pfn = if won_a { PFN_A } else { PFN_B };
-    assert_eq!(area.cache_lookup_with(e, |p, i| (p, i)), Some((pfn, 0)));
+    assert_eq!(area.cache_lookup_with(e, |p, i| (p.as_u64(), i)), Some((pfn, 0)));
     assert_eq!(area.free_ref(e), Ok(0));
-    area.cache_delete(e, 1, pfn).unwrap();
+    area.cache_delete(e, 1, Pfn::new(pfn)).unwrap();
     area.release_cache(e, 1).unwrap();
     assert_eq!(area.nr_free(), 1);
     area.check().unwrap();
@@ -127,10 +129,10 @@ fn claim_against_last_free_ref() {
             let Some(got) = area.alloc(0) else { return };
             assert!(!HOLDING.load(Ordering::Relaxed), "swap-out got a slot swap-in has claimed");
             assert_eq!(got, e);
-            area.cache_add(got, 1, PFN_OUT).unwrap();
+            area.cache_add(got, 1, Pfn::new(PFN_OUT)).unwrap();
             REUSED.fetch_add(1, Ordering::Relaxed);
             // Written; no page-table entry took it after all: drop it.
-            area.cache_delete(got, 1, PFN_OUT).unwrap();
+            area.cache_delete(got, 1, Pfn::new(PFN_OUT)).unwrap();
             area.release_cache(got, 1).unwrap();
         })
     };

@@ -39,6 +39,7 @@ use mm::folio::{folio_of, Folio};
 use mm::gup::{get_user_page, Hold};
 use mm::page::{Memmap, PageFlag};
 use mm::pgtable::sim::HwAccess;
+use mm::pgtable::SwapType;
 use mm::pgtable::{Decoded, NonPresent, SwapEntry};
 use mm::swap::area::SwapArea;
 use mm::swap::swapin::{get_swapped_folio, map_swapped_in, SwapInError, SwapInOutcome};
@@ -47,7 +48,7 @@ use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
 use mm::testkit::races::{explore, run, Explorer};
 use mm::testkit::world::{reclaim_free, reclaim_start, reclaim_write, SharedSpace, SwapOut};
-use mm::{PhysAddr, VirtAddr};
+use mm::{Pfn, PhysAddr, VirtAddr};
 use shuttle::thread;
 use shuttle::FailurePersistence;
 
@@ -55,7 +56,7 @@ const BASE_PFN: u64 = 0x100;
 const NR_FRAMES: usize = 16;
 /// The one page the tests use, in a one-page area.
 const PAGE_VA: u64 = 0x4000_0000;
-const TY: u8 = 1;
+const TY: SwapType = SwapType::nth(1);
 const SWAP_PAGES: u64 = 8;
 const SEED: u64 = 0x5eed_0004;
 const ITERATIONS: usize = 800;
@@ -72,7 +73,7 @@ struct World(&'static SharedSpace<X86Format>);
 
 impl World {
     fn new() -> World {
-        let frames = SimFrames::new(BASE_PFN, NR_FRAMES).with_swap(TY, SWAP_PAGES);
+        let frames = SimFrames::new(BASE_PFN, NR_FRAMES).with_swap(TY.raw(), SWAP_PAGES);
         World(SharedSpace::new(frames, &[(PAGE_VA, 4096)]))
     }
 
@@ -88,8 +89,8 @@ impl World {
         &self.0.frames
     }
 
-    fn words(&self, pfn: u64) -> Words {
-        let pa = PhysAddr::new(pfn << 12);
+    fn words(&self, pfn: Pfn) -> Words {
+        let pa = pfn.phys();
         [self.frames().read_u64(pa), self.frames().read_u64(PhysAddr::new(pa.as_u64() + 8))]
     }
 
@@ -97,9 +98,9 @@ impl World {
         self.frames().write_u64(PhysAddr::new(pa.as_u64() + 8 * w as u64), value);
     }
 
-    fn set_words(&self, pfn: u64, words: Words) {
+    fn set_words(&self, pfn: Pfn, words: Words) {
         for (w, value) in words.into_iter().enumerate() {
-            self.set_word(PhysAddr::new(pfn << 12), w, value);
+            self.set_word(pfn.phys(), w, value);
         }
     }
 
@@ -213,7 +214,7 @@ impl World {
 
     /// The folio at `pfn`, taken for reclaim: the reference reclaim
     /// isolates it with, then the folio lock and swap slots.
-    fn isolate_for_reclaim(&self, pfn: u64) -> Folio<'static> {
+    fn isolate_for_reclaim(&self, pfn: Pfn) -> Folio<'static> {
         let folio = folio_of(self.memmap(), pfn).unwrap();
         folio.get();
         assert!(self.reclaim_start(folio));
@@ -246,14 +247,14 @@ impl World {
     // ---- setup
 
     /// A new world whose page is populated with `words`; and its PFN.
-    fn populated(words: Words) -> (World, u64) {
+    fn populated(words: Words) -> (World, Pfn) {
         let w = World::new();
         let pfn = w.populate(words);
         (w, pfn)
     }
 
     /// A write fault maps the page; it gets `words`. Returns its PFN.
-    fn populate(&self, words: Words) -> u64 {
+    fn populate(&self, words: Words) -> Pfn {
         assert_eq!(self.fault_once(Access::Write), Attempt::AlreadyMapped);
         let pfn = self.0.translate(PAGE_VA).unwrap().pfn();
         self.set_words(pfn, words);

@@ -93,7 +93,7 @@ fn split_against_fault_and_speculative_reference() {
     let fault = shuttle::thread::spawn(move || space.fault(AREA + 400 * 4096, Access::Write));
     let walker = shuttle::thread::spawn(move || {
         // A scanner that finds page 5 by its frame number.
-        let pfn = head + 5;
+        let pfn = head.plus(5);
         let folio = folio_of(memmap, pfn)?;
         if !folio.try_get() {
             return Some(false); // frozen: the split is under way

@@ -5,8 +5,6 @@
 //! world is `tests/policy`, which plays the kernel's side of
 //! `ReclaimHost`.
 
-#[macro_use]
-
 mod policy;
 
 use arch_aarch64::pgtable::Aarch64Format;

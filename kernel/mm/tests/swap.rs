@@ -22,6 +22,7 @@
 //! `mm::testkit::bug_switch::shared`, the one that turns
 //! `ForgetAnonExclusive` on holds a `BugOn`, alone.
 
+use mm::pgtable::SwapType;
 use mm::testkit::rng::Rng;
 
 use arch_aarch64::pgtable::Aarch64Format;
@@ -47,12 +48,12 @@ use std::collections::{BTreeMap, BTreeSet};
 const HP: u64 = HPAGE_SIZE;
 const RW: VmaProt = VmaProt::READ_WRITE;
 /// The swap area's type and size (8 clusters; cluster 0 holds the header).
-const TY: u8 = 2;
+const TY: SwapType = SwapType::nth(2);
 const SWAP_PAGES: u64 = 4096;
 
 /// The world of these tests: [`World`]'s frames with a swap area.
 fn world<F: HardwareWalker>() -> World<F> {
-    World::with_frames(SimFrames::new(MEMMAP_BASE, MEMMAP_LEN).with_swap(TY, SWAP_PAGES))
+    World::with_frames(SimFrames::new(MEMMAP_BASE, MEMMAP_LEN).with_swap(TY.raw(), SWAP_PAGES))
 }
 
 fn small_stats(n: u64) -> Stats {
@@ -129,7 +130,7 @@ fn small_pages_go_out_and_come_back<F: HardwareWalker>() {
         assert!(f.page(0).test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
         assert!(!f.test_flag(PageFlag::SwapCache) && f.swap_entry().is_none());
         assert_eq!((f.order(), f.refcount(), f.page_mapcount(0)), (0, 1, 1));
-        assert_eq!((f.mapping(), f.index()), (handle, p >> 12));
+        assert_eq!((f.anon_handle(), f.index()), (Some(handle), p >> 12));
     }
     assert_eq!((w.frames.nr_reads(), w.area().nr_used()), (N, 0));
     assert_eq!(w.stats(0), small_stats(N));
@@ -189,7 +190,7 @@ fn a_thp_goes_out_whole_and_comes_back<F: HardwareWalker>() {
     assert!(!f.test_flag(PageFlag::SwapCache) && f.swap_entry().is_none());
     for (i, p) in pages(AREA, HPAGE_NR as u64).enumerate() {
         let (level, leaf) = w.leaf(0, p);
-        assert_eq!((level, leaf.frame.pfn(), leaf.prot.writable), (Level::Pte, f.pfn() + i as u64, true));
+        assert_eq!((level, leaf.frame.pfn(), leaf.prot.writable), (Level::Pte, f.pfn().plus(i as u64), true));
         assert!(f.page(i).test_flag(PageFlag::AnonExclusive));
     }
     assert_eq!(f.refcount(), 1 + 512);
@@ -250,7 +251,10 @@ fn whole_folio_at<F: HardwareWalker>(w: &World<F>, s: usize, base: u64, writable
     assert_eq!(f.order(), 9);
     for (i, p) in pages(base, HPAGE_NR as u64).enumerate() {
         let (level, leaf) = w.leaf(s, p);
-        assert_eq!((level, leaf.frame.pfn(), leaf.prot.writable), (Level::Pte, f.pfn() + i as u64, writable));
+        assert_eq!(
+            (level, leaf.frame.pfn(), leaf.prot.writable),
+            (Level::Pte, f.pfn().plus(i as u64), writable)
+        );
     }
     f
 }
@@ -273,7 +277,7 @@ fn a_freed_thp_comes_back_whole_in_one_read<F: HardwareWalker>() {
     let f = whole_folio_at(&w, 0, AREA, true);
     assert!(!f.test_flag(PageFlag::SwapCache) && f.swap_entry().is_none());
     assert!((0..HPAGE_NR).all(|i| f.page(i).test_flag(PageFlag::AnonExclusive) && f.page_mapcount(i) == 1));
-    assert_eq!((f.refcount(), f.mapping(), f.index()), (512, w.handle(0), AREA >> 12));
+    assert_eq!((f.refcount(), f.anon_handle(), f.index()), (512, Some(w.handle(0)), AREA >> 12));
     assert_eq!(
         w.stats(0),
         Stats { nr_pages_mapped: 512, nr_folios: 1, nr_pte_leaves: 512, ..Stats::default() }

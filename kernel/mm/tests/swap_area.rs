@@ -6,13 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mm::pgtable::format::SwapEntry;
+use mm::pgtable::SwapType;
 use mm::swap::area::{
     CacheError, ClaimError, SlotError, SwapArea, CLUSTER_SLOTS, MAX_ALLOC_ORDER, MAX_SWAP_COUNT,
 };
 use mm::swap::header::{format, parse, SwapHeader};
 use mm::testkit::rng::Rng;
+use mm::Pfn;
 
-const TY: u8 = 3;
+const TY: SwapType = SwapType::nth(3);
 
 fn header(total_pages: u64, bad: &[u32]) -> SwapHeader {
     parse(&format(total_pages, bad, b"test").unwrap(), total_pages).unwrap()
@@ -87,7 +89,10 @@ fn header_and_bad_pages_are_never_handed_out() {
     assert_eq!(a.free_ref(entry(700)), Err(SlotError::Bad { offset: 700 }));
     assert_eq!(a.claim_cache(entry(700), 1), Err(ClaimError::Slot(SlotError::Bad { offset: 700 })));
     assert_eq!(a.release_cache(entry(700), 1), Err(SlotError::Bad { offset: 700 }));
-    assert_eq!(a.cache_add(entry(700), 1, 5), Err(CacheError::Slot(SlotError::Bad { offset: 700 })));
+    assert_eq!(
+        a.cache_add(entry(700), 1, Pfn::new(5)),
+        Err(CacheError::Slot(SlotError::Bad { offset: 700 }))
+    );
     a.check().unwrap();
 }
 
@@ -221,14 +226,14 @@ fn dup_stops_at_the_largest_count() {
 #[test]
 fn entries_outside_the_area_are_refused() {
     let a = area(CLUSTER_SLOTS * 2, &[]);
-    let other = SwapEntry::new(TY + 1, 5).unwrap();
-    assert_eq!(a.dup(other), Err(SlotError::WrongArea { ty: TY + 1, area: TY }));
+    let other = SwapEntry::new(SwapType::nth(4), 5).unwrap();
+    assert_eq!(a.dup(other), Err(SlotError::WrongArea { ty: SwapType::nth(4), area: TY }));
     let beyond = entry(CLUSTER_SLOTS * 2);
     let out = SlotError::OutOfRange { offset: CLUSTER_SLOTS * 2, nr: 1, nr_pages: CLUSTER_SLOTS * 2 };
     assert_eq!(a.free_ref(beyond), Err(out));
     assert_eq!(a.count(beyond), 0);
     assert!(!a.has_cache(beyond));
-    assert_eq!(a.cache_lookup_with(beyond, |p, i| (p, i)), None);
+    assert_eq!(a.cache_lookup_with(beyond, |p, i| (p.as_u64(), i)), None);
     let e = entry(CLUSTER_SLOTS * 2 - 2);
     assert!(matches!(a.claim_cache(e, 4), Err(ClaimError::Slot(SlotError::OutOfRange { nr: 4, .. }))));
     assert!(matches!(a.claim_cache(e, 0), Err(ClaimError::Slot(SlotError::OutOfRange { nr: 0, .. }))));
@@ -284,33 +289,33 @@ fn cache_of_a_512_page_folio() {
     let pfn = 0x4_0000;
     let e = a.alloc(9).unwrap();
     let o = e.offset();
-    assert_eq!(a.cache_lookup_with(e, |p, i| (p, i)), None);
-    a.cache_add(e, CLUSTER_SLOTS, pfn).unwrap();
+    assert_eq!(a.cache_lookup_with(e, |p, i| (p.as_u64(), i)), None);
+    a.cache_add(e, CLUSTER_SLOTS, Pfn::new(pfn)).unwrap();
     assert_eq!(a.nr_in_cache(), CLUSTER_SLOTS);
     for i in [0, 1, 255, 511] {
-        assert_eq!(a.cache_lookup_with(entry(o + i), |p, idx| (p, idx)), Some((pfn, i as usize)));
+        assert_eq!(a.cache_lookup_with(entry(o + i), |p, idx| (p.as_u64(), idx)), Some((pfn, i as usize)));
     }
     // The slots around it are not in the cache.
-    assert_eq!(a.cache_lookup_with(entry(o - 1), |p, i| (p, i)), None);
-    assert_eq!(a.cache_lookup_with(entry(o + CLUSTER_SLOTS), |p, i| (p, i)), None);
+    assert_eq!(a.cache_lookup_with(entry(o - 1), |p, i| (p.as_u64(), i)), None);
+    assert_eq!(a.cache_lookup_with(entry(o + CLUSTER_SLOTS), |p, i| (p.as_u64(), i)), None);
     // Adding over it, even partly, is refused.
-    assert_eq!(a.cache_add(entry(o + 8), 8, 7), Err(CacheError::Occupied { offset: o + 8 }));
+    assert_eq!(a.cache_add(entry(o + 8), 8, Pfn::new(7)), Err(CacheError::Occupied { offset: o + 8 }));
     // Releasing the slots while the folio is cached is refused.
     assert_eq!(a.release_cache(entry(o + 100), 1), Err(SlotError::StillInCache { offset: o + 100 }));
     assert_eq!(a.release_cache(e, CLUSTER_SLOTS), Err(SlotError::StillInCache { offset: o }));
     // Deleting must name the folio exactly.
     assert_eq!(
-        a.cache_delete(e, CLUSTER_SLOTS, pfn + 1),
+        a.cache_delete(e, CLUSTER_SLOTS, Pfn::new(pfn + 1)),
         Err(CacheError::OtherFolio { offset: o, first: o, nr: CLUSTER_SLOTS, pfn })
     );
     assert_eq!(
-        a.cache_delete(entry(o + 4), 4, pfn),
+        a.cache_delete(entry(o + 4), 4, Pfn::new(pfn)),
         Err(CacheError::OtherFolio { offset: o + 4, first: o, nr: CLUSTER_SLOTS, pfn })
     );
-    a.cache_delete(e, CLUSTER_SLOTS, pfn).unwrap();
-    assert_eq!(a.cache_delete(e, CLUSTER_SLOTS, pfn), Err(CacheError::Absent { offset: o }));
+    a.cache_delete(e, CLUSTER_SLOTS, Pfn::new(pfn)).unwrap();
+    assert_eq!(a.cache_delete(e, CLUSTER_SLOTS, Pfn::new(pfn)), Err(CacheError::Absent { offset: o }));
     assert_eq!(a.nr_in_cache(), 0);
-    assert_eq!(a.cache_lookup_with(entry(o + 3), |p, i| (p, i)), None);
+    assert_eq!(a.cache_lookup_with(entry(o + 3), |p, i| (p.as_u64(), i)), None);
     a.release_cache(e, CLUSTER_SLOTS).unwrap();
     assert_eq!(a.nr_used(), 0);
     a.check().unwrap();
@@ -321,14 +326,14 @@ fn cache_add_needs_has_cache() {
     let (a, e) = one_slot();
     a.dup(e).unwrap();
     a.release_cache(e, 1).unwrap();
-    let err = a.cache_add(e, 1, 9).unwrap_err();
+    let err = a.cache_add(e, 1, Pfn::new(9)).unwrap_err();
     assert_eq!(err, CacheError::NotClaimed { offset: e.offset() });
     assert!(err.to_string().contains("claim"), "{err}");
     // Swap-in: claim, add, look up, delete, release.
     a.claim_cache(e, 1).unwrap();
-    a.cache_add(e, 1, 9).unwrap();
-    assert_eq!(a.cache_lookup_with(e, |p, i| (p, i)), Some((9, 0)));
-    a.cache_delete(e, 1, 9).unwrap();
+    a.cache_add(e, 1, Pfn::new(9)).unwrap();
+    assert_eq!(a.cache_lookup_with(e, |p, i| (p.as_u64(), i)), Some((9, 0)));
+    a.cache_delete(e, 1, Pfn::new(9)).unwrap();
     a.release_cache(e, 1).unwrap();
     assert_eq!(a.count(e), 1);
     a.check().unwrap();
@@ -377,7 +382,7 @@ fn footprint_fits_a_gigabyte_area_in_the_heap() {
     let h = header(262_144, &[]);
     let bytes = SwapArea::footprint(&h);
     assert!(bytes < 300 * 1024, "{bytes} bytes for a 1 GiB area");
-    let a = SwapArea::new(0, &h);
+    let a = SwapArea::new(SwapType::nth(0), &h);
     assert_eq!(a.nr_slots(), 262_143);
     assert_eq!(alloc_all(&a, 9).len(), 511);
     a.check().unwrap();
@@ -483,7 +488,7 @@ fn random_ops(seed: u64, nr_ops: usize) {
                         }
                         m.owned.insert(o, nr);
                         if rng.chance(70) {
-                            a.cache_add(e, nr, next_pfn).unwrap();
+                            a.cache_add(e, nr, Pfn::new(next_pfn)).unwrap();
                             m.cache.insert(o, (nr, next_pfn));
                             next_pfn += 1024;
                         }
@@ -563,7 +568,7 @@ fn random_ops(seed: u64, nr_ops: usize) {
                         Err(SlotError::StillInCache { offset: first }),
                         "{why}"
                     );
-                    a.cache_delete(entry(first), nr, pfn).unwrap();
+                    a.cache_delete(entry(first), nr, Pfn::new(pfn)).unwrap();
                 }
                 a.release_cache(entry(first), nr).unwrap();
                 m.owned.remove(&first);
@@ -575,7 +580,11 @@ fn random_ops(seed: u64, nr_ops: usize) {
             _ => {
                 for _ in 0..4 {
                     let s = 1 + rng.below(pages - 1);
-                    assert_eq!(a.cache_lookup_with(entry(s), |p, i| (p, i)), m.cached(s), "{why}: {s:#x}");
+                    assert_eq!(
+                        a.cache_lookup_with(entry(s), |p, i| (p.as_u64(), i)),
+                        m.cached(s),
+                        "{why}: {s:#x}"
+                    );
                     let want = if m.good[s as usize] { m.slots[s as usize] } else { Slot::default() };
                     assert_eq!((a.count(entry(s)), a.has_cache(entry(s))), (want.count, want.cache), "{why}");
                 }

@@ -6,8 +6,6 @@
 //! cannot see keeping the area on. The world is `tests/policy`, which plays
 //! the kernel's side of `SwapoffHost`.
 
-#[macro_use]
-
 mod policy;
 
 use arch_aarch64::pgtable::Aarch64Format;

@@ -22,7 +22,10 @@
 //!   TLB (keyed by root), checked together as the kernel's
 //!   `AddressSpace::check` does.
 
+use mm::folio::FolioMapping;
+use mm::pgtable::SwapType;
 use mm::testkit::rng::Rng;
+use mm::Pfn;
 
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
@@ -58,12 +61,12 @@ fn world<F: HardwareWalker>() -> World<F> {
 /// What a folio's descriptors say, to compare before and after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Snapshot {
-    pfn: u64,
+    pfn: Pfn,
     order: u8,
     refcount: i32,
     entire: i32,
     pincount: i32,
-    mapping: u64,
+    mapping: FolioMapping,
     index: u64,
     pages: Vec<(u64, i32)>,
 }
@@ -120,11 +123,11 @@ fn assert_fresh_thp<F: HardwareWalker>(w: &World<F>, s: usize, block: u64) -> Fo
     assert_eq!((level, leaf.size), (Level::Pmd, PageSize::Size2M));
     assert!(leaf.prot.writable && leaf.dirty && leaf.young && leaf.prot.user);
     let f = w.folio_at(s, block);
-    assert_eq!(PhysAddr::new(f.pfn() << 12), leaf.frame);
+    assert_eq!(f.pfn().phys(), leaf.frame);
     assert_eq!((f.order(), f.entire_mapcount(), f.refcount(), f.total_mapcount()), (9, 1, 1, 1));
     assert!((0..HPAGE_NR).all(|i| f.page_mapcount(i) == 0));
     assert!(f.test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
-    assert_eq!((f.mapping(), f.index()), (anon_handle(w.sp(s).table.root()), block >> 12));
+    assert_eq!((f.anon_handle(), f.index()), (Some(anon_handle(w.sp(s).table.root())), block >> 12));
     f
 }
 
@@ -142,7 +145,7 @@ fn a_write_fault_maps_one_pmd_leaf<F: HardwareWalker>() {
     // The rest of the block is there already, zeroed, without a fault.
     assert_eq!(w.write(0, AREA + HP + 511 * PAGE, 1), Vec::<Ev>::new());
     assert_eq!((w.read(0, at), w.read(0, AREA + HP), w.read(0, AREA + HP + 511 * PAGE)), (0x5a, 0, 1));
-    assert_eq!(w.frames.byte(PhysAddr::new((f.pfn() << 12) + 0x1234)), 0x5a);
+    assert_eq!(w.frames.byte(PhysAddr::new((f.pfn().phys().as_u64()) + 0x1234)), 0x5a);
     // A read fault in the other block maps the zero folio, not a new one.
     assert_eq!(w.read(0, AREA + 5), 0);
     assert_eq!(
@@ -162,7 +165,7 @@ fn read_faults_map_the_huge_zero_folio_and_writes_replace_it<F: HardwareWalker>(
     let (_, outcomes) = w.access(0, AREA + 0x10, HwAccess::USER_READ).unwrap();
     assert_eq!(outcomes, [FaultOutcome::MappedHugeZero]);
     let (level, leaf) = w.leaf(0, AREA);
-    assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, PhysAddr::new(zero.pfn() << 12), false));
+    assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, zero.pfn().phys(), false));
     assert!(is_huge_zero(w.memmap(), &leaf));
     assert_eq!(w.stats(0), pmd_stats(1, 1));
     assert_eq!((w.nr_free(), snapshot(&zero)), (free, zero_before.clone()), "zero mappings are not counted");
@@ -252,10 +255,10 @@ fn partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part<F: HardwareWa
         assert_eq!((level, leaf.prot.writable, leaf.dirty), (Level::Pte, true, true));
         // Split into order-0 folios, each mapped once, exclusive.
         let g = w.folio_at(0, p);
-        assert_eq!(g.pfn(), f.pfn() + i);
+        assert_eq!(g.pfn(), f.pfn().plus(i));
         assert_eq!((g.order(), g.refcount(), g.page_mapcount(0), g.entire_mapcount()), (0, 1, 1, 0));
         assert!(g.test_flag(PageFlag::AnonExclusive) && g.test_flag(PageFlag::SwapBacked));
-        assert_eq!((g.mapping(), g.index()), (handle, p >> 12));
+        assert_eq!((g.anon_handle(), g.index()), (Some(handle), p >> 12));
     }
     w.expect_filled(0, AREA, cut - AREA, 1);
     w.expect_filled(0, cut + nr_cut * PAGE, 2 * HP - (cut + nr_cut * PAGE - AREA), 1);
@@ -351,7 +354,7 @@ fn mprotect_of_part_of_a_thp_splits_it_and_never_grants_write<F: HardwareWalker>
         assert_eq!(f.page_mapcount(i), 1);
         assert!(f.page(i).test_flag(PageFlag::AnonExclusive), "page {i} stays exclusive");
         let (level, leaf) = w.leaf(0, p);
-        assert_eq!((level, leaf.frame), (Level::Pte, PhysAddr::new((f.pfn() + i as u64) << 12)));
+        assert_eq!((level, leaf.frame), (Level::Pte, f.pfn().plus(i as u64).phys()));
         assert_eq!(leaf.prot.writable, !in_part(p), "page {i}");
         assert!(leaf.dirty && leaf.young);
     }
@@ -414,10 +417,7 @@ fn fork_shares_a_pmd_thp_and_a_write_splits_and_copies<F: HardwareWalker>() {
     let c = w.fork(0);
     for s in [0, c] {
         let (level, leaf) = w.leaf(s, AREA);
-        assert_eq!(
-            (level, leaf.frame, leaf.prot.writable),
-            (Level::Pmd, PhysAddr::new(f.pfn() << 12), false)
-        );
+        assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, f.pfn().phys(), false));
     }
     assert_eq!((f.entire_mapcount(), f.refcount(), f.total_mapcount()), (2, 2, 2));
     assert!(!f.test_flag(PageFlag::AnonExclusive));
@@ -432,7 +432,7 @@ fn fork_shares_a_pmd_thp_and_a_write_splits_and_copies<F: HardwareWalker>() {
     assert_eq!(w.leaf(c, AREA).0, Level::Pmd, "the child keeps its PMD");
     let (level, leaf) = w.leaf(0, p5);
     assert_eq!((level, leaf.prot.writable), (Level::Pte, true));
-    assert_ne!(leaf.frame.pfn(), f.pfn() + 5);
+    assert_ne!(leaf.frame.pfn(), f.pfn().plus(5));
     let copy = w.folio_at(0, p5);
     assert!(copy.test_flag(PageFlag::AnonExclusive));
     assert_eq!((copy.order(), copy.refcount(), copy.page_mapcount(0)), (0, 1, 1));
@@ -479,7 +479,7 @@ fn a_write_after_the_other_side_unmapped_reuses_the_pmd<F: HardwareWalker>() {
         assert_eq!(w.write(writer, AREA + 9, 0x11), [FaultOutcome::Reused]);
         assert_eq!(w.nr_free(), free);
         let (level, leaf) = w.leaf(writer, AREA);
-        assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, PhysAddr::new(f.pfn() << 12), true));
+        assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, f.pfn().phys(), true));
         assert!(f.test_flag(PageFlag::AnonExclusive));
         assert_eq!(w.read(writer, AREA + 9), 0x11);
         w.expect_filled(writer, AREA + PAGE, HP - PAGE, 6);
@@ -509,7 +509,7 @@ fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
     assert_eq!(w.nr_free(), free - 512);
     // The parent keeps it exclusive and writable.
     let (level, leaf) = w.leaf(0, AREA);
-    assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, PhysAddr::new(f.pfn() << 12), true));
+    assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, f.pfn().phys(), true));
     assert_eq!((f.entire_mapcount(), f.refcount(), f.pincount()), (1, 2, 1));
     assert!(f.test_flag(PageFlag::AnonExclusive));
     // The child has its own huge folio.
@@ -517,14 +517,14 @@ fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
     assert_ne!(g, f);
     assert_eq!((g.order(), g.entire_mapcount(), g.refcount(), g.pincount()), (9, 1, 1, 0));
     assert!(g.test_flag(PageFlag::AnonExclusive));
-    assert_eq!((g.mapping(), g.index()), (anon_handle(w.sp(c).table.root()), AREA >> 12));
+    assert_eq!((g.anon_handle(), g.index()), (Some(anon_handle(w.sp(c).table.root())), AREA >> 12));
     assert_eq!(w.leaf(c, AREA).0, Level::Pmd);
     let st = w.check();
     assert_eq!((st[0], st[c]), (pmd_stats(1, 1), pmd_stats(1, 1)));
     w.expect_filled(c, AREA, HP, 7);
     // A write through the pin (DMA) is seen by the parent only.
     let p = AREA + 40 * PAGE;
-    w.frames.set_byte(PhysAddr::new(((f.pfn() + 40) << 12) + 8), 0xd0);
+    w.frames.set_byte(PhysAddr::new((f.pfn().plus(40).phys().as_u64()) + 8), 0xd0);
     assert_eq!((w.read(0, p + 8), w.read(c, p + 8)), (0xd0, 0));
     // Both write without a fault on either side.
     assert_eq!(w.write(0, AREA + 1, 1), Vec::<Ev>::new());
@@ -545,7 +545,7 @@ fn a_pinned_thp_is_copied_in_small_pages_when_no_2mib_block_is_free<F: HardwareW
     assert_eq!((w.frames.nr_copies(), w.nr_free()), (512, free - 512));
     // The parent keeps its PMD, exclusive and writable.
     let (level, leaf) = w.leaf(0, AREA);
-    assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, PhysAddr::new(f.pfn() << 12), true));
+    assert_eq!((level, leaf.frame, leaf.prot.writable), (Level::Pmd, f.pfn().phys(), true));
     assert_eq!((f.entire_mapcount(), f.refcount()), (1, 2));
     assert!(f.test_flag(PageFlag::AnonExclusive));
     // The child maps 512 fresh exclusive pages of its own.
@@ -556,7 +556,7 @@ fn a_pinned_thp_is_copied_in_small_pages_when_no_2mib_block_is_free<F: HardwareW
         let g = w.folio_at(c, AREA + i * PAGE);
         assert_eq!((g.order(), g.refcount(), g.page_mapcount(0)), (0, 1, 1));
         assert!(g.test_flag(PageFlag::AnonExclusive));
-        assert_eq!((g.mapping(), g.index()), (handle, (AREA >> 12) + i));
+        assert_eq!((g.anon_handle(), g.index()), (Some(handle), (AREA >> 12) + i));
     }
     let st = w.check();
     assert_eq!((st[0], st[c].nr_pte_leaves, st[c].nr_folios), (pmd_stats(1, 1), 512, 512));
@@ -658,10 +658,10 @@ fn try_split_folio_refuses_and_changes_nothing<F: HardwareWalker>() {
     let sp = w.sp(0);
     let (_, flush) = sp.table.clear(&w.mem, va(AREA + 4 * PAGE), Level::Pte).unwrap();
     flush.flush(&w.tlb);
-    remove_pte_mapping(w.memmap(), PhysAddr::new((f.pfn() + 4) << 12));
+    remove_pte_mapping(w.memmap(), PhysAddr::new(f.pfn().plus(4).phys().as_u64()));
     let (_, flush) = sp.table.clear(&w.mem, va(AREA + 6 * PAGE), Level::Pte).unwrap();
     flush.flush(&w.tlb);
-    assert!(!remove_pte_mapping(w.memmap(), PhysAddr::new((f.pfn() + 6) << 12)).put());
+    assert!(!remove_pte_mapping(w.memmap(), PhysAddr::new(f.pfn().plus(6).phys().as_u64())).put());
     let mut freed = Vec::new();
     let held = |i: usize| (i == 4) as i32;
     assert_eq!(
@@ -671,17 +671,17 @@ fn try_split_folio_refuses_and_changes_nothing<F: HardwareWalker>() {
         }),
         Ok(())
     );
-    assert_eq!(freed, [f.pfn() + 6], "the page nobody holds is freed at once");
+    assert_eq!(freed, [f.pfn().plus(6)], "the page nobody holds is freed at once");
     assert_eq!(w.nr_free(), free + 1);
-    let page4 = folio_of(w.memmap(), f.pfn() + 4).unwrap();
+    let page4 = folio_of(w.memmap(), f.pfn().plus(4)).unwrap();
     assert_eq!((page4.order(), page4.refcount(), page4.page_mapcount(0)), (0, 1, 0));
     w.frames.put(page4);
     let handle = anon_handle(w.sp(0).table.root());
     for i in (0..HPAGE_NR).filter(|&i| i != 4 && i != 6) {
         let g = w.folio_at(0, AREA + i as u64 * PAGE);
-        assert_eq!(g.pfn(), f.pfn() + i as u64);
+        assert_eq!(g.pfn(), f.pfn().plus(i as u64));
         assert_eq!((g.order(), g.refcount(), g.page_mapcount(0), g.is_locked()), (0, 1, 1, false));
-        assert_eq!((g.mapping(), g.index()), (handle, (AREA >> 12) + i as u64));
+        assert_eq!((g.anon_handle(), g.index()), (Some(handle), (AREA >> 12) + i as u64));
         assert!(g.test_flag(PageFlag::SwapBacked));
     }
     assert_eq!(w.nr_free(), free + 2);
@@ -710,7 +710,7 @@ fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
         Ok(PmdSplit::NonPresent)
     );
     for i in 0..HPAGE_NR as u64 {
-        let expected = NonPresent::Migration(MigrationEntry { pfn: zero.pfn() + i, ..m });
+        let expected = NonPresent::Migration(MigrationEntry { pfn: zero.pfn().plus(i), ..m });
         assert_eq!(w.lookup(0, AREA + i * PAGE), (Level::Pte, Decoded::NonPresent(expected)));
     }
     assert_eq!(snapshot(&zero), zero_before);
@@ -737,12 +737,12 @@ fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
         Ok(PmdSplit::NonPresent)
     );
     for i in 0..HPAGE_NR as u64 {
-        let expected = NonPresent::Migration(MigrationEntry { pfn: f.pfn() + i, ..m2 });
+        let expected = NonPresent::Migration(MigrationEntry { pfn: f.pfn().plus(i), ..m2 });
         assert_eq!(w.lookup(0, AREA + HP + i * PAGE), (Level::Pte, Decoded::NonPresent(expected)));
     }
     assert_eq!(snapshot(&f), f_before, "no count changes");
     // A swap PMD.
-    let entry = SwapEntry::new(3, 0x1000).unwrap();
+    let entry = SwapEntry::new(SwapType::nth(3), 0x1000).unwrap();
     let swap = NonPresent::Swap { entry, exclusive: true };
     sp.table.set_nonpresent(&w.mem, va(AREA + 2 * HP), Level::Pmd, swap).unwrap().1.flush(&w.tlb);
     assert_eq!(
@@ -750,7 +750,10 @@ fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
         Ok(PmdSplit::NonPresent)
     );
     for i in 0..HPAGE_NR as u64 {
-        let expected = NonPresent::Swap { entry: SwapEntry::new(3, 0x1000 + i).unwrap(), exclusive: true };
+        let expected = NonPresent::Swap {
+            entry: SwapEntry::new(SwapType::nth(3), 0x1000 + i).unwrap(),
+            exclusive: true,
+        };
         assert_eq!(w.lookup(0, AREA + 2 * HP + i * PAGE), (Level::Pte, Decoded::NonPresent(expected)));
     }
     // The checker sees them all (nothing makes them yet).
@@ -840,7 +843,7 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
     // Expected byte at `offset_in(page)` of each page, per space (absent: 0).
     let mut model: Vec<HashMap<u64, u8>> = vec![HashMap::new()];
     // Pinned folios (head PFNs), as a FOLL_PIN user holds them.
-    let mut pins: Vec<u64> = Vec::new();
+    let mut pins: Vec<Pfn> = Vec::new();
     w.mmap(0, AREA, 4 * HP, RW);
     for op in 0..nr_ops {
         let live = w.live();
@@ -1106,7 +1109,7 @@ fn split_isolated_folio_hands_the_pieces_to_reclaim<F: HardwareWalker>() {
     assert_eq!((f.order(), f.refcount(), f.page_mapcount(0)), (0, 2, 1));
     assert!(f.is_locked());
     for (i, g) in pieces.iter().enumerate() {
-        assert_eq!(g.pfn(), f.pfn() + 1 + i as u64);
+        assert_eq!(g.pfn(), f.pfn().plus(1 + i as u64));
         assert_eq!((g.order(), g.refcount(), g.page_mapcount(0)), (0, 2, 1));
         assert!(!g.is_locked());
     }

@@ -4,8 +4,6 @@
 //! refusal (pinned, maybe pinned, a slot count at its limit, not in the
 //! swap cache) leaving nothing changed. The world is `tests/policy`.
 
-#[macro_use]
-
 mod policy;
 
 use arch_aarch64::pgtable::Aarch64Format;
@@ -49,7 +47,7 @@ fn finish_unmap<F: HardwareWalker>(w: &World<F>, folio: &Folio<'static>, done: U
 struct Snapshot {
     entries: Vec<(usize, mm::VirtAddr, Level, Decoded)>,
     pages: Vec<(u64, i32)>,
-    folio: (i32, i32, i32, Option<u64>),
+    folio: (i32, i32, i32, Option<SwapEntry>),
     slots: Vec<u8>,
 }
 

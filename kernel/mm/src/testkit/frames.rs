@@ -39,18 +39,18 @@ extern crate std;
 use crate::anon::{alloc_anon_folio, remove_pte_mapping};
 use crate::bugs::{self, Bug};
 use crate::fault::FrameSource;
-use crate::folio::{Folio, UnpublishedFolio};
+use crate::folio::{AnonHandle, Folio, UnpublishedFolio};
 use crate::frame::{AllocKind, FrameAllocator};
 use crate::lru::LruLists;
 use crate::page::{Memmap, PageFlag};
-use crate::pgtable::SwapEntry;
+use crate::pgtable::{SwapEntry, SwapType};
 use crate::swap::area::SwapArea;
 use crate::swap::cache::{delete_from_swap_cache, lookup_get, nth_entry, slots_unused};
 use crate::swap::header::{format, parse};
 use crate::swap::swapin::SwapBackend;
 use crate::sync::Lock;
 use crate::thp::{alloc_anon_huge_folio, alloc_huge_zero_folio, remove_pmd_mapping, HPAGE_NR, HPAGE_ORDER};
-use crate::PhysAddr;
+use crate::{Pfn, PhysAddr};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -116,9 +116,9 @@ impl SimFrames {
     /// `nr_frames` descriptors from `base_pfn`; the last `nr_reserved` are
     /// never given to the allocator (reserved memory).
     pub fn with_reserved_tail(base_pfn: u64, nr_frames: usize, nr_reserved: u64) -> SimFrames {
-        let memmap = Memmap::new_leaked(base_pfn, nr_frames);
+        let memmap = Memmap::new_leaked(Pfn::new(base_pfn), nr_frames);
         let fa: &'static FrameAllocator = Box::leak(Box::new(FrameAllocator::new(memmap)));
-        fa.add_free_range(base_pfn, base_pfn + nr_frames as u64 - nr_reserved).unwrap();
+        fa.add_free_range(Pfn::new(base_pfn), Pfn::new(base_pfn + nr_frames as u64 - nr_reserved)).unwrap();
         SimFrames {
             fa,
             alloc_lock: Lock::new(()),
@@ -141,7 +141,7 @@ impl SimFrames {
     /// With the huge zero folio, made now as the kernel makes it at boot.
     pub fn with_huge_zero(mut self) -> SimFrames {
         let zero = alloc_huge_zero_folio(self.fa, |pa| self.fill_zero(pa, HPAGE_NR as u64)).unwrap();
-        self.zero = Some(zero.pfn());
+        self.zero = Some(zero.pfn().as_u64());
         self
     }
 
@@ -155,6 +155,7 @@ impl SimFrames {
     /// With a swap area of type `ty` and `nr_pages` pages (page 0 is the
     /// header), made from a formatted and parsed mkswap header.
     pub fn with_swap(mut self, ty: u8, nr_pages: u64) -> SimFrames {
+        let ty = SwapType::new(ty as usize).expect("with_swap: not a swap type");
         let header = parse(&format(nr_pages, &[], b"swaptest").unwrap(), nr_pages).unwrap();
         let area = SwapArea::new(ty, &header);
         assert_eq!(area.nr_slots(), nr_pages - 1);
@@ -181,8 +182,8 @@ impl SimFrames {
     }
 
     /// The huge zero folio's PFN, when it was made.
-    pub fn zero_pfn(&self) -> Option<u64> {
-        self.zero
+    pub fn zero_pfn(&self) -> Option<Pfn> {
+        self.zero.map(Pfn::new)
     }
 
     /// The LRU lists.
@@ -211,7 +212,13 @@ impl SimFrames {
     /// A new anonymous folio (order 0, or order 9 when `huge`) for page
     /// `index` of the space `handle`, mapped once, zeroed; `None` when
     /// memory is short.
-    pub fn alloc_anon(&self, kind: AllocKind, huge: bool, handle: u64, index: u64) -> Option<Folio<'static>> {
+    pub fn alloc_anon(
+        &self,
+        kind: AllocKind,
+        huge: bool,
+        handle: AnonHandle,
+        index: u64,
+    ) -> Option<Folio<'static>> {
         let _fa = self.alloc_lock.lock();
         if huge {
             alloc_anon_huge_folio(self.fa, kind, handle, index, |pa| self.fill_zero(pa, HPAGE_NR as u64)).ok()
@@ -224,7 +231,7 @@ impl SimFrames {
     fn alloc_unpublished(&self, order: u8) -> Option<UnpublishedFolio<'static>> {
         let _fa = self.alloc_lock.lock();
         let f = self.fa.alloc_folio(order, AllocKind::Normal).ok()?;
-        self.fill_zero(PhysAddr::new(f.pfn() << 12), 1 << order);
+        self.fill_zero(f.pfn().phys(), 1 << order);
         Some(f)
     }
 
@@ -236,7 +243,7 @@ impl SimFrames {
     pub fn free(&self, folio: Folio<'static>) {
         // The folio's size is read before the lock: a descriptor load is a
         // scheduling point under shuttle.
-        let pfns = folio.pfn()..folio.pfn() + folio.nr_pages() as u64;
+        let pfns = folio.pfn().as_u64()..folio.pfn().as_u64() + folio.nr_pages() as u64;
         {
             let mut data = locked(&self.data);
             for pfn in pfns {
@@ -265,7 +272,7 @@ impl SimFrames {
     /// Zeroes `nr` frames from `pa` that are being handed out.
     fn fill_zero(&self, pa: PhysAddr, nr: u64) {
         let mut data = locked(&self.data);
-        for pfn in pa.pfn()..pa.pfn() + nr {
+        for pfn in pa.pfn().as_u64()..pa.pfn().as_u64() + nr {
             assert!(data.insert(pfn, zeroed()).is_none(), "frame {pfn:#x} handed out twice");
         }
     }
@@ -274,20 +281,24 @@ impl SimFrames {
     ///
     /// # Panics
     /// When the frame is free.
-    pub fn frame(&self, pfn: u64) -> Bytes {
-        locked(&self.data).get(&pfn).unwrap_or_else(|| panic!("read of free frame {pfn:#x}")).clone()
+    pub fn frame(&self, pfn: Pfn) -> Bytes {
+        locked(&self.data).get(&pfn.as_u64()).unwrap_or_else(|| panic!("read of free frame {pfn:#x}")).clone()
     }
 
     /// Replaces the contents of frame `pfn`.
-    pub fn set_frame(&self, pfn: u64, bytes: Bytes) {
-        *locked(&self.data).get_mut(&pfn).unwrap_or_else(|| panic!("write to free frame {pfn:#x}")) = bytes;
+    pub fn set_frame(&self, pfn: Pfn, bytes: Bytes) {
+        *locked(&self.data)
+            .get_mut(&pfn.as_u64())
+            .unwrap_or_else(|| panic!("write to free frame {pfn:#x}")) = bytes;
     }
 
     /// Runs `f` on the bytes of the frame holding `pa` and the offset of
     /// `pa` in it.
     fn with_frame<T>(&self, pa: PhysAddr, f: impl FnOnce(&mut [u8; 4096], usize) -> T) -> T {
         let mut data = locked(&self.data);
-        let frame = data.get_mut(&pa.pfn()).unwrap_or_else(|| panic!("access to free frame {:#x}", pa.pfn()));
+        let frame = data
+            .get_mut(&pa.pfn().as_u64())
+            .unwrap_or_else(|| panic!("access to free frame {:#x}", pa.pfn()));
         f(frame, (pa.as_u64() & 4095) as usize)
     }
 
@@ -302,7 +313,10 @@ impl SimFrames {
     /// Also when `pa` is in the huge zero folio, which nobody may write.
     pub fn set_byte(&self, pa: PhysAddr, value: u8) {
         if let Some(z) = self.zero {
-            assert!(!(z..z + HPAGE_NR as u64).contains(&pa.pfn()), "a write reached the huge zero folio");
+            assert!(
+                !(z..z + HPAGE_NR as u64).contains(&pa.pfn().as_u64()),
+                "a write reached the huge zero folio"
+            );
         }
         self.with_frame(pa, |frame, at| frame[at] = value)
     }
@@ -410,6 +424,9 @@ impl SimFrames {
 }
 
 impl SwapBackend for SimFrames {
+    /// The simulated disk's failures are injected ones, told in words.
+    type IoError = String;
+
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
         if fails(&self.fail_reads) {
             return Err(String::from("injected read error"));
@@ -425,7 +442,7 @@ impl SwapBackend for SimFrames {
             }
             let bytes =
                 self.on_disk(e.offset()).unwrap_or_else(|| panic!("read of slot {e:?}, never written"));
-            self.set_frame(frame.pfn() + i as u64, bytes);
+            self.set_frame(frame.pfn().plus(i as u64), bytes);
         }
         bump(&self.nr_reads, nr as u64);
         bump(&self.nr_read_calls, 1);
@@ -439,7 +456,7 @@ impl SwapBackend for SimFrames {
         for i in 0..nr {
             let e = nth_entry(first, i);
             assert!(self.area().has_cache(e), "write of slot {e:?}, which is not in the cache");
-            let bytes = self.frame(frame.pfn() + i as u64);
+            let bytes = self.frame(frame.pfn().plus(i as u64));
             locked(&self.disk).insert(e.offset(), bytes);
         }
         bump(&self.nr_writes, nr as u64);
@@ -475,16 +492,16 @@ impl SwapBackend for SimFrames {
 }
 
 impl FrameSource for SimFrames {
-    fn alloc_anon_page(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+    fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
         let f = self.alloc_anon(AllocKind::Normal, false, handle, index)?;
-        Some(PhysAddr::new(f.pfn() << 12))
+        Some(f.pfn().phys())
     }
     fn release_anon_page(&self, pa: PhysAddr) {
         self.put(remove_pte_mapping(self.memmap(), pa));
     }
-    fn alloc_anon_huge(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+    fn alloc_anon_huge(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
         let f = self.alloc_anon(AllocKind::Normal, true, handle, index)?;
-        Some(PhysAddr::new(f.pfn() << 12))
+        Some(f.pfn().phys())
     }
     fn release_anon_huge(&self, pa: PhysAddr) {
         self.put(remove_pmd_mapping(self.memmap(), pa));
@@ -523,6 +540,8 @@ impl Counting<'_> {
 }
 
 impl SwapBackend for Counting<'_> {
+    type IoError = String;
+
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
         self.frames.read(first, frame, nr)?;
         self.reads.set(self.reads.get() + 1);

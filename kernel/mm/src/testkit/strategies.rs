@@ -10,10 +10,11 @@
 //! address width (which the caller gives, as the trait does not name it).
 
 use crate::pgtable::format::{MigrationKind, MAX_SWAP_OFFSET, MAX_SWAP_TYPES, MIGRATION_PFN_BITS};
+use crate::pgtable::SwapType;
 use crate::pgtable::{
     Decoded, Leaf, Level, MigrationEntry, NonPresent, PageSize, PageTableFormat, Prot, SwapEntry,
 };
-use crate::PhysAddr;
+use crate::{Pfn, PhysAddr};
 use proptest::prelude::*;
 
 /// Any leaf size.
@@ -45,12 +46,13 @@ pub fn migration_kind() -> impl Strategy<Value = MigrationKind> {
 /// Any migration entry (PFN within its field).
 pub fn migration() -> impl Strategy<Value = MigrationEntry> {
     (migration_kind(), 0..1u64 << MIGRATION_PFN_BITS, any::<bool>(), any::<bool>())
-        .prop_map(|(kind, pfn, young, dirty)| MigrationEntry { kind, pfn, young, dirty })
+        .prop_map(|(kind, pfn, young, dirty)| MigrationEntry { kind, pfn: Pfn::new(pfn), young, dirty })
 }
 
 /// Any swap entry [`SwapEntry::new`] accepts.
 pub fn swap_entry() -> impl Strategy<Value = SwapEntry> {
-    (0..MAX_SWAP_TYPES, 1..=MAX_SWAP_OFFSET).prop_map(|(ty, offset)| SwapEntry::new(ty, offset).unwrap())
+    (0..MAX_SWAP_TYPES, 1..=MAX_SWAP_OFFSET)
+        .prop_map(|(ty, offset)| SwapEntry::new(SwapType::nth(ty), offset).unwrap())
 }
 
 /// Any swap or migration entry.
@@ -66,7 +68,7 @@ pub fn nonpresent() -> impl Strategy<Value = NonPresent> {
 /// its type, its PFN, young and dirty its offset; it has no exclusive bit).
 pub fn swap_fields(entry: NonPresent) -> (u8, u64, bool) {
     match entry {
-        NonPresent::Swap { entry, exclusive } => (entry.ty(), entry.offset(), exclusive),
+        NonPresent::Swap { entry, exclusive } => (entry.ty().raw(), entry.offset(), exclusive),
         NonPresent::Migration(m) => (m.kind.swap_type(), m.to_offset(), false),
     }
 }

@@ -30,7 +30,7 @@ use super::frames::{Bytes, SimFrames};
 use crate::anon::anon_handle;
 use crate::debug::{check_spaces_with_swap, ConsistencyError, Stats};
 use crate::fault::{handle_fault, Access, FaultCause, FaultOutcome, MemFault};
-use crate::folio::{folio_of, Folio};
+use crate::folio::{folio_of, AnonHandle, Folio};
 use crate::frame::AllocKind;
 use crate::gup::{get_user_page, release, Hold};
 use crate::page::{Memmap, PageFlag};
@@ -47,8 +47,9 @@ use crate::swap::unmap::unmap_to_swap;
 use crate::sync::Lock;
 use crate::thp::split_huge_pmd_if_cut;
 use crate::vma::{ThpMode, VmaKind, VmaProt, VmaSet};
-use crate::{PhysAddr, VirtAddr};
+use crate::{Pfn, PhysAddr, VirtAddr};
 use alloc::boxed::Box;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -105,7 +106,7 @@ pub fn pages(start: u64, n: u64) -> impl Iterator<Item = u64> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ev {
     Fault(FaultOutcome),
-    SwapIn(Result<SwapInOutcome, SwapInError>),
+    SwapIn(Result<SwapInOutcome, SwapInError<String>>),
 }
 
 impl Ev {
@@ -147,11 +148,11 @@ pub struct World<F: HardwareWalker> {
     /// Index = space id; `None` once it exited.
     spaces: Vec<Option<Space<F>>>,
     /// The anon handle of every space there ever was.
-    handles: Vec<u64>,
+    handles: Vec<AnonHandle>,
     /// Free pages at the start: what teardown returns to.
     free_at_start: u64,
     /// Halves of 2 MiB blocks held by [`World::fragment`].
-    fragments: RefCell<Vec<u64>>,
+    fragments: RefCell<Vec<Pfn>>,
 }
 
 impl<F: HardwareWalker> Default for World<F> {
@@ -230,7 +231,7 @@ impl<F: HardwareWalker> World<F> {
     }
 
     /// Space `s`'s anon handle.
-    pub fn handle(&self, s: usize) -> u64 {
+    pub fn handle(&self, s: usize) -> AnonHandle {
         anon_handle(self.sp(s).table.root())
     }
 
@@ -269,7 +270,7 @@ impl<F: HardwareWalker> World<F> {
                     return;
                 }
                 let f = folio_of(self.memmap(), leaf.frame.pfn()).unwrap();
-                let i = (leaf.frame.pfn() - f.pfn()) as usize;
+                let i = f.page_index_of(leaf.frame.pfn());
                 let mappings = if level == Level::Pmd { f.total_mapcount() } else { f.page_mapcount(i) };
                 assert!(
                     f.page(i).test_flag(PageFlag::AnonExclusive) && mappings == 1,
@@ -433,7 +434,7 @@ impl<F: HardwareWalker> World<F> {
         s: usize,
         page: u64,
         entry: SwapEntry,
-    ) -> Result<(Folio<'static>, usize), SwapInError> {
+    ) -> Result<(Folio<'static>, usize), SwapInError<String>> {
         let sp = self.sp(s);
         let run = || intact_run(&sp.table, &self.mem, &sp.vmas, va(page), entry);
         get_swapped_folio_with_run(
@@ -453,7 +454,7 @@ impl<F: HardwareWalker> World<F> {
         s: usize,
         page: u64,
         entry: SwapEntry,
-    ) -> Result<(Folio<'static>, usize), SwapInError> {
+    ) -> Result<(Folio<'static>, usize), SwapInError<String>> {
         get_swapped_folio(self.area(), self.memmap(), &self.frames, entry, self.handle(s), page >> 12)
     }
 
@@ -492,7 +493,7 @@ impl<F: HardwareWalker> World<F> {
         page: u64,
         entry: SwapEntry,
         write: bool,
-    ) -> Result<SwapInOutcome, SwapInError> {
+    ) -> Result<SwapInOutcome, SwapInError<String>> {
         let got = self.swap_in_half1(s, page, entry)?;
         Ok(self.swap_in_half2(s, got, page, entry, write))
     }
@@ -661,7 +662,7 @@ impl<F: HardwareWalker> World<F> {
             kept.push(pfn);
         }
         for &pfn in &kept {
-            fa.free(pfn + 256, 8);
+            fa.free(pfn.plus(256), 8);
         }
         assert_eq!(fa.nr_free_blocks(9) + fa.nr_free_blocks(10), 0);
         self.fragments.borrow_mut().extend(kept);
@@ -765,7 +766,7 @@ pub fn reclaim_write(frames: &SimFrames, folio: Folio<'static>) -> Result<(), Sw
     if !slots_unused(frames.area(), &folio) {
         let first = folio_entry(&folio).expect("in the swap cache");
         folio.set_flag(PageFlag::Writeback);
-        let written = frames.write(first, PhysAddr::new(folio.pfn() << 12), folio.nr_pages());
+        let written = frames.write(first, folio.pfn().phys(), folio.nr_pages());
         folio.clear_flag(PageFlag::Writeback);
         if written.is_err() {
             return Err(reclaim_keep(frames, folio, "write failed"));
@@ -802,7 +803,7 @@ pub struct SharedSpace<F: HardwareWalker> {
     inner: Lock<Inner<F>>,
     pub frames: SimFrames,
     /// The space's anon handle.
-    pub handle: u64,
+    pub handle: AnonHandle,
     free_at_start: u64,
 }
 

@@ -29,13 +29,13 @@ use mm::anon::{alloc_anon_folio, anon_handle, remove_pte_mapping};
 use mm::bugs::{self, Bug};
 use mm::debug::{check_spaces_with_swap, Stats};
 use mm::fault::{handle_fault, FaultCause, FaultOutcome, FrameSource, MemFault};
-use mm::folio::{folio_of, Folio, UnpublishedFolio};
+use mm::folio::{folio_of, AnonHandle, Folio, UnpublishedFolio};
 use mm::frame::{AllocKind, FrameAllocator};
 use mm::gup::{get_user_page, release, Hold};
 use mm::lru::{LruList, LruLists};
 use mm::page::{Memmap, PageFlag};
 use mm::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
-use mm::pgtable::{Decoded, Flush, Leaf, Level, NonPresent, PageTable, SwapEntry, TlbHooks};
+use mm::pgtable::{Decoded, Flush, Leaf, Level, NonPresent, PageTable, SwapEntry, SwapType, TlbHooks};
 use mm::reclaim::ReclaimHost;
 use mm::space::{fork_range, zap_range, Gather};
 use mm::swap::area::SwapArea;
@@ -45,7 +45,7 @@ use mm::swap::swapin::{get_swapped_folio_with_run, intact_run, map_swapped_in, S
 use mm::swapoff::SwapoffHost;
 use mm::thp::{alloc_anon_huge_folio, remove_pmd_mapping, HPAGE_NR, HPAGE_ORDER, HPAGE_SIZE};
 use mm::vma::{ThpMode, VmaKind, VmaProt, VmaSet};
-use mm::{PhysAddr, VirtAddr};
+use mm::{Pfn, PhysAddr, VirtAddr};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -139,7 +139,7 @@ pub struct Sys {
 impl Sys {
     fn fill_zero(&self, pa: PhysAddr, nr: u64) {
         let mut data = self.data.borrow_mut();
-        for pfn in pa.pfn()..pa.pfn() + nr {
+        for pfn in pa.pfn().as_u64()..pa.pfn().as_u64() + nr {
             assert!(data.insert(pfn, Box::new([0; 4096])).is_none(), "frame {pfn:#x} handed out twice");
         }
     }
@@ -152,7 +152,7 @@ impl Sys {
         }
         {
             let mut data = self.data.borrow_mut();
-            for pfn in folio.pfn()..folio.pfn() + folio.nr_pages() as u64 {
+            for pfn in folio.pfn().as_u64()..folio.pfn().as_u64() + folio.nr_pages() as u64 {
                 assert!(data.remove(&pfn).is_some(), "free: frame {pfn:#x} was never handed out");
             }
         }
@@ -166,11 +166,13 @@ impl Sys {
         }
     }
 
-    pub fn frame(&self, pfn: u64) -> Bytes {
+    pub fn frame(&self, pfn: Pfn) -> Bytes {
+        let pfn = pfn.as_u64();
         self.data.borrow().get(&pfn).unwrap_or_else(|| panic!("read of free frame {pfn:#x}")).clone()
     }
 
-    pub fn set_frame(&self, pfn: u64, bytes: Bytes) {
+    pub fn set_frame(&self, pfn: Pfn, bytes: Bytes) {
+        let pfn = pfn.as_u64();
         *self.data.borrow_mut().get_mut(&pfn).unwrap_or_else(|| panic!("write to free frame {pfn:#x}")) =
             bytes;
     }
@@ -201,6 +203,8 @@ impl Sys {
 }
 
 impl SwapBackend for Sys {
+    type IoError = String;
+
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
         if self.fail_reads.get() > 0 {
             self.fail_reads.set(self.fail_reads.get() - 1);
@@ -216,7 +220,7 @@ impl SwapBackend for Sys {
             );
             let bytes = self.disk.borrow().get(&e.offset()).cloned();
             let bytes = bytes.unwrap_or_else(|| panic!("read of slot {e:?}, never written"));
-            self.set_frame(frame.pfn() + i as u64, bytes);
+            self.set_frame(frame.pfn().plus(i as u64), bytes);
         }
         self.nr_reads.set(self.nr_reads.get() + nr as u64);
         self.nr_read_calls.set(self.nr_read_calls.get() + 1);
@@ -231,7 +235,7 @@ impl SwapBackend for Sys {
         for i in 0..nr {
             let e = nth_entry(first, i);
             assert!(self.area.has_cache(e), "write of slot {e:?}, which is not in the cache");
-            let bytes = self.frame(frame.pfn() + i as u64);
+            let bytes = self.frame(frame.pfn().plus(i as u64));
             self.disk.borrow_mut().insert(e.offset(), bytes);
         }
         self.nr_writes.set(self.nr_writes.get() + nr as u64);
@@ -245,13 +249,13 @@ impl SwapBackend for Sys {
 
     fn alloc_folio(&self) -> Option<UnpublishedFolio<'static>> {
         let f = self.fa.alloc_folio(0, AllocKind::Normal).ok()?;
-        self.fill_zero(PhysAddr::new(f.pfn() << 12), 1);
+        self.fill_zero(f.pfn().phys(), 1);
         Some(f)
     }
 
     fn alloc_huge_folio(&self) -> Option<UnpublishedFolio<'static>> {
         let f = self.fa.alloc_folio(HPAGE_ORDER, AllocKind::Normal).ok()?;
-        self.fill_zero(PhysAddr::new(f.pfn() << 12), NR_HP);
+        self.fill_zero(f.pfn().phys(), NR_HP);
         Some(f)
     }
 
@@ -261,21 +265,21 @@ impl SwapBackend for Sys {
 }
 
 impl FrameSource for Sys {
-    fn alloc_anon_page(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+    fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
         let f =
             alloc_anon_folio(self.fa, AllocKind::Normal, handle, index, |pa| self.fill_zero(pa, 1)).ok()?;
         self.lru.add(f);
-        Some(PhysAddr::new(f.pfn() << 12))
+        Some(f.pfn().phys())
     }
     fn release_anon_page(&self, pa: PhysAddr) {
         self.put(remove_pte_mapping(self.fa.memmap(), pa));
     }
-    fn alloc_anon_huge(&self, handle: u64, index: u64) -> Option<PhysAddr> {
+    fn alloc_anon_huge(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
         let f =
             alloc_anon_huge_folio(self.fa, AllocKind::Normal, handle, index, |pa| self.fill_zero(pa, NR_HP))
                 .ok()?;
         self.lru.add(f);
-        Some(PhysAddr::new(f.pfn() << 12))
+        Some(f.pfn().phys())
     }
     fn release_anon_huge(&self, pa: PhysAddr) {
         self.put(remove_pmd_mapping(self.fa.memmap(), pa));
@@ -311,7 +315,7 @@ pub struct World<F: HardwareWalker> {
     /// Index = space id; `None` once it exited.
     pub spaces: Vec<Option<Space<F>>>,
     /// The anon handle of every space there ever was.
-    pub handles: Vec<u64>,
+    pub handles: Vec<AnonHandle>,
     free_at_start: u64,
     // ---- switches a test sets to play the kernel's side differently
     /// `alloc_device` finds no area (no swap on).
@@ -336,9 +340,9 @@ impl<F: HardwareWalker> World<F> {
     /// A world whose swap area has a bad page in every cluster of 512 when
     /// `fragmented`: single slots only, no run for a huge folio.
     pub fn with_area(fragmented: bool) -> Self {
-        let memmap = Memmap::new_leaked(MEMMAP_BASE, MEMMAP_LEN);
+        let memmap = Memmap::new_leaked(Pfn::new(MEMMAP_BASE), MEMMAP_LEN);
         let fa: &'static FrameAllocator = Box::leak(Box::new(FrameAllocator::new(memmap)));
-        fa.add_free_range(MEMMAP_BASE, MEMMAP_BASE + MEMMAP_LEN as u64).unwrap();
+        fa.add_free_range(Pfn::new(MEMMAP_BASE), Pfn::new(MEMMAP_BASE + MEMMAP_LEN as u64)).unwrap();
         let lru: &'static LruLists = Box::leak(Box::new(LruLists::new(memmap)));
         let bad: Vec<u32> = if fragmented {
             (0..SWAP_PAGES as u32).step_by(512).map(|c| c + 300).collect()
@@ -346,7 +350,7 @@ impl<F: HardwareWalker> World<F> {
             Vec::new()
         };
         let header = parse(&format(SWAP_PAGES, &bad, b"policy").unwrap(), SWAP_PAGES).unwrap();
-        let area = SwapArea::new(TY, &header);
+        let area = SwapArea::new(SwapType::nth(TY), &header);
         let sys = Sys {
             fa,
             lru,
@@ -413,7 +417,7 @@ impl<F: HardwareWalker> World<F> {
         self.live().into_iter().filter(|s| !hidden.contains(s)).collect()
     }
 
-    pub fn handle(&self, s: usize) -> u64 {
+    pub fn handle(&self, s: usize) -> AnonHandle {
         anon_handle(self.sp(s).table.root())
     }
 
@@ -427,7 +431,7 @@ impl<F: HardwareWalker> World<F> {
         let live = self.live();
         let spaces: Vec<_> = live.iter().map(|&s| (&self.sp(s).table, &self.sp(s).vmas)).collect();
         let area = self.area();
-        let count = |e: SwapEntry| (e.ty() == TY).then(|| area.count(e));
+        let count = |e: SwapEntry| (e.ty() == SwapType::nth(TY)).then(|| area.count(e));
         let stats = check_spaces_with_swap(&spaces, &self.mem, &self.handles, self.memmap(), Some(&count))
             .unwrap_or_else(|e| panic!("checker: {e}"));
         let mut all = vec![Stats::default(); self.spaces.len()];
@@ -495,7 +499,7 @@ impl<F: HardwareWalker> World<F> {
     /// hardware walker; each fault goes to the fault handler, a swap entry
     /// to [`World::swap_in`], and the access is retried. `Err` is the
     /// swap-in error that ended the access.
-    pub fn try_access(&self, s: usize, at: u64, how: HwAccess) -> Result<PhysAddr, SwapInError> {
+    pub fn try_access(&self, s: usize, at: u64, how: HwAccess) -> Result<PhysAddr, SwapInError<String>> {
         let sp = self.sp(s);
         for _ in 0..6 {
             match self.tlb.translate(&self.mem, sp.table.root(), va(at), how) {
@@ -570,7 +574,13 @@ impl<F: HardwareWalker> World<F> {
     /// nobody needs it there, is unlocked and our reference dropped. A
     /// stale entry (somebody else brought it back) is `Ok`: the access is
     /// retried.
-    pub fn swap_in(&self, s: usize, page: u64, entry: SwapEntry, write: bool) -> Result<(), SwapInError> {
+    pub fn swap_in(
+        &self,
+        s: usize,
+        page: u64,
+        entry: SwapEntry,
+        write: bool,
+    ) -> Result<(), SwapInError<String>> {
         let sp = self.sp(s);
         let calls = self.sys.nr_read_calls.get();
         let run = || intact_run(&sp.table, &self.mem, &sp.vmas, va(page), entry);
@@ -699,6 +709,7 @@ impl<F: HardwareWalker> ReclaimHost for World<F> {
     type Mem = SimMemory;
     type Tlb = SoftTlb<F>;
     type Device = ();
+    type IoError = String;
 
     fn mem(&self) -> &SimMemory {
         &self.mem
@@ -715,8 +726,8 @@ impl<F: HardwareWalker> ReclaimHost for World<F> {
     fn any_device(&self) -> bool {
         !self.no_swap.get()
     }
-    fn device(&self, ty: u8) -> Option<()> {
-        (ty == TY && !self.area_gone.get()).then_some(())
+    fn device(&self, ty: SwapType) -> Option<()> {
+        (ty == SwapType::nth(TY) && !self.area_gone.get()).then_some(())
     }
     fn alloc_device(&self) -> Option<()> {
         (!self.no_swap.get() && !self.area().alloc_stopped()).then_some(())
