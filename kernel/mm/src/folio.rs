@@ -631,25 +631,6 @@ impl<'a> UnpublishedFolio<'a> {
         self.pfn().phys()
     }
 
-    /// True when frame `pfn` is one of the folio's.
-    pub fn contains_pfn(&self, pfn: Pfn) -> bool {
-        pfn.as_u64().checked_sub(self.pfn).is_some_and(|i| i < self.nr_pages() as u64)
-    }
-
-    /// Which page of the folio frame `pfn` is.
-    ///
-    /// # Panics
-    /// When the frame is not one of the folio's.
-    pub fn page_index_of(&self, pfn: Pfn) -> usize {
-        let i = pfn.since(self.pfn());
-        assert!(
-            i < self.nr_pages() as u64,
-            "Folio::page_index_of: {pfn:?} is not in the folio at {:#x}",
-            self.pfn
-        );
-        i as usize
-    }
-
     /// The folio order.
     pub fn order(&self) -> u8 {
         self.head.order()

@@ -465,12 +465,8 @@ impl SwapArea {
     /// count.
     pub fn dup(&self, entry: SwapEntry) -> Result<u8, SlotError> {
         let mut inner = self.inner.lock();
-        let s = self.slot_range(entry, 1)?.start;
-        let byte = inner.map[s];
+        let (s, byte) = self.counted_slot(&inner, entry)?;
         let count = byte & COUNT_MASK;
-        if count == BAD {
-            return Err(SlotError::Bad { offset: s as u64 });
-        }
         if byte == 0 {
             return Err(SlotError::Free { offset: s as u64 });
         }
@@ -486,12 +482,8 @@ impl SwapArea {
     /// when it is 0 and the slot has no HAS_CACHE, the slot is free.
     pub fn free_ref(&self, entry: SwapEntry) -> Result<u8, SlotError> {
         let mut inner = self.inner.lock();
-        let s = self.slot_range(entry, 1)?.start;
-        let byte = inner.map[s];
+        let (s, byte) = self.counted_slot(&inner, entry)?;
         let count = byte & COUNT_MASK;
-        if count == BAD {
-            return Err(SlotError::Bad { offset: s as u64 });
-        }
         if count == 0 {
             return Err(SlotError::NoReference { offset: s as u64 });
         }
@@ -688,6 +680,17 @@ impl SwapArea {
     pub fn check(&self) -> Result<(), String> {
         let inner = self.inner.lock();
         inner.check(self.nr_slots)
+    }
+
+    /// The slot of `entry` and its map byte (count and HAS_CACHE), under
+    /// the area's lock; a bad page is refused.
+    fn counted_slot(&self, inner: &Inner, entry: SwapEntry) -> Result<(usize, u8), SlotError> {
+        let s = self.slot_range(entry, 1)?.start;
+        let byte = inner.map[s];
+        if byte & COUNT_MASK == BAD {
+            return Err(SlotError::Bad { offset: s as u64 });
+        }
+        Ok((s, byte))
     }
 
     /// The slot indices of `nr` slots from `entry`, if they are all in
