@@ -169,11 +169,26 @@ const TRAMPOLINE_CODE64: u64 = 0x18;
 /// Bytes of the trampoline's GDT (four descriptors).
 const TRAMPOLINE_GDT_SIZE: u64 = 4 * 8;
 
+/// `global_asm!` in AT&T syntax with, after the given template and
+/// operands, one operand per named field of [`TrampolineData`]: `{field}` is
+/// that field's offset in the data block, so the assembly names each field
+/// as the Rust struct does.
+macro_rules! trampoline_asm {
+    (data fields: $($field:ident)+; $($template_and_operands:tt)+) => {
+        core::arch::global_asm!(
+            $($template_and_operands)+
+            $($field = const core::mem::offset_of!(TrampolineData, $field),)+
+            options(att_syntax),
+        );
+    };
+}
+
 // The trampoline. It is assembled into read-only data, never run there: it
 // is copied to the trampoline page, and every address it uses is relative
 // to that page (see the module doc). AT&T syntax, for the mode-specific
 // forms (`lgdtl`, `ljmpl *`).
-core::arch::global_asm!(
+trampoline_asm!(
+    data fields: gdtr far32 far64 pml4 cr0 efer kernel_root stack_top cpu entry cr4 long_mode;
     ".pushsection .rodata.arch_x86_ap_trampoline, \"a\", @progbits",
     ".balign 16",
     ".global arch_x86_ap_trampoline",
@@ -254,21 +269,8 @@ core::arch::global_asm!(
     "    call {ap_main}",
     "    ud2",
     ".popsection",
-    gdtr = const core::mem::offset_of!(TrampolineData, gdtr),
-    far32 = const core::mem::offset_of!(TrampolineData, far32),
-    far64 = const core::mem::offset_of!(TrampolineData, far64),
-    pml4 = const core::mem::offset_of!(TrampolineData, pml4),
-    cr0 = const core::mem::offset_of!(TrampolineData, cr0),
-    efer = const core::mem::offset_of!(TrampolineData, efer),
-    kernel_root = const core::mem::offset_of!(TrampolineData, kernel_root),
-    stack_top = const core::mem::offset_of!(TrampolineData, stack_top),
-    cpu = const core::mem::offset_of!(TrampolineData, cpu),
-    entry = const core::mem::offset_of!(TrampolineData, entry),
-    cr4 = const core::mem::offset_of!(TrampolineData, cr4),
-    long_mode = const core::mem::offset_of!(TrampolineData, long_mode),
     data_size = const core::mem::size_of::<TrampolineData>(),
     ap_main = sym ap_main,
-    options(att_syntax),
 );
 
 extern "C" {
