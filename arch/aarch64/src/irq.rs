@@ -42,24 +42,43 @@ pub const IPI_SGI: u32 = 0;
 pub const TIMER_PPI: u32 = 27;
 const SPURIOUS: u32 = 1023; // what IAR reads when nothing is pending
 
-// Distributor registers (offsets from GICD), shared by all CPUs: control
-// (bit 0 forwards interrupts to the CPU interfaces), set-enable (a bit per
-// id), priority and target interfaces (a byte per id; word 0 of the targets
-// is banked and reads as this CPU's own interface bit), configuration (two
-// bits per id, the upper one set for edge), software-generated interrupts.
-const GICD_CTLR: u64 = 0x000;
-const GICD_ISENABLER: u64 = 0x100;
-const GICD_IPRIORITYR: u64 = 0x400;
-const GICD_ITARGETSR: u64 = 0x800;
-const GICD_ICFGR: u64 = 0xc00;
-const GICD_SGIR: u64 = 0xf00;
-// CPU interface registers (offsets from GICC), banked per CPU: control,
-// priority mask, interrupt acknowledge (reading it takes the highest pending
-// id), end of interrupt (that id written back).
-const GICC_CTLR: u64 = 0x000;
-const GICC_PMR: u64 = 0x004;
-const GICC_IAR: u64 = 0x00c;
-const GICC_EOIR: u64 = 0x010;
+/// Distributor registers (offsets from GICD), shared by all CPUs. The
+/// per-interrupt ones are banks of 32-bit words holding a field of fixed
+/// width per id, id 0 in the low bits of word 0 ([`gicd_set_field`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+enum Gicd {
+    /// Control: bit 0 forwards interrupts to the CPU interfaces.
+    Ctlr = 0x000,
+    /// Set-enable: a bit per id; writing 1 enables the id, 0 does nothing.
+    Isenabler = 0x100,
+    /// Priority: a byte per id.
+    Ipriorityr = 0x400,
+    /// Target CPU interfaces: a byte per id. Word 0 is banked and reads as
+    /// this CPU's own interface bit.
+    Itargetsr = 0x800,
+    /// Configuration: two bits per id, the upper one set for edge.
+    Icfgr = 0xc00,
+    /// Software-generated interrupts: target list and SGI id.
+    Sgir = 0xf00,
+}
+
+/// CPU interface registers (offsets from GICC), banked per CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+enum Gicc {
+    /// Control: bit 0 lets the interface signal interrupts to this CPU.
+    Ctlr = 0x000,
+    /// Priority mask: only interrupts of a higher priority are signalled.
+    Pmr = 0x004,
+    /// Interrupt acknowledge: reading it takes the highest pending id.
+    Iar = 0x00c,
+    /// End of interrupt: the value read from IAR, written back.
+    Eoir = 0x010,
+}
+
+/// The priority every interrupt is given (0xff in PMR lets it through).
+const PRIORITY: u32 = 0xa0;
 
 static GICD: AtomicU64 = AtomicU64::new(0);
 static GICC: AtomicU64 = AtomicU64::new(0);
@@ -73,19 +92,52 @@ static INTERFACE_MASKS: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_
 /// GICD_SGIR TargetListFilter = 0b10: to the requesting CPU only.
 const SGIR_TO_SELF: u32 = 0b10 << 24;
 
-fn read(base: &AtomicU64, reg: u64) -> u32 {
-    let b = base.load(Ordering::Relaxed);
+fn mmio_read(block: &AtomicU64, offset: u64) -> u32 {
+    let b = block.load(Ordering::Relaxed);
     debug_assert!(b != 0, "GIC access before init");
-    // SAFETY: `b` maps the GIC block (Device memory, see the module doc);
-    // its registers are 32-bit, accessed with volatile loads.
-    unsafe { core::ptr::read_volatile((b + reg) as *const u32) }
+    // SAFETY: `b` maps the GIC block (Device memory, see the module doc)
+    // and `offset` is one of its registers ([`Gicd`], [`Gicc`]); they are
+    // 32-bit, accessed with volatile loads.
+    unsafe { core::ptr::read_volatile((b + offset) as *const u32) }
 }
 
-fn write(base: &AtomicU64, reg: u64, value: u32) {
-    let b = base.load(Ordering::Relaxed);
+fn mmio_write(block: &AtomicU64, offset: u64, value: u32) {
+    let b = block.load(Ordering::Relaxed);
     debug_assert!(b != 0, "GIC access before init");
-    // SAFETY: as for `read`.
-    unsafe { core::ptr::write_volatile((b + reg) as *mut u32, value) }
+    // SAFETY: as for `mmio_read`.
+    unsafe { core::ptr::write_volatile((b + offset) as *mut u32, value) }
+}
+
+/// Word `word` of distributor register `reg` (0 for a single register).
+fn gicd_read(reg: Gicd, word: u32) -> u32 {
+    mmio_read(&GICD, reg as u64 + 4 * word as u64)
+}
+
+fn gicd_write(reg: Gicd, word: u32, value: u32) {
+    mmio_write(&GICD, reg as u64 + 4 * word as u64, value)
+}
+
+fn gicc_read(reg: Gicc) -> u32 {
+    mmio_read(&GICC, reg as u64)
+}
+
+fn gicc_write(reg: Gicc, value: u32) {
+    mmio_write(&GICC, reg as u64, value)
+}
+
+/// Sets interrupt `id`'s `width`-bit field in the distributor bank `reg`
+/// to `value`, leaving the other ids' fields as they are.
+fn gicd_set_field(reg: Gicd, id: u32, width: u32, value: u32) {
+    let per_word = 32 / width;
+    let (word, shift) = (id / per_word, (id % per_word) * width);
+    let mask = (u32::MAX >> (32 - width)) << shift;
+    let old = gicd_read(reg, word);
+    gicd_write(reg, word, (old & !mask) | (value << shift));
+}
+
+/// Enables interrupt `id` at the distributor.
+fn gicd_enable(id: u32) {
+    gicd_write(Gicd::Isenabler, id / 32, 1 << (id % 32));
 }
 
 /// Why the interrupt controller could not be set up. The machine's fault.
@@ -103,7 +155,7 @@ pub enum IrqError {
 pub fn init_boot_cpu(gicd: u64, gicc: u64) {
     GICD.store(gicd + crate::DIRECT_MAP_OFFSET, Ordering::Relaxed);
     GICC.store(gicc + crate::DIRECT_MAP_OFFSET, Ordering::Relaxed);
-    write(&GICD, GICD_CTLR, 1);
+    gicd_write(Gicd::Ctlr, 0, 1);
     init_this_cpu();
 }
 
@@ -113,14 +165,11 @@ pub fn init_boot_cpu(gicd: u64, gicc: u64) {
 /// `Irq::send_ipi_to`.
 pub fn init_this_cpu() {
     for id in [IPI_SGI, TIMER_PPI] {
-        let reg = GICD_IPRIORITYR + (id as u64 & !3);
-        let shift = (id % 4) * 8;
-        let old = read(&GICD, reg);
-        write(&GICD, reg, (old & !(0xff << shift)) | (0xa0 << shift));
-        write(&GICD, GICD_ISENABLER, 1 << id);
+        gicd_set_field(Gicd::Ipriorityr, id, 8, PRIORITY);
+        gicd_enable(id);
     }
-    write(&GICC, GICC_PMR, 0xff);
-    write(&GICC, GICC_CTLR, 1);
+    gicc_write(Gicc::Pmr, 0xff);
+    gicc_write(Gicc::Ctlr, 1);
     let cpu = Aarch64::cpu_index();
     match INTERFACE_MASKS.get(cpu) {
         Some(slot) => slot.store(interface_mask(), Ordering::Release),
@@ -131,7 +180,7 @@ pub fn init_this_cpu() {
 /// This CPU's GIC CPU-interface mask (the SGI target bit), read from the
 /// banked GICD_ITARGETSR0. A uniprocessor GIC reads 0 here.
 pub fn interface_mask() -> u8 {
-    read(&GICD, GICD_ITARGETSR) as u8
+    gicd_read(Gicd::Itargetsr, 0) as u8
 }
 
 /// Stops this CPU's tick.
@@ -144,7 +193,7 @@ pub fn send_ipi(targets: u8) {
     // SAFETY: barrier only: make earlier stores (the work flags the IPI
     // announces) visible before the interrupt can be taken.
     unsafe { core::arch::asm!("dsb ishst", options(nostack)) };
-    write(&GICD, GICD_SGIR, (targets as u32) << 16 | IPI_SGI);
+    gicd_write(Gicd::Sgir, 0, (targets as u32) << 16 | IPI_SGI);
 }
 
 /// The first shared peripheral interrupt id, and the end of the range.
@@ -175,28 +224,20 @@ static DEVICE_LINES: DeviceLines = DeviceLines::new();
 /// Configures SPI `irq` (trigger mode, priority, the boot CPU as its
 /// target) and enables it: a new device line, its handler in place.
 fn enable_spi(irq: &DeviceIrq) {
-    let id = irq.intid as u64;
-    // Trigger mode: two bits per id, the upper one set for edge.
-    let cfg = GICD_ICFGR + (id / 16) * 4;
-    let shift = (id % 16) * 2;
+    let id = irq.intid;
     let edge = if irq.trigger == Trigger::Edge { 0b10 } else { 0b00 };
-    let old = read(&GICD, cfg);
-    write(&GICD, cfg, (old & !(0b11 << shift)) | (edge << shift));
-    // Priority and target CPU: one byte per id, in words of four.
-    let byte = (id & 3) * 8;
-    let prio = GICD_IPRIORITYR + (id & !3);
-    write(&GICD, prio, (read(&GICD, prio) & !(0xff << byte)) | (0xa0 << byte));
+    gicd_set_field(Gicd::Icfgr, id, 2, edge);
+    gicd_set_field(Gicd::Ipriorityr, id, 8, PRIORITY);
     // The boot CPU's interface; a uniprocessor GIC ignores the field.
     let target = INTERFACE_MASKS[0].load(Ordering::Acquire).max(1) as u32;
-    let targets = GICD_ITARGETSR + (id & !3);
-    write(&GICD, targets, (read(&GICD, targets) & !(0xff << byte)) | (target << byte));
-    write(&GICD, GICD_ISENABLER + (id / 32) * 4, 1 << (id % 32));
+    gicd_set_field(Gicd::Itargetsr, id, 8, target);
+    gicd_enable(id);
 }
 
 /// Called by the IRQ vector.
 pub(crate) fn dispatch() {
     loop {
-        let iar = read(&GICC, GICC_IAR);
+        let iar = gicc_read(Gicc::Iar);
         let id = iar & 0x3ff;
         if id == SPURIOUS {
             break;
@@ -204,21 +245,21 @@ pub(crate) fn dispatch() {
         match id {
             TIMER_PPI => {
                 CNTV_TVAL_EL0.set(TICK_COUNTS.load(Ordering::Relaxed));
-                write(&GICC, GICC_EOIR, iar);
+                gicc_write(Gicc::Eoir, iar);
                 common::run_timer_hook();
             }
             IPI_SGI => {
-                write(&GICC, GICC_EOIR, iar);
+                gicc_write(Gicc::Eoir, iar);
                 common::run_ipi_hook();
             }
             spi if (FIRST_SPI..SPI_END).contains(&spi) => {
                 if let Some(index) = DEVICE_LINES.index_of(spi) {
                     DEVICE_LINES.run(index);
                 }
-                write(&GICC, GICC_EOIR, iar);
+                gicc_write(Gicc::Eoir, iar);
             }
             other => {
-                write(&GICC, GICC_EOIR, iar);
+                gicc_write(Gicc::Eoir, iar);
                 panic!("unexpected interrupt id {other}");
             }
         }
@@ -277,7 +318,7 @@ impl Irq for Aarch64 {
         } else if cpu == Self::cpu_index() {
             // SAFETY: barrier only, as in `send_ipi`.
             unsafe { core::arch::asm!("dsb ishst", options(nostack)) };
-            write(&GICD, GICD_SGIR, SGIR_TO_SELF | IPI_SGI);
+            gicd_write(Gicd::Sgir, 0, SGIR_TO_SELF | IPI_SGI);
         }
     }
 

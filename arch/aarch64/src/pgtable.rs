@@ -97,7 +97,9 @@
 //! - `type`: the swap area (`0..MAX_SWAP_TYPES`), or a migration type (24
 //!   read, 25 read-exclusive, 26 write); any other type is Bad.
 //! - `offset`: the swap slot, or for migration the PFN with young and dirty
-//!   above it ([`MigrationEntry::to_offset`]), stored as is.
+//!   above it
+//!   ([`MigrationEntry::to_offset`](mm::pgtable::MigrationEntry::to_offset)),
+//!   stored as is.
 //! - `excl`: the swap entry was anon-exclusive; 0 in migration entries
 //!   (their type carries exclusivity).
 //! - `PI` (bit 11): Linux's "present but invalid" marker (PROT_NONE, a PMD
@@ -128,43 +130,12 @@
 //!   size of a valid descriptor needs invalid, TLBI, DSB in between.
 #![forbid(unsafe_code)]
 
-use mm::pgtable::format::{MAX_SWAP_TYPES, MIGRATION_PFN_BITS, SWAP_OFFSET_BITS};
-use mm::pgtable::{
-    Decoded, Leaf, Level, MigrationEntry, NonPresent, PageSize, PageTableFormat, Prot, SwapEntry,
-};
+use mm::pgtable::format::{bits, is_partition, MIGRATION_PFN_BITS, SWAP_OFFSET_BITS};
+use mm::pgtable::{Decoded, Leaf, Level, NonPresent, PageSize, PageTableFormat, Prot};
 use mm::PhysAddr;
-
-/// Bits `lo..=hi` set.
-const fn bits(lo: u32, hi: u32) -> u64 {
-    (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
-}
-
-/// True when no two of `fields` share a bit.
-const fn disjoint(fields: &[u64]) -> bool {
-    let mut i = 0;
-    while i < fields.len() {
-        let mut j = i + 1;
-        while j < fields.len() {
-            if fields[i] & fields[j] != 0 {
-                return false;
-            }
-            j += 1;
-        }
-        i += 1;
-    }
-    true
-}
-
-/// The union of `fields`.
-const fn union(fields: &[u64]) -> u64 {
-    let mut all = 0;
-    let mut i = 0;
-    while i < fields.len() {
-        all |= fields[i];
-        i += 1;
-    }
-    all
-}
+// The names the tests below take from here with `use super::*`.
+#[cfg(test)]
+use mm::pgtable::{MigrationEntry, SwapEntry};
 
 // ---- Valid descriptors: hardware bits ----
 
@@ -191,14 +162,14 @@ pub const SH_INNER: u64 = 0b11 << 8;
 pub const AF: u64 = 1 << 10;
 /// Not global: the translation belongs to one ASID.
 pub const NG: u64 = 1 << 11;
-/// The output address of a page or the next table.
-pub const ADDR: u64 = bits(12, PHYS_ADDR_BITS - 1);
-/// The output address of a 2 MiB block.
-pub const ADDR_2M: u64 = bits(21, PHYS_ADDR_BITS - 1);
+/// The output address of a page or the next table: bits 12..47.
+pub const ADDR: u64 = PageSize::Size4K.frame_mask(PHYS_ADDR_BITS);
+/// The output address of a 2 MiB block: bits 21..47.
+pub const ADDR_2M: u64 = PageSize::Size2M.frame_mask(PHYS_ADDR_BITS);
 /// RES0 bits of a 2 MiB block below its address.
 pub const RES0_2M: u64 = bits(12, 20);
-/// The output address of a 1 GiB block.
-pub const ADDR_1G: u64 = bits(30, PHYS_ADDR_BITS - 1);
+/// The output address of a 1 GiB block: bits 30..47.
+pub const ADDR_1G: u64 = PageSize::Size1G.frame_mask(PHYS_ADDR_BITS);
 /// RES0 bits of a 1 GiB block below its address.
 pub const RES0_1G: u64 = bits(12, 29);
 /// Bits 48..49: RES0 without FEAT_LPA.
@@ -260,20 +231,19 @@ pub const SWP_UNUSED_HIGH: u64 = bits(62, 63);
 // Every bit of every kind of descriptor has exactly one role.
 const TABLE_FIELDS: [u64; 7] =
     [VALID, TABLE_OR_PAGE, TABLE_IGNORED_LOW, ADDR, TABLE_RES0, TABLE_IGNORED_HIGH, TABLE_LIMITS];
-const _: () = assert!(disjoint(&TABLE_FIELDS) && union(&TABLE_FIELDS) == u64::MAX);
-const _: () = assert!(
-    union(&[
-        VALID,
-        TABLE_OR_PAGE,
-        TABLE_IGNORED_LOW,
-        ADDR,
-        RES0_HIGH,
-        GP,
-        DBM,
-        TABLE_IGNORED_HIGH,
-        TABLE_LIMITS
-    ]) == u64::MAX
-);
+const _: () = assert!(is_partition(&TABLE_FIELDS));
+// A table descriptor's RES0 bits 48..51 are a leaf's RES0_HIGH, GP and DBM.
+const _: () = assert!(is_partition(&[
+    VALID,
+    TABLE_OR_PAGE,
+    TABLE_IGNORED_LOW,
+    ADDR,
+    RES0_HIGH,
+    GP,
+    DBM,
+    TABLE_IGNORED_HIGH,
+    TABLE_LIMITS
+]));
 const LEAF_FIELDS_4K: [u64; 20] = [
     VALID,
     TABLE_OR_PAGE,
@@ -296,21 +266,21 @@ const LEAF_FIELDS_4K: [u64; 20] = [
     LEAF_HIGH,
     0,
 ];
-const _: () = assert!(disjoint(&LEAF_FIELDS_4K) && union(&LEAF_FIELDS_4K) == u64::MAX);
+const _: () = assert!(is_partition(&LEAF_FIELDS_4K));
 const LEAF_FIELDS_2M: [u64; 20] = {
     let mut f = LEAF_FIELDS_4K;
     f[9] = ADDR_2M;
     f[19] = RES0_2M;
     f
 };
-const _: () = assert!(disjoint(&LEAF_FIELDS_2M) && union(&LEAF_FIELDS_2M) == u64::MAX);
+const _: () = assert!(is_partition(&LEAF_FIELDS_2M));
 const LEAF_FIELDS_1G: [u64; 20] = {
     let mut f = LEAF_FIELDS_4K;
     f[9] = ADDR_1G;
     f[19] = RES0_1G;
     f
 };
-const _: () = assert!(disjoint(&LEAF_FIELDS_1G) && union(&LEAF_FIELDS_1G) == u64::MAX);
+const _: () = assert!(is_partition(&LEAF_FIELDS_1G));
 const SWAP_FIELDS: [u64; 9] = [
     VALID,
     TABLE_OR_PAGE,
@@ -322,7 +292,7 @@ const SWAP_FIELDS: [u64; 9] = [
     SWP_OFFSET,
     SWP_UNUSED_HIGH,
 ];
-const _: () = assert!(disjoint(&SWAP_FIELDS) && union(&SWAP_FIELDS) == u64::MAX);
+const _: () = assert!(is_partition(&SWAP_FIELDS));
 // Fixed values lie inside their fields.
 const _: () = assert!(ATTR_NORMAL_WB & !ATTR_INDX == 0 && SH_INNER & !SH == 0);
 // The type field holds every type number (0..=31), the offset field every
@@ -336,15 +306,6 @@ const _: () = assert!((SW_DIRTY | WRITE) & (AP_USER | AP_RDONLY | PXN | UXN) == 
 /// The AArch64 4 KiB-granule, 4-level page-table format (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Aarch64Format;
-
-/// The address bits of a leaf of `size`.
-const fn leaf_addr_mask(size: PageSize) -> u64 {
-    match size {
-        PageSize::Size4K => ADDR,
-        PageSize::Size2M => ADDR_2M,
-        PageSize::Size1G => ADDR_1G,
-    }
-}
 
 /// Decodes a table descriptor: exactly what
 /// [`Aarch64Format::make_table`] writes.
@@ -363,7 +324,7 @@ fn decode_table(raw: u64) -> Decoded {
 /// explains: AP\[2\] clear without WRITE (the hardware could write a page
 /// the kernel thinks read-only), and WRITE with DIRTY and AP\[2\] set.
 fn decode_leaf(raw: u64, size: PageSize) -> Decoded {
-    let addr = leaf_addr_mask(size);
+    let addr = size.frame_mask(PHYS_ADDR_BITS);
     if raw & !(addr | LEAF_FLAGS | VALID | TABLE_OR_PAGE) != 0
         || raw & ATTR_INDX != ATTR_NORMAL_WB
         || raw & SH != SH_INNER
@@ -401,17 +362,8 @@ fn decode_invalid(raw: u64, level: Level) -> Decoded {
     }
     let ty = ((raw & SWP_TYPE) >> SWP_TYPE_SHIFT) as u8;
     let offset = (raw & SWP_OFFSET) >> SWP_OFFSET_SHIFT;
-    let exclusive = raw & SWP_EXCLUSIVE != 0;
-    if ty < MAX_SWAP_TYPES {
-        return match SwapEntry::from_type_offset(ty, offset) {
-            Ok(entry) => Decoded::NonPresent(NonPresent::Swap { entry, exclusive }),
-            Err(_) => Decoded::Bad(raw),
-        };
-    }
-    match MigrationEntry::from_type_offset(ty, offset) {
-        Some(m) if !exclusive => Decoded::NonPresent(NonPresent::Migration(m)),
-        _ => Decoded::Bad(raw),
-    }
+    NonPresent::from_fields(ty, offset, raw & SWP_EXCLUSIVE != 0)
+        .map_or(Decoded::Bad(raw), Decoded::NonPresent)
 }
 
 impl PageTableFormat for Aarch64Format {
@@ -443,14 +395,7 @@ impl PageTableFormat for Aarch64Format {
     /// # Panics
     /// If `leaf.frame` is not aligned to `leaf.size` or lies above 2^48.
     fn make_leaf(leaf: &Leaf) -> u64 {
-        let frame = leaf.frame.as_u64();
-        assert!(
-            leaf.frame.is_aligned(leaf.size.bytes()),
-            "make_leaf: {} not aligned to {:?}",
-            leaf.frame,
-            leaf.size
-        );
-        assert!(frame & !ADDR == 0, "make_leaf: {} beyond 48-bit physical addresses", leaf.frame);
+        let frame = leaf.frame_bits(PHYS_ADDR_BITS);
         let flag = |on: bool, bit: u64| if on { bit } else { 0 };
         let prot = leaf.prot;
         let execute_never =
@@ -473,17 +418,7 @@ impl PageTableFormat for Aarch64Format {
     /// If a migration entry's PFN is wider than [`MIGRATION_PFN_BITS`] (it
     /// would spill into the young and dirty bits).
     fn make_nonpresent(entry: &NonPresent) -> u64 {
-        let (ty, offset, exclusive) = match *entry {
-            NonPresent::Swap { entry, exclusive } => (entry.ty().raw(), entry.offset(), exclusive),
-            NonPresent::Migration(m) => {
-                assert!(
-                    m.pfn.as_u64() >> MIGRATION_PFN_BITS == 0,
-                    "make_nonpresent: migration pfn {:#x} too wide",
-                    m.pfn
-                );
-                (m.kind.swap_type(), m.to_offset(), false)
-            }
-        };
+        let (ty, offset, exclusive) = entry.to_fields();
         (ty as u64) << SWP_TYPE_SHIFT | offset << SWP_OFFSET_SHIFT | if exclusive { SWP_EXCLUSIVE } else { 0 }
     }
 }
@@ -569,7 +504,7 @@ mod walker {
                 if denied {
                     return Err(HwFault::Permission { level });
                 }
-                let frame = raw & leaf_addr_mask(size);
+                let frame = raw & size.frame_mask(PHYS_ADDR_BITS);
                 return Ok(Translation {
                     pa: PhysAddr::new(frame | (va & (size.bytes() - 1))),
                     size,

@@ -124,42 +124,42 @@ fn psci() -> Option<(PsciMethod, u32)> {
     Some((method, v as u32))
 }
 
-/// Calls PSCI function `fid` with three arguments; returns its status (x0).
-/// SMCCC 1.0 lets the firmware change x0..x17; the FP/SIMD registers are
-/// declared clobbered too, which costs nothing here.
+/// An SMCCC call through `$conduit` (`"hvc #0"` or `"smc #0"`): function
+/// `$fid` with arguments `$a1..$a3` in x1..x3; evaluates to x0. SMCCC 1.0
+/// lets the firmware change x0..x17; the FP/SIMD registers are declared
+/// clobbered too, which costs nothing here. Not `nomem`: the firmware (and
+/// the CPU it starts) reads memory the kernel wrote before the call. Must
+/// be used inside an `unsafe` block that says why the call is sound.
+macro_rules! smccc_call {
+    ($conduit:literal, $fid:expr, $a1:expr, $a2:expr, $a3:expr) => {{
+        let ret: u64;
+        core::arch::asm!(
+            $conduit,
+            inlateout("x0") $fid as u64 => ret,
+            in("x1") $a1,
+            in("x2") $a2,
+            in("x3") $a3,
+            clobber_abi("C"),
+            options(nostack)
+        );
+        ret
+    }};
+}
+
+/// Calls PSCI function `fid` with three arguments, through the conduit
+/// `method` names; returns its status (x0).
 ///
 /// # Safety
 /// The call must be one whose effects the caller has prepared for (for
 /// `CPU_ON`: a valid entry point and context).
 unsafe fn psci_call(method: PsciMethod, fid: u32, a1: u64, a2: u64, a3: u64) -> i32 {
-    let ret: u64;
-    match method {
-        // SAFETY: the caller's contract. Not `nomem`: the firmware (and the
-        // CPU it starts) reads memory the kernel wrote before the call.
-        PsciMethod::Hvc => unsafe {
-            core::arch::asm!(
-                "hvc #0",
-                inlateout("x0") fid as u64 => ret,
-                in("x1") a1,
-                in("x2") a2,
-                in("x3") a3,
-                clobber_abi("C"),
-                options(nostack)
-            )
-        },
-        // SAFETY: as for HVC.
-        PsciMethod::Smc => unsafe {
-            core::arch::asm!(
-                "smc #0",
-                inlateout("x0") fid as u64 => ret,
-                in("x1") a1,
-                in("x2") a2,
-                in("x3") a3,
-                clobber_abi("C"),
-                options(nostack)
-            )
-        },
-    }
+    let ret = match method {
+        // SAFETY: the caller's contract; HVC is the conduit the device tree
+        // names.
+        PsciMethod::Hvc => unsafe { smccc_call!("hvc #0", fid, a1, a2, a3) },
+        // SAFETY: as for HVC, with SMC the conduit named.
+        PsciMethod::Smc => unsafe { smccc_call!("smc #0", fid, a1, a2, a3) },
+    };
     // A status is a signed 32-bit value (sign-extended for SMC64 calls).
     ret as i32
 }

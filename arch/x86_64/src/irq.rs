@@ -36,7 +36,7 @@ use arch_common::irq::{self as common, AttachError, DeviceLines, Irq, Trigger, N
 use arch_common::time::Time;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
-use x86_64::registers::model_specific::Msr;
+use x86_64::registers::model_specific::ApicBase;
 
 /// The local APIC timer's vector.
 pub const TIMER_VECTOR: u8 = 0x30;
@@ -47,16 +47,32 @@ pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// The vector of device line 0; line `i` has `DEVICE_VECTOR_BASE + i`.
 pub const DEVICE_VECTOR_BASE: u8 = 0x40;
 
-const IA32_APIC_BASE: u32 = 0x1b;
-const APIC_ID: u64 = 0x20;
-const APIC_EOI: u64 = 0xb0;
-const APIC_SVR: u64 = 0xf0;
-const APIC_ICR_LOW: u64 = 0x300;
-const APIC_ICR_HIGH: u64 = 0x310;
-const APIC_LVT_TIMER: u64 = 0x320;
-const APIC_TIMER_INITIAL: u64 = 0x380;
-const APIC_TIMER_CURRENT: u64 = 0x390;
-const APIC_TIMER_DIVIDE: u64 = 0x3e0;
+/// The local APIC registers this module uses, by their offset in the
+/// APIC's register page: [`apic_read`] and [`apic_write`] take nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+enum ApicReg {
+    /// This APIC's id, in bits 24..32.
+    Id = 0x20,
+    /// End of interrupt: written (with 0) when a handler is done.
+    Eoi = 0xb0,
+    /// Spurious-interrupt vector; bit 8 enables the APIC.
+    Svr = 0xf0,
+    /// Interrupt command, low half: vector, delivery mode, level; writing
+    /// it sends the IPI.
+    IcrLow = 0x300,
+    /// Interrupt command, high half: the destination APIC id in bits 24..32.
+    IcrHigh = 0x310,
+    /// The timer's local vector table entry: vector, mask, mode.
+    LvtTimer = 0x320,
+    /// The timer's initial count (writing it starts the count).
+    TimerInitial = 0x380,
+    /// The timer's current count.
+    TimerCurrent = 0x390,
+    /// The timer's divide configuration.
+    TimerDivide = 0x3e0,
+}
+
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_PERIODIC: u32 = 1 << 17;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
@@ -80,19 +96,20 @@ static APIC_BASE: AtomicU64 = AtomicU64::new(0);
 /// APIC timer ticks per second (divide-by-16), measured once.
 static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
 
-fn apic_read(reg: u64) -> u32 {
+fn apic_read(reg: ApicReg) -> u32 {
     let base = APIC_BASE.load(Ordering::Relaxed);
     debug_assert!(base != 0, "apic_read before init");
     // SAFETY: `base` maps the local APIC's 4 KiB register page (see the
-    // module doc); registers are 32-bit, accessed with volatile loads.
-    unsafe { core::ptr::read_volatile((base + reg) as *const u32) }
+    // module doc), `reg` is one of its registers; registers are 32-bit,
+    // accessed with volatile loads.
+    unsafe { core::ptr::read_volatile((base + reg as u64) as *const u32) }
 }
 
-fn apic_write(reg: u64, value: u32) {
+fn apic_write(reg: ApicReg, value: u32) {
     let base = APIC_BASE.load(Ordering::Relaxed);
     debug_assert!(base != 0, "apic_write before init");
     // SAFETY: as for `apic_read`.
-    unsafe { core::ptr::write_volatile((base + reg) as *mut u32, value) }
+    unsafe { core::ptr::write_volatile((base + reg as u64) as *mut u32, value) }
 }
 
 /// Masks both legacy 8259 PICs after moving their vectors to 0x20..0x30,
@@ -121,32 +138,31 @@ fn silence_pic() {
 
 /// This CPU's local APIC id.
 pub fn apic_id() -> u32 {
-    apic_read(APIC_ID) >> 24
+    apic_read(ApicReg::Id) >> 24
 }
 
 /// Enables this CPU's local APIC (spurious vector, software enable).
 fn enable_local_apic() {
-    apic_write(APIC_SVR, 0x100 | SPURIOUS_VECTOR as u32);
-    apic_write(APIC_LVT_TIMER, LVT_MASKED);
+    apic_write(ApicReg::Svr, 0x100 | SPURIOUS_VECTOR as u32);
+    apic_write(ApicReg::LvtTimer, LVT_MASKED);
 }
 
 /// Boot CPU, once: silence the PIC, find and enable the local APIC, and
 /// measure its timer against the (already calibrated) TSC.
 pub fn init_boot_cpu(phys_offset: u64) {
     silence_pic();
-    // SAFETY: reading IA32_APIC_BASE has no side effect.
-    let base = unsafe { Msr::new(IA32_APIC_BASE).read() } & 0xf_ffff_f000;
+    let base = ApicBase::read().0.start_address().as_u64();
     APIC_BASE.store(base + phys_offset, Ordering::Relaxed);
     enable_local_apic();
     // Count APIC timer ticks (divide by 16) over 10 ms of TSC time.
-    apic_write(APIC_TIMER_DIVIDE, 0x3);
-    apic_write(APIC_TIMER_INITIAL, u32::MAX);
+    apic_write(ApicReg::TimerDivide, 0x3);
+    apic_write(ApicReg::TimerInitial, u32::MAX);
     let start = X86_64::now_ns();
     while X86_64::now_ns() - start < 10_000_000 {
         core::hint::spin_loop();
     }
-    let counted = u32::MAX - apic_read(APIC_TIMER_CURRENT);
-    apic_write(APIC_TIMER_INITIAL, 0);
+    let counted = u32::MAX - apic_read(ApicReg::TimerCurrent);
+    apic_write(ApicReg::TimerInitial, 0);
     APIC_TIMER_HZ.store(counted as u64 * 100, Ordering::Relaxed);
     CPU_APIC_IDS[0].store(apic_id(), Ordering::Release);
 }
@@ -163,8 +179,8 @@ pub fn init_this_cpu() {
 
 /// Stops this CPU's timer.
 pub fn stop_timer() {
-    apic_write(APIC_LVT_TIMER, LVT_MASKED);
-    apic_write(APIC_TIMER_INITIAL, 0);
+    apic_write(ApicReg::LvtTimer, LVT_MASKED);
+    apic_write(ApicReg::TimerInitial, 0);
 }
 
 /// Sends the kernel IPI to the CPU whose APIC id is `apic_id`.
@@ -200,9 +216,9 @@ pub(crate) fn send_startup(apic_id: u32, page: u8) {
 /// accepted the message. The two writes are made with interrupts off.
 pub(crate) fn send_icr(apic_id: u32, low: u32) {
     X86_64::with_irqs_disabled(|| {
-        apic_write(APIC_ICR_HIGH, apic_id << 24);
-        apic_write(APIC_ICR_LOW, low);
-        while apic_read(APIC_ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
+        apic_write(ApicReg::IcrHigh, apic_id << 24);
+        apic_write(ApicReg::IcrLow, low);
+        while apic_read(ApicReg::IcrLow) & ICR_DELIVERY_PENDING != 0 {
             core::hint::spin_loop();
         }
     })
@@ -249,18 +265,18 @@ pub(crate) fn dispatch(vector: u8) {
         SPURIOUS_VECTOR => return, // no EOI for spurious interrupts
         v if (DEVICE_VECTOR_BASE..DEVICE_VECTOR_BASE + NR_DEVICE_LINES as u8).contains(&v) => {
             DEVICE_LINES.run((v - DEVICE_VECTOR_BASE) as usize);
-            apic_write(APIC_EOI, 0);
+            apic_write(ApicReg::Eoi, 0);
         }
         TIMER_VECTOR => {
-            apic_write(APIC_EOI, 0);
+            apic_write(ApicReg::Eoi, 0);
             common::run_timer_hook();
         }
         IPI_VECTOR => {
-            apic_write(APIC_EOI, 0);
+            apic_write(ApicReg::Eoi, 0);
             common::run_ipi_hook();
         }
         other => {
-            apic_write(APIC_EOI, 0);
+            apic_write(ApicReg::Eoi, 0);
             panic!("unexpected interrupt vector {other:#x}");
         }
     }
@@ -290,9 +306,9 @@ impl Irq for X86_64 {
 
     fn start_timer(hz: u32) {
         let count = (APIC_TIMER_HZ.load(Ordering::Relaxed) / hz.max(1) as u64).clamp(1, u32::MAX as u64);
-        apic_write(APIC_TIMER_DIVIDE, 0x3);
-        apic_write(APIC_LVT_TIMER, TIMER_VECTOR as u32 | LVT_PERIODIC);
-        apic_write(APIC_TIMER_INITIAL, count as u32);
+        apic_write(ApicReg::TimerDivide, 0x3);
+        apic_write(ApicReg::LvtTimer, TIMER_VECTOR as u32 | LVT_PERIODIC);
+        apic_write(ApicReg::TimerInitial, count as u32);
     }
 
     /// Sends [`IPI_VECTOR`] to the CPU's APIC id. An index no CPU was

@@ -17,11 +17,12 @@
 //! `Mmu::map_device` maps device registers the bootloader's map of physical
 //! memory does not reach (OVMF places 64-bit PCI BARs far above RAM), at
 //! the address that map would give them, by writing the kernel root's
-//! entries directly: `mm`'s format has no way to say "uncached device
-//! memory", and these mappings are made once at boot and never changed.
+//! entries directly, with the bits [`crate::pgtable`] names: `mm`'s format
+//! has no way to say "uncached device memory", and these mappings are made
+//! once at boot and never changed.
 #![cfg(target_os = "none")]
 
-use crate::pgtable::X86Format;
+use crate::pgtable::{X86Format, ADDR, G, NX, P, PCD, PS, PWT, RW, US};
 use crate::X86_64;
 use arch_common::irq::Irq;
 use arch_common::mmu::{Mmu, TableAlloc};
@@ -129,15 +130,6 @@ impl core::fmt::Display for MapDeviceError {
     }
 }
 
-const ENTRY_PRESENT: u64 = 1 << 0;
-const ENTRY_WRITABLE: u64 = 1 << 1;
-const ENTRY_USER: u64 = 1 << 2;
-const ENTRY_PWT: u64 = 1 << 3;
-const ENTRY_PCD: u64 = 1 << 4;
-const ENTRY_HUGE: u64 = 1 << 7;
-const ENTRY_GLOBAL: u64 = 1 << 8;
-const ENTRY_NX: u64 = 1 << 63;
-const ENTRY_ADDR: u64 = 0x000f_ffff_ffff_f000;
 /// Serialises `Mmu::map_device` (two callers must not both add a table).
 static MAP_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
@@ -220,28 +212,28 @@ fn map_device_page(root: u64, pa: u64, alloc_table: TableAlloc) -> Result<(), Ma
     for shift in [39u32, 30, 21] {
         let entry = table_entry(table, (va >> shift) & 0x1ff);
         let value = entry.load(Ordering::Acquire);
-        if value & ENTRY_PRESENT == 0 {
+        if value & P == 0 {
             let frame = alloc_table().ok_or(MapDeviceError::NoMemory)?.as_u64();
-            entry.store(frame | ENTRY_PRESENT | ENTRY_WRITABLE, Ordering::Release);
+            entry.store(frame | P | RW, Ordering::Release);
             table = frame;
             continue;
         }
-        if shift != 39 && value & ENTRY_HUGE != 0 {
+        if shift != 39 && value & PS != 0 {
             let mask = (1u64 << shift) - 1;
-            let mapped = (value & ENTRY_ADDR & !mask) | (va & mask);
+            let mapped = (value & ADDR & !mask) | (va & mask);
             return if mapped == pa { Ok(()) } else { Err(MapDeviceError::Occupied { va }) };
         }
-        if value & ENTRY_USER != 0 {
+        if value & US != 0 {
             return Err(MapDeviceError::Occupied { va });
         }
-        table = value & ENTRY_ADDR;
+        table = value & ADDR;
     }
     let entry = table_entry(table, (va >> 12) & 0x1ff);
     let value = entry.load(Ordering::Acquire);
-    if value & ENTRY_PRESENT != 0 {
-        return if value & ENTRY_ADDR == pa { Ok(()) } else { Err(MapDeviceError::Occupied { va }) };
+    if value & P != 0 {
+        return if value & ADDR == pa { Ok(()) } else { Err(MapDeviceError::Occupied { va }) };
     }
-    let leaf = pa | ENTRY_PRESENT | ENTRY_WRITABLE | ENTRY_PWT | ENTRY_PCD | ENTRY_GLOBAL | ENTRY_NX;
+    let leaf = pa | P | RW | PWT | PCD | G | NX;
     entry.store(leaf, Ordering::Release);
     X86_64::table_write_barrier();
     Ok(())

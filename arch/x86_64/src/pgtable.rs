@@ -73,9 +73,11 @@
 //! - `type`: the swap area (`0..MAX_SWAP_TYPES`), or a migration type (24
 //!   read, 25 read-exclusive, 26 write); any other type is Bad.
 //! - `offset`: the swap slot, or for migration the PFN with young and dirty
-//!   above it ([`MigrationEntry::to_offset`]). It is stored bitwise
-//!   inverted (L1TF): the CPU may speculatively use the address bits of a
-//!   non-present entry, and inverted small numbers point far above RAM.
+//!   above it
+//!   ([`MigrationEntry::to_offset`](mm::pgtable::MigrationEntry::to_offset)).
+//!   It is stored bitwise inverted (L1TF): the CPU may speculatively use the
+//!   address bits of a non-present entry, and inverted small numbers point
+//!   far above RAM.
 //! - `excl`: the swap entry was anon-exclusive. Migration entries carry
 //!   exclusivity in their type and keep this bit 0.
 //! - `A`, `D`: ignored. Some CPUs (Knights Landing erratum) can set them in a
@@ -111,43 +113,12 @@
 //!   before making one.
 #![forbid(unsafe_code)]
 
-use mm::pgtable::format::{MAX_SWAP_TYPES, MIGRATION_PFN_BITS, SWAP_OFFSET_BITS};
-use mm::pgtable::{
-    Decoded, Leaf, Level, MigrationEntry, NonPresent, PageSize, PageTableFormat, Prot, SwapEntry,
-};
+use mm::pgtable::format::{bits, is_partition, MIGRATION_PFN_BITS, SWAP_OFFSET_BITS};
+use mm::pgtable::{Decoded, Leaf, Level, NonPresent, PageSize, PageTableFormat, Prot};
 use mm::PhysAddr;
-
-/// Bits `lo..=hi` set.
-const fn bits(lo: u32, hi: u32) -> u64 {
-    (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
-}
-
-/// True when no two of `fields` share a bit.
-const fn disjoint(fields: &[u64]) -> bool {
-    let mut i = 0;
-    while i < fields.len() {
-        let mut j = i + 1;
-        while j < fields.len() {
-            if fields[i] & fields[j] != 0 {
-                return false;
-            }
-            j += 1;
-        }
-        i += 1;
-    }
-    true
-}
-
-/// The union of `fields`.
-const fn union(fields: &[u64]) -> u64 {
-    let mut all = 0;
-    let mut i = 0;
-    while i < fields.len() {
-        all |= fields[i];
-        i += 1;
-    }
-    all
-}
+// The names the tests below take from here with `use super::*`.
+#[cfg(test)]
+use mm::pgtable::{MigrationEntry, SwapEntry};
 
 // ---- Present entries: hardware bits ----
 
@@ -173,16 +144,16 @@ pub const PTE_PAT: u64 = 1 << 7;
 pub const G: u64 = 1 << 8;
 /// Bits 9..11, available to software (unused in present entries).
 pub const SOFTWARE_LOW: u64 = bits(9, 11);
-/// The physical address of a 4 KiB frame or of the next table.
-pub const ADDR: u64 = bits(12, PHYS_ADDR_BITS - 1);
+/// The physical address of a 4 KiB frame or of the next table: bits 12..51.
+pub const ADDR: u64 = PageSize::Size4K.frame_mask(PHYS_ADDR_BITS);
 /// In a 2 MiB or 1 GiB leaf bit 12 is the PAT selector (kept 0).
 pub const HUGE_PAT: u64 = 1 << 12;
-/// The frame address of a 2 MiB leaf.
-pub const ADDR_2M: u64 = bits(21, PHYS_ADDR_BITS - 1);
+/// The frame address of a 2 MiB leaf: bits 21..51.
+pub const ADDR_2M: u64 = PageSize::Size2M.frame_mask(PHYS_ADDR_BITS);
 /// Reserved (must be 0) bits of a 2 MiB leaf, between PAT and the address.
 pub const RESERVED_2M: u64 = bits(13, 20);
-/// The frame address of a 1 GiB leaf.
-pub const ADDR_1G: u64 = bits(30, PHYS_ADDR_BITS - 1);
+/// The frame address of a 1 GiB leaf: bits 30..51.
+pub const ADDR_1G: u64 = PageSize::Size1G.frame_mask(PHYS_ADDR_BITS);
 /// Reserved (must be 0) bits of a 1 GiB leaf, between PAT and the address.
 pub const RESERVED_1G: u64 = bits(13, 29);
 /// Bits 52..58, ignored by the CPU (unused).
@@ -221,116 +192,20 @@ pub const SWP_TYPE_SHIFT: u32 = 59;
 /// The type: bits 59..63.
 pub const SWP_TYPE: u64 = bits(SWP_TYPE_SHIFT, 63);
 
-// Every bit of every kind of entry has exactly one role.
-const _: () =
-    assert!(disjoint(&[P, RW, US, PWT, PCD, A, D, PTE_PAT, G, SOFTWARE_LOW, ADDR, IGNORED_HIGH, PKEY, NX]));
-const _: () = assert!(
-    union(&[P, RW, US, PWT, PCD, A, D, PTE_PAT, G, SOFTWARE_LOW, ADDR, IGNORED_HIGH, PKEY, NX]) == u64::MAX
-);
-const _: () = assert!(disjoint(&[
-    P,
-    RW,
-    US,
-    PWT,
-    PCD,
-    A,
-    D,
-    PS,
-    G,
-    SOFTWARE_LOW,
-    HUGE_PAT,
-    RESERVED_2M,
-    ADDR_2M,
-    IGNORED_HIGH,
-    PKEY,
-    NX
-]));
-const _: () = assert!(
-    union(&[
-        P,
-        RW,
-        US,
-        PWT,
-        PCD,
-        A,
-        D,
-        PS,
-        G,
-        SOFTWARE_LOW,
-        HUGE_PAT,
-        RESERVED_2M,
-        ADDR_2M,
-        IGNORED_HIGH,
-        PKEY,
-        NX
-    ]) == u64::MAX
-);
-const _: () = assert!(disjoint(&[
-    P,
-    RW,
-    US,
-    PWT,
-    PCD,
-    A,
-    D,
-    PS,
-    G,
-    SOFTWARE_LOW,
-    HUGE_PAT,
-    RESERVED_1G,
-    ADDR_1G,
-    IGNORED_HIGH,
-    PKEY,
-    NX
-]));
-const _: () = assert!(
-    union(&[
-        P,
-        RW,
-        US,
-        PWT,
-        PCD,
-        A,
-        D,
-        PS,
-        G,
-        SOFTWARE_LOW,
-        HUGE_PAT,
-        RESERVED_1G,
-        ADDR_1G,
-        IGNORED_HIGH,
-        PKEY,
-        NX
-    ]) == u64::MAX
-);
-const _: () = assert!(disjoint(&[
-    P,
-    SWP_SOFT_DIRTY,
-    SWP_UFFD_WP,
-    SWP_EXCLUSIVE,
-    SWP_UNUSED,
-    A,
-    D,
-    PS,
-    SWP_PROTNONE,
-    SWP_OFFSET,
-    SWP_TYPE
-]));
-const _: () = assert!(
-    union(&[
-        P,
-        SWP_SOFT_DIRTY,
-        SWP_UFFD_WP,
-        SWP_EXCLUSIVE,
-        SWP_UNUSED,
-        A,
-        D,
-        PS,
-        SWP_PROTNONE,
-        SWP_OFFSET,
-        SWP_TYPE
-    ]) == u64::MAX
-);
+// Every bit of every kind of entry has exactly one role. A table entry has
+// the fields of a 4 KiB leaf (bit 7, PAT there, is PS here and kept 0).
+const PTE_FIELDS: [u64; 14] =
+    [P, RW, US, PWT, PCD, A, D, PTE_PAT, G, SOFTWARE_LOW, ADDR, IGNORED_HIGH, PKEY, NX];
+const _: () = assert!(is_partition(&PTE_FIELDS));
+const HUGE_2M_FIELDS: [u64; 16] =
+    [P, RW, US, PWT, PCD, A, D, PS, G, SOFTWARE_LOW, HUGE_PAT, RESERVED_2M, ADDR_2M, IGNORED_HIGH, PKEY, NX];
+const _: () = assert!(is_partition(&HUGE_2M_FIELDS));
+const HUGE_1G_FIELDS: [u64; 16] =
+    [P, RW, US, PWT, PCD, A, D, PS, G, SOFTWARE_LOW, HUGE_PAT, RESERVED_1G, ADDR_1G, IGNORED_HIGH, PKEY, NX];
+const _: () = assert!(is_partition(&HUGE_1G_FIELDS));
+const SWAP_FIELDS: [u64; 11] =
+    [P, SWP_SOFT_DIRTY, SWP_UFFD_WP, SWP_EXCLUSIVE, SWP_UNUSED, A, D, PS, SWP_PROTNONE, SWP_OFFSET, SWP_TYPE];
+const _: () = assert!(is_partition(&SWAP_FIELDS));
 // The flags the format writes never overlap an address.
 const _: () = assert!((TABLE_FLAGS | LEAF_FLAGS | PS) & ADDR == 0);
 // The type field holds every type number (0..=31), the offset field every
@@ -346,15 +221,6 @@ const _: () = assert!(PTE_PAT == PS);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct X86Format;
 
-/// The address bits of a leaf of `size`.
-const fn leaf_addr_mask(size: PageSize) -> u64 {
-    match size {
-        PageSize::Size4K => ADDR,
-        PageSize::Size2M => ADDR_2M,
-        PageSize::Size1G => ADDR_1G,
-    }
-}
-
 /// Decodes a present table entry: any of [`TABLE_FLAGS`], nothing else.
 fn decode_table(raw: u64) -> Decoded {
     if raw & !(ADDR | TABLE_FLAGS) != 0 {
@@ -368,7 +234,7 @@ fn decode_table(raw: u64) -> Decoded {
 /// again gives back `raw`.
 fn decode_leaf(raw: u64, size: PageSize) -> Decoded {
     let ps = if size == PageSize::Size4K { 0 } else { PS };
-    let addr = leaf_addr_mask(size);
+    let addr = size.frame_mask(PHYS_ADDR_BITS);
     // Catches PAT, PWT, PCD, software and key bits, and on huge leaves the
     // reserved bits (an address not aligned to the leaf size).
     if raw & !(addr | LEAF_FLAGS | ps) != 0 {
@@ -403,41 +269,8 @@ fn decode_nonpresent(raw: u64, level: Level) -> Decoded {
     }
     let ty = (bits >> SWP_TYPE_SHIFT) as u8;
     let offset = !(bits >> SWP_OFFSET_SHIFT) & ((1 << SWAP_OFFSET_BITS) - 1);
-    decode_swap_fields(raw, ty, offset, bits & SWP_EXCLUSIVE != 0)
-}
-
-/// Turns the type, offset and exclusive bit of a non-present entry into an
-/// entry, or Bad when they name none.
-fn decode_swap_fields(raw: u64, ty: u8, offset: u64, exclusive: bool) -> Decoded {
-    if ty < MAX_SWAP_TYPES {
-        return match SwapEntry::from_type_offset(ty, offset) {
-            Ok(entry) => Decoded::NonPresent(NonPresent::Swap { entry, exclusive }),
-            Err(_) => Decoded::Bad(raw),
-        };
-    }
-    match MigrationEntry::from_type_offset(ty, offset) {
-        Some(m) if !exclusive => Decoded::NonPresent(NonPresent::Migration(m)),
-        _ => Decoded::Bad(raw),
-    }
-}
-
-/// The type, offset and exclusive bit that encode `entry`.
-///
-/// # Panics
-/// If a migration entry's PFN needs more than [`MIGRATION_PFN_BITS`] bits
-/// (it would spill into the young and dirty bits: a kernel bug).
-fn swap_fields(entry: &NonPresent) -> (u8, u64, bool) {
-    match *entry {
-        NonPresent::Swap { entry, exclusive } => (entry.ty().raw(), entry.offset(), exclusive),
-        NonPresent::Migration(m) => {
-            assert!(
-                m.pfn.as_u64() >> MIGRATION_PFN_BITS == 0,
-                "make_nonpresent: migration pfn {:#x} too wide",
-                m.pfn
-            );
-            (m.kind.swap_type(), m.to_offset(), false)
-        }
-    }
+    NonPresent::from_fields(ty, offset, bits & SWP_EXCLUSIVE != 0)
+        .map_or(Decoded::Bad(raw), Decoded::NonPresent)
 }
 
 impl PageTableFormat for X86Format {
@@ -471,14 +304,7 @@ impl PageTableFormat for X86Format {
     /// # Panics
     /// If `leaf.frame` is not aligned to `leaf.size` or lies above 2^52.
     fn make_leaf(leaf: &Leaf) -> u64 {
-        let frame = leaf.frame.as_u64();
-        assert!(
-            leaf.frame.is_aligned(leaf.size.bytes()),
-            "make_leaf: {} not aligned to {:?}",
-            leaf.frame,
-            leaf.size
-        );
-        assert!(frame & !ADDR == 0, "make_leaf: {} beyond 52-bit physical addresses", leaf.frame);
+        let frame = leaf.frame_bits(PHYS_ADDR_BITS);
         let flag = |on: bool, bit: u64| if on { bit } else { 0 };
         frame
             | P
@@ -497,7 +323,7 @@ impl PageTableFormat for X86Format {
     ///   encoding would therefore be the none entry: type 0, offset
     ///   2^50 - 1, not exclusive. No swap area is that large.
     fn make_nonpresent(entry: &NonPresent) -> u64 {
-        let (ty, offset, exclusive) = swap_fields(entry);
+        let (ty, offset, exclusive) = entry.to_fields();
         let raw = (ty as u64) << SWP_TYPE_SHIFT
             | (!offset << SWP_OFFSET_SHIFT) & SWP_OFFSET
             | if exclusive { SWP_EXCLUSIVE } else { 0 };
@@ -603,7 +429,7 @@ mod walker {
                 if updated != raw {
                     mem.write_entry(slot, updated);
                 }
-                let frame = raw & leaf_addr_mask(size);
+                let frame = raw & size.frame_mask(PHYS_ADDR_BITS);
                 return Ok(Translation {
                     pa: PhysAddr::new(frame | (va & (size.bytes() - 1))),
                     size,

@@ -66,6 +66,7 @@
 #![cfg(target_os = "none")]
 
 use crate::cpu::MAX_CPUS;
+use crate::pgtable::{P, RW};
 use crate::{gdt, irq, trap, X86_64};
 use arch_common::context::TaskEntry;
 use arch_common::smp::{CpuStart, Smp};
@@ -73,8 +74,8 @@ use arch_common::time::Time;
 use arch_common::Arch;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use mm::PhysAddr;
-use x86_64::registers::control::{Cr0, Cr4};
-use x86_64::registers::model_specific::Msr;
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr4};
+use x86_64::registers::model_specific::{Efer, EferFlags};
 
 const PAGE_SIZE: u64 = 4096;
 /// Pages of the trampoline area (see the module doc).
@@ -92,17 +93,6 @@ pub const START_TIMEOUT_NS: u64 = 1_000_000_000;
 const INIT_DELAY_NS: u64 = 10_000_000;
 /// Wait between the two SIPIs (SDM: 200 us).
 const SIPI_DELAY_NS: u64 = 200_000;
-
-const IA32_EFER: u32 = 0xc000_0080;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
-const CR0_PE: u64 = 1 << 0;
-const CR0_NW: u64 = 1 << 29;
-const CR0_CD: u64 = 1 << 30;
-const CR0_PG: u64 = 1 << 31;
-const PTE_PRESENT: u64 = 1 << 0;
-const PTE_WRITABLE: u64 = 1 << 1;
 
 /// Physical address of the trampoline area; 0 until [`set_trampoline_area`].
 static TRAMPOLINE_AREA: AtomicU64 = AtomicU64::new(0);
@@ -179,11 +169,26 @@ const TRAMPOLINE_CODE64: u64 = 0x18;
 /// Bytes of the trampoline's GDT (four descriptors).
 const TRAMPOLINE_GDT_SIZE: u64 = 4 * 8;
 
+/// `global_asm!` in AT&T syntax with, after the given template and
+/// operands, one operand per named field of [`TrampolineData`]: `{field}` is
+/// that field's offset in the data block, so the assembly names each field
+/// as the Rust struct does.
+macro_rules! trampoline_asm {
+    (data fields: $($field:ident)+; $($template_and_operands:tt)+) => {
+        core::arch::global_asm!(
+            $($template_and_operands)+
+            $($field = const core::mem::offset_of!(TrampolineData, $field),)+
+            options(att_syntax),
+        );
+    };
+}
+
 // The trampoline. It is assembled into read-only data, never run there: it
 // is copied to the trampoline page, and every address it uses is relative
 // to that page (see the module doc). AT&T syntax, for the mode-specific
 // forms (`lgdtl`, `ljmpl *`).
-core::arch::global_asm!(
+trampoline_asm!(
+    data fields: gdtr far32 far64 pml4 cr0 efer kernel_root stack_top cpu entry cr4 long_mode;
     ".pushsection .rodata.arch_x86_ap_trampoline, \"a\", @progbits",
     ".balign 16",
     ".global arch_x86_ap_trampoline",
@@ -264,21 +269,8 @@ core::arch::global_asm!(
     "    call {ap_main}",
     "    ud2",
     ".popsection",
-    gdtr = const core::mem::offset_of!(TrampolineData, gdtr),
-    far32 = const core::mem::offset_of!(TrampolineData, far32),
-    far64 = const core::mem::offset_of!(TrampolineData, far64),
-    pml4 = const core::mem::offset_of!(TrampolineData, pml4),
-    cr0 = const core::mem::offset_of!(TrampolineData, cr0),
-    efer = const core::mem::offset_of!(TrampolineData, efer),
-    kernel_root = const core::mem::offset_of!(TrampolineData, kernel_root),
-    stack_top = const core::mem::offset_of!(TrampolineData, stack_top),
-    cpu = const core::mem::offset_of!(TrampolineData, cpu),
-    entry = const core::mem::offset_of!(TrampolineData, entry),
-    cr4 = const core::mem::offset_of!(TrampolineData, cr4),
-    long_mode = const core::mem::offset_of!(TrampolineData, long_mode),
     data_size = const core::mem::size_of::<TrampolineData>(),
     ap_main = sym ap_main,
-    options(att_syntax),
 );
 
 extern "C" {
@@ -351,13 +343,13 @@ unsafe fn prepare_trampoline(area: u64, data: TrampolineData) {
             phys_ptr::<u64>(table).write_bytes(0, 512);
         }
         let pml4_entries = phys_ptr::<u64>(pml4);
-        pml4_entries.write(pdpt | PTE_PRESENT | PTE_WRITABLE);
+        pml4_entries.write(pdpt | P | RW);
         for i in 256..512 {
             pml4_entries.add(i).write(phys_ptr::<u64>(kernel_root).add(i).read());
         }
-        phys_ptr::<u64>(pdpt).write(pd | PTE_PRESENT | PTE_WRITABLE);
-        phys_ptr::<u64>(pd).write(pt | PTE_PRESENT | PTE_WRITABLE);
-        phys_ptr::<u64>(pt).add((page / PAGE_SIZE) as usize).write(page | PTE_PRESENT | PTE_WRITABLE);
+        phys_ptr::<u64>(pdpt).write(pd | P | RW);
+        phys_ptr::<u64>(pd).write(pt | P | RW);
+        phys_ptr::<u64>(pt).add((page / PAGE_SIZE) as usize).write(page | P | RW);
     }
     // The new CPU reads all this from memory after the IPIs, which are
     // stores to the APIC (uncached): x86 keeps stores in order; the fence
@@ -413,8 +405,6 @@ impl Smp for X86_64 {
         let gdt = area + trampoline_offset(core::ptr::addr_of!(arch_x86_ap_trampoline_gdt));
         let code32 = area + trampoline_offset(core::ptr::addr_of!(arch_x86_ap_trampoline_code32));
         let code64 = area + trampoline_offset(core::ptr::addr_of!(arch_x86_ap_trampoline_code64));
-        // SAFETY: reading IA32_EFER has no side effect.
-        let boot_efer = unsafe { Msr::new(IA32_EFER).read() };
         let data = TrampolineData {
             gdtr: (TRAMPOLINE_GDT_SIZE - 1) | gdt << 16,
             far32: code32 | TRAMPOLINE_CODE32 << 32,
@@ -422,8 +412,11 @@ impl Smp for X86_64 {
             pml4: area + PAGE_SIZE,
             // The boot CPU's control registers, so that both run the same way
             // (write protection, caches on: after INIT, CR0 has CD and NW set).
-            cr0: (Cr0::read_raw() | CR0_PE | CR0_PG) & !(CR0_CD | CR0_NW),
-            efer: (boot_efer | EFER_LME | EFER_NXE) & !EFER_LMA,
+            cr0: (Cr0::read_raw() | (Cr0Flags::PROTECTED_MODE_ENABLE | Cr0Flags::PAGING).bits())
+                & !(Cr0Flags::CACHE_DISABLE | Cr0Flags::NOT_WRITE_THROUGH).bits(),
+            // Long mode enabled (not yet active: the CPU sets LMA itself) and NX.
+            efer: (Efer::read_raw() | (EferFlags::LONG_MODE_ENABLE | EferFlags::NO_EXECUTE_ENABLE).bits())
+                & !EferFlags::LONG_MODE_ACTIVE.bits(),
             kernel_root: crate::mmu::current_root().as_u64(),
             stack_top,
             cpu: cpu as u64,

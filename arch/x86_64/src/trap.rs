@@ -113,6 +113,15 @@ fn stub(vector: u8) -> VirtAddr {
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
+/// Points each named exception entry of `$idt` at the stub of its vector:
+/// the IDT's exception entries are fields of different handler types, so
+/// they are set by name, from this one table of names and vectors.
+macro_rules! point_exceptions_at_stubs {
+    ($idt:ident: $($field:ident $vector:literal,)+) => {
+        $( $idt.$field.set_handler_addr(stub($vector)); )+
+    };
+}
+
 /// Builds and loads the IDT. Boot CPU, once, after [`gdt::init_this_cpu`]
 /// (the entries take the current code segment, the same on every CPU).
 pub fn init() {
@@ -122,29 +131,32 @@ pub fn init() {
         // `x86_trap` and returns with `iretq`, popping the error code the
         // CPU pushed for exactly the vectors in `has_error_code`.
         unsafe {
-            idt.divide_error.set_handler_addr(stub(0));
-            idt.debug.set_handler_addr(stub(1));
+            point_exceptions_at_stubs!(idt:
+                divide_error 0,
+                debug 1,
+                breakpoint 3,
+                overflow 4,
+                bound_range_exceeded 5,
+                invalid_opcode 6,
+                device_not_available 7,
+                invalid_tss 10,
+                segment_not_present 11,
+                stack_segment_fault 12,
+                general_protection_fault 13,
+                page_fault 14,
+                x87_floating_point 16,
+                alignment_check 17,
+                simd_floating_point 19,
+                virtualization 20,
+                cp_protection_exception 21,
+                hv_injection_exception 28,
+                vmm_communication_exception 29,
+                security_exception 30,
+            );
+            // These three run on their own stacks.
             idt.non_maskable_interrupt.set_handler_addr(stub(2)).set_stack_index(gdt::IST_NMI);
-            idt.breakpoint.set_handler_addr(stub(3));
-            idt.overflow.set_handler_addr(stub(4));
-            idt.bound_range_exceeded.set_handler_addr(stub(5));
-            idt.invalid_opcode.set_handler_addr(stub(6));
-            idt.device_not_available.set_handler_addr(stub(7));
             idt.double_fault.set_handler_addr(stub(8)).set_stack_index(gdt::IST_DOUBLE_FAULT);
-            idt.invalid_tss.set_handler_addr(stub(10));
-            idt.segment_not_present.set_handler_addr(stub(11));
-            idt.stack_segment_fault.set_handler_addr(stub(12));
-            idt.general_protection_fault.set_handler_addr(stub(13));
-            idt.page_fault.set_handler_addr(stub(14));
-            idt.x87_floating_point.set_handler_addr(stub(16));
-            idt.alignment_check.set_handler_addr(stub(17));
             idt.machine_check.set_handler_addr(stub(18)).set_stack_index(gdt::IST_MACHINE_CHECK);
-            idt.simd_floating_point.set_handler_addr(stub(19));
-            idt.virtualization.set_handler_addr(stub(20));
-            idt.cp_protection_exception.set_handler_addr(stub(21));
-            idt.hv_injection_exception.set_handler_addr(stub(28));
-            idt.vmm_communication_exception.set_handler_addr(stub(29));
-            idt.security_exception.set_handler_addr(stub(30));
             for vector in 32..=255u8 {
                 idt[vector].set_handler_addr(stub(vector));
             }

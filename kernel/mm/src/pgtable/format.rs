@@ -27,6 +27,15 @@
 //! - Raw value 0 is the none entry on both formats.
 //! - The dirty/write algebra: `mkdirty` then `mkclean` is clean; `wrprotect`
 //!   keeps dirty; `mkdirty` never makes an entry writable.
+//!
+//! ## What the formats share
+//!
+//! The arch-neutral steps of encoding live here, once: a non-present
+//! entry's type, offset and exclusive bit ([`NonPresent::to_fields`],
+//! [`NonPresent::from_fields`]), a leaf's checked frame address
+//! ([`Leaf::frame_bits`], [`PageSize::frame_mask`]), and the helpers each
+//! format's compile-time layout checks use ([`bits`], [`is_partition`]).
+//! Where those fields sit in an entry is each format's own business.
 
 use crate::addr::{Pfn, PhysAddr};
 use core::fmt;
@@ -110,6 +119,12 @@ impl PageSize {
             Level::Pgd => None,
         }
     }
+    /// The bits of an entry that hold the address of a frame of this size,
+    /// in a format whose entries hold physical addresses below
+    /// 2^`phys_addr_bits`: bits `log2(bytes)` up to `phys_addr_bits - 1`.
+    pub const fn frame_mask(self, phys_addr_bits: u32) -> u64 {
+        bits(self.bytes().trailing_zeros(), phys_addr_bits - 1)
+    }
 }
 
 /// What a mapping allows. Arch-neutral: each format turns it into its own
@@ -149,6 +164,32 @@ pub struct Leaf {
     /// Accessed since last made old (x86 A; AArch64 AF, whose absence
     /// faults when the CPU does not manage it).
     pub young: bool,
+}
+
+impl Leaf {
+    /// The frame address a format's `make_leaf` writes into the entry's
+    /// address field ([`PageSize::frame_mask`]), checked against the two
+    /// rules every format relies on.
+    ///
+    /// # Panics
+    /// If the frame is not aligned to the leaf's size, or lies at or above
+    /// 2^`phys_addr_bits` (kernel bugs: callers check alignment first, and
+    /// frames come from RAM).
+    pub fn frame_bits(&self, phys_addr_bits: u32) -> u64 {
+        let frame = self.frame.as_u64();
+        assert!(
+            self.frame.is_aligned(self.size.bytes()),
+            "make_leaf: {} not aligned to {:?}",
+            self.frame,
+            self.size
+        );
+        assert!(
+            frame >> phys_addr_bits == 0,
+            "make_leaf: {} beyond {phys_addr_bits}-bit physical addresses",
+            self.frame
+        );
+        frame
+    }
 }
 
 /// Width of the offset field of a swap entry (50 bits on both formats).
@@ -365,6 +406,49 @@ pub enum NonPresent {
     Migration(MigrationEntry),
 }
 
+impl NonPresent {
+    /// The type number, offset and exclusive bit that encode this entry:
+    /// the three fields both formats store a non-present entry in. A swap
+    /// entry gives its area, its slot and its anon-exclusive bit; a
+    /// migration entry its kind's type, [`MigrationEntry::to_offset`] and a
+    /// clear exclusive bit (its kind carries exclusivity).
+    ///
+    /// # Panics
+    /// If a migration entry's PFN needs more than [`MIGRATION_PFN_BITS`]
+    /// bits (it would spill into the young and dirty bits: a kernel bug).
+    pub fn to_fields(&self) -> (u8, u64, bool) {
+        match *self {
+            NonPresent::Swap { entry, exclusive } => (entry.ty().raw(), entry.offset(), exclusive),
+            NonPresent::Migration(m) => {
+                assert!(
+                    m.pfn.as_u64() >> MIGRATION_PFN_BITS == 0,
+                    "make_nonpresent: migration pfn {:#x} too wide",
+                    m.pfn
+                );
+                (m.kind.swap_type(), m.to_offset(), false)
+            }
+        }
+    }
+
+    /// The entry a type number, offset and exclusive bit encode
+    /// ([`NonPresent::to_fields`] backwards), or `None` when they name none:
+    /// a type that is neither a swap area nor a migration kind, a swap
+    /// offset [`SwapEntry::new`] refuses, a migration offset with bits above
+    /// young and dirty, or a migration entry with the exclusive bit.
+    pub const fn from_fields(ty: u8, offset: u64, exclusive: bool) -> Option<NonPresent> {
+        if ty < MAX_SWAP_TYPES {
+            return match SwapEntry::from_type_offset(ty, offset) {
+                Ok(entry) => Some(NonPresent::Swap { entry, exclusive }),
+                Err(_) => None,
+            };
+        }
+        match MigrationEntry::from_type_offset(ty, offset) {
+            Some(m) if !exclusive => Some(NonPresent::Migration(m)),
+            _ => None,
+        }
+    }
+}
+
 /// An entry as generic code sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Decoded {
@@ -376,6 +460,28 @@ pub enum Decoded {
     /// Bits that no rule of the format explains (a kernel bug or memory
     /// corruption): reported, never interpreted.
     Bad(u64),
+}
+
+/// Bits `lo..=hi` set: a field of a raw entry, for the formats' layouts.
+pub const fn bits(lo: u32, hi: u32) -> u64 {
+    (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
+}
+
+/// True when `fields` split the 64 bits of an entry: no two share a bit,
+/// and together they hold every bit. Each format asserts it, at compile
+/// time, of every kind of entry it has, so that every bit has exactly one
+/// role.
+pub const fn is_partition(fields: &[u64]) -> bool {
+    let mut seen = 0;
+    let mut i = 0;
+    while i < fields.len() {
+        if seen & fields[i] != 0 {
+            return false;
+        }
+        seen |= fields[i];
+        i += 1;
+    }
+    seen == u64::MAX
 }
 
 /// The encoding of one architecture's page-table entries.
@@ -511,5 +617,83 @@ mod tests {
         }
         assert_eq!(MigrationEntry::from_type_offset(3, 1), None);
         assert_eq!(MigrationEntry::from_type_offset(24, 1 << 45), None);
+    }
+
+    #[test]
+    fn nonpresent_fields_round_trip_and_refuse_what_names_no_entry() {
+        let swap =
+            NonPresent::Swap { entry: SwapEntry::new(SwapType::nth(7), 0x1234).unwrap(), exclusive: true };
+        assert_eq!(swap.to_fields(), (7, 0x1234, true));
+        let m = MigrationEntry {
+            kind: MigrationKind::ReadExclusive,
+            pfn: Pfn::new(0x42),
+            young: true,
+            dirty: false,
+        };
+        let migration = NonPresent::Migration(m);
+        assert_eq!(migration.to_fields(), (25, m.to_offset(), false));
+        for entry in [swap, migration] {
+            let (ty, offset, exclusive) = entry.to_fields();
+            assert_eq!(NonPresent::from_fields(ty, offset, exclusive), Some(entry));
+        }
+        assert_eq!(NonPresent::from_fields(3, 0, false), None, "offset 0 is the swap header");
+        assert_eq!(NonPresent::from_fields(23, 1, false), None, "hwpoison: no swap area, no migration kind");
+        assert_eq!(
+            NonPresent::from_fields(25, m.to_offset(), true),
+            None,
+            "migration with the exclusive bit"
+        );
+        assert_eq!(
+            NonPresent::from_fields(24, 1 << 45, false),
+            None,
+            "migration offset above young and dirty"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "too wide")]
+    fn nonpresent_fields_refuse_a_wide_migration_pfn() {
+        let m = MigrationEntry {
+            kind: MigrationKind::Read,
+            pfn: Pfn::new(1 << MIGRATION_PFN_BITS),
+            young: false,
+            dirty: false,
+        };
+        let _ = NonPresent::Migration(m).to_fields();
+    }
+
+    #[test]
+    fn field_helpers_describe_bit_layouts() {
+        assert_eq!(bits(0, 0), 1);
+        assert_eq!(bits(12, 51), 0x000f_ffff_ffff_f000);
+        assert_eq!(bits(59, 63), 0xf800_0000_0000_0000);
+        assert!(is_partition(&[bits(0, 11), bits(12, 62), 1 << 63]));
+        assert!(!is_partition(&[bits(0, 12), bits(12, 63)]), "bit 12 in two fields");
+        assert!(!is_partition(&[bits(0, 11), bits(13, 63)]), "bit 12 in none");
+        assert_eq!(PageSize::Size4K.frame_mask(52), bits(12, 51));
+        assert_eq!(PageSize::Size2M.frame_mask(48), bits(21, 47));
+        assert_eq!(PageSize::Size1G.frame_mask(48), bits(30, 47));
+    }
+
+    fn leaf(frame: u64, size: PageSize) -> Leaf {
+        Leaf { frame: PhysAddr::new(frame), size, prot: Prot::READ, dirty: false, young: false }
+    }
+
+    #[test]
+    fn leaf_frame_bits_are_the_frame() {
+        assert_eq!(leaf(0x20_0000, PageSize::Size2M).frame_bits(48), 0x20_0000);
+        assert_eq!(leaf((1 << 48) - 4096, PageSize::Size4K).frame_bits(48), (1 << 48) - 4096);
+    }
+
+    #[test]
+    #[should_panic(expected = "not aligned to Size2M")]
+    fn leaf_frame_bits_refuse_an_unaligned_frame() {
+        let _ = leaf(0x1000, PageSize::Size2M).frame_bits(48);
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond 48-bit physical addresses")]
+    fn leaf_frame_bits_refuse_a_frame_too_high() {
+        let _ = leaf(1 << 48, PageSize::Size4K).frame_bits(48);
     }
 }
