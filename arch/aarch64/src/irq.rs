@@ -42,39 +42,75 @@ pub const IPI_SGI: u32 = 0;
 pub const TIMER_PPI: u32 = 27;
 const SPURIOUS: u32 = 1023; // what IAR reads when nothing is pending
 
-/// Distributor registers (offsets from GICD), shared by all CPUs. The
-/// per-interrupt ones are banks of 32-bit words holding a field of fixed
-/// width per id, id 0 in the low bits of word 0 ([`gicd_set_field`]).
+/// Distributor registers, shared by all CPUs. The per-interrupt ones are
+/// banks of 32-bit words holding a field of [`Gicd::bits_per_id`] bits per
+/// id, id 0 in the low bits of word 0 ([`gicd_set_field`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u64)]
 enum Gicd {
     /// Control: bit 0 forwards interrupts to the CPU interfaces.
-    Ctlr = 0x000,
+    Ctlr,
     /// Set-enable: a bit per id; writing 1 enables the id, 0 does nothing.
-    Isenabler = 0x100,
+    Isenabler,
     /// Priority: a byte per id.
-    Ipriorityr = 0x400,
+    Ipriorityr,
     /// Target CPU interfaces: a byte per id. Word 0 is banked and reads as
     /// this CPU's own interface bit.
-    Itargetsr = 0x800,
+    Itargetsr,
     /// Configuration: two bits per id, the upper one set for edge.
-    Icfgr = 0xc00,
+    Icfgr,
     /// Software-generated interrupts: target list and SGI id.
-    Sgir = 0xf00,
+    Sgir,
 }
 
-/// CPU interface registers (offsets from GICC), banked per CPU.
+impl Gicd {
+    /// The register's offset from the distributor's base.
+    const fn offset(self) -> u64 {
+        match self {
+            Gicd::Ctlr => 0x000,
+            Gicd::Isenabler => 0x100,
+            Gicd::Ipriorityr => 0x400,
+            Gicd::Itargetsr => 0x800,
+            Gicd::Icfgr => 0xc00,
+            Gicd::Sgir => 0xf00,
+        }
+    }
+
+    /// The width of one interrupt id's field in a per-interrupt bank; 0
+    /// for the registers that are not banks.
+    const fn bits_per_id(self) -> u32 {
+        match self {
+            Gicd::Isenabler => 1,
+            Gicd::Icfgr => 2,
+            Gicd::Ipriorityr | Gicd::Itargetsr => 8,
+            Gicd::Ctlr | Gicd::Sgir => 0,
+        }
+    }
+}
+
+/// CPU interface registers, banked per CPU (one interface per CPU at the
+/// same address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u64)]
 enum Gicc {
     /// Control: bit 0 lets the interface signal interrupts to this CPU.
-    Ctlr = 0x000,
+    Ctlr,
     /// Priority mask: only interrupts of a higher priority are signalled.
-    Pmr = 0x004,
+    Pmr,
     /// Interrupt acknowledge: reading it takes the highest pending id.
-    Iar = 0x00c,
+    Iar,
     /// End of interrupt: the value read from IAR, written back.
-    Eoir = 0x010,
+    Eoir,
+}
+
+impl Gicc {
+    /// The register's offset from the CPU interface's base.
+    const fn offset(self) -> u64 {
+        match self {
+            Gicc::Ctlr => 0x000,
+            Gicc::Pmr => 0x004,
+            Gicc::Iar => 0x00c,
+            Gicc::Eoir => 0x010,
+        }
+    }
 }
 
 /// The priority every interrupt is given (0xff in PMR lets it through).
@@ -110,24 +146,26 @@ fn mmio_write(block: &AtomicU64, offset: u64, value: u32) {
 
 /// Word `word` of distributor register `reg` (0 for a single register).
 fn gicd_read(reg: Gicd, word: u32) -> u32 {
-    mmio_read(&GICD, reg as u64 + 4 * word as u64)
+    mmio_read(&GICD, reg.offset() + 4 * word as u64)
 }
 
 fn gicd_write(reg: Gicd, word: u32, value: u32) {
-    mmio_write(&GICD, reg as u64 + 4 * word as u64, value)
+    mmio_write(&GICD, reg.offset() + 4 * word as u64, value)
 }
 
 fn gicc_read(reg: Gicc) -> u32 {
-    mmio_read(&GICC, reg as u64)
+    mmio_read(&GICC, reg.offset())
 }
 
 fn gicc_write(reg: Gicc, value: u32) {
-    mmio_write(&GICC, reg as u64, value)
+    mmio_write(&GICC, reg.offset(), value)
 }
 
-/// Sets interrupt `id`'s `width`-bit field in the distributor bank `reg`
-/// to `value`, leaving the other ids' fields as they are.
-fn gicd_set_field(reg: Gicd, id: u32, width: u32, value: u32) {
+/// Sets interrupt `id`'s field in the distributor bank `reg` to `value`,
+/// leaving the other ids' fields as they are.
+fn gicd_set_field(reg: Gicd, id: u32, value: u32) {
+    let width = reg.bits_per_id();
+    debug_assert!(width > 0, "gicd_set_field: {reg:?} is not a per-interrupt bank");
     let per_word = 32 / width;
     let (word, shift) = (id / per_word, (id % per_word) * width);
     let mask = (u32::MAX >> (32 - width)) << shift;
@@ -165,7 +203,7 @@ pub fn init_boot_cpu(gicd: u64, gicc: u64) {
 /// `Irq::send_ipi_to`.
 pub fn init_this_cpu() {
     for id in [IPI_SGI, TIMER_PPI] {
-        gicd_set_field(Gicd::Ipriorityr, id, 8, PRIORITY);
+        gicd_set_field(Gicd::Ipriorityr, id, PRIORITY);
         gicd_enable(id);
     }
     gicc_write(Gicc::Pmr, 0xff);
@@ -226,11 +264,11 @@ static DEVICE_LINES: DeviceLines = DeviceLines::new();
 fn enable_spi(irq: &DeviceIrq) {
     let id = irq.intid;
     let edge = if irq.trigger == Trigger::Edge { 0b10 } else { 0b00 };
-    gicd_set_field(Gicd::Icfgr, id, 2, edge);
-    gicd_set_field(Gicd::Ipriorityr, id, 8, PRIORITY);
+    gicd_set_field(Gicd::Icfgr, id, edge);
+    gicd_set_field(Gicd::Ipriorityr, id, PRIORITY);
     // The boot CPU's interface; a uniprocessor GIC ignores the field.
     let target = INTERFACE_MASKS[0].load(Ordering::Acquire).max(1) as u32;
-    gicd_set_field(Gicd::Itargetsr, id, 8, target);
+    gicd_set_field(Gicd::Itargetsr, id, target);
     gicd_enable(id);
 }
 
