@@ -315,19 +315,23 @@ mod tests {
         );
     }
 
+    /// The one violation the tree `files` has.
+    fn only_violation(files: &[(&str, &str)]) -> String {
+        let v = check(&tree(files));
+        assert_eq!(v.len(), 1, "{v:?}");
+        v[0].0.clone()
+    }
+
     #[test]
     fn a_cycle_through_a_folder_is_named_with_its_files() {
-        let files = tree(&[
+        let v = only_violation(&[
             ("lib.rs", "pub mod a; pub mod b; pub mod c;"),
             ("a.rs", "use crate::b::thing;"),
             ("b/mod.rs", "pub mod inner;"),
             ("b/inner.rs", "fn f() { crate::c::g() }"),
             ("c.rs", "use crate::{a, b};"),
         ]);
-        let v = check(&files);
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].0.starts_with("import cycle between a, b, c"), "{v:?}");
-        assert!(v[0].0.contains("b -> c (in b/inner.rs)"), "{v:?}");
+        assert!(v.starts_with("import cycle between a, b, c") && v.contains("b -> c (in b/inner.rs)"), "{v}");
     }
 
     #[test]
@@ -343,19 +347,18 @@ mod tests {
 
     #[test]
     fn production_importing_tests_or_bench_fails() {
-        let files = tree(&[
+        let v = only_violation(&[
             ("init.rs", "fn f() { crate::tests::run(); }"),
             ("bench/mod.rs", "use crate::tests::kit;"),
             ("tests/mod.rs", "pub mod kit;"),
             ("tests/kit.rs", ""),
         ]);
-        let v = check(&files);
-        assert_eq!(v, vec![Violation("production code imports `tests`: init.rs".into())]);
+        assert_eq!(v, "production code imports `tests`: init.rs");
     }
 
     #[test]
     fn super_from_a_top_level_file_and_exported_macros_count() {
-        let files = tree(&[
+        let v = only_violation(&[
             (
                 "console.rs",
                 "#[macro_export]\nmacro_rules! println { () => {} }\nfn f() { super::sync::x(); }",
@@ -364,9 +367,7 @@ mod tests {
             ("vm/mod.rs", "pub mod space;"),
             ("vm/space.rs", "use super::mod_item;"),
         ]);
-        let v = check(&files);
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].0.starts_with("import cycle between console, sync"), "{v:?}");
+        assert!(v.starts_with("import cycle between console, sync"), "{v}");
     }
 
     #[test]
