@@ -247,16 +247,31 @@ fn verify<const N: usize>(
     .map_err(|e| format!("{what}: {e}"))
 }
 
+/// A fresh space of `len` bytes mapped with `thp`, and one byte written
+/// (`pattern(i, salt)`) at the start of every `stride` bytes by a task of
+/// the space, timed: every write is a first touch, so a fault. Returns
+/// the ledger opened before the space, the space, its base and the time.
+fn first_touches(
+    name: &'static str,
+    len: u64,
+    stride: u64,
+    thp: Thp,
+    salt: u64,
+) -> Result<(Ledger, Arc<AddressSpace>, u64, Span), String> {
+    let ledger = Ledger::open();
+    let space = AddressSpace::new()?;
+    let base = map(&space, len, stride, thp)?;
+    let ((), span) = run_in(&space, None, name, move || {
+        timed(|| (0..len / stride).for_each(|i| store(base + i * stride, pattern(i, salt))))
+    })?;
+    Ok((ledger, space, base, span))
+}
+
 fn anon4k_fault() -> Result<(), String> {
     // 256 MiB with THP off, one byte written per 4 KiB page in order.
     const LEN: u64 = 256 * MIB;
     const PAGES: u64 = LEN / PAGE;
-    let ledger = Ledger::open();
-    let space = AddressSpace::new()?;
-    let base = map(&space, LEN, PAGE, Thp::Off)?;
-    let ((), span) = run_in(&space, None, "anon4k_fault", move || {
-        timed(|| (0..PAGES).for_each(|p| store(base + p * PAGE, pattern(p, 0))))
-    })?;
+    let (ledger, space, base, span) = first_touches("anon4k_fault", LEN, PAGE, Thp::Off, 0)?;
     let faults = space.nr_faults();
     if faults < PAGES {
         return Err(format!("anon4k_fault: {faults} faults for {PAGES} pages"));
@@ -280,12 +295,7 @@ fn thp_fault() -> Result<(), String> {
     // 512 MiB aligned to 2 MiB with THP on, one byte written per 2 MiB.
     const LEN: u64 = 512 * MIB;
     const BLOCKS: u64 = LEN / HUGE;
-    let ledger = Ledger::open();
-    let space = AddressSpace::new()?;
-    let base = map(&space, LEN, HUGE, Thp::On)?;
-    let ((), span) = run_in(&space, None, "thp_fault", move || {
-        timed(|| (0..BLOCKS).for_each(|b| store(base + b * HUGE, pattern(b, 1))))
-    })?;
+    let (ledger, space, base, span) = first_touches("thp_fault", LEN, HUGE, Thp::On, 1)?;
     let (faults, huge, fallbacks) = (space.nr_faults(), space.nr_thp_faults(), space.nr_thp_fallbacks());
     if huge + fallbacks != BLOCKS {
         return Err(format!(
