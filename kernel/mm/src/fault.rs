@@ -160,7 +160,7 @@ pub enum FaultOutcome {
 /// - A present leaf: on AArch64 the access flag and the software dirty
 ///   state (the CPU does not manage them without FEAT_HAFDBS); spurious
 ///   faults; a write to a write-protected anonymous leaf in a writable area
-///   (after fork, or the huge zero folio): reuse or copy, by [`wp_fault`]
+///   (after fork, or the huge zero folio): reuse or copy, by `wp_fault`
 ///   and [`huge_wp_fault`].
 /// - A swap entry in a PTE: [`FaultOutcome::NeedsSwapIn`] (the caller
 ///   sleeps for the disk without the lock: [`crate::swap::swapin`]).
@@ -192,6 +192,7 @@ pub fn handle_fault<F: PageTableFormat>(
     let write = fault.access == Access::Write;
     let prot = vma.prot.to_prot(user);
     let handle = crate::anon::anon_handle(table.root());
+    let at = At { table, mem, frames, hooks, page, prot, handle };
     let (level, entry) = table.lookup(mem, page);
     match entry {
         // Nothing there. No PTE table either (the walk stopped above the
@@ -227,14 +228,14 @@ pub fn handle_fault<F: PageTableFormat>(
                     }
                 };
             }
-            match demand_zero(table, mem, frames, page, prot, write, handle) {
+            match at.demand_zero(write) {
                 FaultOutcome::Resolved => FaultOutcome::HugeFallback,
                 other => other,
             }
         }
         // Nothing there: demand-zero. A fresh zeroed anon folio, mapped
         // young, and dirty when the first access writes.
-        Decoded::None => demand_zero(table, mem, frames, page, prot, write, handle),
+        Decoded::None => at.demand_zero(write),
         Decoded::Leaf(leaf) => {
             let mut fixed = Leaf { young: true, ..leaf };
             if write {
@@ -242,11 +243,8 @@ pub fn handle_fault<F: PageTableFormat>(
                     // Write-protected in an area that allows writes: copy
                     // on write or reuse.
                     return match level {
-                        Level::Pte => wp_fault(table, mem, frames, hooks, page, leaf, prot, handle),
-                        Level::Pmd => {
-                            let eligible = vmas.thp_eligible(fault.addr);
-                            huge_wp_fault(table, mem, frames, hooks, page, leaf, prot, handle, eligible)
-                        }
+                        Level::Pte => at.wp_fault(leaf),
+                        Level::Pmd => at.huge_wp_fault(leaf, vmas.thp_eligible(fault.addr)),
                         _ => FaultOutcome::Refused(Refused::Unsupported),
                     };
                 }
@@ -285,177 +283,167 @@ fn refused_by(e: PgError) -> FaultOutcome {
     }
 }
 
-/// Maps a fresh zeroed 4 KiB anonymous page at `page`, which nothing maps.
-fn demand_zero<F: PageTableFormat>(
-    table: &PageTable<F>,
-    mem: &impl TableMemory,
-    frames: &impl FrameSource,
+/// One fault being handled: the space's table and where it lives, the
+/// frames, the flush that reaches every CPU, and the faulting page with the
+/// rights its area gives and the space's anon handle. The caller holds the
+/// space's lock for as long as it lives.
+struct At<'a, F: PageTableFormat, M, S, H> {
+    table: &'a PageTable<F>,
+    mem: &'a M,
+    frames: &'a S,
+    hooks: &'a H,
     page: VirtAddr,
     prot: Prot,
-    write: bool,
     handle: AnonHandle,
-) -> FaultOutcome {
-    let Some(frame) = frames.alloc_anon_page(handle, page.as_u64() >> 12) else {
-        return FaultOutcome::OutOfMemory;
-    };
-    let leaf = Leaf { frame, size: PageSize::Size4K, prot, dirty: write, young: true };
-    match table.map(mem, page, leaf) {
-        Ok(flush) => {
-            flush.ignore(); // nothing valid was mapped there
-            FaultOutcome::Resolved
-        }
-        Err(e) => {
-            // Never mapped, never seen by anyone: give it back whole.
-            frames.release_anon_page(frame);
-            refused_by(e)
-        }
-    }
 }
 
-/// A write fault on the write-protected anonymous 4 KiB leaf `leaf` at
-/// `page`, in an area whose leaves may have `prot` (writable). The caller
-/// holds the space's lock. mm-reference §8:
-///
-/// - **reuse** when the page is `AnonExclusive` (only this space maps it:
-///   a write-protected exclusive page is merely clean-and-protected), or
-///   when it is an order-0 folio with mapcount 1 and refcount 1: this PTE
-///   is the only user, and nobody can take a new reference or mapping
-///   without this space's lock (fork) or a mapping (which would show in
-///   the counts); the page is then marked exclusive. The leaf becomes
-///   writable, dirty and young in place: access is only granted, no flush
-///   is owed. (A page of a large folio is reused only when exclusive: its
-///   refcount speaks for all its pages.)
-/// - **copy** otherwise: a new anonymous page of this space (`handle`)
-///   gets the old page's bytes and replaces the leaf writable, dirty and
-///   exclusive by break-before-make (`hooks` flush every CPU between the
-///   clear and the new entry, so no CPU can read the old page after any
-///   CPU wrote the new one); then the old page loses this mapping and,
-///   the flush being over, its reference.
-#[allow(clippy::too_many_arguments)]
-fn wp_fault<F: PageTableFormat>(
-    table: &PageTable<F>,
-    mem: &impl TableMemory,
-    frames: &impl FrameSource,
-    hooks: &impl TlbHooks,
-    page: VirtAddr,
-    leaf: Leaf,
-    prot: Prot,
-    handle: AnonHandle,
-) -> FaultOutcome {
-    let Some(folio) = folio_of(frames.memmap(), leaf.frame.pfn()) else {
-        return FaultOutcome::Refused(Refused::Unsupported);
-    };
-    if !folio.test_flag(PageFlag::SwapBacked) {
-        return FaultOutcome::Refused(Refused::Unsupported);
-    }
-    let i = folio.page_index_of(leaf.frame.pfn());
-    let exclusive = folio.page(i).test_flag(PageFlag::AnonExclusive)
-        || (!folio.is_large() && folio.page_mapcount(0) == 1 && folio.refcount() == 1 && {
-            folio.set_flag(PageFlag::AnonExclusive);
-            true
-        });
-    if exclusive {
-        let fixed = Leaf { prot, dirty: true, young: true, ..leaf };
-        return match table.update_leaf(mem, page, Level::Pte, fixed) {
-            Ok(flush) => {
-                flush.ignore(); // access granted only
-                FaultOutcome::Reused
-            }
-            Err(_) => FaultOutcome::Refused(Refused::Unsupported),
+impl<F: PageTableFormat, M: TableMemory, S: FrameSource, H: TlbHooks> At<'_, F, M, S, H> {
+    /// Maps a fresh zeroed 4 KiB anonymous page at `page`, which nothing maps.
+    fn demand_zero(&self, write: bool) -> FaultOutcome {
+        let At { table, mem, frames, page, prot, handle, .. } = *self;
+        let Some(frame) = frames.alloc_anon_page(handle, page.as_u64() >> 12) else {
+            return FaultOutcome::OutOfMemory;
         };
-    }
-    let Some(new) = frames.alloc_anon_page(handle, page.as_u64() >> 12) else {
-        return FaultOutcome::OutOfMemory;
-    };
-    frames.copy_page(new, leaf.frame);
-    let new_leaf = Leaf { frame: new, size: PageSize::Size4K, prot, dirty: true, young: true };
-    match table.remap(mem, hooks, page, new_leaf) {
-        Ok(old) => {
-            // The flush inside `remap` is over: no CPU reaches the old page
-            // through this space any more.
-            frames.release_anon_page(old.frame);
-            FaultOutcome::Copied
-        }
-        Err(_) => {
-            frames.release_anon_page(new);
-            FaultOutcome::Refused(Refused::Unsupported)
+        let leaf = Leaf { frame, size: PageSize::Size4K, prot, dirty: write, young: true };
+        match table.map(mem, page, leaf) {
+            Ok(flush) => {
+                flush.ignore(); // nothing valid was mapped there
+                FaultOutcome::Resolved
+            }
+            Err(e) => {
+                // Never mapped, never seen by anyone: give it back whole.
+                frames.release_anon_page(frame);
+                refused_by(e)
+            }
         }
     }
-}
 
-/// A write fault on the write-protected 2 MiB leaf `leaf` covering `page`
-/// (copy on write of a PMD-mapped huge page, mm-reference §4 and §8):
-///
-/// - **the huge zero folio**: a fresh huge folio replaces it by
-///   break-before-make when the block is still huge-page `eligible`
-///   (`MADV_NOHUGEPAGE` may have come since the read); otherwise, or with
-///   no 2 MiB block free, the zero PMD is split (cleared) and the faulting
-///   page gets a 4 KiB zero page;
-/// - **reuse** when the folio is exclusive (`AnonExclusive` on the head),
-///   or this PMD is its only mapping and reference: the PMD becomes
-///   writable, dirty and young in place;
-/// - **otherwise** the PMD is split into 512 read-only PTEs of the same
-///   folio (the other side keeps its PMD), and the faulting 4 KiB page is
-///   copied as any shared page ([`wp_fault`]); the other 511 stay shared
-///   until written.
-#[allow(clippy::too_many_arguments)]
-fn huge_wp_fault<F: PageTableFormat>(
-    table: &PageTable<F>,
-    mem: &impl TableMemory,
-    frames: &impl FrameSource,
-    hooks: &impl TlbHooks,
-    page: VirtAddr,
-    leaf: Leaf,
-    prot: Prot,
-    handle: AnonHandle,
-    eligible: bool,
-) -> FaultOutcome {
-    let memmap = frames.memmap();
-    let block = page.align_down(HPAGE_SIZE);
-    if is_huge_zero(memmap, &leaf) {
-        let fresh = if eligible { frames.alloc_anon_huge(handle, block.as_u64() >> 12) } else { None };
-        if let Some(frame) = fresh {
-            let new = Leaf { frame, size: PageSize::Size2M, prot, dirty: true, young: true };
-            return match table.remap(mem, hooks, block, new) {
-                // The zero folio's mappings are not counted: nothing to drop.
-                Ok(_) => FaultOutcome::MappedHuge,
-                Err(e) => {
-                    frames.release_anon_huge(frame);
-                    refused_by(e)
+    /// A write fault on the write-protected anonymous 4 KiB leaf `leaf` at
+    /// `page`, in an area whose leaves may have `prot` (writable). The caller
+    /// holds the space's lock. mm-reference §8:
+    ///
+    /// - **reuse** when the page is `AnonExclusive` (only this space maps it:
+    ///   a write-protected exclusive page is merely clean-and-protected), or
+    ///   when it is an order-0 folio with mapcount 1 and refcount 1: this PTE
+    ///   is the only user, and nobody can take a new reference or mapping
+    ///   without this space's lock (fork) or a mapping (which would show in
+    ///   the counts); the page is then marked exclusive. The leaf becomes
+    ///   writable, dirty and young in place: access is only granted, no flush
+    ///   is owed. (A page of a large folio is reused only when exclusive: its
+    ///   refcount speaks for all its pages.)
+    /// - **copy** otherwise: a new anonymous page of this space (`handle`)
+    ///   gets the old page's bytes and replaces the leaf writable, dirty and
+    ///   exclusive by break-before-make (`hooks` flush every CPU between the
+    ///   clear and the new entry, so no CPU can read the old page after any
+    ///   CPU wrote the new one); then the old page loses this mapping and,
+    ///   the flush being over, its reference.
+    fn wp_fault(&self, leaf: Leaf) -> FaultOutcome {
+        let At { table, mem, frames, hooks, page, prot, handle } = *self;
+        let Some(folio) = folio_of(frames.memmap(), leaf.frame.pfn()) else {
+            return FaultOutcome::Refused(Refused::Unsupported);
+        };
+        if !folio.test_flag(PageFlag::SwapBacked) {
+            return FaultOutcome::Refused(Refused::Unsupported);
+        }
+        let i = folio.page_index_of(leaf.frame.pfn());
+        let exclusive = folio.page(i).test_flag(PageFlag::AnonExclusive)
+            || (!folio.is_large() && folio.page_mapcount(0) == 1 && folio.refcount() == 1 && {
+                folio.set_flag(PageFlag::AnonExclusive);
+                true
+            });
+        if exclusive {
+            let fixed = Leaf { prot, dirty: true, young: true, ..leaf };
+            return match table.update_leaf(mem, page, Level::Pte, fixed) {
+                Ok(flush) => {
+                    flush.ignore(); // access granted only
+                    FaultOutcome::Reused
                 }
+                Err(_) => FaultOutcome::Refused(Refused::Unsupported),
+            };
+        }
+        let Some(new) = frames.alloc_anon_page(handle, page.as_u64() >> 12) else {
+            return FaultOutcome::OutOfMemory;
+        };
+        frames.copy_page(new, leaf.frame);
+        let new_leaf = Leaf { frame: new, size: PageSize::Size4K, prot, dirty: true, young: true };
+        match table.remap(mem, hooks, page, new_leaf) {
+            Ok(old) => {
+                // The flush inside `remap` is over: no CPU reaches the old page
+                // through this space any more.
+                frames.release_anon_page(old.frame);
+                FaultOutcome::Copied
+            }
+            Err(_) => {
+                frames.release_anon_page(new);
+                FaultOutcome::Refused(Refused::Unsupported)
+            }
+        }
+    }
+
+    /// A write fault on the write-protected 2 MiB leaf `leaf` covering `page`
+    /// (copy on write of a PMD-mapped huge page, mm-reference §4 and §8):
+    ///
+    /// - **the huge zero folio**: a fresh huge folio replaces it by
+    ///   break-before-make when the block is still huge-page `eligible`
+    ///   (`MADV_NOHUGEPAGE` may have come since the read); otherwise, or with
+    ///   no 2 MiB block free, the zero PMD is split (cleared) and the faulting
+    ///   page gets a 4 KiB zero page;
+    /// - **reuse** when the folio is exclusive (`AnonExclusive` on the head),
+    ///   or this PMD is its only mapping and reference: the PMD becomes
+    ///   writable, dirty and young in place;
+    /// - **otherwise** the PMD is split into 512 read-only PTEs of the same
+    ///   folio (the other side keeps its PMD), and the faulting 4 KiB page is
+    ///   copied as any shared page (`wp_fault`); the other 511 stay shared
+    ///   until written.
+    fn huge_wp_fault(&self, leaf: Leaf, eligible: bool) -> FaultOutcome {
+        let At { table, mem, frames, hooks, page, prot, handle } = *self;
+        let memmap = frames.memmap();
+        let block = page.align_down(HPAGE_SIZE);
+        if is_huge_zero(memmap, &leaf) {
+            let fresh = if eligible { frames.alloc_anon_huge(handle, block.as_u64() >> 12) } else { None };
+            if let Some(frame) = fresh {
+                let new = Leaf { frame, size: PageSize::Size2M, prot, dirty: true, young: true };
+                return match table.remap(mem, hooks, block, new) {
+                    // The zero folio's mappings are not counted: nothing to drop.
+                    Ok(_) => FaultOutcome::MappedHuge,
+                    Err(e) => {
+                        frames.release_anon_huge(frame);
+                        refused_by(e)
+                    }
+                };
+            }
+            if let Err(e) = split_huge_pmd(table, mem, hooks, memmap, block) {
+                return refused_by(e);
+            }
+            return match self.demand_zero(true) {
+                FaultOutcome::Resolved => FaultOutcome::HugeFallback,
+                other => other,
+            };
+        }
+        let Some(folio) = folio_of(memmap, leaf.frame.pfn()) else {
+            return FaultOutcome::Refused(Refused::Unsupported);
+        };
+        if !folio.test_flag(PageFlag::SwapBacked) {
+            return FaultOutcome::Refused(Refused::Unsupported);
+        }
+        let sole = || folio.entire_mapcount() == 1 && folio.total_mapcount() == 1 && folio.refcount() == 1;
+        if folio.page(0).test_flag(PageFlag::AnonExclusive) || sole() {
+            folio.set_flag(PageFlag::AnonExclusive);
+            let fixed = Leaf { prot, dirty: true, young: true, ..leaf };
+            return match table.update_leaf(mem, block, Level::Pmd, fixed) {
+                Ok(flush) => {
+                    flush.ignore(); // access granted only
+                    FaultOutcome::Reused
+                }
+                Err(e) => refused_by(e),
             };
         }
         if let Err(e) = split_huge_pmd(table, mem, hooks, memmap, block) {
             return refused_by(e);
         }
-        return match demand_zero(table, mem, frames, page, prot, true, handle) {
-            FaultOutcome::Resolved => FaultOutcome::HugeFallback,
-            other => other,
-        };
-    }
-    let Some(folio) = folio_of(memmap, leaf.frame.pfn()) else {
-        return FaultOutcome::Refused(Refused::Unsupported);
-    };
-    if !folio.test_flag(PageFlag::SwapBacked) {
-        return FaultOutcome::Refused(Refused::Unsupported);
-    }
-    let sole = || folio.entire_mapcount() == 1 && folio.total_mapcount() == 1 && folio.refcount() == 1;
-    if folio.page(0).test_flag(PageFlag::AnonExclusive) || sole() {
-        folio.set_flag(PageFlag::AnonExclusive);
-        let fixed = Leaf { prot, dirty: true, young: true, ..leaf };
-        return match table.update_leaf(mem, block, Level::Pmd, fixed) {
-            Ok(flush) => {
-                flush.ignore(); // access granted only
-                FaultOutcome::Reused
-            }
-            Err(e) => refused_by(e),
-        };
-    }
-    if let Err(e) = split_huge_pmd(table, mem, hooks, memmap, block) {
-        return refused_by(e);
-    }
-    match table.lookup(mem, page) {
-        (Level::Pte, Decoded::Leaf(small)) => wp_fault(table, mem, frames, hooks, page, small, prot, handle),
-        _ => FaultOutcome::Refused(Refused::Unsupported),
+        match table.lookup(mem, page) {
+            (Level::Pte, Decoded::Leaf(small)) => self.wp_fault(small),
+            _ => FaultOutcome::Refused(Refused::Unsupported),
+        }
     }
 }
