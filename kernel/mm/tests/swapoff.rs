@@ -3,10 +3,9 @@
 //! whole), the folios it finds in the swap cache, the cache emptied
 //! afterwards (a mapped folio too, waiting for its lock), a read error
 //! that stops it with the entry left in place, and an entry the walk
-//! cannot see keeping the area on. The world is `tests/policy`, which plays
-//! the kernel's side of `SwapoffHost`.
-
-mod policy;
+//! cannot see keeping the area on. The world is `mm::testkit`'s `World`
+//! with LRU lists and a swap area, which plays the kernel's side of
+//! `SwapoffHost` and `ReclaimHost` (`mm::testkit::policy`).
 
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
@@ -14,16 +13,12 @@ use mm::gup::Hold;
 use mm::page::PageFlag;
 use mm::pgtable::sim::HardwareWalker;
 use mm::pgtable::Level;
-use mm::reclaim::{shrink_folio, Kept, Pieces, Shrunk};
+use mm::reclaim::{Kept, Shrunk};
 use mm::swap::cache::folio_entry;
 use mm::swapoff::{swapoff, SwapoffError, BATCH};
-use policy::*;
-
-/// Swaps out (and frees, when nobody else holds it) the folio at `at`.
-fn out<F: HardwareWalker>(w: &World<F>, s: usize, at: u64) -> Shrunk {
-    let mut pieces = Pieces::default();
-    shrink_folio(w, w.isolate_at(s, at), &mut pieces)
-}
+use mm::testkit::bug_switch::shared;
+use mm::testkit::policy::world;
+use mm::testkit::world::{pages, World, AREA, HP, NR_HP, PAGE};
 
 /// Nothing of the area is left anywhere: no entry, no slot, no cache
 /// folio; allocation stays stopped.
@@ -38,20 +33,20 @@ fn area_empty<F: HardwareWalker>(w: &World<F>) {
 /// allocate from.
 fn every_page_of_a_space_comes_back<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     let n = 2 * BATCH as u64 + 7;
     w.small_pages(0, AREA, n, 1);
     for p in pages(AREA, n) {
-        assert_eq!(out(&w, 0, p), Shrunk::Freed(1));
+        assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
     }
     assert_eq!(swapoff(&w, w.area()), Ok(n));
     area_empty(&w);
-    assert_eq!(w.sys.nr_reads.get(), n);
+    assert_eq!(w.frames.nr_reads(), n);
     for p in pages(AREA, n) {
         assert!(w.leaf(0, p).1.prot.writable, "{p:#x}: exclusive, so writable");
         w.expect_page(0, p, 1);
     }
-    assert_eq!(out(&w, 0, AREA), Shrunk::Kept(Kept::NoSwap), "allocation is stopped");
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Kept(Kept::NoSwap), "allocation is stopped");
     w.finish();
 }
 
@@ -59,13 +54,13 @@ fn every_page_of_a_space_comes_back<F: HardwareWalker>() {
 /// walk's batch finds its entries gone (stale) and moves on.
 fn a_thp_comes_back_whole<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     w.thp(0, AREA, 2);
-    assert_eq!(out(&w, 0, AREA), Shrunk::Freed(512));
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(512));
     let back = swapoff(&w, w.area()).unwrap();
     assert!((1..=512).contains(&back), "{back}");
     area_empty(&w);
-    assert_eq!((w.sys.nr_read_calls.get(), w.sys.nr_reads.get()), (1, 512));
+    assert_eq!((w.frames.nr_read_calls(), w.frames.nr_reads()), (1, 512));
     let f = w.folio_at(0, AREA);
     assert_eq!(f.order(), 9);
     assert!(pages(AREA, NR_HP).all(|p| w.folio_at(0, p).pfn() == f.pfn()));
@@ -80,21 +75,21 @@ fn a_thp_comes_back_whole<F: HardwareWalker>() {
 /// back, the shared ones from one read, and both see their own bytes.
 fn a_forked_family_comes_back_in_every_space<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     w.small_pages(0, AREA + HP, 8, 3);
     w.thp(0, AREA, 4);
-    assert_eq!(out(&w, 0, AREA), Shrunk::Freed(512));
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(512));
     for p in pages(AREA + HP, 8) {
-        assert_eq!(out(&w, 0, p), Shrunk::Freed(1));
+        assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
     }
     let c = w.fork(0);
     let g = w.fork(c);
     w.write_page(c, AREA + HP, 5); // the child's own copy
     w.expect_page(g, AREA + HP + PAGE, 3); // shared, in the cache now
-    let reads = w.sys.nr_reads.get();
+    let reads = w.frames.nr_reads();
     swapoff(&w, w.area()).unwrap();
     area_empty(&w);
-    assert_eq!(w.sys.nr_reads.get() - reads, 512 + 6, "each slot read once");
+    assert_eq!(w.frames.nr_reads() - reads, 512 + 6, "each slot read once");
     for s in [0, c, g] {
         for p in pages(AREA + HP, 8) {
             w.expect_page(s, p, if s == c && p == AREA + HP { 5 } else { 3 });
@@ -116,15 +111,15 @@ fn a_forked_family_comes_back_in_every_space<F: HardwareWalker>() {
 /// waiting for its lock).
 fn folios_in_the_swap_cache_are_taken_from_it<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     w.small_pages(0, AREA, 2, 6);
     // Page 0: kept in the cache by a hold.
     let hold = w.hold(0, AREA, false, Hold::Get);
     let kept = w.folio_at(0, AREA);
-    assert_eq!(out(&w, 0, AREA), Shrunk::Kept(Kept::InUse));
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Kept(Kept::InUse));
     // Page 1: out; a child brings it back shared; the parent unmaps its
     // entry: mapped by the child, in the cache, its slot unused.
-    assert_eq!(out(&w, 0, AREA + PAGE), Shrunk::Freed(1));
+    assert_eq!(w.swap_out(0, AREA + PAGE), Shrunk::Freed(1));
     let c = w.fork(0);
     w.expect_page(c, AREA + PAGE, 6);
     w.munmap(0, AREA + PAGE, PAGE);
@@ -134,17 +129,17 @@ fn folios_in_the_swap_cache_are_taken_from_it<F: HardwareWalker>() {
     assert!(!w.leaf(c, AREA + PAGE).1.prot.writable);
     // Somebody holds its lock for two waits.
     mapped.lock();
-    *w.on_relax.borrow_mut() = Some(Box::new(move || {
+    *w.host.on_relax.borrow_mut() = Some(Box::new(move || {
         if mapped.is_locked() && mapped.refcount() > 0 {
             mapped.unlock();
         }
     }));
-    let reads = w.sys.nr_reads.get();
+    let reads = w.frames.nr_reads();
     assert!(swapoff(&w, w.area()).is_ok());
-    *w.on_relax.borrow_mut() = None;
+    *w.host.on_relax.borrow_mut() = None;
     area_empty(&w);
-    assert_eq!(w.sys.nr_reads.get(), reads, "both from the cache");
-    assert!(w.nr_relax.get() >= 1, "waited for the folio lock");
+    assert_eq!(w.frames.nr_reads(), reads, "both from the cache");
+    assert!(w.host.nr_relax.get() >= 1, "waited for the folio lock");
     assert!(!kept.test_flag(PageFlag::SwapCache) && kept.total_mapcount() == 2, "parent and child");
     assert!(!mapped.test_flag(PageFlag::SwapCache) && mapped.test_flag(PageFlag::Dirty));
     assert_eq!(w.folio_at(c, AREA + PAGE).pfn(), mapped.pfn(), "still mapped where it was");
@@ -163,15 +158,15 @@ fn folios_in_the_swap_cache_are_taken_from_it<F: HardwareWalker>() {
 /// large read of a THP, whose 512 entries all stay.
 fn a_read_error_stops_it_and_leaves_the_entry<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     w.thp(0, AREA, 8);
     w.small_pages(0, AREA + HP, 3, 9);
     for at in [AREA, AREA + HP, AREA + HP + PAGE, AREA + HP + 2 * PAGE] {
-        assert!(matches!(out(&w, 0, at), Shrunk::Freed(_)));
+        assert!(matches!(w.swap_out(0, at), Shrunk::Freed(_)));
     }
     let before = w.entries();
     let used = w.area().nr_used();
-    w.sys.fail_reads.set(1);
+    w.frames.fail_next_reads(1);
     match swapoff(&w, w.area()) {
         Err(SwapoffError::SwapIn { va, why }) => {
             assert_eq!(va.as_u64(), AREA, "the walk starts at the lowest address");
@@ -185,7 +180,7 @@ fn a_read_error_stops_it_and_leaves_the_entry<F: HardwareWalker>() {
     w.check();
     // A small page's read fails the same way.
     w.munmap(0, AREA, HP);
-    w.sys.fail_reads.set(1);
+    w.frames.fail_next_reads(1);
     let (e, _) = w.swap_pte(0, AREA + HP).unwrap();
     assert!(matches!(swapoff(&w, w.area()), Err(SwapoffError::SwapIn { .. })));
     assert_eq!((w.swap_pte(0, AREA + HP).map(|x| x.0), w.area().count(e)), (Some(e), 1));
@@ -201,18 +196,18 @@ fn a_read_error_stops_it_and_leaves_the_entry<F: HardwareWalker>() {
 /// swapoff brings back what it sees and refuses to finish.
 fn an_entry_the_walk_cannot_see_keeps_the_area_on<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     w.small_pages(0, AREA, 4, 10);
     for p in pages(AREA, 4) {
-        assert_eq!(out(&w, 0, p), Shrunk::Freed(1));
+        assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
     }
     let c = w.fork(0);
     w.write_page(c, AREA, 11); // one the child no longer shares
-    w.hidden.borrow_mut().push(c);
+    w.host.hidden.borrow_mut().push(c);
     assert_eq!(swapoff(&w, w.area()), Err(SwapoffError::StillUsed { nr_used: 3 }));
     assert_eq!(w.stats(0).nr_swap_entries, 0);
     assert_eq!(w.stats(c).nr_swap_entries, 3);
-    w.hidden.borrow_mut().clear();
+    w.host.hidden.borrow_mut().clear();
     assert_eq!(swapoff(&w, w.area()), Ok(3));
     area_empty(&w);
     w.expect_page(c, AREA, 11);

@@ -2,9 +2,8 @@
 //! PTE- and PMD-mapped folios, folios shared by fork, the exclusive bit
 //! (and its replay switch, seed 004), the flush the caller owes, and every
 //! refusal (pinned, maybe pinned, a slot count at its limit, not in the
-//! swap cache) leaving nothing changed. The world is `tests/policy`.
-
-mod policy;
+//! swap cache) leaving nothing changed. The world is `mm::testkit`'s
+//! `World` with LRU lists and a swap area (`mm::testkit::policy`).
 
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
@@ -16,8 +15,10 @@ use mm::pgtable::sim::{HardwareWalker, HwAccess};
 use mm::pgtable::{Decoded, Level, PageTable, SwapEntry};
 use mm::swap::area::MAX_SWAP_COUNT;
 use mm::swap::cache::{add_to_swap, folio_entry, nth_entry};
+use mm::testkit::bug_switch::{shared, BugOn};
+use mm::testkit::policy::world;
+use mm::testkit::world::{pages, va, World, AREA, HP, NR_HP, PAGE};
 use mm::unmap::{try_to_unmap, Target, UnmapError, Unmapped};
-use policy::*;
 
 /// Puts the locked `folio` into the swap cache (as reclaim's step 3 does).
 fn into_cache<F: HardwareWalker>(w: &World<F>, folio: &Folio<'static>) -> SwapEntry {
@@ -70,7 +71,7 @@ fn snapshot<F: HardwareWalker>(w: &World<F>, folio: &Folio<'static>) -> Snapshot
 /// flushes; the page comes back from the cache with its bytes.
 fn pte_mapped_pages_become_swap_entries_with_the_exclusive_bit<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     w.small_pages(0, AREA, 4, 1);
     for p in pages(AREA, 4) {
         let f = w.folio_at(0, p);
@@ -91,7 +92,7 @@ fn pte_mapped_pages_become_swap_entries_with_the_exclusive_bit<F: HardwareWalker
         assert!(w.tlb.translate(&w.mem, root, va(p), HwAccess::USER_READ).is_err(), "gone after the flush");
         assert_eq!(f.refcount(), 2);
         f.unlock();
-        w.sys.put(f);
+        w.frames.put(f);
     }
     assert_eq!(w.stats(0).nr_swap_entries, 4);
     // From the cache, exclusive again and writable: no read, no copy.
@@ -99,7 +100,7 @@ fn pte_mapped_pages_become_swap_entries_with_the_exclusive_bit<F: HardwareWalker
         w.expect_page(0, p, 1);
         assert!(w.leaf(0, p).1.prot.writable);
     }
-    assert_eq!(w.sys.nr_reads.get(), 0);
+    assert_eq!(w.frames.nr_reads(), 0);
     assert_eq!(w.area().nr_used(), 0);
     w.finish();
 }
@@ -110,7 +111,7 @@ fn pte_mapped_pages_become_swap_entries_with_the_exclusive_bit<F: HardwareWalker
 /// swap entry of its page in the folio's run; the folio stays whole.
 fn a_pmd_mapped_thp_is_split_and_every_page_unmapped<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     let f = w.thp(0, AREA, 2);
     f.get();
     f.lock();
@@ -127,7 +128,7 @@ fn a_pmd_mapped_thp_is_split_and_every_page_unmapped<F: HardwareWalker>() {
     finish_unmap(&w, &f, done);
     assert_eq!(f.refcount(), 1 + 512, "ours and the cache's");
     f.unlock();
-    w.sys.put(f);
+    w.frames.put(f);
     w.check();
     // One fault maps the whole folio back from the cache.
     w.expect_page(0, AREA + 100 * PAGE, 2);
@@ -135,7 +136,7 @@ fn a_pmd_mapped_thp_is_split_and_every_page_unmapped<F: HardwareWalker>() {
     for p in pages(AREA, NR_HP) {
         w.expect_page(0, p, 2);
     }
-    assert_eq!(w.sys.nr_reads.get(), 0);
+    assert_eq!(w.frames.nr_reads(), 0);
     w.finish();
 }
 
@@ -144,7 +145,7 @@ fn a_pmd_mapped_thp_is_split_and_every_page_unmapped<F: HardwareWalker>() {
 /// exclusive bit (fork shared the pages).
 fn a_thp_shared_by_fork_is_unmapped_in_every_space<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     let f = w.thp(0, AREA, 3);
     let c = w.fork(0);
     assert_eq!((w.leaf(c, AREA).0, f.entire_mapcount()), (Level::Pmd, 2));
@@ -162,7 +163,7 @@ fn a_thp_shared_by_fork_is_unmapped_in_every_space<F: HardwareWalker>() {
     assert_eq!(f.total_mapcount(), 0);
     finish_unmap(&w, &f, done);
     f.unlock();
-    w.sys.put(f);
+    w.frames.put(f);
     let stats = w.check();
     assert_eq!((stats[0].nr_swap_entries, stats[c].nr_swap_entries), (512, 512));
     // Both read it back from the cache, shared read-only.
@@ -177,7 +178,7 @@ fn a_thp_shared_by_fork_is_unmapped_in_every_space<F: HardwareWalker>() {
 /// a page one side copied on write is that side's alone.
 fn small_pages_shared_by_fork<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     w.small_pages(0, AREA, 2, 4);
     let c = w.fork(0);
     w.write_page(c, AREA + PAGE, 5); // the child's own copy of page 1
@@ -192,7 +193,7 @@ fn small_pages_shared_by_fork<F: HardwareWalker>() {
         assert_eq!(w.swap_pte(0, p), Some((first, false)), "fork cleared the parent's exclusive");
         finish_unmap(&w, &f, done);
         f.unlock();
-        w.sys.put(f);
+        w.frames.put(f);
     }
     assert_eq!(w.swap_pte(c, AREA), w.swap_pte(0, AREA));
     assert!(w.swap_pte(c, AREA + PAGE).is_none(), "the child's copy stays mapped");
@@ -222,7 +223,7 @@ fn refused<F: HardwareWalker>(w: &World<F>, f: &Folio<'static>, want: UnmapError
 /// changes: the PMD is not even split.
 fn pinned_and_maybe_pinned_folios_are_refused_and_nothing_changes<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     let thp = w.thp(0, AREA, 6);
     w.small_pages(0, AREA + HP, 2, 6);
     let pin_thp = w.hold(0, AREA + 9 * PAGE, true, Hold::Pin);
@@ -237,10 +238,12 @@ fn pinned_and_maybe_pinned_folios_are_refused_and_nothing_changes<F: HardwareWal
         into_cache(&w, &f);
         refused(&w, &f, UnmapError::Pinned);
         f.unlock();
-        w.sys.put(f);
+        w.frames.put(f);
     }
     assert_eq!(w.leaf(0, AREA).0, Level::Pmd, "the PMD was not split");
-    (0..1024).for_each(|_| w.sys.put(maybe));
+    (0..1024).for_each(|_| {
+        w.frames.put(maybe);
+    });
     w.unhold(pin_thp, Hold::Pin);
     w.unhold(pin_small, Hold::Pin);
     w.expect_page(0, AREA + HP + PAGE, 6);
@@ -252,7 +255,7 @@ fn pinned_and_maybe_pinned_folios_are_refused_and_nothing_changes<F: HardwareWal
 /// refused too.
 fn a_full_slot_count_or_no_swap_slots_refuse_and_nothing_changes<F: HardwareWalker>() {
     let _shared = shared();
-    let mut w = World::<F>::new();
+    let mut w = world::<F>();
     let f = w.thp(0, AREA, 7);
     f.get();
     f.lock();
@@ -273,7 +276,7 @@ fn a_full_slot_count_or_no_swap_slots_refuse_and_nothing_changes<F: HardwareWalk
         w.area().free_ref(full).unwrap();
     }
     f.unlock();
-    w.sys.put(f);
+    w.frames.put(f);
     w.expect_page(0, AREA + 300 * PAGE, 7);
     w.finish();
 }
@@ -286,7 +289,7 @@ fn the_replay_switch_drops_the_exclusive_bit<F: HardwareWalker>() {
     for bug in [false, true] {
         let _switch = bug.then(|| BugOn::new(Bug::ForgetAnonExclusive));
         let _shared = (!bug).then(shared);
-        let mut w = World::<F>::new();
+        let mut w = world::<F>();
         w.small_pages(0, AREA, 1, 8);
         let f = w.folio_at(0, AREA);
         f.get();
@@ -296,7 +299,7 @@ fn the_replay_switch_drops_the_exclusive_bit<F: HardwareWalker>() {
         assert_eq!(w.swap_pte(0, AREA), Some((first, !bug)), "switch {bug}");
         finish_unmap(&w, &f, done);
         f.unlock();
-        w.sys.put(f);
+        w.frames.put(f);
         w.expect_page(0, AREA, 8);
         w.finish();
     }
