@@ -23,14 +23,18 @@
 //! lists with a reference, as the scan does, and calls
 //! `mm::reclaim`. [`world`] and [`world_without_runs`] are the worlds of
 //! the policy tests (`tests/reclaim.rs`, `tests/swapoff.rs`,
-//! `tests/try_to_unmap.rs`): lists and a swap area of [`TY`].
+//! `tests/try_to_unmap.rs`): lists and a swap area of [`TY`]; each test
+//! runs in [`with_world`], which holds its turn at the bug switches and
+//! wants everything back at the end.
 //!
 //! Single-threaded, as [`World`]: the switches are `Cell`s.
 
 extern crate std;
 
+use super::bug_switch::{shared, BugOn};
 use super::frames::SimFrames;
 use super::world::{va, World, MEMMAP_BASE, MEMMAP_LEN, USER_END};
+use crate::bugs::Bug;
 use crate::folio::Folio;
 use crate::lru::{LruList, LruLists};
 use crate::page::Memmap;
@@ -83,6 +87,27 @@ pub fn world_without_runs<F: HardwareWalker>() -> World<F> {
     let bad: Vec<u32> = (0..SWAP_PAGES as u32).step_by(512).map(|c| c + 300).collect();
     let frames = SimFrames::new(MEMMAP_BASE, MEMMAP_LEN).with_lru();
     World::with_frames(frames.with_swap_and_bad_pages(TY, SWAP_PAGES, &bad))
+}
+
+/// Runs the test `body` over the world `make` makes, holding the turn at
+/// the bug switches with every switch off ([`shared`]) for the whole test,
+/// then wants everything back ([`World::finish`]).
+pub fn with_world<F: HardwareWalker>(make: fn() -> World<F>, body: impl FnOnce(&mut World<F>)) {
+    with_world_and_bug(None, make, body);
+}
+
+/// [`with_world`], with `bug`'s replay switch on for the whole test (alone:
+/// [`BugOn`]) when there is one.
+pub fn with_world_and_bug<F: HardwareWalker>(
+    bug: Option<Bug>,
+    make: fn() -> World<F>,
+    body: impl FnOnce(&mut World<F>),
+) {
+    let _on = bug.map(BugOn::new);
+    let _shared = bug.is_none().then(shared);
+    let mut w = make();
+    body(&mut w);
+    w.finish();
 }
 
 impl<F: HardwareWalker> World<F> {
