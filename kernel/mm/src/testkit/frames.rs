@@ -242,6 +242,16 @@ impl SimFrames {
         }
     }
 
+    /// [`SimFrames::alloc_anon`] for the fault path: on the LRU lists at
+    /// once when there are lists, as in the kernel.
+    fn alloc_listed(&self, huge: bool, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
+        let f = self.alloc_anon(AllocKind::Normal, huge, handle, index)?;
+        if let Some(lru) = self.lru {
+            lru.add(f);
+        }
+        Some(f.pfn().phys())
+    }
+
     /// A fresh unpublished folio of `order` with zeroed contents.
     fn alloc_unpublished(&self, order: u8) -> Option<UnpublishedFolio<'static>> {
         let _fa = self.alloc_lock.lock();
@@ -516,24 +526,16 @@ impl SwapBackend for SimFrames {
 
 /// The fault path's frames. As in the kernel (`kernel/src/vm/folios.rs`),
 /// a new anonymous folio goes on the LRU lists at once when there are
-/// lists.
+/// lists ([`SimFrames::alloc_listed`]).
 impl FrameSource for SimFrames {
     fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
-        let f = self.alloc_anon(AllocKind::Normal, false, handle, index)?;
-        if let Some(lru) = self.lru {
-            lru.add(f);
-        }
-        Some(f.pfn().phys())
+        self.alloc_listed(false, handle, index)
     }
     fn release_anon_page(&self, pa: PhysAddr) {
         self.put(remove_pte_mapping(self.memmap(), pa));
     }
     fn alloc_anon_huge(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
-        let f = self.alloc_anon(AllocKind::Normal, true, handle, index)?;
-        if let Some(lru) = self.lru {
-            lru.add(f);
-        }
-        Some(f.pfn().phys())
+        self.alloc_listed(true, handle, index)
     }
     fn release_anon_huge(&self, pa: PhysAddr) {
         self.put(remove_pmd_mapping(self.memmap(), pa));
