@@ -508,49 +508,64 @@ fn two_faults_on_one_swapped_out_entry_map_it_once() {
     assert!(hit > 0 && read > 0, "shuttle never reached both paths: hit {hit}, read {read}");
 }
 
-#[test]
-fn swap_in_keeps_the_exclusive_hand_off() {
+/// Runs `test` under both schedulers with every switch off (`bug`'s, the
+/// one whose mistake it looks for, too): every execution must pass, and
+/// `reached` must count at least one of the interleaving it is about
+/// (`what`).
+fn passes_and_reaches(name: &str, bug: Bug, test: fn(), reached: &AtomicUsize, what: &str) {
     let _shared = shared();
-    assert!(!bugs::enabled(Bug::ForgetAnonExclusive));
-    run("exclusive hand-off", SEED, ITERATIONS, exclusive_hand_off);
-    let n = WRITE_AFTER_UNMAP.load(Ordering::Relaxed);
-    eprintln!("shuttle: the task's write found the page swapped out in {n} executions");
-    assert!(n > 0, "shuttle never let reclaim unmap before the task's write");
+    assert!(!bugs::enabled(bug));
+    run(name, SEED, ITERATIONS, test);
+    let n = reached.load(Ordering::Relaxed);
+    eprintln!("shuttle: {what} in {n} executions");
+    assert!(n > 0, "shuttle never reached it: {what}");
 }
 
-#[test]
-fn shuttle_catches_forget_anon_exclusive() {
+/// Explores `test` under `explorer` with `bug`'s replay switch on (alone):
+/// an execution must fail, with the failure `lost` flags (the bug's lost
+/// write, `what`).
+fn bug_is_caught(bug: Bug, explorer: Explorer, test: fn(), lost: &AtomicBool, what: &str) {
     let failed = {
-        let _on = BugOn::new(Bug::ForgetAnonExclusive);
-        LOST.store(false, Ordering::Relaxed);
-        let r = explore(Explorer::Random, SEED, ITERATIONS, FailurePersistence::Print, exclusive_hand_off);
+        let _on = BugOn::new(bug);
+        lost.store(false, Ordering::Relaxed);
+        let r = explore(explorer, SEED, ITERATIONS, FailurePersistence::Print, test);
         if let Err(msg) = &r {
             eprintln!("shuttle: the failure it found: {msg}");
         }
         r.is_err()
     };
-    assert!(!bugs::enabled(Bug::ForgetAnonExclusive));
-    assert!(failed && LOST.load(Ordering::Relaxed), "shuttle did not find the lost write of seed 004");
+    assert!(!bugs::enabled(bug));
+    assert!(failed && lost.load(Ordering::Relaxed), "shuttle did not find {what}");
+}
+
+#[test]
+fn swap_in_keeps_the_exclusive_hand_off() {
+    let what = "the task's write found the page swapped out";
+    passes_and_reaches(
+        "exclusive hand-off",
+        Bug::ForgetAnonExclusive,
+        exclusive_hand_off,
+        &WRITE_AFTER_UNMAP,
+        what,
+    );
+}
+
+#[test]
+fn shuttle_catches_forget_anon_exclusive() {
+    let what = "the lost write of seed 004";
+    bug_is_caught(Bug::ForgetAnonExclusive, Explorer::Random, exclusive_hand_off, &LOST, what);
 }
 
 #[test]
 fn swap_in_survives_a_reswap_of_the_same_slot() {
-    let _shared = shared();
-    assert!(!bugs::enabled(Bug::PageoutSplitRace));
-    run("re-swap of the same slot", SEED, ITERATIONS, swap_in_against_a_reswap_of_the_same_slot);
-    let n = REPAGED_AFTER_WRITE.load(Ordering::Relaxed);
-    eprintln!("shuttle: the pager swapped the new version out again in {n} executions");
-    assert!(n > 0, "shuttle never let the pager swap the written page out again");
+    let what = "the pager swapped the new version out again";
+    let test = swap_in_against_a_reswap_of_the_same_slot;
+    passes_and_reaches("re-swap of the same slot", Bug::PageoutSplitRace, test, &REPAGED_AFTER_WRITE, what);
 }
 
 #[test]
 fn shuttle_catches_pageout_split_race() {
-    let failed = {
-        let _on = BugOn::new(Bug::PageoutSplitRace);
-        LOST_WRITE.store(false, Ordering::Relaxed);
-        let f = swap_in_against_a_reswap_of_the_same_slot;
-        explore(Explorer::Pct, SEED, ITERATIONS, FailurePersistence::Print, f).is_err()
-    };
-    assert!(!bugs::enabled(Bug::PageoutSplitRace));
-    assert!(failed && LOST_WRITE.load(Ordering::Relaxed), "shuttle did not find the lost write of seed 002");
+    let what = "the lost write of seed 002";
+    let test = swap_in_against_a_reswap_of_the_same_slot;
+    bug_is_caught(Bug::PageoutSplitRace, Explorer::Pct, test, &LOST_WRITE, what);
 }
