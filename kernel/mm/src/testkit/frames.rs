@@ -526,7 +526,7 @@ impl SwapBackend for SimFrames {
 
 /// The fault path's frames. As in the kernel (`kernel/src/vm/folios.rs`),
 /// a new anonymous folio goes on the LRU lists at once when there are
-/// lists ([`SimFrames::alloc_listed`]).
+/// lists (`SimFrames::alloc_listed`).
 impl FrameSource for SimFrames {
     fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
         self.alloc_listed(false, handle, index)

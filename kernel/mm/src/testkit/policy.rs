@@ -8,10 +8,10 @@
 //!   a test hides ([`Switches::hidden`]: a mapping reclaim cannot see, a
 //!   space swapoff's walk does not find); its locks are the world's, which
 //!   is single-threaded;
-//! - the one swap area of the world's [`SimFrames`](super::frames::SimFrames)
-//!   is the only device, unless swap is off ([`Switches::no_swap`]) or the
-//!   area is gone ([`Switches::area_gone`]); its disk is the frames' RAM
-//!   disk, whose failures the frames inject;
+//! - the one swap area of the world's [`SimFrames`] is the only device,
+//!   unless swap is off ([`Switches::no_swap`]) or the area is gone
+//!   ([`Switches::area_gone`]); its disk is the frames' RAM disk, whose
+//!   failures the frames inject;
 //! - swapoff's swap-in of one entry is [`World::swap_in`] (a read fault);
 //! - the LRU lists, when the frames have them (without lists nothing is
 //!   put back and `shrink_lru` finds nothing);
