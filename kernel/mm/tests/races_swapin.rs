@@ -19,8 +19,9 @@
 //! area: its lock (shuttle's mutex) is around the table, the areas, the
 //! simulated memory and the TLB. Half 1 of swap-in (`get_swapped_folio`)
 //! runs without it, half 2 (`map_swapped_in`) under it, as in
-//! `kernel/src/vm/space.rs`; reclaim's unmap runs under it, its write and freeze
-//! without (the kit's `reclaim_*` steps). `SimFrames` makes every call
+//! `kernel/src/vm/fault.rs`; reclaim's steps (those of `mm::reclaim`'s
+//! shrink step, split where the tests race them) run their unmap under it,
+//! their write and freeze without. `SimFrames` makes every call
 //! into the frame allocator under a shuttle mutex of its own, so the
 //! allocator's spin lock (not shuttle's) is never contended; frame and disk
 //! contents are in std mutexes held across no scheduling point. The tests
@@ -42,12 +43,13 @@ use mm::pgtable::sim::HwAccess;
 use mm::pgtable::SwapType;
 use mm::pgtable::{Decoded, NonPresent, SwapEntry};
 use mm::swap::area::SwapArea;
-use mm::swap::swapin::{get_swapped_folio, map_swapped_in, SwapInError, SwapInOutcome};
-use mm::swap::unmap::unmap_to_swap;
+use mm::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, slots_unused};
+use mm::swap::swapin::{get_swapped_folio, map_swapped_in, SwapBackend, SwapInError, SwapInOutcome};
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
 use mm::testkit::races::{explore, run, Explorer};
-use mm::testkit::world::{reclaim_free, reclaim_start, reclaim_write, SharedSpace, SwapOut};
+use mm::testkit::world::SharedSpace;
+use mm::unmap::{try_to_unmap, Target};
 use mm::{Pfn, PhysAddr, VirtAddr};
 use shuttle::thread;
 use shuttle::FailurePersistence;
@@ -111,7 +113,7 @@ impl World {
 
     // ---- the task's CPU
 
-    /// One access by the task, as `kernel/src/vm/space.rs` handles it: the fault
+    /// One access by the task, as `kernel/src/vm/fault.rs` handles it: the fault
     /// handler under the lock; for a swap entry, half 1 without the lock
     /// and half 2 under it. Returns what happened.
     fn fault_once(&self, access: Access) -> Attempt {
@@ -199,17 +201,26 @@ impl World {
         panic!("the task's access never went through: {attempts:?}");
     }
 
-    // ---- reclaim (kernel/src/vm/reclaim.rs `shrink_locked`)
+    // ---- reclaim (`mm::reclaim`'s shrink step, steps 1 to 6)
 
-    /// The start: the folio lock and swap slots. The caller took the
-    /// reference reclaim isolates the folio with. Returns false when the
-    /// folio was kept (reference consumed): only because it was locked.
+    /// The start: the folio lock (skipped when somebody holds it), no pin,
+    /// swap slots. The caller took the reference reclaim isolates the
+    /// folio with. Returns false when the folio was skipped (reference
+    /// dropped).
+    ///
+    /// # Panics
+    /// When reclaim would keep it for any other reason: the tests never
+    /// pin it and leave a slot free.
     fn reclaim_start(&self, folio: Folio<'static>) -> bool {
-        match reclaim_start(self.frames(), folio) {
-            Ok(()) => true,
-            Err(SwapOut::Kept("locked")) => false,
-            Err(other) => panic!("reclaim_start: {other:?}"),
+        if !folio.try_lock() {
+            self.frames().put(folio);
+            return false;
         }
+        assert!(!folio.maybe_pinned(), "reclaim_start: maybe pinned");
+        if folio_entry(&folio).is_none() {
+            add_to_swap(self.area(), &folio).expect("reclaim_start: no swap slot");
+        }
+        true
     }
 
     /// The folio at `pfn`, taken for reclaim: the reference reclaim
@@ -222,11 +233,11 @@ impl World {
     }
 
     /// Then: unmap under the space's lock, flush, drop the mappings'
-    /// references, write.
+    /// references, write (unless no entry holds the slot any more).
     fn reclaim_unmap_and_write(&self, folio: Folio<'static>) {
         let refs = self.0.locked(|g| {
-            let done =
-                unmap_to_swap(&[&g.table], &g.mem, &g.tlb, self.memmap(), &folio, self.area()).unwrap();
+            let target = Target::Swap { area: self.area() };
+            let done = try_to_unmap(&[&g.table], &g.mem, &g.tlb, self.memmap(), &folio, target).unwrap();
             for flush in done.flushes {
                 flush.flush(&g.tlb);
             }
@@ -235,13 +246,29 @@ impl World {
         for _ in 0..refs {
             assert!(!folio.put(), "reclaim's reference keeps the folio");
         }
-        reclaim_write(self.frames(), folio).unwrap();
+        if !slots_unused(self.area(), &folio) {
+            let first = folio_entry(&folio).expect("in the swap cache");
+            folio.set_flag(PageFlag::Writeback);
+            let written = self.frames().write(first, folio.pfn().phys(), folio.nr_pages());
+            folio.clear_flag(PageFlag::Writeback);
+            written.expect("reclaim: the write failed");
+        }
     }
 
-    /// The rest: freeze, out of the cache, free; or kept when somebody
-    /// holds a reference. Returns whether the folio was freed.
+    /// The rest: freeze, out of the cache, free; or kept (unlocked, the
+    /// reference dropped) when somebody holds a reference. Returns whether
+    /// the folio was freed.
     fn reclaim_finish(&self, folio: Folio<'static>) -> bool {
-        matches!(reclaim_free(self.frames(), folio), SwapOut::Freed(_))
+        if !folio.try_freeze(1 + folio.nr_pages() as i32) {
+            folio.unlock();
+            self.frames().put(folio);
+            return false;
+        }
+        let _ = delete_from_swap_cache(self.area(), &folio);
+        folio.clear_flag(PageFlag::Dirty);
+        folio.unlock();
+        self.frames().free(folio);
+        true
     }
 
     // ---- setup
@@ -481,49 +508,64 @@ fn two_faults_on_one_swapped_out_entry_map_it_once() {
     assert!(hit > 0 && read > 0, "shuttle never reached both paths: hit {hit}, read {read}");
 }
 
-#[test]
-fn swap_in_keeps_the_exclusive_hand_off() {
+/// Runs `test` under both schedulers with every switch off (`bug`'s, the
+/// one whose mistake it looks for, too): every execution must pass, and
+/// `reached` must count at least one of the interleaving it is about
+/// (`what`).
+fn passes_and_reaches(name: &str, bug: Bug, test: fn(), reached: &AtomicUsize, what: &str) {
     let _shared = shared();
-    assert!(!bugs::enabled(Bug::ForgetAnonExclusive));
-    run("exclusive hand-off", SEED, ITERATIONS, exclusive_hand_off);
-    let n = WRITE_AFTER_UNMAP.load(Ordering::Relaxed);
-    eprintln!("shuttle: the task's write found the page swapped out in {n} executions");
-    assert!(n > 0, "shuttle never let reclaim unmap before the task's write");
+    assert!(!bugs::enabled(bug));
+    run(name, SEED, ITERATIONS, test);
+    let n = reached.load(Ordering::Relaxed);
+    eprintln!("shuttle: {what} in {n} executions");
+    assert!(n > 0, "shuttle never reached it: {what}");
 }
 
-#[test]
-fn shuttle_catches_forget_anon_exclusive() {
+/// Explores `test` under `explorer` with `bug`'s replay switch on (alone):
+/// an execution must fail, with the failure `lost` flags (the bug's lost
+/// write, `what`).
+fn bug_is_caught(bug: Bug, explorer: Explorer, test: fn(), lost: &AtomicBool, what: &str) {
     let failed = {
-        let _on = BugOn::new(Bug::ForgetAnonExclusive);
-        LOST.store(false, Ordering::Relaxed);
-        let r = explore(Explorer::Random, SEED, ITERATIONS, FailurePersistence::Print, exclusive_hand_off);
+        let _on = BugOn::new(bug);
+        lost.store(false, Ordering::Relaxed);
+        let r = explore(explorer, SEED, ITERATIONS, FailurePersistence::Print, test);
         if let Err(msg) = &r {
             eprintln!("shuttle: the failure it found: {msg}");
         }
         r.is_err()
     };
-    assert!(!bugs::enabled(Bug::ForgetAnonExclusive));
-    assert!(failed && LOST.load(Ordering::Relaxed), "shuttle did not find the lost write of seed 004");
+    assert!(!bugs::enabled(bug));
+    assert!(failed && lost.load(Ordering::Relaxed), "shuttle did not find {what}");
+}
+
+#[test]
+fn swap_in_keeps_the_exclusive_hand_off() {
+    let what = "the task's write found the page swapped out";
+    passes_and_reaches(
+        "exclusive hand-off",
+        Bug::ForgetAnonExclusive,
+        exclusive_hand_off,
+        &WRITE_AFTER_UNMAP,
+        what,
+    );
+}
+
+#[test]
+fn shuttle_catches_forget_anon_exclusive() {
+    let what = "the lost write of seed 004";
+    bug_is_caught(Bug::ForgetAnonExclusive, Explorer::Random, exclusive_hand_off, &LOST, what);
 }
 
 #[test]
 fn swap_in_survives_a_reswap_of_the_same_slot() {
-    let _shared = shared();
-    assert!(!bugs::enabled(Bug::PageoutSplitRace));
-    run("re-swap of the same slot", SEED, ITERATIONS, swap_in_against_a_reswap_of_the_same_slot);
-    let n = REPAGED_AFTER_WRITE.load(Ordering::Relaxed);
-    eprintln!("shuttle: the pager swapped the new version out again in {n} executions");
-    assert!(n > 0, "shuttle never let the pager swap the written page out again");
+    let what = "the pager swapped the new version out again";
+    let test = swap_in_against_a_reswap_of_the_same_slot;
+    passes_and_reaches("re-swap of the same slot", Bug::PageoutSplitRace, test, &REPAGED_AFTER_WRITE, what);
 }
 
 #[test]
 fn shuttle_catches_pageout_split_race() {
-    let failed = {
-        let _on = BugOn::new(Bug::PageoutSplitRace);
-        LOST_WRITE.store(false, Ordering::Relaxed);
-        let f = swap_in_against_a_reswap_of_the_same_slot;
-        explore(Explorer::Pct, SEED, ITERATIONS, FailurePersistence::Print, f).is_err()
-    };
-    assert!(!bugs::enabled(Bug::PageoutSplitRace));
-    assert!(failed && LOST_WRITE.load(Ordering::Relaxed), "shuttle did not find the lost write of seed 002");
+    let what = "the lost write of seed 002";
+    let test = swap_in_against_a_reswap_of_the_same_slot;
+    bug_is_caught(Bug::PageoutSplitRace, Explorer::Pct, test, &LOST_WRITE, what);
 }

@@ -2,10 +2,8 @@
 //! (skip, keep, activate, split, write, free) with the list each kept folio
 //! goes back to, the orphan retry, the LRU scan and `MADV_PAGEOUT`'s
 //! hand-over (never a folio somebody else's reclaim holds, seed 002). The
-//! world is `tests/policy`, which plays the kernel's side of
-//! `ReclaimHost`.
-
-mod policy;
+//! world is `mm::testkit`'s `World` with LRU lists and a swap area, which
+//! plays the kernel's side of `ReclaimHost` (`mm::testkit::policy`).
 
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
@@ -20,29 +18,15 @@ use mm::reclaim::{
 };
 use mm::swap::area::MAX_SWAP_COUNT;
 use mm::swap::cache::{add_to_swap, folio_entry};
+use mm::testkit::policy::{with_world, world, world_without_runs};
+use mm::testkit::world::{pages, World, AREA, HP, NR_HP, PAGE};
 use mm::thp::SplitRefused;
 use mm::unmap::UnmapError;
-use policy::*;
-
-/// Takes `f` off its list with a reference, as reclaim's scan does.
-fn isolate<F: HardwareWalker>(w: &World<F>, f: Folio<'static>) -> Folio<'static> {
-    f.get();
-    assert!(w.lru().remove(f), "pfn {:#x} is on no list", f.pfn());
-    f
-}
-
-/// [`shrink_folio`] of an isolated folio that must leave no pieces.
-fn shrink<F: HardwareWalker>(w: &World<F>, f: Folio<'static>) -> Shrunk {
-    let mut pieces = Pieces::default();
-    let r = shrink_folio(w, f, &mut pieces);
-    assert!(pieces.folios.is_empty() && pieces.nr_split == 0, "unexpected split: {pieces:?}");
-    r
-}
 
 /// The state a kept folio must be in: back on `list`, unlocked, holding
 /// the references `refs` (the caller's dropped).
 fn kept_on<F: HardwareWalker>(w: &World<F>, f: Folio<'static>, list: LruList, refs: i32) {
-    assert_eq!(list_of(w, f), Some(list), "pfn {:#x}", f.pfn());
+    assert_eq!(w.list_of(f), Some(list), "pfn {:#x}", f.pfn());
     assert!(!f.is_locked() && !f.test_flag(PageFlag::Writeback));
     assert_eq!(f.refcount(), refs);
 }
@@ -52,43 +36,41 @@ fn kept_on<F: HardwareWalker>(w: &World<F>, f: Folio<'static>, list: LruList, re
 /// A mapped page and a mapped THP (whole, one run): unmapped, written in
 /// one request each, freed; they come back from the disk.
 fn mapped_folios_are_unmapped_written_and_freed<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA + HP, 3, 1);
-    let thp = w.thp(0, AREA, 2);
-    let free = w.nr_free();
-    for p in pages(AREA + HP, 3) {
-        assert_eq!(shrink(&w, w.isolate_at(0, p)), Shrunk::Freed(1));
-    }
-    assert_eq!(shrink(&w, isolate(&w, thp)), Shrunk::Freed(512));
-    assert_eq!(w.nr_free(), free + 515);
-    assert_eq!((w.sys.nr_writes.get(), w.sys.nr_write_calls.get()), (515, 4));
-    let (first, exclusive) = w.swap_pte(0, AREA).unwrap();
-    assert!(exclusive && first.offset() % NR_HP == 0);
-    assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (515, 0));
-    assert_eq!((w.lru().nr_active(), w.lru().nr_inactive()), (0, 0));
-    assert_eq!(w.stats(0).nr_swap_entries, 515);
-    w.expect_page(0, AREA + 7 * PAGE, 2);
-    assert_eq!(w.sys.nr_read_calls.get(), 1, "the THP's run is read whole");
-    for p in pages(AREA + HP, 3) {
-        w.expect_page(0, p, 1);
-    }
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA + HP, 3, 1);
+        let thp = w.thp(0, AREA, 2);
+        let free = w.nr_free();
+        for p in pages(AREA + HP, 3) {
+            assert_eq!(w.shrink(w.isolate_at(0, p)), Shrunk::Freed(1));
+        }
+        assert_eq!(w.shrink(w.isolate(thp)), Shrunk::Freed(512));
+        assert_eq!(w.nr_free(), free + 515);
+        assert_eq!((w.frames.nr_writes(), w.frames.nr_write_calls()), (515, 4));
+        let (first, exclusive) = w.swap_pte(0, AREA).unwrap();
+        assert!(exclusive && first.offset() % NR_HP == 0);
+        assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (515, 0));
+        assert_eq!((w.lru().nr_active(), w.lru().nr_inactive()), (0, 0));
+        assert_eq!(w.stats(0).nr_swap_entries, 515);
+        w.expect_page(0, AREA + 7 * PAGE, 2);
+        assert_eq!(w.frames.nr_read_calls(), 1, "the THP's run is read whole");
+        for p in pages(AREA + HP, 3) {
+            w.expect_page(0, p, 1);
+        }
+    });
 }
 
 /// A folio whose mappings went while reclaim held it (an munmap): no
 /// entry holds its new slots, so it is freed without a write.
 fn a_folio_nobody_maps_any_more_is_freed_without_a_write<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 2, 1);
-    let f = w.isolate_at(0, AREA);
-    w.munmap(0, AREA, PAGE);
-    assert_eq!((f.total_mapcount(), f.refcount()), (0, 1));
-    assert_eq!(shrink(&w, f), Shrunk::Freed(1));
-    assert_eq!((w.sys.nr_writes.get(), w.area().nr_used()), (0, 0));
-    w.expect_page(0, AREA + PAGE, 1);
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 2, 1);
+        let f = w.isolate_at(0, AREA);
+        w.munmap(0, AREA, PAGE);
+        assert_eq!((f.total_mapcount(), f.refcount()), (0, 1));
+        assert_eq!(w.shrink(f), Shrunk::Freed(1));
+        assert_eq!((w.frames.nr_writes(), w.area().nr_used()), (0, 0));
+        w.expect_page(0, AREA + PAGE, 1);
+    });
 }
 
 // ------------------------------------------------------------------ skip and activate
@@ -96,74 +78,73 @@ fn a_folio_nobody_maps_any_more_is_freed_without_a_write<F: HardwareWalker>() {
 /// A folio somebody else has locked is skipped: back on the inactive list
 /// untouched (no slots, still mapped).
 fn a_locked_folio_is_skipped<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 1, 1);
-    let f = w.isolate_at(0, AREA);
-    f.lock(); // somebody else's
-    assert_eq!(shrink(&w, f), Shrunk::Kept(Kept::Locked));
-    assert!(f.is_locked(), "not ours to unlock");
-    f.unlock();
-    kept_on(&w, f, LruList::Inactive, 1);
-    assert!(folio_entry(&f).is_none() && f.total_mapcount() == 1);
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 1, 1);
+        let f = w.isolate_at(0, AREA);
+        f.lock(); // somebody else's
+        assert_eq!(w.shrink(f), Shrunk::Kept(Kept::Locked));
+        assert!(f.is_locked(), "not ours to unlock");
+        f.unlock();
+        kept_on(w, f, LruList::Inactive, 1);
+        assert!(folio_entry(&f).is_none() && f.total_mapcount() == 1);
+    });
 }
 
 /// A pinned page and a page with 1024 plain references (maybe pinned) are
 /// activated, untouched.
 fn a_maybe_pinned_folio_is_activated<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 2, 1);
-    let pin = w.hold(0, AREA, true, Hold::Pin);
-    let maybe = w.folio_at(0, AREA + PAGE);
-    (0..1024).for_each(|_| maybe.get());
-    for (p, refs) in [(AREA, 1 + 1024), (AREA + PAGE, 1 + 1024)] {
-        let f = w.isolate_at(0, p);
-        assert_eq!(shrink(&w, f), Shrunk::Kept(Kept::MaybePinned));
-        kept_on(&w, f, LruList::Active, refs);
-        assert!(folio_entry(&f).is_none() && f.total_mapcount() == 1);
-    }
-    assert_eq!(w.sys.nr_writes.get(), 0);
-    w.unhold(pin, Hold::Pin);
-    (0..1024).for_each(|_| w.sys.put(maybe));
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 2, 1);
+        let pin = w.hold(0, AREA, true, Hold::Pin);
+        let maybe = w.folio_at(0, AREA + PAGE);
+        (0..1024).for_each(|_| maybe.get());
+        for (p, refs) in [(AREA, 1 + 1024), (AREA + PAGE, 1 + 1024)] {
+            let f = w.isolate_at(0, p);
+            assert_eq!(w.shrink(f), Shrunk::Kept(Kept::MaybePinned));
+            kept_on(w, f, LruList::Active, refs);
+            assert!(folio_entry(&f).is_none() && f.total_mapcount() == 1);
+        }
+        assert_eq!(w.frames.nr_writes(), 0);
+        w.unhold(pin, Hold::Pin);
+        (0..1024).for_each(|_| {
+            w.frames.put(maybe);
+        });
+    });
 }
 
 /// No swap on, its area gone, or the area full: activated, mapped, with
 /// no slots taken (a gone area's folio keeps the slots it had).
 fn no_swap_a_gone_area_or_a_full_one_activates<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 2, 1);
-    w.no_swap.set(true);
-    let f = w.isolate_at(0, AREA);
-    assert_eq!(shrink(&w, f), Shrunk::Kept(Kept::NoSwap));
-    kept_on(&w, f, LruList::Active, 1);
-    w.no_swap.set(false);
-    // Full: every slot handed out.
-    let taken: Vec<_> = std::iter::from_fn(|| w.area().alloc(0)).collect();
-    let f = w.isolate_at(0, AREA);
-    assert_eq!(shrink(&w, f), Shrunk::Kept(Kept::SwapFull));
-    kept_on(&w, f, LruList::Active, 1);
-    assert!(folio_entry(&f).is_none());
-    for e in taken {
-        w.area().release_cache(e, 1).unwrap();
-    }
-    // In the cache (kept in use by a hold), then its area goes.
-    let hold = w.hold(0, AREA + PAGE, false, Hold::Get);
-    let g = w.isolate_at(0, AREA + PAGE);
-    assert_eq!(shrink(&w, g), Shrunk::Kept(Kept::InUse));
-    w.area_gone.set(true);
-    let entry = folio_entry(&g).expect("in the cache");
-    assert_eq!(shrink(&w, isolate(&w, g)), Shrunk::Kept(Kept::AreaGone));
-    kept_on(&w, g, LruList::Active, 1 + 1); // the cache's, the hold's
-    assert_eq!((folio_entry(&g), w.area().count(entry)), (Some(entry), 1), "its slot is kept");
-    w.area_gone.set(false);
-    w.unhold(hold, Hold::Get);
-    assert_eq!(shrink(&w, isolate(&w, g)), Shrunk::Freed(1));
-    w.expect_page(0, AREA + PAGE, 1);
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 2, 1);
+        w.host.no_swap.set(true);
+        let f = w.isolate_at(0, AREA);
+        assert_eq!(w.shrink(f), Shrunk::Kept(Kept::NoSwap));
+        kept_on(w, f, LruList::Active, 1);
+        w.host.no_swap.set(false);
+        // Full: every slot handed out.
+        let taken: Vec<_> = std::iter::from_fn(|| w.area().alloc(0)).collect();
+        let f = w.isolate_at(0, AREA);
+        assert_eq!(w.shrink(f), Shrunk::Kept(Kept::SwapFull));
+        kept_on(w, f, LruList::Active, 1);
+        assert!(folio_entry(&f).is_none());
+        for e in taken {
+            w.area().release_cache(e, 1).unwrap();
+        }
+        // In the cache (kept in use by a hold), then its area goes.
+        let hold = w.hold(0, AREA + PAGE, false, Hold::Get);
+        let g = w.isolate_at(0, AREA + PAGE);
+        assert_eq!(w.shrink(g), Shrunk::Kept(Kept::InUse));
+        w.host.area_gone.set(true);
+        let entry = folio_entry(&g).expect("in the cache");
+        assert_eq!(w.shrink(w.isolate(g)), Shrunk::Kept(Kept::AreaGone));
+        kept_on(w, g, LruList::Active, 1 + 1); // the cache's, the hold's
+        assert_eq!((folio_entry(&g), w.area().count(entry)), (Some(entry), 1), "its slot is kept");
+        w.host.area_gone.set(false);
+        w.unhold(hold, Hold::Get);
+        assert_eq!(w.shrink(w.isolate(g)), Shrunk::Freed(1));
+        w.expect_page(0, AREA + PAGE, 1);
+    });
 }
 
 // ------------------------------------------------------------------ split
@@ -172,60 +153,54 @@ fn no_swap_a_gone_area_or_a_full_one_activates<F: HardwareWalker>() {
 /// other pieces come back isolated for the caller; `shrink_list` swaps all
 /// 512 pages out one by one, and every byte comes back.
 fn a_thp_with_no_run_of_slots_is_split_and_goes_page_by_page<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::with_area(true);
-    let thp = w.thp(0, AREA, 3);
-    let mut pieces = Pieces::default();
-    assert_eq!(shrink_folio(&w, isolate(&w, thp), &mut pieces), Shrunk::Freed(1));
-    assert_eq!((pieces.nr_split, pieces.folios.len()), (1, 511));
-    assert!(pieces.folios.iter().all(|p| p.order() == 0 && p.refcount() == 2 && list_of(&w, *p).is_none()));
-    assert_eq!(shrink_list(&w, pieces.folios), Reclaimed { nr_pages: 511, nr_split: 0 });
-    assert_eq!(w.stats(0).nr_swap_entries, 512);
-    let w = {
+    with_world(world_without_runs::<F>, |w| {
+        let thp = w.thp(0, AREA, 3);
+        let mut pieces = Pieces::default();
+        assert_eq!(shrink_folio(w, w.isolate(thp), &mut pieces), Shrunk::Freed(1));
+        assert_eq!((pieces.nr_split, pieces.folios.len()), (1, 511));
+        assert!(pieces.folios.iter().all(|p| p.order() == 0 && p.refcount() == 2 && w.list_of(*p).is_none()));
+        assert_eq!(shrink_list(w, pieces.folios), Reclaimed { nr_pages: 511, nr_split: 0 });
+        assert_eq!(w.stats(0).nr_swap_entries, 512);
         // And the whole pass at once, on a second THP.
-        let mut w = w;
         let thp = w.thp(0, AREA + HP, 4);
-        assert_eq!(shrink_list(&w, vec![isolate(&w, thp)]), Reclaimed { nr_pages: 512, nr_split: 1 });
-        w
-    };
-    assert_eq!((w.lru().nr_active(), w.lru().nr_inactive()), (0, 0));
-    assert_eq!((w.sys.nr_writes.get(), w.sys.nr_write_calls.get()), (1024, 1024));
-    for p in pages(AREA, NR_HP).step_by(41) {
-        w.expect_page(0, p, 3);
-        w.expect_page(0, p + HP, 4);
-    }
-    w.finish();
+        assert_eq!(shrink_list(w, vec![w.isolate(thp)]), Reclaimed { nr_pages: 512, nr_split: 1 });
+        assert_eq!((w.lru().nr_active(), w.lru().nr_inactive()), (0, 0));
+        assert_eq!((w.frames.nr_writes(), w.frames.nr_write_calls()), (1024, 1024));
+        for p in pages(AREA, NR_HP).step_by(41) {
+            w.expect_page(0, p, 3);
+            w.expect_page(0, p + HP, 4);
+        }
+    });
 }
 
 /// No run, and the THP cannot be split: shared with a fork child (its PMD
 /// stays whole), or referenced by someone else (its PMD split, the folio
 /// whole). Activated, no slots taken.
 fn a_thp_with_no_run_that_cannot_be_split_is_activated<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::with_area(true);
-    let shared_thp = w.thp(0, AREA, 5);
-    let c = w.fork(0);
-    assert_eq!(
-        shrink(&w, isolate(&w, shared_thp)),
-        Shrunk::Kept(Kept::CannotSplit(SplitRefused::MappedElsewhere))
-    );
-    kept_on(&w, shared_thp, LruList::Active, 2);
-    assert_eq!((w.leaf(0, AREA).0, w.leaf(c, AREA).0), (Level::Pmd, Level::Pmd));
-    w.exit(c);
-    let referenced = w.thp(0, AREA + HP, 6);
-    let hold = w.hold(0, AREA + HP + 3 * PAGE, false, Hold::Get);
-    assert_eq!(
-        shrink(&w, isolate(&w, referenced)),
-        Shrunk::Kept(Kept::CannotSplit(SplitRefused::Referenced))
-    );
-    kept_on(&w, referenced, LruList::Active, 512 + 1);
-    assert_eq!((referenced.order(), w.leaf(0, AREA + HP).0), (9, Level::Pte));
-    assert!(folio_entry(&shared_thp).is_none() && folio_entry(&referenced).is_none());
-    assert_eq!(w.area().nr_used(), 0);
-    w.unhold(hold, Hold::Get);
-    w.check();
-    w.expect_page(0, AREA + HP + 9 * PAGE, 6);
-    w.finish();
+    with_world(world_without_runs::<F>, |w| {
+        let shared_thp = w.thp(0, AREA, 5);
+        let c = w.fork(0);
+        assert_eq!(
+            w.shrink(w.isolate(shared_thp)),
+            Shrunk::Kept(Kept::CannotSplit(SplitRefused::MappedElsewhere))
+        );
+        kept_on(w, shared_thp, LruList::Active, 2);
+        assert_eq!((w.leaf(0, AREA).0, w.leaf(c, AREA).0), (Level::Pmd, Level::Pmd));
+        w.exit(c);
+        let referenced = w.thp(0, AREA + HP, 6);
+        let hold = w.hold(0, AREA + HP + 3 * PAGE, false, Hold::Get);
+        assert_eq!(
+            w.shrink(w.isolate(referenced)),
+            Shrunk::Kept(Kept::CannotSplit(SplitRefused::Referenced))
+        );
+        kept_on(w, referenced, LruList::Active, 512 + 1);
+        assert_eq!((referenced.order(), w.leaf(0, AREA + HP).0), (9, Level::Pte));
+        assert!(folio_entry(&shared_thp).is_none() && folio_entry(&referenced).is_none());
+        assert_eq!(w.area().nr_used(), 0);
+        w.unhold(hold, Hold::Get);
+        w.check();
+        w.expect_page(0, AREA + HP + 9 * PAGE, 6);
+    });
 }
 
 // ------------------------------------------------------------------ unmap refused
@@ -234,49 +209,47 @@ fn a_thp_with_no_run_that_cannot_be_split_is_activated<F: HardwareWalker>() {
 /// the folio stays mapped (in the cache) and active; once the count goes
 /// down it is swapped out.
 fn a_refused_unmap_keeps_it_mapped_and_active<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 1, 7);
-    let f = w.folio_at(0, AREA);
-    f.lock();
-    let e = add_to_swap(w.area(), &f).unwrap();
-    f.unlock();
-    for _ in 0..MAX_SWAP_COUNT {
-        w.area().dup(e).unwrap();
-    }
-    let full = UnmapError::SwapCountFull { offset: e.offset() };
-    assert_eq!(shrink(&w, w.isolate_at(0, AREA)), Shrunk::Kept(Kept::CouldNotUnmap(full)));
-    kept_on(&w, f, LruList::Active, 1 + 1);
-    assert_eq!((f.total_mapcount(), w.area().count(e), w.sys.nr_writes.get()), (1, MAX_SWAP_COUNT, 0));
-    for _ in 0..MAX_SWAP_COUNT {
-        w.area().free_ref(e).unwrap();
-    }
-    assert_eq!(shrink(&w, w.isolate_at(0, AREA)), Shrunk::Freed(1));
-    w.expect_page(0, AREA, 7);
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 1, 7);
+        let f = w.folio_at(0, AREA);
+        f.lock();
+        let e = add_to_swap(w.area(), &f).unwrap();
+        f.unlock();
+        for _ in 0..MAX_SWAP_COUNT {
+            w.area().dup(e).unwrap();
+        }
+        let full = UnmapError::SwapCountFull { offset: e.offset() };
+        assert_eq!(w.shrink(w.isolate_at(0, AREA)), Shrunk::Kept(Kept::CouldNotUnmap(full)));
+        kept_on(w, f, LruList::Active, 1 + 1);
+        assert_eq!((f.total_mapcount(), w.area().count(e), w.frames.nr_writes()), (1, MAX_SWAP_COUNT, 0));
+        for _ in 0..MAX_SWAP_COUNT {
+            w.area().free_ref(e).unwrap();
+        }
+        assert_eq!(w.shrink(w.isolate_at(0, AREA)), Shrunk::Freed(1));
+        w.expect_page(0, AREA, 7);
+    });
 }
 
 /// A mapping the family's tables do not show (a space reclaim cannot
 /// see): what it can see is unmapped, and the folio, still mapped, is
 /// kept active; with every space in sight it goes.
 fn a_mapping_outside_the_family_keeps_it_still_mapped<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 1, 8);
-    let c = w.fork(0);
-    w.hidden.borrow_mut().push(c);
-    let f = w.folio_at(0, AREA);
-    assert_eq!(shrink(&w, w.isolate_at(0, AREA)), Shrunk::Kept(Kept::StillMapped));
-    kept_on(&w, f, LruList::Active, 1 + 1); // the child's mapping, the cache
-    assert!(w.swap_pte(0, AREA).is_some() && w.swap_pte(c, AREA).is_none());
-    assert_eq!(f.total_mapcount(), 1);
-    w.hidden.borrow_mut().clear();
-    assert_eq!(shrink(&w, isolate(&w, f)), Shrunk::Freed(1));
-    assert_eq!(w.swap_pte(c, AREA), w.swap_pte(0, AREA));
-    w.expect_page(c, AREA, 8);
-    w.expect_page(0, AREA, 8);
-    w.exit(c);
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 1, 8);
+        let c = w.fork(0);
+        w.host.hidden.borrow_mut().push(c);
+        let f = w.folio_at(0, AREA);
+        assert_eq!(w.shrink(w.isolate_at(0, AREA)), Shrunk::Kept(Kept::StillMapped));
+        kept_on(w, f, LruList::Active, 1 + 1); // the child's mapping, the cache
+        assert!(w.swap_pte(0, AREA).is_some() && w.swap_pte(c, AREA).is_none());
+        assert_eq!(f.total_mapcount(), 1);
+        w.host.hidden.borrow_mut().clear();
+        assert_eq!(w.shrink(w.isolate(f)), Shrunk::Freed(1));
+        assert_eq!(w.swap_pte(c, AREA), w.swap_pte(0, AREA));
+        w.expect_page(c, AREA, 8);
+        w.expect_page(0, AREA, 8);
+        w.exit(c);
+    });
 }
 
 // ------------------------------------------------------------------ write failed, in use
@@ -285,21 +258,20 @@ fn a_mapping_outside_the_family_keeps_it_still_mapped<F: HardwareWalker>() {
 /// the inactive list; a fault maps it from there without a read; the next
 /// pass writes it again and frees it.
 fn a_failed_write_keeps_it_in_the_cache_on_the_inactive_list<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 2, 9);
-    w.sys.fail_writes.set(2);
-    let f = w.folio_at(0, AREA);
-    assert_eq!(shrink(&w, w.isolate_at(0, AREA)), Shrunk::Kept(Kept::WriteFailed));
-    kept_on(&w, f, LruList::Inactive, 1); // the cache's
-    assert!(f.test_flag(PageFlag::SwapCache) && f.total_mapcount() == 0);
-    w.expect_page(0, AREA, 9);
-    assert_eq!(w.sys.nr_reads.get(), 0, "from the cache");
-    let g = w.folio_at(0, AREA + PAGE);
-    assert_eq!(shrink(&w, w.isolate_at(0, AREA + PAGE)), Shrunk::Kept(Kept::WriteFailed));
-    assert_eq!(shrink(&w, isolate(&w, g)), Shrunk::Freed(1), "written again");
-    w.expect_page(0, AREA + PAGE, 9);
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 2, 9);
+        w.frames.fail_next_writes(2);
+        let f = w.folio_at(0, AREA);
+        assert_eq!(w.shrink(w.isolate_at(0, AREA)), Shrunk::Kept(Kept::WriteFailed));
+        kept_on(w, f, LruList::Inactive, 1); // the cache's
+        assert!(f.test_flag(PageFlag::SwapCache) && f.total_mapcount() == 0);
+        w.expect_page(0, AREA, 9);
+        assert_eq!(w.frames.nr_reads(), 0, "from the cache");
+        let g = w.folio_at(0, AREA + PAGE);
+        assert_eq!(w.shrink(w.isolate_at(0, AREA + PAGE)), Shrunk::Kept(Kept::WriteFailed));
+        assert_eq!(w.shrink(w.isolate(g)), Shrunk::Freed(1), "written again");
+        w.expect_page(0, AREA + PAGE, 9);
+    });
 }
 
 /// Someone else's reference keeps a written folio in the cache, on the
@@ -307,45 +279,44 @@ fn a_failed_write_keeps_it_in_the_cache_on_the_inactive_list<F: HardwareWalker>(
 /// (nobody can map it again) is retried while a racing reference goes,
 /// up to [`ORPHAN_TRIES`] times.
 fn someone_elses_reference_keeps_it_and_an_orphan_is_retried<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 3, 10);
-    // In use: an entry holds its slot.
-    let hold = w.hold(0, AREA, false, Hold::Get);
-    let f = w.folio_at(0, AREA);
-    assert_eq!(shrink(&w, w.isolate_at(0, AREA)), Shrunk::Kept(Kept::InUse));
-    kept_on(&w, f, LruList::Inactive, 1 + 1);
-    assert_eq!((w.nr_relax.get(), w.sys.nr_writes.get()), (0, 1), "written, no retry");
-    w.unhold(hold, Hold::Get);
-    // Orphans: unmapped while isolated, a reference that is not ours.
-    for (p, goes_after) in [(AREA + PAGE, Some(3)), (AREA + 2 * PAGE, None)] {
-        let g = w.isolate_at(0, p);
-        let hold = w.hold(0, p, false, Hold::Get);
-        w.munmap(0, p, PAGE);
-        w.nr_relax.set(0);
-        let memmap = w.memmap();
-        let mut calls = 0;
-        *w.on_relax.borrow_mut() = Some(Box::new(move || {
-            calls += 1;
-            if Some(calls) == goes_after {
-                assert!(release(memmap, hold, Hold::Get).is_none());
-            }
-        }));
-        let got = shrink(&w, g);
-        *w.on_relax.borrow_mut() = None;
-        match goes_after {
-            Some(n) => assert_eq!((got, w.nr_relax.get()), (Shrunk::Freed(1), n)),
-            None => {
-                assert_eq!((got, w.nr_relax.get()), (Shrunk::Kept(Kept::InUse), ORPHAN_TRIES));
-                kept_on(&w, g, LruList::Inactive, 1 + 1);
-                w.unhold(hold, Hold::Get);
-                assert_eq!(shrink(&w, isolate(&w, g)), Shrunk::Freed(1));
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 3, 10);
+        // In use: an entry holds its slot.
+        let hold = w.hold(0, AREA, false, Hold::Get);
+        let f = w.folio_at(0, AREA);
+        assert_eq!(w.shrink(w.isolate_at(0, AREA)), Shrunk::Kept(Kept::InUse));
+        kept_on(w, f, LruList::Inactive, 1 + 1);
+        assert_eq!((w.host.nr_relax.get(), w.frames.nr_writes()), (0, 1), "written, no retry");
+        w.unhold(hold, Hold::Get);
+        // Orphans: unmapped while isolated, a reference that is not ours.
+        for (p, goes_after) in [(AREA + PAGE, Some(3)), (AREA + 2 * PAGE, None)] {
+            let g = w.isolate_at(0, p);
+            let hold = w.hold(0, p, false, Hold::Get);
+            w.munmap(0, p, PAGE);
+            w.host.nr_relax.set(0);
+            let memmap = w.memmap();
+            let mut calls = 0;
+            *w.host.on_relax.borrow_mut() = Some(Box::new(move || {
+                calls += 1;
+                if Some(calls) == goes_after {
+                    assert!(release(memmap, hold, Hold::Get).is_none());
+                }
+            }));
+            let got = w.shrink(g);
+            *w.host.on_relax.borrow_mut() = None;
+            match goes_after {
+                Some(n) => assert_eq!((got, w.host.nr_relax.get()), (Shrunk::Freed(1), n)),
+                None => {
+                    assert_eq!((got, w.host.nr_relax.get()), (Shrunk::Kept(Kept::InUse), ORPHAN_TRIES));
+                    kept_on(w, g, LruList::Inactive, 1 + 1);
+                    w.unhold(hold, Hold::Get);
+                    assert_eq!(w.shrink(w.isolate(g)), Shrunk::Freed(1));
+                }
             }
         }
-    }
-    assert_eq!(w.sys.nr_writes.get(), 1, "orphans are never written");
-    w.expect_page(0, AREA, 10);
-    w.finish();
+        assert_eq!(w.frames.nr_writes(), 1, "orphans are never written");
+        w.expect_page(0, AREA, 10);
+    });
 }
 
 // ------------------------------------------------------------------ the scan and MADV_PAGEOUT
@@ -355,61 +326,59 @@ fn someone_elses_reference_keeps_it_and_an_orphan_is_retried<F: HardwareWalker>(
 /// folios is balanced and still reclaims; a pass ends even when nothing
 /// can be freed.
 fn shrink_lru_scans_rotates_balances_and_ends<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    const N: u64 = 40;
-    w.small_pages(0, AREA, N, 11);
-    w.no_swap.set(true);
-    assert_eq!(shrink_lru(&w, 8), Reclaimed::default());
-    assert_eq!(w.lru().nr_inactive(), N);
-    w.no_swap.set(false);
-    // The oldest 8 are referenced: rotated, and the next ones go.
-    for p in pages(AREA, 8) {
-        w.lru().mark_accessed(w.folio_at(0, p));
-    }
-    let done = shrink_lru(&w, 8);
-    assert!(done.nr_pages >= 8 && done.nr_split == 0, "{done:?}");
-    for p in pages(AREA, 8) {
-        assert_eq!(list_of(&w, w.folio_at(0, p)), Some(LruList::Active), "{p:#x} had a second chance");
-    }
-    assert_eq!(w.stats(0).nr_swap_entries, done.nr_pages as u64);
-    // Everything left referenced: balancing still finds folios to free.
-    for p in pages(AREA, N).filter(|&p| w.swap_pte(0, p).is_none()) {
-        w.lru().mark_accessed(w.folio_at(0, p));
-    }
-    let more = shrink_lru(&w, 4);
-    assert!(more.nr_pages >= 4, "{more:?}");
-    // Nothing can go (all pinned): the pass ends.
-    let left: Vec<u64> = pages(AREA, N).filter(|&p| w.swap_pte(0, p).is_none()).collect();
-    let pins: Vec<_> = left.iter().map(|&p| w.hold(0, p, false, Hold::Pin)).collect();
-    assert_eq!(shrink_lru(&w, 1000), Reclaimed::default());
-    assert_eq!(w.lru().nr_active() + w.lru().nr_inactive(), left.len() as u64);
-    pins.into_iter().for_each(|pa| w.unhold(pa, Hold::Pin));
-    for p in pages(AREA, N) {
-        w.expect_page(0, p, 11);
-    }
-    w.finish();
+    with_world(world::<F>, |w| {
+        const N: u64 = 40;
+        w.small_pages(0, AREA, N, 11);
+        w.host.no_swap.set(true);
+        assert_eq!(shrink_lru(w, 8), Reclaimed::default());
+        assert_eq!(w.lru().nr_inactive(), N);
+        w.host.no_swap.set(false);
+        // The oldest 8 are referenced: rotated, and the next ones go.
+        for p in pages(AREA, 8) {
+            w.lru().mark_accessed(w.folio_at(0, p));
+        }
+        let done = shrink_lru(w, 8);
+        assert!(done.nr_pages >= 8 && done.nr_split == 0, "{done:?}");
+        for p in pages(AREA, 8) {
+            assert_eq!(w.list_of(w.folio_at(0, p)), Some(LruList::Active), "{p:#x} had a second chance");
+        }
+        assert_eq!(w.stats(0).nr_swap_entries, done.nr_pages as u64);
+        // Everything left referenced: balancing still finds folios to free.
+        for p in pages(AREA, N).filter(|&p| w.swap_pte(0, p).is_none()) {
+            w.lru().mark_accessed(w.folio_at(0, p));
+        }
+        let more = shrink_lru(w, 4);
+        assert!(more.nr_pages >= 4, "{more:?}");
+        // Nothing can go (all pinned): the pass ends.
+        let left: Vec<u64> = pages(AREA, N).filter(|&p| w.swap_pte(0, p).is_none()).collect();
+        let pins: Vec<_> = left.iter().map(|&p| w.hold(0, p, false, Hold::Pin)).collect();
+        assert_eq!(shrink_lru(w, 1000), Reclaimed::default());
+        assert_eq!(w.lru().nr_active() + w.lru().nr_inactive(), left.len() as u64);
+        pins.into_iter().for_each(|pa| w.unhold(pa, Hold::Pin));
+        for p in pages(AREA, N) {
+            w.expect_page(0, p, 11);
+        }
+    });
 }
 
 /// `MADV_PAGEOUT`'s hand-over: a folio on the lists is taken and shrunk
 /// now; one that is off the lists (somebody else's reclaim holds it, seed
 /// 002) is left alone, only the candidate's reference dropped.
 fn pageout_never_takes_a_folio_another_reclaim_holds<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 2, 12);
-    let (mine, theirs) = (w.folio_at(0, AREA), w.folio_at(0, AREA + PAGE));
-    let held = w.isolate_at(0, AREA + PAGE); // the other reclaim's
-    mine.get();
-    theirs.get();
-    assert_eq!(pageout(&w, vec![mine, theirs]), Reclaimed { nr_pages: 1, nr_split: 0 });
-    assert!(w.swap_pte(0, AREA).is_some());
-    assert_eq!((theirs.refcount(), theirs.total_mapcount(), list_of(&w, theirs)), (2, 1, None));
-    assert!(folio_entry(&theirs).is_none() && !theirs.is_locked());
-    assert_eq!(shrink(&w, held), Shrunk::Freed(1), "the other reclaim finishes it");
-    w.expect_page(0, AREA, 12);
-    w.expect_page(0, AREA + PAGE, 12);
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 2, 12);
+        let (mine, theirs) = (w.folio_at(0, AREA), w.folio_at(0, AREA + PAGE));
+        let held = w.isolate_at(0, AREA + PAGE); // the other reclaim's
+        mine.get();
+        theirs.get();
+        assert_eq!(pageout(w, vec![mine, theirs]), Reclaimed { nr_pages: 1, nr_split: 0 });
+        assert!(w.swap_pte(0, AREA).is_some());
+        assert_eq!((theirs.refcount(), theirs.total_mapcount(), w.list_of(theirs)), (2, 1, None));
+        assert!(folio_entry(&theirs).is_none() && !theirs.is_locked());
+        assert_eq!(w.shrink(held), Shrunk::Freed(1), "the other reclaim finishes it");
+        w.expect_page(0, AREA, 12);
+        w.expect_page(0, AREA + PAGE, 12);
+    });
 }
 
 mm::for_both_formats!(

@@ -1,9 +1,11 @@
 //! Swap-out and swap-in over both real formats: the swap cache
-//! (`mm::swap::cache`), unmapping to swap with the exclusive bit
-//! (`mm::swap::unmap`), the two halves of swap-in (`mm::swap::swapin`),
-//! fork and munmap of swap entries (`mm::space`), with the consistency
-//! checker (`mm::debug::check_spaces_with_swap`) after the steps, and at
-//! teardown every frame back in the allocator and every slot free.
+//! (`mm::swap::cache`), swap-out by the real reclaim step
+//! (`mm::reclaim::shrink_folio`: slots, unmapping to swap with the
+//! exclusive bit through `mm::unmap::try_to_unmap`, the write, the
+//! freeze), the two halves of swap-in (`mm::swap::swapin`), fork and munmap
+//! of swap entries (`mm::space`), with the consistency checker
+//! (`mm::debug::check_spaces_with_swap`) after the steps, and at teardown
+//! every frame back in the allocator and every slot free.
 //!
 //! The world is `mm::testkit`'s `World` (a fork family over `SimFrames`:
 //! a real `FrameAllocator` over a leaked memmap, page tables in
@@ -13,10 +15,12 @@
 //! whose switches make the next reads, writes or allocations fail and
 //! which checks the protocol too: a read is only of slots that somebody
 //! claimed (HAS_CACHE) and that a page-table entry still holds, a write
-//! only of slots in the cache. The kernel's sequences (`kernel/src/vm/reclaim.rs`
-//! `shrink_locked`, `kernel/src/vm/space.rs` `swap_in`, `kernel/src/vm/swap.rs`
-//! `free_entry`) are re-enacted there over the sim: `World::shrink`,
-//! `World::swap_in`, `SimFrames::free_swap_entry`.
+//! only of slots in the cache. It has no LRU lists: reclaim takes the
+//! folios the tests name (`World::swap_out`, `World::reclaim_cache`) with
+//! `World` as its `ReclaimHost` (`mm::testkit::policy`). The kernel's
+//! swap-in (`kernel/src/vm/fault.rs` `swap_in`) and its `free_entry`
+//! (`kernel/src/vm/swap.rs`) are re-enacted over the sim: `World::swap_in`,
+//! `SimFrames::free_swap_entry`.
 //!
 //! The bug-replay switch word is global to the process: every test holds
 //! `mm::testkit::bug_switch::shared`, the one that turns
@@ -31,14 +35,16 @@ use mm::bugs::{self, Bug};
 use mm::debug::Stats;
 use mm::fault::FaultOutcome;
 use mm::folio::Folio;
+use mm::gup::Hold;
 use mm::page::PageFlag;
 use mm::pgtable::sim::{HardwareWalker, HwAccess};
 use mm::pgtable::{Decoded, Level, SwapEntry};
+use mm::reclaim::{Kept, Shrunk};
 use mm::swap::cache::{folio_entry, nth_entry};
 use mm::swap::swapin::{get_swapped_folio_with_run, SwapInError, SwapInOutcome};
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
-use mm::testkit::world::{page_bytes, pages, va, Ev, SwapOut, World, AREA, MEMMAP_BASE, MEMMAP_LEN, PAGE};
+use mm::testkit::world::{page_bytes, pages, va, Ev, World, AREA, MEMMAP_BASE, MEMMAP_LEN, PAGE};
 use mm::thp::{HPAGE_NR, HPAGE_SIZE};
 use mm::vma::{ThpMode, VmaProt};
 use mm::PhysAddr;
@@ -78,7 +84,7 @@ fn swapped_out<F: HardwareWalker>(n: u64) -> World<F> {
     w.mmap(0, AREA, n * PAGE, RW);
     for p in pages(AREA, n) {
         w.write_page(0, p, 1);
-        assert_eq!(w.swap_out(0, p), SwapOut::Freed(1));
+        assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
     }
     w
 }
@@ -104,7 +110,7 @@ fn small_pages_go_out_and_come_back<F: HardwareWalker>() {
     assert_eq!(w.stats(0), small_stats(N));
     let free = w.nr_free();
     for p in pages(AREA, N) {
-        assert_eq!(w.swap_out(0, p), SwapOut::Freed(1));
+        assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
     }
     assert_eq!(w.nr_free(), free + N, "every frame freed");
     assert_eq!(w.frames.nr_writes(), N);
@@ -148,7 +154,7 @@ fn small_pages_go_out_and_come_back<F: HardwareWalker>() {
     w.check();
     // Out again, and this time munmap frees the entries.
     for p in pages(AREA, N) {
-        assert_eq!(w.swap_out(0, p), SwapOut::Freed(1));
+        assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
     }
     assert_eq!(w.area().nr_used(), N);
     w.munmap(0, AREA, N * PAGE / 2);
@@ -171,7 +177,7 @@ fn a_thp_goes_out_whole_and_comes_back<F: HardwareWalker>() {
     assert_eq!((f.order(), w.leaf(0, AREA).0), (9, Level::Pmd));
     // An extra reference makes the freeze fail: the folio stays in the cache.
     f.get();
-    assert_eq!(w.swap_out(0, AREA + 5 * PAGE), SwapOut::Kept("in use"));
+    assert_eq!(w.swap_out(0, AREA + 5 * PAGE), Shrunk::Kept(Kept::InUse));
     let first = folio_entry(&f).expect("in the swap cache");
     assert_eq!(first.offset() % HPAGE_NR as u64, 0, "one aligned run of 512 slots");
     for (i, p) in pages(AREA, HPAGE_NR as u64).enumerate() {
@@ -207,7 +213,7 @@ fn a_thp_goes_out_whole_and_comes_back<F: HardwareWalker>() {
     // freed THP: `a_freed_thp_comes_back_whole_in_one_read`).
     w.advise_thp(0, AREA, HP, ThpMode::Never);
     let free = w.nr_free();
-    assert_eq!(w.swap_out(0, AREA), SwapOut::Freed(512));
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(512));
     assert_eq!(w.nr_free(), free + 512);
     let (first, _) = w.swap_pte(0, AREA).unwrap();
     assert_eq!(first.offset() % HPAGE_NR as u64, 0);
@@ -237,7 +243,7 @@ fn thp_out_and_freed<F: HardwareWalker>(w: &mut World<F>, base: u64, tag: u8) ->
     for p in pages(base, HPAGE_NR as u64) {
         w.write_page(0, p, tag);
     }
-    assert_eq!(w.swap_out(0, base), SwapOut::Freed(512));
+    assert_eq!(w.swap_out(0, base), Shrunk::Freed(512));
     let (first, _) = w.swap_pte(0, base).unwrap();
     assert_eq!(first.offset() % HPAGE_NR as u64, 0);
     assert_eq!(w.area().nr_in_cache(), 0, "freed, out of the swap cache");
@@ -292,7 +298,7 @@ fn a_freed_thp_comes_back_whole_in_one_read<F: HardwareWalker>() {
     for q in pages(AREA, HPAGE_NR as u64) {
         assert!(!copied(&w.write_page(0, q, 2)));
     }
-    assert_eq!(w.swap_out(0, AREA), SwapOut::Freed(512));
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(512));
     let (first, _) = w.swap_pte(0, AREA).unwrap();
     let p = AREA + 300 * PAGE;
     let events = w.write_page(0, p, 3);
@@ -307,7 +313,7 @@ fn a_freed_thp_comes_back_whole_in_one_read<F: HardwareWalker>() {
     // the run whole and maps it read-only (the parent holds the slots);
     // the parent's fault finds it in the cache, no read, and takes it out.
     w.write_page(0, p, 2);
-    assert_eq!(w.swap_out(0, AREA), SwapOut::Freed(512));
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(512));
     let (first, _) = w.swap_pte(0, AREA).unwrap();
     let c = w.fork(0);
     assert_eq!(w.area().count(nth_entry(first, 9)), 2);
@@ -509,8 +515,8 @@ fn fork_after_swap_out_shares_the_entries<F: HardwareWalker>() {
     // forks a grandchild (its slots count 2) and exits (back to 1): each
     // side still reads its own data.
     for p in pages(AREA, N) {
-        assert_eq!(w.swap_out(0, p), SwapOut::Freed(1));
-        assert_eq!(w.swap_out(c, p), SwapOut::Freed(1));
+        assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
+        assert_eq!(w.swap_out(c, p), Shrunk::Freed(1));
     }
     let c2 = w.fork(c);
     assert!(pages(AREA, N).all(|p| w.area().count(w.swap_pte(c2, p).unwrap().0) == 2));
@@ -537,11 +543,11 @@ fn foll_get_reference_across_swap<F: HardwareWalker>(bug: bool) {
     w.mmap(0, AREA, 2 * PAGE, RW);
     w.write_page(0, AREA, 1);
     w.write_page(0, AREA + PAGE, 1);
-    let held = w.get_user_page(0, AREA, true);
+    let held = w.hold(0, AREA, true, Hold::Get);
     let f = w.folio_at(0, AREA);
     assert_eq!(f.refcount(), 2);
-    assert_eq!(w.swap_out(0, AREA), SwapOut::Kept("in use"));
-    assert_eq!(w.swap_out(0, AREA + PAGE), SwapOut::Freed(1), "the page beside it, unreferenced, goes");
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Kept(Kept::InUse));
+    assert_eq!(w.swap_out(0, AREA + PAGE), Shrunk::Freed(1), "the page beside it, unreferenced, goes");
     let (e, exclusive) = w.swap_pte(0, AREA).unwrap();
     assert_eq!(exclusive, !bug, "the swap entry keeps the page's exclusive state (unless the bug)");
     assert!(f.test_flag(PageFlag::SwapCache));
@@ -573,7 +579,7 @@ fn foll_get_reference_across_swap<F: HardwareWalker>(bug: bool) {
     }
     w.check();
     w.expect_page(0, AREA + PAGE, 1);
-    w.release_user_page(held);
+    w.unhold(held, Hold::Get);
     w.finish();
 }
 
@@ -605,14 +611,14 @@ fn swap_in_rechecks_the_entry_before_mapping<F: HardwareWalker>() {
     assert!(got.0.is_locked() && got.0.test_flag(PageFlag::SwapCache) && got.0.test_flag(PageFlag::Uptodate));
     w.dontneed(0, p, PAGE);
     assert_eq!((w.area().count(e), w.area().has_cache(e)), (0, true), "the claim keeps the slot");
+    assert_eq!(w.area().nr_in_cache(), 1);
+    let writes = w.frames.nr_writes();
     assert_eq!(w.swap_in_half2(0, got, p, e, false), SwapInOutcome::Changed);
     assert_eq!(w.lookup(0, p), (Level::Pte, Decoded::None));
     w.check();
-    // The folio is left in the cache for reclaim (the kernel's LRU finds
-    // it): unmapped, unused, freed without a write.
-    let writes = w.frames.nr_writes();
-    assert_eq!(w.area().nr_in_cache(), 1);
-    assert_eq!(w.reclaim_cache(), 1);
+    // Nobody needs the folio any more (unmapped, no entry holds its slot):
+    // it leaves the cache at once and is freed, without a write (the
+    // kernel's `free_if_unused_locked` after half 2).
     assert_eq!((w.area().nr_in_cache(), w.frames.nr_writes()), (0, writes));
     assert!(!w.area().has_cache(e));
     assert_eq!(w.nr_free(), free, "nothing leaked");
@@ -627,13 +633,14 @@ fn swap_in_rechecks_the_entry_before_mapping<F: HardwareWalker>() {
     let got = w.swap_in_half1(0, p, e).unwrap();
     w.dontneed(0, p, PAGE);
     w.write_page(0, p, 6);
-    assert_eq!(w.swap_out(0, p), SwapOut::Freed(1));
+    assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
     let (e2, _) = w.swap_pte(0, p).unwrap();
     assert_ne!(e2, e, "the claimed slot is not handed out again");
     assert_eq!(w.swap_in_half2(0, got, p, e, true), SwapInOutcome::Changed);
     assert_eq!(w.swap_pte(0, p), Some((e2, true)), "the other entry is left alone");
     w.check();
-    assert_eq!(w.reclaim_cache(), 1);
+    assert!(!w.area().has_cache(e) && w.area().nr_in_cache() == 0, "the claimed folio left the cache");
+    assert_eq!(w.nr_free(), free - 1, "and was freed: only page 0's folio is in memory");
     w.expect_page(0, p, 6);
 
     // (c) The page is mapped by then (a present leaf instead of the entry).
@@ -643,7 +650,8 @@ fn swap_in_rechecks_the_entry_before_mapping<F: HardwareWalker>() {
     w.dontneed(0, p, PAGE);
     w.write_page(0, p, 7);
     assert_eq!(w.swap_in_half2(0, got, p, e, false), SwapInOutcome::Changed);
-    assert_eq!(w.reclaim_cache(), 1);
+    assert!(!w.area().has_cache(e) && w.area().nr_in_cache() == 0, "the claimed folio left the cache");
+    assert_eq!(w.nr_free(), free - 3, "and was freed: pages 0, 1 and 2 are in memory");
     w.expect_page(0, p, 7);
     w.expect_page(0, AREA, 5);
     w.expect_page(0, AREA + 3 * PAGE, 1);
@@ -681,7 +689,7 @@ fn io_errors_lose_no_data<F: HardwareWalker>() {
     let free = w.nr_free();
     let f = w.folio_at(0, AREA);
     w.frames.fail_next_writes(1);
-    assert_eq!(w.swap_out(0, AREA), SwapOut::Kept("write failed"));
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Kept(Kept::WriteFailed));
     let (e, exclusive) = w.swap_pte(0, AREA).unwrap();
     assert!(exclusive);
     assert!(f.test_flag(PageFlag::SwapCache) && !f.test_flag(PageFlag::Writeback) && !f.is_locked());
@@ -696,7 +704,7 @@ fn io_errors_lose_no_data<F: HardwareWalker>() {
     // Another failed write, then a later reclaim pass writes it and frees it.
     let g = w.folio_at(0, AREA + PAGE);
     w.frames.fail_next_writes(1);
-    assert_eq!(w.swap_out(0, AREA + PAGE), SwapOut::Kept("write failed"));
+    assert_eq!(w.swap_out(0, AREA + PAGE), Shrunk::Kept(Kept::WriteFailed));
     assert!(g.test_flag(PageFlag::SwapCache));
     assert_eq!(w.reclaim_cache(), 1);
     assert_eq!(w.nr_free(), free + 1);
@@ -706,7 +714,7 @@ fn io_errors_lose_no_data<F: HardwareWalker>() {
 
     // A failed read: the task gets the error; slot, count and data stay.
     let p = AREA + 2 * PAGE;
-    assert_eq!(w.swap_out(0, p), SwapOut::Freed(1));
+    assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
     let (e, _) = w.swap_pte(0, p).unwrap();
     let (free, reads) = (w.nr_free(), w.frames.nr_reads());
     let on_disk = w.frames.on_disk(e.offset()).unwrap();
@@ -742,7 +750,7 @@ fn a_large_cache_folio_partly_zapped_or_shared<F: HardwareWalker>() {
     let mut w = written::<F>(HPAGE_NR as u64);
     let f = w.folio_at(0, AREA);
     f.get();
-    assert_eq!(w.swap_out(0, AREA), SwapOut::Kept("in use"));
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Kept(Kept::InUse));
     let first = folio_entry(&f).unwrap();
     // 100 pages zapped: their slots lose their count but stay in the cache.
     w.dontneed(0, AREA, 100 * PAGE);
@@ -790,7 +798,7 @@ fn swap_in_respects_the_area_rights<F: HardwareWalker>() {
     let mut w = world::<F>();
     w.mmap(0, AREA, 2 * PAGE, RW);
     w.write_page(0, AREA, 1);
-    assert_eq!(w.swap_out(0, AREA), SwapOut::Freed(1));
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(1));
     w.mprotect(0, AREA, 2 * PAGE, VmaProt::READ);
     let (e, _) = w.swap_pte(0, AREA).unwrap();
     assert_eq!(w.expect_page(0, AREA, 1), [needs(AREA, e), swapped_in(1, true, false)]);
@@ -879,7 +887,7 @@ fn random_run<F: HardwareWalker>(seed: u64, steps: usize) {
                 if !present.is_empty() {
                     let q = present[rng.below(present.len() as u64) as usize];
                     let out = w.swap_out(s, q);
-                    counts[if let SwapOut::Freed(_) = out { 2 } else { 3 }] += 1;
+                    counts[if let Shrunk::Freed(_) = out { 2 } else { 3 }] += 1;
                 }
             }
             65..=69 if live.len() < 4 => {
@@ -914,10 +922,10 @@ fn random_run<F: HardwareWalker>(seed: u64, steps: usize) {
             }
             _ => {
                 if held.len() < 3 && rng.bool() {
-                    held.push(w.get_user_page(s, p, false));
+                    held.push(w.hold(s, p, false, Hold::Get));
                 } else if !held.is_empty() {
                     let i = rng.below(held.len() as u64) as usize;
-                    w.release_user_page(held.swap_remove(i));
+                    w.unhold(held.swap_remove(i), Hold::Get);
                 }
                 counts[8] += 1;
             }
@@ -940,7 +948,7 @@ fn random_run<F: HardwareWalker>(seed: u64, steps: usize) {
     }
     w.check();
     for pa in held {
-        w.release_user_page(pa);
+        w.unhold(pa, Hold::Get);
     }
     for s in w.live() {
         w.exit(s);

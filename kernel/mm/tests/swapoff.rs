@@ -3,10 +3,9 @@
 //! whole), the folios it finds in the swap cache, the cache emptied
 //! afterwards (a mapped folio too, waiting for its lock), a read error
 //! that stops it with the entry left in place, and an entry the walk
-//! cannot see keeping the area on. The world is `tests/policy`, which plays
-//! the kernel's side of `SwapoffHost`.
-
-mod policy;
+//! cannot see keeping the area on. The world is `mm::testkit`'s `World`
+//! with LRU lists and a swap area, which plays the kernel's side of
+//! `SwapoffHost` and `ReclaimHost` (`mm::testkit::policy`).
 
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
@@ -14,16 +13,11 @@ use mm::gup::Hold;
 use mm::page::PageFlag;
 use mm::pgtable::sim::HardwareWalker;
 use mm::pgtable::Level;
-use mm::reclaim::{shrink_folio, Kept, Pieces, Shrunk};
+use mm::reclaim::{Kept, Shrunk};
 use mm::swap::cache::folio_entry;
 use mm::swapoff::{swapoff, SwapoffError, BATCH};
-use policy::*;
-
-/// Swaps out (and frees, when nobody else holds it) the folio at `at`.
-fn out<F: HardwareWalker>(w: &World<F>, s: usize, at: u64) -> Shrunk {
-    let mut pieces = Pieces::default();
-    shrink_folio(w, w.isolate_at(s, at), &mut pieces)
-}
+use mm::testkit::policy::{with_world, world};
+use mm::testkit::world::{pages, World, AREA, HP, NR_HP, PAGE};
 
 /// Nothing of the area is left anywhere: no entry, no slot, no cache
 /// folio; allocation stays stopped.
@@ -37,76 +31,73 @@ fn area_empty<F: HardwareWalker>(w: &World<F>) {
 /// and writable, read from the disk; afterwards reclaim finds no area to
 /// allocate from.
 fn every_page_of_a_space_comes_back<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    let n = 2 * BATCH as u64 + 7;
-    w.small_pages(0, AREA, n, 1);
-    for p in pages(AREA, n) {
-        assert_eq!(out(&w, 0, p), Shrunk::Freed(1));
-    }
-    assert_eq!(swapoff(&w, w.area()), Ok(n));
-    area_empty(&w);
-    assert_eq!(w.sys.nr_reads.get(), n);
-    for p in pages(AREA, n) {
-        assert!(w.leaf(0, p).1.prot.writable, "{p:#x}: exclusive, so writable");
-        w.expect_page(0, p, 1);
-    }
-    assert_eq!(out(&w, 0, AREA), Shrunk::Kept(Kept::NoSwap), "allocation is stopped");
-    w.finish();
+    with_world(world::<F>, |w| {
+        let n = 2 * BATCH as u64 + 7;
+        w.small_pages(0, AREA, n, 1);
+        for p in pages(AREA, n) {
+            assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
+        }
+        assert_eq!(swapoff(w, w.area()), Ok(n));
+        area_empty(w);
+        assert_eq!(w.frames.nr_reads(), n);
+        for p in pages(AREA, n) {
+            assert!(w.leaf(0, p).1.prot.writable, "{p:#x}: exclusive, so writable");
+            w.expect_page(0, p, 1);
+        }
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Kept(Kept::NoSwap), "allocation is stopped");
+    });
 }
 
 /// A THP swapped out whole comes back whole, in one read; the rest of the
 /// walk's batch finds its entries gone (stale) and moves on.
 fn a_thp_comes_back_whole<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.thp(0, AREA, 2);
-    assert_eq!(out(&w, 0, AREA), Shrunk::Freed(512));
-    let back = swapoff(&w, w.area()).unwrap();
-    assert!((1..=512).contains(&back), "{back}");
-    area_empty(&w);
-    assert_eq!((w.sys.nr_read_calls.get(), w.sys.nr_reads.get()), (1, 512));
-    let f = w.folio_at(0, AREA);
-    assert_eq!(f.order(), 9);
-    assert!(pages(AREA, NR_HP).all(|p| w.folio_at(0, p).pfn() == f.pfn()));
-    for p in pages(AREA, NR_HP).step_by(17) {
-        w.expect_page(0, p, 2);
-    }
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.thp(0, AREA, 2);
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(512));
+        let back = swapoff(w, w.area()).unwrap();
+        assert!((1..=512).contains(&back), "{back}");
+        area_empty(w);
+        assert_eq!((w.frames.nr_read_calls(), w.frames.nr_reads()), (1, 512));
+        let f = w.folio_at(0, AREA);
+        assert_eq!(f.order(), 9);
+        assert!(pages(AREA, NR_HP).all(|p| w.folio_at(0, p).pfn() == f.pfn()));
+        for p in pages(AREA, NR_HP).step_by(17) {
+            w.expect_page(0, p, 2);
+        }
+    });
 }
 
 /// A forked family sharing entries (each slot held twice), the child
 /// having brought some back and written one: every space gets every page
 /// back, the shared ones from one read, and both see their own bytes.
 fn a_forked_family_comes_back_in_every_space<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA + HP, 8, 3);
-    w.thp(0, AREA, 4);
-    assert_eq!(out(&w, 0, AREA), Shrunk::Freed(512));
-    for p in pages(AREA + HP, 8) {
-        assert_eq!(out(&w, 0, p), Shrunk::Freed(1));
-    }
-    let c = w.fork(0);
-    let g = w.fork(c);
-    w.write_page(c, AREA + HP, 5); // the child's own copy
-    w.expect_page(g, AREA + HP + PAGE, 3); // shared, in the cache now
-    let reads = w.sys.nr_reads.get();
-    swapoff(&w, w.area()).unwrap();
-    area_empty(&w);
-    assert_eq!(w.sys.nr_reads.get() - reads, 512 + 6, "each slot read once");
-    for s in [0, c, g] {
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA + HP, 8, 3);
+        w.thp(0, AREA, 4);
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(512));
         for p in pages(AREA + HP, 8) {
-            w.expect_page(s, p, if s == c && p == AREA + HP { 5 } else { 3 });
+            assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
         }
-        for p in pages(AREA, NR_HP).step_by(31) {
-            w.expect_page(s, p, 4);
+        let c = w.fork(0);
+        let g = w.fork(c);
+        w.write_page(c, AREA + HP, 5); // the child's own copy
+        w.expect_page(g, AREA + HP + PAGE, 3); // shared, in the cache now
+        let reads = w.frames.nr_reads();
+        swapoff(w, w.area()).unwrap();
+        area_empty(w);
+        assert_eq!(w.frames.nr_reads() - reads, 512 + 6, "each slot read once");
+        for s in [0, c, g] {
+            for p in pages(AREA + HP, 8) {
+                w.expect_page(s, p, if s == c && p == AREA + HP { 5 } else { 3 });
+            }
+            for p in pages(AREA, NR_HP).step_by(31) {
+                w.expect_page(s, p, 4);
+            }
         }
-    }
-    assert_eq!(w.folio_at(0, AREA).pfn(), w.folio_at(g, AREA).pfn(), "one copy, shared");
-    w.exit(g);
-    w.exit(c);
-    w.finish();
+        assert_eq!(w.folio_at(0, AREA).pfn(), w.folio_at(g, AREA).pfn(), "one copy, shared");
+        w.exit(g);
+        w.exit(c);
+    });
 }
 
 /// Folios in the swap cache: one kept there by a reference (unmapped,
@@ -115,46 +106,45 @@ fn a_forked_family_comes_back_in_every_space<F: HardwareWalker>() {
 /// finds nothing, the emptying takes it out of the cache, mapped, after
 /// waiting for its lock).
 fn folios_in_the_swap_cache_are_taken_from_it<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 2, 6);
-    // Page 0: kept in the cache by a hold.
-    let hold = w.hold(0, AREA, false, Hold::Get);
-    let kept = w.folio_at(0, AREA);
-    assert_eq!(out(&w, 0, AREA), Shrunk::Kept(Kept::InUse));
-    // Page 1: out; a child brings it back shared; the parent unmaps its
-    // entry: mapped by the child, in the cache, its slot unused.
-    assert_eq!(out(&w, 0, AREA + PAGE), Shrunk::Freed(1));
-    let c = w.fork(0);
-    w.expect_page(c, AREA + PAGE, 6);
-    w.munmap(0, AREA + PAGE, PAGE);
-    let mapped = w.folio_at(c, AREA + PAGE);
-    let e = folio_entry(&mapped).expect("still in the cache");
-    assert_eq!((w.area().count(e), mapped.total_mapcount(), w.area().nr_in_cache()), (0, 1, 2));
-    assert!(!w.leaf(c, AREA + PAGE).1.prot.writable);
-    // Somebody holds its lock for two waits.
-    mapped.lock();
-    *w.on_relax.borrow_mut() = Some(Box::new(move || {
-        if mapped.is_locked() && mapped.refcount() > 0 {
-            mapped.unlock();
-        }
-    }));
-    let reads = w.sys.nr_reads.get();
-    assert!(swapoff(&w, w.area()).is_ok());
-    *w.on_relax.borrow_mut() = None;
-    area_empty(&w);
-    assert_eq!(w.sys.nr_reads.get(), reads, "both from the cache");
-    assert!(w.nr_relax.get() >= 1, "waited for the folio lock");
-    assert!(!kept.test_flag(PageFlag::SwapCache) && kept.total_mapcount() == 2, "parent and child");
-    assert!(!mapped.test_flag(PageFlag::SwapCache) && mapped.test_flag(PageFlag::Dirty));
-    assert_eq!(w.folio_at(c, AREA + PAGE).pfn(), mapped.pfn(), "still mapped where it was");
-    w.unhold(hold, Hold::Get);
-    w.expect_page(0, AREA, 6);
-    w.expect_page(c, AREA + PAGE, 6);
-    w.write_page(c, AREA + PAGE, 7);
-    w.expect_page(c, AREA + PAGE, 7);
-    w.exit(c);
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 2, 6);
+        // Page 0: kept in the cache by a hold.
+        let hold = w.hold(0, AREA, false, Hold::Get);
+        let kept = w.folio_at(0, AREA);
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Kept(Kept::InUse));
+        // Page 1: out; a child brings it back shared; the parent unmaps its
+        // entry: mapped by the child, in the cache, its slot unused.
+        assert_eq!(w.swap_out(0, AREA + PAGE), Shrunk::Freed(1));
+        let c = w.fork(0);
+        w.expect_page(c, AREA + PAGE, 6);
+        w.munmap(0, AREA + PAGE, PAGE);
+        let mapped = w.folio_at(c, AREA + PAGE);
+        let e = folio_entry(&mapped).expect("still in the cache");
+        assert_eq!((w.area().count(e), mapped.total_mapcount(), w.area().nr_in_cache()), (0, 1, 2));
+        assert!(!w.leaf(c, AREA + PAGE).1.prot.writable);
+        // Somebody holds its lock for two waits.
+        mapped.lock();
+        *w.host.on_relax.borrow_mut() = Some(Box::new(move || {
+            if mapped.is_locked() && mapped.refcount() > 0 {
+                mapped.unlock();
+            }
+        }));
+        let reads = w.frames.nr_reads();
+        assert!(swapoff(w, w.area()).is_ok());
+        *w.host.on_relax.borrow_mut() = None;
+        area_empty(w);
+        assert_eq!(w.frames.nr_reads(), reads, "both from the cache");
+        assert!(w.host.nr_relax.get() >= 1, "waited for the folio lock");
+        assert!(!kept.test_flag(PageFlag::SwapCache) && kept.total_mapcount() == 2, "parent and child");
+        assert!(!mapped.test_flag(PageFlag::SwapCache) && mapped.test_flag(PageFlag::Dirty));
+        assert_eq!(w.folio_at(c, AREA + PAGE).pfn(), mapped.pfn(), "still mapped where it was");
+        w.unhold(hold, Hold::Get);
+        w.expect_page(0, AREA, 6);
+        w.expect_page(c, AREA + PAGE, 6);
+        w.write_page(c, AREA + PAGE, 7);
+        w.expect_page(c, AREA + PAGE, 7);
+        w.exit(c);
+    });
 }
 
 /// A read error stops swapoff at once: the entry stays where it was, with
@@ -162,66 +152,64 @@ fn folios_in_the_swap_cache_are_taken_from_it<F: HardwareWalker>() {
 /// stopped; a later swapoff brings everything back. The same for the
 /// large read of a THP, whose 512 entries all stay.
 fn a_read_error_stops_it_and_leaves_the_entry<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.thp(0, AREA, 8);
-    w.small_pages(0, AREA + HP, 3, 9);
-    for at in [AREA, AREA + HP, AREA + HP + PAGE, AREA + HP + 2 * PAGE] {
-        assert!(matches!(out(&w, 0, at), Shrunk::Freed(_)));
-    }
-    let before = w.entries();
-    let used = w.area().nr_used();
-    w.sys.fail_reads.set(1);
-    match swapoff(&w, w.area()) {
-        Err(SwapoffError::SwapIn { va, why }) => {
-            assert_eq!(va.as_u64(), AREA, "the walk starts at the lowest address");
-            assert!(why.contains("injected read error"), "{why}");
+    with_world(world::<F>, |w| {
+        w.thp(0, AREA, 8);
+        w.small_pages(0, AREA + HP, 3, 9);
+        for at in [AREA, AREA + HP, AREA + HP + PAGE, AREA + HP + 2 * PAGE] {
+            assert!(matches!(w.swap_out(0, at), Shrunk::Freed(_)));
         }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(w.entries(), before, "every entry stays");
-    assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (used, 0));
-    assert!(w.area().alloc_stopped());
-    w.check();
-    // A small page's read fails the same way.
-    w.munmap(0, AREA, HP);
-    w.sys.fail_reads.set(1);
-    let (e, _) = w.swap_pte(0, AREA + HP).unwrap();
-    assert!(matches!(swapoff(&w, w.area()), Err(SwapoffError::SwapIn { .. })));
-    assert_eq!((w.swap_pte(0, AREA + HP).map(|x| x.0), w.area().count(e)), (Some(e), 1));
-    assert_eq!(swapoff(&w, w.area()), Ok(3));
-    area_empty(&w);
-    for p in pages(AREA + HP, 3) {
-        w.expect_page(0, p, 9);
-    }
-    w.finish();
+        let before = w.entries();
+        let used = w.area().nr_used();
+        w.frames.fail_next_reads(1);
+        match swapoff(w, w.area()) {
+            Err(SwapoffError::SwapIn { va, why }) => {
+                assert_eq!(va.as_u64(), AREA, "the walk starts at the lowest address");
+                assert!(why.contains("injected read error"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.entries(), before, "every entry stays");
+        assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (used, 0));
+        assert!(w.area().alloc_stopped());
+        w.check();
+        // A small page's read fails the same way.
+        w.munmap(0, AREA, HP);
+        w.frames.fail_next_reads(1);
+        let (e, _) = w.swap_pte(0, AREA + HP).unwrap();
+        assert!(matches!(swapoff(w, w.area()), Err(SwapoffError::SwapIn { .. })));
+        assert_eq!((w.swap_pte(0, AREA + HP).map(|x| x.0), w.area().count(e)), (Some(e), 1));
+        assert_eq!(swapoff(w, w.area()), Ok(3));
+        area_empty(w);
+        for p in pages(AREA + HP, 3) {
+            w.expect_page(0, p, 9);
+        }
+    });
 }
 
 /// An entry in a space the walk does not see keeps its slot used:
 /// swapoff brings back what it sees and refuses to finish.
 fn an_entry_the_walk_cannot_see_keeps_the_area_on<F: HardwareWalker>() {
-    let _shared = shared();
-    let mut w = World::<F>::new();
-    w.small_pages(0, AREA, 4, 10);
-    for p in pages(AREA, 4) {
-        assert_eq!(out(&w, 0, p), Shrunk::Freed(1));
-    }
-    let c = w.fork(0);
-    w.write_page(c, AREA, 11); // one the child no longer shares
-    w.hidden.borrow_mut().push(c);
-    assert_eq!(swapoff(&w, w.area()), Err(SwapoffError::StillUsed { nr_used: 3 }));
-    assert_eq!(w.stats(0).nr_swap_entries, 0);
-    assert_eq!(w.stats(c).nr_swap_entries, 3);
-    w.hidden.borrow_mut().clear();
-    assert_eq!(swapoff(&w, w.area()), Ok(3));
-    area_empty(&w);
-    w.expect_page(c, AREA, 11);
-    for p in pages(AREA, 4) {
-        w.expect_page(0, p, 10);
-    }
-    assert_eq!(w.leaf(c, AREA + PAGE).0, Level::Pte);
-    w.exit(c);
-    w.finish();
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 4, 10);
+        for p in pages(AREA, 4) {
+            assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
+        }
+        let c = w.fork(0);
+        w.write_page(c, AREA, 11); // one the child no longer shares
+        w.host.hidden.borrow_mut().push(c);
+        assert_eq!(swapoff(w, w.area()), Err(SwapoffError::StillUsed { nr_used: 3 }));
+        assert_eq!(w.stats(0).nr_swap_entries, 0);
+        assert_eq!(w.stats(c).nr_swap_entries, 3);
+        w.host.hidden.borrow_mut().clear();
+        assert_eq!(swapoff(w, w.area()), Ok(3));
+        area_empty(w);
+        w.expect_page(c, AREA, 11);
+        for p in pages(AREA, 4) {
+            w.expect_page(0, p, 10);
+        }
+        assert_eq!(w.leaf(c, AREA + PAGE).0, Level::Pte);
+        w.exit(c);
+    });
 }
 
 mm::for_both_formats!(

@@ -802,6 +802,23 @@ impl Drop for OpLog {
     }
 }
 
+impl OpLog {
+    /// Whether `(start, len)` is wholly mapped in space `s`, for an
+    /// operation (`what`) that runs only then; logged either way.
+    fn if_mapped<F: HardwareWalker>(
+        &mut self,
+        w: &World<F>,
+        op: usize,
+        s: usize,
+        (start, len): (u64, u64),
+        what: &str,
+    ) -> bool {
+        let mapped = w.sp(s).vmas.check_mapped(va(start), len).is_ok();
+        self.0.push(format!("{op}: {what} {s} {start:#x}+{len:#x} (mapped {mapped})"));
+        mapped
+    }
+}
+
 /// The region the random operations work in: 4 blocks.
 const REGION_PAGES: u64 = 4 * 512;
 
@@ -903,29 +920,23 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
                 model[s].retain(|&p, _| !(start..start + len).contains(&p));
             }
             58..=63 => {
-                let (start, len) = random_range(&mut rng);
-                let mapped = w.sp(s).vmas.check_mapped(va(start), len).is_ok();
-                log.0.push(format!("{op}: dontneed {s} {start:#x}+{len:#x} (mapped {mapped})"));
-                if mapped {
+                let range @ (start, len) = random_range(&mut rng);
+                if log.if_mapped(&w, op, s, range, "dontneed") {
                     w.dontneed(s, start, len);
                     model[s].retain(|&p, _| !(start..start + len).contains(&p));
                 }
             }
             64..=66 => {
-                let (start, len) = random_range(&mut rng);
+                let range @ (start, len) = random_range(&mut rng);
                 let mode = [ThpMode::Never, ThpMode::Always, ThpMode::Default][rng.below(3) as usize];
-                let mapped = w.sp(s).vmas.check_mapped(va(start), len).is_ok();
-                log.0.push(format!("{op}: madvise {s} {start:#x}+{len:#x} {mode:?} (mapped {mapped})"));
-                if mapped {
+                if log.if_mapped(&w, op, s, range, &format!("madvise {mode:?}")) {
                     w.advise_thp(s, start, len, mode);
                 }
             }
             67..=74 => {
-                let (start, len) = random_range(&mut rng);
+                let range @ (start, len) = random_range(&mut rng);
                 let prot = [VmaProt::READ, RW, RW, VmaProt::READ_EXEC][rng.below(4) as usize];
-                let mapped = w.sp(s).vmas.check_mapped(va(start), len).is_ok();
-                log.0.push(format!("{op}: mprotect {s} {start:#x}+{len:#x} {prot:?} (mapped {mapped})"));
-                if mapped {
+                if log.if_mapped(&w, op, s, range, &format!("mprotect {prot:?}")) {
                     w.mprotect(s, start, len, prot);
                 }
             }

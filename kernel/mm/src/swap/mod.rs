@@ -41,7 +41,6 @@
 //! | [`header`] | the mkswap version-1 header: parse (with a message for every refusal) and format |
 //! | [`area`] | one swap area: slots, their counts and HAS_CACHE, clusters and runs, the swap cache map |
 //! | [`cache`] | the folio side of the swap cache: adding a folio, deleting it, the folio's swap entry |
-//! | [`unmap`] | `unmap_to_swap`: `crate::unmap::try_to_unmap` with the swap target (kept for its tests) |
 //! | [`swapin`] | the swap-in of a fault: cache lookup, claim, read, recheck, map (mm-reference section 5) |
 //!
 //! Built on top, in other modules: swap-out ([`cache::add_to_swap`],
@@ -54,4 +53,3 @@ pub mod area;
 pub mod cache;
 pub mod header;
 pub mod swapin;
-pub mod unmap;

@@ -10,10 +10,11 @@
 //!   touching a free frame panics (a use after free) and copy on write,
 //!   splits and swap can be checked byte by byte;
 //! - on request: the huge zero folio (made at set-up, as the kernel makes
-//!   it at boot), the anonymous LRU lists (then the free path takes a
-//!   folio off its list before freeing it, as the module doc of
-//!   [`crate::lru`] asks), and one [`SwapArea`] with a RAM disk behind
-//!   [`SwapBackend`];
+//!   it at boot), the anonymous LRU lists (then, as in the kernel, a folio
+//!   the fault path allocates through [`FrameSource`] goes on them at once
+//!   and the free path takes a folio off its list before freeing it, as the
+//!   module doc of [`crate::lru`] asks), and one [`SwapArea`] (bad pages
+//!   too, if asked) with a RAM disk behind [`SwapBackend`];
 //! - switches that make the next reads, writes or allocations fail, and
 //!   counts of reads, writes and copies.
 //!
@@ -42,10 +43,10 @@ use crate::fault::FrameSource;
 use crate::folio::{AnonHandle, Folio, UnpublishedFolio};
 use crate::frame::{AllocKind, FrameAllocator};
 use crate::lru::LruLists;
-use crate::page::{Memmap, PageFlag};
+use crate::page::Memmap;
 use crate::pgtable::{SwapEntry, SwapType};
 use crate::swap::area::SwapArea;
-use crate::swap::cache::{delete_from_swap_cache, lookup_get, nth_entry, slots_unused};
+use crate::swap::cache::{delete_if_unused, lookup_get, nth_entry, IfMapped};
 use crate::swap::header::{format, parse};
 use crate::swap::swapin::SwapBackend;
 use crate::sync::Lock;
@@ -104,6 +105,7 @@ pub struct SimFrames {
     nr_reads: AtomicU64,
     nr_read_calls: AtomicU64,
     nr_writes: AtomicU64,
+    nr_write_calls: AtomicU64,
     nr_copies: AtomicU64,
 }
 
@@ -134,6 +136,7 @@ impl SimFrames {
             nr_reads: AtomicU64::new(0),
             nr_read_calls: AtomicU64::new(0),
             nr_writes: AtomicU64::new(0),
+            nr_write_calls: AtomicU64::new(0),
             nr_copies: AtomicU64::new(0),
         }
     }
@@ -154,11 +157,18 @@ impl SimFrames {
 
     /// With a swap area of type `ty` and `nr_pages` pages (page 0 is the
     /// header), made from a formatted and parsed mkswap header.
-    pub fn with_swap(mut self, ty: u8, nr_pages: u64) -> SimFrames {
+    pub fn with_swap(self, ty: u8, nr_pages: u64) -> SimFrames {
+        self.with_swap_and_bad_pages(ty, nr_pages, &[])
+    }
+
+    /// [`SimFrames::with_swap`] with the pages `bad` listed bad in the
+    /// header: never slots anyone gets (a bad page in every cluster leaves
+    /// no run for a huge folio).
+    pub fn with_swap_and_bad_pages(mut self, ty: u8, nr_pages: u64, bad: &[u32]) -> SimFrames {
         let ty = SwapType::new(ty as usize).expect("with_swap: not a swap type");
-        let header = parse(&format(nr_pages, &[], b"swaptest").unwrap(), nr_pages).unwrap();
+        let header = parse(&format(nr_pages, bad, b"swaptest").unwrap(), nr_pages).unwrap();
         let area = SwapArea::new(ty, &header);
-        assert_eq!(area.nr_slots(), nr_pages - 1);
+        assert_eq!(area.nr_slots(), nr_pages - 1 - bad.len() as u64);
         self.area = Some(area);
         self
     }
@@ -194,6 +204,11 @@ impl SimFrames {
         self.lru.expect("SimFrames: no LRU lists (with_lru)")
     }
 
+    /// The LRU lists, if they were asked for.
+    pub fn lru_lists(&self) -> Option<&'static LruLists> {
+        self.lru
+    }
+
     /// The swap area.
     ///
     /// # Panics
@@ -225,6 +240,16 @@ impl SimFrames {
         } else {
             alloc_anon_folio(self.fa, kind, handle, index, |pa| self.fill_zero(pa, 1)).ok()
         }
+    }
+
+    /// [`SimFrames::alloc_anon`] for the fault path: on the LRU lists at
+    /// once when there are lists, as in the kernel.
+    fn alloc_listed(&self, huge: bool, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
+        let f = self.alloc_anon(AllocKind::Normal, huge, handle, index)?;
+        if let Some(lru) = self.lru {
+            lru.add(f);
+        }
+        Some(f.pfn().phys())
     }
 
     /// A fresh unpublished folio of `order` with zeroed contents.
@@ -378,6 +403,11 @@ impl SimFrames {
         self.nr_writes.load(Ordering::Relaxed)
     }
 
+    /// Write requests that succeeded (one per `write` call).
+    pub fn nr_write_calls(&self) -> u64 {
+        self.nr_write_calls.load(Ordering::Relaxed)
+    }
+
     /// 4 KiB copies made (copy on write, fork of pinned pages).
     pub fn nr_copies(&self) -> u64 {
         self.nr_copies.load(Ordering::Relaxed)
@@ -394,26 +424,28 @@ impl SimFrames {
     pub fn free_swap_entry(&self, entry: SwapEntry) {
         let Some(area) = self.area.as_ref().filter(|a| a.ty() == entry.ty()) else { return };
         match area.free_ref(entry) {
-            Ok(0) if area.has_cache(entry) => self.drop_unused_cache_folio(area, entry),
+            Ok(0) if area.has_cache(entry) => {
+                let Some((folio, _)) = lookup_get(area, self.memmap(), entry) else { return };
+                self.drop_unmapped_cache_folio(folio);
+                self.put(folio);
+            }
             Ok(_) => {}
             Err(e) => panic!("free of {entry:?}: {e}"),
         }
     }
 
-    fn drop_unused_cache_folio(&self, area: &SwapArea, entry: SwapEntry) {
-        let Some((folio, _)) = lookup_get(area, self.memmap(), entry) else { return };
+    /// The cache folio `folio` (the caller holds a reference) may be
+    /// needed by nobody: its last mapping or entry just went. It leaves the
+    /// cache now when nothing needs it there (`delete_if_unused`), as
+    /// `drop_unmapped_cache_folio` in `kernel/src/vm/swap.rs` does, less
+    /// that function's hand-over to kswapd of a folio somebody has locked:
+    /// here it stays in the cache.
+    pub fn drop_unmapped_cache_folio(&self, folio: Folio<'static>) {
+        let Some(area) = self.area.as_ref() else { return };
         if folio.try_lock() {
-            let unused = folio.test_flag(PageFlag::SwapCache)
-                && folio.total_mapcount() == 0
-                && !folio.test_flag(PageFlag::Writeback)
-                && slots_unused(area, &folio);
-            let refs = if unused { delete_from_swap_cache(area, &folio) } else { 0 };
+            delete_if_unused(area, &folio, IfMapped::Keep);
             folio.unlock();
-            for _ in 0..refs {
-                self.put(folio);
-            }
         }
-        self.put(folio);
     }
 
     /// A [`SwapBackend`] over these frames that also counts the reads made
@@ -460,6 +492,7 @@ impl SwapBackend for SimFrames {
             locked(&self.disk).insert(e.offset(), bytes);
         }
         bump(&self.nr_writes, nr as u64);
+        bump(&self.nr_write_calls, 1);
         Ok(())
     }
 
@@ -491,17 +524,18 @@ impl SwapBackend for SimFrames {
     }
 }
 
+/// The fault path's frames. As in the kernel (`kernel/src/vm/folios.rs`),
+/// a new anonymous folio goes on the LRU lists at once when there are
+/// lists (`SimFrames::alloc_listed`).
 impl FrameSource for SimFrames {
     fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
-        let f = self.alloc_anon(AllocKind::Normal, false, handle, index)?;
-        Some(f.pfn().phys())
+        self.alloc_listed(false, handle, index)
     }
     fn release_anon_page(&self, pa: PhysAddr) {
         self.put(remove_pte_mapping(self.memmap(), pa));
     }
     fn alloc_anon_huge(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
-        let f = self.alloc_anon(AllocKind::Normal, true, handle, index)?;
-        Some(f.pfn().phys())
+        self.alloc_listed(true, handle, index)
     }
     fn release_anon_huge(&self, pa: PhysAddr) {
         self.put(remove_pmd_mapping(self.memmap(), pa));

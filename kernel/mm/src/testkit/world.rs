@@ -12,12 +12,15 @@
 //! flush that leaves a stale translation of another frame fails the test.
 //!
 //! The kernel's sequences are re-enacted here over the simulation:
-//! [`World::shrink`] is `kernel/src/vm/reclaim.rs` `shrink_locked`,
-//! [`World::swap_in`] `kernel/src/vm/space.rs` `swap_in`, [`World::munmap`] and
-//! [`World::exit`] the unmap paths; [`World::check`] is
-//! `AddressSpace::check` over the whole family plus the rules the checker
-//! cannot see. [`World::finish`] wants every frame, table and swap slot
-//! back.
+//! [`World::swap_in`] is `kernel/src/vm/fault.rs` `swap_in`, [`World::munmap`]
+//! and [`World::exit`] the unmap paths of `kernel/src/vm/space.rs` (a swap
+//! cache folio whose last mapping or entry goes leaves the cache when
+//! nobody needs it); reclaim and swapoff are the real `mm::reclaim` and
+//! `mm::swapoff`, with [`World`] as their host ([`super::policy`]).
+//! [`World::check`] is `AddressSpace::check` over the whole family plus the
+//! rules the checker cannot see (and the LRU lists' own check, when there
+//! are lists). [`World::finish`] wants every frame, table and swap slot
+//! back, and the lists empty.
 //!
 //! Single-threaded: the tables' memory and the TLB are `RefCell`s.
 //! [`SharedSpace`] puts one space under a [`crate::sync::Lock`] (shuttle's
@@ -27,25 +30,24 @@
 extern crate std;
 
 use super::frames::{Bytes, SimFrames};
+use super::policy::Switches;
 use crate::anon::anon_handle;
 use crate::debug::{check_spaces_with_swap, ConsistencyError, Stats};
 use crate::fault::{handle_fault, Access, FaultCause, FaultOutcome, MemFault};
 use crate::folio::{folio_of, AnonHandle, Folio};
 use crate::frame::AllocKind;
 use crate::gup::{get_user_page, release, Hold};
+use crate::lru::LruLists;
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
 use crate::pgtable::{Decoded, Flush, Leaf, Level, NonPresent, PageTable, SwapEntry, TlbHooks};
 use crate::space::{fork_range, protect_range, zap_range, Gather};
 use crate::swap::area::SwapArea;
-use crate::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, lookup_get, slots_unused};
-use crate::swap::swapin::{
-    get_swapped_folio, get_swapped_folio_with_run, intact_run, map_swapped_in, SwapBackend,
-};
+use crate::swap::cache::{delete_if_unused, IfMapped};
+use crate::swap::swapin::{get_swapped_folio, get_swapped_folio_with_run, intact_run, map_swapped_in};
 use crate::swap::swapin::{SwapInError, SwapInOutcome};
-use crate::swap::unmap::unmap_to_swap;
 use crate::sync::Lock;
-use crate::thp::split_huge_pmd_if_cut;
+use crate::thp::{split_huge_pmd_if_cut, HPAGE_NR, HPAGE_SIZE};
 use crate::vma::{ThpMode, VmaKind, VmaProt, VmaSet};
 use crate::{Pfn, PhysAddr, VirtAddr};
 use alloc::boxed::Box;
@@ -53,7 +55,6 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use std::collections::BTreeSet;
 
 /// A page.
 pub const PAGE: u64 = 4096;
@@ -65,6 +66,12 @@ pub const USER_END: u64 = 0x8000_0000_0000;
 pub const MEMMAP_BASE: u64 = 0x80000;
 /// [`World::new`]'s frames: 32 MiB, several 2 MiB blocks.
 pub const MEMMAP_LEN: usize = 8192;
+/// A huge page's size.
+pub const HP: u64 = HPAGE_SIZE;
+/// The pages of a huge page.
+pub const NR_HP: u64 = HPAGE_NR as u64;
+/// The protection of most test areas.
+pub const RW: VmaProt = VmaProt::READ_WRITE;
 
 /// `raw` as a virtual address.
 pub fn va(raw: u64) -> VirtAddr {
@@ -127,13 +134,6 @@ impl PartialEq<FaultOutcome> for Ev {
     }
 }
 
-/// What [`World::shrink`] did with a folio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SwapOut {
-    Freed(usize),
-    Kept(&'static str),
-}
-
 /// One address space of a [`World`].
 pub struct Space<F: HardwareWalker> {
     pub table: PageTable<F>,
@@ -153,6 +153,8 @@ pub struct World<F: HardwareWalker> {
     free_at_start: u64,
     /// Halves of 2 MiB blocks held by [`World::fragment`].
     fragments: RefCell<Vec<Pfn>>,
+    /// How the kernel's side of reclaim and swapoff plays ([`Switches`]).
+    pub host: Switches,
 }
 
 impl<F: HardwareWalker> Default for World<F> {
@@ -178,6 +180,7 @@ impl<F: HardwareWalker> World<F> {
             spaces: Vec::new(),
             handles: Vec::new(),
             fragments: RefCell::new(Vec::new()),
+            host: Switches::default(),
         };
         w.add_space(PageTable::new(&w.mem).unwrap(), VmaSet::new(va(0x1000), va(USER_END)));
         w
@@ -198,6 +201,11 @@ impl<F: HardwareWalker> World<F> {
         self.spaces[s].as_ref().expect("space exited")
     }
 
+    /// Space `s`, unless it exited.
+    pub fn space(&self, s: usize) -> Option<&Space<F>> {
+        self.spaces[s].as_ref()
+    }
+
     /// Space `s`, to change by hand (its areas without its table, say).
     pub fn sp_mut(&mut self, s: usize) -> &mut Space<F> {
         self.spaces[s].as_mut().expect("space exited")
@@ -209,6 +217,11 @@ impl<F: HardwareWalker> World<F> {
 
     pub fn area(&self) -> &SwapArea {
         self.frames.area()
+    }
+
+    /// The LRU lists ([`SimFrames::lru`]).
+    pub fn lru(&self) -> &'static LruLists {
+        self.frames.lru()
     }
 
     pub fn nr_free(&self) -> u64 {
@@ -253,14 +266,17 @@ impl<F: HardwareWalker> World<F> {
         Ok(all)
     }
 
-    /// The checker over the family, the allocator and the swap area; and
-    /// beyond the checker: a writable leaf maps a page only this space may
-    /// write (else copy on write is broken), and never a page of a folio in
-    /// the swap cache (`mm::swap::cache`'s rule).
+    /// The checker over the family, the allocator, the swap area and the
+    /// LRU lists; and beyond the checker: a writable leaf maps a page only
+    /// this space may write (else copy on write is broken), and never a
+    /// page of a folio in the swap cache (`mm::swap::cache`'s rule).
     pub fn check(&self) -> Vec<Stats> {
         self.frames.fa().check_consistency().unwrap();
         if let Some(area) = self.frames.swap_area() {
             area.check().unwrap_or_else(|e| panic!("swap area: {e}"));
+        }
+        if let Some(lru) = self.frames.lru_lists() {
+            lru.check().unwrap_or_else(|e| panic!("lru: {e}"));
         }
         let stats = self.try_check().unwrap_or_else(|e| panic!("checker: {e}"));
         for s in self.live() {
@@ -288,6 +304,17 @@ impl<F: HardwareWalker> World<F> {
     }
 
     // ---- looking at the tables
+
+    /// Every entry of every live space, for "nothing changed" checks.
+    pub fn entries(&self) -> Vec<(usize, VirtAddr, Level, Decoded)> {
+        let mut all = Vec::new();
+        for s in self.live() {
+            self.sp(s).table.visit(&self.mem, va(0), va(USER_END), &mut |at, level, e, _| {
+                all.push((s, at, level, e));
+            });
+        }
+        all
+    }
 
     pub fn lookup(&self, s: usize, at: u64) -> (Level, Decoded) {
         self.sp(s).table.lookup(&self.mem, va(at))
@@ -424,7 +451,7 @@ impl<F: HardwareWalker> World<F> {
         events
     }
 
-    // ---- swap-in (kernel/src/vm/space.rs `swap_in`)
+    // ---- swap-in (kernel/src/vm/fault.rs `swap_in`)
 
     /// Half 1, without the space's lock: the folio of `entry`, locked;
     /// an intact run is read whole (the kernel looks at the table under
@@ -437,15 +464,17 @@ impl<F: HardwareWalker> World<F> {
     ) -> Result<(Folio<'static>, usize), SwapInError<String>> {
         let sp = self.sp(s);
         let run = || intact_run(&sp.table, &self.mem, &sp.vmas, va(page), entry);
-        get_swapped_folio_with_run(
-            self.area(),
-            self.memmap(),
-            &self.frames,
-            entry,
-            self.handle(s),
-            page >> 12,
-            run,
-        )
+        self.listed_if_read(|| {
+            get_swapped_folio_with_run(
+                self.area(),
+                self.memmap(),
+                &self.frames,
+                entry,
+                self.handle(s),
+                page >> 12,
+                run,
+            )
+        })
     }
 
     /// Half 1 as a path that reads the one page whatever the table holds.
@@ -455,10 +484,32 @@ impl<F: HardwareWalker> World<F> {
         page: u64,
         entry: SwapEntry,
     ) -> Result<(Folio<'static>, usize), SwapInError<String>> {
-        get_swapped_folio(self.area(), self.memmap(), &self.frames, entry, self.handle(s), page >> 12)
+        self.listed_if_read(|| {
+            get_swapped_folio(self.area(), self.memmap(), &self.frames, entry, self.handle(s), page >> 12)
+        })
     }
 
-    /// Half 2, under the space's lock; then the folio is unlocked and the
+    /// Runs half 1 (`get`); a folio it read from the disk is new and goes
+    /// on the LRU lists, when there are lists. (`mm::swap::swapin` adds it
+    /// to the kernel's registered lists; a world's lists are its own, not
+    /// registered.)
+    fn listed_if_read(
+        &self,
+        get: impl FnOnce() -> Result<(Folio<'static>, usize), SwapInError<String>>,
+    ) -> Result<(Folio<'static>, usize), SwapInError<String>> {
+        let calls = self.frames.nr_read_calls();
+        let got = get()?;
+        if let Some(lru) = self.frames.lru_lists() {
+            if self.frames.nr_read_calls() != calls {
+                lru.add(got.0);
+            }
+        }
+        Ok(got)
+    }
+
+    /// Half 2, under the space's lock; then, as the kernel does, the folio
+    /// leaves the swap cache if nobody needs it there (unmapped, no entry
+    /// holding its slots: the entry changed meanwhile), is unlocked and the
     /// caller's reference dropped.
     pub fn swap_in_half2(
         &self,
@@ -481,6 +532,7 @@ impl<F: HardwareWalker> World<F> {
             write,
             true,
         );
+        delete_if_unused(self.area(), &folio, IfMapped::Keep);
         folio.unlock();
         self.frames.put(folio);
         out
@@ -498,69 +550,31 @@ impl<F: HardwareWalker> World<F> {
         Ok(self.swap_in_half2(s, got, page, entry, write))
     }
 
-    // ---- swap-out (kernel/src/vm/reclaim.rs `shrink_locked`)
-
-    /// Reclaim of the folio mapped at `at` in space `s`.
-    pub fn swap_out(&self, s: usize, at: u64) -> SwapOut {
-        let folio = self.folio_at(s, at);
-        folio.get(); // the reference reclaim isolates a folio with
-        self.shrink(folio)
-    }
-
-    /// Shrinks `folio`, consuming the reference the caller took: lock, swap
-    /// slots, unmap from the whole family, flush, drop the mappings'
-    /// references, write, freeze, out of the cache, free.
-    pub fn shrink(&self, folio: Folio<'static>) -> SwapOut {
-        if let Err(kept) = reclaim_start(&self.frames, folio) {
-            return kept;
-        }
-        if folio.total_mapcount() > 0 {
-            let tables: Vec<&PageTable<F>> = self.live().into_iter().map(|s| &self.sp(s).table).collect();
-            match unmap_to_swap(&tables, &self.mem, &self.tlb, self.memmap(), &folio, self.area()) {
-                Ok(done) => {
-                    for flush in done.flushes {
-                        flush.flush(&self.tlb);
-                    }
-                    for _ in 0..done.refs {
-                        assert!(!folio.put(), "reclaim's reference keeps the folio");
-                    }
-                }
-                Err(_) => return reclaim_keep(&self.frames, folio, "could not unmap"),
-            }
-            if folio.total_mapcount() > 0 {
-                return reclaim_keep(&self.frames, folio, "still mapped");
-            }
-        }
-        match reclaim_write(&self.frames, folio) {
-            Ok(()) => reclaim_free(&self.frames, folio),
-            Err(kept) => kept,
-        }
-    }
-
-    /// A reclaim pass over the swap cache (what the LRU would find in the
-    /// kernel): every cache folio, mapped or not, is shrunk. Returns the
-    /// pages freed.
-    pub fn reclaim_cache(&self) -> usize {
-        let cached: Vec<SwapEntry> = self.area().used_slots().filter(|&e| self.area().has_cache(e)).collect();
-        let mut seen = BTreeSet::new();
-        let mut freed = 0;
-        for e in cached {
-            let Some((folio, _)) = lookup_get(self.area(), self.memmap(), e) else { continue };
-            if !seen.insert(folio.pfn()) {
-                self.frames.put(folio);
-                continue;
-            }
-            if let SwapOut::Freed(n) = self.shrink(folio) {
-                freed += n;
-            }
-        }
-        freed
-    }
-
     // ---- system calls
 
     pub fn mmap(&mut self, s: usize, start: u64, len: u64, prot: VmaProt) {
         self.sp_mut(s).vmas.map_fixed(va(start), len, prot, VmaKind::Anonymous).unwrap();
+    }
+
+    /// `n` pages from `start`, mapped 4 KiB each (no THP) and written with
+    /// version `tag`.
+    pub fn small_pages(&mut self, s: usize, start: u64, n: u64, tag: u8) {
+        self.mmap(s, start, n * PAGE, RW);
+        self.advise_thp(s, start, n * PAGE, ThpMode::Never);
+        for p in pages(start, n) {
+            self.write_page(s, p, tag);
+        }
+    }
+
+    /// A THP at `base` (2 MiB-aligned) mapped by a PMD, written with `tag`.
+    pub fn thp(&mut self, s: usize, base: u64, tag: u8) -> Folio<'static> {
+        self.mmap(s, base, HP, RW);
+        self.advise_thp(s, base, HP, ThpMode::Always);
+        for p in pages(base, NR_HP) {
+            self.write_page(s, p, tag);
+        }
+        assert_eq!(self.leaf(s, base).0, Level::Pmd, "no 2 MiB block for the THP");
+        self.folio_at(s, base)
     }
 
     /// Unmaps `ranges` of space `s`'s table into a gather, flushes, gives
@@ -634,19 +648,19 @@ impl<F: HardwareWalker> World<F> {
         self.tlb.flush_all(root);
     }
 
-    /// A `FOLL_GET` reference on the page at `at` (write: as for a device
-    /// that writes into it), after faulting it in if needed.
-    pub fn get_user_page(&self, s: usize, at: u64, write: bool) -> PhysAddr {
+    /// A hold (a `FOLL_GET` reference or a pin) on the page at `at`
+    /// (write: as for a device that writes into it), after faulting it in
+    /// if needed.
+    pub fn hold(&self, s: usize, at: u64, write: bool, hold: Hold) -> PhysAddr {
         let how = if write { HwAccess::USER_WRITE } else { HwAccess::USER_READ };
         self.access(s, at, how).unwrap();
         let sp = self.sp(s);
-        get_user_page(&sp.table, &sp.vmas, &self.mem, &self.frames, &self.tlb, va(at), write, Hold::Get)
-            .unwrap()
+        get_user_page(&sp.table, &sp.vmas, &self.mem, &self.frames, &self.tlb, va(at), write, hold).unwrap()
     }
 
-    /// Drops a reference from [`World::get_user_page`].
-    pub fn release_user_page(&self, pa: PhysAddr) {
-        if let Some(folio) = release(self.memmap(), pa, Hold::Get) {
+    /// Drops a hold from [`World::hold`].
+    pub fn unhold(&self, pa: PhysAddr, hold: Hold) {
+        if let Some(folio) = release(self.memmap(), pa, hold) {
             self.frames.free(folio);
         }
     }
@@ -682,8 +696,8 @@ impl<F: HardwareWalker> World<F> {
 
     /// Every space exits; every frame, table and swap slot must be back,
     /// with no folio left in the swap cache (tests that leave some behind
-    /// on purpose run [`World::reclaim_cache`] first); then the huge zero
-    /// folio goes too and the allocator is whole.
+    /// on purpose run [`World::reclaim_cache`] first) nor on the LRU
+    /// lists; then the huge zero folio goes too and the allocator is whole.
     pub fn finish(mut self) {
         self.unfragment();
         for s in self.live() {
@@ -694,6 +708,9 @@ impl<F: HardwareWalker> World<F> {
             assert_eq!(area.nr_in_cache(), 0, "folios left in the swap cache");
             assert_eq!(area.nr_used(), 0, "swap slots leaked");
             area.check().unwrap();
+        }
+        if let Some(lru) = self.frames.lru_lists() {
+            assert_eq!((lru.nr_active(), lru.nr_inactive()), (0, 0), "folios left on the lists");
         }
         assert_eq!(self.nr_free(), self.free_at_start, "folios leaked");
         assert_eq!(*self.mem.live_tables.borrow(), 0, "tables leaked");
@@ -728,65 +745,16 @@ pub fn zap_locked<F: HardwareWalker>(
 }
 
 /// The rest, after the lock: the swap entries' counts, then the
-/// references the entries held.
+/// references the entries held (a swap cache folio whose last mapping
+/// went leaves the cache when nobody needs it,
+/// [`SimFrames::drop_unmapped_cache_folio`]).
 pub fn zap_release(frames: &SimFrames, mut gather: Gather) {
     for e in gather.take_swap_entries() {
         frames.free_swap_entry(e);
     }
-    gather.release(frames.memmap(), &mut |f| frames.free(f));
-}
-
-/// Reclaim keeps `folio`: unlocked, the caller's reference dropped.
-pub fn reclaim_keep(frames: &SimFrames, folio: Folio<'static>, why: &'static str) -> SwapOut {
-    folio.unlock();
-    frames.put(folio);
-    SwapOut::Kept(why)
-}
-
-/// The start of reclaim of `folio` (the caller took the reference reclaim
-/// isolates it with): the folio lock, no pin, swap slots. On `Err` the
-/// folio was kept and the reference dropped.
-pub fn reclaim_start(frames: &SimFrames, folio: Folio<'static>) -> Result<(), SwapOut> {
-    if !folio.try_lock() {
-        frames.put(folio);
-        return Err(SwapOut::Kept("locked"));
-    }
-    if folio.maybe_pinned() {
-        return Err(reclaim_keep(frames, folio, "may be pinned"));
-    }
-    if folio_entry(&folio).is_none() && add_to_swap(frames.area(), &folio).is_err() {
-        return Err(reclaim_keep(frames, folio, "no swap slots"));
-    }
-    Ok(())
-}
-
-/// Reclaim's write of `folio` once it is unmapped (unless no entry holds
-/// its slots any more); on `Err` (the write failed) the folio was kept.
-pub fn reclaim_write(frames: &SimFrames, folio: Folio<'static>) -> Result<(), SwapOut> {
-    if !slots_unused(frames.area(), &folio) {
-        let first = folio_entry(&folio).expect("in the swap cache");
-        folio.set_flag(PageFlag::Writeback);
-        let written = frames.write(first, folio.pfn().phys(), folio.nr_pages());
-        folio.clear_flag(PageFlag::Writeback);
-        if written.is_err() {
-            return Err(reclaim_keep(frames, folio, "write failed"));
-        }
-    }
-    Ok(())
-}
-
-/// The end of reclaim, once `folio` is written: freeze, out of the cache,
-/// free; or kept when somebody holds a reference.
-pub fn reclaim_free(frames: &SimFrames, folio: Folio<'static>) -> SwapOut {
-    let nr = folio.nr_pages();
-    if !folio.try_freeze(1 + nr as i32) {
-        return reclaim_keep(frames, folio, "in use");
-    }
-    let _ = delete_from_swap_cache(frames.area(), &folio);
-    folio.clear_flag(PageFlag::Dirty);
-    folio.unlock();
-    frames.free(folio);
-    SwapOut::Freed(nr)
+    gather.release_unmapped(frames.memmap(), &mut |f| frames.drop_unmapped_cache_folio(f), &mut |f| {
+        frames.free(f)
+    });
 }
 
 /// What [`SharedSpace`]'s lock guards, as the kernel's `Inner`.
