@@ -39,7 +39,7 @@ use qemu::{Accel, Arch, Firmware, MemSize};
 use crate::cli::{CiArgs, RunArgs, TestArgs, BOOT_SWAP, BOOT_TIMEOUT_SECS, TEST_SWAP, TEST_TIMEOUT_SECS};
 use crate::disks::SwapChoice;
 use crate::error::Error;
-use crate::guest::{self, BugReplay, BUG_REPLAYS, CRASHCHECK_ARGS, SELFCHECK_ARGS, SMOKE_ARG};
+use crate::guest::{self, BugReplay, BUG_REPLAYS, CRASHCHECK_ARGS, SELFCHECK_ARGS};
 use crate::kbuild::{self, Builder};
 use crate::setup;
 
@@ -227,7 +227,8 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
         }
         Step::Smoke(arch, firmware) => {
             let args = run_args(*arch, *firmware, BOOT_TIMEOUT_SECS);
-            let outcome = guest::run_guest(builder, &args, SMOKE_ARG, &[]).map_err(|e| one_line(&e))?;
+            let outcome = guest::run_guest(builder, &args, guest::smoke_args(*firmware), &[])
+                .map_err(|e| one_line(&e))?;
             guest::smoke_check(outcome.arch, outcome.exit, &outcome.report)
         }
         Step::SelfCheck(arch) => {
