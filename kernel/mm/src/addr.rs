@@ -120,11 +120,6 @@ impl Pfn {
         assert!(self.0 >= base.0, "Pfn::since: the frame lies before the base");
         self.0 - base.0
     }
-    /// True when the frame starts a naturally aligned block of `2^order`
-    /// frames.
-    pub const fn is_aligned(self, order: u8) -> bool {
-        self.0 & ((1 << order) - 1) == 0
-    }
 }
 
 impl fmt::Debug for Pfn {
@@ -163,7 +158,6 @@ mod tests {
         assert_eq!(PhysAddr::new(0x5000).pfn(), Pfn::new(5));
         assert_eq!(Pfn::new(5).phys(), PhysAddr::new(0x5000));
         assert_eq!(Pfn::new(0x200).plus(3).since(Pfn::new(0x200)), 3);
-        assert!(Pfn::new(0x200).is_aligned(9) && !Pfn::new(0x201).is_aligned(9));
         assert_eq!(VirtAddr::new(1).checked_add(u64::MAX), None);
     }
 

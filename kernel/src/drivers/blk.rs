@@ -662,7 +662,7 @@ fn probe_one(
 pub fn init() {
     // A completion whose interrupt was missed would leave its waiter
     // parked for good: look at the disks' used rings once a tick too.
-    sched::add_tick_hook(reap_missed_completions);
+    sched::set_tick_hook(reap_missed_completions);
     let probe = sched::spawn("blk-probe", || {
         let Some(mut pci) = Pci::open() else {
             println!("blk: no PCI host bridge; no disks");

@@ -8,7 +8,7 @@
 //!
 //! Below: [`crate::memory`] (task stacks). Devices and the TLB shootdown,
 //! which the tick and the kernel IPI must reach, register hooks
-//! ([`sched::add_tick_hook`], [`sched::set_ipi_hook`]) instead of being
+//! ([`sched::set_tick_hook`], [`sched::set_ipi_hook`]) instead of being
 //! called by name.
 
 pub mod sched;

@@ -367,10 +367,8 @@ fn on_tick() {
     let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
     // Work of other subsystems that must run once a tick (the disks look
     // for completions whose interrupt was missed).
-    for hook in TICK_HOOKS.iter() {
-        if let Some(hook) = hook.get() {
-            hook();
-        }
+    if let Some(hook) = TICK_HOOK.get() {
+        hook();
     }
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
@@ -403,28 +401,15 @@ fn on_ipi() {
     NEED_RESCHED[cpu_index()].store(true, Ordering::Relaxed);
 }
 
-/// Room for this many tick hooks.
-const MAX_TICK_HOOKS: usize = 4;
-static TICK_HOOKS: [spin::Once<fn()>; MAX_TICK_HOOKS] = [const { spin::Once::new() }; MAX_TICK_HOOKS];
+static TICK_HOOK: spin::Once<fn()> = spin::Once::new();
 static IPI_HOOK: spin::Once<fn()> = spin::Once::new();
 
 /// Has `hook` called on the boot CPU at every timer tick, in interrupt
 /// context (interrupts off, no lock of the scheduler held): for work a
 /// subsystem above the scheduler must not miss, such as a disk completion
-/// whose interrupt was lost. Called once per subsystem at boot.
-///
-/// # Panics
-/// When more than [`MAX_TICK_HOOKS`] are registered (a kernel bug).
-pub fn add_tick_hook(hook: fn()) {
-    let slot = TICK_HOOKS.iter().find(|slot| {
-        let mut mine = false;
-        slot.call_once(|| {
-            mine = true;
-            hook
-        });
-        mine
-    });
-    assert!(slot.is_some(), "sched::add_tick_hook: more than {MAX_TICK_HOOKS} hooks");
+/// whose interrupt was lost. Set once, at boot.
+pub fn set_tick_hook(hook: fn()) {
+    TICK_HOOK.call_once(|| hook);
 }
 
 /// Has `hook` called on every CPU that takes the kernel IPI, in interrupt

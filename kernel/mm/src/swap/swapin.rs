@@ -123,17 +123,6 @@ pub enum SwapInError<E> {
 /// with a reference for the caller) and the entry's page in it, or why not.
 pub type SwappedIn<B> = Result<(Folio<'static>, usize), SwapInError<<B as SwapBackend>::IoError>>;
 
-impl<E: fmt::Display> fmt::Display for SwapInError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SwapInError::Stale => write!(f, "the entry changed meanwhile"),
-            SwapInError::NoMemory => write!(f, "no memory for the page"),
-            SwapInError::Io(e) => write!(f, "{e}"),
-            SwapInError::Slot(e) => write!(f, "{e}"),
-        }
-    }
-}
-
 /// The cache folio holding `entry`, locked, with a reference for the
 /// caller, and the index of `entry`'s page in it (module doc, half 1).
 /// `handle`/`index` name the faulting page (`index` = its `va >> 12`), for
