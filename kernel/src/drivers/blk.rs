@@ -49,6 +49,34 @@
 //! lowers INTx), reaps and unparks. Without a line the waiter polls the used
 //! ring, yielding the CPU between polls.
 //!
+//! ## A disk that stops answering: timeouts and retirement
+//!
+//! Every request has a deadline, its disk's timeout after it was submitted
+//! ([`DEFAULT_TIMEOUT_MS`], changed with [`BlockDevice::set_timeout_ms`]).
+//! The tick hook ([`reap_missed_completions`]) unparks the waiter of every
+//! request past its deadline; a waiter that finds its request still in
+//! flight past the deadline *retires* the disk: it marks it retired (no
+//! request is sent any more), resets the device (virtio status 0: the
+//! device finishes or abandons every request before the reset completes,
+//! so no frame is touched after it), marks every other request in flight
+//! abandoned and wakes its waiter, and calls the retire hook
+//! ([`set_retire_hook`]: the swap code stops allocating on the disk; a
+//! hook, so that this driver calls nothing above it). The request that
+//! timed out fails with [`IoError::TimedOut`], the abandoned ones and every
+//! later one with [`IoError::OutOfService`]. So a task waits at most about
+//! one timeout for a disk that stopped answering, and so does anybody
+//! waiting on what it holds (a folio lock while reclaim writes). A disk
+//! whose device completes a request it was never given is retired the same
+//! way. A retired disk stays out of service until the next boot.
+//!
+//! ## Device errors on the console
+//!
+//! A request the device fails, or that times out, is counted on its disk
+//! ([`BlockDevice::nr_device_errors`]); the first is printed whole, later
+//! ones at most once every [`ERROR_REPORT_INTERVAL_MS`], as a count with the
+//! latest. The caller's mistakes (a bad buffer, a page past the end) are
+//! only returned.
+//!
 //! Locks: a disk's queue lock guards its virtqueue and the table of
 //! waiters; the heap's lock may be taken under it (the virtqueue allocates
 //! indirect descriptor lists). The run-queue lock (unpark) and the `room`
@@ -69,7 +97,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::{PhysAddr, PAGE_SIZE};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 use virtio_drivers::transport::pci::PciTransport;
@@ -80,6 +108,11 @@ use virtio_drivers::transport::Transport;
 pub const MAX_REQUEST_PAGES: usize = 512;
 /// Requests in flight per disk: the virtqueue size `virtio-drivers` uses.
 pub const QUEUE_SIZE: usize = 16;
+/// How long a request may go unanswered before its disk is retired (module
+/// doc). Generous: a 2 MiB write on a loaded host takes well under a second.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Device errors after a disk's first are reported at most this often.
+pub const ERROR_REPORT_INTERVAL_MS: u64 = 5_000;
 const SECTORS_PER_PAGE: u64 = PAGE_SIZE / 512;
 pub(crate) const PAGE_BYTES: usize = PAGE_SIZE as usize;
 /// virtio PCI ids: the Red Hat vendor, virtio-blk modern and transitional.
@@ -146,9 +179,39 @@ pub enum IoError {
     ReadOnly { disk: &'static str },
     /// No memory for the request's bookkeeping (the machine's).
     NoMemory { disk: &'static str },
-    /// The device completed a request it was never given; the disk is out
-    /// of service (the device's fault).
-    Broken { disk: &'static str },
+    /// The device did not answer this request within the disk's timeout;
+    /// the disk was reset and retired (the device's fault).
+    TimedOut { disk: &'static str, op: Op, first_page: u64, nr_pages: usize, after_ms: u64 },
+    /// The disk is out of service (the device's fault): it was retired
+    /// while this request was in flight or before it was sent.
+    OutOfService { disk: &'static str, why: Retirement },
+}
+
+/// Why a disk was taken out of service (module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retirement {
+    /// A request got no answer within the timeout.
+    NoAnswer { after_ms: u64 },
+    /// The device completed a request it was never given.
+    StrayCompletion,
+}
+
+impl fmt::Display for Retirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Retirement::NoAnswer { after_ms } => write!(f, "a request got no answer in {after_ms} ms"),
+            Retirement::StrayCompletion => f.write_str("the device completed a request it was never given"),
+        }
+    }
+}
+
+impl IoError {
+    /// True when the device is to blame (what the console reports and
+    /// [`BlockDevice::nr_device_errors`] counts), false for the caller's
+    /// mistakes and the machine's.
+    pub fn is_device_error(&self) -> bool {
+        matches!(self, IoError::Device { .. } | IoError::TimedOut { .. } | IoError::OutOfService { .. })
+    }
 }
 
 impl fmt::Display for IoError {
@@ -169,10 +232,13 @@ impl fmt::Display for IoError {
             }
             IoError::ReadOnly { disk } => write!(f, "{disk}: the disk is read-only"),
             IoError::NoMemory { disk } => write!(f, "{disk}: no memory for the request"),
-            IoError::Broken { disk } => write!(
+            IoError::TimedOut { disk, op, first_page, nr_pages, after_ms } => write!(
                 f,
-                "{disk}: the device completed a request it was never given; the disk is out of service"
+                "{disk}: the {op} of pages {first_page}..{} got no answer in {after_ms} ms; \
+                 the disk is reset and out of service",
+                first_page + *nr_pages as u64
             ),
+            IoError::OutOfService { disk, why } => write!(f, "{disk}: the disk is out of service ({why})"),
         }
     }
 }
@@ -195,8 +261,13 @@ enum Slot {
         len: usize,
         /// The task to unpark when it completes (interrupt mode).
         waiter: Option<Arc<Task>>,
+        /// The tick after which it has timed out.
+        deadline: u64,
     },
     Done(Result<(), virtio_drivers::Error>),
+    /// The disk was retired with this request in flight; the device was
+    /// reset, so it no longer touches the request's buffers.
+    Abandoned,
 }
 
 /// A disk's queue state, under [`BlockDevice::queue`].
@@ -206,8 +277,10 @@ struct Queue {
     /// The frame holding the slots' [`Header`]s (never freed: disks live
     /// as long as the kernel).
     headers: PhysAddr,
-    /// The device misbehaved ([`IoError::Broken`]); nothing more is sent.
-    broken: bool,
+    /// Set when the disk is retired (module doc); nothing more is sent.
+    retired: Option<Retirement>,
+    /// A waiter has taken on the device's reset ([`BlockDevice::retire`]).
+    reset_claimed: bool,
 }
 
 /// Tasks to unpark once the queue lock is dropped (no heap: the interrupt
@@ -254,6 +327,7 @@ impl Queue {
         len: usize,
     ) -> Result<u16, virtio_drivers::Error> {
         let header = self.header(slot);
+        let dev = &mut self.dev;
         // SAFETY: (1) the header is slot `slot`'s, in the disk's DMA frame,
         // used by no other request while this one is in flight (the slot is
         // ours); (2) the caller vouches for the data buffer until reaping,
@@ -263,11 +337,11 @@ impl Queue {
             match op {
                 Op::Read => {
                     let buf = core::slice::from_raw_parts_mut(data as *mut u8, len);
-                    self.dev.read_blocks_nb(sector as usize, &mut h.req, buf, &mut h.resp)
+                    dev.read_blocks_nb(sector as usize, &mut h.req, buf, &mut h.resp)
                 }
                 Op::Write => {
                     let buf = core::slice::from_raw_parts(data as *const u8, len);
-                    self.dev.write_blocks_nb(sector as usize, &mut h.req, buf, &mut h.resp)
+                    dev.write_blocks_nb(sector as usize, &mut h.req, buf, &mut h.resp)
                 }
             }
         }
@@ -278,12 +352,12 @@ impl Queue {
     /// ring entries were given back.
     fn reap(&mut self, wake: &mut WakeList) -> bool {
         let mut reaped = false;
-        while !self.broken {
+        while self.retired.is_none() {
             let Some(token) = self.dev.peek_used() else { break };
             let Some(slot) =
                 self.slots.iter().position(|s| matches!(s, Slot::InFlight { token: t, .. } if *t == token))
             else {
-                self.break_down(wake);
+                self.stray_completion(wake);
                 break;
             };
             let Slot::InFlight { op, data, len, waiter, .. } =
@@ -292,6 +366,7 @@ impl Queue {
                 unreachable!("reap: slot {slot} was just found in flight")
             };
             let header = self.header(slot);
+            let dev = &mut self.dev;
             // SAFETY: these are the buffers `submit` passed with this token
             // (the slot's header, the data the submitter vouched for);
             // the device has finished with them (the token is in the used
@@ -301,11 +376,11 @@ impl Queue {
                 match op {
                     Op::Read => {
                         let buf = core::slice::from_raw_parts_mut(data as *mut u8, len);
-                        self.dev.complete_read_blocks(token, &h.req, buf, &mut h.resp)
+                        dev.complete_read_blocks(token, &h.req, buf, &mut h.resp)
                     }
                     Op::Write => {
                         let buf = core::slice::from_raw_parts(data as *const u8, len);
-                        self.dev.complete_write_blocks(token, &h.req, buf, &mut h.resp)
+                        dev.complete_write_blocks(token, &h.req, buf, &mut h.resp)
                     }
                 }
             };
@@ -318,19 +393,22 @@ impl Queue {
         reaped
     }
 
-    /// The device gave back a token we never sent: fail every request in
-    /// flight and take the disk out of service. (A device this confused
-    /// might still write into those requests' frames after their owners
-    /// have moved on; the kernel cannot reset it from here. QEMU's devices
-    /// never do this.)
-    fn break_down(&mut self, wake: &mut WakeList) {
-        self.broken = true;
-        for s in self.slots.iter_mut() {
-            if let Slot::InFlight { waiter, .. } = s {
-                if let Some(w) = waiter.take() {
-                    wake.push(w);
-                }
-                *s = Slot::Done(Err(virtio_drivers::Error::WrongToken));
+    /// The device gave back a token we never sent: the disk is retired.
+    /// Whoever holds the lock here may be the interrupt handler, which
+    /// must not reset the device (that takes the PCI bus and waits for the
+    /// device): the requests stay in flight, and the first of their
+    /// waiters, woken now, resets it ([`BlockDevice::retire`]).
+    fn stray_completion(&mut self, wake: &mut WakeList) {
+        self.retired = Some(Retirement::StrayCompletion);
+        self.wake_in_flight(wake);
+    }
+
+    /// Queues the waiter of every request in flight on `wake` (left in
+    /// place: it is unparked again if it parks again).
+    fn wake_in_flight(&self, wake: &mut WakeList) {
+        for s in self.slots.iter() {
+            if let Slot::InFlight { waiter: Some(w), .. } = s {
+                wake.push(w.clone());
             }
         }
     }
@@ -347,11 +425,73 @@ pub struct BlockDevice {
     read_only: bool,
     max_request_pages: usize,
     irq: Option<arch::DeviceIrq>,
+    /// Where it is on the bus (to reset it, [`BlockDevice::retire`]).
+    function: virtio_drivers::transport::pci::bus::DeviceFunction,
     /// Completions are announced by interrupt (else waiters poll).
     interrupts: AtomicBool,
     queue: IrqSpinLock<Queue>,
     /// Tasks waiting for a free slot or free descriptors.
     room: WaitQueue,
+    /// The request timeout in milliseconds (module doc).
+    timeout_ms: AtomicU64,
+    /// Device errors so far, and the console's account of them.
+    errors: ErrorLog,
+}
+
+/// A disk's device errors and what the console was told of them (module
+/// doc, "Device errors on the console"). Atomics: errors are noted from
+/// any task, with no lock held.
+struct ErrorLog {
+    count: AtomicU64,
+    /// `count` at the last line printed.
+    reported: AtomicU64,
+    /// The tick of the last line printed.
+    last_report: AtomicU64,
+}
+
+impl ErrorLog {
+    const fn new() -> Self {
+        ErrorLog { count: AtomicU64::new(0), reported: AtomicU64::new(0), last_report: AtomicU64::new(0) }
+    }
+
+    /// Counts `e` and prints what is due: the first error whole, then at
+    /// most one line per [`ERROR_REPORT_INTERVAL_MS`] with the count since
+    /// the last line and the latest error.
+    fn note(&self, disk: &str, e: &IoError) {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = sched::ticks();
+        if n == 1 {
+            self.reported.store(1, Ordering::Relaxed);
+            self.last_report.store(now, Ordering::Relaxed);
+            println!("blk: {disk}: device error: {e} (the first on this disk; later ones are counted)");
+            return;
+        }
+        let last = self.last_report.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < ms_to_ticks(ERROR_REPORT_INTERVAL_MS) {
+            return;
+        }
+        // One reporter per interval.
+        if self.last_report.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
+        }
+        let since = n - self.reported.swap(n, Ordering::Relaxed);
+        println!("blk: {disk}: {since} more device errors ({n} in all); the latest: {e}");
+    }
+}
+
+/// Ticks in at least `ms` milliseconds.
+fn ms_to_ticks(ms: u64) -> u64 {
+    (ms * sched::TICK_HZ as u64).div_ceil(1000)
+}
+
+/// Called once a disk is retired (module doc).
+static RETIRE_HOOK: spin::Once<fn(&BlockDevice)> = spin::Once::new();
+
+/// Has `hook` called (in task context, no lock held) on each disk that is
+/// retired, once: for whoever keeps state on a disk (swap stops allocating
+/// on it). Set once, at boot.
+pub fn set_retire_hook(hook: fn(&BlockDevice)) {
+    RETIRE_HOOK.call_once(|| hook);
 }
 
 impl BlockDevice {
@@ -383,6 +523,27 @@ impl BlockDevice {
     /// True when completions come by interrupt (false: polled).
     pub fn uses_interrupts(&self) -> bool {
         self.interrupts.load(Ordering::Acquire)
+    }
+
+    /// The request timeout (module doc).
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets the request timeout (at least one tick) for requests submitted
+    /// from now on.
+    pub fn set_timeout_ms(&self, ms: u64) {
+        self.timeout_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Why the disk is out of service, if it is (module doc).
+    pub fn retired(&self) -> Option<Retirement> {
+        self.queue.lock().retired
+    }
+
+    /// Device errors so far ([`IoError::is_device_error`]).
+    pub fn nr_device_errors(&self) -> u64 {
+        self.errors.count.load(Ordering::Relaxed)
     }
 
     /// Reads disk pages `first_page..first_page + nr_pages` into the
@@ -441,7 +602,12 @@ impl BlockDevice {
         while done < nr_pages {
             let n = (nr_pages - done).min(self.max_request_pages);
             let pa = PhysAddr::new(frame.as_u64() + done as u64 * PAGE_SIZE);
-            self.request(op, first_page + done as u64, pa, n)?;
+            if let Err(e) = self.request(op, first_page + done as u64, pa, n) {
+                if e.is_device_error() {
+                    self.errors.note(disk, &e);
+                }
+                return Err(e);
+            }
             done += n;
         }
         Ok(())
@@ -456,17 +622,19 @@ impl BlockDevice {
         let me = sched::current_task();
         let submitted = self.room.wait_for(|| {
             let mut q = self.queue.lock();
-            if q.broken {
-                return Some(Err(IoError::Broken { disk }));
+            if let Some(why) = q.retired {
+                return Some(Err(IoError::OutOfService { disk, why }));
             }
             let slot = q.slots.iter().position(|s| matches!(s, Slot::Free))?;
             // SAFETY: the frames are RAM in the direct map (checked by
             // `transfer`), owned by our caller until we return, and we
-            // return only after the request is reaped.
+            // return only after the request is reaped, or after the device
+            // was reset (`retire`).
             match unsafe { q.submit(slot, op, page * SECTORS_PER_PAGE, data, len) } {
                 Ok(token) => {
                     let waiter = interrupts.then(|| me.clone());
-                    q.slots[slot] = Slot::InFlight { token, op, data, len, waiter };
+                    let deadline = sched::ticks() + ms_to_ticks(self.timeout_ms()) + 1;
+                    q.slots[slot] = Slot::InFlight { token, op, data, len, waiter, deadline };
                     Some(Ok(slot))
                 }
                 // No free descriptor: wait for room.
@@ -480,12 +648,19 @@ impl BlockDevice {
             let mut wake = WakeList::new();
             let mut q = self.queue.lock();
             let reaped = q.reap(&mut wake);
+            let retired = q.retired;
+            let mut late = false;
             let result = match &mut q.slots[slot] {
-                Slot::Done(r) => Some(*r),
-                Slot::InFlight { waiter, .. } => {
+                Slot::Done(r) => Some(r.map_err(|e| device_error(disk, op, page, nr_pages, e))),
+                Slot::Abandoned => Some(Err(IoError::OutOfService {
+                    disk,
+                    why: retired.unwrap_or(Retirement::StrayCompletion),
+                })),
+                Slot::InFlight { waiter, deadline, .. } => {
                     if interrupts && waiter.is_none() {
                         *waiter = Some(me.clone());
                     }
+                    late = sched::ticks() > *deadline;
                     None
                 }
                 Slot::Free => unreachable!("request: our slot {slot} was freed under us"),
@@ -493,31 +668,96 @@ impl BlockDevice {
             if result.is_some() {
                 q.slots[slot] = Slot::Free;
             }
+            // Past the deadline, or the disk was retired by a stray
+            // completion (which only the waiters act on): retire it now,
+            // unless another waiter is at it (it wakes us when done).
+            let retire =
+                result.is_none() && ((late && retired.is_none()) || (retired.is_some() && !q.reset_claimed));
+            if retire {
+                q.retired = Some(retired.unwrap_or(Retirement::NoAnswer { after_ms: self.timeout_ms() }));
+                q.reset_claimed = true;
+            }
             drop(q);
             wake.unpark_all();
             if reaped || result.is_some() {
                 self.room.wake_all();
             }
+            if retire {
+                let why = self.retire(slot);
+                return Err(match why {
+                    Retirement::NoAnswer { after_ms } => {
+                        IoError::TimedOut { disk, op, first_page: page, nr_pages, after_ms }
+                    }
+                    why => IoError::OutOfService { disk, why },
+                });
+            }
             match result {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(virtio_drivers::Error::WrongToken)) if self.queue.lock().broken => {
-                    return Err(IoError::Broken { disk })
-                }
-                Some(Err(e)) => return Err(device_error(disk, op, page, nr_pages, e)),
+                Some(r) => return r,
                 None if interrupts => sched::park(),
                 None => sched::yield_now(),
             }
         }
     }
 
+    /// Retires the disk (module doc), which the caller marked retired,
+    /// claiming the reset; the caller's request, in slot `mine`, is freed.
+    /// Returns why the disk was retired.
+    fn retire(&self, mine: usize) -> Retirement {
+        // Resets the device (virtio status 0) and waits until the reset is
+        // done: from then on it touches no request's frames. Through a
+        // transport of its own, dropped at once (dropping a transport
+        // resets its device): the queue's keeps its virtqueue, whose
+        // memory stays allocated as long as the disk record lives.
+        let reset = Pci::open().ok_or("no PCI host bridge").and_then(|mut pci| {
+            PciTransport::new::<KernelHal, _>(pci.root_mut(), self.function)
+                .map(drop)
+                .map_err(|_| "its virtio PCI capabilities are unusable")
+        });
+        if let Err(why) = reset {
+            // Only if the bus changed under us; the requests in flight are
+            // then abandoned without a reset.
+            println!("blk: {}: cannot reset the device: {why}", self.name);
+        }
+        let mut wake = WakeList::new();
+        let why = {
+            let mut q = self.queue.lock();
+            q.slots[mine] = Slot::Free;
+            q.wake_in_flight(&mut wake);
+            for s in q.slots.iter_mut() {
+                if matches!(s, Slot::InFlight { .. }) {
+                    *s = Slot::Abandoned;
+                }
+            }
+            q.retired.unwrap_or(Retirement::StrayCompletion)
+        };
+        wake.unpark_all();
+        self.room.wake_all();
+        println!("blk: {}: {why}: the device is reset and the disk taken out of service", self.name);
+        if let Some(hook) = RETIRE_HOOK.get() {
+            hook(self);
+        }
+        why
+    }
+
     /// Reaps completions without an interrupt (see
     /// [`reap_missed_completions`]); the lock is only tried, since a tick
     /// may land while this CPU holds it.
+    /// Wakes the waiters of requests past their deadline too, so that they
+    /// retire the disk.
     fn reap_without_interrupt(&self) {
         let mut wake = WakeList::new();
         let reaped = {
             let Some(mut q) = self.queue.try_lock() else { return };
-            q.reap(&mut wake)
+            let reaped = q.reap(&mut wake);
+            let now = sched::ticks();
+            for s in q.slots.iter() {
+                if let Slot::InFlight { waiter: Some(w), deadline, .. } = s {
+                    if now > *deadline {
+                        wake.push(w.clone());
+                    }
+                }
+            }
+            reaped
         };
         wake.unpark_all();
         if reaped {
@@ -572,8 +812,9 @@ pub fn disk_by_serial(serial: &str) -> Option<&'static BlockDevice> {
 }
 
 /// Called from the timer tick (boot CPU): reaps what the disks completed
-/// in case an interrupt was missed, so no waiter stays parked for ever.
-/// Cheap when nothing completed: one look at each used ring.
+/// in case an interrupt was missed, so no waiter stays parked for ever,
+/// and wakes the waiters of requests past their deadline (module doc).
+/// Cheap when nothing completed: one look at each used ring and slot.
 pub fn reap_missed_completions() {
     for d in disks().iter().filter(|d| d.uses_interrupts()) {
         d.reap_without_interrupt();
@@ -645,14 +886,18 @@ fn probe_one(
         read_only: dev.readonly(),
         max_request_pages,
         irq: pci.intx_irq(df),
+        function: df,
         interrupts: AtomicBool::new(false),
         queue: IrqSpinLock::new(Queue {
             dev,
             slots: [const { Slot::Free }; QUEUE_SIZE],
             headers,
-            broken: false,
+            retired: None,
+            reset_claimed: false,
         }),
         room: WaitQueue::new(),
+        timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT_MS),
+        errors: ErrorLog::new(),
     })
 }
 

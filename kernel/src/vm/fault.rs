@@ -101,8 +101,10 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
             drop(space);
             crate::vm::reclaim::NR_OOM_KILLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             sched::kill_current(format!(
-                "out of memory on a {:?} fault at {} (reclaim freed nothing)",
-                fault.access, fault.addr
+                "out of memory on a {:?} fault at {} (reclaim freed nothing: {})",
+                fault.access,
+                fault.addr,
+                crate::vm::reclaim::why_nothing_freed()
             ))
         }
     }
@@ -137,7 +139,8 @@ pub(crate) fn swap_in(
         Err(SwapInError::Stale) => return Ok(()),
         Err(SwapInError::NoMemory) => {
             crate::vm::reclaim::NR_OOM_KILLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            return Err(format!("out of memory swapping in {page} (reclaim freed nothing)"));
+            let why = crate::vm::reclaim::why_nothing_freed();
+            return Err(format!("out of memory swapping in {page} (reclaim freed nothing: {why})"));
         }
         Err(SwapInError::Io(e)) => return Err(format!("swap read error at {page} ({entry:?}): {e}")),
         Err(SwapInError::Slot(e)) => return Err(format!("{page}: {entry:?} is no slot of its area: {e}")),

@@ -229,6 +229,35 @@ pub fn shrink(nr_pages: usize) -> usize {
     counted(mm::reclaim::shrink_lru(&Reclaimer, nr_pages))
 }
 
+/// Why reclaim could free nothing, as far as the kernel can tell: for the
+/// message of a task ended out of memory. Names, in this order, failing
+/// swap writes (with the latest error), no swap, no area that takes pages
+/// (a retired disk), a full swap; else that every folio looked at was in
+/// use.
+pub fn why_nothing_freed() -> alloc::string::String {
+    use alloc::format;
+    let mut why = Vec::new();
+    let (failed, last) = swap::write_errors_in_a_row();
+    if failed > 0 {
+        why.push(match last {
+            Some(e) => format!("{failed} swap writes failed in a row, the latest: {e}"),
+            None => format!("{failed} swap writes failed in a row"),
+        });
+    }
+    let (free, total) = swap::totals();
+    if !swap::any_area() {
+        why.push("no swap area is on".into());
+    } else if swap::alloc_area().is_none() {
+        why.push("no swap area takes new pages (allocation stopped, or its disk is out of service)".into());
+    } else if free == 0 {
+        why.push(format!("swap is full ({total} slots)"));
+    }
+    if why.is_empty() {
+        why.push("every folio it looked at was in use, locked or pinned".into());
+    }
+    why.join("; ")
+}
+
 /// Reclaim for an allocation that failed: frees up to `nr_pages` pages
 /// now, in the caller's task.
 pub fn direct_reclaim(nr_pages: usize) -> usize {

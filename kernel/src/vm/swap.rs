@@ -10,6 +10,24 @@
 //! is its index in [`AREAS`]. New slots come from the first area that still
 //! allocates.
 //!
+//! ## A disk that goes away
+//!
+//! When the block driver retires a disk (a request got no answer:
+//! `crate::drivers::blk`, "A disk that stops answering"), it calls the hook
+//! [`init`] registers ([`on_disk_retired`]): every area on that disk is
+//! marked [`SwapDevice::disk_gone`] and stops allocating, so reclaim sends
+//! no more pages to it. Its pages already on disk are lost: a fault on one
+//! ends its task with the read error, as any read error does. The driver
+//! never calls into this module; the hook is the only way down-up.
+//!
+//! ## Write errors
+//!
+//! Every swap write that fails is counted ([`WRITE_ERRORS`], and
+//! [`write_errors_in_a_row`] since the last one that worked, with the
+//! latest error), so that an out-of-memory message can say why reclaim
+//! freed nothing (`crate::vm::reclaim::why_nothing_freed`); the driver
+//! reports device errors on the console itself.
+//!
 //! ## Protocol
 //!
 //! - [`AREAS`] (an [`IrqSpinLock`], a leaf) guards the table; each area is
@@ -33,7 +51,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::folio::AnonHandle;
 use mm::folio::{Folio, UnpublishedFolio};
 use mm::frame::AllocKind;
@@ -48,12 +66,20 @@ pub struct SwapDevice {
     pub area: SwapArea,
     disk: &'static BlockDevice,
     label: String,
+    /// The disk was retired ([`on_disk_retired`]); set once, never cleared.
+    disk_gone: AtomicBool,
 }
 
 impl SwapDevice {
     /// The disk's name.
     pub fn disk_name(&self) -> &str {
         self.disk.name()
+    }
+
+    /// True once the area's disk was retired (module doc): the area
+    /// allocates nothing more, and reads of what is on it fail.
+    pub fn disk_gone(&self) -> bool {
+        self.disk_gone.load(Ordering::Acquire)
     }
 }
 
@@ -68,6 +94,17 @@ pub static PSWPOUT: AtomicU64 = AtomicU64::new(0);
 pub static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// Reads that failed (the faulting task was ended).
 pub static READ_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Writes that failed since the last one that worked.
+static WRITE_ERRORS_IN_A_ROW: AtomicU64 = AtomicU64::new(0);
+/// The latest failed write's error (a leaf lock; `IoError` holds no heap).
+static LAST_WRITE_ERROR: IrqSpinLock<Option<IoError>> = IrqSpinLock::new(None);
+
+/// Swap writes that failed since the last one that worked, and the
+/// latest one's error (module doc, "Write errors").
+pub fn write_errors_in_a_row() -> (u64, Option<IoError>) {
+    let n = WRITE_ERRORS_IN_A_ROW.load(Ordering::Relaxed);
+    (n, if n > 0 { LAST_WRITE_ERROR.lock().clone() } else { None })
+}
 
 /// Why swapon refused a disk. Each says whose it is to fix: the disk's
 /// contents (a header `mkswap` did not write), the disk itself, or the
@@ -153,7 +190,12 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<SwapType, SwapOnError> {
     let slot = areas.iter().position(Option::is_none).unwrap_or(areas.len());
     let ty = SwapType::new(slot).ok_or(SwapOnError::TooManyAreas { on: slot })?;
     let label = String::from_utf8_lossy(header.label_bytes()).into_owned();
-    let dev = Arc::new(SwapDevice { area: SwapArea::new(ty, &header), disk, label });
+    let dev = Arc::new(SwapDevice {
+        area: SwapArea::new(ty, &header),
+        disk,
+        label,
+        disk_gone: AtomicBool::new(false),
+    });
     if slot == areas.len() {
         areas.push(Some(dev.clone()));
     } else {
@@ -193,10 +235,30 @@ pub fn swapoff(ty: SwapType) -> Result<(), SwapOffError> {
 /// Turns swap on for every disk whose header is valid (module doc).
 pub fn init() {
     AREAS.lock().reserve(mm::pgtable::format::MAX_SWAP_TYPES as usize);
+    crate::drivers::blk::set_retire_hook(on_disk_retired);
     for disk in crate::drivers::blk::disks() {
         if let Err(e) = swapon(disk) {
             crate::println!("swap: swapon {}: {e}", disk.name());
         }
+    }
+}
+
+/// The block driver's retire hook (module doc): every area on `disk`
+/// stops allocating for good. Task context, no lock held.
+fn on_disk_retired(disk: &BlockDevice) {
+    for i in 0..mm::pgtable::format::MAX_SWAP_TYPES as usize {
+        let Some(dev) = SwapType::new(i).and_then(area) else { continue };
+        if !core::ptr::eq(dev.disk, disk) || dev.disk_gone.swap(true, Ordering::AcqRel) {
+            continue;
+        }
+        dev.area.stop_alloc();
+        crate::println!(
+            "swap: area type {} on {}: the disk is out of service; no new pages go to it, and the {} pages \
+             on it are lost to whoever needs them",
+            dev.area.ty(),
+            disk.name(),
+            dev.area.nr_used()
+        );
     }
 }
 
@@ -210,7 +272,7 @@ pub fn area(ty: SwapType) -> Option<Arc<SwapDevice>> {
 pub fn alloc_area() -> Option<Arc<SwapDevice>> {
     let areas = AREAS.lock();
     let preferred = PREFERRED.load(Ordering::Relaxed);
-    let first = |d: &&Arc<SwapDevice>| !d.area.alloc_stopped();
+    let first = |d: &&Arc<SwapDevice>| !d.disk_gone() && !d.area.alloc_stopped();
     areas
         .get(preferred as usize)
         .and_then(Option::as_ref)
@@ -323,10 +385,17 @@ impl SwapBackend for Io<'_> {
     }
     fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), IoError> {
         let r = self.0.disk.write_pages(first.offset(), frame, nr);
-        match r {
-            Ok(()) => PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed),
-            Err(_) => WRITE_ERRORS.fetch_add(1, Ordering::Relaxed),
-        };
+        match &r {
+            Ok(()) => {
+                PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed);
+                WRITE_ERRORS_IN_A_ROW.store(0, Ordering::Relaxed);
+            }
+            Err(e) => {
+                WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
+                *LAST_WRITE_ERROR.lock() = Some(e.clone());
+                WRITE_ERRORS_IN_A_ROW.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         r
     }
     fn relax(&self) {
