@@ -32,6 +32,25 @@
 //! ([`FaultPlan::serial`]). Checked with QEMU 7.2 (`qemu-io` and the guest
 //! tests). The drive reports errors to the guest (`werror=report,
 //! rerror=report`) rather than stopping the VM.
+//!
+//! ## The stalling disk
+//!
+//! A disk that stops answering: a blank scratch image of
+//! [`STALLING_DISK_PAGES`] pages (serial [`STALLING_SERIAL`]) whose QEMU
+//! drive is throttled to one byte a second with a burst of
+//! [`STALLING_DISK_BURST`] bytes (`throttling.bps-total=1,
+//! throttling.bps-total-max=...`). QEMU's throttle lets a request through
+//! while the bytes it let through so far are within the burst, and makes
+//! the next one wait until they have drained at one byte a second: about an
+//! hour for a 4 KiB page. So the disk answers its first few requests and
+//! then none within any test's lifetime: QEMU's own 512-byte look at
+//! page 0 when it attaches the disk, the kernel's look for a swap header at
+//! boot (the image is blank: no swap), then as much as fits in the rest of
+//! the burst (a test's header write and its swapon's read, and a page or
+//! two). A reset of the device (virtio status 0) drains the throttled
+//! requests: QEMU completes them before the reset returns, which is how the
+//! kernel gets a stalled request's buffers back (`drivers::blk` in the
+//! kernel, "A disk that stops answering"). Checked with QEMU 7.2.
 
 use std::fmt;
 use std::ops::Range;
@@ -50,6 +69,13 @@ pub const PAGE_BYTES: u64 = 4096;
 pub const SECTORS_PER_PAGE: u64 = PAGE_BYTES / 512;
 /// Size of the faulty disk: 8 MiB.
 pub const FAULTY_DISK_PAGES: u64 = 2048;
+/// The serial of the stalling disk (module doc).
+pub const STALLING_SERIAL: &str = "stalling";
+/// Size of the stalling disk: 1 MiB.
+pub const STALLING_DISK_PAGES: u64 = 256;
+/// Bytes the stalling disk answers before it stops (module doc): QEMU's
+/// 512 and three pages, and most of a fourth.
+pub const STALLING_DISK_BURST: u64 = 16 * 1024;
 /// virtio-blk serials are at most 20 bytes.
 const MAX_SERIAL: usize = 20;
 
@@ -60,6 +86,9 @@ pub enum Backing {
     Raw(PathBuf),
     /// A raw image behind `blkdebug` with the rules in `config`.
     Blkdebug { config: PathBuf, image: PathBuf },
+    /// A raw image whose drive stops answering after [`STALLING_DISK_BURST`]
+    /// bytes (module doc, "The stalling disk").
+    Stalling(PathBuf),
 }
 
 /// One virtio-blk disk of the guest.
@@ -78,6 +107,12 @@ impl VirtioDisk {
         let path = |p: &PathBuf| escape_option_value(&p.to_string_lossy());
         let drive = match &self.backing {
             Backing::Raw(image) => format!("file={},if=none,format=raw,id={}", path(image), self.id),
+            Backing::Stalling(image) => format!(
+                "file={},if=none,format=raw,id={},throttling.bps-total=1,\
+                 throttling.bps-total-max={STALLING_DISK_BURST}",
+                path(image),
+                self.id
+            ),
             Backing::Blkdebug { config, image } => format!(
                 "if=none,id={},driver=raw,file.driver=blkdebug,file.config={},file.image.filename={},\
                  werror=report,rerror=report",
@@ -244,6 +279,21 @@ mod tests {
                  file.image.filename=/t/f.img,werror=report,rerror=report",
                 "-device",
                 "virtio-blk-pci,drive=faulty0,serial=faulty:w16-24:r32-40"
+            ]
+        );
+        let stalling = VirtioDisk {
+            id: "stall0".into(),
+            serial: STALLING_SERIAL.into(),
+            backing: Backing::Stalling("/t/s.img".into()),
+        };
+        assert_eq!(
+            stalling.qemu_args(),
+            [
+                "-drive",
+                "file=/t/s.img,if=none,format=raw,id=stall0,throttling.bps-total=1,\
+                 throttling.bps-total-max=16384",
+                "-device",
+                "virtio-blk-pci,drive=stall0,serial=stalling"
             ]
         );
     }

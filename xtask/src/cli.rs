@@ -61,10 +61,12 @@ RUN OPTIONS:
     --no-swap               attach no swap disk (same as --swap 0)
     --swap-image PATH       attach your own swap image instead (e.g. made by mkswap);
                             it is used as it is and kept
-    --faulty-disk           attach the faulty disk too: an 8 MiB scratch disk on which
+    --faulty-disk           attach the faulty disks too: an 8 MiB scratch disk on which
                             writes of pages 16..24 and reads of pages 32..40 fail
-                            with EIO (QEMU blkdebug); default for qemu test
-    --no-faulty-disk        do not attach it (qemu test)
+                            with EIO (QEMU blkdebug), and a 1 MiB disk that stops
+                            answering after its first few requests (QEMU
+                            throttling); default for qemu test
+    --no-faulty-disk        do not attach them (qemu test)
 
 QEMU TEST OPTIONS:
     --filter NAME           run the tests whose names start with NAME (several:

@@ -5,7 +5,9 @@
 //!   header code, so the two cannot disagree), or the user's image
 //!   (`--swap-image`, e.g. made by `mkswap`), attached as it is;
 //! - the faulty disk (`--faulty-disk`): a fresh scratch image behind QEMU's
-//!   `blkdebug`, with the [`FaultPlan`]'s failing pages.
+//!   `blkdebug`, with the [`FaultPlan`]'s failing pages, and with it the
+//!   stalling disk, a blank image whose drive stops answering after its
+//!   first few requests (`qemu::disk`, "The stalling disk").
 //!
 //! Fresh images are sparse files in `/dev/shm` (RAM-backed, so the host's
 //! disk adds no noise; `target/tmp` where there is no `/dev/shm`), named
@@ -17,7 +19,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use qemu::disk::{Backing, DiskSize, FaultPlan, VirtioDisk, FAULTY_DISK_PAGES, PAGE_BYTES, SWAP_SERIAL};
+use qemu::disk::{
+    Backing, DiskSize, FaultPlan, VirtioDisk, FAULTY_DISK_PAGES, PAGE_BYTES, STALLING_DISK_PAGES,
+    STALLING_SERIAL, SWAP_SERIAL,
+};
 
 use crate::error::Error;
 
@@ -118,7 +123,8 @@ pub fn check_swap_image(path: &Path) -> Result<(), Error> {
 }
 
 /// Makes the disks of a run in `dir`: the swap disk of `swap` first, then
-/// the faulty disk if asked (so the guest sees them in that PCI order).
+/// the faulty disk and the stalling disk if asked (so the guest sees them
+/// in that PCI order).
 pub fn prepare(dir: &Path, swap: &SwapChoice, faulty: bool) -> Result<DiskSet, Error> {
     let mut set = DiskSet::default();
     if (matches!(swap, SwapChoice::Fresh(_)) || faulty) && !dir.is_dir() {
@@ -172,6 +178,21 @@ pub fn prepare(dir: &Path, swap: &SwapChoice, faulty: bool) -> Result<DiskSet, E
             serial: plan.serial(),
             backing: Backing::Blkdebug { config, image },
         });
+        let image = fresh_path(dir, "stalling.img");
+        set.temporary.push(image.clone());
+        File::create(&image)
+            .and_then(|f| f.set_len(STALLING_DISK_PAGES * PAGE_BYTES))
+            .map_err(|e| io_error(&image, "create", e))?;
+        println!(
+            "xtask: stalling disk: {} ({} pages; stops answering after its first few requests)",
+            image.display(),
+            STALLING_DISK_PAGES
+        );
+        set.disks.push(VirtioDisk {
+            id: "stall0".into(),
+            serial: STALLING_SERIAL.into(),
+            backing: Backing::Stalling(image),
+        });
     }
     Ok(set)
 }
@@ -206,17 +227,22 @@ mod tests {
     }
 
     #[test]
-    fn the_faulty_disk_comes_with_its_blkdebug_rules() {
+    fn the_faulty_disk_comes_with_its_blkdebug_rules_and_the_stalling_disk() {
         let dir = temp_dir("faulty");
         let set = prepare(&dir, &SwapChoice::Off, true).unwrap();
-        assert_eq!(set.disks.len(), 1);
+        assert_eq!(set.disks.len(), 2);
         let Backing::Blkdebug { config, image } = &set.disks[0].backing else { panic!("{:?}", set.disks[0]) };
         assert_eq!(fs::metadata(image).unwrap().len(), FAULTY_DISK_PAGES * PAGE_BYTES);
         assert_eq!(fs::read_to_string(config).unwrap(), FaultPlan::default().blkdebug_config());
         assert_eq!(set.disks[0].serial, FaultPlan::default().serial());
-        let (config, image) = (config.clone(), image.clone());
+        let Backing::Stalling(stalling) = &set.disks[1].backing else { panic!("{:?}", set.disks[1]) };
+        assert_eq!(set.disks[1].serial, STALLING_SERIAL);
+        let blank = fs::read(stalling).unwrap();
+        assert_eq!(blank.len() as u64, STALLING_DISK_PAGES * PAGE_BYTES);
+        assert!(blank.iter().all(|&b| b == 0), "no swap header: the kernel must not swap to it at boot");
+        let (config, image, stalling) = (config.clone(), image.clone(), stalling.clone());
         drop(set);
-        assert!(!config.exists() && !image.exists());
+        assert!(!config.exists() && !image.exists() && !stalling.exists());
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -229,7 +255,7 @@ mod tests {
         let mine = dir.join("mine.img");
         write_swap_image(&mine, "64K".parse().unwrap()).unwrap();
         let set = prepare(&dir, &SwapChoice::Image(mine.clone()), true).unwrap();
-        assert_eq!(set.disks.len(), 2, "swap disk first, then the faulty disk");
+        assert_eq!(set.disks.len(), 3, "swap disk first, then the faulty and the stalling disk");
         assert_eq!(set.disks[0].backing, Backing::Raw(mine.clone()));
         drop(set);
         assert!(mine.exists(), "xtask removed the user's image");

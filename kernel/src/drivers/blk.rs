@@ -58,8 +58,9 @@
 //! flight past the deadline *retires* the disk: it marks it retired (no
 //! request is sent any more), resets the device (virtio status 0: the
 //! device finishes or abandons every request before the reset completes,
-//! so no frame is touched after it), marks every other request in flight
-//! abandoned and wakes its waiter, and calls the retire hook
+//! so no frame is touched after it), reaps what the device finished as it
+//! reset, marks every other request in flight abandoned and wakes its
+//! waiter, and calls the retire hook
 //! ([`set_retire_hook`]: the swap code stops allocating on the disk; a
 //! hook, so that this driver calls nothing above it). The request that
 //! timed out fails with [`IoError::TimedOut`], the abandoned ones and every
@@ -281,6 +282,9 @@ struct Queue {
     retired: Option<Retirement>,
     /// A waiter has taken on the device's reset ([`BlockDevice::retire`]).
     reset_claimed: bool,
+    /// The reset is done: what the used ring holds now is all the device
+    /// will ever give back, and may be reaped.
+    reset_done: bool,
 }
 
 /// Tasks to unpark once the queue lock is dropped (no heap: the interrupt
@@ -352,12 +356,14 @@ impl Queue {
     /// ring entries were given back.
     fn reap(&mut self, wake: &mut WakeList) -> bool {
         let mut reaped = false;
-        while self.retired.is_none() {
+        while self.retired.is_none() || self.reset_done {
             let Some(token) = self.dev.peek_used() else { break };
             let Some(slot) =
                 self.slots.iter().position(|s| matches!(s, Slot::InFlight { token: t, .. } if *t == token))
             else {
-                self.stray_completion(wake);
+                if self.retired.is_none() {
+                    self.stray_completion(wake);
+                }
                 break;
             };
             let Slot::InFlight { op, data, len, waiter, .. } =
@@ -721,6 +727,11 @@ impl BlockDevice {
         let mut wake = WakeList::new();
         let why = {
             let mut q = self.queue.lock();
+            // A device finishes what it had in flight as it resets (QEMU
+            // does): reap it, so that those requests end as they did and
+            // their descriptors go back. What is left is abandoned.
+            q.reset_done = true;
+            q.reap(&mut wake);
             q.slots[mine] = Slot::Free;
             q.wake_in_flight(&mut wake);
             for s in q.slots.iter_mut() {
@@ -894,6 +905,7 @@ fn probe_one(
             headers,
             retired: None,
             reset_claimed: false,
+            reset_done: false,
         }),
         room: WaitQueue::new(),
         timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT_MS),

@@ -137,6 +137,22 @@ pub(crate) fn scratch_disk() -> Result<&'static BlockDevice, String> {
     })
 }
 
+/// The id xtask gives the stalling disk: a blank disk whose QEMU drive
+/// stops answering after its first few requests (`qemu::disk` on the
+/// host, "The stalling disk").
+pub const STALLING_SERIAL: &str = "stalling";
+
+/// The stalling disk.
+pub(crate) fn stalling_disk() -> Result<&'static BlockDevice, String> {
+    disks().iter().find(|d| d.serial() == STALLING_SERIAL).ok_or_else(|| {
+        format!(
+            "no stalling disk (serial `{STALLING_SERIAL}`) among {} disks: `cargo xtask qemu test` \
+             attaches one with the faulty disk unless --no-faulty-disk is given",
+            disks().len()
+        )
+    })
+}
+
 /// The page ranges of the faulty disk that fail writes and reads, from its
 /// serial (see [`FAULTY_SERIAL_PREFIX`]).
 pub(crate) fn faulty_ranges(serial: &str) -> Option<(core::ops::Range<u64>, core::ops::Range<u64>)> {

@@ -20,7 +20,7 @@ use mm::gup::Hold;
 use mm::vma::VmaProt;
 use mm::VirtAddr;
 
-pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, bad_headers_are_refused, pageout_4k_pages_and_back, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, fill_more_than_ram];
+pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, failed_writes_are_counted_and_named, a_disk_that_stops_answering_is_retired, bad_headers_are_refused, pageout_4k_pages_and_back, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, fill_more_than_ram];
 
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
 
@@ -692,6 +692,170 @@ fn io_errors_keep_data_and_end_only_the_reader(_: &TestEnv<'_>) -> Result<(), St
     prefer(None);
     let off = swapoff(ty).map_err(String::from);
     result.and(off)
+}
+
+/// A swap area whose every slot fails its write (the faulty disk's
+/// write-failing pages, the others listed as bad): each failed write is a
+/// device error of the disk, counted, and what an out-of-memory message
+/// gives as the reason reclaim freed nothing names them, with the error.
+fn failed_writes_are_counted_and_named(_: &TestEnv<'_>) -> Result<(), String> {
+    let disk = crate::tests::kit::scratch_disk()?;
+    let (bad_write, _) =
+        crate::tests::kit::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
+    // Slots 1..bad_write.start are bad: only the failing ones are left.
+    let bad: Vec<u32> = (1..bad_write.start as u32).collect();
+    let header = mm::swap::header::format(bad_write.end, &bad, b"failing").map_err(|e| format!("{e}"))?;
+    write_header(disk, &header)?;
+    let ty = swapon(disk)?;
+    prefer(Some(ty));
+    let result = failing_writes_on(disk, bad_write.end - bad_write.start);
+    prefer(None);
+    let off = swapoff(ty).map_err(String::from);
+    result.and(off)
+}
+
+fn failing_writes_on(disk: &'static BlockDevice, pages: u64) -> Result<(), String> {
+    let space = AddressSpace::new()?;
+    let base = space.mmap(pages * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), pages * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..pages, 0x47)?;
+    let errors0 = disk.nr_device_errors();
+    pageout(&space, base, pages * 4096)?;
+    let errors = disk.nr_device_errors() - errors0;
+    let (in_a_row, last) = write_errors_in_a_row();
+    if errors < pages || in_a_row < pages {
+        return Err(format!(
+            "{pages} writes to failing slots: {errors} device errors on {}, {in_a_row} failed writes in a row",
+            disk.name()
+        ));
+    }
+    if !matches!(last, Some(crate::drivers::blk::IoError::Device { .. })) {
+        return Err(format!("the latest write error is {last:?}, not the device's"));
+    }
+    let why = crate::vm::reclaim::why_nothing_freed();
+    if !why.contains(&format!("{in_a_row} swap writes failed in a row")) || !why.contains(disk.name()) {
+        return Err(format!("why reclaim freed nothing does not name the {in_a_row} failed writes: {why}"));
+    }
+    // The data stayed in memory.
+    check_pattern(&space, base, 0..pages, 0x47)??;
+    space.munmap(VirtAddr::new(base), pages * 4096).map_err(|e| format!("munmap: {e:?}"))
+}
+
+/// The stalling disk as a swap area: its write that gets no answer fails
+/// with a timeout within the disk's timeout, the disk is retired and the
+/// area with it (no new slots), swap goes on on the other area, a task
+/// reading another disk meanwhile goes on as if nothing happened, pages
+/// that reached the dead disk end only the task that touches them, every
+/// other page comes back, and a retired disk fails at once.
+fn a_disk_that_stops_answering_is_retired(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    let disk = crate::tests::kit::stalling_disk()?;
+    if let Some(why) = disk.retired() {
+        return Err(format!("{} is retired already ({why}): this test runs once per boot", disk.name()));
+    }
+    disk.set_timeout_ms(STALL_TIMEOUT_MS);
+    let header =
+        mm::swap::header::format(disk.capacity_pages(), &[], b"stalling").map_err(|e| format!("{e}"))?;
+    write_header(disk, &header)?;
+    let ty = swapon(disk)?;
+    prefer(Some(ty));
+    let result = stall_on(disk, ty);
+    prefer(None);
+    let off = swapoff(ty).map_err(String::from);
+    result.and(off)
+}
+
+/// The stalling disk's request timeout in [`a_disk_that_stops_answering_is_retired`].
+const STALL_TIMEOUT_MS: u64 = 1000;
+
+fn stall_on(disk: &'static BlockDevice, ty: SwapType) -> Result<(), String> {
+    use crate::drivers::blk::{IoError, Retirement};
+    use core::sync::atomic::AtomicBool;
+    const PAGES: u64 = 16;
+    let ms = |ticks: u64| ticks * 1000 / sched::TICK_HZ as u64;
+    let space = AddressSpace::new()?;
+    let base = space.mmap(PAGES * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..PAGES, 0x57)?;
+    // Meanwhile a task reads a healthy page of another disk, again and again.
+    let other = crate::tests::kit::scratch_disk()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, reads) = (stop.clone(), reads.clone());
+        sched::spawn("other-disk", move || -> Result<(), String> {
+            let frame = memory::alloc_frames(0).map_err(|e| format!("no frame: {e:?}"))?;
+            let mut r = Ok(());
+            while r.is_ok() && !stop.load(Ordering::Relaxed) {
+                r = other.read_pages(0, frame, 1).map_err(|e| format!("{e}"));
+                reads.fetch_add(1, Ordering::Relaxed);
+                sched::sleep_ms(5);
+            }
+            memory::free_frames(frame, 0);
+            r
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?
+    };
+    let out0 = PSWPOUT.load(Ordering::Relaxed);
+    let (t0, reads0) = (sched::ticks(), reads.load(Ordering::Relaxed));
+    let paged = pageout(&space, base, PAGES * 4096);
+    let (took, reads_during) = (ms(sched::ticks() - t0), reads.load(Ordering::Relaxed) - reads0);
+    stop.store(true, Ordering::Relaxed);
+    reader.join().map_err(|e| format!("the task reading {} meanwhile: {e}", other.name()))?;
+    paged?;
+    let written = PSWPOUT.load(Ordering::Relaxed) - out0;
+    match disk.retired() {
+        Some(Retirement::NoAnswer { after_ms }) if after_ms == STALL_TIMEOUT_MS => {}
+        other => return Err(format!("after a pageout of {took} ms, {} is retired: {other:?}", disk.name())),
+    }
+    // The stalled write waited for its timeout, and not much longer (TCG on
+    // a loaded host is slow: a generous bound).
+    if took + 10 < STALL_TIMEOUT_MS || took > STALL_TIMEOUT_MS + 8000 {
+        return Err(format!(
+            "the pageout with a stalled write took {took} ms (timeout {STALL_TIMEOUT_MS} ms)"
+        ));
+    }
+    if reads_during < 2 {
+        return Err(format!("{} reads of {} in the {took} ms of the stall", reads_during, other.name()));
+    }
+    let dev = area(ty).ok_or("the area went away")?;
+    if !dev.disk_gone() || !dev.area.alloc_stopped() || alloc_area().is_some_and(|a| a.area.ty() == ty) {
+        return Err(String::from("the area on the retired disk still allocates"));
+    }
+    drop(dev);
+    if disk.nr_device_errors() == 0 {
+        return Err(String::from("the timeout was not counted as a device error"));
+    }
+    // Swap went on on the other area: at most the few pages the stalling
+    // disk took before it stopped, and the one that timed out, did not go.
+    if written + 4 < PAGES {
+        return Err(format!("only {written} of {PAGES} pages were written after the stall"));
+    }
+    // Each page in a task of its own: those that reached the dead disk end
+    // their reader with a read error; every other one reads back right.
+    let mut lost = 0;
+    for p in 0..PAGES {
+        match check_pattern(&space, base, p..p + 1, 0x57) {
+            Ok(r) => r?,
+            Err(why) if why.contains("swap read error") && why.contains("out of service") => lost += 1,
+            Err(why) => return Err(format!("page {p}: {why}")),
+        }
+    }
+    if lost > 3 {
+        return Err(format!("{lost} pages were lost on a disk that answers at most 3 requests"));
+    }
+    // A request to the retired disk fails at once.
+    let frame = memory::alloc_frames(0).map_err(|e| format!("no frame: {e:?}"))?;
+    let t1 = sched::ticks();
+    let r = disk.read_pages(1, frame, 1);
+    memory::free_frames(frame, 0);
+    match r {
+        Err(IoError::OutOfService { .. }) if ms(sched::ticks() - t1) < STALL_TIMEOUT_MS => {}
+        other => {
+            return Err(format!("a read of the retired disk: {other:?} after {} ms", ms(sched::ticks() - t1)))
+        }
+    }
+    space.munmap(VirtAddr::new(base), PAGES * 4096).map_err(|e| format!("munmap: {e:?}"))
 }
 
 fn io_errors_on(bad_write: core::ops::Range<u64>, bad_read: core::ops::Range<u64>) -> Result<(), String> {
