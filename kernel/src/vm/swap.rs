@@ -253,8 +253,8 @@ fn on_disk_retired(disk: &BlockDevice) {
         }
         dev.area.stop_alloc();
         crate::println!(
-            "swap: area type {} on {}: the disk is out of service; no new pages go to it, and the {} pages \
-             on it are lost to whoever needs them",
+            "swap: area type {} on {}: the disk is out of service; no new pages go to it ({} slots in use: \
+             a page only the disk holds is lost to whoever needs it)",
             dev.area.ty(),
             disk.name(),
             dev.area.nr_used()
