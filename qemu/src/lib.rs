@@ -19,7 +19,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`config`] | architectures, accelerators, firmware, memory sizes: what a run is asked for |
-//! | [`disk`] | virtio-blk disks: swap images, the faulty blkdebug disk, their QEMU arguments |
+//! | [`disk`] | virtio-blk disks: swap images, the faulty blkdebug disk, the stalling disk, their QEMU arguments |
 //! | [`machine`] | one machine profile per arch and firmware, and the QEMU command line it makes |
 //! | [`runner`] | starting QEMU, echoing the console, the time limit |
 //! | [`protocol`] | the serial protocol: test lines, summaries, `BENCH` lines, panics |

@@ -12,7 +12,8 @@
 //! - in-guest tests (`qemu test`) on x86_64 and AArch64, each with 1 CPU
 //!   and with [`SMP_CPUS`] CPUs (the races the kernel guards against need
 //!   several CPUs; one CPU checks that nothing depends on there being more),
-//!   with a swap disk and the faulty disk attached, as `qemu test` does;
+//!   with a swap disk and the faulty and stalling disks attached, as
+//!   `qemu test` does;
 //! - boot smoke checks on x86_64 BIOS, x86_64 UEFI and AArch64 (with a swap
 //!   disk, as `qemu boot`): the boot passes and the kernel echoes the marker
 //!   argument `smoke=1`;
@@ -206,8 +207,8 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
         Step::HostTests => cargo_all(builder, &host_test_commands()),
         Step::Lints => cargo_all(builder, &lint_commands()),
         Step::QemuTest(arch, smp) => {
-            // As `qemu test`: a swap disk and the faulty disk, whose
-            // injected errors the blk tests check.
+            // As `qemu test`: a swap disk and the faulty disks, whose
+            // injected errors and stall the blk and swap tests check.
             let args = TestArgs {
                 run: RunArgs {
                     smp: *smp,
