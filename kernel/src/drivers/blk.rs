@@ -469,7 +469,7 @@ impl ErrorLog {
         if n == 1 {
             self.reported.store(1, Ordering::Relaxed);
             self.last_report.store(now, Ordering::Relaxed);
-            println!("blk: {disk}: device error: {e} (the first on this disk; later ones are counted)");
+            println!("blk: device error: {e} (the first on {disk}; later ones are counted)");
             return;
         }
         let last = self.last_report.load(Ordering::Relaxed);
@@ -481,7 +481,7 @@ impl ErrorLog {
             return;
         }
         let since = n - self.reported.swap(n, Ordering::Relaxed);
-        println!("blk: {disk}: {since} more device errors ({n} in all); the latest: {e}");
+        println!("blk: {since} more device errors on {disk} ({n} in all); the latest: {e}");
     }
 }
 
