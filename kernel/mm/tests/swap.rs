@@ -433,14 +433,18 @@ fn a_changed_run_falls_back_to_small_reads<F: HardwareWalker>() {
     w.finish();
 }
 
-/// A failed read of a whole run ends only the access, and leaves every
-/// entry, slot count and frame as it was; the next access reads it whole.
-fn a_failed_large_read_leaves_everything_as_it_was<F: HardwareWalker>() {
+/// A failed read of a whole run is followed by the read of the faulting
+/// page alone; when that fails too, the access ends with the error and
+/// every entry, slot count and frame is as it was; the next access reads
+/// the run whole again. When only the large read fails, the page comes
+/// back alone and its neighbours after it, 4 KiB at a time.
+fn a_failed_large_read_falls_back_to_small_reads<F: HardwareWalker>() {
     let _shared = shared();
     let mut w = world::<F>();
     let first = thp_out_and_freed(&mut w, AREA, 1);
     let (free, stats) = (w.nr_free(), w.stats(0));
-    w.frames.fail_next_reads(1);
+    // Both reads fail: the large one and the 4 KiB one after it.
+    w.frames.fail_next_reads(2);
     let p = AREA + 100 * PAGE;
     let err = w.access(0, p, HwAccess::USER_WRITE).unwrap_err();
     assert!(matches!(err, Ev::SwapIn(Err(SwapInError::Io(ref m))) if m.contains("injected")), "{err:?}");
@@ -457,6 +461,55 @@ fn a_failed_large_read_leaves_everything_as_it_was<F: HardwareWalker>() {
     for q in pages(AREA, HPAGE_NR as u64) {
         w.expect_page(0, q, 1);
     }
+    // Out again; only the large read fails now: the faulting page comes
+    // back alone, in the second (4 KiB) read.
+    for q in pages(AREA, HPAGE_NR as u64) {
+        w.write_page(0, q, 2);
+    }
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(512));
+    let (first, _) = w.swap_pte(0, AREA).unwrap();
+    w.frames.fail_next_reads(1);
+    let calls = w.frames.nr_read_calls();
+    assert_eq!(w.expect_page(0, p, 2), [needs(p, nth_entry(first, 100)), swapped_in(1, true, true)]);
+    assert_eq!(w.frames.nr_read_calls(), calls + 1, "the 4 KiB read after the failed large one");
+    assert_eq!(w.folio_at(0, p).order(), 0);
+    for q in pages(AREA, HPAGE_NR as u64) {
+        w.expect_page(0, q, 2);
+    }
+    w.check();
+    w.finish();
+}
+
+/// One unreadable page (a bad sector) in an intact run: every other page
+/// of the run comes back (4 KiB at a time, after the large read fails),
+/// and only an access to the bad page gets the error, which leaves its
+/// entry, count and data as they were.
+fn one_bad_page_in_a_run_costs_only_its_owner<F: HardwareWalker>() {
+    let _shared = shared();
+    let mut w = world::<F>();
+    let first = thp_out_and_freed(&mut w, AREA, 1);
+    const BAD: usize = 200;
+    let bad = nth_entry(first, BAD);
+    w.frames.make_unreadable(bad.offset());
+    let bad_at = AREA + BAD as u64 * PAGE;
+    for (i, q) in pages(AREA, HPAGE_NR as u64).enumerate() {
+        if i == BAD {
+            continue;
+        }
+        let events = w.expect_page(0, q, 1);
+        assert_eq!(events, [needs(q, nth_entry(first, i)), swapped_in(1, true, true)], "page {i}");
+    }
+    for _ in 0..2 {
+        let err = w.access(0, bad_at, HwAccess::USER_READ).unwrap_err();
+        assert!(
+            matches!(err, Ev::SwapIn(Err(SwapInError::Io(ref m))) if m.contains("unreadable")),
+            "{err:?}"
+        );
+        assert_eq!(w.swap_pte(0, bad_at), Some((bad, true)), "the bad page's entry is still there");
+        assert_eq!((w.area().count(bad), w.area().has_cache(bad), w.area().nr_used()), (1, false, 1));
+    }
+    w.check();
+    w.munmap(0, AREA, HP);
     w.finish();
 }
 
@@ -979,7 +1032,8 @@ mm::for_both_formats!(
     a_large_cache_folio_partly_zapped_or_shared,
     a_freed_thp_comes_back_whole_in_one_read,
     a_changed_run_falls_back_to_small_reads,
-    a_failed_large_read_leaves_everything_as_it_was,
+    a_failed_large_read_falls_back_to_small_reads,
+    one_bad_page_in_a_run_costs_only_its_owner,
     swap_in_respects_the_area_rights,
     fork_after_swap_out_shares_the_entries,
     seed_004_exclusive_bit_survives_swap,
