@@ -520,6 +520,55 @@ fn even(p: u64) -> bool {
     ((p - AREA) / PAGE).is_multiple_of(2)
 }
 
+/// A fork that runs out of memory for the child's tables part-way leaves
+/// every slot count as it was once the child is torn down (a count raised
+/// for an entry the child never got would keep the slot used for ever, and
+/// swapoff of its area could never finish). Each budget of table frames
+/// stops the copy at another entry, until one is enough.
+fn fork_out_of_memory_leaks_no_swap_count<F: HardwareWalker>() {
+    let _shared = shared();
+    const BLOCKS: u64 = 4;
+    let mut w = world::<F>();
+    w.mmap(0, AREA, BLOCKS * HP, RW);
+    w.advise_thp(0, AREA, BLOCKS * HP, ThpMode::Never);
+    // One swapped-out page per 2 MiB block: each needs a PTE table of its
+    // own in the child.
+    let at: Vec<u64> = (0..BLOCKS).map(|b| AREA + b * HP + 3 * PAGE).collect();
+    for &p in &at {
+        w.write_page(0, p, 1);
+        assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
+    }
+    let entries: Vec<SwapEntry> = at.iter().map(|&p| w.swap_pte(0, p).unwrap().0).collect();
+    let used = w.area().nr_used();
+    let mut failures = 0;
+    let child = (1..64)
+        .find_map(|tables| match w.try_fork_with_tables(0, tables) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                failures += 1;
+                assert!(format!("{e:?}").contains("OutOfMemory"), "{e:?}");
+                for &e in &entries {
+                    assert_eq!(w.area().count(e), 1, "{tables} table frames: the count of {e:?}");
+                }
+                assert_eq!(w.area().nr_used(), used);
+                w.area().check().unwrap();
+                w.check();
+                None
+            }
+        })
+        .expect("fork never had enough table frames");
+    assert!(failures > BLOCKS as usize, "only {failures} budgets failed: the copy never stopped part-way");
+    for &e in &entries {
+        assert_eq!(w.area().count(e), 2);
+    }
+    for &p in &at {
+        w.expect_page(child, p, 1);
+        w.expect_page(0, p, 1);
+    }
+    w.exit(child);
+    w.finish();
+}
+
 fn fork_after_swap_out_shares_the_entries<F: HardwareWalker>() {
     let _shared = shared();
     const N: u64 = 8;
@@ -1036,6 +1085,7 @@ mm::for_both_formats!(
     one_bad_page_in_a_run_costs_only_its_owner,
     swap_in_respects_the_area_rights,
     fork_after_swap_out_shares_the_entries,
+    fork_out_of_memory_leaks_no_swap_count,
     seed_004_exclusive_bit_survives_swap,
     swap_in_rechecks_the_entry_before_mapping,
     a_stale_entry_is_refused_without_a_read,
