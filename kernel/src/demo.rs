@@ -4,7 +4,9 @@
 //! address space of its own, reads every word back, and prints how much
 //! went to swap and came back. It is sized from free memory at the moment
 //! it starts, so that the default boot (512 MiB of RAM, a 256 MiB swap
-//! disk) really swaps. The kernel argument `swap_demo=0` turns it off.
+//! disk) really swaps ([`plan`]); with a swap area too small to take the
+//! overflow it says so and is skipped, which is a clean result. The
+//! kernel argument `swap_demo=0` turns it off.
 //!
 //! The pattern ([`word`], [`write_pattern`], [`check_pattern`]) is also
 //! what the swap tests write: every word of every page differs, so a page
@@ -83,6 +85,29 @@ fn reclaim_counts() -> (u64, u64) {
     )
 }
 
+/// How many pages the demo writes with `free` frames and `free_slots` swap
+/// slots free: more than is free, by a quarter of free memory or by half of
+/// what swap has free, whichever is less. The overflow must go to swap and
+/// fit there with room to spare, for more than the overflow goes out: the
+/// frames the writer cannot have (the watermarks, its page tables, other
+/// tasks) are taken from it too, about `free / 64 + 1024` pages. A swap
+/// area with less than twice that free (a 10-page area made by `mkswap`,
+/// say) could not take it: `Err` says why the demo is skipped then.
+pub fn plan(free: u64, free_slots: u64) -> Result<u64, String> {
+    let reserve = free / 64 + 1024;
+    let room = free_slots / 2;
+    if room < reserve {
+        return Err(format!(
+            "{free_slots} swap slots free ({} MiB), too few to take the overflow of {} MiB of free memory: \
+             it needs {} MiB",
+            free_slots / 256,
+            free / 256,
+            (2 * reserve).div_ceil(256)
+        ));
+    }
+    Ok(free + (free / 4).min(room))
+}
+
 /// The boot workload (`cargo xtask qemu boot`, kernel argument
 /// `swap_demo=0` turns it off): fills a quarter more memory than is free
 /// with a pattern, reads every word back, and prints how much went to
@@ -93,13 +118,14 @@ pub fn run() -> bool {
         crate::println!("swap demo: skipped (no swap area)");
         return true;
     }
-    // More than is free, by a quarter of free memory or by half of what
-    // the swap area has free, whichever is less: the overflow must go to
-    // swap, and must fit there with room to spare (a kernel task's pages,
-    // the page tables and the watermarks take frames too).
     let free = memory::nr_free_frames();
-    let overflow = (free / 4).min(totals().0 / 2);
-    let pages = free + overflow;
+    let pages = match plan(free, totals().0) {
+        Ok(pages) => pages,
+        Err(why) => {
+            crate::println!("swap demo: skipped ({why})");
+            return true;
+        }
+    };
     let (out0, in0) = (PSWPOUT.load(Ordering::Relaxed), PSWPIN.load(Ordering::Relaxed));
     let (wake0, direct0) = reclaim_counts();
     let start = sched::ticks();

@@ -5,7 +5,8 @@
 //! Every disk is `-drive if=none,...,id=ID -device virtio-blk-pci,drive=ID,
 //! serial=SERIAL`. The guest finds its disks by serial (the kernel reads it
 //! with the virtio-blk GET_ID request): [`SWAP_SERIAL`] is the swap disk,
-//! a serial starting with [`FAULTY_SERIAL_PREFIX`] the faulty disk.
+//! a serial starting with [`FAULTY_SERIAL_PREFIX`] the faulty disk,
+//! [`READ_ONLY_SERIAL`] the read-only disk.
 //!
 //! ## The faulty disk
 //!
@@ -64,6 +65,12 @@ use crate::machine::escape_option_value;
 pub const SWAP_SERIAL: &str = "swap0";
 /// The serial prefix of the faulty disk (the ranges follow, see the module doc).
 pub const FAULTY_SERIAL_PREFIX: &str = "faulty:";
+/// The serial of the read-only disk: a small image with a valid swap
+/// header, attached read-only (`readonly=on`, so virtio-blk offers
+/// `VIRTIO_BLK_F_RO`), which swapon must refuse.
+pub const READ_ONLY_SERIAL: &str = "readonly0";
+/// Size of the read-only disk: 1 MiB.
+pub const READ_ONLY_DISK_PAGES: u64 = 256;
 /// Bytes in a disk page (the kernel's page size) and sectors in one.
 pub const PAGE_BYTES: u64 = 4096;
 pub const SECTORS_PER_PAGE: u64 = PAGE_BYTES / 512;
@@ -89,6 +96,8 @@ pub enum Backing {
     /// A raw image whose drive stops answering after [`STALLING_DISK_BURST`]
     /// bytes (module doc, "The stalling disk").
     Stalling(PathBuf),
+    /// A raw image file the guest may only read (`readonly=on`).
+    ReadOnly(PathBuf),
 }
 
 /// One virtio-blk disk of the guest.
@@ -113,6 +122,9 @@ impl VirtioDisk {
                 path(image),
                 self.id
             ),
+            Backing::ReadOnly(image) => {
+                format!("file={},if=none,format=raw,readonly=on,id={}", path(image), self.id)
+            }
             Backing::Blkdebug { config, image } => format!(
                 "if=none,id={},driver=raw,file.driver=blkdebug,file.config={},file.image.filename={},\
                  werror=report,rerror=report",
@@ -294,6 +306,20 @@ mod tests {
                  throttling.bps-total-max=16384",
                 "-device",
                 "virtio-blk-pci,drive=stall0,serial=stalling"
+            ]
+        );
+        let read_only = VirtioDisk {
+            id: "readonly0".into(),
+            serial: READ_ONLY_SERIAL.into(),
+            backing: Backing::ReadOnly("/t/ro.img".into()),
+        };
+        assert_eq!(
+            read_only.qemu_args(),
+            [
+                "-drive",
+                "file=/t/ro.img,if=none,format=raw,readonly=on,id=readonly0",
+                "-device",
+                "virtio-blk-pci,drive=readonly0,serial=readonly0"
             ]
         );
     }

@@ -63,9 +63,10 @@ RUN OPTIONS:
                             it is used as it is and kept
     --faulty-disk           attach the faulty disks too: an 8 MiB scratch disk on which
                             writes of pages 16..24 and reads of pages 32..40 fail
-                            with EIO (QEMU blkdebug), and a 1 MiB disk that stops
+                            with EIO (QEMU blkdebug); a 1 MiB disk that stops
                             answering after its first few requests (QEMU
-                            throttling); default for qemu test
+                            throttling); and a 1 MiB read-only disk with a swap
+                            header (swapon must refuse it); default for qemu test
     --no-faulty-disk        do not attach them (qemu test)
 
 QEMU TEST OPTIONS:

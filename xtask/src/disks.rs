@@ -5,9 +5,12 @@
 //!   header code, so the two cannot disagree), or the user's image
 //!   (`--swap-image`, e.g. made by `mkswap`), attached as it is;
 //! - the faulty disk (`--faulty-disk`): a fresh scratch image behind QEMU's
-//!   `blkdebug`, with the [`FaultPlan`]'s failing pages, and with it the
+//!   `blkdebug`, with the [`FaultPlan`]'s failing pages; with it the
 //!   stalling disk, a blank image whose drive stops answering after its
-//!   first few requests (`qemu::disk`, "The stalling disk").
+//!   first few requests (`qemu::disk`, "The stalling disk"); and the
+//!   read-only disk, a fresh image of [`READ_ONLY_DISK_PAGES`] pages with a
+//!   valid swap header, attached read-only, which swapon must refuse (the
+//!   in-guest test `swap::a_read_only_disk_is_refused`).
 //!
 //! Fresh images are sparse files in `/dev/shm` (RAM-backed, so the host's
 //! disk adds no noise; `target/tmp` where there is no `/dev/shm`), named
@@ -23,6 +26,7 @@ use qemu::disk::{
     Backing, DiskSize, FaultPlan, VirtioDisk, FAULTY_DISK_PAGES, PAGE_BYTES, STALLING_DISK_PAGES,
     STALLING_SERIAL, SWAP_SERIAL,
 };
+use qemu::disk::{READ_ONLY_DISK_PAGES, READ_ONLY_SERIAL};
 
 use crate::error::Error;
 
@@ -123,8 +127,8 @@ pub fn check_swap_image(path: &Path) -> Result<(), Error> {
 }
 
 /// Makes the disks of a run in `dir`: the swap disk of `swap` first, then
-/// the faulty disk and the stalling disk if asked (so the guest sees them
-/// in that PCI order).
+/// the faulty disk, the stalling disk and the read-only disk if asked (so
+/// the guest sees them in that PCI order).
 pub fn prepare(dir: &Path, swap: &SwapChoice, faulty: bool) -> Result<DiskSet, Error> {
     let mut set = DiskSet::default();
     if (matches!(swap, SwapChoice::Fresh(_)) || faulty) && !dir.is_dir() {
@@ -193,6 +197,15 @@ pub fn prepare(dir: &Path, swap: &SwapChoice, faulty: bool) -> Result<DiskSet, E
             serial: STALLING_SERIAL.into(),
             backing: Backing::Stalling(image),
         });
+        let image = fresh_path(dir, "readonly.img");
+        set.temporary.push(image.clone());
+        write_swap_image(&image, DiskSize::from_mib((READ_ONLY_DISK_PAGES * PAGE_BYTES) >> 20))?;
+        println!("xtask: read-only disk: {} (a swap header, attached read-only)", image.display());
+        set.disks.push(VirtioDisk {
+            id: "readonly0".into(),
+            serial: READ_ONLY_SERIAL.into(),
+            backing: Backing::ReadOnly(image),
+        });
     }
     Ok(set)
 }
@@ -227,10 +240,10 @@ mod tests {
     }
 
     #[test]
-    fn the_faulty_disk_comes_with_its_blkdebug_rules_and_the_stalling_disk() {
+    fn the_faulty_disk_comes_with_its_blkdebug_rules_the_stalling_and_the_read_only_disk() {
         let dir = temp_dir("faulty");
         let set = prepare(&dir, &SwapChoice::Off, true).unwrap();
-        assert_eq!(set.disks.len(), 2);
+        assert_eq!(set.disks.len(), 3, "the faulty disk, the stalling disk, then the read-only one");
         let Backing::Blkdebug { config, image } = &set.disks[0].backing else { panic!("{:?}", set.disks[0]) };
         assert_eq!(fs::metadata(image).unwrap().len(), FAULTY_DISK_PAGES * PAGE_BYTES);
         assert_eq!(fs::read_to_string(config).unwrap(), FaultPlan::default().blkdebug_config());
@@ -240,9 +253,17 @@ mod tests {
         let blank = fs::read(stalling).unwrap();
         assert_eq!(blank.len() as u64, STALLING_DISK_PAGES * PAGE_BYTES);
         assert!(blank.iter().all(|&b| b == 0), "no swap header: the kernel must not swap to it at boot");
-        let (config, image, stalling) = (config.clone(), image.clone(), stalling.clone());
+        let Backing::ReadOnly(read_only) = &set.disks[2].backing else { panic!("{:?}", set.disks[2]) };
+        assert_eq!(set.disks[2].serial, READ_ONLY_SERIAL);
+        // A header the kernel would accept: only the disk's being read-only
+        // makes swapon refuse it.
+        let bytes = fs::read(read_only).unwrap();
+        assert_eq!(bytes.len() as u64, READ_ONLY_DISK_PAGES * PAGE_BYTES);
+        mm::swap::header::parse(&bytes[..4096], READ_ONLY_DISK_PAGES).unwrap();
+        let (config, image, stalling, read_only) =
+            (config.clone(), image.clone(), stalling.clone(), read_only.clone());
         drop(set);
-        assert!(!config.exists() && !image.exists() && !stalling.exists());
+        assert!(!config.exists() && !image.exists() && !stalling.exists() && !read_only.exists());
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -255,7 +276,11 @@ mod tests {
         let mine = dir.join("mine.img");
         write_swap_image(&mine, "64K".parse().unwrap()).unwrap();
         let set = prepare(&dir, &SwapChoice::Image(mine.clone()), true).unwrap();
-        assert_eq!(set.disks.len(), 3, "swap disk first, then the faulty and the stalling disk");
+        assert_eq!(
+            set.disks.len(),
+            4,
+            "swap disk first, then the faulty, the stalling and the read-only disk"
+        );
         assert_eq!(set.disks[0].backing, Backing::Raw(mine.clone()));
         drop(set);
         assert!(mine.exists(), "xtask removed the user's image");

@@ -265,13 +265,25 @@ pub fn fork_range<F: PageTableFormat>(
     });
     // Swap entries: both sides hold the slot now, so neither is exclusive
     // (seed 004: the bit is cleared in the parent, never copied).
+    // The child's entry is written before the slot's count is raised, and
+    // taken out again if the count cannot be: a count always has its
+    // entry, so tearing down a child that fork gave up on (no memory for
+    // a table) gives back exactly the counts it took.
     for (va, level, entry, exclusive) in swapped {
-        frames.swap_dup(entry).map_err(|_| ForkError::SwapCount { va })?;
         // Replacing nothing or a non-present entry: no flush is owed.
         let (_, f) = child
             .set_nonpresent(mem, va, level, NonPresent::Swap { entry, exclusive: false })
-            .map_err(|error| ForkError::Table { va, error })?;
+            .map_err(|error| match error {
+                PgError::OutOfMemory => ForkError::OutOfMemory { va },
+                error => ForkError::Table { va, error },
+            })?;
         f.ignore();
+        if frames.swap_dup(entry).is_err() {
+            if let Ok((_, f)) = child.clear(mem, va, level) {
+                f.ignore(); // a swap entry is never cached by a TLB
+            }
+            return Err(ForkError::SwapCount { va });
+        }
         if exclusive {
             let (_, f) = parent
                 .set_nonpresent(mem, va, level, NonPresent::Swap { entry, exclusive: false })

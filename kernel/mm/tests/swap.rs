@@ -433,14 +433,18 @@ fn a_changed_run_falls_back_to_small_reads<F: HardwareWalker>() {
     w.finish();
 }
 
-/// A failed read of a whole run ends only the access, and leaves every
-/// entry, slot count and frame as it was; the next access reads it whole.
-fn a_failed_large_read_leaves_everything_as_it_was<F: HardwareWalker>() {
+/// A failed read of a whole run is followed by the read of the faulting
+/// page alone; when that fails too, the access ends with the error and
+/// every entry, slot count and frame is as it was; the next access reads
+/// the run whole again. When only the large read fails, the page comes
+/// back alone and its neighbours after it, 4 KiB at a time.
+fn a_failed_large_read_falls_back_to_small_reads<F: HardwareWalker>() {
     let _shared = shared();
     let mut w = world::<F>();
     let first = thp_out_and_freed(&mut w, AREA, 1);
     let (free, stats) = (w.nr_free(), w.stats(0));
-    w.frames.fail_next_reads(1);
+    // Both reads fail: the large one and the 4 KiB one after it.
+    w.frames.fail_next_reads(2);
     let p = AREA + 100 * PAGE;
     let err = w.access(0, p, HwAccess::USER_WRITE).unwrap_err();
     assert!(matches!(err, Ev::SwapIn(Err(SwapInError::Io(ref m))) if m.contains("injected")), "{err:?}");
@@ -457,6 +461,55 @@ fn a_failed_large_read_leaves_everything_as_it_was<F: HardwareWalker>() {
     for q in pages(AREA, HPAGE_NR as u64) {
         w.expect_page(0, q, 1);
     }
+    // Out again; only the large read fails now: the faulting page comes
+    // back alone, in the second (4 KiB) read.
+    for q in pages(AREA, HPAGE_NR as u64) {
+        w.write_page(0, q, 2);
+    }
+    assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(512));
+    let (first, _) = w.swap_pte(0, AREA).unwrap();
+    w.frames.fail_next_reads(1);
+    let calls = w.frames.nr_read_calls();
+    assert_eq!(w.expect_page(0, p, 2), [needs(p, nth_entry(first, 100)), swapped_in(1, true, true)]);
+    assert_eq!(w.frames.nr_read_calls(), calls + 1, "the 4 KiB read after the failed large one");
+    assert_eq!(w.folio_at(0, p).order(), 0);
+    for q in pages(AREA, HPAGE_NR as u64) {
+        w.expect_page(0, q, 2);
+    }
+    w.check();
+    w.finish();
+}
+
+/// One unreadable page (a bad sector) in an intact run: every other page
+/// of the run comes back (4 KiB at a time, after the large read fails),
+/// and only an access to the bad page gets the error, which leaves its
+/// entry, count and data as they were.
+fn one_bad_page_in_a_run_costs_only_its_owner<F: HardwareWalker>() {
+    let _shared = shared();
+    let mut w = world::<F>();
+    let first = thp_out_and_freed(&mut w, AREA, 1);
+    const BAD: usize = 200;
+    let bad = nth_entry(first, BAD);
+    w.frames.make_unreadable(bad.offset());
+    let bad_at = AREA + BAD as u64 * PAGE;
+    for (i, q) in pages(AREA, HPAGE_NR as u64).enumerate() {
+        if i == BAD {
+            continue;
+        }
+        let events = w.expect_page(0, q, 1);
+        assert_eq!(events, [needs(q, nth_entry(first, i)), swapped_in(1, true, true)], "page {i}");
+    }
+    for _ in 0..2 {
+        let err = w.access(0, bad_at, HwAccess::USER_READ).unwrap_err();
+        assert!(
+            matches!(err, Ev::SwapIn(Err(SwapInError::Io(ref m))) if m.contains("unreadable")),
+            "{err:?}"
+        );
+        assert_eq!(w.swap_pte(0, bad_at), Some((bad, true)), "the bad page's entry is still there");
+        assert_eq!((w.area().count(bad), w.area().has_cache(bad), w.area().nr_used()), (1, false, 1));
+    }
+    w.check();
+    w.munmap(0, AREA, HP);
     w.finish();
 }
 
@@ -465,6 +518,55 @@ fn a_failed_large_read_leaves_everything_as_it_was<F: HardwareWalker>() {
 /// Whether `p` is an even page of the area (tests alternate on it).
 fn even(p: u64) -> bool {
     ((p - AREA) / PAGE).is_multiple_of(2)
+}
+
+/// A fork that runs out of memory for the child's tables part-way leaves
+/// every slot count as it was once the child is torn down (a count raised
+/// for an entry the child never got would keep the slot used for ever, and
+/// swapoff of its area could never finish). Each budget of table frames
+/// stops the copy at another entry, until one is enough.
+fn fork_out_of_memory_leaks_no_swap_count<F: HardwareWalker>() {
+    let _shared = shared();
+    const BLOCKS: u64 = 4;
+    let mut w = world::<F>();
+    w.mmap(0, AREA, BLOCKS * HP, RW);
+    w.advise_thp(0, AREA, BLOCKS * HP, ThpMode::Never);
+    // One swapped-out page per 2 MiB block: each needs a PTE table of its
+    // own in the child.
+    let at: Vec<u64> = (0..BLOCKS).map(|b| AREA + b * HP + 3 * PAGE).collect();
+    for &p in &at {
+        w.write_page(0, p, 1);
+        assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
+    }
+    let entries: Vec<SwapEntry> = at.iter().map(|&p| w.swap_pte(0, p).unwrap().0).collect();
+    let used = w.area().nr_used();
+    let mut failures = 0;
+    let child = (1..64)
+        .find_map(|tables| match w.try_fork_with_tables(0, tables) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                failures += 1;
+                assert!(format!("{e:?}").contains("OutOfMemory"), "{e:?}");
+                for &e in &entries {
+                    assert_eq!(w.area().count(e), 1, "{tables} table frames: the count of {e:?}");
+                }
+                assert_eq!(w.area().nr_used(), used);
+                w.area().check().unwrap();
+                w.check();
+                None
+            }
+        })
+        .expect("fork never had enough table frames");
+    assert!(failures > BLOCKS as usize, "only {failures} budgets failed: the copy never stopped part-way");
+    for &e in &entries {
+        assert_eq!(w.area().count(e), 2);
+    }
+    for &p in &at {
+        w.expect_page(child, p, 1);
+        w.expect_page(0, p, 1);
+    }
+    w.exit(child);
+    w.finish();
 }
 
 fn fork_after_swap_out_shares_the_entries<F: HardwareWalker>() {
@@ -979,9 +1081,11 @@ mm::for_both_formats!(
     a_large_cache_folio_partly_zapped_or_shared,
     a_freed_thp_comes_back_whole_in_one_read,
     a_changed_run_falls_back_to_small_reads,
-    a_failed_large_read_leaves_everything_as_it_was,
+    a_failed_large_read_falls_back_to_small_reads,
+    one_bad_page_in_a_run_costs_only_its_owner,
     swap_in_respects_the_area_rights,
     fork_after_swap_out_shares_the_entries,
+    fork_out_of_memory_leaks_no_swap_count,
     seed_004_exclusive_bit_survives_swap,
     swap_in_rechecks_the_entry_before_mapping,
     a_stale_entry_is_refused_without_a_read,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use mm::pgtable::format::SwapEntry;
 use mm::pgtable::SwapType;
 use mm::swap::area::{
-    CacheError, ClaimError, SlotError, SwapArea, CLUSTER_SLOTS, MAX_ALLOC_ORDER, MAX_SWAP_COUNT,
+    AreaError, CacheError, ClaimError, SlotError, SwapArea, CLUSTER_SLOTS, MAX_ALLOC_ORDER, MAX_SWAP_COUNT,
 };
 use mm::swap::header::{format, parse, SwapHeader};
 use mm::testkit::rng::Rng;
@@ -40,6 +40,39 @@ fn one_slot() -> (SwapArea, SwapEntry) {
 /// Allocates until `alloc(order)` fails; returns the first offsets.
 fn alloc_all(a: &SwapArea, order: u8) -> Vec<u64> {
     std::iter::from_fn(|| a.alloc(order)).map(|e| e.offset()).collect()
+}
+
+/// An area whose slot map would not fit the budget is refused with the
+/// largest size that would, before anything is allocated: 56 GiB of swap
+/// (14 MiB of map) used to take the kernel's whole 16 MiB heap and panic.
+#[test]
+fn an_area_too_large_for_its_budget_is_refused() {
+    const BUDGET: u64 = 4 << 20;
+    let huge = header(56 << 18, &[]); // 56 GiB in pages
+    assert!(SwapArea::footprint(&huge) > 14 << 20);
+    let Err(AreaError::TooLarge { nr_pages, footprint, budget, max_pages }) =
+        SwapArea::try_new(TY, &huge, BUDGET)
+    else {
+        panic!("a 56 GiB area fit a 4 MiB budget");
+    };
+    assert_eq!((nr_pages, footprint, budget), (56 << 18, SwapArea::footprint(&huge), BUDGET));
+    let message = AreaError::TooLarge { nr_pages, footprint, budget, max_pages }.to_string();
+    assert!(message.contains("57344 MiB") && message.contains("at most"), "{message}");
+    // `max_pages` is exactly the largest area within the budget.
+    let fits = header(max_pages, &[]);
+    assert!(SwapArea::footprint(&fits) <= BUDGET);
+    assert!(SwapArea::footprint(&header(max_pages + 1, &[])) > BUDGET);
+    let a = SwapArea::try_new(TY, &fits, BUDGET).unwrap();
+    assert_eq!(a.nr_slots(), max_pages - 1);
+    a.check().unwrap();
+    for budget in [0, 1, 20, 21, 531, 532, 533, 552, 1064, 1065, 99_999] {
+        let n = SwapArea::max_pages_within(budget);
+        if n >= 2 {
+            // (A header needs 2 pages at least.)
+            assert!(SwapArea::footprint(&header(n, &[])) <= budget, "budget {budget}: {n} pages");
+            assert!(SwapArea::footprint(&header(n + 1, &[])) > budget, "budget {budget}: {n} + 1 pages");
+        }
+    }
 }
 
 #[test]

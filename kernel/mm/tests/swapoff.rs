@@ -149,8 +149,10 @@ fn folios_in_the_swap_cache_are_taken_from_it<F: HardwareWalker>() {
 
 /// A read error stops swapoff at once: the entry stays where it was, with
 /// its slot's count and no claim; the area stays on with allocation
-/// stopped; a later swapoff brings everything back. The same for the
-/// large read of a THP, whose 512 entries all stay.
+/// stopped; a later swapoff brings everything back. The same for a THP
+/// whose large read fails and the 4 KiB read after it too: its 512 entries
+/// all stay (one failed large read alone falls back to the 4 KiB read,
+/// `mm::swap::swapin`).
 fn a_read_error_stops_it_and_leaves_the_entry<F: HardwareWalker>() {
     with_world(world::<F>, |w| {
         w.thp(0, AREA, 8);
@@ -160,7 +162,7 @@ fn a_read_error_stops_it_and_leaves_the_entry<F: HardwareWalker>() {
         }
         let before = w.entries();
         let used = w.area().nr_used();
-        w.frames.fail_next_reads(1);
+        w.frames.fail_next_reads(2);
         match swapoff(w, w.area()) {
             Err(SwapoffError::SwapIn { va, why }) => {
                 assert_eq!(va.as_u64(), AREA, "the walk starts at the lowest address");
@@ -182,6 +184,40 @@ fn a_read_error_stops_it_and_leaves_the_entry<F: HardwareWalker>() {
         area_empty(w);
         for p in pages(AREA + HP, 3) {
             w.expect_page(0, p, 9);
+        }
+    });
+}
+
+/// One unreadable page (a bad sector) in a THP's intact run: swapoff
+/// brings the pages before it back one by one (the large read fails and
+/// falls back), stops at it with the error, and leaves it and the rest in
+/// place; once the bad page is unmapped, the next swapoff brings every
+/// other page back and finishes.
+fn a_bad_page_in_a_run_stops_it_only_at_that_page<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        const BAD: u64 = 300;
+        w.thp(0, AREA, 3);
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(512));
+        let (first, _) = w.swap_pte(0, AREA).unwrap();
+        w.frames.make_unreadable(first.offset() + BAD);
+        match swapoff(w, w.area()) {
+            Err(SwapoffError::SwapIn { va, why }) => {
+                assert_eq!(va.as_u64(), AREA + BAD * PAGE, "stopped at the bad page, not before");
+                assert!(why.contains("unreadable"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        for p in pages(AREA, BAD) {
+            assert!(w.swap_pte(0, p).is_none(), "{p:#x} is back");
+            w.expect_page(0, p, 3);
+        }
+        assert!(pages(AREA + BAD * PAGE, NR_HP - BAD).all(|p| w.swap_pte(0, p).is_some()));
+        w.check();
+        w.munmap(0, AREA + BAD * PAGE, PAGE);
+        assert_eq!(swapoff(w, w.area()), Ok(NR_HP - BAD - 1));
+        area_empty(w);
+        for p in pages(AREA, NR_HP).filter(|&p| p != AREA + BAD * PAGE) {
+            w.expect_page(0, p, 3);
         }
     });
 }
@@ -218,5 +254,6 @@ mm::for_both_formats!(
     a_forked_family_comes_back_in_every_space,
     folios_in_the_swap_cache_are_taken_from_it,
     a_read_error_stops_it_and_leaves_the_entry,
+    a_bad_page_in_a_run_stops_it_only_at_that_page,
     an_entry_the_walk_cannot_see_keeps_the_area_on,
 );

@@ -153,6 +153,21 @@ pub(crate) fn stalling_disk() -> Result<&'static BlockDevice, String> {
     })
 }
 
+/// The id xtask gives the read-only disk: a small disk with a valid swap
+/// header, attached read-only, that comes with the faulty disk.
+pub const READ_ONLY_SERIAL: &str = "readonly0";
+
+/// The read-only disk.
+pub(crate) fn read_only_disk() -> Result<&'static BlockDevice, String> {
+    disks().iter().find(|d| d.serial() == READ_ONLY_SERIAL).ok_or_else(|| {
+        format!(
+            "no read-only disk (serial `{READ_ONLY_SERIAL}`) among {} disks: \
+             `cargo xtask qemu test` attaches one with the faulty disk unless --no-faulty-disk is given",
+            disks().len()
+        )
+    })
+}
+
 /// The page ranges of the faulty disk that fail writes and reads, from its
 /// serial (see [`FAULTY_SERIAL_PREFIX`]).
 pub(crate) fn faulty_ranges(serial: &str) -> Option<(core::ops::Range<u64>, core::ops::Range<u64>)> {

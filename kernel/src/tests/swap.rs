@@ -20,7 +20,7 @@ use mm::gup::Hold;
 use mm::vma::VmaProt;
 use mm::VirtAddr;
 
-pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, failed_writes_are_counted_and_named, a_disk_that_stops_answering_is_retired, bad_headers_are_refused, pageout_4k_pages_and_back, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, fill_more_than_ram];
+pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, failed_writes_are_counted_and_named, a_disk_that_stops_answering_is_retired, bad_headers_are_refused, pageout_4k_pages_and_back, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, a_read_only_disk_is_refused, a_fault_that_loses_the_race_with_swapoff_retries, swapoff_brings_back_pages_that_are_out, swapoff_while_tasks_fault_and_page_out, swapoff_with_read_errors_ends_only_the_reader, the_boot_demo_is_skipped_with_a_tiny_swap, fill_more_than_ram];
 
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
 
@@ -905,4 +905,318 @@ fn io_errors_on(bad_write: core::ops::Range<u64>, bad_read: core::ops::Range<u64
     // Give the slots back before swapoff (the unreadable one could not be
     // brought back).
     space.munmap(VirtAddr::new(base), pages * 4096).map_err(|e| format!("munmap: {e:?}"))
+}
+
+/// Turns the scratch area of type `ty` off if it is still on (a test that
+/// turned it off itself, or failed half-way).
+fn scratch_cleanup(ty: SwapType) -> Result<(), String> {
+    prefer(None);
+    match area(ty) {
+        Some(dev) if dev.disk_name() == crate::tests::kit::scratch_disk()?.name() => {
+            drop(dev);
+            Ok(swapoff(ty)?)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every page-table entry of `space` in `[base, base + pages * 4096)` that
+/// still names the area of type `ty`.
+fn entries_of_area(space: &AddressSpace, base: u64, pages: u64, ty: SwapType) -> Vec<(u64, SwapEntry)> {
+    (0..pages)
+        .filter_map(|p| space.swap_entry_at(VirtAddr::new(base + p * 4096)).map(|e| (p, e)))
+        .filter(|(_, e)| e.ty() == ty)
+        .collect()
+}
+
+/// The read-only disk xtask attaches (with a valid swap header) is refused
+/// by swapon with a message saying so, and nothing of it is left on.
+fn a_read_only_disk_is_refused(_: &TestEnv<'_>) -> Result<(), String> {
+    let disk = crate::tests::kit::read_only_disk()?;
+    if !disk.read_only() {
+        return Err(format!("{} does not say it is read-only", disk.name()));
+    }
+    let (_, total) = totals();
+    match swapon(disk) {
+        Ok(ty) => {
+            let off = swapoff(ty).map_err(String::from);
+            Err(format!("swapon accepted the read-only disk {} as type {ty} ({off:?})", disk.name()))
+        }
+        Err(e) if format!("{e}").contains("read-only") && matches!(e, SwapOnError::ReadOnly) => {
+            if totals().1 != total {
+                return Err(String::from("the refused disk's slots were counted anyway"));
+            }
+            Ok(())
+        }
+        Err(e) => Err(format!("refused, but not for being read-only: {e}")),
+    }
+}
+
+/// A fault reads its swap entry under the space's lock and looks the area
+/// up after dropping it; a swapoff that finishes in between brings the page
+/// back and takes the area away. That fault must retry, not end its task
+/// with "is in no swap area": here it is replayed by calling the swap-in
+/// half with the entry read before the swapoff.
+fn a_fault_that_loses_the_race_with_swapoff_retries(_: &TestEnv<'_>) -> Result<(), String> {
+    let ty = scratch_swapon(b"late-fault", None, false)?;
+    let result = (|| {
+        const PAGES: u64 = 4;
+        let space = AddressSpace::new()?;
+        let base = space.mmap(PAGES * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+        space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+        write_pattern(&space, base, 0..PAGES, 0x71)?;
+        pageout(&space, base, PAGES * 4096)?;
+        let entry = space.swap_entry_at(VirtAddr::new(base)).ok_or("page 0 did not go out")?;
+        if entry.ty() != ty {
+            return Err(format!("page 0 went to {entry:?}, not the scratch area {ty}"));
+        }
+        swapoff(ty)?;
+        if area(ty).is_some() || space.swap_entry_at(VirtAddr::new(base)).is_some() {
+            return Err(String::from("swapoff left the area on or the page out"));
+        }
+        let late = space.clone();
+        let retried = run_in(&space, move || {
+            crate::vm::fault::swap_in(&late, mm::fault::Access::Read, VirtAddr::new(base), entry)
+        })?;
+        retried.map_err(|e| format!("the fault that lost the race with swapoff: {e}"))?;
+        check_pattern(&space, base, 0..PAGES, 0x71)??;
+        space.check().map(drop)
+    })();
+    result.and(scratch_cleanup(ty))
+}
+
+/// swapoff with its real work to do: small pages and a THP out on the
+/// scratch area, some freed from the swap cache, some still in it, and a
+/// forked child sharing them. Every page of both comes back with its data,
+/// the area goes, and the checker is clean.
+fn swapoff_brings_back_pages_that_are_out(_: &TestEnv<'_>) -> Result<(), String> {
+    let ty = scratch_swapon(b"swapoff", None, false)?;
+    let result = (|| {
+        const SMALL: u64 = 300;
+        let (space, thp) = filled_thps(512, 0x61)?;
+        let base = space.mmap(SMALL * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+        space.madvise(VirtAddr::new(base), SMALL * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+        write_pattern(&space, base, 0..SMALL, 0x62)?;
+        pageout(&space, thp, 512 * 4096)?;
+        pageout(&space, base, SMALL * 4096)?;
+        let child = space.fork()?;
+        // Half of the small pages back in the parent (mapped from the swap
+        // cache or read), so some slots are held by the child alone.
+        check_pattern(&space, base, 0..SMALL / 2, 0x62)??;
+        let out =
+            entries_of_area(&space, thp, 512, ty).len() + entries_of_area(&space, base, SMALL, ty).len();
+        let child_out = entries_of_area(&child, base, SMALL, ty).len();
+        if out as u64 != 512 + SMALL / 2 || child_out as u64 != SMALL {
+            return Err(format!(
+                "{out} parent and {child_out} child entries in the scratch area before swapoff"
+            ));
+        }
+        let in0 = PSWPIN.load(Ordering::Relaxed);
+        swapoff(ty)?;
+        if area(ty).is_some() {
+            return Err(String::from("swapoff returned, the area is still on"));
+        }
+        for (who, s) in [("parent", &space), ("child", &child)] {
+            let left = entries_of_area(s, thp, 512, ty).len() + entries_of_area(s, base, SMALL, ty).len();
+            let stats = s.check().map_err(|e| format!("{who} after swapoff: {e}"))?;
+            if left != 0 || stats.nr_swap_entries != 0 {
+                return Err(format!(
+                    "{who}: {left} entries of the area, {} swap entries left",
+                    stats.nr_swap_entries
+                ));
+            }
+            check_pattern(s, thp, 0..512, 0x61)?.map_err(|e| format!("{who}, the THP: {e}"))?;
+            check_pattern(s, base, 0..SMALL, 0x62)?.map_err(|e| format!("{who}, the small pages: {e}"))?;
+        }
+        if PSWPIN.load(Ordering::Relaxed) == in0 {
+            return Err(String::from("swapoff read nothing: its pages were all back already"));
+        }
+        // Both sides still write their own copies.
+        write_pattern(&child, base, 0..SMALL, 0x63)?;
+        check_pattern(&space, base, 0..SMALL, 0x62)??;
+        check_pattern(&child, base, 0..SMALL, 0x63)??;
+        space.check().map(drop)
+    })();
+    result.and(scratch_cleanup(ty))
+}
+
+/// swapoff while tasks on every CPU fault their pages in, write them and
+/// page them out again (`MADV_PAGEOUT`): swapoff finishes, no page of the
+/// area is left, every task's last write is there, and the checker is
+/// clean. Pages paged out after swapoff stopped allocation go to another
+/// area (the swap disk) or stay in memory.
+fn swapoff_while_tasks_fault_and_page_out(_: &TestEnv<'_>) -> Result<(), String> {
+    let ty = scratch_swapon(b"busy", None, false)?;
+    let result = busy_swapoff(ty);
+    result.and(scratch_cleanup(ty))
+}
+
+fn busy_swapoff(ty: SwapType) -> Result<(), String> {
+    const TASKS: u64 = 4;
+    const PER: u64 = 96;
+    let space = AddressSpace::new()?;
+    let base = space.mmap(TASKS * PER * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space
+        .madvise(VirtAddr::new(base), TASKS * PER * 4096, Advice::NoHugePage)
+        .map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..TASKS * PER, 0)?;
+    pageout(&space, base, TASKS * PER * 4096)?;
+    if entries_of_area(&space, base, TASKS * PER, ty).is_empty() {
+        return Err(String::from("nothing went out to the scratch area"));
+    }
+    let stop = Arc::new(core::sync::atomic::AtomicBool::new(false));
+    let rounds = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (stop, rounds, own) = (stop.clone(), rounds.clone(), space.clone());
+        tasks.push(space.spawn(Some(t as usize % sched::nr_cpus_online()), "swapoff-busy", move || {
+            let first = t * PER;
+            let mut version = 0;
+            loop {
+                for p in first..first + PER {
+                    for w in [0, 200, 511] {
+                        let got = uaccess::read_u64(base + p * 4096 + w * 8);
+                        if got != word(p, w, version) {
+                            return Err(format!("task {t}: page {p} word {w} is not version {version}"));
+                        }
+                    }
+                }
+                if stop.load(Ordering::Acquire) {
+                    return Ok(version);
+                }
+                version += 1;
+                for p in first..first + PER {
+                    for w in 0..WORDS {
+                        uaccess::write_u64(base + p * 4096 + w * 8, word(p, w, version));
+                    }
+                }
+                // Out again, half of the range at a time.
+                let half = (version % 2) * PER / 2;
+                pageout(&own, base + (first + half) * 4096, PER / 2 * 4096)?;
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        })?);
+    }
+    // Let them go round a few times, then swapoff under them.
+    let start = sched::ticks();
+    while rounds.load(Ordering::Relaxed) < 2 * TASKS
+        && sched::ticks() - start < 10 * u64::from(sched::TICK_HZ)
+    {
+        sched::yield_now();
+    }
+    let off = swapoff(ty).map_err(String::from);
+    let during = rounds.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Release);
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.push(task.join_or_killed()??);
+    }
+    off?;
+    for (t, &v) in versions.iter().enumerate() {
+        let first = t as u64 * PER;
+        check_pattern(&space, base, first..first + PER, v)?.map_err(|e| format!("task {t}'s pages: {e}"))?;
+    }
+    let left = entries_of_area(&space, base, TASKS * PER, ty);
+    if !left.is_empty() || area(ty).is_some() {
+        return Err(format!(
+            "after swapoff: {} entries of the area, area on: {}",
+            left.len(),
+            area(ty).is_some()
+        ));
+    }
+    crate::println!("swapoff under load: {during} rounds of fault, write and pageout by {TASKS} tasks");
+    space.check().map(drop)
+}
+
+/// swapoff of an area whose disk fails some reads (the faulty disk): it
+/// stops at the unreadable page with a message, and leaves the area on
+/// with allocation stopped; every other page still reads back (from the
+/// area or already brought back), only a task touching the unreadable
+/// page ends, the checker is clean, and once that page is unmapped the
+/// next swapoff finishes.
+fn swapoff_with_read_errors_ends_only_the_reader(_: &TestEnv<'_>) -> Result<(), String> {
+    let disk = crate::tests::kit::scratch_disk()?;
+    let (_, bad_read) =
+        crate::tests::kit::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
+    let header =
+        mm::swap::header::format(disk.capacity_pages(), &[], b"faulty-off").map_err(|e| format!("{e}"))?;
+    write_header(disk, &header)?;
+    let ty = swapon(disk)?;
+    prefer(Some(ty));
+    let result = swapoff_with_errors_on(ty, bad_read);
+    result.and(scratch_cleanup(ty))
+}
+
+fn swapoff_with_errors_on(ty: SwapType, bad_read: core::ops::Range<u64>) -> Result<(), String> {
+    let pages = bad_read.end + 16;
+    let space = AddressSpace::new()?;
+    let base = space.mmap(pages * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), pages * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..pages, 0x81)?;
+    pageout(&space, base, pages * 4096)?;
+    // Out of the swap cache, so that swapoff must read them.
+    crate::vm::reclaim::shrink(4 * pages as usize);
+    let unreadable: Vec<u64> = entries_of_area(&space, base, pages, ty)
+        .into_iter()
+        .filter(|(_, e)| bad_read.contains(&e.offset()))
+        .map(|(p, _)| p)
+        .collect();
+    if unreadable.is_empty() {
+        return Err(format!("no page went out to the unreadable slots {bad_read:?}"));
+    }
+    match swapoff(ty) {
+        Err(e) if format!("{e}").contains("read") => {}
+        other => return Err(format!("swapoff over unreadable slots: {other:?}")),
+    }
+    let dev = area(ty).ok_or("the area went off though a page could not be read")?;
+    if !dev.area.alloc_stopped() {
+        return Err(String::from("the area still allocates after a failed swapoff"));
+    }
+    drop(dev);
+    space.check().map_err(|e| format!("after the failed swapoff: {e}"))?;
+    // The pages before the bad one are back (the walk goes in address
+    // order); the ones after it still out, left to the second swapoff.
+    let bad = unreadable[0];
+    check_pattern(&space, base, 0..bad, 0x81)?.map_err(|e| format!("after the failed swapoff: {e}"))?;
+    let still_out = entries_of_area(&space, base, pages, ty).len();
+    if still_out <= unreadable.len() {
+        return Err(format!("only {still_out} pages still out after the failed swapoff"));
+    }
+    let killed = space.spawn(None, "reader", move || uaccess::read_u8(base + bad * 4096))?.join_or_killed();
+    match killed {
+        Err(why) if why.contains("swap read error") => {}
+        other => return Err(format!("reading an unreadable page: {other:?}")),
+    }
+    space.check().map_err(|e| format!("after the read error: {e}"))?;
+    for &p in &unreadable {
+        space.munmap(VirtAddr::new(base + p * 4096), 4096).map_err(|e| format!("munmap: {e:?}"))?;
+    }
+    prefer(None);
+    let in0 = PSWPIN.load(Ordering::Relaxed);
+    swapoff(ty)?;
+    if PSWPIN.load(Ordering::Relaxed) == in0 {
+        return Err(String::from("the second swapoff read nothing"));
+    }
+    for p in (0..pages).filter(|p| !unreadable.contains(p)) {
+        check_pattern(&space, base, p..p + 1, 0x81)?.map_err(|e| format!("after the second swapoff: {e}"))?;
+    }
+    space.check().map(drop)
+}
+
+/// The boot demo with a swap area too small to take its overflow (the
+/// 10-page area `mkswap` makes at least) is skipped with a message, a
+/// clean result, rather than run out of memory; with the default disks
+/// it runs and overflows into swap.
+fn the_boot_demo_is_skipped_with_a_tiny_swap(_: &TestEnv<'_>) -> Result<(), String> {
+    let free = memory::nr_free_frames();
+    match crate::demo::plan(free, 9) {
+        Err(why) if why.contains("too few") => {}
+        other => return Err(format!("demo plan with 9 free slots: {other:?}")),
+    }
+    // 512 MiB of RAM and a 256 MiB disk, as `qemu boot` has.
+    let (ram, slots) = (120_000, 65_535);
+    match crate::demo::plan(ram, slots) {
+        Ok(pages) if pages > ram && pages - ram <= slots / 2 => Ok(()),
+        other => Err(format!("demo plan with {ram} free frames and {slots} slots: {other:?}")),
+    }
 }

@@ -113,8 +113,10 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
 /// Brings the page of the swap entry `entry` back for an `access` at
 /// `page` and maps it (`mm::swap::swapin`: the cache or the disk
 /// without the space's lock, then the recheck and the mapping under it).
-/// `Ok` means "retry the access" (mapped, or the entry changed meanwhile);
-/// `Err` says why the task must end (a read error, no memory).
+/// `Ok` means "retry the access" (mapped, or the entry changed meanwhile,
+/// also when its area is gone because a swapoff brought the page back);
+/// `Err` says why the task must end (a read error, no memory, an entry
+/// still in the table whose area is gone).
 pub(crate) fn swap_in(
     space: &Arc<AddressSpace>,
     access: mm::fault::Access,
@@ -122,8 +124,16 @@ pub(crate) fn swap_in(
     entry: mm::pgtable::SwapEntry,
 ) -> Result<(), String> {
     use mm::swap::swapin::{SwapInError, SwapInOutcome};
-    let dev =
-        crate::vm::swap::area(entry.ty()).ok_or_else(|| format!("{page}: {entry:?} is in no swap area"))?;
+    let Some(dev) = crate::vm::swap::area(entry.ty()) else {
+        // The entry was read under the space's lock, the area looked up
+        // after it was dropped: a swapoff that finished in between brought
+        // the page back and took the area away. Only an entry still in the
+        // page table names no area for real.
+        if space.swap_entry_at(page) == Some(entry) {
+            return Err(format!("{page}: {entry:?} is in no swap area"));
+        }
+        return Ok(()); // changed meanwhile: retry the access
+    };
     let handle = mm::anon::anon_handle(space.root());
     // An intact run of a swapped-out huge page comes back whole in one
     // read; the look at the table is under the lock, the claim and the

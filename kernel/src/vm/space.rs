@@ -438,7 +438,8 @@ impl AddressSpace {
         })
     }
 
-    /// The swap entry a PTE at `va` holds, if any (for tests).
+    /// The swap entry a PTE at `va` holds, if any (the swap-in's recheck
+    /// when an area is gone, and tests).
     pub fn swap_entry_at(&self, va: VirtAddr) -> Option<mm::pgtable::SwapEntry> {
         let guard = self.lock();
         match guard.as_ref()?.table.lookup(&KernelTables, va) {

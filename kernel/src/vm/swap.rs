@@ -6,9 +6,13 @@
 //! At boot, [`init`] looks at every virtio-blk disk (`crate::drivers::blk`) and
 //! turns swap on for each whose page 0 is a valid mkswap header
 //! (`mm::swap::header::parse`); a disk with a bad header is refused with
-//! the parser's message and the kernel goes on without it. An area's type
-//! is its index in [`AREAS`]. New slots come from the first area that still
-//! allocates.
+//! the parser's message and the kernel goes on without it. So is a disk
+//! that is read-only ([`SwapOnError::ReadOnly`]) and an area whose slot map
+//! would take more than [`AREA_HEAP_BUDGET`] of the heap
+//! ([`SwapOnError::Area`], which names the largest area that fits). The
+//! area is made before [`AREAS`] is locked, with interrupts on. An area's
+//! type is its index in [`AREAS`]. New slots come from the first area that
+//! still allocates.
 //!
 //! ## A disk that goes away
 //!
@@ -122,7 +126,17 @@ pub enum SwapOnError {
     NoMemory,
     /// Every swap type is in use already.
     TooManyAreas { on: usize },
+    /// The area's slot map would not fit the heap's share for it
+    /// ([`AREA_HEAP_BUDGET`]), or the heap has no room for it now: the
+    /// machine's limit; a smaller area works.
+    Area(mm::swap::area::AreaError),
 }
+
+/// Heap bytes one area's slot map and clusters may take
+/// (`mm::swap::area::SwapArea::footprint`): a quarter of the heap, about
+/// 15 GiB of swap. A larger area is refused at swapon, before anything is
+/// allocated, rather than end the kernel when the heap runs out.
+pub const AREA_HEAP_BUDGET: u64 = memory::HEAP_SIZE / 4;
 
 impl fmt::Display for SwapOnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -132,6 +146,7 @@ impl fmt::Display for SwapOnError {
             SwapOnError::Read(e) => write!(f, "reading the header: {e}"),
             SwapOnError::NoMemory => write!(f, "no memory to read the header into"),
             SwapOnError::TooManyAreas { on } => write!(f, "{on} swap areas are on already"),
+            SwapOnError::Area(e) => write!(f, "{e}"),
         }
     }
 }
@@ -186,22 +201,28 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<SwapType, SwapOnError> {
     });
     memory::free_frames(frame, 0);
     let header = header?;
-    let mut areas = AREAS.lock();
-    let slot = areas.iter().position(Option::is_none).unwrap_or(areas.len());
-    let ty = SwapType::new(slot).ok_or(SwapOnError::TooManyAreas { on: slot })?;
     let label = String::from_utf8_lossy(header.label_bytes()).into_owned();
-    let dev = Arc::new(SwapDevice {
-        area: SwapArea::new(ty, &header),
-        disk,
-        label,
-        disk_gone: AtomicBool::new(false),
-    });
-    if slot == areas.len() {
-        areas.push(Some(dev.clone()));
-    } else {
-        areas[slot] = Some(dev.clone());
-    }
-    drop(areas);
+    // The area (its slot map, up to `AREA_HEAP_BUDGET` of heap) is made
+    // with no lock held and interrupts on, for the free type seen under
+    // `AREAS`; if another swapon took that type meanwhile, again.
+    let dev = loop {
+        let slot = first_free_type();
+        let ty = SwapType::new(slot).ok_or(SwapOnError::TooManyAreas { on: slot })?;
+        let area = SwapArea::try_new(ty, &header, AREA_HEAP_BUDGET).map_err(SwapOnError::Area)?;
+        let dev =
+            Arc::new(SwapDevice { area, disk, label: label.clone(), disk_gone: AtomicBool::new(false) });
+        let mut areas = AREAS.lock();
+        if first_free_type_in(&areas) != slot {
+            continue; // dropped after the lock
+        }
+        if slot == areas.len() {
+            areas.push(Some(dev.clone()));
+        } else {
+            areas[slot] = Some(dev.clone());
+        }
+        break dev;
+    };
+    let ty = dev.area.ty();
     crate::println!(
         "swap: on {} (type {ty}): {} slots ({} MiB){}",
         disk.name(),
@@ -210,6 +231,16 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<SwapType, SwapOnError> {
         if dev.label.is_empty() { String::new() } else { format!(", label \"{}\"", dev.label) }
     );
     Ok(ty)
+}
+
+/// The index of the first free type in `areas`.
+fn first_free_type_in(areas: &[Option<Arc<SwapDevice>>]) -> usize {
+    areas.iter().position(Option::is_none).unwrap_or(areas.len())
+}
+
+/// The first free type now.
+fn first_free_type() -> usize {
+    first_free_type_in(&AREAS.lock())
 }
 
 /// Turns swap off for the area of type `ty` (`mm::swapoff`): stops

@@ -83,9 +83,14 @@
 //!
 //! ## Memory
 //!
-//! One byte per usable page plus 20 bytes per cluster: 272 KiB for a
-//! 1 GiB area ([`SwapArea::footprint`] says it before swapon commits to an
-//! area; the kernel heap is 16 MiB).
+//! One byte per page plus 20 bytes per cluster: 272 KiB for a 1 GiB area,
+//! 14 MiB for 56 GiB, from the heap. [`SwapArea::try_new`] takes a budget
+//! and refuses an area whose [`SwapArea::footprint`] exceeds it
+//! ([`AreaError::TooLarge`], naming the largest area that fits,
+//! [`SwapArea::max_pages_within`]), and asks the heap with `try_reserve`,
+//! so that an allocation that fails is [`AreaError::NoMemory`], not a
+//! panic. It takes no lock: the caller makes the area before it takes any
+//! lock of its own (the kernel's `AREAS`).
 //!
 //! ## Lock
 //!
@@ -112,7 +117,6 @@
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -143,7 +147,15 @@ const FREE_LIST: usize = NR_ORDERS;
 const NO_LIST: u8 = u8::MAX;
 
 const _: () = assert!(CLUSTER_SLOTS == 1 << MAX_ALLOC_ORDER);
-const _: () = assert!(core::mem::size_of::<Cluster>() <= 20);
+const _: () = assert!(core::mem::size_of::<Cluster>() as u64 == CLUSTER_BYTES);
+
+/// Bytes of one [`Cluster`].
+const CLUSTER_BYTES: u64 = 20;
+
+/// Heap bytes of the slot map and clusters of an area of `nr_pages` pages.
+fn footprint_of(nr_pages: u64) -> u64 {
+    nr_pages + nr_pages.div_ceil(CLUSTER_SLOTS) * CLUSTER_BYTES
+}
 const _: () = assert!(MAX_SWAP_COUNT < BAD && BAD & HAS_CACHE == 0 && BAD == COUNT_MASK);
 
 /// Why a slot operation was refused. Always the caller's mistake: it
@@ -224,6 +236,37 @@ impl fmt::Display for ClaimError {
                 )
             }
             Self::Slot(e) => write!(f, "cannot claim: {e}"),
+        }
+    }
+}
+
+/// Why [`SwapArea::try_new`] made no area. The machine's limits, not the
+/// disk's fault: a smaller area (or a partition of the disk) would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AreaError {
+    /// The slot map and clusters of `nr_pages` pages would take `footprint`
+    /// bytes, more than the `budget` the caller allows; areas of at most
+    /// `max_pages` pages fit.
+    TooLarge { nr_pages: u64, footprint: u64, budget: u64, max_pages: u64 },
+    /// The heap had no `bytes` free for them.
+    NoMemory { bytes: u64 },
+}
+
+impl fmt::Display for AreaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::TooLarge { nr_pages, footprint, budget, max_pages } => write!(
+                f,
+                "an area of {nr_pages} pages ({} MiB) needs {} KiB of slot map, more than the {} KiB \
+                 an area may take; use an area of at most {max_pages} pages ({} MiB)",
+                nr_pages / 256,
+                footprint.div_ceil(1024),
+                budget / 1024,
+                max_pages / 256
+            ),
+            Self::NoMemory { bytes } => {
+                write!(f, "no {} KiB free in the kernel heap for the slot map", bytes.div_ceil(1024))
+            }
         }
     }
 }
@@ -341,16 +384,50 @@ impl SwapArea {
     /// Bytes of kernel heap [`SwapArea::new`] takes for an area with this
     /// header (the swap cache comes on top, as folios are added).
     pub fn footprint(header: &SwapHeader) -> u64 {
-        let nr_pages = header.nr_pages.min(MAX_SWAP_OFFSET + 1);
-        nr_pages + nr_pages.div_ceil(CLUSTER_SLOTS) * core::mem::size_of::<Cluster>() as u64
+        footprint_of(header.nr_pages.min(MAX_SWAP_OFFSET + 1))
+    }
+
+    /// The most pages an area may have for its [`SwapArea::footprint`] to
+    /// stay within `budget` bytes.
+    pub fn max_pages_within(budget: u64) -> u64 {
+        let per_cluster = CLUSTER_SLOTS + CLUSTER_BYTES;
+        let whole = budget / per_cluster;
+        let rest = (budget % per_cluster).saturating_sub(CLUSTER_BYTES).min(CLUSTER_SLOTS - 1);
+        (whole * CLUSTER_SLOTS + rest).min(MAX_SWAP_OFFSET + 1)
+    }
+
+    /// [`SwapArea::try_new`] with no budget, for tests and tools: panics
+    /// when the heap has no room.
+    ///
+    /// # Panics
+    ///
+    /// When the allocation fails.
+    pub fn new(ty: SwapType, header: &SwapHeader) -> SwapArea {
+        match SwapArea::try_new(ty, header, u64::MAX) {
+            Ok(area) => area,
+            Err(e) => panic!("SwapArea::new: {e}"),
+        }
     }
 
     /// The area of type `ty` described by a checked `header`: every slot
     /// free but page 0 and the bad pages, every whole cluster free. Bad
-    /// pages outside `1..nr_pages` are ignored.
-    pub fn new(ty: SwapType, header: &SwapHeader) -> SwapArea {
+    /// pages outside `1..nr_pages` are ignored. Refused when its
+    /// [`SwapArea::footprint`] exceeds `budget` bytes, or the heap has no
+    /// room for it (module doc, Memory); never panics for either.
+    pub fn try_new(ty: SwapType, header: &SwapHeader, budget: u64) -> Result<SwapArea, AreaError> {
         let nr_pages = header.nr_pages.min(MAX_SWAP_OFFSET + 1);
-        let mut map = vec![0u8; nr_pages as usize];
+        let footprint = footprint_of(nr_pages);
+        if footprint > budget {
+            let max_pages = SwapArea::max_pages_within(budget);
+            return Err(AreaError::TooLarge { nr_pages, footprint, budget, max_pages });
+        }
+        let nr_clusters = nr_pages.div_ceil(CLUSTER_SLOTS);
+        let mut map = Vec::new();
+        let mut clusters = Vec::new();
+        map.try_reserve_exact(nr_pages as usize)
+            .and_then(|()| clusters.try_reserve_exact(nr_clusters as usize))
+            .map_err(|_| AreaError::NoMemory { bytes: footprint })?;
+        map.resize(nr_pages as usize, 0u8);
         if let Some(header_slot) = map.first_mut() {
             *header_slot = BAD;
         }
@@ -360,7 +437,7 @@ impl SwapArea {
             }
         }
         let mut inner = Inner {
-            clusters: Vec::with_capacity(nr_pages.div_ceil(CLUSTER_SLOTS) as usize),
+            clusters,
             map,
             lists: [List { head: NIL, tail: NIL }; NR_ORDERS + 1],
             current: [NIL; NR_ORDERS],
@@ -391,7 +468,7 @@ impl SwapArea {
             }
         }
         let nr_slots = inner.nr_free;
-        SwapArea { ty, nr_pages, nr_slots, inner: Lock::new(inner) }
+        Ok(SwapArea { ty, nr_pages, nr_slots, inner: Lock::new(inner) })
     }
 
     /// The area's swap type.

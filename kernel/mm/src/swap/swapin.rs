@@ -41,10 +41,14 @@
 //! into the cache and reads the run in one request. Half 2 then maps it
 //! whole, with PTEs. Any refusal (no run, a refused claim, a second look
 //! that disagrees, no huge frame) falls back to the order-0 read with
-//! nothing claimed; a failed read leaves every slot as it was. Host tests:
+//! nothing claimed; so does a large read that fails: it leaves every slot
+//! as it was, and the faulting page alone is read next, so one bad page on
+//! the disk costs only its own owner the error (the others come back 4 KiB
+//! at a time, and swapoff can finish). Host tests:
 //! `a_freed_thp_comes_back_whole_in_one_read`,
 //! `a_changed_run_falls_back_to_small_reads`,
-//! `a_failed_large_read_leaves_everything_as_it_was` in
+//! `a_failed_large_read_falls_back_to_small_reads`,
+//! `one_bad_page_in_a_run_costs_only_its_owner` in
 //! `tests/swap.rs`; in-guest `swap::freed_thp_comes_back_whole`,
 //! `swap::concurrent_faults_on_one_freed_thp`.
 //!
@@ -269,7 +273,14 @@ fn read_run<B: SwapBackend>(
         return None;
     };
     assert_eq!(new.order(), HPAGE_ORDER, "alloc_huge_folio gave a folio of another order");
-    Some(read_new(area, backend, new, first, i, handle, index, ReadInto::Cache))
+    match read_new(area, backend, new, first, i, handle, index, ReadInto::Cache) {
+        // One bad page must not make the 511 others unreadable: the
+        // failed read left every slot as it was (unclaimed, its count and
+        // data kept), so the order-0 read of the faulting page follows,
+        // and only a fault on the bad page itself gets the error.
+        Err(SwapInError::Io(_)) => None,
+        got => Some(got),
+    }
 }
 
 /// Where [`read_new`] puts the folio it reads.

@@ -55,6 +55,7 @@ use crate::{Pfn, PhysAddr};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -102,6 +103,9 @@ pub struct SimFrames {
     fail_writes: AtomicU32,
     fail_allocs: AtomicU32,
     fail_huge_allocs: AtomicU32,
+    /// Slots whose every read fails, as a bad sector on a disk would: any
+    /// read request covering one of them.
+    unreadable: Mutex<Vec<u64>>,
     nr_reads: AtomicU64,
     nr_read_calls: AtomicU64,
     nr_writes: AtomicU64,
@@ -133,6 +137,7 @@ impl SimFrames {
             fail_writes: AtomicU32::new(0),
             fail_allocs: AtomicU32::new(0),
             fail_huge_allocs: AtomicU32::new(0),
+            unreadable: Mutex::new(Vec::new()),
             nr_reads: AtomicU64::new(0),
             nr_read_calls: AtomicU64::new(0),
             nr_writes: AtomicU64::new(0),
@@ -373,6 +378,12 @@ impl SimFrames {
         self.fail_reads.store(n, Ordering::Relaxed);
     }
 
+    /// Every read covering the slot at `offset` fails from now on (a bad
+    /// sector): a large read of a run holding it, and its own 4 KiB read.
+    pub fn make_unreadable(&self, offset: u64) {
+        locked(&self.unreadable).push(offset);
+    }
+
     /// The next `n` writes fail.
     pub fn fail_next_writes(&self, n: u32) {
         self.fail_writes.store(n, Ordering::Relaxed);
@@ -462,6 +473,10 @@ impl SwapBackend for SimFrames {
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
         if fails(&self.fail_reads) {
             return Err(String::from("injected read error"));
+        }
+        let span = first.offset()..first.offset() + nr as u64;
+        if let Some(bad) = locked(&self.unreadable).iter().find(|&&o| span.contains(&o)) {
+            return Err(format!("injected read error: slot {bad:#x} is unreadable"));
         }
         let area = self.area();
         for i in 0..nr {

@@ -40,8 +40,8 @@ use crate::gup::{get_user_page, release, Hold};
 use crate::lru::LruLists;
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
-use crate::pgtable::{Decoded, Flush, Leaf, Level, NonPresent, PageTable, SwapEntry, TlbHooks};
-use crate::space::{fork_range, protect_range, zap_range, Gather};
+use crate::pgtable::{Decoded, Flush, Leaf, Level, NonPresent, PageTable, SwapEntry, TableMemory, TlbHooks};
+use crate::space::{fork_range, protect_range, zap_range, ForkError, Gather};
 use crate::swap::area::SwapArea;
 use crate::swap::cache::{delete_if_unused, IfMapped};
 use crate::swap::swapin::{get_swapped_folio, get_swapped_folio_with_run, intact_run, map_swapped_in};
@@ -54,10 +54,34 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 
 /// A page.
 pub const PAGE: u64 = 4096;
+
+/// [`SimMemory`] whose table allocations fail after `left` more
+/// ([`World::try_fork_with_tables`]).
+struct LimitedTables<'a> {
+    mem: &'a SimMemory,
+    left: Cell<u32>,
+}
+
+impl TableMemory for LimitedTables<'_> {
+    fn read_entry(&self, pa: PhysAddr) -> u64 {
+        self.mem.read_entry(pa)
+    }
+    fn write_entry(&self, pa: PhysAddr, value: u64) {
+        self.mem.write_entry(pa, value)
+    }
+    fn alloc_table(&self) -> Option<PhysAddr> {
+        let left = self.left.get().checked_sub(1)?;
+        self.left.set(left);
+        self.mem.alloc_table()
+    }
+    fn free_table(&self, pa: PhysAddr) {
+        self.mem.free_table(pa)
+    }
+}
 /// Where tests map their areas: 2 MiB- (indeed 1 GiB-) aligned.
 pub const AREA: u64 = 0x10_0000_0000;
 /// The end of user space (48-bit lower half).
@@ -635,6 +659,38 @@ impl<F: HardwareWalker> World<F> {
         flush.flush(&self.tlb);
         let vmas = parent.vmas.clone();
         self.add_space(table, vmas)
+    }
+
+    /// fork as the kernel does it when memory runs out: the child's tables
+    /// may take only `tables` new frames (the root included), and when
+    /// `fork_range` fails the child is torn down at once (the kernel drops
+    /// it). Returns the child's id, or the error, with the child gone.
+    pub fn try_fork_with_tables(&mut self, s: usize, tables: u32) -> Result<usize, ForkError> {
+        let limited = LimitedTables { mem: &self.mem, left: Cell::new(tables) };
+        let table = PageTable::<F>::new(&limited).map_err(|_| ForkError::OutOfMemory { va: va(0) })?;
+        let parent = self.sp(s);
+        let mut flush = Flush::none(parent.table.root());
+        let handle = anon_handle(table.root());
+        let result = fork_range(
+            &parent.table,
+            &table,
+            &limited,
+            &self.frames,
+            handle,
+            va(0),
+            va(USER_END),
+            &mut flush,
+        );
+        flush.flush(&self.tlb);
+        let vmas = parent.vmas.clone();
+        let child = self.add_space(table, vmas);
+        match result {
+            Ok(()) => Ok(child),
+            Err(e) => {
+                self.exit(child);
+                Err(e)
+            }
+        }
     }
 
     /// The space goes away: every mapping, then the tables.
