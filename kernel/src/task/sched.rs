@@ -45,12 +45,14 @@ use crate::arch;
 use crate::arch::context::Context;
 use crate::arch::prelude::*;
 use crate::memory;
-use crate::sync::RawSpinLock;
+use crate::sync::{IrqSpinLock, RawSpinLock};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
+use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::PhysAddr;
 
@@ -100,7 +102,10 @@ pub struct Task {
     /// The kernel stack's frames (None for `main` and the boot stacks).
     stack: Option<PhysAddr>,
     /// Why the task was ended by the kernel, if it was ([`kill_current`]).
-    killed: spin::Mutex<Option<alloc::string::String>>,
+    /// Held with interrupts off: the killed task writes it with interrupts
+    /// off, and a joiner polling [`JoinHandle::is_finished`] on the same CPU
+    /// must not be preempted holding it.
+    killed: IrqSpinLock<Option<String>>,
     /// What the task runs. It stays here, on the heap, while it runs (it is
     /// called by reference), so a task ended by the kernel mid-way leaks
     /// nothing it captured: the box is dropped with the task.
@@ -254,7 +259,7 @@ fn new_task_with(
         name,
         affinity,
         stack,
-        killed: spin::Mutex::new(None),
+        killed: IrqSpinLock::new(None),
         body: spin::Mutex::new(body),
         _keep: keep,
         inner: UnsafeCell::new(TaskInner {
@@ -705,7 +710,7 @@ pub fn current_root() -> Option<PhysAddr> {
 /// no memory for its fault): says so on the console, records `why` for its
 /// joiner, and never returns. Called from the fault handler, on the task's
 /// own stack, holding no lock.
-pub fn kill_current(why: alloc::string::String) -> ! {
+pub fn kill_current(why: String) -> ! {
     Arch::irq_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
@@ -737,10 +742,44 @@ fn exit() -> ! {
     unreachable!("exit: a dead task was scheduled again");
 }
 
+/// The result slot a task fills and its [`JoinHandle`] empties. Held with
+/// interrupts off (as every lock a task and another may take on one CPU):
+/// a holder preempted by the tick must never leave the other spinning with
+/// interrupts off.
+type ResultSlot<T> = Arc<IrqSpinLock<Option<T>>>;
+
 /// Waits for a task to finish and gives its result.
 pub struct JoinHandle<T> {
     task: Arc<Task>,
-    result: Arc<spin::Mutex<Option<T>>>,
+    result: ResultSlot<T>,
+}
+
+/// What [`JoinHandle::join`] gives for a task the kernel ended
+/// ([`kill_current`]) instead of a result: which task, and why. Whose
+/// fault it was depends on the task (a refused access in a test that
+/// expects it; a kernel bug in a task that should never make one): the
+/// caller decides, and reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Killed {
+    pub id: u64,
+    pub name: &'static str,
+    /// The reason [`kill_current`] was given (also printed when it ended
+    /// the task).
+    pub why: String,
+}
+
+impl fmt::Display for Killed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {} ({}) was killed: {}", self.id, self.name, self.why)
+    }
+}
+
+/// For the many callers that report errors as text (`h.join()?` in a
+/// function returning `Result<_, String>`).
+impl From<Killed> for String {
+    fn from(k: Killed) -> String {
+        alloc::format!("{k}")
+    }
 }
 
 impl<T> JoinHandle<T> {
@@ -755,23 +794,11 @@ impl<T> JoinHandle<T> {
         self.result.lock().is_some() || self.task.killed.lock().is_some()
     }
 
-    /// Blocks until the task has finished; returns what it returned.
-    ///
-    /// # Panics
-    /// If the kernel ended the task ([`kill_current`]): a kernel task that
-    /// makes a refused access is a kernel bug. Tests that expect it use
-    /// [`JoinHandle::join_or_killed`].
-    pub fn join(self) -> T {
-        let name = self.task.name;
-        match self.join_or_killed() {
-            Ok(v) => v,
-            Err(why) => panic!("join: task `{name}` was killed: {why}"),
-        }
-    }
-
-    /// Blocks until the task has finished; its result, or why the kernel
-    /// ended it.
-    pub fn join_or_killed(self) -> Result<T, alloc::string::String> {
+    /// Blocks until the task has finished; what it returned, or, when the
+    /// kernel ended it ([`kill_current`]), which task and why. Never
+    /// panics for a killed task: a kernel task that makes a refused access
+    /// is a bug the caller reports with the task's name.
+    pub fn join(self) -> Result<T, Killed> {
         loop {
             let was = Arch::irq_save_and_disable();
             RQ_LOCK.lock();
@@ -795,10 +822,12 @@ impl<T> JoinHandle<T> {
             schedule_locked();
             Arch::irq_restore(was);
         }
-        if let Some(why) = self.task.killed.lock().take() {
-            return Err(why);
+        let killed = self.task.killed.lock().take();
+        if let Some(why) = killed {
+            return Err(Killed { id: self.task.id, name: self.task.name, why });
         }
-        Ok(self.result.lock().take().expect("join: a dead task left no result"))
+        let result = self.result.lock().take();
+        Ok(result.expect("join: a dead task that was not killed left no result"))
     }
 }
 
@@ -806,14 +835,14 @@ fn spawn_inner<T: Send + 'static>(
     name: &'static str,
     affinity: Option<usize>,
     space: Option<(PhysAddr, Arc<dyn core::any::Any + Send + Sync>)>,
-    make_body: impl FnOnce(Arc<spin::Mutex<Option<T>>>) -> Box<dyn FnMut() + Send>,
+    make_body: impl FnOnce(ResultSlot<T>) -> Box<dyn FnMut() + Send>,
 ) -> Result<JoinHandle<T>, SpawnError> {
     if let Some(cpu) = affinity {
         if !cpu_online(cpu) {
             return Err(SpawnError::NoSuchCpu(cpu));
         }
     }
-    let result = Arc::new(spin::Mutex::new(None));
+    let result = Arc::new(IrqSpinLock::new(None));
     let body = make_body(result.clone());
     let (stack, top) = alloc_stack()?;
     let (root, keep) = match space {
@@ -841,7 +870,7 @@ fn spawn_inner<T: Send + 'static>(
 /// The body of an ordinary task: run `f` once, keep its result.
 fn once_body<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
-) -> impl FnOnce(Arc<spin::Mutex<Option<T>>>) -> Box<dyn FnMut() + Send> {
+) -> impl FnOnce(ResultSlot<T>) -> Box<dyn FnMut() + Send> {
     move |slot| {
         let mut f = Some(f);
         Box::new(move || {

@@ -39,7 +39,7 @@ fn yield_interleaves_tasks(_: &TestEnv<'_>) -> Result<(), String> {
         );
     }
     for h in handles {
-        h.join();
+        h.join()?;
     }
     let log = log.lock();
     for who in [1u8, 2] {
@@ -75,8 +75,8 @@ fn preemption_stops_a_busy_task(_: &TestEnv<'_>) -> Result<(), String> {
     .map_err(|e| format!("spawn: {e:?}"))?;
     let setter =
         spawn("setter", move || flag.store(true, Ordering::Release)).map_err(|e| format!("spawn: {e:?}"))?;
-    setter.join();
-    if !spinner.join() {
+    setter.join()?;
+    if !spinner.join()? {
         return Err("the spinning task was never preempted (5 s without the setter running)".into());
     }
     Ok(())
@@ -100,7 +100,7 @@ fn join_returns_values_and_frees_stacks(_: &TestEnv<'_>) -> Result<(), String> {
     let handles: Result<Vec<_>, _> = (0..32u64).map(|i| spawn("square", move || i * i)).collect();
     let handles = handles.map_err(|e| format!("spawn: {e:?}"))?;
     for (i, h) in handles.into_iter().enumerate() {
-        let v = h.join();
+        let v = h.join()?;
         if v != (i * i) as u64 {
             return Err(format!("task {i} returned {v}"));
         }
@@ -113,10 +113,35 @@ fn spawn_on_a_missing_cpu_is_refused(_: &TestEnv<'_>) -> Result<(), String> {
         Err(SpawnError::NoSuchCpu(c)) if c == MAX_CPUS + 1 => Ok(()),
         Err(e) => Err(format!("wrong error {e:?}")),
         Ok(h) => {
-            h.join();
+            let _ = h.join();
             Err("a task was started on a CPU that does not exist".into())
         }
     }
 }
 
-pub(crate) const TESTS: &[Test] = register!["sched": timer_ticks_advance, yield_interleaves_tasks, preemption_stops_a_busy_task, sleep_lasts_at_least, join_returns_values_and_frees_stacks, spawn_on_a_missing_cpu_is_refused];
+fn join_of_a_killed_task_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
+    // The kernel ends the task half-way; its joiner gets which task and
+    // why, not a panic (the harness's frame check sees its stack freed).
+    let h = spawn("doomed", || -> u64 { kill_current(String::from("ended by the test")) })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    let id = h.id();
+    let start = Arch::now_ns();
+    while !h.is_finished() {
+        if Arch::now_ns() - start > 5_000_000_000 {
+            return Err("the killed task never finished".into());
+        }
+        yield_now();
+    }
+    match h.join() {
+        Err(killed) if killed.id == id && killed.name == "doomed" && killed.why == "ended by the test" => {
+            let shown = format!("{killed}");
+            if !shown.contains("doomed") || !shown.contains("ended by the test") {
+                return Err(format!("the report `{shown}` does not name the task and the reason"));
+            }
+            Ok(())
+        }
+        other => Err(format!("join of a killed task gave {other:?}")),
+    }
+}
+
+pub(crate) const TESTS: &[Test] = register!["sched": timer_ticks_advance, yield_interleaves_tasks, preemption_stops_a_busy_task, sleep_lasts_at_least, join_returns_values_and_frees_stacks, spawn_on_a_missing_cpu_is_refused, join_of_a_killed_task_is_an_error];

@@ -22,7 +22,7 @@ fn all_cpus_online(_: &TestEnv<'_>) -> Result<(), String> {
     let handles: Result<Vec<_>, _> =
         cpus.iter().map(|&cpu| sched::spawn_on(cpu, "where", sched::cpu_index)).collect();
     for (&cpu, h) in cpus.iter().zip(handles.map_err(|e| format!("spawn_on: {e:?}"))?) {
-        let ran_on = h.join();
+        let ran_on = h.join()?;
         if ran_on != cpu {
             return Err(format!("a task pinned to CPU {cpu} ran on CPU {ran_on}"));
         }
@@ -57,8 +57,11 @@ fn tasks_migrate(_: &TestEnv<'_>) -> Result<(), String> {
             })
         })
         .collect();
-    let masks: Vec<u32> =
-        handles.map_err(|e| format!("spawn: {e:?}"))?.into_iter().map(|h| h.join()).collect();
+    let masks: Vec<u32> = handles
+        .map_err(|e| format!("spawn: {e:?}"))?
+        .into_iter()
+        .map(|h| h.join())
+        .collect::<Result<_, _>>()?;
     if masks.iter().all(|m| m.count_ones() < 2) {
         let stats: Vec<_> = sched::online_cpus().map(|c| (c, sched::cpu_stats(c))).collect();
         return Err(format!(
