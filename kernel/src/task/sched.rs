@@ -38,7 +38,9 @@
 //!   park. Wake-ups may be spurious; waiters re-check in a loop.
 //!
 //! All CPUs share the one run queue, so a task runs wherever a CPU is free
-//! (migration is the default); `spawn_on` pins it. A CPU's index comes from
+//! (migration is the default, but when it happens is up to timing); `spawn_on`
+//! pins a new task, and [`set_affinity`] pins (or unpins) the running task,
+//! moving it to its CPU before it returns. A CPU's index comes from
 //! its per-CPU register (`Arch::cpu_index`); the boot CPU keeps time.
 
 use crate::arch;
@@ -53,7 +55,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use mm::PhysAddr;
 
 /// The most CPUs the kernel manages.
@@ -97,8 +99,10 @@ struct TaskInner {
 pub struct Task {
     pub id: u64,
     pub name: &'static str,
-    /// Pinned to this CPU, or any CPU.
-    pub affinity: Option<usize>,
+    /// The CPU the task is pinned to, or [`ANY_CPU`]. Changed only by the
+    /// task itself ([`set_affinity`]), under RQ_LOCK; read by the
+    /// scheduler under RQ_LOCK and by reports anywhere.
+    affinity: AtomicUsize,
     /// The kernel stack's frames (None for `main` and the boot stacks).
     stack: Option<PhysAddr>,
     /// Why the task was ended by the kernel, if it was ([`kill_current`]).
@@ -121,7 +125,15 @@ unsafe impl Sync for Task {}
 // SAFETY: as above; a Task holds no thread-bound data.
 unsafe impl Send for Task {}
 
+/// [`Task::affinity`]'s value for a task that may run on any CPU.
+const ANY_CPU: usize = usize::MAX;
+
 impl Task {
+    /// The CPU the task is pinned to, or `None` when it may run anywhere.
+    pub fn affinity(&self) -> Option<usize> {
+        Some(self.affinity.load(Ordering::Relaxed)).filter(|&c| c != ANY_CPU)
+    }
+
     /// The task's mutable fields.
     ///
     /// # Safety
@@ -257,7 +269,7 @@ fn new_task_with(
     Arc::new(Task {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         name,
-        affinity,
+        affinity: AtomicUsize::new(affinity.unwrap_or(ANY_CPU)),
         stack,
         killed: IrqSpinLock::new(None),
         body: spin::Mutex::new(body),
@@ -385,7 +397,7 @@ fn on_tick() {
             if due {
                 let task = rq.sleeping.swap_remove(i);
                 task.inner().state = TaskState::Ready;
-                kick_idle_cpu(task.affinity);
+                kick_idle_cpu(task.affinity());
                 rq.ready.push_back(task);
             } else {
                 i += 1;
@@ -494,12 +506,17 @@ fn schedule_locked() {
             TaskState::Running if !is_idle => {
                 prev.inner().state = TaskState::Ready;
                 rq.ready.push_back(prev.clone());
+                // Moved away from this CPU (`set_affinity`): its new CPU
+                // may be idle, waiting for an interrupt.
+                if prev.affinity().is_some_and(|c| c != cpu) {
+                    kick_idle_cpu(prev.affinity());
+                }
             }
             TaskState::Running => prev.inner().state = TaskState::Ready,
             TaskState::Sleeping(_) => rq.sleeping.push(prev.clone()),
             TaskState::Ready | TaskState::Blocked | TaskState::Parked | TaskState::Dead => {}
         }
-        let pos = rq.ready.iter().position(|t| t.affinity.is_none_or(|c| c == cpu));
+        let pos = rq.ready.iter().position(|t| t.affinity().is_none_or(|c| c == cpu));
         let next = match pos {
             Some(i) => rq.ready.remove(i).expect("schedule: position in range"),
             None => rq.idle[cpu].clone().expect("schedule: no idle task"),
@@ -583,6 +600,36 @@ fn set_current_root(root: Option<PhysAddr>) {
     Arch::irq_restore(was);
 }
 
+/// Pins the running task to CPU `cpu`, or with `None` lets it run on any
+/// CPU again, and returns once it runs where it may: on `cpu` itself
+/// when pinned. The explicit way to move a task between CPUs (whether
+/// an unpinned task ever changes CPU on its own depends on which CPU
+/// finds it ready first, which nothing guarantees).
+///
+/// # Errors
+/// [`SpawnError::NoSuchCpu`] when `cpu` does not run tasks; nothing changed.
+pub fn set_affinity(cpu: Option<usize>) -> Result<(), SpawnError> {
+    if let Some(c) = cpu.filter(|&c| !cpu_online(c)) {
+        return Err(SpawnError::NoSuchCpu(c));
+    }
+    let was = Arch::irq_save_and_disable();
+    RQ_LOCK.lock();
+    let me = cpu_index();
+    // SAFETY: RQ_LOCK is held.
+    let cur = unsafe { rq().current[me].clone().expect("set_affinity: no current task") };
+    cur.affinity.store(cpu.unwrap_or(ANY_CPU), Ordering::Relaxed);
+    drop(cur);
+    if cpu.is_some_and(|c| c != me) {
+        // Back in the run queue; only `cpu` may take it from there.
+        schedule_locked();
+    } else {
+        RQ_LOCK.unlock();
+    }
+    Arch::irq_restore(was);
+    debug_assert!(cpu.is_none_or(|c| c == cpu_index()), "set_affinity: resumed on the wrong CPU");
+    Ok(())
+}
+
 /// Gives up the CPU to other ready tasks.
 pub fn yield_now() {
     let was = Arch::irq_save_and_disable();
@@ -661,11 +708,11 @@ pub fn unpark(task: &Arc<Task>) {
         if inner.state == TaskState::Parked {
             inner.state = TaskState::Ready;
             rq().ready.push_back(task.clone());
-            kick_idle_cpu(task.affinity);
+            kick_idle_cpu(task.affinity());
             // Called from an interrupt that woke this CPU out of its idle
             // task: schedule on the way out rather than at the next tick.
             let me = cpu_index();
-            if IDLE[me].load(Ordering::Relaxed) && task.affinity.is_none_or(|c| c == me) {
+            if IDLE[me].load(Ordering::Relaxed) && task.affinity().is_none_or(|c| c == me) {
                 NEED_RESCHED[me].store(true, Ordering::Relaxed);
             }
         } else {
@@ -734,7 +781,7 @@ fn exit() -> ! {
         cur.inner().state = TaskState::Dead;
         if let Some(joiner) = cur.inner().joiner.take() {
             joiner.inner().state = TaskState::Ready;
-            kick_idle_cpu(joiner.affinity);
+            kick_idle_cpu(joiner.affinity());
             rq.ready.push_back(joiner);
         }
     }
