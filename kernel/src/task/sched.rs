@@ -46,7 +46,7 @@
 use crate::arch;
 use crate::arch::context::Context;
 use crate::arch::prelude::*;
-use crate::memory;
+use crate::memory::stacks::{self, KernelStack};
 use crate::sync::{IrqSpinLock, RawSpinLock};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -66,8 +66,6 @@ const _: () = assert!(Arch::MAX_CPUS >= MAX_CPUS, "the arch keeps state for fewe
 pub const TICK_HZ: u32 = 100;
 /// Ready and sleeping tasks the run queue holds without allocating.
 const RESERVED_TASKS: usize = 256;
-/// Order of a task's kernel stack: 2^3 frames = 32 KiB.
-const STACK_ORDER: u8 = 3;
 
 /// What a task is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,8 +101,9 @@ pub struct Task {
     /// task itself ([`set_affinity`]), under RQ_LOCK; read by the
     /// scheduler under RQ_LOCK and by reports anywhere.
     affinity: AtomicUsize,
-    /// The kernel stack's frames (None for `main` and the boot stacks).
-    stack: Option<PhysAddr>,
+    /// The kernel stack, with its guard (None for `main` and the CPUs'
+    /// start-up stacks); freed when the task is dropped. Only held.
+    _stack: Option<KernelStack>,
     /// Why the task was ended by the kernel, if it was ([`kill_current`]).
     /// Held with interrupts off: the killed task writes it with interrupts
     /// off, and a joiner polling [`JoinHandle::is_finished`] on the same CPU
@@ -144,14 +143,6 @@ impl Task {
         debug_assert!(RQ_LOCK.is_locked());
         // SAFETY: the caller holds RQ_LOCK, which serialises every access.
         unsafe { &mut *self.inner.get() }
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        if let Some(pa) = self.stack {
-            memory::free_frames(pa, STACK_ORDER);
-        }
     }
 }
 
@@ -251,7 +242,7 @@ pub fn started() -> bool {
 fn new_task(
     name: &'static str,
     affinity: Option<usize>,
-    stack: Option<PhysAddr>,
+    stack: Option<KernelStack>,
     context: Context,
 ) -> Arc<Task> {
     new_task_with(name, affinity, stack, context, None, None, None)
@@ -260,17 +251,21 @@ fn new_task(
 fn new_task_with(
     name: &'static str,
     affinity: Option<usize>,
-    stack: Option<PhysAddr>,
+    stack: Option<KernelStack>,
     context: Context,
     body: Option<Box<dyn FnMut() + Send>>,
     keep: Option<Arc<dyn core::any::Any + Send + Sync>>,
     root: Option<PhysAddr>,
 ) -> Arc<Task> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    if let Some(stack) = &stack {
+        stack.set_owner(id);
+    }
     Arc::new(Task {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        id,
         name,
         affinity: AtomicUsize::new(affinity.unwrap_or(ANY_CPU)),
-        stack,
+        _stack: stack,
         killed: IrqSpinLock::new(None),
         body: spin::Mutex::new(body),
         _keep: keep,
@@ -293,10 +288,12 @@ pub enum SpawnError {
     NoSuchCpu(usize),
 }
 
-fn alloc_stack() -> Result<(PhysAddr, u64), SpawnError> {
-    let pa = memory::alloc_frames(STACK_ORDER).map_err(|_| SpawnError::NoMemory)?;
-    let top = memory::phys_to_virt(pa).as_u64() + (4096 << STACK_ORDER);
-    Ok((pa, top))
+/// A kernel stack with its guard ([`crate::memory::stacks`]), and the
+/// address its stack pointer starts from.
+fn alloc_stack() -> Result<(KernelStack, u64), SpawnError> {
+    let stack = KernelStack::alloc().map_err(|_| SpawnError::NoMemory)?;
+    let top = stack.top();
+    Ok((stack, top))
 }
 
 /// What an idle task does: wait for an interrupt; reschedule when the
@@ -323,8 +320,8 @@ extern "C" fn idle_entry(_: usize) -> ! {
 pub fn init() -> Result<(), SpawnError> {
     let main = new_task("main", Some(0), None, Context::default());
     let (stack, top) = alloc_stack()?;
-    // SAFETY: the 32 KiB stack was just allocated for the idle task and is
-    // freed only when the task is dropped, which never happens.
+    // SAFETY: the stack was just allocated for the idle task and is freed
+    // only when the task is dropped, which never happens.
     let idle = new_task("idle", Some(0), Some(stack), unsafe { Arch::new_context(top, idle_entry, 0) });
     Arch::irq_disable();
     RQ_LOCK.lock();
@@ -342,6 +339,7 @@ pub fn init() -> Result<(), SpawnError> {
     }
     RQ_LOCK.unlock();
     arch::irq::set_hooks(arch::irq::Hooks { timer: on_tick, ipi: on_ipi, after_irq: preempt });
+    arch::trap::set_stack_fault_hook(on_stack_fault);
     ONLINE[0].store(true, Ordering::Release);
     STARTED.store(true, Ordering::Release);
     Arch::start_timer(TICK_HZ);
@@ -751,6 +749,38 @@ pub fn current_root() -> Option<PhysAddr> {
     RQ_LOCK.unlock();
     Arch::irq_restore(was);
     root
+}
+
+/// The arch's report of a fault that may be a kernel stack overflow (on
+/// its emergency stack, interrupts off; `arch_common::trap`): when the
+/// faulting address or the stack pointer lies in the guard of a task's
+/// stack ([`crate::memory::stacks`]), end that task with "kernel stack
+/// overflow", which names it, and never return. When interrupts were off
+/// the task may hold a spin lock that nothing would ever release: panic,
+/// naming the task, instead. Returns when the fault is not in a guard.
+fn on_stack_fault(fault: &arch::trap::StackFault) {
+    let Some(slot) = stacks::guard_slot(fault.addr).or_else(|| stacks::guard_slot(fault.sp)) else {
+        return;
+    };
+    let owner = stacks::owner(slot);
+    let what = alloc::format!(
+        "kernel stack overflow (SP {:#x}, fault at {:#x}, PC {:#x})",
+        fault.sp,
+        fault.addr,
+        fault.pc
+    );
+    if !fault.irqs_were_on {
+        panic!("{what} in task {owner}, with interrupts off: it may hold a spin lock, so it cannot be ended alone");
+    }
+    let current = current_task();
+    if current.id != owner {
+        panic!(
+            "{what}: an access to the guard of task {owner}'s stack by task {} ({})",
+            current.id, current.name
+        );
+    }
+    drop(current);
+    kill_current(what)
 }
 
 /// Ends the running task because of what it did (a refused memory access,

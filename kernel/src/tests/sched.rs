@@ -144,4 +144,43 @@ fn join_of_a_killed_task_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
     }
 }
 
-pub(crate) const TESTS: &[Test] = register!["sched": timer_ticks_advance, yield_interleaves_tasks, preemption_stops_a_busy_task, sleep_lasts_at_least, join_returns_values_and_frees_stacks, spawn_on_a_missing_cpu_is_refused, join_of_a_killed_task_is_an_error];
+/// Uses about 600 bytes of stack per level, and cannot be turned into a
+/// loop: what a stack overflow looks like.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut pad = [0u8; 512];
+    pad[(depth % 512) as usize] = depth as u8;
+    core::hint::black_box(&mut pad);
+    if depth == 0 {
+        return 0;
+    }
+    recurse(depth - 1).wrapping_add(core::hint::black_box(pad)[(depth % 512) as usize] as u64)
+}
+
+fn stack_overflow_ends_only_the_task(_: &TestEnv<'_>) -> Result<(), String> {
+    use crate::memory::stacks;
+    let live_before = stacks::nr_live();
+    // A million levels need about 600 MiB of stack: the 32 KiB one runs
+    // into its guard long before, and only this task may end.
+    let h = spawn("recurser", || recurse(1 << 20)).map_err(|e| format!("spawn: {e:?}"))?;
+    match h.join() {
+        Err(killed) if killed.name == "recurser" && killed.why.contains("kernel stack overflow") => {}
+        Err(killed) => return Err(format!("the recursing task ended otherwise: {killed}")),
+        Ok(v) => return Err(format!("a million levels of recursion returned {v} on a 32 KiB stack")),
+    }
+    // The kernel goes on: tasks run again, on slots that are reused once
+    // the freed ones have been flushed from every CPU (more than the
+    // quarantine holds, so that happens here too).
+    for i in 0..(2 * stacks::QUARANTINE as u64 + 8) {
+        let v = spawn("after", move || recurse(i % 16)).map_err(|e| format!("spawn: {e:?}"))?.join()?;
+        if v != recurse(i % 16) {
+            return Err(format!("task {i} after the overflow computed {v}"));
+        }
+    }
+    if stacks::nr_live() != live_before {
+        return Err(format!("{} stacks before, {} after", live_before, stacks::nr_live()));
+    }
+    Ok(())
+}
+
+pub(crate) const TESTS: &[Test] = register!["sched": timer_ticks_advance, yield_interleaves_tasks, preemption_stops_a_busy_task, sleep_lasts_at_least, join_returns_values_and_frees_stacks, spawn_on_a_missing_cpu_is_refused, join_of_a_killed_task_is_an_error, stack_overflow_ends_only_the_task];
