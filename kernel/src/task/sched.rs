@@ -3,8 +3,9 @@
 //!
 //! ## Model
 //!
-//! A [`Task`] has its own kernel stack (frames from the buddy allocator)
-//! and a saved [`Context`]. Tasks are `Ready` (in the run queue), `Running`
+//! A [`Task`] has its own kernel stack ([`crate::memory::stacks`]: 32 KiB
+//! with an unmapped guard below it; an overflow ends the task, see
+//! [`on_stack_fault`]) and a saved [`Context`]. Tasks are `Ready` (in the run queue), `Running`
 //! (on a CPU), `Sleeping` (until a tick), `Blocked` (until another task wakes
 //! it: join), `Parked` (until [`unpark`]: the wait primitive of
 //! [`crate::task::wait`] and device drivers) or `Dead`. Each CPU has an idle task, which runs when nothing is
@@ -29,6 +30,11 @@
 //! - A dead task's stack is freed only after the CPU has switched away from
 //!   it: the previous task is dropped in [`finish_switch`], on the new
 //!   task's stack.
+//! - A joiner gets the task's result, or [`Killed`] when the kernel ended
+//!   it ([`kill_current`]); never a panic.
+//! - Locks private to a task: `Task::body` (the task alone), and
+//!   `Task::killed` and the join result slot ([`IrqSpinLock`]s: the task
+//!   and its joiner, for a moment each).
 //! - Park and unpark: [`park`] blocks the running task until some code calls
 //!   [`unpark`] on it, from a task or an interrupt handler. A task's
 //!   `unpark_token` (under RQ_LOCK) remembers an unpark that came while the
