@@ -10,6 +10,8 @@
 //!
 //! Its own test binary: the hooks are registered once per process
 //! (`mm::sync::set_irq_hooks`), and no other test should run under them.
+//! Not built with `shuttle`, whose locks have no interrupt hooks.
+#![cfg(not(feature = "shuttle"))]
 
 use mm::frame::{AllocKind, FrameAllocator};
 use mm::page::Memmap;
