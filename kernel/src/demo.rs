@@ -38,7 +38,7 @@ pub fn run_in<T: Send + 'static>(
     space: &Arc<AddressSpace>,
     f: impl Fn() -> T + Send + 'static,
 ) -> Result<T, String> {
-    space.spawn(None, "swap-test", f)?.join_or_killed()
+    Ok(space.spawn(None, "swap-test", f)?.join()?)
 }
 
 /// Writes the pattern `tag` over pages `pages` of the area at `base`.

@@ -67,6 +67,10 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
         println!("kernel: {e}");
         Arch::exit(ExitStatus::Failure);
     }
+    if let Err(e) = memory::stacks::init() {
+        println!("kernel: {e}");
+        Arch::exit(ExitStatus::Failure);
+    }
     crate::vm::reclaim::init();
     memory::print_summary();
     cmdline::echo(&args);

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! kernel: args: test=all seed=7          the kernel echoes its arguments
+//! smp: 4 of 4 CPUs online                how many CPUs it found and started
 //! test mm::frame::alloc ... ok           one test passed
 //! test mm::swap::slots ... FAILED: why   one test failed, and why
 //! 41 passed, 1 failed                    the summary, alone on the last line
@@ -26,6 +27,16 @@ use std::fmt;
 pub const ARGS_ECHO_PREFIX: &str = "kernel: args:";
 /// The prefix of a panic line.
 pub const PANIC_PREFIX: &str = "kernel panic: ";
+/// The prefix of the line on which the kernel says how many CPUs run.
+pub const CPUS_PREFIX: &str = "smp: ";
+
+/// `smp: <online> of <listed> CPUs online`: the CPUs that run tasks, of
+/// those the firmware listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpusOnline {
+    pub online: u32,
+    pub listed: u32,
+}
 
 /// The result one test printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +99,8 @@ pub enum Line<'a> {
     Panic(&'a str),
     /// `kernel: args: <args>`; holds `<args>`.
     ArgsEcho(&'a str),
+    /// `smp: N of M CPUs online`
+    CpusOnline(CpusOnline),
     /// Anything else (log output).
     Other,
 }
@@ -123,6 +136,9 @@ pub fn classify(raw: &str) -> Line<'_> {
     if line == PANIC_PREFIX.trim_end() {
         return Line::Panic("");
     }
+    if let Some(cpus) = parse_cpus_online(line) {
+        return Line::CpusOnline(cpus);
+    }
     if let Some(args) = line.strip_prefix(ARGS_ECHO_PREFIX) {
         if args.is_empty() || args.starts_with(' ') {
             return Line::ArgsEcho(args.trim_start());
@@ -157,18 +173,27 @@ fn failed_reason(text: &str) -> Option<&str> {
     text.strip_prefix("FAILED: ").map(str::trim_start)
 }
 
+/// A decimal number of digits only (no sign, no spaces).
+fn number<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        None
+    } else {
+        s.parse().ok()
+    }
+}
+
 /// Reads `N passed, M failed` exactly.
 fn parse_summary(line: &str) -> Option<Summary> {
     let (passed, failed) = line.split_once(" passed, ")?;
     let failed = failed.strip_suffix(" failed")?;
-    let number = |s: &str| {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            None
-        } else {
-            s.parse::<u64>().ok()
-        }
-    };
     Some(Summary { passed: number(passed)?, failed: number(failed)? })
+}
+
+/// Reads `smp: N of M CPUs online` exactly.
+fn parse_cpus_online(line: &str) -> Option<CpusOnline> {
+    let counts = line.strip_prefix(CPUS_PREFIX)?.strip_suffix(" CPUs online")?;
+    let (online, listed) = counts.split_once(" of ")?;
+    Some(CpusOnline { online: number(online)?, listed: number(listed)? })
 }
 
 /// Reads `BENCH name=<name> value=<number> unit=<unit>` exactly.
@@ -205,6 +230,13 @@ pub struct Report {
     pub panics: Vec<String>,
     /// The arguments the kernel echoed on its `kernel: args: ` line.
     pub args_echo: Option<String>,
+    /// What the kernel's `smp: N of M CPUs online` line said (the last one).
+    pub cpus_online: Option<CpusOnline>,
+    /// The CPUs the machine was given (`-smp`), when the run was told
+    /// ([`Parser::expecting_cpus`]): the verdicts then require the kernel to
+    /// report exactly that many CPUs online, so that a broken CPU discovery
+    /// cannot quietly run a multi-CPU test on one CPU.
+    pub cpus_asked: Option<u32>,
 }
 
 impl Report {
@@ -240,6 +272,14 @@ impl Parser {
         Parser::default()
     }
 
+    /// A parser for the output of a machine given `cpus` CPUs (recorded in
+    /// [`Report::cpus_asked`] for the verdicts).
+    pub fn expecting_cpus(cpus: u32) -> Self {
+        let mut parser = Parser::default();
+        parser.report.cpus_asked = Some(cpus);
+        parser
+    }
+
     /// Takes one line of serial output (with or without its line ending).
     pub fn feed_line(&mut self, raw: &str) {
         match classify(raw) {
@@ -267,6 +307,7 @@ impl Parser {
             Line::BadBench => self.report.bad_bench_lines.push(normalize(raw).to_string()),
             Line::Panic(message) => self.report.panics.push(message.to_string()),
             Line::ArgsEcho(args) => self.report.args_echo = Some(args.to_string()),
+            Line::CpusOnline(cpus) => self.report.cpus_online = Some(cpus),
             Line::Other => {}
         }
     }
@@ -345,6 +386,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn reads_the_cpus_online_line() {
+        assert_eq!(
+            classify("smp: 3 of 4 CPUs online\r"),
+            Line::CpusOnline(CpusOnline { online: 3, listed: 4 })
+        );
+        for near_miss in [
+            "smp: 3 of 4 CPUs",
+            "smp: x of 4 CPUs online",
+            "smp: 3 of  CPUs online",
+            "smp:3 of 4 CPUs online",
+        ] {
+            assert_eq!(classify(near_miss), Line::Other, "{near_miss}");
+        }
+        let report = parse_transcript("smp: 1 of 1 CPUs online\nsmp: CPU 1 did not start\n");
+        assert_eq!(report.cpus_online, Some(CpusOnline { online: 1, listed: 1 }));
+        assert_eq!(report.cpus_asked, None);
+        assert_eq!(Parser::expecting_cpus(4).report().cpus_asked, Some(4));
     }
 
     #[test]

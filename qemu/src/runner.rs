@@ -35,11 +35,20 @@ pub struct RunOptions {
     pub echo: bool,
     /// How many trailing lines to keep in [`RunOutcome::last_lines`].
     pub keep_lines: usize,
+    /// The CPUs the machine was given (`-smp`), for the verdicts to check
+    /// against the kernel's `smp: N of M CPUs online` line
+    /// ([`crate::Report::cpus_asked`]); `None` for guests that print no such line.
+    pub cpus: Option<u32>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { timeout: Some(Duration::from_secs(120)), echo: true, keep_lines: DEFAULT_KEEP_LINES }
+        RunOptions {
+            timeout: Some(Duration::from_secs(120)),
+            echo: true,
+            keep_lines: DEFAULT_KEEP_LINES,
+            cpus: None,
+        }
     }
 }
 
@@ -160,7 +169,8 @@ pub fn run(cmd: &QemuCommand, arch: Arch, opts: &RunOptions) -> Result<RunOutcom
     });
 
     let deadline = opts.timeout.map(|t| start + t);
-    let mut lines = Lines { parser: Parser::new(), last: VecDeque::new(), keep: opts.keep_lines };
+    let parser = opts.cpus.map_or_else(Parser::new, Parser::expecting_cpus);
+    let mut lines = Lines { parser, last: VecDeque::new(), keep: opts.keep_lines };
     let mut timed_out = !lines.read_until(&rx, deadline);
     let status = if timed_out {
         kill(&mut child)?
@@ -456,7 +466,8 @@ mod tests {
             program: "sh".into(),
             args: vec!["-c".into(), "printf 'test slow ... '; exec sleep 30".into()],
         };
-        let opts = RunOptions { timeout: Some(Duration::from_millis(500)), echo: false, keep_lines: 40 };
+        let opts =
+            RunOptions { timeout: Some(Duration::from_millis(500)), echo: false, keep_lines: 40, cpus: None };
         let out = run(&cmd, Arch::Aarch64, &opts).unwrap();
         assert_eq!(out.exit, GuestExit::TimedOut);
         assert!(out.elapsed < Duration::from_secs(10));

@@ -11,7 +11,7 @@ use std::fmt;
 
 use crate::config::Arch;
 use crate::exit::GuestExit;
-use crate::protocol::{Report, TestOutcome};
+use crate::protocol::{CpusOnline, Report, TestOutcome};
 
 /// The result of a run, with every reason it failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,10 +86,32 @@ fn common_reasons(arch: Arch, exit: GuestExit, report: &Report) -> Vec<String> {
     for message in &report.panics {
         reasons.push(format!("kernel panic: {message}"));
     }
+    reasons.extend(cpu_reason(report));
     if !exit.is_success() {
         reasons.push(format!("exit: {}", exit.describe(arch)));
     }
     reasons
+}
+
+/// Whether the kernel runs on the CPUs the machine was given: its
+/// `smp: N of M CPUs online` line must say `N of N`, and when the run
+/// knows how many CPUs it asked QEMU for ([`Report::cpus_asked`]), the line
+/// must be there and name that many. A kernel that found or started fewer
+/// would otherwise run the multi-CPU test configurations on fewer CPUs and
+/// still pass.
+fn cpu_reason(report: &Report) -> Option<String> {
+    match (report.cpus_asked, report.cpus_online) {
+        (Some(asked), None) => Some(format!(
+            "the kernel never said how many CPUs are online (no `smp: N of M CPUs online` line; QEMU was given {asked})"
+        )),
+        (Some(asked), Some(CpusOnline { online, listed })) if (online, listed) != (asked, asked) => Some(format!(
+            "QEMU was given {asked} CPUs, but the kernel found {listed} and runs on {online} (`smp: {online} of {listed} CPUs online`)"
+        )),
+        (None, Some(CpusOnline { online, listed })) if online != listed => {
+            Some(format!("the kernel runs on {online} of the {listed} CPUs it found"))
+        }
+        _ => None,
+    }
 }
 
 /// The verdict of an in-guest test run (`cargo xtask qemu test`).
@@ -284,6 +306,44 @@ mod tests {
         );
         assert!(!v.is_pass());
         assert!(v.message().contains("test harness::selfcheck_fail FAILED: failing on purpose"));
+    }
+
+    /// A run told how many CPUs QEMU was given ([`crate::Parser::expecting_cpus`]).
+    fn verdict_with_cpus(asked: u32, transcript: &str) -> Verdict {
+        let mut parser = crate::Parser::expecting_cpus(asked);
+        transcript.split('\n').for_each(|line| parser.feed_line(line));
+        test_verdict(X86, GuestExit::Success, parser.report())
+    }
+
+    #[test]
+    fn the_cpus_online_must_be_the_cpus_asked_for() {
+        let run = |cpu_line: &str| format!("{cpu_line}\ntest a ... ok\n1 passed, 0 failed\n");
+        assert!(verdict_with_cpus(4, &run("smp: 4 of 4 CPUs online")).is_pass());
+        assert!(verdict_with_cpus(1, &run("smp: 1 of 1 CPUs online\r")).is_pass());
+        assert_eq!(
+            verdict_with_cpus(4, &run("smp: 1 of 1 CPUs online")).reasons(),
+            ["QEMU was given 4 CPUs, but the kernel found 1 and runs on 1 (`smp: 1 of 1 CPUs online`)"]
+        );
+        assert_eq!(
+            verdict_with_cpus(4, &run("smp: 3 of 4 CPUs online")).reasons(),
+            ["QEMU was given 4 CPUs, but the kernel found 4 and runs on 3 (`smp: 3 of 4 CPUs online`)"]
+        );
+        assert_eq!(
+            verdict_with_cpus(2, &run("kernel: args: test=a")).reasons(),
+            [
+                "the kernel never said how many CPUs are online (no `smp: N of M CPUs online` line; QEMU was given 2)"
+            ]
+        );
+        // A boot verdict checks it too.
+        let mut parser = crate::Parser::expecting_cpus(2);
+        parser.feed_line("smp: 1 of 1 CPUs online");
+        assert!(!boot_verdict(ARM, GuestExit::Success, parser.report()).is_pass());
+        // Without the count asked for, only a CPU that did not start fails.
+        assert!(verdict(GuestExit::Success, &run("smp: 2 of 2 CPUs online")).is_pass());
+        assert_eq!(
+            verdict(GuestExit::Success, &run("smp: 2 of 3 CPUs online")).reasons(),
+            ["the kernel runs on 2 of the 3 CPUs it found"]
+        );
     }
 
     #[test]

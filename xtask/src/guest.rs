@@ -75,6 +75,7 @@ pub fn run_guest(
         timeout: args.timeout_secs.map(Duration::from_secs),
         echo: true,
         keep_lines: qemu::runner::DEFAULT_KEEP_LINES,
+        cpus: Some(args.smp),
     };
     let outcome = qemu::run(&cmd, args.arch, &opts).map_err(|e| Error::Qemu(e.to_string()));
     drop(disk_set);

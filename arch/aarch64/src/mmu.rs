@@ -149,6 +149,12 @@ impl Mmu for Aarch64 {
         unsafe { core::arch::asm!("dsb ishst", "isb", options(nostack)) };
     }
 
+    /// The broadcast invalidation of [`Tlb`] (`TLBI VAAE1IS` reaches every
+    /// CPU and every ASID, global entries included).
+    fn flush_kernel_range(start: VirtAddr, end: VirtAddr) {
+        mm::pgtable::TlbHooks::flush_range(&Tlb, Self::kernel_root(), start, end);
+    }
+
     /// Cleans the data cache to the point of unification, then invalidates
     /// the instruction cache.
     fn code_written(va: VirtAddr, len: u64) {

@@ -11,6 +11,21 @@
 //! fixed-up access, `x0`/`x1` set to report a fault), is restored and `eret`
 //! resumes.
 //!
+//! ## Kernel stack overflow
+//!
+//! A kernel stack that runs into its guard (the unmapped lower half of its
+//! slot in the stack window, `arch_common::mmu::STACK_SLOT_SHIFT`) takes a
+//! data abort whose frame the entry would push on the same exhausted stack,
+//! faulting again and again down the address space. So the entry of a
+//! synchronous exception from the kernel (vector 4) first looks at SP,
+//! with `TPIDRRO_EL0` as its one scratch register (no EL0 code runs yet;
+//! user tasks will have to keep their value elsewhere): when SP lies in
+//! the window (bits 63..=39 set) and in a guard (bit 15 clear), it switches
+//! to this CPU's overflow stack ([`OVERFLOW_STACKS`]) and calls
+//! [`aarch64_stack_overflow`], which offers the fault to the kernel
+//! (`arch_common::trap::offer_stack_fault`) and never returns to the
+//! overflowed code. Every other exception takes the ordinary path.
+//!
 //! A synchronous exception in the kernel is expected (a [`crate::probe`]
 //! access or breakpoint, recognised by its exact instruction address), a
 //! fault the kernel's handler resolves (`arch_common::trap`), or a kernel
@@ -47,10 +62,34 @@ pub struct TrapFrame {
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 816);
 const _: () = assert!(core::mem::offset_of!(TrapFrame, q) == 288);
 
+/// Bytes of each CPU's overflow stack.
+const OVERFLOW_STACK_SIZE: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+struct OverflowStack([u8; OVERFLOW_STACK_SIZE]);
+
+/// One stack per CPU for [`aarch64_stack_overflow`], by kernel CPU index
+/// (`TPIDR_EL1`). Used only by the assembly, which points SP at the top of
+/// its CPU's stack; the overflowed task never resumes, so each overflow
+/// starts from the top again.
+static mut OVERFLOW_STACKS: [OverflowStack; crate::cpu::MAX_CPUS] =
+    [const { OverflowStack([0; OVERFLOW_STACK_SIZE]) }; crate::cpu::MAX_CPUS];
+
 core::arch::global_asm!(
     r#"
 .macro VECTOR_ENTRY kind
     .balign 0x80
+.if \kind == 4
+    msr tpidrro_el0, x0
+    mov x0, sp
+    asr x0, x0, #{window_shift}
+    cmn x0, #1
+    b.ne 1f
+    mov x0, sp
+    tbnz x0, #{guard_bit}, 1f
+    b arch_aarch64_stack_overflow
+1:  mrs x0, tpidrro_el0
+.endif
     sub sp, sp, #816
     stp x0, x1, [sp, #0]
     mov x1, #\kind
@@ -166,9 +205,52 @@ arch_aarch64_trap_common:
     ldp x28, x29, [sp, #224]
     add sp, sp, #816
     eret
+
+// SP is in a guard: x0 is free (the overflowed code never resumes), x1..
+// are not needed either. Switch to this CPU's overflow stack and report.
+arch_aarch64_stack_overflow:
+    mrs x0, tpidr_el1
+    add x0, x0, #1
+    lsl x0, x0, #{overflow_shift}
+    adrp x1, {overflow_stacks}
+    add x1, x1, :lo12:{overflow_stacks}
+    add x1, x1, x0
+    mov x0, sp
+    mov sp, x1
+    mrs x1, elr_el1
+    mrs x2, far_el1
+    mrs x3, spsr_el1
+    bl {overflow}
+    brk #2
 "#,
     handler = sym aarch64_trap,
+    overflow = sym aarch64_stack_overflow,
+    overflow_stacks = sym OVERFLOW_STACKS,
+    overflow_shift = const OVERFLOW_STACK_SIZE.trailing_zeros(),
+    window_shift = const arch_common::mmu::STACK_WINDOW_SHIFT,
+    guard_bit = const arch_common::mmu::STACK_SLOT_SHIFT - 1,
 );
+
+const _: () = assert!(OVERFLOW_STACK_SIZE.is_power_of_two());
+// `asr #window_shift; cmn #1` tests "in the window": it must be the
+// address space's last 2^window_shift bytes.
+const _: () = assert!(arch_common::mmu::STACK_WINDOW_START == !0u64 << arch_common::mmu::STACK_WINDOW_SHIFT);
+
+/// SPSR_EL1.I: IRQs were masked.
+const SPSR_I: u64 = 1 << 7;
+
+/// Called by the vector entry, on this CPU's overflow stack, when a
+/// synchronous exception from the kernel came with SP in a stack guard.
+///
+/// # Panics
+/// When the kernel does not end the task (it returns from the hook): the
+/// fault is then reported as a kernel bug.
+#[no_mangle]
+extern "C" fn aarch64_stack_overflow(sp: u64, elr: u64, far: u64, spsr: u64) -> ! {
+    let fault = arch_common::trap::StackFault { sp, addr: far, pc: elr, irqs_were_on: spsr & SPSR_I == 0 };
+    arch_common::trap::offer_stack_fault(&fault);
+    panic!("exception with SP {sp:#x} in a stack guard (FAR {far:#x}) at PC {elr:#x}");
+}
 
 extern "C" {
     /// The vector table defined in the assembly above.

@@ -60,6 +60,13 @@ pub trait Mmu {
     /// that may walk them.
     fn table_write_barrier();
 
+    /// Drops the translations of the kernel-half range `[start, end)`,
+    /// global ones included, whichever root is loaded: on this CPU (x86_64;
+    /// the kernel asks the others by IPI) or on every CPU (AArch64, where
+    /// the invalidation is broadcast). For kernel mappings that change
+    /// after boot (the kernel stacks' window).
+    fn flush_kernel_range(start: VirtAddr, end: VirtAddr);
+
     /// Makes `len` bytes of code just written at `va` (through any mapping
     /// of it) visible to instruction fetch on this CPU.
     fn code_written(va: VirtAddr, len: u64);
@@ -75,6 +82,22 @@ pub trait Mmu {
         alloc_table: TableAlloc,
     ) -> Result<(), Self::MapDeviceError>;
 }
+
+/// The kernel stacks' window: the last top-level entry of the kernel half
+/// on both arches (x86_64 PML4 entry 511; AArch64 TTBR1's level-0 entry
+/// 511), 512 GiB from `0xffff_ff80_0000_0000` to the end of the address
+/// space: every address at or above it has bits 63..=39 set.
+pub const STACK_WINDOW_SHIFT: u32 = 39;
+/// The first address of the kernel stacks' window.
+pub const STACK_WINDOW_START: u64 = !0 << STACK_WINDOW_SHIFT;
+/// The window is cut into slots of `1 << STACK_SLOT_SHIFT` bytes (64 KiB),
+/// one kernel stack each: the lower half of a slot is never mapped (the
+/// stack's guard), the upper half is the stack. So an address in the window
+/// lies in a guard exactly when its bit `STACK_SLOT_SHIFT - 1` is clear,
+/// which the AArch64 vector entry checks without a memory access.
+pub const STACK_SLOT_SHIFT: u32 = 16;
+/// The bytes of one slot's stack (and of its guard).
+pub const STACK_SIZE: u64 = 1 << (STACK_SLOT_SHIFT - 1);
 
 /// Where [`Mmu::map_device`] gets a page table: a zeroed frame, or None
 /// when memory is short.

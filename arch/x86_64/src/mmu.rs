@@ -171,6 +171,21 @@ impl Mmu for X86_64 {
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
 
+    /// `INVLPG` of each page (it drops global translations too, and the
+    /// kernel half is mapped in every root), or everything when the range
+    /// is long; this CPU only.
+    fn flush_kernel_range(start: VirtAddr, end: VirtAddr) {
+        let first = start.as_u64() & !0xfff;
+        let nr_pages = end.as_u64().saturating_sub(first).div_ceil(4096);
+        if nr_pages > MAX_INVLPG_PAGES {
+            flush_everything();
+            return;
+        }
+        for i in 0..nr_pages {
+            tlb::flush(x86_64::VirtAddr::new_truncate(first + i * 4096));
+        }
+    }
+
     /// x86 keeps instruction caches coherent with stores; the jump to the
     /// code serialises enough on one CPU.
     fn code_written(_va: VirtAddr, _len: u64) {

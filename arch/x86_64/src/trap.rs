@@ -12,7 +12,13 @@
 //! set to report a fault), is restored and `iretq` resumes.
 //!
 //! Double fault, NMI and machine check run on their own IST stacks (see
-//! [`crate::gdt`]). A kernel exception is expected (a
+//! [`crate::gdt`]). A kernel stack that overflows into its guard page
+//! faults, and the CPU cannot push that fault's frame on the same stack:
+//! the page fault becomes a double fault, taken on its IST stack and
+//! offered to the kernel as a possible stack overflow
+//! (`arch_common::trap::offer_stack_fault`: the stack pointer, CR2, and the
+//! interrupt flag of the frame; the SDM leaves the double fault's saved RIP
+//! undefined, so RIP is only reported). A kernel exception is expected (a
 //! [`crate::probe`] instruction), a fault the kernel's handler resolves
 //! (`arch_common::trap`), or a kernel bug, reported with CR2, the error
 //! code and RIP before a panic.
@@ -60,6 +66,9 @@ pub struct TrapFrame {
 // the vector and 15 registers the frame is 22 words, and 22 * 8 keeps the
 // 16-byte alignment the call into Rust needs.
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+
+/// RFLAGS.IF: interrupts enabled.
+const RFLAGS_IF: u64 = 1 << 9;
 
 /// Vectors for which the CPU pushes an error code.
 const fn has_error_code(vector: u8) -> bool {
@@ -278,6 +287,21 @@ extern "C" fn x86_trap(frame: &mut TrapFrame) {
             panic!(
                 "unexpected kernel page fault at {cr2:#x} ({:?} {:?}, error code {:#x}) at RIP {:#x}",
                 fault.access, fault.cause, frame.error_code, frame.rip
+            );
+        }
+        8 => {
+            let cr2 = Cr2::read_raw();
+            let fault = arch_common::trap::StackFault {
+                sp: frame.rsp,
+                addr: cr2,
+                pc: frame.rip,
+                irqs_were_on: frame.rflags & RFLAGS_IF != 0,
+            };
+            // Returns only when it was not the overflow of a kernel stack.
+            arch_common::trap::offer_stack_fault(&fault);
+            panic!(
+                "double fault at RIP {:#x}, RSP {:#x}, CR2 {cr2:#x} (not a kernel stack's guard page)",
+                frame.rip, frame.rsp
             );
         }
         v => panic!(

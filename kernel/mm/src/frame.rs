@@ -66,14 +66,18 @@
 //!
 //! ## Lock
 //!
-//! One `spin::Mutex` (`FrameAllocator::zone`) guards every free list, the
-//! counts and the watermarks, and the descriptors of free blocks (their
-//! `Buddy` flag, order and list links). It is a **leaf** lock: nothing else
-//! is taken while holding it, and it is held for O(`MAX_ORDER`) steps plus a
-//! check of the freed block's descriptors. `mm` knows no interrupts: the
-//! kernel calls the allocator only with interrupts disabled on its CPU
-//! (`kernel/src/memory/mod.rs`), so the lock's holder is never preempted.
-//! Per-CPU caches of order-0 frames in front of it are not built yet.
+//! One spin lock (`FrameAllocator::zone`, a [`crate::sync::IrqLock`]) guards
+//! every free list, the counts and the watermarks, and the descriptors of
+//! free blocks (their `Buddy` flag, order and list links). It is a **leaf**
+//! lock: nothing else is taken while holding it, and it is held for
+//! O(`MAX_ORDER`) steps plus a check of the freed block's descriptors (the
+//! consistency check walks everything). Every method takes it with
+//! interrupts off on its CPU, the read-only queries (`nr_free_pages`,
+//! `below_low`, `watermarks`, ...) included: `mm` knows no interrupts, but
+//! the kernel registers how to turn them off (`crate::sync::set_irq_hooks`),
+//! so the lock's holder is never preempted by a tick while another task on
+//! its CPU spins for it. Per-CPU caches of order-0 frames in front of it are
+//! not built yet.
 //!
 //! ## Errors and panics
 //!
@@ -86,9 +90,9 @@
 use crate::addr::Pfn;
 use crate::folio::{Folio, UnpublishedFolio};
 use crate::page::{Memmap, Page, PageFlag, NO_PFN, ORDER_SHIFT};
+use crate::sync::IrqLock;
 use core::fmt;
 use core::sync::atomic::Ordering;
-use spin::Mutex;
 
 /// The largest order: blocks of `2^10` frames (4 MiB).
 pub const MAX_ORDER: u8 = 10;
@@ -233,7 +237,7 @@ struct Zone {
 pub struct FrameAllocator {
     memmap: &'static Memmap,
     /// Leaf lock: free lists, counts, watermarks, free descriptors.
-    zone: Mutex<Zone>,
+    zone: IrqLock<Zone>,
     /// Called after an allocation that left free memory below `low` or
     /// failed (module doc).
     low_memory_hook: spin::Once<fn()>,
@@ -313,7 +317,7 @@ impl FrameAllocator {
     pub const fn new(memmap: &'static Memmap) -> FrameAllocator {
         FrameAllocator {
             memmap,
-            zone: Mutex::new(Zone {
+            zone: IrqLock::new(Zone {
                 areas: [FreeArea { first: NO_PFN, nr_free: 0 }; NR_ORDERS],
                 nr_free_pages: 0,
                 managed_pages: 0,

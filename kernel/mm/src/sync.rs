@@ -17,10 +17,11 @@
 //! Shuttle models every ordering as sequentially consistent: it finds
 //! lost updates and bad interleavings, not missing `Acquire`/`Release`.
 //!
-//! What is *not* routed: the frame allocator's spin lock (a `spin::Mutex`
-//! spins on its own atomics, which would never yield to shuttle's
-//! scheduler: tests keep it uncontended) and the bug-replay switch word
-//! (`crate::bugs`).
+//! What is *not* routed: the frame allocator's lock, an [`IrqLock`] (a
+//! `spin::Mutex` in every build: it spins on its own atomics, which would
+//! never yield to shuttle's scheduler, so tests keep it uncontended; in the
+//! kernel it is held with interrupts off like [`Lock`]) and the bug-replay
+//! switch word (`crate::bugs`).
 //!
 //! Locks of newer modules are routed: [`Mutex`] is `spin::Mutex` normally
 //! and `shuttle::sync::Mutex` under `shuttle`, whose waiters yield to the
@@ -73,6 +74,37 @@ impl<T> Lock<T> {
     }
 }
 
+/// A spin lock held with interrupts off on its CPU (in the kernel, through
+/// [`set_irq_hooks`], as [`Lock`]), but a `spin::Mutex` in every build,
+/// shuttle's included: for the frame allocator, whose lock host tests use
+/// outside shuttle executions too. Every method that takes it, queries
+/// included, holds it with interrupts off, so no caller has to remember to
+/// turn them off: a holder preempted by the tick would leave the next
+/// taker on its CPU spinning for ever. Not reentrant.
+pub(crate) struct IrqLock<T>(spin::Mutex<T>);
+
+impl<T> IrqLock<T> {
+    /// An unlocked lock around `value`.
+    pub(crate) const fn new(value: T) -> IrqLock<T> {
+        IrqLock(spin::Mutex::new(value))
+    }
+
+    /// Turns interrupts off (when the kernel registered its hooks), then
+    /// spins until the lock is free; the guard releases the lock, then
+    /// restores interrupts.
+    #[cfg(not(feature = "shuttle"))]
+    pub(crate) fn lock(&self) -> impl DerefMut<Target = T> + '_ {
+        let irq = IRQ_HOOKS.get().map(|(save_and_disable, _)| save_and_disable());
+        IrqLockGuard { guard: Some(self.0.lock()), irq }
+    }
+
+    /// Takes the lock (no interrupts to turn off under shuttle).
+    #[cfg(feature = "shuttle")]
+    pub(crate) fn lock(&self) -> impl DerefMut<Target = T> + '_ {
+        self.0.lock()
+    }
+}
+
 /// How the kernel turns interrupts off around these locks: a function that
 /// disables them and says whether they were on, and one that restores that.
 /// `mm` knows no hardware, so the kernel registers them at boot
@@ -83,8 +115,9 @@ type IrqHooks = (fn() -> bool, fn(bool));
 #[cfg(not(feature = "shuttle"))]
 static IRQ_HOOKS: spin::Once<IrqHooks> = spin::Once::new();
 
-/// Registers the kernel's interrupt save/restore for [`Lock`]: every such
-/// lock (the LRU lists, each swap area) is then held with interrupts off
+/// Registers the kernel's interrupt save/restore for [`Lock`] and
+/// [`IrqLock`]: every such lock (the LRU lists, each swap area, the frame
+/// allocator) is then held with interrupts off
 /// on its CPU, so a holder is never preempted or interrupted while another
 /// task on the same CPU spins on it. The kernel calls it once, at boot,
 /// before any of these locks is taken.

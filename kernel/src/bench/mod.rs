@@ -215,7 +215,7 @@ fn run_in<T: Send + 'static>(
     name: &'static str,
     f: impl Fn() -> T + Send + 'static,
 ) -> Result<T, String> {
-    space.spawn(cpu, name, f)?.join_or_killed().map_err(|why| format!("task `{name}` was killed: {why}"))
+    Ok(space.spawn(cpu, name, f)?.join()?)
 }
 
 /// What a page must hold after a workload: `(offset, want)`, the byte at
@@ -382,14 +382,14 @@ fn anon4k_mt(nr_tasks: usize) -> Result<(), String> {
             Err(e) => {
                 // Let the tasks already waiting go, so they can be joined.
                 arrived.fetch_add(nr_tasks, Ordering::AcqRel);
-                handles.into_iter().for_each(|h| drop(h.join_or_killed()));
+                handles.into_iter().for_each(|h| drop(h.join()));
                 return Err(format!("{name}: {e}"));
             }
         }
     }
     let mut spans = Vec::new();
     for h in handles {
-        spans.push(h.join_or_killed().map_err(|why| format!("{name}: a task was killed: {why}"))?);
+        spans.push(h.join().map_err(|killed| format!("{name}: {killed}"))?);
     }
     let start = spans.iter().map(|s| s.start).min().unwrap_or(0);
     let end = spans.iter().map(|s| s.end).max().unwrap_or(0);
@@ -625,7 +625,7 @@ pub fn bench_shootdown() -> Result<f64, String> {
     })();
     stop.store(true, Ordering::Release);
     for h in readers {
-        h.join();
+        h.join()?;
     }
     if let Ok(space) = Arc::try_unwrap(space) {
         space.destroy();

@@ -948,7 +948,13 @@ pub fn init() {
         found
     });
     let found = match probe {
-        Ok(h) => h.join(),
+        Ok(h) => match h.join() {
+            Ok(found) => found,
+            Err(killed) => {
+                println!("blk: the probing {killed}; no disks");
+                return;
+            }
+        },
         Err(e) => {
             println!("blk: cannot start the probing task ({e:?}); no disks");
             return;

@@ -16,12 +16,14 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`paging`] | `mm::pgtable` over this arch's real format: table memory through the direct map, the kernel's shared half |
+//! | [`stacks`] | kernel stacks in a window of the kernel half, each with an unmapped guard below it |
 //!
 //! Locks: the allocator's own spin lock and the heap's lock inside
 //! `LockedHeap`, both leaves taken with interrupts off (the order of all
 //! locks: the book's `docs/src/locking.md`).
 
 pub mod paging;
+pub mod stacks;
 
 use crate::arch::prelude::*;
 use crate::bootinfo::BootInfo;
@@ -106,10 +108,14 @@ pub fn phys_to_virt(pa: PhysAddr) -> VirtAddr {
 }
 
 /// The physical address of a kernel virtual address in the direct map of
-/// RAM (the heap, the memmap, frames from the allocator, task stacks);
+/// RAM (the heap, the memmap, frames from the allocator), or in a task's
+/// stack ([`stacks::virt_to_phys`]: each stack is one contiguous block);
 /// None for any other address (the kernel image on x86_64, the boot stack,
 /// MMIO, user addresses) or before [`init`].
 pub fn virt_to_phys(va: VirtAddr) -> Option<PhysAddr> {
+    if let Some(pa) = stacks::virt_to_phys(va) {
+        return Some(pa);
+    }
     let offset = DIRECT_MAP_OFFSET.load(Ordering::Relaxed);
     let ram_end = BOOT_MEMORY.get()?.ranges().last()?.end.as_u64();
     let pa = va.as_u64().checked_sub(offset)?;

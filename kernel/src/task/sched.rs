@@ -3,8 +3,9 @@
 //!
 //! ## Model
 //!
-//! A [`Task`] has its own kernel stack (frames from the buddy allocator)
-//! and a saved [`Context`]. Tasks are `Ready` (in the run queue), `Running`
+//! A [`Task`] has its own kernel stack ([`crate::memory::stacks`]: 32 KiB
+//! with an unmapped guard below it; an overflow ends the task, see
+//! [`on_stack_fault`]) and a saved [`Context`]. Tasks are `Ready` (in the run queue), `Running`
 //! (on a CPU), `Sleeping` (until a tick), `Blocked` (until another task wakes
 //! it: join), `Parked` (until [`unpark`]: the wait primitive of
 //! [`crate::task::wait`] and device drivers) or `Dead`. Each CPU has an idle task, which runs when nothing is
@@ -29,6 +30,11 @@
 //! - A dead task's stack is freed only after the CPU has switched away from
 //!   it: the previous task is dropped in [`finish_switch`], on the new
 //!   task's stack.
+//! - A joiner gets the task's result, or [`Killed`] when the kernel ended
+//!   it ([`kill_current`]); never a panic.
+//! - Locks private to a task: `Task::body` (the task alone), and
+//!   `Task::killed` and the join result slot ([`IrqSpinLock`]s: the task
+//!   and its joiner, for a moment each).
 //! - Park and unpark: [`park`] blocks the running task until some code calls
 //!   [`unpark`] on it, from a task or an interrupt handler. A task's
 //!   `unpark_token` (under RQ_LOCK) remembers an unpark that came while the
@@ -38,20 +44,24 @@
 //!   park. Wake-ups may be spurious; waiters re-check in a loop.
 //!
 //! All CPUs share the one run queue, so a task runs wherever a CPU is free
-//! (migration is the default); `spawn_on` pins it. A CPU's index comes from
+//! (migration is the default, but when it happens is up to timing); `spawn_on`
+//! pins a new task, and [`set_affinity`] pins (or unpins) the running task,
+//! moving it to its CPU before it returns. A CPU's index comes from
 //! its per-CPU register (`Arch::cpu_index`); the boot CPU keeps time.
 
 use crate::arch;
 use crate::arch::context::Context;
 use crate::arch::prelude::*;
-use crate::memory;
-use crate::sync::RawSpinLock;
+use crate::memory::stacks::{self, KernelStack};
+use crate::sync::{IrqSpinLock, RawSpinLock};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use mm::PhysAddr;
 
 /// The most CPUs the kernel manages.
@@ -62,8 +72,6 @@ const _: () = assert!(Arch::MAX_CPUS >= MAX_CPUS, "the arch keeps state for fewe
 pub const TICK_HZ: u32 = 100;
 /// Ready and sleeping tasks the run queue holds without allocating.
 const RESERVED_TASKS: usize = 256;
-/// Order of a task's kernel stack: 2^3 frames = 32 KiB.
-const STACK_ORDER: u8 = 3;
 
 /// What a task is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,12 +103,18 @@ struct TaskInner {
 pub struct Task {
     pub id: u64,
     pub name: &'static str,
-    /// Pinned to this CPU, or any CPU.
-    pub affinity: Option<usize>,
-    /// The kernel stack's frames (None for `main` and the boot stacks).
-    stack: Option<PhysAddr>,
+    /// The CPU the task is pinned to, or [`ANY_CPU`]. Changed only by the
+    /// task itself ([`set_affinity`]), under RQ_LOCK; read by the
+    /// scheduler under RQ_LOCK and by reports anywhere.
+    affinity: AtomicUsize,
+    /// The kernel stack, with its guard (None for `main` and the CPUs'
+    /// start-up stacks); freed when the task is dropped. Only held.
+    _stack: Option<KernelStack>,
     /// Why the task was ended by the kernel, if it was ([`kill_current`]).
-    killed: spin::Mutex<Option<alloc::string::String>>,
+    /// Held with interrupts off: the killed task writes it with interrupts
+    /// off, and a joiner polling [`JoinHandle::is_finished`] on the same CPU
+    /// must not be preempted holding it.
+    killed: IrqSpinLock<Option<String>>,
     /// What the task runs. It stays here, on the heap, while it runs (it is
     /// called by reference), so a task ended by the kernel mid-way leaks
     /// nothing it captured: the box is dropped with the task.
@@ -116,7 +130,15 @@ unsafe impl Sync for Task {}
 // SAFETY: as above; a Task holds no thread-bound data.
 unsafe impl Send for Task {}
 
+/// [`Task::affinity`]'s value for a task that may run on any CPU.
+const ANY_CPU: usize = usize::MAX;
+
 impl Task {
+    /// The CPU the task is pinned to, or `None` when it may run anywhere.
+    pub fn affinity(&self) -> Option<usize> {
+        Some(self.affinity.load(Ordering::Relaxed)).filter(|&c| c != ANY_CPU)
+    }
+
     /// The task's mutable fields.
     ///
     /// # Safety
@@ -127,14 +149,6 @@ impl Task {
         debug_assert!(RQ_LOCK.is_locked());
         // SAFETY: the caller holds RQ_LOCK, which serialises every access.
         unsafe { &mut *self.inner.get() }
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        if let Some(pa) = self.stack {
-            memory::free_frames(pa, STACK_ORDER);
-        }
     }
 }
 
@@ -234,7 +248,7 @@ pub fn started() -> bool {
 fn new_task(
     name: &'static str,
     affinity: Option<usize>,
-    stack: Option<PhysAddr>,
+    stack: Option<KernelStack>,
     context: Context,
 ) -> Arc<Task> {
     new_task_with(name, affinity, stack, context, None, None, None)
@@ -243,18 +257,22 @@ fn new_task(
 fn new_task_with(
     name: &'static str,
     affinity: Option<usize>,
-    stack: Option<PhysAddr>,
+    stack: Option<KernelStack>,
     context: Context,
     body: Option<Box<dyn FnMut() + Send>>,
     keep: Option<Arc<dyn core::any::Any + Send + Sync>>,
     root: Option<PhysAddr>,
 ) -> Arc<Task> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    if let Some(stack) = &stack {
+        stack.set_owner(id);
+    }
     Arc::new(Task {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        id,
         name,
-        affinity,
-        stack,
-        killed: spin::Mutex::new(None),
+        affinity: AtomicUsize::new(affinity.unwrap_or(ANY_CPU)),
+        _stack: stack,
+        killed: IrqSpinLock::new(None),
         body: spin::Mutex::new(body),
         _keep: keep,
         inner: UnsafeCell::new(TaskInner {
@@ -276,10 +294,12 @@ pub enum SpawnError {
     NoSuchCpu(usize),
 }
 
-fn alloc_stack() -> Result<(PhysAddr, u64), SpawnError> {
-    let pa = memory::alloc_frames(STACK_ORDER).map_err(|_| SpawnError::NoMemory)?;
-    let top = memory::phys_to_virt(pa).as_u64() + (4096 << STACK_ORDER);
-    Ok((pa, top))
+/// A kernel stack with its guard ([`crate::memory::stacks`]), and the
+/// address its stack pointer starts from.
+fn alloc_stack() -> Result<(KernelStack, u64), SpawnError> {
+    let stack = KernelStack::alloc().map_err(|_| SpawnError::NoMemory)?;
+    let top = stack.top();
+    Ok((stack, top))
 }
 
 /// What an idle task does: wait for an interrupt; reschedule when the
@@ -306,8 +326,8 @@ extern "C" fn idle_entry(_: usize) -> ! {
 pub fn init() -> Result<(), SpawnError> {
     let main = new_task("main", Some(0), None, Context::default());
     let (stack, top) = alloc_stack()?;
-    // SAFETY: the 32 KiB stack was just allocated for the idle task and is
-    // freed only when the task is dropped, which never happens.
+    // SAFETY: the stack was just allocated for the idle task and is freed
+    // only when the task is dropped, which never happens.
     let idle = new_task("idle", Some(0), Some(stack), unsafe { Arch::new_context(top, idle_entry, 0) });
     Arch::irq_disable();
     RQ_LOCK.lock();
@@ -325,6 +345,7 @@ pub fn init() -> Result<(), SpawnError> {
     }
     RQ_LOCK.unlock();
     arch::irq::set_hooks(arch::irq::Hooks { timer: on_tick, ipi: on_ipi, after_irq: preempt });
+    arch::trap::set_stack_fault_hook(on_stack_fault);
     ONLINE[0].store(true, Ordering::Release);
     STARTED.store(true, Ordering::Release);
     Arch::start_timer(TICK_HZ);
@@ -380,7 +401,7 @@ fn on_tick() {
             if due {
                 let task = rq.sleeping.swap_remove(i);
                 task.inner().state = TaskState::Ready;
-                kick_idle_cpu(task.affinity);
+                kick_idle_cpu(task.affinity());
                 rq.ready.push_back(task);
             } else {
                 i += 1;
@@ -489,12 +510,17 @@ fn schedule_locked() {
             TaskState::Running if !is_idle => {
                 prev.inner().state = TaskState::Ready;
                 rq.ready.push_back(prev.clone());
+                // Moved away from this CPU (`set_affinity`): its new CPU
+                // may be idle, waiting for an interrupt.
+                if prev.affinity().is_some_and(|c| c != cpu) {
+                    kick_idle_cpu(prev.affinity());
+                }
             }
             TaskState::Running => prev.inner().state = TaskState::Ready,
             TaskState::Sleeping(_) => rq.sleeping.push(prev.clone()),
             TaskState::Ready | TaskState::Blocked | TaskState::Parked | TaskState::Dead => {}
         }
-        let pos = rq.ready.iter().position(|t| t.affinity.is_none_or(|c| c == cpu));
+        let pos = rq.ready.iter().position(|t| t.affinity().is_none_or(|c| c == cpu));
         let next = match pos {
             Some(i) => rq.ready.remove(i).expect("schedule: position in range"),
             None => rq.idle[cpu].clone().expect("schedule: no idle task"),
@@ -578,6 +604,36 @@ fn set_current_root(root: Option<PhysAddr>) {
     Arch::irq_restore(was);
 }
 
+/// Pins the running task to CPU `cpu`, or with `None` lets it run on any
+/// CPU again, and returns once it runs where it may: on `cpu` itself
+/// when pinned. The explicit way to move a task between CPUs (whether
+/// an unpinned task ever changes CPU on its own depends on which CPU
+/// finds it ready first, which nothing guarantees).
+///
+/// # Errors
+/// [`SpawnError::NoSuchCpu`] when `cpu` does not run tasks; nothing changed.
+pub fn set_affinity(cpu: Option<usize>) -> Result<(), SpawnError> {
+    if let Some(c) = cpu.filter(|&c| !cpu_online(c)) {
+        return Err(SpawnError::NoSuchCpu(c));
+    }
+    let was = Arch::irq_save_and_disable();
+    RQ_LOCK.lock();
+    let me = cpu_index();
+    // SAFETY: RQ_LOCK is held.
+    let cur = unsafe { rq().current[me].clone().expect("set_affinity: no current task") };
+    cur.affinity.store(cpu.unwrap_or(ANY_CPU), Ordering::Relaxed);
+    drop(cur);
+    if cpu.is_some_and(|c| c != me) {
+        // Back in the run queue; only `cpu` may take it from there.
+        schedule_locked();
+    } else {
+        RQ_LOCK.unlock();
+    }
+    Arch::irq_restore(was);
+    debug_assert!(cpu.is_none_or(|c| c == cpu_index()), "set_affinity: resumed on the wrong CPU");
+    Ok(())
+}
+
 /// Gives up the CPU to other ready tasks.
 pub fn yield_now() {
     let was = Arch::irq_save_and_disable();
@@ -656,11 +712,11 @@ pub fn unpark(task: &Arc<Task>) {
         if inner.state == TaskState::Parked {
             inner.state = TaskState::Ready;
             rq().ready.push_back(task.clone());
-            kick_idle_cpu(task.affinity);
+            kick_idle_cpu(task.affinity());
             // Called from an interrupt that woke this CPU out of its idle
             // task: schedule on the way out rather than at the next tick.
             let me = cpu_index();
-            if IDLE[me].load(Ordering::Relaxed) && task.affinity.is_none_or(|c| c == me) {
+            if IDLE[me].load(Ordering::Relaxed) && task.affinity().is_none_or(|c| c == me) {
                 NEED_RESCHED[me].store(true, Ordering::Relaxed);
             }
         } else {
@@ -701,11 +757,43 @@ pub fn current_root() -> Option<PhysAddr> {
     root
 }
 
+/// The arch's report of a fault that may be a kernel stack overflow (on
+/// its emergency stack, interrupts off; `arch_common::trap`): when the
+/// faulting address or the stack pointer lies in the guard of a task's
+/// stack ([`crate::memory::stacks`]), end that task with "kernel stack
+/// overflow", which names it, and never return. When interrupts were off
+/// the task may hold a spin lock that nothing would ever release: panic,
+/// naming the task, instead. Returns when the fault is not in a guard.
+fn on_stack_fault(fault: &arch::trap::StackFault) {
+    let Some(slot) = stacks::guard_slot(fault.addr).or_else(|| stacks::guard_slot(fault.sp)) else {
+        return;
+    };
+    let owner = stacks::owner(slot);
+    let what = alloc::format!(
+        "kernel stack overflow (SP {:#x}, fault at {:#x}, PC {:#x})",
+        fault.sp,
+        fault.addr,
+        fault.pc
+    );
+    if !fault.irqs_were_on {
+        panic!("{what} in task {owner}, with interrupts off: it may hold a spin lock, so it cannot be ended alone");
+    }
+    let current = current_task();
+    if current.id != owner {
+        panic!(
+            "{what}: an access to the guard of task {owner}'s stack by task {} ({})",
+            current.id, current.name
+        );
+    }
+    drop(current);
+    kill_current(what)
+}
+
 /// Ends the running task because of what it did (a refused memory access,
 /// no memory for its fault): says so on the console, records `why` for its
 /// joiner, and never returns. Called from the fault handler, on the task's
 /// own stack, holding no lock.
-pub fn kill_current(why: alloc::string::String) -> ! {
+pub fn kill_current(why: String) -> ! {
     Arch::irq_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
@@ -729,7 +817,7 @@ fn exit() -> ! {
         cur.inner().state = TaskState::Dead;
         if let Some(joiner) = cur.inner().joiner.take() {
             joiner.inner().state = TaskState::Ready;
-            kick_idle_cpu(joiner.affinity);
+            kick_idle_cpu(joiner.affinity());
             rq.ready.push_back(joiner);
         }
     }
@@ -737,10 +825,44 @@ fn exit() -> ! {
     unreachable!("exit: a dead task was scheduled again");
 }
 
+/// The result slot a task fills and its [`JoinHandle`] empties. Held with
+/// interrupts off (as every lock a task and another may take on one CPU):
+/// a holder preempted by the tick must never leave the other spinning with
+/// interrupts off.
+type ResultSlot<T> = Arc<IrqSpinLock<Option<T>>>;
+
 /// Waits for a task to finish and gives its result.
 pub struct JoinHandle<T> {
     task: Arc<Task>,
-    result: Arc<spin::Mutex<Option<T>>>,
+    result: ResultSlot<T>,
+}
+
+/// What [`JoinHandle::join`] gives for a task the kernel ended
+/// ([`kill_current`]) instead of a result: which task, and why. Whose
+/// fault it was depends on the task (a refused access in a test that
+/// expects it; a kernel bug in a task that should never make one): the
+/// caller decides, and reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Killed {
+    pub id: u64,
+    pub name: &'static str,
+    /// The reason [`kill_current`] was given (also printed when it ended
+    /// the task).
+    pub why: String,
+}
+
+impl fmt::Display for Killed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {} ({}) was killed: {}", self.id, self.name, self.why)
+    }
+}
+
+/// For the many callers that report errors as text (`h.join()?` in a
+/// function returning `Result<_, String>`).
+impl From<Killed> for String {
+    fn from(k: Killed) -> String {
+        alloc::format!("{k}")
+    }
 }
 
 impl<T> JoinHandle<T> {
@@ -755,23 +877,11 @@ impl<T> JoinHandle<T> {
         self.result.lock().is_some() || self.task.killed.lock().is_some()
     }
 
-    /// Blocks until the task has finished; returns what it returned.
-    ///
-    /// # Panics
-    /// If the kernel ended the task ([`kill_current`]): a kernel task that
-    /// makes a refused access is a kernel bug. Tests that expect it use
-    /// [`JoinHandle::join_or_killed`].
-    pub fn join(self) -> T {
-        let name = self.task.name;
-        match self.join_or_killed() {
-            Ok(v) => v,
-            Err(why) => panic!("join: task `{name}` was killed: {why}"),
-        }
-    }
-
-    /// Blocks until the task has finished; its result, or why the kernel
-    /// ended it.
-    pub fn join_or_killed(self) -> Result<T, alloc::string::String> {
+    /// Blocks until the task has finished; what it returned, or, when the
+    /// kernel ended it ([`kill_current`]), which task and why. Never
+    /// panics for a killed task: a kernel task that makes a refused access
+    /// is a bug the caller reports with the task's name.
+    pub fn join(self) -> Result<T, Killed> {
         loop {
             let was = Arch::irq_save_and_disable();
             RQ_LOCK.lock();
@@ -795,10 +905,12 @@ impl<T> JoinHandle<T> {
             schedule_locked();
             Arch::irq_restore(was);
         }
-        if let Some(why) = self.task.killed.lock().take() {
-            return Err(why);
+        let killed = self.task.killed.lock().take();
+        if let Some(why) = killed {
+            return Err(Killed { id: self.task.id, name: self.task.name, why });
         }
-        Ok(self.result.lock().take().expect("join: a dead task left no result"))
+        let result = self.result.lock().take();
+        Ok(result.expect("join: a dead task that was not killed left no result"))
     }
 }
 
@@ -806,14 +918,14 @@ fn spawn_inner<T: Send + 'static>(
     name: &'static str,
     affinity: Option<usize>,
     space: Option<(PhysAddr, Arc<dyn core::any::Any + Send + Sync>)>,
-    make_body: impl FnOnce(Arc<spin::Mutex<Option<T>>>) -> Box<dyn FnMut() + Send>,
+    make_body: impl FnOnce(ResultSlot<T>) -> Box<dyn FnMut() + Send>,
 ) -> Result<JoinHandle<T>, SpawnError> {
     if let Some(cpu) = affinity {
         if !cpu_online(cpu) {
             return Err(SpawnError::NoSuchCpu(cpu));
         }
     }
-    let result = Arc::new(spin::Mutex::new(None));
+    let result = Arc::new(IrqSpinLock::new(None));
     let body = make_body(result.clone());
     let (stack, top) = alloc_stack()?;
     let (root, keep) = match space {
@@ -841,7 +953,7 @@ fn spawn_inner<T: Send + 'static>(
 /// The body of an ordinary task: run `f` once, keep its result.
 fn once_body<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
-) -> impl FnOnce(Arc<spin::Mutex<Option<T>>>) -> Box<dyn FnMut() + Send> {
+) -> impl FnOnce(ResultSlot<T>) -> Box<dyn FnMut() + Send> {
     move |slot| {
         let mut f = Some(f);
         Box::new(move || {

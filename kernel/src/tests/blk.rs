@@ -145,7 +145,7 @@ fn four_tasks_write_and_read_back(_: &TestEnv<'_>) -> Result<(), String> {
         .collect();
     let mut result = Ok(());
     for h in handles.map_err(|e| format!("spawn: {e:?}"))? {
-        if let Err(e) = h.join() {
+        if let Err(e) = h.join().unwrap_or_else(|killed| Err(killed.into())) {
             result = Err(e);
         }
     }

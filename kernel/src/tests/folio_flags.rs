@@ -300,8 +300,9 @@ fn no_lost_updates_while_mapping(env: &TestEnv<'_>) -> Result<(), String> {
             }
         }
     }
-    let fault_result = faulter.join();
-    let walk_results: Vec<Result<u64, String>> = walkers.into_iter().map(|w| w.join()).collect();
+    let fault_result = faulter.join().unwrap_or_else(|killed| Err(killed.into()));
+    let walk_results: Vec<Result<u64, String>> =
+        walkers.into_iter().map(|w| w.join().unwrap_or_else(|killed| Err(killed.into()))).collect();
     let elapsed_ms = (Arch::now_ns() - start_ns) / 1_000_000;
     // A lost update first: it is what the test is about.
     let mut nr_toggles = 0;

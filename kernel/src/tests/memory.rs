@@ -203,7 +203,7 @@ fn concurrent_alloc_from_every_cpu(_: &TestEnv<'_>) -> Result<(), String> {
         })
         .collect();
     for h in handles.map_err(|e| format!("spawn_on: {e:?}"))? {
-        h.join()?;
+        h.join()??;
     }
     crate::sync::without_interrupts(|| frame_allocator().check_consistency()).map_err(|e| format!("{e}"))?;
     let after = nr_free_frames();

@@ -381,7 +381,7 @@ fn address_space_follows_its_task(_: &TestEnv<'_>) -> Result<(), String> {
         handles.push(task);
     }
     for h in handles {
-        h.join()?;
+        h.join()??;
     }
     Ok(())
 }

@@ -82,7 +82,7 @@ fn kswapd_wakes_at_low_and_sleeps_above(_: &TestEnv<'_>) -> Result<(), String> {
         .spawn(None, "kswapd-test", move || {
             (0..pages).for_each(|p| crate::vm::uaccess::write_u8(base + p * 4096, 1))
         })?
-        .join_or_killed()?;
+        .join()?;
 
     // Ballast down to just below `low`: big blocks well above it, then
     // single frames, stopping at the first allocation that crosses it.

@@ -55,7 +55,7 @@ fn four_readers(
         tasks.push(space.spawn(Some(t as usize % sched::nr_cpus_online()), name, move || read(t))?);
     }
     for task in tasks {
-        task.join_or_killed()??;
+        task.join()??;
     }
     Ok(())
 }
@@ -573,7 +573,7 @@ fn race_on(ty: SwapType, secs: u64) -> Result<(), String> {
     }
     race.stop.store(true, Ordering::Release);
     for t in tasks {
-        t.join_or_killed()??;
+        t.join()??;
     }
     if let Some(f) = failure {
         return Err(f);
@@ -892,10 +892,9 @@ fn io_errors_on(bad_write: core::ops::Range<u64>, bad_read: core::ops::Range<u64
     // A read error ends the reader, not the kernel; the space stays sound.
     let r0 = READ_ERRORS.load(Ordering::Relaxed);
     let first_bad = bad_read.start - 1;
-    let killed =
-        space.spawn(None, "reader", move || uaccess::read_u8(base + first_bad * 4096))?.join_or_killed();
+    let killed = space.spawn(None, "reader", move || uaccess::read_u8(base + first_bad * 4096))?.join();
     match killed {
-        Err(why) if why.contains("swap read error") => {}
+        Err(killed) if killed.why.contains("swap read error") => {}
         other => return Err(format!("reading an unreadable slot: {other:?}")),
     }
     if READ_ERRORS.load(Ordering::Relaxed) == r0 {

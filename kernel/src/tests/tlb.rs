@@ -103,7 +103,7 @@ fn shootdown_leaves_no_stale_reads(_: &TestEnv<'_>) -> Result<(), String> {
     stop.store(true, Ordering::Release);
     let mut errors = Vec::new();
     for h in readers {
-        if let Err(e) = h.join() {
+        if let Err(e) = h.join().unwrap_or_else(|killed| Err(killed.into())) {
             errors.push(e);
         }
     }

@@ -58,7 +58,7 @@ fn demand_zero_pages_fill_on_touch(_: &TestEnv<'_>) -> Result<(), String> {
         }
         Ok(())
     })?;
-    h.join()?;
+    h.join()??;
     // On x86 the first touch is one fault (A/D set by the CPU); on AArch64 a
     // read fault maps the page clean, and the first write faults once more
     // to make it dirty.
@@ -90,11 +90,11 @@ fn bad_accesses_end_only_the_task(_: &TestEnv<'_>) -> Result<(), String> {
                 let _ = uaccess::read_u8(addr);
             }
         })?;
-        match h.join_or_killed() {
-            Err(why) => {
+        match h.join() {
+            Err(killed) => {
                 let expect = if write { "NotAllowed" } else { "NoMapping" };
-                if !why.contains(expect) {
-                    return Err(format!("{what}: killed for `{why}`, expected {expect}"));
+                if !killed.why.contains(expect) {
+                    return Err(format!("{what}: {killed}, expected {expect}"));
                 }
             }
             Ok(()) => return Err(format!("{what} did not end the task")),
@@ -132,7 +132,7 @@ fn faults_from_every_cpu(_: &TestEnv<'_>) -> Result<(), String> {
         })?);
     }
     for h in handles {
-        h.join()?;
+        h.join()??;
     }
     check_pages(&space, "after the faults", cpus.len() as u64 * PAGES_EACH)?;
     Ok(())
@@ -181,7 +181,7 @@ fn folio_counts_after_faults_from_every_cpu_and_partial_munmap(_: &TestEnv<'_>) 
         })?);
     }
     for h in handles {
-        h.join()?;
+        h.join()??;
     }
     let touched = cpus.len() as u64 * PAGES_EACH;
     check_pages(&space, "after the faults", touched)?;
@@ -221,8 +221,8 @@ fn folio_counts_after_faults_from_every_cpu_and_partial_munmap(_: &TestEnv<'_>) 
     }
     // A load in the hole ends the task and maps nothing.
     let h = space.spawn(None, "hole", move || uaccess::read_u8(cut_start))?;
-    match h.join_or_killed() {
-        Err(why) if why.contains("NoMapping") => {}
+    match h.join() {
+        Err(killed) if killed.why.contains("NoMapping") => {}
         other => return Err(format!("a load in the hole: {other:?}")),
     }
     check_pages(&space, "after the load in the hole", touched - cut_touched)?;
@@ -234,7 +234,7 @@ fn run_in<T: Send + 'static>(
     space: &Arc<AddressSpace>,
     f: impl Fn() -> T + Send + 'static,
 ) -> Result<T, String> {
-    Ok(space.spawn(None, "cow", f)?.join())
+    Ok(space.spawn(None, "cow", f)?.join()?)
 }
 
 /// Runs the family checker on both spaces.
@@ -269,8 +269,8 @@ fn fork_shares_pages_and_copies_on_write(_: &TestEnv<'_>) -> Result<(), String> 
     };
     let hp = writer(&parent, &[0, 1, 2, 3, 4, 5], 0xb0)?;
     let hc = writer(&child, &[3, 2, 1, 0, 6, 7], 0xc0)?;
-    hp.join();
-    hc.join();
+    hp.join()?;
+    hc.join()?;
     check_family(&parent, &child, "after the writes")?;
     let expect = |tag: u8, own: &'static [u64]| {
         move || -> Result<(), String> {
@@ -390,9 +390,9 @@ fn cow_copy_reaches_readers_on_every_cpu(_: &TestEnv<'_>) -> Result<(), String> 
             uaccess::write_u8(base, 0xa5);
             d.store(true, Ordering::Release);
         })?
-        .join();
+        .join()?;
     for r in readers {
-        r.join()?;
+        r.join()??;
     }
     check_family(&parent, &child, "after the copy")?;
     if parent.nr_cow_copies() != 1 || run_in(&child, move || uaccess::read_u8(base))? != 0x5a {
@@ -566,8 +566,8 @@ fn thp_partial_munmap_keeps_the_rest_with_its_data(_: &TestEnv<'_>) -> Result<()
         return Err(format!("checker saw {stats:?}: expected 256 PTEs of 256 order-0 folios"));
     }
     let h = space.spawn(None, "hole", move || uaccess::read_u8(base + 200 * 4096))?;
-    match h.join_or_killed() {
-        Err(why) if why.contains("NoMapping") => Ok(()),
+    match h.join() {
+        Err(killed) if killed.why.contains("NoMapping") => Ok(()),
         other => Err(format!("a load in the hole: {other:?}")),
     }
 }
@@ -583,8 +583,8 @@ fn thp_mprotect_and_madvise_on_part_split_the_pmd(_: &TestEnv<'_>) -> Result<(),
         other => return Err(format!("the protected part is mapped by {other:?}")),
     }
     let h = space.spawn(None, "ro writer", move || uaccess::write_u8(base + 100 * 4096, 1))?;
-    match h.join_or_killed() {
-        Err(why) if why.contains("NotAllowed") => {}
+    match h.join() {
+        Err(killed) if killed.why.contains("NotAllowed") => {}
         other => return Err(format!("a write to the read-only part: {other:?}")),
     }
     // The writable rest still takes writes, and every page keeps its data.
@@ -643,8 +643,8 @@ fn thp_fork_with_both_sides_writing(_: &TestEnv<'_>) -> Result<(), String> {
     let hc = child.spawn(None, "child writer", move || {
         (3..512u64).step_by(11).for_each(|p| uaccess::write_u8(base + p * 4096 + (p % 4000), 0xdd))
     })?;
-    hp.join();
-    hc.join();
+    hp.join()?;
+    hc.join()?;
     check_family(&parent, &child, "after the writes")?;
     let check = |mine: fn(u64) -> bool, tag: u8| {
         move || -> Option<u64> {
@@ -685,7 +685,7 @@ fn thp_concurrent_faults_on_one_block_make_one_thp(_: &TestEnv<'_>) -> Result<()
         })?);
     }
     for h in handles {
-        h.join();
+        h.join()?;
     }
     want_thp(&space, base, (1, 1), "after the racing faults")?;
     if space.nr_thp_faults() != 1 {

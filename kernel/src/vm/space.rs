@@ -807,4 +807,6 @@ pub fn init() {
     arch::trap::set_fault_hook(crate::vm::fault::on_fault);
     // The kernel IPI serves this CPU's TLB flush requests.
     sched::set_ipi_hook(crate::vm::tlb::handle_ipi);
+    // Freed kernel stacks are flushed everywhere before their slots are reused.
+    memory::stacks::set_flush_hook(crate::vm::tlb::flush_kernel_everywhere);
 }

@@ -31,6 +31,13 @@
 //! of copy on write, inside the trap, holding the address-space lock. The
 //! shootdown lock itself is always held with interrupts off, so its holder
 //! is never preempted by a task that would then spin for it.
+//!
+//! The kernel's own mappings change after boot in one place, the kernel
+//! stacks' window (`crate::memory::stacks`), whose freed slots are flushed
+//! on every CPU before reuse: [`flush_kernel_everywhere`] (x86_64: the same
+//! mailboxes, with every other online CPU as a target and a flag that says
+//! "kernel range, whatever root is loaded").
+//!
 //! Every other lock that a CPU spins on with interrupts off (run queue,
 //! heap, frame allocator, console, the space registry) is held only for
 //! short sections that never start a shootdown, so its holder always gets
@@ -62,6 +69,18 @@ impl TlbHooks for Shootdown {
     }
 }
 
+/// Drops every CPU's translations of the kernel-half range `[start, end)`
+/// (`Arch::flush_kernel_range` here, and by IPI on the others where that
+/// is local). Called holding no lock.
+pub fn flush_kernel_everywhere(start: VirtAddr, end: VirtAddr) {
+    Arch::flush_kernel_range(start, end);
+    if Arch::TLB_BROADCAST {
+        crate::task::sched::note_shootdown();
+    } else {
+        by_ipi::shoot_kernel(start, end);
+    }
+}
+
 /// The shootdown by IPI and mailboxes (see the module doc), for an arch
 /// whose flushes are local.
 mod by_ipi {
@@ -69,13 +88,15 @@ mod by_ipi {
     use crate::task::sched::{self, MAX_CPUS};
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-    /// One CPU's pending flush: `[start, end)` of `root`, or everything.
+    /// One CPU's pending flush: `[start, end)` of `root`, or everything,
+    /// or (`kernel`) `[start, end)` of the kernel half whatever is loaded.
     struct Mailbox {
         pending: AtomicBool,
         root: AtomicU64,
         start: AtomicU64,
         end: AtomicU64,
         all: AtomicBool,
+        kernel: AtomicBool,
     }
 
     static MAILBOXES: [Mailbox; MAX_CPUS] = [const {
@@ -85,22 +106,40 @@ mod by_ipi {
             start: AtomicU64::new(0),
             end: AtomicU64::new(0),
             all: AtomicBool::new(false),
+            kernel: AtomicBool::new(false),
         }
     }; MAX_CPUS];
 
     /// One initiator at a time (see the module doc).
     pub(super) static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
+    /// What one shootdown asks of its targets.
+    #[derive(Clone, Copy)]
+    enum Request {
+        /// `[start, end)` of the space `root`, or all of it.
+        Space { root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool },
+        /// `[start, end)` of the kernel half, on every other online CPU.
+        Kernel { start: VirtAddr, end: VirtAddr },
+    }
+
     pub(super) fn shoot(root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
+        shoot_request(Request::Space { root, start, end, all });
+    }
+
+    pub(super) fn shoot_kernel(start: VirtAddr, end: VirtAddr) {
+        shoot_request(Request::Kernel { start, end });
+    }
+
+    fn shoot_request(request: Request) {
         // The lock is held with interrupts off: a holder preempted by the
         // tick would leave another task on this CPU spinning for it with
         // interrupts off (a COW fault in the trap) forever.
         let irq_was_enabled = Arch::irq_save_and_disable();
-        shoot_with_interrupts_off(root, start, end, all);
+        shoot_with_interrupts_off(request);
         Arch::irq_restore(irq_was_enabled);
     }
 
-    fn shoot_with_interrupts_off(root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
+    fn shoot_with_interrupts_off(request: Request) {
         // Serve our own mailbox while waiting (see the module doc), so
         // another initiator never waits for us forever.
         let _one_at_a_time = loop {
@@ -111,13 +150,23 @@ mod by_ipi {
             core::hint::spin_loop();
         };
         let me = sched::cpu_index();
-        let targets = sched::cpus_with_root(root) & !(1 << me);
+        let (targets, root, start, end, all, kernel) = match request {
+            Request::Space { root, start, end, all } => {
+                (sched::cpus_with_root(root), root, start, end, all, false)
+            }
+            Request::Kernel { start, end } => {
+                let online = sched::online_cpus().fold(0u32, |m, c| m | 1 << c);
+                (online, PhysAddr::new(0), start, end, false, true)
+            }
+        };
+        let targets = targets & !(1 << me);
         for cpu in (0..MAX_CPUS).filter(|c| targets & (1 << c) != 0) {
             let m = &MAILBOXES[cpu];
             m.root.store(root.as_u64(), Ordering::Relaxed);
             m.start.store(start.as_u64(), Ordering::Relaxed);
             m.end.store(end.as_u64(), Ordering::Relaxed);
             m.all.store(all, Ordering::Relaxed);
+            m.kernel.store(kernel, Ordering::Relaxed);
             m.pending.store(true, Ordering::Release);
             Arch::send_ipi_to(cpu);
         }
@@ -138,7 +187,10 @@ mod by_ipi {
             return;
         }
         let root = PhysAddr::new(m.root.load(Ordering::Relaxed));
-        if m.all.load(Ordering::Relaxed) {
+        if m.kernel.load(Ordering::Relaxed) {
+            let (start, end) = (m.start.load(Ordering::Relaxed), m.end.load(Ordering::Relaxed));
+            Arch::flush_kernel_range(VirtAddr::new(start), VirtAddr::new(end));
+        } else if m.all.load(Ordering::Relaxed) {
             Arch::TLB.flush_all(root);
         } else {
             let (start, end) = (m.start.load(Ordering::Relaxed), m.end.load(Ordering::Relaxed));

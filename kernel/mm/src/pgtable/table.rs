@@ -120,6 +120,17 @@ impl<F: PageTableFormat> PageTable<F> {
         Ok(table)
     }
 
+    /// A view of the existing tree rooted at `root`, for changes to a tree
+    /// this value does not own: the kernel's own root, where the kernel
+    /// stacks are mapped (`kernel/src/memory/stacks.rs`).
+    ///
+    /// `root` must be the root table of a live tree of format `F`, whose
+    /// changes the caller serialises; the value must never be given to
+    /// [`PageTable::destroy`], which would free tables their owner still uses.
+    pub fn from_root(root: PhysAddr) -> Self {
+        PageTable { root, _format: PhantomData }
+    }
+
     /// The root table's physical address (for CR3 / TTBR0).
     pub fn root(&self) -> PhysAddr {
         self.root
