@@ -801,7 +801,7 @@ fn stall_on(disk: &'static BlockDevice, ty: SwapType) -> Result<(), String> {
     let paged = pageout(&space, base, PAGES * 4096);
     let (took, reads_during) = (ms(sched::ticks() - t0), reads.load(Ordering::Relaxed) - reads0);
     stop.store(true, Ordering::Relaxed);
-    reader.join().map_err(|e| format!("the task reading {} meanwhile: {e}", other.name()))?;
+    reader.join().map_err(|e| format!("the task reading {} meanwhile: {e}", other.name()))??;
     paged?;
     let written = PSWPOUT.load(Ordering::Relaxed) - out0;
     match disk.retired() {
@@ -1108,7 +1108,7 @@ fn busy_swapoff(ty: SwapType) -> Result<(), String> {
     stop.store(true, Ordering::Release);
     let mut versions = Vec::new();
     for task in tasks {
-        versions.push(task.join_or_killed()??);
+        versions.push(task.join()??);
     }
     off?;
     for (t, &v) in versions.iter().enumerate() {
@@ -1181,7 +1181,8 @@ fn swapoff_with_errors_on(ty: SwapType, bad_read: core::ops::Range<u64>) -> Resu
     if still_out <= unreadable.len() {
         return Err(format!("only {still_out} pages still out after the failed swapoff"));
     }
-    let killed = space.spawn(None, "reader", move || uaccess::read_u8(base + bad * 4096))?.join_or_killed();
+    let killed =
+        space.spawn(None, "reader", move || uaccess::read_u8(base + bad * 4096))?.join().map_err(|k| k.why);
     match killed {
         Err(why) if why.contains("swap read error") => {}
         other => return Err(format!("reading an unreadable page: {other:?}")),
