@@ -181,19 +181,6 @@ pub fn bench_listing(report: &Report) -> String {
 /// The marker argument the boot smoke checks pass and expect to see echoed.
 pub const SMOKE_ARG: &str = "smoke=1";
 
-/// The arguments of the boot smoke check on `firmware`. Under UEFI the
-/// boot workload is left out (`swap_demo=0`): there, 4 KiB page faults run
-/// about 20 times slower than after a BIOS boot in the same QEMU (3.5 k
-/// against 80 k faults/s, `bench=anon4k_fault`, the same before and after
-/// this check was written), which makes the demo outlast the smoke's time
-/// limit. The BIOS and AArch64 smoke checks run the demo.
-pub fn smoke_args(firmware: Firmware) -> &'static str {
-    match firmware {
-        Firmware::Uefi => "smoke=1 swap_demo=0",
-        Firmware::Bios => SMOKE_ARG,
-    }
-}
-
 /// The smoke check: the boot passed and the kernel echoed the marker argument.
 pub fn smoke_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<(), String> {
     let verdict = boot_verdict(arch, exit, report);
@@ -367,15 +354,6 @@ mod tests {
             Command::QemuTest(t) => t.run,
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn every_smoke_passes_the_marker_and_only_uefi_skips_the_demo() {
-        for fw in [Firmware::Bios, Firmware::Uefi] {
-            assert!(smoke_args(fw).split(' ').any(|w| w == SMOKE_ARG), "{fw:?}");
-        }
-        assert!(smoke_args(Firmware::Uefi).contains("swap_demo=0"));
-        assert!(!smoke_args(Firmware::Bios).contains("swap_demo"));
     }
 
     #[test]

@@ -278,6 +278,9 @@ pub enum SpawnError {
 
 fn alloc_stack() -> Result<(PhysAddr, u64), SpawnError> {
     let pa = memory::alloc_frames(STACK_ORDER).map_err(|_| SpawnError::NoMemory)?;
+    // Zeroed though nothing reads it: see `memory`'s "Kernel memory is
+    // zeroed when taken" (a stack is written a few bytes at a time).
+    memory::zero_frames(pa, STACK_ORDER);
     let top = memory::phys_to_virt(pa).as_u64() + (4096 << STACK_ORDER);
     Ok((pa, top))
 }
