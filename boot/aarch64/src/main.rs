@@ -241,7 +241,9 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     find_psci(&fdt);
     pci::find_host(&fdt);
     let cpus = find_cpus(&fdt);
-    let cmdline = chosen_str(&fdt, "bootargs").unwrap_or("");
+    // The raw bytes: the kernel checks them (not UTF-8 is a bad argument,
+    // as on x86_64), where `as_str` would drop them without a word.
+    let cmdline = fdt.find_node("/chosen").and_then(|c| c.property("bootargs")).map_or(&[][..], |p| p.value);
     kernel::kernel_main(BootInfo {
         boot_method: "linux-image",
         memory,
