@@ -132,7 +132,12 @@ fn aarch64_image(message: &str, end: ArmEnd) -> Vec<u8> {
 
 fn run_guest(cfg: &MachineConfig, timeout_secs: u64) -> RunOutcome {
     let cmd = cfg.command().expect("valid machine config");
-    let opts = RunOptions { timeout: Some(Duration::from_secs(timeout_secs)), echo: false, keep_lines: 40 };
+    let opts = RunOptions {
+        timeout: Some(Duration::from_secs(timeout_secs)),
+        echo: false,
+        keep_lines: 40,
+        ..RunOptions::default()
+    };
     let outcome = run(&cmd, cfg.arch, &opts).expect("QEMU starts");
     let _ = std::fs::remove_file(&cfg.image);
     outcome
@@ -284,7 +289,12 @@ fn qemu_errors_are_collected_from_stderr() {
     }
     let cfg = MachineConfig::new(Arch::X86_64, "/nonexistent/kernel.img");
     let cmd = cfg.command().unwrap();
-    let opts = RunOptions { timeout: Some(Duration::from_secs(30)), echo: false, keep_lines: 40 };
+    let opts = RunOptions {
+        timeout: Some(Duration::from_secs(30)),
+        echo: false,
+        keep_lines: 40,
+        ..RunOptions::default()
+    };
     let out = run(&cmd, cfg.arch, &opts).unwrap();
     assert_eq!(out.exit, GuestExit::Crashed(Some(1)), "{out:?}");
     assert!(out.stderr.contains("/nonexistent/kernel.img"), "{}", out.stderr);

@@ -239,7 +239,7 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
         Step::CrashCheck(arch) => {
             let args = run_args(*arch, Firmware::Bios, BOOT_TIMEOUT_SECS);
             let outcome = guest::run_guest(builder, &args, CRASHCHECK_ARGS, &[]).map_err(|e| one_line(&e))?;
-            guest::crashcheck_check(outcome.arch, outcome.exit, &outcome.report)
+            guest::crashcheck_check(outcome.arch, outcome.exit, &outcome.report, &outcome.last_lines)
         }
         Step::BugReplay(arch, replay) => {
             // The disks of `qemu test`: some stress tests swap to the

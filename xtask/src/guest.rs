@@ -75,6 +75,9 @@ pub fn run_guest(
         timeout: args.timeout_secs.map(Duration::from_secs),
         echo: true,
         keep_lines: qemu::runner::DEFAULT_KEEP_LINES,
+        // A panic's backtrace comes out as `function at file:line`.
+        kernel_elf: Some(elf.clone()),
+        source_root: Some(builder.ws.root.clone()),
     };
     let outcome = qemu::run(&cmd, args.arch, &opts).map_err(|e| Error::Qemu(e.to_string()));
     drop(disk_set);
@@ -218,8 +221,16 @@ pub const CRASHCHECK_TEST: &str = "harness::selfcheck_crash";
 pub const CRASHCHECK_ARGS: &str = "test=harness::selfcheck_crash harness_selfcheck=crash";
 
 /// The crash self-check: a test that takes an unexpected page fault must
-/// fail the run with a panic line, and be named as the test that was running.
-pub fn crashcheck_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<(), String> {
+/// fail the run with a panic line, be named as the test that was running,
+/// and the panic's backtrace, symbolized by the runner (`qemu::symbols`),
+/// must name the crashing function with its source place in one of the
+/// last `lines` (`backtrace: #0 pc 0x... kernel::tests::harness::selfcheck_crash at kernel/src/tests/harness.rs:34`).
+pub fn crashcheck_check(
+    arch: Arch,
+    exit: GuestExit,
+    report: &Report,
+    lines: &[String],
+) -> Result<(), String> {
     let verdict = failing_verdict(arch, exit, report, CRASHCHECK_TEST, "crash")?;
     let reasons = verdict.reasons().join("; ");
     if report.running.as_deref() != Some(CRASHCHECK_TEST) {
@@ -232,6 +243,11 @@ pub fn crashcheck_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<
     }
     if exit.is_success() {
         return Err("the guest reported success after a panic".to_string());
+    }
+    let named =
+        |l: &&String| l.starts_with("backtrace: #") && l.contains(CRASHCHECK_TEST) && l.contains(" at ");
+    if !lines.iter().any(|l| named(&l)) {
+        return Err(format!("no symbolized backtrace frame names {CRASHCHECK_TEST} (function at file:line)"));
     }
     Ok(())
 }
@@ -456,10 +472,26 @@ mod tests {
 
     #[test]
     fn crashcheck_checks() {
-        let check = |exit, text| crashcheck_check(Arch::X86_64, exit, &parse_transcript(text));
-        let good = "test harness::selfcheck_crash ... \n\
-                    kernel panic: unexpected kernel page fault at 0x42 at trap.rs:1:1\n";
+        let check = |exit, text: &str| {
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            crashcheck_check(Arch::X86_64, exit, &parse_transcript(text), &lines)
+        };
+        let panic = "test harness::selfcheck_crash ... \n\
+                     kernel panic: unexpected kernel page fault at 0x42 at trap.rs:1:1\n\
+                     backtrace: _start at 0x1000\n";
+        let frame = "backtrace: #0 pc 0x1234 kernel::tests::harness::selfcheck_crash at kernel/src/tests/harness.rs:34\n";
+        let good = format!("{panic}{frame}");
+        let good = good.as_str();
         assert_eq!(check(GuestExit::Failure, good), Ok(()));
+        // A backtrace the runner could not symbolize, or that misses the
+        // crashing function, does not do.
+        let raw = format!("{panic}backtrace: #0 pc 0x1234\n");
+        assert!(check(GuestExit::Failure, &raw).unwrap_err().starts_with("no symbolized backtrace frame"));
+        let elsewhere =
+            format!("{panic}backtrace: #0 pc 0x1234 kernel::panic::panic at kernel/src/panic.rs:9\n");
+        assert!(check(GuestExit::Failure, &elsewhere)
+            .unwrap_err()
+            .starts_with("no symbolized backtrace frame"));
         assert!(check(GuestExit::Success, "test harness::selfcheck_crash ... ok\n1 passed, 0 failed\n")
             .unwrap_err()
             .starts_with("the run passed"));
