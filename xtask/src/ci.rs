@@ -20,7 +20,8 @@
 //!   purpose must make the run fail, named;
 //! - the crash self-check on each architecture: a test that takes an
 //!   unexpected page fault must fail the run with a panic, named as the
-//!   test that was running;
+//!   test that was running, and the panic's backtrace, symbolized by the
+//!   runner, must name the crashing function with its file and line;
 //! - the bug replays, each switch of [`guest::BUG_REPLAYS`] on each
 //!   architecture with [`SMP_CPUS`] CPUs: booted with `bug=<switch>`, the
 //!   stress test that guards that mechanism must fail with the expected
