@@ -63,7 +63,7 @@ pub const TICK_HZ: u32 = 100;
 /// Ready and sleeping tasks the run queue holds without allocating.
 const RESERVED_TASKS: usize = 256;
 /// Order of a task's kernel stack: 2^3 frames = 32 KiB.
-const STACK_ORDER: u8 = 3;
+pub(crate) const STACK_ORDER: u8 = 3;
 
 /// What a task is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
