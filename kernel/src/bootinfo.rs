@@ -62,8 +62,10 @@ pub struct BootInfo {
     pub memory: MemoryMap,
     /// All RAM is mapped at `direct_map_offset + pa`.
     pub direct_map_offset: u64,
-    /// The kernel arguments, as given (`key=value` words).
-    pub cmdline: &'static str,
+    /// The kernel arguments, the bytes as the firmware gave them (maybe
+    /// NUL-terminated, maybe not UTF-8): the kernel checks them, the same
+    /// way on both arches (`kargs::Args::parse_bytes`).
+    pub cmdline: &'static [u8],
     pub firmware: FirmwareTables,
     /// Where the kernel image lies in physical memory.
     pub kernel_image: PhysRange,

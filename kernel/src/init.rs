@@ -55,7 +55,7 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     println!("{KERNEL_NAME} on {} (booted as {})", Arch::NAME, info.boot_method);
     print_memory(&info);
 
-    let args = match Args::parse(info.cmdline) {
+    let args = match Args::parse_bytes(info.cmdline) {
         Ok(args) => args,
         Err(e) => {
             println!("kernel: bad arguments: {e}");

@@ -11,7 +11,8 @@
 //! | [`arch`] | the architecture of this build, named once: `Arch`, which implements `arch_common`'s traits |
 //! | [`sync`] | interrupt-disabling spin locks, the scheduler's raw lock |
 //! | [`console`] | `print!`/`println!` over the arch's serial port, one lock for whole lines |
-//! | [`panic`] | the panic handler: message, location, failing exit |
+//! | [`panic`] | the panic handler: message, location, backtrace, failing exit |
+//! | [`backtrace`] | the call stack of a panic: a bounded, probe-read walk of the frame-pointer chain |
 //! | [`bootinfo`] | what every boot path hands the kernel: memory map, firmware tables, CPUs, arguments |
 //! | [`cmdline`] | the kernel arguments this kernel knows, their echo, the bug-replay switch |
 //! | [`memory`] | physical memory of the running kernel: heap, memmap, buddy frame allocator, kernel page tables |
@@ -38,6 +39,7 @@
 extern crate alloc;
 
 pub mod arch;
+pub mod backtrace;
 pub mod bench;
 pub mod bootinfo;
 pub mod cmdline;

@@ -1,5 +1,6 @@
 //! The panic handler. A panic means a kernel invariant broke (see the
-//! `# Panics` sections): print the message and where, then make QEMU exit
+//! `# Panics` sections): print the message and where, the call stack
+//! ([`crate::backtrace`]), then make QEMU exit
 //! with the failure status so the runner reports it. Nothing a user or a
 //! device does may lead here.
 
@@ -25,5 +26,6 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         )),
         None => crate::console::write_unlocked(format_args!("\nkernel panic: {}\n", info.message())),
     }
+    crate::backtrace::print();
     Arch::exit(ExitStatus::Failure)
 }

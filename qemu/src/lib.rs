@@ -25,6 +25,7 @@
 //! | [`protocol`] | the serial protocol: test lines, summaries, `BENCH` lines, panics |
 //! | [`exit`] | how the guest ended, from QEMU's exit status |
 //! | [`verdict`] | pass or fail of a test run or a boot, with the reason |
+//! | [`symbols`] | the kernel's `backtrace:` lines turned into `function at file:line` from its ELF |
 
 pub mod config;
 pub mod disk;
@@ -32,6 +33,7 @@ pub mod exit;
 pub mod machine;
 pub mod protocol;
 pub mod runner;
+pub mod symbols;
 pub mod verdict;
 
 pub use config::{parse_smp, Accel, Arch, Boot, ConfigError, Firmware, MemSize};

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -18,6 +19,7 @@ use crate::config::Arch;
 use crate::exit::GuestExit;
 use crate::machine::QemuCommand;
 use crate::protocol::{Parser, Report};
+use crate::symbols::Symbolizer;
 
 /// How many of the guest's last lines to keep for error reports.
 pub const DEFAULT_KEEP_LINES: usize = 40;
@@ -39,6 +41,12 @@ pub struct RunOptions {
     /// against the kernel's `smp: N of M CPUs online` line
     /// ([`crate::Report::cpus_asked`]); `None` for guests that print no such line.
     pub cpus: Option<u32>,
+    /// The kernel's ELF: its `backtrace:` frame lines are kept (and, when
+    /// echoing, printed again) with `function at file:line` appended
+    /// ([`crate::symbols`]). Source paths under `source_root` are shown
+    /// relative to it.
+    pub kernel_elf: Option<PathBuf>,
+    pub source_root: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -48,6 +56,8 @@ impl Default for RunOptions {
             echo: true,
             keep_lines: DEFAULT_KEEP_LINES,
             cpus: None,
+            kernel_elf: None,
+            source_root: None,
         }
     }
 }
@@ -169,8 +179,17 @@ pub fn run(cmd: &QemuCommand, arch: Arch, opts: &RunOptions) -> Result<RunOutcom
     });
 
     let deadline = opts.timeout.map(|t| start + t);
-    let parser = opts.cpus.map_or_else(Parser::new, Parser::expecting_cpus);
-    let mut lines = Lines { parser, last: VecDeque::new(), keep: opts.keep_lines };
+    let symbols = match &opts.kernel_elf {
+        Some(elf) => Symbols::Unopened { elf: elf.clone(), root: opts.source_root.clone() },
+        None => Symbols::Off,
+    };
+    let mut lines = Lines {
+        parser: opts.cpus.map_or_else(Parser::new, Parser::expecting_cpus),
+        last: VecDeque::new(),
+        keep: opts.keep_lines,
+        symbols,
+        echo: opts.echo,
+    };
     let mut timed_out = !lines.read_until(&rx, deadline);
     let status = if timed_out {
         kill(&mut child)?
@@ -214,11 +233,53 @@ struct Lines {
     parser: Parser,
     last: VecDeque<String>,
     keep: usize,
+    symbols: Symbols,
+    echo: bool,
+}
+
+/// The symbolizer of a run: opened at the first `backtrace:` line.
+enum Symbols {
+    Off,
+    Unopened { elf: PathBuf, root: Option<PathBuf> },
+    Open(Box<Symbolizer>),
+}
+
+impl Symbols {
+    /// `line` with its frame symbolized, when it is a frame line.
+    fn annotate(&mut self, line: &str, echo: bool) -> Option<String> {
+        if !line.starts_with("backtrace: ") {
+            return None;
+        }
+        if let Symbols::Unopened { elf, root } = self {
+            match Symbolizer::open(elf, root.as_deref()) {
+                Ok(s) => *self = Symbols::Open(Box::new(s)),
+                Err(e) => {
+                    if echo {
+                        eprintln!("qemu: cannot symbolize the backtrace: {e}");
+                    }
+                    *self = Symbols::Off;
+                }
+            }
+        }
+        match self {
+            Symbols::Open(s) => s.annotate(line),
+            _ => None,
+        }
+    }
 }
 
 impl Lines {
     fn take(&mut self, line: String) {
         self.parser.feed_line(&line);
+        let line = match self.symbols.annotate(&line, self.echo) {
+            Some(annotated) => {
+                if self.echo {
+                    println!("qemu: {annotated}");
+                }
+                annotated
+            }
+            None => line,
+        };
         if self.keep > 0 {
             if self.last.len() == self.keep {
                 self.last.pop_front();
@@ -388,7 +449,13 @@ mod tests {
 
     #[test]
     fn keeps_only_the_last_lines() {
-        let mut lines = Lines { parser: Parser::new(), last: VecDeque::new(), keep: 2 };
+        let mut lines = Lines {
+            parser: Parser::new(),
+            last: VecDeque::new(),
+            keep: 2,
+            symbols: Symbols::Off,
+            echo: false,
+        };
         for l in ["test a ... ok", "x", "y"] {
             lines.take(l.to_string());
         }
@@ -466,8 +533,12 @@ mod tests {
             program: "sh".into(),
             args: vec!["-c".into(), "printf 'test slow ... '; exec sleep 30".into()],
         };
-        let opts =
-            RunOptions { timeout: Some(Duration::from_millis(500)), echo: false, keep_lines: 40, cpus: None };
+        let opts = RunOptions {
+            timeout: Some(Duration::from_millis(500)),
+            echo: false,
+            keep_lines: 40,
+            ..RunOptions::default()
+        };
         let out = run(&cmd, Arch::Aarch64, &opts).unwrap();
         assert_eq!(out.exit, GuestExit::TimedOut);
         assert!(out.elapsed < Duration::from_secs(10));

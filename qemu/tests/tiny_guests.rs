@@ -136,7 +136,7 @@ fn run_guest(cfg: &MachineConfig, timeout_secs: u64) -> RunOutcome {
         timeout: Some(Duration::from_secs(timeout_secs)),
         echo: false,
         keep_lines: 40,
-        cpus: None,
+        ..RunOptions::default()
     };
     let outcome = run(&cmd, cfg.arch, &opts).expect("QEMU starts");
     let _ = std::fs::remove_file(&cfg.image);
@@ -289,7 +289,12 @@ fn qemu_errors_are_collected_from_stderr() {
     }
     let cfg = MachineConfig::new(Arch::X86_64, "/nonexistent/kernel.img");
     let cmd = cfg.command().unwrap();
-    let opts = RunOptions { timeout: Some(Duration::from_secs(30)), echo: false, keep_lines: 40, cpus: None };
+    let opts = RunOptions {
+        timeout: Some(Duration::from_secs(30)),
+        echo: false,
+        keep_lines: 40,
+        ..RunOptions::default()
+    };
     let out = run(&cmd, cfg.arch, &opts).unwrap();
     assert_eq!(out.exit, GuestExit::Crashed(Some(1)), "{out:?}");
     assert!(out.stderr.contains("/nonexistent/kernel.img"), "{}", out.stderr);

@@ -21,7 +21,8 @@
 //!   purpose must make the run fail, named;
 //! - the crash self-check on each architecture: a test that takes an
 //!   unexpected page fault must fail the run with a panic, named as the
-//!   test that was running;
+//!   test that was running, and the panic's backtrace, symbolized by the
+//!   runner, must name the crashing function with its file and line;
 //! - the bug replays, each switch of [`guest::BUG_REPLAYS`] on each
 //!   architecture with [`SMP_CPUS`] CPUs: booted with `bug=<switch>`, the
 //!   stress test that guards that mechanism must fail with the expected
@@ -228,8 +229,8 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
         }
         Step::Smoke(arch, firmware) => {
             let args = run_args(*arch, *firmware, BOOT_TIMEOUT_SECS);
-            let outcome = guest::run_guest(builder, &args, guest::smoke_args(*firmware), &[])
-                .map_err(|e| one_line(&e))?;
+            let outcome =
+                guest::run_guest(builder, &args, guest::SMOKE_ARG, &[]).map_err(|e| one_line(&e))?;
             guest::smoke_check(outcome.arch, outcome.exit, &outcome.report)
         }
         Step::SelfCheck(arch) => {
@@ -240,7 +241,7 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
         Step::CrashCheck(arch) => {
             let args = run_args(*arch, Firmware::Bios, BOOT_TIMEOUT_SECS);
             let outcome = guest::run_guest(builder, &args, CRASHCHECK_ARGS, &[]).map_err(|e| one_line(&e))?;
-            guest::crashcheck_check(outcome.arch, outcome.exit, &outcome.report)
+            guest::crashcheck_check(outcome.arch, outcome.exit, &outcome.report, &outcome.last_lines)
         }
         Step::BugReplay(arch, replay) => {
             // The disks of `qemu test`: some stress tests swap to the

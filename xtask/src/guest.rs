@@ -76,6 +76,9 @@ pub fn run_guest(
         echo: true,
         keep_lines: qemu::runner::DEFAULT_KEEP_LINES,
         cpus: Some(args.smp),
+        // A panic's backtrace comes out as `function at file:line`.
+        kernel_elf: Some(elf.clone()),
+        source_root: Some(builder.ws.root.clone()),
     };
     let outcome = qemu::run(&cmd, args.arch, &opts).map_err(|e| Error::Qemu(e.to_string()));
     drop(disk_set);
@@ -182,19 +185,6 @@ pub fn bench_listing(report: &Report) -> String {
 /// The marker argument the boot smoke checks pass and expect to see echoed.
 pub const SMOKE_ARG: &str = "smoke=1";
 
-/// The arguments of the boot smoke check on `firmware`. Under UEFI the
-/// boot workload is left out (`swap_demo=0`): there, 4 KiB page faults run
-/// about 20 times slower than after a BIOS boot in the same QEMU (3.5 k
-/// against 80 k faults/s, `bench=anon4k_fault`, the same before and after
-/// this check was written), which makes the demo outlast the smoke's time
-/// limit. The BIOS and AArch64 smoke checks run the demo.
-pub fn smoke_args(firmware: Firmware) -> &'static str {
-    match firmware {
-        Firmware::Uefi => "smoke=1 swap_demo=0",
-        Firmware::Bios => SMOKE_ARG,
-    }
-}
-
 /// The smoke check: the boot passed and the kernel echoed the marker argument.
 pub fn smoke_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<(), String> {
     let verdict = boot_verdict(arch, exit, report);
@@ -232,8 +222,16 @@ pub const CRASHCHECK_TEST: &str = "harness::selfcheck_crash";
 pub const CRASHCHECK_ARGS: &str = "test=harness::selfcheck_crash harness_selfcheck=crash";
 
 /// The crash self-check: a test that takes an unexpected page fault must
-/// fail the run with a panic line, and be named as the test that was running.
-pub fn crashcheck_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<(), String> {
+/// fail the run with a panic line, be named as the test that was running,
+/// and the panic's backtrace, symbolized by the runner (`qemu::symbols`),
+/// must name the crashing function with its source place in one of the
+/// last `lines` (`backtrace: #0 pc 0x... kernel::tests::harness::selfcheck_crash at kernel/src/tests/harness.rs:34`).
+pub fn crashcheck_check(
+    arch: Arch,
+    exit: GuestExit,
+    report: &Report,
+    lines: &[String],
+) -> Result<(), String> {
     let verdict = failing_verdict(arch, exit, report, CRASHCHECK_TEST, "crash")?;
     let reasons = verdict.reasons().join("; ");
     if report.running.as_deref() != Some(CRASHCHECK_TEST) {
@@ -246,6 +244,11 @@ pub fn crashcheck_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<
     }
     if exit.is_success() {
         return Err("the guest reported success after a panic".to_string());
+    }
+    let named =
+        |l: &&String| l.starts_with("backtrace: #") && l.contains(CRASHCHECK_TEST) && l.contains(" at ");
+    if !lines.iter().any(|l| named(&l)) {
+        return Err(format!("no symbolized backtrace frame names {CRASHCHECK_TEST} (function at file:line)"));
     }
     Ok(())
 }
@@ -371,15 +374,6 @@ mod tests {
     }
 
     #[test]
-    fn every_smoke_passes_the_marker_and_only_uefi_skips_the_demo() {
-        for fw in [Firmware::Bios, Firmware::Uefi] {
-            assert!(smoke_args(fw).split(' ').any(|w| w == SMOKE_ARG), "{fw:?}");
-        }
-        assert!(smoke_args(Firmware::Uefi).contains("swap_demo=0"));
-        assert!(!smoke_args(Firmware::Bios).contains("swap_demo"));
-    }
-
-    #[test]
     fn kernel_args_are_checked_with_the_kernels_parser() {
         assert_eq!(check_kernel_args("test=all seed=1 verbose"), Ok(()));
         assert_eq!(check_kernel_args(""), Ok(()));
@@ -479,10 +473,26 @@ mod tests {
 
     #[test]
     fn crashcheck_checks() {
-        let check = |exit, text| crashcheck_check(Arch::X86_64, exit, &parse_transcript(text));
-        let good = "test harness::selfcheck_crash ... \n\
-                    kernel panic: unexpected kernel page fault at 0x42 at trap.rs:1:1\n";
+        let check = |exit, text: &str| {
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            crashcheck_check(Arch::X86_64, exit, &parse_transcript(text), &lines)
+        };
+        let panic = "test harness::selfcheck_crash ... \n\
+                     kernel panic: unexpected kernel page fault at 0x42 at trap.rs:1:1\n\
+                     backtrace: _start at 0x1000\n";
+        let frame = "backtrace: #0 pc 0x1234 kernel::tests::harness::selfcheck_crash at kernel/src/tests/harness.rs:34\n";
+        let good = format!("{panic}{frame}");
+        let good = good.as_str();
         assert_eq!(check(GuestExit::Failure, good), Ok(()));
+        // A backtrace the runner could not symbolize, or that misses the
+        // crashing function, does not do.
+        let raw = format!("{panic}backtrace: #0 pc 0x1234\n");
+        assert!(check(GuestExit::Failure, &raw).unwrap_err().starts_with("no symbolized backtrace frame"));
+        let elsewhere =
+            format!("{panic}backtrace: #0 pc 0x1234 kernel::panic::panic at kernel/src/panic.rs:9\n");
+        assert!(check(GuestExit::Failure, &elsewhere)
+            .unwrap_err()
+            .starts_with("no symbolized backtrace frame"));
         assert!(check(GuestExit::Success, "test harness::selfcheck_crash ... ok\n1 passed, 0 failed\n")
             .unwrap_err()
             .starts_with("the run passed"));

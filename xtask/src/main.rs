@@ -28,8 +28,7 @@ use error::Error;
 use kbuild::{Builder, Workspace};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match run(&args) {
+    let code = match utf8_args(std::env::args_os().skip(1)).and_then(|args| run(&args)) {
         Ok(()) => 0,
         Err(e) => {
             match &e {
@@ -42,6 +41,22 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// The command line as strings; an argument that is not UTF-8 is a usage
+/// error naming it (`std::env::args` would panic). Kernel arguments are
+/// printable ASCII anyway (`kargs`), so nothing valid is lost.
+fn utf8_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Vec<String>, Error> {
+    args.into_iter()
+        .map(|arg| {
+            arg.into_string().map_err(|bad| {
+                Error::Usage(format!(
+                    "argument {:?} is not UTF-8 (kernel arguments are key=value words of printable ASCII)",
+                    bad.to_string_lossy()
+                ))
+            })
+        })
+        .collect()
 }
 
 fn run(args: &[String]) -> Result<(), Error> {
@@ -72,5 +87,28 @@ fn run(args: &[String]) -> Result<(), Error> {
         Command::Bench(args) => guest::bench(&mut builder, &args),
         Command::Ci(args) => ci::run(&mut builder, &args),
         Command::Book => book::run(&builder.ws),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    #[test]
+    fn arguments_that_are_not_utf8_are_a_usage_error_naming_them() {
+        let ok = utf8_args(["qemu", "boot", "--", "test=all"].map(OsString::from)).unwrap();
+        assert_eq!(ok, ["qemu", "boot", "--", "test=all"]);
+        let bad = [
+            OsString::from("qemu"),
+            OsString::from("boot"),
+            OsString::from("--"),
+            OsString::from_vec(b"a=\xff".to_vec()),
+        ];
+        let err = utf8_args(bad).unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err:?}");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("\"a=\u{fffd}\" is not UTF-8"), "{err}");
     }
 }

@@ -15,15 +15,16 @@
 //! | [`time`] | `Time`: the generic timer's virtual counter |
 //! | [`semihosting`] | leaving QEMU with an exit status |
 //! | [`pgtable`] | the page-table entry format (`Aarch64Format`) and, for host tests, a software walker |
+//! | [`dtmem`] | the RAM the device tree's memory nodes list, read without panicking, clipped to the boot tables' Normal window |
 //!
 //! [`Aarch64`] is this arch for the kernel: it implements every trait of
 //! `arch_common` (the one declaration of what the kernel needs from an
 //! arch), each in the module the table names with it.
 //!
-//! Everything except [`pgtable`], [`NAME`], [`DIRECT_MAP_OFFSET`] and the
+//! Everything except [`pgtable`], [`dtmem`], [`NAME`], [`DIRECT_MAP_OFFSET`] and the
 //! [`Aarch64`] type touches the hardware and is built only for the
 //! bare-metal target (`target_os = "none"`); `pgtable` is plain bit
-//! arithmetic, built and tested on the host.
+//! arithmetic and `dtmem` plain parsing, built and tested on the host.
 //!
 //! ## Assumed configuration
 //!
@@ -33,11 +34,12 @@
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
-// Every module but `pgtable` touches the hardware and starts with
+// Every module but `pgtable` and `dtmem` touches the hardware and starts with
 // `#![cfg(target_os = "none")]`: it is built for the bare-metal target only.
 pub mod console;
 pub mod context;
 pub mod cpu;
+pub mod dtmem;
 pub mod irq;
 pub mod mmu;
 pub mod pci;

@@ -364,6 +364,7 @@ extern "C" fn aarch64_trap(frame: &mut TrapFrame, kind: u64) {
             if probe::fix_up_fault(frame, &fault) || arch_common::trap::offer_to_kernel(&fault) {
                 return;
             }
+            note_fatal(frame);
             panic!(
                 "unexpected kernel {} at {:#x} ({:?} {:?}, level {:?}, ESR {:#x}) at PC {:#x}",
                 class_name(class),
@@ -379,6 +380,7 @@ extern "C" fn aarch64_trap(frame: &mut TrapFrame, kind: u64) {
             return;
         }
     }
+    note_fatal(frame);
     panic!(
         "unexpected exception: {kind}: {} (ESR {:#x}, FAR {:#x}) at PC {:#x}",
         class_name(class),
@@ -386,4 +388,22 @@ extern "C" fn aarch64_trap(frame: &mut TrapFrame, kind: u64) {
         frame.far,
         frame.elr
     );
+}
+
+/// Records where the fault in `frame` happened, for the panic's backtrace
+/// (`arch_common::trap::note_fatal_fault`): ELR and x29.
+fn note_fatal(frame: &TrapFrame) {
+    use arch_common::cpu::Cpu;
+    arch_common::trap::note_fatal_fault(crate::Aarch64::cpu_index(), frame.elr, frame.x[29]);
+}
+
+impl arch_common::trap::Frames for crate::Aarch64 {
+    #[inline(always)]
+    fn frame_pointer() -> u64 {
+        let fp: u64;
+        // SAFETY: reads x29, which with frame pointers forced on holds this
+        // function's frame record; no memory is touched.
+        unsafe { core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+        fp
+    }
 }

@@ -21,7 +21,7 @@
 //! | [`irq`] | `Irq`: interrupt enable/disable, timer, IPIs, device lines; the kernel's hooks; the device-line table |
 //! | [`context`] | `ContextSwitch`: a task's saved [`context::Context`] and the switch between two |
 //! | [`mmu`] | `Mmu`: the page-table format, address-space switching, TLB hooks, barriers, device mappings |
-//! | [`trap`] | the kernel's memory-fault handler, as the arch's exception code finds it |
+//! | [`trap`] | the kernel's memory-fault handler, as the arch's exception code finds it; `Frames`: the frame pointer, and where a fatal fault happened, for backtraces |
 //! | [`probe`] | `Probe`: loads, stores and calls that may fault, and an expected breakpoint |
 //! | [`pci`] | `Pci`: the host bridge and INTx routing |
 //! | [`smp`] | `Smp`: starting another CPU |
@@ -59,6 +59,7 @@ pub trait Arch:
     + probe::Probe
     + pci::Pci
     + smp::Smp
+    + trap::Frames
 {
     /// The architecture's name as the kernel prints it.
     const NAME: &'static str;
@@ -92,5 +93,6 @@ pub mod prelude {
     pub use crate::probe::Probe as _;
     pub use crate::smp::Smp as _;
     pub use crate::time::Time as _;
+    pub use crate::trap::Frames as _;
     pub use crate::Arch as _;
 }

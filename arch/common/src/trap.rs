@@ -5,6 +5,12 @@
 //! AArch64: ESR and FAR) into an `mm::fault::MemFault`; when no probe
 //! claims it ([`crate::probe`]), it offers the fault to the kernel
 //! ([`offer_to_kernel`]), and panics if the kernel does not resolve it.
+//! Before that panic it records where the fault happened
+//! ([`note_fatal_fault`]), so the panic's backtrace starts at the faulting
+//! instruction rather than inside the trap handler.
+//!
+//! [`Frames`] gives the kernel the current frame pointer, where a backtrace
+//! of a panic that is not a fault starts.
 //!
 //! A kernel stack that overflows cannot take an ordinary fault: the CPU
 //! would push the exception's frame on the same exhausted stack. The arch
@@ -13,7 +19,11 @@
 //! per-CPU overflow stack) and offers it to the kernel as a [`StackFault`]
 //! ([`offer_stack_fault`]); the kernel knows where its stacks and their
 //! guards are.
+//!
+//! Locks: none; the recorded faults are per-CPU atomics, the hook a
+//! `spin::Once`.
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use mm::fault::MemFault;
 
 /// What the arch knows about a fault that may be a kernel stack overflow.
@@ -72,4 +82,53 @@ pub fn set_fault_hook(hook: FaultHook) {
 /// before one is installed).
 pub fn offer_to_kernel(fault: &MemFault) -> bool {
     FAULT_HOOK.get().is_some_and(|hook| hook(fault))
+}
+
+/// The frame-pointer register, for backtraces. Kernels are built with frame
+/// pointers forced on (`.cargo/config.toml`), and on both arches a frame
+/// pointer points at a two-word record: the caller's frame pointer, then
+/// the return address.
+pub trait Frames {
+    /// The frame pointer of the function this is inlined into.
+    fn frame_pointer() -> u64;
+}
+
+/// CPUs whose fatal faults are recorded (both arches keep state for 16).
+const FAULT_SLOTS: usize = 16;
+
+/// Per CPU: the PC and frame pointer of a kernel fault about to panic; 0
+/// when none is recorded.
+static FATAL_FAULTS: [[AtomicU64; 2]; FAULT_SLOTS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; FAULT_SLOTS];
+
+/// Records, for `cpu`'s panic handler, where a kernel fault that is about
+/// to panic happened: its PC and the frame pointer it had.
+pub fn note_fatal_fault(cpu: usize, pc: u64, fp: u64) {
+    if let Some([p, f]) = FATAL_FAULTS.get(cpu) {
+        f.store(fp, Ordering::Relaxed);
+        p.store(pc, Ordering::Relaxed);
+    }
+}
+
+/// Takes what [`note_fatal_fault`] recorded for `cpu`: `(pc, fp)`.
+pub fn take_fatal_fault(cpu: usize) -> Option<(u64, u64)> {
+    let [p, f] = FATAL_FAULTS.get(cpu)?;
+    let pc = p.swap(0, Ordering::Relaxed);
+    (pc != 0).then(|| (pc, f.swap(0, Ordering::Relaxed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_noted_fault_is_taken_once_and_only_by_its_cpu() {
+        assert_eq!(take_fatal_fault(3), None);
+        note_fatal_fault(3, 0x1234, 0x5678);
+        assert_eq!(take_fatal_fault(2), None);
+        assert_eq!(take_fatal_fault(3), Some((0x1234, 0x5678)));
+        assert_eq!(take_fatal_fault(3), None);
+        note_fatal_fault(FAULT_SLOTS, 1, 1); // out of range: ignored
+        assert_eq!(take_fatal_fault(FAULT_SLOTS), None);
+    }
 }

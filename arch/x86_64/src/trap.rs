@@ -284,6 +284,7 @@ extern "C" fn x86_trap(frame: &mut TrapFrame) {
             if probe::fix_up_fault(frame, &fault) || arch_common::trap::offer_to_kernel(&fault) {
                 return;
             }
+            note_fatal(frame);
             panic!(
                 "unexpected kernel page fault at {cr2:#x} ({:?} {:?}, error code {:#x}) at RIP {:#x}",
                 fault.access, fault.cause, frame.error_code, frame.rip
@@ -299,17 +300,39 @@ extern "C" fn x86_trap(frame: &mut TrapFrame) {
             };
             // Returns only when it was not the overflow of a kernel stack.
             arch_common::trap::offer_stack_fault(&fault);
+            note_fatal(frame);
             panic!(
                 "double fault at RIP {:#x}, RSP {:#x}, CR2 {cr2:#x} (not a kernel stack's guard page)",
                 frame.rip, frame.rsp
             );
         }
-        v => panic!(
-            "unexpected exception {v} ({}), error code {:#x}, at RIP {:#x}, RSP {:#x}",
-            vector_name(v),
-            frame.error_code,
-            frame.rip,
-            frame.rsp
-        ),
+        v => {
+            note_fatal(frame);
+            panic!(
+                "unexpected exception {v} ({}), error code {:#x}, at RIP {:#x}, RSP {:#x}",
+                vector_name(v),
+                frame.error_code,
+                frame.rip,
+                frame.rsp
+            )
+        }
+    }
+}
+
+/// Records where the fault in `frame` happened, for the panic's backtrace
+/// (`arch_common::trap::note_fatal_fault`).
+fn note_fatal(frame: &TrapFrame) {
+    use arch_common::cpu::Cpu;
+    arch_common::trap::note_fatal_fault(crate::X86_64::cpu_index(), frame.rip, frame.rbp);
+}
+
+impl arch_common::trap::Frames for crate::X86_64 {
+    #[inline(always)]
+    fn frame_pointer() -> u64 {
+        let fp: u64;
+        // SAFETY: reads RBP, which with frame pointers forced on holds this
+        // function's frame record; no memory is touched.
+        unsafe { core::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+        fp
     }
 }

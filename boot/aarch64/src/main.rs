@@ -2,8 +2,9 @@
 //!
 //! `entry.S` runs first (see its header); it calls [`boot_aarch64_main`] in
 //! the upper half with the device tree's physical address. This file reads
-//! the device tree with the `fdt` crate: the console UART, the RAM ranges,
-//! the command line (`/chosen/bootargs`, filled by QEMU's `-append`), the
+//! the device tree with the `fdt` crate: the console UART, the RAM ranges
+//! (through `arch::dtmem`, which refuses a bad memory node and leaves out
+//! RAM the boot tables do not map as Normal), the command line (`/chosen/bootargs`, filled by QEMU's `-append`), the
 //! reservations, the CPUs (`/cpus`) and how to start them (`/psci`), the
 //! PCI host bridge ([`pci`]), and hands the kernel one [`BootInfo`]. Secondary CPUs enter at
 //! `secondary_entry` in `entry.S` and continue in `arch::smp`.
@@ -16,7 +17,7 @@ use arch_aarch64::Aarch64;
 use arch_common::{Arch, ExitStatus};
 use kernel::bootinfo::{BootInfo, CpuList, FirmwareTables};
 use kernel::println;
-use mm::memmap::{MemoryMap, PhysRange};
+use mm::memmap::PhysRange;
 use mm::PhysAddr;
 
 mod pci;
@@ -215,13 +216,20 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     arch::cpu::set_index(0);
     init_gic(&fdt);
 
-    let mut memory = MemoryMap::new();
-    for region in fdt.memory().regions() {
-        let range = PhysRange::new(region.starting_address as u64, region.size.unwrap_or(0) as u64);
-        if memory.add(range).is_err() {
-            println!("boot: too many memory ranges; ignoring {range:?}");
-        }
+    // The memory nodes, read without `fdt`'s panicking `memory()`; RAM the
+    // boot tables do not map as Normal is left out, with a word.
+    let ram = match arch::dtmem::read_ram(&fdt) {
+        Ok(ram) => ram,
+        Err(e) => fail(format_args!("bad device tree: {e}")),
+    };
+    for range in ram.outside.ranges() {
+        println!(
+            "boot: RAM {range:?} lies outside what the boot tables map as Normal memory ({:#x}..{:#x}); left out",
+            arch::dtmem::NORMAL_RAM.start,
+            arch::dtmem::NORMAL_RAM.end
+        );
     }
+    let mut memory = ram.usable;
     let dt_range = PhysRange::new(dtb_pa, fdt.total_size() as u64);
     let mut in_use = [kernel_image(), dt_range]
         .into_iter()
@@ -241,7 +249,9 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     find_psci(&fdt);
     pci::find_host(&fdt);
     let cpus = find_cpus(&fdt);
-    let cmdline = chosen_str(&fdt, "bootargs").unwrap_or("");
+    // The raw bytes: the kernel checks them (not UTF-8 is a bad argument,
+    // as on x86_64), where `as_str` would drop them without a word.
+    let cmdline = fdt.find_node("/chosen").and_then(|c| c.property("bootargs")).map_or(&[][..], |p| p.value);
     kernel::kernel_main(BootInfo {
         boot_method: "linux-image",
         memory,

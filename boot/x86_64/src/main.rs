@@ -223,7 +223,7 @@ fn discover_cpus(rsdp: Option<u64>, phys_offset: u64) -> CpuList {
     cpus
 }
 
-fn read_cmdline() -> &'static str {
+fn read_cmdline() -> &'static [u8] {
     let (buf, len) = CMDLINE.call_once(|| {
         let mut buf = [0u8; CMDLINE_MAX];
         let len = match fw_cfg::read_file(CMDLINE_FILE, &mut buf) {
@@ -240,13 +240,8 @@ fn read_cmdline() -> &'static str {
         };
         (buf, len)
     });
-    match core::str::from_utf8(&buf[..*len]) {
-        Ok(s) => s.trim_end_matches('\0'),
-        Err(_) => {
-            println!("boot: kernel arguments are not UTF-8; ignoring them");
-            ""
-        }
-    }
+    // The kernel checks the bytes (trailing NULs, UTF-8), as on AArch64.
+    &buf[..*len]
 }
 
 fn boot_x86_64_main(info: &'static mut bootloader_api::BootInfo) -> ! {

@@ -36,6 +36,9 @@ pub enum ArgError<'a> {
     Repeated { key: &'a str },
     /// More than [`MAX_ARGS`] words.
     TooMany,
+    /// The command line's bytes are not UTF-8 (the first bad byte is at
+    /// `at`); only [`Args::parse_bytes`] says so.
+    NotUtf8 { at: usize },
 }
 
 impl fmt::Display for ArgError<'_> {
@@ -50,6 +53,9 @@ impl fmt::Display for ArgError<'_> {
             }
             ArgError::Repeated { key } => write!(f, "argument `{key}` is given more than once"),
             ArgError::TooMany => write!(f, "more than {MAX_ARGS} arguments"),
+            ArgError::NotUtf8 { at } => {
+                write!(f, "the command line is not UTF-8 (a bad byte at offset {at})")
+            }
         }
     }
 }
@@ -94,6 +100,18 @@ impl<'a> Args<'a> {
     /// An empty command line.
     pub const fn empty() -> Self {
         Args { pairs: [Arg { key: "", value: "" }; MAX_ARGS], nr_pairs: 0 }
+    }
+
+    /// Parses a command line as the firmware handed it over: bytes, maybe
+    /// ending in NULs (the device tree's string property, the `fw_cfg`
+    /// file). Bytes that are not UTF-8 are refused like any other bad
+    /// argument, so both arches treat them alike.
+    pub fn parse_bytes(line: &'a [u8]) -> Result<Self, ArgError<'a>> {
+        let end = line.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        match core::str::from_utf8(&line[..end]) {
+            Ok(line) => Args::parse(line),
+            Err(e) => Err(ArgError::NotUtf8 { at: e.valid_up_to() }),
+        }
     }
 
     /// Parses a whole command line. See the module doc for the grammar.
@@ -218,5 +236,16 @@ mod tests {
     fn error_messages_say_what_is_wrong() {
         let msg = std::format!("{}", Args::parse("x=1 x=2").unwrap_err());
         assert_eq!(msg, "argument `x` is given more than once");
+    }
+
+    #[test]
+    fn bytes_from_the_firmware_drop_trailing_nuls_and_must_be_utf8() {
+        let args = Args::parse_bytes(b"test=all seed=7\0\0").unwrap();
+        assert_eq!(args.get("seed"), Some("7"));
+        assert!(Args::parse_bytes(b"").unwrap().is_empty());
+        assert!(Args::parse_bytes(b"\0").unwrap().is_empty());
+        let err = Args::parse_bytes(b"test=all a=\xff\xfe\0").unwrap_err();
+        assert_eq!(err, ArgError::NotUtf8 { at: 11 });
+        assert_eq!(std::format!("{err}"), "the command line is not UTF-8 (a bad byte at offset 11)");
     }
 }

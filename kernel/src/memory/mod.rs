@@ -13,6 +13,20 @@
 //!
 //! From then on frames come from [`alloc_frames`] / [`free_frames`].
 //!
+//! ## Kernel memory is zeroed when taken
+//!
+//! Memory the kernel keeps for itself and writes a few bytes at a time (the
+//! heap, task and CPU stacks, page tables, DMA rings and headers) is zeroed
+//! once when it is taken, even where nothing reads the zeros. The firmware
+//! ran code from RAM it then reports usable (UEFI's boot services, the
+//! bootloader itself); QEMU's TCG keeps its translations of that code, and a
+//! write to a page holding one goes through TCG's slow self-modifying-code
+//! path, hundreds of times slower than a plain store, until a write covers
+//! the translated bytes. Partial writes never may: a stack on such a page
+//! made every fault after a UEFI boot 50 times slower. Zeroing the whole
+//! block covers them. User pages need nothing extra: they are zeroed or
+//! copied whole before use. (The book's "Running" chapter tells the story.)
+//!
 //! | module | what |
 //! | --- | --- |
 //! | [`paging`] | `mm::pgtable` over this arch's real format: table memory through the direct map, the kernel's shared half |
@@ -132,6 +146,8 @@ pub fn init(info: &BootInfo) -> Result<(), InitError> {
         .map_err(|_| InitError::NoRoomForHeap { needed: HEAP_SIZE, usable: map.total_bytes() })?;
     let heap_va = phys_to_virt(heap);
     HEAP_START.store(heap_va.as_u64(), Ordering::Relaxed);
+    // Zeroed once: see "Kernel memory is zeroed when taken" above.
+    zero_frames(heap, (HEAP_SIZE / PAGE_SIZE).trailing_zeros() as u8);
     // SAFETY: the frames were just taken from the early allocator, which
     // never hands them out again; they are RAM, mapped read-write in the
     // direct map at `heap_va`, and `init` runs once, before any allocation.

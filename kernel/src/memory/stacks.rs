@@ -78,7 +78,7 @@ const PREPARED_SLOTS: u32 = 256;
 /// Frames in one stack.
 const NR_PAGES: u64 = STACK_SIZE / PAGE_SIZE;
 /// The order of a stack's block of frames.
-const STACK_ORDER: u8 = NR_PAGES.trailing_zeros() as u8;
+pub(crate) const STACK_ORDER: u8 = NR_PAGES.trailing_zeros() as u8;
 const _: () = assert!(NR_PAGES.is_power_of_two());
 /// Bytes of one slot (guard and stack).
 const SLOT_SIZE: u64 = 1 << STACK_SLOT_SHIFT;
@@ -259,6 +259,9 @@ impl KernelStack {
             SLOTS.lock().clean.push(slot);
             return Err(StackError::NoMemory);
         };
+        // Zeroed though nothing reads it: see `memory`'s "Kernel memory is
+        // zeroed when taken" (a stack is written a few bytes at a time).
+        memory::zero_frames(block, STACK_ORDER);
         let tree = kernel_tree();
         let mut slots = SLOTS.lock();
         for i in 0..NR_PAGES {

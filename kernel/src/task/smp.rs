@@ -35,6 +35,9 @@ pub fn bring_up(cpus: &CpuList) -> usize {
             println!("smp: no memory for CPU {cpu}'s stack; not starting it");
             continue;
         };
+        // Zeroed though nothing reads it: see `memory`'s "Kernel memory is
+        // zeroed when taken".
+        memory::zero_frames(stack, STACK_ORDER);
         let top = memory::phys_to_virt(stack).as_u64() + (4096 << STACK_ORDER);
         // SAFETY: the stack was just allocated for this CPU and is never
         // freed (it becomes the CPU's idle stack).

@@ -99,4 +99,80 @@ fn breakpoint_is_reported(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) const TESTS: &[Test] = register!["exceptions": page_fault_on_read, page_fault_on_write, probes_of_mapped_memory_succeed, faults_repeat_cleanly, breakpoint_is_reported];
+/// A frame record of a hand-made chain: `(fp, (next fp, return address))`.
+type Record = (u64, (u64, u64));
+
+/// A hand-made frame chain for `backtrace::walk`: any address but the
+/// records' words is unreadable.
+fn chain_reader(records: &[Record]) -> impl Fn(u64) -> Option<u64> + '_ {
+    move |addr| {
+        records.iter().find_map(|&(fp, (next, ret))| match addr {
+            a if a == fp => Some(next),
+            a if a == fp + 8 => Some(ret),
+            _ => None,
+        })
+    }
+}
+
+fn backtrace_walk_stays_in_bounds(_env: &TestEnv<'_>) -> Result<(), String> {
+    use crate::backtrace::{walk, End, MAX_FRAMES, MAX_STACK_SPAN};
+    let base = 0xffff_8000_1000_0000u64;
+    let run = |records: &[Record]| {
+        let mut rets = alloc::vec::Vec::new();
+        let end = walk(records.first().map_or(0, |r| r.0), chain_reader(records), |r| rets.push(r));
+        (rets, end)
+    };
+    let cases: [(&str, alloc::vec::Vec<Record>, usize, End); 6] = [
+        (
+            "a chain to a zero return address",
+            alloc::vec![(base, (base + 64, 1)), (base + 64, (0, 2))],
+            2,
+            End::Bottom,
+        ),
+        ("a frame pointing at itself", alloc::vec![(base, (base, 1))], 1, End::OutOfBounds(base)),
+        ("a frame pointing down", alloc::vec![(base, (base - 16, 1))], 1, End::OutOfBounds(base - 16)),
+        (
+            "a misaligned next frame",
+            alloc::vec![(base, (base + 20, 1)), (base + 20, (0, 2))],
+            1,
+            End::OutOfBounds(base + 20),
+        ),
+        (
+            "a next frame past one stack",
+            alloc::vec![(base, (base + MAX_STACK_SPAN + 8, 1)), (base + MAX_STACK_SPAN + 8, (0, 2))],
+            1,
+            End::OutOfBounds(base + MAX_STACK_SPAN + 8),
+        ),
+        ("an unreadable next frame", alloc::vec![(base, (base + 64, 1))], 1, End::Unreadable(base + 64)),
+    ];
+    for (what, records, frames, want) in cases {
+        let (rets, end) = run(&records);
+        if rets.len() != frames || end != want {
+            return Err(format!(
+                "{what}: {} frames ending {end:?}, expected {frames} ending {want:?}",
+                rets.len()
+            ));
+        }
+    }
+    let deep: alloc::vec::Vec<_> =
+        (0..MAX_FRAMES as u64 + 5).map(|i| (base + 16 * i, (base + 16 * (i + 1), i + 1))).collect();
+    let (rets, end) = run(&deep);
+    if rets.len() != MAX_FRAMES || end != End::TooDeep {
+        return Err(format!("an endless chain: {} frames ending {end:?}", rets.len()));
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn backtrace_of_this_stack_reaches_the_caller(_env: &TestEnv<'_>) -> Result<(), String> {
+    // The real chain of this test's task, read with the probe: it must
+    // give this test's callers and end without a fault.
+    let mut frames = 0;
+    let end = crate::backtrace::walk(Arch::frame_pointer(), crate::backtrace::read_word, |_| frames += 1);
+    if frames < 2 || matches!(end, crate::backtrace::End::Unreadable(_)) {
+        return Err(format!("the walk of this stack gave {frames} frames and ended {end:?}"));
+    }
+    Ok(())
+}
+
+pub(crate) const TESTS: &[Test] = register!["exceptions": page_fault_on_read, page_fault_on_write, probes_of_mapped_memory_succeed, faults_repeat_cleanly, breakpoint_is_reported, backtrace_walk_stays_in_bounds, backtrace_of_this_stack_reaches_the_caller];

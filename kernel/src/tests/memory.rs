@@ -213,4 +213,53 @@ fn concurrent_alloc_from_every_cpu(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) const TESTS: &[Test] = register!["frame": concurrent_alloc_from_every_cpu; "heap": box_vec_and_reuse, exhaustion_is_an_error; "frame": frames_are_usable_ram, huge_frames_are_aligned_and_distinct, every_order_drains_and_refills];
+fn task_stacks_start_zeroed(_env: &TestEnv<'_>) -> Result<(), String> {
+    // "Kernel memory is zeroed when taken" (memory's module doc): a stack
+    // that kept old bytes could also keep stale translated code under TCG,
+    // which made every fault after a UEFI boot 50 times slower. Dirty
+    // blocks of a stack's size and give them back, so that the next
+    // stacks are made of them; a task then checks a part of its stack far
+    // below anything it has used (the buddy block is aligned to its size).
+    use crate::memory::stacks::STACK_ORDER;
+    const DIRTY: usize = 8;
+    let bytes = (PAGE_SIZE << STACK_ORDER) as usize;
+    let mut blocks = Vec::new();
+    for _ in 0..DIRTY {
+        let pa = alloc_frames(STACK_ORDER).map_err(|e| format!("order {STACK_ORDER}: {e:?}"))?;
+        // SAFETY: the block was just allocated for this test and is RAM,
+        // mapped read-write in the direct map.
+        unsafe { core::ptr::write_bytes(phys_to_virt(pa).as_u64() as *mut u8, 0xa5, bytes) };
+        blocks.push(pa);
+    }
+    for pa in blocks.into_iter().rev() {
+        free_frames(pa, STACK_ORDER);
+    }
+    let handles: Vec<_> = (0..DIRTY)
+        .map(|_| {
+            crate::task::sched::spawn("stack check", move || {
+                let here = 0u8;
+                let sp = core::hint::black_box(&here) as *const u8 as u64;
+                let base = sp & !(bytes as u64 - 1);
+                // The second page of the stack: 24 KiB below the top.
+                let probe = base + PAGE_SIZE;
+                // SAFETY: [probe, probe + PAGE_SIZE) lies in this task's
+                // own stack (below `sp`, above its lowest page), mapped
+                // in the stack window (`memory::stacks`).
+                let page = unsafe { core::slice::from_raw_parts(probe as *const u8, PAGE_SIZE as usize) };
+                match page.iter().position(|&b| b != 0) {
+                    Some(i) => {
+                        Err(format!("the stack at {:#x} holds {:#x}, not 0", probe + i as u64, page[i]))
+                    }
+                    None => Ok(()),
+                }
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    for h in handles {
+        h.join()??;
+    }
+    Ok(())
+}
+
+pub(crate) const TESTS: &[Test] = register!["frame": concurrent_alloc_from_every_cpu; "heap": box_vec_and_reuse, exhaustion_is_an_error; "frame": frames_are_usable_ram, huge_frames_are_aligned_and_distinct, every_order_drains_and_refills, task_stacks_start_zeroed];
