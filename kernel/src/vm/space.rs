@@ -586,7 +586,7 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Runs the consistency checker (`mm::debug::check_spaces`) over this
+    /// Runs the consistency checker (`mm::debug::check_spaces_in`) over this
     /// space and every live space of its fork family, under all their locks
     /// (taken in root order), and returns this space's statistics. Exact
     /// while no member of the family is being dropped at the same time.
@@ -596,9 +596,17 @@ impl AddressSpace {
             let mine = members.iter().position(|(root, _)| *root == self.root);
             let spaces: Vec<_> = members.iter().map(|(_, inner)| (&inner.table, &inner.vmas)).collect();
             let handles = self.family.handles.lock().clone();
-            let count_of = |e: mm::pgtable::SwapEntry| crate::vm::swap::count_of(e);
-            let checked =
-                mm::debug::check_spaces_with_swap(&spaces, &KernelTables, &handles, memmap, Some(&count_of));
+            // Every area (a leaf lock each, taken one call at a time): the
+            // family's slots must count exactly its entries. Not quiescent
+            // (reclaim and swap-in may be half-way on another CPU) nor
+            // complete (other families exist): the rules that need those
+            // are for a check of every space at rest.
+            let devices: Vec<_> = (0..mm::pgtable::format::MAX_SWAP_TYPES)
+                .filter_map(|n| crate::vm::swap::area(mm::pgtable::SwapType::nth(n)))
+                .collect();
+            let areas: Vec<&mm::swap::area::SwapArea> = devices.iter().map(|d| &d.area).collect();
+            let scope = mm::debug::Scope { swap: Some(&areas), ..mm::debug::Scope::default() };
+            let checked = mm::debug::check_spaces_in(&spaces, &KernelTables, &handles, memmap, &scope);
             match (mine, checked) {
                 (Some(i), Ok(stats)) => Ok(stats[i]),
                 (None, _) => Err(String::from("check: address space torn down")),
