@@ -183,6 +183,46 @@ fn families_of_handle(handle: AnonHandle) -> Vec<Arc<Family>> {
     families.into_iter().filter(|f| f.handles.lock().contains(&handle)).collect()
 }
 
+/// The consistency checker over every address space there is, at rest:
+/// the caller knows that nothing is in flight (no task faults, unmaps,
+/// forks or holds a page of a space; reclaim quiesced:
+/// `crate::vm::reclaim::quiesce`), as the test harness between tests.
+/// Then every rule of `mm::debug` applies: the spaces are complete (a slot
+/// count or table no space explains is a leak), the swap cache agrees
+/// with its folios, every mapped anonymous folio is on the LRU lists,
+/// nothing is locked or under writeback, refcounts are exact (no holds),
+/// and every table [`crate::memory::paging`] handed out is reached.
+/// Takes every space's lock (root order), then the areas' and the lists'
+/// (leaves). Returns how many spaces it checked.
+pub fn check_all_at_rest() -> Result<usize, String> {
+    let memmap = memory::frame_allocator().memmap();
+    let families: Vec<Arc<Family>> = FAMILIES.lock().iter().filter_map(Weak::upgrade).collect();
+    let refs: Vec<&Family> = families.iter().map(|f| &**f).collect();
+    let mut handles: Vec<AnonHandle> = Vec::new();
+    for f in &families {
+        handles.extend_from_slice(&f.handles.lock());
+    }
+    let devices: Vec<_> = (0..mm::pgtable::format::MAX_SWAP_TYPES)
+        .filter_map(|n| crate::vm::swap::area(mm::pgtable::SwapType::nth(n)))
+        .collect();
+    let areas: Vec<&mm::swap::area::SwapArea> = devices.iter().map(|d| &d.area).collect();
+    let no_holds = |_: mm::Pfn| 0;
+    with_families_locked(&refs, |members| {
+        let spaces: Vec<_> = members.iter().map(|(_, inner)| (&inner.table, &inner.vmas)).collect();
+        let scope = mm::debug::Scope {
+            swap: Some(&areas),
+            lru: crate::vm::reclaim::lru(),
+            complete: true,
+            quiescent: true,
+            holds: Some(&no_holds),
+            nr_tables: Some(crate::memory::paging::nr_tables()),
+        };
+        mm::debug::check_spaces_in(&spaces, &KernelTables, &handles, memmap, &scope)
+            .map(|_| spaces.len())
+            .map_err(|e| format!("{} address spaces at rest: {e}", spaces.len()))
+    })
+}
+
 impl Drop for Family {
     fn drop(&mut self) {
         // Our strong count is 0 now: prune our `Weak` (and any other dead
