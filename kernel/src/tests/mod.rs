@@ -136,7 +136,7 @@ pub fn run(filter: &str, args: &Args<'_>) -> bool {
                 // Nothing runs now: every rule of the checker holds, over
                 // whatever spaces are left (usually none: then the swap
                 // areas, the cache and the tables must be empty of them).
-                crate::vm::space::check_all_at_rest().map(drop).map_err(|e| format!("checker: {e}"))
+                crate::vm::space::check_all_at_rest(true).map(drop).map_err(|e| format!("checker: {e}"))
             }
         });
         match result {
