@@ -645,6 +645,59 @@ fn page_table_frames_are_checked<F: HardwareWalker>() {
     w.finish();
 }
 
+fn a_shared_page_marked_exclusive_is_reported<F: HardwareWalker>() {
+    let mut w = faulted::<F>();
+    let c = w.fork(0);
+    let f = w.folio_at(0, AREA + 2 * 4096);
+    assert!(!f.test_flag(PageFlag::AnonExclusive), "fork shares the page");
+    f.set_flag(PageFlag::AnonExclusive);
+    assert_eq!(
+        w.try_check().map(|_| ()),
+        Err(ConsistencyError::SharedExclusive { folio: f.pfn(), pfn: f.pfn(), mappings: 2 })
+    );
+    f.clear_flag(PageFlag::AnonExclusive);
+    w.check();
+    w.exit(c);
+    w.finish();
+}
+
+fn the_huge_zero_folio_mapped_by_a_pte_is_reported<F: HardwareWalker>() {
+    let frames = SimFrames::with_reserved_tail(MEMMAP_BASE, MEMMAP_LEN, RESERVED).with_huge_zero();
+    let mut w = World::<F>::with_frames(frames);
+    w.mmap(0, AREA, 16 * 4096, RW);
+    let zero = w.zero_folio();
+    let at = VirtAddr::new(AREA + 3 * 4096);
+    let ro = Prot { writable: false, ..USER_RW };
+    w.sp(0).table.map(&w.mem, at, page(zero.pfn().phys().as_u64(), ro, false, true)).unwrap().ignore();
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::HugeZeroMisused { va: at, level: Level::Pte, writable: false })
+    );
+    w.sp(0).table.unmap(&w.mem, at, PageSize::Size4K).unwrap().1.flush(&w.tlb);
+    assert_eq!(check(&w), Ok(Stats::default()));
+    w.finish();
+}
+
+fn a_swap_entry_outside_every_area_is_reported<F: HardwareWalker>() {
+    let w = full::<F>();
+    let e = slot(&w, 6);
+    // The same slot moved to an address no area covers (the count follows).
+    let outside = VirtAddr::new(AREA + 20 * 4096);
+    let swap = NonPresent::Swap { entry: e, exclusive: true };
+    w.sp(0).table.clear(&w.mem, VirtAddr::new(AREA + 6 * 4096), Level::Pte).unwrap().1.flush(&w.tlb);
+    w.sp(0).table.set_nonpresent(&w.mem, outside, Level::Pte, swap).unwrap().1.flush(&w.tlb);
+    assert_eq!(check(&w), Err(ConsistencyError::MisplacedSwapEntry { va: outside, level: Level::Pte }));
+    w.sp(0).table.clear(&w.mem, outside, Level::Pte).unwrap().1.flush(&w.tlb);
+    w.sp(0)
+        .table
+        .set_nonpresent(&w.mem, VirtAddr::new(AREA + 6 * 4096), Level::Pte, swap)
+        .unwrap()
+        .1
+        .flush(&w.tlb);
+    assert_eq!(check(&w), Ok(full_stats()));
+    w.finish();
+}
+
 mm::for_both_formats!(
     demand_faults_make_consistent_anon_folios,
     a_corrupted_page_mapcount_is_reported,
@@ -664,4 +717,7 @@ mm::for_both_formats!(
     a_mapped_anon_folio_off_the_lru_is_reported,
     a_folio_on_the_lru_twice_is_reported,
     page_table_frames_are_checked,
+    a_shared_page_marked_exclusive_is_reported,
+    the_huge_zero_folio_mapped_by_a_pte_is_reported,
+    a_swap_entry_outside_every_area_is_reported,
 );
