@@ -12,7 +12,8 @@
 //! table an entry points at):
 //! 1. each table frame is reached once, over all the spaces checked;
 //! 2. a table frame inside the memmap is an allocated frame that is not a
-//!    folio page (not free, not reserved, not a folio's);
+//!    folio page (not free, not reserved, not a folio's), marked
+//!    [`PageFlag::PageTable`];
 //! 3. no leaf maps a table frame as data;
 //! 4. with [`Scope::nr_tables`] (and [`Scope::complete`]): as many table
 //!    frames are reachable as the table memory has handed out (none
@@ -208,6 +209,9 @@ pub enum ConsistencyError {
     /// The table frame `table` is in the memmap but not an allocated raw
     /// frame: free, or reserved.
     TableNotAllocated { table: PhysAddr, why: FrameProblem },
+    /// The table frame `table` is an allocated raw frame in the memmap
+    /// without [`PageFlag::PageTable`]: not handed out as a table.
+    TableNotMarked { table: PhysAddr },
     /// The table frame `table` is a page of the folio at `folio`.
     TableIsFolioPage { table: PhysAddr, folio: Pfn },
     /// A leaf at `va` maps the table frame `table` as data.
@@ -296,6 +300,9 @@ impl fmt::Display for ConsistencyError {
             Self::TableReachedTwice { table } => write!(f, "table frame {table} is reached twice"),
             Self::TableNotAllocated { table, why } => {
                 write!(f, "table frame {table} is not an allocated frame ({why:?})")
+            }
+            Self::TableNotMarked { table } => {
+                write!(f, "table frame {table} is not marked as a page table in the memmap")
             }
             Self::TableIsFolioPage { table, folio } => {
                 write!(f, "table frame {table} is a page of the folio {folio:#x}")
@@ -579,7 +586,12 @@ fn check_tables<F: PageTableFormat>(
             return Err(ConsistencyError::TableIsFolioPage { table: pfn.phys(), folio: folio.pfn() });
         }
         match frame_problem(memmap, pfn) {
-            FrameProblem::OutsideMemmap | FrameProblem::NotFolio => {}
+            FrameProblem::OutsideMemmap => {}
+            FrameProblem::NotFolio => {
+                if !memmap.get(pfn).is_some_and(|p| p.test_flag(PageFlag::PageTable)) {
+                    return Err(ConsistencyError::TableNotMarked { table: pfn.phys() });
+                }
+            }
             why => return Err(ConsistencyError::TableNotAllocated { table: pfn.phys(), why }),
         }
     }

@@ -634,7 +634,19 @@ fn page_table_frames_are_checked<F: HardwareWalker>() {
         check(&w),
         Err(ConsistencyError::TableIsFolioPage { table: folio.pfn().phys(), folio: folio.pfn() })
     );
+    // An allocated raw frame, but not one handed out as a table.
+    let raw = fa.alloc(0, AllocKind::Normal).unwrap();
+    w.mem.write_entry(next, F::make_table(raw.phys(), Level::Pmd));
+    assert_eq!(check(&w), Err(ConsistencyError::TableNotMarked { table: raw.phys() }));
+    // Marked, it passes that rule; but the table memory did not hand it
+    // out, so the spaces reach one table more than there are.
+    let desc = w.memmap().get(raw).unwrap();
+    desc.set_flag(PageFlag::PageTable);
+    let n = *w.mem.live_tables.borrow();
+    assert_eq!(check(&w), Err(ConsistencyError::TablesLeaked { allocated: n, reachable: n + 1 }));
     w.mem.write_entry(next, 0);
+    desc.clear_flag(PageFlag::PageTable);
+    fa.free(raw, 0);
     assert_eq!(check(&w), Ok(full_stats()));
     // A table frame handed out that no space reaches: leaked.
     let n = *w.mem.live_tables.borrow();
