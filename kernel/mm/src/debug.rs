@@ -33,6 +33,13 @@
 //!    [`anon_handle`]s and its index matches the address it is mapped at;
 //! 4. the huge zero folio ([`crate::thp`]) is mapped only by read-only PMD
 //!    leaves, and its mappings are not counted;
+//! 5. a writable leaf maps an `AnonExclusive` page of an anonymous folio
+//!    (its head's bit for a PMD leaf): anything else would let a write
+//!    reach a page another space or a pin shares (copy on write broken);
+//!    with the rule that an exclusive page has one mapping (below), a
+//!    pinned page mapped writable is exclusive and mapped once. At a
+//!    quiescent point, a writable leaf never maps a swap-cache folio
+//!    (`crate::swap::cache`'s rule).
 //!
 //! **Folio counts**, for every folio mapped: each page's mapcount equals the
 //! PTEs that map it, the entire mapcount equals the PMDs that map the
@@ -219,6 +226,12 @@ pub enum ConsistencyError {
     /// The table memory has `allocated` table frames out, the spaces reach
     /// `reachable` of them: the others leaked.
     TablesLeaked { allocated: u64, reachable: u64 },
+    /// A writable leaf at `va` maps page `pfn` of the anonymous folio at
+    /// `folio`, which is not `AnonExclusive`.
+    WritableNotExclusive { va: VirtAddr, level: Level, folio: Pfn, pfn: Pfn },
+    /// A writable leaf at `va` maps the swap-cache folio at `folio` at a
+    /// quiescent point.
+    WritableSwapCache { va: VirtAddr, folio: Pfn },
     /// The folio at `folio` has `flag` (`Locked` or `Writeback`) set at a
     /// quiescent point.
     FlagLeftSet { folio: Pfn, flag: PageFlag },
@@ -315,6 +328,13 @@ impl fmt::Display for ConsistencyError {
                 "{allocated} table frames are allocated but only {reachable} are reachable: {} leaked",
                 allocated.saturating_sub(reachable)
             ),
+            Self::WritableNotExclusive { va, level, folio, pfn } => write!(
+                f,
+                "{va}: writable {level:?} leaf of page {pfn:#x} of folio {folio:#x}, which is not anon-exclusive"
+            ),
+            Self::WritableSwapCache { va, folio } => {
+                write!(f, "{va}: writable leaf of the swap-cache folio {folio:#x} at a quiescent point")
+            }
             Self::FlagLeftSet { folio, flag } => {
                 write!(f, "folio {folio:#x}: {flag:?} is set at a quiescent point")
             }
@@ -505,7 +525,7 @@ pub fn check_spaces_in<F: PageTableFormat>(
             if tables.binary_search_by_key(&leaf.frame.pfn().as_u64(), |t| t.0).is_ok() {
                 return Err(ConsistencyError::TableMappedAsData { va, level, table: leaf.frame });
             }
-            let folio = check_leaf(vmas, memmap, own, handles, va, level, leaf)?;
+            let folio = check_leaf(vmas, memmap, own, handles, va, level, leaf, scope.quiescent)?;
             if !crate::thp::is_huge_zero_folio(&folio) {
                 push(&mut mappings, mapping_record(leaf.frame.pfn(), level))?;
             }
@@ -615,6 +635,7 @@ fn check_leaf(
     va: VirtAddr,
     level: Level,
     leaf: crate::pgtable::Leaf,
+    quiescent: bool,
 ) -> Result<Folio<'static>, ConsistencyError> {
     let bytes = leaf.size.bytes();
     let area = vmas
@@ -659,6 +680,15 @@ fn check_leaf(
                 expected_mapping: own,
                 expected_index,
             });
+        }
+        if leaf.prot.writable {
+            // A PMD leaf's exclusivity is its head's bit (as `crate::gup`).
+            if !folio.page(i).test_flag(PageFlag::AnonExclusive) {
+                return Err(ConsistencyError::WritableNotExclusive { va, level, folio: folio.pfn(), pfn });
+            }
+            if quiescent && folio.test_flag(PageFlag::SwapCache) {
+                return Err(ConsistencyError::WritableSwapCache { va, folio: folio.pfn() });
+            }
         }
     }
     Ok(folio)

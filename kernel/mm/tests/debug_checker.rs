@@ -295,6 +295,7 @@ fn pmd_leaves_count_in_the_entire_mapcount<F: HardwareWalker>() {
     let handle = anon_handle(s.sp(0).table.root());
     let mut u = s.frames.fa().alloc_folio(9, AllocKind::Normal).unwrap();
     u.nonatomic_set_flag(PageFlag::SwapBacked);
+    u.nonatomic_set_flag(PageFlag::AnonExclusive); // mapped writable: exclusive
     u.set_mapping(mm::folio::FolioMapping::Anon(handle), base >> 12);
     let f = u.publish();
     let huge =
@@ -481,7 +482,7 @@ fn a_swap_count_no_entry_explains_is_reported<F: HardwareWalker>() {
 }
 
 fn swap_cache_disagreements_are_reported<F: HardwareWalker>() {
-    let w = full::<F>();
+    let mut w = full::<F>();
     let area = w.area();
     // A claim nobody finished: HAS_CACHE and no folio.
     let claimed = slot(&w, 7);
@@ -489,7 +490,9 @@ fn swap_cache_disagreements_are_reported<F: HardwareWalker>() {
     assert_eq!(check(&w), Err(ConsistencyError::OrphanHasCache { ty: TY, offset: claimed.offset() }));
     assert_eq!(w.try_check_in(false).map(|s| s[0]), Ok(full_stats()), "a claim in flight is no error");
     area.release_cache(claimed, 1).unwrap();
-    // A mapped folio that says it is in the cache but is not.
+    // A mapped folio (read-only: a writable one breaks an earlier rule)
+    // that says it is in the cache but is not.
+    w.mprotect(0, AREA + 3 * 4096, 4096, VmaProt::READ);
     let mapped = w.folio_at(0, AREA + 3 * 4096);
     mapped.set_flag(PageFlag::SwapCache);
     assert_eq!(
@@ -710,6 +713,32 @@ fn a_swap_entry_outside_every_area_is_reported<F: HardwareWalker>() {
     w.finish();
 }
 
+fn a_writable_leaf_of_a_shared_or_cached_page_is_reported<F: HardwareWalker>() {
+    let w = full::<F>();
+    let at = AREA + 4096;
+    let (level, leaf) = w.leaf(0, at);
+    assert!(leaf.prot.writable, "a written page is mapped writable");
+    let f = w.folio_at(0, at);
+    // Not exclusive: a write would reach a page someone may share.
+    f.clear_flag(PageFlag::AnonExclusive);
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::WritableNotExclusive {
+            va: VirtAddr::new(at),
+            level,
+            folio: f.pfn(),
+            pfn: f.pfn()
+        })
+    );
+    f.set_flag(PageFlag::AnonExclusive);
+    // In the swap cache, at rest: the copy on disk would go stale.
+    f.set_flag(PageFlag::SwapCache);
+    assert_eq!(check(&w), Err(ConsistencyError::WritableSwapCache { va: VirtAddr::new(at), folio: f.pfn() }));
+    f.clear_flag(PageFlag::SwapCache);
+    assert_eq!(check(&w), Ok(full_stats()));
+    w.finish();
+}
+
 mm::for_both_formats!(
     demand_faults_make_consistent_anon_folios,
     a_corrupted_page_mapcount_is_reported,
@@ -732,4 +761,5 @@ mm::for_both_formats!(
     a_shared_page_marked_exclusive_is_reported,
     the_huge_zero_folio_mapped_by_a_pte_is_reported,
     a_swap_entry_outside_every_area_is_reported,
+    a_writable_leaf_of_a_shared_or_cached_page_is_reported,
 );

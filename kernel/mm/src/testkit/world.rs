@@ -38,7 +38,7 @@ use crate::folio::{folio_of, AnonHandle, Folio};
 use crate::frame::AllocKind;
 use crate::gup::{get_user_page, release, Hold};
 use crate::lru::LruLists;
-use crate::page::{Memmap, PageFlag};
+use crate::page::Memmap;
 use crate::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
 use crate::pgtable::{Decoded, Flush, Leaf, Level, NonPresent, PageTable, SwapEntry, TlbHooks};
 use crate::space::{fork_range, protect_range, zap_range, Gather};
@@ -328,10 +328,8 @@ impl<F: HardwareWalker> World<F> {
         self.extra_refs.borrow_mut().push((head, n));
     }
 
-    /// The checker over the family, the allocator, the swap area and the
-    /// LRU lists; and beyond the checker: a writable leaf maps a page only
-    /// this space may write (else copy on write is broken), and never a
-    /// page of a folio in the swap cache (`mm::swap::cache`'s rule).
+    /// The checker over the family ([`World::try_check`]), and the
+    /// allocator's, the swap area's and the LRU lists' own checks.
     pub fn check(&self) -> Vec<Stats> {
         self.check_in(true)
     }
@@ -346,24 +344,7 @@ impl<F: HardwareWalker> World<F> {
         if let Some(lru) = self.frames.lru_lists() {
             lru.check().unwrap_or_else(|e| panic!("lru: {e}"));
         }
-        let stats = self.try_check_in(quiescent).unwrap_or_else(|e| panic!("checker: {e}"));
-        for s in self.live() {
-            self.sp(s).table.visit(&self.mem, va(0), va(USER_END), &mut |at, level, entry, _| {
-                let Decoded::Leaf(leaf) = entry else { return };
-                if !leaf.prot.writable {
-                    return;
-                }
-                let f = folio_of(self.memmap(), leaf.frame.pfn()).unwrap();
-                let i = f.page_index_of(leaf.frame.pfn());
-                let mappings = if level == Level::Pmd { f.total_mapcount() } else { f.page_mapcount(i) };
-                assert!(
-                    f.page(i).test_flag(PageFlag::AnonExclusive) && mappings == 1,
-                    "space {s}, {at}: writable {level:?} leaf of a page that is not exclusive ({mappings} mappings)"
-                );
-                assert!(!f.test_flag(PageFlag::SwapCache), "space {s}, {at}: writable leaf of a swap-cache folio");
-            });
-        }
-        stats
+        self.try_check_in(quiescent).unwrap_or_else(|e| panic!("checker: {e}"))
     }
 
     /// Space `s`'s statistics, after a full [`World::check`].
