@@ -4,7 +4,7 @@
 //! exclusive bit through `mm::unmap::try_to_unmap`, the write, the
 //! freeze), the two halves of swap-in (`mm::swap::swapin`), fork and munmap
 //! of swap entries (`mm::space`), with the consistency checker
-//! (`mm::debug::check_spaces_with_swap`) after the steps, and at teardown
+//! (`mm::debug::check_spaces_in`, through `World::check`) after the steps, and at teardown
 //! every frame back in the allocator and every slot free.
 //!
 //! The world is `mm::testkit`'s `World` (a fork family over `SimFrames`:

@@ -51,7 +51,9 @@
 //!
 //! Spaces made by fork form a family ([`Family`]): they may map the same
 //! folios, so [`AddressSpace::check`] checks the whole family at once
-//! (every member's lock, taken in root order), with `mm::debug::check_spaces`.
+//! (every member's lock, taken in root order), with
+//! `mm::debug::check_spaces_in`; [`check_all_at_rest`] checks every space
+//! at once when nothing runs (`docs/src/checker.md`).
 //! Several members' locks are taken in increasing root order (check,
 //! reclaim's unmap); fork holds only the parent's (the child is not yet
 //! published). The whole order: `docs/src/locking.md`.
