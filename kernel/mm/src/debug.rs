@@ -1,10 +1,25 @@
-//! The consistency checker: walks every entry of one address space's page
-//! table and checks it against the space's areas and against the folio
-//! counts in the memmap.
+//! The consistency checker: walks the page tables of a set of address
+//! spaces (one, or a fork family, or every space there is) and checks
+//! them against the spaces' areas, the folio counts and flags in the
+//! memmap, the swap areas and the LRU lists.
 //!
 //! ## What is checked
 //!
-//! For each present leaf in the user half (`[0, user end)` of the
+//! Every rule below has a host test in `kernel/mm/tests/debug_checker.rs`
+//! that breaks it and is caught (the book's checker chapter lists them).
+//!
+//! **Page-table frames** (the user half of every space: the root and every
+//! table an entry points at):
+//! 1. each table frame is reached once, over all the spaces checked;
+//! 2. a table frame inside the memmap is an allocated frame that is not a
+//!    folio page (not free, not reserved, not a folio's), marked
+//!    [`PageFlag::PageTable`];
+//! 3. no leaf maps a table frame as data;
+//! 4. with [`Scope::nr_tables`] (and [`Scope::complete`]): as many table
+//!    frames are reachable as the table memory has handed out (none
+//!    leaked).
+//!
+//! **Leaves** (each present leaf in the user half, `[0, user end)` of the
 //! [`VmaSet`]; the kernel's shared upper half is not the space's):
 //! 1. the whole leaf lies inside one area, and its permissions do not
 //!    exceed the area's: writable only if the area allows writes,
@@ -14,46 +29,76 @@
 //!    reserved, not inside a free block, and is a folio's head or tail.
 //!    A PMD leaf maps a whole order-9 folio from its head; no PUD leaf maps
 //!    user memory;
-//! 3. an anonymous (`SwapBacked`) folio's mapping is this space's
-//!    [`anon_handle`] and its index matches the address it is mapped at;
+//! 3. an anonymous (`SwapBacked`) folio's mapping is one of the family's
+//!    [`anon_handle`]s and its index matches the address it is mapped at;
 //! 4. the huge zero folio ([`crate::thp`]) is mapped only by read-only PMD
-//!    leaves, and its mappings are not counted.
+//!    leaves, and its mappings are not counted;
+//! 5. a writable leaf maps an `AnonExclusive` page of an anonymous folio
+//!    (its head's bit for a PMD leaf): anything else would let a write
+//!    reach a page another space or a pin shares (copy on write broken);
+//!    with the rule that an exclusive page has one mapping (below), a
+//!    pinned page mapped writable is exclusive and mapped once. At a
+//!    quiescent point, a writable leaf never maps a swap-cache folio
+//!    (`crate::swap::cache`'s rule).
 //!
-//! The reverse map ([`crate::rmap::rmap_walk`]) of every anonymous folio
-//! seen must find exactly the mappings the walk counted.
+//! **Folio counts**, for every folio mapped: each page's mapcount equals the
+//! PTEs that map it, the entire mapcount equals the PMDs that map the
+//! folio, a page marked `AnonExclusive` has one mapping, the reverse map
+//! ([`crate::rmap::rmap_walk`]) of an anonymous folio finds exactly the
+//! mappings counted, and the refcount is at least the total mapcount
+//! (every mapping holds a reference).
 //!
-//! Then, for every folio seen: each page's mapcount equals the PTEs that
-//! map it, the entire mapcount equals the PMDs that map the folio, and the
-//! refcount is at least the total mapcount (every mapping holds a
-//! reference). Swap entries ([`check_spaces_with_swap`]) must be PTEs
-//! inside an area, and each slot's swap count must equal the entries
-//! that hold it. Migration entries do not exist yet: they are reported as
-//! an error.
+//! **Swap entries**: PTEs inside an area; each slot held must count exactly
+//! the entries of the spaces that hold it (a slot belongs to one family).
+//! With [`Scope::complete`], also every used slot of every area: a count
+//! that no entry holds is a leak. Without [`Scope::swap`] any swap entry
+//! is an error; migration entries always are (nothing makes them yet).
 //!
-//! The counts are compared with what *this* table maps, which is right
-//! while every folio is mapped by one address space only (no fork, no
-//! shared memory yet).
+//! **At a quiescent point** ([`Scope::quiescent`]: no fault, reclaim, swap
+//! I/O or unmap in flight anywhere):
+//! 1. no folio mapped or in the swap cache is `Locked` or under
+//!    `Writeback`;
+//! 2. a mapped folio with `SwapCache` is the one the area's cache holds
+//!    for its entry;
+//! 3. every slot with `HAS_CACHE` has a cache folio (no orphan claim), and
+//!    every cache folio is a `SwapBacked` folio head with `SwapCache` whose
+//!    entry is the slot's;
+//! 4. with [`Scope::lru`]: every mapped anonymous folio is on an LRU list,
+//!    and no folio is on the lists twice;
+//! 5. refcounts: at least the mappings plus the swap cache's references
+//!    (one per page); with [`Scope::holds`] (and [`Scope::complete`])
+//!    exactly that plus the holds the caller knows of.
 //!
 //! ## Protocol
 //!
-//! The caller holds the lock that serialises changes to the table, the
-//! areas and the mapcounts of the space's folios (the address-space lock),
-//! so the walk sees one consistent state. O(mapped pages), allocates a
-//! little (one entry per folio seen). Errors name the address, the page
-//! and the counts that disagree; the first problem found is reported.
+//! The caller holds the lock of every space listed (the address-space
+//! locks serialise changes to the tables, the areas and the mapcounts of
+//! the spaces' folios), and says in [`Scope`] what else is true: that the
+//! list is every space there is, that nothing is in flight. The areas'
+//! and the lists' locks (leaves) are taken here, one call at a time. The
+//! first problem found is reported; errors name the address, the page
+//! and the counts that disagree.
+//!
+//! ## Memory
+//!
+//! O(mapped pages) time. Heap: 8 bytes per leaf and per swap entry, 8 per
+//! folio and space, 24 per table frame and 8 per LRU member, in a few
+//! vectors grown with `try_reserve`: when the heap cannot hold them the
+//! check reports [`ConsistencyError::NoMemory`] rather than failing the
+//! kernel.
 
 use crate::addr::Pfn;
-use crate::addr::VirtAddr;
+use crate::addr::{PhysAddr, VirtAddr};
 use crate::anon::anon_handle;
 use crate::folio::{folio_of, Folio};
 use crate::folio::{AnonHandle, FolioMapping};
 use crate::frame::MAX_ORDER;
+use crate::lru::LruLists;
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::SwapType;
 use crate::pgtable::{Decoded, Level, NonPresent, PageTable, PageTableFormat, Prot, SwapEntry, TableMemory};
+use crate::swap::area::SwapArea;
 use crate::vma::{VmaProt, VmaSet};
-use alloc::collections::{BTreeMap, BTreeSet};
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -72,6 +117,32 @@ pub struct Stats {
     pub nr_pud_leaves: u64,
     /// Swap entries (pages in swap).
     pub nr_swap_entries: u64,
+}
+
+/// What the checker may look at beyond the spaces, and what the caller
+/// knows to be true (module doc). The default checks the spaces alone.
+#[derive(Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// The swap areas (every area there is); swap entries of a type none
+    /// of them has hold a slot of no area.
+    pub swap: Option<&'a [&'a SwapArea]>,
+    /// The LRU lists anonymous folios go on.
+    pub lru: Option<&'a LruLists>,
+    /// The spaces listed are every address space there is: a slot count
+    /// or table no space explains is a leak.
+    pub complete: bool,
+    /// Nothing is in flight: no fault, reclaim, swap I/O, unmap or GUP
+    /// call, so folios are unlocked, the swap cache agrees with the
+    /// folios and every mapped anonymous folio is on the lists.
+    pub quiescent: bool,
+    /// References held on the folio with this head beyond its mappings
+    /// and the swap cache's (GUP holds, a test's own): with `quiescent`
+    /// and `complete`, refcounts are then checked exactly.
+    pub holds: Option<&'a dyn Fn(Pfn) -> i32>,
+    /// Table frames the spaces' table memory has handed out and not
+    /// taken back (roots included): with `complete`, every one must be
+    /// reachable.
+    pub nr_tables: Option<u64>,
 }
 
 /// Why a mapped frame is not the page of a live folio.
@@ -136,8 +207,56 @@ pub enum ConsistencyError {
     /// for PTEs only).
     MisplacedSwapEntry { va: VirtAddr, level: Level },
     /// `entries` page-table entries of the checked spaces hold the swap
-    /// slot `offset` of area `ty`, but the area counts `count`.
+    /// slot `offset` of area `ty`, but the area counts `count` (with
+    /// `entries` 0: a count no entry holds, a leaked slot).
     SwapCount { ty: SwapType, offset: u64, entries: u64, count: u8 },
+    /// The table frame `table` is reached from two entries (or is a root
+    /// and reached from an entry).
+    TableReachedTwice { table: PhysAddr },
+    /// The table frame `table` is in the memmap but not an allocated raw
+    /// frame: free, or reserved.
+    TableNotAllocated { table: PhysAddr, why: FrameProblem },
+    /// The table frame `table` is an allocated raw frame in the memmap
+    /// without [`PageFlag::PageTable`]: not handed out as a table.
+    TableNotMarked { table: PhysAddr },
+    /// The table frame `table` is a page of the folio at `folio`.
+    TableIsFolioPage { table: PhysAddr, folio: Pfn },
+    /// A leaf at `va` maps the table frame `table` as data.
+    TableMappedAsData { va: VirtAddr, level: Level, table: PhysAddr },
+    /// The table memory has `allocated` table frames out, the spaces reach
+    /// `reachable` of them: the others leaked.
+    TablesLeaked { allocated: u64, reachable: u64 },
+    /// A writable leaf at `va` maps page `pfn` of the anonymous folio at
+    /// `folio`, which is not `AnonExclusive`.
+    WritableNotExclusive { va: VirtAddr, level: Level, folio: Pfn, pfn: Pfn },
+    /// A writable leaf at `va` maps the swap-cache folio at `folio` at a
+    /// quiescent point.
+    WritableSwapCache { va: VirtAddr, folio: Pfn },
+    /// The folio at `folio` has `flag` (`Locked` or `Writeback`) set at a
+    /// quiescent point.
+    FlagLeftSet { folio: Pfn, flag: PageFlag },
+    /// The mapped folio at `folio` has `SwapCache` and first entry
+    /// `entry`, but the area's cache does not hold it there (`cached`:
+    /// what the cache holds at that slot, head and index).
+    NotInSwapCache { folio: Pfn, entry: Option<SwapEntry>, cached: Option<(Pfn, usize)> },
+    /// Swap slot `offset` of area `ty` has `HAS_CACHE` at a quiescent
+    /// point but no folio in the cache: an orphan claim.
+    OrphanHasCache { ty: SwapType, offset: u64 },
+    /// The swap cache holds the frame `pfn` for slot `offset` of area `ty`
+    /// (as page `index`), but that frame is not the head of a `SwapBacked`
+    /// `SwapCache` folio whose page `index` has this slot.
+    SwapCacheMismatch { ty: SwapType, offset: u64, pfn: Pfn, index: usize },
+    /// The anonymous folio at `folio` is mapped but on no LRU list.
+    NotOnLru { folio: Pfn },
+    /// The folio at `folio` is on the LRU lists `times` times.
+    OnLruTwice { folio: Pfn, times: u64 },
+    /// The folio at `folio` has `refcount` references; `mappings` and the
+    /// swap cache's `cache` need that many, and with `holds` known the
+    /// count must be exactly their sum.
+    Refcount { folio: Pfn, refcount: i32, mappings: i32, cache: i32, holds: Option<i32> },
+    /// The checker's own vectors did not fit in the heap (`needed`
+    /// entries).
+    NoMemory { needed: usize },
 }
 
 impl fmt::Display for ConsistencyError {
@@ -191,17 +310,59 @@ impl fmt::Display for ConsistencyError {
                 f,
                 "swap slot {ty}:{offset:#x}: held by {entries} page-table entries, but its swap count is {count}"
             ),
+            Self::TableReachedTwice { table } => write!(f, "table frame {table} is reached twice"),
+            Self::TableNotAllocated { table, why } => {
+                write!(f, "table frame {table} is not an allocated frame ({why:?})")
+            }
+            Self::TableNotMarked { table } => {
+                write!(f, "table frame {table} is not marked as a page table in the memmap")
+            }
+            Self::TableIsFolioPage { table, folio } => {
+                write!(f, "table frame {table} is a page of the folio {folio:#x}")
+            }
+            Self::TableMappedAsData { va, level, table } => {
+                write!(f, "{va}: {level:?} leaf maps the table frame {table} as data")
+            }
+            Self::TablesLeaked { allocated, reachable } => write!(
+                f,
+                "{allocated} table frames are allocated but only {reachable} are reachable: {} leaked",
+                allocated.saturating_sub(reachable)
+            ),
+            Self::WritableNotExclusive { va, level, folio, pfn } => write!(
+                f,
+                "{va}: writable {level:?} leaf of page {pfn:#x} of folio {folio:#x}, which is not anon-exclusive"
+            ),
+            Self::WritableSwapCache { va, folio } => {
+                write!(f, "{va}: writable leaf of the swap-cache folio {folio:#x} at a quiescent point")
+            }
+            Self::FlagLeftSet { folio, flag } => {
+                write!(f, "folio {folio:#x}: {flag:?} is set at a quiescent point")
+            }
+            Self::NotInSwapCache { folio, entry, cached } => write!(
+                f,
+                "folio {folio:#x}: has SwapCache and entry {entry:?}, but the swap cache holds {cached:?} there"
+            ),
+            Self::OrphanHasCache { ty, offset } => {
+                write!(f, "swap slot {ty}:{offset:#x}: HAS_CACHE at a quiescent point, but no folio in the cache")
+            }
+            Self::SwapCacheMismatch { ty, offset, pfn, index } => write!(
+                f,
+                "swap slot {ty}:{offset:#x}: the cache holds pfn {pfn:#x} (page {index}), \
+                 which is not a swap-cache folio with this slot"
+            ),
+            Self::NotOnLru { folio } => write!(f, "folio {folio:#x}: mapped anonymous folio on no LRU list"),
+            Self::OnLruTwice { folio, times } => write!(f, "folio {folio:#x}: on the LRU lists {times} times"),
+            Self::Refcount { folio, refcount, mappings, cache, holds: Some(holds) } => write!(
+                f,
+                "folio {folio:#x}: refcount {refcount}, expected {mappings} mappings + {cache} swap cache + {holds} holds"
+            ),
+            Self::Refcount { folio, refcount, mappings, cache, holds: None } => write!(
+                f,
+                "folio {folio:#x}: refcount {refcount} below {mappings} mappings + {cache} swap cache"
+            ),
+            Self::NoMemory { needed } => write!(f, "checker: no heap for {needed} entries"),
         }
     }
-}
-
-/// The mappings of one folio the walk found.
-struct Seen {
-    folio: Folio<'static>,
-    /// PTEs mapping each page.
-    nr_ptes: Vec<u64>,
-    /// PMDs mapping the whole folio.
-    nr_pmds: u64,
 }
 
 /// Why the frame `pfn`, which is in no folio, is not one.
@@ -221,6 +382,60 @@ fn frame_problem(memmap: &Memmap, pfn: Pfn) -> FrameProblem {
         }
     }
     FrameProblem::NotFolio
+}
+
+/// Pushes `value`, growing `v` with `try_reserve` (doubling).
+fn push<T>(v: &mut Vec<T>, value: T) -> Result<(), ConsistencyError> {
+    if v.len() == v.capacity() {
+        let more = v.capacity().max(64);
+        v.try_reserve(more).map_err(|_| ConsistencyError::NoMemory { needed: v.len() + more })?;
+    }
+    v.push(value);
+    Ok(())
+}
+
+/// One mapping of a folio page: the page's PFN, shifted left by one, and
+/// 1 for a PMD leaf (which maps the whole folio from its head).
+fn mapping_record(pfn: Pfn, level: Level) -> u64 {
+    pfn.as_u64() << 1 | u64::from(level != Level::Pte)
+}
+
+/// How many times `key` is in the sorted `v`.
+fn count_sorted(v: &[u64], key: u64) -> u64 {
+    (v.partition_point(|&x| x <= key) - v.partition_point(|&x| x < key)) as u64
+}
+
+/// Calls `f(va, level, entry, slot)` for every entry of the table `table`
+/// (at `level`, covering from `table_va`) below `end` that is not empty;
+/// recurses into tables after reporting them. The kernel's shared upper
+/// half is never reached (`end` is the user end).
+#[allow(clippy::too_many_arguments)]
+fn walk<F: PageTableFormat>(
+    mem: &impl TableMemory,
+    table: PhysAddr,
+    level: Level,
+    table_va: u64,
+    end: u64,
+    f: &mut dyn FnMut(VirtAddr, Level, Decoded, PhysAddr) -> Result<(), ConsistencyError>,
+) -> Result<(), ConsistencyError> {
+    let size = level.entry_size();
+    for i in 0..crate::pgtable::format::ENTRIES_PER_TABLE as u64 {
+        let va = table_va + i * size;
+        if va >= end {
+            break;
+        }
+        let slot = PhysAddr::new(table.as_u64() + 8 * i);
+        let entry = F::decode(mem.read_entry(slot), level);
+        match (entry, level.below()) {
+            (Decoded::None, _) => {}
+            (Decoded::Table(next), Some(below)) => {
+                f(VirtAddr::new(va), level, entry, slot)?;
+                walk::<F>(mem, next, below, va, end, f)?;
+            }
+            _ => f(VirtAddr::new(va), level, entry, slot)?,
+        }
+    }
+    Ok(())
 }
 
 /// Checks the address space whose tables are `table` (read through `mem`)
@@ -253,44 +468,47 @@ pub fn check_spaces<F: PageTableFormat>(
     handles: &[AnonHandle],
     memmap: &'static Memmap,
 ) -> Result<Vec<Stats>, ConsistencyError> {
-    check_spaces_with_swap(spaces, mem, handles, memmap, None)
+    check_spaces_in(spaces, mem, handles, memmap, &Scope::default())
 }
 
-/// [`check_spaces`] for a kernel with swap: `swap_count` gives a swap
-/// slot's count in its area (`None` when no area has that type). Each swap
-/// entry must be a PTE inside an area, and every slot held by the spaces
-/// must count exactly the entries that hold it (the spaces are the whole
-/// family, and a slot belongs to one family's folio). Without
-/// `swap_count`, any swap entry is an error.
-pub fn check_spaces_with_swap<F: PageTableFormat>(
+/// [`check_spaces`] with what else `scope` says may be looked at and is
+/// true (the swap areas, the LRU lists, every space listed, nothing in
+/// flight): the module doc's rules. Returns each space's statistics, in
+/// order.
+pub fn check_spaces_in<F: PageTableFormat>(
     spaces: &[(&PageTable<F>, &VmaSet)],
     mem: &impl TableMemory,
     handles: &[AnonHandle],
     memmap: &'static Memmap,
-    swap_count: Option<&dyn Fn(SwapEntry) -> Option<u8>>,
+    scope: &Scope<'_>,
 ) -> Result<Vec<Stats>, ConsistencyError> {
-    let mut seen: BTreeMap<Pfn, Seen> = BTreeMap::new();
-    let mut slots: BTreeMap<SwapEntry, u64> = BTreeMap::new();
+    let tables = check_tables(spaces, mem, memmap, scope)?;
+    // Every leaf's page (`mapping_record`), every swap entry (raw), and each
+    // space's folios (head PFNs), in vectors sorted afterwards.
+    let mut mappings: Vec<u64> = Vec::new();
+    let mut slots: Vec<u64> = Vec::new();
+    let mut folios_here: Vec<u64> = Vec::new();
     let mut all_stats = Vec::new();
+    all_stats
+        .try_reserve_exact(spaces.len())
+        .map_err(|_| ConsistencyError::NoMemory { needed: spaces.len() })?;
     for &(table, vmas) in spaces {
         let mut stats = Stats::default();
-        let mut folios_here: BTreeSet<Pfn> = BTreeSet::new();
+        folios_here.clear();
         let (mut nr_swap, mut nr_migration, mut first_nonpresent) = (0u64, 0u64, None);
-        let mut error = None;
-        let end = vmas.user_range().1;
-        table.visit(mem, VirtAddr::new(0), end, &mut |va, level, entry, slot| {
-            if error.is_some() {
-                return;
-            }
+        let own = anon_handle(table.root());
+        let end = vmas.user_range().1.as_u64();
+        walk::<F>(mem, table.root(), Level::Pgd, 0, end, &mut |va, level, entry, slot| {
             let leaf = match entry {
                 Decoded::Leaf(leaf) => leaf,
-                Decoded::NonPresent(NonPresent::Swap { entry, .. }) if swap_count.is_some() => {
+                Decoded::Table(_) if level.below().is_some() => return Ok(()),
+                Decoded::NonPresent(NonPresent::Swap { entry, .. }) if scope.swap.is_some() => {
                     if level != Level::Pte || vmas.find(va).is_none() {
-                        error = Some(ConsistencyError::MisplacedSwapEntry { va, level });
+                        return Err(ConsistencyError::MisplacedSwapEntry { va, level });
                     }
-                    *slots.entry(entry).or_default() += 1;
+                    push(&mut slots, entry.to_raw())?;
                     stats.nr_swap_entries += 1;
-                    return;
+                    return Ok(());
                 }
                 Decoded::NonPresent(np) => {
                     match np {
@@ -298,102 +516,116 @@ pub fn check_spaces_with_swap<F: PageTableFormat>(
                         NonPresent::Migration(_) => nr_migration += 1,
                     }
                     first_nonpresent.get_or_insert(va);
-                    return;
+                    return Ok(());
                 }
                 Decoded::None | Decoded::Table(_) | Decoded::Bad(_) => {
-                    error = Some(ConsistencyError::Corrupt { va, level, raw: mem.read_entry(slot) });
-                    return;
+                    return Err(ConsistencyError::Corrupt { va, level, raw: mem.read_entry(slot) });
                 }
             };
-            let own = anon_handle(table.root());
-            match check_leaf(vmas, memmap, own, handles, va, level, leaf, &mut seen) {
-                Ok(folio) => {
-                    folios_here.insert(folio);
-                    stats.nr_pages_mapped += leaf.size.bytes() / 4096;
-                    match level {
-                        Level::Pte => stats.nr_pte_leaves += 1,
-                        Level::Pmd => stats.nr_pmd_leaves += 1,
-                        _ => stats.nr_pud_leaves += 1,
-                    }
-                }
-                Err(e) => error = Some(e),
+            if tables.binary_search_by_key(&leaf.frame.pfn().as_u64(), |t| t.0).is_ok() {
+                return Err(ConsistencyError::TableMappedAsData { va, level, table: leaf.frame });
             }
-        });
-        if let Some(e) = error {
-            return Err(e);
-        }
+            let folio = check_leaf(vmas, memmap, own, handles, va, level, leaf, scope.quiescent)?;
+            if !crate::thp::is_huge_zero_folio(&folio) {
+                push(&mut mappings, mapping_record(leaf.frame.pfn(), level))?;
+            }
+            if folios_here.last() != Some(&folio.pfn().as_u64()) {
+                push(&mut folios_here, folio.pfn().as_u64())?;
+            }
+            stats.nr_pages_mapped += leaf.size.bytes() / 4096;
+            match level {
+                Level::Pte => stats.nr_pte_leaves += 1,
+                Level::Pmd => stats.nr_pmd_leaves += 1,
+                _ => stats.nr_pud_leaves += 1,
+            }
+            Ok(())
+        })?;
         if let Some(first) = first_nonpresent {
             return Err(ConsistencyError::NonPresentEntries { nr_swap, nr_migration, first });
         }
+        folios_here.sort_unstable();
+        folios_here.dedup();
         stats.nr_folios = folios_here.len() as u64;
         all_stats.push(stats);
     }
-    if let Some(count_of) = swap_count {
-        for (&entry, &entries) in &slots {
-            let count = count_of(entry).unwrap_or(0);
-            if count as u64 != entries {
-                return Err(ConsistencyError::SwapCount {
-                    ty: entry.ty(),
-                    offset: entry.offset(),
-                    entries,
-                    count,
-                });
-            }
-        }
+    drop(folios_here);
+    slots.sort_unstable();
+    if let Some(areas) = scope.swap {
+        check_swap_counts(areas, &slots, scope)?;
     }
-    let tables: Vec<&PageTable<F>> = spaces.iter().map(|s| s.0).collect();
-    for s in seen.values() {
-        let folio = s.folio;
-        if folio.test_flag(PageFlag::SwapBacked) {
-            let mapped = s.nr_ptes.iter().sum::<u64>() + s.nr_pmds;
-            let found = crate::rmap::rmap_walk(&folio, &tables, mem, &mut |_| {}) as u64;
-            if found != mapped {
-                return Err(ConsistencyError::Rmap { folio: folio.pfn(), found, mapped });
-            }
-        }
-        for (i, &nr_ptes) in s.nr_ptes.iter().enumerate() {
-            let mapcount = folio.page_mapcount(i);
-            if mapcount < 0 || mapcount as u64 != nr_ptes {
-                return Err(ConsistencyError::PageMapcount {
-                    folio: folio.pfn(),
-                    pfn: folio.pfn().plus(i as u64),
-                    nr_ptes,
-                    mapcount,
-                });
-            }
-            let mappings = nr_ptes + s.nr_pmds;
-            let anon = folio.test_flag(PageFlag::SwapBacked);
-            if anon && folio.page(i).test_flag(PageFlag::AnonExclusive) && mappings > 1 {
-                return Err(ConsistencyError::SharedExclusive {
-                    folio: folio.pfn(),
-                    pfn: folio.pfn().plus(i as u64),
-                    mappings,
-                });
-            }
-        }
-        let entire_mapcount = folio.entire_mapcount();
-        if entire_mapcount < 0 || entire_mapcount as u64 != s.nr_pmds {
-            return Err(ConsistencyError::EntireMapcount {
-                folio: folio.pfn(),
-                nr_pmds: s.nr_pmds,
-                entire_mapcount,
-            });
-        }
-        let (refcount, total_mapcount) = (folio.refcount(), folio.total_mapcount());
-        if refcount < total_mapcount {
-            return Err(ConsistencyError::RefcountBelowMapcount {
-                folio: folio.pfn(),
-                refcount,
-                total_mapcount,
-            });
-        }
+    drop(slots);
+    mappings.sort_unstable();
+    let lru_members = match (scope.lru, scope.quiescent) {
+        (Some(lru), true) => Some(lru_members(lru)?),
+        _ => None,
+    };
+    let tables_list: Vec<&PageTable<F>> = spaces.iter().map(|s| s.0).collect();
+    let mut i = 0;
+    while i < mappings.len() {
+        let head = folio_of(memmap, Pfn::new(mappings[i] >> 1)).expect("check_leaf saw a folio");
+        let end = head.pfn().plus(head.nr_pages() as u64).as_u64();
+        let n = mappings[i..].partition_point(|&r| r >> 1 < end);
+        check_folio(&head, &mappings[i..i + n], &tables_list, mem, scope, lru_members.as_deref())?;
+        i += n;
+    }
+    if let (Some(areas), true) = (scope.swap, scope.quiescent) {
+        check_swap_cache(areas, memmap, &mappings, scope)?;
     }
     Ok(all_stats)
 }
 
-/// The checks of one present leaf; records its mapping in `seen` and
-/// returns its folio's PFN. `own` is the space's handle (for reports),
-/// `handles` the ones its anonymous folios may carry.
+/// The page-table frames of `spaces` (module doc, rules 1 to 4): returns
+/// them sorted by PFN, each with the entry that reaches it (its address
+/// and level; the root's is level `Pgd` at address 0 with no slot).
+fn check_tables<F: PageTableFormat>(
+    spaces: &[(&PageTable<F>, &VmaSet)],
+    mem: &impl TableMemory,
+    memmap: &'static Memmap,
+    scope: &Scope<'_>,
+) -> Result<Vec<(u64, VirtAddr, Level)>, ConsistencyError> {
+    let mut tables: Vec<(u64, VirtAddr, Level)> = Vec::new();
+    for &(table, vmas) in spaces {
+        push(&mut tables, (table.root().pfn().as_u64(), VirtAddr::new(0), Level::Pgd))?;
+        let end = vmas.user_range().1.as_u64();
+        walk::<F>(mem, table.root(), Level::Pgd, 0, end, &mut |va, level, entry, _| {
+            if let Decoded::Table(next) = entry {
+                if level.below().is_some() {
+                    push(&mut tables, (next.pfn().as_u64(), va, level))?;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    tables.sort_unstable_by_key(|t| t.0);
+    if let Some(w) = tables.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(ConsistencyError::TableReachedTwice { table: Pfn::new(w[0].0).phys() });
+    }
+    for &(pfn, _, _) in &tables {
+        let pfn = Pfn::new(pfn);
+        if let Some(folio) = folio_of(memmap, pfn) {
+            return Err(ConsistencyError::TableIsFolioPage { table: pfn.phys(), folio: folio.pfn() });
+        }
+        match frame_problem(memmap, pfn) {
+            FrameProblem::OutsideMemmap => {}
+            FrameProblem::NotFolio => {
+                if !memmap.get(pfn).is_some_and(|p| p.test_flag(PageFlag::PageTable)) {
+                    return Err(ConsistencyError::TableNotMarked { table: pfn.phys() });
+                }
+            }
+            why => return Err(ConsistencyError::TableNotAllocated { table: pfn.phys(), why }),
+        }
+    }
+    if let (Some(allocated), true) = (scope.nr_tables, scope.complete) {
+        if allocated != tables.len() as u64 {
+            return Err(ConsistencyError::TablesLeaked { allocated, reachable: tables.len() as u64 });
+        }
+    }
+    Ok(tables)
+}
+
+/// The checks of one present leaf; returns its folio. `own` is the
+/// space's handle (for reports), `handles` the ones its anonymous folios
+/// may carry.
 #[allow(clippy::too_many_arguments)]
 fn check_leaf(
     vmas: &VmaSet,
@@ -403,8 +635,8 @@ fn check_leaf(
     va: VirtAddr,
     level: Level,
     leaf: crate::pgtable::Leaf,
-    seen: &mut BTreeMap<Pfn, Seen>,
-) -> Result<Pfn, ConsistencyError> {
+    quiescent: bool,
+) -> Result<Folio<'static>, ConsistencyError> {
     let bytes = leaf.size.bytes();
     let area = vmas
         .find(va)
@@ -428,7 +660,7 @@ fn check_leaf(
         if level != Level::Pmd || i != 0 || leaf.prot.writable {
             return Err(ConsistencyError::HugeZeroMisused { va, level, writable: leaf.prot.writable });
         }
-        return Ok(folio.pfn());
+        return Ok(folio);
     }
     match level {
         Level::Pte => {}
@@ -449,16 +681,208 @@ fn check_leaf(
                 expected_index,
             });
         }
+        if leaf.prot.writable {
+            // A PMD leaf's exclusivity is its head's bit (as `crate::gup`).
+            if !folio.page(i).test_flag(PageFlag::AnonExclusive) {
+                return Err(ConsistencyError::WritableNotExclusive { va, level, folio: folio.pfn(), pfn });
+            }
+            if quiescent && folio.test_flag(PageFlag::SwapCache) {
+                return Err(ConsistencyError::WritableSwapCache { va, folio: folio.pfn() });
+            }
+        }
     }
-    let s = seen.entry(folio.pfn()).or_insert_with(|| Seen {
-        folio,
-        nr_ptes: vec![0; folio.nr_pages()],
-        nr_pmds: 0,
-    });
-    if level == Level::Pte {
-        s.nr_ptes[i] += 1;
+    Ok(folio)
+}
+
+/// The counts and flags of the folio `folio`, whose mappings are
+/// `records` (`mapping_record`s, sorted).
+fn check_folio<F: PageTableFormat>(
+    folio: &Folio<'static>,
+    records: &[u64],
+    tables: &[&PageTable<F>],
+    mem: &impl TableMemory,
+    scope: &Scope<'_>,
+    lru_members: Option<&[u64]>,
+) -> Result<(), ConsistencyError> {
+    let head = folio.pfn();
+    let nr_pmds = count_sorted(records, mapping_record(head, Level::Pmd));
+    let anon = folio.test_flag(PageFlag::SwapBacked);
+    if anon {
+        let mapped = records.len() as u64;
+        let found = crate::rmap::rmap_walk(folio, tables, mem, &mut |_| {}) as u64;
+        if found != mapped {
+            return Err(ConsistencyError::Rmap { folio: head, found, mapped });
+        }
+    }
+    for i in 0..folio.nr_pages() {
+        let pfn = head.plus(i as u64);
+        let nr_ptes = count_sorted(records, mapping_record(pfn, Level::Pte));
+        let mapcount = folio.page_mapcount(i);
+        if mapcount < 0 || mapcount as u64 != nr_ptes {
+            return Err(ConsistencyError::PageMapcount { folio: head, pfn, nr_ptes, mapcount });
+        }
+        let mappings = nr_ptes + nr_pmds;
+        if anon && folio.page(i).test_flag(PageFlag::AnonExclusive) && mappings > 1 {
+            return Err(ConsistencyError::SharedExclusive { folio: head, pfn, mappings });
+        }
+    }
+    let entire_mapcount = folio.entire_mapcount();
+    if entire_mapcount < 0 || entire_mapcount as u64 != nr_pmds {
+        return Err(ConsistencyError::EntireMapcount { folio: head, nr_pmds, entire_mapcount });
+    }
+    let (refcount, total_mapcount) = (folio.refcount(), folio.total_mapcount());
+    if refcount < total_mapcount {
+        return Err(ConsistencyError::RefcountBelowMapcount { folio: head, refcount, total_mapcount });
+    }
+    if !scope.quiescent {
+        return Ok(());
+    }
+    check_quiet_flags(folio)?;
+    if folio.test_flag(PageFlag::SwapCache) {
+        let entry = folio.swap_entry();
+        let area = entry.and_then(|e| scope.swap?.iter().find(|a| a.ty() == e.ty()));
+        let cached = entry.zip(area).and_then(|(e, a)| a.cache_lookup_with(e, |pfn, i| (pfn, i)));
+        if cached != Some((head, 0)) {
+            return Err(ConsistencyError::NotInSwapCache { folio: head, entry, cached });
+        }
+    }
+    if let (Some(lru), true) = (scope.lru, anon) {
+        if lru.list_of(head).is_none() {
+            return Err(ConsistencyError::NotOnLru { folio: head });
+        }
+    }
+    if let Some(members) = lru_members {
+        let times = count_sorted(members, head.as_u64());
+        if times > 1 {
+            return Err(ConsistencyError::OnLruTwice { folio: head, times });
+        }
+    }
+    check_refcount(folio, total_mapcount, scope)
+}
+
+/// `Locked` and `Writeback` are clear on `folio` (a quiescent point).
+fn check_quiet_flags(folio: &Folio<'_>) -> Result<(), ConsistencyError> {
+    for flag in [PageFlag::Locked, PageFlag::Writeback] {
+        if folio.test_flag(flag) {
+            return Err(ConsistencyError::FlagLeftSet { folio: folio.pfn(), flag });
+        }
+    }
+    Ok(())
+}
+
+/// The refcount of `folio` (mapped `mappings` times) against its users at
+/// a quiescent point (module doc).
+fn check_refcount(folio: &Folio<'_>, mappings: i32, scope: &Scope<'_>) -> Result<(), ConsistencyError> {
+    let cache = if folio.test_flag(PageFlag::SwapCache) { folio.nr_pages() as i32 } else { 0 };
+    let refcount = folio.refcount();
+    let holds = scope.holds.filter(|_| scope.complete).map(|h| h(folio.pfn()));
+    let ok = match holds {
+        Some(h) => refcount == mappings + cache + h,
+        None => refcount >= mappings + cache,
+    };
+    if ok {
+        Ok(())
     } else {
-        s.nr_pmds += 1;
+        Err(ConsistencyError::Refcount { folio: folio.pfn(), refcount, mappings, cache, holds })
     }
-    Ok(folio.pfn())
+}
+
+/// The members of `lru`, as head PFNs, sorted (one per time it is on a
+/// list).
+fn lru_members(lru: &LruLists) -> Result<Vec<u64>, ConsistencyError> {
+    let counts = lru.counts();
+    let needed = (counts.nr_active + counts.nr_inactive) as usize;
+    let mut members = Vec::new();
+    members.try_reserve_exact(needed).map_err(|_| ConsistencyError::NoMemory { needed })?;
+    lru.for_each(|pfn, _| {
+        if members.len() < members.capacity() {
+            members.push(pfn.as_u64());
+        }
+    });
+    members.sort_unstable();
+    Ok(members)
+}
+
+/// The swap counts (module doc): each slot held by the entries `slots`
+/// (raw, sorted) counts them exactly; with `scope.complete` every used
+/// slot of every area is held by as many entries as it counts.
+fn check_swap_counts(areas: &[&SwapArea], slots: &[u64], scope: &Scope<'_>) -> Result<(), ConsistencyError> {
+    let count_of = |e: SwapEntry| areas.iter().find(|a| a.ty() == e.ty()).map_or(0, |a| a.count(e));
+    let mut i = 0;
+    while i < slots.len() {
+        let n = count_sorted(&slots[i..], slots[i]);
+        let entry = SwapEntry::from_raw(slots[i]).expect("a swap entry the walk decoded");
+        let count = count_of(entry);
+        if u64::from(count) != n {
+            return Err(ConsistencyError::SwapCount {
+                ty: entry.ty(),
+                offset: entry.offset(),
+                entries: n,
+                count,
+            });
+        }
+        i += n as usize;
+    }
+    if !scope.complete {
+        return Ok(());
+    }
+    for area in areas {
+        for entry in area.used_slots() {
+            let count = area.count(entry);
+            let entries = count_sorted(slots, entry.to_raw());
+            if u64::from(count) != entries {
+                return Err(ConsistencyError::SwapCount {
+                    ty: entry.ty(),
+                    offset: entry.offset(),
+                    entries,
+                    count,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The swap cache at a quiescent point (module doc): every `HAS_CACHE`
+/// slot has a cache folio that says it has this slot, unlocked; a cache
+/// folio nothing maps (not in `mappings`) holds its cache references
+/// (exactly, with the holds known).
+fn check_swap_cache(
+    areas: &[&SwapArea],
+    memmap: &'static Memmap,
+    mappings: &[u64],
+    scope: &Scope<'_>,
+) -> Result<(), ConsistencyError> {
+    for area in areas {
+        for entry in area.used_slots() {
+            if !area.has_cache(entry) {
+                continue;
+            }
+            let (ty, offset) = (entry.ty(), entry.offset());
+            let Some((pfn, index)) = area.cache_lookup_with(entry, |pfn, i| (pfn, i)) else {
+                return Err(ConsistencyError::OrphanHasCache { ty, offset });
+            };
+            let folio = folio_of(memmap, pfn).filter(|f| {
+                f.pfn() == pfn
+                    && index < f.nr_pages()
+                    && f.test_flag(PageFlag::SwapCache)
+                    && f.test_flag(PageFlag::SwapBacked)
+                    && f.swap_entry().map(|e| e.plus(index as u64)) == Some(entry)
+            });
+            let Some(folio) = folio else {
+                return Err(ConsistencyError::SwapCacheMismatch { ty, offset, pfn, index });
+            };
+            if index != 0 {
+                continue;
+            }
+            check_quiet_flags(&folio)?;
+            let end = pfn.plus(folio.nr_pages() as u64).as_u64() << 1;
+            let mapped =
+                mappings.partition_point(|&r| r < end) > mappings.partition_point(|&r| r < pfn.as_u64() << 1);
+            if !mapped && scope.complete {
+                check_refcount(&folio, 0, scope)?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -461,7 +461,8 @@ impl FrameAllocator {
             | PageFlag::SwapCache.mask()
             | PageFlag::Writeback.mask()
             | PageFlag::Head.mask()
-            | PageFlag::Tail.mask();
+            | PageFlag::Tail.mask()
+            | PageFlag::PageTable.mask();
         for p in pfn..pfn + nr {
             let desc = page(memmap, p);
             let flags = desc.flags();

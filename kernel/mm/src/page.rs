@@ -16,8 +16,9 @@
 //! What a field means depends on what the frame is: a free buddy block (the
 //! first page of the block carries [`PageFlag::Buddy`]), a folio (its first
 //! page carries [`PageFlag::Head`], the others [`PageFlag::Tail`]; see
-//! [`crate::folio`]), or a raw frame handed out by the allocator (page
-//! tables, kernel data: no flag). Frames outside usable RAM carry
+//! [`crate::folio`]), or a raw frame handed out by the allocator (kernel
+//! data: no flag; a page table: [`PageFlag::PageTable`], set by whoever
+//! makes it a table and cleared before it is freed). Frames outside usable RAM carry
 //! [`PageFlag::Reserved`] and are never touched again.
 //!
 //! ## Byte layout (`#[repr(C, align(64))]`, 64 bytes: one cache line)
@@ -114,11 +115,16 @@ pub enum PageFlag {
     /// Per page: the anon page is mapped by one address space only and may
     /// be written without copying (mm-reference §8).
     AnonExclusive = 13,
+    /// A raw frame that holds a page table: set by the table memory that
+    /// handed it out, cleared before it is freed (the allocator refuses to
+    /// free a frame that still has it). The consistency checker wants it on
+    /// every table frame it reaches.
+    PageTable = 14,
 }
 
 impl PageFlag {
     /// Every flag, in bit order.
-    pub const ALL: [PageFlag; 14] = [
+    pub const ALL: [PageFlag; 15] = [
         PageFlag::Locked,
         PageFlag::Referenced,
         PageFlag::Uptodate,
@@ -133,6 +139,7 @@ impl PageFlag {
         PageFlag::Buddy,
         PageFlag::Reserved,
         PageFlag::AnonExclusive,
+        PageFlag::PageTable,
     ];
 
     /// The flag's mask in the flags word.

@@ -6,6 +6,11 @@
 //! A consistent space passes with the right statistics; each kind of
 //! corruption (a count, an area, a frame, an entry) is reported by name.
 //!
+//! The rules of a whole world at a quiescent point (page-table frames,
+//! swap counts no entry holds, the swap cache, exact refcounts, the LRU
+//! lists, folio flags) are checked over a world with a swap area and LRU
+//! lists ([`full`]): each broken by hand and reported, and put back.
+//!
 //! Frames for data come from the allocator's memmap at PFN 0x80000 and up
 //! (physical 0x8000_0000); table frames from `SimMemory` at 0x4000_0000, so
 //! the two never overlap.
@@ -16,16 +21,21 @@ use mm::anon::anon_handle;
 use mm::debug::{ConsistencyError, FrameProblem, Stats};
 use mm::fault::{Access, FaultOutcome};
 use mm::frame::AllocKind;
+use mm::gup::Hold;
 use mm::page::PageFlag;
 use mm::pgtable::format::MigrationKind;
 use mm::pgtable::sim::HardwareWalker;
 use mm::pgtable::SwapType;
-use mm::pgtable::{Leaf, Level, MigrationEntry, NonPresent, PageSize, Prot, SwapEntry};
+use mm::pgtable::TableMemory;
+use mm::pgtable::{Decoded, Leaf, Level, MigrationEntry, NonPresent, PageSize, Prot, SwapEntry};
+use mm::reclaim::{Kept, Shrunk};
+use mm::swap::cache::folio_entry;
 use mm::testkit::frames::SimFrames;
 use mm::testkit::mmu::{page, USER_RW};
 use mm::testkit::world::{World, AREA, MEMMAP_BASE};
 use mm::vma::VmaProt;
 use mm::Pfn;
+use mm::PhysAddr;
 use mm::VirtAddr;
 
 /// Descriptors in the memmap; the last `RESERVED` are never managed.
@@ -285,6 +295,7 @@ fn pmd_leaves_count_in_the_entire_mapcount<F: HardwareWalker>() {
     let handle = anon_handle(s.sp(0).table.root());
     let mut u = s.frames.fa().alloc_folio(9, AllocKind::Normal).unwrap();
     u.nonatomic_set_flag(PageFlag::SwapBacked);
+    u.nonatomic_set_flag(PageFlag::AnonExclusive); // mapped writable: exclusive
     u.set_mapping(mm::folio::FolioMapping::Anon(handle), base >> 12);
     let f = u.publish();
     let huge =
@@ -362,6 +373,372 @@ fn a_huge_leaf_that_is_not_one_folio_is_reported<F: HardwareWalker>() {
     s.finish();
 }
 
+// ---- a whole world at a quiescent point
+
+/// The swap area of [`full`].
+const TY: SwapType = SwapType::nth(2);
+
+/// A world with a swap area and LRU lists; space 0 has 8 pages faulted in
+/// (written) in a 16-page area, page 6 and 7 swapped out.
+fn full<F: HardwareWalker>() -> World<F> {
+    let frames = SimFrames::new(MEMMAP_BASE, MEMMAP_LEN).with_swap(TY.raw(), 1024).with_lru();
+    let mut w = World::with_frames(frames);
+    w.mmap(0, AREA, 16 * 4096, RW);
+    for p in 0..8 {
+        fault(&w, AREA + p * 4096, Access::Write);
+    }
+    for p in [6, 7] {
+        assert_eq!(w.swap_out(0, AREA + p * 4096), Shrunk::Freed(1));
+    }
+    w
+}
+
+fn full_stats() -> Stats {
+    Stats { nr_swap_entries: 2, ..pages(6) }
+}
+
+/// The slot page `p` of [`full`]'s space 0 is swapped to.
+fn slot<F: HardwareWalker>(w: &World<F>, p: u64) -> SwapEntry {
+    w.swap_pte(0, AREA + p * 4096).expect("a swap entry").0
+}
+
+/// The slot (PA) of the entry at `level` that maps `va` in space 0, and
+/// its raw value.
+fn entry_slot<F: HardwareWalker>(w: &World<F>, va: u64, level: Level) -> (PhysAddr, u64) {
+    let mut table = w.sp(0).table.root();
+    for l in Level::TOP_DOWN {
+        let slot = PhysAddr::new(table.as_u64() + 8 * l.index(va) as u64);
+        let raw = w.mem.read_entry(slot);
+        if l == level {
+            return (slot, raw);
+        }
+        match F::decode(raw, l) {
+            Decoded::Table(next) => table = next,
+            other => panic!("{va:#x}: no table at {l:?} but {other:?}"),
+        }
+    }
+    unreachable!()
+}
+
+fn clean_worlds_pass_every_rule<F: HardwareWalker>() {
+    let mut w = full::<F>();
+    assert_eq!(check(&w), Ok(full_stats()));
+    // A fork shares pages and slots; a GUP get and a pin are counted holds.
+    let c = w.fork(0);
+    let got = w.hold(0, AREA, false, Hold::Get);
+    let pinned = w.hold(c, AREA + 4096, true, Hold::Pin);
+    let stats = w.check();
+    assert_eq!((stats[0].nr_swap_entries, stats[c].nr_swap_entries), (2, 2));
+    w.unhold(got, Hold::Get);
+    w.unhold(pinned, Hold::Pin);
+    // A folio kept in the swap cache, unmapped (an extra reference made
+    // its freeze fail), with the test's reference declared.
+    let f = w.folio_at(0, AREA + 2 * 4096);
+    f.get();
+    w.declare_refs(f.pfn(), 1);
+    assert_eq!(w.swap_out(0, AREA + 2 * 4096), Shrunk::Kept(Kept::InUse));
+    assert!(f.test_flag(PageFlag::SwapCache) && f.total_mapcount() == 0);
+    w.check();
+    w.declare_refs(f.pfn(), -1);
+    assert!(!w.frames.put(f));
+    w.reclaim_cache();
+    w.check();
+    w.finish();
+}
+
+fn a_swap_count_no_entry_explains_is_reported<F: HardwareWalker>() {
+    let w = full::<F>();
+    let area = w.area();
+    // A count too high: one entry holds the slot, the area counts two.
+    let e = slot(&w, 6);
+    assert_eq!(area.dup(e), Ok(2));
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::SwapCount { ty: TY, offset: e.offset(), entries: 1, count: 2 })
+    );
+    assert_eq!(area.free_ref(e), Ok(1));
+    assert_eq!(check(&w), Ok(full_stats()));
+    // Too low: a second entry holds the slot, which counts one.
+    let copy = VirtAddr::new(AREA + 12 * 4096);
+    let swap = NonPresent::Swap { entry: e, exclusive: false };
+    w.sp(0).table.set_nonpresent(&w.mem, copy, Level::Pte, swap).unwrap().1.flush(&w.tlb);
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::SwapCount { ty: TY, offset: e.offset(), entries: 2, count: 1 })
+    );
+    w.sp(0).table.clear(&w.mem, copy, Level::Pte).unwrap().1.flush(&w.tlb);
+    assert_eq!(check(&w), Ok(full_stats()));
+    // A slot no entry holds at all, with a count: a leaked slot.
+    let leaked = area.alloc(0).unwrap();
+    area.dup(leaked).unwrap();
+    area.release_cache(leaked, 1).unwrap();
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::SwapCount { ty: TY, offset: leaked.offset(), entries: 0, count: 1 })
+    );
+    area.free_ref(leaked).unwrap();
+    assert_eq!(check(&w), Ok(full_stats()));
+    w.finish();
+}
+
+fn swap_cache_disagreements_are_reported<F: HardwareWalker>() {
+    let mut w = full::<F>();
+    let area = w.area();
+    // A claim nobody finished: HAS_CACHE and no folio.
+    let claimed = slot(&w, 7);
+    area.claim_cache(claimed, 1).unwrap();
+    assert_eq!(check(&w), Err(ConsistencyError::OrphanHasCache { ty: TY, offset: claimed.offset() }));
+    assert_eq!(w.try_check_in(false).map(|s| s[0]), Ok(full_stats()), "a claim in flight is no error");
+    area.release_cache(claimed, 1).unwrap();
+    // A mapped folio (read-only: a writable one breaks an earlier rule)
+    // that says it is in the cache but is not.
+    w.mprotect(0, AREA + 3 * 4096, 4096, VmaProt::READ);
+    let mapped = w.folio_at(0, AREA + 3 * 4096);
+    mapped.set_flag(PageFlag::SwapCache);
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::NotInSwapCache { folio: mapped.pfn(), entry: None, cached: None })
+    );
+    mapped.clear_flag(PageFlag::SwapCache);
+    // A cache folio (kept unmapped) that lost its flag.
+    let f = w.folio_at(0, AREA + 2 * 4096);
+    f.get();
+    w.declare_refs(f.pfn(), 1);
+    assert_eq!(w.swap_out(0, AREA + 2 * 4096), Shrunk::Kept(Kept::InUse));
+    let e = folio_entry(&f).unwrap();
+    let stats = Stats { nr_swap_entries: 3, ..pages(5) };
+    assert_eq!(check(&w), Ok(stats));
+    f.clear_flag(PageFlag::SwapCache);
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::SwapCacheMismatch { ty: TY, offset: e.offset(), pfn: f.pfn(), index: 0 })
+    );
+    f.set_flag(PageFlag::SwapCache);
+    // Its references: the cache's one, the test's one, no more.
+    f.get();
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::Refcount {
+            folio: f.pfn(),
+            refcount: 3,
+            mappings: 0,
+            cache: 1,
+            holds: Some(1)
+        })
+    );
+    assert!(!f.put());
+    assert_eq!(check(&w), Ok(stats));
+    w.declare_refs(f.pfn(), -1);
+    assert!(!w.frames.put(f));
+    w.reclaim_cache();
+    w.finish();
+}
+
+fn exact_refcounts_are_checked<F: HardwareWalker>() {
+    let w = full::<F>();
+    let f = w.folio_at(0, AREA + 4096);
+    f.get();
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::Refcount {
+            folio: f.pfn(),
+            refcount: 2,
+            mappings: 1,
+            cache: 0,
+            holds: Some(0)
+        })
+    );
+    w.declare_refs(f.pfn(), 1);
+    assert_eq!(check(&w), Ok(full_stats()));
+    w.declare_refs(f.pfn(), -1);
+    assert!(!f.put());
+    // A pin through GUP is a known hold; one taken behind the checker's
+    // back is not.
+    let pa = w.hold(0, AREA, true, Hold::Pin);
+    assert_eq!(check(&w), Ok(full_stats()));
+    let g = w.folio_at(0, AREA);
+    g.pin();
+    assert!(matches!(check(&w), Err(ConsistencyError::Refcount { refcount: 2049, mappings: 1, .. })));
+    assert!(!g.unpin());
+    w.unhold(pa, Hold::Pin);
+    w.finish();
+}
+
+fn locked_or_writeback_folios_at_rest_are_reported<F: HardwareWalker>() {
+    let w = full::<F>();
+    let f = w.folio_at(0, AREA + 5 * 4096);
+    f.lock();
+    assert_eq!(check(&w), Err(ConsistencyError::FlagLeftSet { folio: f.pfn(), flag: PageFlag::Locked }));
+    assert_eq!(w.try_check_in(false).map(|s| s[0]), Ok(full_stats()), "not at rest: no error");
+    f.unlock();
+    f.set_flag(PageFlag::Writeback);
+    assert_eq!(check(&w), Err(ConsistencyError::FlagLeftSet { folio: f.pfn(), flag: PageFlag::Writeback }));
+    f.clear_flag(PageFlag::Writeback);
+    assert_eq!(check(&w), Ok(full_stats()));
+    w.finish();
+}
+
+fn a_mapped_anon_folio_off_the_lru_is_reported<F: HardwareWalker>() {
+    let w = full::<F>();
+    let lru = w.lru();
+    let f = w.folio_at(0, AREA + 4 * 4096);
+    assert!(lru.remove(f));
+    assert_eq!(check(&w), Err(ConsistencyError::NotOnLru { folio: f.pfn() }));
+    lru.add(f);
+    assert_eq!(check(&w), Ok(full_stats()));
+    w.finish();
+}
+
+fn a_folio_on_the_lru_twice_is_reported<F: HardwareWalker>() {
+    let w = full::<F>();
+    let lru = w.lru();
+    // Page 5 was faulted last of those still mapped: the inactive head.
+    // Added again without its flag the lists hold it twice (its links
+    // now loop: the world is not taken down).
+    let f = w.folio_at(0, AREA + 5 * 4096);
+    f.clear_flag(PageFlag::Lru);
+    lru.add(f);
+    assert!(
+        matches!(check(&w), Err(ConsistencyError::OnLruTwice { folio, times }) if folio == f.pfn() && times > 1)
+    );
+    std::mem::forget(w);
+}
+
+fn page_table_frames_are_checked<F: HardwareWalker>() {
+    let w = full::<F>();
+    let root = w.sp(0).table.root();
+    // A leaf mapping a table frame as data.
+    let at = VirtAddr::new(AREA + 12 * 4096);
+    w.sp(0).table.map(&w.mem, at, page(root.as_u64(), USER_RW, false, true)).unwrap().ignore();
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::TableMappedAsData { va: at, level: Level::Pte, table: root })
+    );
+    w.sp(0).table.unmap(&w.mem, at, PageSize::Size4K).unwrap().1.flush(&w.tlb);
+    assert_eq!(check(&w), Ok(full_stats()));
+    // The PTE table of the area reached from a second PMD entry.
+    let (pmd, raw) = entry_slot(&w, AREA, Level::Pmd);
+    let Decoded::Table(pte_table) = F::decode(raw, Level::Pmd) else { panic!("no PTE table") };
+    let next = PhysAddr::new(pmd.as_u64() + 8);
+    w.mem.write_entry(next, raw);
+    assert_eq!(check(&w), Err(ConsistencyError::TableReachedTwice { table: pte_table }));
+    // A table entry pointing at a free frame of the memmap, or at a folio page.
+    let fa = w.frames.fa();
+    let free = fa.alloc(0, AllocKind::Normal).unwrap();
+    fa.free(free, 0);
+    w.mem.write_entry(next, F::make_table(free.phys(), Level::Pmd));
+    assert!(matches!(
+        check(&w),
+        Err(ConsistencyError::TableNotAllocated { table, why: FrameProblem::Free { .. } }) if table == free.phys()
+    ));
+    let folio = w.folio_at(0, AREA);
+    w.mem.write_entry(next, F::make_table(folio.pfn().phys(), Level::Pmd));
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::TableIsFolioPage { table: folio.pfn().phys(), folio: folio.pfn() })
+    );
+    // An allocated raw frame, but not one handed out as a table.
+    let raw = fa.alloc(0, AllocKind::Normal).unwrap();
+    w.mem.write_entry(next, F::make_table(raw.phys(), Level::Pmd));
+    assert_eq!(check(&w), Err(ConsistencyError::TableNotMarked { table: raw.phys() }));
+    // Marked, it passes that rule; but the table memory did not hand it
+    // out, so the spaces reach one table more than there are.
+    let desc = w.memmap().get(raw).unwrap();
+    desc.set_flag(PageFlag::PageTable);
+    let n = *w.mem.live_tables.borrow();
+    assert_eq!(check(&w), Err(ConsistencyError::TablesLeaked { allocated: n, reachable: n + 1 }));
+    w.mem.write_entry(next, 0);
+    desc.clear_flag(PageFlag::PageTable);
+    fa.free(raw, 0);
+    assert_eq!(check(&w), Ok(full_stats()));
+    // A table frame handed out that no space reaches: leaked.
+    let n = *w.mem.live_tables.borrow();
+    let lost = w.mem.alloc_table().unwrap();
+    assert_eq!(check(&w), Err(ConsistencyError::TablesLeaked { allocated: n + 1, reachable: n }));
+    w.mem.free_table(lost);
+    assert_eq!(check(&w), Ok(full_stats()));
+    w.finish();
+}
+
+fn a_shared_page_marked_exclusive_is_reported<F: HardwareWalker>() {
+    let mut w = faulted::<F>();
+    let c = w.fork(0);
+    let f = w.folio_at(0, AREA + 2 * 4096);
+    assert!(!f.test_flag(PageFlag::AnonExclusive), "fork shares the page");
+    f.set_flag(PageFlag::AnonExclusive);
+    assert_eq!(
+        w.try_check().map(|_| ()),
+        Err(ConsistencyError::SharedExclusive { folio: f.pfn(), pfn: f.pfn(), mappings: 2 })
+    );
+    f.clear_flag(PageFlag::AnonExclusive);
+    w.check();
+    w.exit(c);
+    w.finish();
+}
+
+fn the_huge_zero_folio_mapped_by_a_pte_is_reported<F: HardwareWalker>() {
+    let frames = SimFrames::with_reserved_tail(MEMMAP_BASE, MEMMAP_LEN, RESERVED).with_huge_zero();
+    let mut w = World::<F>::with_frames(frames);
+    w.mmap(0, AREA, 16 * 4096, RW);
+    let zero = w.zero_folio();
+    let at = VirtAddr::new(AREA + 3 * 4096);
+    let ro = Prot { writable: false, ..USER_RW };
+    w.sp(0).table.map(&w.mem, at, page(zero.pfn().phys().as_u64(), ro, false, true)).unwrap().ignore();
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::HugeZeroMisused { va: at, level: Level::Pte, writable: false })
+    );
+    w.sp(0).table.unmap(&w.mem, at, PageSize::Size4K).unwrap().1.flush(&w.tlb);
+    assert_eq!(check(&w), Ok(Stats::default()));
+    w.finish();
+}
+
+fn a_swap_entry_outside_every_area_is_reported<F: HardwareWalker>() {
+    let w = full::<F>();
+    let e = slot(&w, 6);
+    // The same slot moved to an address no area covers (the count follows).
+    let outside = VirtAddr::new(AREA + 20 * 4096);
+    let swap = NonPresent::Swap { entry: e, exclusive: true };
+    w.sp(0).table.clear(&w.mem, VirtAddr::new(AREA + 6 * 4096), Level::Pte).unwrap().1.flush(&w.tlb);
+    w.sp(0).table.set_nonpresent(&w.mem, outside, Level::Pte, swap).unwrap().1.flush(&w.tlb);
+    assert_eq!(check(&w), Err(ConsistencyError::MisplacedSwapEntry { va: outside, level: Level::Pte }));
+    w.sp(0).table.clear(&w.mem, outside, Level::Pte).unwrap().1.flush(&w.tlb);
+    w.sp(0)
+        .table
+        .set_nonpresent(&w.mem, VirtAddr::new(AREA + 6 * 4096), Level::Pte, swap)
+        .unwrap()
+        .1
+        .flush(&w.tlb);
+    assert_eq!(check(&w), Ok(full_stats()));
+    w.finish();
+}
+
+fn a_writable_leaf_of_a_shared_or_cached_page_is_reported<F: HardwareWalker>() {
+    let w = full::<F>();
+    let at = AREA + 4096;
+    let (level, leaf) = w.leaf(0, at);
+    assert!(leaf.prot.writable, "a written page is mapped writable");
+    let f = w.folio_at(0, at);
+    // Not exclusive: a write would reach a page someone may share.
+    f.clear_flag(PageFlag::AnonExclusive);
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::WritableNotExclusive {
+            va: VirtAddr::new(at),
+            level,
+            folio: f.pfn(),
+            pfn: f.pfn()
+        })
+    );
+    f.set_flag(PageFlag::AnonExclusive);
+    // In the swap cache, at rest: the copy on disk would go stale.
+    f.set_flag(PageFlag::SwapCache);
+    assert_eq!(check(&w), Err(ConsistencyError::WritableSwapCache { va: VirtAddr::new(at), folio: f.pfn() }));
+    f.clear_flag(PageFlag::SwapCache);
+    assert_eq!(check(&w), Ok(full_stats()));
+    w.finish();
+}
+
 mm::for_both_formats!(
     demand_faults_make_consistent_anon_folios,
     a_corrupted_page_mapcount_is_reported,
@@ -373,4 +750,16 @@ mm::for_both_formats!(
     swap_and_migration_entries_are_counted_and_reported,
     pmd_leaves_count_in_the_entire_mapcount,
     a_huge_leaf_that_is_not_one_folio_is_reported,
+    clean_worlds_pass_every_rule,
+    a_swap_count_no_entry_explains_is_reported,
+    swap_cache_disagreements_are_reported,
+    exact_refcounts_are_checked,
+    locked_or_writeback_folios_at_rest_are_reported,
+    a_mapped_anon_folio_off_the_lru_is_reported,
+    a_folio_on_the_lru_twice_is_reported,
+    page_table_frames_are_checked,
+    a_shared_page_marked_exclusive_is_reported,
+    the_huge_zero_folio_mapped_by_a_pte_is_reported,
+    a_swap_entry_outside_every_area_is_reported,
+    a_writable_leaf_of_a_shared_or_cached_page_is_reported,
 );

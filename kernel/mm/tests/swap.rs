@@ -4,7 +4,7 @@
 //! exclusive bit through `mm::unmap::try_to_unmap`, the write, the
 //! freeze), the two halves of swap-in (`mm::swap::swapin`), fork and munmap
 //! of swap entries (`mm::space`), with the consistency checker
-//! (`mm::debug::check_spaces_with_swap`) after the steps, and at teardown
+//! (`mm::debug::check_spaces_in`, through `World::check`) after the steps, and at teardown
 //! every frame back in the allocator and every slot free.
 //!
 //! The world is `mm::testkit`'s `World` (a fork family over `SimFrames`:
@@ -177,6 +177,7 @@ fn a_thp_goes_out_whole_and_comes_back<F: HardwareWalker>() {
     assert_eq!((f.order(), w.leaf(0, AREA).0), (9, Level::Pmd));
     // An extra reference makes the freeze fail: the folio stays in the cache.
     f.get();
+    w.declare_refs(f.pfn(), 1);
     assert_eq!(w.swap_out(0, AREA + 5 * PAGE), Shrunk::Kept(Kept::InUse));
     let first = folio_entry(&f).expect("in the swap cache");
     assert_eq!(first.offset() % HPAGE_NR as u64, 0, "one aligned run of 512 slots");
@@ -200,6 +201,7 @@ fn a_thp_goes_out_whole_and_comes_back<F: HardwareWalker>() {
         assert!(f.page(i).test_flag(PageFlag::AnonExclusive));
     }
     assert_eq!(f.refcount(), 1 + 512);
+    w.declare_refs(f.pfn(), -1);
     w.frames.put(f);
     assert_eq!(
         w.stats(0),
@@ -852,6 +854,7 @@ fn a_large_cache_folio_partly_zapped_or_shared<F: HardwareWalker>() {
     let mut w = written::<F>(HPAGE_NR as u64);
     let f = w.folio_at(0, AREA);
     f.get();
+    w.declare_refs(f.pfn(), 1);
     assert_eq!(w.swap_out(0, AREA), Shrunk::Kept(Kept::InUse));
     let first = folio_entry(&f).unwrap();
     // 100 pages zapped: their slots lose their count but stay in the cache.
@@ -886,6 +889,7 @@ fn a_large_cache_folio_partly_zapped_or_shared<F: HardwareWalker>() {
     w.write_page(c, p, 3);
     w.expect_page(0, p, 2);
     w.expect_page(c, p, 3);
+    w.declare_refs(f.pfn(), -1);
     w.frames.put(f);
     w.check();
     w.exit(c);

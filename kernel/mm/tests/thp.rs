@@ -500,7 +500,7 @@ fn a_write_after_the_other_side_unmapped_reuses_the_pmd<F: HardwareWalker>() {
 
 fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
     let (mut w, f) = filled::<F>(1, 7);
-    f.pin();
+    w.pin(f);
     assert_eq!((f.refcount(), f.pincount()), (2, 1));
     w.check();
     let free = w.nr_free();
@@ -530,7 +530,7 @@ fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
     assert_eq!(w.write(0, AREA + 1, 1), Vec::<Ev>::new());
     assert_eq!(w.write(c, AREA + 1, 2), Vec::<Ev>::new());
     assert_eq!((w.read(0, AREA + 1), w.read(c, AREA + 1)), (1, 2));
-    assert!(!f.unpin());
+    assert!(!w.unpin(f));
     assert_eq!((f.refcount(), f.pincount()), (1, 0));
     w.check();
     w.finish();
@@ -538,7 +538,7 @@ fn a_pinned_thp_is_copied_whole_for_the_child<F: HardwareWalker>() {
 
 fn a_pinned_thp_is_copied_in_small_pages_when_no_2mib_block_is_free<F: HardwareWalker>() {
     let (mut w, f) = filled::<F>(1, 10);
-    f.pin();
+    w.pin(f);
     w.fragment();
     let free = w.nr_free();
     let c = w.fork(0);
@@ -563,7 +563,7 @@ fn a_pinned_thp_is_copied_in_small_pages_when_no_2mib_block_is_free<F: HardwareW
     w.expect_filled(c, AREA, HP, 10);
     assert_eq!(w.write(c, AREA + 1, 2), Vec::<Ev>::new());
     assert_eq!((w.read(0, AREA + 1), w.read(c, AREA + 1)), (0, 2));
-    assert!(!f.unpin());
+    assert!(!w.unpin(f));
     w.finish();
 }
 
@@ -571,7 +571,7 @@ fn a_pinned_pte_mapped_thp_is_copied_page_by_page<F: HardwareWalker>() {
     let (mut w, f) = filled::<F>(1, 8);
     w.mprotect(0, AREA, PAGE, VmaProt::READ); // splits the PMD
     assert_eq!(f.entire_mapcount(), 0);
-    f.pin();
+    w.pin(f);
     let c = w.fork(0);
     assert_eq!(w.frames.nr_copies(), 512);
     assert_eq!((f.refcount(), f.total_mapcount()), (513, 512));
@@ -586,7 +586,7 @@ fn a_pinned_pte_mapped_thp_is_copied_page_by_page<F: HardwareWalker>() {
     assert_eq!((w.nr_free(), f.order()), (free, 9));
     w.munmap(0, AREA, HP);
     assert_eq!((w.nr_free(), f.refcount(), f.total_mapcount()), (free, 1, 0));
-    assert!(f.unpin());
+    assert!(w.unpin(f));
     w.frames.free(f);
     assert_eq!(w.nr_free(), free + 512);
     w.check();
@@ -620,22 +620,26 @@ fn try_split_folio_refuses_and_changes_nothing<F: HardwareWalker>() {
     let free = w.nr_free();
     let refused = |w: &World<F>, why: SplitRefused| {
         assert_eq!(split(w, f), Err(why));
-        w.check();
+        // Not quiescent while the test holds the folio's lock.
+        let quiescent = !f.is_locked();
+        w.check_in(quiescent);
         assert_eq!(w.nr_free(), free);
         w.expect_filled(0, AREA, HP, 9);
     };
     // Pinned.
-    f.pin();
+    w.pin(f);
     let pinned = snapshot(&f);
     refused(&w, SplitRefused::Pinned);
     assert_eq!(snapshot(&f), pinned);
-    assert!(!f.unpin());
+    assert!(!w.unpin(f));
     assert_eq!(snapshot(&f), before);
     // An extra reference (FOLL_GET): the freeze fails.
     f.get();
+    w.declare_refs(f.pfn(), 1);
     let got = snapshot(&f);
     refused(&w, SplitRefused::Referenced);
     assert_eq!(snapshot(&f), got);
+    w.declare_refs(f.pfn(), -1);
     assert!(!f.put());
     // Locked by somebody else.
     f.lock();
@@ -967,7 +971,7 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
                     let pfn = pins.swap_remove(rng.below(pins.len() as u64) as usize);
                     let f = folio_of(w.memmap(), pfn).unwrap();
                     log.0.push(format!("{op}: unpin {pfn:#x}"));
-                    if f.unpin() {
+                    if w.unpin(f) {
                         w.frames.free(f);
                     }
                 } else {
@@ -976,7 +980,7 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
                         let f = folio_of(w.memmap(), pa.pfn()).unwrap();
                         if f.pfn() != w.frames.zero_pfn().unwrap() {
                             log.0.push(format!("{op}: pin {s} {page:#x} (folio {:#x})", f.pfn()));
-                            f.pin();
+                            w.pin(f);
                             pins.push(f.pfn());
                         }
                     }
@@ -1009,7 +1013,7 @@ fn random_run<F: HardwareWalker>(seed: u64, nr_ops: usize, seen: &mut HashMap<St
     }
     for pfn in pins {
         let f = folio_of(w.memmap(), pfn).unwrap();
-        if f.unpin() {
+        if w.unpin(f) {
             w.frames.free(f);
         }
     }

@@ -21,6 +21,7 @@ use crate::arch::prelude::*;
 use crate::memory;
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::frame::AllocKind;
+use mm::page::PageFlag;
 use mm::pgtable::TableMemory;
 use mm::PhysAddr;
 
@@ -53,8 +54,23 @@ impl TableMemory for KernelTables {
         new_table(AllocKind::Normal)
     }
     fn free_table(&self, pa: PhysAddr) {
+        NR_TABLES.fetch_sub(1, Ordering::Relaxed);
+        if let Some(page) = memory::frame_allocator().memmap().get(pa.pfn()) {
+            page.clear_flag(PageFlag::PageTable);
+        }
         memory::free_frames(pa, 0);
     }
+}
+
+/// Table frames [`KernelTables`] and [`ReserveTables`] have handed out
+/// (each marked `PageFlag::PageTable` in the memmap) and not taken back: the lower-half tables of every address space (the
+/// kernel's own tables are made at boot, not here). The consistency
+/// checker compares it with the tables it reaches, at rest.
+static NR_TABLES: AtomicU64 = AtomicU64::new(0);
+
+/// Table frames handed out and not given back ([`NR_TABLES`]).
+pub fn nr_tables() -> u64 {
+    NR_TABLES.load(Ordering::Relaxed)
 }
 
 /// [`KernelTables`] whose new tables may come from the reserve below the
@@ -81,5 +97,9 @@ impl TableMemory for ReserveTables {
 fn new_table(kind: AllocKind) -> Option<PhysAddr> {
     let pa = memory::alloc_frames_of(0, kind).ok()?;
     memory::zero_frames(pa, 0);
+    if let Some(page) = memory::frame_allocator().memmap().get(pa.pfn()) {
+        page.set_flag(PageFlag::PageTable);
+    }
+    NR_TABLES.fetch_add(1, Ordering::Relaxed);
     Some(pa)
 }

@@ -68,7 +68,7 @@ fn need_swap() -> Result<(), String> {
 }
 
 fn swap_entries(space: &AddressSpace, when: &str) -> Result<u64, String> {
-    space.check().map(|s| s.nr_swap_entries).map_err(|e| format!("{when}: {e}"))
+    space.check_at_rest().map(|s| s.nr_swap_entries).map_err(|e| format!("{when}: {e}"))
 }
 
 fn pageout(space: &AddressSpace, base: u64, len: u64) -> Result<(), String> {

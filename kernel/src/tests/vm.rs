@@ -22,9 +22,10 @@ use mm::folio::FolioMapping;
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
 const RO: VmaProt = VmaProt { read: true, write: false, exec: false };
 
-/// Runs the consistency checker; `Err` names the moment and the problem.
+/// Runs the consistency checker (at rest: the tests call it with their
+/// tasks joined); `Err` names the moment and the problem.
 fn check_space(space: &AddressSpace, when: &str) -> Result<Stats, String> {
-    space.check().map_err(|e| format!("{when}: {e}"))
+    space.check_at_rest().map_err(|e| format!("{when}: {e}"))
 }
 
 /// Runs the checker and wants exactly `pages` 4 KiB pages mapped, each its

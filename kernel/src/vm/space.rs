@@ -51,7 +51,9 @@
 //!
 //! Spaces made by fork form a family ([`Family`]): they may map the same
 //! folios, so [`AddressSpace::check`] checks the whole family at once
-//! (every member's lock, taken in root order), with `mm::debug::check_spaces`.
+//! (every member's lock, taken in root order), with
+//! `mm::debug::check_spaces_in`; [`check_all_at_rest`] checks every space
+//! at once when nothing runs (`docs/src/checker.md`).
 //! Several members' locks are taken in increasing root order (check,
 //! reclaim's unmap); fork holds only the parent's (the child is not yet
 //! published). The whole order: `docs/src/locking.md`.
@@ -181,6 +183,49 @@ static FAMILIES: IrqSpinLock<Vec<Weak<Family>>> = IrqSpinLock::new(Vec::new());
 fn families_of_handle(handle: AnonHandle) -> Vec<Arc<Family>> {
     let families: Vec<Arc<Family>> = FAMILIES.lock().iter().filter_map(Weak::upgrade).collect();
     families.into_iter().filter(|f| f.handles.lock().contains(&handle)).collect()
+}
+
+/// The consistency checker over every address space there is, at rest:
+/// the caller knows that nothing is in flight (no task faults, unmaps,
+/// forks or holds a page of a space; reclaim quiesced:
+/// `crate::vm::reclaim::quiesce`), as the test harness between tests.
+/// Then every rule of `mm::debug` applies: the spaces are complete (a slot
+/// count or table no space explains is a leak), the swap cache agrees
+/// with its folios, every mapped anonymous folio is on the LRU lists,
+/// nothing is locked or under writeback, refcounts are exact (no holds),
+/// and every table [`crate::memory::paging`] handed out is reached.
+/// Takes every space's lock (root order), then the areas' and the lists'
+/// (leaves). Returns how many spaces it checked. With `exact` false, a
+/// test still holding pages (GUP) or tables of its own (`tests::kit`)
+/// may call it: refcounts are checked against a lower bound only, and
+/// the tables are not counted.
+pub fn check_all_at_rest(exact: bool) -> Result<usize, String> {
+    let memmap = memory::frame_allocator().memmap();
+    let families: Vec<Arc<Family>> = FAMILIES.lock().iter().filter_map(Weak::upgrade).collect();
+    let refs: Vec<&Family> = families.iter().map(|f| &**f).collect();
+    let mut handles: Vec<AnonHandle> = Vec::new();
+    for f in &families {
+        handles.extend_from_slice(&f.handles.lock());
+    }
+    let devices: Vec<_> = (0..mm::pgtable::format::MAX_SWAP_TYPES)
+        .filter_map(|n| crate::vm::swap::area(mm::pgtable::SwapType::nth(n)))
+        .collect();
+    let areas: Vec<&mm::swap::area::SwapArea> = devices.iter().map(|d| &d.area).collect();
+    let no_holds = |_: mm::Pfn| 0;
+    with_families_locked(&refs, |members| {
+        let spaces: Vec<_> = members.iter().map(|(_, inner)| (&inner.table, &inner.vmas)).collect();
+        let scope = mm::debug::Scope {
+            swap: Some(&areas),
+            lru: crate::vm::reclaim::lru(),
+            complete: true,
+            quiescent: true,
+            holds: exact.then_some(&no_holds as &dyn Fn(mm::Pfn) -> i32),
+            nr_tables: exact.then(crate::memory::paging::nr_tables),
+        };
+        mm::debug::check_spaces_in(&spaces, &KernelTables, &handles, memmap, &scope)
+            .map(|_| spaces.len())
+            .map_err(|e| format!("{} address spaces at rest: {e}", spaces.len()))
+    })
 }
 
 impl Drop for Family {
@@ -587,7 +632,7 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Runs the consistency checker (`mm::debug::check_spaces`) over this
+    /// Runs the consistency checker (`mm::debug::check_spaces_in`) over this
     /// space and every live space of its fork family, under all their locks
     /// (taken in root order), and returns this space's statistics. Exact
     /// while no member of the family is being dropped at the same time.
@@ -597,15 +642,33 @@ impl AddressSpace {
             let mine = members.iter().position(|(root, _)| *root == self.root);
             let spaces: Vec<_> = members.iter().map(|(_, inner)| (&inner.table, &inner.vmas)).collect();
             let handles = self.family.handles.lock().clone();
-            let count_of = |e: mm::pgtable::SwapEntry| crate::vm::swap::count_of(e);
-            let checked =
-                mm::debug::check_spaces_with_swap(&spaces, &KernelTables, &handles, memmap, Some(&count_of));
+            // Every area (a leaf lock each, taken one call at a time): the
+            // family's slots must count exactly its entries. Not quiescent
+            // (reclaim and swap-in may be half-way on another CPU) nor
+            // complete (other families exist): the rules that need those
+            // are for a check of every space at rest.
+            let devices: Vec<_> = (0..mm::pgtable::format::MAX_SWAP_TYPES)
+                .filter_map(|n| crate::vm::swap::area(mm::pgtable::SwapType::nth(n)))
+                .collect();
+            let areas: Vec<&mm::swap::area::SwapArea> = devices.iter().map(|d| &d.area).collect();
+            let scope = mm::debug::Scope { swap: Some(&areas), ..mm::debug::Scope::default() };
+            let checked = mm::debug::check_spaces_in(&spaces, &KernelTables, &handles, memmap, &scope);
             match (mine, checked) {
                 (Some(i), Ok(stats)) => Ok(stats[i]),
                 (None, _) => Err(String::from("check: address space torn down")),
                 (_, Err(e)) => Err(format!("address space {} (family of {}): {e}", self.root, spaces.len())),
             }
         })
+    }
+
+    /// [`AddressSpace::check`] at a point where the caller knows nothing
+    /// else runs (its tasks joined): reclaim is quiesced first, and every
+    /// space is checked at rest too ([`check_all_at_rest`], not exact: the
+    /// caller may hold pages).
+    pub fn check_at_rest(&self) -> Result<Stats, String> {
+        crate::vm::reclaim::quiesce();
+        check_all_at_rest(false)?;
+        self.check()
     }
 
     /// Runs `f` over every live member of this space's fork family with

@@ -32,13 +32,13 @@ extern crate std;
 use super::frames::{Bytes, SimFrames};
 use super::policy::Switches;
 use crate::anon::anon_handle;
-use crate::debug::{check_spaces_with_swap, ConsistencyError, Stats};
+use crate::debug::{check_spaces_in, ConsistencyError, Scope, Stats};
 use crate::fault::{handle_fault, Access, FaultCause, FaultOutcome, MemFault};
 use crate::folio::{folio_of, AnonHandle, Folio};
 use crate::frame::AllocKind;
 use crate::gup::{get_user_page, release, Hold};
 use crate::lru::LruLists;
-use crate::page::{Memmap, PageFlag};
+use crate::page::Memmap;
 use crate::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
 use crate::pgtable::{Decoded, Flush, Leaf, Level, NonPresent, PageTable, SwapEntry, TableMemory, TlbHooks};
 use crate::space::{fork_range, protect_range, zap_range, ForkError, Gather};
@@ -179,6 +179,11 @@ pub struct World<F: HardwareWalker> {
     fragments: RefCell<Vec<Pfn>>,
     /// How the kernel's side of reclaim and swapoff plays ([`Switches`]).
     pub host: Switches,
+    /// The holds [`World::hold`] took and [`World::unhold`] has not
+    /// dropped, for the checker's exact refcounts.
+    holds: RefCell<Vec<(PhysAddr, Hold)>>,
+    /// References tests declared ([`World::declare_refs`]).
+    extra_refs: RefCell<Vec<(Pfn, i32)>>,
 }
 
 impl<F: HardwareWalker> Default for World<F> {
@@ -205,6 +210,8 @@ impl<F: HardwareWalker> World<F> {
             handles: Vec::new(),
             fragments: RefCell::new(Vec::new()),
             host: Switches::default(),
+            holds: RefCell::new(Vec::new()),
+            extra_refs: RefCell::new(Vec::new()),
         };
         w.add_space(PageTable::new(&w.mem).unwrap(), VmaSet::new(va(0x1000), va(USER_END)));
         w
@@ -274,15 +281,32 @@ impl<F: HardwareWalker> World<F> {
 
     // ---- the consistency checker
 
-    /// Checks the whole family (and the swap counts, with a swap area);
-    /// returns each space's statistics (default for spaces that exited).
+    /// Checks the whole family, which is every space of the world, at a
+    /// quiescent point: with the swap area and the LRU lists when there
+    /// are, the tables the table memory has out, and the holds of
+    /// [`World::hold`] (so refcounts are exact). Returns each space's
+    /// statistics (default for spaces that exited).
     pub fn try_check(&self) -> Result<Vec<Stats>, ConsistencyError> {
+        self.try_check_in(true)
+    }
+
+    /// [`World::try_check`], with `quiescent` false for a state caught
+    /// half-way (a folio locked, a swap-in claim held).
+    pub fn try_check_in(&self, quiescent: bool) -> Result<Vec<Stats>, ConsistencyError> {
         let live = self.live();
         let spaces: Vec<_> = live.iter().map(|&s| (&self.sp(s).table, &self.sp(s).vmas)).collect();
         let area = self.frames.swap_area();
-        let count = |e: SwapEntry| area.filter(|a| a.ty() == e.ty()).map(|a| a.count(e));
-        let count: Option<&dyn Fn(SwapEntry) -> Option<u8>> = area.map(|_| &count as _);
-        let stats = check_spaces_with_swap(&spaces, &self.mem, &self.handles, self.memmap(), count)?;
+        let areas: Vec<&SwapArea> = area.into_iter().collect();
+        let holds = |pfn: Pfn| self.holds_on(pfn);
+        let scope = Scope {
+            swap: area.map(|_| &areas[..]),
+            lru: self.frames.lru_lists(),
+            complete: true,
+            quiescent,
+            holds: Some(&holds),
+            nr_tables: Some(*self.mem.live_tables.borrow()),
+        };
+        let stats = check_spaces_in(&spaces, &self.mem, &self.handles, self.memmap(), &scope)?;
         let mut all = vec![Stats::default(); self.spaces.len()];
         for (s, st) in live.into_iter().zip(stats) {
             all[s] = st;
@@ -290,11 +314,53 @@ impl<F: HardwareWalker> World<F> {
         Ok(all)
     }
 
-    /// The checker over the family, the allocator, the swap area and the
-    /// LRU lists; and beyond the checker: a writable leaf maps a page only
-    /// this space may write (else copy on write is broken), and never a
-    /// page of a folio in the swap cache (`mm::swap::cache`'s rule).
+    /// The references [`World::hold`]s keep on the folio headed by `head`
+    /// (a pin counts [`crate::folio::PIN_BIAS`] on a small folio, one on a
+    /// large one), plus those tests declared ([`World::declare_refs`]).
+    pub fn holds_on(&self, head: Pfn) -> i32 {
+        let held = self.holds.borrow();
+        held.iter()
+            .filter_map(|&(pa, hold)| {
+                let f = folio_of(self.memmap(), pa.pfn())?;
+                (f.pfn() == head).then(|| match hold {
+                    Hold::Pin if !f.is_large() => crate::folio::PIN_BIAS,
+                    _ => 1,
+                })
+            })
+            .sum::<i32>()
+            + self.extra_refs.borrow().iter().filter(|&&(pfn, _)| pfn == head).map(|&(_, n)| n).sum::<i32>()
+    }
+
+    /// Pins `folio` as a `FOLL_PIN` user would ([`Folio::pin`]), telling
+    /// the checker ([`World::declare_refs`]).
+    pub fn pin(&self, folio: Folio<'static>) {
+        folio.pin();
+        self.declare_refs(folio.pfn(), if folio.is_large() { 1 } else { crate::folio::PIN_BIAS });
+    }
+
+    /// Drops a pin of [`World::pin`]; `true` when that was the last
+    /// reference ([`Folio::unpin`]).
+    pub fn unpin(&self, folio: Folio<'static>) -> bool {
+        self.declare_refs(folio.pfn(), if folio.is_large() { -1 } else { -crate::folio::PIN_BIAS });
+        folio.unpin()
+    }
+
+    /// Tells the checker that the test holds `n` more references on the
+    /// folio headed by `head` (negative to take them back), so its
+    /// refcount check stays exact.
+    pub fn declare_refs(&self, head: Pfn, n: i32) {
+        self.extra_refs.borrow_mut().push((head, n));
+    }
+
+    /// The checker over the family ([`World::try_check`]), and the
+    /// allocator's, the swap area's and the LRU lists' own checks.
     pub fn check(&self) -> Vec<Stats> {
+        self.check_in(true)
+    }
+
+    /// [`World::check`], with `quiescent` false for a state caught
+    /// half-way ([`World::try_check_in`]).
+    pub fn check_in(&self, quiescent: bool) -> Vec<Stats> {
         self.frames.fa().check_consistency().unwrap();
         if let Some(area) = self.frames.swap_area() {
             area.check().unwrap_or_else(|e| panic!("swap area: {e}"));
@@ -302,24 +368,7 @@ impl<F: HardwareWalker> World<F> {
         if let Some(lru) = self.frames.lru_lists() {
             lru.check().unwrap_or_else(|e| panic!("lru: {e}"));
         }
-        let stats = self.try_check().unwrap_or_else(|e| panic!("checker: {e}"));
-        for s in self.live() {
-            self.sp(s).table.visit(&self.mem, va(0), va(USER_END), &mut |at, level, entry, _| {
-                let Decoded::Leaf(leaf) = entry else { return };
-                if !leaf.prot.writable {
-                    return;
-                }
-                let f = folio_of(self.memmap(), leaf.frame.pfn()).unwrap();
-                let i = f.page_index_of(leaf.frame.pfn());
-                let mappings = if level == Level::Pmd { f.total_mapcount() } else { f.page_mapcount(i) };
-                assert!(
-                    f.page(i).test_flag(PageFlag::AnonExclusive) && mappings == 1,
-                    "space {s}, {at}: writable {level:?} leaf of a page that is not exclusive ({mappings} mappings)"
-                );
-                assert!(!f.test_flag(PageFlag::SwapCache), "space {s}, {at}: writable leaf of a swap-cache folio");
-            });
-        }
-        stats
+        self.try_check_in(quiescent).unwrap_or_else(|e| panic!("checker: {e}"))
     }
 
     /// Space `s`'s statistics, after a full [`World::check`].
@@ -711,11 +760,19 @@ impl<F: HardwareWalker> World<F> {
         let how = if write { HwAccess::USER_WRITE } else { HwAccess::USER_READ };
         self.access(s, at, how).unwrap();
         let sp = self.sp(s);
-        get_user_page(&sp.table, &sp.vmas, &self.mem, &self.frames, &self.tlb, va(at), write, hold).unwrap()
+        let pa = get_user_page(&sp.table, &sp.vmas, &self.mem, &self.frames, &self.tlb, va(at), write, hold)
+            .unwrap();
+        self.holds.borrow_mut().push((pa, hold));
+        pa
     }
 
     /// Drops a hold from [`World::hold`].
     pub fn unhold(&self, pa: PhysAddr, hold: Hold) {
+        let mut held = self.holds.borrow_mut();
+        if let Some(i) = held.iter().position(|&h| h == (pa, hold)) {
+            held.swap_remove(i);
+        }
+        drop(held);
         if let Some(folio) = release(self.memmap(), pa, hold) {
             self.frames.free(folio);
         }
@@ -882,14 +939,22 @@ impl<F: HardwareWalker> SharedSpace<F> {
         zap_release(&self.frames, gather);
     }
 
-    /// The checker (with the swap counts, with a swap area) and the area's
-    /// own check.
+    /// The checker (the one space is every space; with the swap area and
+    /// the lists, when there are; at a quiescent point: called between the
+    /// race's threads, not during them) and the area's own check.
     pub fn check(&self) -> Stats {
         let area = self.frames.swap_area();
-        let count = |e: SwapEntry| area.filter(|a| a.ty() == e.ty()).map(|a| a.count(e));
-        let count: Option<&dyn Fn(SwapEntry) -> Option<u8>> = area.map(|_| &count as _);
+        let areas: Vec<&SwapArea> = area.into_iter().collect();
         let stats = self.locked(|g| {
-            check_spaces_with_swap(&[(&g.table, &g.vmas)], &g.mem, &[self.handle], self.memmap(), count)
+            let scope = Scope {
+                swap: area.map(|_| &areas[..]),
+                lru: self.frames.lru_lists(),
+                complete: true,
+                quiescent: true,
+                holds: None,
+                nr_tables: Some(*g.mem.live_tables.borrow()),
+            };
+            check_spaces_in(&[(&g.table, &g.vmas)], &g.mem, &[self.handle], self.memmap(), &scope)
         });
         if let Some(area) = area {
             area.check().unwrap();
