@@ -51,20 +51,17 @@ impl TableMemory for KernelTables {
         Arch::table_write_barrier();
     }
     fn alloc_table(&self) -> Option<PhysAddr> {
-        new_table(AllocKind::Normal)
+        new_table(AllocKind::Normal, &NR_TABLES)
     }
     fn free_table(&self, pa: PhysAddr) {
-        NR_TABLES.fetch_sub(1, Ordering::Relaxed);
-        if let Some(page) = memory::frame_allocator().memmap().get(pa.pfn()) {
-            page.clear_flag(PageFlag::PageTable);
-        }
-        memory::free_frames(pa, 0);
+        free_table(pa, &NR_TABLES)
     }
 }
 
 /// Table frames [`KernelTables`] and [`ReserveTables`] have handed out
-/// (each marked `PageFlag::PageTable` in the memmap) and not taken back: the lower-half tables of every address space (the
-/// kernel's own tables are made at boot, not here). The consistency
+/// (each marked `PageFlag::PageTable` in the memmap) and not taken back:
+/// the lower-half tables of every address space (the kernel's own tables
+/// are made at boot or by [`KernelHalfTables`], not here). The consistency
 /// checker compares it with the tables it reaches, at rest.
 static NR_TABLES: AtomicU64 = AtomicU64::new(0);
 
@@ -87,19 +84,59 @@ impl TableMemory for ReserveTables {
         KernelTables.write_entry(pa, value)
     }
     fn alloc_table(&self) -> Option<PhysAddr> {
-        new_table(AllocKind::Reserve)
+        new_table(AllocKind::Reserve, &NR_TABLES)
     }
     fn free_table(&self, pa: PhysAddr) {
         KernelTables.free_table(pa)
     }
 }
 
-fn new_table(kind: AllocKind) -> Option<PhysAddr> {
+/// [`KernelTables`] for the kernel's own half made after boot (the window
+/// of kernel stacks, `memory::stacks`): the same entries and frames, but
+/// its tables are counted apart ([`nr_kernel_tables`]), since no address
+/// space's walk reaches them and the checker's count of lower-half tables
+/// must not include them.
+pub struct KernelHalfTables;
+
+/// Table frames [`KernelHalfTables`] has handed out and not taken back.
+static NR_KERNEL_TABLES: AtomicU64 = AtomicU64::new(0);
+
+/// Table frames of the kernel's own half handed out after boot.
+pub fn nr_kernel_tables() -> u64 {
+    NR_KERNEL_TABLES.load(Ordering::Relaxed)
+}
+
+impl TableMemory for KernelHalfTables {
+    fn read_entry(&self, pa: PhysAddr) -> u64 {
+        KernelTables.read_entry(pa)
+    }
+    fn write_entry(&self, pa: PhysAddr, value: u64) {
+        KernelTables.write_entry(pa, value)
+    }
+    fn alloc_table(&self) -> Option<PhysAddr> {
+        new_table(AllocKind::Normal, &NR_KERNEL_TABLES)
+    }
+    fn free_table(&self, pa: PhysAddr) {
+        free_table(pa, &NR_KERNEL_TABLES)
+    }
+}
+
+/// A zeroed table frame, marked `PageTable` and counted in `count`.
+fn new_table(kind: AllocKind, count: &AtomicU64) -> Option<PhysAddr> {
     let pa = memory::alloc_frames_of(0, kind).ok()?;
     memory::zero_frames(pa, 0);
     if let Some(page) = memory::frame_allocator().memmap().get(pa.pfn()) {
         page.set_flag(PageFlag::PageTable);
     }
-    NR_TABLES.fetch_add(1, Ordering::Relaxed);
+    count.fetch_add(1, Ordering::Relaxed);
     Some(pa)
+}
+
+/// Gives back a table frame [`new_table`] handed out and counted in `count`.
+fn free_table(pa: PhysAddr, count: &AtomicU64) {
+    count.fetch_sub(1, Ordering::Relaxed);
+    if let Some(page) = memory::frame_allocator().memmap().get(pa.pfn()) {
+        page.clear_flag(PageFlag::PageTable);
+    }
+    memory::free_frames(pa, 0);
 }

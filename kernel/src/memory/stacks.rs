@@ -61,7 +61,7 @@
 
 use crate::arch::mmu::{STACK_SIZE, STACK_SLOT_SHIFT, STACK_WINDOW_START};
 use crate::arch::prelude::*;
-use crate::memory::{self, paging::Format, paging::KernelTables};
+use crate::memory::{self, paging::Format, paging::KernelHalfTables};
 use crate::sync::IrqSpinLock;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -177,13 +177,13 @@ pub fn init() -> Result<(), InitError> {
     let _slots = SLOTS.lock();
     let root = Arch::kernel_root();
     let entry = PhysAddr::new(root.as_u64() + 8 * Level::Pgd.index(STACK_WINDOW_START) as u64);
-    let raw = KernelTables.read_entry(entry);
+    let raw = KernelHalfTables.read_entry(entry);
     match Format::decode(raw, Level::Pgd) {
         Decoded::None => {}
         _ => return Err(InitError::WindowInUse { raw }),
     }
-    let table = KernelTables.alloc_table().ok_or(InitError::NoMemory)?;
-    KernelTables.write_entry(entry, Format::make_table(table, Level::Pgd));
+    let table = KernelHalfTables.alloc_table().ok_or(InitError::NoMemory)?;
+    KernelHalfTables.write_entry(entry, Format::make_table(table, Level::Pgd));
     // The page tables of the first slots, made now (by mapping one page of
     // each 2 MiB and unmapping it again: tables stay): the window's tables
     // are never freed, so tables made later would look, to a test's frame
@@ -194,8 +194,8 @@ pub fn init() -> Result<(), InitError> {
     for slot in (0..PREPARED_SLOTS).step_by(slots_per_table as usize) {
         let va = VirtAddr::new(stack_start(slot));
         let leaf = stack_leaf(scratch);
-        tree.map(&KernelTables, va, leaf).map_err(|_| InitError::NoMemory)?.ignore();
-        tree.unmap(&KernelTables, va, PageSize::Size4K)
+        tree.map(&KernelHalfTables, va, leaf).map_err(|_| InitError::NoMemory)?.ignore();
+        tree.unmap(&KernelHalfTables, va, PageSize::Size4K)
             .expect("stacks::init: the page just mapped")
             .1
             .ignore();
@@ -267,7 +267,7 @@ impl KernelStack {
         for i in 0..NR_PAGES {
             let va = VirtAddr::new(stack_start(slot) + i * PAGE_SIZE);
             let leaf = stack_leaf(PhysAddr::new(block.as_u64() + i * PAGE_SIZE));
-            match tree.map(&KernelTables, va, leaf) {
+            match tree.map(&KernelHalfTables, va, leaf) {
                 // Nothing was mapped there: nothing to flush.
                 Ok(flush) => flush.ignore(),
                 Err(_) => {
@@ -328,7 +328,7 @@ fn unmap_pages(tree: &PageTable<Format>, slot: u32, nr: u64) -> PhysAddr {
     for i in 0..nr {
         let va = VirtAddr::new(stack_start(slot) + i * PAGE_SIZE);
         let (leaf, flush) = tree
-            .unmap(&KernelTables, va, PageSize::Size4K)
+            .unmap(&KernelHalfTables, va, PageSize::Size4K)
             .expect("stacks: a live stack's page is not mapped");
         // Flushed by the caller, for the whole slot at once.
         flush.ignore();
@@ -347,7 +347,7 @@ pub fn virt_to_phys(va: VirtAddr) -> Option<PhysAddr> {
     if offset >> STACK_SLOT_SHIFT >= MAX_SLOTS as u64 || offset & STACK_SIZE == 0 {
         return None;
     }
-    kernel_tree().translate(&KernelTables, va)
+    kernel_tree().translate(&KernelHalfTables, va)
 }
 
 /// Drops this CPU's translations of `slot`'s stack (every CPU's where the
