@@ -92,7 +92,9 @@ impl fmt::Display for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Spec::Nth(n) => write!(f, "allocation {n}"),
-            Spec::Probability { per_million } => write!(f, "each allocation with p={}", *per_million as f64 / 1e6),
+            Spec::Probability { per_million } => {
+                write!(f, "each allocation with p={}", *per_million as f64 / 1e6)
+            }
         }
     }
 }

@@ -99,6 +99,14 @@ pub trait FrameSource {
     fn swap_dup(&self, entry: SwapEntry) -> Result<(), String> {
         Err(alloc::format!("no swap area for {entry:?}"))
     }
+    /// Gives back a count [`FrameSource::swap_dup`] took for an entry that
+    /// was then not written (fork ran out of memory for the child's
+    /// table). The caller still holds the entry it copied, so the count
+    /// never reaches 0 here. Nothing to do without swap (`swap_dup` always
+    /// refuses).
+    fn swap_undup(&self, entry: SwapEntry) {
+        let _ = entry;
+    }
 }
 
 /// Why an access is refused: the faulting task's fault (a segmentation

@@ -267,10 +267,18 @@ pub fn fork_range<F: PageTableFormat>(
     // (seed 004: the bit is cleared in the parent, never copied).
     for (va, level, entry, exclusive) in swapped {
         frames.swap_dup(entry).map_err(|_| ForkError::SwapCount { va })?;
-        // Replacing nothing or a non-present entry: no flush is owed.
+        // Replacing nothing or a non-present entry: no flush is owed. When
+        // the child's table cannot be had, the count just taken goes back
+        // (the child does not hold the entry; issue 13, item 4).
         let (_, f) = child
             .set_nonpresent(mem, va, level, NonPresent::Swap { entry, exclusive: false })
-            .map_err(|error| ForkError::Table { va, error })?;
+            .map_err(|error| {
+                frames.swap_undup(entry);
+                match error {
+                    PgError::OutOfMemory => ForkError::OutOfMemory { va },
+                    error => ForkError::Table { va, error },
+                }
+            })?;
         f.ignore();
         if exclusive {
             let (_, f) = parent

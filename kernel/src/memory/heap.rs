@@ -120,7 +120,8 @@ impl State {
         if self.nr == MAX_REGIONS {
             return false;
         }
-        let i = self.regions[..self.nr].partition_point(|r| r.as_ref().is_some_and(|r| r.start < region.start));
+        let i =
+            self.regions[..self.nr].partition_point(|r| r.as_ref().is_some_and(|r| r.start < region.start));
         self.regions[i..=self.nr].rotate_right(1);
         self.regions[i] = Some(region);
         self.nr += 1;
@@ -347,7 +348,9 @@ pub fn trim() -> u64 {
     loop {
         let empty = without_interrupts(|| {
             let mut state = HEAP.state.lock();
-            let i = state.regions[..state.nr].iter().position(|r| r.as_ref().is_some_and(|r| r.heap.used() == 0))?;
+            let i = state.regions[..state.nr]
+                .iter()
+                .position(|r| r.as_ref().is_some_and(|r| r.heap.used() == 0))?;
             state.remove(i)
         });
         let Some(r) = empty else { return given };

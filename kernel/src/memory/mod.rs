@@ -171,6 +171,12 @@ pub fn frame_allocator() -> &'static FrameAllocator {
     FRAMES.get().expect("frame_allocator: memory::init has not run")
 }
 
+/// The frame allocator's allocation-failure injector (`mm::fail_alloc`;
+/// the kernel argument `fail_alloc=`, the `fail_alloc::` sweep).
+pub fn fail_alloc() -> &'static mm::fail_alloc::FailAlloc {
+    frame_allocator().fail_alloc()
+}
+
 /// `2^order` contiguous frames (normal priority: fails at the min
 /// watermark).
 pub fn alloc_frames(order: u8) -> Result<PhysAddr, AllocError> {

@@ -616,6 +616,19 @@ pub fn current_task() -> Arc<Task> {
     cur.expect("current_task: the scheduler has not started")
 }
 
+/// The running task's id; 0 before the scheduler starts (ids start at 1).
+/// Any context in which the caller does not hold the run-queue lock (the
+/// allocation-failure injector's scope, `memory::fail_alloc`).
+pub fn current_id() -> u64 {
+    let was = Arch::irq_save_and_disable();
+    RQ_LOCK.lock();
+    // SAFETY: RQ_LOCK is held.
+    let id = unsafe { rq().current[cpu_index()].as_ref().map_or(0, |t| t.id) };
+    RQ_LOCK.unlock();
+    Arch::irq_restore(was);
+    id
+}
+
 /// Blocks the running task until [`unpark`] is called on it, or returns at
 /// once if that happened since its last `park` (see the module doc). The
 /// caller holds no spin lock. May return spuriously: callers loop on their

@@ -17,6 +17,7 @@
 //! | [`reclaim`] | kswapd's wake-up |
 //! | [`folio_flags`] | the stress test of the folio flags word (seed 003) |
 //! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
+//! | [`fail_alloc`] | the allocation-failure sweep: every memory operation with each of its allocations failed |
 //!
 //! Tests are plain functions registered in each file's `TESTS` list
 //! ([`register!`]) and gathered in [`all_tests`]. With `test=<filter>` on the command line the
@@ -68,6 +69,7 @@ macro_rules! register {
 pub mod args;
 pub mod blk;
 pub mod exceptions;
+pub mod fail_alloc;
 pub mod folio_flags;
 pub mod harness;
 pub mod kit;
@@ -96,6 +98,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         reclaim::TESTS,
         folio_flags::TESTS,
         blk::TESTS,
+        fail_alloc::TESTS,
     ]
     .into_iter()
     .flatten()

@@ -114,6 +114,9 @@ impl FrameSource for KernelFrames {
     fn swap_dup(&self, entry: mm::pgtable::SwapEntry) -> Result<(), String> {
         crate::vm::swap::dup_entry(entry)
     }
+    fn swap_undup(&self, entry: mm::pgtable::SwapEntry) {
+        crate::vm::swap::free_entry(entry)
+    }
 }
 
 /// The spaces that may map the same folios: a space and everything forked
@@ -499,6 +502,7 @@ impl AddressSpace {
         {
             let mut guard = self.lock();
             let inner = guard.as_mut().expect("AddressSpace used after teardown");
+            split_cut_huge_pages(inner, start, len, |_| true)?;
             let ranges = inner.vmas.unmap(start, len)?;
             for (s, e) in ranges {
                 zap(inner, s, e, &mut gather);
@@ -525,6 +529,7 @@ impl AddressSpace {
                     return Err(VmaError::ProtNoneOverMappedPages);
                 }
             }
+            split_cut_huge_pages(inner, start, len, |_| true)?;
             let ranges = inner.vmas.protect(start, len, prot)?;
             for (s, e) in ranges {
                 match mm::space::protect_range(
@@ -537,9 +542,8 @@ impl AddressSpace {
                     prot.to_prot(true),
                 ) {
                     Ok(f) => flush = flush.merge(f),
-                    // Only a table for a split can fail (out of memory):
-                    // the leaves keep their old rights, which the area
-                    // still allows where they are less.
+                    // Only a table for a split can fail (out of memory),
+                    // and the splits were made above.
                     Err(e) => crate::println!("mprotect: {e}"),
                 }
             }
@@ -571,6 +575,8 @@ impl AddressSpace {
                 }
                 Advice::HugePage | Advice::NoHugePage => {
                     let mode = if advice == Advice::HugePage { ThpMode::Always } else { ThpMode::Never };
+                    // A 2 MiB page at an area boundary this makes.
+                    split_cut_huge_pages(inner, start, len, |v| v.thp != mode)?;
                     inner.vmas.advise_thp(start, len, mode)?;
                     let end = VirtAddr::new(start.as_u64() + len);
                     for at in [start, end] {
@@ -612,12 +618,17 @@ impl AddressSpace {
     pub fn check(&self) -> Result<Stats, String> {
         let memmap = memory::frame_allocator().memmap();
         let frames = memory::frame_allocator();
-        let (managed, free) = crate::sync::without_interrupts(|| (frames.managed_pages(), frames.nr_free_pages()));
+        let (managed, free) =
+            crate::sync::without_interrupts(|| (frames.managed_pages(), frames.nr_free_pages()));
         let used_frames = managed.saturating_sub(free + memory::heap::grown_frames());
         let (slots_free, slots) = crate::vm::swap::totals();
         let bound = used_frames * CHECK_BYTES_PER_FOLIO + (slots - slots_free) * CHECK_BYTES_PER_SLOT;
         memory::heap::reserve(bound as usize, crate::vm::reclaim::alloc_frames_reclaiming).map_err(|e| {
-            format!("check: no memory for the checker's tables ({} KiB wanted, {} KiB free)", e.wanted >> 10, e.free >> 10)
+            format!(
+                "check: no memory for the checker's tables ({} KiB wanted, {} KiB free)",
+                e.wanted >> 10,
+                e.free >> 10
+            )
         })?;
         let result = self.check_locked(memmap);
         memory::heap::trim();
@@ -683,7 +694,9 @@ impl Drop for AddressSpace {
             .into_iter()
             .flat_map(|(start, end)| {
                 let first = start & !(TEARDOWN_CHUNK - 1);
-                (first..end).step_by(TEARDOWN_CHUNK as usize).map(move |c| (c.max(start), (c + TEARDOWN_CHUNK).min(end)))
+                (first..end)
+                    .step_by(TEARDOWN_CHUNK as usize)
+                    .map(move |c| (c.max(start), (c + TEARDOWN_CHUNK).min(end)))
             })
             .chain([(0, USER_END)]);
         for (at, end) in chunks {
@@ -834,6 +847,35 @@ fn zap(inner: &mut Inner, start: VirtAddr, end: VirtAddr, gather: &mut Gather) {
     {
         crate::println!("vm: unmap [{start}, {end}): {e}");
     }
+}
+
+/// Splits the 2 MiB pages that `[start, start + len)` cuts at either end,
+/// where the area there satisfies `changes` (the operation will change it,
+/// so that a boundary would fall inside the huge page): before an
+/// operation changes its areas, so that a split that finds no memory for
+/// its table fails the operation with nothing changed
+/// (`VmaError::OutOfMemory`) instead of leaving a huge page across two
+/// areas or a leaf its area no longer allows. A split already made stays:
+/// the pages are the same, mapped by 4 KiB entries.
+fn split_cut_huge_pages(
+    inner: &mut Inner,
+    start: VirtAddr,
+    len: u64,
+    changes: impl Fn(&mm::vma::Vma) -> bool,
+) -> Result<(), VmaError> {
+    let memmap = memory::frame_allocator().memmap();
+    let end = VirtAddr::new(start.as_u64().saturating_add(len));
+    for at in [start, end] {
+        if inner.vmas.find(at).is_some_and(|v| v.start != at && changes(v)) {
+            match mm::thp::split_huge_pmd_if_cut(&inner.table, &KernelTables, &Shootdown, memmap, at) {
+                Ok(_) => {}
+                Err(mm::pgtable::PgError::OutOfMemory) => return Err(VmaError::OutOfMemory),
+                // Anything else is left for the operation to meet and report.
+                Err(e) => crate::println!("vm: split at {at}: {e}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Shoots the gathered range down on every CPU, then drops the references

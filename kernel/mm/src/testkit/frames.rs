@@ -557,6 +557,11 @@ impl FrameSource for SimFrames {
             None => Err(format!("no swap area for {entry:?}")),
         }
     }
+    fn swap_undup(&self, entry: SwapEntry) {
+        if let Some(area) = &self.area {
+            area.free_ref(entry).expect("swap_undup: a count swap_dup took");
+        }
+    }
 }
 
 /// [`SimFrames`] as a swap backend, counting the reads made through this
