@@ -371,10 +371,10 @@ fn sweep_over_every_operation(env: &TestEnv<'_>) -> Result<(), String> {
             }
         };
         let fail = |n: &str, e: String| format!("{}: {n}: {e}", case.name);
-        let nr_calls;
+        let what;
         match given {
             Some(spec) => {
-                nr_calls = 0;
+                what = format!("{MAX_RUNS} runs, {spec}");
                 for i in 0..MAX_RUNS {
                     let (end, _, failed) = one_run(case, spec, seed.wrapping_add(i))
                         .map_err(|e| fail(&format!("{spec}, seed {}", seed.wrapping_add(i)), e))?;
@@ -394,7 +394,7 @@ fn sweep_over_every_operation(env: &TestEnv<'_>) -> Result<(), String> {
                         String::from("made no frame allocation: the sweep would test nothing"),
                     ));
                 }
-                nr_calls = calls;
+                what = format!("{calls} allocations");
                 let runs = calls.min(MAX_RUNS);
                 for r in 0..runs {
                     // 1 and `calls` always, the rest spread between.
@@ -412,7 +412,7 @@ fn sweep_over_every_operation(env: &TestEnv<'_>) -> Result<(), String> {
             }
         }
         crate::println!(
-            "fail_alloc: {}: {nr_calls} allocations; {injected} failed on purpose: {done} absorbed, {errors} errors, \
+            "fail_alloc: {}: {what}; {injected} failed on purpose: {done} absorbed, {errors} errors, \
              {killed} tasks ended",
             case.name
         );
