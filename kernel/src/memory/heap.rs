@@ -174,6 +174,8 @@ pub struct GrowingHeap {
     state: spin::Mutex<State>,
     /// Frames held by grown regions.
     grown_frames: AtomicU64,
+    /// The most `grown_frames` has been.
+    peak_grown_frames: AtomicU64,
 }
 
 /// The global allocator.
@@ -187,6 +189,7 @@ static HEAP: GrowingHeap = GrowingHeap {
         hint: 0,
     }),
     grown_frames: AtomicU64::new(0),
+    peak_grown_frames: AtomicU64::new(0),
 };
 
 /// The smallest order of a block that can serve `layout` alone; None if
@@ -244,7 +247,8 @@ impl GrowingHeap {
         if !self.state.lock().insert(Region { pa, start, end: start + size, order, heap }) {
             return false;
         }
-        self.grown_frames.fetch_add(1 << order, Ordering::Relaxed);
+        let grown = self.grown_frames.fetch_add(1 << order, Ordering::Relaxed) + (1 << order);
+        self.peak_grown_frames.fetch_max(grown, Ordering::Relaxed);
         true
     }
 
@@ -302,6 +306,11 @@ pub fn free() -> usize {
 /// Frames the heap holds beyond its boot region.
 pub fn grown_frames() -> u64 {
     HEAP.grown_frames.load(Ordering::Relaxed)
+}
+
+/// The most frames the heap has held beyond its boot region.
+pub fn peak_grown_frames() -> u64 {
+    HEAP.peak_grown_frames.load(Ordering::Relaxed)
 }
 
 /// Why [`reserve`] could not make room.
