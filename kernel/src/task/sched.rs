@@ -714,6 +714,14 @@ pub fn current_root() -> Option<PhysAddr> {
     root
 }
 
+/// Tasks ended by [`kill_current`] since boot.
+static NR_KILLED: AtomicU64 = AtomicU64::new(0);
+
+/// How many tasks the kernel has ended ([`kill_current`]) since boot.
+pub fn nr_killed() -> u64 {
+    NR_KILLED.load(Ordering::Relaxed)
+}
+
 /// Ends the running task because of what it did (a refused memory access,
 /// no memory for its fault): says so on the console, records `why` for its
 /// joiner, and never returns. Called from the fault handler, on the task's
@@ -725,6 +733,7 @@ pub fn kill_current(why: alloc::string::String) -> ! {
     let task = unsafe { rq().current[cpu_index()].clone().expect("kill_current: no current task") };
     RQ_LOCK.unlock();
     crate::println!("task {} ({}) killed: {why}", task.id, task.name);
+    NR_KILLED.fetch_add(1, Ordering::Relaxed);
     *task.killed.lock() = Some(why);
     drop(task);
     exit()

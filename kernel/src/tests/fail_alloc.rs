@@ -335,7 +335,15 @@ fn leaks(before: (u64, u64, usize)) -> Result<(), String> {
 fn one_run(case: &'static Case, spec: Spec, seed: u64) -> Result<(End, u64, u64), String> {
     let before = counts();
     let world = Arc::new(build(case.setup)?);
-    let ran = run_once(case, &world, spec, seed);
+    let kills_before = sched::nr_killed();
+    let ran = run_once(case, &world, spec, seed).and_then(|r| {
+        // Only the task that hit the failure may have been ended.
+        let ended = sched::nr_killed() - kills_before;
+        match ended == u64::from(r.0 == End::Killed) {
+            true => Ok(r),
+            false => Err(format!("{ended} tasks ended during the run")),
+        }
+    });
     let checked = ran.as_ref().map_err(Clone::clone).and_then(|_| verify(&world));
     let area = world.area;
     drop(world);
