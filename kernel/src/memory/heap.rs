@@ -220,8 +220,9 @@ fn take_frames(layout: Layout) -> Option<(PhysAddr, u8)> {
 
 impl GrowingHeap {
     fn alloc(&self, layout: Layout) -> *mut u8 {
-        // Two rounds: a region grown for `layout` serves it (it is empty
-        // and large enough), unless another CPU took its room in between.
+        // A region grown for `layout` serves it (it is empty and large
+        // enough) unless other CPUs took its room in between: a few rounds,
+        // then a last try.
         for _ in 0..3 {
             if let Some(p) = self.state.lock().try_alloc(layout) {
                 return p.as_ptr();
