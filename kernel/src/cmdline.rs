@@ -25,6 +25,7 @@ pub const KNOWN_ARGS: &[(&str, &str)] = &[
     ("bench", "run the benchmarks"),
     ("smoke", "marker used by boot checks; no effect"),
     ("swap_demo", "`0` skips the boot workload that fills more than free memory and reads it back through swap"),
+    ("fail_alloc", "allocation-failure injection: `<n>` fails the n-th frame allocation, `<p>` (`0.01` or `1%`) each with probability p, seeded from `seed`; for the boot workload or benchmark, for every task; with `test=`, the spec of every run of the `fail_alloc::` sweep instead of its own"),
     ("harness_selfcheck", "`fail` makes harness::selfcheck_fail fail, `crash` makes harness::selfcheck_crash take an unhandled page fault"),
 ];
 
@@ -68,6 +69,9 @@ pub fn validate(args: &Args<'_>) -> Result<(), String> {
             }
             return Err(format!("unknown bug-replay switch `bug={name}` (known: {known})"));
         }
+    }
+    if let Some(v) = args.get("fail_alloc") {
+        mm::fail_alloc::Spec::parse(v).map_err(|e| format!("`fail_alloc={v}`: {e}"))?;
     }
     if let Some(v) = args.get("harness_selfcheck") {
         if v != "fail" && v != "crash" {

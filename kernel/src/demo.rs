@@ -148,9 +148,12 @@ pub fn run() -> bool {
         inn / 256
     );
     crate::println!(
-        "swap demo: reclaim: kswapd woken {} times, direct reclaim {} times",
+        "swap demo: reclaim: kswapd woken {} times, direct reclaim {} times; heap grew by {} MiB at most \
+         beyond its {} MiB",
         wake - wake0,
-        direct - direct0
+        direct - direct0,
+        memory::heap::peak_grown_frames() / 256,
+        memory::BOOT_HEAP_SIZE >> 20
     );
     match result {
         Ok(()) => {

@@ -98,6 +98,14 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     crate::vm::swap::init();
     crate::vm::reclaim::start_kswapd();
 
+    // The injector's scope is a task (`mm::fail_alloc`).
+    memory::fail_alloc().set_scope_fn(crate::task::sched::current_id);
+    if let (Some(spec), None) = (args.get("fail_alloc"), args.get("test")) {
+        let spec = mm::fail_alloc::Spec::parse(spec).expect("init: `fail_alloc=` not validated");
+        let seed = args.get_u64("seed").ok().flatten().unwrap_or(0);
+        memory::fail_alloc().arm(spec, seed, None);
+        println!("kernel: fail_alloc ON: {spec} fails (seed {seed}), for every task");
+    }
     if let Some(filter) = args.get("test") {
         let ok = (modes.tests)(filter, &args);
         Arch::exit(if ok { ExitStatus::Success } else { ExitStatus::Failure });
@@ -108,6 +116,14 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     }
     if args.get("swap_demo") != Some("0") && !crate::demo::run() {
         Arch::exit(ExitStatus::Failure);
+    }
+    if args.get("fail_alloc").is_some() {
+        let f = memory::fail_alloc();
+        println!(
+            "kernel: fail_alloc: {} of {} frame allocations failed on purpose",
+            f.nr_failed(),
+            f.nr_calls()
+        );
     }
     println!("kernel: boot complete; shutting down");
     Arch::exit(ExitStatus::Success)

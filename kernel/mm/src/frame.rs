@@ -64,6 +64,14 @@
 //! take a lock an allocating caller may hold: in the kernel it sets an
 //! atomic flag and unparks kswapd (`kernel/src/vm/reclaim.rs`).
 //!
+//! ## Failure injection
+//!
+//! [`FrameAllocator::alloc`] asks its [`FailAlloc`] first
+//! ([`FrameAllocator::fail_alloc`], disarmed unless a test or the kernel
+//! argument `fail_alloc=` arms it) and, told to fail, fails as if memory
+//! had run out, without the hook. [`FrameAllocator::alloc_silent`], the
+//! kernel heap's growth, is never failed on purpose.
+//!
 //! ## Lock
 //!
 //! One spin lock (`FrameAllocator::zone`, a [`crate::sync::IrqLock`]) guards
@@ -88,6 +96,7 @@
 //! `free: reason`.
 
 use crate::addr::Pfn;
+use crate::fail_alloc::FailAlloc;
 use crate::folio::{Folio, UnpublishedFolio};
 use crate::page::{Memmap, Page, PageFlag, NO_PFN, ORDER_SHIFT};
 use crate::sync::IrqLock;
@@ -241,6 +250,9 @@ pub struct FrameAllocator {
     /// Called after an allocation that left free memory below `low` or
     /// failed (module doc).
     low_memory_hook: spin::Once<fn()>,
+    /// Allocation-failure injection ([`crate::fail_alloc`]), disarmed
+    /// unless a test or the kernel argument `fail_alloc=` arms it.
+    fail_alloc: FailAlloc,
 }
 
 fn page(memmap: &Memmap, pfn: u64) -> &'static Page {
@@ -324,6 +336,7 @@ impl FrameAllocator {
                 watermarks: Watermarks { min: 0, low: 0, high: 0 },
             }),
             low_memory_hook: spin::Once::new(),
+            fail_alloc: FailAlloc::new(),
         }
     }
 
@@ -332,6 +345,12 @@ impl FrameAllocator {
     /// of memory (module doc). Once: a second call is ignored.
     pub fn set_low_memory_hook(&self, hook: fn()) {
         self.low_memory_hook.call_once(|| hook);
+    }
+
+    /// The allocation-failure injector [`FrameAllocator::alloc`] asks
+    /// before each allocation.
+    pub fn fail_alloc(&self) -> &FailAlloc {
+        &self.fail_alloc
     }
 
     /// The memmap whose frames this allocator manages.
@@ -380,13 +399,30 @@ impl FrameAllocator {
     /// are all zero (a raw frame); see [`FrameAllocator::alloc_folio`] for a
     /// folio.
     pub fn alloc(&self, order: u8, kind: AllocKind) -> Result<Pfn, AllocError> {
+        self.alloc_hooked(order, kind, true)
+    }
+
+    /// [`FrameAllocator::alloc`] without the low-memory hook and without
+    /// failure injection: for the kernel heap, which grows from here and
+    /// may be called under any lock (the hook's too) and for allocations
+    /// that cannot fail softly (`Box::new`). Memory left below `low` is
+    /// noticed by the next ordinary allocation.
+    pub fn alloc_silent(&self, order: u8, kind: AllocKind) -> Result<Pfn, AllocError> {
+        self.alloc_hooked(order, kind, false)
+    }
+
+    fn alloc_hooked(&self, order: u8, kind: AllocKind, hook: bool) -> Result<Pfn, AllocError> {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder(order));
+        }
+        if hook && self.fail_alloc.should_fail() {
+            // Injected: like running out, without waking reclaim for it.
+            return Err(AllocError::OutOfMemory { order });
         }
         let mut zone = self.zone.lock();
         let result = self.alloc_locked(&mut zone, order, kind);
         // Decided under the lock, called without it (module doc).
-        let low = result.is_err() || zone.nr_free_pages < zone.watermarks.low;
+        let low = hook && (result.is_err() || zone.nr_free_pages < zone.watermarks.low);
         drop(zone);
         if low {
             if let Some(hook) = self.low_memory_hook.get() {

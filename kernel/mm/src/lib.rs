@@ -9,6 +9,7 @@
 //! | [`addr`] | physical and virtual address newtypes, page sizes |
 //! | [`memmap`] | the boot memory map: usable RAM as sorted, disjoint, page-aligned ranges, with reserved ranges carved out |
 //! | [`fault`] | the arch-neutral description of a memory fault (address, access, cause) |
+//! | [`fail_alloc`] | allocation-failure injection: the n-th allocation, or each with a seeded probability, fails, for one task or all |
 //! | [`frame`] | the buddy allocator over all usable RAM (orders 0..=10), watermarks |
 //! | [`page`] | the page descriptor: one per 4 KiB frame, in the memmap array |
 //! | [`folio`] | folios: a head page and its tails, flags, counts, swap entry |
@@ -58,6 +59,7 @@ pub mod anon;
 pub mod bugs;
 pub mod debug;
 pub mod early;
+pub mod fail_alloc;
 pub mod fault;
 pub mod folio;
 pub mod frame;

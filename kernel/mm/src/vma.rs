@@ -199,6 +199,10 @@ pub enum VmaError {
     /// a non-present "prot none" entry that the formats do not have yet;
     /// dropping the pages instead would lose data. Nothing is changed.
     ProtNoneOverMappedPages,
+    /// No memory for the page table that splits a 2 MiB page the range
+    /// cuts (munmap, mprotect and madvise split it before they change an
+    /// area, so that no huge page straddles two). Nothing is changed.
+    OutOfMemory,
 }
 
 /// The VMAs of one address space, sorted by start. See the module doc for the

@@ -637,6 +637,38 @@ fn fork_after_swap_out_shares_the_entries<F: HardwareWalker>() {
     w.finish();
 }
 
+/// Fork runs out of memory for the child's table at the first swap entry
+/// it copies (issue 13, item 4): the slot's count it took for the child
+/// goes back, so each slot counts the parent's entry alone, and swapoff
+/// could still empty the area.
+fn fork_out_of_memory_gives_the_swap_counts_back<F: HardwareWalker>() {
+    const N: u64 = 8;
+    let w = swapped_out::<F>(N);
+    let child = mm::pgtable::PageTable::<F>::new(&w.mem).unwrap();
+    let handle = mm::anon::anon_handle(child.root());
+    let mut flush = mm::pgtable::Flush::none(w.sp(0).table.root());
+    w.mem.fail_next_tables(1);
+    let got = mm::space::fork_range(
+        &w.sp(0).table,
+        &child,
+        &w.mem,
+        &w.frames,
+        handle,
+        va(0),
+        va(mm::testkit::world::USER_END),
+        &mut flush,
+    );
+    assert!(matches!(got, Err(mm::space::ForkError::OutOfMemory { .. })), "{got:?}");
+    flush.flush(&w.tlb);
+    child.destroy(&w.mem, 0..0);
+    for p in pages(AREA, N) {
+        let (e, _) = w.swap_pte(0, p).unwrap();
+        assert_eq!(w.area().count(e), 1, "page {p:#x}: the failed fork's count is given back");
+    }
+    w.check();
+    w.finish();
+}
+
 // ------------------------------------------------------------------ 4
 
 /// Seed 004 with the switch off or on: a page with a plain write
@@ -1090,6 +1122,7 @@ mm::for_both_formats!(
     swap_in_respects_the_area_rights,
     fork_after_swap_out_shares_the_entries,
     fork_out_of_memory_leaks_no_swap_count,
+    fork_out_of_memory_gives_the_swap_counts_back,
     seed_004_exclusive_bit_survives_swap,
     swap_in_rechecks_the_entry_before_mapping,
     a_stale_entry_is_refused_without_a_read,

@@ -5,7 +5,8 @@
 //!
 //! [`init`] runs once, on the boot CPU, before anything allocates:
 //! 1. an [`EarlyFrameAllocator`] takes the usable memory;
-//! 2. it gives [`HEAP_SIZE`] contiguous bytes to the heap (`Box`, `Vec`, ...);
+//! 2. it gives [`BOOT_HEAP_SIZE`] contiguous bytes to the heap (`Box`,
+//!    `Vec`, ...), which later grows from the buddy allocator ([`heap`]);
 //! 3. it gives the frames for the memmap: one 64-byte [`Page`] per 4 KiB
 //!    frame from the lowest to the highest usable frame;
 //! 4. the buddy [`FrameAllocator`] takes over every frame the early
@@ -29,13 +30,15 @@
 //!
 //! | module | what |
 //! | --- | --- |
+//! | [`heap`] | the kernel heap: a boot region that grows from the buddy allocator and gives the growth back |
 //! | [`paging`] | `mm::pgtable` over this arch's real format: table memory through the direct map, the kernel's shared half |
 //! | [`stacks`] | kernel stacks in a window of the kernel half, each with an unmapped guard below it |
 //!
-//! Locks: the allocator's own spin lock and the heap's lock inside
-//! `LockedHeap`, both leaves taken with interrupts off (the order of all
+//! Locks: the allocator's own spin lock and the heap's lock (see [`heap`]),
+//! both leaves taken with interrupts off (the order of all
 //! locks: the book's `docs/src/locking.md`).
 
+pub mod heap;
 pub mod paging;
 pub mod stacks;
 
@@ -44,7 +47,6 @@ use crate::bootinfo::BootInfo;
 use crate::println;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
-use linked_list_allocator::LockedHeap;
 use mm::early::EarlyFrameAllocator;
 use mm::frame::{AllocError, AllocKind, FrameAllocator};
 use mm::memmap::MemoryMap;
@@ -52,30 +54,7 @@ use mm::page::{Memmap, Page};
 use mm::Pfn;
 use mm::{PhysAddr, VirtAddr, PAGE_SIZE};
 
-/// Size of the kernel heap.
-pub const HEAP_SIZE: u64 = 16 * 1024 * 1024;
-
-/// The kernel heap: a linked-list allocator whose lock is taken with
-/// interrupts disabled, so a task holding it is never preempted (another
-/// task on the same CPU would spin on it) and interrupt handlers may
-/// allocate.
-struct KernelHeap(LockedHeap);
-
-// SAFETY: every method forwards to `LockedHeap`, which is a correct
-// GlobalAlloc; disabling interrupts around the calls changes no result.
-unsafe impl core::alloc::GlobalAlloc for KernelHeap {
-    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        crate::sync::without_interrupts(|| unsafe { self.0.alloc(layout) })
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        crate::sync::without_interrupts(|| unsafe { self.0.dealloc(ptr, layout) })
-    }
-}
-
-#[global_allocator]
-static HEAP: KernelHeap = KernelHeap(LockedHeap::empty());
+pub use heap::BOOT_HEAP_SIZE;
 
 /// The page descriptors of every frame from the lowest to the highest
 /// usable one.
@@ -142,16 +121,16 @@ pub fn init(info: &BootInfo) -> Result<(), InitError> {
     let map = BOOT_MEMORY.call_once(|| info.memory.clone());
     let mut early = EarlyFrameAllocator::new(map.clone());
     let heap = early
-        .alloc_contiguous(HEAP_SIZE / PAGE_SIZE, PAGE_SIZE)
-        .map_err(|_| InitError::NoRoomForHeap { needed: HEAP_SIZE, usable: map.total_bytes() })?;
+        .alloc_contiguous(BOOT_HEAP_SIZE / PAGE_SIZE, PAGE_SIZE)
+        .map_err(|_| InitError::NoRoomForHeap { needed: BOOT_HEAP_SIZE, usable: map.total_bytes() })?;
     let heap_va = phys_to_virt(heap);
     HEAP_START.store(heap_va.as_u64(), Ordering::Relaxed);
     // Zeroed once: see "Kernel memory is zeroed when taken" above.
-    zero_frames(heap, (HEAP_SIZE / PAGE_SIZE).trailing_zeros() as u8);
+    zero_frames(heap, (BOOT_HEAP_SIZE / PAGE_SIZE).trailing_zeros() as u8);
     // SAFETY: the frames were just taken from the early allocator, which
     // never hands them out again; they are RAM, mapped read-write in the
     // direct map at `heap_va`, and `init` runs once, before any allocation.
-    unsafe { HEAP.0.lock().init(heap_va.as_u64() as *mut u8, HEAP_SIZE as usize) };
+    unsafe { heap::init(heap_va.as_u64() as usize) };
 
     // The memmap covers [first usable pfn, last usable pfn]; holes in it
     // stay Reserved.
@@ -188,8 +167,8 @@ pub fn print_summary() {
     let memmap = frames.memmap();
     let w = frames.watermarks();
     println!(
-        "memory: heap {} MiB at {:#x}; memmap {} descriptors x {} bytes = {} KiB ({:.2}% of RAM)",
-        HEAP_SIZE / (1024 * 1024),
+        "memory: heap {} MiB at {:#x} (grows from the buddy allocator); memmap {} descriptors x {} bytes = {} KiB ({:.2}% of RAM)",
+        BOOT_HEAP_SIZE / (1024 * 1024),
         HEAP_START.load(Ordering::Relaxed),
         memmap.len(),
         core::mem::size_of::<Page>(),
@@ -212,6 +191,12 @@ pub fn print_summary() {
 /// Before [`init`] (a kernel bug: nothing allocates frames that early).
 pub fn frame_allocator() -> &'static FrameAllocator {
     FRAMES.get().expect("frame_allocator: memory::init has not run")
+}
+
+/// The frame allocator's allocation-failure injector (`mm::fail_alloc`;
+/// the kernel argument `fail_alloc=`, the `fail_alloc::` sweep).
+pub fn fail_alloc() -> &'static mm::fail_alloc::FailAlloc {
+    frame_allocator().fail_alloc()
 }
 
 /// `2^order` contiguous frames (normal priority: fails at the min
@@ -258,7 +243,7 @@ pub fn kernel_root() -> PhysAddr {
 
 /// Bytes of heap in use.
 pub fn heap_used() -> usize {
-    crate::sync::without_interrupts(|| HEAP.0.lock().used())
+    heap::used()
 }
 
 /// The usable memory the boot path reported.

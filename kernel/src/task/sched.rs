@@ -672,6 +672,19 @@ pub fn current_task() -> Arc<Task> {
     cur.expect("current_task: the scheduler has not started")
 }
 
+/// The running task's id; 0 before the scheduler starts (ids start at 1).
+/// Any context in which the caller does not hold the run-queue lock (the
+/// allocation-failure injector's scope, `memory::fail_alloc`).
+pub fn current_id() -> u64 {
+    let was = Arch::irq_save_and_disable();
+    RQ_LOCK.lock();
+    // SAFETY: RQ_LOCK is held.
+    let id = unsafe { rq().current[cpu_index()].as_ref().map_or(0, |t| t.id) };
+    RQ_LOCK.unlock();
+    Arch::irq_restore(was);
+    id
+}
+
 /// Blocks the running task until [`unpark`] is called on it, or returns at
 /// once if that happened since its last `park` (see the module doc). The
 /// caller holds no spin lock. May return spuriously: callers loop on their
@@ -789,6 +802,14 @@ fn on_stack_fault(fault: &arch::trap::StackFault) {
     kill_current(what)
 }
 
+/// Tasks ended by [`kill_current`] since boot.
+static NR_KILLED: AtomicU64 = AtomicU64::new(0);
+
+/// How many tasks the kernel has ended ([`kill_current`]) since boot.
+pub fn nr_killed() -> u64 {
+    NR_KILLED.load(Ordering::Relaxed)
+}
+
 /// Ends the running task because of what it did (a refused memory access,
 /// no memory for its fault): says so on the console, records `why` for its
 /// joiner, and never returns. Called from the fault handler, on the task's
@@ -800,6 +821,7 @@ pub fn kill_current(why: String) -> ! {
     let task = unsafe { rq().current[cpu_index()].clone().expect("kill_current: no current task") };
     RQ_LOCK.unlock();
     crate::println!("task {} ({}) killed: {why}", task.id, task.name);
+    NR_KILLED.fetch_add(1, Ordering::Relaxed);
     *task.killed.lock() = Some(why);
     drop(task);
     exit()

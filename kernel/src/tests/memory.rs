@@ -36,16 +36,57 @@ fn box_vec_and_reuse(_: &TestEnv<'_>) -> Result<(), String> {
 }
 
 fn exhaustion_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
-    // More than the whole heap: must fail as a result, not a crash.
+    // More than the whole of RAM (the heap grows from it): must fail as a
+    // result, not a crash.
+    let ram = boot_memory().ok_or("no boot memory map")?.total_bytes() as usize;
     let mut v: Vec<u8> = Vec::new();
-    match v.try_reserve_exact(HEAP_SIZE as usize * 2) {
+    match v.try_reserve_exact(ram * 2) {
         Err(_) => {}
-        Ok(()) => return Err("reserving twice the heap succeeded".into()),
+        Ok(()) => return Err("reserving twice the RAM succeeded".into()),
     }
     // And the heap still works afterwards.
     let ok: Vec<u64> = (0..100).collect();
     if ok.iter().sum::<u64>() != 4950 {
         return Err("heap broken after a failed allocation".into());
+    }
+    Ok(())
+}
+
+/// Fails (ends the kernel) with a fixed heap: allocates half as much again
+/// as the boot region in small blocks and one large one, checks every
+/// byte, frees it all, and finds the heap's growth given back.
+fn grows_past_the_boot_region_and_shrinks(_: &TestEnv<'_>) -> Result<(), String> {
+    let (used0, grown0) = (heap_used(), heap::grown_frames());
+    let frames0 = nr_free_frames();
+    let n = (BOOT_HEAP_SIZE as usize * 3 / 2) / 512;
+    let mut small: Vec<Box<[u64; 64]>> = Vec::new();
+    small.try_reserve_exact(n).map_err(|e| format!("reserve {n} boxes: {e}"))?;
+    for i in 0..n {
+        small.push(Box::new([i as u64; 64]));
+    }
+    let mut big: Vec<u8> = Vec::new();
+    big.try_reserve_exact(4 << 20).map_err(|e| format!("a 4 MiB block: {e}"))?;
+    big.resize(4 << 20, 0xa5);
+    let grown = heap::grown_frames() - grown0;
+    if grown == 0 {
+        return Err(format!("{} MiB in use and the heap did not grow", (heap_used() - used0) >> 20));
+    }
+    if let Some(i) = small.iter().enumerate().position(|(i, b)| b.iter().any(|&w| w != i as u64)) {
+        return Err(format!("box {i} lost its contents"));
+    }
+    if big.iter().any(|&b| b != 0xa5) {
+        return Err("the 4 MiB block lost its contents".into());
+    }
+    drop((small, big));
+    heap::trim();
+    if heap::grown_frames() != grown0 || heap_used() != used0 || nr_free_frames() != frames0 {
+        return Err(format!(
+            "after freeing: heap {} bytes used (was {used0}), {} frames grown (was {grown0}, {grown} at most), \
+             {} frames free (was {frames0})",
+            heap_used(),
+            heap::grown_frames(),
+            nr_free_frames()
+        ));
     }
     Ok(())
 }
@@ -262,4 +303,4 @@ fn task_stacks_start_zeroed(_env: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) const TESTS: &[Test] = register!["frame": concurrent_alloc_from_every_cpu; "heap": box_vec_and_reuse, exhaustion_is_an_error; "frame": frames_are_usable_ram, huge_frames_are_aligned_and_distinct, every_order_drains_and_refills, task_stacks_start_zeroed];
+pub(crate) const TESTS: &[Test] = register!["frame": concurrent_alloc_from_every_cpu; "heap": box_vec_and_reuse, exhaustion_is_an_error, grows_past_the_boot_region_and_shrinks; "frame": frames_are_usable_ram, huge_frames_are_aligned_and_distinct, every_order_drains_and_refills, task_stacks_start_zeroed];

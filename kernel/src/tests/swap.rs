@@ -404,7 +404,11 @@ fn concurrent_swapin_of_one_entry(_: &TestEnv<'_>) -> Result<(), String> {
 /// listed as bad, so no I/O fails; with `bad_every_cluster`, one bad page
 /// in every cluster of 512 too, so no run for a huge folio is free), on and
 /// preferred for new slots. Give it back with [`scratch_swapoff`].
-fn scratch_swapon(label: &[u8], pages: Option<u64>, bad_every_cluster: bool) -> Result<SwapType, String> {
+pub(crate) fn scratch_swapon(
+    label: &[u8],
+    pages: Option<u64>,
+    bad_every_cluster: bool,
+) -> Result<SwapType, String> {
     let disk = crate::tests::kit::scratch_disk()?;
     let pages = pages.unwrap_or(disk.capacity_pages()).min(disk.capacity_pages());
     let (bad_write, bad_read) =

@@ -407,7 +407,10 @@ fn cow_copy_reaches_readers_on_every_cpu(_: &TestEnv<'_>) -> Result<(), String> 
 const HUGE: u64 = mm::thp::HPAGE_SIZE;
 
 /// The level and leaf that map `va`, read under the space's lock.
-fn leaf_at(space: &AddressSpace, va: u64) -> Result<Option<(mm::pgtable::Level, mm::pgtable::Leaf)>, String> {
+pub(crate) fn leaf_at(
+    space: &AddressSpace,
+    va: u64,
+) -> Result<Option<(mm::pgtable::Level, mm::pgtable::Leaf)>, String> {
     let guard = space.lock();
     let inner = guard.as_ref().ok_or("torn down")?;
     Ok(match inner.table.lookup(&KernelTables, VirtAddr::new(va)) {

@@ -265,6 +265,23 @@ pub fn direct_reclaim(nr_pages: usize) -> usize {
     shrink(nr_pages)
 }
 
+/// `2^order` frames for the kernel's own use (the heap's growth before a
+/// large piece of work, `memory::heap::reserve`), reclaiming when none are
+/// free above the watermark. Task context, interrupts on, no lock held.
+/// None when reclaim frees nothing, or a block that large is still not to
+/// be had after a few rounds.
+pub fn alloc_frames_reclaiming(order: u8) -> Option<PhysAddr> {
+    for _ in 0..4 {
+        if let Ok(pa) = memory::alloc_frames(order) {
+            return Some(pa);
+        }
+        if direct_reclaim(64.max(1 << order)) == 0 {
+            return None;
+        }
+    }
+    None
+}
+
 /// The frame allocator's low-memory hook (module doc): an allocation left
 /// free memory below `low`, or failed.
 fn low_memory() {

@@ -174,6 +174,18 @@ pub struct AddressSpace {
 /// Every fork family there is, to find the spaces that may map a folio
 /// from its anon handle (reclaim's reverse map). Dead families are pruned
 /// when a new one registers.
+/// The teardown of a space unmaps this much at a time (`Drop`): at most
+/// 1 MiB of gathered references.
+const TEARDOWN_CHUNK: u64 = 512 << 20;
+
+/// Heap bytes the consistency checker needs per folio it finds, at most
+/// (measured about 90: its table entry, a count per page, a set entry,
+/// and the allocator's rounding).
+pub const CHECK_BYTES_PER_FOLIO: u64 = 160;
+/// Heap bytes the consistency checker needs per swap slot it finds, at
+/// most.
+pub const CHECK_BYTES_PER_SLOT: u64 = 48;
+
 static FAMILIES: IrqSpinLock<Vec<Weak<Family>>> = IrqSpinLock::new(Vec::new());
 
 /// Every family one of whose members (live or gone) had the anon handle
@@ -533,6 +545,7 @@ impl AddressSpace {
         {
             let mut guard = self.lock();
             let inner = guard.as_mut().expect("AddressSpace used after teardown");
+            split_cut_huge_pages(inner, start, len, |_| true)?;
             let ranges = inner.vmas.unmap(start, len)?;
             for (s, e) in ranges {
                 zap(inner, s, e, &mut gather);
@@ -559,6 +572,7 @@ impl AddressSpace {
                     return Err(VmaError::ProtNoneOverMappedPages);
                 }
             }
+            split_cut_huge_pages(inner, start, len, |_| true)?;
             let ranges = inner.vmas.protect(start, len, prot)?;
             for (s, e) in ranges {
                 match mm::space::protect_range(
@@ -571,9 +585,8 @@ impl AddressSpace {
                     prot.to_prot(true),
                 ) {
                     Ok(f) => flush = flush.merge(f),
-                    // Only a table for a split can fail (out of memory):
-                    // the leaves keep their old rights, which the area
-                    // still allows where they are less.
+                    // Only a table for a split can fail (out of memory),
+                    // and the splits were made above.
                     Err(e) => crate::println!("mprotect: {e}"),
                 }
             }
@@ -605,6 +618,8 @@ impl AddressSpace {
                 }
                 Advice::HugePage | Advice::NoHugePage => {
                     let mode = if advice == Advice::HugePage { ThpMode::Always } else { ThpMode::Never };
+                    // A 2 MiB page at an area boundary this makes.
+                    split_cut_huge_pages(inner, start, len, |v| v.thp != mode)?;
                     inner.vmas.advise_thp(start, len, mode)?;
                     let end = VirtAddr::new(start.as_u64() + len);
                     for at in [start, end] {
@@ -636,8 +651,34 @@ impl AddressSpace {
     /// space and every live space of its fork family, under all their locks
     /// (taken in root order), and returns this space's statistics. Exact
     /// while no member of the family is being dropped at the same time.
+    ///
+    /// The checker's tables grow with the folios and swap entries it finds
+    /// (about [`CHECK_BYTES_PER_FOLIO`] and [`CHECK_BYTES_PER_SLOT`]) and
+    /// are built under the family's locks, where the heap cannot wait for
+    /// reclaim: so the room is taken first, reclaiming if need be, for an
+    /// upper bound (every frame in use a folio, every used slot an entry).
+    /// Without it the check fails with a message, and nothing else does.
     pub fn check(&self) -> Result<Stats, String> {
         let memmap = memory::frame_allocator().memmap();
+        let frames = memory::frame_allocator();
+        let (managed, free) =
+            crate::sync::without_interrupts(|| (frames.managed_pages(), frames.nr_free_pages()));
+        let used_frames = managed.saturating_sub(free + memory::heap::grown_frames());
+        let (slots_free, slots) = crate::vm::swap::totals();
+        let bound = used_frames * CHECK_BYTES_PER_FOLIO + (slots - slots_free) * CHECK_BYTES_PER_SLOT;
+        memory::heap::reserve(bound as usize, crate::vm::reclaim::alloc_frames_reclaiming).map_err(|e| {
+            format!(
+                "check: no memory for the checker's tables ({} KiB wanted, {} KiB free)",
+                e.wanted >> 10,
+                e.free >> 10
+            )
+        })?;
+        let result = self.check_locked(memmap);
+        memory::heap::trim();
+        result
+    }
+
+    fn check_locked(&self, memmap: &'static mm::page::Memmap) -> Result<Stats, String> {
         self.with_family_locked(|members| {
             let mine = members.iter().position(|(root, _)| *root == self.root);
             let spaces: Vec<_> = members.iter().map(|(_, inner)| (&inner.table, &inner.vmas)).collect();
@@ -699,22 +740,43 @@ impl Drop for AddressSpace {
         // nothing caches its translations: drop the folios' mappings (the
         // entries go with the tables; the mapcounts under the lock), then
         // the tables.
-        let mut gather = Gather::new(self.root);
-        let inner = {
-            let mut guard = self.lock();
-            let Some(mut inner) = guard.take() else { return };
-            zap(&mut inner, VirtAddr::new(0), VirtAddr::new(USER_END), &mut gather);
-            inner
-        };
-        // Nothing to flush (see above); the references go now.
-        gather.take_flush().ignore();
-        for entry in gather.take_swap_entries() {
-            crate::vm::swap::free_entry(entry);
-        }
+        // A chunk at a time: the gathered references grow with the pages
+        // mapped (8 bytes each), and a whole large space's would not fit
+        // in one heap block. Chunks are 2 MiB-aligned, so none cuts a huge
+        // page.
         let memmap = memory::frame_allocator().memmap();
-        gather.release_unmapped(memmap, &mut crate::vm::swap::drop_unmapped_cache_folio, &mut |f| {
-            crate::vm::folios::free_folio(f)
-        });
+        // Each area's range in chunks, then the whole user range (where
+        // nothing is left to gather: entries lie inside areas).
+        let ranges: Vec<(u64, u64)> = match self.lock().as_ref() {
+            Some(inner) => inner.vmas.iter().map(|v| (v.start.as_u64(), v.end.as_u64())).collect(),
+            None => return,
+        };
+        let chunks = ranges
+            .into_iter()
+            .flat_map(|(start, end)| {
+                let first = start & !(TEARDOWN_CHUNK - 1);
+                (first..end)
+                    .step_by(TEARDOWN_CHUNK as usize)
+                    .map(move |c| (c.max(start), (c + TEARDOWN_CHUNK).min(end)))
+            })
+            .chain([(0, USER_END)]);
+        for (at, end) in chunks {
+            let mut gather = Gather::new(self.root);
+            {
+                let mut guard = self.lock();
+                let Some(inner) = guard.as_mut() else { return };
+                zap(inner, VirtAddr::new(at), VirtAddr::new(end), &mut gather);
+            }
+            // Nothing to flush (see above); the references go now.
+            gather.take_flush().ignore();
+            for entry in gather.take_swap_entries() {
+                crate::vm::swap::free_entry(entry);
+            }
+            gather.release_unmapped(memmap, &mut crate::vm::swap::drop_unmapped_cache_folio, &mut |f| {
+                crate::vm::folios::free_folio(f)
+            });
+        }
+        let Some(inner) = self.lock().take() else { return };
         inner.table.destroy(&KernelTables, Arch::KERNEL_SHARED);
     }
 }
@@ -846,6 +908,35 @@ fn zap(inner: &mut Inner, start: VirtAddr, end: VirtAddr, gather: &mut Gather) {
     {
         crate::println!("vm: unmap [{start}, {end}): {e}");
     }
+}
+
+/// Splits the 2 MiB pages that `[start, start + len)` cuts at either end,
+/// where the area there satisfies `changes` (the operation will change it,
+/// so that a boundary would fall inside the huge page): before an
+/// operation changes its areas, so that a split that finds no memory for
+/// its table fails the operation with nothing changed
+/// (`VmaError::OutOfMemory`) instead of leaving a huge page across two
+/// areas or a leaf its area no longer allows. A split already made stays:
+/// the pages are the same, mapped by 4 KiB entries.
+fn split_cut_huge_pages(
+    inner: &mut Inner,
+    start: VirtAddr,
+    len: u64,
+    changes: impl Fn(&mm::vma::Vma) -> bool,
+) -> Result<(), VmaError> {
+    let memmap = memory::frame_allocator().memmap();
+    let end = VirtAddr::new(start.as_u64().saturating_add(len));
+    for at in [start, end] {
+        if inner.vmas.find(at).is_some_and(|v| v.start != at && changes(v)) {
+            match mm::thp::split_huge_pmd_if_cut(&inner.table, &KernelTables, &Shootdown, memmap, at) {
+                Ok(_) => {}
+                Err(mm::pgtable::PgError::OutOfMemory) => return Err(VmaError::OutOfMemory),
+                // Anything else is left for the operation to meet and report.
+                Err(e) => crate::println!("vm: split at {at}: {e}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Shoots the gathered range down on every CPU, then drops the references

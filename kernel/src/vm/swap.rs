@@ -133,10 +133,12 @@ pub enum SwapOnError {
 }
 
 /// Heap bytes one area's slot map and clusters may take
-/// (`mm::swap::area::SwapArea::footprint`): a quarter of the heap, about
-/// 15 GiB of swap. A larger area is refused at swapon, before anything is
+/// (`mm::swap::area::SwapArea::footprint`): a quarter of the heap's boot
+/// region, about 15 GiB of swap (the slot map is one allocation, larger
+/// than the regions the heap grows by, so it must fit in the boot region:
+/// `memory::heap`). A larger area is refused at swapon, before anything is
 /// allocated, rather than end the kernel when the heap runs out.
-pub const AREA_HEAP_BUDGET: u64 = memory::HEAP_SIZE / 4;
+pub const AREA_HEAP_BUDGET: u64 = memory::BOOT_HEAP_SIZE / 4;
 
 impl fmt::Display for SwapOnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -100,6 +100,8 @@ pub struct SimMemory {
     limit: u64,
     /// Table frames handed out and not given back.
     pub live_tables: RefCell<u64>,
+    /// Table allocations still to fail ([`SimMemory::fail_next_tables`]).
+    failing_tables: RefCell<u32>,
 }
 
 impl SimMemory {
@@ -111,7 +113,12 @@ impl SimMemory {
             free_list: RefCell::new(Vec::new()),
             limit: base + nr_frames * 4096,
             live_tables: RefCell::new(0),
+            failing_tables: RefCell::new(0),
         }
+    }
+    /// The next `n` table allocations fail, as when memory runs out.
+    pub fn fail_next_tables(&self, n: u32) {
+        *self.failing_tables.borrow_mut() = n;
     }
     /// A zeroed frame that is not a table (data for leaves).
     pub fn alloc_frame(&self) -> Option<PhysAddr> {
@@ -165,6 +172,13 @@ impl TableMemory for SimMemory {
         self.write_u64(pa, value)
     }
     fn alloc_table(&self) -> Option<PhysAddr> {
+        {
+            let mut failing = self.failing_tables.borrow_mut();
+            if *failing > 0 {
+                *failing -= 1;
+                return None;
+            }
+        }
         let pa = self.alloc_frame()?;
         *self.live_tables.borrow_mut() += 1;
         Some(pa)
