@@ -883,7 +883,8 @@ fn probe_one(
         Err(_) => String::new(),
     };
     let headers = memory::alloc_frames(0).map_err(|_| ProbeError::NoMemory)?;
-    memory::zero_frames(headers, 0);
+    // SAFETY: just allocated, not yet given to the device.
+    unsafe { memory::zero_frames(headers, 0) };
     const _: () = assert!(QUEUE_SIZE * core::mem::size_of::<Header>() <= PAGE_SIZE as usize);
     let max_request_pages = match size_max {
         Some(bytes) => (bytes as usize / PAGE_BYTES).clamp(1, MAX_REQUEST_PAGES),

@@ -215,10 +215,17 @@ pub fn free_frames(pa: PhysAddr, order: u8) {
 }
 
 /// Fills `2^order` frames at `pa` with zeros.
-pub fn zero_frames(pa: PhysAddr, order: u8) {
+///
+/// # Safety
+///
+/// The `2^order` frames from `pa` are RAM the caller owns: allocated from
+/// the frame allocator (or reserved at boot) and not yet published, so
+/// that nothing else (no Rust object, no device, no other CPU) reads or
+/// writes them until this returns.
+pub unsafe fn zero_frames(pa: PhysAddr, order: u8) {
     let va = phys_to_virt(pa).as_u64() as *mut u8;
-    // SAFETY: the caller owns the frames (just allocated); they are RAM,
-    // mapped read-write in the direct map.
+    // SAFETY: RAM (caller's contract), mapped read-write in the direct
+    // map, and owned by the caller, so no one else sees the writes.
     unsafe { core::ptr::write_bytes(va, 0, (PAGE_SIZE << order) as usize) };
 }
 
