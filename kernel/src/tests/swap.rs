@@ -642,7 +642,8 @@ fn write_header(disk: &'static BlockDevice, page: &[u8]) -> Result<(), String> {
     let buf =
         unsafe { core::slice::from_raw_parts_mut(memory::phys_to_virt(frame).as_u64() as *mut u8, 4096) };
     buf.copy_from_slice(page);
-    let r = disk.write_pages(0, frame, 1).map_err(|e| format!("writing the header: {e}"));
+    // SAFETY: our frame; `buf`'s last use is above.
+    let r = unsafe { disk.write_pages(0, frame, 1) }.map_err(|e| format!("writing the header: {e}"));
     memory::free_frames(frame, 0);
     r
 }
@@ -787,7 +788,8 @@ fn stall_on(disk: &'static BlockDevice, ty: SwapType) -> Result<(), String> {
             let frame = memory::alloc_frames(0).map_err(|e| format!("no frame: {e:?}"))?;
             let mut r = Ok(());
             while r.is_ok() && !stop.load(Ordering::Relaxed) {
-                r = other.read_pages(0, frame, 1).map_err(|e| format!("{e}"));
+                // SAFETY: a frame this task allocated and touches nowhere else.
+                r = unsafe { other.read_pages(0, frame, 1) }.map_err(|e| format!("{e}"));
                 reads.fetch_add(1, Ordering::Relaxed);
                 sched::sleep_ms(5);
             }
@@ -847,7 +849,8 @@ fn stall_on(disk: &'static BlockDevice, ty: SwapType) -> Result<(), String> {
     // A request to the retired disk fails at once.
     let frame = memory::alloc_frames(0).map_err(|e| format!("no frame: {e:?}"))?;
     let t1 = sched::ticks();
-    let r = disk.read_pages(1, frame, 1);
+    // SAFETY: a frame we just allocated and free only after the request.
+    let r = unsafe { disk.read_pages(1, frame, 1) };
     memory::free_frames(frame, 0);
     match r {
         Err(IoError::OutOfService { .. }) if ms(sched::ticks() - t1) < STALL_TIMEOUT_MS => {}
