@@ -355,14 +355,17 @@ fn gup_write_reference_survives_swap(_: &TestEnv<'_>) -> Result<(), String> {
     let result = (|| {
         pageout(&space, base, 4 * 4096)?;
         // The device writes through the reference while the page is out.
-        crate::tests::kit::kwrite(held[0], 0x77);
+        // SAFETY: a page of an anonymous folio we hold a writable
+        // reference on (`Hold::Get`, write).
+        unsafe { crate::tests::kit::kwrite(held[0], 0x77) };
         // The task reads it (swap-in), then writes another byte of it.
         let seen = run_in(&space, move || {
             let v = uaccess::read_u8(base + 4096);
             uaccess::write_u8(base + 4096 + 8, 0x88);
             v
         })?;
-        let through_ref = crate::tests::kit::kread(PhysAddr::new(held[0].as_u64() + 8));
+        // SAFETY: byte 8 of the page we hold a reference on.
+        let through_ref = unsafe { crate::tests::kit::kread(PhysAddr::new(held[0].as_u64() + 8)) };
         if seen != 0x77 || through_ref != 0x88 {
             return Err(format!(
                 "the task read {seen:#x} (device wrote 0x77) and the reference sees {through_ref:#x} \
