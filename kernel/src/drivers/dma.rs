@@ -54,7 +54,9 @@ pub fn map_mmio(pa: u64, size: u64) -> Result<(), arch::MapDeviceError> {
         unsafe { memory::zero_frames(frame, 0) };
         Some(frame)
     };
-    Arch::map_device(memory::kernel_root(), pa, size, &mut alloc_table)
+    // SAFETY: the kernel root, and `alloc_table` hands over zeroed frames
+    // fresh from the allocator, never freed (they become kernel tables).
+    unsafe { Arch::map_device(memory::kernel_root(), pa, size, &mut alloc_table) }
 }
 
 // SAFETY: `dma_alloc` returns zeroed, page-aligned, exclusively owned frames
