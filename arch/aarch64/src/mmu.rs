@@ -178,8 +178,9 @@ impl Mmu for Aarch64 {
     /// the boot tables map 0..1 GiB (virt's devices and 32-bit PCI window)
     /// and 256..512 GiB (its high ECAM) as Device memory; nothing else is
     /// mapped for devices, so a range outside them is refused. (`root` and
-    /// `alloc_table` serve x86_64, which maps what its bootloader left out.)
-    fn map_device(
+    /// `alloc_table` serve x86_64, which maps what its bootloader left out;
+    /// this touches no memory, so it asks nothing of its caller.)
+    unsafe fn map_device(
         _root: PhysAddr,
         pa: u64,
         size: u64,

@@ -75,7 +75,14 @@ pub trait Mmu {
     /// the direct-map address of `pa`, uncached, in the kernel root `root`;
     /// page tables it needs come from `alloc_table` (zeroed frames). Boot
     /// only, before any address space copies the kernel half.
-    fn map_device(
+    ///
+    /// # Safety
+    ///
+    /// `root` is the kernel root ([`Mmu::kernel_root`]): the implementation
+    /// walks and writes the tables under it through the direct map. Every
+    /// frame `alloc_table` returns is a zeroed frame the caller owns and
+    /// gives up for good (it becomes a table of that tree).
+    unsafe fn map_device(
         root: PhysAddr,
         pa: u64,
         size: u64,

@@ -133,13 +133,20 @@ impl core::fmt::Display for MapDeviceError {
 /// Serialises `Mmu::map_device` (two callers must not both add a table).
 static MAP_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
-/// The entry at `index` of the table at physical `table`.
-fn table_entry(table: u64, index: u64) -> &'static AtomicU64 {
+/// The entry at `index` (below 512) of the table at physical `table`.
+///
+/// # Safety
+///
+/// `table` is a page-table frame of the kernel root's tree (the root, or a
+/// table an entry of it names, or a frame `map_device`'s `alloc_table` has
+/// just given for one), which stays a table for the kernel's life.
+unsafe fn table_entry(table: u64, index: u64) -> &'static AtomicU64 {
+    debug_assert!(index < 512 && table.is_multiple_of(4096));
     let va = crate::phys_offset() + table + index * 8;
-    // SAFETY: `table` is a page-table frame of the kernel root's tree (the
-    // root, or a table an entry of it names), which the bootloader's map of
-    // physical memory covers; entries are u64-aligned and only accessed
-    // atomically here and by the hardware walker.
+    // SAFETY: `table` is a page-table frame of the kernel root's tree
+    // (contract), which the bootloader's map of physical memory covers;
+    // entries are u64-aligned and only accessed atomically here and by the
+    // hardware walker.
     unsafe { &*(va as *const AtomicU64) }
 }
 
@@ -203,7 +210,12 @@ impl Mmu for X86_64 {
     /// entries 256..512 are copied when a space is made; an entry added
     /// later would be missing from it). Making entries present needs no TLB
     /// flush.
-    fn map_device(root: PhysAddr, pa: u64, size: u64, alloc_table: TableAlloc) -> Result<(), MapDeviceError> {
+    unsafe fn map_device(
+        root: PhysAddr,
+        pa: u64,
+        size: u64,
+        alloc_table: TableAlloc,
+    ) -> Result<(), MapDeviceError> {
         let start = pa & !0xfff;
         let end =
             pa.checked_add(size).and_then(|e| e.checked_add(0xfff)).ok_or(MapDeviceError::BadRange)? & !0xfff;
@@ -213,19 +225,31 @@ impl Mmu for X86_64 {
         }
         Self::with_irqs_disabled(|| {
             let _guard = MAP_LOCK.lock();
-            (start..end).step_by(4096).try_for_each(|page| map_device_page(root.as_u64(), page, alloc_table))
+            // SAFETY: `root` is the kernel root and `alloc_table` gives
+            // owned zeroed frames (this function's contract).
+            (start..end)
+                .step_by(4096)
+                .try_for_each(|page| unsafe { map_device_page(root.as_u64(), page, alloc_table) })
         })
     }
 }
 
 /// Maps the one page at `pa` (see `Mmu::map_device`).
-fn map_device_page(root: u64, pa: u64, alloc_table: TableAlloc) -> Result<(), MapDeviceError> {
+///
+/// # Safety
+///
+/// As for `Mmu::map_device`: `root` is the kernel root, `alloc_table`
+/// gives zeroed frames the caller gives up for good.
+unsafe fn map_device_page(root: u64, pa: u64, alloc_table: TableAlloc) -> Result<(), MapDeviceError> {
     let va = crate::phys_offset() + pa;
     let mut table = root;
     // PML4, PDPT, PD: follow or make the next table; a huge leaf on the
     // way must already map `pa`.
     for shift in [39u32, 30, 21] {
-        let entry = table_entry(table, (va >> shift) & 0x1ff);
+        // SAFETY: `table` is the root (contract), a frame `alloc_table`
+        // just gave and we linked in, or the table a present non-leaf entry
+        // of the kernel tree names; the index is below 512.
+        let entry = unsafe { table_entry(table, (va >> shift) & 0x1ff) };
         let value = entry.load(Ordering::Acquire);
         if value & P == 0 {
             let frame = alloc_table().ok_or(MapDeviceError::NoMemory)?.as_u64();
@@ -243,7 +267,8 @@ fn map_device_page(root: u64, pa: u64, alloc_table: TableAlloc) -> Result<(), Ma
         }
         table = value & ADDR;
     }
-    let entry = table_entry(table, (va >> 12) & 0x1ff);
+    // SAFETY: as in the loop: the page table the PD entry names.
+    let entry = unsafe { table_entry(table, (va >> 12) & 0x1ff) };
     let value = entry.load(Ordering::Acquire);
     if value & P != 0 {
         return if value & ADDR == pa { Ok(()) } else { Err(MapDeviceError::Occupied { va }) };

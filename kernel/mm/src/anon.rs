@@ -124,6 +124,14 @@ pub fn remove_pte_mapping(memmap: &Memmap, pa: PhysAddr) -> Folio<'_> {
     folio
 }
 
+/// True when `pa` is a page of a live anonymous folio (`SwapBacked`, with a
+/// reference): what [`crate::fault::FrameSource::copy_page`] may copy to
+/// and from. The kernel's copy checks it (see [`crate::folio::folio_covering`]).
+pub fn is_live_anon_page(memmap: &Memmap, pa: PhysAddr) -> bool {
+    crate::folio::folio_covering(memmap, pa, 1)
+        .is_some_and(|f| f.test_flag(PageFlag::SwapBacked) && f.refcount() > 0)
+}
+
 /// Drops the reference a removed mapping held on `folio`, freeing the folio
 /// when it was the last. Returns whether it was freed.
 pub fn put_anon_folio(frames: &FrameAllocator, folio: Folio<'_>) -> bool {
@@ -174,6 +182,26 @@ mod tests {
         assert_eq!((f.page_mapcount(0), f.refcount()), (0, 1));
         assert!(put_anon_folio(fa, g));
         assert_eq!(fa.nr_free_pages(), free);
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn only_pages_of_live_anon_folios_are_anon_pages() {
+        let fa = allocator();
+        let f = alloc_anon_folio(fa, AllocKind::Normal, space(1), 0, |_| {}).unwrap();
+        assert!(is_live_anon_page(fa.memmap(), f.pfn().phys()));
+        // A folio that is not anonymous, and a raw frame: no.
+        let other = fa.alloc_folio(0, AllocKind::Normal).unwrap().publish();
+        assert!(!is_live_anon_page(fa.memmap(), other.pfn().phys()));
+        let raw = fa.alloc(0, AllocKind::Normal).unwrap();
+        assert!(!is_live_anon_page(fa.memmap(), raw.phys()));
+        // Freed: no longer.
+        let pa = f.pfn().phys();
+        assert!(put_anon_folio(fa, remove_pte_mapping(fa.memmap(), pa)));
+        assert!(!is_live_anon_page(fa.memmap(), pa));
+        fa.free(raw, 0);
+        assert!(other.put());
+        fa.free_folio(other);
         fa.check_consistency().unwrap();
     }
 

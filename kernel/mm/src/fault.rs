@@ -89,6 +89,14 @@ pub trait FrameSource {
     fn huge_zero(&self) -> Option<PhysAddr>;
     /// Copies the 4 KiB frame at `src` to the frame at `dst` (copy on
     /// write; the kernel does it through its direct map).
+    ///
+    /// Contract (`mm` has no `unsafe`, so it is not an `unsafe fn`; an
+    /// implementation that touches real memory checks what it can and
+    /// panics on a broken one): `dst` is a page of an anonymous folio that
+    /// [`FrameSource::alloc_anon_page`] or [`FrameSource::alloc_anon_huge`]
+    /// just returned and that nothing maps yet; `src` is a different page of
+    /// an anonymous folio the caller keeps mapped (so referenced) until
+    /// this returns.
     fn copy_page(&self, dst: PhysAddr, src: PhysAddr);
     /// The memmap describing the frames this source hands out (the fault
     /// handler reads the folio state of a write-protected page from it).

@@ -154,6 +154,21 @@ pub fn folio_of(memmap: &Memmap, pfn: Pfn) -> Option<Folio<'_>> {
     covers.then_some(Folio { memmap, head, pfn: head_pfn })
 }
 
+/// The folio that holds all of the `nr` pages from `frame`, if one does.
+///
+/// `mm` has no `unsafe`, so the kernel's side of a trait that takes a raw
+/// frame from `mm` (a disk transfer, a page copy) is a safe method: it
+/// checks with this that it is aimed at a folio's pages, never at a page
+/// table, the heap or a stack (those are raw frames, not folios).
+pub fn folio_covering(memmap: &Memmap, frame: PhysAddr, nr: usize) -> Option<Folio<'_>> {
+    if nr == 0 || !frame.is_aligned(crate::addr::PAGE_SIZE) {
+        return None;
+    }
+    let folio = folio_of(memmap, frame.pfn())?;
+    let end = frame.pfn().since(folio.pfn()).checked_add(nr as u64)?;
+    (end <= folio.nr_pages() as u64).then_some(folio)
+}
+
 impl<'a> Folio<'a> {
     /// The folio order: it has `2^order` pages.
     pub fn order(&self) -> u8 {
@@ -777,6 +792,26 @@ mod tests {
         }
         assert_eq!(folio_of(mm, Pfn::new(0x8000 + 511)).unwrap().pfn(), Pfn::new(0x8000));
         assert_eq!(folio_of(mm, Pfn::new(0x8200)), None);
+    }
+
+    #[test]
+    fn folio_covering_takes_only_pages_of_one_folio() {
+        let mm = memmap(0x7e00, 1040);
+        let big = UnpublishedFolio::prep(mm, Pfn::new(0x8000), 9).publish();
+        let small = UnpublishedFolio::prep(mm, Pfn::new(0x8200), 0).publish();
+        let at = |pfn: u64| PhysAddr::new(pfn << 12);
+        assert_eq!(folio_covering(mm, at(0x8000), 512), Some(big));
+        assert_eq!(folio_covering(mm, at(0x8100), 256), Some(big));
+        assert_eq!(folio_covering(mm, at(0x8200), 1), Some(small));
+        // Past the folio's end (into the next folio), none, misaligned,
+        // a raw frame, outside the memmap: refused.
+        assert_eq!(folio_covering(mm, at(0x81ff), 2), None);
+        assert_eq!(folio_covering(mm, at(0x8000), 0), None);
+        assert_eq!(folio_covering(mm, PhysAddr::new((0x8000 << 12) + 8), 1), None);
+        assert_eq!(folio_covering(mm, at(0x7fff), 1), None);
+        assert_eq!(folio_covering(mm, at(0x8201), 1), None);
+        assert_eq!(folio_covering(mm, at(0x100), 1), None);
+        assert_eq!(folio_covering(mm, at(0x8000), usize::MAX), None);
     }
 
     #[test]

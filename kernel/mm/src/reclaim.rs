@@ -123,7 +123,8 @@ pub trait ReclaimHost {
     /// whose fault it is).
     type IoError: core::fmt::Debug;
     /// Writes the `nr` frames from `frame` on to the slots from `first` on
-    /// of `dev`. May sleep.
+    /// of `dev`. May sleep. The frames are pages of one folio reclaim holds
+    /// locked (the contract of [`crate::swap::swapin::SwapBackend::write`]).
     fn write(
         &self,
         dev: &Self::Device,

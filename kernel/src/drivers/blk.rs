@@ -553,18 +553,41 @@ impl BlockDevice {
     }
 
     /// Reads disk pages `first_page..first_page + nr_pages` into the
-    /// `nr_pages` physically contiguous frames at `frame`. The caller owns
-    /// those frames (holds a reference and touches them nowhere else until
-    /// this returns). Task context, no spin lock held; sleeps until done.
-    pub fn read_pages(&self, first_page: u64, frame: PhysAddr, nr_pages: usize) -> Result<(), IoError> {
+    /// `nr_pages` physically contiguous frames at `frame`. Task context, no
+    /// spin lock held; sleeps until done.
+    ///
+    /// # Safety
+    ///
+    /// A buffer that is empty, not page-aligned or not all in one range of
+    /// usable RAM is refused (`BadBuffer`) before any transfer. Otherwise
+    /// the caller owns those frames: it keeps them allocated, and nothing
+    /// else (no Rust object, no CPU, no device) reads or writes them, until
+    /// this returns; the device writes them.
+    pub unsafe fn read_pages(
+        &self,
+        first_page: u64,
+        frame: PhysAddr,
+        nr_pages: usize,
+    ) -> Result<(), IoError> {
         self.transfer(Op::Read, first_page, frame, nr_pages)
     }
 
     /// Writes the `nr_pages` physically contiguous frames at `frame` to
-    /// disk pages `first_page..first_page + nr_pages`. The caller keeps the
-    /// frames alive and unchanged until this returns. Task context, no spin
-    /// lock held; sleeps until done.
-    pub fn write_pages(&self, first_page: u64, frame: PhysAddr, nr_pages: usize) -> Result<(), IoError> {
+    /// disk pages `first_page..first_page + nr_pages`. Task context, no
+    /// spin lock held; sleeps until done.
+    ///
+    /// # Safety
+    ///
+    /// A bad buffer is refused as for [`BlockDevice::read_pages`].
+    /// Otherwise the caller keeps the frames allocated, and unchanged by the
+    /// kernel, until this returns: the device reads them behind the
+    /// kernel's back.
+    pub unsafe fn write_pages(
+        &self,
+        first_page: u64,
+        frame: PhysAddr,
+        nr_pages: usize,
+    ) -> Result<(), IoError> {
         self.transfer(Op::Write, first_page, frame, nr_pages)
     }
 
@@ -883,7 +906,8 @@ fn probe_one(
         Err(_) => String::new(),
     };
     let headers = memory::alloc_frames(0).map_err(|_| ProbeError::NoMemory)?;
-    memory::zero_frames(headers, 0);
+    // SAFETY: just allocated, not yet given to the device.
+    unsafe { memory::zero_frames(headers, 0) };
     const _: () = assert!(QUEUE_SIZE * core::mem::size_of::<Header>() <= PAGE_SIZE as usize);
     let max_request_pages = match size_max {
         Some(bytes) => (bytes as usize / PAGE_BYTES).clamp(1, MAX_REQUEST_PAGES),

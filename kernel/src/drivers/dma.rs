@@ -50,10 +50,13 @@ fn order_of(pages: usize) -> u8 {
 pub fn map_mmio(pa: u64, size: u64) -> Result<(), arch::MapDeviceError> {
     let mut alloc_table = || {
         let frame = memory::alloc_frames(0).ok()?;
-        memory::zero_frames(frame, 0);
+        // SAFETY: just allocated, not yet in any table: ours alone.
+        unsafe { memory::zero_frames(frame, 0) };
         Some(frame)
     };
-    Arch::map_device(memory::kernel_root(), pa, size, &mut alloc_table)
+    // SAFETY: the kernel root, and `alloc_table` hands over zeroed frames
+    // fresh from the allocator, never freed (they become kernel tables).
+    unsafe { Arch::map_device(memory::kernel_root(), pa, size, &mut alloc_table) }
 }
 
 // SAFETY: `dma_alloc` returns zeroed, page-aligned, exclusively owned frames
@@ -66,7 +69,8 @@ unsafe impl Hal for KernelHal {
         let order = order_of(pages);
         match memory::alloc_frames(order) {
             Ok(pa) => {
-                memory::zero_frames(pa, order);
+                // SAFETY: just allocated, not yet handed to the driver.
+                unsafe { memory::zero_frames(pa, order) };
                 let va = memory::phys_to_virt(pa).as_u64() as *mut u8;
                 // A direct-map address is never null.
                 (pa.as_u64(), NonNull::new(va).expect("dma_alloc: null direct-map address"))

@@ -241,6 +241,10 @@ impl GrowingHeap {
     fn add_region(&self, pa: PhysAddr, order: u8) -> bool {
         let start = super::phys_to_virt(pa).as_u64() as usize;
         let size = (PAGE_SIZE << order) as usize;
+        // Zeroed once: `memory`'s "Kernel memory is zeroed when taken".
+        // SAFETY: the frames were just taken from the frame allocator for
+        // this region and are not yet published to anyone.
+        unsafe { super::zero_frames(pa, order) };
         // SAFETY: the frames were just taken from the frame allocator for
         // this region alone; they are RAM, mapped read-write in the direct
         // map at `start`, and go back only when the region is taken out.

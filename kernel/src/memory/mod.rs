@@ -126,7 +126,9 @@ pub fn init(info: &BootInfo) -> Result<(), InitError> {
     let heap_va = phys_to_virt(heap);
     HEAP_START.store(heap_va.as_u64(), Ordering::Relaxed);
     // Zeroed once: see "Kernel memory is zeroed when taken" above.
-    zero_frames(heap, (BOOT_HEAP_SIZE / PAGE_SIZE).trailing_zeros() as u8);
+    // SAFETY: the early allocator just gave these frames to the heap,
+    // which has not started: nothing else reaches them.
+    unsafe { zero_frames(heap, (BOOT_HEAP_SIZE / PAGE_SIZE).trailing_zeros() as u8) };
     // SAFETY: the frames were just taken from the early allocator, which
     // never hands them out again; they are RAM, mapped read-write in the
     // direct map at `heap_va`, and `init` runs once, before any allocation.
@@ -222,10 +224,17 @@ pub fn free_frames(pa: PhysAddr, order: u8) {
 }
 
 /// Fills `2^order` frames at `pa` with zeros.
-pub fn zero_frames(pa: PhysAddr, order: u8) {
+///
+/// # Safety
+///
+/// The `2^order` frames from `pa` are RAM the caller owns: allocated from
+/// the frame allocator (or reserved at boot) and not yet published, so
+/// that nothing else (no Rust object, no device, no other CPU) reads or
+/// writes them until this returns.
+pub unsafe fn zero_frames(pa: PhysAddr, order: u8) {
     let va = phys_to_virt(pa).as_u64() as *mut u8;
-    // SAFETY: the caller owns the frames (just allocated); they are RAM,
-    // mapped read-write in the direct map.
+    // SAFETY: RAM (caller's contract), mapped read-write in the direct
+    // map, and owned by the caller, so no one else sees the writes.
     unsafe { core::ptr::write_bytes(va, 0, (PAGE_SIZE << order) as usize) };
 }
 

@@ -31,23 +31,36 @@ pub use crate::arch::Format;
 /// Table memory of the running kernel.
 pub struct KernelTables;
 
-fn entry_at(pa: PhysAddr) -> &'static AtomicU64 {
+/// The page-table entry at `pa`, through the direct map.
+///
+/// # Safety
+///
+/// `pa` is inside a page-table frame (RAM, so in the direct map) that stays
+/// a table while the returned reference is used: a table reached from a
+/// live root or just made by [`TableMemory::alloc_table`]. Its entries are
+/// only ever accessed atomically (here and by the hardware walker), never
+/// through a plain Rust reference. Alignment is checked (a panic).
+unsafe fn entry_at(pa: PhysAddr) -> &'static AtomicU64 {
     assert!(pa.is_aligned(8), "entry_at: unaligned entry address {pa}");
     let va = memory::phys_to_virt(pa).as_u64();
-    // SAFETY: `pa` is an 8-aligned address inside a page-table frame (the
-    // only addresses `mm::pgtable` passes), which is RAM mapped read-write
-    // in the direct map for the kernel's whole life; page-table entries are
-    // only ever accessed atomically (by us and by the hardware walker), so
-    // viewing them as AtomicU64 is sound.
+    // SAFETY: an 8-aligned (checked above) address inside a page-table
+    // frame (contract), which is RAM mapped read-write in the direct map;
+    // entries are only ever accessed atomically, so viewing one as an
+    // AtomicU64 is sound. The `'static` is the caller's to keep (contract).
     unsafe { &*(va as *const AtomicU64) }
 }
 
 impl TableMemory for KernelTables {
     fn read_entry(&self, pa: PhysAddr) -> u64 {
-        entry_at(pa).load(Ordering::Acquire)
+        // SAFETY: `mm::pgtable`, the one user of `TableMemory`, passes only
+        // addresses of entries in tables it walks from a live root or just
+        // got from `alloc_table`, and frees a table only once no entry
+        // points at it (`TableMemory::free_table`); the reference ends here.
+        unsafe { entry_at(pa) }.load(Ordering::Acquire)
     }
     fn write_entry(&self, pa: PhysAddr, value: u64) {
-        entry_at(pa).store(value, Ordering::Release);
+        // SAFETY: as in `read_entry`.
+        unsafe { entry_at(pa) }.store(value, Ordering::Release);
         Arch::table_write_barrier();
     }
     fn alloc_table(&self) -> Option<PhysAddr> {
@@ -124,7 +137,8 @@ impl TableMemory for KernelHalfTables {
 /// A zeroed table frame, marked `PageTable` and counted in `count`.
 fn new_table(kind: AllocKind, count: &AtomicU64) -> Option<PhysAddr> {
     let pa = memory::alloc_frames_of(0, kind).ok()?;
-    memory::zero_frames(pa, 0);
+    // SAFETY: just allocated, not yet in any table: ours alone.
+    unsafe { memory::zero_frames(pa, 0) };
     if let Some(page) = memory::frame_allocator().memmap().get(pa.pfn()) {
         page.set_flag(PageFlag::PageTable);
     }

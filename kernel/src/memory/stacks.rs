@@ -261,7 +261,9 @@ impl KernelStack {
         };
         // Zeroed though nothing reads it: see `memory`'s "Kernel memory is
         // zeroed when taken" (a stack is written a few bytes at a time).
-        memory::zero_frames(block, STACK_ORDER);
+        // SAFETY: the block was just allocated and is not mapped in the
+        // window yet: nobody else can reach it.
+        unsafe { memory::zero_frames(block, STACK_ORDER) };
         let tree = kernel_tree();
         let mut slots = SLOTS.lock();
         for i in 0..NR_PAGES {

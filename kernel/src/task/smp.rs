@@ -37,7 +37,9 @@ pub fn bring_up(cpus: &CpuList) -> usize {
         };
         // Zeroed though nothing reads it: see `memory`'s "Kernel memory is
         // zeroed when taken".
-        memory::zero_frames(stack, STACK_ORDER);
+        // SAFETY: just allocated for this CPU's stack, which has not
+        // started: nothing else reaches it.
+        unsafe { memory::zero_frames(stack, STACK_ORDER) };
         let top = memory::phys_to_virt(stack).as_u64() + (4096 << STACK_ORDER);
         // SAFETY: the stack was just allocated for this CPU and is never
         // freed (it becomes the CPU's idle stack).

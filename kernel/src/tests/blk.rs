@@ -59,10 +59,17 @@ impl Frames {
         nr_pages: usize,
         seed: u64,
     ) -> Result<(), String> {
+        assert!(
+            nr_pages <= 1 << self.order,
+            "round_trip: {nr_pages} pages into a buffer of {}",
+            1 << self.order
+        );
         self.fill(seed, first_disk_page);
-        disk.write_pages(first_disk_page, self.pa, nr_pages).map_err(|e| e.to_string())?;
+        // SAFETY (both requests): `nr_pages` of our own frames (checked
+        // above), which `&mut self` keeps from every other use meanwhile.
+        unsafe { disk.write_pages(first_disk_page, self.pa, nr_pages) }.map_err(|e| e.to_string())?;
         self.words().fill(0);
-        disk.read_pages(first_disk_page, self.pa, nr_pages).map_err(|e| e.to_string())?;
+        unsafe { disk.read_pages(first_disk_page, self.pa, nr_pages) }.map_err(|e| e.to_string())?;
         self.check(seed, first_disk_page, nr_pages)
     }
 
@@ -97,7 +104,8 @@ fn swap_disk_has_a_mkswap_header(_: &TestEnv<'_>) -> Result<(), String> {
         )
     })?;
     let page = Frames::new(0)?;
-    disk.read_pages(0, page.pa, 1).map_err(|e| e.to_string())?;
+    // SAFETY: our own frame, untouched until the read is over.
+    unsafe { disk.read_pages(0, page.pa, 1) }.map_err(|e| e.to_string())?;
     // SAFETY: the frame is ours and the read is over.
     let bytes = unsafe {
         core::slice::from_raw_parts(memory::phys_to_virt(page.pa).as_u64() as *const u8, PAGE_BYTES)
@@ -131,12 +139,14 @@ fn four_tasks_write_and_read_back(_: &TestEnv<'_>) -> Result<(), String> {
                 for (off, n) in RANGES {
                     let mut f = Frames::new(n.next_power_of_two().trailing_zeros() as u8)?;
                     f.fill(t + 1, base + off);
-                    disk.write_pages(base + off, f.pa, n).map_err(|e| e.to_string())?;
+                    // SAFETY: `n` pages of `f`, ours (sized for `n` above).
+                    unsafe { disk.write_pages(base + off, f.pa, n) }.map_err(|e| e.to_string())?;
                     bufs.push(f);
                 }
                 for ((off, n), f) in RANGES.iter().zip(&mut bufs) {
                     f.words().fill(0);
-                    disk.read_pages(base + off, f.pa, *n).map_err(|e| e.to_string())?;
+                    // SAFETY: as for the write: `n` pages of `f`, ours.
+                    unsafe { disk.read_pages(base + off, f.pa, *n) }.map_err(|e| e.to_string())?;
                     f.check(t + 1, base + off, *n).map_err(|e| format!("task {t}: {e}"))?;
                 }
                 Ok(())
@@ -172,12 +182,14 @@ fn past_the_end_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
     let cap = disk.capacity_pages();
     let mut f = Frames::new(1)?;
     for (first, n) in [(cap, 1), (cap - 1, 2), (u64::MAX, 1)] {
-        match disk.read_pages(first, f.pa, n) {
+        // SAFETY: `n` <= 2 pages of our order-1 `f`; refused anyway.
+        match unsafe { disk.read_pages(first, f.pa, n) } {
             Err(IoError::OutOfRange { .. }) => {}
             other => return Err(format!("read of pages {first}+{n} on a {cap}-page disk gave {other:?}")),
         }
     }
-    match disk.write_pages(cap, f.pa, 1) {
+    // SAFETY: a page of our `f`; refused anyway.
+    match unsafe { disk.write_pages(cap, f.pa, 1) } {
         Err(e @ IoError::OutOfRange { .. }) if e.to_string().contains("past the end") => {}
         other => return Err(format!("write of page {cap} gave {other:?}")),
     }
@@ -194,7 +206,9 @@ fn bad_buffers_are_refused(_: &TestEnv<'_>) -> Result<(), String> {
         (PhysAddr::new(0xffff_0000_0000), 1, "not in one range of usable RAM"),
     ];
     for (frame, n, why) in cases {
-        match disk.read_pages(64, frame, n) {
+        // SAFETY: every case is a buffer `read_pages` refuses before any
+        // transfer (its contract's first sentence); the test checks it does.
+        match unsafe { disk.read_pages(64, frame, n) } {
             Err(IoError::BadBuffer { why: w, .. }) if w == why => {}
             other => {
                 return Err(format!("read into {frame} x{n}: expected BadBuffer ({why}), got {other:?}"))
@@ -212,23 +226,29 @@ fn injected_errors_come_back_as_io_errors(_: &TestEnv<'_>) -> Result<(), String>
     let is_ioerr = |r: Result<(), IoError>| matches!(r, Err(IoError::Device { status: Status::IoErr, .. }));
     for page in [bad_write.start, bad_write.end - 1] {
         f.fill(1, page);
-        let r = disk.write_pages(page, f.pa, 1);
+        // SAFETY: one page of our `f`, untouched while the request runs.
+        let r = unsafe { disk.write_pages(page, f.pa, 1) };
         if !is_ioerr(r.clone()) {
             return Err(format!("write of page {page} (injected EIO) gave {r:?}"));
         }
-        disk.read_pages(page, f.pa, 1).map_err(|e| format!("read of page {page} should work: {e}"))?;
+        // SAFETY: as above.
+        unsafe { disk.read_pages(page, f.pa, 1) }
+            .map_err(|e| format!("read of page {page} should work: {e}"))?;
     }
     for page in [bad_read.start, bad_read.end - 1] {
         f.fill(2, page);
-        disk.write_pages(page, f.pa, 1).map_err(|e| format!("write of page {page} should work: {e}"))?;
-        let r = disk.read_pages(page, f.pa, 1);
+        // SAFETY (both requests): one page of our `f`, untouched meanwhile.
+        unsafe { disk.write_pages(page, f.pa, 1) }
+            .map_err(|e| format!("write of page {page} should work: {e}"))?;
+        let r = unsafe { disk.read_pages(page, f.pa, 1) };
         if !is_ioerr(r.clone()) {
             return Err(format!("read of page {page} (injected EIO) gave {r:?}"));
         }
     }
     // A request that only partly covers a failing range fails whole.
     let two = Frames::new(1)?;
-    let r = disk.read_pages(bad_read.start - 1, two.pa, 2);
+    // SAFETY: the two pages of our order-1 `two`.
+    let r = unsafe { disk.read_pages(bad_read.start - 1, two.pa, 2) };
     if !is_ioerr(r.clone()) {
         return Err(format!("read of pages {}..{} gave {r:?}", bad_read.start - 1, bad_read.start + 1));
     }

@@ -108,16 +108,27 @@ pub(crate) fn probe_write(va: u64, value: u8) -> Result<(), String> {
 
 /// Reads the byte at `pa` through the direct map: the kernel's view of a
 /// page it holds.
-pub(crate) fn kread(pa: PhysAddr) -> u8 {
-    // SAFETY: `pa` is in a RAM frame the caller holds (a reference or a
-    // pin from get_user_pages), mapped in the direct map; a byte read.
+///
+/// # Safety
+///
+/// `pa` is in a RAM frame the caller holds (a reference or a pin from
+/// get_user_pages) for the duration of the call, and no Rust object lives
+/// in that frame (an anonymous page: plain bytes).
+pub(crate) unsafe fn kread(pa: PhysAddr) -> u8 {
+    // SAFETY: in a RAM frame mapped in the direct map and kept allocated
+    // (contract); a volatile byte read of plain bytes.
     unsafe { core::ptr::read_volatile(memory::phys_to_virt(pa).as_u64() as *const u8) }
 }
 
 /// Writes the byte at `pa` through the direct map (as a device would
 /// through a pinned buffer).
-pub(crate) fn kwrite(pa: PhysAddr, v: u8) {
-    // SAFETY: as `kread`; the caller holds a write hold on the page.
+///
+/// # Safety
+///
+/// As for [`kread`], and the caller's hold allows writing (a write pin).
+pub(crate) unsafe fn kwrite(pa: PhysAddr, v: u8) {
+    // SAFETY: as in `kread`; a volatile byte write the hold allows, to
+    // plain bytes no Rust object owns.
     unsafe { core::ptr::write_volatile(memory::phys_to_virt(pa).as_u64() as *mut u8, v) }
 }
 

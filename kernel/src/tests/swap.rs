@@ -355,14 +355,17 @@ fn gup_write_reference_survives_swap(_: &TestEnv<'_>) -> Result<(), String> {
     let result = (|| {
         pageout(&space, base, 4 * 4096)?;
         // The device writes through the reference while the page is out.
-        crate::tests::kit::kwrite(held[0], 0x77);
+        // SAFETY: a page of an anonymous folio we hold a writable
+        // reference on (`Hold::Get`, write).
+        unsafe { crate::tests::kit::kwrite(held[0], 0x77) };
         // The task reads it (swap-in), then writes another byte of it.
         let seen = run_in(&space, move || {
             let v = uaccess::read_u8(base + 4096);
             uaccess::write_u8(base + 4096 + 8, 0x88);
             v
         })?;
-        let through_ref = crate::tests::kit::kread(PhysAddr::new(held[0].as_u64() + 8));
+        // SAFETY: byte 8 of the page we hold a reference on.
+        let through_ref = unsafe { crate::tests::kit::kread(PhysAddr::new(held[0].as_u64() + 8)) };
         if seen != 0x77 || through_ref != 0x88 {
             return Err(format!(
                 "the task read {seen:#x} (device wrote 0x77) and the reference sees {through_ref:#x} \
@@ -646,7 +649,8 @@ fn write_header(disk: &'static BlockDevice, page: &[u8]) -> Result<(), String> {
     let buf =
         unsafe { core::slice::from_raw_parts_mut(memory::phys_to_virt(frame).as_u64() as *mut u8, 4096) };
     buf.copy_from_slice(page);
-    let r = disk.write_pages(0, frame, 1).map_err(|e| format!("writing the header: {e}"));
+    // SAFETY: our frame; `buf`'s last use is above.
+    let r = unsafe { disk.write_pages(0, frame, 1) }.map_err(|e| format!("writing the header: {e}"));
     memory::free_frames(frame, 0);
     r
 }
@@ -791,7 +795,8 @@ fn stall_on(disk: &'static BlockDevice, ty: SwapType) -> Result<(), String> {
             let frame = memory::alloc_frames(0).map_err(|e| format!("no frame: {e:?}"))?;
             let mut r = Ok(());
             while r.is_ok() && !stop.load(Ordering::Relaxed) {
-                r = other.read_pages(0, frame, 1).map_err(|e| format!("{e}"));
+                // SAFETY: a frame this task allocated and touches nowhere else.
+                r = unsafe { other.read_pages(0, frame, 1) }.map_err(|e| format!("{e}"));
                 reads.fetch_add(1, Ordering::Relaxed);
                 sched::sleep_ms(5);
             }
@@ -851,7 +856,8 @@ fn stall_on(disk: &'static BlockDevice, ty: SwapType) -> Result<(), String> {
     // A request to the retired disk fails at once.
     let frame = memory::alloc_frames(0).map_err(|e| format!("no frame: {e:?}"))?;
     let t1 = sched::ticks();
-    let r = disk.read_pages(1, frame, 1);
+    // SAFETY: a frame we just allocated and free only after the request.
+    let r = unsafe { disk.read_pages(1, frame, 1) };
     memory::free_frames(frame, 0);
     match r {
         Err(IoError::OutOfService { .. }) if ms(sched::ticks() - t1) < STALL_TIMEOUT_MS => {}

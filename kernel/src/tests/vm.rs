@@ -729,7 +729,8 @@ fn gup_write_pin_breaks_cow_and_makes_the_page_exclusive(_: &TestEnv<'_>) -> Res
     check_family(&parent, &child, "with the pin")?;
     // What the kernel writes through the pin, the parent reads; the child
     // keeps the old byte.
-    kwrite(pinned[0], 0x99);
+    // SAFETY: a page of an anonymous folio under our write pin.
+    unsafe { kwrite(pinned[0], 0x99) };
     let (p, c) = (
         run_in(&parent, move || uaccess::read_u8(base + 4096))?,
         run_in(&child, move || uaccess::read_u8(base + 4096))?,
@@ -764,10 +765,12 @@ fn gup_pinned_page_across_fork_is_copied_for_the_child(_: &TestEnv<'_>) -> Resul
         }
         // Writes through the pin and by the parent both land in the pinned
         // frame: no copy on write ever moves the parent away from it.
-        kwrite(pinned[0], 0x77);
+        // SAFETY: a page of an anonymous folio under our write pin.
+        unsafe { kwrite(pinned[0], 0x77) };
         run_in(&parent, move || uaccess::write_u8(base + 8, 0x78))?;
         let copies = parent.nr_cow_copies();
-        let (a, b) = (kread(pinned[0]), kread(PhysAddr::new(pinned[0].as_u64() + 8)));
+        // SAFETY: bytes 0 and 8 of the page under our pin.
+        let (a, b) = unsafe { (kread(pinned[0]), kread(PhysAddr::new(pinned[0].as_u64() + 8))) };
         let (p0, c0) = (
             run_in(&parent, move || uaccess::read_u8(base))?,
             run_in(&child, move || uaccess::read_u8(base))?,
@@ -811,7 +814,8 @@ fn gup_get_and_pin_on_a_thp(_: &TestEnv<'_>) -> Result<(), String> {
     let result = space.munmap(VirtAddr::new(base + 256 * 4096), 256 * 4096).map_err(|e| format!("{e:?}"));
     let same = mm::folio::folio_of(memory::frame_allocator().memmap(), pins[0].pfn())
         .is_some_and(|f| f.order() == 9 && f.pincount() == 3);
-    kwrite(pins[1], 0x31);
+    // SAFETY: a page of an anonymous folio under our write pin.
+    unsafe { kwrite(pins[1], 0x31) };
     let seen = run_in(&space, move || uaccess::read_u8(base + 11 * 4096))?;
     release_user_pages(&pins, Hold::Pin);
     result?;

@@ -23,7 +23,9 @@ pub fn alloc_anon_page(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     // zeroing inside is of a frame nobody else can see yet.
     let folio = crate::sync::without_interrupts(|| {
         mm::anon::alloc_anon_folio(frame_allocator(), AllocKind::Normal, handle, index, |pa| {
-            zero_frames(pa, 0)
+            // SAFETY: `alloc_anon_folio` calls this with the frame it has
+            // just allocated, before it publishes the folio: ours alone.
+            unsafe { zero_frames(pa, 0) }
         })
     })
     .ok()?;
@@ -41,7 +43,10 @@ pub fn alloc_anon_huge(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     // nobody else can see yet.
     let folio = crate::sync::without_interrupts(|| {
         mm::thp::alloc_anon_huge_folio(frame_allocator(), AllocKind::Normal, handle, index, |pa| {
-            zero_frames(pa, mm::thp::HPAGE_ORDER)
+            // SAFETY: `alloc_anon_huge_folio` calls this with the first of
+            // the 512 frames it has just allocated, before it publishes the
+            // folio: ours alone.
+            unsafe { zero_frames(pa, mm::thp::HPAGE_ORDER) }
         })
     })
     .ok()?;
@@ -58,7 +63,11 @@ static HUGE_ZERO: spin::Once<Option<Pfn>> = spin::Once::new();
 pub fn init_huge_zero() {
     HUGE_ZERO.call_once(|| {
         crate::sync::without_interrupts(|| {
-            mm::thp::alloc_huge_zero_folio(frame_allocator(), |pa| zero_frames(pa, mm::thp::HPAGE_ORDER))
+            mm::thp::alloc_huge_zero_folio(frame_allocator(), |pa| {
+                // SAFETY: called with the first of the 512 frames just
+                // allocated, before the folio is published: ours alone.
+                unsafe { zero_frames(pa, mm::thp::HPAGE_ORDER) }
+            })
         })
         .ok()
         .map(|f| f.pfn())
@@ -91,11 +100,23 @@ pub fn put_anon_folio(folio: Folio<'_>) {
 }
 
 /// Copies the 4 KiB frame at `src` to the frame at `dst` (copy on write).
-pub fn copy_page(dst: PhysAddr, src: PhysAddr) {
+///
+/// # Safety
+///
+/// 1. `dst` and `src` are distinct page-aligned RAM frames (so both are in
+///    the direct map).
+/// 2. The caller owns `dst`: nothing else reads or writes it until this
+///    returns (a page just allocated and not yet mapped anywhere).
+/// 3. The caller holds a reference on `src`'s folio, so it is not freed
+///    and reused meanwhile, and `src` holds no Rust object (an anonymous
+///    page: plain bytes). The kernel does not write it meanwhile; a user or
+///    device write through a pin may race (fork copying a pinned page the
+///    parent keeps writable), and then the copy holds some mix of old and
+///    new bytes, as a fork during that write may.
+pub unsafe fn copy_page(dst: PhysAddr, src: PhysAddr) {
     let (d, s) = (phys_to_virt(dst).as_u64() as *mut u8, phys_to_virt(src).as_u64() as *const u8);
-    // SAFETY: both are RAM frames mapped read-write in the direct map; the
-    // caller owns `dst` (just allocated, unpublished) and holds a reference
-    // on `src`, which nobody writes meanwhile (it is mapped read-only and
-    // its write-protection was flushed everywhere). Distinct frames.
+    // SAFETY: both RAM frames mapped read-write in the direct map, `dst`
+    // ours alone and `src` kept alive with no Rust object in it, distinct
+    // (contract 1 to 3).
     unsafe { core::ptr::copy_nonoverlapping(s, d, PAGE_SIZE as usize) };
 }

@@ -108,7 +108,22 @@ impl FrameSource for KernelFrames {
         crate::vm::folios::huge_zero()
     }
     fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
-        crate::vm::folios::copy_page(dst, src);
+        // `mm` has no `unsafe`, so this method is safe to call: check what
+        // can be checked of `folios::copy_page`'s contract, so that a bug in
+        // a caller can at worst garble anonymous memory, never reach a page
+        // table, the heap or a stack (none of them is a `SwapBacked` folio).
+        let anon = |pa| mm::anon::is_live_anon_page(self.memmap(), pa);
+        assert!(
+            dst != src && anon(dst) && anon(src),
+            "copy_page: {dst} <- {src} is not a copy between two live anonymous pages"
+        );
+        // SAFETY: 1. distinct, aligned and in the memmap, so RAM (checked
+        // above). 2. and 3. are `FrameSource::copy_page`'s contract, which
+        // `mm`'s callers keep: `dst` is a page `alloc_anon_page` or
+        // `alloc_anon_huge` just returned and that nothing maps yet; `src`
+        // is a page of an anonymous folio (checked above) whose mapping
+        // the caller holds under the space lock, so it stays allocated.
+        unsafe { crate::vm::folios::copy_page(dst, src) };
     }
     fn memmap(&self) -> &mm::page::Memmap {
         memory::frame_allocator().memmap()

@@ -194,7 +194,9 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<SwapType, SwapOnError> {
     }
     let pages = disk.capacity_pages();
     let frame = memory::alloc_frames(0).map_err(|_| SwapOnError::NoMemory)?;
-    let header = disk.read_pages(0, frame, 1).map_err(SwapOnError::Read).and_then(|()| {
+    // SAFETY: a frame we just allocated, touched by nothing else before the
+    // read is over; freed after it.
+    let header = unsafe { disk.read_pages(0, frame, 1) }.map_err(SwapOnError::Read).and_then(|()| {
         // SAFETY: `frame` is a RAM frame we own, mapped in the direct
         // map; the read has completed, nobody else writes it.
         let page =
@@ -402,6 +404,15 @@ pub fn count_of(entry: SwapEntry) -> Option<u8> {
     area(entry.ty()).map(|d| d.area.count(entry))
 }
 
+/// Panics unless the `nr` frames at `frame` are pages of one folio: what
+/// `mm::swap` hands to [`Io`] (`SwapBackend`, a safe trait since `mm` has no
+/// `unsafe`). Page tables, the heap and stacks are raw frames, not folios,
+/// so a bug in a caller cannot aim the device at them.
+fn assert_one_folio(what: &str, frame: PhysAddr, nr: usize) {
+    let ok = mm::folio::folio_covering(memory::frame_allocator().memmap(), frame, nr).is_some();
+    assert!(ok, "swap: {what} {nr} pages at {frame}, not pages of one folio");
+}
+
 /// The disk and memory under `mm::swap` for one area.
 pub struct Io<'a>(pub &'a SwapDevice);
 
@@ -409,7 +420,12 @@ impl SwapBackend for Io<'_> {
     type IoError = IoError;
 
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), IoError> {
-        let r = self.0.disk.read_pages(first.offset(), frame, nr);
+        assert_one_folio("read into", frame, nr);
+        // SAFETY: pages of one folio (checked above), not a kernel object;
+        // `mm::swap` reads only into a folio it holds locked or has not
+        // published yet, so nothing else touches it until this returns
+        // (`SwapBackend::read`).
+        let r = unsafe { self.0.disk.read_pages(first.offset(), frame, nr) };
         match r {
             Ok(()) => PSWPIN.fetch_add(nr as u64, Ordering::Relaxed),
             Err(_) => READ_ERRORS.fetch_add(1, Ordering::Relaxed),
@@ -417,7 +433,11 @@ impl SwapBackend for Io<'_> {
         r
     }
     fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), IoError> {
-        let r = self.0.disk.write_pages(first.offset(), frame, nr);
+        assert_one_folio("write from", frame, nr);
+        // SAFETY: pages of one folio (checked above); `mm` writes a folio
+        // it holds locked with a reference, so it stays allocated and the
+        // kernel does not change it until this returns (`SwapBackend::write`).
+        let r = unsafe { self.0.disk.write_pages(first.offset(), frame, nr) };
         match &r {
             Ok(()) => {
                 PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed);

@@ -87,9 +87,16 @@ pub trait SwapBackend {
     /// which says whose fault it is (the device's, the caller's, memory).
     type IoError: fmt::Display + fmt::Debug;
     /// Reads `nr` slots from `first` on into the contiguous frames at
-    /// `frame`. May sleep.
+    /// `frame`. May sleep. Contract (not an `unsafe fn`: `mm` has no
+    /// `unsafe`; the kernel checks the first half,
+    /// [`crate::folio::folio_covering`]): the frames are pages of one
+    /// folio, which the caller holds locked or unpublished, so nothing else
+    /// reads or writes them until this returns.
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), Self::IoError>;
     /// Writes the `nr` frames at `frame` to the slots from `first` on.
+    /// Contract as for [`SwapBackend::read`], except that the folio is
+    /// only kept allocated and unchanged by the kernel (locked, with a
+    /// reference).
     fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), Self::IoError>;
     /// Waits a little: another task holds a folio lock or a slot claim.
     fn relax(&self);

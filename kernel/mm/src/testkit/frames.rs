@@ -37,10 +37,10 @@
 
 extern crate std;
 
-use crate::anon::{alloc_anon_folio, remove_pte_mapping};
+use crate::anon::{alloc_anon_folio, is_live_anon_page, remove_pte_mapping};
 use crate::bugs::{self, Bug};
 use crate::fault::FrameSource;
-use crate::folio::{AnonHandle, Folio, UnpublishedFolio};
+use crate::folio::{folio_covering, AnonHandle, Folio, UnpublishedFolio};
 use crate::frame::{AllocKind, FrameAllocator};
 use crate::lru::LruLists;
 use crate::page::Memmap;
@@ -471,6 +471,7 @@ impl SwapBackend for SimFrames {
     type IoError = String;
 
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
+        assert!(folio_covering(self.memmap(), frame, nr).is_some(), "read into {frame}+{nr}: not one folio");
         if fails(&self.fail_reads) {
             return Err(String::from("injected read error"));
         }
@@ -497,6 +498,7 @@ impl SwapBackend for SimFrames {
     }
 
     fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
+        assert!(folio_covering(self.memmap(), frame, nr).is_some(), "write from {frame}+{nr}: not one folio");
         if fails(&self.fail_writes) {
             return Err(String::from("injected write error"));
         }
@@ -559,6 +561,9 @@ impl FrameSource for SimFrames {
         self.zero.map(|pfn| PhysAddr::new(pfn << 12))
     }
     fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
+        // The contract the kernel's copy checks (and relies on).
+        let anon = |pa| is_live_anon_page(self.memmap(), pa);
+        assert!(dst != src && anon(dst) && anon(src), "copy_page: {dst} <- {src}, not two live anon pages");
         let bytes = self.frame(src.pfn());
         self.set_frame(dst.pfn(), bytes);
         bump(&self.nr_copies, 1);
