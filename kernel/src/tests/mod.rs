@@ -17,6 +17,7 @@
 //! | [`reclaim`] | kswapd's wake-up |
 //! | [`folio_flags`] | the stress test of the folio flags word (seed 003) |
 //! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
+//! | [`stress`] | the randomised mm stress: random operations on shared spaces against a shadow (`cargo xtask stress`) |
 //!
 //! Tests are plain functions registered in each file's `TESTS` list
 //! ([`register!`]) and gathered in [`all_tests`]. With `test=<filter>` on the command line the
@@ -76,6 +77,7 @@ pub mod pgtable;
 pub mod reclaim;
 pub mod sched;
 pub mod smp;
+pub mod stress;
 pub mod swap;
 pub mod tlb;
 pub mod vm;
@@ -96,6 +98,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         reclaim::TESTS,
         folio_flags::TESTS,
         blk::TESTS,
+        stress::TESTS,
     ]
     .into_iter()
     .flatten()

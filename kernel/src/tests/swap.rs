@@ -636,7 +636,7 @@ fn fill_with_ballast() -> Result<(), String> {
 }
 
 /// Writes `page` (4096 bytes) to page 0 of `disk`.
-fn write_header(disk: &'static BlockDevice, page: &[u8]) -> Result<(), String> {
+pub(crate) fn write_header(disk: &'static BlockDevice, page: &[u8]) -> Result<(), String> {
     let frame = memory::alloc_frames(0).map_err(|e| format!("no frame: {e:?}"))?;
     // SAFETY: a frame we own, in the direct map; nobody else sees it.
     let buf =
