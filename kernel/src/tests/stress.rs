@@ -38,7 +38,8 @@
 //! every task runs operations until the epoch's end; then, with every task
 //! waiting, the checker (`AddressSpace::check`) runs over every world; in
 //! the second phase every task reads all the pages of its share of the
-//! regions back against the shadow, and the checker runs again. Before
+//! regions back against the shadow (four words of every page; every word
+//! in the last epoch), and the checker runs again. Before
 //! the last epoch's second phase the faulty area is swapped off, so its
 //! pages come back through swapoff's walk and are verified.
 //!
@@ -95,7 +96,7 @@ const DEFAULT_SECS: u64 = 5;
 /// The seed when `seed=` is not given.
 pub const DEFAULT_SEED: u64 = 0x5eed_0013;
 /// Most pages one write or read operation touches (bounds an operation's time).
-const MAX_RW_PAGES: u64 = 256;
+const MAX_RW_PAGES: u64 = 64;
 /// Most pages one GUP operation holds.
 const MAX_GUP_PAGES: u64 = 16;
 /// Every failure message about contents starts so.
@@ -198,6 +199,8 @@ struct Counts {
     killed: AtomicU64,
     /// Faults of fork children (the worlds' own are read at the end).
     child_faults: AtomicU64,
+    /// The longest one operation took, in milliseconds.
+    slowest_op_ms: AtomicU64,
 }
 
 /// What the tasks and the coordinator share.
@@ -207,6 +210,8 @@ struct Shared {
     counts: Counts,
     /// The first mismatch, kill or error, with where it happened.
     first_error: spin::Mutex<Option<String>>,
+    /// What the slowest operation was.
+    slowest_op: spin::Mutex<Option<String>>,
     /// Bumped by the coordinator to start a phase.
     phase: AtomicU64,
     /// Tasks done with the current phase.
@@ -215,6 +220,9 @@ struct Shared {
     epoch_end_ns: AtomicU64,
     /// Set to end the run (also when a task died).
     stop: AtomicBool,
+    /// The quiescent read-back reads every word (the last epoch's), not
+    /// four of every page.
+    full_verify: AtomicBool,
     nr_tasks: u64,
 }
 
@@ -320,8 +328,15 @@ impl Ctx {
         let args = Args { region, first, pages, aux };
         let sh = self.sh.clone();
         let Some(mut shadow) = lock_region(&sh, self.world, region) else { return false };
+        let t0 = Arch::now_ns();
         (OPS[op].run)(self, &mut shadow, args);
         drop(shadow);
+        let ms = (Arch::now_ns() - t0) / 1_000_000;
+        if ms > self.sh.counts.slowest_op_ms.fetch_max(ms, Ordering::Relaxed) {
+            let what =
+                format!("task {} op #{} ({}, {args:?}) took {ms} ms", self.task, self.op_nr, OPS[op].name);
+            *self.sh.slowest_op.lock() = Some(what);
+        }
         self.sh.counts.ops[op].fetch_add(1, Ordering::Relaxed);
         self.op_nr += 1;
         true
@@ -654,17 +669,24 @@ fn op_gup(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
     release_user_pages(&held, hold);
 }
 
-/// Forks the world; a task in the child reads the whole region back
-/// against the shadow as it was at the fork and writes pages of its own,
-/// while the parent writes pages of the range; after the child has ended
-/// and its space is gone, the parent reads the whole region back (no write
-/// of either side may show through on the other).
+/// Forks the world; a task in the child reads the region back against the
+/// shadow as it was at the fork (every word of the range, four of every
+/// other page) and writes the range's pages with a stamp of its own, while
+/// the parent writes every other page of the range; after the child has
+/// ended and its space is gone, the parent reads the region back the same
+/// way (no write of either side may show through on the other).
 fn op_fork(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
     let world = ctx.world();
     world.nr_forks_active.fetch_add(1, Ordering::SeqCst);
     world.nr_forks_begun.fetch_add(1, Ordering::SeqCst);
     fork_and_exit(ctx, shadow, a);
     ctx.world().nr_forks_active.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// True when page `p` is among the pages an operation on `a` writes
+/// (read back in full after a fork; the rest of the region is sampled).
+fn in_range(a: Args, p: u64) -> bool {
+    (a.first..a.first + a.pages.min(MAX_RW_PAGES)).contains(&p)
 }
 
 fn fork_and_exit(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
@@ -686,7 +708,8 @@ fn fork_and_exit(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
         let mut view = snapshot.clone();
         let who = Who { task, op_nr, op: "fork", via: "child" };
         for (p, page) in view.iter_mut().enumerate() {
-            verify_user(&sh, who, page, region_va(region, p as u64), true, 0);
+            let p = p as u64;
+            verify_user(&sh, who, page, region_va(region, p), in_range(a, p), p);
         }
         for p in a.first..a.first + a.pages.min(MAX_RW_PAGES) {
             let page = &mut view[p as usize];
@@ -731,7 +754,7 @@ fn fork_and_exit(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
     let who = ctx.who("fork", "parent after the child exited");
     for p in 0..REGION_PAGES {
         let va = ctx.world().va(a.region, p);
-        ctx.verify_user(who, &mut shadow[p as usize], va, true, 0);
+        ctx.verify_user(who, &mut shadow[p as usize], va, in_range(a, p), p);
     }
 }
 
@@ -769,12 +792,13 @@ fn task_main(mut ctx: Ctx) -> Result<(), String> {
         phase += 1;
         let per_world = sh.nr_tasks / NR_WORLDS as u64;
         let slot = ctx.task / NR_WORLDS as u64;
+        let all = sh.full_verify.load(Ordering::SeqCst);
         for region in (0..NR_REGIONS).filter(|r| *r as u64 % per_world == slot) {
             let Some(mut shadow) = lock_region(&sh, ctx.world, region) else { return Ok(()) };
             let who = ctx.who("verify", "task at a quiescent point");
             for p in 0..REGION_PAGES {
                 let va = ctx.world().va(region, p);
-                ctx.verify_user(who, &mut shadow[p as usize], va, true, 0);
+                ctx.verify_user(who, &mut shadow[p as usize], va, all, p);
             }
         }
         sh.arrived.fetch_add(1, Ordering::SeqCst);
@@ -798,21 +822,43 @@ fn faulty_swapon() -> Result<Option<SwapType>, String> {
     Ok(Some(ty))
 }
 
-/// The totals of a run, printed as one `STRESS key=value ...` line.
+/// The totals of a run, printed as one `STRESS seed=0x... key=value ...`
+/// line: `prefix` + `name` = value each. Its room is reserved before the
+/// heap is measured, so the totals themselves are not counted as a leak.
 struct Totals {
-    fields: Vec<(String, String)>,
+    seed: u64,
+    fields: Vec<(&'static str, &'static str, i64)>,
 }
 
+/// Fields a [`Totals`] holds without growing.
+const TOTALS_ROOM: usize = 64;
+/// Bytes of error messages kept without growing (longer ones are cut).
+const REPORT_ROOM: usize = 4096;
+
 impl Totals {
-    fn add(&mut self, key: &str, value: impl core::fmt::Display) {
-        self.fields.push((String::from(key), format!("{value}")));
+    fn add(&mut self, name: &'static str, value: impl TryInto<i64>) {
+        self.add_prefixed("", name, value);
     }
-    fn line(&self) -> String {
-        let mut line = String::from("STRESS");
-        for (k, v) in &self.fields {
-            line.push_str(&format!(" {k}={v}"));
+    fn add_prefixed(&mut self, prefix: &'static str, name: &'static str, value: impl TryInto<i64>) {
+        self.fields.push((prefix, name, value.try_into().unwrap_or(i64::MAX)));
+    }
+    fn print(&self) {
+        crate::print!("\nSTRESS seed={:#x}", self.seed);
+        for (prefix, name, v) in &self.fields {
+            crate::print!(" {prefix}{name}={v}");
         }
-        line
+        crate::println!();
+    }
+}
+
+/// Appends `why` to `report` (`; ` between messages), cut to its room.
+fn append_report(report: &mut String, why: &str) {
+    let sep = if report.is_empty() { "" } else { "; " };
+    for c in sep.chars().chain(why.chars()) {
+        if report.len() + c.len_utf8() > report.capacity() {
+            return;
+        }
+        report.push(c);
     }
 }
 
@@ -822,6 +868,8 @@ fn random_mm_ops(env: &TestEnv<'_>) -> Result<(), String> {
     if swap::alloc_area().is_none() {
         return Err(String::from("no swap area: attach a swap disk (xtask does unless --swap 0)"));
     }
+    let mut t = Totals { seed, fields: Vec::with_capacity(TOTALS_ROOM) };
+    let mut report = String::with_capacity(REPORT_ROOM);
     crate::vm::reclaim::quiesce();
     let heap_before = memory::heap_used() as i64;
     let frames_before = memory::nr_free_frames() as i64;
@@ -860,7 +908,7 @@ fn random_mm_ops(env: &TestEnv<'_>) -> Result<(), String> {
         }
     );
     let result = faulty.and_then(|faulty| {
-        run(seed, secs, faulty).inspect_err(|_| {
+        run(seed, secs, faulty, &mut t).inspect_err(|_| {
             if let Some(ty) = faulty {
                 swap::prefer(None);
                 let _ = swap::swapoff(ty);
@@ -870,7 +918,9 @@ fn random_mm_ops(env: &TestEnv<'_>) -> Result<(), String> {
     for pa in ballast {
         memory::free_frames(pa, 9);
     }
-    let (mut t, mut errors) = result?;
+    for why in result? {
+        append_report(&mut report, &why);
+    }
     // Leaks: what the run still holds once everything is gone.
     crate::vm::reclaim::quiesce();
     let (mut frames, mut heap, mut slots) = (0, 0, 0);
@@ -890,19 +940,21 @@ fn random_mm_ops(env: &TestEnv<'_>) -> Result<(), String> {
     t.add("leaked_frames", frames);
     t.add("leaked_slots", slots);
     t.add("leaked_heap", heap);
-    crate::println!("\n{}", t.line());
+    t.print();
     if frames != 0 || slots != 0 || heap != 0 {
-        errors.push(format!("leaked {frames} frames, {slots} swap slots, {heap} heap bytes"));
+        let why = format!("leaked {frames} frames, {slots} swap slots, {heap} heap bytes");
+        append_report(&mut report, &why);
     }
-    match errors.first() {
-        None => Ok(()),
-        Some(_) => Err(errors.join("; ")),
+    if report.is_empty() {
+        Ok(())
+    } else {
+        Err(report)
     }
 }
 
-/// The stress proper (module doc); returns the totals so far and the
+/// The stress proper (module doc): adds its totals to `t`, returns the
 /// errors found.
-fn run(seed: u64, secs: u64, faulty: Option<SwapType>) -> Result<(Totals, Vec<String>), String> {
+fn run(seed: u64, secs: u64, faulty: Option<SwapType>, t: &mut Totals) -> Result<Vec<String>, String> {
     let cpus: Vec<usize> = sched::online_cpus().collect();
     let nr_tasks = (2 * cpus.len()).max(NR_WORLDS) as u64;
     let mut worlds = Vec::new();
@@ -921,10 +973,12 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>) -> Result<(Totals, Vec<St
         worlds,
         counts: Counts::default(),
         first_error: spin::Mutex::new(None),
+        slowest_op: spin::Mutex::new(None),
         phase: AtomicU64::new(0),
         arrived: AtomicU64::new(0),
         epoch_end_ns: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        full_verify: AtomicBool::new(false),
         nr_tasks,
     });
     let mut tasks = Vec::new();
@@ -989,6 +1043,7 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>) -> Result<(Totals, Vec<St
         }
         check_all(&sh, &mut checks, &mut errors);
         if last {
+            sh.full_verify.store(true, Ordering::SeqCst);
             if let Some(ty) = faulty {
                 // The pages in the faulty area come back through swapoff's
                 // walk, and are read back in the next phase.
@@ -1004,7 +1059,8 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>) -> Result<(Totals, Vec<St
         }
         check_all(&sh, &mut checks, &mut errors);
         epochs += 1;
-        if last || !errors.is_empty() {
+        // The first failure ends the run (after its read-back and check).
+        if last || !errors.is_empty() || sh.first_error.lock().is_some() {
             break;
         }
     }
@@ -1031,8 +1087,6 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>) -> Result<(Totals, Vec<St
     }
     let elapsed_ms = (Arch::now_ns() - start) / 1_000_000;
     let c = &sh.counts;
-    let mut t = Totals { fields: Vec::new() };
-    t.add("seed", format!("{seed:#x}"));
     t.add("secs", elapsed_ms / 1000);
     t.add("cpus", cpus.len());
     t.add("tasks", nr_tasks);
@@ -1040,7 +1094,7 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>) -> Result<(Totals, Vec<St
     let nr_ops: u64 = c.ops.iter().map(|o| o.load(Ordering::Relaxed)).sum();
     t.add("ops", nr_ops);
     for (op, n) in OPS.iter().zip(&c.ops) {
-        t.add(&format!("op.{}", op.name), n.load(Ordering::Relaxed));
+        t.add_prefixed("op.", op.name, n.load(Ordering::Relaxed));
     }
     t.add("bytes_verified", c.bytes_verified.load(Ordering::Relaxed));
     let faults: u64 =
@@ -1056,6 +1110,10 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>) -> Result<(Totals, Vec<St
     t.add("checker_errors", checker_errors);
     t.add("mismatches", c.mismatched_bytes.load(Ordering::Relaxed));
     t.add("killed", killed + c.killed.load(Ordering::Relaxed));
+    t.add("slowest_op_ms", c.slowest_op_ms.load(Ordering::Relaxed));
+    if let Some(slowest) = sh.slowest_op.lock().take() {
+        crate::println!("stress: slowest: {slowest}");
+    }
     if let Some(first) = sh.first_error.lock().take() {
         errors.insert(0, first);
     }
@@ -1068,5 +1126,5 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>) -> Result<(Totals, Vec<St
         sched::sleep_ms(1);
     }
     drop(sh);
-    Ok((t, errors))
+    Ok(errors)
 }
