@@ -466,16 +466,18 @@ impl Race {
 /// claim of the slot before reading keeps every read safe; without it
 /// the reader that lost the race maps the stale copy it read over the new
 /// version, and the next check of the page finds a lost write. Runs
-/// `stress_secs` seconds (2 by default).
+/// `stress_secs` seconds (2 by default); the pages of the rounds come from
+/// `seed=`.
 fn swapin_racing_pageout_loses_no_write(env: &TestEnv<'_>) -> Result<(), String> {
     let secs = env.args.get_u64("stress_secs").map_err(|e| format!("{e}"))?.unwrap_or(2);
+    let seed = crate::tests::kit::test_seed(env, "swap::swapin_racing_pageout_loses_no_write", 0x2545_f491)?;
     let ty = scratch_swapon(b"race", Some(600), false)?;
-    let result = race_on(ty, secs);
+    let result = race_on(ty, secs, seed);
     let off = scratch_swapoff(ty);
     result.and(off)
 }
 
-fn race_on(ty: SwapType, secs: u64) -> Result<(), String> {
+fn race_on(ty: SwapType, secs: u64, seed: u64) -> Result<(), String> {
     const HOT: u64 = 16;
     let dev = area(ty).ok_or("the area just swapped on is gone")?;
     // As many pages as the area has slots: once all are out it is full.
@@ -538,15 +540,12 @@ fn race_on(ty: SwapType, secs: u64) -> Result<(), String> {
         Ok(())
     })?);
     let mut versions = [0u64; HOT as usize];
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = crate::tests::kit::Rng::new(seed, 0);
     let start = sched::ticks();
     let mut rounds = 0u64;
     let mut failure = None;
     while sched::ticks() - start < secs * u64::from(sched::TICK_HZ) {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let p = rng % HOT;
+        let p = rng.next() % HOT;
         race.page.store(p, Ordering::Relaxed);
         race.version.store(versions[p as usize], Ordering::Relaxed);
         race.done.store(0, Ordering::Relaxed);
