@@ -224,12 +224,17 @@ struct Shared {
     /// four of every page.
     full_verify: AtomicBool,
     nr_tasks: u64,
+    /// When the run started.
+    start_ns: u64,
 }
 
 impl Shared {
+    /// Keeps `why` if it is the first failure, with when it was found.
     fn note_error(&self, why: String) {
         let mut first = self.first_error.lock();
         if first.is_none() {
+            let ms = (Arch::now_ns() - self.start_ns) / 1_000_000;
+            let why = format!("{why} (found {ms} ms into the run)");
             crate::println!("\nstress: {why}");
             *first = Some(why);
         }
@@ -980,6 +985,7 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>, t: &mut Totals) -> Result
         stop: AtomicBool::new(false),
         full_verify: AtomicBool::new(false),
         nr_tasks,
+        start_ns: Arch::now_ns(),
     });
     let mut tasks = Vec::new();
     for t in 0..nr_tasks {
