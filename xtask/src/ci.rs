@@ -29,7 +29,9 @@
 //!   architecture with [`SMP_CPUS`] CPUs: booted with `bug=<switch>`, the
 //!   stress test that guards that mechanism must fail with the expected
 //!   reason (and the kernel must not panic). A stress test that cannot
-//!   see the historical mistake would pass a kernel that made it.
+//!   see the historical mistake would pass a kernel that made it. The
+//!   randomised mm stress is among them: it must catch
+//!   `forget-anon-exclusive` on its own.
 //!
 //! Host tests are `cargo test` at the workspace root and the race tests
 //! under the concurrency checker ([`host_test_commands`]); the lints cover
@@ -95,7 +97,10 @@ impl Step {
             Step::Smoke(arch, fw) => format!("boot smoke {}", guest::machine_name(*arch, *fw)),
             Step::SelfCheck(arch) => format!("harness self-check {arch}"),
             Step::CrashCheck(arch) => format!("harness crash check {arch}"),
-            Step::BugReplay(arch, replay) => format!("bug replay {} {arch} smp {SMP_CPUS}", replay.bug),
+            Step::BugReplay(arch, replay) => {
+                let by = if replay.test == stress::STRESS_TEST { " (stress)" } else { "" };
+                format!("bug replay {}{by} {arch} smp {SMP_CPUS}", replay.bug)
+            }
         }
     }
 }
@@ -370,6 +375,8 @@ mod tests {
                 "bug replay forget-anon-exclusive aarch64 smp 4",
                 "bug replay pageout-split-race x86_64 smp 4",
                 "bug replay pageout-split-race aarch64 smp 4",
+                "bug replay forget-anon-exclusive (stress) x86_64 smp 4",
+                "bug replay forget-anon-exclusive (stress) aarch64 smp 4",
             ]
         );
     }
@@ -395,6 +402,7 @@ mod tests {
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[0]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[1]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[2]),
+                Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[3]),
             ]
         );
     }
