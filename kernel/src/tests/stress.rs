@@ -277,7 +277,7 @@ struct Op {
 }
 
 /// The operations (module doc): a new mechanism joins with an entry.
-const OPS: [Op; 12] = [
+const OPS: &[Op] = &[
     Op { name: "mmap", weight: 8, run: op_mmap },
     Op { name: "mmap_nothp", weight: 3, run: op_mmap_nothp },
     Op { name: "munmap", weight: 3, run: op_munmap },
