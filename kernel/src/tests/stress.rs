@@ -250,9 +250,12 @@ struct Who {
     via: &'static str,
 }
 
-/// One task's state.
-struct Ctx {
-    sh: Arc<Shared>,
+/// One task's state. It lives on the task's stack and holds the shared
+/// state only by reference: the `Arc` is the task closure's, which the
+/// kernel drops even when it ends the task, so a killed task does not keep
+/// the worlds (and all they map) alive.
+struct Ctx<'a> {
+    sh: &'a Arc<Shared>,
     world: usize,
     task: u64,
     rng: Rng,
@@ -273,7 +276,7 @@ struct Args {
 struct Op {
     name: &'static str,
     weight: u64,
-    run: fn(&mut Ctx, &mut [Page], Args),
+    run: fn(&mut Ctx<'_>, &mut [Page], Args),
 }
 
 /// The operations (module doc): a new mechanism joins with an entry.
@@ -292,7 +295,7 @@ const OPS: &[Op] = &[
     Op { name: "fork", weight: 2, run: op_fork },
 ];
 
-impl Ctx {
+impl Ctx<'_> {
     fn world(&self) -> &World {
         &self.sh.worlds[self.world]
     }
@@ -331,8 +334,8 @@ impl Ctx {
         }
         pages = pages.min(REGION_PAGES - first);
         let args = Args { region, first, pages, aux };
-        let sh = self.sh.clone();
-        let Some(mut shadow) = lock_region(&sh, self.world, region) else { return false };
+        let sh = self.sh;
+        let Some(mut shadow) = lock_region(sh, self.world, region) else { return false };
         let t0 = Arch::now_ns();
         (OPS[op].run)(self, &mut shadow, args);
         drop(shadow);
@@ -349,7 +352,7 @@ impl Ctx {
 
     /// [`verify_user`] with this task's shared state.
     fn verify_user(&self, who: Who, page: &mut Page, va: u64, all: bool, aux: u64) {
-        verify_user(&self.sh, who, page, va, all, aux);
+        verify_user(self.sh, who, page, va, all, aux);
     }
 }
 
@@ -478,18 +481,18 @@ fn runs(shadow: &[Page], a: Args, keep: impl Fn(Page) -> bool) -> Vec<(u64, u64)
 
 // ------------------------------------------------------------ operations
 
-fn op_mmap(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_mmap(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     mmap_runs(ctx, shadow, a, None);
 }
 
 /// mmap, then `MADV_NOHUGEPAGE` over the new area: only 4 KiB pages.
-fn op_mmap_nothp(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_mmap_nothp(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     mmap_runs(ctx, shadow, a, Some(Advice::NoHugePage));
 }
 
 /// Maps every unmapped run of the range (read-write, zeros), then gives it
 /// `advice`, if any; the aux bit 0 asks for `MADV_HUGEPAGE` otherwise.
-fn mmap_runs(ctx: &mut Ctx, shadow: &mut [Page], a: Args, advice: Option<Advice>) {
+fn mmap_runs(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args, advice: Option<Advice>) {
     let advice = advice.or((a.aux & 1 == 0).then_some(Advice::HugePage));
     for (s, e) in runs(shadow, a, |p| !p.mapped()) {
         let va = ctx.world().va(a.region, s);
@@ -508,7 +511,7 @@ fn mmap_runs(ctx: &mut Ctx, shadow: &mut [Page], a: Args, advice: Option<Advice>
     }
 }
 
-fn op_munmap(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_munmap(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     let va = ctx.world().va(a.region, a.first);
     if ctx.space().munmap(VirtAddr::new(va), a.pages * PAGE).is_err() {
         ctx.refused();
@@ -518,7 +521,7 @@ fn op_munmap(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
 }
 
 /// Makes the mapped runs read-only (aux bit 0) or read-write.
-fn op_mprotect(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_mprotect(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     let writable = a.aux & 1 == 0;
     for (s, e) in runs(shadow, a, Page::mapped) {
         let va = ctx.world().va(a.region, s);
@@ -537,7 +540,7 @@ fn op_mprotect(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
 
 /// `madvise(advice)` over every mapped run; `MADV_DONTNEED` zeroes the
 /// shadow.
-fn advise_runs(ctx: &mut Ctx, shadow: &mut [Page], a: Args, advice: Advice) {
+fn advise_runs(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args, advice: Advice) {
     for (s, e) in runs(shadow, a, Page::mapped) {
         let va = ctx.world().va(a.region, s);
         if ctx.space().madvise(VirtAddr::new(va), (e - s) * PAGE, advice).is_err() {
@@ -552,25 +555,25 @@ fn advise_runs(ctx: &mut Ctx, shadow: &mut [Page], a: Args, advice: Advice) {
     }
 }
 
-fn op_dontneed(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_dontneed(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     advise_runs(ctx, shadow, a, Advice::DontNeed);
 }
 
-fn op_pageout(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_pageout(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     advise_runs(ctx, shadow, a, Advice::PageOut);
 }
 
-fn op_hugepage(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_hugepage(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     advise_runs(ctx, shadow, a, Advice::HugePage);
 }
 
-fn op_nohugepage(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_nohugepage(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     advise_runs(ctx, shadow, a, Advice::NoHugePage);
 }
 
 /// Fills the writable pages of the range (at most [`MAX_RW_PAGES`]) with a
 /// new stamp; with aux bit 0 reads a few words of each back at once.
-fn op_write(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_write(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     let stamp = ctx.stamp();
     let who = ctx.who("write", "task");
     for p in a.first..a.first + a.pages.min(MAX_RW_PAGES) {
@@ -588,7 +591,7 @@ fn op_write(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
 
 /// Reads every word of the mapped pages of the range (at most
 /// [`MAX_RW_PAGES`]) back against the shadow.
-fn op_read(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_read(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     let who = ctx.who("read", "task");
     for p in a.first..a.first + a.pages.min(MAX_RW_PAGES) {
         let va = ctx.world().va(a.region, p);
@@ -604,7 +607,7 @@ fn op_read(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
 /// another stamp as the task and checks the holds see that: a pinned page
 /// always stays the one mapped; a referenced one too unless a fork shared
 /// it meanwhile (a write then copies it, as it must).
-fn op_gup(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_gup(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     let Some(first) = shadow.get(a.first as usize).copied().filter(|p| p.mapped()) else { return };
     let write = first.writable();
     let a = Args { pages: a.pages.min(MAX_GUP_PAGES), ..a };
@@ -626,7 +629,7 @@ fn op_gup(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
         let p = s as usize + i;
         let pva = ctx.world().va(a.region, p as u64);
         if let Some(c) = shadow[p].content() {
-            if !verify(&ctx.sh, who, pva, c, false, a.aux >> 3, |w| hold_read(pa, w)) {
+            if !verify(ctx.sh, who, pva, c, false, a.aux >> 3, |w| hold_read(pa, w)) {
                 shadow[p] = shadow[p].with_content(Content::Unknown);
             }
         }
@@ -667,7 +670,7 @@ fn op_gup(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
             );
             for (i, &pa) in held.iter().enumerate() {
                 let pva = ctx.world().va(a.region, s + i as u64);
-                verify(&ctx.sh, who, pva, Content::Stamp(stamp), false, a.aux >> 5, |w| hold_read(pa, w));
+                verify(ctx.sh, who, pva, Content::Stamp(stamp), false, a.aux >> 5, |w| hold_read(pa, w));
             }
         }
     }
@@ -680,7 +683,7 @@ fn op_gup(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
 /// the parent writes every other page of the range; after the child has
 /// ended and its space is gone, the parent reads the region back the same
 /// way (no write of either side may show through on the other).
-fn op_fork(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn op_fork(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     let world = ctx.world();
     world.nr_forks_active.fetch_add(1, Ordering::SeqCst);
     world.nr_forks_begun.fetch_add(1, Ordering::SeqCst);
@@ -694,7 +697,7 @@ fn in_range(a: Args, p: u64) -> bool {
     (a.first..a.first + a.pages.min(MAX_RW_PAGES)).contains(&p)
 }
 
-fn fork_and_exit(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
+fn fork_and_exit(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     let child = match ctx.space().fork() {
         Ok(child) => child,
         Err(_) => {
@@ -766,8 +769,8 @@ fn fork_and_exit(ctx: &mut Ctx, shadow: &mut [Page], a: Args) {
 // ------------------------------------------------------------ the run
 
 /// A task's life: phases until the coordinator stops the run.
-fn task_main(mut ctx: Ctx) -> Result<(), String> {
-    let sh = ctx.sh.clone();
+fn task_main(mut ctx: Ctx<'_>) -> Result<(), String> {
+    let sh = ctx.sh;
     let mut phase = 0;
     let wait = |want: u64| -> bool {
         while sh.phase.load(Ordering::SeqCst) < want {
@@ -799,7 +802,7 @@ fn task_main(mut ctx: Ctx) -> Result<(), String> {
         let slot = ctx.task / NR_WORLDS as u64;
         let all = sh.full_verify.load(Ordering::SeqCst);
         for region in (0..NR_REGIONS).filter(|r| *r as u64 % per_world == slot) {
-            let Some(mut shadow) = lock_region(&sh, ctx.world, region) else { return Ok(()) };
+            let Some(mut shadow) = lock_region(sh, ctx.world, region) else { return Ok(()) };
             let who = ctx.who("verify", "task at a quiescent point");
             for p in 0..REGION_PAGES {
                 let va = ctx.world().va(region, p);
@@ -989,20 +992,14 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>, t: &mut Totals) -> Result
     });
     let mut tasks = Vec::new();
     for t in 0..nr_tasks {
-        let ctx = Ctx {
-            sh: sh.clone(),
-            world: t as usize % NR_WORLDS,
-            task: t,
-            rng: Rng::new(seed, t),
-            op_nr: 0,
-            nr_stamps: 0,
-        };
-        let space = sh.worlds[ctx.world].space.clone();
+        let world = t as usize % NR_WORLDS;
+        let space = sh.worlds[world].space.clone();
         let cpu = cpus[t as usize % cpus.len()];
-        let ctx = spin::Mutex::new(Some(ctx));
-        match space
-            .spawn(Some(cpu), "stress", move || task_main(ctx.lock().take().expect("a task runs once")))
-        {
+        let task_sh = sh.clone();
+        match space.spawn(Some(cpu), "stress", move || {
+            let ctx = Ctx { sh: &task_sh, world, task: t, rng: Rng::new(seed, t), op_nr: 0, nr_stamps: 0 };
+            task_main(ctx)
+        }) {
             Ok(h) => tasks.push(h),
             Err(e) => {
                 sh.stop.store(true, Ordering::SeqCst);
