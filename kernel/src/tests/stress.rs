@@ -1128,6 +1128,15 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>, t: &mut Totals) -> Result
         }
         sched::sleep_ms(1);
     }
+    let held = Arc::strong_count(&sh) - 1;
+    let spaces: Vec<usize> = sh.worlds.iter().map(|w| Arc::strong_count(&w.space) - 1).collect();
+    if held != 0 || spaces.iter().any(|&n| n != 0) {
+        // What is left then shows as leaks: say who holds it.
+        crate::println!(
+            "stress: after the run {held} other references hold its state and {spaces:?} other references              each world's space (a killed task's stack holds what it held)"
+        );
+    }
+    drop(spaces);
     drop(sh);
     Ok(errors)
 }
