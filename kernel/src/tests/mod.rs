@@ -17,7 +17,7 @@
 //! | [`reclaim`] | kswapd's wake-up |
 //! | [`folio_flags`] | the stress test of the folio flags word (seed 003) |
 //! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
-//! | [`stress`] | the randomised mm stress: random operations on shared spaces against a shadow (`cargo xtask stress`) |
+//! | [`stress`] | the randomised mm stress: random operations on shared spaces against a shadow (`cargo xtask stress`; on demand only, see [`on_demand_tests`]) |
 //!
 //! Tests are plain functions registered in each file's `TESTS` list
 //! ([`register!`]) and gathered in [`all_tests`]. With `test=<filter>` on the command line the
@@ -98,10 +98,23 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         reclaim::TESTS,
         folio_flags::TESTS,
         blk::TESTS,
-        stress::TESTS,
     ]
     .into_iter()
     .flatten()
+}
+
+/// Tests that run only when a filter prefix other than `all` selects them
+/// (`test=stress`, `cargo xtask stress`): the randomised stress runs for as
+/// long as it is told and fails on what it finds anywhere in mm, so the
+/// suite's own runs do not include it; CI runs it in steps of its own.
+pub fn on_demand_tests() -> impl Iterator<Item = &'static Test> {
+    stress::TESTS.iter()
+}
+
+/// True when `filter` names the on-demand test `name` by a prefix of its
+/// own (`all` does not count).
+pub(crate) fn selected_on_demand(filter: &str, name: &str) -> bool {
+    filter.split(',').any(|p| p != "all" && selected(p, name))
 }
 
 /// Runs the selected tests; true when all passed and at least one ran.
@@ -109,7 +122,10 @@ pub fn run(filter: &str, args: &Args<'_>) -> bool {
     let env = TestEnv { args };
     let (mut passed, mut failed) = (0u32, 0u32);
     println!("harness: running tests matching `{filter}`");
-    for test in all_tests().filter(|t| selected(filter, t.name)) {
+    let chosen = all_tests()
+        .filter(|t| selected(filter, t.name))
+        .chain(on_demand_tests().filter(|t| selected_on_demand(filter, t.name)));
+    for test in chosen {
         print!("test {} ... ", test.name);
         let heap_before = crate::memory::heap_used();
         let frames_before = crate::memory::nr_free_frames();

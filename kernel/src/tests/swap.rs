@@ -20,7 +20,7 @@ use mm::gup::Hold;
 use mm::vma::VmaProt;
 use mm::VirtAddr;
 
-pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, bad_headers_are_refused, pageout_4k_pages_and_back, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, fill_more_than_ram];
+pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, bad_headers_are_refused, pageout_4k_pages_and_back, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, fill_more_than_ram, a_full_area_leaves_room_to_the_next];
 
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
 
@@ -398,6 +398,36 @@ fn concurrent_swapin_of_one_entry(_: &TestEnv<'_>) -> Result<(), String> {
         parent.check().map_err(|e| format!("round {round}: {e}"))?;
     }
     Ok(())
+}
+
+/// A full swap area does not stop swap-out while another has room: with a
+/// small preferred area (the scratch disk) full, the rest of a pageout
+/// goes to the swap disk. (Found by the randomised stress: allocation kept
+/// choosing the full area, reclaim freed nothing, and tasks were killed
+/// for want of memory with most of the swap free.)
+fn a_full_area_leaves_room_to_the_next(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const SMALL: u64 = 100;
+    const PAGES: u64 = 300;
+    let ty = scratch_swapon(b"small", Some(SMALL), false)?;
+    let result = (|| {
+        let space = AddressSpace::new()?;
+        let base = space.mmap(PAGES * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+        space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+        write_pattern(&space, base, 0..PAGES, 7)?;
+        pageout(&space, base, PAGES * 4096)?;
+        let swapped = swap_entries(&space, "after MADV_PAGEOUT")?;
+        let small_free = area(ty).map(|d| d.area.nr_free()).unwrap_or(0);
+        if swapped != PAGES {
+            return Err(format!(
+                "MADV_PAGEOUT of {PAGES} pages with a {SMALL}-page area preferred: {swapped} went out \
+                 ({small_free} slots of that area free): a full area hid the others"
+            ));
+        }
+        check_pattern(&space, base, 0..PAGES, 7)?
+    })();
+    let off = scratch_swapoff(ty);
+    result.and(off)
 }
 
 /// The scratch disk as a swap area of `pages` pages (its faulty pages
