@@ -1128,21 +1128,24 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>, t: &mut Totals) -> Result
     }
     // Everything goes: the tasks' `Arc`s first (each is dropped a moment
     // after its task ends), then the worlds and their spaces.
+    let others = |sh: &Arc<Shared>| {
+        let spaces: usize = sh.worlds.iter().map(|w| Arc::strong_count(&w.space) - 1).sum();
+        (Arc::strong_count(sh) - 1, spaces)
+    };
     for _ in 0..2000 {
-        if Arc::strong_count(&sh) == 1 {
+        if others(&sh) == (0, 0) {
             break;
         }
         sched::sleep_ms(1);
     }
-    let held = Arc::strong_count(&sh) - 1;
-    let spaces: Vec<usize> = sh.worlds.iter().map(|w| Arc::strong_count(&w.space) - 1).collect();
-    if held != 0 || spaces.iter().any(|&n| n != 0) {
+    let (held, spaces) = others(&sh);
+    if (held, spaces) != (0, 0) {
         // What is left then shows as leaks: say who holds it.
         crate::println!(
-            "stress: after the run {held} other references hold its state and {spaces:?} other references              each world's space (a killed task's stack holds what it held)"
+            "stress: after the run {held} other references hold its state and {spaces} other references \
+             its spaces (a killed task's stack holds what it held)"
         );
     }
-    drop(spaces);
     drop(sh);
     Ok(errors)
 }
