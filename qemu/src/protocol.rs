@@ -8,6 +8,7 @@
 //! test mm::swap::slots ... FAILED: why   one test failed, and why
 //! 41 passed, 1 failed                    the summary, alone on the last line
 //! BENCH name=thp_fault value=1234.5 unit=faults/s
+//! STRESS seed=0x2a ops=1234 mismatches=0 ...   the totals of a stress run
 //! kernel panic: <message> at <file:line>
 //! ```
 //!
@@ -37,6 +38,9 @@ pub struct CpusOnline {
     pub online: u32,
     pub listed: u32,
 }
+/// The first word of the totals line of a stress run (`key=value` words
+/// follow; `cargo xtask stress` reads them).
+pub const STRESS_PREFIX: &str = "STRESS";
 
 /// The result one test printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +105,8 @@ pub enum Line<'a> {
     ArgsEcho(&'a str),
     /// `smp: N of M CPUs online`
     CpusOnline(CpusOnline),
+    /// `STRESS <key=value>...`; holds the words after `STRESS`.
+    Stress(&'a str),
     /// Anything else (log output).
     Other,
 }
@@ -132,6 +138,9 @@ pub fn classify(raw: &str) -> Line<'_> {
     }
     if let Some(message) = line.strip_prefix(PANIC_PREFIX) {
         return Line::Panic(message);
+    }
+    if let Some(totals) = line.strip_prefix(STRESS_PREFIX).and_then(|r| r.strip_prefix(' ')) {
+        return Line::Stress(totals.trim_start());
     }
     if line == PANIC_PREFIX.trim_end() {
         return Line::Panic("");
@@ -237,6 +246,8 @@ pub struct Report {
     /// report exactly that many CPUs online, so that a broken CPU discovery
     /// cannot quietly run a multi-CPU test on one CPU.
     pub cpus_asked: Option<u32>,
+    /// The words of the last `STRESS` line (a stress run's totals).
+    pub stress_totals: Option<String>,
 }
 
 impl Report {
@@ -308,6 +319,7 @@ impl Parser {
             Line::Panic(message) => self.report.panics.push(message.to_string()),
             Line::ArgsEcho(args) => self.report.args_echo = Some(args.to_string()),
             Line::CpusOnline(cpus) => self.report.cpus_online = Some(cpus),
+            Line::Stress(totals) => self.report.stress_totals = Some(totals.to_string()),
             Line::Other => {}
         }
     }
@@ -355,6 +367,15 @@ mod tests {
     }
     fn failed(name: &str, why: &str) -> TestResult {
         TestResult { name: name.into(), outcome: TestOutcome::Failed(why.into()) }
+    }
+
+    #[test]
+    fn stress_totals_are_kept() {
+        assert_eq!(classify("STRESS seed=0x2a ops=5\r"), Line::Stress("seed=0x2a ops=5"));
+        assert_eq!(classify("STRESSED out"), Line::Other);
+        let r = parse_transcript("STRESS ops=1\nlog\nSTRESS ops=2 mismatches=0\n");
+        assert_eq!(r.stress_totals.as_deref(), Some("ops=2 mismatches=0"));
+        assert_eq!(parse_transcript("log\n").stress_totals, None);
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //!   several CPUs; one CPU checks that nothing depends on there being more),
 //!   with a swap disk and the faulty and stalling disks attached, as
 //!   `qemu test` does;
+//! - the short randomised mm stress (`cargo xtask stress`) on x86_64 and
+//!   AArch64, [`CI_STRESS_SECS`] seconds at [`SMP_CPUS`] CPUs with the seed
+//!   [`CI_STRESS_SEED`] (fixed, so that a red CI run replays): no
+//!   mismatch, checker error, killed task, leak or panic;
 //! - boot smoke checks on x86_64 BIOS, x86_64 UEFI and AArch64 (with a swap
 //!   disk, as `qemu boot`): the boot passes and the kernel echoes the marker
 //!   argument `smoke=1`;
@@ -27,7 +31,9 @@
 //!   architecture with [`SMP_CPUS`] CPUs: booted with `bug=<switch>`, the
 //!   stress test that guards that mechanism must fail with the expected
 //!   reason (and the kernel must not panic). A stress test that cannot
-//!   see the historical mistake would pass a kernel that made it.
+//!   see the historical mistake would pass a kernel that made it. The
+//!   randomised mm stress is among them: it must catch
+//!   `forget-anon-exclusive` on its own.
 //!
 //! Host tests are `cargo test` at the workspace root and the race tests
 //! under the concurrency checker ([`host_test_commands`]); the lints cover
@@ -38,15 +44,23 @@ use std::time::{Duration, Instant};
 
 use qemu::{Accel, Arch, Firmware, MemSize};
 
-use crate::cli::{CiArgs, RunArgs, TestArgs, BOOT_SWAP, BOOT_TIMEOUT_SECS, TEST_SWAP, TEST_TIMEOUT_SECS};
+use crate::cli::{
+    CiArgs, RunArgs, StressArgs, TestArgs, BOOT_SWAP, BOOT_TIMEOUT_SECS, STRESS_SWAP, TEST_SWAP,
+    TEST_TIMEOUT_SECS,
+};
 use crate::disks::SwapChoice;
 use crate::error::Error;
 use crate::guest::{self, BugReplay, BUG_REPLAYS, CRASHCHECK_ARGS, SELFCHECK_ARGS};
 use crate::kbuild::{self, Builder};
 use crate::setup;
+use crate::stress;
 
 /// CPUs of the multi-CPU in-guest run.
 pub const SMP_CPUS: u32 = 4;
+/// How long CI's stress runs on each arch.
+pub const CI_STRESS_SECS: u64 = 45;
+/// The seed of CI's stress.
+pub const CI_STRESS_SEED: &str = "0x5eed0013";
 
 /// One finished step.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +79,8 @@ pub enum Step {
     Lints,
     /// In-guest tests with this many CPUs.
     QemuTest(Arch, u32),
+    /// The short randomised mm stress (at [`SMP_CPUS`] CPUs).
+    Stress(Arch),
     Smoke(Arch, Firmware),
     SelfCheck(Arch),
     CrashCheck(Arch),
@@ -79,10 +95,14 @@ impl Step {
             Step::HostTests => "host tests (cargo test)".to_string(),
             Step::Lints => "lints (rustfmt, clippy)".to_string(),
             Step::QemuTest(arch, smp) => format!("in-guest tests {arch} smp {smp}"),
+            Step::Stress(arch) => format!("stress {arch} smp {SMP_CPUS} {CI_STRESS_SECS} s"),
             Step::Smoke(arch, fw) => format!("boot smoke {}", guest::machine_name(*arch, *fw)),
             Step::SelfCheck(arch) => format!("harness self-check {arch}"),
             Step::CrashCheck(arch) => format!("harness crash check {arch}"),
-            Step::BugReplay(arch, replay) => format!("bug replay {} {arch} smp {SMP_CPUS}", replay.bug),
+            Step::BugReplay(arch, replay) => {
+                let by = if replay.test == stress::STRESS_TEST { " (stress)" } else { "" };
+                format!("bug replay {}{by} {arch} smp {SMP_CPUS}", replay.bug)
+            }
         }
     }
 }
@@ -97,6 +117,7 @@ pub fn plan(args: &CiArgs) -> Vec<Step> {
         steps.push(Step::QemuTest(arch, 1));
         steps.push(Step::QemuTest(arch, SMP_CPUS));
     }
+    steps.extend(args.arches.iter().map(|&a| Step::Stress(a)));
     for &arch in &args.arches {
         steps.push(Step::Smoke(arch, Firmware::Bios));
         if arch == Arch::X86_64 {
@@ -227,6 +248,24 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
                 other => one_line(&other),
             })
         }
+        Step::Stress(arch) => {
+            let args = StressArgs {
+                run: RunArgs {
+                    smp: SMP_CPUS,
+                    mem: MemSize::from_mib(256).expect("256 MiB is a valid size"),
+                    swap: SwapChoice::Fresh(STRESS_SWAP),
+                    faulty_disk: true,
+                    ..run_args(*arch, Firmware::Bios, 2 * CI_STRESS_SECS + 300)
+                },
+                secs: CI_STRESS_SECS,
+                seed: Some(CI_STRESS_SEED.to_string()),
+                bug: None,
+            };
+            stress::run(builder, &args).map_err(|e| match e {
+                Error::Failed(m) => m.replace('\n', " "),
+                other => one_line(&other),
+            })
+        }
         Step::Smoke(arch, firmware) => {
             let args = run_args(*arch, *firmware, BOOT_TIMEOUT_SECS);
             let outcome =
@@ -323,6 +362,8 @@ mod tests {
                 "in-guest tests x86_64 smp 4",
                 "in-guest tests aarch64 smp 1",
                 "in-guest tests aarch64 smp 4",
+                "stress x86_64 smp 4 45 s",
+                "stress aarch64 smp 4 45 s",
                 "boot smoke x86_64 (bios)",
                 "boot smoke x86_64 (uefi)",
                 "boot smoke aarch64",
@@ -336,6 +377,8 @@ mod tests {
                 "bug replay forget-anon-exclusive aarch64 smp 4",
                 "bug replay pageout-split-race x86_64 smp 4",
                 "bug replay pageout-split-race aarch64 smp 4",
+                "bug replay forget-anon-exclusive (stress) x86_64 smp 4",
+                "bug replay forget-anon-exclusive (stress) aarch64 smp 4",
             ]
         );
     }
@@ -354,12 +397,14 @@ mod tests {
                 Step::Lints,
                 Step::QemuTest(Arch::Aarch64, 1),
                 Step::QemuTest(Arch::Aarch64, SMP_CPUS),
+                Step::Stress(Arch::Aarch64),
                 Step::Smoke(Arch::Aarch64, Firmware::Bios),
                 Step::SelfCheck(Arch::Aarch64),
                 Step::CrashCheck(Arch::Aarch64),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[0]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[1]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[2]),
+                Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[3]),
             ]
         );
     }

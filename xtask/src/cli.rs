@@ -19,6 +19,7 @@ const SYNOPSIS: &str = "    cargo xtask build [--arch x86_64|aarch64|all]
     cargo xtask qemu boot [RUN OPTIONS] [-- KERNEL ARGS...]
     cargo xtask qemu test [RUN OPTIONS] [--filter NAME] [--seed N] [--bug NAME] [-- EXTRA ARGS...]
     cargo xtask bench [RUN OPTIONS] [-- EXTRA ARGS...]
+    cargo xtask stress [RUN OPTIONS] [--minutes M | --secs S] [--seed N] [--bug NAME] [-- EXTRA ARGS...]
     cargo xtask test [--host-only] [--arch x86_64|aarch64]
     cargo xtask book
     cargo xtask --help
@@ -34,6 +35,10 @@ COMMANDS:
                  in-guest test passes
     bench        boot with bench=all (profile main), then with bench=swap-profile and
                  256 MiB of RAM (profile swap), listing the BENCH lines of each
+    stress       boot with test=stress::random_mm_ops for M minutes (default 1; smp 4,
+                 256M RAM, a 32M swap disk and the faulty disk), print the totals
+                 and fail on any mismatched byte, checker error, killed task,
+                 leaked frame, slot or heap byte, or panic
     test         everything CI runs: host tests, lints (rustfmt, clippy), in-guest
                  tests on both architectures, boot smoke checks (BIOS, UEFI,
                  AArch64), the harness self-checks (a failing and a crashing
@@ -53,11 +58,12 @@ RUN OPTIONS:
     --gdb                   start paused with a gdb stub on localhost:1234
                             (no time limit unless --timeout is given)
     --timeout SECS          kill the guest after SECS seconds, 0 for no limit
-                            (default: boot 120, test 600, bench 600)
+                            (default: boot 120, test 600, bench 600,
+                            stress: twice its length plus 300)
     --swap SIZE             attach a fresh swap disk of SIZE (e.g. 256M, 1G) as
                             virtio-blk: a sparse image in /dev/shm with a mkswap v1
                             header, removed after the run (default: boot 256M,
-                            test 128M, bench 1G; 0 for none)
+                            test 128M, bench 1G, stress 32M; 0 for none)
     --no-swap               attach no swap disk (same as --swap 0)
     --swap-image PATH       attach your own swap image instead (e.g. made by mkswap);
                             it is used as it is and kept
@@ -67,13 +73,22 @@ RUN OPTIONS:
                             answering after its first few requests (QEMU
                             throttling); and a 1 MiB read-only disk with a swap
                             header (swapon must refuse it); default for qemu test
-    --no-faulty-disk        do not attach them (qemu test)
+                            and stress
+    --no-faulty-disk        do not attach them (qemu test, stress)
 
 QEMU TEST OPTIONS:
     --filter NAME           run the tests whose names start with NAME (several:
                             comma-separated; default all)
     --seed N                seed for randomised tests (decimal or 0x hex)
     --bug NAME              put a historical mistake back (bug-replay switch)
+
+STRESS OPTIONS:
+    --minutes M             how long the stress runs, in minutes (decimals allowed;
+                            default 1)
+    --secs S                the same in seconds (instead of --minutes)
+    --seed N                the seed (decimal or 0x hex; default: a new one, printed):
+                            the same seed replays the same operations in every task
+    --bug NAME              put a historical mistake back: the stress must catch it
 
 TEST (CI) OPTIONS:
     --host-only             host tests and lints only
@@ -163,6 +178,16 @@ impl TestArgs {
     }
 }
 
+/// `cargo xtask stress` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StressArgs {
+    pub run: RunArgs,
+    /// How long the stress runs, in seconds.
+    pub secs: u64,
+    pub seed: Option<String>,
+    pub bug: Option<String>,
+}
+
 /// `cargo xtask test` options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CiArgs {
@@ -179,6 +204,7 @@ pub enum Command {
     Boot(RunArgs),
     QemuTest(TestArgs),
     Bench(RunArgs),
+    Stress(StressArgs),
     Ci(CiArgs),
     Book,
 }
@@ -213,6 +239,8 @@ const RUN_OPTS: &[OptSpec] = &[
     flag("--no-faulty-disk"),
 ];
 const TEST_OPTS: &[OptSpec] = &[opt("--filter", "NAME"), opt("--seed", "N"), opt("--bug", "NAME")];
+const STRESS_OPTS: &[OptSpec] =
+    &[opt("--minutes", "M"), opt("--secs", "S"), opt("--seed", "N"), opt("--bug", "NAME")];
 const BUILD_OPTS: &[OptSpec] = &[opt("--arch", "ARCH")];
 const CI_OPTS: &[OptSpec] = &[flag("--host-only"), opt("--arch", "ARCH")];
 
@@ -325,6 +353,29 @@ struct RunDefaults {
 pub const BOOT_SWAP: DiskSize = DiskSize::from_mib(256);
 pub const TEST_SWAP: DiskSize = DiskSize::from_mib(128);
 pub const BENCH_SWAP: DiskSize = DiskSize::from_mib(1024);
+/// The stress's swap disk: with the faulty disk's 8 MiB, less than the
+/// stress's working set (48 MiB), as its design asks.
+pub const STRESS_SWAP: DiskSize = DiskSize::from_mib(32);
+/// The stress's length when neither `--minutes` nor `--secs` is given.
+pub const STRESS_DEFAULT_SECS: u64 = 60;
+
+/// `--minutes M` or `--secs S` (at most one) as seconds, at least 1.
+fn stress_secs(p: &Parsed) -> Result<u64, CliError> {
+    match (p.value("--minutes"), p.value("--secs")) {
+        (Some(_), Some(_)) => Err(CliError("--minutes and --secs exclude each other; give one".into())),
+        (Some(m), None) => match m.parse::<f64>() {
+            Ok(min) if min.is_finite() && min > 0.0 && min <= 10_000.0 => {
+                Ok(((min * 60.0).round() as u64).max(1))
+            }
+            _ => Err(CliError(format!("--minutes: `{m}` is not a positive number of minutes"))),
+        },
+        (None, Some(s)) => match s.parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(secs),
+            _ => Err(CliError(format!("--secs: `{s}` is not a positive whole number of seconds"))),
+        },
+        (None, None) => Ok(STRESS_DEFAULT_SECS),
+    }
+}
 
 /// `--swap`, `--no-swap` or `--swap-image` (at most one), else `default`.
 fn swap_choice(p: &Parsed, default: DiskSize) -> Result<SwapChoice, CliError> {
@@ -478,6 +529,26 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 faulty_disk: false,
             };
             Ok(Command::Bench(run_args(p, defaults)?))
+        }),
+        "stress" => with_options("stress", rest, &[RUN_OPTS, STRESS_OPTS], true, |p| {
+            let secs = stress_secs(p)?;
+            let defaults = RunDefaults {
+                smp: 4,
+                mem_mib: 256,
+                timeout_secs: 2 * secs + 300,
+                swap: STRESS_SWAP,
+                faulty_disk: true,
+            };
+            let bug = match p.value("--bug") {
+                Some("") => return Err(CliError("--bug needs a value".into())),
+                v => v.map(str::to_string),
+            };
+            Ok(Command::Stress(StressArgs {
+                run: run_args(p, defaults)?,
+                secs,
+                seed: p.value("--seed").map(check_seed).transpose()?,
+                bug,
+            }))
         }),
         "test" => with_options("test", rest, &[CI_OPTS], false, |p| {
             let arches = match p.value("--arch") {
@@ -644,6 +715,32 @@ mod tests {
         assert_eq!(err("qemu test --filter="), "--filter needs a value");
     }
 
+    fn stress(line: &str) -> StressArgs {
+        match parse_str(line) {
+            Ok(Command::Stress(args)) => args,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stress_options() {
+        let s = stress("stress");
+        assert_eq!((s.secs, s.seed, s.bug), (60, None, None));
+        assert_eq!((s.run.smp, s.run.mem.mib(), s.run.timeout_secs), (4, 256, Some(420)));
+        assert_eq!((s.run.swap, s.run.faulty_disk), (SwapChoice::Fresh(STRESS_SWAP), true));
+        let s = stress("stress --arch aarch64 --smp 2 --minutes 10 --seed 0x2a --bug forget-anon-exclusive");
+        assert_eq!((s.run.arch, s.run.smp, s.secs), (Arch::Aarch64, 2, 600));
+        assert_eq!((s.seed.as_deref(), s.bug.as_deref()), (Some("0x2a"), Some("forget-anon-exclusive")));
+        assert_eq!(stress("stress --minutes 0.75").secs, 45);
+        assert_eq!(stress("stress --secs 45 --timeout 60").run.timeout_secs, Some(60));
+        assert_eq!(err("stress --minutes 1 --secs 5"), "--minutes and --secs exclude each other; give one");
+        assert_eq!(err("stress --minutes soon"), "--minutes: `soon` is not a positive number of minutes");
+        assert_eq!(err("stress --minutes 0"), "--minutes: `0` is not a positive number of minutes");
+        assert_eq!(err("stress --secs -1"), "--secs: `-1` is not a positive whole number of seconds");
+        assert_eq!(err("stress --seed x"), "--seed: `x` is not a number (decimal or 0x hex)");
+        assert_eq!(err("stress --filter x"), "unknown option `--filter` for `cargo xtask stress`");
+    }
+
     #[test]
     fn build_bench_ci_book_help() {
         assert_eq!(parse_str("build"), Ok(Command::Build(ArchChoice::All)));
@@ -680,6 +777,7 @@ mod tests {
             "qemu test --help",
             "qemu --help",
             "bench -h",
+            "stress --help",
             "test --help",
             "book --help",
         ] {
@@ -690,14 +788,14 @@ mod tests {
     #[test]
     fn help_and_usage_texts() {
         let help = help_text();
-        for cmd in ["build", "qemu boot", "qemu test", "bench", "test", "book"] {
+        for cmd in ["build", "qemu boot", "qemu test", "bench", "stress", "test", "book"] {
             assert!(
                 help.contains(&format!("\n    cargo xtask {cmd} "))
                     || help.contains(&format!("\n    cargo xtask {cmd}\n")),
                 "{cmd}"
             );
         }
-        for option in RUN_OPTS.iter().chain(TEST_OPTS).chain(CI_OPTS) {
+        for option in RUN_OPTS.iter().chain(TEST_OPTS).chain(STRESS_OPTS).chain(CI_OPTS) {
             assert!(help.contains(option.name), "{} is not documented", option.name);
         }
         assert!(usage_text().starts_with("usage:\n    cargo xtask build"));

@@ -315,6 +315,14 @@ pub const BUG_REPLAYS: &[BugReplay] = &[
         expect: "lost write",
         stress_secs: 20,
     },
+    // The randomised mm stress must catch a broken mechanism on its own,
+    // with its default seed (docs/src/stress.md, "What it catches").
+    BugReplay {
+        bug: "forget-anon-exclusive",
+        test: crate::stress::STRESS_TEST,
+        expect: "mismatch",
+        stress_secs: 90,
+    },
 ];
 
 impl BugReplay {

@@ -22,6 +22,7 @@ mod layers;
 #[cfg(test)]
 mod rustsrc;
 mod setup;
+mod stress;
 
 use cli::Command;
 use error::Error;
@@ -85,6 +86,7 @@ fn run(args: &[String]) -> Result<(), Error> {
         Command::Boot(args) => guest::boot(&mut builder, &args),
         Command::QemuTest(args) => guest::qemu_test(&mut builder, &args).map(|_| ()),
         Command::Bench(args) => guest::bench(&mut builder, &args),
+        Command::Stress(args) => stress::run(&mut builder, &args),
         Command::Ci(args) => ci::run(&mut builder, &args),
         Command::Book => book::run(&builder.ws),
     }

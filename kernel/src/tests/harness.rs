@@ -53,5 +53,24 @@ fn filter_selects_by_prefix(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) const TESTS: &[Test] =
-    register!["harness": filter_selects_by_prefix, selfcheck_fail, selfcheck_crash];
+fn on_demand_tests_need_their_own_prefix(_: &TestEnv<'_>) -> Result<(), String> {
+    let cases = [
+        ("all", false),
+        ("stress", true),
+        ("stress::random_mm_ops", true),
+        ("all,stress", true),
+        ("vm,all", false),
+        ("", false),
+    ];
+    for (filter, want) in cases {
+        if crate::tests::selected_on_demand(filter, "stress::random_mm_ops") != want {
+            return Err(format!("selected_on_demand({filter:?}, stress::random_mm_ops) should be {want}"));
+        }
+    }
+    if crate::tests::all_tests().any(|t| t.name.starts_with("stress::")) {
+        return Err(String::from("the stress is among the tests `test=all` runs"));
+    }
+    Ok(())
+}
+
+pub(crate) const TESTS: &[Test] = register!["harness": filter_selects_by_prefix, on_demand_tests_need_their_own_prefix, selfcheck_fail, selfcheck_crash];

@@ -196,3 +196,39 @@ pub(crate) fn faulty_ranges(serial: &str) -> Option<(core::ops::Range<u64>, core
     }
     Some((write?, read?))
 }
+
+/// A small deterministic generator (SplitMix64) for the randomised tests:
+/// the same seed gives the same sequence on every arch and every run.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    /// The generator of stream `stream` of `seed` (one per task or CPU, so
+    /// that each replays its own sequence whatever the others do).
+    pub(crate) fn new(seed: u64, stream: u64) -> Rng {
+        let mut mix = Rng(seed ^ stream.wrapping_mul(0xd134_2543_de82_ef95));
+        mix.next();
+        Rng(mix.next())
+    }
+
+    /// The next 64 random bits.
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// The seed a randomised test uses: the kernel argument `seed=` when
+/// given (`cargo xtask qemu test --seed N`), else `default`. Printed on a
+/// line of its own (`seed: <test> uses seed=0x...`), so that any run can be
+/// replayed: the same seed gives the same sequence of operations.
+pub(crate) fn test_seed(env: &crate::tests::TestEnv<'_>, test: &str, default: u64) -> Result<u64, String> {
+    let given = env.args.get_u64("seed").map_err(|e| format!("{e}"))?;
+    let seed = given.unwrap_or(default);
+    let whence = if given.is_some() { "from seed=" } else { "default; replay with --seed" };
+    crate::println!("\nseed: {test} uses seed={seed:#x} ({whence})");
+    Ok(seed)
+}

@@ -203,20 +203,20 @@ fn huge_frames_are_aligned_and_distinct(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn concurrent_alloc_from_every_cpu(_: &TestEnv<'_>) -> Result<(), String> {
+fn concurrent_alloc_from_every_cpu(env: &TestEnv<'_>) -> Result<(), String> {
     // A task pinned to every CPU allocates and frees blocks of random
     // orders, stamping each block it owns and checking the stamp before it
     // frees it: a block handed to two CPUs at once shows up as a wrong stamp.
+    // The orders and choices come from `seed=` (one stream per CPU).
+    let seed = crate::tests::kit::test_seed(env, "frame::concurrent_alloc_from_every_cpu", 0x9e37_79b9)?;
     let before = nr_free_frames();
     let handles: Result<Vec<_>, _> = crate::task::sched::online_cpus()
         .map(|cpu| {
             crate::task::sched::spawn_on(cpu, "allocator", move || -> Result<(), String> {
-                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (cpu as u64 + 1);
+                let mut rng = crate::tests::kit::Rng::new(seed, cpu as u64);
                 let mut held: Vec<(PhysAddr, u8, u64)> = Vec::new();
                 for round in 0..3000u64 {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
+                    let seed = rng.next();
                     if held.len() < 48 && !seed.is_multiple_of(3) {
                         let order = (seed >> 8) as u8 % 5;
                         let Ok(pa) = alloc_frames(order) else { continue };

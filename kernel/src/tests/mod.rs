@@ -18,6 +18,7 @@
 //! | [`folio_flags`] | the stress test of the folio flags word (seed 003) |
 //! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
 //! | [`fail_alloc`] | the allocation-failure sweep: every memory operation with each of its allocations failed |
+//! | [`stress`] | the randomised mm stress: random operations on shared spaces against a shadow (`cargo xtask stress`; on demand only, see [`on_demand_tests`]) |
 //!
 //! Tests are plain functions registered in each file's `TESTS` list
 //! ([`register!`]) and gathered in [`all_tests`]. With `test=<filter>` on the command line the
@@ -78,6 +79,7 @@ pub mod pgtable;
 pub mod reclaim;
 pub mod sched;
 pub mod smp;
+pub mod stress;
 pub mod swap;
 pub mod tlb;
 pub mod vm;
@@ -104,12 +106,29 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
     .flatten()
 }
 
+/// Tests that run only when a filter prefix other than `all` selects them
+/// (`test=stress`, `cargo xtask stress`): the randomised stress runs for as
+/// long as it is told and fails on what it finds anywhere in mm, so the
+/// suite's own runs do not include it; CI runs it in steps of its own.
+pub fn on_demand_tests() -> impl Iterator<Item = &'static Test> {
+    stress::TESTS.iter()
+}
+
+/// True when `filter` names the on-demand test `name` by a prefix of its
+/// own (`all` does not count).
+pub(crate) fn selected_on_demand(filter: &str, name: &str) -> bool {
+    filter.split(',').any(|p| p != "all" && selected(p, name))
+}
+
 /// Runs the selected tests; true when all passed and at least one ran.
 pub fn run(filter: &str, args: &Args<'_>) -> bool {
     let env = TestEnv { args };
     let (mut passed, mut failed) = (0u32, 0u32);
     println!("harness: running tests matching `{filter}`");
-    for test in all_tests().filter(|t| selected(filter, t.name)) {
+    let chosen = all_tests()
+        .filter(|t| selected(filter, t.name))
+        .chain(on_demand_tests().filter(|t| selected_on_demand(filter, t.name)));
+    for test in chosen {
         print!("test {} ... ", test.name);
         let heap_before = crate::memory::heap_used();
         // Frames the heap grew by are the heap's, not a leak (its bytes

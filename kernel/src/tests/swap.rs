@@ -20,7 +20,7 @@ use mm::gup::Hold;
 use mm::vma::VmaProt;
 use mm::VirtAddr;
 
-pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, failed_writes_are_counted_and_named, a_disk_that_stops_answering_is_retired, bad_headers_are_refused, pageout_4k_pages_and_back, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, a_read_only_disk_is_refused, a_fault_that_loses_the_race_with_swapoff_retries, swapoff_brings_back_pages_that_are_out, swapoff_while_tasks_fault_and_page_out, swapoff_with_read_errors_ends_only_the_reader, the_boot_demo_is_skipped_with_a_tiny_swap, fill_more_than_ram];
+pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, failed_writes_are_counted_and_named, a_disk_that_stops_answering_is_retired, bad_headers_are_refused, pageout_4k_pages_and_back, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, a_read_only_disk_is_refused, a_fault_that_loses_the_race_with_swapoff_retries, swapoff_brings_back_pages_that_are_out, swapoff_while_tasks_fault_and_page_out, swapoff_with_read_errors_ends_only_the_reader, the_boot_demo_is_skipped_with_a_tiny_swap, fill_more_than_ram, a_full_area_leaves_room_to_the_next];
 
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
 
@@ -403,6 +403,36 @@ fn concurrent_swapin_of_one_entry(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// A full swap area does not stop swap-out while another has room: with a
+/// small preferred area (the scratch disk) full, the rest of a pageout
+/// goes to the swap disk. (Found by the randomised stress: allocation kept
+/// choosing the full area, reclaim freed nothing, and tasks were killed
+/// for want of memory with most of the swap free.)
+fn a_full_area_leaves_room_to_the_next(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const SMALL: u64 = 100;
+    const PAGES: u64 = 300;
+    let ty = scratch_swapon(b"small", Some(SMALL), false)?;
+    let result = (|| {
+        let space = AddressSpace::new()?;
+        let base = space.mmap(PAGES * 4096, 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+        space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+        write_pattern(&space, base, 0..PAGES, 7)?;
+        pageout(&space, base, PAGES * 4096)?;
+        let swapped = swap_entries(&space, "after MADV_PAGEOUT")?;
+        let small_free = area(ty).map(|d| d.area.nr_free()).unwrap_or(0);
+        if swapped != PAGES {
+            return Err(format!(
+                "MADV_PAGEOUT of {PAGES} pages with a {SMALL}-page area preferred: {swapped} went out \
+                 ({small_free} slots of that area free): a full area hid the others"
+            ));
+        }
+        check_pattern(&space, base, 0..PAGES, 7)?
+    })();
+    let off = scratch_swapoff(ty);
+    result.and(off)
+}
+
 /// The scratch disk as a swap area of `pages` pages (its faulty pages
 /// listed as bad, so no I/O fails; with `bad_every_cluster`, one bad page
 /// in every cluster of 512 too, so no run for a huge folio is free), on and
@@ -473,16 +503,18 @@ impl Race {
 /// claim of the slot before reading keeps every read safe; without it
 /// the reader that lost the race maps the stale copy it read over the new
 /// version, and the next check of the page finds a lost write. Runs
-/// `stress_secs` seconds (2 by default).
+/// `stress_secs` seconds (2 by default); the pages of the rounds come from
+/// `seed=`.
 fn swapin_racing_pageout_loses_no_write(env: &TestEnv<'_>) -> Result<(), String> {
     let secs = env.args.get_u64("stress_secs").map_err(|e| format!("{e}"))?.unwrap_or(2);
+    let seed = crate::tests::kit::test_seed(env, "swap::swapin_racing_pageout_loses_no_write", 0x2545_f491)?;
     let ty = scratch_swapon(b"race", Some(600), false)?;
-    let result = race_on(ty, secs);
+    let result = race_on(ty, secs, seed);
     let off = scratch_swapoff(ty);
     result.and(off)
 }
 
-fn race_on(ty: SwapType, secs: u64) -> Result<(), String> {
+fn race_on(ty: SwapType, secs: u64, seed: u64) -> Result<(), String> {
     const HOT: u64 = 16;
     let dev = area(ty).ok_or("the area just swapped on is gone")?;
     // As many pages as the area has slots: once all are out it is full.
@@ -545,15 +577,12 @@ fn race_on(ty: SwapType, secs: u64) -> Result<(), String> {
         Ok(())
     })?);
     let mut versions = [0u64; HOT as usize];
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = crate::tests::kit::Rng::new(seed, 0);
     let start = sched::ticks();
     let mut rounds = 0u64;
     let mut failure = None;
     while sched::ticks() - start < secs * u64::from(sched::TICK_HZ) {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let p = rng % HOT;
+        let p = rng.next() % HOT;
         race.page.store(p, Ordering::Relaxed);
         race.version.store(versions[p as usize], Ordering::Relaxed);
         race.done.store(0, Ordering::Relaxed);
@@ -643,7 +672,7 @@ fn fill_with_ballast() -> Result<(), String> {
 }
 
 /// Writes `page` (4096 bytes) to page 0 of `disk`.
-fn write_header(disk: &'static BlockDevice, page: &[u8]) -> Result<(), String> {
+pub(crate) fn write_header(disk: &'static BlockDevice, page: &[u8]) -> Result<(), String> {
     let frame = memory::alloc_frames(0).map_err(|e| format!("no frame: {e:?}"))?;
     // SAFETY: a frame we own, in the direct map; nobody else sees it.
     let buf =

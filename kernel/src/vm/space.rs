@@ -551,6 +551,14 @@ impl AddressSpace {
         inner.vmas.map_anywhere(len, align, prot, VmaKind::Anonymous)
     }
 
+    /// Maps `len` bytes of anonymous memory at `start`, which must be free
+    /// (mmap's `MAP_FIXED_NOREPLACE`: `mm::vma::VmaSet::map_fixed`).
+    pub fn mmap_fixed(&self, start: VirtAddr, len: u64, prot: VmaProt) -> Result<VirtAddr, VmaError> {
+        let mut guard = self.lock();
+        let inner = guard.as_mut().expect("AddressSpace used after teardown");
+        inner.vmas.map_fixed(start, len, prot, VmaKind::Anonymous)
+    }
+
     /// Unmaps `[start, start + len)`: areas, page-table entries and the
     /// folios they mapped (freed after the shootdown). A 2 MiB page cut by
     /// the range is split first; its unmapped part is freed when this space

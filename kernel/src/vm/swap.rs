@@ -302,12 +302,14 @@ pub fn area(ty: SwapType) -> Option<Arc<SwapDevice>> {
     AREAS.lock().get(ty.index()).cloned().flatten()
 }
 
-/// The area new slots come from: the preferred one ([`prefer`]) if set
-/// and still allocating, else the first one still allocating.
+/// The area new slots come from: the preferred one ([`prefer`]) if set,
+/// still allocating and not full, else the first such one. A full area is
+/// passed over: choosing it would make reclaim free nothing while another
+/// area has room.
 pub fn alloc_area() -> Option<Arc<SwapDevice>> {
     let areas = AREAS.lock();
     let preferred = PREFERRED.load(Ordering::Relaxed);
-    let first = |d: &&Arc<SwapDevice>| !d.disk_gone() && !d.area.alloc_stopped();
+    let first = |d: &&Arc<SwapDevice>| !d.disk_gone() && !d.area.alloc_stopped() && d.area.nr_free() > 0;
     areas
         .get(preferred as usize)
         .and_then(Option::as_ref)
