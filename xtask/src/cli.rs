@@ -40,7 +40,8 @@ COMMANDS:
                  and fail on any mismatched byte, checker error, killed task,
                  leaked frame, slot or heap byte, or panic
     test         everything CI runs: host tests, lints (rustfmt, clippy), in-guest
-                 tests on both architectures, boot smoke checks (BIOS, UEFI,
+                 tests on both architectures, the short randomised stress on
+                 each (45 s), boot smoke checks (BIOS, UEFI,
                  AArch64), the harness self-checks (a failing and a crashing
                  test must be caught) and the bug replays (each bug=<switch>
                  must be caught by its stress test); runs every step, prints
