@@ -254,6 +254,47 @@ fn concurrent_alloc_from_every_cpu(env: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// The allocator's read-only queries hold its lock with interrupts off too
+/// (`mm::frame`, "Lock"). Two tasks share CPU 0 for two seconds: one asks
+/// how much is free, as kswapd does between its rounds, the other
+/// allocates and frees (with interrupts off, as every allocation does).
+/// A query that held the lock with interrupts on was preempted by the tick
+/// now and then, and the allocator then spun with interrupts off for ever:
+/// the whole CPU stopped, with nothing on the console (the hang of
+/// `swap::fill_more_than_ram`, kswapd against the faulting task). Here the
+/// test would never end and the run would fail at its time limit.
+fn a_query_preempted_by_the_tick_stalls_no_allocator(_: &TestEnv<'_>) -> Result<(), String> {
+    use crate::task::sched;
+    let until = sched::ticks() + 2 * u64::from(sched::TICK_HZ);
+    let querier = sched::spawn_on(0, "frame-query", move || {
+        let (mut rounds, mut sum) = (0u64, 0u64);
+        while sched::ticks() < until {
+            let fa = frame_allocator();
+            sum = sum.wrapping_add(fa.nr_free_pages()).wrapping_add(fa.nr_free_blocks(0));
+            rounds += 1;
+        }
+        (rounds, sum)
+    })
+    .map_err(|e| format!("spawn_on: {e:?}"))?;
+    let allocator = sched::spawn_on(0, "frame-alloc", move || -> Result<u64, String> {
+        let mut rounds = 0u64;
+        while sched::ticks() < until {
+            let pa = alloc_frames(0).map_err(|e| format!("no frame: {e:?}"))?;
+            free_frames(pa, 0);
+            rounds += 1;
+        }
+        Ok(rounds)
+    })
+    .map_err(|e| format!("spawn_on: {e:?}"))?;
+    let (queries, _) = querier.join()?;
+    let allocs = allocator.join()??;
+    // Both ran, taking turns on the CPU.
+    if queries == 0 || allocs == 0 {
+        return Err(format!("{queries} queries and {allocs} allocations in two seconds"));
+    }
+    Ok(())
+}
+
 fn task_stacks_start_zeroed(_env: &TestEnv<'_>) -> Result<(), String> {
     // "Kernel memory is zeroed when taken" (memory's module doc): a stack
     // that kept old bytes could also keep stale translated code under TCG,
@@ -303,4 +344,4 @@ fn task_stacks_start_zeroed(_env: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) const TESTS: &[Test] = register!["frame": concurrent_alloc_from_every_cpu; "heap": box_vec_and_reuse, exhaustion_is_an_error, grows_past_the_boot_region_and_shrinks; "frame": frames_are_usable_ram, huge_frames_are_aligned_and_distinct, every_order_drains_and_refills, task_stacks_start_zeroed];
+pub(crate) const TESTS: &[Test] = register!["frame": concurrent_alloc_from_every_cpu; "heap": box_vec_and_reuse, exhaustion_is_an_error, grows_past_the_boot_region_and_shrinks; "frame": frames_are_usable_ram, huge_frames_are_aligned_and_distinct, every_order_drains_and_refills, task_stacks_start_zeroed, a_query_preempted_by_the_tick_stalls_no_allocator];
