@@ -565,7 +565,7 @@ pub fn check_spaces_in<F: PageTableFormat>(
     // the window, then the rules that need them.
     let window = if scope.window == 0 { WINDOW } else { scope.window } as u64;
     let nr_frames = memmap.len() as u64;
-    let nr_slots: u64 = areas.iter().map(|a| a.nr_slots()).sum();
+    let nr_slots: u64 = areas.iter().map(|a| a.nr_pages()).sum();
     let nr_windows = nr_frames.div_ceil(window).max(nr_slots.div_ceil(window)).max(1);
     let tables_list: Vec<&PageTable<F>> = spaces.iter().map(|s| s.0).collect();
     for k in 0..nr_windows {
@@ -599,7 +599,8 @@ pub const fn heap_bound(nr_tables: u64) -> u64 {
 /// One window of the check: frames `[lo, hi)` (the folios whose heads are
 /// there are checked; their mappings are counted up to `span_hi`, so a
 /// folio that crosses `hi` is counted whole), and the slots `[slot_lo,
-/// slot_hi)` of the areas laid end to end.
+/// slot_hi)` of the areas laid end to end (all their pages, header and
+/// bad pages included).
 struct Window {
     lo: u64,
     hi: u64,
@@ -660,9 +661,9 @@ fn slot_index(areas: &[&SwapArea], entry: SwapEntry) -> Option<u64> {
     let mut first = 0;
     for area in areas {
         if area.ty() == entry.ty() {
-            return (entry.offset() < area.nr_slots()).then_some(first + entry.offset());
+            return (entry.offset() < area.nr_pages()).then_some(first + entry.offset());
         }
-        first += area.nr_slots();
+        first += area.nr_pages();
     }
     None
 }
@@ -990,9 +991,9 @@ fn check_refcount(folio: &Folio<'_>, mappings: i32, scope: &Scope<'_>) -> Result
 fn check_swap_counts(areas: &[&SwapArea], w: &Window, scope: &Scope<'_>) -> Result<(), ConsistencyError> {
     let mut first = 0;
     for area in areas {
-        let (lo, hi) = (w.slot_lo.max(first), w.slot_hi.min(first + area.nr_slots()));
+        let (lo, hi) = (w.slot_lo.max(first), w.slot_hi.min(first + area.nr_pages()));
         let base = first;
-        first += area.nr_slots();
+        first += area.nr_pages();
         if lo >= hi {
             continue;
         }
