@@ -81,11 +81,24 @@
 //!
 //! ## Memory
 //!
-//! O(mapped pages) time. Heap: 8 bytes per leaf and per swap entry, 8 per
-//! folio and space, 24 per table frame and 8 per LRU member, in a few
-//! vectors grown with `try_reserve`: when the heap cannot hold them the
-//! check reports [`ConsistencyError::NoMemory`] rather than failing the
-//! kernel.
+//! The check is two passes over the tables. The first checks every
+//! entry's own rules (each leaf, each swap entry's place) and counts the
+//! statistics. The second runs in **windows** of [`WINDOW`] frames of the
+//! memmap and [`WINDOW`] slots of the areas laid end to end (window `k`
+//! has both the `k`th frames and the `k`th slots; [`Scope::window`]
+//! lowers the size for tests): it walks the tables again, counts in
+//! vectors of the window's size the PTEs mapping each frame, the PMDs
+//! mapping each huge folio and the entries holding each slot, then checks
+//! the window's slots and the folios with their head in it (a folio's
+//! counts reach [`MAX_ORDER`] frames past the window, so one crossing its
+//! end is counted whole). So the heap holds, however big the workload, a
+//! window's vectors (4 bytes a frame and a slot, 1 bit and 1 byte a frame
+//! for the folios seen and the LRU lists: about 1 MiB the largest, 2.3
+//! MiB in all at [`WINDOW`]) and 24 bytes per table frame; time is
+//! O(mapped pages + swap entries) per window, the windows being
+//! `max(frames, slots) / WINDOW`. [`heap_bound`] says how much at most.
+//! When the heap cannot hold them, the check reports
+//! [`ConsistencyError::NoMemory`] rather than failing the kernel.
 
 use crate::addr::Pfn;
 use crate::addr::{PhysAddr, VirtAddr};
@@ -143,6 +156,9 @@ pub struct Scope<'a> {
     /// taken back (roots included): with `complete`, every one must be
     /// reachable.
     pub nr_tables: Option<u64>,
+    /// Frames and slots per window of the check's counts (module doc,
+    /// Memory); 0 for [`WINDOW`]. Tests lower it to check in many windows.
+    pub window: usize,
 }
 
 /// Why a mapped frame is not the page of a live folio.
@@ -394,17 +410,6 @@ fn push<T>(v: &mut Vec<T>, value: T) -> Result<(), ConsistencyError> {
     Ok(())
 }
 
-/// One mapping of a folio page: the page's PFN, shifted left by one, and
-/// 1 for a PMD leaf (which maps the whole folio from its head).
-fn mapping_record(pfn: Pfn, level: Level) -> u64 {
-    pfn.as_u64() << 1 | u64::from(level != Level::Pte)
-}
-
-/// How many times `key` is in the sorted `v`.
-fn count_sorted(v: &[u64], key: u64) -> u64 {
-    (v.partition_point(|&x| x <= key) - v.partition_point(|&x| x < key)) as u64
-}
-
 /// Calls `f(va, level, entry, slot)` for every entry of the table `table`
 /// (at `level`, covering from `table_va`) below `end` that is not empty;
 /// recurses into tables after reporting them. The kernel's shared upper
@@ -483,18 +488,16 @@ pub fn check_spaces_in<F: PageTableFormat>(
     scope: &Scope<'_>,
 ) -> Result<Vec<Stats>, ConsistencyError> {
     let tables = check_tables(spaces, mem, memmap, scope)?;
-    // Every leaf's page (`mapping_record`), every swap entry (raw), and each
-    // space's folios (head PFNs), in vectors sorted afterwards.
-    let mut mappings: Vec<u64> = Vec::new();
-    let mut slots: Vec<u64> = Vec::new();
-    let mut folios_here: Vec<u64> = Vec::new();
     let mut all_stats = Vec::new();
     all_stats
         .try_reserve_exact(spaces.len())
         .map_err(|_| ConsistencyError::NoMemory { needed: spaces.len() })?;
+    let areas = scope.swap.unwrap_or(&[]);
+    // Pass 1: every entry's own rules and the statistics but the folios;
+    // the lowest swap entry of no area's slots, if any.
+    let mut stray: Option<SwapEntry> = None;
     for &(table, vmas) in spaces {
         let mut stats = Stats::default();
-        folios_here.clear();
         let (mut nr_swap, mut nr_migration, mut first_nonpresent) = (0u64, 0u64, None);
         let own = anon_handle(table.root());
         let end = vmas.user_range().1.as_u64();
@@ -506,7 +509,10 @@ pub fn check_spaces_in<F: PageTableFormat>(
                     if level != Level::Pte || vmas.find(va).is_none() {
                         return Err(ConsistencyError::MisplacedSwapEntry { va, level });
                     }
-                    push(&mut slots, entry.to_raw())?;
+                    if slot_index(areas, entry).is_none() && stray.is_none_or(|s| entry.to_raw() < s.to_raw())
+                    {
+                        stray = Some(entry);
+                    }
                     stats.nr_swap_entries += 1;
                     return Ok(());
                 }
@@ -525,13 +531,7 @@ pub fn check_spaces_in<F: PageTableFormat>(
             if tables.binary_search_by_key(&leaf.frame.pfn().as_u64(), |t| t.0).is_ok() {
                 return Err(ConsistencyError::TableMappedAsData { va, level, table: leaf.frame });
             }
-            let folio = check_leaf(vmas, memmap, own, handles, va, level, leaf, scope.quiescent)?;
-            if !crate::thp::is_huge_zero_folio(&folio) {
-                push(&mut mappings, mapping_record(leaf.frame.pfn(), level))?;
-            }
-            if folios_here.last() != Some(&folio.pfn().as_u64()) {
-                push(&mut folios_here, folio.pfn().as_u64())?;
-            }
+            check_leaf(vmas, memmap, own, handles, va, level, leaf, scope.quiescent)?;
             stats.nr_pages_mapped += leaf.size.bytes() / 4096;
             match level {
                 Level::Pte => stats.nr_pte_leaves += 1,
@@ -543,35 +543,233 @@ pub fn check_spaces_in<F: PageTableFormat>(
         if let Some(first) = first_nonpresent {
             return Err(ConsistencyError::NonPresentEntries { nr_swap, nr_migration, first });
         }
-        folios_here.sort_unstable();
-        folios_here.dedup();
-        stats.nr_folios = folios_here.len() as u64;
         all_stats.push(stats);
     }
-    drop(folios_here);
-    slots.sort_unstable();
-    if let Some(areas) = scope.swap {
-        check_swap_counts(areas, &slots, scope)?;
+    if let Some(entry) = stray {
+        // No area counts it (module doc): 0 for every entry that holds it.
+        let mut entries = 0;
+        for &(table, vmas) in spaces {
+            let end = vmas.user_range().1.as_u64();
+            walk::<F>(mem, table.root(), Level::Pgd, 0, end, &mut |_, _, e, _| {
+                if matches!(e, Decoded::NonPresent(NonPresent::Swap { entry: held, .. }) if held == entry) {
+                    entries += 1;
+                }
+                Ok(())
+            })?;
+        }
+        let count = areas.iter().find(|a| a.ty() == entry.ty()).map_or(0, |a| a.count(entry));
+        return Err(ConsistencyError::SwapCount { ty: entry.ty(), offset: entry.offset(), entries, count });
     }
-    drop(slots);
-    mappings.sort_unstable();
-    let lru_members = match (scope.lru, scope.quiescent) {
-        (Some(lru), true) => Some(lru_members(lru)?),
-        _ => None,
-    };
+    // Pass 2, one window at a time (module doc, Memory): the counts of
+    // the mappings of the frames and of the entries holding the slots in
+    // the window, then the rules that need them.
+    let window = if scope.window == 0 { WINDOW } else { scope.window } as u64;
+    let nr_frames = memmap.len() as u64;
+    let nr_slots: u64 = areas.iter().map(|a| a.nr_pages()).sum();
+    let nr_windows = nr_frames.div_ceil(window).max(nr_slots.div_ceil(window)).max(1);
     let tables_list: Vec<&PageTable<F>> = spaces.iter().map(|s| s.0).collect();
-    let mut i = 0;
-    while i < mappings.len() {
-        let head = folio_of(memmap, Pfn::new(mappings[i] >> 1)).expect("check_leaf saw a folio");
-        let end = head.pfn().plus(head.nr_pages() as u64).as_u64();
-        let n = mappings[i..].partition_point(|&r| r >> 1 < end);
-        check_folio(&head, &mappings[i..i + n], &tables_list, mem, scope, lru_members.as_deref())?;
-        i += n;
+    for k in 0..nr_windows {
+        let w = Window::new(memmap, k * window, window, nr_slots)?;
+        check_window(spaces, mem, memmap, scope, &tables_list, w, &mut all_stats)?;
     }
     if let (Some(areas), true) = (scope.swap, scope.quiescent) {
-        check_swap_cache(areas, memmap, &mappings, scope)?;
+        check_swap_cache(areas, memmap)?;
     }
     Ok(all_stats)
+}
+
+/// Entries per window of the checker's counts (module doc, Memory): a
+/// 4-byte count each, so about 1 MiB per vector.
+pub const WINDOW: usize = 1 << 18;
+
+/// Heap bytes a check whose spaces have `nr_tables` table frames (roots
+/// included) may use at most: the window's vectors, and the table list and
+/// statistics (a space has at least its root), counted with their growth.
+pub const fn heap_bound(nr_tables: u64) -> u64 {
+    let window = WINDOW as u64;
+    let per_window = 4 * (window + (1 << MAX_ORDER))
+        + 4 * ((window + (1 << MAX_ORDER)) >> 9)
+        + 4
+        + 4 * window
+        + window
+        + window / 8;
+    per_window + 3 * 24 * nr_tables + 64 * nr_tables + 4096
+}
+
+/// One window of the check: frames `[lo, hi)` (the folios whose heads are
+/// there are checked; their mappings are counted up to `span_hi`, so a
+/// folio that crosses `hi` is counted whole), and the slots `[slot_lo,
+/// slot_hi)` of the areas laid end to end (all their pages, header and
+/// bad pages included).
+struct Window {
+    lo: u64,
+    hi: u64,
+    span_hi: u64,
+    slot_lo: u64,
+    slot_hi: u64,
+    /// The PTEs mapping each frame of `[lo, span_hi)`.
+    ptes: Vec<u32>,
+    /// The PMDs mapping each order-9 folio with its head in `[lo,
+    /// span_hi)`, at `(head - lo) >> 9` (two such heads are 512 apart).
+    pmds: Vec<u32>,
+    /// The entries holding each slot of `[slot_lo, slot_hi)`.
+    slots: Vec<u32>,
+    /// The folios with their head in `[lo, hi)` one space maps, a bit each.
+    heads: Vec<u64>,
+}
+
+impl Window {
+    fn new(memmap: &Memmap, first: u64, len: u64, nr_slots: u64) -> Result<Window, ConsistencyError> {
+        let (base, end) = (memmap.base_pfn().as_u64(), memmap.end_pfn().as_u64());
+        let lo = (base + first).min(end);
+        let hi = (lo + len).min(end);
+        let span_hi = (hi + (1 << MAX_ORDER)).min(end);
+        let (slot_lo, slot_hi) = (first.min(nr_slots), (first + len).min(nr_slots));
+        Ok(Window {
+            lo,
+            hi,
+            span_hi,
+            slot_lo,
+            slot_hi,
+            ptes: zeroed((span_hi - lo) as usize)?,
+            pmds: zeroed(((span_hi - lo) >> 9) as usize + 1)?,
+            slots: zeroed((slot_hi - slot_lo) as usize)?,
+            heads: zeroed((hi - lo).div_ceil(64) as usize)?,
+        })
+    }
+
+    /// The mappings of the folio `folio` (its head in `[lo, span_hi)`):
+    /// the PMDs and the PTEs of each page.
+    fn mappings_of(&self, folio: &Folio<'_>) -> (u64, &[u32]) {
+        let i = (folio.pfn().as_u64() - self.lo) as usize;
+        let nr_pmds = if folio.order() == 9 { self.pmds[i >> 9] } else { 0 };
+        (u64::from(nr_pmds), &self.ptes[i..i + folio.nr_pages()])
+    }
+}
+
+/// A vector of `n` zeros, or [`ConsistencyError::NoMemory`].
+fn zeroed<T: Copy + Default>(n: usize) -> Result<Vec<T>, ConsistencyError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| ConsistencyError::NoMemory { needed: n })?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// The index of the slot `entry` holds among the slots of `areas` laid end
+/// to end, if it is a slot of one of them (the first of its type).
+fn slot_index(areas: &[&SwapArea], entry: SwapEntry) -> Option<u64> {
+    let mut first = 0;
+    for area in areas {
+        if area.ty() == entry.ty() {
+            return (entry.offset() < area.nr_pages()).then_some(first + entry.offset());
+        }
+        first += area.nr_pages();
+    }
+    None
+}
+
+/// The rules of window `w` (pass 2 of [`check_spaces_in`]): counts the
+/// mappings and entries in it, adds each space's folios with their head
+/// in it to `all_stats`, and checks its slots' counts and its folios.
+fn check_window<F: PageTableFormat>(
+    spaces: &[(&PageTable<F>, &VmaSet)],
+    mem: &impl TableMemory,
+    memmap: &'static Memmap,
+    scope: &Scope<'_>,
+    tables: &[&PageTable<F>],
+    mut w: Window,
+    all_stats: &mut [Stats],
+) -> Result<(), ConsistencyError> {
+    let areas = scope.swap.unwrap_or(&[]);
+    for (&(table, vmas), stats) in spaces.iter().zip(all_stats.iter_mut()) {
+        w.heads.fill(0);
+        let end = vmas.user_range().1.as_u64();
+        walk::<F>(mem, table.root(), Level::Pgd, 0, end, &mut |_, level, entry, _| {
+            match entry {
+                Decoded::Leaf(leaf) => {
+                    let pfn = leaf.frame.pfn().as_u64();
+                    if !(w.lo..w.span_hi).contains(&pfn) {
+                        return Ok(());
+                    }
+                    let folio = folio_of(memmap, leaf.frame.pfn()).expect("pass 1 saw a folio");
+                    if !crate::thp::is_huge_zero_folio(&folio) {
+                        let i = (pfn - w.lo) as usize;
+                        match level {
+                            Level::Pte => w.ptes[i] += 1,
+                            _ => w.pmds[i >> 9] += 1,
+                        }
+                    }
+                    let head = folio.pfn().as_u64();
+                    if (w.lo..w.hi).contains(&head) {
+                        let i = (head - w.lo) as usize;
+                        w.heads[i / 64] |= 1 << (i % 64);
+                    }
+                }
+                Decoded::NonPresent(NonPresent::Swap { entry, .. }) => {
+                    if let Some(i) = slot_index(areas, entry).filter(|i| (w.slot_lo..w.slot_hi).contains(i)) {
+                        w.slots[(i - w.slot_lo) as usize] += 1;
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        })?;
+        stats.nr_folios += w.heads.iter().map(|b| u64::from(b.count_ones())).sum::<u64>();
+    }
+    if scope.swap.is_some() {
+        check_swap_counts(areas, &w, scope)?;
+    }
+    // How many times each folio with its head in the window is on the
+    // lists (at most 255 counted; a folio there twice is recounted).
+    let lru_times = match (scope.lru, scope.quiescent) {
+        (Some(lru), true) => {
+            let mut times: Vec<u8> = zeroed((w.hi - w.lo) as usize)?;
+            lru.for_each(|pfn, _| {
+                if (w.lo..w.hi).contains(&pfn.as_u64()) {
+                    let t = &mut times[(pfn.as_u64() - w.lo) as usize];
+                    *t = t.saturating_add(1);
+                }
+            });
+            Some(times)
+        }
+        _ => None,
+    };
+    let mut pfn = w.lo;
+    while pfn < w.span_hi {
+        let i = (pfn - w.lo) as usize;
+        if w.ptes[i] == 0 && w.pmds[i >> 9] == 0 {
+            pfn += 1;
+            continue;
+        }
+        let Some(head) = folio_of(memmap, Pfn::new(pfn)) else {
+            pfn += 1;
+            continue;
+        };
+        let (start, next) = (head.pfn().as_u64(), head.pfn().as_u64() + head.nr_pages() as u64);
+        pfn = next;
+        // A folio with its head before the window was checked in the
+        // window before; one with its head after, in the next.
+        if !(w.lo..w.hi).contains(&start) {
+            continue;
+        }
+        let (nr_pmds, ptes) = w.mappings_of(&head);
+        if nr_pmds == 0 && ptes.iter().all(|&n| n == 0) {
+            continue;
+        }
+        let lru_times = lru_times.as_ref().map(|times| match times[(start - w.lo) as usize] {
+            t @ 0..=1 => u64::from(t),
+            _ => {
+                let mut exact = 0;
+                scope.lru.expect("lists counted").for_each(|p, _| exact += u64::from(p == head.pfn()));
+                exact
+            }
+        });
+        check_folio(&head, nr_pmds, ptes, tables, mem, scope, lru_times)?;
+    }
+    if let (Some(areas), true, true) = (scope.swap, scope.quiescent, scope.complete) {
+        check_unmapped_cache_refcounts(areas, memmap, &w, scope)?;
+    }
+    Ok(())
 }
 
 /// The page-table frames of `spaces` (module doc, rules 1 to 4): returns
@@ -694,29 +892,30 @@ fn check_leaf(
     Ok(folio)
 }
 
-/// The counts and flags of the folio `folio`, whose mappings are
-/// `records` (`mapping_record`s, sorted).
+/// The counts and flags of the folio `folio`, mapped by `nr_pmds` PMDs and
+/// `ptes[i]` PTEs of its page `i`, on the LRU lists `lru_times` times
+/// (when they are checked).
 fn check_folio<F: PageTableFormat>(
     folio: &Folio<'static>,
-    records: &[u64],
+    nr_pmds: u64,
+    ptes: &[u32],
     tables: &[&PageTable<F>],
     mem: &impl TableMemory,
     scope: &Scope<'_>,
-    lru_members: Option<&[u64]>,
+    lru_times: Option<u64>,
 ) -> Result<(), ConsistencyError> {
     let head = folio.pfn();
-    let nr_pmds = count_sorted(records, mapping_record(head, Level::Pmd));
     let anon = folio.test_flag(PageFlag::SwapBacked);
     if anon {
-        let mapped = records.len() as u64;
+        let mapped = nr_pmds + ptes.iter().map(|&n| u64::from(n)).sum::<u64>();
         let found = crate::rmap::rmap_walk(folio, tables, mem, &mut |_| {}) as u64;
         if found != mapped {
             return Err(ConsistencyError::Rmap { folio: head, found, mapped });
         }
     }
-    for i in 0..folio.nr_pages() {
+    for (i, &nr_ptes) in ptes.iter().enumerate() {
         let pfn = head.plus(i as u64);
-        let nr_ptes = count_sorted(records, mapping_record(pfn, Level::Pte));
+        let nr_ptes = u64::from(nr_ptes);
         let mapcount = folio.page_mapcount(i);
         if mapcount < 0 || mapcount as u64 != nr_ptes {
             return Err(ConsistencyError::PageMapcount { folio: head, pfn, nr_ptes, mapcount });
@@ -751,8 +950,7 @@ fn check_folio<F: PageTableFormat>(
             return Err(ConsistencyError::NotOnLru { folio: head });
         }
     }
-    if let Some(members) = lru_members {
-        let times = count_sorted(members, head.as_u64());
+    if let Some(times) = lru_times {
         if times > 1 {
             return Err(ConsistencyError::OnLruTwice { folio: head, times });
         }
@@ -787,49 +985,36 @@ fn check_refcount(folio: &Folio<'_>, mappings: i32, scope: &Scope<'_>) -> Result
     }
 }
 
-/// The members of `lru`, as head PFNs, sorted (one per time it is on a
-/// list).
-fn lru_members(lru: &LruLists) -> Result<Vec<u64>, ConsistencyError> {
-    let counts = lru.counts();
-    let needed = (counts.nr_active + counts.nr_inactive) as usize;
-    let mut members = Vec::new();
-    members.try_reserve_exact(needed).map_err(|_| ConsistencyError::NoMemory { needed })?;
-    lru.for_each(|pfn, _| {
-        if members.len() < members.capacity() {
-            members.push(pfn.as_u64());
-        }
-    });
-    members.sort_unstable();
-    Ok(members)
-}
-
-/// The swap counts (module doc): each slot held by the entries `slots`
-/// (raw, sorted) counts them exactly; with `scope.complete` every used
-/// slot of every area is held by as many entries as it counts.
-fn check_swap_counts(areas: &[&SwapArea], slots: &[u64], scope: &Scope<'_>) -> Result<(), ConsistencyError> {
-    let count_of = |e: SwapEntry| areas.iter().find(|a| a.ty() == e.ty()).map_or(0, |a| a.count(e));
-    let mut i = 0;
-    while i < slots.len() {
-        let n = count_sorted(&slots[i..], slots[i]);
-        let entry = SwapEntry::from_raw(slots[i]).expect("a swap entry the walk decoded");
-        let count = count_of(entry);
-        if u64::from(count) != n {
-            return Err(ConsistencyError::SwapCount {
-                ty: entry.ty(),
-                offset: entry.offset(),
-                entries: n,
-                count,
-            });
-        }
-        i += n as usize;
-    }
-    if !scope.complete {
-        return Ok(());
-    }
+/// The swap counts of the slots in window `w` (module doc): each slot held
+/// by entries counts them exactly; with `scope.complete` every used slot
+/// is held by as many entries as it counts.
+fn check_swap_counts(areas: &[&SwapArea], w: &Window, scope: &Scope<'_>) -> Result<(), ConsistencyError> {
+    let mut first = 0;
     for area in areas {
-        for entry in area.used_slots() {
+        let (lo, hi) = (w.slot_lo.max(first), w.slot_hi.min(first + area.nr_pages()));
+        let base = first;
+        first += area.nr_pages();
+        if lo >= hi {
+            continue;
+        }
+        let entries_of = |offset: u64| u64::from(w.slots[(base + offset - w.slot_lo) as usize]);
+        for offset in lo - base..hi - base {
+            let entries = entries_of(offset);
+            if entries == 0 {
+                continue;
+            }
+            let entry = SwapEntry::new(area.ty(), offset).expect("a swap entry the walk decoded");
             let count = area.count(entry);
-            let entries = count_sorted(slots, entry.to_raw());
+            if u64::from(count) != entries {
+                return Err(ConsistencyError::SwapCount { ty: entry.ty(), offset, entries, count });
+            }
+        }
+        if !scope.complete {
+            continue;
+        }
+        for entry in area.used_slots_from(lo - base).take_while(|e| e.offset() < hi - base) {
+            let count = area.count(entry);
+            let entries = entries_of(entry.offset());
             if u64::from(count) != entries {
                 return Err(ConsistencyError::SwapCount {
                     ty: entry.ty(),
@@ -843,14 +1028,36 @@ fn check_swap_counts(areas: &[&SwapArea], slots: &[u64], scope: &Scope<'_>) -> R
     Ok(())
 }
 
-/// The swap cache at a quiescent point (module doc): every `HAS_CACHE`
-/// slot has a cache folio that says it has this slot, unlocked; a cache
-/// folio nothing maps (not in `mappings`) holds its cache references
-/// (exactly, with the holds known).
-fn check_swap_cache(
+/// The cache folio of the `HAS_CACHE` slot `entry` of `area`, and its page
+/// index there, if the cache holds one that says it has this slot (the
+/// cache's rules, module doc): `Err` names what is wrong.
+fn cache_folio(
+    area: &SwapArea,
+    memmap: &'static Memmap,
+    entry: SwapEntry,
+) -> Result<(Folio<'static>, usize), ConsistencyError> {
+    let (ty, offset) = (entry.ty(), entry.offset());
+    let Some((pfn, index)) = area.cache_lookup_with(entry, |pfn, i| (pfn, i)) else {
+        return Err(ConsistencyError::OrphanHasCache { ty, offset });
+    };
+    let folio = folio_of(memmap, pfn).filter(|f| {
+        f.pfn() == pfn
+            && index < f.nr_pages()
+            && f.test_flag(PageFlag::SwapCache)
+            && f.test_flag(PageFlag::SwapBacked)
+            && f.swap_entry().map(|e| e.plus(index as u64)) == Some(entry)
+    });
+    folio.map(|f| (f, index)).ok_or(ConsistencyError::SwapCacheMismatch { ty, offset, pfn, index })
+}
+
+/// The refcounts of the swap-cache folios nothing maps whose heads are in
+/// window `w`, at a quiescent point of every space (module doc): their
+/// cache references (exactly, with the holds known). A cache folio
+/// [`check_swap_cache`] refuses is left to it.
+fn check_unmapped_cache_refcounts(
     areas: &[&SwapArea],
     memmap: &'static Memmap,
-    mappings: &[u64],
+    w: &Window,
     scope: &Scope<'_>,
 ) -> Result<(), ConsistencyError> {
     for area in areas {
@@ -858,29 +1065,33 @@ fn check_swap_cache(
             if !area.has_cache(entry) {
                 continue;
             }
-            let (ty, offset) = (entry.ty(), entry.offset());
-            let Some((pfn, index)) = area.cache_lookup_with(entry, |pfn, i| (pfn, i)) else {
-                return Err(ConsistencyError::OrphanHasCache { ty, offset });
-            };
-            let folio = folio_of(memmap, pfn).filter(|f| {
-                f.pfn() == pfn
-                    && index < f.nr_pages()
-                    && f.test_flag(PageFlag::SwapCache)
-                    && f.test_flag(PageFlag::SwapBacked)
-                    && f.swap_entry().map(|e| e.plus(index as u64)) == Some(entry)
-            });
-            let Some(folio) = folio else {
-                return Err(ConsistencyError::SwapCacheMismatch { ty, offset, pfn, index });
-            };
-            if index != 0 {
+            let Ok((folio, 0)) = cache_folio(area, memmap, entry) else { continue };
+            let head = folio.pfn().as_u64();
+            if !(w.lo..w.hi).contains(&head) || check_quiet_flags(&folio).is_err() {
                 continue;
             }
-            check_quiet_flags(&folio)?;
-            let end = pfn.plus(folio.nr_pages() as u64).as_u64() << 1;
-            let mapped =
-                mappings.partition_point(|&r| r < end) > mappings.partition_point(|&r| r < pfn.as_u64() << 1);
-            if !mapped && scope.complete {
+            let (nr_pmds, ptes) = w.mappings_of(&folio);
+            if nr_pmds == 0 && ptes.iter().all(|&n| n == 0) {
                 check_refcount(&folio, 0, scope)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The swap cache at a quiescent point (module doc): every `HAS_CACHE`
+/// slot has a cache folio that says it has this slot, unlocked (the
+/// refcounts of those nothing maps are checked per window:
+/// [`check_unmapped_cache_refcounts`]).
+fn check_swap_cache(areas: &[&SwapArea], memmap: &'static Memmap) -> Result<(), ConsistencyError> {
+    for area in areas {
+        for entry in area.used_slots() {
+            if !area.has_cache(entry) {
+                continue;
+            }
+            let (folio, index) = cache_folio(area, memmap, entry)?;
+            if index == 0 {
+                check_quiet_flags(&folio)?;
             }
         }
     }

@@ -739,6 +739,87 @@ fn a_writable_leaf_of_a_shared_or_cached_page_is_reported<F: HardwareWalker>() {
     w.finish();
 }
 
+/// A world of 96 written pages in a 128-page area, 60 of them swapped out,
+/// and a fork: spread over many windows of 32 frames and 32 slots.
+fn windowed<F: HardwareWalker>() -> World<F> {
+    let frames = SimFrames::new(MEMMAP_BASE, MEMMAP_LEN).with_swap(TY.raw(), 1024).with_lru();
+    let mut w = World::with_frames(frames);
+    w.mmap(0, AREA, 128 * 4096, RW);
+    for p in 0..96 {
+        fault(&w, AREA + p * 4096, Access::Write);
+    }
+    for p in 20..80 {
+        assert_eq!(w.swap_out(0, AREA + p * 4096), Shrunk::Freed(1));
+    }
+    w.fork(0);
+    w.check_window = 32;
+    w
+}
+
+fn windows_check_every_rule_as_one_pass_does<F: HardwareWalker>() {
+    let mut w = windowed::<F>();
+    let windowed_stats = w.try_check();
+    w.check_window = 0;
+    assert_eq!(w.try_check(), windowed_stats);
+    w.check_window = 32;
+    let stats = windowed_stats.unwrap();
+    assert_eq!((stats[0].nr_folios, stats[0].nr_swap_entries, stats[1].nr_swap_entries), (36, 60, 60));
+    // The mapped page with the highest frame and the slot with the highest
+    // offset are far past the first window: breaking them is still seen.
+    let last = (0..96).filter(|p| !(20..80).contains(p)).map(|p| w.folio_at(0, AREA + p * 4096));
+    let f = last.max_by_key(|f| f.pfn()).unwrap();
+    assert!(f.pfn().as_u64() - MEMMAP_BASE >= 2 * 32, "frame {:#x} in a late window", f.pfn());
+    f.add_page_mapcount(0, 1);
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::PageMapcount { folio: f.pfn(), pfn: f.pfn(), nr_ptes: 2, mapcount: 3 })
+    );
+    f.add_page_mapcount(0, -1);
+    let e = (20..80).map(|p| slot(&w, p)).max_by_key(|e| e.offset()).unwrap();
+    assert!(e.offset() >= 32, "slot {:#x} in a late window", e.offset());
+    let area = w.area();
+    assert_eq!(area.dup(e), Ok(3));
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::SwapCount { ty: TY, offset: e.offset(), entries: 2, count: 3 })
+    );
+    assert_eq!(area.free_ref(e), Ok(2));
+    // A leaked slot after every held one.
+    let leaked = area.alloc(0).unwrap();
+    area.dup(leaked).unwrap();
+    area.release_cache(leaked, 1).unwrap();
+    assert!(leaked.offset() > e.offset());
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::SwapCount { ty: TY, offset: leaked.offset(), entries: 0, count: 1 })
+    );
+    area.free_ref(leaked).unwrap();
+    // An unmapped swap-cache folio with a reference nobody declared.
+    let g = w.folio_at(1, AREA + 95 * 4096);
+    let h = w.folio_at(0, AREA + 95 * 4096);
+    assert_eq!(g.pfn(), h.pfn());
+    g.get();
+    w.declare_refs(g.pfn(), 1);
+    assert_eq!(w.swap_out(0, AREA + 95 * 4096), Shrunk::Kept(Kept::InUse));
+    assert!(g.test_flag(PageFlag::SwapCache) && g.total_mapcount() == 0, "kept in the cache, unmapped");
+    w.check();
+    w.declare_refs(g.pfn(), -1);
+    assert_eq!(
+        check(&w),
+        Err(ConsistencyError::Refcount {
+            folio: g.pfn(),
+            refcount: 2,
+            mappings: 0,
+            cache: 1,
+            holds: Some(0)
+        })
+    );
+    assert!(!w.frames.put(g));
+    w.reclaim_cache();
+    w.check();
+    w.finish();
+}
+
 mm::for_both_formats!(
     demand_faults_make_consistent_anon_folios,
     a_corrupted_page_mapcount_is_reported,
@@ -762,4 +843,5 @@ mm::for_both_formats!(
     the_huge_zero_folio_mapped_by_a_pte_is_reported,
     a_swap_entry_outside_every_area_is_reported,
     a_writable_leaf_of_a_shared_or_cached_page_is_reported,
+    windows_check_every_rule_as_one_pass_does,
 );

@@ -193,14 +193,6 @@ pub struct AddressSpace {
 /// 1 MiB of gathered references.
 const TEARDOWN_CHUNK: u64 = 512 << 20;
 
-/// Heap bytes the consistency checker needs per folio it finds, at most
-/// (measured about 90: its table entry, a count per page, a set entry,
-/// and the allocator's rounding).
-pub const CHECK_BYTES_PER_FOLIO: u64 = 160;
-/// Heap bytes the consistency checker needs per swap slot it finds, at
-/// most.
-pub const CHECK_BYTES_PER_SLOT: u64 = 48;
-
 static FAMILIES: IrqSpinLock<Vec<Weak<Family>>> = IrqSpinLock::new(Vec::new());
 
 /// Every family one of whose members (live or gone) had the anon handle
@@ -248,6 +240,7 @@ pub fn check_all_at_rest(exact: bool) -> Result<usize, String> {
             quiescent: true,
             holds: exact.then_some(&no_holds as &dyn Fn(mm::Pfn) -> i32),
             nr_tables: exact.then(crate::memory::paging::nr_tables),
+            window: 0,
         };
         mm::debug::check_spaces_in(&spaces, &KernelTables, &handles, memmap, &scope)
             .map(|_| spaces.len())
@@ -675,20 +668,15 @@ impl AddressSpace {
     /// (taken in root order), and returns this space's statistics. Exact
     /// while no member of the family is being dropped at the same time.
     ///
-    /// The checker's tables grow with the folios and swap entries it finds
-    /// (about [`CHECK_BYTES_PER_FOLIO`] and [`CHECK_BYTES_PER_SLOT`]) and
-    /// are built under the family's locks, where the heap cannot wait for
-    /// reclaim: so the room is taken first, reclaiming if need be, for an
-    /// upper bound (every frame in use a folio, every used slot an entry).
-    /// Without it the check fails with a message, and nothing else does.
+    /// The checker's heap use is bounded (`mm::debug::heap_bound`: its
+    /// windows' counts, about 2.3 MiB, and a little per table frame) and
+    /// taken under the family's locks, where the heap cannot wait for
+    /// reclaim: so the room is taken first, reclaiming if need be, for
+    /// every table frame handed out. Without it the check fails with a
+    /// message, and nothing else does.
     pub fn check(&self) -> Result<Stats, String> {
         let memmap = memory::frame_allocator().memmap();
-        let frames = memory::frame_allocator();
-        let (managed, free) =
-            crate::sync::without_interrupts(|| (frames.managed_pages(), frames.nr_free_pages()));
-        let used_frames = managed.saturating_sub(free + memory::heap::grown_frames());
-        let (slots_free, slots) = crate::vm::swap::totals();
-        let bound = used_frames * CHECK_BYTES_PER_FOLIO + (slots - slots_free) * CHECK_BYTES_PER_SLOT;
+        let bound = mm::debug::heap_bound(crate::memory::paging::nr_tables());
         memory::heap::reserve(bound as usize, crate::vm::reclaim::alloc_frames_reclaiming).map_err(|e| {
             format!(
                 "check: no memory for the checker's tables ({} KiB wanted, {} KiB free)",

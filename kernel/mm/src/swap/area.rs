@@ -748,7 +748,13 @@ impl SwapArea {
     /// The used slots in increasing order. Not a snapshot: each step takes
     /// the lock and finds the next used slot after the last one returned.
     pub fn used_slots(&self) -> UsedSlots<'_> {
-        UsedSlots { area: self, next: 1 }
+        self.used_slots_from(1)
+    }
+
+    /// [`SwapArea::used_slots`] from the slot at `offset` on (the header
+    /// slot 0 is never used).
+    pub fn used_slots_from(&self, offset: u64) -> UsedSlots<'_> {
+        UsedSlots { area: self, next: offset.max(1) }
     }
 
     /// Checks every invariant of the area (O(slots + cached folios)): the

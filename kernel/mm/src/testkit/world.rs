@@ -184,6 +184,9 @@ pub struct World<F: HardwareWalker> {
     holds: RefCell<Vec<(PhysAddr, Hold)>>,
     /// References tests declared ([`World::declare_refs`]).
     extra_refs: RefCell<Vec<(Pfn, i32)>>,
+    /// The checker's window ([`Scope::window`]; 0 for its default): tests
+    /// lower it to check in many windows.
+    pub check_window: usize,
 }
 
 impl<F: HardwareWalker> Default for World<F> {
@@ -212,6 +215,7 @@ impl<F: HardwareWalker> World<F> {
             host: Switches::default(),
             holds: RefCell::new(Vec::new()),
             extra_refs: RefCell::new(Vec::new()),
+            check_window: 0,
         };
         w.add_space(PageTable::new(&w.mem).unwrap(), VmaSet::new(va(0x1000), va(USER_END)));
         w
@@ -305,6 +309,7 @@ impl<F: HardwareWalker> World<F> {
             quiescent,
             holds: Some(&holds),
             nr_tables: Some(*self.mem.live_tables.borrow()),
+            window: self.check_window,
         };
         let stats = check_spaces_in(&spaces, &self.mem, &self.handles, self.memmap(), &scope)?;
         let mut all = vec![Stats::default(); self.spaces.len()];
@@ -953,6 +958,7 @@ impl<F: HardwareWalker> SharedSpace<F> {
                 quiescent: true,
                 holds: None,
                 nr_tables: Some(*g.mem.live_tables.borrow()),
+                window: 0,
             };
             check_spaces_in(&[(&g.table, &g.vmas)], &g.mem, &[self.handle], self.memmap(), &scope)
         });
