@@ -4,7 +4,7 @@ use crate::arch::prelude::*;
 use crate::task::sched::*;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::tests::{Test, TestEnv};
 use alloc::format;
@@ -24,12 +24,24 @@ fn timer_ticks_advance(_: &TestEnv<'_>) -> Result<(), String> {
 }
 
 fn yield_interleaves_tasks(_: &TestEnv<'_>) -> Result<(), String> {
+    // What the kernel guarantees is that a yield lets the other ready task
+    // of its CPU run: both tasks go on this CPU (which this task leaves
+    // while it joins them), and each starts its steps only once both are
+    // there. Spread over several CPUs, whether they interleave would be up
+    // to how the host schedules QEMU's CPU threads (it once failed so at
+    // --smp 4).
     let log = Arc::new(crate::sync::IrqSpinLock::new(Vec::new()));
+    let started = Arc::new(AtomicU8::new(0));
+    let cpu = cpu_index();
     let mut handles = Vec::new();
     for who in [1u8, 2] {
-        let log = log.clone();
+        let (log, started) = (log.clone(), started.clone());
         handles.push(
-            spawn("yielder", move || {
+            spawn_on(cpu, "yielder", move || {
+                started.fetch_add(1, Ordering::AcqRel);
+                while started.load(Ordering::Acquire) < 2 {
+                    yield_now();
+                }
                 for i in 0..8u8 {
                     log.lock().push((who, i));
                     yield_now();
