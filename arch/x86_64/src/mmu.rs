@@ -83,6 +83,20 @@ fn flush_everything() {
     }
 }
 
+/// `INVLPG` of every page of `[start, end)` on this CPU, or everything
+/// when the range is longer than [`MAX_INVLPG_PAGES`].
+fn flush_pages(start: VirtAddr, end: VirtAddr) {
+    let first = start.as_u64() & !0xfff;
+    let nr_pages = end.as_u64().saturating_sub(first).div_ceil(4096);
+    if nr_pages > MAX_INVLPG_PAGES {
+        flush_everything();
+        return;
+    }
+    for i in 0..nr_pages {
+        tlb::flush(x86_64::VirtAddr::new_truncate(first + i * 4096));
+    }
+}
+
 /// The TLB hooks `mm::pgtable` asks for.
 pub struct Tlb;
 
@@ -91,15 +105,7 @@ impl TlbHooks for Tlb {
         if root != current_root() {
             return; // not loaded: nothing cached on this CPU (no PCIDs)
         }
-        let first = start.as_u64() & !0xfff;
-        let nr_pages = end.as_u64().saturating_sub(first).div_ceil(4096);
-        if nr_pages > MAX_INVLPG_PAGES {
-            flush_everything();
-            return;
-        }
-        for i in 0..nr_pages {
-            tlb::flush(x86_64::VirtAddr::new_truncate(first + i * 4096));
-        }
+        flush_pages(start, end);
     }
 
     fn flush_all(&self, root: PhysAddr) {
@@ -182,15 +188,7 @@ impl Mmu for X86_64 {
     /// kernel half is mapped in every root), or everything when the range
     /// is long; this CPU only.
     fn flush_kernel_range(start: VirtAddr, end: VirtAddr) {
-        let first = start.as_u64() & !0xfff;
-        let nr_pages = end.as_u64().saturating_sub(first).div_ceil(4096);
-        if nr_pages > MAX_INVLPG_PAGES {
-            flush_everything();
-            return;
-        }
-        for i in 0..nr_pages {
-            tlb::flush(x86_64::VirtAddr::new_truncate(first + i * 4096));
-        }
+        flush_pages(start, end);
     }
 
     /// x86 keeps instruction caches coherent with stores; the jump to the

@@ -140,12 +140,9 @@ impl Default for FailAlloc {
     }
 }
 
-/// A 64-bit mix (splitmix64's finaliser).
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// A 64-bit mix of `z` (one step of SplitMix64 from state `z`).
+fn mix(z: u64) -> u64 {
+    crate::rng::mix64(z.wrapping_add(crate::rng::GOLDEN))
 }
 
 impl FailAlloc {

@@ -22,11 +22,11 @@
 //! | [`space`] | whole-space operations over the tables: zap (munmap, MADV_DONTNEED, teardown), protect, fork |
 //! | [`gup`] | `get_user_pages`: references and pins on user pages, the anon-exclusive rules |
 //! | [`rmap`] | the reverse map: from a folio to every PTE and PMD of its fork family that maps it |
+//! | [`rng`] | seeded mixing (SplitMix64) for everything that replays from `seed=`: the failure injector, randomised tests, the stress |
 //! | [`debug`] | the consistency checker: walks an address space's tables against its areas and the folio counts |
 //! | [`swap`] | swap areas: the mkswap header, slots and their counts, clusters, the swap cache |
 //! | [`pageout`] | `MADV_PAGEOUT`'s choice of folios; splitting the large folios a range cuts, never one reclaim holds (seed 002) |
 //! | [`lru`] | the anonymous LRU lists (active, inactive) that reclaim scans for folios to swap out |
-//! | [`rmap`] | the reverse map: every PTE and PMD of a fork family that maps a folio |
 //! | [`unmap`] | `try_to_unmap`: every mapping of a folio becomes a target's entry (swap now, migration next), wholly or not at all |
 //! | [`reclaim`] | the shrink step: which isolated folio is skipped, kept, activated, split, written, freed; the LRU scan; `MADV_PAGEOUT`'s hand-over |
 //! | [`swapoff`] | swapoff's walk: every entry of an area brought back, the cache emptied, the area checked empty |
@@ -72,6 +72,7 @@ pub mod pgtable;
 pub mod ptdump;
 pub mod reclaim;
 pub mod rmap;
+pub mod rng;
 pub mod space;
 pub mod swap;
 pub mod swapoff;

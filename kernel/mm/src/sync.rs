@@ -62,8 +62,7 @@ impl<T> Lock<T> {
     /// interrupts are off on this CPU while it is held ([`set_irq_hooks`]).
     #[cfg(not(feature = "shuttle"))]
     pub(crate) fn lock(&self) -> impl DerefMut<Target = T> + '_ {
-        let irq = IRQ_HOOKS.get().map(|(save_and_disable, _)| save_and_disable());
-        IrqLockGuard { guard: Some(self.0.lock()), irq }
+        IrqLockGuard::take(&self.0)
     }
 
     /// Takes the lock. Shuttle's mutex is poisoned when a holder panicked;
@@ -94,8 +93,7 @@ impl<T> IrqLock<T> {
     /// restores interrupts.
     #[cfg(not(feature = "shuttle"))]
     pub(crate) fn lock(&self) -> impl DerefMut<Target = T> + '_ {
-        let irq = IRQ_HOOKS.get().map(|(save_and_disable, _)| save_and_disable());
-        IrqLockGuard { guard: Some(self.0.lock()), irq }
+        IrqLockGuard::take(&self.0)
     }
 
     /// Takes the lock (no interrupts to turn off under shuttle).
@@ -126,13 +124,24 @@ pub fn set_irq_hooks(save_and_disable: fn() -> bool, restore: fn(bool)) {
     IRQ_HOOKS.call_once(|| (save_and_disable, restore));
 }
 
-/// The guard of [`Lock`]: releases the lock, then restores interrupts.
+/// The guard of [`Lock`] and [`IrqLock`]: releases the lock, then
+/// restores interrupts.
 #[cfg(not(feature = "shuttle"))]
 struct IrqLockGuard<'a, T> {
     /// `Some` until dropped (taken first, so the lock goes before the
     /// interrupts come back).
     guard: Option<spin::MutexGuard<'a, T>>,
     irq: Option<bool>,
+}
+
+#[cfg(not(feature = "shuttle"))]
+impl<'a, T> IrqLockGuard<'a, T> {
+    /// Turns interrupts off (when the kernel registered its hooks), then
+    /// spins until `lock` is free.
+    fn take(lock: &'a spin::Mutex<T>) -> IrqLockGuard<'a, T> {
+        let irq = IRQ_HOOKS.get().map(|(save_and_disable, _)| save_and_disable());
+        IrqLockGuard { guard: Some(lock.lock()), irq }
+    }
 }
 
 #[cfg(not(feature = "shuttle"))]

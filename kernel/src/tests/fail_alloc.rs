@@ -23,9 +23,9 @@
 use crate::demo::{check_pattern, write_pattern};
 use crate::memory;
 use crate::task::sched;
+use crate::tests::kit::Usage;
 use crate::tests::{Test, TestEnv};
 use crate::vm::space::{release_user_pages, AddressSpace, Advice};
-use crate::vm::swap::totals;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -302,34 +302,15 @@ fn verify(world: &World) -> Result<(), String> {
     Ok(())
 }
 
-/// (free frames counting the heap's growth as free, free swap slots, heap
-/// bytes used), after the deferred work is done.
-fn counts() -> (u64, u64, usize) {
-    crate::vm::reclaim::quiesce();
+/// The kernel's usage with the heap's emptied growth given back.
+fn usage() -> Usage {
     memory::heap::trim();
-    (memory::nr_free_frames() + memory::heap::grown_frames(), totals().0, memory::heap_used())
-}
-
-/// Waits a few ticks for the counts to come back to `before` (a task just
-/// ended is dropped by its CPU a moment later), then says what leaked.
-fn leaks(before: (u64, u64, usize)) -> Result<(), String> {
-    let mut now = counts();
-    for _ in 0..25 {
-        if now.0 == before.0 && now.1 == before.1 && now.2 <= before.2 {
-            return Ok(());
-        }
-        sched::sleep_ms(2);
-        now = counts();
-    }
-    Err(format!(
-        "leaked: free frames {} -> {}, free swap slots {} -> {}, heap used {} -> {} bytes",
-        before.0, now.0, before.1, now.1, before.2, now.2
-    ))
+    Usage::now()
 }
 
 /// One run: set up, run with `spec`, verify, tear down, count.
 fn one_run(case: &'static Case, spec: Spec, seed: u64) -> Result<(End, u64, u64), String> {
-    let before = counts();
+    let before = usage();
     let world = Arc::new(build(case.setup)?);
     let kills_before = sched::nr_killed();
     let ran = run_once(case, &world, spec, seed).and_then(|r| {
@@ -351,7 +332,9 @@ fn one_run(case: &'static Case, spec: Spec, seed: u64) -> Result<(End, u64, u64)
         }
     }
     checked?;
-    leaks(before)?;
+    if let Some(leaks) = before.settled_since(50).leaks_since(&before) {
+        return Err(leaks);
+    }
     ran
 }
 

@@ -197,27 +197,66 @@ pub(crate) fn faulty_ranges(serial: &str) -> Option<(core::ops::Range<u64>, core
     Some((write?, read?))
 }
 
-/// A small deterministic generator (SplitMix64) for the randomised tests:
-/// the same seed gives the same sequence on every arch and every run.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+/// What the kernel holds at one moment, for the leak checks of the
+/// harness, the allocation-failure sweep and the stress: frames in use
+/// (the heap's growth counted as free, since its bytes are counted in
+/// `heap_used`), swap slots in use (an area whose swapoff failed counts
+/// with what it still holds), heap bytes in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub free_frames: u64,
+    pub used_slots: u64,
+    pub heap_used: usize,
+}
 
-impl Rng {
-    /// The generator of stream `stream` of `seed` (one per task or CPU, so
-    /// that each replays its own sequence whatever the others do).
-    pub(crate) fn new(seed: u64, stream: u64) -> Rng {
-        let mut mix = Rng(seed ^ stream.wrapping_mul(0xd134_2543_de82_ef95));
-        mix.next();
-        Rng(mix.next())
+impl Usage {
+    /// The counts now, once the reclaim work caught mid-pass or deferred
+    /// is done (it is not a leak).
+    pub(crate) fn now() -> Usage {
+        crate::vm::reclaim::quiesce();
+        let (free, total) = crate::vm::swap::totals();
+        Usage {
+            free_frames: memory::nr_free_frames() + memory::heap::grown_frames(),
+            used_slots: total - free,
+            heap_used: memory::heap_used(),
+        }
     }
 
-    /// The next 64 random bits.
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    /// The counts once they are back to `self` or `wait_ms` have passed: a
+    /// task that just ended is dropped by its CPU a moment after its
+    /// joiner returned, so what it held comes back a few ticks later.
+    pub(crate) fn settled_since(self, wait_ms: u64) -> Usage {
+        let mut now = Usage::now();
+        for _ in 0..wait_ms.div_ceil(2) {
+            if now.is_back_to(&self) {
+                break;
+            }
+            crate::task::sched::sleep_ms(2);
+            now = Usage::now();
+        }
+        now
+    }
+
+    /// The same frames and slots in use as `before`, and no more heap.
+    pub(crate) fn is_back_to(&self, before: &Usage) -> bool {
+        self.free_frames == before.free_frames
+            && self.used_slots == before.used_slots
+            && self.heap_used <= before.heap_used
+    }
+
+    /// What leaked since `before`, in words; None when nothing did.
+    pub(crate) fn leaks_since(&self, before: &Usage) -> Option<String> {
+        (!self.is_back_to(before)).then(|| {
+            format!(
+                "leaked: free frames {} -> {}, swap slots in use {} -> {}, heap used {} -> {} bytes",
+                before.free_frames,
+                self.free_frames,
+                before.used_slots,
+                self.used_slots,
+                before.heap_used,
+                self.heap_used
+            )
+        })
     }
 }
 

@@ -213,10 +213,10 @@ fn concurrent_alloc_from_every_cpu(env: &TestEnv<'_>) -> Result<(), String> {
     let handles: Result<Vec<_>, _> = crate::task::sched::online_cpus()
         .map(|cpu| {
             crate::task::sched::spawn_on(cpu, "allocator", move || -> Result<(), String> {
-                let mut rng = crate::tests::kit::Rng::new(seed, cpu as u64);
+                let mut rng = mm::rng::SplitMix64::new(seed, cpu as u64);
                 let mut held: Vec<(PhysAddr, u8, u64)> = Vec::new();
                 for round in 0..3000u64 {
-                    let seed = rng.next();
+                    let seed = rng.next_u64();
                     if held.len() < 48 && !seed.is_multiple_of(3) {
                         let order = (seed >> 8) as u8 % 5;
                         let Ok(pa) = alloc_frames(order) else { continue };

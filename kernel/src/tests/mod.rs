@@ -130,34 +130,10 @@ pub fn run(filter: &str, args: &Args<'_>) -> bool {
         .chain(on_demand_tests().filter(|t| selected_on_demand(filter, t.name)));
     for test in chosen {
         print!("test {} ... ", test.name);
-        let heap_before = crate::memory::heap_used();
-        // Frames the heap grew by are the heap's, not a leak (its bytes
-        // are counted above).
-        let free_frames = || crate::memory::nr_free_frames() + crate::memory::heap::grown_frames();
-        let frames_before = free_frames();
-        let result = (test.run)(&env).and_then(|()| {
-            // Reclaim caught mid-pass and swap-cache folios whose removal
-            // waited for a lock are not leaks: let that work finish first.
-            crate::vm::reclaim::quiesce();
-            // A task that just ended is dropped by the CPU it ran on right
-            // after that CPU switches away, which may come a moment after
-            // its joiner returned: give that a few ticks before calling
-            // what is still held a leak.
-            let mut heap_after = crate::memory::heap_used();
-            let mut frames_after = free_frames();
-            for _ in 0..25 {
-                if heap_after <= heap_before && frames_after == frames_before {
-                    break;
-                }
-                crate::task::sched::sleep_ms(2);
-                heap_after = crate::memory::heap_used();
-                frames_after = free_frames();
-            }
-            if heap_after > heap_before {
-                Err(format!("leaked {} bytes of heap", heap_after - heap_before))
-            } else if frames_after != frames_before {
-                Err(format!("free frames went from {frames_before} to {frames_after} (leak or double free)"))
-            } else {
+        let before = kit::Usage::now();
+        let result = (test.run)(&env).and_then(|()| match before.settled_since(50).leaks_since(&before) {
+            Some(leaks) => Err(leaks),
+            None => {
                 // Nothing runs now: every rule of the checker holds, over
                 // whatever spaces are left (usually none: then the swap
                 // areas, the cache and the tables must be empty of them).

@@ -45,7 +45,7 @@
 //!
 //! ## Reproducibility
 //!
-//! Every task draws its operations from its own generator (`kit::Rng`,
+//! Every task draws its operations from its own generator (`mm::rng::SplitMix64`,
 //! stream = task index) seeded by `seed=` (default [`DEFAULT_SEED`]), the
 //! same number of draws per operation whatever happens: the same seed
 //! replays the same sequence of operations in every task (how they
@@ -61,7 +61,7 @@
 use crate::arch::prelude::*;
 use crate::memory;
 use crate::task::sched;
-use crate::tests::kit::Rng;
+use crate::tests::kit::Usage;
 use crate::tests::{Test, TestEnv};
 use crate::vm::space::{release_user_pages, AddressSpace, Advice};
 use crate::vm::swap::{self, PSWPIN, PSWPOUT, WRITE_ERRORS};
@@ -73,6 +73,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::gup::Hold;
 use mm::pgtable::SwapType;
+use mm::rng::SplitMix64;
 use mm::vma::VmaProt;
 use mm::{PhysAddr, VirtAddr};
 
@@ -147,10 +148,7 @@ impl Page {
 /// Word `w` of the page at `va` holding the pattern of `stamp`: never
 /// zero, different for every word, page and stamp.
 fn pattern(stamp: u32, va: u64, w: u64) -> u64 {
-    let mut z = (u64::from(stamp) << 32 | w) ^ va.rotate_left(17);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) | 1
+    mm::rng::mix64((u64::from(stamp) << 32 | w) ^ va.rotate_left(17)) | 1
 }
 
 /// What a word of `content` at `va` must be (`None`: unknown).
@@ -258,7 +256,7 @@ struct Ctx<'a> {
     sh: &'a Arc<Shared>,
     world: usize,
     task: u64,
-    rng: Rng,
+    rng: SplitMix64,
     op_nr: u64,
     nr_stamps: u32,
 }
@@ -316,8 +314,13 @@ impl Ctx<'_> {
 
     /// Draws and runs the next operation (always five draws).
     fn step(&mut self) -> bool {
-        let (pick, r, a, b, aux) =
-            (self.rng.next(), self.rng.next(), self.rng.next(), self.rng.next(), self.rng.next());
+        let (pick, r, a, b, aux) = (
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+        );
         let op = pick_op(pick);
         let region = (r % NR_REGIONS as u64) as usize;
         let mut first = a % REGION_PAGES;
@@ -878,14 +881,7 @@ fn random_mm_ops(env: &TestEnv<'_>) -> Result<(), String> {
     }
     let mut t = Totals { seed, fields: Vec::with_capacity(TOTALS_ROOM) };
     let mut report = String::with_capacity(REPORT_ROOM);
-    crate::vm::reclaim::quiesce();
-    let heap_before = memory::heap_used() as i64;
-    let frames_before = memory::nr_free_frames() as i64;
-    let used_slots = || {
-        let (free, total) = swap::totals();
-        (total - free) as i64
-    };
-    let slots_before = used_slots();
+    let before = Usage::now();
     let (out0, in0, werr0) = (
         PSWPOUT.load(Ordering::Relaxed),
         PSWPIN.load(Ordering::Relaxed),
@@ -934,20 +930,10 @@ fn random_mm_ops(env: &TestEnv<'_>) -> Result<(), String> {
         append_report(&mut report, &why);
     }
     // Leaks: what the run still holds once everything is gone.
-    crate::vm::reclaim::quiesce();
-    let (mut frames, mut heap, mut slots) = (0, 0, 0);
-    for _ in 0..200 {
-        frames = frames_before - memory::nr_free_frames() as i64;
-        heap = memory::heap_used() as i64 - heap_before;
-        // Slots in use: an area whose swapoff failed counts with what it
-        // still holds.
-        slots = used_slots() - slots_before;
-        if frames == 0 && heap <= 0 && slots == 0 {
-            break;
-        }
-        sched::sleep_ms(5);
-    }
-    let heap = heap.max(0);
+    let after = before.settled_since(1000);
+    let frames = before.free_frames as i64 - after.free_frames as i64;
+    let heap = (after.heap_used as i64 - before.heap_used as i64).max(0);
+    let slots = after.used_slots as i64 - before.used_slots as i64;
     t.add("swapouts", PSWPOUT.load(Ordering::Relaxed) - out0);
     t.add("swapins", PSWPIN.load(Ordering::Relaxed) - in0);
     t.add("write_errors", WRITE_ERRORS.load(Ordering::Relaxed) - werr0);
@@ -1003,7 +989,8 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>, t: &mut Totals) -> Result
         let cpu = cpus[t as usize % cpus.len()];
         let task_sh = sh.clone();
         match space.spawn(Some(cpu), "stress", move || {
-            let ctx = Ctx { sh: &task_sh, world, task: t, rng: Rng::new(seed, t), op_nr: 0, nr_stamps: 0 };
+            let ctx =
+                Ctx { sh: &task_sh, world, task: t, rng: SplitMix64::new(seed, t), op_nr: 0, nr_stamps: 0 };
             task_main(ctx)
         }) {
             Ok(h) => tasks.push(h),

@@ -577,12 +577,12 @@ fn race_on(ty: SwapType, secs: u64, seed: u64) -> Result<(), String> {
         Ok(())
     })?);
     let mut versions = [0u64; HOT as usize];
-    let mut rng = crate::tests::kit::Rng::new(seed, 0);
+    let mut rng = mm::rng::SplitMix64::new(seed, 0);
     let start = sched::ticks();
     let mut rounds = 0u64;
     let mut failure = None;
     while sched::ticks() - start < secs * u64::from(sched::TICK_HZ) {
-        let p = rng.next() % HOT;
+        let p = rng.next_u64() % HOT;
         race.page.store(p, Ordering::Relaxed);
         race.version.store(versions[p as usize], Ordering::Relaxed);
         race.done.store(0, Ordering::Relaxed);
