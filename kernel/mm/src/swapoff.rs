@@ -25,9 +25,17 @@
 //!    walk's swap-ins mapped it shared and read-only) loses it, locked,
 //!    when no entry holds its slots ([`delete_if_unused`] with
 //!    [`IfMapped::Delete`]: its mappings stay, the copy on disk goes).
-//! 4. **Check** that no slot is used ([`SwapoffError::StillUsed`]
-//!    otherwise: an entry in a space the walk did not see, or a folio under
-//!    writeback). Then the kernel takes the area out of its table.
+//! 4. **Check** that no slot is used. Slots can still be held by work
+//!    that was in flight when allocation stopped: a folio reclaim took
+//!    slots for just before and is writing now (its entries appear after
+//!    the walk looked), a space that was being made or torn down while the
+//!    walk listed the spaces, a folio whose cache deletion kswapd deferred.
+//!    So while slots are used, steps 2 and 3 run again; a round that
+//!    brings nothing back and frees no slot waits
+//!    ([`SwapoffHost::wait_in_flight`]) first, and after [`IDLE_ROUNDS`]
+//!    such rounds in a row swapoff gives up with
+//!    [`SwapoffError::StillUsed`] (an entry in a space the walk cannot
+//!    see). Then the kernel takes the area out of its table.
 //!
 //! ## Invariants
 //!
@@ -58,6 +66,11 @@ use core::fmt;
 
 /// Entries collected under a space's lock per walk.
 pub const BATCH: usize = 64;
+
+/// Rounds of steps 2 and 3 in a row that may bring nothing back and free
+/// no slot (each after [`SwapoffHost::wait_in_flight`]) before swapoff
+/// gives up (module doc, step 4).
+pub const IDLE_ROUNDS: u32 = 300;
 
 /// What swapoff needs from the kernel: the spaces, their locks, the
 /// swap-in of one entry, freeing, and a way to wait.
@@ -93,6 +106,10 @@ pub trait SwapoffHost {
     fn put(&self, folio: Folio<'static>);
     /// Waits a little: another task holds a folio lock.
     fn relax(&self);
+    /// Waits for work in flight that holds slots (module doc, step 4): a
+    /// write, a teardown, deferred cache work. The kernel sleeps a few
+    /// milliseconds.
+    fn wait_in_flight(&self);
 }
 
 /// Why swapoff stopped; the area stays on with allocation stopped.
@@ -121,11 +138,27 @@ impl fmt::Display for SwapoffError {
 /// and the caller may drop it.
 pub fn swapoff<H: SwapoffHost>(host: &H, area: &SwapArea) -> Result<u64, SwapoffError> {
     area.stop_alloc();
-    let back = swap_in_all(host, area.ty())?;
-    empty_cache(host, area);
-    match area.nr_used() {
-        0 => Ok(back),
-        nr_used => Err(SwapoffError::StillUsed { nr_used }),
+    let mut back = 0;
+    let mut idle = 0;
+    let mut was_used = u64::MAX;
+    loop {
+        let got = swap_in_all(host, area.ty())?;
+        back += got;
+        empty_cache(host, area);
+        let nr_used = area.nr_used();
+        if nr_used == 0 {
+            return Ok(back);
+        }
+        if got == 0 && nr_used >= was_used {
+            idle += 1;
+            if idle >= IDLE_ROUNDS {
+                return Err(SwapoffError::StillUsed { nr_used });
+            }
+            host.wait_in_flight();
+        } else {
+            idle = 0;
+        }
+        was_used = nr_used;
     }
 }
 

@@ -854,6 +854,10 @@ impl mm::swapoff::SwapoffHost for Spaces {
     fn relax(&self) {
         sched::yield_now();
     }
+    fn wait_in_flight(&self) {
+        crate::vm::reclaim::drain_deferred();
+        sched::sleep_ms(10);
+    }
 }
 
 /// Releases holds taken by [`AddressSpace::get_user_pages`] (no lock

@@ -73,6 +73,11 @@ pub struct Switches {
     pub nr_relax: Cell<usize>,
     /// What each call of `relax` does.
     pub on_relax: RefCell<Option<Box<dyn FnMut()>>>,
+    /// Calls of swapoff's `wait_in_flight`.
+    pub nr_waits: Cell<u32>,
+    /// After this many calls of `wait_in_flight`, [`Switches::hidden`] is
+    /// emptied: the spaces a walk missed (being made or torn down) are seen.
+    pub reveal_after_waits: Cell<Option<u32>>,
 }
 
 /// [`World::new`]'s frames with the LRU lists and a swap area of type
@@ -260,5 +265,12 @@ impl<F: HardwareWalker> SwapoffHost for World<F> {
     }
     fn relax(&self) {
         ReclaimHost::relax(self);
+    }
+    fn wait_in_flight(&self) {
+        let n = self.host.nr_waits.get() + 1;
+        self.host.nr_waits.set(n);
+        if self.host.reveal_after_waits.get() == Some(n) {
+            self.host.hidden.borrow_mut().clear();
+        }
     }
 }
