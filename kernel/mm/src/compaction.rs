@@ -18,10 +18,12 @@
 //!   classifies every frame without taking anything: free (a buddy block),
 //!   a movable folio, or something that cannot move. A folio is movable
 //!   when it is anonymous, on the LRU lists, not pinned
-//!   ([`Folio::maybe_pinned`]), not locked by anyone, and smaller than a
-//!   pageblock; a huge folio is looked at **whole** (its 512 frames at once)
-//!   and never moved, since moving it would only need another free 2 MiB
-//!   block, which is what compaction makes. One frame that cannot move (a
+//!   ([`Folio::maybe_pinned`]), not locked by anyone, and smaller than the
+//!   order compaction aims for; a huge folio is looked at **whole** (its
+//!   512 frames at once) and, when the aim is a 2 MiB block, never moved:
+//!   moving it would need another free 2 MiB block, which is what
+//!   compaction makes (for an order-10 aim it moves, whole, into a free
+//!   order-9 block). One frame that cannot move (a
 //!   raw frame: a page table, the heap; a reserved frame; a pinned, locked
 //!   or non-anonymous folio; a hole) makes the whole block **skipped**:
 //!   emptying the rest of it would make no free block, only work. Otherwise
@@ -623,12 +625,12 @@ impl<H: CompactionHost> Pass<'_, H> {
                     pfn + (1u64 << page.order().min(PAGEBLOCK_ORDER))
                 }
                 Some(_) => match folio_of(self.memmap, Pfn::new(pfn)) {
-                    Some(folio) if folio.order() < PAGEBLOCK_ORDER && movable_hint(&folio) => {
+                    Some(folio) if folio.test_flag(PageFlag::Lru) && self.can_move(&folio) => {
                         movable.push(folio);
                         folio.pfn().as_u64() + folio.nr_pages() as u64
                     }
-                    // A huge folio (whole), a folio that cannot move, a
-                    // raw frame (a page table, the heap), a reserved one.
+                    // A folio that cannot move (a huge one, whole), a raw
+                    // frame (a page table, the heap), a reserved one.
                     _ => pfn,
                 },
                 None => pfn, // a hole
@@ -651,9 +653,12 @@ impl<H: CompactionHost> Pass<'_, H> {
         let mut isolated = Vec::with_capacity(folios.len());
         for folio in folios {
             let Some(list) = lru.isolate_folio(folio) else { continue };
-            // With our reference held: a pin taken since the first look
-            // keeps the folio where it is.
-            if folio.maybe_pinned() || folio.is_locked() {
+            // Again with our reference held: a pin or a lock taken since
+            // the first look, or another folio at that PFN by now, keeps
+            // the folio where it is. (What guarantees a pinned folio never
+            // moves is the move's own refcount freeze; this only spares a
+            // doomed attempt.)
+            if !self.can_move(&folio) {
                 lru.putback(folio, list);
                 self.host.put(folio);
                 continue;
@@ -777,6 +782,18 @@ impl<H: CompactionHost> Pass<'_, H> {
         true
     }
 
+    /// The migrate scanner's test of a folio (besides being on the LRU
+    /// lists): anonymous, not pinned, not locked, and smaller than the
+    /// blocks the free scanner takes (so smaller than the goal's order: a
+    /// huge folio when the goal is a 2 MiB block). Seen without a
+    /// reference it is a hint; isolation asks again with one.
+    fn can_move(&self, folio: &Folio<'_>) -> bool {
+        matches!(folio.mapping(), FolioMapping::Anon(_))
+            && folio.order() < self.below_order
+            && !folio.maybe_pinned()
+            && !folio.is_locked()
+    }
+
     /// Gives every unused free block back; returns the end of the highest
     /// pageblock one went back to (0 when none), where the free scanner
     /// should resume next time.
@@ -788,16 +805,6 @@ impl<H: CompactionHost> Pass<'_, H> {
         }
         resume
     }
-}
-
-/// The migrate scanner's test of a folio seen without a reference (a hint:
-/// isolation decides again with one): anonymous, on the LRU lists, not
-/// pinned, not locked.
-fn movable_hint(folio: &Folio<'_>) -> bool {
-    matches!(folio.mapping(), FolioMapping::Anon(_))
-        && folio.test_flag(PageFlag::Lru)
-        && !folio.maybe_pinned()
-        && !folio.is_locked()
 }
 
 // ---------------------------------------------------------------- kcompactd

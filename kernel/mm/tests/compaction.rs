@@ -206,6 +206,8 @@ impl CompactionHost for Sim {
                 dst.nonatomic_set_flag(flag);
             }
         }
+        dst.set_entire_mapcount(src.entire_mapcount());
+        src.add_entire_mapcount(-src.entire_mapcount());
         for i in 0..nr as usize {
             if src.page(i).test_flag(PageFlag::AnonExclusive) {
                 dst.nonatomic_set_page_flag(i, PageFlag::AnonExclusive);
@@ -500,6 +502,51 @@ fn blocks_with_something_unmovable_are_skipped_and_the_pass_still_ends() {
     sim.check();
     table_page.clear_flag(PageFlag::PageTable);
     sim.teardown(&[(Pfn::new(raw_pfn), raw_order)]);
+}
+
+#[test]
+fn huge_folios_move_whole_only_for_a_larger_goal() {
+    // A THP in every other block: no free order-10 block, plenty of free
+    // order-9 ones.
+    let sim = Sim::new(16);
+    let mut held = Vec::new();
+    while let Ok(pfn) = sim.fa.alloc(HPAGE_ORDER, AllocKind::Reserve) {
+        held.push(pfn);
+    }
+    held.sort_unstable();
+    let mut thps = Vec::new();
+    for (n, pfn) in held.into_iter().enumerate() {
+        sim.fa.free(pfn, HPAGE_ORDER);
+        if n % 2 == 0 {
+            let index = (n as u64) << 9;
+            let folio = alloc_anon_huge_folio(sim.fa, AllocKind::Reserve, sim.handle, index, |_| {}).unwrap();
+            assert_eq!(folio.pfn(), pfn, "the block just freed");
+            sim.adopt(folio, index);
+            thps.push(index);
+        }
+    }
+    assert_eq!(Fragmentation::of(sim.fa).free_blocks[9..], [8, 0]);
+    let stats = CompactStats::new();
+    let zone = sim.zone();
+    // Aiming at 2 MiB: a free one is there already. The whole zone for 2
+    // MiB blocks: every block is a THP or free; nothing moves.
+    assert_eq!(
+        zone.compact(&sim, &stats, Request::kcompactd(HPAGE_ORDER)).outcome,
+        Outcome::Skipped(Unsuitable::AlreadyFree)
+    );
+    let whole = zone.compact(&sim, &stats, Request::whole());
+    assert_eq!((whole.nr_migrated, whole.nr_blocks_skipped, whole.nr_migrate_blocks), (0, 8, 16));
+    // Aiming at 4 MiB: the THP of block 0 moves whole into a free block
+    // at the top, and blocks 0 and 1 merge.
+    let report = zone.compact(&sim, &stats, Request::kcompactd(10));
+    assert_eq!((report.outcome, report.nr_migrated), (Outcome::Success, 512));
+    assert_eq!(Fragmentation::of(sim.fa).free_blocks[9..], [6, 1]);
+    assert_eq!(sim.pfn_of(0), BASE + 15 * PAGEBLOCK_NR, "into the highest free 2 MiB block");
+    let moved = folio_of(sim.memmap(), Pfn::new(sim.pfn_of(0))).unwrap();
+    assert_eq!((moved.order(), moved.entire_mapcount(), moved.refcount()), (HPAGE_ORDER, 1, 1));
+    assert_eq!(thps.len(), 8);
+    sim.check();
+    sim.teardown(&[]);
 }
 
 #[test]
