@@ -73,6 +73,11 @@
 //!   either swaps it out or [`LruLists::putback`]s it, and drops the
 //!   reference `isolate` took.
 //!
+//! - Compaction's migrate scanner (`crate::compaction`), which finds folios
+//!   by PFN: [`LruLists::isolate_folio`] for each one it moves, then
+//!   [`LruLists::putback`] of the folio it moved (or of the source, when
+//!   the move failed) on the list it came from, and drops its reference.
+//!
 //! A folio must be off the lists (isolated, or never added) while it is
 //! split: a list element is a head, and its page count is its order.
 //!
