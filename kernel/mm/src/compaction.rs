@@ -615,6 +615,10 @@ impl<H: CompactionHost> Pass<'_, H> {
     /// taking anything. Counts the frames it looked at.
     fn scan_block(&mut self, block: u64) -> BlockScan {
         let end = block + PAGEBLOCK_NR;
+        if self.inside_larger_free_block(block) {
+            self.report.nr_migrate_scanned += PAGEBLOCK_NR;
+            return BlockScan::Movable(Vec::new()); // all free already
+        }
         let mut movable = Vec::new();
         let mut pfn = block;
         while pfn < end {
@@ -780,6 +784,21 @@ impl<H: CompactionHost> Pass<'_, H> {
             }
         }
         true
+    }
+
+    /// True when the pageblock `block` lies inside a free block larger than
+    /// a pageblock whose first frame is in an earlier pageblock (its own
+    /// first frame has no flag, like a raw frame's). A hint, as the rest
+    /// of the look.
+    fn inside_larger_free_block(&self, block: u64) -> bool {
+        (PAGEBLOCK_ORDER + 1..=MAX_ORDER).any(|order| {
+            let head = block & !((1u64 << order) - 1);
+            head != block
+                && self
+                    .memmap
+                    .get(Pfn::new(head))
+                    .is_some_and(|p| p.test_flag(PageFlag::Buddy) && p.order() >= order)
+        })
     }
 
     /// The migrate scanner's test of a folio (besides being on the LRU

@@ -26,11 +26,13 @@ use mm::folio::{folio_of, AnonHandle, Folio, UnpublishedFolio};
 use mm::frame::{AllocError, AllocKind, FrameAllocator};
 use mm::lru::LruLists;
 use mm::page::{Memmap, PageFlag};
+use mm::testkit::rng::Rng;
 use mm::thp::{alloc_anon_huge_folio, HPAGE_ORDER};
 use mm::vma::ThpMode;
 use mm::{Pfn, PhysAddr};
-use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// Where the simulated memory starts: 2 MiB-aligned, as RAM usually is.
 const BASE: u64 = 0x10_0000;
@@ -53,14 +55,23 @@ struct Sim {
     fa: &'static FrameAllocator,
     lru: &'static LruLists,
     handle: AnonHandle,
+    /// What a page-table lock is to the kernel: held while a mapping
+    /// changes (a move, an unmap), so that neither sees the other half
+    /// done. Taken before the others.
+    rmap: Mutex<()>,
     /// Page index -> head PFN of the folio "mapped" there.
-    place: RefCell<BTreeMap<u64, u64>>,
-    /// PFN -> bytes, for every page of every folio made here.
-    contents: RefCell<HashMap<u64, Box<[u8; 4096]>>>,
+    place: Mutex<BTreeMap<u64, u64>>,
+    /// PFN -> bytes, for every page of every folio made here. Taken last.
+    contents: Mutex<HashMap<u64, Box<[u8; 4096]>>>,
     /// Head PFNs whose move the host refuses (as migration refuses a
     /// folio whose count is not what it expects).
-    refuse: RefCell<HashSet<u64>>,
-    nr_relax: Cell<u64>,
+    refuse: Mutex<HashSet<u64>>,
+    nr_relax: AtomicU64,
+}
+
+/// Takes a mutex of the sim (a panic under one has failed the test already).
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Sim {
@@ -73,10 +84,11 @@ impl Sim {
             fa,
             lru: Box::leak(Box::new(LruLists::new(memmap))),
             handle: AnonHandle::of_root(PhysAddr::new(0x4000_0000)),
-            place: RefCell::new(BTreeMap::new()),
-            contents: RefCell::new(HashMap::new()),
-            refuse: RefCell::new(HashSet::new()),
-            nr_relax: Cell::new(0),
+            rmap: Mutex::new(()),
+            place: Mutex::new(BTreeMap::new()),
+            contents: Mutex::new(HashMap::new()),
+            refuse: Mutex::new(HashSet::new()),
+            nr_relax: AtomicU64::new(0),
         }
     }
 
@@ -99,35 +111,30 @@ impl Sim {
     /// Makes a fresh folio "mapped" at `index`: contents, place, LRU.
     fn adopt(&self, folio: Folio<'static>, index: u64) {
         for i in 0..folio.nr_pages() as u64 {
-            self.contents.borrow_mut().insert(folio.pfn().as_u64() + i, pattern(index + i));
+            locked(&self.contents).insert(folio.pfn().as_u64() + i, pattern(index + i));
         }
-        assert!(self.place.borrow_mut().insert(index, folio.pfn().as_u64()).is_none());
+        assert!(locked(&self.place).insert(index, folio.pfn().as_u64()).is_none());
         self.lru.add(folio);
     }
 
     /// Every mapped page still has its bytes, at the place the map says.
     fn check_contents(&self) {
-        let contents = self.contents.borrow();
-        for (&index, &pfn) in self.place.borrow().iter() {
+        let place = locked(&self.place);
+        let contents = locked(&self.contents);
+        let mut nr_mapped = 0;
+        for (&index, &pfn) in place.iter() {
             let folio = folio_of(self.memmap(), Pfn::new(pfn)).expect("a mapped folio");
             assert_eq!(folio.pfn().as_u64(), pfn, "the map names a head");
             for i in 0..folio.nr_pages() as u64 {
                 assert!(contents[&(pfn + i)] == pattern(index + i), "page {:#x} lost its bytes", index + i);
             }
+            nr_mapped += folio.nr_pages();
         }
-        assert_eq!(
-            contents.len() as u64,
-            self.place
-                .borrow()
-                .values()
-                .map(|&p| 1u64 << self.memmap().get(Pfn::new(p)).unwrap().order())
-                .sum::<u64>(),
-            "contents of frames nobody maps"
-        );
+        assert_eq!(contents.len(), nr_mapped, "contents of frames nobody maps");
     }
 
     fn pfn_of(&self, index: u64) -> u64 {
-        self.place.borrow()[&index]
+        locked(&self.place)[&index]
     }
 
     /// Everything consistent: allocator, lists, contents, and every frame
@@ -140,7 +147,7 @@ impl Sim {
 
     /// Unmaps and frees every folio; all memory must be free after.
     fn teardown(self, extra: &[(Pfn, u8)]) {
-        let place = std::mem::take(&mut *self.place.borrow_mut());
+        let place = std::mem::take(&mut *locked(&self.place));
         for (_, pfn) in place {
             let folio = folio_of(self.memmap(), Pfn::new(pfn)).unwrap();
             for i in 0..folio.nr_pages() {
@@ -158,7 +165,7 @@ impl Sim {
         }
         self.fa.check_consistency().unwrap();
         assert_eq!(self.fa.nr_free_pages(), self.fa.managed_pages(), "frames leaked");
-        assert!(self.contents.borrow().is_empty());
+        assert!(locked(&self.contents).is_empty());
     }
 }
 
@@ -181,20 +188,30 @@ impl CompactionHost for Sim {
     ) -> Result<Folio<'static>, MigrateFailed<&'static str>> {
         assert_eq!(src.order(), dst.order(), "a destination of another order");
         assert!(!src.test_flag(PageFlag::Lru), "the source is not isolated");
-        if self.refuse.borrow().contains(&src.pfn().as_u64()) {
+        if locked(&self.refuse).contains(&src.pfn().as_u64()) {
             return Err(MigrateFailed { why: "refused", dst });
         }
+        // As the kernel's migration holds the page-table locks of every
+        // mapping while it replaces them.
+        let _rmap = locked(&self.rmap);
         if !src.try_lock() {
             return Err(MigrateFailed { why: "locked", dst });
         }
-        // The mapping's reference and compaction's.
+        // The mapping's reference and compaction's. As migration counts
+        // the references it expects from the mappings it found under the
+        // locks: one that an unmap took away (its reference may not be
+        // dropped yet) is not expected, and nothing moves.
+        if locked(&self.place).get(&src.index()) != Some(&src.pfn().as_u64()) {
+            src.unlock();
+            return Err(MigrateFailed { why: "unmapped meanwhile", dst });
+        }
         if !src.try_freeze(2) {
             src.unlock();
             return Err(MigrateFailed { why: "unexpected references", dst });
         }
         let (from, to, nr) = (src.pfn().as_u64(), dst.pfn().as_u64(), src.nr_pages() as u64);
         {
-            let mut contents = self.contents.borrow_mut();
+            let mut contents = locked(&self.contents);
             for i in 0..nr {
                 let bytes = contents.remove(&(from + i)).expect("the source's bytes");
                 contents.insert(to + i, bytes);
@@ -219,7 +236,7 @@ impl CompactionHost for Sim {
         let new = dst.publish(); // the mapping's reference
         new.get(); // compaction's
         let index = src.index();
-        *self.place.borrow_mut().get_mut(&index).expect("the source is mapped") = to;
+        *locked(&self.place).get_mut(&index).expect("the source is mapped") = to;
         src.unlock();
         // Frozen at 0: nobody else holds it; the old frames go back.
         self.fa.free_folio(src);
@@ -229,7 +246,7 @@ impl CompactionHost for Sim {
     fn put(&self, folio: Folio<'static>) {
         if folio.put() {
             self.lru.remove(folio);
-            let mut contents = self.contents.borrow_mut();
+            let mut contents = locked(&self.contents);
             for i in 0..folio.nr_pages() as u64 {
                 contents.remove(&(folio.pfn().as_u64() + i));
             }
@@ -238,7 +255,8 @@ impl CompactionHost for Sim {
     }
 
     fn relax(&self) {
-        self.nr_relax.set(self.nr_relax.get() + 1);
+        self.nr_relax.fetch_add(1, Ordering::Relaxed);
+        std::thread::yield_now();
     }
 }
 
@@ -275,7 +293,7 @@ fn fragment(sim: &Sim, keep: impl Fn(u64) -> u64) -> Vec<u64> {
 
 /// The number of pageblocks holding at least one mapped page.
 fn blocks_in_use(sim: &Sim) -> u64 {
-    let blocks: HashSet<u64> = sim.place.borrow().values().map(|&pfn| (pfn - BASE) / PAGEBLOCK_NR).collect();
+    let blocks: HashSet<u64> = locked(&sim.place).values().map(|&pfn| (pfn - BASE) / PAGEBLOCK_NR).collect();
     blocks.len() as u64
 }
 
@@ -325,13 +343,14 @@ fn one_page_in_every_block_becomes_free_2mib_blocks_with_every_byte_intact() {
     // Not a direct compaction, nor kcompactd: no stall, no wake.
     assert_eq!((counts.compact_stall, counts.compact_success, counts.compact_fail), (0, 0, 0));
     assert_eq!(counts.compact_daemon_wake, 0);
-    assert_eq!(sim.nr_relax.get(), nr_blocks - 1, "a yield after every migrate block");
+    assert_eq!(sim.nr_relax.load(Ordering::Relaxed), nr_blocks - 1, "a yield after every migrate block");
     // The scanners met: the next pass starts from the ends again.
     assert_eq!(zone.positions(), (Pfn::new(BASE), sim.memmap().end_pfn()));
 
-    // A second pass finds nothing left to move.
+    // A second pass finds nothing left to move, and nothing in its way:
+    // the upper half of a free 4 MiB block is free, not a raw frame.
     let again = zone.compact(&sim, &stats, Request::whole());
-    assert_eq!((again.outcome, again.nr_migrated), (Outcome::Complete, 0));
+    assert_eq!((again.outcome, again.nr_migrated, again.nr_blocks_skipped), (Outcome::Complete, 0, 0));
     sim.check();
     sim.teardown(&[]);
 }
@@ -436,8 +455,8 @@ fn blocks_with_something_unmovable_are_skipped_and_the_pass_still_ends() {
     // Block 5: a huge folio, whole.
     let pinned = folio_of(sim.memmap(), Pfn::new(sim.pfn_of(in_block(1)[0]))).unwrap();
     pinned.pin();
-    let locked = folio_of(sim.memmap(), Pfn::new(sim.pfn_of(in_block(2)[1]))).unwrap();
-    assert!(locked.try_lock());
+    let busy = folio_of(sim.memmap(), Pfn::new(sim.pfn_of(in_block(2)[1]))).unwrap();
+    assert!(busy.try_lock());
     // A raw frame in block 3: its first free block taken as a page table
     // would be.
     let raw_pfn = (BASE + 3 * PAGEBLOCK_NR..BASE + 4 * PAGEBLOCK_NR)
@@ -454,7 +473,7 @@ fn blocks_with_something_unmovable_are_skipped_and_the_pass_still_ends() {
     // Block 5 becomes one huge folio: its two small pages go first.
     let huge_block = 5;
     for index in in_block(huge_block) {
-        let pfn = sim.place.borrow_mut().remove(&index).unwrap();
+        let pfn = locked(&sim.place).remove(&index).unwrap();
         let folio = folio_of(sim.memmap(), Pfn::new(pfn)).unwrap();
         remove_pte_mapping(sim.memmap(), folio.pfn().phys());
         sim.put(folio);
@@ -488,7 +507,7 @@ fn blocks_with_something_unmovable_are_skipped_and_the_pass_still_ends() {
     // free 2 MiB blocks now.
     assert_eq!(used_before, 16);
     assert_eq!(report.nr_migrated, 10 * 2);
-    let used: HashSet<u64> = sim.place.borrow().values().map(|&p| (p - BASE) / PAGEBLOCK_NR).collect();
+    let used: HashSet<u64> = locked(&sim.place).values().map(|&p| (p - BASE) / PAGEBLOCK_NR).collect();
     assert_eq!(used, HashSet::from([1, 2, 3, 4, 5, 15]));
     assert_eq!(Fragmentation::of(sim.fa).nr_free_huge_blocks(), 10);
     assert_eq!(zone.positions(), (Pfn::new(BASE), sim.memmap().end_pfn()), "reset after meeting");
@@ -497,7 +516,7 @@ fn blocks_with_something_unmovable_are_skipped_and_the_pass_still_ends() {
     zero_like.lock();
     zero_like.set_mapping(mm::folio::FolioMapping::Anon(sim.handle), odd);
     zero_like.unlock();
-    locked.unlock();
+    busy.unlock();
     assert!(!pinned.unpin());
     sim.check();
     table_page.clear_flag(PageFlag::PageTable);
@@ -567,6 +586,66 @@ fn the_scanners_meet_when_memory_is_too_full_to_empty_everything() {
 }
 
 #[test]
+fn compaction_against_mapping_and_unmapping_on_another_thread() {
+    // One thread compacts, with passes of every kind; another unmaps and
+    // maps pages meanwhile (under the sim's rmap lock, as munmap holds the
+    // page-table lock): a folio may be unmapped while isolated, a free
+    // block taken while the free scanner looks at it, a frame allocated
+    // while the migrate scanner looks at it. After each round every mapped
+    // page has its bytes and every frame is accounted for.
+    let mut totals = (0, 0);
+    for round in 0..16u64 {
+        let sim = Sim::new(16);
+        let kept = fragment(&sim, |b| 16 + 4 * b);
+        let stats = CompactStats::new();
+        let zone = sim.zone();
+        std::thread::scope(|scope| {
+            let sim = &sim;
+            let mapper = scope.spawn(move || {
+                let mut rng = Rng(0xc0de + round);
+                let mut mapped = kept;
+                let mut next = 1u64 << 32;
+                for _ in 0..800 {
+                    if rng.chance(70) && !mapped.is_empty() {
+                        let index = mapped.swap_remove(rng.below(mapped.len() as u64) as usize);
+                        let folio = {
+                            let _rmap = locked(&sim.rmap);
+                            let pfn = locked(&sim.place).remove(&index).unwrap();
+                            remove_pte_mapping(sim.memmap(), Pfn::new(pfn).phys())
+                        };
+                        sim.put(folio);
+                    } else if let Ok(folio) =
+                        alloc_anon_folio(sim.fa, AllocKind::Normal, sim.handle, next, |_| {})
+                    {
+                        sim.adopt(folio, next);
+                        mapped.push(next);
+                        next += 1;
+                    }
+                    std::thread::yield_now();
+                }
+            });
+            let mut rng = Rng(0xfeed + round);
+            while !mapper.is_finished() {
+                let request = match rng.below(3) {
+                    0 => Request::whole(),
+                    1 => Request::kcompactd(HPAGE_ORDER),
+                    _ => Request::thp_fault(),
+                };
+                let report = zone.compact(sim, &stats, request);
+                assert!(report.nr_migrate_scanned <= 16 * PAGEBLOCK_NR, "{report:?}");
+            }
+            mapper.join().unwrap();
+        });
+        let counts = stats.snapshot();
+        totals.0 += counts.compact_migrated;
+        totals.1 += counts.compact_migrate_failed;
+        sim.check();
+        sim.teardown(&[]);
+    }
+    assert!(totals.0 > 0, "nothing moved: {totals:?}");
+}
+
+#[test]
 fn failed_moves_are_counted_and_give_their_destination_back() {
     let sim = Sim::new(8);
     let kept = fragment(&sim, |_| 4);
@@ -574,7 +653,7 @@ fn failed_moves_are_counted_and_give_their_destination_back() {
     let refused: Vec<u64> =
         kept.iter().map(|&i| sim.pfn_of(i)).filter(|&p| p < BASE + PAGEBLOCK_NR).collect();
     assert_eq!(refused.len(), 4);
-    sim.refuse.borrow_mut().extend(refused.iter().copied());
+    locked(&sim.refuse).extend(refused.iter().copied());
     let free_before = sim.fa.nr_free_pages();
     let stats = CompactStats::new();
     let report = sim.zone().compact(&sim, &stats, Request::whole());
