@@ -602,6 +602,9 @@ impl<H: CompactionHost> Pass<'_, H> {
             if let BlockScan::Movable(folios) = self.scan_block(block) {
                 let isolated = self.isolate(folios);
                 if let Some(stop) = self.move_all(isolated) {
+                    // Out of destinations half-way: the next pass takes
+                    // this block again.
+                    self.migrate_pfn = block;
                     return stop;
                 }
             } else {

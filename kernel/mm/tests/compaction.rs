@@ -747,6 +747,31 @@ fn direct_compaction_stays_within_its_budget_and_resumes_next_time() {
 }
 
 #[test]
+fn a_block_left_half_moved_for_want_of_destinations_is_taken_again() {
+    // Blocks 0..=5 full, the others half full: block 0 needs two
+    // pageblocks of destinations, and the free scanner may take one a pass.
+    let sim = Sim::new(16);
+    fragment(&sim, |b| if b <= 5 { 512 } else { 256 });
+    let stats = CompactStats::new();
+    let zone = sim.zone();
+    let request = Request {
+        goal: Goal::Order(HPAGE_ORDER),
+        budget: Budget { migrate_blocks: u64::MAX, free_blocks: 1 },
+        caller: Caller::Kcompactd,
+    };
+    let first = zone.compact(&sim, &stats, request);
+    assert_eq!((first.outcome, first.nr_migrate_blocks, first.nr_free_blocks), (Outcome::BudgetSpent, 1, 1));
+    assert_eq!((first.nr_isolated, first.nr_migrated), (512, 256), "the rest went back to the lists");
+    assert_eq!(zone.positions(), (Pfn::new(BASE), Pfn::new(BASE + 15 * PAGEBLOCK_NR)), "block 0 again");
+    let second = zone.compact(&sim, &stats, request);
+    assert_eq!((second.outcome, second.nr_migrated), (Outcome::Success, 256));
+    let used: HashSet<u64> = locked(&sim.place).values().map(|&p| (p - BASE) / PAGEBLOCK_NR).collect();
+    assert!(!used.contains(&0));
+    sim.check();
+    sim.teardown(&[]);
+}
+
+#[test]
 fn kcompactd_is_woken_by_huge_allocations_failing_for_want_of_a_block() {
     let order = HPAGE_ORDER;
     assert!(wants_kcompactd(order, AllocError::OutOfMemory { order }));
