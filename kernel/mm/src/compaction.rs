@@ -49,9 +49,9 @@
 //!
 //! Where a pass stopped is remembered per zone ([`CompactZone`]), so the
 //! next pass goes on from there instead of rescanning the blocks it just
-//! emptied or filled; the free scanner resumes at the highest block it gave
-//! free frames back to, so a half-filled destination block is used up
-//! first. A pass that met resets both to the zone's ends.
+//! emptied or filled; a block left half-moved for want of destinations is
+//! taken again; the free scanner resumes at the highest block it gave free
+//! frames back to, so a half-filled destination block is used up first. A pass that met resets both to the zone's ends.
 //! [`Goal::Whole`] always starts from the ends.
 //!
 //! ## Suitability ([`suitable`])
