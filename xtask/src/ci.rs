@@ -136,6 +136,7 @@ fn run_args(arch: Arch, firmware: Firmware, timeout_secs: u64) -> RunArgs {
     RunArgs {
         arch,
         smp: 1,
+        numa: None,
         mem: MemSize::default(),
         accel: Accel::Tcg,
         firmware,

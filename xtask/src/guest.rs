@@ -28,6 +28,7 @@ pub fn machine_config(args: &RunArgs, image: std::path::PathBuf, kernel_args: &s
     cfg.firmware = args.firmware;
     cfg.mem = args.mem;
     cfg.smp = args.smp;
+    cfg.numa = args.numa;
     cfg.cpu = args.cpu.clone();
     cfg.gdb = args.gdb;
     cfg.kernel_args = kernel_args.to_string();
