@@ -77,6 +77,7 @@ pub fn run_guest(
         echo: true,
         keep_lines: qemu::runner::DEFAULT_KEEP_LINES,
         cpus: Some(args.smp),
+        numa_nodes: Some(args.numa.unwrap_or(1)),
         // A panic's backtrace comes out as `function at file:line`.
         kernel_elf: Some(elf.clone()),
         source_root: Some(builder.ws.root.clone()),
