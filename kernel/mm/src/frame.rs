@@ -398,6 +398,8 @@ pub struct FrameAllocator {
     nr_free_total: AtomicU64,
     /// `totals.watermarks.low`, for the hook's decision without a lock.
     low_total: AtomicU64,
+    /// `totals.nr_nodes`, for the allocation path without a lock.
+    nr_nodes: AtomicUsize,
     /// The node allocations without a node prefer: the current CPU's,
     /// registered by the kernel ([`FrameAllocator::set_local_node_hook`]);
     /// node 0 without one.
@@ -494,6 +496,7 @@ impl FrameAllocator {
             }),
             nr_free_total: AtomicU64::new(0),
             low_total: AtomicU64::new(0),
+            nr_nodes: AtomicUsize::new(1),
             local_node_hook: spin::Once::new(),
             low_memory_hook: spin::Once::new(),
             fail_alloc: FailAlloc::new(),
@@ -568,6 +571,7 @@ impl FrameAllocator {
         totals.watermarks = Watermarks::for_managed_pages(totals.managed_pages);
         totals.nr_nodes = totals.nr_nodes.max(node.index() + 1);
         self.low_total.store(totals.watermarks.low, Ordering::Relaxed);
+        self.nr_nodes.store(totals.nr_nodes, Ordering::Relaxed);
         {
             let mut zone = self.pools[node.index()].lock();
             zone.managed_pages += end_pfn - start_pfn;
@@ -633,7 +637,7 @@ impl FrameAllocator {
             // Injected: like running out, without waking reclaim for it.
             return Err(AllocError::OutOfMemory { order });
         }
-        let nr_nodes = self.nr_nodes();
+        let nr_nodes = self.nr_nodes.load(Ordering::Relaxed).max(1);
         let (first, strict) = match policy {
             Policy::Prefer(node) => (node.index().min(nr_nodes - 1), false),
             Policy::Only(node) => (node.index(), true),
