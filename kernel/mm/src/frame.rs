@@ -322,8 +322,10 @@ impl Zone {
 }
 
 /// The most PFN spans [`FrameAllocator::add_free_range_on`] records (one
-/// per range given, which the boot path cuts at node boundaries).
-pub const MAX_SPANS: usize = 64;
+/// per range given): room for every range of a full boot memory map
+/// (`mm::memmap::MAX_RANGES`) cut at every boundary of a full NUMA map
+/// (`mm::numa::MAX_NUMA_RANGES`, fewer).
+pub const MAX_SPANS: usize = crate::memmap::MAX_RANGES + 2 * crate::numa::MAX_NUMA_RANGES;
 
 /// Which node each managed frame belongs to: the ranges given to
 /// [`FrameAllocator::add_free_range_on`], append-only. Entries below `len`
@@ -1375,6 +1377,19 @@ mod tests {
 
     fn node_of_raw(fa: &FrameAllocator, pfn: u64) -> usize {
         fa.node_of(Pfn::new(pfn)).unwrap().index()
+    }
+
+    #[test]
+    fn ranges_beyond_the_span_table_are_refused_whole() {
+        let fa = allocator(0, 2 * MAX_SPANS + 2, &[]);
+        for i in 0..MAX_SPANS as u64 {
+            fa.add_free_range_on(node(1), Pfn::new(2 * i), Pfn::new(2 * i + 1)).unwrap();
+        }
+        let last = 2 * MAX_SPANS as u64;
+        assert_eq!(fa.add_free_range(Pfn::new(last), Pfn::new(last + 1)), Err(RangeError::TooManySpans));
+        assert!(fa.memmap().get(Pfn::new(last)).unwrap().test_flag(PageFlag::Reserved), "nothing changed");
+        assert_eq!(fa.managed_pages(), MAX_SPANS as u64);
+        fa.check_consistency().unwrap();
     }
 
     #[test]
