@@ -3,6 +3,7 @@
 //! `boot/aarch64` from its own boot tables and the device tree.
 
 use mm::memmap::{MemoryMap, PhysRange};
+use mm::numa::NumaMap;
 use mm::PhysAddr;
 
 /// Where the firmware's description of the machine is.
@@ -71,4 +72,9 @@ pub struct BootInfo {
     pub kernel_image: PhysRange,
     /// The CPUs to bring up.
     pub cpus: CpuList,
+    /// The NUMA nodes: each node's memory ranges and CPUs (by the hardware
+    /// ids of [`BootInfo::cpus`]), from the ACPI SRAT (x86_64) or the
+    /// device tree's `numa-node-id`s (AArch64). Empty when the firmware
+    /// describes none or the boot path refused what it said: one node.
+    pub numa: NumaMap,
 }

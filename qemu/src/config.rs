@@ -31,6 +31,9 @@ pub enum ConfigError {
     AccelUnsupported { arch: Arch, accel: Accel, why: &'static str },
     /// `--cpu` was given an empty name.
     EmptyCpuModel,
+    /// `--numa N` is not a node count, or does not split the machine's
+    /// CPUs and RAM evenly into nodes big enough.
+    BadNuma { input: String, why: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -63,6 +66,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "--accel {accel} is not supported on {arch}: {why}")
             }
             ConfigError::EmptyCpuModel => write!(f, "--cpu needs a CPU model name"),
+            ConfigError::BadNuma { input, why } => write!(f, "--numa {input}: {why}"),
         }
     }
 }
@@ -261,6 +265,50 @@ pub(crate) fn parse_size(
     number.checked_mul(worth).ok_or("the number is too large")
 }
 
+/// The most NUMA nodes `--numa` makes (the kernel's `mm::numa::MAX_NODES`).
+pub const MAX_NUMA_NODES: u32 = 8;
+/// The least RAM a NUMA node gets: node 0 holds the kernel, its heap and
+/// the page descriptors.
+pub const MIN_NUMA_NODE_MIB: u64 = 64;
+
+/// Parses a `--numa` node count: a whole number from 1 to [`MAX_NUMA_NODES`]
+/// (whether it fits the machine is [`check_numa`]'s question).
+pub fn parse_numa(input: &str) -> Result<u32, ConfigError> {
+    match input.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_NUMA_NODES).contains(&n) => Ok(n),
+        _ => Err(ConfigError::BadNuma {
+            input: input.to_string(),
+            why: format!("expected a number of nodes from 1 to {MAX_NUMA_NODES}"),
+        }),
+    }
+}
+
+/// Checks that `nodes` NUMA nodes split `smp` CPUs and `mem` evenly: the
+/// same number of CPUs (at least one) and the same whole number of MiB (at
+/// least [`MIN_NUMA_NODE_MIB`]) on each.
+pub fn check_numa(nodes: u32, smp: u32, mem: MemSize) -> Result<(), ConfigError> {
+    let bad = |why: String| ConfigError::BadNuma { input: nodes.to_string(), why };
+    if !(1..=MAX_NUMA_NODES).contains(&nodes) {
+        return Err(bad(format!("expected a number of nodes from 1 to {MAX_NUMA_NODES}")));
+    }
+    if smp < nodes || !smp.is_multiple_of(nodes) {
+        return Err(bad(format!(
+            "{smp} CPUs do not split evenly into {nodes} nodes of at least one CPU (e.g. --smp {})",
+            nodes * smp.div_ceil(nodes).max(1)
+        )));
+    }
+    if !mem.mib().is_multiple_of(nodes as u64) {
+        return Err(bad(format!("{mem} of RAM does not split into {nodes} nodes of whole MiB")));
+    }
+    if mem.mib() / (nodes as u64) < MIN_NUMA_NODE_MIB {
+        return Err(bad(format!(
+            "{mem} of RAM gives each of {nodes} nodes less than {MIN_NUMA_NODE_MIB} MiB (give --mem {}M or more)",
+            MIN_NUMA_NODE_MIB * nodes as u64
+        )));
+    }
+    Ok(())
+}
+
 /// Parses a `--smp` CPU count: a whole number from 1 to [`MAX_SMP`].
 pub fn parse_smp(input: &str) -> Result<u32, ConfigError> {
     match input.trim().parse::<u32>() {
@@ -362,6 +410,34 @@ mod tests {
                 assert_eq!(disk_refusal(s), why, "disk size {s:?}");
             }
         }
+    }
+
+    #[test]
+    fn numa_splits_cpus_and_ram_evenly_or_is_refused() {
+        let mem = |s: &str| s.parse::<MemSize>().unwrap();
+        assert_eq!(parse_numa("2"), Ok(2));
+        for bad in ["0", "9", "two", ""] {
+            assert!(matches!(parse_numa(bad), Err(ConfigError::BadNuma { .. })), "{bad:?}");
+        }
+        assert_eq!(check_numa(2, 4, mem("512M")), Ok(()));
+        assert_eq!(check_numa(1, 1, mem("512M")), Ok(()));
+        let why = |r: Result<(), ConfigError>| r.unwrap_err().to_string();
+        assert_eq!(
+            why(check_numa(2, 1, mem("512M"))),
+            "--numa 2: 1 CPUs do not split evenly into 2 nodes of at least one CPU (e.g. --smp 2)"
+        );
+        assert_eq!(
+            why(check_numa(3, 4, mem("768M"))),
+            "--numa 3: 4 CPUs do not split evenly into 3 nodes of at least one CPU (e.g. --smp 6)"
+        );
+        assert_eq!(
+            why(check_numa(3, 3, mem("512M"))),
+            "--numa 3: 512M of RAM does not split into 3 nodes of whole MiB"
+        );
+        assert_eq!(
+            why(check_numa(4, 4, mem("128M"))),
+            "--numa 4: 128M of RAM gives each of 4 nodes less than 64 MiB (give --mem 256M or more)"
+        );
     }
 
     #[test]

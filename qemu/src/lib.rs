@@ -36,7 +36,7 @@ pub mod runner;
 pub mod symbols;
 pub mod verdict;
 
-pub use config::{parse_smp, Accel, Arch, Boot, ConfigError, Firmware, MemSize};
+pub use config::{check_numa, parse_numa, parse_smp, Accel, Arch, Boot, ConfigError, Firmware, MemSize};
 pub use disk::{Backing, DiskSize, FaultPlan, VirtioDisk};
 pub use exit::GuestExit;
 pub use machine::{gdb_hint, MachineConfig, QemuCommand, OVMF_CODE};

@@ -40,6 +40,10 @@ pub struct MachineConfig {
     pub mem: MemSize,
     /// Number of CPUs (`-smp`).
     pub smp: u32,
+    /// NUMA nodes (`-numa`, one memory backend each): `None` for a machine
+    /// without NUMA; `Some(n)` splits the CPUs and RAM evenly into `n`
+    /// nodes ([`crate::config::check_numa`]).
+    pub numa: Option<u32>,
     /// A `-cpu` model replacing the profile's default (e.g. `max,pauth-impdef=on`).
     pub cpu: Option<String>,
     /// Start paused with QEMU's gdb stub on [`GDB_PORT`] (`-s -S`).
@@ -67,6 +71,7 @@ impl MachineConfig {
             firmware: Firmware::Bios,
             mem: MemSize::default(),
             smp: 1,
+            numa: None,
             cpu: None,
             gdb: false,
             kernel_args: String::new(),
@@ -86,6 +91,9 @@ impl MachineConfig {
         }
         if matches!(&self.cpu, Some(c) if c.trim().is_empty()) {
             return Err(ConfigError::EmptyCpuModel);
+        }
+        if let Some(nodes) = self.numa {
+            crate::config::check_numa(nodes, self.smp, self.mem)?;
         }
         Ok(())
     }
@@ -134,6 +142,10 @@ impl MachineConfig {
         push(&["-cpu", self.cpu_model()]);
         push(&["-m", &self.mem.to_string()]);
         push(&["-smp", &self.smp.to_string()]);
+        if let Some(nodes) = self.numa {
+            args.extend(numa_args(nodes, self.smp, self.mem));
+        }
+        let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
 
         match self.arch {
             Arch::X86_64 => {
@@ -184,6 +196,27 @@ impl MachineConfig {
         args.extend(self.extra_args.iter().cloned());
         Ok(QemuCommand { program: self.arch.qemu_program().to_string(), args })
     }
+}
+
+/// The options of `nodes` NUMA nodes over `smp` CPUs and `mem` of RAM
+/// (checked by [`crate::config::check_numa`]): per node a RAM backend of
+/// its share and a `-numa node` with its CPUs, in order (node 0 has the
+/// first CPUs and the lowest RAM). The same on `pc` and `virt`: QEMU turns
+/// them into an ACPI SRAT or `numa-node-id`s in the device tree.
+pub fn numa_args(nodes: u32, smp: u32, mem: MemSize) -> Vec<String> {
+    let (cpus, mib) = (smp / nodes, mem.mib() / nodes as u64);
+    let mut args = Vec::new();
+    for node in 0..nodes {
+        let (first, last) = (node * cpus, node * cpus + cpus - 1);
+        let cpus = if first == last { first.to_string() } else { format!("{first}-{last}") };
+        args.extend([
+            "-object".to_string(),
+            format!("memory-backend-ram,id=m{node},size={mib}M"),
+            "-numa".to_string(),
+            format!("node,nodeid={node},cpus={cpus},memdev=m{node}"),
+        ]);
+    }
+    args
 }
 
 /// Refuses an architecture/accelerator/firmware combination that cannot run.
@@ -432,6 +465,37 @@ mod tests {
                 ],
                 "{arch}"
             );
+        }
+    }
+
+    #[test]
+    fn numa_nodes_split_cpus_and_ram_on_both_machines() {
+        for arch in Arch::ALL {
+            let mut cfg = MachineConfig::new(arch, "k");
+            cfg.smp = 4;
+            cfg.numa = Some(2);
+            let args = cfg.command().unwrap().args;
+            let at = args.iter().position(|a| a == "-smp").unwrap() + 2;
+            assert_eq!(
+                args[at..at + 8],
+                [
+                    "-object",
+                    "memory-backend-ram,id=m0,size=256M",
+                    "-numa",
+                    "node,nodeid=0,cpus=0-1,memdev=m0",
+                    "-object",
+                    "memory-backend-ram,id=m1,size=256M",
+                    "-numa",
+                    "node,nodeid=1,cpus=2-3,memdev=m1"
+                ],
+                "{arch}"
+            );
+            cfg.smp = 2;
+            assert!(cfg.command().unwrap().args.contains(&"node,nodeid=1,cpus=1,memdev=m1".to_string()));
+            cfg.smp = 3;
+            assert!(matches!(cfg.command(), Err(ConfigError::BadNuma { .. })));
+            cfg.numa = None;
+            assert!(!cfg.command().unwrap().args.contains(&"-numa".to_string()));
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! kernel: args: test=all seed=7          the kernel echoes its arguments
+//! numa: node 0: 256 MiB [..], CPUs 0-1   one line per NUMA node, in order
 //! smp: 4 of 4 CPUs online                how many CPUs it found and started
 //! test mm::frame::alloc ... ok           one test passed
 //! test mm::swap::slots ... FAILED: why   one test failed, and why
@@ -30,6 +31,9 @@ pub const ARGS_ECHO_PREFIX: &str = "kernel: args:";
 pub const PANIC_PREFIX: &str = "kernel panic: ";
 /// The prefix of the line on which the kernel says how many CPUs run.
 pub const CPUS_PREFIX: &str = "smp: ";
+
+/// The prefix of the kernel's line for one NUMA node: `numa: node N: ...`.
+pub const NUMA_NODE_PREFIX: &str = "numa: node ";
 
 /// `smp: <online> of <listed> CPUs online`: the CPUs that run tasks, of
 /// those the firmware listed.
@@ -105,6 +109,8 @@ pub enum Line<'a> {
     ArgsEcho(&'a str),
     /// `smp: N of M CPUs online`
     CpusOnline(CpusOnline),
+    /// `numa: node N: ...`; holds `N`.
+    NumaNode(u32),
     /// `STRESS <key=value>...`; holds the words after `STRESS`.
     Stress(&'a str),
     /// Anything else (log output).
@@ -147,6 +153,11 @@ pub fn classify(raw: &str) -> Line<'_> {
     }
     if let Some(cpus) = parse_cpus_online(line) {
         return Line::CpusOnline(cpus);
+    }
+    if let Some(node) =
+        line.strip_prefix(NUMA_NODE_PREFIX).and_then(|r| r.split_once(':')).and_then(|(n, _)| number(n))
+    {
+        return Line::NumaNode(node);
     }
     if let Some(args) = line.strip_prefix(ARGS_ECHO_PREFIX) {
         if args.is_empty() || args.starts_with(' ') {
@@ -246,6 +257,13 @@ pub struct Report {
     /// report exactly that many CPUs online, so that a broken CPU discovery
     /// cannot quietly run a multi-CPU test on one CPU.
     pub cpus_asked: Option<u32>,
+    /// The nodes of the kernel's `numa: node N: ...` lines, in order.
+    pub numa_nodes: Vec<u32>,
+    /// The NUMA nodes the machine was given (1 without `--numa`), when the
+    /// run was told ([`Parser::expecting_numa_nodes`]): the verdicts then
+    /// require one `numa: node` line for each, 0 to N - 1, so that a
+    /// broken firmware reading cannot quietly run NUMA tests on one node.
+    pub numa_asked: Option<u32>,
     /// The words of the last `STRESS` line (a stress run's totals).
     pub stress_totals: Option<String>,
 }
@@ -291,6 +309,13 @@ impl Parser {
         parser
     }
 
+    /// This parser, for the output of a machine given `nodes` NUMA nodes
+    /// (recorded in [`Report::numa_asked`] for the verdicts).
+    pub fn expecting_numa_nodes(mut self, nodes: u32) -> Self {
+        self.report.numa_asked = Some(nodes);
+        self
+    }
+
     /// Takes one line of serial output (with or without its line ending).
     pub fn feed_line(&mut self, raw: &str) {
         match classify(raw) {
@@ -319,6 +344,7 @@ impl Parser {
             Line::Panic(message) => self.report.panics.push(message.to_string()),
             Line::ArgsEcho(args) => self.report.args_echo = Some(args.to_string()),
             Line::CpusOnline(cpus) => self.report.cpus_online = Some(cpus),
+            Line::NumaNode(node) => self.report.numa_nodes.push(node),
             Line::Stress(totals) => self.report.stress_totals = Some(totals.to_string()),
             Line::Other => {}
         }

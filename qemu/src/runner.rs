@@ -41,6 +41,10 @@ pub struct RunOptions {
     /// against the kernel's `smp: N of M CPUs online` line
     /// ([`crate::Report::cpus_asked`]); `None` for guests that print no such line.
     pub cpus: Option<u32>,
+    /// The NUMA nodes the machine was given (1 without `-numa`), for the
+    /// verdicts to check against the kernel's `numa: node N` lines
+    /// ([`crate::Report::numa_asked`]); `None` for guests that print none.
+    pub numa_nodes: Option<u32>,
     /// The kernel's ELF: its `backtrace:` frame lines are kept (and, when
     /// echoing, printed again) with `function at file:line` appended
     /// ([`crate::symbols`]). Source paths under `source_root` are shown
@@ -56,6 +60,7 @@ impl Default for RunOptions {
             echo: true,
             keep_lines: DEFAULT_KEEP_LINES,
             cpus: None,
+            numa_nodes: None,
             kernel_elf: None,
             source_root: None,
         }
@@ -184,7 +189,13 @@ pub fn run(cmd: &QemuCommand, arch: Arch, opts: &RunOptions) -> Result<RunOutcom
         None => Symbols::Off,
     };
     let mut lines = Lines {
-        parser: opts.cpus.map_or_else(Parser::new, Parser::expecting_cpus),
+        parser: {
+            let parser = opts.cpus.map_or_else(Parser::new, Parser::expecting_cpus);
+            match opts.numa_nodes {
+                Some(nodes) => parser.expecting_numa_nodes(nodes),
+                None => parser,
+            }
+        },
         last: VecDeque::new(),
         keep: opts.keep_lines,
         symbols,

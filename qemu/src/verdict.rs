@@ -87,6 +87,7 @@ fn common_reasons(arch: Arch, exit: GuestExit, report: &Report) -> Vec<String> {
         reasons.push(format!("kernel panic: {message}"));
     }
     reasons.extend(cpu_reason(report));
+    reasons.extend(numa_reason(report));
     if !exit.is_success() {
         reasons.push(format!("exit: {}", exit.describe(arch)));
     }
@@ -112,6 +113,22 @@ fn cpu_reason(report: &Report) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Whether the kernel found the NUMA nodes the machine was given: when the
+/// run knows how many ([`Report::numa_asked`]), the kernel's `numa: node N`
+/// lines must name exactly nodes 0 to N - 1, in order.
+fn numa_reason(report: &Report) -> Option<String> {
+    let asked = report.numa_asked?;
+    let expected: Vec<u32> = (0..asked).collect();
+    if report.numa_nodes == expected {
+        return None;
+    }
+    let found = match report.numa_nodes.len() {
+        0 => "no `numa: node N:` line".to_string(),
+        _ => format!("lines for nodes {:?}", report.numa_nodes),
+    };
+    Some(format!("QEMU was given {asked} NUMA nodes, but the kernel printed {found}"))
 }
 
 /// The verdict of an in-guest test run (`cargo xtask qemu test`).
@@ -313,6 +330,38 @@ mod tests {
         let mut parser = crate::Parser::expecting_cpus(asked);
         transcript.split('\n').for_each(|line| parser.feed_line(line));
         test_verdict(X86, GuestExit::Success, parser.report())
+    }
+
+    #[test]
+    fn the_numa_nodes_must_be_the_nodes_asked_for() {
+        let verdict = |asked: u32, lines: &str| {
+            let mut parser = crate::Parser::new().expecting_numa_nodes(asked);
+            format!("{lines}test a ... ok\n1 passed, 0 failed\n")
+                .split('\n')
+                .for_each(|l| parser.feed_line(l));
+            test_verdict(X86, GuestExit::Success, parser.report())
+        };
+        let node0 = "numa: node 0: 496 MiB [0x100000-0x1ffdd000], CPUs 0-3\n";
+        let two = "numa: node 0: 240 MiB [0x100000-0x10000000], CPUs 0-1\r\nnuma: node 1: 255 MiB [0x10000000-0x1ffdd000], CPUs 2-3\n";
+        assert!(verdict(1, node0).is_pass());
+        assert!(verdict(2, two).is_pass());
+        assert_eq!(
+            verdict(2, node0).reasons(),
+            ["QEMU was given 2 NUMA nodes, but the kernel printed lines for nodes [0]"]
+        );
+        assert_eq!(
+            verdict(1, two).reasons(),
+            ["QEMU was given 1 NUMA nodes, but the kernel printed lines for nodes [0, 1]"]
+        );
+        assert_eq!(
+            verdict(1, "").reasons(),
+            ["QEMU was given 1 NUMA nodes, but the kernel printed no `numa: node N:` line"]
+        );
+        // Not told: not checked.
+        let mut parser = crate::Parser::new();
+        parser.feed_line("test a ... ok");
+        parser.feed_line("1 passed, 0 failed");
+        assert!(test_verdict(X86, GuestExit::Success, parser.report()).is_pass());
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   several CPUs; one CPU checks that nothing depends on there being more),
 //!   with a swap disk and the faulty and stalling disks attached, as
 //!   `qemu test` does;
+//! - the NUMA in-guest tests ([`NUMA_FILTER`]) on each architecture with
+//!   [`NUMA_NODES`] nodes (`--numa`) and [`SMP_CPUS`] CPUs: the nodes come
+//!   from the firmware, allocations land on their node, faults on the
+//!   faulting CPU's; the runner requires one `numa: node N` line per node
+//!   (on every run: one without `--numa`);
 //! - the short randomised mm stress (`cargo xtask stress`) on x86_64 and
 //!   AArch64, [`CI_STRESS_SECS`] seconds at [`SMP_CPUS`] CPUs with the seed
 //!   [`CI_STRESS_SEED`] (fixed, so that a red CI run replays): no
@@ -57,6 +62,11 @@ use crate::stress;
 
 /// CPUs of the multi-CPU in-guest run.
 pub const SMP_CPUS: u32 = 4;
+/// NUMA nodes of the NUMA in-guest run (at [`SMP_CPUS`] CPUs).
+pub const NUMA_NODES: u32 = 2;
+/// The tests of the NUMA in-guest run: the node tests, and the allocator's
+/// own in-guest tests over two pools.
+pub const NUMA_FILTER: &str = "numa,frame";
 /// How long CI's stress runs on each arch.
 pub const CI_STRESS_SECS: u64 = 45;
 /// The seed of CI's stress.
@@ -79,6 +89,9 @@ pub enum Step {
     Lints,
     /// In-guest tests with this many CPUs.
     QemuTest(Arch, u32),
+    /// The NUMA tests ([`NUMA_FILTER`]) on [`NUMA_NODES`] nodes and
+    /// [`SMP_CPUS`] CPUs.
+    NumaTest(Arch),
     /// The short randomised mm stress (at [`SMP_CPUS`] CPUs).
     Stress(Arch),
     Smoke(Arch, Firmware),
@@ -95,6 +108,7 @@ impl Step {
             Step::HostTests => "host tests (cargo test)".to_string(),
             Step::Lints => "lints (rustfmt, clippy)".to_string(),
             Step::QemuTest(arch, smp) => format!("in-guest tests {arch} smp {smp}"),
+            Step::NumaTest(arch) => format!("in-guest NUMA tests {arch} smp {SMP_CPUS} numa {NUMA_NODES}"),
             Step::Stress(arch) => format!("stress {arch} smp {SMP_CPUS} {CI_STRESS_SECS} s"),
             Step::Smoke(arch, fw) => format!("boot smoke {}", guest::machine_name(*arch, *fw)),
             Step::SelfCheck(arch) => format!("harness self-check {arch}"),
@@ -116,6 +130,7 @@ pub fn plan(args: &CiArgs) -> Vec<Step> {
     for &arch in &args.arches {
         steps.push(Step::QemuTest(arch, 1));
         steps.push(Step::QemuTest(arch, SMP_CPUS));
+        steps.push(Step::NumaTest(arch));
     }
     steps.extend(args.arches.iter().map(|&a| Step::Stress(a)));
     for &arch in &args.arches {
@@ -136,6 +151,7 @@ fn run_args(arch: Arch, firmware: Firmware, timeout_secs: u64) -> RunArgs {
     RunArgs {
         arch,
         smp: 1,
+        numa: None,
         mem: MemSize::default(),
         accel: Accel::Tcg,
         firmware,
@@ -244,6 +260,23 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
             };
             guest::qemu_test(builder, &args).map(|_| ()).map_err(|e| match e {
                 // The verdict was printed in full just above.
+                Error::Failed(m) => m.replace('\n', " "),
+                other => one_line(&other),
+            })
+        }
+        Step::NumaTest(arch) => {
+            let args = TestArgs {
+                run: RunArgs {
+                    smp: SMP_CPUS,
+                    numa: Some(NUMA_NODES),
+                    swap: SwapChoice::Fresh(TEST_SWAP),
+                    ..run_args(*arch, Firmware::Bios, TEST_TIMEOUT_SECS)
+                },
+                filter: Some(NUMA_FILTER.to_string()),
+                seed: None,
+                bug: None,
+            };
+            guest::qemu_test(builder, &args).map(|_| ()).map_err(|e| match e {
                 Error::Failed(m) => m.replace('\n', " "),
                 other => one_line(&other),
             })
@@ -360,8 +393,10 @@ mod tests {
                 "lints (rustfmt, clippy)",
                 "in-guest tests x86_64 smp 1",
                 "in-guest tests x86_64 smp 4",
+                "in-guest NUMA tests x86_64 smp 4 numa 2",
                 "in-guest tests aarch64 smp 1",
                 "in-guest tests aarch64 smp 4",
+                "in-guest NUMA tests aarch64 smp 4 numa 2",
                 "stress x86_64 smp 4 45 s",
                 "stress aarch64 smp 4 45 s",
                 "boot smoke x86_64 (bios)",
@@ -397,6 +432,7 @@ mod tests {
                 Step::Lints,
                 Step::QemuTest(Arch::Aarch64, 1),
                 Step::QemuTest(Arch::Aarch64, SMP_CPUS),
+                Step::NumaTest(Arch::Aarch64),
                 Step::Stress(Arch::Aarch64),
                 Step::Smoke(Arch::Aarch64, Firmware::Bios),
                 Step::SelfCheck(Arch::Aarch64),

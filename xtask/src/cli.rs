@@ -51,6 +51,8 @@ COMMANDS:
 RUN OPTIONS:
     --arch x86_64|aarch64   guest architecture (default x86_64)
     --smp N                 number of CPUs (default 1; bench: 4)
+    --numa N                split the CPUs and RAM evenly into N NUMA nodes (1 to 8;
+                            N must divide --smp, and each node gets at least 64 MiB)
     --mem SIZE              guest RAM: 512M, 2G, or a number of MiB (default 512M; bench: 2G)
     --accel tcg|kvm         accelerator (default tcg; kvm is x86_64 only)
     --boot bios|uefi        x86_64 firmware (default bios)
@@ -140,6 +142,8 @@ impl ArchChoice {
 pub struct RunArgs {
     pub arch: Arch,
     pub smp: u32,
+    /// NUMA nodes (`--numa N`), `None` for none.
+    pub numa: Option<u32>,
     pub mem: MemSize,
     pub accel: Accel,
     pub firmware: Firmware,
@@ -227,6 +231,7 @@ const fn flag(name: &'static str) -> OptSpec {
 const RUN_OPTS: &[OptSpec] = &[
     opt("--arch", "ARCH"),
     opt("--smp", "N"),
+    opt("--numa", "N"),
     opt("--mem", "SIZE"),
     opt("--accel", "ACCEL"),
     opt("--boot", "FIRMWARE"),
@@ -419,10 +424,21 @@ fn run_args(p: &Parsed, defaults: RunDefaults) -> Result<RunArgs, CliError> {
         return Err(CliError("--faulty-disk and --no-faulty-disk exclude each other".into()));
     }
     let faulty_disk = p.flag("--faulty-disk") || (defaults.faulty_disk && !p.flag("--no-faulty-disk"));
+    let smp = p.parse_or("--smp", defaults.smp, qemu::parse_smp)?;
+    let mem = p.parse_or("--mem", mem_default, str::parse)?;
+    let numa = match p.value("--numa") {
+        None => None,
+        Some(v) => {
+            let nodes = qemu::parse_numa(v).map_err(|e| CliError(e.to_string()))?;
+            qemu::check_numa(nodes, smp, mem).map_err(|e| CliError(e.to_string()))?;
+            Some(nodes)
+        }
+    };
     let args = RunArgs {
         arch,
-        smp: p.parse_or("--smp", defaults.smp, qemu::parse_smp)?,
-        mem: p.parse_or("--mem", mem_default, str::parse)?,
+        smp,
+        numa,
+        mem,
         accel: p.parse_or("--accel", Accel::Tcg, str::parse)?,
         firmware: p.parse_or("--boot", Firmware::Bios, str::parse)?,
         cpu,
@@ -597,6 +613,7 @@ mod tests {
             RunArgs {
                 arch: Arch::X86_64,
                 smp: 1,
+                numa: None,
                 mem: MemSize::from_mib(512).unwrap(),
                 accel: Accel::Tcg,
                 firmware: Firmware::Bios,
@@ -686,6 +703,17 @@ mod tests {
             "--smp: bad CPU count `0` (expected a whole number from 1 to 255)"
         );
         assert_eq!(err("qemu boot --smp 2 --smp 3"), "option `--smp` is given more than once");
+        assert_eq!(boot("qemu boot --numa 2 --smp 4").numa, Some(2));
+        assert_eq!(qtest("qemu test --numa=2 --smp 2 --mem 1G").run.numa, Some(2));
+        assert_eq!(
+            err("qemu boot --numa 2"),
+            "--numa 2: 1 CPUs do not split evenly into 2 nodes of at least one CPU (e.g. --smp 2)"
+        );
+        assert_eq!(err("qemu test --numa 9 --smp 9"), "--numa 9: expected a number of nodes from 1 to 8");
+        assert_eq!(
+            err("qemu boot --numa 4 --smp 4 --mem 128M"),
+            "--numa 4: 128M of RAM gives each of 4 nodes less than 64 MiB (give --mem 256M or more)"
+        );
         assert_eq!(err("qemu boot --gdb=yes"), "option `--gdb` takes no value");
         assert!(err("qemu boot --mem 1.5G").starts_with("--mem: bad memory size `1.5G`"));
         assert_eq!(err("qemu boot --timeout soon"), "--timeout: `soon` is not a whole number of seconds");

@@ -28,6 +28,7 @@ pub fn machine_config(args: &RunArgs, image: std::path::PathBuf, kernel_args: &s
     cfg.firmware = args.firmware;
     cfg.mem = args.mem;
     cfg.smp = args.smp;
+    cfg.numa = args.numa;
     cfg.cpu = args.cpu.clone();
     cfg.gdb = args.gdb;
     cfg.kernel_args = kernel_args.to_string();
@@ -76,6 +77,7 @@ pub fn run_guest(
         echo: true,
         keep_lines: qemu::runner::DEFAULT_KEEP_LINES,
         cpus: Some(args.smp),
+        numa_nodes: Some(args.numa.unwrap_or(1)),
         // A panic's backtrace comes out as `function at file:line`.
         kernel_elf: Some(elf.clone()),
         source_root: Some(builder.ws.root.clone()),

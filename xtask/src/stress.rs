@@ -149,9 +149,10 @@ pub fn listing(totals: &[(String, String)], nr_panics: usize) -> String {
 pub fn run(builder: &mut Builder, args: &StressArgs) -> Result<(), Error> {
     let seed = args.seed.clone().unwrap_or_else(fresh_seed);
     let replay = format!(
-        "cargo xtask stress --arch {} --smp {} --secs {} --seed {seed}{}",
+        "cargo xtask stress --arch {} --smp {}{} --secs {} --seed {seed}{}",
         args.run.arch,
         args.run.smp,
+        args.run.numa.map(|n| format!(" --numa {n}")).unwrap_or_default(),
         args.secs,
         args.bug.as_ref().map(|b| format!(" --bug {b}")).unwrap_or_default()
     );

@@ -26,11 +26,26 @@
 //! reachable through the direct map at all). What is left out comes back
 //! in [`Ram::outside`], for the boot path to report.
 //!
+//! ## NUMA nodes
+//!
+//! [`read_numa`] reads the `numa-node-id` property (one cell) of every
+//! memory node (for all of its `reg` entries, unclipped) and of every
+//! `/cpus/cpu@...` node (named by its `reg`, the MPIDR affinity, in
+//! `/cpus`'s `#address-cells`), into an `mm::numa::NumaMap`, the node ids
+//! made dense in increasing order. A tree where no memory node has one is
+//! not NUMA: the map comes back empty. A tree where some memory nodes have
+//! one and others not, a property that is not one cell, or nodes that do
+//! not add up (overlapping ranges, more than `mm::numa::MAX_NODES`) are
+//! refused with a [`DtNumaError`]; the boot path then runs with one node
+//! and says why. (`distance-map` is not read: allocation falls back to the
+//! other nodes in turn, not by distance.)
+//!
 //! Plain parsing, no hardware: built and tested on the host. No locks.
 
 use core::fmt;
 use core::ops::Range;
 use mm::memmap::{MapFull, MemoryMap, PhysRange};
+use mm::numa::{DomainIds, NumaError, NumaMap};
 
 /// The physical range the boot tables map as Normal write-back memory
 /// (1..256 GiB, `entry.S`'s level-1 blocks); RAM is used only inside it.
@@ -169,6 +184,117 @@ pub fn read_ram(fdt: &fdt::Fdt<'_>) -> Result<Ram, DtMemError> {
         return Err(DtMemError::NoMemoryNode);
     }
     Ok(ram)
+}
+
+/// Why a device tree's NUMA nodes could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtNumaError {
+    /// The memory or CPU description itself is bad ([`read_ram`]'s rules).
+    Memory(DtMemError),
+    /// A `numa-node-id` that is not one cell.
+    BadNodeId,
+    /// Some memory nodes have a `numa-node-id`, this many do not.
+    MissingNodeId { nr_without: usize },
+    /// A cpu node with a `numa-node-id` has no usable `reg`.
+    BadCpuReg,
+    /// The nodes do not add up.
+    Numa(NumaError),
+}
+
+impl fmt::Display for DtNumaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DtNumaError::Memory(e) => write!(f, "{e}"),
+            DtNumaError::BadNodeId => write!(f, "a numa-node-id is not one cell"),
+            DtNumaError::MissingNodeId { nr_without } => {
+                write!(f, "{nr_without} memory nodes have no numa-node-id while others have one")
+            }
+            DtNumaError::BadCpuReg => write!(f, "a cpu node with a numa-node-id has no usable reg"),
+            DtNumaError::Numa(e) => write!(f, "the nodes do not add up: {e}"),
+        }
+    }
+}
+
+impl From<NumaError> for DtNumaError {
+    fn from(e: NumaError) -> Self {
+        DtNumaError::Numa(e)
+    }
+}
+
+impl From<DtMemError> for DtNumaError {
+    fn from(e: DtMemError) -> Self {
+        DtNumaError::Memory(e)
+    }
+}
+
+/// A node's `numa-node-id`: None when absent.
+fn node_id(node: &fdt::node::FdtNode<'_, '_>) -> Result<Option<u32>, DtNumaError> {
+    match node.property("numa-node-id").map(|p| p.value) {
+        None => Ok(None),
+        Some(&[a, b, c, d]) => Ok(Some(u32::from_be_bytes([a, b, c, d]))),
+        Some(_) => Err(DtNumaError::BadNodeId),
+    }
+}
+
+/// The cpu nodes under `/cpus` with their `reg` cells count.
+fn cpu_nodes<'b, 'a>(fdt: &'b fdt::Fdt<'a>) -> (usize, impl Iterator<Item = fdt::node::FdtNode<'b, 'a>>) {
+    let cpus = fdt.find_node("/cpus");
+    let cells = cpus.and_then(|n| n.property("#address-cells")).and_then(|p| p.as_usize()).unwrap_or(2);
+    let children = cpus.into_iter().flat_map(|n| n.children());
+    (cells, children.filter(|n| n.name.split('@').next() == Some("cpu")))
+}
+
+/// Reads the NUMA nodes `fdt` describes (see the module doc); an empty
+/// map when it describes none.
+pub fn read_numa(fdt: &fdt::Fdt<'_>) -> Result<NumaMap, DtNumaError> {
+    let root = fdt.find_node("/").ok_or(DtMemError::NoRoot)?;
+    let address_cells = root_cells(&root, "#address-cells", 2)?;
+    let size_cells = root_cells(&root, "#size-cells", 1)?;
+    let entry = 4 * (address_cells + size_cells);
+    let mut domains = DomainIds::new();
+    let mut nr_without = 0;
+    for node in root.children().filter(is_memory_node) {
+        match node_id(&node)? {
+            Some(id) => domains.insert(id)?,
+            None => nr_without += 1,
+        }
+    }
+    if domains.is_empty() {
+        return Ok(NumaMap::new());
+    }
+    if nr_without > 0 {
+        return Err(DtNumaError::MissingNodeId { nr_without });
+    }
+    for cpu in cpu_nodes(fdt).1 {
+        if let Some(id) = node_id(&cpu)? {
+            domains.insert(id)?;
+        }
+    }
+    let mut map = NumaMap::new();
+    for node in root.children().filter(is_memory_node) {
+        let Some(id) = node_id(&node)? else { continue };
+        let reg = node.property("reg").ok_or(DtMemError::NoReg)?.value;
+        if reg.is_empty() || reg.len() % entry != 0 {
+            return Err(DtMemError::BadRegLength { len: reg.len(), entry }.into());
+        }
+        for e in reg.chunks_exact(entry) {
+            let (base, size) = e.split_at(4 * address_cells);
+            let (base, size) = (read_number(base), read_number(size));
+            base.checked_add(size).ok_or(DtMemError::Wraps { base, size })?;
+            map.add_memory(domains.node(id)?, PhysRange::new(base, size))?;
+        }
+    }
+    let (cpu_cells, cpus) = cpu_nodes(fdt);
+    for cpu in cpus {
+        let Some(id) = node_id(&cpu)? else { continue };
+        let reg = cpu.property("reg").map(|p| p.value).ok_or(DtNumaError::BadCpuReg)?;
+        if !(1..=2).contains(&cpu_cells) || reg.len() < 4 * cpu_cells {
+            return Err(DtNumaError::BadCpuReg);
+        }
+        map.add_cpu(domains.node(id)?, read_number(&reg[..4 * cpu_cells]))?;
+    }
+    map.set_nr_nodes(domains.len());
+    Ok(map)
 }
 
 #[cfg(test)]
@@ -334,5 +460,77 @@ mod tests {
         let ram = read(&tree).unwrap();
         assert_eq!(ranges(&ram.usable), [(GIB, GIB + GIB / 2), (255 * GIB, 256 * GIB)]);
         assert_eq!(ranges(&ram.outside), [(GIB / 2, GIB), (256 * GIB, 260 * GIB), (300 * GIB, 301 * GIB)]);
+    }
+
+    fn with_node_id<'a>(mut n: Node<'a>, id: u32) -> Node<'a> {
+        n.props.push(("numa-node-id", cells(&[id])));
+        n
+    }
+
+    fn cpu<'a>(name: &'a str, mpidr: u32, id: Option<u32>) -> Node<'a> {
+        let mut props = vec![("device_type", string("cpu")), ("reg", cells(&[mpidr]))];
+        if let Some(id) = id {
+            props.push(("numa-node-id", cells(&[id])));
+        }
+        node(name, props, vec![])
+    }
+
+    fn cpus(children: Vec<Node<'_>>) -> Node<'_> {
+        node("cpus", vec![("#address-cells", cells(&[1])), ("#size-cells", cells(&[0]))], children)
+    }
+
+    fn numa(tree: &Node<'_>) -> Result<NumaMap, DtNumaError> {
+        let bytes = dtb(tree);
+        let fdt = fdt::Fdt::new(&bytes).expect("the hand-built tree parses");
+        read_numa(&fdt)
+    }
+
+    #[test]
+    fn numa_node_ids_on_memory_and_cpus() {
+        // What QEMU's virt writes for two nodes: one memory node each.
+        let tree = root(vec![
+            cpus(vec![cpu("cpu@0", 0, Some(0)), cpu("cpu@1", 1, Some(0)), cpu("cpu@2", 2, Some(1))]),
+            with_node_id(memory("memory@80000000", &[(2 * GIB, GIB)]), 1),
+            with_node_id(memory("memory@40000000", &[(GIB, GIB)]), 0),
+        ]);
+        let map = numa(&tree).unwrap();
+        assert_eq!(map.nr_nodes(), 2);
+        let node = |i| mm::numa::NodeId::new(i).unwrap();
+        assert_eq!(map.node_of_addr(mm::PhysAddr::new(GIB)), Some(node(0)));
+        assert_eq!(map.node_of_addr(mm::PhysAddr::new(2 * GIB)), Some(node(1)));
+        assert_eq!(
+            [map.node_of_cpu(0), map.node_of_cpu(1), map.node_of_cpu(2)],
+            [Some(node(0)), Some(node(0)), Some(node(1))]
+        );
+    }
+
+    #[test]
+    fn a_tree_without_numa_node_ids_is_one_node() {
+        let tree = root(vec![cpus(vec![cpu("cpu@0", 0, None)]), memory("memory@40000000", &[(GIB, GIB)])]);
+        let map = numa(&tree).unwrap();
+        assert!(map.is_empty());
+        assert_eq!(map.nr_nodes(), 1);
+    }
+
+    #[test]
+    fn odd_numa_node_ids_are_refused() {
+        let half = root(vec![
+            with_node_id(memory("memory@40000000", &[(GIB, GIB)]), 0),
+            memory("memory@80000000", &[(2 * GIB, GIB)]),
+        ]);
+        assert_eq!(numa(&half).unwrap_err(), DtNumaError::MissingNodeId { nr_without: 1 });
+        let mut wide = memory("memory@40000000", &[(GIB, GIB)]);
+        wide.props.push(("numa-node-id", cells(&[0, 1])));
+        assert_eq!(numa(&root(vec![wide])).unwrap_err(), DtNumaError::BadNodeId);
+        let overlap = root(vec![
+            with_node_id(memory("memory@40000000", &[(GIB, 2 * GIB)]), 0),
+            with_node_id(memory("memory@80000000", &[(2 * GIB, GIB)]), 1),
+        ]);
+        assert!(matches!(numa(&overlap).unwrap_err(), DtNumaError::Numa(NumaError::Overlap { .. })));
+        let twice = root(vec![
+            cpus(vec![cpu("cpu@0", 0, Some(0)), cpu("cpu@0", 0, Some(1))]),
+            with_node_id(memory("memory@40000000", &[(GIB, GIB)]), 0),
+        ]);
+        assert_eq!(numa(&twice).unwrap_err(), DtNumaError::Numa(NumaError::CpuTwice { hw_id: 0 }));
     }
 }

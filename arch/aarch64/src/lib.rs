@@ -15,7 +15,7 @@
 //! | [`time`] | `Time`: the generic timer's virtual counter |
 //! | [`semihosting`] | leaving QEMU with an exit status |
 //! | [`pgtable`] | the page-table entry format (`Aarch64Format`) and, for host tests, a software walker |
-//! | [`dtmem`] | the RAM the device tree's memory nodes list, read without panicking, clipped to the boot tables' Normal window |
+//! | [`dtmem`] | the RAM the device tree's memory nodes list, read without panicking, clipped to the boot tables' Normal window; their and the CPUs' `numa-node-id`s |
 //!
 //! [`Aarch64`] is this arch for the kernel: it implements every trait of
 //! `arch_common` (the one declaration of what the kernel needs from an

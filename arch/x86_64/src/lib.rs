@@ -16,13 +16,14 @@
 //! | [`smp`] | `Smp`: starting the other CPUs with INIT-SIPI-SIPI and a real-mode trampoline |
 //! | [`mmu`] | `Mmu`: CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`), device mappings |
 //! | [`time`] | `Time`: the TSC, calibrated against the PIT |
+//! | [`srat`] | the ACPI SRAT read by hand: which NUMA node each memory range and CPU belongs to |
 //! | [`pgtable`] | the page-table entry format (`X86Format`) and, for host tests, a software walker |
 //!
 //! [`X86_64`] is this arch for the kernel: it implements every trait of
 //! `arch_common` (the one declaration of what the kernel needs from an
 //! arch), each in the module the table names with it.
 //!
-//! Everything except [`pgtable`], [`NAME`] and the [`X86_64`] type touches
+//! Everything except [`pgtable`], [`srat`], [`NAME`] and the [`X86_64`] type touches
 //! the hardware and is built only for the bare-metal target (`target_os =
 //! "none"`); `pgtable` is plain bit arithmetic, built and tested on the host.
 //!
@@ -38,7 +39,7 @@
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
-// Every module but `pgtable` touches the hardware and starts with
+// Every module but `pgtable` and `srat` touches the hardware and starts with
 // `#![cfg(target_os = "none")]`: it is built for the bare-metal target only.
 pub mod console;
 pub mod context;
@@ -52,6 +53,7 @@ pub mod pci;
 pub mod pgtable;
 pub mod probe;
 pub mod smp;
+pub mod srat;
 pub mod time;
 pub mod trap;
 

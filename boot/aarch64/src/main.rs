@@ -6,6 +6,7 @@
 //! (through `arch::dtmem`, which refuses a bad memory node and leaves out
 //! RAM the boot tables do not map as Normal), the command line (`/chosen/bootargs`, filled by QEMU's `-append`), the
 //! reservations, the CPUs (`/cpus`) and how to start them (`/psci`), the
+//! NUMA nodes (`numa-node-id`s, through `arch::dtmem::read_numa`), the
 //! PCI host bridge ([`pci`]), and hands the kernel one [`BootInfo`]. Secondary CPUs enter at
 //! `secondary_entry` in `entry.S` and continue in `arch::smp`.
 #![no_std]
@@ -249,6 +250,13 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     find_psci(&fdt);
     pci::find_host(&fdt);
     let cpus = find_cpus(&fdt);
+    let numa = match arch::dtmem::read_numa(&fdt) {
+        Ok(numa) => numa,
+        Err(e) => {
+            println!("boot: the device tree's NUMA nodes are unusable ({e}); one node holds everything");
+            mm::numa::NumaMap::new()
+        }
+    };
     // The raw bytes: the kernel checks them (not UTF-8 is a bad argument,
     // as on x86_64), where `as_str` would drop them without a word.
     let cmdline = fdt.find_node("/chosen").and_then(|c| c.property("bootargs")).map_or(&[][..], |p| p.value);
@@ -260,5 +268,6 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
         firmware: FirmwareTables::DeviceTree { addr: PhysAddr::new(dtb_pa), size: dt_range.size() },
         kernel_image: kernel_image(),
         cpus,
+        numa,
     })
 }

@@ -4,7 +4,8 @@
 //! maps it, maps all physical memory at a dynamic offset, and calls
 //! [`boot_x86_64_main`] with its own boot information. This file turns that
 //! into the kernel's [`BootInfo`]: usable RAM (minus the first MiB), the
-//! direct-map offset, the ACPI RSDP, the CPUs (from the ACPI MADT), and the
+//! direct-map offset, the ACPI RSDP, the CPUs (from the ACPI MADT), the
+//! NUMA nodes (from the ACPI SRAT, read by `arch::srat`), and the
 //! kernel arguments, which arrive through QEMU's `fw_cfg` (the bootloader
 //! has no command line). The MADT's IO-APICs and interrupt source overrides
 //! go to [`arch::ioapic`], for device interrupts.
@@ -18,7 +19,8 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 use acpi::madt::{Madt, MadtEntry};
-use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
+use acpi::sdt::{SdtHeader, Signature};
+use acpi::{AcpiHandler, AcpiTable, AcpiTables, PhysicalMapping};
 use arch_common::{Arch, ExitStatus};
 use arch_x86_64 as arch;
 use arch_x86_64::fw_cfg::{self, FwCfgError};
@@ -29,6 +31,7 @@ use core::ptr::NonNull;
 use kernel::bootinfo::{BootInfo, CpuList, FirmwareTables};
 use kernel::println;
 use mm::memmap::{MemoryMap, PhysRange};
+use mm::numa::NumaMap;
 use mm::PhysAddr;
 
 /// Where the kernel's half of every address space starts: PML4 entry 256.
@@ -223,6 +226,55 @@ fn discover_cpus(rsdp: Option<u64>, phys_offset: u64) -> CpuList {
     cpus
 }
 
+/// The SRAT as the `acpi` crate finds it: its header only; the entries
+/// are read from the bytes by `arch::srat`.
+#[repr(transparent)]
+struct Srat {
+    header: SdtHeader,
+}
+
+// SAFETY: `Srat` is exactly an SDT header, as every ACPI table starts, and
+// claims the SRAT's signature; the crate maps the whole table (its length
+// field) and checks the checksum before handing it out.
+unsafe impl AcpiTable for Srat {
+    const SIGNATURE: Signature = Signature::SRAT;
+
+    fn header(&self) -> &SdtHeader {
+        &self.header
+    }
+}
+
+/// The NUMA nodes the ACPI SRAT describes; with no SRAT, or a bad one, an
+/// empty map (one node), saying why.
+fn discover_numa(rsdp: Option<u64>, phys_offset: u64) -> NumaMap {
+    let Some(rsdp) = rsdp else { return NumaMap::new() };
+    // SAFETY: as in `discover_cpus`: a checked RSDP, reached through the
+    // direct map.
+    let Ok(tables) = (unsafe { AcpiTables::from_rsdp(DirectMap { offset: phys_offset }, rsdp as usize) })
+    else {
+        return NumaMap::new();
+    };
+    let srat = match tables.find_table::<Srat>() {
+        Ok(srat) => srat,
+        Err(acpi::AcpiError::TableMissing(_)) => return NumaMap::new(),
+        Err(e) => {
+            println!("boot: the ACPI SRAT is unusable ({e:?}); one NUMA node holds everything");
+            return NumaMap::new();
+        }
+    };
+    let len = (srat.get().header.length as usize).min(srat.region_length());
+    // SAFETY: the mapping covers `region_length` bytes of the table, which
+    // the crate mapped to verify its checksum; `len` is no more.
+    let bytes = unsafe { core::slice::from_raw_parts(srat.virtual_start().as_ptr() as *const u8, len) };
+    match arch::srat::read_srat(bytes) {
+        Ok(map) => map,
+        Err(e) => {
+            println!("boot: {e}; one NUMA node holds everything");
+            NumaMap::new()
+        }
+    }
+}
+
 fn read_cmdline() -> &'static [u8] {
     let (buf, len) = CMDLINE.call_once(|| {
         let mut buf = [0u8; CMDLINE_MAX];
@@ -302,5 +354,6 @@ fn boot_x86_64_main(info: &'static mut bootloader_api::BootInfo) -> ! {
         firmware: FirmwareTables::Acpi { rsdp: rsdp.map(PhysAddr::new) },
         kernel_image: PhysRange::new(info.kernel_addr, info.kernel_len),
         cpus,
+        numa: discover_numa(rsdp, phys_offset),
     })
 }

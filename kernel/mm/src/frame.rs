@@ -1,6 +1,6 @@
 //! The buddy allocator: hands out physically contiguous, naturally aligned
 //! blocks of `2^order` frames, orders `0..=MAX_ORDER` (4 KiB to 4 MiB), over
-//! all usable RAM.
+//! all usable RAM, from one free-page pool per NUMA node.
 //!
 //! ## The buddy rule
 //!
@@ -48,18 +48,54 @@
 //! extra cap at a quarter of memory so a tiny test machine keeps most of it
 //! usable.) Examples: 16 MiB → min 128, low 160, high 192 pages; 128 MiB →
 //! 362 / 452 / 543; 1 GiB → 1024 / 1280 / 1536 (4 MiB, 5 MiB, 6 MiB).
-//! [`AllocKind::Normal`] fails with [`AllocError::BelowMin`] when the block
-//! would leave fewer than `min` free pages; [`AllocKind::Reserve`] may use
-//! the last `min` pages. Reclaim wakes below `low` and stops at `high`.
+//! These are the totals, from all managed pages. Each node's pool gets a
+//! share: its `min` is the total `min` times its part of the managed pages,
+//! its `low` and `high` follow from that `min` by the same rule, so the
+//! shares add up to (at most, by rounding) the totals, and one node's share
+//! is the whole. [`AllocKind::Normal`] fails on a node with
+//! [`AllocError::BelowMin`] when the block would leave fewer than the node's
+//! `min` free pages there (and tries the next node); [`AllocKind::Reserve`]
+//! may use the last `min` pages. Reclaim, which is global, wakes when all
+//! nodes together are below the total `low` and stops at the total `high`.
+//!
+//! ## Nodes
+//!
+//! [`FrameAllocator::add_free_range_on`] gives a range of frames to one
+//! node's pool (the kernel cuts its usable RAM at the boundaries the
+//! firmware reports, [`crate::numa`]); [`FrameAllocator::add_free_range`] is
+//! node 0's. Which node a frame belongs to is recorded per range given
+//! (`NodeSpans`, append-only, read without a lock) and asked by
+//! [`FrameAllocator::node_of`]. A block never crosses nodes: ranges are
+//! cut into blocks inside themselves, and a freed block merges with its
+//! buddy only when the buddy is on the same node, so a node boundary that
+//! is not aligned to `MAX_ORDER` costs the larger blocks around it, never
+//! correctness.
+//!
+//! Allocation takes a node policy:
+//! - [`FrameAllocator::alloc`] (and `alloc_folio`, `alloc_silent`)
+//!   prefers the *local node*, the one the kernel's hook names
+//!   ([`FrameAllocator::set_local_node_hook`]: the current CPU's), node 0
+//!   without a hook; callers that do not care about nodes need nothing else;
+//! - [`FrameAllocator::alloc_preferring`] prefers a given node;
+//! - either tries the preferred node, then the next ones in turn
+//!   (`n + 1`, `n + 2`, ..., wrapping), and succeeds on the first that has a
+//!   block (above its `min` for `Normal`);
+//! - [`FrameAllocator::alloc_on`] / [`FrameAllocator::alloc_folio_on`] take
+//!   from one node only, and fail when it has nothing, whatever the others
+//!   hold (for moving memory to a node).
+//!
+//! A failed allocation says [`AllocError::BelowMin`] if some node it tried
+//! was below its `min`, else [`AllocError::OutOfMemory`].
 //!
 //! ## The low-memory hook
 //!
 //! `mm` knows no tasks, so it cannot wake a reclaimer itself. The kernel
 //! registers a plain function with [`FrameAllocator::set_low_memory_hook`];
-//! [`FrameAllocator::alloc`] calls it when an allocation leaves fewer than
-//! `low` pages free, or fails for want of memory (not for a bad order).
-//! The decision is taken under the lock, with the allocation's own count;
-//! the call is made **after the lock is released**, in the allocating
+//! [`FrameAllocator::alloc`] (every policy) calls it when an allocation
+//! leaves fewer than the total `low` pages free in all nodes, or fails for
+//! want of memory (not for a bad order). The decision is taken with the
+//! allocation's own count (the free total is an atomic the pool locks keep
+//! in step); the call is made **after the lock is released**, in the allocating
 //! context (whatever locks the caller holds, interrupts as the caller has
 //! them: off, in the kernel). So the hook must not allocate, sleep, or
 //! take a lock an allocating caller may hold: in the kernel it sets an
@@ -73,20 +109,28 @@
 //! had run out, without the hook. [`FrameAllocator::alloc_silent`], the
 //! kernel heap's growth, is never failed on purpose.
 //!
-//! ## Lock
+//! ## Locks
 //!
-//! One spin lock (`FrameAllocator::zone`, a [`crate::sync::IrqLock`]) guards
-//! every free list, the counts and the watermarks, and the descriptors of
-//! free blocks (their `Buddy` flag, order and list links). It is a **leaf**
-//! lock: nothing else is taken while holding it, and it is held for
-//! O(`MAX_ORDER`) steps plus a check of the freed block's descriptors (the
-//! consistency check walks everything). Every method takes it with
+//! Each node's pool has its own spin lock (`FrameAllocator::pools`, a
+//! [`crate::sync::IrqLock`]), which guards its free lists, its counts and
+//! watermarks, and the descriptors of its free blocks (their `Buddy` flag,
+//! order and list links). They are **leaf** locks: nothing else is taken
+//! while holding one, and an allocation holds one at a time (it releases
+//! the preferred node's before trying the next). A pool's lock is held for
+//! O(`MAX_ORDER`) steps plus a check of the freed block's descriptors; the
+//! consistency check (and `Debug`) alone holds all of them, taken in node
+//! order and released in reverse, to see every list at one instant.
+//! A second lock, `FrameAllocator::totals` (managed pages, total
+//! watermarks, node count), is taken by `add_free_range_on` before one
+//! pool's lock at a time, and alone by the queries of totals. The free
+//! total (`nr_free_total`) is an atomic changed under the pool lock whose
+//! count changes, by the same amount. Every method takes its locks with
 //! interrupts off on its CPU, the read-only queries (`nr_free_pages`,
 //! `below_low`, `watermarks`, ...) included: `mm` knows no interrupts, but
 //! the kernel registers how to turn them off (`crate::sync::set_irq_hooks`),
-//! so the lock's holder is never preempted by a tick while another task on
-//! its CPU spins for it. Per-CPU caches of order-0 frames in front of it are
-//! not built yet.
+//! so a lock's holder is never preempted by a tick while another task on
+//! its CPU spins for it. Per-CPU caches of order-0 frames in front of the
+//! pools are not built yet.
 //!
 //! ## Errors and panics
 //!
@@ -99,10 +143,11 @@
 use crate::addr::Pfn;
 use crate::fail_alloc::FailAlloc;
 use crate::folio::{Folio, UnpublishedFolio};
+use crate::numa::{NodeId, MAX_NODES};
 use crate::page::{Memmap, Page, PageFlag, NO_PFN, ORDER_SHIFT};
 use crate::sync::IrqLock;
 use core::fmt;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// The largest order: blocks of `2^10` frames (4 MiB).
 pub const MAX_ORDER: u8 = 10;
@@ -143,6 +188,8 @@ pub enum RangeError {
     OutsideMemmap { start_pfn: u64, end_pfn: u64 },
     /// Frame `pfn` was already handed to the allocator.
     AlreadyManaged { pfn: u64 },
+    /// More ranges than [`MAX_SPANS`] were given.
+    TooManySpans,
 }
 
 /// What [`FrameAllocator::check_consistency`] found wrong (a kernel bug in
@@ -173,6 +220,9 @@ pub enum ConsistencyError {
     FreePagesMismatch { listed: u64, recorded: u64 },
     /// `found` descriptors carry `Buddy` but only `listed` blocks are on lists.
     StrayBuddy { found: u64, listed: u64 },
+    /// Page `pfn` of free block `block`, on node `node`'s lists, belongs to
+    /// another node (or none): a block crossed a node boundary.
+    WrongNode { node: u8, pfn: u64, block: u64 },
 }
 
 impl fmt::Display for ConsistencyError {
@@ -198,6 +248,9 @@ impl fmt::Display for ConsistencyError {
             Self::StrayBuddy { found, listed } => {
                 write!(f, "{found} Buddy descriptors, {listed} blocks on lists")
             }
+            Self::WrongNode { node, pfn, block } => {
+                write!(f, "page {pfn:#x} of free block {block:#x} on node {node}'s lists is not on that node")
+            }
         }
     }
 }
@@ -221,6 +274,20 @@ impl Watermarks {
         let managed_kib = managed.saturating_mul(4);
         let min_kib = managed_kib.saturating_mul(16).isqrt();
         let min = (min_kib / 4).clamp(Self::MIN_FLOOR_PAGES, Self::MIN_CEILING_PAGES).min(managed / 4);
+        Self::from_min(min)
+    }
+
+    /// A node's share of `total`: its `min` in proportion to its managed
+    /// pages, `low` and `high` from that `min` by the same rule.
+    pub fn share(total: Watermarks, node_managed: u64, total_managed: u64) -> Watermarks {
+        if total_managed == 0 {
+            return Watermarks::default();
+        }
+        let min = (total.min as u128 * node_managed as u128 / total_managed as u128) as u64;
+        Self::from_min(min)
+    }
+
+    const fn from_min(min: u64) -> Watermarks {
         Watermarks { min, low: min * 5 / 4, high: min * 3 / 2 }
     }
 }
@@ -234,20 +301,112 @@ struct FreeArea {
     nr_free: u64,
 }
 
-/// Everything the allocator's lock guards.
+/// One node's free-page pool: everything its lock guards.
 struct Zone {
     areas: [FreeArea; NR_ORDERS],
     /// Sum over the lists of `nr_free << order`.
     nr_free_pages: u64,
     managed_pages: u64,
+    /// This node's share of the total watermarks.
     watermarks: Watermarks,
 }
 
-/// The buddy allocator over the frames of one [`Memmap`].
+impl Zone {
+    const fn new() -> Zone {
+        Zone {
+            areas: [FreeArea { first: NO_PFN, nr_free: 0 }; NR_ORDERS],
+            nr_free_pages: 0,
+            managed_pages: 0,
+            watermarks: Watermarks { min: 0, low: 0, high: 0 },
+        }
+    }
+}
+
+/// The most PFN spans [`FrameAllocator::add_free_range_on`] records (one
+/// per range given): room for every range of a full boot memory map
+/// (`mm::memmap::MAX_RANGES`) cut at every boundary of a full NUMA map
+/// (`mm::numa::MAX_NUMA_RANGES`, fewer).
+pub const MAX_SPANS: usize = crate::memmap::MAX_RANGES + 2 * crate::numa::MAX_NUMA_RANGES;
+
+/// Which node each managed frame belongs to: the ranges given to
+/// [`FrameAllocator::add_free_range_on`], append-only. Entries below `len`
+/// never change once `len` (Release) covers them, so readers (Acquire)
+/// need no lock; writers hold [`FrameAllocator::totals`].
+struct NodeSpans {
+    len: AtomicUsize,
+    start: [AtomicU64; MAX_SPANS],
+    end: [AtomicU64; MAX_SPANS],
+    node: [AtomicU8; MAX_SPANS],
+}
+
+impl NodeSpans {
+    const fn new() -> NodeSpans {
+        NodeSpans {
+            len: AtomicUsize::new(0),
+            start: [const { AtomicU64::new(0) }; MAX_SPANS],
+            end: [const { AtomicU64::new(0) }; MAX_SPANS],
+            node: [const { AtomicU8::new(0) }; MAX_SPANS],
+        }
+    }
+
+    /// The node of managed frame `pfn`; None for a frame never managed.
+    fn node_of(&self, pfn: u64) -> Option<NodeId> {
+        let len = self.len.load(Ordering::Acquire);
+        (0..len)
+            .find(|&i| {
+                self.start[i].load(Ordering::Relaxed) <= pfn && pfn < self.end[i].load(Ordering::Relaxed)
+            })
+            .and_then(|i| NodeId::new(self.node[i].load(Ordering::Relaxed) as usize))
+    }
+
+    /// Records `[start, end)` as `node`'s. The caller holds the totals lock.
+    fn push(&self, start: u64, end: u64, node: NodeId) -> Result<(), RangeError> {
+        let i = self.len.load(Ordering::Relaxed);
+        if i == MAX_SPANS {
+            return Err(RangeError::TooManySpans);
+        }
+        self.start[i].store(start, Ordering::Relaxed);
+        self.end[i].store(end, Ordering::Relaxed);
+        self.node[i].store(node.index() as u8, Ordering::Relaxed);
+        self.len.store(i + 1, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The totals over every node, guarded by [`FrameAllocator::totals`].
+#[derive(Clone, Copy)]
+struct Totals {
+    managed_pages: u64,
+    watermarks: Watermarks,
+    /// Nodes with memory given, `max(node) + 1`.
+    nr_nodes: usize,
+}
+
+/// The buddy allocator over the frames of one [`Memmap`], one free-page
+/// pool per NUMA node.
 pub struct FrameAllocator {
     memmap: &'static Memmap,
-    /// Leaf lock: free lists, counts, watermarks, free descriptors.
-    zone: IrqLock<Zone>,
+    /// One leaf lock per node: its free lists, counts, watermarks, and
+    /// the descriptors of its free blocks.
+    pools: [IrqLock<Zone>; MAX_NODES],
+    /// Which node each managed frame belongs to (lock-free reads).
+    spans: NodeSpans,
+    /// Managed pages, total watermarks, node count; taken by
+    /// [`FrameAllocator::add_free_range_on`] before a pool's lock, and
+    /// alone by the queries of totals.
+    totals: IrqLock<Totals>,
+    /// Free pages in all pools: changed under the pool lock that changes
+    /// a pool's count, by the same amount, so it is always a true sum at
+    /// some instant; read without a lock for the hook's decision.
+    nr_free_total: AtomicU64,
+    /// `totals.watermarks.low`, for the hook's decision without a lock.
+    low_total: AtomicU64,
+    /// `totals.nr_nodes`, for the allocation path without a lock.
+    nr_nodes: AtomicUsize,
+    /// The node allocations without a node prefer: the current CPU's,
+    /// registered by the kernel ([`FrameAllocator::set_local_node_hook`]);
+    /// node 0 without one.
+    local_node_hook: spin::Once<fn() -> NodeId>,
     /// Called after an allocation that left free memory below `low` or
     /// failed (module doc).
     low_memory_hook: spin::Once<fn()>,
@@ -302,14 +461,19 @@ impl Zone {
         head.list_prev.store(0, Ordering::Relaxed);
     }
 
-    /// Frees the block `pfn` of `order` (descriptors already clean),
-    /// merging it with free buddies as far as possible.
-    fn free_block(&mut self, memmap: &Memmap, mut pfn: u64, mut order: u8) {
+    /// Frees the block `pfn` of `order` of node `node` (descriptors already
+    /// clean), merging it with free buddies of the same node as far as
+    /// possible: a buddy on another node sits in another pool, and never
+    /// merges, whatever its flags say.
+    fn free_block(&mut self, memmap: &Memmap, spans: &NodeSpans, node: NodeId, mut pfn: u64, mut order: u8) {
         while order < MAX_ORDER {
             let buddy = pfn ^ (1 << order);
             match memmap.get_raw(buddy) {
                 Some(b) if b.test_flag(PageFlag::Buddy) && b.order() == order => {}
                 _ => break,
+            }
+            if spans.node_of(buddy) != Some(node) {
+                break;
             }
             self.unlink(memmap, buddy, order);
             pfn = pfn.min(buddy);
@@ -317,25 +481,26 @@ impl Zone {
         }
         self.push(memmap, pfn, order);
     }
-
-    fn set_managed(&mut self, managed: u64) {
-        self.managed_pages = managed;
-        self.watermarks = Watermarks::for_managed_pages(managed);
-    }
 }
 
 impl FrameAllocator {
     /// An allocator with no frame yet: give it memory with
-    /// [`FrameAllocator::add_free_range`].
+    /// [`FrameAllocator::add_free_range`] or
+    /// [`FrameAllocator::add_free_range_on`].
     pub const fn new(memmap: &'static Memmap) -> FrameAllocator {
         FrameAllocator {
             memmap,
-            zone: IrqLock::new(Zone {
-                areas: [FreeArea { first: NO_PFN, nr_free: 0 }; NR_ORDERS],
-                nr_free_pages: 0,
+            pools: [const { IrqLock::new(Zone::new()) }; MAX_NODES],
+            spans: NodeSpans::new(),
+            totals: IrqLock::new(Totals {
                 managed_pages: 0,
-                watermarks: Watermarks { min: 0, low: 0, high: 0 },
+                watermarks: Watermarks::from_min(0),
+                nr_nodes: 0,
             }),
+            nr_free_total: AtomicU64::new(0),
+            low_total: AtomicU64::new(0),
+            nr_nodes: AtomicUsize::new(1),
+            local_node_hook: spin::Once::new(),
             low_memory_hook: spin::Once::new(),
             fail_alloc: FailAlloc::new(),
         }
@@ -346,6 +511,19 @@ impl FrameAllocator {
     /// of memory (module doc). Once: a second call is ignored.
     pub fn set_low_memory_hook(&self, hook: fn()) {
         self.low_memory_hook.call_once(|| hook);
+    }
+
+    /// Registers `hook`, which names the node allocations without a node
+    /// prefer: the kernel's says the current CPU's. It is called without
+    /// any allocator lock, before each such allocation, so it must be
+    /// cheap and take no lock. Once: a second call is ignored.
+    pub fn set_local_node_hook(&self, hook: fn() -> NodeId) {
+        self.local_node_hook.call_once(|| hook);
+    }
+
+    /// The node allocations without a node prefer (module doc).
+    pub fn local_node(&self) -> NodeId {
+        self.local_node_hook.get().map_or(NodeId::ZERO, |hook| hook())
     }
 
     /// The allocation-failure injector [`FrameAllocator::alloc`] asks
@@ -359,13 +537,21 @@ impl FrameAllocator {
         self.memmap
     }
 
-    /// Hands the usable frames `[start_pfn, end_pfn)` to the allocator, as
-    /// the largest naturally aligned blocks that fit (merged with adjacent
-    /// free blocks from earlier ranges). Every frame must still be
-    /// `Reserved` (never given before). An empty range does nothing.
+    /// Hands the usable frames `[start_pfn, end_pfn)` to node 0's pool:
+    /// [`FrameAllocator::add_free_range_on`] for a machine of one node.
+    pub fn add_free_range(&self, start_pfn: Pfn, end_pfn: Pfn) -> Result<(), RangeError> {
+        self.add_free_range_on(NodeId::ZERO, start_pfn, end_pfn)
+    }
+
+    /// Hands the usable frames `[start_pfn, end_pfn)` of `node` to that
+    /// node's pool, as the largest naturally aligned blocks that fit
+    /// (merged with adjacent free blocks of the same node from earlier
+    /// ranges). Every frame must still be `Reserved` (never given before).
+    /// An empty range does nothing. Every node's watermarks are recomputed
+    /// (its share of the total, module doc).
     ///
     /// All or nothing: on an error nothing changed.
-    pub fn add_free_range(&self, start_pfn: Pfn, end_pfn: Pfn) -> Result<(), RangeError> {
+    pub fn add_free_range_on(&self, node: NodeId, start_pfn: Pfn, end_pfn: Pfn) -> Result<(), RangeError> {
         let (start_pfn, end_pfn) = (start_pfn.as_u64(), end_pfn.as_u64());
         if start_pfn >= end_pfn {
             return Ok(());
@@ -374,33 +560,61 @@ impl FrameAllocator {
         if !memmap.contains_raw(start_pfn) || end_pfn > memmap.end_pfn().as_u64() {
             return Err(RangeError::OutsideMemmap { start_pfn, end_pfn });
         }
-        let mut zone = self.zone.lock();
+        // Lock order: totals, then one pool at a time.
+        let mut totals = self.totals.lock();
         if let Some(pfn) = (start_pfn..end_pfn).find(|&pfn| !page(memmap, pfn).test_flag(PageFlag::Reserved))
         {
             return Err(RangeError::AlreadyManaged { pfn });
         }
+        self.spans.push(start_pfn, end_pfn, node)?;
         for pfn in start_pfn..end_pfn {
             page(memmap, pfn).clear_flag(PageFlag::Reserved);
         }
-        let managed = zone.managed_pages + (end_pfn - start_pfn);
-        zone.set_managed(managed);
-        let mut pfn = start_pfn;
-        while pfn < end_pfn {
-            let mut order = pfn.trailing_zeros().min(MAX_ORDER as u32) as u8;
-            while pfn + (1 << order) > end_pfn {
-                order -= 1;
+        totals.managed_pages += end_pfn - start_pfn;
+        totals.watermarks = Watermarks::for_managed_pages(totals.managed_pages);
+        totals.nr_nodes = totals.nr_nodes.max(node.index() + 1);
+        self.low_total.store(totals.watermarks.low, Ordering::Relaxed);
+        self.nr_nodes.store(totals.nr_nodes, Ordering::Relaxed);
+        {
+            let mut zone = self.pools[node.index()].lock();
+            zone.managed_pages += end_pfn - start_pfn;
+            let mut pfn = start_pfn;
+            while pfn < end_pfn {
+                let mut order = pfn.trailing_zeros().min(MAX_ORDER as u32) as u8;
+                while pfn + (1 << order) > end_pfn {
+                    order -= 1;
+                }
+                zone.free_block(memmap, &self.spans, node, pfn, order);
+                pfn += 1 << order;
             }
-            zone.free_block(memmap, pfn, order);
-            pfn += 1 << order;
+            self.nr_free_total.fetch_add(end_pfn - start_pfn, Ordering::Relaxed);
+        }
+        for pool in &self.pools[..totals.nr_nodes] {
+            let mut zone = pool.lock();
+            zone.watermarks = Watermarks::share(totals.watermarks, zone.managed_pages, totals.managed_pages);
         }
         Ok(())
     }
 
     /// A block of `2^order` frames; returns its first PFN. The descriptors
     /// are all zero (a raw frame); see [`FrameAllocator::alloc_folio`] for a
-    /// folio.
+    /// folio. Prefers the local node ([`FrameAllocator::local_node`]) and
+    /// falls back to the others (module doc, "Nodes").
     pub fn alloc(&self, order: u8, kind: AllocKind) -> Result<Pfn, AllocError> {
-        self.alloc_hooked(order, kind, true)
+        self.alloc_policy(Policy::Prefer(self.local_node()), order, kind, true)
+    }
+
+    /// [`FrameAllocator::alloc`] preferring `node`, falling back to the
+    /// others.
+    pub fn alloc_preferring(&self, node: NodeId, order: u8, kind: AllocKind) -> Result<Pfn, AllocError> {
+        self.alloc_policy(Policy::Prefer(node), order, kind, true)
+    }
+
+    /// [`FrameAllocator::alloc`] from `node`'s pool only: fails when that
+    /// node has no block (or would go below its `min`), however much the
+    /// others have. For moving memory to a node (`move_pages`).
+    pub fn alloc_on(&self, node: NodeId, order: u8, kind: AllocKind) -> Result<Pfn, AllocError> {
+        self.alloc_policy(Policy::Only(node), order, kind, true)
     }
 
     /// [`FrameAllocator::alloc`] without the low-memory hook and without
@@ -409,10 +623,16 @@ impl FrameAllocator {
     /// that cannot fail softly (`Box::new`). Memory left below `low` is
     /// noticed by the next ordinary allocation.
     pub fn alloc_silent(&self, order: u8, kind: AllocKind) -> Result<Pfn, AllocError> {
-        self.alloc_hooked(order, kind, false)
+        self.alloc_policy(Policy::Prefer(self.local_node()), order, kind, false)
     }
 
-    fn alloc_hooked(&self, order: u8, kind: AllocKind, hook: bool) -> Result<Pfn, AllocError> {
+    fn alloc_policy(
+        &self,
+        policy: Policy,
+        order: u8,
+        kind: AllocKind,
+        hook: bool,
+    ) -> Result<Pfn, AllocError> {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder(order));
         }
@@ -420,11 +640,33 @@ impl FrameAllocator {
             // Injected: like running out, without waking reclaim for it.
             return Err(AllocError::OutOfMemory { order });
         }
-        let mut zone = self.zone.lock();
-        let result = self.alloc_locked(&mut zone, order, kind);
-        // Decided under the lock, called without it (module doc).
-        let low = hook && (result.is_err() || zone.nr_free_pages < zone.watermarks.low);
-        drop(zone);
+        let nr_nodes = self.nr_nodes.load(Ordering::Relaxed).max(1);
+        let (first, strict) = match policy {
+            Policy::Prefer(node) => (node.index().min(nr_nodes - 1), false),
+            Policy::Only(node) => (node.index(), true),
+        };
+        let tries = if strict { 1 } else { nr_nodes };
+        let mut result = Err(AllocError::OutOfMemory { order });
+        // The preferred node, then the next ones in turn, wrapping.
+        let modulus = nr_nodes.max(first + 1);
+        for i in (0..tries).map(|k| (first + k) % modulus) {
+            let mut zone = self.pools[i].lock();
+            match self.alloc_locked(&mut zone, order, kind) {
+                Ok(pfn) => {
+                    result = Ok(pfn);
+                    break;
+                }
+                // Below min somewhere is what the caller hears, unless
+                // another node has the block.
+                Err(e @ AllocError::BelowMin { .. }) => result = Err(e),
+                Err(_) => {}
+            }
+        }
+        // Decided with the allocation's own count, called without a lock
+        // (module doc).
+        let low = hook
+            && (result.is_err()
+                || self.nr_free_total.load(Ordering::Relaxed) < self.low_total.load(Ordering::Relaxed));
         if low {
             if let Some(hook) = self.low_memory_hook.get() {
                 hook();
@@ -433,6 +675,8 @@ impl FrameAllocator {
         result.map(Pfn::new)
     }
 
+    /// Takes a block from one pool; keeps [`FrameAllocator::nr_free_total`]
+    /// in step, under that pool's lock.
     fn alloc_locked(&self, zone: &mut Zone, order: u8, kind: AllocKind) -> Result<u64, AllocError> {
         let memmap = self.memmap;
         let Some(found) = (order..=MAX_ORDER).find(|&o| zone.areas[o as usize].first != NO_PFN) else {
@@ -449,18 +693,39 @@ impl FrameAllocator {
             o -= 1;
             zone.push(memmap, pfn + (1 << o), o);
         }
+        self.nr_free_total.fetch_sub(1 << order, Ordering::Relaxed);
         Ok(pfn)
     }
 
     /// A new folio of `2^order` pages, prepared (head, tails; refcount frozen at 0 until `publish`)
-    /// and not yet visible to anyone.
+    /// and not yet visible to anyone. Prefers the local node, as
+    /// [`FrameAllocator::alloc`].
     pub fn alloc_folio(&self, order: u8, kind: AllocKind) -> Result<UnpublishedFolio<'static>, AllocError> {
         let pfn = self.alloc(order, kind)?;
         Ok(UnpublishedFolio::prep(self.memmap, pfn, order))
     }
 
+    /// [`FrameAllocator::alloc_folio`] from `node`'s pool only
+    /// ([`FrameAllocator::alloc_on`]).
+    pub fn alloc_folio_on(
+        &self,
+        node: NodeId,
+        order: u8,
+        kind: AllocKind,
+    ) -> Result<UnpublishedFolio<'static>, AllocError> {
+        let pfn = self.alloc_on(node, order, kind)?;
+        Ok(UnpublishedFolio::prep(self.memmap, pfn, order))
+    }
+
+    /// The node frame `pfn` belongs to; None for a frame never handed to
+    /// the allocator (a hole, firmware, the kernel image, the memmap).
+    pub fn node_of(&self, pfn: Pfn) -> Option<NodeId> {
+        self.spans.node_of(pfn.as_u64())
+    }
+
     /// Gives back the block `pfn` of `order` from [`FrameAllocator::alloc`],
-    /// merging it with free buddies. Its descriptors are reset to all zero.
+    /// merging it with free buddies of its node. Its descriptors are reset
+    /// to all zero.
     ///
     /// # Panics
     ///
@@ -470,6 +735,7 @@ impl FrameAllocator {
     /// - a double free: the block, part of it, or a block containing it is
     ///   already free;
     /// - a frame of the block is reserved (never given to the allocator);
+    /// - the block spans two nodes (no allocation returns one);
     /// - a frame still in use: locked, on an LRU list, in the swap cache,
     ///   under writeback, part of a folio (use [`FrameAllocator::free_folio`]),
     ///   or with a reference, mapping, pin or swap entry.
@@ -483,13 +749,23 @@ impl FrameAllocator {
             memmap.contains_raw(pfn) && memmap.contains_raw(pfn + nr - 1),
             "free: pfn {pfn:#x} order {order} out of range of {memmap:?}"
         );
-        let mut zone = self.zone.lock();
+        // A frame never managed has no node: the reserved check below
+        // names it.
+        let node = self.spans.node_of(pfn).unwrap_or(NodeId::ZERO);
+        let last = self.spans.node_of(pfn + nr - 1);
+        assert!(
+            last.is_none_or(|n| n == node),
+            "free: pfn {pfn:#x} order {order} spans nodes {node} and {}",
+            last.unwrap_or_default()
+        );
+        let mut zone = self.pools[node.index()].lock();
         // A free block containing the whole block starts at `pfn` rounded
-        // down to its own order.
+        // down to its own order (on the same node: blocks never cross).
         for k in order..=MAX_ORDER {
             let start = pfn & !((1u64 << k) - 1);
             if let Some(p) = memmap.get_raw(start) {
                 let free = p.test_flag(PageFlag::Buddy) && start + (1u64 << p.order()) > pfn;
+                let free = free && self.spans.node_of(start) == Some(node);
                 assert!(!free, "free: double free of pfn {pfn:#x} (inside free block {start:#x})");
             }
         }
@@ -519,7 +795,8 @@ impl FrameAllocator {
         for p in pfn..pfn + nr {
             page(memmap, p).nonatomic_reset(0);
         }
-        zone.free_block(memmap, pfn, order);
+        zone.free_block(memmap, &self.spans, node, pfn, order);
+        self.nr_free_total.fetch_add(nr, Ordering::Relaxed);
     }
 
     /// Gives back a folio whose last reference is gone ([`Folio::put`]
@@ -550,95 +827,146 @@ impl FrameAllocator {
         self.free(pfn, order);
     }
 
-    /// Free pages in all lists.
+    /// Nodes with memory: `max(node) + 1` over the ranges given, at least 1.
+    pub fn nr_nodes(&self) -> usize {
+        self.totals.lock().nr_nodes.max(1)
+    }
+
+    /// Free pages in all pools.
     pub fn nr_free_pages(&self) -> u64 {
-        self.zone.lock().nr_free_pages
+        self.pools.iter().map(|pool| pool.lock().nr_free_pages).sum()
     }
 
-    /// Free blocks of `order` (0 for an order above [`MAX_ORDER`]).
+    /// Free pages in `node`'s pool.
+    pub fn nr_free_pages_on(&self, node: NodeId) -> u64 {
+        self.pools[node.index()].lock().nr_free_pages
+    }
+
+    /// Free blocks of `order` in all pools (0 for an order above [`MAX_ORDER`]).
     pub fn nr_free_blocks(&self, order: u8) -> u64 {
-        self.zone.lock().areas.get(order as usize).map_or(0, |a| a.nr_free)
+        NodeId::all(MAX_NODES).map(|node| self.nr_free_blocks_on(node, order)).sum()
     }
 
-    /// Pages ever handed to the allocator by [`FrameAllocator::add_free_range`].
+    /// Free blocks of `order` in `node`'s pool.
+    pub fn nr_free_blocks_on(&self, node: NodeId, order: u8) -> u64 {
+        self.pools[node.index()].lock().areas.get(order as usize).map_or(0, |a| a.nr_free)
+    }
+
+    /// Pages ever handed to the allocator by [`FrameAllocator::add_free_range_on`].
     pub fn managed_pages(&self) -> u64 {
-        self.zone.lock().managed_pages
+        self.totals.lock().managed_pages
     }
 
-    /// The current watermarks.
+    /// Pages ever handed to `node`'s pool.
+    pub fn managed_pages_on(&self, node: NodeId) -> u64 {
+        self.pools[node.index()].lock().managed_pages
+    }
+
+    /// The current watermarks over all memory.
     pub fn watermarks(&self) -> Watermarks {
-        self.zone.lock().watermarks
+        self.totals.lock().watermarks
     }
 
-    /// True when fewer than `low` pages are free (reclaim should start).
+    /// `node`'s share of the watermarks.
+    pub fn watermarks_on(&self, node: NodeId) -> Watermarks {
+        self.pools[node.index()].lock().watermarks
+    }
+
+    /// True when fewer than `low` pages are free in all (reclaim should start).
     pub fn below_low(&self) -> bool {
-        let zone = self.zone.lock();
-        zone.nr_free_pages < zone.watermarks.low
+        let totals = self.totals.lock();
+        self.nr_free_total.load(Ordering::Relaxed) < totals.watermarks.low
     }
 
-    /// True when fewer than `high` pages are free (reclaim should go on).
+    /// True when fewer than `high` pages are free in all (reclaim should go on).
     pub fn below_high(&self) -> bool {
-        let zone = self.zone.lock();
-        zone.nr_free_pages < zone.watermarks.high
+        let totals = self.totals.lock();
+        self.nr_free_total.load(Ordering::Relaxed) < totals.watermarks.high
     }
 
-    /// Walks every free list and every descriptor and checks: each listed
-    /// block is `Buddy` with its list's order, aligned, inside the memmap,
-    /// correctly back-linked, with a clean head and all-zero other pages (so
-    /// no two free blocks overlap); the counts match the lists; no `Buddy`
-    /// descriptor is off the lists. O(memmap size), under the lock.
+    /// Walks every pool's free lists and every descriptor and checks: each
+    /// listed block is `Buddy` with its list's order, aligned, inside the
+    /// memmap, correctly back-linked, with a clean head and all-zero other
+    /// pages (so no two free blocks overlap), every page of it on the
+    /// pool's node; each pool's counts match its lists, and the total
+    /// matches the pools; no `Buddy` descriptor is off the lists.
+    /// O(memmap size), under every pool's lock (taken in node order).
     pub fn check_consistency(&self) -> Result<(), ConsistencyError> {
+        let zones: [_; MAX_NODES] = core::array::from_fn(|i| self.pools[i].lock());
+        let result = self.check_locked(&zones);
+        // Released last taken first: each guard restores the interrupt
+        // state its lock found.
+        for zone in zones.into_iter().rev() {
+            drop(zone);
+        }
+        result
+    }
+
+    fn check_locked(&self, zones: &[impl core::ops::Deref<Target = Zone>]) -> Result<(), ConsistencyError> {
         use ConsistencyError::*;
         let memmap = self.memmap;
-        let zone = self.zone.lock();
         let (mut listed_pages, mut listed_blocks) = (0u64, 0u64);
-        for order in 0..=MAX_ORDER {
-            let area = zone.areas[order as usize];
-            let nr = 1u64 << order;
-            let (mut prev, mut pfn, mut count) = (NO_PFN, area.first, 0u64);
-            while pfn != NO_PFN {
-                count += 1;
-                if count > area.nr_free {
+        for (i, zone) in zones.iter().enumerate() {
+            let node = NodeId::new(i).expect("pools are MAX_NODES");
+            let mut node_pages = 0u64;
+            for order in 0..=MAX_ORDER {
+                let area = zone.areas[order as usize];
+                let nr = 1u64 << order;
+                let (mut prev, mut pfn, mut count) = (NO_PFN, area.first, 0u64);
+                while pfn != NO_PFN {
+                    count += 1;
+                    if count > area.nr_free {
+                        return Err(CountMismatch { order, listed: count, recorded: area.nr_free });
+                    }
+                    let head = memmap.get_raw(pfn).ok_or(BadLink { order, pfn })?;
+                    if head.list_prev.load(Ordering::Relaxed) != prev || !memmap.contains_raw(pfn + nr - 1) {
+                        return Err(BadLink { order, pfn });
+                    }
+                    if !head.test_flag(PageFlag::Buddy) {
+                        return Err(NotBuddy { order, pfn });
+                    }
+                    if head.order() != order {
+                        return Err(WrongOrder { order, pfn, found: head.order() });
+                    }
+                    if !pfn.is_multiple_of(nr) {
+                        return Err(Misaligned { order, pfn });
+                    }
+                    if head.flags() != PageFlag::Buddy.mask() | (order as u64) << ORDER_SHIFT
+                        || !counts_zero(head)
+                    {
+                        return Err(DirtyHead { pfn });
+                    }
+                    for p in pfn..pfn + nr {
+                        if self.spans.node_of(p) != Some(node) {
+                            return Err(WrongNode { node: node.index() as u8, pfn: p, block: pfn });
+                        }
+                    }
+                    for p in pfn + 1..pfn + nr {
+                        let desc = page(memmap, p);
+                        if desc.test_flag(PageFlag::Buddy) {
+                            return Err(Overlap { pfn: p, block: pfn });
+                        }
+                        if desc.flags() != 0 || !counts_zero(desc) {
+                            return Err(DirtyInterior { pfn: p, block: pfn });
+                        }
+                    }
+                    prev = pfn;
+                    pfn = head.list_next.load(Ordering::Relaxed);
+                }
+                if count != area.nr_free {
                     return Err(CountMismatch { order, listed: count, recorded: area.nr_free });
                 }
-                let head = memmap.get_raw(pfn).ok_or(BadLink { order, pfn })?;
-                if head.list_prev.load(Ordering::Relaxed) != prev || !memmap.contains_raw(pfn + nr - 1) {
-                    return Err(BadLink { order, pfn });
-                }
-                if !head.test_flag(PageFlag::Buddy) {
-                    return Err(NotBuddy { order, pfn });
-                }
-                if head.order() != order {
-                    return Err(WrongOrder { order, pfn, found: head.order() });
-                }
-                if !pfn.is_multiple_of(nr) {
-                    return Err(Misaligned { order, pfn });
-                }
-                if head.flags() != PageFlag::Buddy.mask() | (order as u64) << ORDER_SHIFT
-                    || !counts_zero(head)
-                {
-                    return Err(DirtyHead { pfn });
-                }
-                for p in pfn + 1..pfn + nr {
-                    let desc = page(memmap, p);
-                    if desc.test_flag(PageFlag::Buddy) {
-                        return Err(Overlap { pfn: p, block: pfn });
-                    }
-                    if desc.flags() != 0 || !counts_zero(desc) {
-                        return Err(DirtyInterior { pfn: p, block: pfn });
-                    }
-                }
-                prev = pfn;
-                pfn = head.list_next.load(Ordering::Relaxed);
+                listed_blocks += count;
+                node_pages += count << order;
             }
-            if count != area.nr_free {
-                return Err(CountMismatch { order, listed: count, recorded: area.nr_free });
+            if node_pages != zone.nr_free_pages {
+                return Err(FreePagesMismatch { listed: node_pages, recorded: zone.nr_free_pages });
             }
-            listed_blocks += count;
-            listed_pages += count << order;
+            listed_pages += node_pages;
         }
-        if listed_pages != zone.nr_free_pages {
-            return Err(FreePagesMismatch { listed: listed_pages, recorded: zone.nr_free_pages });
+        let total = self.nr_free_total.load(Ordering::Relaxed);
+        if listed_pages != total {
+            return Err(FreePagesMismatch { listed: listed_pages, recorded: total });
         }
         let found = memmap.pages().iter().filter(|p| p.test_flag(PageFlag::Buddy)).count() as u64;
         if found != listed_blocks {
@@ -684,7 +1012,8 @@ impl FrameAllocator {
         let pfn = pfn.as_u64();
         let memmap = self.memmap;
         let Some(head) = memmap.get_raw(pfn) else { return Err(IsolateError::NotFree) };
-        let mut zone = self.zone.lock();
+        let Some(node) = self.spans.node_of(pfn) else { return Err(IsolateError::NotFree) };
+        let mut zone = self.pools[node.index()].lock();
         // Under the lock, `Buddy` on a page means it heads a free block of
         // the order its bits say, on that order's list (module doc).
         if !head.test_flag(PageFlag::Buddy) {
@@ -698,6 +1027,7 @@ impl FrameAllocator {
             return Err(IsolateError::BelowMin { order });
         }
         zone.unlink(memmap, pfn, order);
+        self.nr_free_total.fetch_sub(1 << order, Ordering::Relaxed);
         Ok(order)
     }
 
@@ -712,15 +1042,33 @@ impl FrameAllocator {
     /// True when a free block of `order` or larger is on the lists: an
     /// allocation of `order` would find one (the watermarks aside).
     pub fn has_free_block(&self, order: u8) -> bool {
-        let zone = self.zone.lock();
-        (order..=MAX_ORDER).any(|o| zone.areas[o as usize].nr_free > 0)
+        self.pools.iter().any(|pool| {
+            let zone = pool.lock();
+            (order..=MAX_ORDER).any(|o| zone.areas[o as usize].nr_free > 0)
+        })
     }
 
-    /// The free blocks of every order, read together under the lock.
+    /// The free blocks of every order over all nodes (each node's counts
+    /// read together under its lock).
     pub fn free_block_counts(&self) -> [u64; NR_ORDERS] {
-        let zone = self.zone.lock();
-        core::array::from_fn(|o| zone.areas[o].nr_free)
+        let mut counts = [0; NR_ORDERS];
+        for pool in &self.pools {
+            let zone = pool.lock();
+            for (c, area) in counts.iter_mut().zip(&zone.areas) {
+                *c += area.nr_free;
+            }
+        }
+        counts
     }
+}
+
+/// Where an allocation may come from.
+#[derive(Debug, Clone, Copy)]
+enum Policy {
+    /// This node first, then the others in turn.
+    Prefer(NodeId),
+    /// This node only.
+    Only(NodeId),
 }
 
 /// True when every count and the swap entry of `p` are 0.
@@ -735,17 +1083,23 @@ fn counts_zero(p: &Page) -> bool {
 
 impl fmt::Debug for FrameAllocator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let zone = self.zone.lock();
+        let totals = *self.totals.lock();
         let mut nr_free = [0u64; NR_ORDERS];
-        for (n, area) in nr_free.iter_mut().zip(zone.areas.iter()) {
-            *n = area.nr_free;
+        let mut node_free = [0u64; MAX_NODES];
+        for (pool, free) in self.pools.iter().zip(node_free.iter_mut()) {
+            let zone = pool.lock();
+            for (n, area) in nr_free.iter_mut().zip(zone.areas.iter()) {
+                *n += area.nr_free;
+            }
+            *free = zone.nr_free_pages;
         }
         f.debug_struct("FrameAllocator")
             .field("memmap", self.memmap)
-            .field("managed_pages", &zone.managed_pages)
-            .field("nr_free_pages", &zone.nr_free_pages)
+            .field("managed_pages", &totals.managed_pages)
+            .field("nr_free_pages", &node_free.iter().sum::<u64>())
             .field("nr_free", &nr_free)
-            .field("watermarks", &zone.watermarks)
+            .field("watermarks", &totals.watermarks)
+            .field("nr_free_per_node", &&node_free[..totals.nr_nodes.max(1)])
             .finish()
     }
 }
@@ -1145,6 +1499,192 @@ mod tests {
     fn giving_back_a_block_not_isolated_panics() {
         let fa = allocator(0, 64, &[(0, 64)]);
         fa.putback_isolated(Pfn::new(8), 3);
+    }
+
+    fn node(i: usize) -> NodeId {
+        NodeId::new(i).unwrap()
+    }
+
+    /// An allocator over `[0, len)` whose node `i` holds `ranges[i]`.
+    fn nodes_allocator(len: usize, ranges: &[(u64, u64)]) -> &'static FrameAllocator {
+        let memmap = Memmap::new_leaked(Pfn::new(0), len);
+        let fa = std::boxed::Box::leak(std::boxed::Box::new(FrameAllocator::new(memmap)));
+        for (i, &(s, e)) in ranges.iter().enumerate() {
+            fa.add_free_range_on(node(i), Pfn::new(s), Pfn::new(e)).unwrap();
+        }
+        fa.check_consistency().unwrap();
+        fa
+    }
+
+    fn node_of_raw(fa: &FrameAllocator, pfn: u64) -> usize {
+        fa.node_of(Pfn::new(pfn)).unwrap().index()
+    }
+
+    #[test]
+    fn ranges_beyond_the_span_table_are_refused_whole() {
+        let fa = allocator(0, 2 * MAX_SPANS + 2, &[]);
+        for i in 0..MAX_SPANS as u64 {
+            fa.add_free_range_on(node(1), Pfn::new(2 * i), Pfn::new(2 * i + 1)).unwrap();
+        }
+        let last = 2 * MAX_SPANS as u64;
+        assert_eq!(fa.add_free_range(Pfn::new(last), Pfn::new(last + 1)), Err(RangeError::TooManySpans));
+        assert!(fa.memmap().get(Pfn::new(last)).unwrap().test_flag(PageFlag::Reserved), "nothing changed");
+        assert_eq!(fa.managed_pages(), MAX_SPANS as u64);
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn per_node_counts_and_watermarks_add_up() {
+        let fa = nodes_allocator(4096, &[(0, 1024), (1024, 4096)]);
+        assert_eq!(fa.nr_nodes(), 2);
+        assert_eq!((fa.managed_pages_on(node(0)), fa.managed_pages_on(node(1))), (1024, 3072));
+        assert_eq!(fa.nr_free_pages_on(node(0)) + fa.nr_free_pages_on(node(1)), fa.nr_free_pages());
+        let total = fa.watermarks();
+        assert_eq!(total, Watermarks::for_managed_pages(4096), "the total is the one-node rule");
+        let (w0, w1) = (fa.watermarks_on(node(0)), fa.watermarks_on(node(1)));
+        assert_eq!((w0.min, w1.min), (total.min / 4, total.min * 3 / 4), "shares in proportion");
+        assert!(w0.low + w1.low <= total.low && w0.high + w1.high <= total.high);
+        // One node: its share is the whole.
+        let one = allocator(0, 4096, &[(0, 4096)]);
+        assert_eq!(one.watermarks_on(NodeId::ZERO), one.watermarks());
+        assert_eq!(one.nr_nodes(), 1);
+    }
+
+    #[test]
+    fn allocations_prefer_their_node_and_fall_back_to_the_next_in_turn() {
+        let fa = nodes_allocator(3072, &[(0, 1024), (1024, 2048), (2048, 3072)]);
+        for n in 0..3 {
+            let pfn = fa.alloc_preferring(node(n), 0, AllocKind::Normal).unwrap();
+            assert_eq!(node_of_raw(fa, pfn.as_u64()), n);
+            fa.free(pfn, 0);
+        }
+        // Node 1 empty: its allocations go to node 2, then node 0.
+        let mut held: Vec<_> =
+            (0..1024).map(|_| fa.alloc_on(node(1), 0, AllocKind::Reserve).unwrap()).collect();
+        let next = fa.alloc_preferring(node(1), 0, AllocKind::Reserve).unwrap();
+        assert_eq!(node_of_raw(fa, next.as_u64()), 2);
+        held.push(next);
+        while fa.nr_free_pages_on(node(2)) > 0 {
+            held.push(fa.alloc_on(node(2), 0, AllocKind::Reserve).unwrap());
+        }
+        let last = fa.alloc_preferring(node(1), 0, AllocKind::Reserve).unwrap();
+        assert_eq!(node_of_raw(fa, last.as_u64()), 0);
+        held.push(last);
+        // A Normal allocation that would take a node below its min goes
+        // elsewhere too.
+        let fb = nodes_allocator(4096, &[(0, 2048), (2048, 4096)]);
+        let min0 = fb.watermarks_on(node(0)).min;
+        while fb.nr_free_pages_on(node(0)) > min0 {
+            let pfn = fb.alloc_preferring(node(0), 0, AllocKind::Normal).unwrap();
+            assert_eq!(node_of_raw(fb, pfn.as_u64()), 0);
+        }
+        let pfn = fb.alloc_preferring(node(0), 0, AllocKind::Normal).unwrap();
+        assert_eq!(node_of_raw(fb, pfn.as_u64()), 1, "node 0 is at its min");
+        assert_eq!(fb.alloc_on(node(0), 0, AllocKind::Normal), Err(AllocError::BelowMin { order: 0 }));
+        for pfn in held {
+            fa.free(pfn, 0);
+        }
+        fa.check_consistency().unwrap();
+        fb.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn strict_allocation_fails_when_its_node_is_empty() {
+        let fa = nodes_allocator(2048, &[(0, 1024), (1024, 2048)]);
+        let held: Vec<_> = (0..1024).map(|_| fa.alloc_on(node(1), 0, AllocKind::Reserve).unwrap()).collect();
+        assert!(held.iter().all(|p| node_of_raw(fa, p.as_u64()) == 1));
+        assert_eq!(fa.alloc_on(node(1), 0, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 0 }));
+        assert_eq!(
+            fa.alloc_folio_on(node(1), 0, AllocKind::Reserve).err(),
+            Some(AllocError::OutOfMemory { order: 0 })
+        );
+        // Node 0 still has all of its memory, and a node with none fails too.
+        assert_eq!(fa.nr_free_pages_on(node(0)), 1024);
+        assert_eq!(fa.alloc_on(node(5), 0, AllocKind::Reserve), Err(AllocError::OutOfMemory { order: 0 }));
+        let u = fa.alloc_folio_on(node(0), 9, AllocKind::Normal).unwrap();
+        assert_eq!(node_of_raw(fa, u.pfn().as_u64()), 0);
+        let f = u.publish();
+        assert!(f.put());
+        fa.free_folio(f);
+        for pfn in held {
+            fa.free(pfn, 0);
+        }
+        fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn the_local_node_hook_picks_the_preferred_node() {
+        fn on_node_1() -> NodeId {
+            NodeId::new(1).unwrap()
+        }
+        let fa = nodes_allocator(2048, &[(0, 1024), (1024, 2048)]);
+        assert_eq!(node_of_raw(fa, fa.alloc(0, AllocKind::Normal).unwrap().as_u64()), 0);
+        fa.set_local_node_hook(on_node_1);
+        assert_eq!(fa.local_node(), node(1));
+        assert_eq!(node_of_raw(fa, fa.alloc(0, AllocKind::Normal).unwrap().as_u64()), 1);
+        assert_eq!(node_of_raw(fa, fa.alloc_silent(0, AllocKind::Normal).unwrap().as_u64()), 1);
+        let folio = fa.alloc_folio(9, AllocKind::Normal).unwrap();
+        assert_eq!(node_of_raw(fa, folio.pfn().as_u64()), 1);
+    }
+
+    #[test]
+    fn buddies_never_merge_across_a_node_boundary() {
+        // 0x200 pages is 2 MiB: blocks 0x000 and 0x200 of order 9 are
+        // buddies, but on two nodes. A boundary at 0x300 (3 MiB) cuts an
+        // order-10 block in two.
+        for boundary in [0x200u64, 0x300] {
+            let fa = nodes_allocator(0x1000, &[(0, boundary), (boundary, 0x1000)]);
+            let start = free_counts(fa);
+            let crosses = |fa: &FrameAllocator| {
+                (0..=MAX_ORDER).any(|o| {
+                    let nr = 1u64 << o;
+                    let head = boundary & !(nr - 1);
+                    head < boundary && head + nr > boundary && {
+                        let p = fa.memmap().get(Pfn::new(head)).unwrap();
+                        p.test_flag(PageFlag::Buddy) && p.order() == o
+                    }
+                })
+            };
+            assert!(!crosses(fa), "boundary {boundary:#x}: a free block crosses it from the start");
+            assert_eq!(fa.nr_free_blocks_on(node(0), 10), 0);
+            // Everything out at order 0, then back in a scrambled order:
+            // the same blocks come back, none across the boundary.
+            let mut pfns = Vec::new();
+            while let Ok(pfn) = alloc_raw(fa, 0, AllocKind::Reserve) {
+                pfns.push(pfn);
+            }
+            assert_eq!(pfns.len(), 0x1000);
+            let mut rng = XorShift(boundary);
+            for i in (1..pfns.len()).rev() {
+                pfns.swap(i, rng.next() as usize % (i + 1));
+            }
+            for pfn in pfns {
+                free_raw(fa, pfn, 0);
+                assert!(!crosses(fa), "boundary {boundary:#x}: freeing {pfn:#x} merged across it");
+            }
+            assert_eq!(free_counts(fa), start);
+            fa.check_consistency().unwrap();
+        }
+    }
+
+    #[test]
+    fn consistency_check_catches_a_block_on_the_wrong_node() {
+        let fa = nodes_allocator(2048, &[(0, 1024), (1024, 2048)]);
+        // Move node 1's first order-10 block onto node 0's lists.
+        let pfn = {
+            let mut z1 = fa.pools[1].lock();
+            let pfn = z1.areas[MAX_ORDER as usize].first;
+            z1.unlink(fa.memmap(), pfn, MAX_ORDER);
+            pfn
+        };
+        fa.pools[0].lock().push(fa.memmap(), pfn, MAX_ORDER);
+        let err = fa.check_consistency().unwrap_err();
+        assert!(matches!(err, ConsistencyError::WrongNode { node: 0, pfn: 1024, block: 1024 }), "{err:?}");
+        // And a pool whose count is off, though the total is right.
+        let fb = nodes_allocator(2048, &[(0, 1024), (1024, 2048)]);
+        fb.pools[0].lock().nr_free_pages += 1;
+        fb.pools[1].lock().nr_free_pages -= 1;
+        assert!(matches!(fb.check_consistency(), Err(ConsistencyError::FreePagesMismatch { .. })));
     }
 
     /// Tracks who owns each frame and checks the allocator against it.

@@ -10,7 +10,8 @@
 //! | [`memmap`] | the boot memory map: usable RAM as sorted, disjoint, page-aligned ranges, with reserved ranges carved out |
 //! | [`fault`] | the arch-neutral description of a memory fault (address, access, cause) |
 //! | [`fail_alloc`] | allocation-failure injection: the n-th allocation, or each with a seeded probability, fails, for one task or all |
-//! | [`frame`] | the buddy allocator over all usable RAM (orders 0..=10), watermarks |
+//! | [`frame`] | the buddy allocator over all usable RAM (orders 0..=10), one free-page pool per NUMA node, watermarks |
+//! | [`numa`] | NUMA nodes as the firmware describes them: which node each RAM range and CPU belongs to |
 //! | [`page`] | the page descriptor: one per 4 KiB frame, in the memmap array |
 //! | [`folio`] | folios: a head page and its tails, flags, counts, swap entry |
 //! | [`pgtable`] | page tables over any arch format: entries, walk, map, unmap, protect |
@@ -68,6 +69,7 @@ pub mod frame;
 pub mod gup;
 pub mod lru;
 pub mod memmap;
+pub mod numa;
 pub mod page;
 pub mod pageout;
 pub mod pgtable;

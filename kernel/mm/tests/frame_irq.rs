@@ -55,7 +55,10 @@ fn every_method_takes_the_lock_with_interrupts_off() {
     let mut pfn = None;
     assert!(disables_during("alloc", || pfn = Some(fa.alloc(0, AllocKind::Normal).unwrap())) > 0);
     assert!(disables_during("free", || fa.free(pfn.unwrap(), 0)) > 0);
-    let queries: [(&str, &dyn Fn()); 8] = [
+    let node = mm::numa::NodeId::ZERO;
+    assert!(disables_during("alloc_on", || pfn = Some(fa.alloc_on(node, 0, AllocKind::Normal).unwrap())) > 0);
+    fa.free(pfn.unwrap(), 0);
+    let queries: [(&str, &dyn Fn()); 13] = [
         ("nr_free_pages", &|| {
             let _ = fa.nr_free_pages();
         }),
@@ -73,6 +76,21 @@ fn every_method_takes_the_lock_with_interrupts_off() {
         }),
         ("below_high", &|| {
             let _ = fa.below_high();
+        }),
+        ("nr_nodes", &|| {
+            let _ = fa.nr_nodes();
+        }),
+        ("nr_free_pages_on", &|| {
+            let _ = fa.nr_free_pages_on(node);
+        }),
+        ("nr_free_blocks_on", &|| {
+            let _ = fa.nr_free_blocks_on(node, 0);
+        }),
+        ("managed_pages_on", &|| {
+            let _ = fa.managed_pages_on(node);
+        }),
+        ("watermarks_on", &|| {
+            let _ = fa.watermarks_on(node);
         }),
         ("check_consistency", &|| fa.check_consistency().unwrap()),
         ("Debug", &|| drop(format!("{fa:?}"))),

@@ -14,6 +14,21 @@
 //!
 //! From then on frames come from [`alloc_frames`] / [`free_frames`].
 //!
+//! ## NUMA nodes
+//!
+//! Step 4 cuts every range at the node boundaries of the boot info's
+//! [`NumaMap`] and gives each piece to its node's pool
+//! ([`FrameAllocator::add_free_range_on`]; RAM no node claims goes to node
+//! 0, with a line saying how much). Each CPU's node (by its hardware id;
+//! node 0 when the firmware does not list it) is kept in `CPU_NODE`, and
+//! the allocator's local-node hook returns the current CPU's: every
+//! allocation that names no node, the fault path's folios and page tables
+//! among them, prefers the node of the CPU it runs on, and falls back to
+//! the others in turn. [`alloc_frames_on`] and [`alloc_folio_on`] take
+//! from one node only; [`node_of_pfn`] says which node a frame is on.
+//! Without NUMA information everything is node 0. [`print_summary`] prints
+//! one `numa: node N: ...` line per node (the runner counts them).
+//!
 //! ## Kernel memory is zeroed when taken
 //!
 //! Memory the kernel keeps for itself and writes a few bytes at a time (the
@@ -34,7 +49,7 @@
 //! | [`paging`] | `mm::pgtable` over this arch's real format: table memory through the direct map, the kernel's shared half |
 //! | [`stacks`] | kernel stacks in a window of the kernel half, each with an unmapped guard below it |
 //!
-//! Locks: the allocator's own spin lock and the heap's lock (see [`heap`]),
+//! Locks: the allocator's own spin locks and the heap's lock (see [`heap`]),
 //! both leaves taken with interrupts off (the order of all
 //! locks: the book's `docs/src/locking.md`).
 
@@ -43,13 +58,15 @@ pub mod paging;
 pub mod stacks;
 
 use crate::arch::prelude::*;
-use crate::bootinfo::BootInfo;
+use crate::bootinfo::{BootInfo, MAX_CPUS};
 use crate::println;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use mm::early::EarlyFrameAllocator;
+use mm::folio::UnpublishedFolio;
 use mm::frame::{AllocError, AllocKind, FrameAllocator};
-use mm::memmap::MemoryMap;
+use mm::memmap::{MemoryMap, PhysRange};
+use mm::numa::{NodeId, NumaMap};
 use mm::page::{Memmap, Page};
 use mm::Pfn;
 use mm::{PhysAddr, VirtAddr, PAGE_SIZE};
@@ -68,6 +85,13 @@ static BOOT_MEMORY: spin::Once<MemoryMap> = spin::Once::new();
 static DIRECT_MAP_OFFSET: AtomicU64 = AtomicU64::new(0);
 /// Where the heap starts, for reports.
 static HEAP_START: AtomicU64 = AtomicU64::new(0);
+/// The NUMA nodes as the boot path described them (empty: one node).
+static NUMA: spin::Once<NumaMap> = spin::Once::new();
+/// Each CPU's node (by kernel CPU index), set by [`init`] before any
+/// other CPU runs; read without a lock by the allocator's local-node hook.
+static CPU_NODE: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
+/// How many CPUs the boot info listed (the valid part of `CPU_NODE`).
+static NR_CPUS_LISTED: AtomicU64 = AtomicU64::new(1);
 
 /// Why boot-time memory could not be set up. The machine's fault (too little
 /// RAM); the message says how much was needed.
@@ -155,12 +179,137 @@ pub fn init(info: &BootInfo) -> Result<(), InitError> {
     let pages: &'static [Page] = unsafe { core::slice::from_raw_parts(pages, nr_pages) };
     let memmap = MEMMAP.call_once(|| Memmap::new(first_pfn, pages));
     let frames = FRAMES.call_once(|| FrameAllocator::new(memmap));
+    let numa = NUMA.call_once(|| info.numa);
+    let mut uncovered = 0;
     for r in early.remaining() {
-        frames
-            .add_free_range(r.start.pfn(), r.end.pfn())
-            .expect("memory::init: a usable range outside the memmap");
+        uncovered += numa.split(r, |piece, node| {
+            frames
+                .add_free_range_on(node, piece.start.pfn(), piece.end.pfn())
+                .expect("memory::init: a usable range outside the memmap, or too many pieces")
+        });
     }
+    if uncovered > 0 {
+        println!("numa: {} KiB of usable RAM lie in no node's range; node 0 takes them", uncovered / 1024);
+    }
+    let ids = info.cpus.ids();
+    NR_CPUS_LISTED.store(ids.len() as u64, Ordering::Relaxed);
+    for (cpu, &hw_id) in ids.iter().enumerate() {
+        let node = numa.node_of_cpu(hw_id);
+        if node.is_none() && !numa.is_empty() {
+            println!("numa: CPU {cpu} (hardware id {hw_id:#x}) is in no node; node 0 takes it");
+        }
+        CPU_NODE[cpu].store(node.unwrap_or(NodeId::ZERO).index() as u8, Ordering::Relaxed);
+    }
+    frames.set_local_node_hook(local_node);
     Ok(())
+}
+
+/// The allocator's local-node hook: the current CPU's node.
+fn local_node() -> NodeId {
+    cpu_node(Arch::cpu_index())
+}
+
+/// The node of kernel CPU `cpu` (node 0 for a CPU the boot info did not list).
+pub fn cpu_node(cpu: usize) -> NodeId {
+    let node = CPU_NODE.get(cpu).map_or(0, |n| n.load(Ordering::Relaxed));
+    NodeId::new(node as usize).unwrap_or(NodeId::ZERO)
+}
+
+/// The NUMA nodes: at least 1 (those the firmware declared, or that hold
+/// memory).
+pub fn nr_nodes() -> usize {
+    let firmware = NUMA.get().map_or(1, NumaMap::nr_nodes);
+    FRAMES.get().map_or(1, FrameAllocator::nr_nodes).max(firmware)
+}
+
+/// The NUMA map the boot path gave (empty before [`init`] and without
+/// NUMA information).
+pub fn numa_map() -> &'static NumaMap {
+    static EMPTY: NumaMap = NumaMap::new();
+    NUMA.get().unwrap_or(&EMPTY)
+}
+
+/// The node frame `pfn` is on; None for a frame the allocator never
+/// managed (the kernel image, the memmap, holes).
+pub fn node_of_pfn(pfn: Pfn) -> Option<NodeId> {
+    FRAMES.get()?.node_of(pfn)
+}
+
+/// The kernel CPUs of `node`, as a bit set (bit `i` for CPU `i`).
+pub fn node_cpus(node: NodeId) -> u64 {
+    let nr = (NR_CPUS_LISTED.load(Ordering::Relaxed) as usize).min(MAX_CPUS);
+    (0..nr).filter(|&cpu| cpu_node(cpu) == node).fold(0, |set, cpu| set | 1 << cpu)
+}
+
+/// `node`'s usable RAM (as the boot path reported it), in address order,
+/// adjacent pieces joined; at most `N` ranges, and the number of ranges
+/// that did not fit.
+pub fn node_memory<const N: usize>(node: NodeId) -> ([PhysRange; N], usize, usize) {
+    let mut out = [PhysRange::new(0, 0); N];
+    let (mut len, mut more) = (0usize, 0usize);
+    for r in boot_memory().map_or(&[][..], MemoryMap::ranges) {
+        numa_map().split(*r, |piece, n| {
+            if n != node {
+                return;
+            }
+            if len > 0 && out[len - 1].end == piece.start {
+                out[len - 1].end = piece.end;
+            } else if len < N {
+                out[len] = piece;
+                len += 1;
+            } else {
+                more += 1;
+            }
+        });
+    }
+    (out, len, more)
+}
+
+/// One `numa: node N: M MiB [a-b ...], CPUs c-d` line per node.
+fn print_numa() {
+    for node in NodeId::all(nr_nodes()) {
+        let (ranges, len, more) = node_memory::<4>(node);
+        let bytes: u64 = ranges[..len].iter().map(PhysRange::size).sum();
+        let mut line = alloc::format!("numa: node {node}: {} MiB", bytes >> 20);
+        for (i, r) in ranges[..len].iter().enumerate() {
+            let sep = if i == 0 { " [" } else { " " };
+            line += &alloc::format!("{sep}{:#x}-{:#x}", r.start.as_u64(), r.end.as_u64());
+        }
+        if len > 0 {
+            line += if more > 0 { " ...]" } else { "]" };
+        }
+        println!("{line}, CPUs {}", CpuSet(node_cpus(node)));
+    }
+}
+
+/// A set of CPUs written as ranges: `0-1,4`, or `none`.
+struct CpuSet(u64);
+
+impl fmt::Display for CpuSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("none");
+        }
+        let mut first = true;
+        let mut cpu = 0;
+        while cpu < 64 {
+            if self.0 & 1 << cpu == 0 {
+                cpu += 1;
+                continue;
+            }
+            let start = cpu;
+            while cpu < 64 && self.0 & 1 << cpu != 0 {
+                cpu += 1;
+            }
+            f.write_str(if first { "" } else { "," })?;
+            first = false;
+            match cpu - 1 - start {
+                0 => write!(f, "{start}")?,
+                _ => write!(f, "{start}-{}", cpu - 1)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Prints the heap, memmap and allocator state.
@@ -185,6 +334,7 @@ pub fn print_summary() {
         w.low,
         w.high
     );
+    print_numa();
 }
 
 /// The frame allocator.
@@ -216,6 +366,19 @@ pub fn alloc_frames_of(order: u8, kind: AllocKind) -> Result<PhysAddr, AllocErro
     // preempted (see `crate::sync`).
     let pfn = crate::sync::without_interrupts(|| frame_allocator().alloc(order, kind))?;
     Ok(pfn.phys())
+}
+
+/// `2^order` contiguous frames from `node` only (normal priority); fails
+/// when that node has none, whatever the others hold.
+pub fn alloc_frames_on(node: NodeId, order: u8) -> Result<PhysAddr, AllocError> {
+    let pfn = crate::sync::without_interrupts(|| frame_allocator().alloc_on(node, order, AllocKind::Normal))?;
+    Ok(pfn.phys())
+}
+
+/// A new folio of `2^order` pages from `node` only (normal priority),
+/// prepared and not yet published; for moving memory to a node.
+pub fn alloc_folio_on(node: NodeId, order: u8) -> Result<UnpublishedFolio<'static>, AllocError> {
+    crate::sync::without_interrupts(|| frame_allocator().alloc_folio_on(node, order, AllocKind::Normal))
 }
 
 /// Gives back frames from [`alloc_frames`].

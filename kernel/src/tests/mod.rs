@@ -7,6 +7,7 @@
 //! | [`harness`] | the harness's own checks (filter, a failing test, a crashing test) |
 //! | [`args`] | the kernel arguments arrived intact and bad ones are named |
 //! | [`memory`] | the heap and the buddy allocator in the running kernel |
+//! | [`numa`] | NUMA nodes: the firmware's, allocations on a node, faults on the faulting CPU's node |
 //! | [`exceptions`] | the arch's exception handling: faults, probes, breakpoints |
 //! | [`pgtable`] | both page-table formats through the real MMU |
 //! | [`sched`] | ticks, yield, preemption, sleep, join |
@@ -75,6 +76,7 @@ pub mod folio_flags;
 pub mod harness;
 pub mod kit;
 pub mod memory;
+pub mod numa;
 pub mod pgtable;
 pub mod reclaim;
 pub mod sched;
@@ -90,6 +92,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         harness::TESTS,
         args::TESTS,
         memory::TESTS,
+        numa::TESTS,
         exceptions::TESTS,
         pgtable::TESTS,
         sched::TESTS,
