@@ -54,6 +54,13 @@ fn counts(f: &Folio<'_>) -> (i32, i32, i32) {
     (f.entire_mapcount(), pages, f.refcount())
 }
 
+/// `ptdump` of space 0's 2 MiB block at `base`.
+fn dump<F: HardwareWalker>(w: &World<F>, base: u64) -> String {
+    let mut out = String::new();
+    mm::ptdump::dump(&w.sp(0).table, &w.mem, va(base), va(base + HP), &mut out).unwrap();
+    out
+}
+
 // ------------------------------------------------------------------ fork
 
 /// A `Write` and a `ReadExclusive` PTE entry: fork copies both, as `Read`
@@ -288,6 +295,7 @@ fn a_pmd_entry_splits_into_512_pte_entries<F: HardwareWalker>() {
     let m = w.start_migration(f);
     let (_, e) = migration_at(&w, 0, AREA).unwrap();
     assert_eq!((e.kind, e.young, e.dirty), (MigrationKind::Write, false, true));
+    let pmd_dump = dump(&w, AREA);
     let sp = w.sp(0);
     assert_eq!(
         split_huge_pmd(&sp.table, &w.mem, &w.tlb, w.memmap(), va(AREA + 7 * PAGE)),
@@ -299,6 +307,18 @@ fn a_pmd_entry_splits_into_512_pte_entries<F: HardwareWalker>() {
     }
     assert_eq!(counts(&f), (0, 0, 1));
     assert_eq!(entries_in_flight(&w, 0), NR_HP);
+    // ptdump folds the 512 into one line, as it printed the PMD entry.
+    let line = |level: &str| {
+        let (size, n) = if level == "PMD" { ("2M", 1) } else { ("4K", 512) };
+        format!(
+            "{:#018x}-{:#018x} {level} {size:<4} x{n:<4} migration write pfn {:#x} dirty\n",
+            AREA,
+            AREA + HP,
+            f.pfn()
+        )
+    };
+    assert_eq!(dump(&w, AREA), line("PTE"));
+    assert_eq!(pmd_dump, line("PMD"));
     assert_eq!(w.end_migration(m), NR_HP as usize);
     assert_eq!(counts(&f), (0, 512, 512));
     for i in [0, 1, 255, 511] {
