@@ -30,7 +30,16 @@
 //!   the entire mapcount −1, and the references +511 (each PTE holds one);
 //!   when the head was `AnonExclusive` every page becomes so;
 //! - a PMD migration or swap entry becomes 512 PTE entries of the same
-//!   kind (seed 001); no count changes: nothing is mapped.
+//!   kind (seed 001): a migration entry naming the head gives entries
+//!   naming `head + i` with its kind, young and dirty; no count changes:
+//!   nothing is mapped (a migration entry holds no count, see
+//!   [`crate::space`]'s "Migration entries").
+//!
+//! Every case is chosen on the decoded entry, present first; the huge-zero
+//! test ([`is_huge_zero`]) takes a present leaf. The bug-replay switch
+//! `split-pmd-migration-entry` puts seed 001's mistake back (the zero test
+//! on the raw frame field, and a PMD migration entry cleared as if nothing
+//! were behind it): [`split_huge_pmd`].
 //!
 //! ## Splitting a folio ([`try_split_folio`])
 //!
