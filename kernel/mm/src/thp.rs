@@ -166,7 +166,7 @@ pub enum PmdSplit {
 /// Present-ness first: the entry is decoded before anything is asked of
 /// it, so a migration entry is split as one (seed 001). With the
 /// bug-replay switch `split-pmd-migration-entry` on, the old mistake runs
-/// instead ([`split_huge_pmd_mistaken`]).
+/// instead (`split_huge_pmd_mistaken`).
 pub fn split_huge_pmd<F: PageTableFormat>(
     table: &PageTable<F>,
     mem: &impl TableMemory,
@@ -256,7 +256,7 @@ fn split_huge_pmd_mistaken<F: PageTableFormat>(
     }))
 }
 
-/// The huge-zero test of seed 001's mistake ([`split_huge_pmd_mistaken`]):
+/// The huge-zero test of seed 001's mistake (`split_huge_pmd_mistaken`):
 /// true when the frame field of the raw PMD `raw`, read without asking
 /// whether it is present, is the huge zero folio's. Public for the
 /// replay's host test, which checks on both formats which migration
