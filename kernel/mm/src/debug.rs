@@ -65,7 +65,11 @@
 //!    (a PMD one: the head of an order-9 folio);
 //! 3. that folio is **locked**: an entry exists only while its migration
 //!    runs, so at a quiescent point none may exist at all;
-//! 4. a `Write` or `ReadExclusive` one is the only mapping or entry of its
+//! 4. the page it stands for (the head, for a PMD one) is not marked
+//!    `AnonExclusive`: the kind carries exclusivity while the entry stands,
+//!    and the restore sets the bit again (a `Read` entry restored over a
+//!    leftover bit would make a shared page exclusive);
+//! 5. a `Write` or `ReadExclusive` one is the only mapping or entry of its
 //!    page(s) in the family (fork turns both sides' into `Read`).
 //!
 //! An entry holds no mapcount and no reference: the folio counts above
@@ -214,6 +218,9 @@ pub enum MigrationProblem {
     WrongMapping,
     /// The folio is not locked: no migration of it is in flight.
     Unlocked,
+    /// The page the entry stands for (the head, for a PMD entry) is still
+    /// marked `AnonExclusive`.
+    ExclusiveFlagLeft,
     /// A migration entry at a quiescent point.
     AtRest,
     /// A `Write` or `ReadExclusive` entry whose page has `mappings`
@@ -1000,6 +1007,9 @@ fn check_migration_entry<F: PageTableFormat>(
     }
     if !folio.is_locked() {
         return Err(MigrationProblem::Unlocked);
+    }
+    if folio.page(i).test_flag(PageFlag::AnonExclusive) {
+        return Err(MigrationProblem::ExclusiveFlagLeft);
     }
     if entry.kind != MigrationKind::Read {
         // Every mapping or entry of these pages sits at this address in

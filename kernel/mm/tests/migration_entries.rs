@@ -363,6 +363,10 @@ fn the_checker_accepts_legal_entries_and_names_broken_ones<F: HardwareWalker>() 
     let msg = w.try_check_in(false).unwrap_err().to_string();
     assert!(msg.contains("migration entry") && msg.contains("Unlocked"), "{msg}");
     assert!(f.try_lock());
+    // The kind carries exclusivity: the page's own bit stays clear.
+    f.set_flag(PageFlag::AnonExclusive);
+    assert_eq!(w.try_check_in(false), bad(MigrationProblem::ExclusiveFlagLeft));
+    f.clear_flag(PageFlag::AnonExclusive);
     // A `Write` entry where the area no longer allows writes.
     w.sp_mut(0).vmas.protect(at, PAGE, VmaProt::READ).unwrap();
     assert_eq!(w.try_check_in(false), bad(MigrationProblem::WriteInReadOnlyArea));

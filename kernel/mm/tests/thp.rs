@@ -731,6 +731,7 @@ fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
     let Decoded::Leaf(old) = old else { panic!("{old:?}") };
     assert_eq!(remove_pmd_mapping(w.memmap(), old.frame), f);
     assert!(f.try_lock(), "a migration holds the folio lock");
+    f.clear_flag(PageFlag::AnonExclusive); // the entry's kind carries it
     let f_before = snapshot(&f);
     assert_eq!((f_before.refcount, f_before.entire), (1, 0));
     // Cut by a range: split_huge_pmd_if_cut.
