@@ -718,6 +718,21 @@ impl<'a> UnpublishedFolio<'a> {
         self.head.refcount()
     }
 
+    /// Undoes [`UnpublishedFolio::prep`] for a folio its maker did not
+    /// use (a compaction destination whose migration failed): every
+    /// descriptor back to zero, the frames a raw block again, returned as
+    /// its first PFN and order for the allocator. Plain stores, as in
+    /// `prep`: nobody else can take a reference (the count is frozen at 0).
+    pub(crate) fn into_raw_block(self) -> (Pfn, u8) {
+        let order = self.order();
+        debug_assert_eq!(self.refcount(), 0, "into_raw_block: pfn {:#x} has references", self.pfn);
+        // Tails first, then the head, whose order says how many there are.
+        for pfn in (self.pfn..self.pfn + (1u64 << order)).rev() {
+            self.memmap.get_raw(pfn).expect("prep checked the block").nonatomic_reset(0);
+        }
+        (Pfn::new(self.pfn), order)
+    }
+
     /// Makes the folio shareable, holding the caller's one reference. The
     /// release store of the refcount orders every plain store made while it
     /// was unpublished before any successful `try_get` (which acquires), and

@@ -26,6 +26,7 @@
 //! | reserved (hole, firmware, kernel) | `Reserved` | `Reserved` |
 //! | free | `Buddy`, order bits = block order, on free list `order` | all 0 |
 //! | allocated, raw | all 0 (the owner may use the counts, and must zero them before `free`) | all 0 |
+//! | isolated by compaction's free scanner ([`FrameAllocator::isolate_free_block`]) | all 0, off the lists, not counted free | all 0 |
 //! | allocated, folio | see [`crate::folio`] | see [`crate::folio`] |
 //!
 //! Free lists are doubly linked through the descriptors' `list_next` /
@@ -647,6 +648,81 @@ impl FrameAllocator {
     }
 }
 
+/// Why [`FrameAllocator::isolate_free_block`] took nothing (none of these
+/// is a bug: the free scanner of `crate::compaction` looked at a frame
+/// without the lock, and the answer may have changed since).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolateError {
+    /// The frame does not head a free block (allocated, inside a larger
+    /// free block, reserved, or outside the memmap).
+    NotFree,
+    /// It heads a free block of `order`, at or above the caller's limit.
+    TooLarge { order: u8 },
+    /// Taking the block would leave fewer than `min` pages free: the
+    /// reserve is not compaction's to borrow.
+    BelowMin { order: u8 },
+}
+
+/// Isolation of free blocks for compaction (`crate::compaction`): the free
+/// scanner takes **specific** free blocks off the lists to move pages into,
+/// and gives back what it did not use. Kept apart from the allocation path
+/// so that it does not depend on how the free lists are organised.
+///
+/// An isolated block is a raw block (every descriptor zero, as
+/// [`FrameAllocator::alloc`] hands one out) that is counted neither free
+/// nor in use by anyone else: the isolator owns it until it makes folios of
+/// (parts of) it with `UnpublishedFolio::prep` or gives it back with
+/// [`FrameAllocator::putback_isolated`]. It may split an isolated block into
+/// naturally aligned halves and give them back separately; they merge again
+/// on the way back. Isolation takes the allocator's lock for one block, and
+/// never calls the low-memory hook (the pages come back soon).
+impl FrameAllocator {
+    /// Takes the free block whose first frame is `pfn` off its free list,
+    /// when it is one and its order is below `below_order`; returns its
+    /// order. Leaves at least `min` pages free.
+    pub fn isolate_free_block(&self, pfn: Pfn, below_order: u8) -> Result<u8, IsolateError> {
+        let pfn = pfn.as_u64();
+        let memmap = self.memmap;
+        let Some(head) = memmap.get_raw(pfn) else { return Err(IsolateError::NotFree) };
+        let mut zone = self.zone.lock();
+        // Under the lock, `Buddy` on a page means it heads a free block of
+        // the order its bits say, on that order's list (module doc).
+        if !head.test_flag(PageFlag::Buddy) {
+            return Err(IsolateError::NotFree);
+        }
+        let order = head.order();
+        if order >= below_order {
+            return Err(IsolateError::TooLarge { order });
+        }
+        if zone.nr_free_pages < zone.watermarks.min + (1u64 << order) {
+            return Err(IsolateError::BelowMin { order });
+        }
+        zone.unlink(memmap, pfn, order);
+        Ok(order)
+    }
+
+    /// Gives back a block isolated by [`FrameAllocator::isolate_free_block`]
+    /// (or a naturally aligned part of one), all descriptors zero again,
+    /// merging it with free buddies. The same checks as
+    /// [`FrameAllocator::free`], which it is.
+    pub fn putback_isolated(&self, pfn: Pfn, order: u8) {
+        self.free(pfn, order);
+    }
+
+    /// True when a free block of `order` or larger is on the lists: an
+    /// allocation of `order` would find one (the watermarks aside).
+    pub fn has_free_block(&self, order: u8) -> bool {
+        let zone = self.zone.lock();
+        (order..=MAX_ORDER).any(|o| zone.areas[o as usize].nr_free > 0)
+    }
+
+    /// The free blocks of every order, read together under the lock.
+    pub fn free_block_counts(&self) -> [u64; NR_ORDERS] {
+        let zone = self.zone.lock();
+        core::array::from_fn(|o| zone.areas[o].nr_free)
+    }
+}
+
 /// True when every count and the swap entry of `p` are 0.
 fn counts_zero(p: &Page) -> bool {
     p.refcount() == 0
@@ -1015,6 +1091,60 @@ mod tests {
         assert_eq!(fa.check_consistency(), Err(ConsistencyError::DirtyInterior { pfn: 40, block: 32 }));
         inside.clear_flag(PageFlag::Dirty);
         fa.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn isolating_a_specific_free_block_and_giving_it_back() {
+        let fa = allocator(0, 4096, &[(0, 4096)]);
+        let start = free_counts(fa);
+        // Everything at order 0, then free a few: a free block of order 1
+        // at 0x10, of order 0 at 0x21 (its buddy 0x20 stays taken).
+        let pfns: Vec<_> = (0..4096).map(|_| alloc_raw(fa, 0, AllocKind::Reserve).unwrap()).collect();
+        for pfn in [0x10, 0x11, 0x21] {
+            free_raw(fa, pfn, 0);
+        }
+        assert_eq!(fa.free_block_counts()[..2], [1, 1]);
+        // Only a block's first frame names it; not a taken frame; not one
+        // at or above the limit.
+        assert_eq!(fa.isolate_free_block(Pfn::new(0x11), 9), Err(IsolateError::NotFree));
+        assert_eq!(fa.isolate_free_block(Pfn::new(0x20), 9), Err(IsolateError::NotFree));
+        assert_eq!(fa.isolate_free_block(Pfn::new(0x10), 1), Err(IsolateError::TooLarge { order: 1 }));
+        assert_eq!(fa.isolate_free_block(Pfn::new(0x1_0000), 9), Err(IsolateError::NotFree));
+        // The reserve is not lent: with fewer than min + 2 pages free, no.
+        assert_eq!(fa.isolate_free_block(Pfn::new(0x10), 9), Err(IsolateError::BelowMin { order: 1 }));
+        let mut held = pfns;
+        held.retain(|&p| p != 0x10 && p != 0x11 && p != 0x21);
+        let min = fa.watermarks().min as usize;
+        for pfn in held.drain(..min) {
+            free_raw(fa, pfn, 0);
+        }
+        let free = fa.nr_free_pages();
+        assert_eq!(fa.isolate_free_block(Pfn::new(0x10), 9), Ok(1));
+        assert_eq!(fa.isolate_free_block(Pfn::new(0x21), 9), Ok(0));
+        // Off the lists, not free, the allocator still consistent; the
+        // descriptors are those of a raw block.
+        assert_eq!(fa.nr_free_pages(), free - 3);
+        assert!(!fa.memmap().get(Pfn::new(0x10)).unwrap().test_flag(PageFlag::Buddy));
+        fa.check_consistency().unwrap();
+        assert_eq!(fa.isolate_free_block(Pfn::new(0x10), 9), Err(IsolateError::NotFree), "taken twice");
+        // Back in halves (a split isolated block), merging as a free does.
+        fa.putback_isolated(Pfn::new(0x11), 0);
+        fa.putback_isolated(Pfn::new(0x10), 0);
+        fa.putback_isolated(Pfn::new(0x21), 0);
+        assert_eq!(fa.nr_free_pages(), free);
+        fa.check_consistency().unwrap();
+        for pfn in held {
+            free_raw(fa, pfn, 0);
+        }
+        assert_eq!(free_counts(fa), start);
+        assert!(fa.has_free_block(MAX_ORDER) && !fa.has_free_block(MAX_ORDER + 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "free: double free of pfn 0x8")]
+    fn giving_back_a_block_not_isolated_panics() {
+        let fa = allocator(0, 64, &[(0, 64)]);
+        fa.putback_isolated(Pfn::new(8), 3);
     }
 
     /// Tracks who owns each frame and checks the allocator against it.

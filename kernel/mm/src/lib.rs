@@ -26,6 +26,7 @@
 //! | [`debug`] | the consistency checker: walks an address space's tables against its areas and the folio counts |
 //! | [`swap`] | swap areas: the mkswap header, slots and their counts, clusters, the swap cache |
 //! | [`pageout`] | `MADV_PAGEOUT`'s choice of folios; splitting the large folios a range cuts, never one reclaim holds (seed 002) |
+//! | [`compaction`] | rebuilding free 2 MiB blocks: the migrate and free scanners, suitability, kcompactd's wake-up, direct compaction for THP faults, counters and measures |
 //! | [`lru`] | the anonymous LRU lists (active, inactive) that reclaim scans for folios to swap out |
 //! | [`unmap`] | `try_to_unmap`: every mapping of a folio becomes a target's entry (swap now, migration next), wholly or not at all |
 //! | [`reclaim`] | the shrink step: which isolated folio is skipped, kept, activated, split, written, freed; the LRU scan; `MADV_PAGEOUT`'s hand-over |
@@ -57,6 +58,7 @@ extern crate std;
 pub mod addr;
 pub mod anon;
 pub mod bugs;
+pub mod compaction;
 pub mod debug;
 pub mod early;
 pub mod fail_alloc;

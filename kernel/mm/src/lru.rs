@@ -16,7 +16,7 @@
 //! | off the lists (new, or removed for freeing) | clear | clear | its references |
 //! | on the inactive list | set | clear | the lists |
 //! | on the active list | set | set | the lists |
-//! | isolated ([`LruLists::isolate`]) | clear | clear | reclaim, by the reference `isolate` took |
+//! | isolated ([`LruLists::isolate`], or one given folio by [`LruLists::isolate_folio`]) | clear | clear | reclaim or compaction, by the reference isolation took |
 //!
 //! ## The flag rule (seed 003, mm-reference §9)
 //!
@@ -72,6 +72,11 @@
 //!   chance on the active list instead), then for each isolated folio
 //!   either swaps it out or [`LruLists::putback`]s it, and drops the
 //!   reference `isolate` took.
+//!
+//! - Compaction's migrate scanner (`crate::compaction`), which finds folios
+//!   by PFN: [`LruLists::isolate_folio`] for each one it moves, then
+//!   [`LruLists::putback`] of the folio it moved (or of the source, when
+//!   the move failed) on the list it came from, and drops its reference.
 //!
 //! A folio must be off the lists (isolated, or never added) while it is
 //! split: a list element is a head, and its page count is its order.
@@ -346,6 +351,35 @@ impl LruLists {
         scan
     }
 
+    /// Isolates one given folio, wherever it is on the lists (compaction's
+    /// migrate scanner, which finds folios by PFN rather than by age):
+    /// when `folio` is a member with a reference count above 0, takes a
+    /// reference ([`Folio::try_get`]), clears `Lru` and `Active`, unlinks
+    /// it, and returns the list it was on, for [`LruLists::putback`].
+    /// `None` when it is on no list (isolated by someone else, never
+    /// added, freed) or being freed; nothing changes then.
+    ///
+    /// Precondition: none. `folio` may be a stale view found without a
+    /// reference ([`folio_of`] of a PFN): under the lock, `Lru` on its head
+    /// page means it is a member, whose order does not change while it is
+    /// one (a folio is split only off the lists).
+    pub fn isolate_folio(&self, folio: Folio<'_>) -> Option<LruList> {
+        debug_assert!(
+            core::ptr::eq(folio.memmap(), self.memmap),
+            "LruLists::isolate_folio: folio of another memmap"
+        );
+        let mut lists = self.lists.lock();
+        if !folio.test_flag(PageFlag::Lru) || !folio.try_get() {
+            return None;
+        }
+        let pfn = folio.pfn().as_u64();
+        let was_on = folio.test_and_clear_flag(PageFlag::Lru);
+        assert!(was_on, "LruLists::isolate_folio: member pfn {pfn:#x} lost Lru under the lock");
+        let which = LruList::of(folio.test_and_clear_flag(PageFlag::Active));
+        lists.unlink(self.memmap, pfn, folio.nr_pages() as u64, which);
+        Some(which)
+    }
+
     /// Puts an isolated folio back on the head of `list`, after reclaim
     /// decided to keep it: sets `Lru`, and sets or clears `Active` as
     /// `list` says. The caller then drops the reference it got from
@@ -614,6 +648,41 @@ mod tests {
             lru.add(f);
         }
         (lru, folios)
+    }
+
+    #[test]
+    fn isolate_folio_takes_one_member_from_either_list() {
+        let (lru, f) = lists_with_folios(4);
+        // f[1] from the middle of the inactive list; f[3] made active first.
+        lru.mark_accessed(f[3]);
+        lru.isolate(1); // the tail f[0] isolated; f[3] is not the tail
+        let scan = lru.isolate(4);
+        // Inactive tail to head was f[1], f[2], f[3]: f[3] referenced, rotated.
+        for g in scan.isolated {
+            lru.putback(g, LruList::Inactive);
+            assert!(!g.put());
+        }
+        assert_eq!(lru.list_of(f[3].pfn()), Some(LruList::Active));
+        let before = f[1].refcount();
+        assert_eq!(lru.isolate_folio(f[1]), Some(LruList::Inactive));
+        assert_eq!(f[1].refcount(), before + 1);
+        assert!(!f[1].test_flag(PageFlag::Lru));
+        lru.check().unwrap();
+        assert_eq!(lru.isolate_folio(f[1]), None, "isolated twice");
+        assert_eq!(lru.isolate_folio(f[3]), Some(LruList::Active));
+        assert!(!f[3].test_flag(PageFlag::Active));
+        assert_eq!(lru.counts().nr_active, 0);
+        lru.check().unwrap();
+        lru.putback(f[3], LruList::Active);
+        lru.putback(f[1], LruList::Inactive);
+        assert!(!f[1].put() && !f[3].put());
+        lru.check().unwrap();
+        // A member whose count reached 0 (being freed) is left in place.
+        assert!(f[2].put());
+        assert_eq!(lru.isolate_folio(f[2]), None);
+        assert_eq!(lru.list_of(f[2].pfn()), Some(LruList::Inactive));
+        assert!(lru.remove(f[2]));
+        lru.check().unwrap();
     }
 
     /// Links are crate-private: only a unit test can break one.
