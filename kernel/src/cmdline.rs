@@ -50,6 +50,12 @@ pub const BUG_SWITCHES: &[(&str, &str)] = &[
          swap-in of a slot one entry holds reads it without the HAS_CACHE claim, trusting the entry \
          recheck, which a reused slot fools (ABA)",
     ),
+    (
+        Bug::SplitPmdMigrationEntry.name(),
+        "seed 001: splitting a PMD reads its frame field for the huge-zero test before checking it is \
+         present, and clears a PMD migration entry as if nothing were behind it, so the migration's \
+         restore finds nothing and the huge page's data is lost",
+    ),
 ];
 
 /// Checks the values of the arguments the kernel interprets. The message

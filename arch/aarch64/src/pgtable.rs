@@ -368,6 +368,7 @@ fn decode_invalid(raw: u64, level: Level) -> Decoded {
 
 impl PageTableFormat for Aarch64Format {
     const NAME: &'static str = crate::NAME;
+    const PHYS_ADDR_BITS: u32 = PHYS_ADDR_BITS;
 
     fn decode(raw: u64, level: Level) -> Decoded {
         if raw & VALID == 0 {

@@ -275,6 +275,7 @@ fn decode_nonpresent(raw: u64, level: Level) -> Decoded {
 
 impl PageTableFormat for X86Format {
     const NAME: &'static str = crate::NAME;
+    const PHYS_ADDR_BITS: u32 = PHYS_ADDR_BITS;
 
     fn decode(raw: u64, level: Level) -> Decoded {
         if raw & P == 0 {

@@ -59,11 +59,23 @@ pub enum Bug {
     /// [`crate::pageout::split_cut_folio`] and
     /// [`crate::swap::swapin::get_swapped_folio`].
     PageoutSplitRace = 2,
+    /// Seed 001: splitting a PMD asks whether it maps the huge zero folio
+    /// by reading its frame field **before** asking whether it is present,
+    /// and does not think of a PMD migration entry: a non-present PMD is
+    /// cleared like the zero PMD ("the range refaults"), so the migration's
+    /// restore finds nothing and the THP's data is lost. See
+    /// [`crate::thp::split_huge_pmd`].
+    SplitPmdMigrationEntry = 3,
 }
 
 impl Bug {
     /// Every switch, in bit order.
-    pub const ALL: [Bug; 3] = [Bug::NonatomicFolioFlags, Bug::ForgetAnonExclusive, Bug::PageoutSplitRace];
+    pub const ALL: [Bug; 4] = [
+        Bug::NonatomicFolioFlags,
+        Bug::ForgetAnonExclusive,
+        Bug::PageoutSplitRace,
+        Bug::SplitPmdMigrationEntry,
+    ];
 
     /// The name used in `bug=<name>`.
     pub const fn name(self) -> &'static str {
@@ -71,6 +83,7 @@ impl Bug {
             Bug::NonatomicFolioFlags => "nonatomic-folio-flags",
             Bug::ForgetAnonExclusive => "forget-anon-exclusive",
             Bug::PageoutSplitRace => "pageout-split-race",
+            Bug::SplitPmdMigrationEntry => "split-pmd-migration-entry",
         }
     }
 
@@ -86,6 +99,10 @@ impl Bug {
             Bug::PageoutSplitRace => {
                 "MADV_PAGEOUT splits a large folio reclaim is swapping out whole, and swap-in reads a slot \
                  without claiming it, so a stale copy is mapped after the slot is reused (seed 002)"
+            }
+            Bug::SplitPmdMigrationEntry => {
+                "a PMD split tests huge-zero on the frame field before present and clears a PMD migration \
+                 entry, so the migration restores nothing and the data is lost (seed 001)"
             }
         }
     }

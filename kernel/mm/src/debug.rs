@@ -52,7 +52,30 @@
 //! the entries of the spaces that hold it (a slot belongs to one family).
 //! With [`Scope::complete`], also every used slot of every area: a count
 //! that no entry holds is a leak. Without [`Scope::swap`] any swap entry
-//! is an error; migration entries always are (nothing makes them yet).
+//! is an error.
+//!
+//! **Migration entries** (PTE or PMD; mm-reference §7 and
+//! [`crate::space`]'s "Migration entries"), each one reported as
+//! [`ConsistencyError::BadMigrationEntry`] with a [`MigrationProblem`]
+//! unless:
+//! 1. it lies inside one area (a PMD one wholly), and a `Write` one only
+//!    where the area allows writes (mprotect makes it `ReadExclusive`);
+//! 2. it names a page of a live anonymous folio whose mapping is one of
+//!    the family's handles and whose index puts that page at this address
+//!    (a PMD one: the head of an order-9 folio);
+//! 3. that folio is **locked**: an entry exists only while its migration
+//!    runs, so at a quiescent point none may exist at all;
+//! 4. the page it stands for (the head, for a PMD one) is not marked
+//!    `AnonExclusive`: the kind carries exclusivity while the entry stands,
+//!    and the restore sets the bit again (a `Read` entry restored over a
+//!    leftover bit would make a shared page exclusive);
+//! 5. a `Write` or `ReadExclusive` one is the only mapping or entry of its
+//!    page(s) in the family (fork turns both sides' into `Read`).
+//!
+//! An entry holds no mapcount and no reference: the folio counts above
+//! count present leaves only, so a folio whose mappings are all migration
+//! entries has mapcount 0, and its refcount (the migration's own
+//! reference) is nobody's leak.
 //!
 //! **At a quiescent point** ([`Scope::quiescent`]: no fault, reclaim, swap
 //! I/O or unmap in flight anywhere):
@@ -110,6 +133,7 @@ use crate::lru::LruLists;
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::SwapType;
 use crate::pgtable::{Decoded, Level, NonPresent, PageTable, PageTableFormat, Prot, SwapEntry, TableMemory};
+use crate::pgtable::{MigrationEntry, MigrationKind};
 use crate::swap::area::SwapArea;
 use crate::vma::{VmaProt, VmaSet};
 use alloc::vec::Vec;
@@ -130,6 +154,8 @@ pub struct Stats {
     pub nr_pud_leaves: u64,
     /// Swap entries (pages in swap).
     pub nr_swap_entries: u64,
+    /// Migration entries (a PMD one counts once).
+    pub nr_migration_entries: u64,
 }
 
 /// What the checker may look at beyond the spaces, and what the caller
@@ -174,6 +200,34 @@ pub enum FrameProblem {
     NotFolio,
 }
 
+/// Why a migration entry is not one a migration in flight may leave
+/// (the module doc's rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationProblem {
+    /// Not wholly inside one area, or above the PMD level.
+    OutsideArea,
+    /// A `Write` entry in an area that does not allow writes.
+    WriteInReadOnlyArea,
+    /// The frame named is not the page of a live folio.
+    NotFolioPage(FrameProblem),
+    /// A PMD entry that does not name the head of an order-9 folio (the
+    /// order of the folio it names).
+    NotWholeFolio { order: u8 },
+    /// The folio is not anonymous, or its mapping or index puts the page
+    /// elsewhere.
+    WrongMapping,
+    /// The folio is not locked: no migration of it is in flight.
+    Unlocked,
+    /// The page the entry stands for (the head, for a PMD entry) is still
+    /// marked `AnonExclusive`.
+    ExclusiveFlagLeft,
+    /// A migration entry at a quiescent point.
+    AtRest,
+    /// A `Write` or `ReadExclusive` entry whose page has `mappings`
+    /// mappings and entries in all, over the spaces checked.
+    SharedExclusive { mappings: u64 },
+}
+
 /// What the checker found wrong: a kernel bug in whatever last changed the
 /// table, the areas or the counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,9 +270,12 @@ pub enum ConsistencyError {
     Rmap { folio: Pfn, found: u64, mapped: u64 },
     /// The huge zero folio mapped other than read-only by a PMD leaf.
     HugeZeroMisused { va: VirtAddr, level: Level, writable: bool },
-    /// Swap entries where no swap is known, or migration entries, which
-    /// nothing makes yet; `first` is the lowest address holding one.
-    NonPresentEntries { nr_swap: u64, nr_migration: u64, first: VirtAddr },
+    /// Swap entries where no swap is known; `first` is the lowest address
+    /// holding one.
+    NonPresentEntries { nr_swap: u64, first: VirtAddr },
+    /// The migration entry at `va` naming the frame `pfn` breaks the rule
+    /// `why` says (module doc).
+    BadMigrationEntry { va: VirtAddr, level: Level, pfn: Pfn, why: MigrationProblem },
     /// A swap entry outside every area, or in a PMD (swap entries are made
     /// for PTEs only).
     MisplacedSwapEntry { va: VirtAddr, level: Level },
@@ -315,10 +372,12 @@ impl fmt::Display for ConsistencyError {
                 "{va}: the huge zero folio is mapped by a {level:?} leaf (writable: {writable}); \
                  only read-only PMD leaves may map it"
             ),
-            Self::NonPresentEntries { nr_swap, nr_migration, first } => write!(
-                f,
-                "{nr_swap} swap and {nr_migration} migration entries (first at {first}), none expected yet"
-            ),
+            Self::NonPresentEntries { nr_swap, first } => {
+                write!(f, "{nr_swap} swap entries (first at {first}) and no swap area known")
+            }
+            Self::BadMigrationEntry { va, level, pfn, why } => {
+                write!(f, "{va}: {level:?} migration entry of pfn {pfn:#x}: {why:?}")
+            }
             Self::MisplacedSwapEntry { va, level } => {
                 write!(f, "{va}: swap entry in a {level:?} entry or outside every area")
             }
@@ -498,7 +557,7 @@ pub fn check_spaces_in<F: PageTableFormat>(
     let mut stray: Option<SwapEntry> = None;
     for &(table, vmas) in spaces {
         let mut stats = Stats::default();
-        let (mut nr_swap, mut nr_migration, mut first_nonpresent) = (0u64, 0u64, None);
+        let (mut nr_swap, mut first_nonpresent) = (0u64, None);
         let own = anon_handle(table.root());
         let end = vmas.user_range().1.as_u64();
         walk::<F>(mem, table.root(), Level::Pgd, 0, end, &mut |va, level, entry, slot| {
@@ -516,11 +575,15 @@ pub fn check_spaces_in<F: PageTableFormat>(
                     stats.nr_swap_entries += 1;
                     return Ok(());
                 }
-                Decoded::NonPresent(np) => {
-                    match np {
-                        NonPresent::Swap { .. } => nr_swap += 1,
-                        NonPresent::Migration(_) => nr_migration += 1,
-                    }
+                Decoded::NonPresent(NonPresent::Migration(m)) => {
+                    let at = MigrationAt { va, level, entry: m };
+                    check_migration_entry(spaces, mem, vmas, memmap, handles, at, scope.quiescent)
+                        .map_err(|why| ConsistencyError::BadMigrationEntry { va, level, pfn: m.pfn, why })?;
+                    stats.nr_migration_entries += 1;
+                    return Ok(());
+                }
+                Decoded::NonPresent(NonPresent::Swap { .. }) => {
+                    nr_swap += 1;
                     first_nonpresent.get_or_insert(va);
                     return Ok(());
                 }
@@ -541,7 +604,7 @@ pub fn check_spaces_in<F: PageTableFormat>(
             Ok(())
         })?;
         if let Some(first) = first_nonpresent {
-            return Err(ConsistencyError::NonPresentEntries { nr_swap, nr_migration, first });
+            return Err(ConsistencyError::NonPresentEntries { nr_swap, first });
         }
         all_stats.push(stats);
     }
@@ -890,6 +953,86 @@ fn check_leaf(
         }
     }
     Ok(folio)
+}
+
+/// A migration entry the walk found: where, and what it says.
+#[derive(Clone, Copy)]
+struct MigrationAt {
+    va: VirtAddr,
+    level: Level,
+    entry: MigrationEntry,
+}
+
+/// The rules of one migration entry (module doc, "Migration entries"),
+/// in `vmas`' space among `spaces`: `Err` says which it breaks.
+#[allow(clippy::too_many_arguments)]
+fn check_migration_entry<F: PageTableFormat>(
+    spaces: &[(&PageTable<F>, &VmaSet)],
+    mem: &impl TableMemory,
+    vmas: &VmaSet,
+    memmap: &'static Memmap,
+    handles: &[AnonHandle],
+    at: MigrationAt,
+    quiescent: bool,
+) -> Result<(), MigrationProblem> {
+    let MigrationAt { va, level, entry } = at;
+    let nr_pages: u64 = match level {
+        Level::Pte => 1,
+        Level::Pmd => 512,
+        _ => return Err(MigrationProblem::OutsideArea),
+    };
+    let bytes = nr_pages * 4096;
+    let area = vmas
+        .find(va)
+        .filter(|a| va.as_u64() + bytes <= a.end.as_u64())
+        .ok_or(MigrationProblem::OutsideArea)?;
+    if entry.kind == MigrationKind::Write && !area.prot.write {
+        return Err(MigrationProblem::WriteInReadOnlyArea);
+    }
+    let Some(folio) = folio_of(memmap, entry.pfn) else {
+        return Err(MigrationProblem::NotFolioPage(frame_problem(memmap, entry.pfn)));
+    };
+    let i = folio.page_index_of(entry.pfn);
+    if level == Level::Pmd && (i != 0 || folio.order() != 9) {
+        return Err(MigrationProblem::NotWholeFolio { order: folio.order() });
+    }
+    let anon = folio.test_flag(PageFlag::SwapBacked) && !crate::thp::is_huge_zero_folio(&folio);
+    let belongs = folio.anon_handle().is_some_and(|h| handles.contains(&h))
+        && folio.index() + i as u64 == va.as_u64() >> 12;
+    if !anon || !belongs {
+        return Err(MigrationProblem::WrongMapping);
+    }
+    if quiescent {
+        return Err(MigrationProblem::AtRest);
+    }
+    if !folio.is_locked() {
+        return Err(MigrationProblem::Unlocked);
+    }
+    if folio.page(i).test_flag(PageFlag::AnonExclusive) {
+        return Err(MigrationProblem::ExclusiveFlagLeft);
+    }
+    if entry.kind != MigrationKind::Read {
+        // Every mapping or entry of these pages sits at this address in
+        // some space of the family (their index says where).
+        let (first, last) = (entry.pfn.as_u64(), entry.pfn.as_u64() + nr_pages);
+        let names = |pfn: Pfn, n: u64| pfn.as_u64() < last && pfn.as_u64() + n > first;
+        let end = VirtAddr::new(va.as_u64() + bytes);
+        let mut mappings = 0;
+        for &(table, _) in spaces {
+            table.visit(mem, va, end, &mut |_, l, e, _| {
+                let n = if l == Level::Pmd { 512 } else { 1 };
+                match e {
+                    Decoded::Leaf(leaf) if names(leaf.frame.pfn(), n) => mappings += 1,
+                    Decoded::NonPresent(NonPresent::Migration(m)) if names(m.pfn, n) => mappings += 1,
+                    _ => {}
+                }
+            });
+        }
+        if mappings != 1 {
+            return Err(MigrationProblem::SharedExclusive { mappings });
+        }
+    }
+    Ok(())
 }
 
 /// The counts and flags of the folio `folio`, mapped by `nr_pmds` PMDs and

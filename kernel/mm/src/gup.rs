@@ -25,6 +25,14 @@
 //! write-fault path), so the data written through it is never taken for
 //! clean.
 //!
+//! A **migration entry** at the address (PTE, or the PMD covering it)
+//! means the page is being moved: nothing can be held until the migration
+//! ends. [`get_user_page`] answers [`GupError::Migrating`] without
+//! touching anything; the caller drops the space's lock, waits for the
+//! folio the entry names to be unlocked (as the fault path does) and calls
+//! again, which then finds the page mapped again (or gone: the range was
+//! zapped meanwhile, and the fault path maps a new page as usual).
+//!
 //! ## Locks
 //!
 //! [`get_user_page`] runs under the space's lock (like the fault handler,
@@ -35,7 +43,9 @@ use crate::addr::{PhysAddr, VirtAddr};
 use crate::fault::{handle_fault, Access, FaultCause, FaultOutcome, FrameSource, MemFault};
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
-use crate::pgtable::{Decoded, PageTable, PageTableFormat, TableMemory, TlbHooks};
+use crate::pgtable::{
+    Decoded, MigrationEntry, NonPresent, PageTable, PageTableFormat, TableMemory, TlbHooks,
+};
 use crate::vma::VmaSet;
 
 /// The kind of hold (Linux's `FOLL_GET` / `FOLL_PIN`).
@@ -55,6 +65,9 @@ pub enum GupError {
     /// The entry there is not an anonymous folio page (or the fault path
     /// gave up after retries).
     NotHoldable { va: VirtAddr },
+    /// A migration entry covers `va` (module doc): wait for the folio it
+    /// names to be unlocked, without the space's lock, and try again.
+    Migrating { va: VirtAddr, entry: MigrationEntry },
 }
 
 /// Maps the page at `va` if needed (as a fault from user mode would), makes
@@ -108,6 +121,9 @@ pub fn get_user_page<F: PageTableFormat>(
                         return Ok(pa);
                     }
                 }
+            }
+            Decoded::NonPresent(NonPresent::Migration(entry)) => {
+                return Err(GupError::Migrating { va, entry })
             }
             _ => Some(if write { Access::Write } else { Access::Read }),
         };

@@ -4,13 +4,16 @@
 //! per run, with the level it sits at, its size, its permissions and state,
 //! and where it points. Consecutive 4 KiB leaves whose frames are contiguous
 //! and whose attributes match are folded into one line, so a 2 MiB region
-//! mapped with 512 PTEs reads as one line next to a PMD leaf.
+//! mapped with 512 PTEs reads as one line next to a PMD leaf; so are PTE
+//! migration entries of consecutive PFNs with the same kind, young and
+//! dirty (a split PMD migration entry reads as one line of 512).
 //!
 //! ```text
 //! 0x0000004000000000-0x0000004000200000 PMD 2M   x1   rw- k D A -> 0x40400000
 //! 0x0000004000200000-0x0000004000202000 PTE 4K   x2   r-x u - A -> 0x40612000
 //! 0x0000004000202000-0x0000004000203000 PTE 4K   x1   swap 1:0x2a exclusive
 //! 0x0000004000400000-0x0000004000600000 PMD 2M   x1   migration write pfn 0x40400 young
+//! 0x0000004000600000-0x0000004000800000 PTE 4K   x512 migration read pfn 0x40600 dirty
 //! ```
 //!
 //! Permissions read `rwx`; then `u` (user) or `k` (kernel), `g` when
@@ -49,7 +52,8 @@ fn size_name(level: Level) -> &'static str {
 }
 
 /// True when `next` continues `run`: same level and kind, adjacent, and
-/// for leaves the next frame with the same attributes.
+/// for leaves (and migration entries) the next frame with the same
+/// attributes.
 fn continues(run: &Run, va: u64, level: Level, next: &Decoded) -> bool {
     if run.level != level || run.end != va || level != Level::Pte {
         return false;
@@ -58,6 +62,10 @@ fn continues(run: &Run, va: u64, level: Level, next: &Decoded) -> bool {
         (Decoded::Leaf(a), Decoded::Leaf(b)) => {
             b.frame.as_u64() == a.frame.as_u64() + run.count * 4096
                 && (a.prot, a.dirty, a.young) == (b.prot, b.dirty, b.young)
+        }
+        (Decoded::NonPresent(NonPresent::Migration(a)), Decoded::NonPresent(NonPresent::Migration(b))) => {
+            b.pfn.as_u64() == a.pfn.as_u64() + run.count
+                && (a.kind, a.young, a.dirty) == (b.kind, b.young, b.dirty)
         }
         _ => false,
     }

@@ -32,6 +32,31 @@
 //!   the parent (a pinned huge folio is copied as 512 pages of 4 KiB when
 //!   no 2 MiB block is free). The huge zero folio is shared as it is.
 //!
+//! ## Migration entries
+//!
+//! A migration entry (PTE or PMD, [`NonPresent::Migration`]) stands for a
+//! mapping of a folio that is being migrated: the folio is locked by the
+//! migration, and the mapping's mapcount and reference were dropped when
+//! the entry was written, so **the entry holds no count** (mm-reference
+//! §7). The migration ends by restoring each entry it still finds, at the
+//! address the folio's index says, into a present mapping of the new folio,
+//! which takes one mapcount and one reference per entry restored (writable
+//! only for `Write`, `AnonExclusive` unless `Read`). So:
+//! - **zap** (munmap, `MADV_DONTNEED`, teardown) clears them and changes no
+//!   count; a PMD one cut by the range is split into 512 PTE ones first.
+//!   The restore then finds nothing there and maps nothing: the rule for
+//!   `mm::migrate` is *restore only what is still a migration entry naming
+//!   the folio; anything else (none, a new page faulted in since) is left
+//!   alone*, and a folio whose entries were all zapped is freed when the
+//!   migration drops its own reference;
+//! - **fork** copies them into the child, and a `Write` or
+//!   `ReadExclusive` entry becomes `Read` in both spaces (the page is
+//!   shared once restored, like any page fork shares); no count changes:
+//!   the restore finds both entries and counts each;
+//! - **mprotect** that takes write away turns a `Write` entry into
+//!   `ReadExclusive` (the page stays exclusive, as a write-protected
+//!   exclusive leaf does); nothing else about an entry changes.
+//!
 //! ## Locks
 //!
 //! The caller holds the lock of the space whose table changes (and for
@@ -44,10 +69,10 @@ use crate::fault::FrameSource;
 use crate::folio::AnonHandle;
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
-use crate::pgtable::SwapEntry;
 use crate::pgtable::{
     Decoded, Flush, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, PgError, Prot,
 };
+use crate::pgtable::{MigrationEntry, MigrationKind, SwapEntry};
 use crate::pgtable::{TableMemory, TlbHooks};
 use crate::thp::{is_huge_zero, remove_pmd_mapping, split_huge_pmd_if_cut, try_split_folio, HPAGE_NR};
 use alloc::collections::BTreeMap;
@@ -191,8 +216,9 @@ pub fn zap_range<F: PageTableFormat>(
 }
 
 /// Changes the rights of every present leaf in `[start, end)` to `prot`,
-/// except that a read-only leaf stays read-only (module doc). Returns the
-/// flush owed (rights taken away).
+/// except that a read-only leaf stays read-only, and without write turns
+/// `Write` migration entries into `ReadExclusive` ones (module doc).
+/// Returns the flush owed (rights taken away).
 pub fn protect_range<F: PageTableFormat>(
     table: &PageTable<F>,
     mem: &impl TableMemory,
@@ -205,11 +231,22 @@ pub fn protect_range<F: PageTableFormat>(
     split_huge_pmd_if_cut(table, mem, hooks, memmap, start)?;
     split_huge_pmd_if_cut(table, mem, hooks, memmap, end)?;
     let mut leaves = Vec::new();
-    table.visit(mem, start, end, &mut |va, level, entry, _| {
-        if let Decoded::Leaf(leaf) = entry {
-            leaves.push((va, level, leaf));
+    let mut writes = Vec::new();
+    table.visit(mem, start, end, &mut |va, level, entry, _| match entry {
+        Decoded::Leaf(leaf) => leaves.push((va, level, leaf)),
+        Decoded::NonPresent(NonPresent::Migration(m)) if m.kind == MigrationKind::Write => {
+            writes.push((va, level, m))
         }
+        _ => {}
     });
+    if !prot.writable {
+        // Module doc, "Migration entries": exclusive, no longer writable.
+        for (va, level, m) in writes {
+            let entry = NonPresent::Migration(MigrationEntry { kind: MigrationKind::ReadExclusive, ..m });
+            let (_, f) = table.set_nonpresent(mem, va, level, entry)?;
+            f.ignore(); // a migration entry is never cached by a TLB
+        }
+    }
     let mut flush = Flush::none(table.root());
     for (va, level, leaf) in leaves {
         let new = Leaf { prot: Prot { writable: prot.writable && leaf.prot.writable, ..prot }, ..leaf };
@@ -234,10 +271,10 @@ pub enum ForkError {
     SwapCount { va: VirtAddr },
 }
 
-/// Copies every present leaf and swap entry of `parent` in `[start, end)`
-/// into `child` for fork (module doc; a swap entry gains a slot count
-/// through [`FrameSource::swap_dup`] and loses its exclusive bit on both
-/// sides). On success returns the flush the parent owes
+/// Copies every present leaf, swap entry and migration entry of `parent`
+/// in `[start, end)` into `child` for fork (module doc; a swap entry gains
+/// a slot count through [`FrameSource::swap_dup`] and loses its exclusive
+/// bit on both sides; a migration entry becomes `Read` on both sides). On success returns the flush the parent owes
 /// (leaves made read-only), which must reach every CPU before the parent's
 /// lock is dropped. On error the parent is left as it was give or take
 /// write protection (flush `partial` all the same), and the child holds
@@ -256,13 +293,33 @@ pub fn fork_range<F: PageTableFormat>(
     let memmap = frames.memmap();
     let mut leaves = Vec::new();
     let mut swapped = Vec::new();
+    let mut migrating = Vec::new();
     parent.visit(mem, start, end, &mut |va, level, entry, _| match entry {
         Decoded::Leaf(leaf) => leaves.push((va, level, leaf)),
         Decoded::NonPresent(NonPresent::Swap { entry, exclusive }) => {
             swapped.push((va, level, entry, exclusive))
         }
+        Decoded::NonPresent(NonPresent::Migration(m)) => migrating.push((va, level, m)),
         _ => {}
     });
+    // Migration entries (module doc): copied, as `Read` on both sides when
+    // they were exclusive; they hold no count, so none changes.
+    for (va, level, m) in migrating {
+        let shared = MigrationEntry { kind: MigrationKind::Read, ..m };
+        let (_, f) = child.set_nonpresent(mem, va, level, NonPresent::Migration(shared)).map_err(
+            |error| match error {
+                PgError::OutOfMemory => ForkError::OutOfMemory { va },
+                error => ForkError::Table { va, error },
+            },
+        )?;
+        f.ignore(); // nothing was there
+        if m.kind != MigrationKind::Read {
+            let (_, f) = parent
+                .set_nonpresent(mem, va, level, NonPresent::Migration(shared))
+                .map_err(|error| ForkError::Table { va, error })?;
+            f.ignore(); // a migration entry is never cached by a TLB
+        }
+    }
     // Swap entries: both sides hold the slot now, so neither is exclusive
     // (seed 004: the bit is cleared in the parent, never copied).
     // The child's entry is written before the slot's count is raised, and

@@ -30,7 +30,16 @@
 //!   the entire mapcount −1, and the references +511 (each PTE holds one);
 //!   when the head was `AnonExclusive` every page becomes so;
 //! - a PMD migration or swap entry becomes 512 PTE entries of the same
-//!   kind (seed 001); no count changes: nothing is mapped.
+//!   kind (seed 001): a migration entry naming the head gives entries
+//!   naming `head + i` with its kind, young and dirty; no count changes:
+//!   nothing is mapped (a migration entry holds no count, see
+//!   [`crate::space`]'s "Migration entries").
+//!
+//! Every case is chosen on the decoded entry, present first; the huge-zero
+//! test ([`is_huge_zero`]) takes a present leaf. The bug-replay switch
+//! `split-pmd-migration-entry` puts seed 001's mistake back (the zero test
+//! on the raw frame field, and a PMD migration entry cleared as if nothing
+//! were behind it): [`split_huge_pmd`].
 //!
 //! ## Splitting a folio ([`try_split_folio`])
 //!
@@ -153,6 +162,11 @@ pub enum PmdSplit {
 /// Splits the 2 MiB entry covering `va`, if there is one, as the module
 /// doc says. The caller holds the space's lock; `hooks` flush every CPU
 /// (the break-before-make of a present leaf happens inside).
+///
+/// Present-ness first: the entry is decoded before anything is asked of
+/// it, so a migration entry is split as one (seed 001). With the
+/// bug-replay switch `split-pmd-migration-entry` on, the old mistake runs
+/// instead (`split_huge_pmd_mistaken`).
 pub fn split_huge_pmd<F: PageTableFormat>(
     table: &PageTable<F>,
     mem: &impl TableMemory,
@@ -161,6 +175,11 @@ pub fn split_huge_pmd<F: PageTableFormat>(
     va: VirtAddr,
 ) -> Result<PmdSplit, PgError> {
     let block = va.align_down(HPAGE_SIZE);
+    if crate::bugs::enabled(crate::bugs::Bug::SplitPmdMigrationEntry) {
+        if let Some(done) = split_huge_pmd_mistaken(table, mem, hooks, memmap, block) {
+            return done;
+        }
+    }
     match table.lookup(mem, block) {
         (Level::Pmd, Decoded::Leaf(leaf)) => {
             if is_huge_zero(memmap, &leaf) {
@@ -191,6 +210,61 @@ pub fn split_huge_pmd<F: PageTableFormat>(
         }
         _ => Ok(PmdSplit::NotHuge),
     }
+}
+
+/// Seed 001's mistake, taken only with `bug=split-pmd-migration-entry`
+/// ([`crate::bugs::Bug::SplitPmdMigrationEntry`]): the split of the huge
+/// entry at `block` that did not think of PMD migration entries.
+///
+/// 1. **huge-zero before present**: the zero test reads the PMD's frame
+///    field ([`is_huge_zero_unchecked`]) whatever the entry is, and clears
+///    a match as the zero PMD. On x86_64 a migration
+///    entry's frame field lies above 2^51 (the offset is stored inverted),
+///    so it can never match; on AArch64 it is the frame the entry names,
+///    so the test is only as safe as that frame (an entry naming the zero
+///    folio's frame is taken for the zero PMD);
+/// 2. **no migration case**: a non-present PMD is cleared as if nothing
+///    were behind it (the zero or file path: "the range refaults"). The
+///    migration entry is lost, the migration's restore finds nothing, and
+///    the THP's data with it: the next access maps zeros. (Linux then went
+///    on to use `pmd_page` of the entry, a crash: the replay stops at the
+///    lost entry so that a test can see it instead.)
+///
+/// Returns `None` for a present anon PMD or anything not huge, which the
+/// correct path splits as ever.
+fn split_huge_pmd_mistaken<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &Memmap,
+    block: VirtAddr,
+) -> Option<Result<PmdSplit, PgError>> {
+    let slot = table.walk(mem, block);
+    if slot.level != Level::Pmd {
+        return None;
+    }
+    let outcome = if is_huge_zero_unchecked::<F>(memmap, slot.raw) {
+        PmdSplit::ZeroCleared
+    } else if matches!(F::decode(slot.raw, Level::Pmd), Decoded::NonPresent(_)) {
+        PmdSplit::NonPresent
+    } else {
+        return None;
+    };
+    Some(table.clear(mem, block, Level::Pmd).map(|(_, flush)| {
+        flush.flush(hooks);
+        outcome
+    }))
+}
+
+/// The huge-zero test of seed 001's mistake (`split_huge_pmd_mistaken`):
+/// true when the frame field of the raw PMD `raw`, read without asking
+/// whether it is present, is the huge zero folio's. Public for the
+/// replay's host test, which checks on both formats which migration
+/// entries it can take for the zero PMD; correct code uses
+/// [`is_huge_zero`] on a decoded present leaf.
+pub fn is_huge_zero_unchecked<F: PageTableFormat>(memmap: &Memmap, raw: u64) -> bool {
+    let frame = F::frame_field_unchecked(raw, PageSize::Size2M);
+    folio_of(memmap, frame.pfn()).is_some_and(|f| f.pfn() == frame.pfn() && is_huge_zero_folio(&f))
 }
 
 /// Splits the 2 MiB entry covering `va` when `va` is not on a 2 MiB

@@ -18,7 +18,7 @@
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::anon::anon_handle;
-use mm::debug::{ConsistencyError, FrameProblem, Stats};
+use mm::debug::{ConsistencyError, FrameProblem, MigrationProblem, Stats};
 use mm::fault::{Access, FaultOutcome};
 use mm::frame::AllocKind;
 use mm::gup::Hold;
@@ -273,15 +273,23 @@ fn swap_and_migration_entries_are_counted_and_reported<F: HardwareWalker>() {
         .unwrap()
         .1
         .flush(&s.tlb);
+    // The migration entry names a frame outside the memmap.
     assert_eq!(
         check(&s),
-        Err(ConsistencyError::NonPresentEntries {
-            nr_swap: 2,
-            nr_migration: 1,
-            first: VirtAddr::new(AREA + 10 * 4096)
+        Err(ConsistencyError::BadMigrationEntry {
+            va: VirtAddr::new(AREA + 10 * 4096),
+            level: Level::Pte,
+            pfn: Pfn::new(0x1234),
+            why: MigrationProblem::NotFolioPage(FrameProblem::OutsideMemmap)
         })
     );
-    for p in 10..13 {
+    s.sp(0).table.clear(&s.mem, VirtAddr::new(AREA + 10 * 4096), Level::Pte).unwrap().1.flush(&s.tlb);
+    // No swap area is known.
+    assert_eq!(
+        check(&s),
+        Err(ConsistencyError::NonPresentEntries { nr_swap: 2, first: VirtAddr::new(AREA + 11 * 4096) })
+    );
+    for p in 11..13 {
         s.sp(0).table.clear(&s.mem, VirtAddr::new(AREA + p * 4096), Level::Pte).unwrap().1.flush(&s.tlb);
     }
     assert_eq!(check(&s), Ok(pages(8)));

@@ -30,7 +30,7 @@ use mm::Pfn;
 use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::anon::{anon_handle, remove_pte_mapping};
-use mm::debug::{ConsistencyError, Stats};
+use mm::debug::{ConsistencyError, MigrationProblem, Stats};
 use mm::fault::{Access, FaultOutcome, Refused};
 use mm::folio::{folio_of, Folio};
 use mm::page::PageFlag;
@@ -271,6 +271,7 @@ fn partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part<F: HardwareWa
             nr_pmd_leaves: 1,
             nr_pud_leaves: 0,
             nr_swap_entries: 0,
+            nr_migration_entries: 0,
         }
     );
     // A range across the boundary of the two blocks cuts both.
@@ -729,6 +730,8 @@ fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
     flush.flush(&w.tlb);
     let Decoded::Leaf(old) = old else { panic!("{old:?}") };
     assert_eq!(remove_pmd_mapping(w.memmap(), old.frame), f);
+    assert!(f.try_lock(), "a migration holds the folio lock");
+    f.clear_flag(PageFlag::AnonExclusive); // the entry's kind carries it
     let f_before = snapshot(&f);
     assert_eq!((f_before.refcount, f_before.entire), (1, 0));
     // Cut by a range: split_huge_pmd_if_cut.
@@ -760,10 +763,18 @@ fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
         };
         assert_eq!(w.lookup(0, AREA + 2 * HP + i * PAGE), (Level::Pte, Decoded::NonPresent(expected)));
     }
-    // The checker sees them all (nothing makes them yet).
+    // The checker: the entries made by hand at AREA name the huge zero
+    // folio, which no migration moves (it is not anonymous).
+    let bad = |at: u64, pfn, why| {
+        Err(ConsistencyError::BadMigrationEntry { va: va(at), level: Level::Pte, pfn, why })
+    };
+    assert_eq!(w.try_check_in(false), bad(AREA, zero.pfn(), MigrationProblem::WrongMapping));
+    for i in 0..HPAGE_NR as u64 {
+        w.sp(0).table.clear(&w.mem, va(AREA + i * PAGE), Level::Pte).unwrap().1.ignore();
+    }
     assert_eq!(
-        w.try_check(),
-        Err(ConsistencyError::NonPresentEntries { nr_swap: 512, nr_migration: 1024, first: va(AREA) })
+        w.try_check_in(false),
+        Err(ConsistencyError::NonPresentEntries { nr_swap: 512, first: va(AREA + 2 * HP) })
     );
     // mprotect and a partial MADV_DONTNEED leave them as they are / clear
     // the part; no count changes.
@@ -784,10 +795,11 @@ fn split_huge_pmd_of_migration_and_swap_entries<F: HardwareWalker>() {
     assert!(matches!(w.lookup(0, AREA + HP + 256 * PAGE), (Level::Pte, Decoded::NonPresent(_))));
     assert_eq!(snapshot(&f), f_before);
     assert_eq!(snapshot(&zero), zero_before);
-    // Migration over: drop the entries, then the reference.
+    // Migration over: drop the entries, then the lock and the reference.
     w.dontneed(0, AREA, 3 * HP);
-    assert_eq!(w.stats(0), Stats::default());
     assert_eq!(snapshot(&f), f_before);
+    f.unlock();
+    assert_eq!(w.stats(0), Stats::default());
     w.frames.put(f);
     w.finish();
 }

@@ -460,6 +460,11 @@ impl AddressSpace {
                     held.push(pa);
                     i += 1;
                 }
+                // Being migrated: let the migration finish (it holds the
+                // folio lock until every entry is restored), then try
+                // again. `mm::gup`'s module doc; the fault path's wait
+                // (`vm::migrate`) replaces this yield when it exists.
+                Err(mm::gup::GupError::Migrating { .. }) => sched::yield_now(),
                 // In swap: bring it back without the lock, then try again.
                 Err(mm::gup::GupError::Fault(FaultOutcome::NeedsSwapIn { page, entry })) => {
                     let access = if write { mm::fault::Access::Write } else { mm::fault::Access::Read };

@@ -492,6 +492,10 @@ pub trait PageTableFormat: 'static {
     /// For reports: `x86_64` or `aarch64`.
     const NAME: &'static str;
 
+    /// Physical address bits a leaf can hold (x86_64: 52; AArch64: 48): a
+    /// leaf of size `s` keeps its frame in `s.frame_mask(PHYS_ADDR_BITS)`.
+    const PHYS_ADDR_BITS: u32;
+
     /// True when a leaf may be placed at `level` (PTE, PMD and PUD on both).
     fn leaf_allowed(level: Level) -> bool {
         PageSize::at_level(level).is_some()
@@ -512,6 +516,18 @@ pub trait PageTableFormat: 'static {
 
     /// A swap or migration entry; the same encoding at PTE and PMD level.
     fn make_nonpresent(entry: &NonPresent) -> u64;
+
+    /// The frame field of `raw` read as if it were a present leaf of
+    /// `size`, whatever the entry is: Linux's `pmd_pfn` without its
+    /// `pmd_present` check. Nothing but the replay of that mistake may use
+    /// it (seed 001, [`crate::bugs::Bug::SplitPmdMigrationEntry`] in
+    /// [`crate::thp::split_huge_pmd`]): generic code decodes first. Of a
+    /// migration entry it gives, on x86_64, an address above 2^51 (the
+    /// inverted offset: never RAM), and on AArch64 exactly the frame the
+    /// entry names (the offset starts at bit 12, where the address does).
+    fn frame_field_unchecked(raw: u64, size: PageSize) -> PhysAddr {
+        PhysAddr::new(raw & size.frame_mask(Self::PHYS_ADDR_BITS))
+    }
 
     /// True when the entry at `level` is present to the hardware walker
     /// (a table or a leaf). Cheap; must agree with [`Self::decode`].
