@@ -164,7 +164,7 @@ pub fn host_test_commands() -> Vec<Vec<String>> {
         words("test"),
         words(
             "test -p mm --features shuttle --test races_folio_flags --test races_thp --test races_lru \
-         --test races_swap_claim --test races_swapin",
+         --test races_swap_claim --test races_swapin --test races_migrate",
         ),
     ]
 }
@@ -414,7 +414,7 @@ mod tests {
         let shown: Vec<String> = host_test_commands().iter().map(|c| c.join(" ")).collect();
         assert_eq!(
             shown,
-            ["test", "test -p mm --features shuttle --test races_folio_flags --test races_thp --test races_lru --test races_swap_claim --test races_swapin"]
+            ["test", "test -p mm --features shuttle --test races_folio_flags --test races_thp --test races_lru --test races_swap_claim --test races_swapin --test races_migrate"]
         );
     }
 

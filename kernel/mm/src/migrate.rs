@@ -99,20 +99,17 @@ pub trait MigrateHost {
     /// The TLB shootdown that reaches every CPU.
     type Tlb: TlbHooks;
 
-    /// Where page tables live.
-    fn mem(&self) -> &Self::Mem;
-    /// The shootdown.
-    fn tlb(&self) -> &Self::Tlb;
     /// The page descriptors.
     fn memmap(&self) -> &'static Memmap;
     /// The LRU lists (`None`: none, nothing is moved between them).
     fn lru(&self) -> Option<&LruLists>;
     /// Runs `f` over the tables of every live space that may map `folio`
-    /// (its fork family), with all their locks held (root order).
+    /// (its fork family), with all their locks held (root order), and
+    /// where those tables live and the shootdown that reaches every CPU.
     fn with_family_locked<R>(
         &self,
         folio: &Folio<'static>,
-        f: impl FnOnce(&[&PageTable<Self::Format>]) -> R,
+        f: impl FnOnce(&[&PageTable<Self::Format>], &Self::Mem, &Self::Tlb) -> R,
     ) -> R;
     /// Runs `f` on the swap area of type `ty`; `None` when it is not on.
     fn with_swap_area<R>(&self, ty: SwapType, f: impl FnOnce(&SwapArea) -> R) -> Option<R>;
@@ -239,8 +236,7 @@ pub fn migrate_folio<H: MigrateHost>(
         }
     };
     // Step 3.
-    let (mem, tlb) = (host.mem(), host.tlb());
-    let unmapped = host.with_family_locked(&src, |tables| {
+    let unmapped = host.with_family_locked(&src, |tables, mem, tlb| {
         let mut prots = BTreeMap::new();
         for table in tables {
             rmap_walk(&src, &[*table], mem, &mut |m| {
@@ -274,7 +270,7 @@ pub fn migrate_folio<H: MigrateHost>(
         None
     };
     if let Some(why) = why {
-        host.with_family_locked(&src, |tables| restore(tables, mem, &src, &src, &prots));
+        host.with_family_locked(&src, |tables, mem, _| restore(tables, mem, &src, &src, &prots));
         put_back(src);
         return refused(host, dst, why);
     }
@@ -307,7 +303,7 @@ pub fn migrate_folio<H: MigrateHost>(
         src.clear_flag(flag);
     }
     // Step 7 (the source's index still says where its entries are).
-    host.with_family_locked(&new, |tables| restore(tables, mem, &src, &new, &prots));
+    host.with_family_locked(&new, |tables, mem, _| restore(tables, mem, &src, &new, &prots));
     src.set_mapping(crate::folio::FolioMapping::None, 0);
     // Step 8.
     put_back(new);
@@ -380,6 +376,28 @@ fn restore<F: PageTableFormat>(
         }
     }
     restored
+}
+
+/// For a fault that met a migration entry at `va`
+/// ([`crate::fault::FaultOutcome::MigrationWait`]), under the lock of the
+/// space of `table`: the head PFN of the folio being migrated, while the
+/// entry covering `va` is still a migration entry and that folio still
+/// locked; `None` once the access should be retried. The caller sleeps
+/// while it says `Some` (woken by [`MigrateHost::migration_done`]). The
+/// space's lock keeps the named folio from being freed meanwhile: the
+/// migration needs that lock to replace the entry before it frees it.
+pub fn migration_in_progress<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    memmap: &Memmap,
+    va: VirtAddr,
+) -> Option<Pfn> {
+    match table.lookup(mem, va) {
+        (_, Decoded::NonPresent(NonPresent::Migration(m))) => {
+            crate::folio::folio_of(memmap, m.pfn).filter(|f| f.is_locked()).map(|f| f.pfn())
+        }
+        _ => None,
+    }
 }
 
 /// What [`migrate_or_split`] did.
@@ -530,8 +548,8 @@ fn put<H: MigrateHost>(host: &H, folio: Folio<'static>) {
 /// ([`thp::split_isolated_folio`]). Returns the other pieces still mapped,
 /// each with a reference.
 fn split<H: MigrateHost>(host: &H, folio: Folio<'static>) -> Result<Vec<Folio<'static>>, SplitRefused> {
-    let (mem, tlb, memmap) = (host.mem(), host.tlb(), host.memmap());
-    host.with_family_locked(&folio, |tables| {
+    let memmap = host.memmap();
+    host.with_family_locked(&folio, |tables, mem, tlb| {
         let mut mapping = tables.iter().filter(|t| rmap_walk(&folio, &[**t], mem, &mut |_| {}) > 0);
         let (Some(table), None) = (mapping.next(), mapping.next()) else {
             return Err(SplitRefused::MappedElsewhere);

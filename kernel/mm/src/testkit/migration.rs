@@ -31,21 +31,19 @@ impl<F: HardwareWalker> MigrateHost for World<F> {
     type Mem = SimMemory;
     type Tlb = SoftTlb<F>;
 
-    fn mem(&self) -> &SimMemory {
-        &self.mem
-    }
-    fn tlb(&self) -> &SoftTlb<F> {
-        &self.tlb
-    }
     fn memmap(&self) -> &'static Memmap {
         self.frames.memmap()
     }
     fn lru(&self) -> Option<&LruLists> {
         self.frames.lru_lists()
     }
-    fn with_family_locked<R>(&self, _: &Folio<'static>, f: impl FnOnce(&[&PageTable<F>]) -> R) -> R {
+    fn with_family_locked<R>(
+        &self,
+        _: &Folio<'static>,
+        f: impl FnOnce(&[&PageTable<F>], &SimMemory, &SoftTlb<F>) -> R,
+    ) -> R {
         let tables: Vec<&PageTable<F>> = self.visible().into_iter().map(|s| &self.sp(s).table).collect();
-        f(&tables)
+        f(&tables, &self.mem, &self.tlb)
     }
     fn with_swap_area<R>(&self, ty: SwapType, f: impl FnOnce(&SwapArea) -> R) -> Option<R> {
         self.frames.swap_area().filter(|a| a.ty() == ty).map(f)
