@@ -427,10 +427,12 @@ pub fn migrate_or_split<H: MigrateHost>(
 ) -> (Migrated, Option<MigrateError>) {
     let mut done = Migrated::default();
     if let Some(dst) = alloc(folio.order()) {
-        return (done, finish(host, folio, move_one(host, folio, Some(dst), &mut done)));
+        let err = finish(host, folio, move_one(host, folio, Some(dst), &mut done));
+        return (done, err);
     }
     if !folio.is_large() {
-        return (done, finish(host, folio, move_one(host, folio, None, &mut done)));
+        let err = finish(host, folio, move_one(host, folio, None, &mut done));
+        return (done, err);
     }
     // Off the lists while it changes shape (`crate::lru`); the pieces go
     // back on after.
@@ -441,7 +443,8 @@ pub fn migrate_or_split<H: MigrateHost>(
             if listed {
                 host.lru().expect("listed").putback(folio, LruList::Inactive);
             }
-            return (done, finish(host, folio, move_one(host, folio, None, &mut done)));
+            let err = finish(host, folio, move_one(host, folio, None, &mut done));
+            return (done, err);
         }
     };
     done.split = true;

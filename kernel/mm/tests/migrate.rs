@@ -310,7 +310,26 @@ fn thp_without_a_huge_destination_is_split_and_moved<F: HardwareWalker>() {
     });
 }
 
+/// With a destination of its order, the policy moves the folio whole and
+/// counts it.
+fn migrate_or_split_moves_whole_when_it_can<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 1, 1);
+        let old = w.thp(0, AREA + HP, 2).pfn();
+        let (done, err) = w.migrate_or_split(0, AREA, 9);
+        assert_eq!((done.nr_moved, done.nr_pages, done.nr_failed, done.split, err), (1, 1, 0, false, None));
+        let (done, err) = w.migrate_or_split(0, AREA + HP, 9);
+        assert_eq!((done.nr_moved, done.nr_pages, done.nr_failed, done.split, err), (1, 512, 0, false, None));
+        assert_ne!(w.folio_at(0, AREA + HP).pfn(), old);
+        assert_eq!(w.leaf(0, AREA + HP).0, Level::Pmd);
+        w.expect_page(0, AREA, 1);
+        w.expect_page(0, AREA + HP + 3 * PAGE, 2);
+        w.check();
+    });
+}
+
 mm::for_both_formats!(
+    migrate_or_split_moves_whole_when_it_can,
     small_page_moves_with_its_bytes,
     pmd_mapped_thp_stays_a_pmd_leaf,
     pte_mapped_thp_moves_page_by_page,

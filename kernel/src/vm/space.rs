@@ -467,6 +467,10 @@ impl AddressSpace {
                         error = Some(format!("get_user_pages: {va}: {e}"));
                     }
                 }
+                // Being migrated: wait for the migration, then try again.
+                Err(mm::gup::GupError::Fault(FaultOutcome::MigrationWait { page, .. })) => {
+                    crate::vm::migrate::wait(self, page);
+                }
                 Err(e) => error = Some(format!("get_user_pages: {va}: {e:?}")),
             }
         }
