@@ -50,6 +50,11 @@ pub const BUG_SWITCHES: &[(&str, &str)] = &[
          swap-in of a slot one entry holds reads it without the HAS_CACHE claim, trusting the entry \
          recheck, which a reused slot fools (ABA)",
     ),
+    (
+        Bug::SwapcacheTailEntries.name(),
+        "seed 000: each page of a swap-cache folio keeps its own swap entry, and migrating the folio \
+         records the head page's only, so after a split the tail pages name no slot of their own",
+    ),
 ];
 
 /// Checks the values of the arguments the kernel interprets. The message

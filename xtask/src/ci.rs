@@ -377,6 +377,8 @@ mod tests {
                 "bug replay forget-anon-exclusive aarch64 smp 4",
                 "bug replay pageout-split-race x86_64 smp 4",
                 "bug replay pageout-split-race aarch64 smp 4",
+                "bug replay swapcache-tail-entries x86_64 smp 4",
+                "bug replay swapcache-tail-entries aarch64 smp 4",
                 "bug replay forget-anon-exclusive (stress) x86_64 smp 4",
                 "bug replay forget-anon-exclusive (stress) aarch64 smp 4",
             ]
@@ -405,6 +407,7 @@ mod tests {
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[1]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[2]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[3]),
+                Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[4]),
             ]
         );
     }

@@ -186,7 +186,11 @@ impl Prots {
 /// Records the swap entry of a swap-cache folio on the migration
 /// destination `dst` (locked, not visible to anyone yet): one entry, on
 /// the head, as for every folio ([`Folio::set_swap_entry`]); page `i`'s is
-/// the head's plus `i`.
+/// the head's plus `i`, so nothing else needs moving. With the bug-replay
+/// switch [`crate::bugs::Bug::SwapcacheTailEntries`] on, the pages also
+/// keep records of their own (the old per-page design), which this does
+/// not carry over: seed 000's mistake, the tails of the new folio carry
+/// no entry once it is split.
 pub fn record_swap_entry(src: &Folio<'_>, dst: &Folio<'_>) {
     let first = src.swap_entry().expect("record_swap_entry: a swap-cache folio has an entry");
     dst.set_swap_entry(first);
@@ -416,10 +420,11 @@ pub struct Migrated {
 /// The migration policy for one folio (locked by the caller, which holds
 /// one reference; both are consumed): a destination of its order from
 /// `alloc` and [`migrate_folio`]; for a huge folio that gets none, split it
-/// (mapped by one space only, not pinned, not in the swap cache, else it
-/// stays where it is) and migrate each still-mapped piece to an order-0
-/// destination. Pieces and folios that could not move stay where they
-/// are, on the lists. Returns what moved, and the last refusal.
+/// (mapped by one space only and not pinned, else it stays where it is; a
+/// swap-cache folio's pieces keep their slots, seed 000) and migrate each
+/// still-mapped piece to an order-0 destination. Pieces and folios that
+/// could not move stay where they are, on the lists. Returns what moved,
+/// and the last refusal.
 pub fn migrate_or_split<H: MigrateHost>(
     host: &H,
     folio: Folio<'static>,
@@ -448,8 +453,10 @@ pub fn migrate_or_split<H: MigrateHost>(
         }
     };
     done.split = true;
+    // Mapped pieces, and pieces in the swap cache, go back on the lists.
     let relist = |f: Folio<'static>| {
-        if let (true, Some(lru)) = (f.total_mapcount() > 0, host.lru()) {
+        let wanted = f.total_mapcount() > 0 || f.test_flag(PageFlag::SwapCache);
+        if let (true, Some(lru)) = (wanted, host.lru()) {
             lru.putback(f, LruList::Inactive);
         }
     };
@@ -468,6 +475,7 @@ pub fn migrate_or_split<H: MigrateHost>(
         if f.total_mapcount() == 0 {
             // Nobody maps it any more: nothing to move.
             f.unlock();
+            relist(f);
             put(host, f);
             continue;
         }
@@ -548,15 +556,26 @@ fn put<H: MigrateHost>(host: &H, folio: Folio<'static>) {
 
 /// Splits the locked huge `folio` (off the lists, the caller's reference)
 /// under its family's locks, when one space alone maps it
-/// ([`thp::split_isolated_folio`]). Returns the other pieces still mapped,
-/// each with a reference.
+/// ([`thp::split_isolated_folio`]; for a folio in the swap cache
+/// [`thp::split_isolated_cache_folio`], every piece keeping its slot).
+/// Returns the other pieces still mapped or cached, each with a reference.
 fn split<H: MigrateHost>(host: &H, folio: Folio<'static>) -> Result<Vec<Folio<'static>>, SplitRefused> {
     let memmap = host.memmap();
+    let cache_type =
+        folio.test_flag(PageFlag::SwapCache).then(|| folio.swap_entry()).flatten().map(|e| e.ty());
     host.with_family_locked(&folio, |tables, mem, tlb| {
         let mut mapping = tables.iter().filter(|t| rmap_walk(&folio, &[**t], mem, &mut |_| {}) > 0);
         let (Some(table), None) = (mapping.next(), mapping.next()) else {
             return Err(SplitRefused::MappedElsewhere);
         };
-        thp::split_isolated_folio(table, mem, tlb, memmap, folio, &mut |f| host.free(f))
+        let free = &mut |f| host.free(f);
+        match cache_type {
+            None => thp::split_isolated_folio(table, mem, tlb, memmap, folio, free),
+            Some(ty) => host
+                .with_swap_area(ty, |area| {
+                    thp::split_isolated_cache_folio(table, mem, tlb, memmap, folio, area, free)
+                })
+                .unwrap_or(Err(SplitRefused::InSwapCache)),
+        }
     })
 }

@@ -2,7 +2,10 @@
 //! on the real MMU: a THP migrated again and again while tasks on every
 //! CPU read and write it (no write lost, still one PMD leaf after each);
 //! the small pages of a fork family migrated (every member maps the new
-//! frames, copy on write still separates them).
+//! frames, copy on write still separates them); seed 000's path: a THP in
+//! the swap cache migrated, then split by a migration with no 2 MiB
+//! destination, a piece freed, the rest swapped back in (the test the
+//! replay `swapcache-tail-entries` must fail).
 
 use crate::memory;
 use crate::task::sched;
@@ -22,7 +25,8 @@ use mm::{PhysAddr, VirtAddr};
 
 pub(crate) const TESTS: &[Test] = register!["migrate":
     thp_moves_while_every_cpu_reads_and_writes_it,
-    small_pages_of_a_fork_family_move];
+    small_pages_of_a_fork_family_move,
+    swap_cache_thp_migrated_split_freed_and_swapped_in];
 
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
 const HUGE: u64 = mm::thp::HPAGE_SIZE;
@@ -206,5 +210,79 @@ fn small_pages_of_a_fork_family_move(_: &TestEnv<'_>) -> Result<(), String> {
         return Err(format!("the child sees the parent's write: {child_sees}"));
     }
     check(&parent, "after copy on write")?;
+    Ok(())
+}
+
+/// Seed 000's path. A THP paged out, its swap entries copied by fork, read
+/// back by the parent: a whole THP in the swap cache, mapped by the
+/// parent, its slots held by the child's entries. Migrated whole (still in
+/// the cache, every slot naming the new folio), then migrated with order-0
+/// destinations only: split in the cache, each piece must name its own
+/// slot (`first + i`; with `bug=swapcache-tail-entries` the tails carry no
+/// entry, and this fails). Then a piece nobody needs any more is freed
+/// with its slot only, and both spaces read every other page back.
+fn swap_cache_thp_migrated_split_freed_and_swapped_in(_: &TestEnv<'_>) -> Result<(), String> {
+    use crate::demo::{check_pattern, write_pattern};
+    if crate::vm::swap::alloc_area().is_none() {
+        return Err(String::from("no swap area: attach a swap disk (xtask does unless --swap 0)"));
+    }
+    let memmap = memory::frame_allocator().memmap();
+    let parent = AddressSpace::new()?;
+    let base = parent.mmap(HUGE, HUGE, RW).map_err(|e| format!("mmap: {e:?}"))?;
+    parent.madvise(base, HUGE, Advice::HugePage).map_err(|e| format!("madvise: {e:?}"))?;
+    let base = base.as_u64();
+    write_pattern(&parent, base, 0..512, 0x000)?;
+    pmd_frame(&parent, base, "after the fill")?;
+    parent.madvise(VirtAddr::new(base), HUGE, Advice::PageOut).map_err(|e| format!("pageout: {e:?}"))?;
+    let child = parent.fork()?;
+    check_pattern(&parent, base, 0..512, 0x000)??;
+    let (pfn, order, cached) = parent.folio_at(VirtAddr::new(base))?;
+    if (order, cached) != (9, true) {
+        return Err(format!("read back as order {order}, in the swap cache: {cached} (want a cached THP)"));
+    }
+    let first = mm::folio::folio_of(memmap, pfn).and_then(|f| f.swap_entry()).ok_or("no swap entry")?;
+    // Whole, to a 2 MiB block.
+    let done = parent.migrate_range(VirtAddr::new(base), HUGE, Dest::Any)?;
+    let (now, order, cached) = parent.folio_at(VirtAddr::new(base))?;
+    if done.nr_moved != 1 || now == pfn || (order, cached) != (9, true) {
+        return Err(format!("whole: {done:?}, now {now:?} order {order} cached {cached}"));
+    }
+    // Split, and the pieces moved one by one.
+    let done = parent.migrate_range(VirtAddr::new(base), HUGE, Dest::Pages)?;
+    for p in 0..512u64 {
+        let (piece, order, cached) = parent.folio_at(VirtAddr::new(base + p * 4096))?;
+        let entry = mm::folio::folio_of(memmap, piece).and_then(|f| f.swap_entry());
+        if order != 0 || !cached || entry != Some(first.plus(p)) {
+            return Err(format!(
+                "after the split, page {p} carries a wrong tail entry: {entry:?}, not {:?} (order {order}, \
+                 in the swap cache: {cached}; {done:?})",
+                first.plus(p)
+            ));
+        }
+    }
+    if done.nr_split != 1 || done.nr_moved != 512 {
+        return Err(format!("split: {done:?}"));
+    }
+    check(&parent, "after the split")?;
+    // Page 7 leaves both spaces: its piece and its slot go, nothing else.
+    let area = crate::vm::swap::area(first.ty()).ok_or("the area is gone")?;
+    for space in [&parent, &child] {
+        space.munmap(VirtAddr::new(base + 7 * 4096), 4096).map_err(|e| format!("munmap: {e:?}"))?;
+    }
+    crate::vm::reclaim::drain_deferred();
+    if area.area.has_cache(first.plus(7)) || area.area.count(first.plus(7)) != 0 {
+        return Err(String::from("page 7's slot is still used after both spaces unmapped it"));
+    }
+    for p in [6u64, 8] {
+        if !area.area.has_cache(first.plus(p)) {
+            return Err(format!("freeing page 7 dropped page {p}'s swap-cache slot"));
+        }
+    }
+    // The rest back in, in both spaces, from the cache.
+    for space in [&child, &parent] {
+        check_pattern(space, base, 0..7, 0x000)??;
+        check_pattern(space, base, 8..512, 0x000)??;
+    }
+    check(&parent, "after swapping back in")?;
     Ok(())
 }

@@ -66,13 +66,17 @@ use mm::{Pfn, PhysAddr, VirtAddr, PAGE_SIZE};
 pub enum Dest {
     /// Any free block of the folio's order (NUMA nodes choose later).
     Any,
+    /// Order-0 blocks only: a huge folio is split and its pages moved one
+    /// by one, as when no 2 MiB block is free (seed 000's path).
+    Pages,
 }
 
 impl Dest {
     /// A destination of `order`, or `None` when no block is free.
     fn alloc(self, order: u8) -> Option<UnpublishedFolio<'static>> {
         match self {
-            Dest::Any => crate::sync::without_interrupts(|| {
+            Dest::Pages if order > 0 => None,
+            Dest::Any | Dest::Pages => crate::sync::without_interrupts(|| {
                 frame_allocator().alloc_folio(order, AllocKind::Normal).ok()
             }),
         }
