@@ -171,15 +171,24 @@ impl fmt::Display for MigrateError {
 struct Prots(BTreeMap<(u64, u64), Prot>);
 
 impl Prots {
-    /// The protection of the mapping at `va` of the space rooted at
-    /// `root`; for a space forked during the migration (whose entries
-    /// fork copied), that of the same address in another member: fork
-    /// copies the areas.
-    fn of(&self, root: PhysAddr, va: VirtAddr) -> Option<Prot> {
+    /// The protection for restoring the entry at `va` of the space rooted
+    /// at `root`: that mapping's; else that of the PMD mapping around it
+    /// in the same space (a PMD entry split into PTE entries meanwhile);
+    /// else the same address in another member (a space forked during the
+    /// migration, whose entries fork copied: fork copies the areas too);
+    /// else any mapping of the folio (they all lie in one area's range).
+    fn of(&self, root: PhysAddr, va: VirtAddr) -> Prot {
+        let (root, va) = (root.as_u64(), va.as_u64());
+        let block = va & !(thp::HPAGE_SIZE - 1);
+        let same_va = |v: u64| self.0.iter().find(move |((_, w), _)| *w == v).map(|(_, p)| p);
         self.0
-            .get(&(root.as_u64(), va.as_u64()))
-            .or_else(|| self.0.iter().find(|((_, v), _)| *v == va.as_u64()).map(|(_, p)| p))
+            .get(&(root, va))
+            .or_else(|| self.0.get(&(root, block)))
+            .or_else(|| same_va(va))
+            .or_else(|| same_va(block))
+            .or_else(|| self.0.values().next())
             .copied()
+            .unwrap_or(Prot { writable: false, user: true, executable: false, global: false })
     }
 }
 
@@ -355,7 +364,7 @@ fn restore<F: PageTableFormat>(
             }
         });
         for (va, level, i, m) in found {
-            let prot = prots.of(table.root(), va).expect("restore: a migration entry step 3 did not write");
+            let prot = prots.of(table.root(), va);
             let size = PageSize::at_level(level).expect("restore: a migration entry at a leaf level");
             let leaf = Leaf {
                 frame: new.pfn().plus(i as u64).phys(),
