@@ -48,7 +48,7 @@
 //!
 //! The destination comes back with the caller's reference (moved over
 //! from the source), unlocked. On any refusal the source is as it was
-//! (mapped, listed, its references), unlocked, with the caller's
+//! (mapped, listed, its references), still locked, with the caller's
 //! reference still held; the destination is freed.
 //!
 //! [`migrate_or_split`] is the policy for a huge folio with no 2 MiB
@@ -120,8 +120,8 @@ pub trait MigrateHost {
     fn copy_frames(&self, dst: PhysAddr, src: PhysAddr, nr: usize);
     /// Gives back a folio whose last reference is gone.
     fn free(&self, folio: Folio<'static>);
-    /// The migration of the folio with head `old` is over (its entries are
-    /// gone and it is unlocked): wake the faults that wait on it.
+    /// The migration of the folio with head `old` is over or was given up
+    /// (its entries are gone): wake the faults that wait on it.
     fn migration_done(&self, old: Pfn);
 }
 
@@ -208,7 +208,7 @@ pub fn record_swap_entry(src: &Folio<'_>, dst: &Folio<'_>) {
 /// Moves the locked anonymous folio `src` (the caller holds one reference)
 /// to `dst`, a block of the same order the caller allocated, as the module
 /// doc says. Returns the new folio, unlocked, holding the caller's
-/// reference; on a refusal the source is as it was but unlocked (the
+/// reference; on a refusal the source is as it was, still locked (the
 /// caller still holds its reference) and `dst` is freed.
 pub fn migrate_folio<H: MigrateHost>(
     host: &H,
@@ -220,7 +220,7 @@ pub fn migrate_folio<H: MigrateHost>(
     // Step 1.
     let refused = |host: &H, dst: UnpublishedFolio<'static>, why| {
         discard(host, dst);
-        src.unlock();
+        // Faults that met an entry of a migration given up retry now.
         host.migration_done(src.pfn());
         Err(why)
     };
@@ -526,8 +526,8 @@ fn finish<H: MigrateHost>(
 
 /// [`migrate_folio`] of the locked `f` to `dst`, or a refusal for want of
 /// one; counts the outcome in `done`. On success returns the new folio
-/// with the caller's reference; on a refusal `f` is unlocked and the
-/// caller still holds its reference.
+/// with the caller's reference; on a refusal `f` is unlocked (here) and
+/// the caller still holds its reference.
 fn move_one<H: MigrateHost>(
     host: &H,
     f: Folio<'static>,
@@ -537,12 +537,11 @@ fn move_one<H: MigrateHost>(
     let nr = f.nr_pages();
     let result = match dst {
         Some(dst) => migrate_folio(host, f, dst),
-        None => {
-            f.unlock();
-            host.migration_done(f.pfn());
-            Err(MigrateError::NoMemory)
-        }
+        None => Err(MigrateError::NoMemory),
     };
+    if result.is_err() {
+        f.unlock();
+    }
     match result {
         Ok(new) => {
             done.nr_moved += 1;

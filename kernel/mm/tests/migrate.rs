@@ -247,6 +247,18 @@ fn pinned_or_referenced_folio_is_refused_and_left_intact<F: HardwareWalker>() {
             assert!(!f.is_locked());
             w.unhold(pa, hold);
         }
+        // Called directly: a refusal leaves the source locked, as given.
+        let pa = w.hold(0, AREA, true, Hold::Get);
+        let f = w.folio_at(0, AREA);
+        f.get();
+        f.lock();
+        let dst = w.frames.alloc_unpublished(0).unwrap();
+        let got = mm::migrate::migrate_folio(&*w, f, dst);
+        assert!(matches!(got, Err(MigrateError::Referenced { .. })));
+        assert!(f.is_locked(), "the caller unlocks after a refusal");
+        f.unlock();
+        w.frames.put(f);
+        w.unhold(pa, Hold::Get);
         assert_eq!(w.folio_at(0, AREA + HP), thp);
         w.expect_page(0, AREA, 1);
         w.expect_page(0, AREA + HP, 2);

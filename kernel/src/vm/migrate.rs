@@ -27,7 +27,7 @@
 //! is lost: the waiter is on its queue before it looks
 //! (`crate::task::wait`), and migration wakes the queue
 //! ([`MigrateHost::migration_done`]) only after the entries are replaced
-//! and the folio unlocked. No spinning with interrupts off: the wait
+//! (by the new mappings, or the old ones when it backs off). No spinning with interrupts off: the wait
 //! sleeps, with no lock held. The space's lock keeps the named folio from
 //! being freed while the waiter looks (migration needs that lock to
 //! replace the entry first), so the waiter needs no reference.

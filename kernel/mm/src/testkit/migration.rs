@@ -80,6 +80,7 @@ impl<F: HardwareWalker> World<F> {
                 Ok(new)
             }
             Err(e) => {
+                folio.unlock();
                 self.frames.put(folio);
                 Err(e)
             }
