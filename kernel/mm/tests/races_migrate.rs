@@ -1,5 +1,9 @@
 //! Migration under a concurrency checker: a task writing a page (small,
-//! or a THP mapped by a PMD) while another CPU migrates it. The writer's
+//! or a THP mapped by a PMD) while another CPU migrates it; and a device
+//! taking a `FOLL_GET` reference on the page and writing through it while
+//! the page migrates (the freeze must make migration back off while the
+//! reference is held, so the device's write lands in the page the task
+//! sees whatever the order). The writer's
 //! fault on a migration entry waits until the migration is over
 //! (`mm::migrate::migration_in_progress`, which the kernel's wait in
 //! `kernel/src/vm/migrate.rs` polls under the space's lock) and retries;
@@ -28,8 +32,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use arch_x86_64::pgtable::X86Format;
 use mm::fault::{Access, FaultOutcome};
 use mm::folio::{folio_of, Folio};
+use mm::gup::{get_user_page, release, GupError, Hold};
 use mm::lru::LruLists;
-use mm::migrate::{migrate_folio, migration_in_progress, MigrateHost};
+use mm::migrate::{migrate_folio, migration_in_progress, MigrateError, MigrateHost};
 use mm::page::Memmap;
 use mm::pgtable::sim::{SimMemory, SoftTlb};
 use mm::pgtable::{Decoded, Level, PageTable, SwapType};
@@ -176,6 +181,104 @@ fn race(huge: bool) {
     }
     space.check();
     space.finish();
+}
+
+/// Executions in which the migration backed off for the device's
+/// reference, and in which it moved the page.
+static BACKED_OFF: AtomicUsize = AtomicUsize::new(0);
+static MOVED: AtomicUsize = AtomicUsize::new(0);
+
+/// The device: a `FOLL_GET` write reference on the page at `at` (through
+/// GUP under the lock, waiting like a fault when it meets a migration
+/// entry), a write of `value` into word 0 through it without the lock,
+/// then the reference dropped.
+fn device_writes(space: &'static Space, at: u64, value: u64) {
+    while !STARTED.load(Ordering::Relaxed) {
+        shuttle::thread::yield_now();
+    }
+    let pa = loop {
+        let got = space.locked(|g| {
+            get_user_page(
+                &g.table,
+                &g.vmas,
+                &g.mem,
+                &space.frames,
+                &g.tlb,
+                VirtAddr::new(at),
+                true,
+                Hold::Get,
+            )
+        });
+        match got {
+            Ok(pa) => break pa,
+            Err(GupError::Fault(FaultOutcome::MigrationWait { page, .. })) => {
+                while space
+                    .locked(|g| migration_in_progress(&g.table, &g.mem, space.memmap(), page))
+                    .is_some()
+                {
+                    shuttle::thread::yield_now();
+                }
+            }
+            Err(e) => panic!("GUP: {e:?}"),
+        }
+    };
+    space.frames.write_u64(pa, value);
+    if let Some(folio) = release(space.memmap(), pa, Hold::Get) {
+        space.frames.free(folio);
+    }
+}
+
+/// A migration racing a device's write through a plain reference and the
+/// task's own write: both writes are in the page the table maps after,
+/// whether the migration moved it or backed off.
+fn race_with_a_reference() {
+    let frames = SimFrames::new(BASE_PFN, NR_FRAMES);
+    let space = SharedSpace::<X86Format>::new(frames, &[(AREA, 4096)]);
+    space.locked(|g| g.vmas.advise_thp(VirtAddr::new(AREA), 4096, mm::vma::ThpMode::Never).unwrap());
+    assert!(!matches!(space.fault(AREA, Access::Write), FaultOutcome::Refused(_)));
+    STARTED.store(false, Ordering::Relaxed);
+    let device = shuttle::thread::spawn(move || device_writes(space, AREA, 0xd00d));
+    let writer = shuttle::thread::spawn(move || write_words(space, AREA + 8));
+    let migrator = shuttle::thread::spawn(move || {
+        let pa = space.translate(AREA).expect("mapped before the race");
+        let folio = folio_of(space.memmap(), pa.pfn()).unwrap();
+        folio.get();
+        folio.lock();
+        STARTED.store(true, Ordering::Relaxed);
+        let dst = space.frames.alloc_unpublished(0).expect("a destination");
+        match migrate_folio(&Host(space), folio, dst) {
+            Ok(new) => {
+                MOVED.fetch_add(1, Ordering::Relaxed);
+                assert!(!new.put());
+            }
+            Err(MigrateError::Referenced { .. }) => {
+                BACKED_OFF.fetch_add(1, Ordering::Relaxed);
+                folio.unlock();
+                assert!(!folio.put());
+            }
+            Err(e) => panic!("migration refused: {e}"),
+        }
+    });
+    device.join().unwrap();
+    writer.join().unwrap();
+    migrator.join().unwrap();
+    let pa = space.translate(AREA).expect("mapped after the race");
+    assert_eq!(space.frames.read_u64(pa), 0xd00d, "the device's write is lost");
+    for w in 0..NR_WRITES {
+        let got = space.frames.read_u64(PhysAddr::new(pa.as_u64() + 8 + 8 * w));
+        assert_eq!(got, w + 1, "the task's word {w} is lost");
+    }
+    space.check();
+    space.finish();
+}
+
+#[test]
+fn a_device_reference_makes_migration_back_off_and_loses_no_write() {
+    BACKED_OFF.store(0, Ordering::Relaxed);
+    MOVED.store(0, Ordering::Relaxed);
+    run("reference", SEED + 2, ITERATIONS, race_with_a_reference);
+    let (backed_off, moved) = (BACKED_OFF.load(Ordering::Relaxed), MOVED.load(Ordering::Relaxed));
+    assert!(backed_off > 0 && moved > 0, "both outcomes: {backed_off} backed off, {moved} moved");
 }
 
 #[test]
