@@ -56,6 +56,11 @@ pub const BUG_SWITCHES: &[(&str, &str)] = &[
          present, and clears a PMD migration entry as if nothing were behind it, so the migration's \
          restore finds nothing and the huge page's data is lost",
     ),
+    (
+        Bug::SwapcacheTailEntries.name(),
+        "seed 000: each page of a swap-cache folio keeps its own swap entry, and migrating the folio \
+         records the head page's only, so after a split the tail pages name no slot of their own",
+    ),
 ];
 
 /// Checks the values of the arguments the kernel interprets. The message

@@ -317,6 +317,12 @@ pub const BUG_REPLAYS: &[BugReplay] = &[
         expect: "lost write",
         stress_secs: 20,
     },
+    BugReplay {
+        bug: "swapcache-tail-entries",
+        test: "migrate::swap_cache_thp_migrated_split_freed_and_swapped_in",
+        expect: "wrong tail entry",
+        stress_secs: 10,
+    },
     // The randomised mm stress must catch a broken mechanism on its own,
     // with its default seed (docs/src/stress.md, "What it catches").
     BugReplay {

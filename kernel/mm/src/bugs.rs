@@ -59,21 +59,30 @@ pub enum Bug {
     /// [`crate::pageout::split_cut_folio`] and
     /// [`crate::swap::swapin::get_swapped_folio`].
     PageoutSplitRace = 2,
+    /// Seed 000: each page of a swap-cache folio records its own swap
+    /// entry (the design before Linux 6.6), and migrating such a folio
+    /// records the entry of the head page only, so after a later split the
+    /// tail pages carry wrong entries (none here) and a freed or
+    /// swapped-in tail no longer names its own slot. See
+    /// [`crate::folio::Folio::bug_replay_record_tail_entries`] and
+    /// [`crate::migrate::record_swap_entry`].
+    SwapcacheTailEntries = 3,
     /// Seed 001: splitting a PMD asks whether it maps the huge zero folio
     /// by reading its frame field **before** asking whether it is present,
     /// and does not think of a PMD migration entry: a non-present PMD is
     /// cleared like the zero PMD ("the range refaults"), so the migration's
     /// restore finds nothing and the THP's data is lost. See
     /// [`crate::thp::split_huge_pmd`].
-    SplitPmdMigrationEntry = 3,
+    SplitPmdMigrationEntry = 4,
 }
 
 impl Bug {
     /// Every switch, in bit order.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::NonatomicFolioFlags,
         Bug::ForgetAnonExclusive,
         Bug::PageoutSplitRace,
+        Bug::SwapcacheTailEntries,
         Bug::SplitPmdMigrationEntry,
     ];
 
@@ -83,6 +92,7 @@ impl Bug {
             Bug::NonatomicFolioFlags => "nonatomic-folio-flags",
             Bug::ForgetAnonExclusive => "forget-anon-exclusive",
             Bug::PageoutSplitRace => "pageout-split-race",
+            Bug::SwapcacheTailEntries => "swapcache-tail-entries",
             Bug::SplitPmdMigrationEntry => "split-pmd-migration-entry",
         }
     }
@@ -99,6 +109,10 @@ impl Bug {
             Bug::PageoutSplitRace => {
                 "MADV_PAGEOUT splits a large folio reclaim is swapping out whole, and swap-in reads a slot \
                  without claiming it, so a stale copy is mapped after the slot is reused (seed 002)"
+            }
+            Bug::SwapcacheTailEntries => {
+                "pages of a swap-cache folio keep their own swap entries and migration records the head's \
+                 only, so after a split the tails name the wrong slots (seed 000)"
             }
             Bug::SplitPmdMigrationEntry => {
                 "a PMD split tests huge-zero on the frame field before present and clears a PMD migration \

@@ -154,6 +154,11 @@ pub enum FaultOutcome {
     /// The page is in swap: the caller drops the lock, brings it back
     /// ([`crate::swap::swapin`]) and maps it under the lock again.
     NeedsSwapIn { page: VirtAddr, entry: SwapEntry },
+    /// A migration entry (PTE or PMD) names the frame `pfn`, whose folio is
+    /// being migrated ([`crate::migrate`]): the caller drops the lock,
+    /// sleeps until that migration is over (the folio named by the entry
+    /// is unlocked, the entry gone) and retries the access.
+    MigrationWait { page: VirtAddr, pfn: crate::Pfn },
 }
 
 /// Handles a fault at `fault.addr` in the address space whose tables are
@@ -172,7 +177,9 @@ pub enum FaultOutcome {
 ///   and [`huge_wp_fault`].
 /// - A swap entry in a PTE: [`FaultOutcome::NeedsSwapIn`] (the caller
 ///   sleeps for the disk without the lock: [`crate::swap::swapin`]).
-///   Migration entries are not made yet (refused).
+/// - A migration entry in a PTE or a PMD: [`FaultOutcome::MigrationWait`]
+///   (the caller sleeps until the migration is over, without the lock,
+///   and retries).
 ///
 /// The caller holds the address space's lock (areas and tables do not
 /// change under us). `hooks` must reach every CPU that may hold a
@@ -276,6 +283,9 @@ pub fn handle_fault<F: PageTableFormat>(
         }
         Decoded::NonPresent(NonPresent::Swap { entry, .. }) if level == Level::Pte => {
             FaultOutcome::NeedsSwapIn { page, entry }
+        }
+        Decoded::NonPresent(NonPresent::Migration(m)) if matches!(level, Level::Pte | Level::Pmd) => {
+            FaultOutcome::MigrationWait { page, pfn: m.pfn }
         }
         Decoded::NonPresent(_) | Decoded::Table(_) | Decoded::Bad(_) => {
             FaultOutcome::Refused(Refused::Unsupported)

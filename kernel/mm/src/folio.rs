@@ -487,9 +487,11 @@ impl<'a> Folio<'a> {
     /// ([`Folio::try_freeze`]) and whose lock it holds, into `nr_pages`
     /// order-0 folios. Page `i` becomes a folio head with the folio-wide
     /// flags of the old head (`SwapBacked`, `Dirty`, `Uptodate`,
-    /// `Referenced`, `Active`), its own `AnonExclusive`, the mapping, the
-    /// index `index + i`, the swap entry `swap + i` (when the folio had
-    /// one), its own PTE mapcount, and `refs(i)` references (`refs` is
+    /// `Referenced`, `Active`, `SwapCache`), its own `AnonExclusive`, the
+    /// mapping, the index `index + i`, the swap entry `swap + i` (when the
+    /// folio had one; with [`crate::bugs::Bug::SwapcacheTailEntries`] on,
+    /// the page's own record instead, see [`Folio::bug_replay_record_tail_entries`]),
+    /// its own PTE mapcount, and `refs(i)` references (`refs` is
     /// called while the folio is still whole, so it may read its pages'
     /// counts). The old head keeps the lock; the new folios are unlocked.
     ///
@@ -511,13 +513,18 @@ impl<'a> Folio<'a> {
         assert_eq!(self.pincount(), 0, "split_frozen: pfn {pfn:#x} is pinned");
         assert!(self.is_locked(), "split_frozen: pfn {pfn:#x} is not locked");
         let nr = self.nr_pages();
-        const FOLIO_WIDE: [PageFlag; 5] = [
+        const FOLIO_WIDE: [PageFlag; 6] = [
             PageFlag::SwapBacked,
             PageFlag::Dirty,
             PageFlag::Uptodate,
             PageFlag::Referenced,
             PageFlag::Active,
+            PageFlag::SwapCache,
         ];
+        // Bug replay (seed 000): a swap-cache folio's tails keep the
+        // records `bug_replay_record_tail_entries` gave them.
+        let per_page_records = crate::bugs::enabled(crate::bugs::Bug::SwapcacheTailEntries)
+            && self.test_flag(PageFlag::SwapCache);
         let folio_wide = FOLIO_WIDE.iter().filter(|f| self.test_flag(**f)).fold(0u64, |m, f| m | f.mask());
         let (mapping, index, swap) =
             (self.mapping().to_raw(), self.index(), self.swap_entry().map(SwapEntry::to_raw));
@@ -527,7 +534,11 @@ impl<'a> Folio<'a> {
                 (old & PageFlag::AnonExclusive.mask()) | folio_wide | PageFlag::Head.mask()
             });
             page.index.store(index + i as u64, Ordering::Relaxed);
-            page.swap.store(swap.map_or(0, |s| s + i as u64), Ordering::Relaxed);
+            if !per_page_records {
+                page.swap.store(swap.map_or(0, |s| s + i as u64), Ordering::Relaxed);
+            }
+            // Bug replay (seed 000): the tail keeps its own record, which
+            // a migration in between did not carry over.
             page.mapping.store(mapping, Ordering::Relaxed);
         }
         // `refs` and `self.page(i)` are used while the head still has its
@@ -548,6 +559,24 @@ impl<'a> Folio<'a> {
 
     pub(crate) fn memmap(&self) -> &'a Memmap {
         self.memmap
+    }
+
+    /// **Bug replay only** ([`crate::bugs::Bug::SwapcacheTailEntries`],
+    /// seed 000): gives every tail page a record of its own swap entry
+    /// (the folio's first plus `i`), the per-page design Linux had until
+    /// 6.6; [`Folio::split_frozen`] then hands each tail its own record
+    /// instead of computing it from the head's. Only the switch's path of
+    /// `crate::swap::cache::add_to_swap` calls it. Migration
+    /// (`crate::migrate`) records the head's entry only, as this kernel's
+    /// design has one entry per folio: with the per-page records that is
+    /// the historical mistake, and the tails of a migrated folio carry no
+    /// entry after a split. Requires the folio lock.
+    pub(crate) fn bug_replay_record_tail_entries(&self) {
+        debug_assert!(self.test_flag(PageFlag::Locked), "bug_replay_record_tail_entries: folio not locked");
+        let Some(first) = self.swap_entry() else { return };
+        for i in 1..self.nr_pages() {
+            self.page(i).swap.store(first.plus(i as u64).to_raw(), Ordering::Release);
+        }
     }
 
     /// **Bug replay only** ([`crate::bugs::Bug::NonatomicFolioFlags`], seed

@@ -132,7 +132,10 @@ pub fn get_user_page<F: PageTableFormat>(
             let outcome = handle_fault(table, vmas, mem, frames, hooks, &fault, true);
             if matches!(
                 outcome,
-                FaultOutcome::Refused(_) | FaultOutcome::OutOfMemory | FaultOutcome::NeedsSwapIn { .. }
+                FaultOutcome::Refused(_)
+                    | FaultOutcome::OutOfMemory
+                    | FaultOutcome::NeedsSwapIn { .. }
+                    | FaultOutcome::MigrationWait { .. }
             ) {
                 return Err(GupError::Fault(outcome));
             }

@@ -29,7 +29,8 @@
 //! | [`pageout`] | `MADV_PAGEOUT`'s choice of folios; splitting the large folios a range cuts, never one reclaim holds (seed 002) |
 //! | [`compaction`] | rebuilding free 2 MiB blocks: the migrate and free scanners, suitability, kcompactd's wake-up, direct compaction for THP faults, counters and measures |
 //! | [`lru`] | the anonymous LRU lists (active, inactive) that reclaim scans for folios to swap out |
-//! | [`unmap`] | `try_to_unmap`: every mapping of a folio becomes a target's entry (swap now, migration next), wholly or not at all |
+//! | [`unmap`] | `try_to_unmap`: every mapping of a folio becomes a target's entry (swap, migration), wholly or not at all |
+//! | [`migrate`] | folio migration: unmap to migration entries, freeze, copy, move the metadata and swap-cache slots, restore; split-then-migrate for a huge folio with no 2 MiB destination |
 //! | [`reclaim`] | the shrink step: which isolated folio is skipped, kept, activated, split, written, freed; the LRU scan; `MADV_PAGEOUT`'s hand-over |
 //! | [`swapoff`] | swapoff's walk: every entry of an area brought back, the cache emptied, the area checked empty |
 //! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
@@ -69,6 +70,7 @@ pub mod frame;
 pub mod gup;
 pub mod lru;
 pub mod memmap;
+pub mod migrate;
 pub mod numa;
 pub mod page;
 pub mod pageout;

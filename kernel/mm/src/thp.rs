@@ -53,7 +53,12 @@
 //! shared with a fork child is left whole: its other mappings could go
 //! away under us, and reaching them would need the other spaces' locks).
 //! A count that does not match (a `FOLL_GET` reference, a pin) makes the
-//! split fail and leaves everything as it was.
+//! split fail and leaves everything as it was. A folio in the swap cache
+//! is split only by migration ([`split_isolated_cache_folio`], which knows
+//! its area): the cache's reference on each page is counted in the
+//! freeze, every slot is made to name its own page while the count is
+//! frozen ([`SwapArea::cache_split`]), and each piece keeps `SwapCache`
+//! and the entry of its page (the folio's first plus `i`, seed 000).
 //!
 //! ## Locks
 //!
@@ -70,6 +75,7 @@ use crate::frame::{AllocError, AllocKind, FrameAllocator};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{Decoded, Leaf, Level, PageSize, PageTable, PageTableFormat, PgError};
 use crate::pgtable::{TableMemory, TlbHooks};
+use crate::swap::area::SwapArea;
 
 /// The order of a huge folio (2 MiB of 4 KiB pages).
 pub const HPAGE_ORDER: u8 = 9;
@@ -323,7 +329,7 @@ pub fn try_split_folio<F: PageTableFormat>(
     // Off the LRU lists while it changes shape; the pieces go back after.
     let lru = crate::lru::registered();
     let was_listed = lru.is_some_and(|l| l.remove(folio));
-    let result = split_locked(folio, &held, free, was_listed, false);
+    let result = split_locked(folio, &held, free, was_listed, false, None);
     if result.is_err() && was_listed {
         lru.expect("listed").putback(folio, crate::lru::LruList::Inactive);
     }
@@ -352,16 +358,48 @@ pub fn split_isolated_folio<F: PageTableFormat>(
     folio: Folio<'static>,
     free: &mut dyn FnMut(Folio<'static>),
 ) -> Result<alloc::vec::Vec<Folio<'static>>, SplitRefused> {
+    split_isolated(table, mem, hooks, memmap, folio, None, free)
+}
+
+/// [`split_isolated_folio`] for a folio that may be in the swap cache of
+/// `area` (migration's split, `crate::migrate`): each piece keeps its page's
+/// slot, swap entry (the folio's first plus `i`) and one cache reference,
+/// and the cache names each piece for its own slot
+/// ([`SwapArea::cache_split`]); a swap-cache folio splits only to order 0
+/// (mm-reference §4). Every other piece is returned (mapped or only
+/// cached), with a reference.
+pub fn split_isolated_cache_folio<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &Memmap,
+    folio: Folio<'static>,
+    area: &SwapArea,
+    free: &mut dyn FnMut(Folio<'static>),
+) -> Result<alloc::vec::Vec<Folio<'static>>, SplitRefused> {
+    split_isolated(table, mem, hooks, memmap, folio, Some(area), free)
+}
+
+/// [`split_isolated_folio`] and [`split_isolated_cache_folio`].
+fn split_isolated<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    hooks: &impl TlbHooks,
+    memmap: &Memmap,
+    folio: Folio<'static>,
+    cache: Option<&SwapArea>,
+    free: &mut dyn FnMut(Folio<'static>),
+) -> Result<alloc::vec::Vec<Folio<'static>>, SplitRefused> {
     debug_assert!(folio.is_locked(), "split_isolated_folio: pfn {:#x} not locked", folio.pfn());
     if !folio.is_large() {
         return Err(SplitRefused::Small);
     }
-    if folio.test_flag(PageFlag::SwapCache) {
+    if folio.test_flag(PageFlag::SwapCache) && cache.is_none() {
         return Err(SplitRefused::InSwapCache);
     }
     split_pmd_mapping(table, mem, hooks, memmap, &folio)?;
     check_splittable(table, mem, &folio)?;
-    let pieces = split_locked(folio, &|i| (i == 0) as i32, free, false, true)?;
+    let pieces = split_locked(folio, &|i| (i == 0) as i32, free, false, true, cache)?;
     Ok(pieces)
 }
 
@@ -430,36 +468,46 @@ fn check_splittable<F: PageTableFormat>(
 
 /// The split itself, for a folio the caller has locked and checked
 /// ([`check_splittable`], under the table's lock): refuses a swap-cache
-/// folio, freezes at mappings + `held`, splits, and puts the mapped pieces
-/// on the LRU lists when `relist`. When `take`, returns the pieces other
-/// than page 0 that are still mapped, each with a new reference (else
-/// nothing). The folio lock stays with the caller, and so does page 0 if
-/// it ends with no reference (it must be unlocked before it is freed).
+/// folio unless `cache` is its area, freezes at mappings + `held` (+ the
+/// cache's references), splits (a cache folio's slots first, while frozen),
+/// and puts the mapped pieces on the LRU lists when `relist`. When `take`,
+/// returns the pieces other than page 0 that are still mapped or cached,
+/// each with a new reference (else nothing). The folio lock stays with the
+/// caller, and so does page 0 if it ends with no reference (it must be
+/// unlocked before it is freed).
 fn split_locked(
     folio: Folio<'static>,
     held: &dyn Fn(usize) -> i32,
     free: &mut dyn FnMut(Folio<'static>),
     relist: bool,
     take: bool,
+    cache: Option<&SwapArea>,
 ) -> Result<alloc::vec::Vec<Folio<'static>>, SplitRefused> {
-    if folio.test_flag(PageFlag::SwapCache) {
+    let cached = match (folio.test_flag(PageFlag::SwapCache), cache) {
+        (false, _) => None,
+        (true, Some(area)) => Some((area, folio.swap_entry().expect("a swap-cache folio has an entry"))),
         // Its slots point at the head as one folio (`crate::swap`).
-        return Err(SplitRefused::InSwapCache);
-    }
-    let expected: i32 = folio.total_mapcount() + (0..folio.nr_pages()).map(held).sum::<i32>();
+        (true, None) => return Err(SplitRefused::InSwapCache),
+    };
+    let per_page = cached.is_some() as i32; // the cache's reference on each page
+    let nr = folio.nr_pages();
+    let expected: i32 = folio.total_mapcount() + (0..nr).map(held).sum::<i32>() + per_page * nr as i32;
     if !folio.try_freeze(expected) {
         return Err(SplitRefused::Referenced);
     }
-    let nr = folio.nr_pages();
+    if let Some((area, first)) = cached {
+        area.cache_split(first, nr as u64, folio.pfn())
+            .unwrap_or_else(|e| panic!("split: folio {:#x} at {first:?}: {e}", folio.pfn()));
+    }
     let memmap = folio.memmap();
-    folio.split_frozen(|i| folio.page_mapcount(i) + held(i));
+    folio.split_frozen(|i| folio.page_mapcount(i) + held(i) + per_page);
     let lru = crate::lru::registered();
     let mut pieces = alloc::vec::Vec::new();
     for i in 0..nr {
         let page =
             folio_of(memmap, folio.pfn().plus(i as u64)).expect("split_frozen made every page a folio");
         page.clear_flag(PageFlag::Active);
-        if page.total_mapcount() > 0 {
+        if page.total_mapcount() > 0 || (per_page > 0 && i > 0 && take) {
             if relist {
                 lru.expect("relist only when the folio was listed").add(page);
             } else if take && i > 0 {

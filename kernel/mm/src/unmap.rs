@@ -1,27 +1,35 @@
 //! `try_to_unmap`: replacing every mapping of a folio, found through the
 //! reverse map ([`crate::rmap`]), by a non-present entry that says where
-//! the folio went: the swap entry of its slot (swap-out, today) or, with
-//! the next issue, a migration entry naming it while it moves.
+//! the folio went: the swap entry of its slot (swap-out) or a migration
+//! entry naming it while it moves ([`crate::migrate`]).
 //!
 //! ## The protocol (mm-reference §6, §8)
 //!
 //! [`try_to_unmap`] does, for a locked folio over the tables of every space
 //! that may map it:
 //! 1. **prepare** the [`Target`]: what it needs of the folio (swap: the
-//!    folio is in the swap cache; its first entry `e`);
+//!    folio is in the swap cache; its first entry `e`; migration: nothing);
 //! 2. **refuse** when the folio may be pinned ([`Folio::maybe_pinned`]): the
 //!    pin's owner must keep seeing the page the task sees;
 //! 3. **walk** the reverse map once and let the target refuse before
 //!    anything changes (swap: a slot would exceed [`MAX_SWAP_COUNT`]
-//!    holders);
+//!    holders; migration refuses nothing);
 //! 4. **PMD mappings**: the target decides. Swap splits each into 512 PTEs
 //!    ([`split_huge_pmd`], the folio stays whole) and goes on with those;
-//!    a migration target will replace the PMD by one PMD migration entry
-//!    instead (issue 14), which is why this step is per target;
+//!    migration replaces the PMD by **one** PMD migration entry (the folio
+//!    loses the entire mapcount, the head its `AnonExclusive`);
 //! 5. **PTE mappings**: each becomes the target's entry for its page `i`
 //!    (swap: `e + i`, whose slot gains one count, with the exclusive bit
-//!    = the page's [`PageFlag::AnonExclusive`], seed 004); the page loses
+//!    = the page's [`PageFlag::AnonExclusive`], seed 004; migration: a
+//!    migration entry naming page `i`'s frame); the page loses
 //!    `AnonExclusive` (the entry carries it now) and one mapcount.
+//!
+//! A migration entry's kind says what the mapping was ([`migration_kind`],
+//! mm-reference §7): `Write` when it was writable, `ReadExclusive` when
+//! read-only but anon-exclusive, `Read` otherwise (shared, e.g. with a
+//! fork relative); young and dirty are kept in the entry. The entry holds
+//! no mapcount and no reference: the migration that made it holds the
+//! folio locked and referenced until every entry is replaced again.
 //!
 //! The caller then runs the returned flushes and only after them drops
 //! one folio reference per replaced mapping ([`Unmapped::refs`]): until
@@ -47,7 +55,8 @@
 //! checked before the first entry changes. Only a PMD split can fail after
 //! that (no memory for a page table), and it fails before any PTE is
 //! replaced; PMDs it split already stay split (the folio is still wholly
-//! mapped, by PTEs).
+//! mapped, by PTEs). The migration target splits nothing and allocates
+//! nothing, so once its checks pass it cannot fail at all.
 //!
 //! Pins: `get_user_pages` takes the space's lock too, so with every family
 //! lock held no pin can appear during the call, and one check of
@@ -66,7 +75,8 @@ use crate::bugs::{self, Bug};
 use crate::folio::Folio;
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{
-    Flush, Level, NonPresent, PageTable, PageTableFormat, PgError, SwapEntry, TableMemory, TlbHooks,
+    Flush, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageTable, PageTableFormat, PgError,
+    SwapEntry, TableMemory, TlbHooks,
 };
 use crate::rmap::rmap_walk;
 use crate::swap::area::{SwapArea, MAX_SWAP_COUNT};
@@ -85,12 +95,16 @@ pub enum Target<'a> {
         /// The area whose cache holds the folio.
         area: &'a SwapArea,
     },
+    /// Migration ([`crate::migrate`]): each mapping becomes a migration
+    /// entry naming the frame it mapped, a PMD mapping one PMD entry.
+    Migration,
 }
 
 impl fmt::Debug for Target<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Swap { area } => write!(f, "Swap {{ area: type {} }}", area.ty()),
+            Target::Migration => write!(f, "Migration"),
         }
     }
 }
@@ -137,6 +151,28 @@ pub struct Unmapped {
 /// A target after step 1 of the module doc: what it learned of the folio.
 enum Prepared<'a> {
     Swap { area: &'a SwapArea, first: SwapEntry },
+    Migration,
+}
+
+/// The kind of migration entry that replaces a mapping (module doc):
+/// `Write` for a writable one, `ReadExclusive` for a read-only one of an
+/// anon-exclusive page, `Read` for the rest.
+pub fn migration_kind(writable: bool, exclusive: bool) -> MigrationKind {
+    match (writable, exclusive) {
+        (true, _) => MigrationKind::Write,
+        (false, true) => MigrationKind::ReadExclusive,
+        (false, false) => MigrationKind::Read,
+    }
+}
+
+/// The migration entry for `leaf`, which maps the frame `pfn` of a page
+/// whose `AnonExclusive` is `exclusive`.
+fn migration_entry(leaf: &Leaf, pfn: crate::Pfn, exclusive: bool) -> NonPresent {
+    let kind = migration_kind(leaf.prot.writable, exclusive);
+    NonPresent::Migration(
+        MigrationEntry::new(kind, pfn, leaf.young, leaf.dirty)
+            .expect("try_to_unmap: a memmap frame fits a migration entry"),
+    )
 }
 
 impl<'a> Target<'a> {
@@ -147,6 +183,7 @@ impl<'a> Target<'a> {
                 let first = folio_entry(folio).ok_or(UnmapError::NotInSwapCache)?;
                 Ok(Prepared::Swap { area, first })
             }
+            Target::Migration => Ok(Prepared::Migration),
         }
     }
 }
@@ -165,29 +202,48 @@ impl Prepared<'_> {
                 }
                 Ok(())
             }
+            Prepared::Migration => Ok(()),
         }
     }
 
-    /// Step 4, for the PMD mapping at `va` of `table`.
+    /// Step 4, for the PMD mapping `leaf` at `va` of `table`. Returns the
+    /// flush owed when the PMD itself was replaced (one mapping gone: its
+    /// reference is the caller's to drop), `None` when it was split into
+    /// PTEs that step 5 replaces.
+    #[allow(clippy::too_many_arguments)]
     fn unmap_pmd<F: PageTableFormat>(
         &self,
         table: &PageTable<F>,
         mem: &impl TableMemory,
         hooks: &impl TlbHooks,
         memmap: &Memmap,
+        folio: &Folio<'_>,
         va: crate::VirtAddr,
-    ) -> Result<(), UnmapError> {
+        leaf: &Leaf,
+    ) -> Result<Option<Flush>, UnmapError> {
         match self {
             // 512 PTEs, replaced in step 5 like any others.
             Prepared::Swap { .. } => {
-                split_huge_pmd(table, mem, hooks, memmap, va).map(drop).map_err(UnmapError::Table)
+                split_huge_pmd(table, mem, hooks, memmap, va).map_err(UnmapError::Table)?;
+                Ok(None)
+            }
+            // One PMD migration entry; the head's bit speaks for the folio.
+            Prepared::Migration => {
+                let exclusive = folio.page(0).test_flag(PageFlag::AnonExclusive);
+                let entry = migration_entry(leaf, folio.pfn(), exclusive);
+                let (_, flush) = table
+                    .set_nonpresent(mem, va, Level::Pmd, entry)
+                    .expect("try_to_unmap: the rmap walk just found a PMD leaf here");
+                folio.page(0).clear_flag(PageFlag::AnonExclusive);
+                folio.add_entire_mapcount(-1);
+                Ok(Some(flush))
             }
         }
     }
 
-    /// Step 5: the entry that replaces a PTE mapping page `i` of `folio`,
-    /// and what it holds (swap: one more count on the slot).
-    fn pte_entry(&self, folio: &Folio<'_>, i: usize) -> NonPresent {
+    /// Step 5: the entry that replaces the PTE `leaf` mapping page `i` of
+    /// `folio`, and what it holds (swap: one more count on the slot).
+    fn pte_entry(&self, folio: &Folio<'_>, i: usize, leaf: &Leaf) -> NonPresent {
         match *self {
             Prepared::Swap { area, first } => {
                 let entry = nth_entry(first, i);
@@ -195,6 +251,10 @@ impl Prepared<'_> {
                     && !bugs::enabled(Bug::ForgetAnonExclusive);
                 area.dup(entry).expect("try_to_unmap: counts were checked under the family's locks");
                 NonPresent::Swap { entry, exclusive }
+            }
+            Prepared::Migration => {
+                let exclusive = folio.page(i).test_flag(PageFlag::AnonExclusive);
+                migration_entry(leaf, folio.pfn().plus(i as u64), exclusive)
             }
         }
     }
@@ -224,26 +284,29 @@ pub fn try_to_unmap<F: PageTableFormat>(
     for (s, table) in tables.iter().enumerate() {
         rmap_walk(folio, &[*table], mem, &mut |m| match m.level {
             Level::Pmd => {
-                pmds.push((s, m.va));
+                pmds.push((s, m.va, m.leaf));
                 gain.iter_mut().for_each(|g| *g += 1);
             }
             _ => gain[m.page] += 1,
         });
     }
     prepared.check(&gain)?;
-    for (s, va) in pmds {
-        prepared.unmap_pmd(tables[s], mem, hooks, memmap, va)?;
-    }
     let mut flushes: Vec<Flush> = tables.iter().map(|t| Flush::none(t.root())).collect();
     let mut refs = 0;
+    for (s, va, leaf) in pmds {
+        if let Some(flush) = prepared.unmap_pmd(tables[s], mem, hooks, memmap, folio, va, &leaf)? {
+            flushes[s] = core::mem::replace(&mut flushes[s], Flush::none(tables[s].root())).merge(flush);
+            refs += 1;
+        }
+    }
     for (s, table) in tables.iter().enumerate() {
         let mut ptes = Vec::new();
         rmap_walk(folio, &[*table], mem, &mut |m| {
             debug_assert_eq!(m.level, Level::Pte, "try_to_unmap: a PMD left after step 4");
-            ptes.push((m.va, m.page));
+            ptes.push((m.va, m.page, m.leaf));
         });
-        for (va, i) in ptes {
-            let entry = prepared.pte_entry(folio, i);
+        for (va, i, leaf) in ptes {
+            let entry = prepared.pte_entry(folio, i, &leaf);
             let (_, flush) = table
                 .set_nonpresent(mem, va, Level::Pte, entry)
                 .expect("try_to_unmap: the rmap walk just found a PTE leaf here");

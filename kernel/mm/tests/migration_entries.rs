@@ -4,7 +4,7 @@
 //! checker, at PTE and PMD level (`mm::space`'s "Migration entries",
 //! `mm::debug`'s rules).
 //!
-//! The entries are made and restored by `mm::testkit::migration` the way
+//! The entries are made and restored by `mm::testkit::migration_entries` the way
 //! migration does it (the folio locked, the mappings' counts dropped, the
 //! kind from the mapping's write and anon-exclusive state, young and dirty
 //! kept), with the same folio as the destination: these tests are about
@@ -28,7 +28,7 @@ use mm::reclaim::{pageout, shrink_lru};
 use mm::swap::swapin::{map_swapped_in, SwapInOutcome};
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
-use mm::testkit::migration::{remove_migration_entries, unmap_to_migration};
+use mm::testkit::migration_entries::{remove_migration_entries, unmap_to_migration};
 use mm::testkit::policy::{with_world, world};
 use mm::testkit::world::{page_bytes, pages, va, World, AREA, HP, MEMMAP_BASE, MEMMAP_LEN, NR_HP, PAGE};
 use mm::thp::is_huge_zero_unchecked;

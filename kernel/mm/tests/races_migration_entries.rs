@@ -7,7 +7,7 @@
 //! cargo test -p mm --features shuttle --test races_migration_entries
 //! ```
 //!
-//! The migration is `mm::testkit::migration`'s stand-in for `mm::migrate`,
+//! The migration is `mm::testkit::migration_entries`'s stand-in for `mm::migrate`,
 //! run as the kernel's will run: the folio lock first (waiting by
 //! yielding), the space's lock to replace the mappings by migration
 //! entries, the copy without that lock (a scheduling point here), the lock
@@ -32,7 +32,7 @@ use mm::pgtable::{Flush, Level, PageTable};
 use mm::space::{fork_range, zap_range, Gather};
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
-use mm::testkit::migration::{remove_migration_entries, unmap_to_migration};
+use mm::testkit::migration_entries::{remove_migration_entries, unmap_to_migration};
 use mm::testkit::races::{explore, run, Explorer};
 use mm::testkit::world::SharedSpace;
 use mm::thp::HPAGE_SIZE;

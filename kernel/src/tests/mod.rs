@@ -16,6 +16,7 @@
 //! | [`vm`] | address spaces: demand faults, COW and fork, THP, GUP, the rmap |
 //! | [`swap`] | swap-out, swap-in, the exclusive bit, bad headers, disk errors (seeds 002, 004) |
 //! | [`reclaim`] | kswapd's wake-up |
+//! | [`migrate`] | folio migration: a THP moved under tasks on every CPU, a fork family's pages |
 //! | [`folio_flags`] | the stress test of the folio flags word (seed 003) |
 //! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
 //! | [`fail_alloc`] | the allocation-failure sweep: every memory operation with each of its allocations failed |
@@ -76,6 +77,7 @@ pub mod folio_flags;
 pub mod harness;
 pub mod kit;
 pub mod memory;
+pub mod migrate;
 pub mod numa;
 pub mod pgtable;
 pub mod reclaim;
@@ -101,6 +103,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         vm::TESTS,
         swap::TESTS,
         reclaim::TESTS,
+        migrate::TESTS,
         folio_flags::TESTS,
         blk::TESTS,
         fail_alloc::TESTS,

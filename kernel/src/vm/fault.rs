@@ -10,6 +10,9 @@
 //!   is held while the page is read ([`crate::vm::swap::get_folio`]); the
 //!   recheck and the mapping are under the lock again
 //!   (`mm::swap::swapin::map_swapped_in`). Then the access is retried.
+//! - `MigrationWait`: the page is being migrated; interrupts go back on
+//!   and the task sleeps without a lock until the migration is over
+//!   ([`crate::vm::migrate::wait`]), then the access is retried.
 //! - `OutOfMemory`: direct reclaim in this task, then a retry; only when
 //!   reclaim frees nothing is the task ended.
 //! - A refused access (no area, not allowed) ends the task with a message
@@ -88,6 +91,14 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
                     sched::kill_current(why)
                 }
             }
+        }
+        FaultOutcome::MigrationWait { page, .. } => {
+            // The folio is being migrated: sleep until that is over (no
+            // lock held, interrupts on), then retry the access.
+            Arch::irq_enable();
+            crate::vm::migrate::wait(&space, page);
+            Arch::irq_disable();
+            true
         }
         FaultOutcome::OutOfMemory => {
             // Reclaim in this task, then retry the access; only when

@@ -10,11 +10,13 @@
 //! | [`uaccess`] | the one way kernel code touches user memory |
 //! | [`swap`] | swap areas on virtio-blk disks (swapon at boot, swapoff over `mm::swapoff`), swap I/O, the swap-in half of a fault |
 //! | [`reclaim`] | the LRU lists, kswapd, direct reclaim, `MADV_PAGEOUT`; the host of `mm::reclaim`'s shrink step |
+//! | [`migrate`] | folio migration: the host of `mm::migrate`, destinations, counters, `AddressSpace::migrate_range`, the wait of a fault on a migration entry |
 //!
 //! Below: [`crate::drivers`] (swap I/O), [`crate::task`], [`crate::memory`].
 
 pub mod fault;
 pub mod folios;
+pub mod migrate;
 pub mod reclaim;
 pub mod space;
 pub mod swap;

@@ -460,17 +460,21 @@ impl AddressSpace {
                     held.push(pa);
                     i += 1;
                 }
-                // Being migrated: let the migration finish (it holds the
-                // folio lock until every entry is restored), then try
-                // again. `mm::gup`'s module doc; the fault path's wait
-                // (`vm::migrate`) replaces this yield when it exists.
-                Err(mm::gup::GupError::Migrating { .. }) => sched::yield_now(),
+                // Being migrated: sleep until the migration is over (it
+                // holds the folio lock until every entry is restored), as
+                // the fault path does, then try again (`mm::gup`'s module
+                // doc).
+                Err(mm::gup::GupError::Migrating { va, .. }) => crate::vm::migrate::wait(self, va),
                 // In swap: bring it back without the lock, then try again.
                 Err(mm::gup::GupError::Fault(FaultOutcome::NeedsSwapIn { page, entry })) => {
                     let access = if write { mm::fault::Access::Write } else { mm::fault::Access::Read };
                     if let Err(e) = crate::vm::fault::swap_in(self, access, page, entry) {
                         error = Some(format!("get_user_pages: {va}: {e}"));
                     }
+                }
+                // The fault GUP made met a migration entry: the same wait.
+                Err(mm::gup::GupError::Fault(FaultOutcome::MigrationWait { page, .. })) => {
+                    crate::vm::migrate::wait(self, page);
                 }
                 Err(e) => error = Some(format!("get_user_pages: {va}: {e:?}")),
             }

@@ -720,6 +720,57 @@ impl SwapArea {
         Ok(())
     }
 
+    /// Points the `nr` cache slots from `entry`, which hold the folio with
+    /// head `old`, at the folio with head `new` instead, in one step under
+    /// the area's lock: a lookup sees one folio or the other for every
+    /// slot, never a mix (migration, `crate::migrate`). The caller holds
+    /// both folios locked, `old`'s refcount frozen.
+    pub fn cache_replace(&self, entry: SwapEntry, nr: u64, old: Pfn, new: Pfn) -> Result<(), CacheError> {
+        let (old, new) = (old.as_u64(), new.as_u64());
+        let mut inner = self.inner.lock();
+        let start = self.slot_range(entry, nr).map_err(CacheError::Slot)?.start as u64;
+        let Some(cached) = inner.cache.get_mut(&start) else {
+            return Err(CacheError::Absent { offset: start });
+        };
+        if cached.nr != nr || cached.pfn != old {
+            return Err(CacheError::OtherFolio {
+                offset: start,
+                first: start,
+                nr: cached.nr,
+                pfn: cached.pfn,
+            });
+        }
+        cached.pfn = new;
+        Ok(())
+    }
+
+    /// Splits the cache entry of the `nr`-page folio with head `pfn` at the
+    /// slots from `entry` into `nr` entries of one page each, slot
+    /// `first + i` naming frame `pfn + i`: what a folio split leaves
+    /// (mm-reference §4: a swap-cache folio splits only to order 0). The
+    /// caller holds the folio locked with its refcount frozen, so a lookup
+    /// meanwhile finds no reference to take.
+    pub fn cache_split(&self, entry: SwapEntry, nr: u64, pfn: Pfn) -> Result<(), CacheError> {
+        let pfn = pfn.as_u64();
+        let mut inner = self.inner.lock();
+        let start = self.slot_range(entry, nr).map_err(CacheError::Slot)?.start as u64;
+        let Some(&cached) = inner.cache.get(&start) else {
+            return Err(CacheError::Absent { offset: start });
+        };
+        if cached.nr != nr || cached.pfn != pfn {
+            return Err(CacheError::OtherFolio {
+                offset: start,
+                first: start,
+                nr: cached.nr,
+                pfn: cached.pfn,
+            });
+        }
+        for i in 0..nr {
+            inner.cache.insert(start + i, Cached { pfn: pfn + i, nr: 1 });
+        }
+        Ok(())
+    }
+
     /// The first used slot (count > 0 or HAS_CACHE) at or after `from`.
     /// Swapoff walks the area with it (or with [`SwapArea::used_slots`]),
     /// taking the lock once per call.

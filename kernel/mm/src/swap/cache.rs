@@ -93,6 +93,9 @@ pub fn add_to_swap(area: &SwapArea, folio: &Folio<'_>) -> Result<SwapEntry, AddE
     // writeback) would retry for ever.
     folio.set_flag(PageFlag::Uptodate);
     folio.set_swap_entry(entry);
+    if crate::bugs::enabled(crate::bugs::Bug::SwapcacheTailEntries) {
+        folio.bug_replay_record_tail_entries(); // seed 000's per-page records
+    }
     folio.set_flag(PageFlag::SwapCache);
     if area.cache_add(entry, nr as u64, folio.pfn()).is_err() {
         folio.clear_flag(PageFlag::SwapCache);

@@ -268,8 +268,10 @@ impl SimFrames {
         Some(f.pfn().phys())
     }
 
-    /// A fresh unpublished folio of `order` with zeroed contents.
-    fn alloc_unpublished(&self, order: u8) -> Option<UnpublishedFolio<'static>> {
+    /// A fresh unpublished folio of `order` with zeroed contents (a
+    /// migration destination, or the start of any folio); `None` when
+    /// memory is short.
+    pub fn alloc_unpublished(&self, order: u8) -> Option<UnpublishedFolio<'static>> {
         let _fa = self.alloc_lock.lock();
         let f = self.fa.alloc_folio(order, AllocKind::Normal).ok()?;
         self.fill_zero(f.pfn().phys(), 1 << order);

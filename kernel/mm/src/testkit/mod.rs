@@ -10,8 +10,9 @@
 //! | [`bug_switch`] | tests taking turns at the global bug-replay switches: [`shared`](bug_switch::shared), [`BugOn`](bug_switch::BugOn) |
 //! | [`frames`] | [`SimFrames`](frames::SimFrames): the frame source of the tests, which is also their swap backend: a real allocator, simulated contents, on request the huge zero folio, the LRU lists and a swap area with a RAM disk |
 //! | [`world`] | [`World`](world::World): a fork family of address spaces over `SimFrames` with a simulated CPU and the system calls; [`SharedSpace`](world::SharedSpace): one space behind a lock, for race tests |
-//! | [`migration`] | migration entries written and restored the way migration does (folio locked, mappings' counts dropped), until `mm::migrate` makes them: [`World::start_migration`](world::World::start_migration), [`World::end_migration`](world::World::end_migration) |
+//! | [`migration_entries`] | migration entries written and restored the way migration does (folio locked, mappings' counts dropped), in two halves so that a test can act between them: [`World::start_migration`](world::World::start_migration), [`World::end_migration`](world::World::end_migration) |
 //! | [`policy`] | `World` as the kernel's side of `mm::reclaim` and `mm::swapoff` (`ReclaimHost`, `SwapoffHost`), with [`Switches`](policy::Switches) that play it differently, and the policy tests' worlds |
+//! | [`migration`] | `World` as the kernel's side of `mm::migrate` (`MigrateHost`), and `World::migrate` |
 //! | `races` | the shuttle set-up of the race tests (feature `shuttle`): one configuration, `run` (both schedulers) and `explore` (one, the failure returned) |
 //! | [`mmu`] | tables written by hand and walked by a format's simulated MMU; [`Machine`](mmu::Machine), one page table behind a software TLB |
 //!
@@ -24,6 +25,7 @@
 pub mod bug_switch;
 pub mod frames;
 pub mod migration;
+pub mod migration_entries;
 pub mod mmu;
 pub mod policy;
 #[cfg(feature = "shuttle")]

@@ -39,7 +39,7 @@ use crate::folio::Folio;
 use crate::lru::{LruList, LruLists};
 use crate::page::Memmap;
 use crate::pgtable::sim::{HardwareWalker, SimMemory, SoftTlb};
-use crate::pgtable::{PageTable, SwapEntry, SwapType};
+use crate::pgtable::{Decoded, Level, PageTable, SwapEntry, SwapType};
 use crate::reclaim::{shrink_folio, shrink_list, Pieces, ReclaimHost, Shrunk};
 use crate::swap::area::SwapArea;
 use crate::swap::cache::lookup_get;
@@ -78,6 +78,11 @@ pub struct Switches {
     /// After this many calls of `wait_in_flight`, [`Switches::hidden`] is
     /// emptied: the spaces a walk missed (being made or torn down) are seen.
     pub reveal_after_waits: Cell<Option<u32>>,
+    /// Calls of migration's `migration_done` (`super::migration`).
+    pub nr_migrations_done: Cell<usize>,
+    /// Every entry of every live space as migration's copy found them
+    /// (the migration entries in place), of the latest migration.
+    pub entries_at_copy: RefCell<Vec<(usize, VirtAddr, Level, Decoded)>>,
 }
 
 /// [`World::new`]'s frames with the LRU lists and a swap area of type
