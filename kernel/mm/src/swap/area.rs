@@ -726,13 +726,23 @@ impl SwapArea {
     /// slot, never a mix (migration, `crate::migrate`). The caller holds
     /// both folios locked, `old`'s refcount frozen.
     pub fn cache_replace(&self, entry: SwapEntry, nr: u64, old: Pfn, new: Pfn) -> Result<(), CacheError> {
-        let (old, new) = (old.as_u64(), new.as_u64());
         let mut inner = self.inner.lock();
+        let start = self.cached_whole(&inner, entry, nr, old)?;
+        if let Some(cached) = inner.cache.get_mut(&start) {
+            cached.pfn = new.as_u64();
+        }
+        Ok(())
+    }
+
+    /// The first slot of the cache entry at `entry` when it holds the whole
+    /// `nr`-page folio with head `pfn` (for [`SwapArea::cache_replace`] and
+    /// [`SwapArea::cache_split`], under the area's lock).
+    fn cached_whole(&self, inner: &Inner, entry: SwapEntry, nr: u64, pfn: Pfn) -> Result<u64, CacheError> {
         let start = self.slot_range(entry, nr).map_err(CacheError::Slot)?.start as u64;
-        let Some(cached) = inner.cache.get_mut(&start) else {
+        let Some(cached) = inner.cache.get(&start) else {
             return Err(CacheError::Absent { offset: start });
         };
-        if cached.nr != nr || cached.pfn != old {
+        if cached.nr != nr || cached.pfn != pfn.as_u64() {
             return Err(CacheError::OtherFolio {
                 offset: start,
                 first: start,
@@ -740,8 +750,7 @@ impl SwapArea {
                 pfn: cached.pfn,
             });
         }
-        cached.pfn = new;
-        Ok(())
+        Ok(start)
     }
 
     /// Splits the cache entry of the `nr`-page folio with head `pfn` at the
@@ -751,20 +760,9 @@ impl SwapArea {
     /// caller holds the folio locked with its refcount frozen, so a lookup
     /// meanwhile finds no reference to take.
     pub fn cache_split(&self, entry: SwapEntry, nr: u64, pfn: Pfn) -> Result<(), CacheError> {
-        let pfn = pfn.as_u64();
         let mut inner = self.inner.lock();
-        let start = self.slot_range(entry, nr).map_err(CacheError::Slot)?.start as u64;
-        let Some(&cached) = inner.cache.get(&start) else {
-            return Err(CacheError::Absent { offset: start });
-        };
-        if cached.nr != nr || cached.pfn != pfn {
-            return Err(CacheError::OtherFolio {
-                offset: start,
-                first: start,
-                nr: cached.nr,
-                pfn: cached.pfn,
-            });
-        }
+        let start = self.cached_whole(&inner, entry, nr, pfn)?;
+        let pfn = pfn.as_u64();
         for i in 0..nr {
             inner.cache.insert(start + i, Cached { pfn: pfn + i, nr: 1 });
         }
