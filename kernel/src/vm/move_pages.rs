@@ -12,7 +12,9 @@
 //!
 //! Then the range is looked at one 2 MiB chunk at a time under the
 //! space's lock (so the lock is never held for the whole range), and each
-//! page gets a [`PageStatus`], as Linux's `status` array says it:
+//! page gets a [`PageStatus`], as Linux's `status` array says it (the
+//! decision is `mm::move_pages::look_at`, host-tested; the last row's
+//! outcome is this module's):
 //!
 //! | the page | query | move to `node` |
 //! | --- | --- | --- |
@@ -55,8 +57,9 @@ use alloc::vec::Vec;
 use core::fmt;
 use mm::folio::Folio;
 use mm::migrate::MigrateError;
+use mm::move_pages::PageLook as Seen;
+pub use mm::move_pages::PageStatus;
 use mm::numa::NodeId;
-use mm::pgtable::{Decoded, NonPresent};
 use mm::thp::HPAGE_NR;
 use mm::{Pfn, VirtAddr, PAGE_SIZE};
 
@@ -64,40 +67,6 @@ use mm::{Pfn, VirtAddr, PAGE_SIZE};
 pub const MAX_MOVE_PAGES: u64 = 1 << 20;
 /// Pages looked at under one hold of the space's lock.
 const CHUNK_PAGES: u64 = 512;
-
-/// Where one page of the range is, or why it is not where it was asked to
-/// go (module doc's table). [`PageStatus::errno`] is Linux's number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageStatus {
-    /// Present, on this node.
-    Node(NodeId),
-    /// Inside an area but not present: never touched, or in swap (`-ENOENT`).
-    NotPresent,
-    /// No area covers it, or the huge zero folio maps it (`-EFAULT`).
-    NoMapping,
-    /// Could not be moved: pinned, referenced by someone else, under
-    /// writeback, or being moved by someone else (`-EBUSY`).
-    Busy,
-    /// Mapped by more than one space (a fork relative), so not moved
-    /// (`-EACCES`; Linux's `MPOL_MF_MOVE_ALL` is not offered).
-    Shared,
-    /// The node had no free page for it (`-ENOMEM`).
-    NoMemory,
-}
-
-impl PageStatus {
-    /// Linux's `status` value: the node number, or a negative errno.
-    pub fn errno(self) -> i32 {
-        match self {
-            PageStatus::Node(n) => n.index() as i32,
-            PageStatus::NotPresent => -2, // ENOENT
-            PageStatus::NoMemory => -12,  // ENOMEM
-            PageStatus::Shared => -13,    // EACCES
-            PageStatus::NoMapping => -14, // EFAULT
-            PageStatus::Busy => -16,      // EBUSY
-        }
-    }
-}
 
 /// Why a call was refused as a whole. Every one is the caller's mistake
 /// except [`MovePagesError::TornDown`].
@@ -139,16 +108,6 @@ impl fmt::Display for MovePagesError {
             MovePagesError::TornDown => write!(f, "move_pages: address space torn down"),
         }
     }
-}
-
-/// What looking at one page found.
-enum Seen {
-    /// Its final status (nothing to move).
-    Done(PageStatus),
-    /// Present on another node and mapped once: to move. The folio's head.
-    Move(Pfn),
-    /// A migration entry: wait for it, then look again.
-    Migrating,
 }
 
 /// The pages of `[start, start + len)`, checked (module doc).
@@ -323,32 +282,11 @@ fn page_pfn_of(inner: &crate::vm::space::Inner, va: VirtAddr) -> Pfn {
     inner.table.translate(&KernelTables, va).map_or(Pfn::default(), |pa| pa.pfn())
 }
 
-/// What the page at `va` is (the module doc's table), under the space's
-/// lock; `target` is the node to move to (`None`: a query).
+/// What the page at `va` is (`mm::move_pages::look_at` over this space,
+/// the frames' nodes as the allocator says), under the space's lock;
+/// `target` is the node to move to (`None`: a query).
 fn look_at(inner: &crate::vm::space::Inner, va: VirtAddr, target: Option<NodeId>) -> Seen {
     let memmap = memory::frame_allocator().memmap();
-    if inner.vmas.find(va).is_none() {
-        return Seen::Done(PageStatus::NoMapping);
-    }
-    let leaf = match inner.table.lookup(&KernelTables, va).1 {
-        Decoded::Leaf(leaf) => leaf,
-        Decoded::NonPresent(NonPresent::Migration(_)) => return Seen::Migrating,
-        _ => return Seen::Done(PageStatus::NotPresent),
-    };
-    if mm::thp::is_huge_zero(memmap, &leaf) {
-        return Seen::Done(PageStatus::NoMapping);
-    }
-    let pfn = leaf.frame.pfn().plus((va.as_u64() & (leaf.size.bytes() - 1)) / PAGE_SIZE);
-    let Some(folio) = mm::folio::folio_of(memmap, pfn).filter(|f| f.anon_handle().is_some()) else {
-        return Seen::Done(PageStatus::NoMapping);
-    };
-    let here = memory::node_of_pfn(pfn).unwrap_or(NodeId::ZERO);
-    match target {
-        None => Seen::Done(PageStatus::Node(here)),
-        Some(node) if node == here => Seen::Done(PageStatus::Node(here)),
-        Some(_) if folio.entire_mapcount() + folio.page_mapcount(folio.page_index_of(pfn)) > 1 => {
-            Seen::Done(PageStatus::Shared)
-        }
-        Some(_) => Seen::Move(folio.pfn()),
-    }
+    let node_of = |pfn: Pfn| memory::node_of_pfn(pfn).unwrap_or(NodeId::ZERO);
+    mm::move_pages::look_at(&inner.table, &inner.vmas, &KernelTables, memmap, va, target, &node_of)
 }
