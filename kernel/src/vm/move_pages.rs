@@ -27,10 +27,10 @@
 //!
 //! A page whose entry is a migration entry (someone else is moving its
 //! folio) is waited for ([`crate::vm::migrate::wait`], as a fault waits)
-//! and looked at again. A page counts once per mapping: a THP mapped by a
-//! PMD is mapped once, each page of it once; a THP only partly inside the
-//! range moves whole (as in Linux, which isolates the whole compound
-//! page).
+//! and looked at again. "Mapped more than once" counts the page's PTE
+//! mappings and its THP's PMD mappings in every space. A THP only partly
+//! inside the range moves whole (as in Linux, which isolates the whole
+//! compound page).
 //!
 //! Moving: the folios to move are gathered (each once, with a reference
 //! taken under the lock), the lock is dropped, and each is migrated with
@@ -57,7 +57,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use mm::folio::Folio;
 use mm::migrate::MigrateError;
-use mm::move_pages::PageLook as Seen;
+use mm::move_pages::PageLook;
 pub use mm::move_pages::PageStatus;
 use mm::numa::NodeId;
 use mm::thp::HPAGE_NR;
@@ -153,9 +153,9 @@ impl AddressSpace {
         let mut status = Vec::with_capacity(pages as usize);
         self.look(start, pages, None, &mut |_, seen| {
             status.push(match seen {
-                Seen::Done(s) => s,
+                PageLook::Done(s) => s,
                 // Not asked to move: `look` only answers `Move` with a target.
-                Seen::Move(_) | Seen::Migrating => PageStatus::Busy,
+                PageLook::Move(_) | PageLook::Migrating => PageStatus::Busy,
             })
         })?;
         Ok(status)
@@ -179,8 +179,8 @@ impl AddressSpace {
         let mut folios: BTreeMap<Pfn, Folio<'static>> = BTreeMap::new();
         let mut to_move = Vec::new();
         self.look(start, pages, Some(node), &mut |p, seen| match seen {
-            Seen::Done(s) => status.push(s),
-            Seen::Move(head) => {
+            PageLook::Done(s) => status.push(s),
+            PageLook::Move(head) => {
                 folios.entry(head).or_insert_with(|| {
                     let folio =
                         mm::folio::folio_of(memmap, head).expect("move_pages: a mapped head is a folio");
@@ -192,7 +192,7 @@ impl AddressSpace {
                 to_move.push(p);
                 status.push(PageStatus::Busy);
             }
-            Seen::Migrating => unreachable!("move_pages: `look` waits out migration entries"),
+            PageLook::Migrating => unreachable!("move_pages: `look` waits out migration entries"),
         })?;
         // Migrate, without the lock; remember why a folio stayed.
         let mut refused: BTreeMap<Pfn, MigrateError> = BTreeMap::new();
@@ -213,16 +213,16 @@ impl AddressSpace {
             for &p in to_move[i..].iter().take(CHUNK_PAGES as usize) {
                 let va = VirtAddr::new(start.as_u64() + p * PAGE_SIZE);
                 status[p as usize] = match look_at(inner, va, None) {
-                    Seen::Done(PageStatus::Node(n)) if n == node => PageStatus::Node(n),
+                    PageLook::Done(PageStatus::Node(n)) if n == node => PageStatus::Node(n),
                     // Still elsewhere: why its folio (or the piece of it
                     // that holds this page) stayed, by its old head.
-                    Seen::Done(PageStatus::Node(_)) => {
+                    PageLook::Done(PageStatus::Node(_)) => {
                         let pfn = page_pfn_of(inner, va);
                         let head = refused.range(..=pfn).next_back();
                         why(head.filter(|(h, _)| pfn.since(**h) < HPAGE_NR as u64).map(|(_, e)| e))
                     }
-                    Seen::Done(s) => s,
-                    Seen::Move(_) | Seen::Migrating => PageStatus::Busy,
+                    PageLook::Done(s) => s,
+                    PageLook::Move(_) | PageLook::Migrating => PageStatus::Busy,
                 };
             }
             i += CHUNK_PAGES as usize;
@@ -238,7 +238,7 @@ impl AddressSpace {
         start: VirtAddr,
         pages: u64,
         target: Option<NodeId>,
-        f: &mut dyn FnMut(u64, Seen),
+        f: &mut dyn FnMut(u64, PageLook),
     ) -> Result<(), MovePagesError> {
         let mut p = 0;
         while p < pages {
@@ -253,7 +253,7 @@ impl AddressSpace {
                 for q in p..p + chunk {
                     let va = VirtAddr::new(start.as_u64() + q * PAGE_SIZE);
                     match look_at(inner, va, target) {
-                        Seen::Migrating => {
+                        PageLook::Migrating => {
                             waiting = Some(va);
                             break;
                         }
@@ -285,7 +285,7 @@ fn page_pfn_of(inner: &crate::vm::space::Inner, va: VirtAddr) -> Pfn {
 /// What the page at `va` is (`mm::move_pages::look_at` over this space,
 /// the frames' nodes as the allocator says), under the space's lock;
 /// `target` is the node to move to (`None`: a query).
-fn look_at(inner: &crate::vm::space::Inner, va: VirtAddr, target: Option<NodeId>) -> Seen {
+fn look_at(inner: &crate::vm::space::Inner, va: VirtAddr, target: Option<NodeId>) -> PageLook {
     let memmap = memory::frame_allocator().memmap();
     let node_of = |pfn: Pfn| memory::node_of_pfn(pfn).unwrap_or(NodeId::ZERO);
     mm::move_pages::look_at(&inner.table, &inner.vmas, &KernelTables, memmap, va, target, &node_of)
