@@ -17,7 +17,8 @@
 //! - the NUMA in-guest tests ([`NUMA_FILTER`]) on each architecture with
 //!   [`NUMA_NODES`] nodes (`--numa`) and [`SMP_CPUS`] CPUs: the nodes come
 //!   from the firmware, allocations land on their node, faults on the
-//!   faulting CPU's; the runner requires one `numa: node N` line per node
+//!   faulting CPU's, `move_pages` moves 4 KiB pages and THPs between the
+//!   nodes; the runner requires one `numa: node N` line per node
 //!   (on every run: one without `--numa`);
 //! - the short randomised mm stress (`cargo xtask stress`) on x86_64 and
 //!   AArch64, [`CI_STRESS_SECS`] seconds at [`SMP_CPUS`] CPUs with the seed
@@ -64,8 +65,8 @@ use crate::stress;
 pub const SMP_CPUS: u32 = 4;
 /// NUMA nodes of the NUMA in-guest run (at [`SMP_CPUS`] CPUs).
 pub const NUMA_NODES: u32 = 2;
-/// The tests of the NUMA in-guest run: the node tests, and the allocator's
-/// own in-guest tests over two pools.
+/// The tests of the NUMA in-guest run: the node tests (`move_pages`'s
+/// among them), and the allocator's own in-guest tests over two pools.
 pub const NUMA_FILTER: &str = "numa,frame";
 /// How long CI's stress runs on each arch.
 pub const CI_STRESS_SECS: u64 = 45;

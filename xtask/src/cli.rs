@@ -34,7 +34,8 @@ COMMANDS:
     qemu test    boot with test=<NAME|all> [seed=N] [bug=NAME]; passes only when every
                  in-guest test passes
     bench        boot with bench=all (profile main), then with bench=swap-profile and
-                 256 MiB of RAM (profile swap), listing the BENCH lines of each
+                 256 MiB of RAM (profile swap), then with bench=migrate-profile and
+                 --numa 2 (profile migrate), listing the BENCH lines of each
     stress       boot with test=stress::random_mm_ops for M minutes (default 1; smp 4,
                  256M RAM, a 32M swap disk and the faulty disk), print the totals
                  and fail on any mismatched byte, checker error, killed task,

@@ -144,25 +144,51 @@ pub fn swap_profile_args(args: &RunArgs) -> RunArgs {
     RunArgs { mem: MemSize::from_mib(256).expect("256 MiB is a valid size"), ..args.clone() }
 }
 
-/// `cargo xtask bench`: profile `main`, then profile `swap`.
+/// NUMA nodes of profile `migrate` (BENCHMARKS.md: `--numa 2`).
+pub const MIGRATE_PROFILE_NODES: u32 = 2;
+
+/// Profile `migrate` of BENCHMARKS.md: the same machine (`-m 2048 -smp 4`
+/// unless told otherwise) split into [`MIGRATE_PROFILE_NODES`] NUMA nodes,
+/// so that `migrate_4k` and `migrate_thp` move pages to the other node as
+/// `move_pages` does; running `bench=migrate-profile`. A `--numa` given
+/// wins; CPUs or RAM that do not split into the nodes give one node (the
+/// moves then go to other frames of it).
+pub fn migrate_profile_args(args: &RunArgs) -> RunArgs {
+    let split = qemu::check_numa(MIGRATE_PROFILE_NODES, args.smp, args.mem).is_ok();
+    let numa = args.numa.or(split.then_some(MIGRATE_PROFILE_NODES));
+    RunArgs { numa, ..args.clone() }
+}
+
+/// `cargo xtask bench`: profile `main`, then profile `swap`, then profile
+/// `migrate`; each boot prints its `BENCH` listing.
 pub fn bench(builder: &mut Builder, args: &RunArgs) -> Result<(), Error> {
     let (args, extra_qemu) = bench_args(args);
-    let outcome = run_guest(builder, &args, &bench_kernel_args(&args), &extra_qemu)?;
-    println!();
-    print!("{}", bench_listing(&outcome.report));
-    let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
-    conclude(&format!("bench on {}", machine_name(args.arch, args.firmware)), &outcome, verdict)?;
-    let swap = swap_profile_args(&args);
-    let kernel_args = bench_kernel_args(&swap).replacen("bench=all", "bench=swap-profile", 1);
-    let outcome = run_guest(builder, &swap, &kernel_args, &extra_qemu)?;
-    println!();
-    print!("{}", bench_listing(&outcome.report));
-    let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
-    conclude(
-        &format!("bench (profile swap) on {}", machine_name(swap.arch, swap.firmware)),
-        &outcome,
-        verdict,
+    bench_profile(builder, &args, "bench=all", "", &extra_qemu)?;
+    bench_profile(builder, &swap_profile_args(&args), "bench=swap-profile", " (profile swap)", &extra_qemu)?;
+    bench_profile(
+        builder,
+        &migrate_profile_args(&args),
+        "bench=migrate-profile",
+        " (profile migrate)",
+        &extra_qemu,
     )
+}
+
+/// One boot of `cargo xtask bench`: runs `selector` (the `bench=` argument)
+/// and prints the `BENCH` listing; `label` names the profile in the verdict.
+fn bench_profile(
+    builder: &mut Builder,
+    args: &RunArgs,
+    selector: &str,
+    label: &str,
+    extra_qemu: &[String],
+) -> Result<(), Error> {
+    let kernel_args = bench_kernel_args(args).replacen("bench=all", selector, 1);
+    let outcome = run_guest(builder, args, &kernel_args, extra_qemu)?;
+    println!();
+    print!("{}", bench_listing(&outcome.report));
+    let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
+    conclude(&format!("bench{label} on {}", machine_name(args.arch, args.firmware)), &outcome, verdict)
 }
 
 /// The `BENCH` lines again, after the noise of the run.
@@ -430,6 +456,19 @@ mod tests {
         let (b, _) = bench_args(&run_args("bench"));
         assert_eq!(b.cpu, None);
         assert_eq!((b.smp, b.mem.mib()), (4, 2048));
+    }
+
+    #[test]
+    fn migrate_profile_splits_the_bench_machine_into_two_nodes() {
+        let (b, _) = bench_args(&run_args("bench"));
+        let m = migrate_profile_args(&b);
+        assert_eq!((m.smp, m.mem.mib(), m.numa), (4, 2048, Some(2)));
+        assert_eq!(b.numa, None, "profile main stays on one node");
+        assert_eq!(swap_profile_args(&b).numa, None, "profile swap stays on one node");
+        // A --numa given wins; CPUs that do not split give one node.
+        assert_eq!(migrate_profile_args(&run_args("bench --numa 4 --smp 4")).numa, Some(4));
+        assert_eq!(migrate_profile_args(&run_args("bench --smp 1")).numa, None);
+        assert_eq!(migrate_profile_args(&run_args("bench --smp 3")).numa, None);
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! | [`lru`] | the anonymous LRU lists (active, inactive) that reclaim scans for folios to swap out |
 //! | [`unmap`] | `try_to_unmap`: every mapping of a folio becomes a target's entry (swap, migration), wholly or not at all |
 //! | [`migrate`] | folio migration: unmap to migration entries, freeze, copy, move the metadata and swap-cache slots, restore; split-then-migrate for a huge folio with no 2 MiB destination |
+//! | [`move_pages`] | what `move_pages(2)` says of one page: its node, or why it is not moved (absent, unmapped, shared, being migrated) |
 //! | [`reclaim`] | the shrink step: which isolated folio is skipped, kept, activated, split, written, freed; the LRU scan; `MADV_PAGEOUT`'s hand-over |
 //! | [`swapoff`] | swapoff's walk: every entry of an area brought back, the cache emptied, the area checked empty |
 //! | [`bugs`] | the bug-replay switches (`bug=<name>`): each puts one historical mistake back, off by default |
@@ -71,6 +72,7 @@ pub mod gup;
 pub mod lru;
 pub mod memmap;
 pub mod migrate;
+pub mod move_pages;
 pub mod numa;
 pub mod page;
 pub mod pageout;

@@ -21,6 +21,11 @@
 //!   fails on a wrong one;
 //! - drops its spaces and fails unless the allocator's free frame count is
 //!   back where it was before ([`Ledger`]).
+//!
+//! Profile `migrate` (`bench=migrate-profile`, [`MIGRATE_BENCHES`]) runs
+//! the migration workloads of [`migrate`] the same way.
+
+mod migrate;
 
 use crate::arch::prelude::*;
 use crate::cmdline::selected;
@@ -53,6 +58,13 @@ struct Bench {
 /// those of profile `main`.
 const SWAP_BENCHES: &[Bench] =
     &[Bench { name: "swap_out", run: swap_out_in }, Bench { name: "pressure", run: pressure }];
+
+/// The benchmarks of profile `migrate` (BENCHMARKS.md: `-m 2048 -smp 4`
+/// and `--numa 2`), run with `bench=migrate-profile` (or by name).
+const MIGRATE_BENCHES: &[Bench] = &[
+    Bench { name: "migrate_4k", run: migrate::migrate_4k },
+    Bench { name: "migrate_thp", run: migrate::migrate_thp },
+];
 
 const BENCHES: &[Bench] = &[
     Bench { name: "frame_alloc_free", run: frame_alloc_free },
@@ -435,11 +447,14 @@ pub fn run(filter: &str) -> bool {
     let mut ran = 0;
     let chosen: Vec<&Bench> = if filter == "swap-profile" {
         SWAP_BENCHES.iter().collect()
+    } else if filter == "migrate-profile" {
+        MIGRATE_BENCHES.iter().collect()
     } else {
         BENCHES
             .iter()
             .filter(|b| selected(filter, b.name))
             .chain(SWAP_BENCHES.iter().filter(|b| filter != "all" && selected(filter, b.name)))
+            .chain(MIGRATE_BENCHES.iter().filter(|b| filter != "all" && selected(filter, b.name)))
             .collect()
     };
     for bench in chosen {

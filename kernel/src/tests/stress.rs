@@ -63,6 +63,8 @@ use crate::memory;
 use crate::task::sched;
 use crate::tests::kit::Usage;
 use crate::tests::{Test, TestEnv};
+use crate::vm::migrate::Dest;
+use crate::vm::move_pages::PageStatus;
 use crate::vm::space::{release_user_pages, AddressSpace, Advice};
 use crate::vm::swap::{self, PSWPIN, PSWPOUT, WRITE_ERRORS};
 use crate::vm::uaccess;
@@ -291,6 +293,7 @@ const OPS: &[Op] = &[
     Op { name: "read", weight: 12, run: op_read },
     Op { name: "gup", weight: 5, run: op_gup },
     Op { name: "fork", weight: 2, run: op_fork },
+    Op { name: "migrate", weight: 3, run: op_migrate },
 ];
 
 impl Ctx<'_> {
@@ -678,6 +681,60 @@ fn op_gup(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
         }
     }
     release_user_pages(&held, hold);
+}
+
+/// Migrates the range's folios: with several nodes and aux bit 0 clear,
+/// `move_pages` to node `aux >> 1` (each page's status must agree with
+/// the shadow: `NoMapping` exactly for the unmapped pages, and for pages
+/// of zeros the huge zero folio may map); otherwise `migrate_range` to
+/// any frames (to 4 KiB pages only, splitting THPs, when aux bits 1 and 2
+/// are clear). Contents do not change: the first pages (at most
+/// [`MAX_RW_PAGES`]) are read back at once. Migration is synchronous:
+/// every entry is restored when the call returns, so no migration is in
+/// flight at a quiescent point.
+fn op_migrate(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
+    let va = ctx.world().va(a.region, a.first);
+    let nr_nodes = memory::nr_nodes();
+    if nr_nodes > 1 && a.aux & 1 == 0 {
+        let node = mm::numa::NodeId::new((a.aux >> 1) as usize % nr_nodes).unwrap_or(mm::numa::NodeId::ZERO);
+        let statuses = match ctx.space().move_pages(VirtAddr::new(va), a.pages * PAGE, node) {
+            Ok(statuses) => statuses,
+            Err(e) => {
+                let why = format!(
+                    "seed={:#x} task {} op #{}: move_pages refused: {e}",
+                    ctx.sh.seed, ctx.task, ctx.op_nr
+                );
+                return ctx.sh.note_error(why);
+            }
+        };
+        for (i, status) in statuses.iter().enumerate() {
+            let page = shadow[(a.first + i as u64) as usize];
+            let no_mapping = *status == PageStatus::NoMapping;
+            let zeros = page.content() == Some(Content::Zero);
+            if no_mapping != !page.mapped() && !(no_mapping && zeros) {
+                let why = format!(
+                    "seed={:#x} task {} op #{} (migrate): page {} of region {} is {page:?} in the shadow, \
+                     move_pages says {status:?}",
+                    ctx.sh.seed,
+                    ctx.task,
+                    ctx.op_nr,
+                    a.first + i as u64,
+                    a.region
+                );
+                return ctx.sh.note_error(why);
+            }
+        }
+    } else {
+        let dest = if a.aux & 6 == 0 { Dest::Pages } else { Dest::Any };
+        if ctx.space().migrate_range(VirtAddr::new(va), a.pages * PAGE, dest).is_err() {
+            ctx.refused();
+        }
+    }
+    let who = ctx.who("migrate", "task after the migration");
+    for p in a.first..a.first + a.pages.min(MAX_RW_PAGES) {
+        let va = ctx.world().va(a.region, p);
+        ctx.verify_user(who, &mut shadow[p as usize], va, false, a.aux >> 3);
+    }
 }
 
 /// Forks the world; a task in the child reads the region back against the

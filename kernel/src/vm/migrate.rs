@@ -56,6 +56,7 @@ use mm::folio::{Folio, UnpublishedFolio};
 use mm::frame::AllocKind;
 use mm::lru::LruLists;
 use mm::migrate::{migrate_or_split, MigrateError, MigrateHost, Migrated};
+use mm::numa::NodeId;
 use mm::page::Memmap;
 use mm::pgtable::{PageTable, SwapType};
 use mm::swap::area::SwapArea;
@@ -64,11 +65,18 @@ use mm::{Pfn, PhysAddr, VirtAddr, PAGE_SIZE};
 /// Where a migrated folio goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dest {
-    /// Any free block of the folio's order (NUMA nodes choose later).
+    /// Any free block of the folio's order (the current CPU's node first,
+    /// then the others).
     Any,
     /// Order-0 blocks only: a huge folio is split and its pages moved one
     /// by one, as when no 2 MiB block is free (seed 000's path).
     Pages,
+    /// Blocks of this node only (`memory::alloc_folio_on`, strict): a THP
+    /// that finds no free 2 MiB block there is split and its pages moved
+    /// one by one, each to a page of the node, as for [`Dest::Any`]; a
+    /// page that finds none stays where it is (`MigrateError::NoMemory`).
+    /// What `move_pages` uses (`crate::vm::move_pages`).
+    Node(NodeId),
 }
 
 impl Dest {
@@ -79,6 +87,7 @@ impl Dest {
             Dest::Any | Dest::Pages => crate::sync::without_interrupts(|| {
                 frame_allocator().alloc_folio(order, AllocKind::Normal).ok()
             }),
+            Dest::Node(node) => crate::memory::alloc_folio_on(node, order).ok(),
         }
     }
 }

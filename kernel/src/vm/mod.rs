@@ -11,12 +11,14 @@
 //! | [`swap`] | swap areas on virtio-blk disks (swapon at boot, swapoff over `mm::swapoff`), swap I/O, the swap-in half of a fault |
 //! | [`reclaim`] | the LRU lists, kswapd, direct reclaim, `MADV_PAGEOUT`; the host of `mm::reclaim`'s shrink step |
 //! | [`migrate`] | folio migration: the host of `mm::migrate`, destinations, counters, `AddressSpace::migrate_range`, the wait of a fault on a migration entry |
+//! | [`move_pages`] | moving a range's pages to a NUMA node, and asking where they are (`move_pages(2)`) |
 //!
 //! Below: [`crate::drivers`] (swap I/O), [`crate::task`], [`crate::memory`].
 
 pub mod fault;
 pub mod folios;
 pub mod migrate;
+pub mod move_pages;
 pub mod reclaim;
 pub mod space;
 pub mod swap;
