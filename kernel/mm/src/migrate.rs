@@ -168,9 +168,27 @@ impl fmt::Display for MigrateError {
 
 /// The protection of every mapping step 3 replaced, by (root, address),
 /// for step 7 (a migration entry keeps only its kind).
-struct Prots(BTreeMap<(u64, u64), Prot>);
+#[derive(Debug, Clone, Default)]
+pub struct Prots(BTreeMap<(u64, u64), Prot>);
 
 impl Prots {
+    /// The protection of every mapping of `folio` in `tables`, read
+    /// through the reverse map; taken under the same locks as the unmap
+    /// that follows (step 3).
+    pub fn of_mappings<F: PageTableFormat>(
+        tables: &[&PageTable<F>],
+        mem: &impl TableMemory,
+        folio: &Folio<'_>,
+    ) -> Prots {
+        let mut prots = BTreeMap::new();
+        for table in tables {
+            rmap_walk(folio, &[*table], mem, &mut |m| {
+                prots.insert((table.root().as_u64(), m.va.as_u64()), m.leaf.prot);
+            });
+        }
+        Prots(prots)
+    }
+
     /// The protection for restoring the entry at `va` of the space rooted
     /// at `root`: that mapping's; else that of the PMD mapping around it
     /// in the same space (a PMD entry split into PTE entries meanwhile);
@@ -250,17 +268,12 @@ pub fn migrate_folio<H: MigrateHost>(
     };
     // Step 3.
     let unmapped = host.with_family_locked(&src, |tables, mem, tlb| {
-        let mut prots = BTreeMap::new();
-        for table in tables {
-            rmap_walk(&src, &[*table], mem, &mut |m| {
-                prots.insert((table.root().as_u64(), m.va.as_u64()), m.leaf.prot);
-            });
-        }
+        let prots = Prots::of_mappings(tables, mem, &src);
         let done = try_to_unmap(tables, mem, tlb, host.memmap(), &src, Target::Migration)?;
         for flush in done.flushes {
             flush.flush(tlb);
         }
-        Ok::<_, UnmapError>((done.refs, Prots(prots)))
+        Ok::<_, UnmapError>((done.refs, prots))
     });
     let (refs, prots) = match unmapped {
         Ok(done) => done,
@@ -283,7 +296,9 @@ pub fn migrate_folio<H: MigrateHost>(
         None
     };
     if let Some(why) = why {
-        host.with_family_locked(&src, |tables, mem, _| restore(tables, mem, &src, &src, &prots));
+        host.with_family_locked(&src, |tables, mem, _| {
+            remove_migration_entries(tables, mem, &src, &src, &prots)
+        });
         put_back(src);
         return refused(host, dst, why);
     }
@@ -316,7 +331,7 @@ pub fn migrate_folio<H: MigrateHost>(
         src.clear_flag(flag);
     }
     // Step 7 (the source's index still says where its entries are).
-    host.with_family_locked(&new, |tables, mem, _| restore(tables, mem, &src, &new, &prots));
+    host.with_family_locked(&new, |tables, mem, _| remove_migration_entries(tables, mem, &src, &new, &prots));
     src.set_mapping(crate::folio::FolioMapping::None, 0);
     // Step 8.
     put_back(new);
@@ -338,14 +353,24 @@ fn discard<H: MigrateHost>(host: &H, dst: UnpublishedFolio<'static>) {
 /// Step 7: replaces every migration entry naming a page of `old` in
 /// `tables` by a present mapping of the same page of `new` (which may be
 /// `old` itself, when migration backs off), with its mapcount and
-/// reference. Returns how many there were.
-fn restore<F: PageTableFormat>(
+/// reference, and the protection `prots` remembered from step 3 (made
+/// read-only unless the entry is `Write`). Returns how many there were.
+/// Entries that are gone (zapped) or that lie where the folio's index
+/// does not put that page are not restored.
+///
+/// The caller holds the lock of every table in `tables` (the family's)
+/// and `old` locked; `new` is locked too when it is not `old`. Public as
+/// the second half of a migration for the host tests of the paths that
+/// meet migration entries (`crate::testkit::migration_entries`), which
+/// act between the halves.
+pub fn remove_migration_entries<F: PageTableFormat>(
     tables: &[&PageTable<F>],
     mem: &impl TableMemory,
     old: &Folio<'_>,
     new: &Folio<'_>,
     prots: &Prots,
 ) -> usize {
+    debug_assert!(old.is_locked(), "remove_migration_entries: folio {:#x} not locked", old.pfn());
     let nr = old.nr_pages() as u64;
     let start = VirtAddr::new(old.index() << 12);
     let end = VirtAddr::new((old.index() + nr) << 12);
@@ -365,7 +390,7 @@ fn restore<F: PageTableFormat>(
         });
         for (va, level, i, m) in found {
             let prot = prots.of(table.root(), va);
-            let size = PageSize::at_level(level).expect("restore: a migration entry at a leaf level");
+            let size = PageSize::at_level(level).expect("remove_migration_entries: an entry at a leaf level");
             let leaf = Leaf {
                 frame: new.pfn().plus(i as u64).phys(),
                 size,
@@ -375,8 +400,12 @@ fn restore<F: PageTableFormat>(
             };
             // Nothing was present: no flush is owed for either write, and
             // the slot's table exists (no allocation).
-            table.clear(mem, va, level).expect("restore: the entry was just found").1.ignore();
-            table.map(mem, va, leaf).expect("restore: the slot was just cleared").ignore();
+            table
+                .clear(mem, va, level)
+                .expect("remove_migration_entries: the entry was just found")
+                .1
+                .ignore();
+            table.map(mem, va, leaf).expect("remove_migration_entries: the slot was just cleared").ignore();
             new.get();
             match level {
                 Level::Pmd => new.add_entire_mapcount(1),
