@@ -10,7 +10,10 @@
 //! The caller holds the source folio **locked** with **one reference**
 //! and hands over an [`UnpublishedFolio`] of the same order. In order:
 //! 1. **check**: anonymous, same order, not under writeback;
-//! 2. take the source **off the LRU lists** (remembering which);
+//! 2. take the source **off the LRU lists** (remembering which). When
+//!    it is off already, somebody else (reclaim) has it isolated with a
+//!    reference: then the freeze (step 4) fails while they hold it, or
+//!    they have put it back by then, and it is taken off after the freeze;
 //! 3. **unmap** it under the family's locks with
 //!    [`try_to_unmap`]`(`[`Target::Migration`]`)`: every PTE becomes a PTE
 //!    migration entry, every PMD one PMD migration entry, of kind `Write`,
@@ -302,6 +305,21 @@ pub fn migrate_folio<H: MigrateHost>(
         put_back(src);
         return refused(host, dst, why);
     }
+    // Off the lists for good. A folio somebody else had isolated at step 2
+    // (reclaim or `MADV_PAGEOUT`, which then found it locked) is put back
+    // by them before they drop their reference: after the freeze it is
+    // back on its list (nobody can isolate it again now: that takes a
+    // reference), and it is the destination's to take.
+    let list = list.or_else(|| {
+        let lru = host.lru()?;
+        let back_on = lru.list_of(src.pfn())?;
+        lru.remove(src).then_some(back_on)
+    });
+    let put_back = |f: Folio<'static>| {
+        if let (Some(lru), Some(list)) = (host.lru(), list) {
+            lru.putback(f, list);
+        }
+    };
     // Step 5.
     host.copy_frames(dst.phys(), src.phys(), nr);
     // Step 6: the destination, still invisible, then published locked.
