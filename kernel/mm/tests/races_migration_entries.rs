@@ -7,8 +7,10 @@
 //! cargo test -p mm --features shuttle --test races_migration_entries
 //! ```
 //!
-//! The migration is `mm::testkit::migration_entries`'s stand-in for `mm::migrate`,
-//! run as the kernel's will run: the folio lock first (waiting by
+//! The migration is `mm::migrate`'s own two halves, cut apart by
+//! `mm::testkit::migration_entries` (`try_to_unmap`'s migration target,
+//! then `mm::migrate::remove_migration_entries`, the folio its own
+//! destination), run as the kernel runs them: the folio lock first (waiting by
 //! yielding), the space's lock to replace the mappings by migration
 //! entries, the copy without that lock (a scheduling point here), the lock
 //! again to restore what it finds, then the folio lock and the reference
