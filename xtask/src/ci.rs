@@ -181,7 +181,7 @@ pub fn host_test_commands() -> Vec<Vec<String>> {
         words("test"),
         words(
             "test -p mm --features shuttle --test races_folio_flags --test races_thp --test races_lru \
-         --test races_swap_claim --test races_swapin --test races_migration_entries --test races_migrate",
+         --test races_swap_claim --test races_swapin --test races_migration_entries --test races_migrate --test races_migrate_thp",
         ),
     ]
 }
@@ -415,6 +415,8 @@ mod tests {
                 "bug replay pageout-split-race aarch64 smp 4",
                 "bug replay swapcache-tail-entries x86_64 smp 4",
                 "bug replay swapcache-tail-entries aarch64 smp 4",
+                "bug replay split-pmd-migration-entry x86_64 smp 4",
+                "bug replay split-pmd-migration-entry aarch64 smp 4",
                 "bug replay forget-anon-exclusive (stress) x86_64 smp 4",
                 "bug replay forget-anon-exclusive (stress) aarch64 smp 4",
             ]
@@ -445,6 +447,7 @@ mod tests {
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[2]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[3]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[4]),
+                Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[5]),
             ]
         );
     }
@@ -454,7 +457,7 @@ mod tests {
         let shown: Vec<String> = host_test_commands().iter().map(|c| c.join(" ")).collect();
         assert_eq!(
             shown,
-            ["test", "test -p mm --features shuttle --test races_folio_flags --test races_thp --test races_lru --test races_swap_claim --test races_swapin --test races_migration_entries --test races_migrate"]
+            ["test", "test -p mm --features shuttle --test races_folio_flags --test races_thp --test races_lru --test races_swap_claim --test races_swapin --test races_migration_entries --test races_migrate --test races_migrate_thp"]
         );
     }
 

@@ -349,6 +349,12 @@ pub const BUG_REPLAYS: &[BugReplay] = &[
         expect: "wrong tail entry",
         stress_secs: 10,
     },
+    BugReplay {
+        bug: "split-pmd-migration-entry",
+        test: "migrate::thp_cut_while_it_migrates_loses_nothing",
+        expect: "lost data",
+        stress_secs: 30,
+    },
     // The randomised mm stress must catch a broken mechanism on its own,
     // with its default seed (docs/src/stress.md, "What it catches").
     BugReplay {

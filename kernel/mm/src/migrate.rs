@@ -10,7 +10,10 @@
 //! The caller holds the source folio **locked** with **one reference**
 //! and hands over an [`UnpublishedFolio`] of the same order. In order:
 //! 1. **check**: anonymous, same order, not under writeback;
-//! 2. take the source **off the LRU lists** (remembering which);
+//! 2. take the source **off the LRU lists** (remembering which). When
+//!    it is off already, somebody else (reclaim) has it isolated with a
+//!    reference: then the freeze (step 4) fails while they hold it, or
+//!    they have put it back by then, and it is taken off after the freeze;
 //! 3. **unmap** it under the family's locks with
 //!    [`try_to_unmap`]`(`[`Target::Migration`]`)`: every PTE becomes a PTE
 //!    migration entry, every PMD one PMD migration entry, of kind `Write`,
@@ -168,9 +171,27 @@ impl fmt::Display for MigrateError {
 
 /// The protection of every mapping step 3 replaced, by (root, address),
 /// for step 7 (a migration entry keeps only its kind).
-struct Prots(BTreeMap<(u64, u64), Prot>);
+#[derive(Debug, Clone, Default)]
+pub struct Prots(BTreeMap<(u64, u64), Prot>);
 
 impl Prots {
+    /// The protection of every mapping of `folio` in `tables`, read
+    /// through the reverse map; taken under the same locks as the unmap
+    /// that follows (step 3).
+    pub fn of_mappings<F: PageTableFormat>(
+        tables: &[&PageTable<F>],
+        mem: &impl TableMemory,
+        folio: &Folio<'_>,
+    ) -> Prots {
+        let mut prots = BTreeMap::new();
+        for table in tables {
+            rmap_walk(folio, &[*table], mem, &mut |m| {
+                prots.insert((table.root().as_u64(), m.va.as_u64()), m.leaf.prot);
+            });
+        }
+        Prots(prots)
+    }
+
     /// The protection for restoring the entry at `va` of the space rooted
     /// at `root`: that mapping's; else that of the PMD mapping around it
     /// in the same space (a PMD entry split into PTE entries meanwhile);
@@ -250,17 +271,12 @@ pub fn migrate_folio<H: MigrateHost>(
     };
     // Step 3.
     let unmapped = host.with_family_locked(&src, |tables, mem, tlb| {
-        let mut prots = BTreeMap::new();
-        for table in tables {
-            rmap_walk(&src, &[*table], mem, &mut |m| {
-                prots.insert((table.root().as_u64(), m.va.as_u64()), m.leaf.prot);
-            });
-        }
+        let prots = Prots::of_mappings(tables, mem, &src);
         let done = try_to_unmap(tables, mem, tlb, host.memmap(), &src, Target::Migration)?;
         for flush in done.flushes {
             flush.flush(tlb);
         }
-        Ok::<_, UnmapError>((done.refs, Prots(prots)))
+        Ok::<_, UnmapError>((done.refs, prots))
     });
     let (refs, prots) = match unmapped {
         Ok(done) => done,
@@ -283,10 +299,27 @@ pub fn migrate_folio<H: MigrateHost>(
         None
     };
     if let Some(why) = why {
-        host.with_family_locked(&src, |tables, mem, _| restore(tables, mem, &src, &src, &prots));
+        host.with_family_locked(&src, |tables, mem, _| {
+            remove_migration_entries(tables, mem, &src, &src, &prots)
+        });
         put_back(src);
         return refused(host, dst, why);
     }
+    // Off the lists for good. A folio somebody else had isolated at step 2
+    // (reclaim or `MADV_PAGEOUT`, which then found it locked) is put back
+    // by them before they drop their reference: after the freeze it is
+    // back on its list (nobody can isolate it again now: that takes a
+    // reference), and it is the destination's to take.
+    let list = list.or_else(|| {
+        let lru = host.lru()?;
+        let back_on = lru.list_of(src.pfn())?;
+        lru.remove(src).then_some(back_on)
+    });
+    let put_back = |f: Folio<'static>| {
+        if let (Some(lru), Some(list)) = (host.lru(), list) {
+            lru.putback(f, list);
+        }
+    };
     // Step 5.
     host.copy_frames(dst.phys(), src.phys(), nr);
     // Step 6: the destination, still invisible, then published locked.
@@ -316,7 +349,7 @@ pub fn migrate_folio<H: MigrateHost>(
         src.clear_flag(flag);
     }
     // Step 7 (the source's index still says where its entries are).
-    host.with_family_locked(&new, |tables, mem, _| restore(tables, mem, &src, &new, &prots));
+    host.with_family_locked(&new, |tables, mem, _| remove_migration_entries(tables, mem, &src, &new, &prots));
     src.set_mapping(crate::folio::FolioMapping::None, 0);
     // Step 8.
     put_back(new);
@@ -338,14 +371,24 @@ fn discard<H: MigrateHost>(host: &H, dst: UnpublishedFolio<'static>) {
 /// Step 7: replaces every migration entry naming a page of `old` in
 /// `tables` by a present mapping of the same page of `new` (which may be
 /// `old` itself, when migration backs off), with its mapcount and
-/// reference. Returns how many there were.
-fn restore<F: PageTableFormat>(
+/// reference, and the protection `prots` remembered from step 3 (made
+/// read-only unless the entry is `Write`). Returns how many there were.
+/// Entries that are gone (zapped) or that lie where the folio's index
+/// does not put that page are not restored.
+///
+/// The caller holds the lock of every table in `tables` (the family's)
+/// and `old` locked; `new` is locked too when it is not `old`. Public as
+/// the second half of a migration for the host tests of the paths that
+/// meet migration entries (`crate::testkit::migration_entries`), which
+/// act between the halves.
+pub fn remove_migration_entries<F: PageTableFormat>(
     tables: &[&PageTable<F>],
     mem: &impl TableMemory,
     old: &Folio<'_>,
     new: &Folio<'_>,
     prots: &Prots,
 ) -> usize {
+    debug_assert!(old.is_locked(), "remove_migration_entries: folio {:#x} not locked", old.pfn());
     let nr = old.nr_pages() as u64;
     let start = VirtAddr::new(old.index() << 12);
     let end = VirtAddr::new((old.index() + nr) << 12);
@@ -365,7 +408,7 @@ fn restore<F: PageTableFormat>(
         });
         for (va, level, i, m) in found {
             let prot = prots.of(table.root(), va);
-            let size = PageSize::at_level(level).expect("restore: a migration entry at a leaf level");
+            let size = PageSize::at_level(level).expect("remove_migration_entries: an entry at a leaf level");
             let leaf = Leaf {
                 frame: new.pfn().plus(i as u64).phys(),
                 size,
@@ -375,8 +418,12 @@ fn restore<F: PageTableFormat>(
             };
             // Nothing was present: no flush is owed for either write, and
             // the slot's table exists (no allocation).
-            table.clear(mem, va, level).expect("restore: the entry was just found").1.ignore();
-            table.map(mem, va, leaf).expect("restore: the slot was just cleared").ignore();
+            table
+                .clear(mem, va, level)
+                .expect("remove_migration_entries: the entry was just found")
+                .1
+                .ignore();
+            table.map(mem, va, leaf).expect("remove_migration_entries: the slot was just cleared").ignore();
             new.get();
             match level {
                 Level::Pmd => new.add_entire_mapcount(1),

@@ -14,16 +14,23 @@ use arch_aarch64::pgtable::Aarch64Format;
 use arch_x86_64::pgtable::X86Format;
 use mm::folio::Folio;
 use mm::gup::Hold;
-use mm::migrate::MigrateError;
+use mm::lru::LruLists;
+use mm::migrate::{MigrateError, MigrateHost};
+use mm::page::Memmap;
 use mm::page::PageFlag;
 use mm::pgtable::sim::{HardwareWalker, HwAccess};
+use mm::pgtable::sim::{SimMemory, SoftTlb};
 use mm::pgtable::{Decoded, Level, MigrationKind, NonPresent};
+use mm::pgtable::{PageTable, SwapType};
+use mm::swap::area::SwapArea;
 use mm::swap::cache::{folio_entry, lookup_get, nth_entry};
 use mm::testkit::policy::{with_world, world};
 use mm::testkit::world::{pages, va, World, AREA, HP, NR_HP, PAGE};
 use mm::unmap::UnmapError;
 use mm::vma::VmaProt;
 use mm::Pfn;
+use mm::PhysAddr;
+use std::cell::RefCell;
 
 /// The migration entries of space `s` as the latest migration's copy saw
 /// them: (address, level, kind, young, dirty).
@@ -415,6 +422,81 @@ fn replay_swapcache_tail_entries_is_caught<F: HardwareWalker>() {
     std::mem::forget(w);
 }
 
+// ------------------------------------------------------------ the lists
+
+/// `World` as the kernel's side of migration, with `hook` run once at the
+/// start of step 3 (the first time migration takes the family's locks),
+/// between its step 2 and the freeze.
+struct Hooked<'a, F: HardwareWalker> {
+    w: &'a World<F>,
+    hook: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+}
+
+impl<F: HardwareWalker> MigrateHost for Hooked<'_, F> {
+    type Format = F;
+    type Mem = SimMemory;
+    type Tlb = SoftTlb<F>;
+
+    fn memmap(&self) -> &'static Memmap {
+        self.w.memmap()
+    }
+    fn lru(&self) -> Option<&LruLists> {
+        MigrateHost::lru(self.w)
+    }
+    fn with_family_locked<R>(
+        &self,
+        folio: &Folio<'static>,
+        f: impl FnOnce(&[&PageTable<F>], &SimMemory, &SoftTlb<F>) -> R,
+    ) -> R {
+        if let Some(hook) = self.hook.borrow_mut().take() {
+            hook();
+        }
+        self.w.with_family_locked(folio, f)
+    }
+    fn with_swap_area<R>(&self, ty: SwapType, f: impl FnOnce(&SwapArea) -> R) -> Option<R> {
+        self.w.with_swap_area(ty, f)
+    }
+    fn copy_frames(&self, dst: PhysAddr, src: PhysAddr, nr: usize) {
+        MigrateHost::copy_frames(self.w, dst, src, nr)
+    }
+    fn free(&self, folio: Folio<'static>) {
+        MigrateHost::free(self.w, folio)
+    }
+    fn migration_done(&self, old: Pfn) {
+        self.w.migration_done(old)
+    }
+}
+
+/// Reclaim had isolated the page (off the lists, with a reference) when
+/// the migration took it off the lists (step 2), then found it locked and
+/// put it back, and dropped its reference, before the freeze: the new
+/// page must end on that list and the old one on none (the in-guest
+/// `MADV_PAGEOUT` race found the new page on no list).
+fn a_page_reclaim_puts_back_during_its_migration_keeps_its_list<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 2, 1);
+        let f = w.folio_at(0, AREA);
+        let list = w.list_of(f).expect("a mapped page is on a list");
+        let lru = MigrateHost::lru(&*w).expect("the world has lists");
+        f.get(); // reclaim's isolation
+        assert!(lru.remove(f));
+        let reclaim_gives_up = move || {
+            lru.putback(f, list);
+            assert!(!f.put());
+        };
+        let host = Hooked { w: &*w, hook: RefCell::new(Some(Box::new(reclaim_gives_up))) };
+        f.get();
+        f.lock();
+        let dst = w.frames.alloc_unpublished(0).unwrap();
+        let new = mm::migrate::migrate_folio(&host, f, dst).unwrap_or_else(|e| panic!("refused: {e}"));
+        assert!(!new.put(), "the mapping keeps it");
+        assert_ne!(new, f);
+        assert_eq!(w.list_of(new), Some(list), "the new page is on the list the old one was put back on");
+        w.expect_page(0, AREA, 1);
+        w.check();
+    });
+}
+
 mm::for_both_formats!(
     swap_cache_thp_migrated_then_split_keeps_every_tail_entry,
     replay_swapcache_tail_entries_is_caught,
@@ -428,4 +510,5 @@ mm::for_both_formats!(
     pinned_or_referenced_folio_is_refused_and_left_intact,
     write_exclusive_young_dirty_are_carried,
     thp_without_a_huge_destination_is_split_and_moved,
+    a_page_reclaim_puts_back_during_its_migration_keeps_its_list,
 );

@@ -4,11 +4,12 @@
 //! checker, at PTE and PMD level (`mm::space`'s "Migration entries",
 //! `mm::debug`'s rules).
 //!
-//! The entries are made and restored by `mm::testkit::migration_entries` the way
-//! migration does it (the folio locked, the mappings' counts dropped, the
-//! kind from the mapping's write and anon-exclusive state, young and dirty
-//! kept), with the same folio as the destination: these tests are about
-//! the other paths, not the copy. Every test checks the counts while the
+//! The entries are made and restored by `mm::migrate`'s own two halves
+//! (`try_to_unmap`'s migration target, then
+//! `mm::migrate::remove_migration_entries`), cut apart by
+//! `mm::testkit::migration_entries` so that a test acts between them, with
+//! the same folio as the destination: these tests are about the other
+//! paths, not the copy. Every test checks the counts while the
 //! entries stand (`World::check_in(false)`: a migration is in flight),
 //! the bytes after the migration ends, and every frame back at the end.
 
@@ -466,12 +467,13 @@ fn swap_in_takes_a_migration_entry_for_a_changed_entry<F: HardwareWalker>() {
         assert!(matches!(other, SwapInOutcome::Mapped { pages: 1, .. }), "{other:?}");
         // ...and a migration takes it over (the same lock again).
         let tables: [&PageTable<F>; 1] = [&sp.table];
-        assert_eq!(unmap_to_migration(&tables, &w.mem, &w.tlb, &folio), 1);
+        let unmapped = unmap_to_migration(&tables, &w.mem, &w.tlb, w.memmap(), &folio);
+        assert_eq!(unmapped.nr_entries, 1);
         let mine =
             map_swapped_in(&sp.table, &w.mem, &sp.vmas, w.area(), &folio, i, va(AREA), entry, false, true);
         assert_eq!(mine, SwapInOutcome::Changed);
         assert!(migration_at(w, 0, AREA).is_some());
-        assert_eq!(remove_migration_entries(&[(&sp.table, &sp.vmas)], &w.mem, &folio), 1);
+        assert_eq!(remove_migration_entries(&[(&sp.table, &sp.vmas)], &w.mem, &folio, &unmapped.prots), 1);
         folio.unlock();
         w.frames.put(folio);
         w.frames.put(folio);

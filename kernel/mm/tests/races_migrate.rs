@@ -20,6 +20,11 @@
 //! cargo test -p mm --features shuttle --test races_migrate
 //! ```
 //!
+//! A device pinning the page (`FOLL_PIN`) instead: either the pin comes
+//! first and migration is refused before anything changes, or GUP waits
+//! on the entry and pins the new page. The whole-THP races (a PMD split,
+//! fork) are in `races_migrate_thp.rs`.
+//!
 //! The space is `mm::testkit`'s `SharedSpace`: its lock (shuttle's mutex)
 //! is the family's lock of migration's steps 3 and 7, taken around the
 //! table, the areas, the simulated memory and the TLB; the copy runs
@@ -44,6 +49,7 @@ use mm::testkit::migration::copy_frames;
 use mm::testkit::races::run;
 use mm::testkit::world::SharedSpace;
 use mm::thp::HPAGE_SIZE;
+use mm::unmap::UnmapError;
 use mm::{Pfn, PhysAddr, VirtAddr};
 
 const BASE_PFN: u64 = 0x80000;
@@ -82,12 +88,22 @@ impl MigrateHost for Host {
         None
     }
     fn copy_frames(&self, dst: PhysAddr, src: PhysAddr, nr: usize) {
+        // The copy takes long, without the space's lock: a scheduling
+        // point, so that others meet the migration entries.
+        shuttle::thread::yield_now();
         copy_frames(&self.0.frames, dst, src, nr);
     }
     fn free(&self, folio: Folio<'static>) {
         self.0.frames.free(folio);
     }
     fn migration_done(&self, _: Pfn) {}
+}
+
+/// The tests of this file one at a time: they share the statics below,
+/// and one turns a bug-replay switch on, which the others must not see.
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ALONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Executions in which the writer waited on a migration entry.
@@ -193,25 +209,24 @@ static MOVED: AtomicUsize = AtomicUsize::new(0);
 /// entry), a write of `value` into word 0 through it without the lock,
 /// then the reference dropped.
 fn device_writes(space: &'static Space, at: u64, value: u64) {
+    device_writes_through(space, at, value, Hold::Get);
+}
+
+/// [`device_writes`] with a hold of either kind.
+fn device_writes_through(space: &'static Space, at: u64, value: u64, hold: Hold) {
     while !STARTED.load(Ordering::Relaxed) {
         shuttle::thread::yield_now();
     }
     let pa = loop {
         let got = space.locked(|g| {
-            get_user_page(
-                &g.table,
-                &g.vmas,
-                &g.mem,
-                &space.frames,
-                &g.tlb,
-                VirtAddr::new(at),
-                true,
-                Hold::Get,
-            )
+            get_user_page(&g.table, &g.vmas, &g.mem, &space.frames, &g.tlb, VirtAddr::new(at), true, hold)
         });
         match got {
             Ok(pa) => break pa,
-            Err(GupError::Fault(FaultOutcome::MigrationWait { page, .. })) => {
+            Err(
+                GupError::Migrating { va: page, .. }
+                | GupError::Fault(FaultOutcome::MigrationWait { page, .. }),
+            ) => {
                 while space
                     .locked(|g| migration_in_progress(&g.table, &g.mem, space.memmap(), page))
                     .is_some()
@@ -223,7 +238,7 @@ fn device_writes(space: &'static Space, at: u64, value: u64) {
         }
     };
     space.frames.write_u64(pa, value);
-    if let Some(folio) = release(space.memmap(), pa, Hold::Get) {
+    if let Some(folio) = release(space.memmap(), pa, hold) {
         space.frames.free(folio);
     }
 }
@@ -274,6 +289,7 @@ fn race_with_a_reference() {
 
 #[test]
 fn a_device_reference_makes_migration_back_off_and_loses_no_write() {
+    let _alone = alone();
     BACKED_OFF.store(0, Ordering::Relaxed);
     MOVED.store(0, Ordering::Relaxed);
     run("reference", SEED + 2, ITERATIONS, race_with_a_reference);
@@ -283,6 +299,7 @@ fn a_device_reference_makes_migration_back_off_and_loses_no_write() {
 
 #[test]
 fn a_fault_on_a_small_page_waits_for_its_migration() {
+    let _alone = alone();
     WAITED.store(0, Ordering::Relaxed);
     run("small", SEED, ITERATIONS, || race(false));
     assert!(WAITED.load(Ordering::Relaxed) > 0, "no execution met a migration entry");
@@ -290,7 +307,72 @@ fn a_fault_on_a_small_page_waits_for_its_migration() {
 
 #[test]
 fn a_fault_on_a_pmd_mapped_thp_waits_for_its_migration() {
+    let _alone = alone();
     WAITED.store(0, Ordering::Relaxed);
     run("thp", SEED + 1, ITERATIONS, || race(true));
     assert!(WAITED.load(Ordering::Relaxed) > 0, "no execution met a migration entry");
+}
+
+// ------------------------------------------------------------------ GUP pin
+
+/// Executions in which the migration was refused for the pin, and in
+/// which it moved the page before the pin was taken.
+static REFUSED_PINNED: AtomicUsize = AtomicUsize::new(0);
+static MOVED_BEFORE_PIN: AtomicUsize = AtomicUsize::new(0);
+
+/// A migration racing a device that pins the page (`FOLL_PIN`, through
+/// GUP, waiting on a migration entry like a fault) and writes through the
+/// pin, and the task's own writes: either the pin comes first and the
+/// migration is refused before anything changes (`Unmap(Pinned)`), or
+/// GUP meets the entry, waits, and pins the new page. Both writes are in
+/// the page the table maps after.
+fn race_with_a_pin() {
+    let frames = SimFrames::new(BASE_PFN, NR_FRAMES);
+    let space = SharedSpace::<X86Format>::new(frames, &[(AREA, 4096)]);
+    space.locked(|g| g.vmas.advise_thp(VirtAddr::new(AREA), 4096, mm::vma::ThpMode::Never).unwrap());
+    assert!(!matches!(space.fault(AREA, Access::Write), FaultOutcome::Refused(_)));
+    STARTED.store(false, Ordering::Relaxed);
+    let device = shuttle::thread::spawn(move || device_writes_through(space, AREA, 0xd00d, Hold::Pin));
+    let writer = shuttle::thread::spawn(move || write_words(space, AREA + 8));
+    let migrator = shuttle::thread::spawn(move || {
+        let pa = space.translate(AREA).expect("mapped before the race");
+        let folio = folio_of(space.memmap(), pa.pfn()).unwrap();
+        folio.get();
+        folio.lock();
+        STARTED.store(true, Ordering::Relaxed);
+        let dst = space.frames.alloc_unpublished(0).expect("a destination");
+        match migrate_folio(&Host(space), folio, dst) {
+            Ok(new) => {
+                MOVED_BEFORE_PIN.fetch_add(1, Ordering::Relaxed);
+                assert!(!new.put());
+            }
+            Err(MigrateError::Unmap(UnmapError::Pinned)) => {
+                REFUSED_PINNED.fetch_add(1, Ordering::Relaxed);
+                folio.unlock();
+                assert!(!folio.put());
+            }
+            Err(e) => panic!("migration refused: {e}"),
+        }
+    });
+    device.join().unwrap();
+    writer.join().unwrap();
+    migrator.join().unwrap();
+    let pa = space.translate(AREA).expect("mapped after the race");
+    assert_eq!(space.frames.read_u64(pa), 0xd00d, "the device's write is lost");
+    for w in 0..NR_WRITES {
+        let got = space.frames.read_u64(PhysAddr::new(pa.as_u64() + 8 + 8 * w));
+        assert_eq!(got, w + 1, "the task's word {w} is lost");
+    }
+    space.check();
+    space.finish();
+}
+
+#[test]
+fn a_pin_refuses_migration_or_waits_for_it_and_loses_no_write() {
+    let _alone = alone();
+    REFUSED_PINNED.store(0, Ordering::Relaxed);
+    MOVED_BEFORE_PIN.store(0, Ordering::Relaxed);
+    run("pin", SEED + 3, ITERATIONS / 3, race_with_a_pin);
+    let (refused, moved) = (REFUSED_PINNED.load(Ordering::Relaxed), MOVED_BEFORE_PIN.load(Ordering::Relaxed));
+    assert!(refused > 0 && moved > 0, "both outcomes: {refused} refused for the pin, {moved} moved");
 }

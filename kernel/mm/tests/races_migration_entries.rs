@@ -7,8 +7,10 @@
 //! cargo test -p mm --features shuttle --test races_migration_entries
 //! ```
 //!
-//! The migration is `mm::testkit::migration_entries`'s stand-in for `mm::migrate`,
-//! run as the kernel's will run: the folio lock first (waiting by
+//! The migration is `mm::migrate`'s own two halves, cut apart by
+//! `mm::testkit::migration_entries` (`try_to_unmap`'s migration target,
+//! then `mm::migrate::remove_migration_entries`, the folio its own
+//! destination), run as the kernel runs them: the folio lock first (waiting by
 //! yielding), the space's lock to replace the mappings by migration
 //! entries, the copy without that lock (a scheduling point here), the lock
 //! again to restore what it finds, then the folio lock and the reference
@@ -26,7 +28,7 @@ use mm::bugs::{self, Bug};
 use mm::debug::{check_spaces_in, Scope};
 use mm::fault::{handle_fault, Access, FaultCause, FaultOutcome, MemFault};
 use mm::folio::{folio_of, Folio};
-use mm::page::PageFlag;
+use mm::page::{Memmap, PageFlag};
 use mm::pgtable::sim::{SimMemory, SoftTlb};
 use mm::pgtable::{Flush, Level, PageTable};
 use mm::space::{fork_range, zap_range, Gather};
@@ -63,18 +65,24 @@ type Locked<'a> = dyn FnMut(&[&PageTable<X86Format>], &VmaSet, &SimMemory, &Soft
 /// caller took for it; `lock_tables` runs a closure under the lock of
 /// every table that may map it. Returns (entries written, mappings
 /// restored).
-fn migrate<L>(folio: Folio<'static>, lock_tables: L) -> (usize, usize)
+fn migrate<L>(folio: Folio<'static>, memmap: &'static Memmap, lock_tables: L) -> (usize, usize)
 where
     L: Fn(&mut Locked<'_>) -> usize,
 {
     while !folio.try_lock() {
         shuttle::thread::yield_now();
     }
-    let unmapped = lock_tables(&mut |tables, _, mem, tlb| unmap_to_migration(tables, mem, tlb, &folio));
+    let mut prots = None;
+    let unmapped = lock_tables(&mut |tables, _, mem, tlb| {
+        let done = unmap_to_migration(tables, mem, tlb, memmap, &folio);
+        prots = Some(done.prots);
+        done.nr_entries
+    });
     shuttle::thread::yield_now(); // the copy, without the space's lock
+    let prots = prots.expect("the first half ran");
     let restored = lock_tables(&mut |tables, vmas, mem, _| {
         let spaces: Vec<_> = tables.iter().map(|t| (*t, vmas)).collect();
-        remove_migration_entries(&spaces, mem, &folio)
+        remove_migration_entries(&spaces, mem, &folio, &prots)
     });
     folio.unlock();
     (unmapped, restored)
@@ -97,7 +105,8 @@ fn split_against_migration() {
     let folio = folio_of(space.memmap(), head).unwrap();
     folio.get(); // the migration's, taken when it isolated the folio
     let lock_tables = move |f: &mut Locked<'_>| space.locked(|g| f(&[&g.table], &g.vmas, &g.mem, &g.tlb));
-    let m = shuttle::thread::spawn(move || migrate(folio, lock_tables));
+    let memmap = space.memmap();
+    let m = shuttle::thread::spawn(move || migrate(folio, memmap, lock_tables));
     let z = shuttle::thread::spawn(move || space.munmap(AREA + 100 * PAGE, AREA + 356 * PAGE));
     z.join().unwrap();
     let (unmapped, restored) = m.join().unwrap();
@@ -212,7 +221,7 @@ fn fork_against_migration() {
         tables.extend(g.child.as_ref());
         f(&tables, &g.vmas, &g.mem, &g.tlb)
     };
-    let m = shuttle::thread::spawn(move || migrate(folio, lock_tables));
+    let m = shuttle::thread::spawn(move || migrate(folio, frames.memmap(), lock_tables));
     let f = shuttle::thread::spawn(move || {
         let mut g = family.lock().unwrap();
         let child = PageTable::new(&g.mem).unwrap();

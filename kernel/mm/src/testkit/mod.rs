@@ -10,7 +10,7 @@
 //! | [`bug_switch`] | tests taking turns at the global bug-replay switches: [`shared`](bug_switch::shared), [`BugOn`](bug_switch::BugOn) |
 //! | [`frames`] | [`SimFrames`](frames::SimFrames): the frame source of the tests, which is also their swap backend: a real allocator, simulated contents, on request the huge zero folio, the LRU lists and a swap area with a RAM disk |
 //! | [`world`] | [`World`](world::World): a fork family of address spaces over `SimFrames` with a simulated CPU and the system calls; [`SharedSpace`](world::SharedSpace): one space behind a lock, for race tests |
-//! | [`migration_entries`] | migration entries written and restored the way migration does (folio locked, mappings' counts dropped), in two halves so that a test can act between them: [`World::start_migration`](world::World::start_migration), [`World::end_migration`](world::World::end_migration) |
+//! | [`migration_entries`] | a migration in its two halves, `mm`'s own code (`try_to_unmap`'s migration target, `migrate::remove_migration_entries`) with the folio as its own destination, so that a test can act between them: [`World::start_migration`](world::World::start_migration), [`World::end_migration`](world::World::end_migration) |
 //! | [`policy`] | `World` as the kernel's side of `mm::reclaim` and `mm::swapoff` (`ReclaimHost`, `SwapoffHost`), with [`Switches`](policy::Switches) that play it differently, and the policy tests' worlds |
 //! | [`migration`] | `World` as the kernel's side of `mm::migrate` (`MigrateHost`), and `World::migrate` |
 //! | `races` | the shuttle set-up of the race tests (feature `shuttle`): one configuration, `run` (both schedulers) and `explore` (one, the failure returned) |
