@@ -875,6 +875,12 @@ impl KcompactdWake {
     pub fn take(&self) -> Option<u8> {
         self.wanted.swap(0, Ordering::AcqRel).checked_sub(1)
     }
+
+    /// True when an order is recorded and not taken yet (a look for
+    /// quiescence; the answer may be stale at once).
+    pub fn pending(&self) -> bool {
+        self.wanted.load(Ordering::Acquire) != 0
+    }
 }
 
 // ---------------------------------------------------------------- THP faults

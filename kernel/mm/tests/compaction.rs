@@ -786,7 +786,9 @@ fn kcompactd_is_woken_by_huge_allocations_failing_for_want_of_a_block() {
     assert!(wake.wake(order), "the first waker unparks");
     assert!(!wake.wake(order), "an unpark is on its way");
     assert!(!wake.wake(3));
+    assert!(wake.pending());
     assert_eq!(wake.take(), Some(order), "the largest order wanted");
+    assert!(!wake.pending());
     assert_eq!(wake.take(), None, "consumed");
     assert!(wake.wake(3));
     assert!(!wake.wake(order));

@@ -11,9 +11,11 @@
 //! | [`swap`] | swap areas on virtio-blk disks (swapon at boot, swapoff over `mm::swapoff`), swap I/O, the swap-in half of a fault |
 //! | [`reclaim`] | the LRU lists, kswapd, direct reclaim, `MADV_PAGEOUT`; the host of `mm::reclaim`'s shrink step |
 //! | [`migrate`] | folio migration: the host of `mm::migrate`, destinations, counters, `AddressSpace::migrate_range`, the wait of a fault on a migration entry |
+//! | [`compaction`] | compaction: the host of `mm::compaction`, a zone per node, kcompactd, direct compaction for THP faults, the counters |
 //!
 //! Below: [`crate::drivers`] (swap I/O), [`crate::task`], [`crate::memory`].
 
+pub mod compaction;
 pub mod fault;
 pub mod folios;
 pub mod migrate;
