@@ -822,7 +822,11 @@ fn direct_compaction_backs_off_after_failures() {
     // After n failures, one attempt in 2^n runs.
     assert!(d.deferred());
     assert!(!d.deferred());
+    // A pass that only spent its budget is no failure: the next goes on.
     d.note(Outcome::BudgetSpent);
+    assert_eq!(d.shift(), 1);
+    d.note(Outcome::NoDestination);
+    assert_eq!(d.shift(), 2);
     let runs = (0..16).filter(|_| !d.deferred()).count();
     assert_eq!(runs, 4, "one in 4");
     for _ in 0..20 {

@@ -9,7 +9,8 @@
 //!
 //! `anon4k_fault`, `thp_fault`, `cow_fork`, `anon4k_mt_t*` and
 //! `memset_gibps` (profile `main`) and `swap_out`/`swap_in`/`pressure`
-//! (profile `swap`, `bench=swap-profile`) run in address spaces of their own ([`AddressSpace`]):
+//! (profile `swap`, `bench=swap-profile`) and `compact` (profile
+//! `migrate`, `bench=migrate-profile`; [`compact`]) run in address spaces of their own ([`AddressSpace`]):
 //! a task in the space makes plain loads and stores, and every first touch
 //! is a real MMU fault handled by `mm::fault::handle_fault`. Each one:
 //!
@@ -21,6 +22,8 @@
 //!   fails on a wrong one;
 //! - drops its spaces and fails unless the allocator's free frame count is
 //!   back where it was before ([`Ledger`]).
+
+mod compact;
 
 use crate::arch::prelude::*;
 use crate::cmdline::selected;
@@ -53,6 +56,10 @@ struct Bench {
 /// those of profile `main`.
 const SWAP_BENCHES: &[Bench] =
     &[Bench { name: "swap_out", run: swap_out_in }, Bench { name: "pressure", run: pressure }];
+
+/// The benchmarks of profile `migrate` (BENCHMARKS.md: `-m 2048 -smp 4`),
+/// run with `bench=migrate-profile` (or by name).
+const MIGRATE_BENCHES: &[Bench] = &[Bench { name: "compact", run: compact::compact }];
 
 const BENCHES: &[Bench] = &[
     Bench { name: "frame_alloc_free", run: frame_alloc_free },
@@ -435,11 +442,14 @@ pub fn run(filter: &str) -> bool {
     let mut ran = 0;
     let chosen: Vec<&Bench> = if filter == "swap-profile" {
         SWAP_BENCHES.iter().collect()
+    } else if filter == "migrate-profile" {
+        MIGRATE_BENCHES.iter().collect()
     } else {
         BENCHES
             .iter()
             .filter(|b| selected(filter, b.name))
             .chain(SWAP_BENCHES.iter().filter(|b| filter != "all" && selected(filter, b.name)))
+            .chain(MIGRATE_BENCHES.iter().filter(|b| filter != "all" && selected(filter, b.name)))
             .collect()
     };
     for bench in chosen {

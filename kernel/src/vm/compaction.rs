@@ -270,9 +270,16 @@ pub fn start() {
         return;
     }
     for node in NodeId::all(memory::nr_nodes()) {
-        if node_span(node).0 == node_span(node).1 {
+        let (start, end) = node_span(node);
+        if start == end {
             continue;
         }
+        crate::println!(
+            "compaction: node {node}: zone of PFNs {:#x}-{:#x} ({} pageblocks), kcompactd started",
+            start.as_u64(),
+            end.as_u64(),
+            (end.as_u64() - start.as_u64()).div_ceil(mm::compaction::PAGEBLOCK_NR)
+        );
         if let Err(e) = sched::spawn("kcompactd", move || kcompactd(node)) {
             crate::println!("compaction: kcompactd of node {node} not started: {e:?}");
         }
