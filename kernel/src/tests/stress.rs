@@ -2,7 +2,7 @@
 //! apply random operations to overlapping ranges of shared address spaces
 //! and check every byte they read against a shadow model, with swap
 //! smaller than the working set and the faulty disk as a second swap area;
-//! the consistency checker runs at quiescent points. `cargo xtask stress`
+//! the consistency checker runs at quiescent points (with kcompactd idle). `cargo xtask stress`
 //! runs it for minutes; `cargo xtask test` runs it briefly.
 //!
 //! ## Worlds, regions and the shadow
@@ -291,6 +291,7 @@ const OPS: &[Op] = &[
     Op { name: "read", weight: 12, run: op_read },
     Op { name: "gup", weight: 5, run: op_gup },
     Op { name: "fork", weight: 2, run: op_fork },
+    Op { name: "compact", weight: 2, run: op_compact },
 ];
 
 impl Ctx<'_> {
@@ -686,6 +687,18 @@ fn op_gup(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
 /// the parent writes every other page of the range; after the child has
 /// ended and its space is gone, the parent reads the region back the same
 /// way (no write of either side may show through on the other).
+/// A bounded compaction pass over the node of this CPU while the other
+/// tasks work (the region's lock is held, but the pass moves the movable
+/// folios of every world and changes no content, so the shadow stays):
+/// for a free 2 MiB block (aux bit 0), or for a free 4 MiB block, which
+/// moves THPs whole.
+fn op_compact(_: &mut Ctx<'_>, _: &mut [Page], a: Args) {
+    use mm::compaction::{Caller, Goal, Request, THP_FAULT_BUDGET};
+    let order = if a.aux & 1 == 0 { mm::thp::HPAGE_ORDER } else { mm::frame::MAX_ORDER };
+    let request = Request { goal: Goal::Order(order), budget: THP_FAULT_BUDGET, caller: Caller::Manual };
+    crate::vm::compaction::compact_node(memory::cpu_node(sched::cpu_index()), request);
+}
+
 fn op_fork(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     let world = ctx.world();
     world.nr_forks_active.fetch_add(1, Ordering::SeqCst);
@@ -1023,6 +1036,9 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>, t: &mut Totals) -> Result
         true
     };
     let check_all = |sh: &Shared, checks: &mut u64, errors: &mut Vec<String>| {
+        // No kcompactd pass half-way (woken by the tasks' THP faults): the
+        // checker sees no folio it isolated, no migration entry it wrote.
+        crate::vm::compaction::quiesce();
         for (i, w) in sh.worlds.iter().enumerate() {
             *checks += 1;
             if let Err(e) = w.space.check() {
