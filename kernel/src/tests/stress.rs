@@ -900,6 +900,7 @@ fn random_mm_ops(env: &TestEnv<'_>) -> Result<(), String> {
         PSWPIN.load(Ordering::Relaxed),
         WRITE_ERRORS.load(Ordering::Relaxed),
     );
+    let compact0 = crate::vm::compaction::counts();
 
     // Ballast: leave free about half the working set (and some room for
     // tables, stacks and the heap), so that the stress swaps.
@@ -950,6 +951,10 @@ fn random_mm_ops(env: &TestEnv<'_>) -> Result<(), String> {
     t.add("swapouts", PSWPOUT.load(Ordering::Relaxed) - out0);
     t.add("swapins", PSWPIN.load(Ordering::Relaxed) - in0);
     t.add("write_errors", WRITE_ERRORS.load(Ordering::Relaxed) - werr0);
+    let compact = crate::vm::compaction::counts();
+    t.add("compact_migrated", compact.compact_migrated - compact0.compact_migrated);
+    t.add("compact_stall", compact.compact_stall - compact0.compact_stall);
+    t.add("compact_daemon_wake", compact.compact_daemon_wake - compact0.compact_daemon_wake);
     t.add("leaked_frames", frames);
     t.add("leaked_slots", slots);
     t.add("leaked_heap", heap);
