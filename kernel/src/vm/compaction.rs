@@ -51,7 +51,9 @@
 //! turn interrupts on and call [`direct_compact`]: unless the node's
 //! `Deferral` says to back off after failures, one bounded pass
 //! (`THP_FAULT_BUDGET`) on the faulting CPU's node, its outcome noted in
-//! the deferral; then the same fault is handled once more with compaction
+//! the deferral; when it made no free block, the same on the next nodes
+//! in turn (the allocation tried them all: a THP from another node beats
+//! 4 KiB pages from this one); then the same fault is handled once more with compaction
 //! off (`KernelFrames::PLAIN`): a THP if a block is free now, else 4 KiB.
 //! It must run without the space's lock: migration takes the locks of
 //! every space mapping a folio, the faulting one among them.
@@ -176,18 +178,27 @@ pub fn compact_node(node: NodeId, request: Request) -> Option<PassReport> {
 }
 
 /// Direct compaction for a THP fault (module doc): one bounded pass on
-/// the faulting CPU's node, unless its back-off skips it. Returns the
-/// pass's report, `None` when it was deferred. Task context, interrupts
-/// on, no lock held.
+/// the faulting CPU's node, then, while none made a free block, on the
+/// next nodes in turn (the order in which the allocation tried them),
+/// each unless its back-off skips it. Returns the last pass's report,
+/// `None` when every node was deferred. Task context, interrupts on, no
+/// lock held.
 pub fn direct_compact(request: Request) -> Option<PassReport> {
-    let node = local_node();
-    let defer = &DEFER[node.index()];
-    if defer.deferred() {
-        return None;
+    let (local, nr) = (local_node().index(), memory::nr_nodes());
+    let mut last = None;
+    for node in (0..nr).filter_map(|k| NodeId::new((local + k) % nr)) {
+        let defer = &DEFER[node.index()];
+        if defer.deferred() {
+            continue;
+        }
+        let Some(report) = compact_node(node, request) else { continue };
+        defer.note(report.outcome);
+        last = Some(report);
+        if matches!(report.outcome, Outcome::Success | Outcome::Skipped(_)) {
+            break;
+        }
     }
-    let report = compact_node(node, request)?;
-    defer.note(report.outcome);
-    Some(report)
+    last
 }
 
 /// A huge anonymous allocation of `order` failed with `err`: wakes the
