@@ -36,7 +36,9 @@
 //! the run-queue lock (inside `unpark`), with interrupts off: it runs
 //! inside the fault, under the space's lock. For each order taken
 //! kcompactd runs `Request::kcompactd(order)` (unbudgeted: until a free
-//! block of the order is on the lists, or the scanners meet); a pass that
+//! block of the order is on the lists, or the scanners meet; a pass that
+//! met after starting half-way, where the zone's last pass stopped, is
+//! followed by one over the whole zone); a pass that
 //! ends without one rests [`KCOMPACTD_BACKOFF_MS`] before the next look,
 //! keeping the wakes that came meanwhile (each failing THP fault wakes it,
 //! and a futile pass scans the whole zone).
@@ -255,13 +257,26 @@ fn kcompactd(node: NodeId) {
     fence(Ordering::SeqCst);
     loop {
         let order = kcompactd_wait(node);
-        let report = compact_node(node, Request::kcompactd(order));
+        let report = kcompactd_pass(node, order);
         let futile = report.is_some_and(|r| !matches!(r.outcome, Outcome::Success | Outcome::Skipped(_)));
         BUSY[node.index()].store(false, Ordering::SeqCst);
         if futile {
             sched::sleep_ms(KCOMPACTD_BACKOFF_MS);
         }
     }
+}
+
+/// kcompactd's work for one wake: a pass for `order` from where the
+/// zone's last pass stopped; when it met the other scanner without a free
+/// block after starting half-way, once more over the whole zone (a pass
+/// that met reset the positions to the ends). `None` without a zone.
+fn kcompactd_pass(node: NodeId, order: u8) -> Option<PassReport> {
+    let start = zone(node)?.positions();
+    let report = compact_node(node, Request::kcompactd(order))?;
+    if report.outcome == Outcome::Complete && zone(node)?.positions() != start {
+        return compact_node(node, Request::kcompactd(order));
+    }
+    Some(report)
 }
 
 /// Makes the zones and starts one kcompactd per node with memory (boot,
