@@ -689,13 +689,20 @@ fn op_gup(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
 /// way (no write of either side may show through on the other).
 /// A bounded compaction pass over the node of this CPU while the other
 /// tasks work (the region's lock is held, but the pass moves the movable
-/// folios of every world and changes no content, so the shadow stays):
-/// for a free 2 MiB block (aux bit 0), or for a free 4 MiB block, which
-/// moves THPs whole.
+/// folios of every world and changes no content, so the shadow stays).
+/// Aux bit 0: a pass as a THP fault's (a free 2 MiB block,
+/// `THP_FAULT_BUDGET`), which suitability skips while memory is short,
+/// as it mostly is here; otherwise the zone from both ends, no
+/// suitability, 64 pageblocks for each scanner: pages move whenever a
+/// free frame above `min` is there to take them.
 fn op_compact(_: &mut Ctx<'_>, _: &mut [Page], a: Args) {
-    use mm::compaction::{Caller, Goal, Request, THP_FAULT_BUDGET};
-    let order = if a.aux & 1 == 0 { mm::thp::HPAGE_ORDER } else { mm::frame::MAX_ORDER };
-    let request = Request { goal: Goal::Order(order), budget: THP_FAULT_BUDGET, caller: Caller::Manual };
+    use mm::compaction::{Budget, Caller, Goal, Request};
+    let request = if a.aux & 1 == 0 {
+        Request { caller: Caller::Manual, ..Request::thp_fault() }
+    } else {
+        let budget = Budget { migrate_blocks: 64, free_blocks: 64 };
+        Request { goal: Goal::Whole, budget, caller: Caller::Manual }
+    };
     crate::vm::compaction::compact_node(memory::cpu_node(sched::cpu_index()), request);
 }
 
