@@ -97,6 +97,7 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     crate::drivers::blk::init();
     crate::vm::swap::init();
     crate::vm::reclaim::start_kswapd();
+    crate::vm::compaction::start();
 
     // The injector's scope is a task (`mm::fail_alloc`).
     memory::fail_alloc().set_scope_fn(crate::task::sched::current_id);
@@ -125,6 +126,7 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
             f.nr_calls()
         );
     }
+    crate::vm::compaction::print_counters();
     println!("kernel: boot complete; shutting down");
     Arch::exit(ExitStatus::Success)
 }

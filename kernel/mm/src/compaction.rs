@@ -90,7 +90,8 @@
 //!   block, when the `defrag` policy lets that fault stall
 //!   ([`thp_fault_compaction`]: by default only in a `MADV_HUGEPAGE` range),
 //!   with a small budget ([`THP_FAULT_BUDGET`]), and not again right after
-//!   it failed ([`Deferral`]). It runs without the address space's lock
+//!   it failed ([`Deferral`]; a pass that only spent its budget has not
+//!   failed). It runs without the address space's lock
 //!   (migration takes the locks of every space mapping a folio).
 //! - [`Goal::Whole`] compacts the whole zone (a test, the `compact`
 //!   benchmark, a "compact everything" request).
@@ -875,6 +876,12 @@ impl KcompactdWake {
     pub fn take(&self) -> Option<u8> {
         self.wanted.swap(0, Ordering::AcqRel).checked_sub(1)
     }
+
+    /// True when an order is recorded and not taken yet (a look for
+    /// quiescence; the answer may be stale at once).
+    pub fn pending(&self) -> bool {
+        self.wanted.load(Ordering::Acquire) != 0
+    }
 }
 
 // ---------------------------------------------------------------- THP faults
@@ -914,7 +921,16 @@ pub const MAX_DEFER_SHIFT: u32 = 6;
 /// `compaction_deferred`): after `n` failed passes in a row the next
 /// `2^n - 1` attempts are skipped (`n` at most [`MAX_DEFER_SHIFT`]), so a
 /// zone that cannot be compacted does not make every THP fault stall; a
-/// success ends the back-off. Atomics: faults on every CPU consult it.
+/// success ends the back-off. A failure is a pass that went through the
+/// zone ([`Outcome::Complete`]) or found no destination
+/// ([`Outcome::NoDestination`]); one that only spent its budget
+/// ([`Outcome::BudgetSpent`]) is none: the zone remembers where it stopped
+/// and the next pass goes on from there, so a round over the zone ends in
+/// `Complete` anyway. (Counting it would make the first THP faults after a
+/// fragmentation, whose bounded passes walk through the unmovable blocks at
+/// the bottom of the zone, the kernel's own, defer the faults after them,
+/// which would have found movable blocks.) Atomics: faults on every CPU
+/// consult it.
 #[derive(Debug, Default)]
 pub struct Deferral {
     /// Attempts skipped since the last pass.
@@ -947,12 +963,12 @@ impl Deferral {
                 self.shift.store(0, Ordering::Relaxed);
                 self.considered.store(0, Ordering::Relaxed);
             }
-            Outcome::Complete | Outcome::BudgetSpent | Outcome::NoDestination => {
+            Outcome::Complete | Outcome::NoDestination => {
                 let shift = (self.shift.load(Ordering::Relaxed) + 1).min(MAX_DEFER_SHIFT);
                 self.shift.store(shift, Ordering::Relaxed);
                 self.considered.store(0, Ordering::Relaxed);
             }
-            Outcome::Skipped(_) => {}
+            Outcome::BudgetSpent | Outcome::Skipped(_) => {}
         }
     }
 

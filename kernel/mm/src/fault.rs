@@ -48,6 +48,7 @@ pub struct MemFault {
 // ---------------------------------------------------------------- handling
 
 use crate::addr::PhysAddr;
+use crate::compaction::{thp_fault_compaction, Defrag, Request};
 use crate::folio::folio_of;
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::SwapEntry;
@@ -107,6 +108,14 @@ pub trait FrameSource {
     fn swap_dup(&self, entry: SwapEntry) -> Result<(), String> {
         Err(alloc::format!("no swap area for {entry:?}"))
     }
+    /// Which THP write faults that find no free 2 MiB block may stall for
+    /// direct compaction ([`crate::compaction::thp_fault_compaction`]):
+    /// `None`, the default, none (fall back to 4 KiB at once, as for a
+    /// fault retried after its compaction). With `Some`, such a fault
+    /// answers [`FaultOutcome::NeedsCompaction`] instead of falling back.
+    fn thp_defrag(&self) -> Option<Defrag> {
+        None
+    }
 }
 
 /// Why an access is refused: the faulting task's fault (a segmentation
@@ -159,6 +168,13 @@ pub enum FaultOutcome {
     /// sleeps until that migration is over (the folio named by the entry
     /// is unlocked, the entry gone) and retries the access.
     MigrationWait { page: VirtAddr, pfn: crate::Pfn },
+    /// A write fault in a huge-page eligible range found no free 2 MiB
+    /// block, and the frame source's `defrag` policy lets it stall
+    /// ([`FrameSource::thp_defrag`]): nothing was mapped; the caller drops
+    /// the lock, runs `request` (a bounded direct compaction,
+    /// [`crate::compaction`]), and handles the same fault once more with
+    /// compaction off (which maps a THP, or falls back to 4 KiB).
+    NeedsCompaction { page: VirtAddr, request: Request },
 }
 
 /// Handles a fault at `fault.addr` in the address space whose tables are
@@ -168,7 +184,8 @@ pub enum FaultOutcome {
 ///   area ([`VmaSet::thp_eligible`]) and has no PTE table yet, a write maps a
 ///   fresh huge folio with one PMD leaf and a read maps the huge zero
 ///   folio read-only ([`crate::thp`]); elsewhere, or when no 2 MiB block is
-///   free, a demand-zero 4 KiB page (an order-0 anon folio from `frames`,
+///   free (after a direct compaction, when the frame source's `defrag`
+///   policy asks for one: [`FaultOutcome::NeedsCompaction`]), a demand-zero 4 KiB page (an order-0 anon folio from `frames`,
 ///   see [`crate::anon`]).
 /// - A present leaf: on AArch64 the access flag and the software dirty
 ///   state (the CPU does not manage them without FEAT_HAFDBS); spurious
@@ -207,7 +224,8 @@ pub fn handle_fault<F: PageTableFormat>(
     let write = fault.access == Access::Write;
     let prot = vma.prot.to_prot(user);
     let handle = crate::anon::anon_handle(table.root());
-    let at = At { table, mem, frames, hooks, page, prot, handle };
+    let compact = frames.thp_defrag().and_then(|defrag| thp_fault_compaction(defrag, vma.thp));
+    let at = At { table, mem, frames, hooks, page, prot, handle, compact };
     let (level, entry) = table.lookup(mem, page);
     match entry {
         // Nothing there. No PTE table either (the walk stopped above the
@@ -242,6 +260,8 @@ pub fn handle_fault<F: PageTableFormat>(
                         refused_by(e)
                     }
                 };
+            } else if let Some(request) = at.compact {
+                return FaultOutcome::NeedsCompaction { page, request };
             }
             match at.demand_zero(write) {
                 FaultOutcome::Resolved => FaultOutcome::HugeFallback,
@@ -313,6 +333,9 @@ struct At<'a, F: PageTableFormat, M, S, H> {
     page: VirtAddr,
     prot: Prot,
     handle: AnonHandle,
+    /// The direct compaction a THP write fault that finds no 2 MiB block
+    /// asks for instead of falling back ([`FrameSource::thp_defrag`]).
+    compact: Option<Request>,
 }
 
 impl<F: PageTableFormat, M: TableMemory, S: FrameSource, H: TlbHooks> At<'_, F, M, S, H> {
@@ -356,7 +379,7 @@ impl<F: PageTableFormat, M: TableMemory, S: FrameSource, H: TlbHooks> At<'_, F, 
     ///   CPU wrote the new one); then the old page loses this mapping and,
     ///   the flush being over, its reference.
     fn wp_fault(&self, leaf: Leaf) -> FaultOutcome {
-        let At { table, mem, frames, hooks, page, prot, handle } = *self;
+        let At { table, mem, frames, hooks, page, prot, handle, .. } = *self;
         let Some(folio) = folio_of(frames.memmap(), leaf.frame.pfn()) else {
             return FaultOutcome::Refused(Refused::Unsupported);
         };
@@ -404,7 +427,8 @@ impl<F: PageTableFormat, M: TableMemory, S: FrameSource, H: TlbHooks> At<'_, F, 
     /// - **the huge zero folio**: a fresh huge folio replaces it by
     ///   break-before-make when the block is still huge-page `eligible`
     ///   (`MADV_NOHUGEPAGE` may have come since the read); otherwise, or with
-    ///   no 2 MiB block free, the zero PMD is split (cleared) and the faulting
+    ///   no 2 MiB block free (and no direct compaction to ask for first:
+    ///   [`FaultOutcome::NeedsCompaction`]), the zero PMD is split (cleared) and the faulting
     ///   page gets a 4 KiB zero page;
     /// - **reuse** when the folio is exclusive (`AnonExclusive` on the head),
     ///   or this PMD is its only mapping and reference: the PMD becomes
@@ -414,7 +438,7 @@ impl<F: PageTableFormat, M: TableMemory, S: FrameSource, H: TlbHooks> At<'_, F, 
     ///   copied as any shared page (`wp_fault`); the other 511 stay shared
     ///   until written.
     fn huge_wp_fault(&self, leaf: Leaf, eligible: bool) -> FaultOutcome {
-        let At { table, mem, frames, hooks, page, prot, handle } = *self;
+        let At { table, mem, frames, hooks, page, prot, handle, .. } = *self;
         let memmap = frames.memmap();
         let block = page.align_down(HPAGE_SIZE);
         if is_huge_zero(memmap, &leaf) {
@@ -429,6 +453,9 @@ impl<F: PageTableFormat, M: TableMemory, S: FrameSource, H: TlbHooks> At<'_, F, 
                         refused_by(e)
                     }
                 };
+            }
+            if let (true, Some(request)) = (eligible, self.compact) {
+                return FaultOutcome::NeedsCompaction { page, request };
             }
             if let Err(e) = split_huge_pmd(table, mem, hooks, memmap, block) {
                 return refused_by(e);

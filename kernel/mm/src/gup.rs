@@ -136,6 +136,7 @@ pub fn get_user_page<F: PageTableFormat>(
                     | FaultOutcome::OutOfMemory
                     | FaultOutcome::NeedsSwapIn { .. }
                     | FaultOutcome::MigrationWait { .. }
+                    | FaultOutcome::NeedsCompaction { .. }
             ) {
                 return Err(GupError::Fault(outcome));
             }

@@ -52,7 +52,9 @@
 //! The destination comes back with the caller's reference (moved over
 //! from the source), unlocked. On any refusal the source is as it was
 //! (mapped, listed, its references), still locked, with the caller's
-//! reference still held; the destination is freed.
+//! reference still held; the destination is freed ([`migrate_folio`]) or
+//! handed back unpublished ([`migrate_folio_to`], for compaction, which
+//! cut it from free blocks of its own).
 //!
 //! [`migrate_or_split`] is the policy for a huge folio with no 2 MiB
 //! destination: split it, then migrate its pages one by one.
@@ -234,16 +236,39 @@ pub fn record_swap_entry(src: &Folio<'_>, dst: &Folio<'_>) {
 pub fn migrate_folio<H: MigrateHost>(
     host: &H,
     src: Folio<'static>,
-    mut dst: UnpublishedFolio<'static>,
+    dst: UnpublishedFolio<'static>,
 ) -> Result<Folio<'static>, MigrateError> {
+    migrate_folio_to(host, src, dst).map_err(|refused| {
+        discard(host, refused.dst);
+        refused.why
+    })
+}
+
+/// Why [`migrate_folio_to`] did not move a folio, and its destination,
+/// untouched (unpublished, as the caller handed it over).
+#[derive(Debug)]
+pub struct Refused {
+    pub why: MigrateError,
+    pub dst: UnpublishedFolio<'static>,
+}
+
+/// [`migrate_folio`] for a caller that keeps its destination when the
+/// move is refused (compaction: a block cut from the free blocks it
+/// isolated, which goes to the next folio or back to its list): the same
+/// protocol, but on a refusal `dst` comes back in [`Refused`], never
+/// published, instead of being freed.
+pub fn migrate_folio_to<H: MigrateHost>(
+    host: &H,
+    src: Folio<'static>,
+    mut dst: UnpublishedFolio<'static>,
+) -> Result<Folio<'static>, Refused> {
     debug_assert!(src.is_locked(), "migrate_folio: folio {:#x} not locked", src.pfn());
     let nr = src.nr_pages();
     // Step 1.
     let refused = |host: &H, dst: UnpublishedFolio<'static>, why| {
-        discard(host, dst);
         // Faults that met an entry of a migration given up retry now.
         host.migration_done(src.pfn());
-        Err(why)
+        Err(Refused { why, dst })
     };
     let Some(handle) = src.anon_handle() else { return refused(host, dst, MigrateError::NotAnon) };
     if src.order() != dst.order() {

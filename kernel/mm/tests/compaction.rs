@@ -12,9 +12,17 @@
 //! - **a stand-in for `mm::migrate::migrate_folio`** ([`Sim::migrate`]):
 //!   lock the source, freeze its count at the mapping's reference plus
 //!   compaction's, copy the bytes, make the destination a folio like it,
-//!   point the map at it, free the old frames. It exists only until the
-//!   real migration lands; then the host of these tests should call that
-//!   (with the page tables of a `testkit` world) and this goes.
+//!   point the map at it, free the old frames. It stays for the tests of
+//!   the scanners that a `testkit` world cannot host: real threads racing
+//!   the passes (a world is single-threaded), folios put in odd states by
+//!   hand (pinned, locked, not anonymous, a raw frame), and placement
+//!   exact to the pageblock.
+//!
+//! The real migration (`mm::migrate::migrate_folio_to`, with the page
+//! tables of both formats, the fault path, the reverse map and the
+//! checker) runs in [`real_migration`]: the host a kernel writes, over a
+//! `testkit` world; one page in every block moves with its mappings, and
+//! a THP fault that may stall asks for compaction, then maps a THP.
 
 use mm::anon::{alloc_anon_folio, put_anon_folio, remove_pte_mapping};
 use mm::compaction::{
@@ -786,7 +794,9 @@ fn kcompactd_is_woken_by_huge_allocations_failing_for_want_of_a_block() {
     assert!(wake.wake(order), "the first waker unparks");
     assert!(!wake.wake(order), "an unpark is on its way");
     assert!(!wake.wake(3));
+    assert!(wake.pending());
     assert_eq!(wake.take(), Some(order), "the largest order wanted");
+    assert!(!wake.pending());
     assert_eq!(wake.take(), None, "consumed");
     assert!(wake.wake(3));
     assert!(!wake.wake(order));
@@ -820,7 +830,11 @@ fn direct_compaction_backs_off_after_failures() {
     // After n failures, one attempt in 2^n runs.
     assert!(d.deferred());
     assert!(!d.deferred());
+    // A pass that only spent its budget is no failure: the next goes on.
     d.note(Outcome::BudgetSpent);
+    assert_eq!(d.shift(), 1);
+    d.note(Outcome::NoDestination);
+    assert_eq!(d.shift(), 2);
     let runs = (0..16).filter(|_| !d.deferred()).count();
     assert_eq!(runs, 4, "one in 4");
     for _ in 0..20 {
@@ -885,4 +899,210 @@ mod coverage {
     }
 
     mm::for_both_formats!(coverage_counts_2mib_leaves);
+}
+
+/// Compaction with the real `mm::migrate` over a `testkit` world (page
+/// tables of both formats, the fault path, the reverse map, the checker):
+/// the host a kernel writes, here over [`World`]. The tests above keep the
+/// stand-in [`Sim`] where they need what a world does not have: threads
+/// (a world is single-threaded), folios made by hand in odd states, and
+/// exact placement.
+mod real_migration {
+    use super::*;
+    use arch_aarch64::pgtable::Aarch64Format;
+    use arch_x86_64::pgtable::X86Format;
+    use mm::fault::{handle_fault, Access, FaultCause, FaultOutcome, FrameSource, MemFault};
+    use mm::migrate::{migrate_folio_to, MigrateError};
+    use mm::pgtable::sim::HardwareWalker;
+    use mm::pgtable::{Decoded, Level, NonPresent, SwapEntry};
+    use mm::testkit::frames::SimFrames;
+    use mm::testkit::world::{va, World, HP, PAGE};
+    use mm::vma::VmaProt;
+
+    const BASE_PFN: u64 = 0x80000;
+    const AREA: u64 = 0x10_0000_0000;
+    const TAG: u8 = 0x5c;
+
+    /// The kernel's compaction host over a world: its allocator and lists,
+    /// the folio lock and `migrate_folio_to` (the destination's frames
+    /// handed to the world's contents first, and taken back when the move
+    /// is refused), the free path.
+    struct Host<'w, F: HardwareWalker>(&'w World<F>);
+
+    impl<F: HardwareWalker> CompactionHost for Host<'_, F> {
+        type Error = MigrateError;
+
+        fn frames(&self) -> &FrameAllocator {
+            self.0.frames.fa()
+        }
+        fn lru(&self) -> &LruLists {
+            self.0.lru()
+        }
+        fn migrate(
+            &self,
+            src: Folio<'static>,
+            dst: UnpublishedFolio<'static>,
+        ) -> Result<Folio<'static>, MigrateFailed<MigrateError>> {
+            assert!(src.try_lock(), "an isolated folio nobody else holds");
+            self.0.frames.adopt_unpublished(&dst);
+            migrate_folio_to(self.0, src, dst).map_err(|refused| {
+                src.unlock();
+                self.0.frames.disown_unpublished(&refused.dst);
+                MigrateFailed { why: refused.why, dst: refused.dst }
+            })
+        }
+        fn put(&self, folio: Folio<'static>) {
+            self.0.frames.put(folio);
+        }
+    }
+
+    /// A world of `nr_blocks` pageblocks filled with 4 KiB pages of space
+    /// 0 (written whole with [`TAG`]) down to the `min` watermark, then
+    /// all but one page in every block dropped. Returns the kept pages.
+    fn fragmented<F: HardwareWalker>(nr_blocks: u64) -> (World<F>, Vec<u64>) {
+        let frames = SimFrames::new(BASE_PFN, (nr_blocks * PAGEBLOCK_NR) as usize).with_lru();
+        let n = frames.nr_free() - frames.fa().watermarks().min - 8;
+        let mut w = World::<F>::with_frames(frames);
+        w.small_pages(0, AREA, n, TAG);
+        let mut blocks = HashSet::new();
+        let mut kept = Vec::new();
+        let mut run = None;
+        for i in 0..n {
+            let at = AREA + i * PAGE;
+            let pfn = w.leaf(0, at).1.frame.pfn().as_u64();
+            if blocks.insert(pfn / PAGEBLOCK_NR) {
+                kept.push(at);
+                if let Some(s) = run.take() {
+                    w.dontneed(0, s, at - s);
+                }
+            } else {
+                run.get_or_insert(at);
+            }
+        }
+        if let Some(s) = run {
+            w.dontneed(0, s, AREA + n * PAGE - s);
+        }
+        assert_eq!(kept.len() as u64, nr_blocks);
+        assert_eq!(Fragmentation::of(w.frames.fa()).nr_free_huge_blocks(), 0);
+        w.check();
+        (w, kept)
+    }
+
+    /// Where each kept page is, and what it holds.
+    fn expect_kept<F: HardwareWalker>(w: &World<F>, kept: &[u64]) -> Vec<u64> {
+        kept.iter()
+            .map(|&at| {
+                w.expect_page(0, at, TAG);
+                let (level, leaf) = w.leaf(0, at);
+                assert_eq!(level, Level::Pte);
+                leaf.frame.pfn().as_u64()
+            })
+            .collect()
+    }
+
+    fn one_page_in_every_block_moves_with_its_mappings<F: HardwareWalker>() {
+        let nr_blocks = 16;
+        let (w, kept) = fragmented::<F>(nr_blocks);
+        let before = expect_kept(&w, &kept);
+        let stats = CompactStats::new();
+        let zone = CompactZone::of_memmap(w.memmap());
+        let report = zone.compact(&Host(&w), &stats, Request::whole());
+        assert_eq!(report.outcome, Outcome::Complete);
+        assert_eq!((report.nr_migrate_failed, report.nr_blocks_skipped), (0, 0), "{report:?}");
+        // Every page but the top block's moved into the top block; its
+        // mapping followed it (a PTE of the new frame, no migration entry
+        // left), its bytes too.
+        assert_eq!(report.nr_migrated, nr_blocks - 1);
+        let after = expect_kept(&w, &kept);
+        let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count() as u64;
+        assert_eq!(moved, nr_blocks - 1);
+        let top = (BASE_PFN / PAGEBLOCK_NR) + nr_blocks - 1;
+        assert!(after.iter().all(|pfn| pfn / PAGEBLOCK_NR == top), "all in the top block");
+        assert!(w.entries().iter().all(|e| !matches!(e.3, Decoded::NonPresent(NonPresent::Migration(_)))));
+        assert_eq!(Fragmentation::of(w.frames.fa()).nr_free_huge_blocks(), nr_blocks - 1);
+        assert_eq!(stats.snapshot().compact_migrated, nr_blocks - 1);
+        // The checker at rest: lists, counts, mapcounts all as they must.
+        w.check();
+        w.finish();
+    }
+
+    /// The fault's side as the kernel has it: a frame source whose THP
+    /// faults may stall (`Defrag::Madvise`) over the world's frames.
+    struct Stalling<'a>(&'a SimFrames);
+
+    impl FrameSource for Stalling<'_> {
+        fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
+            self.0.alloc_anon_page(handle, index)
+        }
+        fn release_anon_page(&self, pa: PhysAddr) {
+            self.0.release_anon_page(pa)
+        }
+        fn alloc_anon_huge(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
+            self.0.alloc_anon_huge(handle, index)
+        }
+        fn release_anon_huge(&self, pa: PhysAddr) {
+            self.0.release_anon_huge(pa)
+        }
+        fn huge_zero(&self) -> Option<PhysAddr> {
+            self.0.huge_zero()
+        }
+        fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
+            self.0.copy_page(dst, src)
+        }
+        fn memmap(&self) -> &Memmap {
+            FrameSource::memmap(self.0)
+        }
+        fn swap_dup(&self, entry: SwapEntry) -> Result<(), String> {
+            self.0.swap_dup(entry)
+        }
+        fn thp_defrag(&self) -> Option<Defrag> {
+            Some(Defrag::Madvise)
+        }
+    }
+
+    fn a_thp_fault_asks_for_compaction_then_maps_a_thp<F: HardwareWalker>() {
+        let (mut w, kept) = fragmented::<F>(16);
+        let huge_area = 0x20_0000_0000;
+        let plain_area = 0x30_0000_0000;
+        w.mmap(0, huge_area, HP, VmaProt::READ_WRITE);
+        w.advise_thp(0, huge_area, HP, ThpMode::Always);
+        w.mmap(0, plain_area, HP, VmaProt::READ_WRITE);
+        let fault = |at: u64, frames: &dyn Fn(&MemFault) -> FaultOutcome| {
+            frames(&MemFault {
+                addr: va(at),
+                access: Access::Write,
+                cause: FaultCause::NotMapped,
+                level: None,
+                syndrome: 0,
+            })
+        };
+        let stalling = |f: &MemFault| {
+            let sp = w.sp(0);
+            handle_fault(&sp.table, &sp.vmas, &w.mem, &Stalling(&w.frames), &w.tlb, f, true)
+        };
+        // No advice: the fault may not stall; it falls back at once.
+        assert_eq!(fault(plain_area, &stalling), FaultOutcome::HugeFallback);
+        // MADV_HUGEPAGE: it asks for a bounded compaction, mapping nothing.
+        let out = fault(huge_area + 5 * PAGE, &stalling);
+        assert_eq!(
+            out,
+            FaultOutcome::NeedsCompaction { page: va(huge_area + 5 * PAGE), request: Request::thp_fault() }
+        );
+        assert!(matches!(w.lookup(0, huge_area), (_, Decoded::None)));
+        // The caller compacts without the lock, then handles the same
+        // fault once more with compaction off: a THP.
+        let stats = CompactStats::new();
+        let report = CompactZone::of_memmap(w.memmap()).compact(&Host(&w), &stats, Request::thp_fault());
+        assert_eq!((report.outcome, report.nr_migrated), (Outcome::Success, 1));
+        assert_eq!(w.fault(0, huge_area + 5 * PAGE, Access::Write), FaultOutcome::MappedHuge);
+        assert_eq!(w.leaf(0, huge_area).0, Level::Pmd);
+        expect_kept(&w, &kept);
+        w.check();
+        w.finish();
+    }
+
+    mm::for_both_formats!(
+        one_page_in_every_block_moves_with_its_mappings,
+        a_thp_fault_asks_for_compaction_then_maps_a_thp
+    );
 }

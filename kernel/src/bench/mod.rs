@@ -9,7 +9,8 @@
 //!
 //! `anon4k_fault`, `thp_fault`, `cow_fork`, `anon4k_mt_t*` and
 //! `memset_gibps` (profile `main`) and `swap_out`/`swap_in`/`pressure`
-//! (profile `swap`, `bench=swap-profile`) run in address spaces of their own ([`AddressSpace`]):
+//! (profile `swap`, `bench=swap-profile`) and `compact` (profile
+//! `migrate`, `bench=migrate-profile`; [`compact`]) run in address spaces of their own ([`AddressSpace`]):
 //! a task in the space makes plain loads and stores, and every first touch
 //! is a real MMU fault handled by `mm::fault::handle_fault`. Each one:
 //!
@@ -23,8 +24,10 @@
 //!   back where it was before ([`Ledger`]).
 //!
 //! Profile `migrate` (`bench=migrate-profile`, [`MIGRATE_BENCHES`]) runs
-//! the migration workloads of [`migrate`] the same way.
+//! the migration workloads of [`migrate`] and the compaction workload of
+//! [`compact`] the same way.
 
+mod compact;
 mod migrate;
 
 use crate::arch::prelude::*;
@@ -64,6 +67,7 @@ const SWAP_BENCHES: &[Bench] =
 const MIGRATE_BENCHES: &[Bench] = &[
     Bench { name: "migrate_4k", run: migrate::migrate_4k },
     Bench { name: "migrate_thp", run: migrate::migrate_thp },
+    Bench { name: "compact", run: compact::compact },
 ];
 
 const BENCHES: &[Bench] = &[

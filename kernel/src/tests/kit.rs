@@ -211,8 +211,9 @@ pub(crate) struct Usage {
 
 impl Usage {
     /// The counts now, once the reclaim work caught mid-pass or deferred
-    /// is done (it is not a leak).
+    /// is done and kcompactd is idle (neither is a leak).
     pub(crate) fn now() -> Usage {
+        crate::vm::compaction::quiesce();
         crate::vm::reclaim::quiesce();
         let (free, total) = crate::vm::swap::totals();
         Usage {

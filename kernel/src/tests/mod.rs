@@ -17,6 +17,7 @@
 //! | [`swap`] | swap-out, swap-in, the exclusive bit, bad headers, disk errors (seeds 002, 004) |
 //! | [`reclaim`] | kswapd's wake-up |
 //! | [`migrate`] | folio migration: a THP moved under tasks on every CPU, a fork family's pages |
+//! | [`compaction`] | compaction: THP faults after a fragmentation reach 90 % coverage, kcompactd's wake-up |
 //! | [`folio_flags`] | the stress test of the folio flags word (seed 003) |
 //! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
 //! | [`fail_alloc`] | the allocation-failure sweep: every memory operation with each of its allocations failed |
@@ -71,6 +72,7 @@ macro_rules! register {
 
 pub mod args;
 pub mod blk;
+pub mod compaction;
 pub mod exceptions;
 pub mod fail_alloc;
 pub mod folio_flags;
@@ -104,6 +106,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         swap::TESTS,
         reclaim::TESTS,
         migrate::TESTS,
+        compaction::TESTS,
         folio_flags::TESTS,
         blk::TESTS,
         fail_alloc::TESTS,

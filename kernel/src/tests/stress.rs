@@ -2,7 +2,7 @@
 //! apply random operations to overlapping ranges of shared address spaces
 //! and check every byte they read against a shadow model, with swap
 //! smaller than the working set and the faulty disk as a second swap area;
-//! the consistency checker runs at quiescent points. `cargo xtask stress`
+//! the consistency checker runs at quiescent points (with kcompactd idle). `cargo xtask stress`
 //! runs it for minutes; `cargo xtask test` runs it briefly.
 //!
 //! ## Worlds, regions and the shadow
@@ -294,6 +294,7 @@ const OPS: &[Op] = &[
     Op { name: "gup", weight: 5, run: op_gup },
     Op { name: "fork", weight: 2, run: op_fork },
     Op { name: "migrate", weight: 3, run: op_migrate },
+    Op { name: "compact", weight: 2, run: op_compact },
 ];
 
 impl Ctx<'_> {
@@ -743,6 +744,25 @@ fn op_migrate(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
 /// the parent writes every other page of the range; after the child has
 /// ended and its space is gone, the parent reads the region back the same
 /// way (no write of either side may show through on the other).
+/// A bounded compaction pass over the node of this CPU while the other
+/// tasks work (the region's lock is held, but the pass moves the movable
+/// folios of every world and changes no content, so the shadow stays).
+/// Aux bit 0: a pass as a THP fault's (a free 2 MiB block,
+/// `THP_FAULT_BUDGET`), which suitability skips while memory is short,
+/// as it mostly is here; otherwise the zone from both ends, no
+/// suitability, 64 pageblocks for each scanner: pages move whenever a
+/// free frame above `min` is there to take them.
+fn op_compact(_: &mut Ctx<'_>, _: &mut [Page], a: Args) {
+    use mm::compaction::{Budget, Caller, Goal, Request};
+    let request = if a.aux & 1 == 0 {
+        Request { caller: Caller::Manual, ..Request::thp_fault() }
+    } else {
+        let budget = Budget { migrate_blocks: 64, free_blocks: 64 };
+        Request { goal: Goal::Whole, budget, caller: Caller::Manual }
+    };
+    crate::vm::compaction::compact_node(memory::cpu_node(sched::cpu_index()), request);
+}
+
 fn op_fork(ctx: &mut Ctx<'_>, shadow: &mut [Page], a: Args) {
     let world = ctx.world();
     world.nr_forks_active.fetch_add(1, Ordering::SeqCst);
@@ -944,6 +964,7 @@ fn random_mm_ops(env: &TestEnv<'_>) -> Result<(), String> {
         PSWPIN.load(Ordering::Relaxed),
         WRITE_ERRORS.load(Ordering::Relaxed),
     );
+    let compact0 = crate::vm::compaction::counts();
 
     // Ballast: leave free about half the working set (and some room for
     // tables, stacks and the heap), so that the stress swaps.
@@ -994,6 +1015,10 @@ fn random_mm_ops(env: &TestEnv<'_>) -> Result<(), String> {
     t.add("swapouts", PSWPOUT.load(Ordering::Relaxed) - out0);
     t.add("swapins", PSWPIN.load(Ordering::Relaxed) - in0);
     t.add("write_errors", WRITE_ERRORS.load(Ordering::Relaxed) - werr0);
+    let compact = crate::vm::compaction::counts();
+    t.add("compact_migrated", compact.compact_migrated - compact0.compact_migrated);
+    t.add("compact_stall", compact.compact_stall - compact0.compact_stall);
+    t.add("compact_daemon_wake", compact.compact_daemon_wake - compact0.compact_daemon_wake);
     t.add("leaked_frames", frames);
     t.add("leaked_slots", slots);
     t.add("leaked_heap", heap);
@@ -1080,6 +1105,9 @@ fn run(seed: u64, secs: u64, faulty: Option<SwapType>, t: &mut Totals) -> Result
         true
     };
     let check_all = |sh: &Shared, checks: &mut u64, errors: &mut Vec<String>| {
+        // No kcompactd pass half-way (woken by the tasks' THP faults): the
+        // checker sees no folio it isolated, no migration entry it wrote.
+        crate::vm::compaction::quiesce();
         for (i, w) in sh.worlds.iter().enumerate() {
             *checks += 1;
             if let Err(e) = w.space.check() {

@@ -13,6 +13,12 @@
 //! - `MigrationWait`: the page is being migrated; interrupts go back on
 //!   and the task sleeps without a lock until the migration is over
 //!   ([`crate::vm::migrate::wait`]), then the access is retried.
+//! - `NeedsCompaction`: a THP write fault in a `MADV_HUGEPAGE` range found
+//!   no free 2 MiB block; interrupts go back on and, without a lock, a
+//!   bounded direct compaction runs ([`crate::vm::compaction`]); then the
+//!   same fault is handled once more with compaction off (a THP, or 4 KiB).
+//!   `MappedHuge` and `HugeFallback` are counted as `thp_fault_alloc` and
+//!   `thp_fault_fallback`.
 //! - `OutOfMemory`: direct reclaim in this task, then a retry; only when
 //!   reclaim frees nothing is the task ended.
 //! - A refused access (no area, not allowed) ends the task with a message
@@ -39,22 +45,23 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
     }
     let Some(root) = sched::current_root() else { return false };
     let Some(space) = find_space(root) else { return false };
-    let outcome = {
-        let guard = space.lock();
-        let Some(inner) = guard.as_ref() else { return false };
-        // `Shootdown` even with interrupts off: the break-before-make of a
-        // copy on write must reach every CPU (see the module doc).
-        mm::fault::handle_fault(
-            &inner.table,
-            &inner.vmas,
-            &KernelTables,
-            &KernelFrames,
-            &Shootdown,
-            fault,
-            true,
-        )
-    };
+    let Some(mut outcome) = handle(&space, fault, &KernelFrames::FAULT) else { return false };
+    if let FaultOutcome::NeedsCompaction { request, .. } = outcome {
+        // No 2 MiB block: compact without the lock, interrupts on (the
+        // migrations take the locks of every space mapping a folio), then
+        // the same fault once more with compaction off.
+        Arch::irq_enable();
+        crate::vm::compaction::direct_compact(request);
+        Arch::irq_disable();
+        let Some(again) = handle(&space, fault, &KernelFrames::PLAIN) else { return false };
+        outcome = again;
+    }
     let count = |c: &core::sync::atomic::AtomicU64| c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    match outcome {
+        FaultOutcome::MappedHuge => crate::vm::compaction::count_thp_fault_alloc(),
+        FaultOutcome::HugeFallback => crate::vm::compaction::count_thp_fault_fallback(),
+        _ => {}
+    }
     match outcome {
         FaultOutcome::Resolved
         | FaultOutcome::Spurious
@@ -92,6 +99,9 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
                 }
             }
         }
+        // Not with `KernelFrames::PLAIN`; were it to come, the access
+        // faults again.
+        FaultOutcome::NeedsCompaction { .. } => true,
         FaultOutcome::MigrationWait { page, .. } => {
             // The folio is being migrated: sleep until that is over (no
             // lock held, interrupts on), then retry the access.
@@ -119,6 +129,16 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
             ))
         }
     }
+}
+
+/// `mm::fault::handle_fault` under `space`'s lock, with `frames`; `None`
+/// when the space is torn down.
+fn handle(space: &AddressSpace, fault: &MemFault, frames: &KernelFrames) -> Option<FaultOutcome> {
+    let guard = space.lock();
+    let inner = guard.as_ref()?;
+    // `Shootdown` even with interrupts off: the break-before-make of a
+    // copy on write must reach every CPU (see the module doc).
+    Some(mm::fault::handle_fault(&inner.table, &inner.vmas, &KernelTables, frames, &Shootdown, fault, true))
 }
 
 /// Brings the page of the swap entry `entry` back for an `access` at

@@ -36,20 +36,30 @@ pub fn alloc_anon_page(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
 /// A new zeroed huge anonymous folio (order 9) for the 2 MiB block whose
 /// first page is `index` of the space `handle`: entire mapcount 1 and
 /// refcount 1 for the PMD the caller writes next (see `mm::thp`). `None`
-/// when no free 2 MiB block is left above the watermark.
+/// when no free 2 MiB block is left above the watermark; then kcompactd
+/// is woken if the failure was for want of a block
+/// (`crate::vm::compaction::huge_alloc_failed`).
 pub fn alloc_anon_huge(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     // The allocator's lock with interrupts off; the 2 MiB of zeroing after
     // it (interrupts still off: this runs inside a fault) is of frames
     // nobody else can see yet.
-    let folio = crate::sync::without_interrupts(|| {
+    let allocated = crate::sync::without_interrupts(|| {
         mm::thp::alloc_anon_huge_folio(frame_allocator(), AllocKind::Normal, handle, index, |pa| {
             // SAFETY: `alloc_anon_huge_folio` calls this with the first of
             // the 512 frames it has just allocated, before it publishes the
             // folio: ours alone.
             unsafe { zero_frames(pa, mm::thp::HPAGE_ORDER) }
         })
-    })
-    .ok()?;
+    });
+    let folio = match allocated {
+        Ok(folio) => folio,
+        Err(e) => {
+            // No free 2 MiB block: kcompactd makes some for the next
+            // faults (this one falls back, or compacts directly).
+            crate::vm::compaction::huge_alloc_failed(mm::thp::HPAGE_ORDER, e);
+            return None;
+        }
+    };
     crate::vm::reclaim::lru_add(folio);
     Some(folio.pfn().phys())
 }

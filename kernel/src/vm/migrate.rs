@@ -16,6 +16,10 @@
 //! and mapped again from the new frames under the locks; a THP that finds
 //! no free 2 MiB block is split and its pages moved one by one.
 //!
+//! [`migrate_to`] is the same move to a destination the caller chose
+//! and owns (compaction's; `crate::vm::compaction`): the destination
+//! comes back to it when the move is refused.
+//!
 //! ## A fault on a migration entry ([`wait`])
 //!
 //! `mm::fault::handle_fault` answers `MigrationWait`; the trap handler
@@ -208,6 +212,37 @@ pub fn migrate_folio(folio: Folio<'static>, dest: Dest) -> (Migrated, Option<Mig
         THP_MIGRATION_SPLIT.fetch_add(1, Ordering::Relaxed);
     }
     (done, err)
+}
+
+/// Migrates `folio` to `dst`, a destination of its order the caller cut
+/// from free memory of its own (compaction's free scanner): the folio
+/// lock, then `mm::migrate::migrate_folio_to`, counted as
+/// [`migrate_folio`] counts. The caller holds a reference (on success it
+/// moves to the new folio, returned unlocked; on a refusal it is still
+/// the caller's, on the unlocked source) and no lock; `dst` comes back
+/// untouched on a refusal. Task context, interrupts on.
+pub(crate) fn migrate_to(
+    folio: Folio<'static>,
+    dst: UnpublishedFolio<'static>,
+) -> Result<Folio<'static>, mm::migrate::Refused> {
+    while !folio.try_lock() {
+        sched::yield_now();
+    }
+    let nr = folio.nr_pages() as u64;
+    match mm::migrate::migrate_folio_to(&Migrator, folio, dst) {
+        Ok(new) => {
+            PGMIGRATE_SUCCESS.fetch_add(nr, Ordering::Relaxed);
+            if new.is_large() {
+                THP_MIGRATION_SUCCESS.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(new)
+        }
+        Err(refused) => {
+            folio.unlock();
+            PGMIGRATE_FAIL.fetch_add(nr, Ordering::Relaxed);
+            Err(refused)
+        }
+    }
 }
 
 /// The pages of a folio that failed whole.

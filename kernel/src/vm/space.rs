@@ -86,10 +86,26 @@ pub const USER_START: u64 = 0x1000;
 /// One past the highest user address (the lower half).
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
 
-/// Anonymous pages: order-0 folios from the buddy allocator, zeroed.
-pub(crate) struct KernelFrames;
+/// Anonymous pages: order-0 folios from the buddy allocator, zeroed; and
+/// whether a THP fault that finds no 2 MiB block may stall for direct
+/// compaction (`crate::vm::compaction`).
+pub(crate) struct KernelFrames {
+    defrag: Option<mm::compaction::Defrag>,
+}
+
+impl KernelFrames {
+    /// For a fault: THP write faults in `MADV_HUGEPAGE` ranges ask for a
+    /// direct compaction before they fall back (`Defrag::Madvise`).
+    pub(crate) const FAULT: KernelFrames = KernelFrames { defrag: Some(mm::compaction::Defrag::Madvise) };
+    /// No compaction: fork's copies, and a fault handled again after its
+    /// compaction (which must not ask again).
+    pub(crate) const PLAIN: KernelFrames = KernelFrames { defrag: None };
+}
 
 impl FrameSource for KernelFrames {
+    fn thp_defrag(&self) -> Option<mm::compaction::Defrag> {
+        self.defrag
+    }
     fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
         crate::vm::folios::alloc_anon_page(handle, index)
     }
@@ -396,7 +412,7 @@ impl AddressSpace {
             &parent.table,
             &child.table,
             &KernelTables,
-            &KernelFrames,
+            &KernelFrames::PLAIN,
             child_handle,
             VirtAddr::new(0),
             VirtAddr::new(USER_END),
@@ -436,8 +452,12 @@ impl AddressSpace {
         let mut held = Vec::with_capacity(pages);
         let mut error = None;
         let mut i = 0u64;
+        // The page `i` whose fault compacted already: handled again with
+        // compaction off (`crate::vm::compaction`).
+        let mut compacted = None;
         while i < pages as u64 && error.is_none() {
             let va = VirtAddr::new(start.as_u64() + i * 4096);
+            let frames = if compacted == Some(i) { &KernelFrames::PLAIN } else { &KernelFrames::FAULT };
             let got = {
                 let guard = self.lock();
                 let Some(inner) = guard.as_ref() else {
@@ -448,7 +468,7 @@ impl AddressSpace {
                     &inner.table,
                     &inner.vmas,
                     &KernelTables,
-                    &KernelFrames,
+                    frames,
                     &Shootdown,
                     va,
                     write,
@@ -475,6 +495,12 @@ impl AddressSpace {
                 // The fault GUP made met a migration entry: the same wait.
                 Err(mm::gup::GupError::Fault(FaultOutcome::MigrationWait { page, .. })) => {
                     crate::vm::migrate::wait(self, page);
+                }
+                // A THP fault with no 2 MiB block: compact without the
+                // lock, as the trap handler does, then once more without.
+                Err(mm::gup::GupError::Fault(FaultOutcome::NeedsCompaction { request, .. })) => {
+                    crate::vm::compaction::direct_compact(request);
+                    compacted = Some(i);
                 }
                 Err(e) => error = Some(format!("get_user_pages: {va}: {e:?}")),
             }
@@ -723,10 +749,11 @@ impl AddressSpace {
     }
 
     /// [`AddressSpace::check`] at a point where the caller knows nothing
-    /// else runs (its tasks joined): reclaim is quiesced first, and every
+    /// else runs (its tasks joined): kcompactd and reclaim are quiesced first, and every
     /// space is checked at rest too ([`check_all_at_rest`], not exact: the
     /// caller may hold pages).
     pub fn check_at_rest(&self) -> Result<Stats, String> {
+        crate::vm::compaction::quiesce();
         crate::vm::reclaim::quiesce();
         check_all_at_rest(false)?;
         self.check()

@@ -278,6 +278,24 @@ impl SimFrames {
         Some(f)
     }
 
+    /// Hands out the frames of `dst`, a block the caller cut from free
+    /// memory it isolated itself (compaction's free scanner) instead of
+    /// allocating it here: zeroed contents, as for a folio made here, so
+    /// that a migration may copy into it.
+    pub fn adopt_unpublished(&self, dst: &UnpublishedFolio<'_>) {
+        self.fill_zero(dst.pfn().phys(), 1 << dst.order());
+    }
+
+    /// Undoes [`SimFrames::adopt_unpublished`] for a block that was not
+    /// used (a refused migration hands it back): its frames are free
+    /// memory of the caller's again.
+    pub fn disown_unpublished(&self, dst: &UnpublishedFolio<'_>) {
+        let mut data = locked(&self.data);
+        for pfn in dst.pfn().as_u64()..dst.pfn().as_u64() + (1u64 << dst.order()) {
+            assert!(data.remove(&pfn).is_some(), "disown: frame {pfn:#x} was not adopted");
+        }
+    }
+
     /// Gives back a folio whose last reference is gone: its contents, its
     /// place on the LRU lists, then its frames.
     ///
