@@ -50,43 +50,9 @@ const AREA: u64 = 0x4000_0000;
 const USER_END: u64 = 0x8000_0000_0000;
 const SEED: u64 = 0x5eed_0014;
 
-type Space = SharedSpace<X86Format>;
 
 /// The kernel's side of migration over the one space (module doc).
-struct Host(&'static Space);
-
-impl MigrateHost for Host {
-    type Format = X86Format;
-    type Mem = SimMemory;
-    type Tlb = SoftTlb<X86Format>;
-
-    fn memmap(&self) -> &'static Memmap {
-        self.0.memmap()
-    }
-    fn lru(&self) -> Option<&LruLists> {
-        None
-    }
-    fn with_family_locked<R>(
-        &self,
-        _: &Folio<'static>,
-        f: impl FnOnce(&[&PageTable<X86Format>], &SimMemory, &SoftTlb<X86Format>) -> R,
-    ) -> R {
-        self.0.locked(|g| f(&[&g.table], &g.mem, &g.tlb))
-    }
-    fn with_swap_area<R>(&self, _: SwapType, _: impl FnOnce(&SwapArea) -> R) -> Option<R> {
-        None
-    }
-    fn copy_frames(&self, dst: PhysAddr, src: PhysAddr, nr: usize) {
-        // The copy takes long, without the space's lock: a scheduling
-        // point, so that others meet the migration entries.
-        shuttle::thread::yield_now();
-        copy_frames(&self.0.frames, dst, src, nr);
-    }
-    fn free(&self, folio: Folio<'static>) {
-        self.0.frames.free(folio);
-    }
-    fn migration_done(&self, _: Pfn) {}
-}
+use mm::testkit::races::SpaceMigrator as Host;
 
 /// The tests of this file one at a time: they share the statics below,
 /// and one turns a bug-replay switch on, which the others must not see.
