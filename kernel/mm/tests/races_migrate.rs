@@ -166,15 +166,10 @@ fn race(huge: bool) {
 static BACKED_OFF: AtomicUsize = AtomicUsize::new(0);
 static MOVED: AtomicUsize = AtomicUsize::new(0);
 
-/// The device: a `FOLL_GET` write reference on the page at `at` (through
-/// GUP under the lock, waiting like a fault when it meets a migration
-/// entry), a write of `value` into word 0 through it without the lock,
-/// then the reference dropped.
-fn device_writes(space: &'static Space, at: u64, value: u64) {
-    device_writes_through(space, at, value, Hold::Get);
-}
-
-/// [`device_writes`] with a hold of either kind.
+/// The device: a write hold of `hold`'s kind (a `FOLL_GET` reference or a
+/// `FOLL_PIN` pin) on the page at `at` (through GUP under the lock,
+/// waiting like a fault when it meets a migration entry), a write of
+/// `value` into word 0 through it without the lock, then the hold dropped.
 fn device_writes_through(space: &'static Space, at: u64, value: u64, hold: Hold) {
     while !STARTED.load(Ordering::Relaxed) {
         shuttle::thread::yield_now();
@@ -205,16 +200,21 @@ fn device_writes_through(space: &'static Space, at: u64, value: u64, hold: Hold)
     }
 }
 
-/// A migration racing a device's write through a plain reference and the
-/// task's own write: both writes are in the page the table maps after,
-/// whether the migration moved it or backed off.
-fn race_with_a_reference() {
+/// A migration racing a device that writes through a hold of `hold`'s
+/// kind, taken through GUP (which waits on a migration entry like a
+/// fault), and the task's own writes. Both writes are in the page the
+/// table maps after, whatever happened: the migration moved the page
+/// (counted in `moved`), or it was refused for the device's hold (counted
+/// in `refused`): a plain reference makes it back off at the freeze
+/// (`Referenced`), a pin refuses it before anything changes
+/// (`Unmap(Pinned)`), or GUP met the entry, waited and held the new page.
+fn race_with_a_hold(hold: Hold, moved: &'static AtomicUsize, refused: &'static AtomicUsize) {
     let frames = SimFrames::new(BASE_PFN, NR_FRAMES);
     let space = SharedSpace::<X86Format>::new(frames, &[(AREA, 4096)]);
     space.locked(|g| g.vmas.advise_thp(VirtAddr::new(AREA), 4096, mm::vma::ThpMode::Never).unwrap());
     assert!(!matches!(space.fault(AREA, Access::Write), FaultOutcome::Refused(_)));
     STARTED.store(false, Ordering::Relaxed);
-    let device = shuttle::thread::spawn(move || device_writes(space, AREA, 0xd00d));
+    let device = shuttle::thread::spawn(move || device_writes_through(space, AREA, 0xd00d, hold));
     let writer = shuttle::thread::spawn(move || write_words(space, AREA + 8));
     let migrator = shuttle::thread::spawn(move || {
         let pa = space.translate(AREA).expect("mapped before the race");
@@ -223,17 +223,18 @@ fn race_with_a_reference() {
         folio.lock();
         STARTED.store(true, Ordering::Relaxed);
         let dst = space.frames.alloc_unpublished(0).expect("a destination");
-        match migrate_folio(&Host(space), folio, dst) {
-            Ok(new) => {
-                MOVED.fetch_add(1, Ordering::Relaxed);
+        match (migrate_folio(&Host(space), folio, dst), hold) {
+            (Ok(new), _) => {
+                moved.fetch_add(1, Ordering::Relaxed);
                 assert!(!new.put());
             }
-            Err(MigrateError::Referenced { .. }) => {
-                BACKED_OFF.fetch_add(1, Ordering::Relaxed);
+            (Err(MigrateError::Referenced { .. }), Hold::Get)
+            | (Err(MigrateError::Unmap(UnmapError::Pinned)), Hold::Pin) => {
+                refused.fetch_add(1, Ordering::Relaxed);
                 folio.unlock();
                 assert!(!folio.put());
             }
-            Err(e) => panic!("migration refused: {e}"),
+            (Err(e), _) => panic!("migration refused: {e}"),
         }
     });
     device.join().unwrap();
@@ -254,7 +255,7 @@ fn a_device_reference_makes_migration_back_off_and_loses_no_write() {
     let _alone = alone();
     BACKED_OFF.store(0, Ordering::Relaxed);
     MOVED.store(0, Ordering::Relaxed);
-    run("reference", SEED + 2, ITERATIONS, race_with_a_reference);
+    run("reference", SEED + 2, ITERATIONS, || race_with_a_hold(Hold::Get, &MOVED, &BACKED_OFF));
     let (backed_off, moved) = (BACKED_OFF.load(Ordering::Relaxed), MOVED.load(Ordering::Relaxed));
     assert!(backed_off > 0 && moved > 0, "both outcomes: {backed_off} backed off, {moved} moved");
 }
@@ -282,59 +283,12 @@ fn a_fault_on_a_pmd_mapped_thp_waits_for_its_migration() {
 static REFUSED_PINNED: AtomicUsize = AtomicUsize::new(0);
 static MOVED_BEFORE_PIN: AtomicUsize = AtomicUsize::new(0);
 
-/// A migration racing a device that pins the page (`FOLL_PIN`, through
-/// GUP, waiting on a migration entry like a fault) and writes through the
-/// pin, and the task's own writes: either the pin comes first and the
-/// migration is refused before anything changes (`Unmap(Pinned)`), or
-/// GUP meets the entry, waits, and pins the new page. Both writes are in
-/// the page the table maps after.
-fn race_with_a_pin() {
-    let frames = SimFrames::new(BASE_PFN, NR_FRAMES);
-    let space = SharedSpace::<X86Format>::new(frames, &[(AREA, 4096)]);
-    space.locked(|g| g.vmas.advise_thp(VirtAddr::new(AREA), 4096, mm::vma::ThpMode::Never).unwrap());
-    assert!(!matches!(space.fault(AREA, Access::Write), FaultOutcome::Refused(_)));
-    STARTED.store(false, Ordering::Relaxed);
-    let device = shuttle::thread::spawn(move || device_writes_through(space, AREA, 0xd00d, Hold::Pin));
-    let writer = shuttle::thread::spawn(move || write_words(space, AREA + 8));
-    let migrator = shuttle::thread::spawn(move || {
-        let pa = space.translate(AREA).expect("mapped before the race");
-        let folio = folio_of(space.memmap(), pa.pfn()).unwrap();
-        folio.get();
-        folio.lock();
-        STARTED.store(true, Ordering::Relaxed);
-        let dst = space.frames.alloc_unpublished(0).expect("a destination");
-        match migrate_folio(&Host(space), folio, dst) {
-            Ok(new) => {
-                MOVED_BEFORE_PIN.fetch_add(1, Ordering::Relaxed);
-                assert!(!new.put());
-            }
-            Err(MigrateError::Unmap(UnmapError::Pinned)) => {
-                REFUSED_PINNED.fetch_add(1, Ordering::Relaxed);
-                folio.unlock();
-                assert!(!folio.put());
-            }
-            Err(e) => panic!("migration refused: {e}"),
-        }
-    });
-    device.join().unwrap();
-    writer.join().unwrap();
-    migrator.join().unwrap();
-    let pa = space.translate(AREA).expect("mapped after the race");
-    assert_eq!(space.frames.read_u64(pa), 0xd00d, "the device's write is lost");
-    for w in 0..NR_WRITES {
-        let got = space.frames.read_u64(PhysAddr::new(pa.as_u64() + 8 + 8 * w));
-        assert_eq!(got, w + 1, "the task's word {w} is lost");
-    }
-    space.check();
-    space.finish();
-}
-
 #[test]
 fn a_pin_refuses_migration_or_waits_for_it_and_loses_no_write() {
     let _alone = alone();
     REFUSED_PINNED.store(0, Ordering::Relaxed);
     MOVED_BEFORE_PIN.store(0, Ordering::Relaxed);
-    run("pin", SEED + 3, ITERATIONS / 3, race_with_a_pin);
+    run("pin", SEED + 3, ITERATIONS / 3, || race_with_a_hold(Hold::Pin, &MOVED_BEFORE_PIN, &REFUSED_PINNED));
     let (refused, moved) = (REFUSED_PINNED.load(Ordering::Relaxed), MOVED_BEFORE_PIN.load(Ordering::Relaxed));
     assert!(refused > 0 && moved > 0, "both outcomes: {refused} refused for the pin, {moved} moved");
 }

@@ -50,7 +50,6 @@ const AREA: u64 = 0x4000_0000;
 const USER_END: u64 = 0x8000_0000_0000;
 const SEED: u64 = 0x5eed_0014;
 
-
 /// The kernel's side of migration over the one space (module doc).
 use mm::testkit::races::SpaceMigrator as Host;
 
