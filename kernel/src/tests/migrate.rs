@@ -62,6 +62,49 @@ fn word(base: u64, p: u64, slot: usize) -> u64 {
     base + p * 4096 + 8 * (slot as u64 + 1)
 }
 
+/// Starts a writer task on every CPU of `cpus` in `space` (slot `k` on
+/// `cpus[k]`). Each counts itself in `ready`, then in round `i` writes `i`
+/// into its own word (`word`) of every page it owns (pages `k`, `k + n`,
+/// ... below 512, those in `skip` left out), reads it back and checks
+/// word 0 of the page against `word0(p)`, until `stop` (one round at
+/// least). A task returns its last round, or the first mismatch as
+/// "lost data: ..." (what seed 001's replay looks for).
+fn spawn_writers(
+    space: &Arc<AddressSpace>,
+    cpus: &[usize],
+    stop: &Arc<AtomicBool>,
+    ready: &Arc<AtomicUsize>,
+    base: u64,
+    skip: core::ops::Range<u64>,
+    word0: impl Fn(u64) -> u64 + Clone + Send + 'static,
+) -> Result<Vec<sched::JoinHandle<Result<u64, String>>>, String> {
+    let n = cpus.len();
+    let mut tasks = Vec::new();
+    for (slot, &cpu) in cpus.iter().enumerate() {
+        let (stop, ready, skip, word0) = (stop.clone(), ready.clone(), skip.clone(), word0.clone());
+        tasks.push(space.spawn(Some(cpu), "migrate rw", move || -> Result<u64, String> {
+            ready.fetch_add(1, Ordering::AcqRel);
+            let mut i = 0u64;
+            while !stop.load(Ordering::Acquire) || i == 0 {
+                i += 1;
+                for p in (slot as u64..512).step_by(n).filter(|p| !skip.contains(p)) {
+                    uaccess::write_u64(word(base, p, slot), i);
+                    let got = uaccess::read_u64(word(base, p, slot));
+                    let fixed = uaccess::read_u64(base + p * 4096);
+                    if got != i || fixed != word0(p) {
+                        return Err(format!(
+                            "lost data: page {p}: wrote {i}, read {got}; word 0 {fixed:#x}, not {:#x}",
+                            word0(p)
+                        ));
+                    }
+                }
+            }
+            Ok(i)
+        })?);
+    }
+    Ok(tasks)
+}
+
 fn thp_moves_while_every_cpu_reads_and_writes_it(_: &TestEnv<'_>) -> Result<(), String> {
     const ROUNDS: usize = 12;
     let cpus: Vec<usize> = sched::online_cpus().collect();
@@ -77,32 +120,7 @@ fn thp_moves_while_every_cpu_reads_and_writes_it(_: &TestEnv<'_>) -> Result<(), 
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));
     let n = cpus.len();
-    let mut tasks = Vec::new();
-    for (slot, &cpu) in cpus.iter().enumerate() {
-        let (stop, ready) = (stop.clone(), ready.clone());
-        tasks.push(space.spawn(Some(cpu), "migrate rw", move || -> Result<u64, String> {
-            ready.fetch_add(1, Ordering::AcqRel);
-            // Each round writes `i` into this task's word of every page it
-            // owns (pages `slot`, `slot + n`, ...) and reads it back, and
-            // checks word 0 of the page.
-            let mut i = 0u64;
-            while !stop.load(Ordering::Acquire) || i == 0 {
-                i += 1;
-                for p in (slot as u64..512).step_by(n) {
-                    uaccess::write_u64(word(base, p, slot), i);
-                    let got = uaccess::read_u64(word(base, p, slot));
-                    if got != i {
-                        return Err(format!("page {p}: wrote {i}, read {got}"));
-                    }
-                    let fixed = uaccess::read_u64(base + p * 4096);
-                    if fixed != p ^ 0xabcd {
-                        return Err(format!("page {p}: word 0 is {fixed:#x}"));
-                    }
-                }
-            }
-            Ok(i)
-        })?);
-    }
+    let tasks = spawn_writers(&space, &cpus, &stop, &ready, base, 0..0, |p| p ^ 0xabcd)?;
     while ready.load(Ordering::Acquire) < n {
         sched::yield_now();
     }
@@ -414,29 +432,7 @@ fn cut_round(round: u64, huge: bool, cut: Cut, aim: bool) -> Result<bool, String
             Ok(saw)
         })?
     };
-    let mut tasks = Vec::new();
-    for (slot, &cpu) in cpus.iter().enumerate() {
-        let (stop, ready) = (stop.clone(), ready.clone());
-        tasks.push(space.spawn(Some(cpu), "migrate rw", move || -> Result<u64, String> {
-            ready.fetch_add(1, Ordering::AcqRel);
-            let mut i = 0u64;
-            while !stop.load(Ordering::Acquire) || i == 0 {
-                i += 1;
-                for p in (slot as u64..512).step_by(n).filter(|p| !CUT.contains(p)) {
-                    uaccess::write_u64(word(base, p, slot), i);
-                    let got = uaccess::read_u64(word(base, p, slot));
-                    let fixed = uaccess::read_u64(base + p * 4096);
-                    if got != i || fixed != stamp(round, p) {
-                        return Err(format!(
-                            "lost data: page {p}: wrote {i}, read {got}; word 0 {fixed:#x}, not {:#x}",
-                            stamp(round, p)
-                        ));
-                    }
-                }
-            }
-            Ok(i)
-        })?);
-    }
+    let tasks = spawn_writers(space, &cpus, &stop, &ready, base, CUT, move |p| stamp(round, p))?;
     while ready.load(Ordering::Acquire) < n + 1 {
         sched::yield_now();
     }
