@@ -77,4 +77,29 @@ pub struct BootInfo {
     /// device tree's `numa-node-id`s (AArch64). Empty when the firmware
     /// describes none or the boot path refused what it said: one node.
     pub numa: NumaMap,
+    /// The initial RAM disk (a cpio `newc` archive: the root of the files
+    /// user processes see), if the boot path was given one; its memory is
+    /// already removed from [`BootInfo::memory`].
+    pub initrd: Option<PhysRange>,
+}
+
+/// The initial RAM disk's bytes, through the direct map; set once by
+/// `kernel_main` ([`set_initrd`]).
+static INITRD: spin::Once<&'static [u8]> = spin::Once::new();
+
+/// Records the initial RAM disk of `info` (called once, by `kernel_main`).
+pub fn set_initrd(info: &BootInfo) {
+    if let Some(range) = info.initrd {
+        let start = (info.direct_map_offset + range.start.as_u64()) as *const u8;
+        // SAFETY: the boot path removed the range from usable memory, so
+        // nothing allocates or writes it, and all RAM is mapped at
+        // `direct_map_offset + pa`; the bytes live as long as the kernel.
+        let bytes = unsafe { core::slice::from_raw_parts(start, range.size() as usize) };
+        INITRD.call_once(|| bytes);
+    }
+}
+
+/// The initial RAM disk's bytes, if the kernel was booted with one.
+pub fn initrd() -> Option<&'static [u8]> {
+    INITRD.get().copied()
 }

@@ -54,6 +54,7 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     println!();
     println!("{KERNEL_NAME} on {} (booted as {})", Arch::NAME, info.boot_method);
     print_memory(&info);
+    crate::bootinfo::set_initrd(&info);
 
     let args = match Args::parse_bytes(info.cmdline) {
         Ok(args) => args,

@@ -25,6 +25,7 @@
 //! | [`probe`] | `Probe`: loads, stores and calls that may fault, and an expected breakpoint |
 //! | [`pci`] | `Pci`: the host bridge and INTx routing |
 //! | [`smp`] | `Smp`: starting another CPU |
+//! | [`user`] | `UserMode`: entering ring 3 / EL0 and coming back (`UserExit`), the user registers, copies to and from user memory with fault fix-ups |
 //! | [`prelude`] | every trait, imported anonymously, for `A::method()` calls |
 //!
 //! Everything here builds and is tested on the host. A few provided trait
@@ -44,6 +45,7 @@ pub mod probe;
 pub mod smp;
 pub mod time;
 pub mod trap;
+pub mod user;
 
 /// Everything the kernel needs from an architecture: the arch's name, how
 /// to leave QEMU, and every mechanism trait. Implemented by one zero-sized

@@ -269,5 +269,6 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
         kernel_image: kernel_image(),
         cpus,
         numa,
+        initrd: None,
     })
 }

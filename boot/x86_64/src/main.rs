@@ -355,5 +355,6 @@ fn boot_x86_64_main(info: &'static mut bootloader_api::BootInfo) -> ! {
         kernel_image: PhysRange::new(info.kernel_addr, info.kernel_len),
         cpus,
         numa: discover_numa(rsdp, phys_offset),
+        initrd: None,
     })
 }

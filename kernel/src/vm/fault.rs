@@ -21,8 +21,11 @@
 //!   `thp_fault_fallback`.
 //! - `OutOfMemory`: direct reclaim in this task, then a retry; only when
 //!   reclaim frees nothing is the task ended.
-//! - A refused access (no area, not allowed) ends the task with a message
-//!   ([`sched::kill_current`]); the kernel goes on.
+//! - A refused access (no area, not allowed) ends a kernel task with a
+//!   message ([`sched::kill_current`]); the kernel goes on. [`resolve`] is
+//!   the same handling without that ending: user mode's faults and the
+//!   user-access routines' use it and decide for themselves (a signal,
+//!   `EFAULT`).
 //!
 //! Locks: the space's lock ([`AddressSpace::lock`]) around the decision
 //! and around the mapping half of a swap-in, never across a disk read.
@@ -38,14 +41,58 @@ use alloc::sync::Arc;
 use mm::fault::{FaultOutcome, MemFault};
 use mm::VirtAddr;
 
-/// The fault hook the arch trap handlers call.
-pub(crate) fn on_fault(fault: &MemFault) -> bool {
-    if fault.addr.as_u64() >= USER_END {
-        return false; // a kernel address: a kernel bug, reported by the arch
+/// Why [`resolve`] did not make an access possible.
+#[derive(Debug)]
+pub enum Unresolved {
+    /// Not a fault of a task's address space: a kernel address, or a task
+    /// that runs in none. The arch reports it as a kernel fault.
+    NotOurs,
+    /// The access is not allowed (no area, or the area's protection
+    /// refuses it): a user process gets `SIGSEGV`.
+    Refused(String),
+    /// The page could not be brought back (a swap read error, an entry
+    /// naming no area): a user process gets `SIGBUS`.
+    Lost(String),
+    /// Out of memory, and reclaim freed nothing.
+    OutOfMemory(String),
+}
+
+impl Unresolved {
+    /// The message a task ended for this fault is ended with.
+    pub fn why(self) -> String {
+        match self {
+            Unresolved::NotOurs => String::from("not a fault of an address space"),
+            Unresolved::Refused(why) | Unresolved::Lost(why) | Unresolved::OutOfMemory(why) => why,
+        }
     }
-    let Some(root) = sched::current_root() else { return false };
-    let Some(space) = find_space(root) else { return false };
-    let Some(mut outcome) = handle(&space, fault, &KernelFrames::FAULT) else { return false };
+}
+
+/// The fault hook the arch trap handlers call for a kernel-mode fault: a
+/// kernel task touching its space's user pages. True when resolved (the
+/// access is retried); a refused access ends the task.
+pub(crate) fn on_fault(fault: &MemFault) -> bool {
+    match resolve(fault) {
+        Ok(()) => true,
+        Err(Unresolved::NotOurs) => false,
+        Err(other) => sched::kill_current(other.why()),
+    }
+}
+
+/// Handles `fault`, taken by the running task in its address space, with
+/// interrupts off (as the trap entered): maps what the access needs and
+/// returns `Ok` when the access may be retried. The one place that turns a
+/// fault into pages, used by kernel tasks' faults ([`on_fault`]), by user
+/// mode's, and by the user-access routines' (`crate::vm::uaccess`), which
+/// differ only in what they do with an `Err`.
+pub fn resolve(fault: &MemFault) -> Result<(), Unresolved> {
+    if fault.addr.as_u64() >= USER_END {
+        return Err(Unresolved::NotOurs); // a kernel address
+    }
+    let Some(root) = sched::current_root() else { return Err(Unresolved::NotOurs) };
+    let Some(space) = find_space(root) else { return Err(Unresolved::NotOurs) };
+    let Some(mut outcome) = handle(&space, fault, &KernelFrames::FAULT) else {
+        return Err(Unresolved::NotOurs);
+    };
     if let FaultOutcome::NeedsCompaction { request, .. } = outcome {
         // No 2 MiB block: compact without the lock, interrupts on (the
         // migrations take the locks of every space mapping a folio), then
@@ -53,7 +100,9 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
         Arch::irq_enable();
         crate::vm::compaction::direct_compact(request);
         Arch::irq_disable();
-        let Some(again) = handle(&space, fault, &KernelFrames::PLAIN) else { return false };
+        let Some(again) = handle(&space, fault, &KernelFrames::PLAIN) else {
+            return Err(Unresolved::NotOurs);
+        };
         outcome = again;
     }
     let count = |c: &core::sync::atomic::AtomicU64| c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
@@ -79,11 +128,10 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
                 FaultOutcome::HugeFallback => count(&space.counts.nr_thp_fallbacks),
                 _ => 0,
             };
-            true
+            Ok(())
         }
         FaultOutcome::Refused(why) => {
-            drop(space);
-            sched::kill_current(format!("{why:?}: {:?} at {}", fault.access, fault.addr))
+            Err(Unresolved::Refused(format!("{why:?}: {:?} at {}", fault.access, fault.addr)))
         }
         FaultOutcome::NeedsSwapIn { page, entry } => {
             // The disk sleeps: interrupts on (the trap entered with them
@@ -91,42 +139,35 @@ pub(crate) fn on_fault(fault: &MemFault) -> bool {
             Arch::irq_enable();
             let result = swap_in(&space, fault.access, page, entry);
             Arch::irq_disable();
-            match result {
-                Ok(()) => true,
-                Err(why) => {
-                    drop(space);
-                    sched::kill_current(why)
-                }
-            }
+            result.map_err(Unresolved::Lost)
         }
         // Not with `KernelFrames::PLAIN`; were it to come, the access
         // faults again.
-        FaultOutcome::NeedsCompaction { .. } => true,
+        FaultOutcome::NeedsCompaction { .. } => Ok(()),
         FaultOutcome::MigrationWait { page, .. } => {
             // The folio is being migrated: sleep until that is over (no
             // lock held, interrupts on), then retry the access.
             Arch::irq_enable();
             crate::vm::migrate::wait(&space, page);
             Arch::irq_disable();
-            true
+            Ok(())
         }
         FaultOutcome::OutOfMemory => {
             // Reclaim in this task, then retry the access; only when
-            // reclaim frees nothing is the task ended.
+            // reclaim frees nothing does the access fail.
             Arch::irq_enable();
             let freed = crate::vm::reclaim::direct_reclaim(64);
             Arch::irq_disable();
             if freed > 0 {
-                return true;
+                return Ok(());
             }
-            drop(space);
             crate::vm::reclaim::NR_OOM_KILLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            sched::kill_current(format!(
+            Err(Unresolved::OutOfMemory(format!(
                 "out of memory on a {:?} fault at {} (reclaim freed nothing: {})",
                 fault.access,
                 fault.addr,
                 crate::vm::reclaim::why_nothing_freed()
-            ))
+            )))
         }
     }
 }

@@ -96,3 +96,40 @@ pub fn first_non_zero(addr: u64, len: u64) -> Option<u64> {
     let words = unsafe { core::slice::from_raw_parts(addr as *const u64, (len / 8) as usize) };
     words.iter().position(|&w| w != 0).map(|i| i as u64 * 8)
 }
+
+/// A user access that failed: the first user address that could not be
+/// reached. System calls answer it with `EFAULT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadAddress {
+    pub addr: u64,
+}
+
+/// Copies `dst.len()` bytes from user address `src` into `dst`; `Err`
+/// when some byte of the range is not the process's to read (the range
+/// leaves the user half, no area, not readable).
+///
+/// Interim body (issue 15): the range check is real, but a bad address
+/// inside the user half still ends the task; the fix-up path replaces it.
+pub fn copy_from_user(dst: &mut [u8], src: u64) -> Result<(), BadAddress> {
+    if !src.checked_add(dst.len() as u64).is_some_and(|end| end <= USER_END) {
+        return Err(BadAddress { addr: src });
+    }
+    for (i, byte) in dst.iter_mut().enumerate() {
+        *byte = read_u8(src + i as u64);
+    }
+    Ok(())
+}
+
+/// Copies `src` to user address `dst`; `Err` as for [`copy_from_user`]
+/// (not writable, too).
+///
+/// Interim body (issue 15): as [`copy_from_user`].
+pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), BadAddress> {
+    if !dst.checked_add(src.len() as u64).is_some_and(|end| end <= USER_END) {
+        return Err(BadAddress { addr: dst });
+    }
+    for (i, byte) in src.iter().enumerate() {
+        write_u8(dst + i as u64, *byte);
+    }
+    Ok(())
+}
