@@ -19,6 +19,7 @@
 //! | [`task`] | kernel tasks: scheduler, wait queues, bringing up every CPU |
 //! | [`drivers`] | devices: PCI, DMA memory, virtio-blk disks |
 //! | [`vm`] | virtual memory of tasks: address spaces, the fault entry, TLB shootdown, user access, swap, reclaim |
+//! | [`fs`] | files: the initramfs tree, `/dev`, `/proc`, `/sys`, descriptors, pipes, raw disks, the file system calls |
 //! | [`demo`] | the boot workload that pushes memory through swap and back |
 //! | [`init`] | `kernel_main`: the order in which the kernel starts, then tests, benchmarks or the demo |
 //! | [`tests`] | the in-guest test harness, its kit, and the tests of every area |
@@ -46,6 +47,7 @@ pub mod cmdline;
 pub mod console;
 pub mod demo;
 pub mod drivers;
+pub mod fs;
 pub mod init;
 pub mod memory;
 pub mod panic;
