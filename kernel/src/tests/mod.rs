@@ -76,6 +76,7 @@ pub mod compaction;
 pub mod exceptions;
 pub mod fail_alloc;
 pub mod folio_flags;
+pub mod fs;
 pub mod harness;
 pub mod kit;
 pub mod memory;
@@ -109,6 +110,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         compaction::TESTS,
         folio_flags::TESTS,
         blk::TESTS,
+        fs::TESTS,
         fail_alloc::TESTS,
     ]
     .into_iter()
