@@ -20,6 +20,7 @@
 //! | [`compaction`] | compaction: THP faults after a fragmentation reach 90 % coverage, kcompactd's wake-up |
 //! | [`folio_flags`] | the stress test of the folio flags word (seed 003) |
 //! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
+//! | [`fs`] | files: the tree from a cpio archive, lookup, the file system calls from a user task, pipes, raw disks through pins, `/proc` and `/sys`, the THP switch |
 //! | [`fail_alloc`] | the allocation-failure sweep: every memory operation with each of its allocations failed |
 //! | [`stress`] | the randomised mm stress: random operations on shared spaces against a shadow (`cargo xtask stress`; on demand only, see [`on_demand_tests`]) |
 //!
