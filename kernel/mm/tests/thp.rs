@@ -234,6 +234,79 @@ fn nohugepage_areas_get_no_new_huge_folios<F: HardwareWalker>() {
     w.finish();
 }
 
+/// The frames of a world with the system-wide THP switch set to `.1`.
+struct Switched<'a>(&'a SimFrames, mm::vma::ThpEnabled);
+
+impl mm::fault::FrameSource for Switched<'_> {
+    fn alloc_anon_page(&self, handle: mm::folio::AnonHandle, index: u64) -> Option<PhysAddr> {
+        self.0.alloc_anon_page(handle, index)
+    }
+    fn release_anon_page(&self, pa: PhysAddr) {
+        self.0.release_anon_page(pa)
+    }
+    fn alloc_anon_huge(&self, handle: mm::folio::AnonHandle, index: u64) -> Option<PhysAddr> {
+        self.0.alloc_anon_huge(handle, index)
+    }
+    fn release_anon_huge(&self, pa: PhysAddr) {
+        self.0.release_anon_huge(pa)
+    }
+    fn huge_zero(&self) -> Option<PhysAddr> {
+        self.0.huge_zero()
+    }
+    fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
+        self.0.copy_page(dst, src)
+    }
+    fn memmap(&self) -> &mm::page::Memmap {
+        mm::fault::FrameSource::memmap(self.0)
+    }
+    fn thp_enabled(&self) -> mm::vma::ThpEnabled {
+        self.1
+    }
+}
+
+fn the_thp_switch_decides_which_areas_fault_huge<F: HardwareWalker>() {
+    use mm::vma::ThpEnabled;
+    let mut w = world::<F>();
+    // Per setting: a plain 2 MiB area and an advised one, each written
+    // once; which got a huge folio.
+    for (i, (enabled, want)) in [
+        (ThpEnabled::Never, [FaultOutcome::Resolved, FaultOutcome::Resolved]),
+        (ThpEnabled::Madvise, [FaultOutcome::Resolved, FaultOutcome::MappedHuge]),
+        (ThpEnabled::Always, [FaultOutcome::MappedHuge, FaultOutcome::MappedHuge]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let plain = AREA + 4 * i as u64 * HP;
+        let advised = plain + 2 * HP;
+        w.mmap(0, plain, HP, RW);
+        w.mmap(0, advised, HP, RW);
+        w.advise_thp(0, advised, HP, ThpMode::Always);
+        for (at, want) in [plain, advised].into_iter().zip(want) {
+            let sp = w.sp(0);
+            let fault = mm::fault::MemFault {
+                addr: va(at),
+                access: Access::Write,
+                cause: mm::fault::FaultCause::NotMapped,
+                level: None,
+                syndrome: 0,
+            };
+            let out = mm::fault::handle_fault(
+                &sp.table,
+                &sp.vmas,
+                &w.mem,
+                &Switched(&w.frames, enabled),
+                &w.tlb,
+                &fault,
+                true,
+            );
+            assert_eq!(out, want, "{enabled:?} at {at:#x}");
+        }
+    }
+    w.check();
+    w.finish();
+}
+
 // ------------------------------------------------------------------ 3
 
 fn partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part<F: HardwareWalker>() {
@@ -1159,6 +1232,7 @@ mm::for_both_formats!(
     a_write_fault_maps_one_pmd_leaf,
     read_faults_map_the_huge_zero_folio_and_writes_replace_it,
     nohugepage_areas_get_no_new_huge_folios,
+    the_thp_switch_decides_which_areas_fault_huge,
     partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part,
     partial_munmap_of_a_thp_shared_with_a_child_keeps_the_folio,
     mprotect_of_part_of_a_thp_splits_it_and_never_grants_write,
