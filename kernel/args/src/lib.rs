@@ -14,8 +14,9 @@
 //! A key may appear once only: a repeated key is refused, because silently
 //! taking the first or the last is how a typo goes unnoticed.
 //!
-//! [`argv`] carries the first user program's arguments (`init=` and
-//! `init_args=`) through that grammar; unlike the rest, it allocates.
+//! | module | what |
+//! | --- | --- |
+//! | [`argv`] | the first user program's arguments (`init=`, `init_args=`) through that grammar; unlike the rest, it allocates |
 #![no_std]
 #![forbid(unsafe_code)]
 
