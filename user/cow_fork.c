@@ -28,8 +28,10 @@ static const char *check(const unsigned char *p, long page, unsigned char base)
 	return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	(void)argc;
+	(void)argv;
 	ut_name = "cow_fork";
 	long page = ut_page_size();
 	unsigned char *p = mmap(NULL, PAGES * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

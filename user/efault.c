@@ -18,8 +18,10 @@ static void expect_efault(long r, const char *what)
 	UT_CHECK(errno == EFAULT, "%s failed with errno %d (%s), expected EFAULT", what, errno, strerror(errno));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	(void)argc;
+	(void)argv;
 	ut_name = "efault";
 	long page = ut_page_size();
 	unsigned char *gone = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -5,8 +5,10 @@
 #include "ut.h"
 #include <sys/syscall.h>
 
-int main(void)
+int main(int argc, char **argv)
 {
+	(void)argc;
+	(void)argv;
 	ut_name = "enosys";
 	long numbers[] = { 999, 1000, 4095 };
 	for (unsigned i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {

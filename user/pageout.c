@@ -12,8 +12,10 @@
 #define MADV_PAGEOUT 21
 #endif
 
-int main(void)
+int main(int argc, char **argv)
 {
+	(void)argc;
+	(void)argv;
 	ut_name = "pageout";
 	long page = ut_page_size();
 	unsigned char *p = mmap(NULL, PAGES * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -37,8 +37,10 @@ static void expect_fault(volatile unsigned char *addr, int write, int code, cons
 	UT_CHECK(seen_code == code, "%s: si_code is %d, expected %d", what, seen_code, code);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	(void)argc;
+	(void)argv;
 	ut_name = "sigsegv_handler";
 	long page = ut_page_size();
 	struct sigaction sa;

@@ -25,8 +25,10 @@ static void thp_allowed(void)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	(void)argc;
+	(void)argv;
 	ut_name = "thp_madvise";
 	long page = ut_page_size();
 	thp_allowed();

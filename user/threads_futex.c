@@ -59,8 +59,10 @@ static void *worker(void *arg)
 	return (void *)(intptr_t)(me + 100);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	(void)argc;
+	(void)argv;
 	ut_name = "threads_futex";
 	page = ut_page_size();
 	area = mmap(NULL, THREADS * PAGES_EACH * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -2,7 +2,8 @@
 //! the `cpio` crate) that is the root of the files user processes see.
 //!
 //! ```text
-//! /bin/<program>          the project's user programs (crate::userprogs)
+//! /bin/usertests          the project's user programs, one executable (crate::userprogs)
+//! /bin/<program>          symlinks to usertests, one per program of user/
 //! /bin/busybox            Debian's busybox-static, when it could be fetched
 //! /bin/sh, cat, ...       symlinks to busybox (busybox::APPLETS)
 //! /dev /proc /sys /tmp    empty directories (the kernel fills them)
@@ -46,13 +47,15 @@ pub enum Member {
     Symlink { path: String, target: String },
 }
 
-/// What goes in: the layout of the module doc, with `programs` as
-/// `(name, bytes)` and busybox's bytes if there are any.
-pub fn layout(programs: Vec<(String, Vec<u8>)>, busybox: Option<Vec<u8>>) -> Vec<Member> {
+/// What goes in: the layout of the module doc, with the user programs'
+/// executable and names, and busybox's bytes if there are any.
+pub fn layout(usertests: Vec<u8>, programs: &[String], busybox: Option<Vec<u8>>) -> Vec<Member> {
     let mut members: Vec<Member> = DIRS.iter().map(|d| Member::Dir { path: d.to_string() }).collect();
     members.push(Member::File { path: "etc/passwd".into(), mode: 0o644, data: PASSWD.as_bytes().to_vec() });
-    for (name, data) in programs {
-        members.push(Member::File { path: format!("bin/{name}"), mode: 0o755, data });
+    let multicall = userprogs::MULTICALL;
+    members.push(Member::File { path: format!("bin/{multicall}"), mode: 0o755, data: usertests });
+    for name in programs {
+        members.push(Member::Symlink { path: format!("bin/{name}"), target: multicall.into() });
     }
     if let Some(data) = busybox {
         members.push(Member::File { path: "bin/busybox".into(), mode: 0o755, data });
@@ -115,12 +118,10 @@ pub fn build(ws: &Workspace, arch: Arch) -> Result<PathBuf, Error> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| Error::Build(format!("cannot read {}: {e}", p.display())))
     };
-    let mut programs = Vec::new();
-    for program in userprogs::build(ws, arch)? {
-        programs.push((program.name.clone(), read(&program.output)?));
-    }
+    let built = userprogs::build(ws, arch)?;
+    let usertests = read(&built.binary)?;
     let busybox = busybox::fetch(ws, arch).map(|p| read(&p)).transpose()?;
-    let bytes = archive(&layout(programs, busybox))
+    let bytes = archive(&layout(usertests, &built.names, busybox))
         .map_err(|e| Error::Build(format!("cannot write the {arch} initramfs: {e}")))?;
     let out = path(ws, arch);
     if std::fs::read(&out).ok().as_deref() != Some(&bytes[..]) {
@@ -141,8 +142,8 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        let programs = vec![("first_touch".to_string(), b"\x7fELF prog".to_vec())];
-        archive(&layout(programs, Some(b"\x7fELF busybox".to_vec()))).unwrap()
+        let programs = ["first_touch".to_string()];
+        archive(&layout(b"\x7fELF prog".to_vec(), &programs, Some(b"\x7fELF busybox".to_vec()))).unwrap()
     }
 
     /// What the kernel's reader (`cpio_reader`, used by the fs unit) sees.
@@ -162,6 +163,7 @@ mod tests {
                 "sys",
                 "tmp",
                 "etc/passwd",
+                "bin/usertests",
                 "bin/first_touch",
                 "bin/busybox",
                 "bin/sh",
@@ -176,9 +178,11 @@ mod tests {
         let find = |n: &str| entries.iter().find(|e| e.name() == n).unwrap();
         // The file type is the mode's top bits (one value, not flags).
         let kind = |n: &str| find(n).mode().bits() & 0o170000;
-        assert_eq!(find("bin/first_touch").file(), b"\x7fELF prog");
-        assert_eq!(kind("bin/first_touch"), cpio_reader::Mode::REGULAR_FILE.bits());
-        assert_eq!(find("bin/first_touch").mode().bits() & 0o777, 0o755);
+        assert_eq!(find("bin/usertests").file(), b"\x7fELF prog");
+        assert_eq!(kind("bin/usertests"), cpio_reader::Mode::REGULAR_FILE.bits());
+        assert_eq!(find("bin/usertests").mode().bits() & 0o777, 0o755);
+        assert_eq!(kind("bin/first_touch"), cpio_reader::Mode::SYMBOLIK_LINK.bits());
+        assert_eq!(find("bin/first_touch").file(), b"usertests");
         assert_eq!(kind("bin"), cpio_reader::Mode::DIRECTORY.bits());
         assert_eq!(kind("bin/sh"), cpio_reader::Mode::SYMBOLIK_LINK.bits());
         assert_eq!(find("bin/sh").file(), b"busybox");
@@ -200,8 +204,12 @@ mod tests {
 
     #[test]
     fn without_busybox_there_are_no_applet_links() {
-        let bytes = archive(&layout(vec![], None)).unwrap();
-        assert!(cpio_reader::iter_files(&bytes).all(|e| !e.name().starts_with("bin/")));
+        let bytes = archive(&layout(vec![], &[], None)).unwrap();
+        let bin: Vec<_> = cpio_reader::iter_files(&bytes)
+            .filter(|e| e.name().starts_with("bin/"))
+            .map(|e| e.name().to_string())
+            .collect();
+        assert_eq!(bin, ["bin/usertests"]);
         assert!(bytes.ends_with(&[0; 0]) && bytes.windows(10).any(|w| w == b"TRAILER!!!"));
     }
 
