@@ -90,14 +90,19 @@ fn sigsegv_handler(_: &TestEnv<'_>) -> Result<(), String> {
     run("sigsegv_handler", &[])
 }
 
+/// With a kernel address that really is mapped: the copy must refuse it
+/// for being the kernel's, not for being unmapped.
 fn efault(_: &TestEnv<'_>) -> Result<(), String> {
-    run("efault", &[])
+    run("efault", &[&kernel_word_address()])
+}
+
+fn kernel_word_address() -> String {
+    format!("{:#x}", core::ptr::addr_of!(KERNEL_WORD) as u64)
 }
 
 /// A kernel address that really is mapped (this file's static).
 fn kernel_read(_: &TestEnv<'_>) -> Result<(), String> {
-    let addr = format!("{:#x}", core::ptr::addr_of!(KERNEL_WORD) as u64);
-    run("kernel_read", &[&addr])
+    run("kernel_read", &[&kernel_word_address()])
 }
 
 fn enosys(_: &TestEnv<'_>) -> Result<(), String> {
