@@ -76,13 +76,6 @@ fn find_initrd(fdt: &fdt::Fdt<'_>) -> Option<PhysRange> {
     Some(PhysRange::new(start, end - start))
 }
 
-/// The whole pages `range` touches.
-fn page_cover(range: PhysRange) -> PhysRange {
-    let start = range.start.as_u64() & !0xfff;
-    let end = (range.end.as_u64() + 0xfff) & !0xfff;
-    PhysRange::new(start, end - start)
-}
-
 fn find_uart(fdt: &fdt::Fdt<'_>) -> Option<u64> {
     // `/chosen/stdout-path` names the console ("/pl011@9000000", maybe with
     // ":options"); read it by hand, because `Fdt::chosen` panics when the
@@ -269,7 +262,7 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     let initrd = find_initrd(&fdt);
     let mut in_use = [kernel_image(), dt_range]
         .into_iter()
-        .chain(initrd.map(page_cover))
+        .chain(initrd)
         .chain(fdt.memory_reservations().map(|r| PhysRange::new(r.address() as u64, r.size() as u64)));
     let reserved_nodes = fdt
         .find_node("/reserved-memory")

@@ -306,13 +306,6 @@ fn find_initrd(info: &bootloader_api::BootInfo, phys_offset: u64) -> Option<Phys
     }
 }
 
-/// The whole pages `range` touches.
-fn page_cover(range: PhysRange) -> PhysRange {
-    let start = range.start.as_u64() & !0xfff;
-    let end = (range.end.as_u64() + 0xfff) & !0xfff;
-    PhysRange::new(start, end - start)
-}
-
 fn read_cmdline() -> &'static [u8] {
     let (buf, len) = CMDLINE.call_once(|| {
         let mut buf = [0u8; CMDLINE_MAX];
@@ -361,7 +354,8 @@ fn boot_x86_64_main(info: &'static mut bootloader_api::BootInfo) -> ! {
     }
     let initrd = find_initrd(info, phys_offset);
     if let Some(range) = initrd {
-        if memory.remove(page_cover(range)).is_err() {
+        // `remove` rounds out to whole pages.
+        if memory.remove(range).is_err() {
             println!("boot: too many memory ranges while reserving the initrd {range:?}");
             X86_64::exit(ExitStatus::Failure);
         }
