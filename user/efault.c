@@ -1,0 +1,48 @@
+/*
+ * efault: a bad pointer given to a system call gets EFAULT (the kernel's
+ * copy fails and is fixed up) instead of killing the process or the kernel:
+ * write from, and read into, an unmapped page and a kernel address. A
+ * kernel address must be refused even where the kernel maps it: argv[1]
+ * may name one that really is mapped (the in-guest test passes one);
+ * otherwise a direct-map address is used.
+ */
+#include "ut.h"
+#include <sys/mman.h>
+
+#if defined(__x86_64__)
+#define DEFAULT_KERNEL_ADDR 0xffff800000001000UL
+#else
+#define DEFAULT_KERNEL_ADDR 0xffff000040001000UL
+#endif
+
+static void expect_efault(long r, const char *what)
+{
+	UT_CHECK(r == -1, "%s returned %ld, expected -1 with EFAULT", what, r);
+	UT_CHECK(errno == EFAULT, "%s failed with errno %d (%s), expected EFAULT", what, errno, strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+	ut_name = "efault";
+	void *kernel_addr = (void *)(argc > 1 ? strtoul(argv[1], NULL, 0) : DEFAULT_KERNEL_ADDR);
+	long page = ut_page_size();
+	unsigned char *gone = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	UT_CHECK(gone != MAP_FAILED, "mmap: %s", strerror(errno));
+	UT_SYS(munmap(gone, page));
+	int fds[2];
+	UT_SYS(pipe(fds));
+
+	expect_efault(write(fds[1], gone, 16), "write() from an unmapped page");
+	expect_efault(write(fds[1], kernel_addr, 16), "write() from a kernel address");
+	expect_efault(write(STDOUT_FILENO, gone, 16), "write() to the console from an unmapped page");
+	UT_CHECK(write(fds[1], "abcd", 4) == 4, "a good write() after the bad ones failed: %s", strerror(errno));
+	expect_efault(read(fds[0], gone, 4), "read() into an unmapped page");
+	/* The data is still in the pipe: the failed read took nothing, or at
+	 * least a good read still works. */
+	char buf[8] = { 0 };
+	UT_CHECK(read(fds[0], buf, 4) > 0, "a good read() after the bad one failed: %s", strerror(errno));
+	UT_CHECK(write(fds[1], "efgh", 4) == 4, "write: %s", strerror(errno));
+	expect_efault(read(fds[0], kernel_addr, 4), "read() into a kernel address");
+	expect_efault(pipe((int *)gone), "pipe() into an unmapped page");
+	return 0;
+}
