@@ -213,6 +213,42 @@ fn tree_from_a_cpio_archive(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
+fn the_boot_initramfs_is_the_root(_: &TestEnv<'_>) -> Result<(), String> {
+    // Without one (a boot path that passes none) there is nothing to check.
+    let Some(archive) = crate::bootinfo::initrd() else { return Ok(()) };
+    let mut nr = 0;
+    for entry in cpio_reader::iter_files(archive) {
+        let name = entry.name().trim_start_matches("./").trim_start_matches('/');
+        let mode = entry.mode().bits();
+        let path = format!("/{name}");
+        let kind = mode & S_IFMT;
+        if name.is_empty() || name == "." || !matches!(kind, S_IFDIR | S_IFREG | S_IFLNK) {
+            continue;
+        }
+        let node = match lookup("/", &path, false) {
+            Ok(Found::Node(n, _)) => n,
+            Ok(Found::Proc(_)) => continue, // under /proc/<number>: the process layer's
+            Err(e) => return Err(format!("{path} of the archive: {e:?}")),
+        };
+        let same = match (&node.kind, kind) {
+            (NodeKind::Dir(_), S_IFDIR) => true,
+            (NodeKind::Regular(d), S_IFREG) => d.len() == entry.file().len() || entry.nlink() > 1,
+            (NodeKind::Symlink(t), S_IFLNK) => t.as_bytes() == entry.file(),
+            // A synthetic file of the same name wins (`/dev/console`).
+            (NodeKind::Special(_), _) => true,
+            _ => false,
+        };
+        if !same {
+            return Err(format!("{path}: the tree's node differs from the archive's entry (mode {mode:o})"));
+        }
+        nr += 1;
+    }
+    if nr == 0 {
+        return Err(format!("an initramfs of {} bytes with no entry the tree shows", archive.len()));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- system calls from a user task
 
 /// A user address space with `BUF_PAGES` of buffer, and the process state
@@ -843,4 +879,4 @@ fn thp_enabled_switch_decides_huge_faults(_: &TestEnv<'_>) -> Result<(), String>
     result
 }
 
-pub(crate) const TESTS: &[Test] = register!["fs": tree_from_a_cpio_archive, open_read_seek_stat_and_list, descriptors_dup_cloexec_and_fork_copies, pipes_carry_data_block_and_end, console_and_null, raw_disk_transfers_pin_the_users_pages, proc_files_show_the_kernels_counters, thp_enabled_switch_decides_huge_faults];
+pub(crate) const TESTS: &[Test] = register!["fs": tree_from_a_cpio_archive, the_boot_initramfs_is_the_root, open_read_seek_stat_and_list, descriptors_dup_cloexec_and_fork_copies, pipes_carry_data_block_and_end, console_and_null, raw_disk_transfers_pin_the_users_pages, proc_files_show_the_kernels_counters, thp_enabled_switch_decides_huge_faults];
