@@ -45,6 +45,13 @@
 //! `UserFault { addr: FAR }`. A fault on the routines' kernel-side loads
 //! and stores is not in the table: that stays a kernel bug.
 //!
+//! ## The CPU's setup
+//!
+//! [`init_this_cpu`] (every CPU, at boot) lets EL0 do what Linux lets
+//! programs do: `DC ZVA`, reading CTR_EL0, `DC CVAU`/`IC IVAU`
+//! (SCTLR_EL1.DZE, UCT, UCI) and reading the virtual counter
+//! (CNTKCTL_EL1.EL0VCTEN); unmodified C libraries use them.
+//!
 //! ## PAN
 //!
 //! When ID_AA64MMFR1_EL1.PAN says the CPU has it, [`init_this_cpu`] clears
@@ -198,7 +205,8 @@ arch_aarch64_enter_user:
     ldp q26, q27, [x2, #416]
     ldp q28, q29, [x2, #448]
     ldp q30, q31, [x2, #480]
-    ldp x2, x3, [x0, #800]
+    ldr x2, [x0, #800]
+    ldr x3, [x0, #808]
     msr fpcr, x2
     msr fpsr, x3
     ldp x2, x3, [x0, #16]
@@ -270,7 +278,8 @@ arch_aarch64_user_exit:
     stp q30, q31, [x2, #480]
     mrs x2, fpcr
     mrs x3, fpsr
-    stp x2, x3, [x0, #800]
+    str x2, [x0, #800]
+    str x3, [x0, #808]
     ldr x4, [sp, #8]
     mrs x2, esr_el1
     mrs x3, far_el1
@@ -434,10 +443,37 @@ fn cpu_has_pan() -> bool {
 
 /// SCTLR_EL1.SPAN: when clear, an exception taken to EL1 sets PSTATE.PAN.
 const SCTLR_SPAN: u64 = 1 << 23;
+/// SCTLR_EL1 bits that let EL0 do what Linux lets programs do: `DC ZVA`
+/// (DZE, 14), read CTR_EL0 (UCT, 15), and `DC CVAU`/`IC IVAU` on its own
+/// memory (UCI, 26), which `__clear_cache` and `memset` use.
+const SCTLR_EL0_CACHE_OPS: u64 = 1 << 14 | 1 << 15 | 1 << 26;
+/// CNTKCTL_EL1.EL0VCTEN: EL0 may read CNTVCT_EL0 and CNTFRQ_EL0, as on
+/// Linux (its timers stay EL1's).
+const CNTKCTL_EL0VCTEN: u64 = 1 << 1;
 
-/// Turns PAN on for this CPU when it has it (module doc); once per CPU,
-/// after the boot path set SCTLR_EL1. Returns whether PAN is on.
+/// Sets up what user mode needs of this CPU, once per CPU, after the boot
+/// path set SCTLR_EL1: EL0 may use the cache operations and read the
+/// virtual counter as on Linux, and PAN is on when the CPU has it (module
+/// doc). Returns whether PAN is on.
 pub fn init_this_cpu() -> bool {
+    // SAFETY: the SCTLR bits only stop EL0's cache operations and counter
+    // reads from trapping (they act on memory EL0 may read anyway); no
+    // kernel state depends on them.
+    unsafe {
+        core::arch::asm!(
+            "mrs {t}, sctlr_el1",
+            "orr {t}, {t}, {el0}",
+            "msr sctlr_el1, {t}",
+            "mrs {t}, cntkctl_el1",
+            "orr {t}, {t}, #{vct}",
+            "msr cntkctl_el1, {t}",
+            "isb",
+            t = out(reg) _,
+            el0 = in(reg) SCTLR_EL0_CACHE_OPS,
+            vct = const CNTKCTL_EL0VCTEN,
+            options(nostack)
+        );
+    }
     if !cpu_has_pan() {
         return false;
     }
