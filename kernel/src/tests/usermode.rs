@@ -102,6 +102,9 @@ mod code {
     ];
     pub const SPIN_AT: u64 = 5;
 
+    /// `AT_HWCAP` bits every x86_64 CPU has: FPU (0), SSE (25), SSE2 (26).
+    pub const HWCAP_ALWAYS: u64 = (1 << 0) | (1 << 25) | (1 << 26);
+
     /// The low 64 bits of the first vector register (`xmm0`: offset 160 of
     /// the `fxsave` area).
     pub fn first_vector_register(regs: &super::Regs) -> u64 {
@@ -378,10 +381,11 @@ fn interrupts_come_back_with_every_register(_: &TestEnv<'_>) -> Result<(), Strin
     })?
 }
 
-/// SMAP (x86_64) / PAN (AArch64): is it on here?
+/// SMAP (x86_64) / PAN (AArch64): does the CPU offer it (so the kernel
+/// must have turned it on)? Asked of the CPU, not of the kernel's flag.
 #[cfg(target_arch = "x86_64")]
 fn user_access_guarded() -> bool {
-    arch_x86_64::user::smap()
+    arch_x86_64::user::cpu_has_smap()
 }
 
 fn smap_faults_a_plain_kernel_load_of_user_memory(_: &TestEnv<'_>) -> Result<(), String> {
@@ -462,7 +466,16 @@ fn uaccess_reports_bad_addresses_and_faults_pages_in(_: &TestEnv<'_>) -> Result<
     })?
 }
 
+fn hwcap_names_this_cpu(_: &TestEnv<'_>) -> Result<(), String> {
+    let hwcap = Arch::hwcap();
+    if hwcap & code::HWCAP_ALWAYS != code::HWCAP_ALWAYS {
+        return Err(format!("hwcap {hwcap:#x} lacks {:#x}", code::HWCAP_ALWAYS));
+    }
+    Ok(())
+}
+
 pub const TESTS: &[Test] = register!["usermode":
+    hwcap_names_this_cpu,
     syscall_comes_back_with_its_arguments,
     unmapped_page_faults_in_and_the_access_retries,
     refused_accesses_come_back_as_page_faults,
