@@ -433,8 +433,8 @@ pub(crate) fn fix_up_fault(frame: &mut TrapFrame, fault: &MemFault) -> bool {
 /// alike, so one flag).
 static PAN_ON: AtomicBool = AtomicBool::new(false);
 
-/// ID_AA64MMFR1_EL1.PAN (bits 23..20): 0 = no PAN.
-fn cpu_has_pan() -> bool {
+/// Whether the CPU has PAN: ID_AA64MMFR1_EL1.PAN (bits 23..20) is not 0.
+pub fn cpu_has_pan() -> bool {
     let mmfr1: u64;
     // SAFETY: reading an ID register has no side effect.
     unsafe { core::arch::asm!("mrs {0}, id_aa64mmfr1_el1", out(reg) mmfr1, options(nomem, nostack)) };
