@@ -33,7 +33,10 @@
 //! instruction of [`crate::user`]'s copies, or a [`crate::probe`] access or
 //! breakpoint, each recognised by its exact instruction address), a
 //! fault the kernel's handler resolves (`arch_common::trap`), or a kernel
-//! bug, reported with ESR, FAR and ELR before a panic.
+//! bug, reported with ESR, FAR and ELR before a panic. A kernel fault at a
+//! user address (the lower half) that is neither a user access nor a probe
+//! is always a bug: the kernel touches user memory only through the
+//! copies (with PAN on, any other access faults).
 #![cfg(target_os = "none")]
 
 use crate::probe;
@@ -378,10 +381,23 @@ extern "C" fn aarch64_trap(frame: &mut TrapFrame, kind: u64) {
     if kind.0 == 4 {
         // Synchronous, from the kernel itself.
         if let Some(fault) = decode_abort(frame.esr, frame.far) {
-            if crate::user::fix_up_fault(frame, &fault)
-                || probe::fix_up_fault(frame, &fault)
-                || arch_common::trap::offer_to_kernel(&fault)
-            {
+            if crate::user::fix_up_fault(frame, &fault) || probe::fix_up_fault(frame, &fault) {
+                return;
+            }
+            if frame.far < crate::user::USER_END {
+                note_fatal(frame);
+                panic!(
+                    "kernel {} at user address {:#x} ({:?} {:?}, ESR {:#x}) at PC {:#x}, outside the \
+                     user-access routines",
+                    class_name(class),
+                    frame.far,
+                    fault.access,
+                    fault.cause,
+                    frame.esr,
+                    frame.elr
+                );
+            }
+            if arch_common::trap::offer_to_kernel(&fault) {
                 return;
             }
             note_fatal(frame);

@@ -100,6 +100,10 @@ const _: () = assert!(core::mem::offset_of!(Regs, q) == 288);
 const _: () = assert!(core::mem::offset_of!(Regs, fpcr) == 800);
 const _: () = assert!(core::mem::offset_of!(Regs, fpsr) == 808);
 
+/// The end of the user half (TTBR0's 48-bit range): user addresses are
+/// below it.
+pub const USER_END: u64 = 1 << 48;
+
 /// SPSR bits user mode may set: the condition flags N, Z, C, V.
 const SPSR_NZCV: u64 = 0xf << 28;
 
