@@ -118,10 +118,11 @@
 //!   no way to express device memory (the boot tables' device blocks decode
 //!   as Bad).
 //! - 48-bit output addresses, no FEAT_LPA/LPA2 (bits 48..49 are RES0). The
-//!   `virt` machine's cortex-a72 reports 44 physical address bits, so
-//!   TCR_EL1.IPS is 44 there; a frame above 2^44 would take an address-size
-//!   fault (not modelled: RAM is far below).
-//! - No FEAT_HAFDBS (cortex-a72), TCR_EL1.HA = HD = 0: the MMU never writes a
+//!   boot path sets TCR_EL1.IPS to the CPU's physical address size, at most
+//!   48 bits (cortex-a72 reports 44; `max` more); a frame above it would
+//!   take an address-size fault (not modelled: RAM is far below).
+//! - TCR_EL1.HA = HD = 0 (FEAT_HAFDBS, which `max` has and cortex-a72 has
+//!   not, is left off): the MMU never writes a
 //!   descriptor. AF = 0 takes an access-flag fault and a write to AP\[2\] = 1
 //!   a permission fault; the kernel sets AF and dirty itself.
 //! - SCTLR_EL1.WXN = 0 (the boot path clears it). PAN is on where the CPU
