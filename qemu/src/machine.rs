@@ -109,8 +109,9 @@ impl MachineConfig {
             // qemu64 plus NX (which the kernel's page tables use) runs.
             (Arch::X86_64, Accel::Kvm) => "qemu64,+nx",
             // `max` has PAN (ARMv8.1), which user mode turns on; cortex-a72
-            // (ARMv8.0) has not. Measured under TCG: the in-guest suite
-            // takes about a third longer than on cortex-a72.
+            // (ARMv8.0) has not. Measured under TCG, runs interleaved: the
+            // in-guest suite takes as long on both (33-44 s against 30-50 s
+            // at one CPU; the spread is the machine's load).
             (Arch::Aarch64, _) => "max",
         }
     }
