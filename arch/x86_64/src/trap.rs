@@ -11,6 +11,16 @@
 //! return the frame, possibly changed (`rip` moved to a fix-up, `rax`/`rdx`
 //! set to report a fault), is restored and `iretq` resumes.
 //!
+//! A frame from ring 3 (its CS's privilege) is user mode's: the common
+//! path swaps the GS base first, [`x86_trap`] gives the frame to
+//! `crate::user`, which stores it into the `Regs` of `enter_user`, and the
+//! path returns from `enter_user` instead of resuming (the `syscall` entry
+//! joins the same path with a frame of its own). Every entry clears AC
+//! (when SMAP is on), so no handler runs with user access open; a page
+//! fault at one of the user-access routines' instructions is theirs
+//! (`crate::user`'s exception table), one at a user address anywhere else
+//! in the kernel is a bug.
+//!
 //! Double fault, NMI and machine check run on their own IST stacks (see
 //! [`crate::gdt`]). A kernel stack that overflows into its guard page
 //! faults, and the CPU cannot push that fault's frame on the same stack:

@@ -318,7 +318,19 @@ core::arch::global_asm!(
     "    cmp byte ptr [rip + ARCH_X86_SMAP], 0",
     "    je 2f",
     "    stac",
-    "2:  mov rcx, rdx",
+    // One word (the kernel tasks' loads and stores of user words): one
+    // load and one store, no string instruction to set up.
+    "2:  cmp rdx, 8",
+    "    jne 3f",
+    ".global arch_x86_copy_user_load",
+    "arch_x86_copy_user_load:",
+    "    mov rcx, [rsi]",
+    ".global arch_x86_copy_user_store",
+    "arch_x86_copy_user_store:",
+    "    mov [rdi], rcx",
+    "    xor eax, eax",
+    "    jmp arch_x86_user_access_done",
+    "3:  mov rcx, rdx",
     "    shr rcx, 3",
     ".global arch_x86_copy_user_words",
     "arch_x86_copy_user_words:",
@@ -397,6 +409,8 @@ extern "C" {
     fn arch_x86_syscall_entry();
     fn arch_x86_copy_user(dst: *mut u8, src: *const u8, len: usize) -> AccessResult;
     fn arch_x86_clear_user(dst: *mut u8, len: usize) -> AccessResult;
+    static arch_x86_copy_user_load: u8;
+    static arch_x86_copy_user_store: u8;
     static arch_x86_copy_user_words: u8;
     static arch_x86_copy_user_bytes: u8;
     static arch_x86_clear_user_words: u8;
@@ -407,8 +421,10 @@ extern "C" {
 /// The instructions of the user-access routines that may fault on a user
 /// address: a page fault at one of them is the routine's (see the module
 /// doc); all resume at `arch_x86_user_access_fixup` when refused.
-fn exception_table() -> [u64; 4] {
+fn exception_table() -> [u64; 6] {
     [
+        core::ptr::addr_of!(arch_x86_copy_user_load) as u64,
+        core::ptr::addr_of!(arch_x86_copy_user_store) as u64,
         core::ptr::addr_of!(arch_x86_copy_user_words) as u64,
         core::ptr::addr_of!(arch_x86_copy_user_bytes) as u64,
         core::ptr::addr_of!(arch_x86_clear_user_words) as u64,

@@ -33,7 +33,11 @@ const RX: VmaProt = VmaProt { read: true, write: false, exec: true };
 const PAGE: u64 = 4096;
 
 /// The test programs, x86_64 machine code (assembled with GNU `as`; each
-/// instruction is listed beside its bytes).
+/// instruction is listed beside its bytes). Each arch's `code` module has
+/// the same items: `SYSCALLS`, `INCREMENT`, `COPY_BYTE` and
+/// `COPY_BYTE_STORE`, `FORBIDDEN` and `FORBIDDEN_EXITS`, `SPIN` and
+/// `SPIN_AT`, `HWCAP_ALWAYS`, `first_vector_register`; and the arch answers
+/// `user_access_guarded` below.
 #[cfg(target_arch = "x86_64")]
 mod code {
     use crate::arch::user::UserException;
