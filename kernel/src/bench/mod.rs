@@ -485,16 +485,21 @@ fn swap_word(p: u64, w: u64, v: u64) -> u64 {
     (p << 20 | w << 8 | v).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
 }
 
-/// Writes version `v` of the pattern over page `p` at `base` (in a task).
+/// Writes version `v` of the pattern over page `p` at `base` (in a task),
+/// with one copy of the page, as a program's memcpy would (a user access
+/// per word would measure `stac`/`clac` rather than paging).
 fn write_page(base: u64, p: u64, v: u64) {
-    let at = base + p * PAGE;
-    (0..PAGE / 8).for_each(|w| uaccess::write_u64(at + w * 8, swap_word(p, w, v)));
+    let mut words = [0u64; (PAGE / 8) as usize];
+    words.iter_mut().enumerate().for_each(|(w, word)| *word = swap_word(p, w as u64, v));
+    uaccess::write_words(base + p * PAGE, &words);
 }
 
-/// True when page `p` at `base` holds version `v` of the pattern (in a task).
+/// True when page `p` at `base` holds version `v` of the pattern (in a
+/// task), read with one copy of the page.
 fn page_is(base: u64, p: u64, v: u64) -> bool {
-    let at = base + p * PAGE;
-    (0..PAGE / 8).all(|w| uaccess::read_u64(at + w * 8) == swap_word(p, w, v))
+    let mut words = [0u64; (PAGE / 8) as usize];
+    uaccess::read_words(base + p * PAGE, &mut words);
+    words.iter().enumerate().all(|(w, &word)| word == swap_word(p, w as u64, v))
 }
 
 fn need_swap(what: &str, pages: u64) -> Result<(), String> {
