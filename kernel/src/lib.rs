@@ -49,6 +49,7 @@ pub mod drivers;
 pub mod init;
 pub mod memory;
 pub mod panic;
+pub mod proc;
 pub mod sync;
 pub mod task;
 pub mod tests;

@@ -63,6 +63,7 @@
 //! fork the parent's, with the child not yet reachable by anyone).
 
 use crate::addr::Pfn;
+use crate::addr::PAGE_SIZE;
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::anon::remove_pte_mapping;
 use crate::fault::FrameSource;
@@ -74,7 +75,9 @@ use crate::pgtable::{
 };
 use crate::pgtable::{MigrationEntry, MigrationKind, SwapEntry};
 use crate::pgtable::{TableMemory, TlbHooks};
-use crate::thp::{is_huge_zero, remove_pmd_mapping, split_huge_pmd_if_cut, try_split_folio, HPAGE_NR};
+use crate::thp::{
+    is_huge_zero, remove_pmd_mapping, split_huge_pmd_if_cut, try_split_folio, HPAGE_NR, HPAGE_SIZE,
+};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
@@ -420,4 +423,41 @@ pub fn fork_range<F: PageTableFormat>(
         }
     }
     Ok(())
+}
+
+/// [`residency`]'s bit of a page a present leaf maps (`mincore`'s bit).
+pub const RESIDENT: u8 = 1;
+/// [`residency`]'s bit of a page whose contents are in swap or being
+/// migrated (not resident, but not empty either).
+pub const NOT_PRESENT: u8 = 2;
+
+/// One byte per 4 KiB page of `[start, end)` (both page-aligned):
+/// [`RESIDENT`] for a page a present leaf maps (4 KiB or inside a 2 MiB
+/// leaf), [`NOT_PRESENT`] for one a swap or migration entry stands for,
+/// 0 for a page never touched or dropped. `mincore` reports the first
+/// bit; a copy of the range (`mremap`) needs every page with either.
+pub fn residency<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    start: VirtAddr,
+    end: VirtAddr,
+) -> Vec<u8> {
+    let (s, e) = (start.as_u64(), end.as_u64());
+    let mut out = alloc::vec![0u8; ((e - s) / PAGE_SIZE) as usize];
+    table.visit(mem, start, end, &mut |va, level, entry, _| {
+        let bit = match entry {
+            Decoded::Leaf(_) => RESIDENT,
+            Decoded::NonPresent(_) => NOT_PRESENT,
+            _ => return,
+        };
+        let size = match level {
+            Level::Pmd => HPAGE_SIZE,
+            _ => PAGE_SIZE,
+        };
+        let (from, to) = (va.as_u64().max(s), (va.as_u64() + size).min(e));
+        for page in (from..to).step_by(PAGE_SIZE as usize) {
+            out[((page - s) / PAGE_SIZE) as usize] |= bit;
+        }
+    });
+    out
 }

@@ -698,6 +698,42 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Whether an area covers `va`.
+    pub fn has_area(&self, va: VirtAddr) -> bool {
+        self.area_at(va).is_some()
+    }
+
+    /// The area that covers `va`, if one does.
+    pub fn area_at(&self, va: VirtAddr) -> Option<mm::vma::Vma> {
+        let guard = self.lock();
+        guard.as_ref().and_then(|inner| inner.vmas.find(va).copied())
+    }
+
+    /// Every area, in address order (`/proc/<pid>/maps`).
+    pub fn areas(&self) -> Vec<mm::vma::Vma> {
+        let guard = self.lock();
+        guard.as_ref().map(|inner| inner.vmas.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// `Ok` when areas cover all of `[start, start + len)` (madvise's and
+    /// mincore's check).
+    pub fn check_mapped(&self, start: VirtAddr, len: u64) -> Result<(), VmaError> {
+        let guard = self.lock();
+        let inner = guard.as_ref().expect("AddressSpace used after teardown");
+        inner.vmas.check_mapped(start, len).map(|_| ())
+    }
+
+    /// One byte per page of `[start, start + len)`, which areas must
+    /// cover: `mm::space::RESIDENT` for a page a present entry maps,
+    /// `mm::space::NOT_PRESENT` for one in swap or being migrated
+    /// (`mm::space::residency`; `mincore`, `mremap`).
+    pub fn resident(&self, start: VirtAddr, len: u64) -> Result<Vec<u8>, VmaError> {
+        let guard = self.lock();
+        let inner = guard.as_ref().expect("AddressSpace used after teardown");
+        let end = inner.vmas.check_mapped(start, len)?;
+        Ok(mm::space::residency(&inner.table, &KernelTables, start, end))
+    }
+
     /// Runs the consistency checker (`mm::debug::check_spaces_in`) over this
     /// space and every live space of its fork family, under all their locks
     /// (taken in root order), and returns this space's statistics. Exact
