@@ -19,6 +19,7 @@
 //! | [`task`] | kernel tasks: scheduler, wait queues, bringing up every CPU |
 //! | [`drivers`] | devices: PCI, DMA memory, virtio-blk disks |
 //! | [`vm`] | virtual memory of tasks: address spaces, the fault entry, TLB shootdown, user access, swap, reclaim |
+//! | [`proc`] | user processes with the Linux ABI: threads around `enter_user`, system calls, ELF, signals, futexes |
 //! | [`demo`] | the boot workload that pushes memory through swap and back |
 //! | [`init`] | `kernel_main`: the order in which the kernel starts, then tests, benchmarks or the demo |
 //! | [`tests`] | the in-guest test harness, its kit, and the tests of every area |

@@ -18,6 +18,7 @@
 //! | [`mman`] | `brk`, `mmap`, `munmap`, `mprotect`, `mremap`, `madvise`, `mincore` |
 //! | [`info`] | the information system calls: ids, time, limits, `uname`, `sysinfo`, random bytes |
 //! | [`files`] | the file system calls, handed to the file layer |
+//! | [`user_arch`] | TEMPORARY: a stand-in for the arch's user mode until the arches implement it |
 //!
 //! Below: [`crate::vm`] (address spaces, faults, user access),
 //! [`crate::task`] (each thread is a kernel task), [`crate::memory`].

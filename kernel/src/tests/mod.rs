@@ -21,6 +21,7 @@
 //! | [`folio_flags`] | the stress test of the folio flags word (seed 003) |
 //! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
 //! | [`fail_alloc`] | the allocation-failure sweep: every memory operation with each of its allocations failed |
+//! | [`proc`] | user processes: ELF checks, loading a program and its stack, mincore's residency |
 //! | [`stress`] | the randomised mm stress: random operations on shared spaces against a shadow (`cargo xtask stress`; on demand only, see [`on_demand_tests`]) |
 //!
 //! Tests are plain functions registered in each file's `TESTS` list
@@ -82,6 +83,7 @@ pub mod memory;
 pub mod migrate;
 pub mod numa;
 pub mod pgtable;
+pub mod proc;
 pub mod reclaim;
 pub mod sched;
 pub mod smp;
@@ -110,6 +112,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         folio_flags::TESTS,
         blk::TESTS,
         fail_alloc::TESTS,
+        proc::TESTS,
     ]
     .into_iter()
     .flatten()
