@@ -14,7 +14,7 @@
 //! [`trap::set_fault_hook`], [`context::Context`], [`smp::CpuStart`], ...
 //! The per-arch types the kernel names have short aliases below.
 
-pub use arch_common::{context, irq, mmu, pci, probe, smp, trap, ExitStatus};
+pub use arch_common::{context, irq, mmu, pci, probe, smp, trap, user, ExitStatus};
 
 /// The architecture of this build.
 #[cfg(target_arch = "x86_64")]

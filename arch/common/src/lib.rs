@@ -62,6 +62,7 @@ pub trait Arch:
     + pci::Pci
     + smp::Smp
     + trap::Frames
+    + user::UserMode
 {
     /// The architecture's name as the kernel prints it.
     const NAME: &'static str;
@@ -96,5 +97,6 @@ pub mod prelude {
     pub use crate::smp::Smp as _;
     pub use crate::time::Time as _;
     pub use crate::trap::Frames as _;
+    pub use crate::user::UserMode as _;
     pub use crate::Arch as _;
 }

@@ -160,6 +160,26 @@ pub trait UserMode {
     /// the user half.
     unsafe fn copy_to_user(dst: u64, src: *const u8, len: usize) -> Result<(), UserFault>;
 
+    /// Writes `len` zero bytes from user address `dst`, as
+    /// [`UserMode::copy_to_user`] would copy zeros (an arch may do it
+    /// without reading a source; the provided body copies from a zero
+    /// buffer).
+    ///
+    /// # Safety
+    /// `[dst, dst + len)` in the user half.
+    unsafe fn clear_user(dst: u64, len: usize) -> Result<(), UserFault> {
+        const ZEROS: [u8; 256] = [0; 256];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len());
+            // SAFETY: `ZEROS` is valid for `n` bytes of reads; the target is
+            // in the user half (the caller's contract).
+            unsafe { Self::copy_to_user(dst + done as u64, ZEROS.as_ptr(), n)? };
+            done += n;
+        }
+        Ok(())
+    }
+
     /// The `AT_HWCAP` word of the auxiliary vector, as this CPU really is
     /// (x86_64: CPUID.1 EDX; AArch64: Linux's `HWCAP_*` bits from the ID
     /// registers).

@@ -1,6 +1,9 @@
-//! Which CPU am I? Each CPU keeps its kernel index (0 = boot CPU) in its
-//! own `IA32_GS_BASE` MSR, written once when the CPU comes up. (The kernel
-//! uses no GS-relative data, so the register is free for this.)
+//! Which CPU am I? Each CPU's GS base (`IA32_GS_BASE`) points at its own
+//! [`PerCpu`], written once when the CPU comes up: its kernel index (0 =
+//! boot CPU) and the words the `syscall` entry needs before it has a stack
+//! ([`crate::user`]). While a CPU runs user code the kernel's GS base waits
+//! in `KERNEL_GS_BASE` (`swapgs` on every entry and exit), so in the kernel
+//! the active GS base is always this one.
 #![cfg(target_os = "none")]
 
 use crate::X86_64;
@@ -13,17 +16,59 @@ const IA32_GS_BASE: u32 = 0xc000_0101;
 /// stacks, APIC ids); at least the kernel's own limit.
 pub const MAX_CPUS: usize = 16;
 
-/// Records this CPU's index. Once per CPU, before it runs tasks.
+/// One CPU's own words, reached through its GS base. `repr(C)`: the
+/// assembly of [`crate::user`] uses the offsets. Written only by its CPU.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PerCpu {
+    /// The kernel index.
+    pub index: u64,
+    /// Where `syscall` lands: the stack pointer `enter_user` left.
+    pub kernel_rsp: u64,
+    /// The user RSP, parked by the `syscall` entry for a moment.
+    pub user_rsp: u64,
+    /// The address of this CPU's TSS `rsp0` ([`crate::gdt`]).
+    pub tss_rsp0: u64,
+}
+
+static mut PER_CPU: [PerCpu; MAX_CPUS] =
+    [const { PerCpu { index: 0, kernel_rsp: 0, user_rsp: 0, tss_rsp0: 0 } }; MAX_CPUS];
+
+/// CPU `cpu`'s [`PerCpu`].
+pub(crate) fn per_cpu(cpu: usize) -> *mut PerCpu {
+    // SAFETY: only the address is taken.
+    unsafe { core::ptr::addr_of_mut!(PER_CPU[cpu]) }
+}
+
+/// Records this CPU's index and points its GS base at its [`PerCpu`].
+/// Done by [`crate::gdt::init_this_cpu`] (after it loads a null GS
+/// selector, which may clear the base); again by the start-up paths, which
+/// name the index too. Before it, [`Cpu::cpu_index`] must not be called.
 pub fn set_index(index: usize) {
-    // SAFETY: GS_BASE is not used for anything else by this kernel.
-    unsafe { Msr::new(IA32_GS_BASE).write(index as u64) };
+    assert!(index < MAX_CPUS, "set_index: CPU index {index} is not below {MAX_CPUS}");
+    let p = per_cpu(index);
+    // SAFETY: slot `index` is this CPU's: no other CPU touches it; GS_BASE
+    // is used for nothing else in the kernel.
+    unsafe {
+        (*p).index = index as u64;
+        Msr::new(IA32_GS_BASE).write(p as u64);
+    }
+}
+
+/// This CPU's [`PerCpu`] (CPU 0's before [`set_index`]).
+pub(crate) fn this_cpu() -> *mut PerCpu {
+    per_cpu(X86_64::cpu_index())
 }
 
 impl Cpu for X86_64 {
     const MAX_CPUS: usize = MAX_CPUS;
 
     fn cpu_index() -> usize {
-        // SAFETY: reading GS_BASE has no side effect.
-        unsafe { Msr::new(IA32_GS_BASE).read() as usize }
+        let index: u64;
+        // SAFETY: in the kernel the active GS base points at this CPU's
+        // `PerCpu` (`set_index`; `swapgs` on every entry from user mode),
+        // whose first word is the index, never changed after.
+        unsafe { core::arch::asm!("mov {}, gs:[0]", out(reg) index, options(nostack, preserves_flags)) };
+        index as usize
     }
 }

@@ -259,10 +259,26 @@ impl core::fmt::Display for DeviceIrq {
 /// `DEVICE_VECTOR_BASE + i`.
 static DEVICE_LINES: DeviceLines = DeviceLines::new();
 
-/// Called by the trap handler for vectors 32..=255.
+/// Called by the trap handler for vectors 32..=255 taken in the kernel:
+/// the handlers, then the preemption point.
 pub(crate) fn dispatch(vector: u8) {
+    if run_handlers(vector) {
+        common::run_after_irq_hook();
+    }
+}
+
+/// Called for an interrupt taken in user mode ([`crate::user`]): the
+/// handlers only. The preemption point is the kernel's user loop, after
+/// `enter_user` returned `UserExit::Interrupt`, not this trap frame.
+pub(crate) fn dispatch_from_user(vector: u8) {
+    run_handlers(vector);
+}
+
+/// Acknowledges `vector` and runs its handlers; false for a spurious
+/// interrupt (nothing ran).
+fn run_handlers(vector: u8) -> bool {
     match vector {
-        SPURIOUS_VECTOR => return, // no EOI for spurious interrupts
+        SPURIOUS_VECTOR => return false, // no EOI for spurious interrupts
         v if (DEVICE_VECTOR_BASE..DEVICE_VECTOR_BASE + NR_DEVICE_LINES as u8).contains(&v) => {
             DEVICE_LINES.run((v - DEVICE_VECTOR_BASE) as usize);
             apic_write(ApicReg::Eoi, 0);
@@ -280,7 +296,7 @@ pub(crate) fn dispatch(vector: u8) {
             panic!("unexpected interrupt vector {other:#x}");
         }
     }
-    common::run_after_irq_hook();
+    true
 }
 
 impl Irq for X86_64 {

@@ -18,6 +18,7 @@
 //! | [`time`] | `Time`: the TSC, calibrated against the PIT |
 //! | [`srat`] | the ACPI SRAT read by hand: which NUMA node each memory range and CPU belongs to |
 //! | [`pgtable`] | the page-table entry format (`X86Format`) and, for host tests, a software walker |
+//! | [`user`] | `UserMode`: ring 3, `syscall`, the user registers, SMEP/SMAP, the user-access routines and their exception table |
 //!
 //! [`X86_64`] is this arch for the kernel: it implements every trait of
 //! `arch_common` (the one declaration of what the kernel needs from an
@@ -32,7 +33,8 @@
 //! Long mode with 4-level paging, entered from the `bootloader` crate (BIOS
 //! or UEFI), which maps the kernel and all physical memory at a dynamic
 //! offset. [`init`] takes over the GDT, TSS and IDT and turns on NX
-//! (`EFER.NXE`) and supervisor write protection (`CR0.WP`) on the boot CPU;
+//! (`EFER.NXE`), supervisor write protection (`CR0.WP`), SSE for user code,
+//! SMEP and SMAP (when CPUID offers them) and `syscall` on the boot CPU;
 //! `Smp::start_cpu` ([`smp`]) brings every other CPU to the same state (its own
 //! GDT, TSS and IST stacks, the shared IDT, the boot CPU's control
 //! registers).
@@ -56,6 +58,7 @@ pub mod smp;
 pub mod srat;
 pub mod time;
 pub mod trap;
+pub mod user;
 
 #[cfg(target_os = "none")]
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +103,8 @@ pub fn init(phys_offset: u64) {
         Efer::update(|f| f.insert(EferFlags::NO_EXECUTE_ENABLE));
         Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT));
     }
+    user::enable_protections();
+    user::init_this_cpu();
 }
 
 /// I/O port of QEMU's `isa-debug-exit` device (`-device

@@ -97,9 +97,10 @@
 //!   reserved bit.
 //! - CR0.WP = 1 (set at boot): supervisor writes honour RW.
 //! - CR4.PKE = 0: bits 59..62 are ignored by the CPU; kept 0.
-//! - CR4.SMEP = CR4.SMAP = 0: the kernel may read, write and execute user
-//!   pages. (Neither is turned on at boot, and the walker does not model
-//!   them.)
+//! - CR4.SMEP and CR4.SMAP are on when the CPU has them (`user`): the
+//!   kernel may not execute user pages, nor touch them outside the
+//!   user-access routines. The format is unaffected (the US bit means the
+//!   same), and the walker does not model them.
 //! - The PAT MSR at its power-on value: PWT = PCD = PAT = 0 selects entry 0,
 //!   write-back. Every mapping made through this format is write-back RAM;
 //!   the format has no way to express device memory.

@@ -472,9 +472,12 @@ extern "C" fn ap_main(cpu: usize, entry: TaskEntry, cr4: u64) -> ! {
     // long mode, CR3 with no PCID bits), so every bit set there is valid
     // here; it changes no mapping.
     unsafe { Cr4::write_raw(cr4) };
-    crate::cpu::set_index(cpu);
+    // The GDT first: it loads a null GS, then points the GS base at the
+    // CPU's `PerCpu` (`set_index`).
     gdt::init_this_cpu(cpu);
+    crate::cpu::set_index(cpu);
     trap::load_this_cpu();
+    crate::user::init_this_cpu();
     irq::init_this_cpu();
     if HANDSHAKE.compare_exchange(WAITING, cpu, Ordering::AcqRel, Ordering::Acquire).is_err() {
         // The boot CPU gave up on us (and is sending INIT).

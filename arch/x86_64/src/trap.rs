@@ -95,11 +95,32 @@ macro_rules! trap_stubs {
                 "jmp arch_x86_trap_common",
             )*
             "arch_x86_trap_common:",
+            // From ring 3 (CS's RPL, above the vector, error code and RIP):
+            // the kernel's GS base back first.
+            "test byte ptr [rsp + 24], 3",
+            "jz 1f",
+            "swapgs",
+            "1:",
+            // The `syscall` entry joins here with its own frame.
+            ".global arch_x86_trap_gs_done",
+            "arch_x86_trap_gs_done:",
             "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
             "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
             "mov rdi, rsp",
             "cld",
+            // No user access from the handler, whatever AC was.
+            "cmp byte ptr [rip + ARCH_X86_SMAP], 0",
+            "je 1f",
+            "clac",
+            "1:",
             "call {handler}",
+            // A ring-3 frame stored into its Regs: return from enter_user.
+            "test rax, rax",
+            "jnz arch_x86_user_exit",
+            "test byte ptr [rsp + 15 * 8 + 24], 3",
+            "jz 1f",
+            "swapgs",
+            "1:",
             "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
             "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
             "add rsp, 16",
@@ -162,6 +183,10 @@ pub fn init() {
                 vmm_communication_exception 29,
                 security_exception 30,
             );
+            // `int3` and `into` may be used by user code (DPL 3): they are
+            // reported as breakpoint and overflow, not as a #GP.
+            idt.breakpoint.set_handler_addr(stub(3)).set_privilege_level(x86_64::PrivilegeLevel::Ring3);
+            idt.overflow.set_handler_addr(stub(4)).set_privilege_level(x86_64::PrivilegeLevel::Ring3);
             // These three run on their own stacks.
             idt.non_maskable_interrupt.set_handler_addr(stub(2)).set_stack_index(gdt::IST_NMI);
             idt.double_fault.set_handler_addr(stub(8)).set_stack_index(gdt::IST_DOUBLE_FAULT);
@@ -261,28 +286,49 @@ pub fn decode_page_fault(error_code: u64, cr2: u64) -> MemFault {
     MemFault { addr: mm::VirtAddr::new(cr2), access, cause, level: None, syndrome: error_code }
 }
 
-/// Called by the assembly for every exception, with the saved frame.
+/// Called by the assembly for every exception, interrupt and `syscall`,
+/// with the saved frame. Returns 1 when the frame came from ring 3 and was
+/// stored into the `Regs` of `enter_user` ([`crate::user`]): the assembly
+/// then returns from `enter_user`; 0 to resume the frame.
 ///
 /// # Panics
 /// On any exception the kernel did not expect: that is a kernel bug, and the
-/// panic message carries the vector, error code, CR2 and RIP.
+/// panic message carries the vector, error code, CR2 and RIP. A kernel-mode
+/// page fault at a user address outside the user-access routines is one.
 #[no_mangle]
-extern "C" fn x86_trap(frame: &mut TrapFrame) {
+extern "C" fn x86_trap(frame: &mut TrapFrame) -> u64 {
+    // NMI, double fault and machine check run on their IST stacks, not on
+    // `rsp0`: never a user exit (the kernel expects none of them).
+    if frame.cs & 3 == 3 && !matches!(frame.vector, 2 | 8 | 18) {
+        crate::user::from_user(frame);
+        return 1;
+    }
     debug_assert!(has_error_code(frame.vector as u8) || frame.error_code == 0);
     let vector = frame.vector;
     if vector >= 32 {
         crate::irq::dispatch(vector as u8);
-        return;
+        return 0;
     }
     if vector == 3 && probe::fix_up_breakpoint(frame) {
-        return;
+        return 0;
     }
     match vector {
         14 => {
             let cr2 = Cr2::read_raw();
             let fault = decode_page_fault(frame.error_code, cr2);
-            if probe::fix_up_fault(frame, &fault) || arch_common::trap::offer_to_kernel(&fault) {
-                return;
+            if probe::fix_up_fault(frame, &fault) || crate::user::fix_up_uaccess(frame, &fault) {
+                return 0;
+            }
+            if cr2 < crate::user::USER_END {
+                note_fatal(frame);
+                panic!(
+                    "kernel page fault at user address {cr2:#x} ({:?} {:?}, error code {:#x}) at RIP {:#x}, \
+                     outside the user-access routines",
+                    fault.access, fault.cause, frame.error_code, frame.rip
+                );
+            }
+            if arch_common::trap::offer_to_kernel(&fault) {
+                return 0;
             }
             note_fatal(frame);
             panic!(

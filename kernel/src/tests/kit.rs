@@ -55,6 +55,12 @@ pub(crate) const TEST_VA: u64 = 0x0000_0040_0000_0000;
 
 pub(crate) const RW_USER: Prot = Prot { writable: true, user: true, executable: false, global: false };
 
+/// Read-write kernel pages in the lower half: what the tests that probe
+/// their pages with the kernel's probes ([`probe_read`], [`probe_write`])
+/// map. With SMAP (x86_64) or PAN (AArch64) on, a kernel load of a user
+/// page faults whatever its permissions (`usermode::smap_...` checks it).
+pub(crate) const RW_KERNEL: Prot = Prot { user: false, ..RW_USER };
+
 pub(crate) fn leaf(frame: PhysAddr, size: PageSize, prot: Prot) -> Leaf {
     // Mapped dirty and young: the first access needs no fault on a CPU that
     // does not manage A/D itself (AArch64 without FEAT_HAFDBS).

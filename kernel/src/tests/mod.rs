@@ -13,6 +13,7 @@
 //! | [`sched`] | ticks, yield, preemption, sleep, join |
 //! | [`smp`] | every CPU online, tasks moving between CPUs |
 //! | [`tlb`] | TLB shootdown leaves no stale translation |
+//! | [`usermode`] | user mode on hand-written code: system calls, faults, exceptions, interrupts; SMAP/PAN; the user-access routines' fix-ups |
 //! | [`vm`] | address spaces: demand faults, COW and fork, THP, GUP, the rmap |
 //! | [`swap`] | swap-out, swap-in, the exclusive bit, bad headers, disk errors (seeds 002, 004) |
 //! | [`reclaim`] | kswapd's wake-up |
@@ -90,6 +91,7 @@ pub mod smp;
 pub mod stress;
 pub mod swap;
 pub mod tlb;
+pub mod usermode;
 pub mod vm;
 
 /// Every test in the kernel, in the order they run.
@@ -104,6 +106,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         sched::TESTS,
         smp::TESTS,
         tlb::TESTS,
+        usermode::TESTS,
         vm::TESTS,
         swap::TESTS,
         reclaim::TESTS,

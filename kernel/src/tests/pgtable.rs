@@ -35,10 +35,10 @@ fn map_4k_and_2m_through_the_mmu(_: &TestEnv<'_>) -> Result<(), String> {
     let space = TestSpace::new()?;
     let (va4k, va2m) = (TEST_VA, TEST_VA + 0x20_0000);
     let t = &space.table;
-    t.map(&KernelTables, VirtAddr::new(va4k), leaf(small.pa, PageSize::Size4K, RW_USER))
+    t.map(&KernelTables, VirtAddr::new(va4k), leaf(small.pa, PageSize::Size4K, RW_KERNEL))
         .map_err(|e| format!("map 4K: {e}"))?
         .ignore(); // nothing was mapped before
-    t.map(&KernelTables, VirtAddr::new(va2m), leaf(huge.pa, PageSize::Size2M, RW_USER))
+    t.map(&KernelTables, VirtAddr::new(va2m), leaf(huge.pa, PageSize::Size2M, RW_KERNEL))
         .map_err(|e| format!("map 2M: {e}"))?
         .ignore();
     // The 2 MiB mapping is one PMD leaf, wherever inside it we look.
@@ -80,7 +80,7 @@ fn unmap_then_fault_at_the_address(_: &TestEnv<'_>) -> Result<(), String> {
     let frame = Frames::new(0)?;
     let space = TestSpace::new()?;
     let va = TEST_VA + 0x5000;
-    space.map_leaf(va, frame.pa, PageSize::Size4K, RW_USER)?;
+    space.map_leaf(va, frame.pa, PageSize::Size4K, RW_KERNEL)?;
     let result = (|| {
         let _active = space.activate();
         probe_write(va + 0x10, 1)?; // now cached in the TLB
@@ -109,7 +109,7 @@ fn read_only_write_faults(_: &TestEnv<'_>) -> Result<(), String> {
     frame.write(0x40, 0x77);
     let space = TestSpace::new()?;
     let va = TEST_VA + 0x7000;
-    let ro = Prot { writable: false, ..RW_USER };
+    let ro = Prot { writable: false, ..RW_KERNEL };
     space.map_leaf(va, frame.pa, PageSize::Size4K, ro)?;
     let result = (|| {
         let _active = space.activate();
@@ -122,7 +122,7 @@ fn read_only_write_faults(_: &TestEnv<'_>) -> Result<(), String> {
         // Granting write turns the same store into a success.
         let flush = space
             .table
-            .protect(&KernelTables, VirtAddr::new(va), VirtAddr::new(va + 0x1000), RW_USER)
+            .protect(&KernelTables, VirtAddr::new(va), VirtAddr::new(va + 0x1000), RW_KERNEL)
             .map_err(|e| format!("{e}"))?;
         flush.flush(&Arch::TLB);
         probe_write(va + 0x40, 0x78)
@@ -184,7 +184,7 @@ fn remap_sees_the_new_frame(_: &TestEnv<'_>) -> Result<(), String> {
     }
     let space = TestSpace::new()?;
     let va = TEST_VA + 0x3000;
-    space.map_leaf(va, frames[0].pa, PageSize::Size4K, RW_USER)?;
+    space.map_leaf(va, frames[0].pa, PageSize::Size4K, RW_KERNEL)?;
     let result = (|| {
         let _active = space.activate();
         for round in 0..30 {
@@ -196,7 +196,7 @@ fn remap_sees_the_new_frame(_: &TestEnv<'_>) -> Result<(), String> {
                         &KernelTables,
                         &Arch::TLB,
                         VirtAddr::new(va),
-                        leaf(frames[i].pa, PageSize::Size4K, RW_USER),
+                        leaf(frames[i].pa, PageSize::Size4K, RW_KERNEL),
                     )
                     .map_err(|e| format!("{e}"))?;
             }
@@ -269,7 +269,7 @@ fn split_pmd_keeps_data(_: &TestEnv<'_>) -> Result<(), String> {
     }
     let space = TestSpace::new()?;
     let va = TEST_VA + 0x80_0000;
-    space.map_leaf(va, huge.pa, PageSize::Size2M, RW_USER)?;
+    space.map_leaf(va, huge.pa, PageSize::Size2M, RW_KERNEL)?;
     let result = (|| {
         let _active = space.activate();
         probe_read(va + 7)?; // cache the 2 MiB translation
@@ -358,7 +358,7 @@ fn address_space_follows_its_task(_: &TestEnv<'_>) -> Result<(), String> {
             frame.write(off, marker);
         }
         let space = TestSpace::new()?;
-        space.map_leaf(va, frame.pa, PageSize::Size4K, RW_USER)?;
+        space.map_leaf(va, frame.pa, PageSize::Size4K, RW_KERNEL)?;
         let task = crate::task::sched::spawn("in-space", move || {
             let result = (|| {
                 let _active = space.activate();

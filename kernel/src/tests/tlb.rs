@@ -8,7 +8,7 @@ use mm::VirtAddr;
 
 use crate::memory::paging::KernelTables;
 use crate::task::sched;
-use crate::tests::kit::{leaf, probe_read, Frames, RW_USER, TEST_VA};
+use crate::tests::kit::{leaf, probe_read, Frames, RW_KERNEL, TEST_VA};
 use crate::tests::{Test, TestEnv};
 use alloc::format;
 use alloc::string::String;
@@ -32,7 +32,7 @@ fn shootdown_leaves_no_stale_reads(_: &TestEnv<'_>) -> Result<(), String> {
         }
     }
     let space = Arc::new(TestSpace::new()?);
-    space.map_leaf(va, frames[0].pa, PageSize::Size4K, RW_USER)?;
+    space.map_leaf(va, frames[0].pa, PageSize::Size4K, RW_KERNEL)?;
     let generation = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let others: Vec<usize> = sched::online_cpus().filter(|&c| c != sched::cpu_index()).collect();
@@ -88,7 +88,7 @@ fn shootdown_leaves_no_stale_reads(_: &TestEnv<'_>) -> Result<(), String> {
                     &KernelTables,
                     &Shootdown,
                     VirtAddr::new(va),
-                    leaf(frames[gen as usize].pa, PageSize::Size4K, RW_USER),
+                    leaf(frames[gen as usize].pa, PageSize::Size4K, RW_KERNEL),
                 )
                 .map_err(|e| format!("remap: {e}"))?;
             generation.store(gen, Ordering::Release);

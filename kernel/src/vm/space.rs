@@ -1040,12 +1040,14 @@ fn finish_gather(mut gather: Gather) {
     );
 }
 
-/// Installs the fault hook. Boot CPU, once, before tasks touch address spaces.
+/// Installs the fault hooks (kernel tasks' and the user-access
+/// routines'). Boot CPU, once, before tasks touch address spaces.
 pub fn init() {
     SPACES.lock().reserve(RESERVED_SPACES);
     FAMILIES.lock().reserve(RESERVED_SPACES);
     crate::vm::folios::init_huge_zero();
     arch::trap::set_fault_hook(crate::vm::fault::on_fault);
+    crate::vm::uaccess::init();
     // The kernel IPI serves this CPU's TLB flush requests.
     sched::set_ipi_hook(crate::vm::tlb::handle_ipi);
     // Freed kernel stacks are flushed everywhere before their slots are reused.

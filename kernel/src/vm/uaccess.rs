@@ -1,23 +1,96 @@
-//! The one way kernel code touches user memory: loads and stores at user
-//! addresses of the address space the running task is in.
+//! The one way kernel code touches user memory: copies to and from user
+//! addresses of the address space the running task is in, through the
+//! arch's user-access routines (`arch_common::user`: `copy_from_user`,
+//! `copy_to_user`, `clear_user`).
 //!
-//! Every access is volatile (the compiler may neither drop it nor merge it
-//! with another: each one is the touch a program would make) and goes
-//! through the MMU with the task's own page table loaded. A first touch
-//! faults into the fault entry ([`crate::vm::space`]), which maps the page
-//! and retries the access, or ends the task with a message when the access
-//! is not allowed; so an access here either completes or never returns.
+//! With SMAP (x86_64) or PAN (AArch64) on, those routines are the only
+//! kernel instructions allowed to touch a user page; a plain load or store
+//! at a user address anywhere else faults and the kernel panics. A first
+//! touch inside a routine faults into the arch's exception table, which
+//! offers it to [`on_uaccess_fault`] (installed by [`init`]): it runs
+//! [`crate::vm::fault::resolve`], and on `Ok` the routine goes on where it
+//! stopped; otherwise it returns the first address it could not reach.
 //!
-//! The in-guest tests, the benchmarks and the boot workload use these; the
-//! system calls of user processes will reach user memory through here too.
+//! Two kinds of callers:
+//! - System calls: [`copy_from_user`] and [`copy_to_user`] return
+//!   `Err(BadAddress)` (the caller answers `EFAULT`).
+//! - Kernel tasks working in a space (the in-guest tests, the benchmarks,
+//!   the boot workload): [`read`], [`write`], [`read_u8`], [`write_u64`],
+//!   [`zero`], [`first_non_zero`], ... either complete or end the task with
+//!   the fault's reason ([`crate::task::sched::kill_current`]), as a program
+//!   touching a bad address would die.
+//!
+//! The reason of a refusal (`Unresolved::why`, e.g. `NoMapping ...` or a
+//! swap read error) is noted by the hook per task ([`REFUSALS`]) and taken
+//! by the caller of the routine that failed: the ending helpers end the task
+//! with it; the `Result` API drops it.
+//!
+//! Locks: [`REFUSALS`] (an `IrqSpinLock`, a leaf: nothing is taken under
+//! it).
 //!
 //! # Panics
-//! On an address outside the lower half (at or above [`USER_END`]) or not
-//! aligned to its size: that is a kernel bug, never user input. An address
-//! in the lower half but in no area (null, say) is fine: it faults, and
-//! the task is ended.
+//! The ending helpers panic on an address outside the lower half (at or
+//! above [`USER_END`]) or, for [`read`] and [`write`], not aligned to its
+//! size: kernel bugs, never user input. An address in the lower half but in
+//! no area (null, say) is fine: it faults, and the task is ended.
 
+use crate::arch::prelude::*;
+use crate::sync::IrqSpinLock;
+use crate::task::sched;
 use crate::vm::space::USER_END;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use arch_common::user::UserFault;
+use mm::fault::MemFault;
+
+/// Why the last refused user access of each task was refused: (task id,
+/// reason). Written by [`on_uaccess_fault`], taken by the task after its
+/// routine returned; at most one entry per task.
+static REFUSALS: IrqSpinLock<Vec<(u64, String)>> = IrqSpinLock::new(Vec::new());
+
+/// Installs [`on_uaccess_fault`] as the arch's user-access fault hook.
+/// Boot CPU, once, before any task touches user memory.
+pub fn init() {
+    crate::arch::user::set_uaccess_hook(on_uaccess_fault);
+}
+
+/// The user-access fault hook: a fault inside an arch user-access routine,
+/// with interrupts off. True when [`crate::vm::fault::resolve`] made the
+/// access possible (the routine retries); false when refused, after noting
+/// why for the task.
+fn on_uaccess_fault(fault: &MemFault) -> bool {
+    match crate::vm::fault::resolve(fault) {
+        Ok(()) => true,
+        Err(e) => {
+            let id = sched::current_id();
+            let mut notes = REFUSALS.lock();
+            notes.retain(|(task, _)| *task != id);
+            notes.push((id, e.why()));
+            false
+        }
+    }
+}
+
+/// Takes the reason the hook noted for the running task's refused access.
+fn take_refusal() -> Option<String> {
+    let id = sched::current_id();
+    let mut notes = REFUSALS.lock();
+    let i = notes.iter().position(|(task, _)| *task == id)?;
+    let why = notes.swap_remove(i).1;
+    if notes.is_empty() {
+        // Give the table's memory back: nothing is kept while no access is
+        // being refused.
+        *notes = Vec::new();
+    }
+    Some(why)
+}
+
+/// Ends the running task for the refused access at `fault`.
+fn end_task(fault: UserFault) -> ! {
+    let why = take_refusal().unwrap_or_else(|| format!("user access at {:#x} refused", fault.addr));
+    sched::kill_current(why)
+}
 
 fn check(addr: u64, size: u64) {
     check_range(addr, size);
@@ -31,30 +104,40 @@ fn check_range(addr: u64, len: u64) {
     );
 }
 
+fn in_user_half(addr: u64, len: usize) -> bool {
+    addr.checked_add(len as u64).is_some_and(|end| end <= USER_END)
+}
+
 /// What may be loaded from and stored to user memory: plain integers,
 /// valid for every bit pattern, whose alignment is their size.
-pub trait UserWord: Copy {}
+pub trait UserWord: Copy + Default {}
 impl UserWord for u8 {}
 impl UserWord for u64 {}
 
-/// Loads the `T` at user address `addr` (aligned to its size).
+/// Loads the `T` at user address `addr` (aligned to its size); a refused
+/// access ends the task.
 pub fn read<T: UserWord>(addr: u64) -> T {
-    check(addr, core::mem::size_of::<T>() as u64);
-    // SAFETY: a user address (checked above, with its alignment) of the
-    // running task's own space: the load either succeeds or faults into
-    // the fault entry, which maps the page (the load is retried) or ends
-    // the task without returning here. No Rust object lives in the lower
-    // half, so nothing is read behind its owner's back; a `UserWord` is
-    // valid for any bits.
-    unsafe { core::ptr::read_volatile(addr as *const T) }
+    let size = core::mem::size_of::<T>();
+    check(addr, size as u64);
+    let mut value = T::default();
+    // SAFETY: `value` is valid for `size` bytes of writes, and any bytes
+    // are a valid `UserWord`; the source is in the user half (checked).
+    match unsafe { Arch::copy_from_user(&mut value as *mut T as *mut u8, addr, size) } {
+        Ok(()) => value,
+        Err(fault) => end_task(fault),
+    }
 }
 
-/// Stores `value` at user address `addr` (aligned to its size).
+/// Stores `value` at user address `addr` (aligned to its size); a refused
+/// access ends the task.
 pub fn write<T: UserWord>(addr: u64, value: T) {
-    check(addr, core::mem::size_of::<T>() as u64);
-    // SAFETY: as in `read`; no Rust object lives in the lower half, so the
-    // store changes nothing the kernel owns.
-    unsafe { core::ptr::write_volatile(addr as *mut T, value) }
+    let size = core::mem::size_of::<T>();
+    check(addr, size as u64);
+    // SAFETY: `value` is valid for `size` bytes of reads; the target is in
+    // the user half (checked).
+    if let Err(fault) = unsafe { Arch::copy_to_user(addr, &value as *const T as *const u8, size) } {
+        end_task(fault)
+    }
 }
 
 /// Loads the byte at user address `addr`.
@@ -77,24 +160,38 @@ pub fn write_u64(addr: u64, value: u64) {
     write(addr, value)
 }
 
-/// Writes `len` zero bytes from `addr`, as a program's memset would.
+/// Writes `len` zero bytes from `addr`, as a program's memset would; a
+/// refused access ends the task.
 pub fn zero(addr: u64, len: u64) {
     check_range(addr, len);
-    // SAFETY: as in `write`, for every byte of the range (checked above).
-    unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len as usize) }
+    // SAFETY: the range is in the user half (checked).
+    if let Err(fault) = unsafe { Arch::clear_user(addr, len as usize) } {
+        end_task(fault)
+    }
 }
 
-/// The offset of the first non-zero 8-byte word of `[addr, addr + len)`.
+/// The offset of the first non-zero 8-byte word of `[addr, addr + len)`;
+/// a refused access ends the task.
 pub fn first_non_zero(addr: u64, len: u64) -> Option<u64> {
     check_range(addr, len);
     assert!(addr.is_multiple_of(8), "first_non_zero: {addr:#x} is not 8-byte aligned");
-    // SAFETY: 1. an aligned user range (checked above): every word of it is
-    // either the running task's memory or faults in as in `read`; any bit
-    // pattern is a valid `u64`. 2. The caller's task reads only, and the
-    // callers run no other task in the space while the slice lives, so
-    // nothing writes the memory behind the shared reference.
-    let words = unsafe { core::slice::from_raw_parts(addr as *const u64, (len / 8) as usize) };
-    words.iter().position(|&w| w != 0).map(|i| i as u64 * 8)
+    let mut buf = [0u64; 128];
+    let words = len / 8;
+    let mut done = 0;
+    while done < words {
+        let n = (words - done).min(buf.len() as u64) as usize;
+        let at = addr + done * 8;
+        // SAFETY: `buf` is valid for `n * 8` bytes of writes, any bytes are
+        // valid `u64`s; the source is in the user half (checked).
+        if let Err(fault) = unsafe { Arch::copy_from_user(buf.as_mut_ptr() as *mut u8, at, n * 8) } {
+            end_task(fault)
+        }
+        if let Some(i) = buf[..n].iter().position(|&w| w != 0) {
+            return Some((done + i as u64) * 8);
+        }
+        done += n as u64;
+    }
+    None
 }
 
 /// A user access that failed: the first user address that could not be
@@ -104,32 +201,43 @@ pub struct BadAddress {
     pub addr: u64,
 }
 
+impl BadAddress {
+    /// The failure of a routine (the hook's note of why is dropped).
+    fn from_fault(fault: UserFault) -> BadAddress {
+        take_refusal();
+        BadAddress { addr: fault.addr }
+    }
+}
+
 /// Copies `dst.len()` bytes from user address `src` into `dst`; `Err`
 /// when some byte of the range is not the process's to read (the range
-/// leaves the user half, no area, not readable).
-///
-/// Interim body (issue 15): the range check is real, but a bad address
-/// inside the user half still ends the task; the fix-up path replaces it.
+/// leaves the user half, no area, not readable, not brought back).
 pub fn copy_from_user(dst: &mut [u8], src: u64) -> Result<(), BadAddress> {
-    if !src.checked_add(dst.len() as u64).is_some_and(|end| end <= USER_END) {
+    if !in_user_half(src, dst.len()) {
         return Err(BadAddress { addr: src });
     }
-    for (i, byte) in dst.iter_mut().enumerate() {
-        *byte = read_u8(src + i as u64);
-    }
-    Ok(())
+    // SAFETY: `dst` is valid for its length of writes; the source is in
+    // the user half (checked).
+    unsafe { Arch::copy_from_user(dst.as_mut_ptr(), src, dst.len()) }.map_err(BadAddress::from_fault)
 }
 
 /// Copies `src` to user address `dst`; `Err` as for [`copy_from_user`]
 /// (not writable, too).
-///
-/// Interim body (issue 15): as [`copy_from_user`].
 pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), BadAddress> {
-    if !dst.checked_add(src.len() as u64).is_some_and(|end| end <= USER_END) {
+    if !in_user_half(dst, src.len()) {
         return Err(BadAddress { addr: dst });
     }
-    for (i, byte) in src.iter().enumerate() {
-        write_u8(dst + i as u64, *byte);
+    // SAFETY: `src` is valid for its length of reads; the target is in the
+    // user half (checked).
+    unsafe { Arch::copy_to_user(dst, src.as_ptr(), src.len()) }.map_err(BadAddress::from_fault)
+}
+
+/// Writes `len` zero bytes at user address `dst`; `Err` as for
+/// [`copy_to_user`].
+pub fn clear_user(dst: u64, len: usize) -> Result<(), BadAddress> {
+    if !in_user_half(dst, len) {
+        return Err(BadAddress { addr: dst });
     }
-    Ok(())
+    // SAFETY: the target is in the user half (checked).
+    unsafe { Arch::clear_user(dst, len) }.map_err(BadAddress::from_fault)
 }
