@@ -99,7 +99,7 @@ pub fn clone(c: &mut Ctx) -> SysResult {
     if f(g::CLONE_CHILD_CLEARTID) {
         t.clear_child_tid.store(child_tid, core::sync::atomic::Ordering::Release);
     }
-    thread::launch(t, Start::Regs(regs)).map_err(|e| {
+    thread::launch(t, Start::Regs(alloc::boxed::Box::new(regs))).map_err(|e| {
         crate::println!("clone: {e}");
         Errno::EAGAIN
     })?;
@@ -132,7 +132,7 @@ fn new_process(c: &mut Ctx, stack: u64) -> Result<Arc<Process>, Errno> {
         regs.set_sp(stack);
     }
     let t = thread::prepare(&child, pid, c.thread.mask());
-    if let Err(e) = thread::launch(t, Start::Regs(regs)) {
+    if let Err(e) = thread::launch(t, Start::Regs(alloc::boxed::Box::new(regs))) {
         crate::println!("fork: {e}");
         parent.state.lock().children.retain(|p| !Arc::ptr_eq(p, &child));
         process::forget(pid);

@@ -18,7 +18,6 @@
 //! | [`mman`] | `brk`, `mmap`, `munmap`, `mprotect`, `mremap`, `madvise`, `mincore` |
 //! | [`info`] | the information system calls: ids, time, limits, `uname`, `sysinfo`, random bytes |
 //! | [`files`] | the file system calls, handed to the file layer |
-//! | [`user_arch`] | TEMPORARY: a stand-in for the arch's user mode until the arches implement it |
 //!
 //! Below: [`crate::vm`] (address spaces, faults, user access),
 //! [`crate::task`] (each thread is a kernel task), [`crate::memory`].
@@ -41,13 +40,12 @@ pub mod signal;
 pub mod stack;
 pub mod syscall;
 pub mod thread;
-pub mod user_arch;
 
 pub use process::{run_init, spawn, spawn_image, wait_exit, Pid};
 pub use syscall::Errno;
 
 /// The arch's user mode, as this build has it.
-pub use user_arch::UserArch;
+pub use crate::arch::Arch as UserArch;
 
 /// A user thread's saved registers.
 pub type Regs = <UserArch as arch_common::user::UserMode>::Regs;

@@ -92,7 +92,7 @@ impl Thread {
 /// How a new thread starts.
 pub enum Start {
     /// With these registers (fork, clone).
-    Regs(Regs),
+    Regs(alloc::boxed::Box<Regs>),
     /// By loading a program (the first thread of a spawned process).
     Exec { path: String, image: Vec<u8>, argv: Vec<String>, envp: Vec<String> },
 }
@@ -160,7 +160,7 @@ pub fn enter(entered: &mut Option<Entered>, space: Arc<AddressSpace>) {
 fn main(thread: Arc<Thread>, how: Start) {
     let mut entered: Option<Entered> = None;
     let status = match how {
-        Start::Regs(regs) => run(&thread, regs, &mut entered),
+        Start::Regs(regs) => run(&thread, *regs, &mut entered),
         Start::Exec { path, image, argv, envp } => {
             match super::exec::exec_image(&thread, &mut entered, &path, &image, &argv, &envp) {
                 Ok(regs) => {
