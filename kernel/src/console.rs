@@ -32,6 +32,13 @@ pub fn print_locked(args: fmt::Arguments<'_>) {
     let _ = Serial.write_fmt(args);
 }
 
+/// Writes raw bytes (a program's output through `/dev/console`) under the
+/// console lock.
+pub fn write_bytes(bytes: &[u8]) {
+    let _guard = CONSOLE_LOCK.lock();
+    Arch::console_write(bytes);
+}
+
 /// Prints without taking the console lock. For the panic handler only.
 pub fn write_unlocked(args: fmt::Arguments<'_>) {
     let _ = Serial.write_fmt(args);

@@ -19,6 +19,7 @@
 //! | [`task`] | kernel tasks: scheduler, wait queues, bringing up every CPU |
 //! | [`drivers`] | devices: PCI, DMA memory, virtio-blk disks |
 //! | [`vm`] | virtual memory of tasks: address spaces, the fault entry, TLB shootdown, user access, swap, reclaim |
+//! | [`fs`] | files: the initramfs tree, `/dev`, `/proc`, `/sys`, descriptors, pipes, raw disks, the file system calls |
 //! | [`proc`] | user processes with the Linux ABI: threads around `enter_user`, system calls, ELF, signals, futexes |
 //! | [`demo`] | the boot workload that pushes memory through swap and back |
 //! | [`init`] | `kernel_main`: the order in which the kernel starts, then tests, benchmarks or the demo |
@@ -47,6 +48,7 @@ pub mod cmdline;
 pub mod console;
 pub mod demo;
 pub mod drivers;
+pub mod fs;
 pub mod init;
 pub mod memory;
 pub mod panic;

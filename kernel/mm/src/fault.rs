@@ -55,7 +55,7 @@ use crate::pgtable::SwapEntry;
 use crate::pgtable::{Decoded, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, PgError, Prot};
 use crate::pgtable::{TableMemory, TlbHooks};
 use crate::thp::{is_huge_zero, split_huge_pmd, HPAGE_SIZE};
-use crate::vma::VmaSet;
+use crate::vma::{ThpEnabled, VmaSet};
 use alloc::string::String;
 
 /// Where the fault handler gets new anonymous pages, and gives back one it
@@ -115,6 +115,12 @@ pub trait FrameSource {
     /// answers [`FaultOutcome::NeedsCompaction`] instead of falling back.
     fn thp_defrag(&self) -> Option<Defrag> {
         None
+    }
+    /// The system-wide THP switch ([`ThpEnabled`]): a fault maps a huge
+    /// page only in an area it allows. The default, `Always`, leaves the
+    /// decision to the area's advice and fit.
+    fn thp_enabled(&self) -> ThpEnabled {
+        ThpEnabled::Always
     }
 }
 
@@ -181,7 +187,8 @@ pub enum FaultOutcome {
 /// `table` and areas `vmas`, for an access from kernel or user mode.
 ///
 /// - Nothing mapped: in a 2 MiB block that lies in one huge-page eligible
-///   area ([`VmaSet::thp_eligible`]) and has no PTE table yet, a write maps a
+///   area ([`VmaSet::thp_eligible`]) the system-wide switch allows
+///   ([`FrameSource::thp_enabled`]) and has no PTE table yet, a write maps a
 ///   fresh huge folio with one PMD leaf and a read maps the huge zero
 ///   folio read-only ([`crate::thp`]); elsewhere, or when no 2 MiB block is
 ///   free (after a direct compaction, when the frame source's `defrag`
@@ -226,11 +233,14 @@ pub fn handle_fault<F: PageTableFormat>(
     let handle = crate::anon::anon_handle(table.root());
     let compact = frames.thp_defrag().and_then(|defrag| thp_fault_compaction(defrag, vma.thp));
     let at = At { table, mem, frames, hooks, page, prot, handle, compact };
+    // Huge pages here at all: the switch allows the area's advice, and the
+    // 2 MiB block fits in the area.
+    let huge_ok = frames.thp_enabled().allows(vma.thp) && vmas.thp_eligible(fault.addr);
     let (level, entry) = table.lookup(mem, page);
     match entry {
         // Nothing there. No PTE table either (the walk stopped above the
         // PTE level) and the block is eligible: a huge page.
-        Decoded::None if level != Level::Pte && vmas.thp_eligible(fault.addr) => {
+        Decoded::None if level != Level::Pte && huge_ok => {
             let block = fault.addr.align_down(HPAGE_SIZE);
             let huge = |frame: PhysAddr, writable: bool| Leaf {
                 frame,
@@ -279,7 +289,7 @@ pub fn handle_fault<F: PageTableFormat>(
                     // on write or reuse.
                     return match level {
                         Level::Pte => at.wp_fault(leaf),
-                        Level::Pmd => at.huge_wp_fault(leaf, vmas.thp_eligible(fault.addr)),
+                        Level::Pmd => at.huge_wp_fault(leaf, huge_ok),
                         _ => FaultOutcome::Refused(Refused::Unsupported),
                     };
                 }

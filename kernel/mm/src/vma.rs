@@ -114,6 +114,34 @@ pub enum ThpMode {
     Always,
 }
 
+/// The system-wide THP switch (Linux's
+/// `/sys/kernel/mm/transparent_hugepage/enabled`): which areas a fault may
+/// back with huge pages at all, before the per-area advice and the
+/// block's fit ([`VmaSet::thp_eligible`]) are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ThpEnabled {
+    /// Every area without `MADV_NOHUGEPAGE` (this kernel's behaviour
+    /// before the switch existed).
+    #[default]
+    Always,
+    /// Only `MADV_HUGEPAGE` areas.
+    Madvise,
+    /// None: every fault maps 4 KiB pages.
+    Never,
+}
+
+impl ThpEnabled {
+    /// True when an area of advice `thp` may get huge pages under this
+    /// setting.
+    pub fn allows(self, thp: ThpMode) -> bool {
+        match self {
+            ThpEnabled::Always => thp != ThpMode::Never,
+            ThpEnabled::Madvise => thp == ThpMode::Always,
+            ThpEnabled::Never => false,
+        }
+    }
+}
+
 /// One virtual memory area: `[start, end)` with one set of attributes.
 ///
 /// Page-aligned and `start < end` inside a [`VmaSet`], which hands out only
@@ -844,6 +872,15 @@ mod tests {
             assert_eq!(set, before);
             set.advise_thp(va(0x60_0000), M2, ThpMode::Default).unwrap();
             assert_eq!(spans(&set), [(0x40_0000, 0xa0_0000, RW, ThpMode::Default)]);
+        }
+
+        #[test]
+        fn thp_enabled_switch_allows_by_advice() {
+            use ThpMode::{Always as A, Default as D, Never as N};
+            let allowed = |e: ThpEnabled| [D, A, N].map(|m| e.allows(m));
+            assert_eq!(allowed(ThpEnabled::Always), [true, true, false]);
+            assert_eq!(allowed(ThpEnabled::Madvise), [false, true, false]);
+            assert_eq!(allowed(ThpEnabled::Never), [false, false, false]);
         }
 
         #[test]

@@ -7,7 +7,10 @@
 //! PCI order, named `vda`, `vdb`, ... [`BlockDevice::read_pages`] and
 //! [`BlockDevice::write_pages`] move `nr_pages` pages between the disk
 //! (page `p` is sectors `8p..8p+8`) and `nr_pages` physically contiguous
-//! frames (a folio of any order). They run in task context, may sleep, and
+//! frames (a folio of any order); [`BlockDevice::read_sectors`] and
+//! [`BlockDevice::write_sectors`] do the same in 512-byte sectors, for a
+//! raw disk's transfer into a user's pinned page (`crate::fs::dev`). They
+//! run in task context, may sleep, and
 //! must be called holding no spin lock (in particular never the
 //! address-space lock). Every failure comes back as an [`IoError`] naming
 //! who is to blame; nothing here panics on a device's or caller's mistake.
@@ -114,7 +117,16 @@ pub const QUEUE_SIZE: usize = 16;
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Device errors after a disk's first are reported at most this often.
 pub const ERROR_REPORT_INTERVAL_MS: u64 = 5_000;
-const SECTORS_PER_PAGE: u64 = PAGE_SIZE / 512;
+const SECTORS_PER_PAGE: u64 = PAGE_SIZE / SECTOR_BYTES;
+/// A sector: the unit of virtio-blk addresses.
+pub const SECTOR_BYTES: u64 = 512;
+
+/// The disk pages sectors `first..first + n` touch: the first and how many
+/// (what errors name).
+fn pages_of(first: u64, n: usize) -> (u64, usize) {
+    let last = first.saturating_add(n as u64).div_ceil(SECTORS_PER_PAGE);
+    (first / SECTORS_PER_PAGE, (last - first / SECTORS_PER_PAGE) as usize)
+}
 pub(crate) const PAGE_BYTES: usize = PAGE_SIZE as usize;
 /// virtio PCI ids: the Red Hat vendor, virtio-blk modern and transitional.
 const VIRTIO_VENDOR: u16 = 0x1af4;
@@ -591,20 +603,82 @@ impl BlockDevice {
         self.transfer(Op::Write, first_page, frame, nr_pages)
     }
 
+    /// Reads sectors `first_sector..first_sector + nr_sectors` (512 bytes
+    /// each) into the `nr_sectors * 512` physically contiguous bytes at
+    /// `buf`: the transfer of a raw disk read into a user's pinned page,
+    /// where a buffer need not be a whole page. Task context, no spin lock
+    /// held; sleeps until done. Errors name pages as for whole pages (the
+    /// page of the first sector, the pages the sectors touch).
+    ///
+    /// # Safety
+    ///
+    /// A buffer that is empty, not 512-byte aligned or not all in one
+    /// range of usable RAM is refused (`BadBuffer`) before any transfer.
+    /// Otherwise as for [`BlockDevice::read_pages`]: the caller keeps
+    /// those bytes' frames allocated and touched by nothing else until
+    /// this returns.
+    pub unsafe fn read_sectors(
+        &self,
+        first_sector: u64,
+        buf: PhysAddr,
+        nr_sectors: usize,
+    ) -> Result<(), IoError> {
+        self.transfer_sectors(Op::Read, first_sector, buf, nr_sectors)
+    }
+
+    /// Writes the `nr_sectors * 512` bytes at `buf` to sectors
+    /// `first_sector..`; as [`BlockDevice::read_sectors`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`BlockDevice::write_pages`], for the bytes at `buf`.
+    pub unsafe fn write_sectors(
+        &self,
+        first_sector: u64,
+        buf: PhysAddr,
+        nr_sectors: usize,
+    ) -> Result<(), IoError> {
+        self.transfer_sectors(Op::Write, first_sector, buf, nr_sectors)
+    }
+
     fn transfer(&self, op: Op, first_page: u64, frame: PhysAddr, nr_pages: usize) -> Result<(), IoError> {
+        if !frame.is_aligned(PAGE_SIZE) {
+            return Err(IoError::BadBuffer { disk: self.name, frame, nr_pages, why: "not page-aligned" });
+        }
+        let sectors = nr_pages.checked_mul(SECTORS_PER_PAGE as usize);
+        let first = first_page.checked_mul(SECTORS_PER_PAGE);
+        match (first, sectors) {
+            (Some(first), Some(sectors)) => self.transfer_sectors(op, first, frame, sectors),
+            _ => Err(IoError::OutOfRange {
+                disk: self.name,
+                first_page,
+                nr_pages,
+                capacity_pages: self.capacity_pages,
+            }),
+        }
+    }
+
+    fn transfer_sectors(
+        &self,
+        op: Op,
+        first: u64,
+        frame: PhysAddr,
+        nr_sectors: usize,
+    ) -> Result<(), IoError> {
         debug_assert!(
             Arch::irq_enabled(),
             "blk: I/O with interrupts off (a spin lock held?) would never sleep"
         );
         let disk = self.name;
+        let (first_page, nr_pages) = pages_of(first, nr_sectors);
         let bad = |why| Err(IoError::BadBuffer { disk, frame, nr_pages, why });
-        if nr_pages == 0 {
+        if nr_sectors == 0 {
             return bad("no pages");
         }
-        if !frame.is_aligned(PAGE_SIZE) {
-            return bad("not page-aligned");
+        if !frame.is_aligned(SECTOR_BYTES) {
+            return bad("not sector-aligned");
         }
-        let bytes = (nr_pages as u64).checked_mul(PAGE_SIZE);
+        let bytes = (nr_sectors as u64).checked_mul(SECTOR_BYTES);
         let in_ram = bytes.and_then(|b| frame.checked_add(b)).is_some_and(|end| {
             memory::boot_memory().is_some_and(|m| {
                 m.ranges()
@@ -615,8 +689,8 @@ impl BlockDevice {
         if !in_ram {
             return bad("not in one range of usable RAM");
         }
-        let end = first_page.checked_add(nr_pages as u64);
-        if end.is_none_or(|e| e > self.capacity_pages) {
+        let end = first.checked_add(nr_sectors as u64);
+        if end.is_none_or(|e| e > self.capacity_pages * SECTORS_PER_PAGE) {
             return Err(IoError::OutOfRange {
                 disk,
                 first_page,
@@ -627,11 +701,12 @@ impl BlockDevice {
         if op == Op::Write && self.read_only {
             return Err(IoError::ReadOnly { disk });
         }
+        let max = self.max_request_pages * SECTORS_PER_PAGE as usize;
         let mut done = 0;
-        while done < nr_pages {
-            let n = (nr_pages - done).min(self.max_request_pages);
-            let pa = PhysAddr::new(frame.as_u64() + done as u64 * PAGE_SIZE);
-            if let Err(e) = self.request(op, first_page + done as u64, pa, n) {
+        while done < nr_sectors {
+            let n = (nr_sectors - done).min(max);
+            let pa = PhysAddr::new(frame.as_u64() + done as u64 * SECTOR_BYTES);
+            if let Err(e) = self.request(op, first + done as u64, pa, n) {
                 if e.is_device_error() {
                     self.errors.note(disk, &e);
                 }
@@ -643,10 +718,11 @@ impl BlockDevice {
     }
 
     /// One request: take a slot, submit, wait for its completion.
-    fn request(&self, op: Op, page: u64, frame: PhysAddr, nr_pages: usize) -> Result<(), IoError> {
+    fn request(&self, op: Op, sector: u64, frame: PhysAddr, nr_sectors: usize) -> Result<(), IoError> {
         let disk = self.name;
         let data = memory::phys_to_virt(frame).as_u64() as usize;
-        let len = nr_pages * PAGE_BYTES;
+        let len = nr_sectors * SECTOR_BYTES as usize;
+        let (page, nr_pages) = pages_of(sector, nr_sectors);
         let interrupts = self.uses_interrupts();
         let me = sched::current_task();
         let submitted = self.room.wait_for(|| {
@@ -659,7 +735,7 @@ impl BlockDevice {
             // `transfer`), owned by our caller until we return, and we
             // return only after the request is reaped, or after the device
             // was reset (`retire`).
-            match unsafe { q.submit(slot, op, page * SECTORS_PER_PAGE, data, len) } {
+            match unsafe { q.submit(slot, op, sector, data, len) } {
                 Ok(token) => {
                     let waiter = interrupts.then(|| me.clone());
                     let deadline = sched::ticks() + ms_to_ticks(self.timeout_ms()) + 1;

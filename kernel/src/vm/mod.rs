@@ -12,6 +12,7 @@
 //! | [`reclaim`] | the LRU lists, kswapd, direct reclaim, `MADV_PAGEOUT`; the host of `mm::reclaim`'s shrink step |
 //! | [`migrate`] | folio migration: the host of `mm::migrate`, destinations, counters, `AddressSpace::migrate_range`, the wait of a fault on a migration entry |
 //! | [`move_pages`] | moving a range's pages to a NUMA node, and asking where they are (`move_pages(2)`) |
+//! | [`thp_policy`] | the system-wide THP policy: the `enabled` switch and `defrag`, read by every fault |
 //! | [`compaction`] | compaction: the host of `mm::compaction`, a zone per node, kcompactd, direct compaction for THP faults, the counters |
 //!
 //! Below: [`crate::drivers`] (swap I/O), [`crate::task`], [`crate::memory`].
@@ -24,5 +25,6 @@ pub mod move_pages;
 pub mod reclaim;
 pub mod space;
 pub mod swap;
+pub mod thp_policy;
 pub mod tlb;
 pub mod uaccess;

@@ -89,22 +89,27 @@ pub const USER_END: u64 = 0x0000_8000_0000_0000;
 /// Anonymous pages: order-0 folios from the buddy allocator, zeroed; and
 /// whether a THP fault that finds no 2 MiB block may stall for direct
 /// compaction (`crate::vm::compaction`).
+/// Both follow the system-wide THP policy (`crate::vm::thp_policy`).
 pub(crate) struct KernelFrames {
-    defrag: Option<mm::compaction::Defrag>,
+    compact: bool,
 }
 
 impl KernelFrames {
-    /// For a fault: THP write faults in `MADV_HUGEPAGE` ranges ask for a
-    /// direct compaction before they fall back (`Defrag::Madvise`).
-    pub(crate) const FAULT: KernelFrames = KernelFrames { defrag: Some(mm::compaction::Defrag::Madvise) };
+    /// For a fault: THP write faults the `defrag` policy lets stall (by
+    /// default those in `MADV_HUGEPAGE` ranges) ask for a direct
+    /// compaction before they fall back.
+    pub(crate) const FAULT: KernelFrames = KernelFrames { compact: true };
     /// No compaction: fork's copies, and a fault handled again after its
     /// compaction (which must not ask again).
-    pub(crate) const PLAIN: KernelFrames = KernelFrames { defrag: None };
+    pub(crate) const PLAIN: KernelFrames = KernelFrames { compact: false };
 }
 
 impl FrameSource for KernelFrames {
     fn thp_defrag(&self) -> Option<mm::compaction::Defrag> {
-        self.defrag
+        self.compact.then(crate::vm::thp_policy::defrag)
+    }
+    fn thp_enabled(&self) -> mm::vma::ThpEnabled {
+        crate::vm::thp_policy::enabled()
     }
     fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
         crate::vm::folios::alloc_anon_page(handle, index)

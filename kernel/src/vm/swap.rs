@@ -337,6 +337,12 @@ pub fn totals() -> (u64, u64) {
     AREAS.lock().iter().flatten().fold((0, 0), |(f, t), d| (f + d.area.nr_free(), t + d.area.nr_slots()))
 }
 
+/// Pages in the swap cache over every area (`/proc/meminfo`'s
+/// `SwapCached`).
+pub fn nr_cached() -> u64 {
+    AREAS.lock().iter().flatten().map(|d| d.area.nr_in_cache()).sum()
+}
+
 /// A page-table entry holding `entry` is gone (munmap, teardown): its slot
 /// loses a count. When that was the last and a folio is still in the
 /// cache for it, the folio is freed now if nobody is using it (otherwise

@@ -1,0 +1,223 @@
+//! The device files of `/dev`: the console, the null device, and the
+//! virtio disks as raw block devices.
+//!
+//! ## `/dev/console`
+//!
+//! Writes go to the kernel console ([`crate::console::write_bytes`]: whole
+//! under the console lock, so a line of a program does not interleave
+//! with kernel lines mid-way). Reads return 0, end of file: there is no
+//! keyboard. It is a terminal as far as `ioctl` goes: `TCGETS` answers
+//! a cooked-mode `termios`, `TIOCGWINSZ` 24x80, `TCSETS*` are accepted
+//! and change nothing.
+//!
+//! ## `/dev/null`
+//!
+//! Reads: end of file. Writes: taken whole, dropped.
+//!
+//! ## `/dev/vda`, `/dev/vdb`, ...: raw disks
+//!
+//! The disks of [`crate::drivers::blk::disks`], read and written the way
+//! Linux's `O_DIRECT` does: the data moves straight between the disk and
+//! the caller's pages, with no copy. The file offset, the length and the
+//! user buffer's address must each be a multiple of a sector (512 bytes,
+//! else `EINVAL`); a transfer is cut at the end of the disk (a read there
+//! returns 0, a write `ENOSPC`).
+//!
+//! A transfer pins the user's pages first (`AddressSpace::get_user_pages`
+//! with `Hold::Pin`, the FOLL_PIN of Linux: a page under a pin is not
+//! swapped out, migrated or shared copy-on-write away from the process, so
+//! the device's writes land in the page the process sees), at most
+//! [`PIN_BATCH`] pages at a time; a read pins for writing (the pages are
+//! made writable and exclusive first: a read into a page shared with a
+//! fork relative copies it before the device writes). Each page's part of
+//! the buffer becomes one sector transfer (`read_sectors`/`write_sectors`;
+//! physically adjacent parts are merged), then the pins are released. A
+//! buffer the process may not access fails the pin: `EFAULT`; a disk
+//! error: `EIO`. This is `mm::gup`'s first user outside the tests.
+
+use crate::drivers::blk::{self, BlockDevice, SECTOR_BYTES};
+use crate::fs::abi;
+use crate::fs::file::{File, Stat};
+use crate::fs::Errno;
+use crate::vm::space::{find_space, release_user_pages};
+use crate::vm::uaccess;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use mm::gup::Hold;
+use mm::{PhysAddr, VirtAddr};
+
+/// The block major of the disks in `stat` (Linux gives virtio-blk a
+/// dynamic major; 254 is what it usually gets).
+pub const VIRTBLK_MAJOR: u32 = 254;
+/// The most pages one raw transfer pins at a time.
+pub const PIN_BATCH: usize = 256;
+const PAGE: u64 = 4096;
+
+/// `/dev/console`.
+pub struct Console {
+    pub stat: Stat,
+}
+
+impl File for Console {
+    fn read(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+        Ok(0)
+    }
+    fn write(&self, _: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+        let mut bounce = vec![0u8; len.min(512)];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(bounce.len());
+            if let Err(e) = uaccess::copy_from_user(&mut bounce[..n], buf + done as u64) {
+                return if done > 0 { Ok(done) } else { Err(e.into()) };
+            }
+            crate::console::write_bytes(&bounce[..n]);
+            done += n;
+        }
+        Ok(done)
+    }
+    fn stat(&self) -> Stat {
+        self.stat
+    }
+    fn seekable(&self) -> bool {
+        false
+    }
+    fn ioctl(&self, cmd: u32, arg: u64) -> Result<u64, Errno> {
+        use linux_raw_sys::ioctl::{TCGETS, TCSETS, TCSETSF, TCSETSW, TIOCGWINSZ};
+        match cmd {
+            TCGETS => uaccess::copy_to_user(arg, &abi::console_termios())?,
+            TIOCGWINSZ => uaccess::copy_to_user(arg, &abi::console_winsize())?,
+            TCSETS | TCSETSW | TCSETSF => {}
+            _ => return Err(Errno::ENOTTY),
+        }
+        Ok(0)
+    }
+}
+
+/// `/dev/null`.
+pub struct Null {
+    pub stat: Stat,
+}
+
+impl File for Null {
+    fn read(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+        Ok(0)
+    }
+    fn write(&self, _: u64, _: u64, len: usize, _: bool) -> Result<usize, Errno> {
+        Ok(len)
+    }
+    fn stat(&self) -> Stat {
+        self.stat
+    }
+}
+
+/// The disks' names, in [`blk::disks`] order (`vda`, ...).
+pub fn disk_names() -> Vec<String> {
+    blk::disks().iter().map(|d| String::from(d.name())).collect()
+}
+
+/// The size of disk `i` in bytes (0 if there is none).
+pub fn disk_bytes(i: usize) -> u64 {
+    blk::disks().get(i).map_or(0, |d| d.capacity_pages() * PAGE)
+}
+
+/// An open raw disk (module doc).
+pub struct RawDisk {
+    disk: Option<&'static BlockDevice>,
+    stat: Stat,
+}
+
+impl RawDisk {
+    pub fn new(index: usize, stat: Stat) -> RawDisk {
+        RawDisk { disk: blk::disks().get(index), stat }
+    }
+
+    /// Moves `len` bytes between disk offset `offset` and user memory at
+    /// `buf` (module doc).
+    fn transfer(&self, op: blk::Op, offset: u64, buf: u64, len: usize) -> Result<usize, Errno> {
+        let disk = self.disk.ok_or(Errno::ENXIO)?;
+        if !offset.is_multiple_of(SECTOR_BYTES)
+            || !buf.is_multiple_of(SECTOR_BYTES)
+            || !(len as u64).is_multiple_of(SECTOR_BYTES)
+        {
+            return Err(Errno::EINVAL);
+        }
+        let size = disk.capacity_pages() * PAGE;
+        if offset >= size {
+            return if op == blk::Op::Read || len == 0 { Ok(0) } else { Err(Errno::ENOSPC) };
+        }
+        let len = (len as u64).min(size - offset);
+        if len == 0 {
+            return Ok(0);
+        }
+        buf.checked_add(len).filter(|e| *e <= crate::vm::space::USER_END).ok_or(Errno::EFAULT)?;
+        let root = crate::task::sched::current_root().ok_or(Errno::EFAULT)?;
+        let space = find_space(root).ok_or(Errno::EFAULT)?;
+        let mut done = 0u64;
+        while done < len {
+            let first_page = (buf + done) & !(PAGE - 1);
+            let end = (buf + len).min(first_page + PIN_BATCH as u64 * PAGE);
+            let nr_pages = (end - first_page).div_ceil(PAGE) as usize;
+            let write_pages = op == blk::Op::Read;
+            let pins = space
+                .get_user_pages(VirtAddr::new(first_page), nr_pages, write_pages, Hold::Pin)
+                .map_err(|_| Errno::EFAULT)?;
+            // The parts of the buffer in each pinned page, merged where
+            // physically adjacent: (physical address, bytes).
+            let mut runs: Vec<(PhysAddr, u64)> = Vec::new();
+            for (i, pa) in pins.iter().enumerate() {
+                let va = first_page + i as u64 * PAGE;
+                let from = va.max(buf + done);
+                let to = (va + PAGE).min(end);
+                let part = PhysAddr::new(pa.as_u64() + (from - va));
+                match runs.last_mut() {
+                    Some((start, n)) if start.as_u64() + *n == part.as_u64() => *n += to - from,
+                    _ => runs.push((part, to - from)),
+                }
+            }
+            let mut sector = (offset + done) / SECTOR_BYTES;
+            let mut result = Ok(());
+            for (pa, n) in &runs {
+                let nr = (n / SECTOR_BYTES) as usize;
+                // SAFETY: `pa..pa + n` lies in pages we hold pins on until
+                // after the transfer returns (released below), so the frames
+                // stay allocated and in place (a pinned page is neither
+                // freed, migrated nor reused); the kernel touches them
+                // no other way meanwhile. The process may touch its own
+                // buffer during the transfer, as with O_DIRECT on Linux:
+                // those are its bytes to race on.
+                result = unsafe {
+                    match op {
+                        blk::Op::Read => disk.read_sectors(sector, *pa, nr),
+                        blk::Op::Write => disk.write_sectors(sector, *pa, nr),
+                    }
+                };
+                if result.is_err() {
+                    break;
+                }
+                sector += nr as u64;
+            }
+            release_user_pages(&pins, Hold::Pin);
+            match result {
+                Ok(()) => done = end - buf,
+                Err(blk::IoError::ReadOnly { .. }) => {
+                    return if done > 0 { Ok(done as usize) } else { Err(Errno::EROFS) }
+                }
+                Err(_) => return if done > 0 { Ok(done as usize) } else { Err(Errno::EIO) },
+            }
+        }
+        Ok(done as usize)
+    }
+}
+
+impl File for RawDisk {
+    fn read(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+        self.transfer(blk::Op::Read, offset, buf, len)
+    }
+    fn write(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+        self.transfer(blk::Op::Write, offset, buf, len)
+    }
+    fn stat(&self) -> Stat {
+        self.stat
+    }
+}

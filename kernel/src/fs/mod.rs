@@ -1,0 +1,146 @@
+//! Files: the tree a process sees (the initramfs with `/dev`, `/proc` and
+//! `/sys` grafted on), open files, file descriptors, pipes, and the file
+//! system calls of the Linux ABI.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`abi`] | the Linux structures (`stat` per arch, `linux_dirent64`, `iovec`, `termios`) as bytes |
+//! | [`tree`] | the file tree: nodes built once from the cpio archive plus the synthetic files; the mounted root |
+//! | [`path`] | path lookup: absolute or from a directory, `.`, `..`, symlinks, `/proc/self` |
+//! | [`file`] | the `File` trait, open-file descriptions (offset, status flags), stat |
+//! | [`fdtable`] | a process's descriptors: fork copy, `CLONE_FILES` share, close-on-exec |
+//! | [`pipe`] | pipes: a bounded buffer, blocking ends, EOF and `EPIPE` |
+//! | [`dev`] | `/dev/console`, `/dev/null`, the virtio disks as raw block devices (reads and writes pin the user's pages) |
+//! | [`procfs`] | `/proc/meminfo`, `/proc/vmstat`, `/proc/cpuinfo`, the `/sys` files of the THP policy and the CPUs |
+//! | [`syscalls`] | the file system calls: raw user arguments in, `Result<u64, Errno>` out |
+//!
+//! ## Protocol
+//!
+//! The tree is immutable once built: [`init`] builds it at boot from the
+//! initramfs (`crate::bootinfo::initrd`, none: the synthetic files alone),
+//! and [`tree::mount_root`] replaces the whole root (tests). Lookups take
+//! the root's `Arc` under its lock and walk without any lock. Everything
+//! that changes (an offset, a descriptor slot, a pipe's buffer) has its own
+//! lock, named in its module; every one is a leaf: no other lock is taken
+//! while holding it, and none is held across a copy to or from user
+//! memory (which may fault and sleep) or a disk transfer.
+//!
+//! User memory is reached only through `crate::vm::uaccess`'s copies; a
+//! bad pointer is [`Errno::EFAULT`].
+//!
+//! The per-process files under `/proc/self/` and `/proc/<pid>/` belong to
+//! `crate::proc`, above this unit: it registers them with
+//! [`set_proc_self_hook`].
+//!
+//! Below: [`crate::vm`] (uaccess, address spaces, the THP policy),
+//! [`crate::drivers`] (disks), [`crate::task`] (wait queues).
+
+pub mod abi;
+pub mod dev;
+pub mod fdtable;
+pub mod file;
+pub mod path;
+pub mod pipe;
+pub mod procfs;
+pub mod syscalls;
+pub mod tree;
+
+pub use fdtable::FdTable;
+pub use file::{File, OpenFile, Stat};
+pub use path::Cwd;
+
+use alloc::sync::Arc;
+use core::fmt;
+
+/// A Linux error number (positive, as in `errno.h`; the values are the
+/// `linux-raw-sys` crate's). The system call entry returns `-errno`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub u32);
+
+macro_rules! errnos {
+    ($($name:ident),* $(,)?) => {
+        impl Errno {
+            $(pub const $name: Errno = Errno(linux_raw_sys::errno::$name);)*
+
+            /// The symbolic name (`"ENOENT"`), or `None` for a value this
+            /// kernel never returns.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $(linux_raw_sys::errno::$name => Some(stringify!($name)),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+errnos!(
+    EPERM,
+    ENOENT,
+    EIO,
+    EBADF,
+    EAGAIN,
+    ENOMEM,
+    EFAULT,
+    EEXIST,
+    ENOTDIR,
+    EISDIR,
+    EINVAL,
+    EMFILE,
+    ENOTTY,
+    ENOSPC,
+    ESPIPE,
+    EROFS,
+    EPIPE,
+    ERANGE,
+    ENAMETOOLONG,
+    ENOSYS,
+    ELOOP,
+    EACCES,
+    ENXIO,
+);
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "errno {}", self.0),
+        }
+    }
+}
+
+impl From<crate::vm::uaccess::BadAddress> for Errno {
+    fn from(_: crate::vm::uaccess::BadAddress) -> Errno {
+        Errno::EFAULT
+    }
+}
+
+/// What [`set_proc_self_hook`] registers: given the path after
+/// `/proc/self/` or `/proc/<pid>/` (`rest`, maybe empty), the file, an
+/// error, or `None` when there is no such file. (The interface agreed for
+/// issue 15 passes no pid: `/proc/<pid>/` is answered as the caller's own.)
+pub type ProcSelfHook = fn(rest: &str) -> Option<Result<Arc<dyn File>, Errno>>;
+
+static PROC_SELF_HOOK: spin::Once<ProcSelfHook> = spin::Once::new();
+
+/// Registers the per-process `/proc` files (once, by `crate::proc`).
+pub fn set_proc_self_hook(hook: ProcSelfHook) {
+    PROC_SELF_HOOK.call_once(|| hook);
+}
+
+/// The per-process file `rest` (module doc).
+fn proc_self(rest: &str) -> Option<Result<Arc<dyn File>, Errno>> {
+    PROC_SELF_HOOK.get().and_then(|hook| hook(rest))
+}
+
+/// Builds the file tree at boot: the initramfs if the boot path passed
+/// one, plus `/dev`, `/proc` and `/sys`. Prints what it found.
+pub fn init() {
+    let archive = crate::bootinfo::initrd();
+    let (root, nr_entries) = tree::build(archive.unwrap_or(&[]));
+    match archive {
+        Some(a) => crate::println!("fs: initramfs of {} bytes, {nr_entries} entries", a.len()),
+        None => crate::println!("fs: no initramfs; /dev, /proc and /sys only"),
+    }
+    tree::mount_root(root);
+}
