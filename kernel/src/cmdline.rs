@@ -27,6 +27,8 @@ pub const KNOWN_ARGS: &[(&str, &str)] = &[
     ("swap_demo", "`0` skips the boot workload that fills more than free memory and reads it back through swap"),
     ("fail_alloc", "allocation-failure injection: `<n>` fails the n-th frame allocation, `<p>` (`0.01` or `1%`) each with probability p, seeded from `seed`; for the boot workload or benchmark, for every task; with `test=`, the spec of every run of the `fail_alloc::` sweep instead of its own"),
     ("harness_selfcheck", "`fail` makes harness::selfcheck_fail fail, `crash` makes harness::selfcheck_crash take an unhandled page fault"),
+    ("init", "run this program of the initramfs (e.g. `/bin/busybox`) as the first process instead of the boot workload, print `init: exited with status N` and stop"),
+    ("init_args", "the first program's arguments after argv[0], `,`-separated and percent-encoded (`sh,-c,echo%20hi`; `kargs::argv`); needs `init=`"),
 ];
 
 /// The bug-replay switches this kernel has (`bug=<name>`), with the mistake
@@ -83,6 +85,23 @@ pub fn validate(args: &Args<'_>) -> Result<(), String> {
     }
     if let Some(v) = args.get("fail_alloc") {
         mm::fail_alloc::Spec::parse(v).map_err(|e| format!("`fail_alloc={v}`: {e}"))?;
+    }
+    if let Some(v) = args.get(kargs::argv::INIT_ARGS_KEY) {
+        if args.get(kargs::argv::INIT_KEY).is_none() {
+            return Err("`init_args=` is given without `init=`".into());
+        }
+        kargs::argv::decode_argv(v).map_err(|e| format!("`init_args={v}`: {e}"))?;
+    }
+    if let Some(v) = args.get(kargs::argv::INIT_KEY) {
+        if !v.starts_with('/') {
+            return Err(format!("`init={v}`: expected an absolute path in the initramfs, e.g. /bin/busybox"));
+        }
+        if args.get("test").is_some() || args.get("bench").is_some() {
+            return Err(
+                "`init=` runs a program instead of the tests or benchmarks: give one of init=, test=, bench="
+                    .into(),
+            );
+        }
     }
     if let Some(v) = args.get("harness_selfcheck") {
         if v != "fail" && v != "crash" {

@@ -4,9 +4,9 @@
 //! up physical memory (heap, memmap, buddy allocator), turns on the
 //! bug-replay switch `bug=` names (if any), starts the scheduler and the
 //! other CPUs, finds the disks ([`crate::drivers::blk`]), then either runs the
-//! in-guest tests (`test=`) or the benchmarks (`bench=`), or runs the boot
-//! workload ([`crate::demo`]) and shuts the machine down with a success
-//! status. The tests and benchmarks are handed in as [`Modes`] by the
+//! in-guest tests (`test=`) or the benchmarks (`bench=`), or the first user
+//! program (`init=`, [`run_init`]), or runs the boot workload
+//! ([`crate::demo`]) and shuts the machine down with a success status. The tests and benchmarks are handed in as [`Modes`] by the
 //! crate root, so that nothing here names them.
 
 use crate::arch::prelude::*;
@@ -117,6 +117,10 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
         let ok = (modes.bench)(if filter.is_empty() { "all" } else { filter });
         Arch::exit(if ok { ExitStatus::Success } else { ExitStatus::Failure });
     }
+    if let Some(path) = args.get(kargs::argv::INIT_KEY) {
+        let ok = run_init(path, args.get(kargs::argv::INIT_ARGS_KEY).unwrap_or(""));
+        Arch::exit(if ok { ExitStatus::Success } else { ExitStatus::Failure });
+    }
     if args.get("swap_demo") != Some("0") && !crate::demo::run() {
         Arch::exit(ExitStatus::Failure);
     }
@@ -131,4 +135,48 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     crate::vm::compaction::print_counters();
     println!("kernel: boot complete; shutting down");
     Arch::exit(ExitStatus::Success)
+}
+
+/// Runs the first user program `path` with the arguments `init_args`
+/// carries (`kargs::argv`; argv\[0\] is `path`), waits for it and prints
+/// how it ended, in the one line the runner reads (`qemu::protocol`):
+/// `init: exited with status N` or `init: killed by signal S`; or
+/// `init: cannot run PATH: WHY`. True when it exited with status 0.
+fn run_init(path: &str, init_args: &str) -> bool {
+    // Validated by `cmdline::validate`.
+    let rest = kargs::argv::decode_argv(init_args).expect("init: `init_args=` not validated");
+    let mut argv: alloc::vec::Vec<&str> = alloc::vec![path];
+    argv.extend(rest.iter().map(|a| a.as_str()));
+    println!("init: running {path} with {} arguments", argv.len() - 1);
+    match start_init(path, &argv) {
+        Ok(status) => {
+            println!("{}", describe_wait_status(status));
+            status == 0
+        }
+        Err(why) => {
+            println!("init: cannot run {path}: {why}");
+            false
+        }
+    }
+}
+
+/// The line that says how a process with the Linux wait status `status`
+/// ended.
+pub fn describe_wait_status(status: i32) -> alloc::string::String {
+    let signal = status & 0x7f;
+    if signal == 0 {
+        alloc::format!("init: exited with status {}", (status >> 8) & 0xff)
+    } else {
+        alloc::format!("init: killed by signal {signal}")
+    }
+}
+
+/// Starts the first process and waits for it: the Linux wait status.
+///
+/// SHIM until the process unit lands (branch h15-proc): this kernel has
+/// no user processes yet, so every `init=` fails here with a message.
+/// With `crate::proc`, the body is `Ok(crate::proc::run_init(path, argv))`.
+fn start_init(path: &str, argv: &[&str]) -> Result<i32, alloc::string::String> {
+    let _ = (path, argv);
+    Err("this kernel has no user processes yet (kernel/src/proc is not merged)".into())
 }

@@ -40,6 +40,6 @@ pub use config::{check_numa, parse_numa, parse_smp, Accel, Arch, Boot, ConfigErr
 pub use disk::{Backing, DiskSize, FaultPlan, VirtioDisk};
 pub use exit::GuestExit;
 pub use machine::{gdb_hint, MachineConfig, QemuCommand, OVMF_CODE};
-pub use protocol::{parse_transcript, Bench, Parser, Report, Summary, TestOutcome, TestResult};
+pub use protocol::{parse_transcript, Bench, InitEnd, Parser, Report, Summary, TestOutcome, TestResult};
 pub use runner::{run, RunError, RunOptions, RunOutcome};
 pub use verdict::{boot_verdict, test_verdict, Verdict};

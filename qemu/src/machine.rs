@@ -54,6 +54,10 @@ pub struct MachineConfig {
     pub image: PathBuf,
     /// The UEFI firmware code, read only (x86_64 UEFI only).
     pub ovmf_code: PathBuf,
+    /// The initial RAM disk. AArch64: passed with `-initrd` (QEMU names it
+    /// in the device tree's `/chosen`). x86_64: not passed here, because
+    /// the BIOS or UEFI image carries it as the bootloader's ramdisk.
+    pub initrd: Option<PathBuf>,
     /// virtio-blk disks, attached in this order (so the guest finds them in
     /// this PCI order), after the machine's own devices.
     pub disks: Vec<VirtioDisk>,
@@ -77,6 +81,7 @@ impl MachineConfig {
             kernel_args: String::new(),
             image: image.into(),
             ovmf_code: PathBuf::from(OVMF_CODE),
+            initrd: None,
             disks: Vec::new(),
             extra_args: Vec::new(),
         }
@@ -182,6 +187,9 @@ impl MachineConfig {
                 // `-kernel` and `-append` take their value verbatim (they are
                 // not `key=value,...` options), so nothing is escaped here.
                 push(&["-kernel", &path_text(&self.image)]);
+                if let Some(initrd) = &self.initrd {
+                    push(&["-initrd", &path_text(initrd)]);
+                }
                 if !self.kernel_args.is_empty() {
                     push(&["-append", &self.kernel_args]);
                 }
@@ -411,6 +419,20 @@ mod tests {
         // -kernel takes its value verbatim.
         let cfg = MachineConfig::new(Arch::Aarch64, "/a,b/k.bin");
         assert!(cfg.command().unwrap().args.contains(&"/a,b/k.bin".to_string()));
+    }
+
+    #[test]
+    fn the_initrd_goes_to_qemu_on_aarch64_only() {
+        let mut cfg = MachineConfig::new(Arch::Aarch64, "k.bin");
+        cfg.initrd = Some("/t/initramfs/aarch64.cpio".into());
+        let args = cfg.command().unwrap().args;
+        let i = args.iter().position(|a| a == "-initrd").unwrap();
+        assert_eq!(args[i - 1], "k.bin", "-initrd follows -kernel");
+        assert_eq!(args[i + 1], "/t/initramfs/aarch64.cpio");
+        // The x86_64 image carries its ramdisk itself.
+        let mut cfg = MachineConfig::new(Arch::X86_64, "k.img");
+        cfg.initrd = Some("/t/initramfs/x86_64.cpio".into());
+        assert!(!cfg.command().unwrap().args.iter().any(|a| a.contains("initr")));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! 41 passed, 1 failed                    the summary, alone on the last line
 //! BENCH name=thp_fault value=1234.5 unit=faults/s
 //! STRESS seed=0x2a ops=1234 mismatches=0 ...   the totals of a stress run
+//! init: exited with status 3              how the first program (init=) ended
+//! init: killed by signal 11               (or this, or `init: cannot run PATH: why`)
 //! kernel panic: <message> at <file:line>
 //! ```
 //!
@@ -45,6 +47,54 @@ pub struct CpusOnline {
 /// The first word of the totals line of a stress run (`key=value` words
 /// follow; `cargo xtask stress` reads them).
 pub const STRESS_PREFIX: &str = "STRESS";
+
+/// The prefix of the kernel's lines about the first user program (`init=`).
+pub const INIT_PREFIX: &str = "init: ";
+
+/// How the first user program (`init=`) ended, as the kernel said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitEnd {
+    /// `init: exited with status N`
+    Exited(u8),
+    /// `init: killed by signal S`
+    Killed(u8),
+    /// `init: cannot run PATH: WHY`; holds the rest of the line.
+    CannotRun(String),
+}
+
+impl InitEnd {
+    /// The status a shell would give: the exit status, or 128 plus the
+    /// signal; 127 when the program could not run (a shell's "not found").
+    pub fn shell_status(&self) -> i32 {
+        match self {
+            InitEnd::Exited(n) => *n as i32,
+            InitEnd::Killed(s) => 128 + *s as i32,
+            InitEnd::CannotRun(_) => 127,
+        }
+    }
+}
+
+impl fmt::Display for InitEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitEnd::Exited(n) => write!(f, "exited with status {n}"),
+            InitEnd::Killed(s) => write!(f, "killed by signal {s}"),
+            InitEnd::CannotRun(why) => write!(f, "cannot run {why}"),
+        }
+    }
+}
+
+/// Reads the kernel's `init: ...` line about how the first program ended.
+fn parse_init_end(line: &str) -> Option<InitEnd> {
+    let rest = line.strip_prefix(INIT_PREFIX)?;
+    if let Some(n) = rest.strip_prefix("exited with status ") {
+        return number(n).map(InitEnd::Exited);
+    }
+    if let Some(s) = rest.strip_prefix("killed by signal ") {
+        return number(s).map(InitEnd::Killed);
+    }
+    rest.strip_prefix("cannot run ").map(|why| InitEnd::CannotRun(why.to_string()))
+}
 
 /// The result one test printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +163,8 @@ pub enum Line<'a> {
     NumaNode(u32),
     /// `STRESS <key=value>...`; holds the words after `STRESS`.
     Stress(&'a str),
+    /// `init: exited with status N` and the like.
+    InitEnd(InitEnd),
     /// Anything else (log output).
     Other,
 }
@@ -153,6 +205,9 @@ pub fn classify(raw: &str) -> Line<'_> {
     }
     if let Some(cpus) = parse_cpus_online(line) {
         return Line::CpusOnline(cpus);
+    }
+    if let Some(end) = parse_init_end(line) {
+        return Line::InitEnd(end);
     }
     if let Some(node) =
         line.strip_prefix(NUMA_NODE_PREFIX).and_then(|r| r.split_once(':')).and_then(|(n, _)| number(n))
@@ -266,6 +321,8 @@ pub struct Report {
     pub numa_asked: Option<u32>,
     /// The words of the last `STRESS` line (a stress run's totals).
     pub stress_totals: Option<String>,
+    /// How the first user program ended (the last `init: ` end line).
+    pub init_end: Option<InitEnd>,
 }
 
 impl Report {
@@ -346,6 +403,7 @@ impl Parser {
             Line::CpusOnline(cpus) => self.report.cpus_online = Some(cpus),
             Line::NumaNode(node) => self.report.numa_nodes.push(node),
             Line::Stress(totals) => self.report.stress_totals = Some(totals.to_string()),
+            Line::InitEnd(end) => self.report.init_end = Some(end),
             Line::Other => {}
         }
     }
@@ -393,6 +451,25 @@ mod tests {
     }
     fn failed(name: &str, why: &str) -> TestResult {
         TestResult { name: name.into(), outcome: TestOutcome::Failed(why.into()) }
+    }
+
+    #[test]
+    fn the_first_programs_end_is_read() {
+        assert_eq!(classify("init: exited with status 3\r"), Line::InitEnd(InitEnd::Exited(3)));
+        assert_eq!(classify("init: killed by signal 11"), Line::InitEnd(InitEnd::Killed(11)));
+        assert_eq!(
+            classify("init: cannot run /bin/x: no such file"),
+            Line::InitEnd(InitEnd::CannotRun("/bin/x: no such file".into()))
+        );
+        assert_eq!(classify("init: running /bin/x with 2 arguments"), Line::Other);
+        assert_eq!(classify("init: exited with status 300"), Line::Other);
+        let r = parse_transcript("init: running /bin/sh\nhi\ninit: exited with status 0\n");
+        assert_eq!(r.init_end, Some(InitEnd::Exited(0)));
+        assert_eq!(parse_transcript("hi\n").init_end, None);
+        assert_eq!(InitEnd::Exited(3).shell_status(), 3);
+        assert_eq!(InitEnd::Killed(11).shell_status(), 139);
+        assert_eq!(InitEnd::CannotRun("x".into()).shell_status(), 127);
+        assert_eq!(InitEnd::Killed(9).to_string(), "killed by signal 9");
     }
 
     #[test]

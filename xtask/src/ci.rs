@@ -39,7 +39,15 @@
 //!   reason (and the kernel must not panic). A stress test that cannot
 //!   see the historical mistake would pass a kernel that made it. The
 //!   randomised mm stress is among them: it must catch
-//!   `forget-anon-exclusive` on its own.
+//!   `forget-anon-exclusive` on its own;
+//! - user programs (when [`USER_MODE_READY`]): on each architecture,
+//!   `qemu run` of the project's `exit_with 3` must report status 3 (a
+//!   static program built by Debian's gcc ran and its status reached
+//!   xtask), and Debian's busybox must run `sh -c 'echo hi | cat'` and
+//!   print `hi` ([`BUSYBOX_CHECK`]); the user-mode tests themselves
+//!   (`user::*`) run inside the in-guest test steps at 1 and [`SMP_CPUS`]
+//!   CPUs, and the seed-004 replay from user space joins the bug replays
+//!   ([`USER_BUG_REPLAYS`]).
 //!
 //! Host tests are `cargo test` at the workspace root and the race tests
 //! under the concurrency checker ([`host_test_commands`]); the lints cover
@@ -73,6 +81,26 @@ pub const CI_STRESS_SECS: u64 = 45;
 /// The seed of CI's stress.
 pub const CI_STRESS_SEED: &str = "0x5eed0013";
 
+/// True once user processes (the proc, fs and arch user-mode parts of
+/// issue 15) are merged: then the plan has the user-program steps and
+/// [`USER_BUG_REPLAYS`]. Until then a kernel without processes would fail
+/// them.
+pub const USER_MODE_READY: bool = false;
+
+/// The status `qemu run -- exit_with N` must report.
+pub const EXIT_WITH_STATUS: i32 = 3;
+
+/// The busybox check: the command, and the line it must print.
+pub const BUSYBOX_CHECK: (&[&str], &str) = (&["busybox", "sh", "-c", "echo hi | cat"], "hi");
+
+/// Bug replays caught by a user-mode test (seed 004 from user space).
+pub const USER_BUG_REPLAYS: &[BugReplay] = &[BugReplay {
+    bug: "forget-anon-exclusive",
+    test: "user::rawdisk_fork",
+    expect: "writes are lost",
+    stress_secs: 10,
+}];
+
 /// One finished step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepResult {
@@ -100,6 +128,10 @@ pub enum Step {
     CrashCheck(Arch),
     /// A bug-replay switch must be caught (at [`SMP_CPUS`] CPUs).
     BugReplay(Arch, &'static BugReplay),
+    /// `qemu run -- exit_with 3` reports status 3.
+    RunProgram(Arch),
+    /// Busybox runs [`BUSYBOX_CHECK`].
+    Busybox(Arch),
 }
 
 impl Step {
@@ -116,14 +148,22 @@ impl Step {
             Step::CrashCheck(arch) => format!("harness crash check {arch}"),
             Step::BugReplay(arch, replay) => {
                 let by = if replay.test == stress::STRESS_TEST { " (stress)" } else { "" };
+                let by = if replay.test.starts_with("user::") { " (user)" } else { by };
                 format!("bug replay {}{by} {arch} smp {SMP_CPUS}", replay.bug)
             }
+            Step::RunProgram(arch) => format!("qemu run exit_with {EXIT_WITH_STATUS} {arch}"),
+            Step::Busybox(arch) => format!("busybox sh -c 'echo hi | cat' {arch}"),
         }
     }
 }
 
 /// The plan for `args`.
 pub fn plan(args: &CiArgs) -> Vec<Step> {
+    plan_with(args, USER_MODE_READY)
+}
+
+/// The plan for `args`, with the user-program steps when `user_mode`.
+pub fn plan_with(args: &CiArgs, user_mode: bool) -> Vec<Step> {
     if args.host_only {
         return vec![Step::HostTests, Step::Lints];
     }
@@ -144,6 +184,13 @@ pub fn plan(args: &CiArgs) -> Vec<Step> {
     steps.extend(args.arches.iter().map(|&a| Step::CrashCheck(a)));
     for replay in BUG_REPLAYS {
         steps.extend(args.arches.iter().map(|&a| Step::BugReplay(a, replay)));
+    }
+    if user_mode {
+        for replay in USER_BUG_REPLAYS {
+            steps.extend(args.arches.iter().map(|&a| Step::BugReplay(a, replay)));
+        }
+        steps.extend(args.arches.iter().map(|&a| Step::RunProgram(a)));
+        steps.extend(args.arches.iter().map(|&a| Step::Busybox(a)));
     }
     steps
 }
@@ -329,6 +376,24 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
                 guest::run_guest(builder, &args, &replay.kernel_args(), &[]).map_err(|e| one_line(&e))?;
             guest::bug_replay_check(replay, outcome.arch, outcome.exit, &outcome.report)
         }
+        Step::RunProgram(arch) => {
+            let args = run_args(*arch, Firmware::Bios, BOOT_TIMEOUT_SECS);
+            let program = words(&format!("exit_with {EXIT_WITH_STATUS}"));
+            let kernel_args = guest::init_kernel_args(&program).map_err(|e| one_line(&e))?;
+            let outcome = guest::run_guest(builder, &args, &kernel_args, &[]).map_err(|e| one_line(&e))?;
+            match guest::run_status(outcome.arch, outcome.exit, &outcome.report)? {
+                EXIT_WITH_STATUS => Ok(()),
+                other => Err(format!("`exit_with {EXIT_WITH_STATUS}` reported status {other}")),
+            }
+        }
+        Step::Busybox(arch) => {
+            let args = run_args(*arch, Firmware::Bios, BOOT_TIMEOUT_SECS);
+            let (command, want) = BUSYBOX_CHECK;
+            let command: Vec<String> = command.iter().map(|w| w.to_string()).collect();
+            let kernel_args = guest::init_kernel_args(&command).map_err(|e| one_line(&e))?;
+            let outcome = guest::run_guest(builder, &args, &kernel_args, &[]).map_err(|e| one_line(&e))?;
+            guest::output_check(outcome.arch, outcome.exit, &outcome.report, &outcome.last_lines, want)
+        }
     }
 }
 
@@ -420,6 +485,29 @@ mod tests {
                 "bug replay forget-anon-exclusive (stress) x86_64 smp 4",
                 "bug replay forget-anon-exclusive (stress) aarch64 smp 4",
             ]
+        );
+    }
+
+    #[test]
+    fn user_mode_steps_come_last_when_ready() {
+        let args = CiArgs { host_only: false, arches: Arch::ALL.to_vec() };
+        let without = plan_with(&args, false);
+        let with: Vec<String> = plan_with(&args, true).iter().map(Step::name).collect();
+        assert_eq!(with.len(), without.len() + 6);
+        assert_eq!(
+            with[without.len()..],
+            [
+                "bug replay forget-anon-exclusive (user) x86_64 smp 4",
+                "bug replay forget-anon-exclusive (user) aarch64 smp 4",
+                "qemu run exit_with 3 x86_64",
+                "qemu run exit_with 3 aarch64",
+                "busybox sh -c 'echo hi | cat' x86_64",
+                "busybox sh -c 'echo hi | cat' aarch64",
+            ]
+        );
+        assert_eq!(
+            USER_BUG_REPLAYS[0].kernel_args(),
+            "test=user::rawdisk_fork bug=forget-anon-exclusive stress_secs=10"
         );
     }
 

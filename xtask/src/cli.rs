@@ -18,6 +18,7 @@ use crate::disks::SwapChoice;
 const SYNOPSIS: &str = "    cargo xtask build [--arch x86_64|aarch64|all]
     cargo xtask qemu boot [RUN OPTIONS] [-- KERNEL ARGS...]
     cargo xtask qemu test [RUN OPTIONS] [--filter NAME] [--seed N] [--bug NAME] [-- EXTRA ARGS...]
+    cargo xtask qemu run [RUN OPTIONS] -- PROGRAM [ARGS...]
     cargo xtask bench [RUN OPTIONS] [-- EXTRA ARGS...]
     cargo xtask stress [RUN OPTIONS] [--minutes M | --secs S] [--seed N] [--bug NAME] [-- EXTRA ARGS...]
     cargo xtask test [--host-only] [--arch x86_64|aarch64]
@@ -33,6 +34,9 @@ COMMANDS:
                  without panicking
     qemu test    boot with test=<NAME|all> [seed=N] [bug=NAME]; passes only when every
                  in-guest test passes
+    qemu run     boot with init=PROGRAM init_args=ARGS: run PROGRAM of the initramfs
+                 (a bare name means /bin/NAME) as the first process, and exit with
+                 its status (128 + N when signal N killed it)
     bench        boot with bench=all (profile main), then with bench=swap-profile and
                  256 MiB of RAM (profile swap), then with bench=migrate-profile and
                  --numa 2 (profile migrate), listing the BENCH lines of each
@@ -209,6 +213,8 @@ pub enum Command {
     Build(ArchChoice),
     Boot(RunArgs),
     QemuTest(TestArgs),
+    /// `qemu run`: the program and its arguments are `extra_args`.
+    Run(RunArgs),
     Bench(RunArgs),
     Stress(StressArgs),
     Ci(CiArgs),
@@ -531,11 +537,25 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                     bug: nonempty("--bug")?,
                 }))
             }),
+            Some("run") => with_options("qemu run", &rest[1..], &[RUN_OPTS], true, |p| {
+                let defaults = RunDefaults {
+                    smp: 1,
+                    mem_mib: 512,
+                    timeout_secs: BOOT_TIMEOUT_SECS,
+                    swap: BOOT_SWAP,
+                    faulty_disk: false,
+                };
+                let args = run_args(p, defaults)?;
+                if args.extra_args.is_empty() {
+                    return Err(CliError("`cargo xtask qemu run` needs a program after `--`".into()));
+                }
+                Ok(Command::Run(args))
+            }),
             Some("-h" | "--help") => Ok(Command::Help),
-            Some(other) => {
-                Err(CliError(format!("unknown command `qemu {other}` (expected `qemu boot` or `qemu test`)")))
-            }
-            None => Err(CliError("`cargo xtask qemu` needs a subcommand: boot or test".into())),
+            Some(other) => Err(CliError(format!(
+                "unknown command `qemu {other}` (expected `qemu boot`, `qemu test` or `qemu run`)"
+            ))),
+            None => Err(CliError("`cargo xtask qemu` needs a subcommand: boot, test or run".into())),
         },
         "bench" => with_options("bench", rest, &[RUN_OPTS], true, |p| {
             // The `main` profile of BENCHMARKS.md.
@@ -727,8 +747,11 @@ mod tests {
         assert!(err("qemu boot --arch aarch64 --accel kvm")
             .starts_with("--accel kvm is not supported on aarch64"));
         assert_eq!(err("qemu boot --cpu="), "--cpu needs a CPU model name");
-        assert_eq!(err("qemu"), "`cargo xtask qemu` needs a subcommand: boot or test");
-        assert_eq!(err("qemu run"), "unknown command `qemu run` (expected `qemu boot` or `qemu test`)");
+        assert_eq!(err("qemu"), "`cargo xtask qemu` needs a subcommand: boot, test or run");
+        assert_eq!(
+            err("qemu frob"),
+            "unknown command `qemu frob` (expected `qemu boot`, `qemu test` or `qemu run`)"
+        );
         assert_eq!(err("frob"), "unknown command `frob`");
         assert_eq!(err(""), "no command given");
     }
@@ -743,6 +766,20 @@ mod tests {
         assert_eq!(t.kernel_args(), "test=mm::swap seed=0x2a bug=forget-anon-exclusive stress_secs=5");
         assert_eq!(err("qemu test --seed twelve"), "--seed: `twelve` is not a number (decimal or 0x hex)");
         assert_eq!(err("qemu test --filter="), "--filter needs a value");
+    }
+
+    #[test]
+    fn qemu_run_takes_a_program_and_its_arguments() {
+        let a = match parse_str("qemu run --arch aarch64 --smp 4 -- busybox sh -c x") {
+            Ok(Command::Run(a)) => a,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((a.arch, a.smp, a.timeout_secs), (Arch::Aarch64, 4, Some(BOOT_TIMEOUT_SECS)));
+        assert_eq!(a.extra_args, ["busybox", "sh", "-c", "x"]);
+        assert!(!a.faulty_disk);
+        assert_eq!(err("qemu run"), "`cargo xtask qemu run` needs a program after `--`");
+        assert_eq!(err("qemu run --"), "`cargo xtask qemu run` needs a program after `--`");
+        assert_eq!(parse_str("qemu run --help"), Ok(Command::Help));
     }
 
     fn stress(line: &str) -> StressArgs {
@@ -805,6 +842,7 @@ mod tests {
             "build --help",
             "qemu boot -h",
             "qemu test --help",
+            "qemu run -h",
             "qemu --help",
             "bench -h",
             "stress --help",
@@ -818,7 +856,7 @@ mod tests {
     #[test]
     fn help_and_usage_texts() {
         let help = help_text();
-        for cmd in ["build", "qemu boot", "qemu test", "bench", "stress", "test", "book"] {
+        for cmd in ["build", "qemu boot", "qemu test", "qemu run", "bench", "stress", "test", "book"] {
             assert!(
                 help.contains(&format!("\n    cargo xtask {cmd} "))
                     || help.contains(&format!("\n    cargo xtask {cmd}\n")),

@@ -62,6 +62,8 @@ pub fn run_guest(
 
     let (elf, image) = builder.image(args.arch, args.firmware)?;
     let mut cfg = machine_config(args, image, kernel_args);
+    // Every boot carries the initramfs (x86_64: inside the image).
+    cfg.initrd = Some(builder.initrd(args.arch)?);
     cfg.disks = disk_set.disks.clone();
     cfg.extra_args = extra_qemu.to_vec();
     for warning in cfg.warnings() {
@@ -109,6 +111,80 @@ pub fn boot(builder: &mut Builder, args: &RunArgs) -> Result<(), Error> {
     let outcome = run_guest(builder, args, &kernel_args, &[])?;
     let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
     conclude(&format!("boot on {}", machine_name(args.arch, args.firmware)), &outcome, verdict)
+}
+
+/// The kernel arguments that run `program_and_args` (the words after
+/// `--` of `qemu run`) as the first process: `init=PATH` (a bare name is
+/// `/bin/NAME`) and, with arguments, `init_args=` (`kargs::argv`).
+pub fn init_kernel_args(program_and_args: &[String]) -> Result<String, Error> {
+    let (program, rest) =
+        program_and_args.split_first().ok_or_else(|| Error::Usage("`qemu run` needs a program".into()))?;
+    let path = if program.starts_with('/') { program.clone() } else { format!("/bin/{program}") };
+    if path.is_empty() || !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::Usage(format!("program path `{path}` must be printable ASCII without spaces")));
+    }
+    let mut line = format!("{}={path}", kargs::argv::INIT_KEY);
+    if !rest.is_empty() {
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        let value = kargs::argv::encode_argv(&rest)
+            .map_err(|e| Error::Usage(format!("cannot pass the arguments {rest:?}: {e}")))?;
+        line.push_str(&format!(" {}={value}", kargs::argv::INIT_ARGS_KEY));
+    }
+    Ok(line)
+}
+
+/// What `qemu run` exits with: the first program's status as a shell
+/// gives it, or an error when the kernel never said how it ended (it
+/// crashed, timed out, or panicked).
+pub fn run_status(arch: Arch, exit: GuestExit, report: &Report) -> Result<i32, String> {
+    if let Some(panic) = report.panics.first() {
+        return Err(format!("the kernel panicked: {panic}"));
+    }
+    match &report.init_end {
+        Some(end) => Ok(end.shell_status()),
+        None => Err(format!(
+            "the kernel never said how the program ended (no `init: ` end line); the guest {}",
+            exit.describe(arch)
+        )),
+    }
+}
+
+/// A program run through `init=` (CI's busybox check) passed: it exited
+/// with status 0 and printed the line `want` (alone on its line).
+pub fn output_check(
+    arch: Arch,
+    exit: GuestExit,
+    report: &Report,
+    last_lines: &[String],
+    want: &str,
+) -> Result<(), String> {
+    match run_status(arch, exit, report)? {
+        0 => {}
+        status => return Err(format!("the program ended with status {status}")),
+    }
+    if !last_lines.iter().any(|l| l.trim_end() == want) {
+        return Err(format!("the program exited with 0 but never printed the line `{want}`"));
+    }
+    Ok(())
+}
+
+/// `cargo xtask qemu run`: boots with `init=`, returns the program's
+/// status (see [`run_status`]).
+pub fn run_program(builder: &mut Builder, args: &RunArgs) -> Result<i32, Error> {
+    let kernel_args = init_kernel_args(&args.extra_args)?;
+    let outcome = run_guest(builder, args, &kernel_args, &[])?;
+    let what = format!("`{}` on {}", args.extra_args.join(" "), machine_name(args.arch, args.firmware));
+    match run_status(outcome.arch, outcome.exit, &outcome.report) {
+        Ok(status) => {
+            let end = outcome.report.init_end.as_ref().map(ToString::to_string).unwrap_or_default();
+            println!("xtask: {what}: {end} (xtask exits with {status})");
+            Ok(status)
+        }
+        Err(why) => {
+            eprintln!("xtask: {what}: {why}");
+            Err(Error::Failed(why))
+        }
+    }
 }
 
 /// `cargo xtask qemu test`.
@@ -604,6 +680,46 @@ mod tests {
         assert!(check(GuestExit::Failure, &elsewhere).unwrap_err().contains("never reported"));
         // The FAILED line is there, but the guest claimed success.
         assert!(check(GuestExit::Success, &caught).unwrap_err().starts_with("the guest did not end"));
+    }
+
+    #[test]
+    fn init_arguments() {
+        let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(init_kernel_args(&words("first_touch")).unwrap(), "init=/bin/first_touch");
+        let mut busybox = words("/bin/busybox sh -c");
+        busybox.push("echo hi | cat".into());
+        let line = init_kernel_args(&busybox).unwrap();
+        assert_eq!(line, "init=/bin/busybox init_args=sh,-c,echo%20hi%20|%20cat");
+        assert_eq!(check_kernel_args(&line), Ok(()));
+        assert!(init_kernel_args(&[]).is_err());
+        assert!(init_kernel_args(&words("prog ")).is_err(), "one empty argument alone");
+    }
+
+    #[test]
+    fn run_status_is_the_programs() {
+        let status = |exit, text: &str| run_status(Arch::X86_64, exit, &parse_transcript(text));
+        assert_eq!(status(GuestExit::Success, "init: exited with status 0\n"), Ok(0));
+        assert_eq!(status(GuestExit::Failure, "init: exited with status 3\n"), Ok(3));
+        assert_eq!(status(GuestExit::Failure, "init: killed by signal 11\n"), Ok(139));
+        assert_eq!(status(GuestExit::Failure, "init: cannot run /bin/x: gone\n"), Ok(127));
+        assert!(status(GuestExit::Failure, "kernel: args: init=/bin/x\n")
+            .unwrap_err()
+            .contains("never said"));
+        assert!(status(GuestExit::Failure, "init: exited with status 0\nkernel panic: x\n")
+            .unwrap_err()
+            .contains("panicked"));
+    }
+
+    #[test]
+    fn output_checks() {
+        let check = |text: &str| {
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            output_check(Arch::Aarch64, GuestExit::Success, &parse_transcript(text), &lines, "hi")
+        };
+        assert_eq!(check("init: running /bin/busybox\nhi\r\ninit: exited with status 0\n"), Ok(()));
+        assert!(check("hi there\ninit: exited with status 0\n").unwrap_err().contains("never printed"));
+        assert!(check("hi\ninit: exited with status 2\n").unwrap_err().contains("status 2"));
+        assert!(check("hi\n").unwrap_err().contains("never said"));
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //!
 //! * x86_64: `cargo build -p boot-x86_64 --target x86_64-unknown-none
 //!   --profile kernel` gives an ELF, which the `bootloader` crate wraps into
-//!   a BIOS or UEFI disk image.
+//!   a BIOS or UEFI disk image, with the initramfs ([`crate::initramfs`])
+//!   as its ramdisk.
 //! * AArch64: `cargo build -p boot-aarch64 --target aarch64-unknown-none
 //!   --profile kernel` gives an ELF whose first bytes carry the arm64 image
 //!   header; `llvm-objcopy -O binary` turns it into the raw image QEMU's
-//!   `-kernel` loads.
+//!   `-kernel` loads; the initramfs goes beside it (`-initrd`).
 //!
 //! Cargo runs as a child process with the same `cargo` that runs xtask, in
 //! the workspace root, so the pinned toolchain applies.
@@ -118,22 +119,30 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 /// True when `output` exists and is newer than every one of `inputs`.
-fn is_fresh(output: &Path, inputs: &[&Path]) -> bool {
+pub fn is_fresh(output: &Path, inputs: &[&Path]) -> bool {
     let Some(out) = modified(output) else {
         return false;
     };
     inputs.iter().all(|i| modified(i).is_some_and(|t| t <= out))
 }
 
-/// Makes the bootable image for `arch`/`firmware` from the kernel `elf`.
-/// Reuses an existing image that is newer than the ELF.
-pub fn make_image(ws: &Workspace, arch: Arch, firmware: Firmware, elf: &Path) -> Result<PathBuf, Error> {
+/// Makes the bootable image for `arch`/`firmware` from the kernel `elf`
+/// (and, on x86_64, the initramfs `initrd`, the image's ramdisk).
+/// Reuses an existing image that is newer than its inputs.
+pub fn make_image(
+    ws: &Workspace,
+    arch: Arch,
+    firmware: Firmware,
+    elf: &Path,
+    initrd: &Path,
+) -> Result<PathBuf, Error> {
     let image = ws.image(arch, firmware);
     // The bootloader code in an x86_64 image comes with xtask itself.
     let exe = std::env::current_exe().ok();
     let mut inputs = vec![elf];
     if arch == Arch::X86_64 {
         inputs.extend(exe.as_deref());
+        inputs.push(initrd);
     }
     if is_fresh(&image, &inputs) {
         return Ok(image);
@@ -146,9 +155,11 @@ pub fn make_image(ws: &Workspace, arch: Arch, firmware: Firmware, elf: &Path) ->
     println!("xtask: making {}", image.display());
     match (arch, firmware) {
         (Arch::X86_64, Firmware::Bios) => bootloader::BiosBoot::new(elf)
+            .set_ramdisk(initrd)
             .create_disk_image(&partial)
             .map_err(|e| Error::Build(format!("the bootloader crate could not make a BIOS image: {e:#}")))?,
         (Arch::X86_64, Firmware::Uefi) => bootloader::UefiBoot::new(elf)
+            .set_ramdisk(initrd)
             .create_disk_image(&partial)
             .map_err(|e| Error::Build(format!("the bootloader crate could not make a UEFI image: {e:#}")))?,
         (Arch::Aarch64, _) => {
@@ -204,17 +215,25 @@ pub fn objcopy_path(sysroot: &Path, host: &str) -> PathBuf {
     sysroot.join("lib").join("rustlib").join(host).join("bin").join("llvm-objcopy")
 }
 
-/// Builds kernels and images at most once per run of xtask, remembering
-/// failures too, so `cargo xtask test` does not rebuild (or re-fail) per step.
+/// Builds kernels, initramfs archives and images at most once per run of
+/// xtask, remembering failures too, so `cargo xtask test` does not rebuild
+/// (or re-fail) per step.
 pub struct Builder {
     pub ws: Workspace,
     elves: HashMap<Arch, Result<PathBuf, Error>>,
+    initrds: HashMap<Arch, Result<PathBuf, Error>>,
     images: HashMap<(Arch, Firmware), Result<PathBuf, Error>>,
 }
 
 impl Builder {
     pub fn new(ws: Workspace) -> Builder {
-        Builder { ws, elves: HashMap::new(), images: HashMap::new() }
+        Builder { ws, elves: HashMap::new(), initrds: HashMap::new(), images: HashMap::new() }
+    }
+
+    /// The initramfs of `arch` ([`crate::initramfs`]), built if not yet done.
+    pub fn initrd(&mut self, arch: Arch) -> Result<PathBuf, Error> {
+        let ws = &self.ws;
+        self.initrds.entry(arch).or_insert_with(|| crate::initramfs::build(ws, arch)).clone()
     }
 
     /// The kernel ELF for `arch`, built if not yet done.
@@ -223,15 +242,18 @@ impl Builder {
         self.elves.entry(arch).or_insert_with(|| build_kernel(ws, arch)).clone()
     }
 
-    /// The ELF and the bootable image for `arch`/`firmware`, made if not yet done.
+    /// The ELF and the bootable image for `arch`/`firmware`, made if not
+    /// yet done, with the initramfs built (x86_64 images carry it; AArch64
+    /// boots pass [`Builder::initrd`] to QEMU).
     pub fn image(&mut self, arch: Arch, firmware: Firmware) -> Result<(PathBuf, PathBuf), Error> {
         let firmware = if arch == Arch::Aarch64 { Firmware::Bios } else { firmware };
         let elf = self.kernel(arch)?;
+        let initrd = self.initrd(arch)?;
         let ws = &self.ws;
         let image = self
             .images
             .entry((arch, firmware))
-            .or_insert_with(|| make_image(ws, arch, firmware, &elf))
+            .or_insert_with(|| make_image(ws, arch, firmware, &elf, &initrd))
             .clone()?;
         Ok((elf, image))
     }

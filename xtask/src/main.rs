@@ -10,11 +10,13 @@
 mod book;
 #[cfg(test)]
 mod bookcheck;
+mod busybox;
 mod ci;
 mod cli;
 mod disks;
 mod error;
 mod guest;
+mod initramfs;
 mod kbuild;
 // The layering check of kernel/src runs as a host test (`cargo test -p xtask`).
 #[cfg(test)]
@@ -23,6 +25,7 @@ mod layers;
 mod rustsrc;
 mod setup;
 mod stress;
+mod userprogs;
 
 use cli::Command;
 use error::Error;
@@ -85,6 +88,10 @@ fn run(args: &[String]) -> Result<(), Error> {
         }
         Command::Boot(args) => guest::boot(&mut builder, &args),
         Command::QemuTest(args) => guest::qemu_test(&mut builder, &args).map(|_| ()),
+        Command::Run(args) => {
+            let status = guest::run_program(&mut builder, &args)?;
+            std::process::exit(status)
+        }
         Command::Bench(args) => guest::bench(&mut builder, &args),
         Command::Stress(args) => stress::run(&mut builder, &args),
         Command::Ci(args) => ci::run(&mut builder, &args),

@@ -1,6 +1,9 @@
-//! Host setup checks: are QEMU and the UEFI firmware installed? If not, and
-//! we may (root, Debian's apt-get), install them; otherwise print the exact
-//! commands to run and stop.
+//! Host setup checks: are QEMU and the UEFI firmware installed? Are the C
+//! compilers of the user programs there ([`ensure_user_compiler`]: `gcc`
+//! and Debian's `aarch64-linux-gnu-gcc`, each with a static glibc)? If not,
+//! and we may (root, Debian's apt-get), install them; otherwise print the
+//! exact commands to run and stop. [`ensure_foreign_arch`] lets apt fetch
+//! arm64 packages (Debian's busybox for AArch64 guests).
 //!
 //! The retry with a pinned `qemu-utils` exists because some of the project's
 //! machines carry a backported qemu-utils 10.x that `Breaks` qemu-system-common
@@ -174,9 +177,134 @@ pub fn ensure_host_tools(arch: Arch, firmware: Firmware, accel: Accel) -> Result
     Err(Error::Setup(format!("missing {list}; {how}")))
 }
 
+/// What compiles the user programs of one guest architecture: Debian's
+/// compiler for it and the static glibc `-static` links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserToolchain {
+    /// The compiler on PATH.
+    pub compiler: &'static str,
+    /// glibc's static archive, which `-static` needs.
+    pub static_libc: &'static str,
+    /// The Debian packages that provide both.
+    pub packages: &'static [&'static str],
+}
+
+/// The toolchain for user programs of `arch` (the host is x86_64 Debian).
+pub fn user_toolchain(arch: Arch) -> UserToolchain {
+    match arch {
+        Arch::X86_64 => UserToolchain {
+            compiler: "gcc",
+            static_libc: "/usr/lib/x86_64-linux-gnu/libc.a",
+            packages: &["gcc", "libc6-dev"],
+        },
+        Arch::Aarch64 => UserToolchain {
+            compiler: "aarch64-linux-gnu-gcc",
+            static_libc: "/usr/aarch64-linux-gnu/lib/libc.a",
+            packages: &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"],
+        },
+    }
+}
+
+/// What of `tc` is missing (`on_path` and `exists` as in [`missing_for`]).
+pub fn missing_toolchain(
+    tc: &UserToolchain,
+    on_path: impl Fn(&str) -> bool,
+    exists: impl Fn(&str) -> bool,
+) -> Vec<Missing> {
+    let mut missing = Vec::new();
+    if !on_path(tc.compiler) {
+        missing.push(Missing::Program(tc.compiler));
+    }
+    if !exists(tc.static_libc) {
+        missing.push(Missing::File(tc.static_libc));
+    }
+    missing
+}
+
+/// Makes sure the C compiler for `arch`'s user programs is there,
+/// installing its packages with apt-get when missing and allowed (root);
+/// returns the compiler's name.
+pub fn ensure_user_compiler(arch: Arch) -> Result<&'static str, Error> {
+    let tc = user_toolchain(arch);
+    let check = || missing_toolchain(&tc, |p| find_on_path(p).is_some(), |f| Path::new(f).exists());
+    let missing = check();
+    if missing.is_empty() {
+        return Ok(tc.compiler);
+    }
+    let list = missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let packages = tc.packages.join(" ");
+    println!("xtask: missing for the {arch} user programs: {list}");
+    if is_root() && find_on_path("apt-get").is_some() {
+        let mut install = vec!["apt-get", "install", "-y"];
+        install.extend(tc.packages);
+        if !apt(&install) {
+            println!("xtask: apt-get install failed; updating the package lists and trying again");
+            apt(&["apt-get", "update"]);
+            apt(&install);
+        }
+        if check().is_empty() {
+            return Ok(tc.compiler);
+        }
+    }
+    let s = if is_root() { "" } else { "sudo " };
+    Err(Error::Setup(format!(
+        "missing {list}, needed to build the {arch} user programs; install them with:\n    \
+         {s}env DEBIAN_FRONTEND=noninteractive apt-get install -y {packages}"
+    )))
+}
+
+/// Debian's name for `arch` (`dpkg --print-architecture`).
+pub fn debian_arch(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "amd64",
+        Arch::Aarch64 => "arm64",
+    }
+}
+
+/// Makes apt able to fetch packages of `debarch` (`dpkg --add-architecture`
+/// and an update, as root, once); true when it can. Needed only to
+/// download packages, never to install them.
+pub fn ensure_foreign_arch(debarch: &str) -> bool {
+    let out = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let native = out("dpkg", &["--print-architecture"]).unwrap_or_default();
+    let foreign = out("dpkg", &["--print-foreign-architectures"]).unwrap_or_default();
+    if native.trim() == debarch || foreign.lines().any(|l| l.trim() == debarch) {
+        return true;
+    }
+    if !is_root() {
+        println!("xtask: apt does not know the {debarch} architecture; as root: dpkg --add-architecture {debarch} && apt-get update");
+        return false;
+    }
+    println!("xtask: running: dpkg --add-architecture {debarch}");
+    let added =
+        Command::new("dpkg").args(["--add-architecture", debarch]).status().is_ok_and(|s| s.success());
+    added && apt(&["apt-get", "update"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_toolchains_name_their_packages() {
+        let a64 = user_toolchain(Arch::Aarch64);
+        assert_eq!(a64.compiler, "aarch64-linux-gnu-gcc");
+        assert_eq!(a64.packages, ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"]);
+        assert_eq!(missing_toolchain(&a64, |_| false, |_| true), [Missing::Program("aarch64-linux-gnu-gcc")]);
+        assert_eq!(
+            missing_toolchain(&user_toolchain(Arch::X86_64), |_| true, |_| false),
+            [Missing::File("/usr/lib/x86_64-linux-gnu/libc.a")]
+        );
+        assert_eq!(missing_toolchain(&a64, |_| true, |_| true), []);
+        assert_eq!((debian_arch(Arch::X86_64), debian_arch(Arch::Aarch64)), ("amd64", "arm64"));
+    }
 
     #[test]
     fn lists_what_is_missing() {

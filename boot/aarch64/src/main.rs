@@ -5,7 +5,8 @@
 //! the device tree with the `fdt` crate: the console UART, the RAM ranges
 //! (through `arch::dtmem`, which refuses a bad memory node and leaves out
 //! RAM the boot tables do not map as Normal), the command line (`/chosen/bootargs`, filled by QEMU's `-append`), the
-//! reservations, the CPUs (`/cpus`) and how to start them (`/psci`), the
+//! reservations, the initial RAM disk (`/chosen/linux,initrd-start|end`,
+//! filled by QEMU's `-initrd`: [`find_initrd`]), the CPUs (`/cpus`) and how to start them (`/psci`), the
 //! NUMA nodes (`numa-node-id`s, through `arch::dtmem::read_numa`), the
 //! PCI host bridge ([`pci`]), and hands the kernel one [`BootInfo`]. Secondary CPUs enter at
 //! `secondary_entry` in `entry.S` and continue in `arch::smp`.
@@ -47,6 +48,39 @@ fn kernel_image() -> PhysRange {
 /// A string property of `/chosen`, if the node and the property exist.
 fn chosen_str<'a>(fdt: &fdt::Fdt<'a>, name: &str) -> Option<&'a str> {
     fdt.find_node("/chosen")?.property(name)?.as_str()
+}
+
+/// The initial RAM disk `/chosen/linux,initrd-start` and `-end` name (each
+/// one or two big-endian cells, as QEMU writes them with the root's
+/// `#address-cells`), if both are there and make a range inside RAM the
+/// boot tables map as Normal; otherwise says why and returns `None`.
+fn find_initrd(fdt: &fdt::Fdt<'_>) -> Option<PhysRange> {
+    let chosen = fdt.find_node("/chosen")?;
+    let cell = |name: &str| {
+        let p = chosen.property(name)?;
+        matches!(p.value.len(), 4 | 8).then(|| read_cells(p.value, p.value.len() / 4)).flatten()
+    };
+    let (start, end) = match (cell("linux,initrd-start"), cell("linux,initrd-end")) {
+        (Some(start), Some(end)) => (start, end),
+        (None, None) => return None,
+        _ => {
+            println!("boot: /chosen has one of linux,initrd-start and -end, or a bad one; no initrd");
+            return None;
+        }
+    };
+    let normal = arch::dtmem::NORMAL_RAM;
+    if end <= start || start < normal.start || end > normal.end {
+        println!("boot: the initrd {start:#x}..{end:#x} is empty or outside mapped RAM; no initrd");
+        return None;
+    }
+    Some(PhysRange::new(start, end - start))
+}
+
+/// The whole pages `range` touches.
+fn page_cover(range: PhysRange) -> PhysRange {
+    let start = range.start.as_u64() & !0xfff;
+    let end = (range.end.as_u64() + 0xfff) & !0xfff;
+    PhysRange::new(start, end - start)
 }
 
 fn find_uart(fdt: &fdt::Fdt<'_>) -> Option<u64> {
@@ -232,8 +266,10 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     }
     let mut memory = ram.usable;
     let dt_range = PhysRange::new(dtb_pa, fdt.total_size() as u64);
+    let initrd = find_initrd(&fdt);
     let mut in_use = [kernel_image(), dt_range]
         .into_iter()
+        .chain(initrd.map(page_cover))
         .chain(fdt.memory_reservations().map(|r| PhysRange::new(r.address() as u64, r.size() as u64)));
     let reserved_nodes = fdt
         .find_node("/reserved-memory")
@@ -269,6 +305,6 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
         kernel_image: kernel_image(),
         cpus,
         numa,
-        initrd: None,
+        initrd,
     })
 }

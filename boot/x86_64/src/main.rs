@@ -10,6 +10,13 @@
 //! has no command line). The MADT's IO-APICs and interrupt source overrides
 //! go to [`arch::ioapic`], for device interrupts.
 //!
+//! The initial RAM disk is the bootloader's ramdisk (xtask puts the
+//! initramfs in the image): the bootloader loads it into physically
+//! contiguous frames and maps them at a virtual address it reports;
+//! [`find_initrd`] turns that back into the physical range `BootInfo`
+//! names, which leaves the usable map (the bootloader already reports it
+//! as its own, but the kernel does not rely on that).
+//!
 //! The first MiB stays out of the kernel's memory map: a few usable pages
 //! there become the trampoline that starts the other CPUs
 //! ([`arch::smp`]; a start-up IPI can only point below 1 MiB), the rest is
@@ -275,6 +282,37 @@ fn discover_numa(rsdp: Option<u64>, phys_offset: u64) -> NumaMap {
     }
 }
 
+/// The physical range of the bootloader's ramdisk, if it loaded one: its
+/// virtual start translated through the live page tables (the frames are
+/// contiguous: the bootloader maps `[phys, phys + len)` page by page).
+fn find_initrd(info: &bootloader_api::BootInfo, phys_offset: u64) -> Option<PhysRange> {
+    use x86_64::structures::paging::{OffsetPageTable, PageTable, Translate};
+    let va = info.ramdisk_addr.into_option()?;
+    if info.ramdisk_len == 0 {
+        return None;
+    }
+    let (root, _) = x86_64::registers::control::Cr3::read();
+    let pml4 = (root.start_address().as_u64() + phys_offset) as *mut PageTable;
+    // SAFETY: CR3 holds the live PML4, a page of RAM mapped at
+    // `phys_offset`; only the boot CPU runs and nothing else touches the
+    // tables while this reference lives (it only reads them).
+    let tables = unsafe { OffsetPageTable::new(&mut *pml4, x86_64::VirtAddr::new(phys_offset)) };
+    match tables.translate_addr(x86_64::VirtAddr::new(va)) {
+        Some(pa) => Some(PhysRange::new(pa.as_u64(), info.ramdisk_len)),
+        None => {
+            println!("boot: the bootloader's ramdisk at {va:#x} is not mapped; booting without an initrd");
+            None
+        }
+    }
+}
+
+/// The whole pages `range` touches.
+fn page_cover(range: PhysRange) -> PhysRange {
+    let start = range.start.as_u64() & !0xfff;
+    let end = (range.end.as_u64() + 0xfff) & !0xfff;
+    PhysRange::new(start, end - start)
+}
+
 fn read_cmdline() -> &'static [u8] {
     let (buf, len) = CMDLINE.call_once(|| {
         let mut buf = [0u8; CMDLINE_MAX];
@@ -321,6 +359,13 @@ fn boot_x86_64_main(info: &'static mut bootloader_api::BootInfo) -> ! {
             _ => {}
         }
     }
+    let initrd = find_initrd(info, phys_offset);
+    if let Some(range) = initrd {
+        if memory.remove(page_cover(range)).is_err() {
+            println!("boot: too many memory ranges while reserving the initrd {range:?}");
+            X86_64::exit(ExitStatus::Failure);
+        }
+    }
     let trampoline = find_trampoline_area(&memory);
     if memory.remove(PhysRange::new(0, LOW_MEMORY_END)).is_err() {
         println!("boot: too many memory ranges while reserving low memory");
@@ -355,6 +400,6 @@ fn boot_x86_64_main(info: &'static mut bootloader_api::BootInfo) -> ! {
         kernel_image: PhysRange::new(info.kernel_addr, info.kernel_len),
         cpus,
         numa: discover_numa(rsdp, phys_offset),
-        initrd: None,
+        initrd,
     })
 }

@@ -13,8 +13,16 @@
 //! `[a-z0-9_-]`; a value is any run of printable ASCII without white space.
 //! A key may appear once only: a repeated key is refused, because silently
 //! taking the first or the last is how a typo goes unnoticed.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`argv`] | the first user program's arguments (`init=`, `init_args=`) through that grammar; unlike the rest, it allocates |
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod argv;
 
 use core::fmt;
 

@@ -38,6 +38,10 @@ fn validation_names_the_bad_argument(_: &TestEnv<'_>) -> Result<(), String> {
         ("seed=12x", "seed=12x"),
         ("bug=no-such-switch", "bug=no-such-switch"),
         ("harness_selfcheck=maybe", "harness_selfcheck=maybe"),
+        ("init=bin/sh", "init=bin/sh"),
+        ("init=/bin/sh init_args=a,%zz", "init_args=a,%zz"),
+        ("init_args=a", "without `init=`"),
+        ("init=/bin/sh test=all", "init="),
     ];
     for (line, culprit) in cases {
         let args = Args::parse(line).map_err(|e| format!("{e}"))?;
@@ -49,7 +53,25 @@ fn validation_names_the_bad_argument(_: &TestEnv<'_>) -> Result<(), String> {
     let good = Args::parse("seed=0x10 stress_secs=5 test=all").map_err(|e| format!("{e}"))?;
     validate(&good).map_err(|e| format!("good arguments refused: {e}"))?;
     let replay = Args::parse("test=all bug=nonatomic-folio-flags").map_err(|e| format!("{e}"))?;
-    validate(&replay).map_err(|e| format!("a known bug-replay switch refused: {e}"))
+    validate(&replay).map_err(|e| format!("a known bug-replay switch refused: {e}"))?;
+    let init = Args::parse("init=/bin/busybox init_args=sh,-c,echo%20hi").map_err(|e| format!("{e}"))?;
+    validate(&init).map_err(|e| format!("a good init= refused: {e}"))
+}
+
+fn wait_status_lines(_: &TestEnv<'_>) -> Result<(), String> {
+    // The lines the runner reads the first program's end from.
+    for (status, line) in [
+        (0, "init: exited with status 0"),
+        (3 << 8, "init: exited with status 3"),
+        (11, "init: killed by signal 11"),
+        (9 | 0x80, "init: killed by signal 9"),
+    ] {
+        let got = crate::init::describe_wait_status(status);
+        if got != line {
+            return Err(format!("wait status {status:#x} gave {got:?}, not {line:?}"));
+        }
+    }
+    Ok(())
 }
 
 fn bug_switches_match_mm(_: &TestEnv<'_>) -> Result<(), String> {
@@ -69,4 +91,4 @@ fn bug_switches_match_mm(_: &TestEnv<'_>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) const TESTS: &[Test] = register!["args": reached_kernel, validation_names_the_bad_argument, parser_works_in_the_guest, bug_switches_match_mm];
+pub(crate) const TESTS: &[Test] = register!["args": reached_kernel, validation_names_the_bad_argument, parser_works_in_the_guest, bug_switches_match_mm, wait_status_lines];

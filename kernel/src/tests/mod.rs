@@ -6,6 +6,7 @@
 //! | [`kit`] | what tests of several areas share: a bare address space on the real MMU ([`kit::TestSpace`]), the scratch disk, physical reads |
 //! | [`harness`] | the harness's own checks (filter, a failing test, a crashing test) |
 //! | [`args`] | the kernel arguments arrived intact and bad ones are named |
+//! | [`initrd`] | the initramfs arrived whole (BIOS, UEFI, the device tree) and its memory is reserved |
 //! | [`memory`] | the heap and the buddy allocator in the running kernel |
 //! | [`numa`] | NUMA nodes: the firmware's, allocations on a node, faults on the faulting CPU's node |
 //! | [`exceptions`] | the arch's exception handling: faults, probes, breakpoints |
@@ -79,6 +80,7 @@ pub mod exceptions;
 pub mod fail_alloc;
 pub mod folio_flags;
 pub mod harness;
+pub mod initrd;
 pub mod kit;
 pub mod memory;
 pub mod migrate;
@@ -99,6 +101,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
     [
         harness::TESTS,
         args::TESTS,
+        initrd::TESTS,
         memory::TESTS,
         numa::TESTS,
         exceptions::TESTS,
