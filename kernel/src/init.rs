@@ -100,6 +100,7 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     crate::vm::reclaim::start_kswapd();
     crate::vm::compaction::start();
     crate::fs::init();
+    crate::proc::init();
 
     // The injector's scope is a task (`mm::fail_alloc`).
     memory::fail_alloc().set_scope_fn(crate::task::sched::current_id);

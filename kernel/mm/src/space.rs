@@ -461,3 +461,88 @@ pub fn residency<F: PageTableFormat>(
     });
     out
 }
+
+/// `/proc/<pid>/pagemap`'s bit of a present page.
+pub const PM_PRESENT: u64 = 1 << 63;
+/// `/proc/<pid>/pagemap`'s bit of a page in swap (or being migrated).
+pub const PM_SWAP: u64 = 1 << 62;
+/// `/proc/<pid>/pagemap`'s bit of a page this mapping alone maps.
+pub const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
+/// The PFN field (bits 0..=54) of a present page.
+pub const PM_PFN_MASK: u64 = (1 << 55) - 1;
+
+/// One `pagemap` word per 4 KiB page of `[start, end)` (page-aligned), as
+/// Linux's `/proc/<pid>/pagemap` gives them: [`PM_PRESENT`] with the PFN
+/// and [`PM_MMAP_EXCLUSIVE`] when the page's mapcount is 1 (a PMD-mapped
+/// page counts its huge mapping), [`PM_SWAP`] with the swap type in bits
+/// 0..=4 and the offset from bit 5 for a swap entry (a migration entry:
+/// [`PM_SWAP`] alone), 0 for nothing.
+pub fn pagemap<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    memmap: &Memmap,
+    start: VirtAddr,
+    end: VirtAddr,
+) -> Vec<u64> {
+    let (s, e) = (start.as_u64(), end.as_u64());
+    let mut out = alloc::vec![0u64; ((e - s) / PAGE_SIZE) as usize];
+    table.visit(mem, start, end, &mut |va, level, entry, _| {
+        let size = if level == Level::Pmd { HPAGE_SIZE } else { PAGE_SIZE };
+        let (from, to) = (va.as_u64().max(s), (va.as_u64() + size).min(e));
+        for page in (from..to).step_by(PAGE_SIZE as usize) {
+            let i = (page - va.as_u64()) / PAGE_SIZE;
+            out[((page - s) / PAGE_SIZE) as usize] = match entry {
+                Decoded::Leaf(leaf) => {
+                    let pfn = leaf.frame.pfn().plus(i);
+                    let mapcount = folio_of(memmap, pfn)
+                        .map_or(0, |f| f.page_mapcount(f.page_index_of(pfn)) + f.entire_mapcount());
+                    let exclusive = if mapcount == 1 { PM_MMAP_EXCLUSIVE } else { 0 };
+                    PM_PRESENT | exclusive | (pfn.as_u64() & PM_PFN_MASK)
+                }
+                Decoded::NonPresent(NonPresent::Swap { entry, .. }) => {
+                    let offset = entry.offset() + if level == Level::Pmd { i } else { 0 };
+                    PM_SWAP | (entry.ty().index() as u64 & 0x1f) | ((offset << 5) & PM_PFN_MASK)
+                }
+                Decoded::NonPresent(NonPresent::Migration(_)) => PM_SWAP,
+                _ => 0,
+            };
+        }
+    });
+    out
+}
+
+/// What `/proc/<pid>/smaps` says of a range: bytes mapped (`Rss`), of
+/// which by 2 MiB leaves (`AnonHugePages`), and bytes in swap (`Swap`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub rss: u64,
+    pub anon_huge: u64,
+    pub swap: u64,
+}
+
+/// [`Usage`] of `[start, end)` (page-aligned); a 2 MiB leaf the range
+/// cuts counts its part inside.
+pub fn usage<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    start: VirtAddr,
+    end: VirtAddr,
+) -> Usage {
+    let (s, e) = (start.as_u64(), end.as_u64());
+    let mut u = Usage::default();
+    table.visit(mem, start, end, &mut |va, level, entry, _| {
+        let size = if level == Level::Pmd { HPAGE_SIZE } else { PAGE_SIZE };
+        let inside = (va.as_u64() + size).min(e) - va.as_u64().max(s);
+        match entry {
+            Decoded::Leaf(_) => {
+                u.rss += inside;
+                if level == Level::Pmd {
+                    u.anon_huge += inside;
+                }
+            }
+            Decoded::NonPresent(NonPresent::Swap { .. }) => u.swap += inside,
+            _ => {}
+        }
+    });
+    u
+}

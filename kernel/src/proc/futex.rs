@@ -44,6 +44,13 @@ struct Waiter {
 /// Every waiting thread.
 static WAITERS: IrqSpinLock<Vec<Waiter>> = IrqSpinLock::new(Vec::new());
 
+/// Gives an empty table's memory back (nothing of a thread outlives it).
+fn shrink(w: &mut Vec<Waiter>) {
+    if w.is_empty() {
+        *w = Vec::new();
+    }
+}
+
 /// Wakes at most `n` waiters on `uaddr` of `space` whose bitset meets
 /// `bitset`; returns how many.
 pub fn wake(space: &AddressSpace, uaddr: u64, n: u32, bitset: u32) -> u32 {
@@ -60,6 +67,7 @@ pub fn wake(space: &AddressSpace, uaddr: u64, n: u32, bitset: u32) -> u32 {
             }
         }
     }
+    shrink(&mut WAITERS.lock());
     for w in &woken {
         w.woken.store(true, Ordering::Release);
         sched::unpark(&w.task);
@@ -80,7 +88,11 @@ fn wait(
     let key = (space.root().as_u64(), uaddr);
     let woken = Arc::new(AtomicBool::new(false));
     WAITERS.lock().push(Waiter { key, bitset, task: sched::current_task(), woken: woken.clone() });
-    let leave = |woken: &Arc<AtomicBool>| WAITERS.lock().retain(|w| !Arc::ptr_eq(&w.woken, woken));
+    let leave = |woken: &Arc<AtomicBool>| {
+        let mut w = WAITERS.lock();
+        w.retain(|w| !Arc::ptr_eq(&w.woken, woken));
+        shrink(&mut w);
+    };
     let mut word = [0u8; 4];
     if let Err(e) = copy_from_user(&mut word, uaddr) {
         leave(&woken);

@@ -18,6 +18,7 @@
 //! | [`mman`] | `brk`, `mmap`, `munmap`, `mprotect`, `mremap`, `madvise`, `mincore` |
 //! | [`info`] | the information system calls: ids, time, limits, `uname`, `sysinfo`, random bytes |
 //! | [`files`] | the file system calls, handed to the file layer |
+//! | [`procfs`] | the per-process `/proc` files: `status`, `maps`, `smaps`, `pagemap`, `exe` |
 //!
 //! Below: [`crate::vm`] (address spaces, faults, user access),
 //! [`crate::task`] (each thread is a kernel task), [`crate::memory`].
@@ -36,6 +37,7 @@ pub mod futex;
 pub mod info;
 pub mod mman;
 pub mod process;
+pub mod procfs;
 pub mod signal;
 pub mod stack;
 pub mod syscall;
@@ -43,6 +45,12 @@ pub mod thread;
 
 pub use process::{run_init, spawn, spawn_image, wait_exit, Pid};
 pub use syscall::Errno;
+
+/// Sets the process unit up at boot (after the file layer): the
+/// per-process `/proc` files.
+pub fn init() {
+    procfs::init();
+}
 
 /// The arch's user mode, as this build has it.
 pub use crate::arch::Arch as UserArch;

@@ -50,6 +50,16 @@ static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 /// Every process alive or a zombie, by pid.
 static TABLE: IrqSpinLock<BTreeMap<Pid, Arc<Process>>> = IrqSpinLock::new(BTreeMap::new());
 
+/// Takes `pid` out of the table; an empty table gives its memory back
+/// (nothing of a process outlives it).
+fn unlist(pid: Pid) {
+    let mut table = TABLE.lock();
+    table.remove(&pid);
+    if table.is_empty() {
+        *table = BTreeMap::new();
+    }
+}
+
 /// A new pid or tid.
 pub fn new_pid() -> Pid {
     NEXT_PID.fetch_add(1, Ordering::Relaxed)
@@ -208,7 +218,7 @@ impl Process {
             let dead = cst.status.is_some();
             drop(cst);
             if dead {
-                TABLE.lock().remove(&child.pid);
+                unlist(child.pid);
             }
         }
         let parent = parent.and_then(find);
@@ -218,7 +228,7 @@ impl Process {
                 super::signal::send_process(&parent, super::signal::SIGCHLD);
             }
             None if autoreap => {
-                TABLE.lock().remove(&self.pid);
+                unlist(self.pid);
             }
             None => {}
         }
@@ -228,7 +238,7 @@ impl Process {
 
 /// Takes process `pid` out of the table (one that never ran).
 pub fn forget(pid: Pid) {
-    TABLE.lock().remove(&pid);
+    unlist(pid);
 }
 
 /// `wait4`'s `ECHILD`: no child matches.
@@ -260,7 +270,7 @@ pub fn reap_child(parent: &Process, which: WaitFor) -> Result<Option<(Pid, i32)>
     let child = st.children.remove(i);
     drop(st);
     let status = child.state.lock().status.expect("a zombie has a status");
-    TABLE.lock().remove(&child.pid);
+    unlist(child.pid);
     Ok(Some((child.pid, status)))
 }
 
@@ -295,7 +305,7 @@ pub fn spawn_image(path: &str, image: Vec<u8>, argv: &[&str], envp: &[&str]) -> 
         envp: envp.iter().map(|s| s.to_string()).collect(),
     };
     thread::start(&process, pid, start).inspect_err(|_| {
-        TABLE.lock().remove(&pid);
+        unlist(pid);
     })?;
     Ok(pid)
 }
@@ -309,7 +319,7 @@ pub fn wait_exit(pid: Pid) -> i32 {
         return -1;
     }
     let status = p.exited.wait_for(|| p.state.lock().status);
-    TABLE.lock().remove(&pid);
+    unlist(pid);
     status
 }
 

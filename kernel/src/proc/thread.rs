@@ -19,7 +19,7 @@
 //! `pthread_join` learns of the end), and the last thread makes the
 //! process a zombie.
 //!
-//! Locks: none of its own; the per-thread atomics are written by the
+//! Locks: `BY_TASK` (a leaf); the per-thread atomics are written by the
 //! thread itself, except `pending` (senders set bits) and the task handle
 //! (set once).
 
@@ -28,11 +28,13 @@ use super::signal::{self, SigSet};
 use super::syscall::{self, Flow};
 use super::{Regs, UserArch};
 use crate::arch::prelude::*;
+use crate::sync::IrqSpinLock;
 use crate::task::sched::{self, AddressSpaceGuard, Task};
 use crate::vm::fault::{self, Unresolved};
 use crate::vm::space::AddressSpace;
+use alloc::collections::BTreeMap;
 use alloc::string::String;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use arch_common::user::{UserExit, UserMode, UserRegs};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -89,6 +91,15 @@ impl Thread {
     }
 }
 
+/// Every running thread, by the id of its kernel task (to find the
+/// caller's process from a hook of a lower unit: `/proc/self`).
+static BY_TASK: IrqSpinLock<BTreeMap<u64, Weak<Thread>>> = IrqSpinLock::new(BTreeMap::new());
+
+/// The user thread the running task is, if it is one.
+pub fn current() -> Option<Arc<Thread>> {
+    BY_TASK.lock().get(&sched::current_id()).and_then(Weak::upgrade)
+}
+
 /// How a new thread starts.
 pub enum Start {
     /// With these registers (fork, clone).
@@ -127,7 +138,15 @@ pub fn launch(thread: Arc<Thread>, how: Start) -> Result<(), String> {
     let t = thread.clone();
     let spawned = sched::spawn("user", move || {
         t.task.call_once(sched::current_task);
+        let id = sched::current_id();
+        BY_TASK.lock().insert(id, Arc::downgrade(&t));
         main(t, how);
+        let mut by_task = BY_TASK.lock();
+        by_task.remove(&id);
+        if by_task.is_empty() {
+            // No memory outlives the threads.
+            *by_task = BTreeMap::new();
+        }
     });
     if let Err(e) = spawned {
         process.state.lock().threads.retain(|t| !Arc::ptr_eq(t, &thread));

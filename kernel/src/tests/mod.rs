@@ -14,6 +14,7 @@
 //! | [`sched`] | ticks, yield, preemption, sleep, join |
 //! | [`smp`] | every CPU online, tasks moving between CPUs |
 //! | [`tlb`] | TLB shootdown leaves no stale translation |
+//! | [`user`] | the programs of `user/` run as processes: each exit status is the verdict |
 //! | [`usermode`] | user mode on hand-written code: system calls, faults, exceptions, interrupts; SMAP/PAN; the user-access routines' fix-ups |
 //! | [`vm`] | address spaces: demand faults, COW and fork, THP, GUP, the rmap |
 //! | [`swap`] | swap-out, swap-in, the exclusive bit, bad headers, disk errors (seeds 002, 004) |
@@ -93,6 +94,7 @@ pub mod smp;
 pub mod stress;
 pub mod swap;
 pub mod tlb;
+pub mod user;
 pub mod usermode;
 pub mod vm;
 
@@ -110,6 +112,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         smp::TESTS,
         tlb::TESTS,
         usermode::TESTS,
+        user::TESTS,
         vm::TESTS,
         swap::TESTS,
         reclaim::TESTS,

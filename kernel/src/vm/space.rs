@@ -739,6 +739,20 @@ impl AddressSpace {
         Ok(mm::space::residency(&inner.table, &KernelTables, start, end))
     }
 
+    /// What `/proc/<pid>/smaps` says of `[start, end)` (`mm::space::usage`).
+    pub fn usage(&self, start: VirtAddr, end: VirtAddr) -> mm::space::Usage {
+        let guard = self.lock();
+        let inner = guard.as_ref().expect("AddressSpace used after teardown");
+        mm::space::usage(&inner.table, &KernelTables, start, end)
+    }
+
+    /// `/proc/<pid>/pagemap`'s words of `[start, end)` (`mm::space::pagemap`).
+    pub fn pagemap(&self, start: VirtAddr, end: VirtAddr) -> Vec<u64> {
+        let guard = self.lock();
+        let inner = guard.as_ref().expect("AddressSpace used after teardown");
+        mm::space::pagemap(&inner.table, &KernelTables, memory::frame_allocator().memmap(), start, end)
+    }
+
     /// Runs the consistency checker (`mm::debug::check_spaces_in`) over this
     /// space and every live space of its fork family, under all their locks
     /// (taken in root order), and returns this space's statistics. Exact
