@@ -62,7 +62,7 @@ RUN OPTIONS:
     --accel tcg|kvm         accelerator (default tcg; kvm is x86_64 only)
     --boot bios|uefi        x86_64 firmware (default bios)
     --cpu NAME              QEMU CPU model, e.g. max,pauth-impdef=on
-                            (default: max on x86_64, cortex-a72 on aarch64)
+                            (default: max; qemu64,+nx with kvm)
     --gdb                   start paused with a gdb stub on localhost:1234
                             (no time limit unless --timeout is given)
     --timeout SECS          kill the guest after SECS seconds, 0 for no limit

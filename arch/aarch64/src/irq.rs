@@ -272,8 +272,17 @@ fn enable_spi(irq: &DeviceIrq) {
     gicd_enable(id);
 }
 
-/// Called by the IRQ vector.
+/// Called by the IRQ vector from the kernel: the handlers, then the
+/// kernel's preemption point.
 pub(crate) fn dispatch() {
+    handle_pending();
+    common::run_after_irq_hook();
+}
+
+/// Runs the handlers of every pending interrupt, without the preemption
+/// point: for an IRQ taken in user mode (`crate::user`), where the task's
+/// loop preempts after `enter_user` returns.
+pub(crate) fn handle_pending() {
     loop {
         let iar = gicc_read(Gicc::Iar);
         let id = iar & 0x3ff;
@@ -302,7 +311,6 @@ pub(crate) fn dispatch() {
             }
         }
     }
-    common::run_after_irq_hook();
 }
 
 impl Irq for Aarch64 {

@@ -15,16 +15,19 @@
 //! | [`time`] | `Time`: the generic timer's virtual counter |
 //! | [`semihosting`] | leaving QEMU with an exit status |
 //! | [`pgtable`] | the page-table entry format (`Aarch64Format`) and, for host tests, a software walker |
+//! | [`user`] | `UserMode`: EL0 entry by `eret` and the lower-EL vectors' return, the user registers, `ldtr`/`sttr` copies and their fix-ups, PAN |
+//! | [`hwcap`] | `AT_HWCAP`: Linux's `HWCAP_*` bits from the ID registers |
 //! | [`dtmem`] | the RAM the device tree's memory nodes list, read without panicking, clipped to the boot tables' Normal window; their and the CPUs' `numa-node-id`s |
 //!
 //! [`Aarch64`] is this arch for the kernel: it implements every trait of
 //! `arch_common` (the one declaration of what the kernel needs from an
 //! arch), each in the module the table names with it.
 //!
-//! Everything except [`pgtable`], [`dtmem`], [`NAME`], [`DIRECT_MAP_OFFSET`] and the
+//! Everything except [`pgtable`], [`dtmem`], [`hwcap`], [`NAME`], [`DIRECT_MAP_OFFSET`] and the
 //! [`Aarch64`] type touches the hardware and is built only for the
-//! bare-metal target (`target_os = "none"`); `pgtable` is plain bit
-//! arithmetic and `dtmem` plain parsing, built and tested on the host.
+//! bare-metal target (`target_os = "none"`); `pgtable` and `hwcap` are
+//! plain bit arithmetic and `dtmem` plain parsing, built and tested on the
+//! host.
 //!
 //! ## Assumed configuration
 //!
@@ -34,12 +37,13 @@
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
-// Every module but `pgtable` and `dtmem` touches the hardware and starts with
+// Every module but `pgtable`, `dtmem` and `hwcap` touches the hardware and starts with
 // `#![cfg(target_os = "none")]`: it is built for the bare-metal target only.
 pub mod console;
 pub mod context;
 pub mod cpu;
 pub mod dtmem;
+pub mod hwcap;
 pub mod irq;
 pub mod mmu;
 pub mod pci;
@@ -49,6 +53,7 @@ pub mod semihosting;
 pub mod smp;
 pub mod time;
 pub mod trap;
+pub mod user;
 
 /// The architecture's name as the kernel prints it.
 pub const NAME: &str = "aarch64";

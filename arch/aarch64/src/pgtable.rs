@@ -118,14 +118,21 @@
 //!   no way to express device memory (the boot tables' device blocks decode
 //!   as Bad).
 //! - 48-bit output addresses, no FEAT_LPA/LPA2 (bits 48..49 are RES0). The
-//!   `virt` machine's cortex-a72 reports 44 physical address bits, so
-//!   TCR_EL1.IPS is 44 there; a frame above 2^44 would take an address-size
-//!   fault (not modelled: RAM is far below).
-//! - No FEAT_HAFDBS (cortex-a72), TCR_EL1.HA = HD = 0: the MMU never writes a
+//!   boot path sets TCR_EL1.IPS to the CPU's physical address size, at most
+//!   48 bits (cortex-a72 reports 44; `max` more); a frame above it would
+//!   take an address-size fault (not modelled: RAM is far below).
+//! - TCR_EL1.HA = HD = 0 (FEAT_HAFDBS, which `max` has and cortex-a72 has
+//!   not, is left off): the MMU never writes a
 //!   descriptor. AF = 0 takes an access-flag fault and a write to AP\[2\] = 1
 //!   a permission fault; the kernel sets AF and dirty itself.
-//! - SCTLR_EL1.WXN = 0 (the boot path clears it). PAN is not enabled, so the
-//!   kernel may read and write user pages; the walker does not model it.
+//! - SCTLR_EL1.WXN = 0 (the boot path clears it). PAN is on where the CPU
+//!   has it (`crate::user`): then a privileged load or store at a page with
+//!   AP\[1\] takes a permission fault, and the kernel reaches user pages
+//!   only with `ldtr`/`sttr`, which are checked as EL0's. The walker
+//!   models a CPU without PAN (its kernel accesses may touch user pages).
+//! - User pages carry AP\[1\] and PXN; kernel pages never carry AP\[1\]
+//!   (so EL0 cannot read them: a permission fault) and always UXN. Decode
+//!   refuses a user page without PXN and a kernel page without UXN.
 //! - Break-before-make is the caller's business: changing the address or
 //!   size of a valid descriptor needs invalid, TLBI, DSB in between.
 #![forbid(unsafe_code)]
@@ -446,7 +453,8 @@ mod walker {
     /// - EL0 needs AP\[1\]; a write needs AP\[2\] clear (at either level);
     /// - EL0 execution needs UXN clear; EL1 execution needs PXN clear and
     ///   the page not EL0-writable (AP\[2:1\] = 0b01 implies PXN);
-    /// - EL1 may read and write EL0 pages: PAN is off and not modelled.
+    /// - EL1 may read and write EL0 pages: PAN (on where the CPU has it) is
+    ///   not modelled.
     ///
     /// Table descriptors' hierarchical limits are not modelled (this format
     /// never sets them), nor is TCR_EL1.IPS (no address-size faults). The
@@ -834,6 +842,29 @@ mod tests {
         assert!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_EXEC).is_ok());
         mem.write_entry(slot, F::make_leaf(&page(FRAME, Prot::READ_WRITE, true, true)));
         assert_eq!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_EXEC), PTE_PERMISSION, "PXN");
+    }
+
+    /// EL0 gets a permission fault on every kind of kernel page (no
+    /// AP[1]), whatever the kernel may do there; on a user page it reads,
+    /// and writes only a writable one.
+    #[test]
+    fn el0_is_refused_kernel_pages() {
+        let (mem, root) = memory();
+        let kernel_rwx = Prot { writable: true, user: false, executable: true, global: true };
+        for prot in [kernel_rwx, Prot::READ_WRITE, Prot::READ] {
+            let raw = F::make_leaf(&page(FRAME, prot, true, true));
+            assert_eq!(raw & AP_USER, 0, "{prot:?}");
+            let slot = install::<F>(&mem, root, VA, Level::Pte, raw);
+            for access in [HwAccess::USER_READ, HwAccess::USER_WRITE, HwAccess::USER_EXEC] {
+                assert_eq!(walk::<F>(&mem, root, VA, access), PTE_PERMISSION, "{prot:?} {access:?}");
+            }
+            assert!(walk::<F>(&mem, root, VA, HwAccess::KERNEL_READ).is_ok());
+            mem.write_entry(slot, 0);
+        }
+        let user_ro = Prot { writable: false, ..USER_RW };
+        install::<F>(&mem, root, VA, Level::Pte, F::make_leaf(&page(FRAME, user_ro, true, true)));
+        assert!(walk::<F>(&mem, root, VA, HwAccess::USER_READ).is_ok());
+        assert_eq!(walk::<F>(&mem, root, VA, HwAccess::USER_WRITE), PTE_PERMISSION);
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //!    direct-map address (the stack grows down from below the record).
 //! 4. [`arch_aarch64_secondary_main`] reads the record, sets the CPU index
 //!    ([`crate::cpu::set_index`]), stops TTBR0 walks
-//!    ([`crate::mmu::disable_lower_half`]), sets up its banked GIC state
+//!    ([`crate::mmu::disable_lower_half`]), turns PAN on when the CPU has
+//!    it ([`crate::user::init_this_cpu`]), sets up its banked GIC state
 //!    ([`crate::irq::init_this_cpu`]) and calls the entry function with the
 //!    index, interrupts still masked. The entry never returns.
 //!
@@ -230,6 +231,7 @@ extern "C" fn arch_aarch64_secondary_main(record: *const StartRecord) -> ! {
     let StartRecord { entry, cpu } = unsafe { record.read() };
     crate::cpu::set_index(cpu);
     crate::mmu::disable_lower_half();
+    crate::user::init_this_cpu();
     crate::irq::init_this_cpu();
     entry(cpu)
 }

@@ -5,11 +5,13 @@
 //!
 //! `VBAR_EL1` points at [`VECTORS`] (2 KiB aligned, 16 entries of 0x80
 //! bytes: {current EL with SP0, current EL with SPx, lower EL AArch64, lower
-//! EL AArch32} x {synchronous, IRQ, FIQ, SError}). Every entry pushes a
-//! [`TrapFrame`] on the current stack and calls [`aarch64_trap`] with the
-//! entry's index; on return the frame, possibly changed (`elr` moved past a
-//! fixed-up access, `x0`/`x1` set to report a fault), is restored and `eret`
-//! resumes.
+//! EL AArch32} x {synchronous, IRQ, FIQ, SError}). Every entry but the four
+//! from EL0 (AArch64) pushes a [`TrapFrame`] on the current stack and calls
+//! [`aarch64_trap`] with the entry's index; on return the frame, possibly
+//! changed (`elr` moved past a fixed-up access, `x0`/`x1` set to report a
+//! fault), is restored and `eret` resumes. The four from EL0 (8..=11)
+//! store the user's registers and return from `enter_user` instead
+//! ([`crate::user`]).
 //!
 //! ## Kernel stack overflow
 //!
@@ -18,18 +20,23 @@
 //! data abort whose frame the entry would push on the same exhausted stack,
 //! faulting again and again down the address space. So the entry of a
 //! synchronous exception from the kernel (vector 4) first looks at SP,
-//! with `TPIDRRO_EL0` as its one scratch register (no EL0 code runs yet;
-//! user tasks will have to keep their value elsewhere): when SP lies in
+//! with `TPIDRRO_EL0` as its one scratch register (EL0 may read it, so
+//! `enter_user` zeroes it before every entry, as Linux keeps it 0 for
+//! AArch64 programs): when SP lies in
 //! the window (bits 63..=39 set) and in a guard (bit 15 clear), it switches
 //! to this CPU's overflow stack ([`OVERFLOW_STACKS`]) and calls
 //! [`aarch64_stack_overflow`], which offers the fault to the kernel
 //! (`arch_common::trap::offer_stack_fault`) and never returns to the
 //! overflowed code. Every other exception takes the ordinary path.
 //!
-//! A synchronous exception in the kernel is expected (a [`crate::probe`]
-//! access or breakpoint, recognised by its exact instruction address), a
+//! A synchronous exception in the kernel is expected (a user-access
+//! instruction of [`crate::user`]'s copies, or a [`crate::probe`] access or
+//! breakpoint, each recognised by its exact instruction address), a
 //! fault the kernel's handler resolves (`arch_common::trap`), or a kernel
-//! bug, reported with ESR, FAR and ELR before a panic.
+//! bug, reported with ESR, FAR and ELR before a panic. A kernel fault at a
+//! user address (the lower half) that is neither a user access nor a probe
+//! is always a bug: the kernel touches user memory only through the
+//! copies (with PAN on, any other access faults).
 #![cfg(target_os = "none")]
 
 use crate::probe;
@@ -96,6 +103,15 @@ core::arch::global_asm!(
     b arch_aarch64_trap_common
 .endm
 
+// From EL0 (AArch64): SP is `arch_aarch64_enter_user`'s frame; back to
+// its caller through `arch_aarch64_user_exit` (`crate::user`).
+.macro USER_ENTRY kind
+    .balign 0x80
+    stp x0, x1, [sp, #-16]!
+    mov x1, #\kind
+    b arch_aarch64_user_exit
+.endm
+
 .section .text.vectors, "ax"
 .balign 2048
 .global arch_aarch64_vectors
@@ -108,10 +124,10 @@ arch_aarch64_vectors:
     VECTOR_ENTRY 5
     VECTOR_ENTRY 6
     VECTOR_ENTRY 7
-    VECTOR_ENTRY 8
-    VECTOR_ENTRY 9
-    VECTOR_ENTRY 10
-    VECTOR_ENTRY 11
+    USER_ENTRY 8
+    USER_ENTRY 9
+    USER_ENTRY 10
+    USER_ENTRY 11
     VECTOR_ENTRY 12
     VECTOR_ENTRY 13
     VECTOR_ENTRY 14
@@ -288,7 +304,10 @@ impl fmt::Display for VectorKind {
 /// Exception classes (ESR_EL1.EC, bits 31:26) the kernel tells apart.
 pub mod ec {
     pub const UNKNOWN: u64 = 0x00;
+    pub const ILLEGAL_STATE: u64 = 0x0e;
     pub const SVC64: u64 = 0x15;
+    pub const SYSREG: u64 = 0x18;
+    pub const SVE: u64 = 0x19;
     pub const INSN_ABORT_LOWER: u64 = 0x20;
     pub const INSN_ABORT_SAME: u64 = 0x21;
     pub const PC_ALIGNMENT: u64 = 0x22;
@@ -296,6 +315,7 @@ pub mod ec {
     pub const DATA_ABORT_SAME: u64 = 0x25;
     pub const SP_ALIGNMENT: u64 = 0x26;
     pub const SERROR: u64 = 0x2f;
+    pub const SOFTWARE_STEP_LOWER: u64 = 0x32;
     pub const BRK64: u64 = 0x3c;
 }
 
@@ -361,7 +381,23 @@ extern "C" fn aarch64_trap(frame: &mut TrapFrame, kind: u64) {
     if kind.0 == 4 {
         // Synchronous, from the kernel itself.
         if let Some(fault) = decode_abort(frame.esr, frame.far) {
-            if probe::fix_up_fault(frame, &fault) || arch_common::trap::offer_to_kernel(&fault) {
+            if crate::user::fix_up_fault(frame, &fault) || probe::fix_up_fault(frame, &fault) {
+                return;
+            }
+            if frame.far < crate::user::USER_END {
+                note_fatal(frame);
+                panic!(
+                    "kernel {} at user address {:#x} ({:?} {:?}, ESR {:#x}) at PC {:#x}, outside the \
+                     user-access routines",
+                    class_name(class),
+                    frame.far,
+                    fault.access,
+                    fault.cause,
+                    frame.esr,
+                    frame.elr
+                );
+            }
+            if arch_common::trap::offer_to_kernel(&fault) {
                 return;
             }
             note_fatal(frame);

@@ -502,6 +502,12 @@ pub(crate) fn enable_protections() {
     ARCH_X86_SMAP.store(smap, Ordering::Relaxed);
 }
 
+/// Whether the CPU offers SMAP (CPUID.7.0 EBX bit 20), whatever the kernel
+/// did with it: what a test compares [`smap`]'s effect against.
+pub fn cpu_has_smap() -> bool {
+    core::arch::x86_64::__cpuid_count(7, 0).ebx & (1 << 20) != 0
+}
+
 /// Whether SMAP is on.
 pub fn smap() -> bool {
     ARCH_X86_SMAP.load(Ordering::Relaxed)

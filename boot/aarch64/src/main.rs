@@ -249,6 +249,7 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     unsafe { arch::console::init(uart + arch::DIRECT_MAP_OFFSET) };
     arch::mmu::disable_lower_half();
     arch::cpu::set_index(0);
+    arch::user::init_this_cpu();
     init_gic(&fdt);
 
     // The memory nodes, read without `fdt`'s panicking `memory()`; RAM the
