@@ -382,7 +382,7 @@ fn usage_and_pagemap_read_the_entries<F: HardwareWalker>() {
     assert_eq!(pm[0], 0);
     assert_eq!(pm[1], PM_PRESENT | small.pfn().as_u64());
     assert_eq!(pm[3], PM_SWAP | 1 | (7 << 5));
-    assert_eq!(pm[0x201], PM_PRESENT | huge.pfn().as_u64() + 1);
+    assert_eq!(pm[0x201], PM_PRESENT | (huge.pfn().as_u64() + 1));
     w.table.clear_range(&w.mem, va(0), va(0x40_0000), &mut |_, _, _| {}).ignore();
     w.finish();
 }
