@@ -3,7 +3,9 @@
 //! private), `munmap`, `mprotect`, `mremap`, `madvise` and `mincore`.
 //!
 //! - `mmap` without `MAP_FIXED` takes the hint when that range is free,
-//!   else the lowest free range; 2 MiB aligned from 2 MiB up, so that a
+//!   else the highest free range below the stack's gap (top down, as
+//!   Linux: the room above the program stays for its heap); 2 MiB aligned
+//!   from 2 MiB up, so that a
 //!   huge page fits from the first byte. `MAP_FIXED` unmaps first;
 //!   `MAP_FIXED_NOREPLACE` fails with `EEXIST` over a mapping. Shared
 //!   anonymous memory is not supported (`EINVAL`): no two spaces share
@@ -37,6 +39,9 @@ use mm::VirtAddr;
 
 const PAGE: u64 = 4096;
 const HUGE: u64 = 2 << 20;
+/// Where `mmap` places from, downwards: 128 MiB below the stack area, as
+/// Linux's gap below the stack limit.
+const MMAP_TOP: VirtAddr = VirtAddr::new(super::stack::STACK_TOP - super::stack::STACK_SIZE - (128 << 20));
 
 fn up(x: u64) -> Option<u64> {
     x.checked_add(PAGE - 1).map(|v| v & !(PAGE - 1))
@@ -121,7 +126,7 @@ pub fn mmap(c: &mut Ctx, addr: u64, len: u64, prot: u32, flags: u32, fd: i32, of
             Some(at) => at,
             None => {
                 let align = if len >= HUGE { HUGE } else { PAGE };
-                space.mmap(len, align, VmaProt::READ_WRITE).map_err(errno_of)?
+                space.mmap_below(MMAP_TOP, len, align, VmaProt::READ_WRITE).map_err(errno_of)?
             }
         }
     };
@@ -257,7 +262,7 @@ pub fn mremap(c: &mut Ctx, old: u64, old_len: u64, new_len: u64, flags: u32, _ne
         return Err(Errno::ENOMEM);
     }
     let align = if new_len >= HUGE { HUGE } else { PAGE };
-    let new = space.mmap(new_len, align, VmaProt::READ_WRITE).map_err(errno_of)?.as_u64();
+    let new = space.mmap_below(MMAP_TOP, new_len, align, VmaProt::READ_WRITE).map_err(errno_of)?.as_u64();
     // The contents, a page at a time: the pages mapped or in swap (one
     // never touched reads zero on both sides).
     let resident = space.resident(VirtAddr::new(old), old_len).map_err(errno_of)?;

@@ -584,6 +584,21 @@ impl AddressSpace {
         inner.vmas.map_anywhere(len, align, prot, VmaKind::Anonymous)
     }
 
+    /// Maps `len` bytes of anonymous memory at the highest free address
+    /// aligned to `align` that ends at or below `limit` (a process's
+    /// `mmap`: `mm::vma::VmaSet::map_below`).
+    pub fn mmap_below(
+        &self,
+        limit: VirtAddr,
+        len: u64,
+        align: u64,
+        prot: VmaProt,
+    ) -> Result<VirtAddr, VmaError> {
+        let mut guard = self.lock();
+        let inner = guard.as_mut().expect("AddressSpace used after teardown");
+        inner.vmas.map_below(limit, len, align, prot, VmaKind::Anonymous)
+    }
+
     /// Maps `len` bytes of anonymous memory at `start`, which must be free
     /// (mmap's `MAP_FIXED_NOREPLACE`: `mm::vma::VmaSet::map_fixed`).
     pub fn mmap_fixed(&self, start: VirtAddr, len: u64, prot: VmaProt) -> Result<VirtAddr, VmaError> {
