@@ -123,6 +123,7 @@ pub fn exec_image(
     thread::enter(entered, space.clone());
     let set_up = parsed.load(&space, image).and_then(|loaded| {
         let sp = stack::build(&space, &loaded, path, argv, envp, super::info::random_bytes())?;
+        super::signal::map_trampoline(&space)?;
         Ok((loaded, sp))
     });
     let (loaded, sp) = match set_up {

@@ -13,7 +13,8 @@
 //! (no core bit: no core is dumped, as Linux with `RLIMIT_CORE` 0); with a
 //! handler, a frame is pushed on the user stack and the registers set to
 //! call the handler `(sig, &siginfo, &ucontext)` returning to the action's
-//! restorer (the C library's `rt_sigreturn` stub).
+//! restorer (the C library's `rt_sigreturn` stub), or without one to the
+//! kernel's trampoline page ([`TRAMPOLINE`], as Linux's vDSO on AArch64).
 //!
 //! A fault (`SIGSEGV`, `SIGBUS`, `SIGILL`...) is forced ([`force`]): the
 //! handler is called at once with `si_addr`; when it is blocked or ignored
@@ -186,6 +187,13 @@ pub fn force(thread: &Arc<Thread>, regs: &mut Regs, sig: u32, code: u32, addr: u
     let action = thread.process.state.lock().actions.0[sig as usize - 1];
     let blocked = thread.mask() & bit(sig) != 0;
     if sig == g::SIGKILL || blocked || action.handler == SIG_IGN || action.handler == SIG_DFL {
+        // One line per death by fault, as Linux's "segfault at" line.
+        let exe = thread.process.mm.lock().exe.clone();
+        crate::println!(
+            "proc: pid {} ({exe}): signal {sig} (code {code}) at {addr:#x}, pc {:#x}: killed",
+            thread.process.pid,
+            regs.pc()
+        );
         die(thread, sig);
         return;
     }
@@ -238,7 +246,7 @@ fn call_handler(thread: &Thread, regs: &mut Regs, action: &SigAction, info: &Sig
     }
     let uc_addr = base + SIGINFO_SIZE;
     copy_to_user(uc_addr, &uc)?;
-    let restorer = if action.flags & g::SA_RESTORER as u64 != 0 { action.restorer } else { 0 };
+    let restorer = if action.flags & g::SA_RESTORER as u64 != 0 { action.restorer } else { TRAMPOLINE };
     let sp = if <Regs as UserRegs>::RET_ON_STACK {
         copy_to_user(base - 8, &restorer.to_ne_bytes())?;
         base - 8
@@ -261,6 +269,35 @@ fn call_handler(thread: &Thread, regs: &mut Regs, action: &SigAction, info: &Sig
         thread.process.state.lock().actions.0[info.sig as usize - 1] = SigAction::default();
     }
     regs.set_call(action.handler, sp, [info.sig as u64, base, uc_addr], restorer);
+    Ok(())
+}
+
+/// Where the signal trampoline lies in every process: the return address
+/// of a handler whose action has no restorer (AArch64's C library sets
+/// none: Linux returns through its vDSO's trampoline, which this page
+/// stands for). On x86_64 an action must have a restorer, as in Linux.
+pub const TRAMPOLINE: u64 = 0x7fff_ff10_0000;
+
+/// The trampoline's code: `rt_sigreturn`.
+#[cfg(target_arch = "aarch64")]
+const TRAMPOLINE_CODE: &[u8] = &[
+    0x68, 0x11, 0x80, 0xd2, // mov x8, #139 (rt_sigreturn)
+    0x01, 0x00, 0x00, 0xd4, // svc #0
+];
+#[cfg(target_arch = "x86_64")]
+const TRAMPOLINE_CODE: &[u8] = &[
+    0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, // mov rax, 15 (rt_sigreturn)
+    0x0f, 0x05, // syscall
+];
+
+/// Maps the trampoline page into `space` (the running task is in it), as
+/// `execve` makes a new program.
+pub fn map_trampoline(space: &crate::vm::space::AddressSpace) -> Result<(), Errno> {
+    use mm::vma::VmaProt;
+    use mm::VirtAddr;
+    space.mmap_fixed(VirtAddr::new(TRAMPOLINE), 4096, VmaProt::READ_WRITE).map_err(|_| Errno::ENOMEM)?;
+    copy_to_user(TRAMPOLINE, TRAMPOLINE_CODE)?;
+    space.mprotect(VirtAddr::new(TRAMPOLINE), 4096, VmaProt::READ_EXEC).map_err(|_| Errno::ENOMEM)?;
     Ok(())
 }
 
