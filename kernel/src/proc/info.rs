@@ -1,4 +1,4 @@
-//! The information system calls: `arch_prctl`, `prlimit64`, `getrandom`,
+//! The information system calls: `arch_prctl`, `prctl`, `prlimit64`, `getrandom`,
 //! the clocks and sleeps, `getrusage`, `sched_getaffinity`, `sysinfo`,
 //! `uname`; and the random bytes of `AT_RANDOM`.
 //!
@@ -60,6 +60,25 @@ pub fn arch_prctl(c: &mut Ctx, code: u64, addr: u64) -> SysResult {
         }
         ARCH_GET_FS => {
             copy_to_user(addr, &c.regs.tls().to_ne_bytes())?;
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `prctl(option, arg2)`: the thread name (`PR_SET_NAME` accepted and
+/// not kept; `PR_GET_NAME` gives the program's name); other options
+/// `EINVAL`.
+pub fn prctl(c: &mut Ctx, option: u32, arg2: u64) -> SysResult {
+    match option {
+        linux_raw_sys::prctl::PR_SET_NAME => Ok(0),
+        linux_raw_sys::prctl::PR_GET_NAME => {
+            let exe = c.thread.process.mm.lock().exe.clone();
+            let mut name = [0u8; 16];
+            let base = exe.rsplit('/').next().unwrap_or("").as_bytes();
+            let n = base.len().min(15);
+            name[..n].copy_from_slice(&base[..n]);
+            copy_to_user(arg2, &name)?;
             Ok(0)
         }
         _ => Err(Errno::EINVAL),

@@ -173,6 +173,7 @@ fn call(c: &mut Ctx, number: u64) -> SysResult {
             crate::task::sched::yield_now();
             Ok(0)
         }
+        nr::__NR_prctl => info::prctl(c, a(c, 0) as u32, a(c, 1)),
         nr::__NR_sched_getaffinity => info::sched_getaffinity(c, a(c, 1), a(c, 2)),
         nr::__NR_sysinfo => info::sysinfo(c, a(c, 0)),
         nr::__NR_uname => info::uname(c, a(c, 0)),
