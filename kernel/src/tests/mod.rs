@@ -24,7 +24,7 @@
 //! | [`folio_flags`] | the stress test of the folio flags word (seed 003) |
 //! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
 //! | [`fail_alloc`] | the allocation-failure sweep: every memory operation with each of its allocations failed |
-//! | [`proc`] | user processes: ELF checks, loading a program and its stack, mincore's residency |
+//! | [`proc`] | user processes: ELF checks, loading a program and its stack, mincore's residency, `/bin/hello` through spawn and wait_exit |
 //! | [`stress`] | the randomised mm stress: random operations on shared spaces against a shadow (`cargo xtask stress`; on demand only, see [`on_demand_tests`]) |
 //!
 //! Tests are plain functions registered in each file's `TESTS` list

@@ -1,7 +1,7 @@
-//! User processes (`crate::proc`): what runs without entering user mode
-//! yet: the ELF checks of `spawn`, loading a program and its initial
-//! stack into a space (read back through user access), and the page
-//! residency `mincore` reports.
+//! User processes (`crate::proc`): the ELF checks of `spawn`, loading a
+//! program and its initial stack into a space (read back through user
+//! access), the page residency `mincore` reports, and `/bin/hello` run
+//! through `spawn` and `wait_exit`.
 
 use crate::proc::elf::Image;
 use crate::proc::stack;
@@ -17,7 +17,8 @@ use mm::vma::VmaProt;
 use mm::VirtAddr;
 
 pub static TESTS: &[Test] = register![
-    "proc": spawn_refuses_what_is_not_a_program, load_maps_segments_and_builds_the_stack, mincore_sees_touched_pages
+    "proc": spawn_refuses_what_is_not_a_program, load_maps_segments_and_builds_the_stack, mincore_sees_touched_pages,
+        hello_runs_to_exit_0, a_missing_program_is_an_error
 ];
 
 #[cfg(target_arch = "x86_64")]
@@ -198,4 +199,21 @@ fn mincore_sees_touched_pages(_: &TestEnv<'_>) -> Result<(), String> {
         return Err(String::from("a range past the area is not refused"));
     }
     Ok(())
+}
+
+/// `/bin/hello` (user/hello.c: printf, malloc, fork and wait, a pthread)
+/// through the kernel's API, to exit status 0.
+fn hello_runs_to_exit_0(_: &TestEnv<'_>) -> Result<(), String> {
+    let pid = crate::proc::spawn("/bin/hello", &["/bin/hello"], &["HOME=/"])?;
+    match crate::proc::wait_exit(pid) {
+        0 => Ok(()),
+        status => Err(format!("/bin/hello ended with wait status {status:#x}")),
+    }
+}
+
+fn a_missing_program_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
+    match crate::proc::spawn("/bin/no-such-program", &[], &[]) {
+        Ok(pid) => Err(format!("started as pid {pid}")),
+        Err(_) => Ok(()),
+    }
 }
