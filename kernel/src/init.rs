@@ -100,6 +100,7 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     crate::vm::reclaim::start_kswapd();
     crate::vm::compaction::start();
     crate::fs::init();
+    crate::proc::init();
 
     // The injector's scope is a task (`mm::fail_alloc`).
     memory::fail_alloc().set_scope_fn(crate::task::sched::current_id);
@@ -171,12 +172,9 @@ pub fn describe_wait_status(status: i32) -> alloc::string::String {
     }
 }
 
-/// Starts the first process and waits for it: the Linux wait status.
-///
-/// SHIM until the process unit lands (branch h15-proc): this kernel has
-/// no user processes yet, so every `init=` fails here with a message.
-/// With `crate::proc`, the body is `Ok(crate::proc::run_init(path, argv))`.
+/// Starts the first process and waits for it: the Linux wait status
+/// (`crate::proc::run_init`; a program that cannot start gives `127 << 8`
+/// after its message).
 fn start_init(path: &str, argv: &[&str]) -> Result<i32, alloc::string::String> {
-    let _ = (path, argv);
-    Err("this kernel has no user processes yet (kernel/src/proc is not merged)".into())
+    Ok(crate::proc::run_init(path, argv))
 }

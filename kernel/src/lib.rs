@@ -20,6 +20,7 @@
 //! | [`drivers`] | devices: PCI, DMA memory, virtio-blk disks |
 //! | [`vm`] | virtual memory of tasks: address spaces, the fault entry, TLB shootdown, user access, swap, reclaim |
 //! | [`fs`] | files: the initramfs tree, `/dev`, `/proc`, `/sys`, descriptors, pipes, raw disks, the file system calls |
+//! | [`proc`] | user processes with the Linux ABI: threads around `enter_user`, system calls, ELF, signals, futexes |
 //! | [`demo`] | the boot workload that pushes memory through swap and back |
 //! | [`init`] | `kernel_main`: the order in which the kernel starts, then tests, benchmarks or the demo |
 //! | [`tests`] | the in-guest test harness, its kit, and the tests of every area |
@@ -51,6 +52,7 @@ pub mod fs;
 pub mod init;
 pub mod memory;
 pub mod panic;
+pub mod proc;
 pub mod sync;
 pub mod task;
 pub mod tests;

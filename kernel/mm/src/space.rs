@@ -63,6 +63,7 @@
 //! fork the parent's, with the child not yet reachable by anyone).
 
 use crate::addr::Pfn;
+use crate::addr::PAGE_SIZE;
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::anon::remove_pte_mapping;
 use crate::fault::FrameSource;
@@ -74,7 +75,9 @@ use crate::pgtable::{
 };
 use crate::pgtable::{MigrationEntry, MigrationKind, SwapEntry};
 use crate::pgtable::{TableMemory, TlbHooks};
-use crate::thp::{is_huge_zero, remove_pmd_mapping, split_huge_pmd_if_cut, try_split_folio, HPAGE_NR};
+use crate::thp::{
+    is_huge_zero, remove_pmd_mapping, split_huge_pmd_if_cut, try_split_folio, HPAGE_NR, HPAGE_SIZE,
+};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
@@ -420,4 +423,126 @@ pub fn fork_range<F: PageTableFormat>(
         }
     }
     Ok(())
+}
+
+/// [`residency`]'s bit of a page a present leaf maps (`mincore`'s bit).
+pub const RESIDENT: u8 = 1;
+/// [`residency`]'s bit of a page whose contents are in swap or being
+/// migrated (not resident, but not empty either).
+pub const NOT_PRESENT: u8 = 2;
+
+/// One byte per 4 KiB page of `[start, end)` (both page-aligned):
+/// [`RESIDENT`] for a page a present leaf maps (4 KiB or inside a 2 MiB
+/// leaf), [`NOT_PRESENT`] for one a swap or migration entry stands for,
+/// 0 for a page never touched or dropped. `mincore` reports the first
+/// bit; a copy of the range (`mremap`) needs every page with either.
+pub fn residency<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    start: VirtAddr,
+    end: VirtAddr,
+) -> Vec<u8> {
+    let (s, e) = (start.as_u64(), end.as_u64());
+    let mut out = alloc::vec![0u8; ((e - s) / PAGE_SIZE) as usize];
+    table.visit(mem, start, end, &mut |va, level, entry, _| {
+        let bit = match entry {
+            Decoded::Leaf(_) => RESIDENT,
+            Decoded::NonPresent(_) => NOT_PRESENT,
+            _ => return,
+        };
+        let size = match level {
+            Level::Pmd => HPAGE_SIZE,
+            _ => PAGE_SIZE,
+        };
+        let (from, to) = (va.as_u64().max(s), (va.as_u64() + size).min(e));
+        for page in (from..to).step_by(PAGE_SIZE as usize) {
+            out[((page - s) / PAGE_SIZE) as usize] |= bit;
+        }
+    });
+    out
+}
+
+/// `/proc/<pid>/pagemap`'s bit of a present page.
+pub const PM_PRESENT: u64 = 1 << 63;
+/// `/proc/<pid>/pagemap`'s bit of a page in swap (or being migrated).
+pub const PM_SWAP: u64 = 1 << 62;
+/// `/proc/<pid>/pagemap`'s bit of a page this mapping alone maps.
+pub const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
+/// The PFN field (bits 0..=54) of a present page.
+pub const PM_PFN_MASK: u64 = (1 << 55) - 1;
+
+/// One `pagemap` word per 4 KiB page of `[start, end)` (page-aligned), as
+/// Linux's `/proc/<pid>/pagemap` gives them: [`PM_PRESENT`] with the PFN
+/// and [`PM_MMAP_EXCLUSIVE`] when the page's mapcount is 1 (a PMD-mapped
+/// page counts its huge mapping), [`PM_SWAP`] with the swap type in bits
+/// 0..=4 and the offset from bit 5 for a swap entry (a migration entry:
+/// [`PM_SWAP`] alone), 0 for nothing.
+pub fn pagemap<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    memmap: &Memmap,
+    start: VirtAddr,
+    end: VirtAddr,
+) -> Vec<u64> {
+    let (s, e) = (start.as_u64(), end.as_u64());
+    let mut out = alloc::vec![0u64; ((e - s) / PAGE_SIZE) as usize];
+    table.visit(mem, start, end, &mut |va, level, entry, _| {
+        let size = if level == Level::Pmd { HPAGE_SIZE } else { PAGE_SIZE };
+        let (from, to) = (va.as_u64().max(s), (va.as_u64() + size).min(e));
+        for page in (from..to).step_by(PAGE_SIZE as usize) {
+            let i = (page - va.as_u64()) / PAGE_SIZE;
+            out[((page - s) / PAGE_SIZE) as usize] = match entry {
+                Decoded::Leaf(leaf) => {
+                    let pfn = leaf.frame.pfn().plus(i);
+                    let mapcount = folio_of(memmap, pfn)
+                        .map_or(0, |f| f.page_mapcount(f.page_index_of(pfn)) + f.entire_mapcount());
+                    let exclusive = if mapcount == 1 { PM_MMAP_EXCLUSIVE } else { 0 };
+                    PM_PRESENT | exclusive | (pfn.as_u64() & PM_PFN_MASK)
+                }
+                Decoded::NonPresent(NonPresent::Swap { entry, .. }) => {
+                    let offset = entry.offset() + if level == Level::Pmd { i } else { 0 };
+                    PM_SWAP | (entry.ty().index() as u64 & 0x1f) | ((offset << 5) & PM_PFN_MASK)
+                }
+                Decoded::NonPresent(NonPresent::Migration(_)) => PM_SWAP,
+                _ => 0,
+            };
+        }
+    });
+    out
+}
+
+/// What `/proc/<pid>/smaps` says of a range: bytes mapped (`Rss`), of
+/// which by 2 MiB leaves (`AnonHugePages`), and bytes in swap (`Swap`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub rss: u64,
+    pub anon_huge: u64,
+    pub swap: u64,
+}
+
+/// [`Usage`] of `[start, end)` (page-aligned); a 2 MiB leaf the range
+/// cuts counts its part inside.
+pub fn usage<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    start: VirtAddr,
+    end: VirtAddr,
+) -> Usage {
+    let (s, e) = (start.as_u64(), end.as_u64());
+    let mut u = Usage::default();
+    table.visit(mem, start, end, &mut |va, level, entry, _| {
+        let size = if level == Level::Pmd { HPAGE_SIZE } else { PAGE_SIZE };
+        let inside = (va.as_u64() + size).min(e) - va.as_u64().max(s);
+        match entry {
+            Decoded::Leaf(_) => {
+                u.rss += inside;
+                if level == Level::Pmd {
+                    u.anon_huge += inside;
+                }
+            }
+            Decoded::NonPresent(NonPresent::Swap { .. }) => u.swap += inside,
+            _ => {}
+        }
+    });
+    u
 }

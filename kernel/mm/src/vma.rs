@@ -355,6 +355,54 @@ impl VmaSet {
         self.map_fixed(VirtAddr::new(start), len, prot, kind)
     }
 
+    /// Maps `len` bytes at the highest free address that is a multiple of
+    /// `align` (as for [`VmaSet::map_anywhere`]) and ends at or below
+    /// `limit`: mmap's top-down placement, below the stack, which leaves
+    /// the room above the program for its heap. Returns the chosen start.
+    pub fn map_below(
+        &mut self,
+        limit: VirtAddr,
+        len: u64,
+        align: u64,
+        prot: VmaProt,
+        kind: VmaKind,
+    ) -> Result<VirtAddr, VmaError> {
+        if !align.is_power_of_two() || align < PAGE_SIZE || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(VmaError::Misaligned);
+        }
+        if len == 0 {
+            return Err(VmaError::Empty);
+        }
+        let start = self.find_gap_below(limit.as_u64(), len, align).ok_or(VmaError::NoSpace)?;
+        self.map_fixed(VirtAddr::new(start), len, prot, kind)
+    }
+
+    /// The highest `align`-aligned start of `len` free bytes ending at or
+    /// below `limit`.
+    fn find_gap_below(&self, limit: u64, len: u64, align: u64) -> Option<u64> {
+        let user_start = self.user_start;
+        let fit = |lo: u64, hi: u64| -> Option<u64> {
+            let start = hi.checked_sub(len)? & !(align - 1);
+            (start >= lo.max(user_start)).then_some(start)
+        };
+        // Gaps from the top down: between each VMA's end and `top` (the
+        // start of the VMA above it, or the limit).
+        let mut top = limit.min(self.user_end);
+        for vma in self.vmas.values().rev() {
+            let (s, e) = (vma.start.as_u64(), vma.end.as_u64());
+            if s >= top {
+                continue;
+            }
+            if e < top {
+                if let Some(start) = fit(e, top) {
+                    return Some(start);
+                }
+            }
+            top = s;
+        }
+        fit(user_start, top)
+    }
+
     /// Removes every part of a VMA inside `[start, start + len)`, splitting
     /// the VMAs that straddle its ends. A range with no VMA is fine. Returns
     /// the removed ranges (sorted, disjoint, touching ones joined): the caller
@@ -710,6 +758,32 @@ mod tests {
             assert_eq!(set.map_anywhere(2 * P, P, RO, ANON), Ok(va(0x40_2000)));
             assert_eq!(set.map_anywhere(P, P, RO, ANON), Ok(va(0x40_0000)));
             assert_eq!(set.map_anywhere(P, P, RO, ANON), Err(VmaError::NoSpace));
+            set.check_invariants();
+        }
+
+        #[test]
+        fn map_below_takes_the_highest_aligned_gap_under_the_limit() {
+            let mut set = VmaSet::new(va(0x1000), va(0x100_0000));
+            // Just under the limit, whatever lies above it.
+            set.map_fixed(va(0xf0_0000), P, RW, ANON).unwrap();
+            assert_eq!(set.map_below(va(0xe0_0000), P, P, RO, ANON), Ok(va(0xdf_f000)));
+            // The next one goes below it (the gap above is full).
+            assert_eq!(set.map_below(va(0xe0_0000), 2 * P, P, RW, ANON), Ok(va(0xdf_d000)));
+            // 2 MiB-aligned: the highest block boundary that fits.
+            assert_eq!(set.map_below(va(0xe0_0000), M2, M2, RW, ANON), Ok(va(0xa0_0000)));
+            // A limit inside a VMA: the gap under that VMA.
+            assert_eq!(set.map_below(va(0xa1_0000), P, P, RO, ANON), Ok(va(0x9f_f000)));
+            set.check_invariants();
+            // A request no gap under the limit holds.
+            let before = set.clone();
+            assert_eq!(set.map_below(va(0x3000), 3 * P, P, RW, ANON), Err(VmaError::NoSpace));
+            assert_eq!(set.map_below(va(0x100_0000), P, 3 * P, RW, ANON), Err(VmaError::Misaligned));
+            assert_eq!(set.map_below(va(0x100_0000), 0, P, RW, ANON), Err(VmaError::Empty));
+            assert_eq!(set, before);
+            // The lowest gap, exactly.
+            assert_eq!(set.map_below(va(0x3000), P, P, RW, ANON), Ok(va(0x2000)));
+            assert_eq!(set.map_below(va(0x3000), P, P, RW, ANON), Ok(va(0x1000)));
+            assert_eq!(set.map_below(va(0x3000), P, P, RW, ANON), Err(VmaError::NoSpace));
             set.check_invariants();
         }
 

@@ -330,6 +330,63 @@ fn visit_sees_leaves_and_entries_in_order<F: HardwareWalker>() {
     w.finish();
 }
 
+/// `mm::space::residency` (mincore, mremap): a 4 KiB leaf, a swap
+/// entry, a 2 MiB leaf the range cuts, and untouched pages in between.
+fn residency_marks_leaves_and_swap_entries<F: HardwareWalker>() {
+    use mm::space::{residency, NOT_PRESENT, RESIDENT};
+    let w = Machine::<F>::new();
+    let small = w.mem.alloc_frame().unwrap();
+    let huge = w.mem.alloc_aligned(2 << 20).unwrap();
+    w.table.map(&w.mem, va(0x1000), leaf(small, PageSize::Size4K, RW)).unwrap().ignore();
+    let s = SwapEntry::new(SwapType::nth(1), 7).unwrap();
+    w.table
+        .set_nonpresent(&w.mem, va(0x3000), Level::Pte, NonPresent::Swap { entry: s, exclusive: false })
+        .unwrap()
+        .1
+        .ignore();
+    w.table.map(&w.mem, va(0x20_0000), leaf(huge, PageSize::Size2M, RW)).unwrap().ignore();
+    // From page 0 to two pages into the huge leaf.
+    let r = residency(&w.table, &w.mem, va(0), va(0x20_2000));
+    assert_eq!(r.len(), 0x202);
+    assert_eq!(&r[..5], &[0, RESIDENT, 0, NOT_PRESENT, 0]);
+    assert!(r[5..0x200].iter().all(|&b| b == 0));
+    assert_eq!(&r[0x200..], &[RESIDENT, RESIDENT]);
+    // A range starting inside the huge leaf.
+    assert_eq!(residency(&w.table, &w.mem, va(0x3f_f000), va(0x40_1000)), [RESIDENT, 0]);
+    w.table.clear_range(&w.mem, va(0), va(0x40_0000), &mut |_, _, _| {}).ignore();
+    w.finish();
+}
+
+/// `mm::space::usage` (smaps) and `mm::space::pagemap` (present with the
+/// PFN, swap with type and offset, nothing) over the same kinds of entry.
+fn usage_and_pagemap_read_the_entries<F: HardwareWalker>() {
+    use mm::space::{pagemap, usage, Usage, PM_PRESENT, PM_SWAP};
+    let w = Machine::<F>::new();
+    let small = w.mem.alloc_frame().unwrap();
+    let huge = w.mem.alloc_aligned(2 << 20).unwrap();
+    w.table.map(&w.mem, va(0x1000), leaf(small, PageSize::Size4K, RW)).unwrap().ignore();
+    let s = SwapEntry::new(SwapType::nth(1), 7).unwrap();
+    w.table
+        .set_nonpresent(&w.mem, va(0x3000), Level::Pte, NonPresent::Swap { entry: s, exclusive: false })
+        .unwrap()
+        .1
+        .ignore();
+    w.table.map(&w.mem, va(0x20_0000), leaf(huge, PageSize::Size2M, RW)).unwrap().ignore();
+    let u = usage(&w.table, &w.mem, va(0), va(0x40_0000));
+    assert_eq!(u, Usage { rss: 0x1000 + (2 << 20), anon_huge: 2 << 20, swap: 0x1000 });
+    // A range cutting the huge leaf counts its part inside.
+    assert_eq!(usage(&w.table, &w.mem, va(0x3f_e000), va(0x40_0000)).anon_huge, 0x2000);
+    // No folio describes these frames: never exclusive.
+    let memmap = mm::page::Memmap::new_leaked(mm::Pfn::new(0), 1);
+    let pm = pagemap(&w.table, &w.mem, memmap, va(0), va(0x20_2000));
+    assert_eq!(pm[0], 0);
+    assert_eq!(pm[1], PM_PRESENT | small.pfn().as_u64());
+    assert_eq!(pm[3], PM_SWAP | 1 | (7 << 5));
+    assert_eq!(pm[0x201], PM_PRESENT | (huge.pfn().as_u64() + 1));
+    w.table.clear_range(&w.mem, va(0), va(0x40_0000), &mut |_, _, _| {}).ignore();
+    w.finish();
+}
+
 fn out_of_memory_is_an_error<F: HardwareWalker>() {
     // Memory with room for the root only.
     let mem = SimMemory::new(0x4000_0000, 1);
@@ -348,5 +405,7 @@ mm::for_both_formats!(
     split_pmd_keeps_every_meaning,
     random_operations_agree_with_the_mmu,
     visit_sees_leaves_and_entries_in_order,
+    residency_marks_leaves_and_swap_entries,
+    usage_and_pagemap_read_the_entries,
     out_of_memory_is_an_error,
 );

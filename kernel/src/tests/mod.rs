@@ -14,6 +14,7 @@
 //! | [`sched`] | ticks, yield, preemption, sleep, join |
 //! | [`smp`] | every CPU online, tasks moving between CPUs |
 //! | [`tlb`] | TLB shootdown leaves no stale translation |
+//! | [`user`] | the programs of `user/` run as processes: each exit status is the verdict |
 //! | [`usermode`] | user mode on hand-written code: system calls, faults, exceptions, interrupts; SMAP/PAN; the user-access routines' fix-ups |
 //! | [`vm`] | address spaces: demand faults, COW and fork, THP, GUP, the rmap |
 //! | [`swap`] | swap-out, swap-in, the exclusive bit, bad headers, disk errors (seeds 002, 004) |
@@ -24,6 +25,7 @@
 //! | [`blk`] | virtio-blk disks: interrupts, concurrent requests, errors |
 //! | [`fs`] | files: the tree from a cpio archive, lookup, the file system calls from a user task, pipes, raw disks through pins, `/proc` and `/sys`, the THP switch |
 //! | [`fail_alloc`] | the allocation-failure sweep: every memory operation with each of its allocations failed |
+//! | [`proc`] | user processes: ELF checks, loading a program and its stack, mincore's residency, `/bin/hello` through spawn and wait_exit |
 //! | [`stress`] | the randomised mm stress: random operations on shared spaces against a shadow (`cargo xtask stress`; on demand only, see [`on_demand_tests`]) |
 //!
 //! Tests are plain functions registered in each file's `TESTS` list
@@ -87,12 +89,14 @@ pub mod memory;
 pub mod migrate;
 pub mod numa;
 pub mod pgtable;
+pub mod proc;
 pub mod reclaim;
 pub mod sched;
 pub mod smp;
 pub mod stress;
 pub mod swap;
 pub mod tlb;
+pub mod user;
 pub mod usermode;
 pub mod vm;
 
@@ -110,6 +114,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         smp::TESTS,
         tlb::TESTS,
         usermode::TESTS,
+        user::TESTS,
         vm::TESTS,
         swap::TESTS,
         reclaim::TESTS,
@@ -119,6 +124,7 @@ pub fn all_tests() -> impl Iterator<Item = &'static Test> {
         blk::TESTS,
         fs::TESTS,
         fail_alloc::TESTS,
+        proc::TESTS,
     ]
     .into_iter()
     .flatten()

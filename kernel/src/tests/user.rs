@@ -7,10 +7,6 @@
 //!
 //! Only through the process API: `proc::spawn` and `proc::wait_exit`
 //! (the Linux wait status).
-//!
-//! NOT YET REGISTERED: this file needs `crate::proc` (h15-proc) and the
-//! initramfs files and `/dev/vdX` (h15-fs); the lead adds `pub mod user;`
-//! and `user::TESTS` to `tests/mod.rs` when those are merged.
 
 use crate::tests::kit::scratch_disk;
 use crate::tests::{Test, TestEnv};

@@ -584,6 +584,21 @@ impl AddressSpace {
         inner.vmas.map_anywhere(len, align, prot, VmaKind::Anonymous)
     }
 
+    /// Maps `len` bytes of anonymous memory at the highest free address
+    /// aligned to `align` that ends at or below `limit` (a process's
+    /// `mmap`: `mm::vma::VmaSet::map_below`).
+    pub fn mmap_below(
+        &self,
+        limit: VirtAddr,
+        len: u64,
+        align: u64,
+        prot: VmaProt,
+    ) -> Result<VirtAddr, VmaError> {
+        let mut guard = self.lock();
+        let inner = guard.as_mut().expect("AddressSpace used after teardown");
+        inner.vmas.map_below(limit, len, align, prot, VmaKind::Anonymous)
+    }
+
     /// Maps `len` bytes of anonymous memory at `start`, which must be free
     /// (mmap's `MAP_FIXED_NOREPLACE`: `mm::vma::VmaSet::map_fixed`).
     pub fn mmap_fixed(&self, start: VirtAddr, len: u64, prot: VmaProt) -> Result<VirtAddr, VmaError> {
@@ -701,6 +716,56 @@ impl AddressSpace {
         // family's locks.
         crate::vm::reclaim::pageout(pageout);
         Ok(())
+    }
+
+    /// Whether an area covers `va`.
+    pub fn has_area(&self, va: VirtAddr) -> bool {
+        self.area_at(va).is_some()
+    }
+
+    /// The area that covers `va`, if one does.
+    pub fn area_at(&self, va: VirtAddr) -> Option<mm::vma::Vma> {
+        let guard = self.lock();
+        guard.as_ref().and_then(|inner| inner.vmas.find(va).copied())
+    }
+
+    /// Every area, in address order (`/proc/<pid>/maps`).
+    pub fn areas(&self) -> Vec<mm::vma::Vma> {
+        let guard = self.lock();
+        guard.as_ref().map(|inner| inner.vmas.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// `Ok` when areas cover all of `[start, start + len)` (madvise's and
+    /// mincore's check).
+    pub fn check_mapped(&self, start: VirtAddr, len: u64) -> Result<(), VmaError> {
+        let guard = self.lock();
+        let inner = guard.as_ref().expect("AddressSpace used after teardown");
+        inner.vmas.check_mapped(start, len).map(|_| ())
+    }
+
+    /// One byte per page of `[start, start + len)`, which areas must
+    /// cover: `mm::space::RESIDENT` for a page a present entry maps,
+    /// `mm::space::NOT_PRESENT` for one in swap or being migrated
+    /// (`mm::space::residency`; `mincore`, `mremap`).
+    pub fn resident(&self, start: VirtAddr, len: u64) -> Result<Vec<u8>, VmaError> {
+        let guard = self.lock();
+        let inner = guard.as_ref().expect("AddressSpace used after teardown");
+        let end = inner.vmas.check_mapped(start, len)?;
+        Ok(mm::space::residency(&inner.table, &KernelTables, start, end))
+    }
+
+    /// What `/proc/<pid>/smaps` says of `[start, end)` (`mm::space::usage`).
+    pub fn usage(&self, start: VirtAddr, end: VirtAddr) -> mm::space::Usage {
+        let guard = self.lock();
+        let inner = guard.as_ref().expect("AddressSpace used after teardown");
+        mm::space::usage(&inner.table, &KernelTables, start, end)
+    }
+
+    /// `/proc/<pid>/pagemap`'s words of `[start, end)` (`mm::space::pagemap`).
+    pub fn pagemap(&self, start: VirtAddr, end: VirtAddr) -> Vec<u64> {
+        let guard = self.lock();
+        let inner = guard.as_ref().expect("AddressSpace used after teardown");
+        mm::space::pagemap(&inner.table, &KernelTables, memory::frame_allocator().memmap(), start, end)
     }
 
     /// Runs the consistency checker (`mm::debug::check_spaces_in`) over this

@@ -1,0 +1,156 @@
+//! `execve`: replacing a process's program. The new program's headers are
+//! checked first ([`super::elf::Image::parse`]: a bad file fails the call
+//! with the old program intact); then a new address space is made, the
+//! thread enters it, the segments are loaded and the initial stack built
+//! ([`super::stack`]); then the process takes the new space (the old one
+//! is dropped), its `brk` starts after the program, handlers go back to
+//! their defaults and the fd table closes its close-on-exec fds. A failure
+//! after the old space is gone kills the process (`SIGSEGV`, as Linux's
+//! "point of no return").
+//!
+//! Other threads of the process are ended first (as a group exit would,
+//! but the caller goes on). The first thread of a [`super::spawn`]ed
+//! process runs the same code ([`exec_image`]) to start.
+//!
+//! Locks: the process's `mm` lock, for a moment, to switch the space.
+
+use super::elf::Image;
+use super::syscall::{Ctx, Errno, Flow, SysResult};
+use super::thread::{self, Entered, Thread};
+use super::{stack, Regs};
+use crate::vm::space::AddressSpace;
+use crate::vm::uaccess::copy_from_user;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use arch_common::user::UserRegs;
+
+/// Longest path `execve` takes.
+const PATH_MAX: usize = 4096;
+
+/// Reads the NUL-terminated string at user address `addr`.
+pub fn read_cstr(addr: u64, max: usize) -> Result<String, Errno> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 64];
+    loop {
+        // Reads never cross a page (the next may not exist).
+        let at = addr + out.len() as u64;
+        let n = (4096 - (at % 4096)).min(chunk.len() as u64) as usize;
+        copy_from_user(&mut chunk[..n], at)?;
+        if let Some(i) = chunk[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..i]);
+            return String::from_utf8(out).map_err(|_| Errno::EINVAL);
+        }
+        out.extend_from_slice(&chunk[..n]);
+        if out.len() > max {
+            return Err(Errno::ENAMETOOLONG);
+        }
+    }
+}
+
+/// Reads a NULL-terminated array of string pointers.
+fn read_strings(addr: u64) -> Result<Vec<String>, Errno> {
+    let mut out = Vec::new();
+    if addr == 0 {
+        return Ok(out);
+    }
+    let mut total = 0;
+    for i in 0.. {
+        let mut p = [0u8; 8];
+        copy_from_user(&mut p, addr + i * 8)?;
+        let p = u64::from_ne_bytes(p);
+        if p == 0 {
+            break;
+        }
+        let s = read_cstr(p, stack::MAX_ARG_BYTES)?;
+        total += s.len() + 1;
+        if total > stack::MAX_ARG_BYTES {
+            return Err(Errno::E2BIG);
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// `execve(path, argv, envp)`.
+pub fn execve(c: &mut Ctx, path: u64, argv: u64, envp: u64) -> SysResult {
+    let path = read_cstr(path, PATH_MAX)?;
+    let argv = read_strings(argv)?;
+    let envp = read_strings(envp)?;
+    let image = super::files::read_exec(c, &path)?;
+    Image::parse(&image).map_err(|_| Errno::ENOEXEC)?;
+    end_other_threads(c.thread);
+    match exec_image(c.thread, c.entered, &path, &image, &argv, &envp) {
+        Ok(regs) => {
+            *c.regs = regs;
+            c.flow = Some(Flow::NoReturn);
+            Ok(0)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Ends every thread of the caller's process but the caller, and waits
+/// until they are gone.
+fn end_other_threads(me: &Arc<Thread>) {
+    loop {
+        let others: Vec<Arc<Thread>> =
+            me.process.state.lock().threads.iter().filter(|t| !Arc::ptr_eq(t, me)).cloned().collect();
+        if others.is_empty() {
+            return;
+        }
+        for t in &others {
+            t.doom();
+        }
+        crate::task::sched::yield_now();
+    }
+}
+
+/// Loads `image` into a new address space for `thread`'s process and
+/// returns the registers the program starts with. Fails with the old
+/// program intact when the new one cannot be set up.
+pub fn exec_image(
+    thread: &Arc<Thread>,
+    entered: &mut Option<Entered>,
+    path: &str,
+    image: &[u8],
+    argv: &[String],
+    envp: &[String],
+) -> Result<Regs, Errno> {
+    let parsed = Image::parse(image).map_err(|_| Errno::ENOEXEC)?;
+    let space = AddressSpace::new().map_err(|_| Errno::ENOMEM)?;
+    let old = entered.as_ref().map(|e| e.space.clone());
+    thread::enter(entered, space.clone());
+    let set_up = parsed.load(&space, image).and_then(|loaded| {
+        let sp = stack::build(&space, &loaded, path, argv, envp, super::info::random_bytes())?;
+        super::signal::map_trampoline(&space)?;
+        Ok((loaded, sp))
+    });
+    let (loaded, sp) = match set_up {
+        Ok(v) => v,
+        Err(e) => {
+            // Back to the old program, which nothing touched.
+            if let Some(old) = old {
+                thread::enter(entered, old);
+            }
+            return Err(e);
+        }
+    };
+    let process = &thread.process;
+    {
+        let mut mm = process.mm.lock();
+        mm.space = Some(space);
+        mm.brk_start = loaded.end;
+        mm.brk = loaded.end;
+        mm.exe = String::from(path);
+        mm.dontfork.clear();
+        mm.execs += 1;
+    }
+    drop(old);
+    process.state.lock().actions.exec();
+    thread.frames.lock().clear();
+    process.files.exec();
+    // A vfork parent waits for this.
+    process.exited.wake_all();
+    Ok(Regs::new(loaded.entry, sp))
+}

@@ -1,0 +1,146 @@
+//! The file system calls and the file state of a process, handed to the
+//! file layer ([`crate::fs`]): every file call goes to `fs::syscalls` with
+//! the process's fd table and cwd; `execve` and [`super::spawn`] read the
+//! program through [`read_file`]; a file `mmap` is a private copy of the
+//! file's bytes ([`map_file`]).
+//!
+//! A process's [`Files`] are its own: a fork copies the fd table and the
+//! cwd (threads share them, being one process); `execve` closes the
+//! close-on-exec fds; the end of the process closes every fd.
+//!
+//! Locks: none of its own (the fd table's and the cwd's are the file
+//! layer's leaves).
+
+use super::syscall::{Ctx, Errno, SysResult};
+use crate::fs::{self, syscalls as fsc, Cwd, FdTable, OpenFile};
+use alloc::string::String;
+use alloc::vec::Vec;
+use linux_raw_sys::general as nr;
+
+impl From<fs::Errno> for Errno {
+    fn from(e: fs::Errno) -> Errno {
+        Errno(e.0)
+    }
+}
+
+/// The fd table and cwd of a process.
+pub struct Files {
+    pub fds: FdTable,
+    pub cwd: Cwd,
+}
+
+impl Files {
+    /// The files of a process the kernel starts: `/dev/console` on fds 0,
+    /// 1 and 2, the root as cwd.
+    pub fn for_init() -> Result<Files, String> {
+        let files = Files { fds: FdTable::new(), cwd: Cwd::new() };
+        let console = fsc::open_for_kernel(&files.cwd, "/dev/console")
+            .map_err(|e| alloc::format!("/dev/console: {e:?}"))?;
+        let open = OpenFile::new(console, fs::file::O_RDWR, Some(String::from("/dev/console")));
+        for fd in 0..3 {
+            files.fds.install_at(fd, open.clone(), false).map_err(|e| alloc::format!("fd {fd}: {e:?}"))?;
+        }
+        Ok(files)
+    }
+
+    /// A fork child's copy.
+    pub fn fork(&self) -> Files {
+        Files { fds: self.fds.fork_copy(), cwd: self.cwd.fork_copy() }
+    }
+
+    /// What `execve` keeps: the fds without close-on-exec.
+    pub fn exec(&self) {
+        self.fds.close_on_exec();
+    }
+
+    /// Closes everything (the process ended).
+    pub fn release(&self) {
+        self.fds.close_all();
+    }
+}
+
+/// The whole file at `path` (from the root), for [`super::spawn`].
+pub fn read_file(path: &str) -> Result<Vec<u8>, String> {
+    fsc::file_bytes(&Cwd::new(), path).map(|b| b.to_vec()).map_err(|e| alloc::format!("{e:?}"))
+}
+
+/// The executable at `path` for `execve` (relative to the cwd).
+pub fn read_exec(c: &Ctx, path: &str) -> Result<Vec<u8>, Errno> {
+    Ok(fsc::file_bytes(&c.thread.process.files.cwd, path)?.to_vec())
+}
+
+/// Fills `[at, at + len)` (just mapped, writable) with the contents of fd
+/// `fd` from `offset`: a private copy of a file mapping; past the file's
+/// end the pages stay zero.
+pub fn map_file(c: &Ctx, fd: i32, offset: u64, at: u64, len: u64) -> Result<(), Errno> {
+    if !offset.is_multiple_of(4096) {
+        return Err(Errno::EINVAL);
+    }
+    let open = c.thread.process.files.fds.get(fd)?;
+    let mut done = 0u64;
+    let chunk = 64 * 1024;
+    while done < len {
+        let n = (len - done).min(chunk) as usize;
+        let got = open.file.read(offset + done, at + done, n, false)?;
+        if got == 0 {
+            break;
+        }
+        done += got as u64;
+    }
+    Ok(())
+}
+
+/// The file call `number`, or None when it is not one.
+pub fn call(c: &mut Ctx, number: u32) -> Option<SysResult> {
+    let a: [u64; 6] = core::array::from_fn(|i| c.arg(i));
+    let files = &c.thread.process.files;
+    let (fds, cwd) = (&files.fds, &files.cwd);
+    let r = match number {
+        nr::__NR_openat => fsc::openat(fds, cwd, a[0], a[1], a[2], a[3]),
+        nr::__NR_close => fsc::close(fds, a[0]),
+        nr::__NR_read => fsc::read(fds, a[0], a[1], a[2]),
+        nr::__NR_write => fsc::write(fds, a[0], a[1], a[2]),
+        nr::__NR_readv => fsc::readv(fds, a[0], a[1], a[2]),
+        nr::__NR_writev => fsc::writev(fds, a[0], a[1], a[2]),
+        nr::__NR_pread64 => fsc::pread64(fds, a[0], a[1], a[2], a[3]),
+        nr::__NR_pwrite64 => fsc::pwrite64(fds, a[0], a[1], a[2], a[3]),
+        nr::__NR_lseek => fsc::lseek(fds, a[0], a[1], a[2]),
+        nr::__NR_newfstatat => fsc::newfstatat(fds, cwd, a[0], a[1], a[2], a[3]),
+        nr::__NR_fstat => fsc::fstat(fds, a[0], a[1]),
+        nr::__NR_readlinkat => fsc::readlinkat(fds, cwd, a[0], a[1], a[2], a[3]),
+        nr::__NR_getdents64 => fsc::getdents64(fds, a[0], a[1], a[2]),
+        nr::__NR_ioctl => fsc::ioctl(fds, a[0], a[1], a[2]),
+        nr::__NR_pipe2 => fsc::pipe2(fds, a[0], a[1]),
+        nr::__NR_dup => fsc::dup(fds, a[0]),
+        nr::__NR_dup3 => fsc::dup3(fds, a[0], a[1], a[2]),
+        nr::__NR_fcntl => fsc::fcntl(fds, a[0], a[1], a[2]),
+        nr::__NR_faccessat => fsc::faccessat(fds, cwd, a[0], a[1], a[2], 0),
+        nr::__NR_faccessat2 => fsc::faccessat(fds, cwd, a[0], a[1], a[2], a[3]),
+        nr::__NR_getcwd => fsc::getcwd(cwd, a[0], a[1]),
+        nr::__NR_chdir => fsc::chdir(cwd, a[0]),
+        nr::__NR_fchdir => fsc::fchdir(fds, cwd, a[0]),
+        _ => return arch_call(fds, cwd, number, &a),
+    };
+    Some(r.map_err(Errno::from))
+}
+
+/// x86_64's older file calls.
+#[cfg(target_arch = "x86_64")]
+fn arch_call(fds: &FdTable, cwd: &Cwd, number: u32, a: &[u64; 6]) -> Option<SysResult> {
+    let r = match number {
+        nr::__NR_open => fsc::open(fds, cwd, a[0], a[1], a[2]),
+        nr::__NR_stat => fsc::stat(fds, cwd, a[0], a[1]),
+        nr::__NR_lstat => fsc::lstat(fds, cwd, a[0], a[1]),
+        nr::__NR_access => fsc::access(fds, cwd, a[0], a[1]),
+        nr::__NR_pipe => fsc::pipe(fds, a[0]),
+        nr::__NR_dup2 => fsc::dup2(fds, a[0], a[1]),
+        nr::__NR_readlink => fsc::readlinkat(fds, cwd, fsc::AT_FDCWD, a[0], a[1], a[2]),
+        _ => return None,
+    };
+    Some(r.map_err(Errno::from))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn arch_call(_fds: &FdTable, _cwd: &Cwd, _number: u32, _a: &[u64; 6]) -> Option<SysResult> {
+    None
+}

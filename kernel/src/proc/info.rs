@@ -1,0 +1,220 @@
+//! The information system calls: `arch_prctl`, `prctl`, `prlimit64`, `getrandom`,
+//! the clocks and sleeps, `getrusage`, `sched_getaffinity`, `sysinfo`,
+//! `uname`; and the random bytes of `AT_RANDOM`.
+//!
+//! Time: every clock is the arch's monotonic counter
+//! (`Time::now_ns`, since boot); there is no wall clock, so
+//! `CLOCK_REALTIME` reads the same (a date in January 1970). The CPU-time
+//! clocks read it too. Sleeps are in scheduler ticks, at least as long as
+//! asked.
+//!
+//! Random bytes: there is no entropy source yet; the bytes come from a
+//! generator (splitmix64) seeded by the clock and a counter: distinct per
+//! call, NOT unpredictable. Programs use them for stack-protector canaries
+//! and hash seeds, which then are guessable.
+//!
+//! Locks: none.
+
+use super::syscall::{Ctx, Errno, SysResult};
+use super::UserArch;
+use crate::arch::prelude::*;
+use crate::task::sched;
+use crate::vm::uaccess::copy_to_user;
+use alloc::vec;
+use arch_common::user::{UserMode, UserRegs};
+use core::sync::atomic::{AtomicU64, Ordering};
+use linux_raw_sys::general as g;
+
+/// The generator's state.
+static RANDOM: AtomicU64 = AtomicU64::new(0);
+
+/// The next 64 random bits (see the module doc).
+fn next_random() -> u64 {
+    let step = 0x9e37_79b9_7f4a_7c15u64;
+    let s = RANDOM.fetch_add(step, Ordering::Relaxed).wrapping_add(step) ^ Arch::now_ns().rotate_left(32);
+    let mut z = s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// 16 random bytes (`AT_RANDOM`).
+pub fn random_bytes() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&next_random().to_ne_bytes());
+    out[8..].copy_from_slice(&next_random().to_ne_bytes());
+    out
+}
+
+/// `arch_prctl(code, addr)` (x86_64): the FS base.
+pub fn arch_prctl(c: &mut Ctx, code: u64, addr: u64) -> SysResult {
+    const ARCH_SET_FS: u64 = 0x1002;
+    const ARCH_GET_FS: u64 = 0x1003;
+    match code {
+        ARCH_SET_FS => {
+            if addr >= crate::vm::space::USER_END {
+                return Err(Errno::EPERM);
+            }
+            c.regs.set_tls(addr);
+            Ok(0)
+        }
+        ARCH_GET_FS => {
+            copy_to_user(addr, &c.regs.tls().to_ne_bytes())?;
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `prctl(option, arg2)`: the thread name (`PR_SET_NAME` accepted and
+/// not kept; `PR_GET_NAME` gives the program's name); other options
+/// `EINVAL`.
+pub fn prctl(c: &mut Ctx, option: u32, arg2: u64) -> SysResult {
+    match option {
+        linux_raw_sys::prctl::PR_SET_NAME => Ok(0),
+        linux_raw_sys::prctl::PR_GET_NAME => {
+            let exe = c.thread.process.mm.lock().exe.clone();
+            let mut name = [0u8; 16];
+            let base = exe.rsplit('/').next().unwrap_or("").as_bytes();
+            let n = base.len().min(15);
+            name[..n].copy_from_slice(&base[..n]);
+            copy_to_user(arg2, &name)?;
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `prlimit64(pid, resource, new, old)`: the limits Linux starts a
+/// process with; setting one is accepted and changes nothing.
+pub fn prlimit64(c: &mut Ctx, pid: u32, resource: u32, _new: u64, old: u64) -> SysResult {
+    if pid != 0 && pid != c.thread.process.pid {
+        return Err(Errno::ESRCH);
+    }
+    let inf = u64::MAX;
+    let (cur, max) = match resource {
+        g::RLIMIT_STACK => (super::stack::STACK_SIZE, inf),
+        g::RLIMIT_NOFILE => (1024, 4096),
+        g::RLIMIT_CORE => (0, inf),
+        r if r < g::RLIM_NLIMITS => (inf, inf),
+        _ => return Err(Errno::EINVAL),
+    };
+    if old != 0 {
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&cur.to_ne_bytes());
+        raw[8..].copy_from_slice(&max.to_ne_bytes());
+        copy_to_user(old, &raw)?;
+    }
+    Ok(0)
+}
+
+/// `getrandom(buf, len, flags)`.
+pub fn getrandom(_c: &mut Ctx, buf: u64, len: u64) -> SysResult {
+    let len = len.min(1 << 20);
+    let mut bytes = vec![0u8; len as usize];
+    for chunk in bytes.chunks_mut(8) {
+        let r = next_random().to_ne_bytes();
+        chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+    copy_to_user(buf, &bytes)?;
+    Ok(len)
+}
+
+/// A `timespec` of `ns` nanoseconds.
+fn timespec(ns: u64) -> [u8; 16] {
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&(ns / 1_000_000_000).to_ne_bytes());
+    raw[8..].copy_from_slice(&(ns % 1_000_000_000).to_ne_bytes());
+    raw
+}
+
+/// `clock_gettime(clock, tp)`.
+pub fn clock_gettime(_c: &mut Ctx, clock: u32, tp: u64) -> SysResult {
+    if clock > g::CLOCK_TAI {
+        return Err(Errno::EINVAL);
+    }
+    copy_to_user(tp, &timespec(Arch::now_ns()))?;
+    Ok(0)
+}
+
+/// `gettimeofday(tv, tz)`.
+pub fn gettimeofday(_c: &mut Ctx, tv: u64) -> SysResult {
+    if tv != 0 {
+        let ns = Arch::now_ns();
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&(ns / 1_000_000_000).to_ne_bytes());
+        raw[8..].copy_from_slice(&(ns % 1_000_000_000 / 1000).to_ne_bytes());
+        copy_to_user(tv, &raw)?;
+    }
+    Ok(0)
+}
+
+/// `clock_nanosleep(clock, flags, request, remain)` and `nanosleep`.
+pub fn clock_nanosleep(c: &mut Ctx, _clock: u32, flags: u32, request: u64) -> SysResult {
+    let t = super::futex::read_timespec(request)?;
+    let now = Arch::now_ns();
+    let deadline = if flags & g::TIMER_ABSTIME != 0 { t } else { now.saturating_add(t) };
+    while Arch::now_ns() < deadline {
+        if c.thread.must_exit() {
+            return Err(Errno::EINTR);
+        }
+        let left_ms = (deadline - Arch::now_ns()).div_ceil(1_000_000);
+        sched::sleep_ms(left_ms.min(100));
+    }
+    Ok(0)
+}
+
+/// `getrusage(who, usage)`: the faults of the process (`ru_minflt`,
+/// `ru_majflt`); times are zero.
+pub fn getrusage(c: &mut Ctx, who: i32, usage: u64) -> SysResult {
+    let p = &c.thread.process;
+    let (min, maj) = match who {
+        // RUSAGE_SELF, RUSAGE_THREAD
+        0 | 1 => (p.min_flt.load(Ordering::Relaxed), p.maj_flt.load(Ordering::Relaxed)),
+        // RUSAGE_CHILDREN: not counted.
+        -1 => (0, 0),
+        _ => return Err(Errno::EINVAL),
+    };
+    let mut raw = [0u8; core::mem::size_of::<g::rusage>()];
+    // Two timevals, then maxrss, ixrss, idrss, isrss, minflt, majflt.
+    raw[64..72].copy_from_slice(&min.to_ne_bytes());
+    raw[72..80].copy_from_slice(&maj.to_ne_bytes());
+    copy_to_user(usage, &raw)?;
+    Ok(0)
+}
+
+/// `sched_getaffinity(pid, len, mask)`: every online CPU.
+pub fn sched_getaffinity(_c: &mut Ctx, len: u64, mask: u64) -> SysResult {
+    if len < 8 || !len.is_multiple_of(8) {
+        return Err(Errno::EINVAL);
+    }
+    let bits = sched::online_cpus().fold(0u64, |m, cpu| m | 1 << cpu);
+    copy_to_user(mask, &bits.to_ne_bytes())?;
+    Ok(8)
+}
+
+/// `sysinfo(info)`.
+pub fn sysinfo(_c: &mut Ctx, info: u64) -> SysResult {
+    let total = crate::memory::frame_allocator().memmap().len() as u64 * 4096;
+    let free = crate::memory::nr_free_frames() * 4096;
+    let mut raw = [0u8; 112];
+    let put = |raw: &mut [u8; 112], at: usize, v: u64| raw[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+    put(&mut raw, 0, Arch::now_ns() / 1_000_000_000);
+    put(&mut raw, 32, total);
+    put(&mut raw, 40, free);
+    raw[80..82].copy_from_slice(&(super::process::all().len() as u16).to_ne_bytes());
+    raw[104..108].copy_from_slice(&1u32.to_ne_bytes());
+    copy_to_user(info, &raw)?;
+    Ok(0)
+}
+
+/// `uname(buf)`: six fields of 65 bytes.
+pub fn uname(_c: &mut Ctx, buf: u64) -> SysResult {
+    let fields = ["Linux", "mmkernel", "6.1.0-mmkernel", "#1 SMP", UserArch::MACHINE, "(none)"];
+    let mut raw = [0u8; 65 * 6];
+    for (i, f) in fields.iter().enumerate() {
+        raw[i * 65..i * 65 + f.len()].copy_from_slice(f.as_bytes());
+    }
+    copy_to_user(buf, &raw)?;
+    Ok(0)
+}

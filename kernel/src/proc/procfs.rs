@@ -1,0 +1,214 @@
+//! The per-process `/proc` files, given to the file layer through its hook
+//! (`fs::set_proc_self_hook`, installed by [`init`]): `/proc/self/status`
+//! (and `/proc/<pid>/`, answered as the caller's own, as the hook has no
+//! pid), `maps`, `smaps`, `pagemap` and the `exe` link.
+//!
+//! - `status`: name, pid, parent, threads, and the memory lines `VmSize`,
+//!   `VmRSS` and `VmSwap` (kB) from the page table
+//!   (`mm::space::usage`).
+//! - `maps`: one line per area, `start-end perms offset dev inode name`,
+//!   with `[heap]` and `[stack]` named.
+//! - `smaps`: each `maps` line and its `Size`, `Rss`, `AnonHugePages`,
+//!   `Swap` (kB).
+//! - `pagemap`: 8 bytes per page at offset `vaddr / 4096 * 8`, Linux's
+//!   present, swapped, exclusive bits and PFN (`mm::space::pagemap`),
+//!   made at each read for the pages read.
+//! - `exe`: a link whose target is the program's path.
+//!
+//! The text files are made when opened (`fs::procfs::Snapshot`).
+//!
+//! Locks: the space's lock inside its calls; nothing else.
+
+use super::process::Process;
+use super::thread;
+use crate::fs::file::{read_from_bytes, Stat, S_IFLNK, S_IFREG};
+use crate::fs::procfs::Snapshot;
+use crate::fs::{self, Errno, File};
+use crate::vm::space::{AddressSpace, USER_END};
+use crate::vm::uaccess::copy_to_user;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::fmt::Write;
+use mm::space::Usage;
+use mm::vma::Vma;
+use mm::VirtAddr;
+
+/// Installs the hook (boot CPU, once, after `fs::init`).
+pub fn init() {
+    fs::set_proc_self_hook(open);
+}
+
+/// Inode numbers of the per-process files (a range of their own).
+const INO_BASE: u64 = 0x7000_0000;
+
+fn stat(mode: u32, size: u64, n: u64) -> Stat {
+    Stat { ino: INO_BASE + n, mode, nlink: 1, size, rdev: 0, blksize: 4096 }
+}
+
+/// The hook: the file `rest` of the caller's process.
+fn open(rest: &str) -> Option<Result<Arc<dyn File>, Errno>> {
+    let Some(me) = thread::current() else { return Some(Err(Errno::ENOENT)) };
+    let p = me.process.clone();
+    let text = |t: String, n| -> Option<Result<Arc<dyn File>, Errno>> {
+        let st = stat(S_IFREG | 0o444, 0, n);
+        Some(Ok(Arc::new(Snapshot::new(t, st))))
+    };
+    match rest {
+        "status" => text(status(&p), 1),
+        "maps" => text(maps(&p, false), 2),
+        "smaps" => text(maps(&p, true), 3),
+        "pagemap" => Some(Ok(Arc::new(Pagemap { process: p }))),
+        "exe" => {
+            let target = p.mm.lock().exe.clone();
+            Some(Ok(Arc::new(Link { size: target.len() as u64, target })))
+        }
+        _ => None,
+    }
+}
+
+/// The usage of `[start, end)` of `space`.
+fn usage_of(space: &AddressSpace, start: VirtAddr, end: VirtAddr) -> Usage {
+    space.usage(start, end)
+}
+
+fn status(p: &Arc<Process>) -> String {
+    let (exe, space) = {
+        let mm = p.mm.lock();
+        (mm.exe.clone(), mm.space.clone())
+    };
+    let name = exe.rsplit('/').next().unwrap_or("").chars().take(15).collect::<String>();
+    let threads = p.state.lock().threads.len();
+    let (mut size, mut total) = (0, Usage::default());
+    if let Some(space) = &space {
+        for a in space.areas() {
+            size += a.size();
+            let u = usage_of(space, a.start, a.end);
+            total.rss += u.rss;
+            total.swap += u.swap;
+        }
+    }
+    format!(
+        "Name:\t{name}\nState:\tR (running)\nTgid:\t{pid}\nPid:\t{pid}\nPPid:\t{ppid}\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n\
+         VmSize:\t{:8} kB\nVmRSS:\t{:8} kB\nVmSwap:\t{:8} kB\nThreads:\t{threads}\n",
+        size >> 10,
+        total.rss >> 10,
+        total.swap >> 10,
+        pid = p.pid,
+        ppid = p.ppid(),
+    )
+}
+
+/// The name column of an area.
+fn area_name(a: &Vma, brk: (u64, u64), exe: &str) -> String {
+    let (s, e) = (a.start.as_u64(), a.end.as_u64());
+    if s >= brk.0 && e <= brk.1.div_ceil(4096) * 4096 && brk.1 > brk.0 {
+        String::from("[heap]")
+    } else if e == super::stack::STACK_TOP {
+        String::from("[stack]")
+    } else if a.prot.exec && s < super::elf::PIE_BASE + (1 << 30) {
+        String::from(exe)
+    } else {
+        String::new()
+    }
+}
+
+fn maps(p: &Arc<Process>, smaps: bool) -> String {
+    let (exe, space, brk) = {
+        let mm = p.mm.lock();
+        (mm.exe.clone(), mm.space.clone(), (mm.brk_start, mm.brk))
+    };
+    let mut out = String::new();
+    let Some(space) = space else { return out };
+    for a in space.areas() {
+        let perms = format!(
+            "{}{}{}p",
+            if a.prot.read || a.prot.write || a.prot.exec { 'r' } else { '-' },
+            if a.prot.write { 'w' } else { '-' },
+            if a.prot.exec { 'x' } else { '-' },
+        );
+        let name = area_name(&a, brk, &exe);
+        let _ = writeln!(
+            out,
+            "{:08x}-{:08x} {perms} 00000000 00:00 0 {:>10}{name}",
+            a.start.as_u64(),
+            a.end.as_u64(),
+            ""
+        );
+        if smaps {
+            let u = usage_of(&space, a.start, a.end);
+            let thp = if a.thp == mm::vma::ThpMode::Always {
+                " hg"
+            } else if a.thp == mm::vma::ThpMode::Never {
+                " nh"
+            } else {
+                ""
+            };
+            let _ = write!(
+                out,
+                "Size:           {:8} kB\nRss:            {:8} kB\nAnonymous:      {:8} kB\nAnonHugePages:  {:8} kB\nSwap:           {:8} kB\nVmFlags: rd{}{} mr mw me ac{thp}\n",
+                a.size() >> 10,
+                u.rss >> 10,
+                u.rss >> 10,
+                u.anon_huge >> 10,
+                u.swap >> 10,
+                if a.prot.write { " wr" } else { "" },
+                if a.prot.exec { " ex" } else { "" },
+            );
+        }
+    }
+    out
+}
+
+/// `/proc/self/pagemap`.
+struct Pagemap {
+    process: Arc<Process>,
+}
+
+impl File for Pagemap {
+    fn read(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+        // Whole words only, as Linux.
+        if !offset.is_multiple_of(8) || !len.is_multiple_of(8) {
+            return Err(Errno::EINVAL);
+        }
+        let space = self.process.space().ok_or(Errno::EIO)?;
+        let first = offset / 8;
+        let last = (first + len as u64 / 8).min(USER_END / 4096);
+        if first >= last {
+            return Ok(0);
+        }
+        // A bounded batch per read: 64 KiB of words.
+        let last = last.min(first + 8192);
+        let words = space.pagemap(VirtAddr::new(first * 4096), VirtAddr::new(last * 4096));
+        let bytes: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        copy_to_user(buf, &bytes)?;
+        Ok(bytes.len())
+    }
+    fn write(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+        Err(Errno::EACCES)
+    }
+    fn stat(&self) -> Stat {
+        stat(S_IFREG | 0o400, 0, 4)
+    }
+}
+
+/// `/proc/self/exe`.
+struct Link {
+    target: String,
+    size: u64,
+}
+
+impl File for Link {
+    fn read(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+        read_from_bytes(self.target.as_bytes(), offset, buf, len)
+    }
+    fn write(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+        Err(Errno::EACCES)
+    }
+    fn stat(&self) -> Stat {
+        stat(S_IFLNK | 0o777, self.size, 5)
+    }
+    fn readlink(&self) -> Option<String> {
+        Some(self.target.clone())
+    }
+}

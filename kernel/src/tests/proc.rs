@@ -1,0 +1,219 @@
+//! User processes (`crate::proc`): the ELF checks of `spawn`, loading a
+//! program and its initial stack into a space (read back through user
+//! access), the page residency `mincore` reports, and `/bin/hello` run
+//! through `spawn` and `wait_exit`.
+
+use crate::proc::elf::Image;
+use crate::proc::stack;
+use crate::tests::{Test, TestEnv};
+use crate::vm::space::AddressSpace;
+use crate::vm::uaccess;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use linux_raw_sys::auxvec as at;
+use mm::vma::VmaProt;
+use mm::VirtAddr;
+
+pub static TESTS: &[Test] = register![
+    "proc": spawn_refuses_what_is_not_a_program, load_maps_segments_and_builds_the_stack, mincore_sees_touched_pages,
+        hello_runs_to_exit_0, a_missing_program_is_an_error
+];
+
+#[cfg(target_arch = "x86_64")]
+const EM: u16 = 62;
+#[cfg(target_arch = "aarch64")]
+const EM: u16 = 183;
+
+/// Where the test program loads, and its code bytes.
+const BASE: u64 = 0x40_0000;
+const CODE: &[u8] = b"\x90\x90\x90\x90not really code";
+
+/// A static ELF executable of `machine` and `kind` (2 = ET_EXEC) with one
+/// RX segment at [`BASE`] holding the headers and [`CODE`], plus a
+/// `PT_INTERP` when `interp`.
+fn elf(machine: u16, kind: u16, interp: bool) -> Vec<u8> {
+    let phnum: u16 = if interp { 2 } else { 1 };
+    let code_off = 64 + 56 * phnum as u64;
+    let mut f = vec![0u8; code_off as usize];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2; // 64-bit
+    f[5] = 1; // little endian
+    f[6] = 1; // version
+    f[16..18].copy_from_slice(&kind.to_le_bytes());
+    f[18..20].copy_from_slice(&machine.to_le_bytes());
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[24..32].copy_from_slice(&(BASE + code_off).to_le_bytes()); // entry
+    f[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
+    f[52..54].copy_from_slice(&64u16.to_le_bytes()); // ehsize
+    f[54..56].copy_from_slice(&56u16.to_le_bytes()); // phentsize
+    f[56..58].copy_from_slice(&phnum.to_le_bytes());
+    f.extend_from_slice(CODE);
+    let total = f.len() as u64;
+    let mut ph = |i: usize, p_type: u32, flags: u32, off: u64, vaddr: u64, filesz: u64, memsz: u64| {
+        let h = &mut f[64 + 56 * i..64 + 56 * (i + 1)];
+        h[0..4].copy_from_slice(&p_type.to_le_bytes());
+        h[4..8].copy_from_slice(&flags.to_le_bytes());
+        h[8..16].copy_from_slice(&off.to_le_bytes());
+        h[16..24].copy_from_slice(&vaddr.to_le_bytes());
+        h[24..32].copy_from_slice(&vaddr.to_le_bytes());
+        h[32..40].copy_from_slice(&filesz.to_le_bytes());
+        h[40..48].copy_from_slice(&memsz.to_le_bytes());
+        h[48..56].copy_from_slice(&4096u64.to_le_bytes());
+    };
+    // PT_LOAD, R+X, with a .bss page after the file bytes.
+    ph(0, 1, 5, 0, BASE, total, total + 4096);
+    if interp {
+        ph(1, 3, 4, code_off, BASE + code_off, 4, 4);
+    }
+    f
+}
+
+fn spawn_refuses_what_is_not_a_program(_: &TestEnv<'_>) -> Result<(), String> {
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("garbage", b"#!/bin/sh\necho hi\n".to_vec(), ""),
+        ("other machine", elf(if EM == 62 { 183 } else { 62 }, 2, false), "ELF file for"),
+        ("relocatable", elf(EM, 1, false), "not an executable"),
+        ("dynamic", elf(EM, 2, true), "dynamically linked"),
+    ];
+    for (what, image, why) in cases {
+        match crate::proc::spawn_image(what, image, &[what], &[]) {
+            Ok(pid) => return Err(format!("{what}: started as pid {pid}")),
+            Err(e) if e.contains(why) => {}
+            Err(e) => return Err(format!("{what}: refused for the wrong reason: {e}")),
+        }
+    }
+    Image::parse(&elf(EM, 2, false)).map_err(|e| format!("the good image: {e}"))?;
+    Ok(())
+}
+
+/// Reads the word at user address `at`.
+fn word(at: u64) -> u64 {
+    uaccess::read_u64(at)
+}
+
+/// Reads the NUL-terminated string at user address `at`.
+fn string(at: u64) -> String {
+    let mut s = Vec::new();
+    for i in 0.. {
+        match uaccess::read_u8(at + i) {
+            0 => break,
+            b => s.push(b),
+        }
+    }
+    String::from_utf8_lossy(&s).to_string()
+}
+
+fn load_maps_segments_and_builds_the_stack(_: &TestEnv<'_>) -> Result<(), String> {
+    let image = elf(EM, 2, false);
+    let parsed = Image::parse(&image)?;
+    let space = AddressSpace::new()?;
+    let s = space.clone();
+    let h = space.spawn(None, "loader", move || -> Result<(), String> {
+        let loaded = parsed.load(&s, &image).map_err(|e| format!("load: {e:?}"))?;
+        let argv = ["prog".to_string(), "arg one".to_string()];
+        let envp = ["X=1".to_string()];
+        let random = [7u8; 16];
+        let sp = stack::build(&s, &loaded, "/bin/prog", &argv, &envp, random)
+            .map_err(|e| format!("stack: {e:?}"))?;
+        if sp % 16 != 0 || !(stack::STACK_TOP - stack::STACK_SIZE..stack::STACK_TOP).contains(&sp) {
+            return Err(format!("sp {sp:#x} misaligned or off the stack"));
+        }
+        // The file bytes, then zeros (.bss).
+        let code_at = BASE + 64 + 56;
+        let read: Vec<u8> = (0..CODE.len() as u64).map(|i| uaccess::read_u8(code_at + i)).collect();
+        if read != CODE {
+            return Err(format!("segment bytes {read:?}"));
+        }
+        if uaccess::first_non_zero(BASE + 4096, 4096).is_some() {
+            return Err(String::from("the .bss page is not zero"));
+        }
+        // argc, argv, envp.
+        if word(sp) != 2 {
+            return Err(format!("argc {}", word(sp)));
+        }
+        let strings = [string(word(sp + 8)), string(word(sp + 16)), string(word(sp + 32))];
+        if strings != ["prog", "arg one", "X=1"] || word(sp + 24) != 0 || word(sp + 40) != 0 {
+            return Err(format!("argv/envp {strings:?}"));
+        }
+        // auxv.
+        let mut aux = Vec::new();
+        let mut at_ = sp + 48;
+        loop {
+            let (k, v) = (word(at_), word(at_ + 8));
+            aux.push((k as u32, v));
+            if k == 0 {
+                break;
+            }
+            at_ += 16;
+        }
+        let get = |k: u32| aux.iter().find(|&&(key, _)| key == k).map(|&(_, v)| v);
+        let want = [
+            (at::AT_ENTRY, code_at),
+            (at::AT_PHDR, BASE + 64),
+            (at::AT_PHENT, 56),
+            (at::AT_PHNUM, 1),
+            (at::AT_PAGESZ, 4096),
+        ];
+        for (k, v) in want {
+            if get(k) != Some(v) {
+                return Err(format!("auxv {k}: {:?}, not {v:#x}", get(k)));
+            }
+        }
+        let r = get(at::AT_RANDOM).ok_or("no AT_RANDOM")?;
+        if (0..16).any(|i| uaccess::read_u8(r + i) != 7) {
+            return Err(String::from("AT_RANDOM's bytes"));
+        }
+        let execfn = string(get(at::AT_EXECFN).ok_or("no AT_EXECFN")?);
+        if execfn != "/bin/prog" {
+            return Err(format!("AT_EXECFN {execfn}"));
+        }
+        if loaded.end != BASE + 2 * 4096 {
+            return Err(format!("heap start {:#x}", loaded.end));
+        }
+        Ok(())
+    })?;
+    h.join()??;
+    // The segment ends up read and execute, not writable.
+    let area = space.area_at(VirtAddr::new(BASE)).ok_or("no area at the segment")?;
+    if area.prot != VmaProt::READ_EXEC {
+        return Err(format!("segment rights {:?}", area.prot));
+    }
+    Ok(())
+}
+
+fn mincore_sees_touched_pages(_: &TestEnv<'_>) -> Result<(), String> {
+    let space = AddressSpace::new()?;
+    let base = space.mmap(8 * 4096, 4096, VmaProt::READ_WRITE).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    let h = space.spawn(None, "toucher", move || {
+        uaccess::write_u8(base + 4096, 1);
+        uaccess::write_u8(base + 5 * 4096 + 7, 1);
+    })?;
+    h.join()?;
+    let r = space.resident(VirtAddr::new(base), 8 * 4096).map_err(|e| format!("resident: {e:?}"))?;
+    if r != [0, 1, 0, 0, 0, 1, 0, 0] {
+        return Err(format!("residency {r:?}"));
+    }
+    if space.resident(VirtAddr::new(base), 9 * 4096).is_ok() {
+        return Err(String::from("a range past the area is not refused"));
+    }
+    Ok(())
+}
+
+/// `/bin/hello` (user/hello.c: printf, malloc, fork and wait, a pthread)
+/// through the kernel's API, to exit status 0.
+fn hello_runs_to_exit_0(_: &TestEnv<'_>) -> Result<(), String> {
+    let pid = crate::proc::spawn("/bin/hello", &["/bin/hello"], &["HOME=/"])?;
+    match crate::proc::wait_exit(pid) {
+        0 => Ok(()),
+        status => Err(format!("/bin/hello ended with wait status {status:#x}")),
+    }
+}
+
+fn a_missing_program_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
+    match crate::proc::spawn("/bin/no-such-program", &[], &[]) {
+        Ok(pid) => Err(format!("started as pid {pid}")),
+        Err(_) => Ok(()),
+    }
+}
