@@ -40,7 +40,7 @@
 //!   see the historical mistake would pass a kernel that made it. The
 //!   randomised mm stress is among them: it must catch
 //!   `forget-anon-exclusive` on its own;
-//! - user programs (when [`USER_MODE_READY`]): on each architecture,
+//! - user programs: on each architecture,
 //!   `qemu run` of the project's `exit_with 3` must report status 3 (a
 //!   static program built by Debian's gcc ran and its status reached
 //!   xtask), and Debian's busybox must run `sh -c 'echo hi | cat'` and
@@ -80,12 +80,6 @@ pub const NUMA_FILTER: &str = "numa,frame";
 pub const CI_STRESS_SECS: u64 = 45;
 /// The seed of CI's stress.
 pub const CI_STRESS_SEED: &str = "0x5eed0013";
-
-/// True once user processes (the proc, fs and arch user-mode parts of
-/// issue 15) are merged: then the plan has the user-program steps and
-/// [`USER_BUG_REPLAYS`]. Until then a kernel without processes would fail
-/// them.
-pub const USER_MODE_READY: bool = false;
 
 /// The status `qemu run -- exit_with N` must report.
 pub const EXIT_WITH_STATUS: i32 = 3;
@@ -159,11 +153,6 @@ impl Step {
 
 /// The plan for `args`.
 pub fn plan(args: &CiArgs) -> Vec<Step> {
-    plan_with(args, USER_MODE_READY)
-}
-
-/// The plan for `args`, with the user-program steps when `user_mode`.
-pub fn plan_with(args: &CiArgs, user_mode: bool) -> Vec<Step> {
     if args.host_only {
         return vec![Step::HostTests, Step::Lints];
     }
@@ -185,13 +174,11 @@ pub fn plan_with(args: &CiArgs, user_mode: bool) -> Vec<Step> {
     for replay in BUG_REPLAYS {
         steps.extend(args.arches.iter().map(|&a| Step::BugReplay(a, replay)));
     }
-    if user_mode {
-        for replay in USER_BUG_REPLAYS {
-            steps.extend(args.arches.iter().map(|&a| Step::BugReplay(a, replay)));
-        }
-        steps.extend(args.arches.iter().map(|&a| Step::RunProgram(a)));
-        steps.extend(args.arches.iter().map(|&a| Step::Busybox(a)));
+    for replay in USER_BUG_REPLAYS {
+        steps.extend(args.arches.iter().map(|&a| Step::BugReplay(a, replay)));
     }
+    steps.extend(args.arches.iter().map(|&a| Step::RunProgram(a)));
+    steps.extend(args.arches.iter().map(|&a| Step::Busybox(a)));
     steps
 }
 
@@ -484,19 +471,6 @@ mod tests {
                 "bug replay split-pmd-migration-entry aarch64 smp 4",
                 "bug replay forget-anon-exclusive (stress) x86_64 smp 4",
                 "bug replay forget-anon-exclusive (stress) aarch64 smp 4",
-            ]
-        );
-    }
-
-    #[test]
-    fn user_mode_steps_come_last_when_ready() {
-        let args = CiArgs { host_only: false, arches: Arch::ALL.to_vec() };
-        let without = plan_with(&args, false);
-        let with: Vec<String> = plan_with(&args, true).iter().map(Step::name).collect();
-        assert_eq!(with.len(), without.len() + 6);
-        assert_eq!(
-            with[without.len()..],
-            [
                 "bug replay forget-anon-exclusive (user) x86_64 smp 4",
                 "bug replay forget-anon-exclusive (user) aarch64 smp 4",
                 "qemu run exit_with 3 x86_64",
@@ -505,6 +479,10 @@ mod tests {
                 "busybox sh -c 'echo hi | cat' aarch64",
             ]
         );
+    }
+
+    #[test]
+    fn the_user_replay_runs_one_user_test() {
         assert_eq!(
             USER_BUG_REPLAYS[0].kernel_args(),
             "test=user::rawdisk_fork bug=forget-anon-exclusive stress_secs=10"
@@ -536,6 +514,9 @@ mod tests {
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[3]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[4]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[5]),
+                Step::BugReplay(Arch::Aarch64, &USER_BUG_REPLAYS[0]),
+                Step::RunProgram(Arch::Aarch64),
+                Step::Busybox(Arch::Aarch64),
             ]
         );
     }

@@ -116,10 +116,18 @@ impl File for PipeEnd {
                 None
             }
         })?;
+        // The copy may fault and sleep (swap-in), so it runs without the
+        // lock. When the reader's buffer is bad, what was taken goes back
+        // in front of the pipe, as Linux keeps it: the next good read gets
+        // it (a reader racing in between could get later bytes first).
+        if let Err(e) = uaccess::copy_to_user(buf, &taken) {
+            let mut st = p.state.lock();
+            for &byte in taken.iter().rev() {
+                st.data.push_front(byte);
+            }
+            return Err(e.into());
+        }
         p.writers_wait.wake_all();
-        // What was taken is gone from the pipe either way (as in Linux,
-        // a fault on the reader's buffer loses it).
-        uaccess::copy_to_user(buf, &taken)?;
         Ok(taken.len())
     }
 
