@@ -137,6 +137,16 @@ pub fn clock_gettime(_c: &mut Ctx, clock: u32, tp: u64) -> SysResult {
     Ok(0)
 }
 
+/// `time(tloc)` (x86_64 only): the seconds of the clock, also stored at
+/// `tloc` when it is not null.
+pub fn time(_c: &mut Ctx, tloc: u64) -> SysResult {
+    let secs = Arch::now_ns() / 1_000_000_000;
+    if tloc != 0 {
+        copy_to_user(tloc, &secs.to_ne_bytes())?;
+    }
+    Ok(secs)
+}
+
 /// `gettimeofday(tv, tz)`.
 pub fn gettimeofday(_c: &mut Ctx, tv: u64) -> SysResult {
     if tv != 0 {
@@ -197,11 +207,18 @@ pub fn sched_getaffinity(_c: &mut Ctx, len: u64, mask: u64) -> SysResult {
 pub fn sysinfo(_c: &mut Ctx, info: u64) -> SysResult {
     let total = crate::memory::frame_allocator().memmap().len() as u64 * 4096;
     let free = crate::memory::nr_free_frames() * 4096;
+    let (swap_free, swap_total) = crate::vm::swap::totals();
+    // `struct sysinfo` (linux-raw-sys has no binding of it): uptime,
+    // loads[3], totalram, freeram, sharedram, bufferram, totalswap,
+    // freeswap (8 bytes each), procs (u16 at 80), totalhigh, freehigh,
+    // mem_unit (u32 at 104).
     let mut raw = [0u8; 112];
     let put = |raw: &mut [u8; 112], at: usize, v: u64| raw[at..at + 8].copy_from_slice(&v.to_ne_bytes());
     put(&mut raw, 0, Arch::now_ns() / 1_000_000_000);
     put(&mut raw, 32, total);
     put(&mut raw, 40, free);
+    put(&mut raw, 64, swap_total * 4096);
+    put(&mut raw, 72, swap_free * 4096);
     raw[80..82].copy_from_slice(&(super::process::all().len() as u16).to_ne_bytes());
     raw[104..108].copy_from_slice(&1u32.to_ne_bytes());
     copy_to_user(info, &raw)?;

@@ -99,6 +99,7 @@ fn arch_call(c: &mut Ctx, number: u32) -> Option<SysResult> {
         nr::__NR_fork => clone::fork(c, false),
         nr::__NR_vfork => clone::fork(c, true),
         nr::__NR_arch_prctl => info::arch_prctl(c, a(0), a(1)),
+        nr::__NR_time => info::time(c, a(0)),
         _ => return None,
     })
 }
