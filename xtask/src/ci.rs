@@ -44,7 +44,8 @@
 //!   `qemu run` of the project's `exit_with 3` must report status 3 (a
 //!   static program built by Debian's gcc ran and its status reached
 //!   xtask), and Debian's busybox must run `sh -c 'echo hi | cat'` and
-//!   print `hi` ([`BUSYBOX_CHECK`]); the user-mode tests themselves
+//!   print `hi`, and its `cat /proc/meminfo`, `uname -a` and `free` must
+//!   print what they read from the kernel ([`BUSYBOX_CHECK`]); the user-mode tests themselves
 //!   (`user::*`) run inside the in-guest test steps at 1 and [`SMP_CPUS`]
 //!   CPUs, and the seed-004 replay from user space joins the bug replays
 //!   ([`USER_BUG_REPLAYS`]).
@@ -85,7 +86,15 @@ pub const CI_STRESS_SEED: &str = "0x5eed0013";
 pub const EXIT_WITH_STATUS: i32 = 3;
 
 /// The busybox check: the command, and the line it must print.
-pub const BUSYBOX_CHECK: (&[&str], &str) = (&["busybox", "sh", "-c", "echo hi | cat"], "hi");
+pub const BUSYBOX_CHECK: (&[&str], &[&str]) = (
+    &[
+        "busybox",
+        "sh",
+        "-c",
+        "busybox cat /proc/meminfo | busybox head -3; busybox uname -a; busybox free; echo hi | cat",
+    ],
+    &["MemTotal:", "Linux mmkernel ", "Swap:", "hi"],
+);
 
 /// Bug replays caught by a user-mode test (seed 004 from user space).
 pub const USER_BUG_REPLAYS: &[BugReplay] = &[BugReplay {
@@ -146,7 +155,7 @@ impl Step {
                 format!("bug replay {}{by} {arch} smp {SMP_CPUS}", replay.bug)
             }
             Step::RunProgram(arch) => format!("qemu run exit_with {EXIT_WITH_STATUS} {arch}"),
-            Step::Busybox(arch) => format!("busybox sh -c 'echo hi | cat' {arch}"),
+            Step::Busybox(arch) => format!("busybox sh, cat, uname, free {arch}"),
         }
     }
 }
@@ -375,11 +384,11 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
         }
         Step::Busybox(arch) => {
             let args = run_args(*arch, Firmware::Bios, BOOT_TIMEOUT_SECS);
-            let (command, want) = BUSYBOX_CHECK;
+            let (command, wants) = BUSYBOX_CHECK;
             let command: Vec<String> = command.iter().map(|w| w.to_string()).collect();
             let kernel_args = guest::init_kernel_args(&command).map_err(|e| one_line(&e))?;
             let outcome = guest::run_guest(builder, &args, &kernel_args, &[]).map_err(|e| one_line(&e))?;
-            guest::output_check(outcome.arch, outcome.exit, &outcome.report, &outcome.last_lines, want)
+            guest::output_check(outcome.arch, outcome.exit, &outcome.report, &outcome.last_lines, wants)
         }
     }
 }
@@ -475,8 +484,8 @@ mod tests {
                 "bug replay forget-anon-exclusive (user) aarch64 smp 4",
                 "qemu run exit_with 3 x86_64",
                 "qemu run exit_with 3 aarch64",
-                "busybox sh -c 'echo hi | cat' x86_64",
-                "busybox sh -c 'echo hi | cat' aarch64",
+                "busybox sh, cat, uname, free x86_64",
+                "busybox sh, cat, uname, free aarch64",
             ]
         );
     }

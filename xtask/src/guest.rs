@@ -150,20 +150,26 @@ pub fn run_status(arch: Arch, exit: GuestExit, report: &Report) -> Result<i32, S
 }
 
 /// A program run through `init=` (CI's busybox check) passed: it exited
-/// with status 0 and printed the line `want` (alone on its line).
+/// with status 0 and printed a line for each of `wants`: a want ending in
+/// `:` or a space is the start of its line (`MemTotal:`), any other the
+/// whole line (`hi`).
 pub fn output_check(
     arch: Arch,
     exit: GuestExit,
     report: &Report,
     last_lines: &[String],
-    want: &str,
+    wants: &[&str],
 ) -> Result<(), String> {
     match run_status(arch, exit, report)? {
         0 => {}
         status => return Err(format!("the program ended with status {status}")),
     }
-    if !last_lines.iter().any(|l| l.trim_end() == want) {
-        return Err(format!("the program exited with 0 but never printed the line `{want}`"));
+    for want in wants {
+        let prefix = want.ends_with(':') || want.ends_with(' ');
+        let seen = |l: &String| if prefix { l.starts_with(want) } else { l.trim_end() == *want };
+        if !last_lines.iter().any(seen) {
+            return Err(format!("the program exited with 0 but never printed the line `{want}`"));
+        }
     }
     Ok(())
 }
@@ -714,12 +720,15 @@ mod tests {
     fn output_checks() {
         let check = |text: &str| {
             let lines: Vec<String> = text.lines().map(str::to_string).collect();
-            output_check(Arch::Aarch64, GuestExit::Success, &parse_transcript(text), &lines, "hi")
+            output_check(Arch::Aarch64, GuestExit::Success, &parse_transcript(text), &lines, &["Mem:", "hi"])
         };
-        assert_eq!(check("init: running /bin/busybox\nhi\r\ninit: exited with status 0\n"), Ok(()));
-        assert!(check("hi there\ninit: exited with status 0\n").unwrap_err().contains("never printed"));
-        assert!(check("hi\ninit: exited with status 2\n").unwrap_err().contains("status 2"));
-        assert!(check("hi\n").unwrap_err().contains("never said"));
+        assert_eq!(check("init: running /bin/busybox\nMem: 5 6\nhi\r\ninit: exited with status 0\n"), Ok(()));
+        assert!(check("Mem: 5\nhi there\ninit: exited with status 0\n")
+            .unwrap_err()
+            .contains("never printed"));
+        assert!(check("Mem 5\nhi\ninit: exited with status 0\n").unwrap_err().contains("`Mem:`"));
+        assert!(check("Mem: 5\nhi\ninit: exited with status 2\n").unwrap_err().contains("status 2"));
+        assert!(check("Mem: 5\nhi\n").unwrap_err().contains("never said"));
     }
 
     #[test]

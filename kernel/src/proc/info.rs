@@ -205,8 +205,9 @@ pub fn sched_getaffinity(_c: &mut Ctx, len: u64, mask: u64) -> SysResult {
 
 /// `sysinfo(info)`.
 pub fn sysinfo(_c: &mut Ctx, info: u64) -> SysResult {
-    let total = crate::memory::frame_allocator().memmap().len() as u64 * 4096;
-    let free = crate::memory::nr_free_frames() * 4096;
+    // The same counts as /proc/meminfo's MemTotal and MemFree.
+    let frames = crate::memory::frame_allocator();
+    let (total, free) = (frames.managed_pages() * 4096, frames.nr_free_pages() * 4096);
     let (swap_free, swap_total) = crate::vm::swap::totals();
     // `struct sysinfo` (linux-raw-sys has no binding of it): uptime,
     // loads[3], totalram, freeram, sharedram, bufferram, totalswap,
