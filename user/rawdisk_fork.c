@@ -3,10 +3,11 @@
  * straight into the user's buffer (the kernel pins its pages and the disk
  * writes them by DMA); while it is in flight another thread forks and
  * pages the buffer out (MADV_PAGEOUT) and writes to it. Every byte the
- * disk delivered must be in the buffer afterwards: a pinned page that came
- * back from swap without its exclusive bit is copied on that write, and
- * the disk's later writes land in the old page (bug=forget-anon-exclusive
- * puts that mistake back; this test must then fail).
+ * disk delivered must be in the buffer afterwards: a pinned page must
+ * neither be paged out nor be copied away from under the transfer (the
+ * kernel refuses to unmap a page that may be pinned, and fork copies such
+ * a page for the child; bug=forget-anon-exclusive cannot break this,
+ * because the page under a pin never reaches swap).
  *
  * argv[1]: the disk (default /dev/vdb, the scratch disk `cargo xtask qemu
  * test` attaches after the swap disk); only its first REGION bytes are
