@@ -26,7 +26,7 @@
 //! | [`rng`] | seeded mixing (SplitMix64) for everything that replays from `seed=`: the failure injector, randomised tests, the stress |
 //! | [`debug`] | the consistency checker: walks an address space's tables against its areas and the folio counts |
 //! | [`swap`] | swap areas: the mkswap header, slots and their counts, clusters, the swap cache |
-//! | [`pageout`] | `MADV_PAGEOUT`'s choice of folios; splitting the large folios a range cuts, never one reclaim holds (seed 002) |
+//! | [`pageout`] | `MADV_PAGEOUT`'s choice of folios; splitting the large folios a range cuts, never one reclaim holds (seed 002); `MADV_COLD`'s deactivation of the same choice |
 //! | [`compaction`] | rebuilding free 2 MiB blocks: the migrate and free scanners, suitability, kcompactd's wake-up, direct compaction for THP faults, counters and measures |
 //! | [`lru`] | the anonymous LRU lists (active, inactive) that reclaim scans for folios to swap out |
 //! | [`unmap`] | `try_to_unmap`: every mapping of a folio becomes a target's entry (swap, migration), wholly or not at all |

@@ -73,6 +73,9 @@
 //!   either swaps it out or [`LruLists::putback`]s it, and drops the
 //!   reference `isolate` took.
 //!
+//! - `MADV_COLD` (`crate::pageout::deactivate_range`): [`LruLists::deactivate`]
+//!   for each folio of the range that the space maps alone.
+//!
 //! - Compaction's migrate scanner (`crate::compaction`), which finds folios
 //!   by PFN: [`LruLists::isolate_folio`] for each one it moves, then
 //!   [`LruLists::putback`] of the folio it moved (or of the source, when
@@ -97,6 +100,12 @@
 //!   `Referenced`: a folio must be used again while inactive to come back.
 //!   (Linux deactivates anon folios even when referenced as well; only
 //!   executable file pages get another round on the active list.)
+//! - **Cold.** [`LruLists::deactivate`] (`MADV_COLD`) moves a given folio
+//!   to the inactive **tail**, clearing `Active` and `Referenced`: the
+//!   program said it will not use it soon, so reclaim takes it before
+//!   anything that merely aged. (Linux puts such folios at the inactive
+//!   head; the tail follows the advice more literally and is what makes
+//!   the effect observable in a test.)
 //! - **Balance.** The inactive list is kept at least as large as the active
 //!   one, in pages ([`LruLists::inactive_is_low`]): Linux's ratio for anon
 //!   on machines under 1 GiB, and simple to reason about.
@@ -210,6 +219,23 @@ impl Lists {
             page(memmap, list.head).list_prev.store(pfn, Ordering::Relaxed);
         }
         list.head = pfn;
+        list.nr_folios += 1;
+        list.nr_pages += nr_pages;
+    }
+
+    /// Links the folio head `pfn` of `nr_pages` at the tail (oldest end) of
+    /// `which`.
+    fn push_tail(&mut self, memmap: &Memmap, pfn: u64, nr_pages: u64, which: LruList) {
+        let list = self.list(which);
+        let desc = page(memmap, pfn);
+        desc.list_next.store(NO_PFN, Ordering::Relaxed);
+        desc.list_prev.store(list.tail, Ordering::Relaxed);
+        if list.tail == NO_PFN {
+            list.head = pfn;
+        } else {
+            page(memmap, list.tail).list_next.store(pfn, Ordering::Relaxed);
+        }
+        list.tail = pfn;
         list.nr_folios += 1;
         list.nr_pages += nr_pages;
     }
@@ -462,6 +488,33 @@ impl LruLists {
         folio.clear_flag(PageFlag::Referenced);
         folio.clear_flag(PageFlag::Active);
         lists.push_head(self.memmap, pfn, nr_pages, LruList::Inactive);
+        true
+    }
+
+    /// Deactivates one given folio (`MADV_COLD`, `crate::pageout`): when
+    /// it is a member of either list, unlinks it, clears `Active` and
+    /// `Referenced` and links it at the **inactive tail**, where reclaim's
+    /// next [`LruLists::isolate`] looks first. Returns whether it moved.
+    /// A folio off the lists (isolated by reclaim or compaction, never
+    /// added) is left alone: its owner decides where it goes.
+    ///
+    /// Precondition: `folio` is kept alive by the caller (a reference, or
+    /// a mapping under the address-space lock).
+    pub fn deactivate(&self, folio: Folio<'_>) -> bool {
+        debug_assert!(
+            core::ptr::eq(folio.memmap(), self.memmap),
+            "LruLists::deactivate: folio of another memmap"
+        );
+        let mut lists = self.lists.lock();
+        if !folio.test_flag(PageFlag::Lru) {
+            return false;
+        }
+        let pfn = folio.pfn().as_u64();
+        let nr_pages = folio.nr_pages() as u64;
+        let which = LruList::of(folio.test_and_clear_flag(PageFlag::Active));
+        lists.unlink(self.memmap, pfn, nr_pages, which);
+        folio.clear_flag(PageFlag::Referenced);
+        lists.push_tail(self.memmap, pfn, nr_pages, LruList::Inactive);
         true
     }
 

@@ -1,6 +1,7 @@
 //! `MADV_PAGEOUT`'s choice of folios: which folios of a range one address
 //! space pages out, and splitting the large folios the range only partly
-//! covers so that their covered pages can go and the rest stays.
+//! covers so that their covered pages can go and the rest stays; and
+//! `MADV_COLD`, which deactivates the same choice of folios instead.
 //!
 //! ## What is chosen ([`pageout_candidates`])
 //!
@@ -20,6 +21,13 @@
 //! candidate off the LRU lists and shrinks it as reclaim does; a candidate
 //! that is off the lists already belongs to somebody else's reclaim and is
 //! left to it.
+//!
+//! ## `MADV_COLD` ([`deactivate_range`])
+//!
+//! The same candidates, without the splits and without taking anything:
+//! each folio of the range that this space maps alone goes to the inactive
+//! list's tail and loses its `Referenced` flag and its leaves' young bits,
+//! so reclaim takes it first; nothing is written.
 //!
 //! ## Seed 002: never split what reclaim is swapping out whole
 //!
@@ -44,14 +52,19 @@
 //! ## Locks
 //!
 //! The caller holds the space's lock for the whole call (the walks, the
-//! splits, the `try_get`s). The split takes the folio lock with `try_lock`
+//! splits, the `try_get`s; for `MADV_COLD` the walk, the young-bit writes
+//! and the LRU moves, whose lock comes after it). The split takes the folio lock with `try_lock`
 //! (never waits under the space lock) and the LRU lock inside.
 
 use crate::addr::Pfn;
 use crate::addr::VirtAddr;
+use crate::folio::AnonHandle;
 use crate::folio::{folio_of, Folio};
+use crate::lru::LruLists;
 use crate::page::{Memmap, PageFlag};
-use crate::pgtable::{Decoded, PageTable, PageTableFormat, TableMemory, TlbHooks};
+use crate::pgtable::{
+    Decoded, Flush, Leaf, Level, PageTable, PageTableFormat, PgError, TableMemory, TlbHooks,
+};
 use crate::thp::{is_huge_zero_folio, split_pmd_mapping, try_split_folio, SplitRefused};
 use alloc::vec::Vec;
 
@@ -157,12 +170,102 @@ pub fn pageout_candidates<F: PageTableFormat>(
         }
         let (first, last) = span(&folio);
         let whole = first >= start.as_u64() && last <= end.as_u64();
-        let exclusive = folio.anon_handle() == Some(handle)
-            && folio.entire_mapcount() <= 1
-            && (0..folio.nr_pages()).all(|i| folio.page_mapcount(i) <= 1);
-        if whole && exclusive && folio.test_flag(PageFlag::SwapBacked) && folio.try_get() {
+        if whole && mapped_alone(&folio, handle) && folio.try_get() {
             out.folios.push(folio);
         }
     });
     out
+}
+
+/// The candidate rule of both advices (module doc, step 2, and
+/// [`deactivate_range`]): an anonymous, swap-backed folio of the space
+/// whose handle is `handle`, each page mapped at most once and no fork
+/// relative mapping it.
+fn mapped_alone(folio: &Folio<'_>, handle: AnonHandle) -> bool {
+    folio.anon_handle() == Some(handle)
+        && folio.entire_mapcount() <= 1
+        && (0..folio.nr_pages()).all(|i| folio.page_mapcount(i) <= 1)
+        && folio.test_flag(PageFlag::SwapBacked)
+}
+
+/// What [`deactivate_range`] did.
+#[derive(Debug)]
+#[must_use]
+pub struct Cold {
+    /// Folios moved to the inactive tail.
+    pub nr_deactivated: usize,
+    /// Folios of the range that qualified but were off the lists
+    /// (isolated by reclaim or compaction): left to their owner.
+    pub nr_off_lists: usize,
+    /// Leaves whose young bit was cleared.
+    pub nr_aged: usize,
+    /// The flush the cleared young bits owe (so that the CPUs mark the
+    /// entries again on the next access), for every CPU of the space.
+    pub flush: Flush,
+}
+
+/// `MADV_COLD` over `[start, end)` of the space of `table`: deactivates
+/// the range's folios without writing anything. Every folio that lies
+/// wholly inside the range and that this space maps alone (the rule of
+/// [`pageout_candidates`], so a folio shared with a fork relative stays
+/// where it is) is moved to the inactive list's tail with `Referenced`
+/// cleared ([`LruLists::deactivate`]), and its leaves lose their young
+/// bit, so reclaim takes these folios first. Unlike `MADV_PAGEOUT` a
+/// large folio the range cuts is not split (deactivating half of a huge
+/// page is not worth breaking it up) and stays as it is.
+///
+/// A writable leaf that is not dirty keeps its young bit: a CPU may set
+/// dirty in it between this walk's read and its write (x86 sets accessed
+/// and dirty in the entry by itself, and the tables have no atomic update),
+/// and a plain store would lose that. Such a leaf was young since its
+/// last write fault at the earliest, and the folio still goes to the tail.
+///
+/// `lru` is `None` when there are no lists (early boot, tests without
+/// them): then only the young bits change. The caller holds the space's
+/// lock (it keeps every mapped folio alive) and flushes `Cold::flush`.
+pub fn deactivate_range<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    memmap: &'static Memmap,
+    lru: Option<&LruLists>,
+    start: VirtAddr,
+    end: VirtAddr,
+) -> Result<Cold, PgError> {
+    let handle = crate::anon::anon_handle(table.root());
+    let mut leaves: Vec<(VirtAddr, Level, Leaf)> = Vec::new();
+    let mut folios: Vec<Folio<'static>> = Vec::new();
+    table.visit(mem, start, end, &mut |va, level, entry, _| {
+        let Decoded::Leaf(leaf) = entry else { return };
+        let Some(folio) = folio_of(memmap, leaf.frame.pfn()) else { return };
+        if is_huge_zero_folio(&folio) || !mapped_alone(&folio, handle) {
+            return;
+        }
+        let first = folio.index() << 12;
+        let last = first + ((folio.nr_pages() as u64) << 12);
+        if first < start.as_u64() || last > end.as_u64() {
+            return;
+        }
+        if leaf.young && !(leaf.prot.writable && !leaf.dirty) {
+            leaves.push((va, level, leaf));
+        }
+        if folios.last().is_none_or(|f| f.pfn() != folio.pfn()) {
+            folios.push(folio);
+        }
+    });
+    let mut cold = Cold { nr_deactivated: 0, nr_off_lists: 0, nr_aged: 0, flush: Flush::none(table.root()) };
+    for (va, level, leaf) in leaves {
+        let f = table.update_leaf(mem, va, level, Leaf { young: false, ..leaf })?;
+        cold.flush = core::mem::replace(&mut cold.flush, Flush::none(table.root())).merge(f);
+        cold.nr_aged += 1;
+    }
+    if let Some(lru) = lru {
+        for folio in folios {
+            if lru.deactivate(folio) {
+                cold.nr_deactivated += 1;
+            } else {
+                cold.nr_off_lists += 1;
+            }
+        }
+    }
+    Ok(cold)
 }

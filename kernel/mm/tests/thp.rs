@@ -33,8 +33,9 @@ use mm::anon::{anon_handle, remove_pte_mapping};
 use mm::debug::{ConsistencyError, MigrationProblem, Stats};
 use mm::fault::{Access, FaultOutcome, Refused};
 use mm::folio::{folio_of, Folio};
+use mm::lru::LruList;
 use mm::page::PageFlag;
-use mm::pageout::{pageout_candidates, KeptWhole};
+use mm::pageout::{deactivate_range, pageout_candidates, KeptWhole};
 use mm::pgtable::sim::{HardwareWalker, HwAccess};
 use mm::pgtable::{
     Decoded, Leaf, Level, MigrationEntry, MigrationKind, NonPresent, PageSize, Prot, SwapEntry,
@@ -1226,6 +1227,88 @@ fn split_isolated_folio_hands_the_pieces_to_reclaim<F: HardwareWalker>() {
     w.finish();
 }
 
+// ------------------------------------------------------------------ MADV_COLD
+
+/// `mm::pageout::deactivate_range` (`MADV_COLD`): the folios wholly inside
+/// the range that the space maps alone go to the inactive tail without
+/// `Referenced` and their leaves lose the young bit; a THP the range cuts,
+/// folios shared with a child and folios off the lists stay as they are;
+/// nothing is freed or split, and every byte reads back.
+fn cold_deactivates_the_exclusive_folios_inside_the_range<F: HardwareWalker>() {
+    let mut w = World::<F>::with_frames(SimFrames::new(MEMMAP_BASE, MEMMAP_LEN).with_huge_zero().with_lru());
+    let small = AREA + 3 * HP;
+    w.mmap(0, AREA, 3 * HP, RW);
+    w.mmap(0, small, 4 * PAGE, RW);
+    w.fill(0, AREA, 3 * HP, 9);
+    w.fill(0, small, 4 * PAGE, 10);
+    let lru = w.lru();
+    let thps: Vec<Folio<'static>> = (0..3).map(|b| assert_fresh_thp(&w, 0, AREA + b * HP)).collect();
+    let smalls: Vec<Folio<'static>> = (0..4).map(|i| w.folio_at(0, small + i * PAGE)).collect();
+    // Used again: what reclaim's second chance does to a referenced folio.
+    for &f in thps.iter().chain(&smalls) {
+        assert_eq!(lru.isolate_folio(f), Some(LruList::Inactive));
+        lru.putback(f, LruList::Active);
+        w.frames.put(f);
+        lru.mark_accessed(f);
+    }
+    assert_eq!(lru.counts().nr_active, 7);
+    let leaf = |w: &World<F>, at: u64| match w.sp(0).table.lookup(&w.mem, va(at)) {
+        (_, Decoded::Leaf(l)) => l,
+        other => panic!("no leaf at {at:#x}: {other:?}"),
+    };
+    assert!(leaf(&w, AREA + HP).young && leaf(&w, small).young);
+    let cold = |w: &World<F>, start: u64, end: u64| {
+        let sp = w.sp(0);
+        let c = deactivate_range(&sp.table, &w.mem, w.memmap(), Some(lru), va(start), va(end)).unwrap();
+        c.flush.flush(&w.tlb);
+        (c.nr_deactivated, c.nr_off_lists, c.nr_aged)
+    };
+    let is_cold = |f: Folio<'static>| {
+        lru.list_of(f.pfn()) == Some(LruList::Inactive) && !f.test_flag(PageFlag::Referenced)
+    };
+    let is_hot = |f: Folio<'static>| {
+        lru.list_of(f.pfn()) == Some(LruList::Active) && f.test_flag(PageFlag::Referenced)
+    };
+
+    // Shared with a child: nothing moves, no bit changes.
+    let c = w.fork(0);
+    assert_eq!(cold(&w, AREA, small + 4 * PAGE), (0, 0, 0));
+    assert!(thps.iter().chain(&smalls).all(|&f| is_hot(f)));
+    w.exit(c);
+
+    // One small folio off the lists (reclaim has it): left to its owner.
+    assert_eq!(lru.isolate_folio(smalls[3]), Some(LruList::Active));
+    // From the middle of THP 0 to the third small page: THP 0 is cut and
+    // stays whole and hot; THPs 1 and 2 and small pages 0-2 go cold.
+    assert_eq!(cold(&w, AREA + HP / 2, small + 3 * PAGE), (5, 0, 5));
+    assert!(is_hot(thps[0]) && !is_hot(smalls[3]));
+    assert!(thps[1..].iter().chain(&smalls[..3]).all(|&f| is_cold(f)), "{:?}", lru.counts());
+    assert!(!leaf(&w, AREA + HP).young && !leaf(&w, small).young && leaf(&w, AREA).young);
+    assert!(thps.iter().all(|f| f.order() == 9), "no THP was split");
+    // The last one deactivated is at the inactive tail: reclaim takes it
+    // first.
+    let mut inactive = Vec::new();
+    lru.for_each(|pfn, list| {
+        if list == LruList::Inactive {
+            inactive.push(pfn);
+        }
+    });
+    assert_eq!(inactive.last(), Some(&smalls[2].pfn()));
+    // The isolated one is untouched when the range covers it.
+    assert_eq!(cold(&w, small + 3 * PAGE, small + 4 * PAGE), (0, 1, 1));
+    assert!(lru.list_of(smalls[3].pfn()).is_none() && smalls[3].test_flag(PageFlag::Referenced));
+    lru.putback(smalls[3], LruList::Active);
+    w.frames.put(smalls[3]);
+    lru.check().unwrap();
+    // Nothing was written or freed: every byte reads back, and a read
+    // marks the leaf young again.
+    w.expect_filled(0, AREA, 3 * HP, 9);
+    w.expect_filled(0, small, 4 * PAGE, 10);
+    assert!(leaf(&w, AREA + HP).young);
+    w.check();
+    w.finish();
+}
+
 // ------------------------------------------------------------------ both formats
 
 mm::for_both_formats!(
@@ -1246,4 +1329,5 @@ mm::for_both_formats!(
     random_operations_agree_with_a_byte_model,
     pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside,
     split_isolated_folio_hands_the_pieces_to_reclaim,
+    cold_deactivates_the_exclusive_folios_inside_the_range,
 );

@@ -30,7 +30,8 @@
 //!
 //! The per-process files under `/proc/self/` and `/proc/<pid>/` belong to
 //! `crate::proc`, above this unit: it registers them with
-//! [`set_proc_self_hook`].
+//! [`set_proc_self_hook`] (which is told which process), and the `self`
+//! and pid entries of `/proc`'s listing with [`set_proc_list_hook`].
 //!
 //! Below: [`crate::vm`] (uaccess, address spaces, the THP policy),
 //! [`crate::drivers`] (disks), [`crate::task`] (wait queues).
@@ -50,6 +51,7 @@ pub use file::{File, OpenFile, Stat};
 pub use path::Cwd;
 
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::fmt;
 
 /// A Linux error number (positive, as in `errno.h`; the values are the
@@ -115,22 +117,39 @@ impl From<crate::vm::uaccess::BadAddress> for Errno {
     }
 }
 
-/// What [`set_proc_self_hook`] registers: given the path after
-/// `/proc/self/` or `/proc/<pid>/` (`rest`, maybe empty), the file, an
-/// error, or `None` when there is no such file. (The interface agreed for
-/// issue 15 passes no pid: `/proc/<pid>/` is answered as the caller's own.)
-pub type ProcSelfHook = fn(rest: &str) -> Option<Result<Arc<dyn File>, Errno>>;
+/// What [`set_proc_self_hook`] registers: given the process (`None` for
+/// `/proc/self/`, `Some(pid)` for `/proc/<pid>/`) and the path after its
+/// directory (`rest`, maybe empty: the directory itself), the file, an
+/// error (`ENOENT` when there is no such process), or `None` when there
+/// is no such file.
+pub type ProcSelfHook = fn(pid: Option<u32>, rest: &str) -> Option<Result<Arc<dyn File>, Errno>>;
+
+/// What [`set_proc_list_hook`] registers: the entries `/proc` lists
+/// besides its fixed files (`self` and one directory per process).
+pub type ProcListHook = fn() -> Vec<file::DirEntry>;
 
 static PROC_SELF_HOOK: spin::Once<ProcSelfHook> = spin::Once::new();
+static PROC_LIST_HOOK: spin::Once<ProcListHook> = spin::Once::new();
 
 /// Registers the per-process `/proc` files (once, by `crate::proc`).
 pub fn set_proc_self_hook(hook: ProcSelfHook) {
     PROC_SELF_HOOK.call_once(|| hook);
 }
 
-/// The per-process file `rest` (module doc).
-fn proc_self(rest: &str) -> Option<Result<Arc<dyn File>, Errno>> {
-    PROC_SELF_HOOK.get().and_then(|hook| hook(rest))
+/// Registers the per-process entries of `/proc`'s listing (once, by
+/// `crate::proc`).
+pub fn set_proc_list_hook(hook: ProcListHook) {
+    PROC_LIST_HOOK.call_once(|| hook);
+}
+
+/// The per-process file `rest` of `pid` (module doc).
+fn proc_self(pid: Option<u32>, rest: &str) -> Option<Result<Arc<dyn File>, Errno>> {
+    PROC_SELF_HOOK.get().and_then(|hook| hook(pid, rest))
+}
+
+/// The per-process entries of `/proc` (none before the hook is set).
+fn proc_list() -> Vec<file::DirEntry> {
+    PROC_LIST_HOOK.get().map(|hook| hook()).unwrap_or_default()
 }
 
 /// Builds the file tree at boot: the initramfs if the boot path passed

@@ -6,8 +6,9 @@
 //! most [`MAX_SYMLINKS`] times in one lookup (`ELOOP`).
 //!
 //! `/proc/self/...` and `/proc/<pid>/...` are not in the tree: when the
-//! walk is in `/proc` and meets `self` or a number, the rest of the path
-//! goes to the per-process hook (`crate::fs::set_proc_self_hook`).
+//! walk is in `/proc` and meets `self` or a number, that process (`None`
+//! for `self`) and the rest of the path go to the per-process hook
+//! (`crate::fs::set_proc_self_hook`).
 //!
 //! The walk keeps the chain of directories it went through, so it knows
 //! the canonical path of what it found (`getcwd`, the base of a relative
@@ -35,7 +36,7 @@ pub const PATH_MAX: usize = 4096;
 pub enum Found {
     /// A node of the tree and its canonical path.
     Node(Arc<Node>, String),
-    /// A per-process file (`/proc/self/...`).
+    /// A per-process file (`/proc/self/...`, `/proc/<pid>/...`).
     Proc(Arc<dyn File>),
 }
 
@@ -90,8 +91,14 @@ pub fn lookup(base: &str, path: &str, follow_last: bool) -> Result<Found, Errno>
             && chain[0].0 == "proc"
             && (part == "self" || part.bytes().all(|b| b.is_ascii_digit()))
         {
+            // `self` is the caller; a number too large for a pid names
+            // no process.
+            let pid = match part.as_str() {
+                "self" => None,
+                n => Some(n.parse::<u32>().map_err(|_| Errno::ENOENT)?),
+            };
             let rest: Vec<String> = todo.into_iter().collect();
-            return match crate::fs::proc_self(&rest.join("/")) {
+            return match crate::fs::proc_self(pid, &rest.join("/")) {
                 Some(Ok(f)) => Ok(Found::Proc(f)),
                 Some(Err(e)) => Err(e),
                 None => Err(Errno::ENOENT),

@@ -153,6 +153,14 @@ impl File for DirFile {
             kind: c.mode & S_IFMT,
             name: name.clone(),
         }));
+        // `/proc` also lists `self` and the processes (`crate::proc`).
+        let is_proc = match &root().kind {
+            NodeKind::Dir(top) => top.get("proc").is_some_and(|p| Arc::ptr_eq(p, &self.node)),
+            _ => false,
+        };
+        if is_proc {
+            out.extend(super::proc_list());
+        }
         Ok(out)
     }
 }

@@ -16,8 +16,10 @@
 //!   in Linux.
 //! - `madvise`: `DONTNEED` and `FREE` drop the pages, `PAGEOUT` writes
 //!   them to swap now, `HUGEPAGE`/`NOHUGEPAGE` set the areas' THP mode,
-//!   `DONTFORK`/`DOFORK` mark ranges a fork leaves out, `COLD` and the
-//!   access-pattern hints are accepted and change nothing.
+//!   `DONTFORK`/`DOFORK` mark ranges a fork leaves out, `COLD` moves the
+//!   pages this process maps alone to the inactive LRU list (reclaim takes
+//!   them first; nothing is written), the access-pattern hints are
+//!   accepted and change nothing.
 //! - `mremap` shrinks in place, grows in place when the range after is
 //!   free, and otherwise (`MREMAP_MAYMOVE`) maps a new range, copies the
 //!   contents over and unmaps the old one.
@@ -184,6 +186,7 @@ pub fn madvise(c: &mut Ctx, addr: u64, len: u64, advice: u32) -> SysResult {
     let op = match advice {
         g::MADV_DONTNEED | g::MADV_FREE => Advice::DontNeed,
         g::MADV_PAGEOUT => Advice::PageOut,
+        g::MADV_COLD => Advice::Cold,
         g::MADV_HUGEPAGE => Advice::HugePage,
         g::MADV_NOHUGEPAGE => Advice::NoHugePage,
         g::MADV_DONTFORK | g::MADV_DOFORK => {
@@ -211,7 +214,7 @@ pub fn madvise(c: &mut Ctx, addr: u64, len: u64, advice: u32) -> SysResult {
             mm.dontfork = kept;
             return Ok(0);
         }
-        g::MADV_COLD | g::MADV_NORMAL | g::MADV_RANDOM | g::MADV_SEQUENTIAL | g::MADV_WILLNEED => {
+        g::MADV_NORMAL | g::MADV_RANDOM | g::MADV_SEQUENTIAL | g::MADV_WILLNEED => {
             space.check_mapped(VirtAddr::new(addr), len).map_err(errno_of)?;
             return Ok(0);
         }

@@ -1,7 +1,9 @@
-//! The per-process `/proc` files, given to the file layer through its hook
-//! (`fs::set_proc_self_hook`, installed by [`init`]): `/proc/self/status`
-//! (and `/proc/<pid>/`, answered as the caller's own, as the hook has no
-//! pid), `maps`, `smaps`, `pagemap` and the `exe` link.
+//! The per-process `/proc` files, given to the file layer through its hooks
+//! (`fs::set_proc_self_hook` and `fs::set_proc_list_hook`, installed by
+//! [`init`]): `/proc/<pid>/` for every process alive or a zombie, and
+//! `/proc/self/` for the caller's (`ENOENT` for a pid no process has),
+//! each a directory of `status`, `maps`, `smaps`, `pagemap` and the `exe`
+//! link; `/proc` lists `self` and every pid.
 //!
 //! - `status`: name, pid, parent, threads, and the memory lines `VmSize`,
 //!   `VmRSS` and `VmSwap` (kB) from the page table
@@ -19,9 +21,9 @@
 //!
 //! Locks: the space's lock inside its calls; nothing else.
 
-use super::process::Process;
+use super::process::{self, Pid, Process};
 use super::thread;
-use crate::fs::file::{read_from_bytes, Stat, S_IFLNK, S_IFREG};
+use crate::fs::file::{read_from_bytes, DirEntry, Stat, S_IFDIR, S_IFLNK, S_IFREG};
 use crate::fs::procfs::Snapshot;
 use crate::fs::{self, Errno, File};
 use crate::vm::space::{AddressSpace, USER_END};
@@ -29,6 +31,7 @@ use crate::vm::uaccess::copy_to_user;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::fmt::Write;
 use mm::space::Usage;
 use mm::vma::Vma;
@@ -37,6 +40,63 @@ use mm::VirtAddr;
 /// Installs the hook (boot CPU, once, after `fs::init`).
 pub fn init() {
     fs::set_proc_self_hook(open);
+    fs::set_proc_list_hook(list);
+}
+
+/// Inode numbers of the per-process directories (`/proc/<pid>`), by pid.
+const INO_DIRS: u64 = 0x7100_0000;
+
+/// The files of a process's directory, with their kinds.
+const FILES: [(&str, u32); 5] =
+    [("status", S_IFREG), ("maps", S_IFREG), ("smaps", S_IFREG), ("pagemap", S_IFREG), ("exe", S_IFLNK)];
+
+/// `/proc`'s per-process entries: `self` (the caller's directory) and one
+/// per process.
+fn list() -> Vec<DirEntry> {
+    let me = thread::current().map_or(0, |t| t.process.pid);
+    let mut out =
+        alloc::vec![DirEntry { ino: INO_DIRS + me as u64, kind: S_IFDIR, name: String::from("self") }];
+    out.extend(process::all().iter().map(|p| DirEntry {
+        ino: INO_DIRS + p.pid as u64,
+        kind: S_IFDIR,
+        name: format!("{}", p.pid),
+    }));
+    out
+}
+
+/// An open `/proc/<pid>` directory: `getdents64` lists its files.
+struct ProcDir {
+    pid: Pid,
+}
+
+impl File for ProcDir {
+    fn read(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+        Err(Errno::EISDIR)
+    }
+    fn write(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+        Err(Errno::EISDIR)
+    }
+    fn stat(&self) -> Stat {
+        Stat {
+            ino: INO_DIRS + self.pid as u64,
+            mode: S_IFDIR | 0o555,
+            nlink: 2,
+            size: 0,
+            rdev: 0,
+            blksize: 4096,
+        }
+    }
+    fn readdir(&self) -> Result<Vec<DirEntry>, Errno> {
+        let ino = INO_DIRS + self.pid as u64;
+        let mut out = alloc::vec![
+            DirEntry { ino, kind: S_IFDIR, name: String::from(".") },
+            DirEntry { ino: 1, kind: S_IFDIR, name: String::from("..") },
+        ];
+        for (n, (name, kind)) in FILES.iter().enumerate() {
+            out.push(DirEntry { ino: INO_BASE + n as u64 + 1, kind: *kind, name: String::from(*name) });
+        }
+        Ok(out)
+    }
 }
 
 /// Inode numbers of the per-process files (a range of their own).
@@ -46,15 +106,19 @@ fn stat(mode: u32, size: u64, n: u64) -> Stat {
     Stat { ino: INO_BASE + n, mode, nlink: 1, size, rdev: 0, blksize: 4096 }
 }
 
-/// The hook: the file `rest` of the caller's process.
-fn open(rest: &str) -> Option<Result<Arc<dyn File>, Errno>> {
-    let Some(me) = thread::current() else { return Some(Err(Errno::ENOENT)) };
-    let p = me.process.clone();
+/// The hook: the file `rest` of process `pid` (the caller's for `None`).
+fn open(pid: Option<Pid>, rest: &str) -> Option<Result<Arc<dyn File>, Errno>> {
+    let found = match pid {
+        None => thread::current().map(|me| me.process.clone()),
+        Some(pid) => process::find(pid),
+    };
+    let Some(p) = found else { return Some(Err(Errno::ENOENT)) };
     let text = |t: String, n| -> Option<Result<Arc<dyn File>, Errno>> {
         let st = stat(S_IFREG | 0o444, 0, n);
         Some(Ok(Arc::new(Snapshot::new(t, st))))
     };
     match rest {
+        "" => Some(Ok(Arc::new(ProcDir { pid: p.pid }))),
         "status" => text(status(&p), 1),
         "maps" => text(maps(&p, false), 2),
         "smaps" => text(maps(&p, true), 3),

@@ -1,7 +1,8 @@
 //! User processes (`crate::proc`): the ELF checks of `spawn`, loading a
 //! program and its initial stack into a space (read back through user
 //! access), the page residency `mincore` reports, and `/bin/hello` run
-//! through `spawn` and `wait_exit`.
+//! through `spawn` and `wait_exit`; `/proc/<pid>/` answering for that
+//! process, and `/proc` listing `self` and the pids.
 
 use crate::proc::elf::Image;
 use crate::proc::stack;
@@ -18,7 +19,8 @@ use mm::VirtAddr;
 
 pub static TESTS: &[Test] = register![
     "proc": spawn_refuses_what_is_not_a_program, load_maps_segments_and_builds_the_stack, mincore_sees_touched_pages,
-        hello_runs_to_exit_0, a_missing_program_is_an_error
+        hello_runs_to_exit_0, a_missing_program_is_an_error, proc_pid_is_that_process,
+        proc_pid_from_user_space
 ];
 
 #[cfg(target_arch = "x86_64")]
@@ -215,5 +217,85 @@ fn a_missing_program_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
     match crate::proc::spawn("/bin/no-such-program", &[], &[]) {
         Ok(pid) => Err(format!("started as pid {pid}")),
         Err(_) => Ok(()),
+    }
+}
+
+/// Opens `path` as the file layer does for a process's `open`.
+fn open_path(path: &str) -> Result<alloc::sync::Arc<dyn crate::fs::File>, crate::fs::Errno> {
+    crate::fs::path::lookup("/", path, true)?.open()
+}
+
+/// The names a directory lists.
+fn names(path: &str) -> Result<Vec<String>, String> {
+    let dir = open_path(path).map_err(|e| format!("open {path}: {e:?}"))?;
+    let entries = dir.readdir().map_err(|e| format!("readdir {path}: {e:?}"))?;
+    Ok(entries.into_iter().map(|e| e.name).collect())
+}
+
+/// `/proc/<pid>/...` is that process's (its `exe` link names its
+/// program), from a kernel task too, which has no `self`; a pid no
+/// process has is `ENOENT`; `/proc` lists `self` and the pid, and the
+/// pid's directory its files; once the process is reaped it is gone.
+fn proc_pid_is_that_process(_: &TestEnv<'_>) -> Result<(), String> {
+    use crate::fs::Errno;
+    let pid = crate::proc::spawn("/bin/busybox", &["sleep", "1"], &[])?;
+    let checks = (|| -> Result<(), String> {
+        let exe = open_path(&format!("/proc/{pid}/exe")).map_err(|e| format!("/proc/{pid}/exe: {e:?}"))?;
+        if exe.readlink().as_deref() != Some("/bin/busybox") {
+            return Err(format!("/proc/{pid}/exe links to {:?}", exe.readlink()));
+        }
+        for missing in
+            ["/proc/self/status", "/proc/4000000000/status", "/proc/99999999999/status", "/proc/0/maps"]
+        {
+            match open_path(missing) {
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(format!("{missing}: {e:?}, not ENOENT")),
+                Ok(_) => return Err(format!("{missing} opened (from a kernel task, which is no process)")),
+            }
+        }
+        let listed = names("/proc")?;
+        if !listed.iter().any(|n| n == "self") || !listed.contains(&format!("{pid}")) {
+            return Err(format!("/proc lists {listed:?}: no self or {pid}"));
+        }
+        let files = names(&format!("/proc/{pid}"))?;
+        for want in ["status", "maps", "smaps", "pagemap", "exe"] {
+            if !files.iter().any(|n| n == want) {
+                return Err(format!("/proc/{pid} lists {files:?}: no {want}"));
+            }
+        }
+        Ok(())
+    })();
+    let status = crate::proc::wait_exit(pid);
+    checks?;
+    if status != 0 {
+        return Err(format!("busybox sleep ended with wait status {status:#x}"));
+    }
+    match open_path(&format!("/proc/{pid}/status")) {
+        Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(format!("/proc/{pid}/status after the reap: {e:?}")),
+        Ok(_) => Err(format!("/proc/{pid}/status opened after the reap")),
+    }
+}
+
+/// The same from a program: a shell reads its background child's and its
+/// own `/proc/<pid>/status` (each with its pid: before, both were the
+/// reader's, grep's), finds `self` and
+/// the child in `ls /proc`, and no status for a pid nobody has (the
+/// initramfs links only a few applets: the others run as `busybox <name>`;
+/// the child is killed, not waited for, since ash's `wait` needs
+/// `rt_sigsuspend`, which the kernel does not have yet; the orphan is
+/// reaped when the shell exits).
+fn proc_pid_from_user_space(_: &TestEnv<'_>) -> Result<(), String> {
+    const SCRIPT: &str = "busybox sleep 1 & c=$!; r=0; \
+        busybox grep -q \"^Pid:[[:space:]]*$c\\$\" /proc/$c/status || { echo \"proc: FAILED: /proc/$c/status is not $c's\"; r=1; }; \
+        busybox grep -q \"^Pid:[[:space:]]*$$\\$\" /proc/$$/status || { echo \"proc: FAILED: /proc/$$/status is not $$'s\"; r=1; }; \
+        busybox ls /proc | busybox grep -qx self || { echo 'proc: FAILED: ls /proc has no self'; r=1; }; \
+        busybox ls /proc | busybox grep -qx $c || { echo \"proc: FAILED: ls /proc has no $c\"; r=1; }; \
+        ! test -e /proc/99999/status || { echo 'proc: FAILED: /proc/99999/status exists'; r=1; }; \
+        kill $c; exit $r";
+    let pid = crate::proc::spawn("/bin/busybox", &["sh", "-c", SCRIPT], &["PATH=/bin"])?;
+    match crate::proc::wait_exit(pid) {
+        0 => Ok(()),
+        status => Err(format!("the shell ended with wait status {status:#x} (its message is above)")),
     }
 }

@@ -13,7 +13,8 @@ use crate::tests::{Test, TestEnv};
 use alloc::format;
 use alloc::string::String;
 
-pub(crate) const TESTS: &[Test] = register!["reclaim": kswapd_wakes_at_low_and_sleeps_above];
+pub(crate) const TESTS: &[Test] =
+    register!["reclaim": kswapd_wakes_at_low_and_sleeps_above, madv_cold_deactivates_and_keeps_the_data];
 
 fn wakeups() -> u64 {
     NR_KSWAPD_WAKEUPS.load(Ordering::SeqCst)
@@ -139,4 +140,80 @@ fn kswapd_wakes_at_low_and_sleeps_above(_: &TestEnv<'_>) -> Result<(), String> {
     }
     drop(space);
     result
+}
+
+/// `MADV_COLD` (`Advice::Cold`): pages mapped, written twice and active
+/// (put on the active list with `Referenced` set, as reclaim's second
+/// chance does to a folio used again: nothing in the kernel promotes a
+/// folio on a touch alone yet) are on the inactive list without
+/// `Referenced` and with their young bits clear after the advice; nothing
+/// is written to swap; the next read finds the data and marks the entries
+/// young again.
+fn madv_cold_deactivates_and_keeps_the_data(_: &TestEnv<'_>) -> Result<(), String> {
+    use crate::demo::{check_pattern, write_pattern};
+    use crate::vm::space::{AddressSpace, Advice};
+    use mm::lru::LruList;
+    use mm::page::PageFlag;
+    use mm::vma::VmaProt;
+    use mm::VirtAddr;
+    const PAGES: u64 = 16;
+    let lru = lru().ok_or("no LRU lists")?;
+    let memmap = memory::frame_allocator().memmap();
+    let space = AddressSpace::new()?;
+    let rw = VmaProt { read: true, write: true, exec: false };
+    let base = space.mmap(PAGES * 4096, 4096, rw).map_err(|e| format!("mmap: {e:?}"))?;
+    space.madvise(base, PAGES * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+    let base = base.as_u64();
+    write_pattern(&space, base, 0..PAGES, 0xc01d)?;
+    write_pattern(&space, base, 0..PAGES, 0xc01d)?;
+    let folio = |p: u64| -> Result<mm::folio::Folio<'static>, String> {
+        let (pfn, _, _) = space.folio_at(VirtAddr::new(base + p * 4096))?;
+        mm::folio::folio_of(memmap, pfn).ok_or(format!("page {p}: no folio"))
+    };
+    let young = |p: u64| {
+        space.dump(VirtAddr::new(base + p * 4096), VirtAddr::new(base + (p + 1) * 4096)).contains(" A -> ")
+    };
+    for p in 0..PAGES {
+        let f = folio(p)?;
+        // kswapd may hold it for a moment; memory is plentiful, so it
+        // comes back.
+        let mut from = lru.isolate_folio(f);
+        for _ in 0..100 {
+            if from.is_some() {
+                break;
+            }
+            sched::sleep_ms(1);
+            from = lru.isolate_folio(f);
+        }
+        from.ok_or(format!("page {p}: not on the LRU lists"))?;
+        lru.putback(f, LruList::Active);
+        lru.mark_accessed(f);
+        // The isolation's reference; the mapping keeps another.
+        if f.put() {
+            crate::vm::folios::free_folio(f);
+        }
+        if !young(p) {
+            return Err(format!("page {p}: not young after the writes"));
+        }
+    }
+    let swapped = |p: u64| space.swap_entry_at(VirtAddr::new(base + p * 4096)).is_some();
+    space
+        .madvise(VirtAddr::new(base), PAGES * 4096, Advice::Cold)
+        .map_err(|e| format!("madvise(COLD): {e:?}"))?;
+    for p in 0..PAGES {
+        let f = folio(p).map_err(|e| format!("after COLD (nothing may be paged out): {e}"))?;
+        let list = lru.list_of(f.pfn());
+        if list != Some(LruList::Inactive) || f.test_flag(PageFlag::Referenced) || young(p) || swapped(p) {
+            return Err(format!(
+                "page {p} after COLD: on {list:?}, referenced {}, young {}: want inactive, neither",
+                f.test_flag(PageFlag::Referenced),
+                young(p)
+            ));
+        }
+    }
+    check_pattern(&space, base, 0..PAGES, 0xc01d)??;
+    if let Some(p) = (0..PAGES).find(|&p| !young(p)) {
+        return Err(format!("page {p}: not young again after the read"));
+    }
+    space.check_at_rest().map(drop).map_err(|e| format!("after COLD: {e}"))
 }

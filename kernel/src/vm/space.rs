@@ -668,7 +668,8 @@ impl AddressSpace {
     }
 
     /// `madvise` over `[start, start + len)`, which must be mapped:
-    /// `DontNeed` drops the pages (the next touch reads zeros), `HugePage`
+    /// `DontNeed` drops the pages (the next touch reads zeros), `PageOut`
+    /// writes them to swap, `Cold` deactivates them ([`Advice`]), `HugePage`
     /// and `NoHugePage` set the areas' huge-page mode (pages already mapped
     /// stay as they are; a 2 MiB page cut by the range is split, so that it
     /// lies in one area).
@@ -686,6 +687,22 @@ impl AddressSpace {
                 Advice::PageOut => {
                     let end = inner.vmas.check_mapped(start, len)?;
                     pageout = pageout_candidates(inner, start, end);
+                }
+                Advice::Cold => {
+                    let end = inner.vmas.check_mapped(start, len)?;
+                    match mm::pageout::deactivate_range(
+                        &inner.table,
+                        &KernelTables,
+                        memory::frame_allocator().memmap(),
+                        crate::vm::reclaim::lru(),
+                        start,
+                        end,
+                    ) {
+                        Ok(cold) => cold.flush.flush(&Shootdown),
+                        // Only a leaf that changed under the lock can
+                        // fail: a kernel bug, not the caller's.
+                        Err(e) => crate::println!("madvise(COLD): {e}"),
+                    }
                 }
                 Advice::HugePage | Advice::NoHugePage => {
                     let mode = if advice == Advice::HugePage { ThpMode::Always } else { ThpMode::Never };
@@ -992,6 +1009,12 @@ pub enum Advice {
     /// and a huge folio that cannot be split (reclaim holds it, it is
     /// shared or referenced) stay.
     PageOut,
+    /// `MADV_COLD`: deactivate the range's anonymous pages: the folios this
+    /// space maps alone and that lie wholly inside go to the inactive
+    /// list's tail and lose their referenced and young marks, so reclaim
+    /// takes them first (`mm::pageout::deactivate_range`). Nothing is
+    /// written or freed; a huge page the range cuts stays as it is.
+    Cold,
 }
 
 /// The folios `MADV_PAGEOUT` over `[start, end)` pages out, with a
