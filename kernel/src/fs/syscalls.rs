@@ -158,12 +158,18 @@ fn read_iovecs(iov: u64, iovcnt: u64) -> Result<Vec<(u64, u64)>, Errno> {
     Ok(v)
 }
 
-/// `readv(fd, iov, iovcnt)`: buffer after buffer, stopping at a short read.
-pub fn readv(fds: &FdTable, fd: u64, iov: u64, iovcnt: u64) -> Result<u64, Errno> {
-    let file = fds.get(fd_of(fd))?;
+/// `readv`'s and `writev`'s loop: `each(base, len)` moves one buffer
+/// (`len` clamped to what one call moves), buffer after buffer, stopping
+/// at a short transfer. An error on the first buffer is the call's error;
+/// a later one ends it with what was moved so far.
+fn iovec_transfer(
+    iov: u64,
+    iovcnt: u64,
+    mut each: impl FnMut(u64, usize) -> Result<usize, Errno>,
+) -> Result<u64, Errno> {
     let mut total = 0u64;
     for (base, len) in read_iovecs(iov, iovcnt)? {
-        match file.read(base, clamp_count(len)) {
+        match each(base, clamp_count(len)) {
             Ok(n) => {
                 total += n as u64;
                 if (n as u64) < len {
@@ -177,23 +183,16 @@ pub fn readv(fds: &FdTable, fd: u64, iov: u64, iovcnt: u64) -> Result<u64, Errno
     Ok(total)
 }
 
+/// `readv(fd, iov, iovcnt)`: buffer after buffer, stopping at a short read.
+pub fn readv(fds: &FdTable, fd: u64, iov: u64, iovcnt: u64) -> Result<u64, Errno> {
+    let file = fds.get(fd_of(fd))?;
+    iovec_transfer(iov, iovcnt, |base, len| file.read(base, len))
+}
+
 /// `writev(fd, iov, iovcnt)`: buffer after buffer, stopping at a short write.
 pub fn writev(fds: &FdTable, fd: u64, iov: u64, iovcnt: u64) -> Result<u64, Errno> {
     let file = fds.get(fd_of(fd))?;
-    let mut total = 0u64;
-    for (base, len) in read_iovecs(iov, iovcnt)? {
-        match file.write(base, clamp_count(len)) {
-            Ok(n) => {
-                total += n as u64;
-                if (n as u64) < len {
-                    break;
-                }
-            }
-            Err(e) if total == 0 => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(total)
+    iovec_transfer(iov, iovcnt, |base, len| file.write(base, len))
 }
 
 /// `pread64(fd, buf, count, offset)`.
