@@ -76,12 +76,19 @@ fn base_dir(fds: &FdTable, cwd: &Cwd, dirfd: u64) -> Result<String, Errno> {
     file.path.clone().ok_or(Errno::ENOTDIR)
 }
 
+/// Looks `name` up for a `*at` call: from the root when it is absolute,
+/// else from `dirfd`'s directory (or `cwd` for `AT_FDCWD`); `follow`
+/// follows a final symlink.
+fn lookup_at(fds: &FdTable, cwd: &Cwd, dirfd: u64, name: &str, follow: bool) -> Result<Found, Errno> {
+    let base = if name.starts_with('/') { String::new() } else { base_dir(fds, cwd, dirfd)? };
+    lookup(&base, name, follow)
+}
+
 /// `openat(dirfd, path, flags, mode)`.
 pub fn openat(fds: &FdTable, cwd: &Cwd, dirfd: u64, path: u64, flags: u64, _mode: u64) -> Result<u64, Errno> {
     let flags = flags as u32;
     let name = read_user_path(path)?;
-    let base = if name.starts_with('/') { String::new() } else { base_dir(fds, cwd, dirfd)? };
-    let found = match lookup(&base, &name, flags & g::O_NOFOLLOW == 0) {
+    let found = match lookup_at(fds, cwd, dirfd, &name, flags & g::O_NOFOLLOW == 0) {
         Ok(f) => f,
         // The tree is read-only: nothing can be created.
         Err(Errno::ENOENT) if flags & g::O_CREAT != 0 => return Err(Errno::EROFS),
@@ -234,8 +241,7 @@ pub fn newfstatat(
             fds.get(fd_of(dirfd))?.file.stat()
         }
     } else {
-        let base = if name.starts_with('/') { String::new() } else { base_dir(fds, cwd, dirfd)? };
-        stat_of(&lookup(&base, &name, flags & g::AT_SYMLINK_NOFOLLOW == 0)?)?
+        stat_of(&lookup_at(fds, cwd, dirfd, &name, flags & g::AT_SYMLINK_NOFOLLOW == 0)?)?
     };
     copy_to_user(statbuf, &abi::stat_bytes(&st))?;
     Ok(0)
@@ -279,8 +285,7 @@ pub fn readlinkat(
         return Err(Errno::EINVAL);
     }
     let name = read_user_path(path)?;
-    let base = if name.starts_with('/') { String::new() } else { base_dir(fds, cwd, dirfd)? };
-    let target = match lookup(&base, &name, false)? {
+    let target = match lookup_at(fds, cwd, dirfd, &name, false)? {
         Found::Node(node, _) => match &node.kind {
             NodeKind::Symlink(t) => t.clone(),
             _ => return Err(Errno::EINVAL),
@@ -420,8 +425,7 @@ pub fn faccessat(
         return Err(Errno::EINVAL);
     }
     let name = read_user_path(path)?;
-    let base = if name.starts_with('/') { String::new() } else { base_dir(fds, cwd, dirfd)? };
-    let found = lookup(&base, &name, flags as u32 & g::AT_SYMLINK_NOFOLLOW == 0)?;
+    let found = lookup_at(fds, cwd, dirfd, &name, flags as u32 & g::AT_SYMLINK_NOFOLLOW == 0)?;
     let st = stat_of(&found)?;
     if mode & 2 != 0 {
         if let Found::Node(node, _) = &found {
