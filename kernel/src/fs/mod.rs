@@ -98,6 +98,13 @@ errnos!(
     ELOOP,
     EACCES,
     ENXIO,
+    // Process calls' (`crate::proc` answers with this type too).
+    ESRCH,
+    EINTR,
+    ENOEXEC,
+    ECHILD,
+    ETIMEDOUT,
+    E2BIG,
 );
 
 impl fmt::Debug for Errno {
