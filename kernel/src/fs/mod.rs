@@ -122,6 +122,17 @@ impl From<crate::vm::uaccess::BadAddress> for Errno {
     }
 }
 
+impl From<crate::vm::uaccess::CStrError> for Errno {
+    fn from(e: crate::vm::uaccess::CStrError) -> Errno {
+        use crate::vm::uaccess::CStrError;
+        match e {
+            CStrError::BadAddress => Errno::EFAULT,
+            CStrError::TooLong => Errno::ENAMETOOLONG,
+            CStrError::NotUtf8 => Errno::ENOENT,
+        }
+    }
+}
+
 /// What [`set_proc_self_hook`] registers: given the path after
 /// `/proc/self/` or `/proc/<pid>/` (`rest`, maybe empty), the file, an
 /// error, or `None` when there is no such file. (The interface agreed for

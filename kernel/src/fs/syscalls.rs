@@ -10,7 +10,8 @@
 //!
 //! User memory is read and written only with `crate::vm::uaccess`'s
 //! copies: a bad pointer is `EFAULT`, never a kernel fault. Paths are read
-//! up to their NUL, at most `PATH_MAX` bytes (`ENAMETOOLONG`).
+//! up to their NUL, at most `PATH_MAX` bytes (`ENAMETOOLONG`), by
+//! `uaccess::read_cstr` (a path that is not UTF-8 names nothing: `ENOENT`).
 //!
 //! `EPIPE` from a write is returned as is: the caller also sends `SIGPIPE`
 //! (the signal is the process layer's business).
@@ -21,7 +22,7 @@ use crate::fs::file::{OpenFile, O_ACCMODE, O_NONBLOCK, O_RDONLY, O_WRONLY, S_IFD
 use crate::fs::path::{lookup, Cwd, Found, PATH_MAX};
 use crate::fs::tree::NodeKind;
 use crate::fs::{pipe, Errno};
-use crate::vm::uaccess::{copy_from_user, copy_to_user};
+use crate::vm::uaccess::{copy_from_user, copy_to_user, read_cstr};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -35,33 +36,6 @@ pub const UIO_MAXIOV: u64 = 1024;
 
 fn fd_of(raw: u64) -> i32 {
     raw as u32 as i32
-}
-
-/// Reads the NUL-terminated path at user address `addr`.
-pub fn read_user_path(addr: u64) -> Result<String, Errno> {
-    let mut out = Vec::new();
-    let mut at = addr;
-    loop {
-        // Up to the end of the page: the next page may not be mapped, and
-        // the string may end before it.
-        let n = (4096 - (at % 4096)) as usize;
-        let mut chunk = vec![0u8; n];
-        copy_from_user(&mut chunk, at)?;
-        if let Some(end) = chunk.iter().position(|&b| b == 0) {
-            out.extend_from_slice(&chunk[..end]);
-            break;
-        }
-        out.extend_from_slice(&chunk);
-        if out.len() >= PATH_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
-        at += n as u64;
-    }
-    if out.len() >= PATH_MAX {
-        return Err(Errno::ENAMETOOLONG);
-    }
-    // A name that is not UTF-8 names nothing in the tree.
-    String::from_utf8(out).map_err(|_| Errno::ENOENT)
 }
 
 /// The canonical directory a `*at` call starts from.
@@ -87,7 +61,7 @@ fn lookup_at(fds: &FdTable, cwd: &Cwd, dirfd: u64, name: &str, follow: bool) -> 
 /// `openat(dirfd, path, flags, mode)`.
 pub fn openat(fds: &FdTable, cwd: &Cwd, dirfd: u64, path: u64, flags: u64, _mode: u64) -> Result<u64, Errno> {
     let flags = flags as u32;
-    let name = read_user_path(path)?;
+    let name = read_cstr(path, PATH_MAX)?;
     let found = match lookup_at(fds, cwd, dirfd, &name, flags & g::O_NOFOLLOW == 0) {
         Ok(f) => f,
         // The tree is read-only: nothing can be created.
@@ -233,7 +207,7 @@ pub fn newfstatat(
     flags: u64,
 ) -> Result<u64, Errno> {
     let flags = flags as u32;
-    let name = read_user_path(path)?;
+    let name = read_cstr(path, PATH_MAX)?;
     let st = if name.is_empty() && flags & g::AT_EMPTY_PATH != 0 {
         if dirfd as u32 as i32 == g::AT_FDCWD {
             lookup("/", &cwd.get(), true).map(|f| stat_of(&f))??
@@ -284,7 +258,7 @@ pub fn readlinkat(
     if bufsiz as i32 <= 0 {
         return Err(Errno::EINVAL);
     }
-    let name = read_user_path(path)?;
+    let name = read_cstr(path, PATH_MAX)?;
     let target = match lookup_at(fds, cwd, dirfd, &name, false)? {
         Found::Node(node, _) => match &node.kind {
             NodeKind::Symlink(t) => t.clone(),
@@ -424,7 +398,7 @@ pub fn faccessat(
     if mode & !7 != 0 {
         return Err(Errno::EINVAL);
     }
-    let name = read_user_path(path)?;
+    let name = read_cstr(path, PATH_MAX)?;
     let found = lookup_at(fds, cwd, dirfd, &name, flags as u32 & g::AT_SYMLINK_NOFOLLOW == 0)?;
     let st = stat_of(&found)?;
     if mode & 2 != 0 {
@@ -459,7 +433,7 @@ pub fn getcwd(cwd: &Cwd, buf: u64, size: u64) -> Result<u64, Errno> {
 
 /// `chdir(path)`.
 pub fn chdir(cwd: &Cwd, path: u64) -> Result<u64, Errno> {
-    let name = read_user_path(path)?;
+    let name = read_cstr(path, PATH_MAX)?;
     match lookup(&cwd.get(), &name, true)? {
         Found::Node(node, canonical) if node.is_dir() => {
             cwd.set(canonical);
