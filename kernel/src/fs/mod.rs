@@ -8,7 +8,7 @@
 //! | [`tree`] | the file tree: nodes built once from the cpio archive plus the synthetic files; the mounted root |
 //! | [`path`] | path lookup: absolute or from a directory, `.`, `..`, symlinks, `/proc/self` |
 //! | [`file`] | the `File` trait, open-file descriptions (offset, status flags), stat |
-//! | [`fdtable`] | a process's descriptors: fork copy, `CLONE_FILES` share, close-on-exec |
+//! | [`fdtable`] | a process's descriptors: fork copy (threads share the process's), close-on-exec |
 //! | [`pipe`] | pipes: a bounded buffer, blocking ends, EOF and `EPIPE` |
 //! | [`dev`] | `/dev/console`, `/dev/null`, the virtio disks as raw block devices (reads and writes pin the user's pages) |
 //! | [`procfs`] | `/proc/meminfo`, `/proc/vmstat`, `/proc/cpuinfo`, the `/sys` files of the THP policy and the CPUs |

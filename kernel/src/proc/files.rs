@@ -5,7 +5,8 @@
 //! file's bytes ([`map_file`]).
 //!
 //! A process's [`Files`] are its own: a fork copies the fd table and the
-//! cwd (threads share them, being one process); `execve` closes the
+//! cwd (threads share them, being one process; a new process gets copies
+//! even with `CLONE_FILES` or `CLONE_FS`); `execve` closes the
 //! close-on-exec fds; the end of the process closes every fd.
 //!
 //! Locks: none of its own (the fd table's and the cwd's are the file
