@@ -149,7 +149,7 @@ fn run_init(path: &str, init_args: &str) -> bool {
     let mut argv: alloc::vec::Vec<&str> = alloc::vec![path];
     argv.extend(rest.iter().map(|a| a.as_str()));
     println!("init: running {path} with {} arguments", argv.len() - 1);
-    match start_init(path, &argv) {
+    match crate::proc::run_init(path, &argv) {
         Ok(status) => {
             println!("{}", describe_wait_status(status));
             status == 0
@@ -170,11 +170,4 @@ pub fn describe_wait_status(status: i32) -> alloc::string::String {
     } else {
         alloc::format!("init: killed by signal {signal}")
     }
-}
-
-/// Starts the first process and waits for it: the Linux wait status
-/// (`crate::proc::run_init`; a program that cannot start gives `127 << 8`
-/// after its message).
-fn start_init(path: &str, argv: &[&str]) -> Result<i32, alloc::string::String> {
-    Ok(crate::proc::run_init(path, argv))
 }

@@ -345,12 +345,7 @@ impl VmaSet {
         prot: VmaProt,
         kind: VmaKind,
     ) -> Result<VirtAddr, VmaError> {
-        if !align.is_power_of_two() || align < PAGE_SIZE || !len.is_multiple_of(PAGE_SIZE) {
-            return Err(VmaError::Misaligned);
-        }
-        if len == 0 {
-            return Err(VmaError::Empty);
-        }
+        check_len_align(len, align)?;
         let start = self.find_gap(len, align).ok_or(VmaError::NoSpace)?;
         self.map_fixed(VirtAddr::new(start), len, prot, kind)
     }
@@ -367,12 +362,7 @@ impl VmaSet {
         prot: VmaProt,
         kind: VmaKind,
     ) -> Result<VirtAddr, VmaError> {
-        if !align.is_power_of_two() || align < PAGE_SIZE || !len.is_multiple_of(PAGE_SIZE) {
-            return Err(VmaError::Misaligned);
-        }
-        if len == 0 {
-            return Err(VmaError::Empty);
-        }
+        check_len_align(len, align)?;
         let start = self.find_gap_below(limit.as_u64(), len, align).ok_or(VmaError::NoSpace)?;
         self.map_fixed(VirtAddr::new(start), len, prot, kind)
     }
@@ -607,6 +597,20 @@ fn join_ranges(vmas: impl Iterator<Item = Vma>) -> Vec<(VirtAddr, VirtAddr)> {
     out
 }
 
+/// The arguments [`VmaSet::map_anywhere`] and [`VmaSet::map_below`]
+/// check: `align` a power of two of at least [`PAGE_SIZE`]
+/// ([`VmaError::Misaligned`]), `len` a whole number of pages
+/// ([`VmaError::Misaligned`]) and not zero ([`VmaError::Empty`]).
+fn check_len_align(len: u64, align: u64) -> Result<(), VmaError> {
+    if !align.is_power_of_two() || align < PAGE_SIZE || !len.is_multiple_of(PAGE_SIZE) {
+        return Err(VmaError::Misaligned);
+    }
+    if len == 0 {
+        return Err(VmaError::Empty);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -778,6 +782,8 @@ mod tests {
             let before = set.clone();
             assert_eq!(set.map_below(va(0x3000), 3 * P, P, RW, ANON), Err(VmaError::NoSpace));
             assert_eq!(set.map_below(va(0x100_0000), P, 3 * P, RW, ANON), Err(VmaError::Misaligned));
+            assert_eq!(set.map_below(va(0x100_0000), P, 2048, RW, ANON), Err(VmaError::Misaligned));
+            assert_eq!(set.map_below(va(0x100_0000), P + 1, P, RW, ANON), Err(VmaError::Misaligned));
             assert_eq!(set.map_below(va(0x100_0000), 0, P, RW, ANON), Err(VmaError::Empty));
             assert_eq!(set, before);
             // The lowest gap, exactly.

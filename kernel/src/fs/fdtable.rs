@@ -6,8 +6,10 @@
 //! - `fork` (without `CLONE_FILES`): [`FdTable::fork_copy`], a new table
 //!   whose slots point to the same descriptions (offsets and status flags
 //!   shared, as Linux does), with the same close-on-exec bits.
-//! - `CLONE_FILES` (threads): the caller shares the table itself, through
-//!   the `Arc<FdTable>` it holds.
+//! - Threads (`CLONE_THREAD`) share the table by being one process: the
+//!   process holds one table for all its threads. A new process made by
+//!   `clone(CLONE_FILES)` without `CLONE_THREAD` gets a copy, as from
+//!   `fork`: tables are never shared between processes.
 //! - `execve`: [`FdTable::close_on_exec`] closes the slots marked.
 //!
 //! A description lives as long as some slot (of any table) or some call in

@@ -8,7 +8,7 @@
 //! | [`tree`] | the file tree: nodes built once from the cpio archive plus the synthetic files; the mounted root |
 //! | [`path`] | path lookup: absolute or from a directory, `.`, `..`, symlinks, `/proc/self` |
 //! | [`file`] | the `File` trait, open-file descriptions (offset, status flags), stat |
-//! | [`fdtable`] | a process's descriptors: fork copy, `CLONE_FILES` share, close-on-exec |
+//! | [`fdtable`] | a process's descriptors: fork copy (threads share the process's), close-on-exec |
 //! | [`pipe`] | pipes: a bounded buffer, blocking ends, EOF and `EPIPE` |
 //! | [`dev`] | `/dev/console`, `/dev/null`, the virtio disks as raw block devices (reads and writes pin the user's pages) |
 //! | [`procfs`] | `/proc/meminfo`, `/proc/vmstat`, `/proc/cpuinfo`, the `/sys` files of the THP policy and the CPUs |
@@ -100,6 +100,13 @@ errnos!(
     ELOOP,
     EACCES,
     ENXIO,
+    // Process calls' (`crate::proc` answers with this type too).
+    ESRCH,
+    EINTR,
+    ENOEXEC,
+    ECHILD,
+    ETIMEDOUT,
+    E2BIG,
 );
 
 impl fmt::Debug for Errno {
@@ -114,6 +121,17 @@ impl fmt::Debug for Errno {
 impl From<crate::vm::uaccess::BadAddress> for Errno {
     fn from(_: crate::vm::uaccess::BadAddress) -> Errno {
         Errno::EFAULT
+    }
+}
+
+impl From<crate::vm::uaccess::CStrError> for Errno {
+    fn from(e: crate::vm::uaccess::CStrError) -> Errno {
+        use crate::vm::uaccess::CStrError;
+        match e {
+            CStrError::BadAddress => Errno::EFAULT,
+            CStrError::TooLong => Errno::ENAMETOOLONG,
+            CStrError::NotUtf8 => Errno::ENOENT,
+        }
     }
 }
 

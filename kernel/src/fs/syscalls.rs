@@ -10,7 +10,8 @@
 //!
 //! User memory is read and written only with `crate::vm::uaccess`'s
 //! copies: a bad pointer is `EFAULT`, never a kernel fault. Paths are read
-//! up to their NUL, at most `PATH_MAX` bytes (`ENAMETOOLONG`).
+//! up to their NUL, at most `PATH_MAX` bytes (`ENAMETOOLONG`), by
+//! `uaccess::read_cstr` (a path that is not UTF-8 names nothing: `ENOENT`).
 //!
 //! `EPIPE` from a write is returned as is: the caller also sends `SIGPIPE`
 //! (the signal is the process layer's business).
@@ -21,7 +22,7 @@ use crate::fs::file::{OpenFile, O_ACCMODE, O_NONBLOCK, O_RDONLY, O_WRONLY, S_IFD
 use crate::fs::path::{lookup, Cwd, Found, PATH_MAX};
 use crate::fs::tree::NodeKind;
 use crate::fs::{pipe, Errno};
-use crate::vm::uaccess::{copy_from_user, copy_to_user};
+use crate::vm::uaccess::{copy_from_user, copy_to_user, read_cstr};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -37,33 +38,6 @@ fn fd_of(raw: u64) -> i32 {
     raw as u32 as i32
 }
 
-/// Reads the NUL-terminated path at user address `addr`.
-pub fn read_user_path(addr: u64) -> Result<String, Errno> {
-    let mut out = Vec::new();
-    let mut at = addr;
-    loop {
-        // Up to the end of the page: the next page may not be mapped, and
-        // the string may end before it.
-        let n = (4096 - (at % 4096)) as usize;
-        let mut chunk = vec![0u8; n];
-        copy_from_user(&mut chunk, at)?;
-        if let Some(end) = chunk.iter().position(|&b| b == 0) {
-            out.extend_from_slice(&chunk[..end]);
-            break;
-        }
-        out.extend_from_slice(&chunk);
-        if out.len() >= PATH_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
-        at += n as u64;
-    }
-    if out.len() >= PATH_MAX {
-        return Err(Errno::ENAMETOOLONG);
-    }
-    // A name that is not UTF-8 names nothing in the tree.
-    String::from_utf8(out).map_err(|_| Errno::ENOENT)
-}
-
 /// The canonical directory a `*at` call starts from.
 fn base_dir(fds: &FdTable, cwd: &Cwd, dirfd: u64) -> Result<String, Errno> {
     if dirfd as u32 as i32 == g::AT_FDCWD {
@@ -76,12 +50,19 @@ fn base_dir(fds: &FdTable, cwd: &Cwd, dirfd: u64) -> Result<String, Errno> {
     file.path.clone().ok_or(Errno::ENOTDIR)
 }
 
+/// Looks `name` up for a `*at` call: from the root when it is absolute,
+/// else from `dirfd`'s directory (or `cwd` for `AT_FDCWD`); `follow`
+/// follows a final symlink.
+fn lookup_at(fds: &FdTable, cwd: &Cwd, dirfd: u64, name: &str, follow: bool) -> Result<Found, Errno> {
+    let base = if name.starts_with('/') { String::new() } else { base_dir(fds, cwd, dirfd)? };
+    lookup(&base, name, follow)
+}
+
 /// `openat(dirfd, path, flags, mode)`.
 pub fn openat(fds: &FdTable, cwd: &Cwd, dirfd: u64, path: u64, flags: u64, _mode: u64) -> Result<u64, Errno> {
     let flags = flags as u32;
-    let name = read_user_path(path)?;
-    let base = if name.starts_with('/') { String::new() } else { base_dir(fds, cwd, dirfd)? };
-    let found = match lookup(&base, &name, flags & g::O_NOFOLLOW == 0) {
+    let name = read_cstr(path, PATH_MAX)?;
+    let found = match lookup_at(fds, cwd, dirfd, &name, flags & g::O_NOFOLLOW == 0) {
         Ok(f) => f,
         // The tree is read-only: nothing can be created.
         Err(Errno::ENOENT) if flags & g::O_CREAT != 0 => return Err(Errno::EROFS),
@@ -158,12 +139,18 @@ fn read_iovecs(iov: u64, iovcnt: u64) -> Result<Vec<(u64, u64)>, Errno> {
     Ok(v)
 }
 
-/// `readv(fd, iov, iovcnt)`: buffer after buffer, stopping at a short read.
-pub fn readv(fds: &FdTable, fd: u64, iov: u64, iovcnt: u64) -> Result<u64, Errno> {
-    let file = fds.get(fd_of(fd))?;
+/// `readv`'s and `writev`'s loop: `each(base, len)` moves one buffer
+/// (`len` clamped to what one call moves), buffer after buffer, stopping
+/// at a short transfer. An error on the first buffer is the call's error;
+/// a later one ends it with what was moved so far.
+fn iovec_transfer(
+    iov: u64,
+    iovcnt: u64,
+    mut each: impl FnMut(u64, usize) -> Result<usize, Errno>,
+) -> Result<u64, Errno> {
     let mut total = 0u64;
     for (base, len) in read_iovecs(iov, iovcnt)? {
-        match file.read(base, clamp_count(len)) {
+        match each(base, clamp_count(len)) {
             Ok(n) => {
                 total += n as u64;
                 if (n as u64) < len {
@@ -177,23 +164,16 @@ pub fn readv(fds: &FdTable, fd: u64, iov: u64, iovcnt: u64) -> Result<u64, Errno
     Ok(total)
 }
 
+/// `readv(fd, iov, iovcnt)`: buffer after buffer, stopping at a short read.
+pub fn readv(fds: &FdTable, fd: u64, iov: u64, iovcnt: u64) -> Result<u64, Errno> {
+    let file = fds.get(fd_of(fd))?;
+    iovec_transfer(iov, iovcnt, |base, len| file.read(base, len))
+}
+
 /// `writev(fd, iov, iovcnt)`: buffer after buffer, stopping at a short write.
 pub fn writev(fds: &FdTable, fd: u64, iov: u64, iovcnt: u64) -> Result<u64, Errno> {
     let file = fds.get(fd_of(fd))?;
-    let mut total = 0u64;
-    for (base, len) in read_iovecs(iov, iovcnt)? {
-        match file.write(base, clamp_count(len)) {
-            Ok(n) => {
-                total += n as u64;
-                if (n as u64) < len {
-                    break;
-                }
-            }
-            Err(e) if total == 0 => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(total)
+    iovec_transfer(iov, iovcnt, |base, len| file.write(base, len))
 }
 
 /// `pread64(fd, buf, count, offset)`.
@@ -227,7 +207,7 @@ pub fn newfstatat(
     flags: u64,
 ) -> Result<u64, Errno> {
     let flags = flags as u32;
-    let name = read_user_path(path)?;
+    let name = read_cstr(path, PATH_MAX)?;
     let st = if name.is_empty() && flags & g::AT_EMPTY_PATH != 0 {
         if dirfd as u32 as i32 == g::AT_FDCWD {
             lookup("/", &cwd.get(), true).map(|f| stat_of(&f))??
@@ -235,8 +215,7 @@ pub fn newfstatat(
             fds.get(fd_of(dirfd))?.file.stat()
         }
     } else {
-        let base = if name.starts_with('/') { String::new() } else { base_dir(fds, cwd, dirfd)? };
-        stat_of(&lookup(&base, &name, flags & g::AT_SYMLINK_NOFOLLOW == 0)?)?
+        stat_of(&lookup_at(fds, cwd, dirfd, &name, flags & g::AT_SYMLINK_NOFOLLOW == 0)?)?
     };
     copy_to_user(statbuf, &abi::stat_bytes(&st))?;
     Ok(0)
@@ -279,9 +258,8 @@ pub fn readlinkat(
     if bufsiz as i32 <= 0 {
         return Err(Errno::EINVAL);
     }
-    let name = read_user_path(path)?;
-    let base = if name.starts_with('/') { String::new() } else { base_dir(fds, cwd, dirfd)? };
-    let target = match lookup(&base, &name, false)? {
+    let name = read_cstr(path, PATH_MAX)?;
+    let target = match lookup_at(fds, cwd, dirfd, &name, false)? {
         Found::Node(node, _) => match &node.kind {
             NodeKind::Symlink(t) => t.clone(),
             _ => return Err(Errno::EINVAL),
@@ -420,9 +398,8 @@ pub fn faccessat(
     if mode & !7 != 0 {
         return Err(Errno::EINVAL);
     }
-    let name = read_user_path(path)?;
-    let base = if name.starts_with('/') { String::new() } else { base_dir(fds, cwd, dirfd)? };
-    let found = lookup(&base, &name, flags as u32 & g::AT_SYMLINK_NOFOLLOW == 0)?;
+    let name = read_cstr(path, PATH_MAX)?;
+    let found = lookup_at(fds, cwd, dirfd, &name, flags as u32 & g::AT_SYMLINK_NOFOLLOW == 0)?;
     let st = stat_of(&found)?;
     if mode & 2 != 0 {
         if let Found::Node(node, _) = &found {
@@ -456,7 +433,7 @@ pub fn getcwd(cwd: &Cwd, buf: u64, size: u64) -> Result<u64, Errno> {
 
 /// `chdir(path)`.
 pub fn chdir(cwd: &Cwd, path: u64) -> Result<u64, Errno> {
-    let name = read_user_path(path)?;
+    let name = read_cstr(path, PATH_MAX)?;
     match lookup(&cwd.get(), &name, true)? {
         Found::Node(node, canonical) if node.is_dir() => {
             cwd.set(canonical);

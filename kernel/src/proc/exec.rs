@@ -18,35 +18,13 @@ use super::elf::Image;
 use super::syscall::{Ctx, Errno, Flow, SysResult};
 use super::thread::{self, Entered, Thread};
 use super::{stack, Regs};
+use crate::fs::path::PATH_MAX;
 use crate::vm::space::AddressSpace;
-use crate::vm::uaccess::copy_from_user;
+use crate::vm::uaccess::{copy_from_user, read_cstr};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arch_common::user::UserRegs;
-
-/// Longest path `execve` takes.
-const PATH_MAX: usize = 4096;
-
-/// Reads the NUL-terminated string at user address `addr`.
-pub fn read_cstr(addr: u64, max: usize) -> Result<String, Errno> {
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 64];
-    loop {
-        // Reads never cross a page (the next may not exist).
-        let at = addr + out.len() as u64;
-        let n = (4096 - (at % 4096)).min(chunk.len() as u64) as usize;
-        copy_from_user(&mut chunk[..n], at)?;
-        if let Some(i) = chunk[..n].iter().position(|&b| b == 0) {
-            out.extend_from_slice(&chunk[..i]);
-            return String::from_utf8(out).map_err(|_| Errno::EINVAL);
-        }
-        out.extend_from_slice(&chunk[..n]);
-        if out.len() > max {
-            return Err(Errno::ENAMETOOLONG);
-        }
-    }
-}
 
 /// Reads a NULL-terminated array of string pointers.
 fn read_strings(addr: u64) -> Result<Vec<String>, Errno> {

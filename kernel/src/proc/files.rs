@@ -5,7 +5,8 @@
 //! file's bytes ([`map_file`]).
 //!
 //! A process's [`Files`] are its own: a fork copies the fd table and the
-//! cwd (threads share them, being one process); `execve` closes the
+//! cwd (threads share them, being one process; a new process gets copies
+//! even with `CLONE_FILES` or `CLONE_FS`); `execve` closes the
 //! close-on-exec fds; the end of the process closes every fd.
 //!
 //! Locks: none of its own (the fd table's and the cwd's are the file
@@ -16,12 +17,6 @@ use crate::fs::{self, syscalls as fsc, Cwd, FdTable, OpenFile};
 use alloc::string::String;
 use alloc::vec::Vec;
 use linux_raw_sys::general as nr;
-
-impl From<fs::Errno> for Errno {
-    fn from(e: fs::Errno) -> Errno {
-        Errno(e.0)
-    }
-}
 
 /// The fd table and cwd of a process.
 pub struct Files {
@@ -121,7 +116,7 @@ pub fn call(c: &mut Ctx, number: u32) -> Option<SysResult> {
         nr::__NR_fchdir => fsc::fchdir(fds, cwd, a[0]),
         _ => return arch_call(fds, cwd, number, &a),
     };
-    Some(r.map_err(Errno::from))
+    Some(r)
 }
 
 /// x86_64's older file calls.
@@ -137,7 +132,7 @@ fn arch_call(fds: &FdTable, cwd: &Cwd, number: u32, a: &[u64; 6]) -> Option<SysR
         nr::__NR_readlink => fsc::readlinkat(fds, cwd, fsc::AT_FDCWD, a[0], a[1], a[2]),
         _ => return None,
     };
-    Some(r.map_err(Errno::from))
+    Some(r)
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -324,15 +324,15 @@ pub fn wait_exit(pid: Pid) -> i32 {
 }
 
 /// Runs the first program (`init=`): spawns it with the environment
-/// Linux gives init, waits for it and returns its wait status; a program
-/// that cannot be started gives `127 << 8` after a message.
-pub fn run_init(path: &str, argv: &[&str]) -> i32 {
+/// Linux gives init, waits for it and returns its wait status.
+///
+/// # Errors
+/// The program cannot be started: why, without the leading `path: `
+/// (the caller prints `init: cannot run PATH: WHY`, `qemu::protocol`).
+pub fn run_init(path: &str, argv: &[&str]) -> Result<i32, String> {
     let envp = ["HOME=/", "TERM=linux", "PATH=/bin:/sbin:/usr/bin:/usr/sbin"];
     match spawn(path, argv, &envp) {
-        Ok(pid) => wait_exit(pid),
-        Err(e) => {
-            crate::println!("init: cannot start {path}: {e}");
-            127 << 8
-        }
+        Ok(pid) => Ok(wait_exit(pid)),
+        Err(e) => Err(e.strip_prefix(path).and_then(|r| r.strip_prefix(": ")).unwrap_or(&e).to_string()),
     }
 }

@@ -16,36 +16,11 @@ use super::{clone, exec, files, futex, info, mman, signal, Regs};
 use alloc::sync::Arc;
 use arch_common::user::UserRegs;
 use core::sync::atomic::{AtomicU64, Ordering};
-use linux_raw_sys::errno;
 use linux_raw_sys::general as nr;
 
-/// A Linux errno value (positive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Errno(pub u32);
-
-impl Errno {
-    pub const EPERM: Errno = Errno(errno::EPERM);
-    pub const ENOENT: Errno = Errno(errno::ENOENT);
-    pub const ESRCH: Errno = Errno(errno::ESRCH);
-    pub const EINTR: Errno = Errno(errno::EINTR);
-    pub const ENOEXEC: Errno = Errno(errno::ENOEXEC);
-    pub const ECHILD: Errno = Errno(errno::ECHILD);
-    pub const EAGAIN: Errno = Errno(errno::EAGAIN);
-    pub const ENOMEM: Errno = Errno(errno::ENOMEM);
-    pub const EFAULT: Errno = Errno(errno::EFAULT);
-    pub const EEXIST: Errno = Errno(errno::EEXIST);
-    pub const EINVAL: Errno = Errno(errno::EINVAL);
-    pub const ENOSYS: Errno = Errno(errno::ENOSYS);
-    pub const ETIMEDOUT: Errno = Errno(errno::ETIMEDOUT);
-    pub const E2BIG: Errno = Errno(errno::E2BIG);
-    pub const ENAMETOOLONG: Errno = Errno(errno::ENAMETOOLONG);
-}
-
-impl From<crate::vm::uaccess::BadAddress> for Errno {
-    fn from(_: crate::vm::uaccess::BadAddress) -> Errno {
-        Errno::EFAULT
-    }
-}
+/// A Linux errno value (positive): the file layer's, so a file call's
+/// error passes through unchanged.
+pub use crate::fs::Errno;
 
 /// What a system call returns.
 pub type SysResult = Result<u64, Errno>;

@@ -214,8 +214,15 @@ fn hello_runs_to_exit_0(_: &TestEnv<'_>) -> Result<(), String> {
 }
 
 fn a_missing_program_is_an_error(_: &TestEnv<'_>) -> Result<(), String> {
-    match crate::proc::spawn("/bin/no-such-program", &[], &[]) {
-        Ok(pid) => Err(format!("started as pid {pid}")),
+    if let Ok(pid) = crate::proc::spawn("/bin/no-such-program", &[], &[]) {
+        return Err(format!("started as pid {pid}"));
+    }
+    // `init=` of a missing program: an error (the kernel prints
+    // `init: cannot run PATH: WHY`), not a status 127 as if it ran.
+    let path = "/bin/no-such-program";
+    match crate::proc::run_init(path, &[path]) {
+        Ok(status) => Err(format!("run_init of a missing program gave status {status:#x}, not an error")),
+        Err(why) if why.starts_with(path) => Err(format!("run_init's reason repeats the path: {why}")),
         Err(_) => Ok(()),
     }
 }

@@ -569,6 +569,58 @@ fn uaccess_reports_bad_addresses_and_faults_pages_in(_: &TestEnv<'_>) -> Result<
     })?
 }
 
+fn read_cstr_stops_at_nul_max_and_bad_pages(_: &TestEnv<'_>) -> Result<(), String> {
+    use uaccess::CStrError;
+    let space = AddressSpace::new()?;
+    let data = space.mmap(3 * PAGE, PAGE, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.munmap(VirtAddr::new(data + 2 * PAGE), PAGE).map_err(|e| format!("munmap: {e:?}"))?;
+    let hole = data + 2 * PAGE;
+    run_in(&space, move || -> Result<(), String> {
+        let put = |at: u64, bytes: &[u8]| {
+            uaccess::copy_to_user(at, bytes).map_err(|e| format!("copy_to_user: {e:?}"))
+        };
+        // Across a page boundary, longer than one chunk.
+        let long: Vec<u8> = (0..600).map(|i| b'a' + (i % 26) as u8).collect();
+        let at = data + PAGE - 300;
+        put(at, &long)?;
+        put(at + 600, &[0])?;
+        let want = String::from_utf8(long.clone()).map_err(|e| format!("{e}"))?;
+        let cases: [(&str, u64, usize, Result<String, CStrError>); 4] = [
+            ("600 bytes and NUL, max 601", at, 601, Ok(want.clone())),
+            ("600 bytes and NUL, max 600", at, 600, Err(CStrError::TooLong)),
+            ("the empty string", at + 600, 1, Ok(String::new())),
+            ("null", 0, 4096, Err(CStrError::BadAddress)),
+        ];
+        for (what, addr, max, expect) in cases {
+            let got = uaccess::read_cstr(addr, max);
+            if got != expect {
+                return Err(format!("{what}: {got:?}, expected {expect:?}"));
+            }
+        }
+        // Not UTF-8.
+        put(data, b"ok\xff\0")?;
+        if uaccess::read_cstr(data, 4096) != Err(CStrError::NotUtf8) {
+            return Err(format!("non-UTF-8: {:?}", uaccess::read_cstr(data, 4096)));
+        }
+        // Running into the hole with no NUL; a NUL just before the hole.
+        put(hole - 8, b"abcdefgh")?;
+        if uaccess::read_cstr(hole - 8, 4096) != Err(CStrError::BadAddress) {
+            return Err(format!("into the hole: {:?}", uaccess::read_cstr(hole - 8, 4096)));
+        }
+        put(hole - 1, &[0])?;
+        if uaccess::read_cstr(hole - 8, 4096).as_deref() != Ok("abcdefg") {
+            return Err(format!("NUL before the hole: {:?}", uaccess::read_cstr(hole - 8, 4096)));
+        }
+        // `max` bytes are read at most: no NUL within them is TooLong even
+        // when the hole comes right after.
+        put(hole - 8, b"abcdefgh")?;
+        if uaccess::read_cstr(hole - 8, 8) != Err(CStrError::TooLong) {
+            return Err(format!("max before the hole: {:?}", uaccess::read_cstr(hole - 8, 8)));
+        }
+        Ok(())
+    })?
+}
+
 fn hwcap_names_this_cpu(_: &TestEnv<'_>) -> Result<(), String> {
     let hwcap = Arch::hwcap();
     if hwcap & code::HWCAP_ALWAYS != code::HWCAP_ALWAYS {
@@ -586,5 +638,6 @@ pub const TESTS: &[Test] = register!["usermode":
     forbidden_instructions_are_exceptions,
     interrupts_come_back_with_every_register,
     smap_faults_a_plain_kernel_load_of_user_memory,
-    uaccess_reports_bad_addresses_and_faults_pages_in
+    uaccess_reports_bad_addresses_and_faults_pages_in,
+    read_cstr_stops_at_nul_max_and_bad_pages
 ];

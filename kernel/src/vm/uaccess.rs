@@ -13,7 +13,8 @@
 //!
 //! Two kinds of callers:
 //! - System calls: [`copy_from_user`] and [`copy_to_user`] return
-//!   `Err(BadAddress)` (the caller answers `EFAULT`).
+//!   `Err(BadAddress)` (the caller answers `EFAULT`); [`read_cstr`] reads
+//!   a NUL-terminated string (a path, an `execve` argument) the same way.
 //! - Kernel tasks working in a space (the in-guest tests, the benchmarks,
 //!   the boot workload): [`read`], [`write`], [`read_u8`], [`write_u64`],
 //!   [`read_words`], [`zero`], [`first_non_zero`], ... either complete or
@@ -46,6 +47,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use arch_common::user::UserFault;
 use mm::fault::MemFault;
+use mm::PAGE_SIZE;
 
 /// Why the last refused user access of each task was refused: (task id,
 /// reason). Written by [`on_uaccess_fault`], taken by the task after its
@@ -248,6 +250,43 @@ pub fn copy_from_user(dst: &mut [u8], src: u64) -> Result<(), BadAddress> {
     // SAFETY: `dst` is valid for its length of writes; the source is in
     // the user half (checked).
     unsafe { Arch::copy_from_user(dst.as_mut_ptr(), src, dst.len()) }.map_err(BadAddress::from_fault)
+}
+
+/// Why [`read_cstr`] refused a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CStrError {
+    /// A byte before the NUL could not be read (`EFAULT`).
+    BadAddress,
+    /// No NUL within the first `max` bytes (`ENAMETOOLONG`).
+    TooLong,
+    /// The bytes are not UTF-8. Every name this kernel holds is UTF-8, so
+    /// such a path names nothing (`ENOENT`, as Linux answers for a name
+    /// that does not exist); an `execve` argument gets the same answer.
+    NotUtf8,
+}
+
+/// Reads the NUL-terminated string at user address `addr`: the bytes
+/// before the NUL, which must come within the first `max` bytes (so the
+/// string with its NUL fits in `max`; `PATH_MAX` counts it that way).
+/// Reads a chunk at a time, never across a page (the next page may not be
+/// mapped and the string may end before it), and never past `max` bytes.
+///
+/// # Errors
+/// See [`CStrError`].
+pub fn read_cstr(addr: u64, max: usize) -> Result<String, CStrError> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 256];
+    while out.len() < max {
+        let at = addr.checked_add(out.len() as u64).ok_or(CStrError::BadAddress)?;
+        let n = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(chunk.len()).min(max - out.len());
+        copy_from_user(&mut chunk[..n], at).map_err(|_| CStrError::BadAddress)?;
+        if let Some(end) = chunk[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return String::from_utf8(out).map_err(|_| CStrError::NotUtf8);
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    Err(CStrError::TooLong)
 }
 
 /// Copies `src` to user address `dst`; `Err` as for [`copy_from_user`]
