@@ -17,6 +17,12 @@
 //!   each end's drop (the last descriptor of its description closed)
 //!   decrements its count and wakes the other side.
 //!
+//! Capacity: a write adds bytes only while the buffer holds fewer than
+//! [`PIPE_CAPACITY`]; but a read whose copy to user memory fails puts what
+//! it took back in front, and a writer may have filled the room meanwhile,
+//! so the buffer can hold up to `PIPE_CAPACITY` + one read's bytes for a
+//! while. Room is therefore counted saturating (none while over).
+//!
 //! Lock: the pipe's `state`, a leaf; user memory is copied outside it
 //! (through a kernel bounce buffer), since a copy may fault and sleep.
 //! Waits are on `readers_wait` (data or no writer) and `writers_wait`
@@ -152,7 +158,7 @@ impl File for PipeEnd {
                 if st.nr_readers == 0 {
                     return Some(Err(Errno::EPIPE));
                 }
-                let room = PIPE_CAPACITY - st.data.len();
+                let room = PIPE_CAPACITY.saturating_sub(st.data.len());
                 if room >= chunk || (!whole && room > 0) {
                     let n = room.min(chunk);
                     st.data.extend(&bytes[..n]);
