@@ -218,11 +218,13 @@ pub fn run(thread: &Arc<Thread>, mut regs: Regs, entered: &mut Option<Entered>) 
         if thread.doomed.load(Ordering::Acquire) {
             return Exit::Thread(0);
         }
+        // In the space before delivering: a handler's frame is written to
+        // the user stack (a new thread's first pass has entered nothing).
+        let Some(space) = thread.process.space() else { return Exit::Group };
+        enter(entered, space);
         if let Some(exit) = signal::deliver(thread, &mut regs) {
             return exit;
         }
-        let Some(space) = thread.process.space() else { return Exit::Group };
-        enter(entered, space);
         let was = Arch::irq_save_and_disable();
         // SAFETY: `regs` lives across the call; this is the task's own
         // stack; the task runs in its process's space (entered above).
