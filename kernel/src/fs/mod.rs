@@ -76,6 +76,7 @@ macro_rules! errnos {
 
 errnos!(
     EPERM,
+    EINTR,
     ENOENT,
     EIO,
     EBADF,
@@ -131,6 +132,25 @@ pub fn set_proc_self_hook(hook: ProcSelfHook) {
 /// The per-process file `rest` (module doc).
 fn proc_self(rest: &str) -> Option<Result<Arc<dyn File>, Errno>> {
     PROC_SELF_HOOK.get().and_then(|hook| hook(rest))
+}
+
+/// What [`set_interrupt_hook`] registers: whether the calling task must
+/// leave a blocking wait now (a signal to deliver, or its thread ending).
+pub type InterruptHook = fn() -> bool;
+
+static INTERRUPT_HOOK: spin::Once<InterruptHook> = spin::Once::new();
+
+/// Registers the interruption check of blocking waits (once, by
+/// `crate::proc`; the file layer does not know processes).
+pub fn set_interrupt_hook(hook: InterruptHook) {
+    INTERRUPT_HOOK.call_once(|| hook);
+}
+
+/// Whether the caller must leave a blocking wait with `EINTR`: asked by
+/// every wait of the file layer before it parks (false for kernel tasks,
+/// and before `crate::proc` registered its hook).
+pub fn interrupted() -> bool {
+    INTERRUPT_HOOK.get().is_some_and(|hook| hook())
 }
 
 /// Builds the file tree at boot: the initramfs if the boot path passed
