@@ -52,7 +52,7 @@ use arch_common::user::{UserException, UserRegs};
 use core::sync::atomic::Ordering;
 use linux_raw_sys::general as g;
 
-pub use g::{SIGBUS, SIGCHLD, SIGKILL, SIGSEGV};
+pub use g::{SIGBUS, SIGCHLD, SIGKILL, SIGPIPE, SIGSEGV};
 pub const SEGV_MAPERR: u32 = g::SEGV_MAPERR;
 pub const SEGV_ACCERR: u32 = g::SEGV_ACCERR;
 pub const BUS_ADRERR: u32 = g::BUS_ADRERR;
