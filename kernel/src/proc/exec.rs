@@ -63,10 +63,13 @@ fn read_strings(addr: u64) -> Result<Vec<String>, Errno> {
             break;
         }
         let s = read_cstr(p, stack::MAX_ARG_BYTES)?;
-        total += s.len() + 1;
+        // The string, its NUL and its pointer on the new stack: millions
+        // of empty strings are as much as their bytes.
+        total += s.len() + 1 + 8;
         if total > stack::MAX_ARG_BYTES {
             return Err(Errno::E2BIG);
         }
+        out.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
         out.push(s);
     }
     Ok(out)
