@@ -86,6 +86,10 @@ fn sigsegv_handler(_: &TestEnv<'_>) -> Result<(), String> {
     run("sigsegv_handler", &[])
 }
 
+fn execve_limits(_: &TestEnv<'_>) -> Result<(), String> {
+    run("execve_limits", &[])
+}
+
 fn signal_waits(_: &TestEnv<'_>) -> Result<(), String> {
     run("signal_waits", &[])
 }
@@ -111,4 +115,4 @@ fn enosys(_: &TestEnv<'_>) -> Result<(), String> {
 
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
-    sigsegv_handler, signal_waits, efault, kernel_read, enosys];
+    sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys];
