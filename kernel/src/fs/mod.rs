@@ -78,6 +78,7 @@ macro_rules! errnos {
 
 errnos!(
     EPERM,
+    EINTR,
     ENOENT,
     EIO,
     EBADF,
@@ -102,7 +103,6 @@ errnos!(
     ENXIO,
     // Process calls' (`crate::proc` answers with this type too).
     ESRCH,
-    EINTR,
     ENOEXEC,
     ECHILD,
     ETIMEDOUT,
@@ -168,6 +168,25 @@ fn proc_self(pid: Option<u32>, rest: &str) -> Option<Result<Arc<dyn File>, Errno
 /// The per-process entries of `/proc` (none before the hook is set).
 fn proc_list() -> Vec<file::DirEntry> {
     PROC_LIST_HOOK.get().map(|hook| hook()).unwrap_or_default()
+}
+
+/// What [`set_interrupt_hook`] registers: whether the calling task must
+/// leave a blocking wait now (a signal to deliver, or its thread ending).
+pub type InterruptHook = fn() -> bool;
+
+static INTERRUPT_HOOK: spin::Once<InterruptHook> = spin::Once::new();
+
+/// Registers the interruption check of blocking waits (once, by
+/// `crate::proc`; the file layer does not know processes).
+pub fn set_interrupt_hook(hook: InterruptHook) {
+    INTERRUPT_HOOK.call_once(|| hook);
+}
+
+/// Whether the caller must leave a blocking wait with `EINTR`: asked by
+/// every wait of the file layer before it parks (false for kernel tasks,
+/// and before `crate::proc` registered its hook).
+pub fn interrupted() -> bool {
+    INTERRUPT_HOOK.get().is_some_and(|hook| hook())
 }
 
 /// Builds the file tree at boot: the initramfs if the boot path passed

@@ -13,9 +13,18 @@
 //!   interleaved with other writers. A reader that leaves midway ends the
 //!   write with what was taken so far (or `EPIPE` when nothing was).
 //! - `O_NONBLOCK`: `EAGAIN` instead of waiting.
+//! - A wait ends with `EINTR` when [`crate::fs::interrupted`] says so (a
+//!   signal to deliver, the caller's thread or process ending); a write
+//!   that moved bytes returns their count instead.
 //! - The ends are counted: a [`PipeEnd`] is made per end by [`new`] and
 //!   each end's drop (the last descriptor of its description closed)
 //!   decrements its count and wakes the other side.
+//!
+//! Capacity: a write adds bytes only while the buffer holds fewer than
+//! [`PIPE_CAPACITY`]; but a read whose copy to user memory fails puts what
+//! it took back in front, and a writer may have filled the room meanwhile,
+//! so the buffer can hold up to `PIPE_CAPACITY` + one read's bytes for a
+//! while. Room is therefore counted saturating (none while over).
 //!
 //! Lock: the pipe's `state`, a leaf; user memory is copied outside it
 //! (through a kernel bounce buffer), since a copy may fault and sleep.
@@ -104,17 +113,22 @@ impl File for PipeEnd {
         }
         let p = &self.pipe;
         let taken = p.readers_wait.wait_for(|| {
-            let mut st = p.state.lock();
-            if !st.data.is_empty() {
-                let n = len.min(st.data.len());
-                Some(Ok(st.data.drain(..n).collect::<alloc::vec::Vec<u8>>()))
-            } else if st.nr_writers == 0 {
-                Some(Ok(alloc::vec::Vec::new()))
-            } else if nonblock {
-                Some(Err(Errno::EAGAIN))
-            } else {
-                None
-            }
+            let ready = {
+                let mut st = p.state.lock();
+                if !st.data.is_empty() {
+                    let n = len.min(st.data.len());
+                    Some(Ok(st.data.drain(..n).collect::<alloc::vec::Vec<u8>>()))
+                } else if st.nr_writers == 0 {
+                    Some(Ok(alloc::vec::Vec::new()))
+                } else if nonblock {
+                    Some(Err(Errno::EAGAIN))
+                } else {
+                    None
+                }
+            };
+            // About to wait: not when the caller must leave (outside the
+            // pipe's lock: the check takes the process's).
+            ready.or_else(|| crate::fs::interrupted().then_some(Err(Errno::EINTR)))
         })?;
         // The copy may fault and sleep (swap-in), so it runs without the
         // lock. When the reader's buffer is bad, what was taken goes back
@@ -148,20 +162,22 @@ impl File for PipeEnd {
             // for all of it; otherwise take whatever room there is.
             let whole = len <= PIPE_BUF;
             let put = p.writers_wait.wait_for(|| {
-                let mut st = p.state.lock();
-                if st.nr_readers == 0 {
-                    return Some(Err(Errno::EPIPE));
-                }
-                let room = PIPE_CAPACITY - st.data.len();
-                if room >= chunk || (!whole && room > 0) {
-                    let n = room.min(chunk);
-                    st.data.extend(&bytes[..n]);
-                    Some(Ok(n))
-                } else if nonblock {
-                    Some(Err(Errno::EAGAIN))
-                } else {
-                    None
-                }
+                let ready = {
+                    let mut st = p.state.lock();
+                    let room = PIPE_CAPACITY.saturating_sub(st.data.len());
+                    if st.nr_readers == 0 {
+                        Some(Err(Errno::EPIPE))
+                    } else if room >= chunk || (!whole && room > 0) {
+                        let n = room.min(chunk);
+                        st.data.extend(&bytes[..n]);
+                        Some(Ok(n))
+                    } else if nonblock {
+                        Some(Err(Errno::EAGAIN))
+                    } else {
+                        None
+                    }
+                };
+                ready.or_else(|| crate::fs::interrupted().then_some(Err(Errno::EINTR)))
             });
             match put {
                 Ok(n) => {

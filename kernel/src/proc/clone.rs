@@ -44,7 +44,7 @@ const KNOWN: u64 = (g::CLONE_VM
 pub fn fork(c: &mut Ctx, vfork: bool) -> SysResult {
     let child = new_process(c, 0)?;
     if vfork {
-        wait_vfork(&child);
+        wait_vfork(c.thread, &child);
     }
     Ok(child.pid as u64)
 }
@@ -68,7 +68,7 @@ pub fn clone(c: &mut Ctx) -> SysResult {
             copy_to_user(parent_tid, &child.pid.to_ne_bytes())?;
         }
         if f(g::CLONE_VFORK) {
-            wait_vfork(&child);
+            wait_vfork(c.thread, &child);
         }
         return Ok(child.pid as u64);
     }
@@ -154,11 +154,13 @@ fn fork_space(space: &AddressSpace, dontfork: &[(u64, u64)]) -> Result<Arc<Addre
     Ok(child)
 }
 
-/// A `vfork` parent's wait: until the child has exec'd or ended.
-fn wait_vfork(child: &Arc<Process>) {
+/// A `vfork` parent's wait: until the child has exec'd or ended, or the
+/// caller must end (a handled signal waits, as in Linux: the child exists
+/// and the call returns its pid; the thread loop then ends the caller).
+fn wait_vfork(me: &thread::Thread, child: &Arc<Process>) {
     child.exited.wait_for(|| {
         let exec_or_end = child.state.lock().status.is_some() || child.mm.lock().execs > 0;
-        exec_or_end.then_some(())
+        (exec_or_end || me.must_exit()).then_some(())
     });
 }
 
@@ -173,16 +175,13 @@ pub fn wait4(c: &mut Ctx, pid: i32, wstatus: u64, options: u32, rusage: u64) -> 
         return Err(Errno::EINVAL);
     }
     let process = c.thread.process.clone();
-    let found = process.child_exit.wait_for(|| {
-        if process.group_exit().is_some() {
-            return Some(Err(Errno::EINTR));
-        }
-        match process::reap_child(&process, which) {
-            Err(process::NoChild) => Some(Err(Errno::ECHILD)),
-            Ok(Some(found)) => Some(Ok(found)),
-            Ok(None) if options & g::WNOHANG != 0 => Some(Ok((0, 0))),
-            Ok(None) => None,
-        }
+    let found = process.child_exit.wait_for(|| match process::reap_child(&process, which) {
+        Err(process::NoChild) => Some(Err(Errno::ECHILD)),
+        Ok(Some(found)) => Some(Ok(found)),
+        Ok(None) if options & g::WNOHANG != 0 => Some(Ok((0, 0))),
+        // About to wait: not when the caller must end or has a signal.
+        Ok(None) if c.thread.interrupted() => Some(Err(Errno::EINTR)),
+        Ok(None) => None,
     })?;
     let (pid, status) = found;
     if pid != 0 && wstatus != 0 {

@@ -1,15 +1,22 @@
-//! `execve`: replacing a process's program. The new program's headers are
-//! checked first ([`super::elf::Image::parse`]: a bad file fails the call
-//! with the old program intact); then a new address space is made, the
-//! thread enters it, the segments are loaded and the initial stack built
-//! ([`super::stack`]); then the process takes the new space (the old one
-//! is dropped), its `brk` starts after the program, handlers go back to
-//! their defaults and the fd table closes its close-on-exec fds. A failure
-//! after the old space is gone kills the process (`SIGSEGV`, as Linux's
-//! "point of no return").
+//! `execve`: replacing a process's program. The new program's headers and
+//! the size of its initial stack are checked first
+//! ([`super::elf::Image::parse`], [`stack::check_size`]: a bad file or too
+//! many arguments fail the call with the old program and its threads
+//! intact); then the other threads are ended; then a new address space is
+//! made, the thread enters it, the segments are loaded and the initial
+//! stack built ([`super::stack`]); then the process takes the new space
+//! (the old one is dropped), its `brk` starts after the program, handlers
+//! go back to their defaults and the fd table closes its close-on-exec
+//! fds. The old space is dropped only after everything succeeded, so a
+//! failure there (out of memory) returns the error to the old program,
+//! which goes on with its other threads ended.
 //!
-//! Other threads of the process are ended first (as a group exit would,
-//! but the caller goes on). The first thread of a [`super::spawn`]ed
+//! Ending the other threads is as a group exit would, but the caller goes
+//! on: it dooms them and waits until they are gone (their blocking waits
+//! leave at once, [`Thread::interrupted`]). Two threads calling `execve`
+//! at once: the first to set the process's `execing` flag wins, the other
+//! returns `EINTR` (and is ended by the winner); a caller that must end
+//! itself gives up with `EINTR`. The first thread of a [`super::spawn`]ed
 //! process runs the same code ([`exec_image`]) to start.
 //!
 //! Locks: the process's `mm` lock, for a moment, to switch the space.
@@ -25,6 +32,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arch_common::user::UserRegs;
+use core::sync::atomic::Ordering;
 
 /// Reads a NULL-terminated array of string pointers.
 fn read_strings(addr: u64) -> Result<Vec<String>, Errno> {
@@ -41,10 +49,13 @@ fn read_strings(addr: u64) -> Result<Vec<String>, Errno> {
             break;
         }
         let s = read_cstr(p, stack::MAX_ARG_BYTES)?;
-        total += s.len() + 1;
+        // The string, its NUL and its pointer on the new stack: millions
+        // of empty strings are as much as their bytes.
+        total += s.len() + 1 + 8;
         if total > stack::MAX_ARG_BYTES {
             return Err(Errno::E2BIG);
         }
+        out.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
         out.push(s);
     }
     Ok(out)
@@ -57,25 +68,32 @@ pub fn execve(c: &mut Ctx, path: u64, argv: u64, envp: u64) -> SysResult {
     let envp = read_strings(envp)?;
     let image = super::files::read_exec(c, &path)?;
     Image::parse(&image).map_err(|_| Errno::ENOEXEC)?;
-    end_other_threads(c.thread);
-    match exec_image(c.thread, c.entered, &path, &image, &argv, &envp) {
-        Ok(regs) => {
-            *c.regs = regs;
-            c.flow = Some(Flow::NoReturn);
-            Ok(0)
-        }
-        Err(e) => Err(e),
+    stack::check_size(&path, &argv, &envp)?;
+    let process = &c.thread.process;
+    if process.execing.swap(true, Ordering::AcqRel) {
+        // Another thread's execve goes on (and ends this thread).
+        return Err(Errno::EINTR);
     }
+    let result = end_other_threads(c.thread)
+        .and_then(|()| exec_image(c.thread, c.entered, &path, &image, &argv, &envp));
+    process.execing.store(false, Ordering::Release);
+    let regs = result?;
+    *c.regs = regs;
+    c.flow = Some(Flow::NoReturn);
+    Ok(0)
 }
 
 /// Ends every thread of the caller's process but the caller, and waits
-/// until they are gone.
-fn end_other_threads(me: &Arc<Thread>) {
+/// until they are gone; `EINTR` when the caller must end meanwhile.
+fn end_other_threads(me: &Arc<Thread>) -> Result<(), Errno> {
     loop {
+        if me.must_exit() {
+            return Err(Errno::EINTR);
+        }
         let others: Vec<Arc<Thread>> =
             me.process.state.lock().threads.iter().filter(|t| !Arc::ptr_eq(t, me)).cloned().collect();
         if others.is_empty() {
-            return;
+            return Ok(());
         }
         for t in &others {
             t.doom();

@@ -116,6 +116,12 @@ pub fn call(c: &mut Ctx, number: u32) -> Option<SysResult> {
         nr::__NR_fchdir => fsc::fchdir(fds, cwd, a[0]),
         _ => return arch_call(fds, cwd, number, &a),
     };
+    let writes = matches!(number, nr::__NR_write | nr::__NR_writev | nr::__NR_pwrite64);
+    if writes && r == Err(fs::Errno::EPIPE) {
+        // A write to a pipe no one reads: `SIGPIPE` too (the file layer
+        // only says `EPIPE`); ignored or handled, the caller sees `EPIPE`.
+        super::signal::send_thread(c.thread, super::signal::SIGPIPE);
+    }
     Some(r)
 }
 

@@ -15,8 +15,8 @@
 //! in the table; one before it, the waiter sees the new value. So no wake
 //! is lost, and the word is never read under a lock (the read may fault
 //! and sleep). A wait with a timeout polls its flag each tick until the
-//! deadline. A waiting thread also leaves (`EINTR`) when its process is
-//! exiting.
+//! deadline. A waiting thread also leaves (`EINTR`) when it must end or
+//! has a signal to deliver ([`super::thread::Thread::interrupted`]).
 //!
 //! Locks: [`WAITERS`] (a leaf).
 
@@ -106,7 +106,7 @@ fn wait(
         if woken.load(Ordering::Acquire) {
             return Ok(0);
         }
-        if thread.must_exit() {
+        if thread.interrupted() {
             leave(&woken);
             return Err(Errno::EINTR);
         }

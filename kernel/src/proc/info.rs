@@ -165,7 +165,7 @@ pub fn clock_nanosleep(c: &mut Ctx, _clock: u32, flags: u32, request: u64) -> Sy
     let now = Arch::now_ns();
     let deadline = if flags & g::TIMER_ABSTIME != 0 { t } else { now.saturating_add(t) };
     while Arch::now_ns() < deadline {
-        if c.thread.must_exit() {
+        if c.thread.interrupted() {
             return Err(Errno::EINTR);
         }
         let left_ms = (deadline - Arch::now_ns()).div_ceil(1_000_000);

@@ -47,9 +47,12 @@ pub use process::{run_init, spawn, spawn_image, wait_exit, Pid};
 pub use syscall::Errno;
 
 /// Sets the process unit up at boot (after the file layer): the
-/// per-process `/proc` files.
+/// per-process `/proc` files and the file layer's interruption check
+/// (`fs::set_interrupt_hook`: [`thread::Thread::interrupted`] of the
+/// calling thread).
 pub fn init() {
     procfs::init();
+    crate::fs::set_interrupt_hook(|| thread::current().is_some_and(|t| t.interrupted()));
 }
 
 /// The arch's user mode, as this build has it.

@@ -121,6 +121,9 @@ pub struct Process {
     /// Minor and major faults of its threads (getrusage, `/proc` status).
     pub min_flt: AtomicU64,
     pub maj_flt: AtomicU64,
+    /// A thread's `execve` is ending the others (the first one wins; a
+    /// second gives up with `EINTR`).
+    pub execing: core::sync::atomic::AtomicBool,
     /// The fd table and cwd of the file layer.
     pub files: super::files::Files,
 }
@@ -159,6 +162,7 @@ impl Process {
             exited: WaitQueue::new(),
             min_flt: AtomicU64::new(0),
             maj_flt: AtomicU64::new(0),
+            execing: core::sync::atomic::AtomicBool::new(false),
             files,
         });
         TABLE.lock().insert(pid, p.clone());

@@ -2,6 +2,15 @@
 //! (`kill`, `tgkill`, the kernel's own for faults and `SIGCHLD`), delivery
 //! before each return to user mode, and `rt_sigreturn`.
 //!
+//! ## Sending
+//!
+//! A signal is made pending (the process's set, or a thread's) and its
+//! threads kicked out of their waits; a blocking call returns `EINTR` when
+//! a pending signal is deliverable ([`deliverable`], asked through
+//! `Thread::interrupted`; no `SA_RESTART` restart). A signal whose default
+//! action ends the process and which some thread does not block decides
+//! the group exit as it is sent ([`send_process`], [`send_thread`]).
+//!
 //! ## Delivery
 //!
 //! Before each entry to user mode the thread loop calls [`deliver`]: the
@@ -43,7 +52,7 @@ use arch_common::user::{UserException, UserRegs};
 use core::sync::atomic::Ordering;
 use linux_raw_sys::general as g;
 
-pub use g::{SIGBUS, SIGCHLD, SIGKILL, SIGSEGV};
+pub use g::{SIGBUS, SIGCHLD, SIGKILL, SIGPIPE, SIGSEGV};
 pub const SEGV_MAPERR: u32 = g::SEGV_MAPERR;
 pub const SEGV_ACCERR: u32 = g::SEGV_ACCERR;
 pub const BUS_ADRERR: u32 = g::BUS_ADRERR;
@@ -110,20 +119,65 @@ fn ignored_by_default(sig: u32) -> bool {
     )
 }
 
-/// Sends `sig` to process `p` (any of its threads takes it).
+/// Whether `action` drops `sig` on delivery.
+fn ignores(action: &SigAction, sig: u32) -> bool {
+    action.handler == SIG_IGN || (action.handler == SIG_DFL && ignored_by_default(sig))
+}
+
+/// Whether `action` makes `sig` end the process (the default action of a
+/// signal not ignored by default).
+fn fatal(action: &SigAction, sig: u32) -> bool {
+    sig == g::SIGKILL || (action.handler == SIG_DFL && !ignored_by_default(sig))
+}
+
+/// Sends `sig` to process `p` (any of its threads takes it). A signal
+/// that ends the process and that some thread does not block decides the
+/// group exit at once (every thread leaves its wait), as its delivery
+/// would.
 pub fn send_process(p: &Arc<Process>, sig: u32) {
-    if sig == g::SIGKILL {
-        p.start_group_exit(sig as i32);
-        return;
-    }
     let threads = {
         let mut st = p.state.lock();
+        let action = st.actions.0[sig as usize - 1];
+        let now =
+            fatal(&action, sig) && (sig == g::SIGKILL || st.threads.iter().any(|t| t.mask() & bit(sig) == 0));
+        if now {
+            drop(st);
+            p.start_group_exit(sig as i32);
+            return;
+        }
         st.pending |= bit(sig);
         st.threads.clone()
     };
     for t in &threads {
         t.kick();
     }
+}
+
+/// Sends `sig` to `thread` alone (`tgkill`, `SIGPIPE`); a fatal one it
+/// does not block ends the process at once, as in [`send_process`].
+pub fn send_thread(thread: &Thread, sig: u32) {
+    let action = thread.process.state.lock().actions.0[sig as usize - 1];
+    if fatal(&action, sig) && (sig == g::SIGKILL || thread.mask() & bit(sig) == 0) {
+        thread.process.start_group_exit(sig as i32);
+    } else {
+        thread.send(sig);
+    }
+}
+
+/// Whether a signal is pending for `thread` that delivery would act on
+/// (not blocked, not ignored): a blocking call leaves for it (`EINTR`).
+pub fn deliverable(thread: &Thread) -> bool {
+    let mask = thread.mask() & !UNBLOCKABLE;
+    let st = thread.process.state.lock();
+    let mut ready = (thread.pending.load(Ordering::Acquire) | st.pending) & !mask;
+    while ready != 0 {
+        let sig = ready.trailing_zeros() + 1;
+        ready &= !bit(sig);
+        if !ignores(&st.actions.0[sig as usize - 1], sig) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Takes the next deliverable signal and acts on it; `Some` when the
@@ -148,8 +202,7 @@ pub fn deliver(thread: &Arc<Thread>, regs: &mut Regs) -> Option<Exit> {
         };
         let action = thread.process.state.lock().actions.0[sig as usize - 1];
         match action.handler {
-            SIG_IGN => continue,
-            SIG_DFL if ignored_by_default(sig) => continue,
+            _ if ignores(&action, sig) => continue,
             SIG_DFL => return Some(die(thread, sig)),
             _ => {
                 let info = SigInfo { sig, code: SI_USER, addr: 0 };
@@ -422,10 +475,8 @@ pub fn tgkill(c: &mut Ctx, tgid: i32, tid: i32, sig: u32) -> SysResult {
         process::find(tgid as u32).and_then(|p| p.thread(tid))
     };
     let thread = thread.ok_or(Errno::ESRCH)?;
-    if sig == g::SIGKILL {
-        thread.process.start_group_exit(sig as i32);
-    } else if sig != 0 {
-        thread.send(sig);
+    if sig != 0 {
+        send_thread(&thread, sig);
     }
     Ok(0)
 }

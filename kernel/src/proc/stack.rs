@@ -45,6 +45,23 @@ fn platform() -> &'static str {
     UserArch::MACHINE
 }
 
+/// Words of the initial stack besides the string pointers: `argc`, the
+/// two `NULL`s, the auxv pairs, and slack for the alignment.
+const FIXED_WORDS: usize = 3 + 2 * 18 + 4;
+
+/// The initial stack's size for these strings, or `E2BIG` when it is over
+/// [`MAX_ARG_BYTES`] (`execve` asks before it ends the other threads;
+/// [`build`] asks too). Within it, the stack fits its area.
+pub fn check_size(execfn: &str, argv: &[String], envp: &[String]) -> Result<usize, Errno> {
+    let strings: usize = argv.iter().chain(envp).map(|s| s.len() + 1).sum::<usize>() + execfn.len() + 1;
+    let words = argv.len() + envp.len() + FIXED_WORDS;
+    let size = strings + platform().len() + 1 + 16 + 16 + words * 8;
+    if size > MAX_ARG_BYTES {
+        return Err(Errno::E2BIG);
+    }
+    Ok(size)
+}
+
 /// Maps the stack in `space` (the running task is in it) and writes the
 /// initial stack; returns the stack pointer `_start` gets.
 pub fn build(
@@ -55,10 +72,7 @@ pub fn build(
     envp: &[String],
     random: [u8; 16],
 ) -> Result<u64, Errno> {
-    let strings: usize = argv.iter().chain(envp).map(|s| s.len() + 1).sum::<usize>() + execfn.len() + 1;
-    if strings > MAX_ARG_BYTES {
-        return Err(Errno::E2BIG);
-    }
+    let size = check_size(execfn, argv, envp)?;
     space
         .mmap_fixed(VirtAddr::new(STACK_TOP - STACK_SIZE), STACK_SIZE, VmaProt::READ_WRITE)
         .map_err(|_| Errno::ENOMEM)?;
@@ -66,6 +80,7 @@ pub fn build(
     // The strings block, from the top down: its contents and where each
     // string lands.
     let mut block: Vec<u8> = Vec::new();
+    block.try_reserve(size).map_err(|_| Errno::ENOMEM)?;
     let place = |s: &[u8], block: &mut Vec<u8>| -> u64 {
         block.extend_from_slice(s);
         block.push(0);
@@ -108,6 +123,7 @@ pub fn build(
         (at::AT_NULL, 0),
     ];
     let mut words: Vec<u64> = Vec::new();
+    words.try_reserve(argv.len() + envp.len() + FIXED_WORDS).map_err(|_| Errno::ENOMEM)?;
     words.push(argv.len() as u64);
     words.extend_from_slice(&string_addrs[..argv.len()]);
     words.push(0);

@@ -3,8 +3,9 @@
 //!
 //! ## The loop
 //!
-//! A thread is a kernel task that runs [`run`]: deliver a pending signal
-//! (which may end the process), enter user mode, and handle why it came
+//! A thread is a kernel task that runs [`run`]: enter the process's space,
+//! deliver a pending signal (which may end the process; a handler's frame
+//! is written to the user stack, hence the space first), enter user mode, and handle why it came
 //! back: a system call ([`super::syscall::dispatch`]), a page fault
 //! (resolved by [`crate::vm::fault::resolve`], or `SIGSEGV`/`SIGBUS` with
 //! the address), another exception (its signal), or an interrupt (a
@@ -83,6 +84,12 @@ impl Thread {
     /// Whether the thread must leave what it waits for and end.
     pub fn must_exit(&self) -> bool {
         self.doomed.load(Ordering::Acquire) || self.process.group_exit().is_some()
+    }
+
+    /// Whether a blocking call must stop waiting and return `EINTR`: the
+    /// thread must end, or a signal is pending that delivery would act on.
+    pub fn interrupted(&self) -> bool {
+        self.must_exit() || signal::deliverable(self)
     }
 
     /// The signals blocked.
@@ -218,11 +225,13 @@ pub fn run(thread: &Arc<Thread>, mut regs: Regs, entered: &mut Option<Entered>) 
         if thread.doomed.load(Ordering::Acquire) {
             return Exit::Thread(0);
         }
+        // In the space before delivering: a handler's frame is written to
+        // the user stack (a new thread's first pass has entered nothing).
+        let Some(space) = thread.process.space() else { return Exit::Group };
+        enter(entered, space);
         if let Some(exit) = signal::deliver(thread, &mut regs) {
             return exit;
         }
-        let Some(space) = thread.process.space() else { return Exit::Group };
-        enter(entered, space);
         let was = Arch::irq_save_and_disable();
         // SAFETY: `regs` lives across the call; this is the task's own
         // stack; the task runs in its process's space (entered above).

@@ -86,6 +86,14 @@ fn sigsegv_handler(_: &TestEnv<'_>) -> Result<(), String> {
     run("sigsegv_handler", &[])
 }
 
+fn execve_limits(_: &TestEnv<'_>) -> Result<(), String> {
+    run("execve_limits", &[])
+}
+
+fn signal_waits(_: &TestEnv<'_>) -> Result<(), String> {
+    run("signal_waits", &[])
+}
+
 /// With a kernel address that really is mapped: the copy must refuse it
 /// for being the kernel's, not for being unmapped.
 fn efault(_: &TestEnv<'_>) -> Result<(), String> {
@@ -107,4 +115,4 @@ fn enosys(_: &TestEnv<'_>) -> Result<(), String> {
 
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
-    sigsegv_handler, efault, kernel_read, enosys];
+    sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys];
