@@ -241,11 +241,14 @@ pub fn mremap(c: &mut Ctx, old: u64, old_len: u64, new_len: u64, flags: u32, _ne
     if !old.is_multiple_of(PAGE) || flags & !g::MREMAP_MAYMOVE != 0 {
         return Err(Errno::EINVAL);
     }
-    let old_len = up(old_len).ok_or(Errno::EINVAL)?;
+    // An old length of 0 asks Linux for a second mapping of shared
+    // memory, which is not supported here: EINVAL.
+    let old_len = up(old_len).filter(|&l| l > 0).ok_or(Errno::EINVAL)?;
     let new_len = up(new_len).filter(|&l| l > 0).ok_or(Errno::EINVAL)?;
+    let old_end = old.checked_add(old_len).ok_or(Errno::EINVAL)?;
     let space = space(c)?;
     let area = space.area_at(VirtAddr::new(old)).ok_or(Errno::EFAULT)?;
-    if old + old_len > area.end.as_u64() {
+    if old_end > area.end.as_u64() {
         return Err(Errno::EFAULT);
     }
     if new_len <= old_len {
