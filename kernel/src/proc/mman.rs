@@ -259,7 +259,7 @@ pub fn mremap(c: &mut Ctx, old: u64, old_len: u64, new_len: u64, flags: u32, _ne
     // memory, which is not supported here: EINVAL.
     let old_len = up(old_len).filter(|&l| l > 0).ok_or(Errno::EINVAL)?;
     let new_len = up(new_len).filter(|&l| l > 0).ok_or(Errno::EINVAL)?;
-    let old_end = old.checked_add(old_len).ok_or(Errno::EINVAL)?;
+    let old_end = old.checked_add(old_len).ok_or(Errno::EFAULT)?;
     let space = space(c)?;
     let area = space.area_at(VirtAddr::new(old)).ok_or(Errno::EFAULT)?;
     if old_end > area.end.as_u64() {
