@@ -87,6 +87,12 @@ pub fn clone(c: &mut Ctx) -> SysResult {
         regs.set_sp(stack);
     }
     if f(g::CLONE_SETTLS) {
+        // x86-64's TLS is the FS base, which must be a user address (as
+        // `arch_prctl(ARCH_SET_FS)`); AArch64's TPIDR_EL0 takes any value.
+        #[cfg(target_arch = "x86_64")]
+        if tls >= crate::vm::space::USER_END {
+            return Err(Errno::EPERM);
+        }
         regs.set_tls(tls);
     }
     if f(g::CLONE_PARENT_SETTID) {
