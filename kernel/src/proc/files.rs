@@ -71,12 +71,27 @@ pub fn read_exec(c: &Ctx, path: &str) -> Result<Vec<u8>, Errno> {
 
 /// Fills `[at, at + len)` (just mapped, writable) with the contents of fd
 /// `fd` from `offset`: a private copy of a file mapping; past the file's
-/// end the pages stay zero.
+/// end the pages stay zero. The fd must be open for reading (`EACCES`)
+/// and name a file with offsets (`ENODEV` for a pipe or the console,
+/// whose read would ignore the offset and could block), and the range of
+/// the file must not pass 2^64 (`EOVERFLOW`).
 pub fn map_file(c: &Ctx, fd: i32, offset: u64, at: u64, len: u64) -> Result<(), Errno> {
+    // Written so, not as named constants of `Errno`, to hold whichever
+    // errno type this module's `Errno` is.
+    const EACCES: Errno = Errno(linux_raw_sys::errno::EACCES);
+    const ENODEV: Errno = Errno(linux_raw_sys::errno::ENODEV);
+    const EOVERFLOW: Errno = Errno(linux_raw_sys::errno::EOVERFLOW);
     if !offset.is_multiple_of(4096) {
         return Err(Errno::EINVAL);
     }
     let open = c.thread.process.files.fds.get(fd)?;
+    if !open.readable() {
+        return Err(EACCES);
+    }
+    if !open.file.seekable() {
+        return Err(ENODEV);
+    }
+    offset.checked_add(len).ok_or(EOVERFLOW)?;
     let mut done = 0u64;
     let chunk = 64 * 1024;
     while done < len {
