@@ -163,7 +163,9 @@ fn fork_space(space: &AddressSpace, dontfork: &[(u64, u64)]) -> Result<Arc<Addre
 /// A `vfork` parent's wait: until the child has exec'd or ended.
 fn wait_vfork(child: &Arc<Process>) {
     child.exited.wait_for(|| {
-        let exec_or_end = child.state.lock().status.is_some() || child.mm.lock().execs > 0;
+        // One lock at a time (the order is mm before state).
+        let ended = child.state.lock().status.is_some();
+        let exec_or_end = ended || child.mm.lock().execs > 0;
         exec_or_end.then_some(())
     });
 }
