@@ -42,7 +42,7 @@ const KNOWN: u64 = (g::CLONE_VM
 
 /// `fork()` / `vfork()`.
 pub fn fork(c: &mut Ctx, vfork: bool) -> SysResult {
-    let child = new_process(c, 0)?;
+    let child = new_process(c, 0, None)?;
     if vfork {
         wait_vfork(&child);
     }
@@ -63,10 +63,7 @@ pub fn clone(c: &mut Ctx) -> SysResult {
     }
     let f = |bit: u32| flags & bit as u64 != 0;
     if !f(g::CLONE_THREAD) {
-        let child = new_process(c, stack)?;
-        if f(g::CLONE_PARENT_SETTID) {
-            copy_to_user(parent_tid, &child.pid.to_ne_bytes())?;
-        }
+        let child = new_process(c, stack, f(g::CLONE_PARENT_SETTID).then_some(parent_tid))?;
         if f(g::CLONE_VFORK) {
             wait_vfork(&child);
         }
@@ -113,8 +110,10 @@ pub fn clone(c: &mut Ctx) -> SysResult {
 }
 
 /// A child process of the caller, running a copy of it (return value 0,
-/// stack `stack` when not 0).
-fn new_process(c: &mut Ctx, stack: u64) -> Result<Arc<Process>, Errno> {
+/// stack `stack` when not 0). Its pid is written to the caller's
+/// `parent_tid` when given (`CLONE_PARENT_SETTID`) before the child is
+/// made known or runs, so a bad address fails the call with no child.
+fn new_process(c: &mut Ctx, stack: u64, parent_tid: Option<u64>) -> Result<Arc<Process>, Errno> {
     let parent = c.thread.process.clone();
     let (space, exe, brk_start, brk, dontfork) = {
         let mm = parent.mm.lock();
@@ -124,6 +123,11 @@ fn new_process(c: &mut Ctx, stack: u64) -> Result<Arc<Process>, Errno> {
     let child_space = fork_space(&space, &dontfork)?;
     let actions = parent.state.lock().actions;
     let pid = process::new_pid();
+    if let Some(at) = parent_tid {
+        // Before `Process::new` lists the pid; the unused copy of the
+        // space is dropped on the error.
+        copy_to_user(at, &pid.to_ne_bytes())?;
+    }
     let child = Process::new(pid, Some(parent.pid), child_space, exe, actions, parent.files.fork());
     {
         let mut mm = child.mm.lock();
