@@ -16,7 +16,8 @@
 //!   in Linux.
 //! - `madvise`: `DONTNEED` and `FREE` drop the pages, `PAGEOUT` writes
 //!   them to swap now, `HUGEPAGE`/`NOHUGEPAGE` set the areas' THP mode,
-//!   `DONTFORK`/`DOFORK` mark ranges a fork leaves out, `COLD` and the
+//!   `DONTFORK`/`DOFORK` mark ranges a fork leaves out (merged when they
+//!   touch, at most `MAX_DONTFORK` apart, else `ENOMEM`), `COLD` and the
 //!   access-pattern hints are accepted and change nothing.
 //! - `mremap` shrinks in place, grows in place when the range after is
 //!   free, and otherwise (`MREMAP_MAYMOVE`) maps a new range, copies the
@@ -43,6 +44,9 @@ const HUGE: u64 = 2 << 20;
 /// pages: a 4 KiB answer), so their kernel allocation stays bounded
 /// whatever length the user passes.
 const CHUNK: u64 = 4096 * PAGE;
+/// The most separate `MADV_DONTFORK` ranges a process may have; one more
+/// is `ENOMEM` (as Linux's limit on the areas such a split makes).
+const MAX_DONTFORK: usize = 4096;
 /// Where `mmap` places from, downwards: 128 MiB below the stack area, as
 /// Linux's gap below the stack limit.
 const MMAP_TOP: VirtAddr = VirtAddr::new(super::stack::STACK_TOP - super::stack::STACK_SIZE - (128 << 20));
@@ -212,7 +216,21 @@ pub fn madvise(c: &mut Ctx, addr: u64, len: u64, advice: u32) -> SysResult {
             if advice == g::MADV_DONTFORK {
                 kept.push((addr, end));
             }
-            mm.dontfork = kept;
+            // Sorted, and ranges that touch merged: the list is as short
+            // as the marked memory allows, and bounded (it is rebuilt
+            // under the lock on every call and copied by every fork).
+            kept.sort_unstable_by_key(|&(s, _)| s);
+            let mut merged: alloc::vec::Vec<(u64, u64)> = alloc::vec::Vec::with_capacity(kept.len());
+            for (s, e) in kept {
+                match merged.last_mut() {
+                    Some(last) if last.1 >= s => last.1 = last.1.max(e),
+                    _ => merged.push((s, e)),
+                }
+            }
+            if merged.len() > MAX_DONTFORK {
+                return Err(Errno::ENOMEM);
+            }
+            mm.dontfork = merged;
             return Ok(0);
         }
         g::MADV_COLD | g::MADV_NORMAL | g::MADV_RANDOM | g::MADV_SEQUENTIAL | g::MADV_WILLNEED => {
