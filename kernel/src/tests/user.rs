@@ -105,6 +105,10 @@ fn enosys(_: &TestEnv<'_>) -> Result<(), String> {
     run("enosys", &[])
 }
 
+fn badargs(_: &TestEnv<'_>) -> Result<(), String> {
+    run("badargs", &[])
+}
+
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
-    sigsegv_handler, efault, kernel_read, enosys];
+    sigsegv_handler, efault, kernel_read, enosys, badargs];
