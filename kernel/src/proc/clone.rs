@@ -128,7 +128,7 @@ fn new_process(c: &mut Ctx, stack: u64, parent_tid: Option<u64>) -> Result<Arc<P
         // space is dropped on the error.
         copy_to_user(at, &pid.to_ne_bytes())?;
     }
-    let child = Process::new(pid, Some(parent.pid), child_space, exe, actions, parent.files.fork());
+    let child = Process::new(pid, Some(parent.pid), Some(child_space), exe, actions, parent.files.fork());
     {
         let mut mm = child.mm.lock();
         mm.brk_start = brk_start;

@@ -14,7 +14,6 @@
 use super::syscall::{Ctx, Errno, SysResult};
 use crate::fs::{self, syscalls as fsc, Cwd, FdTable, OpenFile};
 use alloc::string::String;
-use alloc::vec::Vec;
 use linux_raw_sys::general as nr;
 
 impl From<fs::Errno> for Errno {
@@ -59,14 +58,16 @@ impl Files {
     }
 }
 
-/// The whole file at `path` (from the root), for [`super::spawn`].
-pub fn read_file(path: &str) -> Result<Vec<u8>, String> {
-    fsc::file_bytes(&Cwd::new(), path).map(|b| b.to_vec()).map_err(|e| alloc::format!("{e:?}"))
+/// The whole file at `path` (from the root), for [`super::spawn`]: the
+/// archive's own bytes, not a copy.
+pub fn read_file(path: &str) -> Result<&'static [u8], String> {
+    fsc::file_bytes(&Cwd::new(), path).map_err(|e| alloc::format!("{e:?}"))
 }
 
-/// The executable at `path` for `execve` (relative to the cwd).
-pub fn read_exec(c: &Ctx, path: &str) -> Result<Vec<u8>, Errno> {
-    Ok(fsc::file_bytes(&c.thread.process.files.cwd, path)?.to_vec())
+/// The executable at `path` for `execve` (relative to the cwd): the
+/// archive's own bytes, not a copy.
+pub fn read_exec(c: &Ctx, path: &str) -> Result<&'static [u8], Errno> {
+    Ok(fsc::file_bytes(&c.thread.process.files.cwd, path)?)
 }
 
 /// Fills `[at, at + len)` (just mapped, writable) with the contents of fd

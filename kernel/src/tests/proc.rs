@@ -78,7 +78,7 @@ fn spawn_refuses_what_is_not_a_program(_: &TestEnv<'_>) -> Result<(), String> {
         ("dynamic", elf(EM, 2, true), "dynamically linked"),
     ];
     for (what, image, why) in cases {
-        match crate::proc::spawn_image(what, image, &[what], &[]) {
+        match crate::proc::spawn_image(what, image.into(), &[what], &[]) {
             Ok(pid) => return Err(format!("{what}: started as pid {pid}")),
             Err(e) if e.contains(why) => {}
             Err(e) => return Err(format!("{what}: refused for the wrong reason: {e}")),
