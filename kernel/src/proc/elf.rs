@@ -81,6 +81,12 @@ fn down(x: u64) -> u64 {
 impl Image {
     /// Reads and checks the headers of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<Image, String> {
+        // The ELF reader reads its headers in place and asserts their
+        // alignment (a panic): refuse a misaligned image instead
+        // (`super::files` hands out aligned bytes).
+        if !(bytes.as_ptr() as usize).is_multiple_of(8) {
+            return Err(String::from("an image not 8-byte aligned in memory"));
+        }
         let elf = ElfFile::new(bytes).map_err(String::from)?;
         if elf.header.pt1.class() != Class::SixtyFour {
             return Err(String::from("not a 64-bit ELF file"));

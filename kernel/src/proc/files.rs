@@ -13,6 +13,7 @@
 
 use super::syscall::{Ctx, Errno, SysResult};
 use crate::fs::{self, syscalls as fsc, Cwd, FdTable, OpenFile};
+use alloc::borrow::Cow;
 use alloc::string::String;
 use linux_raw_sys::general as nr;
 
@@ -58,16 +59,28 @@ impl Files {
     }
 }
 
-/// The whole file at `path` (from the root), for [`super::spawn`]: the
-/// archive's own bytes, not a copy.
-pub fn read_file(path: &str) -> Result<&'static [u8], String> {
-    fsc::file_bytes(&Cwd::new(), path).map_err(|e| alloc::format!("{e:?}"))
+/// The whole file at `path` (from the root), for [`super::spawn`]
+/// ([`program_bytes`]).
+pub fn read_file(path: &str) -> Result<Cow<'static, [u8]>, String> {
+    fsc::file_bytes(&Cwd::new(), path).map(program_bytes).map_err(|e| alloc::format!("{e:?}"))
 }
 
-/// The executable at `path` for `execve` (relative to the cwd): the
-/// archive's own bytes, not a copy.
-pub fn read_exec(c: &Ctx, path: &str) -> Result<&'static [u8], Errno> {
-    Ok(fsc::file_bytes(&c.thread.process.files.cwd, path)?)
+/// The executable at `path` for `execve` (relative to the cwd;
+/// [`program_bytes`]).
+pub fn read_exec(c: &Ctx, path: &str) -> Result<Cow<'static, [u8]>, Errno> {
+    Ok(program_bytes(fsc::file_bytes(&c.thread.process.files.cwd, path)?))
+}
+
+/// A program file's bytes as the ELF reader needs them (8-byte aligned,
+/// `elf::Image::parse`): the archive's own bytes when they are (no copy),
+/// else a copy in a heap block (`newc` aligns file data to 4 bytes only;
+/// the kernel heap's blocks are 8-byte aligned).
+fn program_bytes(bytes: &'static [u8]) -> Cow<'static, [u8]> {
+    if (bytes.as_ptr() as usize).is_multiple_of(8) {
+        Cow::Borrowed(bytes)
+    } else {
+        Cow::Owned(bytes.to_vec())
+    }
 }
 
 /// Fills `[at, at + len)` (just mapped, writable) with the contents of fd

@@ -278,7 +278,7 @@ pub fn reap_child(parent: &Process, which: WaitFor) -> Result<Option<(Pid, i32)>
 /// The file cannot be read, or is not an executable this kernel runs.
 pub fn spawn(path: &str, argv: &[&str], envp: &[&str]) -> Result<Pid, String> {
     let image = super::files::read_file(path).map_err(|e| format!("{path}: {e}"))?;
-    spawn_image(path, image.into(), argv, envp)
+    spawn_image(path, image, argv, envp)
 }
 
 /// [`spawn`] of a program image already in memory (the archive's bytes,
