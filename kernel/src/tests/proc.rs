@@ -107,7 +107,7 @@ fn parse_refuses_addresses_out_of_range(_: &TestEnv<'_>) -> Result<(), String> {
     // Position-independent (the load bias is added too): a segment whose
     // page plus the bias wraps.
     let mut segment_wraps = elf(EM, 3, false);
-    put(&mut segment_wraps, vaddr, u64::MAX & !0xfff);
+    put(&mut segment_wraps, vaddr, !0xfff);
     put(&mut segment_wraps, memsz, 0x2000);
     let cases = [
         ("an entry outside the user range", entry_outside, "entry point"),
