@@ -572,8 +572,11 @@ impl UserMode for X86_64 {
 
     unsafe fn enter_user(regs: &mut Regs) -> UserExit {
         debug_assert!(!x86_64::instructions::interrupts::are_enabled(), "enter_user with interrupts on");
-        if regs.rip >= USER_END {
-            // `iretq` would fault in ring 0; Linux answers with SIGSEGV.
+        if regs.rip >= USER_END || regs.fs_base >= USER_END || regs.gs_base >= USER_END {
+            // `iretq` would fault in ring 0 on such a `rip`, and `wrmsr`
+            // on a non-canonical base; Linux answers with SIGSEGV. (The
+            // system calls refuse such a base; this keeps a mistake there
+            // from becoming a #GP in ring 0.)
             regs.trap = 13;
             regs.error_code = 0;
             return UserExit::Exception(UserException::GeneralProtection);
@@ -581,7 +584,9 @@ impl UserMode for X86_64 {
         regs.rflags = (regs.rflags & RFLAGS_USER) | RFLAGS_FIXED | RFLAGS_IF;
         let percpu = crate::cpu::this_cpu();
         // SAFETY: 1. The FS base and the inactive GS base are user mode's
-        // alone (the kernel uses neither: its GS base is the active one).
+        // alone (the kernel uses neither: its GS base is the active one),
+        // and both are below `USER_END` (checked above), so canonical:
+        // `wrmsr` does not fault.
         // 2. `fxrstor64` loads a 16-aligned 512-byte area that was written
         // by `fxsave64` or is the default state; the kernel uses no
         // x87/SSE state that it could clobber. 3. The entry: `regs` and

@@ -42,7 +42,7 @@ const KNOWN: u64 = (g::CLONE_VM
 
 /// `fork()` / `vfork()`.
 pub fn fork(c: &mut Ctx, vfork: bool) -> SysResult {
-    let child = new_process(c, 0)?;
+    let child = new_process(c, 0, None)?;
     if vfork {
         wait_vfork(c.thread, &child);
     }
@@ -63,10 +63,7 @@ pub fn clone(c: &mut Ctx) -> SysResult {
     }
     let f = |bit: u32| flags & bit as u64 != 0;
     if !f(g::CLONE_THREAD) {
-        let child = new_process(c, stack)?;
-        if f(g::CLONE_PARENT_SETTID) {
-            copy_to_user(parent_tid, &child.pid.to_ne_bytes())?;
-        }
+        let child = new_process(c, stack, f(g::CLONE_PARENT_SETTID).then_some(parent_tid))?;
         if f(g::CLONE_VFORK) {
             wait_vfork(c.thread, &child);
         }
@@ -87,6 +84,12 @@ pub fn clone(c: &mut Ctx) -> SysResult {
         regs.set_sp(stack);
     }
     if f(g::CLONE_SETTLS) {
+        // x86-64's TLS is the FS base, which must be a user address (as
+        // `arch_prctl(ARCH_SET_FS)`); AArch64's TPIDR_EL0 takes any value.
+        #[cfg(target_arch = "x86_64")]
+        if tls >= crate::vm::space::USER_END {
+            return Err(Errno::EPERM);
+        }
         regs.set_tls(tls);
     }
     if f(g::CLONE_PARENT_SETTID) {
@@ -107,8 +110,10 @@ pub fn clone(c: &mut Ctx) -> SysResult {
 }
 
 /// A child process of the caller, running a copy of it (return value 0,
-/// stack `stack` when not 0).
-fn new_process(c: &mut Ctx, stack: u64) -> Result<Arc<Process>, Errno> {
+/// stack `stack` when not 0). Its pid is written to the caller's
+/// `parent_tid` when given (`CLONE_PARENT_SETTID`) before the child is
+/// made known or runs, so a bad address fails the call with no child.
+fn new_process(c: &mut Ctx, stack: u64, parent_tid: Option<u64>) -> Result<Arc<Process>, Errno> {
     let parent = c.thread.process.clone();
     let (space, exe, brk_start, brk, dontfork) = {
         let mm = parent.mm.lock();
@@ -118,7 +123,12 @@ fn new_process(c: &mut Ctx, stack: u64) -> Result<Arc<Process>, Errno> {
     let child_space = fork_space(&space, &dontfork)?;
     let actions = parent.state.lock().actions;
     let pid = process::new_pid();
-    let child = Process::new(pid, Some(parent.pid), child_space, exe, actions, parent.files.fork());
+    if let Some(at) = parent_tid {
+        // Before `Process::new` lists the pid; the unused copy of the
+        // space is dropped on the error.
+        copy_to_user(at, &pid.to_ne_bytes())?;
+    }
+    let child = Process::new(pid, Some(parent.pid), Some(child_space), exe, actions, parent.files.fork());
     {
         let mut mm = child.mm.lock();
         mm.brk_start = brk_start;
@@ -159,7 +169,9 @@ fn fork_space(space: &AddressSpace, dontfork: &[(u64, u64)]) -> Result<Arc<Addre
 /// and the call returns its pid; the thread loop then ends the caller).
 fn wait_vfork(me: &thread::Thread, child: &Arc<Process>) {
     child.exited.wait_for(|| {
-        let exec_or_end = child.state.lock().status.is_some() || child.mm.lock().execs > 0;
+        // One lock at a time (the order is mm before state).
+        let ended = child.state.lock().status.is_some();
+        let exec_or_end = ended || child.mm.lock().execs > 0;
         (exec_or_end || me.must_exit()).then_some(())
     });
 }

@@ -81,6 +81,12 @@ fn down(x: u64) -> u64 {
 impl Image {
     /// Reads and checks the headers of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<Image, String> {
+        // The ELF reader reads its headers in place and asserts their
+        // alignment (a panic): refuse a misaligned image instead
+        // (`super::files` hands out aligned bytes).
+        if !(bytes.as_ptr() as usize).is_multiple_of(8) {
+            return Err(String::from("an image not 8-byte aligned in memory"));
+        }
         let elf = ElfFile::new(bytes).map_err(String::from)?;
         if elf.header.pt1.class() != Class::SixtyFour {
             return Err(String::from("not a 64-bit ELF file"));
@@ -102,6 +108,7 @@ impl Image {
                 Type::Phdr => phdr = Some(ph.virtual_addr()),
                 Type::Load if ph.mem_size() > 0 => {
                     if ph.file_size() > ph.mem_size()
+                        || ph.virtual_addr().checked_add(ph.mem_size()).is_none()
                         || ph.offset().checked_add(ph.file_size()).is_none_or(|e| e > bytes.len() as u64)
                         || ph.virtual_addr() % PAGE != ph.offset() % PAGE
                     {
@@ -124,11 +131,27 @@ impl Image {
         }
         segments.sort_by_key(|s| s.vaddr);
         let bias = if pie { PIE_BASE } else { 0 };
-        let end = segments.iter().map(|s| s.vaddr.saturating_add(s.mem_size)).max().unwrap_or(0);
-        if down(segments[0].vaddr) + bias < crate::vm::space::USER_START
-            || end.checked_add(bias).is_none_or(|e| e > crate::vm::space::USER_END / 2)
+        // Every address `load` computes is checked here, so that its
+        // arithmetic cannot overflow: a segment's end (checked above),
+        // with the bias, is at most half the user range, and the entry
+        // and the headers' address are user addresses.
+        let end = segments.iter().map(|s| s.vaddr + s.mem_size).max().unwrap_or(0);
+        let user = crate::vm::space::USER_START..crate::vm::space::USER_END;
+        if end.checked_add(bias).is_none_or(|e| e > user.end / 2)
+            || down(segments[0].vaddr) + bias < user.start
         {
             return Err(String::from("segments outside the user range"));
+        }
+        if pt2.entry_point().checked_add(bias).is_none_or(|e| !user.contains(&e)) {
+            return Err(String::from("an entry point outside the user range"));
+        }
+        let first = &segments[0];
+        let headers = match phdr {
+            Some(p) => Some(p),
+            None => first.vaddr.checked_sub(first.offset).and_then(|v| v.checked_add(pt2.ph_offset())),
+        };
+        if headers.and_then(|h| h.checked_add(bias)).is_none_or(|h| !user.contains(&h)) {
+            return Err(String::from("program headers outside the user range"));
         }
         Ok(Image {
             pie,

@@ -14,8 +14,8 @@
 
 use super::syscall::{Ctx, Errno, SysResult};
 use crate::fs::{self, syscalls as fsc, Cwd, FdTable, OpenFile};
+use alloc::borrow::Cow;
 use alloc::string::String;
-use alloc::vec::Vec;
 use linux_raw_sys::general as nr;
 
 /// The fd table and cwd of a process.
@@ -54,24 +54,53 @@ impl Files {
     }
 }
 
-/// The whole file at `path` (from the root), for [`super::spawn`].
-pub fn read_file(path: &str) -> Result<Vec<u8>, String> {
-    fsc::file_bytes(&Cwd::new(), path).map(|b| b.to_vec()).map_err(|e| alloc::format!("{e:?}"))
+/// The whole file at `path` (from the root), for [`super::spawn`]
+/// ([`program_bytes`]).
+pub fn read_file(path: &str) -> Result<Cow<'static, [u8]>, String> {
+    fsc::file_bytes(&Cwd::new(), path).map(program_bytes).map_err(|e| alloc::format!("{e:?}"))
 }
 
-/// The executable at `path` for `execve` (relative to the cwd).
-pub fn read_exec(c: &Ctx, path: &str) -> Result<Vec<u8>, Errno> {
-    Ok(fsc::file_bytes(&c.thread.process.files.cwd, path)?.to_vec())
+/// The executable at `path` for `execve` (relative to the cwd;
+/// [`program_bytes`]).
+pub fn read_exec(c: &Ctx, path: &str) -> Result<Cow<'static, [u8]>, Errno> {
+    Ok(program_bytes(fsc::file_bytes(&c.thread.process.files.cwd, path)?))
+}
+
+/// A program file's bytes as the ELF reader needs them (8-byte aligned,
+/// `elf::Image::parse`): the archive's own bytes when they are (no copy),
+/// else a copy in a heap block (`newc` aligns file data to 4 bytes only;
+/// the kernel heap's blocks are 8-byte aligned).
+fn program_bytes(bytes: &'static [u8]) -> Cow<'static, [u8]> {
+    if (bytes.as_ptr() as usize).is_multiple_of(8) {
+        Cow::Borrowed(bytes)
+    } else {
+        Cow::Owned(bytes.to_vec())
+    }
 }
 
 /// Fills `[at, at + len)` (just mapped, writable) with the contents of fd
 /// `fd` from `offset`: a private copy of a file mapping; past the file's
-/// end the pages stay zero.
+/// end the pages stay zero. The fd must be open for reading (`EACCES`)
+/// and name a file with offsets (`ENODEV` for a pipe or the console,
+/// whose read would ignore the offset and could block), and the range of
+/// the file must not pass 2^64 (`EOVERFLOW`).
 pub fn map_file(c: &Ctx, fd: i32, offset: u64, at: u64, len: u64) -> Result<(), Errno> {
+    // Written so, not as named constants of `Errno`, to hold whichever
+    // errno type this module's `Errno` is.
+    const EACCES: Errno = Errno(linux_raw_sys::errno::EACCES);
+    const ENODEV: Errno = Errno(linux_raw_sys::errno::ENODEV);
+    const EOVERFLOW: Errno = Errno(linux_raw_sys::errno::EOVERFLOW);
     if !offset.is_multiple_of(4096) {
         return Err(Errno::EINVAL);
     }
     let open = c.thread.process.files.fds.get(fd)?;
+    if !open.readable() {
+        return Err(EACCES);
+    }
+    if !open.file.seekable() {
+        return Err(ENODEV);
+    }
+    offset.checked_add(len).ok_or(EOVERFLOW)?;
     let mut done = 0u64;
     let chunk = 64 * 1024;
     while done < len {

@@ -164,14 +164,19 @@ pub fn clock_nanosleep(c: &mut Ctx, _clock: u32, flags: u32, request: u64) -> Sy
     let t = super::futex::read_timespec(request)?;
     let now = Arch::now_ns();
     let deadline = if flags & g::TIMER_ABSTIME != 0 { t } else { now.saturating_add(t) };
-    while Arch::now_ns() < deadline {
+    // One clock read per pass: reading it again for the remaining time
+    // could pass the deadline between the two reads and underflow.
+    loop {
+        let now = Arch::now_ns();
+        if now >= deadline {
+            return Ok(0);
+        }
         if c.thread.interrupted() {
             return Err(Errno::EINTR);
         }
-        let left_ms = (deadline - Arch::now_ns()).div_ceil(1_000_000);
+        let left_ms = (deadline - now).div_ceil(1_000_000);
         sched::sleep_ms(left_ms.min(100));
     }
-    Ok(0)
 }
 
 /// `getrusage(who, usage)`: the faults of the process (`ru_minflt`,

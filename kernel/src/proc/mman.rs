@@ -16,7 +16,8 @@
 //!   in Linux.
 //! - `madvise`: `DONTNEED` and `FREE` drop the pages, `PAGEOUT` writes
 //!   them to swap now, `HUGEPAGE`/`NOHUGEPAGE` set the areas' THP mode,
-//!   `DONTFORK`/`DOFORK` mark ranges a fork leaves out, `COLD` moves the
+//!   `DONTFORK`/`DOFORK` mark ranges a fork leaves out (merged when they
+//!   touch, at most `MAX_DONTFORK` apart, else `ENOMEM`), `COLD` moves the
 //!   pages this process maps alone to the inactive LRU list (reclaim takes
 //!   them first; nothing is written), the access-pattern hints are
 //!   accepted and change nothing.
@@ -41,6 +42,13 @@ use mm::VirtAddr;
 
 const PAGE: u64 = 4096;
 const HUGE: u64 = 2 << 20;
+/// The range `mincore` and `mremap` ask the residency of at once (4096
+/// pages: a 4 KiB answer), so their kernel allocation stays bounded
+/// whatever length the user passes.
+const CHUNK: u64 = 4096 * PAGE;
+/// The most separate `MADV_DONTFORK` ranges a process may have; one more
+/// is `ENOMEM` (as Linux's limit on the areas such a split makes).
+const MAX_DONTFORK: usize = 4096;
 /// Where `mmap` places from, downwards: 128 MiB below the stack area, as
 /// Linux's gap below the stack limit.
 const MMAP_TOP: VirtAddr = VirtAddr::new(super::stack::STACK_TOP - super::stack::STACK_SIZE - (128 << 20));
@@ -211,7 +219,21 @@ pub fn madvise(c: &mut Ctx, addr: u64, len: u64, advice: u32) -> SysResult {
             if advice == g::MADV_DONTFORK {
                 kept.push((addr, end));
             }
-            mm.dontfork = kept;
+            // Sorted, and ranges that touch merged: the list is as short
+            // as the marked memory allows, and bounded (it is rebuilt
+            // under the lock on every call and copied by every fork).
+            kept.sort_unstable_by_key(|&(s, _)| s);
+            let mut merged: alloc::vec::Vec<(u64, u64)> = alloc::vec::Vec::with_capacity(kept.len());
+            for (s, e) in kept {
+                match merged.last_mut() {
+                    Some(last) if last.1 >= s => last.1 = last.1.max(e),
+                    _ => merged.push((s, e)),
+                }
+            }
+            if merged.len() > MAX_DONTFORK {
+                return Err(Errno::ENOMEM);
+            }
+            mm.dontfork = merged;
             return Ok(0);
         }
         g::MADV_NORMAL | g::MADV_RANDOM | g::MADV_SEQUENTIAL | g::MADV_WILLNEED => {
@@ -233,9 +255,19 @@ pub fn mincore(c: &mut Ctx, addr: u64, len: u64, vec_addr: u64) -> SysResult {
     if len == 0 {
         return Ok(0);
     }
-    let resident = space(c)?.resident(VirtAddr::new(addr), len).map_err(errno_of)?;
-    let bytes: alloc::vec::Vec<u8> = resident.iter().map(|&r| r & 1).collect();
-    copy_to_user(vec_addr, &bytes)?;
+    addr.checked_add(len).ok_or(Errno::ENOMEM)?;
+    let space = space(c)?;
+    space.check_mapped(VirtAddr::new(addr), len).map_err(errno_of)?;
+    // A chunk at a time: the answer for a large range (one byte per page)
+    // would be a kernel allocation as large as the user asks.
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(CHUNK);
+        let resident = space.resident(VirtAddr::new(addr + off), n).map_err(errno_of)?;
+        let bytes: alloc::vec::Vec<u8> = resident.iter().map(|&r| r & 1).collect();
+        copy_to_user(vec_addr.checked_add(off / PAGE).ok_or(Errno::EFAULT)?, &bytes)?;
+        off += n;
+    }
     Ok(0)
 }
 
@@ -244,11 +276,14 @@ pub fn mremap(c: &mut Ctx, old: u64, old_len: u64, new_len: u64, flags: u32, _ne
     if !old.is_multiple_of(PAGE) || flags & !g::MREMAP_MAYMOVE != 0 {
         return Err(Errno::EINVAL);
     }
-    let old_len = up(old_len).ok_or(Errno::EINVAL)?;
+    // An old length of 0 asks Linux for a second mapping of shared
+    // memory, which is not supported here: EINVAL.
+    let old_len = up(old_len).filter(|&l| l > 0).ok_or(Errno::EINVAL)?;
     let new_len = up(new_len).filter(|&l| l > 0).ok_or(Errno::EINVAL)?;
+    let old_end = old.checked_add(old_len).ok_or(Errno::EFAULT)?;
     let space = space(c)?;
     let area = space.area_at(VirtAddr::new(old)).ok_or(Errno::EFAULT)?;
-    if old + old_len > area.end.as_u64() {
+    if old_end > area.end.as_u64() {
         return Err(Errno::EFAULT);
     }
     if new_len <= old_len {
@@ -266,20 +301,37 @@ pub fn mremap(c: &mut Ctx, old: u64, old_len: u64, new_len: u64, flags: u32, _ne
     }
     let align = if new_len >= HUGE { HUGE } else { PAGE };
     let new = space.mmap_below(MMAP_TOP, new_len, align, VmaProt::READ_WRITE).map_err(errno_of)?.as_u64();
-    // The contents, a page at a time: the pages mapped or in swap (one
-    // never touched reads zero on both sides).
-    let resident = space.resident(VirtAddr::new(old), old_len).map_err(errno_of)?;
-    let mut page = vec![0u8; PAGE as usize];
-    for (i, _) in resident.iter().enumerate().filter(|(_, &r)| r != 0) {
-        let off = i as u64 * PAGE;
-        if copy_from_user(&mut page, old + off).is_err() || copy_to_user(new + off, &page).is_err() {
-            let _ = space.munmap(VirtAddr::new(new), new_len);
-            return Err(Errno::EFAULT);
-        }
+    let moved = copy_contents(&space, old, new, old_len)
+        .and_then(|()| match area.prot {
+            VmaProt::READ_WRITE => Ok(()),
+            prot => space.mprotect(VirtAddr::new(new), new_len, prot).map_err(errno_of),
+        })
+        .and_then(|()| space.munmap(VirtAddr::new(old), old_len).map_err(errno_of));
+    if let Err(e) = moved {
+        // Every failure leaves the old mapping the caller's and takes
+        // the new one back.
+        let _ = space.munmap(VirtAddr::new(new), new_len);
+        return Err(e);
     }
-    if area.prot != VmaProt::READ_WRITE {
-        space.mprotect(VirtAddr::new(new), new_len, area.prot).map_err(errno_of)?;
-    }
-    space.munmap(VirtAddr::new(old), old_len).map_err(errno_of)?;
     Ok(new)
+}
+
+/// Copies the contents of `[old, old + len)` to `new` (mremap's move), a
+/// page at a time: only the pages mapped or in swap (one never touched
+/// reads zero on both sides). The residency is asked [`CHUNK`] bytes of
+/// range at a time, so the kernel's allocation does not grow with `len`.
+fn copy_contents(space: &AddressSpace, old: u64, new: u64, len: u64) -> Result<(), Errno> {
+    let mut page = vec![0u8; PAGE as usize];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(CHUNK);
+        let resident = space.resident(VirtAddr::new(old + off), n).map_err(errno_of)?;
+        for (i, _) in resident.iter().enumerate().filter(|(_, &r)| r != 0) {
+            let at = off + i as u64 * PAGE;
+            copy_from_user(&mut page, old + at)?;
+            copy_to_user(new + at, &page)?;
+        }
+        off += n;
+    }
+    Ok(())
 }

@@ -34,6 +34,7 @@ use super::thread::{self, Start, Thread};
 use crate::sync::IrqSpinLock;
 use crate::task::wait::WaitQueue;
 use crate::vm::space::AddressSpace;
+use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -77,7 +78,8 @@ pub fn all() -> Vec<Arc<Process>> {
 
 /// The address space and what the memory calls keep beside it.
 pub struct Mm {
-    /// None once the process is a zombie.
+    /// None before a process the kernel spawned has loaded its program,
+    /// and once the process is a zombie.
     pub space: Option<Arc<AddressSpace>>,
     /// Where the heap starts (the page after the program's last segment).
     pub brk_start: u64,
@@ -133,21 +135,14 @@ impl Process {
     pub fn new(
         pid: Pid,
         parent: Option<Pid>,
-        space: Arc<AddressSpace>,
+        space: Option<Arc<AddressSpace>>,
         exe: String,
         actions: Actions,
         files: super::files::Files,
     ) -> Arc<Process> {
         let p = Arc::new(Process {
             pid,
-            mm: IrqSpinLock::new(Mm {
-                space: Some(space),
-                brk_start: 0,
-                brk: 0,
-                exe,
-                dontfork: Vec::new(),
-                execs: 0,
-            }),
+            mm: IrqSpinLock::new(Mm { space, brk_start: 0, brk: 0, exe, dontfork: Vec::new(), execs: 0 }),
             state: IrqSpinLock::new(State {
                 parent,
                 autoreap: false,
@@ -169,7 +164,8 @@ impl Process {
         p
     }
 
-    /// The address space; None once the process is a zombie.
+    /// The address space; None before a spawned process has loaded its
+    /// program and once the process is a zombie.
     pub fn space(&self) -> Option<Arc<AddressSpace>> {
         self.mm.lock().space.clone()
     }
@@ -289,15 +285,22 @@ pub fn spawn(path: &str, argv: &[&str], envp: &[&str]) -> Result<Pid, String> {
     spawn_image(path, image, argv, envp)
 }
 
-/// [`spawn`] of a program image already in memory; `path` is its name.
-pub fn spawn_image(path: &str, image: Vec<u8>, argv: &[&str], envp: &[&str]) -> Result<Pid, String> {
+/// [`spawn`] of a program image already in memory (the archive's bytes,
+/// or a buffer of the caller's); `path` is its name. The process has no
+/// space until its first thread loads the program (`exec::exec_image`
+/// makes it).
+pub fn spawn_image(
+    path: &str,
+    image: Cow<'static, [u8]>,
+    argv: &[&str],
+    envp: &[&str],
+) -> Result<Pid, String> {
     super::elf::Image::parse(&image).map_err(|e| format!("{path}: {e}"))?;
-    let space = AddressSpace::new()?;
     let pid = new_pid();
     let process = Process::new(
         pid,
         None,
-        space,
+        None,
         path.to_string(),
         Actions::default(),
         super::files::Files::for_init().map_err(|e| format!("{path}: {e}"))?,

@@ -112,7 +112,7 @@ pub enum Start {
     /// With these registers (fork, clone).
     Regs(alloc::boxed::Box<Regs>),
     /// By loading a program (the first thread of a spawned process).
-    Exec { path: String, image: Vec<u8>, argv: Vec<String>, envp: Vec<String> },
+    Exec { path: String, image: alloc::borrow::Cow<'static, [u8]>, argv: Vec<String>, envp: Vec<String> },
 }
 
 /// The task of a new thread `tid` in `process`: added to the process's

@@ -18,8 +18,8 @@ use mm::vma::VmaProt;
 use mm::VirtAddr;
 
 pub static TESTS: &[Test] = register![
-    "proc": spawn_refuses_what_is_not_a_program, load_maps_segments_and_builds_the_stack, mincore_sees_touched_pages,
-        hello_runs_to_exit_0, a_missing_program_is_an_error, proc_pid_is_that_process,
+    "proc": spawn_refuses_what_is_not_a_program, parse_refuses_addresses_out_of_range, load_maps_segments_and_builds_the_stack,
+        mincore_sees_touched_pages, hello_runs_to_exit_0, a_missing_program_is_an_error, proc_pid_is_that_process,
         proc_pid_from_user_space
 ];
 
@@ -80,13 +80,49 @@ fn spawn_refuses_what_is_not_a_program(_: &TestEnv<'_>) -> Result<(), String> {
         ("dynamic", elf(EM, 2, true), "dynamically linked"),
     ];
     for (what, image, why) in cases {
-        match crate::proc::spawn_image(what, image, &[what], &[]) {
+        match crate::proc::spawn_image(what, image.into(), &[what], &[]) {
             Ok(pid) => return Err(format!("{what}: started as pid {pid}")),
             Err(e) if e.contains(why) => {}
             Err(e) => return Err(format!("{what}: refused for the wrong reason: {e}")),
         }
     }
     Image::parse(&elf(EM, 2, false)).map_err(|e| format!("the good image: {e}"))?;
+    Ok(())
+}
+
+/// Header fields whose arithmetic in `Image::parse` or `Image::load`
+/// would overflow (a kernel panic): `Image::parse` must refuse them.
+fn parse_refuses_addresses_out_of_range(_: &TestEnv<'_>) -> Result<(), String> {
+    let put = |f: &mut Vec<u8>, at: usize, v: u64| f[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    // The first PT_LOAD's fields: offset, vaddr, paddr, filesz, memsz.
+    let (offset, vaddr, paddr, filesz, memsz) = (64 + 8, 64 + 16, 64 + 24, 64 + 32, 64 + 40);
+    let mut entry_outside = elf(EM, 2, false);
+    put(&mut entry_outside, 24, u64::MAX - 0xfff);
+    // File offset above the address: the headers' address (vaddr -
+    // offset + phoff) would go below zero.
+    let mut headers_below_zero = elf(EM, 2, false);
+    headers_below_zero.resize(0x3000, 0);
+    for (at, v) in [(offset, 0x2000), (vaddr, 0x1000), (paddr, 0x1000), (filesz, 0x100), (memsz, 0x100)] {
+        put(&mut headers_below_zero, at, v);
+    }
+    put(&mut headers_below_zero, 24, 0x1010);
+    // Position-independent (the load bias is added too): a segment whose
+    // page plus the bias wraps.
+    let mut segment_wraps = elf(EM, 3, false);
+    put(&mut segment_wraps, vaddr, !0xfff);
+    put(&mut segment_wraps, memsz, 0x2000);
+    let cases = [
+        ("an entry outside the user range", entry_outside, "entry point"),
+        ("headers below address 0", headers_below_zero, "program headers"),
+        ("a segment that wraps", segment_wraps, "PT_LOAD"),
+    ];
+    for (what, image, why) in cases {
+        match Image::parse(&image) {
+            Ok(_) => return Err(format!("{what}: parsed")),
+            Err(e) if e.contains(why) => {}
+            Err(e) => return Err(format!("{what}: refused for the wrong reason: {e}")),
+        }
+    }
     Ok(())
 }
 

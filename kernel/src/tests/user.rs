@@ -113,6 +113,10 @@ fn enosys(_: &TestEnv<'_>) -> Result<(), String> {
     run("enosys", &[])
 }
 
+fn badargs(_: &TestEnv<'_>) -> Result<(), String> {
+    run("badargs", &[])
+}
+
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
-    sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys];
+    sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs];
