@@ -330,10 +330,10 @@ fn visit_sees_leaves_and_entries_in_order<F: HardwareWalker>() {
     w.finish();
 }
 
-/// `mm::space::residency` (mincore, mremap): a 4 KiB leaf, a swap
-/// entry, a 2 MiB leaf the range cuts, and untouched pages in between.
-fn residency_marks_leaves_and_swap_entries<F: HardwareWalker>() {
-    use mm::space::{residency, NOT_PRESENT, RESIDENT};
+/// The space the residency, usage and pagemap tests read: a 4 KiB leaf at
+/// 0x1000, a swap entry (type 1, offset 7) at 0x3000, a 2 MiB leaf at
+/// 0x20_0000. Returns the machine and the two leaves' frames.
+fn leaf_swap_and_huge<F: HardwareWalker>() -> (Machine<F>, PhysAddr, PhysAddr) {
     let w = Machine::<F>::new();
     let small = w.mem.alloc_frame().unwrap();
     let huge = w.mem.alloc_aligned(2 << 20).unwrap();
@@ -345,6 +345,14 @@ fn residency_marks_leaves_and_swap_entries<F: HardwareWalker>() {
         .1
         .ignore();
     w.table.map(&w.mem, va(0x20_0000), leaf(huge, PageSize::Size2M, RW)).unwrap().ignore();
+    (w, small, huge)
+}
+
+/// `mm::space::residency` (mincore, mremap): a 4 KiB leaf, a swap
+/// entry, a 2 MiB leaf the range cuts, and untouched pages in between.
+fn residency_marks_leaves_and_swap_entries<F: HardwareWalker>() {
+    use mm::space::{residency, NOT_PRESENT, RESIDENT};
+    let (w, ..) = leaf_swap_and_huge::<F>();
     // From page 0 to two pages into the huge leaf.
     let r = residency(&w.table, &w.mem, va(0), va(0x20_2000));
     assert_eq!(r.len(), 0x202);
@@ -361,17 +369,7 @@ fn residency_marks_leaves_and_swap_entries<F: HardwareWalker>() {
 /// PFN, swap with type and offset, nothing) over the same kinds of entry.
 fn usage_and_pagemap_read_the_entries<F: HardwareWalker>() {
     use mm::space::{pagemap, usage, Usage, PM_PRESENT, PM_SWAP};
-    let w = Machine::<F>::new();
-    let small = w.mem.alloc_frame().unwrap();
-    let huge = w.mem.alloc_aligned(2 << 20).unwrap();
-    w.table.map(&w.mem, va(0x1000), leaf(small, PageSize::Size4K, RW)).unwrap().ignore();
-    let s = SwapEntry::new(SwapType::nth(1), 7).unwrap();
-    w.table
-        .set_nonpresent(&w.mem, va(0x3000), Level::Pte, NonPresent::Swap { entry: s, exclusive: false })
-        .unwrap()
-        .1
-        .ignore();
-    w.table.map(&w.mem, va(0x20_0000), leaf(huge, PageSize::Size2M, RW)).unwrap().ignore();
+    let (w, small, huge) = leaf_swap_and_huge::<F>();
     let u = usage(&w.table, &w.mem, va(0), va(0x40_0000));
     assert_eq!(u, Usage { rss: 0x1000 + (2 << 20), anon_huge: 2 << 20, swap: 0x1000 });
     // A range cutting the huge leaf counts its part inside.
