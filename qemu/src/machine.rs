@@ -175,11 +175,19 @@ impl MachineConfig {
                     );
                     push(&["-drive", &pflash]);
                 }
-                let disk = format!(
-                    "format=raw,file={},if=ide,index=0",
-                    escape_option_value(&path_text(&self.image))
-                );
-                push(&["-drive", &disk]);
+                let image = escape_option_value(&path_text(&self.image));
+                match self.firmware {
+                    Firmware::Bios => push(&["-drive", &format!("format=raw,file={image},if=ide,index=0")]),
+                    // With a boot index QEMU hands OVMF a boot order, and
+                    // OVMF then connects only the devices it names instead
+                    // of every disk: it leaves the virtio disks alone, so
+                    // the stalling disk's burst (`crate::disk`) is the
+                    // kernel's, and booting skips OVMF's partition scans.
+                    Firmware::Uefi => {
+                        push(&["-drive", &format!("format=raw,file={image},if=none,id=boot")]);
+                        push(&["-device", "ide-hd,drive=boot,bootindex=0"]);
+                    }
+                }
                 if !self.kernel_args.is_empty() {
                     let cmdline =
                         format!("name={FW_CFG_CMDLINE},string={}", escape_option_value(&self.kernel_args));
@@ -383,7 +391,8 @@ mod tests {
                 &[
                     debug_exit,
                     ("-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd"),
-                    ("-drive", "format=raw,file=/t/kernel-x86_64-uefi.img,if=ide,index=0"),
+                    ("-drive", "format=raw,file=/t/kernel-x86_64-uefi.img,if=none,id=boot"),
+                    ("-device", "ide-hd,drive=boot,bootindex=0"),
                 ],
             ),
             (
@@ -419,7 +428,7 @@ mod tests {
         cfg.ovmf_code = "/fw,x/OVMF.fd".into();
         let args = cfg.command().unwrap().args;
         assert!(args.contains(&"if=pflash,format=raw,readonly=on,file=/fw,,x/OVMF.fd".to_string()));
-        assert!(args.contains(&"format=raw,file=/a,,b/k.img,if=ide,index=0".to_string()));
+        assert!(args.contains(&"format=raw,file=/a,,b/k.img,if=none,id=boot".to_string()));
         // -kernel takes its value verbatim.
         let cfg = MachineConfig::new(Arch::Aarch64, "/a,b/k.bin");
         assert!(cfg.command().unwrap().args.contains(&"/a,b/k.bin".to_string()));
