@@ -9,6 +9,7 @@ use alloc::format;
 use alloc::string::String;
 use kargs::Args;
 use mm::bugs::Bug;
+use mm::gup::Hold;
 
 /// True when the test or benchmark `name` is selected by `filter`: one
 /// of its comma-separated prefixes starts `name`, or it is `all`.
@@ -28,6 +29,7 @@ pub const KNOWN_ARGS: &[(&str, &str)] = &[
     ("fail_alloc", "allocation-failure injection: `<n>` fails the n-th frame allocation, `<p>` (`0.01` or `1%`) each with probability p, seeded from `seed`; for the boot workload or benchmark, for every task; with `test=`, the spec of every run of the `fail_alloc::` sweep instead of its own"),
     ("harness_selfcheck", "`fail` makes harness::selfcheck_fail fail, `crash` makes harness::selfcheck_crash take an unhandled page fault"),
     ("init", "run this program of the initramfs (e.g. `/bin/busybox`) as the first process instead of the boot workload, print `init: exited with status N` and stop"),
+    ("rawdisk_hold", "`pin` (default) or `get`: the hold a raw-disk transfer (`/dev/vdX`) takes on the user's pages, a pin (FOLL_PIN, as Linux's O_DIRECT now) or a plain reference (FOLL_GET, as O_DIRECT before pins): the lab of seed 004 from user space (`user::rawdisk_get`)"),
     ("init_args", "the first program's arguments after argv[0], `,`-separated and percent-encoded (`sh,-c,echo%20hi`; `kargs::argv`); needs `init=`"),
 ];
 
@@ -103,6 +105,9 @@ pub fn validate(args: &Args<'_>) -> Result<(), String> {
             );
         }
     }
+    if let Some(v) = args.get("rawdisk_hold") {
+        rawdisk_hold(v).ok_or_else(|| format!("`rawdisk_hold={v}`: expected `pin` or `get`"))?;
+    }
     if let Some(v) = args.get("harness_selfcheck") {
         if v != "fail" && v != "crash" {
             return Err(format!("`harness_selfcheck={v}`: expected `fail` or `crash`"));
@@ -119,6 +124,27 @@ pub fn enable_bug_switch(args: &Args<'_>) {
     let bug = Bug::from_name(name).expect("enable_bug_switch: `bug=` not validated");
     mm::bugs::enable(bug);
     println!("kernel: bug replay ON: `bug={}` puts back {}", bug.name(), bug.mistake());
+}
+
+/// The hold `rawdisk_hold=<v>` names.
+fn rawdisk_hold(v: &str) -> Option<Hold> {
+    match v {
+        "pin" => Some(Hold::Pin),
+        "get" => Some(Hold::Get),
+        _ => None,
+    }
+}
+
+/// Sets the raw disks' hold from `rawdisk_hold=` ([`crate::fs::dev`]) and
+/// says so when it is not the default. Boot CPU, after [`validate`],
+/// before any process runs.
+pub fn apply_rawdisk_hold(args: &Args<'_>) {
+    let Some(v) = args.get("rawdisk_hold") else { return };
+    let hold = rawdisk_hold(v).expect("apply_rawdisk_hold: `rawdisk_hold=` not validated");
+    crate::fs::dev::set_raw_hold(hold);
+    if hold == Hold::Get {
+        println!("kernel: raw disks take plain references (FOLL_GET), not pins: `rawdisk_hold=get`");
+    }
 }
 
 /// Prints `kernel: args: ...` (the runner looks for this line) and a warning

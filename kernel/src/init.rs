@@ -81,6 +81,7 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     }
     // Before any other CPU runs (`mm::bugs`).
     cmdline::enable_bug_switch(&args);
+    cmdline::apply_rawdisk_hold(&args);
 
     crate::vm::space::init();
     if let Err(e) = crate::task::sched::init() {

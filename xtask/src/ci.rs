@@ -39,7 +39,15 @@
 //!   reason (and the kernel must not panic). A stress test that cannot
 //!   see the historical mistake would pass a kernel that made it. The
 //!   randomised mm stress is among them: it must catch
-//!   `forget-anon-exclusive` on its own;
+//!   `forget-anon-exclusive` on its own; so is seed 004 from user space,
+//!   `user::rawdisk_get` booted with `rawdisk_hold=get` as well (the raw
+//!   disks take plain references, as O_DIRECT did before pins: with pins
+//!   the switch cannot lose a transfer);
+//! - before the replays, on each architecture at [`SMP_CPUS`] CPUs, the
+//!   same `user::rawdisk_get` with `rawdisk_hold=get` and no switch must
+//!   pass ([`RAWDISK_GET_TEST`]): the swap entry's exclusive bit is what
+//!   keeps a referenced page the process's own (with pins it runs in the
+//!   in-guest test steps);
 //! - user programs: on each architecture,
 //!   `qemu run` of the project's `exit_with 3` must report status 3 (a
 //!   static program built by Debian's gcc ran and its status reached
@@ -47,9 +55,7 @@
 //!   print `hi`, and its `cat /proc/meminfo`, `uname -a` and `free` must
 //!   print what they read from the kernel ([`BUSYBOX_CHECK`]); the user-mode tests themselves
 //!   (`user::*`) run inside the in-guest test steps at 1 and [`SMP_CPUS`]
-//!   CPUs. (No user-space replay of seed 004: the raw disks pin, and a
-//!   pinned page is never unmapped to swap, so `forget-anon-exclusive`
-//!   cannot lose a pinned transfer; `docs/src/swapin.md` says more.)
+//!   CPUs.
 //!
 //! Host tests are `cargo test` at the workspace root and the race tests
 //! under the concurrency checker ([`host_test_commands`]); the lints cover
@@ -66,7 +72,7 @@ use crate::cli::{
 };
 use crate::disks::SwapChoice;
 use crate::error::Error;
-use crate::guest::{self, BugReplay, BUG_REPLAYS, CRASHCHECK_ARGS, SELFCHECK_ARGS};
+use crate::guest::{self, BugReplay, BUG_REPLAYS, CRASHCHECK_ARGS, RAWDISK_GET_ARGS, SELFCHECK_ARGS};
 use crate::kbuild::{self, Builder};
 use crate::setup;
 use crate::stress;
@@ -82,6 +88,10 @@ pub const NUMA_FILTER: &str = "numa,frame";
 pub const CI_STRESS_SECS: u64 = 45;
 /// The seed of CI's stress.
 pub const CI_STRESS_SEED: &str = "0x5eed0013";
+
+/// The in-guest test that must pass with the raw disks taking plain
+/// references ([`RAWDISK_GET_ARGS`]) and no bug switch.
+pub const RAWDISK_GET_TEST: &str = "user::rawdisk_get";
 
 /// The status `qemu run -- exit_with N` must report.
 pub const EXIT_WITH_STATUS: i32 = 3;
@@ -122,6 +132,9 @@ pub enum Step {
     Smoke(Arch, Firmware),
     SelfCheck(Arch),
     CrashCheck(Arch),
+    /// [`RAWDISK_GET_TEST`] passes with [`RAWDISK_GET_ARGS`] (at
+    /// [`SMP_CPUS`] CPUs).
+    RawdiskGet(Arch),
     /// A bug-replay switch must be caught (at [`SMP_CPUS`] CPUs).
     BugReplay(Arch, &'static BugReplay),
     /// `qemu run -- exit_with 3` reports status 3.
@@ -142,8 +155,15 @@ impl Step {
             Step::Smoke(arch, fw) => format!("boot smoke {}", guest::machine_name(*arch, *fw)),
             Step::SelfCheck(arch) => format!("harness self-check {arch}"),
             Step::CrashCheck(arch) => format!("harness crash check {arch}"),
+            Step::RawdiskGet(arch) => format!("{RAWDISK_GET_TEST} {RAWDISK_GET_ARGS} {arch} smp {SMP_CPUS}"),
             Step::BugReplay(arch, replay) => {
-                let by = if replay.test == stress::STRESS_TEST { " (stress)" } else { "" };
+                let by = if replay.test == stress::STRESS_TEST {
+                    " (stress)".to_string()
+                } else if replay.test.starts_with("user::") {
+                    format!(" (user, {})", replay.extra_args)
+                } else {
+                    String::new()
+                };
                 format!("bug replay {}{by} {arch} smp {SMP_CPUS}", replay.bug)
             }
             Step::RunProgram(arch) => format!("qemu run exit_with {EXIT_WITH_STATUS} {arch}"),
@@ -172,6 +192,7 @@ pub fn plan(args: &CiArgs) -> Vec<Step> {
     }
     steps.extend(args.arches.iter().map(|&a| Step::SelfCheck(a)));
     steps.extend(args.arches.iter().map(|&a| Step::CrashCheck(a)));
+    steps.extend(args.arches.iter().map(|&a| Step::RawdiskGet(a)));
     for replay in BUG_REPLAYS {
         steps.extend(args.arches.iter().map(|&a| Step::BugReplay(a, replay)));
     }
@@ -360,6 +381,24 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
             let outcome = guest::run_guest(builder, &args, CRASHCHECK_ARGS, &[]).map_err(|e| one_line(&e))?;
             guest::crashcheck_check(outcome.arch, outcome.exit, &outcome.report, &outcome.last_lines)
         }
+        Step::RawdiskGet(arch) => {
+            let args = TestArgs {
+                run: RunArgs {
+                    smp: SMP_CPUS,
+                    swap: SwapChoice::Fresh(TEST_SWAP),
+                    faulty_disk: true,
+                    extra_args: words(RAWDISK_GET_ARGS),
+                    ..run_args(*arch, Firmware::Bios, TEST_TIMEOUT_SECS)
+                },
+                filter: Some(RAWDISK_GET_TEST.to_string()),
+                seed: None,
+                bug: None,
+            };
+            guest::qemu_test(builder, &args).map(|_| ()).map_err(|e| match e {
+                Error::Failed(m) => m.replace('\n', " "),
+                other => one_line(&other),
+            })
+        }
         Step::BugReplay(arch, replay) => {
             // The disks of `qemu test`: some stress tests swap to the
             // scratch disk.
@@ -469,6 +508,8 @@ mod tests {
                 "harness self-check aarch64",
                 "harness crash check x86_64",
                 "harness crash check aarch64",
+                "user::rawdisk_get rawdisk_hold=get x86_64 smp 4",
+                "user::rawdisk_get rawdisk_hold=get aarch64 smp 4",
                 "bug replay nonatomic-folio-flags x86_64 smp 4",
                 "bug replay nonatomic-folio-flags aarch64 smp 4",
                 "bug replay forget-anon-exclusive x86_64 smp 4",
@@ -479,6 +520,8 @@ mod tests {
                 "bug replay swapcache-tail-entries aarch64 smp 4",
                 "bug replay split-pmd-migration-entry x86_64 smp 4",
                 "bug replay split-pmd-migration-entry aarch64 smp 4",
+                "bug replay forget-anon-exclusive (user, rawdisk_hold=get) x86_64 smp 4",
+                "bug replay forget-anon-exclusive (user, rawdisk_hold=get) aarch64 smp 4",
                 "bug replay forget-anon-exclusive (stress) x86_64 smp 4",
                 "bug replay forget-anon-exclusive (stress) aarch64 smp 4",
                 "qemu run exit_with 3 x86_64",
@@ -508,12 +551,14 @@ mod tests {
                 Step::Smoke(Arch::Aarch64, Firmware::Bios),
                 Step::SelfCheck(Arch::Aarch64),
                 Step::CrashCheck(Arch::Aarch64),
+                Step::RawdiskGet(Arch::Aarch64),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[0]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[1]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[2]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[3]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[4]),
                 Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[5]),
+                Step::BugReplay(Arch::Aarch64, &BUG_REPLAYS[6]),
                 Step::RunProgram(Arch::Aarch64),
                 Step::Busybox(Arch::Aarch64),
             ]

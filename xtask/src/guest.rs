@@ -402,6 +402,9 @@ pub struct BugReplay {
     /// The `stress_secs` bound given to the test: it stops at the first
     /// failure, so this is only how long a miss takes.
     pub stress_secs: u32,
+    /// Other kernel arguments the replay needs (space-separated; empty for
+    /// none), e.g. `rawdisk_hold=get` for seed 004 from user space.
+    pub extra_args: &'static str,
 }
 
 /// Every bug-replay switch the kernel has, each with the test that must
@@ -412,30 +415,46 @@ pub const BUG_REPLAYS: &[BugReplay] = &[
         test: "folio_flags::no_lost_updates_while_mapping",
         expect: "lost update",
         stress_secs: 10,
+        extra_args: "",
     },
     BugReplay {
         bug: "forget-anon-exclusive",
         test: "swap::gup_write_reference_survives_swap",
         expect: "writes are lost",
         stress_secs: 10,
+        extra_args: "",
     },
     BugReplay {
         bug: "pageout-split-race",
         test: "swap::swapin_racing_pageout_loses_no_write",
         expect: "lost write",
         stress_secs: 20,
+        extra_args: "",
     },
     BugReplay {
         bug: "swapcache-tail-entries",
         test: "migrate::swap_cache_thp_migrated_split_freed_and_swapped_in",
         expect: "wrong tail entry",
         stress_secs: 10,
+        extra_args: "",
     },
     BugReplay {
         bug: "split-pmd-migration-entry",
         test: "migrate::thp_cut_while_it_migrates_loses_nothing",
         expect: "lost data",
         stress_secs: 30,
+        extra_args: "",
+    },
+    // Seed 004 from user space: raw-disk reads that take plain references
+    // (`rawdisk_hold=get`, O_DIRECT before pins) into a buffer paged out
+    // and write-faulted meanwhile (docs/src/swapin.md). With pins, the
+    // default, the switch cannot lose a transfer.
+    BugReplay {
+        bug: "forget-anon-exclusive",
+        test: "user::rawdisk_get",
+        expect: "writes are lost",
+        stress_secs: 10,
+        extra_args: RAWDISK_GET_ARGS,
     },
     // The randomised mm stress must catch a broken mechanism on its own,
     // with its default seed (docs/src/stress.md, "What it catches").
@@ -444,13 +463,24 @@ pub const BUG_REPLAYS: &[BugReplay] = &[
         test: crate::stress::STRESS_TEST,
         expect: "mismatch",
         stress_secs: 90,
+        extra_args: "",
     },
 ];
+
+/// The kernel argument under which the raw disks take plain references
+/// (FOLL_GET) instead of pins: `user::rawdisk_get` must pass with it and
+/// fail with it and `bug=forget-anon-exclusive`.
+pub const RAWDISK_GET_ARGS: &str = "rawdisk_hold=get";
 
 impl BugReplay {
     /// The kernel command line of the check.
     pub fn kernel_args(&self) -> String {
-        format!("test={} bug={} stress_secs={}", self.test, self.bug, self.stress_secs)
+        let line = format!("test={} bug={} stress_secs={}", self.test, self.bug, self.stress_secs);
+        if self.extra_args.is_empty() {
+            line
+        } else {
+            format!("{line} {}", self.extra_args)
+        }
     }
 }
 
@@ -466,9 +496,12 @@ pub fn bug_replay_check(
     exit: GuestExit,
     report: &Report,
 ) -> Result<(), String> {
-    let BugReplay { bug, test, expect, .. } = replay;
+    let BugReplay { bug, test, expect, extra_args, .. } = replay;
     if !report.args_echo_contains(&format!("bug={bug}")) {
         return Err(format!("the kernel did not echo `bug={bug}`"));
+    }
+    if let Some(arg) = extra_args.split(' ').find(|a| !a.is_empty() && !report.args_echo_contains(a)) {
+        return Err(format!("the kernel did not echo `{arg}`"));
     }
     if let Some(panic) = report.panics.first() {
         return Err(format!("the kernel panicked with bug={bug}: {panic}"));
@@ -655,6 +688,19 @@ mod tests {
         assert_eq!(
             replay.kernel_args(),
             "test=folio_flags::no_lost_updates_while_mapping bug=nonatomic-folio-flags stress_secs=10"
+        );
+        let user =
+            BUG_REPLAYS.iter().find(|r| r.test == "user::rawdisk_get").expect("seed 004 from user space");
+        assert_eq!(
+            user.kernel_args(),
+            "test=user::rawdisk_get bug=forget-anon-exclusive stress_secs=10 rawdisk_hold=get"
+        );
+        // Caught, but without the hold that makes it possible: not the replay.
+        let pinned = "kernel: args: test=user::rawdisk_get bug=forget-anon-exclusive stress_secs=10\n\
+                      test user::rawdisk_get ... FAILED: the disk's writes are lost\n0 passed, 1 failed\n";
+        assert_eq!(
+            bug_replay_check(user, Arch::X86_64, GuestExit::Failure, &parse_transcript(pinned)),
+            Err("the kernel did not echo `rawdisk_hold=get`".into())
         );
         let check = |exit, text: &str| bug_replay_check(replay, Arch::X86_64, exit, &parse_transcript(text));
         let echo =

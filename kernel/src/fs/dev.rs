@@ -34,6 +34,32 @@
 //! physically adjacent parts are merged), then the pins are released. A
 //! buffer the process may not access fails the pin: `EFAULT`; a disk
 //! error: `EIO`. This is `mm::gup`'s first user outside the tests.
+//!
+//! ### The other hold: `rawdisk_hold=get` (seed 004's lab)
+//!
+//! The kernel argument `rawdisk_hold=get` ([`set_raw_hold`], at boot)
+//! makes every transfer take plain references instead (`Hold::Get`, the
+//! FOLL_GET of Linux), the way `O_DIRECT` worked in Linux before it moved
+//! to pins; `rawdisk_hold=pin` (the default) is the production behaviour.
+//! A reference keeps the frame allocated, nothing more: reclaim may unmap
+//! the page to swap during the transfer (it writes the page and keeps it
+//! in the swap cache, the reference refusing the free), and a fork makes
+//! it shared, so the process's next write copies it away from the device.
+//! The first is made safe by the swap entry's exclusive bit (seed 004:
+//! the page comes back as the process's own, the same frame); the second
+//! is not safe at all, as it never was in Linux. `user::rawdisk_get`
+//! replays seed 004 with it (`docs/src/swapin.md`).
+//!
+//! A reference the device wrote through is given back under the folio
+//! lock ([`release_written`]): reclaim writes a folio and then frees it
+//! only if nobody else holds it, all under that lock, so the release
+//! cannot fall between a write that missed the device's bytes and the
+//! free (the bytes would then live only in a freed frame). Before or
+//! after that critical section, the folio is either written with the
+//! bytes in it or kept and written again before it is ever freed.
+//!
+//! The hold is one word read with a relaxed load: it is set once on the
+//! boot CPU before any process runs.
 
 use crate::drivers::blk::{self, BlockDevice, SECTOR_BYTES};
 use crate::fs::abi;
@@ -44,6 +70,7 @@ use crate::vm::uaccess;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 use mm::gup::Hold;
 use mm::{PhysAddr, VirtAddr};
 
@@ -53,6 +80,45 @@ pub const VIRTBLK_MAJOR: u32 = 254;
 /// The most pages one raw transfer pins at a time.
 pub const PIN_BATCH: usize = 256;
 const PAGE: u64 = 4096;
+
+/// True when raw-disk transfers take plain references (`rawdisk_hold=get`)
+/// instead of pins (module doc).
+static HOLD_GET: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the hold raw-disk transfers take (`rawdisk_hold=`; module
+/// doc). Boot CPU, before any process runs.
+pub fn set_raw_hold(hold: Hold) {
+    HOLD_GET.store(hold == Hold::Get, Ordering::Relaxed);
+}
+
+/// The hold raw-disk transfers take.
+pub fn raw_hold() -> Hold {
+    if HOLD_GET.load(Ordering::Relaxed) {
+        Hold::Get
+    } else {
+        Hold::Pin
+    }
+}
+
+/// Gives back plain references (`Hold::Get`) the device wrote through,
+/// each under its folio's lock (module doc: not between reclaim's write
+/// of the folio and its free). Task context, no spin lock held: the lock
+/// may be held across a disk write, so this yields while it waits.
+fn release_written(pages: &[PhysAddr]) {
+    let memmap = crate::memory::frame_allocator().memmap();
+    for &pa in pages {
+        let folio = mm::folio::folio_of(memmap, pa.pfn())
+            .unwrap_or_else(|| panic!("dev: {pa} held by a raw transfer is not a folio page"));
+        while !folio.try_lock() {
+            crate::task::sched::yield_now();
+        }
+        let last = mm::gup::release(memmap, pa, Hold::Get);
+        folio.unlock();
+        if let Some(folio) = last {
+            crate::vm::folios::free_folio(folio);
+        }
+    }
+}
 
 /// `/dev/console`.
 pub struct Console {
@@ -159,8 +225,9 @@ impl RawDisk {
             let end = (buf + len).min(first_page + PIN_BATCH as u64 * PAGE);
             let nr_pages = (end - first_page).div_ceil(PAGE) as usize;
             let write_pages = op == blk::Op::Read;
+            let hold = raw_hold();
             let pins = space
-                .get_user_pages(VirtAddr::new(first_page), nr_pages, write_pages, Hold::Pin)
+                .get_user_pages(VirtAddr::new(first_page), nr_pages, write_pages, hold)
                 .map_err(|_| Errno::EFAULT)?;
             // The parts of the buffer in each pinned page, merged where
             // physically adjacent: (physical address, bytes).
@@ -179,13 +246,17 @@ impl RawDisk {
             let mut result = Ok(());
             for (pa, n) in &runs {
                 let nr = (n / SECTOR_BYTES) as usize;
-                // SAFETY: `pa..pa + n` lies in pages we hold pins on until
-                // after the transfer returns (released below), so the frames
-                // stay allocated and in place (a pinned page is neither
-                // freed, migrated nor reused); the kernel touches them
-                // no other way meanwhile. The process may touch its own
-                // buffer during the transfer, as with O_DIRECT on Linux:
-                // those are its bytes to race on.
+                // SAFETY: `pa..pa + n` lies in pages we hold pins (or,
+                // with `rawdisk_hold=get`, references) on until after the
+                // transfer returns (released below), so the frames stay
+                // allocated and in place (a held page is neither freed,
+                // migrated nor reused: migration, splitting and reclaim's
+                // free all need a reference count without ours); the
+                // kernel touches them no other way meanwhile (reclaim may
+                // read a referenced page to write it to swap: bytes, read
+                // by a device). The process may touch its own buffer
+                // during the transfer, as with O_DIRECT on Linux: those
+                // are its bytes to race on.
                 result = unsafe {
                     match op {
                         blk::Op::Read => disk.read_sectors(sector, *pa, nr),
@@ -197,7 +268,10 @@ impl RawDisk {
                 }
                 sector += nr as u64;
             }
-            release_user_pages(&pins, Hold::Pin);
+            match hold {
+                Hold::Get if write_pages => release_written(&pins),
+                _ => release_user_pages(&pins, hold),
+            }
             match result {
                 Ok(()) => done = end - buf,
                 Err(blk::IoError::ReadOnly { .. }) => {

@@ -38,6 +38,7 @@ fn validation_names_the_bad_argument(_: &TestEnv<'_>) -> Result<(), String> {
         ("seed=12x", "seed=12x"),
         ("bug=no-such-switch", "bug=no-such-switch"),
         ("harness_selfcheck=maybe", "harness_selfcheck=maybe"),
+        ("rawdisk_hold=foll_get", "rawdisk_hold=foll_get"),
         ("init=bin/sh", "init=bin/sh"),
         ("init=/bin/sh init_args=a,%zz", "init_args=a,%zz"),
         ("init_args=a", "without `init=`"),
@@ -50,7 +51,8 @@ fn validation_names_the_bad_argument(_: &TestEnv<'_>) -> Result<(), String> {
             other => return Err(format!("validate({line:?}) gave {other:?}")),
         }
     }
-    let good = Args::parse("seed=0x10 stress_secs=5 test=all").map_err(|e| format!("{e}"))?;
+    let good =
+        Args::parse("seed=0x10 stress_secs=5 test=all rawdisk_hold=get").map_err(|e| format!("{e}"))?;
     validate(&good).map_err(|e| format!("good arguments refused: {e}"))?;
     let replay = Args::parse("test=all bug=nonatomic-folio-flags").map_err(|e| format!("{e}"))?;
     validate(&replay).map_err(|e| format!("a known bug-replay switch refused: {e}"))?;

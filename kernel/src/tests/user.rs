@@ -13,6 +13,7 @@ use crate::tests::{Test, TestEnv};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use mm::gup::Hold;
 
 /// A word of kernel data for `kernel_read` to try: mapped, but never for
 /// user mode.
@@ -82,6 +83,35 @@ fn rawdisk_fork(_: &TestEnv<'_>) -> Result<(), String> {
     }
 }
 
+/// `rawdisk_get`'s exit status when it did not reach the race.
+const NOT_REACHED_STATUS: i32 = 5;
+
+/// Seed 004 replayed from user space: a raw read into a buffer paged out
+/// and write-faulted (bytes unchanged) meanwhile, with the hold the raw
+/// disks take now (`rawdisk_hold=`, passed to the program). It passes with
+/// pins and with plain references (the swap entry's exclusive bit keeps
+/// the page the process's own); `rawdisk_hold=get
+/// bug=forget-anon-exclusive` must make it fail saying the writes are
+/// lost (CI's bug replay looks for those words).
+fn rawdisk_get(_: &TestEnv<'_>) -> Result<(), String> {
+    let disk = format!("/dev/{}", scratch_disk()?.name());
+    let hold = match crate::fs::dev::raw_hold() {
+        Hold::Pin => "pin",
+        Hold::Get => "get",
+    };
+    match wait_status("rawdisk_get", &[&disk, hold])? {
+        0 => Ok(()),
+        status if status == LOST_STATUS << 8 => Err(format!(
+            "a raw read from {disk} (hold {hold}) into a buffer paged out and write-faulted meanwhile: \
+             the disk's writes are lost"
+        )),
+        status if status == NOT_REACHED_STATUS << 8 => Err(format!(
+            "/bin/rawdisk_get (hold {hold}) did not reach the race (its message is on the line above)"
+        )),
+        status => Err(format!("/bin/rawdisk_get {} (its message is on the line above)", describe(status))),
+    }
+}
+
 fn sigsegv_handler(_: &TestEnv<'_>) -> Result<(), String> {
     run("sigsegv_handler", &[])
 }
@@ -118,5 +148,5 @@ fn badargs(_: &TestEnv<'_>) -> Result<(), String> {
 }
 
 pub(crate) const TESTS: &[Test] = register!["user":
-    first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
+    first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork, rawdisk_get,
     sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs];
