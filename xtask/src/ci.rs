@@ -388,7 +388,7 @@ fn run_step(builder: &mut Builder, step: &Step) -> Result<(), String> {
                     swap: SwapChoice::Fresh(TEST_SWAP),
                     faulty_disk: true,
                     extra_args: words(RAWDISK_GET_ARGS),
-                    ..run_args(*arch, Firmware::Bios, TEST_TIMEOUT_SECS)
+                    ..run_args(*arch, step_firmware(*arch), TEST_TIMEOUT_SECS)
                 },
                 filter: Some(RAWDISK_GET_TEST.to_string()),
                 seed: None,
