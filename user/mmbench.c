@@ -800,8 +800,10 @@ int main(int argc, char **argv)
 		}
 	}
 	struct timespec res;
-	clock_getres(CLOCK_MONOTONIC, &res);
-	say("clock CLOCK_MONOTONIC (clock_getres %ld ns)", res.tv_nsec + 1000000000L * (long)res.tv_sec);
+	if (clock_getres(CLOCK_MONOTONIC, &res) == 0)
+		say("clock CLOCK_MONOTONIC (clock_getres: %ld ns)", res.tv_nsec + 1000000000L * (long)res.tv_sec);
+	else
+		say("clock CLOCK_MONOTONIC (clock_getres: %s)", strerror(errno));
 	char *thp = slurp("/sys/kernel/mm/transparent_hugepage/enabled");
 	if (thp)
 		thp[strcspn(thp, "\n")] = 0;
