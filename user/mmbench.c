@@ -28,11 +28,13 @@
  *   whole range, whatever /sys/kernel/mm/transparent_hugepage/enabled says
  *   (printed once); huge pages counted from /proc/self/smaps AnonHugePages;
  * - swap: MADV_PAGEOUT; /proc/vmstat pswpin, pswpout and nr_writeback
- *   (or /proc/meminfo Writeback); mincore for residency; /proc/meminfo
+ *   (or /proc/meminfo Writeback; on Linux after a write to
+ *   /proc/sys/vm/stat_refresh); mincore for residency; /proc/meminfo
  *   MemAvailable and SwapFree.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -178,9 +180,19 @@ static long long meminfo_kb(const char *field)
 }
 
 /* Pages under writeback now: /proc/vmstat nr_writeback, else /proc/meminfo
- * Writeback; -1 when neither file has it. */
+ * Writeback; -1 when neither file has it. Linux keeps part of such counts
+ * in per-CPU deltas that the files do not add in (folded about once a
+ * second), so a write to /proc/sys/vm/stat_refresh folds them first where
+ * that file exists (not on this kernel, whose counters are exact). */
 static long long writeback_pages(void)
 {
+	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
+	if (fd >= 0) {
+		/* Not refreshed when this fails: the count may lag by a second. */
+		ssize_t written = write(fd, "1", 1);
+		(void)written;
+		close(fd);
+	}
 	long long n = vmstat("nr_writeback");
 	if (n >= 0)
 		return n;
