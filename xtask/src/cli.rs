@@ -37,9 +37,11 @@ COMMANDS:
     qemu run     boot with init=PROGRAM init_args=ARGS: run PROGRAM of the initramfs
                  (a bare name means /bin/NAME) as the first process, and exit with
                  its status (128 + N when signal N killed it)
-    bench        boot with bench=all (profile main), then with bench=swap-profile and
-                 256 MiB of RAM (profile swap), then with bench=migrate-profile and
-                 --numa 2 (profile migrate), listing the BENCH lines of each
+    bench        profile main: boot with init=/bin/mmbench init_args=main (the user
+                 program), then with bench=all (the kernel-task versions, figures
+                 named ..._ktask); profile swap (256 MiB of RAM) the same with
+                 init_args=swap and bench=swap-profile; profile migrate: boot with
+                 bench=migrate-profile and --numa 2; listing the BENCH lines of each
     stress       boot with test=stress::random_mm_ops for M minutes (default 1; smp 4,
                  256M RAM, a 32M swap disk and the faulty disk), print the totals
                  and fail on any mismatched byte, checker error, killed task,
