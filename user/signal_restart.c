@@ -1,5 +1,5 @@
 /*
- * signal_restart: rt_sigsuspend and SA_RESTART.
+ * signal_restart: rt_sigsuspend, SA_RESTART and rt_sigtimedwait.
  *
  * - sigsuspend: the mask is replaced for the wait only; a signal pending
  *   and blocked before the call ends it at once, one sent during the wait
@@ -10,10 +10,14 @@
  *   call returns; sigpending shows it meanwhile;
  * - SA_RESTART: a pipe read, a wait4 and a futex wait interrupted by a
  *   handler with SA_RESTART go on after it and complete; the same pipe
- *   read with a handler without SA_RESTART returns EINTR.
+ *   read with a handler without SA_RESTART returns EINTR;
+ * - sigtimedwait takes a blocked signal (pending before the call, or sent
+ *   during the wait) without running its handler, and gives EAGAIN after
+ *   its timeout when none comes.
  *
  * `signal_restart [part...]` runs only the named parts (sigsuspend,
- * pipe, wait4, futex, eintr); without arguments, all of them.
+ * pipe, wait4, futex, eintr, sigtimedwait); without arguments, all of
+ * them.
  */
 #include "ut.h"
 #include <linux/futex.h>
@@ -317,12 +321,57 @@ static void test_futex(void)
 	close(acks[1]);
 }
 
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* sigtimedwait takes a blocked signal without its handler: one pending
+ * before the call, one sent during the wait; none comes: EAGAIN after the
+ * timeout. */
+static void test_sigtimedwait(void)
+{
+	nr_order = 0;
+	on(SIGUSR1, record_usr2, 0);
+	sigset_t usr1 = set_of(SIGUSR1);
+	UT_SYS(sigprocmask(SIG_BLOCK, &usr1, NULL));
+	UT_SYS(kill(getpid(), SIGUSR1));
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	struct timespec five = { 5, 0 };
+	int r = sigtimedwait(&usr1, &si, &five);
+	UT_CHECK(r == SIGUSR1 && si.si_signo == SIGUSR1, "sigtimedwait with SIGUSR1 pending: %d (%s), si_signo %d", r,
+		 strerror(errno), si.si_signo);
+	pid_t parent = getpid();
+	pid_t child = UT_SYS(fork());
+	if (child == 0) {
+		pause_ms(100);
+		kill(parent, SIGUSR1);
+		_exit(0);
+	}
+	r = sigtimedwait(&usr1, NULL, &five);
+	reap(child);
+	UT_CHECK(r == SIGUSR1, "sigtimedwait with SIGUSR1 sent during the wait: %d (%s)", r, strerror(errno));
+	struct timespec tenth = { 0, 100 * 1000000L };
+	long long start = now_ms();
+	r = sigtimedwait(&usr1, NULL, &tenth);
+	long long took = now_ms() - start;
+	UT_CHECK(r == -1 && errno == EAGAIN && took >= 100 && took < 5000,
+		 "sigtimedwait with nothing sent and 100 ms: %d (%s) after %lld ms, not EAGAIN after 100 ms", r,
+		 strerror(errno), took);
+	UT_CHECK(nr_order == 0, "sigtimedwait: the handler ran for a signal it took");
+	UT_SYS(sigprocmask(SIG_UNBLOCK, &usr1, NULL));
+	on(SIGUSR1, SIG_DFL, 0);
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
 } parts[] = {
 	{ "sigsuspend", test_sigsuspend }, { "pipe", test_pipe },   { "wait4", test_wait4 },
-	{ "futex", test_futex },	   { "eintr", test_eintr },
+	{ "futex", test_futex },	   { "eintr", test_eintr }, { "sigtimedwait", test_sigtimedwait },
 };
 
 int main(int argc, char **argv)

@@ -1,6 +1,8 @@
 //! Signals: actions (`rt_sigaction`), masks (`rt_sigprocmask`), sending
 //! (`kill`, `tgkill`, the kernel's own for faults and `SIGCHLD`), delivery
-//! before each return to user mode, and `rt_sigreturn`.
+//! before each return to user mode, `rt_sigreturn`, the restart of an
+//! interrupted call, and the calls that wait for signals
+//! (`rt_sigsuspend`, `rt_sigtimedwait`; `rt_sigpending`).
 //!
 //! ## Sending
 //!
@@ -74,6 +76,7 @@ use super::process::{self, Process};
 use super::syscall::{Ctx, Errno, Flow, SysResult};
 use super::thread::{Exit, Thread};
 use super::Regs;
+use crate::arch::prelude::*;
 use crate::task::sched;
 use crate::vm::uaccess::{copy_from_user, copy_to_user};
 use alloc::sync::Arc;
@@ -485,6 +488,71 @@ pub fn rt_sigpending(c: &mut Ctx, set: u64, size: u64) -> SysResult {
     let blocked = pending & c.thread.mask();
     copy_to_user(set, &blocked.to_ne_bytes()[..size as usize])?;
     Ok(0)
+}
+
+/// Takes the lowest signal of `set` pending for `thread` (its own first,
+/// then the process's), if any.
+fn take_pending(thread: &Thread, set: SigSet) -> Option<u32> {
+    let own = thread.pending.load(Ordering::Acquire) & set;
+    if own != 0 {
+        let sig = own.trailing_zeros() + 1;
+        if thread.pending.fetch_and(!bit(sig), Ordering::AcqRel) & bit(sig) != 0 {
+            return Some(sig);
+        }
+    }
+    let mut st = thread.process.state.lock();
+    let ready = st.pending & set;
+    if ready == 0 {
+        return None;
+    }
+    let sig = ready.trailing_zeros() + 1;
+    st.pending &= !bit(sig);
+    Some(sig)
+}
+
+/// `rt_sigtimedwait(set, info, timeout, sigsetsize)` (and so `sigwait`,
+/// `sigwaitinfo`): takes a pending signal of `set` without running its
+/// handler and returns its number (its `siginfo` written to `info` when
+/// not null), waiting for one until the relative `timeout` (`EAGAIN`;
+/// null: no limit). A deliverable signal outside `set` ends the wait with
+/// `EINTR`. The signals of `set` are usually blocked; a sender's kick
+/// wakes the wait whatever the mask.
+pub fn rt_sigtimedwait(c: &mut Ctx, set: u64, info: u64, timeout: u64, size: u64) -> SysResult {
+    if size != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let mut raw = [0u8; 8];
+    copy_from_user(&mut raw, set)?;
+    let set = u64::from_ne_bytes(raw) & !UNBLOCKABLE;
+    let deadline = match timeout {
+        0 => None,
+        t => Some(Arch::now_ns().saturating_add(super::futex::read_timespec(t)?)),
+    };
+    let sig = loop {
+        if let Some(sig) = take_pending(c.thread, set) {
+            break sig;
+        }
+        if c.thread.interrupted() {
+            return Err(Errno::EINTR);
+        }
+        match deadline {
+            Some(d) => {
+                let now = Arch::now_ns();
+                if now >= d {
+                    return Err(Errno::EAGAIN);
+                }
+                sched::park_for_ns(d - now);
+            }
+            None => sched::park(),
+        }
+    };
+    if info != 0 {
+        let mut si = [0u8; SIGINFO_SIZE as usize];
+        si[0..4].copy_from_slice(&sig.to_ne_bytes());
+        si[8..12].copy_from_slice(&SI_USER.to_ne_bytes());
+        copy_to_user(info, &si)?;
+    }
+    Ok(sig as u64)
 }
 
 /// Signal numbers are 1..=64.

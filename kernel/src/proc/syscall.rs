@@ -119,6 +119,7 @@ fn call(c: &mut Ctx, number: u64) -> SysResult {
         nr::__NR_rt_sigreturn => signal::rt_sigreturn(c),
         nr::__NR_rt_sigsuspend => signal::rt_sigsuspend(c, a(c, 0), a(c, 1)),
         nr::__NR_rt_sigpending => signal::rt_sigpending(c, a(c, 0), a(c, 1)),
+        nr::__NR_rt_sigtimedwait => signal::rt_sigtimedwait(c, a(c, 0), a(c, 1), a(c, 2), a(c, 3)),
         nr::__NR_kill => signal::kill(c, a(c, 0) as i32, a(c, 1) as u32),
         nr::__NR_tgkill => signal::tgkill(c, a(c, 0) as i32, a(c, 1) as i32, a(c, 2) as u32),
         nr::__NR_tkill => signal::tgkill(c, -1, a(c, 0) as i32, a(c, 1) as u32),
