@@ -52,8 +52,10 @@
 //!   `qemu run` of the project's `exit_with 3` must report status 3 (a
 //!   static program built by Debian's gcc ran and its status reached
 //!   xtask), and Debian's busybox must run `sh -c 'echo hi | cat'` and
-//!   print `hi`, and its `cat /proc/meminfo`, `uname -a` and `free` must
-//!   print what they read from the kernel ([`BUSYBOX_CHECK`]); the user-mode tests themselves
+//!   print `hi`, its `cat /proc/meminfo`, `uname -a` and `free` must
+//!   print what they read from the kernel, and its shell's `wait` (which
+//!   waits in `rt_sigsuspend`) must return for a background `sleep 0`
+//!   ([`BUSYBOX_CHECK`]); the user-mode tests themselves
 //!   (`user::*`) run inside the in-guest test steps at 1 and [`SMP_CPUS`]
 //!   CPUs.
 //!
@@ -102,9 +104,10 @@ pub const BUSYBOX_CHECK: (&[&str], &[&str]) = (
         "busybox",
         "sh",
         "-c",
-        "busybox cat /proc/meminfo | busybox head -3; busybox uname -a; busybox free; echo hi | cat",
+        "busybox cat /proc/meminfo | busybox head -3; busybox uname -a; busybox free; echo hi | cat; \
+         busybox sleep 0 & wait; echo waited",
     ],
-    &["MemTotal:", "Linux mmkernel ", "Swap:", "hi"],
+    &["MemTotal:", "Linux mmkernel ", "Swap:", "hi", "waited"],
 );
 
 /// One finished step.

@@ -139,6 +139,12 @@ impl UserRegs for Regs {
     fn set_syscall_return(&mut self, value: u64) {
         self.x[0] = value;
     }
+    fn restart_syscall(&mut self, nr: u64, arg0: u64) {
+        // `svc #0` is one 4-byte instruction.
+        self.pc = self.pc.wrapping_sub(4);
+        self.x[8] = nr;
+        self.x[0] = arg0;
+    }
     fn set_call(&mut self, pc: u64, sp: u64, args: [u64; 3], ret: u64) {
         self.pc = pc;
         self.sp = sp;

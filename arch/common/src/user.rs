@@ -108,6 +108,15 @@ pub trait UserRegs: Copy + Default + Send + Sync + core::fmt::Debug {
     /// Sets the system call's return value (x86_64: `rax`; AArch64: `x0`),
     /// negative errno as a `u64` for an error.
     fn set_syscall_return(&mut self, value: u64);
+    /// Makes the system call just made run again at the next entry to user
+    /// mode (a wait a signal interrupted, restarted after its handler):
+    /// the PC back on the system-call instruction, and the number `nr` and
+    /// first argument `arg0` (as [`UserRegs::syscall_nr`] and
+    /// [`UserRegs::syscall_arg`] read them before the call) back in their
+    /// registers, where the return value may have overwritten one
+    /// (x86_64: `rax`; AArch64: `x0`). The other argument registers are
+    /// never written by a call.
+    fn restart_syscall(&mut self, nr: u64, arg0: u64);
     /// Prepares a call of a signal handler: PC `pc`, SP `sp`, the first
     /// three argument registers `args`, returning to `ret`. On AArch64 `ret`
     /// goes to the link register; on x86_64 ([`UserRegs::RET_ON_STACK`])

@@ -212,6 +212,12 @@ impl UserRegs for Regs {
     fn set_syscall_return(&mut self, value: u64) {
         self.rax = value;
     }
+    fn restart_syscall(&mut self, nr: u64, arg0: u64) {
+        // `syscall` is two bytes (0f 05).
+        self.rip = self.rip.wrapping_sub(2);
+        self.rax = nr;
+        self.rdi = arg0;
+    }
     fn set_call(&mut self, pc: u64, sp: u64, args: [u64; 3], _ret: u64) {
         self.rip = pc;
         self.rsp = sp;

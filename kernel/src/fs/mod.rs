@@ -109,6 +109,20 @@ errnos!(
     E2BIG,
 );
 
+/// The kernel's own "interrupted" answers of a blocking call, never seen
+/// by user mode: the thread loop (`crate::proc::signal::deliver`) turns
+/// them into a restart of the call or `EINTR`, as Linux does with the
+/// same values.
+impl Errno {
+    /// A wait left for a signal: the call runs again after a handler with
+    /// `SA_RESTART`, or when no handler runs; `EINTR` after a handler
+    /// without it (pipe read and write, `wait4`, a futex wait without a
+    /// timeout).
+    pub const ERESTARTSYS: Errno = Errno(512);
+    /// The same, but `EINTR` after any handler (`rt_sigsuspend`).
+    pub const ERESTARTNOHAND: Errno = Errno(514);
+}
+
 impl fmt::Debug for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.name() {
@@ -182,7 +196,8 @@ pub fn set_interrupt_hook(hook: InterruptHook) {
     INTERRUPT_HOOK.call_once(|| hook);
 }
 
-/// Whether the caller must leave a blocking wait with `EINTR`: asked by
+/// Whether the caller must leave a blocking wait ([`Errno::ERESTARTSYS`],
+/// which becomes `EINTR` or a restart of the call): asked by
 /// every wait of the file layer before it parks (false for kernel tasks,
 /// and before `crate::proc` registered its hook).
 pub fn interrupted() -> bool {

@@ -13,9 +13,11 @@
 //!   interleaved with other writers. A reader that leaves midway ends the
 //!   write with what was taken so far (or `EPIPE` when nothing was).
 //! - `O_NONBLOCK`: `EAGAIN` instead of waiting.
-//! - A wait ends with `EINTR` when [`crate::fs::interrupted`] says so (a
-//!   signal to deliver, the caller's thread or process ending); a write
-//!   that moved bytes returns their count instead.
+//! - A wait ends when [`crate::fs::interrupted`] says so (a signal to
+//!   deliver, the caller's thread or process ending) with
+//!   [`Errno::ERESTARTSYS`]: the call runs again after a handler with
+//!   `SA_RESTART` (or when no handler runs), else it returns `EINTR`; a
+//!   write that moved bytes returns their count instead.
 //! - The ends are counted: a [`PipeEnd`] is made per end by [`new`] and
 //!   each end's drop (the last descriptor of its description closed)
 //!   decrements its count and wakes the other side.
@@ -128,7 +130,7 @@ impl File for PipeEnd {
             };
             // About to wait: not when the caller must leave (outside the
             // pipe's lock: the check takes the process's).
-            ready.or_else(|| crate::fs::interrupted().then_some(Err(Errno::EINTR)))
+            ready.or_else(|| crate::fs::interrupted().then_some(Err(Errno::ERESTARTSYS)))
         })?;
         // The copy may fault and sleep (swap-in), so it runs without the
         // lock. When the reader's buffer is bad, what was taken goes back
@@ -177,7 +179,7 @@ impl File for PipeEnd {
                         None
                     }
                 };
-                ready.or_else(|| crate::fs::interrupted().then_some(Err(Errno::EINTR)))
+                ready.or_else(|| crate::fs::interrupted().then_some(Err(Errno::ERESTARTSYS)))
             });
             match put {
                 Ok(n) => {

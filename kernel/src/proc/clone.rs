@@ -191,8 +191,9 @@ pub fn wait4(c: &mut Ctx, pid: i32, wstatus: u64, options: u32, rusage: u64) -> 
         Err(process::NoChild) => Some(Err(Errno::ECHILD)),
         Ok(Some(found)) => Some(Ok(found)),
         Ok(None) if options & g::WNOHANG != 0 => Some(Ok((0, 0))),
-        // About to wait: not when the caller must end or has a signal.
-        Ok(None) if c.thread.interrupted() => Some(Err(Errno::EINTR)),
+        // About to wait: not when the caller must end or has a signal
+        // (`EINTR`, or the call again after a handler with `SA_RESTART`).
+        Ok(None) if c.thread.interrupted() => Some(Err(Errno::ERESTARTSYS)),
         Ok(None) => None,
     })?;
     let (pid, status) = found;

@@ -14,9 +14,12 @@
 //! waker that changed the word after the waiter's read finds the waiter
 //! in the table; one before it, the waiter sees the new value. So no wake
 //! is lost, and the word is never read under a lock (the read may fault
-//! and sleep). A wait with a timeout polls its flag each tick until the
-//! deadline. A waiting thread also leaves (`EINTR`) when it must end or
-//! has a signal to deliver ([`super::thread::Thread::interrupted`]).
+//! and sleep). A wait with a timeout parks until the deadline
+//! (`sched::park_until`: a wake or a signal's kick ends it earlier). A
+//! waiting thread also leaves when it must end or has a signal to deliver
+//! ([`super::thread::Thread::interrupted`]): a wait without a timeout with
+//! `ERESTARTSYS` (it runs again after a handler with `SA_RESTART`, as in
+//! Linux), a timed one with `EINTR`.
 //!
 //! Locks: [`WAITERS`] (a leaf).
 
@@ -108,7 +111,9 @@ fn wait(
         }
         if thread.interrupted() {
             leave(&woken);
-            return Err(Errno::EINTR);
+            // As Linux: a wait without a timeout runs again after a handler
+            // with `SA_RESTART`; a timed one returns `EINTR`.
+            return Err(if deadline.is_some() { Errno::EINTR } else { Errno::ERESTARTSYS });
         }
         match deadline {
             Some(d) => {
@@ -117,7 +122,8 @@ fn wait(
                     // A wake between the check and the leave counts.
                     return if woken.load(Ordering::Acquire) { Ok(0) } else { Err(Errno::ETIMEDOUT) };
                 }
-                sched::sleep_ms(1);
+                // Until the deadline, a wake or a signal's kick.
+                sched::park_for_ns(d - Arch::now_ns().min(d));
             }
             None => sched::park(),
         }

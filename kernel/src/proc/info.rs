@@ -159,11 +159,17 @@ pub fn gettimeofday(_c: &mut Ctx, tv: u64) -> SysResult {
     Ok(0)
 }
 
-/// `clock_nanosleep(clock, flags, request, remain)` and `nanosleep`.
-pub fn clock_nanosleep(c: &mut Ctx, _clock: u32, flags: u32, request: u64) -> SysResult {
+/// `clock_nanosleep(clock, flags, request, remain)` and `nanosleep`: parks
+/// until the deadline (`sched::park_for_ns`, to the tick: it ends at most
+/// about a tick late) or a signal's kick. Interrupted, it returns `EINTR`
+/// and, for a relative sleep, writes the time left to `remain` when that
+/// is not null (Linux would restart it through `restart_syscall` when no
+/// handler runs; here the caller sees `EINTR` then too).
+pub fn clock_nanosleep(c: &mut Ctx, _clock: u32, flags: u32, request: u64, remain: u64) -> SysResult {
     let t = super::futex::read_timespec(request)?;
     let now = Arch::now_ns();
-    let deadline = if flags & g::TIMER_ABSTIME != 0 { t } else { now.saturating_add(t) };
+    let absolute = flags & g::TIMER_ABSTIME != 0;
+    let deadline = if absolute { t } else { now.saturating_add(t) };
     // One clock read per pass: reading it again for the remaining time
     // could pass the deadline between the two reads and underflow.
     loop {
@@ -172,10 +178,12 @@ pub fn clock_nanosleep(c: &mut Ctx, _clock: u32, flags: u32, request: u64) -> Sy
             return Ok(0);
         }
         if c.thread.interrupted() {
+            if !absolute && remain != 0 {
+                copy_to_user(remain, &timespec(deadline - now))?;
+            }
             return Err(Errno::EINTR);
         }
-        let left_ms = (deadline - now).div_ceil(1_000_000);
-        sched::sleep_ms(left_ms.min(100));
+        sched::park_for_ns(deadline - now);
     }
 }
 

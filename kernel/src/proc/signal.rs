@@ -1,15 +1,45 @@
 //! Signals: actions (`rt_sigaction`), masks (`rt_sigprocmask`), sending
 //! (`kill`, `tgkill`, the kernel's own for faults and `SIGCHLD`), delivery
-//! before each return to user mode, and `rt_sigreturn`.
+//! before each return to user mode, `rt_sigreturn`, the restart of an
+//! interrupted call, and the calls that wait for signals
+//! (`rt_sigsuspend`, `rt_sigtimedwait`; `rt_sigpending`).
 //!
 //! ## Sending
 //!
 //! A signal is made pending (the process's set, or a thread's) and its
-//! threads kicked out of their waits; a blocking call returns `EINTR` when
-//! a pending signal is deliverable ([`deliverable`], asked through
-//! `Thread::interrupted`; no `SA_RESTART` restart). A signal whose default
-//! action ends the process and which some thread does not block decides
-//! the group exit as it is sent ([`send_process`], [`send_thread`]).
+//! threads kicked out of their waits (an unpark: a timed wait,
+//! `sched::park_until`, ends too); a blocking call leaves when a pending
+//! signal is deliverable ([`deliverable`], asked through
+//! `Thread::interrupted`). A signal whose default action ends the process
+//! and which some thread does not block decides the group exit as it is
+//! sent ([`send_process`], [`send_thread`]).
+//!
+//! ## Restarts
+//!
+//! A wait that Linux restarts (pipe read and write, `wait4`, a futex wait
+//! without a timeout) leaves with the kernel's own `ERESTARTSYS`; the
+//! thread loop hands the call's number and first argument to the next
+//! delivery ([`Interrupted`]). A handler whose action has `SA_RESTART`, or
+//! no handler at all (the signal was ignored, or another thread took it),
+//! makes the call run again: the registers go back to the system-call
+//! instruction with the number and first argument restored
+//! (`UserRegs::restart_syscall`), before the handler's frame saves them,
+//! so `rt_sigreturn` returns into the call. A handler without
+//! `SA_RESTART` makes it return `EINTR`. `rt_sigsuspend` answers
+//! `ERESTARTNOHAND`: `EINTR` after any handler. Sleeps (`nanosleep`,
+//! `clock_nanosleep`) and timed futex waits return `EINTR` themselves
+//! (Linux restarts them through `restart_syscall` when no handler runs;
+//! not here), a relative sleep with the time left written.
+//!
+//! ## `rt_sigsuspend`
+//!
+//! The call replaces the mask for its wait and keeps the old one in the
+//! thread's `saved_mask`; it parks until a signal is deliverable under the
+//! new mask. The handler then runs with the wait's mask (plus its own
+//! action's), and its frame records the old mask, which `rt_sigreturn`
+//! restores; when no handler runs, delivery restores it before the return
+//! to user mode (and looks again: the old mask may let another signal
+//! through).
 //!
 //! ## Delivery
 //!
@@ -46,6 +76,8 @@ use super::process::{self, Process};
 use super::syscall::{Ctx, Errno, Flow, SysResult};
 use super::thread::{Exit, Thread};
 use super::Regs;
+use crate::arch::prelude::*;
+use crate::task::sched;
 use crate::vm::uaccess::{copy_from_user, copy_to_user};
 use alloc::sync::Arc;
 use arch_common::user::{UserException, UserRegs};
@@ -180,9 +212,49 @@ pub fn deliverable(thread: &Thread) -> bool {
     false
 }
 
+/// A system call a signal interrupted, as the thread loop hands it to the
+/// next delivery (see the module doc's "Restarts").
+pub struct Interrupted {
+    nr: u64,
+    arg0: u64,
+    /// `ERESTARTSYS` (restarted after a handler with `SA_RESTART`), not
+    /// `ERESTARTNOHAND`.
+    sa_restart: bool,
+}
+
+impl Interrupted {
+    /// The interrupted call, when `value` (what call `nr` with first
+    /// argument `arg0` returned) says it was one.
+    pub fn of_return(value: u64, nr: u64, arg0: u64) -> Option<Interrupted> {
+        let is = |e: Errno| value == (e.0 as u64).wrapping_neg();
+        if is(Errno::ERESTARTSYS) {
+            Some(Interrupted { nr, arg0, sa_restart: true })
+        } else if is(Errno::ERESTARTNOHAND) {
+            Some(Interrupted { nr, arg0, sa_restart: false })
+        } else {
+            None
+        }
+    }
+
+    /// Sets `regs` to run the call again or to return `EINTR`, as the
+    /// handler's `action` (None: no handler runs) decides.
+    fn resolve(self, regs: &mut Regs, action: Option<&SigAction>) {
+        let restart = match action {
+            None => true,
+            Some(a) => self.sa_restart && a.flags & g::SA_RESTART as u64 != 0,
+        };
+        if restart {
+            regs.restart_syscall(self.nr, self.arg0);
+        } else {
+            regs.set_syscall_return((Errno::EINTR.0 as u64).wrapping_neg());
+        }
+    }
+}
+
 /// Takes the next deliverable signal and acts on it; `Some` when the
-/// thread must end.
-pub fn deliver(thread: &Arc<Thread>, regs: &mut Regs) -> Option<Exit> {
+/// thread must end. `interrupted`: the system call just made left its wait
+/// for a signal (restarted or `EINTR`, as the handler decides).
+pub fn deliver(thread: &Arc<Thread>, regs: &mut Regs, mut interrupted: Option<Interrupted>) -> Option<Exit> {
     loop {
         let mask = thread.mask() & !UNBLOCKABLE;
         let own = thread.pending.load(Ordering::Acquire) & !mask;
@@ -194,6 +266,16 @@ pub fn deliver(thread: &Arc<Thread>, regs: &mut Regs) -> Option<Exit> {
             let mut st = thread.process.state.lock();
             let ready = st.pending & !mask;
             if ready == 0 {
+                drop(st);
+                // No handler ran after `rt_sigsuspend`: its old mask comes
+                // back now, and may let another signal through.
+                if let Some(old) = thread.saved_mask.lock().take() {
+                    thread.sigmask.store(old, Ordering::Release);
+                    continue;
+                }
+                if let Some(call) = interrupted.take() {
+                    call.resolve(regs, None);
+                }
                 return None;
             }
             let sig = ready.trailing_zeros() + 1;
@@ -205,6 +287,11 @@ pub fn deliver(thread: &Arc<Thread>, regs: &mut Regs) -> Option<Exit> {
             _ if ignores(&action, sig) => continue,
             SIG_DFL => return Some(die(thread, sig)),
             _ => {
+                // Before the frame saves the registers: the handler
+                // returns into the call again, or to its `EINTR`.
+                if let Some(call) = interrupted.take() {
+                    call.resolve(regs, Some(&action));
+                }
                 let info = SigInfo { sig, code: SI_USER, addr: 0 };
                 if call_handler(thread, regs, &action, &info).is_err() {
                     return Some(die(thread, g::SIGSEGV));
@@ -288,7 +375,10 @@ fn call_handler(thread: &Thread, regs: &mut Regs, action: &SigAction, info: &Sig
     // si_addr (fault signals) or si_pid (sent ones) share offset 16.
     si[16..24].copy_from_slice(&info.addr.to_ne_bytes());
     copy_to_user(base, &si)?;
-    let old_mask = thread.mask();
+    // The mask `rt_sigreturn` restores: the one before `rt_sigsuspend` if
+    // the handler ends its wait, else the current one.
+    let cur_mask = thread.mask();
+    let old_mask = thread.saved_mask.lock().take().unwrap_or(cur_mask);
     let mut uc = [0u8; UCONTEXT_SIZE as usize];
     uc[UC_SIGMASK..UC_SIGMASK + 8].copy_from_slice(&old_mask.to_ne_bytes());
     #[cfg(target_arch = "x86_64")]
@@ -313,7 +403,7 @@ fn call_handler(thread: &Thread, regs: &mut Regs, action: &SigAction, info: &Sig
         }
         frames.push(SavedFrame { regs: *regs, mask: old_mask });
     }
-    let mut new_mask = old_mask | action.mask;
+    let mut new_mask = cur_mask | action.mask;
     if action.flags & g::SA_NODEFER as u64 == 0 {
         new_mask |= bit(info.sig);
     }
@@ -365,6 +455,104 @@ pub fn rt_sigreturn(c: &mut Ctx) -> SysResult {
     c.thread.sigmask.store(frame.mask, Ordering::Release);
     c.flow = Some(Flow::NoReturn);
     Ok(0)
+}
+
+/// `rt_sigsuspend(set, sigsetsize)`: waits with the mask `set` until a
+/// signal is deliverable; always "fails" (`EINTR` after the handler, see
+/// the module doc), the old mask back after the handler.
+pub fn rt_sigsuspend(c: &mut Ctx, set: u64, size: u64) -> SysResult {
+    if size != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let mut raw = [0u8; 8];
+    copy_from_user(&mut raw, set)?;
+    let old = c.thread.mask();
+    *c.thread.saved_mask.lock() = Some(old);
+    c.thread.sigmask.store(u64::from_ne_bytes(raw) & !UNBLOCKABLE, Ordering::Release);
+    // A sender makes the signal pending, then kicks (unparks) the thread:
+    // a kick between the check and the park leaves a token, and the park
+    // returns at once.
+    while !c.thread.interrupted() {
+        sched::park();
+    }
+    Err(Errno::ERESTARTNOHAND)
+}
+
+/// `rt_sigpending(set, sigsetsize)`: the pending signals (the thread's and
+/// the process's) that the mask blocks.
+pub fn rt_sigpending(c: &mut Ctx, set: u64, size: u64) -> SysResult {
+    if size > 8 {
+        return Err(Errno::EINVAL);
+    }
+    let pending = c.thread.pending.load(Ordering::Acquire) | c.thread.process.state.lock().pending;
+    let blocked = pending & c.thread.mask();
+    copy_to_user(set, &blocked.to_ne_bytes()[..size as usize])?;
+    Ok(0)
+}
+
+/// Takes the lowest signal of `set` pending for `thread` (its own first,
+/// then the process's), if any.
+fn take_pending(thread: &Thread, set: SigSet) -> Option<u32> {
+    let own = thread.pending.load(Ordering::Acquire) & set;
+    if own != 0 {
+        let sig = own.trailing_zeros() + 1;
+        if thread.pending.fetch_and(!bit(sig), Ordering::AcqRel) & bit(sig) != 0 {
+            return Some(sig);
+        }
+    }
+    let mut st = thread.process.state.lock();
+    let ready = st.pending & set;
+    if ready == 0 {
+        return None;
+    }
+    let sig = ready.trailing_zeros() + 1;
+    st.pending &= !bit(sig);
+    Some(sig)
+}
+
+/// `rt_sigtimedwait(set, info, timeout, sigsetsize)` (and so `sigwait`,
+/// `sigwaitinfo`): takes a pending signal of `set` without running its
+/// handler and returns its number (its `siginfo` written to `info` when
+/// not null), waiting for one until the relative `timeout` (`EAGAIN`;
+/// null: no limit). A deliverable signal outside `set` ends the wait with
+/// `EINTR`. The signals of `set` are usually blocked; a sender's kick
+/// wakes the wait whatever the mask.
+pub fn rt_sigtimedwait(c: &mut Ctx, set: u64, info: u64, timeout: u64, size: u64) -> SysResult {
+    if size != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let mut raw = [0u8; 8];
+    copy_from_user(&mut raw, set)?;
+    let set = u64::from_ne_bytes(raw) & !UNBLOCKABLE;
+    let deadline = match timeout {
+        0 => None,
+        t => Some(Arch::now_ns().saturating_add(super::futex::read_timespec(t)?)),
+    };
+    let sig = loop {
+        if let Some(sig) = take_pending(c.thread, set) {
+            break sig;
+        }
+        if c.thread.interrupted() {
+            return Err(Errno::EINTR);
+        }
+        match deadline {
+            Some(d) => {
+                let now = Arch::now_ns();
+                if now >= d {
+                    return Err(Errno::EAGAIN);
+                }
+                sched::park_for_ns(d - now);
+            }
+            None => sched::park(),
+        }
+    };
+    if info != 0 {
+        let mut si = [0u8; SIGINFO_SIZE as usize];
+        si[0..4].copy_from_slice(&sig.to_ne_bytes());
+        si[8..12].copy_from_slice(&SI_USER.to_ne_bytes());
+        copy_to_user(info, &si)?;
+    }
+    Ok(sig as u64)
 }
 
 /// Signal numbers are 1..=64.

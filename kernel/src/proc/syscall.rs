@@ -117,6 +117,9 @@ fn call(c: &mut Ctx, number: u64) -> SysResult {
         nr::__NR_rt_sigaction => signal::rt_sigaction(c, a(c, 0) as u32, a(c, 1), a(c, 2), a(c, 3)),
         nr::__NR_rt_sigprocmask => signal::rt_sigprocmask(c, a(c, 0) as u32, a(c, 1), a(c, 2), a(c, 3)),
         nr::__NR_rt_sigreturn => signal::rt_sigreturn(c),
+        nr::__NR_rt_sigsuspend => signal::rt_sigsuspend(c, a(c, 0), a(c, 1)),
+        nr::__NR_rt_sigpending => signal::rt_sigpending(c, a(c, 0), a(c, 1)),
+        nr::__NR_rt_sigtimedwait => signal::rt_sigtimedwait(c, a(c, 0), a(c, 1), a(c, 2), a(c, 3)),
         nr::__NR_kill => signal::kill(c, a(c, 0) as i32, a(c, 1) as u32),
         nr::__NR_tgkill => signal::tgkill(c, a(c, 0) as i32, a(c, 1) as i32, a(c, 2) as u32),
         nr::__NR_tkill => signal::tgkill(c, -1, a(c, 0) as i32, a(c, 1) as u32),
@@ -142,8 +145,10 @@ fn call(c: &mut Ctx, number: u64) -> SysResult {
         nr::__NR_getrandom => info::getrandom(c, a(c, 0), a(c, 1)),
         nr::__NR_clock_gettime => info::clock_gettime(c, a(c, 0) as u32, a(c, 1)),
         nr::__NR_gettimeofday => info::gettimeofday(c, a(c, 0)),
-        nr::__NR_clock_nanosleep => info::clock_nanosleep(c, a(c, 0) as u32, a(c, 1) as u32, a(c, 2)),
-        nr::__NR_nanosleep => info::clock_nanosleep(c, nr::CLOCK_MONOTONIC, 0, a(c, 0)),
+        nr::__NR_clock_nanosleep => {
+            info::clock_nanosleep(c, a(c, 0) as u32, a(c, 1) as u32, a(c, 2), a(c, 3))
+        }
+        nr::__NR_nanosleep => info::clock_nanosleep(c, nr::CLOCK_MONOTONIC, 0, a(c, 0), a(c, 1)),
         nr::__NR_getrusage => info::getrusage(c, a(c, 0) as i32, a(c, 1)),
         nr::__NR_sched_yield => {
             crate::task::sched::yield_now();

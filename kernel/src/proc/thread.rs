@@ -55,6 +55,11 @@ pub struct Thread {
     task: spin::Once<Arc<Task>>,
     /// Signal frames entered and not yet returned from (`rt_sigreturn`).
     pub(super) frames: spin::Mutex<Vec<signal::SavedFrame>>,
+    /// The mask `rt_sigsuspend` replaced for its wait: the next handler's
+    /// frame records it (its `rt_sigreturn` restores it), or it comes back
+    /// before the return to user mode when no handler runs. The thread's
+    /// own.
+    pub(super) saved_mask: spin::Mutex<Option<SigSet>>,
     /// Another thread's `execve` ends this one (the process goes on).
     doomed: AtomicBool,
 }
@@ -134,6 +139,7 @@ pub fn prepare(process: &Arc<Process>, tid: Pid, mask: SigSet) -> Arc<Thread> {
         pending: AtomicU64::new(0),
         task: spin::Once::new(),
         frames: spin::Mutex::new(Vec::new()),
+        saved_mask: spin::Mutex::new(None),
         doomed: AtomicBool::new(false),
     })
 }
@@ -218,6 +224,9 @@ pub enum Exit {
 
 /// The loop of a user thread (see the module doc); returns how it ended.
 pub fn run(thread: &Arc<Thread>, mut regs: Regs, entered: &mut Option<Entered>) -> Exit {
+    // A system call that a signal interrupted, for delivery to restart or
+    // answer `EINTR` (set after the call, taken by the next delivery).
+    let mut interrupted: Option<signal::Interrupted> = None;
     loop {
         if thread.process.group_exit().is_some() {
             return Exit::Group;
@@ -229,7 +238,7 @@ pub fn run(thread: &Arc<Thread>, mut regs: Regs, entered: &mut Option<Entered>) 
         // the user stack (a new thread's first pass has entered nothing).
         let Some(space) = thread.process.space() else { return Exit::Group };
         enter(entered, space);
-        if let Some(exit) = signal::deliver(thread, &mut regs) {
+        if let Some(exit) = signal::deliver(thread, &mut regs, interrupted.take()) {
             return exit;
         }
         let was = Arch::irq_save_and_disable();
@@ -239,8 +248,12 @@ pub fn run(thread: &Arc<Thread>, mut regs: Regs, entered: &mut Option<Entered>) 
         match why {
             UserExit::Syscall => {
                 Arch::irq_restore(was);
+                let (nr, arg0) = (regs.syscall_nr(), regs.syscall_arg(0));
                 match syscall::dispatch(thread, &mut regs, entered) {
-                    Flow::Return(value) => regs.set_syscall_return(value),
+                    Flow::Return(value) => {
+                        interrupted = signal::Interrupted::of_return(value, nr, arg0);
+                        regs.set_syscall_return(value);
+                    }
                     Flow::NoReturn => {}
                     Flow::Exit(exit) => {
                         return exit;

@@ -8,7 +8,9 @@
 //! [`on_stack_fault`]) and a saved [`Context`]. Tasks are `Ready` (in the run queue), `Running`
 //! (on a CPU), `Sleeping` (until a tick), `Blocked` (until another task wakes
 //! it: join), `Parked` (until [`unpark`]: the wait primitive of
-//! [`crate::task::wait`] and device drivers) or `Dead`. Each CPU has an idle task, which runs when nothing is
+//! [`crate::task::wait`] and device drivers), `ParkedUntil` (until
+//! [`unpark`] or a tick: [`park_until`], the timed waits of user calls) or
+//! `Dead`. Each CPU has an idle task, which runs when nothing is
 //! ready and never enters the run queue. The boot flow of the boot CPU
 //! becomes the task `main`.
 //!
@@ -42,6 +44,10 @@
 //!   once: so a waiter that publishes itself, checks its condition, then
 //!   parks, cannot miss a wake-up that comes between the check and the
 //!   park. Wake-ups may be spurious; waiters re-check in a loop.
+//!   [`park_until`] is the same with a deadline in ticks: the task waits on
+//!   the sleeping list, and the tick that reaches the deadline or an
+//!   `unpark` (which takes it off that list) makes it ready, whichever
+//!   comes first. `sleep_ms`'s `Sleeping` ignores unparks.
 //!
 //! All CPUs share the one run queue, so a task runs wherever a CPU is free
 //! (migration is the default, but when it happens is up to timing); `spawn_on`
@@ -83,6 +89,9 @@ pub enum TaskState {
     Blocked,
     /// In [`park`], until [`unpark`].
     Parked,
+    /// In [`park_until`], until [`unpark`] or the tick count reaches this
+    /// (on the sleeping list meanwhile).
+    ParkedUntil(u64),
     Dead,
 }
 
@@ -397,7 +406,10 @@ fn on_tick() {
         let rq = rq();
         let mut i = 0;
         while i < rq.sleeping.len() {
-            let due = matches!(rq.sleeping[i].inner().state, TaskState::Sleeping(at) if at <= now);
+            let due = matches!(
+                rq.sleeping[i].inner().state,
+                TaskState::Sleeping(at) | TaskState::ParkedUntil(at) if at <= now
+            );
             if due {
                 let task = rq.sleeping.swap_remove(i);
                 task.inner().state = TaskState::Ready;
@@ -517,7 +529,7 @@ fn schedule_locked() {
                 }
             }
             TaskState::Running => prev.inner().state = TaskState::Ready,
-            TaskState::Sleeping(_) => rq.sleeping.push(prev.clone()),
+            TaskState::Sleeping(_) | TaskState::ParkedUntil(_) => rq.sleeping.push(prev.clone()),
             TaskState::Ready | TaskState::Blocked | TaskState::Parked | TaskState::Dead => {}
         }
         let pos = rq.ready.iter().position(|t| t.affinity().is_none_or(|c| c == cpu));
@@ -713,27 +725,76 @@ pub fn park() {
     Arch::irq_restore(was);
 }
 
-/// Makes a task parked in [`park`] ready again; if it is not parked, its
-/// next `park` returns at once. Callable from interrupt handlers (it takes
-/// RQ_LOCK with interrupts disabled).
+/// [`park`] with a deadline: returns at the latest once the tick count
+/// ([`ticks`]) has reached `tick` (at once if it has), earlier on an
+/// [`unpark`] (or the token of one). The timed wait of user calls
+/// (`nanosleep`, a futex wait with a timeout): a signal's kick ends it.
+/// The caller holds no spin lock and re-checks its condition and clock.
+pub fn park_until(tick: u64) {
+    let was = Arch::irq_save_and_disable();
+    RQ_LOCK.lock();
+    let cpu = cpu_index();
+    // SAFETY: RQ_LOCK is held. The tick that reaches `tick` either counted
+    // before the check below (no park) or scans the sleeping list after
+    // this CPU released RQ_LOCK (it takes the lock to scan).
+    let parked = unsafe {
+        let cur = rq().current[cpu].as_ref().expect("park_until: no current task");
+        let inner = cur.inner();
+        if inner.unpark_token {
+            inner.unpark_token = false;
+            false
+        } else if ticks() >= tick {
+            false
+        } else {
+            inner.state = TaskState::ParkedUntil(tick);
+            true
+        }
+    };
+    if parked {
+        schedule_locked();
+    } else {
+        RQ_LOCK.unlock();
+    }
+    Arch::irq_restore(was);
+}
+
+/// Parks the running task for about `ns` nanoseconds at most (rounded up
+/// to whole ticks; the current tick is partly over, so it may return up
+/// to a tick early) or until [`unpark`]: see [`park_until`]. Callers loop
+/// on the clock, so a sleep ends at most about a tick after its deadline.
+pub fn park_for_ns(ns: u64) {
+    let tick_ns = 1_000_000_000 / TICK_HZ as u64;
+    park_until(ticks() + ns.div_ceil(tick_ns).max(1));
+}
+
+/// Makes a task parked in [`park`] or [`park_until`] ready again; if it is
+/// not parked, its next `park` returns at once. Callable from interrupt
+/// handlers (it takes RQ_LOCK with interrupts disabled).
 pub fn unpark(task: &Arc<Task>) {
     let was = Arch::irq_save_and_disable();
     RQ_LOCK.lock();
     // SAFETY: RQ_LOCK is held.
     unsafe {
         let inner = task.inner();
-        if inner.state == TaskState::Parked {
-            inner.state = TaskState::Ready;
-            rq().ready.push_back(task.clone());
-            kick_idle_cpu(task.affinity());
-            // Called from an interrupt that woke this CPU out of its idle
-            // task: schedule on the way out rather than at the next tick.
-            let me = cpu_index();
-            if IDLE[me].load(Ordering::Relaxed) && task.affinity().is_none_or(|c| c == me) {
-                NEED_RESCHED[me].store(true, Ordering::Relaxed);
+        match inner.state {
+            TaskState::Parked | TaskState::ParkedUntil(_) => {
+                if matches!(inner.state, TaskState::ParkedUntil(_)) {
+                    // Off the sleeping list, where `schedule_locked` put it
+                    // in the same hold of RQ_LOCK that parked it.
+                    rq().sleeping.retain(|t| !Arc::ptr_eq(t, task));
+                }
+                inner.state = TaskState::Ready;
+                rq().ready.push_back(task.clone());
+                kick_idle_cpu(task.affinity());
+                // Called from an interrupt that woke this CPU out of its
+                // idle task: schedule on the way out rather than at the
+                // next tick.
+                let me = cpu_index();
+                if IDLE[me].load(Ordering::Relaxed) && task.affinity().is_none_or(|c| c == me) {
+                    NEED_RESCHED[me].store(true, Ordering::Relaxed);
+                }
             }
-        } else {
-            inner.unpark_token = true;
+            _ => inner.unpark_token = true,
         }
     }
     RQ_LOCK.unlock();

@@ -116,6 +116,14 @@ fn sigsegv_handler(_: &TestEnv<'_>) -> Result<(), String> {
     run("sigsegv_handler", &[])
 }
 
+fn signal_restart(_: &TestEnv<'_>) -> Result<(), String> {
+    run("signal_restart", &[])
+}
+
+fn sleeps(_: &TestEnv<'_>) -> Result<(), String> {
+    run("sleeps", &[])
+}
+
 fn execve_limits(_: &TestEnv<'_>) -> Result<(), String> {
     run("execve_limits", &[])
 }
@@ -149,4 +157,5 @@ fn badargs(_: &TestEnv<'_>) -> Result<(), String> {
 
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork, rawdisk_get,
-    sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs];
+    sigsegv_handler, signal_waits, signal_restart, sleeps, execve_limits, efault, kernel_read, enosys,
+    badargs];
