@@ -117,6 +117,11 @@ fn badargs(_: &TestEnv<'_>) -> Result<(), String> {
     run("badargs", &[])
 }
 
+fn static_pie(_: &TestEnv<'_>) -> Result<(), String> {
+    run("static_pie", &[])
+}
+
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
-    sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs];
+    sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs,
+    static_pie];
