@@ -15,7 +15,7 @@
 //! | [`pci`] | `Pci`: PCI configuration space through ports 0xCF8/0xCFC, INTx routing |
 //! | [`smp`] | `Smp`: starting the other CPUs with INIT-SIPI-SIPI and a real-mode trampoline |
 //! | [`mmu`] | `Mmu`: CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`), device mappings |
-//! | [`time`] | `Time`: the TSC, calibrated against the PIT |
+//! | [`time`] | `Time`: the TSC, calibrated against the PIT; the CMOS real-time clock |
 //! | [`srat`] | the ACPI SRAT read by hand: which NUMA node each memory range and CPU belongs to |
 //! | [`pgtable`] | the page-table entry format (`X86Format`) and, for host tests, a software walker |
 //! | [`user`] | `UserMode`: ring 3, `syscall`, the user registers, SMEP/SMAP, the user-access routines and their exception table |

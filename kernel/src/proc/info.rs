@@ -2,11 +2,15 @@
 //! the clocks and sleeps, `getrusage`, `sched_getaffinity`, `sysinfo`,
 //! `uname`; and the random bytes of `AT_RANDOM`.
 //!
-//! Time: every clock is the arch's monotonic counter
-//! (`Time::now_ns`, since boot); there is no wall clock, so
-//! `CLOCK_REALTIME` reads the same (a date in January 1970). The CPU-time
-//! clocks read it too. Sleeps are in scheduler ticks, at least as long as
-//! asked.
+//! Time: the monotonic clocks are the arch's counter (`Time::now_ns`,
+//! since boot). The wall clocks (`CLOCK_REALTIME` and its variants,
+//! `CLOCK_TAI`, `time`, `gettimeofday`) add [`REALTIME_OFFSET_NS`]: the
+//! machine's real-time clock (`Time::rtc_unix_secs`: the CMOS RTC, the
+//! PL031) is read once at boot ([`init_wall_clock`]) and the counter
+//! advances it; nothing sets it later (no `settimeofday`), so it never
+//! steps. A machine without one counts from 1970 at boot. The CPU-time
+//! clocks read the monotonic counter. Sleeps are in scheduler ticks, at
+//! least as long as asked.
 //!
 //! Random bytes: there is no entropy source yet; the bytes come from a
 //! generator (splitmix64) seeded by the clock and a counter: distinct per
@@ -24,6 +28,33 @@ use alloc::vec;
 use arch_common::user::{UserMode, UserRegs};
 use core::sync::atomic::{AtomicU64, Ordering};
 use linux_raw_sys::general as g;
+
+/// `CLOCK_REALTIME` minus the monotonic clock, in nanoseconds: written
+/// once at boot by [`init_wall_clock`], before any process runs; read
+/// relaxed.
+static REALTIME_OFFSET_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the real-time clock once, at boot (see the module doc).
+pub fn init_wall_clock() {
+    match Arch::rtc_unix_secs() {
+        Some((secs, device)) => {
+            let offset = secs.saturating_mul(1_000_000_000).saturating_sub(Arch::now_ns());
+            REALTIME_OFFSET_NS.store(offset, Ordering::Relaxed);
+            crate::println!("time: {device}: {secs} s since the epoch; CLOCK_REALTIME follows it");
+        }
+        None => crate::println!("time: no real-time clock; CLOCK_REALTIME counts from 1970 at boot"),
+    }
+}
+
+/// The wall clock: nanoseconds since the Unix epoch.
+fn realtime_ns() -> u64 {
+    Arch::now_ns().saturating_add(REALTIME_OFFSET_NS.load(Ordering::Relaxed))
+}
+
+/// Whether `clock` is a wall clock (else a monotonic or CPU-time one).
+fn is_wall_clock(clock: u32) -> bool {
+    matches!(clock, g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE | g::CLOCK_REALTIME_ALARM | g::CLOCK_TAI)
+}
 
 /// The generator's state.
 static RANDOM: AtomicU64 = AtomicU64::new(0);
@@ -133,14 +164,15 @@ pub fn clock_gettime(_c: &mut Ctx, clock: u32, tp: u64) -> SysResult {
     if clock > g::CLOCK_TAI {
         return Err(Errno::EINVAL);
     }
-    copy_to_user(tp, &timespec(Arch::now_ns()))?;
+    let ns = if is_wall_clock(clock) { realtime_ns() } else { Arch::now_ns() };
+    copy_to_user(tp, &timespec(ns))?;
     Ok(0)
 }
 
 /// `time(tloc)` (x86_64 only): the seconds of the clock, also stored at
 /// `tloc` when it is not null.
 pub fn time(_c: &mut Ctx, tloc: u64) -> SysResult {
-    let secs = Arch::now_ns() / 1_000_000_000;
+    let secs = realtime_ns() / 1_000_000_000;
     if tloc != 0 {
         copy_to_user(tloc, &secs.to_ne_bytes())?;
     }
@@ -150,7 +182,7 @@ pub fn time(_c: &mut Ctx, tloc: u64) -> SysResult {
 /// `gettimeofday(tv, tz)`.
 pub fn gettimeofday(_c: &mut Ctx, tv: u64) -> SysResult {
     if tv != 0 {
-        let ns = Arch::now_ns();
+        let ns = realtime_ns();
         let mut raw = [0u8; 16];
         raw[..8].copy_from_slice(&(ns / 1_000_000_000).to_ne_bytes());
         raw[8..].copy_from_slice(&(ns % 1_000_000_000 / 1000).to_ne_bytes());
@@ -160,9 +192,15 @@ pub fn gettimeofday(_c: &mut Ctx, tv: u64) -> SysResult {
 }
 
 /// `clock_nanosleep(clock, flags, request, remain)` and `nanosleep`.
-pub fn clock_nanosleep(c: &mut Ctx, _clock: u32, flags: u32, request: u64) -> SysResult {
+pub fn clock_nanosleep(c: &mut Ctx, clock: u32, flags: u32, request: u64) -> SysResult {
     let t = super::futex::read_timespec(request)?;
     let now = Arch::now_ns();
+    // An absolute wall-clock deadline, on the monotonic clock.
+    let t = if flags & g::TIMER_ABSTIME != 0 && is_wall_clock(clock) {
+        t.saturating_sub(REALTIME_OFFSET_NS.load(Ordering::Relaxed))
+    } else {
+        t
+    };
     let deadline = if flags & g::TIMER_ABSTIME != 0 { t } else { now.saturating_add(t) };
     // One clock read per pass: reading it again for the remaining time
     // could pass the deadline between the two reads and underflow.

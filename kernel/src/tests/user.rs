@@ -121,7 +121,11 @@ fn static_pie(_: &TestEnv<'_>) -> Result<(), String> {
     run("static_pie", &[])
 }
 
+fn wall_clock(_: &TestEnv<'_>) -> Result<(), String> {
+    run("wall_clock", &[])
+}
+
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
     sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs,
-    static_pie];
+    static_pie, wall_clock];
