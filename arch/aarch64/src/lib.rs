@@ -6,7 +6,7 @@
 //! | [`console`] | `Console`: the PL011 UART, write side |
 //! | [`trap`] | the exception vector table, the saved register frame, ESR decoding |
 //! | [`probe`] | `Probe`: the probe routines (loads, stores and calls that may fault) and their fix-ups |
-//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register |
+//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register; the random-number instruction |
 //! | [`context`] | `ContextSwitch`: the task switch routine (callee-saved registers, stack pointer), a new task's frame |
 //! | [`irq`] | `Irq`: interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
 //! | [`pci`] | `Pci`: the ECAM PCI host bridge from the device tree, INTx routing |

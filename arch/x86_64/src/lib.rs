@@ -8,7 +8,7 @@
 //! | [`trap`] | the IDT, the entry stubs, the saved register frame, page-fault decoding |
 //! | [`probe`] | `Probe`: the probe routines (loads, stores and calls that may fault) and their fix-ups |
 //! | [`fw_cfg`] | QEMU's firmware configuration device, which carries the kernel arguments |
-//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register |
+//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register; the random-number instruction |
 //! | [`context`] | `ContextSwitch`: the task switch routine (callee-saved registers, stack pointer), a new task's frame |
 //! | [`irq`] | `Irq`: interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
 //! | [`ioapic`] | the IO-APIC: device interrupt lines (GSIs) to local APIC vectors |

@@ -12,10 +12,15 @@
 //! clocks read the monotonic counter. Sleeps are in scheduler ticks, at
 //! least as long as asked.
 //!
-//! Random bytes: there is no entropy source yet; the bytes come from a
-//! generator (splitmix64) seeded by the clock and a counter: distinct per
-//! call, NOT unpredictable. Programs use them for stack-protector canaries
-//! and hash seeds, which then are guessable.
+//! Random bytes (`getrandom`, `AT_RANDOM`): each 64 bits come from the
+//! CPU's random-number instruction when it has one (`Cpu::hw_random`:
+//! x86_64 `RDSEED`/`RDRAND`, AArch64 `RNDR`), a hardware generator fed by
+//! an entropy source: as unpredictable as the CPU is trustworthy. The
+//! fallback, when the CPU has none or it fails ten times running, is a
+//! generator (splitmix64) over a counter and the clock: distinct per call
+//! but NOT a CSPRNG (its output inverts to the counter and the clock, so
+//! canaries and hash seeds are guessable). The kernel says at boot which
+//! one it has ([`describe_random`]).
 //!
 //! Locks: none.
 
@@ -56,11 +61,27 @@ fn is_wall_clock(clock: u32) -> bool {
     matches!(clock, g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE | g::CLOCK_REALTIME_ALARM | g::CLOCK_TAI)
 }
 
-/// The generator's state.
+/// The fallback generator's state.
 static RANDOM: AtomicU64 = AtomicU64::new(0);
+
+/// Says at boot where random bytes come from.
+pub fn describe_random() {
+    match Arch::hw_random_source() {
+        Some(name) => crate::println!("random: getrandom and AT_RANDOM from the CPU's {name}"),
+        None => crate::println!(
+            "random: the CPU has no random-number instruction; getrandom and AT_RANDOM come from a \
+             clock-seeded generator, NOT a CSPRNG"
+        ),
+    }
+}
 
 /// The next 64 random bits (see the module doc).
 fn next_random() -> u64 {
+    Arch::hw_random().unwrap_or_else(fallback_random)
+}
+
+/// The fallback generator's next 64 bits (see the module doc).
+fn fallback_random() -> u64 {
     let step = 0x9e37_79b9_7f4a_7c15u64;
     let s = RANDOM.fetch_add(step, Ordering::Relaxed).wrapping_add(step) ^ Arch::now_ns().rotate_left(32);
     let mut z = s;

@@ -125,7 +125,11 @@ fn wall_clock(_: &TestEnv<'_>) -> Result<(), String> {
     run("wall_clock", &[])
 }
 
+fn random_bytes(_: &TestEnv<'_>) -> Result<(), String> {
+    run("random_bytes", &[])
+}
+
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
     sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs,
-    static_pie, wall_clock];
+    static_pie, wall_clock, random_bytes];
