@@ -115,10 +115,10 @@ pub fn clone(c: &mut Ctx) -> SysResult {
 /// made known or runs, so a bad address fails the call with no child.
 fn new_process(c: &mut Ctx, stack: u64, parent_tid: Option<u64>) -> Result<Arc<Process>, Errno> {
     let parent = c.thread.process.clone();
-    let (space, exe, brk_start, brk, dontfork) = {
+    let (space, exe, cmdline, brk_start, brk, dontfork) = {
         let mm = parent.mm.lock();
         let space = mm.space.clone().ok_or(Errno::EINVAL)?;
-        (space, mm.exe.clone(), mm.brk_start, mm.brk, mm.dontfork.clone())
+        (space, mm.exe.clone(), mm.cmdline.clone(), mm.brk_start, mm.brk, mm.dontfork.clone())
     };
     let child_space = fork_space(&space, &dontfork)?;
     let actions = parent.state.lock().actions;
@@ -131,6 +131,7 @@ fn new_process(c: &mut Ctx, stack: u64, parent_tid: Option<u64>) -> Result<Arc<P
     let child = Process::new(pid, Some(parent.pid), Some(child_space), exe, actions, parent.files.fork());
     {
         let mut mm = child.mm.lock();
+        mm.cmdline = cmdline;
         mm.brk_start = brk_start;
         mm.brk = brk;
         mm.dontfork = dontfork;
@@ -190,17 +191,18 @@ pub fn wait4(c: &mut Ctx, pid: i32, wstatus: u64, options: u32, rusage: u64) -> 
     let found = process.child_exit.wait_for(|| match process::reap_child(&process, which) {
         Err(process::NoChild) => Some(Err(Errno::ECHILD)),
         Ok(Some(found)) => Some(Ok(found)),
-        Ok(None) if options & g::WNOHANG != 0 => Some(Ok((0, 0))),
+        Ok(None) if options & g::WNOHANG != 0 => Some(Ok((0, 0, process::CpuTimes::default()))),
         // About to wait: not when the caller must end or has a signal.
         Ok(None) if c.thread.interrupted() => Some(Err(Errno::EINTR)),
         Ok(None) => None,
     })?;
-    let (pid, status) = found;
+    let (pid, status, times) = found;
     if pid != 0 && wstatus != 0 {
         copy_to_user(wstatus, &status.to_ne_bytes())?;
     }
     if rusage != 0 {
-        copy_to_user(rusage, &[0u8; core::mem::size_of::<g::rusage>()])?;
+        // The child's times; its faults are not kept past its end.
+        copy_to_user(rusage, &super::info::rusage(times, 0, 0))?;
     }
     Ok(pid as u64)
 }

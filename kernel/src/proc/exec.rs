@@ -133,8 +133,14 @@ pub fn exec_image(
         }
     };
     let process = &thread.process;
+    let mut cmdline = String::new();
+    for arg in argv {
+        cmdline.push_str(arg);
+        cmdline.push('\0');
+    }
     {
         let mut mm = process.mm.lock();
+        mm.cmdline = cmdline;
         mm.space = Some(space);
         mm.brk_start = loaded.end;
         mm.brk = loaded.end;

@@ -238,23 +238,39 @@ pub fn clock_nanosleep(c: &mut Ctx, clock: u32, flags: u32, request: u64) -> Sys
     }
 }
 
-/// `getrusage(who, usage)`: the faults of the process (`ru_minflt`,
-/// `ru_majflt`); times are zero.
+/// `getrusage(who, usage)`: user and system time (the process's, the
+/// thread's, or the reaped children's: `super::process::CpuTimes`) and
+/// the faults of the process (`ru_minflt`, `ru_majflt`; the children's
+/// are not counted).
 pub fn getrusage(c: &mut Ctx, who: i32, usage: u64) -> SysResult {
     let p = &c.thread.process;
-    let (min, maj) = match who {
-        // RUSAGE_SELF, RUSAGE_THREAD
-        0 | 1 => (p.min_flt.load(Ordering::Relaxed), p.maj_flt.load(Ordering::Relaxed)),
-        // RUSAGE_CHILDREN: not counted.
-        -1 => (0, 0),
+    let faults = (p.min_flt.load(Ordering::Relaxed), p.maj_flt.load(Ordering::Relaxed));
+    let (times, (min, maj)) = match who {
+        // RUSAGE_SELF, RUSAGE_THREAD, RUSAGE_CHILDREN
+        0 => (p.cpu_times(), faults),
+        1 => (c.thread.cpu_times(), faults),
+        -1 => (p.children_times(), (0, 0)),
         _ => return Err(Errno::EINVAL),
     };
+    copy_to_user(usage, &rusage(times, min, maj))?;
+    Ok(0)
+}
+
+/// A `struct rusage` with these times and faults (the rest zero).
+pub fn rusage(
+    times: super::process::CpuTimes,
+    min_flt: u64,
+    maj_flt: u64,
+) -> [u8; core::mem::size_of::<g::rusage>()] {
     let mut raw = [0u8; core::mem::size_of::<g::rusage>()];
     // Two timevals, then maxrss, ixrss, idrss, isrss, minflt, majflt.
-    raw[64..72].copy_from_slice(&min.to_ne_bytes());
-    raw[72..80].copy_from_slice(&maj.to_ne_bytes());
-    copy_to_user(usage, &raw)?;
-    Ok(0)
+    for (at, ns) in [(0, times.user_ns), (16, times.sys_ns)] {
+        raw[at..at + 8].copy_from_slice(&(ns / 1_000_000_000).to_ne_bytes());
+        raw[at + 8..at + 16].copy_from_slice(&(ns % 1_000_000_000 / 1000).to_ne_bytes());
+    }
+    raw[64..72].copy_from_slice(&min_flt.to_ne_bytes());
+    raw[72..80].copy_from_slice(&maj_flt.to_ne_bytes());
+    raw
 }
 
 /// `sched_getaffinity(pid, len, mask)`: every online CPU.

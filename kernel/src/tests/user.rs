@@ -129,7 +129,15 @@ fn random_bytes(_: &TestEnv<'_>) -> Result<(), String> {
     run("random_bytes", &[])
 }
 
+fn cpu_times(_: &TestEnv<'_>) -> Result<(), String> {
+    run("cpu_times", &[])
+}
+
+fn proc_stat(_: &TestEnv<'_>) -> Result<(), String> {
+    run("proc_stat", &[])
+}
+
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
     sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs,
-    static_pie, wall_clock, random_bytes];
+    static_pie, wall_clock, random_bytes, cpu_times, proc_stat];
