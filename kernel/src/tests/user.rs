@@ -137,7 +137,12 @@ fn proc_stat(_: &TestEnv<'_>) -> Result<(), String> {
     run("proc_stat", &[])
 }
 
+fn sendfile_copy(_: &TestEnv<'_>) -> Result<(), String> {
+    run("sendfile_copy", &[])
+}
+
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
     sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs,
-    static_pie, wall_clock, random_bytes, cpu_times, proc_stat];
+    static_pie, wall_clock, random_bytes, cpu_times, proc_stat,
+    sendfile_copy];
