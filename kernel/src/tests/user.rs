@@ -141,8 +141,12 @@ fn sendfile_copy(_: &TestEnv<'_>) -> Result<(), String> {
     run("sendfile_copy", &[])
 }
 
+fn exec_race(_: &TestEnv<'_>) -> Result<(), String> {
+    run("exec_race", &[])
+}
+
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
     sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs,
     static_pie, wall_clock, random_bytes, cpu_times, proc_stat,
-    sendfile_copy];
+    sendfile_copy, exec_race];
