@@ -6,9 +6,11 @@
 //! and a write to the other through a bounce buffer ([`sendfile`]).
 //!
 //! A process's [`Files`] are its own: a fork copies the fd table and the
-//! cwd (threads share them, being one process; a new process gets copies
-//! even with `CLONE_FILES` or `CLONE_FS`); `execve` closes the
-//! close-on-exec fds; the end of the process closes every fd.
+//! cwd (threads share them, being one process; a new process gets a copy
+//! of the fd table even with `CLONE_FILES`); with `CLONE_FS` a new process
+//! shares the cwd (one [`Cwd`] behind an `Arc`: a `chdir` of either is
+//! seen by both); `execve` closes the close-on-exec fds; the end of the
+//! process closes every fd.
 //!
 //! Locks: none of its own (the fd table's and the cwd's are the file
 //! layer's leaves).
@@ -17,19 +19,21 @@ use super::syscall::{Ctx, Errno, SysResult};
 use crate::fs::{self, syscalls as fsc, Cwd, FdTable, OpenFile};
 use alloc::borrow::Cow;
 use alloc::string::String;
+use alloc::sync::Arc;
 use linux_raw_sys::general as nr;
 
 /// The fd table and cwd of a process.
 pub struct Files {
     pub fds: FdTable,
-    pub cwd: Cwd,
+    /// Shared with other processes made with `CLONE_FS`.
+    pub cwd: Arc<Cwd>,
 }
 
 impl Files {
     /// The files of a process the kernel starts: `/dev/console` on fds 0,
     /// 1 and 2, the root as cwd.
     pub fn for_init() -> Result<Files, String> {
-        let files = Files { fds: FdTable::new(), cwd: Cwd::new() };
+        let files = Files { fds: FdTable::new(), cwd: Arc::new(Cwd::new()) };
         let console = fsc::open_for_kernel(&files.cwd, "/dev/console")
             .map_err(|e| alloc::format!("/dev/console: {e:?}"))?;
         let open = OpenFile::new(console, fs::file::O_RDWR, Some(String::from("/dev/console")));
@@ -39,9 +43,10 @@ impl Files {
         Ok(files)
     }
 
-    /// A fork child's copy.
-    pub fn fork(&self) -> Files {
-        Files { fds: self.fds.fork_copy(), cwd: self.cwd.fork_copy() }
+    /// A fork child's copy; `share_cwd` (`CLONE_FS`): the same cwd.
+    pub fn fork(&self, share_cwd: bool) -> Files {
+        let cwd = if share_cwd { self.cwd.clone() } else { Arc::new(self.cwd.fork_copy()) };
+        Files { fds: self.fds.fork_copy(), cwd }
     }
 
     /// What `execve` keeps: the fds without close-on-exec.

@@ -145,8 +145,12 @@ fn exec_race(_: &TestEnv<'_>) -> Result<(), String> {
     run("exec_race", &[])
 }
 
+fn clone_fs(_: &TestEnv<'_>) -> Result<(), String> {
+    run("clone_fs", &[])
+}
+
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork,
     sigsegv_handler, signal_waits, execve_limits, efault, kernel_read, enosys, badargs,
     static_pie, wall_clock, random_bytes, cpu_times, proc_stat,
-    sendfile_copy, exec_race];
+    sendfile_copy, exec_race, clone_fs];
