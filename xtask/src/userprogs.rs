@@ -1,7 +1,8 @@
 //! The project's user programs: the C files of `user/`, each one program
 //! with its own `main`, compiled with Debian's gcc for the guest's
-//! architecture (`gcc -static`, `aarch64-linux-gnu-gcc -static`) and linked
-//! into ONE static executable, `target/user/<arch>/usertests`, that runs
+//! architecture (`gcc`, `aarch64-linux-gnu-gcc`) and linked into ONE
+//! static-pie executable (`-static-pie`: an `ET_DYN` file without an
+//! interpreter that relocates itself), `target/user/<arch>/usertests`, that runs
 //! the program its name says (argv\[0\]'s last component, or the first
 //! argument when called as `usertests`), the way busybox runs its applets.
 //! The initramfs ([`crate::initramfs`]) holds it as `/bin/usertests`, and
@@ -11,6 +12,11 @@
 //! program is about 700 KiB, and the initramfs is loaded on every boot: on
 //! x86_64 BIOS boots the bootloader reads it through the BIOS disk calls,
 //! about a second per MiB under TCG.
+//!
+//! Static-pie rather than `-static` so that every user test runs through
+//! the kernel's `ET_DYN` load (at its fixed base, `proc::elf`); plain
+//! static (`ET_EXEC`) programs stay covered by Debian's busybox-static,
+//! which is one.
 //!
 //! Each `user/<name>.c` is compiled on its own with `-Dmain=ut_main_<name>`;
 //! a dispatcher xtask writes (`dispatch.c`, [`dispatcher_source`]) holds
@@ -27,8 +33,8 @@ use crate::error::Error;
 use crate::kbuild::{is_fresh, Workspace};
 use crate::setup;
 
-/// The compiler flags of every user program, after `-static`.
-pub const CFLAGS: &[&str] = &["-O2", "-g0", "-Wall", "-Wextra", "-Werror", "-pthread", "-std=gnu11"];
+/// The compiler flags of every user program, after `-static-pie`.
+pub const CFLAGS: &[&str] = &["-fPIE", "-O2", "-g0", "-Wall", "-Wextra", "-Werror", "-pthread", "-std=gnu11"];
 
 /// The name of the one executable.
 pub const MULTICALL: &str = "usertests";
@@ -123,7 +129,7 @@ pub fn compile_args(program: &Program, include: &Path, object: &Path) -> Vec<Str
 /// The compiler's arguments that link `objects` (the dispatcher's first)
 /// into `binary`.
 pub fn link_args(objects: &[PathBuf], binary: &Path) -> Vec<String> {
-    let mut args = vec!["-static".to_string(), "-s".to_string()];
+    let mut args = vec!["-static-pie".to_string(), "-s".to_string()];
     args.extend(CFLAGS.iter().map(|f| f.to_string()));
     args.extend(["-o".to_string(), binary.display().to_string()]);
     args.extend(objects.iter().map(|o| o.display().to_string()));
@@ -208,11 +214,11 @@ mod tests {
         let p = Program { name: "t".into(), source: "/w/user/t.c".into() };
         assert_eq!(
             compile_args(&p, Path::new("/w/user"), Path::new("/o/t.o")).join(" "),
-            "-O2 -g0 -Wall -Wextra -Werror -pthread -std=gnu11 -I/w/user -Dmain=ut_main_t -c -o /o/t.o /w/user/t.c"
+            "-fPIE -O2 -g0 -Wall -Wextra -Werror -pthread -std=gnu11 -I/w/user -Dmain=ut_main_t -c -o /o/t.o /w/user/t.c"
         );
         assert_eq!(
             link_args(&["/o/dispatch.o".into(), "/o/t.o".into()], Path::new("/o/usertests")).join(" "),
-            "-static -s -O2 -g0 -Wall -Wextra -Werror -pthread -std=gnu11 -o /o/usertests /o/dispatch.o /o/t.o"
+            "-static-pie -s -fPIE -O2 -g0 -Wall -Wextra -Werror -pthread -std=gnu11 -o /o/usertests /o/dispatch.o /o/t.o"
         );
     }
 

@@ -6,13 +6,13 @@
 //! | [`console`] | `Console`: the PL011 UART, write side |
 //! | [`trap`] | the exception vector table, the saved register frame, ESR decoding |
 //! | [`probe`] | `Probe`: the probe routines (loads, stores and calls that may fault) and their fix-ups |
-//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register |
+//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register; the random-number instruction |
 //! | [`context`] | `ContextSwitch`: the task switch routine (callee-saved registers, stack pointer), a new task's frame |
 //! | [`irq`] | `Irq`: interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
 //! | [`pci`] | `Pci`: the ECAM PCI host bridge from the device tree, INTx routing |
 //! | [`smp`] | `Smp`: starting secondary CPUs with PSCI `CPU_ON`, their first Rust code |
 //! | [`mmu`] | `Mmu`: TTBR0 switching, TLBI broadcast flushes (`mm`'s `TlbHooks`), table-write and code barriers, device mappings |
-//! | [`time`] | `Time`: the generic timer's virtual counter |
+//! | [`time`] | `Time`: the generic timer's virtual counter; the PL031 real-time clock |
 //! | [`semihosting`] | leaving QEMU with an exit status |
 //! | [`pgtable`] | the page-table entry format (`Aarch64Format`) and, for host tests, a software walker |
 //! | [`user`] | `UserMode`: EL0 entry by `eret` and the lower-EL vectors' return, the user registers, `ldtr`/`sttr` copies and their fix-ups, PAN |

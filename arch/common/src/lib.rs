@@ -16,8 +16,8 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`console`] | `Console`: the serial console, write side |
-//! | [`cpu`] | `Cpu`: this CPU's kernel index, the per-CPU limit |
-//! | [`time`] | `Time`: the clock |
+//! | [`cpu`] | `Cpu`: this CPU's kernel index, the per-CPU limit, the random-number instruction |
+//! | [`time`] | `Time`: the clock, the real-time clock; `CivilTime`, a date to Unix seconds |
 //! | [`irq`] | `Irq`: interrupt enable/disable, timer, IPIs, device lines; the kernel's hooks; the device-line table |
 //! | [`context`] | `ContextSwitch`: a task's saved [`context::Context`] and the switch between two |
 //! | [`mmu`] | `Mmu`: the page-table format, address-space switching, TLB hooks, barriers, device mappings |

@@ -4,6 +4,11 @@
 //! ([`crate::user`]). While a CPU runs user code the kernel's GS base waits
 //! in `KERNEL_GS_BASE` (`swapgs` on every entry and exit), so in the kernel
 //! the active GS base is always this one.
+//!
+//! Random numbers: `RDSEED` (CPUID.(7,0):EBX bit 18, the entropy
+//! source's conditioned output), else `RDRAND` (CPUID.1:ECX bit 30, the
+//! DRBG it reseeds); both set CF when they delivered. QEMU's `-cpu max`
+//! has both.
 #![cfg(target_os = "none")]
 
 use crate::X86_64;
@@ -60,8 +65,39 @@ pub(crate) fn this_cpu() -> *mut PerCpu {
     per_cpu(X86_64::cpu_index())
 }
 
+/// Which random-number instructions the CPU has: (RDSEED, RDRAND).
+fn random_instructions() -> (bool, bool) {
+    let (leaf1, leaf7) = (core::arch::x86_64::__cpuid(1), core::arch::x86_64::__cpuid_count(7, 0));
+    (leaf7.ebx & (1 << 18) != 0, leaf1.ecx & (1 << 30) != 0)
+}
+
 impl Cpu for X86_64 {
     const MAX_CPUS: usize = MAX_CPUS;
+
+    fn hw_random_source() -> Option<&'static str> {
+        match random_instructions() {
+            (true, _) => Some("RDSEED"),
+            (false, true) => Some("RDRAND"),
+            _ => None,
+        }
+    }
+
+    fn hw_random() -> Option<u64> {
+        let (rdseed, rdrand) = random_instructions();
+        let mut value = 0u64;
+        for _ in 0..10 {
+            // SAFETY: each instruction runs only when CPUID says the CPU
+            // has it; it writes `value` and nothing else.
+            let ok = unsafe {
+                (rdseed && core::arch::x86_64::_rdseed64_step(&mut value) == 1)
+                    || (rdrand && core::arch::x86_64::_rdrand64_step(&mut value) == 1)
+            };
+            if ok {
+                return Some(value);
+            }
+        }
+        None
+    }
 
     fn cpu_index() -> usize {
         let index: u64;

@@ -8,14 +8,14 @@
 //! | [`trap`] | the IDT, the entry stubs, the saved register frame, page-fault decoding |
 //! | [`probe`] | `Probe`: the probe routines (loads, stores and calls that may fault) and their fix-ups |
 //! | [`fw_cfg`] | QEMU's firmware configuration device, which carries the kernel arguments |
-//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register |
+//! | [`cpu`] | `Cpu`: this CPU's kernel index, in a per-CPU register; the random-number instruction |
 //! | [`context`] | `ContextSwitch`: the task switch routine (callee-saved registers, stack pointer), a new task's frame |
 //! | [`irq`] | `Irq`: interrupt controller, periodic timer, IPIs, device interrupt lines, interrupt enable/disable |
 //! | [`ioapic`] | the IO-APIC: device interrupt lines (GSIs) to local APIC vectors |
 //! | [`pci`] | `Pci`: PCI configuration space through ports 0xCF8/0xCFC, INTx routing |
 //! | [`smp`] | `Smp`: starting the other CPUs with INIT-SIPI-SIPI and a real-mode trampoline |
 //! | [`mmu`] | `Mmu`: CR3 switching, INVLPG/CR3 TLB flushes (`mm`'s `TlbHooks`), device mappings |
-//! | [`time`] | `Time`: the TSC, calibrated against the PIT |
+//! | [`time`] | `Time`: the TSC, calibrated against the PIT; the CMOS real-time clock |
 //! | [`srat`] | the ACPI SRAT read by hand: which NUMA node each memory range and CPU belongs to |
 //! | [`pgtable`] | the page-table entry format (`X86Format`) and, for host tests, a software walker |
 //! | [`user`] | `UserMode`: ring 3, `syscall`, the user registers, SMEP/SMAP, the user-access routines and their exception table |

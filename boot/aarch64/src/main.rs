@@ -106,6 +106,22 @@ fn init_gic(fdt: &fdt::Fdt<'_>) {
     fail(format_args!("the device tree names no interrupt controller"));
 }
 
+/// Gives the device tree's PL031 real-time clock to `arch::time`; without
+/// one the kernel has no date (`CLOCK_REALTIME` counts from 1970).
+fn find_rtc(fdt: &fdt::Fdt<'_>) {
+    let Some(node) = fdt.find_compatible(&["arm,pl031"]) else {
+        println!("boot: the device tree has no arm,pl031 node; no real-time clock");
+        return;
+    };
+    let Some(reg) = node.reg().and_then(|mut r| r.next()) else {
+        println!("boot: the PL031 node {} has no reg; no real-time clock", node.name);
+        return;
+    };
+    if let Err(e) = arch::time::set_rtc(reg.starting_address as u64) {
+        println!("boot: the PL031 at {:#x} left out: {e:?}", reg.starting_address as u64);
+    }
+}
+
 /// MPIDR_EL1's affinity fields: Aff3 (bits 39..32) and Aff2..Aff0 (23..0).
 const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
 
@@ -278,6 +294,7 @@ extern "C" fn boot_aarch64_main(dtb_pa: u64) -> ! {
     }
 
     find_psci(&fdt);
+    find_rtc(&fdt);
     pci::find_host(&fdt);
     let cpus = find_cpus(&fdt);
     let numa = match arch::dtmem::read_numa(&fdt) {

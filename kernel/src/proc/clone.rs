@@ -4,7 +4,8 @@
 //! - A new process (no `CLONE_VM`, or `vfork`) gets a copy-on-write fork
 //!   of the address space ([`AddressSpace::fork`], minus the
 //!   `MADV_DONTFORK` ranges), a copy of the signal actions and of the fd
-//!   table, and one thread with the caller's registers, returning 0.
+//!   table, the cwd (shared with `CLONE_FS`, else a copy), and one thread
+//!   with the caller's registers, returning 0.
 //!   `vfork` (and `clone(CLONE_VM | CLONE_VFORK)` without `CLONE_THREAD`,
 //!   as `posix_spawn` uses it) is a fork whose parent waits until the
 //!   child has called `execve` or ended: the child does not share the
@@ -42,7 +43,7 @@ const KNOWN: u64 = (g::CLONE_VM
 
 /// `fork()` / `vfork()`.
 pub fn fork(c: &mut Ctx, vfork: bool) -> SysResult {
-    let child = new_process(c, 0, None)?;
+    let child = new_process(c, 0, None, false)?;
     if vfork {
         wait_vfork(c.thread, &child);
     }
@@ -63,7 +64,7 @@ pub fn clone(c: &mut Ctx) -> SysResult {
     }
     let f = |bit: u32| flags & bit as u64 != 0;
     if !f(g::CLONE_THREAD) {
-        let child = new_process(c, stack, f(g::CLONE_PARENT_SETTID).then_some(parent_tid))?;
+        let child = new_process(c, stack, f(g::CLONE_PARENT_SETTID).then_some(parent_tid), f(g::CLONE_FS))?;
         if f(g::CLONE_VFORK) {
             wait_vfork(c.thread, &child);
         }
@@ -113,12 +114,17 @@ pub fn clone(c: &mut Ctx) -> SysResult {
 /// stack `stack` when not 0). Its pid is written to the caller's
 /// `parent_tid` when given (`CLONE_PARENT_SETTID`) before the child is
 /// made known or runs, so a bad address fails the call with no child.
-fn new_process(c: &mut Ctx, stack: u64, parent_tid: Option<u64>) -> Result<Arc<Process>, Errno> {
+fn new_process(
+    c: &mut Ctx,
+    stack: u64,
+    parent_tid: Option<u64>,
+    share_cwd: bool,
+) -> Result<Arc<Process>, Errno> {
     let parent = c.thread.process.clone();
-    let (space, exe, brk_start, brk, dontfork) = {
+    let (space, exe, cmdline, brk_start, brk, dontfork) = {
         let mm = parent.mm.lock();
         let space = mm.space.clone().ok_or(Errno::EINVAL)?;
-        (space, mm.exe.clone(), mm.brk_start, mm.brk, mm.dontfork.clone())
+        (space, mm.exe.clone(), mm.cmdline.clone(), mm.brk_start, mm.brk, mm.dontfork.clone())
     };
     let child_space = fork_space(&space, &dontfork)?;
     let actions = parent.state.lock().actions;
@@ -128,9 +134,11 @@ fn new_process(c: &mut Ctx, stack: u64, parent_tid: Option<u64>) -> Result<Arc<P
         // space is dropped on the error.
         copy_to_user(at, &pid.to_ne_bytes())?;
     }
-    let child = Process::new(pid, Some(parent.pid), Some(child_space), exe, actions, parent.files.fork());
+    let child =
+        Process::new(pid, Some(parent.pid), Some(child_space), exe, actions, parent.files.fork(share_cwd));
     {
         let mut mm = child.mm.lock();
+        mm.cmdline = cmdline;
         mm.brk_start = brk_start;
         mm.brk = brk;
         mm.dontfork = dontfork;
@@ -190,18 +198,19 @@ pub fn wait4(c: &mut Ctx, pid: i32, wstatus: u64, options: u32, rusage: u64) -> 
     let found = process.child_exit.wait_for(|| match process::reap_child(&process, which) {
         Err(process::NoChild) => Some(Err(Errno::ECHILD)),
         Ok(Some(found)) => Some(Ok(found)),
-        Ok(None) if options & g::WNOHANG != 0 => Some(Ok((0, 0))),
+        Ok(None) if options & g::WNOHANG != 0 => Some(Ok((0, 0, process::CpuTimes::default()))),
         // About to wait: not when the caller must end or has a signal
         // (`EINTR`, or the call again after a handler with `SA_RESTART`).
         Ok(None) if c.thread.interrupted() => Some(Err(Errno::ERESTARTSYS)),
         Ok(None) => None,
     })?;
-    let (pid, status) = found;
+    let (pid, status, times) = found;
     if pid != 0 && wstatus != 0 {
         copy_to_user(wstatus, &status.to_ne_bytes())?;
     }
     if rusage != 0 {
-        copy_to_user(rusage, &[0u8; core::mem::size_of::<g::rusage>()])?;
+        // The child's times; its faults are not kept past its end.
+        copy_to_user(rusage, &super::info::rusage(times, 0, 0))?;
     }
     Ok(pid as u64)
 }

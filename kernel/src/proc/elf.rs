@@ -5,8 +5,16 @@
 //! Each segment's pages become an anonymous area, mapped writable while
 //! the file bytes are copied in (the rest, up to `p_memsz`, stays zero:
 //! the `.bss`), then given the segment's rights. A page two segments
-//! share keeps the rights of both. A static-pie program is loaded at
-//! [`PIE_BASE`].
+//! share keeps the rights of both.
+//!
+//! A static-pie program (`ET_DYN`, linked at 0) is loaded at the fixed
+//! [`PIE_BASE`], not a randomised one: the same addresses on every run
+//! make a failure replayable. The kernel applies no relocation: a
+//! static-pie program relocates itself before anything else (glibc's
+//! start code finds its own load address PC-relatively and applies its
+//! `R_*_RELATIVE` entries). `AT_BASE` stays 0, as Linux gives a program
+//! without an interpreter. Every segment, with the bias, must end below
+//! [`LOAD_END`], under the `mmap` area and the stack.
 //!
 //! Locks: none here (the space's own, inside its calls).
 
@@ -21,8 +29,15 @@ use xmas_elf::header::{Class, Machine, Type as FileType};
 use xmas_elf::program::Type;
 use xmas_elf::ElfFile;
 
-/// Where a static-pie program's first page goes (2 MiB aligned).
+/// Where a static-pie program's first page goes (2 MiB aligned; where
+/// Linux puts it without randomisation).
 pub const PIE_BASE: u64 = 0x5555_5540_0000;
+
+/// One past the highest address a segment may reach, with its bias: far
+/// above [`PIE_BASE`] and far below the `mmap` area and the stack
+/// (`super::mman`, [`super::stack::STACK_TOP`]).
+pub const LOAD_END: u64 = 0x6000_0000_0000;
+const _: () = assert!(PIE_BASE < LOAD_END && LOAD_END < super::stack::STACK_TOP - (1 << 40));
 
 const PAGE: u64 = 4096;
 
@@ -133,13 +148,11 @@ impl Image {
         let bias = if pie { PIE_BASE } else { 0 };
         // Every address `load` computes is checked here, so that its
         // arithmetic cannot overflow: a segment's end (checked above),
-        // with the bias, is at most half the user range, and the entry
-        // and the headers' address are user addresses.
+        // with the bias, is at most `LOAD_END`, and the entry and the
+        // headers' address are user addresses.
         let end = segments.iter().map(|s| s.vaddr + s.mem_size).max().unwrap_or(0);
         let user = crate::vm::space::USER_START..crate::vm::space::USER_END;
-        if end.checked_add(bias).is_none_or(|e| e > user.end / 2)
-            || down(segments[0].vaddr) + bias < user.start
-        {
+        if end.checked_add(bias).is_none_or(|e| e > LOAD_END) || down(segments[0].vaddr) + bias < user.start {
             return Err(String::from("segments outside the user range"));
         }
         if pt2.entry_point().checked_add(bias).is_none_or(|e| !user.contains(&e)) {

@@ -34,13 +34,16 @@ use alloc::vec::Vec;
 use arch_common::user::UserRegs;
 use core::sync::atomic::Ordering;
 
-/// Reads a NULL-terminated array of string pointers.
-fn read_strings(addr: u64) -> Result<Vec<String>, Errno> {
+/// Reads a NULL-terminated array of string pointers, charging each
+/// string to `budget` (what is left of [`stack::MAX_ARG_BYTES`] for
+/// `argv` and `envp` together): no string is read past what is left, so
+/// the kernel never holds more than the limit's worth of strings and
+/// pointers (`E2BIG` first).
+fn read_strings(addr: u64, budget: &mut usize) -> Result<Vec<String>, Errno> {
     let mut out = Vec::new();
     if addr == 0 {
         return Ok(out);
     }
-    let mut total = 0;
     for i in 0.. {
         let mut p = [0u8; 8];
         copy_from_user(&mut p, addr + i * 8)?;
@@ -48,13 +51,14 @@ fn read_strings(addr: u64) -> Result<Vec<String>, Errno> {
         if p == 0 {
             break;
         }
-        let s = read_cstr(p, stack::MAX_ARG_BYTES)?;
         // The string, its NUL and its pointer on the new stack: millions
         // of empty strings are as much as their bytes.
-        total += s.len() + 1 + 8;
-        if total > stack::MAX_ARG_BYTES {
-            return Err(Errno::E2BIG);
-        }
+        let room = budget.checked_sub(8).ok_or(Errno::E2BIG)?;
+        let s = match read_cstr(p, room) {
+            Err(crate::vm::uaccess::CStrError::TooLong) => return Err(Errno::E2BIG),
+            r => r?,
+        };
+        *budget = room - (s.len() + 1);
         out.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
         out.push(s);
     }
@@ -64,8 +68,9 @@ fn read_strings(addr: u64) -> Result<Vec<String>, Errno> {
 /// `execve(path, argv, envp)`.
 pub fn execve(c: &mut Ctx, path: u64, argv: u64, envp: u64) -> SysResult {
     let path = read_cstr(path, PATH_MAX)?;
-    let argv = read_strings(argv)?;
-    let envp = read_strings(envp)?;
+    let mut budget = stack::MAX_ARG_BYTES;
+    let argv = read_strings(argv, &mut budget)?;
+    let envp = read_strings(envp, &mut budget)?;
     let image = super::files::read_exec(c, &path)?;
     Image::parse(&image).map_err(|_| Errno::ENOEXEC)?;
     stack::check_size(&path, &argv, &envp)?;
@@ -133,8 +138,14 @@ pub fn exec_image(
         }
     };
     let process = &thread.process;
+    let mut cmdline = String::new();
+    for arg in argv {
+        cmdline.push_str(arg);
+        cmdline.push('\0');
+    }
     {
         let mut mm = process.mm.lock();
+        mm.cmdline = cmdline;
         mm.space = Some(space);
         mm.brk_start = loaded.end;
         mm.brk = loaded.end;

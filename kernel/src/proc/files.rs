@@ -2,12 +2,15 @@
 //! file layer ([`crate::fs`]): every file call goes to `fs::syscalls` with
 //! the process's fd table and cwd; `execve` and [`super::spawn`] read the
 //! program through [`read_file`]; a file `mmap` is a private copy of the
-//! file's bytes ([`map_file`]).
+//! file's bytes ([`map_file`]); `sendfile` is a read from one descriptor
+//! and a write to the other through a bounce buffer ([`sendfile`]).
 //!
 //! A process's [`Files`] are its own: a fork copies the fd table and the
-//! cwd (threads share them, being one process; a new process gets copies
-//! even with `CLONE_FILES` or `CLONE_FS`); `execve` closes the
-//! close-on-exec fds; the end of the process closes every fd.
+//! cwd (threads share them, being one process; a new process gets a copy
+//! of the fd table even with `CLONE_FILES`); with `CLONE_FS` a new process
+//! shares the cwd (one [`Cwd`] behind an `Arc`: a `chdir` of either is
+//! seen by both); `execve` closes the close-on-exec fds; the end of the
+//! process closes every fd.
 //!
 //! Locks: none of its own (the fd table's and the cwd's are the file
 //! layer's leaves).
@@ -16,19 +19,21 @@ use super::syscall::{Ctx, Errno, SysResult};
 use crate::fs::{self, syscalls as fsc, Cwd, FdTable, OpenFile};
 use alloc::borrow::Cow;
 use alloc::string::String;
+use alloc::sync::Arc;
 use linux_raw_sys::general as nr;
 
 /// The fd table and cwd of a process.
 pub struct Files {
     pub fds: FdTable,
-    pub cwd: Cwd,
+    /// Shared with other processes made with `CLONE_FS`.
+    pub cwd: Arc<Cwd>,
 }
 
 impl Files {
     /// The files of a process the kernel starts: `/dev/console` on fds 0,
     /// 1 and 2, the root as cwd.
     pub fn for_init() -> Result<Files, String> {
-        let files = Files { fds: FdTable::new(), cwd: Cwd::new() };
+        let files = Files { fds: FdTable::new(), cwd: Arc::new(Cwd::new()) };
         let console = fsc::open_for_kernel(&files.cwd, "/dev/console")
             .map_err(|e| alloc::format!("/dev/console: {e:?}"))?;
         let open = OpenFile::new(console, fs::file::O_RDWR, Some(String::from("/dev/console")));
@@ -38,9 +43,10 @@ impl Files {
         Ok(files)
     }
 
-    /// A fork child's copy.
-    pub fn fork(&self) -> Files {
-        Files { fds: self.fds.fork_copy(), cwd: self.cwd.fork_copy() }
+    /// A fork child's copy; `share_cwd` (`CLONE_FS`): the same cwd.
+    pub fn fork(&self, share_cwd: bool) -> Files {
+        let cwd = if share_cwd { self.cwd.clone() } else { Arc::new(self.cwd.fork_copy()) };
+        Files { fds: self.fds.fork_copy(), cwd }
     }
 
     /// What `execve` keeps: the fds without close-on-exec.
@@ -114,6 +120,88 @@ pub fn map_file(c: &Ctx, fd: i32, offset: u64, at: u64, len: u64) -> Result<(), 
     Ok(())
 }
 
+/// The bounce buffer of [`sendfile`]: one chunk.
+const SENDFILE_CHUNK: u64 = 64 * 1024;
+
+/// `sendfile(out_fd, in_fd, offset, count)`: up to `count` bytes read
+/// from `in_fd` (at `*offset`, which is then advanced, without moving the
+/// fd's own offset, when `offset` is not null; else at the fd's offset)
+/// and written to `out_fd`, chunk by chunk, stopping at the end of the
+/// input or a short write. The file layer moves bytes only between files
+/// and user memory, so the bounce buffer is a private anonymous area of
+/// the caller's space, mapped for the call and unmapped after it (another
+/// thread of the process could see it meanwhile, as any mapping). An
+/// error before any byte moved is the call's error; later, the call
+/// returns what moved.
+fn sendfile(c: &mut Ctx, out_fd: u64, in_fd: u64, offset: u64, count: u64) -> Result<u64, Errno> {
+    let files = &c.thread.process.files;
+    let input = files.fds.get(in_fd as u32 as i32)?;
+    let output = files.fds.get(out_fd as u32 as i32)?;
+    if !input.readable() || !output.writable() {
+        return Err(Errno::EBADF);
+    }
+    let mut at = match offset {
+        0 => None,
+        p => {
+            let mut raw = [0u8; 8];
+            crate::vm::uaccess::copy_from_user(&mut raw, p)?;
+            let v = i64::from_ne_bytes(raw);
+            if v < 0 {
+                return Err(Errno::EINVAL);
+            }
+            Some(v as u64)
+        }
+    };
+    let count = count.min(0x7fff_f000);
+    if count == 0 {
+        return Ok(0);
+    }
+    let space = c.thread.process.space().ok_or(Errno::EFAULT)?;
+    let len = count.min(SENDFILE_CHUNK).div_ceil(4096) * 4096;
+    let buf = space
+        .mmap_below(super::mman::MMAP_TOP, len, 4096, mm::vma::VmaProt::READ_WRITE)
+        .map_err(|_| Errno::ENOMEM)?
+        .as_u64();
+    let mut total = 0u64;
+    let result = loop {
+        if total == count {
+            break Ok(());
+        }
+        let want = (count - total).min(len) as usize;
+        let got = match at {
+            Some(off) => input.pread(buf, want, off),
+            None => input.read(buf, want),
+        };
+        let got = match got {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        let put = match output.write(buf, got) {
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        total += put as u64;
+        if let Some(off) = &mut at {
+            *off += put as u64;
+        }
+        if put < got {
+            // The input moved past what the output took: an fd offset
+            // cannot be put back here (Linux's does), so stop.
+            break Ok(());
+        }
+    };
+    // The area is ours: unmapping it cannot fail but for memory.
+    let _ = space.munmap(mm::VirtAddr::new(buf), len);
+    if let (Some(off), true) = (at, offset != 0) {
+        crate::vm::uaccess::copy_to_user(offset, &off.to_ne_bytes())?;
+    }
+    match result {
+        Err(e) if total == 0 => Err(e),
+        _ => Ok(total),
+    }
+}
+
 /// The file call `number`, or None when it is not one.
 pub fn call(c: &mut Ctx, number: u32) -> Option<SysResult> {
     let a: [u64; 6] = core::array::from_fn(|i| c.arg(i));
@@ -143,9 +231,10 @@ pub fn call(c: &mut Ctx, number: u32) -> Option<SysResult> {
         nr::__NR_getcwd => fsc::getcwd(cwd, a[0], a[1]),
         nr::__NR_chdir => fsc::chdir(cwd, a[0]),
         nr::__NR_fchdir => fsc::fchdir(fds, cwd, a[0]),
+        nr::__NR_sendfile => sendfile(c, a[0], a[1], a[2], a[3]),
         _ => return arch_call(fds, cwd, number, &a),
     };
-    let writes = matches!(number, nr::__NR_write | nr::__NR_writev | nr::__NR_pwrite64);
+    let writes = matches!(number, nr::__NR_write | nr::__NR_writev | nr::__NR_pwrite64 | nr::__NR_sendfile);
     if writes && r == Err(fs::Errno::EPIPE) {
         // A write to a pipe no one reads: `SIGPIPE` too (the file layer
         // only says `EPIPE`); ignored or handled, the caller sees `EPIPE`.

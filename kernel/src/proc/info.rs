@@ -2,16 +2,25 @@
 //! the clocks and sleeps, `getrusage`, `sched_getaffinity`, `sysinfo`,
 //! `uname`; and the random bytes of `AT_RANDOM`.
 //!
-//! Time: every clock is the arch's monotonic counter
-//! (`Time::now_ns`, since boot); there is no wall clock, so
-//! `CLOCK_REALTIME` reads the same (a date in January 1970). The CPU-time
-//! clocks read it too. Sleeps are in scheduler ticks, at least as long as
-//! asked.
+//! Time: the monotonic clocks are the arch's counter (`Time::now_ns`,
+//! since boot). The wall clocks (`CLOCK_REALTIME` and its variants,
+//! `CLOCK_TAI`, `time`, `gettimeofday`) add [`REALTIME_OFFSET_NS`]: the
+//! machine's real-time clock (`Time::rtc_unix_secs`: the CMOS RTC, the
+//! PL031) is read once at boot ([`init_wall_clock`]) and the counter
+//! advances it; nothing sets it later (no `settimeofday`), so it never
+//! steps. A machine without one counts from 1970 at boot. The CPU-time
+//! clocks read the monotonic counter. Sleeps are in scheduler ticks, at
+//! least as long as asked.
 //!
-//! Random bytes: there is no entropy source yet; the bytes come from a
-//! generator (splitmix64) seeded by the clock and a counter: distinct per
-//! call, NOT unpredictable. Programs use them for stack-protector canaries
-//! and hash seeds, which then are guessable.
+//! Random bytes (`getrandom`, `AT_RANDOM`): each 64 bits come from the
+//! CPU's random-number instruction when it has one (`Cpu::hw_random`:
+//! x86_64 `RDSEED`/`RDRAND`, AArch64 `RNDR`), a hardware generator fed by
+//! an entropy source: as unpredictable as the CPU is trustworthy. The
+//! fallback, when the CPU has none or it fails ten times running, is a
+//! generator (splitmix64) over a counter and the clock: distinct per call
+//! but NOT a CSPRNG (its output inverts to the counter and the clock, so
+//! canaries and hash seeds are guessable). The kernel says at boot which
+//! one it has ([`describe_random`]).
 //!
 //! Locks: none.
 
@@ -25,11 +34,54 @@ use arch_common::user::{UserMode, UserRegs};
 use core::sync::atomic::{AtomicU64, Ordering};
 use linux_raw_sys::general as g;
 
-/// The generator's state.
+/// `CLOCK_REALTIME` minus the monotonic clock, in nanoseconds: written
+/// once at boot by [`init_wall_clock`], before any process runs; read
+/// relaxed.
+static REALTIME_OFFSET_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the real-time clock once, at boot (see the module doc).
+pub fn init_wall_clock() {
+    match Arch::rtc_unix_secs() {
+        Some((secs, device)) => {
+            let offset = secs.saturating_mul(1_000_000_000).saturating_sub(Arch::now_ns());
+            REALTIME_OFFSET_NS.store(offset, Ordering::Relaxed);
+            crate::println!("time: {device}: {secs} s since the epoch; CLOCK_REALTIME follows it");
+        }
+        None => crate::println!("time: no real-time clock; CLOCK_REALTIME counts from 1970 at boot"),
+    }
+}
+
+/// The wall clock: nanoseconds since the Unix epoch.
+fn realtime_ns() -> u64 {
+    Arch::now_ns().saturating_add(REALTIME_OFFSET_NS.load(Ordering::Relaxed))
+}
+
+/// Whether `clock` is a wall clock (else a monotonic or CPU-time one).
+fn is_wall_clock(clock: u32) -> bool {
+    matches!(clock, g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE | g::CLOCK_REALTIME_ALARM | g::CLOCK_TAI)
+}
+
+/// The fallback generator's state.
 static RANDOM: AtomicU64 = AtomicU64::new(0);
+
+/// Says at boot where random bytes come from.
+pub fn describe_random() {
+    match Arch::hw_random_source() {
+        Some(name) => crate::println!("random: getrandom and AT_RANDOM from the CPU's {name}"),
+        None => crate::println!(
+            "random: the CPU has no random-number instruction; getrandom and AT_RANDOM come from a \
+             clock-seeded generator, NOT a CSPRNG"
+        ),
+    }
+}
 
 /// The next 64 random bits (see the module doc).
 fn next_random() -> u64 {
+    Arch::hw_random().unwrap_or_else(fallback_random)
+}
+
+/// The fallback generator's next 64 bits (see the module doc).
+fn fallback_random() -> u64 {
     let step = 0x9e37_79b9_7f4a_7c15u64;
     let s = RANDOM.fetch_add(step, Ordering::Relaxed).wrapping_add(step) ^ Arch::now_ns().rotate_left(32);
     let mut z = s;
@@ -133,14 +185,15 @@ pub fn clock_gettime(_c: &mut Ctx, clock: u32, tp: u64) -> SysResult {
     if clock > g::CLOCK_TAI {
         return Err(Errno::EINVAL);
     }
-    copy_to_user(tp, &timespec(Arch::now_ns()))?;
+    let ns = if is_wall_clock(clock) { realtime_ns() } else { Arch::now_ns() };
+    copy_to_user(tp, &timespec(ns))?;
     Ok(0)
 }
 
 /// `time(tloc)` (x86_64 only): the seconds of the clock, also stored at
 /// `tloc` when it is not null.
 pub fn time(_c: &mut Ctx, tloc: u64) -> SysResult {
-    let secs = Arch::now_ns() / 1_000_000_000;
+    let secs = realtime_ns() / 1_000_000_000;
     if tloc != 0 {
         copy_to_user(tloc, &secs.to_ne_bytes())?;
     }
@@ -150,7 +203,7 @@ pub fn time(_c: &mut Ctx, tloc: u64) -> SysResult {
 /// `gettimeofday(tv, tz)`.
 pub fn gettimeofday(_c: &mut Ctx, tv: u64) -> SysResult {
     if tv != 0 {
-        let ns = Arch::now_ns();
+        let ns = realtime_ns();
         let mut raw = [0u8; 16];
         raw[..8].copy_from_slice(&(ns / 1_000_000_000).to_ne_bytes());
         raw[8..].copy_from_slice(&(ns % 1_000_000_000 / 1000).to_ne_bytes());
@@ -165,10 +218,16 @@ pub fn gettimeofday(_c: &mut Ctx, tv: u64) -> SysResult {
 /// and, for a relative sleep, writes the time left to `remain` when that
 /// is not null (Linux would restart it through `restart_syscall` when no
 /// handler runs; here the caller sees `EINTR` then too).
-pub fn clock_nanosleep(c: &mut Ctx, _clock: u32, flags: u32, request: u64, remain: u64) -> SysResult {
+pub fn clock_nanosleep(c: &mut Ctx, clock: u32, flags: u32, request: u64, remain: u64) -> SysResult {
     let t = super::futex::read_timespec(request)?;
     let now = Arch::now_ns();
     let absolute = flags & g::TIMER_ABSTIME != 0;
+    // An absolute wall-clock deadline, on the monotonic clock.
+    let t = if absolute && is_wall_clock(clock) {
+        t.saturating_sub(REALTIME_OFFSET_NS.load(Ordering::Relaxed))
+    } else {
+        t
+    };
     let deadline = if absolute { t } else { now.saturating_add(t) };
     // One clock read per pass: reading it again for the remaining time
     // could pass the deadline between the two reads and underflow.
@@ -187,23 +246,39 @@ pub fn clock_nanosleep(c: &mut Ctx, _clock: u32, flags: u32, request: u64, remai
     }
 }
 
-/// `getrusage(who, usage)`: the faults of the process (`ru_minflt`,
-/// `ru_majflt`); times are zero.
+/// `getrusage(who, usage)`: user and system time (the process's, the
+/// thread's, or the reaped children's: `super::process::CpuTimes`) and
+/// the faults of the process (`ru_minflt`, `ru_majflt`; the children's
+/// are not counted).
 pub fn getrusage(c: &mut Ctx, who: i32, usage: u64) -> SysResult {
     let p = &c.thread.process;
-    let (min, maj) = match who {
-        // RUSAGE_SELF, RUSAGE_THREAD
-        0 | 1 => (p.min_flt.load(Ordering::Relaxed), p.maj_flt.load(Ordering::Relaxed)),
-        // RUSAGE_CHILDREN: not counted.
-        -1 => (0, 0),
+    let faults = (p.min_flt.load(Ordering::Relaxed), p.maj_flt.load(Ordering::Relaxed));
+    let (times, (min, maj)) = match who {
+        // RUSAGE_SELF, RUSAGE_THREAD, RUSAGE_CHILDREN
+        0 => (p.cpu_times(), faults),
+        1 => (c.thread.cpu_times(), faults),
+        -1 => (p.children_times(), (0, 0)),
         _ => return Err(Errno::EINVAL),
     };
+    copy_to_user(usage, &rusage(times, min, maj))?;
+    Ok(0)
+}
+
+/// A `struct rusage` with these times and faults (the rest zero).
+pub fn rusage(
+    times: super::process::CpuTimes,
+    min_flt: u64,
+    maj_flt: u64,
+) -> [u8; core::mem::size_of::<g::rusage>()] {
     let mut raw = [0u8; core::mem::size_of::<g::rusage>()];
     // Two timevals, then maxrss, ixrss, idrss, isrss, minflt, majflt.
-    raw[64..72].copy_from_slice(&min.to_ne_bytes());
-    raw[72..80].copy_from_slice(&maj.to_ne_bytes());
-    copy_to_user(usage, &raw)?;
-    Ok(0)
+    for (at, ns) in [(0, times.user_ns), (16, times.sys_ns)] {
+        raw[at..at + 8].copy_from_slice(&(ns / 1_000_000_000).to_ne_bytes());
+        raw[at + 8..at + 16].copy_from_slice(&(ns % 1_000_000_000 / 1000).to_ne_bytes());
+    }
+    raw[64..72].copy_from_slice(&min_flt.to_ne_bytes());
+    raw[72..80].copy_from_slice(&maj_flt.to_ne_bytes());
+    raw
 }
 
 /// `sched_getaffinity(pid, len, mask)`: every online CPU.

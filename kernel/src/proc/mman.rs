@@ -51,7 +51,8 @@ const CHUNK: u64 = 4096 * PAGE;
 const MAX_DONTFORK: usize = 4096;
 /// Where `mmap` places from, downwards: 128 MiB below the stack area, as
 /// Linux's gap below the stack limit.
-const MMAP_TOP: VirtAddr = VirtAddr::new(super::stack::STACK_TOP - super::stack::STACK_SIZE - (128 << 20));
+pub(super) const MMAP_TOP: VirtAddr =
+    VirtAddr::new(super::stack::STACK_TOP - super::stack::STACK_SIZE - (128 << 20));
 
 fn up(x: u64) -> Option<u64> {
     x.checked_add(PAGE - 1).map(|v| v & !(PAGE - 1))

@@ -46,11 +46,14 @@ pub mod thread;
 pub use process::{run_init, spawn, spawn_image, wait_exit, Pid};
 pub use syscall::Errno;
 
-/// Sets the process unit up at boot (after the file layer): the
-/// per-process `/proc` files and the file layer's interruption check
+/// Sets the process unit up at boot (after the file layer): the wall
+/// clock ([`info::init_wall_clock`]), a word on the random bytes, the per-process `/proc` files and
+/// the file layer's interruption check
 /// (`fs::set_interrupt_hook`: [`thread::Thread::interrupted`] of the
 /// calling thread).
 pub fn init() {
+    info::init_wall_clock();
+    info::describe_random();
     procfs::init();
     crate::fs::set_interrupt_hook(|| thread::current().is_some_and(|t| t.interrupted()));
 }

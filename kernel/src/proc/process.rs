@@ -87,6 +87,9 @@ pub struct Mm {
     pub brk: u64,
     /// The path the program was run from (`/proc/self/exe`).
     pub exe: String,
+    /// The program's arguments, each followed by a NUL
+    /// (`/proc/<pid>/cmdline`; empty before the first program).
+    pub cmdline: String,
     /// Ranges `MADV_DONTFORK` marked: a fork leaves them out of the child.
     pub dontfork: Vec<(u64, u64)>,
     /// How many `execve`s the process made (a `vfork` parent waits for one).
@@ -109,6 +112,25 @@ pub struct State {
     pub pending: SigSet,
     /// What each signal does (`rt_sigaction`).
     pub actions: Actions,
+    /// The CPU time of the threads that ended.
+    pub dead_times: CpuTimes,
+    /// The CPU time of the children reaped (and of theirs).
+    pub children_times: CpuTimes,
+}
+
+/// CPU time in nanoseconds: in user mode, and in the kernel on the
+/// threads' behalf (`getrusage`, `wait4`, `/proc/<pid>/stat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub user_ns: u64,
+    pub sys_ns: u64,
+}
+
+impl CpuTimes {
+    /// The sum of both.
+    pub fn plus(self, o: CpuTimes) -> CpuTimes {
+        CpuTimes { user_ns: self.user_ns + o.user_ns, sys_ns: self.sys_ns + o.sys_ns }
+    }
 }
 
 /// A user process.
@@ -142,7 +164,15 @@ impl Process {
     ) -> Arc<Process> {
         let p = Arc::new(Process {
             pid,
-            mm: IrqSpinLock::new(Mm { space, brk_start: 0, brk: 0, exe, dontfork: Vec::new(), execs: 0 }),
+            mm: IrqSpinLock::new(Mm {
+                space,
+                brk_start: 0,
+                brk: 0,
+                exe,
+                cmdline: String::new(),
+                dontfork: Vec::new(),
+                execs: 0,
+            }),
             state: IrqSpinLock::new(State {
                 parent,
                 autoreap: false,
@@ -152,6 +182,8 @@ impl Process {
                 group_exit: None,
                 pending: 0,
                 actions,
+                dead_times: CpuTimes::default(),
+                children_times: CpuTimes::default(),
             }),
             child_exit: WaitQueue::new(),
             exited: WaitQueue::new(),
@@ -168,6 +200,20 @@ impl Process {
     /// program and once the process is a zombie.
     pub fn space(&self) -> Option<Arc<AddressSpace>> {
         self.mm.lock().space.clone()
+    }
+
+    /// The CPU time of the process's threads, live and ended.
+    pub fn cpu_times(&self) -> CpuTimes {
+        let (dead, threads) = {
+            let st = self.state.lock();
+            (st.dead_times, st.threads.clone())
+        };
+        threads.iter().fold(dead, |sum, t| sum.plus(t.cpu_times()))
+    }
+
+    /// The CPU time of the children reaped.
+    pub fn children_times(&self) -> CpuTimes {
+        self.state.lock().children_times
     }
 
     /// The parent's pid (0 when the kernel started it, as Linux's init).
@@ -256,7 +302,7 @@ pub enum WaitFor {
 /// from the children and the table) and its pid and status returned;
 /// `Ok(None)` when matching children exist but none has ended;
 /// `Err(NoChild)` when there is no matching child.
-pub fn reap_child(parent: &Process, which: WaitFor) -> Result<Option<(Pid, i32)>, NoChild> {
+pub fn reap_child(parent: &Process, which: WaitFor) -> Result<Option<(Pid, i32, CpuTimes)>, NoChild> {
     let mut st = parent.state.lock();
     let matches = |c: &Arc<Process>| match which {
         WaitFor::Any => true,
@@ -268,10 +314,14 @@ pub fn reap_child(parent: &Process, which: WaitFor) -> Result<Option<(Pid, i32)>
     let found = st.children.iter().position(|c| matches(c) && c.state.lock().status.is_some());
     let Some(i) = found else { return Ok(None) };
     let child = st.children.remove(i);
+    let (status, times) = {
+        let cst = child.state.lock();
+        (cst.status.expect("a zombie has a status"), cst.dead_times.plus(cst.children_times))
+    };
+    st.children_times = st.children_times.plus(times);
     drop(st);
-    let status = child.state.lock().status.expect("a zombie has a status");
     unlist(child.pid);
-    Ok(Some((child.pid, status)))
+    Ok(Some((child.pid, status, times)))
 }
 
 /// Starts the program at `path` (read through the file layer) as a new

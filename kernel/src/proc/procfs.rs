@@ -2,12 +2,19 @@
 //! (`fs::set_proc_self_hook` and `fs::set_proc_list_hook`, installed by
 //! [`init`]): `/proc/<pid>/` for every process alive or a zombie, and
 //! `/proc/self/` for the caller's (`ENOENT` for a pid no process has),
-//! each a directory of `status`, `maps`, `smaps`, `pagemap` and the `exe`
-//! link; `/proc` lists `self` and every pid.
+//! each a directory of `status`, `stat`, `cmdline`, `maps`, `smaps`,
+//! `pagemap` and the `exe` link; `/proc` lists `self` and every pid.
 //!
 //! - `status`: name, pid, parent, threads, and the memory lines `VmSize`,
 //!   `VmRSS` and `VmSwap` (kB) from the page table
 //!   (`mm::space::usage`).
+//! - `stat`: one line of Linux's 52 fields (`proc(5)`): pid, `(comm)`,
+//!   state (`R`, or `Z` for a zombie), ppid, minflt, majflt, utime, stime
+//!   (clock ticks of 10 ms), num_threads, vsize (bytes), rss (pages),
+//!   startstack; a field the kernel does not keep (process groups,
+//!   priorities, children's counts, ...) is 0.
+//! - `cmdline`: the program's arguments, each followed by a NUL (as
+//!   `execve` got them; empty for a zombie).
 //! - `maps`: one line per area, `start-end perms offset dev inode name`,
 //!   with `[heap]` and `[stack]` named.
 //! - `smaps`: each `maps` line and its `Size`, `Rss`, `AnonHugePages`,
@@ -47,8 +54,15 @@ pub fn init() {
 const INO_DIRS: u64 = 0x7100_0000;
 
 /// The files of a process's directory, with their kinds.
-const FILES: [(&str, u32); 5] =
-    [("status", S_IFREG), ("maps", S_IFREG), ("smaps", S_IFREG), ("pagemap", S_IFREG), ("exe", S_IFLNK)];
+const FILES: [(&str, u32); 7] = [
+    ("status", S_IFREG),
+    ("maps", S_IFREG),
+    ("smaps", S_IFREG),
+    ("pagemap", S_IFREG),
+    ("exe", S_IFLNK),
+    ("stat", S_IFREG),
+    ("cmdline", S_IFREG),
+];
 
 /// `/proc`'s per-process entries: `self` (the caller's directory) and one
 /// per process.
@@ -123,6 +137,11 @@ fn open(pid: Option<Pid>, rest: &str) -> Option<Result<Arc<dyn File>, Errno>> {
         "maps" => text(maps(&p, false), 2),
         "smaps" => text(maps(&p, true), 3),
         "pagemap" => Some(Ok(Arc::new(Pagemap { process: p }))),
+        "stat" => text(stat_line(&p), 6),
+        "cmdline" => {
+            let zombie = p.state.lock().status.is_some();
+            text(if zombie { String::new() } else { p.mm.lock().cmdline.clone() }, 7)
+        }
         "exe" => {
             let target = p.mm.lock().exe.clone();
             Some(Ok(Arc::new(Link { size: target.len() as u64, target })))
@@ -161,6 +180,56 @@ fn status(p: &Arc<Process>) -> String {
         pid = p.pid,
         ppid = p.ppid(),
     )
+}
+
+/// `/proc/<pid>/stat` (see the module doc).
+fn stat_line(p: &Arc<Process>) -> String {
+    let (exe, space) = {
+        let mm = p.mm.lock();
+        (mm.exe.clone(), mm.space.clone())
+    };
+    let comm = exe.rsplit('/').next().unwrap_or("").chars().take(15).collect::<String>();
+    let (zombie, threads) = {
+        let st = p.state.lock();
+        (st.status.is_some(), st.threads.len())
+    };
+    let (mut vsize, mut rss) = (0, 0);
+    if let Some(space) = &space {
+        for a in space.areas() {
+            vsize += a.size();
+            rss += usage_of(space, a.start, a.end).rss;
+        }
+    }
+    let times = p.cpu_times();
+    // Clock ticks of 10 ms (`AT_CLKTCK` 100).
+    let (utime, stime) = (times.user_ns / 10_000_000, times.sys_ns / 10_000_000);
+    let startstack = if space.is_some() { super::stack::STACK_TOP } else { 0 };
+    let fields: [u64; 49] = {
+        let mut f = [0u64; 49];
+        // Fields 4.. of proc(5), 1-based: f[i] is field i + 4.
+        let mut put = |field: usize, v: u64| f[field - 4] = v;
+        put(4, p.ppid() as u64);
+        put(5, p.pid as u64); // pgrp: each process leads its own
+        put(6, p.pid as u64); // session
+        put(10, p.min_flt.load(core::sync::atomic::Ordering::Relaxed));
+        put(12, p.maj_flt.load(core::sync::atomic::Ordering::Relaxed));
+        put(14, utime);
+        put(15, stime);
+        put(18, 20); // priority
+        put(20, threads as u64);
+        put(23, vsize);
+        put(24, rss / 4096);
+        put(25, u64::MAX); // rsslim
+        put(28, startstack);
+        put(38, 17); // exit_signal: SIGCHLD
+        f
+    };
+    let mut out = format!("{} ({comm}) {}", p.pid, if zombie { 'Z' } else { 'R' });
+    for v in fields {
+        let _ = write!(out, " {v}");
+    }
+    out.push('\n');
+    out
 }
 
 /// The name column of an area.

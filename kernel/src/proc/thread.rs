@@ -62,6 +62,9 @@ pub struct Thread {
     pub(super) saved_mask: spin::Mutex<Option<SigSet>>,
     /// Another thread's `execve` ends this one (the process goes on).
     doomed: AtomicBool,
+    /// Nanoseconds in user mode: the clock read around each `enter_user`
+    /// (written by the thread only).
+    user_ns: AtomicU64,
 }
 
 impl Thread {
@@ -71,6 +74,14 @@ impl Thread {
         if let Some(task) = self.task.get() {
             sched::unpark(task);
         }
+    }
+
+    /// The thread's CPU time: user mode, and the rest of its task's time
+    /// on a CPU (the kernel on its behalf).
+    pub fn cpu_times(&self) -> super::process::CpuTimes {
+        let user_ns = self.user_ns.load(Ordering::Relaxed);
+        let total = self.task.get().map_or(0, |t| t.cpu_ns());
+        super::process::CpuTimes { user_ns, sys_ns: total.saturating_sub(user_ns) }
     }
 
     /// Sends signal `sig` to this thread.
@@ -141,6 +152,7 @@ pub fn prepare(process: &Arc<Process>, tid: Pid, mask: SigSet) -> Arc<Thread> {
         frames: spin::Mutex::new(Vec::new()),
         saved_mask: spin::Mutex::new(None),
         doomed: AtomicBool::new(false),
+        user_ns: AtomicU64::new(0),
     })
 }
 
@@ -244,7 +256,9 @@ pub fn run(thread: &Arc<Thread>, mut regs: Regs, entered: &mut Option<Entered>) 
         let was = Arch::irq_save_and_disable();
         // SAFETY: `regs` lives across the call; this is the task's own
         // stack; the task runs in its process's space (entered above).
+        let entered_at = Arch::now_ns();
         let why = unsafe { UserArch::enter_user(&mut regs) };
+        thread.user_ns.fetch_add(Arch::now_ns().saturating_sub(entered_at), Ordering::Relaxed);
         match why {
             UserExit::Syscall => {
                 Arch::irq_restore(was);
@@ -318,8 +332,10 @@ fn finish(thread: &Arc<Thread>, how: Exit) {
             }
         }
     }
+    let times = thread.cpu_times();
     let last = {
         let mut st = process.state.lock();
+        st.dead_times = st.dead_times.plus(times);
         st.threads.retain(|t| !Arc::ptr_eq(t, thread));
         st.threads.is_empty()
     };

@@ -54,6 +54,12 @@
 //! pins a new task, and [`set_affinity`] pins (or unpins) the running task,
 //! moving it to its CPU before it returns. A CPU's index comes from
 //! its per-CPU register (`Arch::cpu_index`); the boot CPU keeps time.
+//!
+//! CPU time: each switch adds the time the task switched away from ran
+//! (since its `on_cpu_since`, written when it was switched to) to its
+//! `cpu_ns`; both atomics are written only by the switch, under RQ_LOCK
+//! ([`Task::cpu_ns`] reads them; `getrusage` and `/proc/<pid>/stat` build
+//! user and system time on it).
 
 use crate::arch;
 use crate::arch::context::Context;
@@ -130,6 +136,10 @@ pub struct Task {
     body: spin::Mutex<Option<Box<dyn FnMut() + Send>>>,
     /// Kept alive as long as the task (the address space it runs in).
     _keep: Option<Arc<dyn core::any::Any + Send + Sync>>,
+    /// Nanoseconds on a CPU before the current stretch (see the module doc).
+    cpu_ns: AtomicU64,
+    /// When the task was last switched to (`Arch::now_ns`).
+    on_cpu_since: AtomicU64,
     inner: UnsafeCell<TaskInner>,
 }
 
@@ -143,6 +153,20 @@ unsafe impl Send for Task {}
 const ANY_CPU: usize = usize::MAX;
 
 impl Task {
+    /// Nanoseconds the task has run on a CPU; for the calling task,
+    /// including the current stretch (another running task's current
+    /// stretch is not in it yet).
+    pub fn cpu_ns(&self) -> u64 {
+        let was = Arch::irq_save_and_disable();
+        let mut ns = self.cpu_ns.load(Ordering::Relaxed);
+        if current_id() == self.id {
+            // Not switched away meanwhile: interrupts are off.
+            ns += Arch::now_ns().saturating_sub(self.on_cpu_since.load(Ordering::Relaxed));
+        }
+        Arch::irq_restore(was);
+        ns
+    }
+
     /// The CPU the task is pinned to, or `None` when it may run anywhere.
     pub fn affinity(&self) -> Option<usize> {
         Some(self.affinity.load(Ordering::Relaxed)).filter(|&c| c != ANY_CPU)
@@ -284,6 +308,8 @@ fn new_task_with(
         killed: IrqSpinLock::new(None),
         body: spin::Mutex::new(body),
         _keep: keep,
+        cpu_ns: AtomicU64::new(0),
+        on_cpu_since: AtomicU64::new(Arch::now_ns()),
         inner: UnsafeCell::new(TaskInner {
             state: TaskState::Ready,
             context,
@@ -549,6 +575,10 @@ fn schedule_locked() {
             load_root(root);
             rq.loaded_root[cpu] = root;
         }
+        let now = Arch::now_ns();
+        let ran = now.saturating_sub(prev.on_cpu_since.load(Ordering::Relaxed));
+        prev.cpu_ns.fetch_add(ran, Ordering::Relaxed);
+        next.on_cpu_since.store(now, Ordering::Relaxed);
         let from: *mut Context = &mut prev.inner().context;
         let to: *const Context = &next.inner().context;
         rq.current[cpu] = Some(next);

@@ -155,7 +155,40 @@ fn badargs(_: &TestEnv<'_>) -> Result<(), String> {
     run("badargs", &[])
 }
 
+fn static_pie(_: &TestEnv<'_>) -> Result<(), String> {
+    run("static_pie", &[])
+}
+
+fn wall_clock(_: &TestEnv<'_>) -> Result<(), String> {
+    run("wall_clock", &[])
+}
+
+fn random_bytes(_: &TestEnv<'_>) -> Result<(), String> {
+    run("random_bytes", &[])
+}
+
+fn cpu_times(_: &TestEnv<'_>) -> Result<(), String> {
+    run("cpu_times", &[])
+}
+
+fn proc_stat(_: &TestEnv<'_>) -> Result<(), String> {
+    run("proc_stat", &[])
+}
+
+fn sendfile_copy(_: &TestEnv<'_>) -> Result<(), String> {
+    run("sendfile_copy", &[])
+}
+
+fn exec_race(_: &TestEnv<'_>) -> Result<(), String> {
+    run("exec_race", &[])
+}
+
+fn clone_fs(_: &TestEnv<'_>) -> Result<(), String> {
+    run("clone_fs", &[])
+}
+
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork, rawdisk_get,
     sigsegv_handler, signal_waits, signal_restart, sleeps, execve_limits, efault, kernel_read, enosys,
-    badargs];
+    badargs, static_pie, wall_clock, random_bytes, cpu_times, proc_stat, sendfile_copy, exec_race,
+    clone_fs];
