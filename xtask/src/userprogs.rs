@@ -133,6 +133,8 @@ pub fn link_args(objects: &[PathBuf], binary: &Path) -> Vec<String> {
     args.extend(CFLAGS.iter().map(|f| f.to_string()));
     args.extend(["-o".to_string(), binary.display().to_string()]);
     args.extend(objects.iter().map(|o| o.display().to_string()));
+    // The maths library (`fenv.h`'s calls), after the objects that use it.
+    args.push("-lm".to_string());
     args
 }
 
@@ -218,7 +220,7 @@ mod tests {
         );
         assert_eq!(
             link_args(&["/o/dispatch.o".into(), "/o/t.o".into()], Path::new("/o/usertests")).join(" "),
-            "-static-pie -s -fPIE -O2 -g0 -Wall -Wextra -Werror -pthread -std=gnu11 -o /o/usertests /o/dispatch.o /o/t.o"
+            "-static-pie -s -fPIE -O2 -g0 -Wall -Wextra -Werror -pthread -std=gnu11 -o /o/usertests /o/dispatch.o /o/t.o -lm"
         );
     }
 

@@ -314,6 +314,7 @@ pub mod ec {
     pub const DATA_ABORT_LOWER: u64 = 0x24;
     pub const DATA_ABORT_SAME: u64 = 0x25;
     pub const SP_ALIGNMENT: u64 = 0x26;
+    pub const FP_EXCEPTION64: u64 = 0x2c;
     pub const SERROR: u64 = 0x2f;
     pub const SOFTWARE_STEP_LOWER: u64 = 0x32;
     pub const BRK64: u64 = 0x3c;

@@ -66,7 +66,7 @@
 
 use crate::trap::{decode_abort, ec, TrapFrame};
 use crate::Aarch64;
-use arch_common::user::{UserException, UserExit, UserFault, UserMode, UserRegs};
+use arch_common::user::{FpCause, UserException, UserExit, UserFault, UserMode, UserRegs};
 use core::sync::atomic::{AtomicBool, Ordering};
 use mm::fault::MemFault;
 
@@ -532,6 +532,25 @@ fn decode_sync(regs: &Regs, info: &TrapInfo) -> UserExit {
         ec::PC_ALIGNMENT => UserExit::Exception(UserException::Alignment { addr: info.far }),
         ec::SP_ALIGNMENT => UserExit::Exception(UserException::Alignment { addr: regs.sp }),
         ec::BRK64 | ec::SOFTWARE_STEP_LOWER => UserExit::Exception(UserException::Breakpoint),
+        // A trapped floating-point exception (FPCR's trap enables; the
+        // CPU may not implement them: QEMU does not). ISS: IOF 0, DZF 1,
+        // OFF 2, UFF 3, IXF 4, IDF 7.
+        ec::FP_EXCEPTION64 => {
+            let cause = if esr & 1 != 0 {
+                FpCause::InvalidOperation
+            } else if esr & 2 != 0 {
+                FpCause::DivideByZero
+            } else if esr & 4 != 0 {
+                FpCause::Overflow
+            } else if esr & (8 | 0x80) != 0 {
+                FpCause::Underflow
+            } else if esr & 0x10 != 0 {
+                FpCause::Inexact
+            } else {
+                FpCause::Unknown
+            };
+            UserExit::Exception(UserException::FloatingPoint { cause })
+        }
         ec::UNKNOWN | ec::SYSREG | ec::ILLEGAL_STATE | ec::SVE => {
             UserExit::Exception(UserException::IllegalInstruction)
         }

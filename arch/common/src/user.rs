@@ -73,11 +73,51 @@ pub enum UserException {
     DivideError,
     /// A misaligned PC, SP or access (`SIGBUS`).
     Alignment { addr: u64 },
+    /// An unmasked x87, SSE or trapped AArch64 floating-point exception
+    /// (`SIGFPE`), with the cause the FPU recorded.
+    FloatingPoint { cause: FpCause },
     /// A protection fault that is not a page fault, e.g. a non-canonical
     /// address on x86_64 (`SIGSEGV`, address 0 as Linux reports it).
     GeneralProtection,
     /// Anything else, with the arch's raw syndrome (`SIGILL`).
     Other { syndrome: u64 },
+}
+
+/// Why a floating-point instruction trapped (the `FPE_FLT*` codes of
+/// `SIGFPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FpCause {
+    InvalidOperation,
+    DivideByZero,
+    Overflow,
+    /// Underflow, or a denormal operand (x86's DE, reported the same way).
+    Underflow,
+    Inexact,
+    /// No unmasked flag was found set.
+    Unknown,
+}
+
+impl FpCause {
+    /// The cause of the lowest-numbered of x86's six exception flags
+    /// (IE 0, DE 1, ZE 2, OE 3, UE 4, PE 5) set in `pending`, the order in
+    /// which Linux reports them: invalid, then divide, overflow, underflow
+    /// (or denormal), inexact. AArch64's FPSR/ESR flags differ in order
+    /// and are decoded by its arch crate.
+    pub fn of_x86_flags(pending: u32) -> FpCause {
+        if pending & 0x01 != 0 {
+            FpCause::InvalidOperation
+        } else if pending & 0x04 != 0 {
+            FpCause::DivideByZero
+        } else if pending & 0x08 != 0 {
+            FpCause::Overflow
+        } else if pending & 0x12 != 0 {
+            FpCause::Underflow
+        } else if pending & 0x20 != 0 {
+            FpCause::Inexact
+        } else {
+            FpCause::Unknown
+        }
+    }
 }
 
 /// A user access that failed: the first user address the copy could not
@@ -120,7 +160,9 @@ pub trait UserRegs: Copy + Default + Send + Sync + core::fmt::Debug {
     /// Prepares a call of a signal handler: PC `pc`, SP `sp`, the first
     /// three argument registers `args`, returning to `ret`. On AArch64 `ret`
     /// goes to the link register; on x86_64 ([`UserRegs::RET_ON_STACK`])
-    /// the caller must already have written `ret` to the word at `sp`.
+    /// the caller must already have written `ret` to the word at `sp`, and
+    /// the x87/SSE state is reset to its defaults as Linux does for a
+    /// handler (AArch64 keeps its FP/SIMD registers, as Linux does there).
     fn set_call(&mut self, pc: u64, sp: u64, args: [u64; 3], ret: u64);
     /// Whether a call's return address is a word on the stack (x86_64)
     /// rather than a register (AArch64).

@@ -68,7 +68,7 @@
 use crate::cpu::PerCpu;
 use crate::trap::{decode_page_fault, TrapFrame};
 use crate::X86_64;
-use arch_common::user::{UserException, UserExit, UserFault, UserMode, UserRegs};
+use arch_common::user::{FpCause, UserException, UserExit, UserFault, UserMode, UserRegs};
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, Ordering};
 use mm::fault::MemFault;
@@ -222,8 +222,14 @@ impl UserRegs for Regs {
         self.rip = pc;
         self.rsp = sp;
         [self.rdi, self.rsi, self.rdx] = args;
-        // A handler starts with the direction flag clear, as the ABI says.
+        // A handler starts with the direction flag clear, as the ABI says,
+        // and, as Linux gives it, with the x87/SSE state at its defaults:
+        // no exception pending from the code it interrupted (a pending x87
+        // error would trap again at the handler's first waiting x87
+        // instruction, and again after a `siglongjmp`). The interrupted
+        // state is in the saved frame, which `rt_sigreturn` restores.
         self.rflags &= !RFLAGS_DF;
+        self.fpu = FxArea::default();
     }
     const RET_ON_STACK: bool = true;
 }
@@ -517,6 +523,8 @@ pub(crate) fn enable_protections() {
         Cr0::update(|f| {
             f.remove(Cr0Flags::EMULATE_COPROCESSOR);
             f.insert(Cr0Flags::MONITOR_COPROCESSOR);
+            // x87 errors as #MF (vector 16), not the legacy FERR# line.
+            f.insert(Cr0Flags::NUMERIC_ERROR);
         });
         Cr4::update(|f| f.insert(flags));
     }
@@ -557,8 +565,10 @@ pub(crate) fn init_this_cpu() {
     }
 }
 
-/// The exception a non-page-fault vector from ring 3 is.
-fn exception(vector: u64, error_code: u64) -> UserException {
+/// The exception a non-page-fault vector from ring 3 is; `fpu` is the
+/// x87/SSE state saved at the exit, whose flags say why #MF or #XM came.
+fn exception(vector: u64, error_code: u64, fpu: &FxArea) -> UserException {
+    let word = |at: usize| u32::from(u16::from_le_bytes([fpu.0[at], fpu.0[at + 1]]));
     match vector {
         0 => UserException::DivideError,
         1 | 3 => UserException::Breakpoint,
@@ -566,7 +576,16 @@ fn exception(vector: u64, error_code: u64) -> UserException {
         // #GP (privileged instructions, non-canonical addresses), #SS,
         // #NP, #TS: Linux sends SIGSEGV with address 0 for all.
         10..=13 => UserException::GeneralProtection,
+        // #MF: an x87 exception whose mask bit (control word, bits 0-5)
+        // is clear, flagged in the status word.
+        16 => UserException::FloatingPoint { cause: FpCause::of_x86_flags(word(2) & !word(0) & 0x3f) },
         17 => UserException::Alignment { addr: 0 },
+        // #XM: an SSE exception; MXCSR holds the flags (bits 0-5) and the
+        // masks (bits 7-12).
+        19 => {
+            let mxcsr = u32::from_le_bytes([fpu.0[24], fpu.0[25], fpu.0[26], fpu.0[27]]);
+            UserException::FloatingPoint { cause: FpCause::of_x86_flags(mxcsr & !(mxcsr >> 7) & 0x3f) }
+        }
         v => UserException::Other { syndrome: (v << 32) | (error_code & 0xffff_ffff) },
     }
 }
@@ -612,7 +631,7 @@ impl UserMode for X86_64 {
             SYSCALL_VECTOR => UserExit::Syscall,
             14 => UserExit::PageFault(decode_page_fault(regs.error_code, regs.fault_addr)),
             v if v >= 32 => UserExit::Interrupt,
-            v => UserExit::Exception(exception(v, regs.error_code)),
+            v => UserExit::Exception(exception(v, regs.error_code, &regs.fpu)),
         }
     }
 

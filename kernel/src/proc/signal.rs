@@ -80,7 +80,7 @@ use crate::arch::prelude::*;
 use crate::task::sched;
 use crate::vm::uaccess::{copy_from_user, copy_to_user};
 use alloc::sync::Arc;
-use arch_common::user::{UserException, UserRegs};
+use arch_common::user::{FpCause, UserException, UserRegs};
 use core::sync::atomic::Ordering;
 use linux_raw_sys::general as g;
 
@@ -349,6 +349,18 @@ pub fn of_exception(e: UserException, pc: u64) -> (u32, u32, u64) {
         UserException::IllegalInstruction => (g::SIGILL, g::ILL_ILLOPC, pc),
         UserException::Breakpoint => (g::SIGTRAP, g::TRAP_BRKPT, pc),
         UserException::DivideError => (g::SIGFPE, g::FPE_INTDIV, pc),
+        UserException::FloatingPoint { cause } => {
+            let code = match cause {
+                FpCause::InvalidOperation => g::FPE_FLTINV,
+                FpCause::DivideByZero => g::FPE_FLTDIV,
+                FpCause::Overflow => g::FPE_FLTOVF,
+                FpCause::Underflow => g::FPE_FLTUND,
+                FpCause::Inexact => g::FPE_FLTRES,
+                // Linux's code when no flag explains the trap.
+                FpCause::Unknown => 0,
+            };
+            (g::SIGFPE, code, pc)
+        }
         UserException::Alignment { addr } => (g::SIGBUS, g::BUS_ADRALN, addr),
         UserException::GeneralProtection => (g::SIGSEGV, SI_KERNEL, 0),
         UserException::Other { .. } => (g::SIGILL, g::ILL_ILLOPC, pc),

@@ -155,6 +155,10 @@ fn badargs(_: &TestEnv<'_>) -> Result<(), String> {
     run("badargs", &[])
 }
 
+fn fp_signal(_: &TestEnv<'_>) -> Result<(), String> {
+    run("fp_signal", &[])
+}
+
 fn static_pie(_: &TestEnv<'_>) -> Result<(), String> {
     run("static_pie", &[])
 }
@@ -189,6 +193,6 @@ fn clone_fs(_: &TestEnv<'_>) -> Result<(), String> {
 
 pub(crate) const TESTS: &[Test] = register!["user":
     first_touch, cow_fork, thp_madvise, pageout, threads_futex, rawdisk_fork, rawdisk_get,
-    sigsegv_handler, signal_waits, signal_restart, sleeps, execve_limits, efault, kernel_read, enosys,
+    sigsegv_handler, fp_signal, signal_waits, signal_restart, sleeps, execve_limits, efault, kernel_read, enosys,
     badargs, static_pie, wall_clock, random_bytes, cpu_times, proc_stat, sendfile_copy, exec_race,
     clone_fs];
