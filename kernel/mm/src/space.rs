@@ -71,7 +71,7 @@ use crate::folio::AnonHandle;
 use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::{
-    Decoded, Flush, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, PgError, Prot,
+    Decoded, EntryCopy, Flush, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, PgError, Prot,
 };
 use crate::pgtable::{MigrationEntry, MigrationKind, SwapEntry};
 use crate::pgtable::{TableMemory, TlbHooks};
@@ -294,74 +294,47 @@ pub fn fork_range<F: PageTableFormat>(
     partial: &mut Flush,
 ) -> Result<(), ForkError> {
     let memmap = frames.memmap();
-    let mut leaves = Vec::new();
-    let mut swapped = Vec::new();
-    let mut migrating = Vec::new();
-    parent.visit(mem, start, end, &mut |va, level, entry, _| match entry {
-        Decoded::Leaf(leaf) => leaves.push((va, level, leaf)),
-        Decoded::NonPresent(NonPresent::Swap { entry, exclusive }) => {
-            swapped.push((va, level, entry, exclusive))
-        }
-        Decoded::NonPresent(NonPresent::Migration(m)) => migrating.push((va, level, m)),
-        _ => {}
-    });
-    // Migration entries (module doc): copied, as `Read` on both sides when
-    // they were exclusive; they hold no count, so none changes.
-    for (va, level, m) in migrating {
-        let shared = MigrationEntry { kind: MigrationKind::Read, ..m };
-        let (_, f) = child.set_nonpresent(mem, va, level, NonPresent::Migration(shared)).map_err(
-            |error| match error {
-                PgError::OutOfMemory => ForkError::OutOfMemory { va },
-                error => ForkError::Table { va, error },
-            },
-        )?;
-        f.ignore(); // nothing was there
-        if m.kind != MigrationKind::Read {
-            let (_, f) = parent
-                .set_nonpresent(mem, va, level, NonPresent::Migration(shared))
-                .map_err(|error| ForkError::Table { va, error })?;
-            f.ignore(); // a migration entry is never cached by a TLB
-        }
-    }
-    // Swap entries: both sides hold the slot now, so neither is exclusive
-    // (seed 004: the bit is cleared in the parent, never copied).
-    // The child's entry is written before the slot's count is raised, and
-    // taken out again if the count cannot be: a count always has its
-    // entry, so tearing down a child that fork gave up on (no memory for
-    // a table) gives back exactly the counts it took.
-    for (va, level, entry, exclusive) in swapped {
-        // Replacing nothing or a non-present entry: no flush is owed.
-        let (_, f) = child
-            .set_nonpresent(mem, va, level, NonPresent::Swap { entry, exclusive: false })
-            .map_err(|error| match error {
-                PgError::OutOfMemory => ForkError::OutOfMemory { va },
-                error => ForkError::Table { va, error },
-            })?;
-        f.ignore();
-        if frames.swap_dup(entry).is_err() {
-            if let Ok((_, f)) = child.clear(mem, va, level) {
-                f.ignore(); // a swap entry is never cached by a TLB
-            }
-            return Err(ForkError::SwapCount { va });
-        }
-        if exclusive {
-            let (_, f) = parent
-                .set_nonpresent(mem, va, level, NonPresent::Swap { entry, exclusive: false })
-                .map_err(|error| ForkError::Table { va, error })?;
-            f.ignore();
-        }
-    }
-    let map_child = |va: VirtAddr, leaf: Leaf| {
-        child.map(mem, va, leaf).map(Flush::ignore).map_err(|error| match error {
-            PgError::OutOfMemory => ForkError::OutOfMemory { va },
-            error => ForkError::Table { va, error },
-        })
+    let table_error = |va: VirtAddr, error: PgError| match error {
+        PgError::OutOfMemory => ForkError::OutOfMemory { va },
+        error => ForkError::Table { va, error },
     };
-    for (va, level, leaf) in leaves {
+    let map_child = |va: VirtAddr, leaf: Leaf| {
+        child.map(mem, va, leaf).map(Flush::ignore).map_err(|error| table_error(va, error))
+    };
+    // One walk, a table at a time (`PageTable::copy_range`): the child's
+    // table for an entry exists before the entry is looked at here, so a
+    // count taken below always gets its entry, and tearing down a child
+    // that fork gave up on gives back exactly the counts it took.
+    let keep = Decoded::None;
+    parent.copy_range(child, mem, start, end, partial, &table_error, &mut |va, level, entry| {
+        let leaf = match entry {
+            Decoded::Leaf(leaf) => leaf,
+            // Migration entries (module doc): copied, as `Read` on both
+            // sides when they were exclusive; they hold no count, so none
+            // changes (and neither side owes a flush: a migration entry is
+            // never cached by a TLB).
+            Decoded::NonPresent(NonPresent::Migration(m)) => {
+                let shared = Decoded::NonPresent(NonPresent::Migration(MigrationEntry {
+                    kind: MigrationKind::Read,
+                    ..m
+                }));
+                let source = if m.kind != MigrationKind::Read { shared } else { keep };
+                return Ok(EntryCopy { child: shared, source });
+            }
+            // Swap entries: both sides hold the slot now, so neither is
+            // exclusive (seed 004: the bit is cleared in the parent, never
+            // copied). No count is taken unless the child's entry is
+            // written (`copy_range` writes what we return without fail).
+            Decoded::NonPresent(NonPresent::Swap { entry, exclusive }) => {
+                frames.swap_dup(entry).map_err(|_| ForkError::SwapCount { va })?;
+                let shared = Decoded::NonPresent(NonPresent::Swap { entry, exclusive: false });
+                return Ok(EntryCopy { child: shared, source: if exclusive { shared } else { keep } });
+            }
+            _ => return Ok(EntryCopy { child: keep, source: keep }),
+        };
         let huge = level == Level::Pmd;
         if huge && is_huge_zero(memmap, &leaf) {
-            map_child(va, leaf)?;
-            continue;
+            return Ok(EntryCopy { child: entry, source: keep });
         }
         let pfn = leaf.frame.pfn();
         let folio = folio_of(memmap, pfn)
@@ -369,7 +342,7 @@ pub fn fork_range<F: PageTableFormat>(
             .ok_or(ForkError::NotAnon { va, pfn })?;
         if folio.maybe_pinned() {
             // §8: the parent keeps its page exclusive and writable; the
-            // child gets a copy now.
+            // child gets a copy now (mapped here; its slot is empty).
             let copy_small = |at: VirtAddr, src: PhysAddr| {
                 let copy = frames
                     .alloc_anon_page(child_handle, at.as_u64() >> 12)
@@ -388,7 +361,7 @@ pub fn fork_range<F: PageTableFormat>(
                     let (at, src) = (va.as_u64() + i * 4096, leaf.frame.as_u64() + i * 4096);
                     copy_small(VirtAddr::new(at), PhysAddr::new(src))?;
                 }
-                continue;
+                return Ok(EntryCopy { child: keep, source: keep });
             };
             for i in 0..HPAGE_NR as u64 {
                 frames.copy_page(
@@ -400,10 +373,9 @@ pub fn fork_range<F: PageTableFormat>(
                 frames.release_anon_huge(copy);
                 return Err(e);
             }
-            continue;
+            return Ok(EntryCopy { child: keep, source: keep });
         }
         let shared = Leaf { prot: Prot { writable: false, ..leaf.prot }, ..leaf };
-        map_child(va, shared)?;
         folio.get();
         if huge {
             folio.add_entire_mapcount(1);
@@ -413,16 +385,13 @@ pub fn fork_range<F: PageTableFormat>(
             folio.add_page_mapcount(i, 1);
             folio.page(i).clear_flag(PageFlag::AnonExclusive);
         }
-        if leaf.prot.writable {
-            // Known gap: on x86 a CPU may set the dirty bit between our
-            // read and this write; nothing reads dirty for anonymous pages
-            // yet (no swap).
-            let f =
-                parent.update_leaf(mem, va, level, shared).map_err(|error| ForkError::Table { va, error })?;
-            *partial = core::mem::replace(partial, Flush::none(parent.root())).merge(f);
-        }
-    }
-    Ok(())
+        // The parent's leaf is write-protected where it was writable
+        // (`copy_range` adds it to the flush). Known gap: on x86 a CPU may
+        // set the dirty bit between our read and this write; nothing reads
+        // dirty for anonymous pages yet (no swap).
+        let source = if leaf.prot.writable { Decoded::Leaf(shared) } else { keep };
+        Ok(EntryCopy { child: Decoded::Leaf(shared), source })
+    })
 }
 
 /// [`residency`]'s bit of a page a present leaf maps (`mincore`'s bit).

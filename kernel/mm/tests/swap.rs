@@ -669,6 +669,37 @@ fn fork_out_of_memory_gives_the_swap_counts_back<F: HardwareWalker>() {
     w.finish();
 }
 
+/// fork walks each table once (issue 16, item 6): copying a space of
+/// present pages and swap entries reads each slot of the parent's tables
+/// in range once (here 256 of the root, 512 of one table at each middle
+/// level, 2 × 512 of PTEs: at most 4 × 512) and three more entries per
+/// entry copied (the child's empty slot and new entry, the parent's
+/// write-protected or no-longer-exclusive one), with no walk from the root
+/// of either tree per entry (about eight more reads and writes each).
+/// Both sides keep their data and the counts check.
+fn fork_walks_each_table_once<F: HardwareWalker>() {
+    const N: u64 = 256;
+    let mut w = swapped_out::<F>(N);
+    let present = AREA + N * PAGE;
+    w.mmap(0, present, N * PAGE, RW);
+    for p in pages(present, N) {
+        w.write_page(0, p, 2);
+    }
+    let (c, accesses) = w.fork_counting(0);
+    assert!(
+        accesses <= 4 * 512 + 3 * 2 * N + 64,
+        "{accesses} table entries read or written to fork {} entries",
+        2 * N
+    );
+    w.check();
+    for (s, p) in [(0, AREA), (c, AREA), (0, present), (c, present)] {
+        w.expect_page(s, p, if p == AREA { 1 } else { 2 });
+    }
+    w.exit(c);
+    w.check();
+    w.finish();
+}
+
 // ------------------------------------------------------------------ 4
 
 /// Seed 004 with the switch off or on: a page with a plain write
@@ -1123,6 +1154,7 @@ mm::for_both_formats!(
     fork_after_swap_out_shares_the_entries,
     fork_out_of_memory_leaks_no_swap_count,
     fork_out_of_memory_gives_the_swap_counts_back,
+    fork_walks_each_table_once,
     seed_004_exclusive_bit_survives_swap,
     swap_in_rechecks_the_entry_before_mapping,
     a_stale_entry_is_refused_without_a_read,

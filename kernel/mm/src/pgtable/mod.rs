@@ -22,4 +22,4 @@ pub use format::{
     SwapEntry, SwapType,
 };
 pub use memory::{Flush, TableMemory, TlbHooks};
-pub use table::{EntrySlot, PageTable, PgError};
+pub use table::{EntryCopy, EntrySlot, PageTable, PgError};

@@ -521,6 +521,39 @@ impl<F: PageTableFormat> PageTable<F> {
         }
     }
 
+    /// Copies the entries of `[start, end)` into `child` one table at a
+    /// time (fork's walk, `crate::space::fork_range`): for every leaf and
+    /// swap/migration entry, in address order, `f(va, level, entry)` says
+    /// what the child gets at the same place and what the source's entry
+    /// becomes ([`EntryCopy`]). Each table of either tree is reached once,
+    /// not once per entry from the root, and a child table is made only
+    /// where the source has an entry.
+    ///
+    /// Before `f` is called for an entry, the child's table for it exists
+    /// and its slot is empty, so what `f` decides is written without a way
+    /// to fail (`f` may take counts for the child's entry: they always get
+    /// it). `f` may map the child's place itself (say 512 small pages for a
+    /// huge entry) and return `child: None`. A source leaf made to lose
+    /// access adds its range to `flush` (as soon as it is written, so the
+    /// flush is whole when the walk stops at an error); changed swap or
+    /// migration entries owe none. Stops at the first error: of `f`, or
+    /// `table_error` of the table's (no memory for a child table, a child
+    /// slot already in use, a corrupt entry).
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_range<E>(
+        &self,
+        child: &PageTable<F>,
+        mem: &impl TableMemory,
+        start: VirtAddr,
+        end: VirtAddr,
+        flush: &mut Flush,
+        table_error: &dyn Fn(VirtAddr, PgError) -> E,
+        f: &mut dyn FnMut(VirtAddr, Level, Decoded) -> Result<EntryCopy, E>,
+    ) -> Result<(), E> {
+        let mut walk = CopyWalk { source: self, flush, table_error, f };
+        walk.table(mem, self.root, Level::Pgd, 0, start.as_u64(), end.as_u64(), Ok(child.root))
+    }
+
     /// Gives back every table frame of the tree except the top-level
     /// entries listed in `shared` (see [`PageTable::new_sharing`]). The
     /// caller must have stopped every CPU from using the table and flushed
@@ -548,5 +581,111 @@ impl<F: PageTableFormat> PageTable<F> {
             }
         }
         mem.free_table(table);
+    }
+}
+
+/// What [`PageTable::copy_range`] writes for one entry of the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryCopy {
+    /// The child's entry at the same address and level: a
+    /// [`Decoded::Leaf`] or [`Decoded::NonPresent`], or [`Decoded::None`]
+    /// to write nothing.
+    pub child: Decoded,
+    /// The source's entry from now on (same kinds), or [`Decoded::None`]
+    /// to leave it as it is.
+    pub source: Decoded,
+}
+
+/// The state of one [`PageTable::copy_range`].
+struct CopyWalk<'a, F: PageTableFormat, E> {
+    source: &'a PageTable<F>,
+    flush: &'a mut Flush,
+    table_error: &'a dyn Fn(VirtAddr, PgError) -> E,
+    f: &'a mut dyn FnMut(VirtAddr, Level, Decoded) -> Result<EntryCopy, E>,
+}
+
+impl<F: PageTableFormat, E> CopyWalk<'_, F, E> {
+    /// Copies what overlaps `[start, end)` of the source table `table` at
+    /// `level`, which covers from `table_va`. The child's table for the
+    /// same range is `child`: known, or (`Err(link)`) to be found or made
+    /// through the child's entry at `link` (of the level above) when the
+    /// first entry that needs it comes, so a source table with nothing in
+    /// range costs the child nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn table(
+        &mut self,
+        mem: &impl TableMemory,
+        table: PhysAddr,
+        level: Level,
+        table_va: u64,
+        start: u64,
+        end: u64,
+        mut child: Result<PhysAddr, (PhysAddr, Level)>,
+    ) -> Result<(), E> {
+        let size = level.entry_size();
+        for i in 0..ENTRIES_PER_TABLE as u64 {
+            let va = table_va + i * size;
+            // Sign-extend at the top level so upper-half addresses are real.
+            let va = if level == Level::Pgd && i >= 256 { va | 0xffff_0000_0000_0000 } else { va };
+            let va_end = va.wrapping_add(size);
+            if va_end <= start && va_end != 0 || va >= end {
+                continue;
+            }
+            let pa = PhysAddr::new(table.as_u64() + 8 * i);
+            let raw = mem.read_entry(pa);
+            let entry = F::decode(raw, level);
+            if matches!(entry, Decoded::None) {
+                continue;
+            }
+            let at = VirtAddr::new(va);
+            let err = |error| (self.table_error)(at, error);
+            let child_table = match child {
+                Ok(t) => t,
+                Err((link, above)) => {
+                    let t = match F::decode(mem.read_entry(link), above) {
+                        Decoded::Table(t) => t,
+                        Decoded::None => {
+                            let t = mem.alloc_table().ok_or(PgError::OutOfMemory).map_err(err)?;
+                            mem.write_entry(link, F::make_table(t, above));
+                            t
+                        }
+                        Decoded::Bad(raw) => return Err(err(PgError::Corrupt { va: at, level: above, raw })),
+                        _ => return Err(err(PgError::HugeInTheWay { va: at, level: above })),
+                    };
+                    child = Ok(t);
+                    t
+                }
+            };
+            let child_pa = PhysAddr::new(child_table.as_u64() + 8 * i);
+            if let (Decoded::Table(next), Some(below)) = (entry, level.below()) {
+                self.table(mem, next, below, va, start, end, Err((child_pa, level)))?;
+                continue;
+            }
+            match F::decode(mem.read_entry(child_pa), level) {
+                Decoded::None => {}
+                Decoded::Table(_) => return Err(err(PgError::TableInTheWay { va: at, level })),
+                Decoded::Bad(raw) => return Err(err(PgError::Corrupt { va: at, level, raw })),
+                _ => return Err(err(PgError::AlreadyMapped { va: at, level })),
+            }
+            if matches!(entry, Decoded::Bad(_) | Decoded::Table(_)) {
+                return Err(err(PgError::Corrupt { va: at, level, raw }));
+            }
+            let copy = (self.f)(at, level, entry)?;
+            match copy.child {
+                Decoded::Leaf(leaf) => mem.write_entry(child_pa, F::make_leaf(&leaf)),
+                Decoded::NonPresent(np) => mem.write_entry(child_pa, F::make_nonpresent(&np)),
+                _ => {}
+            }
+            match copy.source {
+                Decoded::Leaf(leaf) => mem.write_entry(pa, F::make_leaf(&leaf)),
+                Decoded::NonPresent(np) => mem.write_entry(pa, F::make_nonpresent(&np)),
+                _ => continue,
+            }
+            if matches!(entry, Decoded::Leaf(_)) {
+                let more = Flush::range(self.source.root, at, VirtAddr::new(va_end));
+                *self.flush = core::mem::replace(self.flush, Flush::none(self.source.root)).merge(more);
+            }
+        }
+        Ok(())
     }
 }

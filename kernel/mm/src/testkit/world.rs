@@ -82,6 +82,31 @@ impl TableMemory for LimitedTables<'_> {
         self.mem.free_table(pa)
     }
 }
+
+/// [`SimMemory`] that counts the entries read and written through it (how
+/// much of the tables an operation walks: [`World::fork_counting`]).
+struct CountingTables<'a> {
+    mem: &'a SimMemory,
+    accesses: Cell<u64>,
+}
+
+impl TableMemory for CountingTables<'_> {
+    fn read_entry(&self, pa: PhysAddr) -> u64 {
+        self.accesses.set(self.accesses.get() + 1);
+        self.mem.read_entry(pa)
+    }
+    fn write_entry(&self, pa: PhysAddr, value: u64) {
+        self.accesses.set(self.accesses.get() + 1);
+        self.mem.write_entry(pa, value)
+    }
+    fn alloc_table(&self) -> Option<PhysAddr> {
+        self.mem.alloc_table()
+    }
+    fn free_table(&self, pa: PhysAddr) {
+        self.mem.free_table(pa)
+    }
+}
+
 /// Where tests map their areas: 2 MiB- (indeed 1 GiB-) aligned.
 pub const AREA: u64 = 0x10_0000_0000;
 /// The end of user space (48-bit lower half).
@@ -713,6 +738,21 @@ impl<F: HardwareWalker> World<F> {
         flush.flush(&self.tlb);
         let vmas = parent.vmas.clone();
         self.add_space(table, vmas)
+    }
+
+    /// [`World::fork`], also returning how many table entries it read and
+    /// wrote (both trees).
+    pub fn fork_counting(&mut self, s: usize) -> (usize, u64) {
+        let counting = CountingTables { mem: &self.mem, accesses: Cell::new(0) };
+        let table = PageTable::<F>::new(&self.mem).unwrap();
+        let parent = self.sp(s);
+        let mut flush = Flush::none(parent.table.root());
+        let handle = anon_handle(table.root());
+        fork_range(&parent.table, &table, &counting, &self.frames, handle, va(0), va(USER_END), &mut flush)
+            .unwrap();
+        flush.flush(&self.tlb);
+        let (vmas, accesses) = (parent.vmas.clone(), counting.accesses.get());
+        (self.add_space(table, vmas), accesses)
     }
 
     /// fork as the kernel does it when memory runs out: the child's tables
