@@ -94,12 +94,15 @@ pub struct Gather {
     /// Swap entries whose page-table entries were removed: each gives one
     /// count back to its slot ([`Gather::take_swap_entries`]).
     swap: Vec<SwapEntry>,
+    /// Table frames [`free_pgtables`] unhooked: given back by
+    /// [`Gather::free_tables`] once the flush is over.
+    tables: Vec<PhysAddr>,
 }
 
 impl Gather {
     /// An empty gather for the space whose root table is `root`.
     pub fn new(root: PhysAddr) -> Gather {
-        Gather { pending: Vec::new(), flush: Flush::none(root), root, swap: Vec::new() }
+        Gather { pending: Vec::new(), flush: Flush::none(root), root, swap: Vec::new(), tables: Vec::new() }
     }
 
     /// The flush owed for the entries removed so far (the caller runs it,
@@ -114,6 +117,17 @@ impl Gather {
     /// never in a TLB).
     pub fn take_swap_entries(&mut self) -> Vec<SwapEntry> {
         core::mem::take(&mut self.swap)
+    }
+
+    /// Gives back the table frames [`free_pgtables`] unhooked. Call only
+    /// after the flush ([`Gather::take_flush`]) is over: until then a CPU
+    /// may still walk through them. Returns how many were freed.
+    pub fn free_tables(&mut self, mem: &impl TableMemory) -> usize {
+        let tables = core::mem::take(&mut self.tables);
+        for &pa in &tables {
+            mem.free_table(pa);
+        }
+        tables.len()
     }
 
     /// Mappings whose references are waiting.
@@ -145,6 +159,10 @@ impl Gather {
         unmapped: &mut dyn FnMut(Folio<'static>),
         free: &mut dyn FnMut(Folio<'static>),
     ) -> usize {
+        debug_assert!(
+            self.tables.is_empty(),
+            "Gather::release: unhooked tables not freed (Gather::free_tables)"
+        );
         let mut freed = 0;
         for pfn in self.pending {
             let folio = folio_of(memmap, pfn)
@@ -216,6 +234,35 @@ pub fn zap_range<F: PageTableFormat>(
         let _ = try_split_folio(table, mem, folio, |i| held.get(i).copied().unwrap_or(0) as i32, free);
     }
     Ok(())
+}
+
+/// After munmap removed the areas of `[start, end)` and [`zap_range`]
+/// cleared its entries: unhooks every table that maps nothing and whose
+/// whole span lies in `[floor, ceiling)`, the gap between the area below
+/// the range (its end, or the bottom of user space) and the area above (its
+/// start, or the top), into `gather` ([`PageTable::unhook_empty_tables`]).
+/// When any went, the gather's flush becomes a flush of everything the
+/// space caches, table entries included ([`Flush::all`]); the caller frees
+/// the frames with [`Gather::free_tables`] after that flush. Returns the
+/// number of tables unhooked.
+#[allow(clippy::too_many_arguments)]
+pub fn free_pgtables<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    start: VirtAddr,
+    end: VirtAddr,
+    floor: VirtAddr,
+    ceiling: VirtAddr,
+    gather: &mut Gather,
+) -> usize {
+    debug_assert!(floor <= start && end <= ceiling, "free_pgtables: the range lies outside its gap");
+    let before = gather.tables.len();
+    table.unhook_empty_tables(mem, start, end, floor, ceiling, &mut gather.tables);
+    let unhooked = gather.tables.len() - before;
+    if unhooked > 0 {
+        gather.flush = gather.take_flush().merge(Flush::all(gather.root));
+    }
+    unhooked
 }
 
 /// Changes the rights of every present leaf in `[start, end)` to `prot`,

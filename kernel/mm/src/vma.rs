@@ -404,6 +404,20 @@ impl VmaSet {
         Ok(removed)
     }
 
+    /// The gap around `[start, end)`, which no VMA may overlap: from the end
+    /// of the VMA below (or 0) to the start of the VMA above (or the end of
+    /// the user range). munmap frees the page tables wholly inside it
+    /// (`crate::space::free_pgtables`).
+    pub fn gap_around(&self, start: VirtAddr, end: VirtAddr) -> (VirtAddr, VirtAddr) {
+        debug_assert!(
+            self.overlapping(start.as_u64(), end.as_u64()).next().is_none(),
+            "gap_around: a VMA in the range"
+        );
+        let floor = self.vmas.range(..=start.as_u64()).next_back().map_or(0, |(_, v)| v.end.as_u64());
+        let ceiling = self.vmas.range(end.as_u64()..).next().map_or(self.user_end, |(_, v)| v.start.as_u64());
+        (VirtAddr::new(floor.min(start.as_u64())), VirtAddr::new(ceiling.max(end.as_u64())))
+    }
+
     /// Sets the protection of `[start, start + len)` to `prot`, splitting the
     /// VMAs that straddle its ends. The whole range must be mapped. Returns
     /// the ranges whose protection changed (sorted, disjoint, touching ones

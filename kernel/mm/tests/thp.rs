@@ -42,7 +42,7 @@ use mm::pgtable::{
 };
 use mm::space::protect_range;
 use mm::testkit::frames::SimFrames;
-use mm::testkit::world::{offset_in, pattern, va, Ev, World, AREA, MEMMAP_BASE, MEMMAP_LEN, PAGE};
+use mm::testkit::world::{offset_in, pages, pattern, va, Ev, World, AREA, MEMMAP_BASE, MEMMAP_LEN, PAGE};
 use mm::thp::{
     is_huge_zero, remove_pmd_mapping, split_huge_pmd, split_huge_pmd_if_cut, split_isolated_folio,
     try_split_folio, PmdSplit, SplitRefused, HPAGE_NR, HPAGE_SIZE,
@@ -1309,6 +1309,69 @@ fn cold_deactivates_the_exclusive_folios_inside_the_range<F: HardwareWalker>() {
     w.finish();
 }
 
+// ------------------------------------------------------------------ page tables freed by munmap
+
+/// Table frames in use (the root included).
+fn nr_tables<F: HardwareWalker>(w: &World<F>) -> u64 {
+    *w.mem.live_tables.borrow()
+}
+
+fn munmap_frees_the_tables_whose_span_no_area_covers<F: HardwareWalker>() {
+    let mut w = world::<F>();
+    assert_eq!(nr_tables(&w), 1, "the root");
+    // Alone: PUD, PMD and PTE tables come and go with the area.
+    w.small_pages(0, AREA, 4, 1);
+    assert_eq!(nr_tables(&w), 4);
+    w.munmap(0, AREA, 4 * PAGE);
+    assert_eq!(nr_tables(&w), 1, "every table under the root is freed");
+    assert_eq!(w.lookup(0, AREA), (Level::Pgd, Decoded::None));
+    w.check();
+    // A neighbour in the same 2 MiB keeps the PTE table.
+    w.small_pages(0, AREA, 4, 2);
+    w.small_pages(0, AREA + 16 * PAGE, 4, 3);
+    assert_eq!(nr_tables(&w), 4);
+    w.munmap(0, AREA, 4 * PAGE);
+    assert_eq!(nr_tables(&w), 4, "the neighbour still uses the PTE table");
+    assert_eq!(w.lookup(0, AREA), (Level::Pte, Decoded::None));
+    for p in pages(AREA + 16 * PAGE, 4) {
+        w.expect_page(0, p, 3);
+    }
+    // A neighbour in the next 2 MiB keeps the PMD table only.
+    w.small_pages(0, AREA + HP, 4, 4);
+    assert_eq!(nr_tables(&w), 5);
+    w.munmap(0, AREA + 16 * PAGE, 4 * PAGE);
+    assert_eq!(nr_tables(&w), 4, "the first block's PTE table is freed");
+    assert_eq!(w.lookup(0, AREA), (Level::Pmd, Decoded::None));
+    for p in pages(AREA + HP, 4) {
+        w.expect_page(0, p, 4);
+    }
+    w.check();
+    // A munmap over a hole and an area frees what the gap covers whole.
+    w.small_pages(0, AREA + 3 * HP, 1, 5);
+    w.munmap(0, AREA, 4 * HP);
+    assert_eq!(nr_tables(&w), 1);
+    w.check();
+    w.finish();
+}
+
+fn a_thp_fault_after_munmap_and_mmap_of_the_range_maps_a_pmd<F: HardwareWalker>() {
+    let mut w = world::<F>();
+    // Another area in the same PMD table, far enough not to share a block.
+    w.small_pages(0, AREA + 8 * HP, 1, 1);
+    // 4 KiB pages over two blocks (as mmbench's anon4k_fault), unmapped.
+    w.small_pages(0, AREA, 2 * HP / PAGE, 2);
+    w.munmap(0, AREA, 2 * HP);
+    // The same range again, huge: each block gets a PMD leaf.
+    for block in 0..2 {
+        let f = w.thp(0, AREA + block * HP, 3);
+        assert_eq!(f.order(), 9);
+    }
+    assert!((0..2).all(|b| w.lookup(0, AREA + b * HP).0 == Level::Pmd));
+    w.expect_page(0, AREA + 8 * HP, 1);
+    w.check();
+    w.finish();
+}
+
 // ------------------------------------------------------------------ both formats
 
 mm::for_both_formats!(
@@ -1330,4 +1393,6 @@ mm::for_both_formats!(
     pageout_splits_the_thps_a_range_cuts_and_takes_only_the_inside,
     split_isolated_folio_hands_the_pieces_to_reclaim,
     cold_deactivates_the_exclusive_folios_inside_the_range,
+    munmap_frees_the_tables_whose_span_no_area_covers,
+    a_thp_fault_after_munmap_and_mmap_of_the_range_maps_a_pmd,
 );

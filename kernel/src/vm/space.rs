@@ -618,8 +618,14 @@ impl AddressSpace {
             let inner = guard.as_mut().expect("AddressSpace used after teardown");
             split_cut_huge_pages(inner, start, len, |_| true)?;
             let ranges = inner.vmas.unmap(start, len)?;
-            for (s, e) in ranges {
+            for &(s, e) in &ranges {
                 zap(inner, s, e, &mut gather);
+            }
+            // The tables only the removed areas used go too (after the
+            // shootdown), so a later mapping here may take PMD leaves.
+            if let (Some(&(s, _)), Some(&(_, e))) = (ranges.first(), ranges.last()) {
+                let (floor, ceiling) = inner.vmas.gap_around(s, e);
+                mm::space::free_pgtables(&inner.table, &KernelTables, s, e, floor, ceiling, &mut gather);
             }
         }
         finish_gather(gather);
@@ -1083,10 +1089,12 @@ fn split_cut_huge_pages(
     Ok(())
 }
 
-/// Shoots the gathered range down on every CPU, then drops the references
-/// (freeing the folios whose last they were).
+/// Shoots the gathered range down on every CPU, then gives back the page
+/// tables munmap unhooked and drops the references (freeing the folios
+/// whose last they were).
 fn finish_gather(mut gather: Gather) {
     gather.take_flush().flush(&Shootdown);
+    gather.free_tables(&KernelTables);
     for entry in gather.take_swap_entries() {
         crate::vm::swap::free_entry(entry);
     }

@@ -554,6 +554,73 @@ impl<F: PageTableFormat> PageTable<F> {
         walk.table(mem, self.root, Level::Pgd, 0, start.as_u64(), end.as_u64(), Ok(child.root))
     }
 
+    /// Unhooks the tables below the root that map nothing and whose whole
+    /// span lies inside `[floor, ceiling)`, looking only at tables whose
+    /// span overlaps `[start, end)` (munmap's range): each such table's
+    /// parent entry is cleared and its frame pushed to `freed`, children
+    /// before parents. The frames are **not** given back here: a CPU may
+    /// still walk through them (a cached table entry) until the caller has
+    /// flushed the space's translations, table entries included
+    /// ([`Flush::all`]); only then may it [`TableMemory::free_table`] them.
+    ///
+    /// `[floor, ceiling)` is the gap no area covers around the range (the
+    /// end of the area below, the start of the area above): a table whose
+    /// span reaches past it may serve an area still, and stays. A table
+    /// that still holds any entry (a leaf, a swap or migration entry, a
+    /// table kept) is never unhooked, whatever its span. The root stays.
+    pub fn unhook_empty_tables(
+        &self,
+        mem: &impl TableMemory,
+        start: VirtAddr,
+        end: VirtAddr,
+        floor: VirtAddr,
+        ceiling: VirtAddr,
+        freed: &mut alloc::vec::Vec<PhysAddr>,
+    ) {
+        let range = (start.as_u64(), end.as_u64());
+        let gap = (floor.as_u64(), ceiling.as_u64());
+        Self::unhook_in(mem, self.root, Level::Pgd, 0, range, gap, freed);
+    }
+
+    /// [`PageTable::unhook_empty_tables`] below `table` (at `level`, mapping
+    /// from `table_va`); returns whether `table` maps nothing now.
+    fn unhook_in(
+        mem: &impl TableMemory,
+        table: PhysAddr,
+        level: Level,
+        table_va: u64,
+        range: (u64, u64),
+        gap: (u64, u64),
+        freed: &mut alloc::vec::Vec<PhysAddr>,
+    ) -> bool {
+        let size = level.entry_size();
+        let mut empty = true;
+        for i in 0..ENTRIES_PER_TABLE as u64 {
+            let pa = PhysAddr::new(table.as_u64() + 8 * i);
+            let raw = mem.read_entry(pa);
+            if raw == 0 {
+                continue;
+            }
+            let va = table_va + i * size;
+            // Upper-half entries (sign-extended) are never in a user gap.
+            let upper = level == Level::Pgd && i >= 256;
+            let va_end = va + size;
+            let overlaps = !upper && va < range.1 && va_end > range.0;
+            if let (true, Decoded::Table(next), Some(below)) =
+                (overlaps, F::decode(raw, level), level.below())
+            {
+                let child_empty = Self::unhook_in(mem, next, below, va, range, gap, freed);
+                if child_empty && va >= gap.0 && va_end <= gap.1 {
+                    mem.write_entry(pa, 0);
+                    freed.push(next);
+                    continue;
+                }
+            }
+            empty = false;
+        }
+        empty
+    }
+
     /// Gives back every table frame of the tree except the top-level
     /// entries listed in `shared` (see [`PageTable::new_sharing`]). The
     /// caller must have stopped every CPU from using the table and flushed

@@ -41,7 +41,7 @@ use crate::lru::LruLists;
 use crate::page::Memmap;
 use crate::pgtable::sim::{HardwareWalker, HwAccess, HwFault, SimMemory, SoftTlb};
 use crate::pgtable::{Decoded, Flush, Leaf, Level, NonPresent, PageTable, SwapEntry, TableMemory, TlbHooks};
-use crate::space::{fork_range, protect_range, zap_range, ForkError, Gather};
+use crate::space::{fork_range, free_pgtables, protect_range, zap_range, ForkError, Gather};
 use crate::swap::area::SwapArea;
 use crate::swap::cache::{delete_if_unused, IfMapped};
 use crate::swap::swapin::{get_swapped_folio, get_swapped_folio_with_run, intact_run, map_swapped_in};
@@ -691,7 +691,10 @@ impl<F: HardwareWalker> World<F> {
     /// munmap: areas, then entries; the references after the flush.
     pub fn munmap(&mut self, s: usize, start: u64, len: u64) {
         let ranges = self.sp_mut(s).vmas.unmap(va(start), len).unwrap();
-        self.zap(s, &ranges);
+        let sp = self.sp(s);
+        let mut gather = zap_locked(&self.frames, &sp.table, &self.mem, &self.tlb, &ranges);
+        free_pgtables_locked(&sp.table, &sp.vmas, &self.mem, &self.tlb, &ranges, &mut gather);
+        zap_release(&self.frames, gather);
     }
 
     /// `MADV_DONTNEED` over a wholly mapped range.
@@ -902,6 +905,24 @@ pub fn zap_locked<F: HardwareWalker>(
     gather
 }
 
+/// munmap's second step, as the kernel's: after [`zap_locked`] of the
+/// `ranges` the areas lost, unhooks the tables wholly inside the gap
+/// around them ([`free_pgtables`]), flushes, and frees those tables.
+pub fn free_pgtables_locked<F: HardwareWalker>(
+    table: &PageTable<F>,
+    vmas: &VmaSet,
+    mem: &SimMemory,
+    tlb: &SoftTlb<F>,
+    ranges: &[(VirtAddr, VirtAddr)],
+    gather: &mut Gather,
+) {
+    let (Some(&(start, _)), Some(&(_, end))) = (ranges.first(), ranges.last()) else { return };
+    let (floor, ceiling) = vmas.gap_around(start, end);
+    free_pgtables(table, mem, start, end, floor, ceiling, gather);
+    gather.take_flush().flush(tlb);
+    gather.free_tables(mem);
+}
+
 /// The rest, after the lock: the swap entries' counts, then the
 /// references the entries held (a swap cache folio whose last mapping
 /// went leaves the cache when nobody needs it,
@@ -978,8 +999,10 @@ impl<F: HardwareWalker> SharedSpace<F> {
     /// the mapcounts and the flush; then the swap counts and references.
     pub fn munmap(&self, start: u64, end: u64) {
         let gather = self.locked(|g| {
-            g.vmas.unmap(va(start), end - start).unwrap();
-            zap_locked(&self.frames, &g.table, &g.mem, &g.tlb, &[(va(start), va(end))])
+            let ranges = g.vmas.unmap(va(start), end - start).unwrap();
+            let mut gather = zap_locked(&self.frames, &g.table, &g.mem, &g.tlb, &ranges);
+            free_pgtables_locked(&g.table, &g.vmas, &g.mem, &g.tlb, &ranges, &mut gather);
+            gather
         });
         zap_release(&self.frames, gather);
     }
