@@ -265,12 +265,25 @@ fn bench_profile(
     label: &str,
     extra_qemu: &[String],
 ) -> Result<(), Error> {
-    let kernel_args = bench_kernel_args(args).replacen("bench=all", selector, 1);
-    let outcome = run_guest(builder, args, &kernel_args, extra_qemu)?;
+    let (outcome, verdict) = bench_boot(builder, args, selector, extra_qemu)?;
     println!();
     print!("{}", bench_listing(&outcome.report));
-    let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
     conclude(&format!("bench{label} on {}", machine_name(args.arch, args.firmware)), &outcome, verdict)
+}
+
+/// One boot of the benchmarks on this kernel, as `cargo xtask bench` makes
+/// it (also `bench --linux`'s boot of this kernel): `selector` is the
+/// `bench=` argument; returns the run and its verdict.
+pub fn bench_boot(
+    builder: &mut Builder,
+    args: &RunArgs,
+    selector: &str,
+    extra_qemu: &[String],
+) -> Result<(RunOutcome, Verdict), Error> {
+    let kernel_args = bench_kernel_args(args).replacen("bench=all", selector, 1);
+    let outcome = run_guest(builder, args, &kernel_args, extra_qemu)?;
+    let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
+    Ok((outcome, verdict))
 }
 
 /// The `BENCH` lines again, after the noise of the run.
