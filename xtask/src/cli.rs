@@ -849,6 +849,28 @@ mod tests {
     }
 
     #[test]
+    fn bench_linux_counts_boots_and_keeps_the_bench_machine() {
+        match parse_str("bench --linux") {
+            Ok(Command::BenchLinux(a)) => {
+                assert_eq!(a.boots, LINUX_BENCH_BOOTS);
+                assert_eq!((a.run.smp, a.run.mem.mib()), (4, 2048));
+                assert_eq!(a.run.swap, SwapChoice::Fresh(BENCH_SWAP));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_str("bench --linux --boots 1 --arch aarch64") {
+            Ok(Command::BenchLinux(a)) => assert_eq!((a.boots, a.run.arch), (1, Arch::Aarch64)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse_str("bench"), Ok(Command::Bench(_))));
+        assert!(err("bench --boots 2").contains("add --linux"));
+        assert!(err("bench --linux --boots 0").contains("from 1 to 99"));
+        assert!(err("bench --linux --boots x").contains("from 1 to 99"));
+        assert!(err("bench --linux --accel kvm").contains("under TCG"));
+        assert!(err("bench --linux --numa 2").contains("under TCG"));
+    }
+
+    #[test]
     fn build_bench_ci_book_help() {
         assert_eq!(parse_str("build"), Ok(Command::Build(ArchChoice::All)));
         assert_eq!(parse_str("build --arch all"), Ok(Command::Build(ArchChoice::All)));
