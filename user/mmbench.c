@@ -769,7 +769,7 @@ static const struct workload SWAP[] = {
 static int usage(void)
 {
 	fprintf(stderr, "usage: mmbench main|swap [name-prefix...]\n");
-	return 2;
+	return 1;
 }
 
 int main(int argc, char **argv)

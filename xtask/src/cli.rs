@@ -38,14 +38,17 @@ COMMANDS:
     qemu run     boot with init=PROGRAM init_args=ARGS: run PROGRAM of the initramfs
                  (a bare name means /bin/NAME) as the first process, and exit with
                  its status (128 + N when signal N killed it)
-    bench        boot with bench=all (profile main), then with bench=swap-profile and
-                 256 MiB of RAM (profile swap), then with bench=migrate-profile and
-                 --numa 2 (profile migrate), listing the BENCH lines of each
+    bench        profile main: boot with init=/bin/mmbench init_args=main (the user
+                 program), then with bench=all (the kernel-task versions, figures
+                 named ..._ktask); profile swap (256 MiB of RAM) the same with
+                 init_args=swap and bench=swap-profile; profile migrate: boot with
+                 bench=migrate-profile and --numa 2; listing the BENCH lines of each
     bench --linux
-                 profiles main and swap on this kernel and on Debian's Linux 6.1
-                 (fetched with apt-get download once, into target/linux/), alternating
-                 the two, N boots each (--boots N, default 3); prints per figure both
-                 medians, the ratio and which side is ahead, then every raw value
+                 profiles main and swap on this kernel (user mode) and on Debian's
+                 Linux 6.1 (fetched with apt-get download once, into target/linux/),
+                 alternating the two, N boots each (--boots N, default 3); prints per
+                 figure both medians, the ratio and which side is ahead, then every
+                 raw value
     stress       boot with test=stress::random_mm_ops for M minutes (default 1; smp 4,
                  256M RAM, a 32M swap disk and the faulty disk), print the totals
                  and fail on any mismatched byte, checker error, killed task,

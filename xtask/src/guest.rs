@@ -241,49 +241,115 @@ pub fn migrate_profile_args(args: &RunArgs) -> RunArgs {
     RunArgs { numa, ..args.clone() }
 }
 
-/// `cargo xtask bench`: profile `main`, then profile `swap`, then profile
-/// `migrate`; each boot prints its `BENCH` listing.
+/// The user program of the benchmarks (`user/mmbench.c`, `/bin/mmbench`
+/// in the initramfs): the workloads of profiles `main` and `swap` as a
+/// process, the same binary that runs on Linux.
+pub const USER_BENCH: &str = "mmbench";
+
+/// The kernel command line that runs profile `profile` (`main`, `swap`) of
+/// [`USER_BENCH`] as the first process: `init=/bin/mmbench
+/// init_args=<profile>`, then the words after `--`.
+pub fn user_bench_kernel_args(args: &RunArgs, profile: &str) -> Result<String, Error> {
+    let init = init_kernel_args(&[USER_BENCH.to_string(), profile.to_string()])?;
+    Ok(std::iter::once(init).chain(args.extra_args.iter().cloned()).collect::<Vec<_>>().join(" "))
+}
+
+/// What runs the workloads in one boot of `cargo xtask bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchMode {
+    /// `/bin/mmbench <profile>` as the first process (figures named as in
+    /// BENCHMARKS.md).
+    User(&'static str),
+    /// The in-kernel benchmarks, `bench=<selector>` (kernel tasks; the
+    /// figures of workloads the user program also has end in `_ktask`).
+    Ktask(&'static str),
+}
+
+/// `cargo xtask bench`: profile `main`, then profile `swap`, each in user
+/// mode ([`USER_BENCH`]) and then as kernel tasks, then profile `migrate`
+/// (kernel tasks only: no user API moves pages yet); each boot prints its
+/// `BENCH` listing. The first boot that fails ends the command.
 pub fn bench(builder: &mut Builder, args: &RunArgs) -> Result<(), Error> {
     let (args, extra_qemu) = bench_args(args);
-    bench_profile(builder, &args, "bench=all", "", &extra_qemu)?;
-    bench_profile(builder, &swap_profile_args(&args), "bench=swap-profile", " (profile swap)", &extra_qemu)?;
+    let swap = swap_profile_args(&args);
+    let boots: [(&RunArgs, BenchMode, &str); 4] = [
+        (&args, BenchMode::User("main"), " (profile main, user mode)"),
+        (&args, BenchMode::Ktask("bench=all"), " (profile main, kernel tasks)"),
+        (&swap, BenchMode::User("swap"), " (profile swap, user mode)"),
+        (&swap, BenchMode::Ktask("bench=swap-profile"), " (profile swap, kernel tasks)"),
+    ];
+    for (boot_args, mode, label) in boots {
+        bench_profile(builder, boot_args, mode, label, &extra_qemu)?;
+    }
     bench_profile(
         builder,
         &migrate_profile_args(&args),
-        "bench=migrate-profile",
-        " (profile migrate)",
+        BenchMode::Ktask("bench=migrate-profile"),
+        " (profile migrate, kernel tasks)",
         &extra_qemu,
     )
 }
 
-/// One boot of `cargo xtask bench`: runs `selector` (the `bench=` argument)
-/// and prints the `BENCH` listing; `label` names the profile in the verdict.
+/// One boot of `cargo xtask bench`: runs the workloads as `mode` says and
+/// prints the `BENCH` listing; `label` names the profile in the verdict.
 fn bench_profile(
     builder: &mut Builder,
     args: &RunArgs,
-    selector: &str,
+    mode: BenchMode,
     label: &str,
     extra_qemu: &[String],
 ) -> Result<(), Error> {
-    let (outcome, verdict) = bench_boot(builder, args, selector, extra_qemu)?;
+    let (outcome, verdict) = bench_boot(builder, args, mode, extra_qemu)?;
     println!();
     print!("{}", bench_listing(&outcome.report));
     conclude(&format!("bench{label} on {}", machine_name(args.arch, args.firmware)), &outcome, verdict)
 }
 
 /// One boot of the benchmarks on this kernel, as `cargo xtask bench` makes
-/// it (also `bench --linux`'s boot of this kernel): `selector` is the
-/// `bench=` argument; returns the run and its verdict.
+/// it (also `bench --linux`'s boot of this kernel): the workloads run as
+/// `mode` says; returns the run and its verdict, which in user mode also
+/// needs [`user_bench_check`] to pass.
 pub fn bench_boot(
     builder: &mut Builder,
     args: &RunArgs,
-    selector: &str,
+    mode: BenchMode,
     extra_qemu: &[String],
 ) -> Result<(RunOutcome, Verdict), Error> {
-    let kernel_args = bench_kernel_args(args).replacen("bench=all", selector, 1);
+    let kernel_args = match mode {
+        BenchMode::User(profile) => user_bench_kernel_args(args, profile)?,
+        BenchMode::Ktask(selector) => bench_kernel_args(args).replacen("bench=all", selector, 1),
+    };
     let outcome = run_guest(builder, args, &kernel_args, extra_qemu)?;
-    let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
+    let mut verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
+    if let BenchMode::User(_) = mode {
+        if let Err(why) = user_bench_check(outcome.arch, outcome.exit, &outcome.report) {
+            let mut reasons = vec![why];
+            reasons.extend(verdict.reasons().iter().cloned());
+            verdict = Verdict::Fail(reasons);
+        }
+    }
     Ok((outcome, verdict))
+}
+
+/// A boot of the user benchmarks passed: `/bin/mmbench` exited with status
+/// 0 (it ran every workload and their data matched), printed `BENCH` lines,
+/// and none malformed.
+pub fn user_bench_check(arch: Arch, exit: GuestExit, report: &Report) -> Result<(), String> {
+    match run_status(arch, exit, report)? {
+        0 => {}
+        status => {
+            return Err(format!(
+                "/bin/{USER_BENCH} ended with status {status} (its `mmbench: ` lines above say why)"
+            ))
+        }
+    }
+    if report.benches.is_empty() {
+        return Err(format!("/bin/{USER_BENCH} exited with 0 but printed no BENCH lines"));
+    }
+    if let Some(bad) = report.bad_bench_lines.first() {
+        return Err(format!("/bin/{USER_BENCH} printed a malformed BENCH line: {bad}"));
+    }
+    Ok(())
 }
 
 /// The `BENCH` lines again, after the noise of the run.
@@ -552,6 +618,7 @@ mod tests {
         assert_eq!(b.cpu.as_deref(), Some("max,pauth-impdef=on"));
         assert_eq!(extra, ["-mem-prealloc"]);
         assert_eq!(bench_kernel_args(&b), "bench=all extra=1");
+        assert_eq!(user_bench_kernel_args(&b, "swap").unwrap(), "init=/bin/mmbench init_args=swap extra=1");
         let (b, _) = bench_args(&run_args("bench --arch aarch64 --cpu cortex-a72"));
         assert_eq!(b.cpu.as_deref(), Some("cortex-a72"));
         let (b, _) = bench_args(&run_args("bench"));
@@ -584,6 +651,23 @@ mod tests {
             "xtask: 2 BENCH lines:\nBENCH name=a value=1.5 unit=GiB/s\nBENCH name=b value=2 unit=faults/s\n\
              xtask: warning: malformed (expected `BENCH name=N value=NUMBER unit=U`): BENCH name=c\n"
         );
+    }
+
+    #[test]
+    fn user_bench_passes_only_on_status_0_with_bench_lines() {
+        let check = |exit, text| user_bench_check(Arch::X86_64, exit, &parse_transcript(text));
+        let good = "init: running /bin/mmbench with 1 arguments\nBENCH name=a value=1.5 unit=faults/s\n\
+                    init: exited with status 0\n";
+        assert_eq!(check(GuestExit::Success, good), Ok(()));
+        let failed = "BENCH name=a value=1.5 unit=faults/s\nmmbench: FAILED: x\ninit: exited with status 1\n";
+        assert!(check(GuestExit::Failure, failed).unwrap_err().contains("status 1"));
+        let silent = "init: exited with status 0\n";
+        assert!(check(GuestExit::Success, silent).unwrap_err().contains("no BENCH lines"));
+        let bad = "BENCH name=a value=1.5 unit=x\nBENCH name=b\ninit: exited with status 0\n";
+        assert!(check(GuestExit::Success, bad).unwrap_err().contains("malformed"));
+        assert!(check(GuestExit::Crashed(None), "BENCH name=a value=1 unit=x\n")
+            .unwrap_err()
+            .contains("never said"));
     }
 
     #[test]

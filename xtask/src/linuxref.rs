@@ -30,9 +30,11 @@
 //!   `-kernel`/`-initrd`/`-append` with [`kernel_command_line`].
 //!
 //! [`bench`] then runs profiles `main` and `swap`, alternating one boot of
-//! this kernel (as `cargo xtask bench` boots it, [`guest::bench_boot`])
-//! and one of Linux, N times, and prints per figure both medians, the
-//! ratio and which side a figure favours ([`table`]), then every raw value.
+//! this kernel (as `cargo xtask bench` boots it in user mode,
+//! `init=/bin/mmbench init_args=<profile>`, [`guest::bench_boot`]) and one
+//! of Linux running `/bin/mmbench <profile>`, N times, and prints per
+//! figure both medians, the ratio and which side a figure favours
+//! ([`table`]), then every raw value.
 //! Nothing here is a test: the figures are measurements of a shared
 //! machine, compared only within one run.
 
@@ -46,12 +48,10 @@ use qemu::{Arch, GuestExit, InitEnd, QemuCommand, Report, RunOptions, RunOutcome
 
 use crate::cli::{LinuxBenchArgs, RunArgs};
 use crate::error::Error;
+use crate::guest::{self, BenchMode};
 use crate::initramfs::{self, Member};
 use crate::kbuild::{is_fresh, Builder, Workspace};
-use crate::{disks, guest, setup, userprogs};
-
-/// The program both kernels run, with the profile as its argument.
-pub const BENCH_PROGRAM: &str = "/bin/mmbench";
+use crate::{disks, setup, userprogs};
 
 /// The modules `/dev/vda` needs: the PCI transport and the block driver
 /// (their dependencies are found in their `.modinfo`).
@@ -697,15 +697,13 @@ pub fn raw_values(profile: &str, ours: &[(String, Samples)], linux: &[(String, S
 /// A profile of BENCHMARKS.md that both kernels run.
 struct Profile {
     name: &'static str,
-    /// This kernel's `bench=` selector.
-    selector: &'static str,
     /// The machine of the profile, from the bench machine.
     machine: fn(&RunArgs) -> RunArgs,
 }
 
 const PROFILES: &[Profile] = &[
-    Profile { name: "main", selector: "bench=all", machine: RunArgs::clone },
-    Profile { name: "swap", selector: "bench=swap-profile", machine: guest::swap_profile_args },
+    Profile { name: "main", machine: RunArgs::clone },
+    Profile { name: "swap", machine: guest::swap_profile_args },
 ];
 
 /// `cargo xtask bench --linux`.
@@ -715,6 +713,8 @@ pub fn bench(builder: &mut Builder, args: &LinuxBenchArgs) -> Result<(), Error> 
     setup::ensure_host_tools(run.arch, run.firmware, run.accel)?;
     // A failed download is said before minutes of booting.
     let linux = prepare(&builder.ws, run.arch)?;
+    // The program this kernel runs as `init=/bin/mmbench`.
+    let program = format!("/bin/{}", guest::USER_BENCH);
     let mut failures = Vec::new();
     let mut report = String::new();
     for profile in PROFILES {
@@ -723,13 +723,14 @@ pub fn bench(builder: &mut Builder, args: &LinuxBenchArgs) -> Result<(), Error> 
         for boot in 1..=args.boots {
             let tag = format!("profile {} boot {boot}/{}", profile.name, args.boots);
             println!("xtask: {tag}: this kernel");
-            let (outcome, verdict) = guest::bench_boot(builder, &machine, profile.selector, &extra_qemu)?;
+            let (outcome, verdict) =
+                guest::bench_boot(builder, &machine, BenchMode::User(profile.name), &extra_qemu)?;
             if !verdict.is_pass() {
                 failures.push(format!("{tag}, this kernel: {verdict}"));
             }
             collect(&mut ours, &outcome.report);
             println!("xtask: {tag}: Linux {}", linux.release);
-            let outcome = linux_boot(&builder.ws, &machine, &linux, &[BENCH_PROGRAM, profile.name])?;
+            let outcome = linux_boot(&builder.ws, &machine, &linux, &[&program, profile.name])?;
             if let Err(why) = linux_verdict(outcome.exit, &outcome.report) {
                 if let Some(text) = outcome.problem_text() {
                     eprint!("{text}");

@@ -5,6 +5,14 @@
 //! exist so far. Timing uses the arch clock (`Arch::now_ns`), named
 //! once at the start. A benchmark that finds wrong data fails the run.
 //!
+//! The workloads of profiles `main` and `swap` are also a user program,
+//! `user/mmbench.c` (`/bin/mmbench`, which `cargo xtask bench` runs first,
+//! and which runs on Linux too); the figures these kernel-task versions
+//! print carry the suffix `_ktask` (`anon4k_fault_ktask`), so that the two
+//! sets stay apart and show what the user/kernel boundary costs. The
+//! lower-level benchmarks and profile `migrate` exist only here and keep
+//! their names.
+//!
 //! ## The address-space workloads
 //!
 //! `anon4k_fault`, `thp_fault`, `cow_fork`, `anon4k_mt_t*` and
@@ -91,6 +99,18 @@ fn tlb_shootdown() -> Result<(), String> {
 
 fn report(name: &str, value: f64, unit: &str) {
     println!("BENCH name={name} value={value:.1} unit={unit}");
+}
+
+/// What the figures of the workloads the user program `user/mmbench.c`
+/// also runs (profiles `main` and `swap`) end with here, so that the two
+/// sets can be told apart: the difference is the cost of the user/kernel
+/// boundary (a kernel task takes no trap into the kernel on a fault).
+const KTASK_SUFFIX: &str = "_ktask";
+
+/// [`report`] for a figure of such a workload: its BENCHMARKS.md name
+/// with [`KTASK_SUFFIX`].
+fn report_ktask(name: &str, value: f64, unit: &str) {
+    report(&format!("{name}{KTASK_SUFFIX}"), value, unit);
 }
 
 /// Allocate-and-free pairs per second at `order`, over `pairs` rounds.
@@ -294,8 +314,8 @@ fn anon4k_fault() -> Result<(), String> {
     }
     // The byte written, and the rest of the page still zero (its last byte).
     verify(&space, "anon4k_fault", base, PAGES, PAGE, [(0, |p| pattern(p, 0)), (PAGE - 1, |_| 0)])?;
-    report("anon4k_fault", per_second(faults, span.ns()), "faults/s");
-    report("anon4k_fault_lat", micros_each(faults, span.ns()), "us/fault");
+    report_ktask("anon4k_fault", per_second(faults, span.ns()), "faults/s");
+    report_ktask("anon4k_fault_lat", micros_each(faults, span.ns()), "us/fault");
     let free = memory::nr_free_frames();
     let (unmapped, span) = timed(|| space.munmap(VirtAddr::new(base), LEN));
     unmapped.map_err(|e| format!("anon4k_fault: munmap: {e:?}"))?;
@@ -303,7 +323,7 @@ fn anon4k_fault() -> Result<(), String> {
     if freed < PAGES {
         return Err(format!("anon4k_fault: munmap of {PAGES} pages freed {freed} frames"));
     }
-    report("anon4k_munmap", span.ns() as f64 / 1e6, "ms");
+    report_ktask("anon4k_munmap", span.ns() as f64 / 1e6, "ms");
     ledger.settle("anon4k_fault", alloc::vec![space])
 }
 
@@ -327,9 +347,9 @@ fn thp_fault() -> Result<(), String> {
         HUGE,
         [(0, |b| pattern(b, 1)), (HUGE / 2 + 5, |_| 0), (HUGE - 1, |_| 0)],
     )?;
-    report("thp_fault", per_second(faults, span.ns()), "faults/s");
-    report("thp_zero_gibps", gib_per_second(huge * HUGE, span.ns()), "GiB/s");
-    report("thp_coverage", 100.0 * huge as f64 / (huge + fallbacks) as f64, "%");
+    report_ktask("thp_fault", per_second(faults, span.ns()), "faults/s");
+    report_ktask("thp_zero_gibps", gib_per_second(huge * HUGE, span.ns()), "GiB/s");
+    report_ktask("thp_coverage", 100.0 * huge as f64 / (huge + fallbacks) as f64, "%");
     ledger.settle("thp_fault", alloc::vec![space])
 }
 
@@ -358,9 +378,9 @@ fn cow_fork() -> Result<(), String> {
     // keeps its byte and never sees the child's.
     verify(&child, "cow_fork child", base, PAGES, PAGE, [(0, |p| pattern(p, 2)), (1, |p| pattern(p, 3))])?;
     verify(&parent, "cow_fork parent", base, PAGES, PAGE, [(0, |p| pattern(p, 2)), (1, |_| 0)])?;
-    report("cow_fork", per_second(faults, span.ns()), "faults/s");
-    report("cow_fork_lat", micros_each(faults, span.ns()), "us/fault");
-    report("cow_fork_syscall", fork.ns() as f64 / 1e6, "ms");
+    report_ktask("cow_fork", per_second(faults, span.ns()), "faults/s");
+    report_ktask("cow_fork_lat", micros_each(faults, span.ns()), "us/fault");
+    report_ktask("cow_fork_syscall", fork.ns() as f64 / 1e6, "ms");
     ledger.settle("cow_fork", alloc::vec![child, parent])
 }
 
@@ -415,7 +435,7 @@ fn anon4k_mt(nr_tasks: usize) -> Result<(), String> {
         return Err(format!("{name}: {faults} faults for {PAGES} pages"));
     }
     verify(&space, &name, base, PAGES, PAGE, [(0, |p| pattern(p, 4)), (PAGE - 1, |_| 0)])?;
-    report(&name, per_second(faults, span.ns()), "faults/s");
+    report_ktask(&name, per_second(faults, span.ns()), "faults/s");
     ledger.settle(&name, alloc::vec![space])
 }
 
@@ -440,7 +460,7 @@ fn memset_gibps() -> Result<(), String> {
     if let Some(offset) = bad {
         return Err(format!("memset_gibps: a non-zero word at offset {offset:#x} after the memset"));
     }
-    report("memset_gibps", gib_per_second(LEN, span.ns()), "GiB/s");
+    report_ktask("memset_gibps", gib_per_second(LEN, span.ns()), "GiB/s");
     ledger.settle("memset_gibps", alloc::vec![space])
 }
 
@@ -534,8 +554,8 @@ fn swap_out_in() -> Result<(), String> {
     if out_entries != PAGES {
         return Err(format!("swap_out: {out_entries} of {PAGES} pages are in swap after MADV_PAGEOUT"));
     }
-    report("swap_out", (written * PAGE) as f64 / MIB as f64 * 1e9 / span.ns() as f64, "MiB/s");
-    report("swap_out_pages", written as f64, "pages");
+    report_ktask("swap_out", (written * PAGE) as f64 / MIB as f64 * 1e9 / span.ns() as f64, "MiB/s");
+    report_ktask("swap_out_pages", written as f64, "pages");
     let in0 = crate::vm::swap::PSWPIN.load(Ordering::Relaxed);
     let ((), span) = run_in(&space, None, "swap_in", move || {
         timed(|| {
@@ -545,11 +565,11 @@ fn swap_out_in() -> Result<(), String> {
         })
     })?;
     let read = crate::vm::swap::PSWPIN.load(Ordering::Relaxed) - in0;
-    report("swap_in", (read * PAGE) as f64 / MIB as f64 * 1e9 / span.ns() as f64, "MiB/s");
-    report("swap_in_pages", read as f64, "pages");
+    report_ktask("swap_in", (read * PAGE) as f64 / MIB as f64 * 1e9 / span.ns() as f64, "MiB/s");
+    report_ktask("swap_in_pages", read as f64, "pages");
     let mismatch =
         run_in(&space, None, "swap verify", move || (0..PAGES).filter(|&p| !page_is(base, p, 1)).count())?;
-    report("swap_mismatch", mismatch as f64, "pages");
+    report_ktask("swap_mismatch", mismatch as f64, "pages");
     if mismatch != 0 {
         return Err(format!("swap_mismatch: {mismatch} pages came back wrong"));
     }
@@ -597,13 +617,13 @@ fn pressure() -> Result<(), String> {
         crate::vm::swap::PSWPIN.load(Ordering::Relaxed) - in0,
         crate::vm::swap::PSWPOUT.load(Ordering::Relaxed) - out0,
     );
-    report("pressure", per_second(TOUCHES, span.ns()), "touches/s");
-    report("pressure_pswpin", pswpin as f64, "pages");
-    report("pressure_pswpout", pswpout as f64, "pages");
+    report_ktask("pressure", per_second(TOUCHES, span.ns()), "touches/s");
+    report_ktask("pressure_pswpin", pswpin as f64, "pages");
+    report_ktask("pressure_pswpout", pswpout as f64, "pages");
     let wakeups = crate::vm::reclaim::NR_KSWAPD_WAKEUPS.load(Ordering::Relaxed) - wake0;
-    report("pressure_kswapd_wakeups", wakeups as f64, "wakeups");
-    report("pressure_fill", (pages * PAGE) as f64 / MIB as f64 * 1e9 / fill.ns() as f64, "MiB/s");
-    report("pressure_mismatch", mismatch as f64, "pages");
+    report_ktask("pressure_kswapd_wakeups", wakeups as f64, "wakeups");
+    report_ktask("pressure_fill", (pages * PAGE) as f64 / MIB as f64 * 1e9 / fill.ns() as f64, "MiB/s");
+    report_ktask("pressure_mismatch", mismatch as f64, "pages");
     if mismatch != 0 {
         return Err(format!("pressure: {mismatch} touches found a wrong page"));
     }

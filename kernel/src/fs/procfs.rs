@@ -116,6 +116,7 @@ pub struct MemCounts {
     pub swap_total: u64,
     pub swap_free: u64,
     pub page_tables: u64,
+    pub writeback: u64,
 }
 
 /// The counters now: the buddy allocator's managed and free pages, the LRU
@@ -132,6 +133,7 @@ pub fn mem_counts() -> MemCounts {
         swap_total,
         swap_free,
         page_tables: memory::paging::nr_tables(),
+        writeback: swap::NR_WRITEBACK.load(Ordering::Relaxed),
         ..MemCounts::default()
     };
     if let Some(lru) = reclaim::lru() {
@@ -176,7 +178,7 @@ pub fn meminfo() -> String {
         ("SwapTotal", kb(c.swap_total)),
         ("SwapFree", kb(c.swap_free)),
         ("Dirty", 0),
-        ("Writeback", 0),
+        ("Writeback", kb(c.writeback)),
         ("AnonPages", kb(anon)),
         ("Mapped", 0),
         ("Shmem", 0),
@@ -211,6 +213,7 @@ pub fn vmstat() -> String {
     line("nr_anon_transparent_hugepages", c.anon_huge / 512);
     line("nr_page_table_pages", c.page_tables);
     line("nr_swapcached", c.swap_cached);
+    line("nr_writeback", c.writeback);
     line("pswpin", swap::PSWPIN.load(Ordering::Relaxed));
     line("pswpout", swap::PSWPOUT.load(Ordering::Relaxed));
     line("pgsteal_anon", reclaim::NR_RECLAIMED.load(Ordering::Relaxed));

@@ -791,9 +791,15 @@ fn proc_files_show_the_kernels_counters(_: &TestEnv<'_>) -> Result<(), String> {
     }
     p.space.munmap(base, HUGE).map_err(|e| format!("{e:?}"))?;
     let vmstat = read_file(&p, "/proc/vmstat")?;
-    for name in
-        ["nr_free_pages", "pswpin", "pswpout", "pgmigrate_success", "compact_stall", "thp_fault_alloc"]
-    {
+    for name in [
+        "nr_free_pages",
+        "nr_writeback",
+        "pswpin",
+        "pswpout",
+        "pgmigrate_success",
+        "compact_stall",
+        "thp_fault_alloc",
+    ] {
         if !vmstat
             .lines()
             .any(|l| l.split_once(' ').is_some_and(|(n, v)| n == name && v.parse::<u64>().is_ok()))

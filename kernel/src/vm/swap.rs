@@ -94,6 +94,10 @@ static AREAS: IrqSpinLock<Vec<Option<Arc<SwapDevice>>>> = IrqSpinLock::new(Vec::
 pub static PSWPIN: AtomicU64 = AtomicU64::new(0);
 /// Pages written to swap.
 pub static PSWPOUT: AtomicU64 = AtomicU64::new(0);
+/// Pages whose write to swap is in flight now (`/proc/meminfo` Writeback,
+/// `/proc/vmstat` nr_writeback): counted in before the request is made and
+/// out when it has completed, failed or not.
+pub static NR_WRITEBACK: AtomicU64 = AtomicU64::new(0);
 /// Writes that failed (the folio stayed in memory).
 pub static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// Reads that failed (the faulting task was ended).
@@ -442,10 +446,12 @@ impl SwapBackend for Io<'_> {
     }
     fn write(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), IoError> {
         assert_one_folio("write from", frame, nr);
+        NR_WRITEBACK.fetch_add(nr as u64, Ordering::Relaxed);
         // SAFETY: pages of one folio (checked above); `mm` writes a folio
         // it holds locked with a reference, so it stays allocated and the
         // kernel does not change it until this returns (`SwapBackend::write`).
         let r = unsafe { self.0.disk.write_pages(first.offset(), frame, nr) };
+        NR_WRITEBACK.fetch_sub(nr as u64, Ordering::Relaxed);
         match &r {
             Ok(()) => {
                 PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed);
