@@ -777,6 +777,24 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_fetch_says_what_to_run() {
+        let e = fetch_error(
+            Arch::Aarch64,
+            "no network",
+            Some("linux-image-6.1.0-57-arm64"),
+            Path::new("/t/arm64"),
+        )
+        .to_string();
+        assert!(e.contains("no network"), "{e}");
+        assert!(e.contains("dpkg --add-architecture arm64 && apt-get update"), "{e}");
+        assert!(e.contains("cd /t/arm64 && apt-get download linux-image-6.1.0-57-arm64:arm64"), "{e}");
+        assert!(e.contains("dpkg-deb -x linux-image-6.1.0-57-arm64_*_arm64.deb root"), "{e}");
+        let e = fetch_error(Arch::X86_64, "x", None, Path::new("/t")).to_string();
+        assert!(e.contains("(as root: apt-get update)"), "{e}");
+        assert!(e.contains("apt-cache depends linux-image-amd64"), "{e}");
+    }
+
+    #[test]
     fn module_names_are_spelt_as_depends_spells_them() {
         assert_eq!(module_name("virtio_blk.ko").as_deref(), Some("virtio_blk"));
         assert_eq!(module_name("virtio-rng.ko.xz").as_deref(), Some("virtio_rng"));
