@@ -20,6 +20,7 @@ const SYNOPSIS: &str = "    cargo xtask build [--arch x86_64|aarch64|all]
     cargo xtask qemu test [RUN OPTIONS] [--filter NAME] [--seed N] [--bug NAME] [-- EXTRA ARGS...]
     cargo xtask qemu run [RUN OPTIONS] -- PROGRAM [ARGS...]
     cargo xtask bench [RUN OPTIONS] [-- EXTRA ARGS...]
+    cargo xtask bench --linux [--arch x86_64|aarch64] [--boots N] [RUN OPTIONS]
     cargo xtask stress [RUN OPTIONS] [--minutes M | --secs S] [--seed N] [--bug NAME] [-- EXTRA ARGS...]
     cargo xtask test [--host-only] [--arch x86_64|aarch64]
     cargo xtask book
@@ -42,6 +43,12 @@ COMMANDS:
                  named ..._ktask); profile swap (256 MiB of RAM) the same with
                  init_args=swap and bench=swap-profile; profile migrate: boot with
                  bench=migrate-profile and --numa 2; listing the BENCH lines of each
+    bench --linux
+                 profiles main and swap on this kernel (user mode) and on Debian's
+                 Linux 6.1 (fetched with apt-get download once, into target/linux/),
+                 alternating the two, N boots each (--boots N, default 3); prints per
+                 figure both medians, the ratio and which side is ahead, then every
+                 raw value
     stress       boot with test=stress::random_mm_ops for M minutes (default 1; smp 4,
                  256M RAM, a 32M swap disk and the faulty disk), print the totals
                  and fail on any mismatched byte, checker error, killed task,
@@ -208,6 +215,17 @@ pub struct CiArgs {
     pub arches: Vec<Arch>,
 }
 
+/// `cargo xtask bench --linux` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinuxBenchArgs {
+    pub run: RunArgs,
+    /// Boots of each kernel per profile.
+    pub boots: u32,
+}
+
+/// Boots of each kernel per profile when `--boots` is not given.
+pub const LINUX_BENCH_BOOTS: u32 = 3;
+
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -218,6 +236,8 @@ pub enum Command {
     /// `qemu run`: the program and its arguments are `extra_args`.
     Run(RunArgs),
     Bench(RunArgs),
+    /// `bench --linux`.
+    BenchLinux(LinuxBenchArgs),
     Stress(StressArgs),
     Ci(CiArgs),
     Book,
@@ -256,6 +276,7 @@ const RUN_OPTS: &[OptSpec] = &[
 const TEST_OPTS: &[OptSpec] = &[opt("--filter", "NAME"), opt("--seed", "N"), opt("--bug", "NAME")];
 const STRESS_OPTS: &[OptSpec] =
     &[opt("--minutes", "M"), opt("--secs", "S"), opt("--seed", "N"), opt("--bug", "NAME")];
+const BENCH_OPTS: &[OptSpec] = &[flag("--linux"), opt("--boots", "N")];
 const BUILD_OPTS: &[OptSpec] = &[opt("--arch", "ARCH")];
 const CI_OPTS: &[OptSpec] = &[flag("--host-only"), opt("--arch", "ARCH")];
 
@@ -559,7 +580,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             ))),
             None => Err(CliError("`cargo xtask qemu` needs a subcommand: boot, test or run".into())),
         },
-        "bench" => with_options("bench", rest, &[RUN_OPTS], true, |p| {
+        "bench" => with_options("bench", rest, &[RUN_OPTS, BENCH_OPTS], true, |p| {
             // The `main` profile of BENCHMARKS.md.
             let defaults = RunDefaults {
                 smp: 4,
@@ -568,7 +589,27 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 swap: BENCH_SWAP,
                 faulty_disk: false,
             };
-            Ok(Command::Bench(run_args(p, defaults)?))
+            let run = run_args(p, defaults)?;
+            if !p.flag("--linux") {
+                if p.value("--boots").is_some() {
+                    return Err(CliError("--boots counts the boots of `bench --linux`; add --linux".into()));
+                }
+                return Ok(Command::Bench(run));
+            }
+            // Linux boots only under TCG here, and has no gdb stub or NUMA split to match.
+            if run.accel != Accel::Tcg || run.gdb || run.numa.is_some() {
+                return Err(CliError("bench --linux compares under TCG without --gdb or --numa".into()));
+            }
+            let boots = match p.value("--boots") {
+                None => LINUX_BENCH_BOOTS,
+                Some(v) => match v.parse::<u32>() {
+                    Ok(n @ 1..=99) => n,
+                    _ => {
+                        return Err(CliError(format!("--boots: `{v}` is not a number of boots from 1 to 99")))
+                    }
+                },
+            };
+            Ok(Command::BenchLinux(LinuxBenchArgs { run, boots }))
         }),
         "stress" => with_options("stress", rest, &[RUN_OPTS, STRESS_OPTS], true, |p| {
             let secs = stress_secs(p)?;
@@ -808,6 +849,28 @@ mod tests {
         assert_eq!(err("stress --secs -1"), "--secs: `-1` is not a positive whole number of seconds");
         assert_eq!(err("stress --seed x"), "--seed: `x` is not a number (decimal or 0x hex)");
         assert_eq!(err("stress --filter x"), "unknown option `--filter` for `cargo xtask stress`");
+    }
+
+    #[test]
+    fn bench_linux_counts_boots_and_keeps_the_bench_machine() {
+        match parse_str("bench --linux") {
+            Ok(Command::BenchLinux(a)) => {
+                assert_eq!(a.boots, LINUX_BENCH_BOOTS);
+                assert_eq!((a.run.smp, a.run.mem.mib()), (4, 2048));
+                assert_eq!(a.run.swap, SwapChoice::Fresh(BENCH_SWAP));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_str("bench --linux --boots 1 --arch aarch64") {
+            Ok(Command::BenchLinux(a)) => assert_eq!((a.boots, a.run.arch), (1, Arch::Aarch64)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse_str("bench"), Ok(Command::Bench(_))));
+        assert!(err("bench --boots 2").contains("add --linux"));
+        assert!(err("bench --linux --boots 0").contains("from 1 to 99"));
+        assert!(err("bench --linux --boots x").contains("from 1 to 99"));
+        assert!(err("bench --linux --accel kvm").contains("under TCG"));
+        assert!(err("bench --linux --numa 2").contains("under TCG"));
     }
 
     #[test]

@@ -299,22 +299,36 @@ fn bench_profile(
     label: &str,
     extra_qemu: &[String],
 ) -> Result<(), Error> {
+    let (outcome, verdict) = bench_boot(builder, args, mode, extra_qemu)?;
+    println!();
+    print!("{}", bench_listing(&outcome.report));
+    conclude(&format!("bench{label} on {}", machine_name(args.arch, args.firmware)), &outcome, verdict)
+}
+
+/// One boot of the benchmarks on this kernel, as `cargo xtask bench` makes
+/// it (also `bench --linux`'s boot of this kernel): the workloads run as
+/// `mode` says; returns the run and its verdict, which in user mode also
+/// needs [`user_bench_check`] to pass.
+pub fn bench_boot(
+    builder: &mut Builder,
+    args: &RunArgs,
+    mode: BenchMode,
+    extra_qemu: &[String],
+) -> Result<(RunOutcome, Verdict), Error> {
     let kernel_args = match mode {
         BenchMode::User(profile) => user_bench_kernel_args(args, profile)?,
         BenchMode::Ktask(selector) => bench_kernel_args(args).replacen("bench=all", selector, 1),
     };
     let outcome = run_guest(builder, args, &kernel_args, extra_qemu)?;
-    println!();
-    print!("{}", bench_listing(&outcome.report));
-    let what = format!("bench{label} on {}", machine_name(args.arch, args.firmware));
+    let mut verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
     if let BenchMode::User(_) = mode {
         if let Err(why) = user_bench_check(outcome.arch, outcome.exit, &outcome.report) {
-            eprintln!("xtask: {what}: FAIL: {why}\n  (after {:.1} s)", outcome.elapsed.as_secs_f64());
-            return Err(Error::Failed(format!("{what}: {why}")));
+            let mut reasons = vec![why];
+            reasons.extend(verdict.reasons().iter().cloned());
+            verdict = Verdict::Fail(reasons);
         }
     }
-    let verdict = boot_verdict(outcome.arch, outcome.exit, &outcome.report);
-    conclude(&what, &outcome, verdict)
+    Ok((outcome, verdict))
 }
 
 /// A boot of the user benchmarks passed: `/bin/mmbench` exited with status

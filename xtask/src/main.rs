@@ -18,6 +18,7 @@ mod error;
 mod guest;
 mod initramfs;
 mod kbuild;
+mod linuxref;
 // The layering check of kernel/src runs as a host test (`cargo test -p xtask`).
 #[cfg(test)]
 mod layers;
@@ -93,6 +94,7 @@ fn run(args: &[String]) -> Result<(), Error> {
             std::process::exit(status)
         }
         Command::Bench(args) => guest::bench(&mut builder, &args),
+        Command::BenchLinux(args) => linuxref::bench(&mut builder, &args),
         Command::Stress(args) => stress::run(&mut builder, &args),
         Command::Ci(args) => ci::run(&mut builder, &args),
         Command::Book => book::run(&builder.ws),
