@@ -28,24 +28,6 @@
 #include <sys/wait.h>
 #include <time.h>
 
-static void pause_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
-/* Waits for pid and returns its wait status. */
-static int reap(pid_t pid)
-{
-	int status;
-	pid_t r;
-	while ((r = waitpid(pid, &status, 0)) == -1 && errno == EINTR)
-		;
-	UT_CHECK(r == pid, "waitpid(%d): %s", pid, strerror(errno));
-	return status;
-}
-
 static void on(int sig, void (*handler)(int), int flags)
 {
 	struct sigaction sa;
@@ -111,7 +93,7 @@ static void one_sigsuspend(const char *how, long delay_ms)
 		pid_t parent = getpid();
 		child = UT_SYS(fork());
 		if (child == 0) {
-			pause_ms(delay_ms);
+			ut_pause_ms(delay_ms);
 			kill(parent, SIGUSR1);
 			_exit(0);
 		}
@@ -121,7 +103,7 @@ static void one_sigsuspend(const char *how, long delay_ms)
 	int e = errno;
 	UT_CHECK(r == -1 && e == EINTR, "sigsuspend (%s) returned %d, errno %s (not EINTR)", how, r, strerror(e));
 	if (child)
-		reap(child);
+		ut_reap(child);
 	UT_CHECK(sigismember(&mask_in_usr1, SIGUSR2) && sigismember(&mask_in_usr1, SIGUSR1),
 		 "sigsuspend (%s): SIGUSR1's handler did not run with the wait's mask (SIGUSR2) and its own signal",
 		 how);
@@ -167,7 +149,7 @@ static void ack(int sig)
 static int signal_three_times(pid_t pid, int ack_read)
 {
 	for (int i = 0; i < 3; i++) {
-		pause_ms(60);
+		ut_pause_ms(60);
 		kill(pid, SIGUSR1);
 		char c;
 		if (read(ack_read, &c, 1) != 1)
@@ -199,13 +181,13 @@ static int pipe_read_with(int flags)
 	if (flags & SA_RESTART) {
 		signal_three_times(pid, acks[0]);
 	} else {
-		pause_ms(60);
+		ut_pause_ms(60);
 		UT_SYS(kill(pid, SIGUSR1));
 		/* The child leaves with EINTR now (or the byte comes later). */
-		pause_ms(20);
+		ut_pause_ms(20);
 	}
 	UT_SYS(write(data[1], "d", 1));
-	int status = reap(pid);
+	int status = ut_reap(pid);
 	close(data[0]);
 	close(data[1]);
 	close(acks[0]);
@@ -252,7 +234,7 @@ static void test_wait4(void)
 		if (r == kid && WIFEXITED(status) && WEXITSTATUS(status) == 42 && handled == SIGUSR1)
 			_exit(0);
 		if (r == -1 && errno == EINTR) {
-			reap(kid);
+			ut_reap(kid);
 			_exit(1);
 		}
 		_exit(2);
@@ -262,7 +244,7 @@ static void test_wait4(void)
 	signal_three_times(pid, acks[0]);
 	UT_SYS(write(go[1], "g", 1));
 	close(go[1]);
-	int status = reap(pid);
+	int status = ut_reap(pid);
 	close(acks[0]);
 	UT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		 "wait4 interrupted by handlers with SA_RESTART: %s (wait status %#x)",
@@ -295,23 +277,23 @@ static void test_futex(void)
 	pthread_t t;
 	UT_CHECK(pthread_create(&t, NULL, futex_waiter, NULL) == 0, "pthread_create");
 	while (!waiter_tid)
-		pause_ms(5);
+		ut_pause_ms(5);
 	for (int i = 0; i < 3 && futex_result == 1; i++) {
-		pause_ms(60);
+		ut_pause_ms(60);
 		/* Fails once the waiter left (then its handler acked before). */
 		if (syscall(SYS_tgkill, getpid(), waiter_tid, SIGUSR1) == -1)
 			break;
 		char c;
 		UT_CHECK(read(acks[0], &c, 1) == 1, "no acknowledgement of signal %d from the handler", i + 1);
 	}
-	pause_ms(20);
+	ut_pause_ms(20);
 	UT_CHECK(futex_result == 1, "a futex wait interrupted by handlers with SA_RESTART returned %ld before its wake",
 		 (long)futex_result);
 	word = 1;
 	/* Until the waiter has gone back to its wait and taken the wake. */
 	while (futex_result == 1) {
 		syscall(SYS_futex, &word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-		pause_ms(5);
+		ut_pause_ms(5);
 	}
 	pthread_join(t, NULL);
 	UT_CHECK(futex_result == 0 || futex_result == -EAGAIN,
@@ -347,12 +329,12 @@ static void test_sigtimedwait(void)
 	pid_t parent = getpid();
 	pid_t child = UT_SYS(fork());
 	if (child == 0) {
-		pause_ms(100);
+		ut_pause_ms(100);
 		kill(parent, SIGUSR1);
 		_exit(0);
 	}
 	r = sigtimedwait(&usr1, NULL, &five);
-	reap(child);
+	ut_reap(child);
 	UT_CHECK(r == SIGUSR1, "sigtimedwait with SIGUSR1 sent during the wait: %d (%s)", r, strerror(errno));
 	struct timespec tenth = { 0, 100 * 1000000L };
 	long long start = now_ms();
@@ -366,10 +348,7 @@ static void test_sigtimedwait(void)
 	on(SIGUSR1, SIG_DFL, 0);
 }
 
-static const struct {
-	const char *name;
-	void (*run)(void);
-} parts[] = {
+static const struct ut_part parts[] = {
 	{ "sigsuspend", test_sigsuspend }, { "pipe", test_pipe },   { "wait4", test_wait4 },
 	{ "futex", test_futex },	   { "eintr", test_eintr }, { "sigtimedwait", test_sigtimedwait },
 };
@@ -377,12 +356,6 @@ static const struct {
 int main(int argc, char **argv)
 {
 	ut_name = "signal_restart";
-	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-		int wanted = argc < 2;
-		for (int a = 1; a < argc; a++)
-			wanted |= strcmp(argv[a], parts[i].name) == 0;
-		if (wanted)
-			parts[i].run();
-	}
+	ut_run_parts(parts, sizeof parts / sizeof parts[0], argc, argv);
 	return 0;
 }

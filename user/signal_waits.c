@@ -34,34 +34,16 @@ static void handle_usr1(void)
 	UT_SYS(sigaction(SIGUSR1, &sa, NULL));
 }
 
-static void pause_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
-/* Waits for pid and returns its wait status. */
-static int reap(pid_t pid)
-{
-	int status;
-	pid_t r;
-	while ((r = waitpid(pid, &status, 0)) == -1 && errno == EINTR)
-		;
-	UT_CHECK(r == pid, "waitpid(%d): %s", pid, strerror(errno));
-	return status;
-}
-
 static void fork_then_kill(void)
 {
 	pid_t pid = UT_SYS(fork());
 	if (pid == 0) {
 		for (int i = 0; i < 2000 && !got; i++)
-			pause_ms(1);
+			ut_pause_ms(1);
 		_exit(got == SIGUSR1 ? 0 : 3);
 	}
 	UT_SYS(kill(pid, SIGUSR1));
-	int status = reap(pid);
+	int status = ut_reap(pid);
 	UT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		 "a child sent SIGUSR1 just after fork: wait status %#x (not its handler's exit 0)", status);
 }
@@ -85,10 +67,10 @@ static void exit_group_while_reading(void)
 		reader_fd = fds[0];
 		pthread_t t;
 		UT_CHECK(pthread_create(&t, NULL, block_in_read, NULL) == 0, "pthread_create");
-		pause_ms(50);
+		ut_pause_ms(50);
 		_exit(7); /* exit_group, the writer still open */
 	}
-	int status = reap(pid);
+	int status = ut_reap(pid);
 	UT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 7,
 		 "exit_group with a thread blocked in a pipe read: wait status %#x", status);
 }
@@ -107,7 +89,7 @@ static void read_interrupted(void)
 	int status;
 	while (UT_SYS(waitpid(pid, &status, WNOHANG)) == 0) {
 		kill(pid, SIGUSR1);
-		pause_ms(20);
+		ut_pause_ms(20);
 	}
 	UT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		 "a pipe read with a handled signal: wait status %#x (not EINTR)", status);
@@ -118,9 +100,9 @@ static void read_interrupted(void)
 		read(fds[0], &c, 1);
 		_exit(5);
 	}
-	pause_ms(50);
+	ut_pause_ms(50);
 	UT_SYS(kill(pid, SIGTERM));
-	status = reap(pid);
+	status = ut_reap(pid);
 	UT_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
 		 "SIGTERM to a process blocked in a pipe read: wait status %#x", status);
 	close(fds[0]);
@@ -136,7 +118,7 @@ static void wait4_interrupted(void)
 			/* Again and again: one may land before the wait. */
 			for (int i = 0; i < 100; i++) {
 				kill(getppid(), SIGUSR1);
-				pause_ms(50);
+				ut_pause_ms(50);
 			}
 			_exit(0);
 		}
@@ -144,10 +126,10 @@ static void wait4_interrupted(void)
 		pid_t r = waitpid(sleeper, &status, 0);
 		int ok = r == -1 && errno == EINTR && got == SIGUSR1;
 		kill(sleeper, SIGKILL);
-		reap(sleeper);
+		ut_reap(sleeper);
 		_exit(ok ? 0 : 6);
 	}
-	int status = reap(pid);
+	int status = ut_reap(pid);
 	UT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		 "wait4 with a handled signal: wait status %#x (not EINTR)", status);
 }
@@ -165,7 +147,7 @@ static void sigpipe(void)
 		write(fds[1], "x", 1);
 		_exit(8);
 	}
-	int status = reap(pid);
+	int status = ut_reap(pid);
 	UT_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE,
 		 "write with no reader: wait status %#x (not death by SIGPIPE)", status);
 	close(fds[1]);

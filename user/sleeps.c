@@ -203,20 +203,11 @@ static void test_signal(void)
 		 why(s.result), s.took / 1000000, s.rem / 1000000);
 }
 
-static const struct {
-	const char *name;
-	void (*run)(void);
-} parts[] = { { "short", test_short }, { "signal", test_signal } };
+static const struct ut_part parts[] = { { "short", test_short }, { "signal", test_signal } };
 
 int main(int argc, char **argv)
 {
 	ut_name = "sleeps";
-	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-		int wanted = argc < 2;
-		for (int a = 1; a < argc; a++)
-			wanted |= strcmp(argv[a], parts[i].name) == 0;
-		if (wanted)
-			parts[i].run();
-	}
+	ut_run_parts(parts, sizeof parts / sizeof parts[0], argc, argv);
 	return 0;
 }

@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The program's name for messages; each test sets it first thing. */
@@ -111,6 +113,43 @@ static inline long ut_smaps_kb(const void *addr, const char *field)
 	}
 	fclose(f);
 	return value;
+}
+
+/* Sleeps ms milliseconds, whatever signals arrive meanwhile. */
+static inline void ut_pause_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/* Waits for pid (through EINTR) and returns its wait status. */
+static inline int ut_reap(pid_t pid)
+{
+	int status;
+	pid_t r;
+	while ((r = waitpid(pid, &status, 0)) == -1 && errno == EINTR)
+		;
+	UT_CHECK(r == pid, "waitpid(%d): %s", pid, strerror(errno));
+	return status;
+}
+
+/* One named part of a test that has several. */
+struct ut_part {
+	const char *name;
+	void (*run)(void);
+};
+
+/* Runs the parts named on the command line, or all of them. */
+static inline void ut_run_parts(const struct ut_part *parts, size_t n, int argc, char **argv)
+{
+	for (size_t i = 0; i < n; i++) {
+		int wanted = argc < 2;
+		for (int a = 1; a < argc; a++)
+			wanted |= strcmp(argv[a], parts[i].name) == 0;
+		if (wanted)
+			parts[i].run();
+	}
 }
 
 #endif

@@ -732,27 +732,7 @@ pub fn current_id() -> u64 {
 /// caller holds no spin lock. May return spuriously: callers loop on their
 /// condition.
 pub fn park() {
-    let was = Arch::irq_save_and_disable();
-    RQ_LOCK.lock();
-    let cpu = cpu_index();
-    // SAFETY: RQ_LOCK is held.
-    let parked = unsafe {
-        let cur = rq().current[cpu].as_ref().expect("park: no current task");
-        let inner = cur.inner();
-        if inner.unpark_token {
-            inner.unpark_token = false;
-            false
-        } else {
-            inner.state = TaskState::Parked;
-            true
-        }
-    };
-    if parked {
-        schedule_locked();
-    } else {
-        RQ_LOCK.unlock();
-    }
-    Arch::irq_restore(was);
+    park_with(None);
 }
 
 /// [`park`] with a deadline: returns at the latest once the tick count
@@ -761,23 +741,36 @@ pub fn park() {
 /// (`nanosleep`, a futex wait with a timeout): a signal's kick ends it.
 /// The caller holds no spin lock and re-checks its condition and clock.
 pub fn park_until(tick: u64) {
+    park_with(Some(tick));
+}
+
+/// [`park`] (`until` is `None`) and [`park_until`].
+fn park_with(until: Option<u64>) {
     let was = Arch::irq_save_and_disable();
     RQ_LOCK.lock();
     let cpu = cpu_index();
-    // SAFETY: RQ_LOCK is held. The tick that reaches `tick` either counted
-    // before the check below (no park) or scans the sleeping list after
-    // this CPU released RQ_LOCK (it takes the lock to scan).
+    // SAFETY: RQ_LOCK is held. With a deadline: the tick that reaches it
+    // either counted before the check below (no park) or scans the
+    // sleeping list after this CPU released RQ_LOCK (it takes the lock to
+    // scan).
     let parked = unsafe {
-        let cur = rq().current[cpu].as_ref().expect("park_until: no current task");
+        let cur = rq().current[cpu].as_ref().expect("park: no current task");
         let inner = cur.inner();
         if inner.unpark_token {
             inner.unpark_token = false;
             false
-        } else if ticks() >= tick {
-            false
         } else {
-            inner.state = TaskState::ParkedUntil(tick);
-            true
+            match until {
+                Some(tick) if ticks() >= tick => false,
+                Some(tick) => {
+                    inner.state = TaskState::ParkedUntil(tick);
+                    true
+                }
+                None => {
+                    inner.state = TaskState::Parked;
+                    true
+                }
+            }
         }
     };
     if parked {

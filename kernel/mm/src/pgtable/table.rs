@@ -502,16 +502,7 @@ impl<F: PageTableFormat> PageTable<F> {
         end: u64,
         f: &mut dyn FnMut(VirtAddr, Level, Decoded, PhysAddr),
     ) {
-        let size = level.entry_size();
-        for i in 0..ENTRIES_PER_TABLE as u64 {
-            let va = table_va + i * size;
-            // Sign-extend at the top level so upper-half addresses are real.
-            let va = if level == Level::Pgd && i >= 256 { va | 0xffff_0000_0000_0000 } else { va };
-            let va_end = va.wrapping_add(size);
-            if va_end <= start && va_end != 0 || va >= end {
-                continue;
-            }
-            let pa = PhysAddr::new(table.as_u64() + 8 * i);
+        for (_, va, _, pa) in slots_in(table, level, table_va, start, end) {
             let raw = mem.read_entry(pa);
             match (F::decode(raw, level), level.below()) {
                 (Decoded::None, _) => {}
@@ -689,16 +680,7 @@ impl<F: PageTableFormat, E> CopyWalk<'_, F, E> {
         end: u64,
         mut child: Result<PhysAddr, (PhysAddr, Level)>,
     ) -> Result<(), E> {
-        let size = level.entry_size();
-        for i in 0..ENTRIES_PER_TABLE as u64 {
-            let va = table_va + i * size;
-            // Sign-extend at the top level so upper-half addresses are real.
-            let va = if level == Level::Pgd && i >= 256 { va | 0xffff_0000_0000_0000 } else { va };
-            let va_end = va.wrapping_add(size);
-            if va_end <= start && va_end != 0 || va >= end {
-                continue;
-            }
-            let pa = PhysAddr::new(table.as_u64() + 8 * i);
+        for (i, va, va_end, pa) in slots_in(table, level, table_va, start, end) {
             let raw = mem.read_entry(pa);
             let entry = F::decode(raw, level);
             if matches!(entry, Decoded::None) {
@@ -755,4 +737,27 @@ impl<F: PageTableFormat, E> CopyWalk<'_, F, E> {
         }
         Ok(())
     }
+}
+
+/// The slots of `table` (at `level`, mapping from `table_va`) whose span
+/// overlaps `[start, end)`, in order: `(index, va, va_end, slot address)`,
+/// with top-level upper-half addresses sign-extended so they are real
+/// (`va_end` wraps to 0 for the last slot of the address space).
+fn slots_in(
+    table: PhysAddr,
+    level: Level,
+    table_va: u64,
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = (u64, u64, u64, PhysAddr)> {
+    let size = level.entry_size();
+    (0..ENTRIES_PER_TABLE as u64).filter_map(move |i| {
+        let va = table_va + i * size;
+        let va = if level == Level::Pgd && i >= 256 { va | 0xffff_0000_0000_0000 } else { va };
+        let va_end = va.wrapping_add(size);
+        if va_end <= start && va_end != 0 || va >= end {
+            return None;
+        }
+        Some((i, va, va_end, PhysAddr::new(table.as_u64() + 8 * i)))
+    })
 }
