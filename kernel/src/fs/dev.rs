@@ -63,7 +63,7 @@
 
 use crate::drivers::blk::{self, BlockDevice, SECTOR_BYTES};
 use crate::fs::abi;
-use crate::fs::file::{File, Stat};
+use crate::fs::file::{File, IoBuf, Stat};
 use crate::fs::Errno;
 use crate::vm::space::{find_space, release_user_pages};
 use crate::vm::uaccess;
@@ -126,16 +126,16 @@ pub struct Console {
 }
 
 impl File for Console {
-    fn read(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+    fn read(&self, _: u64, _: &mut IoBuf<'_>, _: usize, _: bool) -> Result<usize, Errno> {
         Ok(0)
     }
-    fn write(&self, _: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+    fn write(&self, _: u64, buf: &IoBuf<'_>, len: usize, _: bool) -> Result<usize, Errno> {
         let mut bounce = vec![0u8; len.min(512)];
         let mut done = 0;
         while done < len {
             let n = (len - done).min(bounce.len());
-            if let Err(e) = uaccess::copy_from_user(&mut bounce[..n], buf + done as u64) {
-                return if done > 0 { Ok(done) } else { Err(e.into()) };
+            if let Err(e) = buf.take(done, &mut bounce[..n]) {
+                return if done > 0 { Ok(done) } else { Err(e) };
             }
             crate::console::write_bytes(&bounce[..n]);
             done += n;
@@ -166,10 +166,10 @@ pub struct Null {
 }
 
 impl File for Null {
-    fn read(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+    fn read(&self, _: u64, _: &mut IoBuf<'_>, _: usize, _: bool) -> Result<usize, Errno> {
         Ok(0)
     }
-    fn write(&self, _: u64, _: u64, len: usize, _: bool) -> Result<usize, Errno> {
+    fn write(&self, _: u64, _: &IoBuf<'_>, len: usize, _: bool) -> Result<usize, Errno> {
         Ok(len)
     }
     fn stat(&self) -> Stat {
@@ -284,12 +284,83 @@ impl RawDisk {
     }
 }
 
-impl File for RawDisk {
-    fn read(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
-        self.transfer(blk::Op::Read, offset, buf, len)
+impl RawDisk {
+    /// Moves `len` bytes between disk offset `offset` and the kernel
+    /// buffer `bytes` (`sendfile`'s), through one bounce frame of ours a
+    /// page at a time: the device can only reach frames, and a heap
+    /// buffer is not known to be physically contiguous. The same rules as
+    /// a user transfer: sector-aligned offset and length (`EINVAL`), cut
+    /// at the end of the disk, `EIO`/`EROFS` on a disk error after nothing
+    /// moved, else what moved.
+    fn bounce(&self, op: blk::Op, offset: u64, bytes: &mut [u8], len: usize) -> Result<usize, Errno> {
+        let disk = self.disk.ok_or(Errno::ENXIO)?;
+        if !offset.is_multiple_of(SECTOR_BYTES) || !(len as u64).is_multiple_of(SECTOR_BYTES) {
+            return Err(Errno::EINVAL);
+        }
+        let size = disk.capacity_pages() * PAGE;
+        if offset >= size {
+            return if op == blk::Op::Read || len == 0 { Ok(0) } else { Err(Errno::ENOSPC) };
+        }
+        let len = (len as u64).min(size - offset).min(bytes.len() as u64) as usize;
+        let frame = crate::memory::alloc_frames(0).map_err(|_| Errno::ENOMEM)?;
+        let page = crate::memory::phys_to_virt(frame).as_u64() as *mut u8;
+        let mut done = 0usize;
+        let mut result = Ok(());
+        while done < len {
+            let n = (len - done).min(PAGE as usize);
+            let sector = (offset + done as u64) / SECTOR_BYTES;
+            let nr = n / SECTOR_BYTES as usize;
+            // SAFETY: `frame` is a page we allocated above and free below;
+            // nobody else knows it, so this slice is its only access
+            // while it lives, and the device touches it only inside the
+            // `read_sectors`/`write_sectors` calls, not while the slice is
+            // used.
+            let staging = unsafe { core::slice::from_raw_parts_mut(page, n) };
+            result = match op {
+                blk::Op::Read => {
+                    // SAFETY: the frame is ours and allocated (above) for
+                    // the whole call; `nr` sectors fit in one page.
+                    let r = unsafe { disk.read_sectors(sector, frame, nr) };
+                    r.map(|()| bytes[done..done + n].copy_from_slice(staging))
+                }
+                blk::Op::Write => {
+                    staging.copy_from_slice(&bytes[done..done + n]);
+                    // SAFETY: as for the read.
+                    unsafe { disk.write_sectors(sector, frame, nr) }
+                }
+            };
+            if result.is_err() {
+                break;
+            }
+            done += n;
+        }
+        crate::memory::free_frames(frame, 0);
+        match result {
+            Ok(()) => Ok(done),
+            Err(_) if done > 0 => Ok(done),
+            Err(blk::IoError::ReadOnly { .. }) => Err(Errno::EROFS),
+            Err(_) => Err(Errno::EIO),
+        }
     }
-    fn write(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
-        self.transfer(blk::Op::Write, offset, buf, len)
+}
+
+impl File for RawDisk {
+    fn read(&self, offset: u64, buf: &mut IoBuf<'_>, len: usize, _: bool) -> Result<usize, Errno> {
+        match buf {
+            IoBuf::User(at) => self.transfer(blk::Op::Read, offset, *at, len),
+            IoBuf::Kernel(bytes) => self.bounce(blk::Op::Read, offset, bytes, len),
+        }
+    }
+    fn write(&self, offset: u64, buf: &IoBuf<'_>, len: usize, _: bool) -> Result<usize, Errno> {
+        match buf {
+            IoBuf::User(at) => self.transfer(blk::Op::Write, offset, *at, len),
+            IoBuf::Kernel(bytes) => {
+                // The bounce copies in and out of one slice; a write only
+                // reads it, so a copy of the part it writes will do.
+                let mut copy = bytes.get(..len).ok_or(Errno::EFAULT)?.to_vec();
+                self.bounce(blk::Op::Write, offset, &mut copy, len)
+            }
+        }
     }
     fn stat(&self) -> Stat {
         self.stat

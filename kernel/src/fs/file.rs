@@ -16,11 +16,14 @@
 //!
 //! ## Transfers
 //!
-//! [`File::read`] and [`File::write`] move bytes between the file and a
-//! *user* buffer (address and length): every file copies with
-//! `crate::vm::uaccess` itself, so a raw disk can pin the user's pages
-//! instead of copying ([`crate::fs::dev`]). Kernel-made content goes out
-//! through [`read_from_bytes`].
+//! [`File::read`] and [`File::write`] move bytes between the file and an
+//! [`IoBuf`]: a *user* buffer (an address: what the system calls pass) or
+//! a *kernel* buffer (a slice: what `sendfile` moves through, so that it
+//! needs no memory of the caller's). A file copies through
+//! [`IoBuf::put`] and [`IoBuf::take`], which use `crate::vm::uaccess` for
+//! user memory; a raw disk pins the user's pages instead of copying and
+//! goes through a bounce frame for a kernel buffer ([`crate::fs::dev`]).
+//! Kernel-made content goes out through [`read_from_bytes`].
 
 use crate::fs::Errno;
 use crate::sync::IrqSpinLock;
@@ -72,16 +75,53 @@ pub struct DirEntry {
     pub name: String,
 }
 
+/// The other end of a transfer (module doc, "Transfers"): bytes `0..len`
+/// of a user buffer at an address, or of a kernel slice.
+pub enum IoBuf<'a> {
+    /// User memory from this address on: every access is checked and may
+    /// fault (`EFAULT` for an address the process may not use).
+    User(u64),
+    /// A kernel buffer; an access past its end is `EFAULT` too, never a
+    /// panic.
+    Kernel(&'a mut [u8]),
+}
+
+impl IoBuf<'_> {
+    /// Copies `bytes` into the buffer at offset `at` (a read's result).
+    pub fn put(&mut self, at: usize, bytes: &[u8]) -> Result<(), Errno> {
+        match self {
+            IoBuf::User(base) => Ok(uaccess::copy_to_user(*base + at as u64, bytes)?),
+            IoBuf::Kernel(buf) => {
+                let end = at.checked_add(bytes.len()).ok_or(Errno::EFAULT)?;
+                buf.get_mut(at..end).ok_or(Errno::EFAULT)?.copy_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Copies the buffer's bytes at offset `at` into `out` (a write's
+    /// source).
+    pub fn take(&self, at: usize, out: &mut [u8]) -> Result<(), Errno> {
+        match self {
+            IoBuf::User(base) => Ok(uaccess::copy_from_user(out, *base + at as u64)?),
+            IoBuf::Kernel(buf) => {
+                let end = at.checked_add(out.len()).ok_or(Errno::EFAULT)?;
+                out.copy_from_slice(buf.get(at..end).ok_or(Errno::EFAULT)?);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// An open file of any kind. Offsets are the description's; a file that
 /// is not seekable ignores them.
 pub trait File: Send + Sync {
-    /// Reads up to `len` bytes at `offset` into user memory at `buf`;
-    /// returns how many (0: end of file). `nonblock`: `EAGAIN` rather than
-    /// waiting.
-    fn read(&self, offset: u64, buf: u64, len: usize, nonblock: bool) -> Result<usize, Errno>;
-    /// Writes `len` bytes from user memory at `buf` at `offset`; returns
-    /// how many were taken.
-    fn write(&self, offset: u64, buf: u64, len: usize, nonblock: bool) -> Result<usize, Errno>;
+    /// Reads up to `len` bytes at `offset` into `buf`; returns how many
+    /// (0: end of file). `nonblock`: `EAGAIN` rather than waiting.
+    fn read(&self, offset: u64, buf: &mut IoBuf<'_>, len: usize, nonblock: bool) -> Result<usize, Errno>;
+    /// Writes `len` bytes from `buf` at `offset`; returns how many were
+    /// taken.
+    fn write(&self, offset: u64, buf: &IoBuf<'_>, len: usize, nonblock: bool) -> Result<usize, Errno>;
     /// What `stat` says of it.
     fn stat(&self) -> Stat;
     /// False for pipes (`lseek` and `pread` answer `ESPIPE`).
@@ -105,11 +145,11 @@ pub trait File: Send + Sync {
 }
 
 /// Reads kernel-made `content` as a file: bytes from `offset`, at most
-/// `len`, copied to user memory at `buf`.
-pub fn read_from_bytes(content: &[u8], offset: u64, buf: u64, len: usize) -> Result<usize, Errno> {
+/// `len`, copied to `buf`.
+pub fn read_from_bytes(content: &[u8], offset: u64, buf: &mut IoBuf<'_>, len: usize) -> Result<usize, Errno> {
     let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
     let n = len.min(content.len() - start);
-    uaccess::copy_to_user(buf, &content[start..start + n])?;
+    buf.put(0, &content[start..start + n])?;
     Ok(n)
 }
 
@@ -169,7 +209,7 @@ impl OpenFile {
     }
 
     /// `read`: at the offset, which moves by what was read.
-    pub fn read(&self, buf: u64, len: usize) -> Result<usize, Errno> {
+    pub fn read(&self, buf: &mut IoBuf<'_>, len: usize) -> Result<usize, Errno> {
         if !self.readable() {
             return Err(Errno::EBADF);
         }
@@ -182,7 +222,7 @@ impl OpenFile {
     }
 
     /// `write`: at the offset (at the end with `O_APPEND`), which moves.
-    pub fn write(&self, buf: u64, len: usize) -> Result<usize, Errno> {
+    pub fn write(&self, buf: &IoBuf<'_>, len: usize) -> Result<usize, Errno> {
         if !self.writable() {
             return Err(Errno::EBADF);
         }
@@ -195,7 +235,7 @@ impl OpenFile {
     }
 
     /// `pread64`: at `offset`, leaving the description's offset alone.
-    pub fn pread(&self, buf: u64, len: usize, offset: u64) -> Result<usize, Errno> {
+    pub fn pread(&self, buf: &mut IoBuf<'_>, len: usize, offset: u64) -> Result<usize, Errno> {
         if !self.readable() {
             return Err(Errno::EBADF);
         }
@@ -206,7 +246,7 @@ impl OpenFile {
     }
 
     /// `pwrite64`: as [`OpenFile::pread`].
-    pub fn pwrite(&self, buf: u64, len: usize, offset: u64) -> Result<usize, Errno> {
+    pub fn pwrite(&self, buf: &IoBuf<'_>, len: usize, offset: u64) -> Result<usize, Errno> {
         if !self.writable() {
             return Err(Errno::EBADF);
         }

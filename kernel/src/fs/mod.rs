@@ -47,7 +47,7 @@ pub mod syscalls;
 pub mod tree;
 
 pub use fdtable::FdTable;
-pub use file::{File, OpenFile, Stat};
+pub use file::{File, IoBuf, OpenFile, Stat};
 pub use path::Cwd;
 
 use alloc::sync::Arc;

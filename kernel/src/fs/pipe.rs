@@ -33,11 +33,10 @@
 //! Waits are on `readers_wait` (data or no writer) and `writers_wait`
 //! (room or no reader), woken after the lock is released.
 
-use crate::fs::file::{File, Stat, S_IFIFO};
+use crate::fs::file::{File, IoBuf, Stat, S_IFIFO};
 use crate::fs::Errno;
 use crate::sync::IrqSpinLock;
 use crate::task::wait::WaitQueue;
-use crate::vm::uaccess;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -106,7 +105,7 @@ impl Drop for PipeEnd {
 }
 
 impl File for PipeEnd {
-    fn read(&self, _: u64, buf: u64, len: usize, nonblock: bool) -> Result<usize, Errno> {
+    fn read(&self, _: u64, buf: &mut IoBuf<'_>, len: usize, nonblock: bool) -> Result<usize, Errno> {
         if self.side != Side::Read {
             return Err(Errno::EBADF);
         }
@@ -136,18 +135,18 @@ impl File for PipeEnd {
         // lock. When the reader's buffer is bad, what was taken goes back
         // in front of the pipe, as Linux keeps it: the next good read gets
         // it (a reader racing in between could get later bytes first).
-        if let Err(e) = uaccess::copy_to_user(buf, &taken) {
+        if let Err(e) = buf.put(0, &taken) {
             let mut st = p.state.lock();
             for &byte in taken.iter().rev() {
                 st.data.push_front(byte);
             }
-            return Err(e.into());
+            return Err(e);
         }
         p.writers_wait.wake_all();
         Ok(taken.len())
     }
 
-    fn write(&self, _: u64, buf: u64, len: usize, nonblock: bool) -> Result<usize, Errno> {
+    fn write(&self, _: u64, buf: &IoBuf<'_>, len: usize, nonblock: bool) -> Result<usize, Errno> {
         if self.side != Side::Write {
             return Err(Errno::EBADF);
         }
@@ -157,8 +156,8 @@ impl File for PipeEnd {
         while done < len {
             let chunk = (len - done).min(PIPE_BUF);
             let bytes = &mut bounce[..chunk];
-            if let Err(e) = uaccess::copy_from_user(bytes, buf + done as u64) {
-                return if done > 0 { Ok(done) } else { Err(e.into()) };
+            if let Err(e) = buf.take(done, bytes) {
+                return if done > 0 { Ok(done) } else { Err(e) };
             }
             // Atomic when the whole write fits in PIPE_BUF: wait for room
             // for all of it; otherwise take whatever room there is.

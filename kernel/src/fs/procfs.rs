@@ -15,10 +15,10 @@
 //! of one of the words it knows sets the policy
 //! ([`crate::vm::thp_policy`]), anything else is `EINVAL`.
 
-use crate::fs::file::{read_from_bytes, File, Stat};
+use crate::fs::file::{read_from_bytes, File, IoBuf, Stat};
 use crate::fs::Errno;
 use crate::memory;
-use crate::vm::{compaction, migrate, reclaim, swap, thp_policy, uaccess};
+use crate::vm::{compaction, migrate, reclaim, swap, thp_policy};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -62,15 +62,15 @@ pub struct KnobFile {
 }
 
 impl File for KnobFile {
-    fn read(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+    fn read(&self, offset: u64, buf: &mut IoBuf<'_>, len: usize, _: bool) -> Result<usize, Errno> {
         read_from_bytes((self.knob.show)().as_bytes(), offset, buf, len)
     }
-    fn write(&self, _: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+    fn write(&self, _: u64, buf: &IoBuf<'_>, len: usize, _: bool) -> Result<usize, Errno> {
         if len > 64 {
             return Err(Errno::EINVAL);
         }
         let mut bytes = vec![0u8; len];
-        uaccess::copy_from_user(&mut bytes, buf)?;
+        buf.take(0, &mut bytes)?;
         let text = core::str::from_utf8(&bytes).map_err(|_| Errno::EINVAL)?;
         (self.knob.store)(text).map_err(|_| Errno::EINVAL)?;
         Ok(len)
@@ -93,10 +93,10 @@ impl Snapshot {
 }
 
 impl File for Snapshot {
-    fn read(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+    fn read(&self, offset: u64, buf: &mut IoBuf<'_>, len: usize, _: bool) -> Result<usize, Errno> {
         read_from_bytes(self.text.as_bytes(), offset, buf, len)
     }
-    fn write(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+    fn write(&self, _: u64, _: &IoBuf<'_>, _: usize, _: bool) -> Result<usize, Errno> {
         Err(Errno::EACCES)
     }
     fn stat(&self) -> Stat {

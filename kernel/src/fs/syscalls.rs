@@ -18,7 +18,7 @@
 
 use crate::fs::abi;
 use crate::fs::fdtable::{FdTable, MAX_FDS};
-use crate::fs::file::{OpenFile, O_ACCMODE, O_NONBLOCK, O_RDONLY, O_WRONLY, S_IFDIR, S_IFMT, S_IFREG};
+use crate::fs::file::{IoBuf, OpenFile, O_ACCMODE, O_NONBLOCK, O_RDONLY, O_WRONLY, S_IFDIR, S_IFMT, S_IFREG};
 use crate::fs::path::{lookup, Cwd, Found, PATH_MAX};
 use crate::fs::tree::NodeKind;
 use crate::fs::{pipe, Errno};
@@ -108,13 +108,13 @@ pub fn close(fds: &FdTable, fd: u64) -> Result<u64, Errno> {
 /// `read(fd, buf, count)`.
 pub fn read(fds: &FdTable, fd: u64, buf: u64, count: u64) -> Result<u64, Errno> {
     let file = fds.get(fd_of(fd))?;
-    file.read(buf, clamp_count(count)).map(|n| n as u64)
+    file.read(&mut IoBuf::User(buf), clamp_count(count)).map(|n| n as u64)
 }
 
 /// `write(fd, buf, count)`.
 pub fn write(fds: &FdTable, fd: u64, buf: u64, count: u64) -> Result<u64, Errno> {
     let file = fds.get(fd_of(fd))?;
-    file.write(buf, clamp_count(count)).map(|n| n as u64)
+    file.write(&IoBuf::User(buf), clamp_count(count)).map(|n| n as u64)
 }
 
 /// Linux caps one transfer at `MAX_RW_COUNT` (2 GiB less a page).
@@ -167,13 +167,13 @@ fn iovec_transfer(
 /// `readv(fd, iov, iovcnt)`: buffer after buffer, stopping at a short read.
 pub fn readv(fds: &FdTable, fd: u64, iov: u64, iovcnt: u64) -> Result<u64, Errno> {
     let file = fds.get(fd_of(fd))?;
-    iovec_transfer(iov, iovcnt, |base, len| file.read(base, len))
+    iovec_transfer(iov, iovcnt, |base, len| file.read(&mut IoBuf::User(base), len))
 }
 
 /// `writev(fd, iov, iovcnt)`: buffer after buffer, stopping at a short write.
 pub fn writev(fds: &FdTable, fd: u64, iov: u64, iovcnt: u64) -> Result<u64, Errno> {
     let file = fds.get(fd_of(fd))?;
-    iovec_transfer(iov, iovcnt, |base, len| file.write(base, len))
+    iovec_transfer(iov, iovcnt, |base, len| file.write(&IoBuf::User(base), len))
 }
 
 /// `pread64(fd, buf, count, offset)`.
@@ -181,7 +181,7 @@ pub fn pread64(fds: &FdTable, fd: u64, buf: u64, count: u64, offset: u64) -> Res
     if (offset as i64) < 0 {
         return Err(Errno::EINVAL);
     }
-    fds.get(fd_of(fd))?.pread(buf, clamp_count(count), offset).map(|n| n as u64)
+    fds.get(fd_of(fd))?.pread(&mut IoBuf::User(buf), clamp_count(count), offset).map(|n| n as u64)
 }
 
 /// `pwrite64(fd, buf, count, offset)`.
@@ -189,7 +189,7 @@ pub fn pwrite64(fds: &FdTable, fd: u64, buf: u64, count: u64, offset: u64) -> Re
     if (offset as i64) < 0 {
         return Err(Errno::EINVAL);
     }
-    fds.get(fd_of(fd))?.pwrite(buf, clamp_count(count), offset).map(|n| n as u64)
+    fds.get(fd_of(fd))?.pwrite(&IoBuf::User(buf), clamp_count(count), offset).map(|n| n as u64)
 }
 
 /// `lseek(fd, offset, whence)`.

@@ -22,7 +22,8 @@
 //! archives), so a walk that started keeps the tree it started in.
 
 use crate::fs::file::{
-    makedev, read_from_bytes, DirEntry, File, Stat, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
+    makedev, read_from_bytes, DirEntry, File, IoBuf, Stat, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT,
+    S_IFREG,
 };
 use crate::fs::{dev, procfs, Errno};
 use crate::sync::IrqSpinLock;
@@ -117,10 +118,10 @@ struct RegularFile {
 }
 
 impl File for RegularFile {
-    fn read(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+    fn read(&self, offset: u64, buf: &mut IoBuf<'_>, len: usize, _: bool) -> Result<usize, Errno> {
         read_from_bytes(self.data, offset, buf, len)
     }
-    fn write(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+    fn write(&self, _: u64, _: &IoBuf<'_>, _: usize, _: bool) -> Result<usize, Errno> {
         Err(Errno::EROFS)
     }
     fn stat(&self) -> Stat {
@@ -134,10 +135,10 @@ struct DirFile {
 }
 
 impl File for DirFile {
-    fn read(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+    fn read(&self, _: u64, _: &mut IoBuf<'_>, _: usize, _: bool) -> Result<usize, Errno> {
         Err(Errno::EISDIR)
     }
-    fn write(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+    fn write(&self, _: u64, _: &IoBuf<'_>, _: usize, _: bool) -> Result<usize, Errno> {
         Err(Errno::EISDIR)
     }
     fn stat(&self) -> Stat {

@@ -3,7 +3,7 @@
 //! the process's fd table and cwd; `execve` and [`super::spawn`] read the
 //! program through [`read_file`]; a file `mmap` is a private copy of the
 //! file's bytes ([`map_file`]); `sendfile` is a read from one descriptor
-//! and a write to the other through a bounce buffer ([`sendfile`]).
+//! and a write to the other through a kernel buffer ([`sendfile`]).
 //!
 //! A process's [`Files`] are its own: a fork copies the fd table and the
 //! cwd (threads share them, being one process; a new process gets a copy
@@ -16,7 +16,7 @@
 //! layer's leaves).
 
 use super::syscall::{Ctx, Errno, SysResult};
-use crate::fs::{self, syscalls as fsc, Cwd, FdTable, OpenFile};
+use crate::fs::{self, syscalls as fsc, Cwd, FdTable, IoBuf, OpenFile};
 use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -111,7 +111,7 @@ pub fn map_file(c: &Ctx, fd: i32, offset: u64, at: u64, len: u64) -> Result<(), 
     let chunk = 64 * 1024;
     while done < len {
         let n = (len - done).min(chunk) as usize;
-        let got = open.file.read(offset + done, at + done, n, false)?;
+        let got = open.file.read(offset + done, &mut IoBuf::User(at + done), n, false)?;
         if got == 0 {
             break;
         }
@@ -127,12 +127,10 @@ const SENDFILE_CHUNK: u64 = 64 * 1024;
 /// from `in_fd` (at `*offset`, which is then advanced, without moving the
 /// fd's own offset, when `offset` is not null; else at the fd's offset)
 /// and written to `out_fd`, chunk by chunk, stopping at the end of the
-/// input or a short write. The file layer moves bytes only between files
-/// and user memory, so the bounce buffer is a private anonymous area of
-/// the caller's space, mapped for the call and unmapped after it (another
-/// thread of the process could see it meanwhile, as any mapping). An
-/// error before any byte moved is the call's error; later, the call
-/// returns what moved.
+/// input or a short write. The bytes pass through a kernel buffer
+/// ([`IoBuf::Kernel`], at most [`SENDFILE_CHUNK`]): the caller's memory
+/// is never touched but for `*offset`. An error before any byte moved is
+/// the call's error; later, the call returns what moved.
 fn sendfile(c: &mut Ctx, out_fd: u64, in_fd: u64, offset: u64, count: u64) -> Result<u64, Errno> {
     let files = &c.thread.process.files;
     let input = files.fds.get(in_fd as u32 as i32)?;
@@ -156,28 +154,26 @@ fn sendfile(c: &mut Ctx, out_fd: u64, in_fd: u64, offset: u64, count: u64) -> Re
     if count == 0 {
         return Ok(0);
     }
-    let space = c.thread.process.space().ok_or(Errno::EFAULT)?;
-    let len = count.min(SENDFILE_CHUNK).div_ceil(4096) * 4096;
-    let buf = space
-        .mmap_below(super::mman::MMAP_TOP, len, 4096, mm::vma::VmaProt::READ_WRITE)
-        .map_err(|_| Errno::ENOMEM)?
-        .as_u64();
+    let mut bounce = alloc::vec::Vec::new();
+    bounce.try_reserve_exact(count.min(SENDFILE_CHUNK) as usize).map_err(|_| Errno::ENOMEM)?;
+    bounce.resize(count.min(SENDFILE_CHUNK) as usize, 0u8);
     let mut total = 0u64;
     let result = loop {
         if total == count {
             break Ok(());
         }
-        let want = (count - total).min(len) as usize;
+        let want = (count - total).min(bounce.len() as u64) as usize;
+        let mut buf = IoBuf::Kernel(&mut bounce);
         let got = match at {
-            Some(off) => input.pread(buf, want, off),
-            None => input.read(buf, want),
+            Some(off) => input.pread(&mut buf, want, off),
+            None => input.read(&mut buf, want),
         };
         let got = match got {
             Ok(0) => break Ok(()),
             Ok(n) => n,
             Err(e) => break Err(e),
         };
-        let put = match output.write(buf, got) {
+        let put = match output.write(&buf, got) {
             Ok(n) => n,
             Err(e) => break Err(e),
         };
@@ -191,8 +187,6 @@ fn sendfile(c: &mut Ctx, out_fd: u64, in_fd: u64, offset: u64, count: u64) -> Re
             break Ok(());
         }
     };
-    // The area is ours: unmapping it cannot fail but for memory.
-    let _ = space.munmap(mm::VirtAddr::new(buf), len);
     if let (Some(off), true) = (at, offset != 0) {
         crate::vm::uaccess::copy_to_user(offset, &off.to_ne_bytes())?;
     }

@@ -30,11 +30,10 @@
 
 use super::process::{self, Pid, Process};
 use super::thread;
-use crate::fs::file::{read_from_bytes, DirEntry, Stat, S_IFDIR, S_IFLNK, S_IFREG};
+use crate::fs::file::{read_from_bytes, DirEntry, IoBuf, Stat, S_IFDIR, S_IFLNK, S_IFREG};
 use crate::fs::procfs::Snapshot;
 use crate::fs::{self, Errno, File};
 use crate::vm::space::{AddressSpace, USER_END};
-use crate::vm::uaccess::copy_to_user;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -84,10 +83,10 @@ struct ProcDir {
 }
 
 impl File for ProcDir {
-    fn read(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+    fn read(&self, _: u64, _: &mut IoBuf<'_>, _: usize, _: bool) -> Result<usize, Errno> {
         Err(Errno::EISDIR)
     }
-    fn write(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+    fn write(&self, _: u64, _: &IoBuf<'_>, _: usize, _: bool) -> Result<usize, Errno> {
         Err(Errno::EISDIR)
     }
     fn stat(&self) -> Stat {
@@ -299,7 +298,7 @@ struct Pagemap {
 }
 
 impl File for Pagemap {
-    fn read(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+    fn read(&self, offset: u64, buf: &mut IoBuf<'_>, len: usize, _: bool) -> Result<usize, Errno> {
         // Whole words only, as Linux.
         if !offset.is_multiple_of(8) || !len.is_multiple_of(8) {
             return Err(Errno::EINVAL);
@@ -314,10 +313,10 @@ impl File for Pagemap {
         let last = last.min(first + 8192);
         let words = space.pagemap(VirtAddr::new(first * 4096), VirtAddr::new(last * 4096));
         let bytes: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        copy_to_user(buf, &bytes)?;
+        buf.put(0, &bytes)?;
         Ok(bytes.len())
     }
-    fn write(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+    fn write(&self, _: u64, _: &IoBuf<'_>, _: usize, _: bool) -> Result<usize, Errno> {
         Err(Errno::EACCES)
     }
     fn stat(&self) -> Stat {
@@ -332,10 +331,10 @@ struct Link {
 }
 
 impl File for Link {
-    fn read(&self, offset: u64, buf: u64, len: usize, _: bool) -> Result<usize, Errno> {
+    fn read(&self, offset: u64, buf: &mut IoBuf<'_>, len: usize, _: bool) -> Result<usize, Errno> {
         read_from_bytes(self.target.as_bytes(), offset, buf, len)
     }
-    fn write(&self, _: u64, _: u64, _: usize, _: bool) -> Result<usize, Errno> {
+    fn write(&self, _: u64, _: &IoBuf<'_>, _: usize, _: bool) -> Result<usize, Errno> {
         Err(Errno::EACCES)
     }
     fn stat(&self) -> Stat {

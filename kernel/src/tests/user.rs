@@ -179,8 +179,11 @@ fn proc_stat(_: &TestEnv<'_>) -> Result<(), String> {
     run("proc_stat", &[])
 }
 
+/// `sendfile` between files and pipes, and to and from the scratch disk
+/// (the kernel-buffer bounce of raw disks).
 fn sendfile_copy(_: &TestEnv<'_>) -> Result<(), String> {
-    run("sendfile_copy", &[])
+    let disk = format!("/dev/{}", scratch_disk()?.name());
+    run("sendfile_copy", &[&disk])
 }
 
 fn exec_race(_: &TestEnv<'_>) -> Result<(), String> {
