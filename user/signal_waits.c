@@ -10,7 +10,9 @@
  *   SA_RESTART) return EINTR; the default action of SIGTERM ends a process
  *   blocked in a pipe read;
  * - a write to a pipe with no reader: EPIPE when SIGPIPE is ignored, death
- *   by SIGPIPE by default.
+ *   by SIGPIPE by default;
+ * - kill of a zombie (ended, not yet waited for) succeeds and changes
+ *   nothing, as on Linux; once reaped, the pid is ESRCH.
  */
 #include "ut.h"
 #include <pthread.h>
@@ -153,6 +155,38 @@ static void sigpipe(void)
 	close(fds[1]);
 }
 
+/* Waits until /proc/<pid>/stat says the process is a zombie ('Z'). */
+static void wait_zombie(pid_t pid)
+{
+	char path[64], buf[256];
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	for (int tries = 0; tries < 1000; tries++) {
+		int fd = UT_SYS(open(path, O_RDONLY));
+		ssize_t n = read(fd, buf, sizeof buf - 1);
+		close(fd);
+		UT_CHECK(n > 0, "reading %s", path);
+		buf[n] = 0;
+		char *end = strrchr(buf, ')');
+		if (end && end[1] == ' ' && end[2] == 'Z')
+			return;
+		ut_pause_ms(1);
+	}
+	UT_CHECK(0, "pid %d never became a zombie: %s", pid, buf);
+}
+
+static void kill_zombie(void)
+{
+	pid_t pid = UT_SYS(fork());
+	if (pid == 0)
+		_exit(9);
+	wait_zombie(pid);
+	UT_CHECK(kill(pid, 0) == 0, "kill(zombie, 0): %s (Linux: 0)", strerror(errno));
+	UT_CHECK(kill(pid, SIGTERM) == 0, "kill(zombie, SIGTERM): %s (Linux: 0)", strerror(errno));
+	int status = ut_reap(pid);
+	UT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 9, "the zombie's status changed: %#x", status);
+	UT_CHECK(kill(pid, 0) == -1 && errno == ESRCH, "kill of a reaped pid: %s (not ESRCH)", strerror(errno));
+}
+
 int main(void)
 {
 	ut_name = "signal_waits";
@@ -162,5 +196,6 @@ int main(void)
 	read_interrupted();
 	wait4_interrupted();
 	sigpipe();
+	kill_zombie();
 	return 0;
 }

@@ -637,7 +637,9 @@ pub fn rt_sigprocmask(c: &mut Ctx, how: u32, set: u64, oldset: u64, size: u64) -
 
 /// `kill(pid, sig)`: a process (`pid > 0`), the caller's own (`0`), every
 /// process but the caller's (`-1`), or process `-pid` (there are no
-/// process groups: a group is its leader).
+/// process groups: a group is its leader). A zombie is still a process
+/// until it is waited for: as on Linux, a kill of one succeeds and does
+/// nothing (its status is final); `ESRCH` only when no process matched.
 pub fn kill(c: &mut Ctx, pid: i32, sig: u32) -> SysResult {
     if sig != 0 {
         valid(sig)?;
@@ -647,13 +649,11 @@ pub fn kill(c: &mut Ctx, pid: i32, sig: u32) -> SysResult {
         -1 => process::all().into_iter().filter(|p| p.pid != c.thread.process.pid).collect(),
         p => process::find(p.unsigned_abs()).into_iter().collect(),
     };
-    let targets: alloc::vec::Vec<_> =
-        targets.into_iter().filter(|p| p.state.lock().status.is_none()).collect();
     if targets.is_empty() {
         return Err(Errno::ESRCH);
     }
     if sig != 0 {
-        for p in &targets {
+        for p in targets.iter().filter(|p| p.state.lock().status.is_none()) {
             send_process(p, sig);
         }
     }
