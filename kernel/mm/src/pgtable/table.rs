@@ -743,6 +743,11 @@ impl<F: PageTableFormat, E> CopyWalk<'_, F, E> {
 /// overlaps `[start, end)`, in order: `(index, va, va_end, slot address)`,
 /// with top-level upper-half addresses sign-extended so they are real
 /// (`va_end` wraps to 0 for the last slot of the address space).
+///
+/// Only the slots from the one holding `start` to the one holding
+/// `end - 1` are looked at ([`slot_bounds`]), so a walk of one page costs
+/// a few slots per level rather than all 512 of each table on the way
+/// (an rmap walk, a fault's lookup, a test's check).
 fn slots_in(
     table: PhysAddr,
     level: Level,
@@ -751,7 +756,7 @@ fn slots_in(
     end: u64,
 ) -> impl Iterator<Item = (u64, u64, u64, PhysAddr)> {
     let size = level.entry_size();
-    (0..ENTRIES_PER_TABLE as u64).filter_map(move |i| {
+    slot_bounds(level, table_va, start, end).filter_map(move |i| {
         let va = table_va + i * size;
         let va = if level == Level::Pgd && i >= 256 { va | 0xffff_0000_0000_0000 } else { va };
         let va_end = va.wrapping_add(size);
@@ -760,4 +765,108 @@ fn slots_in(
         }
         Some((i, va, va_end, PhysAddr::new(table.as_u64() + 8 * i)))
     })
+}
+
+/// The indices of the slots of a table at `level` mapping from `table_va`
+/// that can overlap `[start, end)`: a superset [`slots_in`] filters. Below
+/// the top level a table's slots map consecutive spans from `table_va`;
+/// at the top level so do the lower half's 256, and a range reaching into
+/// the upper half (sign-extended) looks at all 512.
+fn slot_bounds(level: Level, table_va: u64, start: u64, end: u64) -> core::ops::Range<u64> {
+    let size = level.entry_size();
+    let slots = ENTRIES_PER_TABLE as u64;
+    if level == Level::Pgd && (end == 0 || end > (slots / 2) * size) {
+        return 0..slots;
+    }
+    let first = (start.saturating_sub(table_va) / size).min(slots);
+    let last = if end <= table_va { 0 } else { ((end - table_va - 1) / size + 1).min(slots) };
+    first..last.max(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The slots of a table overlapping `[start, end)`, by looking at all
+    /// 512 (what `slots_in` did before [`slot_bounds`]).
+    fn every_slot(level: Level, table_va: u64, start: u64, end: u64) -> alloc::vec::Vec<u64> {
+        let size = level.entry_size();
+        (0..ENTRIES_PER_TABLE as u64)
+            .filter(|&i| {
+                let va = table_va + i * size;
+                let va = if level == Level::Pgd && i >= 256 { va | 0xffff_0000_0000_0000 } else { va };
+                let va_end = va.wrapping_add(size);
+                !(va_end <= start && va_end != 0 || va >= end)
+            })
+            .collect()
+    }
+
+    fn bounded(level: Level, table_va: u64, start: u64, end: u64) -> alloc::vec::Vec<u64> {
+        slots_in(PhysAddr::new(0x1000), level, table_va, start, end).map(|(i, ..)| i).collect()
+    }
+
+    /// An address near a slot boundary of `level`: where an off-by-one
+    /// would show.
+    fn near_boundary() -> impl Strategy<Value = u64> {
+        (0u64..1 << 16, 0usize..4, -2i64..3).prop_map(|(n, l, d)| {
+            (n << Level::TOP_DOWN[l].entry_size().trailing_zeros()).wrapping_add_signed(d)
+        })
+    }
+
+    #[test]
+    fn the_edges_of_the_address_space() {
+        let top = |l: Level| 0u64.wrapping_sub(ENTRIES_PER_TABLE as u64 * l.entry_size());
+        for (level, table_va) in [
+            (Level::Pgd, 0),
+            (Level::Pud, 0),
+            (Level::Pte, 0x20_0000),
+            (Level::Pud, top(Level::Pud)),
+            (Level::Pte, top(Level::Pte)),
+        ] {
+            for (start, end) in [
+                (0, 0),
+                (0, 1),
+                (0, u64::MAX),
+                (0x1000, 0x2000),
+                (0x7fff_ffff_f000, 0x8000_0000_0000),
+                (0xffff_8000_0000_0000, u64::MAX),
+                (0xffff_ffff_ffff_f000, 0),
+                (u64::MAX - 1, u64::MAX),
+                (5, 3),
+            ] {
+                assert_eq!(
+                    bounded(level, table_va, start, end),
+                    every_slot(level, table_va, start, end),
+                    "{level:?} table at {table_va:#x}, [{start:#x}, {end:#x})"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Looking only between the bounds finds the same slots as looking
+        /// at all of them, for tables anywhere and ranges of any shape.
+        #[test]
+        fn bounds_find_every_overlapping_slot(
+            l in 0usize..4,
+            table in 0u64..1 << 20,
+            start in near_boundary(),
+            len in prop_oneof![near_boundary(), 0u64..0x10_0000],
+        ) {
+            let level = Level::TOP_DOWN[l];
+            // A table's own address: a multiple of its span (the top
+            // level's is 0), in either half.
+            let span_shift = level.entry_size().trailing_zeros() + 9;
+            let table_va = if level == Level::Pgd || span_shift >= 64 {
+                0
+            } else {
+                let va = (table << span_shift) & 0x0000_ffff_ffff_ffff;
+                if va & 0x0000_8000_0000_0000 != 0 { va | 0xffff_0000_0000_0000 } else { va }
+            };
+            let end = start.wrapping_add(len);
+            prop_assert_eq!(bounded(level, table_va, start, end), every_slot(level, table_va, start, end));
+        }
+    }
 }
