@@ -59,8 +59,14 @@ impl TableMemory for KernelTables {
         unsafe { entry_at(pa) }.load(Ordering::Acquire)
     }
     fn write_entry(&self, pa: PhysAddr, value: u64) {
+        self.write_entry_batched(pa, value);
+        Arch::table_write_barrier();
+    }
+    fn write_entry_batched(&self, pa: PhysAddr, value: u64) {
         // SAFETY: as in `read_entry`.
         unsafe { entry_at(pa) }.store(value, Ordering::Release);
+    }
+    fn publish_writes(&self) {
         Arch::table_write_barrier();
     }
     fn alloc_table(&self) -> Option<PhysAddr> {

@@ -23,6 +23,20 @@ pub trait TableMemory {
     /// earlier write to table memory (a walker that sees the new entry sees
     /// the table it points at initialised).
     fn write_entry(&self, pa: PhysAddr, value: u64);
+    /// Writes the entry at `pa` as [`TableMemory::write_entry`] does but
+    /// without the barrier that makes it visible to the table walker at
+    /// once (AArch64's `dsb ishst; isb` after each write): for a batch of
+    /// leaf and swap entries no walker needs before the batch ends, closed
+    /// by one [`TableMemory::publish_writes`]. Fork's copy
+    /// (`PageTable::copy_range`) is the one user: the child's tables are
+    /// loaded on no CPU, and the parent's leaves only lose write access,
+    /// which the TLB flush after the copy completes anyway.
+    fn write_entry_batched(&self, pa: PhysAddr, value: u64) {
+        self.write_entry(pa, value)
+    }
+    /// Makes every earlier [`TableMemory::write_entry_batched`] visible to
+    /// the table walker: the barrier those writes left out, once.
+    fn publish_writes(&self) {}
     /// A zeroed 4 KiB frame for a new table, or `None` when memory is out.
     fn alloc_table(&self) -> Option<PhysAddr>;
     /// Gives back a table frame that no entry points at any more and that

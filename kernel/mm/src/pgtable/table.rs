@@ -530,6 +530,11 @@ impl<F: PageTableFormat> PageTable<F> {
     /// migration entries owe none. Stops at the first error: of `f`, or
     /// `table_error` of the table's (no memory for a child table, a child
     /// slot already in use, a corrupt entry).
+    ///
+    /// The entries `f` decides are written batched
+    /// ([`TableMemory::write_entry_batched`]: no barrier a write, which on
+    /// AArch64 was two per page of a fork) and published once when the
+    /// walk stops, error or not, before the caller flushes.
     #[allow(clippy::too_many_arguments)]
     pub fn copy_range<E>(
         &self,
@@ -542,7 +547,12 @@ impl<F: PageTableFormat> PageTable<F> {
         f: &mut dyn FnMut(VirtAddr, Level, Decoded) -> Result<EntryCopy, E>,
     ) -> Result<(), E> {
         let mut walk = CopyWalk { source: self, flush, table_error, f };
-        walk.table(mem, self.root, Level::Pgd, 0, start.as_u64(), end.as_u64(), Ok(child.root))
+        let result = walk.table(mem, self.root, Level::Pgd, 0, start.as_u64(), end.as_u64(), Ok(child.root));
+        // The entries were written batched (one barrier here, not one a
+        // write): also after an error, before the caller flushes or tears
+        // the child down.
+        mem.publish_writes();
+        result
     }
 
     /// Unhooks the tables below the root that map nothing and whose whole
@@ -721,13 +731,13 @@ impl<F: PageTableFormat, E> CopyWalk<'_, F, E> {
             }
             let copy = (self.f)(at, level, entry)?;
             match copy.child {
-                Decoded::Leaf(leaf) => mem.write_entry(child_pa, F::make_leaf(&leaf)),
-                Decoded::NonPresent(np) => mem.write_entry(child_pa, F::make_nonpresent(&np)),
+                Decoded::Leaf(leaf) => mem.write_entry_batched(child_pa, F::make_leaf(&leaf)),
+                Decoded::NonPresent(np) => mem.write_entry_batched(child_pa, F::make_nonpresent(&np)),
                 _ => {}
             }
             match copy.source {
-                Decoded::Leaf(leaf) => mem.write_entry(pa, F::make_leaf(&leaf)),
-                Decoded::NonPresent(np) => mem.write_entry(pa, F::make_nonpresent(&np)),
+                Decoded::Leaf(leaf) => mem.write_entry_batched(pa, F::make_leaf(&leaf)),
+                Decoded::NonPresent(np) => mem.write_entry_batched(pa, F::make_nonpresent(&np)),
                 _ => continue,
             }
             if matches!(entry, Decoded::Leaf(_)) {

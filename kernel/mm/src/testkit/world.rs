@@ -84,20 +84,54 @@ impl TableMemory for LimitedTables<'_> {
 }
 
 /// [`SimMemory`] that counts the entries read and written through it (how
-/// much of the tables an operation walks: [`World::fork_counting`]).
+/// much of the tables an operation walks: [`World::fork_counting`]), and
+/// the barriers a kernel's table memory would issue: one per
+/// [`TableMemory::write_entry`], one per [`TableMemory::publish_writes`].
 struct CountingTables<'a> {
     mem: &'a SimMemory,
-    accesses: Cell<u64>,
+    work: Cell<TableWork>,
+}
+
+/// What [`World::fork_counting`] counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableWork {
+    /// Entries read or written.
+    pub accesses: u64,
+    /// Table-walker barriers: ordered writes, and publishes of batched ones.
+    pub barriers: u64,
+    /// Writes made batched ([`TableMemory::write_entry_batched`]).
+    pub batched: u64,
+}
+
+impl CountingTables<'_> {
+    fn count(&self, f: impl FnOnce(&mut TableWork)) {
+        let mut work = self.work.get();
+        f(&mut work);
+        self.work.set(work);
+    }
 }
 
 impl TableMemory for CountingTables<'_> {
     fn read_entry(&self, pa: PhysAddr) -> u64 {
-        self.accesses.set(self.accesses.get() + 1);
+        self.count(|w| w.accesses += 1);
         self.mem.read_entry(pa)
     }
     fn write_entry(&self, pa: PhysAddr, value: u64) {
-        self.accesses.set(self.accesses.get() + 1);
+        self.count(|w| {
+            w.accesses += 1;
+            w.barriers += 1;
+        });
         self.mem.write_entry(pa, value)
+    }
+    fn write_entry_batched(&self, pa: PhysAddr, value: u64) {
+        self.count(|w| {
+            w.accesses += 1;
+            w.batched += 1;
+        });
+        self.mem.write_entry(pa, value)
+    }
+    fn publish_writes(&self) {
+        self.count(|w| w.barriers += 1);
     }
     fn alloc_table(&self) -> Option<PhysAddr> {
         self.mem.alloc_table()
@@ -744,9 +778,10 @@ impl<F: HardwareWalker> World<F> {
     }
 
     /// [`World::fork`], also returning how many table entries it read and
-    /// wrote (both trees).
-    pub fn fork_counting(&mut self, s: usize) -> (usize, u64) {
-        let counting = CountingTables { mem: &self.mem, accesses: Cell::new(0) };
+    /// wrote (both trees) and the walker barriers it would cost
+    /// ([`TableWork`]).
+    pub fn fork_counting(&mut self, s: usize) -> (usize, TableWork) {
+        let counting = CountingTables { mem: &self.mem, work: Cell::new(TableWork::default()) };
         let table = PageTable::<F>::new(&self.mem).unwrap();
         let parent = self.sp(s);
         let mut flush = Flush::none(parent.table.root());
@@ -754,8 +789,8 @@ impl<F: HardwareWalker> World<F> {
         fork_range(&parent.table, &table, &counting, &self.frames, handle, va(0), va(USER_END), &mut flush)
             .unwrap();
         flush.flush(&self.tlb);
-        let (vmas, accesses) = (parent.vmas.clone(), counting.accesses.get());
-        (self.add_space(table, vmas), accesses)
+        let (vmas, work) = (parent.vmas.clone(), counting.work.get());
+        (self.add_space(table, vmas), work)
     }
 
     /// fork as the kernel does it when memory runs out: the child's tables
