@@ -922,6 +922,28 @@ fn readahead_brings_the_neighbours_into_the_cache<F: HardwareWalker>() {
     w.finish();
 }
 
+/// Readahead only while the area is read in order: a fault far from the
+/// one before reads its page alone; the next one near it reads ahead
+/// again (a run ends at a page in memory).
+fn readahead_only_when_read_in_order<F: HardwareWalker>() {
+    let _shared = shared();
+    let (w, e) = swapped_out_in_order::<F>(64);
+    let p = |k: u64| AREA + k * PAGE;
+    let reads = |w: &World<F>| (w.frames.nr_read_calls(), w.frames.nr_reads());
+    w.expect_page(0, p(40), 1);
+    assert_eq!(reads(&w), (1, 8), "the first fault reads ahead");
+    w.expect_page(0, p(3), 1);
+    assert_eq!(reads(&w), (2, 9), "far from 40: page 3 alone");
+    w.expect_page(0, p(60), 1);
+    assert_eq!(reads(&w), (3, 10), "far from 3: page 60 alone");
+    w.expect_page(0, p(62), 1);
+    assert_eq!(reads(&w), (4, 13), "near 60: 61..63 (60 is in memory)");
+    assert_eq!(w.area().nr_in_cache(), 7 + 2);
+    assert!(w.area().has_cache(e[61]) && w.area().has_cache(e[63]) && !w.area().has_cache(e[59]));
+    w.check();
+    w.finish();
+}
+
 /// Readahead never reads a slot it should not: a neighbour whose slot was
 /// freed since the window was looked at (its claim fails: unused), one
 /// whose slot now holds another space's page (claimed, but the second
@@ -1222,13 +1244,23 @@ fn random_page(rng: &mut Rng) -> u64 {
 fn random_operations_agree_with_a_byte_model<F: HardwareWalker>() {
     let _shared = shared();
     for seed in [0x5a5a_0001u64, 0x0bad_cafe, 0x1234_5678_9abc, 0x0005_3ed0_0004] {
-        random_run::<F>(seed, 400);
+        random_run::<F>(seed, 400, false);
     }
 }
 
-fn random_run<F: HardwareWalker>(seed: u64, steps: usize) {
+/// The same with readahead on: the neighbours a fault brings into the
+/// cache change no byte anyone reads.
+fn random_operations_with_readahead_agree_with_a_byte_model<F: HardwareWalker>() {
+    let _shared = shared();
+    for seed in [0x00ad_0001u64, 0x5eed_0ead] {
+        random_run::<F>(seed, 400, true);
+    }
+}
+
+fn random_run<F: HardwareWalker>(seed: u64, steps: usize, readahead: bool) {
     let mut rng = Rng(seed);
     let mut w = world::<F>();
+    w.frames.set_readahead(readahead);
     w.mmap(0, AREA, SMALL_PAGES * PAGE, RW);
     w.mmap(0, HUGE_AREA, HP, RW);
     let mut model = Model::new();
@@ -1364,7 +1396,9 @@ mm::for_both_formats!(
     a_stale_entry_is_refused_without_a_read,
     io_errors_lose_no_data,
     readahead_brings_the_neighbours_into_the_cache,
+    readahead_only_when_read_in_order,
     readahead_over_a_freed_or_foreign_slot_reads_only_its_own,
     readahead_failures_and_shared_neighbours,
     random_operations_agree_with_a_byte_model,
+    random_operations_with_readahead_agree_with_a_byte_model,
 );

@@ -199,7 +199,11 @@ pub fn get_swapped_folio_around<B: SwapBackend>(
     window: impl Fn() -> Option<Window>,
 ) -> SwappedIn<B> {
     let mut try_run = true;
-    let mut try_window = true;
+    // Readahead only while the area is read in order: the fault before
+    // this one (a miss, or a hit on a page read ahead) was near it. A
+    // random access pattern reads no neighbours it will not use.
+    let mut try_window =
+        area.note_fault(entry).is_none_or(|prev| prev.abs_diff(entry.offset()) < 2 * READAHEAD_PAGES as u64);
     loop {
         if let Some((folio, i)) = lookup_get(area, memmap, entry) {
             while !folio.try_lock() {
