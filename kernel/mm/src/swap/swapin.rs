@@ -52,6 +52,26 @@
 //! `tests/swap.rs`; in-guest `swap::freed_thp_comes_back_whole`,
 //! `swap::concurrent_faults_on_one_freed_thp`.
 //!
+//! ## Readahead
+//!
+//! On a miss the large read did not take, and only while the area is read
+//! in order ([`SwapArea::note_fault`]: the fault before was within two
+//! windows), [`get_swapped_folio_around`] reads the faulting page's
+//! neighbours with it, in one request: `window` gives, under the space's
+//! lock, the swap entries of the [`READAHEAD_PAGES`]-aligned window of
+//! PTEs around the fault ([`readahead_window`]); the places whose entries
+//! are the slots next to the faulting one ([`Window::run_of`]) are
+//! claimed, the faulting slot first, then outwards up to the first
+//! refusal; a second look releases, unread, every neighbour whose PTE no
+//! longer holds its slot (the slot may hold another space's page now);
+//! the run is read into order-0 folios in contiguous frames
+//! ([`SwapBackend::alloc_readahead`]). The neighbours stay in the cache,
+//! unlocked, on the LRU lists, with only the cache's references: **not
+//! mapped, not exclusive, not dirty**; a later fault finds them as any
+//! cache hit, and half 2 decides exclusivity as for any cache folio. Any
+//! refusal (no block, a failed read) falls back to the order-0 read, with
+//! nothing claimed. No lock is held across the read.
+//!
 //! ## Exclusive
 //!
 //! A page is mapped exclusive (and so writable in a writable area, and
