@@ -100,7 +100,8 @@ pub static PSWPOUT: AtomicU64 = AtomicU64::new(0);
 pub static NR_WRITEBACK: AtomicU64 = AtomicU64::new(0);
 /// Writes that failed (the folio stayed in memory).
 pub static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
-/// Reads that failed (the faulting task was ended).
+/// Read requests that failed: the faulting task was ended, or (a failed
+/// readahead) its page was read alone next.
 pub static READ_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// Writes that failed since the last one that worked.
 static WRITE_ERRORS_IN_A_ROW: AtomicU64 = AtomicU64::new(0);
