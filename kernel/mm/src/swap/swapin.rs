@@ -89,7 +89,9 @@
 
 use super::area::SlotError;
 use super::area::{ClaimError, SwapArea};
-use super::cache::{delete_from_swap_cache, folio_entry, lookup_get, nth_entry, still_cached};
+use super::cache::{
+    delete_from_swap_cache, delete_if_unused, folio_entry, lookup_get, nth_entry, still_cached, IfMapped,
+};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::folio::{AnonHandle, FolioMapping};
 use crate::folio::{Folio, UnpublishedFolio};
@@ -566,6 +568,17 @@ fn read_new<B: SwapBackend>(
         Ok(()) => {
             for (j, folio) in folios.iter().enumerate() {
                 folio.set_flag(PageFlag::Uptodate);
+                // A neighbour whose entry went while it was read (an
+                // munmap after the second look: its free found no folio
+                // in the cache yet) is needed by nobody: out and freed
+                // now, not left for reclaim.
+                if j != k && delete_if_unused(area, folio, IfMapped::Keep) {
+                    folio.unlock();
+                    if folio.put() {
+                        backend.free_folio(*folio);
+                    }
+                    continue;
+                }
                 // A new folio goes on the LRU lists here, and only here: a
                 // cache hit is on them already, or isolated by reclaim,
                 // which puts it back itself.
@@ -573,10 +586,13 @@ fn read_new<B: SwapBackend>(
                     lru.add(*folio);
                 }
                 if j != k {
-                    // A neighbour: the cache's references keep it.
+                    // A neighbour: the cache's references keep it, unless
+                    // an munmap freed its entry and took it out of the
+                    // cache the moment it was unlocked.
                     folio.unlock();
-                    let last = folio.put();
-                    debug_assert!(!last, "read_new: the cache holds a readahead folio");
+                    if folio.put() {
+                        backend.free_folio(*folio);
+                    }
                 }
             }
             Ok((folios[k], i))
