@@ -146,6 +146,7 @@ use crate::folio::{Folio, UnpublishedFolio};
 use crate::numa::{NodeId, MAX_NODES};
 use crate::page::{Memmap, Page, PageFlag, NO_PFN, ORDER_SHIFT};
 use crate::sync::IrqLock;
+use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
@@ -703,6 +704,25 @@ impl FrameAllocator {
     pub fn alloc_folio(&self, order: u8, kind: AllocKind) -> Result<UnpublishedFolio<'static>, AllocError> {
         let pfn = self.alloc(order, kind)?;
         Ok(UnpublishedFolio::prep(self.memmap, pfn, order))
+    }
+
+    /// `nr` (at most `2^MAX_ORDER`) new order-0 folios in `nr` physically
+    /// contiguous frames, in frame order, prepared as
+    /// [`FrameAllocator::alloc_folio`]'s: for one read of consecutive disk
+    /// pages into folios of their own (swap readahead,
+    /// `crate::swap::swapin`). One block of the order that holds `nr` is
+    /// allocated and the frames past `nr` are freed at once.
+    pub fn alloc_folio_run(
+        &self,
+        nr: usize,
+        kind: AllocKind,
+    ) -> Result<Vec<UnpublishedFolio<'static>>, AllocError> {
+        let order = nr.max(1).next_power_of_two().trailing_zeros() as u8;
+        let pfn = self.alloc(order, kind)?;
+        for extra in nr as u64..1u64 << order {
+            self.free(pfn.plus(extra), 0);
+        }
+        Ok((0..nr as u64).map(|k| UnpublishedFolio::prep(self.memmap, pfn.plus(k), 0)).collect())
     }
 
     /// [`FrameAllocator::alloc_folio`] from `node`'s pool only

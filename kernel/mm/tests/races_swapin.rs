@@ -43,8 +43,11 @@ use mm::pgtable::sim::HwAccess;
 use mm::pgtable::SwapType;
 use mm::pgtable::{Decoded, NonPresent, SwapEntry};
 use mm::swap::area::SwapArea;
-use mm::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, slots_unused};
-use mm::swap::swapin::{get_swapped_folio, map_swapped_in, SwapBackend, SwapInError, SwapInOutcome};
+use mm::swap::cache::{
+    add_to_swap, delete_from_swap_cache, delete_if_unused, folio_entry, lookup_get, slots_unused, IfMapped,
+};
+use mm::swap::swapin::{get_swapped_folio, get_swapped_folio_around, map_swapped_in, readahead_window};
+use mm::swap::swapin::{SwapBackend, SwapInError, SwapInOutcome};
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
 use mm::testkit::races::{explore, run, Explorer};
@@ -62,6 +65,10 @@ const TY: SwapType = SwapType::nth(1);
 const SWAP_PAGES: u64 = 8;
 const SEED: u64 = 0x5eed_0004;
 const ITERATIONS: usize = 800;
+/// The readahead races' (two pages, a few more steps each): enough for
+/// both to reach their interleavings and, with the munmap, to find a
+/// neighbour freed under the reader (checked by undoing the fix).
+const READAHEAD_ITERATIONS: usize = 250;
 
 /// Page contents: two words, 0 written by the "device" through a held
 /// reference, 1 by the task through its mapping.
@@ -497,6 +504,138 @@ fn swap_in_against_a_reswap_of_the_same_slot() {
     w.0.finish();
 }
 
+// ------------------------------------------------------------------ 4
+
+/// The two pages of the readahead races, and what they hold (word 0).
+const PAIR: [u64; 2] = [PAGE_VA, PAGE_VA + 4096];
+const PAIR_WORDS: [u64; 2] = [0xa0, 0xa1];
+
+/// A world of two pages, with readahead on, both swapped out to
+/// consecutive slots and freed; and their entries.
+fn pair_swapped_out() -> (World, Vec<SwapEntry>) {
+    let frames = SimFrames::new(BASE_PFN, NR_FRAMES).with_swap(TY.raw(), SWAP_PAGES);
+    frames.set_readahead(true);
+    let w = World(SharedSpace::new(frames, &[(PAGE_VA, 2 * 4096)]));
+    let mut entries = Vec::new();
+    for (at, word) in PAIR.into_iter().zip(PAIR_WORDS) {
+        assert_eq!(w.0.fault(at, Access::Write), FaultOutcome::Resolved);
+        let pa = w.0.translate(at).unwrap();
+        w.set_word(pa, 0, word);
+        let folio = w.isolate_for_reclaim(pa.pfn());
+        w.reclaim_unmap_and_write(folio);
+        assert!(w.reclaim_finish(folio), "nobody holds it: freed");
+        let (_, Decoded::NonPresent(NonPresent::Swap { entry, .. })) = w.0.lookup(at) else {
+            panic!("not out")
+        };
+        entries.push(entry);
+    }
+    assert_eq!(entries[1], entries[0].plus(1), "consecutive slots");
+    (w, entries)
+}
+
+/// A read of word 0 at `at` as `kernel/src/vm/fault.rs` does it, with
+/// readahead: the fault handler under the lock; for a swap entry, half 1
+/// without it (the window looked at under it), half 2 under it, then the
+/// folio left unneeded leaves the cache. Until the access goes through;
+/// `None` when the page's area is gone.
+fn read_with_readahead(w: World, at: u64) -> Option<u64> {
+    for _ in 0..8 {
+        let word =
+            w.0.locked(|g| g.table.translate(&g.mem, VirtAddr::new(at)).map(|pa| w.frames().read_u64(pa)));
+        if word.is_some() {
+            return word;
+        }
+        match w.0.fault(at, Access::Read) {
+            FaultOutcome::NeedsSwapIn { page, entry } => {
+                let window = || w.0.locked(|g| readahead_window(&g.table, &g.mem, &g.vmas, page, entry));
+                let got = get_swapped_folio_around(
+                    w.area(),
+                    w.memmap(),
+                    w.frames(),
+                    entry,
+                    w.0.handle,
+                    page.as_u64() >> 12,
+                    || None,
+                    window,
+                );
+                let (folio, i) = match got {
+                    Ok(got) => got,
+                    Err(SwapInError::Stale) => continue,
+                    Err(e) => panic!("swap-in: {e:?}"),
+                };
+                w.0.locked(|g| {
+                    map_swapped_in(&g.table, &g.mem, &g.vmas, w.area(), &folio, i, page, entry, false, true)
+                });
+                delete_if_unused(w.area(), &folio, IfMapped::Keep);
+                folio.unlock();
+                w.frames().put(folio);
+            }
+            FaultOutcome::Spurious | FaultOutcome::Resolved => {}
+            FaultOutcome::Refused(_) => return None,
+            other => panic!("fault: {other:?}"),
+        }
+    }
+    panic!("the read at {at:#x} never went through");
+}
+
+/// Executions in which one read served both pages (the other found its
+/// page read ahead), and in which the readahead read the neighbour that
+/// an munmap was taking away.
+static ONE_READ_FOR_TWO: AtomicUsize = AtomicUsize::new(0);
+static READ_AHEAD_WHILE_UNMAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Two tasks read the two pages at once: whichever reads ahead, each
+/// gets its own page's data, each page is mapped once, and nothing stays
+/// in the cache.
+fn readahead_against_a_fault_on_the_neighbour() {
+    let (w, _) = pair_swapped_out();
+    let a = thread::spawn(move || read_with_readahead(w, PAIR[0]));
+    let b = thread::spawn(move || read_with_readahead(w, PAIR[1]));
+    assert_eq!([a.join().unwrap(), b.join().unwrap()], PAIR_WORDS.map(Some));
+    if w.frames().nr_read_calls() == 1 {
+        ONE_READ_FOR_TWO.fetch_add(1, Ordering::Relaxed);
+    }
+    for at in PAIR {
+        let pfn = w.0.translate(at).expect("mapped").pfn();
+        let f = folio_of(w.memmap(), pfn).unwrap();
+        assert!(f.page(0).test_flag(PageFlag::AnonExclusive) && !f.test_flag(PageFlag::SwapCache));
+        assert_eq!((f.refcount(), f.page_mapcount(0)), (1, 1));
+    }
+    assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (0, 0));
+    w.0.check();
+    w.0.finish();
+}
+
+/// A task reads page 0 while another unmaps page 1: a readahead of page
+/// 1 is refused, released or dropped, never left in the cache for an
+/// entry nobody holds, but for the folio the munmap found locked, which
+/// the kernel hands to kswapd (the finish checks that no slot or cache
+/// folio leaks).
+fn readahead_against_munmap_of_the_neighbour() {
+    let (w, entries) = pair_swapped_out();
+    let a = thread::spawn(move || read_with_readahead(w, PAIR[0]));
+    let c = thread::spawn(move || w.0.munmap(PAIR[1], PAIR[1] + 4096));
+    assert_eq!(a.join().unwrap(), Some(PAIR_WORDS[0]));
+    c.join().unwrap();
+    if w.frames().nr_reads() == 2 {
+        READ_AHEAD_WHILE_UNMAPPED.fetch_add(1, Ordering::Relaxed);
+    }
+    // The munmap's free found the neighbour in the cache but locked (the
+    // reader still held it): the kernel hands it to kswapd
+    // (`drop_unmapped_cache_folio` in kernel/src/vm/swap.rs), which the
+    // sim leaves out; kswapd's part, now.
+    if w.area().nr_in_cache() > 0 {
+        let (folio, _) = lookup_get(w.area(), w.memmap(), entries[1]).expect("the neighbour's folio");
+        folio.lock();
+        assert!(delete_if_unused(w.area(), &folio, IfMapped::Keep), "needed by nobody");
+        folio.unlock();
+        w.frames().put(folio);
+    }
+    assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (0, 0), "a neighbour left behind");
+    w.0.check();
+    w.0.finish();
+}
+
 // ------------------------------------------------------------------ runs
 
 #[test]
@@ -515,9 +654,21 @@ fn two_faults_on_one_swapped_out_entry_map_it_once() {
 /// `reached` must count at least one of the interleaving it is about
 /// (`what`).
 fn passes_and_reaches(name: &str, bug: Bug, test: fn(), reached: &AtomicUsize, what: &str) {
+    passes_and_reaches_in(ITERATIONS, name, bug, test, reached, what);
+}
+
+/// [`passes_and_reaches`] with `iterations` executions per scheduler.
+fn passes_and_reaches_in(
+    iterations: usize,
+    name: &str,
+    bug: Bug,
+    test: fn(),
+    reached: &AtomicUsize,
+    what: &str,
+) {
     let _shared = shared();
     assert!(!bugs::enabled(bug));
-    run(name, SEED, ITERATIONS, test);
+    run(name, SEED, iterations, test);
     let n = reached.load(Ordering::Relaxed);
     eprintln!("shuttle: {what} in {n} executions");
     assert!(n > 0, "shuttle never reached it: {what}");
@@ -570,4 +721,32 @@ fn shuttle_catches_pageout_split_race() {
     let what = "the lost write of seed 002";
     let test = swap_in_against_a_reswap_of_the_same_slot;
     bug_is_caught(Bug::PageoutSplitRace, Explorer::Pct, test, &LOST_WRITE, what);
+}
+
+#[test]
+fn readahead_serves_a_fault_on_the_neighbour() {
+    let what = "one read brought both pages";
+    let test = readahead_against_a_fault_on_the_neighbour;
+    let reached = &ONE_READ_FOR_TWO;
+    passes_and_reaches_in(
+        READAHEAD_ITERATIONS,
+        "readahead against a fault",
+        Bug::PageoutSplitRace,
+        test,
+        reached,
+        what,
+    );
+}
+
+#[test]
+fn readahead_leaves_nothing_behind_an_munmap() {
+    let what = "the readahead read the neighbour being unmapped";
+    let test = readahead_against_munmap_of_the_neighbour;
+    passes_and_reaches(
+        "readahead against munmap",
+        Bug::PageoutSplitRace,
+        test,
+        &READ_AHEAD_WHILE_UNMAPPED,
+        what,
+    );
 }

@@ -41,7 +41,7 @@ use mm::pgtable::sim::{HardwareWalker, HwAccess};
 use mm::pgtable::{Decoded, Level, SwapEntry};
 use mm::reclaim::{Kept, Shrunk};
 use mm::swap::cache::{folio_entry, nth_entry};
-use mm::swap::swapin::{get_swapped_folio_with_run, SwapInError, SwapInOutcome};
+use mm::swap::swapin::{get_swapped_folio_around, get_swapped_folio_with_run, SwapInError, SwapInOutcome};
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
 use mm::testkit::world::{page_bytes, pages, va, Ev, World, AREA, MEMMAP_BASE, MEMMAP_LEN, PAGE};
@@ -853,6 +853,232 @@ fn a_stale_entry_is_refused_without_a_read<F: HardwareWalker>() {
     w.finish();
 }
 
+// ------------------------------------------------------------------ 6b
+
+/// `n` pages of space 0 at [`AREA`] swapped out in order, with readahead
+/// on; their entries, checked to be consecutive slots.
+fn swapped_out_in_order<F: HardwareWalker>(n: u64) -> (World<F>, Vec<SwapEntry>) {
+    let w = swapped_out::<F>(n);
+    w.frames.set_readahead(true);
+    let entries: Vec<SwapEntry> = pages(AREA, n).map(|p| w.swap_pte(0, p).unwrap().0).collect();
+    for (k, e) in entries.iter().enumerate() {
+        assert_eq!(*e, nth_entry(entries[0], k), "the slots are given out in order");
+    }
+    (w, entries)
+}
+
+/// A readahead folio: in the swap cache at `e`, unlocked, uptodate, on no
+/// one's page table, with only the cache's reference, not exclusive, named
+/// after page `p` of space `s`, and not dirty (its copy on disk is good).
+fn assert_read_ahead<F: HardwareWalker>(w: &World<F>, s: usize, p: u64, e: SwapEntry) -> Folio<'static> {
+    let (f, i) =
+        mm::swap::cache::lookup_get(w.area(), w.memmap(), e).expect("a readahead folio in the cache");
+    assert_eq!(i, 0);
+    assert_eq!(w.swap_pte(s, p).map(|x| x.0), Some(e), "still a swap entry in the page table");
+    assert!(f.test_flag(PageFlag::SwapCache) && f.test_flag(PageFlag::Uptodate) && !f.is_locked());
+    assert!(!f.page(0).test_flag(PageFlag::AnonExclusive) && !f.test_flag(PageFlag::Dirty));
+    assert_eq!((f.order(), f.total_mapcount(), f.refcount()), (0, 0, 2), "the cache's reference and ours");
+    assert_eq!((f.anon_handle(), f.index()), (Some(w.handle(s)), p >> 12));
+    assert!(!f.put());
+    f
+}
+
+/// Readahead: a fault on a page brings back the 8-page window around it
+/// in one read; the neighbours land in the swap cache unmapped and not
+/// exclusive; a fault on one maps it from the cache without a read
+/// (exclusive and writable: its PTE's bit says so and nobody else holds
+/// it). A window ends at the area's end, and at a page that is not
+/// swapped out.
+fn readahead_brings_the_neighbours_into_the_cache<F: HardwareWalker>() {
+    let _shared = shared();
+    let (w, e) = swapped_out_in_order::<F>(20);
+    let p = |k: u64| AREA + k * PAGE;
+    let free = w.nr_free();
+    assert_eq!(w.expect_page(0, p(3), 1), [needs(p(3), e[3]), swapped_in(1, true, true)]);
+    assert_eq!((w.frames.nr_read_calls(), w.frames.nr_reads()), (1, 8), "one request for the window");
+    assert_eq!(w.nr_free(), free - 8);
+    assert_eq!(w.area().nr_in_cache(), 7);
+    let ahead: Vec<Folio<'static>> =
+        (0..8).filter(|&k| k != 3).map(|k| assert_read_ahead(&w, 0, p(k), e[k as usize])).collect();
+    // One block of frames, in order (one request reads into it).
+    assert_eq!(ahead[3].pfn(), w.folio_at(0, p(3)).pfn().plus(1));
+    assert_eq!(ahead[0].pfn().plus(3), w.folio_at(0, p(3)).pfn());
+    w.check();
+    // A fault on a neighbour: a cache hit, mapped exclusive and writable,
+    // out of the cache, its slot free.
+    assert_eq!(w.expect_page(0, p(5), 1), [needs(p(5), e[5]), swapped_in(1, true, true)]);
+    assert_eq!(w.frames.nr_read_calls(), 1, "no read");
+    assert_eq!(w.folio_at(0, p(5)), ahead[4]);
+    assert!(ahead[4].page(0).test_flag(PageFlag::AnonExclusive) && !ahead[4].test_flag(PageFlag::SwapCache));
+    assert_eq!((w.area().count(e[5]), w.area().has_cache(e[5]), w.area().nr_in_cache()), (0, false, 6));
+    assert!(!copied(&w.write_page(0, p(5), 2)), "written in place");
+    w.check();
+    // Pages 8..15 in one more read; 16..19 too (the window of 16..23 ends
+    // with the area).
+    w.expect_page(0, p(12), 1);
+    assert_eq!((w.frames.nr_read_calls(), w.frames.nr_reads()), (2, 16));
+    w.expect_page(0, p(19), 1);
+    assert_eq!((w.frames.nr_read_calls(), w.frames.nr_reads()), (3, 20));
+    for k in 0..20 {
+        w.expect_page(0, p(k), if k == 5 { 2 } else { 1 });
+    }
+    assert_eq!(w.frames.nr_read_calls(), 3, "every other page came from the cache");
+    assert_eq!(w.area().nr_in_cache(), 0);
+    w.check();
+    w.finish();
+}
+
+/// Readahead only while the area is read in order: a fault far from the
+/// one before reads its page alone; the next one near it reads ahead
+/// again (a run ends at a page in memory).
+fn readahead_only_when_read_in_order<F: HardwareWalker>() {
+    let _shared = shared();
+    let (w, e) = swapped_out_in_order::<F>(64);
+    let p = |k: u64| AREA + k * PAGE;
+    let reads = |w: &World<F>| (w.frames.nr_read_calls(), w.frames.nr_reads());
+    w.expect_page(0, p(40), 1);
+    assert_eq!(reads(&w), (1, 8), "the first fault reads ahead");
+    w.expect_page(0, p(3), 1);
+    assert_eq!(reads(&w), (2, 9), "far from 40: page 3 alone");
+    w.expect_page(0, p(60), 1);
+    assert_eq!(reads(&w), (3, 10), "far from 3: page 60 alone");
+    w.expect_page(0, p(62), 1);
+    assert_eq!(reads(&w), (4, 13), "near 60: 61..63 (60 is in memory)");
+    assert_eq!(w.area().nr_in_cache(), 7 + 2);
+    assert!(w.area().has_cache(e[61]) && w.area().has_cache(e[63]) && !w.area().has_cache(e[59]));
+    w.check();
+    w.finish();
+}
+
+/// Readahead never reads a slot it should not: a neighbour whose slot was
+/// freed since the window was looked at (its claim fails: unused), one
+/// whose slot now holds another space's page (claimed, but the second
+/// look finds the PTE changed: released unread), one another fault is
+/// reading or has in the cache (busy) all cut the run; what is left is
+/// read, and nothing stays claimed.
+fn readahead_over_a_freed_or_foreign_slot_reads_only_its_own<F: HardwareWalker>() {
+    let _shared = shared();
+    let (w, e) = swapped_out_in_order::<F>(16);
+    let p = |k: u64| AREA + k * PAGE;
+    let real = |w: &World<F>| {
+        let sp = w.sp(0);
+        mm::swap::swapin::readahead_window(&sp.table, &w.mem, &sp.vmas, va(p(2)), e[2]).unwrap()
+    };
+    let seen = real(&w);
+    assert_eq!(seen.run_of(e[2]), Some((0, 8)));
+    // Page 6 unmapped: its slot is free (count 0). Then somebody else
+    // (as another space's swap-out would) gets that slot and holds it.
+    w.dontneed(0, p(6), PAGE);
+    assert_eq!((w.area().count(e[6]), w.area().has_cache(e[6])), (0, false));
+    let mut taken = Vec::new();
+    while let Some(got) = w.area().alloc(0) {
+        taken.push(got);
+        if got == e[6] {
+            break;
+        }
+    }
+    assert_eq!(taken.last(), Some(&e[6]), "the freed slot is given out again");
+    w.area().dup(e[6]).unwrap();
+    for t in taken {
+        w.area().release_cache(t, 1).unwrap();
+    }
+    assert_eq!((w.area().count(e[6]), w.area().has_cache(e[6])), (1, false));
+    // Page 1 unmapped too, its slot left free.
+    w.dontneed(0, p(1), PAGE);
+    // Half 1 with the stale window first (as if taken before all that),
+    // then the real one for the second look.
+    let calls = Cell::new(0);
+    let window = || {
+        calls.set(calls.get() + 1);
+        Some(if calls.get() == 1 { seen } else { real(&w) })
+    };
+    let got = get_swapped_folio_around(
+        w.area(),
+        w.memmap(),
+        &w.frames,
+        e[2],
+        w.handle(0),
+        p(2) >> 12,
+        || None,
+        window,
+    )
+    .unwrap();
+    assert_eq!(calls.get(), 2);
+    // 1 is free (unused): the run starts at 2. 6 was claimed (count 1,
+    // somebody else's) but page 6's PTE no longer holds it: released.
+    // So 2..6 were read, in one request.
+    assert_eq!((w.frames.nr_read_calls(), w.frames.nr_reads()), (1, 4));
+    assert_eq!((w.area().has_cache(e[1]), w.area().has_cache(e[6]), w.area().count(e[6])), (false, false, 1));
+    for k in [3, 4, 5] {
+        assert_read_ahead(&w, 0, p(k), e[k as usize]);
+    }
+    assert_eq!(w.area().nr_in_cache(), 4);
+    assert_eq!(
+        w.swap_in_half2(0, got, p(2), e[2], false),
+        SwapInOutcome::Mapped { pages: 1, exclusive: true, writable: true }
+    );
+    w.area().free_ref(e[6]).unwrap();
+    // A neighbour another fault has in hand (claimed, or in the cache)
+    // cuts the run: with 10's slot claimed by somebody else, a fault on 12
+    // reads 11..15; then one on 10 reads 8..10 (11 is in the cache).
+    assert_eq!(w.area().claim_cache(e[10], 1), Ok(()));
+    w.expect_page(0, p(12), 1);
+    assert_eq!((w.frames.nr_read_calls(), w.frames.nr_reads()), (2, 9));
+    w.area().release_cache(e[10], 1).unwrap();
+    w.expect_page(0, p(10), 1);
+    assert_eq!((w.frames.nr_read_calls(), w.frames.nr_reads()), (3, 12));
+    assert_read_ahead(&w, 0, p(8), e[8]);
+    assert_read_ahead(&w, 0, p(11), e[11]);
+    for k in [0, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15] {
+        w.expect_page(0, p(k), 1);
+    }
+    assert_eq!(w.area().nr_used(), 0);
+    w.check();
+    w.finish();
+}
+
+/// A failed readahead costs only the bad page's owner: the faulting page
+/// is read alone after it, the neighbours stay on disk with their counts,
+/// and a fault on the bad page gets the error. No block for the window
+/// (readahead off) is the order-0 read. After a fork the neighbours come
+/// in shared: a fault maps one read-only, not exclusive, and it stays in
+/// the cache.
+fn readahead_failures_and_shared_neighbours<F: HardwareWalker>() {
+    let _shared = shared();
+    let (mut w, e) = swapped_out_in_order::<F>(16);
+    let p = |k: u64| AREA + k * PAGE;
+    w.frames.make_unreadable(e[6].offset());
+    assert_eq!(w.expect_page(0, p(2), 1), [needs(p(2), e[2]), swapped_in(1, true, true)]);
+    assert_eq!((w.frames.nr_read_calls(), w.frames.nr_reads()), (1, 1), "the window failed, page 2 alone");
+    assert_eq!(w.area().nr_in_cache(), 0);
+    assert!((0..8).filter(|&k| k != 2).all(|k| w.area().count(e[k]) == 1));
+    let err = w.access(0, p(6), HwAccess::USER_READ).unwrap_err();
+    assert!(matches!(err, Ev::SwapIn(Err(SwapInError::Io(_)))), "{err:?}");
+    assert_eq!(w.area().count(e[6]), 1);
+    w.dontneed(0, p(6), PAGE);
+    // Off: one page per read.
+    w.frames.set_readahead(false);
+    w.expect_page(0, p(0), 1);
+    assert_eq!(w.frames.nr_reads(), 2);
+    w.frames.set_readahead(true);
+    w.check();
+    // Shared with a child: the child's fault reads 8..15, maps its page
+    // read-only (the parent holds the slot); the parent's neighbour comes
+    // from the cache, read-only, and stays there for the child.
+    let c = w.fork(0);
+    assert_eq!(w.expect_page(c, p(9), 1), [needs(p(9), e[9]), swapped_in(1, false, false)]);
+    assert_eq!(w.frames.nr_reads(), 10);
+    let f = assert_read_ahead(&w, c, p(12), e[12]);
+    assert_eq!(w.expect_page(0, p(12), 1), [needs(p(12), e[12]), swapped_in(1, false, false)]);
+    assert!(f.test_flag(PageFlag::SwapCache) && !f.page(0).test_flag(PageFlag::AnonExclusive));
+    assert!(copied(&w.write_page(0, p(12), 3)), "a shared page is copied on write");
+    w.expect_page(c, p(12), 1);
+    assert_eq!(w.frames.nr_reads(), 10);
+    w.check();
+    w.exit(c);
+    w.finish();
+}
+
 // ------------------------------------------------------------------ 7
 
 fn io_errors_lose_no_data<F: HardwareWalker>() {
@@ -1024,13 +1250,23 @@ fn random_page(rng: &mut Rng) -> u64 {
 fn random_operations_agree_with_a_byte_model<F: HardwareWalker>() {
     let _shared = shared();
     for seed in [0x5a5a_0001u64, 0x0bad_cafe, 0x1234_5678_9abc, 0x0005_3ed0_0004] {
-        random_run::<F>(seed, 400);
+        random_run::<F>(seed, 400, false);
     }
 }
 
-fn random_run<F: HardwareWalker>(seed: u64, steps: usize) {
+/// The same with readahead on: the neighbours a fault brings into the
+/// cache change no byte anyone reads.
+fn random_operations_with_readahead_agree_with_a_byte_model<F: HardwareWalker>() {
+    let _shared = shared();
+    for seed in [0x00ad_0001u64, 0x5eed_0ead] {
+        random_run::<F>(seed, 400, true);
+    }
+}
+
+fn random_run<F: HardwareWalker>(seed: u64, steps: usize, readahead: bool) {
     let mut rng = Rng(seed);
     let mut w = world::<F>();
+    w.frames.set_readahead(readahead);
     w.mmap(0, AREA, SMALL_PAGES * PAGE, RW);
     w.mmap(0, HUGE_AREA, HP, RW);
     let mut model = Model::new();
@@ -1165,5 +1401,10 @@ mm::for_both_formats!(
     swap_in_rechecks_the_entry_before_mapping,
     a_stale_entry_is_refused_without_a_read,
     io_errors_lose_no_data,
+    readahead_brings_the_neighbours_into_the_cache,
+    readahead_only_when_read_in_order,
+    readahead_over_a_freed_or_foreign_slot_reads_only_its_own,
+    readahead_failures_and_shared_neighbours,
     random_operations_agree_with_a_byte_model,
+    random_operations_with_readahead_agree_with_a_byte_model,
 );

@@ -20,7 +20,7 @@ use mm::gup::Hold;
 use mm::vma::VmaProt;
 use mm::VirtAddr;
 
-pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, failed_writes_are_counted_and_named, a_disk_that_stops_answering_is_retired, bad_headers_are_refused, pageout_4k_pages_and_back, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, a_read_only_disk_is_refused, a_fault_that_loses_the_race_with_swapoff_retries, swapoff_brings_back_pages_that_are_out, swapoff_while_tasks_fault_and_page_out, swapoff_with_read_errors_ends_only_the_reader, the_boot_demo_is_skipped_with_a_tiny_swap, fill_more_than_ram, a_full_area_leaves_room_to_the_next];
+pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, failed_writes_are_counted_and_named, a_disk_that_stops_answering_is_retired, bad_headers_are_refused, pageout_4k_pages_and_back, readahead_reads_the_neighbours_with_the_page, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, a_read_only_disk_is_refused, a_fault_that_loses_the_race_with_swapoff_retries, swapoff_brings_back_pages_that_are_out, swapoff_while_tasks_fault_and_page_out, swapoff_with_read_errors_ends_only_the_reader, the_boot_demo_is_skipped_with_a_tiny_swap, fill_more_than_ram, a_full_area_leaves_room_to_the_next];
 
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
 
@@ -107,6 +107,68 @@ fn pageout_4k_pages_and_back(_: &TestEnv<'_>) -> Result<(), String> {
         return Err(format!("swap slots leaked: {} free before, {} after", free_slots, totals().0));
     }
     Ok(())
+}
+
+/// Readahead (`mm::swap::swapin`): small pages paged out to consecutive
+/// slots and read back in order. The touch of page 8 (near the touch of
+/// page 0 before it, so the area is read in order) reads 8..15 in one go:
+/// the neighbours wait in the swap cache, still swap entries in the page
+/// table, and touching them reads nothing more. The data is right.
+fn readahead_reads_the_neighbours_with_the_page(_: &TestEnv<'_>) -> Result<(), String> {
+    need_swap()?;
+    const PAGES: u64 = 32;
+    let space = AddressSpace::new()?;
+    let base = space.mmap(PAGES * 4096, 8 * 4096, RW).map_err(|e| format!("mmap: {e:?}"))?.as_u64();
+    space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
+    write_pattern(&space, base, 0..PAGES, 0x31)?;
+    pageout(&space, base, PAGES * 4096)?;
+    let entries: Vec<SwapEntry> = (0..PAGES)
+        .map(|p| space.swap_entry_at(VirtAddr::new(base + p * 4096)).ok_or(format!("page {p} not in swap")))
+        .collect::<Result<_, _>>()?;
+    if entries
+        .iter()
+        .enumerate()
+        .any(|(i, e)| e.ty() != entries[0].ty() || e.offset() != entries[0].offset() + i as u64)
+    {
+        return Err(format!("the pages went out to slots out of order: {entries:?}"));
+    }
+    let dev = area(entries[0].ty()).ok_or("no area")?;
+    for _ in 0..4 {
+        if !entries.iter().any(|&e| dev.area.has_cache(e)) {
+            break;
+        }
+        crate::vm::reclaim::shrink(2 * PAGES as usize);
+    }
+    if let Some(e) = entries.iter().find(|&&e| dev.area.has_cache(e)) {
+        return Err(format!("{e:?} is still in the swap cache after the pageout"));
+    }
+    let touch = |p: u64| {
+        let at = base + p * 4096;
+        let got = run_in(&space, move || uaccess::read_u64(at))?;
+        if got != word(p, 0, 0x31) {
+            return Err(format!("page {p} word 0: {got:#x}"));
+        }
+        Ok::<(), String>(())
+    };
+    touch(0)?;
+    let in0 = PSWPIN.load(Ordering::Relaxed);
+    touch(8)?;
+    let read = PSWPIN.load(Ordering::Relaxed) - in0;
+    let waiting = (9..16).filter(|&p| dev.area.has_cache(entries[p])).count();
+    let still_swap =
+        (9..16).filter(|&p| space.swap_entry_at(VirtAddr::new(base + p * 4096)).is_some()).count();
+    if read != 8 || waiting != 7 || still_swap != 7 {
+        return Err(format!(
+            "the touch of page 8 read {read} pages (not 8); of pages 9..15, {waiting} are in the swap cache and \
+             {still_swap} still swap entries (not 7 and 7)"
+        ));
+    }
+    let in1 = PSWPIN.load(Ordering::Relaxed);
+    check_pattern(&space, base, 8..16, 0x31)??;
+    if PSWPIN.load(Ordering::Relaxed) != in1 {
+        return Err(format!("pages 9..15 were read again: {} pages", PSWPIN.load(Ordering::Relaxed) - in1));
+    }
+    reads_back_and_takes_new_writes(&space, base, PAGES, 0x31, 0x32)
 }
 
 /// A new space with `pages` pages (a multiple of 512) mapped 2 MiB-aligned

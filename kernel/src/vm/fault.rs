@@ -216,7 +216,16 @@ pub(crate) fn swap_in(
             mm::swap::swapin::intact_run(&inner.table, &KernelTables, &inner.vmas, page, entry)
         })
     };
-    let (folio, i) = match crate::vm::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12, run) {
+    // Readahead: the neighbours whose PTEs hold the slots next to
+    // `entry`'s come in with it, into the swap cache (looked at under the
+    // lock, made safe by the claims and a second look in half 1).
+    let window = || {
+        let guard = space.lock();
+        guard.as_ref().and_then(|inner| {
+            mm::swap::swapin::readahead_window(&inner.table, &KernelTables, &inner.vmas, page, entry)
+        })
+    };
+    let (folio, i) = match crate::vm::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12, run, window) {
         Ok(got) => got,
         Err(SwapInError::Stale) => return Ok(()),
         Err(SwapInError::NoMemory) => {

@@ -100,7 +100,8 @@ pub static PSWPOUT: AtomicU64 = AtomicU64::new(0);
 pub static NR_WRITEBACK: AtomicU64 = AtomicU64::new(0);
 /// Writes that failed (the folio stayed in memory).
 pub static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
-/// Reads that failed (the faulting task was ended).
+/// Read requests that failed: the faulting task was ended, or (a failed
+/// readahead) its page was read alone next.
 pub static READ_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// Writes that failed since the last one that worked.
 static WRITE_ERRORS_IN_A_ROW: AtomicU64 = AtomicU64::new(0);
@@ -425,6 +426,18 @@ fn assert_one_folio(what: &str, frame: PhysAddr, nr: usize) {
     assert!(ok, "swap: {what} {nr} pages at {frame}, not pages of one folio");
 }
 
+/// Panics unless each of the `nr` frames at `frame` is a page of a folio
+/// (one folio, or a readahead's order-0 folios side by side): what
+/// `mm::swap` may read into.
+fn assert_folios(what: &str, frame: PhysAddr, nr: usize) {
+    let memmap = memory::frame_allocator().memmap();
+    let ok = mm::folio::folio_covering(memmap, frame, nr).is_some()
+        || (0..nr as u64).all(|k| {
+            mm::folio::folio_covering(memmap, PhysAddr::new(frame.as_u64() + k * mm::PAGE_SIZE), 1).is_some()
+        });
+    assert!(ok, "swap: {what} {nr} pages at {frame}, not pages of folios");
+}
+
 /// The disk and memory under `mm::swap` for one area.
 pub struct Io<'a>(pub &'a SwapDevice);
 
@@ -432,10 +445,10 @@ impl SwapBackend for Io<'_> {
     type IoError = IoError;
 
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), IoError> {
-        assert_one_folio("read into", frame, nr);
-        // SAFETY: pages of one folio (checked above), not a kernel object;
-        // `mm::swap` reads only into a folio it holds locked or has not
-        // published yet, so nothing else touches it until this returns
+        assert_folios("read into", frame, nr);
+        // SAFETY: pages of folios (checked above), not a kernel object;
+        // `mm::swap` reads only into folios it holds locked or has not
+        // published yet, so nothing else touches them until this returns
         // (`SwapBackend::read`).
         let r = unsafe { self.0.disk.read_pages(first.offset(), frame, nr) };
         match r {
@@ -489,6 +502,13 @@ impl SwapBackend for Io<'_> {
             memory::frame_allocator().alloc_folio(mm::thp::HPAGE_ORDER, AllocKind::Normal).ok()
         })
     }
+    fn alloc_readahead(&self, nr: usize) -> Option<Vec<UnpublishedFolio<'static>>> {
+        // Only if a block is free now: no reclaim for neighbours nobody
+        // asked for yet; the faulting page alone is the fallback.
+        crate::sync::without_interrupts(|| {
+            memory::frame_allocator().alloc_folio_run(nr, AllocKind::Normal).ok()
+        })
+    }
     fn free_folio(&self, folio: Folio<'static>) {
         crate::vm::folios::free_folio(folio);
     }
@@ -497,15 +517,17 @@ impl SwapBackend for Io<'_> {
 /// Swap-in, half 1 (`mm::swap::swapin`): the cache folio of `entry`,
 /// locked, with a reference, and the page's index in it. Task context,
 /// interrupts on, no lock held. `run` looks at the page table under the
-/// space's lock for an intact run to read whole
-/// (`mm::swap::swapin::get_swapped_folio_with_run`).
+/// space's lock for an intact run to read whole, `window` for the
+/// neighbours to read ahead with it
+/// (`mm::swap::swapin::get_swapped_folio_around`).
 pub fn get_folio(
     dev: &SwapDevice,
     entry: SwapEntry,
     handle: AnonHandle,
     index: u64,
     run: impl Fn() -> Option<SwapEntry>,
+    window: impl Fn() -> Option<mm::swap::swapin::Window>,
 ) -> Result<(Folio<'static>, usize), SwapInError<IoError>> {
     let memmap = memory::frame_allocator().memmap();
-    mm::swap::swapin::get_swapped_folio_with_run(&dev.area, memmap, &Io(dev), entry, handle, index, run)
+    mm::swap::swapin::get_swapped_folio_around(&dev.area, memmap, &Io(dev), entry, handle, index, run, window)
 }

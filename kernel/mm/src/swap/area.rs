@@ -119,6 +119,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::addr::Pfn;
 use crate::pgtable::format::{SwapEntry, SwapType, MAX_SWAP_OFFSET};
@@ -378,6 +379,10 @@ pub struct SwapArea {
     /// Good slots: pages minus the header and the bad pages.
     nr_slots: u64,
     inner: Lock<Inner>,
+    /// The slot of the latest swap-in fault on the area, or `u64::MAX`:
+    /// swap-in's readahead reads ahead only after a fault near it
+    /// ([`SwapArea::note_fault`]). A hint, not under the lock.
+    last_fault: AtomicU64,
 }
 
 impl SwapArea {
@@ -468,7 +473,7 @@ impl SwapArea {
             }
         }
         let nr_slots = inner.nr_free;
-        Ok(SwapArea { ty, nr_pages, nr_slots, inner: Lock::new(inner) })
+        Ok(SwapArea { ty, nr_pages, nr_slots, inner: Lock::new(inner), last_fault: AtomicU64::new(u64::MAX) })
     }
 
     /// The area's swap type.
@@ -569,6 +574,14 @@ impl SwapArea {
             inner.slot_freed(s);
         }
         Ok(count - 1)
+    }
+
+    /// Swap-in notes a fault on `entry`'s slot; returns the slot of the
+    /// one before, `None` for the first (`crate::swap::swapin`'s
+    /// readahead: is the area read in order?).
+    pub fn note_fault(&self, entry: SwapEntry) -> Option<u64> {
+        let prev = self.last_fault.swap(entry.offset(), Ordering::Relaxed);
+        (prev != u64::MAX).then_some(prev)
     }
 
     /// Swap-in's claim on the `nr` slots from `entry`, before reading them

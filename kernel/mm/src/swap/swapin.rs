@@ -52,6 +52,26 @@
 //! `tests/swap.rs`; in-guest `swap::freed_thp_comes_back_whole`,
 //! `swap::concurrent_faults_on_one_freed_thp`.
 //!
+//! ## Readahead
+//!
+//! On a miss the large read did not take, and only while the area is read
+//! in order ([`SwapArea::note_fault`]: the fault before was within two
+//! windows), [`get_swapped_folio_around`] reads the faulting page's
+//! neighbours with it, in one request: `window` gives, under the space's
+//! lock, the swap entries of the [`READAHEAD_PAGES`]-aligned window of
+//! PTEs around the fault ([`readahead_window`]); the places whose entries
+//! are the slots next to the faulting one ([`Window::run_of`]) are
+//! claimed, the faulting slot first, then outwards up to the first
+//! refusal; a second look releases, unread, every neighbour whose PTE no
+//! longer holds its slot (the slot may hold another space's page now);
+//! the run is read into order-0 folios in contiguous frames
+//! ([`SwapBackend::alloc_readahead`]). The neighbours stay in the cache,
+//! unlocked, on the LRU lists, with only the cache's references: **not
+//! mapped, not exclusive, not dirty**; a later fault finds them as any
+//! cache hit, and half 2 decides exclusivity as for any cache folio. Any
+//! refusal (no block, a failed read) falls back to the order-0 read, with
+//! nothing claimed. No lock is held across the read.
+//!
 //! ## Exclusive
 //!
 //! A page is mapped exclusive (and so writable in a writable area, and
@@ -69,7 +89,9 @@
 
 use super::area::SlotError;
 use super::area::{ClaimError, SwapArea};
-use super::cache::{delete_from_swap_cache, folio_entry, lookup_get, nth_entry, still_cached};
+use super::cache::{
+    delete_from_swap_cache, delete_if_unused, folio_entry, lookup_get, nth_entry, still_cached, IfMapped,
+};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::folio::{AnonHandle, FolioMapping};
 use crate::folio::{Folio, UnpublishedFolio};
@@ -90,8 +112,9 @@ pub trait SwapBackend {
     /// `frame`. May sleep. Contract (not an `unsafe fn`: `mm` has no
     /// `unsafe`; the kernel checks the first half,
     /// [`crate::folio::folio_covering`]): the frames are pages of one
-    /// folio, which the caller holds locked or unpublished, so nothing else
-    /// reads or writes them until this returns.
+    /// folio, or (readahead) each frame is an order-0 folio of its own,
+    /// which the caller holds locked or unpublished, so nothing else reads
+    /// or writes them until this returns.
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), Self::IoError>;
     /// Writes the `nr` frames at `frame` to the slots from `first` on.
     /// Contract as for [`SwapBackend::read`], except that the folio is
@@ -108,6 +131,16 @@ pub trait SwapBackend {
     /// when no 2 MiB block is free; swap-in then reads the one page. It
     /// should not reclaim hard for it. The default never has one.
     fn alloc_huge_folio(&self) -> Option<UnpublishedFolio<'static>> {
+        None
+    }
+    /// `nr` (at most [`READAHEAD_PAGES`]) fresh order-0 folios in `nr`
+    /// physically contiguous frames, in frame order (unpublished, contents
+    /// undefined), for a readahead read in one request
+    /// ([`crate::frame::FrameAllocator::alloc_folio_run`]); `None` when no
+    /// such block is free: swap-in then reads the one page. It should not
+    /// reclaim for it. The default never has one (no readahead).
+    fn alloc_readahead(&self, nr: usize) -> Option<Vec<UnpublishedFolio<'static>>> {
+        let _ = nr;
         None
     }
     /// Gives back a folio whose last reference is gone.
@@ -155,7 +188,8 @@ pub fn get_swapped_folio<B: SwapBackend>(
 /// the intact run around the faulting page ([`intact_run`]), or `None`.
 /// It is asked before the claim (which slots to claim) and once more
 /// after it (the run is still intact now that no slot of it can be freed
-/// or reused). Any refusal falls back to the order-0 read.
+/// or reused). Any refusal falls back to the order-0 read. No readahead:
+/// [`get_swapped_folio_around`] with no window.
 pub fn get_swapped_folio_with_run<B: SwapBackend>(
     area: &SwapArea,
     memmap: &'static Memmap,
@@ -165,7 +199,33 @@ pub fn get_swapped_folio_with_run<B: SwapBackend>(
     index: u64,
     run: impl Fn() -> Option<SwapEntry>,
 ) -> SwappedIn<B> {
+    get_swapped_folio_around(area, memmap, backend, entry, handle, index, run, || None)
+}
+
+/// [`get_swapped_folio_with_run`], and on a miss that the large read did
+/// not take, the readahead of the module doc: `window` answers, under the
+/// space's lock, the swap entries of the PTEs around the faulting page
+/// ([`readahead_window`]), or `None`. It is asked before the claims
+/// (which neighbours to claim) and once more after them (each neighbour's
+/// PTE still holds its slot, so the slot holds that page and no other).
+/// Any refusal falls back to the order-0 read.
+#[allow(clippy::too_many_arguments)]
+pub fn get_swapped_folio_around<B: SwapBackend>(
+    area: &SwapArea,
+    memmap: &'static Memmap,
+    backend: &B,
+    entry: SwapEntry,
+    handle: AnonHandle,
+    index: u64,
+    run: impl Fn() -> Option<SwapEntry>,
+    window: impl Fn() -> Option<Window>,
+) -> SwappedIn<B> {
     let mut try_run = true;
+    // Readahead only while the area is read in order: the fault before
+    // this one (a miss, or a hit on a page read ahead) was near it. A
+    // random access pattern reads no neighbours it will not use.
+    let mut try_window =
+        area.note_fault(entry).is_none_or(|prev| prev.abs_diff(entry.offset()) < 2 * READAHEAD_PAGES as u64);
     loop {
         if let Some((folio, i)) = lookup_get(area, memmap, entry) {
             while !folio.try_lock() {
@@ -191,7 +251,13 @@ pub fn get_swapped_folio_with_run<B: SwapBackend>(
         }
         if crate::bugs::enabled(crate::bugs::Bug::PageoutSplitRace) && area.count(entry) == 1 {
             let Some(new) = backend.alloc_folio() else { return Err(SwapInError::NoMemory) };
-            return read_new(area, backend, new, entry, 0, handle, index, ReadInto::Private);
+            return read_new(area, backend, alloc::vec![new], entry, 0, handle, index, ReadInto::Private);
+        }
+        // Once per fault too: a refused readahead leaves nothing claimed.
+        if core::mem::take(&mut try_window) {
+            if let Some(got) = read_ahead(area, backend, entry, handle, index, &window) {
+                return got;
+            }
         }
         match area.claim_cache(entry, 1) {
             Ok(()) => {}
@@ -206,7 +272,149 @@ pub fn get_swapped_folio_with_run<B: SwapBackend>(
             let _ = area.release_cache(entry, 1);
             return Err(SwapInError::NoMemory);
         };
-        return read_new(area, backend, new, entry, 0, handle, index, ReadInto::Cache);
+        return read_new(area, backend, alloc::vec![new], entry, 0, handle, index, ReadInto::Cache);
+    }
+}
+
+/// How many pages a readahead window spans: the faulting page and up to
+/// 7 neighbours (Linux's default, `page_cluster` 3).
+pub const READAHEAD_PAGES: usize = 8;
+
+/// The swap entries of the PTEs of a readahead window, a snapshot taken
+/// under the space's lock ([`readahead_window`]): the
+/// [`READAHEAD_PAGES`]-aligned block of pages from `start`, of which the
+/// faulting page is number `at`; `entries[j]` is the swap entry of page
+/// `j` when its PTE holds one and the page lies in the faulting page's
+/// area, else `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: VirtAddr,
+    pub at: usize,
+    pub entries: [Option<SwapEntry>; READAHEAD_PAGES],
+}
+
+impl Window {
+    /// The places `lo..hi` around `at` whose entries are the slots of
+    /// `entry`'s area next to `entry`'s, in order (place `at + k` holds
+    /// `entry + k`): what one read of consecutive slots can bring back.
+    /// `at..at + 1` alone when no neighbour is; `None` when the window
+    /// does not hold `entry` at `at`.
+    pub fn run_of(&self, entry: SwapEntry) -> Option<(usize, usize)> {
+        if self.entries.get(self.at).copied().flatten() != Some(entry) {
+            return None;
+        }
+        let next = |j: usize| {
+            let want = (entry.offset() + j as u64).checked_sub(self.at as u64);
+            self.entries[j].is_some_and(|e| e.ty() == entry.ty() && Some(e.offset()) == want)
+        };
+        let mut lo = self.at;
+        while lo > 0 && next(lo - 1) {
+            lo -= 1;
+        }
+        let mut hi = self.at + 1;
+        while hi < READAHEAD_PAGES && next(hi) {
+            hi += 1;
+        }
+        Some((lo, hi))
+    }
+}
+
+/// The readahead window around the swap entry `entry` at `page`
+/// ([`Window`]), or `None` when `page` lies in no area. Only PTEs of the
+/// area of `page` count (a neighbour in another area, or past its end,
+/// is `None`). The caller holds the space's lock; the answer is a
+/// snapshot, made safe by the claims and the second look.
+pub fn readahead_window<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    vmas: &VmaSet,
+    page: VirtAddr,
+    entry: SwapEntry,
+) -> Option<Window> {
+    let _ = entry;
+    let vma = vmas.find(page)?;
+    let span = READAHEAD_PAGES as u64 * 4096;
+    let block = page.align_down(span);
+    let start = block.as_u64().max(vma.start.as_u64());
+    let end = (block.as_u64() + span).min(vma.end.as_u64());
+    let mut w = Window {
+        start: block,
+        at: ((page.as_u64() - block.as_u64()) / 4096) as usize,
+        entries: [None; READAHEAD_PAGES],
+    };
+    table.visit(mem, VirtAddr::new(start), VirtAddr::new(end), &mut |va, level, e, _| {
+        if let (Level::Pte, Decoded::NonPresent(NonPresent::Swap { entry, .. })) = (level, e) {
+            w.entries[((va.as_u64() - block.as_u64()) / 4096) as usize] = Some(entry);
+        }
+    });
+    Some(w)
+}
+
+/// The readahead of a miss on `entry` (module doc): `None` when it does
+/// not apply or anything refuses (nothing is left claimed, and the
+/// faulting page is read alone); else what the read gave, the faulting
+/// page's folio.
+fn read_ahead<B: SwapBackend>(
+    area: &SwapArea,
+    backend: &B,
+    entry: SwapEntry,
+    handle: AnonHandle,
+    index: u64,
+    window: &impl Fn() -> Option<Window>,
+) -> Option<SwappedIn<B>> {
+    let w = window()?;
+    let (lo, hi) = w.run_of(entry)?;
+    if hi - lo < 2 {
+        return None;
+    }
+    let at = w.at;
+    let slot = |j: usize| w.entries[j].expect("run_of checked every place of the run");
+    let release = |j: usize| {
+        if let Err(e) = area.release_cache(slot(j), 1) {
+            panic!("get_swapped_folio: releasing the claimed slot {:?}: {e}", slot(j));
+        }
+    };
+    // The faulting slot first: its refusals (busy, unused, no slot) are
+    // the order-0 path's to handle. Then outwards, up to the first
+    // neighbour refused: a slot another task reads or has in the cache,
+    // or one no entry holds any more.
+    area.claim_cache(entry, 1).ok()?;
+    let claim = |j: usize| area.claim_cache(slot(j), 1).is_ok();
+    let mut a = at;
+    while a > lo && claim(a - 1) {
+        a -= 1;
+    }
+    let mut b = at + 1;
+    while b < hi && claim(b) {
+        b += 1;
+    }
+    // Claimed, no neighbour's slot can be freed or reused now: does its
+    // PTE still hold it? If not, the slot may hold another space's page,
+    // which must not be read in under this space's name.
+    let again = window();
+    let holds = |j: usize| again.is_some_and(|v| v.start == w.start && v.entries[j] == w.entries[j]);
+    let (mut a2, mut b2) = (at, at + 1);
+    while a2 > a && holds(a2 - 1) {
+        a2 -= 1;
+    }
+    while b2 < b && holds(b2) {
+        b2 += 1;
+    }
+    (a..a2).chain(b2..b).for_each(release);
+    let news = if b2 - a2 >= 2 { backend.alloc_readahead(b2 - a2) } else { None };
+    let Some(news) = news else {
+        (a2..b2).for_each(release);
+        return None;
+    };
+    assert!(
+        news.len() == b2 - a2 && news.iter().all(|f| f.order() == 0),
+        "alloc_readahead gave other folios than asked"
+    );
+    match read_new(area, backend, news, slot(a2), at - a2, handle, index, ReadInto::Cache) {
+        // A bad neighbour must not cost the faulting page: the failed
+        // read left every slot as it was, and the order-0 read follows.
+        Err(SwapInError::Io(_)) => None,
+        got => Some(got),
     }
 }
 
@@ -280,7 +488,7 @@ fn read_run<B: SwapBackend>(
         return None;
     };
     assert_eq!(new.order(), HPAGE_ORDER, "alloc_huge_folio gave a folio of another order");
-    match read_new(area, backend, new, first, i, handle, index, ReadInto::Cache) {
+    match read_new(area, backend, alloc::vec![new], first, i, handle, index, ReadInto::Cache) {
         // One bad page must not make the 511 others unreadable: the
         // failed read left every slot as it was (unclaimed, its count and
         // data kept), so the order-0 read of the faulting page follows,
@@ -305,59 +513,102 @@ enum ReadInto {
     Private,
 }
 
-/// Reads the slots from `first` on into the fresh folio `new` (into the
-/// swap cache at those claimed slots, or privately: [`ReadInto`]); page
-/// `i` is the faulting one, at `index` of `handle`. On success the folio
-/// is locked, with the caller's reference (and the cache's); on a read
-/// error it is out of the cache again and freed, and the slots keep their
+/// Reads the slots from `first` on into the fresh folios `news`, whose
+/// frames are contiguous (one folio of any order, or order-0 folios in
+/// frame order: readahead), in one request: into the swap cache at those
+/// claimed slots, or privately ([`ReadInto`], one folio). Page `at` of the
+/// run is the faulting one, at `index` of `handle`; each folio is named
+/// after its place next to it. On success the faulting page's folio is
+/// returned locked, with the caller's reference (and the cache's), and
+/// its page index; every other folio is left in the cache, unlocked, on
+/// the LRU lists, with only the cache's references: unmapped and not
+/// exclusive to anybody until a fault maps it. On a read error every
+/// folio is out of the cache again and freed, and the slots keep their
 /// data and counts.
 #[allow(clippy::too_many_arguments)]
 fn read_new<B: SwapBackend>(
     area: &SwapArea,
     backend: &B,
-    mut new: UnpublishedFolio<'static>,
+    news: Vec<UnpublishedFolio<'static>>,
     first: SwapEntry,
-    i: usize,
+    at: usize,
     handle: AnonHandle,
     index: u64,
     into: ReadInto,
 ) -> SwappedIn<B> {
-    let nr = 1usize << new.order();
-    new.nonatomic_set_flag(PageFlag::SwapBacked);
-    new.nonatomic_set_flag(PageFlag::Locked);
-    new.set_mapping(FolioMapping::Anon(handle), index - i as u64);
-    let folio = new.publish(); // our reference
-    if into == ReadInto::Cache {
-        for _ in 0..nr {
-            folio.get(); // the cache's, one per page
-        }
-        folio.set_swap_entry(first);
-        folio.set_flag(PageFlag::SwapCache);
-        if let Err(e) = area.cache_add(first, nr as u64, folio.pfn()) {
-            panic!("get_swapped_folio: claimed slots {first:?} (+{nr}) refused by the cache: {e}");
-        }
-    }
-    match backend.read(first, folio.pfn().phys(), nr) {
-        Ok(()) => {
-            folio.set_flag(PageFlag::Uptodate);
-            // A new folio goes on the LRU lists here, and only here: a
-            // cache hit is on them already, or isolated by reclaim,
-            // which puts it back itself.
-            if let Some(lru) = crate::lru::registered() {
-                lru.add(folio);
+    let mut folios: Vec<Folio<'static>> = Vec::with_capacity(news.len());
+    let mut pick = None;
+    let mut p = 0usize; // the run's page at which the next folio starts
+    for mut new in news {
+        let nr = new.nr_pages();
+        // Plain stores while nobody else can see it (seed 003).
+        new.nonatomic_set_flag(PageFlag::SwapBacked);
+        new.nonatomic_set_flag(PageFlag::Locked);
+        new.set_mapping(FolioMapping::Anon(handle), index + p as u64 - at as u64);
+        let folio = new.publish(); // our reference
+        if into == ReadInto::Cache {
+            for _ in 0..nr {
+                folio.get(); // the cache's, one per page
             }
-            Ok((folio, i))
+            let e = nth_entry(first, p);
+            folio.set_swap_entry(e);
+            folio.set_flag(PageFlag::SwapCache);
+            if let Err(err) = area.cache_add(e, nr as u64, folio.pfn()) {
+                panic!("get_swapped_folio: claimed slots {e:?} (+{nr}) refused by the cache: {err}");
+            }
+        }
+        if (p..p + nr).contains(&at) {
+            pick = Some((folios.len(), at - p));
+        }
+        folios.push(folio);
+        p += nr;
+    }
+    let (k, i) = pick.expect("read_new: the faulting page lies in the run");
+    match backend.read(first, folios[0].pfn().phys(), p) {
+        Ok(()) => {
+            for (j, folio) in folios.iter().enumerate() {
+                folio.set_flag(PageFlag::Uptodate);
+                // A neighbour whose entry went while it was read (an
+                // munmap after the second look: its free found no folio
+                // in the cache yet) is needed by nobody: out and freed
+                // now, not left for reclaim.
+                if j != k && delete_if_unused(area, folio, IfMapped::Keep) {
+                    folio.unlock();
+                    if folio.put() {
+                        backend.free_folio(*folio);
+                    }
+                    continue;
+                }
+                // A new folio goes on the LRU lists here, and only here: a
+                // cache hit is on them already, or isolated by reclaim,
+                // which puts it back itself.
+                if let Some(lru) = crate::lru::registered() {
+                    lru.add(*folio);
+                }
+                if j != k {
+                    // A neighbour: the cache's references keep it, unless
+                    // an munmap freed its entry and took it out of the
+                    // cache the moment it was unlocked.
+                    folio.unlock();
+                    if folio.put() {
+                        backend.free_folio(*folio);
+                    }
+                }
+            }
+            Ok((folios[k], i))
         }
         Err(e) => {
-            // Out of the cache again; the slots keep their data and their
-            // counts, so a later fault may try the read again.
-            let refs = if into == ReadInto::Cache { delete_from_swap_cache(area, &folio) } else { 0 };
-            folio.unlock();
-            for _ in 0..refs {
-                folio.put();
-            }
-            if folio.put() {
-                backend.free_folio(folio);
+            for folio in folios {
+                // Out of the cache again; the slots keep their data and
+                // their counts, so a later fault may try the read again.
+                let refs = if into == ReadInto::Cache { delete_from_swap_cache(area, &folio) } else { 0 };
+                folio.unlock();
+                for _ in 0..refs {
+                    folio.put();
+                }
+                if folio.put() {
+                    backend.free_folio(folio);
+                }
             }
             Err(SwapInError::Io(e))
         }

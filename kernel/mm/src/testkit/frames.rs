@@ -58,7 +58,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// The bytes of one 4 KiB frame.
@@ -103,6 +103,8 @@ pub struct SimFrames {
     fail_writes: AtomicU32,
     fail_allocs: AtomicU32,
     fail_huge_allocs: AtomicU32,
+    /// Readahead blocks are handed out ([`SimFrames::set_readahead`]).
+    readahead: AtomicBool,
     /// Slots whose every read fails, as a bad sector on a disk would: any
     /// read request covering one of them.
     unreadable: Mutex<Vec<u64>>,
@@ -122,6 +124,19 @@ impl SimFrames {
     fn check_one_folio(&self, frame: PhysAddr, nr: usize, what: &str) {
         if !bugs::enabled(Bug::PageoutSplitRace) {
             assert!(folio_covering(self.memmap(), frame, nr).is_some(), "{what} {frame}+{nr}: not one folio");
+        }
+    }
+
+    /// What a read may go into: one folio, or (readahead) order-0 folios
+    /// side by side, each a folio of its own.
+    fn check_folios(&self, frame: PhysAddr, nr: usize, what: &str) {
+        let each =
+            |k: usize| folio_covering(self.memmap(), PhysAddr::new(frame.as_u64() + k as u64 * 4096), 1);
+        if folio_covering(self.memmap(), frame, nr).is_none() {
+            assert!(
+                (0..nr).all(|k| each(k).is_some_and(|f| f.order() == 0)),
+                "{what} {frame}+{nr}: not folios"
+            );
         }
     }
 
@@ -148,6 +163,7 @@ impl SimFrames {
             fail_writes: AtomicU32::new(0),
             fail_allocs: AtomicU32::new(0),
             fail_huge_allocs: AtomicU32::new(0),
+            readahead: AtomicBool::new(false),
             unreadable: Mutex::new(Vec::new()),
             nr_reads: AtomicU64::new(0),
             nr_read_calls: AtomicU64::new(0),
@@ -404,6 +420,13 @@ impl SimFrames {
         locked(&self.disk).get(&offset).cloned()
     }
 
+    /// Turns readahead on or off (off at first): with it, swap-in may get
+    /// blocks of order-0 folios ([`SwapBackend::alloc_readahead`]) and
+    /// read the neighbours of a faulting page with it.
+    pub fn set_readahead(&self, on: bool) {
+        self.readahead.store(on, Ordering::Relaxed);
+    }
+
     /// The next `n` reads fail.
     pub fn fail_next_reads(&self, n: u32) {
         self.fail_reads.store(n, Ordering::Relaxed);
@@ -502,7 +525,9 @@ impl SwapBackend for SimFrames {
     type IoError = String;
 
     fn read(&self, first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
-        self.check_one_folio(frame, nr, "read into");
+        if !bugs::enabled(Bug::PageoutSplitRace) {
+            self.check_folios(frame, nr, "read into");
+        }
         if fails(&self.fail_reads) {
             return Err(String::from("injected read error"));
         }
@@ -513,11 +538,14 @@ impl SwapBackend for SimFrames {
         let area = self.area();
         for i in 0..nr {
             let e = nth_entry(first, i);
-            // Seed 002: only a claimed slot that an entry still holds may
-            // be read (a freed slot may already hold another page).
+            // Seed 002: only a claimed slot may be read (a freed slot may
+            // already hold another page). Its count may have dropped to 0
+            // since the claim (an munmap racing the read: shuttle finds it
+            // for a readahead neighbour): the claim keeps such a slot from
+            // being freed and reused, so it still holds the page unmapped.
             if !bugs::enabled(Bug::PageoutSplitRace) {
                 let (count, has_cache) = (area.count(e), area.has_cache(e));
-                assert!(has_cache && count > 0, "read of slot {e:?}: count {count}, has_cache {has_cache}");
+                assert!(has_cache, "read of slot {e:?}: count {count}, has_cache {has_cache}");
             }
             let bytes =
                 self.on_disk(e.offset()).unwrap_or_else(|| panic!("read of slot {e:?}, never written"));
@@ -565,6 +593,16 @@ impl SwapBackend for SimFrames {
             return None;
         }
         self.alloc_unpublished(HPAGE_ORDER)
+    }
+
+    fn alloc_readahead(&self, nr: usize) -> Option<Vec<UnpublishedFolio<'static>>> {
+        if !self.readahead.load(Ordering::Relaxed) {
+            return None;
+        }
+        let _fa = self.alloc_lock.lock();
+        let run = self.fa.alloc_folio_run(nr, AllocKind::Normal).ok()?;
+        self.fill_zero(run[0].phys(), nr as u64);
+        Some(run)
     }
 
     fn free_folio(&self, folio: Folio<'static>) {
@@ -643,6 +681,9 @@ impl SwapBackend for Counting<'_> {
     }
     fn alloc_huge_folio(&self) -> Option<UnpublishedFolio<'static>> {
         self.frames.alloc_huge_folio()
+    }
+    fn alloc_readahead(&self, nr: usize) -> Option<Vec<UnpublishedFolio<'static>>> {
+        self.frames.alloc_readahead(nr)
     }
     fn free_folio(&self, folio: Folio<'static>) {
         self.frames.free(folio)

@@ -44,7 +44,9 @@ use crate::pgtable::{Decoded, Flush, Leaf, Level, NonPresent, PageTable, SwapEnt
 use crate::space::{fork_range, free_pgtables, protect_range, zap_range, ForkError, Gather};
 use crate::swap::area::SwapArea;
 use crate::swap::cache::{delete_if_unused, IfMapped};
-use crate::swap::swapin::{get_swapped_folio, get_swapped_folio_with_run, intact_run, map_swapped_in};
+use crate::swap::swapin::{
+    get_swapped_folio, get_swapped_folio_around, intact_run, map_swapped_in, readahead_window,
+};
 use crate::swap::swapin::{SwapInError, SwapInOutcome};
 use crate::sync::Lock;
 use crate::thp::{split_huge_pmd_if_cut, HPAGE_NR, HPAGE_SIZE};
@@ -601,8 +603,9 @@ impl<F: HardwareWalker> World<F> {
     ) -> Result<(Folio<'static>, usize), SwapInError<String>> {
         let sp = self.sp(s);
         let run = || intact_run(&sp.table, &self.mem, &sp.vmas, va(page), entry);
+        let window = || readahead_window(&sp.table, &self.mem, &sp.vmas, va(page), entry);
         self.listed_if_read(|| {
-            get_swapped_folio_with_run(
+            get_swapped_folio_around(
                 self.area(),
                 self.memmap(),
                 &self.frames,
@@ -610,6 +613,7 @@ impl<F: HardwareWalker> World<F> {
                 self.handle(s),
                 page >> 12,
                 run,
+                window,
             )
         })
     }
