@@ -86,7 +86,6 @@ use mm::pgtable::SwapType;
 use mm::pgtable::{PageTable, SwapEntry};
 use mm::reclaim::{ReclaimHost, Reclaimed};
 use mm::swap::area::SwapArea;
-use mm::swap::swapin::SwapBackend;
 use mm::Pfn;
 use mm::PhysAddr;
 
@@ -195,14 +194,19 @@ impl ReclaimHost for Reclaimer {
     fn area<'a>(&'a self, dev: &'a Arc<SwapDevice>) -> &'a SwapArea {
         &dev.area
     }
-    fn write(
+    type Write = swap::PendingWrite;
+    fn submit_write(
         &self,
         dev: &Arc<SwapDevice>,
         first: SwapEntry,
         frame: PhysAddr,
         nr: usize,
-    ) -> Result<(), crate::drivers::blk::IoError> {
-        swap::Io(dev).write(first, frame, nr)
+        pending: bool,
+    ) -> Result<Option<swap::PendingWrite>, crate::drivers::blk::IoError> {
+        swap::Io(dev).submit_write(first, frame, nr, pending)
+    }
+    fn wait_write(&self, write: swap::PendingWrite) -> Result<(), crate::drivers::blk::IoError> {
+        swap::wait_write(write)
     }
     fn with_family_locked<R>(&self, folio: &Folio<'static>, f: impl FnOnce(&[&PageTable<Format>]) -> R) -> R {
         crate::vm::space::with_folio_family_locked(folio, f)
