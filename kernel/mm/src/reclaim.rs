@@ -51,7 +51,8 @@
 //! ## Writes in flight
 //!
 //! A pass ([`shrink_list`], so [`shrink_lru`] and [`pageout`] too) keeps up
-//! to [`MAX_WRITES_IN_FLIGHT`] writes in flight, oldest first in a queue
+//! to [`ReclaimHost::max_writes_in_flight`] ([`MAX_WRITES_IN_FLIGHT`] unless
+//! the host says otherwise) writes in flight, oldest first in a queue
 //! of its own: each queued folio is locked, isolated with the pass's
 //! reference, unmapped, in the swap cache, with `Writeback` set. The pass
 //! *finishes* a write ([`ReclaimHost::wait_write`], then `Writeback` is
@@ -174,6 +175,10 @@ pub trait ReclaimHost {
     ) -> Result<Option<Self::Write>, Self::IoError>;
     /// Waits until `write` has ended; says how. May sleep.
     fn wait_write(&self, write: Self::Write) -> Result<(), Self::IoError>;
+    /// The writes a pass keeps in flight at most (at least 1).
+    fn max_writes_in_flight(&self) -> usize {
+        MAX_WRITES_IN_FLIGHT
+    }
     /// Runs `f` over the tables of every live space that may map `folio`
     /// (its fork family, found from its anon handle), with all their locks
     /// held, in the kernel's lock order.
@@ -349,7 +354,7 @@ pub fn shrink_list<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>) -> Rec
             // Written folios are finished (step 6) oldest first: when the
             // disk has no room for another write, when more than the cap
             // are in flight, and at the end.
-            while writes.queue.len() >= MAX_WRITES_IN_FLIGHT {
+            while writes.queue.len() >= host.max_writes_in_flight().max(1) {
                 writes.finish_oldest(host);
             }
         }
