@@ -30,8 +30,10 @@
 //!    all ([`Kept::CouldNotUnmap`]; [`Kept::StillMapped`] when a mapping
 //!    outside the family's tables remains). The TLB flush runs under the
 //!    locks; the mappings' references are dropped after it;
-//! 5. **write** it ([`ReclaimHost::write`], `Writeback` set meanwhile),
-//!    unless no page-table entry holds any of its slots any more. The folio
+//! 5. **write** it, unless no page-table entry holds any of its slots any
+//!    more: `Writeback` is set and the write is *submitted*
+//!    ([`ReclaimHost::submit_write`]), and the shrinker goes on with the
+//!    next folio while the disk works ("Writes in flight" below). The folio
 //!    stays locked and in the swap cache while it is written, so a fault on
 //!    it finds it and waits. A failed write keeps it in memory, in the
 //!    cache and unmapped, on the inactive list ([`Kept::WriteFailed`]): it
@@ -45,6 +47,28 @@
 //!    so for such an orphan the freeze is retried [`ORPHAN_TRIES`] times,
 //!    with [`ReclaimHost::relax`] between, rather than leaving it in the
 //!    cache for the next pass.
+//!
+//! ## Writes in flight
+//!
+//! A pass ([`shrink_list`], so [`shrink_lru`] and [`pageout`] too) keeps up
+//! to [`ReclaimHost::max_writes_in_flight`] ([`MAX_WRITES_IN_FLIGHT`] unless
+//! the host says otherwise) writes in flight, oldest first in a queue
+//! of its own: each queued folio is locked, isolated with the pass's
+//! reference, unmapped, in the swap cache, with `Writeback` set. The pass
+//! *finishes* a write ([`ReclaimHost::wait_write`], then `Writeback` is
+//! cleared and step 6 runs, or the folio is kept on a failure) when the
+//! queue is at the cap, when the host has no room for another write
+//! (`submit_write` gives `None`, only to a pass that has a write of its own
+//! to finish: so a pass never waits for room while it holds room), and for
+//! every write left at the end of the pass. So every folio a pass took is
+//! settled, freed or back on a list and unlocked, when the pass returns;
+//! `Writeback` is never left set. The folio lock is held across the write
+//! (not dropped at submission as Linux does): a fault or a second reclaim
+//! finds it locked and waits or skips, exactly as for a synchronous write,
+//! and the pass frees the folio at once when its write ends, with no
+//! second pass to find it clean. Who completes the write below (the
+//! kernel: the disk's interrupt handler) is the host's business; `mm` only
+//! submits and waits.
 //!
 //! ## Invariants
 //!
@@ -66,8 +90,10 @@
 //! then the address-space locks of the folio's family
 //! ([`ReclaimHost::with_family_locked`], for the split and the unmap), and
 //! inside those the swap area's and the LRU lists' leaf locks. It writes
-//! (and may sleep) with only the folio lock held. The caller holds no lock:
-//! task context, interrupts on.
+//! (and may sleep) holding only folio locks: the one of the folio at hand
+//! and those of its writes in flight. It never waits for a folio lock (step
+//! 1 only tries), so holding several cannot deadlock. The caller holds no
+//! lock: task context, interrupts on.
 
 use crate::folio::Folio;
 use crate::lru::{LruList, LruLists};
@@ -88,6 +114,10 @@ pub const ORPHAN_TRIES: usize = 100;
 pub const SCAN_BATCH: usize = 32;
 /// Folios [`shrink_lru`] deactivates at most per balancing.
 pub const BALANCE_BATCH: usize = 64;
+/// Writes one shrinker keeps in flight at most (step 5): the disk's queue
+/// depth (16 requests) keeps the disk busy; more would only hold more
+/// folios locked.
+pub const MAX_WRITES_IN_FLIGHT: usize = 16;
 
 /// What reclaim needs from the kernel: page tables and their locks, the
 /// TLB, swap areas and their disk, freeing, and a way to wait.
@@ -122,16 +152,33 @@ pub trait ReclaimHost {
     /// Why the disk failed a write (the kernel's own error, which says
     /// whose fault it is).
     type IoError: core::fmt::Debug;
-    /// Writes the `nr` frames from `frame` on to the slots from `first` on
-    /// of `dev`. May sleep. The frames are pages of one folio reclaim holds
-    /// locked (the contract of [`crate::swap::swapin::SwapBackend::write`]).
-    fn write(
+    /// A write [`ReclaimHost::submit_write`] started and nobody has waited
+    /// for yet.
+    type Write;
+    /// Starts writing the `nr` frames from `frame` on to the slots from
+    /// `first` on of `dev`, and returns without waiting for the disk (step
+    /// 5). The frames are pages of one folio reclaim holds locked, with
+    /// `Writeback` set, until [`ReclaimHost::wait_write`] returned for it
+    /// (the contract of [`crate::swap::swapin::SwapBackend::write`]).
+    /// `Ok(None)` means no room for another write in flight now: it is
+    /// allowed only when `pending` (the caller has writes of its own to
+    /// wait for, and waits for one before it asks again); with nothing
+    /// pending the host waits for room itself, so that a caller never
+    /// waits for room while it holds room nobody else can give back.
+    fn submit_write(
         &self,
         dev: &Self::Device,
         first: SwapEntry,
         frame: PhysAddr,
         nr: usize,
-    ) -> Result<(), Self::IoError>;
+        pending: bool,
+    ) -> Result<Option<Self::Write>, Self::IoError>;
+    /// Waits until `write` has ended; says how. May sleep.
+    fn wait_write(&self, write: Self::Write) -> Result<(), Self::IoError>;
+    /// The writes a pass keeps in flight at most (at least 1).
+    fn max_writes_in_flight(&self) -> usize {
+        MAX_WRITES_IN_FLIGHT
+    }
     /// Runs `f` over the tables of every live space that may map `folio`
     /// (its fork family, found from its anon handle), with all their locks
     /// held, in the kernel's lock order.
@@ -248,11 +295,48 @@ fn putback<H: ReclaimHost>(host: &H, folio: Folio<'static>, list: LruList) {
 /// leaves its other pieces in `pieces`, for the caller to shrink in turn.
 /// Task context, no lock held.
 pub fn shrink_folio<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces) -> Shrunk {
-    let result = shrink_locked(host, folio, pieces);
+    let mut writes = Writes::new();
+    let result = match shrink_locked(host, folio, pieces, &mut writes) {
+        Some(done) => done,
+        None => finish_write(host, writes.oldest().expect("its write is in flight")),
+    };
     if let Shrunk::Kept(_) = result {
         put(host, folio);
     }
     result
+}
+
+/// A folio whose write is in flight (step 5): locked, isolated, with the
+/// caller's reference, `Writeback` set.
+struct Writing<H: ReclaimHost> {
+    folio: Folio<'static>,
+    dev: H::Device,
+    write: H::Write,
+}
+
+/// The writes one shrinker has in flight, oldest first.
+struct Writes<H: ReclaimHost> {
+    queue: alloc::collections::VecDeque<Writing<H>>,
+    /// Pages freed by finishing writes (step 6).
+    freed: usize,
+}
+
+impl<H: ReclaimHost> Writes<H> {
+    fn new() -> Self {
+        Writes { queue: alloc::collections::VecDeque::new(), freed: 0 }
+    }
+
+    fn oldest(&mut self) -> Option<Writing<H>> {
+        self.queue.pop_front()
+    }
+
+    /// Waits for the oldest write and finishes its folio
+    /// ([`finish_write`], [`settle`]), counting the pages freed.
+    fn finish_oldest(&mut self, host: &H) {
+        let w = self.oldest().expect("finish_oldest: no write in flight");
+        let folio = w.folio;
+        self.freed += settle(host, folio, finish_write(host, w));
+    }
 }
 
 /// Shrinks every folio of `folios` (isolated, each with a reference) and
@@ -260,17 +344,40 @@ pub fn shrink_folio<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mu
 pub fn shrink_list<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>) -> Reclaimed {
     let mut done = Reclaimed::default();
     let mut todo = folios;
+    let mut writes = Writes::new();
     while !todo.is_empty() {
         let mut pieces = Pieces::default();
         for folio in todo {
-            if let Shrunk::Freed(n) = shrink_folio(host, folio, &mut pieces) {
-                done.nr_pages += n;
+            if let Some(shrunk) = shrink_locked(host, folio, &mut pieces, &mut writes) {
+                done.nr_pages += settle(host, folio, shrunk);
+            }
+            // Written folios are finished (step 6) oldest first: when the
+            // disk has no room for another write, when more than the cap
+            // are in flight, and at the end.
+            while writes.queue.len() >= host.max_writes_in_flight().max(1) {
+                writes.finish_oldest(host);
             }
         }
         done.nr_split += pieces.nr_split;
         todo = pieces.folios;
     }
+    while !writes.queue.is_empty() {
+        writes.finish_oldest(host);
+    }
+    done.nr_pages += writes.freed;
     done
+}
+
+/// The pages `shrunk` freed; drops the caller's reference to a kept
+/// `folio`.
+fn settle<H: ReclaimHost>(host: &H, folio: Folio<'static>, shrunk: Shrunk) -> usize {
+    match shrunk {
+        Shrunk::Freed(n) => n,
+        Shrunk::Kept(_) => {
+            put(host, folio);
+            0
+        }
+    }
 }
 
 /// Frees up to about `nr_pages` pages from the inactive tail, balancing
@@ -325,22 +432,29 @@ fn keep<H: ReclaimHost>(host: &H, folio: Folio<'static>, why: Kept) -> Shrunk {
 }
 
 /// Steps 1 to 6 of the module doc; the caller's reference stays (the
-/// caller drops it when the folio is kept).
-fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces) -> Shrunk {
+/// caller drops it when the folio is kept). `None` when the folio's write
+/// is in flight, queued on `writes`: [`finish_write`] says what became of
+/// it.
+fn shrink_locked<H: ReclaimHost>(
+    host: &H,
+    folio: Folio<'static>,
+    pieces: &mut Pieces,
+    writes: &mut Writes<H>,
+) -> Option<Shrunk> {
     if !folio.try_lock() {
         putback(host, folio, Kept::Locked.list());
-        return Shrunk::Kept(Kept::Locked);
+        return Some(Shrunk::Kept(Kept::Locked));
     }
     if folio.maybe_pinned() {
-        return keep(host, folio, Kept::MaybePinned);
+        return Some(keep(host, folio, Kept::MaybePinned));
     }
     let dev = match folio_entry(&folio) {
         Some(entry) => match host.device(entry.ty()) {
             Some(d) => d,
-            None => return keep(host, folio, Kept::AreaGone),
+            None => return Some(keep(host, folio, Kept::AreaGone)),
         },
         None => {
-            let Some(d) = host.alloc_device() else { return keep(host, folio, Kept::NoSwap) };
+            let Some(d) = host.alloc_device() else { return Some(keep(host, folio, Kept::NoSwap)) };
             let mut added = add_to_swap(host.area(&d), &folio);
             if let (Err(AddError::NoSpace { .. }), true) = (&added, folio.is_large()) {
                 // No run for it whole: split it and swap its pages out one
@@ -351,35 +465,67 @@ fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut P
                         pieces.folios.extend(more);
                         added = add_to_swap(host.area(&d), &folio);
                     }
-                    Err(why) => return keep(host, folio, Kept::CannotSplit(why)),
+                    Err(why) => return Some(keep(host, folio, Kept::CannotSplit(why))),
                 }
             }
             match added {
                 Ok(_) => d,
-                Err(AddError::NoSpace { .. }) => return keep(host, folio, Kept::SwapFull),
-                Err(AddError::Cache) => return keep(host, folio, Kept::CacheRefused),
+                Err(AddError::NoSpace { .. }) => return Some(keep(host, folio, Kept::SwapFull)),
+                Err(AddError::Cache) => return Some(keep(host, folio, Kept::CacheRefused)),
             }
         }
     };
     let area = host.area(&dev);
     if folio.total_mapcount() > 0 {
         if let Err(e) = unmap(host, &folio, area) {
-            return keep(host, folio, Kept::CouldNotUnmap(e));
+            return Some(keep(host, folio, Kept::CouldNotUnmap(e)));
         }
         if folio.total_mapcount() > 0 {
-            return keep(host, folio, Kept::StillMapped);
+            return Some(keep(host, folio, Kept::StillMapped));
         }
     }
-    let nr = folio.nr_pages();
     if !slots_unused(area, &folio) {
         let first = folio_entry(&folio).expect("in the swap cache");
+        let nr = folio.nr_pages();
         folio.set_flag(PageFlag::Writeback);
-        let written = host.write(&dev, first, folio.pfn().phys(), nr);
-        folio.clear_flag(PageFlag::Writeback);
-        if written.is_err() {
-            return keep(host, folio, Kept::WriteFailed);
+        loop {
+            let pending = !writes.queue.is_empty();
+            match host.submit_write(&dev, first, folio.pfn().phys(), nr, pending) {
+                Ok(Some(write)) => {
+                    writes.queue.push_back(Writing { folio, dev, write });
+                    return None;
+                }
+                // No room: our oldest write is finished first.
+                Ok(None) => {
+                    assert!(pending, "reclaim: the host found no room with nothing of ours in flight");
+                    writes.finish_oldest(host);
+                }
+                Err(_) => {
+                    folio.clear_flag(PageFlag::Writeback);
+                    return Some(keep(host, folio, Kept::WriteFailed));
+                }
+            }
         }
     }
+    Some(free_unmapped(host, folio, area))
+}
+
+/// Waits for the write of `w` (step 5) and frees its folio (step 6), or
+/// keeps it when the write failed; the caller's reference stays, as for
+/// [`shrink_locked`].
+fn finish_write<H: ReclaimHost>(host: &H, w: Writing<H>) -> Shrunk {
+    let Writing { folio, dev, write } = w;
+    let written = host.wait_write(write);
+    folio.clear_flag(PageFlag::Writeback);
+    if written.is_err() {
+        return keep(host, folio, Kept::WriteFailed);
+    }
+    free_unmapped(host, folio, host.area(&dev))
+}
+
+/// Step 6 for the locked, unmapped, written `folio`.
+fn free_unmapped<H: ReclaimHost>(host: &H, folio: Folio<'static>, area: &SwapArea) -> Shrunk {
+    let nr = folio.nr_pages();
     let mut tries = 0;
     while !folio.try_freeze(1 + nr as i32) {
         let orphan = folio.total_mapcount() == 0 && slots_unused(area, &folio);

@@ -14,7 +14,8 @@ use mm::page::PageFlag;
 use mm::pgtable::sim::HardwareWalker;
 use mm::pgtable::Level;
 use mm::reclaim::{
-    pageout, shrink_folio, shrink_list, shrink_lru, Kept, Pieces, Reclaimed, Shrunk, ORPHAN_TRIES,
+    pageout, shrink_folio, shrink_list, shrink_lru, Kept, Pieces, Reclaimed, Shrunk, MAX_WRITES_IN_FLIGHT,
+    ORPHAN_TRIES,
 };
 use mm::swap::area::MAX_SWAP_COUNT;
 use mm::swap::cache::{add_to_swap, folio_entry};
@@ -252,6 +253,48 @@ fn a_mapping_outside_the_family_keeps_it_still_mapped<F: HardwareWalker>() {
     });
 }
 
+// ------------------------------------------------------------------ writes in flight
+
+/// A pass writes its folios with several writes in flight (up to
+/// [`MAX_WRITES_IN_FLIGHT`], each folio locked and under `Writeback` until
+/// its write is waited for: the world checks it), finishes them oldest
+/// first when the disk has no room, and frees every one; a write that
+/// fails among them keeps only its own folio.
+fn a_pass_keeps_several_writes_in_flight<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 40, 13);
+        let all: Vec<Folio<'static>> = pages(AREA, 40).map(|p| w.isolate_at(0, p)).collect();
+        assert_eq!(shrink_list(w, all).nr_pages, 40);
+        assert_eq!(w.host.most_writes_in_flight.get(), MAX_WRITES_IN_FLIGHT);
+        assert_eq!((w.host.writes_in_flight.get(), w.frames.nr_writes()), (0, 40));
+        // A disk with room for 3: the oldest is finished to make room.
+        w.small_pages(0, AREA + HP, 20, 14);
+        w.host.most_writes_in_flight.set(0);
+        w.host.write_room.set(Some(3));
+        let all: Vec<Folio<'static>> = pages(AREA + HP, 20).map(|p| w.isolate_at(0, p)).collect();
+        assert_eq!(shrink_list(w, all).nr_pages, 20);
+        assert_eq!(w.host.most_writes_in_flight.get(), 3);
+        // Two failures among five in flight: those two are kept.
+        w.host.write_room.set(None);
+        w.small_pages(0, AREA + 2 * HP, 5, 15);
+        let kept: Vec<Folio<'static>> = pages(AREA + 2 * HP, 5).map(|p| w.folio_at(0, p)).collect();
+        w.frames.fail_next_writes(2);
+        let all: Vec<Folio<'static>> = pages(AREA + 2 * HP, 5).map(|p| w.isolate_at(0, p)).collect();
+        assert_eq!(shrink_list(w, all).nr_pages, 3);
+        for f in &kept[..2] {
+            kept_on(w, *f, LruList::Inactive, 1); // the cache's
+        }
+        for (i, p) in pages(AREA, 40).enumerate() {
+            if i % 7 == 0 {
+                w.expect_page(0, p, 13);
+            }
+        }
+        for p in pages(AREA + HP, 20).chain(pages(AREA + 2 * HP, 5)).step_by(3) {
+            w.expect_page(0, p, if p < AREA + 2 * HP { 14 } else { 15 });
+        }
+    });
+}
+
 // ------------------------------------------------------------------ write failed, in use
 
 /// A failed write keeps the folio in memory, in the cache and unmapped, on
@@ -392,6 +435,7 @@ mm::for_both_formats!(
     a_refused_unmap_keeps_it_mapped_and_active,
     a_mapping_outside_the_family_keeps_it_still_mapped,
     a_failed_write_keeps_it_in_the_cache_on_the_inactive_list,
+    a_pass_keeps_several_writes_in_flight,
     someone_elses_reference_keeps_it_and_an_orphan_is_retried,
     shrink_lru_scans_rotates_balances_and_ends,
     pageout_never_takes_a_folio_another_reclaim_holds,

@@ -41,8 +41,23 @@
 //! CPUs keep up to 16 requests in flight, and each waiter is woken for its
 //! own request only. A task that finds no free slot, or no free descriptor
 //! (`QueueFull`), waits on the disk's `room` [`WaitQueue`], woken whenever
-//! a slot or descriptors are given back. Each task holds at most one slot
-//! at a time, so waiting for room cannot deadlock.
+//! a slot or descriptors are given back. Only a task that holds no slot
+//! waits for room (a submitter without waiting is told there is none
+//! instead, below), so waiting for room cannot deadlock: every slot taken
+//! belongs to a task that is not waiting for room and gives it back once
+//! its request has ended.
+//!
+//! ## Submitting without waiting
+//!
+//! [`BlockDevice::submit_write_pages`] submits one request and returns a
+//! [`Ticket`] at once; [`BlockDevice::wait`] waits for it later. The
+//! synchronous calls are the two back to back. So one task (swap-out)
+//! keeps several requests in flight and works on while the disk writes;
+//! the interrupt handler reaps their completions into their slots and
+//! unparks the submitter. A ticket owns its slot until it is waited for, so
+//! every ticket is waited for once. When no slot or descriptor is free,
+//! `submit_write_pages` returns `Ok(None)` rather than wait for room: its
+//! caller may hold other tickets, and waits for one of its own first.
 //!
 //! ## Completion: interrupt, or polling
 //!
@@ -281,6 +296,32 @@ enum Slot {
     /// The disk was retired with this request in flight; the device was
     /// reset, so it no longer touches the request's buffers.
     Abandoned,
+}
+
+/// A request submitted and not yet waited for
+/// ([`BlockDevice::submit_write_pages`]): it owns its slot, which only
+/// [`BlockDevice::wait`] gives back, so every ticket must be waited for,
+/// once, on its own disk.
+#[must_use = "a ticket's slot is given back only by waiting for it"]
+#[derive(Debug)]
+pub struct Ticket {
+    disk: &'static str,
+    slot: usize,
+    op: Op,
+    first_page: u64,
+    nr_pages: usize,
+}
+
+impl Ticket {
+    /// The first disk page the request covers.
+    pub fn first_page(&self) -> u64 {
+        self.first_page
+    }
+
+    /// The pages it covers.
+    pub fn nr_pages(&self) -> usize {
+        self.nr_pages
+    }
 }
 
 /// A disk's queue state, under [`BlockDevice::queue`].
@@ -665,6 +706,23 @@ impl BlockDevice {
         frame: PhysAddr,
         nr_sectors: usize,
     ) -> Result<(), IoError> {
+        self.check(op, first, frame, nr_sectors)?;
+        let max = self.max_request_pages * SECTORS_PER_PAGE as usize;
+        let mut done = 0;
+        while done < nr_sectors {
+            let n = (nr_sectors - done).min(max);
+            let pa = PhysAddr::new(frame.as_u64() + done as u64 * SECTOR_BYTES);
+            // Device errors are noted where they are found (`submit`, `wait`).
+            let t = self.submit(op, first + done as u64, pa, n, true)?;
+            self.wait(t.expect("submit: a submitter that may wait for room always gets a slot"))?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Refuses a transfer the caller got wrong (module doc): the checks
+    /// every request passes before it is sent.
+    fn check(&self, op: Op, first: u64, frame: PhysAddr, nr_sectors: usize) -> Result<(), IoError> {
         debug_assert!(
             Arch::irq_enabled(),
             "blk: I/O with interrupts off (a spin lock held?) would never sleep"
@@ -701,55 +759,114 @@ impl BlockDevice {
         if op == Op::Write && self.read_only {
             return Err(IoError::ReadOnly { disk });
         }
-        let max = self.max_request_pages * SECTORS_PER_PAGE as usize;
-        let mut done = 0;
-        while done < nr_sectors {
-            let n = (nr_sectors - done).min(max);
-            let pa = PhysAddr::new(frame.as_u64() + done as u64 * SECTOR_BYTES);
-            if let Err(e) = self.request(op, first + done as u64, pa, n) {
-                if e.is_device_error() {
-                    self.errors.note(disk, &e);
-                }
-                return Err(e);
-            }
-            done += n;
-        }
         Ok(())
     }
 
-    /// One request: take a slot, submit, wait for its completion.
-    fn request(&self, op: Op, sector: u64, frame: PhysAddr, nr_sectors: usize) -> Result<(), IoError> {
+    /// Starts writing the `nr_pages` physically contiguous frames at
+    /// `frame` to disk pages `first_page..first_page + nr_pages`, as one
+    /// request, and returns at once (module doc, "Submitting without
+    /// waiting"): the [`Ticket`] is to be given to [`BlockDevice::wait`],
+    /// which says how the write ended. `Ok(None)` when no slot or
+    /// descriptor is free now: the caller waits for one of its own tickets
+    /// first, or calls [`BlockDevice::write_pages`], which waits for room
+    /// (never while it holds tickets). At most
+    /// [`BlockDevice::max_request_pages`] pages. Task context, interrupts
+    /// on, no spin lock held; does not sleep.
+    ///
+    /// # Safety
+    ///
+    /// As for [`BlockDevice::write_pages`], until the ticket has been
+    /// waited for: the caller keeps the frames allocated and unchanged by
+    /// the kernel until [`BlockDevice::wait`] returned for it.
+    pub unsafe fn submit_write_pages(
+        &self,
+        first_page: u64,
+        frame: PhysAddr,
+        nr_pages: usize,
+    ) -> Result<Option<Ticket>, IoError> {
+        let disk = self.name;
+        let too_big = nr_pages > self.max_request_pages;
+        let sector = first_page.checked_mul(SECTORS_PER_PAGE);
+        let (Some(sector), false) = (sector, too_big) else {
+            return Err(IoError::BadBuffer {
+                disk,
+                frame,
+                nr_pages,
+                why: "more pages than one request takes",
+            });
+        };
+        if !frame.is_aligned(PAGE_SIZE) {
+            return Err(IoError::BadBuffer { disk, frame, nr_pages, why: "not page-aligned" });
+        }
+        let nr_sectors = nr_pages * SECTORS_PER_PAGE as usize;
+        self.check(Op::Write, sector, frame, nr_sectors)?;
+        self.submit(Op::Write, sector, frame, nr_sectors, false)
+    }
+
+    /// The most pages one request takes (the device's `size_max`, else
+    /// [`MAX_REQUEST_PAGES`]).
+    pub fn max_request_pages(&self) -> usize {
+        self.max_request_pages
+    }
+
+    /// Takes a slot and submits one request in it; `Ok(None)` when there
+    /// is no room and `may_wait` is false, else waits for room on `room`.
+    fn submit(
+        &self,
+        op: Op,
+        sector: u64,
+        frame: PhysAddr,
+        nr_sectors: usize,
+        may_wait: bool,
+    ) -> Result<Option<Ticket>, IoError> {
         let disk = self.name;
         let data = memory::phys_to_virt(frame).as_u64() as usize;
         let len = nr_sectors * SECTOR_BYTES as usize;
         let (page, nr_pages) = pages_of(sector, nr_sectors);
         let interrupts = self.uses_interrupts();
         let me = sched::current_task();
-        let submitted = self.room.wait_for(|| {
+        let try_submit = || {
             let mut q = self.queue.lock();
             if let Some(why) = q.retired {
                 return Some(Err(IoError::OutOfService { disk, why }));
             }
             let slot = q.slots.iter().position(|s| matches!(s, Slot::Free))?;
             // SAFETY: the frames are RAM in the direct map (checked by
-            // `transfer`), owned by our caller until we return, and we
-            // return only after the request is reaped, or after the device
-            // was reset (`retire`).
+            // `check`), owned by our caller until the ticket is waited for,
+            // and `wait` returns only after the request is reaped, or after
+            // the device was reset (`retire`).
             match unsafe { q.submit(slot, op, sector, data, len) } {
                 Ok(token) => {
                     let waiter = interrupts.then(|| me.clone());
                     let deadline = sched::ticks() + ms_to_ticks(self.timeout_ms()) + 1;
                     q.slots[slot] = Slot::InFlight { token, op, data, len, waiter, deadline };
-                    Some(Ok(slot))
+                    Some(Ok(Ticket { disk, slot, op, first_page: page, nr_pages }))
                 }
                 // No free descriptor: wait for room.
                 Err(virtio_drivers::Error::QueueFull) => None,
                 Err(virtio_drivers::Error::DmaError) => Some(Err(IoError::NoMemory { disk })),
                 Err(e) => Some(Err(device_error(disk, op, page, nr_pages, e))),
             }
-        });
-        let slot = submitted?;
-        loop {
+        };
+        let r = if may_wait { self.room.wait_for(try_submit).map(Some) } else { try_submit().transpose() };
+        if let Err(e) = &r {
+            if e.is_device_error() {
+                self.errors.note(disk, e);
+            }
+        }
+        r
+    }
+
+    /// Waits until the request of `ticket` has ended, and says how: in
+    /// interrupt mode parked until the interrupt handler reaps it, else
+    /// polling. A request past its deadline retires the disk (module doc).
+    /// Task context, interrupts on, no spin lock held; may sleep.
+    pub fn wait(&self, ticket: Ticket) -> Result<(), IoError> {
+        let Ticket { disk, slot, op, first_page: page, nr_pages } = ticket;
+        assert_eq!(disk, self.name, "blk: a ticket of {disk} waited for on {}", self.name);
+        let interrupts = self.uses_interrupts();
+        let me = sched::current_task();
+        let result = loop {
             let mut wake = WakeList::new();
             let mut q = self.queue.lock();
             let reaped = q.reap(&mut wake);
@@ -789,7 +906,7 @@ impl BlockDevice {
             }
             if retire {
                 let why = self.retire(slot);
-                return Err(match why {
+                break Err(match why {
                     Retirement::NoAnswer { after_ms } => {
                         IoError::TimedOut { disk, op, first_page: page, nr_pages, after_ms }
                     }
@@ -797,11 +914,17 @@ impl BlockDevice {
                 });
             }
             match result {
-                Some(r) => return r,
+                Some(r) => break r,
                 None if interrupts => sched::park(),
                 None => sched::yield_now(),
             }
+        };
+        if let Err(e) = &result {
+            if e.is_device_error() {
+                self.errors.note(disk, e);
+            }
         }
+        result
     }
 
     /// Retires the disk (module doc), which the caller marked retired,

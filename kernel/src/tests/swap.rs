@@ -20,7 +20,7 @@ use mm::gup::Hold;
 use mm::vma::VmaProt;
 use mm::VirtAddr;
 
-pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, failed_writes_are_counted_and_named, a_disk_that_stops_answering_is_retired, bad_headers_are_refused, pageout_4k_pages_and_back, readahead_reads_the_neighbours_with_the_page, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, a_read_only_disk_is_refused, a_fault_that_loses_the_race_with_swapoff_retries, swapoff_brings_back_pages_that_are_out, swapoff_while_tasks_fault_and_page_out, swapoff_with_read_errors_ends_only_the_reader, the_boot_demo_is_skipped_with_a_tiny_swap, fill_more_than_ram, a_full_area_leaves_room_to_the_next];
+pub(crate) const TESTS: &[Test] = register!["swap": io_errors_keep_data_and_end_only_the_reader, write_errors_among_writes_in_flight_keep_every_page, failed_writes_are_counted_and_named, a_disk_that_stops_answering_is_retired, bad_headers_are_refused, pageout_4k_pages_and_back, readahead_reads_the_neighbours_with_the_page, pageout_thp_and_back, pageout_of_part_of_a_thp_splits_it, a_thp_is_split_when_no_run_of_slots_is_free, freed_thp_comes_back_whole, concurrent_faults_on_one_freed_thp, fork_after_swapout_both_sides_write, gup_write_reference_survives_swap, concurrent_swapin_of_one_entry, swapin_racing_pageout_loses_no_write, a_read_only_disk_is_refused, a_fault_that_loses_the_race_with_swapoff_retries, swapoff_brings_back_pages_that_are_out, swapoff_while_tasks_fault_and_page_out, swapoff_with_read_errors_ends_only_the_reader, the_boot_demo_is_skipped_with_a_tiny_swap, fill_more_than_ram, a_full_area_leaves_room_to_the_next];
 
 const RW: VmaProt = VmaProt { read: true, write: true, exec: false };
 
@@ -787,7 +787,31 @@ fn io_errors_keep_data_and_end_only_the_reader(_: &TestEnv<'_>) -> Result<(), St
     write_header(disk, &header)?;
     let ty = swapon(disk)?;
     prefer(Some(ty));
-    let result = io_errors_on(bad_write, bad_read);
+    // One write in flight: each page is a request of its own, so exactly
+    // the pages of the failing range fail (`io_errors_on`).
+    crate::vm::reclaim::set_writes_in_flight(Some(1));
+    let result = io_errors_on(bad_write, bad_read, false);
+    crate::vm::reclaim::set_writes_in_flight(None);
+    prefer(None);
+    let off = swapoff(ty).map_err(String::from);
+    result.and(off)
+}
+
+/// As [`io_errors_keep_data_and_end_only_the_reader`] with reclaim's
+/// writes in flight together (the default): QEMU merges requests in flight
+/// to neighbouring sectors and fails a merged one whole, so the pages of
+/// the failing range fail and maybe some of their neighbours; every one of
+/// them stays in memory and nothing is lost.
+fn write_errors_among_writes_in_flight_keep_every_page(_: &TestEnv<'_>) -> Result<(), String> {
+    let disk = crate::tests::kit::scratch_disk()?;
+    let (bad_write, bad_read) =
+        crate::tests::kit::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
+    let header =
+        mm::swap::header::format(disk.capacity_pages(), &[], b"faulty").map_err(|e| format!("{e}"))?;
+    write_header(disk, &header)?;
+    let ty = swapon(disk)?;
+    prefer(Some(ty));
+    let result = io_errors_on(bad_write, bad_read, true);
     prefer(None);
     let off = swapoff(ty).map_err(String::from);
     result.and(off)
@@ -858,7 +882,11 @@ fn a_disk_that_stops_answering_is_retired(_: &TestEnv<'_>) -> Result<(), String>
     write_header(disk, &header)?;
     let ty = swapon(disk)?;
     prefer(Some(ty));
+    // One write in flight: the throttle lets whole requests through, and
+    // the bound on the pages lost below counts one page per request.
+    crate::vm::reclaim::set_writes_in_flight(Some(1));
     let result = stall_on(disk, ty);
+    crate::vm::reclaim::set_writes_in_flight(None);
     prefer(None);
     let off = swapoff(ty).map_err(String::from);
     result.and(off)
@@ -959,7 +987,13 @@ fn stall_on(disk: &'static BlockDevice, ty: SwapType) -> Result<(), String> {
     space.munmap(VirtAddr::new(base), PAGES * 4096).map_err(|e| format!("munmap: {e:?}"))
 }
 
-fn io_errors_on(bad_write: core::ops::Range<u64>, bad_read: core::ops::Range<u64>) -> Result<(), String> {
+/// `merged`: several writes were in flight, and a failed request may have
+/// carried pages outside `bad_write` too (at least those inside failed).
+fn io_errors_on(
+    bad_write: core::ops::Range<u64>,
+    bad_read: core::ops::Range<u64>,
+    merged: bool,
+) -> Result<(), String> {
     // Slots are handed out from 1 upwards: enough pages to reach past both
     // faulty ranges.
     let pages = bad_read.end + 8;
@@ -972,7 +1006,8 @@ fn io_errors_on(bad_write: core::ops::Range<u64>, bad_read: core::ops::Range<u64
     let failed = WRITE_ERRORS.load(Ordering::Relaxed) - w0;
     let out = swap_entries(&space, "after the pageout")?;
     // All unmapped; the ones whose write failed stay in the swap cache.
-    if failed != bad_write.end - bad_write.start || out != pages {
+    let bad = bad_write.end - bad_write.start;
+    if (if merged { failed < bad } else { failed != bad }) || out != pages {
         return Err(format!(
             "{failed} writes failed (expected {}), {out} of {pages} pages in swap",
             bad_write.end - bad_write.start

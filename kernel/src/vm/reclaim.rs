@@ -86,7 +86,6 @@ use mm::pgtable::SwapType;
 use mm::pgtable::{PageTable, SwapEntry};
 use mm::reclaim::{ReclaimHost, Reclaimed};
 use mm::swap::area::SwapArea;
-use mm::swap::swapin::SwapBackend;
 use mm::Pfn;
 use mm::PhysAddr;
 
@@ -155,6 +154,22 @@ pub fn lru_remove(folio: Folio<'_>) {
     }
 }
 
+/// The writes a reclaim pass keeps in flight at most
+/// (`mm::reclaim::MAX_WRITES_IN_FLIGHT` unless a test asks for fewer:
+/// [`set_writes_in_flight`]).
+static WRITES_IN_FLIGHT: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(mm::reclaim::MAX_WRITES_IN_FLIGHT);
+
+/// Makes reclaim passes keep at most `n` (at least 1) writes in flight
+/// from now on; `None`: the default again. For in-guest tests whose
+/// expectations count requests: QEMU merges the requests in flight to
+/// neighbouring sectors into one, and fails or throttles the merged one
+/// whole.
+pub fn set_writes_in_flight(n: Option<usize>) {
+    let n = n.map_or(mm::reclaim::MAX_WRITES_IN_FLIGHT, |n| n.max(1));
+    WRITES_IN_FLIGHT.store(n, Ordering::Relaxed);
+}
+
 /// Huge folios reclaim split because no run of 512 slots was free.
 pub static NR_SPLIT_FOR_SWAP: AtomicU64 = AtomicU64::new(0);
 
@@ -195,14 +210,22 @@ impl ReclaimHost for Reclaimer {
     fn area<'a>(&'a self, dev: &'a Arc<SwapDevice>) -> &'a SwapArea {
         &dev.area
     }
-    fn write(
+    type Write = swap::PendingWrite;
+    fn submit_write(
         &self,
         dev: &Arc<SwapDevice>,
         first: SwapEntry,
         frame: PhysAddr,
         nr: usize,
-    ) -> Result<(), crate::drivers::blk::IoError> {
-        swap::Io(dev).write(first, frame, nr)
+        pending: bool,
+    ) -> Result<Option<swap::PendingWrite>, crate::drivers::blk::IoError> {
+        swap::Io(dev).submit_write(first, frame, nr, pending)
+    }
+    fn wait_write(&self, write: swap::PendingWrite) -> Result<(), crate::drivers::blk::IoError> {
+        swap::wait_write(write)
+    }
+    fn max_writes_in_flight(&self) -> usize {
+        WRITES_IN_FLIGHT.load(Ordering::Relaxed)
     }
     fn with_family_locked<R>(&self, folio: &Folio<'static>, f: impl FnOnce(&[&PageTable<Format>]) -> R) -> R {
         crate::vm::space::with_folio_family_locked(folio, f)

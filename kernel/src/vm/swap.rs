@@ -32,6 +32,19 @@
 //! freed nothing (`crate::vm::reclaim::why_nothing_freed`); the driver
 //! reports device errors on the console itself.
 //!
+//! ## Writing
+//!
+//! Reclaim's writes ([`Io::submit_write`], [`wait_write`]; the protocol of
+//! a write in flight is `mm::reclaim`'s "Writes in flight") are submitted
+//! to the disk without waiting (`BlockDevice::submit_write_pages`), one
+//! request per folio, several in flight; the disk's interrupt handler reaps
+//! each completion and wakes the reclaiming task, which waits for its
+//! writes oldest first, counts each (`PSWPOUT`, errors, [`NR_WRITEBACK`])
+//! and frees the folio, in task context. Nothing here runs in the interrupt
+//! handler: it only records the request's status and unparks. A folio
+//! larger than one request (a device with a small `size_max`) is written
+//! whole, synchronously, at submission.
+//!
 //! ## Protocol
 //!
 //! - [`AREAS`] (an [`IrqSpinLock`], a leaf) guards the table; each area is
@@ -96,7 +109,8 @@ pub static PSWPIN: AtomicU64 = AtomicU64::new(0);
 pub static PSWPOUT: AtomicU64 = AtomicU64::new(0);
 /// Pages whose write to swap is in flight now (`/proc/meminfo` Writeback,
 /// `/proc/vmstat` nr_writeback): counted in before the request is made and
-/// out when it has completed, failed or not.
+/// out when its writer has waited for it, completed, failed or not (module
+/// doc, "Writing").
 pub static NR_WRITEBACK: AtomicU64 = AtomicU64::new(0);
 /// Writes that failed (the folio stayed in memory).
 pub static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -438,6 +452,86 @@ fn assert_folios(what: &str, frame: PhysAddr, nr: usize) {
     assert!(ok, "swap: {what} {nr} pages at {frame}, not pages of folios");
 }
 
+/// Counts a swap write of `nr` pages that has ended with `r` (module doc,
+/// "Write errors"; [`NR_WRITEBACK`]). Task context.
+fn write_ended(nr: usize, r: Result<(), IoError>) -> Result<(), IoError> {
+    NR_WRITEBACK.fetch_sub(nr as u64, Ordering::Relaxed);
+    match &r {
+        Ok(()) => {
+            PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed);
+            WRITE_ERRORS_IN_A_ROW.store(0, Ordering::Relaxed);
+        }
+        Err(e) => {
+            WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
+            *LAST_WRITE_ERROR.lock() = Some(e.clone());
+            WRITE_ERRORS_IN_A_ROW.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    r
+}
+
+/// A swap write reclaim started ([`Io::submit_write`]) and has not waited
+/// for yet ([`wait_write`]); its pages are counted in [`NR_WRITEBACK`]
+/// until then.
+pub enum PendingWrite {
+    /// One request in flight on `disk`.
+    InFlight { disk: &'static BlockDevice, ticket: crate::drivers::blk::Ticket, nr: usize },
+    /// Written already, waiting (a folio larger than one request).
+    Ended(Result<(), IoError>),
+}
+
+impl Io<'_> {
+    /// Starts writing the `nr` frames at `frame` (pages of one folio
+    /// reclaim holds locked, `Writeback` set, until [`wait_write`]
+    /// returned) to the slots from `first` on, as one request, without
+    /// waiting for it (module doc, "Writing"). `Ok(None)`: the disk has no
+    /// room now, only when `pending` (the caller waits for one of its
+    /// writes first); with nothing pending this waits for room. A folio
+    /// larger than one request is written whole before this returns.
+    /// Task context, interrupts on, no spin lock held.
+    pub fn submit_write(
+        &self,
+        first: SwapEntry,
+        frame: PhysAddr,
+        nr: usize,
+        pending: bool,
+    ) -> Result<Option<PendingWrite>, IoError> {
+        let disk = self.0.disk;
+        if nr > disk.max_request_pages() {
+            return Ok(Some(PendingWrite::Ended(self.write(first, frame, nr))));
+        }
+        assert_one_folio("write from", frame, nr);
+        NR_WRITEBACK.fetch_add(nr as u64, Ordering::Relaxed);
+        // SAFETY: pages of one folio (checked above); `mm::reclaim` holds
+        // it locked with a reference, under `Writeback`, until it has
+        // waited for this write (`wait_write`), so it stays allocated and
+        // the kernel does not change it meanwhile
+        // (`ReclaimHost::submit_write`).
+        match unsafe { disk.submit_write_pages(first.offset(), frame, nr) } {
+            Ok(Some(ticket)) => Ok(Some(PendingWrite::InFlight { disk, ticket, nr })),
+            Ok(None) => {
+                NR_WRITEBACK.fetch_sub(nr as u64, Ordering::Relaxed);
+                if pending {
+                    Ok(None)
+                } else {
+                    // Holding no request of ours: waiting for room is safe.
+                    Ok(Some(PendingWrite::Ended(self.write(first, frame, nr))))
+                }
+            }
+            Err(e) => write_ended(nr, Err(e)).map(|()| None),
+        }
+    }
+}
+
+/// Waits for a write [`Io::submit_write`] started; says how it ended.
+/// Task context, interrupts on, no spin lock held; may sleep.
+pub fn wait_write(write: PendingWrite) -> Result<(), IoError> {
+    match write {
+        PendingWrite::InFlight { disk, ticket, nr } => write_ended(nr, disk.wait(ticket)),
+        PendingWrite::Ended(r) => r,
+    }
+}
+
 /// The disk and memory under `mm::swap` for one area.
 pub struct Io<'a>(pub &'a SwapDevice);
 
@@ -464,19 +558,7 @@ impl SwapBackend for Io<'_> {
         // it holds locked with a reference, so it stays allocated and the
         // kernel does not change it until this returns (`SwapBackend::write`).
         let r = unsafe { self.0.disk.write_pages(first.offset(), frame, nr) };
-        NR_WRITEBACK.fetch_sub(nr as u64, Ordering::Relaxed);
-        match &r {
-            Ok(()) => {
-                PSWPOUT.fetch_add(nr as u64, Ordering::Relaxed);
-                WRITE_ERRORS_IN_A_ROW.store(0, Ordering::Relaxed);
-            }
-            Err(e) => {
-                WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
-                *LAST_WRITE_ERROR.lock() = Some(e.clone());
-                WRITE_ERRORS_IN_A_ROW.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        r
+        write_ended(nr, r)
     }
     fn relax(&self) {
         sched::yield_now();

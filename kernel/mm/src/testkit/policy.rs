@@ -15,6 +15,9 @@
 //! - swapoff's swap-in of one entry is [`World::swap_in`] (a read fault);
 //! - the LRU lists, when the frames have them (without lists nothing is
 //!   put back and `shrink_lru` finds nothing);
+//! - a swap write starts when reclaim submits it and is made when reclaim
+//!   waits for it, so that several are in flight at once, as many as
+//!   [`Switches::write_room`] allows;
 //! - `relax` counts its calls and runs [`Switches::on_relax`] (a racing
 //!   reference going away, a folio lock released).
 //!
@@ -73,6 +76,13 @@ pub struct Switches {
     pub nr_relax: Cell<usize>,
     /// What each call of `relax` does.
     pub on_relax: RefCell<Option<Box<dyn FnMut()>>>,
+    /// Writes reclaim may have in flight before the disk has no room
+    /// (`None`: no limit but reclaim's own cap).
+    pub write_room: Cell<Option<usize>>,
+    /// Reclaim's writes submitted and not yet waited for.
+    pub writes_in_flight: Cell<usize>,
+    /// The most writes that were in flight at once.
+    pub most_writes_in_flight: Cell<usize>,
     /// Calls of swapoff's `wait_in_flight`.
     pub nr_waits: Cell<u32>,
     /// After this many calls of `wait_in_flight`, [`Switches::hidden`] is
@@ -219,7 +229,32 @@ impl<F: HardwareWalker> ReclaimHost for World<F> {
     fn area<'a>(&'a self, _: &'a ()) -> &'a SwapArea {
         self.frames.area()
     }
-    fn write(&self, _: &(), first: SwapEntry, frame: PhysAddr, nr: usize) -> Result<(), String> {
+    /// The write is made when it is waited for, so that reclaim's folios
+    /// stay in flight (locked, `Writeback`) in between as in the kernel;
+    /// `host.write_room` bounds the writes in flight ([`PolicyHost`]).
+    type Write = (SwapEntry, PhysAddr, usize);
+    fn submit_write(
+        &self,
+        _: &(),
+        first: SwapEntry,
+        frame: PhysAddr,
+        nr: usize,
+        pending: bool,
+    ) -> Result<Option<Self::Write>, String> {
+        let in_flight = self.host.writes_in_flight.get();
+        if pending && self.host.write_room.get().is_some_and(|room| in_flight >= room) {
+            return Ok(None);
+        }
+        self.host.writes_in_flight.set(in_flight + 1);
+        let most = self.host.most_writes_in_flight.get().max(in_flight + 1);
+        self.host.most_writes_in_flight.set(most);
+        Ok(Some((first, frame, nr)))
+    }
+    fn wait_write(&self, (first, frame, nr): Self::Write) -> Result<(), String> {
+        self.host.writes_in_flight.set(self.host.writes_in_flight.get() - 1);
+        // The protocol of a write in flight: its folio locked, `Writeback`.
+        let folio = crate::folio::folio_covering(self.memmap(), frame, nr).expect("a folio is written");
+        assert!(folio.is_locked() && folio.test_flag(crate::page::PageFlag::Writeback));
         SwapBackend::write(&self.frames, first, frame, nr)
     }
     fn with_family_locked<R>(&self, _: &Folio<'static>, f: impl FnOnce(&[&PageTable<F>]) -> R) -> R {
