@@ -91,6 +91,40 @@ impl mm::pgtable::TlbHooks for Tlb {
     }
 }
 
+/// This CPU's part of [`Tlb`]: the same invalidations without the
+/// broadcast (`TLBI VAAE1`, `VMALLE1`), waited for with `DSB NSH`. For a
+/// space no other CPU has loaded (`Mmu::LOCAL_TLB`); the page-table writes
+/// before it are made visible to every CPU's walks first (`DSB ISHST`), as
+/// a CPU that loads the space later must see them.
+pub struct LocalTlb;
+
+impl mm::pgtable::TlbHooks for LocalTlb {
+    fn flush_range(&self, _root: PhysAddr, start: VirtAddr, end: VirtAddr) {
+        let first = start.as_u64() & !0xfff;
+        let nr_pages = end.as_u64().saturating_sub(first).div_ceil(4096);
+        if nr_pages > MAX_TLBI_PAGES {
+            // SAFETY: TLB invalidation only drops cached translations.
+            unsafe { core::arch::asm!("dsb ishst", "tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
+            return;
+        }
+        // SAFETY: as above. The operand of TLBI VAAE1 is VA[55:12] in bits
+        // 43:0 (all ASIDs).
+        unsafe { core::arch::asm!("dsb ishst", options(nostack)) };
+        for i in 0..nr_pages {
+            let operand = ((first + i * 4096) >> 12) & ((1 << 44) - 1);
+            // SAFETY: as above.
+            unsafe { core::arch::asm!("tlbi vaae1, {0}", in(reg) operand, options(nostack)) };
+        }
+        // SAFETY: barriers have no effect on memory contents.
+        unsafe { core::arch::asm!("dsb nsh", "isb", options(nostack)) };
+    }
+
+    fn flush_all(&self, _root: PhysAddr) {
+        // SAFETY: TLB invalidation only drops cached translations.
+        unsafe { core::arch::asm!("dsb ishst", "tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
+    }
+}
+
 /// Why device registers could not be mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapDeviceError {
@@ -118,6 +152,8 @@ impl Mmu for Aarch64 {
     const KERNEL_SHARED: Range<usize> = 0..0;
     type Tlb = Tlb;
     const TLB: Tlb = Tlb;
+    type LocalTlb = LocalTlb;
+    const LOCAL_TLB: LocalTlb = LocalTlb;
     /// `TLBI ... IS` reaches every CPU in the inner-shareable domain.
     const TLB_BROADCAST: bool = true;
     type MapDeviceError = MapDeviceError;

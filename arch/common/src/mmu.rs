@@ -33,6 +33,15 @@ pub trait Mmu {
     /// The TLB hooks' value.
     const TLB: Self::Tlb;
 
+    /// This CPU's TLB hooks alone: for a flush of a space no other CPU has
+    /// loaded (a CPU that loads it later drops its old lower-half
+    /// translations then, [`Mmu::load_user_root`]). AArch64's non-broadcast
+    /// `TLBI`s with `DSB NSH`; the same as [`Mmu::TLB`] where that is local.
+    type LocalTlb: TlbHooks + 'static;
+
+    /// The local TLB hooks' value.
+    const LOCAL_TLB: Self::LocalTlb;
+
     /// Whether [`Mmu::TLB`]'s invalidations reach every CPU (AArch64's
     /// broadcast `TLBI ... IS`), or only this one (x86_64's `INVLPG`; the
     /// kernel then shoots the others down by IPI).

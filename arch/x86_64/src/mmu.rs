@@ -164,6 +164,9 @@ impl Mmu for X86_64 {
     /// every address space.
     const KERNEL_SHARED: Range<usize> = 256..512;
     const TLB: Tlb = Tlb;
+    /// [`Tlb`] is this CPU's alone already.
+    type LocalTlb = Tlb;
+    const LOCAL_TLB: Tlb = Tlb;
     /// `INVLPG` and CR3 loads act on this CPU alone.
     const TLB_BROADCAST: bool = false;
 

@@ -185,6 +185,29 @@ mod tests {
         fa.check_consistency().unwrap();
     }
 
+    /// The fault path's two steps (a raw frame zeroed before the space's
+    /// lock, made a folio under it: `FrameAllocator::raw_into_folio` then
+    /// `prepare_anon_folio`) give the same folio as `alloc_anon_folio`; a
+    /// raw frame not used goes back with a plain `free`.
+    #[test]
+    fn a_raw_frame_made_an_anon_folio_is_the_same_as_a_new_one() {
+        let fa = allocator();
+        let free = fa.nr_free_pages();
+        let raw = fa.alloc(0, AllocKind::Normal).unwrap();
+        let f = prepare_anon_folio(fa.raw_into_folio(raw, 0), space(0x42), 0x1234);
+        assert_eq!(f.pfn(), raw);
+        assert_eq!((f.order(), f.refcount(), f.page_mapcount(0), f.entire_mapcount()), (0, 1, 1, 0));
+        assert!(f.test_flag(PageFlag::AnonExclusive) && f.test_flag(PageFlag::SwapBacked));
+        assert!(f.test_flag(PageFlag::Head) && !f.is_locked());
+        assert_eq!((f.mapping(), f.index()), (FolioMapping::Anon(space(0x42)), 0x1234));
+        assert!(is_live_anon_page(fa.memmap(), f.pfn().phys()));
+        assert!(put_anon_folio(fa, remove_pte_mapping(fa.memmap(), f.pfn().phys())));
+        let unused = fa.alloc(0, AllocKind::Normal).unwrap();
+        fa.free(unused, 0);
+        assert_eq!(fa.nr_free_pages(), free);
+        fa.check_consistency().unwrap();
+    }
+
     #[test]
     fn only_pages_of_live_anon_folios_are_anon_pages() {
         let fa = allocator();

@@ -725,6 +725,16 @@ impl FrameAllocator {
         Ok((0..nr as u64).map(|k| UnpublishedFolio::prep(self.memmap, pfn.plus(k), 0)).collect())
     }
 
+    /// Turns the raw order-`order` block at `pfn`, which [`FrameAllocator::alloc`]
+    /// handed out and nobody else can see (no count, flag or mapping set
+    /// since), into an unpublished folio: [`FrameAllocator::alloc_folio`] in
+    /// two steps, for a caller that prepares the frames (zeroes them) before
+    /// it knows whether it needs a folio (the fault path's pre-zeroed page,
+    /// zeroed outside the space's lock).
+    pub fn raw_into_folio(&self, pfn: Pfn, order: u8) -> UnpublishedFolio<'static> {
+        UnpublishedFolio::prep(self.memmap, pfn, order)
+    }
+
     /// [`FrameAllocator::alloc_folio`] from `node`'s pool only
     /// ([`FrameAllocator::alloc_on`]).
     pub fn alloc_folio_on(

@@ -119,4 +119,98 @@ fn shootdown_leaves_no_stale_reads(_: &TestEnv<'_>) -> Result<(), String> {
     result
 }
 
-pub(crate) const TESTS: &[Test] = register!["tlb": shootdown_leaves_no_stale_reads];
+/// A flush of a space that only this CPU has loaded stays on this CPU
+/// (`flush_is_local`, counted in `NR_LOCAL_FLUSHES`) and the new mapping is
+/// what this CPU reads; once a task on another CPU has the space loaded,
+/// the same flush is not local any more, and that CPU reads the new
+/// mapping too after the remap (no stale translation kept there).
+fn a_flush_stays_local_only_while_no_other_cpu_has_the_space(_: &TestEnv<'_>) -> Result<(), String> {
+    let va = TEST_VA + 0x8000;
+    let frames: Result<Vec<Frames>, String> = (0..3).map(|_| Frames::new(0)).collect();
+    let frames = frames?;
+    for (gen, f) in frames.iter().enumerate() {
+        for off in (0..4096).step_by(64) {
+            f.write(off, gen as u8 + 1);
+        }
+    }
+    let space = Arc::new(TestSpace::new()?);
+    space.map_leaf(va, frames[0].pa, PageSize::Size4K, RW_KERNEL)?;
+    let root = space.table.root();
+    let remap = |gen: usize| {
+        space
+            .table
+            .remap(
+                &KernelTables,
+                &Shootdown,
+                VirtAddr::new(va),
+                leaf(frames[gen].pa, PageSize::Size4K, RW_KERNEL),
+            )
+            .map(|_| ())
+            .map_err(|e| format!("remap: {e}"))
+    };
+    let Some(other) = sched::online_cpus().find(|&c| c != sched::cpu_index()) else {
+        return Err("needs two CPUs (run with --smp 2 or more)".into());
+    };
+    let result = (|| -> Result<(), String> {
+        sched::set_affinity(Some(sched::cpu_index())).map_err(|e| format!("set_affinity: {e:?}"))?;
+        let _in = sched::enter_address_space(root);
+        if probe_read(va)? != 1 {
+            return Err("the first mapping does not read 1".into());
+        }
+        let local = crate::sync::without_interrupts(|| flush_is_local(root));
+        if !local {
+            return Err("a space loaded on this CPU alone is not flushed locally".into());
+        }
+        let before = NR_LOCAL_FLUSHES.load(Ordering::Relaxed);
+        remap(1)?;
+        if NR_LOCAL_FLUSHES.load(Ordering::Relaxed) == before {
+            return Err("the remap of a space loaded here alone made no local flush".into());
+        }
+        if probe_read(va)? != 2 {
+            return Err("this CPU does not read the new mapping after a local flush".into());
+        }
+        // A task on another CPU loads the space and reads the page.
+        let (stop, seen) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (s2, seen2) = (stop.clone(), seen.clone());
+        let reader = sched::spawn_on(other, "tlb local reader", move || -> Result<(), String> {
+            let _in = sched::enter_address_space(root);
+            while !s2.load(Ordering::Acquire) {
+                if let Ok(v) = Arch::probe_read_u8(VirtAddr::new(va)) {
+                    seen2.store(v as u64, Ordering::Release);
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("spawn_on({other}): {e:?}"))?;
+        let wait_seen = |v: u64| -> Result<(), String> {
+            let start = Arch::now_ns();
+            while seen.load(Ordering::Acquire) != v {
+                if Arch::now_ns() - start > 5_000_000_000 {
+                    return Err(format!("CPU {other} did not read {v} within 5 s"));
+                }
+                sched::yield_now();
+            }
+            Ok(())
+        };
+        let checked = (|| {
+            wait_seen(2)?;
+            if crate::sync::without_interrupts(|| flush_is_local(root)) {
+                return Err(format!("a space loaded on CPU {other} too is flushed locally"));
+            }
+            remap(2)?;
+            wait_seen(3)
+        })();
+        stop.store(true, Ordering::Release);
+        reader.join().unwrap_or_else(|killed| Err(killed.into()))?;
+        checked
+    })();
+    let _ = sched::set_affinity(None);
+    match Arc::try_unwrap(space) {
+        Ok(space) => space.destroy(),
+        Err(_) => return Err("the address space is still referenced after the reader ended".into()),
+    }
+    drop(frames);
+    result
+}
+
+pub(crate) const TESTS: &[Test] = register!["tlb": shootdown_leaves_no_stale_reads, a_flush_stays_local_only_while_no_other_cpu_has_the_space];

@@ -28,7 +28,10 @@
 //!   `EFAULT`).
 //!
 //! Locks: the space's lock ([`AddressSpace::lock`]) around the decision
-//! and around the mapping half of a swap-in, never across a disk read.
+//! and around the mapping half of a swap-in, never across a disk read. A
+//! fault on a missing entry takes and zeroes its first 4 KiB page before
+//! the lock ([`FaultFrames`]), so that faults of one space on several CPUs
+//! zero in parallel.
 
 use crate::arch::prelude::*;
 use crate::memory::paging::KernelTables;
@@ -38,8 +41,10 @@ use crate::vm::tlb::Shootdown;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
-use mm::fault::{FaultOutcome, MemFault};
-use mm::VirtAddr;
+use core::cell::Cell;
+use mm::fault::{FaultCause, FaultOutcome, FrameSource, MemFault};
+use mm::folio::AnonHandle;
+use mm::{Pfn, PhysAddr, VirtAddr};
 
 /// Why [`resolve`] did not make an access possible.
 #[derive(Debug)]
@@ -174,12 +179,100 @@ pub fn resolve(fault: &MemFault) -> Result<(), Unresolved> {
 
 /// `mm::fault::handle_fault` under `space`'s lock, with `frames`; `None`
 /// when the space is torn down.
+///
+/// A fault on a missing entry most likely maps a new 4 KiB page, and
+/// zeroing it is most of the work under the lock: so that faults of one
+/// space on several CPUs run in parallel, its frame is taken and zeroed
+/// first, without the lock ([`FaultFrames`]), and given back when the
+/// fault did not need it (a swap entry, a huge page, a race).
 fn handle(space: &AddressSpace, fault: &MemFault, frames: &KernelFrames) -> Option<FaultOutcome> {
-    let guard = space.lock();
-    let inner = guard.as_ref()?;
-    // `Shootdown` even with interrupts off: the break-before-make of a
-    // copy on write must reach every CPU (see the module doc).
-    Some(mm::fault::handle_fault(&inner.table, &inner.vmas, &KernelTables, frames, &Shootdown, fault, true))
+    let spare = match fault.cause {
+        FaultCause::NotMapped => match crate::vm::folios::alloc_zeroed_frame() {
+            Ok(pfn) => Spare::Zeroed(pfn),
+            Err(_) => Spare::Failed,
+        },
+        _ => Spare::Unused,
+    };
+    let frames = FaultFrames { base: frames, spare: Cell::new(spare) };
+    let outcome = {
+        let guard = space.lock();
+        guard.as_ref().map(|inner| {
+            // `Shootdown` even with interrupts off: the break-before-make
+            // of a copy on write must reach every CPU (see the module doc).
+            mm::fault::handle_fault(
+                &inner.table,
+                &inner.vmas,
+                &KernelTables,
+                &frames,
+                &Shootdown,
+                fault,
+                true,
+            )
+        })
+    };
+    if let Spare::Zeroed(pfn) = frames.spare.get() {
+        crate::vm::folios::free_zeroed_frame(pfn);
+    }
+    outcome
+}
+
+/// The fault's 4 KiB page as [`handle`] prepared it before the lock.
+#[derive(Clone, Copy)]
+enum Spare {
+    /// None prepared (not a fault on a missing entry), or used already:
+    /// a page is allocated (and zeroed) under the lock.
+    Unused,
+    /// A zeroed raw frame (`crate::vm::folios::alloc_zeroed_frame`).
+    Zeroed(Pfn),
+    /// Its allocation failed: the fault's first 4 KiB page fails too, as
+    /// the allocation under the lock would have (out of memory: reclaim,
+    /// then a retry; also how `mm::fail_alloc` reaches that path).
+    Failed,
+}
+
+/// [`KernelFrames`] for one fault, whose first new 4 KiB page is the one
+/// [`handle`] zeroed before taking the space's lock. Lives on the faulting
+/// CPU's stack for the one call, so the `Cell` is never shared.
+struct FaultFrames<'a> {
+    base: &'a KernelFrames,
+    spare: Cell<Spare>,
+}
+
+impl FrameSource for FaultFrames<'_> {
+    fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
+        match self.spare.replace(Spare::Unused) {
+            Spare::Zeroed(pfn) => Some(crate::vm::folios::anon_page_from_zeroed(pfn, handle, index)),
+            Spare::Failed => None,
+            Spare::Unused => self.base.alloc_anon_page(handle, index),
+        }
+    }
+    fn release_anon_page(&self, pa: PhysAddr) {
+        self.base.release_anon_page(pa)
+    }
+    fn alloc_anon_huge(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
+        self.base.alloc_anon_huge(handle, index)
+    }
+    fn release_anon_huge(&self, pa: PhysAddr) {
+        self.base.release_anon_huge(pa)
+    }
+    fn huge_zero(&self) -> Option<PhysAddr> {
+        self.base.huge_zero()
+    }
+    fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
+        self.base.copy_page(dst, src)
+    }
+    fn memmap(&self) -> &mm::page::Memmap {
+        self.base.memmap()
+    }
+    fn swap_dup(&self, entry: mm::pgtable::SwapEntry) -> Result<(), String> {
+        self.base.swap_dup(entry)
+    }
+    fn thp_defrag(&self) -> Option<mm::compaction::Defrag> {
+        self.base.thp_defrag()
+    }
+    fn thp_enabled(&self) -> mm::vma::ThpEnabled {
+        self.base.thp_enabled()
+    }
 }
 
 /// Brings the page of the swap entry `entry` back for an `access` at

@@ -33,6 +33,35 @@ pub fn alloc_anon_page(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     Some(folio.pfn().phys())
 }
 
+/// A zeroed raw frame for a fault that may need a new anonymous page,
+/// taken and zeroed *before* the space's lock (`crate::vm::fault`), so that
+/// faults of one space on different CPUs zero their pages in parallel; the
+/// zeroing is of a frame nobody else can see. `Err` when the allocation
+/// failed (memory short, or failed on purpose by `mm::fail_alloc`): the
+/// fault's 4 KiB page then fails as an allocation under the lock would.
+/// The caller turns it into a folio ([`anon_page_from_zeroed`]) or gives
+/// it back ([`free_zeroed_frame`]).
+pub fn alloc_zeroed_frame() -> Result<Pfn, mm::frame::AllocError> {
+    let pfn = crate::sync::without_interrupts(|| frame_allocator().alloc(0, AllocKind::Normal))?;
+    // SAFETY: the frame was allocated just now and is not published: ours
+    // alone (RAM, in the direct map).
+    unsafe { zero_frames(pfn.phys(), 0) };
+    Ok(pfn)
+}
+
+/// [`alloc_anon_page`] with the frame [`alloc_zeroed_frame`] prepared: the
+/// same folio (mapcount 1, refcount 1, on the LRU), without the zeroing.
+pub fn anon_page_from_zeroed(pfn: Pfn, handle: AnonHandle, index: u64) -> PhysAddr {
+    let folio = mm::anon::prepare_anon_folio(frame_allocator().raw_into_folio(pfn, 0), handle, index);
+    crate::vm::reclaim::lru_add(folio);
+    folio.pfn().phys()
+}
+
+/// Gives back a frame of [`alloc_zeroed_frame`] the fault did not use.
+pub fn free_zeroed_frame(pfn: Pfn) {
+    crate::sync::without_interrupts(|| frame_allocator().free(pfn, 0));
+}
+
 /// A new zeroed huge anonymous folio (order 9) for the 2 MiB block whose
 /// first page is `index` of the space `handle`: entire mapcount 1 and
 /// refcount 1 for the PMD the caller writes next (see `mm::thp`). `None`

@@ -3,8 +3,11 @@
 //!
 //! [`Shootdown`] is the `TlbHooks` the kernel gives `mm::pgtable`.
 //!
-//! Whether the arch's own flush (`Arch::TLB`) reaches the other CPUs is
-//! `Arch::TLB_BROADCAST`:
+//! A space that no CPU but this one has loaded is flushed here alone
+//! (`Arch::LOCAL_TLB`, [`flush_is_local`]): no IPI on x86_64, no broadcast
+//! `TLBI ... IS` on AArch64 (a copy on write in a single-threaded process).
+//! Otherwise, whether the arch's own flush (`Arch::TLB`) reaches the other
+//! CPUs is `Arch::TLB_BROADCAST`:
 //!
 //! - AArch64: `TLBI VAAE1IS` / `VMALLE1IS` are broadcast to every CPU in the
 //!   inner-shareable domain and `DSB ISH` waits for all of them, so the
@@ -44,6 +47,7 @@
 //! on without anyone's acknowledgement.
 
 use crate::arch::prelude::*;
+use core::sync::atomic::{AtomicU64, Ordering};
 use mm::pgtable::TlbHooks;
 use mm::{PhysAddr, VirtAddr};
 
@@ -52,21 +56,59 @@ pub struct Shootdown;
 
 impl TlbHooks for Shootdown {
     fn flush_range(&self, root: PhysAddr, start: VirtAddr, end: VirtAddr) {
-        Arch::TLB.flush_range(root, start, end);
-        if Arch::TLB_BROADCAST {
-            crate::task::sched::note_shootdown();
+        // Interrupts off: the CPU that checked is the one that flushes.
+        let irq_was_enabled = Arch::irq_save_and_disable();
+        if flush_is_local(root) {
+            Arch::LOCAL_TLB.flush_range(root, start, end);
+            NR_LOCAL_FLUSHES.fetch_add(1, Ordering::Relaxed);
         } else {
-            by_ipi::shoot(root, start, end, false);
+            Arch::TLB.flush_range(root, start, end);
+            if Arch::TLB_BROADCAST {
+                crate::task::sched::note_shootdown();
+            } else {
+                by_ipi::shoot(root, start, end, false);
+            }
         }
+        Arch::irq_restore(irq_was_enabled);
     }
     fn flush_all(&self, root: PhysAddr) {
-        Arch::TLB.flush_all(root);
-        if Arch::TLB_BROADCAST {
-            crate::task::sched::note_shootdown();
+        let irq_was_enabled = Arch::irq_save_and_disable();
+        if flush_is_local(root) {
+            Arch::LOCAL_TLB.flush_all(root);
+            NR_LOCAL_FLUSHES.fetch_add(1, Ordering::Relaxed);
         } else {
-            by_ipi::shoot(root, VirtAddr::new(0), VirtAddr::new(0), true);
+            Arch::TLB.flush_all(root);
+            if Arch::TLB_BROADCAST {
+                crate::task::sched::note_shootdown();
+            } else {
+                by_ipi::shoot(root, VirtAddr::new(0), VirtAddr::new(0), true);
+            }
         }
+        Arch::irq_restore(irq_was_enabled);
     }
+}
+
+/// Flushes of a space that no other CPU had loaded, done on this CPU alone
+/// ([`flush_is_local`]).
+pub static NR_LOCAL_FLUSHES: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a flush of the space `root`, whose page-table writes are done,
+/// may be this CPU's alone: no other CPU has it loaded. Called with
+/// interrupts off (this CPU stays the one that flushes).
+///
+/// Why that is enough (see the module doc): the table writes are made
+/// visible to every CPU's walks first (`Arch::table_write_barrier`); the
+/// CPUs' loaded roots are read under the run-queue lock, under which a CPU
+/// loads a root (`sched`). A CPU that loads `root` after this check does so
+/// after the writes, and a load drops that CPU's old lower-half
+/// translations (`Mmu::load_user_root`: a CR3 write without PCIDs; on
+/// AArch64 `TLBI VMALLE1` after the TTBR0 write); a CPU that had the space
+/// loaded before and switched away dropped them when it switched.
+pub(crate) fn flush_is_local(root: PhysAddr) -> bool {
+    debug_assert!(!Arch::irq_enabled(), "flush_is_local with interrupts on");
+    Arch::table_write_barrier();
+    let me = crate::task::sched::cpu_index();
+    crate::task::sched::cpus_with_root(root) & !(1 << me) == 0
 }
 
 /// Drops every CPU's translations of the kernel-half range `[start, end)`
