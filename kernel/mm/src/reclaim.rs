@@ -31,7 +31,11 @@
 //!    outside the family's tables remains). The TLB flush runs under the
 //!    locks; the mappings' references are dropped after it;
 //! 5. **write** it ([`ReclaimHost::write`], `Writeback` set meanwhile),
-//!    unless no page-table entry holds any of its slots any more. The folio
+//!    unless no page-table entry holds any of its slots any more, or it is
+//!    **clean**: `Dirty` clear, a copy swap-in kept in the cache and nobody
+//!    wrote since (the unmap moved every leaf's dirty bit to the folio, a
+//!    writable leaf counting as dirty; new slots, a failed write and a
+//!    reference kept by someone else all set `Dirty`). The folio
 //!    stays locked and in the swap cache while it is written, so a fault on
 //!    it finds it and waits. A failed write keeps it in memory, in the
 //!    cache and unmapped, on the inactive list ([`Kept::WriteFailed`]): it
@@ -355,7 +359,7 @@ fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut P
                 }
             }
             match added {
-                Ok(_) => d,
+                Ok(_) => d, // `Dirty`: the new slots hold nothing of it yet
                 Err(AddError::NoSpace { .. }) => return keep(host, folio, Kept::SwapFull),
                 Err(AddError::Cache) => return keep(host, folio, Kept::CacheRefused),
             }
@@ -371,12 +375,16 @@ fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut P
         }
     }
     let nr = folio.nr_pages();
-    if !slots_unused(area, &folio) {
+    // A clean folio (a copy swap-in kept, not written since: `Dirty` clear,
+    // the unmap having moved every leaf's dirty bit to it) already equals
+    // its slots: nothing to write.
+    if !slots_unused(area, &folio) && folio.test_and_clear_flag(PageFlag::Dirty) {
         let first = folio_entry(&folio).expect("in the swap cache");
         folio.set_flag(PageFlag::Writeback);
         let written = host.write(&dev, first, folio.pfn().phys(), nr);
         folio.clear_flag(PageFlag::Writeback);
         if written.is_err() {
+            folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
             return keep(host, folio, Kept::WriteFailed);
         }
     }
@@ -384,6 +392,10 @@ fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut P
     while !folio.try_freeze(1 + nr as i32) {
         let orphan = folio.total_mapcount() == 0 && slots_unused(area, &folio);
         if !orphan || tries == ORPHAN_TRIES {
+            // Whoever holds the other reference may write through it (a
+            // `FOLL_GET` transfer): the copy just written, or kept, can
+            // no longer be trusted.
+            folio.set_flag(PageFlag::Dirty);
             return keep(host, folio, Kept::InUse);
         }
         tries += 1;
