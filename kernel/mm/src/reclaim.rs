@@ -13,7 +13,14 @@
 //! 1. **skip** it when it is locked: somebody else's business
 //!    ([`Kept::Locked`], back on the inactive list untouched);
 //! 2. **activate** it when it may be pinned ([`Kept::MaybePinned`]): the
-//!    pin's owner must keep seeing the page the task sees;
+//!    pin's owner must keep seeing the page the task sees; and, in the LRU
+//!    scan only ([`shrink_lru`], not `MADV_PAGEOUT`), when any leaf that
+//!    maps it is **young** ([`test_and_clear_young`] through the reverse
+//!    map, under the family's locks; [`Kept::Referenced`]): it was used
+//!    since it was last looked at, so it goes back to the active list
+//!    with its young bits cleared. Together with the balancing that moves
+//!    the active tail to the inactive head, this is a second-chance clock:
+//!    a folio is written only when it was not touched between two looks;
 //! 3. give it swap slots and put it into the swap cache when it has none
 //!    ([`add_to_swap`]; [`Kept::NoSwap`], [`Kept::SwapFull`]); a folio
 //!    already in the cache keeps its slots ([`Kept::AreaGone`] when their
@@ -77,7 +84,7 @@ use crate::folio::Folio;
 use crate::lru::{LruList, LruLists};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::SwapType;
-use crate::pgtable::{PageTable, PageTableFormat, SwapEntry, TableMemory, TlbHooks};
+use crate::pgtable::{Leaf, PageTable, PageTableFormat, SwapEntry, TableMemory, TlbHooks};
 use crate::rmap::rmap_walk;
 use crate::swap::area::SwapArea;
 use crate::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, slots_unused, AddError};
@@ -177,6 +184,10 @@ pub enum Kept {
     WriteFailed,
     /// Someone else holds a reference.
     InUse,
+    /// Found young through the reverse map ([`shrink_lru`]'s aging): used
+    /// since it was last looked at, so it goes back to the active list
+    /// (its young bits cleared) instead of being written.
+    Referenced,
 }
 
 impl Kept {
@@ -193,7 +204,8 @@ impl Kept {
             | Kept::SwapFull
             | Kept::CacheRefused
             | Kept::CouldNotUnmap(_)
-            | Kept::StillMapped => LruList::Active,
+            | Kept::StillMapped
+            | Kept::Referenced => LruList::Active,
         }
     }
 }
@@ -252,7 +264,20 @@ fn putback<H: ReclaimHost>(host: &H, folio: Folio<'static>, list: LruList) {
 /// leaves its other pieces in `pieces`, for the caller to shrink in turn.
 /// Task context, no lock held.
 pub fn shrink_folio<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces) -> Shrunk {
-    let result = shrink_locked(host, folio, pieces);
+    shrink_one(host, folio, pieces, Age::No)
+}
+
+/// Whether the shrink step looks at the young bits first ([`shrink_lru`]
+/// does; a folio `MADV_PAGEOUT` or a caller names goes regardless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Age {
+    No,
+    Yes,
+}
+
+/// [`shrink_folio`], aging first when `age` says so.
+fn shrink_one<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces, age: Age) -> Shrunk {
+    let result = shrink_locked(host, folio, pieces, age);
     if let Shrunk::Kept(_) = result {
         put(host, folio);
     }
@@ -262,17 +287,24 @@ pub fn shrink_folio<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mu
 /// Shrinks every folio of `folios` (isolated, each with a reference) and
 /// the pieces of those that had to be split.
 pub fn shrink_list<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>) -> Reclaimed {
+    shrink_list_aging(host, folios, Age::No)
+}
+
+/// [`shrink_list`], aging each folio first when `age` says so (the
+/// pieces of a split are not aged again: their folio was old).
+fn shrink_list_aging<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>, mut age: Age) -> Reclaimed {
     let mut done = Reclaimed::default();
     let mut todo = folios;
     while !todo.is_empty() {
         let mut pieces = Pieces::default();
         for folio in todo {
-            if let Shrunk::Freed(n) = shrink_folio(host, folio, &mut pieces) {
+            if let Shrunk::Freed(n) = shrink_one(host, folio, &mut pieces, age) {
                 done.nr_pages += n;
             }
         }
         done.nr_split += pieces.nr_split;
         todo = pieces.folios;
+        age = Age::No;
     }
     done
 }
@@ -298,7 +330,7 @@ pub fn shrink_lru<H: ReclaimHost>(host: &H, nr_pages: usize) -> Reclaimed {
             break;
         }
         scanned += scan.nr_scanned;
-        done.add(shrink_list(host, scan.isolated));
+        done.add(shrink_list_aging(host, scan.isolated, Age::Yes));
     }
     done
 }
@@ -330,13 +362,16 @@ fn keep<H: ReclaimHost>(host: &H, folio: Folio<'static>, why: Kept) -> Shrunk {
 
 /// Steps 1 to 6 of the module doc; the caller's reference stays (the
 /// caller drops it when the folio is kept).
-fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces) -> Shrunk {
+fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces, age: Age) -> Shrunk {
     if !folio.try_lock() {
         putback(host, folio, Kept::Locked.list());
         return Shrunk::Kept(Kept::Locked);
     }
     if folio.maybe_pinned() {
         return keep(host, folio, Kept::MaybePinned);
+    }
+    if age == Age::Yes && folio.total_mapcount() > 0 && test_and_clear_young(host, &folio) > 0 {
+        return keep(host, folio, Kept::Referenced);
     }
     let dev = match folio_entry(&folio) {
         Some(entry) => match host.device(entry.ty()) {
@@ -408,6 +443,38 @@ fn shrink_locked<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut P
     folio.unlock();
     host.free(folio);
     Shrunk::Freed(nr)
+}
+
+/// The aging of [`shrink_lru`] (step 1b of the module doc): clears the
+/// young bit of every leaf that maps `folio` in its family, under the
+/// family's locks, and returns how many were young. A writable leaf is
+/// rewritten dirty as well: on x86 a CPU may set its dirty bit between the
+/// walk's read and this write, and the plain store must not lose that
+/// (a writable leaf counts as dirty for reclaim anyway, [`crate::unmap`]).
+/// No flush: a CPU that still holds the young translation keeps using it
+/// unseen until its next flush or switch, as on Linux's x86; the cost is
+/// only a folio thought older than it is.
+pub fn test_and_clear_young<H: ReclaimHost>(host: &H, folio: &Folio<'static>) -> usize {
+    let mem = host.mem();
+    host.with_family_locked(folio, |tables| {
+        let mut young = 0;
+        for table in tables {
+            let mut found = Vec::new();
+            rmap_walk(folio, &[*table], mem, &mut |m| {
+                if m.leaf.young {
+                    found.push(m);
+                }
+            });
+            for m in found {
+                let old = Leaf { young: false, dirty: m.leaf.dirty || m.leaf.prot.writable, ..m.leaf };
+                if let Ok(flush) = table.update_leaf(mem, m.va, m.level, old) {
+                    flush.ignore(); // module doc: no flush owed for aging
+                    young += 1;
+                }
+            }
+        }
+        young
+    })
 }
 
 /// Step 3's split of the locked, isolated large `folio` (the caller's one

@@ -12,9 +12,10 @@ use mm::gup::{release, Hold};
 use mm::lru::LruList;
 use mm::page::PageFlag;
 use mm::pgtable::sim::HardwareWalker;
-use mm::pgtable::Level;
+use mm::pgtable::{Level, TlbHooks};
 use mm::reclaim::{
-    pageout, shrink_folio, shrink_list, shrink_lru, Kept, Pieces, Reclaimed, Shrunk, ORPHAN_TRIES,
+    pageout, shrink_folio, shrink_list, shrink_lru, test_and_clear_young, Kept, Pieces, Reclaimed, Shrunk,
+    ORPHAN_TRIES,
 };
 use mm::swap::area::MAX_SWAP_COUNT;
 use mm::swap::cache::{add_to_swap, folio_entry};
@@ -421,6 +422,67 @@ fn a_copy_someone_else_held_is_written_again<F: HardwareWalker>() {
     });
 }
 
+// ------------------------------------------------------------------ aging
+
+/// The LRU scan ages by the young bits found through the reverse map: a
+/// folio used since it was last looked at goes to the active list with
+/// its leaves made old, not written; one untouched since is written and
+/// freed; when every folio was used, the balancing hands the (now old)
+/// active tail back and the pass still frees (a second-chance clock, no
+/// livelock). `MADV_PAGEOUT` (and a named folio) goes regardless.
+fn the_scan_activates_young_folios_and_takes_old_ones<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        const N: u64 = 8;
+        w.small_pages(0, AREA, N, 5);
+        // Every page is young from its fault; pages 4..8 are looked at
+        // once (made old), pages 0..4 not.
+        for p in pages(AREA + 4 * PAGE, 4) {
+            let f = w.folio_at(0, p);
+            f.get();
+            assert_eq!(test_and_clear_young(w, &f), 1);
+            w.frames.put(f);
+            assert!(!w.leaf(0, p).1.young, "{p:#x}: made old");
+        }
+        let first = shrink_lru(w, 4);
+        assert_eq!((first.nr_pages, w.frames.nr_writes()), (4, 4), "{first:?}");
+        for p in pages(AREA, 4) {
+            assert_eq!(w.list_of(w.folio_at(0, p)), Some(LruList::Active), "{p:#x}: used, kept");
+            assert!(!w.leaf(0, p).1.young, "{p:#x}: made old when activated");
+        }
+        for p in pages(AREA + 4 * PAGE, 4) {
+            assert!(w.swap_pte(0, p).is_some(), "{p:#x}: untouched, written");
+        }
+        // Nothing used since: the balancing brings the active tail back
+        // and the next pass frees it.
+        let second = shrink_lru(w, 2);
+        assert!(second.nr_pages >= 2, "{second:?}");
+        // A writable leaf made old is made dirty too (x86 may set its dirty
+        // bit meanwhile), so nothing written is lost.
+        let at = pages(AREA, 4).find(|&p| w.swap_pte(0, p).is_none()).expect("one left");
+        w.tlb.flush_all(w.sp(0).table.root()); // a switch: the CPU marks young again
+        w.write_page(0, at, 6);
+        let f = w.isolate_at(0, at);
+        assert_eq!(test_and_clear_young(w, &f), 1);
+        let (_, leaf) = w.leaf(0, at);
+        assert!(!leaf.young && leaf.dirty && leaf.prot.writable, "{leaf:?}");
+        assert_eq!(w.shrink(f), Shrunk::Freed(1), "a named folio is not aged");
+        // MADV_PAGEOUT takes a young folio.
+        let young = pages(AREA, 4).find(|&p| w.swap_pte(0, p).is_none());
+        if let Some(p) = young {
+            w.write_page(0, p, 7);
+            assert!(w.leaf(0, p).1.young);
+            let g = w.folio_at(0, p);
+            g.get();
+            assert_eq!(pageout(w, vec![g]).nr_pages, 1);
+            w.expect_page(0, p, 7);
+        }
+        w.expect_page(0, at, 6);
+        for p in pages(AREA + 4 * PAGE, 4) {
+            w.expect_page(0, p, 5);
+        }
+    });
+}
+
 // ------------------------------------------------------------------ the scan and MADV_PAGEOUT
 
 /// `shrink_lru`: nothing without swap; referenced folios get a second
@@ -501,4 +563,5 @@ mm::for_both_formats!(
     a_kept_copy_written_since_is_written_again,
     a_half_full_area_frees_the_slot_of_a_page_read_back,
     a_copy_someone_else_held_is_written_again,
+    the_scan_activates_young_folios_and_takes_old_ones,
 );
