@@ -24,9 +24,9 @@
 //!    migration entry naming page `i`'s frame); the page loses
 //!    `AnonExclusive` (the entry carries it now) and one mapcount.
 //!
-//! Either way a PTE leaf that is dirty or writable makes the folio
+//! To swap, a PTE leaf that is dirty or writable makes the folio
 //! [`PageFlag::Dirty`] before it is replaced (a PMD leaf is split into
-//! PTEs first, or carries its dirty bit in its migration entry): reclaim
+//! PTEs first; a migration entry carries the leaf's own bits): reclaim
 //! writes a folio that is already in the swap cache only when it is
 //! `Dirty`, so the leaf's dirty bit must reach the folio before that
 //! decision.
@@ -313,11 +313,13 @@ pub fn try_to_unmap<F: PageTableFormat>(
             ptes.push((m.va, m.page, m.leaf));
         });
         for (va, i, leaf) in ptes {
-            // The leaf's dirtiness moves to the folio before the leaf goes
-            // (reclaim decides from `Dirty` whether to write). A writable
-            // leaf counts as dirty: on x86 a CPU may set its dirty bit
-            // after the walk read it, and the write below would lose that.
-            if leaf.dirty || leaf.prot.writable {
+            // To swap, the leaf's dirtiness moves to the folio before the
+            // leaf goes (reclaim decides from `Dirty` whether to write). A
+            // writable leaf counts as dirty: on x86 a CPU may set its dirty
+            // bit after the walk read it, and the write below would lose
+            // that. (A migration entry keeps the leaf's own bits.)
+            let to_swap = matches!(prepared, Prepared::Swap { .. });
+            if to_swap && (leaf.dirty || leaf.prot.writable) {
                 folio.set_flag(PageFlag::Dirty);
             }
             let entry = prepared.pte_entry(folio, i, &leaf);
