@@ -385,7 +385,8 @@ fn read_new<B: SwapBackend>(
 /// doc, "The clean copy"); above that, slots are worth more than the
 /// writes they save, and swap-in frees them as before.
 pub fn keeps_clean_copies(area: &SwapArea) -> bool {
-    area.keep_clean() && area.nr_used() * 2 < area.nr_slots()
+    // An area being swapped off (allocation stopped) keeps nothing.
+    area.keep_clean() && !area.alloc_stopped() && area.nr_used() * 2 < area.nr_slots()
 }
 
 /// What [`map_swapped_in`] did.
