@@ -29,6 +29,7 @@ pub const KNOWN_ARGS: &[(&str, &str)] = &[
     ("fail_alloc", "allocation-failure injection: `<n>` fails the n-th frame allocation, `<p>` (`0.01` or `1%`) each with probability p, seeded from `seed`; for the boot workload or benchmark, for every task; with `test=`, the spec of every run of the `fail_alloc::` sweep instead of its own"),
     ("harness_selfcheck", "`fail` makes harness::selfcheck_fail fail, `crash` makes harness::selfcheck_crash take an unhandled page fault"),
     ("init", "run this program of the initramfs (e.g. `/bin/busybox`) as the first process instead of the boot workload, print `init: exited with status N` and stop"),
+    ("swap_keep_clean", "`on` (default) or `off`: whether a page swapped in by a read keeps its slot and its clean copy in the swap cache while the area is less than half full, so that reclaiming it again writes nothing (`off`: every swap-in frees its slots, as before)"),
     ("rawdisk_hold", "`pin` (default) or `get`: the hold a raw-disk transfer (`/dev/vdX`) takes on the user's pages, a pin (FOLL_PIN, as Linux's O_DIRECT now) or a plain reference (FOLL_GET, as O_DIRECT before pins): the lab of seed 004 from user space (`user::rawdisk_get`)"),
     ("init_args", "the first program's arguments after argv[0], `,`-separated and percent-encoded (`sh,-c,echo%20hi`; `kargs::argv`); needs `init=`"),
 ];
@@ -108,6 +109,9 @@ pub fn validate(args: &Args<'_>) -> Result<(), String> {
     if let Some(v) = args.get("rawdisk_hold") {
         rawdisk_hold(v).ok_or_else(|| format!("`rawdisk_hold={v}`: expected `pin` or `get`"))?;
     }
+    if let Some(v) = args.get("swap_keep_clean") {
+        on_off(v).ok_or_else(|| format!("`swap_keep_clean={v}`: expected `on` or `off`"))?;
+    }
     if let Some(v) = args.get("harness_selfcheck") {
         if v != "fail" && v != "crash" {
             return Err(format!("`harness_selfcheck={v}`: expected `fail` or `crash`"));
@@ -144,6 +148,27 @@ pub fn apply_rawdisk_hold(args: &Args<'_>) {
     crate::fs::dev::set_raw_hold(hold);
     if hold == Hold::Get {
         println!("kernel: raw disks take plain references (FOLL_GET), not pins: `rawdisk_hold=get`");
+    }
+}
+
+/// Sets whether swap areas keep clean copies from `swap_keep_clean=`
+/// ([`crate::vm::swap::set_keep_clean`]) and says so when it is not the
+/// default. Boot CPU, after [`validate`], before any swapon.
+pub fn apply_swap_keep_clean(args: &Args<'_>) {
+    let Some(v) = args.get("swap_keep_clean") else { return };
+    let on = on_off(v).expect("apply_swap_keep_clean: `swap_keep_clean=` not validated");
+    crate::vm::swap::set_keep_clean(on);
+    if !on {
+        println!("kernel: swap-in frees the slots of every page it can: `swap_keep_clean=off`");
+    }
+}
+
+/// `on` or `off`.
+fn on_off(v: &str) -> Option<bool> {
+    match v {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
     }
 }
 

@@ -82,6 +82,7 @@ pub fn kernel_main(info: BootInfo, modes: Modes) -> ! {
     // Before any other CPU runs (`mm::bugs`).
     cmdline::enable_bug_switch(&args);
     cmdline::apply_rawdisk_hold(&args);
+    cmdline::apply_swap_keep_clean(&args);
 
     crate::vm::space::init();
     if let Err(e) = crate::task::sched::init() {

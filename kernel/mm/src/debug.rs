@@ -302,8 +302,9 @@ pub enum ConsistencyError {
     /// A writable leaf at `va` maps page `pfn` of the anonymous folio at
     /// `folio`, which is not `AnonExclusive`.
     WritableNotExclusive { va: VirtAddr, level: Level, folio: Pfn, pfn: Pfn },
-    /// A writable leaf at `va` maps the swap-cache folio at `folio` at a
-    /// quiescent point.
+    /// A writable leaf at `va` maps the swap-cache folio at `folio`, which
+    /// is not `Dirty`, at a quiescent point: reclaim would trust its copy
+    /// on disk and drop what was written.
     WritableSwapCache { va: VirtAddr, folio: Pfn },
     /// The folio at `folio` has `flag` (`Locked` or `Writeback`) set at a
     /// quiescent point.
@@ -408,7 +409,7 @@ impl fmt::Display for ConsistencyError {
                 "{va}: writable {level:?} leaf of page {pfn:#x} of folio {folio:#x}, which is not anon-exclusive"
             ),
             Self::WritableSwapCache { va, folio } => {
-                write!(f, "{va}: writable leaf of the swap-cache folio {folio:#x} at a quiescent point")
+                write!(f, "{va}: writable leaf of the clean swap-cache folio {folio:#x} at a quiescent point")
             }
             Self::FlagLeftSet { folio, flag } => {
                 write!(f, "folio {folio:#x}: {flag:?} is set at a quiescent point")
@@ -947,7 +948,7 @@ fn check_leaf(
             if !folio.page(i).test_flag(PageFlag::AnonExclusive) {
                 return Err(ConsistencyError::WritableNotExclusive { va, level, folio: folio.pfn(), pfn });
             }
-            if quiescent && folio.test_flag(PageFlag::SwapCache) {
+            if quiescent && folio.test_flag(PageFlag::SwapCache) && !folio.test_flag(PageFlag::Dirty) {
                 return Err(ConsistencyError::WritableSwapCache { va, folio: folio.pfn() });
             }
         }

@@ -49,7 +49,7 @@ pub struct MemFault {
 
 use crate::addr::PhysAddr;
 use crate::compaction::{thp_fault_compaction, Defrag, Request};
-use crate::folio::folio_of;
+use crate::folio::{folio_of, Folio};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::SwapEntry;
 use crate::pgtable::{Decoded, Leaf, Level, NonPresent, PageSize, PageTable, PageTableFormat, PgError, Prot};
@@ -324,6 +324,17 @@ pub fn handle_fault<F: PageTableFormat>(
 }
 
 /// What a failed table change means for the faulting task.
+/// Before a reuse makes a leaf of `folio` writable: a folio in the swap
+/// cache (a clean copy kept by a read fault's swap-in,
+/// [`crate::swap::swapin`]) becomes `Dirty`, so that reclaim writes it
+/// again rather than trusting the copy on disk, whatever becomes of the
+/// leaf's own dirty bit (a fork's write-protect may lose the CPU's).
+fn dirty_before_writable(folio: &Folio<'_>) {
+    if folio.test_flag(PageFlag::SwapCache) {
+        folio.set_flag(PageFlag::Dirty);
+    }
+}
+
 fn refused_by(e: PgError) -> FaultOutcome {
     match e {
         PgError::OutOfMemory => FaultOutcome::OutOfMemory,
@@ -403,6 +414,7 @@ impl<F: PageTableFormat, M: TableMemory, S: FrameSource, H: TlbHooks> At<'_, F, 
                 true
             });
         if exclusive {
+            dirty_before_writable(&folio);
             let fixed = Leaf { prot, dirty: true, young: true, ..leaf };
             return match table.update_leaf(mem, page, Level::Pte, fixed) {
                 Ok(flush) => {
@@ -484,6 +496,7 @@ impl<F: PageTableFormat, M: TableMemory, S: FrameSource, H: TlbHooks> At<'_, F, 
         let sole = || folio.entire_mapcount() == 1 && folio.total_mapcount() == 1 && folio.refcount() == 1;
         if folio.page(0).test_flag(PageFlag::AnonExclusive) || sole() {
             folio.set_flag(PageFlag::AnonExclusive);
+            dirty_before_writable(&folio);
             let fixed = Leaf { prot, dirty: true, young: true, ..leaf };
             return match table.update_leaf(mem, block, Level::Pmd, fixed) {
                 Ok(flush) => {

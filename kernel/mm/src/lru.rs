@@ -94,7 +94,11 @@
 //!   workingset detection for anon), for the same reason.
 //! - **Second chance.** [`LruLists::isolate`] moves a folio whose
 //!   `Referenced` is set to the active head (clearing `Referenced`) instead
-//!   of isolating it.
+//!   of isolating it. The young (accessed) bits of the leaves are a second
+//!   source, looked at outside this lock: reclaim's scan tests and clears
+//!   them through the reverse map for each folio it isolated
+//!   (`crate::reclaim::test_and_clear_young`, under the family's locks)
+//!   and puts a young one back on the active head instead of writing it.
 //! - **Deactivation.** [`LruLists::shrink_active`] moves folios from the
 //!   active tail to the inactive head unconditionally, clearing
 //!   `Referenced`: a folio must be used again while inactive to come back.

@@ -13,7 +13,14 @@
 //! 1. **skip** it when it is locked: somebody else's business
 //!    ([`Kept::Locked`], back on the inactive list untouched);
 //! 2. **activate** it when it may be pinned ([`Kept::MaybePinned`]): the
-//!    pin's owner must keep seeing the page the task sees;
+//!    pin's owner must keep seeing the page the task sees; and, in the LRU
+//!    scan only ([`shrink_lru`], not `MADV_PAGEOUT`), when any leaf that
+//!    maps it is **young** ([`test_and_clear_young`] through the reverse
+//!    map, under the family's locks; [`Kept::Referenced`]): it was used
+//!    since it was last looked at, so it goes back to the active list
+//!    with its young bits cleared. Together with the balancing that moves
+//!    the active tail to the inactive head, this is a second-chance clock:
+//!    a folio is written only when it was not touched between two looks;
 //! 3. give it swap slots and put it into the swap cache when it has none
 //!    ([`add_to_swap`]; [`Kept::NoSwap`], [`Kept::SwapFull`]); a folio
 //!    already in the cache keeps its slots ([`Kept::AreaGone`] when their
@@ -31,7 +38,11 @@
 //!    outside the family's tables remains). The TLB flush runs under the
 //!    locks; the mappings' references are dropped after it;
 //! 5. **write** it, unless no page-table entry holds any of its slots any
-//!    more: `Writeback` is set and the write is *submitted*
+//!    more, or it is **clean**: `Dirty` clear, a copy swap-in kept in the
+//!    cache and nobody wrote since (the unmap moved every leaf's dirty bit
+//!    to the folio, a writable leaf counting as dirty; new slots, a failed
+//!    write and a reference kept by someone else all set `Dirty`). To
+//!    write, `Writeback` is set and the write is *submitted*
 //!    ([`ReclaimHost::submit_write`]), and the shrinker goes on with the
 //!    next folio while the disk works ("Writes in flight" below). The folio
 //!    stays locked and in the swap cache while it is written, so a fault on
@@ -99,7 +110,7 @@ use crate::folio::Folio;
 use crate::lru::{LruList, LruLists};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::SwapType;
-use crate::pgtable::{PageTable, PageTableFormat, SwapEntry, TableMemory, TlbHooks};
+use crate::pgtable::{Leaf, PageTable, PageTableFormat, SwapEntry, TableMemory, TlbHooks};
 use crate::rmap::rmap_walk;
 use crate::swap::area::SwapArea;
 use crate::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, slots_unused, AddError};
@@ -220,6 +231,10 @@ pub enum Kept {
     WriteFailed,
     /// Someone else holds a reference.
     InUse,
+    /// Found young through the reverse map ([`shrink_lru`]'s aging): used
+    /// since it was last looked at, so it goes back to the active list
+    /// (its young bits cleared) instead of being written.
+    Referenced,
 }
 
 impl Kept {
@@ -236,7 +251,8 @@ impl Kept {
             | Kept::SwapFull
             | Kept::CacheRefused
             | Kept::CouldNotUnmap(_)
-            | Kept::StillMapped => LruList::Active,
+            | Kept::StillMapped
+            | Kept::Referenced => LruList::Active,
         }
     }
 }
@@ -295,8 +311,21 @@ fn putback<H: ReclaimHost>(host: &H, folio: Folio<'static>, list: LruList) {
 /// leaves its other pieces in `pieces`, for the caller to shrink in turn.
 /// Task context, no lock held.
 pub fn shrink_folio<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces) -> Shrunk {
+    shrink_one(host, folio, pieces, Age::No)
+}
+
+/// Whether the shrink step looks at the young bits first ([`shrink_lru`]
+/// does; a folio `MADV_PAGEOUT` or a caller names goes regardless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Age {
+    No,
+    Yes,
+}
+
+/// [`shrink_folio`], aging first when `age` says so.
+fn shrink_one<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces, age: Age) -> Shrunk {
     let mut writes = Writes::new();
-    let result = match shrink_locked(host, folio, pieces, &mut writes) {
+    let result = match shrink_locked(host, folio, pieces, &mut writes, age) {
         Some(done) => done,
         None => finish_write(host, writes.oldest().expect("its write is in flight")),
     };
@@ -342,13 +371,19 @@ impl<H: ReclaimHost> Writes<H> {
 /// Shrinks every folio of `folios` (isolated, each with a reference) and
 /// the pieces of those that had to be split.
 pub fn shrink_list<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>) -> Reclaimed {
+    shrink_list_aging(host, folios, Age::No)
+}
+
+/// [`shrink_list`], aging each folio first when `age` says so (the
+/// pieces of a split are not aged again: their folio was old).
+fn shrink_list_aging<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>, mut age: Age) -> Reclaimed {
     let mut done = Reclaimed::default();
     let mut todo = folios;
     let mut writes = Writes::new();
     while !todo.is_empty() {
         let mut pieces = Pieces::default();
         for folio in todo {
-            if let Some(shrunk) = shrink_locked(host, folio, &mut pieces, &mut writes) {
+            if let Some(shrunk) = shrink_locked(host, folio, &mut pieces, &mut writes, age) {
                 done.nr_pages += settle(host, folio, shrunk);
             }
             // Written folios are finished (step 6) oldest first: when the
@@ -360,6 +395,7 @@ pub fn shrink_list<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>) -> Rec
         }
         done.nr_split += pieces.nr_split;
         todo = pieces.folios;
+        age = Age::No;
     }
     while !writes.queue.is_empty() {
         writes.finish_oldest(host);
@@ -401,7 +437,7 @@ pub fn shrink_lru<H: ReclaimHost>(host: &H, nr_pages: usize) -> Reclaimed {
             break;
         }
         scanned += scan.nr_scanned;
-        done.add(shrink_list(host, scan.isolated));
+        done.add(shrink_list_aging(host, scan.isolated, Age::Yes));
     }
     done
 }
@@ -440,6 +476,7 @@ fn shrink_locked<H: ReclaimHost>(
     folio: Folio<'static>,
     pieces: &mut Pieces,
     writes: &mut Writes<H>,
+    age: Age,
 ) -> Option<Shrunk> {
     if !folio.try_lock() {
         putback(host, folio, Kept::Locked.list());
@@ -447,6 +484,9 @@ fn shrink_locked<H: ReclaimHost>(
     }
     if folio.maybe_pinned() {
         return Some(keep(host, folio, Kept::MaybePinned));
+    }
+    if age == Age::Yes && folio.total_mapcount() > 0 && test_and_clear_young(host, &folio) > 0 {
+        return Some(keep(host, folio, Kept::Referenced));
     }
     let dev = match folio_entry(&folio) {
         Some(entry) => match host.device(entry.ty()) {
@@ -469,7 +509,7 @@ fn shrink_locked<H: ReclaimHost>(
                 }
             }
             match added {
-                Ok(_) => d,
+                Ok(_) => d, // `Dirty`: the new slots hold nothing of it yet
                 Err(AddError::NoSpace { .. }) => return Some(keep(host, folio, Kept::SwapFull)),
                 Err(AddError::Cache) => return Some(keep(host, folio, Kept::CacheRefused)),
             }
@@ -484,7 +524,10 @@ fn shrink_locked<H: ReclaimHost>(
             return Some(keep(host, folio, Kept::StillMapped));
         }
     }
-    if !slots_unused(area, &folio) {
+    // A clean folio (a copy swap-in kept, not written since: `Dirty` clear,
+    // the unmap having moved every leaf's dirty bit to it) already equals
+    // its slots: nothing to write.
+    if !slots_unused(area, &folio) && folio.test_and_clear_flag(PageFlag::Dirty) {
         let first = folio_entry(&folio).expect("in the swap cache");
         let nr = folio.nr_pages();
         folio.set_flag(PageFlag::Writeback);
@@ -502,6 +545,7 @@ fn shrink_locked<H: ReclaimHost>(
                 }
                 Err(_) => {
                     folio.clear_flag(PageFlag::Writeback);
+                    folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
                     return Some(keep(host, folio, Kept::WriteFailed));
                 }
             }
@@ -518,6 +562,7 @@ fn finish_write<H: ReclaimHost>(host: &H, w: Writing<H>) -> Shrunk {
     let written = host.wait_write(write);
     folio.clear_flag(PageFlag::Writeback);
     if written.is_err() {
+        folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
         return keep(host, folio, Kept::WriteFailed);
     }
     free_unmapped(host, folio, host.area(&dev))
@@ -530,6 +575,10 @@ fn free_unmapped<H: ReclaimHost>(host: &H, folio: Folio<'static>, area: &SwapAre
     while !folio.try_freeze(1 + nr as i32) {
         let orphan = folio.total_mapcount() == 0 && slots_unused(area, &folio);
         if !orphan || tries == ORPHAN_TRIES {
+            // Whoever holds the other reference may write through it (a
+            // `FOLL_GET` transfer): the copy just written, or kept, can
+            // no longer be trusted.
+            folio.set_flag(PageFlag::Dirty);
             return keep(host, folio, Kept::InUse);
         }
         tries += 1;
@@ -542,6 +591,38 @@ fn free_unmapped<H: ReclaimHost>(host: &H, folio: Folio<'static>, area: &SwapAre
     folio.unlock();
     host.free(folio);
     Shrunk::Freed(nr)
+}
+
+/// The aging of [`shrink_lru`] (step 1b of the module doc): clears the
+/// young bit of every leaf that maps `folio` in its family, under the
+/// family's locks, and returns how many were young. A writable leaf is
+/// rewritten dirty as well: on x86 a CPU may set its dirty bit between the
+/// walk's read and this write, and the plain store must not lose that
+/// (a writable leaf counts as dirty for reclaim anyway, [`crate::unmap`]).
+/// No flush: a CPU that still holds the young translation keeps using it
+/// unseen until its next flush or switch, as on Linux's x86; the cost is
+/// only a folio thought older than it is.
+pub fn test_and_clear_young<H: ReclaimHost>(host: &H, folio: &Folio<'static>) -> usize {
+    let mem = host.mem();
+    host.with_family_locked(folio, |tables| {
+        let mut young = 0;
+        for table in tables {
+            let mut found = Vec::new();
+            rmap_walk(folio, &[*table], mem, &mut |m| {
+                if m.leaf.young {
+                    found.push(m);
+                }
+            });
+            for m in found {
+                let old = Leaf { young: false, dirty: m.leaf.dirty || m.leaf.prot.writable, ..m.leaf };
+                if let Ok(flush) = table.update_leaf(mem, m.va, m.level, old) {
+                    flush.ignore(); // module doc: no flush owed for aging
+                    young += 1;
+                }
+            }
+        }
+        young
+    })
 }
 
 /// Step 3's split of the locked, isolated large `folio` (the caller's one

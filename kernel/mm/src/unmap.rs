@@ -24,6 +24,13 @@
 //!    migration entry naming page `i`'s frame); the page loses
 //!    `AnonExclusive` (the entry carries it now) and one mapcount.
 //!
+//! To swap, a PTE leaf that is dirty or writable makes the folio
+//! [`PageFlag::Dirty`] before it is replaced (a PMD leaf is split into
+//! PTEs first; a migration entry carries the leaf's own bits): reclaim
+//! writes a folio that is already in the swap cache only when it is
+//! `Dirty`, so the leaf's dirty bit must reach the folio before that
+//! decision.
+//!
 //! A migration entry's kind says what the mapping was ([`migration_kind`],
 //! mm-reference §7): `Write` when it was writable, `ReadExclusive` when
 //! read-only but anon-exclusive, `Read` otherwise (shared, e.g. with a
@@ -306,6 +313,15 @@ pub fn try_to_unmap<F: PageTableFormat>(
             ptes.push((m.va, m.page, m.leaf));
         });
         for (va, i, leaf) in ptes {
+            // To swap, the leaf's dirtiness moves to the folio before the
+            // leaf goes (reclaim decides from `Dirty` whether to write). A
+            // writable leaf counts as dirty: on x86 a CPU may set its dirty
+            // bit after the walk read it, and the write below would lose
+            // that. (A migration entry keeps the leaf's own bits.)
+            let to_swap = matches!(prepared, Prepared::Swap { .. });
+            if to_swap && (leaf.dirty || leaf.prot.writable) {
+                folio.set_flag(PageFlag::Dirty);
+            }
             let entry = prepared.pte_entry(folio, i, &leaf);
             let (_, flush) = table
                 .set_nonpresent(mem, va, Level::Pte, entry)

@@ -739,9 +739,16 @@ fn a_writable_leaf_of_a_shared_or_cached_page_is_reported<F: HardwareWalker>() {
         })
     );
     f.set_flag(PageFlag::AnonExclusive);
-    // In the swap cache, at rest: the copy on disk would go stale.
+    // In the swap cache and clean, at rest: reclaim would trust the copy
+    // on disk and drop what was written.
+    assert!(!f.test_flag(PageFlag::Dirty));
     f.set_flag(PageFlag::SwapCache);
     assert_eq!(check(&w), Err(ConsistencyError::WritableSwapCache { va: VirtAddr::new(at), folio: f.pfn() }));
+    // Dirty (a reuse of a kept copy marks it so): reclaim writes it again,
+    // so this rule is met; the next one sees the flag is faked (no slot).
+    f.set_flag(PageFlag::Dirty);
+    assert!(matches!(check(&w), Err(ConsistencyError::NotInSwapCache { .. })), "{:?}", check(&w));
+    f.clear_flag(PageFlag::Dirty);
     f.clear_flag(PageFlag::SwapCache);
     assert_eq!(check(&w), Ok(full_stats()));
     w.finish();

@@ -240,7 +240,8 @@ impl World {
     }
 
     /// Then: unmap under the space's lock, flush, drop the mappings'
-    /// references, write (unless no entry holds the slot any more).
+    /// references, write (unless no entry holds the slot any more, or the
+    /// folio is clean: `mm::reclaim` step 5).
     fn reclaim_unmap_and_write(&self, folio: Folio<'static>) {
         let refs = self.0.locked(|g| {
             let target = Target::Swap { area: self.area() };
@@ -253,7 +254,7 @@ impl World {
         for _ in 0..refs {
             assert!(!folio.put(), "reclaim's reference keeps the folio");
         }
-        if !slots_unused(self.area(), &folio) {
+        if !slots_unused(self.area(), &folio) && folio.test_and_clear_flag(PageFlag::Dirty) {
             let first = folio_entry(&folio).expect("in the swap cache");
             folio.set_flag(PageFlag::Writeback);
             let written = self.frames().write(first, folio.pfn().phys(), folio.nr_pages());
@@ -267,6 +268,7 @@ impl World {
     /// the folio was freed.
     fn reclaim_finish(&self, folio: Folio<'static>) -> bool {
         if !folio.try_freeze(1 + folio.nr_pages() as i32) {
+            folio.set_flag(PageFlag::Dirty); // the holder may write through its reference
             folio.unlock();
             self.frames().put(folio);
             return false;
@@ -348,7 +350,12 @@ fn two_faults_on_one_entry() {
     let mapped: Vec<_> = outcomes.iter().filter(|o| matches!(o, Attempt::Mapped { .. })).collect();
     assert_eq!(mapped.len(), 1, "exactly one fault maps the page: {outcomes:?}");
     let Attempt::Mapped { read, bit, exclusive, writable } = *mapped[0] else { unreachable!() };
-    assert!(bit && exclusive && writable, "an exclusive page comes back exclusive: {outcomes:?}");
+    assert!(bit && exclusive, "an exclusive page comes back exclusive: {outcomes:?}");
+    // Read from the disk, it keeps its clean copy and is mapped read-only;
+    // found in the cache after the fault's reference kept it, it is
+    // `Dirty` (reclaim cannot trust a copy a holder may write to) and
+    // leaves the cache, writable.
+    assert_eq!(writable, !read, "clean copy kept exactly when read: {outcomes:?}");
     assert_eq!(read, freed, "the winner reads exactly when reclaim freed the folio: {outcomes:?}");
     for o in outcomes {
         assert!(
@@ -360,13 +367,17 @@ fn two_faults_on_one_entry() {
         );
     }
     [&WINNER_HIT, &WINNER_READ][usize::from(read)].fetch_add(1, Ordering::Relaxed);
-    // Mapped, right contents, slot free, folio out of the cache.
+    // Mapped, right contents; the slot free and the folio out of the cache,
+    // or (read from the disk) both kept for the clean copy, the folio
+    // clean.
     let pa = w.0.translate(PAGE_VA).expect("mapped");
     assert_eq!(w.words(pa.pfn()), MAGIC);
     let now = folio_of(w.memmap(), pa.pfn()).unwrap();
-    assert!(now.page(0).test_flag(PageFlag::AnonExclusive) && !now.test_flag(PageFlag::SwapCache));
-    assert_eq!((now.refcount(), now.page_mapcount(0)), (1, 1));
-    assert_eq!((w.area().count(entry), w.area().has_cache(entry)), (0, false));
+    assert!(now.page(0).test_flag(PageFlag::AnonExclusive));
+    assert_eq!(now.test_flag(PageFlag::SwapCache), read);
+    assert_eq!(now.test_flag(PageFlag::Dirty), !read);
+    assert_eq!((now.refcount(), now.page_mapcount(0)), (1 + i32::from(read), 1));
+    assert_eq!((w.area().count(entry), w.area().has_cache(entry)), (0, read));
     w.0.check();
     w.0.finish();
 }

@@ -12,15 +12,15 @@ use mm::gup::{release, Hold};
 use mm::lru::LruList;
 use mm::page::PageFlag;
 use mm::pgtable::sim::HardwareWalker;
-use mm::pgtable::Level;
+use mm::pgtable::{Level, TlbHooks};
 use mm::reclaim::{
-    pageout, shrink_folio, shrink_list, shrink_lru, Kept, Pieces, Reclaimed, Shrunk, MAX_WRITES_IN_FLIGHT,
-    ORPHAN_TRIES,
+    pageout, shrink_folio, shrink_list, shrink_lru, test_and_clear_young, Kept, Pieces, Reclaimed, Shrunk,
+    MAX_WRITES_IN_FLIGHT, ORPHAN_TRIES,
 };
 use mm::swap::area::MAX_SWAP_COUNT;
 use mm::swap::cache::{add_to_swap, folio_entry};
 use mm::testkit::policy::{with_world, world, world_without_runs};
-use mm::testkit::world::{pages, World, AREA, HP, NR_HP, PAGE};
+use mm::testkit::world::{page_bytes, pages, World, AREA, HP, NR_HP, PAGE};
 use mm::thp::SplitRefused;
 use mm::unmap::UnmapError;
 
@@ -362,6 +362,169 @@ fn someone_elses_reference_keeps_it_and_an_orphan_is_retried<F: HardwareWalker>(
     });
 }
 
+// ------------------------------------------------------------------ clean copies
+
+/// A page read back from swap keeps its slot and its copy in the cache,
+/// mapped exclusive but read-only and clean; reclaiming it again unmaps
+/// and frees it without a write, and it comes back from the same slot.
+fn a_page_read_back_is_reclaimed_again_without_a_write<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 1, 3);
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(1));
+        let (entry, _) = w.swap_pte(0, AREA).unwrap();
+        assert_eq!(w.frames.nr_writes(), 1);
+        for _ in 0..3 {
+            w.expect_page(0, AREA, 3);
+            let f = w.folio_at(0, AREA);
+            assert_eq!(folio_entry(&f), Some(entry), "kept in the cache with its slot");
+            assert!(!f.test_flag(PageFlag::Dirty) && f.page(0).test_flag(PageFlag::AnonExclusive));
+            let (_, leaf) = w.leaf(0, AREA);
+            assert!(!leaf.prot.writable && !leaf.dirty, "{leaf:?}");
+            assert_eq!(w.area().nr_used(), 1);
+            w.check();
+            assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(1));
+            assert_eq!(w.swap_pte(0, AREA), Some((entry, true)), "the same slot, still exclusive");
+        }
+        assert_eq!(w.frames.nr_writes(), 1, "written once");
+        w.expect_page(0, AREA, 3);
+    });
+}
+
+/// A kept copy written since is written again, to the same slot: the
+/// write fault's reuse makes the folio `Dirty` before its leaf becomes
+/// writable; and with the folio's flag cleared by hand, the unmap still
+/// moves the leaf's dirtiness to it, so a written page is never dropped.
+fn a_kept_copy_written_since_is_written_again<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 2, 3);
+        for p in pages(AREA, 2) {
+            assert_eq!(w.swap_out(0, p), Shrunk::Freed(1));
+            w.expect_page(0, p, 3);
+        }
+        assert_eq!(w.frames.nr_writes(), 2);
+        w.write_page(0, AREA, 4);
+        let f = w.folio_at(0, AREA);
+        assert!(f.test_flag(PageFlag::SwapCache) && f.test_flag(PageFlag::Dirty));
+        assert!(w.leaf(0, AREA).1.prot.writable);
+        w.check();
+        let (entry, _) = w.swap_pte(0, AREA).map_or((None, ()), |e| (Some(e.0), ()));
+        assert_eq!(entry, None, "mapped");
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(1));
+        assert_eq!(w.frames.nr_writes(), 3, "written again");
+        w.expect_page(0, AREA, 4);
+        // Only the leaf knows it was written.
+        w.write_page(0, AREA + PAGE, 5);
+        w.folio_at(0, AREA + PAGE).clear_flag(PageFlag::Dirty);
+        assert_eq!(w.swap_out(0, AREA + PAGE), Shrunk::Freed(1));
+        assert_eq!(w.frames.nr_writes(), 4, "the leaf's dirty bit reached the folio");
+        w.expect_page(0, AREA + PAGE, 5);
+    });
+}
+
+/// While the area is half full or more, a read-back frees its slot at
+/// once (the page is mapped writable, `Dirty`, out of the cache), and the
+/// next reclaim writes it to new slots.
+fn a_half_full_area_frees_the_slot_of_a_page_read_back<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 1, 3);
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(1));
+        let half = w.area().nr_slots().div_ceil(2);
+        let taken: Vec<_> = (1..half).map(|_| w.area().alloc(0).unwrap()).collect();
+        assert_eq!(w.area().nr_used(), half);
+        w.expect_page(0, AREA, 3);
+        let f = w.folio_at(0, AREA);
+        assert!(!f.test_flag(PageFlag::SwapCache) && f.test_flag(PageFlag::Dirty));
+        assert!(w.leaf(0, AREA).1.prot.writable, "exclusive: writable");
+        assert_eq!(w.area().nr_used(), half - 1);
+        for e in taken {
+            w.area().release_cache(e, 1).unwrap();
+        }
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(1));
+        assert_eq!(w.frames.nr_writes(), 2);
+        w.expect_page(0, AREA, 3);
+    });
+}
+
+/// A folio someone else held a reference to when reclaim wrote it may be
+/// written through that reference (a `FOLL_GET` transfer into it): its
+/// copy is not trusted; read back, it is not kept clean, and the next
+/// reclaim writes what the holder wrote.
+fn a_copy_someone_else_held_is_written_again<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        w.small_pages(0, AREA, 1, 3);
+        let hold = w.hold(0, AREA, true, Hold::Get);
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Kept(Kept::InUse));
+        assert_eq!(w.frames.nr_writes(), 1);
+        w.frames.set_frame(hold.pfn(), page_bytes(AREA, 6)); // the device writes
+        w.unhold(hold, Hold::Get);
+        w.expect_page(0, AREA, 6);
+        assert_eq!(w.swap_out(0, AREA), Shrunk::Freed(1));
+        assert_eq!(w.frames.nr_writes(), 2);
+        w.expect_page(0, AREA, 6);
+    });
+}
+
+// ------------------------------------------------------------------ aging
+
+/// The LRU scan ages by the young bits found through the reverse map: a
+/// folio used since it was last looked at goes to the active list with
+/// its leaves made old, not written; one untouched since is written and
+/// freed; when every folio was used, the balancing hands the (now old)
+/// active tail back and the pass still frees (a second-chance clock, no
+/// livelock). `MADV_PAGEOUT` (and a named folio) goes regardless.
+fn the_scan_activates_young_folios_and_takes_old_ones<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        const N: u64 = 8;
+        w.small_pages(0, AREA, N, 5);
+        // Every page is young from its fault; pages 4..8 are looked at
+        // once (made old), pages 0..4 not.
+        for p in pages(AREA + 4 * PAGE, 4) {
+            let f = w.folio_at(0, p);
+            f.get();
+            assert_eq!(test_and_clear_young(w, &f), 1);
+            w.frames.put(f);
+            assert!(!w.leaf(0, p).1.young, "{p:#x}: made old");
+        }
+        let first = shrink_lru(w, 4);
+        assert_eq!((first.nr_pages, w.frames.nr_writes()), (4, 4), "{first:?}");
+        for p in pages(AREA, 4) {
+            assert_eq!(w.list_of(w.folio_at(0, p)), Some(LruList::Active), "{p:#x}: used, kept");
+            assert!(!w.leaf(0, p).1.young, "{p:#x}: made old when activated");
+        }
+        for p in pages(AREA + 4 * PAGE, 4) {
+            assert!(w.swap_pte(0, p).is_some(), "{p:#x}: untouched, written");
+        }
+        // Nothing used since: the balancing brings the active tail back
+        // and the next pass frees it.
+        let second = shrink_lru(w, 2);
+        assert!(second.nr_pages >= 2, "{second:?}");
+        // A writable leaf made old is made dirty too (x86 may set its dirty
+        // bit meanwhile), so nothing written is lost.
+        let at = pages(AREA, 4).find(|&p| w.swap_pte(0, p).is_none()).expect("one left");
+        w.tlb.flush_all(w.sp(0).table.root()); // a switch: the CPU marks young again
+        w.write_page(0, at, 6);
+        let f = w.isolate_at(0, at);
+        assert_eq!(test_and_clear_young(w, &f), 1);
+        let (_, leaf) = w.leaf(0, at);
+        assert!(!leaf.young && leaf.dirty && leaf.prot.writable, "{leaf:?}");
+        assert_eq!(w.shrink(f), Shrunk::Freed(1), "a named folio is not aged");
+        // MADV_PAGEOUT takes a young folio.
+        let young = pages(AREA, 4).find(|&p| w.swap_pte(0, p).is_none());
+        if let Some(p) = young {
+            w.write_page(0, p, 7);
+            assert!(w.leaf(0, p).1.young);
+            let g = w.folio_at(0, p);
+            g.get();
+            assert_eq!(pageout(w, vec![g]).nr_pages, 1);
+            w.expect_page(0, p, 7);
+        }
+        w.expect_page(0, at, 6);
+        for p in pages(AREA + 4 * PAGE, 4) {
+            w.expect_page(0, p, 5);
+        }
+    });
+}
+
 // ------------------------------------------------------------------ the scan and MADV_PAGEOUT
 
 /// `shrink_lru`: nothing without swap; referenced folios get a second
@@ -439,4 +602,9 @@ mm::for_both_formats!(
     someone_elses_reference_keeps_it_and_an_orphan_is_retried,
     shrink_lru_scans_rotates_balances_and_ends,
     pageout_never_takes_a_folio_another_reclaim_holds,
+    a_page_read_back_is_reclaimed_again_without_a_write,
+    a_kept_copy_written_since_is_written_again,
+    a_half_full_area_frees_the_slot_of_a_page_read_back,
+    a_copy_someone_else_held_is_written_again,
+    the_scan_activates_young_folios_and_takes_old_ones,
 );

@@ -59,7 +59,12 @@ const SWAP_PAGES: u64 = 4096;
 
 /// The world of these tests: [`World`]'s frames with a swap area.
 fn world<F: HardwareWalker>() -> World<F> {
-    World::with_frames(SimFrames::new(MEMMAP_BASE, MEMMAP_LEN).with_swap(TY.raw(), SWAP_PAGES))
+    let w = World::with_frames(SimFrames::new(MEMMAP_BASE, MEMMAP_LEN).with_swap(TY.raw(), SWAP_PAGES));
+    // These tests follow pages whose swap-in frees their slots at once, as
+    // in a fuller area; the clean copies a read keeps otherwise have their
+    // own tests (`tests/reclaim.rs`, "clean copies").
+    w.area().set_keep_clean(false);
+    w
 }
 
 fn small_stats(n: u64) -> Stats {

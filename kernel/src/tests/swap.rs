@@ -262,7 +262,9 @@ fn a_thp_is_split_when_no_run_of_slots_is_free(_: &TestEnv<'_>) -> Result<(), St
 
 /// A THP paged out and freed (out of the swap cache) comes back on the
 /// touch of one byte as one order-9 folio, read in one request of 512
-/// pages (`mm::swap::swapin`'s large read), every byte right.
+/// pages (`mm::swap::swapin`'s large read), every byte right. Read only,
+/// it keeps its clean copy (the area is less than half full): paged out
+/// again it is freed without a write; written, it is written again.
 fn freed_thp_comes_back_whole(_: &TestEnv<'_>) -> Result<(), String> {
     need_swap()?;
     const PAGES: u64 = 512;
@@ -301,7 +303,7 @@ fn freed_thp_comes_back_whole(_: &TestEnv<'_>) -> Result<(), String> {
     }
     let read = PSWPIN.load(Ordering::Relaxed) - in0;
     let (head, order, cached) = space.folio_at(VirtAddr::new(at))?;
-    if order != 9 || cached || space.nr_swapins() != 1 || read != PAGES {
+    if order != 9 || !cached || space.nr_swapins() != 1 || read != PAGES {
         return Err(format!(
             "after one touch: order-{order} folio at {head:#x} (in the swap cache: {cached}), {} swap-ins, \
              {read} pages read",
@@ -326,9 +328,27 @@ fn freed_thp_comes_back_whole(_: &TestEnv<'_>) -> Result<(), String> {
     if space.nr_swapins() != 1 || PSWPIN.load(Ordering::Relaxed) - in0 != PAGES {
         return Err(String::from("reading the rest faulted more pages in"));
     }
-    // Written in place, and out and back again whole.
-    write_pattern(&space, base, 0..PAGES, 0x22)?;
+    // Clean: out again without a write, and back from the same slots.
+    let out0 = PSWPOUT.load(Ordering::Relaxed);
     pageout(&space, base, PAGES * 4096)?;
+    if PSWPOUT.load(Ordering::Relaxed) != out0 {
+        return Err(format!(
+            "the clean copy was written again ({} pages)",
+            PSWPOUT.load(Ordering::Relaxed) - out0
+        ));
+    }
+    if space.swap_entry_at(VirtAddr::new(base)) != Some(entries[0]) {
+        return Err(String::from("the clean copy went out to other slots"));
+    }
+    check_pattern(&space, base, 0..PAGES, 0x21)??;
+    // Written in place (the cache folio becomes Dirty), and out and back
+    // again whole: the write must reach the disk.
+    write_pattern(&space, base, 0..PAGES, 0x22)?;
+    let out0 = PSWPOUT.load(Ordering::Relaxed);
+    pageout(&space, base, PAGES * 4096)?;
+    if PSWPOUT.load(Ordering::Relaxed) - out0 != PAGES {
+        return Err(format!("the written THP: {} pages written", PSWPOUT.load(Ordering::Relaxed) - out0));
+    }
     check_pattern(&space, base, 0..PAGES, 0x22)??;
     space.check().map(drop)
 }

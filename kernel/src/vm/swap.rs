@@ -103,6 +103,16 @@ impl SwapDevice {
 /// The swap areas, by type. `None` where swapoff took one out.
 static AREAS: IrqSpinLock<Vec<Option<Arc<SwapDevice>>>> = IrqSpinLock::new(Vec::new());
 
+/// Whether new areas let swap-in keep clean copies
+/// (`mm::swap::area::SwapArea::set_keep_clean`): the kernel argument
+/// `swap_keep_clean=`, set at boot before any swapon.
+static KEEP_CLEAN: AtomicBool = AtomicBool::new(true);
+
+/// Sets [`KEEP_CLEAN`] for the areas swapped on from now.
+pub fn set_keep_clean(on: bool) {
+    KEEP_CLEAN.store(on, Ordering::Relaxed);
+}
+
 /// Pages read from swap.
 pub static PSWPIN: AtomicU64 = AtomicU64::new(0);
 /// Pages written to swap.
@@ -232,6 +242,7 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<SwapType, SwapOnError> {
         let slot = first_free_type();
         let ty = SwapType::new(slot).ok_or(SwapOnError::TooManyAreas { on: slot })?;
         let area = SwapArea::try_new(ty, &header, AREA_HEAP_BUDGET).map_err(SwapOnError::Area)?;
+        area.set_keep_clean(KEEP_CLEAN.load(Ordering::Relaxed));
         let dev =
             Arc::new(SwapDevice { area, disk, label: label.clone(), disk_gone: AtomicBool::new(false) });
         let mut areas = AREAS.lock();

@@ -119,7 +119,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::addr::Pfn;
 use crate::pgtable::format::{SwapEntry, SwapType, MAX_SWAP_OFFSET};
@@ -378,6 +378,10 @@ pub struct SwapArea {
     nr_pages: u64,
     /// Good slots: pages minus the header and the bad pages.
     nr_slots: u64,
+    /// Whether swap-in may keep clean copies in this area's cache
+    /// ([`crate::swap::swapin::keeps_clean_copies`]); on unless turned off
+    /// (the kernel's `swap_keep_clean=off`). A setting, read relaxed.
+    keep_clean: AtomicBool,
     inner: Lock<Inner>,
     /// The slot of the latest swap-in fault on the area, or `u64::MAX`:
     /// swap-in's readahead reads ahead only after a fault near it
@@ -473,7 +477,14 @@ impl SwapArea {
             }
         }
         let nr_slots = inner.nr_free;
-        Ok(SwapArea { ty, nr_pages, nr_slots, inner: Lock::new(inner), last_fault: AtomicU64::new(u64::MAX) })
+        Ok(SwapArea {
+            ty,
+            nr_pages,
+            nr_slots,
+            keep_clean: AtomicBool::new(true),
+            inner: Lock::new(inner),
+            last_fault: AtomicU64::new(u64::MAX),
+        })
     }
 
     /// The area's swap type.
@@ -490,6 +501,18 @@ impl SwapArea {
     /// Slots that can hold data: all but the header and the bad pages.
     pub fn nr_slots(&self) -> u64 {
         self.nr_slots
+    }
+
+    /// Lets swap-in keep clean copies in this area's cache (`true`, the
+    /// default) or not (every swap-in frees the slots it can, as a full
+    /// area does).
+    pub fn set_keep_clean(&self, on: bool) {
+        self.keep_clean.store(on, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// [`SwapArea::set_keep_clean`]'s setting.
+    pub fn keep_clean(&self) -> bool {
+        self.keep_clean.load(core::sync::atomic::Ordering::Relaxed)
     }
 
     /// Free slots now. O(1).

@@ -23,15 +23,19 @@
 //!   only when reclaim has frozen the count to free it. The caller then locks the folio and
 //!   checks it is still the cache folio of that entry ([`still_cached`]):
 //!   it may have been deleted between the lookup and the lock.
-//! - **A folio in the swap cache is never mapped writable.** Swap-in maps a
-//!   page writable only after deleting the folio from the cache (its slots
-//!   are freed: the copy on disk is stale from the first write on). So the
-//!   contents of a cache folio always equal its slots' once written, and
-//!   reclaim never has to trust a dirty bit (on x86 the CPU may set one
-//!   that a racing fork's write-protect loses). Reclaim still writes every
-//!   folio it frees unless no page-table entry holds any of its slots
-//!   any more; keeping clean swap-cache copies to skip rewrites is an
-//!   optimisation this kernel leaves out.
+//! - **`Dirty` says whether the slots can be trusted.** A cache folio
+//!   whose `Dirty` is clear holds exactly what its slots hold (it was read
+//!   from them, or written to them and not changed since); reclaim frees
+//!   such a folio without writing it. Everything that may make the copy
+//!   on disk stale sets `Dirty` first: new slots (reclaim's
+//!   [`add_to_swap`]), a failed write, a reference reclaim found held by
+//!   someone else, the unmap of a dirty or writable leaf
+//!   ([`crate::unmap`]), and a write fault that reuses a page of a cache
+//!   folio in place ([`crate::fault`]). So a cache folio is mapped
+//!   writable only when it is `Dirty` (the checker's `WritableSwapCache`),
+//!   and reclaim never trusts a leaf's dirty bit alone (on x86 a CPU may
+//!   set one that a racing fork's write-protect loses). Leaving the cache
+//!   (its slots freed) sets `Dirty` too: no copy backs it then.
 
 use super::area::SwapArea;
 use crate::folio::{folio_of, Folio};
@@ -72,7 +76,8 @@ pub fn nth_entry(first: SwapEntry, i: usize) -> SwapEntry {
 
 /// Gives the locked anonymous folio `folio` swap slots in `area` and puts
 /// it into the swap cache: a run of `nr` slots (aligned to `nr`), the
-/// cache's `nr` references, `SwapCache`, and the entry on the head.
+/// cache's `nr` references, `SwapCache`, `Dirty` (the slots hold nothing
+/// of it yet), and the entry on the head.
 ///
 /// Precondition: the caller holds the folio lock and a reference; the
 /// folio is `SwapBacked` and not in the swap cache yet.
@@ -92,6 +97,8 @@ pub fn add_to_swap(area: &SwapArea, folio: &Folio<'_>) -> Result<SwapEntry, AddE
     // folio still in the cache (write failed, freeze failed, or during
     // writeback) would retry for ever.
     folio.set_flag(PageFlag::Uptodate);
+    // The new slots hold nothing of it yet: reclaim must write it.
+    folio.set_flag(PageFlag::Dirty);
     folio.set_swap_entry(entry);
     if crate::bugs::enabled(crate::bugs::Bug::SwapcacheTailEntries) {
         folio.bug_replay_record_tail_entries(); // seed 000's per-page records

@@ -84,8 +84,23 @@
 //! at the next copy on write — the reason the bit exists.
 //!
 //! A page is mapped writable only when the folio can also leave the swap
-//! cache (no entry holds any of its slots any more), which frees its slots:
-//! [`super::cache`]'s rule that a cache folio is never writable.
+//! cache (no entry holds any of its slots any more), which frees its slots
+//! and makes it `Dirty` (no copy on disk backs it).
+//!
+//! ## The clean copy
+//!
+//! A **read** fault on a page this task is the only user of (exclusive, no
+//! other entry holds a slot of the folio, not under writeback) leaves the
+//! folio in the swap cache with its slots while the area is less than half
+//! full ([`keeps_clean_copies`], Linux's `vm_swap_full` rule): the page is
+//! mapped exclusive but read-only, the folio stays clean (`Dirty` clear:
+//! its contents equal its slots'), and when reclaim takes it again it
+//! unmaps it and frees it without writing ([`crate::reclaim`] step 5).
+//! A later write fault reuses the exclusive page in place
+//! ([`crate::fault`]'s `wp_fault`), setting the folio's `Dirty` before the
+//! leaf becomes writable, so reclaim writes it then (to the same slots).
+//! A write fault, a shared page or a fuller area frees the slots at once,
+//! as before.
 
 use super::area::SlotError;
 use super::area::{ClaimError, SwapArea};
@@ -615,6 +630,16 @@ fn read_new<B: SwapBackend>(
     }
 }
 
+/// True while `area` is less than half full (and keeping is not turned
+/// off, [`SwapArea::set_keep_clean`]): then a page swapped in by a
+/// read fault keeps its slot and its clean copy in the swap cache (module
+/// doc, "The clean copy"); above that, slots are worth more than the
+/// writes they save, and swap-in frees them as before.
+pub fn keeps_clean_copies(area: &SwapArea) -> bool {
+    // An area being swapped off (allocation stopped) keeps nothing.
+    area.keep_clean() && !area.alloc_stopped() && area.nr_used() * 2 < area.nr_slots()
+}
+
 /// What [`map_swapped_in`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwapInOutcome {
@@ -677,11 +702,18 @@ pub fn map_swapped_in<F: PageTableFormat>(
             .any(|j| area.count(nth_entry(first, j)) > pages.iter().filter(|p| p.0 == j).count() as u8);
         let sole_user = folio.total_mapcount() == 0 && folio.refcount() == 1 + nr as i32 && !held_elsewhere;
         let exclusive = pages.iter().all(|p| p.3) || sole_user;
-        let leave_cache = !held_elsewhere && !folio.test_flag(PageFlag::Writeback);
+        let unheld = !held_elsewhere && !folio.test_flag(PageFlag::Writeback);
+        // A read fault keeps the clean copy (module doc, "The clean copy"):
+        // mapped read-only, the folio stays in the cache with its slots, so
+        // reclaiming it again writes nothing.
+        let keep_clean =
+            unheld && !write && exclusive && !folio.test_flag(PageFlag::Dirty) && keeps_clean_copies(area);
+        let leave_cache = unheld && !keep_clean;
         let writable = vma.prot.write && exclusive && leave_cache;
         // Not exclusive enough to leave the cache: mapped shared (a later
-        // write copies), so a cache folio is never writable.
-        (pages, exclusive && leave_cache, writable, leave_cache)
+        // write copies). A cache folio is mapped writable only by a write
+        // fault's reuse, which makes it `Dirty` first.
+        (pages, exclusive && (leave_cache || keep_clean), writable, leave_cache)
     } else {
         (alloc::vec![(0, page, entry, true)], true, vma.prot.write, false)
     };
