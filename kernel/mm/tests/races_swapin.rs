@@ -527,6 +527,10 @@ fn pair_swapped_out() -> (World, Vec<SwapEntry>) {
     let frames = SimFrames::new(BASE_PFN, NR_FRAMES).with_swap(TY.raw(), SWAP_PAGES);
     frames.set_readahead(true);
     let w = World(SharedSpace::new(frames, &[(PAGE_VA, 2 * 4096)]));
+    // These races follow the slots a swap-in frees at once, as in a fuller
+    // area; the clean copy a read keeps otherwise has its own tests
+    // (`tests/reclaim.rs`, "clean copies").
+    w.area().set_keep_clean(false);
     let mut entries = Vec::new();
     for (at, word) in PAIR.into_iter().zip(PAIR_WORDS) {
         assert_eq!(w.0.fault(at, Access::Write), FaultOutcome::Resolved);
