@@ -799,22 +799,12 @@ fn bad_headers_are_refused(_: &TestEnv<'_>) -> Result<(), String> {
 /// (and is written again on the next try), its data intact; a page whose
 /// read fails ends only the task that touched it.
 fn io_errors_keep_data_and_end_only_the_reader(_: &TestEnv<'_>) -> Result<(), String> {
-    let disk = crate::tests::kit::scratch_disk()?;
-    let (bad_write, bad_read) =
-        crate::tests::kit::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
-    let header =
-        mm::swap::header::format(disk.capacity_pages(), &[], b"faulty").map_err(|e| format!("{e}"))?;
-    write_header(disk, &header)?;
-    let ty = swapon(disk)?;
-    prefer(Some(ty));
     // One write in flight: each page is a request of its own, so exactly
     // the pages of the failing range fail (`io_errors_on`).
     crate::vm::reclaim::set_writes_in_flight(Some(1));
-    let result = io_errors_on(bad_write, bad_read, false);
+    let result = on_the_faulty_area(false);
     crate::vm::reclaim::set_writes_in_flight(None);
-    prefer(None);
-    let off = swapoff(ty).map_err(String::from);
-    result.and(off)
+    result
 }
 
 /// As [`io_errors_keep_data_and_end_only_the_reader`] with reclaim's
@@ -823,6 +813,12 @@ fn io_errors_keep_data_and_end_only_the_reader(_: &TestEnv<'_>) -> Result<(), St
 /// the failing range fail and maybe some of their neighbours; every one of
 /// them stays in memory and nothing is lost.
 fn write_errors_among_writes_in_flight_keep_every_page(_: &TestEnv<'_>) -> Result<(), String> {
+    on_the_faulty_area(true)
+}
+
+/// [`io_errors_on`] over the whole faulty disk made a swap area (preferred
+/// for the test, swapped off after it); `merged`: as it says there.
+fn on_the_faulty_area(merged: bool) -> Result<(), String> {
     let disk = crate::tests::kit::scratch_disk()?;
     let (bad_write, bad_read) =
         crate::tests::kit::faulty_ranges(disk.serial()).ok_or("faulty disk without ranges")?;
@@ -831,7 +827,7 @@ fn write_errors_among_writes_in_flight_keep_every_page(_: &TestEnv<'_>) -> Resul
     write_header(disk, &header)?;
     let ty = swapon(disk)?;
     prefer(Some(ty));
-    let result = io_errors_on(bad_write, bad_read, true);
+    let result = io_errors_on(bad_write, bad_read, merged);
     prefer(None);
     let off = swapoff(ty).map_err(String::from);
     result.and(off)
