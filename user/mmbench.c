@@ -733,6 +733,7 @@ static int pressure(void)
 		write_page(base, p, 0);
 	uint64_t t1 = now_ns();
 	uint64_t x = 0x2545f4914f6cdd1dULL, mismatch = 0;
+	long long out1 = vmstat("pswpout");
 	uint64_t t2 = now_ns();
 	for (uint64_t t = 0; t < touches; t++) {
 		x ^= x << 13;
@@ -747,12 +748,17 @@ static int pressure(void)
 		}
 	}
 	uint64_t t3 = now_ns();
-	long long pswpin = vmstat("pswpin") - in0, pswpout = vmstat("pswpout") - out0;
+	long long pswpin = vmstat("pswpin") - in0, out3 = vmstat("pswpout"), pswpout = out3 - out0;
 	free(versions);
 	unmap(base, len);
 	bench("pressure", touches / secs(t3 - t2), "touches/s");
 	bench("pressure_pswpin", (double)pswpin, "pages");
 	bench("pressure_pswpout", (double)pswpout, "pages");
+	/* The fill writes at least what does not fit, so the count above grows
+	 * with the working set, which is sized by each kernel's MemAvailable:
+	 * the set itself and the touches' own writes, to compare reclaim. */
+	bench("pressure_pages", (double)pages, "pages");
+	bench("pressure_pswpout_touch", (double)(out3 - out1), "pages");
 	bench("pressure_fill", (double)len / MIB / secs(t1 - t0), "MiB/s");
 	bench("pressure_mismatch", (double)mismatch, "pages");
 	if (mismatch != 0)
