@@ -1325,9 +1325,21 @@ fn swapoff_with_errors_on(ty: SwapType, bad_read: core::ops::Range<u64>) -> Resu
     }
     drop(dev);
     space.check().map_err(|e| format!("after the failed swapoff: {e}"))?;
+    // The page swapoff stopped at: the first that still holds an
+    // unreadable slot. `shrink` does not promise to have taken every page
+    // out of the swap cache (reclaim may keep one, e.g. while a write or a
+    // reference holds it), and swapoff maps such a page back from the
+    // cache without reading it; so it is not always `unreadable[0]`.
+    let unreadable: Vec<u64> = entries_of_area(&space, base, pages, ty)
+        .into_iter()
+        .filter(|(_, e)| bad_read.contains(&e.offset()))
+        .map(|(p, _)| p)
+        .collect();
+    let Some(&bad) = unreadable.first() else {
+        return Err(String::from("swapoff failed on a read, but no page holds an unreadable slot"));
+    };
     // The pages before the bad one are back (the walk goes in address
     // order); the ones after it still out, left to the second swapoff.
-    let bad = unreadable[0];
     check_pattern(&space, base, 0..bad, 0x81)?.map_err(|e| format!("after the failed swapoff: {e}"))?;
     let still_out = entries_of_area(&space, base, pages, ty).len();
     if still_out <= unreadable.len() {
