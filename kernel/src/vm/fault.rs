@@ -31,7 +31,9 @@
 //! and around the mapping half of a swap-in, never across a disk read. A
 //! fault on a missing entry takes and zeroes its first 4 KiB page before
 //! the lock ([`FaultFrames`]), so that faults of one space on several CPUs
-//! zero in parallel.
+//! zero in parallel, while the space's hint says such faults need one
+//! ([`AddressSpace::zero_ahead`]: not during a run of swap-ins or huge
+//! faults).
 
 use crate::arch::prelude::*;
 use crate::memory::paging::KernelTables;
@@ -180,20 +182,28 @@ pub fn resolve(fault: &MemFault) -> Result<(), Unresolved> {
 /// `mm::fault::handle_fault` under `space`'s lock, with `frames`; `None`
 /// when the space is torn down.
 ///
-/// A fault on a missing entry most likely maps a new 4 KiB page, and
+/// A fault on a missing entry most often maps a new 4 KiB page, and
 /// zeroing it is most of the work under the lock: so that faults of one
 /// space on several CPUs run in parallel, its frame is taken and zeroed
 /// first, without the lock ([`FaultFrames`]), and given back when the
-/// fault did not need it (a swap entry, a huge page, a race).
+/// fault did not need it (a race). Whether the entry is empty, a swap
+/// entry, or in a huge-page range is known only under the lock, so the
+/// space keeps a hint ([`AddressSpace::zero_ahead`]): the zeroing ahead is
+/// done only while the space's last such fault used its page. A run of
+/// swap-ins or huge faults then zeroes nothing it throws away; the first
+/// new page after them is zeroed under the lock, and turns the hint on.
 fn handle(space: &AddressSpace, fault: &MemFault, frames: &KernelFrames) -> Option<FaultOutcome> {
+    use core::sync::atomic::Ordering::Relaxed;
     let spare = match fault.cause {
-        FaultCause::NotMapped => match crate::vm::folios::alloc_zeroed_frame() {
-            Ok(pfn) => Spare::Zeroed(pfn),
-            Err(_) => Spare::Failed,
-        },
+        FaultCause::NotMapped if space.zero_ahead.load(Relaxed) => {
+            match crate::vm::folios::alloc_zeroed_frame() {
+                Ok(pfn) => Spare::Zeroed(pfn),
+                Err(_) => Spare::Failed,
+            }
+        }
         _ => Spare::Unused,
     };
-    let frames = FaultFrames { base: frames, spare: Cell::new(spare) };
+    let frames = FaultFrames { base: frames, spare: Cell::new(spare), zeroed_under_lock: Cell::new(false) };
     let outcome = {
         let guard = space.lock();
         guard.as_ref().map(|inner| {
@@ -210,8 +220,13 @@ fn handle(space: &AddressSpace, fault: &MemFault, frames: &KernelFrames) -> Opti
             )
         })
     };
-    if let Spare::Zeroed(pfn) = frames.spare.get() {
-        crate::vm::folios::free_zeroed_frame(pfn);
+    if fault.cause == FaultCause::NotMapped {
+        if let Spare::Zeroed(pfn) = frames.spare.get() {
+            crate::vm::folios::free_zeroed_frame(pfn);
+            space.zero_ahead.store(false, Relaxed);
+        } else if frames.zeroed_under_lock.get() {
+            space.zero_ahead.store(true, Relaxed);
+        }
     }
     outcome
 }
@@ -236,6 +251,9 @@ enum Spare {
 struct FaultFrames<'a> {
     base: &'a KernelFrames,
     spare: Cell<Spare>,
+    /// A 4 KiB page was allocated and zeroed under the lock (none had been
+    /// prepared): the hint should be on.
+    zeroed_under_lock: Cell<bool>,
 }
 
 impl FrameSource for FaultFrames<'_> {
@@ -243,7 +261,10 @@ impl FrameSource for FaultFrames<'_> {
         match self.spare.replace(Spare::Unused) {
             Spare::Zeroed(pfn) => Some(crate::vm::folios::anon_page_from_zeroed(pfn, handle, index)),
             Spare::Failed => None,
-            Spare::Unused => self.base.alloc_anon_page(handle, index),
+            Spare::Unused => {
+                self.zeroed_under_lock.set(true);
+                self.base.alloc_anon_page(handle, index)
+            }
         }
     }
     fn release_anon_page(&self, pa: PhysAddr) {

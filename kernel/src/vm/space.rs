@@ -69,7 +69,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicBool, AtomicU64};
 use mm::debug::Stats;
 use mm::fault::{FaultOutcome, FrameSource};
 use mm::folio::AnonHandle;
@@ -204,6 +204,12 @@ pub struct AddressSpace {
     inner: IrqSpinLock<Option<Inner>>,
     /// What the faults in this space did (read with the `nr_*` methods).
     pub(crate) counts: FaultCounts,
+    /// Whether a not-present fault here zeroes a 4 KiB page before taking
+    /// the lock (`crate::vm::fault`): true while this space's last such
+    /// fault that decided used a new 4 KiB page, false after one that did
+    /// not (a swap-in, a huge page). A hint only: a wrong guess costs a
+    /// page zeroed for nothing, or one zeroed under the lock.
+    pub(crate) zero_ahead: AtomicBool,
     family: Arc<Family>,
 }
 
@@ -387,6 +393,7 @@ impl AddressSpace {
             root,
             inner: IrqSpinLock::new(Some(inner)),
             counts: FaultCounts::default(),
+            zero_ahead: AtomicBool::new(true),
             family: family.clone(),
         });
         family.handles.lock().push(mm::anon::anon_handle(root));
