@@ -75,6 +75,31 @@ fn pageout(space: &AddressSpace, base: u64, len: u64) -> Result<(), String> {
     space.madvise(VirtAddr::new(base), len, Advice::PageOut).map_err(|e| format!("madvise(PAGEOUT): {e:?}"))
 }
 
+/// The swap entries of the `pages` pages at `base`, all paged out, and
+/// their area, once every page is out of the swap cache too (freed): a
+/// write that failed leaves its page there, and reclaim's next pass
+/// writes it again.
+fn out_of_the_cache(
+    space: &AddressSpace,
+    base: u64,
+    pages: u64,
+) -> Result<(Vec<SwapEntry>, Arc<SwapDevice>), String> {
+    let entries: Vec<SwapEntry> = (0..pages)
+        .map(|p| space.swap_entry_at(VirtAddr::new(base + p * 4096)).ok_or(format!("page {p} not in swap")))
+        .collect::<Result<_, _>>()?;
+    let dev = area(entries[0].ty()).ok_or("no area")?;
+    for _ in 0..4 {
+        if !entries.iter().any(|&e| dev.area.has_cache(e)) {
+            break;
+        }
+        crate::vm::reclaim::shrink(2 * pages as usize);
+    }
+    if let Some(e) = entries.iter().find(|&&e| dev.area.has_cache(e)) {
+        return Err(format!("{e:?} is still in the swap cache after the pageout"));
+    }
+    Ok((entries, dev))
+}
+
 fn pageout_4k_pages_and_back(_: &TestEnv<'_>) -> Result<(), String> {
     need_swap()?;
     const PAGES: u64 = 1024;
@@ -122,25 +147,13 @@ fn readahead_reads_the_neighbours_with_the_page(_: &TestEnv<'_>) -> Result<(), S
     space.madvise(VirtAddr::new(base), PAGES * 4096, Advice::NoHugePage).map_err(|e| format!("{e:?}"))?;
     write_pattern(&space, base, 0..PAGES, 0x31)?;
     pageout(&space, base, PAGES * 4096)?;
-    let entries: Vec<SwapEntry> = (0..PAGES)
-        .map(|p| space.swap_entry_at(VirtAddr::new(base + p * 4096)).ok_or(format!("page {p} not in swap")))
-        .collect::<Result<_, _>>()?;
+    let (entries, dev) = out_of_the_cache(&space, base, PAGES)?;
     if entries
         .iter()
         .enumerate()
         .any(|(i, e)| e.ty() != entries[0].ty() || e.offset() != entries[0].offset() + i as u64)
     {
         return Err(format!("the pages went out to slots out of order: {entries:?}"));
-    }
-    let dev = area(entries[0].ty()).ok_or("no area")?;
-    for _ in 0..4 {
-        if !entries.iter().any(|&e| dev.area.has_cache(e)) {
-            break;
-        }
-        crate::vm::reclaim::shrink(2 * PAGES as usize);
-    }
-    if let Some(e) = entries.iter().find(|&&e| dev.area.has_cache(e)) {
-        return Err(format!("{e:?} is still in the swap cache after the pageout"));
     }
     let touch = |p: u64| {
         let at = base + p * 4096;
@@ -274,21 +287,7 @@ fn freed_thp_comes_back_whole(_: &TestEnv<'_>) -> Result<(), String> {
         return Err(format!("the fill made an order-{order} folio at {head:#x}, not a THP"));
     }
     pageout(&space, base, PAGES * 4096)?;
-    // Out of the swap cache: freed. A write that failed leaves it there;
-    // reclaim's next pass writes it again.
-    let entries: Vec<SwapEntry> = (0..PAGES)
-        .map(|p| space.swap_entry_at(VirtAddr::new(base + p * 4096)).ok_or(format!("page {p} not in swap")))
-        .collect::<Result<_, _>>()?;
-    let dev = area(entries[0].ty()).ok_or("no area")?;
-    for _ in 0..4 {
-        if !entries.iter().any(|&e| dev.area.has_cache(e)) {
-            break;
-        }
-        crate::vm::reclaim::shrink(2 * PAGES as usize);
-    }
-    if let Some(e) = entries.iter().find(|&&e| dev.area.has_cache(e)) {
-        return Err(format!("{e:?} is still in the swap cache after the pageout"));
-    }
+    let (entries, _) = out_of_the_cache(&space, base, PAGES)?;
     if !entries[0].offset().is_multiple_of(PAGES)
         || entries.iter().enumerate().any(|(i, e)| e.offset() != entries[0].offset() + i as u64)
     {

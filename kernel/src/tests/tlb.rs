@@ -4,7 +4,7 @@ use crate::arch::prelude::*;
 use crate::tests::kit::*;
 use crate::vm::tlb::*;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use mm::VirtAddr;
+use mm::{PhysAddr, VirtAddr};
 
 use crate::memory::paging::KernelTables;
 use crate::task::sched;
@@ -82,15 +82,7 @@ fn shootdown_leaves_no_stale_reads(_: &TestEnv<'_>) -> Result<(), String> {
         let _in = sched::enter_address_space(space.table.root());
         wait_for_readers(0)?;
         for gen in 1..=GENERATIONS {
-            space
-                .table
-                .remap(
-                    &KernelTables,
-                    &Shootdown,
-                    VirtAddr::new(va),
-                    leaf(frames[gen as usize].pa, PageSize::Size4K, RW_KERNEL),
-                )
-                .map_err(|e| format!("remap: {e}"))?;
+            remap(&space, va, frames[gen as usize].pa)?;
             generation.store(gen, Ordering::Release);
             let here = probe_read(va)? as u64;
             if here != gen {
@@ -119,6 +111,16 @@ fn shootdown_leaves_no_stale_reads(_: &TestEnv<'_>) -> Result<(), String> {
     result
 }
 
+/// Points the 4 KiB kernel-writable mapping at `va` of `space` at `pa`,
+/// with the flush `Shootdown` does.
+fn remap(space: &TestSpace, va: u64, pa: PhysAddr) -> Result<(), String> {
+    space
+        .table
+        .remap(&KernelTables, &Shootdown, VirtAddr::new(va), leaf(pa, PageSize::Size4K, RW_KERNEL))
+        .map(|_| ())
+        .map_err(|e| format!("remap: {e}"))
+}
+
 /// A flush of a space that only this CPU has loaded stays on this CPU
 /// (`flush_is_local`, counted in `NR_LOCAL_FLUSHES`) and the new mapping is
 /// what this CPU reads; once a task on another CPU has the space loaded,
@@ -136,18 +138,7 @@ fn a_flush_stays_local_only_while_no_other_cpu_has_the_space(_: &TestEnv<'_>) ->
     let space = Arc::new(TestSpace::new()?);
     space.map_leaf(va, frames[0].pa, PageSize::Size4K, RW_KERNEL)?;
     let root = space.table.root();
-    let remap = |gen: usize| {
-        space
-            .table
-            .remap(
-                &KernelTables,
-                &Shootdown,
-                VirtAddr::new(va),
-                leaf(frames[gen].pa, PageSize::Size4K, RW_KERNEL),
-            )
-            .map(|_| ())
-            .map_err(|e| format!("remap: {e}"))
-    };
+    let remap = |gen: usize| remap(&space, va, frames[gen].pa);
     let other = sched::online_cpus().find(|&c| c != sched::cpu_index());
     let result = (|| -> Result<(), String> {
         sched::set_affinity(Some(sched::cpu_index())).map_err(|e| format!("set_affinity: {e:?}"))?;
