@@ -122,6 +122,15 @@ pub trait FrameSource {
     fn thp_enabled(&self) -> ThpEnabled {
         ThpEnabled::Always
     }
+    /// Whether this source would rather make a fault's huge folio without
+    /// the address-space lock (zeroing 2 MiB is most of a THP fault, and the
+    /// kernel holds that lock with interrupts off): then a write fault that
+    /// would take one from [`FrameSource::alloc_anon_huge`] changes nothing
+    /// and answers [`FaultOutcome::NeedsHugeFolio`] instead. `false`, the
+    /// default: take it under the lock.
+    fn huge_outside_lock(&self) -> bool {
+        false
+    }
 }
 
 /// Why an access is refused: the faulting task's fault (a segmentation
@@ -181,6 +190,16 @@ pub enum FaultOutcome {
     /// [`crate::compaction`]), and handles the same fault once more with
     /// compaction off (which maps a THP, or falls back to 4 KiB).
     NeedsCompaction { page: VirtAddr, request: Request },
+    /// A write fault would map a fresh huge folio at the 2 MiB block of
+    /// `page`, and the frame source asked to make it without the lock
+    /// ([`FrameSource::huge_outside_lock`]): nothing was changed; the
+    /// caller drops the lock, allocates and zeroes the folio, and handles
+    /// the same fault once more with a source whose
+    /// [`FrameSource::alloc_anon_huge`] hands out that folio (or `None`, when
+    /// there was no block: then the fault compacts or falls back as usual).
+    /// The second time everything is looked at again: the folio goes back
+    /// when the fault no longer needs it.
+    NeedsHugeFolio { page: VirtAddr },
 }
 
 /// Handles a fault at `fault.addr` in the address space whose tables are
@@ -193,7 +212,8 @@ pub enum FaultOutcome {
 ///   folio read-only ([`crate::thp`]); elsewhere, or when no 2 MiB block is
 ///   free (after a direct compaction, when the frame source's `defrag`
 ///   policy asks for one: [`FaultOutcome::NeedsCompaction`]), a demand-zero 4 KiB page (an order-0 anon folio from `frames`,
-///   see [`crate::anon`]).
+///   see [`crate::anon`]). A source that makes huge folios without the
+///   lock gets [`FaultOutcome::NeedsHugeFolio`] first.
 /// - A present leaf: on AArch64 the access flag and the software dirty
 ///   state (the CPU does not manage them without FEAT_HAFDBS); spurious
 ///   faults; a write to a write-protected anonymous leaf in a writable area
@@ -259,6 +279,8 @@ pub fn handle_fault<F: PageTableFormat>(
                         Err(e) => refused_by(e),
                     };
                 }
+            } else if frames.huge_outside_lock() {
+                return FaultOutcome::NeedsHugeFolio { page };
             } else if let Some(frame) = frames.alloc_anon_huge(handle, block.as_u64() >> 12) {
                 return match table.map(mem, block, huge(frame, true)) {
                     Ok(flush) => {
@@ -464,6 +486,9 @@ impl<F: PageTableFormat, M: TableMemory, S: FrameSource, H: TlbHooks> At<'_, F, 
         let memmap = frames.memmap();
         let block = page.align_down(HPAGE_SIZE);
         if is_huge_zero(memmap, &leaf) {
+            if eligible && frames.huge_outside_lock() {
+                return FaultOutcome::NeedsHugeFolio { page };
+            }
             let fresh = if eligible { frames.alloc_anon_huge(handle, block.as_u64() >> 12) } else { None };
             if let Some(frame) = fresh {
                 let new = Leaf { frame, size: PageSize::Size2M, prot, dirty: true, young: true };

@@ -137,6 +137,7 @@ pub fn get_user_page<F: PageTableFormat>(
                     | FaultOutcome::NeedsSwapIn { .. }
                     | FaultOutcome::MigrationWait { .. }
                     | FaultOutcome::NeedsCompaction { .. }
+                    | FaultOutcome::NeedsHugeFolio { .. }
             ) {
                 return Err(GupError::Fault(outcome));
             }

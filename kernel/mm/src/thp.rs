@@ -69,7 +69,7 @@
 //! hold a translation of the space.
 
 use crate::addr::{PhysAddr, VirtAddr};
-use crate::folio::{folio_of, Folio};
+use crate::folio::{folio_of, Folio, UnpublishedFolio};
 use crate::folio::{AnonHandle, FolioMapping};
 use crate::frame::{AllocError, AllocKind, FrameAllocator};
 use crate::page::{Memmap, PageFlag};
@@ -97,14 +97,31 @@ pub fn alloc_anon_huge_folio(
     index: u64,
     zero: impl FnOnce(PhysAddr),
 ) -> Result<Folio<'static>, AllocError> {
-    debug_assert!(index.is_multiple_of(HPAGE_NR as u64), "alloc_anon_huge_folio: index {index:#x} unaligned");
-    let mut folio = frames.alloc_folio(HPAGE_ORDER, kind)?;
+    let folio = frames.alloc_folio(HPAGE_ORDER, kind)?;
     zero(folio.pfn().phys());
+    Ok(prepare_anon_huge_folio(folio, handle, index))
+}
+
+/// [`alloc_anon_huge_folio`]'s second half, for a caller that allocated
+/// and zeroed the order-9 block itself before it knew it needed a folio
+/// (the kernel's fault path zeroes it without the space's lock, then
+/// `crate::frame::FrameAllocator::raw_into_folio`): the zeroed `folio`
+/// prepared as the module doc says and published.
+pub fn prepare_anon_huge_folio(
+    mut folio: UnpublishedFolio<'static>,
+    handle: AnonHandle,
+    index: u64,
+) -> Folio<'static> {
+    debug_assert!(
+        index.is_multiple_of(HPAGE_NR as u64),
+        "prepare_anon_huge_folio: index {index:#x} unaligned"
+    );
+    debug_assert_eq!(folio.order(), HPAGE_ORDER, "prepare_anon_huge_folio: not a 2 MiB block");
     folio.nonatomic_set_flag(PageFlag::SwapBacked);
     folio.nonatomic_set_flag(PageFlag::AnonExclusive);
     folio.set_mapping(FolioMapping::Anon(handle), index);
     folio.set_entire_mapcount(1);
-    Ok(folio.publish())
+    folio.publish()
 }
 
 /// The huge zero folio: an order-9 folio zeroed by `zero`, marked with

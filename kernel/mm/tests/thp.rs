@@ -308,6 +308,89 @@ fn the_thp_switch_decides_which_areas_fault_huge<F: HardwareWalker>() {
     w.finish();
 }
 
+/// The frames of a world, for a caller that makes huge folios without the
+/// lock (`FrameSource::huge_outside_lock`): `prepared` is the folio it
+/// made (`Some(None)`: it found no 2 MiB block), `None` before it did.
+struct Outside<'a> {
+    frames: &'a SimFrames,
+    prepared: std::cell::Cell<Option<Option<PhysAddr>>>,
+}
+
+impl mm::fault::FrameSource for Outside<'_> {
+    fn alloc_anon_page(&self, handle: mm::folio::AnonHandle, index: u64) -> Option<PhysAddr> {
+        self.frames.alloc_anon_page(handle, index)
+    }
+    fn release_anon_page(&self, pa: PhysAddr) {
+        self.frames.release_anon_page(pa)
+    }
+    fn alloc_anon_huge(&self, _: mm::folio::AnonHandle, _: u64) -> Option<PhysAddr> {
+        self.prepared.take().expect("a huge folio taken before it was made")
+    }
+    fn release_anon_huge(&self, pa: PhysAddr) {
+        self.frames.release_anon_huge(pa)
+    }
+    fn huge_zero(&self) -> Option<PhysAddr> {
+        self.frames.huge_zero()
+    }
+    fn copy_page(&self, dst: PhysAddr, src: PhysAddr) {
+        self.frames.copy_page(dst, src)
+    }
+    fn memmap(&self) -> &mm::page::Memmap {
+        mm::fault::FrameSource::memmap(self.frames)
+    }
+    fn huge_outside_lock(&self) -> bool {
+        self.prepared.get().is_none()
+    }
+}
+
+fn a_source_that_zeroes_outside_the_lock_gets_asked_first<F: HardwareWalker>() {
+    let mut w = world::<F>();
+    w.mmap(0, AREA, 3 * HP, RW);
+    let handle = anon_handle(w.sp(0).table.root());
+    let fault = |at: u64, access, cause| mm::fault::MemFault {
+        addr: va(at),
+        access,
+        cause,
+        level: None,
+        syndrome: 0,
+    };
+    let handle_with = |w: &World<F>, src: &Outside<'_>, f: &mm::fault::MemFault| {
+        let sp = w.sp(0);
+        mm::fault::handle_fault(&sp.table, &sp.vmas, &w.mem, src, &w.tlb, f, true)
+    };
+    let free = w.nr_free();
+    // Nothing made yet: the write fault changes nothing and asks for one.
+    let src = Outside { frames: &w.frames, prepared: std::cell::Cell::new(None) };
+    let write = fault(AREA + 0x1234, Access::Write, mm::fault::FaultCause::NotMapped);
+    assert_eq!(handle_with(&w, &src, &write), FaultOutcome::NeedsHugeFolio { page: va(AREA + 0x1000) });
+    assert_eq!((w.lookup(0, AREA).1, w.nr_free()), (Decoded::None, free));
+    // Made: the same fault maps that folio with one PMD.
+    let made =
+        mm::fault::FrameSource::alloc_anon_huge(&w.frames, handle, AREA >> 12).expect("a free 2 MiB block");
+    src.prepared.set(Some(Some(made)));
+    assert_eq!(handle_with(&w, &src, &write), FaultOutcome::MappedHuge);
+    assert_eq!(assert_fresh_thp(&w, 0, AREA).pfn().phys(), made);
+    assert_eq!(src.prepared.get(), None, "the folio was taken");
+    // A read asks for nothing: the huge zero folio.
+    let read = fault(AREA + HP, Access::Read, mm::fault::FaultCause::NotMapped);
+    assert_eq!(handle_with(&w, &src, &read), FaultOutcome::MappedHugeZero);
+    // A write to the zero PMD asks too, and leaves the zero PMD as it was.
+    let over_zero = fault(AREA + HP + 8, Access::Write, mm::fault::FaultCause::Protection);
+    assert_eq!(handle_with(&w, &src, &over_zero), FaultOutcome::NeedsHugeFolio { page: va(AREA + HP) });
+    assert!(is_huge_zero(w.memmap(), &w.leaf(0, AREA + HP).1));
+    // Made, but no block was free: the fault falls back to 4 KiB.
+    src.prepared.set(Some(None));
+    assert_eq!(handle_with(&w, &src, &over_zero), FaultOutcome::HugeFallback);
+    assert_eq!(w.leaf(0, AREA + HP).0, Level::Pte);
+    // An empty block, the same.
+    src.prepared.set(Some(None));
+    let third = fault(AREA + 2 * HP, Access::Write, mm::fault::FaultCause::NotMapped);
+    assert_eq!(handle_with(&w, &src, &third), FaultOutcome::HugeFallback);
+    assert_eq!(w.folio_at(0, AREA + 2 * HP).order(), 0);
+    w.check();
+    w.finish();
+}
+
 // ------------------------------------------------------------------ 3
 
 fn partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part<F: HardwareWalker>() {
@@ -1379,6 +1462,7 @@ mm::for_both_formats!(
     read_faults_map_the_huge_zero_folio_and_writes_replace_it,
     nohugepage_areas_get_no_new_huge_folios,
     the_thp_switch_decides_which_areas_fault_huge,
+    a_source_that_zeroes_outside_the_lock_gets_asked_first,
     partial_munmap_of_an_exclusive_thp_splits_it_and_frees_the_part,
     partial_munmap_of_a_thp_shared_with_a_child_keeps_the_folio,
     mprotect_of_part_of_a_thp_splits_it_and_never_grants_write,

@@ -13,6 +13,11 @@
 //! - `MigrationWait`: the page is being migrated; interrupts go back on
 //!   and the task sleeps without a lock until the migration is over
 //!   ([`crate::vm::migrate::wait`]), then the access is retried.
+//! - `NeedsHugeFolio`: a THP write fault needs a fresh 2 MiB folio. Its
+//!   2 MiB of zeroing is most of the fault, so it is done with no lock
+//!   held and interrupts on ([`FaultFrames::huge_outside_lock`]); then the
+//!   same fault is handled once more with that folio, which goes back if
+//!   the fault no longer needs it (another CPU mapped the block first).
 //! - `NeedsCompaction`: a THP write fault in a `MADV_HUGEPAGE` range found
 //!   no free 2 MiB block; interrupts go back on and, without a lock, a
 //!   bounded direct compaction runs ([`crate::vm::compaction`]); then the
@@ -97,21 +102,37 @@ pub fn resolve(fault: &MemFault) -> Result<(), Unresolved> {
     }
     let Some(root) = sched::current_root() else { return Err(Unresolved::NotOurs) };
     let Some(space) = find_space(root) else { return Err(Unresolved::NotOurs) };
-    let Some(mut outcome) = handle(&space, fault, &KernelFrames::FAULT) else {
-        return Err(Unresolved::NotOurs);
-    };
-    if let FaultOutcome::NeedsCompaction { request, .. } = outcome {
-        // No 2 MiB block: compact without the lock, interrupts on (the
-        // migrations take the locks of every space mapping a folio), then
-        // the same fault once more with compaction off.
-        Arch::irq_enable();
-        crate::vm::compaction::direct_compact(request);
-        Arch::irq_disable();
-        let Some(again) = handle(&space, fault, &KernelFrames::PLAIN) else {
+    // At most four rounds: a huge folio made without the lock, a direct
+    // compaction (once), and a huge folio again after it.
+    let mut frames = &KernelFrames::FAULT;
+    let mut compacted = false;
+    let mut huge = HugeSpare::Unprepared;
+    let outcome = loop {
+        let Some(outcome) = handle(&space, fault, frames, huge) else {
             return Err(Unresolved::NotOurs);
         };
-        outcome = again;
-    }
+        match outcome {
+            FaultOutcome::NeedsHugeFolio { .. } if huge == HugeSpare::Unprepared => {
+                // Zero 2 MiB with no lock held and interrupts on, then the
+                // same fault once more with that block.
+                Arch::irq_enable();
+                huge = HugeSpare::Prepared(crate::vm::folios::alloc_zeroed_huge());
+                Arch::irq_disable();
+            }
+            FaultOutcome::NeedsCompaction { request, .. } if !compacted => {
+                // No 2 MiB block: compact without the lock, interrupts on
+                // (the migrations take the locks of every space mapping a
+                // folio), then the same fault once more with compaction off.
+                Arch::irq_enable();
+                crate::vm::compaction::direct_compact(request);
+                Arch::irq_disable();
+                frames = &KernelFrames::PLAIN;
+                compacted = true;
+                huge = HugeSpare::Unprepared;
+            }
+            other => break other,
+        }
+    };
     let count = |c: &core::sync::atomic::AtomicU64| c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     match outcome {
         FaultOutcome::MappedHuge => crate::vm::compaction::count_thp_fault_alloc(),
@@ -150,7 +171,7 @@ pub fn resolve(fault: &MemFault) -> Result<(), Unresolved> {
         }
         // Not with `KernelFrames::PLAIN`; were it to come, the access
         // faults again.
-        FaultOutcome::NeedsCompaction { .. } => Ok(()),
+        FaultOutcome::NeedsCompaction { .. } | FaultOutcome::NeedsHugeFolio { .. } => Ok(()),
         FaultOutcome::MigrationWait { page, .. } => {
             // The folio is being migrated: sleep until that is over (no
             // lock held, interrupts on), then retry the access.
@@ -192,7 +213,15 @@ pub fn resolve(fault: &MemFault) -> Result<(), Unresolved> {
 /// done only while the space's last such fault used its page. A run of
 /// swap-ins or huge faults then zeroes nothing it throws away; the first
 /// new page after them is zeroed under the lock, and turns the hint on.
-fn handle(space: &AddressSpace, fault: &MemFault, frames: &KernelFrames) -> Option<FaultOutcome> {
+///
+/// `huge` is the fault's huge folio as [`resolve`] prepared it; one the
+/// fault did not map goes back after the lock.
+fn handle(
+    space: &AddressSpace,
+    fault: &MemFault,
+    frames: &KernelFrames,
+    huge: HugeSpare,
+) -> Option<FaultOutcome> {
     use core::sync::atomic::Ordering::Relaxed;
     let spare = match fault.cause {
         FaultCause::NotMapped if space.zero_ahead.load(Relaxed) => {
@@ -203,7 +232,12 @@ fn handle(space: &AddressSpace, fault: &MemFault, frames: &KernelFrames) -> Opti
         }
         _ => Spare::Unused,
     };
-    let frames = FaultFrames { base: frames, spare: Cell::new(spare), zeroed_under_lock: Cell::new(false) };
+    let frames = FaultFrames {
+        base: frames,
+        spare: Cell::new(spare),
+        zeroed_under_lock: Cell::new(false),
+        huge: Cell::new(huge),
+    };
     let outcome = {
         let guard = space.lock();
         guard.as_ref().map(|inner| {
@@ -228,7 +262,22 @@ fn handle(space: &AddressSpace, fault: &MemFault, frames: &KernelFrames) -> Opti
             space.zero_ahead.store(true, Relaxed);
         }
     }
+    if let HugeSpare::Prepared(Some(pfn)) = frames.huge.get() {
+        crate::vm::folios::free_zeroed_huge(pfn);
+    }
     outcome
+}
+
+/// The fault's huge folio, made by [`resolve`] without the lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HugeSpare {
+    /// None made yet: a fault that needs one answers `NeedsHugeFolio`.
+    Unprepared,
+    /// A zeroed raw block (`crate::vm::folios::alloc_zeroed_huge`; `None`:
+    /// no 2 MiB block was free), not taken yet.
+    Prepared(Option<Pfn>),
+    /// Taken by the fault: another one is made under the lock.
+    Taken,
 }
 
 /// The fault's 4 KiB page as [`handle`] prepared it before the lock.
@@ -254,6 +303,7 @@ struct FaultFrames<'a> {
     /// A 4 KiB page was allocated and zeroed under the lock (none had been
     /// prepared): the hint should be on.
     zeroed_under_lock: Cell<bool>,
+    huge: Cell<HugeSpare>,
 }
 
 impl FrameSource for FaultFrames<'_> {
@@ -271,7 +321,16 @@ impl FrameSource for FaultFrames<'_> {
         self.base.release_anon_page(pa)
     }
     fn alloc_anon_huge(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
-        self.base.alloc_anon_huge(handle, index)
+        match self.huge.replace(HugeSpare::Taken) {
+            HugeSpare::Prepared(pfn) => {
+                pfn.map(|pfn| crate::vm::folios::anon_huge_from_zeroed(pfn, handle, index))
+            }
+            HugeSpare::Unprepared | HugeSpare::Taken => self.base.alloc_anon_huge(handle, index),
+        }
+    }
+    /// Only until [`resolve`] has made the folio.
+    fn huge_outside_lock(&self) -> bool {
+        self.huge.get() == HugeSpare::Unprepared
     }
     fn release_anon_huge(&self, pa: PhysAddr) {
         self.base.release_anon_huge(pa)

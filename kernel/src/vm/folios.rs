@@ -93,6 +93,44 @@ pub fn alloc_anon_huge(handle: AnonHandle, index: u64) -> Option<PhysAddr> {
     Some(folio.pfn().phys())
 }
 
+/// A zeroed raw 2 MiB block for a THP write fault, taken and zeroed with
+/// no lock held and interrupts on (`crate::vm::fault`, on
+/// `FaultOutcome::NeedsHugeFolio`): the zeroing is of frames nobody else
+/// can see. `None` when no 2 MiB block is free; kcompactd is woken then,
+/// as for [`alloc_anon_huge`]. The caller turns it into a folio under the
+/// lock ([`anon_huge_from_zeroed`]) or gives it back
+/// ([`free_zeroed_huge`]).
+pub fn alloc_zeroed_huge() -> Option<Pfn> {
+    let order = mm::thp::HPAGE_ORDER;
+    match crate::sync::without_interrupts(|| frame_allocator().alloc(order, AllocKind::Normal)) {
+        Ok(pfn) => {
+            // SAFETY: the block was allocated just now and is not
+            // published: ours alone (RAM, in the direct map).
+            unsafe { zero_frames(pfn.phys(), order) };
+            Some(pfn)
+        }
+        Err(e) => {
+            crate::vm::compaction::huge_alloc_failed(order, e);
+            None
+        }
+    }
+}
+
+/// [`alloc_anon_huge`] with the block [`alloc_zeroed_huge`] prepared: the
+/// same folio (entire mapcount 1, refcount 1, on the LRU), without the
+/// zeroing.
+pub fn anon_huge_from_zeroed(pfn: Pfn, handle: AnonHandle, index: u64) -> PhysAddr {
+    let raw = frame_allocator().raw_into_folio(pfn, mm::thp::HPAGE_ORDER);
+    let folio = mm::thp::prepare_anon_huge_folio(raw, handle, index);
+    crate::vm::reclaim::lru_add(folio);
+    folio.pfn().phys()
+}
+
+/// Gives back a block of [`alloc_zeroed_huge`] the fault did not use.
+pub fn free_zeroed_huge(pfn: Pfn) {
+    crate::sync::without_interrupts(|| frame_allocator().free(pfn, mm::thp::HPAGE_ORDER));
+}
+
 /// The huge zero folio, made once at boot ([`init_huge_zero`]).
 static HUGE_ZERO: spin::Once<Option<Pfn>> = spin::Once::new();
 
