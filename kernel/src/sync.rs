@@ -4,6 +4,8 @@
 //! must not be preempted (because another task on the same CPU would spin
 //! on it with interrupts off), is taken with interrupts disabled:
 //! [`IrqSpinLock`]. Its guard restores the previous interrupt state.
+//! [`IrqRwLock`] is its reader-writer form (the address-space lock, which
+//! faults of several CPUs may hold shared).
 //!
 //! [`RawSpinLock`] is for the scheduler alone: its lock is taken by one task
 //! and released by the next one after the context switch, which no guard
@@ -88,6 +90,135 @@ impl<T> Drop for IrqGuard<'_, T> {
         // SAFETY: dropped exactly once, here; the lock is released before
         // interrupts come back, so no handler on this CPU can find it held.
         unsafe { core::mem::ManuallyDrop::drop(&mut self.guard) };
+        Arch::irq_restore(self.irq_was_enabled);
+    }
+}
+
+/// A reader-writer spin lock whose holders run with interrupts disabled:
+/// any number of readers, or one writer. It prefers writers: once a writer
+/// waits, no new reader gets in, so a stream of readers that overlap (the
+/// faults of several CPUs) cannot keep a writer out for good. The
+/// address-space lock (`crate::vm::space`): faults that may run beside each
+/// other read, everything else writes.
+///
+/// The state word: bit 31 a writer holds it, bit 30 a writer waits, the
+/// low bits count the readers.
+pub struct IrqRwLock<T> {
+    state: core::sync::atomic::AtomicU32,
+    value: core::cell::UnsafeCell<T>,
+}
+
+const RW_WRITER: u32 = 1 << 31;
+const RW_WAITING: u32 = 1 << 30;
+const RW_READERS: u32 = RW_WAITING - 1;
+
+// SAFETY: the lock hands out `&T` to several CPUs at once (readers: `T`
+// must be `Sync`) and `&mut T` to one at a time (a writer, possibly on
+// another CPU than the last: `T` must be `Send`).
+unsafe impl<T: Send + Sync> Sync for IrqRwLock<T> {}
+// SAFETY: moving the lock moves the `T` it owns.
+unsafe impl<T: Send> Send for IrqRwLock<T> {}
+
+/// A shared hold of an [`IrqRwLock`].
+pub struct IrqReadGuard<'a, T> {
+    lock: &'a IrqRwLock<T>,
+    irq_was_enabled: bool,
+}
+
+/// The exclusive hold of an [`IrqRwLock`].
+pub struct IrqWriteGuard<'a, T> {
+    lock: &'a IrqRwLock<T>,
+    irq_was_enabled: bool,
+}
+
+impl<T> IrqRwLock<T> {
+    pub const fn new(value: T) -> Self {
+        IrqRwLock { state: core::sync::atomic::AtomicU32::new(0), value: core::cell::UnsafeCell::new(value) }
+    }
+
+    /// Disables interrupts, then spins (calling `poll` on every turn, as
+    /// [`IrqSpinLock::lock_polling`]) until no writer holds the lock or
+    /// waits for it, and holds it shared.
+    pub fn read_polling(&self, poll: impl Fn()) -> IrqReadGuard<'_, T> {
+        let irq_was_enabled = Arch::irq_save_and_disable();
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & (RW_WRITER | RW_WAITING) == 0 && s & RW_READERS < RW_READERS {
+                if self.state.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return IrqReadGuard { lock: self, irq_was_enabled };
+                }
+                continue;
+            }
+            poll();
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Disables interrupts, then spins (calling `poll` on every turn) until
+    /// neither a writer nor a reader holds the lock, and holds it alone.
+    /// While it waits, it keeps the waiting bit set, so that no new reader
+    /// gets in.
+    pub fn write_polling(&self, poll: impl Fn()) -> IrqWriteGuard<'_, T> {
+        let irq_was_enabled = Arch::irq_save_and_disable();
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & (RW_WRITER | RW_READERS) == 0 {
+                // Free: take it, clearing the waiting bit (another waiting
+                // writer sets it again on its next turn).
+                if self
+                    .state
+                    .compare_exchange_weak(s, RW_WRITER, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return IrqWriteGuard { lock: self, irq_was_enabled };
+                }
+                continue;
+            }
+            if s & RW_WAITING == 0 {
+                self.state.fetch_or(RW_WAITING, Ordering::Relaxed);
+            }
+            poll();
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl<T> core::ops::Deref for IrqReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard holds the lock shared: no writer holds it (a
+        // writer is the only one with `&mut T`) until the guard drops.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for IrqReadGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.state.fetch_sub(1, Ordering::Release);
+        Arch::irq_restore(self.irq_was_enabled);
+    }
+}
+
+impl<T> core::ops::Deref for IrqWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard holds the lock alone until it drops.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> core::ops::DerefMut for IrqWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: this guard holds the lock alone until it drops, and
+        // `&mut self` makes this the only reference through it.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for IrqWriteGuard<'_, T> {
+    fn drop(&mut self) {
+        // Keeps the waiting bit another writer may have set meanwhile.
+        self.lock.state.fetch_and(!RW_WRITER, Ordering::Release);
         Arch::irq_restore(self.irq_was_enabled);
     }
 }

@@ -202,6 +202,80 @@ pub enum FaultOutcome {
     NeedsHugeFolio { page: VirtAddr },
 }
 
+/// The locks of single PTE tables ("split page-table locks"): what lets
+/// faults that hold the address-space lock only *shared* fill entries of
+/// one table one at a time ([`handle_fault_shared`]). A lock may stand for
+/// several tables (the kernel hashes them onto a few locks); it is held
+/// only around the recheck and the write of one entry, with nothing taken
+/// under it.
+pub trait PteTableLocks {
+    /// Runs `f` holding the lock of the PTE table at `table`.
+    fn with_table_locked<R>(&self, table: PhysAddr, f: impl FnOnce() -> R) -> R;
+}
+
+/// The one fault several CPUs may handle at once in one address space:
+/// the first touch of a page whose PTE table exists, in an area that
+/// allows the access. The caller holds the space's lock *shared* (other
+/// such faults run beside it; every other change of the areas or the
+/// tables holds it alone) and `locks` guard each PTE table.
+///
+/// The entry is read without the table's lock; a new zeroed anonymous page
+/// is taken from `frames`; then, under the table's lock, the entry is read
+/// again and, still empty, the page is mapped exactly as [`handle_fault`]
+/// would map it (young, dirty when written). Returns `None`, having changed
+/// nothing, for every other case (no area, a refused access, no PTE table,
+/// an entry that is not empty or that another CPU filled meanwhile, no
+/// memory): the caller then takes the lock alone and calls
+/// [`handle_fault`], the one place that decides those.
+///
+/// Why the shared hold is enough: nothing but this function writes a PTE
+/// while the space's lock is held shared, and it writes only an empty
+/// entry of an existing table under that table's lock, so two of them
+/// never write the same entry; tables are freed and upper entries written
+/// only under the exclusive hold, so the walk cannot meet a table being
+/// freed; an empty entry is cached by no TLB (neither format caches
+/// invalid entries), so no flush is owed.
+pub fn handle_fault_shared<F: PageTableFormat>(
+    table: &PageTable<F>,
+    vmas: &VmaSet,
+    mem: &impl TableMemory,
+    frames: &impl FrameSource,
+    locks: &impl PteTableLocks,
+    fault: &MemFault,
+    user: bool,
+) -> Option<FaultOutcome> {
+    let vma = vmas.find(fault.addr)?;
+    let write = fault.access == Access::Write;
+    let allowed = match fault.access {
+        Access::Read => vma.prot.read,
+        Access::Write => vma.prot.write,
+        Access::Execute => vma.prot.exec,
+    };
+    let page = fault.addr.align_down(4096);
+    let slot = table.walk(mem, page);
+    if !allowed || slot.level != Level::Pte || F::decode(slot.raw, Level::Pte) != Decoded::None {
+        return None;
+    }
+    let handle = crate::anon::anon_handle(table.root());
+    let frame = frames.alloc_anon_page(handle, page.as_u64() >> 12)?;
+    let leaf =
+        Leaf { frame, size: PageSize::Size4K, prot: vma.prot.to_prot(user), dirty: write, young: true };
+    let pte_table = PhysAddr::new(slot.pa.as_u64() & !0xfff);
+    let mapped = locks.with_table_locked(pte_table, || {
+        let empty = F::decode(mem.read_entry(slot.pa), Level::Pte) == Decoded::None;
+        if empty {
+            mem.write_entry(slot.pa, F::make_leaf(&leaf));
+        }
+        empty
+    });
+    if !mapped {
+        // Another CPU filled the entry first: never mapped, never seen.
+        frames.release_anon_page(frame);
+        return None;
+    }
+    Some(FaultOutcome::Resolved)
+}
+
 /// Handles a fault at `fault.addr` in the address space whose tables are
 /// `table` and areas `vmas`, for an access from kernel or user mode.
 ///

@@ -715,6 +715,70 @@ fn thp_concurrent_faults_on_one_block_make_one_thp(_: &TestEnv<'_>) -> Result<()
     Ok(())
 }
 
+/// Every CPU touches every page of two PTE tables at once (split
+/// page-table locks: `mm::fault::handle_fault_shared` under the space's
+/// lock held shared): first a read of each page, all CPUs in the same
+/// order so that they meet on the same entries, then a write of the pages
+/// it owns. Each page must end with one folio and its owner's byte.
+fn concurrent_first_touches_in_one_table_map_each_page_once(_: &TestEnv<'_>) -> Result<(), String> {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    const PAGES: u64 = 1024;
+    let cpus: Vec<usize> = sched::online_cpus().collect();
+    let n = cpus.len() as u64;
+    let space = AddressSpace::new()?;
+    let base = space.mmap(PAGES * 4096, 2 << 20, RW).map_err(|e| format!("mmap: {e:?}"))?;
+    space.madvise(base, PAGES * 4096, Advice::NoHugePage).map_err(|e| format!("madvise: {e:?}"))?;
+    let base = base.as_u64();
+    // The two PTE tables exist (the first page of each), the rest is empty.
+    run_in(&space, move || (0..PAGES).step_by(512).for_each(|p| uaccess::write_u8(base + p * 4096, 0xaa)))?;
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for (slot, &cpu) in cpus.iter().enumerate() {
+        let ready = ready.clone();
+        handles.push(space.spawn(Some(cpu), "first toucher", move || {
+            ready.fetch_add(1, Ordering::AcqRel);
+            while ready.load(Ordering::Acquire) < n as usize {
+                core::hint::spin_loop();
+            }
+            let zeros =
+                (0..PAGES).filter(|&p| p % 512 != 0 && uaccess::read_u8(base + p * 4096 + 7) == 0).count();
+            (0..PAGES)
+                .filter(|&p| p % 512 != 0 && p % n == slot as u64)
+                .for_each(|p| uaccess::write_u8(base + p * 4096 + 7, slot as u8 + 1));
+            zeros
+        })?);
+    }
+    let mut zeros = Vec::new();
+    for h in handles {
+        zeros.push(h.join()?);
+    }
+    let bad = run_in(&space, move || {
+        (0..PAGES)
+            .filter(|p| p % 512 != 0)
+            .find(|&p| uaccess::read_u8(base + p * 4096 + 7) != (p % n) as u8 + 1)
+    })?;
+    if let Some(p) = bad {
+        return Err(format!("page {p} lost its owner's write"));
+    }
+    let stats = check_space(&space, "after the racing first touches")?;
+    if (stats.nr_folios, stats.nr_pages_mapped) != (PAGES, PAGES) {
+        return Err(format!("{PAGES} pages, but the checker saw {stats:?}"));
+    }
+    if space.nr_shared_faults() == 0 {
+        return Err(format!(
+            "no fault took the shared path ({} faults; reads that saw zeros per CPU: {zeros:?})",
+            space.nr_faults()
+        ));
+    }
+    crate::println!(
+        "vm: {} CPUs, {} faults, {} with the space lock shared",
+        n,
+        space.nr_faults(),
+        space.nr_shared_faults()
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------- GUP and rmap tests
 
 fn gup_write_pin_breaks_cow_and_makes_the_page_exclusive(_: &TestEnv<'_>) -> Result<(), String> {
@@ -892,4 +956,4 @@ fn rmap_finds_every_mapping_across_a_fork_family(_: &TestEnv<'_>) -> Result<(), 
     Ok(())
 }
 
-pub(crate) const TESTS: &[Test] = register!["vm": demand_zero_pages_fill_on_touch, bad_accesses_end_only_the_task, faults_from_every_cpu, folio_counts_after_faults_from_every_cpu_and_partial_munmap, fork_shares_pages_and_copies_on_write, cow_reuses_a_page_the_other_side_unmapped, cow_copy_reaches_readers_on_every_cpu, thp_write_fault_maps_one_2mib_leaf, thp_read_maps_the_huge_zero_folio_and_a_write_replaces_it, thp_partial_munmap_keeps_the_rest_with_its_data, thp_mprotect_and_madvise_on_part_split_the_pmd, thp_fork_with_both_sides_writing, thp_concurrent_faults_on_one_block_make_one_thp, gup_write_pin_breaks_cow_and_makes_the_page_exclusive, gup_pinned_page_across_fork_is_copied_for_the_child, gup_get_and_pin_on_a_thp, gup_refuses_bad_addresses_without_side_effects, rmap_finds_every_mapping_across_a_fork_family];
+pub(crate) const TESTS: &[Test] = register!["vm": demand_zero_pages_fill_on_touch, bad_accesses_end_only_the_task, faults_from_every_cpu, folio_counts_after_faults_from_every_cpu_and_partial_munmap, fork_shares_pages_and_copies_on_write, cow_reuses_a_page_the_other_side_unmapped, cow_copy_reaches_readers_on_every_cpu, thp_write_fault_maps_one_2mib_leaf, thp_read_maps_the_huge_zero_folio_and_a_write_replaces_it, thp_partial_munmap_keeps_the_rest_with_its_data, thp_mprotect_and_madvise_on_part_split_the_pmd, thp_fork_with_both_sides_writing, thp_concurrent_faults_on_one_block_make_one_thp, concurrent_first_touches_in_one_table_map_each_page_once, gup_write_pin_breaks_cow_and_makes_the_page_exclusive, gup_pinned_page_across_fork_is_copied_for_the_child, gup_get_and_pin_on_a_thp, gup_refuses_bad_addresses_without_side_effects, rmap_finds_every_mapping_across_a_fork_family];

@@ -238,7 +238,30 @@ fn handle(
         zeroed_under_lock: Cell::new(false),
         huge: Cell::new(huge),
     };
-    let outcome = {
+    // First the one fault several CPUs may handle at once: the space's
+    // lock shared, the PTE table's own lock around the entry
+    // (`mm::fault::handle_fault_shared`; `None`: the lock alone decides).
+    let shared = match fault.cause {
+        FaultCause::NotMapped => {
+            let guard = space.read();
+            guard.as_ref().and_then(|inner| {
+                mm::fault::handle_fault_shared(
+                    &inner.table,
+                    &inner.vmas,
+                    &KernelTables,
+                    &frames,
+                    &crate::vm::ptlock::PteLocks,
+                    fault,
+                    true,
+                )
+            })
+        }
+        _ => None,
+    };
+    let outcome = if shared.is_some() {
+        space.counts.nr_shared_faults.fetch_add(1, Relaxed);
+        shared
+    } else {
         let guard = space.lock();
         guard.as_ref().map(|inner| {
             // `Shootdown` even with interrupts off: the break-before-make

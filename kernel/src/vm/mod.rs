@@ -6,6 +6,7 @@
 //! | [`folios`] | anonymous folios of the running kernel: allocated onto the LRU, freed off it, the huge zero folio |
 //! | [`space`] | address spaces: areas, page tables, fork families |
 //! | [`fault`] | the fault entry of tasks: after `mm::fault` decided (swap-in, direct reclaim, ending the task) |
+//! | [`ptlock`] | split page-table locks: one PTE table's lock, for the faults that hold their space's lock shared |
 //! | [`tlb`] | TLB shootdown: no CPU keeps a stale translation after a change returns |
 //! | [`uaccess`] | the one way kernel code touches user memory |
 //! | [`swap`] | swap areas on virtio-blk disks (swapon at boot, swapoff over `mm::swapoff`), swap I/O, the swap-in half of a fault |
@@ -22,6 +23,7 @@ pub mod fault;
 pub mod folios;
 pub mod migrate;
 pub mod move_pages;
+pub mod ptlock;
 pub mod reclaim;
 pub mod space;
 pub mod swap;

@@ -4,9 +4,12 @@
 //! ## Protocol
 //!
 //! - An [`AddressSpace`] is shared (`Arc`) by the tasks that run in it.
-//!   Its lock (an [`IrqSpinLock`]: the fault handler takes it with
+//!   Its lock (an [`IrqRwLock`]: the fault handler takes it with
 //!   interrupts off) guards the areas and the page table (its place in
-//!   the kernel's one lock order: `docs/src/locking.md`).
+//!   the kernel's one lock order: `docs/src/locking.md`). Every path holds
+//!   it alone ([`AddressSpace::lock`]) but one: the first touch of a page
+//!   whose PTE table exists holds it shared ([`AddressSpace::read`]) and
+//!   that table's own lock (`crate::vm::ptlock`).
 //! - Faults: the arch trap handler offers every fault no probe claimed to
 //!   [`on_fault`]. A fault in the lower half, taken by a task that runs in
 //!   an address space, is handled by `mm::fault::handle_fault` under the
@@ -46,7 +49,7 @@
 //! because every spin that may wait for a shootdown initiator serves its
 //! own CPU's flush requests while spinning (`crate::vm::tlb`'s module doc): the
 //! shootdown's own waits and the address-space lock
-//! ([`IrqSpinLock::lock_polling`]). On AArch64 the broadcast TLBI needs no
+//! ([`IrqRwLock::read_polling`], [`IrqRwLock::write_polling`]). On AArch64 the broadcast TLBI needs no
 //! help from the other CPUs at all.
 //!
 //! Spaces made by fork form a family ([`Family`]): they may map the same
@@ -62,7 +65,7 @@ use crate::arch;
 use crate::arch::prelude::*;
 use crate::memory;
 use crate::memory::paging::{Format, KernelTables};
-use crate::sync::{IrqGuard, IrqSpinLock};
+use crate::sync::{IrqReadGuard, IrqRwLock, IrqSpinLock, IrqWriteGuard};
 use crate::task::sched;
 use crate::vm::tlb::Shootdown;
 use alloc::format;
@@ -187,6 +190,9 @@ pub(crate) struct FaultCounts {
     pub(crate) nr_thp_fallbacks: AtomicU64,
     /// Faults that brought a page back from swap.
     pub(crate) nr_swapins: AtomicU64,
+    /// Faults handled with the space's lock held shared
+    /// (`mm::fault::handle_fault_shared`); also counted in `nr_faults`.
+    pub(crate) nr_shared_faults: AtomicU64,
 }
 
 /// Getters of [`FaultCounts`] on [`AddressSpace`], one per counter.
@@ -201,7 +207,7 @@ macro_rules! fault_count_getters {
 /// An address space: areas and the page table that maps them.
 pub struct AddressSpace {
     root: PhysAddr,
-    inner: IrqSpinLock<Option<Inner>>,
+    inner: IrqRwLock<Option<Inner>>,
     /// What the faults in this space did (read with the `nr_*` methods).
     pub(crate) counts: FaultCounts,
     /// Whether a not-present fault here zeroes a 4 KiB page before taking
@@ -311,7 +317,8 @@ fn with_families_locked<R>(families: &[&Family], f: impl FnOnce(&[(PhysAddr, &In
         };
         loop {
             let members = live();
-            let mut guards: Vec<IrqGuard<'_, Option<Inner>>> = members.iter().map(|m| m.lock()).collect();
+            let mut guards: Vec<IrqWriteGuard<'_, Option<Inner>>> =
+                members.iter().map(|m| m.lock()).collect();
             let again = live();
             let same =
                 again.len() == members.len() && again.iter().zip(&members).all(|(a, b)| a.root == b.root);
@@ -364,6 +371,9 @@ impl AddressSpace {
         nr_thp_fallbacks,
         /// Faults that brought a page back from swap.
         nr_swapins,
+        /// Faults handled with the space's lock held shared (a first touch
+        /// in an existing PTE table).
+        nr_shared_faults,
     }
 
     /// A new, empty address space.
@@ -391,7 +401,7 @@ impl AddressSpace {
         let root = inner.table.root();
         let space = Arc::new(AddressSpace {
             root,
-            inner: IrqSpinLock::new(Some(inner)),
+            inner: IrqRwLock::new(Some(inner)),
             counts: FaultCounts::default(),
             zero_ahead: AtomicBool::new(true),
             family: family.clone(),
@@ -402,10 +412,20 @@ impl AddressSpace {
         space
     }
 
-    /// Takes this space's lock, serving TLB flush requests while spinning
-    /// (its holder may be running a shootdown: see the module doc).
-    pub(crate) fn lock(&self) -> IrqGuard<'_, Option<Inner>> {
-        self.inner.lock_polling(crate::vm::tlb::handle_ipi)
+    /// Takes this space's lock alone, serving TLB flush requests while
+    /// spinning (its holder may be running a shootdown: see the module
+    /// doc). Every change of the areas or the tables but one takes it so.
+    pub(crate) fn lock(&self) -> IrqWriteGuard<'_, Option<Inner>> {
+        self.inner.write_polling(crate::vm::tlb::handle_ipi)
+    }
+
+    /// Takes this space's lock shared, serving TLB flush requests while
+    /// spinning: for the one change several CPUs may make at once, a fault
+    /// that fills an empty entry of an existing PTE table
+    /// (`mm::fault::handle_fault_shared`, under that table's own lock,
+    /// [`crate::vm::ptlock`]).
+    pub(crate) fn read(&self) -> IrqReadGuard<'_, Option<Inner>> {
+        self.inner.read_polling(crate::vm::tlb::handle_ipi)
     }
 
     /// A copy of this space for a child (see the module doc): the same
