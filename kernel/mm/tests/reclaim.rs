@@ -15,7 +15,7 @@ use mm::pgtable::sim::HardwareWalker;
 use mm::pgtable::{Level, TlbHooks};
 use mm::reclaim::{
     pageout, shrink_folio, shrink_list, shrink_lru, test_and_clear_young, Kept, Pieces, Reclaimed, Shrunk,
-    MAX_WRITES_IN_FLIGHT, ORPHAN_TRIES,
+    MAX_WRITES_IN_FLIGHT, ORPHAN_TRIES, UNMAP_BATCH,
 };
 use mm::swap::area::MAX_SWAP_COUNT;
 use mm::swap::cache::{add_to_swap, folio_entry};
@@ -291,6 +291,25 @@ fn a_pass_keeps_several_writes_in_flight<F: HardwareWalker>() {
         }
         for p in pages(AREA + HP, 20).chain(pages(AREA + 2 * HP, 5)).step_by(3) {
             w.expect_page(0, p, if p < AREA + 2 * HP { 14 } else { 15 });
+        }
+    });
+}
+
+/// A pass unmaps its folios in batches of [`UNMAP_BATCH`] with one TLB
+/// flush per batch (of one family), not one per folio; every write is
+/// still submitted after the flush that covers its folio (the world
+/// checks that no cached translation reaches a frame being written).
+fn a_pass_flushes_the_tlb_once_per_batch<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        let n = 2 * UNMAP_BATCH as u64 + 3;
+        w.small_pages(0, AREA, n, 16);
+        let flushes = *w.tlb.nr_flushes.borrow();
+        let all: Vec<Folio<'static>> = pages(AREA, n).map(|p| w.isolate_at(0, p)).collect();
+        assert_eq!(shrink_list(w, all).nr_pages, n as usize);
+        let batches = (n as usize).div_ceil(UNMAP_BATCH) as u64;
+        assert_eq!(*w.tlb.nr_flushes.borrow() - flushes, batches, "one flush per batch");
+        for p in pages(AREA, n).step_by(5) {
+            w.expect_page(0, p, 16);
         }
     });
 }
@@ -599,6 +618,7 @@ mm::for_both_formats!(
     a_mapping_outside_the_family_keeps_it_still_mapped,
     a_failed_write_keeps_it_in_the_cache_on_the_inactive_list,
     a_pass_keeps_several_writes_in_flight,
+    a_pass_flushes_the_tlb_once_per_batch,
     someone_elses_reference_keeps_it_and_an_orphan_is_retried,
     shrink_lru_scans_rotates_balances_and_ends,
     pageout_never_takes_a_folio_another_reclaim_holds,

@@ -15,6 +15,9 @@
 //! - swapoff's swap-in of one entry is [`World::swap_in`] (a read fault);
 //! - the LRU lists, when the frames have them (without lists nothing is
 //!   put back and `shrink_lru` finds nothing);
+//! - a swap write may be submitted only once no TLB entry reaches its
+//!   frames (the world's software TLB; a stale one would let a CPU write
+//!   the page after its copy went to disk);
 //! - a swap write starts when reclaim submits it and is made when reclaim
 //!   waits for it, so that several are in flight at once, as many as
 //!   [`Switches::write_room`] allows;
@@ -245,6 +248,9 @@ impl<F: HardwareWalker> ReclaimHost for World<F> {
         if pending && self.host.write_room.get().is_some_and(|room| in_flight >= room) {
             return Ok(None);
         }
+        // Every mapping's translation was flushed first: a CPU writing
+        // through a stale one would leave the disk copy stale.
+        assert!(!self.tlb.reaches(frame, nr as u64 * 4096), "a write of {frame} submitted before the flush");
         self.host.writes_in_flight.set(in_flight + 1);
         let most = self.host.most_writes_in_flight.get().max(in_flight + 1);
         self.host.most_writes_in_flight.set(most);
