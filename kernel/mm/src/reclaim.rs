@@ -145,7 +145,6 @@ use crate::swap::area::SwapArea;
 use crate::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, slots_unused, AddError};
 use crate::thp::{self, SplitRefused};
 use crate::unmap::{try_to_unmap, Target, UnmapError};
-use crate::PhysAddr;
 use alloc::vec::Vec;
 
 /// Folios a pass takes through steps 1 to 3 before it unmaps them all
@@ -198,11 +197,13 @@ pub trait ReclaimHost {
     /// A write [`ReclaimHost::submit_write`] started and nobody has waited
     /// for yet.
     type Write;
-    /// Starts writing the `nr` frames from `frame` on to the slots from
-    /// `first` on of `dev`, and returns without waiting for the disk (step
-    /// 5). The frames are pages of one folio reclaim holds locked, with
-    /// `Writeback` set, until [`ReclaimHost::wait_write`] returned for it
-    /// (the contract of [`crate::swap::swapin::SwapBackend::write`]).
+    /// Starts writing `folios`, one after another, to the slots from
+    /// `first` on of `dev` (each folio's slots follow the previous one's),
+    /// as one write, and returns without waiting for the disk (step 5).
+    /// Reclaim holds each folio locked, with `Writeback` set, until
+    /// [`ReclaimHost::wait_write`] returned for the write (the contract of
+    /// [`crate::swap::swapin::SwapBackend::write`]); they are more than
+    /// one only when they fit [`ReclaimHost::max_write_pages`].
     /// `Ok(None)` means no room for another write in flight now: it is
     /// allowed only when `pending` (the caller has writes of its own to
     /// wait for, and waits for one before it asks again); with nothing
@@ -212,11 +213,17 @@ pub trait ReclaimHost {
         &self,
         dev: &Self::Device,
         first: SwapEntry,
-        frame: PhysAddr,
-        nr: usize,
+        folios: &[Folio<'static>],
         pending: bool,
     ) -> Result<Option<Self::Write>, Self::IoError>;
-    /// Waits until `write` has ended; says how. May sleep.
+    /// The most pages one write of several folios may take on `dev`
+    /// ("Gathered writes" in the module doc; 1: every folio alone).
+    fn max_write_pages(&self, dev: &Self::Device) -> usize {
+        let _ = dev;
+        1
+    }
+    /// Waits until `write` has ended; says how (for all its folios: a
+    /// write fails or succeeds whole). May sleep.
     fn wait_write(&self, write: Self::Write) -> Result<(), Self::IoError>;
     /// The writes a pass keeps in flight at most (at least 1).
     fn max_writes_in_flight(&self) -> usize {
@@ -359,7 +366,9 @@ fn shrink_one<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Piec
     let mut writes = Writes::new();
     let result = match shrink_batch(host, &[folio], pieces, &mut writes, age, usize::MAX).pop() {
         Some((_, done)) => done,
-        None => finish_write(host, writes.oldest().expect("its write is in flight")),
+        None => {
+            finish_write(host, writes.oldest().expect("its write is in flight")).pop().expect("its folio").1
+        }
     };
     if let Shrunk::Kept(_) = result {
         put(host, folio);
@@ -367,12 +376,23 @@ fn shrink_one<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Piec
     result
 }
 
-/// A folio whose write is in flight (step 5): locked, isolated, with the
-/// caller's reference, `Writeback` set.
+/// A write in flight (step 5) and its folios, each locked, isolated, with
+/// the caller's reference, `Writeback` set, their slots one run from the
+/// first folio's.
 struct Writing<H: ReclaimHost> {
-    folio: Folio<'static>,
+    folios: Vec<Folio<'static>>,
     dev: H::Device,
     write: H::Write,
+}
+
+/// Folios gathered for one write (step 5, "Gathered writes"): locked,
+/// unmapped, `Writeback` set, their slots one run from `first`; not
+/// submitted yet.
+struct Gather<H: ReclaimHost> {
+    folios: Vec<Folio<'static>>,
+    dev: H::Device,
+    first: SwapEntry,
+    nr_pages: usize,
 }
 
 /// The writes one shrinker has in flight, oldest first.
@@ -395,8 +415,9 @@ impl<H: ReclaimHost> Writes<H> {
     /// ([`finish_write`], [`settle`]), counting the pages freed.
     fn finish_oldest(&mut self, host: &H) {
         let w = self.oldest().expect("finish_oldest: no write in flight");
-        let folio = w.folio;
-        self.freed += settle(host, folio, finish_write(host, w));
+        for (folio, shrunk) in finish_write(host, w) {
+            self.freed += settle(host, folio, shrunk);
+        }
     }
 }
 
@@ -529,20 +550,96 @@ fn shrink_batch<H: ReclaimHost>(
         }
     }
     let unmapped = unmap_batch(host, &ready);
+    let mut gather: Option<Gather<H>> = None;
     for (Ready { folio, dev }, result) in ready.into_iter().zip(unmapped) {
         let shrunk = match result {
-            Err(e) => Some(keep(host, folio, Kept::CouldNotUnmap(e))),
-            Ok(()) if folio.total_mapcount() > 0 => Some(keep(host, folio, Kept::StillMapped)),
-            Ok(()) => write_or_free(host, folio, dev, writes),
+            Err(e) => keep(host, folio, Kept::CouldNotUnmap(e)),
+            Ok(()) if folio.total_mapcount() > 0 => keep(host, folio, Kept::StillMapped),
+            Ok(()) if !needs_write(host, &folio, &dev) => free_unmapped(host, folio, host.area(&dev)),
+            Ok(()) => {
+                // Joins the gathered write when its slots follow on.
+                let first = folio_entry(&folio).expect("in the swap cache");
+                let nr = folio.nr_pages();
+                let joins = gather.as_ref().is_some_and(|g| {
+                    g.first.ty() == first.ty()
+                        && g.first.offset() + g.nr_pages as u64 == first.offset()
+                        && g.nr_pages + nr <= host.max_write_pages(&g.dev)
+                });
+                match gather.as_mut() {
+                    Some(g) if joins => {
+                        g.folios.push(folio);
+                        g.nr_pages += nr;
+                    }
+                    _ => {
+                        let full =
+                            gather.replace(Gather { folios: alloc::vec![folio], dev, first, nr_pages: nr });
+                        if let Some(g) = full {
+                            submit_gather(host, g, writes, &mut settled);
+                            while writes.queue.len() >= cap {
+                                writes.finish_oldest(host);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
         };
-        if let Some(shrunk) = shrunk {
-            settled.push((folio, shrunk));
-        }
+        settled.push((folio, shrunk));
+    }
+    if let Some(g) = gather {
+        submit_gather(host, g, writes, &mut settled);
         while writes.queue.len() >= cap {
             writes.finish_oldest(host);
         }
     }
     settled
+}
+
+/// Step 5's decision for the locked, unmapped cache folio `folio` of
+/// `dev`: true when it must be written, with `Dirty` now cleared and
+/// `Writeback` set. A clean folio (a copy swap-in kept, not written
+/// since: `Dirty` clear, the unmap having moved every leaf's dirty bit to
+/// it) already equals its slots; a folio no entry holds any more need not
+/// be written at all.
+fn needs_write<H: ReclaimHost>(host: &H, folio: &Folio<'static>, dev: &H::Device) -> bool {
+    let write = !slots_unused(host.area(dev), folio) && folio.test_and_clear_flag(PageFlag::Dirty);
+    if write {
+        folio.set_flag(PageFlag::Writeback);
+    }
+    write
+}
+
+/// Submits the gathered write `g` (step 5), finishing our oldest write
+/// first while the host has no room; a write that fails at once keeps
+/// each of its folios, pushed on `settled`.
+fn submit_gather<H: ReclaimHost>(
+    host: &H,
+    g: Gather<H>,
+    writes: &mut Writes<H>,
+    settled: &mut Vec<(Folio<'static>, Shrunk)>,
+) {
+    loop {
+        let pending = !writes.queue.is_empty();
+        match host.submit_write(&g.dev, g.first, &g.folios, pending) {
+            Ok(Some(write)) => {
+                writes.queue.push_back(Writing { folios: g.folios, dev: g.dev, write });
+                return;
+            }
+            // No room: our oldest write is finished first.
+            Ok(None) => {
+                assert!(pending, "reclaim: the host found no room with nothing of ours in flight");
+                writes.finish_oldest(host);
+            }
+            Err(_) => {
+                for folio in g.folios {
+                    folio.clear_flag(PageFlag::Writeback);
+                    folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
+                    settled.push((folio, keep(host, folio, Kept::WriteFailed)));
+                }
+                return;
+            }
+        }
+    }
 }
 
 /// Steps 1 to 3 of the module doc: the device whose swap cache now holds
@@ -593,57 +690,24 @@ fn prepare<H: ReclaimHost>(
     }
 }
 
-/// Steps 5 and 6 for the locked, unmapped cache folio `folio` of `dev`:
-/// `None` when its write is in flight, queued on `writes`.
-fn write_or_free<H: ReclaimHost>(
-    host: &H,
-    folio: Folio<'static>,
-    dev: H::Device,
-    writes: &mut Writes<H>,
-) -> Option<Shrunk> {
-    let area = host.area(&dev);
-    // A clean folio (a copy swap-in kept, not written since: `Dirty` clear,
-    // the unmap having moved every leaf's dirty bit to it) already equals
-    // its slots: nothing to write.
-    if !slots_unused(area, &folio) && folio.test_and_clear_flag(PageFlag::Dirty) {
-        let first = folio_entry(&folio).expect("in the swap cache");
-        let nr = folio.nr_pages();
-        folio.set_flag(PageFlag::Writeback);
-        loop {
-            let pending = !writes.queue.is_empty();
-            match host.submit_write(&dev, first, folio.pfn().phys(), nr, pending) {
-                Ok(Some(write)) => {
-                    writes.queue.push_back(Writing { folio, dev, write });
-                    return None;
-                }
-                // No room: our oldest write is finished first.
-                Ok(None) => {
-                    assert!(pending, "reclaim: the host found no room with nothing of ours in flight");
-                    writes.finish_oldest(host);
-                }
-                Err(_) => {
-                    folio.clear_flag(PageFlag::Writeback);
-                    folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
-                    return Some(keep(host, folio, Kept::WriteFailed));
-                }
-            }
-        }
-    }
-    Some(free_unmapped(host, folio, area))
-}
-
-/// Waits for the write of `w` (step 5) and frees its folio (step 6), or
-/// keeps it when the write failed; the caller's reference stays, as for
-/// [`shrink_batch`].
-fn finish_write<H: ReclaimHost>(host: &H, w: Writing<H>) -> Shrunk {
-    let Writing { folio, dev, write } = w;
+/// Waits for the write of `w` (step 5) and frees each of its folios (step
+/// 6), or keeps them all when the write failed; the caller's references
+/// stay, as for [`shrink_batch`].
+fn finish_write<H: ReclaimHost>(host: &H, w: Writing<H>) -> Vec<(Folio<'static>, Shrunk)> {
+    let Writing { folios, dev, write } = w;
     let written = host.wait_write(write);
-    folio.clear_flag(PageFlag::Writeback);
-    if written.is_err() {
-        folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
-        return keep(host, folio, Kept::WriteFailed);
+    let mut done = Vec::with_capacity(folios.len());
+    for folio in folios {
+        folio.clear_flag(PageFlag::Writeback);
+        let shrunk = if written.is_err() {
+            folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
+            keep(host, folio, Kept::WriteFailed)
+        } else {
+            free_unmapped(host, folio, host.area(&dev))
+        };
+        done.push((folio, shrunk));
     }
-    free_unmapped(host, folio, host.area(&dev))
+    done
 }
 
 /// Step 6 for the locked, unmapped, written `folio`.

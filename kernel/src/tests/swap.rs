@@ -799,10 +799,12 @@ fn bad_headers_are_refused(_: &TestEnv<'_>) -> Result<(), String> {
 /// (and is written again on the next try), its data intact; a page whose
 /// read fails ends only the task that touched it.
 fn io_errors_keep_data_and_end_only_the_reader(_: &TestEnv<'_>) -> Result<(), String> {
-    // One write in flight: each page is a request of its own, so exactly
-    // the pages of the failing range fail (`io_errors_on`).
+    // One write in flight, of one page: each page is a request of its
+    // own, so exactly the pages of the failing range fail (`io_errors_on`).
     crate::vm::reclaim::set_writes_in_flight(Some(1));
+    crate::vm::reclaim::set_pages_per_write(Some(1));
     let result = on_the_faulty_area(false);
+    crate::vm::reclaim::set_pages_per_write(None);
     crate::vm::reclaim::set_writes_in_flight(None);
     result
 }
@@ -898,10 +900,13 @@ fn a_disk_that_stops_answering_is_retired(_: &TestEnv<'_>) -> Result<(), String>
     write_header(disk, &header)?;
     let ty = swapon(disk)?;
     prefer(Some(ty));
-    // One write in flight: the throttle lets whole requests through, and
-    // the bound on the pages lost below counts one page per request.
+    // One write in flight, of one page: the throttle lets whole requests
+    // through, and the bound on the pages lost below counts one page per
+    // request.
     crate::vm::reclaim::set_writes_in_flight(Some(1));
+    crate::vm::reclaim::set_pages_per_write(Some(1));
     let result = stall_on(disk, ty);
+    crate::vm::reclaim::set_pages_per_write(None);
     crate::vm::reclaim::set_writes_in_flight(None);
     prefer(None);
     let off = swapoff(ty).map_err(String::from);
