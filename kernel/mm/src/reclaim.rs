@@ -229,6 +229,14 @@ pub trait ReclaimHost {
     fn max_writes_in_flight(&self) -> usize {
         MAX_WRITES_IN_FLIGHT
     }
+    /// The folios a pass takes through steps 1 to 3 before it unmaps them
+    /// together ("Batched unmap"; at least 1, at most [`UNMAP_BATCH`]).
+    /// 1 takes each folio through every step before the next, as tests
+    /// of a disk that dies need: every folio given slots on it before it
+    /// died stays in memory.
+    fn unmap_batch(&self) -> usize {
+        UNMAP_BATCH
+    }
     /// Runs `f` over the tables of every live space that may map `folio`
     /// (its fork family, found from its anon handle), with all their locks
     /// held, in the kernel's lock order.
@@ -435,7 +443,7 @@ fn shrink_list_aging<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>, mut 
     let mut writes = Writes::new();
     while !todo.is_empty() {
         let mut pieces = Pieces::default();
-        for batch in todo.chunks(UNMAP_BATCH) {
+        for batch in todo.chunks(host.unmap_batch().clamp(1, UNMAP_BATCH)) {
             // Written folios are finished (step 6) oldest first: when the
             // disk has no room for another write, when more than the cap
             // are in flight, and at the end.

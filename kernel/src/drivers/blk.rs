@@ -67,9 +67,10 @@
 //! copies up to [`GATHER_PAGES`] pages of such parts into a *bounce buffer*
 //! and sends them as one request: one descriptor chain, one notification
 //! and one interrupt for what were up to 32 requests. A disk has bounce
-//! buffers only once [`BlockDevice::enable_write_gather`] gave it some (the
-//! swap code, at swapon): [`QUEUE_SIZE`] of them, one per request that may
-//! be in flight, taken and given back with an atomic bitmap (no lock). A
+//! buffers only while [`BlockDevice::enable_write_gather`] gave it some
+//! (the swap code, at swapon; [`BlockDevice::disable_write_gather`] takes
+//! them back at swapoff): [`QUEUE_SIZE`] of them, one per request that may
+//! be in flight, taken and given back under the `bounce` leaf lock. A
 //! ticket that holds one gives it back when it is waited for, after the
 //! device is done with it (reaped, or reset). Submitting copies the parts,
 //! so the caller's frames are read before it returns; the caller still keeps
@@ -520,12 +521,21 @@ pub struct BlockDevice {
     timeout_ms: AtomicU64,
     /// Device errors so far, and the console's account of them.
     errors: ErrorLog,
-    /// The bounce buffers of gathered writes, `GATHER_PAGES` frames each
-    /// (module doc, "Gathered writes"); set once, never freed.
-    bounce: spin::Once<[PhysAddr; QUEUE_SIZE]>,
-    /// Bit `i` set: bounce buffer `i` is free.
-    bounce_free: core::sync::atomic::AtomicU32,
+    /// The bounce buffers of gathered writes (module doc, "Gathered
+    /// writes"); a leaf lock, held only to take or give one back.
+    bounce: IrqSpinLock<Bounce>,
 }
+
+/// A disk's bounce buffers, under [`BlockDevice::bounce`].
+struct Bounce {
+    /// `GATHER_PAGES` frames each, while gathering is enabled.
+    bufs: Option<[PhysAddr; QUEUE_SIZE]>,
+    /// Bit `i` set: buffer `i` is free.
+    free: u32,
+}
+
+/// Every bounce buffer free.
+const ALL_BOUNCE_FREE: u32 = ((1u64 << QUEUE_SIZE) - 1) as u32;
 
 /// A disk's device errors and what the console was told of them (module
 /// doc, "Device errors on the console"). Atomics: errors are noted from
@@ -834,11 +844,11 @@ impl BlockDevice {
     }
 
     /// Gives the disk its bounce buffers for gathered writes (module doc,
-    /// "Gathered writes"), once; later calls do nothing. False when there
-    /// was no memory for them: writes then go one part per request. Task
-    /// context, no spin lock held.
+    /// "Gathered writes"), if it has none. False when there was no memory
+    /// for them: writes then go one part per request. Task context, no
+    /// spin lock held.
     pub fn enable_write_gather(&self) -> bool {
-        if self.bounce.is_completed() {
+        if self.bounce.lock().bufs.is_some() {
             return true;
         }
         let mut bufs = [PhysAddr::new(0); QUEUE_SIZE];
@@ -851,50 +861,62 @@ impl BlockDevice {
                 }
             }
         }
-        let mut ours = false;
-        self.bounce.call_once(|| {
-            ours = true;
-            bufs
-        });
-        if !ours {
+        let lost_race = {
+            let mut b = self.bounce.lock();
+            let lost = b.bufs.is_some();
+            if !lost {
+                *b = Bounce { bufs: Some(bufs), free: ALL_BOUNCE_FREE };
+            }
+            lost
+        };
+        if lost_race {
             bufs.iter().for_each(|&pa| memory::free_frames(pa, GATHER_ORDER));
         }
         true
     }
 
+    /// Takes the bounce buffers back (swapoff), unless one is in use (a
+    /// write in flight: then they stay, and a later call frees them).
+    /// Task context, no spin lock held.
+    pub fn disable_write_gather(&self) {
+        let bufs = {
+            let mut b = self.bounce.lock();
+            if b.free != ALL_BOUNCE_FREE {
+                return;
+            }
+            b.bufs.take()
+        };
+        for pa in bufs.iter().flatten() {
+            memory::free_frames(*pa, GATHER_ORDER);
+        }
+    }
+
     /// The most pages [`BlockDevice::submit_write_gather`] takes in one
-    /// request of several parts (1 before [`BlockDevice::enable_write_gather`]).
+    /// request of several parts (1 while gathering is not enabled).
     pub fn gather_pages(&self) -> usize {
-        if self.bounce.is_completed() {
+        if self.bounce.lock().bufs.is_some() {
             GATHER_PAGES.min(self.max_request_pages)
         } else {
             1
         }
     }
 
-    /// Takes a free bounce buffer's index.
-    fn take_bounce(&self) -> Option<usize> {
-        let mut free = self.bounce_free.load(Ordering::Acquire);
-        loop {
-            if free == 0 {
-                return None;
-            }
-            let i = free.trailing_zeros() as usize;
-            match self.bounce_free.compare_exchange(
-                free,
-                free & !(1 << i),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(i),
-                Err(now) => free = now,
-            }
+    /// Takes a free bounce buffer: its index and frames; `None` when none
+    /// is free or gathering is not enabled.
+    fn take_bounce(&self) -> Option<(usize, PhysAddr)> {
+        let mut b = self.bounce.lock();
+        let bufs = b.bufs?;
+        if b.free == 0 {
+            return None;
         }
+        let i = b.free.trailing_zeros() as usize;
+        b.free &= !(1 << i);
+        Some((i, bufs[i]))
     }
 
     /// Gives bounce buffer `i` back, and wakes whoever waits for room.
     fn give_back_bounce(&self, i: usize) {
-        self.bounce_free.fetch_or(1 << i, Ordering::AcqRel);
+        self.bounce.lock().free |= 1 << i;
         self.room.wake_all();
     }
 
@@ -922,17 +944,14 @@ impl BlockDevice {
         let disk = self.name;
         let nr_pages: usize = parts.iter().map(|p| p.1).sum();
         let frame = parts.first().map_or(PhysAddr::new(0), |p| p.0);
-        let bufs = match self.bounce.get() {
-            Some(b) if nr_pages <= self.gather_pages() && !parts.is_empty() => b,
-            _ => {
-                return Err(IoError::BadBuffer {
-                    disk,
-                    frame,
-                    nr_pages,
-                    why: "more pages than one request takes",
-                })
-            }
-        };
+        if parts.is_empty() || nr_pages > self.gather_pages() {
+            return Err(IoError::BadBuffer {
+                disk,
+                frame,
+                nr_pages,
+                why: "more pages than one request takes",
+            });
+        }
         let sector = first_page.checked_mul(SECTORS_PER_PAGE).ok_or(IoError::OutOfRange {
             disk,
             first_page,
@@ -947,8 +966,9 @@ impl BlockDevice {
             self.check(Op::Write, at, frame, nr * SECTORS_PER_PAGE as usize)?;
             at += (nr * SECTORS_PER_PAGE as usize) as u64;
         }
-        let Some(i) = self.take_bounce() else { return Ok(None) };
-        let buf = bufs[i];
+        // Gathering disabled meanwhile (swapoff) is as no room: the caller
+        // waits for a write of its own, or writes part by part.
+        let Some((i, buf)) = self.take_bounce() else { return Ok(None) };
         let mut off = 0;
         for &(frame, nr) in parts {
             let len = nr * PAGE_BYTES;
@@ -1310,8 +1330,7 @@ fn probe_one(
         room: WaitQueue::new(),
         timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT_MS),
         errors: ErrorLog::new(),
-        bounce: spin::Once::new(),
-        bounce_free: core::sync::atomic::AtomicU32::new(((1u64 << QUEUE_SIZE) - 1) as u32),
+        bounce: IrqSpinLock::new(Bounce { bufs: None, free: ALL_BOUNCE_FREE }),
     })
 }
 

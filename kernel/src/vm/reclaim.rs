@@ -176,8 +176,10 @@ pub fn set_writes_in_flight(n: Option<usize>) {
 static PAGES_PER_WRITE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(usize::MAX);
 
 /// Makes reclaim writes take at most `n` pages of several folios from now
-/// on (1: every folio a request of its own, as tests that count failed
-/// pages per request need); `None`: as many as the disk gathers.
+/// on, and a pass unmap at most `n` folios together (1: every folio
+/// unmapped and written alone, a request of its own, as tests that count
+/// failed requests, or the pages given slots on a disk that dies, need);
+/// `None`: as many as the disk gathers, and `mm::reclaim::UNMAP_BATCH`.
 pub fn set_pages_per_write(n: Option<usize>) {
     PAGES_PER_WRITE.store(n.map_or(usize::MAX, |n| n.max(1)), Ordering::Relaxed);
 }
@@ -234,6 +236,9 @@ impl ReclaimHost for Reclaimer {
     }
     fn max_write_pages(&self, dev: &Arc<SwapDevice>) -> usize {
         dev.gather_pages().min(PAGES_PER_WRITE.load(Ordering::Relaxed))
+    }
+    fn unmap_batch(&self) -> usize {
+        mm::reclaim::UNMAP_BATCH.min(PAGES_PER_WRITE.load(Ordering::Relaxed))
     }
     fn wait_write(&self, write: swap::PendingWrite) -> Result<(), crate::drivers::blk::IoError> {
         swap::wait_write(write)

@@ -242,10 +242,6 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<SwapType, SwapOnError> {
     memory::free_frames(frame, 0);
     let header = header?;
     let label = String::from_utf8_lossy(header.label_bytes()).into_owned();
-    // Bounce buffers for reclaim's gathered writes, once per disk.
-    if !disk.enable_write_gather() {
-        crate::println!("swap: {}: no memory for gathered writes; one request per folio", disk.name());
-    }
     // The area (its slot map, up to `AREA_HEAP_BUDGET` of heap) is made
     // with no lock held and interrupts on, for the free type seen under
     // `AREAS`; if another swapon took that type meanwhile, again.
@@ -267,6 +263,10 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<SwapType, SwapOnError> {
         }
         break dev;
     };
+    // Bounce buffers for reclaim's gathered writes (given back at swapoff).
+    if !disk.enable_write_gather() {
+        crate::println!("swap: {}: no memory for gathered writes; one request per folio", disk.name());
+    }
     let ty = dev.area.ty();
     crate::println!(
         "swap: on {} (type {ty}): {} slots ({} MiB){}",
@@ -304,6 +304,8 @@ pub fn swapoff(ty: SwapType) -> Result<(), SwapOffError> {
         areas.pop();
     }
     drop(areas);
+    // No slot is used: no write of this area is in flight.
+    dev.disk.disable_write_gather();
     crate::println!("swap: off {} (type {ty}): {back} pages brought back", dev.disk.name());
     Ok(())
 }
