@@ -35,8 +35,10 @@
 //! 4. **unmap** it from every space of its fork family, with all their
 //!    locks held ([`try_to_unmap`] with [`Target::Swap`]): wholly or not at
 //!    all ([`Kept::CouldNotUnmap`]; [`Kept::StillMapped`] when a mapping
-//!    outside the family's tables remains). The TLB flush runs under the
-//!    locks; the mappings' references are dropped after it;
+//!    outside the family's tables remains). A pass unmaps up to
+//!    [`UNMAP_BATCH`] folios at a time with one TLB flush ("Batched
+//!    unmap" below); the flush runs under the locks; the mappings'
+//!    references are dropped after it;
 //! 5. **write** it, unless no page-table entry holds any of its slots any
 //!    more, or it is **clean**: `Dirty` clear, a copy swap-in kept in the
 //!    cache and nobody wrote since (the unmap moved every leaf's dirty bit
@@ -58,6 +60,33 @@
 //!    so for such an orphan the freeze is retried [`ORPHAN_TRIES`] times,
 //!    with [`ReclaimHost::relax`] between, rather than leaving it in the
 //!    cache for the next pass.
+//!
+//! ## Batched unmap
+//!
+//! A pass takes its folios [`UNMAP_BATCH`] at a time through steps 1 to 3
+//! one by one, then unmaps the batch ([`unmap_batch`]): the folios of one
+//! anon handle that come one after another (one fork family, so the same
+//! spaces and locks) are unmapped under **one** taking of the family's
+//! locks, their flushes merged into one per space, and that flush runs
+//! before the locks are dropped; then steps 5 and 6 go folio by folio.
+//! One shootdown (an IPI round on x86_64, one `TLBI` sequence and `DSB`
+//! on AArch64) then serves up to 32 folios instead of one each.
+//!
+//! Why this is safe: between a folio's unmap and the batch's flush,
+//! another CPU may still read or write the page through a stale
+//! translation. That is harmless while (1) the folio is neither written
+//! to disk nor freed: its write is submitted only after the flush (step
+//! 5 follows step 4 for the whole batch) and its mappings' references are
+//! dropped only after the flush, so a late write lands in the page before
+//! it is copied, and never in a freed frame; (2) its dirtiness is not
+//! lost: the unmap counts a writable leaf as dirty, so a folio a stale
+//! writable translation could still change is `Dirty` and is written; and
+//! (3) nobody else sees the spaces in between: the flush runs before the
+//! family's locks are released, so no munmap, mprotect or fault of those
+//! spaces can find the new swap entries while a stale translation of the
+//! old page survives (they would have no reason to flush for a
+//! non-present entry). The test kit's TLB checks (1) on every write
+//! reclaim submits: no cached translation may reach its frames.
 //!
 //! ## Writes in flight
 //!
@@ -110,15 +139,17 @@ use crate::folio::Folio;
 use crate::lru::{LruList, LruLists};
 use crate::page::{Memmap, PageFlag};
 use crate::pgtable::SwapType;
-use crate::pgtable::{Leaf, PageTable, PageTableFormat, SwapEntry, TableMemory, TlbHooks};
+use crate::pgtable::{Flush, Leaf, PageTable, PageTableFormat, SwapEntry, TableMemory, TlbHooks};
 use crate::rmap::rmap_walk;
 use crate::swap::area::SwapArea;
 use crate::swap::cache::{add_to_swap, delete_from_swap_cache, folio_entry, slots_unused, AddError};
 use crate::thp::{self, SplitRefused};
 use crate::unmap::{try_to_unmap, Target, UnmapError};
-use crate::PhysAddr;
 use alloc::vec::Vec;
 
+/// Folios a pass takes through steps 1 to 3 before it unmaps them all
+/// with one TLB flush per family (step 4, "Batched unmap").
+pub const UNMAP_BATCH: usize = 32;
 /// Freeze attempts on an orphan folio before it is kept (step 6).
 pub const ORPHAN_TRIES: usize = 100;
 /// Folios [`shrink_lru`] isolates at a time.
@@ -166,11 +197,13 @@ pub trait ReclaimHost {
     /// A write [`ReclaimHost::submit_write`] started and nobody has waited
     /// for yet.
     type Write;
-    /// Starts writing the `nr` frames from `frame` on to the slots from
-    /// `first` on of `dev`, and returns without waiting for the disk (step
-    /// 5). The frames are pages of one folio reclaim holds locked, with
-    /// `Writeback` set, until [`ReclaimHost::wait_write`] returned for it
-    /// (the contract of [`crate::swap::swapin::SwapBackend::write`]).
+    /// Starts writing `folios`, one after another, to the slots from
+    /// `first` on of `dev` (each folio's slots follow the previous one's),
+    /// as one write, and returns without waiting for the disk (step 5).
+    /// Reclaim holds each folio locked, with `Writeback` set, until
+    /// [`ReclaimHost::wait_write`] returned for the write (the contract of
+    /// [`crate::swap::swapin::SwapBackend::write`]); they are more than
+    /// one only when they fit [`ReclaimHost::max_write_pages`].
     /// `Ok(None)` means no room for another write in flight now: it is
     /// allowed only when `pending` (the caller has writes of its own to
     /// wait for, and waits for one before it asks again); with nothing
@@ -180,15 +213,29 @@ pub trait ReclaimHost {
         &self,
         dev: &Self::Device,
         first: SwapEntry,
-        frame: PhysAddr,
-        nr: usize,
+        folios: &[Folio<'static>],
         pending: bool,
     ) -> Result<Option<Self::Write>, Self::IoError>;
-    /// Waits until `write` has ended; says how. May sleep.
+    /// The most pages one write of several folios may take on `dev`
+    /// ("Gathered writes" in the module doc; 1: every folio alone).
+    fn max_write_pages(&self, dev: &Self::Device) -> usize {
+        let _ = dev;
+        1
+    }
+    /// Waits until `write` has ended; says how (for all its folios: a
+    /// write fails or succeeds whole). May sleep.
     fn wait_write(&self, write: Self::Write) -> Result<(), Self::IoError>;
     /// The writes a pass keeps in flight at most (at least 1).
     fn max_writes_in_flight(&self) -> usize {
         MAX_WRITES_IN_FLIGHT
+    }
+    /// The folios a pass takes through steps 1 to 3 before it unmaps them
+    /// together ("Batched unmap"; at least 1, at most [`UNMAP_BATCH`]).
+    /// 1 takes each folio through every step before the next, as tests
+    /// of a disk that dies need: every folio given slots on it before it
+    /// died stays in memory.
+    fn unmap_batch(&self) -> usize {
+        UNMAP_BATCH
     }
     /// Runs `f` over the tables of every live space that may map `folio`
     /// (its fork family, found from its anon handle), with all their locks
@@ -325,9 +372,11 @@ enum Age {
 /// [`shrink_folio`], aging first when `age` says so.
 fn shrink_one<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Pieces, age: Age) -> Shrunk {
     let mut writes = Writes::new();
-    let result = match shrink_locked(host, folio, pieces, &mut writes, age) {
-        Some(done) => done,
-        None => finish_write(host, writes.oldest().expect("its write is in flight")),
+    let result = match shrink_batch(host, &[folio], pieces, &mut writes, age, usize::MAX).pop() {
+        Some((_, done)) => done,
+        None => {
+            finish_write(host, writes.oldest().expect("its write is in flight")).pop().expect("its folio").1
+        }
     };
     if let Shrunk::Kept(_) = result {
         put(host, folio);
@@ -335,12 +384,23 @@ fn shrink_one<H: ReclaimHost>(host: &H, folio: Folio<'static>, pieces: &mut Piec
     result
 }
 
-/// A folio whose write is in flight (step 5): locked, isolated, with the
-/// caller's reference, `Writeback` set.
+/// A write in flight (step 5) and its folios, each locked, isolated, with
+/// the caller's reference, `Writeback` set, their slots one run from the
+/// first folio's.
 struct Writing<H: ReclaimHost> {
-    folio: Folio<'static>,
+    folios: Vec<Folio<'static>>,
     dev: H::Device,
     write: H::Write,
+}
+
+/// Folios gathered for one write (step 5, "Gathered writes"): locked,
+/// unmapped, `Writeback` set, their slots one run from `first`; not
+/// submitted yet.
+struct Gather<H: ReclaimHost> {
+    folios: Vec<Folio<'static>>,
+    dev: H::Device,
+    first: SwapEntry,
+    nr_pages: usize,
 }
 
 /// The writes one shrinker has in flight, oldest first.
@@ -363,8 +423,9 @@ impl<H: ReclaimHost> Writes<H> {
     /// ([`finish_write`], [`settle`]), counting the pages freed.
     fn finish_oldest(&mut self, host: &H) {
         let w = self.oldest().expect("finish_oldest: no write in flight");
-        let folio = w.folio;
-        self.freed += settle(host, folio, finish_write(host, w));
+        for (folio, shrunk) in finish_write(host, w) {
+            self.freed += settle(host, folio, shrunk);
+        }
     }
 }
 
@@ -382,15 +443,13 @@ fn shrink_list_aging<H: ReclaimHost>(host: &H, folios: Vec<Folio<'static>>, mut 
     let mut writes = Writes::new();
     while !todo.is_empty() {
         let mut pieces = Pieces::default();
-        for folio in todo {
-            if let Some(shrunk) = shrink_locked(host, folio, &mut pieces, &mut writes, age) {
-                done.nr_pages += settle(host, folio, shrunk);
-            }
+        for batch in todo.chunks(host.unmap_batch().clamp(1, UNMAP_BATCH)) {
             // Written folios are finished (step 6) oldest first: when the
             // disk has no room for another write, when more than the cap
             // are in flight, and at the end.
-            while writes.queue.len() >= host.max_writes_in_flight().max(1) {
-                writes.finish_oldest(host);
+            let cap = host.max_writes_in_flight().max(1);
+            for (folio, shrunk) in shrink_batch(host, batch, &mut pieces, &mut writes, age, cap) {
+                done.nr_pages += settle(host, folio, shrunk);
             }
         }
         done.nr_split += pieces.nr_split;
@@ -467,34 +526,156 @@ fn keep<H: ReclaimHost>(host: &H, folio: Folio<'static>, why: Kept) -> Shrunk {
     Shrunk::Kept(why)
 }
 
-/// Steps 1 to 6 of the module doc; the caller's reference stays (the
-/// caller drops it when the folio is kept). `None` when the folio's write
-/// is in flight, queued on `writes`: [`finish_write`] says what became of
-/// it.
-fn shrink_locked<H: ReclaimHost>(
-    host: &H,
+/// A folio past steps 1 to 3: locked, isolated with the caller's
+/// reference, in the swap cache of `dev`, maybe still mapped.
+struct Ready<H: ReclaimHost> {
     folio: Folio<'static>,
+    dev: H::Device,
+}
+
+/// Steps 1 to 6 of the module doc for the isolated `folios` (each with the
+/// caller's reference, which stays: the caller drops it when the folio is
+/// kept): steps 1 to 3 folio by folio, step 4 for all of them with one
+/// flush per family ([`unmap_batch`]), then steps 5 and 6 folio by folio.
+/// Returns what became of each folio settled here; the others' writes are
+/// in flight, queued on `writes` ([`finish_write`] says what becomes of
+/// them), and at most `cap` stay queued when this returns (the oldest are
+/// finished first).
+fn shrink_batch<H: ReclaimHost>(
+    host: &H,
+    folios: &[Folio<'static>],
     pieces: &mut Pieces,
     writes: &mut Writes<H>,
     age: Age,
-) -> Option<Shrunk> {
+    cap: usize,
+) -> Vec<(Folio<'static>, Shrunk)> {
+    let mut settled = Vec::new();
+    let mut ready = Vec::with_capacity(folios.len());
+    for &folio in folios {
+        match prepare(host, folio, pieces, age) {
+            Ok(dev) => ready.push(Ready::<H> { folio, dev }),
+            Err(shrunk) => settled.push((folio, shrunk)),
+        }
+    }
+    let unmapped = unmap_batch(host, &ready);
+    let mut gather: Option<Gather<H>> = None;
+    for (Ready { folio, dev }, result) in ready.into_iter().zip(unmapped) {
+        let shrunk = match result {
+            Err(e) => keep(host, folio, Kept::CouldNotUnmap(e)),
+            Ok(()) if folio.total_mapcount() > 0 => keep(host, folio, Kept::StillMapped),
+            Ok(()) if !needs_write(host, &folio, &dev) => free_unmapped(host, folio, host.area(&dev)),
+            Ok(()) => {
+                // Joins the gathered write when its slots follow on.
+                let first = folio_entry(&folio).expect("in the swap cache");
+                let nr = folio.nr_pages();
+                let joins = gather.as_ref().is_some_and(|g| {
+                    g.first.ty() == first.ty()
+                        && g.first.offset() + g.nr_pages as u64 == first.offset()
+                        && g.nr_pages + nr <= host.max_write_pages(&g.dev)
+                });
+                match gather.as_mut() {
+                    Some(g) if joins => {
+                        g.folios.push(folio);
+                        g.nr_pages += nr;
+                    }
+                    _ => {
+                        let full =
+                            gather.replace(Gather { folios: alloc::vec![folio], dev, first, nr_pages: nr });
+                        if let Some(g) = full {
+                            submit_gather(host, g, writes, &mut settled);
+                            while writes.queue.len() >= cap {
+                                writes.finish_oldest(host);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        settled.push((folio, shrunk));
+    }
+    if let Some(g) = gather {
+        submit_gather(host, g, writes, &mut settled);
+        while writes.queue.len() >= cap {
+            writes.finish_oldest(host);
+        }
+    }
+    settled
+}
+
+/// Step 5's decision for the locked, unmapped cache folio `folio` of
+/// `dev`: true when it must be written, with `Dirty` now cleared and
+/// `Writeback` set. A clean folio (a copy swap-in kept, not written
+/// since: `Dirty` clear, the unmap having moved every leaf's dirty bit to
+/// it) already equals its slots; a folio no entry holds any more need not
+/// be written at all.
+fn needs_write<H: ReclaimHost>(host: &H, folio: &Folio<'static>, dev: &H::Device) -> bool {
+    let write = !slots_unused(host.area(dev), folio) && folio.test_and_clear_flag(PageFlag::Dirty);
+    if write {
+        folio.set_flag(PageFlag::Writeback);
+    }
+    write
+}
+
+/// Submits the gathered write `g` (step 5), finishing our oldest write
+/// first while the host has no room; a write that fails at once keeps
+/// each of its folios, pushed on `settled`.
+fn submit_gather<H: ReclaimHost>(
+    host: &H,
+    g: Gather<H>,
+    writes: &mut Writes<H>,
+    settled: &mut Vec<(Folio<'static>, Shrunk)>,
+) {
+    loop {
+        let pending = !writes.queue.is_empty();
+        match host.submit_write(&g.dev, g.first, &g.folios, pending) {
+            Ok(Some(write)) => {
+                writes.queue.push_back(Writing { folios: g.folios, dev: g.dev, write });
+                return;
+            }
+            // No room: our oldest write is finished first.
+            Ok(None) => {
+                assert!(pending, "reclaim: the host found no room with nothing of ours in flight");
+                writes.finish_oldest(host);
+            }
+            Err(_) => {
+                for folio in g.folios {
+                    folio.clear_flag(PageFlag::Writeback);
+                    folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
+                    settled.push((folio, keep(host, folio, Kept::WriteFailed)));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Steps 1 to 3 of the module doc: the device whose swap cache now holds
+/// the locked `folio`, or what became of it (kept: unlocked, back on its
+/// list). The caller's reference stays.
+fn prepare<H: ReclaimHost>(
+    host: &H,
+    folio: Folio<'static>,
+    pieces: &mut Pieces,
+    age: Age,
+) -> Result<H::Device, Shrunk> {
     if !folio.try_lock() {
         putback(host, folio, Kept::Locked.list());
-        return Some(Shrunk::Kept(Kept::Locked));
+        return Err(Shrunk::Kept(Kept::Locked));
     }
     if folio.maybe_pinned() {
-        return Some(keep(host, folio, Kept::MaybePinned));
+        return Err(keep(host, folio, Kept::MaybePinned));
     }
     if age == Age::Yes && folio.total_mapcount() > 0 && test_and_clear_young(host, &folio) > 0 {
-        return Some(keep(host, folio, Kept::Referenced));
+        return Err(keep(host, folio, Kept::Referenced));
     }
-    let dev = match folio_entry(&folio) {
+    match folio_entry(&folio) {
         Some(entry) => match host.device(entry.ty()) {
-            Some(d) => d,
-            None => return Some(keep(host, folio, Kept::AreaGone)),
+            Some(d) => Ok(d),
+            None => Err(keep(host, folio, Kept::AreaGone)),
         },
         None => {
-            let Some(d) = host.alloc_device() else { return Some(keep(host, folio, Kept::NoSwap)) };
+            let Some(d) = host.alloc_device() else { return Err(keep(host, folio, Kept::NoSwap)) };
             let mut added = add_to_swap(host.area(&d), &folio);
             if let (Err(AddError::NoSpace { .. }), true) = (&added, folio.is_large()) {
                 // No run for it whole: split it and swap its pages out one
@@ -505,67 +686,36 @@ fn shrink_locked<H: ReclaimHost>(
                         pieces.folios.extend(more);
                         added = add_to_swap(host.area(&d), &folio);
                     }
-                    Err(why) => return Some(keep(host, folio, Kept::CannotSplit(why))),
+                    Err(why) => return Err(keep(host, folio, Kept::CannotSplit(why))),
                 }
             }
             match added {
-                Ok(_) => d, // `Dirty`: the new slots hold nothing of it yet
-                Err(AddError::NoSpace { .. }) => return Some(keep(host, folio, Kept::SwapFull)),
-                Err(AddError::Cache) => return Some(keep(host, folio, Kept::CacheRefused)),
-            }
-        }
-    };
-    let area = host.area(&dev);
-    if folio.total_mapcount() > 0 {
-        if let Err(e) = unmap(host, &folio, area) {
-            return Some(keep(host, folio, Kept::CouldNotUnmap(e)));
-        }
-        if folio.total_mapcount() > 0 {
-            return Some(keep(host, folio, Kept::StillMapped));
-        }
-    }
-    // A clean folio (a copy swap-in kept, not written since: `Dirty` clear,
-    // the unmap having moved every leaf's dirty bit to it) already equals
-    // its slots: nothing to write.
-    if !slots_unused(area, &folio) && folio.test_and_clear_flag(PageFlag::Dirty) {
-        let first = folio_entry(&folio).expect("in the swap cache");
-        let nr = folio.nr_pages();
-        folio.set_flag(PageFlag::Writeback);
-        loop {
-            let pending = !writes.queue.is_empty();
-            match host.submit_write(&dev, first, folio.pfn().phys(), nr, pending) {
-                Ok(Some(write)) => {
-                    writes.queue.push_back(Writing { folio, dev, write });
-                    return None;
-                }
-                // No room: our oldest write is finished first.
-                Ok(None) => {
-                    assert!(pending, "reclaim: the host found no room with nothing of ours in flight");
-                    writes.finish_oldest(host);
-                }
-                Err(_) => {
-                    folio.clear_flag(PageFlag::Writeback);
-                    folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
-                    return Some(keep(host, folio, Kept::WriteFailed));
-                }
+                Ok(_) => Ok(d), // `Dirty`: the new slots hold nothing of it yet
+                Err(AddError::NoSpace { .. }) => Err(keep(host, folio, Kept::SwapFull)),
+                Err(AddError::Cache) => Err(keep(host, folio, Kept::CacheRefused)),
             }
         }
     }
-    Some(free_unmapped(host, folio, area))
 }
 
-/// Waits for the write of `w` (step 5) and frees its folio (step 6), or
-/// keeps it when the write failed; the caller's reference stays, as for
-/// [`shrink_locked`].
-fn finish_write<H: ReclaimHost>(host: &H, w: Writing<H>) -> Shrunk {
-    let Writing { folio, dev, write } = w;
+/// Waits for the write of `w` (step 5) and frees each of its folios (step
+/// 6), or keeps them all when the write failed; the caller's references
+/// stay, as for [`shrink_batch`].
+fn finish_write<H: ReclaimHost>(host: &H, w: Writing<H>) -> Vec<(Folio<'static>, Shrunk)> {
+    let Writing { folios, dev, write } = w;
     let written = host.wait_write(write);
-    folio.clear_flag(PageFlag::Writeback);
-    if written.is_err() {
-        folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
-        return keep(host, folio, Kept::WriteFailed);
+    let mut done = Vec::with_capacity(folios.len());
+    for folio in folios {
+        folio.clear_flag(PageFlag::Writeback);
+        let shrunk = if written.is_err() {
+            folio.set_flag(PageFlag::Dirty); // the slots still hold nothing valid
+            keep(host, folio, Kept::WriteFailed)
+        } else {
+            free_unmapped(host, folio, host.area(&dev))
+        };
+        done.push((folio, shrunk));
     }
-    free_unmapped(host, folio, host.area(&dev))
+    done
 }
 
 /// Step 6 for the locked, unmapped, written `folio`.
@@ -643,21 +793,61 @@ fn split_isolated<H: ReclaimHost>(
     })
 }
 
-/// Step 4: [`try_to_unmap`] to swap under the family's locks, the flushes
-/// run there too; then the mappings' references go (the caller's and the
-/// cache's keep the folio).
-fn unmap<H: ReclaimHost>(host: &H, folio: &Folio<'static>, area: &SwapArea) -> Result<(), UnmapError> {
+/// Step 4 for the folios of `ready` still mapped: [`try_to_unmap`] to
+/// swap, the folios of one anon handle (one fork family, so one set of
+/// locks) that come one after another under one taking of the family's
+/// locks, and the TLB flushed **once** for them all, still under the
+/// locks, before any of their writes is submitted ("Batched unmap" in the
+/// module doc); then the mappings' references go (the caller's and the
+/// cache's keep each folio). Returns each folio's result, in order.
+fn unmap_batch<H: ReclaimHost>(host: &H, ready: &[Ready<H>]) -> Vec<Result<(), UnmapError>> {
     let (mem, tlb, memmap) = (host.mem(), host.tlb(), host.memmap());
-    let refs = host.with_family_locked(folio, |tables| {
-        let done = try_to_unmap(tables, mem, tlb, memmap, folio, Target::Swap { area })?;
-        for flush in done.flushes {
-            flush.flush(tlb);
+    let mut results = alloc::vec![Ok(()); ready.len()];
+    let mut i = 0;
+    while i < ready.len() {
+        if ready[i].folio.total_mapcount() == 0 {
+            i += 1;
+            continue;
         }
-        Ok::<usize, UnmapError>(done.refs)
-    })?;
-    for _ in 0..refs {
-        let last = folio.put();
-        debug_assert!(!last, "reclaim: the caller's reference keeps the folio");
+        let handle = ready[i].folio.anon_handle();
+        let end = i + ready[i..].iter().take_while(|r| r.folio.anon_handle() == handle).count();
+        let (group, group_results) = (&ready[i..end], &mut results[i..end]);
+        let refs: Vec<usize> = host.with_family_locked(&group[0].folio, |tables| {
+            let mut owed: Vec<Flush> = tables.iter().map(|t| Flush::none(t.root())).collect();
+            let refs = group
+                .iter()
+                .zip(group_results.iter_mut())
+                .map(|(r, result)| {
+                    if r.folio.total_mapcount() == 0 {
+                        return 0;
+                    }
+                    let target = Target::Swap { area: host.area(&r.dev) };
+                    match try_to_unmap(tables, mem, tlb, memmap, &r.folio, target) {
+                        Ok(done) => {
+                            for ((o, flush), t) in owed.iter_mut().zip(done.flushes).zip(tables) {
+                                *o = core::mem::replace(o, Flush::none(t.root())).merge(flush);
+                            }
+                            done.refs
+                        }
+                        Err(e) => {
+                            *result = Err(e);
+                            0
+                        }
+                    }
+                })
+                .collect();
+            for flush in owed {
+                flush.flush(tlb);
+            }
+            refs
+        });
+        for (r, n) in group.iter().zip(refs) {
+            for _ in 0..n {
+                let last = r.folio.put();
+                debug_assert!(!last, "reclaim: the caller's reference keeps the folio");
+            }
+        }
+        i = end;
     }
-    Ok(())
+    results
 }

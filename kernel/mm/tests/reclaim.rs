@@ -15,7 +15,7 @@ use mm::pgtable::sim::HardwareWalker;
 use mm::pgtable::{Level, TlbHooks};
 use mm::reclaim::{
     pageout, shrink_folio, shrink_list, shrink_lru, test_and_clear_young, Kept, Pieces, Reclaimed, Shrunk,
-    MAX_WRITES_IN_FLIGHT, ORPHAN_TRIES,
+    MAX_WRITES_IN_FLIGHT, ORPHAN_TRIES, UNMAP_BATCH,
 };
 use mm::swap::area::MAX_SWAP_COUNT;
 use mm::swap::cache::{add_to_swap, folio_entry};
@@ -291,6 +291,66 @@ fn a_pass_keeps_several_writes_in_flight<F: HardwareWalker>() {
         }
         for p in pages(AREA + HP, 20).chain(pages(AREA + 2 * HP, 5)).step_by(3) {
             w.expect_page(0, p, if p < AREA + 2 * HP { 14 } else { 15 });
+        }
+    });
+}
+
+/// A pass unmaps its folios in batches of [`UNMAP_BATCH`] with one TLB
+/// flush per batch (of one family), not one per folio; every write is
+/// still submitted after the flush that covers its folio (the world
+/// checks that no cached translation reaches a frame being written).
+fn a_pass_flushes_the_tlb_once_per_batch<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        let n = 2 * UNMAP_BATCH as u64 + 3;
+        w.small_pages(0, AREA, n, 16);
+        let flushes = *w.tlb.nr_flushes.borrow();
+        let all: Vec<Folio<'static>> = pages(AREA, n).map(|p| w.isolate_at(0, p)).collect();
+        assert_eq!(shrink_list(w, all).nr_pages, n as usize);
+        let batches = (n as usize).div_ceil(UNMAP_BATCH) as u64;
+        assert_eq!(*w.tlb.nr_flushes.borrow() - flushes, batches, "one flush per batch");
+        for p in pages(AREA, n).step_by(5) {
+            w.expect_page(0, p, 16);
+        }
+    });
+}
+
+/// With writes of up to 8 pages, a pass writes folios whose slots follow
+/// one another in one write each (the world checks the run and that each
+/// is locked under `Writeback`); a THP goes alone. A write that fails
+/// keeps every folio it took, in the cache, unmapped and intact; the next
+/// pass writes and frees them.
+fn folios_with_consecutive_slots_go_in_one_write<F: HardwareWalker>() {
+    with_world(world::<F>, |w| {
+        w.host.write_gather.set(8);
+        w.small_pages(0, AREA + HP, 40, 17);
+        let thp = w.thp(0, AREA, 18);
+        let mut all: Vec<Folio<'static>> = pages(AREA + HP, 40).map(|p| w.isolate_at(0, p)).collect();
+        all.insert(20, w.isolate(thp));
+        assert_eq!(shrink_list(w, all).nr_pages, 40 + 512);
+        // Batches of 32 folios (a write takes folios of one batch): 20
+        // small pages, the THP, 11 small pages; then 9 small pages. So
+        // 3 + 1 + 2 writes, then 2.
+        assert_eq!(UNMAP_BATCH, 32);
+        assert_eq!((w.host.nr_writes_submitted.get(), w.host.most_folios_per_write.get()), (8, 8));
+        assert_eq!((w.frames.nr_writes(), w.area().nr_in_cache()), (552, 0));
+        // A failed write keeps all of its folios.
+        w.small_pages(0, AREA + 2 * HP, 8, 19);
+        let kept: Vec<Folio<'static>> = pages(AREA + 2 * HP, 8).map(|p| w.folio_at(0, p)).collect();
+        w.frames.fail_next_writes(1);
+        let all: Vec<Folio<'static>> = pages(AREA + 2 * HP, 8).map(|p| w.isolate_at(0, p)).collect();
+        assert_eq!(shrink_list(w, all).nr_pages, 0);
+        for f in &kept {
+            kept_on(w, *f, LruList::Inactive, 1); // the cache's
+            assert!(f.test_flag(PageFlag::Dirty) && f.total_mapcount() == 0);
+        }
+        let again: Vec<Folio<'static>> = kept.iter().map(|f| w.isolate(*f)).collect();
+        assert_eq!(shrink_list(w, again).nr_pages, 8, "written again");
+        for p in pages(AREA + HP, 40).step_by(3) {
+            w.expect_page(0, p, 17);
+        }
+        w.expect_page(0, AREA + 5 * PAGE, 18);
+        for p in pages(AREA + 2 * HP, 8) {
+            w.expect_page(0, p, 19);
         }
     });
 }
@@ -599,6 +659,8 @@ mm::for_both_formats!(
     a_mapping_outside_the_family_keeps_it_still_mapped,
     a_failed_write_keeps_it_in_the_cache_on_the_inactive_list,
     a_pass_keeps_several_writes_in_flight,
+    a_pass_flushes_the_tlb_once_per_batch,
+    folios_with_consecutive_slots_go_in_one_write,
     someone_elses_reference_keeps_it_and_an_orphan_is_retried,
     shrink_lru_scans_rotates_balances_and_ends,
     pageout_never_takes_a_folio_another_reclaim_holds,

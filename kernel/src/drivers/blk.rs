@@ -59,6 +59,24 @@
 //! `submit_write_pages` returns `Ok(None)` rather than wait for room: its
 //! caller may hold other tickets, and waits for one of its own first.
 //!
+//! ## Gathered writes: several folios in one request
+//!
+//! Swap-out writes folios whose slots follow one another; each folio is
+//! contiguous, but the folios are not. `VirtIOBlk` (virtio-drivers 0.13)
+//! takes one data buffer per request, so [`BlockDevice::submit_write_gather`]
+//! copies up to [`GATHER_PAGES`] pages of such parts into a *bounce buffer*
+//! and sends them as one request: one descriptor chain, one notification
+//! and one interrupt for what were up to 32 requests. A disk has bounce
+//! buffers only while [`BlockDevice::enable_write_gather`] gave it some
+//! (the swap code, at swapon; [`BlockDevice::disable_write_gather`] takes
+//! them back at swapoff): [`QUEUE_SIZE`] of them, one per request that may
+//! be in flight, taken and given back under the `bounce` leaf lock. A
+//! ticket that holds one gives it back when it is waited for, after the
+//! device is done with it (reaped, or reset). Submitting copies the parts,
+//! so the caller's frames are read before it returns; the caller still keeps
+//! them unchanged until the wait, as for any write. No bounce buffer free
+//! means no room, as no free slot does.
+//!
 //! ## Completion: interrupt, or polling
 //!
 //! When the disk's INTx line could be attached (`Arch::attach_device_irq`: the IO-APIC
@@ -127,6 +145,11 @@ use virtio_drivers::transport::Transport;
 pub const MAX_REQUEST_PAGES: usize = 512;
 /// Requests in flight per disk: the virtqueue size `virtio-drivers` uses.
 pub const QUEUE_SIZE: usize = 16;
+/// The most pages one gathered write takes (module doc, "Gathered
+/// writes"): the size of each bounce buffer.
+pub const GATHER_PAGES: usize = 32;
+const GATHER_ORDER: u8 = GATHER_PAGES.trailing_zeros() as u8;
+const _: () = assert!(GATHER_PAGES.is_power_of_two() && QUEUE_SIZE <= 32);
 /// How long a request may go unanswered before its disk is retired (module
 /// doc). Generous: a 2 MiB write on a loaded host takes well under a second.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
@@ -310,6 +333,9 @@ pub struct Ticket {
     op: Op,
     first_page: u64,
     nr_pages: usize,
+    /// The bounce buffer it holds (a gathered write), given back by
+    /// [`BlockDevice::wait`].
+    bounce: Option<usize>,
 }
 
 impl Ticket {
@@ -495,7 +521,21 @@ pub struct BlockDevice {
     timeout_ms: AtomicU64,
     /// Device errors so far, and the console's account of them.
     errors: ErrorLog,
+    /// The bounce buffers of gathered writes (module doc, "Gathered
+    /// writes"); a leaf lock, held only to take or give one back.
+    bounce: IrqSpinLock<Bounce>,
 }
+
+/// A disk's bounce buffers, under [`BlockDevice::bounce`].
+struct Bounce {
+    /// `GATHER_PAGES` frames each, while gathering is enabled.
+    bufs: Option<[PhysAddr; QUEUE_SIZE]>,
+    /// Bit `i` set: buffer `i` is free.
+    free: u32,
+}
+
+/// Every bounce buffer free.
+const ALL_BOUNCE_FREE: u32 = ((1u64 << QUEUE_SIZE) - 1) as u32;
 
 /// A disk's device errors and what the console was told of them (module
 /// doc, "Device errors on the console"). Atomics: errors are noted from
@@ -803,6 +843,159 @@ impl BlockDevice {
         self.submit(Op::Write, sector, frame, nr_sectors, false)
     }
 
+    /// Gives the disk its bounce buffers for gathered writes (module doc,
+    /// "Gathered writes"), if it has none. False when there was no memory
+    /// for them: writes then go one part per request. Task context, no
+    /// spin lock held.
+    pub fn enable_write_gather(&self) -> bool {
+        if self.bounce.lock().bufs.is_some() {
+            return true;
+        }
+        let mut bufs = [PhysAddr::new(0); QUEUE_SIZE];
+        for i in 0..QUEUE_SIZE {
+            match memory::alloc_frames(GATHER_ORDER) {
+                Ok(pa) => bufs[i] = pa,
+                Err(_) => {
+                    bufs[..i].iter().for_each(|&pa| memory::free_frames(pa, GATHER_ORDER));
+                    return false;
+                }
+            }
+        }
+        let lost_race = {
+            let mut b = self.bounce.lock();
+            let lost = b.bufs.is_some();
+            if !lost {
+                *b = Bounce { bufs: Some(bufs), free: ALL_BOUNCE_FREE };
+            }
+            lost
+        };
+        if lost_race {
+            bufs.iter().for_each(|&pa| memory::free_frames(pa, GATHER_ORDER));
+        }
+        true
+    }
+
+    /// Takes the bounce buffers back (swapoff), unless one is in use (a
+    /// write in flight: then they stay, and a later call frees them).
+    /// Task context, no spin lock held.
+    pub fn disable_write_gather(&self) {
+        let bufs = {
+            let mut b = self.bounce.lock();
+            if b.free != ALL_BOUNCE_FREE {
+                return;
+            }
+            b.bufs.take()
+        };
+        for pa in bufs.iter().flatten() {
+            memory::free_frames(*pa, GATHER_ORDER);
+        }
+    }
+
+    /// The most pages [`BlockDevice::submit_write_gather`] takes in one
+    /// request of several parts (1 while gathering is not enabled).
+    pub fn gather_pages(&self) -> usize {
+        if self.bounce.lock().bufs.is_some() {
+            GATHER_PAGES.min(self.max_request_pages)
+        } else {
+            1
+        }
+    }
+
+    /// Takes a free bounce buffer: its index and frames; `None` when none
+    /// is free or gathering is not enabled.
+    fn take_bounce(&self) -> Option<(usize, PhysAddr)> {
+        let mut b = self.bounce.lock();
+        let bufs = b.bufs?;
+        if b.free == 0 {
+            return None;
+        }
+        let i = b.free.trailing_zeros() as usize;
+        b.free &= !(1 << i);
+        Some((i, bufs[i]))
+    }
+
+    /// Gives bounce buffer `i` back, and wakes whoever waits for room.
+    fn give_back_bounce(&self, i: usize) {
+        self.bounce.lock().free |= 1 << i;
+        self.room.wake_all();
+    }
+
+    /// Starts writing `parts` (each `(frame, nr_pages)`: physically
+    /// contiguous frames) one after another to disk pages from
+    /// `first_page` on, as **one** request through a bounce buffer (module
+    /// doc, "Gathered writes"), and returns at once, as
+    /// [`BlockDevice::submit_write_pages`] does (which one part alone
+    /// goes to, without a copy). At most [`BlockDevice::gather_pages`]
+    /// pages in all. `Ok(None)`: no slot, descriptor or bounce buffer free
+    /// now. Task context, interrupts on, no spin lock held; does not sleep.
+    ///
+    /// # Safety
+    ///
+    /// As for [`BlockDevice::submit_write_pages`], for every part.
+    pub unsafe fn submit_write_gather(
+        &self,
+        first_page: u64,
+        parts: &[(PhysAddr, usize)],
+    ) -> Result<Option<Ticket>, IoError> {
+        if let [(frame, nr)] = parts {
+            // SAFETY: the caller's contract is that of `submit_write_pages`.
+            return unsafe { self.submit_write_pages(first_page, *frame, *nr) };
+        }
+        let disk = self.name;
+        let nr_pages: usize = parts.iter().map(|p| p.1).sum();
+        let frame = parts.first().map_or(PhysAddr::new(0), |p| p.0);
+        if parts.is_empty() || nr_pages > self.gather_pages() {
+            return Err(IoError::BadBuffer {
+                disk,
+                frame,
+                nr_pages,
+                why: "more pages than one request takes",
+            });
+        }
+        let sector = first_page.checked_mul(SECTORS_PER_PAGE).ok_or(IoError::OutOfRange {
+            disk,
+            first_page,
+            nr_pages,
+            capacity_pages: self.capacity_pages,
+        })?;
+        let mut at = sector;
+        for &(frame, nr) in parts {
+            if !frame.is_aligned(PAGE_SIZE) {
+                return Err(IoError::BadBuffer { disk, frame, nr_pages: nr, why: "not page-aligned" });
+            }
+            self.check(Op::Write, at, frame, nr * SECTORS_PER_PAGE as usize)?;
+            at += (nr * SECTORS_PER_PAGE as usize) as u64;
+        }
+        // Gathering disabled meanwhile (swapoff) is as no room: the caller
+        // waits for a write of its own, or writes part by part.
+        let Some((i, buf)) = self.take_bounce() else { return Ok(None) };
+        let mut off = 0;
+        for &(frame, nr) in parts {
+            let len = nr * PAGE_BYTES;
+            let src = memory::phys_to_virt(frame).as_u64() as *const u8;
+            let dst = (memory::phys_to_virt(buf).as_u64() as usize + off) as *mut u8;
+            // SAFETY: (1) `frame..+len` is RAM in the direct map (`check`)
+            // that the caller keeps allocated and unchanged by the kernel
+            // (its contract); (2) the destination lies inside bounce buffer
+            // `i` (`nr_pages <= GATHER_PAGES` pages in all), which this
+            // call alone holds (taken above); the two never overlap, the
+            // buffer being no folio.
+            unsafe { core::ptr::copy_nonoverlapping(src, dst, len) };
+            off += len;
+        }
+        let nr_sectors = nr_pages * SECTORS_PER_PAGE as usize;
+        match self.submit(Op::Write, sector, buf, nr_sectors, false) {
+            Ok(Some(mut t)) => {
+                t.bounce = Some(i);
+                Ok(Some(t))
+            }
+            other => {
+                self.give_back_bounce(i);
+                other
+            }
+        }
+    }
+
     /// The most pages one request takes (the device's `size_max`, else
     /// [`MAX_REQUEST_PAGES`]).
     pub fn max_request_pages(&self) -> usize {
@@ -840,7 +1033,7 @@ impl BlockDevice {
                     let waiter = interrupts.then(|| me.clone());
                     let deadline = sched::ticks() + ms_to_ticks(self.timeout_ms()) + 1;
                     q.slots[slot] = Slot::InFlight { token, op, data, len, waiter, deadline };
-                    Some(Ok(Ticket { disk, slot, op, first_page: page, nr_pages }))
+                    Some(Ok(Ticket { disk, slot, op, first_page: page, nr_pages, bounce: None }))
                 }
                 // No free descriptor: wait for room.
                 Err(virtio_drivers::Error::QueueFull) => None,
@@ -862,7 +1055,7 @@ impl BlockDevice {
     /// polling. A request past its deadline retires the disk (module doc).
     /// Task context, interrupts on, no spin lock held; may sleep.
     pub fn wait(&self, ticket: Ticket) -> Result<(), IoError> {
-        let Ticket { disk, slot, op, first_page: page, nr_pages } = ticket;
+        let Ticket { disk, slot, op, first_page: page, nr_pages, bounce } = ticket;
         assert_eq!(disk, self.name, "blk: a ticket of {disk} waited for on {}", self.name);
         let interrupts = self.uses_interrupts();
         let me = sched::current_task();
@@ -923,6 +1116,10 @@ impl BlockDevice {
             if e.is_device_error() {
                 self.errors.note(disk, e);
             }
+        }
+        // The device is done with it: reaped, or reset (`retire`).
+        if let Some(i) = bounce {
+            self.give_back_bounce(i);
         }
         result
     }
@@ -1133,6 +1330,7 @@ fn probe_one(
         room: WaitQueue::new(),
         timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT_MS),
         errors: ErrorLog::new(),
+        bounce: IrqSpinLock::new(Bounce { bufs: None, free: ALL_BOUNCE_FREE }),
     })
 }
 

@@ -170,6 +170,20 @@ pub fn set_writes_in_flight(n: Option<usize>) {
     WRITES_IN_FLIGHT.store(n, Ordering::Relaxed);
 }
 
+/// The most pages one reclaim write of several folios takes, below what
+/// the disk can gather (`crate::drivers::blk`, "Gathered writes"); for
+/// tests: [`set_pages_per_write`].
+static PAGES_PER_WRITE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// Makes reclaim writes take at most `n` pages of several folios from now
+/// on, and a pass unmap at most `n` folios together (1: every folio
+/// unmapped and written alone, a request of its own, as tests that count
+/// failed requests, or the pages given slots on a disk that dies, need);
+/// `None`: as many as the disk gathers, and `mm::reclaim::UNMAP_BATCH`.
+pub fn set_pages_per_write(n: Option<usize>) {
+    PAGES_PER_WRITE.store(n.map_or(usize::MAX, |n| n.max(1)), Ordering::Relaxed);
+}
+
 /// Huge folios reclaim split because no run of 512 slots was free.
 pub static NR_SPLIT_FOR_SWAP: AtomicU64 = AtomicU64::new(0);
 
@@ -215,11 +229,16 @@ impl ReclaimHost for Reclaimer {
         &self,
         dev: &Arc<SwapDevice>,
         first: SwapEntry,
-        frame: PhysAddr,
-        nr: usize,
+        folios: &[Folio<'static>],
         pending: bool,
     ) -> Result<Option<swap::PendingWrite>, crate::drivers::blk::IoError> {
-        swap::Io(dev).submit_write(first, frame, nr, pending)
+        swap::Io(dev).submit_write(first, folios, pending)
+    }
+    fn max_write_pages(&self, dev: &Arc<SwapDevice>) -> usize {
+        dev.gather_pages().min(PAGES_PER_WRITE.load(Ordering::Relaxed))
+    }
+    fn unmap_batch(&self) -> usize {
+        mm::reclaim::UNMAP_BATCH.min(PAGES_PER_WRITE.load(Ordering::Relaxed))
     }
     fn wait_write(&self, write: swap::PendingWrite) -> Result<(), crate::drivers::blk::IoError> {
         swap::wait_write(write)

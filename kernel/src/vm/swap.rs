@@ -93,6 +93,13 @@ impl SwapDevice {
         self.disk.name()
     }
 
+    /// The most pages one write of several folios takes on the area's
+    /// disk (`crate::drivers::blk`, "Gathered writes"; 1 without bounce
+    /// buffers).
+    pub fn gather_pages(&self) -> usize {
+        self.disk.gather_pages()
+    }
+
     /// True once the area's disk was retired (module doc): the area
     /// allocates nothing more, and reads of what is on it fail.
     pub fn disk_gone(&self) -> bool {
@@ -256,6 +263,10 @@ pub fn swapon(disk: &'static BlockDevice) -> Result<SwapType, SwapOnError> {
         }
         break dev;
     };
+    // Bounce buffers for reclaim's gathered writes (given back at swapoff).
+    if !disk.enable_write_gather() {
+        crate::println!("swap: {}: no memory for gathered writes; one request per folio", disk.name());
+    }
     let ty = dev.area.ty();
     crate::println!(
         "swap: on {} (type {ty}): {} slots ({} MiB){}",
@@ -293,6 +304,8 @@ pub fn swapoff(ty: SwapType) -> Result<(), SwapOffError> {
         areas.pop();
     }
     drop(areas);
+    // No slot is used: no write of this area is in flight.
+    dev.disk.disable_write_gather();
     crate::println!("swap: off {} (type {ty}): {back} pages brought back", dev.disk.name());
     Ok(())
 }
@@ -492,41 +505,54 @@ pub enum PendingWrite {
 }
 
 impl Io<'_> {
-    /// Starts writing the `nr` frames at `frame` (pages of one folio
-    /// reclaim holds locked, `Writeback` set, until [`wait_write`]
-    /// returned) to the slots from `first` on, as one request, without
-    /// waiting for it (module doc, "Writing"). `Ok(None)`: the disk has no
-    /// room now, only when `pending` (the caller waits for one of its
-    /// writes first); with nothing pending this waits for room. A folio
-    /// larger than one request is written whole before this returns.
-    /// Task context, interrupts on, no spin lock held.
+    /// Starts writing `folios` (which reclaim holds locked, `Writeback`
+    /// set, until [`wait_write`] returned; their slots one run from
+    /// `first`) as one request, without waiting for it (module doc,
+    /// "Writing"): one folio from its own frames, several gathered through
+    /// the disk's bounce buffer. `Ok(None)`: the disk has no room now,
+    /// only when `pending` (the caller waits for one of its writes first);
+    /// with nothing pending this waits for room. A folio larger than one
+    /// request is written whole before this returns. Task context,
+    /// interrupts on, no spin lock held.
     pub fn submit_write(
         &self,
         first: SwapEntry,
-        frame: PhysAddr,
-        nr: usize,
+        folios: &[Folio<'static>],
         pending: bool,
     ) -> Result<Option<PendingWrite>, IoError> {
         let disk = self.0.disk;
-        if nr > disk.max_request_pages() {
-            return Ok(Some(PendingWrite::Ended(self.write(first, frame, nr))));
+        let parts: Vec<(PhysAddr, usize)> = folios.iter().map(|f| (f.pfn().phys(), f.nr_pages())).collect();
+        let nr: usize = parts.iter().map(|p| p.1).sum();
+        if let [(frame, n)] = parts[..] {
+            if n > disk.max_request_pages() {
+                return Ok(Some(PendingWrite::Ended(self.write(first, frame, n))));
+            }
         }
-        assert_one_folio("write from", frame, nr);
+        for &(frame, n) in &parts {
+            assert_one_folio("write from", frame, n);
+        }
         NR_WRITEBACK.fetch_add(nr as u64, Ordering::Relaxed);
-        // SAFETY: pages of one folio (checked above); `mm::reclaim` holds
-        // it locked with a reference, under `Writeback`, until it has
-        // waited for this write (`wait_write`), so it stays allocated and
-        // the kernel does not change it meanwhile
+        // SAFETY: pages of folios (checked above); `mm::reclaim` holds
+        // each locked with a reference, under `Writeback`, until it has
+        // waited for this write (`wait_write`), so they stay allocated and
+        // the kernel does not change them meanwhile
         // (`ReclaimHost::submit_write`).
-        match unsafe { disk.submit_write_pages(first.offset(), frame, nr) } {
+        match unsafe { disk.submit_write_gather(first.offset(), &parts) } {
             Ok(Some(ticket)) => Ok(Some(PendingWrite::InFlight { disk, ticket, nr })),
             Ok(None) => {
                 NR_WRITEBACK.fetch_sub(nr as u64, Ordering::Relaxed);
                 if pending {
                     Ok(None)
                 } else {
-                    // Holding no request of ours: waiting for room is safe.
-                    Ok(Some(PendingWrite::Ended(self.write(first, frame, nr))))
+                    // Holding no request of ours: waiting for room is
+                    // safe. Part by part; the write fails whole if one does.
+                    let mut entry = first;
+                    let mut r = Ok(());
+                    for (frame, n) in parts {
+                        r = r.and(self.write(entry, frame, n));
+                        entry = entry.plus(n as u64);
+                    }
+                    Ok(Some(PendingWrite::Ended(r)))
                 }
             }
             Err(e) => write_ended(nr, Err(e)).map(|()| None),

@@ -263,6 +263,12 @@ impl<F: HardwareWalker> SoftTlb<F> {
     pub fn is_empty(&self) -> bool {
         self.entries.borrow().is_empty()
     }
+    /// True when a cached translation (of any space) reaches a frame of
+    /// `[pa, pa + len)`: a CPU could still read or write it unseen.
+    pub fn reaches(&self, pa: PhysAddr, len: u64) -> bool {
+        let (start, end) = (pa.as_u64() & !4095, pa.as_u64() + len);
+        self.entries.borrow().values().any(|t| (start..end).contains(&(t.pa.as_u64() & !4095)))
+    }
 }
 
 impl<F: HardwareWalker> TlbHooks for SoftTlb<F> {

@@ -15,9 +15,14 @@
 //! - swapoff's swap-in of one entry is [`World::swap_in`] (a read fault);
 //! - the LRU lists, when the frames have them (without lists nothing is
 //!   put back and `shrink_lru` finds nothing);
+//! - a swap write may be submitted only once no TLB entry reaches its
+//!   frames (the world's software TLB; a stale one would let a CPU write
+//!   the page after its copy went to disk);
 //! - a swap write starts when reclaim submits it and is made when reclaim
 //!   waits for it, so that several are in flight at once, as many as
-//!   [`Switches::write_room`] allows;
+//!   [`Switches::write_room`] allows; one write takes several folios up to
+//!   [`Switches::write_gather`] pages, and fails whole when any of its
+//!   folios' writes fails;
 //! - `relax` counts its calls and runs [`Switches::on_relax`] (a racing
 //!   reference going away, a folio lock released).
 //!
@@ -83,6 +88,12 @@ pub struct Switches {
     pub writes_in_flight: Cell<usize>,
     /// The most writes that were in flight at once.
     pub most_writes_in_flight: Cell<usize>,
+    /// The most pages one write of several folios takes (`max_write_pages`;
+    /// 0 or 1: each folio alone).
+    pub write_gather: Cell<usize>,
+    /// Writes reclaim submitted, and the most folios one of them took.
+    pub nr_writes_submitted: Cell<usize>,
+    pub most_folios_per_write: Cell<usize>,
     /// Calls of swapoff's `wait_in_flight`.
     pub nr_waits: Cell<u32>,
     /// After this many calls of `wait_in_flight`, [`Switches::hidden`] is
@@ -232,30 +243,59 @@ impl<F: HardwareWalker> ReclaimHost for World<F> {
     /// The write is made when it is waited for, so that reclaim's folios
     /// stay in flight (locked, `Writeback`) in between as in the kernel;
     /// `host.write_room` bounds the writes in flight ([`PolicyHost`]).
-    type Write = (SwapEntry, PhysAddr, usize);
+    type Write = (SwapEntry, Vec<(PhysAddr, usize)>);
     fn submit_write(
         &self,
         _: &(),
         first: SwapEntry,
-        frame: PhysAddr,
-        nr: usize,
+        folios: &[Folio<'static>],
         pending: bool,
     ) -> Result<Option<Self::Write>, String> {
         let in_flight = self.host.writes_in_flight.get();
         if pending && self.host.write_room.get().is_some_and(|room| in_flight >= room) {
             return Ok(None);
         }
+        // Every mapping's translation was flushed first: a CPU writing
+        // through a stale one would leave the disk copy stale.
+        let parts: Vec<(PhysAddr, usize)> = folios.iter().map(|f| (f.pfn().phys(), f.nr_pages())).collect();
+        for &(frame, nr) in &parts {
+            assert!(
+                !self.tlb.reaches(frame, nr as u64 * 4096),
+                "a write of {frame} submitted before the flush"
+            );
+        }
+        let nr_pages: usize = parts.iter().map(|p| p.1).sum();
+        assert!(
+            parts.len() == 1 || nr_pages <= self.host.write_gather.get().max(1),
+            "a write of {nr_pages} pages in {} folios",
+            parts.len()
+        );
         self.host.writes_in_flight.set(in_flight + 1);
         let most = self.host.most_writes_in_flight.get().max(in_flight + 1);
         self.host.most_writes_in_flight.set(most);
-        Ok(Some((first, frame, nr)))
+        self.host.nr_writes_submitted.set(self.host.nr_writes_submitted.get() + 1);
+        let most = self.host.most_folios_per_write.get().max(parts.len());
+        self.host.most_folios_per_write.set(most);
+        Ok(Some((first, parts)))
     }
-    fn wait_write(&self, (first, frame, nr): Self::Write) -> Result<(), String> {
+    fn max_write_pages(&self, _: &()) -> usize {
+        self.host.write_gather.get().max(1)
+    }
+    fn wait_write(&self, (first, parts): Self::Write) -> Result<(), String> {
         self.host.writes_in_flight.set(self.host.writes_in_flight.get() - 1);
-        // The protocol of a write in flight: its folio locked, `Writeback`.
-        let folio = crate::folio::folio_covering(self.memmap(), frame, nr).expect("a folio is written");
-        assert!(folio.is_locked() && folio.test_flag(crate::page::PageFlag::Writeback));
-        SwapBackend::write(&self.frames, first, frame, nr)
+        let mut result = Ok(());
+        let mut entry = first;
+        for (frame, nr) in parts {
+            // The protocol of a write in flight: its folios locked, `Writeback`.
+            let folio = crate::folio::folio_covering(self.memmap(), frame, nr).expect("a folio is written");
+            assert!(folio.is_locked() && folio.test_flag(crate::page::PageFlag::Writeback));
+            assert_eq!(crate::swap::cache::folio_entry(&folio), Some(entry), "the slots follow on");
+            // One request: it fails whole when any part fails.
+            let r = SwapBackend::write(&self.frames, entry, frame, nr);
+            result = result.and(r);
+            entry = entry.plus(nr as u64);
+        }
+        result
     }
     fn with_family_locked<R>(&self, _: &Folio<'static>, f: impl FnOnce(&[&PageTable<F>]) -> R) -> R {
         let tables: Vec<&PageTable<F>> = self.visible().into_iter().map(|s| &self.sp(s).table).collect();
