@@ -210,7 +210,7 @@ impl<'a> Folio<'a> {
     ///
     /// # Panics
     /// When the frame is not one of the folio's.
-    #[inline]
+    #[inline(always)]
     pub fn page_index_of(&self, pfn: Pfn) -> usize {
         let i = pfn.since(self.pfn());
         assert!(
@@ -226,7 +226,7 @@ impl<'a> Folio<'a> {
     /// # Panics
     ///
     /// When `i` is not below [`Folio::nr_pages`] (a kernel bug).
-    #[inline]
+    #[inline(always)]
     pub fn page(&self, i: usize) -> &'a Page {
         if i == 0 {
             return self.head;
@@ -395,7 +395,7 @@ impl<'a> Folio<'a> {
     }
 
     /// Adds `delta` to page `i`'s PTE mapcount; returns the new value.
-    #[inline]
+    #[inline(always)]
     pub fn add_page_mapcount(&self, i: usize, delta: i32) -> i32 {
         let new = self.page(i).mapcount.fetch_add(delta, Ordering::AcqRel) + delta;
         debug_assert!(new >= 0, "Folio::add_page_mapcount: negative on page {i} of pfn {:#x}", self.pfn);
