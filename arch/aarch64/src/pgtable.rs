@@ -316,6 +316,7 @@ pub struct Aarch64Format;
 
 /// Decodes a table descriptor: exactly what
 /// [`Aarch64Format::make_table`] writes.
+#[inline]
 fn decode_table(raw: u64) -> Decoded {
     if raw & !(ADDR | VALID | TABLE_OR_PAGE) != 0 {
         return Decoded::Bad(raw);
@@ -330,6 +331,7 @@ fn decode_table(raw: u64) -> Decoded {
 /// managing DBM leaves), which decodes as dirty. Rejects the states no rule
 /// explains: AP\[2\] clear without WRITE (the hardware could write a page
 /// the kernel thinks read-only), and WRITE with DIRTY and AP\[2\] set.
+#[inline]
 fn decode_leaf(raw: u64, size: PageSize) -> Decoded {
     let addr = size.frame_mask(PHYS_ADDR_BITS);
     if raw & !(addr | LEAF_FLAGS | VALID | TABLE_OR_PAGE) != 0
@@ -377,6 +379,7 @@ impl PageTableFormat for Aarch64Format {
     const NAME: &'static str = crate::NAME;
     const PHYS_ADDR_BITS: u32 = PHYS_ADDR_BITS;
 
+    #[inline]
     fn decode(raw: u64, level: Level) -> Decoded {
         if raw & VALID == 0 {
             return decode_invalid(raw, level);
@@ -402,6 +405,7 @@ impl PageTableFormat for Aarch64Format {
 
     /// # Panics
     /// If `leaf.frame` is not aligned to `leaf.size` or lies above 2^48.
+    #[inline]
     fn make_leaf(leaf: &Leaf) -> u64 {
         let frame = leaf.frame_bits(PHYS_ADDR_BITS);
         let flag = |on: bool, bit: u64| if on { bit } else { 0 };

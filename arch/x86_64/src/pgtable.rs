@@ -223,6 +223,7 @@ const _: () = assert!(PTE_PAT == PS);
 pub struct X86Format;
 
 /// Decodes a present table entry: any of [`TABLE_FLAGS`], nothing else.
+#[inline]
 fn decode_table(raw: u64) -> Decoded {
     if raw & !(ADDR | TABLE_FLAGS) != 0 {
         return Decoded::Bad(raw);
@@ -233,6 +234,7 @@ fn decode_table(raw: u64) -> Decoded {
 /// Decodes a present leaf of `size`. Exactly the bits
 /// [`X86Format::make_leaf`] writes are accepted, so decoding and encoding
 /// again gives back `raw`.
+#[inline]
 fn decode_leaf(raw: u64, size: PageSize) -> Decoded {
     let ps = if size == PageSize::Size4K { 0 } else { PS };
     let addr = size.frame_mask(PHYS_ADDR_BITS);
@@ -278,6 +280,7 @@ impl PageTableFormat for X86Format {
     const NAME: &'static str = crate::NAME;
     const PHYS_ADDR_BITS: u32 = PHYS_ADDR_BITS;
 
+    #[inline]
     fn decode(raw: u64, level: Level) -> Decoded {
         if raw & P == 0 {
             return decode_nonpresent(raw, level);
@@ -305,6 +308,7 @@ impl PageTableFormat for X86Format {
 
     /// # Panics
     /// If `leaf.frame` is not aligned to `leaf.size` or lies above 2^52.
+    #[inline]
     fn make_leaf(leaf: &Leaf) -> u64 {
         let frame = leaf.frame_bits(PHYS_ADDR_BITS);
         let flag = |on: bool, bit: u64| if on { bit } else { 0 };

@@ -133,6 +133,7 @@ pub struct Folio<'a> {
 /// The folio that contains frame `pfn`: itself when it is a folio head, its
 /// head when it is a tail page. `None` when `pfn` is outside the memmap or
 /// the frame is not part of a folio (free, reserved, a raw frame).
+#[inline]
 pub fn folio_of(memmap: &Memmap, pfn: Pfn) -> Option<Folio<'_>> {
     let page = memmap.get(pfn)?;
     let pfn = pfn.as_u64();
@@ -142,7 +143,9 @@ pub fn folio_of(memmap: &Memmap, pfn: Pfn) -> Option<Folio<'_>> {
         // both before the folio became reachable.
         page.mapping.load(Ordering::Acquire)
     } else if flags & PageFlag::Head.mask() != 0 {
-        pfn
+        // A head covers itself: no second lookup (fork asks this once a
+        // page, for folios that are nearly all heads).
+        return Some(Folio { memmap, head: page, pfn });
     } else {
         return None;
     };
@@ -171,16 +174,19 @@ pub fn folio_covering(memmap: &Memmap, frame: PhysAddr, nr: usize) -> Option<Fol
 
 impl<'a> Folio<'a> {
     /// The folio order: it has `2^order` pages.
+    #[inline]
     pub fn order(&self) -> u8 {
         self.head.order()
     }
 
     /// The number of pages, `2^order`.
+    #[inline]
     pub fn nr_pages(&self) -> usize {
         1 << self.order()
     }
 
     /// True for a folio of more than one page.
+    #[inline]
     pub fn is_large(&self) -> bool {
         self.order() > 0
     }
@@ -204,6 +210,7 @@ impl<'a> Folio<'a> {
     ///
     /// # Panics
     /// When the frame is not one of the folio's.
+    #[inline(always)]
     pub fn page_index_of(&self, pfn: Pfn) -> usize {
         let i = pfn.since(self.pfn());
         assert!(
@@ -219,12 +226,17 @@ impl<'a> Folio<'a> {
     /// # Panics
     ///
     /// When `i` is not below [`Folio::nr_pages`] (a kernel bug).
+    #[inline(always)]
     pub fn page(&self, i: usize) -> &'a Page {
+        if i == 0 {
+            return self.head;
+        }
         assert!(i < self.nr_pages(), "Folio::page: page {i} of a folio of {}", self.nr_pages());
         self.memmap.get_raw(self.pfn + i as u64).expect("Folio::page: folio runs past the memmap")
     }
 
     /// True when `flag` is set on the head.
+    #[inline]
     pub fn test_flag(&self, flag: PageFlag) -> bool {
         self.head.test_flag(flag)
     }
@@ -237,6 +249,7 @@ impl<'a> Folio<'a> {
     }
 
     /// Clears `flag` on the head, atomically.
+    #[inline]
     pub fn clear_flag(&self, flag: PageFlag) {
         debug_assert!(!flag.is_structural(), "Folio::clear_flag: {flag:?} is structural");
         self.head.clear_flag(flag);
@@ -255,12 +268,14 @@ impl<'a> Folio<'a> {
     }
 
     /// The reference count.
+    #[inline]
     pub fn refcount(&self) -> i32 {
         self.head.refcount()
     }
 
     /// Takes one more reference. The caller already holds one (or a lock
     /// that keeps the folio alive); use [`Folio::try_get`] otherwise.
+    #[inline]
     pub fn get(&self) {
         let old = self.head.refcount.fetch_add(1, Ordering::Relaxed);
         debug_assert!(old > 0, "Folio::get: refcount was {old} (use try_get for speculative references)");
@@ -335,6 +350,7 @@ impl<'a> Folio<'a> {
 
     /// `FOLL_PIN` pins of a large folio (always 0 for a small one, whose
     /// pins live in its refcount).
+    #[inline]
     pub fn pincount(&self) -> i32 {
         self.head.pincount.load(Ordering::Acquire)
     }
@@ -344,6 +360,7 @@ impl<'a> Folio<'a> {
     /// [`PIN_BIAS`]. Unmapping for swap or migration and fork consult it
     /// (mm-reference §8); "maybe" because 1024 plain references look like a
     /// pin too, which only costs a copy or a skipped reclaim.
+    #[inline]
     pub fn maybe_pinned(&self) -> bool {
         if self.is_large() {
             self.pincount() > 0
@@ -370,6 +387,7 @@ impl<'a> Folio<'a> {
     }
 
     /// Adds `delta` to the entire (PMD) mapcount; returns the new value.
+    #[inline]
     pub fn add_entire_mapcount(&self, delta: i32) -> i32 {
         let new = self.head.entire_mapcount.fetch_add(delta, Ordering::AcqRel) + delta;
         debug_assert!(new >= 0, "Folio::add_entire_mapcount: negative on pfn {:#x}", self.pfn);
@@ -377,6 +395,7 @@ impl<'a> Folio<'a> {
     }
 
     /// Adds `delta` to page `i`'s PTE mapcount; returns the new value.
+    #[inline(always)]
     pub fn add_page_mapcount(&self, i: usize, delta: i32) -> i32 {
         let new = self.page(i).mapcount.fetch_add(delta, Ordering::AcqRel) + delta;
         debug_assert!(new >= 0, "Folio::add_page_mapcount: negative on page {i} of pfn {:#x}", self.pfn);
@@ -676,23 +695,27 @@ impl<'a> UnpublishedFolio<'a> {
     }
 
     /// The folio order.
+    #[inline]
     pub fn order(&self) -> u8 {
         self.head.order()
     }
 
     /// The number of pages.
+    #[inline]
     pub fn nr_pages(&self) -> usize {
         1 << self.order()
     }
 
     /// The descriptor of page `i` (for per-page atomic flags such as
     /// [`PageFlag::AnonExclusive`]).
+    #[inline]
     pub fn page(&self, i: usize) -> &'a Page {
         assert!(i < self.nr_pages(), "UnpublishedFolio::page: page {i} of {}", self.nr_pages());
         self.memmap.get_raw(self.pfn + i as u64).expect("prep checked the block")
     }
 
     /// True when `flag` is set on the head.
+    #[inline]
     pub fn test_flag(&self, flag: PageFlag) -> bool {
         self.head.test_flag(flag)
     }
@@ -743,6 +766,7 @@ impl<'a> UnpublishedFolio<'a> {
     }
 
     /// The reference count: 0 (frozen) until published.
+    #[inline]
     pub fn refcount(&self) -> i32 {
         self.head.refcount()
     }

@@ -239,11 +239,13 @@ impl Page {
     }
 
     /// A snapshot of the whole flags word (flags and order).
+    #[inline]
     pub fn flags(&self) -> u64 {
         self.flags.load(Ordering::Acquire)
     }
 
     /// True when `flag` is set.
+    #[inline]
     pub fn test_flag(&self, flag: PageFlag) -> bool {
         self.flags() & flag.mask() != 0
     }
@@ -255,6 +257,7 @@ impl Page {
     }
 
     /// Clears `flag` atomically.
+    #[inline]
     pub fn clear_flag(&self, flag: PageFlag) {
         self.flags.fetch_and(!flag.mask(), Ordering::AcqRel);
     }
@@ -271,6 +274,7 @@ impl Page {
 
     /// The order in bits 56..=63 (of the folio on a head, of the free block
     /// on a `Buddy` page; 0 otherwise).
+    #[inline]
     pub fn order(&self) -> u8 {
         (self.flags() >> ORDER_SHIFT) as u8
     }
@@ -303,6 +307,7 @@ impl Page {
     }
 
     /// The reference count (meaningful on a folio head).
+    #[inline]
     pub fn refcount(&self) -> i32 {
         self.refcount.load(Ordering::Acquire)
     }
@@ -408,6 +413,7 @@ impl Memmap {
     }
 
     /// The descriptor of frame `pfn`, or `None` outside the memmap.
+    #[inline]
     pub fn get(&self, pfn: Pfn) -> Option<&'static Page> {
         let i = pfn.as_u64().checked_sub(self.base_pfn)?;
         let pages: &'static [Page] = self.pages;
@@ -416,6 +422,7 @@ impl Memmap {
 
     /// [`Memmap::get`] by the raw number, for the allocator's and the
     /// lists' own arithmetic on frame numbers.
+    #[inline]
     pub(crate) fn get_raw(&self, pfn: u64) -> Option<&'static Page> {
         self.get(Pfn::new(pfn))
     }

@@ -352,7 +352,7 @@ pub fn fork_range<F: PageTableFormat>(
     // table for an entry exists before the entry is looked at here, so a
     // count taken below always gets its entry, and tearing down a child
     // that fork gave up on gives back exactly the counts it took.
-    let keep = Decoded::None;
+    let keep = EntryCopy::KEEP;
     parent.copy_range(child, mem, start, end, partial, &table_error, &mut |va, level, entry| {
         let leaf = match entry {
             Decoded::Leaf(leaf) => leaf,
@@ -361,12 +361,14 @@ pub fn fork_range<F: PageTableFormat>(
             // changes (and neither side owes a flush: a migration entry is
             // never cached by a TLB).
             Decoded::NonPresent(NonPresent::Migration(m)) => {
-                let shared = Decoded::NonPresent(NonPresent::Migration(MigrationEntry {
+                let shared = F::make_nonpresent(&NonPresent::Migration(MigrationEntry {
                     kind: MigrationKind::Read,
                     ..m
                 }));
-                let source = if m.kind != MigrationKind::Read { shared } else { keep };
-                return Ok(EntryCopy { child: shared, source });
+                return Ok(EntryCopy {
+                    child: shared,
+                    source: (m.kind != MigrationKind::Read).then_some(shared),
+                });
             }
             // Swap entries: both sides hold the slot now, so neither is
             // exclusive (seed 004: the bit is cleared in the parent, never
@@ -374,20 +376,21 @@ pub fn fork_range<F: PageTableFormat>(
             // written (`copy_range` writes what we return without fail).
             Decoded::NonPresent(NonPresent::Swap { entry, exclusive }) => {
                 frames.swap_dup(entry).map_err(|_| ForkError::SwapCount { va })?;
-                let shared = Decoded::NonPresent(NonPresent::Swap { entry, exclusive: false });
-                return Ok(EntryCopy { child: shared, source: if exclusive { shared } else { keep } });
+                let shared = F::make_nonpresent(&NonPresent::Swap { entry, exclusive: false });
+                return Ok(EntryCopy { child: shared, source: exclusive.then_some(shared) });
             }
-            _ => return Ok(EntryCopy { child: keep, source: keep }),
+            _ => return Ok(keep),
         };
         let huge = level == Level::Pmd;
         if huge && is_huge_zero(memmap, &leaf) {
-            return Ok(EntryCopy { child: entry, source: keep });
+            return Ok(EntryCopy { child: F::make_leaf(&leaf), source: None });
         }
         let pfn = leaf.frame.pfn();
         let folio = folio_of(memmap, pfn)
             .filter(|f| f.test_flag(PageFlag::SwapBacked))
             .ok_or(ForkError::NotAnon { va, pfn })?;
-        if folio.maybe_pinned() {
+        let pinned = folio.maybe_pinned();
+        if pinned {
             // §8: the parent keeps its page exclusive and writable; the
             // child gets a copy now (mapped here; its slot is empty).
             let copy_small = |at: VirtAddr, src: PhysAddr| {
@@ -408,7 +411,7 @@ pub fn fork_range<F: PageTableFormat>(
                     let (at, src) = (va.as_u64() + i * 4096, leaf.frame.as_u64() + i * 4096);
                     copy_small(VirtAddr::new(at), PhysAddr::new(src))?;
                 }
-                return Ok(EntryCopy { child: keep, source: keep });
+                return Ok(keep);
             };
             for i in 0..HPAGE_NR as u64 {
                 frames.copy_page(
@@ -420,24 +423,32 @@ pub fn fork_range<F: PageTableFormat>(
                 frames.release_anon_huge(copy);
                 return Err(e);
             }
-            return Ok(EntryCopy { child: keep, source: keep });
+            return Ok(keep);
         }
         let shared = Leaf { prot: Prot { writable: false, ..leaf.prot }, ..leaf };
         folio.get();
-        if huge {
+        let i = if huge {
             folio.add_entire_mapcount(1);
-            folio.page(0).clear_flag(PageFlag::AnonExclusive);
+            0
         } else {
             let i = folio.page_index_of(pfn);
             folio.add_page_mapcount(i, 1);
-            folio.page(i).clear_flag(PageFlag::AnonExclusive);
+            i
+        };
+        // Tested first: a page shared before (a second fork) needs no
+        // atomic write. The bit cannot be set meanwhile: only a fault or a
+        // pin through this mapping sets it, under the lock we hold.
+        let page = folio.page(i);
+        if page.test_flag(PageFlag::AnonExclusive) {
+            page.clear_flag(PageFlag::AnonExclusive);
         }
         // The parent's leaf is write-protected where it was writable
         // (`copy_range` adds it to the flush). Known gap: on x86 a CPU may
         // set the dirty bit between our read and this write; nothing reads
         // dirty for anonymous pages yet (no swap).
-        let source = if leaf.prot.writable { Decoded::Leaf(shared) } else { keep };
-        Ok(EntryCopy { child: Decoded::Leaf(shared), source })
+        // Encoded once for both sides.
+        let shared = F::make_leaf(&shared);
+        Ok(EntryCopy { child: shared, source: leaf.prot.writable.then_some(shared) })
     })
 }
 

@@ -175,6 +175,7 @@ impl Leaf {
     /// If the frame is not aligned to the leaf's size, or lies at or above
     /// 2^`phys_addr_bits` (kernel bugs: callers check alignment first, and
     /// frames come from RAM).
+    #[inline]
     pub fn frame_bits(&self, phys_addr_bits: u32) -> u64 {
         let frame = self.frame.as_u64();
         assert!(

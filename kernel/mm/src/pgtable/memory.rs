@@ -69,6 +69,7 @@ pub struct Flush {
 
 impl Flush {
     /// A flush of `[start, end)` in the address space rooted at `root`.
+    #[inline]
     pub fn range(root: PhysAddr, start: VirtAddr, end: VirtAddr) -> Flush {
         Flush { root, start, end, tables: false }
     }
@@ -77,10 +78,12 @@ impl Flush {
         Flush { root, start: VirtAddr::new(0), end: VirtAddr::new(u64::MAX), tables: true }
     }
     /// Nothing to flush (nothing was present before).
+    #[inline]
     pub fn none(root: PhysAddr) -> Flush {
         Flush { root, start: VirtAddr::new(0), end: VirtAddr::new(0), tables: false }
     }
     /// True when nothing needs flushing.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.start >= self.end && !self.tables
     }
@@ -89,6 +92,7 @@ impl Flush {
         (self.start, self.end)
     }
     /// One flush that covers both.
+    #[inline]
     pub fn merge(self, other: Flush) -> Flush {
         debug_assert_eq!(self.root, other.root, "Flush::merge: different address spaces");
         if self.is_empty() {

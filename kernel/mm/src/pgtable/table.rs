@@ -524,10 +524,12 @@ impl<F: PageTableFormat> PageTable<F> {
     /// and its slot is empty, so what `f` decides is written without a way
     /// to fail (`f` may take counts for the child's entry: they always get
     /// it). `f` may map the child's place itself (say 512 small pages for a
-    /// huge entry) and return `child: None`. A source leaf made to lose
-    /// access adds its range to `flush` (as soon as it is written, so the
-    /// flush is whole when the walk stops at an error); changed swap or
-    /// migration entries owe none. Stops at the first error: of `f`, or
+    /// huge entry) and return `child: 0`. The source leaves made to lose
+    /// access add their range to `flush`, one range a table (from its
+    /// first such leaf to its last), also when the walk stops at an error
+    /// there, so the flush is whole then too; changed swap or migration
+    /// entries owe none. A child table the walk makes itself is known
+    /// empty: its slots are not read before they are written. Stops at the first error: of `f`, or
     /// `table_error` of the table's (no memory for a child table, a child
     /// slot already in use, a corrupt entry).
     ///
@@ -543,8 +545,8 @@ impl<F: PageTableFormat> PageTable<F> {
         start: VirtAddr,
         end: VirtAddr,
         flush: &mut Flush,
-        table_error: &dyn Fn(VirtAddr, PgError) -> E,
-        f: &mut dyn FnMut(VirtAddr, Level, Decoded) -> Result<EntryCopy, E>,
+        table_error: &impl Fn(VirtAddr, PgError) -> E,
+        f: &mut impl FnMut(VirtAddr, Level, Decoded) -> Result<EntryCopy, E>,
     ) -> Result<(), E> {
         let mut walk = CopyWalk { source: self, flush, table_error, f };
         let result = walk.table(mem, self.root, Level::Pgd, 0, start.as_u64(), end.as_u64(), Ok(child.root));
@@ -652,33 +654,51 @@ impl<F: PageTableFormat> PageTable<F> {
     }
 }
 
-/// What [`PageTable::copy_range`] writes for one entry of the source.
+/// What [`PageTable::copy_range`] writes for one entry of the source, as
+/// raw entries of the table's format (encoded once by the caller: fork
+/// gives both sides the same write-protected leaf).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryCopy {
-    /// The child's entry at the same address and level: a
-    /// [`Decoded::Leaf`] or [`Decoded::NonPresent`], or [`Decoded::None`]
-    /// to write nothing.
-    pub child: Decoded,
-    /// The source's entry from now on (same kinds), or [`Decoded::None`]
-    /// to leave it as it is.
-    pub source: Decoded,
+    /// The child's entry at the same address and level (a leaf, or a swap
+    /// or migration entry), or 0, the none entry, to write nothing.
+    pub child: u64,
+    /// The source's entry from now on (same kinds), or `None` to leave it
+    /// as it is.
+    pub source: Option<u64>,
 }
 
-/// The state of one [`PageTable::copy_range`].
-struct CopyWalk<'a, F: PageTableFormat, E> {
+impl EntryCopy {
+    /// Nothing written on either side.
+    pub const KEEP: EntryCopy = EntryCopy { child: 0, source: None };
+}
+
+/// The state of one [`PageTable::copy_range`]. Generic over the caller's
+/// functions, not `dyn`: fork calls `f` once a page, and inlined into the
+/// loop it costs no call (under QEMU's TCG each call and return is an
+/// indirect jump through a lookup).
+struct CopyWalk<'a, F: PageTableFormat, T, C> {
     source: &'a PageTable<F>,
     flush: &'a mut Flush,
-    table_error: &'a dyn Fn(VirtAddr, PgError) -> E,
-    f: &'a mut dyn FnMut(VirtAddr, Level, Decoded) -> Result<EntryCopy, E>,
+    table_error: &'a T,
+    f: &'a mut C,
 }
 
-impl<F: PageTableFormat, E> CopyWalk<'_, F, E> {
+impl<F: PageTableFormat, E, T, C> CopyWalk<'_, F, T, C>
+where
+    T: Fn(VirtAddr, PgError) -> E,
+    C: FnMut(VirtAddr, Level, Decoded) -> Result<EntryCopy, E>,
+{
     /// Copies what overlaps `[start, end)` of the source table `table` at
     /// `level`, which covers from `table_va`. The child's table for the
     /// same range is `child`: known, or (`Err(link)`) to be found or made
     /// through the child's entry at `link` (of the level above) when the
     /// first entry that needs it comes, so a source table with nothing in
     /// range costs the child nothing.
+    ///
+    /// The source leaves made to lose access in this table add one range
+    /// to the flush, from the first to the last (fork makes nearly every
+    /// leaf of a table read-only: one merge a table, not one an entry), on
+    /// the way out whether the walk stopped at an error or not.
     #[allow(clippy::too_many_arguments)]
     fn table(
         &mut self,
@@ -688,10 +708,40 @@ impl<F: PageTableFormat, E> CopyWalk<'_, F, E> {
         table_va: u64,
         start: u64,
         end: u64,
-        mut child: Result<PhysAddr, (PhysAddr, Level)>,
+        child: Result<PhysAddr, (PhysAddr, Level)>,
     ) -> Result<(), E> {
+        let mut lost_access: Option<(u64, u64)> = None;
+        let result = self.entries(mem, table, level, table_va, (start, end), child, &mut lost_access);
+        if let Some((from, to)) = lost_access {
+            let more = Flush::range(self.source.root, VirtAddr::new(from), VirtAddr::new(to));
+            *self.flush = core::mem::replace(self.flush, Flush::none(self.source.root)).merge(more);
+        }
+        result
+    }
+
+    /// [`CopyWalk::table`]'s loop; `lost_access` gathers the span of the
+    /// source leaves made to lose access (`va_end` wraps to 0 only for the
+    /// top-level slot of the upper half, never a leaf).
+    #[allow(clippy::too_many_arguments)]
+    fn entries(
+        &mut self,
+        mem: &impl TableMemory,
+        table: PhysAddr,
+        level: Level,
+        table_va: u64,
+        (start, end): (u64, u64),
+        mut child: Result<PhysAddr, (PhysAddr, Level)>,
+        lost_access: &mut Option<(u64, u64)>,
+    ) -> Result<(), E> {
+        // True while the child's table is one this walk just made: its
+        // slots are all empty, and each is written at most once (the
+        // source's slots are distinct), so they need no check.
+        let mut fresh = false;
         for (i, va, va_end, pa) in slots_in(table, level, table_va, start, end) {
             let raw = mem.read_entry(pa);
+            if raw == 0 {
+                continue;
+            }
             let entry = F::decode(raw, level);
             if matches!(entry, Decoded::None) {
                 continue;
@@ -706,6 +756,7 @@ impl<F: PageTableFormat, E> CopyWalk<'_, F, E> {
                         Decoded::None => {
                             let t = mem.alloc_table().ok_or(PgError::OutOfMemory).map_err(err)?;
                             mem.write_entry(link, F::make_table(t, above));
+                            fresh = true;
                             t
                         }
                         Decoded::Bad(raw) => return Err(err(PgError::Corrupt { va: at, level: above, raw })),
@@ -720,29 +771,26 @@ impl<F: PageTableFormat, E> CopyWalk<'_, F, E> {
                 self.table(mem, next, below, va, start, end, Err((child_pa, level)))?;
                 continue;
             }
-            match F::decode(mem.read_entry(child_pa), level) {
-                Decoded::None => {}
-                Decoded::Table(_) => return Err(err(PgError::TableInTheWay { va: at, level })),
-                Decoded::Bad(raw) => return Err(err(PgError::Corrupt { va: at, level, raw })),
-                _ => return Err(err(PgError::AlreadyMapped { va: at, level })),
+            if !fresh {
+                match F::decode(mem.read_entry(child_pa), level) {
+                    Decoded::None => {}
+                    Decoded::Table(_) => return Err(err(PgError::TableInTheWay { va: at, level })),
+                    Decoded::Bad(raw) => return Err(err(PgError::Corrupt { va: at, level, raw })),
+                    _ => return Err(err(PgError::AlreadyMapped { va: at, level })),
+                }
             }
             if matches!(entry, Decoded::Bad(_) | Decoded::Table(_)) {
                 return Err(err(PgError::Corrupt { va: at, level, raw }));
             }
             let copy = (self.f)(at, level, entry)?;
-            match copy.child {
-                Decoded::Leaf(leaf) => mem.write_entry_batched(child_pa, F::make_leaf(&leaf)),
-                Decoded::NonPresent(np) => mem.write_entry_batched(child_pa, F::make_nonpresent(&np)),
-                _ => {}
+            if copy.child != 0 {
+                mem.write_entry_batched(child_pa, copy.child);
             }
-            match copy.source {
-                Decoded::Leaf(leaf) => mem.write_entry_batched(pa, F::make_leaf(&leaf)),
-                Decoded::NonPresent(np) => mem.write_entry_batched(pa, F::make_nonpresent(&np)),
-                _ => continue,
-            }
+            let Some(source_raw) = copy.source else { continue };
+            mem.write_entry_batched(pa, source_raw);
             if matches!(entry, Decoded::Leaf(_)) {
-                let more = Flush::range(self.source.root, at, VirtAddr::new(va_end));
-                *self.flush = core::mem::replace(self.flush, Flush::none(self.source.root)).merge(more);
+                let (from, _) = lost_access.get_or_insert((va, va_end));
+                *lost_access = Some((*from, va_end));
             }
         }
         Ok(())
