@@ -46,7 +46,7 @@ use mm::swap::area::SwapArea;
 use mm::swap::cache::{
     add_to_swap, delete_from_swap_cache, delete_if_unused, folio_entry, lookup_get, slots_unused, IfMapped,
 };
-use mm::swap::swapin::{get_swapped_folio, get_swapped_folio_around, map_swapped_in, readahead_window};
+use mm::swap::swapin::{get_swapped_folio, map_swapped_in, readahead_window, SwapInOptions};
 use mm::swap::swapin::{SwapBackend, SwapInError, SwapInOutcome};
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
@@ -149,6 +149,7 @@ impl World {
                     entry,
                     self.0.handle,
                     page.as_u64() >> 12,
+                    SwapInOptions::default(),
                 );
                 let (folio, i) = match got {
                     Ok(got) => got,
@@ -563,15 +564,14 @@ fn read_with_readahead(w: World, at: u64) -> Option<u64> {
         match w.0.fault(at, Access::Read) {
             FaultOutcome::NeedsSwapIn { page, entry } => {
                 let window = || w.0.locked(|g| readahead_window(&g.table, &g.mem, &g.vmas, page, entry));
-                let got = get_swapped_folio_around(
+                let got = get_swapped_folio(
                     w.area(),
                     w.memmap(),
                     w.frames(),
                     entry,
                     w.0.handle,
                     page.as_u64() >> 12,
-                    || None,
-                    window,
+                    SwapInOptions { run: None, window: Some(&window) },
                 );
                 let (folio, i) = match got {
                     Ok(got) => got,

@@ -41,7 +41,7 @@ use mm::pgtable::sim::{HardwareWalker, HwAccess};
 use mm::pgtable::{Decoded, Level, SwapEntry};
 use mm::reclaim::{Kept, Shrunk};
 use mm::swap::cache::{folio_entry, nth_entry};
-use mm::swap::swapin::{get_swapped_folio_around, get_swapped_folio_with_run, SwapInError, SwapInOutcome};
+use mm::swap::swapin::{get_swapped_folio, SwapInError, SwapInOptions, SwapInOutcome};
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
 use mm::testkit::world::{page_bytes, pages, va, Ev, World, AREA, MEMMAP_BASE, MEMMAP_LEN, PAGE};
@@ -419,8 +419,16 @@ fn a_changed_run_falls_back_to_small_reads<F: HardwareWalker>() {
     };
     let p = b + 40 * PAGE;
     let e = nth_entry(first, 40);
-    let got =
-        get_swapped_folio_with_run(w.area(), w.memmap(), &w.frames, e, w.handle(0), p >> 12, run).unwrap();
+    let got = get_swapped_folio(
+        w.area(),
+        w.memmap(),
+        &w.frames,
+        e,
+        w.handle(0),
+        p >> 12,
+        SwapInOptions { run: Some(&run), window: None },
+    )
+    .unwrap();
     assert_eq!((looks.get(), got.0.order(), got.1), (2, 0, 0));
     untouched(&w, b, first, &[40]);
     assert_eq!(w.swap_in_half2(0, got, p, e, false), mapped);
@@ -997,17 +1005,9 @@ fn readahead_over_a_freed_or_foreign_slot_reads_only_its_own<F: HardwareWalker>(
         calls.set(calls.get() + 1);
         Some(if calls.get() == 1 { seen } else { real(&w) })
     };
-    let got = get_swapped_folio_around(
-        w.area(),
-        w.memmap(),
-        &w.frames,
-        e[2],
-        w.handle(0),
-        p(2) >> 12,
-        || None,
-        window,
-    )
-    .unwrap();
+    let options = SwapInOptions { run: None, window: Some(&window) };
+    let got =
+        get_swapped_folio(w.area(), w.memmap(), &w.frames, e[2], w.handle(0), p(2) >> 12, options).unwrap();
     assert_eq!(calls.get(), 2);
     // 1 is free (unused): the run starts at 2. 6 was claimed (count 1,
     // somebody else's) but page 6's PTE no longer holds it: released.

@@ -318,7 +318,8 @@ pub(crate) fn swap_in(
             mm::swap::swapin::readahead_window(&inner.table, &KernelTables, &inner.vmas, page, entry)
         })
     };
-    let (folio, i) = match crate::vm::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12, run, window) {
+    let options = mm::swap::swapin::SwapInOptions { run: Some(&run), window: Some(&window) };
+    let (folio, i) = match crate::vm::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12, options) {
         Ok(got) => got,
         Err(SwapInError::Stale) => return Ok(()),
         Err(SwapInError::NoMemory) => {

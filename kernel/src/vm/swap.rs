@@ -609,18 +609,16 @@ impl SwapBackend for Io<'_> {
 
 /// Swap-in, half 1 (`mm::swap::swapin`): the cache folio of `entry`,
 /// locked, with a reference, and the page's index in it. Task context,
-/// interrupts on, no lock held. `run` looks at the page table under the
-/// space's lock for an intact run to read whole, `window` for the
-/// neighbours to read ahead with it
-/// (`mm::swap::swapin::get_swapped_folio_around`).
+/// interrupts on, no lock held. `options` look at the page table under
+/// the space's lock for an intact run to read whole and for the
+/// neighbours to read ahead with it (`mm::swap::swapin::SwapInOptions`).
 pub fn get_folio(
     dev: &SwapDevice,
     entry: SwapEntry,
     handle: AnonHandle,
     index: u64,
-    run: impl Fn() -> Option<SwapEntry>,
-    window: impl Fn() -> Option<mm::swap::swapin::Window>,
+    options: mm::swap::swapin::SwapInOptions<'_>,
 ) -> Result<(Folio<'static>, usize), SwapInError<IoError>> {
     let memmap = memory::frame_allocator().memmap();
-    mm::swap::swapin::get_swapped_folio_around(&dev.area, memmap, &Io(dev), entry, handle, index, run, window)
+    mm::swap::swapin::get_swapped_folio(&dev.area, memmap, &Io(dev), entry, handle, index, options)
 }

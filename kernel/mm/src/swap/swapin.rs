@@ -8,7 +8,7 @@
 //! [`crate::fault::FaultOutcome::NeedsSwapIn`]. The caller drops the lock
 //! (reading may sleep) and:
 //!
-//! 1. [`get_swapped_folio`] (or [`get_swapped_folio_with_run`], below):
+//! 1. [`get_swapped_folio`] (with the [`SwapInOptions`] below):
 //!    looks up the swap cache; on a hit, takes a reference, locks the
 //!    folio and checks it is still the cache folio of that entry. On a miss it **claims** the slot's `HAS_CACHE` first
 //!    ([`SwapArea::claim_cache`]) and only then allocates a folio, puts it
@@ -31,8 +31,8 @@
 //! ## The large read
 //!
 //! A 2 MiB folio that reclaim freed would come back 4 KiB at a time. So on a
-//! miss, [`get_swapped_folio_with_run`] first asks (under the space's lock,
-//! [`intact_run`]) whether the 512 PTEs of the aligned block around the
+//! miss, [`get_swapped_folio`] first asks ([`SwapInOptions::run`], under
+//! the space's lock, [`intact_run`]) whether the 512 PTEs of the aligned block around the
 //! fault, in one huge-page eligible area, hold one 512-aligned run of
 //! entries in order. If so it claims the 512 slots at once (all or none),
 //! looks again now that no slot of the run can be freed or reused (a slot
@@ -56,8 +56,8 @@
 //!
 //! On a miss the large read did not take, and only while the area is read
 //! in order ([`SwapArea::note_fault`]: the fault before was within two
-//! windows), [`get_swapped_folio_around`] reads the faulting page's
-//! neighbours with it, in one request: `window` gives, under the space's
+//! windows), [`get_swapped_folio`] reads the faulting page's
+//! neighbours with it, in one request: [`SwapInOptions::window`] gives, under the space's
 //! lock, the swap entries of the [`READAHEAD_PAGES`]-aligned window of
 //! PTEs around the fault ([`readahead_window`]); the places whose entries
 //! are the slots next to the faulting one ([`Window::run_of`]) are
@@ -182,11 +182,32 @@ pub enum SwapInError<E> {
 /// with a reference for the caller) and the entry's page in it, or why not.
 pub type SwappedIn<B> = Result<(Folio<'static>, usize), SwapInError<<B as SwapBackend>::IoError>>;
 
+/// Which reads besides the faulting page's alone a miss may try (module
+/// doc): each is a look at the page table, which the kernel takes under
+/// the space's lock; the answer is a snapshot, made safe by the claims and
+/// the look after them. `SwapInOptions::default()` tries neither: every
+/// miss reads the one page.
+#[derive(Clone, Copy, Default)]
+pub struct SwapInOptions<'a> {
+    /// The large read: the first entry of the intact run around the
+    /// faulting page ([`intact_run`]), or `None`. Asked before the claim
+    /// (which slots to claim) and once more after it (the run is still
+    /// intact now that no slot of it can be freed or reused).
+    pub run: Option<&'a dyn Fn() -> Option<SwapEntry>>,
+    /// Readahead, on a miss the large read did not take: the swap entries
+    /// of the PTEs around the faulting page ([`readahead_window`]), or
+    /// `None`. Asked before the claims (which neighbours to claim) and
+    /// once more after them (each neighbour's PTE still holds its slot, so
+    /// the slot holds that page and no other).
+    pub window: Option<&'a dyn Fn() -> Option<Window>>,
+}
+
 /// The cache folio holding `entry`, locked, with a reference for the
 /// caller, and the index of `entry`'s page in it (module doc, half 1).
 /// `handle`/`index` name the faulting page (`index` = its `va >> 12`), for
-/// a folio this call reads in. Every miss reads the one page:
-/// [`get_swapped_folio_with_run`] with no run.
+/// a folio this call reads in. On a miss, `options` says which larger
+/// reads to try first ([`SwapInOptions`]); any refusal falls back to the
+/// order-0 read.
 pub fn get_swapped_folio<B: SwapBackend>(
     area: &SwapArea,
     memmap: &'static Memmap,
@@ -194,47 +215,12 @@ pub fn get_swapped_folio<B: SwapBackend>(
     entry: SwapEntry,
     handle: AnonHandle,
     index: u64,
+    options: SwapInOptions<'_>,
 ) -> SwappedIn<B> {
-    get_swapped_folio_with_run(area, memmap, backend, entry, handle, index, || None)
-}
-
-/// [`get_swapped_folio`], and on a miss first the large read of the
-/// module doc: `run` answers, under the space's lock, the first entry of
-/// the intact run around the faulting page ([`intact_run`]), or `None`.
-/// It is asked before the claim (which slots to claim) and once more
-/// after it (the run is still intact now that no slot of it can be freed
-/// or reused). Any refusal falls back to the order-0 read. No readahead:
-/// [`get_swapped_folio_around`] with no window.
-pub fn get_swapped_folio_with_run<B: SwapBackend>(
-    area: &SwapArea,
-    memmap: &'static Memmap,
-    backend: &B,
-    entry: SwapEntry,
-    handle: AnonHandle,
-    index: u64,
-    run: impl Fn() -> Option<SwapEntry>,
-) -> SwappedIn<B> {
-    get_swapped_folio_around(area, memmap, backend, entry, handle, index, run, || None)
-}
-
-/// [`get_swapped_folio_with_run`], and on a miss that the large read did
-/// not take, the readahead of the module doc: `window` answers, under the
-/// space's lock, the swap entries of the PTEs around the faulting page
-/// ([`readahead_window`]), or `None`. It is asked before the claims
-/// (which neighbours to claim) and once more after them (each neighbour's
-/// PTE still holds its slot, so the slot holds that page and no other).
-/// Any refusal falls back to the order-0 read.
-#[allow(clippy::too_many_arguments)]
-pub fn get_swapped_folio_around<B: SwapBackend>(
-    area: &SwapArea,
-    memmap: &'static Memmap,
-    backend: &B,
-    entry: SwapEntry,
-    handle: AnonHandle,
-    index: u64,
-    run: impl Fn() -> Option<SwapEntry>,
-    window: impl Fn() -> Option<Window>,
-) -> SwappedIn<B> {
+    let none_run = || None;
+    let none_window = || None;
+    let run: &dyn Fn() -> Option<SwapEntry> = options.run.unwrap_or(&none_run);
+    let window: &dyn Fn() -> Option<Window> = options.window.unwrap_or(&none_window);
     let mut try_run = true;
     // Readahead only while the area is read in order: the fault before
     // this one (a miss, or a hit on a page read ahead) was near it. A
@@ -260,7 +246,7 @@ pub fn get_swapped_folio_around<B: SwapBackend>(
         // Once per fault: a run that was not intact (or no huge frame)
         // will not become so by waiting.
         if core::mem::take(&mut try_run) {
-            if let Some(got) = read_run(area, backend, entry, handle, index, &run) {
+            if let Some(got) = read_run(area, backend, entry, handle, index, run) {
                 return got;
             }
         }
@@ -270,7 +256,7 @@ pub fn get_swapped_folio_around<B: SwapBackend>(
         }
         // Once per fault too: a refused readahead leaves nothing claimed.
         if core::mem::take(&mut try_window) {
-            if let Some(got) = read_ahead(area, backend, entry, handle, index, &window) {
+            if let Some(got) = read_ahead(area, backend, entry, handle, index, window) {
                 return got;
             }
         }
@@ -375,7 +361,7 @@ fn read_ahead<B: SwapBackend>(
     entry: SwapEntry,
     handle: AnonHandle,
     index: u64,
-    window: &impl Fn() -> Option<Window>,
+    window: &dyn Fn() -> Option<Window>,
 ) -> Option<SwappedIn<B>> {
     let w = window()?;
     let (lo, hi) = w.run_of(entry)?;
@@ -478,7 +464,7 @@ fn read_run<B: SwapBackend>(
     entry: SwapEntry,
     handle: AnonHandle,
     index: u64,
-    run: &impl Fn() -> Option<SwapEntry>,
+    run: &dyn Fn() -> Option<SwapEntry>,
 ) -> Option<SwappedIn<B>> {
     let first = run()?;
     let i = entry.offset().checked_sub(first.offset())? as usize;
