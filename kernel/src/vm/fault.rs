@@ -333,7 +333,7 @@ pub(crate) fn swap_in(
     let outcome = {
         let guard = space.lock();
         guard.as_ref().map(|inner| {
-            mm::swap::swapin::map_swapped_in(
+            let out = mm::swap::swapin::map_swapped_in(
                 &inner.table,
                 &KernelTables,
                 &inner.vmas,
@@ -344,7 +344,11 @@ pub(crate) fn swap_in(
                 entry,
                 access == mm::fault::Access::Write,
                 true,
-            )
+            );
+            if let SwapInOutcome::Mapped { .. } = out {
+                crate::vm::swap::map_around(&dev, &inner.table, &inner.vmas, page, entry);
+            }
+            out
         })
     };
     // The entry changed meanwhile: the folio may be needed by nobody now.

@@ -304,6 +304,12 @@ impl Window {
         if self.entries.get(self.at).copied().flatten() != Some(entry) {
             return None;
         }
+        Some(self.run_beside(entry))
+    }
+
+    /// [`Window::run_of`] without asking place `at` to hold `entry` (it
+    /// no longer does once its page is mapped: [`map_around`]).
+    pub fn run_beside(&self, entry: SwapEntry) -> (usize, usize) {
         let next = |j: usize| {
             let want = (entry.offset() + j as u64).checked_sub(self.at as u64);
             self.entries[j].is_some_and(|e| e.ty() == entry.ty() && Some(e.offset()) == want)
@@ -316,7 +322,7 @@ impl Window {
         while hi < READAHEAD_PAGES && next(hi) {
             hi += 1;
         }
-        Some((lo, hi))
+        (lo, hi)
     }
 }
 
@@ -729,4 +735,60 @@ pub fn map_swapped_in<F: PageTableFormat>(
         folio.set_flag(PageFlag::Dirty); // no copy on disk backs it now
     }
     SwapInOutcome::Mapped { pages: pages.len(), exclusive, writable }
+}
+
+/// Half 2's fault-around (module doc, "Mapping the window"): after
+/// [`map_swapped_in`] mapped the page at `page`, whose PTE held `entry`,
+/// maps its neighbours in the [`READAHEAD_PAGES`] window around it whose
+/// PTEs hold the slots next to `entry`'s ([`Window::run_beside`]) and whose
+/// folio is in the swap cache, up to date and not locked by anybody: each
+/// as a read fault on it would ([`map_swapped_in`] with `write` false),
+/// the exclusive bit and the clean copy decided by its own PTE and folio.
+/// A folio somebody holds locked (being read, written, reclaimed,
+/// migrated) or that is not in the cache is left for its own fault.
+/// Returns how many pages it mapped.
+///
+/// The caller holds the space's lock (the same hold as the
+/// [`map_swapped_in`] before it) and the faulting folio's lock; folio
+/// locks are only tried here. `free` gives back a folio whose last
+/// reference this drops (one deleted from the cache since its lookup).
+#[allow(clippy::too_many_arguments)]
+pub fn map_around<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    vmas: &VmaSet,
+    area: &SwapArea,
+    memmap: &'static Memmap,
+    page: VirtAddr,
+    entry: SwapEntry,
+    user: bool,
+    free: &dyn Fn(Folio<'static>),
+) -> usize {
+    let Some(w) = readahead_window(table, mem, vmas, page, entry) else { return 0 };
+    let (lo, hi) = w.run_beside(entry);
+    let mut mapped = 0;
+    for j in (lo..hi).filter(|&j| j != w.at) {
+        let Some(e) = w.entries[j] else { continue };
+        let va = VirtAddr::new(w.start.as_u64() + j as u64 * 4096);
+        let Some((folio, i)) = lookup_get(area, memmap, e) else { continue };
+        // Tried, never waited for: we hold a spin lock (and the faulting
+        // folio's lock: a page of that folio is mapped already, or not
+        // ours to map).
+        if folio.try_lock() {
+            if still_cached(&folio, e, i) && folio.test_flag(PageFlag::Uptodate) {
+                // Rechecks `e` at `va` (a page of a large folio mapped by
+                // an earlier neighbour is no swap entry any more).
+                if let SwapInOutcome::Mapped { pages, .. } =
+                    map_swapped_in(table, mem, vmas, area, &folio, i, va, e, false, user)
+                {
+                    mapped += pages;
+                }
+            }
+            folio.unlock();
+        }
+        if folio.put() {
+            free(folio);
+        }
+    }
+    mapped
 }

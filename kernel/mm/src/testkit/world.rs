@@ -45,7 +45,7 @@ use crate::space::{fork_range, free_pgtables, protect_range, zap_range, ForkErro
 use crate::swap::area::SwapArea;
 use crate::swap::cache::{delete_if_unused, IfMapped};
 use crate::swap::swapin::{get_swapped_folio, intact_run, map_swapped_in, readahead_window, SwapInOptions};
-use crate::swap::swapin::{SwapInError, SwapInOutcome};
+use crate::swap::swapin::{map_around, SwapInError, SwapInOutcome};
 use crate::sync::Lock;
 use crate::thp::{split_huge_pmd_if_cut, HPAGE_NR, HPAGE_SIZE};
 use crate::vma::{ThpMode, VmaKind, VmaProt, VmaSet};
@@ -672,6 +672,21 @@ impl<F: HardwareWalker> World<F> {
             write,
             true,
         );
+        if self.host.map_around.get() && matches!(out, SwapInOutcome::Mapped { .. }) {
+            let free = |f: Folio<'static>| self.frames.free(f);
+            let n = map_around(
+                &sp.table,
+                &self.mem,
+                &sp.vmas,
+                self.area(),
+                self.memmap(),
+                va(page),
+                entry,
+                true,
+                &free,
+            );
+            self.host.nr_mapped_around.set(self.host.nr_mapped_around.get() + n as u64);
+        }
         delete_if_unused(self.area(), &folio, IfMapped::Keep);
         folio.unlock();
         self.frames.put(folio);
