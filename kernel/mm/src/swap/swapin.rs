@@ -72,6 +72,31 @@
 //! refusal (no block, a failed read) falls back to the order-0 read, with
 //! nothing claimed. No lock is held across the read.
 //!
+//! ## Mapping the window
+//!
+//! Readahead saves the reads, not the faults: each neighbour would still
+//! fault once, a cache hit that takes the space's lock, the cache lookup
+//! and the map. So after half 2 has mapped the faulting page, under the
+//! same hold of the space's lock, [`map_around`] maps the neighbours of
+//! its window whose PTEs hold the slots beside its slot
+//! ([`Window::run_beside`]; the run ends at the first page in memory, as
+//! readahead's does) and whose folio is in the swap cache and up to date:
+//! each through [`map_swapped_in`] as a **read** fault on it would, so
+//! the rules are a fault's: exclusive by its own PTE's bit or the proof
+//! that this task alone uses it, read-only and shared otherwise, the
+//! clean copy kept on the same terms, writable only when it leaves the
+//! cache. What a read fault cannot decide for a write (the clean copy is
+//! mapped read-only) is left to that write's own fault, which reuses the
+//! exclusive page in place as after any read. A neighbour is also left
+//! for its own fault when its folio is not in the cache, not up to date,
+//! or locked by anybody (being read, written, reclaimed, migrated): folio
+//! locks are only tried under the spin lock, and the lock is what keeps
+//! a folio reclaim has found unmapped from being mapped while reclaim
+//! frees it. Host tests: `one_fault_maps_the_readahead_window`,
+//! `map_around_keeps_the_exclusive_and_clean_rules`,
+//! `random_operations_with_map_around_agree_with_a_byte_model` in
+//! `tests/swap.rs`; shuttle, `tests/races_swapin.rs`: `map_around_*`.
+//!
 //! ## Exclusive
 //!
 //! A page is mapped exclusive (and so writable in a writable area, and
