@@ -46,7 +46,7 @@ use mm::swap::area::SwapArea;
 use mm::swap::cache::{
     add_to_swap, delete_from_swap_cache, delete_if_unused, folio_entry, lookup_get, slots_unused, IfMapped,
 };
-use mm::swap::swapin::{get_swapped_folio, get_swapped_folio_around, map_swapped_in, readahead_window};
+use mm::swap::swapin::{get_swapped_folio, map_around, map_swapped_in, readahead_window, SwapInOptions};
 use mm::swap::swapin::{SwapBackend, SwapInError, SwapInOutcome};
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
@@ -149,6 +149,7 @@ impl World {
                     entry,
                     self.0.handle,
                     page.as_u64() >> 12,
+                    SwapInOptions::default(),
                 );
                 let (folio, i) = match got {
                     Ok(got) => got,
@@ -554,6 +555,17 @@ fn pair_swapped_out() -> (World, Vec<SwapEntry>) {
 /// folio left unneeded leaves the cache. Until the access goes through;
 /// `None` when the page's area is gone.
 fn read_with_readahead(w: World, at: u64) -> Option<u64> {
+    read_with(w, at, None)
+}
+
+/// [`read_with_readahead`], and half 2 maps the window around the page
+/// too ([`map_around`]), under the same hold of the lock, as the kernel
+/// does; `reached` counts the faults that mapped the other page.
+fn read_with_map_around(w: World, at: u64, reached: &'static AtomicUsize) -> Option<u64> {
+    read_with(w, at, Some(reached))
+}
+
+fn read_with(w: World, at: u64, around: Option<&'static AtomicUsize>) -> Option<u64> {
     for _ in 0..8 {
         let word =
             w.0.locked(|g| g.table.translate(&g.mem, VirtAddr::new(at)).map(|pa| w.frames().read_u64(pa)));
@@ -563,15 +575,14 @@ fn read_with_readahead(w: World, at: u64) -> Option<u64> {
         match w.0.fault(at, Access::Read) {
             FaultOutcome::NeedsSwapIn { page, entry } => {
                 let window = || w.0.locked(|g| readahead_window(&g.table, &g.mem, &g.vmas, page, entry));
-                let got = get_swapped_folio_around(
+                let got = get_swapped_folio(
                     w.area(),
                     w.memmap(),
                     w.frames(),
                     entry,
                     w.0.handle,
                     page.as_u64() >> 12,
-                    || None,
-                    window,
+                    SwapInOptions { run: None, window: Some(&window) },
                 );
                 let (folio, i) = match got {
                     Ok(got) => got,
@@ -579,7 +590,27 @@ fn read_with_readahead(w: World, at: u64) -> Option<u64> {
                     Err(e) => panic!("swap-in: {e:?}"),
                 };
                 w.0.locked(|g| {
-                    map_swapped_in(&g.table, &g.mem, &g.vmas, w.area(), &folio, i, page, entry, false, true)
+                    let out = map_swapped_in(
+                        &g.table,
+                        &g.mem,
+                        &g.vmas,
+                        w.area(),
+                        &folio,
+                        i,
+                        page,
+                        entry,
+                        false,
+                        true,
+                    );
+                    if let (Some(reached), SwapInOutcome::Mapped { .. }) = (around, out) {
+                        let free = |f| {
+                            w.frames().put(f);
+                        };
+                        let (area, memmap) = (w.area(), w.memmap());
+                        if map_around(&g.table, &g.mem, &g.vmas, area, memmap, page, entry, true, &free) > 0 {
+                            reached.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 });
                 delete_if_unused(w.area(), &folio, IfMapped::Keep);
                 folio.unlock();
@@ -646,6 +677,98 @@ fn readahead_against_munmap_of_the_neighbour() {
         folio.unlock();
         w.frames().put(folio);
     }
+    assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (0, 0), "a neighbour left behind");
+    w.0.check();
+    w.0.finish();
+}
+
+/// Faults that mapped the other page beside their own: against a fault
+/// on it, against its munmap.
+static MAPPED_AROUND: AtomicUsize = AtomicUsize::new(0);
+static MAPPED_AROUND_BEFORE_MUNMAP: AtomicUsize = AtomicUsize::new(0);
+
+/// Two tasks read the two pages at once, each fault mapping the window
+/// around its page: whichever maps the other's page, each gets its own
+/// page's data, each page is mapped once (a fault that finds its page
+/// mapped beside another retries and reads it), exclusive, out of the
+/// cache, and no slot or cache folio is left.
+fn map_around_against_a_fault_on_the_neighbour() {
+    let (w, _) = pair_swapped_out();
+    let a = thread::spawn(move || read_with_map_around(w, PAIR[0], &MAPPED_AROUND));
+    let b = thread::spawn(move || read_with_map_around(w, PAIR[1], &MAPPED_AROUND));
+    assert_eq!([a.join().unwrap(), b.join().unwrap()], PAIR_WORDS.map(Some));
+    for at in PAIR {
+        let pfn = w.0.translate(at).expect("mapped").pfn();
+        let f = folio_of(w.memmap(), pfn).unwrap();
+        assert!(f.page(0).test_flag(PageFlag::AnonExclusive) && !f.test_flag(PageFlag::SwapCache));
+        assert_eq!((f.refcount(), f.page_mapcount(0)), (1, 1));
+    }
+    assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (0, 0));
+    w.0.check();
+    w.0.finish();
+}
+
+/// A task reads page 0, mapping the window around it, while another
+/// unmaps page 1: page 1 is mapped beside page 0 only while its PTE still
+/// holds its slot, and the munmap that comes after takes that mapping
+/// away; nothing is left mapped, claimed or cached for it.
+fn map_around_against_munmap_of_the_neighbour() {
+    let (w, entries) = pair_swapped_out();
+    let a = thread::spawn(move || read_with_map_around(w, PAIR[0], &MAPPED_AROUND_BEFORE_MUNMAP));
+    let c = thread::spawn(move || w.0.munmap(PAIR[1], PAIR[1] + 4096));
+    assert_eq!(a.join().unwrap(), Some(PAIR_WORDS[0]));
+    c.join().unwrap();
+    assert_eq!(w.0.translate(PAIR[1]), None, "the unmapped page is mapped");
+    // kswapd's part for a neighbour the munmap found locked, as in
+    // `readahead_against_munmap_of_the_neighbour`.
+    if w.area().nr_in_cache() > 0 {
+        let (folio, _) = lookup_get(w.area(), w.memmap(), entries[1]).expect("the neighbour's folio");
+        folio.lock();
+        assert!(delete_if_unused(w.area(), &folio, IfMapped::Keep), "needed by nobody");
+        folio.unlock();
+        w.frames().put(folio);
+    }
+    assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (0, 0), "a neighbour left behind");
+    w.0.check();
+    w.0.finish();
+}
+
+/// Faults that mapped the neighbour while reclaim was after it, and the
+/// executions in which reclaim freed it.
+static MAPPED_AROUND_AGAINST_RECLAIM: AtomicUsize = AtomicUsize::new(0);
+static RECLAIMED_THE_NEIGHBOUR: AtomicUsize = AtomicUsize::new(0);
+
+/// Both pages wait in the swap cache, unmapped (read ahead together).
+/// A task reads page 0, mapping page 1 beside it, while reclaim takes
+/// page 1's folio (locked: it unmaps it, and frees it when nobody else
+/// holds it). The folio lock is what keeps fault-around from mapping a
+/// folio reclaim has found unmapped and is freeing: whichever wins, page
+/// 1 reads its own data afterwards, and nothing is left behind.
+fn map_around_against_reclaim_of_the_neighbour() {
+    let (w, entries) = pair_swapped_out();
+    let window =
+        || w.0.locked(|g| readahead_window(&g.table, &g.mem, &g.vmas, VirtAddr::new(PAIR[0]), entries[0]));
+    let options = SwapInOptions { run: None, window: Some(&window) };
+    let (f0, _) =
+        get_swapped_folio(w.area(), w.memmap(), w.frames(), entries[0], w.0.handle, PAIR[0] >> 12, options)
+            .expect("both pages read");
+    f0.unlock();
+    w.frames().put(f0);
+    assert_eq!((w.frames().nr_read_calls(), w.area().nr_in_cache()), (1, 2));
+    let a = thread::spawn(move || read_with_map_around(w, PAIR[0], &MAPPED_AROUND_AGAINST_RECLAIM));
+    let b = thread::spawn(move || {
+        let Some((folio, _)) = lookup_get(w.area(), w.memmap(), entries[1]) else { return };
+        if w.reclaim_start(folio) {
+            w.reclaim_unmap_and_write(folio);
+            if w.reclaim_finish(folio) {
+                RECLAIMED_THE_NEIGHBOUR.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    assert_eq!(a.join().unwrap(), Some(PAIR_WORDS[0]));
+    b.join().unwrap();
+    w.0.check();
+    assert_eq!(read_with_readahead(w, PAIR[1]), Some(PAIR_WORDS[1]));
     assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (0, 0), "a neighbour left behind");
     w.0.check();
     w.0.finish();
@@ -764,4 +887,42 @@ fn readahead_leaves_nothing_behind_an_munmap() {
         &READ_AHEAD_WHILE_UNMAPPED,
         what,
     );
+}
+
+#[test]
+fn map_around_serves_a_fault_on_the_neighbour() {
+    let what = "a fault mapped the other page beside its own";
+    let test = map_around_against_a_fault_on_the_neighbour;
+    let reached = &MAPPED_AROUND;
+    passes_and_reaches_in(
+        READAHEAD_ITERATIONS,
+        "fault-around against a fault",
+        Bug::PageoutSplitRace,
+        test,
+        reached,
+        what,
+    );
+}
+
+#[test]
+fn map_around_leaves_nothing_behind_an_munmap() {
+    let what = "a fault mapped the page being unmapped beside its own";
+    let test = map_around_against_munmap_of_the_neighbour;
+    passes_and_reaches(
+        "fault-around against munmap",
+        Bug::PageoutSplitRace,
+        test,
+        &MAPPED_AROUND_BEFORE_MUNMAP,
+        what,
+    );
+}
+
+#[test]
+fn map_around_keeps_off_a_folio_reclaim_holds() {
+    let what = "a fault mapped the neighbour reclaim was after";
+    let test = map_around_against_reclaim_of_the_neighbour;
+    let reached = &MAPPED_AROUND_AGAINST_RECLAIM;
+    passes_and_reaches("fault-around against reclaim", Bug::PageoutSplitRace, test, reached, what);
+    let freed = RECLAIMED_THE_NEIGHBOUR.load(Ordering::Relaxed);
+    assert!(freed > 0, "shuttle never had reclaim free the neighbour");
 }

@@ -41,7 +41,7 @@ use mm::pgtable::sim::{HardwareWalker, HwAccess};
 use mm::pgtable::{Decoded, Level, SwapEntry};
 use mm::reclaim::{Kept, Shrunk};
 use mm::swap::cache::{folio_entry, nth_entry};
-use mm::swap::swapin::{get_swapped_folio_around, get_swapped_folio_with_run, SwapInError, SwapInOutcome};
+use mm::swap::swapin::{get_swapped_folio, SwapInError, SwapInOptions, SwapInOutcome};
 use mm::testkit::bug_switch::{shared, BugOn};
 use mm::testkit::frames::SimFrames;
 use mm::testkit::world::{page_bytes, pages, va, Ev, World, AREA, MEMMAP_BASE, MEMMAP_LEN, PAGE};
@@ -419,8 +419,16 @@ fn a_changed_run_falls_back_to_small_reads<F: HardwareWalker>() {
     };
     let p = b + 40 * PAGE;
     let e = nth_entry(first, 40);
-    let got =
-        get_swapped_folio_with_run(w.area(), w.memmap(), &w.frames, e, w.handle(0), p >> 12, run).unwrap();
+    let got = get_swapped_folio(
+        w.area(),
+        w.memmap(),
+        &w.frames,
+        e,
+        w.handle(0),
+        p >> 12,
+        SwapInOptions { run: Some(&run), window: None },
+    )
+    .unwrap();
     assert_eq!((looks.get(), got.0.order(), got.1), (2, 0, 0));
     untouched(&w, b, first, &[40]);
     assert_eq!(w.swap_in_half2(0, got, p, e, false), mapped);
@@ -998,17 +1006,9 @@ fn readahead_over_a_freed_or_foreign_slot_reads_only_its_own<F: HardwareWalker>(
         calls.set(calls.get() + 1);
         Some(if calls.get() == 1 { seen } else { real(&w) })
     };
-    let got = get_swapped_folio_around(
-        w.area(),
-        w.memmap(),
-        &w.frames,
-        e[2],
-        w.handle(0),
-        p(2) >> 12,
-        || None,
-        window,
-    )
-    .unwrap();
+    let options = SwapInOptions { run: None, window: Some(&window) };
+    let got =
+        get_swapped_folio(w.area(), w.memmap(), &w.frames, e[2], w.handle(0), p(2) >> 12, options).unwrap();
     assert_eq!(calls.get(), 2);
     // 1 is free (unused): the run starts at 2. 6 was claimed (count 1,
     // somebody else's) but page 6's PTE no longer holds it: released.
@@ -1082,6 +1082,125 @@ fn readahead_failures_and_shared_neighbours<F: HardwareWalker>() {
     assert_eq!(w.frames.nr_reads(), 10);
     w.check();
     w.exit(c);
+    w.finish();
+}
+
+/// The pages of space `s` from `p` on (`n` of them) that are mapped, not
+/// swap entries.
+fn nr_mapped<F: HardwareWalker>(w: &World<F>, s: usize, p: u64, n: u64) -> usize {
+    pages(p, n).filter(|&q| w.swap_pte(s, q).is_none()).count()
+}
+
+/// Fault-around: with the window read ahead, the one fault maps all of
+/// it, each neighbour as a read fault on it would (exclusive by its PTE's
+/// bit, out of the cache, writable); the pages after it take no fault. A
+/// fault that is a cache hit maps the neighbours waiting in the cache
+/// too, up to the first page in memory (the slots beside the faulting
+/// one, as readahead reads them), and leaves one somebody holds locked
+/// (or that is not in the cache) for its own fault.
+fn one_fault_maps_the_readahead_window<F: HardwareWalker>() {
+    let _shared = shared();
+    let (w, e) = swapped_out_in_order::<F>(24);
+    let p = |k: u64| AREA + k * PAGE;
+    w.host.map_around.set(true);
+    assert_eq!(w.expect_page(0, p(3), 1), [needs(p(3), e[3]), swapped_in(1, true, true)]);
+    assert_eq!((w.frames.nr_read_calls(), w.frames.nr_reads()), (1, 8), "one request for the window");
+    assert_eq!((nr_mapped(&w, 0, p(0), 8), w.host.nr_mapped_around.get()), (8, 7));
+    for k in (0..8).filter(|&k| k != 3) {
+        let f = w.folio_at(0, p(k));
+        assert!(f.page(0).test_flag(PageFlag::AnonExclusive), "page {k}: its PTE's exclusive bit");
+        assert!(!f.test_flag(PageFlag::SwapCache) && f.test_flag(PageFlag::Dirty), "page {k} left the cache");
+        assert_eq!((w.area().count(e[k as usize]), w.area().has_cache(e[k as usize])), (0, false));
+        assert!(w.expect_page(0, p(k), 1).is_empty(), "page {k} is mapped: no fault");
+        assert!(!copied(&w.write_page(0, p(k), 2)), "page {k} is written in place, no fault");
+    }
+    assert_eq!(w.area().nr_in_cache(), 0);
+    w.check();
+    // A cache hit maps its neighbours too: 8..15 read ahead without
+    // fault-around, then a fault on 12 maps them all, except 10, whose
+    // folio somebody holds locked, and 14, which is no longer in the cache
+    // (its read failed, say): each is left for its own fault.
+    w.host.map_around.set(false);
+    w.expect_page(0, p(9), 1);
+    assert_eq!((w.frames.nr_reads(), nr_mapped(&w, 0, p(8), 8)), (16, 1));
+    w.host.map_around.set(true);
+    let (f10, _) = mm::swap::cache::lookup_get(w.area(), w.memmap(), e[10]).unwrap();
+    assert!(f10.try_lock());
+    let (f14, _) = mm::swap::cache::lookup_get(w.area(), w.memmap(), e[14]).unwrap();
+    assert!(f14.try_lock());
+    let refs = mm::swap::cache::delete_from_swap_cache(w.area(), &f14);
+    f14.unlock();
+    for _ in 0..=refs {
+        w.frames.put(f14);
+    }
+    assert_eq!(w.expect_page(0, p(12), 1), [needs(p(12), e[12]), swapped_in(1, true, true)]);
+    assert_eq!(w.frames.nr_reads(), 16, "no read");
+    assert_eq!(w.host.nr_mapped_around.get(), 7 + 3, "11, 13 and 15; the run ends at 9, in memory");
+    assert_eq!(nr_mapped(&w, 0, p(8), 8), 5);
+    assert_eq!(w.swap_pte(0, p(8)).map(|x| x.0), Some(e[8]));
+    assert_eq!(w.swap_pte(0, p(10)).map(|x| x.0), Some(e[10]));
+    assert_eq!(w.swap_pte(0, p(14)).map(|x| x.0), Some(e[14]));
+    f10.unlock();
+    assert!(!w.frames.put(f10));
+    assert_eq!(w.expect_page(0, p(10), 1), [needs(p(10), e[10]), swapped_in(1, true, true)]);
+    assert_eq!(w.frames.nr_reads(), 16, "10 from the cache");
+    w.expect_page(0, p(14), 1);
+    assert_eq!(w.frames.nr_reads(), 17, "14 read again");
+    w.expect_page(0, p(8), 1);
+    assert_eq!((w.frames.nr_reads(), nr_mapped(&w, 0, p(8), 8)), (17, 8), "8 from the cache");
+    w.check();
+    w.finish();
+}
+
+/// Fault-around keeps the rules of a fault on each page. After a fork
+/// the child's fault maps the window read-only and shared (the parent
+/// holds every slot), and the parent's fault on one page of it maps the
+/// rest the same way: a write copies. A read keeps its clean copy: with
+/// the area mostly free, the neighbours are mapped exclusive but
+/// read-only and stay clean in the cache; a write reuses one in place and
+/// only then makes it dirty.
+fn map_around_keeps_the_exclusive_and_clean_rules<F: HardwareWalker>() {
+    let _shared = shared();
+    let (mut w, e) = swapped_out_in_order::<F>(16);
+    let p = |k: u64| AREA + k * PAGE;
+    w.host.map_around.set(true);
+    let c = w.fork(0);
+    assert_eq!(w.expect_page(c, p(9), 1), [needs(p(9), e[9]), swapped_in(1, false, false)]);
+    assert_eq!((w.frames.nr_reads(), w.host.nr_mapped_around.get()), (8, 7));
+    assert_eq!((nr_mapped(&w, c, p(8), 8), nr_mapped(&w, 0, p(8), 8)), (8, 0));
+    for k in 8..16 {
+        let f = w.folio_at(c, p(k));
+        assert!(
+            f.test_flag(PageFlag::SwapCache) && !f.page(0).test_flag(PageFlag::AnonExclusive),
+            "page {k}"
+        );
+        assert!(!f.test_flag(PageFlag::Dirty), "page {k}: its copy on disk is good");
+        assert_eq!(w.area().count(e[k as usize]), 1, "page {k}: the parent's entry");
+    }
+    assert_eq!(w.expect_page(0, p(13), 1), [needs(p(13), e[13]), swapped_in(1, false, false)]);
+    assert_eq!((w.frames.nr_reads(), w.host.nr_mapped_around.get()), (8, 14));
+    assert_eq!(nr_mapped(&w, 0, p(8), 8), 8);
+    assert_eq!(w.folio_at(0, p(11)), w.folio_at(c, p(11)));
+    assert!(copied(&w.write_page(0, p(11), 3)), "a shared page is copied on write");
+    assert!(copied(&w.write_page(c, p(15), 4)), "on both sides");
+    w.expect_page(c, p(11), 1);
+    w.expect_page(0, p(15), 1);
+    w.check();
+    w.exit(c);
+    // The clean copy: pages 0..7, read with the area mostly free.
+    w.area().set_keep_clean(true);
+    assert!(mm::swap::swapin::keeps_clean_copies(w.area()));
+    assert_eq!(w.expect_page(0, p(2), 1), [needs(p(2), e[2]), swapped_in(1, true, false)]);
+    assert_eq!(nr_mapped(&w, 0, p(0), 8), 8);
+    for k in 0..8 {
+        let f = w.folio_at(0, p(k));
+        assert!(f.test_flag(PageFlag::SwapCache) && f.page(0).test_flag(PageFlag::AnonExclusive), "page {k}");
+        assert!(!f.test_flag(PageFlag::Dirty), "page {k}: kept clean");
+    }
+    assert!(!copied(&w.write_page(0, p(6), 5)), "reused in place");
+    assert!(w.folio_at(0, p(6)).test_flag(PageFlag::Dirty), "dirty once written");
+    w.expect_page(0, p(6), 5);
+    w.check();
     w.finish();
 }
 
@@ -1256,7 +1375,7 @@ fn random_page(rng: &mut Rng) -> u64 {
 fn random_operations_agree_with_a_byte_model<F: HardwareWalker>() {
     let _shared = shared();
     for seed in [0x5a5a_0001u64, 0x0bad_cafe, 0x1234_5678_9abc, 0x0005_3ed0_0004] {
-        random_run::<F>(seed, 400, false);
+        random_run::<F>(seed, 400, false, false);
     }
 }
 
@@ -1265,14 +1384,24 @@ fn random_operations_agree_with_a_byte_model<F: HardwareWalker>() {
 fn random_operations_with_readahead_agree_with_a_byte_model<F: HardwareWalker>() {
     let _shared = shared();
     for seed in [0x00ad_0001u64, 0x5eed_0ead] {
-        random_run::<F>(seed, 400, true);
+        random_run::<F>(seed, 400, true, false);
     }
 }
 
-fn random_run<F: HardwareWalker>(seed: u64, steps: usize, readahead: bool) {
+/// The same with readahead and fault-around on: the neighbours one fault
+/// maps hold what their owners wrote.
+fn random_operations_with_map_around_agree_with_a_byte_model<F: HardwareWalker>() {
+    let _shared = shared();
+    for seed in [0x00ad_0002u64, 0xa20_0d0f] {
+        random_run::<F>(seed, 400, true, true);
+    }
+}
+
+fn random_run<F: HardwareWalker>(seed: u64, steps: usize, readahead: bool, map_around: bool) {
     let mut rng = Rng(seed);
     let mut w = world::<F>();
     w.frames.set_readahead(readahead);
+    w.host.map_around.set(map_around);
     w.mmap(0, AREA, SMALL_PAGES * PAGE, RW);
     w.mmap(0, HUGE_AREA, HP, RW);
     let mut model = Model::new();
@@ -1411,6 +1540,9 @@ mm::for_both_formats!(
     readahead_only_when_read_in_order,
     readahead_over_a_freed_or_foreign_slot_reads_only_its_own,
     readahead_failures_and_shared_neighbours,
+    one_fault_maps_the_readahead_window,
+    map_around_keeps_the_exclusive_and_clean_rules,
     random_operations_agree_with_a_byte_model,
     random_operations_with_readahead_agree_with_a_byte_model,
+    random_operations_with_map_around_agree_with_a_byte_model,
 );

@@ -216,6 +216,7 @@ pub fn vmstat() -> String {
     line("nr_writeback", c.writeback);
     line("pswpin", swap::PSWPIN.load(Ordering::Relaxed));
     line("pswpout", swap::PSWPOUT.load(Ordering::Relaxed));
+    line("swapin_mapped_around", swap::SWAPIN_MAPPED_AROUND.load(Ordering::Relaxed));
     line("pgsteal_anon", reclaim::NR_RECLAIMED.load(Ordering::Relaxed));
     line("allocstall_normal", reclaim::NR_DIRECT_RECLAIMS.load(Ordering::Relaxed));
     line("pageoutrun", reclaim::NR_KSWAPD_WAKEUPS.load(Ordering::Relaxed));

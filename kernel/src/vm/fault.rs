@@ -421,7 +421,8 @@ pub(crate) fn swap_in(
             mm::swap::swapin::readahead_window(&inner.table, &KernelTables, &inner.vmas, page, entry)
         })
     };
-    let (folio, i) = match crate::vm::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12, run, window) {
+    let options = mm::swap::swapin::SwapInOptions { run: Some(&run), window: Some(&window) };
+    let (folio, i) = match crate::vm::swap::get_folio(&dev, entry, handle, page.as_u64() >> 12, options) {
         Ok(got) => got,
         Err(SwapInError::Stale) => return Ok(()),
         Err(SwapInError::NoMemory) => {
@@ -435,7 +436,7 @@ pub(crate) fn swap_in(
     let outcome = {
         let guard = space.lock();
         guard.as_ref().map(|inner| {
-            mm::swap::swapin::map_swapped_in(
+            let out = mm::swap::swapin::map_swapped_in(
                 &inner.table,
                 &KernelTables,
                 &inner.vmas,
@@ -446,7 +447,11 @@ pub(crate) fn swap_in(
                 entry,
                 access == mm::fault::Access::Write,
                 true,
-            )
+            );
+            if let SwapInOutcome::Mapped { .. } = out {
+                crate::vm::swap::map_around(&dev, &inner.table, &inner.vmas, page, entry);
+            }
+            out
         })
     };
     // The entry changed meanwhile: the folio may be needed by nobody now.

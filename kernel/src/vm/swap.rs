@@ -61,6 +61,7 @@
 use crate::drivers::blk::BlockDevice;
 use crate::drivers::blk::IoError;
 use crate::memory;
+use crate::memory::paging::{Format, KernelTables};
 use crate::sync::IrqSpinLock;
 use crate::task::sched;
 use alloc::format;
@@ -72,11 +73,13 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::folio::AnonHandle;
 use mm::folio::{Folio, UnpublishedFolio};
 use mm::frame::AllocKind;
+use mm::pgtable::PageTable;
 use mm::pgtable::SwapEntry;
 use mm::pgtable::SwapType;
 use mm::swap::area::SwapArea;
 use mm::swap::swapin::{SwapBackend, SwapInError};
-use mm::PhysAddr;
+use mm::vma::VmaSet;
+use mm::{PhysAddr, VirtAddr};
 
 /// One swap area on a disk.
 pub struct SwapDevice {
@@ -124,6 +127,9 @@ pub fn set_keep_clean(on: bool) {
 pub static PSWPIN: AtomicU64 = AtomicU64::new(0);
 /// Pages written to swap.
 pub static PSWPOUT: AtomicU64 = AtomicU64::new(0);
+/// Pages a swap-in fault mapped beside its own ([`map_around`]): each a
+/// fault saved (`/proc/vmstat` `swapin_mapped_around`).
+pub static SWAPIN_MAPPED_AROUND: AtomicU64 = AtomicU64::new(0);
 /// Pages whose write to swap is in flight now (`/proc/meminfo` Writeback,
 /// `/proc/vmstat` nr_writeback): counted in before the request is made and
 /// out when its writer has waited for it, completed, failed or not (module
@@ -633,20 +639,37 @@ impl SwapBackend for Io<'_> {
     }
 }
 
+/// Swap-in's fault-around (`mm::swap::swapin::map_around`): after half 2
+/// mapped the page at `page` (its PTE held `entry`), maps the neighbours
+/// of its readahead window that wait in the swap cache, each as a read
+/// fault would, and counts them ([`SWAPIN_MAPPED_AROUND`]). The caller
+/// holds the space's lock and the faulting folio's lock.
+pub fn map_around(
+    dev: &SwapDevice,
+    table: &PageTable<Format>,
+    vmas: &VmaSet,
+    page: VirtAddr,
+    entry: SwapEntry,
+) {
+    let memmap = memory::frame_allocator().memmap();
+    let free = |folio: Folio<'static>| crate::vm::folios::free_folio(folio);
+    let n =
+        mm::swap::swapin::map_around(table, &KernelTables, vmas, &dev.area, memmap, page, entry, true, &free);
+    SWAPIN_MAPPED_AROUND.fetch_add(n as u64, Ordering::Relaxed);
+}
+
 /// Swap-in, half 1 (`mm::swap::swapin`): the cache folio of `entry`,
 /// locked, with a reference, and the page's index in it. Task context,
-/// interrupts on, no lock held. `run` looks at the page table under the
-/// space's lock for an intact run to read whole, `window` for the
-/// neighbours to read ahead with it
-/// (`mm::swap::swapin::get_swapped_folio_around`).
+/// interrupts on, no lock held. `options` look at the page table under
+/// the space's lock for an intact run to read whole and for the
+/// neighbours to read ahead with it (`mm::swap::swapin::SwapInOptions`).
 pub fn get_folio(
     dev: &SwapDevice,
     entry: SwapEntry,
     handle: AnonHandle,
     index: u64,
-    run: impl Fn() -> Option<SwapEntry>,
-    window: impl Fn() -> Option<mm::swap::swapin::Window>,
+    options: mm::swap::swapin::SwapInOptions<'_>,
 ) -> Result<(Folio<'static>, usize), SwapInError<IoError>> {
     let memmap = memory::frame_allocator().memmap();
-    mm::swap::swapin::get_swapped_folio_around(&dev.area, memmap, &Io(dev), entry, handle, index, run, window)
+    mm::swap::swapin::get_swapped_folio(&dev.area, memmap, &Io(dev), entry, handle, index, options)
 }

@@ -8,7 +8,7 @@
 //! [`crate::fault::FaultOutcome::NeedsSwapIn`]. The caller drops the lock
 //! (reading may sleep) and:
 //!
-//! 1. [`get_swapped_folio`] (or [`get_swapped_folio_with_run`], below):
+//! 1. [`get_swapped_folio`] (with the [`SwapInOptions`] below):
 //!    looks up the swap cache; on a hit, takes a reference, locks the
 //!    folio and checks it is still the cache folio of that entry. On a miss it **claims** the slot's `HAS_CACHE` first
 //!    ([`SwapArea::claim_cache`]) and only then allocates a folio, puts it
@@ -31,8 +31,8 @@
 //! ## The large read
 //!
 //! A 2 MiB folio that reclaim freed would come back 4 KiB at a time. So on a
-//! miss, [`get_swapped_folio_with_run`] first asks (under the space's lock,
-//! [`intact_run`]) whether the 512 PTEs of the aligned block around the
+//! miss, [`get_swapped_folio`] first asks ([`SwapInOptions::run`], under
+//! the space's lock, [`intact_run`]) whether the 512 PTEs of the aligned block around the
 //! fault, in one huge-page eligible area, hold one 512-aligned run of
 //! entries in order. If so it claims the 512 slots at once (all or none),
 //! looks again now that no slot of the run can be freed or reused (a slot
@@ -56,8 +56,8 @@
 //!
 //! On a miss the large read did not take, and only while the area is read
 //! in order ([`SwapArea::note_fault`]: the fault before was within two
-//! windows), [`get_swapped_folio_around`] reads the faulting page's
-//! neighbours with it, in one request: `window` gives, under the space's
+//! windows), [`get_swapped_folio`] reads the faulting page's
+//! neighbours with it, in one request: [`SwapInOptions::window`] gives, under the space's
 //! lock, the swap entries of the [`READAHEAD_PAGES`]-aligned window of
 //! PTEs around the fault ([`readahead_window`]); the places whose entries
 //! are the slots next to the faulting one ([`Window::run_of`]) are
@@ -71,6 +71,31 @@
 //! cache hit, and half 2 decides exclusivity as for any cache folio. Any
 //! refusal (no block, a failed read) falls back to the order-0 read, with
 //! nothing claimed. No lock is held across the read.
+//!
+//! ## Mapping the window
+//!
+//! Readahead saves the reads, not the faults: each neighbour would still
+//! fault once, a cache hit that takes the space's lock, the cache lookup
+//! and the map. So after half 2 has mapped the faulting page, under the
+//! same hold of the space's lock, [`map_around`] maps the neighbours of
+//! its window whose PTEs hold the slots beside its slot
+//! ([`Window::run_beside`]; the run ends at the first page in memory, as
+//! readahead's does) and whose folio is in the swap cache and up to date:
+//! each through [`map_swapped_in`] as a **read** fault on it would, so
+//! the rules are a fault's: exclusive by its own PTE's bit or the proof
+//! that this task alone uses it, read-only and shared otherwise, the
+//! clean copy kept on the same terms, writable only when it leaves the
+//! cache. What a read fault cannot decide for a write (the clean copy is
+//! mapped read-only) is left to that write's own fault, which reuses the
+//! exclusive page in place as after any read. A neighbour is also left
+//! for its own fault when its folio is not in the cache, not up to date,
+//! or locked by anybody (being read, written, reclaimed, migrated): folio
+//! locks are only tried under the spin lock, and the lock is what keeps
+//! a folio reclaim has found unmapped from being mapped while reclaim
+//! frees it. Host tests: `one_fault_maps_the_readahead_window`,
+//! `map_around_keeps_the_exclusive_and_clean_rules`,
+//! `random_operations_with_map_around_agree_with_a_byte_model` in
+//! `tests/swap.rs`; shuttle, `tests/races_swapin.rs`: `map_around_*`.
 //!
 //! ## Exclusive
 //!
@@ -182,11 +207,32 @@ pub enum SwapInError<E> {
 /// with a reference for the caller) and the entry's page in it, or why not.
 pub type SwappedIn<B> = Result<(Folio<'static>, usize), SwapInError<<B as SwapBackend>::IoError>>;
 
+/// Which reads besides the faulting page's alone a miss may try (module
+/// doc): each is a look at the page table, which the kernel takes under
+/// the space's lock; the answer is a snapshot, made safe by the claims and
+/// the look after them. `SwapInOptions::default()` tries neither: every
+/// miss reads the one page.
+#[derive(Clone, Copy, Default)]
+pub struct SwapInOptions<'a> {
+    /// The large read: the first entry of the intact run around the
+    /// faulting page ([`intact_run`]), or `None`. Asked before the claim
+    /// (which slots to claim) and once more after it (the run is still
+    /// intact now that no slot of it can be freed or reused).
+    pub run: Option<&'a dyn Fn() -> Option<SwapEntry>>,
+    /// Readahead, on a miss the large read did not take: the swap entries
+    /// of the PTEs around the faulting page ([`readahead_window`]), or
+    /// `None`. Asked before the claims (which neighbours to claim) and
+    /// once more after them (each neighbour's PTE still holds its slot, so
+    /// the slot holds that page and no other).
+    pub window: Option<&'a dyn Fn() -> Option<Window>>,
+}
+
 /// The cache folio holding `entry`, locked, with a reference for the
 /// caller, and the index of `entry`'s page in it (module doc, half 1).
 /// `handle`/`index` name the faulting page (`index` = its `va >> 12`), for
-/// a folio this call reads in. Every miss reads the one page:
-/// [`get_swapped_folio_with_run`] with no run.
+/// a folio this call reads in. On a miss, `options` says which larger
+/// reads to try first ([`SwapInOptions`]); any refusal falls back to the
+/// order-0 read.
 pub fn get_swapped_folio<B: SwapBackend>(
     area: &SwapArea,
     memmap: &'static Memmap,
@@ -194,47 +240,12 @@ pub fn get_swapped_folio<B: SwapBackend>(
     entry: SwapEntry,
     handle: AnonHandle,
     index: u64,
+    options: SwapInOptions<'_>,
 ) -> SwappedIn<B> {
-    get_swapped_folio_with_run(area, memmap, backend, entry, handle, index, || None)
-}
-
-/// [`get_swapped_folio`], and on a miss first the large read of the
-/// module doc: `run` answers, under the space's lock, the first entry of
-/// the intact run around the faulting page ([`intact_run`]), or `None`.
-/// It is asked before the claim (which slots to claim) and once more
-/// after it (the run is still intact now that no slot of it can be freed
-/// or reused). Any refusal falls back to the order-0 read. No readahead:
-/// [`get_swapped_folio_around`] with no window.
-pub fn get_swapped_folio_with_run<B: SwapBackend>(
-    area: &SwapArea,
-    memmap: &'static Memmap,
-    backend: &B,
-    entry: SwapEntry,
-    handle: AnonHandle,
-    index: u64,
-    run: impl Fn() -> Option<SwapEntry>,
-) -> SwappedIn<B> {
-    get_swapped_folio_around(area, memmap, backend, entry, handle, index, run, || None)
-}
-
-/// [`get_swapped_folio_with_run`], and on a miss that the large read did
-/// not take, the readahead of the module doc: `window` answers, under the
-/// space's lock, the swap entries of the PTEs around the faulting page
-/// ([`readahead_window`]), or `None`. It is asked before the claims
-/// (which neighbours to claim) and once more after them (each neighbour's
-/// PTE still holds its slot, so the slot holds that page and no other).
-/// Any refusal falls back to the order-0 read.
-#[allow(clippy::too_many_arguments)]
-pub fn get_swapped_folio_around<B: SwapBackend>(
-    area: &SwapArea,
-    memmap: &'static Memmap,
-    backend: &B,
-    entry: SwapEntry,
-    handle: AnonHandle,
-    index: u64,
-    run: impl Fn() -> Option<SwapEntry>,
-    window: impl Fn() -> Option<Window>,
-) -> SwappedIn<B> {
+    let none_run = || None;
+    let none_window = || None;
+    let run: &dyn Fn() -> Option<SwapEntry> = options.run.unwrap_or(&none_run);
+    let window: &dyn Fn() -> Option<Window> = options.window.unwrap_or(&none_window);
     let mut try_run = true;
     // Readahead only while the area is read in order: the fault before
     // this one (a miss, or a hit on a page read ahead) was near it. A
@@ -260,7 +271,7 @@ pub fn get_swapped_folio_around<B: SwapBackend>(
         // Once per fault: a run that was not intact (or no huge frame)
         // will not become so by waiting.
         if core::mem::take(&mut try_run) {
-            if let Some(got) = read_run(area, backend, entry, handle, index, &run) {
+            if let Some(got) = read_run(area, backend, entry, handle, index, run) {
                 return got;
             }
         }
@@ -270,7 +281,7 @@ pub fn get_swapped_folio_around<B: SwapBackend>(
         }
         // Once per fault too: a refused readahead leaves nothing claimed.
         if core::mem::take(&mut try_window) {
-            if let Some(got) = read_ahead(area, backend, entry, handle, index, &window) {
+            if let Some(got) = read_ahead(area, backend, entry, handle, index, window) {
                 return got;
             }
         }
@@ -318,6 +329,12 @@ impl Window {
         if self.entries.get(self.at).copied().flatten() != Some(entry) {
             return None;
         }
+        Some(self.run_beside(entry))
+    }
+
+    /// [`Window::run_of`] without asking place `at` to hold `entry` (it
+    /// no longer does once its page is mapped: [`map_around`]).
+    pub fn run_beside(&self, entry: SwapEntry) -> (usize, usize) {
         let next = |j: usize| {
             let want = (entry.offset() + j as u64).checked_sub(self.at as u64);
             self.entries[j].is_some_and(|e| e.ty() == entry.ty() && Some(e.offset()) == want)
@@ -330,7 +347,7 @@ impl Window {
         while hi < READAHEAD_PAGES && next(hi) {
             hi += 1;
         }
-        Some((lo, hi))
+        (lo, hi)
     }
 }
 
@@ -375,7 +392,7 @@ fn read_ahead<B: SwapBackend>(
     entry: SwapEntry,
     handle: AnonHandle,
     index: u64,
-    window: &impl Fn() -> Option<Window>,
+    window: &dyn Fn() -> Option<Window>,
 ) -> Option<SwappedIn<B>> {
     let w = window()?;
     let (lo, hi) = w.run_of(entry)?;
@@ -478,7 +495,7 @@ fn read_run<B: SwapBackend>(
     entry: SwapEntry,
     handle: AnonHandle,
     index: u64,
-    run: &impl Fn() -> Option<SwapEntry>,
+    run: &dyn Fn() -> Option<SwapEntry>,
 ) -> Option<SwappedIn<B>> {
     let first = run()?;
     let i = entry.offset().checked_sub(first.offset())? as usize;
@@ -743,4 +760,60 @@ pub fn map_swapped_in<F: PageTableFormat>(
         folio.set_flag(PageFlag::Dirty); // no copy on disk backs it now
     }
     SwapInOutcome::Mapped { pages: pages.len(), exclusive, writable }
+}
+
+/// Half 2's fault-around (module doc, "Mapping the window"): after
+/// [`map_swapped_in`] mapped the page at `page`, whose PTE held `entry`,
+/// maps its neighbours in the [`READAHEAD_PAGES`] window around it whose
+/// PTEs hold the slots next to `entry`'s ([`Window::run_beside`]) and whose
+/// folio is in the swap cache, up to date and not locked by anybody: each
+/// as a read fault on it would ([`map_swapped_in`] with `write` false),
+/// the exclusive bit and the clean copy decided by its own PTE and folio.
+/// A folio somebody holds locked (being read, written, reclaimed,
+/// migrated) or that is not in the cache is left for its own fault.
+/// Returns how many pages it mapped.
+///
+/// The caller holds the space's lock (the same hold as the
+/// [`map_swapped_in`] before it) and the faulting folio's lock; folio
+/// locks are only tried here. `free` gives back a folio whose last
+/// reference this drops (one deleted from the cache since its lookup).
+#[allow(clippy::too_many_arguments)]
+pub fn map_around<F: PageTableFormat>(
+    table: &PageTable<F>,
+    mem: &impl TableMemory,
+    vmas: &VmaSet,
+    area: &SwapArea,
+    memmap: &'static Memmap,
+    page: VirtAddr,
+    entry: SwapEntry,
+    user: bool,
+    free: &dyn Fn(Folio<'static>),
+) -> usize {
+    let Some(w) = readahead_window(table, mem, vmas, page, entry) else { return 0 };
+    let (lo, hi) = w.run_beside(entry);
+    let mut mapped = 0;
+    for j in (lo..hi).filter(|&j| j != w.at) {
+        let Some(e) = w.entries[j] else { continue };
+        let va = VirtAddr::new(w.start.as_u64() + j as u64 * 4096);
+        let Some((folio, i)) = lookup_get(area, memmap, e) else { continue };
+        // Tried, never waited for: we hold a spin lock (and the faulting
+        // folio's lock: a page of that folio is mapped already, or not
+        // ours to map).
+        if folio.try_lock() {
+            if still_cached(&folio, e, i) && folio.test_flag(PageFlag::Uptodate) {
+                // Rechecks `e` at `va` (a page of a large folio mapped by
+                // an earlier neighbour is no swap entry any more).
+                if let SwapInOutcome::Mapped { pages, .. } =
+                    map_swapped_in(table, mem, vmas, area, &folio, i, va, e, false, user)
+                {
+                    mapped += pages;
+                }
+            }
+            folio.unlock();
+        }
+        if folio.put() {
+            free(folio);
+        }
+    }
+    mapped
 }

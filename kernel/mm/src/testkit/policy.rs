@@ -104,6 +104,13 @@ pub struct Switches {
     /// Every entry of every live space as migration's copy found them
     /// (the migration entries in place), of the latest migration.
     pub entries_at_copy: RefCell<Vec<(usize, VirtAddr, Level, Decoded)>>,
+    /// Swap-in's half 2 maps the window around the faulting page too
+    /// ([`crate::swap::swapin::map_around`]), as the kernel always does.
+    /// Off by default, so that the readahead tests see the neighbours
+    /// waiting in the cache.
+    pub map_around: Cell<bool>,
+    /// Pages [`crate::swap::swapin::map_around`] mapped.
+    pub nr_mapped_around: Cell<u64>,
 }
 
 /// [`World::new`]'s frames with the LRU lists and a swap area of type

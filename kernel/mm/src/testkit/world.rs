@@ -44,10 +44,8 @@ use crate::pgtable::{Decoded, Flush, Leaf, Level, NonPresent, PageTable, SwapEnt
 use crate::space::{fork_range, free_pgtables, protect_range, zap_range, ForkError, Gather};
 use crate::swap::area::SwapArea;
 use crate::swap::cache::{delete_if_unused, IfMapped};
-use crate::swap::swapin::{
-    get_swapped_folio, get_swapped_folio_around, intact_run, map_swapped_in, readahead_window,
-};
-use crate::swap::swapin::{SwapInError, SwapInOutcome};
+use crate::swap::swapin::{get_swapped_folio, intact_run, map_swapped_in, readahead_window, SwapInOptions};
+use crate::swap::swapin::{map_around, SwapInError, SwapInOutcome};
 use crate::sync::Lock;
 use crate::thp::{split_huge_pmd_if_cut, HPAGE_NR, HPAGE_SIZE};
 use crate::vma::{ThpMode, VmaKind, VmaProt, VmaSet};
@@ -605,15 +603,15 @@ impl<F: HardwareWalker> World<F> {
         let run = || intact_run(&sp.table, &self.mem, &sp.vmas, va(page), entry);
         let window = || readahead_window(&sp.table, &self.mem, &sp.vmas, va(page), entry);
         self.listed_if_read(|| {
-            get_swapped_folio_around(
+            let options = SwapInOptions { run: Some(&run), window: Some(&window) };
+            get_swapped_folio(
                 self.area(),
                 self.memmap(),
                 &self.frames,
                 entry,
                 self.handle(s),
                 page >> 12,
-                run,
-                window,
+                options,
             )
         })
     }
@@ -626,7 +624,8 @@ impl<F: HardwareWalker> World<F> {
         entry: SwapEntry,
     ) -> Result<(Folio<'static>, usize), SwapInError<String>> {
         self.listed_if_read(|| {
-            get_swapped_folio(self.area(), self.memmap(), &self.frames, entry, self.handle(s), page >> 12)
+            let (memmap, options) = (self.memmap(), SwapInOptions::default());
+            get_swapped_folio(self.area(), memmap, &self.frames, entry, self.handle(s), page >> 12, options)
         })
     }
 
@@ -673,6 +672,21 @@ impl<F: HardwareWalker> World<F> {
             write,
             true,
         );
+        if self.host.map_around.get() && matches!(out, SwapInOutcome::Mapped { .. }) {
+            let free = |f: Folio<'static>| self.frames.free(f);
+            let n = map_around(
+                &sp.table,
+                &self.mem,
+                &sp.vmas,
+                self.area(),
+                self.memmap(),
+                va(page),
+                entry,
+                true,
+                &free,
+            );
+            self.host.nr_mapped_around.set(self.host.nr_mapped_around.get() + n as u64);
+        }
         delete_if_unused(self.area(), &folio, IfMapped::Keep);
         folio.unlock();
         self.frames.put(folio);
