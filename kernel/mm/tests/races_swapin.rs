@@ -666,12 +666,17 @@ fn readahead_against_munmap_of_the_neighbour() {
     if w.frames().nr_reads() == 2 {
         READ_AHEAD_WHILE_UNMAPPED.fetch_add(1, Ordering::Relaxed);
     }
-    // The munmap's free found the neighbour in the cache but locked (the
-    // reader still held it): the kernel hands it to kswapd
-    // (`drop_unmapped_cache_folio` in kernel/src/vm/swap.rs), which the
-    // sim leaves out; kswapd's part, now.
+    kswapd_frees_the_unmapped_neighbour(w, entries[1]);
+}
+
+/// What is left after an munmap of the neighbour: the munmap's free may
+/// have found the neighbour in the cache but locked (the reader still held
+/// it); the kernel then hands it to kswapd (`drop_unmapped_cache_folio` in
+/// kernel/src/vm/swap.rs), which the sim leaves out. Does kswapd's part,
+/// then checks that nothing is left behind.
+fn kswapd_frees_the_unmapped_neighbour(w: World, neighbour: SwapEntry) {
     if w.area().nr_in_cache() > 0 {
-        let (folio, _) = lookup_get(w.area(), w.memmap(), entries[1]).expect("the neighbour's folio");
+        let (folio, _) = lookup_get(w.area(), w.memmap(), neighbour).expect("the neighbour's folio");
         folio.lock();
         assert!(delete_if_unused(w.area(), &folio, IfMapped::Keep), "needed by nobody");
         folio.unlock();
@@ -719,18 +724,7 @@ fn map_around_against_munmap_of_the_neighbour() {
     assert_eq!(a.join().unwrap(), Some(PAIR_WORDS[0]));
     c.join().unwrap();
     assert_eq!(w.0.translate(PAIR[1]), None, "the unmapped page is mapped");
-    // kswapd's part for a neighbour the munmap found locked, as in
-    // `readahead_against_munmap_of_the_neighbour`.
-    if w.area().nr_in_cache() > 0 {
-        let (folio, _) = lookup_get(w.area(), w.memmap(), entries[1]).expect("the neighbour's folio");
-        folio.lock();
-        assert!(delete_if_unused(w.area(), &folio, IfMapped::Keep), "needed by nobody");
-        folio.unlock();
-        w.frames().put(folio);
-    }
-    assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (0, 0), "a neighbour left behind");
-    w.0.check();
-    w.0.finish();
+    kswapd_frees_the_unmapped_neighbour(w, entries[1]);
 }
 
 /// Faults that mapped the neighbour while reclaim was after it, and the
