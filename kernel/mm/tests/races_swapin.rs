@@ -641,6 +641,12 @@ fn readahead_against_a_fault_on_the_neighbour() {
     if w.frames().nr_read_calls() == 1 {
         ONE_READ_FOR_TWO.fetch_add(1, Ordering::Relaxed);
     }
+    both_pages_mapped_exclusive_and_nothing_left(w);
+}
+
+/// The end of two faults on the pair: each page mapped once, exclusive,
+/// out of the swap cache, with one reference; no slot or cache folio left.
+fn both_pages_mapped_exclusive_and_nothing_left(w: World) {
     for at in PAIR {
         let pfn = w.0.translate(at).expect("mapped").pfn();
         let f = folio_of(w.memmap(), pfn).unwrap();
@@ -702,15 +708,7 @@ fn map_around_against_a_fault_on_the_neighbour() {
     let a = thread::spawn(move || read_with_map_around(w, PAIR[0], &MAPPED_AROUND));
     let b = thread::spawn(move || read_with_map_around(w, PAIR[1], &MAPPED_AROUND));
     assert_eq!([a.join().unwrap(), b.join().unwrap()], PAIR_WORDS.map(Some));
-    for at in PAIR {
-        let pfn = w.0.translate(at).expect("mapped").pfn();
-        let f = folio_of(w.memmap(), pfn).unwrap();
-        assert!(f.page(0).test_flag(PageFlag::AnonExclusive) && !f.test_flag(PageFlag::SwapCache));
-        assert_eq!((f.refcount(), f.page_mapcount(0)), (1, 1));
-    }
-    assert_eq!((w.area().nr_used(), w.area().nr_in_cache()), (0, 0));
-    w.0.check();
-    w.0.finish();
+    both_pages_mapped_exclusive_and_nothing_left(w);
 }
 
 /// A task reads page 0, mapping the window around it, while another
