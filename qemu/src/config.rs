@@ -141,14 +141,22 @@ impl Arch {
 /// TCG (QEMU's own translator) is the default because `/dev/kvm` on the
 /// project's machines is a software hypervisor that aborts with `-cpu host`
 /// or `-cpu max`; KVM is opt-in.
+///
+/// `tcg-icount` is TCG on one host thread with QEMU's instruction counter
+/// as the guest's clock (`-icount shift=0`: one nanosecond per guest
+/// instruction): the guest's timings become instruction counts, the same
+/// from one run to the next whatever else the host runs. For comparing two
+/// builds on a loaded machine, not for figures to set beside real time;
+/// several guest CPUs take turns on that one thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Accel {
     #[default]
     Tcg,
     Kvm,
+    TcgIcount,
 }
 
-choice_words!(Accel, UnknownAccel, [Tcg => "tcg", Kvm => "kvm"]);
+choice_words!(Accel, UnknownAccel, [Tcg => "tcg", Kvm => "kvm", TcgIcount => "tcg-icount"]);
 
 /// The firmware that loads the kernel on x86_64: legacy BIOS (SeaBIOS,
 /// QEMU's default) or UEFI (OVMF). AArch64 always boots the raw image
@@ -328,6 +336,7 @@ mod tests {
         assert_eq!("arm64".parse::<Arch>(), Err(ConfigError::UnknownArch("arm64".into())));
         assert_eq!("tcg".parse(), Ok(Accel::Tcg));
         assert_eq!("kvm".parse(), Ok(Accel::Kvm));
+        assert_eq!("tcg-icount".parse(), Ok(Accel::TcgIcount));
         assert!("hvf".parse::<Accel>().is_err());
         assert_eq!("bios".parse(), Ok(Firmware::Bios));
         assert_eq!("uefi".parse(), Ok(Firmware::Uefi));

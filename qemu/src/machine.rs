@@ -109,7 +109,7 @@ impl MachineConfig {
             return cpu;
         }
         match (self.arch, self.accel) {
-            (Arch::X86_64, Accel::Tcg) => "max",
+            (Arch::X86_64, Accel::Tcg | Accel::TcgIcount) => "max",
             // `-cpu host` and `-cpu max` abort under this machine's /dev/kvm;
             // qemu64 plus NX (which the kernel's page tables use) runs.
             (Arch::X86_64, Accel::Kvm) => "qemu64,+nx",
@@ -148,6 +148,9 @@ impl MachineConfig {
         push(&["-serial", "stdio", "-no-reboot"]);
         push(&["-M", machine_type(self.arch)]);
         push(&["-accel", accel_option(self.accel)]);
+        if self.accel == Accel::TcgIcount {
+            push(&["-icount", "shift=0"]);
+        }
         push(&["-cpu", self.cpu_model()]);
         push(&["-m", &self.mem.to_string()]);
         push(&["-smp", &self.smp.to_string()]);
@@ -266,6 +269,8 @@ fn accel_option(accel: Accel) -> &'static str {
     match accel {
         Accel::Tcg => "tcg,thread=multi",
         Accel::Kvm => "kvm",
+        // QEMU counts instructions only with one translator thread.
+        Accel::TcgIcount => "tcg,thread=single",
     }
 }
 
@@ -459,6 +464,23 @@ mod tests {
         assert!(cfg.warnings().is_empty());
         cfg.cpu = Some("max".into());
         assert_eq!(cfg.warnings().len(), 1);
+    }
+
+    #[test]
+    fn tcg_icount_counts_instructions_on_one_thread() {
+        for arch in Arch::ALL {
+            let mut cfg = MachineConfig::new(arch, "k.img");
+            cfg.accel = Accel::TcgIcount;
+            cfg.smp = 4;
+            let args = cfg.command().unwrap().args;
+            let at = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+            assert_eq!(
+                (at("-accel"), at("-icount"), at("-cpu")),
+                ("tcg,thread=single".into(), "shift=0".into(), "max".into())
+            );
+        }
+        let args = MachineConfig::new(Arch::X86_64, "k.img").command().unwrap().args;
+        assert!(!args.iter().any(|a| a == "-icount"), "plain TCG counts no instructions");
     }
 
     #[test]

@@ -68,7 +68,10 @@ RUN OPTIONS:
     --numa N                split the CPUs and RAM evenly into N NUMA nodes (1 to 8;
                             N must divide --smp, and each node gets at least 64 MiB)
     --mem SIZE              guest RAM: 512M, 2G, or a number of MiB (default 512M; bench: 2G)
-    --accel tcg|kvm         accelerator (default tcg; kvm is x86_64 only)
+    --accel tcg|kvm|tcg-icount
+                            accelerator (default tcg; kvm is x86_64 only;
+                            tcg-icount: one thread, the guest's clock counts
+                            instructions, for A/B comparisons on a busy host)
     --boot bios|uefi        x86_64 firmware (default bios)
     --cpu NAME              QEMU CPU model, e.g. max,pauth-impdef=on
                             (default: max; qemu64,+nx with kvm)
@@ -737,6 +740,7 @@ mod tests {
         assert_eq!(a.extra_args, ["smoke=1", "verbose"]);
         let a = boot("qemu boot --boot uefi --accel kvm --gdb");
         assert_eq!((a.firmware, a.accel, a.gdb), (Firmware::Uefi, Accel::Kvm, true));
+        assert_eq!(boot("qemu boot --accel tcg-icount").accel, Accel::TcgIcount);
         assert_eq!(a.timeout_secs, None, "no time limit under gdb by default");
         assert_eq!(boot("qemu boot --gdb --timeout 5").timeout_secs, Some(5));
         assert_eq!(boot("qemu boot --timeout 0").timeout_secs, None);
@@ -870,6 +874,7 @@ mod tests {
         assert!(err("bench --linux --boots 0").contains("from 1 to 99"));
         assert!(err("bench --linux --boots x").contains("from 1 to 99"));
         assert!(err("bench --linux --accel kvm").contains("under TCG"));
+        assert!(err("bench --linux --accel tcg-icount").contains("under TCG"));
         assert!(err("bench --linux --numa 2").contains("under TCG"));
     }
 
