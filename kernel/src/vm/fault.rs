@@ -313,7 +313,8 @@ enum Spare {
     Zeroed(Pfn),
     /// Its allocation failed: the fault's first 4 KiB page fails too, as
     /// the allocation under the lock would have (out of memory: reclaim,
-    /// then a retry; also how `mm::fail_alloc` reaches that path).
+    /// then a retry; also how `mm::fail_alloc` reaches that path), in the
+    /// shared attempt and in the exclusive one after it alike.
     Failed,
 }
 
@@ -331,8 +332,14 @@ struct FaultFrames<'a> {
 
 impl FrameSource for FaultFrames<'_> {
     fn alloc_anon_page(&self, handle: AnonHandle, index: u64) -> Option<PhysAddr> {
-        match self.spare.replace(Spare::Unused) {
-            Spare::Zeroed(pfn) => Some(crate::vm::folios::anon_page_from_zeroed(pfn, handle, index)),
+        match self.spare.get() {
+            Spare::Zeroed(pfn) => {
+                self.spare.set(Spare::Unused);
+                Some(crate::vm::folios::anon_page_from_zeroed(pfn, handle, index))
+            }
+            // Stays failed: the shared attempt (`handle_fault_shared`)
+            // declines, and the exclusive one must fail the same page
+            // rather than allocate it again.
             Spare::Failed => None,
             Spare::Unused => {
                 self.zeroed_under_lock.set(true);
